@@ -1,0 +1,1 @@
+//! Folio wire-protocol server (to be written).

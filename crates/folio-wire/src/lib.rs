@@ -1,0 +1,1 @@
+//! Sans-IO MongoDB wire protocol codec (to be written).

@@ -1,0 +1,1 @@
+//! cursor (to be written).

@@ -1,0 +1,271 @@
+//! Errors as MongoDB reports them.
+//!
+//! Every failure that can reach a client is an [`Error`]: a MongoDB error code (which fixes the
+//! `codeName`), a human message, and the error labels the server attaches. Internal failures
+//! (storage I/O, corrupt data) use [`Code::InternalError`] so that even they carry a codeName.
+//! Keeping one error type for the whole core means the command layer never has to guess how to
+//! translate a lower layer's failure: the code is decided where the failure is understood.
+
+use std::fmt;
+
+/// MongoDB error codes used by Folio, with their codeNames (from MongoDB's `error_codes.yml`).
+macro_rules! codes {
+    ($($name:ident = $num:literal,)*) => {
+        /// A MongoDB error code. The variant name is the `codeName`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[allow(missing_docs)]
+        pub enum Code {
+            $($name,)*
+            /// A code Folio does not name itself (e.g. one requested through a fail point).
+            Other(i32),
+        }
+
+        impl Code {
+            /// The numeric code.
+            pub fn number(self) -> i32 {
+                match self {
+                    $(Code::$name => $num,)*
+                    Code::Other(n) => n,
+                }
+            }
+
+            /// The codeName, or `""` for an unknown code.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Code::$name => stringify!($name),)*
+                    Code::Other(_) => "",
+                }
+            }
+
+            /// Looks a numeric code up.
+            pub fn from_number(n: i32) -> Code {
+                match n {
+                    $($num => Code::$name,)*
+                    n => Code::Other(n),
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    OK = 0,
+    InternalError = 1,
+    BadValue = 2,
+    NoSuchKey = 4,
+    GraphContainsCycle = 5,
+    HostUnreachable = 6,
+    HostNotFound = 7,
+    UnknownError = 8,
+    FailedToParse = 9,
+    CannotMutateObject = 10,
+    UserNotFound = 11,
+    UnsupportedFormat = 12,
+    Unauthorized = 13,
+    TypeMismatch = 14,
+    Overflow = 15,
+    InvalidLength = 16,
+    ProtocolError = 17,
+    AuthenticationFailed = 18,
+    IllegalOperation = 20,
+    EmptyArrayOperation = 21,
+    InvalidBSON = 22,
+    LockTimeout = 24,
+    NamespaceNotFound = 26,
+    IndexNotFound = 27,
+    PathNotViable = 28,
+    NonExistentPath = 29,
+    InvalidPath = 30,
+    RoleNotFound = 31,
+    ConflictingUpdateOperators = 40,
+    CursorNotFound = 43,
+    NamespaceExists = 48,
+    MaxTimeMSExpired = 50,
+    DollarPrefixedFieldName = 52,
+    InvalidIdField = 53,
+    NotSingleValueField = 54,
+    InvalidDBRef = 55,
+    EmptyFieldName = 56,
+    DottedFieldName = 57,
+    CommandNotFound = 59,
+    ImmutableField = 66,
+    CannotCreateIndex = 67,
+    IndexAlreadyExists = 68,
+    InvalidOptions = 72,
+    InvalidNamespace = 73,
+    IndexOptionsConflict = 85,
+    IndexKeySpecsConflict = 86,
+    NetworkTimeout = 89,
+    CommandFailed = 125,
+    OperationFailed = 96,
+    UnknownReplWriteConcern = 79,
+    UnsatisfiableWriteConcern = 100,
+    WriteConflict = 112,
+    CommandNotSupported = 115,
+    DocumentValidationFailure = 121,
+    NotImplemented = 238,
+    NoSuchSession = 206,
+    TransactionTooOld = 225,
+    SnapshotUnavailable = 246,
+    NoSuchTransaction = 251,
+    TransactionCommitted = 256,
+    TransactionTooLarge = 257,
+    ExceededTimeLimit = 262,
+    OperationNotSupportedInTransaction = 263,
+    PreparedTransactionInProgress = 267,
+    TransactionExceededLifetimeLimitSeconds = 290,
+    QueryExceededMemoryLimitNoDiskUseAllowed = 292,
+    InvalidIndexSpecificationOption = 197,
+    CommandNotSupportedOnView = 166,
+    OptionNotSupportedOnView = 167,
+    InvalidPipelineOperator = 168,
+    InvalidViewDefinition = 182,
+    ShutdownInProgress = 91,
+    NotWritablePrimary = 10107,
+    InterruptedAtShutdown = 11600,
+    Interrupted = 11601,
+    InterruptedDueToReplStateChange = 11602,
+    NotPrimaryNoSecondaryOk = 13435,
+    NotPrimaryOrSecondary = 13436,
+    DuplicateKey = 11000,
+    Location16755 = 16755,
+    Location17419 = 17419,
+    Location31254 = 31254,
+    Location40352 = 40352,
+    Location40353 = 40353,
+    Location51024 = 51024,
+    Location51091 = 51091,
+    APIStrictError = 323,
+    SocketException = 9001,
+}
+
+/// The labels MongoDB attaches to errors, as constants so their spelling lives in one place.
+pub mod labels {
+    /// The whole transaction may be retried.
+    pub const TRANSIENT_TRANSACTION_ERROR: &str = "TransientTransactionError";
+    /// The write may be retried.
+    pub const RETRYABLE_WRITE_ERROR: &str = "RetryableWriteError";
+    /// The outcome of a commit is unknown (drivers add it; the server never does).
+    pub const UNKNOWN_TRANSACTION_COMMIT_RESULT: &str = "UnknownTransactionCommitResult";
+}
+
+/// A MongoDB-style error: code, message, labels and optional extra reply fields
+/// (such as `keyPattern`/`keyValue` for duplicate keys, or `errInfo`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Error {
+    /// The error code; its name is the codeName.
+    pub code: Code,
+    /// The message (`errmsg`).
+    pub message: String,
+    /// Error labels, in the order they were added.
+    pub labels: Vec<String>,
+    /// Extra fields to merge into the error reply or write error (e.g. `keyPattern`, `errInfo`).
+    pub extra: Option<bson::Document>,
+}
+
+impl Error {
+    /// An error with a code and a message.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Error { code, message: message.into(), labels: Vec::new(), extra: None }
+    }
+
+    /// Adds a label (once).
+    pub fn with_label(mut self, label: &str) -> Self {
+        self.add_label(label);
+        self
+    }
+
+    /// Adds a label in place (once).
+    pub fn add_label(&mut self, label: &str) {
+        if !self.has_label(label) {
+            self.labels.push(label.to_string());
+        }
+    }
+
+    /// Whether the error carries `label`.
+    pub fn has_label(&self, label: &str) -> bool {
+        self.labels.iter().any(|l| l == label)
+    }
+
+    /// Attaches extra reply fields.
+    pub fn with_extra(mut self, extra: bson::Document) -> Self {
+        self.extra = Some(extra);
+        self
+    }
+
+    /// The numeric code.
+    pub fn code_number(&self) -> i32 {
+        self.code.number()
+    }
+
+    /// The codeName.
+    pub fn code_name(&self) -> &'static str {
+        self.code.name()
+    }
+
+    /// Whether this is a write conflict between transactions.
+    pub fn is_write_conflict(&self) -> bool {
+        self.code == Code::WriteConflict
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.code.name(), self.code.number(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The result type of the core.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Builds an [`Error`] with a code and a formatted message: `err!(BadValue, "x {}", y)`.
+#[macro_export]
+macro_rules! err {
+    ($code:ident, $($arg:tt)*) => {
+        $crate::error::Error::new($crate::error::Code::$code, format!($($arg)*))
+    };
+}
+
+/// Returns early with an [`Error`]: `bail!(BadValue, "x {}", y)`.
+#[macro_export]
+macro_rules! bail {
+    ($code:ident, $($arg:tt)*) => {
+        return Err($crate::err!($code, $($arg)*))
+    };
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::new(Code::InternalError, format!("I/O error: {e}"))
+    }
+}
+
+impl From<bson::error::Error> for Error {
+    fn from(e: bson::error::Error) -> Self {
+        Error::new(Code::InvalidBSON, format!("invalid BSON: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for n in [2, 11000, 112, 251, 263, 12345] {
+            assert_eq!(Code::from_number(n).number(), n);
+        }
+        assert_eq!(Code::from_number(112).name(), "WriteConflict");
+        assert_eq!(Code::from_number(12345).name(), "");
+    }
+
+    #[test]
+    fn labels_are_added_once() {
+        let e = err!(WriteConflict, "conflict").with_label(labels::TRANSIENT_TRANSACTION_ERROR);
+        let e = e.with_label(labels::TRANSIENT_TRANSACTION_ERROR);
+        assert_eq!(e.labels.len(), 1);
+        assert!(e.is_write_conflict());
+    }
+}

@@ -1,0 +1,46 @@
+//! Folio's core: a MongoDB-compatible document database engine with snapshot-isolation
+//! multi-document transactions, usable in-process (the [`api`] module) or through the wire
+//! protocol server, which calls the same [`command`] path.
+//!
+//! # Layers
+//!
+//! Lower layers never import upper ones:
+//!
+//! - [`error`], [`doc`], [`encoding`]: MongoDB error codes, document helpers and type order,
+//!   order-preserving key encodings.
+//! - [`query`], [`update`], [`agg`]: pure functions on documents (filters, projection, sort,
+//!   update operators, aggregation).
+//! - [`storage`]: the ordered KV engine trait with redb and in-memory engines.
+//! - [`mvcc`]: snapshot-isolation transactions above storage ([`mvcc::TxnStore`], [`mvcc::Txn`]).
+//! - [`catalog`], [`index`]: databases, collections and indexes, kept in the MVCC keyspace.
+//! - [`exec`]: collection operations inside one transaction.
+//! - [`cursor`], [`session`]: cursors, logical sessions, the transaction state machine and
+//!   retryable-write history.
+//! - [`command`]: the command table and dispatch, shared by the server and the embedded API.
+//! - [`api`]: the embedded API, named like the official `mongodb` crate.
+
+pub mod error;
+
+pub mod doc;
+pub mod encoding;
+
+pub mod agg;
+pub mod query;
+pub mod update;
+
+pub mod mvcc;
+pub mod storage;
+
+pub mod catalog;
+pub mod index;
+
+pub mod exec;
+
+pub mod cursor;
+pub mod session;
+
+pub mod command;
+
+pub mod api;
+
+pub use error::{Code, Error, Result};

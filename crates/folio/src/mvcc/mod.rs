@@ -1,0 +1,126 @@
+//! Multi-version concurrency control: snapshot-isolation transactions over an ordered KV engine.
+//!
+//! This file holds the *interface* every upper layer uses to reach storage: [`TxnStore`] begins
+//! transactions, [`Txn`] reads and writes inside one. Nothing above this module touches the storage
+//! engine directly, so a later backend that brings its own transactions (a distributed SQL engine,
+//! TiKV) can implement these two traits and carry the whole database.
+//!
+//! A write conflict is a *value* ([`Conflict`]), not an error: the caller decides what it means.
+//! Inside a multi-document transaction it becomes WriteConflict (112) with
+//! TransientTransactionError; a single-statement write instead waits for the holder
+//! ([`TxnStore::wait_for`]) and retries.
+
+use std::ops::Bound;
+use std::time::Instant;
+
+use crate::error::Result;
+
+/// A cluster time: a BSON timestamp packed as `seconds << 32 | increment`, so that the natural
+/// integer order is the timestamp order. Commit timestamps strictly increase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ts(pub u64);
+
+impl Ts {
+    /// The smallest timestamp; no commit has it.
+    pub const ZERO: Ts = Ts(0);
+
+    /// Builds a timestamp from seconds and increment.
+    pub fn new(secs: u32, inc: u32) -> Ts {
+        Ts((u64::from(secs) << 32) | u64::from(inc))
+    }
+
+    /// The seconds part.
+    pub fn secs(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The increment part.
+    pub fn inc(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// As a BSON timestamp.
+    pub fn to_bson(self) -> bson::Timestamp {
+        bson::Timestamp { time: self.secs(), increment: self.inc() }
+    }
+
+    /// From a BSON timestamp.
+    pub fn from_bson(t: bson::Timestamp) -> Ts {
+        Ts::new(t.time, t.increment)
+    }
+}
+
+/// Identifies a transaction while it is in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxnId(pub u64);
+
+/// A write that lost under first-writer-wins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The key that was written.
+    pub key: Vec<u8>,
+    /// The in-flight transaction that holds the key, or `None` when the key was committed by
+    /// another transaction after this one's snapshot.
+    pub holder: Option<TxnId>,
+}
+
+/// The outcome of a write: `Ok(())`, or the conflict that prevented it. The transaction is still
+/// usable after a conflict (the write was not applied); callers normally abort it.
+pub type WriteResult = std::result::Result<(), Conflict>;
+
+/// An iterator over `(key, value)` pairs of a scan, in key order (or reverse order).
+pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a>;
+
+/// Begins transactions. Implemented by Folio's MVCC over a storage engine; a distributed backend
+/// may implement it too.
+pub trait TxnStore: Send + Sync {
+    /// Begins a read-write transaction whose snapshot is the latest committed state.
+    fn begin(&self) -> Result<Box<dyn Txn>>;
+
+    /// Begins a read-only transaction that sees the state as of `ts` (`readConcern: snapshot`
+    /// with `atClusterTime`). Fails with SnapshotTooOld / SnapshotUnavailable when `ts` is outside
+    /// the history window or in the future.
+    fn begin_read_only_at(&self, ts: Ts) -> Result<Box<dyn Txn>>;
+
+    /// The timestamp of the latest commit visible to new snapshots (the cluster time).
+    fn last_committed(&self) -> Ts;
+
+    /// Blocks until the in-flight transaction `txn` has committed or aborted, or `deadline`
+    /// passes. Returns whether it finished.
+    fn wait_for(&self, txn: TxnId, deadline: Option<Instant>) -> bool;
+
+    /// Makes everything committed so far durable (commits already are; this is for shutdown).
+    fn flush(&self) -> Result<()>;
+}
+
+/// One transaction: a snapshot to read, and a private write buffer applied atomically at commit.
+pub trait Txn: Send {
+    /// This transaction's id.
+    fn id(&self) -> TxnId;
+
+    /// The snapshot this transaction reads.
+    fn snapshot(&self) -> Ts;
+
+    /// Reads a key: this transaction's own write if any, else the snapshot's version.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Scans a key range as of the snapshot, merged with this transaction's own writes.
+    fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> Result<ScanIter<'_>>;
+
+    /// Writes a key. Returns the conflict if another in-flight transaction holds the key or a
+    /// transaction committed it after this snapshot (first writer wins, detected here).
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<WriteResult>;
+
+    /// Deletes a key, with the same conflict rule as [`Txn::put`].
+    fn delete(&mut self, key: &[u8]) -> Result<WriteResult>;
+
+    /// Whether this transaction has written anything.
+    fn has_writes(&self) -> bool;
+
+    /// Commits atomically and durably (the commit is on disk before this returns) and returns the
+    /// commit timestamp (the snapshot timestamp for a transaction without writes).
+    fn commit(self: Box<Self>) -> Result<Ts>;
+
+    /// Discards the transaction's writes and releases its keys.
+    fn abort(self: Box<Self>);
+}

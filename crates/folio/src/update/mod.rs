@@ -1,0 +1,1 @@
+//! update (to be written).
