@@ -212,6 +212,5 @@ describe('optimistic locking under 20 concurrent updaters', () => {
     const stored = await Product.findById(product._id).lean();
     assert.equal(stored.stock, 20);
     assert.equal(stored.__v, 20);
-    assert.ok(conflicts >= 0);
   });
 });
