@@ -4,4 +4,7 @@
 pub mod keycode;
 pub mod value;
 
+#[cfg(test)]
+pub(crate) mod golden;
+
 pub use value::{encode_key_component, encode_value, encoded};
