@@ -8,11 +8,13 @@
 pub mod expr;
 pub mod filter;
 pub mod matcher;
+pub mod plan;
 pub mod projection;
 pub mod schema;
 pub mod sort;
 
 pub use filter::{ElemMatcher, Filter, Pred};
+pub use plan::{Endpoint, Interval};
 pub use projection::Projection;
 pub use sort::SortSpec;
 
