@@ -288,3 +288,115 @@ pub fn format_key(spec: &IndexSpec, values: &[Bson]) -> String {
         .collect();
     if parts.is_empty() { "{}".to_string() } else { format!("{{ {} }}", parts.join(", ")) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::golden;
+
+    fn parse_doc(text: &str) -> Document {
+        match golden::parse_ext(text) {
+            Bson::Document(d) => d,
+            other => panic!("not a document: {other:?}"),
+        }
+    }
+
+    fn show_error(e: &Error) -> String {
+        let mut s = format!("error {} ({}): {}", e.code_name(), e.code_number(), e.message);
+        if let Some(extra) = &e.extra {
+            s.push_str(&format!(" | {}", format_document(extra)));
+        }
+        s
+    }
+
+    fn show_keys(spec: &IndexSpec, doc: &Document) -> Vec<String> {
+        match spec.entries_for(doc) {
+            Err(e) => vec![show_error(&e)],
+            Ok(keys) => {
+                let mut lines =
+                    vec![format!("multikey={} keys={}", keys.multikey, keys.keys.len())];
+                for k in &keys.keys {
+                    lines.push(format!(
+                        "{} {}",
+                        format_key(spec, &k.values),
+                        golden::hex(&k.bytes)
+                    ));
+                }
+                lines
+            }
+        }
+    }
+
+    fn run_command(
+        cmd: &str,
+        arg: &str,
+        current: &mut Option<IndexSpec>,
+        existing: &mut Vec<IndexSpec>,
+    ) -> Vec<String> {
+        let doc = parse_doc(arg);
+        match cmd {
+            "index" => {
+                let spec = IndexSpec::parse(&doc).unwrap_or_else(|e| panic!("{arg}: {e}"));
+                let line = format!("ok {}", format_document(&spec.to_document()));
+                existing.push(spec.clone());
+                *current = Some(spec);
+                vec![line]
+            }
+            "spec" => match IndexSpec::parse(&doc) {
+                Ok(spec) => vec![format!("ok {}", format_document(&spec.to_document()))],
+                Err(e) => vec![show_error(&e)],
+            },
+            "create" => match IndexSpec::parse(&doc).and_then(|s| s.check_conflict(existing)) {
+                Ok(true) => vec!["already exists".to_string()],
+                Ok(false) => vec!["new index".to_string()],
+                Err(e) => vec![show_error(&e)],
+            },
+            "doc" => show_keys(current.as_ref().expect("no index"), &doc),
+            "dupkey" => {
+                let spec = current.as_ref().expect("no index");
+                match spec.entries_for(&doc) {
+                    Ok(keys) => match keys.keys.first() {
+                        Some(k) => {
+                            vec![show_error(&spec.duplicate_key_error("test", "coll", &k.values))]
+                        }
+                        None => vec!["no key".to_string()],
+                    },
+                    Err(e) => vec![show_error(&e)],
+                }
+            }
+            other => panic!("unknown command {other}"),
+        }
+    }
+
+    /// Runs `testdata/keygen.txt` and compares with `testdata/keygen.golden`.
+    #[test]
+    fn keygen_golden() {
+        let input = golden::read("index/testdata/keygen.txt");
+        let mut out = String::new();
+        let mut current = None;
+        let mut existing = Vec::new();
+        for line in input.lines() {
+            out.push_str(line);
+            out.push('\n');
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
+            for result in run_command(cmd, arg.trim(), &mut current, &mut existing) {
+                out.push_str(&format!("  -> {result}\n"));
+            }
+        }
+        golden::check("index/testdata/keygen.golden", &out);
+    }
+
+    #[test]
+    fn keys_for_returns_sorted_distinct_encodings() {
+        let spec = IndexSpec::parse(&bson::doc! {"key": {"a": -1}, "name": "a_-1"}).unwrap();
+        let keys = spec.keys_for(&bson::doc! {"a": [1, 3, 2, 3.0]}).unwrap();
+        assert_eq!(keys.len(), 3);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // Descending: the largest value has the smallest key.
+        assert_eq!(keys[0], spec.encode(&[Bson::Int32(3)]));
+    }
+}
