@@ -10,7 +10,7 @@
 //! [rank byte] [type-specific payload]
 //! ```
 //!
-//! Every encoding is prefix-free (see [`keycode`](super::keycode)), so the encodings of the
+//! Every encoding is prefix-free (see [`keycode`]), so the encodings of the
 //! components of a compound key can simply be concatenated, and a descending component is the
 //! byte-wise inversion of its ascending encoding ([`encode_key_component`]).
 //!
