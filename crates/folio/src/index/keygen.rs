@@ -4,12 +4,16 @@
 //! [`encode_key_component`] (descending components inverted) and concatenated. MongoDB's rules,
 //! which Folio follows:
 //!
-//! - **Missing fields** index as `null`. A **sparse** index leaves out a document when *every*
-//!   indexed field is missing (an explicit `null` counts as present).
+//! - **Missing fields** index as `null`. A **sparse** index leaves out a key when *every* field
+//!   of it is missing (an explicit `null` counts as present), so a document with none of the
+//!   fields is not indexed at all.
 //! - **Arrays** make the index *multikey*: a path that reaches an array contributes one key per
 //!   element (the element itself when the path ends there, or the rest of the path applied to
-//!   each embedded document). An empty array contributes `undefined`. A numeric path component
-//!   applied to an array selects that element (`a.0`) instead of expanding the array.
+//!   each element, where scalars have no fields and give `null`). An empty array contributes
+//!   `undefined` where the path ends at it and `null` where the path continues below it. A
+//!   numeric path component applied to an array selects that element (`a.0`) instead of
+//!   expanding the array; unlike MongoDB, such a positional path does not count as reaching the
+//!   array for the parallel-arrays rule.
 //! - **Parallel arrays**: a compound key may expand at most one array per document, or the
 //!   cartesian product of keys would explode; a document whose fields reach two different arrays
 //!   fails with CannotIndexParallelArrays (171, `cannot index parallel arrays [b] [a]`). Two
@@ -93,11 +97,10 @@ impl IndexSpec {
         let mut raw = Vec::new();
         let mut multikey = false;
         expand(slots, &mut raw, &mut multikey)?;
-        if self.sparse && raw.iter().all(|(_, present)| !present) {
-            return Ok(IndexKeys { keys: Vec::new(), multikey });
-        }
         let mut keys: Vec<IndexKey> = raw
             .into_iter()
+            // A sparse index leaves out keys whose fields were all missing.
+            .filter(|(_, present)| *present || !self.sparse)
             .map(|(values, _)| IndexKey { bytes: self.encode(&values), values })
             .collect();
         keys.sort_by(|a, b| a.bytes.cmp(&b.bytes));
@@ -165,36 +168,30 @@ fn expand<'a>(
     };
     *multikey = true;
     if arr.is_empty() {
+        // An empty array indexes as undefined where the path ends at it; paths that continue
+        // below it find nothing.
         let next = resolved
             .iter()
             .map(|r| match r {
                 Resolved::Done(v, p) => Slot::Done(v.clone(), *p),
-                Resolved::Array { .. } => Slot::Done(Bson::Undefined, true),
+                Resolved::Array { rest: [], .. } => Slot::Done(Bson::Undefined, true),
+                Resolved::Array { .. } => Slot::Done(Bson::Null, false),
             })
             .collect();
         return expand(next, out, multikey);
     }
-    let has_document = arr.iter().any(|e| matches!(e, Bson::Document(_)));
-    let has_leaf = resolved.iter().any(|r| matches!(r, Resolved::Array { rest: [], .. }));
     for element in arr {
-        let mut next = Vec::with_capacity(resolved.len());
-        let mut skip = false;
-        for r in &resolved {
-            next.push(match (r, element) {
+        let next = resolved
+            .iter()
+            .map(|r| match (r, element) {
                 (Resolved::Done(v, p), _) => Slot::Done(v.clone(), *p),
                 (Resolved::Array { rest: [], .. }, e) => Slot::Done(e.clone(), true),
                 (Resolved::Array { rest, .. }, Bson::Document(d)) => Slot::Todo(d, rest),
-                // A scalar element has no fields: it contributes nothing when other elements
-                // are documents (`{a: [1, {b: 2}]}` indexes only 2 under `a.b`), else null.
-                (Resolved::Array { .. }, _) => {
-                    skip |= has_document && !has_leaf;
-                    Slot::Done(Bson::Null, false)
-                }
-            });
-        }
-        if !skip {
-            expand(next, out, multikey)?;
-        }
+                // A scalar element has no fields: the rest of the path is missing (null).
+                (Resolved::Array { .. }, _) => Slot::Done(Bson::Null, false),
+            })
+            .collect();
+        expand(next, out, multikey)?;
     }
     Ok(())
 }
