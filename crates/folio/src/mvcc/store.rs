@@ -149,10 +149,13 @@ pub struct GcReport {
     pub pass_finished: bool,
 }
 
+/// The background GC thread: a stop flag with its condition variable, and the join handle.
+type GcThread = (Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>);
+
 /// Snapshot-isolation transactions over an [`Engine`]. See the module documentation.
 pub struct Mvcc {
     shared: Arc<Shared>,
-    gc_thread: Option<(Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>)>,
+    gc_thread: Option<GcThread>,
 }
 
 impl std::fmt::Debug for Mvcc {
@@ -302,10 +305,7 @@ impl Drop for Mvcc {
 
 /// Starts the background GC thread. It holds only a weak reference, so dropping the [`Mvcc`]
 /// (which also signals `stop`) ends it.
-fn spawn_gc(
-    shared: &Arc<Shared>,
-    every: Duration,
-) -> (Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>) {
+fn spawn_gc(shared: &Arc<Shared>, every: Duration) -> GcThread {
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let stop2 = stop.clone();
@@ -657,10 +657,11 @@ impl MvccTxn {
                 "cannot write in a read-only snapshot transaction",
             ));
         }
-        if !self.writes.contains_key(key) {
-            if let Err(conflict) = self.shared.acquire(self.id, self.snapshot, key)? {
-                return Ok(Err(conflict));
-            }
+        // A key already in the write buffer is already this transaction's.
+        if !self.writes.contains_key(key)
+            && let Err(conflict) = self.shared.acquire(self.id, self.snapshot, key)?
+        {
+            return Ok(Err(conflict));
         }
         self.writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
         Ok(Ok(()))
@@ -790,10 +791,10 @@ impl SnapshotScan {
             if ts <= self.snapshot {
                 self.candidate = Some((key, raw_value));
             }
-            if let Some((key, raw)) = out {
-                if let Some(value) = keys::decode_value(raw)? {
-                    return Ok(Some((key, value)));
-                }
+            if let Some((key, raw)) = out
+                && let Some(value) = keys::decode_value(raw)?
+            {
+                return Ok(Some((key, value)));
             }
         }
     }
