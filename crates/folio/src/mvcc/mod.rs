@@ -27,7 +27,7 @@ mod model_tests;
 #[cfg(test)]
 mod script_tests;
 
-pub use store::{Clock, GcReport, Mvcc, MvccOptions, MvccStats};
+pub use store::{Clock, GcReport, Mvcc, MvccOptions};
 
 /// A cluster time: a BSON timestamp packed as `seconds << 32 | increment`, so that the natural
 /// integer order is the timestamp order. Commit timestamps strictly increase.
@@ -105,6 +105,32 @@ pub trait TxnStore: Send + Sync {
 
     /// Makes everything committed so far durable (commits already are; this is for shutdown).
     fn flush(&self) -> Result<()>;
+
+    /// Transaction counters for `serverStatus`; a store that keeps none reports zeros.
+    fn stats(&self) -> TxnStats {
+        TxnStats::default()
+    }
+}
+
+/// Transaction counters for `serverStatus` (see [`TxnStore::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnStats {
+    /// Transactions begun and not yet finished (including read-only ones).
+    pub active: u64,
+    /// Transactions committed (including those without writes).
+    pub commits: u64,
+    /// Transactions aborted (explicitly or by being dropped).
+    pub aborts: u64,
+    /// Writes refused by first-writer-wins.
+    pub conflicts: u64,
+    /// Engine batches written by commits (fewer than commits when group commit shares them).
+    pub commit_batches: u64,
+    /// Versions deleted by garbage collection.
+    pub gc_deleted: u64,
+    /// The latest visible commit.
+    pub last_committed: Ts,
+    /// The highest garbage-collection watermark used so far.
+    pub gc_watermark: Ts,
 }
 
 /// One transaction: a snapshot to read, and a private write buffer applied atomically at commit.

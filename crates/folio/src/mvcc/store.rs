@@ -55,7 +55,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::keys;
-use super::{Conflict, ScanIter, Ts, Txn, TxnId, TxnStore, WriteResult};
+use super::{Conflict, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult};
 use crate::error::{Code, Error, Result};
 use crate::storage::{Engine, KvIter, WriteBatch, range_is_empty};
 
@@ -113,27 +113,6 @@ impl Default for MvccOptions {
             clock: Clock::system(),
         }
     }
-}
-
-/// Counters for `serverStatus`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MvccStats {
-    /// Transactions begun and not yet finished (including read-only ones).
-    pub active: u64,
-    /// Transactions committed (including those without writes).
-    pub commits: u64,
-    /// Transactions aborted (explicitly or by being dropped).
-    pub aborts: u64,
-    /// Writes refused by first-writer-wins.
-    pub conflicts: u64,
-    /// Engine batches written by commits (fewer than commits when group commit shares them).
-    pub commit_batches: u64,
-    /// Versions deleted by garbage collection.
-    pub gc_deleted: u64,
-    /// The latest visible commit.
-    pub last_committed: Ts,
-    /// The highest garbage-collection watermark used so far.
-    pub gc_watermark: Ts,
 }
 
 /// What one [`Mvcc::gc`] call did.
@@ -261,22 +240,6 @@ impl Mvcc {
                 total.pass_finished = true;
                 return Ok(total);
             }
-        }
-    }
-
-    /// Counters for `serverStatus`.
-    pub fn stats(&self) -> MvccStats {
-        let s = &self.shared;
-        let st = s.state.lock();
-        MvccStats {
-            active: st.active.len() as u64,
-            commits: s.commits.load(Ordering::Relaxed),
-            aborts: s.aborts.load(Ordering::Relaxed),
-            conflicts: s.conflicts.load(Ordering::Relaxed),
-            commit_batches: s.batches.load(Ordering::Relaxed),
-            gc_deleted: s.gc_deleted.load(Ordering::Relaxed),
-            last_committed: st.last_visible,
-            gc_watermark: st.gc_floor,
         }
     }
 
@@ -635,6 +598,21 @@ impl TxnStore for Mvcc {
 
     fn flush(&self) -> Result<()> {
         self.shared.engine.flush()
+    }
+
+    fn stats(&self) -> TxnStats {
+        let s = &self.shared;
+        let st = s.state.lock();
+        TxnStats {
+            active: st.active.len() as u64,
+            commits: s.commits.load(Ordering::Relaxed),
+            aborts: s.aborts.load(Ordering::Relaxed),
+            conflicts: s.conflicts.load(Ordering::Relaxed),
+            commit_batches: s.batches.load(Ordering::Relaxed),
+            gc_deleted: s.gc_deleted.load(Ordering::Relaxed),
+            last_committed: st.last_visible,
+            gc_watermark: st.gc_floor,
+        }
     }
 }
 
