@@ -311,7 +311,7 @@ impl Shared {
         let ts = if now > last.secs() {
             Ts::new(now, 1)
         } else if last.inc() == u32::MAX {
-            Ts::new(last.secs() + 1, 1)
+            Ts::new(last.secs().saturating_add(1), 1)
         } else {
             Ts::new(last.secs(), last.inc() + 1)
         };
