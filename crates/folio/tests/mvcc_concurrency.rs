@@ -170,6 +170,10 @@ fn wait_for_wakes_when_the_holder_finishes() {
     holder.commit().unwrap();
     assert!(waiter.join().unwrap());
     other.abort();
+    // A shared store is a store, even wrapped again.
+    let wrapped: Arc<dyn TxnStore> = Arc::new(store.clone());
+    assert_eq!(wrapped.last_committed(), store.last_committed());
+    assert_eq!(wrapped.stats().commits, 1);
 }
 
 #[test]

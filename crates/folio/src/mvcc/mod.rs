@@ -133,6 +133,34 @@ pub struct TxnStats {
     pub gc_watermark: Ts,
 }
 
+/// A shared store is a store, so `Arc<Mvcc>` (what [`Mvcc::open`] returns) can be used wherever
+/// a `TxnStore` is expected, including wrapped once more.
+impl<T: TxnStore + ?Sized> TxnStore for std::sync::Arc<T> {
+    fn begin(&self) -> Result<Box<dyn Txn>> {
+        (**self).begin()
+    }
+
+    fn begin_read_only_at(&self, ts: Ts) -> Result<Box<dyn Txn>> {
+        (**self).begin_read_only_at(ts)
+    }
+
+    fn last_committed(&self) -> Ts {
+        (**self).last_committed()
+    }
+
+    fn wait_for(&self, txn: TxnId, deadline: Option<Instant>) -> bool {
+        (**self).wait_for(txn, deadline)
+    }
+
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+
+    fn stats(&self) -> TxnStats {
+        (**self).stats()
+    }
+}
+
 /// One transaction: a snapshot to read, and a private write buffer applied atomically at commit.
 pub trait Txn: Send {
     /// This transaction's id.

@@ -218,7 +218,10 @@ impl Mvcc {
             batches: AtomicU64::new(0),
             gc_deleted: AtomicU64::new(0),
         });
-        let gc_thread = shared.options.gc_interval.map(|every| spawn_gc(&shared, every));
+        let gc_thread = match shared.options.gc_interval {
+            Some(every) => Some(spawn_gc(&shared, every)?),
+            None => None,
+        };
         Ok(Arc::new(Mvcc { shared, gc_thread }))
     }
 
@@ -268,39 +271,36 @@ impl Drop for Mvcc {
 
 /// Starts the background GC thread. It holds only a weak reference, so dropping the [`Mvcc`]
 /// (which also signals `stop`) ends it.
-fn spawn_gc(shared: &Arc<Shared>, every: Duration) -> GcThread {
+fn spawn_gc(shared: &Arc<Shared>, every: Duration) -> Result<GcThread> {
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let stop2 = stop.clone();
-    let handle = std::thread::Builder::new()
-        .name("folio-mvcc-gc".into())
-        .spawn(move || {
-            loop {
-                {
-                    let mut stopped = stop2.0.lock();
-                    if !*stopped {
-                        stop2.1.wait_for(&mut stopped, every);
-                    }
-                    if *stopped {
-                        return;
-                    }
+    let handle = std::thread::Builder::new().name("folio-mvcc-gc".into()).spawn(move || {
+        loop {
+            {
+                let mut stopped = stop2.0.lock();
+                if !*stopped {
+                    stop2.1.wait_for(&mut stopped, every);
                 }
-                let Some(shared) = weak.upgrade() else { return };
-                // One pass per tick, in bounded steps so commits interleave with it.
-                for _ in 0..10_000 {
-                    match shared.gc(shared.options.gc_batch) {
-                        Ok(r) if r.pass_finished => break,
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!("MVCC garbage collection failed: {e}");
-                            break;
-                        }
+                if *stopped {
+                    return;
+                }
+            }
+            let Some(shared) = weak.upgrade() else { return };
+            // One pass per tick, in bounded steps so commits interleave with it.
+            for _ in 0..10_000 {
+                match shared.gc(shared.options.gc_batch) {
+                    Ok(r) if r.pass_finished => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("MVCC garbage collection failed: {e}");
+                        break;
                     }
                 }
             }
-        })
-        .expect("spawning the GC thread");
-    (stop, handle)
+        }
+    })?;
+    Ok((stop, handle))
 }
 
 impl Shared {
