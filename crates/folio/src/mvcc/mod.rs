@@ -92,8 +92,10 @@ pub trait TxnStore: Send + Sync {
     fn begin(&self) -> Result<Box<dyn Txn>>;
 
     /// Begins a read-only transaction that sees the state as of `ts` (`readConcern: snapshot`
-    /// with `atClusterTime`). Fails with SnapshotTooOld / SnapshotUnavailable when `ts` is outside
-    /// the history window or in the future.
+    /// with `atClusterTime`). As MongoDB: fails with SnapshotTooOld (239) when `ts` is older than
+    /// the history window (or than what garbage collection kept), and with InvalidOptions (72)
+    /// when `ts` is after the latest commit. Writes in such a transaction fail with
+    /// IllegalOperation.
     fn begin_read_only_at(&self, ts: Ts) -> Result<Box<dyn Txn>>;
 
     /// The timestamp of the latest commit visible to new snapshots (the cluster time).
