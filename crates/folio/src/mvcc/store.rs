@@ -42,7 +42,9 @@
 //! key, versions older than the newest version `<= watermark` are invisible to every present and
 //! future snapshot and are deleted; if that newest version is a tombstone it goes too. [`Mvcc::gc`]
 //! does a bounded amount of this work per call, resuming where it stopped; a background thread
-//! started by [`Mvcc::open`] calls it every [`MvccOptions::gc_interval`] (or callers can).
+//! started by [`Mvcc::open`] calls it every [`MvccOptions::gc_interval`] (or callers can), for at
+//! most a tenth of the interval each time. A pass is skipped while the watermark has not moved
+//! past the one the previous pass started with: it would find nothing.
 //! The highest watermark used is remembered: a read-only snapshot older than it (or older than
 //! the history window) fails with SnapshotTooOld.
 
@@ -171,6 +173,11 @@ struct State {
     gc_floor: Ts,
     /// Where the next [`Mvcc::gc`] call resumes (an engine key), `None` for the start.
     gc_cursor: Option<Vec<u8>>,
+    /// The watermark the current pass started with.
+    gc_pass_start: Ts,
+    /// The watermark the last completed pass started with: until the watermark moves past it,
+    /// a new pass would find nothing (new versions are all above it).
+    gc_last_pass: Option<Ts>,
 }
 
 /// The state shared by [`Mvcc`], its transactions and its GC thread.
@@ -287,8 +294,10 @@ fn spawn_gc(shared: &Arc<Shared>, every: Duration) -> Result<GcThread> {
                 }
             }
             let Some(shared) = weak.upgrade() else { return };
-            // One pass per tick, in bounded steps so commits interleave with it.
-            for _ in 0..10_000 {
+            // Bounded steps so commits interleave with them, for at most a tenth of the
+            // interval; an unfinished pass resumes at the next tick.
+            let budget = Instant::now() + every / 10;
+            while Instant::now() < budget {
                 match shared.gc(shared.options.gc_batch) {
                     Ok(r) if r.pass_finished => break,
                     Ok(_) => {}
@@ -510,7 +519,18 @@ impl Shared {
             let mut st = self.state.lock();
             let w = self.watermark(&st);
             st.gc_floor = st.gc_floor.max(w);
-            (st.gc_floor, st.gc_cursor.clone())
+            let floor = st.gc_floor;
+            if st.gc_cursor.is_none() {
+                if st.gc_last_pass.is_some_and(|last| floor <= last) {
+                    return Ok(GcReport {
+                        watermark: floor,
+                        pass_finished: true,
+                        ..GcReport::default()
+                    });
+                }
+                st.gc_pass_start = floor;
+            }
+            (floor, st.gc_cursor.clone())
         };
         let version_start = [keys::VERSION];
         let version_end = [keys::VERSION_END];
@@ -550,7 +570,11 @@ impl Shared {
             self.engine.write(batch, false)?;
             self.gc_deleted.fetch_add(report.deleted as u64, Ordering::Relaxed);
         }
-        self.state.lock().gc_cursor = next_cursor;
+        let mut st = self.state.lock();
+        if report.pass_finished {
+            st.gc_last_pass = Some(st.gc_pass_start);
+        }
+        st.gc_cursor = next_cursor;
         Ok(report)
     }
 }
