@@ -126,6 +126,7 @@ fn group_commit_shares_synced_batches() {
     assert_eq!(scan_all(&store).len(), 160, "every commit is visible");
     let stats = store.stats();
     assert_eq!(stats.commits, 161);
+    assert_eq!((stats.started, stats.active, stats.aborts), (161, 0, 0));
     assert_eq!(stats.last_committed, *stamps.last().unwrap());
     // 160 commits at 5 ms per sync would take 0.8 s one by one; grouped they share syncs.
     assert!(stats.commit_batches < 100, "commit batches: {}", stats.commit_batches);

@@ -117,6 +117,8 @@ pub trait TxnStore: Send + Sync {
 /// Transaction counters for `serverStatus` (see [`TxnStore::stats`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TxnStats {
+    /// Transactions begun since open (including read-only ones).
+    pub started: u64,
     /// Transactions begun and not yet finished (including read-only ones).
     pub active: u64,
     /// Transactions committed (including those without writes).

@@ -628,6 +628,7 @@ impl TxnStore for Mvcc {
         let s = &self.shared;
         let st = s.state.lock();
         TxnStats {
+            started: st.next_id - 1,
             active: st.active.len() as u64,
             commits: s.commits.load(Ordering::Relaxed),
             aborts: s.aborts.load(Ordering::Relaxed),
