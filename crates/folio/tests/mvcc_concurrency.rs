@@ -248,12 +248,37 @@ fn background_gc_collects_old_versions() {
     }
     clock.fetch_add(1, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(20);
-    // 5 keys with one version each, plus the last-commit metadata.
-    while engine.status().unwrap().keys > 6 {
+    // 5 keys with one version each, plus the last-commit and GC-floor metadata.
+    while engine.status().unwrap().keys > 7 {
         assert!(Instant::now() < deadline, "GC did not run: {:?}", engine.status());
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(scan_all(&store).len(), 5);
     assert!(scan_all(&store).iter().all(|(_, v)| v == "19"));
     assert_eq!(store.stats().gc_deleted, 95);
+}
+
+#[test]
+fn collected_history_stays_unreadable_after_reopen_with_a_longer_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU32::new(100));
+    let short = MvccOptions { history_window: Duration::ZERO, ..options(&clock) };
+    let first = {
+        let store = Mvcc::open(Arc::new(RedbEngine::open(dir.path()).unwrap()), short).unwrap();
+        let mut stamps = Vec::new();
+        for v in [b"1", b"2"] {
+            let mut t = store.begin().unwrap();
+            t.put(b"k", v).unwrap().unwrap();
+            stamps.push(t.commit().unwrap());
+        }
+        clock.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(store.gc_full_pass().unwrap().deleted, 1);
+        stamps[0]
+    };
+    let long = MvccOptions { history_window: Duration::from_secs(3600), ..options(&clock) };
+    let store = Mvcc::open(Arc::new(RedbEngine::open(dir.path()).unwrap()), long).unwrap();
+    let err = store.begin_read_only_at(first).err().expect("the version is gone");
+    assert_eq!(err.code, folio::Code::SnapshotTooOld);
+    let latest = store.begin_read_only_at(store.last_committed()).unwrap();
+    assert_eq!(latest.get(b"k").unwrap(), Some(b"2".to_vec()));
 }

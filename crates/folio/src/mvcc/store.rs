@@ -203,17 +203,15 @@ impl Mvcc {
     /// Opens the MVCC layer over `engine`, recovering the last commit timestamp, and starts the
     /// garbage-collection thread if [`MvccOptions::gc_interval`] is set.
     pub fn open(engine: Arc<dyn Engine>, options: MvccOptions) -> Result<Arc<Mvcc>> {
-        let last = match engine.get(&keys::last_commit_ts_key())? {
-            None => Ts::ZERO,
-            Some(raw) => {
-                let bytes: [u8; 8] = raw.as_slice().try_into().map_err(|_| {
-                    Error::new(Code::InternalError, "corrupt last commit timestamp")
-                })?;
-                Ts(u64::from_be_bytes(bytes))
-            }
+        let last = read_meta_ts(engine.as_ref(), &keys::last_commit_ts_key())?;
+        let gc_floor = read_meta_ts(engine.as_ref(), &keys::gc_floor_key())?;
+        let state = State {
+            next_id: 1,
+            last_assigned: last,
+            last_visible: last,
+            gc_floor,
+            ..State::default()
         };
-        let state =
-            State { next_id: 1, last_assigned: last, last_visible: last, ..State::default() };
         let shared = Arc::new(Shared {
             engine,
             options,
@@ -272,6 +270,20 @@ impl Drop for Mvcc {
             stop.1.notify_all();
             // A panic in the GC thread has already been reported; shutdown goes on regardless.
             let _ = handle.join();
+        }
+    }
+}
+
+/// Reads a timestamp from the metadata area (zero when absent).
+fn read_meta_ts(engine: &dyn Engine, key: &[u8]) -> Result<Ts> {
+    match engine.get(key)? {
+        None => Ok(Ts::ZERO),
+        Some(raw) => {
+            let bytes: [u8; 8] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::new(Code::InternalError, "corrupt MVCC metadata timestamp"))?;
+            Ok(Ts(u64::from_be_bytes(bytes)))
         }
     }
 }
@@ -566,6 +578,8 @@ impl Shared {
         }
         report.deleted = batch.len();
         if !batch.is_empty() {
+            // In the same atomic batch as the deletions it justifies.
+            batch.put(keys::gc_floor_key(), watermark.0.to_be_bytes().to_vec());
             // Deletions need not be durable: versions that reappear after a crash are harmless.
             self.engine.write(batch, false)?;
             self.gc_deleted.fetch_add(report.deleted as u64, Ordering::Relaxed);
