@@ -272,8 +272,6 @@ pub fn find_and_modify(_svc: &Service, _c: &mut Connection, cmd: &Document, run:
             "value": r.value.map(Bson::Document).unwrap_or(Bson::Null),
         })
     })?;
-    let mut out = out;
-    out.remove("$retried");
     Ok(out)
 }
 
