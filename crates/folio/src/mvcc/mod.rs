@@ -15,6 +15,16 @@ use std::time::Instant;
 
 use crate::error::Result;
 
+pub mod keys;
+mod store;
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod script_tests;
+
+pub use store::{Clock, GcReport, Mvcc, MvccOptions, MvccStats};
+
 /// A cluster time: a BSON timestamp packed as `seconds << 32 | increment`, so that the natural
 /// integer order is the timestamp order. Commit timestamps strictly increase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

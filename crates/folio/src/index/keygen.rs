@@ -1,0 +1,290 @@
+//! Index key generation: the keys one document contributes to one index.
+//!
+//! A key is the tuple of the values at the key pattern's paths, encoded with
+//! [`encode_key_component`] (descending components inverted) and concatenated. MongoDB's rules,
+//! which Folio follows:
+//!
+//! - **Missing fields** index as `null`. A **sparse** index leaves out a document when *every*
+//!   indexed field is missing (an explicit `null` counts as present).
+//! - **Arrays** make the index *multikey*: a path that reaches an array contributes one key per
+//!   element (the element itself when the path ends there, or the rest of the path applied to
+//!   each embedded document). An empty array contributes `undefined`. A numeric path component
+//!   applied to an array selects that element (`a.0`) instead of expanding the array.
+//! - **Parallel arrays**: a compound key may expand at most one array per document, or the
+//!   cartesian product of keys would explode; a document whose fields reach two different arrays
+//!   fails with CannotIndexParallelArrays (171, `cannot index parallel arrays [b] [a]`). Two
+//!   fields reaching the *same* array (`{"a.x": 1, "a.y": 1}` over `a: [{x, y}, …]`) are fine and
+//!   pair up element by element.
+//! - Keys are **deduplicated** by their encoding, so `[1, 1.0]` yields one key.
+//!
+//! The recursion keeps one *slot* per key-pattern field: either a resolved value or a pending
+//! path below some base document. Each step resolves every pending path until it ends, is missing,
+//! or hits an array; if exactly one array was hit, the step is repeated once per element with the
+//! fields that went through it re-based on that element.
+//!
+//! Partial filters are not applied here: whether a document belongs to a partial index is the
+//! matcher's decision, taken by the caller before asking for keys.
+
+use bson::{Bson, Document};
+
+use super::fmt::{format_document, format_value};
+use super::spec::IndexSpec;
+use crate::encoding::encode_key_component;
+use crate::error::{Code, Error, Result};
+
+/// One index key of a document: its encoding and the values it was built from (one per key
+/// pattern field, in order), which duplicate-key errors report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexKey {
+    /// The order-preserving encoding of the key (components concatenated).
+    pub bytes: Vec<u8>,
+    /// The key's values, one per key-pattern field.
+    pub values: Vec<Bson>,
+}
+
+/// The keys one document contributes to one index.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IndexKeys {
+    /// Distinct keys, sorted by encoding. Empty when a sparse index skips the document.
+    pub keys: Vec<IndexKey>,
+    /// Whether an array was expanded (the index becomes multikey).
+    pub multikey: bool,
+}
+
+/// A key-pattern field during generation.
+#[derive(Clone, Debug)]
+enum Slot<'a> {
+    /// A value, and whether it was present in the document (missing fields are `null`).
+    Done(Bson, bool),
+    /// A path still to follow below a base document.
+    Todo(&'a Document, &'a [&'a str]),
+}
+
+/// Where following a path ended.
+enum Walk<'a> {
+    Value(&'a Bson),
+    Missing,
+    /// An array was reached; `rest` is the remainder of the path (empty when the array is the
+    /// value at the path's end) and `name` the array's field name.
+    Array {
+        arr: &'a [Bson],
+        name: &'a str,
+        rest: &'a [&'a str],
+    },
+}
+
+/// A slot after one resolution step.
+enum Resolved<'a> {
+    Done(Bson, bool),
+    Array { arr: &'a [Bson], name: &'a str, rest: &'a [&'a str] },
+}
+
+impl IndexSpec {
+    /// The encoded keys `doc` contributes to this index (see the module documentation).
+    pub fn keys_for(&self, doc: &Document) -> Result<Vec<Vec<u8>>> {
+        Ok(self.entries_for(doc)?.keys.into_iter().map(|k| k.bytes).collect())
+    }
+
+    /// The keys `doc` contributes, with their values and the multikey flag.
+    pub fn entries_for(&self, doc: &Document) -> Result<IndexKeys> {
+        let paths: Vec<Vec<&str>> =
+            self.fields.iter().map(|f| f.path.split('.').collect()).collect();
+        let slots = paths.iter().map(|p| Slot::Todo(doc, p.as_slice())).collect();
+        let mut raw = Vec::new();
+        let mut multikey = false;
+        expand(slots, &mut raw, &mut multikey)?;
+        if self.sparse && raw.iter().all(|(_, present)| !present) {
+            return Ok(IndexKeys { keys: Vec::new(), multikey });
+        }
+        let mut keys: Vec<IndexKey> = raw
+            .into_iter()
+            .map(|(values, _)| IndexKey { bytes: self.encode(&values), values })
+            .collect();
+        keys.sort_by(|a, b| a.bytes.cmp(&b.bytes));
+        keys.dedup_by(|a, b| a.bytes == b.bytes);
+        Ok(IndexKeys { keys, multikey })
+    }
+
+    /// Encodes a tuple of key values (one per key-pattern field) as an index key; used for
+    /// lookups and range bounds as well as by key generation.
+    pub fn encode(&self, values: &[Bson]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (v, f) in values.iter().zip(&self.fields) {
+            encode_key_component(v, f.descending, &mut out);
+        }
+        out
+    }
+
+    /// The DuplicateKey (11000) error for `values` (one per key-pattern field) in this index of
+    /// `db.coll`: `E11000 duplicate key error collection: db.coll index: a_1 dup key: { a: 1 }`,
+    /// with `keyPattern` and `keyValue` as extra fields.
+    pub fn duplicate_key_error(&self, db: &str, coll: &str, values: &[Bson]) -> Error {
+        format_dup_key(db, coll, self, values)
+    }
+}
+
+/// The DuplicateKey (11000) error MongoDB reports for a unique index violation.
+pub fn format_dup_key(db: &str, coll: &str, spec: &IndexSpec, values: &[Bson]) -> Error {
+    let mut key_value = Document::new();
+    for (f, v) in spec.fields.iter().zip(values) {
+        key_value.insert(f.path.clone(), v.clone());
+    }
+    let mut message = format!(
+        "E11000 duplicate key error collection: {db}.{coll} index: {} dup key: {}",
+        spec.name,
+        format_document(&key_value)
+    );
+    if let Some(Bson::Document(c)) = spec.options.get("collation") {
+        message.push_str(&format!(" collation: {}", format_document(c)));
+    }
+    let mut extra = Document::new();
+    extra.insert("keyPattern", spec.key.clone());
+    extra.insert("keyValue", key_value);
+    Error::new(Code::DuplicateKey, message).with_extra(extra)
+}
+
+/// Expands slots into key tuples `(values, any component present)`.
+fn expand<'a>(
+    slots: Vec<Slot<'a>>,
+    out: &mut Vec<(Vec<Bson>, bool)>,
+    multikey: &mut bool,
+) -> Result<()> {
+    let resolved: Vec<Resolved<'a>> = slots.into_iter().map(resolve).collect();
+    let Some((arr, _)) = single_array(&resolved)? else {
+        let present = resolved.iter().any(|r| matches!(r, Resolved::Done(_, true)));
+        let values = resolved
+            .into_iter()
+            .map(|r| match r {
+                Resolved::Done(v, _) => v,
+                // `single_array` found no array, so every slot is resolved.
+                Resolved::Array { .. } => Bson::Null,
+            })
+            .collect();
+        out.push((values, present));
+        return Ok(());
+    };
+    *multikey = true;
+    if arr.is_empty() {
+        let next = resolved
+            .iter()
+            .map(|r| match r {
+                Resolved::Done(v, p) => Slot::Done(v.clone(), *p),
+                Resolved::Array { .. } => Slot::Done(Bson::Undefined, true),
+            })
+            .collect();
+        return expand(next, out, multikey);
+    }
+    let has_document = arr.iter().any(|e| matches!(e, Bson::Document(_)));
+    let has_leaf = resolved.iter().any(|r| matches!(r, Resolved::Array { rest: [], .. }));
+    for element in arr {
+        let mut next = Vec::with_capacity(resolved.len());
+        let mut skip = false;
+        for r in &resolved {
+            next.push(match (r, element) {
+                (Resolved::Done(v, p), _) => Slot::Done(v.clone(), *p),
+                (Resolved::Array { rest: [], .. }, e) => Slot::Done(e.clone(), true),
+                (Resolved::Array { rest, .. }, Bson::Document(d)) => Slot::Todo(d, rest),
+                // A scalar element has no fields: it contributes nothing when other elements
+                // are documents (`{a: [1, {b: 2}]}` indexes only 2 under `a.b`), else null.
+                (Resolved::Array { .. }, _) => {
+                    skip |= has_document && !has_leaf;
+                    Slot::Done(Bson::Null, false)
+                }
+            });
+        }
+        if !skip {
+            expand(next, out, multikey)?;
+        }
+    }
+    Ok(())
+}
+
+/// The one array the resolved slots reached, if any; an error if they reached two.
+fn single_array<'a>(resolved: &[Resolved<'a>]) -> Result<Option<(&'a [Bson], &'a str)>> {
+    let mut found: Option<(&'a [Bson], &'a str)> = None;
+    for r in resolved {
+        if let Resolved::Array { arr, name, .. } = r {
+            match found {
+                None => found = Some((arr, name)),
+                Some((a, _)) if std::ptr::eq(a, *arr) => {}
+                Some((_, first)) => {
+                    return Err(Error::new(
+                        Code::CannotIndexParallelArrays,
+                        format!("cannot index parallel arrays [{name}] [{first}]"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn resolve(slot: Slot<'_>) -> Resolved<'_> {
+    match slot {
+        Slot::Done(v, p) => Resolved::Done(v, p),
+        Slot::Todo(base, path) => match walk(base, path) {
+            Walk::Value(v) => Resolved::Done(v.clone(), true),
+            Walk::Missing => Resolved::Done(Bson::Null, false),
+            Walk::Array { arr, name, rest } => Resolved::Array { arr, name, rest },
+        },
+    }
+}
+
+/// Follows `path` (non-empty) from `doc` until it ends, is missing, or reaches an array.
+fn walk<'a>(doc: &'a Document, path: &'a [&'a str]) -> Walk<'a> {
+    let Some((&first, _)) = path.split_first() else {
+        return Walk::Missing;
+    };
+    let Some(mut cur) = doc.get(first) else {
+        return Walk::Missing;
+    };
+    let mut name = first;
+    let mut i = 1;
+    loop {
+        if let Bson::Array(arr) = cur {
+            match path.get(i).and_then(|p| array_index(p)).and_then(|n| arr.get(n)) {
+                Some(element) => {
+                    name = path[i];
+                    cur = element;
+                    i += 1;
+                    continue;
+                }
+                None => return Walk::Array { arr, name, rest: &path[i..] },
+            }
+        }
+        let Some(&part) = path.get(i) else {
+            return Walk::Value(cur);
+        };
+        match cur {
+            Bson::Document(d) => match d.get(part) {
+                Some(v) => {
+                    name = part;
+                    cur = v;
+                    i += 1;
+                }
+                None => return Walk::Missing,
+            },
+            _ => return Walk::Missing,
+        }
+    }
+}
+
+/// A path component used as an array index: decimal digits without a leading zero.
+fn array_index(part: &str) -> Option<usize> {
+    let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (part.len() > 1 && part.starts_with('0')) {
+        return None;
+    }
+    part.parse().ok()
+}
+
+/// A key's values as MongoDB prints them in messages, e.g. `{ a: 1, b: "x" }`.
+pub fn format_key(spec: &IndexSpec, values: &[Bson]) -> String {
+    let parts: Vec<String> = spec
+        .fields
+        .iter()
+        .zip(values)
+        .map(|(f, v)| format!("{}: {}", f.path, format_value(v)))
+        .collect();
+    if parts.is_empty() { "{}".to_string() } else { format!("{{ {} }}", parts.join(", ")) }
+}
