@@ -109,7 +109,6 @@ codes! {
     NotImplemented = 238,
     NoSuchSession = 206,
     TransactionTooOld = 225,
-    SnapshotTooOld = 239,
     SnapshotUnavailable = 246,
     NoSuchTransaction = 251,
     TransactionCommitted = 256,

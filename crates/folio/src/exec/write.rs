@@ -83,7 +83,7 @@ impl CollectionHandle {
 
     /// The storage keys of a document's index entries.
     pub(crate) fn entry_keys(&self, doc: &Document) -> Result<Vec<Vec<u8>>> {
-        Ok(self.entries(doc)?.into_iter().map(|(_, k)| k).collect())
+        Ok(self.entries(doc)?.into_iter().map(|(_, k, _)| k).collect())
     }
 
     fn namespace(&self) -> String {
@@ -104,8 +104,8 @@ impl CollectionHandle {
         ))
     }
 
-    /// The index entries `(storage key, value)` of a document, per index.
-    fn entries(&self, doc: &Document) -> Result<Vec<(usize, Vec<u8>)>> {
+    /// The index entries of a document: `(index position, storage key, key values)`.
+    fn entries(&self, doc: &Document) -> Result<Vec<(usize, Vec<u8>, Vec<Bson>)>> {
         let id = id_key(doc.get("_id").unwrap_or(&Bson::Null));
         let mut out = Vec::new();
         for (i, idx) in self.indexes.iter().enumerate() {
@@ -114,11 +114,14 @@ impl CollectionHandle {
                     continue;
                 }
             }
-            for mut k in idx.spec.keys_for(doc)? {
+            for key in idx.spec.entries_for(doc)?.keys {
+                let mut k = key.bytes;
                 if !idx.spec.unique {
                     k.extend_from_slice(&id);
                 }
-                out.push((i, Key::IndexEntry { coll: self.meta.id, index: idx.meta.id, key: &k }.encode()));
+                let storage_key =
+                    Key::IndexEntry { coll: self.meta.id, index: idx.meta.id, key: &k }.encode();
+                out.push((i, storage_key, key.values));
             }
         }
         Ok(out)
@@ -127,7 +130,7 @@ impl CollectionHandle {
     /// Adds a document's index entries, checking unique indexes.
     fn add_entries(&self, txn: &mut dyn Txn, doc: &Document, skip: &BTreeSet<Vec<u8>>) -> Result<()> {
         let id = id_key(doc.get("_id").unwrap_or(&Bson::Null));
-        for (i, key) in self.entries(doc)? {
+        for (i, key, values) in self.entries(doc)? {
             if skip.contains(&key) {
                 continue;
             }
@@ -135,22 +138,19 @@ impl CollectionHandle {
             if idx.spec.unique {
                 if let Some(existing) = txn.get(&key)? {
                     if existing != id {
-                        return Err(crate::index::duplicate_key_error(
-                            &self.namespace(),
-                            &idx.meta.spec,
-                            doc,
-                        ));
+                        return Err(idx.spec.duplicate_key_error(&self.meta.db, &self.meta.name, &values));
                     }
                 }
             }
-            check_conflict(txn.put(&key, &id)?, &format!("{} index {}", self.namespace(), idx.meta.name()))?;
+            let what = format!("{} index {}", self.namespace(), idx.meta.name());
+            check_conflict(txn.put(&key, &id)?, &what)?;
         }
         Ok(())
     }
 
     /// Removes a document's index entries (except those in `keep`).
     fn remove_entries(&self, txn: &mut dyn Txn, doc: &Document, keep: &BTreeSet<Vec<u8>>) -> Result<()> {
-        for (i, key) in self.entries(doc)? {
+        for (i, key, _) in self.entries(doc)? {
             if keep.contains(&key) {
                 continue;
             }
@@ -171,11 +171,7 @@ impl CollectionHandle {
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let key = Key::Document { coll: self.meta.id, id: &id_key(&id) }.encode();
         if txn.get(&key)?.is_some() {
-            return Err(crate::index::duplicate_key_error(
-                &self.namespace(),
-                &doc! { "key": { "_id": 1 }, "name": "_id_" },
-                doc,
-            ));
+            return Err(IndexSpec::id_index().duplicate_key_error(&self.meta.db, &self.meta.name, &[id]));
         }
         check_conflict(txn.put(&key, &doc.to_vec()?)?, &self.describe_id(doc))?;
         self.add_entries(txn, doc, &BTreeSet::new())
@@ -198,10 +194,25 @@ impl CollectionHandle {
     }
 }
 
+/// Validates a document for insert: `_id` first, and `Timestamp(0, 0)` values at the top level
+/// replaced by the current time, as MongoDB does.
+fn prepare(doc: Document) -> Result<Document> {
+    static INCREMENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let mut next = || {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        let inc = INCREMENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bson::Timestamp { time: secs, increment: inc }
+    };
+    crate::doc::validate::prepare_insert(doc, &mut next)
+}
+
 /// Inserts one document, creating the collection if needed. Returns the `_id`.
 pub fn insert_one(txn: &mut dyn Txn, db: &str, coll: &str, doc: Document) -> Result<Bson> {
     let handle = CollectionHandle::load_or_create(txn, db, coll)?;
-    let doc = crate::doc::validate::prepare_insert(doc)?;
+    let doc = prepare(doc)?;
     handle.insert_prepared(txn, &doc)?;
     Ok(doc.get("_id").cloned().unwrap_or(Bson::Null))
 }
@@ -268,7 +279,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     }
     if found.is_empty() && op.upsert {
         let doc = upsert_document(&filter, &spec, now)?;
-        let doc = crate::doc::validate::prepare_insert(doc)?;
+        let doc = prepare(doc)?;
         handle.insert_prepared(txn, &doc)?;
         result.upserted_id = Some(doc.get("_id").cloned().unwrap_or(Bson::Null));
     }
@@ -417,7 +428,7 @@ pub fn find_and_modify(
         }
         (None, Some(spec)) if req.upsert => {
             let doc = upsert_document(&filter, &spec, now)?;
-            let doc = crate::doc::validate::prepare_insert(doc)?;
+            let doc = prepare(doc)?;
             handle.insert_prepared(txn, &doc)?;
             let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
             let value = if req.new { Some(project(doc)?) } else { None };
@@ -512,31 +523,12 @@ pub fn create_indexes(
     let mut added = Vec::new();
     for raw in specs {
         let spec = IndexSpec::parse(raw)?;
+        let existing: Vec<IndexSpec> =
+            meta.indexes.iter().map(|i| IndexSpec::parse(&i.spec)).collect::<Result<_>>()?;
+        if spec.check_conflict(&existing)? {
+            continue; // An identical index exists: nothing to do, as in MongoDB.
+        }
         let normalized = spec.to_document();
-        if let Some(existing) = meta.indexes.iter().find(|i| i.name() == spec.name) {
-            if IndexSpec::parse(&existing.spec)?.key == spec.key {
-                continue; // Same index again: nothing to do, as in MongoDB.
-            }
-            bail!(
-                IndexKeySpecsConflict,
-                "An existing index has the same name as the requested index. When index names are \
-                 not specified, they are auto generated and can cause conflicts. Please refer to our \
-                 documentation. Requested index: {}, existing index: {}",
-                normalized,
-                existing.spec
-            );
-        }
-        if let Some(existing) = meta
-            .indexes
-            .iter()
-            .find(|i| i.spec.get("key") == normalized.get("key") && i.name() != "_id_")
-        {
-            bail!(
-                IndexOptionsConflict,
-                "Index already exists with a different name: {}",
-                existing.name()
-            );
-        }
         let id = meta.next_index_id;
         meta.next_index_id += 1;
         let im = IndexMeta { id, spec: normalized };
