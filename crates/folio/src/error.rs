@@ -152,6 +152,12 @@ codes! {
     Location40353 = 40353,
     Location51024 = 51024,
     Location51091 = 51091,
+    Location15983 = 15983,
+    Location16020 = 16020,
+    Location16410 = 16410,
+    Location16872 = 16872,
+    Location51075 = 51075,
+    Location51108 = 51108,
     APIStrictError = 323,
     SocketException = 9001,
 }

@@ -27,3 +27,12 @@ pub fn canonical_rank(v: &Bson) -> u8 {
         Bson::MaxKey => 127,
     }
 }
+
+pub mod compare;
+pub mod fmt;
+pub mod path;
+
+#[cfg(test)]
+pub(crate) mod golden;
+
+pub use compare::{bson_eq, cmp_bson, cmp_documents};
