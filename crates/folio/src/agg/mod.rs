@@ -76,7 +76,7 @@ fn non_negative(v: &Bson, stage: &str) -> Result<usize> {
 fn eval(expr: &Bson, doc: &Document) -> Bson {
     match expr {
         Bson::String(s) if s.starts_with('$') => {
-            crate::doc::path::lookup_values(doc, &s[1..]).into_iter().next().unwrap_or(Bson::Null)
+            crate::doc::path::get_path(doc, &s[1..]).cloned().unwrap_or(Bson::Null)
         }
         other => other.clone(),
     }

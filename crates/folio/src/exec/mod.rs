@@ -147,12 +147,7 @@ pub fn distinct(
     };
     let mut values: Vec<Bson> = Vec::new();
     for f in matching(txn, &meta, &filter)? {
-        for v in crate::doc::path::lookup_values(&f.doc, key) {
-            match v {
-                Bson::Array(items) => values.extend(items),
-                other => values.push(other),
-            }
-        }
+        values.extend(crate::doc::path::collect_values(&f.doc, key).into_iter().cloned());
     }
     values.sort_by(crate::doc::compare::cmp_bson);
     values.dedup_by(|a, b| crate::doc::compare::cmp_bson(a, b) == Ordering::Equal);

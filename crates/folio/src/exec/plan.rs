@@ -10,7 +10,7 @@ use super::{Found, get_document, id_key, scan_collection};
 use crate::catalog::{CollectionMeta, keys::Key};
 use crate::error::Result;
 use crate::mvcc::Txn;
-use crate::query::Filter;
+use crate::query::{Filter, Pred};
 
 /// The chosen access path.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,9 +23,33 @@ pub enum Plan {
 
 /// Chooses the access path for a filter.
 pub fn plan(filter: &Filter) -> Plan {
-    match filter.id_points() {
+    match id_points(filter) {
         Some(ids) => Plan::IdPoints(ids),
         None => Plan::CollectionScan,
+    }
+}
+
+/// The `_id` values a filter restricts documents to, when a top-level conjunct is an `_id`
+/// equality or an `$in` of plain values.
+fn id_points(filter: &Filter) -> Option<Vec<Bson>> {
+    match filter {
+        Filter::Path { path, pred } if path == "_id" => pred_points(pred),
+        Filter::And(children) => children.iter().find_map(id_points),
+        _ => None,
+    }
+}
+
+fn pred_points(pred: &Pred) -> Option<Vec<Bson>> {
+    // An `_id` is never an array, so an array operand (which would match array elements) cannot
+    // be a point; such predicates fall back to a scan.
+    let plain = |v: &Bson| !matches!(v, Bson::Array(_));
+    match pred {
+        Pred::Eq(v) if plain(v) => Some(vec![v.clone()]),
+        Pred::In(list) if list.regexes.is_empty() && list.values.iter().all(plain) => {
+            Some(list.values.clone())
+        }
+        Pred::And(preds) => preds.iter().find_map(pred_points),
+        _ => None,
     }
 }
 

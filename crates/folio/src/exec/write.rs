@@ -270,7 +270,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     for f in &found {
         result.matched += 1;
         let mut new = f.doc.clone();
-        let ctx = UpdateContext { position: filter.match_position(&f.doc), is_insert: false, now };
+        let ctx = UpdateContext { position: filter.matches_with_key(&f.doc).1, is_insert: false, now };
         if spec.apply(&mut new, &ctx)? && new != f.doc {
             check_immutable_id(&f.doc, &new)?;
             handle.replace(txn, f, &new)?;
@@ -413,7 +413,7 @@ pub fn find_and_modify(
         }
         (Some(f), Some(spec)) => {
             let mut new = f.doc.clone();
-            let ctx = UpdateContext { position: filter.match_position(&f.doc), is_insert: false, now };
+            let ctx = UpdateContext { position: filter.matches_with_key(&f.doc).1, is_insert: false, now };
             if spec.apply(&mut new, &ctx)? && new != f.doc {
                 check_immutable_id(&f.doc, &new)?;
                 handle.replace(txn, &f, &new)?;
