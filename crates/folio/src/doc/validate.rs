@@ -19,6 +19,9 @@
 //! Size errors differ by path as in MongoDB: an insert too large is BSONObjectTooLarge (10334),
 //! an update whose result is too large is 17419.
 
+// TODO(#2): drop once `Error` is smaller (its optional `extra` document makes it large).
+#![allow(clippy::result_large_err)]
+
 use bson::{Bson, Document, Timestamp, oid::ObjectId};
 
 use crate::error::Result;
@@ -286,5 +289,173 @@ pub fn type_name(v: &Bson) -> &'static str {
         Bson::Decimal128(_) => "decimal",
         Bson::MinKey => "minKey",
         Bson::MaxKey => "maxKey",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::{Regex, doc};
+
+    fn ts() -> Timestamp {
+        Timestamp { time: 77, increment: 1 }
+    }
+
+    fn insert(d: Document) -> Result<Document> {
+        prepare_insert(d, &mut ts)
+    }
+
+    fn code_and_message(r: Result<impl std::fmt::Debug>) -> (i32, String) {
+        match r {
+            Ok(v) => panic!("expected an error, got {v:?}"),
+            Err(e) => (e.code_number(), e.message),
+        }
+    }
+
+    /// Nests `levels` documents below the top level: `{a: {a: … {}}}`.
+    fn nested(levels: usize, innermost: Document) -> Document {
+        let mut d = innermost;
+        for _ in 0..levels {
+            d = doc! {"a": d};
+        }
+        d
+    }
+
+    #[test]
+    fn insert_accepts_what_mongodb_8_accepts() {
+        let accepted = [
+            doc! {"_id": 1, "$a": 1},
+            doc! {"_id": 1, "a.b": 1},
+            doc! {"_id": 1, "a": {"$b": 1}},
+            doc! {"_id": 1, "a": {"b.c": 1}},
+            doc! {"_id": {"a.b": 1}},
+            doc! {"_id": 1, "a": {"$db": "foo"}},
+            doc! {"_id": {"$ref": "c", "$id": 1, "$db": "d"}},
+            doc! {"_id": null},
+            doc! {"": 1},
+        ];
+        for d in accepted {
+            let prepared = insert(d.clone()).unwrap_or_else(|e| panic!("{d}: {e}"));
+            assert_eq!(prepared.len(), d.len().max(1) + usize::from(!d.contains_key("_id")));
+        }
+    }
+
+    #[test]
+    fn insert_rejects_bad_ids() {
+        let cases = [
+            (doc! {"_id": [1]}, 53, "The '_id' value cannot be of type array"),
+            (
+                doc! {"_id": Regex { pattern: "a".try_into().unwrap(), options: "".try_into().unwrap() }},
+                53,
+                "The '_id' value cannot be of type regex",
+            ),
+            (doc! {"_id": Bson::Undefined}, 53, "The '_id' value cannot be of type undefined"),
+            (
+                doc! {"_id": {"$a": 1}},
+                52,
+                "_id fields may not contain '$'-prefixed fields: $a is not valid for storage.",
+            ),
+            (
+                doc! {"_id": {"x": {"y": [{"$oid": 1}]}}},
+                52,
+                "_id fields may not contain '$'-prefixed fields: $oid is not valid for storage.",
+            ),
+            (
+                doc! {"_id": {"$id": 1, "$ref": "c"}},
+                52,
+                "_id fields may not contain '$'-prefixed fields: $id is not valid for storage.",
+            ),
+        ];
+        for (d, code, message) in cases {
+            assert_eq!(code_and_message(insert(d.clone())), (code, message.to_string()), "{d}");
+        }
+    }
+
+    #[test]
+    fn insert_puts_id_first_and_fills_timestamps() {
+        let d = insert(doc! {"a": 1, "_id": 2, "t": Timestamp { time: 0, increment: 0 }}).unwrap();
+        assert_eq!(d, doc! {"_id": 2, "a": 1, "t": ts()});
+        let generated = insert(doc! {"a": 1}).unwrap();
+        assert_eq!(generated.keys().collect::<Vec<_>>(), ["_id", "a"]);
+        assert!(matches!(generated.get("_id"), Some(Bson::ObjectId(_))));
+        // Nested zero timestamps are kept.
+        let nested_ts = doc! {"_id": 1, "s": {"t": Timestamp { time: 0, increment: 0 }}};
+        assert_eq!(insert(nested_ts.clone()).unwrap(), nested_ts);
+    }
+
+    #[test]
+    fn nesting_depth_is_limited_to_100() {
+        // The top level is level 1, so 99 nested documents reach level 100.
+        assert!(insert(nested(99, doc! {"x": 1})).is_ok());
+        assert!(insert(nested(100, doc! {})).is_ok(), "empty containers at the limit are fine");
+        assert_eq!(
+            code_and_message(insert(nested(100, doc! {"x": 1}))),
+            (15, "cannot insert document because it exceeds 100 levels of nesting".into())
+        );
+        assert_eq!(
+            code_and_message(validate_updated(&nested(99, doc! {"x": [1]}))),
+            (15, "Document exceeds maximum nesting depth of 100".into())
+        );
+        assert!(validate_updated(&nested(98, doc! {"x": [1]})).is_ok());
+    }
+
+    #[test]
+    fn size_is_limited_to_16_mib() {
+        let big = "x".repeat(MAX_DOCUMENT_SIZE);
+        let (code, message) = code_and_message(insert(doc! {"_id": 1, "s": big.clone()}));
+        assert_eq!(code, 10334);
+        assert!(
+            message.starts_with("object to insert too large. size in bytes: 167772"),
+            "{message}"
+        );
+        assert_eq!(code_and_message(validate_updated(&doc! {"s": big})).0, 17419);
+        let fits = "x".repeat(MAX_DOCUMENT_SIZE - 100);
+        assert!(insert(doc! {"_id": 1, "s": fits}).is_ok());
+    }
+
+    #[test]
+    fn replacement_rules() {
+        assert!(validate_replacement(&doc! {"_id": 1, "a.b": 1, "a": {"$b": 1, "c.d": 2}}).is_ok());
+        assert!(validate_replacement(&doc! {"$ref": "c", "$id": 1, "$db": "d"}).is_ok());
+        let cases = [
+            (
+                doc! {"_id": 1, "$a": 1},
+                52,
+                "The dollar ($) prefixed field '$a' in '$a' is not allowed in the context of an \
+                 update's replacement document. Consider using an aggregation pipeline with \
+                 $replaceWith.",
+            ),
+            (
+                doc! {"_id": {"$x": 1}},
+                52,
+                "The dollar ($) prefixed field '$x' in '_id.$x' is not allowed in the context of \
+                 an update's replacement document. Consider using an aggregation pipeline with \
+                 $replaceWith.",
+            ),
+            (doc! {"_id": [1, 2]}, 53, "The '_id' value cannot be of type array"),
+            (doc! {"$id": 1}, 55, "Found $id field without a $ref before it, which is invalid."),
+            (doc! {"$ref": 1, "$id": 1}, 55, "The DBRef $ref field must be a String, not a int"),
+            (doc! {"$ref": "c"}, 55, "The DBRef $ref field must be followed by a $id field"),
+            (
+                doc! {"$ref": "c", "$id": 1, "$db": 2},
+                55,
+                "The DBRef $db field must be a String, not a int",
+            ),
+        ];
+        for (d, code, message) in cases {
+            assert_eq!(
+                code_and_message(validate_replacement(&d)),
+                (code, message.to_string()),
+                "{d}"
+            );
+        }
+    }
+
+    #[test]
+    fn id_is_moved_first() {
+        assert_eq!(with_id_first(doc! {"a": 1, "_id": 2, "b": 3}), doc! {"_id": 2, "a": 1, "b": 3});
+        assert_eq!(with_id_first(doc! {"a": 1}), doc! {"a": 1});
+        let d = with_id_first(doc! {"a": 1, "_id": 2});
+        assert_eq!(d.keys().next().map(String::as_str), Some("_id"));
     }
 }

@@ -16,11 +16,36 @@ pub fn read(rel: &str) -> String {
     std::fs::read_to_string(testdata(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
 }
 
-/// Parses one extended-JSON value (relaxed or canonical).
+/// Parses one extended-JSON value (relaxed or canonical), keeping the field order of the text.
 pub fn parse_ext(text: &str) -> Bson {
     let json: serde_json::Value =
         serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON {text}: {e}"));
-    Bson::try_from(json).unwrap_or_else(|e| panic!("bad extended JSON {text}: {e}"))
+    let typed = Bson::try_from(json).unwrap_or_else(|e| panic!("bad extended JSON {text}: {e}"));
+    // `serde_json::Value` sorts object keys; the streaming deserializer keeps the text's order
+    // but types plain integers differently, so take the types from one and the order from the
+    // other.
+    let ordered: Bson =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("bad extended JSON {text}: {e}"));
+    reorder(typed, &ordered)
+}
+
+fn reorder(typed: Bson, ordered: &Bson) -> Bson {
+    match (typed, ordered) {
+        (Bson::Document(mut t), Bson::Document(o)) => {
+            let mut out = bson::Document::new();
+            for (k, ov) in o {
+                if let Some(tv) = t.remove(k) {
+                    out.insert(k.clone(), reorder(tv, ov));
+                }
+            }
+            out.extend(t);
+            Bson::Document(out)
+        }
+        (Bson::Array(t), Bson::Array(o)) => {
+            Bson::Array(t.into_iter().zip(o).map(|(tv, ov)| reorder(tv, ov)).collect())
+        }
+        (t, _) => t,
+    }
 }
 
 /// Compares `actual` with the golden file `rel`, or rewrites it under `UPDATE_GOLDENFILES=1`.

@@ -4,12 +4,16 @@
 //! [`encode_key_component`] (descending components inverted) and concatenated. MongoDB's rules,
 //! which Folio follows:
 //!
-//! - **Missing fields** index as `null`. A **sparse** index leaves out a document when *every*
-//!   indexed field is missing (an explicit `null` counts as present).
+//! - **Missing fields** index as `null`. A **sparse** index leaves out a key when *every* field
+//!   of it is missing (an explicit `null` counts as present), so a document with none of the
+//!   fields is not indexed at all.
 //! - **Arrays** make the index *multikey*: a path that reaches an array contributes one key per
 //!   element (the element itself when the path ends there, or the rest of the path applied to
-//!   each embedded document). An empty array contributes `undefined`. A numeric path component
-//!   applied to an array selects that element (`a.0`) instead of expanding the array.
+//!   each element, where scalars have no fields and give `null`). An empty array contributes
+//!   `undefined` where the path ends at it and `null` where the path continues below it. A
+//!   numeric path component applied to an array selects that element (`a.0`) instead of
+//!   expanding the array; unlike MongoDB, such a positional path does not count as reaching the
+//!   array for the parallel-arrays rule.
 //! - **Parallel arrays**: a compound key may expand at most one array per document, or the
 //!   cartesian product of keys would explode; a document whose fields reach two different arrays
 //!   fails with CannotIndexParallelArrays (171, `cannot index parallel arrays [b] [a]`). Two
@@ -93,11 +97,10 @@ impl IndexSpec {
         let mut raw = Vec::new();
         let mut multikey = false;
         expand(slots, &mut raw, &mut multikey)?;
-        if self.sparse && raw.iter().all(|(_, present)| !present) {
-            return Ok(IndexKeys { keys: Vec::new(), multikey });
-        }
         let mut keys: Vec<IndexKey> = raw
             .into_iter()
+            // A sparse index leaves out keys whose fields were all missing.
+            .filter(|(_, present)| *present || !self.sparse)
             .map(|(values, _)| IndexKey { bytes: self.encode(&values), values })
             .collect();
         keys.sort_by(|a, b| a.bytes.cmp(&b.bytes));
@@ -165,36 +168,30 @@ fn expand<'a>(
     };
     *multikey = true;
     if arr.is_empty() {
+        // An empty array indexes as undefined where the path ends at it; paths that continue
+        // below it find nothing.
         let next = resolved
             .iter()
             .map(|r| match r {
                 Resolved::Done(v, p) => Slot::Done(v.clone(), *p),
-                Resolved::Array { .. } => Slot::Done(Bson::Undefined, true),
+                Resolved::Array { rest: [], .. } => Slot::Done(Bson::Undefined, true),
+                Resolved::Array { .. } => Slot::Done(Bson::Null, false),
             })
             .collect();
         return expand(next, out, multikey);
     }
-    let has_document = arr.iter().any(|e| matches!(e, Bson::Document(_)));
-    let has_leaf = resolved.iter().any(|r| matches!(r, Resolved::Array { rest: [], .. }));
     for element in arr {
-        let mut next = Vec::with_capacity(resolved.len());
-        let mut skip = false;
-        for r in &resolved {
-            next.push(match (r, element) {
+        let next = resolved
+            .iter()
+            .map(|r| match (r, element) {
                 (Resolved::Done(v, p), _) => Slot::Done(v.clone(), *p),
                 (Resolved::Array { rest: [], .. }, e) => Slot::Done(e.clone(), true),
                 (Resolved::Array { rest, .. }, Bson::Document(d)) => Slot::Todo(d, rest),
-                // A scalar element has no fields: it contributes nothing when other elements
-                // are documents (`{a: [1, {b: 2}]}` indexes only 2 under `a.b`), else null.
-                (Resolved::Array { .. }, _) => {
-                    skip |= has_document && !has_leaf;
-                    Slot::Done(Bson::Null, false)
-                }
-            });
-        }
-        if !skip {
-            expand(next, out, multikey)?;
-        }
+                // A scalar element has no fields: the rest of the path is missing (null).
+                (Resolved::Array { .. }, _) => Slot::Done(Bson::Null, false),
+            })
+            .collect();
+        expand(next, out, multikey)?;
     }
     Ok(())
 }
@@ -287,4 +284,116 @@ pub fn format_key(spec: &IndexSpec, values: &[Bson]) -> String {
         .map(|(f, v)| format!("{}: {}", f.path, format_value(v)))
         .collect();
     if parts.is_empty() { "{}".to_string() } else { format!("{{ {} }}", parts.join(", ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::golden;
+
+    fn parse_doc(text: &str) -> Document {
+        match golden::parse_ext(text) {
+            Bson::Document(d) => d,
+            other => panic!("not a document: {other:?}"),
+        }
+    }
+
+    fn show_error(e: &Error) -> String {
+        let mut s = format!("error {} ({}): {}", e.code_name(), e.code_number(), e.message);
+        if let Some(extra) = &e.extra {
+            s.push_str(&format!(" | {}", format_document(extra)));
+        }
+        s
+    }
+
+    fn show_keys(spec: &IndexSpec, doc: &Document) -> Vec<String> {
+        match spec.entries_for(doc) {
+            Err(e) => vec![show_error(&e)],
+            Ok(keys) => {
+                let mut lines =
+                    vec![format!("multikey={} keys={}", keys.multikey, keys.keys.len())];
+                for k in &keys.keys {
+                    lines.push(format!(
+                        "{} {}",
+                        format_key(spec, &k.values),
+                        golden::hex(&k.bytes)
+                    ));
+                }
+                lines
+            }
+        }
+    }
+
+    fn run_command(
+        cmd: &str,
+        arg: &str,
+        current: &mut Option<IndexSpec>,
+        existing: &mut Vec<IndexSpec>,
+    ) -> Vec<String> {
+        let doc = parse_doc(arg);
+        match cmd {
+            "index" => {
+                let spec = IndexSpec::parse(&doc).unwrap_or_else(|e| panic!("{arg}: {e}"));
+                let line = format!("ok {}", format_document(&spec.to_document()));
+                existing.push(spec.clone());
+                *current = Some(spec);
+                vec![line]
+            }
+            "spec" => match IndexSpec::parse(&doc) {
+                Ok(spec) => vec![format!("ok {}", format_document(&spec.to_document()))],
+                Err(e) => vec![show_error(&e)],
+            },
+            "create" => match IndexSpec::parse(&doc).and_then(|s| s.check_conflict(existing)) {
+                Ok(true) => vec!["already exists".to_string()],
+                Ok(false) => vec!["new index".to_string()],
+                Err(e) => vec![show_error(&e)],
+            },
+            "doc" => show_keys(current.as_ref().expect("no index"), &doc),
+            "dupkey" => {
+                let spec = current.as_ref().expect("no index");
+                match spec.entries_for(&doc) {
+                    Ok(keys) => match keys.keys.first() {
+                        Some(k) => {
+                            vec![show_error(&spec.duplicate_key_error("test", "coll", &k.values))]
+                        }
+                        None => vec!["no key".to_string()],
+                    },
+                    Err(e) => vec![show_error(&e)],
+                }
+            }
+            other => panic!("unknown command {other}"),
+        }
+    }
+
+    /// Runs `testdata/keygen.txt` and compares with `testdata/keygen.golden`.
+    #[test]
+    fn keygen_golden() {
+        let input = golden::read("index/testdata/keygen.txt");
+        let mut out = String::new();
+        let mut current = None;
+        let mut existing = Vec::new();
+        for line in input.lines() {
+            out.push_str(line);
+            out.push('\n');
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
+            for result in run_command(cmd, arg.trim(), &mut current, &mut existing) {
+                out.push_str(&format!("  -> {result}\n"));
+            }
+        }
+        golden::check("index/testdata/keygen.golden", &out);
+    }
+
+    #[test]
+    fn keys_for_returns_sorted_distinct_encodings() {
+        let spec = IndexSpec::parse(&bson::doc! {"key": {"a": -1}, "name": "a_-1"}).unwrap();
+        let keys = spec.keys_for(&bson::doc! {"a": [1, 3, 2, 3.0]}).unwrap();
+        assert_eq!(keys.len(), 3);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // Descending: the largest value has the smallest key.
+        assert_eq!(keys[0], spec.encode(&[Bson::Int32(3)]));
+    }
 }

@@ -312,6 +312,7 @@ pub fn validate_key_pattern(key: &Document) -> Result<()> {
     }
     let plugin = key.values().find_map(|v| v.as_str());
     if let Some(p) = plugin
+        && !p.is_empty()
         && !KNOWN_PLUGINS.contains(&p)
     {
         crate::bail!(CannotCreateIndex, "Unknown index plugin '{}'", p);
@@ -332,7 +333,7 @@ fn check_key_value(v: &Bson, plugin: Option<&str>) -> Result<()> {
         Some(n) if n.is_nan() => {
             crate::bail!(CannotCreateIndex, "Values in the index key pattern cannot be NaN.")
         }
-        Some(n) if n == 0.0 => {
+        Some(0.0) => {
             crate::bail!(CannotCreateIndex, "Values in the index key pattern cannot be 0.")
         }
         Some(_) => Ok(()),
@@ -400,17 +401,17 @@ fn parse_fields(spec: &Document) -> Result<()> {
                 "The field 'name' must be a string, but got {}",
                 type_name(other)
             ),
-            ("v", other) => check_version(other)?,
-            ("unique" | "sparse" | "background" | "dropDups" | "prepareUnique", other) => {
-                if number(other).is_none() && !matches!(other, Bson::Boolean(_)) {
-                    crate::bail!(
-                        TypeMismatch,
-                        "The field '{} has value {}: {}, which is not convertible to bool",
-                        k,
-                        k,
-                        format_value(other)
-                    );
-                }
+            ("v", other) => check_version(other, spec)?,
+            ("unique" | "sparse" | "background" | "dropDups" | "prepareUnique", other)
+                if number(other).is_none() && !matches!(other, Bson::Boolean(_)) =>
+            {
+                crate::bail!(
+                    TypeMismatch,
+                    "The field '{} has value {}: {}, which is not convertible to bool",
+                    k,
+                    k,
+                    format_value(other)
+                );
             }
             ("hidden", Bson::Boolean(_)) => {}
             ("hidden", other) => crate::bail!(
@@ -437,7 +438,7 @@ fn parse_fields(spec: &Document) -> Result<()> {
     Ok(())
 }
 
-fn check_version(v: &Bson) -> Result<()> {
+fn check_version(v: &Bson, spec: &Document) -> Result<()> {
     let Some(n) = number(v) else {
         crate::bail!(TypeMismatch, "The field 'v' must be a number, but got {}", type_name(v));
     };
@@ -451,7 +452,8 @@ fn check_version(v: &Bson) -> Result<()> {
     if n != 1.0 && n != 2.0 {
         crate::bail!(
             CannotCreateIndex,
-            "Invalid index specification; cannot create an index with v={}",
+            "Invalid index specification {}; cannot create an index with v={}",
+            format_document(spec),
             n
         );
     }
