@@ -43,7 +43,7 @@ pub fn run(mut docs: Vec<Document>, pipeline: &[Document]) -> Result<Vec<Documen
             }
             ("$project", Bson::Document(p)) => {
                 let p = Projection::parse(p)?;
-                docs.iter().map(|d| p.apply(d)).collect::<Result<_>>()?
+                docs.iter().map(|d| p.apply(d, None)).collect::<Result<_>>()?
             }
             ("$count", Bson::String(field)) => {
                 vec![bson::doc! { field.clone(): docs.len() as i32 }]

@@ -107,7 +107,7 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
     let mut out = Vec::new();
     for f in found.into_iter().skip(skip).take(limit) {
         out.push(match &projection {
-            Some(p) => p.apply_matched(&f.doc, &filter)?,
+            Some(p) => p.apply(&f.doc, filter.matches_with_key(&f.doc).1)?,
             None => f.doc,
         });
     }

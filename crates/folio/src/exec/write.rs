@@ -270,7 +270,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     for f in &found {
         result.matched += 1;
         let mut new = f.doc.clone();
-        let ctx = UpdateContext { position: filter.matches_with_key(&f.doc).1, is_insert: false, now };
+        let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
         if spec.apply(&mut new, &ctx)? && new != f.doc {
             check_immutable_id(&f.doc, &new)?;
             handle.replace(txn, f, &new)?;
@@ -289,10 +289,17 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
 /// Builds the document an upsert inserts: the filter's equalities, then the update applied as an
 /// insert (so `$setOnInsert` takes effect).
 fn upsert_document(filter: &Filter, spec: &UpdateSpec, now: bson::DateTime) -> Result<Document> {
-    let mut doc = crate::update::upsert_seed(filter)?;
-    let ctx = UpdateContext { position: None, is_insert: true, now };
-    spec.apply(&mut doc, &ctx)?;
-    Ok(doc)
+    spec.upsert_document(filter, &update_ctx(None, true, now))
+}
+
+fn update_ctx(match_position: Option<usize>, is_upsert_insert: bool, now: bson::DateTime) -> UpdateContext {
+    let secs = (now.timestamp_millis() / 1000).max(0) as u32;
+    UpdateContext {
+        match_position,
+        is_upsert_insert,
+        now,
+        now_timestamp: bson::Timestamp { time: secs, increment: 1 },
+    }
 }
 
 fn check_immutable_id(old: &Document, new: &Document) -> Result<()> {
@@ -401,7 +408,7 @@ pub fn find_and_modify(
     }
     let project = |d: Document| -> Result<Document> {
         match &projection {
-            Some(p) => p.apply_matched(&d, &filter),
+            Some(p) => p.apply(&d, filter.matches_with_key(&d).1),
             None => Ok(d),
         }
     };
@@ -413,7 +420,7 @@ pub fn find_and_modify(
         }
         (Some(f), Some(spec)) => {
             let mut new = f.doc.clone();
-            let ctx = UpdateContext { position: filter.matches_with_key(&f.doc).1, is_insert: false, now };
+            let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
             if spec.apply(&mut new, &ctx)? && new != f.doc {
                 check_immutable_id(&f.doc, &new)?;
                 handle.replace(txn, &f, &new)?;
