@@ -195,7 +195,7 @@ pub struct Error {
     /// Error labels, in the order they were added.
     pub labels: Vec<String>,
     /// Extra fields to merge into the error reply or write error (e.g. `keyPattern`, `errInfo`).
-    pub extra: Option<bson::Document>,
+    pub extra: Option<Box<bson::Document>>,
     /// For a WriteConflict: the id of the in-flight transaction that holds the key, when known.
     /// A single-statement write waits for that transaction to finish and then retries.
     pub conflict_holder: Option<u64>,
@@ -227,7 +227,7 @@ impl Error {
 
     /// Attaches extra reply fields.
     pub fn with_extra(mut self, extra: bson::Document) -> Self {
-        self.extra = Some(extra);
+        self.extra = Some(Box::new(extra));
         self
     }
 

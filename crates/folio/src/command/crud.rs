@@ -52,7 +52,7 @@ fn write_error_doc_at(index: usize, e: &Error) -> Document {
     }
     d.insert("errmsg", e.message.clone());
     if let Some(extra) = &e.extra {
-        for (k, v) in extra {
+        for (k, v) in extra.iter() {
             d.insert(k.clone(), v.clone());
         }
     }

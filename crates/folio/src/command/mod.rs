@@ -311,7 +311,7 @@ pub fn error_reply(e: &Error) -> Document {
         d.insert("errorLabels", e.labels.clone());
     }
     if let Some(extra) = &e.extra {
-        for (k, v) in extra {
+        for (k, v) in extra.iter() {
             d.insert(k.clone(), v.clone());
         }
     }
