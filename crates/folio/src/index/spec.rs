@@ -10,9 +10,12 @@
 //! IndexOptionsConflict (85) when an equivalent index exists under another name or with other
 //! options, and "already exists" (not an error) for an identical request.
 
+use std::cmp::Ordering;
+
 use bson::{Bson, Document};
 
 use super::fmt::{format_document, format_value};
+use crate::doc::compare::cmp_documents;
 use crate::doc::validate::type_name;
 use crate::error::{Error, Result};
 
@@ -221,11 +224,21 @@ impl IndexSpec {
 
     /// Compares this (requested) spec with an existing one.
     pub fn compare(&self, existing: &IndexSpec) -> Comparison {
-        let signature_equal = self.key == existing.key
+        // Documents compare as MongoDB compares them, so `{a: 1}` and `{a: 1.0}` are one pattern.
+        let same_doc = |a: Option<&Document>, b: Option<&Document>| match (a, b) {
+            (Some(a), Some(b)) => cmp_documents(a, b) == Ordering::Equal,
+            (None, None) => true,
+            _ => false,
+        };
+        let collation = |s: &IndexSpec| match s.options.get("collation") {
+            Some(Bson::Document(d)) => Some(d.clone()),
+            _ => None,
+        };
+        let signature_equal = same_doc(Some(&self.key), Some(&existing.key))
             && self.unique == existing.unique
             && self.sparse == existing.sparse
-            && self.partial_filter == existing.partial_filter
-            && self.options.get("collation") == existing.options.get("collation");
+            && same_doc(self.partial_filter.as_ref(), existing.partial_filter.as_ref())
+            && same_doc(collation(self).as_ref(), collation(existing).as_ref());
         if !signature_equal {
             Comparison::Different
         } else if self.hidden == existing.hidden
