@@ -2,8 +2,8 @@
 //!
 //! Every engine key starts with a one-byte prefix naming its kind:
 //!
-//! - `0x01 name`: metadata (`0x01 "last_commit_ts"` holds the last commit timestamp, 8 bytes
-//!   big-endian).
+//! - `0x01 name`: metadata, each a timestamp as 8 bytes big-endian: `0x01 "last_commit_ts"`
+//!   (the last commit) and `0x01 "gc_floor"` (the highest watermark garbage collection used).
 //! - `0x02 escape(user key) 0x00 0x00 ts`: one version of a user key, committed at `ts` (8 bytes
 //!   big-endian). The value is `0x00` for a tombstone (a delete) or `0x01` followed by the user
 //!   value.
@@ -27,6 +27,14 @@ pub const VERSION_END: u8 = 0x03;
 pub fn last_commit_ts_key() -> Vec<u8> {
     let mut k = vec![META];
     k.extend_from_slice(b"last_commit_ts");
+    k
+}
+
+/// The metadata key of the highest watermark garbage collection has deleted versions below, so
+/// that after a restart reads older than it are refused even if the history window grew.
+pub fn gc_floor_key() -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(b"gc_floor");
     k
 }
 

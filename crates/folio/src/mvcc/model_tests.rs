@@ -277,6 +277,86 @@ fn random_histories_redb() {
     }
 }
 
+/// Runs transactions from several threads at once, with garbage collection and clock ticks in
+/// between, and returns every transaction's record and the final state. The serial check only
+/// needs snapshots and commit timestamps, so it applies to truly concurrent histories too: it
+/// catches a snapshot that sees part of a group commit, or misses a commit below it.
+fn run_threaded_history(seed: u64, engine: Arc<dyn Engine>, threads: u64) -> (Vec<Record>, State) {
+    let clock = Arc::new(AtomicU32::new(1000));
+    let options = MvccOptions {
+        history_window: Duration::ZERO,
+        gc_interval: None,
+        gc_batch: 4,
+        clock: Clock::manual(clock.clone()),
+    };
+    let mvcc = Mvcc::open(engine, options).expect("open");
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (mvcc, clock) = (mvcc.clone(), clock.clone());
+            std::thread::spawn(move || {
+                let mut rng = StdRng::seed_from_u64(seed * 100 + t);
+                let mut records = Vec::new();
+                let mut seq = (t as u32) * 1_000_000;
+                for _ in 0..60 {
+                    if rng.random_bool(0.1) {
+                        mvcc.gc().expect("gc");
+                    }
+                    if rng.random_bool(0.1) {
+                        clock.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let txn = mvcc.begin().expect("begin");
+                    let rec = Record { snapshot: txn.snapshot(), ops: Vec::new(), commit: None };
+                    let mut slot = (txn, rec);
+                    let finish = loop {
+                        if let Some(commit) = step_txn(&mut rng, &mut slot, &mut seq) {
+                            break commit;
+                        }
+                    };
+                    let (txn, mut rec) = slot;
+                    if finish {
+                        let wrote = txn.has_writes();
+                        let ts = txn.commit().expect("commit");
+                        if wrote {
+                            rec.commit = Some(ts);
+                        }
+                    } else {
+                        txn.abort();
+                    }
+                    records.push(rec);
+                }
+                records
+            })
+        })
+        .collect();
+    let records: Vec<Record> =
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect();
+    let reader = mvcc.begin().expect("begin");
+    let fin = reader
+        .scan(Bound::Unbounded, Bound::Unbounded, false)
+        .expect("scan")
+        .map(|r| r.expect("item"))
+        .collect();
+    (records, fin)
+}
+
+#[test]
+fn concurrent_histories_memory() {
+    for seed in 0..20 {
+        let (records, fin) = run_threaded_history(seed, Arc::new(MemoryEngine::new()), 4);
+        check_history(&records, &fin);
+    }
+}
+
+#[test]
+fn concurrent_histories_redb() {
+    for seed in 0..3 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = RedbEngine::open(dir.path()).expect("redb");
+        let (records, fin) = run_threaded_history(500 + seed, Arc::new(engine), 4);
+        check_history(&records, &fin);
+    }
+}
+
 /// The histories must actually exercise conflicts, commits and GC, or the checks prove little.
 #[test]
 fn random_histories_are_interesting() {

@@ -42,7 +42,9 @@
 //! key, versions older than the newest version `<= watermark` are invisible to every present and
 //! future snapshot and are deleted; if that newest version is a tombstone it goes too. [`Mvcc::gc`]
 //! does a bounded amount of this work per call, resuming where it stopped; a background thread
-//! started by [`Mvcc::open`] calls it every [`MvccOptions::gc_interval`] (or callers can).
+//! started by [`Mvcc::open`] calls it every [`MvccOptions::gc_interval`] (or callers can), for at
+//! most a tenth of the interval each time. A pass is skipped while the watermark has not moved
+//! past the one the previous pass started with: it would find nothing.
 //! The highest watermark used is remembered: a read-only snapshot older than it (or older than
 //! the history window) fails with SnapshotTooOld.
 
@@ -55,7 +57,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::keys;
-use super::{Conflict, ScanIter, Ts, Txn, TxnId, TxnStore, WriteResult};
+use super::{Conflict, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult};
 use crate::error::{Code, Error, Result};
 use crate::storage::{Engine, KvIter, WriteBatch, range_is_empty};
 
@@ -115,27 +117,6 @@ impl Default for MvccOptions {
     }
 }
 
-/// Counters for `serverStatus`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MvccStats {
-    /// Transactions begun and not yet finished (including read-only ones).
-    pub active: u64,
-    /// Transactions committed (including those without writes).
-    pub commits: u64,
-    /// Transactions aborted (explicitly or by being dropped).
-    pub aborts: u64,
-    /// Writes refused by first-writer-wins.
-    pub conflicts: u64,
-    /// Engine batches written by commits (fewer than commits when group commit shares them).
-    pub commit_batches: u64,
-    /// Versions deleted by garbage collection.
-    pub gc_deleted: u64,
-    /// The latest visible commit.
-    pub last_committed: Ts,
-    /// The highest garbage-collection watermark used so far.
-    pub gc_watermark: Ts,
-}
-
 /// What one [`Mvcc::gc`] call did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -149,10 +130,13 @@ pub struct GcReport {
     pub pass_finished: bool,
 }
 
+/// The background GC thread: a stop flag with its condition variable, and the join handle.
+type GcThread = (Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>);
+
 /// Snapshot-isolation transactions over an [`Engine`]. See the module documentation.
 pub struct Mvcc {
     shared: Arc<Shared>,
-    gc_thread: Option<(Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>)>,
+    gc_thread: Option<GcThread>,
 }
 
 impl std::fmt::Debug for Mvcc {
@@ -189,6 +173,11 @@ struct State {
     gc_floor: Ts,
     /// Where the next [`Mvcc::gc`] call resumes (an engine key), `None` for the start.
     gc_cursor: Option<Vec<u8>>,
+    /// The watermark the current pass started with.
+    gc_pass_start: Ts,
+    /// The watermark the last completed pass started with: until the watermark moves past it,
+    /// a new pass would find nothing (new versions are all above it).
+    gc_last_pass: Option<Ts>,
 }
 
 /// The state shared by [`Mvcc`], its transactions and its GC thread.
@@ -214,17 +203,15 @@ impl Mvcc {
     /// Opens the MVCC layer over `engine`, recovering the last commit timestamp, and starts the
     /// garbage-collection thread if [`MvccOptions::gc_interval`] is set.
     pub fn open(engine: Arc<dyn Engine>, options: MvccOptions) -> Result<Arc<Mvcc>> {
-        let last = match engine.get(&keys::last_commit_ts_key())? {
-            None => Ts::ZERO,
-            Some(raw) => {
-                let bytes: [u8; 8] = raw.as_slice().try_into().map_err(|_| {
-                    Error::new(Code::InternalError, "corrupt last commit timestamp")
-                })?;
-                Ts(u64::from_be_bytes(bytes))
-            }
+        let last = read_meta_ts(engine.as_ref(), &keys::last_commit_ts_key())?;
+        let gc_floor = read_meta_ts(engine.as_ref(), &keys::gc_floor_key())?;
+        let state = State {
+            next_id: 1,
+            last_assigned: last,
+            last_visible: last,
+            gc_floor,
+            ..State::default()
         };
-        let state =
-            State { next_id: 1, last_assigned: last, last_visible: last, ..State::default() };
         let shared = Arc::new(Shared {
             engine,
             options,
@@ -236,7 +223,10 @@ impl Mvcc {
             batches: AtomicU64::new(0),
             gc_deleted: AtomicU64::new(0),
         });
-        let gc_thread = shared.options.gc_interval.map(|every| spawn_gc(&shared, every));
+        let gc_thread = match shared.options.gc_interval {
+            Some(every) => Some(spawn_gc(&shared, every)?),
+            None => None,
+        };
         Ok(Arc::new(Mvcc { shared, gc_thread }))
     }
 
@@ -258,22 +248,6 @@ impl Mvcc {
                 total.pass_finished = true;
                 return Ok(total);
             }
-        }
-    }
-
-    /// Counters for `serverStatus`.
-    pub fn stats(&self) -> MvccStats {
-        let s = &self.shared;
-        let st = s.state.lock();
-        MvccStats {
-            active: st.active.len() as u64,
-            commits: s.commits.load(Ordering::Relaxed),
-            aborts: s.aborts.load(Ordering::Relaxed),
-            conflicts: s.conflicts.load(Ordering::Relaxed),
-            commit_batches: s.batches.load(Ordering::Relaxed),
-            gc_deleted: s.gc_deleted.load(Ordering::Relaxed),
-            last_committed: st.last_visible,
-            gc_watermark: st.gc_floor,
         }
     }
 
@@ -300,44 +274,54 @@ impl Drop for Mvcc {
     }
 }
 
+/// Reads a timestamp from the metadata area (zero when absent).
+fn read_meta_ts(engine: &dyn Engine, key: &[u8]) -> Result<Ts> {
+    match engine.get(key)? {
+        None => Ok(Ts::ZERO),
+        Some(raw) => {
+            let bytes: [u8; 8] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::new(Code::InternalError, "corrupt MVCC metadata timestamp"))?;
+            Ok(Ts(u64::from_be_bytes(bytes)))
+        }
+    }
+}
+
 /// Starts the background GC thread. It holds only a weak reference, so dropping the [`Mvcc`]
 /// (which also signals `stop`) ends it.
-fn spawn_gc(
-    shared: &Arc<Shared>,
-    every: Duration,
-) -> (Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>) {
+fn spawn_gc(shared: &Arc<Shared>, every: Duration) -> Result<GcThread> {
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let stop2 = stop.clone();
-    let handle = std::thread::Builder::new()
-        .name("folio-mvcc-gc".into())
-        .spawn(move || {
-            loop {
-                {
-                    let mut stopped = stop2.0.lock();
-                    if !*stopped {
-                        stop2.1.wait_for(&mut stopped, every);
-                    }
-                    if *stopped {
-                        return;
-                    }
+    let handle = std::thread::Builder::new().name("folio-mvcc-gc".into()).spawn(move || {
+        loop {
+            {
+                let mut stopped = stop2.0.lock();
+                if !*stopped {
+                    stop2.1.wait_for(&mut stopped, every);
                 }
-                let Some(shared) = weak.upgrade() else { return };
-                // One pass per tick, in bounded steps so commits interleave with it.
-                for _ in 0..10_000 {
-                    match shared.gc(shared.options.gc_batch) {
-                        Ok(r) if r.pass_finished => break,
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!("MVCC garbage collection failed: {e}");
-                            break;
-                        }
+                if *stopped {
+                    return;
+                }
+            }
+            let Some(shared) = weak.upgrade() else { return };
+            // Bounded steps so commits interleave with them, for at most a tenth of the
+            // interval; an unfinished pass resumes at the next tick.
+            let budget = Instant::now() + every / 10;
+            while Instant::now() < budget {
+                match shared.gc(shared.options.gc_batch) {
+                    Ok(r) if r.pass_finished => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("MVCC garbage collection failed: {e}");
+                        break;
                     }
                 }
             }
-        })
-        .expect("spawning the GC thread");
-    (stop, handle)
+        }
+    })?;
+    Ok((stop, handle))
 }
 
 impl Shared {
@@ -348,7 +332,7 @@ impl Shared {
         let ts = if now > last.secs() {
             Ts::new(now, 1)
         } else if last.inc() == u32::MAX {
-            Ts::new(last.secs() + 1, 1)
+            Ts::new(last.secs().saturating_add(1), 1)
         } else {
             Ts::new(last.secs(), last.inc() + 1)
         };
@@ -547,7 +531,18 @@ impl Shared {
             let mut st = self.state.lock();
             let w = self.watermark(&st);
             st.gc_floor = st.gc_floor.max(w);
-            (st.gc_floor, st.gc_cursor.clone())
+            let floor = st.gc_floor;
+            if st.gc_cursor.is_none() {
+                if st.gc_last_pass.is_some_and(|last| floor <= last) {
+                    return Ok(GcReport {
+                        watermark: floor,
+                        pass_finished: true,
+                        ..GcReport::default()
+                    });
+                }
+                st.gc_pass_start = floor;
+            }
+            (floor, st.gc_cursor.clone())
         };
         let version_start = [keys::VERSION];
         let version_end = [keys::VERSION_END];
@@ -583,11 +578,17 @@ impl Shared {
         }
         report.deleted = batch.len();
         if !batch.is_empty() {
+            // In the same atomic batch as the deletions it justifies.
+            batch.put(keys::gc_floor_key(), watermark.0.to_be_bytes().to_vec());
             // Deletions need not be durable: versions that reappear after a crash are harmless.
             self.engine.write(batch, false)?;
             self.gc_deleted.fetch_add(report.deleted as u64, Ordering::Relaxed);
         }
-        self.state.lock().gc_cursor = next_cursor;
+        let mut st = self.state.lock();
+        if report.pass_finished {
+            st.gc_last_pass = Some(st.gc_pass_start);
+        }
+        st.gc_cursor = next_cursor;
         Ok(report)
     }
 }
@@ -636,6 +637,22 @@ impl TxnStore for Mvcc {
     fn flush(&self) -> Result<()> {
         self.shared.engine.flush()
     }
+
+    fn stats(&self) -> TxnStats {
+        let s = &self.shared;
+        let st = s.state.lock();
+        TxnStats {
+            started: st.next_id - 1,
+            active: st.active.len() as u64,
+            commits: s.commits.load(Ordering::Relaxed),
+            aborts: s.aborts.load(Ordering::Relaxed),
+            conflicts: s.conflicts.load(Ordering::Relaxed),
+            commit_batches: s.batches.load(Ordering::Relaxed),
+            gc_deleted: s.gc_deleted.load(Ordering::Relaxed),
+            last_committed: st.last_visible,
+            gc_watermark: st.gc_floor,
+        }
+    }
 }
 
 /// A transaction of [`Mvcc`].
@@ -657,10 +674,11 @@ impl MvccTxn {
                 "cannot write in a read-only snapshot transaction",
             ));
         }
-        if !self.writes.contains_key(key) {
-            if let Err(conflict) = self.shared.acquire(self.id, self.snapshot, key)? {
-                return Ok(Err(conflict));
-            }
+        // A key already in the write buffer is already this transaction's.
+        if !self.writes.contains_key(key)
+            && let Err(conflict) = self.shared.acquire(self.id, self.snapshot, key)?
+        {
+            return Ok(Err(conflict));
         }
         self.writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
         Ok(Ok(()))
@@ -790,10 +808,10 @@ impl SnapshotScan {
             if ts <= self.snapshot {
                 self.candidate = Some((key, raw_value));
             }
-            if let Some((key, raw)) = out {
-                if let Some(value) = keys::decode_value(raw)? {
-                    return Ok(Some((key, value)));
-                }
+            if let Some((key, raw)) = out
+                && let Some(value) = keys::decode_value(raw)?
+            {
+                return Ok(Some((key, value)));
             }
         }
     }

@@ -92,6 +92,13 @@ fn pred_on_path(doc: &Document, path: &str, pred: &Pred, key: &mut Option<usize>
             let mut found = None;
             let hit = walk_doc(doc, &parts, None, expand, &mut |(v, k)| {
                 if leaf_matches(leaf, v) {
+                    // `$elemMatch` reports the element it matched when no outer array did.
+                    let k = match (leaf, v, k) {
+                        (Pred::ElemMatch(m), Some(Bson::Array(items)), None) => {
+                            items.iter().position(|e| m.matches_value(e))
+                        }
+                        _ => k,
+                    };
                     found = Some(k);
                     true
                 } else {
