@@ -166,6 +166,9 @@ impl IndexSpec {
             check_id_index_options(spec, sparse, partial_filter.is_some())
                 .map_err(|e| in_specification(&normalized, e))?;
         }
+        if let Some(ttl) = spec.get("expireAfterSeconds") {
+            check_ttl(ttl, &key).map_err(|e| in_specification(&normalized, e))?;
+        }
         let fields = key
             .iter()
             .map(|(path, v)| KeyField { path: path.clone(), descending: is_descending(v) })
@@ -492,6 +495,37 @@ fn check_id_index_options(spec: &Document, sparse: bool, partial: bool) -> Resul
     }
     if sparse {
         crate::bail!(CannotCreateIndex, "_id index cannot be sparse");
+    }
+    Ok(())
+}
+
+/// TTL options: a non-negative 32-bit number of seconds on a single-field, non-`_id` index.
+fn check_ttl(ttl: &Bson, key: &Document) -> Result<()> {
+    let Some(n) = number(ttl) else {
+        crate::bail!(
+            CannotCreateIndex,
+            "TTL index 'expireAfterSeconds' option must be numeric, but received a type of '{}'.",
+            type_name(ttl)
+        );
+    };
+    if n.is_nan() || !(0.0..=f64::from(i32::MAX)).contains(&n) {
+        crate::bail!(
+            CannotCreateIndex,
+            "TTL index 'expireAfterSeconds' option must be within an acceptable range, try a \
+             non-negative number less than 2147483648."
+        );
+    }
+    if is_id_pattern(key) {
+        crate::bail!(
+            InvalidIndexSpecificationOption,
+            "The field 'expireAfterSeconds' is not valid for an _id index specification."
+        );
+    }
+    if key.len() != 1 {
+        crate::bail!(
+            CannotCreateIndex,
+            "TTL indexes are single-field indexes, compound indexes do not support TTL."
+        );
     }
     Ok(())
 }
