@@ -584,3 +584,34 @@ fn truthy(v: &Bson) -> bool {
         other => number(other).is_none_or(|n| n != 0.0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn default_names_follow_mongodb() {
+        let cases = [
+            (doc! {"a": 1, "b.c": -1}, "a_1_b.c_-1"),
+            (doc! {"t": "text"}, "t_text"),
+            (doc! {"a": -1.0}, "a_-1"),
+            (doc! {"a": 1.5}, "a_1.5"),
+            (doc! {"a": 1_i64, "_id": 1}, "a_1__id_1"),
+        ];
+        for (key, name) in cases {
+            assert_eq!(default_name(&key), name, "{key}");
+        }
+    }
+
+    #[test]
+    fn id_index_is_unique_and_identical_to_a_parsed_one() {
+        let id = IndexSpec::id_index();
+        assert!(id.unique && id.is_id_index());
+        let parsed = IndexSpec::parse(&doc! {"key": {"_id": 1}, "name": "_id_", "v": 2}).unwrap();
+        assert_eq!(parsed.compare(&id), Comparison::Identical);
+        assert_eq!(id.to_document(), doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"});
+        let desc = IndexSpec::parse(&doc! {"key": {"_id": -1}, "name": "_id_-1"}).unwrap();
+        assert!(!desc.is_id_index() && !desc.unique);
+    }
+}
