@@ -204,7 +204,13 @@ pub struct Error {
 impl Error {
     /// An error with a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), labels: Vec::new(), extra: None, conflict_holder: None }
+        Error {
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            extra: None,
+            conflict_holder: None,
+        }
     }
 
     /// Adds a label (once).

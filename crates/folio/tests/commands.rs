@@ -27,7 +27,8 @@ use folio::mvcc::{Mvcc, MvccOptions};
 use folio::storage::MemoryEngine;
 
 fn service() -> Service {
-    let store = Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("open mvcc");
+    let store =
+        Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("open mvcc");
     let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
     Service::new(store, options).expect("service")
 }
@@ -69,7 +70,12 @@ fn matches(expected: &Bson, actual: Option<&Bson>, path: &str) -> Result<(), Str
         }
         (Bson::Array(e), Some(Bson::Array(a))) => {
             if e.len() != a.len() {
-                return Err(format!("{path}: expected {} elements, found {}: {:?}", e.len(), a.len(), a));
+                return Err(format!(
+                    "{path}: expected {} elements, found {}: {:?}",
+                    e.len(),
+                    a.len(),
+                    a
+                ));
             }
             for (i, (ev, av)) in e.iter().zip(a).enumerate() {
                 matches(ev, Some(av), &format!("{path}.{i}"))?;
@@ -118,8 +124,13 @@ fn run_script(file: &Path) -> Vec<String> {
             let Some((cmd_line, reply)) = last_reply.take() else {
                 panic!("{}:{lineno}: expectation without a command", file.display());
             };
-            if let Err(diff) = matches(&Bson::Document(expected), Some(&Bson::Document(reply.clone())), "reply") {
-                failures.push(format!("{}:{cmd_line}: {diff}\n    full reply: {reply}", file.display()));
+            if let Err(diff) =
+                matches(&Bson::Document(expected), Some(&Bson::Document(reply.clone())), "reply")
+            {
+                failures.push(format!(
+                    "{}:{cmd_line}: {diff}\n    full reply: {reply}",
+                    file.display()
+                ));
             }
         }
     }

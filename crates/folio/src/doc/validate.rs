@@ -19,7 +19,6 @@
 //! Size errors differ by path as in MongoDB: an insert too large is BSONObjectTooLarge (10334),
 //! an update whose result is too large is 17419.
 
-
 use bson::{Bson, Document, Timestamp, oid::ObjectId};
 
 use crate::error::Result;

@@ -1,7 +1,6 @@
 //! Order-preserving key encodings: [`keycode`] for the fixed parts of storage keys (integers,
 //! escaped strings), [`value`] for BSON values in MongoDB's comparison order (index keys).
 
-
 pub mod keycode;
 pub mod value;
 

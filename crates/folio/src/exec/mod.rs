@@ -166,9 +166,10 @@ pub fn verify(txn: &dyn Txn) -> Result<Vec<String>> {
         let handle = write::CollectionHandle::from_meta_for_verify(meta.clone())?;
         let mut expected = std::collections::BTreeSet::new();
         for f in scan_collection(txn, &meta)? {
-            let id_matches = f.doc.get("_id").map(|id| {
-                keys::Key::Document { coll: meta.id, id: &id_key(id) }.encode() == f.key
-            });
+            let id_matches = f
+                .doc
+                .get("_id")
+                .map(|id| keys::Key::Document { coll: meta.id, id: &id_key(id) }.encode() == f.key);
             if id_matches != Some(true) {
                 problems.push(format!("{}: document key does not match its _id", meta.namespace()));
             }
@@ -188,7 +189,11 @@ pub fn verify(txn: &dyn Txn) -> Result<Vec<String>> {
             problems.push(format!("{}: missing index entry {:02x?}", meta.namespace(), missing));
         }
         for extra in actual.difference(&expected) {
-            problems.push(format!("{}: index entry without document {:02x?}", meta.namespace(), extra));
+            problems.push(format!(
+                "{}: index entry without document {:02x?}",
+                meta.namespace(),
+                extra
+            ));
         }
     }
     Ok(problems)

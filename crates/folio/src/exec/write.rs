@@ -22,6 +22,9 @@ pub struct CollectionHandle {
     validator: Option<Filter>,
 }
 
+/// One index entry of a document: the index's position, the storage key, the key values.
+type Entry = (usize, Vec<u8>, Vec<Bson>);
+
 struct LoadedIndex {
     meta: IndexMeta,
     spec: IndexSpec,
@@ -105,14 +108,14 @@ impl CollectionHandle {
     }
 
     /// The index entries of a document: `(index position, storage key, key values)`.
-    fn entries(&self, doc: &Document) -> Result<Vec<(usize, Vec<u8>, Vec<Bson>)>> {
+    fn entries(&self, doc: &Document) -> Result<Vec<Entry>> {
         let id = id_key(doc.get("_id").unwrap_or(&Bson::Null));
         let mut out = Vec::new();
         for (i, idx) in self.indexes.iter().enumerate() {
-            if let Some(p) = &idx.partial {
-                if !p.matches(doc) {
-                    continue;
-                }
+            if let Some(p) = &idx.partial
+                && !p.matches(doc)
+            {
+                continue;
             }
             for key in idx.spec.entries_for(doc)?.keys {
                 let mut k = key.bytes;
@@ -128,19 +131,23 @@ impl CollectionHandle {
     }
 
     /// Adds a document's index entries, checking unique indexes.
-    fn add_entries(&self, txn: &mut dyn Txn, doc: &Document, skip: &BTreeSet<Vec<u8>>) -> Result<()> {
+    fn add_entries(
+        &self,
+        txn: &mut dyn Txn,
+        doc: &Document,
+        skip: &BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
         let id = id_key(doc.get("_id").unwrap_or(&Bson::Null));
         for (i, key, values) in self.entries(doc)? {
             if skip.contains(&key) {
                 continue;
             }
             let idx = &self.indexes[i];
-            if idx.spec.unique {
-                if let Some(existing) = txn.get(&key)? {
-                    if existing != id {
-                        return Err(idx.spec.duplicate_key_error(&self.meta.db, &self.meta.name, &values));
-                    }
-                }
+            if idx.spec.unique
+                && let Some(existing) = txn.get(&key)?
+                && existing != id
+            {
+                return Err(idx.spec.duplicate_key_error(&self.meta.db, &self.meta.name, &values));
             }
             let what = format!("{} index {}", self.namespace(), idx.meta.name());
             check_conflict(txn.put(&key, &id)?, &what)?;
@@ -149,7 +156,12 @@ impl CollectionHandle {
     }
 
     /// Removes a document's index entries (except those in `keep`).
-    fn remove_entries(&self, txn: &mut dyn Txn, doc: &Document, keep: &BTreeSet<Vec<u8>>) -> Result<()> {
+    fn remove_entries(
+        &self,
+        txn: &mut dyn Txn,
+        doc: &Document,
+        keep: &BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
         for (i, key, _) in self.entries(doc)? {
             if keep.contains(&key) {
                 continue;
@@ -171,7 +183,11 @@ impl CollectionHandle {
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let key = Key::Document { coll: self.meta.id, id: &id_key(&id) }.encode();
         if txn.get(&key)?.is_some() {
-            return Err(IndexSpec::id_index().duplicate_key_error(&self.meta.db, &self.meta.name, &[id]));
+            return Err(IndexSpec::id_index().duplicate_key_error(
+                &self.meta.db,
+                &self.meta.name,
+                &[id],
+            ));
         }
         check_conflict(txn.put(&key, &doc.to_vec()?)?, &self.describe_id(doc))?;
         self.add_entries(txn, doc, &BTreeSet::new())
@@ -181,7 +197,8 @@ impl CollectionHandle {
     fn replace(&self, txn: &mut dyn Txn, found: &Found, new: &Document) -> Result<()> {
         self.validate(new)?;
         check_conflict(txn.put(&found.key, &new.to_vec()?)?, &self.describe_id(new))?;
-        let old_entries: BTreeSet<Vec<u8>> = self.entries(&found.doc)?.into_iter().map(|e| e.1).collect();
+        let old_entries: BTreeSet<Vec<u8>> =
+            self.entries(&found.doc)?.into_iter().map(|e| e.1).collect();
         let new_entries: BTreeSet<Vec<u8>> = self.entries(new)?.into_iter().map(|e| e.1).collect();
         self.remove_entries(txn, &found.doc, &new_entries)?;
         self.add_entries(txn, new, &old_entries)
@@ -292,7 +309,11 @@ fn upsert_document(filter: &Filter, spec: &UpdateSpec, now: bson::DateTime) -> R
     spec.upsert_document(filter, &update_ctx(None, true, now))
 }
 
-fn update_ctx(match_position: Option<usize>, is_upsert_insert: bool, now: bson::DateTime) -> UpdateContext {
+fn update_ctx(
+    match_position: Option<usize>,
+    is_upsert_insert: bool,
+    now: bson::DateTime,
+) -> UpdateContext {
     let secs = (now.timestamp_millis() / 1000).max(0) as u32;
     UpdateContext {
         match_position,

@@ -1,7 +1,6 @@
 //! Indexes: specifications ([`spec`]), key generation ([`keygen`]) and MongoDB-style printing of
 //! key values in messages ([`fmt`]).
 
-
 pub mod fmt;
 pub mod keygen;
 pub mod spec;

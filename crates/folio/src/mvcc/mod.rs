@@ -10,7 +10,6 @@
 //! TransientTransactionError; a single-statement write instead waits for the holder
 //! ([`TxnStore::wait_for`]) and retries.
 
-
 use std::ops::Bound;
 use std::time::Instant;
 

@@ -1,7 +1,6 @@
 //! The query language: filters (parse to a validated AST, then match), projection and sort.
 //! Pure functions on documents, no storage.
 
-
 pub mod expr;
 pub mod filter;
 pub mod matcher;

@@ -23,7 +23,6 @@
 //! writes made while it runs; that is fine for the MVCC layer, whose versions are immutable once
 //! written and filtered by timestamp.
 
-
 mod memory;
 mod redb_engine;
 

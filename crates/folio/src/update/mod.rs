@@ -31,7 +31,6 @@
 //! After the operators ran, `_id` must be unchanged (ImmutableField, 66) and is moved back to the
 //! front of the document if an operation displaced it.
 
-
 mod apply;
 mod arith;
 mod parse;
