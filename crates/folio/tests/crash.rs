@@ -54,17 +54,27 @@ fn child(dir: &Path) {
     let mut conn = svc.connect("crash-child");
     let count = run(&svc, &mut conn, doc! { "count": "accounts", "query": {} });
     if count.get_i32("n").unwrap_or(0) == 0 {
+        // The accounts and their index are created in one transaction, so a kill during setup
+        // leaves either everything or nothing.
+        let setup = doc! { "id": bson::Uuid::new() };
         let docs: Vec<Document> =
             (0..ACCOUNTS).map(|i| doc! { "_id": i, "bal": OPENING_BALANCE }).collect();
-        let r = run(&svc, &mut conn, doc! { "insert": "accounts", "documents": docs });
-        assert!(ok(&r), "setup failed: {r}");
-        let r = run(
-            &svc,
-            &mut conn,
-            doc! { "createIndexes": "accounts", "indexes": [{ "key": { "bal": 1 }, "name": "bal_1" }] },
-        );
-        assert!(ok(&r), "index failed: {r}");
-        println!("ready");
+        let steps = [
+            doc! {
+                "createIndexes": "accounts",
+                "indexes": [{ "key": { "bal": 1 }, "name": "bal_1" }],
+                "startTransaction": true,
+            },
+            doc! { "insert": "accounts", "documents": docs },
+            doc! { "commitTransaction": 1, "$db": "admin" },
+        ];
+        for mut step in steps {
+            step.insert("lsid", setup.clone());
+            step.insert("txnNumber", 1_i64);
+            step.insert("autocommit", false);
+            let r = run(&svc, &mut conn, step);
+            assert!(ok(&r), "setup failed: {r}");
+        }
     }
     let seq_base: i64 =
         std::env::var("FOLIO_CRASH_SEQ").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
