@@ -19,9 +19,6 @@
 //! Size errors differ by path as in MongoDB: an insert too large is BSONObjectTooLarge (10334),
 //! an update whose result is too large is 17419.
 
-// TODO(#2): drop once `Error` is smaller (its optional `extra` document makes it large).
-#![allow(clippy::result_large_err)]
-
 use bson::{Bson, Document, Timestamp, oid::ObjectId};
 
 use crate::error::Result;

@@ -105,6 +105,15 @@ pub fn encode_key_component(v: &Bson, descending: bool, out: &mut Vec<u8>) {
     }
 }
 
+/// The key range holding every value of one canonical type (`rank` from [`canonical_rank`]):
+/// `[start, end)` in ascending encoding. Range predicates are type-bracketed in MongoDB (`$gt: 5`
+/// matches numbers only), so a scan for `$gt: 5` runs from after `encoded(5)` to the end of the
+/// number range.
+pub fn rank_range(rank: u8) -> (Vec<u8>, Vec<u8>) {
+    // Ranks are at most 127 (MaxKey), so `rank + 1` cannot overflow.
+    (vec![rank], vec![rank + 1])
+}
+
 /// Writes the type-specific part of the encoding, after the rank byte.
 fn encode_payload(v: &Bson, out: &mut Vec<u8>) {
     match v {
@@ -310,6 +319,17 @@ mod tests {
         assert!(b < a && a < c);
         assert!(encoded(&Bson::Int64(i64::MAX - 1)) < encoded(&Bson::Int64(i64::MAX)));
         assert!(encoded(&Bson::Int64(i64::MAX)) < encoded(&Bson::Double(9223372036854775808.0)));
+    }
+
+    #[test]
+    fn rank_ranges_bracket_their_type() {
+        let (start, end) = rank_range(canonical_rank(&Bson::Int32(0)));
+        for v in [Bson::Double(f64::NAN), Bson::Double(f64::INFINITY), Bson::Int64(i64::MIN)] {
+            let e = encoded(&v);
+            assert!(start <= e && e < end, "{v:?}");
+        }
+        assert!(encoded(&Bson::Null) < start);
+        assert!(encoded(&Bson::String(String::new())) >= end);
     }
 
     #[test]

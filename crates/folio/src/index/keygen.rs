@@ -396,4 +396,80 @@ mod tests {
         // Descending: the largest value has the smallest key.
         assert_eq!(keys[0], spec.encode(&[Bson::Int32(3)]));
     }
+
+    fn random_leaf(rng: &mut impl rand::Rng) -> Bson {
+        match rng.random_range(0..6) {
+            0 => Bson::Int32(1),
+            1 => Bson::Double(2.0),
+            2 => Bson::String("x".into()),
+            3 => Bson::Null,
+            4 => Bson::Boolean(true),
+            _ => Bson::Int64(2),
+        }
+    }
+
+    fn random_field(rng: &mut impl rand::Rng, depth: u32) -> Bson {
+        match rng.random_range(0..if depth == 0 { 1 } else { 4 }) {
+            0 => random_leaf(rng),
+            1 => Bson::Array(
+                (0..rng.random_range(0..3)).map(|_| random_field(rng, depth - 1)).collect(),
+            ),
+            _ => {
+                let mut d = Document::new();
+                for k in ["b", "c"] {
+                    if rng.random() {
+                        d.insert(k, random_field(rng, depth - 1));
+                    }
+                }
+                Bson::Document(d)
+            }
+        }
+    }
+
+    /// An index scan must never miss a document: whenever the matcher says `{path: v}` holds,
+    /// the document has the key `v` (or, for `null`, a null or undefined key).
+    #[test]
+    fn keys_cover_every_equality_match() {
+        use crate::query::filter::Filter;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut checked = 0;
+        let paths = ["a", "a.b", "a.b.c"];
+        let specs: Vec<IndexSpec> = paths
+            .iter()
+            .map(|p| IndexSpec::parse(&bson::doc! {"key": {*p: 1}, "name": *p}).unwrap())
+            .collect();
+        for _ in 0..3000 {
+            let mut doc = Document::new();
+            if rng.random_range(0..4) > 0 {
+                doc.insert("a", random_field(&mut rng, 3));
+            }
+            for (path, spec) in paths.iter().zip(&specs) {
+                let keys = spec.keys_for(&doc).unwrap();
+                for v in [
+                    Bson::Int32(1),
+                    Bson::Int32(2),
+                    Bson::String("x".into()),
+                    Bson::Boolean(true),
+                    Bson::Null,
+                ] {
+                    let filter = Filter::parse(&bson::doc! {*path: v.clone()}).unwrap();
+                    if !filter.matches(&doc) {
+                        continue;
+                    }
+                    checked += 1;
+                    let wanted: Vec<Vec<u8>> = if v == Bson::Null {
+                        vec![spec.encode(&[Bson::Null]), spec.encode(&[Bson::Undefined])]
+                    } else {
+                        vec![spec.encode(std::slice::from_ref(&v))]
+                    };
+                    assert!(
+                        wanted.iter().any(|w| keys.contains(w)),
+                        "{doc} matches {{{path}: {v}}} but its keys miss it"
+                    );
+                }
+            }
+        }
+        assert!(checked > 1000, "only {checked} matches were checked");
+    }
 }

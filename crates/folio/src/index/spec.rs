@@ -10,9 +10,12 @@
 //! IndexOptionsConflict (85) when an equivalent index exists under another name or with other
 //! options, and "already exists" (not an error) for an identical request.
 
+use std::cmp::Ordering;
+
 use bson::{Bson, Document};
 
 use super::fmt::{format_document, format_value};
+use crate::doc::compare::cmp_documents;
 use crate::doc::validate::type_name;
 use crate::error::{Error, Result};
 
@@ -163,6 +166,9 @@ impl IndexSpec {
             check_id_index_options(spec, sparse, partial_filter.is_some())
                 .map_err(|e| in_specification(&normalized, e))?;
         }
+        if let Some(ttl) = spec.get("expireAfterSeconds") {
+            check_ttl(ttl, &key).map_err(|e| in_specification(&normalized, e))?;
+        }
         let fields = key
             .iter()
             .map(|(path, v)| KeyField { path: path.clone(), descending: is_descending(v) })
@@ -221,11 +227,21 @@ impl IndexSpec {
 
     /// Compares this (requested) spec with an existing one.
     pub fn compare(&self, existing: &IndexSpec) -> Comparison {
-        let signature_equal = self.key == existing.key
+        // Documents compare as MongoDB compares them, so `{a: 1}` and `{a: 1.0}` are one pattern.
+        let same_doc = |a: Option<&Document>, b: Option<&Document>| match (a, b) {
+            (Some(a), Some(b)) => cmp_documents(a, b) == Ordering::Equal,
+            (None, None) => true,
+            _ => false,
+        };
+        let collation = |s: &IndexSpec| match s.options.get("collation") {
+            Some(Bson::Document(d)) => Some(d.clone()),
+            _ => None,
+        };
+        let signature_equal = same_doc(Some(&self.key), Some(&existing.key))
             && self.unique == existing.unique
             && self.sparse == existing.sparse
-            && self.partial_filter == existing.partial_filter
-            && self.options.get("collation") == existing.options.get("collation");
+            && same_doc(self.partial_filter.as_ref(), existing.partial_filter.as_ref())
+            && same_doc(collation(self).as_ref(), collation(existing).as_ref());
         if !signature_equal {
             Comparison::Different
         } else if self.hidden == existing.hidden
@@ -483,6 +499,37 @@ fn check_id_index_options(spec: &Document, sparse: bool, partial: bool) -> Resul
     Ok(())
 }
 
+/// TTL options: a non-negative 32-bit number of seconds on a single-field, non-`_id` index.
+fn check_ttl(ttl: &Bson, key: &Document) -> Result<()> {
+    let Some(n) = number(ttl) else {
+        crate::bail!(
+            CannotCreateIndex,
+            "TTL index 'expireAfterSeconds' option must be numeric, but received a type of '{}'.",
+            type_name(ttl)
+        );
+    };
+    if n.is_nan() || !(0.0..=f64::from(i32::MAX)).contains(&n) {
+        crate::bail!(
+            CannotCreateIndex,
+            "TTL index 'expireAfterSeconds' option must be within an acceptable range, try a \
+             non-negative number less than 2147483648."
+        );
+    }
+    if is_id_pattern(key) {
+        crate::bail!(
+            InvalidIndexSpecificationOption,
+            "The field 'expireAfterSeconds' is not valid for an _id index specification."
+        );
+    }
+    if key.len() != 1 {
+        crate::bail!(
+            CannotCreateIndex,
+            "TTL indexes are single-field indexes, compound indexes do not support TTL."
+        );
+    }
+    Ok(())
+}
+
 /// `parse_fields` has already rejected a missing or non-document key.
 fn unreachable_key(spec: &Document) -> Result<Document> {
     Err(in_specification(
@@ -535,5 +582,36 @@ fn truthy(v: &Bson) -> bool {
         Bson::Boolean(b) => *b,
         Bson::Null | Bson::Undefined => false,
         other => number(other).is_none_or(|n| n != 0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn default_names_follow_mongodb() {
+        let cases = [
+            (doc! {"a": 1, "b.c": -1}, "a_1_b.c_-1"),
+            (doc! {"t": "text"}, "t_text"),
+            (doc! {"a": -1.0}, "a_-1"),
+            (doc! {"a": 1.5}, "a_1.5"),
+            (doc! {"a": 1_i64, "_id": 1}, "a_1__id_1"),
+        ];
+        for (key, name) in cases {
+            assert_eq!(default_name(&key), name, "{key}");
+        }
+    }
+
+    #[test]
+    fn id_index_is_unique_and_identical_to_a_parsed_one() {
+        let id = IndexSpec::id_index();
+        assert!(id.unique && id.is_id_index());
+        let parsed = IndexSpec::parse(&doc! {"key": {"_id": 1}, "name": "_id_", "v": 2}).unwrap();
+        assert_eq!(parsed.compare(&id), Comparison::Identical);
+        assert_eq!(id.to_document(), doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"});
+        let desc = IndexSpec::parse(&doc! {"key": {"_id": -1}, "name": "_id_-1"}).unwrap();
+        assert!(!desc.is_id_index() && !desc.unique);
     }
 }

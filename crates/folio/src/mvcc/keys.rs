@@ -99,6 +99,11 @@ pub fn encode_value(value: Option<&[u8]>) -> Vec<u8> {
     }
 }
 
+/// Whether an encoded version value is a tombstone.
+pub fn is_tombstone(raw: &[u8]) -> bool {
+    raw.first() == Some(&0x00)
+}
+
 /// Decodes a version's value: `None` is a tombstone.
 pub fn decode_value(mut raw: Vec<u8>) -> Result<Option<Vec<u8>>> {
     match raw.first() {
@@ -136,6 +141,8 @@ mod tests {
     #[test]
     fn values_round_trip() {
         assert_eq!(decode_value(encode_value(None)).unwrap(), None);
+        assert!(is_tombstone(&encode_value(None)));
+        assert!(!is_tombstone(&encode_value(Some(b""))));
         assert_eq!(decode_value(encode_value(Some(b"xy"))).unwrap(), Some(b"xy".to_vec()));
         assert!(decode_value(Vec::new()).is_err());
     }

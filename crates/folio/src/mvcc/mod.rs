@@ -10,10 +10,6 @@
 //! TransientTransactionError; a single-statement write instead waits for the holder
 //! ([`TxnStore::wait_for`]) and retries.
 
-// `Error` is large (it carries labels and extra reply fields) and every fallible function here
-// returns it; boxing belongs in `error.rs`, for the whole crate.
-#![allow(clippy::result_large_err)]
-
 use std::ops::Bound;
 use std::time::Instant;
 

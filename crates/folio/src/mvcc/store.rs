@@ -570,7 +570,7 @@ impl Shared {
                 group_key = Some(key);
             }
             report.scanned += 1;
-            group.push((raw, ts, value.first() == Some(&0x00)));
+            group.push((raw, ts, keys::is_tombstone(&value)));
         }
         if next_cursor.is_none() {
             collect_group(&group, watermark, &mut batch);

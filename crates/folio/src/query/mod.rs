@@ -1,10 +1,6 @@
 //! The query language: filters (parse to a validated AST, then match), projection and sort.
 //! Pure functions on documents, no storage.
 
-// Parsers return the crate's `Error`, which is large by design (labels and extra fields travel
-// with it); parsing is not a hot path.
-#![allow(clippy::result_large_err)]
-
 pub mod expr;
 pub mod filter;
 pub mod matcher;

@@ -9,8 +9,12 @@ use parking_lot::RwLock;
 use super::{Engine, KvIter, Status, WriteBatch, WriteOp, owned_bound, range_is_empty};
 use crate::error::Result;
 
-/// How many entries a scan copies per lock acquisition.
-const CHUNK: usize = 256;
+/// The most entries a scan copies per lock acquisition.
+const MAX_CHUNK: usize = 256;
+
+/// The size of a scan's first chunk. Chunks double up to [`MAX_CHUNK`], so point reads and short
+/// scans (the common case: the newest version of one key) copy little.
+const FIRST_CHUNK: usize = 4;
 
 /// An engine keeping everything in memory. Nothing survives the process; `sync` is a no-op.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +42,7 @@ impl Engine for MemoryEngine {
             end: owned_bound(end),
             reverse,
             chunk: Vec::new(),
+            chunk_size: FIRST_CHUNK,
             done: empty,
         }))
     }
@@ -68,7 +73,7 @@ impl Engine for MemoryEngine {
     }
 }
 
-/// A scan that copies up to [`CHUNK`] entries per lock acquisition and then narrows its range
+/// A scan that copies a bounded chunk of entries per lock acquisition and then narrows its range
 /// past the last entry it returned.
 struct ChunkedScan {
     map: Arc<RwLock<BTreeMap<Vec<u8>, Vec<u8>>>>,
@@ -77,6 +82,8 @@ struct ChunkedScan {
     reverse: bool,
     /// The current chunk, reversed so that `pop` yields the next entry.
     chunk: Vec<(Vec<u8>, Vec<u8>)>,
+    /// How many entries the next refill copies.
+    chunk_size: usize,
     done: bool,
 }
 
@@ -91,14 +98,15 @@ impl ChunkedScan {
         }
         let range = map.range::<[u8], _>((start, end));
         let mut chunk: Vec<_> = if self.reverse {
-            range.rev().take(CHUNK).map(|(k, v)| (k.clone(), v.clone())).collect()
+            range.rev().take(self.chunk_size).map(|(k, v)| (k.clone(), v.clone())).collect()
         } else {
-            range.take(CHUNK).map(|(k, v)| (k.clone(), v.clone())).collect()
+            range.take(self.chunk_size).map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         drop(map);
-        if chunk.len() < CHUNK {
+        if chunk.len() < self.chunk_size {
             self.done = true;
         }
+        self.chunk_size = (self.chunk_size * 2).min(MAX_CHUNK);
         if let Some((last, _)) = chunk.last() {
             if self.reverse {
                 self.end = Bound::Excluded(last.clone());

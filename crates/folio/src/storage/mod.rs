@@ -23,10 +23,6 @@
 //! writes made while it runs; that is fine for the MVCC layer, whose versions are immutable once
 //! written and filtered by timestamp.
 
-// `Error` is large (it carries labels and extra reply fields) and every fallible function here
-// returns it; boxing belongs in `error.rs`, for the whole crate.
-#![allow(clippy::result_large_err)]
-
 mod memory;
 mod redb_engine;
 
