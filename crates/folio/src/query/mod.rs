@@ -156,3 +156,62 @@ mod projection_sort_tests {
         });
     }
 }
+
+#[cfg(test)]
+mod plan_tests {
+    use super::Filter;
+    use super::plan::Interval;
+    use crate::doc::fmt::{Style, value_string_styled};
+    use crate::doc::golden::{self, Input, error_line};
+
+    fn interval(i: &Interval) -> String {
+        format!(
+            "{}{}, {}{}",
+            if i.low.inclusive { "[" } else { "(" },
+            value_string_styled(&i.low.value, Style::Typed),
+            value_string_styled(&i.high.value, Style::Typed),
+            if i.high.inclusive { "]" } else { ")" }
+        )
+    }
+
+    #[test]
+    fn bounds() {
+        golden::run("src/query/testdata/bounds.txt", |inputs: &[Input]| {
+            let mut filter = None;
+            let mut out = Vec::new();
+            for input in inputs {
+                let f = filter.as_ref();
+                match input.name.as_str() {
+                    "filter" => match Filter::parse(&input.doc()) {
+                        Ok(f) => filter = Some(f),
+                        Err(e) => return vec![error_line(&e)],
+                    },
+                    "bounds" | "multikey" => {
+                        let f: &Filter = f.expect("filter first");
+                        let b = f.bounds(&input.value, input.name == "multikey");
+                        out.push(match b {
+                            None => format!("{} {}: none", input.name, input.value),
+                            Some(list) if list.is_empty() => {
+                                format!("{} {}: empty", input.name, input.value)
+                            }
+                            Some(list) => format!(
+                                "{} {}: {}",
+                                input.name,
+                                input.value,
+                                list.iter().map(interval).collect::<Vec<_>>().join(" U ")
+                            ),
+                        });
+                    }
+                    "equalities" => {
+                        let f: &Filter = f.expect("filter first");
+                        for (path, v) in f.equalities() {
+                            out.push(format!("{path} = {}", value_string_styled(&v, Style::Typed)));
+                        }
+                    }
+                    other => panic!("unknown input {other}"),
+                }
+            }
+            out
+        });
+    }
+}

@@ -333,6 +333,9 @@ fn nested(parts: &[String], value: Bson) -> Bson {
     })
 }
 
+/// The most null elements a single array write may add before its target index.
+const MAX_PADDING: usize = 1_500_000;
+
 /// Sets the value at a path, creating documents and padding arrays on the way.
 fn set_at(doc: &mut Document, parts: &[String], value: Bson) -> Result<()> {
     let (first, rest) = match parts.split_first() {
@@ -368,6 +371,10 @@ fn set_in_value(v: &mut Bson, name: &str, rest: &[String], value: Bson) -> Resul
                 return Err(not_viable(name, &rest[0], v));
             };
             if idx >= items.len() {
+                // Padding is bounded so that a path like `a.999999999` cannot exhaust memory.
+                if idx - items.len() > MAX_PADDING {
+                    bail!(BadValue, "can't backfill more than {MAX_PADDING} elements");
+                }
                 items.resize(idx, Bson::Null);
                 items.push(nested(&rest[1..], value));
                 return Ok(());
