@@ -1,5 +1,18 @@
-//! The query language: filters (parse to a validated AST, then match), projection and sort.
-//! Pure functions on documents, no storage.
+//! The query language: pure functions on documents, no storage.
+//!
+//! - [`filter`] parses a filter document into a validated AST ([`Filter`]); every MongoDB parse
+//!   error (`unknown operator: $foo`, `$in needs an array`, ...) is raised there, so matching
+//!   cannot fail. [`matcher`] evaluates it, with MongoDB's array semantics, and reports the array
+//!   position a match went through for the positional operator ([`Filter::matches_with_key`]).
+//!   [`expr`] holds the comparisons `$expr` supports today and [`schema`] the `$jsonSchema`
+//!   keywords.
+//! - [`plan`] reads a filter for planning: top-level equalities (upsert seeds, point lookups)
+//!   and per-field value intervals ([`Filter::bounds`]) that an index scan can use; the matcher
+//!   re-checks every fetched document, so bounds only need to be a superset.
+//! - [`projection`] and [`sort`] implement find's `projection` and `sort`.
+//!
+//! All comparisons go through [`crate::doc::compare::cmp_bson`], MongoDB's total order over
+//! BSON values.
 
 // Parsers return the crate's `Error`, which is large by design (labels and extra fields travel
 // with it); parsing is not a hot path.
