@@ -9,7 +9,8 @@
 //!   `null` equality and `$exists: false` treat specially;
 //! - an array in the middle of the path is walked into: each document element is searched for
 //!   the rest of the path, and a numeric component (`items.0.qty`) also selects that element.
-//!   An array with no document element yields *missing* (so `{"a.b": null}` matches `{a: [1]}`);
+//!   Scalar elements yield nothing at all, so `{"a.b": null}` does not match `{a: [1]}` while
+//!   `{"a.b": {$exists: false}}` does;
 //! - an array at the end of the path yields each of its elements and then the array itself, so
 //!   `{tags: "x"}` matches `{tags: ["x", "y"]}` and `{tags: ["x", "y"]}` matches it too. Only
 //!   one level is expanded. `$size` and `$elemMatch` see the array alone.
@@ -158,22 +159,20 @@ fn walk_value<'a>(
     match v {
         Bson::Document(d) => walk_doc(d, rest, key, expand, f),
         Bson::Array(items) => {
-            let mut any = false;
             if let Some(e) = array_index(rest[0]).and_then(|i| items.get(i)) {
-                any = true;
                 if walk_value(e, &rest[1..], key, expand, f) {
                     return true;
                 }
             }
             for (i, e) in items.iter().enumerate() {
-                if let Bson::Document(d) = e {
-                    any = true;
-                    if walk_doc(d, rest, key.or(Some(i)), expand, f) {
-                        return true;
-                    }
+                if let Bson::Document(d) = e
+                    && walk_doc(d, rest, key.or(Some(i)), expand, f)
+                {
+                    return true;
                 }
             }
-            !any && f((None, key))
+            // Scalars in the array yield nothing, not even "missing".
+            false
         }
         _ => f((None, key)),
     }
