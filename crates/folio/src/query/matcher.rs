@@ -32,7 +32,9 @@ use std::cmp::Ordering;
 
 use bson::{Bson, Document};
 
-use super::filter::{CmpOp, ElemMatcher, Filter, InList, Pred, Regex, TypeSel, type_code};
+use super::filter::{
+    BitsTest, CmpOp, ElemMatcher, Filter, InList, Pred, Regex, TypeSel, type_code,
+};
 use crate::doc::canonical_rank;
 use crate::doc::compare::{Number, cmp_bson};
 use crate::doc::path::array_index;
@@ -194,7 +196,41 @@ fn leaf_matches(pred: &Pred, v: Option<&Bson>) -> bool {
         }
         Pred::And(preds) => preds.iter().all(|p| leaf_matches(p, v)),
         Pred::Not(inner) => !leaf_matches(inner, v),
+        Pred::Bits(test, positions) => v.is_some_and(|v| bits_match(*test, positions, v)),
         Pred::Never => false,
+    }
+}
+
+/// The `$bits...` operators: numbers that are integral and fit in int64 (two's complement, so a
+/// negative number has every high bit set), and BinData as little-endian bytes.
+fn bits_match(test: BitsTest, positions: &[u32], v: &Bson) -> bool {
+    let bit: Box<dyn Fn(u32) -> bool + '_> = match v {
+        Bson::Binary(b) => Box::new(move |p: u32| {
+            let p = p as usize;
+            b.bytes.get(p / 8).is_some_and(|byte| byte & (1 << (p % 8)) != 0)
+        }),
+        other => {
+            let Some(n) = Number::of(other) else { return false };
+            let i = match n.as_i64() {
+                Some(i) => i,
+                None => {
+                    let f = n.to_f64();
+                    if f.fract() != 0.0
+                        || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f)
+                    {
+                        return false;
+                    }
+                    f as i64
+                }
+            };
+            Box::new(move |p: u32| if p >= 64 { i < 0 } else { i & (1_i64 << p) != 0 })
+        }
+    };
+    match test {
+        BitsTest::AllSet => positions.iter().all(|p| bit(*p)),
+        BitsTest::AllClear => positions.iter().all(|p| !bit(*p)),
+        BitsTest::AnySet => positions.iter().any(|p| bit(*p)),
+        BitsTest::AnyClear => positions.iter().any(|p| !bit(*p)),
     }
 }
 

@@ -202,6 +202,7 @@ fn pred_bounds(pred: &Pred) -> Option<Vec<Interval>> {
         | Pred::Exists
         | Pred::Mod(..)
         | Pred::Size(_)
+        | Pred::Bits(..)
         | Pred::Not(_)
         | Pred::And(_) => None,
         Pred::ElemMatch(m) => match m.as_ref() {
