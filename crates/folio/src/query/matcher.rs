@@ -161,10 +161,10 @@ fn walk_value<'a>(
     match v {
         Bson::Document(d) => walk_doc(d, rest, key, expand, f),
         Bson::Array(items) => {
-            if let Some(e) = array_index(rest[0]).and_then(|i| items.get(i)) {
-                if walk_value(e, &rest[1..], key, expand, f) {
-                    return true;
-                }
+            if let Some(e) = array_index(rest[0]).and_then(|i| items.get(i))
+                && walk_value(e, &rest[1..], key, expand, f)
+            {
+                return true;
             }
             for (i, e) in items.iter().enumerate() {
                 if let Bson::Document(d) = e
