@@ -291,4 +291,23 @@ mod tests {
         assert_eq!(cmp_bson(&bson!([1, 2]), &bson!([1])), Ordering::Greater);
         assert_eq!(cmp_bson(&bson!("ab"), &bson!("b")), Ordering::Less);
     }
+
+    /// The order must be total: antisymmetric and transitive on random values of all types.
+    #[test]
+    fn order_is_total() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let values: Vec<Bson> = (0..120).map(|_| crate::doc::random::value(&mut rng, 2)).collect();
+        for a in &values {
+            assert_eq!(cmp_bson(a, a), Ordering::Equal, "{a:?}");
+            for b in &values {
+                assert_eq!(cmp_bson(a, b), cmp_bson(b, a).reverse(), "{a:?} vs {b:?}");
+                for c in values.iter().take(40) {
+                    if cmp_bson(a, b).is_le() && cmp_bson(b, c).is_le() {
+                        assert!(cmp_bson(a, c).is_le(), "{a:?} <= {b:?} <= {c:?}");
+                    }
+                }
+            }
+        }
+    }
 }
