@@ -284,10 +284,10 @@ fn retain(doc: &mut Document, parts: &[String], keep: impl Fn(&Bson) -> bool) ->
 
 fn rename(doc: &mut Document, from: &[String], to: &str) -> Result<()> {
     let to_parts: Vec<String> = to.split('.').map(str::to_string).collect();
-    check_no_array(doc, from, "source")?;
     let Some(value) = get_at(doc, from).cloned() else {
         return Ok(());
     };
+    check_no_array(doc, from, "source")?;
     check_no_array(doc, &to_parts, "destination")?;
     unset_at(doc, from);
     set_at(doc, &to_parts, value)
@@ -301,13 +301,14 @@ fn check_no_array(doc: &Document, parts: &[String], side: &str) -> Result<()> {
         if let Bson::Array(_) = v
             && i + 1 < parts.len()
         {
+            let id = match doc.get("_id") {
+                Some(id) => format!("_id: {}", value_string(id)),
+                None => "no id".to_string(),
+            };
             bail!(
                 BadValue,
-                "The {side} field cannot be an array element, '{}' in doc with {}: {} has an array field called '{}'",
-                parts.join("."),
-                parts[..=i].join("."),
-                value_string(v),
-                part
+                "The {side} field cannot be an array element, '{}' in doc with {id} has an array field called '{part}'",
+                parts.join(".")
             );
         }
         cur = parts.get(i + 1).and_then(|p| child(v, p));
