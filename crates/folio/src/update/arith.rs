@@ -9,7 +9,7 @@
 use bson::Bson;
 
 use super::BitOp;
-use crate::doc::compare::Number;
+use crate::doc::compare::{Number, parse_decimal_str};
 
 /// The operation to apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,26 +69,12 @@ pub(super) fn apply(op: Arith, a: Number, b: Number) -> Option<Bson> {
     }
 }
 
-/// A finite decimal as `coefficient * 10^exponent`.
-fn parse_decimal(s: &str) -> Option<(i128, i32)> {
-    let (mantissa, exp) = match s.find(['E', 'e']) {
-        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().ok()?),
-        None => (s, 0),
-    };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits = format!("{int}{frac}");
-    let coef: i128 = digits.parse().ok()?;
-    Some((coef, exp.checked_sub(i32::try_from(frac.len()).ok()?)?))
-}
-
-/// The exact decimal form of a number, if it has one we can compute with.
+/// The exact decimal form of a number, if it has one we can compute with (a double by its
+/// shortest representation, which is what the user wrote).
 fn as_decimal(n: Number) -> Option<(i128, i32)> {
     match n {
-        Number::Int(i) => Some((i128::from(i), 0)),
-        Number::Long(i) => Some((i128::from(i), 0)),
-        Number::Double(d) if d.is_finite() => parse_decimal(&format!("{d:?}")),
-        Number::Decimal(_, d) => parse_decimal(&d.to_string()),
-        Number::Double(_) => None,
+        Number::Double(d) if d.is_finite() => parse_decimal_str(&format!("{d:?}")),
+        other => other.decimal_parts(),
     }
 }
 
