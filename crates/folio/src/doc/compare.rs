@@ -13,8 +13,10 @@
 //!    of the element, then name, then value; a prefix is smaller), arrays element by element,
 //!    binary by length, then subtype, then bytes.
 //!
-//! Decimal128 values are compared through their nearest `f64`, which is exact for every decimal
-//! that is also a double and only loses precision beyond 15–17 significant digits.
+//! Decimal128 values are compared exactly, as coefficient and exponent, against decimals,
+//! integers and doubles; a double is first rounded to 34 significant digits as MongoDB converts
+//! it, so `NumberDecimal("0.1")` is smaller than the double `0.1`. Decimal NaN equals double NaN,
+//! and decimal infinities compare through `f64`.
 
 use std::cmp::Ordering;
 
