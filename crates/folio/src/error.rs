@@ -151,6 +151,7 @@ codes! {
     Location16020 = 16020,
     Location16410 = 16410,
     Location16872 = 16872,
+    Location17276 = 17276,
     Location51075 = 51075,
     Location51108 = 51108,
     APIStrictError = 323,

@@ -35,6 +35,10 @@ pub enum Expr {
     Array(Vec<Expr>),
     /// A document of expressions.
     Object(Vec<(String, Expr)>),
+    /// `$$ROOT` / `$$CURRENT`: the whole document.
+    Root,
+    /// `$$REMOVE`: the missing value.
+    Missing,
 }
 
 /// An expression comparison.
@@ -61,7 +65,18 @@ impl Expr {
     pub fn parse(v: &Bson) -> Result<Expr> {
         match v {
             Bson::String(s) if s.starts_with("$$") => {
-                bail!(NotImplemented, "variables in $expr are not supported yet: {s}")
+                // `let` variables were substituted before parsing (see `substitute_vars`); what
+                // is left are the system variables.
+                let (name, rest) = match s[2..].split_once('.') {
+                    Some((n, r)) => (n, Some(r)),
+                    None => (&s[2..], None),
+                };
+                match (name, rest) {
+                    ("ROOT" | "CURRENT", None) => Ok(Expr::Root),
+                    ("ROOT" | "CURRENT", Some(path)) => Ok(Expr::Field(path.to_string())),
+                    ("REMOVE", None) => Ok(Expr::Missing),
+                    _ => bail!(Location17276, "Use of undefined variable: {name}"),
+                }
             }
             Bson::String(s) if s.starts_with('$') => {
                 let path = &s[1..];
@@ -154,6 +169,8 @@ impl Expr {
         match self {
             Expr::Field(path) => field_value(doc, path),
             Expr::Literal(v) => Some(v.clone()),
+            Expr::Root => Some(Bson::Document(doc.clone())),
+            Expr::Missing => None,
             Expr::Cmp(kind, a, b) => {
                 let (x, y) = (a.eval(doc), b.eval(doc));
                 let ord = cmp_missing(x.as_ref(), y.as_ref());
@@ -229,5 +246,58 @@ fn value_at(v: &Bson, rest: &[&str]) -> Option<Bson> {
                 .collect(),
         )),
         _ => None,
+    }
+}
+
+/// Replaces `$$name` references to `let` variables inside every `$expr` of a filter with
+/// `{$literal: value}`, so that parsing needs no variable scope.
+pub fn substitute_vars(filter: &Document, vars: &Document) -> Document {
+    let mut out = Document::new();
+    for (k, v) in filter {
+        let v =
+            if k == "$expr" { substitute_in_expr(v, vars) } else { substitute_in_filter(v, vars) };
+        out.insert(k.clone(), v);
+    }
+    out
+}
+
+fn substitute_in_filter(v: &Bson, vars: &Document) -> Bson {
+    match v {
+        Bson::Document(d) => Bson::Document(substitute_vars(d, vars)),
+        Bson::Array(items) => {
+            Bson::Array(items.iter().map(|x| substitute_in_filter(x, vars)).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+fn substitute_in_expr(v: &Bson, vars: &Document) -> Bson {
+    match v {
+        Bson::String(s) if s.starts_with("$$") => {
+            let (name, rest) = match s[2..].split_once('.') {
+                Some((n, r)) => (n, Some(r)),
+                None => (&s[2..], None),
+            };
+            match (vars.get(name), rest) {
+                (Some(value), None) => Bson::Document(bson::doc! {"$literal": value.clone()}),
+                (Some(Bson::Document(d)), Some(path)) => {
+                    let found = crate::doc::path::get_path(d, path).cloned();
+                    Bson::Document(bson::doc! {"$literal": found.unwrap_or(Bson::Null)})
+                }
+                _ => v.clone(),
+            }
+        }
+        Bson::Document(d) if d.contains_key("$literal") => v.clone(),
+        Bson::Document(d) => {
+            let mut out = Document::new();
+            for (k, x) in d {
+                out.insert(k.clone(), substitute_in_expr(x, vars));
+            }
+            Bson::Document(out)
+        }
+        Bson::Array(items) => {
+            Bson::Array(items.iter().map(|x| substitute_in_expr(x, vars)).collect())
+        }
+        other => other.clone(),
     }
 }

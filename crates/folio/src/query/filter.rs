@@ -206,6 +206,17 @@ impl Filter {
         parse_doc(filter, true)
     }
 
+    /// Parses a filter whose `$expr`s may use the variables of a command's `let` option
+    /// (`{$expr: {$eq: ["$_id", "$$id"]}}` with `let: {id: 1}`).
+    pub fn parse_with_let(filter: &Document, let_vars: Option<&Document>) -> Result<Filter> {
+        match let_vars {
+            Some(vars) if !vars.is_empty() => {
+                parse_doc(&super::expr::substitute_vars(filter, vars), true)
+            }
+            _ => parse_doc(filter, true),
+        }
+    }
+
     /// A filter that matches every document.
     pub fn all() -> Filter {
         Filter::And(Vec::new())

@@ -40,13 +40,15 @@ mod tests {
     fn run_filter_file(file: &str) {
         golden::run(file, |inputs: &[Input]| {
             let mut filter = None;
+            let mut let_vars = None;
             let mut out = Vec::new();
             for input in inputs {
                 match input.name.as_str() {
-                    "filter" => match Filter::parse(&input.doc()) {
+                    "filter" => match Filter::parse_with_let(&input.doc(), let_vars.as_ref()) {
                         Ok(f) => filter = Some(f),
                         Err(e) => return vec![error_line(&e)],
                     },
+                    "let" => let_vars = Some(input.doc()),
                     "doc" => {
                         let f = filter.as_ref().expect("doc before filter");
                         let (m, key) = f.matches_with_key(&input.doc());
