@@ -91,9 +91,8 @@ fn pred_on_path(doc: &Document, path: &str, pred: &Pred, key: &mut Option<usize>
         Pred::Never => false,
         leaf => {
             let expand = !matches!(leaf, Pred::Size(_) | Pred::ElemMatch(_));
-            let parts: Vec<&str> = path.split('.').collect();
             let mut found = None;
-            let hit = walk_doc(doc, &parts, None, expand, &mut |(v, k)| {
+            let hit = walk_doc(doc, path, None, expand, &mut |(v, k)| {
                 if leaf_matches(leaf, v) {
                     // `$elemMatch` reports the element it matched when no outer array did.
                     let k = match (leaf, v, k) {
@@ -127,28 +126,37 @@ pub fn pred_on_value(pred: &Pred, v: &Bson) -> bool {
     }
 }
 
-/// Walks `parts` in `doc`, calling `f` on each value reached until it returns true.
+/// Splits the first component off a dotted path (without allocating).
+fn split_first(path: &str) -> (&str, Option<&str>) {
+    match path.split_once('.') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (path, None),
+    }
+}
+
+/// Walks the dotted `path` in `doc`, calling `f` on each value reached until it returns true.
 fn walk_doc<'a>(
     doc: &'a Document,
-    parts: &[&str],
+    path: &str,
     key: Option<usize>,
     expand: bool,
     f: &mut dyn FnMut(Visit<'a>) -> bool,
 ) -> bool {
-    match doc.get(parts[0]) {
+    let (head, rest) = split_first(path);
+    match doc.get(head) {
         None => f((None, key)),
-        Some(v) => walk_value(v, &parts[1..], key, expand, f),
+        Some(v) => walk_value(v, rest, key, expand, f),
     }
 }
 
 fn walk_value<'a>(
     v: &'a Bson,
-    rest: &[&str],
+    rest: Option<&str>,
     key: Option<usize>,
     expand: bool,
     f: &mut dyn FnMut(Visit<'a>) -> bool,
 ) -> bool {
-    if rest.is_empty() {
+    let Some(rest) = rest else {
         if let (Bson::Array(items), true) = (v, expand) {
             for (i, e) in items.iter().enumerate() {
                 if f((Some(e), key.or(Some(i)))) {
@@ -157,12 +165,13 @@ fn walk_value<'a>(
             }
         }
         return f((Some(v), key));
-    }
+    };
     match v {
         Bson::Document(d) => walk_doc(d, rest, key, expand, f),
         Bson::Array(items) => {
-            if let Some(e) = array_index(rest[0]).and_then(|i| items.get(i))
-                && walk_value(e, &rest[1..], key, expand, f)
+            let (head, after) = split_first(rest);
+            if let Some(e) = array_index(head).and_then(|i| items.get(i))
+                && walk_value(e, after, key, expand, f)
             {
                 return true;
             }
