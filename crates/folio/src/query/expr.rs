@@ -39,6 +39,15 @@ pub enum Expr {
     Root,
     /// `$$REMOVE`: the missing value.
     Missing,
+    /// `$setField`: a copy of `input` with `field` set to `value` (removed when missing).
+    SetField {
+        /// The field name (any string, dots and dollars included).
+        field: String,
+        /// The document to change.
+        input: Box<Expr>,
+        /// The new value.
+        value: Box<Expr>,
+    },
 }
 
 /// An expression comparison.
@@ -118,6 +127,7 @@ impl Expr {
         let arg = d.get(first).unwrap_or(&Bson::Null);
         let kind = match first.as_str() {
             "$literal" => return Ok(Expr::Literal(arg.clone())),
+            "$setField" => return Self::parse_set_field(arg),
             "$and" => return Ok(Expr::And(Self::args(arg)?)),
             "$or" => return Ok(Expr::Or(Self::args(arg)?)),
             "$not" => {
@@ -140,7 +150,7 @@ impl Expr {
             "$cmp" => CmpKind::Cmp,
             other => {
                 // TODO(#7): full aggregation expressions.
-                bail!(NotImplemented, "expression {other} is not supported in $expr yet")
+                bail!(NotImplemented, "expression {other} is not supported yet")
             }
         };
         let mut args = Self::args(arg)?;
@@ -154,6 +164,45 @@ impl Expr {
         let b = args.pop().unwrap_or(Expr::Literal(Bson::Null));
         let a = args.pop().unwrap_or(Expr::Literal(Bson::Null));
         Ok(Expr::Cmp(kind, Box::new(a), Box::new(b)))
+    }
+
+    fn parse_set_field(arg: &Bson) -> Result<Expr> {
+        let Bson::Document(spec) = arg else {
+            bail!(Location4161100, "$setField only supports an object as its argument");
+        };
+        let mut field = None;
+        let mut input = None;
+        let mut value = None;
+        for (k, v) in spec {
+            match k.as_str() {
+                "field" => {
+                    field = Some(match v {
+                        Bson::String(f) if !f.starts_with('$') => f.clone(),
+                        Bson::Document(d) => match d.get("$literal") {
+                            Some(Bson::String(f)) if d.len() == 1 => f.clone(),
+                            _ => bail!(
+                                Location4161106,
+                                "$setField requires 'field' to evaluate to a constant, but got a non-constant argument"
+                            ),
+                        },
+                        _ => bail!(
+                            Location4161106,
+                            "$setField requires 'field' to evaluate to type String, but got a non-constant argument"
+                        ),
+                    })
+                }
+                "input" => input = Some(Expr::parse(v)?),
+                "value" => value = Some(Expr::parse(v)?),
+                other => bail!(Location4161101, "$setField found an unknown argument: {other}"),
+            }
+        }
+        let (Some(field), Some(input), Some(value)) = (field, input, value) else {
+            bail!(
+                Location4161102,
+                "$setField requires 'field', 'input' and 'value' to be specified"
+            );
+        };
+        Ok(Expr::SetField { field, input: Box::new(input), value: Box::new(value) })
     }
 
     /// Operator arguments: an array is the argument list, anything else one argument.
@@ -171,6 +220,21 @@ impl Expr {
             Expr::Literal(v) => Some(v.clone()),
             Expr::Root => Some(Bson::Document(doc.clone())),
             Expr::Missing => None,
+            Expr::SetField { field, input, value } => match input.eval(doc) {
+                Some(Bson::Document(mut d)) => {
+                    match value.eval(doc) {
+                        Some(v) => {
+                            d.insert(field.clone(), v);
+                        }
+                        None => {
+                            d.remove(field);
+                        }
+                    }
+                    Some(Bson::Document(d))
+                }
+                // A null or missing input gives null, as in MongoDB.
+                _ => Some(Bson::Null),
+            },
             Expr::Cmp(kind, a, b) => {
                 let (x, y) = (a.eval(doc), b.eval(doc));
                 let ord = cmp_missing(x.as_ref(), y.as_ref());
@@ -271,7 +335,8 @@ fn substitute_in_filter(v: &Bson, vars: &Document) -> Bson {
     }
 }
 
-fn substitute_in_expr(v: &Bson, vars: &Document) -> Bson {
+/// [`substitute_vars`] for an expression (e.g. the stages of an update pipeline).
+pub fn substitute_in_expr(v: &Bson, vars: &Document) -> Bson {
     match v {
         Bson::String(s) if s.starts_with("$$") => {
             let (name, rest) = match s[2..].split_once('.') {

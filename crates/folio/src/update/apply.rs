@@ -20,6 +20,7 @@ impl UpdateSpec {
         match self {
             UpdateSpec::Replacement(r) => replace(doc, r),
             UpdateSpec::Operators(ops) => ops.apply(doc, ctx),
+            UpdateSpec::Pipeline(p) => p.apply(doc),
         }
     }
 }

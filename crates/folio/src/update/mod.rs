@@ -38,6 +38,7 @@
 mod apply;
 mod arith;
 mod parse;
+pub mod pipeline;
 mod resolve;
 mod upsert;
 
@@ -82,6 +83,8 @@ pub enum UpdateSpec {
     Replacement(Document),
     /// Operator updates, sorted by path.
     Operators(Operators),
+    /// An update pipeline (`[{$set: ...}, ...]`).
+    Pipeline(pipeline::Pipeline),
 }
 
 /// The operations of an operator update, with their array filters.

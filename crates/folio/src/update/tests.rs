@@ -23,11 +23,26 @@ fn run_update_file(file: &str) {
         let mut update = None;
         let mut array_filters: Option<Vec<Document>> = None;
         let mut spec: Option<UpdateSpec> = None;
+        let mut let_vars: Option<Document> = None;
         let mut out = Vec::new();
         for input in inputs {
             match input.name.as_str() {
                 "filter" => filter = Some(Filter::parse(&input.doc()).expect("test filter")),
                 "update" => update = Some(input.doc()),
+                "let" => let_vars = Some(input.doc()),
+                "pipeline" => {
+                    let Bson::Array(items) = input.json() else {
+                        panic!("pipeline must be an array")
+                    };
+                    let stages: Vec<Document> = items
+                        .into_iter()
+                        .map(|s| s.as_document().cloned().expect("stage doc"))
+                        .collect();
+                    match UpdateSpec::parse_pipeline(&stages, let_vars.as_ref()) {
+                        Ok(p) => spec = Some(p),
+                        Err(e) => return vec![error_line(&e)],
+                    }
+                }
                 "arrayFilters" => {
                     let Bson::Array(items) = input.json() else {
                         panic!("arrayFilters must be an array")
@@ -100,6 +115,11 @@ fn update_positional() {
 #[test]
 fn update_validation() {
     run_update_file("src/update/testdata/validation.txt");
+}
+
+#[test]
+fn update_pipeline() {
+    run_update_file("src/update/testdata/pipeline.txt");
 }
 
 #[test]
