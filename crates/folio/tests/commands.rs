@@ -15,7 +15,8 @@
 //! session NAME. `$db` defaults to `test`. The next line is the expected reply: every field it names
 //! must be present with an equal value (numbers compare by value; nested documents are compared
 //! the same way, arrays element by element); fields it does not name are ignored. The special value
-//! `"$$exists"` only checks presence, `"$$absent"` checks absence.
+//! `"$$exists"` only checks presence, `"$$absent"` checks absence. After each script, `verify`
+//! must find every index in agreement with the documents.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -133,6 +134,11 @@ fn run_script(file: &Path) -> Vec<String> {
                 ));
             }
         }
+    }
+    // Whatever the script did, indexes and documents must still agree.
+    let txn = svc.store().begin().expect("begin");
+    for problem in folio::exec::verify(txn.as_ref()).expect("verify") {
+        failures.push(format!("{}: verify: {problem}", file.display()));
     }
     failures
 }

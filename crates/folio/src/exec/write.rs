@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use bson::{Bson, Document, doc};
 
-use super::{Found, id_key, matching};
+use super::{Found, id_key};
 use crate::catalog::{self, CollectionMeta, IndexMeta, check_conflict, keys, keys::Key};
 use crate::error::Result;
 use crate::index::IndexSpec;
@@ -275,10 +275,8 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }
-    let mut found = matching(txn, &handle.meta, &filter)?;
-    if let Some(sort) = &sort {
-        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
-    }
+    let mut found =
+        super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), usize::from(!op.multi))?;
     if !op.multi {
         found.truncate(1);
     }
@@ -355,7 +353,8 @@ pub fn delete(
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }
-    let mut found = matching(txn, &handle.meta, &filter)?;
+    let mut found =
+        super::matching_sorted(txn, &handle.meta, &filter, None, usize::from(limit_one))?;
     if limit_one {
         found.truncate(1);
     }
@@ -423,10 +422,7 @@ pub fn find_and_modify(
         None if req.upsert => CollectionHandle::load_or_create(txn, db, coll)?,
         None => return Ok(FindAndModifyResult::default()),
     };
-    let mut found = matching(txn, &handle.meta, &filter)?;
-    if let Some(sort) = &sort {
-        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
-    }
+    let found = super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), 1)?;
     let project = |d: Document| -> Result<Document> {
         match &projection {
             Some(p) => p.apply(&d, filter.matches_with_key(&d).1),
