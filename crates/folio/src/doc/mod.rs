@@ -2,6 +2,8 @@
 
 use bson::Bson;
 
+pub mod validate;
+
 /// MongoDB's canonical type rank (`canonicalizeBSONType`): values of different ranks compare by
 /// rank; numbers of all kinds share one rank and compare by value, as do strings and symbols.
 pub fn canonical_rank(v: &Bson) -> u8 {

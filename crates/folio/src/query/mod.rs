@@ -14,10 +14,6 @@
 //! All comparisons go through [`crate::doc::compare::cmp_bson`], MongoDB's total order over
 //! BSON values.
 
-// Parsers return the crate's `Error`, which is large by design (labels and extra fields travel
-// with it); parsing is not a hot path.
-#![allow(clippy::result_large_err)]
-
 pub mod expr;
 pub mod filter;
 pub mod matcher;

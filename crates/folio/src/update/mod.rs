@@ -31,10 +31,6 @@
 //! After the operators ran, `_id` must be unchanged (ImmutableField, 66) and is moved back to the
 //! front of the document if an operation displaced it.
 
-// Parsers and operators return the crate's `Error`, which is large by design; updates are not a
-// hot path for error returns.
-#![allow(clippy::result_large_err)]
-
 mod apply;
 mod arith;
 mod parse;
