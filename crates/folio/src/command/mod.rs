@@ -13,6 +13,8 @@ use bson::{Document, doc};
 use crate::error::{Error, Result};
 use crate::mvcc::TxnStore;
 
+pub mod handshake;
+
 /// Settings of a running Folio instance that commands can see.
 #[derive(Clone, Debug)]
 pub struct ServiceOptions {
@@ -72,12 +74,18 @@ pub struct Service {
     store: Arc<dyn TxnStore>,
     options: ServiceOptions,
     next_connection_id: AtomicU64,
+    handshake: handshake::State,
 }
 
 impl Service {
     /// Creates the service over a transaction store.
     pub fn new(store: Arc<dyn TxnStore>, options: ServiceOptions) -> Result<Self> {
-        Ok(Service { store, options, next_connection_id: AtomicU64::new(1) })
+        Ok(Service {
+            store,
+            options,
+            next_connection_id: AtomicU64::new(1),
+            handshake: handshake::State::new(),
+        })
     }
 
     /// The options the service runs with.
@@ -87,6 +95,7 @@ impl Service {
 
     /// A new connection state with a fresh id.
     pub fn connect(&self, remote: impl Into<String>) -> Connection {
+        self.handshake.connected();
         Connection {
             id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
             remote: remote.into(),
@@ -94,12 +103,24 @@ impl Service {
         }
     }
 
+    /// Forgets a connection that has closed (for `serverStatus` connection counts).
+    pub fn disconnect(&self, conn: &Connection) {
+        let _ = conn;
+        self.handshake.disconnected();
+    }
+
+    /// Called once when the server shuts down, after in-flight commands have finished.
+    pub fn shutdown(&self) {
+        // TODO(#2): abort open transactions and flush the store.
+    }
+
     /// Runs one command and returns its reply. Never panics on client input.
     pub fn dispatch(&self, conn: &mut Connection, cmd: Document) -> Reply {
-        let _ = conn;
         let name = cmd.keys().next().cloned().unwrap_or_default();
-        let result: Result<Document> =
-            Err(crate::err!(CommandNotFound, "no such command: '{name}'"));
+        let result: Result<Document> = match handshake::lookup(&name) {
+            Some(handler) => handler(self, conn, &cmd),
+            None => Err(crate::err!(CommandNotFound, "no such command: '{name}'")),
+        };
         let body = match result {
             Ok(mut body) => {
                 body.insert("ok", 1.0);
