@@ -642,11 +642,13 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, EncodeError> {
     if let Op::Msg(m) = &msg.op
         && m.checksum_present()
     {
-        set_len(&mut out, out.len() + 4)?;
+        let len = out.len() + 4;
+        set_len(&mut out, len)?;
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
     }
-    set_len(&mut out, out.len())?;
+    let len = out.len();
+    set_len(&mut out, len)?;
     if let Some(compressor) = msg.compressor {
         out = wrap_compressed(&out, msg, compressor)?;
     }
@@ -739,7 +741,8 @@ fn wrap_compressed(plain: &[u8], msg: &Message, compressor: Compressor) -> Resul
     out.extend_from_slice(&(inner.len() as i32).to_le_bytes());
     out.push(compressor.id());
     out.extend_from_slice(&compressed);
-    set_len(&mut out, out.len())?;
+    let len = out.len();
+    set_len(&mut out, len)?;
     Ok(out)
 }
 
