@@ -122,8 +122,10 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     if bind_ips.is_empty() {
         return Err("--bind_ip needs at least one address".into());
     }
-    let dbpath = args.dbpath.clone().or(file.storage.db_path).unwrap_or_else(|| PathBuf::from("./data"));
-    let repl_set = args.repl_set.clone().or(file.replication.repl_set_name).unwrap_or_else(|| "rs0".into());
+    let dbpath =
+        args.dbpath.clone().or(file.storage.db_path).unwrap_or_else(|| PathBuf::from("./data"));
+    let repl_set =
+        args.repl_set.clone().or(file.replication.repl_set_name).unwrap_or_else(|| "rs0".into());
     if repl_set.is_empty() {
         return Err("--replSet must not be empty".into());
     }
@@ -170,7 +172,8 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
         "storage": { "dbPath": dbpath.display().to_string(), "inMemory": args.in_memory },
     };
     if !params.is_empty() {
-        let p: Document = params.iter().map(|(k, v)| (k.clone(), Bson::String(v.clone()))).collect();
+        let p: Document =
+            params.iter().map(|(k, v)| (k.clone(), Bson::String(v.clone()))).collect();
         parsed.insert("setParameter", p);
     }
     if let Some(config) = &args.config {
@@ -198,7 +201,8 @@ fn load_config(path: &Path) -> Result<ConfigFile, String> {
     if text.trim().is_empty() {
         return Ok(ConfigFile::default());
     }
-    serde_norway::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+    serde_norway::from_str(&text)
+        .map_err(|e| format!("invalid config file {}: {e}", path.display()))
 }
 
 /// A `setParameter` value from YAML as the string a flag would carry.
@@ -210,7 +214,9 @@ fn yaml_scalar(name: &str, value: &serde_norway::Value) -> Result<String, String
         serde_norway::Value::Null
         | serde_norway::Value::Sequence(_)
         | serde_norway::Value::Mapping(_)
-        | serde_norway::Value::Tagged(_) => Err(format!("setParameter {name} must be a scalar value")),
+        | serde_norway::Value::Tagged(_) => {
+            Err(format!("setParameter {name} must be a scalar value"))
+        }
     }
 }
 
@@ -248,7 +254,10 @@ mod tests {
         let a = ServeArgs {
             port: Some(28000),
             bind_ip: Some("127.0.0.1, ::1".into()),
-            set_parameter: vec!["enableTestCommands=1".into(), "transactionLifetimeLimitSeconds=5".into()],
+            set_parameter: vec![
+                "enableTestCommands=1".into(),
+                "transactionLifetimeLimitSeconds=5".into(),
+            ],
             ..args()
         };
         let s = resolve(&a, &[]).expect("resolve");
@@ -258,18 +267,28 @@ mod tests {
         assert_eq!(s.transaction_lifetime_secs, 5);
         let parsed = s.cmd_line.get_document("parsed").expect("parsed");
         assert_eq!(
-            parsed.get_document("setParameter").expect("setParameter").get_str("enableTestCommands").ok(),
+            parsed
+                .get_document("setParameter")
+                .expect("setParameter")
+                .get_str("enableTestCommands")
+                .ok(),
             Some("1")
         );
     }
 
     #[test]
     fn bad_parameters_are_startup_errors() {
-        for bad in ["noSuchParam=1", "enableTestCommands=yes", "transactionLifetimeLimitSeconds=0", "novalue"] {
+        for bad in [
+            "noSuchParam=1",
+            "enableTestCommands=yes",
+            "transactionLifetimeLimitSeconds=0",
+            "novalue",
+        ] {
             let a = ServeArgs { set_parameter: vec![bad.into()], ..args() };
             assert!(resolve(&a, &[]).is_err(), "{bad}");
         }
-        let e = resolve(&ServeArgs { set_parameter: vec!["fooBar=1".into()], ..args() }, &[]).expect_err("unknown");
+        let e = resolve(&ServeArgs { set_parameter: vec!["fooBar=1".into()], ..args() }, &[])
+            .expect_err("unknown");
         assert!(e.contains("fooBar"), "{e}");
     }
 

@@ -56,7 +56,8 @@ fn init_logging() {
 /// `folio serve`.
 fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
     let settings = config::resolve(args, argv)?;
-    let store = store::open_store(&settings.dbpath, settings.in_memory).map_err(|e| e.to_string())?;
+    let store =
+        store::open_store(&settings.dbpath, settings.in_memory).map_err(|e| e.to_string())?;
     let options = ServiceOptions {
         repl_set_name: settings.repl_set.clone(),
         advertise_host: settings.advertise_host.clone(),

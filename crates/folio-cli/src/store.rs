@@ -65,7 +65,10 @@ impl PlaceholderStore {
     pub fn new() -> Self {
         PlaceholderStore {
             shared: Arc::new(Shared {
-                state: Mutex::new(State { data: Arc::new(Data::new()), last: Ts::new(now_secs(), 1) }),
+                state: Mutex::new(State {
+                    data: Arc::new(Data::new()),
+                    last: Ts::new(now_secs(), 1),
+                }),
                 next_txn: AtomicU64::new(1),
             }),
         }
@@ -152,7 +155,11 @@ impl Txn for PlaceholderTxn {
             };
         }
         let items: Vec<_> = merged.into_iter().map(Ok).collect();
-        if reverse { Ok(Box::new(items.into_iter().rev())) } else { Ok(Box::new(items.into_iter())) }
+        if reverse {
+            Ok(Box::new(items.into_iter().rev()))
+        } else {
+            Ok(Box::new(items.into_iter()))
+        }
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<WriteResult> {
@@ -215,8 +222,11 @@ mod tests {
         let mut t2 = store.begin().expect("begin");
         t2.delete(b"a").expect("delete").expect("no conflict");
         t2.put(b"c", b"3").expect("put").expect("no conflict");
-        let keys: Vec<Vec<u8>> =
-            t2.scan(Bound::Unbounded, Bound::Unbounded, true).expect("scan").map(|r| r.expect("item").0).collect();
+        let keys: Vec<Vec<u8>> = t2
+            .scan(Bound::Unbounded, Bound::Unbounded, true)
+            .expect("scan")
+            .map(|r| r.expect("item").0)
+            .collect();
         assert_eq!(keys, vec![b"c".to_vec(), b"b".to_vec()]);
         t2.abort();
         assert_eq!(store.begin().expect("begin").get(b"a").expect("get"), Some(b"1".to_vec()));

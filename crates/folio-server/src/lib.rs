@@ -38,7 +38,10 @@ use std::time::{Duration, Instant};
 use bson::{Bson, Document, doc};
 use folio::command::{Connection, Reply, Service, error_reply};
 use folio::{Code, Error};
-use folio_wire::{Compressor, Malformed, MalformedKind, Message, Op, OpMsg, OpQuery, WireError, msg_flags, op_code};
+use folio_wire::{
+    Compressor, Malformed, MalformedKind, Message, Op, OpMsg, OpQuery, WireError, msg_flags,
+    op_code,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -181,7 +184,11 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 }
-                let task = ConnectionTask { shared: shared.clone(), stop: stop.clone(), _alive: alive.clone() };
+                let task = ConnectionTask {
+                    shared: shared.clone(),
+                    stop: stop.clone(),
+                    _alive: alive.clone(),
+                };
                 tokio::spawn(task.run(stream, peer));
             }
             Err(e) => {
@@ -218,12 +225,18 @@ impl ConnectionTask {
     async fn run(mut self, mut stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let mut conn = self.shared.service.connect(peer.to_string());
-        conn.supported_compressors = Compressor::SUPPORTED.iter().map(|c| c.name().to_string()).collect();
+        conn.supported_compressors =
+            Compressor::SUPPORTED.iter().map(|c| c.name().to_string()).collect();
         debug!(id = conn.id, %peer, "connection open");
         let closed = self.serve(&mut stream, &mut conn).await;
         self.shared.service.disconnect(&conn);
         self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
-        debug!(id = conn.id, %peer, reason = ?closed, "connection closed");
+        match &closed {
+            Closed::Error(error) => debug!(id = conn.id, %peer, %error, "connection closed"),
+            Closed::Eof | Closed::Shutdown | Closed::Requested => {
+                debug!(id = conn.id, %peer, reason = ?closed, "connection closed")
+            }
+        }
     }
 
     /// Reads and answers requests until the connection ends.
@@ -275,7 +288,12 @@ impl ConnectionTask {
     }
 
     /// Handles one decoded message.
-    async fn handle(&self, stream: &mut TcpStream, conn: &mut Connection, msg: Message) -> Result<(), Closed> {
+    async fn handle(
+        &self,
+        stream: &mut TcpStream,
+        conn: &mut Connection,
+        msg: Message,
+    ) -> Result<(), Closed> {
         let compressor = self.reply_compressor(conn, msg.compressor);
         match msg.op {
             Op::Msg(m) => self.handle_msg(stream, conn, msg.request_id, compressor, m).await,
@@ -286,7 +304,11 @@ impl ConnectionTask {
 
     /// The compressor for a reply: none for an uncompressed request, else the negotiated one
     /// (falling back to the request's own).
-    fn reply_compressor(&self, conn: &Connection, request: Option<Compressor>) -> Option<Compressor> {
+    fn reply_compressor(
+        &self,
+        conn: &Connection,
+        request: Option<Compressor>,
+    ) -> Option<Compressor> {
         let request = request?;
         conn.compressor.as_deref().and_then(Compressor::from_name).or(Some(request))
     }
@@ -303,7 +325,9 @@ impl ConnectionTask {
         let flags = if m.checksum_present() { msg_flags::CHECKSUM_PRESENT } else { 0 };
         let reply = match m.into_command() {
             Ok(cmd) => self.run_command(conn, cmd).await,
-            Err(e) => Reply { body: protocol_error(40433, "Location40433", e), close_connection: false },
+            Err(e) => {
+                Reply { body: protocol_error(40433, "Location40433", e), close_connection: false }
+            }
         };
         if reply.close_connection {
             return Err(Closed::Requested);
@@ -337,7 +361,12 @@ impl ConnectionTask {
     }
 
     /// Answers a frame whose content could not be decoded.
-    async fn answer_malformed(&self, stream: &mut TcpStream, conn: &Connection, m: &Malformed) -> Result<(), Closed> {
+    async fn answer_malformed(
+        &self,
+        stream: &mut TcpStream,
+        conn: &Connection,
+        m: &Malformed,
+    ) -> Result<(), Closed> {
         if m.more_to_come {
             return Ok(());
         }
@@ -381,7 +410,8 @@ impl ConnectionTask {
                 // The core must not panic; if it did, answer as MongoDB does for internal failures
                 // and keep the connection's previous state.
                 warn!(command = %name, "command failed unexpectedly: {e}");
-                let err = Error::new(Code::InternalError, format!("command {name} failed unexpectedly"));
+                let err =
+                    Error::new(Code::InternalError, format!("command {name} failed unexpectedly"));
                 Reply { body: error_reply(&err), close_connection: false }
             }
         }
@@ -397,7 +427,9 @@ impl ConnectionTask {
                 match &mut fallback.op {
                     Op::Msg(m) => m.body = error_reply(&err),
                     Op::Reply(r) => r.documents = vec![error_reply(&err)],
-                    Op::Query(_) => return Err(Closed::Error("server tried to send OP_QUERY".into())),
+                    Op::Query(_) => {
+                        return Err(Closed::Error("server tried to send OP_QUERY".into()));
+                    }
                 }
                 folio_wire::encode(&fallback).map_err(|e| Closed::Error(e.to_string()))?
             }

@@ -44,8 +44,14 @@ struct TestServer {
 
 impl TestServer {
     async fn start(max_conns: u32) -> TestServer {
-        let service = Service::new(Arc::new(ClockStore), ServiceOptions::default()).expect("service");
-        let config = ServerConfig { bind_ips: vec!["127.0.0.1".into()], port: 0, max_conns, ..ServerConfig::default() };
+        let service =
+            Service::new(Arc::new(ClockStore), ServiceOptions::default()).expect("service");
+        let config = ServerConfig {
+            bind_ips: vec!["127.0.0.1".into()],
+            port: 0,
+            max_conns,
+            ..ServerConfig::default()
+        };
         let server = Server::bind(Arc::new(service), config).await.expect("bind");
         let addr = server.local_addrs()[0];
         let (stop, stopped) = oneshot::channel::<()>();
@@ -83,7 +89,8 @@ async fn read_frame(stream: &mut TcpStream) -> Option<Message> {
             return Some(msg);
         }
         let mut chunk = [0_u8; 4096];
-        let n = tokio::time::timeout(deadline, stream.read(&mut chunk)).await.expect("reply in time");
+        let n =
+            tokio::time::timeout(deadline, stream.read(&mut chunk)).await.expect("reply in time");
         match n {
             Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -179,7 +186,10 @@ async fn compressed_requests_get_compressed_replies() {
         send(&mut s, &Message::msg(1, 0, 0, hello(doc! { "compression": [c.name()] }))).await;
         let reply = read_frame(&mut s).await.expect("reply");
         assert_eq!(reply.compressor, None, "an uncompressed request gets an uncompressed reply");
-        assert_eq!(body_of(&reply).get_array("compression").expect("compression"), &vec![c.name().into()] as &Vec<bson::Bson>);
+        assert_eq!(
+            body_of(&reply).get_array("compression").expect("compression"),
+            &vec![c.name().into()] as &Vec<bson::Bson>
+        );
 
         let mut ping = Message::msg(2, 0, 0, doc! { "ping": 1, "$db": "admin" });
         ping.compressor = Some(c);
@@ -203,11 +213,16 @@ async fn compressed_requests_get_compressed_replies() {
 async fn more_to_come_gets_no_reply() {
     let server = TestServer::start(100).await;
     let mut s = server.connect().await;
-    send(&mut s, &Message::msg(1, 0, msg_flags::MORE_TO_COME, doc! { "ping": 1, "$db": "admin" })).await;
-    send(&mut s, &Message::msg(2, 0, msg_flags::MORE_TO_COME, doc! { "nope": 1, "$db": "admin" })).await;
+    send(&mut s, &Message::msg(1, 0, msg_flags::MORE_TO_COME, doc! { "ping": 1, "$db": "admin" }))
+        .await;
+    send(&mut s, &Message::msg(2, 0, msg_flags::MORE_TO_COME, doc! { "nope": 1, "$db": "admin" }))
+        .await;
     send(&mut s, &Message::msg(3, 0, 0, doc! { "ping": 1, "$db": "admin" })).await;
     let reply = read_frame(&mut s).await.expect("reply");
-    assert_eq!(reply.response_to, 3, "the first reply answers the first request without moreToCome");
+    assert_eq!(
+        reply.response_to, 3,
+        "the first reply answers the first request without moreToCome"
+    );
     server.shutdown().await;
 }
 
@@ -246,7 +261,10 @@ async fn malformed_bson_gets_an_error_and_the_connection_lives() {
     // A document sequence that repeats a body field.
     let mut dup = Message::msg(7, 0, 0, doc! { "ping": 1, "x": 1, "$db": "admin" });
     if let Op::Msg(m) = &mut dup.op {
-        m.sequences.push(folio_wire::DocumentSequence { identifier: "x".into(), documents: vec![doc! {}] });
+        m.sequences.push(folio_wire::DocumentSequence {
+            identifier: "x".into(),
+            documents: vec![doc! {}],
+        });
     }
     send(&mut s, &dup).await;
     let reply = read_frame(&mut s).await.expect("reply");
@@ -266,7 +284,9 @@ async fn broken_framing_closes_the_connection() {
     assert!(read_frame(&mut s).await.is_none(), "oversized message must close the connection");
 
     let mut s = server.connect().await;
-    let mut bytes = folio_wire::encode(&Message::msg(1, 0, msg_flags::CHECKSUM_PRESENT, hello(doc! {}))).expect("encode");
+    let mut bytes =
+        folio_wire::encode(&Message::msg(1, 0, msg_flags::CHECKSUM_PRESENT, hello(doc! {})))
+            .expect("encode");
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
     s.write_all(&bytes).await.expect("write");
@@ -290,7 +310,10 @@ async fn requests_split_across_writes_and_pipelined() {
     let server = TestServer::start(100).await;
     let mut s = server.connect().await;
     let mut bytes = folio_wire::encode(&Message::msg(1, 0, 0, hello(doc! {}))).expect("encode");
-    bytes.extend(folio_wire::encode(&Message::msg(2, 0, 0, doc! { "ping": 1, "$db": "admin" })).expect("encode"));
+    bytes.extend(
+        folio_wire::encode(&Message::msg(2, 0, 0, doc! { "ping": 1, "$db": "admin" }))
+            .expect("encode"),
+    );
     for chunk in bytes.chunks(7) {
         s.write_all(chunk).await.expect("write");
         s.flush().await.expect("flush");
@@ -306,7 +329,9 @@ async fn max_conns_refuses_extra_connections() {
     let mut first = server.connect().await;
     assert_alive(&mut first).await;
     let mut second = server.connect().await;
-    let _ = second.write_all(&folio_wire::encode(&Message::msg(1, 0, 0, hello(doc! {}))).expect("encode")).await;
+    let _ = second
+        .write_all(&folio_wire::encode(&Message::msg(1, 0, 0, hello(doc! {}))).expect("encode"))
+        .await;
     assert!(read_frame(&mut second).await.is_none(), "over the limit the connection is closed");
     drop(first);
     // Once the first is gone, a new connection is accepted again.

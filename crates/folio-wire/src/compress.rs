@@ -73,7 +73,8 @@ impl Compressor {
                 snap::raw::Encoder::new().compress_vec(data).map_err(|e| e.to_string())
             }
             Compressor::Zlib => {
-                let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
+                let mut enc =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
                 enc.write_all(data).map_err(|e| e.to_string())?;
                 enc.finish().map_err(|e| e.to_string())
             }

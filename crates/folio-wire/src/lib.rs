@@ -322,7 +322,9 @@ fn decode_frame(frame: &[u8]) -> Result<Message, WireError> {
     let header = Header::parse(frame);
     match header.op_code {
         op_code::COMPRESSED => decode_compressed(frame, header),
-        op_code::MSG | op_code::QUERY | op_code::REPLY => decode_plain(frame, header, None, frame.len()),
+        op_code::MSG | op_code::QUERY | op_code::REPLY => {
+            decode_plain(frame, header, None, frame.len())
+        }
         other => Err(WireError::Framing(format!("unknown opcode {other}"))),
     }
 }
@@ -334,10 +336,14 @@ fn decode_compressed(frame: &[u8], header: Header) -> Result<Message, WireError>
         return Err(WireError::Framing("OP_COMPRESSED message too short".into()));
     };
     if !matches!(original, op_code::MSG | op_code::QUERY | op_code::REPLY) {
-        return Err(WireError::Framing(format!("OP_COMPRESSED wraps unsupported opcode {original}")));
+        return Err(WireError::Framing(format!(
+            "OP_COMPRESSED wraps unsupported opcode {original}"
+        )));
     }
     if size < 0 || size as usize > MAX_MESSAGE_SIZE - HEADER_LEN {
-        return Err(WireError::Framing(format!("OP_COMPRESSED uncompressed size {size} out of range")));
+        return Err(WireError::Framing(format!(
+            "OP_COMPRESSED uncompressed size {size} out of range"
+        )));
     }
     let Some(compressor) = Compressor::from_id(id) else {
         return Err(WireError::Framing(format!("unknown compressor id {id}")));
@@ -379,8 +385,12 @@ fn decode_plain(
     };
     let op = match header.op_code {
         op_code::MSG => Op::Msg(decode_msg(frame, &mut ctx)?),
-        op_code::QUERY => Op::Query(decode_query(frame.get(HEADER_LEN..).unwrap_or_default(), &ctx)?),
-        op_code::REPLY => Op::Reply(decode_reply(frame.get(HEADER_LEN..).unwrap_or_default(), &ctx)?),
+        op_code::QUERY => {
+            Op::Query(decode_query(frame.get(HEADER_LEN..).unwrap_or_default(), &ctx)?)
+        }
+        op_code::REPLY => {
+            Op::Reply(decode_reply(frame.get(HEADER_LEN..).unwrap_or_default(), &ctx)?)
+        }
         other => return Err(WireError::Framing(format!("unknown opcode {other}"))),
     };
     Ok(Message { request_id: header.request_id, response_to: header.response_to, compressor, op })
@@ -412,7 +422,9 @@ fn decode_msg(frame: &[u8], ctx: &mut Ctx) -> Result<OpMsg, WireError> {
     }
     let unknown = flags & msg_flags::REQUIRED_MASK & !msg_flags::KNOWN_REQUIRED;
     if unknown != 0 {
-        return Err(ctx.protocol(format!("OP_MSG contains unknown required flag bits {unknown:#x}")));
+        return Err(
+            ctx.protocol(format!("OP_MSG contains unknown required flag bits {unknown:#x}"))
+        );
     }
     let mut r = Reader::new(sections);
     let mut body = None;
@@ -426,7 +438,9 @@ fn decode_msg(frame: &[u8], ctx: &mut Ctx) -> Result<OpMsg, WireError> {
                 }
             }
             Some(1) => sequences.push(decode_sequence(&mut r, ctx)?),
-            Some(kind) => return Err(ctx.protocol(format!("OP_MSG has unknown section kind {kind}"))),
+            Some(kind) => {
+                return Err(ctx.protocol(format!("OP_MSG has unknown section kind {kind}")));
+            }
             None => break,
         }
     }
@@ -723,7 +737,8 @@ fn encode_reply(r: &OpReply, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     out.extend_from_slice(&r.response_flags.to_le_bytes());
     out.extend_from_slice(&r.cursor_id.to_le_bytes());
     out.extend_from_slice(&r.starting_from.to_le_bytes());
-    let n = i32::try_from(r.documents.len()).map_err(|_| EncodeError::TooLarge(r.documents.len()))?;
+    let n =
+        i32::try_from(r.documents.len()).map_err(|_| EncodeError::TooLarge(r.documents.len()))?;
     out.extend_from_slice(&n.to_le_bytes());
     for doc in &r.documents {
         write_doc(doc, out)?;
@@ -732,7 +747,11 @@ fn encode_reply(r: &OpReply, out: &mut Vec<u8>) -> Result<(), EncodeError> {
 }
 
 /// Wraps an encoded message in OP_COMPRESSED.
-fn wrap_compressed(plain: &[u8], msg: &Message, compressor: Compressor) -> Result<Vec<u8>, EncodeError> {
+fn wrap_compressed(
+    plain: &[u8],
+    msg: &Message,
+    compressor: Compressor,
+) -> Result<Vec<u8>, EncodeError> {
     let inner = plain.get(HEADER_LEN..).unwrap_or_default();
     let compressed = compressor.compress(inner).map_err(EncodeError::Compression)?;
     let mut out = Vec::with_capacity(HEADER_LEN + 9 + compressed.len());

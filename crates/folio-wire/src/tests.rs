@@ -1,6 +1,6 @@
 //! Codec tests: round trips for every opcode and compressor, and every error path.
 
-use bson::{doc, Document};
+use bson::{Document, doc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -164,7 +164,10 @@ fn every_compressor_round_trips() {
             let mut msg = Message::msg(5, 4, flags, doc! { "ping": 1, "pad": "x".repeat(1000) });
             msg.compressor = Some(c);
             let bytes = encode(&msg).expect("encode");
-            assert_eq!(i32::from_le_bytes(bytes[12..16].try_into().expect("4")), op_code::COMPRESSED);
+            assert_eq!(
+                i32::from_le_bytes(bytes[12..16].try_into().expect("4")),
+                op_code::COMPRESSED
+            );
             assert_eq!(bytes[24], c.id());
             if c != Compressor::Noop {
                 assert!(bytes.len() < 1000, "{c:?} did not compress: {} bytes", bytes.len());
@@ -284,17 +287,57 @@ fn op_msg_structure_errors_are_malformed() {
     let cases: Vec<(&str, Vec<u8>, MalformedKind)> = vec![
         ("no flags", vec![0, 0], MalformedKind::Protocol),
         ("no body", vec![0, 0, 0, 0], MalformedKind::Protocol),
-        ("unknown section kind", [&[0, 0, 0, 0, 2][..], &body_doc].concat(), MalformedKind::Protocol),
-        ("two bodies", [&[0, 0, 0, 0, 0][..], &body_doc, &[0], &body_doc].concat(), MalformedKind::Protocol),
-        ("document length too long", [&[0, 0, 0, 0, 0][..], &[200, 0, 0, 0, 0]].concat(), MalformedKind::InvalidBson),
-        ("document length negative", [&[0, 0, 0, 0, 0][..], &[255, 255, 255, 255, 0]].concat(), MalformedKind::InvalidBson),
+        (
+            "unknown section kind",
+            [&[0, 0, 0, 0, 2][..], &body_doc].concat(),
+            MalformedKind::Protocol,
+        ),
+        (
+            "two bodies",
+            [&[0, 0, 0, 0, 0][..], &body_doc, &[0], &body_doc].concat(),
+            MalformedKind::Protocol,
+        ),
+        (
+            "document length too long",
+            [&[0, 0, 0, 0, 0][..], &[200, 0, 0, 0, 0]].concat(),
+            MalformedKind::InvalidBson,
+        ),
+        (
+            "document length negative",
+            [&[0, 0, 0, 0, 0][..], &[255, 255, 255, 255, 0]].concat(),
+            MalformedKind::InvalidBson,
+        ),
         ("truncated document length", vec![0, 0, 0, 0, 0, 5, 0], MalformedKind::InvalidBson),
-        ("bad element type", [&[0, 0, 0, 0, 0][..], &[8, 0, 0, 0, 0x77, b'a', 0, 0]].concat(), MalformedKind::InvalidBson),
-        ("invalid utf-8 string", [&[0, 0, 0, 0, 0][..], &[14, 0, 0, 0, 2, b'a', 0, 2, 0, 0, 0, 0xff, 0, 0]].concat(), MalformedKind::InvalidBson),
-        ("sequence size too big", [&[0, 0, 0, 0, 0][..], &body_doc, &[1, 100, 0, 0, 0, b'x', 0]].concat(), MalformedKind::Protocol),
-        ("sequence size too small", [&[0, 0, 0, 0, 0][..], &body_doc, &[1, 2, 0, 0, 0]].concat(), MalformedKind::Protocol),
-        ("sequence without identifier terminator", [&[0, 0, 0, 0, 0][..], &body_doc, &[1, 6, 0, 0, 0, b'x', b'y']].concat(), MalformedKind::Protocol),
-        ("sequence with bad document", [&[0, 0, 0, 0, 0][..], &body_doc, &[1, 10, 0, 0, 0, b'x', 0, 5, 0, 0, 0]].concat(), MalformedKind::InvalidBson),
+        (
+            "bad element type",
+            [&[0, 0, 0, 0, 0][..], &[8, 0, 0, 0, 0x77, b'a', 0, 0]].concat(),
+            MalformedKind::InvalidBson,
+        ),
+        (
+            "invalid utf-8 string",
+            [&[0, 0, 0, 0, 0][..], &[14, 0, 0, 0, 2, b'a', 0, 2, 0, 0, 0, 0xff, 0, 0]].concat(),
+            MalformedKind::InvalidBson,
+        ),
+        (
+            "sequence size too big",
+            [&[0, 0, 0, 0, 0][..], &body_doc, &[1, 100, 0, 0, 0, b'x', 0]].concat(),
+            MalformedKind::Protocol,
+        ),
+        (
+            "sequence size too small",
+            [&[0, 0, 0, 0, 0][..], &body_doc, &[1, 2, 0, 0, 0]].concat(),
+            MalformedKind::Protocol,
+        ),
+        (
+            "sequence without identifier terminator",
+            [&[0, 0, 0, 0, 0][..], &body_doc, &[1, 6, 0, 0, 0, b'x', b'y']].concat(),
+            MalformedKind::Protocol,
+        ),
+        (
+            "sequence with bad document",
+            [&[0, 0, 0, 0, 0][..], &body_doc, &[1, 10, 0, 0, 0, b'x', 0, 5, 0, 0, 0]].concat(),
+            MalformedKind::InvalidBson,
+        ),
     ];
     for (name, body, kind) in cases {
         let m = malformed(&frame(21, op_code::MSG, &body));
@@ -379,7 +422,8 @@ fn random_input_never_panics() {
     let mut seeds = Vec::new();
     for c in [None, Some(Compressor::Snappy), Some(Compressor::Zlib), Some(Compressor::Zstd)] {
         for flags in [0, msg_flags::CHECKSUM_PRESENT] {
-            let mut m = Message::msg(1, 0, flags, doc! { "find": "c", "filter": { "a": [1, 2.5, "s"] } });
+            let mut m =
+                Message::msg(1, 0, flags, doc! { "find": "c", "filter": { "a": [1, 2.5, "s"] } });
             m.compressor = c;
             if let Op::Msg(msg) = &mut m.op {
                 msg.sequences.push(DocumentSequence {

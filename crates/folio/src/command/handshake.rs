@@ -72,7 +72,11 @@ pub struct CommandInfo {
 // TODO(#4): generate this from the command table once dispatch has one.
 pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo { name: "buildInfo", admin_only: false, help: "build and version information" },
-    CommandInfo { name: "connectionStatus", admin_only: false, help: "authentication state of this connection" },
+    CommandInfo {
+        name: "connectionStatus",
+        admin_only: false,
+        help: "authentication state of this connection",
+    },
     CommandInfo { name: "getCmdLineOpts", admin_only: true, help: "the server's startup options" },
     CommandInfo { name: "getLog", admin_only: true, help: "recent log lines" },
     CommandInfo { name: "getParameter", admin_only: true, help: "server parameters" },
@@ -83,7 +87,11 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo { name: "ping", admin_only: false, help: "checks that the server answers" },
     CommandInfo { name: "replSetGetStatus", admin_only: true, help: "replica set status" },
     CommandInfo { name: "serverStatus", admin_only: false, help: "server statistics" },
-    CommandInfo { name: "whatsmyuri", admin_only: false, help: "the client's address as the server sees it" },
+    CommandInfo {
+        name: "whatsmyuri",
+        admin_only: false,
+        help: "the client's address as the server sees it",
+    },
 ];
 
 /// Process-wide state the diagnostic commands report: start time and connection counts.
@@ -115,9 +123,9 @@ impl State {
     /// Counts a closed connection.
     pub(super) fn disconnected(&self) {
         // Saturate rather than wrap if a caller disconnects more often than it connected.
-        let _ = self.current_connections.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            Some(n.saturating_sub(1))
-        });
+        let _ = self
+            .current_connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
     }
 }
 

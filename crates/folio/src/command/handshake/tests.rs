@@ -110,7 +110,10 @@ fn hello_records_app_name_and_negotiates_compression() {
     );
     assert!(ok(&r), "{r}");
     assert_eq!(conn.app_name.as_deref(), Some("myApp"));
-    assert_eq!(r.get_array("compression").expect("compression"), &vec![Bson::from("zlib"), Bson::from("zstd")]);
+    assert_eq!(
+        r.get_array("compression").expect("compression"),
+        &vec![Bson::from("zlib"), Bson::from("zstd")]
+    );
     assert_eq!(conn.compressor.as_deref(), Some("zlib"));
 
     let mut other = svc.connect("d");
@@ -153,9 +156,16 @@ fn ping_and_unknown_commands() {
 fn get_parameter_forms() {
     let svc = service();
     let mut conn = svc.connect("c");
-    let r = run(&svc, &mut conn, doc! { "getParameter": 1, "featureCompatibilityVersion": 1, "$db": "admin" });
+    let r = run(
+        &svc,
+        &mut conn,
+        doc! { "getParameter": 1, "featureCompatibilityVersion": 1, "$db": "admin" },
+    );
     assert!(ok(&r), "{r}");
-    assert_eq!(r.get_document("featureCompatibilityVersion").ok(), Some(&doc! { "version": "8.0" }));
+    assert_eq!(
+        r.get_document("featureCompatibilityVersion").ok(),
+        Some(&doc! { "version": "8.0" })
+    );
     assert!(!r.contains_key("enableTestCommands"));
 
     let r = run(&svc, &mut conn, doc! { "getParameter": "*", "$db": "admin" });
@@ -178,7 +188,10 @@ fn get_parameter_forms() {
 
     let r = run(&svc, &mut conn, doc! { "getParameter": "*", "$db": "test" });
     assert_eq!(r.get_str("codeName").ok(), Some("Unauthorized"));
-    assert_eq!(r.get_str("errmsg").ok(), Some("getParameter may only be run against the admin database."));
+    assert_eq!(
+        r.get_str("errmsg").ok(),
+        Some("getParameter may only be run against the admin database.")
+    );
 }
 
 #[test]
@@ -188,7 +201,10 @@ fn get_cmd_line_opts_returns_the_command_line() {
     let r = run(&svc, &mut conn, doc! { "getCmdLineOpts": 1, "$db": "admin" });
     assert!(ok(&r), "{r}");
     assert_eq!(r.get_array("argv").expect("argv").len(), 2);
-    assert_eq!(r.get_document("parsed").expect("parsed").get_document("net").ok(), Some(&doc! { "port": 27999 }));
+    assert_eq!(
+        r.get_document("parsed").expect("parsed").get_document("net").ok(),
+        Some(&doc! { "port": 27999 })
+    );
 }
 
 #[test]
@@ -205,7 +221,10 @@ fn server_status_counts_connections() {
     assert_eq!(c.get_i64("current").ok(), Some(2));
     assert_eq!(c.get_i64("available").ok(), Some(98));
     assert_eq!(c.get_i64("totalCreated").ok(), Some(2));
-    assert_eq!(r.get_document("transactions").expect("transactions").get_i64("totalCommitted").ok(), Some(0));
+    assert_eq!(
+        r.get_document("transactions").expect("transactions").get_i64("totalCommitted").ok(),
+        Some(0)
+    );
 
     svc.disconnect(&b);
     let r = run(&svc, &mut a, doc! { "serverStatus": 1, "repl": 0, "$db": "admin" });
@@ -222,7 +241,11 @@ fn small_diagnostics() {
     let r = run(&svc, &mut conn, doc! { "whatsmyuri": 1, "$db": "admin" });
     assert_eq!(r.get_str("you").ok(), Some("10.1.2.3:4567"));
 
-    let r = run(&svc, &mut conn, doc! { "connectionStatus": 1, "showPrivileges": true, "$db": "admin" });
+    let r = run(
+        &svc,
+        &mut conn,
+        doc! { "connectionStatus": 1, "showPrivileges": true, "$db": "admin" },
+    );
     let auth = r.get_document("authInfo").expect("authInfo");
     assert_eq!(auth.get_array("authenticatedUsers").map(Vec::len).ok(), Some(0));
     assert!(auth.contains_key("authenticatedUserPrivileges"));
@@ -253,7 +276,10 @@ fn repl_set_get_status_shows_one_primary() {
     assert_eq!(m.get_str("stateStr").ok(), Some("PRIMARY"));
     assert_eq!(m.get_f64("health").ok(), Some(1.0));
     assert_eq!(m.get_str("name").ok(), Some("db.example:27999"));
-    assert_eq!(m.get_document("optime").expect("optime").get_timestamp("ts").ok(), Some(Ts::new(1_700_000_000, 7).to_bson()));
+    assert_eq!(
+        m.get_document("optime").expect("optime").get_timestamp("ts").ok(),
+        Some(Ts::new(1_700_000_000, 7).to_bson())
+    );
 }
 
 #[test]
@@ -268,6 +294,9 @@ fn list_commands_is_sorted_and_complete() {
     assert_eq!(names, sorted);
     for info in super::COMMANDS {
         assert!(super::lookup(info.name).is_some(), "{} is listed but not routed", info.name);
-        assert_eq!(cmds.get_document(info.name).expect("entry").get_bool("adminOnly").ok(), Some(info.admin_only));
+        assert_eq!(
+            cmds.get_document(info.name).expect("entry").get_bool("adminOnly").ok(),
+            Some(info.admin_only)
+        );
     }
 }
