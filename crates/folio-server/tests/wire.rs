@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bson::{Document, doc};
 use folio::command::{Service, ServiceOptions};
-use folio::mvcc::{Ts, Txn, TxnId, TxnStore};
+use folio::mvcc::{Mvcc, MvccOptions, Ts, Txn, TxnId, TxnStore};
+use folio::storage::MemoryEngine;
 use folio_server::{Server, ServerConfig};
 use folio_wire::{Compressor, Message, Op, OpQuery, msg_flags, op_code};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,8 +45,18 @@ struct TestServer {
 
 impl TestServer {
     async fn start(max_conns: u32) -> TestServer {
-        let service =
-            Service::new(Arc::new(ClockStore), ServiceOptions::default()).expect("service");
+        TestServer::start_with(Arc::new(ClockStore), max_conns).await
+    }
+
+    /// A server over a real in-memory store.
+    async fn start_mvcc() -> TestServer {
+        let store =
+            Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("mvcc");
+        TestServer::start_with(store, 100).await
+    }
+
+    async fn start_with(store: Arc<dyn TxnStore>, max_conns: u32) -> TestServer {
+        let service = Service::new(store, ServiceOptions::default()).expect("service");
         let config = ServerConfig {
             bind_ips: vec!["127.0.0.1".into()],
             port: 0,
@@ -318,8 +329,25 @@ async fn requests_split_across_writes_and_pipelined() {
         s.write_all(chunk).await.expect("write");
         s.flush().await.expect("flush");
     }
-    assert_eq!(read_frame(&mut s).await.expect("reply").response_to, 1);
-    assert_eq!(read_frame(&mut s).await.expect("reply").response_to, 2);
+    // Both replies may arrive in one read: decode them from one buffer.
+    let mut buf = Vec::new();
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        match folio_wire::decode(&buf).expect("valid reply") {
+            Some((msg, used)) => {
+                buf.drain(..used);
+                ids.push(msg.response_to);
+            }
+            None => {
+                let mut chunk = [0_u8; 4096];
+                let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk));
+                let n = read.await.expect("reply in time").expect("read");
+                assert!(n > 0, "connection closed early");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    assert_eq!(ids, vec![1, 2]);
     server.shutdown().await;
 }
 
@@ -357,4 +385,47 @@ async fn shutdown_stops_accepting_and_closes_idle_connections() {
     server.shutdown().await;
     assert!(read_frame(&mut idle).await.is_none(), "idle connection closed at shutdown");
     assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_sequences_are_merged_into_the_command() {
+    let server = TestServer::start_mvcc().await;
+    let mut s = server.connect().await;
+    let mut insert = Message::msg(1, 0, 0, doc! { "insert": "things", "$db": "wiretest" });
+    if let Op::Msg(m) = &mut insert.op {
+        m.sequences.push(folio_wire::DocumentSequence {
+            identifier: "documents".into(),
+            documents: vec![doc! { "_id": 1, "a": "x" }, doc! { "_id": 2, "a": "y" }],
+        });
+    }
+    send(&mut s, &insert).await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0), "{}", body_of(&reply));
+    assert_eq!(body_of(&reply).get_i32("n").ok(), Some(2), "{}", body_of(&reply));
+
+    // A w:0 style insert (moreToCome) is applied without a reply.
+    let mut quiet =
+        Message::msg(2, 0, msg_flags::MORE_TO_COME, doc! { "insert": "things", "$db": "wiretest" });
+    if let Op::Msg(m) = &mut quiet.op {
+        m.sequences.push(folio_wire::DocumentSequence {
+            identifier: "documents".into(),
+            documents: vec![doc! { "_id": 3 }],
+        });
+    }
+    send(&mut s, &quiet).await;
+
+    send(
+        &mut s,
+        &Message::msg(3, 0, 0, doc! { "find": "things", "filter": {}, "$db": "wiretest" }),
+    )
+    .await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(reply.response_to, 3);
+    let batch = body_of(&reply)
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("firstBatch")
+        .clone();
+    assert_eq!(batch.len(), 3, "{batch:?}");
+    server.shutdown().await;
 }

@@ -11,7 +11,8 @@
 //! switch to awaitable (streaming) hello, which a single node with a fixed topology has no use
 //! for.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bson::oid::ObjectId;
@@ -34,100 +35,10 @@ pub const MAX_WRITE_BATCH_SIZE: i32 = 100_000;
 /// `logicalSessionTimeoutMinutes`; without it drivers disable sessions.
 pub const LOGICAL_SESSION_TIMEOUT_MINUTES: i32 = 30;
 
-/// A handshake command handler.
-pub(super) type Handler = fn(&Service, &mut Connection, &Document) -> Result<Document>;
-
-/// Looks a handshake or diagnostic command up by name.
-pub(super) fn lookup(name: &str) -> Option<Handler> {
-    let handler: Handler = match name {
-        "hello" | "isMaster" | "ismaster" => hello,
-        "buildInfo" | "buildinfo" => build_info,
-        "ping" => ping,
-        "getParameter" => get_parameter,
-        "getCmdLineOpts" => get_cmd_line_opts,
-        "serverStatus" => server_status,
-        "hostInfo" => host_info,
-        "connectionStatus" => connection_status,
-        "whatsmyuri" => whatsmyuri,
-        "getLog" => get_log,
-        "replSetGetStatus" => repl_set_get_status,
-        "listCommands" => list_commands,
-        _ => return None,
-    };
-    Some(handler)
-}
-
-/// Metadata of one command for `listCommands`.
-#[derive(Clone, Copy, Debug)]
-pub struct CommandInfo {
-    /// The command name.
-    pub name: &'static str,
-    /// Whether it runs only against the `admin` database.
-    pub admin_only: bool,
-    /// A one-line description.
-    pub help: &'static str,
-}
-
-/// The commands `listCommands` reports.
-// TODO(#4): generate this from the command table once dispatch has one.
-pub const COMMANDS: &[CommandInfo] = &[
-    CommandInfo { name: "buildInfo", admin_only: false, help: "build and version information" },
-    CommandInfo {
-        name: "connectionStatus",
-        admin_only: false,
-        help: "authentication state of this connection",
-    },
-    CommandInfo { name: "getCmdLineOpts", admin_only: true, help: "the server's startup options" },
-    CommandInfo { name: "getLog", admin_only: true, help: "recent log lines" },
-    CommandInfo { name: "getParameter", admin_only: true, help: "server parameters" },
-    CommandInfo { name: "hello", admin_only: false, help: "the server's role and limits" },
-    CommandInfo { name: "hostInfo", admin_only: false, help: "information about the host" },
-    CommandInfo { name: "isMaster", admin_only: false, help: "legacy form of hello" },
-    CommandInfo { name: "listCommands", admin_only: false, help: "the commands the server knows" },
-    CommandInfo { name: "ping", admin_only: false, help: "checks that the server answers" },
-    CommandInfo { name: "replSetGetStatus", admin_only: true, help: "replica set status" },
-    CommandInfo { name: "serverStatus", admin_only: false, help: "server statistics" },
-    CommandInfo {
-        name: "whatsmyuri",
-        admin_only: false,
-        help: "the client's address as the server sees it",
-    },
-];
-
-/// Process-wide state the diagnostic commands report: start time and connection counts.
-#[derive(Debug)]
-pub(super) struct State {
-    started: Instant,
-    started_at: DateTime,
-    current_connections: AtomicU64,
-    total_connections: AtomicU64,
-}
-
-impl State {
-    /// State for a service starting now.
-    pub(super) fn new() -> Self {
-        State {
-            started: Instant::now(),
-            started_at: DateTime::now(),
-            current_connections: AtomicU64::new(0),
-            total_connections: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts a new connection.
-    pub(super) fn connected(&self) {
-        self.current_connections.fetch_add(1, Ordering::Relaxed);
-        self.total_connections.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a closed connection.
-    pub(super) fn disconnected(&self) {
-        // Saturate rather than wrap if a caller disconnects more often than it connected.
-        let _ = self
-            .current_connections
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
-    }
-}
+/// When the server started, for `uptime`: fixed by the first `hello` (drivers send one as soon as
+/// they connect) or diagnostic command.
+// TODO(#4): take the start time from the service once it records one.
+static STARTED: LazyLock<(Instant, DateTime)> = LazyLock::new(|| (Instant::now(), DateTime::now()));
 
 /// The command name: the first key.
 fn command_name(cmd: &Document) -> &str {
@@ -154,7 +65,7 @@ fn truthy(v: &Bson) -> bool {
         Bson::Int32(n) => *n != 0,
         Bson::Int64(n) => *n != 0,
         Bson::Double(n) => *n != 0.0,
-        Bson::Decimal128(d) => d.to_string().parse::<f64>().map_or(true, |f| f != 0.0),
+        Bson::Decimal128(d) => d.to_string().parse::<f64>() != Ok(0.0),
         Bson::Null | Bson::Undefined => false,
         Bson::String(_)
         | Bson::Array(_)
@@ -186,7 +97,8 @@ fn last_optime(svc: &Service) -> (Document, DateTime) {
 }
 
 /// `hello`, `isMaster`, `ismaster`: the server's role, limits and negotiated compression.
-fn hello(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
+pub fn hello(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
+    LazyLock::force(&STARTED);
     let legacy = command_name(cmd) != "hello";
     record_client_metadata(conn, cmd)?;
     let compression = negotiate_compression(conn, cmd)?;
@@ -231,6 +143,11 @@ fn hello(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Documen
     Ok(d)
 }
 
+/// `isMaster` / `ismaster`: `hello` with the legacy `ismaster` field.
+pub fn is_master(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
+    hello(svc, conn, cmd)
+}
+
 /// Records `client.application.name` for fail points and logs.
 fn record_client_metadata(conn: &mut Connection, cmd: &Document) -> Result<()> {
     let Some(client) = cmd.get("client") else {
@@ -273,7 +190,7 @@ fn negotiate_compression(conn: &mut Connection, cmd: &Document) -> Result<Option
 }
 
 /// `buildInfo`: the MongoDB version Folio matches, plus Folio's own.
-fn build_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+pub fn build_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
     Ok(doc! {
         "version": MONGODB_VERSION,
         "gitVersion": format!("folio-{}", env!("CARGO_PKG_VERSION")),
@@ -298,7 +215,7 @@ fn build_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Document>
 }
 
 /// `ping`.
-fn ping(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+pub fn ping(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
     Ok(Document::new())
 }
 
@@ -337,7 +254,7 @@ fn parameters(svc: &Service) -> Vec<Parameter> {
 
 /// `getParameter`: `{getParameter: 1, name: 1, ...}`, `{getParameter: "*"}`, or
 /// `{getParameter: {showDetails, allParameters}, name: 1}`.
-fn get_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+pub fn get_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
     require_admin(cmd)?;
     let (all, details) = match cmd.get("getParameter") {
         Some(Bson::String(s)) if s == "*" => (true, false),
@@ -370,7 +287,7 @@ fn get_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Do
 }
 
 /// `getCmdLineOpts`: the command line the server was started with.
-fn get_cmd_line_opts(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+pub fn get_cmd_line_opts(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
     require_admin(cmd)?;
     let mut d = svc.options().cmd_line.clone();
     if !d.contains_key("argv") {
@@ -400,13 +317,22 @@ fn mem_size_mb() -> Option<i64> {
     Some(kb / 1024)
 }
 
+/// A counter as the `long` MongoDB reports.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// `serverStatus`: process, connection and transaction statistics. Sections can be excluded
 /// with `{section: 0}`.
-fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
-    let state = &svc.handshake;
-    let uptime = state.started.elapsed();
-    let current = state.current_connections.load(Ordering::Relaxed);
-    let total = state.total_connections.load(Ordering::Relaxed);
+pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+    let (started, started_at) = *STARTED;
+    let uptime = started.elapsed();
+    let stats = &svc.stats;
+    let current = stats.connections_current.load(Ordering::Relaxed);
+    let total = stats.connections_total.load(Ordering::Relaxed);
+    let committed = stats.txn_committed.load(Ordering::Relaxed);
+    let aborted = stats.txn_aborted.load(Ordering::Relaxed);
+    let open = svc.sessions.open_transactions();
     let max = u64::from(svc.options().max_conns);
     let opts = svc.options();
     let mut d = doc! {
@@ -419,9 +345,9 @@ fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Do
         "uptimeEstimate": i64::try_from(uptime.as_secs()).unwrap_or(i64::MAX),
         "localTime": DateTime::now(),
         "connections": {
-            "current": i64::try_from(current).unwrap_or(i64::MAX),
-            "available": i64::try_from(max.saturating_sub(current)).unwrap_or(i64::MAX),
-            "totalCreated": i64::try_from(total).unwrap_or(i64::MAX),
+            "current": count(current),
+            "available": count(max.saturating_sub(current)),
+            "totalCreated": count(total),
         },
         "repl": {
             "hosts": [opts.advertise_host.clone()],
@@ -433,17 +359,18 @@ fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Do
             "me": opts.advertise_host.clone(),
             "electionId": election_id(),
         },
-        // TODO(#4): fill from the session registry's transaction counters.
+        // Between statements an open transaction is "inactive"; the counters do not see the
+        // instant a statement runs, so everything open is reported inactive.
         "transactions": {
             "retriedCommandsCount": 0_i64,
             "retriedStatementsCount": 0_i64,
             "transactionsCollectionWriteCount": 0_i64,
             "currentActive": 0_i64,
-            "currentInactive": 0_i64,
-            "currentOpen": 0_i64,
-            "totalAborted": 0_i64,
-            "totalCommitted": 0_i64,
-            "totalStarted": 0_i64,
+            "currentInactive": count(open as u64),
+            "currentOpen": count(open as u64),
+            "totalAborted": count(aborted),
+            "totalCommitted": count(committed),
+            "totalStarted": count(committed.saturating_add(aborted).saturating_add(open as u64)),
             "totalPrepared": 0_i64,
             "totalPreparedThenCommitted": 0_i64,
             "totalPreparedThenAborted": 0_i64,
@@ -453,7 +380,7 @@ fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Do
             "name": "folio",
             "supportsCommittedReads": true,
             "persistent": true,
-            "startedAt": state.started_at,
+            "startedAt": started_at,
         },
         "folioVersion": env!("CARGO_PKG_VERSION"),
     };
@@ -466,7 +393,7 @@ fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Do
 }
 
 /// `hostInfo`: the machine Folio runs on.
-fn host_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+pub fn host_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mem = mem_size_mb().map(Bson::Int64).unwrap_or(Bson::Null);
     Ok(doc! {
@@ -489,7 +416,7 @@ fn host_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> 
 }
 
 /// `connectionStatus`: Folio has no authentication, so nobody is logged in.
-fn connection_status(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+pub fn connection_status(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
     let mut auth = doc! { "authenticatedUsers": [], "authenticatedUserRoles": [] };
     if cmd.get("showPrivileges").is_some_and(truthy) {
         auth.insert("authenticatedUserPrivileges", Bson::Array(Vec::new()));
@@ -498,12 +425,12 @@ fn connection_status(_: &Service, _: &mut Connection, cmd: &Document) -> Result<
 }
 
 /// `whatsmyuri`: the client's address.
-fn whatsmyuri(_: &Service, conn: &mut Connection, _: &Document) -> Result<Document> {
+pub fn whatsmyuri(_: &Service, conn: &mut Connection, _: &Document) -> Result<Document> {
     Ok(doc! { "you": conn.remote.clone() })
 }
 
 /// `getLog`: Folio keeps no log in memory, so every log is empty.
-fn get_log(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+pub fn get_log(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
     require_admin(cmd)?;
     match cmd.get("getLog") {
         Some(Bson::String(s)) if s == "*" => Ok(doc! { "names": ["global", "startupWarnings"] }),
@@ -522,13 +449,13 @@ fn get_log(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> 
 }
 
 /// `replSetGetStatus`: one healthy PRIMARY.
-fn repl_set_get_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+pub fn repl_set_get_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
     require_admin(cmd)?;
     let opts = svc.options();
     let (optime, date) = last_optime(svc);
-    let state = &svc.handshake;
-    let uptime = i64::try_from(state.started.elapsed().as_secs()).unwrap_or(i64::MAX);
-    let election_secs = u32::try_from(state.started_at.timestamp_millis() / 1000).unwrap_or(0);
+    let (started, started_at) = *STARTED;
+    let uptime = count(started.elapsed().as_secs());
+    let election_secs = u32::try_from(started_at.timestamp_millis() / 1000).unwrap_or(0);
     let election_time = bson::Timestamp { time: election_secs, increment: 1 };
     Ok(doc! {
         "set": opts.repl_set_name.clone(),
@@ -565,7 +492,7 @@ fn repl_set_get_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Res
             "syncSourceId": -1,
             "infoMessage": "",
             "electionTime": election_time,
-            "electionDate": state.started_at,
+            "electionDate": started_at,
             "configVersion": 1,
             "configTerm": 1,
             "self": true,
@@ -574,18 +501,21 @@ fn repl_set_get_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Res
     })
 }
 
-/// `listCommands`: every command in [`COMMANDS`], by name.
-fn list_commands(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
-    let mut commands: Vec<&CommandInfo> = COMMANDS.iter().collect();
+/// `listCommands`: every command in the command table, by name.
+pub fn list_commands(svc: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+    let mut commands: Vec<&super::table::Spec> = super::table::COMMANDS
+        .iter()
+        .filter(|c| !c.test_only || svc.options().test_commands)
+        .collect();
     commands.sort_by_key(|c| c.name);
     let mut d = Document::new();
     for c in commands {
         d.insert(
             c.name,
             doc! {
-                "help": c.help,
+                "help": "",
                 "requiresAuth": false,
-                "secondaryOk": true,
+                "secondaryOk": !c.write,
                 "adminOnly": c.admin_only,
                 "apiVersions": [],
                 "deprecatedApiVersions": [],
