@@ -368,7 +368,9 @@ describe('error recovery (executeTransactionWithRecovery, TransactionErrorHandle
     assert.equal((await Account.findById(account._id).lean()).balance, 400);
   });
 
-  it('a validation error is rethrown after the retries, leaving nothing written', async () => {
+  it('a validation error breaks categorizeError (no hasErrorLabel): rethrown after the retries', async () => {
+    // A mongoose ValidationError has no hasErrorLabel(), so categorizeError throws a TypeError
+    // before the transaction is aborted; endSession() in the finally block aborts it instead.
     const errors = mock.method(console, 'error', () => {});
     let attempts = 0;
     let retried = 0;
@@ -387,7 +389,7 @@ describe('error recovery (executeTransactionWithRecovery, TransactionErrorHandle
           onRetry: () => { retried++; },
           onError: () => { failed++; },
         }),
-        { name: 'ValidationError' },
+        { name: 'TypeError', message: /hasErrorLabel is not a function/ },
       );
     } finally {
       errors.mock.restore();
@@ -397,6 +399,33 @@ describe('error recovery (executeTransactionWithRecovery, TransactionErrorHandle
     assert.equal(failed, 1);
     assert.equal(await Order.countDocuments(), before);
     assert.equal(await AuditLog.countDocuments({ action: 'order_attempt' }), 0);
+  });
+
+  it('a fatal server error (duplicate key) aborts, is retried by the outer loop, then rethrown', async () => {
+    await User.create([{ name: 'Taken', email: 'taken@example.com' }]);
+    const errors = mock.method(console, 'error', () => {});
+    let attempts = 0;
+    let failed = 0;
+    try {
+      await assert.rejects(
+        executeTransactionWithRecovery(async (session) => {
+          attempts++;
+          await AuditLog.create([{ action: 'signup_attempt', timestamp: new Date() }], { session });
+          await User.create([{ name: 'Again', email: 'taken@example.com' }], { session });
+        }, { maxRetries: 1, baseDelay: 5, onError: () => { failed++; } }),
+        (error) => {
+          assert.equal(error.code, 11000, String(error));
+          assert.equal(error.hasErrorLabel('TransientTransactionError'), false);
+          return true;
+        },
+      );
+    } finally {
+      errors.mock.restore();
+    }
+    assert.equal(attempts, 2);
+    assert.equal(failed, 1);
+    assert.equal(await User.countDocuments({ email: 'taken@example.com' }), 1);
+    assert.equal(await AuditLog.countDocuments({ action: 'signup_attempt' }), 0);
   });
 
   it('the usage example processes an order through the recovery wrapper', async () => {
