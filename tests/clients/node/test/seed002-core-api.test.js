@@ -248,4 +248,33 @@ describe('Callback API placeOrder', () => {
     }
     await assertPaymentTransactionResult();
   });
+
+  it('insufficient quantity: the callback aborts, and its later writes run outside the transaction', async () => {
+    // The guide's callback calls abortTransaction() and goes on: the order insert and the first
+    // decrement are rolled back, but the session is then in no transaction, so the remaining
+    // update and the $push run as ordinary (retryable) writes, and withTransaction() returns
+    // normally since the callback "intentionally aborted". This is the driver's documented state
+    // machine; the server must accept the session's next writes after the abort.
+    await loadSampleData();
+    const bigCart = [ { name: 'sunblock', sku: 5432, qty: 1, price: 5.19 }, { name: 'beach towel', sku: 7865, qty: 42, price: 15.99 } ];
+    const errors = mock.method(console, 'error', () => {});
+    const session = client.startSession();
+    try {
+      await session.withTransaction(
+        async (session) => placeOrderCallback(client, session, bigCart, payment));
+    } finally {
+      await session.endSession();
+      errors.mock.restore();
+    }
+    assert.deepEqual(errors.mock.calls.map((c) => c.arguments[0]), ['Insufficient quantity or SKU not found.']);
+    const after = await snapshot();
+    assert.deepEqual(after.orders, []);
+    assert.deepEqual(after.inventory, [
+      { name: 'sunblock', sku: 5432, qty: 85 },
+      { name: 'beach towel', sku: 7865, qty: -1 },
+    ]);
+    assert.equal(after.customers.length, 1);
+    assert.equal(after.customers[0].orders.length, 1, 'the id of the rolled-back order was pushed');
+    assert.equal(await client.db('testdb').collection('orders').countDocuments({ _id: after.customers[0].orders[0] }), 0);
+  });
 });
