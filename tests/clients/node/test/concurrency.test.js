@@ -3,7 +3,7 @@
 // an invariant that snapshot isolation with first-writer-wins conflicts must keep: no oversold
 // stock, no money created or lost, no lost update.
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it, before, after, mock } = require('node:test');
 const assert = require('node:assert/strict');
 const mongoose = require('mongoose');
 
@@ -20,6 +20,29 @@ function lcg(seed) {
     state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
     return state % n;
   };
+}
+
+/** A barrier for `n` parties: each `arrive()` resolves once all `n` have arrived. */
+function barrier(n) {
+  let arrived = 0;
+  let release;
+  const all = new Promise((resolve) => { release = resolve; });
+  return () => {
+    arrived++;
+    if (arrived === n) {
+      release();
+    }
+    return all;
+  };
+}
+
+/** Makes every call of `Model[method]` wait at `arrive()` first, so all callers have read before any writes. */
+function holdWritesAt(Model, method, arrive) {
+  const original = Model[method];
+  return mock.method(Model, method, async function held(...args) {
+    await arrive();
+    return original.apply(this, args);
+  });
 }
 
 /** Polls the stock of a product outside any transaction until stopped; returns the minimum seen. */
@@ -110,6 +133,65 @@ describe('50 concurrent buyers for the last 5 units', () => {
     assert.equal(results.filter((r) => r.matchedCount === 1).length, 5);
     assert.equal(results.filter((r) => r.matchedCount === 0).length, 45);
     assert.equal((await Product.findById(productId).lean()).stock, 0);
+  });
+});
+
+describe('the race condition of the guide, made certain with a barrier', () => {
+  it('purchaseItem without a transaction: five buyers who all saw the last unit oversell it', async () => {
+    // The article leaves `createOrder` out.
+    async function createOrder(userId, productId) {
+      return await Order.create({ userId, items: [{ productId, quantity: 1 }], totalAmount: 1, status: 'confirmed' });
+    }
+    // PROBLEMATIC: Race condition prone
+
+    async function purchaseItem(productId, userId) {
+      const product = await Product.findById(productId);
+      
+      if (product.stock > 0) {
+        // Between this check and the update, another request might succeed 
+        await Product.updateOne(
+          { _id: productId },
+          { $inc: { stock: -1 } }
+        );
+        
+        // Could result in negative stock!
+        return await createOrder(userId, productId);
+      }
+      
+      throw new Error('Out of stock');
+    }
+
+    const [product] = await Product.create([{ name: 'Racy', price: 1, stock: 1 }]);
+    const held = holdWritesAt(Product, 'updateOne', barrier(5));
+    try {
+      await Promise.all(Array.from({ length: 5 }, () => purchaseItem(product._id, new mongoose.Types.ObjectId())));
+    } finally {
+      held.mock.restore();
+    }
+    assert.equal((await Product.findById(product._id).lean()).stock, -4);
+    assert.equal(await Order.countDocuments({ 'items.productId': product._id }), 5);
+  });
+
+  it('processOrder: the same read-check-write in transactions sells the last unit once', async () => {
+    const [product] = await Product.create([{ name: 'Safe', price: 1, stock: 1 }]);
+    const buyers = await User.create(Array.from({ length: 5 }, (_, i) => ({ name: `racer-${i}` })));
+    const held = holdWritesAt(Product, 'bulkWrite', barrier(5));
+    let outcomes;
+    try {
+      outcomes = await Promise.allSettled(buyers.map((b) => processOrder(b._id, [{ productId: product._id, quantity: 1 }])));
+    } finally {
+      held.mock.restore();
+    }
+    // Every transaction read stock 1 in its snapshot; the first writer wins, the others conflict.
+    const losers = outcomes.filter((o) => o.status === 'rejected').map((o) => o.reason);
+    assert.equal(outcomes.filter((o) => o.status === 'fulfilled').length, 1);
+    assert.equal(losers.length, 4);
+    for (const error of losers) {
+      assert.equal(error.code, 112, String(error));
+      assert.ok(hasLabel(error, 'TransientTransactionError'), String(error));
+    }
+    assert.equal((await Product.findById(product._id).lean()).stock, 0);
+    assert.equal(await Order.countDocuments({ 'items.productId': product._id }), 1);
   });
 });
 
