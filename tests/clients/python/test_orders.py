@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from bson import ObjectId
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
@@ -190,3 +190,31 @@ def test_fifty_concurrent_buyers_for_the_last_five_units(client, db):
     assert min(seen) >= 0
     assert db.products.find_one({"_id": product_id})["stock"] == 0
     assert db.buyer_orders.count_documents({}) == 5
+
+
+def test_read_check_write_race_first_writer_wins(client, db):
+    """Five transactions all read the last unit (a barrier holds their writes until every one has
+    read): the first writer wins, the four others get WriteConflict, labelled transient."""
+    product_id = db.products.insert_one({"name": "Racy", "price": 1, "stock": 1}).inserted_id
+    gate = threading.Barrier(5, timeout=30)
+
+    def buy(_):
+        with client.start_session() as session:
+            session.start_transaction()
+            try:
+                product = db.products.find_one({"_id": product_id}, session=session)
+                gate.wait()
+                if product["stock"] < 1:
+                    raise SoldOut()
+                db.products.update_one({"_id": product_id}, {"$inc": {"stock": -1}}, session=session)
+                session.commit_transaction()
+                return "bought"
+            except OperationFailure as error:
+                session.abort_transaction()
+                return (error.code, error.has_error_label("TransientTransactionError"))
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        outcomes = list(pool.map(buy, range(5)))
+    assert outcomes.count("bought") == 1
+    assert sorted(o for o in outcomes if o != "bought") == [(112, True)] * 4
+    assert db.products.find_one({"_id": product_id})["stock"] == 0
