@@ -15,7 +15,7 @@ FOLIO_URI = os.environ.get("FOLIO_URI", "mongodb://127.0.0.1:27017/?replicaSet=r
 @pytest.fixture(scope="session")
 def client():
     """One pooled client for the whole run, as an application would hold it."""
-    c = MongoClient(FOLIO_URI, serverSelectionTimeoutMS=15000)
+    c = MongoClient(FOLIO_URI, serverSelectionTimeoutMS=15000, socketTimeoutMS=60000)
     c.admin.command("ping")
     yield c
     c.close()
