@@ -318,13 +318,11 @@ impl<'a> Runner<'a> {
                     let prior = txn.get(&record)?;
                     txn.abort();
                     if let Some(bytes) = prior {
-                        let mut out = Document::from_reader(&bytes[..])?;
-                        out.insert("$retried", true);
-                        return Ok(out);
+                        return Ok(Document::from_reader(&bytes[..])?);
                     }
                 }
                 let fp = self.svc.failpoints.on_transactional_write();
-                self.autocommit_write(|txn| {
+                let result = self.autocommit_write(|txn| {
                     let out = f(txn)?;
                     crate::catalog::check_conflict(txn.put(&record, &out.to_vec()?)?, "statement record")?;
                     if let Some(code) = fp.as_ref().and_then(|fp| fp.fail_before_commit) {
@@ -332,11 +330,13 @@ impl<'a> Runner<'a> {
                     }
                     Ok(out)
                 })
-                .inspect(|_| {
-                    if fp.as_ref().is_some_and(|fp| fp.close_connection) {
-                        self.close_connection = true;
-                    }
-                })
+;
+                // The fail point closes the connection whether or not the write committed
+                // (MongoDB's default), so the client sees a network error and retries.
+                if fp.as_ref().is_some_and(|fp| fp.close_connection) {
+                    self.close_connection = true;
+                }
+                result
             }
             Mode::Autocommit => self.autocommit_write(f),
         }

@@ -18,7 +18,7 @@ use crate::{bail, err};
 const DEFAULT_FIRST_BATCH: usize = 101;
 
 /// The statement id of the `i`th statement of a write command.
-fn stmt_id(cmd: &Document, i: usize) -> i32 {
+pub(crate) fn stmt_id(cmd: &Document, i: usize) -> i32 {
     if let Ok(ids) = cmd.get_array("stmtIds") {
         if let Some(Bson::Int32(n)) = ids.get(i) {
             return *n;
@@ -29,7 +29,7 @@ fn stmt_id(cmd: &Document, i: usize) -> i32 {
 }
 
 /// Errors that end the whole command rather than becoming a per-statement write error.
-fn is_command_level(e: &Error, run: &Runner) -> bool {
+pub(crate) fn is_command_level(e: &Error, run: &Runner) -> bool {
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
     matches!(e.code_number(), 50 | 251 | 225 | 256 | 11601)
         || (in_txn && matches!(e.code_number(), 112 | 24 | 246 | 239))
@@ -37,6 +37,15 @@ fn is_command_level(e: &Error, run: &Runner) -> bool {
 
 /// A `writeErrors` entry.
 fn write_error(index: usize, e: &Error) -> Bson {
+    Bson::Document(write_error_doc_at(index, e))
+}
+
+/// The fields of a write error (without its index).
+pub(crate) fn write_error_doc(e: &Error) -> Document {
+    write_error_doc_at(0, e)
+}
+
+fn write_error_doc_at(index: usize, e: &Error) -> Document {
     let mut d = doc! { "index": index as i32, "code": e.code_number() };
     if !e.code_name().is_empty() {
         d.insert("codeName", e.code_name());
@@ -47,7 +56,7 @@ fn write_error(index: usize, e: &Error) -> Bson {
             d.insert(k.clone(), v.clone());
         }
     }
-    Bson::Document(d)
+    d
 }
 
 /// Runs the statements of a write command, collecting write errors as MongoDB does: an ordered
@@ -272,8 +281,6 @@ pub fn find_and_modify(_svc: &Service, _c: &mut Connection, cmd: &Document, run:
             "value": r.value.map(Bson::Document).unwrap_or(Bson::Null),
         })
     })?;
-    let mut out = out;
-    out.remove("$retried");
     Ok(out)
 }
 

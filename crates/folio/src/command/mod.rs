@@ -17,6 +17,7 @@
 //!    `$clusterTime`.
 
 mod args;
+mod bulk;
 pub mod context;
 mod crud;
 mod ddl;
@@ -323,7 +324,7 @@ pub(crate) mod table {
     use bson::Document;
 
     use super::context::Runner;
-    use super::{Connection, Service, crud, ddl, failpoint_cmd, handshake, sessions};
+    use super::{Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, sessions};
     use crate::error::Result;
 
     /// How a command's handler is called.
@@ -403,6 +404,7 @@ pub(crate) mod table {
         txn(cmd("distinct", R(crud::distinct))),
         txn(cmd("aggregate", R(crud::aggregate))),
         cmd("count", R(crud::count)),
+        admin(txn(write(cmd("bulkWrite", R(bulk::bulk_write))))),
         // DDL.
         txn(write(cmd("create", R(ddl::create)))),
         txn(write(cmd("createIndexes", R(ddl::create_indexes)))),

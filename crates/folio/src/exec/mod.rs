@@ -158,3 +158,43 @@ pub fn distinct(
     values.dedup_by(|a, b| crate::doc::compare::cmp_bson(a, b) == Ordering::Equal);
     Ok(values)
 }
+
+/// Checks every index of every collection against the documents: each document has exactly the
+/// index entries its keys call for, and each index entry points at a document that calls for it.
+/// Returns a description of each disagreement (empty when all agree).
+pub fn verify(txn: &dyn Txn) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for meta in catalog::list_collections(txn, None)? {
+        if meta.is_view() {
+            continue;
+        }
+        let handle = write::CollectionHandle::from_meta_for_verify(meta.clone())?;
+        let mut expected = std::collections::BTreeSet::new();
+        for f in scan_collection(txn, &meta)? {
+            let id_matches = f.doc.get("_id").map(|id| {
+                keys::Key::Document { coll: meta.id, id: &id_key(id) }.encode() == f.key
+            });
+            if id_matches != Some(true) {
+                problems.push(format!("{}: document key does not match its _id", meta.namespace()));
+            }
+            for key in handle.entry_keys(&f.doc)? {
+                expected.insert(key);
+            }
+        }
+        let mut actual = std::collections::BTreeSet::new();
+        for i in meta.indexes.iter().filter(|i| i.name() != "_id_") {
+            let prefix = keys::index_prefix(meta.id, i.id);
+            let end = keys::prefix_end(&prefix);
+            for item in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
+                actual.insert(item?.0);
+            }
+        }
+        for missing in expected.difference(&actual) {
+            problems.push(format!("{}: missing index entry {:02x?}", meta.namespace(), missing));
+        }
+        for extra in actual.difference(&expected) {
+            problems.push(format!("{}: index entry without document {:02x?}", meta.namespace(), extra));
+        }
+    }
+    Ok(problems)
+}

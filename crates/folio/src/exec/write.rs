@@ -76,6 +76,16 @@ impl CollectionHandle {
         Ok(CollectionHandle { meta, indexes, validator })
     }
 
+    /// Loads a collection's indexes for `verify`.
+    pub(crate) fn from_meta_for_verify(meta: CollectionMeta) -> Result<Self> {
+        Self::from_meta(meta)
+    }
+
+    /// The storage keys of a document's index entries.
+    pub(crate) fn entry_keys(&self, doc: &Document) -> Result<Vec<Vec<u8>>> {
+        Ok(self.entries(doc)?.into_iter().map(|(_, k)| k).collect())
+    }
+
     fn namespace(&self) -> String {
         self.meta.namespace()
     }
