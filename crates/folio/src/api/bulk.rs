@@ -12,8 +12,13 @@ use bson::{Bson, Document, doc};
 use serde::Serialize;
 
 use super::client::Client;
-use super::collection::{Collection, Namespace, UpdateModifications, ensure_id, replacement_document};
-use super::error::{BulkWriteError, Error, ErrorKind, Result, reply_i64, reply_labels, write_concern_error, write_errors};
+use super::collection::{
+    Collection, Namespace, UpdateModifications, ensure_id, replacement_document,
+};
+use super::error::{
+    BulkWriteError, Error, ErrorKind, Result, reply_i64, reply_labels, write_concern_error,
+    write_errors,
+};
 use super::results::SummaryBulkWriteResult;
 use super::session::ClientSession;
 
@@ -148,14 +153,22 @@ impl WriteModel {
     fn kind(&self) -> Kind {
         match self {
             WriteModel::InsertOne(_) => Kind::Insert,
-            WriteModel::UpdateOne(_) | WriteModel::UpdateMany(_) | WriteModel::ReplaceOne(_) => Kind::Update,
+            WriteModel::UpdateOne(_) | WriteModel::UpdateMany(_) | WriteModel::ReplaceOne(_) => {
+                Kind::Update
+            }
             WriteModel::DeleteOne(_) | WriteModel::DeleteMany(_) => Kind::Delete,
         }
     }
 
     /// The model's statement in its command, and the `_id` of an insert.
     fn statement(&self) -> Result<(Document, Option<Bson>)> {
-        fn update(filter: &Document, u: Bson, multi: bool, upsert: Option<bool>, af: &Option<Vec<Document>>) -> Document {
+        fn update(
+            filter: &Document,
+            u: Bson,
+            multi: bool,
+            upsert: Option<bool>,
+            af: &Option<Vec<Document>>,
+        ) -> Document {
             let mut d = doc! { "q": filter.clone(), "u": u, "multi": multi, "upsert": upsert.unwrap_or(false) };
             if let Some(af) = af {
                 d.insert("arrayFilters", af.clone());
@@ -167,8 +180,12 @@ impl WriteModel {
                 let (d, id) = ensure_id(m.document.clone());
                 (d, Some(id))
             }
-            WriteModel::UpdateOne(m) => (update(&m.filter, m.update.to_bson()?, false, m.upsert, &m.array_filters), None),
-            WriteModel::UpdateMany(m) => (update(&m.filter, m.update.to_bson()?, true, m.upsert, &m.array_filters), None),
+            WriteModel::UpdateOne(m) => {
+                (update(&m.filter, m.update.to_bson()?, false, m.upsert, &m.array_filters), None)
+            }
+            WriteModel::UpdateMany(m) => {
+                (update(&m.filter, m.update.to_bson()?, true, m.upsert, &m.array_filters), None)
+            }
             WriteModel::ReplaceOne(m) => {
                 let r = replacement_document(&m.replacement)?;
                 (update(&m.filter, Bson::Document(r), false, m.upsert, &None), None)
@@ -182,12 +199,17 @@ impl WriteModel {
 impl<T: Serialize + Send + Sync> Collection<T> {
     /// An insert model for this collection.
     pub fn insert_one_model(&self, document: impl Borrow<T>) -> Result<InsertOneModel> {
-        let document = bson::serialize_to_document(document.borrow()).map_err(Error::serialization)?;
+        let document =
+            bson::serialize_to_document(document.borrow()).map_err(Error::serialization)?;
         Ok(InsertOneModel { namespace: self.namespace(), document })
     }
 
     /// A replace model for this collection.
-    pub fn replace_one_model(&self, filter: Document, replacement: impl Borrow<T>) -> Result<ReplaceOneModel> {
+    pub fn replace_one_model(
+        &self,
+        filter: Document,
+        replacement: impl Borrow<T>,
+    ) -> Result<ReplaceOneModel> {
         let replacement = replacement_document(replacement.borrow())?;
         Ok(ReplaceOneModel { namespace: self.namespace(), filter, replacement, upsert: None })
     }
@@ -195,13 +217,33 @@ impl<T: Serialize + Send + Sync> Collection<T> {
 
 impl<T: Send + Sync> Collection<T> {
     /// An update-one model for this collection.
-    pub fn update_one_model(&self, filter: Document, update: impl Into<UpdateModifications>) -> UpdateOneModel {
-        UpdateOneModel { namespace: self.namespace(), filter, update: update.into(), array_filters: None, upsert: None }
+    pub fn update_one_model(
+        &self,
+        filter: Document,
+        update: impl Into<UpdateModifications>,
+    ) -> UpdateOneModel {
+        UpdateOneModel {
+            namespace: self.namespace(),
+            filter,
+            update: update.into(),
+            array_filters: None,
+            upsert: None,
+        }
     }
 
     /// An update-many model for this collection.
-    pub fn update_many_model(&self, filter: Document, update: impl Into<UpdateModifications>) -> UpdateManyModel {
-        UpdateManyModel { namespace: self.namespace(), filter, update: update.into(), array_filters: None, upsert: None }
+    pub fn update_many_model(
+        &self,
+        filter: Document,
+        update: impl Into<UpdateModifications>,
+    ) -> UpdateManyModel {
+        UpdateManyModel {
+            namespace: self.namespace(),
+            filter,
+            update: update.into(),
+            array_filters: None,
+            upsert: None,
+        }
     }
 
     /// A delete-one model for this collection.
@@ -268,7 +310,12 @@ impl<'a> BulkWrite<'a> {
                     b.indexes.push(i);
                     b.statements.push(Bson::Document(stmt));
                 }
-                _ => batches.push(Batch { kind, ns: ns.clone(), indexes: vec![i], statements: vec![Bson::Document(stmt)] }),
+                _ => batches.push(Batch {
+                    kind,
+                    ns: ns.clone(),
+                    indexes: vec![i],
+                    statements: vec![Bson::Document(stmt)],
+                }),
             }
         }
         let mut session = self.session;
@@ -305,7 +352,11 @@ impl<'a> BulkWrite<'a> {
         if errors.is_empty() && wces.is_empty() {
             return Ok(result);
         }
-        let failure = BulkWriteError { write_errors: errors, write_concern_errors: wces, partial_result: result };
+        let failure = BulkWriteError {
+            write_errors: errors,
+            write_concern_errors: wces,
+            partial_result: result,
+        };
         Err(Error::new(ErrorKind::BulkWrite(failure), labels))
     }
 }

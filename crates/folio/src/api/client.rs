@@ -67,7 +67,7 @@ impl Client {
     }
 
     fn over_engine(engine: Arc<dyn Engine>) -> Result<Client> {
-        let store: Arc<dyn TxnStore> = Arc::new(Mvcc::open(engine, MvccOptions::default())?);
+        let store: Arc<dyn TxnStore> = Mvcc::open(engine, MvccOptions::default())?;
         let service = Arc::new(Service::new(store, ServiceOptions::default())?);
         spawn_housekeeping(Arc::downgrade(&service));
         Ok(Client::from_service(service, true))
@@ -99,17 +99,23 @@ impl Client {
     }
 
     /// Writes to one or more collections in one call: `client.bulk_write(models).run()?`.
-    pub fn bulk_write(&self, models: impl IntoIterator<Item = impl Into<WriteModel>>) -> BulkWrite<'_> {
+    pub fn bulk_write(
+        &self,
+        models: impl IntoIterator<Item = impl Into<WriteModel>>,
+    ) -> BulkWrite<'_> {
         BulkWrite::new(self, models.into_iter().map(Into::into).collect())
     }
 
     /// The names of all databases.
     pub fn list_database_names(&self) -> Result<Vec<String>> {
         let reply = self.execute("admin", doc! { "listDatabases": 1, "nameOnly": true }, None)?;
-        let dbs = reply.get_array("databases").map_err(|e| Error::invalid_response(e.to_string()))?;
+        let dbs =
+            reply.get_array("databases").map_err(|e| Error::invalid_response(e.to_string()))?;
         Ok(dbs
             .iter()
-            .filter_map(|d| d.as_document().and_then(|d| d.get_str("name").ok()).map(str::to_string))
+            .filter_map(|d| {
+                d.as_document().and_then(|d| d.get_str("name").ok()).map(str::to_string)
+            })
             .collect())
     }
 
@@ -188,8 +194,12 @@ impl StartSession<'_> {
     }
 
     /// Sets the options of every transaction of the session.
-    pub fn default_transaction_options(mut self, options: super::options::TransactionOptions) -> Self {
-        self.options.get_or_insert_with(SessionOptions::default).default_transaction_options = Some(options);
+    pub fn default_transaction_options(
+        mut self,
+        options: super::options::TransactionOptions,
+    ) -> Self {
+        self.options.get_or_insert_with(SessionOptions::default).default_transaction_options =
+            Some(options);
         self
     }
 
@@ -230,19 +240,30 @@ impl Database {
 
     /// Creates a collection explicitly.
     pub fn create_collection(&self, name: &str) -> CreateCollection<'_> {
-        CreateCollection { db: self, name: name.to_string(), options: Document::new(), session: None }
+        CreateCollection {
+            db: self,
+            name: name.to_string(),
+            options: Document::new(),
+            session: None,
+        }
     }
 
     /// The names of the database's collections.
     pub fn list_collection_names(&self) -> Result<Vec<String>> {
-        let reply = self.client.execute(&self.name, doc! { "listCollections": 1, "nameOnly": true }, None)?;
+        let reply = self.client.execute(
+            &self.name,
+            doc! { "listCollections": 1, "nameOnly": true },
+            None,
+        )?;
         let batch = reply
             .get_document("cursor")
             .and_then(|c| c.get_array("firstBatch"))
             .map_err(|e| Error::invalid_response(e.to_string()))?;
         Ok(batch
             .iter()
-            .filter_map(|d| d.as_document().and_then(|d| d.get_str("name").ok()).map(str::to_string))
+            .filter_map(|d| {
+                d.as_document().and_then(|d| d.get_str("name").ok()).map(str::to_string)
+            })
             .collect())
     }
 

@@ -19,11 +19,14 @@ use serde::de::DeserializeOwned;
 use super::client::Client;
 use super::cursor::{Cursor, SessionCursor};
 use super::error::{
-    Error, ErrorKind, InsertManyError, Result, check_single_write, reply_i64, reply_labels, write_concern_error,
-    write_errors,
+    Error, ErrorKind, InsertManyError, Result, check_single_write, reply_i64, reply_labels,
+    write_concern_error, write_errors,
 };
 use super::options::{IndexModel, ReturnDocument};
-use super::results::{CreateIndexResult, CreateIndexesResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult};
+use super::results::{
+    CreateIndexResult, CreateIndexesResult, DeleteResult, InsertManyResult, InsertOneResult,
+    UpdateResult,
+};
 use super::session::ClientSession;
 
 /// The most documents one `insert` command carries (MongoDB's `maxWriteBatchSize`).
@@ -72,11 +75,15 @@ impl UpdateModifications {
         match self {
             UpdateModifications::Document(d) => {
                 if !d.keys().next().is_some_and(|k| k.starts_with('$')) {
-                    return Err(Error::invalid_argument("update document must have first key starting with '$'"));
+                    return Err(Error::invalid_argument(
+                        "update document must have first key starting with '$'",
+                    ));
                 }
                 Ok(Bson::Document(d.clone()))
             }
-            UpdateModifications::Pipeline(p) => Ok(Bson::Array(p.iter().cloned().map(Bson::Document).collect())),
+            UpdateModifications::Pipeline(p) => {
+                Ok(Bson::Array(p.iter().cloned().map(Bson::Document).collect()))
+            }
         }
     }
 }
@@ -85,7 +92,9 @@ impl UpdateModifications {
 pub(crate) fn replacement_document<T: Serialize>(r: &T) -> Result<Document> {
     let d = bson::serialize_to_document(r).map_err(Error::serialization)?;
     if d.keys().next().is_some_and(|k| k.starts_with('$')) {
-        return Err(Error::invalid_argument("replacement document must not contain update modifiers"));
+        return Err(Error::invalid_argument(
+            "replacement document must not contain update modifiers",
+        ));
     }
     Ok(d)
 }
@@ -123,7 +132,11 @@ impl<T: Send + Sync> std::fmt::Debug for Collection<T> {
 
 impl<T: Send + Sync> Collection<T> {
     pub(crate) fn new(client: Client, db: &str, coll: &str) -> Self {
-        Collection { client, ns: Namespace { db: db.to_string(), coll: coll.to_string() }, _type: PhantomData }
+        Collection {
+            client,
+            ns: Namespace { db: db.to_string(), coll: coll.to_string() },
+            _type: PhantomData,
+        }
     }
 
     /// The collection name.
@@ -162,12 +175,20 @@ impl<T: Send + Sync> Collection<T> {
     }
 
     /// Updates the first matching document.
-    pub fn update_one(&self, filter: Document, update: impl Into<UpdateModifications>) -> Update<'_, T> {
+    pub fn update_one(
+        &self,
+        filter: Document,
+        update: impl Into<UpdateModifications>,
+    ) -> Update<'_, T> {
         Update::new(self, filter, UpdateKind::Modify(update.into()), false)
     }
 
     /// Updates every matching document.
-    pub fn update_many(&self, filter: Document, update: impl Into<UpdateModifications>) -> Update<'_, T> {
+    pub fn update_many(
+        &self,
+        filter: Document,
+        update: impl Into<UpdateModifications>,
+    ) -> Update<'_, T> {
         Update::new(self, filter, UpdateKind::Modify(update.into()), true)
     }
 
@@ -188,7 +209,11 @@ impl<T: Send + Sync> Collection<T> {
 
     /// Updates the first matching document and returns it (as it was, or with
     /// `.return_document(ReturnDocument::After)` as it is now).
-    pub fn find_one_and_update(&self, filter: Document, update: impl Into<UpdateModifications>) -> FindAndModify<'_, T> {
+    pub fn find_one_and_update(
+        &self,
+        filter: Document,
+        update: impl Into<UpdateModifications>,
+    ) -> FindAndModify<'_, T> {
         FindAndModify::new(self, filter, Modification::Update(update.into()))
     }
 
@@ -225,8 +250,17 @@ impl<T: Send + Sync> Collection<T> {
     }
 
     /// Creates several indexes in one command.
-    pub fn create_indexes(&self, indexes: impl IntoIterator<Item = IndexModel>) -> CreateIndexes<'_, T> {
-        CreateIndexes { inner: CreateIndex { coll: self, indexes: indexes.into_iter().collect(), session: None } }
+    pub fn create_indexes(
+        &self,
+        indexes: impl IntoIterator<Item = IndexModel>,
+    ) -> CreateIndexes<'_, T> {
+        CreateIndexes {
+            inner: CreateIndex {
+                coll: self,
+                indexes: indexes.into_iter().collect(),
+                session: None,
+            },
+        }
     }
 
     /// Lists the collection's indexes.
@@ -282,7 +316,11 @@ impl<T: Serialize + Send + Sync> Collection<T> {
     }
 
     /// Replaces the first matching document and returns it.
-    pub fn find_one_and_replace(&self, filter: Document, replacement: impl Borrow<T>) -> FindAndModify<'_, T> {
+    pub fn find_one_and_replace(
+        &self,
+        filter: Document,
+        replacement: impl Borrow<T>,
+    ) -> FindAndModify<'_, T> {
         let r = replacement_document(replacement.borrow());
         FindAndModify::new(self, filter, Modification::Replace(r))
     }
@@ -408,7 +446,12 @@ impl<'a, T: Send + Sync, S> Find<'a, T, S> {
 impl<'a, T: Send + Sync> Find<'a, T, ImplicitSession> {
     /// Runs the query in a session; the result is then a [`SessionCursor`].
     pub fn session(self, session: &'a mut ClientSession) -> Find<'a, T, ExplicitSession<'a>> {
-        Find { coll: self.coll, filter: self.filter, options: self.options, session: ExplicitSession(session) }
+        Find {
+            coll: self.coll,
+            filter: self.filter,
+            options: self.options,
+            session: ExplicitSession(session),
+        }
     }
 
     /// Runs the query.
@@ -459,8 +502,12 @@ impl<'a, T: Send + Sync + DeserializeOwned> FindOne<'a, T> {
             .first()
             .cloned();
         match first {
-            Some(Bson::Document(d)) => bson::deserialize_from_document(d).map(Some).map_err(Error::deserialization),
-            Some(other) => Err(Error::invalid_response(format!("find returned a non-document: {other}"))),
+            Some(Bson::Document(d)) => {
+                bson::deserialize_from_document(d).map(Some).map_err(Error::deserialization)
+            }
+            Some(other) => {
+                Err(Error::invalid_response(format!("find returned a non-document: {other}")))
+            }
             None => Ok(None),
         }
     }
@@ -521,7 +568,11 @@ impl<'a, T: Send + Sync> InsertMany<'a, T> {
         }
         let mut session = self.session;
         let mut inserted_ids = HashMap::new();
-        let mut failure = InsertManyError { write_errors: None, write_concern_error: None, inserted_ids: HashMap::new() };
+        let mut failure = InsertManyError {
+            write_errors: None,
+            write_concern_error: None,
+            inserted_ids: HashMap::new(),
+        };
         let mut labels = Vec::new();
         let with_ids: Vec<(Document, Bson)> = docs.into_iter().map(ensure_id).collect();
         for (chunk_no, chunk) in with_ids.chunks(MAX_WRITE_BATCH).enumerate() {
@@ -686,7 +737,7 @@ pub struct FindAndModify<'a, T: Send + Sync> {
     session: Option<&'a mut ClientSession>,
 }
 
-impl<'a, T: Send + Sync + DeserializeOwned> FindAndModify<'a, T> {
+impl<'a, T: Send + Sync> FindAndModify<'a, T> {
     fn new(coll: &'a Collection<T>, filter: Document, modification: Modification) -> Self {
         FindAndModify {
             coll,
@@ -700,7 +751,9 @@ impl<'a, T: Send + Sync + DeserializeOwned> FindAndModify<'a, T> {
             session: None,
         }
     }
+}
 
+impl<'a, T: Send + Sync + DeserializeOwned> FindAndModify<'a, T> {
     /// Chooses which document is modified when several match.
     pub fn sort(mut self, sort: Document) -> Self {
         self.sort = Some(sort);
@@ -774,7 +827,9 @@ impl<'a, T: Send + Sync + DeserializeOwned> FindAndModify<'a, T> {
                 bson::deserialize_from_document(d.clone()).map(Some).map_err(Error::deserialization)
             }
             Some(Bson::Null) | None => Ok(None),
-            Some(other) => Err(Error::invalid_response(format!("findAndModify returned a non-document: {other}"))),
+            Some(other) => Err(Error::invalid_response(format!(
+                "findAndModify returned a non-document: {other}"
+            ))),
         }
     }
 }
@@ -818,14 +873,20 @@ impl<'a, T: Send + Sync> CountDocuments<'a, T> {
             pipeline.push(Bson::Document(doc! { "$limit": l as i64 }));
         }
         pipeline.push(Bson::Document(doc! { "$group": { "_id": 1, "n": { "$sum": 1 } } }));
-        let cmd = doc! { "aggregate": self.coll.ns.coll.clone(), "pipeline": pipeline, "cursor": {} };
+        let cmd =
+            doc! { "aggregate": self.coll.ns.coll.clone(), "pipeline": pipeline, "cursor": {} };
         let reply = self.coll.run(cmd, self.session)?;
         let batch = reply
             .get_document("cursor")
             .and_then(|c| c.get_array("firstBatch"))
             .map_err(|e| Error::invalid_response(e.to_string()))?;
         // No group at all means nothing matched.
-        Ok(batch.first().and_then(|d| d.as_document()).and_then(|d| reply_i64(d, "n")).unwrap_or(0).max(0) as u64)
+        Ok(batch
+            .first()
+            .and_then(|d| d.as_document())
+            .and_then(|d| reply_i64(d, "n"))
+            .unwrap_or(0)
+            .max(0) as u64)
     }
 }
 
@@ -876,7 +937,8 @@ impl<'a, T: Send + Sync> Distinct<'a, T> {
 
     /// The distinct values.
     pub fn run(self) -> Result<Vec<Bson>> {
-        let cmd = doc! { "distinct": self.coll.ns.coll.clone(), "key": self.field, "query": self.filter };
+        let cmd =
+            doc! { "distinct": self.coll.ns.coll.clone(), "key": self.field, "query": self.filter };
         let reply = self.coll.run(cmd, self.session)?;
         reply.get_array("values").cloned().map_err(|e| Error::invalid_response(e.to_string()))
     }
@@ -911,7 +973,8 @@ impl<'a, T: Send + Sync, S> Aggregate<'a, T, S> {
             cursor.insert("batchSize", i64::from(b));
         }
         let pipeline: Vec<Bson> = self.pipeline.iter().cloned().map(Bson::Document).collect();
-        let mut cmd = doc! { "aggregate": self.coll.ns.coll.clone(), "pipeline": pipeline, "cursor": cursor };
+        let mut cmd =
+            doc! { "aggregate": self.coll.ns.coll.clone(), "pipeline": pipeline, "cursor": cursor };
         if let Some(t) = self.max_time {
             cmd.insert("maxTimeMS", t.as_millis() as i64);
         }
@@ -1057,7 +1120,12 @@ mod tests {
 
     #[test]
     fn find_command_shapes() {
-        let o = FindOptions { limit: Some(-3), skip: Some(2), batch_size: Some(5), ..FindOptions::default() };
+        let o = FindOptions {
+            limit: Some(-3),
+            skip: Some(2),
+            batch_size: Some(5),
+            ..FindOptions::default()
+        };
         assert_eq!(
             o.command("c", doc! { "x": 1 }),
             doc! { "find": "c", "filter": { "x": 1 }, "skip": 2_i64, "limit": 3_i64, "singleBatch": true, "batchSize": 5_i64 }
@@ -1074,8 +1142,13 @@ mod tests {
 
     #[test]
     fn update_reply_counts_exclude_the_upsert() {
-        let r = parse_update_reply(&doc! { "n": 1, "nModified": 0, "upserted": [{ "index": 0, "_id": 5 }] });
-        assert_eq!(r, UpdateResult { matched_count: 0, modified_count: 0, upserted_id: Some(Bson::Int32(5)) });
+        let r = parse_update_reply(
+            &doc! { "n": 1, "nModified": 0, "upserted": [{ "index": 0, "_id": 5 }] },
+        );
+        assert_eq!(
+            r,
+            UpdateResult { matched_count: 0, modified_count: 0, upserted_id: Some(Bson::Int32(5)) }
+        );
         let r = parse_update_reply(&doc! { "n": 3, "nModified": 2 });
         assert_eq!(r, UpdateResult { matched_count: 3, modified_count: 2, upserted_id: None });
     }

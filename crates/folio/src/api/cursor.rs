@@ -27,7 +27,8 @@ struct CursorState {
 impl CursorState {
     /// Parses the `cursor` field of a `find`/`aggregate`/`listIndexes` reply.
     fn from_reply(client: Client, reply: &Document, batch_size: Option<u32>) -> Result<Self> {
-        let cursor = reply.get_document("cursor").map_err(|e| Error::invalid_response(e.to_string()))?;
+        let cursor =
+            reply.get_document("cursor").map_err(|e| Error::invalid_response(e.to_string()))?;
         let ns = cursor.get_str("ns").unwrap_or_default();
         let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
         Ok(CursorState {
@@ -62,7 +63,8 @@ impl CursorState {
             cmd.insert("batchSize", i64::from(n));
         }
         let reply = self.client.execute(&self.db, cmd, session)?;
-        let cursor = reply.get_document("cursor").map_err(|e| Error::invalid_response(e.to_string()))?;
+        let cursor =
+            reply.get_document("cursor").map_err(|e| Error::invalid_response(e.to_string()))?;
         self.id = reply_i64(cursor, "id").unwrap_or(0);
         self.buffer = batch(cursor, "nextBatch")?;
         Ok(())
@@ -73,7 +75,9 @@ impl Drop for CursorState {
     fn drop(&mut self) {
         if self.id != 0 {
             // Best effort, like a driver: the server reaps idle cursors anyway.
-            let _ = self.client.send(&self.db, doc! { "killCursors": self.coll.clone(), "cursors": [self.id] });
+            let _ = self
+                .client
+                .send(&self.db, doc! { "killCursors": self.coll.clone(), "cursors": [self.id] });
         }
     }
 }
@@ -83,7 +87,9 @@ fn batch(cursor: &Document, key: &str) -> Result<VecDeque<Document>> {
     docs.iter()
         .map(|d| match d {
             Bson::Document(d) => Ok(d.clone()),
-            other => Err(Error::invalid_response(format!("cursor batch holds a non-document: {other}"))),
+            other => {
+                Err(Error::invalid_response(format!("cursor batch holds a non-document: {other}")))
+            }
         })
         .collect()
 }
@@ -100,7 +106,10 @@ pub struct Cursor<T> {
 
 impl<T> Cursor<T> {
     pub(crate) fn new(client: Client, reply: &Document, batch_size: Option<u32>) -> Result<Self> {
-        Ok(Cursor { state: CursorState::from_reply(client, reply, batch_size)?, _type: PhantomData })
+        Ok(Cursor {
+            state: CursorState::from_reply(client, reply, batch_size)?,
+            _type: PhantomData,
+        })
     }
 
     /// The server's cursor id (0 once exhausted).
@@ -130,7 +139,10 @@ pub struct SessionCursor<T> {
 
 impl<T> SessionCursor<T> {
     pub(crate) fn new(client: Client, reply: &Document, batch_size: Option<u32>) -> Result<Self> {
-        Ok(SessionCursor { state: CursorState::from_reply(client, reply, batch_size)?, _type: PhantomData })
+        Ok(SessionCursor {
+            state: CursorState::from_reply(client, reply, batch_size)?,
+            _type: PhantomData,
+        })
     }
 
     /// The server's cursor id (0 once exhausted).

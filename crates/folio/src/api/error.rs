@@ -68,6 +68,9 @@ pub enum ErrorKind {
         /// Why.
         message: String,
     },
+    /// An application's own error, returned from a transaction callback (see
+    /// [`Error::custom`]).
+    Custom(std::sync::Arc<dyn std::any::Any + Send + Sync>),
 }
 
 /// A command failure reported by the server.
@@ -170,6 +173,20 @@ impl Error {
         Error { kind: Box::new(kind), labels: labels.into_iter().collect() }
     }
 
+    /// Wraps an application error, so that a transaction callback can fail with it and the
+    /// caller can get it back with [`Error::get_custom`].
+    pub fn custom(e: impl std::any::Any + Send + Sync) -> Self {
+        Error::new(ErrorKind::Custom(std::sync::Arc::new(e)), [])
+    }
+
+    /// The application error wrapped by [`Error::custom`], if it has type `E`.
+    pub fn get_custom<E: std::any::Any>(&self) -> Option<&E> {
+        match self.kind.as_ref() {
+            ErrorKind::Custom(e) => e.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn invalid_argument(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidArgument { message: message.into() }, [])
     }
@@ -202,14 +219,17 @@ impl Error {
                 (_, Some(wce)) => Some(wce.code),
                 _ => None,
             },
-            ErrorKind::BulkWrite(e) => {
-                e.write_errors.first().map(|w| w.code).or(e.write_concern_errors.first().map(|w| w.code))
-            }
+            ErrorKind::BulkWrite(e) => e
+                .write_errors
+                .first()
+                .map(|w| w.code)
+                .or(e.write_concern_errors.first().map(|w| w.code)),
             ErrorKind::InvalidArgument { .. }
             | ErrorKind::Transaction { .. }
             | ErrorKind::BsonSerialization { .. }
             | ErrorKind::BsonDeserialization { .. }
-            | ErrorKind::InvalidResponse { .. } => None,
+            | ErrorKind::InvalidResponse { .. }
+            | ErrorKind::Custom(_) => None,
         }
     }
 
@@ -232,7 +252,8 @@ impl Error {
             | ErrorKind::Transaction { .. }
             | ErrorKind::BsonSerialization { .. }
             | ErrorKind::BsonDeserialization { .. }
-            | ErrorKind::InvalidResponse { .. } => None,
+            | ErrorKind::InvalidResponse { .. }
+            | ErrorKind::Custom(_) => None,
         }
     }
 
@@ -274,7 +295,12 @@ impl Error {
             .filter(|(k, _)| {
                 !matches!(
                     k.as_str(),
-                    "ok" | "code" | "codeName" | "errmsg" | "errorLabels" | "operationTime" | "$clusterTime"
+                    "ok" | "code"
+                        | "codeName"
+                        | "errmsg"
+                        | "errorLabels"
+                        | "operationTime"
+                        | "$clusterTime"
                 )
             })
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -304,7 +330,9 @@ impl From<crate::error::Error> for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind.as_ref() {
-            ErrorKind::Command(c) => write!(f, "Command failed: Error code {} ({}): {}", c.code, c.code_name, c.message)?,
+            ErrorKind::Command(c) => {
+                write!(f, "Command failed: Error code {} ({}): {}", c.code, c.code_name, c.message)?
+            }
             ErrorKind::Write(WriteFailure::WriteError(w)) => write!(
                 f,
                 "Write error: Error code {} ({}): {}",
@@ -312,9 +340,11 @@ impl fmt::Display for Error {
                 w.code_name.as_deref().unwrap_or(""),
                 w.message
             )?,
-            ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
-                write!(f, "Write concern error: Error code {} ({}): {}", w.code, w.code_name, w.message)?
-            }
+            ErrorKind::Write(WriteFailure::WriteConcernError(w)) => write!(
+                f,
+                "Write concern error: Error code {} ({}): {}",
+                w.code, w.code_name, w.message
+            )?,
             ErrorKind::InsertMany(e) => {
                 let n = e.write_errors.as_ref().map_or(0, Vec::len);
                 write!(f, "insert_many failed: {n} write errors")?;
@@ -330,9 +360,16 @@ impl fmt::Display for Error {
             }
             ErrorKind::InvalidArgument { message } => write!(f, "Invalid argument: {message}")?,
             ErrorKind::Transaction { message } => write!(f, "Transaction error: {message}")?,
-            ErrorKind::BsonSerialization { message } => write!(f, "BSON serialization failed: {message}")?,
-            ErrorKind::BsonDeserialization { message } => write!(f, "BSON deserialization failed: {message}")?,
-            ErrorKind::InvalidResponse { message } => write!(f, "Invalid server response: {message}")?,
+            ErrorKind::BsonSerialization { message } => {
+                write!(f, "BSON serialization failed: {message}")?
+            }
+            ErrorKind::BsonDeserialization { message } => {
+                write!(f, "BSON deserialization failed: {message}")?
+            }
+            ErrorKind::InvalidResponse { message } => {
+                write!(f, "Invalid server response: {message}")?
+            }
+            ErrorKind::Custom(_) => write!(f, "Custom error")?,
         }
         if !self.labels.is_empty() {
             let mut labels: Vec<&str> = self.labels.iter().map(String::as_str).collect();
@@ -417,10 +454,16 @@ pub(crate) fn check_single_write(reply: &Document) -> Result<()> {
             key_pattern: w.key_pattern,
             key_value: w.key_value,
         };
-        return Err(Error::new(ErrorKind::Write(WriteFailure::WriteError(err)), reply_labels(reply)));
+        return Err(Error::new(
+            ErrorKind::Write(WriteFailure::WriteError(err)),
+            reply_labels(reply),
+        ));
     }
     if let Some(wce) = write_concern_error(reply) {
-        return Err(Error::new(ErrorKind::Write(WriteFailure::WriteConcernError(wce)), reply_labels(reply)));
+        return Err(Error::new(
+            ErrorKind::Write(WriteFailure::WriteConcernError(wce)),
+            reply_labels(reply),
+        ));
     }
     Ok(())
 }

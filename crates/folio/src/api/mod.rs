@@ -51,18 +51,20 @@ pub mod results;
 mod session;
 
 pub use bulk::{
-    BulkWrite, DeleteManyModel, DeleteOneModel, InsertOneModel, ReplaceOneModel, UpdateManyModel, UpdateOneModel,
-    WriteModel,
+    BulkWrite, DeleteManyModel, DeleteOneModel, InsertOneModel, ReplaceOneModel, UpdateManyModel,
+    UpdateOneModel, WriteModel,
 };
 pub use client::{Client, CreateCollection, Database, RunCommand, StartSession};
 pub use collection::{
     Aggregate, Collection, CountDocuments, CreateIndex, CreateIndexes, Delete, Distinct, DropIndex,
-    EstimatedDocumentCount, ExplicitSession, Find, FindAndModify, FindOne, FindOptions, ImplicitSession, IndexCursor,
-    InsertMany, InsertOne, ListIndexes, Namespace, Update, UpdateModifications,
+    EstimatedDocumentCount, ExplicitSession, Find, FindAndModify, FindOne, FindOptions,
+    ImplicitSession, IndexCursor, InsertMany, InsertOne, ListIndexes, Namespace, Update,
+    UpdateModifications,
 };
 pub use cursor::{Cursor, SessionCursor, SessionCursorIter};
 pub use error::{Error, Result};
 pub use options::{IndexModel, ReturnDocument};
 pub use session::{
-    AbortTransaction, ClientSession, CommitTransaction, StartTransaction, TransactionState, WITH_TRANSACTION_TIMEOUT,
+    AbortTransaction, ClientSession, CommitTransaction, StartTransaction, TransactionState,
+    WITH_TRANSACTION_TIMEOUT,
 };

@@ -306,7 +306,8 @@ impl IndexModel {
         if let Some(name) = self.options.as_ref().and_then(|o| o.name.clone()) {
             return name;
         }
-        let parts: Vec<String> = self.keys.iter().map(|(k, v)| format!("{}_{}", k, key_direction(v))).collect();
+        let parts: Vec<String> =
+            self.keys.iter().map(|(k, v)| format!("{}_{}", k, key_direction(v))).collect();
         parts.join("_")
     }
 

@@ -28,8 +28,8 @@ use bson::{Document, doc};
 
 use super::client::Client;
 use super::error::{
-    Error, ErrorKind, Result, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT, WriteFailure,
-    write_concern_error,
+    Error, ErrorKind, Result, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
+    WriteFailure, write_concern_error,
 };
 use super::options::{ReadConcern, SessionOptions, TransactionOptions, WriteConcern};
 
@@ -166,7 +166,9 @@ impl ClientSession {
                 cmd.insert("autocommit", false);
             }
             // A command after the transaction ended runs outside any transaction.
-            TransactionState::Committed { .. } | TransactionState::Aborted => self.state = TransactionState::None,
+            TransactionState::Committed { .. } | TransactionState::Aborted => {
+                self.state = TransactionState::None
+            }
             TransactionState::None => {}
         }
     }
@@ -199,13 +201,14 @@ impl ClientSession {
         if let Some(t) = self.txn_options.max_commit_time {
             cmd.insert("maxTimeMS", t.as_millis() as i64);
         }
-        let mut result = self.client.send("admin", cmd.clone()).and_then(|reply| check_commit_reply(&reply));
-        if let Err(e) = &result {
-            if e.contains_label(super::error::RETRYABLE_WRITE_ERROR) {
-                // The retry of a commit asks for majority, as the retryable-writes rules say.
-                cmd.insert("writeConcern", majority_for_retry(wc).to_document());
-                result = self.client.send("admin", cmd).and_then(|reply| check_commit_reply(&reply));
-            }
+        let mut result =
+            self.client.send("admin", cmd.clone()).and_then(|reply| check_commit_reply(&reply));
+        if let Err(e) = &result
+            && e.contains_label(super::error::RETRYABLE_WRITE_ERROR)
+        {
+            // The retry of a commit asks for majority, as the retryable-writes rules say.
+            cmd.insert("writeConcern", majority_for_retry(wc).to_document());
+            result = self.client.send("admin", cmd).and_then(|reply| check_commit_reply(&reply));
         }
         result.map_err(label_commit_error)
     }
@@ -214,10 +217,10 @@ impl ClientSession {
     /// the transaction on its own when it cannot be reached or has already given up on it.
     fn send_abort(&mut self) {
         let cmd = self.end_command("abortTransaction", self.txn_options.write_concern.clone());
-        if let Err(e) = self.client.send("admin", cmd.clone()) {
-            if e.contains_label(super::error::RETRYABLE_WRITE_ERROR) {
-                let _ = self.client.send("admin", cmd);
-            }
+        if let Err(e) = self.client.send("admin", cmd.clone())
+            && e.contains_label(super::error::RETRYABLE_WRITE_ERROR)
+        {
+            let _ = self.client.send("admin", cmd);
         }
     }
 }
@@ -346,7 +349,9 @@ impl StartTransaction<'_> {
                     if session.in_transaction() {
                         session.abort_transaction().run()?;
                     }
-                    if e.contains_label(TRANSIENT_TRANSACTION_ERROR) && started.elapsed() < WITH_TRANSACTION_TIMEOUT {
+                    if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                        && started.elapsed() < WITH_TRANSACTION_TIMEOUT
+                    {
                         backoff(attempt);
                         attempt += 1;
                         continue 'transaction;
@@ -362,7 +367,10 @@ impl StartTransaction<'_> {
                     return Ok(value);
                 };
                 let in_time = started.elapsed() < WITH_TRANSACTION_TIMEOUT;
-                if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && !is_max_time_expired(&e) && in_time {
+                if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                    && !is_max_time_expired(&e)
+                    && in_time
+                {
                     continue;
                 }
                 if e.contains_label(TRANSIENT_TRANSACTION_ERROR) && in_time {
@@ -381,15 +389,23 @@ fn start(session: &mut ClientSession, options: Option<&TransactionOptions>) -> R
     if session.in_transaction() {
         return Err(Error::transaction("transaction already in progress"));
     }
-    let defaults = session.options.as_ref().and_then(|o| o.default_transaction_options.clone()).unwrap_or_default();
+    let defaults = session
+        .options
+        .as_ref()
+        .and_then(|o| o.default_transaction_options.clone())
+        .unwrap_or_default();
     let given = options.cloned().unwrap_or_default();
     let merged = TransactionOptions {
         read_concern: given.read_concern.or(defaults.read_concern),
         write_concern: given.write_concern.or(defaults.write_concern),
         max_commit_time: given.max_commit_time.or(defaults.max_commit_time),
     };
-    if let Some(super::options::Acknowledgment::Nodes(0)) = merged.write_concern.as_ref().and_then(|w| w.w.clone()) {
-        return Err(Error::transaction("transactions do not support unacknowledged write concerns"));
+    if let Some(super::options::Acknowledgment::Nodes(0)) =
+        merged.write_concern.as_ref().and_then(|w| w.w.clone())
+    {
+        return Err(Error::transaction(
+            "transactions do not support unacknowledged write concerns",
+        ));
     }
     session.txn_number += 1;
     session.txn_options = merged;
@@ -410,9 +426,9 @@ impl CommitTransaction<'_> {
         let session = self.session;
         match session.state {
             TransactionState::None => Err(Error::transaction("no transaction started")),
-            TransactionState::Aborted => {
-                Err(Error::transaction("Cannot call commitTransaction after calling abortTransaction"))
-            }
+            TransactionState::Aborted => Err(Error::transaction(
+                "Cannot call commitTransaction after calling abortTransaction",
+            )),
             TransactionState::Starting | TransactionState::Committed { data_committed: false } => {
                 session.state = TransactionState::Committed { data_committed: false };
                 Ok(())
@@ -438,10 +454,12 @@ impl AbortTransaction<'_> {
         let session = self.session;
         match session.state {
             TransactionState::None => Err(Error::transaction("no transaction started")),
-            TransactionState::Committed { .. } => {
-                Err(Error::transaction("Cannot call abortTransaction after calling commitTransaction"))
+            TransactionState::Committed { .. } => Err(Error::transaction(
+                "Cannot call abortTransaction after calling commitTransaction",
+            )),
+            TransactionState::Aborted => {
+                Err(Error::transaction("cannot call abortTransaction twice"))
             }
-            TransactionState::Aborted => Err(Error::transaction("cannot call abortTransaction twice")),
             TransactionState::Starting => {
                 session.state = TransactionState::Aborted;
                 Ok(())
