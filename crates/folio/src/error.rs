@@ -123,12 +123,14 @@ codes! {
     OptionNotSupportedOnView = 167,
     InvalidPipelineOperator = 168,
     InvalidViewDefinition = 182,
+    CannotIndexParallelArrays = 171,
     ShutdownInProgress = 91,
     PrimarySteppedDown = 189,
     ReadConcernMajorityNotAvailableYet = 134,
     NetworkInterfaceExceededTimeLimit = 202,
     SnapshotTooOld = 239,
     NotWritablePrimary = 10107,
+    BSONObjectTooLarge = 10334,
     InterruptedAtShutdown = 11600,
     Interrupted = 11601,
     InterruptedDueToReplStateChange = 11602,
@@ -146,10 +148,42 @@ codes! {
     Location40234 = 40234,
     Location40323 = 40323,
     Location40324 = 40324,
+    Location15975 = 15975,
+    Location28667 = 28667,
+    Location28724 = 28724,
+    Location31250 = 31250,
+    Location31253 = 31253,
+    Location31274 = 31274,
+    Location31275 = 31275,
+    Location31276 = 31276,
+    Location31394 = 31394,
+    Location31395 = 31395,
+    Location51246 = 51246,
+    Location51270 = 51270,
     Location40352 = 40352,
     Location40353 = 40353,
     Location51024 = 51024,
     Location51091 = 51091,
+    Location15983 = 15983,
+    Location16020 = 16020,
+    Location16410 = 16410,
+    Location16872 = 16872,
+    Location17276 = 17276,
+    Location4161100 = 4161100,
+    Location4161101 = 4161101,
+    Location4161102 = 4161102,
+    Location4161106 = 4161106,
+    Location40228 = 40228,
+    Location40324 = 40324,
+    Location40323 = 40323,
+    Location40272 = 40272,
+    Location31120 = 31120,
+    Location31002 = 31002,
+    Location51272 = 51272,
+    Location15969 = 15969,
+    Location40231 = 40231,
+    Location51075 = 51075,
+    Location51108 = 51108,
     APIStrictError = 323,
     SocketException = 9001,
 }
@@ -175,7 +209,7 @@ pub struct Error {
     /// Error labels, in the order they were added.
     pub labels: Vec<String>,
     /// Extra fields to merge into the error reply or write error (e.g. `keyPattern`, `errInfo`).
-    pub extra: Option<bson::Document>,
+    pub extra: Option<Box<bson::Document>>,
     /// For a WriteConflict: the id of the in-flight transaction that holds the key, when known.
     /// A single-statement write waits for that transaction to finish and then retries.
     pub conflict_holder: Option<u64>,
@@ -184,7 +218,13 @@ pub struct Error {
 impl Error {
     /// An error with a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), labels: Vec::new(), extra: None, conflict_holder: None }
+        Error {
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            extra: None,
+            conflict_holder: None,
+        }
     }
 
     /// Adds a label (once).
@@ -207,7 +247,7 @@ impl Error {
 
     /// Attaches extra reply fields.
     pub fn with_extra(mut self, extra: bson::Document) -> Self {
-        self.extra = Some(extra);
+        self.extra = Some(Box::new(extra));
         self
     }
 

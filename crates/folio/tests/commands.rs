@@ -15,7 +15,8 @@
 //! session NAME. `$db` defaults to `test`. The next line is the expected reply: every field it names
 //! must be present with an equal value (numbers compare by value; nested documents are compared
 //! the same way, arrays element by element); fields it does not name are ignored. The special value
-//! `"$$exists"` only checks presence, `"$$absent"` checks absence.
+//! `"$$exists"` only checks presence, `"$$absent"` checks absence. After each script, `verify`
+//! must find every index in agreement with the documents.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,7 +28,8 @@ use folio::mvcc::{Mvcc, MvccOptions};
 use folio::storage::MemoryEngine;
 
 fn service() -> Service {
-    let store = Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("open mvcc");
+    let store =
+        Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("open mvcc");
     let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
     Service::new(store, options).expect("service")
 }
@@ -69,7 +71,12 @@ fn matches(expected: &Bson, actual: Option<&Bson>, path: &str) -> Result<(), Str
         }
         (Bson::Array(e), Some(Bson::Array(a))) => {
             if e.len() != a.len() {
-                return Err(format!("{path}: expected {} elements, found {}: {:?}", e.len(), a.len(), a));
+                return Err(format!(
+                    "{path}: expected {} elements, found {}: {:?}",
+                    e.len(),
+                    a.len(),
+                    a
+                ));
             }
             for (i, (ev, av)) in e.iter().zip(a).enumerate() {
                 matches(ev, Some(av), &format!("{path}.{i}"))?;
@@ -118,10 +125,20 @@ fn run_script(file: &Path) -> Vec<String> {
             let Some((cmd_line, reply)) = last_reply.take() else {
                 panic!("{}:{lineno}: expectation without a command", file.display());
             };
-            if let Err(diff) = matches(&Bson::Document(expected), Some(&Bson::Document(reply.clone())), "reply") {
-                failures.push(format!("{}:{cmd_line}: {diff}\n    full reply: {reply}", file.display()));
+            if let Err(diff) =
+                matches(&Bson::Document(expected), Some(&Bson::Document(reply.clone())), "reply")
+            {
+                failures.push(format!(
+                    "{}:{cmd_line}: {diff}\n    full reply: {reply}",
+                    file.display()
+                ));
             }
         }
+    }
+    // Whatever the script did, indexes and documents must still agree.
+    let txn = svc.store().begin().expect("begin");
+    for problem in folio::exec::verify(txn.as_ref()).expect("verify") {
+        failures.push(format!("{}: verify: {problem}", file.display()));
     }
     failures
 }

@@ -54,19 +54,30 @@ fn child(dir: &Path) {
     let mut conn = svc.connect("crash-child");
     let count = run(&svc, &mut conn, doc! { "count": "accounts", "query": {} });
     if count.get_i32("n").unwrap_or(0) == 0 {
+        // The accounts and their index are created in one transaction, so a kill during setup
+        // leaves either everything or nothing.
+        let setup = doc! { "id": bson::Uuid::new() };
         let docs: Vec<Document> =
             (0..ACCOUNTS).map(|i| doc! { "_id": i, "bal": OPENING_BALANCE }).collect();
-        let r = run(&svc, &mut conn, doc! { "insert": "accounts", "documents": docs });
-        assert!(ok(&r), "setup failed: {r}");
-        let r = run(
-            &svc,
-            &mut conn,
-            doc! { "createIndexes": "accounts", "indexes": [{ "key": { "bal": 1 }, "name": "bal_1" }] },
-        );
-        assert!(ok(&r), "index failed: {r}");
-        println!("ready");
+        let steps = [
+            doc! {
+                "createIndexes": "accounts",
+                "indexes": [{ "key": { "bal": 1 }, "name": "bal_1" }],
+                "startTransaction": true,
+            },
+            doc! { "insert": "accounts", "documents": docs },
+            doc! { "commitTransaction": 1, "$db": "admin" },
+        ];
+        for mut step in steps {
+            step.insert("lsid", setup.clone());
+            step.insert("txnNumber", 1_i64);
+            step.insert("autocommit", false);
+            let r = run(&svc, &mut conn, step);
+            assert!(ok(&r), "setup failed: {r}");
+        }
     }
-    let seq_base: i64 = std::env::var("FOLIO_CRASH_SEQ").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seq_base: i64 =
+        std::env::var("FOLIO_CRASH_SEQ").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let lsid = doc! { "id": bson::Uuid::new() };
     let mut rng = rand::rng();
     for n in 1.. {
@@ -84,9 +95,18 @@ fn child(dir: &Path) {
             c
         };
         let steps = [
-            txn(doc! { "update": "accounts", "updates": [{ "q": { "_id": from }, "u": { "$inc": { "bal": -amount } } }] }, true),
-            txn(doc! { "update": "accounts", "updates": [{ "q": { "_id": to }, "u": { "$inc": { "bal": amount } } }] }, false),
-            txn(doc! { "insert": "ledger", "documents": [{ "_id": seq, "from": from, "to": to, "amount": amount }] }, false),
+            txn(
+                doc! { "update": "accounts", "updates": [{ "q": { "_id": from }, "u": { "$inc": { "bal": -amount } } }] },
+                true,
+            ),
+            txn(
+                doc! { "update": "accounts", "updates": [{ "q": { "_id": to }, "u": { "$inc": { "bal": amount } } }] },
+                false,
+            ),
+            txn(
+                doc! { "insert": "ledger", "documents": [{ "_id": seq, "from": from, "to": to, "amount": amount }] },
+                false,
+            ),
             txn(doc! { "commitTransaction": 1, "$db": "admin" }, false),
         ];
         for step in steps {
@@ -101,7 +121,8 @@ fn child(dir: &Path) {
 fn check(dir: &Path, acked: &[i64]) -> i64 {
     let (store, svc) = open(dir);
     let mut conn = svc.connect("crash-check");
-    let accounts = run(&svc, &mut conn, doc! { "find": "accounts", "filter": {}, "batchSize": 1000 });
+    let accounts =
+        run(&svc, &mut conn, doc! { "find": "accounts", "filter": {}, "batchSize": 1000 });
     let ledger = run(&svc, &mut conn, doc! { "find": "ledger", "filter": {}, "batchSize": 100000 });
     let batch = |r: &Document| -> Vec<Document> {
         r.get_document("cursor")
@@ -131,7 +152,10 @@ fn check(dir: &Path, acked: &[i64]) -> i64 {
     for a in &accounts {
         let id = a.get_i32("_id").expect("id") as usize;
         let bal = a.get_i64("bal").expect("bal");
-        assert_eq!(bal, expected[id], "account {id} disagrees with the ledger: partial transaction visible");
+        assert_eq!(
+            bal, expected[id],
+            "account {id} disagrees with the ledger: partial transaction visible"
+        );
         total += bal;
     }
     assert_eq!(total, OPENING_BALANCE * i64::from(ACCOUNTS), "total balance changed");
@@ -157,7 +181,12 @@ fn crash_kill9_keeps_acknowledged_transfers() {
     let total_acked = Arc::new(AtomicU64::new(0));
     for round in 0..KILLS {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_kill9_keeps_acknowledged_transfers", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_kill9_keeps_acknowledged_transfers",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("FOLIO_CRASH_CHILD", dir.path())
             .env("FOLIO_CRASH_SEQ", (seq + 1_000_000 * (round as i64 + 1)).to_string())
             .stdout(Stdio::piped())
@@ -170,11 +199,11 @@ fn crash_kill9_keeps_acknowledged_transfers() {
             let mut acked = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(n) = line.strip_prefix("ack ") {
-                    if let Ok(n) = n.trim().parse::<i64>() {
-                        acked.push(n);
-                        acked_count.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Some(n) = line.strip_prefix("ack ")
+                    && let Ok(n) = n.trim().parse::<i64>()
+                {
+                    acked.push(n);
+                    acked_count.fetch_add(1, Ordering::Relaxed);
                 }
             }
             acked

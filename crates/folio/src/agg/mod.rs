@@ -15,10 +15,16 @@ use crate::{bail, err};
 pub fn run(mut docs: Vec<Document>, pipeline: &[Document]) -> Result<Vec<Document>> {
     for stage in pipeline {
         let Some((name, arg)) = stage.iter().next() else {
-            bail!(Location40323, "A pipeline stage specification object must contain exactly one field.");
+            bail!(
+                Location40323,
+                "A pipeline stage specification object must contain exactly one field."
+            );
         };
         if stage.len() != 1 {
-            bail!(Location40323, "A pipeline stage specification object must contain exactly one field.");
+            bail!(
+                Location40323,
+                "A pipeline stage specification object must contain exactly one field."
+            );
         }
         docs = match (name.as_str(), arg) {
             ("$match", Bson::Document(f)) => {
@@ -43,17 +49,13 @@ pub fn run(mut docs: Vec<Document>, pipeline: &[Document]) -> Result<Vec<Documen
             }
             ("$project", Bson::Document(p)) => {
                 let p = Projection::parse(p)?;
-                docs.iter().map(|d| p.apply(d)).collect::<Result<_>>()?
+                docs.iter().map(|d| p.apply(d, None)).collect::<Result<_>>()?
             }
             ("$count", Bson::String(field)) => {
                 vec![bson::doc! { field.clone(): docs.len() as i32 }]
             }
             ("$group", Bson::Document(g)) => group(docs, g)?,
-            (other, _) => bail!(
-                Location40324,
-                "Unrecognized pipeline stage name: '{}'",
-                other
-            ),
+            (other, _) => bail!(Location40324, "Unrecognized pipeline stage name: '{}'", other),
         };
     }
     Ok(docs)
@@ -76,7 +78,7 @@ fn non_negative(v: &Bson, stage: &str) -> Result<usize> {
 fn eval(expr: &Bson, doc: &Document) -> Bson {
     match expr {
         Bson::String(s) if s.starts_with('$') => {
-            crate::doc::path::lookup_values(doc, &s[1..]).into_iter().next().unwrap_or(Bson::Null)
+            crate::doc::path::get_path(doc, &s[1..]).cloned().unwrap_or(Bson::Null)
         }
         other => other.clone(),
     }
@@ -88,7 +90,9 @@ fn add(a: &Bson, b: &Bson) -> Bson {
             Some(s) => Bson::Int32(s),
             None => Bson::Int64(i64::from(*x) + i64::from(*y)),
         },
-        (Bson::Int32(x), Bson::Int64(y)) | (Bson::Int64(y), Bson::Int32(x)) => Bson::Int64(i64::from(*x) + y),
+        (Bson::Int32(x), Bson::Int64(y)) | (Bson::Int64(y), Bson::Int32(x)) => {
+            Bson::Int64(i64::from(*x) + y)
+        }
         (Bson::Int64(x), Bson::Int64(y)) => Bson::Int64(x.wrapping_add(*y)),
         _ => Bson::Double(as_f64(a) + as_f64(b)),
     }
@@ -123,7 +127,10 @@ fn group(docs: Vec<Document>, spec: &Document) -> Result<Vec<Document>> {
             }
             e => eval(e, &d),
         };
-        match groups.iter_mut().find(|(k, _)| crate::doc::compare::cmp_bson(k, &key) == Ordering::Equal) {
+        match groups
+            .iter_mut()
+            .find(|(k, _)| crate::doc::compare::cmp_bson(k, &key) == Ordering::Equal)
+        {
             Some((_, members)) => members.push(d),
             None => groups.push((key, vec![d])),
         }
@@ -141,20 +148,38 @@ fn group(docs: Vec<Document>, spec: &Document) -> Result<Vec<Document>> {
             };
             let values: Vec<Bson> = members.iter().map(|d| eval(arg, d)).collect();
             let v = match op.as_str() {
-                "$sum" => values.iter().filter(|v| is_number(v)).fold(Bson::Int32(0), |a, v| add(&a, v)),
-                "$avg" => {
-                    let nums: Vec<f64> = values.iter().filter(|v| is_number(v)).map(as_f64).collect();
-                    if nums.is_empty() { Bson::Null } else { Bson::Double(nums.iter().sum::<f64>() / nums.len() as f64) }
+                "$sum" => {
+                    values.iter().filter(|v| is_number(v)).fold(Bson::Int32(0), |a, v| add(&a, v))
                 }
-                "$min" => values.into_iter().filter(|v| !matches!(v, Bson::Null)).min_by(crate::doc::compare::cmp_bson).unwrap_or(Bson::Null),
-                "$max" => values.into_iter().filter(|v| !matches!(v, Bson::Null)).max_by(crate::doc::compare::cmp_bson).unwrap_or(Bson::Null),
+                "$avg" => {
+                    let nums: Vec<f64> =
+                        values.iter().filter(|v| is_number(v)).map(as_f64).collect();
+                    if nums.is_empty() {
+                        Bson::Null
+                    } else {
+                        Bson::Double(nums.iter().sum::<f64>() / nums.len() as f64)
+                    }
+                }
+                "$min" => values
+                    .into_iter()
+                    .filter(|v| !matches!(v, Bson::Null))
+                    .min_by(crate::doc::compare::cmp_bson)
+                    .unwrap_or(Bson::Null),
+                "$max" => values
+                    .into_iter()
+                    .filter(|v| !matches!(v, Bson::Null))
+                    .max_by(crate::doc::compare::cmp_bson)
+                    .unwrap_or(Bson::Null),
                 "$first" => values.into_iter().next().unwrap_or(Bson::Null),
                 "$last" => values.into_iter().last().unwrap_or(Bson::Null),
                 "$push" => Bson::Array(values),
                 "$addToSet" => {
                     let mut set: Vec<Bson> = Vec::new();
                     for v in values {
-                        if !set.iter().any(|s| crate::doc::compare::cmp_bson(s, &v) == Ordering::Equal) {
+                        if !set
+                            .iter()
+                            .any(|s| crate::doc::compare::cmp_bson(s, &v) == Ordering::Equal)
+                        {
                             set.push(v);
                         }
                     }

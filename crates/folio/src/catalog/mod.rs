@@ -201,7 +201,8 @@ pub fn new_collection(db: &str, coll: &str, options: Document) -> Result<Collect
     let mut indexes = Vec::new();
     let is_view = options.contains_key("viewOn");
     if !is_view {
-        indexes.push(IndexMeta { id: 1, spec: doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" } });
+        indexes
+            .push(IndexMeta { id: 1, spec: doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" } });
     }
     Ok(CollectionMeta {
         db: db.to_string(),

@@ -15,11 +15,9 @@ pub fn collection(cmd: &Document, name: &str) -> Result<String> {
             }
             Ok(s.clone())
         }
-        Some(other) => bail!(
-            InvalidNamespace,
-            "collection name has invalid type {}",
-            type_name(other)
-        ),
+        Some(other) => {
+            bail!(InvalidNamespace, "collection name has invalid type {}", type_name(other))
+        }
         None => bail!(FailedToParse, "missing collection name"),
     }
 }
@@ -101,12 +99,9 @@ pub fn doc_array(cmd: &Document, key: &str, command: &str) -> Result<Vec<Documen
             key,
             type_name(other)
         ),
-        None => bail!(
-            FailedToParse,
-            "BSON field '{}.{}' is missing but a required field",
-            command,
-            key
-        ),
+        None => {
+            bail!(FailedToParse, "BSON field '{}.{}' is missing but a required field", command, key)
+        }
     }
 }
 

@@ -7,14 +7,14 @@ use super::args::{doc_array, opt_bool, opt_doc};
 use super::context::{Mode, Runner};
 use super::crud::{is_command_level, stmt_id, write_error_doc};
 use super::{Connection, Service};
+use crate::bail;
 use crate::error::Result;
 use crate::exec;
-use crate::bail;
 
 /// One parsed operation of `ops`.
 enum Op {
     Insert { ns: usize, doc: Document },
-    Update { ns: usize, op: exec::UpdateOp },
+    Update { ns: usize, op: Box<exec::UpdateOp> },
     Delete { ns: usize, filter: Document, multi: bool },
 }
 
@@ -22,7 +22,11 @@ fn ns_index(op: &Document, key: &str, count: usize) -> Result<usize> {
     let n = match op.get(key) {
         Some(Bson::Int32(n)) => i64::from(*n),
         Some(Bson::Int64(n)) => *n,
-        _ => bail!(TypeMismatch, "BSON field 'bulkWrite.ops.{}' is the wrong type, expected type 'int'", key),
+        _ => bail!(
+            TypeMismatch,
+            "BSON field 'bulkWrite.ops.{}' is the wrong type, expected type 'int'",
+            key
+        ),
     };
     if n < 0 || n as usize >= count {
         bail!(BadValue, "BulkWrite ops entry {} has an invalid nsInfo index {}", key, n);
@@ -36,16 +40,25 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
     };
     match kind.as_str() {
         "insert" => {
-            let doc = opt_doc(op, "document", "bulkWrite.ops")?
-                .ok_or_else(|| crate::err!(FailedToParse, "BSON field 'bulkWrite.ops.document' is missing but a required field"))?;
+            let doc = opt_doc(op, "document", "bulkWrite.ops")?.ok_or_else(|| {
+                crate::err!(
+                    FailedToParse,
+                    "BSON field 'bulkWrite.ops.document' is missing but a required field"
+                )
+            })?;
             Ok(Op::Insert { ns: ns_index(op, "insert", namespaces)?, doc })
         }
         "update" => {
             let filter = opt_doc(op, "filter", "bulkWrite.ops")?.unwrap_or_default();
             let update = match op.get("updateMods") {
                 Some(Bson::Document(d)) => d.clone(),
-                Some(Bson::Array(_)) => bail!(NotImplemented, "pipeline-style updates are not supported yet"),
-                _ => bail!(FailedToParse, "BSON field 'bulkWrite.ops.updateMods' is missing but a required field"),
+                Some(Bson::Array(_)) => {
+                    bail!(NotImplemented, "pipeline-style updates are not supported yet")
+                }
+                _ => bail!(
+                    FailedToParse,
+                    "BSON field 'bulkWrite.ops.updateMods' is missing but a required field"
+                ),
             };
             let multi = opt_bool(op, "multi", "bulkWrite.ops")?.unwrap_or(false);
             let array_filters = match op.get("arrayFilters") {
@@ -54,14 +67,14 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
             };
             Ok(Op::Update {
                 ns: ns_index(op, "update", namespaces)?,
-                op: exec::UpdateOp {
+                op: Box::new(exec::UpdateOp {
                     filter,
                     update,
                     multi,
                     upsert: opt_bool(op, "upsert", "bulkWrite.ops")?.unwrap_or(false),
                     array_filters,
                     sort: opt_doc(op, "sort", "bulkWrite.ops")?,
-                },
+                }),
             })
         }
         "delete" => Ok(Op::Delete {
@@ -74,16 +87,25 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
 }
 
 /// `bulkWrite`.
-pub fn bulk_write(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn bulk_write(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let raw_ops = doc_array(cmd, "ops", "bulkWrite")?;
     let ns_info = doc_array(cmd, "nsInfo", "bulkWrite")?;
     let ordered = opt_bool(cmd, "ordered", "bulkWrite")?.unwrap_or(true);
     let errors_only = opt_bool(cmd, "errorsOnly", "bulkWrite")?.unwrap_or(false);
     let mut namespaces = Vec::new();
     for info in &ns_info {
-        let ns = info.get_str("ns").map_err(|_| crate::err!(FailedToParse, "nsInfo entries need an 'ns'"))?;
+        let ns = info
+            .get_str("ns")
+            .map_err(|_| crate::err!(FailedToParse, "nsInfo entries need an 'ns'"))?;
         match ns.split_once('.') {
-            Some((db, coll)) if !db.is_empty() && !coll.is_empty() => namespaces.push((db.to_string(), coll.to_string())),
+            Some((db, coll)) if !db.is_empty() && !coll.is_empty() => {
+                namespaces.push((db.to_string(), coll.to_string()))
+            }
             _ => bail!(InvalidNamespace, "Invalid namespace specified '{}'", ns),
         }
     }
@@ -92,8 +114,14 @@ pub fn bulk_write(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut
     }
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
     let mut results = Vec::new();
-    let (mut n_errors, mut n_inserted, mut n_matched, mut n_modified, mut n_upserted, mut n_deleted) =
-        (0i32, 0i64, 0i64, 0i64, 0i64, 0i64);
+    let (
+        mut n_errors,
+        mut n_inserted,
+        mut n_matched,
+        mut n_modified,
+        mut n_upserted,
+        mut n_deleted,
+    ) = (0i32, 0i64, 0i64, 0i64, 0i64, 0i64);
     for (i, raw) in raw_ops.iter().enumerate() {
         let stmt = stmt_id(cmd, i);
         let outcome = parse_op(raw, namespaces.len()).and_then(|op| match op {
@@ -126,7 +154,10 @@ pub fn bulk_write(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut
         });
         match outcome {
             Ok(mut out) => {
-                let kind = out.remove("kind").and_then(|k| k.as_str().map(String::from)).unwrap_or_default();
+                let kind = out
+                    .remove("kind")
+                    .and_then(|k| k.as_str().map(String::from))
+                    .unwrap_or_default();
                 let n = out.get("n").and_then(super::context::number).unwrap_or(0.0) as i64;
                 match kind.as_str() {
                     "insert" => n_inserted += n,
@@ -136,14 +167,20 @@ pub fn bulk_write(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut
                         } else {
                             n_matched += n;
                         }
-                        n_modified += out.get("nModified").and_then(super::context::number).unwrap_or(0.0) as i64;
+                        n_modified +=
+                            out.get("nModified").and_then(super::context::number).unwrap_or(0.0)
+                                as i64;
                     }
                     _ => n_deleted += n,
                 }
                 if !errors_only {
                     let mut r = doc! { "ok": 1.0, "idx": i as i32, "n": n as i32 };
                     if kind == "update" {
-                        r.insert("nModified", out.get("nModified").and_then(super::context::number).unwrap_or(0.0) as i32);
+                        r.insert(
+                            "nModified",
+                            out.get("nModified").and_then(super::context::number).unwrap_or(0.0)
+                                as i32,
+                        );
                         if let Some(u) = out.get("upserted") {
                             r.insert("upserted", u.clone());
                         }

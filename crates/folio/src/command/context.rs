@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use bson::{Bson, Document};
-use parking_lot::lock_api::ArcMutexGuard;
 use parking_lot::RawMutex;
+use parking_lot::lock_api::ArcMutexGuard;
 
 use super::Service;
 use crate::catalog::keys::Key;
@@ -67,29 +67,42 @@ impl OpContext {
         let name = cmd.keys().next().cloned().unwrap_or_default();
         let db = match cmd.get("$db") {
             Some(Bson::String(s)) => s.clone(),
-            Some(_) => bail!(TypeMismatch, "BSON field '$db' is the wrong type, expected type 'string'"),
+            Some(_) => {
+                bail!(TypeMismatch, "BSON field '$db' is the wrong type, expected type 'string'")
+            }
             None => "admin".to_string(),
         };
         let lsid = match cmd.get("lsid") {
             Some(Bson::Document(d)) => Some(d.clone()),
-            Some(_) => bail!(TypeMismatch, "BSON field 'lsid' is the wrong type, expected type 'object'"),
+            Some(_) => {
+                bail!(TypeMismatch, "BSON field 'lsid' is the wrong type, expected type 'object'")
+            }
             None => None,
         };
         let txn_number = match cmd.get("txnNumber") {
             Some(Bson::Int64(n)) => Some(*n),
             Some(Bson::Int32(n)) => Some(i64::from(*n)),
             Some(Bson::Double(d)) if d.fract() == 0.0 => Some(*d as i64),
-            Some(_) => bail!(TypeMismatch, "BSON field 'txnNumber' is the wrong type, expected type 'long'"),
+            Some(_) => bail!(
+                TypeMismatch,
+                "BSON field 'txnNumber' is the wrong type, expected type 'long'"
+            ),
             None => None,
         };
         let autocommit = match cmd.get("autocommit") {
             Some(Bson::Boolean(b)) => Some(*b),
-            Some(_) => bail!(TypeMismatch, "BSON field 'autocommit' is the wrong type, expected type 'bool'"),
+            Some(_) => bail!(
+                TypeMismatch,
+                "BSON field 'autocommit' is the wrong type, expected type 'bool'"
+            ),
             None => None,
         };
         let start_transaction = match cmd.get("startTransaction") {
             Some(Bson::Boolean(b)) => *b,
-            Some(_) => bail!(TypeMismatch, "BSON field 'startTransaction' is the wrong type, expected type 'bool'"),
+            Some(_) => bail!(
+                TypeMismatch,
+                "BSON field 'startTransaction' is the wrong type, expected type 'bool'"
+            ),
             None => false,
         };
         let read_concern = doc_arg(cmd, "readConcern")?;
@@ -97,8 +110,10 @@ impl OpContext {
         let deadline = match cmd.get("maxTimeMS") {
             None | Some(Bson::Null) => None,
             Some(v) => match number(v) {
-                Some(ms) if ms < 0.0 => bail!(BadValue, "{} value for maxTimeMS is out of range", ms),
-                Some(ms) if ms == 0.0 => None,
+                Some(ms) if ms < 0.0 => {
+                    bail!(BadValue, "{} value for maxTimeMS is out of range", ms)
+                }
+                Some(0.0) => None,
                 Some(ms) => Some(Instant::now() + Duration::from_millis(ms as u64)),
                 None => bail!(BadValue, "maxTimeMS must be a number"),
             },
@@ -110,10 +125,16 @@ impl OpContext {
             bail!(InvalidOptions, "Specifying autocommit=true is not allowed.");
         }
         if autocommit.is_some() && txn_number.is_none() {
-            bail!(InvalidOptions, "'autocommit' field requires a transaction number to also be specified");
+            bail!(
+                InvalidOptions,
+                "'autocommit' field requires a transaction number to also be specified"
+            );
         }
         if start_transaction && autocommit.is_none() {
-            bail!(InvalidOptions, "'startTransaction' field requires 'autocommit' field to also be specified");
+            bail!(
+                InvalidOptions,
+                "'startTransaction' field requires 'autocommit' field to also be specified"
+            );
         }
         Ok(OpContext {
             name,
@@ -155,7 +176,9 @@ fn doc_arg(cmd: &Document, key: &str) -> Result<Option<Document>> {
     match cmd.get(key) {
         Some(Bson::Document(d)) => Ok(Some(d.clone())),
         Some(Bson::Null) | None => Ok(None),
-        Some(_) => bail!(TypeMismatch, "BSON field '{}' is the wrong type, expected type 'object'", key),
+        Some(_) => {
+            bail!(TypeMismatch, "BSON field '{}' is the wrong type, expected type 'object'", key)
+        }
     }
 }
 
@@ -221,7 +244,8 @@ impl<'a> Runner<'a> {
                 let Some(s) = self.session.as_deref_mut() else {
                     bail!(InvalidOptions, "Transaction number requires a session ID");
                 };
-                let is_end = matches!(self.op.name.as_str(), "commitTransaction" | "abortTransaction");
+                let is_end =
+                    matches!(self.op.name.as_str(), "commitTransaction" | "abortTransaction");
                 if self.op.start_transaction {
                     if is_end {
                         bail!(
@@ -259,13 +283,13 @@ impl<'a> Runner<'a> {
     /// Aborts the session's transaction after a failed statement (any error inside a transaction
     /// aborts it, as in MongoDB).
     pub fn abort_on_error(&mut self) {
-        if let Mode::Transaction(n) = self.op.mode() {
-            if let Some(s) = self.session.as_deref_mut() {
-                // Only the transaction the statement belonged to; a stale statement must not
-                // abort a newer transaction.
-                if s.txn_number == Some(n) {
-                    s.abort_open(None);
-                }
+        if let Mode::Transaction(n) = self.op.mode()
+            && let Some(s) = self.session.as_deref_mut()
+        {
+            // Only the transaction the statement belonged to; a stale statement must not
+            // abort a newer transaction.
+            if s.txn_number == Some(n) {
+                s.abort_open(None);
             }
         }
     }
@@ -305,13 +329,15 @@ impl<'a> Runner<'a> {
         self.op.check_deadline()?;
         match self.op.mode() {
             Mode::Transaction(n) => {
-                let s = self.session.as_deref_mut().ok_or_else(|| err!(InternalError, "no session"))?;
+                let s =
+                    self.session.as_deref_mut().ok_or_else(|| err!(InternalError, "no session"))?;
                 let txn = s.continue_transaction(n)?;
                 f(txn.as_mut())
             }
             Mode::Retryable(n) => {
                 let session_key = self.session_key().unwrap_or_default();
-                let record = Key::StmtRecord { session: &session_key, txn_number: n, stmt_id }.encode();
+                let record =
+                    Key::StmtRecord { session: &session_key, txn_number: n, stmt_id }.encode();
                 // A statement that already ran replays its recorded outcome.
                 {
                     let txn = self.svc.store.begin()?;
@@ -324,13 +350,18 @@ impl<'a> Runner<'a> {
                 let fp = self.svc.failpoints.on_transactional_write();
                 let result = self.autocommit_write(|txn| {
                     let out = f(txn)?;
-                    crate::catalog::check_conflict(txn.put(&record, &out.to_vec()?)?, "statement record")?;
+                    crate::catalog::check_conflict(
+                        txn.put(&record, &out.to_vec()?)?,
+                        "statement record",
+                    )?;
                     if let Some(code) = fp.as_ref().and_then(|fp| fp.fail_before_commit) {
-                        return Err(crate::Error::new(crate::Code::from_number(code), "Failing command via 'onPrimaryTransactionalWrite' failpoint"));
+                        return Err(crate::Error::new(
+                            crate::Code::from_number(code),
+                            "Failing command via 'onPrimaryTransactionalWrite' failpoint",
+                        ));
                     }
                     Ok(out)
-                })
-;
+                });
                 // The fail point closes the connection whether or not the write committed
                 // (MongoDB's default), so the client sees a network error and retries.
                 if fp.as_ref().is_some_and(|fp| fp.close_connection) {
@@ -343,7 +374,10 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs `f` in its own transaction and commits, waiting out and retrying write conflicts.
-    fn autocommit_write(&self, mut f: impl FnMut(&mut dyn Txn) -> Result<Document>) -> Result<Document> {
+    fn autocommit_write(
+        &self,
+        mut f: impl FnMut(&mut dyn Txn) -> Result<Document>,
+    ) -> Result<Document> {
         let deadline = self.op.deadline.unwrap_or_else(|| Instant::now() + DEFAULT_CONFLICT_WAIT);
         let mut backoff = Duration::from_micros(50);
         loop {
@@ -356,7 +390,10 @@ impl<'a> Runner<'a> {
                 Err(e) if e.is_write_conflict() => {
                     txn.abort();
                     if Instant::now() >= deadline {
-                        bail!(MaxTimeMSExpired, "operation exceeded time limit while waiting for a conflicting transaction");
+                        bail!(
+                            MaxTimeMSExpired,
+                            "operation exceeded time limit while waiting for a conflicting transaction"
+                        );
                     }
                     match e.conflict_holder {
                         Some(holder) => {

@@ -19,10 +19,10 @@ const DEFAULT_FIRST_BATCH: usize = 101;
 
 /// The statement id of the `i`th statement of a write command.
 pub(crate) fn stmt_id(cmd: &Document, i: usize) -> i32 {
-    if let Ok(ids) = cmd.get_array("stmtIds") {
-        if let Some(Bson::Int32(n)) = ids.get(i) {
-            return *n;
-        }
+    if let Ok(ids) = cmd.get_array("stmtIds")
+        && let Some(Bson::Int32(n)) = ids.get(i)
+    {
+        return *n;
     }
     let base = cmd.get_i32("stmtId").unwrap_or(0);
     base.saturating_add(i as i32)
@@ -52,7 +52,7 @@ fn write_error_doc_at(index: usize, e: &Error) -> Document {
     }
     d.insert("errmsg", e.message.clone());
     if let Some(extra) = &e.extra {
-        for (k, v) in extra {
+        for (k, v) in extra.iter() {
             d.insert(k.clone(), v.clone());
         }
     }
@@ -98,7 +98,12 @@ fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {
 }
 
 /// `insert`.
-pub fn insert(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn insert(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "insert")?;
     let docs = doc_array(cmd, "documents", "insert")?;
     reject_write_concern_in_txn(run)?;
@@ -107,7 +112,11 @@ pub fn insert(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Run
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
     if docs.len() > 100_000 {
-        bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got {} operations.", docs.len());
+        bail!(
+            InvalidLength,
+            "Write batch sizes must be between 1 and 100000. Got {} operations.",
+            docs.len()
+        );
     }
     let mut n = 0i32;
     let errors = run_statements(
@@ -133,8 +142,13 @@ pub fn insert(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Run
 fn parse_update(u: &Document) -> Result<exec::UpdateOp> {
     let filter = match u.get("q") {
         Some(Bson::Document(d)) => d.clone(),
-        Some(_) => bail!(TypeMismatch, "BSON field 'update.updates.q' is the wrong type, expected type 'object'"),
-        None => bail!(FailedToParse, "BSON field 'update.updates.q' is missing but a required field"),
+        Some(_) => bail!(
+            TypeMismatch,
+            "BSON field 'update.updates.q' is the wrong type, expected type 'object'"
+        ),
+        None => {
+            bail!(FailedToParse, "BSON field 'update.updates.q' is missing but a required field")
+        }
     };
     let update = match u.get("u") {
         Some(Bson::Document(d)) => d.clone(),
@@ -142,7 +156,9 @@ fn parse_update(u: &Document) -> Result<exec::UpdateOp> {
             bail!(NotImplemented, "pipeline-style updates are not supported yet")
         }
         Some(_) => bail!(FailedToParse, "Update argument must be either an object or an array"),
-        None => bail!(FailedToParse, "BSON field 'update.updates.u' is missing but a required field"),
+        None => {
+            bail!(FailedToParse, "BSON field 'update.updates.u' is missing but a required field")
+        }
     };
     let multi = opt_bool(u, "multi", "update.updates")?.unwrap_or(false);
     let upsert = opt_bool(u, "upsert", "update.updates")?.unwrap_or(false);
@@ -171,7 +187,12 @@ fn update_outcome(r: &exec::UpdateResult) -> Document {
 }
 
 /// `update`.
-pub fn update(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn update(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "update")?;
     let raw = doc_array(cmd, "updates", "update")?;
     reject_write_concern_in_txn(run)?;
@@ -179,13 +200,14 @@ pub fn update(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Run
     let mut n = 0i64;
     let mut modified = 0i64;
     let mut upserted = Vec::new();
+    // The statements are parsed up front: a malformed one fails the whole command, as in MongoDB.
+    let ops: Vec<exec::UpdateOp> = raw.iter().map(parse_update).collect::<Result<_>>()?;
     let errors = run_statements(
         run,
         cmd,
-        &raw,
-        |run, stmt, u| {
-            let op = parse_update(u)?;
-            run.write(stmt, |txn| Ok(update_outcome(&exec::update(txn, &db, &coll, &op)?)))
+        &ops,
+        |run, stmt, op| {
+            run.write(stmt, |txn| Ok(update_outcome(&exec::update(txn, &db, &coll, op)?)))
         },
         |i, out| {
             n += out.get_i64("n").unwrap_or(0);
@@ -206,30 +228,25 @@ pub fn update(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Run
 }
 
 /// `delete`.
-pub fn delete(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn delete(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "delete")?;
     let raw = doc_array(cmd, "deletes", "delete")?;
     reject_write_concern_in_txn(run)?;
     let db = run.op.db.clone();
     let mut n = 0i64;
+    let deletes: Vec<(Document, bool)> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
     let errors = run_statements(
         run,
         cmd,
-        &raw,
-        |run, stmt, d| {
-            let filter = match d.get("q") {
-                Some(Bson::Document(q)) => q.clone(),
-                Some(_) => bail!(TypeMismatch, "BSON field 'delete.deletes.q' is the wrong type, expected type 'object'"),
-                None => bail!(FailedToParse, "BSON field 'delete.deletes.q' is missing but a required field"),
-            };
-            let limit = match opt_i64(d, "limit", "delete.deletes")? {
-                Some(0) => false,
-                Some(1) => true,
-                Some(l) => bail!(FailedToParse, "The limit field in delete objects must be 0 or 1. Got {}", l),
-                None => bail!(FailedToParse, "BSON field 'delete.deletes.limit' is missing but a required field"),
-            };
+        &deletes,
+        |run, stmt, (filter, limit)| {
             run.write(stmt, |txn| {
-                let r = exec::delete(txn, &db, &coll, &filter, limit)?;
+                let r = exec::delete(txn, &db, &coll, filter, *limit)?;
                 Ok(doc! { "n": r.deleted as i64 })
             })
         },
@@ -242,15 +259,48 @@ pub fn delete(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Run
     Ok(reply)
 }
 
+/// Parses one `deletes` entry into its filter and whether it deletes one document.
+fn parse_delete(d: &Document) -> Result<(Document, bool)> {
+    let filter = match d.get("q") {
+        Some(Bson::Document(q)) => q.clone(),
+        Some(_) => bail!(
+            TypeMismatch,
+            "BSON field 'delete.deletes.q' is the wrong type, expected type 'object'"
+        ),
+        None => {
+            bail!(FailedToParse, "BSON field 'delete.deletes.q' is missing but a required field")
+        }
+    };
+    let limit = match opt_i64(d, "limit", "delete.deletes")? {
+        Some(0) => false,
+        Some(1) => true,
+        Some(l) => {
+            bail!(FailedToParse, "The limit field in delete objects must be 0 or 1. Got {}", l)
+        }
+        None => bail!(
+            FailedToParse,
+            "BSON field 'delete.deletes.limit' is missing but a required field"
+        ),
+    };
+    Ok((filter, limit))
+}
+
 /// `findAndModify`.
-pub fn find_and_modify(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn find_and_modify(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let name = cmd.keys().next().cloned().unwrap_or_default();
     let coll = collection(cmd, &name)?;
     reject_write_concern_in_txn(run)?;
     let update = match cmd.get("update") {
         None | Some(Bson::Null) => None,
         Some(Bson::Document(d)) => Some(d.clone()),
-        Some(Bson::Array(_)) => bail!(NotImplemented, "pipeline-style updates are not supported yet"),
+        Some(Bson::Array(_)) => {
+            bail!(NotImplemented, "pipeline-style updates are not supported yet")
+        }
         Some(_) => bail!(FailedToParse, "Update argument must be either an object or an array"),
     };
     let req = exec::FindAndModify {
@@ -320,14 +370,21 @@ fn cursor_reply(
 
 fn batch_size(cmd: &Document, key: &str, command: &str) -> Result<Option<usize>> {
     match opt_i64(cmd, key, command)? {
-        Some(n) if n < 0 => bail!(BadValue, "Batch size for {} must be non-negative, but received: {}", command, n),
+        Some(n) if n < 0 => {
+            bail!(BadValue, "Batch size for {} must be non-negative, but received: {}", command, n)
+        }
         Some(n) => Ok(Some(n as usize)),
         None => Ok(None),
     }
 }
 
 /// `find`.
-pub fn find(svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn find(
+    svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "find")?;
     let db = run.op.db.clone();
     let skip = opt_i64(cmd, "skip", "find")?.unwrap_or(0);
@@ -352,21 +409,33 @@ pub fn find(svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner
 }
 
 /// `getMore`.
-pub fn get_more(svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn get_more(
+    svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let id = match cmd.get("getMore") {
         Some(Bson::Int64(n)) => *n,
         Some(Bson::Int32(n)) => i64::from(*n),
-        _ => bail!(TypeMismatch, "BSON field 'getMore.getMore' is the wrong type, expected type 'long'"),
+        _ => bail!(
+            TypeMismatch,
+            "BSON field 'getMore.getMore' is the wrong type, expected type 'long'"
+        ),
     };
     let coll = match cmd.get("collection") {
         Some(Bson::String(s)) => s.clone(),
-        _ => bail!(TypeMismatch, "BSON field 'getMore.collection' is the wrong type, expected type 'string'"),
+        _ => bail!(
+            TypeMismatch,
+            "BSON field 'getMore.collection' is the wrong type, expected type 'string'"
+        ),
     };
     let batch = batch_size(cmd, "batchSize", "getMore")?.unwrap_or(0);
     let ns = format!("{}.{}", run.op.db, coll);
     let session = run.session_key();
-    let ((batch_docs, at), open) =
-        svc.cursors.with_cursor(id, &ns, session.as_deref(), |c| (take_batch(&mut c.remaining, batch), c.at_cluster_time))?;
+    let ((batch_docs, at), open) = svc.cursors.with_cursor(id, &ns, session.as_deref(), |c| {
+        (take_batch(&mut c.remaining, batch), c.at_cluster_time)
+    })?;
     let mut cursor = doc! { "nextBatch": batch_docs, "id": if open { id } else { 0 }, "ns": ns };
     if let Some(at) = at {
         cursor.insert("atClusterTime", at);
@@ -375,7 +444,12 @@ pub fn get_more(svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Ru
 }
 
 /// `killCursors`.
-pub fn kill_cursors(svc: &Service, _c: &mut Connection, cmd: &Document, _run: &mut Runner) -> Result<Document> {
+pub fn kill_cursors(
+    svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    _run: &mut Runner,
+) -> Result<Document> {
     collection(cmd, "killCursors")?;
     let ids: Vec<i64> = match cmd.get("cursors") {
         Some(Bson::Array(a)) => a
@@ -386,7 +460,9 @@ pub fn kill_cursors(svc: &Service, _c: &mut Connection, cmd: &Document, _run: &m
                 _ => Err(err!(TypeMismatch, "cursor ids must be longs")),
             })
             .collect::<Result<_>>()?,
-        _ => bail!(FailedToParse, "BSON field 'killCursors.cursors' is missing but a required field"),
+        _ => {
+            bail!(FailedToParse, "BSON field 'killCursors.cursors' is missing but a required field")
+        }
     };
     let (killed, missing) = svc.cursors.kill(&ids);
     Ok(doc! {
@@ -398,7 +474,12 @@ pub fn kill_cursors(svc: &Service, _c: &mut Connection, cmd: &Document, _run: &m
 }
 
 /// `count`.
-pub fn count(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn count(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "count")?;
     let db = run.op.db.clone();
     let filter = opt_doc(cmd, "query", "count")?.unwrap_or_default();
@@ -412,12 +493,20 @@ pub fn count(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runn
 }
 
 /// `distinct`.
-pub fn distinct(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn distinct(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "distinct")?;
     let db = run.op.db.clone();
     let key = match cmd.get("key") {
         Some(Bson::String(k)) => k.clone(),
-        Some(_) => bail!(TypeMismatch, "BSON field 'distinct.key' is the wrong type, expected type 'string'"),
+        Some(_) => bail!(
+            TypeMismatch,
+            "BSON field 'distinct.key' is the wrong type, expected type 'string'"
+        ),
         None => bail!(FailedToParse, "BSON field 'distinct.key' is missing but a required field"),
     };
     let filter = opt_doc(cmd, "query", "distinct")?.unwrap_or_default();
@@ -426,7 +515,12 @@ pub fn distinct(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut R
 }
 
 /// `aggregate`.
-pub fn aggregate(svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn aggregate(
+    svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let db = run.op.db.clone();
     let coll = match cmd.get("aggregate") {
         Some(Bson::String(s)) => Some(s.clone()),
@@ -437,7 +531,10 @@ pub fn aggregate(svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut R
     let cursor_opts = match cmd.get("cursor") {
         Some(Bson::Document(d)) => d.clone(),
         None if cmd.get_bool("explain").unwrap_or(false) => Document::new(),
-        None => bail!(FailedToParse, "The 'cursor' option is required, except for aggregate with the explain argument"),
+        None => bail!(
+            FailedToParse,
+            "The 'cursor' option is required, except for aggregate with the explain argument"
+        ),
         Some(_) => bail!(TypeMismatch, "cursor field must be missing or an object"),
     };
     let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?.unwrap_or(DEFAULT_FIRST_BATCH);

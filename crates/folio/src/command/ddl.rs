@@ -13,22 +13,45 @@ use crate::query::Filter;
 use crate::{bail, err};
 
 fn reject_snapshot(run: &Runner, name: &str) -> Result<()> {
-    if run.op.read_concern_level() == Some("snapshot") && !matches!(run.op.mode(), Mode::Transaction(_)) {
-        bail!(InvalidOptions, "Command {} does not support {{ readConcern: {{ level: \"snapshot\" }} }}", name);
+    if run.op.read_concern_level() == Some("snapshot")
+        && !matches!(run.op.mode(), Mode::Transaction(_))
+    {
+        bail!(
+            InvalidOptions,
+            "Command {} does not support {{ readConcern: {{ level: \"snapshot\" }} }}",
+            name
+        );
     }
     Ok(())
 }
 
 /// `create`.
-pub fn create(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn create(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "create")?;
     let db = run.op.db.clone();
     let mut options = Document::new();
     for (k, v) in cmd.iter().skip(1) {
         match k.as_str() {
-            "validator" | "validationLevel" | "validationAction" | "viewOn" | "pipeline"
-            | "capped" | "size" | "max" | "collation" | "storageEngine" | "indexOptionDefaults"
-            | "timeseries" | "expireAfterSeconds" | "clusteredIndex" | "changeStreamPreAndPostImages" => {
+            "validator"
+            | "validationLevel"
+            | "validationAction"
+            | "viewOn"
+            | "pipeline"
+            | "capped"
+            | "size"
+            | "max"
+            | "collation"
+            | "storageEngine"
+            | "indexOptionDefaults"
+            | "timeseries"
+            | "expireAfterSeconds"
+            | "clusteredIndex"
+            | "changeStreamPreAndPostImages" => {
                 options.insert(k.clone(), v.clone());
             }
             _ => {}
@@ -38,15 +61,16 @@ pub fn create(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Run
         Filter::parse(v)?;
     }
     if options.contains_key("viewOn") && matches!(run.op.mode(), Mode::Transaction(_)) {
-        bail!(OperationNotSupportedInTransaction, "Cannot create a view in a multi-document transaction.");
+        bail!(
+            OperationNotSupportedInTransaction,
+            "Cannot create a view in a multi-document transaction."
+        );
     }
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
     run.write(0, |txn| {
-        if in_txn {
-            if let Some(existing) = catalog::get_collection(txn, &db, &coll)? {
-                let _ = existing;
-                bail!(NamespaceExists, "Collection {}.{} already exists.", db, coll);
-            }
+        if in_txn && let Some(existing) = catalog::get_collection(txn, &db, &coll)? {
+            let _ = existing;
+            bail!(NamespaceExists, "Collection {}.{} already exists.", db, coll);
         }
         exec::create_collection(txn, &db, &coll, options.clone())?;
         Ok(Document::new())
@@ -55,7 +79,12 @@ pub fn create(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Run
 }
 
 /// `drop`.
-pub fn drop(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn drop(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "drop")?;
     let db = run.op.db.clone();
     let out = run.write(0, |txn| {
@@ -70,7 +99,12 @@ pub fn drop(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runne
 }
 
 /// `dropDatabase`.
-pub fn drop_database(_svc: &Service, _c: &mut Connection, _cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn drop_database(
+    _svc: &Service,
+    _c: &mut Connection,
+    _cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let db = run.op.db.clone();
     run.write(0, |txn| {
         exec::drop_database(txn, &db)?;
@@ -80,7 +114,12 @@ pub fn drop_database(_svc: &Service, _c: &mut Connection, _cmd: &Document, run: 
 }
 
 /// `createIndexes`.
-pub fn create_indexes(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn create_indexes(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "createIndexes")?;
     let specs = doc_array(cmd, "indexes", "createIndexes")?;
     if specs.is_empty() {
@@ -89,8 +128,8 @@ pub fn create_indexes(_svc: &Service, _c: &mut Connection, cmd: &Document, run: 
     let db = run.op.db.clone();
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
     let out = run.write(0, |txn| {
-        if in_txn {
-            if let Some(meta) = catalog::get_collection(txn, &db, &coll)? {
+        if in_txn
+            && let Some(meta) = catalog::get_collection(txn, &db, &coll)? {
                 let empty = exec::scan_collection(txn, &meta)?.is_empty();
                 if !empty {
                     bail!(
@@ -101,7 +140,6 @@ pub fn create_indexes(_svc: &Service, _c: &mut Connection, cmd: &Document, run: 
                     );
                 }
             }
-        }
         let (before, after, created) = exec::create_indexes(txn, &db, &coll, &specs)?;
         let mut d = doc! {
             "numIndexesBefore": before as i32,
@@ -117,7 +155,12 @@ pub fn create_indexes(_svc: &Service, _c: &mut Connection, cmd: &Document, run: 
 }
 
 /// `dropIndexes`.
-pub fn drop_indexes(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn drop_indexes(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let name = cmd.keys().next().cloned().unwrap_or_default();
     let coll = collection(cmd, &name)?;
     let db = run.op.db.clone();
@@ -129,7 +172,11 @@ pub fn drop_indexes(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &m
             let found = run.read(|txn| {
                 let meta = catalog::get_collection(txn, &db, &coll)?
                     .ok_or_else(|| err!(NamespaceNotFound, "ns not found {}.{}", db, coll))?;
-                Ok(meta.indexes.iter().find(|i| i.spec.get("key") == Some(&Bson::Document(key.clone()))).map(|i| i.name().to_string()))
+                Ok(meta
+                    .indexes
+                    .iter()
+                    .find(|i| i.spec.get("key") == Some(&Bson::Document(key.clone())))
+                    .map(|i| i.name().to_string()))
             })?;
             match found {
                 Some(n) => vec![n],
@@ -146,7 +193,12 @@ pub fn drop_indexes(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &m
 }
 
 /// `collMod` (validator and validation options).
-pub fn coll_mod(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn coll_mod(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "collMod")?;
     let db = run.op.db.clone();
     let cmd = cmd.clone();
@@ -157,10 +209,10 @@ pub fn coll_mod(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut R
         for (k, v) in cmd.iter().skip(1) {
             match k.as_str() {
                 "validator" | "validationLevel" | "validationAction" | "viewOn" | "pipeline" => {
-                    if k == "validator" {
-                        if let Bson::Document(f) = v {
-                            Filter::parse(f)?;
-                        }
+                    if k == "validator"
+                        && let Bson::Document(f) = v
+                    {
+                        Filter::parse(f)?;
                     }
                     meta.options.insert(k.clone(), v.clone());
                 }
@@ -175,13 +227,20 @@ pub fn coll_mod(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut R
 
 fn split_ns(ns: &str) -> Result<(String, String)> {
     match ns.split_once('.') {
-        Some((db, coll)) if !db.is_empty() && !coll.is_empty() => Ok((db.to_string(), coll.to_string())),
+        Some((db, coll)) if !db.is_empty() && !coll.is_empty() => {
+            Ok((db.to_string(), coll.to_string()))
+        }
         _ => bail!(InvalidNamespace, "Invalid namespace specified '{}'", ns),
     }
 }
 
 /// `renameCollection`.
-pub fn rename_collection(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn rename_collection(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let from = match cmd.get("renameCollection") {
         Some(Bson::String(s)) => split_ns(s)?,
         _ => bail!(TypeMismatch, "renameCollection must be a string"),
@@ -212,7 +271,12 @@ fn collection_info(meta: &CollectionMeta) -> Document {
 }
 
 /// `listCollections`.
-pub fn list_collections(svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn list_collections(
+    svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     reject_snapshot(run, "listCollections")?;
     let db = run.op.db.clone();
     let filter = Filter::parse(&opt_doc(cmd, "filter", "listCollections")?.unwrap_or_default())?;
@@ -235,7 +299,12 @@ fn list_cursor(_svc: &Service, ns: String, docs: Vec<Document>) -> Document {
 }
 
 /// `listIndexes`.
-pub fn list_indexes(svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn list_indexes(
+    svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     reject_snapshot(run, "listIndexes")?;
     let coll = collection(cmd, "listIndexes")?;
     let db = run.op.db.clone();
@@ -248,7 +317,12 @@ pub fn list_indexes(svc: &Service, _c: &mut Connection, cmd: &Document, run: &mu
 }
 
 /// `listDatabases`.
-pub fn list_databases(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn list_databases(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     reject_snapshot(run, "listDatabases")?;
     let name_only = opt_bool(cmd, "nameOnly", "listDatabases")?.unwrap_or(false);
     let filter = Filter::parse(&opt_doc(cmd, "filter", "listDatabases")?.unwrap_or_default())?;
@@ -273,7 +347,12 @@ pub fn list_databases(_svc: &Service, _c: &mut Connection, cmd: &Document, run: 
 }
 
 /// `dbStats`.
-pub fn db_stats(_svc: &Service, _c: &mut Connection, _cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn db_stats(
+    _svc: &Service,
+    _c: &mut Connection,
+    _cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let db = run.op.db.clone();
     let (colls, objects, size, indexes) = run.read(|txn| {
         let metas = catalog::list_collections(txn, Some(&db))?;
@@ -305,7 +384,12 @@ pub fn db_stats(_svc: &Service, _c: &mut Connection, _cmd: &Document, run: &mut 
 }
 
 /// `collStats`.
-pub fn coll_stats(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn coll_stats(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let coll = collection(cmd, "collStats")?;
     let db = run.op.db.clone();
     let (count, size, nindexes) = run.read(|txn| {
@@ -313,7 +397,8 @@ pub fn coll_stats(_svc: &Service, _c: &mut Connection, cmd: &Document, run: &mut
             bail!(NamespaceNotFound, "Collection [{}.{}] not found.", db, coll);
         };
         let docs = exec::scan_collection(txn, &meta)?;
-        let size: i64 = docs.iter().map(|f| f.doc.to_vec().map(|v| v.len() as i64).unwrap_or(0)).sum();
+        let size: i64 =
+            docs.iter().map(|f| f.doc.to_vec().map(|v| v.len() as i64).unwrap_or(0)).sum();
         Ok((docs.len() as i64, size, meta.indexes.len() as i64))
     })?;
     Ok(doc! {

@@ -126,7 +126,12 @@ impl FailPoints {
     }
 
     /// Whether `failCommand` fires for this command; consumes it when it does.
-    pub fn fail_command(&self, command: &str, app_name: Option<&str>, ns: &str) -> Option<FailCommand> {
+    pub fn fail_command(
+        &self,
+        command: &str,
+        app_name: Option<&str>,
+        ns: &str,
+    ) -> Option<FailCommand> {
         if command == "configureFailPoint" {
             return None;
         }
@@ -140,15 +145,15 @@ impl FailPoints {
         if !names_match {
             return None;
         }
-        if let Some(Bson::String(app)) = d.get("appName") {
-            if app_name != Some(app.as_str()) {
-                return None;
-            }
+        if let Some(Bson::String(app)) = d.get("appName")
+            && app_name != Some(app.as_str())
+        {
+            return None;
         }
-        if let Some(Bson::String(want)) = d.get("namespace") {
-            if want != ns {
-                return None;
-            }
+        if let Some(Bson::String(want)) = d.get("namespace")
+            && want != ns
+        {
+            return None;
         }
         let action = FailCommand {
             error_code: d.get("errorCode").and_then(number).map(|n| n as i32),
@@ -160,7 +165,9 @@ impl FailPoints {
             },
             close_connection: d.get_bool("closeConnection").unwrap_or(false),
             block: if d.get_bool("blockConnection").unwrap_or(false) {
-                Some(Duration::from_millis(d.get("blockTimeMS").and_then(number).unwrap_or(0.0) as u64))
+                Some(Duration::from_millis(
+                    d.get("blockTimeMS").and_then(number).unwrap_or(0.0) as u64
+                ))
             } else {
                 None
             },
@@ -180,7 +187,11 @@ impl FailPoints {
         let fp = points.get_mut("onPrimaryTransactionalWrite")?;
         let action = TransactionalWrite {
             close_connection: fp.data.get_bool("closeConnection").unwrap_or(true),
-            fail_before_commit: fp.data.get("failBeforeCommitExceptionCode").and_then(number).map(|n| n as i32),
+            fail_before_commit: fp
+                .data
+                .get("failBeforeCommitExceptionCode")
+                .and_then(number)
+                .map(|n| n as i32),
         };
         let (fires, exhausted) = fp.fire();
         if exhausted {

@@ -81,7 +81,11 @@ pub fn get_log(_svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<D
 }
 
 /// `replSetGetStatus`.
-pub fn repl_set_get_status(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
+pub fn repl_set_get_status(
+    svc: &Service,
+    _c: &mut Connection,
+    _cmd: &Document,
+) -> Result<Document> {
     Ok(doc! { "set": svc.options().repl_set_name.clone(), "myState": 1 })
 }
 

@@ -28,7 +28,7 @@ mod sessions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bson::{Bson, Document, doc};
 
@@ -102,7 +102,6 @@ pub struct Service {
     pub(crate) sessions: SessionRegistry,
     pub(crate) cursors: CursorRegistry,
     pub(crate) failpoints: FailPoints,
-    pub(crate) started: Instant,
     pub(crate) stats: Stats,
 }
 
@@ -111,7 +110,6 @@ pub struct Service {
 pub(crate) struct Stats {
     pub(crate) connections_current: AtomicU64,
     pub(crate) connections_total: AtomicU64,
-    pub(crate) txn_started: AtomicU64,
     pub(crate) txn_committed: AtomicU64,
     pub(crate) txn_aborted: AtomicU64,
 }
@@ -126,7 +124,6 @@ impl Service {
             sessions: SessionRegistry::new(),
             cursors: CursorRegistry::new(),
             failpoints: FailPoints::default(),
-            started: Instant::now(),
             stats: Stats::default(),
         })
     }
@@ -224,19 +221,20 @@ impl Service {
                     crate::bail!(SocketException, "connection closed by fail point");
                 }
                 if let Some(code) = fc.error_code {
-                    let msg = fc.errmsg.unwrap_or_else(|| "Failing command via 'failCommand' failpoint".into());
+                    let msg = fc
+                        .errmsg
+                        .unwrap_or_else(|| "Failing command via 'failCommand' failpoint".into());
                     let mut e = Error::new(crate::Code::from_number(code), msg);
                     match fc.error_labels {
                         Some(l) => e.labels = l,
                         None => labels::add_labels(&mut e, &op, false),
                     }
                     // A failed statement aborts its transaction, as a real error would.
-                    if let (Mode::Transaction(_), Some(lsid)) = (op.mode(), &op.lsid) {
-                        if !matches!(name.as_str(), "commitTransaction" | "abortTransaction") {
-                            if let Ok(s) = self.sessions.get_or_create(lsid) {
-                                s.lock().abort_open(None);
-                            }
-                        }
+                    if let (Mode::Transaction(_), Some(lsid)) = (op.mode(), &op.lsid)
+                        && !matches!(name.as_str(), "commitTransaction" | "abortTransaction")
+                        && let Ok(s) = self.sessions.get_or_create(lsid)
+                    {
+                        s.lock().abort_open(None);
                     }
                     return Err(e);
                 }
@@ -247,22 +245,28 @@ impl Service {
         let mut runner = Runner::new(self, &op)?;
         let result = match spec.handler {
             table::Handler::Simple(f) => f(self, conn, cmd),
-            table::Handler::Runner(f) => runner.begin(spec.in_txn).and_then(|()| f(self, conn, cmd, &mut runner)),
+            table::Handler::Runner(f) => {
+                runner.begin(spec.in_txn).and_then(|()| f(self, conn, cmd, &mut runner))
+            }
         };
         *close |= runner.close_connection;
-        let result = result.and_then(|mut body| {
-            if let Some(at) = runner.at_cluster_time {
-                if !body.contains_key("cursor") && !body.contains_key("atClusterTime") {
-                    body.insert("atClusterTime", at.to_bson());
-                }
+        let result = result.map(|mut body| {
+            if let Some(at) = runner.at_cluster_time
+                && !body.contains_key("cursor")
+                && !body.contains_key("atClusterTime")
+            {
+                body.insert("atClusterTime", at.to_bson());
             }
-            Ok(body)
+            body
         });
         match result {
             Ok(mut body) => {
                 let wce = match fail_wce {
                     Some(wce) => Some(wce),
-                    None if spec.write || spec.name == "commitTransaction" || spec.name == "abortTransaction" => {
+                    None if spec.write
+                        || spec.name == "commitTransaction"
+                        || spec.name == "abortTransaction" =>
+                    {
                         labels::check_write_concern(op.write_concern.as_ref())
                     }
                     None => None,
@@ -311,7 +315,7 @@ pub fn error_reply(e: &Error) -> Document {
         d.insert("errorLabels", e.labels.clone());
     }
     if let Some(extra) = &e.extra {
-        for (k, v) in extra {
+        for (k, v) in extra.iter() {
             d.insert(k.clone(), v.clone());
         }
     }

@@ -15,16 +15,17 @@ fn txn_number(run: &Runner, name: &str) -> Result<i64> {
     match run.op.mode() {
         Mode::Transaction(n) => Ok(n),
         Mode::Retryable(_) => bail!(InvalidOptions, "{} must be run within a transaction", name),
-        Mode::Autocommit => bail!(
-            InvalidOptions,
-            "{} must be run within a transaction",
-            name
-        ),
+        Mode::Autocommit => bail!(InvalidOptions, "{} must be run within a transaction", name),
     }
 }
 
 /// `commitTransaction`: idempotent for a committed transaction.
-pub fn commit_transaction(svc: &Service, _c: &mut Connection, _cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn commit_transaction(
+    svc: &Service,
+    _c: &mut Connection,
+    _cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let n = txn_number(run, "commitTransaction")?;
     let Some(session) = run.session() else {
         bail!(InvalidOptions, "commitTransaction requires a session");
@@ -47,7 +48,12 @@ pub fn commit_transaction(svc: &Service, _c: &mut Connection, _cmd: &Document, r
 }
 
 /// `abortTransaction`.
-pub fn abort_transaction(svc: &Service, _c: &mut Connection, _cmd: &Document, run: &mut Runner) -> Result<Document> {
+pub fn abort_transaction(
+    svc: &Service,
+    _c: &mut Connection,
+    _cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
     let n = txn_number(run, "abortTransaction")?;
     let Some(session) = run.session() else {
         bail!(InvalidOptions, "abortTransaction requires a session");

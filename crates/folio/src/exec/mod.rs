@@ -86,8 +86,23 @@ pub fn scan_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Vec<Found
 
 /// The documents of a collection that match a parsed filter, in plan order (unsorted).
 pub fn matching(txn: &dyn Txn, meta: &CollectionMeta, filter: &Filter) -> Result<Vec<Found>> {
-    let candidates = plan::candidates(txn, meta, filter)?;
-    Ok(candidates.into_iter().filter(|f| filter.matches(&f.doc)).collect())
+    Ok(plan::fetch(txn, meta, filter, None, 0)?.0)
+}
+
+/// The documents that match, sorted when a sort is given, stopping early when an index scan
+/// already yields the sort order and only `limit` documents are needed (0: all).
+pub fn matching_sorted(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    limit: usize,
+) -> Result<Vec<Found>> {
+    let (mut found, sorted) = plan::fetch(txn, meta, filter, sort, limit)?;
+    if let (Some(sort), false) = (sort, sorted) {
+        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
+    }
+    Ok(found)
 }
 
 /// Runs a find and returns every result (sorted, skipped, limited and projected).
@@ -98,16 +113,14 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
     let Some(meta) = catalog::get_collection(txn, db, coll)? else {
         return Ok(Vec::new());
     };
-    let mut found = matching(txn, &meta, &filter)?;
-    if let Some(sort) = &sort {
-        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
-    }
     let skip = usize::try_from(spec.skip).unwrap_or(usize::MAX);
     let limit = if spec.limit == 0 { usize::MAX } else { spec.limit as usize };
+    let wanted = if spec.limit == 0 { 0 } else { skip.saturating_add(limit) };
+    let found = matching_sorted(txn, &meta, &filter, sort.as_ref(), wanted)?;
     let mut out = Vec::new();
     for f in found.into_iter().skip(skip).take(limit) {
         out.push(match &projection {
-            Some(p) => p.apply_matched(&f.doc, &filter)?,
+            Some(p) => p.apply(&f.doc, filter.matches_with_key(&f.doc).1)?,
             None => f.doc,
         });
     }
@@ -147,12 +160,7 @@ pub fn distinct(
     };
     let mut values: Vec<Bson> = Vec::new();
     for f in matching(txn, &meta, &filter)? {
-        for v in crate::doc::path::lookup_values(&f.doc, key) {
-            match v {
-                Bson::Array(items) => values.extend(items),
-                other => values.push(other),
-            }
-        }
+        values.extend(crate::doc::path::collect_values(&f.doc, key).into_iter().cloned());
     }
     values.sort_by(crate::doc::compare::cmp_bson);
     values.dedup_by(|a, b| crate::doc::compare::cmp_bson(a, b) == Ordering::Equal);
@@ -171,9 +179,10 @@ pub fn verify(txn: &dyn Txn) -> Result<Vec<String>> {
         let handle = write::CollectionHandle::from_meta_for_verify(meta.clone())?;
         let mut expected = std::collections::BTreeSet::new();
         for f in scan_collection(txn, &meta)? {
-            let id_matches = f.doc.get("_id").map(|id| {
-                keys::Key::Document { coll: meta.id, id: &id_key(id) }.encode() == f.key
-            });
+            let id_matches = f
+                .doc
+                .get("_id")
+                .map(|id| keys::Key::Document { coll: meta.id, id: &id_key(id) }.encode() == f.key);
             if id_matches != Some(true) {
                 problems.push(format!("{}: document key does not match its _id", meta.namespace()));
             }
@@ -193,7 +202,11 @@ pub fn verify(txn: &dyn Txn) -> Result<Vec<String>> {
             problems.push(format!("{}: missing index entry {:02x?}", meta.namespace(), missing));
         }
         for extra in actual.difference(&expected) {
-            problems.push(format!("{}: index entry without document {:02x?}", meta.namespace(), extra));
+            problems.push(format!(
+                "{}: index entry without document {:02x?}",
+                meta.namespace(),
+                extra
+            ));
         }
     }
     Ok(problems)

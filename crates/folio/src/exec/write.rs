@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use bson::{Bson, Document, doc};
 
-use super::{Found, id_key, matching};
+use super::{Found, id_key};
 use crate::catalog::{self, CollectionMeta, IndexMeta, check_conflict, keys, keys::Key};
 use crate::error::Result;
 use crate::index::IndexSpec;
@@ -21,6 +21,9 @@ pub struct CollectionHandle {
     indexes: Vec<LoadedIndex>,
     validator: Option<Filter>,
 }
+
+/// One index entry of a document: the index's position, the storage key, the key values.
+type Entry = (usize, Vec<u8>, Vec<Bson>);
 
 struct LoadedIndex {
     meta: IndexMeta,
@@ -83,7 +86,7 @@ impl CollectionHandle {
 
     /// The storage keys of a document's index entries.
     pub(crate) fn entry_keys(&self, doc: &Document) -> Result<Vec<Vec<u8>>> {
-        Ok(self.entries(doc)?.into_iter().map(|(_, k)| k).collect())
+        Ok(self.entries(doc)?.into_iter().map(|(_, k, _)| k).collect())
     }
 
     fn namespace(&self) -> String {
@@ -104,53 +107,62 @@ impl CollectionHandle {
         ))
     }
 
-    /// The index entries `(storage key, value)` of a document, per index.
-    fn entries(&self, doc: &Document) -> Result<Vec<(usize, Vec<u8>)>> {
+    /// The index entries of a document: `(index position, storage key, key values)`.
+    fn entries(&self, doc: &Document) -> Result<Vec<Entry>> {
         let id = id_key(doc.get("_id").unwrap_or(&Bson::Null));
         let mut out = Vec::new();
         for (i, idx) in self.indexes.iter().enumerate() {
-            if let Some(p) = &idx.partial {
-                if !p.matches(doc) {
-                    continue;
-                }
+            if let Some(p) = &idx.partial
+                && !p.matches(doc)
+            {
+                continue;
             }
-            for mut k in idx.spec.keys_for(doc)? {
+            for key in idx.spec.entries_for(doc)?.keys {
+                let mut k = key.bytes;
                 if !idx.spec.unique {
                     k.extend_from_slice(&id);
                 }
-                out.push((i, Key::IndexEntry { coll: self.meta.id, index: idx.meta.id, key: &k }.encode()));
+                let storage_key =
+                    Key::IndexEntry { coll: self.meta.id, index: idx.meta.id, key: &k }.encode();
+                out.push((i, storage_key, key.values));
             }
         }
         Ok(out)
     }
 
     /// Adds a document's index entries, checking unique indexes.
-    fn add_entries(&self, txn: &mut dyn Txn, doc: &Document, skip: &BTreeSet<Vec<u8>>) -> Result<()> {
+    fn add_entries(
+        &self,
+        txn: &mut dyn Txn,
+        doc: &Document,
+        skip: &BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
         let id = id_key(doc.get("_id").unwrap_or(&Bson::Null));
-        for (i, key) in self.entries(doc)? {
+        for (i, key, values) in self.entries(doc)? {
             if skip.contains(&key) {
                 continue;
             }
             let idx = &self.indexes[i];
-            if idx.spec.unique {
-                if let Some(existing) = txn.get(&key)? {
-                    if existing != id {
-                        return Err(crate::index::duplicate_key_error(
-                            &self.namespace(),
-                            &idx.meta.spec,
-                            doc,
-                        ));
-                    }
-                }
+            if idx.spec.unique
+                && let Some(existing) = txn.get(&key)?
+                && existing != id
+            {
+                return Err(idx.spec.duplicate_key_error(&self.meta.db, &self.meta.name, &values));
             }
-            check_conflict(txn.put(&key, &id)?, &format!("{} index {}", self.namespace(), idx.meta.name()))?;
+            let what = format!("{} index {}", self.namespace(), idx.meta.name());
+            check_conflict(txn.put(&key, &id)?, &what)?;
         }
         Ok(())
     }
 
     /// Removes a document's index entries (except those in `keep`).
-    fn remove_entries(&self, txn: &mut dyn Txn, doc: &Document, keep: &BTreeSet<Vec<u8>>) -> Result<()> {
-        for (i, key) in self.entries(doc)? {
+    fn remove_entries(
+        &self,
+        txn: &mut dyn Txn,
+        doc: &Document,
+        keep: &BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
+        for (i, key, _) in self.entries(doc)? {
             if keep.contains(&key) {
                 continue;
             }
@@ -171,10 +183,10 @@ impl CollectionHandle {
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let key = Key::Document { coll: self.meta.id, id: &id_key(&id) }.encode();
         if txn.get(&key)?.is_some() {
-            return Err(crate::index::duplicate_key_error(
-                &self.namespace(),
-                &doc! { "key": { "_id": 1 }, "name": "_id_" },
-                doc,
+            return Err(IndexSpec::id_index().duplicate_key_error(
+                &self.meta.db,
+                &self.meta.name,
+                &[id],
             ));
         }
         check_conflict(txn.put(&key, &doc.to_vec()?)?, &self.describe_id(doc))?;
@@ -185,7 +197,8 @@ impl CollectionHandle {
     fn replace(&self, txn: &mut dyn Txn, found: &Found, new: &Document) -> Result<()> {
         self.validate(new)?;
         check_conflict(txn.put(&found.key, &new.to_vec()?)?, &self.describe_id(new))?;
-        let old_entries: BTreeSet<Vec<u8>> = self.entries(&found.doc)?.into_iter().map(|e| e.1).collect();
+        let old_entries: BTreeSet<Vec<u8>> =
+            self.entries(&found.doc)?.into_iter().map(|e| e.1).collect();
         let new_entries: BTreeSet<Vec<u8>> = self.entries(new)?.into_iter().map(|e| e.1).collect();
         self.remove_entries(txn, &found.doc, &new_entries)?;
         self.add_entries(txn, new, &old_entries)
@@ -198,10 +211,25 @@ impl CollectionHandle {
     }
 }
 
+/// Validates a document for insert: `_id` first, and `Timestamp(0, 0)` values at the top level
+/// replaced by the current time, as MongoDB does.
+fn prepare(doc: Document) -> Result<Document> {
+    static INCREMENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let mut next = || {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        let inc = INCREMENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bson::Timestamp { time: secs, increment: inc }
+    };
+    crate::doc::validate::prepare_insert(doc, &mut next)
+}
+
 /// Inserts one document, creating the collection if needed. Returns the `_id`.
 pub fn insert_one(txn: &mut dyn Txn, db: &str, coll: &str, doc: Document) -> Result<Bson> {
     let handle = CollectionHandle::load_or_create(txn, db, coll)?;
-    let doc = crate::doc::validate::prepare_insert(doc)?;
+    let doc = prepare(doc)?;
     handle.insert_prepared(txn, &doc)?;
     Ok(doc.get("_id").cloned().unwrap_or(Bson::Null))
 }
@@ -247,10 +275,8 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }
-    let mut found = matching(txn, &handle.meta, &filter)?;
-    if let Some(sort) = &sort {
-        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
-    }
+    let mut found =
+        super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), usize::from(!op.multi))?;
     if !op.multi {
         found.truncate(1);
     }
@@ -259,7 +285,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     for f in &found {
         result.matched += 1;
         let mut new = f.doc.clone();
-        let ctx = UpdateContext { position: filter.match_position(&f.doc), is_insert: false, now };
+        let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
         if spec.apply(&mut new, &ctx)? && new != f.doc {
             check_immutable_id(&f.doc, &new)?;
             handle.replace(txn, f, &new)?;
@@ -268,7 +294,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     }
     if found.is_empty() && op.upsert {
         let doc = upsert_document(&filter, &spec, now)?;
-        let doc = crate::doc::validate::prepare_insert(doc)?;
+        let doc = prepare(doc)?;
         handle.insert_prepared(txn, &doc)?;
         result.upserted_id = Some(doc.get("_id").cloned().unwrap_or(Bson::Null));
     }
@@ -278,10 +304,21 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
 /// Builds the document an upsert inserts: the filter's equalities, then the update applied as an
 /// insert (so `$setOnInsert` takes effect).
 fn upsert_document(filter: &Filter, spec: &UpdateSpec, now: bson::DateTime) -> Result<Document> {
-    let mut doc = crate::update::upsert_seed(filter)?;
-    let ctx = UpdateContext { position: None, is_insert: true, now };
-    spec.apply(&mut doc, &ctx)?;
-    Ok(doc)
+    spec.upsert_document(filter, &update_ctx(None, true, now))
+}
+
+fn update_ctx(
+    match_position: Option<usize>,
+    is_upsert_insert: bool,
+    now: bson::DateTime,
+) -> UpdateContext {
+    let secs = (now.timestamp_millis() / 1000).max(0) as u32;
+    UpdateContext {
+        match_position,
+        is_upsert_insert,
+        now,
+        now_timestamp: bson::Timestamp { time: secs, increment: 1 },
+    }
 }
 
 fn check_immutable_id(old: &Document, new: &Document) -> Result<()> {
@@ -316,7 +353,8 @@ pub fn delete(
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }
-    let mut found = matching(txn, &handle.meta, &filter)?;
+    let mut found =
+        super::matching_sorted(txn, &handle.meta, &filter, None, usize::from(limit_one))?;
     if limit_one {
         found.truncate(1);
     }
@@ -384,13 +422,10 @@ pub fn find_and_modify(
         None if req.upsert => CollectionHandle::load_or_create(txn, db, coll)?,
         None => return Ok(FindAndModifyResult::default()),
     };
-    let mut found = matching(txn, &handle.meta, &filter)?;
-    if let Some(sort) = &sort {
-        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
-    }
+    let found = super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), 1)?;
     let project = |d: Document| -> Result<Document> {
         match &projection {
-            Some(p) => p.apply_matched(&d, &filter),
+            Some(p) => p.apply(&d, filter.matches_with_key(&d).1),
             None => Ok(d),
         }
     };
@@ -402,7 +437,7 @@ pub fn find_and_modify(
         }
         (Some(f), Some(spec)) => {
             let mut new = f.doc.clone();
-            let ctx = UpdateContext { position: filter.match_position(&f.doc), is_insert: false, now };
+            let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
             if spec.apply(&mut new, &ctx)? && new != f.doc {
                 check_immutable_id(&f.doc, &new)?;
                 handle.replace(txn, &f, &new)?;
@@ -417,7 +452,7 @@ pub fn find_and_modify(
         }
         (None, Some(spec)) if req.upsert => {
             let doc = upsert_document(&filter, &spec, now)?;
-            let doc = crate::doc::validate::prepare_insert(doc)?;
+            let doc = prepare(doc)?;
             handle.insert_prepared(txn, &doc)?;
             let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
             let value = if req.new { Some(project(doc)?) } else { None };
@@ -512,31 +547,12 @@ pub fn create_indexes(
     let mut added = Vec::new();
     for raw in specs {
         let spec = IndexSpec::parse(raw)?;
+        let existing: Vec<IndexSpec> =
+            meta.indexes.iter().map(|i| IndexSpec::parse(&i.spec)).collect::<Result<_>>()?;
+        if spec.check_conflict(&existing)? {
+            continue; // An identical index exists: nothing to do, as in MongoDB.
+        }
         let normalized = spec.to_document();
-        if let Some(existing) = meta.indexes.iter().find(|i| i.name() == spec.name) {
-            if IndexSpec::parse(&existing.spec)?.key == spec.key {
-                continue; // Same index again: nothing to do, as in MongoDB.
-            }
-            bail!(
-                IndexKeySpecsConflict,
-                "An existing index has the same name as the requested index. When index names are \
-                 not specified, they are auto generated and can cause conflicts. Please refer to our \
-                 documentation. Requested index: {}, existing index: {}",
-                normalized,
-                existing.spec
-            );
-        }
-        if let Some(existing) = meta
-            .indexes
-            .iter()
-            .find(|i| i.spec.get("key") == normalized.get("key") && i.name() != "_id_")
-        {
-            bail!(
-                IndexOptionsConflict,
-                "Index already exists with a different name: {}",
-                existing.name()
-            );
-        }
         let id = meta.next_index_id;
         meta.next_index_id += 1;
         let im = IndexMeta { id, spec: normalized };

@@ -113,17 +113,17 @@ impl Session {
     }
 
     fn too_old(&self, number: i64) -> Result<()> {
-        if let Some(current) = self.txn_number {
-            if number < current {
-                bail!(
-                    TransactionTooOld,
-                    "Cannot start transaction {} on session {} because a newer transaction {} has \
+        if let Some(current) = self.txn_number
+            && number < current
+        {
+            bail!(
+                TransactionTooOld,
+                "Cannot start transaction {} on session {} because a newer transaction {} has \
                      already started",
-                    number,
-                    describe_lsid(&self.lsid),
-                    current
-                );
-            }
+                number,
+                describe_lsid(&self.lsid),
+                current
+            );
         }
         Ok(())
     }
@@ -283,7 +283,10 @@ pub fn lsid_key(lsid: &Document) -> Result<Vec<u8>> {
     match lsid.get("id") {
         Some(Bson::Binary(b)) => Ok(b.bytes.clone()),
         Some(_) => bail!(TypeMismatch, "lsid.id must be a UUID"),
-        None => bail!(FailedToParse, "BSON field 'OperationSessionInfo.lsid.id' is missing but a required field"),
+        None => bail!(
+            FailedToParse,
+            "BSON field 'OperationSessionInfo.lsid.id' is missing but a required field"
+        ),
     }
 }
 
@@ -337,7 +340,8 @@ impl SessionRegistry {
     /// [`SESSION_TIMEOUT`]. Sessions busy with a command are skipped and looked at next time.
     pub fn reap(&self, lifetime: Duration) -> usize {
         let now = Instant::now();
-        let all: Vec<_> = self.sessions.lock().iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+        let all: Vec<_> =
+            self.sessions.lock().iter().map(|(k, s)| (k.clone(), s.clone())).collect();
         let mut aborted = 0;
         for (key, s) in all {
             let Some(mut session) = s.try_lock() else { continue };
@@ -366,6 +370,9 @@ impl SessionRegistry {
 
     /// The number of sessions with an open transaction.
     pub fn open_transactions(&self) -> usize {
-        self.list().iter().filter(|s| s.try_lock().is_some_and(|s| s.state == TxnState::InProgress)).count()
+        self.list()
+            .iter()
+            .filter(|s| s.try_lock().is_some_and(|s| s.state == TxnState::InProgress))
+            .count()
     }
 }
