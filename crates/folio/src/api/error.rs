@@ -321,7 +321,7 @@ impl From<crate::error::Error> for Error {
             code: e.code_number(),
             code_name: e.code_name().to_string(),
             message: e.message.clone(),
-            details: e.extra.clone(),
+            details: e.extra.as_deref().cloned(),
         };
         Error::new(ErrorKind::Command(err), e.labels)
     }
