@@ -2,8 +2,7 @@
 //! command service.
 
 use std::path::Path;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bson::{Bson, Document, doc};
 
@@ -15,10 +14,6 @@ use super::session::ClientSession;
 use crate::command::{Connection, Service, ServiceOptions};
 use crate::mvcc::{Mvcc, MvccOptions, TxnStore};
 use crate::storage::{Engine, MemoryEngine, RedbEngine};
-
-/// How often the housekeeping thread of an owned service runs (transaction lifetime limit,
-/// idle sessions and cursors), as the server's once-a-second tick.
-const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A handle to a Folio instance. Cheap to clone; clones share the instance.
 ///
@@ -69,7 +64,8 @@ impl Client {
     fn over_engine(engine: Arc<dyn Engine>) -> Result<Client> {
         let store: Arc<dyn TxnStore> = Mvcc::open(engine, MvccOptions::default())?;
         let service = Arc::new(Service::new(store, ServiceOptions::default())?);
-        spawn_housekeeping(Arc::downgrade(&service));
+        // Transaction lifetime limit, idle sessions and cursors, as in the server.
+        service.start_background();
         Ok(Client::from_service(service, true))
     }
 
@@ -159,23 +155,6 @@ fn is_ok(reply: &Document) -> bool {
         Some(Bson::Int64(n)) => *n == 1,
         Some(Bson::Boolean(b)) => *b,
         _ => false,
-    }
-}
-
-/// Runs the service's housekeeping about once a second until the service is gone.
-fn spawn_housekeeping(service: Weak<Service>) {
-    let spawned = std::thread::Builder::new().name("folio-housekeeping".into()).spawn(move || {
-        loop {
-            std::thread::sleep(TICK_INTERVAL);
-            match service.upgrade() {
-                Some(s) => s.tick(),
-                None => return,
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        // Without the thread, transactions are not reaped by age; everything else works.
-        tracing::warn!("could not start the housekeeping thread: {e}");
     }
 }
 
