@@ -389,3 +389,32 @@ fn a_data_directory_keeps_its_documents_across_reopen() {
     assert!(coll.list_index_names().unwrap().contains(&"age_1".to_string()));
     assert_eq!(client.database("app").list_collection_names().unwrap(), ["people"]);
 }
+
+#[test]
+fn bulk_write_spans_collections_and_unordered_goes_past_errors() {
+    let client = Client::in_memory().unwrap();
+    let a = raw(&client, "a");
+    let b = client.database("other").collection::<Document>("b");
+    let models: Vec<folio::api::WriteModel> = vec![
+        a.insert_one_model(doc! { "_id": 1 }).unwrap().into(),
+        b.insert_one_model(doc! { "_id": 1 }).unwrap().into(),
+        a.insert_one_model(doc! { "_id": 1 }).unwrap().into(),
+        b.insert_one_model(doc! { "x": 2 }).unwrap().into(),
+        a.replace_one_model(doc! { "_id": 1 }, doc! { "replaced": true }).unwrap().into(),
+    ];
+    let e = client.bulk_write(models).ordered(false).run().unwrap_err();
+    let ErrorKind::BulkWrite(failure) = e.kind.as_ref() else {
+        panic!("expected a bulk write error: {e}")
+    };
+    assert_eq!(
+        failure.write_errors.iter().map(|w| (w.index, w.code)).collect::<Vec<_>>(),
+        [(2, 11000)]
+    );
+    let r = &failure.partial_result;
+    assert_eq!((r.inserted_count, r.matched_count, r.modified_count), (3, 1, 1));
+    let mut inserted: Vec<usize> = r.inserted_ids.keys().copied().collect();
+    inserted.sort();
+    assert_eq!(inserted, [0, 1, 3]);
+    assert_eq!(a.find_one(doc! {}).run().unwrap(), Some(doc! { "_id": 1, "replaced": true }));
+    assert_eq!(b.count_documents(doc! {}).run().unwrap(), 2);
+}

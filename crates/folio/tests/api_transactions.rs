@@ -314,3 +314,21 @@ fn concurrent_with_transaction_increments_lose_no_update() {
     // Not asserted (it depends on scheduling), but worth seeing when the test is run verbosely.
     println!("retried {} times", retries.load(Ordering::Relaxed));
 }
+
+#[test]
+fn a_bulk_write_in_an_aborted_transaction_leaves_nothing() {
+    let (client, coll) = setup();
+    let mut s = client.start_session().run().unwrap();
+    s.start_transaction().run().unwrap();
+    let models: Vec<folio::api::WriteModel> = vec![
+        coll.insert_one_model(doc! { "_id": 10, "bal": 1_i64 }).unwrap().into(),
+        coll.update_one_model(doc! { "_id": 1 }, doc! { "$set": { "bal": 0_i64 } }).into(),
+        coll.delete_one_model(doc! { "_id": 2 }).into(),
+    ];
+    let r = client.bulk_write(models).session(&mut s).run().unwrap();
+    assert_eq!((r.inserted_count, r.modified_count, r.deleted_count), (1, 1, 1));
+    assert_eq!(coll.count_documents(doc! {}).session(&mut s).run().unwrap(), 2);
+    s.abort_transaction().run().unwrap();
+    assert_eq!((balance(&coll, 1), balance(&coll, 2)), (100, 0));
+    assert!(coll.find_one(doc! { "_id": 10 }).run().unwrap().is_none());
+}

@@ -1,12 +1,14 @@
-//! Bulk writes: a list of insert, update, replace and delete models run as few commands as
-//! possible.
+//! Bulk writes: a list of insert, update, replace and delete models, over one or more
+//! collections, in one `bulkWrite` command.
 //!
-//! Consecutive models of the same kind on the same namespace become one `insert`, `update` or
-//! `delete` command, as drivers batch bulk writes for servers without the `bulkWrite` command.
-//! Write errors are mapped back to the position of the model in the request. An ordered bulk
-//! write stops at the first error; an unordered one runs every batch.
+//! Like the `mongodb` crate 3.x talking to a MongoDB 8.0 server, [`Client::bulk_write`] sends
+//! the `bulkWrite` admin command: the operations in `ops`, each naming its namespace by position
+//! in `nsInfo`. The per-operation results come back through a cursor (fetched with `getMore` when
+//! the server keeps one open), and failed operations carry their position in the request. An
+//! ordered bulk write stops at the first error; an unordered one tries every operation.
 
 use std::borrow::Borrow;
+use std::collections::HashMap;
 
 use bson::{Bson, Document, doc};
 use serde::Serialize;
@@ -15,12 +17,16 @@ use super::client::Client;
 use super::collection::{
     Collection, Namespace, UpdateModifications, ensure_id, replacement_document,
 };
+use super::cursor::{Cursor, SessionCursor};
 use super::error::{
-    BulkWriteError, Error, ErrorKind, Result, reply_i64, reply_labels, write_concern_error,
-    write_errors,
+    BulkWriteError, Error, ErrorKind, IndexedWriteError, Result, indexed_write_error, reply_i64,
+    reply_labels, write_concern_error,
 };
 use super::results::SummaryBulkWriteResult;
 use super::session::ClientSession;
+
+/// The most operations one `bulkWrite` command carries (MongoDB's `maxWriteBatchSize`).
+const MAX_BATCH: usize = 100_000;
 
 /// Inserts one document.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,14 +135,6 @@ into_write_model! {
     DeleteManyModel => DeleteMany,
 }
 
-/// The command a model belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Insert,
-    Update,
-    Delete,
-}
-
 impl WriteModel {
     /// The model's namespace.
     pub fn namespace(&self) -> &Namespace {
@@ -150,27 +148,23 @@ impl WriteModel {
         }
     }
 
-    fn kind(&self) -> Kind {
-        match self {
-            WriteModel::InsertOne(_) => Kind::Insert,
-            WriteModel::UpdateOne(_) | WriteModel::UpdateMany(_) | WriteModel::ReplaceOne(_) => {
-                Kind::Update
-            }
-            WriteModel::DeleteOne(_) | WriteModel::DeleteMany(_) => Kind::Delete,
-        }
-    }
-
-    /// The model's statement in its command, and the `_id` of an insert.
-    fn statement(&self) -> Result<(Document, Option<Bson>)> {
+    /// The model's entry in `ops`, given its namespace's position in `nsInfo`, and the `_id` of
+    /// an insert.
+    fn operation(&self, ns: i32) -> Result<(Document, Option<Bson>)> {
         fn update(
+            ns: i32,
             filter: &Document,
-            u: Bson,
+            mods: Bson,
             multi: bool,
             upsert: Option<bool>,
-            af: &Option<Vec<Document>>,
+            array_filters: &Option<Vec<Document>>,
         ) -> Document {
-            let mut d = doc! { "q": filter.clone(), "u": u, "multi": multi, "upsert": upsert.unwrap_or(false) };
-            if let Some(af) = af {
+            let mut d =
+                doc! { "update": ns, "filter": filter.clone(), "updateMods": mods, "multi": multi };
+            if let Some(u) = upsert {
+                d.insert("upsert", u);
+            }
+            if let Some(af) = array_filters {
                 d.insert("arrayFilters", af.clone());
             }
             d
@@ -178,20 +172,25 @@ impl WriteModel {
         Ok(match self {
             WriteModel::InsertOne(m) => {
                 let (d, id) = ensure_id(m.document.clone());
-                (d, Some(id))
+                (doc! { "insert": ns, "document": d }, Some(id))
             }
-            WriteModel::UpdateOne(m) => {
-                (update(&m.filter, m.update.to_bson()?, false, m.upsert, &m.array_filters), None)
-            }
+            WriteModel::UpdateOne(m) => (
+                update(ns, &m.filter, m.update.to_bson()?, false, m.upsert, &m.array_filters),
+                None,
+            ),
             WriteModel::UpdateMany(m) => {
-                (update(&m.filter, m.update.to_bson()?, true, m.upsert, &m.array_filters), None)
+                (update(ns, &m.filter, m.update.to_bson()?, true, m.upsert, &m.array_filters), None)
             }
             WriteModel::ReplaceOne(m) => {
                 let r = replacement_document(&m.replacement)?;
-                (update(&m.filter, Bson::Document(r), false, m.upsert, &None), None)
+                (update(ns, &m.filter, Bson::Document(r), false, m.upsert, &None), None)
             }
-            WriteModel::DeleteOne(m) => (doc! { "q": m.filter.clone(), "limit": 1 }, None),
-            WriteModel::DeleteMany(m) => (doc! { "q": m.filter.clone(), "limit": 0 }, None),
+            WriteModel::DeleteOne(m) => {
+                (doc! { "delete": ns, "filter": m.filter.clone(), "multi": false }, None)
+            }
+            WriteModel::DeleteMany(m) => {
+                (doc! { "delete": ns, "filter": m.filter.clone(), "multi": true }, None)
+            }
         })
     }
 }
@@ -266,13 +265,13 @@ pub struct BulkWrite<'a> {
     session: Option<&'a mut ClientSession>,
 }
 
-/// A run of consecutive models that go into one command.
-struct Batch {
-    kind: Kind,
-    ns: Namespace,
-    /// Position in the request of each statement.
-    indexes: Vec<usize>,
-    statements: Vec<Bson>,
+/// What the batches of a bulk write have gathered so far.
+#[derive(Default)]
+struct Outcome {
+    result: SummaryBulkWriteResult,
+    errors: Vec<IndexedWriteError>,
+    write_concern_errors: Vec<super::error::WriteConcernError>,
+    labels: Vec<String>,
 }
 
 impl<'a> BulkWrite<'a> {
@@ -292,109 +291,106 @@ impl<'a> BulkWrite<'a> {
         self
     }
 
-    /// Runs the writes.
+    /// Runs the writes, in commands of at most 100,000 operations.
     pub fn run(self) -> Result<SummaryBulkWriteResult> {
         if self.models.is_empty() {
             return Err(Error::invalid_argument("a bulk write needs at least one write model"));
         }
-        let mut result = SummaryBulkWriteResult::default();
-        let mut batches: Vec<Batch> = Vec::new();
-        for (i, m) in self.models.iter().enumerate() {
-            let (stmt, id) = m.statement()?;
-            if let Some(id) = id {
-                result.inserted_ids.insert(i, id);
-            }
-            let (kind, ns) = (m.kind(), m.namespace());
-            match batches.last_mut() {
-                Some(b) if b.kind == kind && &b.ns == ns => {
-                    b.indexes.push(i);
-                    b.statements.push(Bson::Document(stmt));
-                }
-                _ => batches.push(Batch {
-                    kind,
-                    ns: ns.clone(),
-                    indexes: vec![i],
-                    statements: vec![Bson::Document(stmt)],
-                }),
-            }
-        }
+        let mut outcome = Outcome::default();
         let mut session = self.session;
-        let mut errors = Vec::new();
-        let mut wces = Vec::new();
-        let mut labels = Vec::new();
-        for batch in batches {
-            let (name, field) = match batch.kind {
-                Kind::Insert => ("insert", "documents"),
-                Kind::Update => ("update", "updates"),
-                Kind::Delete => ("delete", "deletes"),
-            };
-            let cmd = doc! { name: batch.ns.coll.clone(), field: batch.statements, "ordered": self.ordered };
-            let reply = self.client.execute(&batch.ns.db, cmd, session.as_deref_mut())?;
-            let mut batch_errors = write_errors(&reply);
-            for e in &mut batch_errors {
-                e.index = batch.indexes.get(e.index).copied().unwrap_or(e.index);
+        for (chunk_no, chunk) in self.models.chunks(MAX_BATCH).enumerate() {
+            let offset = chunk_no * MAX_BATCH;
+            let (cmd, ids) = command(chunk, self.ordered)?;
+            for (i, id) in ids {
+                outcome.result.inserted_ids.insert(offset + i, id);
             }
-            tally(&mut result, batch.kind, &batch.indexes, &reply, &batch_errors, self.ordered);
-            let failed = !batch_errors.is_empty();
-            errors.extend(batch_errors);
-            wces.extend(write_concern_error(&reply));
-            labels.extend(reply_labels(&reply));
+            let reply = self.client.execute("admin", cmd, session.as_deref_mut())?;
+            let failed = absorb(self.client, &reply, offset, session.as_deref_mut(), &mut outcome)?;
             if failed && self.ordered {
                 break;
             }
         }
-        if self.ordered {
-            // Nothing after the first failure ran.
-            if let Some(first) = errors.first().map(|e| e.index) {
-                result.inserted_ids.retain(|&i, _| i < first);
-            }
-        }
-        if errors.is_empty() && wces.is_empty() {
+        let Outcome { mut result, errors, write_concern_errors, labels } = outcome;
+        // Inserts that failed, or never ran after an ordered failure, inserted nothing.
+        let first_error = errors.first().map(|e| e.index);
+        result.inserted_ids.retain(|i, _| {
+            let failed = errors.iter().any(|e| e.index == *i);
+            let skipped = self.ordered && first_error.is_some_and(|f| *i > f);
+            !failed && !skipped
+        });
+        if errors.is_empty() && write_concern_errors.is_empty() {
             return Ok(result);
         }
-        let failure = BulkWriteError {
-            write_errors: errors,
-            write_concern_errors: wces,
-            partial_result: result,
-        };
+        let failure =
+            BulkWriteError { write_errors: errors, write_concern_errors, partial_result: result };
         Err(Error::new(ErrorKind::BulkWrite(failure), labels))
     }
 }
 
-/// Adds one command's counts to the result.
-fn tally(
-    result: &mut SummaryBulkWriteResult,
-    kind: Kind,
-    indexes: &[usize],
-    reply: &Document,
-    errors: &[super::error::IndexedWriteError],
-    ordered: bool,
-) {
-    let n = reply_i64(reply, "n").unwrap_or(0);
-    match kind {
-        Kind::Insert => {
-            result.inserted_count += n;
-            // Forget the ids of documents that were not inserted.
-            let first_failed = errors.iter().map(|e| e.index).min();
-            for &i in indexes {
-                let skipped = ordered && first_failed.is_some_and(|f| i > f);
-                if skipped || errors.iter().any(|e| e.index == i) {
-                    result.inserted_ids.remove(&i);
-                }
+/// The `bulkWrite` command for some models, and the `_id`s of their inserts by position.
+fn command(models: &[WriteModel], ordered: bool) -> Result<(Document, HashMap<usize, Bson>)> {
+    let mut namespaces: Vec<&Namespace> = Vec::new();
+    let mut ops = Vec::with_capacity(models.len());
+    let mut ids = HashMap::new();
+    for (i, m) in models.iter().enumerate() {
+        let ns = match namespaces.iter().position(|n| *n == m.namespace()) {
+            Some(p) => p,
+            None => {
+                namespaces.push(m.namespace());
+                namespaces.len() - 1
             }
+        };
+        let (op, id) = m.operation(ns as i32)?;
+        if let Some(id) = id {
+            ids.insert(i, id);
         }
-        Kind::Update => {
-            let upserted = reply.get_array("upserted").map(|a| a.as_slice()).unwrap_or(&[]);
-            result.matched_count += n - upserted.len() as i64;
-            result.modified_count += reply_i64(reply, "nModified").unwrap_or(0);
-            result.upserted_count += upserted.len() as i64;
-            for u in upserted.iter().filter_map(|u| u.as_document()) {
-                let pos = reply_i64(u, "index").unwrap_or(0).max(0) as usize;
-                if let (Some(&i), Some(id)) = (indexes.get(pos), u.get("_id")) {
-                    result.upserted_ids.insert(i, id.clone());
-                }
-            }
-        }
-        Kind::Delete => result.deleted_count += n,
+        ops.push(Bson::Document(op));
     }
+    let ns_info: Vec<Bson> =
+        namespaces.iter().map(|n| Bson::Document(doc! { "ns": n.to_string() })).collect();
+    let cmd = doc! { "bulkWrite": 1, "ops": ops, "nsInfo": ns_info, "ordered": ordered, "errorsOnly": false };
+    Ok((cmd, ids))
+}
+
+/// Adds one command's reply to the outcome: its counts, and the per-operation results read from
+/// its cursor. Returns whether an operation failed.
+fn absorb(
+    client: &Client,
+    reply: &Document,
+    offset: usize,
+    session: Option<&mut ClientSession>,
+    outcome: &mut Outcome,
+) -> Result<bool> {
+    let r = &mut outcome.result;
+    r.inserted_count += reply_i64(reply, "nInserted").unwrap_or(0);
+    r.matched_count += reply_i64(reply, "nMatched").unwrap_or(0);
+    r.modified_count += reply_i64(reply, "nModified").unwrap_or(0);
+    r.upserted_count += reply_i64(reply, "nUpserted").unwrap_or(0);
+    r.deleted_count += reply_i64(reply, "nDeleted").unwrap_or(0);
+    outcome.write_concern_errors.extend(write_concern_error(reply));
+    outcome.labels.extend(reply_labels(reply));
+    let entries: Vec<Document> = match session {
+        Some(s) => {
+            let mut cursor = SessionCursor::<Document>::new(client.clone(), reply, None)?;
+            cursor.iter(s).collect::<Result<_>>()?
+        }
+        None => Cursor::<Document>::new(client.clone(), reply, None)?.collect::<Result<_>>()?,
+    };
+    let mut failed = false;
+    for entry in entries {
+        let index = offset + reply_i64(&entry, "idx").unwrap_or(0).max(0) as usize;
+        let ok = matches!(entry.get("ok"), Some(Bson::Double(f)) if *f == 1.0)
+            || matches!(entry.get("ok"), Some(Bson::Int32(1)));
+        if ok {
+            if let Some(id) = entry.get_document("upserted").ok().and_then(|u| u.get("_id")) {
+                outcome.result.upserted_ids.insert(index, id.clone());
+            }
+        } else {
+            failed = true;
+            let mut e = indexed_write_error(&entry);
+            e.index = index;
+            outcome.errors.push(e);
+        }
+    }
+    Ok(failed)
 }
