@@ -31,6 +31,9 @@ pub(crate) struct ClientInner {
     conn: Connection,
     /// Whether this client created the service (and shuts it down when the last handle drops).
     owned: bool,
+    /// Every command sent, when recording (the API's own tests compare them with golden files).
+    #[cfg(test)]
+    pub(crate) recorded: parking_lot::Mutex<Option<Vec<Document>>>,
 }
 
 impl Drop for ClientInner {
@@ -76,7 +79,15 @@ impl Client {
 
     fn from_service(service: Arc<Service>, owned: bool) -> Client {
         let conn = service.connect("embedded");
-        Client { inner: Arc::new(ClientInner { service, conn, owned }) }
+        Client {
+            inner: Arc::new(ClientInner {
+                service,
+                conn,
+                owned,
+                #[cfg(test)]
+                recorded: parking_lot::Mutex::new(None),
+            }),
+        }
     }
 
     /// The command service this client talks to.
@@ -140,6 +151,10 @@ impl Client {
     /// Sends a command as it is (the session fields, if any, already added).
     pub(crate) fn send(&self, db: &str, mut cmd: Document) -> Result<Document> {
         cmd.insert("$db", db);
+        #[cfg(test)]
+        if let Some(log) = self.inner.recorded.lock().as_mut() {
+            log.push(cmd.clone());
+        }
         let mut conn = self.inner.conn.clone();
         let reply = self.inner.service.dispatch(&mut conn, cmd);
         let body = reply.body;

@@ -49,6 +49,8 @@ pub mod error;
 pub mod options;
 pub mod results;
 mod session;
+#[cfg(test)]
+mod tests;
 
 pub use bulk::{
     BulkWrite, DeleteManyModel, DeleteOneModel, InsertOneModel, ReplaceOneModel, UpdateManyModel,
