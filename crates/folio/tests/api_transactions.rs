@@ -332,3 +332,85 @@ fn a_bulk_write_in_an_aborted_transaction_leaves_nothing() {
     assert_eq!((balance(&coll, 1), balance(&coll, 2)), (100, 0));
     assert!(coll.find_one(doc! { "_id": 10 }).run().unwrap().is_none());
 }
+
+/// A client of a service with test commands (fail points) enabled.
+fn client_with_fail_points() -> Client {
+    use folio::command::{Service, ServiceOptions};
+    use folio::mvcc::{Mvcc, MvccOptions};
+    use folio::storage::MemoryEngine;
+    let store =
+        Mvcc::open(std::sync::Arc::new(MemoryEngine::new()), MvccOptions::default()).unwrap();
+    let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
+    Client::with_service(std::sync::Arc::new(Service::new(store, options).unwrap()))
+}
+
+/// Makes the next `times` commitTransaction commands fail with `data`'s error.
+fn fail_commits(client: &Client, times: i32, data: Document) {
+    let mut data = data;
+    data.insert("failCommands", ["commitTransaction"]);
+    client
+        .database("admin")
+        .run_command(
+            doc! { "configureFailPoint": "failCommand", "mode": { "times": times }, "data": data },
+        )
+        .run()
+        .unwrap();
+}
+
+#[test]
+fn an_uncertain_commit_is_labelled_and_can_be_retried() {
+    let client = client_with_fail_points();
+    let coll = accounts(&client);
+    // Two failures: the commit and its one automatic retry.
+    fail_commits(&client, 2, doc! { "errorCode": 91 });
+    let mut s = client.start_session().run().unwrap();
+    s.start_transaction().run().unwrap();
+    coll.insert_one(doc! { "_id": 1 }).session(&mut s).run().unwrap();
+    let e = s.commit_transaction().run().unwrap_err();
+    assert_eq!(e.code(), Some(91), "{e}");
+    assert!(e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT), "{e}");
+    assert!(!e.contains_label(TRANSIENT_TRANSACTION_ERROR), "{e}");
+    assert!(coll.find_one(doc! { "_id": 1 }).run().unwrap().is_none());
+    // Retrying the commit commits.
+    s.commit_transaction().run().unwrap();
+    assert!(coll.find_one(doc! { "_id": 1 }).run().unwrap().is_some());
+}
+
+#[test]
+fn with_transaction_retries_only_the_commit_after_an_unknown_commit_result() {
+    let client = client_with_fail_points();
+    let coll = accounts(&client);
+    fail_commits(&client, 3, doc! { "errorCode": 91 });
+    let mut s = client.start_session().run().unwrap();
+    let mut calls = 0;
+    s.with_transaction(|s| {
+        calls += 1;
+        coll.insert_one(doc! { "_id": 1 }).session(s).run()?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(calls, 1, "the callback ran once; only the commit was retried");
+    assert_eq!(coll.count_documents(doc! {}).run().unwrap(), 1);
+}
+
+#[test]
+fn with_transaction_reruns_the_callback_after_a_transient_commit_error() {
+    let client = client_with_fail_points();
+    let coll = accounts(&client);
+    fail_commits(
+        &client,
+        1,
+        doc! { "errorCode": 251, "errorLabels": [TRANSIENT_TRANSACTION_ERROR] },
+    );
+    let mut s = client.start_session().run().unwrap();
+    let mut calls = 0;
+    s.with_transaction(|s| {
+        calls += 1;
+        coll.insert_one(doc! { "_id": 1, "attempt": calls }).session(s).run()?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(calls, 2);
+    let docs: Vec<Document> = coll.find(doc! {}).run().unwrap().map(Result::unwrap).collect();
+    assert_eq!(docs, vec![doc! { "_id": 1, "attempt": 2 }]);
+}
