@@ -333,7 +333,20 @@ impl StartTransaction<'_> {
     /// - retries stop 120 seconds after the first attempt, returning the last error;
     /// - if the callback committed or aborted the transaction itself, its result is returned as
     ///   it is.
-    pub fn and_run<R, C, F>(self, mut context: C, mut callback: F) -> Result<R>
+    pub fn and_run<R, C, F>(self, context: C, callback: F) -> Result<R>
+    where
+        F: for<'b> FnMut(&'b mut ClientSession, &'b mut C) -> Result<R>,
+    {
+        self.and_run_within(WITH_TRANSACTION_TIMEOUT, context, callback)
+    }
+
+    /// [`StartTransaction::and_run`] with another retry budget (for tests of the budget).
+    pub(crate) fn and_run_within<R, C, F>(
+        self,
+        budget: Duration,
+        mut context: C,
+        mut callback: F,
+    ) -> Result<R>
     where
         F: for<'b> FnMut(&'b mut ClientSession, &'b mut C) -> Result<R>,
     {
@@ -349,9 +362,7 @@ impl StartTransaction<'_> {
                     if session.in_transaction() {
                         session.abort_transaction().run()?;
                     }
-                    if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
-                        && started.elapsed() < WITH_TRANSACTION_TIMEOUT
-                    {
+                    if e.contains_label(TRANSIENT_TRANSACTION_ERROR) && started.elapsed() < budget {
                         backoff(attempt);
                         attempt += 1;
                         continue 'transaction;
@@ -366,7 +377,7 @@ impl StartTransaction<'_> {
                 let Err(e) = session.commit_transaction().run() else {
                     return Ok(value);
                 };
-                let in_time = started.elapsed() < WITH_TRANSACTION_TIMEOUT;
+                let in_time = started.elapsed() < budget;
                 if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
                     && !is_max_time_expired(&e)
                     && in_time

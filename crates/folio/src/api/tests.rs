@@ -220,3 +220,46 @@ fn diff(expected: &str, actual: &str) -> String {
     }
     out
 }
+
+/// A client whose service has test commands (fail points) on.
+fn client_with_fail_points() -> Client {
+    use crate::command::{Service, ServiceOptions};
+    use crate::mvcc::{Mvcc, MvccOptions};
+    use crate::storage::MemoryEngine;
+    let store =
+        Mvcc::open(std::sync::Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("mvcc");
+    let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
+    Client::with_service(std::sync::Arc::new(Service::new(store, options).expect("service")))
+}
+
+#[test]
+fn with_transaction_stops_retrying_when_the_budget_is_spent() {
+    let client = client_with_fail_points();
+    client
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": { "failCommands": ["insert"], "errorCode": 112 },
+        })
+        .run()
+        .unwrap();
+    let items = coll(&client, "items");
+    let mut s = client.start_session().run().unwrap();
+    let budget = std::time::Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    let e = s
+        .start_transaction()
+        .and_run_within(budget, (), |s, _| {
+            calls += 1;
+            items.insert_one(doc! { "_id": 1 }).session(s).run()?;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(started.elapsed() >= budget, "gave up after {:?}", started.elapsed());
+    assert!(calls > 1, "retried before giving up");
+    assert_eq!(e.code(), Some(112));
+    assert!(e.contains_label(super::error::TRANSIENT_TRANSACTION_ERROR));
+    assert!(!s.in_transaction(), "the last attempt was aborted");
+}
