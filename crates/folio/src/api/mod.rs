@@ -30,6 +30,20 @@
 //! for one holds for the other. The cost is building and parsing a few small documents per
 //! call, which is small next to the work of the call itself.
 //!
+//! # Differences from the `mongodb` crate
+//!
+//! - A client opens a data directory ([`Client::open`]) or lives in memory
+//!   ([`Client::in_memory`]) instead of connecting to a URI; there is no server selection, read
+//!   preference, connection pool or network retry.
+//! - Operations outside a session run without an implicit session: nothing to retry over a
+//!   network, so writes carry no `txnNumber`.
+//! - `list_indexes` yields [`IndexModel`]s through an [`IndexCursor`]; [`Error::code`] and
+//!   [`Error::code_name`] are public; write errors carry `key_pattern` and `key_value` for
+//!   duplicate keys; [`results::SummaryBulkWriteResult`] also has the inserted and upserted ids.
+//! - Options are set on the action builders (`.sort(..)`, `.upsert(..)`); the option structs
+//!   exist only where a whole set is commonly passed around ([`FindOptions`],
+//!   [`options::TransactionOptions`], [`options::IndexOptions`]).
+//!
 //! # Layout
 //!
 //! - [`Client`], [`Database`]: entry points; [`Client::open`] a data directory,
