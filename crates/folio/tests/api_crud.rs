@@ -418,3 +418,24 @@ fn bulk_write_spans_collections_and_unordered_goes_past_errors() {
     assert_eq!(a.find_one(doc! {}).run().unwrap(), Some(doc! { "_id": 1, "replaced": true }));
     assert_eq!(b.count_documents(doc! {}).run().unwrap(), 2);
 }
+
+#[test]
+fn an_unsatisfiable_write_concern_is_a_write_concern_error_after_the_write() {
+    use folio::api::options::WriteConcern;
+    let client = Client::in_memory().unwrap();
+    let coll = raw(&client, "wc");
+    let e =
+        coll.insert_one(doc! { "_id": 1 }).write_concern(WriteConcern::nodes(2)).run().unwrap_err();
+    let ErrorKind::Write(WriteFailure::WriteConcernError(wce)) = e.kind.as_ref() else {
+        panic!("expected a write concern error: {e}")
+    };
+    assert_eq!((wce.code, wce.code_name.as_str()), (100, "UnsatisfiableWriteConcern"));
+    assert_eq!(e.code(), Some(100));
+    // The write itself was applied, as on a real replica set.
+    assert_eq!(coll.count_documents(doc! {}).run().unwrap(), 1);
+    // A satisfiable one is fine.
+    coll.update_one(doc! { "_id": 1 }, doc! { "$set": { "a": 1 } })
+        .write_concern(WriteConcern::majority())
+        .run()
+        .unwrap();
+}

@@ -22,7 +22,7 @@ use super::error::{
     Error, ErrorKind, InsertManyError, Result, check_single_write, reply_i64, reply_labels,
     write_concern_error, write_errors,
 };
-use super::options::{IndexModel, ReturnDocument};
+use super::options::{IndexModel, ReturnDocument, WriteConcern};
 use super::results::{
     CreateIndexResult, CreateIndexesResult, DeleteResult, InsertManyResult, InsertOneResult,
     UpdateResult,
@@ -85,6 +85,13 @@ impl UpdateModifications {
                 Ok(Bson::Array(p.iter().cloned().map(Bson::Document).collect()))
             }
         }
+    }
+}
+
+/// Adds `writeConcern` to a write command when one was set.
+fn add_write_concern(cmd: &mut Document, wc: Option<&WriteConcern>) {
+    if let Some(wc) = wc {
+        cmd.insert("writeConcern", wc.to_document());
     }
 }
 
@@ -194,12 +201,12 @@ impl<T: Send + Sync> Collection<T> {
 
     /// Deletes the first matching document.
     pub fn delete_one(&self, filter: Document) -> Delete<'_, T> {
-        Delete { coll: self, filter, limit: 1, session: None }
+        Delete { coll: self, filter, limit: 1, session: None, write_concern: None }
     }
 
     /// Deletes every matching document.
     pub fn delete_many(&self, filter: Document) -> Delete<'_, T> {
-        Delete { coll: self, filter, limit: 0, session: None }
+        Delete { coll: self, filter, limit: 0, session: None, write_concern: None }
     }
 
     /// Deletes the first matching document and returns it.
@@ -297,7 +304,7 @@ impl<T: Serialize + Send + Sync> Collection<T> {
     /// Inserts one document; it gets an ObjectId `_id` if it has none.
     pub fn insert_one(&self, doc: impl Borrow<T>) -> InsertOne<'_, T> {
         let doc = bson::serialize_to_document(doc.borrow()).map_err(Error::serialization);
-        InsertOne { coll: self, doc, session: None }
+        InsertOne { coll: self, doc, session: None, write_concern: None }
     }
 
     /// Inserts documents, in order by default.
@@ -306,7 +313,7 @@ impl<T: Serialize + Send + Sync> Collection<T> {
             .into_iter()
             .map(|d| bson::serialize_to_document(d.borrow()).map_err(Error::serialization))
             .collect();
-        InsertMany { coll: self, docs, ordered: true, session: None }
+        InsertMany { coll: self, docs, ordered: true, session: None, write_concern: None }
     }
 
     /// Replaces the first matching document.
@@ -519,6 +526,7 @@ pub struct InsertOne<'a, T: Send + Sync> {
     coll: &'a Collection<T>,
     doc: Result<Document>,
     session: Option<&'a mut ClientSession>,
+    write_concern: Option<WriteConcern>,
 }
 
 impl<'a, T: Send + Sync> InsertOne<'a, T> {
@@ -528,10 +536,18 @@ impl<'a, T: Send + Sync> InsertOne<'a, T> {
         self
     }
 
+    /// Sets the write concern (not inside a transaction: there the commit's applies).
+    pub fn write_concern(mut self, wc: WriteConcern) -> Self {
+        self.write_concern = Some(wc);
+        self
+    }
+
     /// Inserts the document.
     pub fn run(self) -> Result<InsertOneResult> {
         let (doc, inserted_id) = ensure_id(self.doc?);
-        let cmd = doc! { "insert": self.coll.ns.coll.clone(), "documents": [doc], "ordered": true };
+        let mut cmd =
+            doc! { "insert": self.coll.ns.coll.clone(), "documents": [doc], "ordered": true };
+        add_write_concern(&mut cmd, self.write_concern.as_ref());
         let reply = self.coll.run(cmd, self.session)?;
         check_single_write(&reply)?;
         Ok(InsertOneResult { inserted_id })
@@ -545,6 +561,7 @@ pub struct InsertMany<'a, T: Send + Sync> {
     docs: Result<Vec<Document>>,
     ordered: bool,
     session: Option<&'a mut ClientSession>,
+    write_concern: Option<WriteConcern>,
 }
 
 impl<'a, T: Send + Sync> InsertMany<'a, T> {
@@ -557,6 +574,12 @@ impl<'a, T: Send + Sync> InsertMany<'a, T> {
     /// Inserts in a session.
     pub fn session(mut self, session: &'a mut ClientSession) -> Self {
         self.session = Some(session);
+        self
+    }
+
+    /// Sets the write concern (not inside a transaction: there the commit's applies).
+    pub fn write_concern(mut self, wc: WriteConcern) -> Self {
+        self.write_concern = Some(wc);
         self
     }
 
@@ -578,7 +601,8 @@ impl<'a, T: Send + Sync> InsertMany<'a, T> {
         for (chunk_no, chunk) in with_ids.chunks(MAX_WRITE_BATCH).enumerate() {
             let offset = chunk_no * MAX_WRITE_BATCH;
             let docs: Vec<Bson> = chunk.iter().map(|(d, _)| Bson::Document(d.clone())).collect();
-            let cmd = doc! { "insert": self.coll.ns.coll.clone(), "documents": docs, "ordered": self.ordered };
+            let mut cmd = doc! { "insert": self.coll.ns.coll.clone(), "documents": docs, "ordered": self.ordered };
+            add_write_concern(&mut cmd, self.write_concern.as_ref());
             let reply = self.coll.run(cmd, session.as_deref_mut())?;
             let mut errors = write_errors(&reply);
             let failed: Vec<usize> = errors.iter().map(|e| e.index).collect();
@@ -628,11 +652,21 @@ pub struct Update<'a, T: Send + Sync> {
     upsert: Option<bool>,
     array_filters: Option<Vec<Document>>,
     session: Option<&'a mut ClientSession>,
+    write_concern: Option<WriteConcern>,
 }
 
 impl<'a, T: Send + Sync> Update<'a, T> {
     fn new(coll: &'a Collection<T>, filter: Document, kind: UpdateKind, multi: bool) -> Self {
-        Update { coll, filter, kind, multi, upsert: None, array_filters: None, session: None }
+        Update {
+            coll,
+            filter,
+            kind,
+            multi,
+            upsert: None,
+            array_filters: None,
+            session: None,
+            write_concern: None,
+        }
     }
 
     /// Inserts a document when none matches.
@@ -653,6 +687,12 @@ impl<'a, T: Send + Sync> Update<'a, T> {
         self
     }
 
+    /// Sets the write concern (not inside a transaction: there the commit's applies).
+    pub fn write_concern(mut self, wc: WriteConcern) -> Self {
+        self.write_concern = Some(wc);
+        self
+    }
+
     /// Runs the update.
     pub fn run(self) -> Result<UpdateResult> {
         let u = match self.kind {
@@ -663,7 +703,9 @@ impl<'a, T: Send + Sync> Update<'a, T> {
         if let Some(af) = self.array_filters {
             stmt.insert("arrayFilters", af);
         }
-        let cmd = doc! { "update": self.coll.ns.coll.clone(), "updates": [stmt], "ordered": true };
+        let mut cmd =
+            doc! { "update": self.coll.ns.coll.clone(), "updates": [stmt], "ordered": true };
+        add_write_concern(&mut cmd, self.write_concern.as_ref());
         let reply = self.coll.run(cmd, self.session)?;
         check_single_write(&reply)?;
         Ok(parse_update_reply(&reply))
@@ -696,6 +738,7 @@ pub struct Delete<'a, T: Send + Sync> {
     filter: Document,
     limit: i32,
     session: Option<&'a mut ClientSession>,
+    write_concern: Option<WriteConcern>,
 }
 
 impl<'a, T: Send + Sync> Delete<'a, T> {
@@ -705,10 +748,18 @@ impl<'a, T: Send + Sync> Delete<'a, T> {
         self
     }
 
+    /// Sets the write concern (not inside a transaction: there the commit's applies).
+    pub fn write_concern(mut self, wc: WriteConcern) -> Self {
+        self.write_concern = Some(wc);
+        self
+    }
+
     /// Runs the delete.
     pub fn run(self) -> Result<DeleteResult> {
         let stmt = doc! { "q": self.filter, "limit": self.limit };
-        let cmd = doc! { "delete": self.coll.ns.coll.clone(), "deletes": [stmt], "ordered": true };
+        let mut cmd =
+            doc! { "delete": self.coll.ns.coll.clone(), "deletes": [stmt], "ordered": true };
+        add_write_concern(&mut cmd, self.write_concern.as_ref());
         let reply = self.coll.run(cmd, self.session)?;
         check_single_write(&reply)?;
         Ok(DeleteResult { deleted_count: reply_i64(&reply, "n").unwrap_or(0).max(0) as u64 })
@@ -735,6 +786,7 @@ pub struct FindAndModify<'a, T: Send + Sync> {
     return_document: Option<ReturnDocument>,
     array_filters: Option<Vec<Document>>,
     session: Option<&'a mut ClientSession>,
+    write_concern: Option<WriteConcern>,
 }
 
 impl<'a, T: Send + Sync> FindAndModify<'a, T> {
@@ -749,6 +801,7 @@ impl<'a, T: Send + Sync> FindAndModify<'a, T> {
             return_document: None,
             array_filters: None,
             session: None,
+            write_concern: None,
         }
     }
 }
@@ -790,6 +843,12 @@ impl<'a, T: Send + Sync + DeserializeOwned> FindAndModify<'a, T> {
         self
     }
 
+    /// Sets the write concern (not inside a transaction: there the commit's applies).
+    pub fn write_concern(mut self, wc: WriteConcern) -> Self {
+        self.write_concern = Some(wc);
+        self
+    }
+
     /// Runs the `findAndModify` and returns the document, if one matched (or was upserted and
     /// the document after is asked for).
     pub fn run(self) -> Result<Option<T>> {
@@ -817,6 +876,7 @@ impl<'a, T: Send + Sync + DeserializeOwned> FindAndModify<'a, T> {
         if let Some(r) = self.return_document {
             cmd.insert("new", r == ReturnDocument::After);
         }
+        add_write_concern(&mut cmd, self.write_concern.as_ref());
         if let Some(af) = self.array_filters {
             cmd.insert("arrayFilters", af);
         }
