@@ -174,8 +174,6 @@ codes! {
     Location4161102 = 4161102,
     Location4161106 = 4161106,
     Location40228 = 40228,
-    Location40324 = 40324,
-    Location40323 = 40323,
     Location40272 = 40272,
     Location31120 = 31120,
     Location31002 = 31002,
