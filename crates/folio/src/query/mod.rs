@@ -117,6 +117,12 @@ mod projection_sort_tests {
                         let doc = input.doc();
                         let pos = filter.as_ref().and_then(|f| f.matches_with_key(&doc).1);
                         let p = projection.as_ref().expect("doc before projection");
+                        if let Some(f) = &filter
+                            && let Err(e) = p.check_positional(f)
+                        {
+                            out.push(error_line(&e));
+                            continue;
+                        }
                         out.push(match p.apply(&doc, pos) {
                             Ok(d) => doc_string_styled(&d, Style::Typed),
                             Err(e) => error_line(&e),
