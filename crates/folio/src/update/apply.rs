@@ -130,7 +130,13 @@ fn apply_op(
                         Some(r) => r,
                         None => bail!(
                             BadValue,
-                            "Failed to apply {name} operations to current value ((NumberLong){}) for document {}",
+                            "Failed to apply {name} operations to current value (({}){}) for document {}",
+                            match v {
+                                Bson::Int32(_) => "NumberInt",
+                                Bson::Int64(_) => "NumberLong",
+                                Bson::Decimal128(_) => "NumberDecimal",
+                                _ => "NumberDouble",
+                            },
                             value_string(v),
                             id_string(doc)
                         ),
@@ -285,13 +291,43 @@ fn retain(doc: &mut Document, parts: &[String], keep: impl Fn(&Bson) -> bool) ->
 
 fn rename(doc: &mut Document, from: &[String], to: &str) -> Result<()> {
     let to_parts: Vec<String> = to.split('.').map(str::to_string).collect();
-    let Some(value) = get_at(doc, from).cloned() else {
+    let Some(value) = rename_source(doc, from)?.cloned() else {
         return Ok(());
     };
     check_no_array(doc, from, "source")?;
     check_no_array(doc, &to_parts, "destination")?;
     unset_at(doc, from);
     set_at(doc, &to_parts, value)
+}
+
+/// Finds the source of a `$rename`: a missing field is fine (nothing to do), but a path that
+/// runs into a scalar, or into an array with a non-numeric component, is PathNotViable.
+fn rename_source<'a>(doc: &'a Document, parts: &[String]) -> Result<Option<&'a Bson>> {
+    let mut cur = match doc.get(&parts[0]) {
+        Some(v) => v,
+        None => return Ok(None),
+    };
+    let mut name = parts[0].as_str();
+    for part in &parts[1..] {
+        let next = match cur {
+            Bson::Document(d) => d.get(part),
+            Bson::Array(items) if array_index(part).is_some() => {
+                array_index(part).and_then(|i| items.get(i))
+            }
+            other => bail!(
+                PathNotViable,
+                "cannot use the part ({name} of {}) to traverse the element ({{{name}: {}}})",
+                parts.join("."),
+                value_string(other)
+            ),
+        };
+        match next {
+            Some(v) => cur = v,
+            None => return Ok(None),
+        }
+        name = part;
+    }
+    Ok(Some(cur))
 }
 
 /// `$rename` may not go through arrays on either side.
