@@ -124,6 +124,8 @@ pub enum ElemMatcher {
     Object(Filter),
     /// The value form `{$elemMatch: {$gte: 80, $lt: 85}}`: predicates on the element itself.
     Value(Pred),
+    /// A literal (the scalar form of `$pull: {a: 5}`): whole-element equality, no traversal.
+    Exact(Bson),
 }
 
 /// A compiled regex with its original pattern and options.
@@ -666,7 +668,7 @@ pub fn parse_pull_condition(path: &str, v: &Bson) -> Result<ElemMatcher> {
         Bson::RegularExpression(r) => {
             Ok(ElemMatcher::Value(Pred::Regex(Box::new(Regex::from_bson(r)?))))
         }
-        other => Ok(ElemMatcher::Value(Pred::Eq(other.clone()))),
+        other => Ok(ElemMatcher::Exact(other.clone())),
     }
 }
 

@@ -79,6 +79,22 @@ impl ElemMatcher {
                 _ => false,
             },
             ElemMatcher::Value(p) => pred_on_value(p, v),
+            ElemMatcher::Exact(x) => eq_matches(x, Some(v)),
+        }
+    }
+
+    /// Whether an array element is removed by `$pull`. Unlike `$elemMatch`, an operator or
+    /// regex condition also looks inside an element that is itself an array (`{$gt: 1}` pulls
+    /// `[1, 2]`), as MongoDB matches the element like a field value; a literal condition compares
+    /// whole elements.
+    pub fn matches_pull(&self, v: &Bson) -> bool {
+        match self {
+            ElemMatcher::Value(p) => {
+                let mut wrapped = Document::new();
+                wrapped.insert("e", v.clone());
+                pred_on_path(&wrapped, "e", p, &mut None)
+            }
+            ElemMatcher::Object(_) | ElemMatcher::Exact(_) => self.matches_value(v),
         }
     }
 }

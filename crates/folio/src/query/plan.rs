@@ -207,7 +207,7 @@ fn pred_bounds(pred: &Pred) -> Option<Vec<Interval>> {
         | Pred::And(_) => None,
         Pred::ElemMatch(m) => match m.as_ref() {
             ElemMatcher::Value(p) => and_bounds(std::slice::from_ref(p), false),
-            ElemMatcher::Object(_) => None,
+            ElemMatcher::Object(_) | ElemMatcher::Exact(_) => None,
         },
         Pred::Never => Some(Vec::new()),
     }

@@ -218,7 +218,7 @@ fn apply_op(
             }
             set_at(doc, parts, Bson::Array(items))
         }
-        OpKind::Pull(m) => retain(doc, parts, |e| !m.matches_value(e)),
+        OpKind::Pull(m) => retain(doc, parts, |e| !m.matches_pull(e)),
         OpKind::PullAll(values) => retain(doc, parts, |e| !values.iter().any(|v| bson_eq(v, e))),
         OpKind::Bit(ops) => {
             let mut cur = match get_at(doc, parts) {

@@ -129,7 +129,8 @@ fn parse_op(name: &str, path: &str, v: &Bson) -> Result<Op> {
         "$pop" => match Number::of(v).map(Number::to_f64) {
             Some(1.0) => OpKind::Pop { first: false },
             Some(-1.0) => OpKind::Pop { first: true },
-            _ => bail!(FailedToParse, "$pop expects 1 or -1, found: {}", value_string(v)),
+            Some(_) => bail!(FailedToParse, "$pop expects 1 or -1, found: {}", value_string(v)),
+            None => bail!(FailedToParse, "Expected a number in: {path}: {}", value_string(v)),
         },
         "$pull" => OpKind::Pull(Box::new(parse_pull_condition(path, v)?)),
         "$pullAll" => match v {
