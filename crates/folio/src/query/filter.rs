@@ -205,7 +205,7 @@ fn first_line(s: &str) -> String {
 impl Filter {
     /// Parses and validates a filter document.
     pub fn parse(filter: &Document) -> Result<Filter> {
-        parse_doc(filter, true)
+        parse_doc(filter)
     }
 
     /// Parses a filter whose `$expr`s may use the variables of a command's `let` option
@@ -213,9 +213,9 @@ impl Filter {
     pub fn parse_with_let(filter: &Document, let_vars: Option<&Document>) -> Result<Filter> {
         match let_vars {
             Some(vars) if !vars.is_empty() => {
-                parse_doc(&super::expr::substitute_vars(filter, vars), true)
+                parse_doc(&super::expr::substitute_vars(filter, vars))
             }
-            _ => parse_doc(filter, true),
+            _ => parse_doc(filter),
         }
     }
 
@@ -238,13 +238,13 @@ impl Filter {
     }
 }
 
-/// Parses a filter document; `top` is false inside `$elemMatch` (where `$expr` etc. still work
-/// but `$comment` is unusual).
-fn parse_doc(filter: &Document, top: bool) -> Result<Filter> {
+/// Parses a filter document (the top level, an `$and`/`$or`/`$nor` entry, or the object form of
+/// `$elemMatch`).
+fn parse_doc(filter: &Document) -> Result<Filter> {
     let mut children = Vec::with_capacity(filter.len());
     for (key, value) in filter {
         if let Some(op) = key.strip_prefix('$') {
-            if let Some(f) = parse_top_operator(op, value, top)? {
+            if let Some(f) = parse_top_operator(op, value)? {
                 children.push(f);
             }
         } else {
@@ -257,8 +257,7 @@ fn parse_doc(filter: &Document, top: bool) -> Result<Filter> {
     Ok(Filter::And(children))
 }
 
-fn parse_top_operator(op: &str, value: &Bson, top: bool) -> Result<Option<Filter>> {
-    let _ = top;
+fn parse_top_operator(op: &str, value: &Bson) -> Result<Option<Filter>> {
     Ok(Some(match op {
         "and" => Filter::And(parse_logical_list(op, value)?),
         "or" => {
@@ -298,7 +297,7 @@ fn parse_logical_list(op: &str, value: &Bson) -> Result<Vec<Filter>> {
     items
         .iter()
         .map(|item| match item {
-            Bson::Document(d) => parse_doc(d, false),
+            Bson::Document(d) => parse_doc(d),
             _ => bail!(BadValue, "$or/$and/$nor entries need to be full objects"),
         })
         .collect()
@@ -656,7 +655,7 @@ pub fn parse_elem_match(path: &str, d: &Document) -> Result<ElemMatcher> {
     if value_form {
         Ok(ElemMatcher::Value(parse_operators(path, d)?))
     } else {
-        Ok(ElemMatcher::Object(parse_doc(d, false)?))
+        Ok(ElemMatcher::Object(parse_doc(d)?))
     }
 }
 
