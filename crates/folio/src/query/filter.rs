@@ -98,11 +98,11 @@ pub enum CmpOp {
     Lte,
 }
 
-/// The operand of `$in`: plain values (sorted for binary search is not needed at our sizes) and
-/// regexes.
+/// The operand of `$in`: plain values and regexes.
 #[derive(Clone, Debug)]
 pub struct InList {
-    /// Values compared by equality.
+    /// Values compared by equality, sorted in BSON order without duplicates, so that a lookup
+    /// is a binary search (`{_id: {$in: [...thousands...]}}` is common).
     pub values: Vec<Bson>,
     /// Regexes matched against strings.
     pub regexes: Vec<Regex>,
@@ -449,6 +449,8 @@ fn parse_in_list(op: &str, v: &Bson) -> Result<InList> {
             other => list.values.push(other.clone()),
         }
     }
+    list.values.sort_by(crate::doc::compare::cmp_bson);
+    list.values.dedup_by(|a, b| crate::doc::compare::cmp_bson(a, b).is_eq());
     Ok(list)
 }
 

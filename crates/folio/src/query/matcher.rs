@@ -291,8 +291,13 @@ fn cmp_matches(op: CmpOp, target: &Bson, v: Option<&Bson>) -> bool {
 }
 
 fn in_matches(list: &InList, v: Option<&Bson>) -> bool {
-    list.values.iter().any(|t| eq_matches(t, v))
-        || v.is_some_and(|v| list.regexes.iter().any(|re| regex_matches(re, v)))
+    // Values of one canonical type are equal exactly when they compare equal, so a binary
+    // search over the sorted list finds a match; a missing value matches a listed null.
+    let found = match v {
+        None => list.values.binary_search_by(|t| cmp_bson(t, &Bson::Null)).is_ok(),
+        Some(v) => list.values.binary_search_by(|t| cmp_bson(t, v)).is_ok(),
+    };
+    found || v.is_some_and(|v| list.regexes.iter().any(|re| regex_matches(re, v)))
 }
 
 fn type_matches(sel: TypeSel, v: &Bson) -> bool {
