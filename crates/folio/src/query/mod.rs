@@ -219,6 +219,16 @@ mod plan_tests {
                             ),
                         });
                     }
+                    "parsed" => {
+                        let f: &Filter = f.expect("filter first");
+                        out.push(crate::doc::fmt::doc_string_styled(
+                            &f.to_document(),
+                            Style::Typed,
+                        ));
+                        // The normalized form must parse back to the same normalized form.
+                        let again = Filter::parse(&f.to_document()).map(|g| g.to_document());
+                        assert_eq!(again.as_ref().ok(), Some(&f.to_document()), "round trip");
+                    }
                     "equalities" => {
                         let f: &Filter = f.expect("filter first");
                         for (path, v) in f.equalities() {
