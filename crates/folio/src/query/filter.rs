@@ -150,8 +150,8 @@ impl Regex {
                 other => bail!(Location51108, "invalid flag in regex options: {other}"),
             }
         }
-        let full =
-            if flags.is_empty() { pattern.to_string() } else { format!("(?{flags}){pattern}") };
+        let translated = translate_pcre(pattern);
+        let full = if flags.is_empty() { translated } else { format!("(?{flags}){translated}") };
         let re = regex::Regex::new(&full).map_err(|e| {
             err!(Location51091, "Regular expression is invalid: {}", first_line(&e.to_string()))
         })?;
@@ -196,6 +196,36 @@ impl Regex {
             _ => Some(prefix),
         }
     }
+}
+
+/// Adapts a PCRE pattern (MongoDB's dialect) to the `regex` crate where they differ on common
+/// input: an escaped punctuation character is always that literal character in PCRE (`\<` is
+/// `<`, while the `regex` crate reads it as a word boundary), and `\Z` (end of input, before a
+/// final newline) has no direct equivalent. Look-around and backreferences stay unsupported and
+/// are reported as invalid patterns.
+fn translate_pcre(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Z') => out.push_str(r"\n?\z"),
+            // A hex escape is a literal in every mode (also under `x`, where `#` and spaces
+            // would otherwise start comments or be ignored).
+            Some(p) if p.is_ascii_punctuation() || p == ' ' => {
+                out.push_str(&format!("\\x{{{:X}}}", p as u32))
+            }
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 fn first_line(s: &str) -> String {
