@@ -14,7 +14,8 @@ use crate::query::sort::SortSpec;
 use crate::{bail, err};
 
 impl UpdateSpec {
-    /// Parses an update document with optional array filters.
+    /// Parses an update document (operators or a replacement) with optional array filters.
+    /// An update given as an array is a pipeline: use [`UpdateSpec::parse_pipeline`].
     pub fn parse(update: &Document, array_filters: Option<&[Document]>) -> Result<UpdateSpec> {
         let is_ops = update.keys().next().is_some_and(|k| k.starts_with('$'));
         if !is_ops {
