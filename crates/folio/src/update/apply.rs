@@ -61,11 +61,19 @@ impl Operators {
     fn apply(&self, doc: &mut Document, ctx: &UpdateContext) -> Result<bool> {
         let before = doc.clone();
         let original_id = doc.get("_id").cloned();
+        // Positional paths are resolved against the document as it was, like MongoDB's update
+        // tree; two operations that land on overlapping concrete paths conflict.
+        let mut resolved = Vec::with_capacity(self.ops.len());
         for op in &self.ops {
-            let paths = resolve(doc, &op.path, ctx, &self.array_filters)?;
-            for parts in paths {
-                apply_op(doc, &parts, &op.kind, ctx)?;
+            for parts in resolve(&before, &op.path, ctx, &self.array_filters)? {
+                resolved.push((op, parts));
             }
+        }
+        if self.ops.iter().any(|op| op.path.contains('$')) {
+            check_resolved_conflicts(&resolved)?;
+        }
+        for (op, parts) in &resolved {
+            apply_op(doc, parts, &op.kind, ctx)?;
         }
         if let Some(id) = &original_id {
             match doc.get("_id") {
@@ -76,6 +84,24 @@ impl Operators {
         id_first(doc);
         Ok(!identical(&Bson::Document(before), &Bson::Document(doc.clone())))
     }
+}
+
+/// Rejects two resolved paths where one is a prefix of the other (`a.$[]` and `a.0`).
+fn check_resolved_conflicts(resolved: &[(&super::Op, Vec<String>)]) -> Result<()> {
+    for (i, (_, a)) in resolved.iter().enumerate() {
+        for (_, b) in &resolved[..i] {
+            let n = a.len().min(b.len());
+            if a[..n] == b[..n] {
+                let at = if a.len() <= b.len() { a } else { b };
+                bail!(
+                    ConflictingUpdateOperators,
+                    "Update created a conflict at '{}'",
+                    at.join(".")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `{_id: 1}` as MongoDB prints the document in error messages.
