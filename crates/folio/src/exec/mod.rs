@@ -28,9 +28,9 @@ use crate::mvcc::Txn;
 use crate::query::{Filter, Projection, SortSpec};
 
 pub use write::{
-    CollectionHandle, DeleteResult, FindAndModify, FindAndModifyResult, UpdateOp, UpdateResult,
-    create_collection, create_indexes, delete, drop_collection, drop_database, drop_indexes,
-    find_and_modify, insert_one, rename_collection, update,
+    CollectionHandle, DeleteResult, FindAndModify, FindAndModifyResult, UpdateDoc, UpdateOp,
+    UpdateResult, create_collection, create_indexes, delete, drop_collection, drop_database,
+    drop_indexes, find_and_modify, insert_one, rename_collection, update,
 };
 
 /// What a find reads: filter, sort, projection, skip and limit.
