@@ -83,3 +83,15 @@ def test_two_hundred_concurrent_transfers_among_ten_accounts(client, db):
     final = balances(db)
     assert sum(final.values()) == START * 10
     assert final == expected
+
+
+def test_write_without_the_session_is_not_rolled_back(client, accounts):
+    """The "forgot to pass the session" pitfall: a write made without the session commits on its
+    own at once, and aborting the transaction does not undo it."""
+    with client.start_session() as session:
+        session.start_transaction()
+        accounts.accounts.update_one({"_id": "alice"}, {"$inc": {"balance": -10}}, session=session)
+        accounts.accounts.update_one({"_id": "bob"}, {"$inc": {"balance": 10}})  # no session
+        assert balances(accounts) == {"alice": 100, "bob": 30}
+        session.abort_transaction()
+    assert balances(accounts) == {"alice": 100, "bob": 30}
