@@ -19,22 +19,22 @@ pub const DEFAULT_PORT: u16 = 27017;
 /// Flags of `folio serve`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {
-    /// TCP port to listen on [default: 27017].
+    /// TCP port to listen on (default: 27017).
     #[arg(long)]
     pub port: Option<u16>,
-    /// Comma-separated addresses to listen on [default: 127.0.0.1].
+    /// Comma-separated addresses to listen on (default: 127.0.0.1).
     #[arg(long = "bind_ip", value_name = "ADDRS")]
     pub bind_ip: Option<String>,
-    /// Data directory, created if missing [default: ./data].
+    /// Data directory, created if missing (default: ./data).
     #[arg(long, value_name = "DIR")]
     pub dbpath: Option<PathBuf>,
     /// Keep all data in memory (nothing is written to disk).
     #[arg(long = "in-memory")]
     pub in_memory: bool,
-    /// Replica set name reported to clients [default: rs0].
+    /// Replica set name reported to clients (default: rs0).
     #[arg(long = "replSet", value_name = "NAME")]
     pub repl_set: Option<String>,
-    /// host:port clients should use to reach this server [default: localhost:<port>].
+    /// host:port clients should use to reach this server (default: localhost:PORT).
     #[arg(long = "advertise-host", value_name = "HOST:PORT")]
     pub advertise_host: Option<String>,
     /// Server parameter, repeatable: enableTestCommands=1, transactionLifetimeLimitSeconds=N.
