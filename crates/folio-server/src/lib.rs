@@ -274,6 +274,10 @@ impl ConnectionTask {
             match folio_wire::decode(&buf) {
                 Ok(Some((msg, used))) => {
                     buf.drain(..used);
+                    // Give back the memory of a large message once it is handled.
+                    if buf.is_empty() && buf.capacity() > 1024 * 1024 {
+                        buf = Vec::with_capacity(16 * 1024);
+                    }
                     if let Err(closed) = self.handle(stream, conn, msg).await {
                         return closed;
                     }

@@ -56,7 +56,8 @@ impl TestServer {
     }
 
     async fn start_with(store: Arc<dyn TxnStore>, max_conns: u32) -> TestServer {
-        let service = Service::new(store, ServiceOptions::default()).expect("service");
+        let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
+        let service = Service::new(store, options).expect("service");
         let config = ServerConfig {
             bind_ips: vec!["127.0.0.1".into()],
             port: 0,
@@ -428,4 +429,31 @@ async fn document_sequences_are_merged_into_the_command() {
         .clone();
     assert_eq!(batch.len(), 3, "{batch:?}");
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_in_flight_command_finish() {
+    let server = TestServer::start(100).await;
+    let mut s = server.connect().await;
+    let configure = doc! {
+        "configureFailPoint": "failCommand",
+        "mode": "alwaysOn",
+        "data": { "failCommands": ["ping"], "blockConnection": true, "blockTimeMS": 400 },
+        "$db": "admin",
+    };
+    send(&mut s, &Message::msg(1, 0, 0, configure)).await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0), "{}", body_of(&reply));
+
+    send(&mut s, &Message::msg(2, 0, 0, doc! { "ping": 1, "$db": "admin" })).await;
+    // Let the ping reach the blocking pool, then shut down while it is blocked.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let shutdown = tokio::spawn(server.shutdown());
+    let reply = read_frame(&mut s).await.expect("the in-flight command still gets its reply");
+    assert_eq!(reply.response_to, 2);
+    assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0));
+    assert!(read_frame(&mut s).await.is_none(), "then the connection closes");
+    shutdown.await.expect("shutdown");
+    assert!(started.elapsed() >= Duration::from_millis(200), "shutdown waited for the command");
 }
