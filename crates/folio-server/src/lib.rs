@@ -297,9 +297,10 @@ impl ConnectionTask {
                     continue;
                 }
             }
-            // Make room for the rest of the frame in one go when its length is known.
+            // Make room for the rest of the frame when its length is known, but at most 1 MiB
+            // ahead: a header alone must not make the server allocate 48 MB.
             if let Ok(Some(len)) = folio_wire::frame_len(&buf) {
-                buf.reserve(len.saturating_sub(buf.len()));
+                buf.reserve(len.saturating_sub(buf.len()).min(1024 * 1024));
             }
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(16 * 1024);
