@@ -48,7 +48,7 @@ use folio_wire::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 /// Settings of the network server.
 #[derive(Clone, Debug)]
@@ -324,6 +324,7 @@ impl ConnectionTask {
         conn: &mut Connection,
         msg: Message,
     ) -> Result<(), Closed> {
+        trace!(id = conn.id, request_id = msg.request_id, compressor = ?msg.compressor, "request");
         let compressor = self.reply_compressor(conn, msg.compressor);
         match msg.op {
             Op::Msg(m) => self.handle_msg(stream, conn, msg.request_id, compressor, m).await,
@@ -433,6 +434,9 @@ impl ConnectionTask {
         }
         match joined {
             Ok((updated, reply)) => {
+                if updated.compressor != conn.compressor {
+                    debug!(id = conn.id, compressor = ?updated.compressor, "compression negotiated");
+                }
                 *conn = updated;
                 reply
             }
