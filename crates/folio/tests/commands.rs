@@ -15,7 +15,8 @@
 //! session NAME. `$db` defaults to `test`. The next line is the expected reply: every field it names
 //! must be present with an equal value (numbers compare by value; nested documents are compared
 //! the same way, arrays element by element); fields it does not name are ignored. The special value
-//! `"$$exists"` only checks presence, `"$$absent"` checks absence.
+//! `"$$exists"` only checks presence, `"$$absent"` checks absence. After each script, `verify`
+//! must find every index in agreement with the documents.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -134,6 +135,11 @@ fn run_script(file: &Path) -> Vec<String> {
             }
         }
     }
+    // Whatever the script did, indexes and documents must still agree.
+    let txn = svc.store().begin().expect("begin");
+    for problem in folio::exec::verify(txn.as_ref()).expect("verify") {
+        failures.push(format!("{}: verify: {problem}", file.display()));
+    }
     failures
 }
 
@@ -152,4 +158,45 @@ fn command_scripts() {
         failures.extend(run_script(f));
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn transaction_lifetime_limit_aborts_the_transaction() {
+    let store = Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("mvcc");
+    let options = ServiceOptions { transaction_lifetime_secs: 1, ..ServiceOptions::default() };
+    let svc = Service::new(store, options).expect("service");
+    let mut conn = svc.connect("test");
+    let lsid = doc! { "id": bson::Uuid::new() };
+    let insert = doc! {
+        "insert": "c", "documents": [{ "_id": 1 }], "$db": "test", "lsid": lsid.clone(),
+        "txnNumber": 1_i64, "startTransaction": true, "autocommit": false,
+    };
+    let reply = svc.dispatch(&mut conn, insert).body;
+    assert_eq!(reply.get_f64("ok").ok(), Some(1.0), "{reply}");
+    // Still within its lifetime: the reaper leaves it alone.
+    svc.tick();
+    let read = doc! {
+        "find": "c", "filter": {}, "$db": "test", "lsid": lsid.clone(), "txnNumber": 1_i64,
+        "autocommit": false,
+    };
+    let reply = svc.dispatch(&mut conn, read).body;
+    assert_eq!(reply.get_f64("ok").ok(), Some(1.0), "{reply}");
+    let commit = doc! {
+        "commitTransaction": 1, "$db": "admin", "lsid": lsid.clone(), "txnNumber": 1_i64,
+        "autocommit": false,
+    };
+    // Past its lifetime: the reaper aborts it, and the commit finds no transaction.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    svc.tick();
+    let reply = svc.dispatch(&mut conn, commit).body;
+    assert_eq!(reply.get_i32("code").ok(), Some(251), "{reply}");
+    assert!(
+        reply.get_str("errmsg").unwrap_or("").contains("transactionLifetimeLimitSeconds"),
+        "{reply}"
+    );
+    let find = doc! { "find": "c", "filter": {}, "$db": "test" };
+    let reply = svc.dispatch(&mut conn, find).body;
+    let batch =
+        reply.get_document("cursor").and_then(|c| c.get_array("firstBatch")).expect("batch");
+    assert!(batch.is_empty(), "the aborted transaction's insert is visible: {reply}");
 }

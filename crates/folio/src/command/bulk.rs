@@ -51,9 +51,9 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
         "update" => {
             let filter = opt_doc(op, "filter", "bulkWrite.ops")?.unwrap_or_default();
             let update = match op.get("updateMods") {
-                Some(Bson::Document(d)) => d.clone(),
+                Some(Bson::Document(d)) => exec::UpdateDoc::Modifiers(d.clone()),
                 Some(Bson::Array(_)) => {
-                    bail!(NotImplemented, "pipeline-style updates are not supported yet")
+                    exec::UpdateDoc::Pipeline(doc_array(op, "updateMods", "bulkWrite.ops")?)
                 }
                 _ => bail!(
                     FailedToParse,
@@ -70,6 +70,7 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
                 op: Box::new(exec::UpdateOp {
                     filter,
                     update,
+                    let_vars: None,
                     multi,
                     upsert: opt_bool(op, "upsert", "bulkWrite.ops")?.unwrap_or(false),
                     array_filters,
@@ -113,6 +114,7 @@ pub fn bulk_write(
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
+    let let_vars = opt_doc(cmd, "let", "bulkWrite")?;
     let mut results = Vec::new();
     let (
         mut n_errors,
@@ -124,7 +126,13 @@ pub fn bulk_write(
     ) = (0i32, 0i64, 0i64, 0i64, 0i64, 0i64);
     for (i, raw) in raw_ops.iter().enumerate() {
         let stmt = stmt_id(cmd, i);
-        let outcome = parse_op(raw, namespaces.len()).and_then(|op| match op {
+        let outcome = parse_op(raw, namespaces.len()).map(|mut op| {
+            if let Op::Update { op, .. } = &mut op {
+                op.let_vars = let_vars.clone();
+            }
+            op
+        });
+        let outcome = outcome.and_then(|op| match op {
             Op::Insert { ns, doc } => {
                 let (db, coll) = &namespaces[ns];
                 run.write(stmt, |txn| {

@@ -151,10 +151,8 @@ fn parse_update(u: &Document) -> Result<exec::UpdateOp> {
         }
     };
     let update = match u.get("u") {
-        Some(Bson::Document(d)) => d.clone(),
-        Some(Bson::Array(_)) => {
-            bail!(NotImplemented, "pipeline-style updates are not supported yet")
-        }
+        Some(Bson::Document(d)) => exec::UpdateDoc::Modifiers(d.clone()),
+        Some(Bson::Array(_)) => exec::UpdateDoc::Pipeline(doc_array(u, "u", "update.updates")?),
         Some(_) => bail!(FailedToParse, "Update argument must be either an object or an array"),
         None => {
             bail!(FailedToParse, "BSON field 'update.updates.u' is missing but a required field")
@@ -162,7 +160,7 @@ fn parse_update(u: &Document) -> Result<exec::UpdateOp> {
     };
     let multi = opt_bool(u, "multi", "update.updates")?.unwrap_or(false);
     let upsert = opt_bool(u, "upsert", "update.updates")?.unwrap_or(false);
-    let is_replacement = update.keys().next().is_some_and(|k| !k.starts_with('$'));
+    let is_replacement = matches!(&update, exec::UpdateDoc::Modifiers(d) if d.keys().next().is_some_and(|k| !k.starts_with('$')));
     if multi && is_replacement {
         bail!(FailedToParse, "multi update is not supported for replacement-style update");
     }
@@ -174,7 +172,8 @@ fn parse_update(u: &Document) -> Result<exec::UpdateOp> {
     if sort.is_some() && multi {
         bail!(FailedToParse, "Cannot specify sort with multi=true");
     }
-    Ok(exec::UpdateOp { filter, update, multi, upsert, array_filters, sort })
+    let let_vars = opt_doc(u, "c", "update.updates")?;
+    Ok(exec::UpdateOp { filter, update, let_vars, multi, upsert, array_filters, sort })
 }
 
 fn update_outcome(r: &exec::UpdateResult) -> Document {
@@ -201,7 +200,13 @@ pub fn update(
     let mut modified = 0i64;
     let mut upserted = Vec::new();
     // The statements are parsed up front: a malformed one fails the whole command, as in MongoDB.
-    let ops: Vec<exec::UpdateOp> = raw.iter().map(parse_update).collect::<Result<_>>()?;
+    let mut ops: Vec<exec::UpdateOp> = raw.iter().map(parse_update).collect::<Result<_>>()?;
+    let let_vars = opt_doc(cmd, "let", "update")?;
+    for op in &mut ops {
+        if op.let_vars.is_none() {
+            op.let_vars = let_vars.clone();
+        }
+    }
     let errors = run_statements(
         run,
         cmd,
@@ -297,9 +302,9 @@ pub fn find_and_modify(
     reject_write_concern_in_txn(run)?;
     let update = match cmd.get("update") {
         None | Some(Bson::Null) => None,
-        Some(Bson::Document(d)) => Some(d.clone()),
+        Some(Bson::Document(d)) => Some(exec::UpdateDoc::Modifiers(d.clone())),
         Some(Bson::Array(_)) => {
-            bail!(NotImplemented, "pipeline-style updates are not supported yet")
+            Some(exec::UpdateDoc::Pipeline(doc_array(cmd, "update", "findAndModify")?))
         }
         Some(_) => bail!(FailedToParse, "Update argument must be either an object or an array"),
     };
@@ -308,6 +313,7 @@ pub fn find_and_modify(
         sort: opt_doc(cmd, "sort", "findAndModify")?,
         remove: opt_bool(cmd, "remove", "findAndModify")?.unwrap_or(false),
         update,
+        let_vars: opt_doc(cmd, "let", "findAndModify")?,
         new: opt_bool(cmd, "new", "findAndModify")?.unwrap_or(false),
         fields: opt_doc(cmd, "fields", "findAndModify")?,
         upsert: opt_bool(cmd, "upsert", "findAndModify")?.unwrap_or(false),

@@ -163,6 +163,25 @@ impl Service {
         self.cursors.reap();
     }
 
+    /// Starts the housekeeping thread that calls [`Service::tick`] twice a second. The thread
+    /// holds only a weak reference and ends when the service is dropped.
+    pub fn start_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let spawned =
+            std::thread::Builder::new().name("folio-housekeeping".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(500));
+                    match weak.upgrade() {
+                        Some(svc) => svc.tick(),
+                        None => return,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the housekeeping thread: {e}");
+        }
+    }
+
     /// Aborts every open transaction and makes committed data durable (for shutdown).
     pub fn shutdown(&self) {
         self.sessions.end_all();

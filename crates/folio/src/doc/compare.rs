@@ -13,8 +13,10 @@
 //!    of the element, then name, then value; a prefix is smaller), arrays element by element,
 //!    binary by length, then subtype, then bytes.
 //!
-//! Decimal128 values are compared through their nearest `f64`, which is exact for every decimal
-//! that is also a double and only loses precision beyond 15–17 significant digits.
+//! Decimal128 values are compared exactly, as coefficient and exponent, against decimals,
+//! integers and doubles; a double is first rounded to 34 significant digits as MongoDB converts
+//! it, so `NumberDecimal("0.1")` is smaller than the double `0.1`. Decimal NaN equals double NaN,
+//! and decimal infinities compare through `f64`.
 
 use std::cmp::Ordering;
 
@@ -183,8 +185,16 @@ impl Number {
         }
     }
 
-    /// MongoDB's numeric order: by value, NaN lowest and equal to itself, int64 vs double exact.
+    /// MongoDB's numeric order: by value, NaN lowest and equal to itself, int64 vs double exact,
+    /// decimals exact against everything (a double is taken at 34 significant digits, as MongoDB
+    /// converts it, so `NumberDecimal("0.1") < 0.1`).
     pub fn total_cmp(self, other: Number) -> Ordering {
+        if matches!(self, Number::Decimal(..)) || matches!(other, Number::Decimal(..)) {
+            if let (Some(x), Some(y)) = (self.decimal_parts(), other.decimal_parts()) {
+                return cmp_decimal_parts(x, y);
+            }
+            return cmp_f64(self.to_f64(), other.to_f64());
+        }
         match (self.as_i64(), other.as_i64()) {
             (Some(x), Some(y)) => x.cmp(&y),
             (Some(x), None) => cmp_i64_f64(x, other.to_f64()),
@@ -192,6 +202,58 @@ impl Number {
             (None, None) => cmp_f64(self.to_f64(), other.to_f64()),
         }
     }
+}
+
+impl Number {
+    /// The value as `coefficient * 10^exponent` when it is finite (doubles rounded to 34
+    /// significant digits).
+    pub fn decimal_parts(self) -> Option<(i128, i32)> {
+        match self {
+            Number::Int(i) => Some((i128::from(i), 0)),
+            Number::Long(i) => Some((i128::from(i), 0)),
+            Number::Double(d) if d.is_finite() => parse_decimal_str(&format!("{d:.33e}")),
+            Number::Double(_) => None,
+            Number::Decimal(_, d) => parse_decimal_str(&d.to_string()),
+        }
+    }
+}
+
+/// Parses `[-]digits[.digits][E[+-]exp]` into coefficient and exponent; `None` for NaN,
+/// infinities and anything longer than an `i128` coefficient.
+pub fn parse_decimal_str(s: &str) -> Option<(i128, i32)> {
+    let (mantissa, exp) = match s.find(['E', 'e']) {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().ok()?),
+        None => (s, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let coef: i128 = format!("{int}{frac}").parse().ok()?;
+    Some((coef, exp.checked_sub(i32::try_from(frac.len()).ok()?)?))
+}
+
+/// Compares two finite decimals given as coefficient and exponent.
+fn cmp_decimal_parts((c1, e1): (i128, i32), (c2, e2): (i128, i32)) -> Ordering {
+    let sign = |c: i128| c.signum();
+    if sign(c1) != sign(c2) || c1 == 0 {
+        return sign(c1).cmp(&sign(c2));
+    }
+    // Same sign, both non-zero: compare magnitudes (position of the leading digit) first.
+    let magnitude = |c: i128, e: i32| i64::from(e) + i64::from(c.unsigned_abs().ilog10());
+    let (m1, m2) = (magnitude(c1, e1), magnitude(c2, e2));
+    let by_abs = if m1 != m2 {
+        m1.cmp(&m2)
+    } else {
+        // Equal magnitudes: the exponents differ by at most 38 digits of coefficient, so
+        // scaling the one with the larger exponent stays within i128 after comparing lengths.
+        let (a, b) = (c1.unsigned_abs(), c2.unsigned_abs());
+        let diff = (e1 - e2).unsigned_abs();
+        let scaled = |x: u128| 10_u128.checked_pow(diff).and_then(|p| x.checked_mul(p));
+        match e1.cmp(&e2) {
+            Ordering::Equal => a.cmp(&b),
+            Ordering::Greater => scaled(a).map_or(Ordering::Greater, |a| a.cmp(&b)),
+            Ordering::Less => scaled(b).map_or(Ordering::Less, |b| a.cmp(&b)),
+        }
+    };
+    if c1 > 0 { by_abs } else { by_abs.reverse() }
 }
 
 /// Orders doubles with NaN below everything and equal to itself, and `-0.0 == 0.0`.
@@ -258,6 +320,17 @@ mod tests {
         let dec: bson::Decimal128 = "2.5".parse().unwrap();
         assert_eq!(cmp_bson(&Bson::Decimal128(dec), &bson!(2.5)), Ordering::Equal);
         assert_eq!(cmp_bson(&Bson::Decimal128(dec), &bson!(3)), Ordering::Less);
+        let tenth: bson::Decimal128 = "0.1".parse().unwrap();
+        assert_eq!(cmp_bson(&Bson::Decimal128(tenth), &bson!(0.1)), Ordering::Less);
+        let a: bson::Decimal128 = "1.000000000000000000000000000000001".parse().unwrap();
+        let b: bson::Decimal128 = "1.0".parse().unwrap();
+        assert_eq!(cmp_bson(&Bson::Decimal128(a), &Bson::Decimal128(b)), Ordering::Greater);
+        assert_eq!(cmp_bson(&Bson::Decimal128(b), &bson!(1_i64)), Ordering::Equal);
+        let neg: bson::Decimal128 = "-2E+3".parse().unwrap();
+        assert_eq!(cmp_bson(&Bson::Decimal128(neg), &bson!(-1999)), Ordering::Less);
+        let nan: bson::Decimal128 = "NaN".parse().unwrap();
+        assert_eq!(cmp_bson(&Bson::Decimal128(nan), &bson!(f64::NAN)), Ordering::Equal);
+        assert_eq!(cmp_bson(&Bson::Decimal128(nan), &bson!(-1)), Ordering::Less);
     }
 
     #[test]
@@ -290,5 +363,24 @@ mod tests {
         assert_eq!(cmp_bson(&bson!([1, 2]), &bson!([1, 3])), Ordering::Less);
         assert_eq!(cmp_bson(&bson!([1, 2]), &bson!([1])), Ordering::Greater);
         assert_eq!(cmp_bson(&bson!("ab"), &bson!("b")), Ordering::Less);
+    }
+
+    /// The order must be total: antisymmetric and transitive on random values of all types.
+    #[test]
+    fn order_is_total() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let values: Vec<Bson> = (0..120).map(|_| crate::doc::random::value(&mut rng, 2)).collect();
+        for a in &values {
+            assert_eq!(cmp_bson(a, a), Ordering::Equal, "{a:?}");
+            for b in &values {
+                assert_eq!(cmp_bson(a, b), cmp_bson(b, a).reverse(), "{a:?} vs {b:?}");
+                for c in values.iter().take(40) {
+                    if cmp_bson(a, b).is_le() && cmp_bson(b, c).is_le() {
+                        assert!(cmp_bson(a, c).is_le(), "{a:?} <= {b:?} <= {c:?}");
+                    }
+                }
+            }
+        }
     }
 }

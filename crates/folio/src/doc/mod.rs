@@ -34,5 +34,7 @@ pub mod path;
 
 #[cfg(test)]
 pub(crate) mod golden;
+#[cfg(test)]
+pub(crate) mod random;
 
 pub use compare::{bson_eq, cmp_bson, cmp_documents};

@@ -28,9 +28,9 @@ use crate::mvcc::Txn;
 use crate::query::{Filter, Projection, SortSpec};
 
 pub use write::{
-    CollectionHandle, DeleteResult, FindAndModify, FindAndModifyResult, UpdateOp, UpdateResult,
-    create_collection, create_indexes, delete, drop_collection, drop_database, drop_indexes,
-    find_and_modify, insert_one, rename_collection, update,
+    CollectionHandle, DeleteResult, FindAndModify, FindAndModifyResult, UpdateDoc, UpdateOp,
+    UpdateResult, create_collection, create_indexes, delete, drop_collection, drop_database,
+    drop_indexes, find_and_modify, insert_one, rename_collection, update,
 };
 
 /// What a find reads: filter, sort, projection, skip and limit.
@@ -86,8 +86,23 @@ pub fn scan_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Vec<Found
 
 /// The documents of a collection that match a parsed filter, in plan order (unsorted).
 pub fn matching(txn: &dyn Txn, meta: &CollectionMeta, filter: &Filter) -> Result<Vec<Found>> {
-    let candidates = plan::candidates(txn, meta, filter)?;
-    Ok(candidates.into_iter().filter(|f| filter.matches(&f.doc)).collect())
+    Ok(plan::fetch(txn, meta, filter, None, 0)?.0)
+}
+
+/// The documents that match, sorted when a sort is given, stopping early when an index scan
+/// already yields the sort order and only `limit` documents are needed (0: all).
+pub fn matching_sorted(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    limit: usize,
+) -> Result<Vec<Found>> {
+    let (mut found, sorted) = plan::fetch(txn, meta, filter, sort, limit)?;
+    if let (Some(sort), false) = (sort, sorted) {
+        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
+    }
+    Ok(found)
 }
 
 /// Runs a find and returns every result (sorted, skipped, limited and projected).
@@ -98,12 +113,10 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
     let Some(meta) = catalog::get_collection(txn, db, coll)? else {
         return Ok(Vec::new());
     };
-    let mut found = matching(txn, &meta, &filter)?;
-    if let Some(sort) = &sort {
-        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
-    }
     let skip = usize::try_from(spec.skip).unwrap_or(usize::MAX);
     let limit = if spec.limit == 0 { usize::MAX } else { spec.limit as usize };
+    let wanted = if spec.limit == 0 { 0 } else { skip.saturating_add(limit) };
+    let found = matching_sorted(txn, &meta, &filter, sort.as_ref(), wanted)?;
     let mut out = Vec::new();
     for f in found.into_iter().skip(skip).take(limit) {
         out.push(match &projection {

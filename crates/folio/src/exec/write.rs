@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use bson::{Bson, Document, doc};
 
-use super::{Found, id_key, matching};
+use super::{Found, id_key};
 use crate::catalog::{self, CollectionMeta, IndexMeta, check_conflict, keys, keys::Key};
 use crate::error::Result;
 use crate::index::IndexSpec;
@@ -234,13 +234,52 @@ pub fn insert_one(txn: &mut dyn Txn, db: &str, coll: &str, doc: Document) -> Res
     Ok(doc.get("_id").cloned().unwrap_or(Bson::Null))
 }
 
+/// The update part of an update statement.
+#[derive(Clone, Debug)]
+pub enum UpdateDoc {
+    /// Update operators (`{$set: ...}`) or a replacement document.
+    Modifiers(Document),
+    /// An aggregation pipeline (`[{$set: ...}, ...]`).
+    Pipeline(Vec<Document>),
+}
+
+impl Default for UpdateDoc {
+    fn default() -> Self {
+        UpdateDoc::Modifiers(Document::new())
+    }
+}
+
+impl UpdateDoc {
+    /// Parses the update into an [`UpdateSpec`].
+    pub fn parse(
+        &self,
+        array_filters: Option<&[Document]>,
+        let_vars: Option<&Document>,
+    ) -> Result<UpdateSpec> {
+        match self {
+            UpdateDoc::Modifiers(d) => UpdateSpec::parse(d, array_filters),
+            UpdateDoc::Pipeline(stages) => {
+                if array_filters.is_some() {
+                    bail!(
+                        FailedToParse,
+                        "arrayFilters may not be specified for pipeline-style updates"
+                    );
+                }
+                UpdateSpec::parse_pipeline(stages, let_vars)
+            }
+        }
+    }
+}
+
 /// One update statement.
 #[derive(Clone, Debug, Default)]
 pub struct UpdateOp {
     /// The filter (`q`).
     pub filter: Document,
-    /// The update document (`u`): operators or a replacement.
-    pub update: Document,
+    /// The update (`u`): operators, a replacement, or a pipeline.
+    pub update: UpdateDoc,
+    /// Variables for pipeline updates (`let`).
+    pub let_vars: Option<Document>,
     /// Update every match (`multi: true`) rather than the first.
     pub multi: bool,
     /// Insert when nothing matches.
@@ -265,7 +304,7 @@ pub struct UpdateResult {
 /// Runs one update statement.
 pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<UpdateResult> {
     let filter = Filter::parse(&op.filter)?;
-    let spec = UpdateSpec::parse(&op.update, op.array_filters.as_deref())?;
+    let spec = op.update.parse(op.array_filters.as_deref(), op.let_vars.as_ref())?;
     let sort = op.sort.as_ref().map(SortSpec::parse).transpose()?;
     let handle = match CollectionHandle::load(txn, db, coll)? {
         Some(h) => h,
@@ -275,10 +314,8 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }
-    let mut found = matching(txn, &handle.meta, &filter)?;
-    if let Some(sort) = &sort {
-        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
-    }
+    let mut found =
+        super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), usize::from(!op.multi))?;
     if !op.multi {
         found.truncate(1);
     }
@@ -355,7 +392,8 @@ pub fn delete(
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }
-    let mut found = matching(txn, &handle.meta, &filter)?;
+    let mut found =
+        super::matching_sorted(txn, &handle.meta, &filter, None, usize::from(limit_one))?;
     if limit_one {
         found.truncate(1);
     }
@@ -375,7 +413,9 @@ pub struct FindAndModify {
     /// Delete the document.
     pub remove: bool,
     /// The update or replacement (absent when `remove`).
-    pub update: Option<Document>,
+    pub update: Option<UpdateDoc>,
+    /// Variables for pipeline updates (`let`).
+    pub let_vars: Option<Document>,
     /// Return the new version rather than the old one.
     pub new: bool,
     /// The projection of the returned document.
@@ -412,7 +452,7 @@ pub fn find_and_modify(
     let spec = match (&req.update, req.remove) {
         (Some(_), true) => bail!(FailedToParse, "Cannot specify both an update and remove=true"),
         (None, false) => bail!(FailedToParse, "Either an update or remove=true must be specified"),
-        (Some(u), false) => Some(UpdateSpec::parse(u, req.array_filters.as_deref())?),
+        (Some(u), false) => Some(u.parse(req.array_filters.as_deref(), req.let_vars.as_ref())?),
         (None, true) => None,
     };
     if req.remove && req.upsert {
@@ -423,10 +463,7 @@ pub fn find_and_modify(
         None if req.upsert => CollectionHandle::load_or_create(txn, db, coll)?,
         None => return Ok(FindAndModifyResult::default()),
     };
-    let mut found = matching(txn, &handle.meta, &filter)?;
-    if let Some(sort) = &sort {
-        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
-    }
+    let found = super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), 1)?;
     let project = |d: Document| -> Result<Document> {
         match &projection {
             Some(p) => p.apply(&d, filter.matches_with_key(&d).1),

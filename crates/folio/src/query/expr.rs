@@ -35,6 +35,19 @@ pub enum Expr {
     Array(Vec<Expr>),
     /// A document of expressions.
     Object(Vec<(String, Expr)>),
+    /// `$$ROOT` / `$$CURRENT`: the whole document.
+    Root,
+    /// `$$REMOVE`: the missing value.
+    Missing,
+    /// `$setField`: a copy of `input` with `field` set to `value` (removed when missing).
+    SetField {
+        /// The field name (any string, dots and dollars included).
+        field: String,
+        /// The document to change.
+        input: Box<Expr>,
+        /// The new value.
+        value: Box<Expr>,
+    },
 }
 
 /// An expression comparison.
@@ -61,7 +74,18 @@ impl Expr {
     pub fn parse(v: &Bson) -> Result<Expr> {
         match v {
             Bson::String(s) if s.starts_with("$$") => {
-                bail!(NotImplemented, "variables in $expr are not supported yet: {s}")
+                // `let` variables were substituted before parsing (see `substitute_vars`); what
+                // is left are the system variables.
+                let (name, rest) = match s[2..].split_once('.') {
+                    Some((n, r)) => (n, Some(r)),
+                    None => (&s[2..], None),
+                };
+                match (name, rest) {
+                    ("ROOT" | "CURRENT", None) => Ok(Expr::Root),
+                    ("ROOT" | "CURRENT", Some(path)) => Ok(Expr::Field(path.to_string())),
+                    ("REMOVE", None) => Ok(Expr::Missing),
+                    _ => bail!(Location17276, "Use of undefined variable: {name}"),
+                }
             }
             Bson::String(s) if s.starts_with('$') => {
                 let path = &s[1..];
@@ -103,6 +127,7 @@ impl Expr {
         let arg = d.get(first).unwrap_or(&Bson::Null);
         let kind = match first.as_str() {
             "$literal" => return Ok(Expr::Literal(arg.clone())),
+            "$setField" => return Self::parse_set_field(arg),
             "$and" => return Ok(Expr::And(Self::args(arg)?)),
             "$or" => return Ok(Expr::Or(Self::args(arg)?)),
             "$not" => {
@@ -125,7 +150,7 @@ impl Expr {
             "$cmp" => CmpKind::Cmp,
             other => {
                 // TODO(#7): full aggregation expressions.
-                bail!(NotImplemented, "expression {other} is not supported in $expr yet")
+                bail!(NotImplemented, "expression {other} is not supported yet")
             }
         };
         let mut args = Self::args(arg)?;
@@ -141,6 +166,45 @@ impl Expr {
         Ok(Expr::Cmp(kind, Box::new(a), Box::new(b)))
     }
 
+    fn parse_set_field(arg: &Bson) -> Result<Expr> {
+        let Bson::Document(spec) = arg else {
+            bail!(Location4161100, "$setField only supports an object as its argument");
+        };
+        let mut field = None;
+        let mut input = None;
+        let mut value = None;
+        for (k, v) in spec {
+            match k.as_str() {
+                "field" => {
+                    field = Some(match v {
+                        Bson::String(f) if !f.starts_with('$') => f.clone(),
+                        Bson::Document(d) => match d.get("$literal") {
+                            Some(Bson::String(f)) if d.len() == 1 => f.clone(),
+                            _ => bail!(
+                                Location4161106,
+                                "$setField requires 'field' to evaluate to a constant, but got a non-constant argument"
+                            ),
+                        },
+                        _ => bail!(
+                            Location4161106,
+                            "$setField requires 'field' to evaluate to type String, but got a non-constant argument"
+                        ),
+                    })
+                }
+                "input" => input = Some(Expr::parse(v)?),
+                "value" => value = Some(Expr::parse(v)?),
+                other => bail!(Location4161101, "$setField found an unknown argument: {other}"),
+            }
+        }
+        let (Some(field), Some(input), Some(value)) = (field, input, value) else {
+            bail!(
+                Location4161102,
+                "$setField requires 'field', 'input' and 'value' to be specified"
+            );
+        };
+        Ok(Expr::SetField { field, input: Box::new(input), value: Box::new(value) })
+    }
+
     /// Operator arguments: an array is the argument list, anything else one argument.
     fn args(v: &Bson) -> Result<Vec<Expr>> {
         match v {
@@ -154,6 +218,23 @@ impl Expr {
         match self {
             Expr::Field(path) => field_value(doc, path),
             Expr::Literal(v) => Some(v.clone()),
+            Expr::Root => Some(Bson::Document(doc.clone())),
+            Expr::Missing => None,
+            Expr::SetField { field, input, value } => match input.eval(doc) {
+                Some(Bson::Document(mut d)) => {
+                    match value.eval(doc) {
+                        Some(v) => {
+                            d.insert(field.clone(), v);
+                        }
+                        None => {
+                            d.remove(field);
+                        }
+                    }
+                    Some(Bson::Document(d))
+                }
+                // A null or missing input gives null, as in MongoDB.
+                _ => Some(Bson::Null),
+            },
             Expr::Cmp(kind, a, b) => {
                 let (x, y) = (a.eval(doc), b.eval(doc));
                 let ord = cmp_missing(x.as_ref(), y.as_ref());
@@ -229,5 +310,59 @@ fn value_at(v: &Bson, rest: &[&str]) -> Option<Bson> {
                 .collect(),
         )),
         _ => None,
+    }
+}
+
+/// Replaces `$$name` references to `let` variables inside every `$expr` of a filter with
+/// `{$literal: value}`, so that parsing needs no variable scope.
+pub fn substitute_vars(filter: &Document, vars: &Document) -> Document {
+    let mut out = Document::new();
+    for (k, v) in filter {
+        let v =
+            if k == "$expr" { substitute_in_expr(v, vars) } else { substitute_in_filter(v, vars) };
+        out.insert(k.clone(), v);
+    }
+    out
+}
+
+fn substitute_in_filter(v: &Bson, vars: &Document) -> Bson {
+    match v {
+        Bson::Document(d) => Bson::Document(substitute_vars(d, vars)),
+        Bson::Array(items) => {
+            Bson::Array(items.iter().map(|x| substitute_in_filter(x, vars)).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// [`substitute_vars`] for an expression (e.g. the stages of an update pipeline).
+pub fn substitute_in_expr(v: &Bson, vars: &Document) -> Bson {
+    match v {
+        Bson::String(s) if s.starts_with("$$") => {
+            let (name, rest) = match s[2..].split_once('.') {
+                Some((n, r)) => (n, Some(r)),
+                None => (&s[2..], None),
+            };
+            match (vars.get(name), rest) {
+                (Some(value), None) => Bson::Document(bson::doc! {"$literal": value.clone()}),
+                (Some(Bson::Document(d)), Some(path)) => {
+                    let found = crate::doc::path::get_path(d, path).cloned();
+                    Bson::Document(bson::doc! {"$literal": found.unwrap_or(Bson::Null)})
+                }
+                _ => v.clone(),
+            }
+        }
+        Bson::Document(d) if d.contains_key("$literal") => v.clone(),
+        Bson::Document(d) => {
+            let mut out = Document::new();
+            for (k, x) in d {
+                out.insert(k.clone(), substitute_in_expr(x, vars));
+            }
+            Bson::Document(out)
+        }
+        Bson::Array(items) => {
+            Bson::Array(items.iter().map(|x| substitute_in_expr(x, vars)).collect())
+        }
+        other => other.clone(),
     }
 }

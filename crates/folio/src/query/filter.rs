@@ -66,8 +66,23 @@ pub enum Pred {
     And(Vec<Pred>),
     /// The predicate does not match (`$ne`, `$nin`, `$not`, `$exists: false`).
     Not(Box<Pred>),
+    /// `$bitsAllSet`, `$bitsAllClear`, `$bitsAnySet`, `$bitsAnyClear` over bit positions.
+    Bits(BitsTest, Vec<u32>),
     /// Matches nothing (`$all: []`).
     Never,
+}
+
+/// Which bitwise test a `$bits...` operator performs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BitsTest {
+    /// Every position is set.
+    AllSet,
+    /// Every position is clear.
+    AllClear,
+    /// Some position is set.
+    AnySet,
+    /// Some position is clear.
+    AnyClear,
 }
 
 /// A comparison operator.
@@ -189,6 +204,17 @@ impl Filter {
     /// Parses and validates a filter document.
     pub fn parse(filter: &Document) -> Result<Filter> {
         parse_doc(filter, true)
+    }
+
+    /// Parses a filter whose `$expr`s may use the variables of a command's `let` option
+    /// (`{$expr: {$eq: ["$_id", "$$id"]}}` with `let: {id: 1}`).
+    pub fn parse_with_let(filter: &Document, let_vars: Option<&Document>) -> Result<Filter> {
+        match let_vars {
+            Some(vars) if !vars.is_empty() => {
+                parse_doc(&super::expr::substitute_vars(filter, vars), true)
+            }
+            _ => parse_doc(filter, true),
+        }
     }
 
     /// A filter that matches every document.
@@ -368,9 +394,10 @@ fn parse_operator(path: &str, op: &str, v: &Bson, options: Option<&str>) -> Resu
         "$near" | "$nearSphere" | "$geoWithin" | "$geoIntersects" | "$within" => {
             bail!(NotImplemented, "{op} is not supported")
         }
-        "$bitsAllSet" | "$bitsAllClear" | "$bitsAnySet" | "$bitsAnyClear" => {
-            bail!(NotImplemented, "{op} is not supported")
-        }
+        "$bitsAllSet" => Pred::Bits(BitsTest::AllSet, parse_bit_positions(op, v)?),
+        "$bitsAllClear" => Pred::Bits(BitsTest::AllClear, parse_bit_positions(op, v)?),
+        "$bitsAnySet" => Pred::Bits(BitsTest::AnySet, parse_bit_positions(op, v)?),
+        "$bitsAnyClear" => Pred::Bits(BitsTest::AnyClear, parse_bit_positions(op, v)?),
         other => bail!(BadValue, "unknown operator: {other}"),
     })
 }
@@ -656,5 +683,60 @@ fn parse_not(path: &str, v: &Bson) -> Result<Pred> {
             parse_operators(path, d)
         }
         _ => bail!(BadValue, "$not needs a regex or a document"),
+    }
+}
+
+/// The bit positions of a `$bits...` operand: a non-negative integer mask, an array of
+/// positions, or BinData (little-endian bytes).
+fn parse_bit_positions(op: &str, v: &Bson) -> Result<Vec<u32>> {
+    let integral = |x: &Bson| -> Option<i64> {
+        let n = crate::doc::compare::Number::of(x)?;
+        if let Some(i) = n.as_i64() {
+            return Some(i);
+        }
+        let f = n.to_f64();
+        (f.fract() == 0.0 && (-9.2e18..9.2e18).contains(&f)).then_some(f as i64)
+    };
+    match v {
+        Bson::Binary(b) => Ok((0..b.bytes.len() * 8)
+            .filter(|p| b.bytes[p / 8] & (1 << (p % 8)) != 0)
+            .map(|p| p as u32)
+            .collect()),
+        Bson::Array(items) => items
+            .iter()
+            .map(|x| match (x, integral(x)) {
+                (
+                    Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_),
+                    Some(p),
+                ) if (0..=i64::from(i32::MAX)).contains(&p) => Ok(p as u32),
+                (
+                    Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_),
+                    Some(_),
+                ) => {
+                    bail!(
+                        BadValue,
+                        "bit positions must be >= 0 but got: {}",
+                        crate::doc::fmt::value_string(x)
+                    )
+                }
+                _ => bail!(
+                    BadValue,
+                    "bit positions must be an integer but got: {}",
+                    crate::doc::fmt::value_string(x)
+                ),
+            })
+            .collect(),
+        other => match integral(other) {
+            Some(mask) if mask >= 0 => Ok((0..63).filter(|p| mask & (1 << p) != 0).collect()),
+            Some(_) => bail!(BadValue, "{op} requires a non-negative bitmask"),
+            None if crate::doc::compare::Number::of(other).is_some() => {
+                bail!(BadValue, "{op} requires an integral bitmask")
+            }
+            None => bail!(
+                BadValue,
+                "{op} takes an Array, a number, or a BinData but received: {}",
+                crate::doc::fmt::value_string(other)
+            ),
+        },
     }
 }

@@ -9,7 +9,8 @@
 //!   `null` equality and `$exists: false` treat specially;
 //! - an array in the middle of the path is walked into: each document element is searched for
 //!   the rest of the path, and a numeric component (`items.0.qty`) also selects that element.
-//!   An array with no document element yields *missing* (so `{"a.b": null}` matches `{a: [1]}`);
+//!   Scalar elements yield nothing at all, so `{"a.b": null}` does not match `{a: [1]}` while
+//!   `{"a.b": {$exists: false}}` does;
 //! - an array at the end of the path yields each of its elements and then the array itself, so
 //!   `{tags: "x"}` matches `{tags: ["x", "y"]}` and `{tags: ["x", "y"]}` matches it too. Only
 //!   one level is expanded. `$size` and `$elemMatch` see the array alone.
@@ -31,7 +32,9 @@ use std::cmp::Ordering;
 
 use bson::{Bson, Document};
 
-use super::filter::{CmpOp, ElemMatcher, Filter, InList, Pred, Regex, TypeSel, type_code};
+use super::filter::{
+    BitsTest, CmpOp, ElemMatcher, Filter, InList, Pred, Regex, TypeSel, type_code,
+};
 use crate::doc::canonical_rank;
 use crate::doc::compare::{Number, cmp_bson};
 use crate::doc::path::array_index;
@@ -88,9 +91,8 @@ fn pred_on_path(doc: &Document, path: &str, pred: &Pred, key: &mut Option<usize>
         Pred::Never => false,
         leaf => {
             let expand = !matches!(leaf, Pred::Size(_) | Pred::ElemMatch(_));
-            let parts: Vec<&str> = path.split('.').collect();
             let mut found = None;
-            let hit = walk_doc(doc, &parts, None, expand, &mut |(v, k)| {
+            let hit = walk_doc(doc, path, None, expand, &mut |(v, k)| {
                 if leaf_matches(leaf, v) {
                     // `$elemMatch` reports the element it matched when no outer array did.
                     let k = match (leaf, v, k) {
@@ -124,28 +126,37 @@ pub fn pred_on_value(pred: &Pred, v: &Bson) -> bool {
     }
 }
 
-/// Walks `parts` in `doc`, calling `f` on each value reached until it returns true.
+/// Splits the first component off a dotted path (without allocating).
+fn split_first(path: &str) -> (&str, Option<&str>) {
+    match path.split_once('.') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (path, None),
+    }
+}
+
+/// Walks the dotted `path` in `doc`, calling `f` on each value reached until it returns true.
 fn walk_doc<'a>(
     doc: &'a Document,
-    parts: &[&str],
+    path: &str,
     key: Option<usize>,
     expand: bool,
     f: &mut dyn FnMut(Visit<'a>) -> bool,
 ) -> bool {
-    match doc.get(parts[0]) {
+    let (head, rest) = split_first(path);
+    match doc.get(head) {
         None => f((None, key)),
-        Some(v) => walk_value(v, &parts[1..], key, expand, f),
+        Some(v) => walk_value(v, rest, key, expand, f),
     }
 }
 
 fn walk_value<'a>(
     v: &'a Bson,
-    rest: &[&str],
+    rest: Option<&str>,
     key: Option<usize>,
     expand: bool,
     f: &mut dyn FnMut(Visit<'a>) -> bool,
 ) -> bool {
-    if rest.is_empty() {
+    let Some(rest) = rest else {
         if let (Bson::Array(items), true) = (v, expand) {
             for (i, e) in items.iter().enumerate() {
                 if f((Some(e), key.or(Some(i)))) {
@@ -154,26 +165,25 @@ fn walk_value<'a>(
             }
         }
         return f((Some(v), key));
-    }
+    };
     match v {
         Bson::Document(d) => walk_doc(d, rest, key, expand, f),
         Bson::Array(items) => {
-            let mut any = false;
-            if let Some(e) = array_index(rest[0]).and_then(|i| items.get(i)) {
-                any = true;
-                if walk_value(e, &rest[1..], key, expand, f) {
+            let (head, after) = split_first(rest);
+            if let Some(e) = array_index(head).and_then(|i| items.get(i))
+                && walk_value(e, after, key, expand, f)
+            {
+                return true;
+            }
+            for (i, e) in items.iter().enumerate() {
+                if let Bson::Document(d) = e
+                    && walk_doc(d, rest, key.or(Some(i)), expand, f)
+                {
                     return true;
                 }
             }
-            for (i, e) in items.iter().enumerate() {
-                if let Bson::Document(d) = e {
-                    any = true;
-                    if walk_doc(d, rest, key.or(Some(i)), expand, f) {
-                        return true;
-                    }
-                }
-            }
-            !any && f((None, key))
+            // Scalars in the array yield nothing, not even "missing".
+            false
         }
         _ => f((None, key)),
     }
@@ -195,7 +205,41 @@ fn leaf_matches(pred: &Pred, v: Option<&Bson>) -> bool {
         }
         Pred::And(preds) => preds.iter().all(|p| leaf_matches(p, v)),
         Pred::Not(inner) => !leaf_matches(inner, v),
+        Pred::Bits(test, positions) => v.is_some_and(|v| bits_match(*test, positions, v)),
         Pred::Never => false,
+    }
+}
+
+/// The `$bits...` operators: numbers that are integral and fit in int64 (two's complement, so a
+/// negative number has every high bit set), and BinData as little-endian bytes.
+fn bits_match(test: BitsTest, positions: &[u32], v: &Bson) -> bool {
+    let bit: Box<dyn Fn(u32) -> bool + '_> = match v {
+        Bson::Binary(b) => Box::new(move |p: u32| {
+            let p = p as usize;
+            b.bytes.get(p / 8).is_some_and(|byte| byte & (1 << (p % 8)) != 0)
+        }),
+        other => {
+            let Some(n) = Number::of(other) else { return false };
+            let i = match n.as_i64() {
+                Some(i) => i,
+                None => {
+                    let f = n.to_f64();
+                    if f.fract() != 0.0
+                        || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f)
+                    {
+                        return false;
+                    }
+                    f as i64
+                }
+            };
+            Box::new(move |p: u32| if p >= 64 { i < 0 } else { i & (1_i64 << p) != 0 })
+        }
+    };
+    match test {
+        BitsTest::AllSet => positions.iter().all(|p| bit(*p)),
+        BitsTest::AllClear => positions.iter().all(|p| !bit(*p)),
+        BitsTest::AnySet => positions.iter().any(|p| bit(*p)),
+        BitsTest::AnyClear => positions.iter().any(|p| !bit(*p)),
     }
 }
 

@@ -1,5 +1,18 @@
-//! The query language: filters (parse to a validated AST, then match), projection and sort.
-//! Pure functions on documents, no storage.
+//! The query language: pure functions on documents, no storage.
+//!
+//! - [`filter`] parses a filter document into a validated AST ([`Filter`]); every MongoDB parse
+//!   error (`unknown operator: $foo`, `$in needs an array`, ...) is raised there, so matching
+//!   cannot fail. [`matcher`] evaluates it, with MongoDB's array semantics, and reports the array
+//!   position a match went through for the positional operator ([`Filter::matches_with_key`]).
+//!   [`expr`] holds the comparisons `$expr` supports today and [`schema`] the `$jsonSchema`
+//!   keywords.
+//! - [`plan`] reads a filter for planning: top-level equalities (upsert seeds, point lookups)
+//!   and per-field value intervals ([`Filter::bounds`]) that an index scan can use; the matcher
+//!   re-checks every fetched document, so bounds only need to be a superset.
+//! - [`projection`] and [`sort`] implement find's `projection` and `sort`.
+//!
+//! All comparisons go through [`crate::doc::compare::cmp_bson`], MongoDB's total order over
+//! BSON values.
 
 pub mod expr;
 pub mod filter;
@@ -23,13 +36,15 @@ mod tests {
     fn run_filter_file(file: &str) {
         golden::run(file, |inputs: &[Input]| {
             let mut filter = None;
+            let mut let_vars = None;
             let mut out = Vec::new();
             for input in inputs {
                 match input.name.as_str() {
-                    "filter" => match Filter::parse(&input.doc()) {
+                    "filter" => match Filter::parse_with_let(&input.doc(), let_vars.as_ref()) {
                         Ok(f) => filter = Some(f),
                         Err(e) => return vec![error_line(&e)],
                     },
+                    "let" => let_vars = Some(input.doc()),
                     "doc" => {
                         let f = filter.as_ref().expect("doc before filter");
                         let (m, key) = f.matches_with_key(&input.doc());
@@ -144,6 +159,65 @@ mod projection_sort_tests {
                             })
                             .collect();
                         out.push(ids.join(", "));
+                    }
+                    other => panic!("unknown input {other}"),
+                }
+            }
+            out
+        });
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::Filter;
+    use super::plan::Interval;
+    use crate::doc::fmt::{Style, value_string_styled};
+    use crate::doc::golden::{self, Input, error_line};
+
+    fn interval(i: &Interval) -> String {
+        format!(
+            "{}{}, {}{}",
+            if i.low.inclusive { "[" } else { "(" },
+            value_string_styled(&i.low.value, Style::Typed),
+            value_string_styled(&i.high.value, Style::Typed),
+            if i.high.inclusive { "]" } else { ")" }
+        )
+    }
+
+    #[test]
+    fn bounds() {
+        golden::run("src/query/testdata/bounds.txt", |inputs: &[Input]| {
+            let mut filter = None;
+            let mut out = Vec::new();
+            for input in inputs {
+                let f = filter.as_ref();
+                match input.name.as_str() {
+                    "filter" => match Filter::parse(&input.doc()) {
+                        Ok(f) => filter = Some(f),
+                        Err(e) => return vec![error_line(&e)],
+                    },
+                    "bounds" | "multikey" => {
+                        let f: &Filter = f.expect("filter first");
+                        let b = f.bounds(&input.value, input.name == "multikey");
+                        out.push(match b {
+                            None => format!("{} {}: none", input.name, input.value),
+                            Some(list) if list.is_empty() => {
+                                format!("{} {}: empty", input.name, input.value)
+                            }
+                            Some(list) => format!(
+                                "{} {}: {}",
+                                input.name,
+                                input.value,
+                                list.iter().map(interval).collect::<Vec<_>>().join(" U ")
+                            ),
+                        });
+                    }
+                    "equalities" => {
+                        let f: &Filter = f.expect("filter first");
+                        for (path, v) in f.equalities() {
+                            out.push(format!("{path} = {}", value_string_styled(&v, Style::Typed)));
+                        }
                     }
                     other => panic!("unknown input {other}"),
                 }

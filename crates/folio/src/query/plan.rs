@@ -160,7 +160,11 @@ fn pred_bounds(pred: &Pred) -> Option<Vec<Interval>> {
                 return None;
             }
             if Number::of(v).is_some_and(Number::is_nan) {
-                return Some(vec![Interval::point(Bson::Double(f64::NAN))]);
+                // Only `$gte`/`$lte` NaN match anything (NaN itself).
+                return Some(match op {
+                    CmpOp::Gte | CmpOp::Lte => vec![Interval::point(Bson::Double(f64::NAN))],
+                    CmpOp::Gt | CmpOp::Lt => Vec::new(),
+                });
             }
             let (lo, hi) = type_range(v);
             let point = |inclusive| Endpoint { value: v.clone(), inclusive };
@@ -187,12 +191,18 @@ fn pred_bounds(pred: &Pred) -> Option<Vec<Interval>> {
                 Some(s) => Endpoint { value: Bson::String(s), inclusive: false },
                 None => Endpoint { value: Bson::Document(Document::new()), inclusive: false },
             };
-            Some(vec![Interval { low, high }])
+            // A stored regex equal to the filter's matches too.
+            let stored = Bson::RegularExpression(bson::Regex {
+                pattern: re.pattern.clone().try_into().ok()?,
+                options: re.options.clone().try_into().ok()?,
+            });
+            Some(vec![Interval { low, high }, Interval::point(stored)])
         }
         Pred::Type(_)
         | Pred::Exists
         | Pred::Mod(..)
         | Pred::Size(_)
+        | Pred::Bits(..)
         | Pred::Not(_)
         | Pred::And(_) => None,
         Pred::ElemMatch(m) => match m.as_ref() {

@@ -329,7 +329,7 @@ fn positional(v: &Bson, ctx: &Ctx) -> Result<Bson> {
         (Bson::Array(_), _) => {
             bail!(
                 Location51246,
-                "Executor error during find command :: caused by :: positional operator '.$' couldn't find a matching element in the array"
+                "positional operator '.$' couldn't find a matching element in the array"
             )
         }
         (other, _) => Ok(other.clone()),

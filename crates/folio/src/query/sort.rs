@@ -20,13 +20,28 @@ use crate::error::Result;
 pub struct SortSpec {
     /// `(path, ascending)` in priority order.
     pub keys: Vec<(String, bool)>,
+    /// `{$natural: 1 | -1}`: storage order, forward when true. The comparator ignores it; the
+    /// executor scans in that direction.
+    pub natural: Option<bool>,
 }
 
 impl SortSpec {
     /// Parses `{a: 1, "b.c": -1}`.
     pub fn parse(spec: &Document) -> Result<SortSpec> {
         let mut keys = Vec::with_capacity(spec.len());
+        let mut natural = None;
         for (path, dir) in spec {
+            if path == "$natural" {
+                match Number::of(dir).map(Number::to_f64) {
+                    Some(1.0) => natural = Some(true),
+                    Some(-1.0) => natural = Some(false),
+                    _ => bail!(
+                        BadValue,
+                        "$natural sort cannot be set to a value other than -1 or 1."
+                    ),
+                }
+                continue;
+            }
             if path.is_empty() || path.split('.').any(str::is_empty) {
                 bail!(BadValue, "FieldPath field names may not be empty strings.");
             }
@@ -51,10 +66,10 @@ impl SortSpec {
             };
             keys.push((path.clone(), asc));
         }
-        Ok(SortSpec { keys })
+        Ok(SortSpec { keys, natural })
     }
 
-    /// Whether there is nothing to sort by.
+    /// Whether there is no key to sort by (`$natural` aside).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -20,6 +20,7 @@ impl UpdateSpec {
         match self {
             UpdateSpec::Replacement(r) => replace(doc, r),
             UpdateSpec::Operators(ops) => ops.apply(doc, ctx),
+            UpdateSpec::Pipeline(p) => p.apply(doc),
         }
     }
 }
@@ -284,10 +285,10 @@ fn retain(doc: &mut Document, parts: &[String], keep: impl Fn(&Bson) -> bool) ->
 
 fn rename(doc: &mut Document, from: &[String], to: &str) -> Result<()> {
     let to_parts: Vec<String> = to.split('.').map(str::to_string).collect();
-    check_no_array(doc, from, "source")?;
     let Some(value) = get_at(doc, from).cloned() else {
         return Ok(());
     };
+    check_no_array(doc, from, "source")?;
     check_no_array(doc, &to_parts, "destination")?;
     unset_at(doc, from);
     set_at(doc, &to_parts, value)
@@ -301,13 +302,14 @@ fn check_no_array(doc: &Document, parts: &[String], side: &str) -> Result<()> {
         if let Bson::Array(_) = v
             && i + 1 < parts.len()
         {
+            let id = match doc.get("_id") {
+                Some(id) => format!("_id: {}", value_string(id)),
+                None => "no id".to_string(),
+            };
             bail!(
                 BadValue,
-                "The {side} field cannot be an array element, '{}' in doc with {}: {} has an array field called '{}'",
-                parts.join("."),
-                parts[..=i].join("."),
-                value_string(v),
-                part
+                "The {side} field cannot be an array element, '{}' in doc with {id} has an array field called '{part}'",
+                parts.join(".")
             );
         }
         cur = parts.get(i + 1).and_then(|p| child(v, p));
@@ -332,6 +334,9 @@ fn nested(parts: &[String], value: Bson) -> Bson {
         Bson::Document(d)
     })
 }
+
+/// The most null elements a single array write may add before its target index.
+const MAX_PADDING: usize = 1_500_000;
 
 /// Sets the value at a path, creating documents and padding arrays on the way.
 fn set_at(doc: &mut Document, parts: &[String], value: Bson) -> Result<()> {
@@ -368,6 +373,10 @@ fn set_in_value(v: &mut Bson, name: &str, rest: &[String], value: Bson) -> Resul
                 return Err(not_viable(name, &rest[0], v));
             };
             if idx >= items.len() {
+                // Padding is bounded so that a path like `a.999999999` cannot exhaust memory.
+                if idx - items.len() > MAX_PADDING {
+                    bail!(BadValue, "can't backfill more than {MAX_PADDING} elements");
+                }
                 items.resize(idx, Bson::Null);
                 items.push(nested(&rest[1..], value));
                 return Ok(());

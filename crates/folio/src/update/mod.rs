@@ -13,7 +13,7 @@
 //! Each operator names target paths. A path may contain the positional operators: `$` (the
 //! array position the query matched, passed in [`UpdateContext::match_position`]), `$[]` (every
 //! element) and `$[id]` (the elements that match the array filter `id`). Before an operator runs,
-//! its path is *resolved* against the current document into concrete paths ([`resolve`]).
+//! its path is *resolved* against the current document into concrete paths.
 //!
 //! Two paths of one update conflict when one is a prefix of the other (`a` and `a.b`), which
 //! MongoDB rejects with ConflictingUpdateOperators before touching the document. As in MongoDB
@@ -34,6 +34,7 @@
 mod apply;
 mod arith;
 mod parse;
+pub mod pipeline;
 mod resolve;
 mod upsert;
 
@@ -78,6 +79,8 @@ pub enum UpdateSpec {
     Replacement(Document),
     /// Operator updates, sorted by path.
     Operators(Operators),
+    /// An update pipeline (`[{$set: ...}, ...]`).
+    Pipeline(pipeline::Pipeline),
 }
 
 /// The operations of an operator update, with their array filters.

@@ -123,7 +123,7 @@ fn parse_op(name: &str, path: &str, v: &Bson) -> Result<Op> {
         "$min" => OpKind::Min(v.clone()),
         "$max" => OpKind::Max(v.clone()),
         "$rename" => parse_rename(path, v)?,
-        "$currentDate" => parse_current_date(path, v)?,
+        "$currentDate" => parse_current_date(v)?,
         "$push" => OpKind::Push(parse_push(v)?),
         "$addToSet" => OpKind::AddToSet(parse_add_to_set(v)?),
         "$pop" => match Number::of(v).map(Number::to_f64) {
@@ -177,24 +177,24 @@ fn parse_rename(from: &str, v: &Bson) -> Result<OpKind> {
     Ok(OpKind::Rename(to.clone()))
 }
 
-fn parse_current_date(path: &str, v: &Bson) -> Result<OpKind> {
+fn parse_current_date(v: &Bson) -> Result<OpKind> {
     match v {
         Bson::Boolean(_) => Ok(OpKind::CurrentDate { timestamp: false }),
         Bson::Document(d) => {
-            if d.len() != 1 || !d.contains_key("$type") {
-                bail!(
-                    BadValue,
-                    "The only valid field of the option is '$type': {{$currentDate: {{field : {{$type: 'date/timestamp'}}}}}}"
-                );
+            let mut timestamp = None;
+            for (k, x) in d {
+                if k != "$type" {
+                    bail!(BadValue, "Unrecognized $currentDate option: {k}");
+                }
+                match x {
+                    Bson::String(t) if t == "date" => timestamp = Some(false),
+                    Bson::String(t) if t == "timestamp" => timestamp = Some(true),
+                    _ => {}
+                }
             }
-            match d.get("$type") {
-                Some(Bson::String(t)) if t == "date" => {
-                    Ok(OpKind::CurrentDate { timestamp: false })
-                }
-                Some(Bson::String(t)) if t == "timestamp" => {
-                    Ok(OpKind::CurrentDate { timestamp: true })
-                }
-                _ => bail!(
+            match timestamp {
+                Some(timestamp) => Ok(OpKind::CurrentDate { timestamp }),
+                None => bail!(
                     BadValue,
                     "The '$type' string field is required to be 'date' or 'timestamp': {{$currentDate: {{field : {{$type: 'date'}}}}}}"
                 ),
@@ -202,7 +202,7 @@ fn parse_current_date(path: &str, v: &Bson) -> Result<OpKind> {
         }
         other => bail!(
             BadValue,
-            "{path} is not valid type for $currentDate. Please use a boolean ('true') or a $type expression ({{$type: 'timestamp/date'}}). Found {}",
+            "{} is not valid type for $currentDate. Please use a boolean ('true') or a $type expression ({{$type: 'timestamp/date'}}).",
             type_name(other)
         ),
     }

@@ -23,11 +23,26 @@ fn run_update_file(file: &str) {
         let mut update = None;
         let mut array_filters: Option<Vec<Document>> = None;
         let mut spec: Option<UpdateSpec> = None;
+        let mut let_vars: Option<Document> = None;
         let mut out = Vec::new();
         for input in inputs {
             match input.name.as_str() {
                 "filter" => filter = Some(Filter::parse(&input.doc()).expect("test filter")),
                 "update" => update = Some(input.doc()),
+                "let" => let_vars = Some(input.doc()),
+                "pipeline" => {
+                    let Bson::Array(items) = input.json() else {
+                        panic!("pipeline must be an array")
+                    };
+                    let stages: Vec<Document> = items
+                        .into_iter()
+                        .map(|s| s.as_document().cloned().expect("stage doc"))
+                        .collect();
+                    match UpdateSpec::parse_pipeline(&stages, let_vars.as_ref()) {
+                        Ok(p) => spec = Some(p),
+                        Err(e) => return vec![error_line(&e)],
+                    }
+                }
                 "arrayFilters" => {
                     let Bson::Array(items) = input.json() else {
                         panic!("arrayFilters must be an array")
@@ -103,6 +118,83 @@ fn update_validation() {
 }
 
 #[test]
+fn update_pipeline() {
+    run_update_file("src/update/testdata/pipeline.txt");
+}
+
+#[test]
 fn update_upsert() {
     run_update_file("src/update/testdata/upsert.txt");
+}
+
+/// Random updates on random documents never panic, and a successful update keeps `_id` first
+/// and unchanged; random filters never panic either.
+#[test]
+fn random_updates_do_not_panic() {
+    use rand::{Rng, SeedableRng};
+
+    use crate::doc::random;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let ops = [
+        "$set",
+        "$unset",
+        "$inc",
+        "$mul",
+        "$min",
+        "$max",
+        "$push",
+        "$addToSet",
+        "$pop",
+        "$pull",
+        "$pullAll",
+        "$rename",
+        "$currentDate",
+        "$bit",
+        "$setOnInsert",
+    ];
+    for _ in 0..3000 {
+        let mut doc = random::document(&mut rng, 2);
+        doc.insert("_id", 1);
+        let op = ops[rng.random_range(0..ops.len())];
+        let path = random::path(&mut rng, true);
+        let arg = match op {
+            "$rename" => Bson::String(random::path(&mut rng, false)),
+            "$pop" => Bson::Int32(if rng.random() { 1 } else { -1 }),
+            "$bit" => Bson::Document(bson::doc! {"and": rng.random_range(0..8)}),
+            _ => random::value(&mut rng, 1),
+        };
+        let mut fields = Document::new();
+        fields.insert(path, arg);
+        let mut update = Document::new();
+        update.insert(op, fields);
+        let Ok(spec) = UpdateSpec::parse(&update, None) else { continue };
+        let ctx = UpdateContext { match_position: Some(rng.random_range(0..3)), ..context() };
+        let before = doc.clone();
+        if spec.apply(&mut doc, &ctx).is_ok() {
+            assert_eq!(
+                doc.keys().next().map(String::as_str),
+                Some("_id"),
+                "{before:?} {update:?} -> {doc:?}"
+            );
+            assert_eq!(doc.get("_id"), Some(&Bson::Int32(1)));
+        }
+
+        let mut filter = Document::new();
+        let cond = match rng.random_range(0..6) {
+            0 => random::value(&mut rng, 1),
+            1 => Bson::Document(bson::doc! {"$gt": random::value(&mut rng, 1)}),
+            2 => Bson::Document(
+                bson::doc! {"$in": [random::value(&mut rng, 1), random::value(&mut rng, 0)]},
+            ),
+            3 => Bson::Document(bson::doc! {"$elemMatch": {"$lte": random::value(&mut rng, 0)}}),
+            4 => Bson::Document(bson::doc! {"$exists": rng.random::<bool>()}),
+            _ => Bson::Document(bson::doc! {"$size": rng.random_range(0..3)}),
+        };
+        filter.insert(random::path(&mut rng, false), cond);
+        if let Ok(f) = Filter::parse(&filter) {
+            let (m, _) = f.matches_with_key(&before);
+            assert_eq!(m, f.matches(&before));
+        }
+    }
 }

@@ -62,7 +62,7 @@ impl UpdateSpec {
                 }
                 Ok(doc)
             }
-            UpdateSpec::Operators(_) => {
+            UpdateSpec::Operators(_) | UpdateSpec::Pipeline(_) => {
                 let mut doc = seed;
                 let ctx = UpdateContext { is_upsert_insert: true, ..ctx.clone() };
                 self.apply(&mut doc, &ctx)?;

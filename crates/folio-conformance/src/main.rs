@@ -1,0 +1,242 @@
+//! `folio-conformance`: runs MongoDB's unified-format driver specification tests against a Folio server.
+//!
+//! Usage: `folio-conformance [SPEC_DIR] [--filter TEXT] [--write-expected-failures]`.
+//!
+//! The spec tests are not part of the repository (their license forbids it): they are read from `SPEC_DIR`,
+//! else `$FOLIO_SPEC_TESTS`, else `../shared/spec-tests` next to the repository; when none exists the run is
+//! skipped with a message and exit code 0. The server is a separate process of the built binary
+//! (`$FOLIO_BIN`, default `target/release/folio`), started once for the whole run.
+//!
+//! The output is one line per test, a summary line per area and a closing total, plus a JSON report in
+//! `target/conformance/report.json`. The exit code compares the run with the checked-in
+//! `expected-failures.txt`: it is non-zero when a test outside the list fails, and also when a listed test
+//! passes, so that the list can only shrink.
+
+mod expected;
+mod matcher;
+mod model;
+mod ops;
+mod requirements;
+mod runner;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::expected::ExpectedFailures;
+use crate::model::AREAS;
+use crate::runner::{Outcome, Runner};
+
+/// How long one test may take before it counts as failed.
+const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The repository root (this crate lives in `crates/folio-conformance`).
+fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// Command-line options.
+struct Cli {
+    spec_dir: PathBuf,
+    filter: Option<String>,
+    write_expected: bool,
+}
+
+fn parse_cli() -> Result<Cli, String> {
+    let mut spec_dir = None;
+    let mut filter = None;
+    let mut write_expected = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--write-expected-failures" => write_expected = true,
+            "--filter" => filter = Some(args.next().ok_or("--filter needs a value")?),
+            "-h" | "--help" => {
+                return Err("usage: folio-conformance [SPEC_DIR] [--filter TEXT] [--write-expected-failures]".into());
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            s => spec_dir = Some(PathBuf::from(s)),
+        }
+    }
+    let spec_dir = spec_dir
+        .or_else(|| std::env::var_os("FOLIO_SPEC_TESTS").map(PathBuf::from))
+        .unwrap_or_else(|| repo_root().join("../shared/spec-tests"));
+    Ok(Cli { spec_dir, filter, write_expected })
+}
+
+/// One test's result, as printed and reported.
+struct TestRecord {
+    area: String,
+    key: String,
+    outcome: Outcome,
+}
+
+#[tokio::main]
+async fn main() {
+    let code = match run().await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("folio-conformance: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run() -> Result<i32, String> {
+    let cli = parse_cli()?;
+    if !cli.spec_dir.is_dir() {
+        println!(
+            "SKIP conformance: no spec tests at {} (set FOLIO_SPEC_TESTS or pass SPEC_DIR)",
+            cli.spec_dir.display()
+        );
+        return Ok(0);
+    }
+    let root = repo_root();
+    let bin = std::env::var_os("FOLIO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/folio"));
+    if !bin.is_file() {
+        return Err(format!(
+            "no server binary at {} (build it with `cargo build --release -p folio-cli` or set FOLIO_BIN)",
+            bin.display()
+        ));
+    }
+    let expected_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures.txt");
+    let expected = ExpectedFailures::load(&expected_path)?;
+
+    let mut server = server::ServerProcess::start(&bin, Duration::from_secs(30))?;
+    let runner = Runner::connect(&server.uri()).await?;
+    let mut records = Vec::new();
+    for area in AREAS {
+        for path in model::area_files(&cli.spec_dir, area)? {
+            let file_name =
+                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let file = model::load(&path)?;
+            for test in &file.tests {
+                let key = format!("{area}/{file_name}: {}", test.description);
+                if cli.filter.as_ref().is_some_and(|f| !key.contains(f.as_str())) {
+                    continue;
+                }
+                let outcome = match tokio::time::timeout(TEST_TIMEOUT, runner.run_test(&file, test))
+                    .await
+                {
+                    Ok(o) => o,
+                    Err(_) => Outcome::Fail(format!("timed out after {}s", TEST_TIMEOUT.as_secs())),
+                };
+                runner.cleanup().await;
+                let outcome = match outcome {
+                    Outcome::Fail(m) if server.exited() => {
+                        Outcome::Fail(format!("{m} (the server process exited)"))
+                    }
+                    o => o,
+                };
+                print_record(&key, &outcome);
+                records.push(TestRecord { area: area.to_string(), key, outcome });
+            }
+        }
+    }
+    drop(server);
+    summarize(&records);
+    write_report(&root.join("target/conformance/report.json"), &records)?;
+
+    let failing: Vec<&str> = records
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
+        .map(|r| r.key.as_str())
+        .collect();
+    if cli.write_expected {
+        let ran: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+        expected.rewrite(&expected_path, &failing, &ran, cli.filter.is_some())?;
+        println!("wrote {}", expected_path.display());
+        return Ok(0);
+    }
+    let passing: Vec<&str> =
+        records.iter().filter(|r| r.outcome == Outcome::Pass).map(|r| r.key.as_str()).collect();
+    let verdict = expected.compare(&failing, &passing);
+    for k in &verdict.unexpected_failures {
+        println!("UNEXPECTED FAILURE {k}");
+    }
+    for k in &verdict.unexpected_passes {
+        println!("UNEXPECTED PASS {k} (remove it from expected-failures.txt)");
+    }
+    if verdict.unexpected_failures.is_empty() && verdict.unexpected_passes.is_empty() {
+        println!("conformance: results match expected-failures.txt");
+        Ok(0)
+    } else {
+        println!(
+            "conformance: {} unexpected failures, {} unexpected passes",
+            verdict.unexpected_failures.len(),
+            verdict.unexpected_passes.len()
+        );
+        Ok(1)
+    }
+}
+
+fn print_record(key: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Pass => println!("PASS {key}"),
+        Outcome::Fail(m) => println!("FAIL {key}: {}", one_line(m)),
+        Outcome::Skip(m) => println!("SKIP {key}: {}", one_line(m)),
+    }
+}
+
+/// Keeps a message on one line and of readable length.
+fn one_line(m: &str) -> String {
+    let m = m.replace('\n', " ");
+    if m.chars().count() > 600 {
+        format!("{}...", m.chars().take(600).collect::<String>())
+    } else {
+        m
+    }
+}
+
+/// (passed, failed, skipped) of some records.
+fn tally<'a>(records: impl Iterator<Item = &'a TestRecord>) -> (usize, usize, usize) {
+    records.fold((0, 0, 0), |(p, f, s), r| match r.outcome {
+        Outcome::Pass => (p + 1, f, s),
+        Outcome::Fail(_) => (p, f + 1, s),
+        Outcome::Skip(_) => (p, f, s + 1),
+    })
+}
+
+fn summarize(records: &[TestRecord]) {
+    for area in AREAS {
+        let (p, f, s) = tally(records.iter().filter(|r| r.area == area));
+        println!("{area}: {p} passed, {f} failed, {s} skipped");
+    }
+    let (p, f, s) = tally(records.iter());
+    println!("{p} passed, {f} failed, {s} skipped");
+}
+
+fn write_report(path: &Path, records: &[TestRecord]) -> Result<(), String> {
+    let mut areas = serde_json::Map::new();
+    for area in AREAS {
+        let (p, f, s) = tally(records.iter().filter(|r| r.area == area));
+        areas.insert(area.into(), serde_json::json!({"passed": p, "failed": f, "skipped": s}));
+    }
+    let (p, f, s) = tally(records.iter());
+    let tests: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let (status, reason) = match &r.outcome {
+                Outcome::Pass => ("pass", None),
+                Outcome::Fail(m) => ("fail", Some(m.clone())),
+                Outcome::Skip(m) => ("skip", Some(m.clone())),
+            };
+            serde_json::json!({"area": r.area, "test": r.key, "status": status, "reason": reason})
+        })
+        .collect();
+    let report = serde_json::json!({
+        "total": {"passed": p, "failed": f, "skipped": s},
+        "areas": areas,
+        "tests": tests,
+    });
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

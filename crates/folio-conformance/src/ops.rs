@@ -1,0 +1,924 @@
+//! The operations of the format, executed through the official driver.
+//!
+//! Each operation takes its positional arguments (filter, update, documents, ...) out of the argument
+//! document; what remains, except `session`, is deserialized into the driver's options type for that
+//! operation, whose serde names follow the server's (`batchSize`, `maxTimeMS`, `let`, ...). Results are turned
+//! into BSON in the shape the format expects (`insertedId`, `matchedCount`, ...), so the generic matcher can
+//! compare them.
+
+use bson::{Bson, Document, doc};
+use mongodb::options::{
+    AggregateOptions, CountOptions, CreateCollectionOptions, DeleteManyModel, DeleteOneModel,
+    DeleteOptions, DistinctOptions, EstimatedDocumentCountOptions, FindOneAndDeleteOptions,
+    FindOneAndReplaceOptions, FindOneAndUpdateOptions, FindOneOptions, FindOptions, IndexOptions,
+    InsertManyOptions, InsertOneModel, InsertOneOptions, ReplaceOneModel, ReplaceOptions,
+    SelectionCriteria, TransactionOptions, UpdateManyModel, UpdateModifications, UpdateOneModel,
+    UpdateOptions, WriteModel,
+};
+use mongodb::results::{DeleteResult, UpdateResult};
+use mongodb::{ClientSession, Collection, IndexModel, Namespace};
+use serde::de::DeserializeOwned;
+
+use crate::runner::{CursorEntity, Entity, OpResult, TestRun, TxnState};
+
+/// Runs `$action` with the session when one is given.
+macro_rules! with_session {
+    ($session:expr, $action:expr) => {
+        match $session {
+            Some(s) => $action.session(s).await,
+            None => $action.await,
+        }
+    };
+}
+
+/// Collects all documents of a driver cursor.
+macro_rules! drain {
+    ($cursor:expr) => {{
+        let mut c = $cursor;
+        let mut out = Vec::new();
+        loop {
+            match c.advance().await {
+                Ok(true) => match c.deserialize_current() {
+                    Ok(d) => out.push(Bson::Document(d)),
+                    Err(e) => break Err(e),
+                },
+                Ok(false) => break Ok(Some(Bson::Array(out))),
+                Err(e) => break Err(e),
+            }
+        }
+    }};
+}
+
+/// Collects all documents of a session cursor.
+macro_rules! drain_session {
+    ($cursor:expr, $session:expr) => {{
+        let mut c = $cursor;
+        let mut out = Vec::new();
+        loop {
+            match c.advance(&mut *$session).await {
+                Ok(true) => match c.deserialize_current() {
+                    Ok(d) => out.push(Bson::Document(d)),
+                    Err(e) => break Err(e),
+                },
+                Ok(false) => break Ok(Some(Bson::Array(out))),
+                Err(e) => break Err(e),
+            }
+        }
+    }};
+}
+
+/// Runs a cursor-returning action and collects its documents, with or without a session.
+macro_rules! collect_cursor {
+    ($session:expr, $action:expr) => {
+        match $session {
+            Some(s) => match $action.session(&mut *s).await {
+                Ok(c) => drain_session!(c, s),
+                Err(e) => Err(e),
+            },
+            None => match $action.await {
+                Ok(c) => drain!(c),
+                Err(e) => Err(e),
+            },
+        }
+    };
+}
+
+/// The arguments of one operation.
+struct Args {
+    op: String,
+    doc: Document,
+}
+
+impl Args {
+    fn take(&mut self, k: &str) -> Option<Bson> {
+        self.doc.remove(k)
+    }
+    fn req(&mut self, k: &str) -> Result<Bson, String> {
+        self.take(k).ok_or_else(|| format!("{}: missing argument {k}", self.op))
+    }
+    fn doc(&mut self, k: &str) -> Result<Document, String> {
+        match self.req(k)? {
+            Bson::Document(d) => Ok(d),
+            other => Err(format!("{}: {k} is not a document: {other}", self.op)),
+        }
+    }
+    fn docs(&mut self, k: &str) -> Result<Vec<Document>, String> {
+        match self.req(k)? {
+            Bson::Array(a) => a
+                .into_iter()
+                .map(|b| match b {
+                    Bson::Document(d) => Ok(d),
+                    other => Err(format!("{}: {k} holds a non-document {other}", self.op)),
+                })
+                .collect(),
+            other => Err(format!("{}: {k} is not an array: {other}", self.op)),
+        }
+    }
+    fn string(&mut self, k: &str) -> Result<String, String> {
+        match self.req(k)? {
+            Bson::String(s) => Ok(s),
+            other => Err(format!("{}: {k} is not a string: {other}", self.op)),
+        }
+    }
+    /// The remaining arguments as the driver's options type.
+    fn options<T: DeserializeOwned>(self) -> Result<T, String> {
+        let mut d = self.doc;
+        d.remove("session");
+        // Client-side operation timeouts are not part of what these areas test against the server.
+        d.remove("timeoutMS");
+        bson::deserialize_from_document(d).map_err(|e| format!("{}: options: {e}", self.op))
+    }
+}
+
+fn update_mods(b: Bson) -> Result<UpdateModifications, String> {
+    match b {
+        Bson::Document(d) => Ok(UpdateModifications::Document(d)),
+        Bson::Array(a) => Ok(UpdateModifications::Pipeline(
+            a.into_iter().filter_map(|b| b.as_document().cloned()).collect(),
+        )),
+        other => Err(format!("update is neither a document nor a pipeline: {other}")),
+    }
+}
+
+fn update_result(r: UpdateResult) -> Bson {
+    let mut d = doc! {
+        "matchedCount": r.matched_count as i64,
+        "modifiedCount": r.modified_count as i64,
+        "upsertedCount": i64::from(r.upserted_id.is_some()),
+    };
+    if let Some(id) = r.upserted_id {
+        d.insert("upsertedId", id);
+    }
+    Bson::Document(d)
+}
+
+fn delete_result(r: DeleteResult) -> Bson {
+    Bson::Document(doc! {"deletedCount": r.deleted_count as i64})
+}
+
+fn ids_doc(ids: impl IntoIterator<Item = (usize, Bson)>) -> Document {
+    let mut v: Vec<_> = ids.into_iter().collect();
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(i, id)| (i.to_string(), id)).collect()
+}
+
+impl TestRun<'_> {
+    /// Executes a non-special operation on entity `object`. `Err` is a test failure (unknown entity or
+    /// operation, malformed arguments); a driver error is returned inside the [`OpResult`].
+    pub(crate) async fn execute(
+        &mut self,
+        name: &str,
+        object: &str,
+        args: Document,
+    ) -> Result<OpResult, String> {
+        let a = Args { op: name.to_string(), doc: args };
+        let session_name = a.doc.get_str("session").ok().map(String::from);
+        let sn = session_name.as_deref();
+        match self.entities.get(object) {
+            Some(Entity::Collection(_)) => self.collection_op(name, object, a, sn).await,
+            Some(Entity::Database(_)) => self.database_op(name, object, a, sn).await,
+            Some(Entity::Client(_)) => self.client_op(name, object, a, sn).await,
+            Some(Entity::Session(_)) => self.session_op(name, object, a).await,
+            Some(Entity::Cursor(_)) => self.cursor_op(name, object).await,
+            Some(Entity::Value(_)) | None => Err(format!("no entity {object:?} to run {name} on")),
+        }
+    }
+
+    async fn collection_op(
+        &mut self,
+        name: &str,
+        object: &str,
+        mut a: Args,
+        sn: Option<&str>,
+    ) -> Result<OpResult, String> {
+        let coll = self.collection(object)?;
+        Ok(match name {
+            "insertOne" => {
+                let d = a.doc("document")?;
+                let o: InsertOneOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.insert_one(d).with_options(o))
+                    .map(|r| Some(Bson::Document(doc! {"insertedId": r.inserted_id})))
+            }
+            "insertMany" => {
+                let d = a.docs("documents")?;
+                let o: InsertManyOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.insert_many(d).with_options(o))
+                    .map(|r| Some(Bson::Document(doc! {"insertedIds": ids_doc(r.inserted_ids)})))
+            }
+            "updateOne" | "updateMany" | "replaceOne" | "deleteOne" | "deleteMany" => {
+                return self.write_one(&coll, name, a, sn).await;
+            }
+            "find" => {
+                let f = a.take("filter").and_then(|b| b.as_document().cloned()).unwrap_or_default();
+                let o: FindOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                collect_cursor!(s, coll.find(f).with_options(o))
+            }
+            "findOne" => {
+                let f = a.take("filter").and_then(|b| b.as_document().cloned()).unwrap_or_default();
+                let o: FindOneOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.find_one(f).with_options(o))
+                    .map(|r| Some(r.map_or(Bson::Null, Bson::Document)))
+            }
+            "createFindCursor" => {
+                let f = a.take("filter").and_then(|b| b.as_document().cloned()).unwrap_or_default();
+                let o: FindOptions = a.options()?;
+                let cursor = match sn {
+                    Some(n) => {
+                        let s = self.session_mut(Some(n))?.ok_or("no session")?;
+                        coll.find(f)
+                            .with_options(o)
+                            .session(s)
+                            .await
+                            .map(|c| CursorEntity::Session(c, n.into()))
+                    }
+                    None => coll.find(f).with_options(o).await.map(CursorEntity::Plain),
+                };
+                cursor.map(|c| {
+                    self.pending_cursor = Some(c);
+                    None
+                })
+            }
+            "findOneAndUpdate" => {
+                let f = a.doc("filter")?;
+                let u = update_mods(a.req("update")?)?;
+                let o: FindOneAndUpdateOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.find_one_and_update(f, u).with_options(o))
+                    .map(|r| Some(r.map_or(Bson::Null, Bson::Document)))
+            }
+            "findOneAndReplace" => {
+                let f = a.doc("filter")?;
+                let r = a.doc("replacement")?;
+                let o: FindOneAndReplaceOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.find_one_and_replace(f, r).with_options(o))
+                    .map(|r| Some(r.map_or(Bson::Null, Bson::Document)))
+            }
+            "findOneAndDelete" => {
+                let f = a.doc("filter")?;
+                let o: FindOneAndDeleteOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.find_one_and_delete(f).with_options(o))
+                    .map(|r| Some(r.map_or(Bson::Null, Bson::Document)))
+            }
+            "aggregate" => {
+                let p = a.docs("pipeline")?;
+                let o: AggregateOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                collect_cursor!(s, coll.aggregate(p).with_options(o))
+            }
+            "countDocuments" => {
+                let f = a.doc("filter")?;
+                let o: CountOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.count_documents(f).with_options(o))
+                    .map(|n| Some(Bson::Int64(n as i64)))
+            }
+            "estimatedDocumentCount" => {
+                let o: EstimatedDocumentCountOptions = a.options()?;
+                coll.estimated_document_count()
+                    .with_options(o)
+                    .await
+                    .map(|n| Some(Bson::Int64(n as i64)))
+            }
+            "count" => {
+                // The legacy `count` helper is gone from the driver; send the same command it would.
+                let mut cmd = doc! {"count": coll.name()};
+                if let Some(f) = a.take("filter") {
+                    cmd.insert("query", f);
+                }
+                let _ = a.take("session");
+                cmd.extend(a.doc);
+                let db = self.runner_db(&coll);
+                let s = self.session_mut(sn)?;
+                with_session!(s, db.run_command(cmd)).map(|r| r.get("n").cloned())
+            }
+            "distinct" => {
+                let field = a.string("fieldName")?;
+                let f = a.take("filter").and_then(|b| b.as_document().cloned()).unwrap_or_default();
+                let o: DistinctOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.distinct(field, f).with_options(o))
+                    .map(|v| Some(Bson::Array(v)))
+            }
+            "bulkWrite" => return self.collection_bulk_write(coll, a, sn).await,
+            "createIndex" => {
+                let keys = a.doc("keys")?;
+                let _ = a.take("session");
+                let o: IndexOptions = a.options()?;
+                let model = IndexModel::builder().keys(keys).options(o).build();
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.create_index(model)).map(|r| Some(Bson::String(r.index_name)))
+            }
+            "listIndexes" => {
+                // The server's own index documents, as the format expects them.
+                let db = self.runner_db(&coll);
+                let cmd = doc! {"listIndexes": coll.name()};
+                let s = self.session_mut(sn)?;
+                with_session!(s, db.run_command(cmd)).map(|r| {
+                    r.get_document("cursor").ok().and_then(|c| c.get("firstBatch")).cloned()
+                })
+            }
+            "dropIndexes" => coll.drop_indexes().await.map(|_| None),
+            other => return Err(format!("unsupported collection operation {other}")),
+        })
+    }
+
+    /// Boxes [`TestRun::execute`] for the one place it recurses (a `withTransaction` callback).
+    fn execute_boxed<'a>(
+        &'a mut self,
+        name: &'a str,
+        object: &'a str,
+        args: Document,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<OpResult, String>> + 'a>> {
+        Box::pin(self.execute(name, object, args))
+    }
+
+    /// The single-document writes, shared by their operations and the emulated `bulkWrite`.
+    async fn write_one(
+        &mut self,
+        coll: &Collection<Document>,
+        name: &str,
+        mut a: Args,
+        sn: Option<&str>,
+    ) -> Result<OpResult, String> {
+        Ok(match name {
+            "updateOne" | "updateMany" => {
+                let f = a.doc("filter")?;
+                let u = update_mods(a.req("update")?)?;
+                let o: UpdateOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                let r = if name == "updateOne" {
+                    with_session!(s, coll.update_one(f, u).with_options(o))
+                } else {
+                    with_session!(s, coll.update_many(f, u).with_options(o))
+                };
+                r.map(|r| Some(update_result(r)))
+            }
+            "replaceOne" => {
+                let f = a.doc("filter")?;
+                let r = a.doc("replacement")?;
+                let o: ReplaceOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.replace_one(f, r).with_options(o))
+                    .map(|r| Some(update_result(r)))
+            }
+            "deleteOne" | "deleteMany" => {
+                let f = a.doc("filter")?;
+                let o: DeleteOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                let r = if name == "deleteOne" {
+                    with_session!(s, coll.delete_one(f).with_options(o))
+                } else {
+                    with_session!(s, coll.delete_many(f).with_options(o))
+                };
+                r.map(|r| Some(delete_result(r)))
+            }
+            other => return Err(format!("unsupported write {other}")),
+        })
+    }
+
+    fn runner_db(&self, coll: &Collection<Document>) -> mongodb::Database {
+        let ns = coll.namespace();
+        coll.client().database(&ns.db)
+    }
+
+    async fn database_op(
+        &mut self,
+        name: &str,
+        object: &str,
+        mut a: Args,
+        sn: Option<&str>,
+    ) -> Result<OpResult, String> {
+        let db = self.database(object)?;
+        Ok(match name {
+            "runCommand" => {
+                let cmd = a.doc("command")?;
+                let _ = a.take("commandName");
+                let rp = match a.take("readPreference") {
+                    Some(b) => Some(SelectionCriteria::ReadPreference(
+                        bson::deserialize_from_bson(b)
+                            .map_err(|e| format!("readPreference: {e}"))?,
+                    )),
+                    None => None,
+                };
+                let s = self.session_mut(sn)?;
+                let action = match rp {
+                    Some(rp) => db.run_command(cmd).selection_criteria(rp),
+                    None => db.run_command(cmd),
+                };
+                with_session!(s, action).map(|d| Some(Bson::Document(d)))
+            }
+            "aggregate" => {
+                let p = a.docs("pipeline")?;
+                let o: AggregateOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                collect_cursor!(s, db.aggregate(p).with_options(o))
+            }
+            "createCollection" => {
+                let c = a.string("collection")?;
+                let o: CreateCollectionOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, db.create_collection(c).with_options(o)).map(|_| None)
+            }
+            "dropCollection" => {
+                let c = a.string("collection")?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, db.collection::<Document>(&c).drop()).map(|_| None)
+            }
+            "listCollections" => {
+                let s = self.session_mut(sn)?;
+                match s {
+                    Some(s) => match db.list_collections().session(&mut *s).await {
+                        Ok(c) => drain_session_specs(c, s).await,
+                        Err(e) => Err(e),
+                    },
+                    None => match db.list_collections().await {
+                        Ok(c) => drain_specs(c).await,
+                        Err(e) => Err(e),
+                    },
+                }
+            }
+            "dropDatabase" => db.drop().await.map(|_| None),
+            "modifyCollection" => {
+                let c = a.string("collection")?;
+                let _ = a.take("session");
+                let mut cmd = doc! {"collMod": c};
+                cmd.extend(a.doc);
+                db.run_command(cmd).await.map(|d| Some(Bson::Document(d)))
+            }
+            other => return Err(format!("unsupported database operation {other}")),
+        })
+    }
+
+    async fn client_op(
+        &mut self,
+        name: &str,
+        object: &str,
+        mut a: Args,
+        sn: Option<&str>,
+    ) -> Result<OpResult, String> {
+        let client = self.client(object)?.client.clone();
+        Ok(match name {
+            "clientBulkWrite" => {
+                let models = a.docs("models")?;
+                let verbose = a.take("verboseResults").and_then(|b| b.as_bool()).unwrap_or(false);
+                let models = models.into_iter().map(write_model).collect::<Result<Vec<_>, _>>()?;
+                let o: mongodb::options::BulkWriteOptions = a.options()?;
+                let s = self.session_mut(sn)?;
+                if verbose {
+                    with_session!(s, client.bulk_write(models).with_options(o).verbose_results())
+                        .map(|r| Some(verbose_result(&r)))
+                } else {
+                    with_session!(s, client.bulk_write(models).with_options(o))
+                        .map(|r| Some(summary_result(&r)))
+                }
+            }
+            "listDatabases" => client.list_databases().await.map(|v| {
+                Some(Bson::Array(
+                    v.iter().filter_map(|d| bson::serialize_to_bson(d).ok()).collect(),
+                ))
+            }),
+            other => return Err(format!("unsupported client operation {other}")),
+        })
+    }
+
+    async fn session_op(&mut self, name: &str, object: &str, a: Args) -> Result<OpResult, String> {
+        match name {
+            "startTransaction" => {
+                let o: TransactionOptions = a.options()?;
+                let entity = self.session_entity(object)?;
+                let s = entity.session.as_mut().ok_or("session has ended")?;
+                let r = s.start_transaction().with_options(o).await.map(|_| None);
+                if r.is_ok() {
+                    entity.state = TxnState::Starting;
+                }
+                Ok(r)
+            }
+            "commitTransaction" => {
+                let entity = self.session_entity(object)?;
+                let s = entity.session.as_mut().ok_or("session has ended")?;
+                let r = s.commit_transaction().await.map(|_| None);
+                if entity.state != TxnState::None {
+                    entity.state = TxnState::Committed;
+                }
+                Ok(r)
+            }
+            "abortTransaction" => {
+                let entity = self.session_entity(object)?;
+                let s = entity.session.as_mut().ok_or("session has ended")?;
+                let r = s.abort_transaction().await.map(|_| None);
+                if matches!(entity.state, TxnState::Starting | TxnState::InProgress) {
+                    entity.state = TxnState::Aborted;
+                }
+                Ok(r)
+            }
+            "endSession" => {
+                self.session_entity(object)?.session = None;
+                Ok(Ok(None))
+            }
+            "getSnapshotTime" => {
+                let entity = self.session_entity(object)?;
+                let s = entity.session.as_ref().ok_or("session has ended")?;
+                Ok(Ok(s.snapshot_time().map(Bson::Timestamp)))
+            }
+            "withTransaction" => self.with_transaction(object, a).await,
+            other => Err(format!("unsupported session operation {other}")),
+        }
+    }
+
+    async fn cursor_op(&mut self, name: &str, object: &str) -> Result<OpResult, String> {
+        let Some(Entity::Cursor(mut cursor)) = self.entities.remove(object) else {
+            return Err(format!("no cursor entity {object:?}"));
+        };
+        let result = match name {
+            "iterateUntilDocumentOrError" | "iterateOnce" => match &mut *cursor {
+                CursorEntity::Plain(c) => match c.advance().await {
+                    Ok(true) => c.deserialize_current().map(|d| Some(Bson::Document(d))),
+                    Ok(false) => Ok(None),
+                    Err(e) => Err(e),
+                },
+                CursorEntity::Session(c, sname) => {
+                    let sname = sname.clone();
+                    let s = self.session_mut(Some(&sname))?.ok_or("no session")?;
+                    match c.advance(s).await {
+                        Ok(true) => c.deserialize_current().map(|d| Some(Bson::Document(d))),
+                        Ok(false) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+            },
+            "close" => return Ok(Ok(None)),
+            other => return Err(format!("unsupported cursor operation {other}")),
+        };
+        self.entities.insert(object.to_string(), Entity::Cursor(cursor));
+        Ok(result)
+    }
+
+    /// The convenient transaction API, written out over the driver's start/commit/abort: retry the whole
+    /// transaction on `TransientTransactionError` and the commit on `UnknownTransactionCommitResult`, within
+    /// 120 seconds.
+    async fn with_transaction(&mut self, object: &str, mut a: Args) -> Result<OpResult, String> {
+        let callback: Vec<crate::model::Operation> = match a.take("callback") {
+            Some(b) => bson::deserialize_from_bson(b)
+                .map_err(|e| format!("withTransaction callback: {e}"))?,
+            None => Vec::new(),
+        };
+        let o: TransactionOptions = a.options()?;
+        let started = std::time::Instant::now();
+        let limit = std::time::Duration::from_secs(120);
+        'retry: loop {
+            let entity = self.session_entity(object)?;
+            let s = entity.session.as_mut().ok_or("session has ended")?;
+            if let Err(e) = s.start_transaction().with_options(o.clone()).await {
+                return Ok(Err(e));
+            }
+            entity.state = TxnState::Starting;
+            let mut failure = None;
+            for op in &callback {
+                match self.run_callback_op(op).await? {
+                    Ok(()) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failure {
+                let entity = self.session_entity(object)?;
+                if matches!(entity.state, TxnState::Starting | TxnState::InProgress)
+                    && let Some(s) = entity.session.as_mut()
+                {
+                    let _ = s.abort_transaction().await;
+                    entity.state = TxnState::Aborted;
+                }
+                if e.contains_label("TransientTransactionError") && started.elapsed() < limit {
+                    continue 'retry;
+                }
+                return Ok(Err(e));
+            }
+            let entity = self.session_entity(object)?;
+            if !matches!(entity.state, TxnState::Starting | TxnState::InProgress) {
+                return Ok(Ok(None));
+            }
+            loop {
+                let entity = self.session_entity(object)?;
+                let s = entity.session.as_mut().ok_or("session has ended")?;
+                let r = s.commit_transaction().await;
+                entity.state = TxnState::Committed;
+                match r {
+                    Ok(()) => return Ok(Ok(None)),
+                    Err(e) => {
+                        let timed_out = crate::runner::error_code(&e) == Some(50);
+                        if e.contains_label("UnknownTransactionCommitResult")
+                            && !timed_out
+                            && started.elapsed() < limit
+                        {
+                            continue;
+                        }
+                        if e.contains_label("TransientTransactionError")
+                            && started.elapsed() < limit
+                        {
+                            continue 'retry;
+                        }
+                        return Ok(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one operation of a `withTransaction` callback: its expectations are checked, and a driver error
+    /// it was not expected to raise ends the callback with that error.
+    async fn run_callback_op(
+        &mut self,
+        op: &crate::model::Operation,
+    ) -> Result<Result<(), mongodb::error::Error>, String> {
+        let args = op.arguments.clone().unwrap_or_default();
+        let r = self.execute_boxed(&op.name, &op.object, args).await?;
+        match r {
+            Err(e) if op.expect_error.is_none() => Ok(Err(e)),
+            r => {
+                let mut one = op.clone();
+                one.arguments = None;
+                self.check_op(&one, r).map(Ok)
+            }
+        }
+    }
+
+    /// The collection-level `bulkWrite`, which the driver lacks, as the equivalent single operations.
+    async fn collection_bulk_write(
+        &mut self,
+        coll: Collection<Document>,
+        mut a: Args,
+        sn: Option<&str>,
+    ) -> Result<OpResult, String> {
+        let requests = a.docs("requests")?;
+        let ordered = a.take("ordered").and_then(|b| b.as_bool()).unwrap_or(true);
+        let _ = a.take("session");
+        let common = a.doc;
+        let mut counts = [0_i64; 5]; // inserted, matched, modified, deleted, upserted
+        let mut inserted = Vec::new();
+        let mut upserted = Vec::new();
+        let mut first_error = None;
+        let mut i = 0;
+        while i < requests.len() {
+            let (kind, spec) = requests[i].iter().next().ok_or("empty bulkWrite request")?;
+            let spec = spec.as_document().cloned().unwrap_or_default();
+            let mut opts = common.clone();
+            let (r, consumed): (OpResult, usize) = if kind == "insertOne" {
+                let mut docs = Vec::new();
+                while let Some((k, v)) = requests.get(i + docs.len()).and_then(|r| r.iter().next())
+                    && k == "insertOne"
+                {
+                    let d = v.as_document().and_then(|v| v.get_document("document").ok()).cloned();
+                    docs.push(d.ok_or("insertOne without document")?);
+                }
+                let n = docs.len();
+                opts.insert("ordered", ordered);
+                let o: InsertManyOptions = Args { op: "bulkWrite".into(), doc: opts }.options()?;
+                let s = self.session_mut(sn)?;
+                let r = with_session!(s, coll.insert_many(docs).with_options(o));
+                (
+                    r.map(|r| {
+                        counts[0] += r.inserted_ids.len() as i64;
+                        inserted.extend(r.inserted_ids.into_iter().map(|(k, v)| (k + i, v)));
+                        None
+                    }),
+                    n,
+                )
+            } else {
+                let mut args = spec.clone();
+                args.extend(opts.into_iter().filter(|(k, _)| k != "ordered"));
+                let r =
+                    self.write_one(&coll, kind, Args { op: kind.clone(), doc: args }, sn).await?;
+                let r = r.map(|v| {
+                    if let Some(Bson::Document(d)) = &v {
+                        let n = |k: &str| {
+                            d.get(k)
+                                .and_then(|b| b.as_i64().or(b.as_i32().map(i64::from)))
+                                .unwrap_or(0)
+                        };
+                        counts[1] += n("matchedCount");
+                        counts[2] += n("modifiedCount");
+                        counts[3] += n("deletedCount");
+                        counts[4] += n("upsertedCount");
+                        if let Some(id) = d.get("upsertedId") {
+                            upserted.push((i, id.clone()));
+                        }
+                    }
+                    None
+                });
+                (r, 1)
+            };
+            if let Err(e) = r {
+                if ordered {
+                    return Ok(Err(e));
+                }
+                first_error.get_or_insert(e);
+            }
+            i += consumed;
+        }
+        if let Some(e) = first_error {
+            return Ok(Err(e));
+        }
+        Ok(Ok(Some(Bson::Document(doc! {
+            "insertedCount": counts[0],
+            "matchedCount": counts[1],
+            "modifiedCount": counts[2],
+            "deletedCount": counts[3],
+            "upsertedCount": counts[4],
+            "insertedIds": ids_doc(inserted),
+            "upsertedIds": ids_doc(upserted),
+        }))))
+    }
+}
+
+async fn drain_specs(
+    mut c: mongodb::Cursor<mongodb::results::CollectionSpecification>,
+) -> Result<Option<Bson>, mongodb::error::Error> {
+    let mut out = Vec::new();
+    while c.advance().await? {
+        out.push(bson::serialize_to_bson(&c.deserialize_current()?).unwrap_or(Bson::Null));
+    }
+    Ok(Some(Bson::Array(out)))
+}
+
+async fn drain_session_specs(
+    mut c: mongodb::SessionCursor<mongodb::results::CollectionSpecification>,
+    s: &mut ClientSession,
+) -> Result<Option<Bson>, mongodb::error::Error> {
+    let mut out = Vec::new();
+    while c.advance(s).await? {
+        out.push(bson::serialize_to_bson(&c.deserialize_current()?).unwrap_or(Bson::Null));
+    }
+    Ok(Some(Bson::Array(out)))
+}
+
+/// Builds a driver write model from a `clientBulkWrite` model description.
+fn write_model(d: Document) -> Result<WriteModel, String> {
+    let (kind, spec) = d.into_iter().next().ok_or("empty clientBulkWrite model")?;
+    let Bson::Document(mut spec) = spec else {
+        return Err(format!("clientBulkWrite model {kind} is not a document"));
+    };
+    let ns = spec.get_str("namespace").map_err(|_| format!("{kind}: missing namespace"))?;
+    let (db, coll) = ns.split_once('.').ok_or_else(|| format!("bad namespace {ns}"))?;
+    let namespace = Namespace::new(db, coll);
+    let mut take_doc = |k: &str| match spec.remove(k) {
+        Some(Bson::Document(d)) => Some(d),
+        _ => None,
+    };
+    let filter = take_doc("filter").unwrap_or_default();
+    let collation = take_doc("collation");
+    let sort = take_doc("sort");
+    let array_filters = match spec.remove("arrayFilters") {
+        Some(Bson::Array(a)) => Some(a),
+        _ => None,
+    };
+    let hint = spec.remove("hint");
+    let upsert = spec.get_bool("upsert").ok();
+    Ok(match kind.as_str() {
+        "insertOne" => InsertOneModel::builder()
+            .namespace(namespace)
+            .document(
+                spec.get_document("document").map_err(|_| "insertOne: missing document")?.clone(),
+            )
+            .build()
+            .into(),
+        "updateOne" => UpdateOneModel::builder()
+            .namespace(namespace)
+            .filter(filter)
+            .update(update_mods(spec.get("update").cloned().unwrap_or(Bson::Null))?)
+            .array_filters(array_filters)
+            .collation(collation)
+            .hint(hint)
+            .upsert(upsert)
+            .sort(sort)
+            .build()
+            .into(),
+        "updateMany" => UpdateManyModel::builder()
+            .namespace(namespace)
+            .filter(filter)
+            .update(update_mods(spec.get("update").cloned().unwrap_or(Bson::Null))?)
+            .array_filters(array_filters)
+            .collation(collation)
+            .hint(hint)
+            .upsert(upsert)
+            .build()
+            .into(),
+        "replaceOne" => ReplaceOneModel::builder()
+            .namespace(namespace)
+            .filter(filter)
+            .replacement(
+                spec.get_document("replacement")
+                    .map_err(|_| "replaceOne: missing replacement")?
+                    .clone(),
+            )
+            .collation(collation)
+            .hint(hint)
+            .upsert(upsert)
+            .sort(sort)
+            .build()
+            .into(),
+        "deleteOne" => DeleteOneModel::builder()
+            .namespace(namespace)
+            .filter(filter)
+            .collation(collation)
+            .hint(hint)
+            .build()
+            .into(),
+        "deleteMany" => DeleteManyModel::builder()
+            .namespace(namespace)
+            .filter(filter)
+            .collation(collation)
+            .hint(hint)
+            .build()
+            .into(),
+        other => return Err(format!("unsupported clientBulkWrite model {other}")),
+    })
+}
+
+fn summary_doc(s: &mongodb::results::SummaryBulkWriteResult) -> Document {
+    doc! {
+        "insertedCount": s.inserted_count,
+        "upsertedCount": s.upserted_count,
+        "matchedCount": s.matched_count,
+        "modifiedCount": s.modified_count,
+        "deletedCount": s.deleted_count,
+    }
+}
+
+fn summary_result(s: &mongodb::results::SummaryBulkWriteResult) -> Bson {
+    Bson::Document(summary_doc(s))
+}
+
+fn verbose_result(v: &mongodb::results::VerboseBulkWriteResult) -> Bson {
+    let mut d = summary_doc(&v.summary);
+    d.insert(
+        "insertResults",
+        ids_doc(
+            v.insert_results
+                .iter()
+                .map(|(i, r)| (*i, Bson::Document(doc! {"insertedId": r.inserted_id.clone()}))),
+        ),
+    );
+    d.insert(
+        "updateResults",
+        ids_doc(v.update_results.iter().map(|(i, r)| (*i, update_result(r.clone())))),
+    );
+    d.insert(
+        "deleteResults",
+        ids_doc(v.delete_results.iter().map(|(i, r)| (*i, delete_result(r.clone())))),
+    );
+    Bson::Document(d)
+}
+
+/// The partial result of a failed `clientBulkWrite`, for `expectError.expectResult`.
+pub(crate) fn partial_result(e: &mongodb::error::Error) -> Option<Bson> {
+    use mongodb::error::{ErrorKind, PartialBulkWriteResult};
+    match &*e.kind {
+        ErrorKind::BulkWrite(b) => b.partial_result.as_ref().map(|p| match p {
+            PartialBulkWriteResult::Summary(s) => summary_result(s),
+            PartialBulkWriteResult::Verbose(v) => verbose_result(v),
+        }),
+        _ => None,
+    }
+}
+
+/// The write errors of a failed `clientBulkWrite`, keyed by model index.
+pub(crate) fn client_bulk_write_errors(e: &mongodb::error::Error) -> Option<Bson> {
+    use mongodb::error::ErrorKind;
+    match &*e.kind {
+        ErrorKind::BulkWrite(b) => {
+            Some(Bson::Document(ids_doc(b.write_errors.iter().map(|(i, w)| {
+                let mut d = doc! {"code": w.code, "message": w.message.clone()};
+                if let Some(n) = &w.code_name {
+                    d.insert("codeName", n.clone());
+                }
+                if let Some(x) = &w.details {
+                    d.insert("details", x.clone());
+                }
+                (*i, Bson::Document(d))
+            }))))
+        }
+        _ => None,
+    }
+}
+
+/// The write concern errors of a failed `clientBulkWrite`.
+pub(crate) fn write_concern_errors(e: &mongodb::error::Error) -> Option<Bson> {
+    use mongodb::error::ErrorKind;
+    match &*e.kind {
+        ErrorKind::BulkWrite(b) => Some(Bson::Array(
+            b.write_concern_errors
+                .iter()
+                .map(|w| Bson::Document(doc! {"code": w.code, "message": w.message.clone()}))
+                .collect(),
+        )),
+        _ => None,
+    }
+}
