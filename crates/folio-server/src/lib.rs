@@ -23,8 +23,8 @@
 //!
 //! # Shutdown
 //!
-//! A housekeeping task calls [`Service::tick`] every second (transaction lifetime limit, session
-//! and cursor expiry).
+//! [`Server::run`] starts the service's housekeeping ([`Service::start_background`]: transaction
+//! lifetime limit, session and cursor expiry).
 //!
 //! When the shutdown future completes, listeners stop accepting and idle connections close.
 //! A connection in the middle of a command finishes it and writes its reply first (an in-flight
@@ -127,7 +127,7 @@ impl Server {
             let shared = self.shared.clone();
             tokio::spawn(accept_loop(listener, shared, stop_rx.clone(), alive.clone()));
         }
-        tokio::spawn(housekeeping(self.shared.service.clone(), stop_rx.clone(), alive.clone()));
+        self.shared.service.start_background();
         drop(alive);
         shutdown.await;
         info!("shutting down: no new connections, waiting for in-flight commands");
@@ -164,27 +164,6 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Calls [`Service::tick`] about once a second (transaction lifetime limit, session and cursor
-/// expiry) until shutdown.
-async fn housekeeping(
-    service: Arc<Service>,
-    mut stop: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
-) {
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = interval.tick() => {}
-        }
-        let service = service.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || service.tick()).await {
-            warn!("housekeeping failed: {e}");
-        }
     }
 }
 
