@@ -270,6 +270,24 @@ async fn malformed_bson_gets_an_error_and_the_connection_lives() {
     s.write_all(&raw_msg(6, msg_flags::MORE_TO_COME, &bad)).await.expect("write");
     assert_alive(&mut s).await;
 
+    // Compressed data that does not decompress: ProtocolError, answered compressed.
+    let garbage = b"not zlib at all";
+    let mut frame = ((16 + 9 + garbage.len()) as i32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&8_i32.to_le_bytes());
+    frame.extend_from_slice(&0_i32.to_le_bytes());
+    frame.extend_from_slice(&op_code::COMPRESSED.to_le_bytes());
+    frame.extend_from_slice(&op_code::MSG.to_le_bytes());
+    frame.extend_from_slice(&64_i32.to_le_bytes());
+    frame.push(Compressor::Zlib.id());
+    frame.extend_from_slice(garbage);
+    s.write_all(&frame).await.expect("write");
+    let reply = read_frame(&mut s).await.expect("error reply");
+    assert_eq!(reply.response_to, 8);
+    assert_eq!(reply.compressor, Some(Compressor::Zlib));
+    assert_eq!(body_of(&reply).get_i32("code").ok(), Some(17));
+    assert_eq!(body_of(&reply).get_str("codeName").ok(), Some("ProtocolError"));
+    assert_alive(&mut s).await;
+
     // A document sequence that repeats a body field.
     let mut dup = Message::msg(7, 0, 0, doc! { "ping": 1, "x": 1, "$db": "admin" });
     if let Op::Msg(m) = &mut dup.op {
