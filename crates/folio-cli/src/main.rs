@@ -21,7 +21,7 @@ use folio_server::{Server, ServerConfig};
 
 /// Folio: a MongoDB-compatible document database with multi-document ACID transactions.
 #[derive(Parser, Debug)]
-#[command(name = "folio", version, about)]
+#[command(name = "folio", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
