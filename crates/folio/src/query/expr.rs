@@ -266,6 +266,53 @@ impl Expr {
         }
     }
 
+    /// The expression as an aggregation expression value (for explain output).
+    pub fn to_bson(&self) -> Bson {
+        let list = |items: &[Expr]| Bson::Array(items.iter().map(Expr::to_bson).collect());
+        match self {
+            Expr::Field(p) => Bson::String(format!("${p}")),
+            Expr::Literal(v) => match v {
+                Bson::String(s) if s.starts_with('$') => {
+                    Bson::Document(bson::doc! {"$literal": v.clone()})
+                }
+                Bson::Document(_) | Bson::Array(_) => {
+                    Bson::Document(bson::doc! {"$literal": v.clone()})
+                }
+                other => other.clone(),
+            },
+            Expr::Cmp(kind, a, b) => {
+                let name = match kind {
+                    CmpKind::Eq => "$eq",
+                    CmpKind::Ne => "$ne",
+                    CmpKind::Gt => "$gt",
+                    CmpKind::Gte => "$gte",
+                    CmpKind::Lt => "$lt",
+                    CmpKind::Lte => "$lte",
+                    CmpKind::Cmp => "$cmp",
+                };
+                let mut d = Document::new();
+                d.insert(name, Bson::Array(vec![a.to_bson(), b.to_bson()]));
+                Bson::Document(d)
+            }
+            Expr::And(items) => Bson::Document(bson::doc! {"$and": list(items)}),
+            Expr::Or(items) => Bson::Document(bson::doc! {"$or": list(items)}),
+            Expr::Not(e) => Bson::Document(bson::doc! {"$not": [e.to_bson()]}),
+            Expr::Array(items) => list(items),
+            Expr::Object(fields) => {
+                let mut d = Document::new();
+                for (k, e) in fields {
+                    d.insert(k.clone(), e.to_bson());
+                }
+                Bson::Document(d)
+            }
+            Expr::Root => Bson::String("$$ROOT".to_string()),
+            Expr::Missing => Bson::String("$$REMOVE".to_string()),
+            Expr::SetField { field, input, value } => Bson::Document(bson::doc! {
+                "$setField": {"field": {"$literal": field.clone()}, "input": input.to_bson(), "value": value.to_bson()}
+            }),
+        }
+    }
+
     /// The expression's truthiness (missing, null, false and zero are false).
     pub fn truthy(&self, doc: &Document) -> bool {
         self.eval(doc).is_some_and(|v| truthy(&v))

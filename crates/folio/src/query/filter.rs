@@ -98,11 +98,11 @@ pub enum CmpOp {
     Lte,
 }
 
-/// The operand of `$in`: plain values (sorted for binary search is not needed at our sizes) and
-/// regexes.
+/// The operand of `$in`: plain values and regexes.
 #[derive(Clone, Debug)]
 pub struct InList {
-    /// Values compared by equality.
+    /// Values compared by equality, sorted in BSON order without duplicates, so that a lookup
+    /// is a binary search (`{_id: {$in: [...thousands...]}}` is common).
     pub values: Vec<Bson>,
     /// Regexes matched against strings.
     pub regexes: Vec<Regex>,
@@ -124,6 +124,8 @@ pub enum ElemMatcher {
     Object(Filter),
     /// The value form `{$elemMatch: {$gte: 80, $lt: 85}}`: predicates on the element itself.
     Value(Pred),
+    /// A literal (the scalar form of `$pull: {a: 5}`): whole-element equality, no traversal.
+    Exact(Bson),
 }
 
 /// A compiled regex with its original pattern and options.
@@ -148,8 +150,8 @@ impl Regex {
                 other => bail!(Location51108, "invalid flag in regex options: {other}"),
             }
         }
-        let full =
-            if flags.is_empty() { pattern.to_string() } else { format!("(?{flags}){pattern}") };
+        let translated = translate_pcre(pattern);
+        let full = if flags.is_empty() { translated } else { format!("(?{flags}){translated}") };
         let re = regex::Regex::new(&full).map_err(|e| {
             err!(Location51091, "Regular expression is invalid: {}", first_line(&e.to_string()))
         })?;
@@ -196,6 +198,36 @@ impl Regex {
     }
 }
 
+/// Adapts a PCRE pattern (MongoDB's dialect) to the `regex` crate where they differ on common
+/// input: an escaped punctuation character is always that literal character in PCRE (`\<` is
+/// `<`, while the `regex` crate reads it as a word boundary), and `\Z` (end of input, before a
+/// final newline) has no direct equivalent. Look-around and backreferences stay unsupported and
+/// are reported as invalid patterns.
+fn translate_pcre(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Z') => out.push_str(r"\n?\z"),
+            // A hex escape is a literal in every mode (also under `x`, where `#` and spaces
+            // would otherwise start comments or be ignored).
+            Some(p) if p.is_ascii_punctuation() || p == ' ' => {
+                out.push_str(&format!("\\x{{{:X}}}", p as u32))
+            }
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 fn first_line(s: &str) -> String {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
@@ -203,7 +235,7 @@ fn first_line(s: &str) -> String {
 impl Filter {
     /// Parses and validates a filter document.
     pub fn parse(filter: &Document) -> Result<Filter> {
-        parse_doc(filter, true)
+        parse_doc(filter)
     }
 
     /// Parses a filter whose `$expr`s may use the variables of a command's `let` option
@@ -211,9 +243,9 @@ impl Filter {
     pub fn parse_with_let(filter: &Document, let_vars: Option<&Document>) -> Result<Filter> {
         match let_vars {
             Some(vars) if !vars.is_empty() => {
-                parse_doc(&super::expr::substitute_vars(filter, vars), true)
+                parse_doc(&super::expr::substitute_vars(filter, vars))
             }
-            _ => parse_doc(filter, true),
+            _ => parse_doc(filter),
         }
     }
 
@@ -236,13 +268,13 @@ impl Filter {
     }
 }
 
-/// Parses a filter document; `top` is false inside `$elemMatch` (where `$expr` etc. still work
-/// but `$comment` is unusual).
-fn parse_doc(filter: &Document, top: bool) -> Result<Filter> {
+/// Parses a filter document (the top level, an `$and`/`$or`/`$nor` entry, or the object form of
+/// `$elemMatch`).
+fn parse_doc(filter: &Document) -> Result<Filter> {
     let mut children = Vec::with_capacity(filter.len());
     for (key, value) in filter {
         if let Some(op) = key.strip_prefix('$') {
-            if let Some(f) = parse_top_operator(op, value, top)? {
+            if let Some(f) = parse_top_operator(op, value)? {
                 children.push(f);
             }
         } else {
@@ -255,8 +287,7 @@ fn parse_doc(filter: &Document, top: bool) -> Result<Filter> {
     Ok(Filter::And(children))
 }
 
-fn parse_top_operator(op: &str, value: &Bson, top: bool) -> Result<Option<Filter>> {
-    let _ = top;
+fn parse_top_operator(op: &str, value: &Bson) -> Result<Option<Filter>> {
     Ok(Some(match op {
         "and" => Filter::And(parse_logical_list(op, value)?),
         "or" => {
@@ -296,7 +327,7 @@ fn parse_logical_list(op: &str, value: &Bson) -> Result<Vec<Filter>> {
     items
         .iter()
         .map(|item| match item {
-            Bson::Document(d) => parse_doc(d, false),
+            Bson::Document(d) => parse_doc(d),
             _ => bail!(BadValue, "$or/$and/$nor entries need to be full objects"),
         })
         .collect()
@@ -448,6 +479,8 @@ fn parse_in_list(op: &str, v: &Bson) -> Result<InList> {
             other => list.values.push(other.clone()),
         }
     }
+    list.values.sort_by(crate::doc::compare::cmp_bson);
+    list.values.dedup_by(|a, b| crate::doc::compare::cmp_bson(a, b).is_eq());
     Ok(list)
 }
 
@@ -654,7 +687,7 @@ pub fn parse_elem_match(path: &str, d: &Document) -> Result<ElemMatcher> {
     if value_form {
         Ok(ElemMatcher::Value(parse_operators(path, d)?))
     } else {
-        Ok(ElemMatcher::Object(parse_doc(d, false)?))
+        Ok(ElemMatcher::Object(parse_doc(d)?))
     }
 }
 
@@ -666,7 +699,7 @@ pub fn parse_pull_condition(path: &str, v: &Bson) -> Result<ElemMatcher> {
         Bson::RegularExpression(r) => {
             Ok(ElemMatcher::Value(Pred::Regex(Box::new(Regex::from_bson(r)?))))
         }
-        other => Ok(ElemMatcher::Value(Pred::Eq(other.clone()))),
+        other => Ok(ElemMatcher::Exact(other.clone())),
     }
 }
 

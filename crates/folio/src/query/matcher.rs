@@ -79,6 +79,22 @@ impl ElemMatcher {
                 _ => false,
             },
             ElemMatcher::Value(p) => pred_on_value(p, v),
+            ElemMatcher::Exact(x) => eq_matches(x, Some(v)),
+        }
+    }
+
+    /// Whether an array element is removed by `$pull`. Unlike `$elemMatch`, an operator or
+    /// regex condition also looks inside an element that is itself an array (`{$gt: 1}` pulls
+    /// `[1, 2]`), as MongoDB matches the element like a field value; a literal condition compares
+    /// whole elements.
+    pub fn matches_pull(&self, v: &Bson) -> bool {
+        match self {
+            ElemMatcher::Value(p) => {
+                let mut wrapped = Document::new();
+                wrapped.insert("e", v.clone());
+                pred_on_path(&wrapped, "e", p, &mut None)
+            }
+            ElemMatcher::Object(_) | ElemMatcher::Exact(_) => self.matches_value(v),
         }
     }
 }
@@ -275,8 +291,13 @@ fn cmp_matches(op: CmpOp, target: &Bson, v: Option<&Bson>) -> bool {
 }
 
 fn in_matches(list: &InList, v: Option<&Bson>) -> bool {
-    list.values.iter().any(|t| eq_matches(t, v))
-        || v.is_some_and(|v| list.regexes.iter().any(|re| regex_matches(re, v)))
+    // Values of one canonical type are equal exactly when they compare equal, so a binary
+    // search over the sorted list finds a match; a missing value matches a listed null.
+    let found = match v {
+        None => list.values.binary_search_by(|t| cmp_bson(t, &Bson::Null)).is_ok(),
+        Some(v) => list.values.binary_search_by(|t| cmp_bson(t, v)).is_ok(),
+    };
+    found || v.is_some_and(|v| list.regexes.iter().any(|re| regex_matches(re, v)))
 }
 
 fn type_matches(sel: TypeSel, v: &Bson) -> bool {

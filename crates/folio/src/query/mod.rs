@@ -117,6 +117,12 @@ mod projection_sort_tests {
                         let doc = input.doc();
                         let pos = filter.as_ref().and_then(|f| f.matches_with_key(&doc).1);
                         let p = projection.as_ref().expect("doc before projection");
+                        if let Some(f) = &filter
+                            && let Err(e) = p.check_positional(f)
+                        {
+                            out.push(error_line(&e));
+                            continue;
+                        }
                         out.push(match p.apply(&doc, pos) {
                             Ok(d) => doc_string_styled(&d, Style::Typed),
                             Err(e) => error_line(&e),
@@ -148,7 +154,13 @@ mod projection_sort_tests {
                             .into_iter()
                             .map(|d| d.as_document().cloned().expect("doc"))
                             .collect();
-                        spec.as_ref().expect("sort first").sort(&mut docs);
+                        let s = spec.as_ref().expect("sort first");
+                        if let Some(e) = docs.iter().find_map(|d| s.check_parallel_arrays(d).err())
+                        {
+                            out.push(error_line(&e));
+                            continue;
+                        }
+                        s.sort(&mut docs);
                         let ids: Vec<String> = docs
                             .iter()
                             .map(|d| {
@@ -212,6 +224,16 @@ mod plan_tests {
                                 list.iter().map(interval).collect::<Vec<_>>().join(" U ")
                             ),
                         });
+                    }
+                    "parsed" => {
+                        let f: &Filter = f.expect("filter first");
+                        out.push(crate::doc::fmt::doc_string_styled(
+                            &f.to_document(),
+                            Style::Typed,
+                        ));
+                        // The normalized form must parse back to the same normalized form.
+                        let again = Filter::parse(&f.to_document()).map(|g| g.to_document());
+                        assert_eq!(again.as_ref().ok(), Some(&f.to_document()), "round trip");
                     }
                     "equalities" => {
                         let f: &Filter = f.expect("filter first");

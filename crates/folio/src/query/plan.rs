@@ -207,7 +207,7 @@ fn pred_bounds(pred: &Pred) -> Option<Vec<Interval>> {
         | Pred::And(_) => None,
         Pred::ElemMatch(m) => match m.as_ref() {
             ElemMatcher::Value(p) => and_bounds(std::slice::from_ref(p), false),
-            ElemMatcher::Object(_) => None,
+            ElemMatcher::Object(_) | ElemMatcher::Exact(_) => None,
         },
         Pred::Never => Some(Vec::new()),
     }
@@ -267,6 +267,23 @@ fn and_bounds(preds: &[Pred], multikey: bool) -> Option<Vec<Interval>> {
 }
 
 impl Filter {
+    /// The filter in MongoDB's normalized form, as explain shows it in `parsedQuery`: `$ne` as
+    /// `{$not: {$eq: v}}`, several conditions as `$and`, equality as `{$eq: v}`.
+    pub fn to_document(&self) -> Document {
+        match self {
+            Filter::And(children) if children.is_empty() => Document::new(),
+            Filter::And(children) if children.len() == 1 => children[0].to_document(),
+            Filter::And(children) => logical("$and", children),
+            Filter::Or(children) => logical("$or", children),
+            Filter::Nor(children) => logical("$nor", children),
+            Filter::Path { path, pred } => path_document(path, pred),
+            Filter::Expr(e) => bson::doc! {"$expr": e.to_bson()},
+            Filter::Schema(s) => bson::doc! {"$jsonSchema": s.source().clone()},
+            Filter::Const(true) => bson::doc! {"$alwaysTrue": 1},
+            Filter::Const(false) => bson::doc! {"$alwaysFalse": 1},
+        }
+    }
+
     /// The top-level conjunction's children.
     fn conjuncts(&self) -> Vec<&Filter> {
         match self {
@@ -317,4 +334,115 @@ fn collect_eqs(path: &str, pred: &Pred, out: &mut Vec<(String, Bson)>) {
         }
         _ => {}
     }
+}
+
+fn logical(op: &str, children: &[Filter]) -> Document {
+    let mut items = Vec::with_capacity(children.len());
+    for child in children {
+        let doc = child.to_document();
+        // A nested `$and` inside `$and` is flattened, as MongoDB normalizes it.
+        match (op, doc.get("$and")) {
+            ("$and", Some(Bson::Array(inner))) if doc.len() == 1 => {
+                items.extend(inner.iter().cloned())
+            }
+            _ => items.push(Bson::Document(doc)),
+        }
+    }
+    let mut d = Document::new();
+    d.insert(op, Bson::Array(items));
+    d
+}
+
+/// `{path: <operators>}`, or an `$and` of them when one path has several predicates.
+fn path_document(path: &str, pred: &Pred) -> Document {
+    match pred {
+        Pred::And(preds) if preds.len() != 1 => {
+            let items: Vec<Bson> =
+                preds.iter().map(|p| Bson::Document(path_document(path, p))).collect();
+            bson::doc! {"$and": items}
+        }
+        Pred::And(preds) => path_document(path, &preds[0]),
+        other => {
+            let mut d = Document::new();
+            d.insert(path, Bson::Document(pred_document(other)));
+            d
+        }
+    }
+}
+
+/// The operator document of one predicate (`{$gt: 5}`).
+fn pred_document(pred: &Pred) -> Document {
+    let one = |op: &str, v: Bson| {
+        let mut d = Document::new();
+        d.insert(op, v);
+        d
+    };
+    match pred {
+        Pred::Eq(v) => one("$eq", v.clone()),
+        Pred::Cmp(op, v) => one(
+            match op {
+                CmpOp::Gt => "$gt",
+                CmpOp::Gte => "$gte",
+                CmpOp::Lt => "$lt",
+                CmpOp::Lte => "$lte",
+            },
+            v.clone(),
+        ),
+        Pred::In(list) => {
+            let mut items = list.values.clone();
+            items.extend(list.regexes.iter().filter_map(regex_value));
+            one("$in", Bson::Array(items))
+        }
+        Pred::Exists => one("$exists", Bson::Boolean(true)),
+        Pred::Type(sels) => one(
+            "$type",
+            Bson::Array(
+                sels.iter()
+                    .map(|s| match s {
+                        super::filter::TypeSel::Code(c) => Bson::Int32(*c),
+                        super::filter::TypeSel::Number => Bson::String("number".to_string()),
+                    })
+                    .collect(),
+            ),
+        ),
+        Pred::Regex(re) => {
+            bson::doc! {"$regex": re.pattern.clone(), "$options": re.options.clone()}
+        }
+        Pred::Mod(d, r) => one("$mod", Bson::Array(vec![Bson::Int64(*d), Bson::Int64(*r)])),
+        Pred::Size(n) => one("$size", Bson::Int64(*n)),
+        Pred::ElemMatch(m) => one(
+            "$elemMatch",
+            Bson::Document(match m.as_ref() {
+                ElemMatcher::Object(f) => f.to_document(),
+                ElemMatcher::Value(p) => pred_document(p),
+                ElemMatcher::Exact(v) => bson::doc! {"$eq": v.clone()},
+            }),
+        ),
+        Pred::And(preds) => {
+            let mut d = Document::new();
+            for p in preds {
+                d.extend(pred_document(p));
+            }
+            d
+        }
+        Pred::Not(inner) => one("$not", Bson::Document(pred_document(inner))),
+        Pred::Bits(test, positions) => one(
+            match test {
+                super::filter::BitsTest::AllSet => "$bitsAllSet",
+                super::filter::BitsTest::AllClear => "$bitsAllClear",
+                super::filter::BitsTest::AnySet => "$bitsAnySet",
+                super::filter::BitsTest::AnyClear => "$bitsAnyClear",
+            },
+            Bson::Array(positions.iter().map(|p| Bson::Int64(i64::from(*p))).collect()),
+        ),
+        // Matches nothing, and parses back as such.
+        Pred::Never => one("$in", Bson::Array(Vec::new())),
+    }
+}
+
+fn regex_value(re: &super::filter::Regex) -> Option<Bson> {
+    Some(Bson::RegularExpression(bson::Regex {
+        pattern: re.pattern.clone().try_into().ok()?,
+        options: re.options.clone().try_into().ok()?,
+    }))
 }

@@ -14,7 +14,7 @@
 use bson::{Bson, Document};
 
 use super::expr::Expr;
-use super::filter::{ElemMatcher, parse_elem_match, truthy};
+use super::filter::{ElemMatcher, parse_elem_match, truthy, type_alias};
 use crate::bail;
 use crate::doc::compare::Number;
 use crate::error::Result;
@@ -28,6 +28,8 @@ pub struct Projection {
     keep_id: bool,
     /// The path before `.$` of the positional projection, if any.
     positional: Option<String>,
+    /// Whether an `$elemMatch` projection was seen (it excludes a positional one).
+    has_elem_match: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -50,8 +52,13 @@ impl Node {
 impl Projection {
     /// Parses a projection document.
     pub fn parse(spec: &Document) -> Result<Projection> {
-        let mut p =
-            Projection { inclusion: false, root: Vec::new(), keep_id: true, positional: None };
+        let mut p = Projection {
+            inclusion: false,
+            root: Vec::new(),
+            keep_id: true,
+            positional: None,
+            has_elem_match: false,
+        };
         let mut kind: Option<bool> = None;
         p.add_fields(spec, "", &mut kind)?;
         p.inclusion = kind.unwrap_or(false);
@@ -123,12 +130,16 @@ impl Projection {
                         bail!(Location31275, "Cannot use $elemMatch projection on a nested field.");
                     }
                     let Some(Bson::Document(m)) = d.get("$elemMatch") else {
+                        let got = d.get("$elemMatch").map(type_alias).unwrap_or("missing");
                         bail!(
                             Location31274,
-                            "elemMatch: Invalid argument, object required, but got {}",
-                            d
+                            "elemMatch: Invalid argument, object required, but got {got}"
                         );
                     };
+                    if self.positional.is_some() {
+                        bail!(Location31255, "Cannot specify positional operator and $elemMatch.");
+                    }
+                    self.has_elem_match = true;
                     Node::ElemMatch(Box::new(parse_elem_match(path, m)?))
                 }
                 Some("$meta") => bail!(NotImplemented, "$meta projection is not supported"),
@@ -143,6 +154,12 @@ impl Projection {
                 Node::Exclude => Some(false),
                 Node::Slice(..) | Node::ElemMatch(_) | Node::Children(_) => None,
             };
+            if let (Node::Computed(_), Some(false)) = (&node, *kind) {
+                bail!(
+                    Location31252,
+                    "Cannot use expression other than $meta in exclusion projection"
+                );
+            }
             if let Some(incl) = is_incl {
                 match kind {
                     Some(true) if !incl => {
@@ -176,6 +193,9 @@ impl Projection {
         if self.positional.is_some() {
             bail!(Location31276, "Cannot specify more than one positional projection per query.");
         }
+        if self.has_elem_match {
+            bail!(Location31256, "Cannot specify positional operator and $elemMatch.");
+        }
         if base.contains(".$") {
             bail!(
                 Location31394,
@@ -188,6 +208,20 @@ impl Projection {
         *kind = Some(true);
         self.positional = Some(base.to_string());
         insert(&mut self.root, base, Node::Positional)
+    }
+
+    /// Checks that a positional projection (`a.$`) refers to a field the query filters on, as
+    /// MongoDB requires (error 31277 otherwise).
+    pub fn check_positional(&self, filter: &super::Filter) -> Result<()> {
+        let Some(path) = &self.positional else { return Ok(()) };
+        let field = path.split('.').next().unwrap_or("");
+        if !filter_mentions(filter, field) {
+            bail!(
+                Location31277,
+                "Positional projection '{path}.$' does not match the query document."
+            );
+        }
+        Ok(())
     }
 
     /// Applies the projection. `match_position` is the array position the query matched (from
@@ -214,24 +248,42 @@ struct Ctx<'a> {
 }
 
 fn parse_slice(v: &Bson) -> Result<Node> {
-    let int = |x: &Bson| -> Result<i64> {
-        match Number::of(x) {
-            Some(n) => Ok(n.as_i64().unwrap_or_else(|| n.to_f64() as i64)),
-            None => bail!(Location28667, "$slice only supports numbers and [skip, limit] arrays"),
-        }
+    // MongoDB truncates the numbers to int32 (`numberInt`).
+    let int = |x: &Bson| {
+        Number::of(x).map(|n| {
+            n.as_i64()
+                .unwrap_or_else(|| n.to_f64() as i64)
+                .clamp(i64::from(i32::MIN), i64::from(i32::MAX))
+        })
     };
     match v {
         Bson::Array(a) => {
             if a.len() != 2 {
-                bail!(Location28724, "First argument to $slice must be an array of length 2");
+                bail!(Location31272, "$slice array argument should be of form [skip, limit]");
             }
-            let limit = int(&a[1])?;
+            let Some(skip) = int(&a[0]) else {
+                bail!(
+                    Location31257,
+                    "$slice expects the skip argument to be a number, got {}",
+                    type_alias(&a[0])
+                );
+            };
+            let Some(limit) = int(&a[1]) else {
+                bail!(
+                    Location31258,
+                    "$slice expects the limit argument to be a number, got {}",
+                    type_alias(&a[1])
+                );
+            };
             if limit <= 0 {
-                bail!(Location28724, "$slice limit must be positive");
+                bail!(Location31259, "$slice limit must be positive, got {limit}");
             }
-            Ok(Node::Slice(int(&a[0])?, Some(limit)))
+            Ok(Node::Slice(skip, Some(limit)))
         }
-        other => Ok(Node::Slice(int(other)?, None)),
+        other => match int(other) {
+            Some(n) => Ok(Node::Slice(n, None)),
+            None => bail!(Location31273, "$slice only supports numbers and [skip, limit] arrays"),
+        },
     }
 }
 
@@ -251,7 +303,7 @@ fn insert(level: &mut Vec<(String, Node)>, path: &str, node: Node) -> Result<()>
         }
         (Some(i), Some(rest)) => match &mut level[i].1 {
             Node::Children(sub) => insert(sub, rest, node)?,
-            _ => bail!(Location31250, "Path collision at {path} remaining portion {rest}"),
+            _ => bail!(Location31249, "Path collision at {path} remaining portion {rest}"),
         },
         (Some(i), None) => {
             if level[i].1.is_leaf() || node.is_leaf() {
@@ -401,4 +453,16 @@ fn slice(v: &Bson, skip: i64, limit: Option<i64>) -> Bson {
 fn elem_match(m: &ElemMatcher, v: &Bson) -> Option<Bson> {
     let Bson::Array(items) = v else { return None };
     items.iter().find(|e| m.matches_value(e)).map(|e| Bson::Array(vec![e.clone()]))
+}
+
+/// Whether some path predicate of the filter starts with the top-level `field`.
+fn filter_mentions(filter: &super::Filter, field: &str) -> bool {
+    use super::Filter;
+    match filter {
+        Filter::And(c) | Filter::Or(c) | Filter::Nor(c) => {
+            c.iter().any(|f| filter_mentions(f, field))
+        }
+        Filter::Path { path, .. } => path.split('.').next() == Some(field),
+        Filter::Expr(_) | Filter::Schema(_) | Filter::Const(_) => false,
+    }
 }

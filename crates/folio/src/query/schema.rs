@@ -19,6 +19,8 @@ use crate::{bail, err};
 /// A parsed schema.
 #[derive(Clone, Debug, Default)]
 pub struct Schema {
+    /// The schema as written (for explain output).
+    source: Document,
     types: Option<Vec<TypeSel>>,
     required: Vec<String>,
     properties: Vec<(String, Schema)>,
@@ -114,7 +116,7 @@ fn additional(v: &Bson) -> Result<Additional> {
 impl Schema {
     /// Parses a `$jsonSchema` document.
     pub fn parse(d: &Document) -> Result<Schema> {
-        let mut s = Schema::default();
+        let mut s = Schema { source: d.clone(), ..Schema::default() };
         let mut additional_items = None;
         for (kw, v) in d {
             match kw.as_str() {
@@ -236,6 +238,11 @@ impl Schema {
             }
         }
         Ok(s)
+    }
+
+    /// The schema document as written.
+    pub fn source(&self) -> &Document {
+        &self.source
     }
 
     /// Whether a document satisfies the schema.

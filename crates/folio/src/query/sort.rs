@@ -74,6 +74,23 @@ impl SortSpec {
         self.keys.is_empty()
     }
 
+    /// MongoDB refuses to sort a document in which two sort fields go through different arrays
+    /// (`{a: [1, 2], b: [3, 4]}` sorted by `{a: 1, b: 1}`): there is no single key for it. The
+    /// executor calls this on each document it sorts.
+    pub fn check_parallel_arrays(&self, doc: &Document) -> Result<()> {
+        let mut seen: Option<&str> = None;
+        for (path, _) in &self.keys {
+            let Some(array_at) = first_array_prefix(doc, path) else { continue };
+            match seen {
+                Some(prev) if prev != array_at => {
+                    bail!(BadValue, "cannot sort with keys that are parallel arrays")
+                }
+                _ => seen = Some(array_at),
+            }
+        }
+        Ok(())
+    }
+
     /// The sort key of a document: one value per field.
     pub fn key(&self, doc: &Document) -> Vec<Bson> {
         self.keys.iter().map(|(path, asc)| field_key(doc, path, *asc)).collect()
@@ -124,4 +141,24 @@ fn field_key(doc: &Document, path: &str, asc: bool) -> Bson {
             _ => Bson::Null,
         },
     }
+}
+
+/// The shortest prefix of `path` whose value in `doc` is an array, if any.
+fn first_array_prefix<'a>(doc: &Document, path: &'a str) -> Option<&'a str> {
+    let mut end = 0;
+    let mut cur: Option<&Bson> = None;
+    for (i, part) in path.split('.').enumerate() {
+        end += part.len() + usize::from(i > 0);
+        let next = match cur {
+            None => doc.get(part),
+            Some(Bson::Document(d)) => d.get(part),
+            Some(_) => None,
+        };
+        match next {
+            Some(Bson::Array(_)) => return Some(&path[..end]),
+            Some(v) => cur = Some(v),
+            None => return None,
+        }
+    }
+    None
 }

@@ -61,11 +61,19 @@ impl Operators {
     fn apply(&self, doc: &mut Document, ctx: &UpdateContext) -> Result<bool> {
         let before = doc.clone();
         let original_id = doc.get("_id").cloned();
+        // Positional paths are resolved against the document as it was, like MongoDB's update
+        // tree; two operations that land on overlapping concrete paths conflict.
+        let mut resolved = Vec::with_capacity(self.ops.len());
         for op in &self.ops {
-            let paths = resolve(doc, &op.path, ctx, &self.array_filters)?;
-            for parts in paths {
-                apply_op(doc, &parts, &op.kind, ctx)?;
+            for parts in resolve(&before, &op.path, ctx, &self.array_filters)? {
+                resolved.push((op, parts));
             }
+        }
+        if self.ops.iter().any(|op| op.path.contains('$')) {
+            check_resolved_conflicts(&resolved)?;
+        }
+        for (op, parts) in &resolved {
+            apply_op(doc, parts, &op.kind, ctx)?;
         }
         if let Some(id) = &original_id {
             match doc.get("_id") {
@@ -76,6 +84,24 @@ impl Operators {
         id_first(doc);
         Ok(!identical(&Bson::Document(before), &Bson::Document(doc.clone())))
     }
+}
+
+/// Rejects two resolved paths where one is a prefix of the other (`a.$[]` and `a.0`).
+fn check_resolved_conflicts(resolved: &[(&super::Op, Vec<String>)]) -> Result<()> {
+    for (i, (_, a)) in resolved.iter().enumerate() {
+        for (_, b) in &resolved[..i] {
+            let n = a.len().min(b.len());
+            if a[..n] == b[..n] {
+                let at = if a.len() <= b.len() { a } else { b };
+                bail!(
+                    ConflictingUpdateOperators,
+                    "Update created a conflict at '{}'",
+                    at.join(".")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `{_id: 1}` as MongoDB prints the document in error messages.
@@ -130,7 +156,13 @@ fn apply_op(
                         Some(r) => r,
                         None => bail!(
                             BadValue,
-                            "Failed to apply {name} operations to current value ((NumberLong){}) for document {}",
+                            "Failed to apply {name} operations to current value (({}){}) for document {}",
+                            match v {
+                                Bson::Int32(_) => "NumberInt",
+                                Bson::Int64(_) => "NumberLong",
+                                Bson::Decimal128(_) => "NumberDecimal",
+                                _ => "NumberDouble",
+                            },
                             value_string(v),
                             id_string(doc)
                         ),
@@ -212,7 +244,7 @@ fn apply_op(
             }
             set_at(doc, parts, Bson::Array(items))
         }
-        OpKind::Pull(m) => retain(doc, parts, |e| !m.matches_value(e)),
+        OpKind::Pull(m) => retain(doc, parts, |e| !m.matches_pull(e)),
         OpKind::PullAll(values) => retain(doc, parts, |e| !values.iter().any(|v| bson_eq(v, e))),
         OpKind::Bit(ops) => {
             let mut cur = match get_at(doc, parts) {
@@ -285,13 +317,43 @@ fn retain(doc: &mut Document, parts: &[String], keep: impl Fn(&Bson) -> bool) ->
 
 fn rename(doc: &mut Document, from: &[String], to: &str) -> Result<()> {
     let to_parts: Vec<String> = to.split('.').map(str::to_string).collect();
-    let Some(value) = get_at(doc, from).cloned() else {
+    let Some(value) = rename_source(doc, from)?.cloned() else {
         return Ok(());
     };
     check_no_array(doc, from, "source")?;
     check_no_array(doc, &to_parts, "destination")?;
     unset_at(doc, from);
     set_at(doc, &to_parts, value)
+}
+
+/// Finds the source of a `$rename`: a missing field is fine (nothing to do), but a path that
+/// runs into a scalar, or into an array with a non-numeric component, is PathNotViable.
+fn rename_source<'a>(doc: &'a Document, parts: &[String]) -> Result<Option<&'a Bson>> {
+    let mut cur = match doc.get(&parts[0]) {
+        Some(v) => v,
+        None => return Ok(None),
+    };
+    let mut name = parts[0].as_str();
+    for part in &parts[1..] {
+        let next = match cur {
+            Bson::Document(d) => d.get(part),
+            Bson::Array(items) if array_index(part).is_some() => {
+                array_index(part).and_then(|i| items.get(i))
+            }
+            other => bail!(
+                PathNotViable,
+                "cannot use the part ({name} of {}) to traverse the element ({{{name}: {}}})",
+                parts.join("."),
+                value_string(other)
+            ),
+        };
+        match next {
+            Some(v) => cur = v,
+            None => return Ok(None),
+        }
+        name = part;
+    }
+    Ok(Some(cur))
 }
 
 /// `$rename` may not go through arrays on either side.

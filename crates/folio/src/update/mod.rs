@@ -30,6 +30,16 @@
 //!
 //! After the operators ran, `_id` must be unchanged (ImmutableField, 66) and is moved back to the
 //! front of the document if an operation displaced it.
+//!
+//! # Using it
+//!
+//! The executor parses once per statement ([`UpdateSpec::parse`], or
+//! [`UpdateSpec::parse_pipeline`] for an array), then for each matched document takes the array
+//! position from [`crate::query::Filter::matches_with_key`], applies the update to a copy
+//! ([`UpdateSpec::apply`] may leave a document half-updated when it fails), validates the result
+//! for storage and counts it in `nModified` when `apply` returned true. An upsert that matched
+//! nothing inserts [`UpdateSpec::upsert_document`] (after generating an ObjectId `_id` if it has
+//! none).
 
 mod apply;
 mod arith;

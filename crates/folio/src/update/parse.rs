@@ -14,7 +14,8 @@ use crate::query::sort::SortSpec;
 use crate::{bail, err};
 
 impl UpdateSpec {
-    /// Parses an update document with optional array filters.
+    /// Parses an update document (operators or a replacement) with optional array filters.
+    /// An update given as an array is a pipeline: use [`UpdateSpec::parse_pipeline`].
     pub fn parse(update: &Document, array_filters: Option<&[Document]>) -> Result<UpdateSpec> {
         let is_ops = update.keys().next().is_some_and(|k| k.starts_with('$'));
         if !is_ops {
@@ -129,7 +130,8 @@ fn parse_op(name: &str, path: &str, v: &Bson) -> Result<Op> {
         "$pop" => match Number::of(v).map(Number::to_f64) {
             Some(1.0) => OpKind::Pop { first: false },
             Some(-1.0) => OpKind::Pop { first: true },
-            _ => bail!(FailedToParse, "$pop expects 1 or -1, found: {}", value_string(v)),
+            Some(_) => bail!(FailedToParse, "$pop expects 1 or -1, found: {}", value_string(v)),
+            None => bail!(FailedToParse, "Expected a number in: {path}: {}", value_string(v)),
         },
         "$pull" => OpKind::Pull(Box::new(parse_pull_condition(path, v)?)),
         "$pullAll" => match v {
