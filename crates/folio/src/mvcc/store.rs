@@ -203,7 +203,11 @@ impl Mvcc {
     /// Opens the MVCC layer over `engine`, recovering the last commit timestamp, and starts the
     /// garbage-collection thread if [`MvccOptions::gc_interval`] is set.
     pub fn open(engine: Arc<dyn Engine>, options: MvccOptions) -> Result<Arc<Mvcc>> {
-        let last = read_meta_ts(engine.as_ref(), &keys::last_commit_ts_key())?;
+        let recovered = read_meta_ts(engine.as_ref(), &keys::last_commit_ts_key())?;
+        // The cluster time starts at least at the current second, so replies never carry a zero
+        // operationTime (drivers gossip it back) and it keeps pace with the clock. Commits after
+        // it get larger timestamps, so a snapshot at this time sees exactly the recovered state.
+        let last = recovered.max(Ts::new(options.clock.now_secs(), 0));
         let gc_floor = read_meta_ts(engine.as_ref(), &keys::gc_floor_key())?;
         let state = State {
             next_id: 1,

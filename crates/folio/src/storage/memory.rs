@@ -1,4 +1,10 @@
-//! The in-memory engine: a `BTreeMap` behind a read-write lock.
+//! The in-memory engine: a copy-on-write `BTreeMap` behind a read-write lock.
+//!
+//! A scan must see one consistent state of the map, as a redb read transaction does: the MVCC
+//! layer relies on it (a scan that saw a key's old version before garbage collection removed it
+//! together with the tombstone after it would resurrect a deleted key). So a scan takes a
+//! reference to the current map, and a write that finds the map shared by a scan in progress
+//! copies it first (`Arc::make_mut`). Scans are short, so the copy is rare.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -19,8 +25,10 @@ const FIRST_CHUNK: usize = 4;
 /// An engine keeping everything in memory. Nothing survives the process; `sync` is a no-op.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryEngine {
-    map: Arc<RwLock<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    map: Arc<RwLock<Arc<Map>>>,
 }
+
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
 impl MemoryEngine {
     /// An empty engine.
@@ -37,7 +45,7 @@ impl Engine for MemoryEngine {
     fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> Result<KvIter> {
         let empty = range_is_empty(start, end);
         Ok(Box::new(ChunkedScan {
-            map: self.map.clone(),
+            map: self.map.read().clone(),
             start: owned_bound(start),
             end: owned_bound(end),
             reverse,
@@ -48,7 +56,8 @@ impl Engine for MemoryEngine {
     }
 
     fn write(&self, batch: WriteBatch, _sync: bool) -> Result<()> {
-        let mut map = self.map.write();
+        let mut guard = self.map.write();
+        let map = Arc::make_mut(&mut guard);
         for op in batch.ops {
             match op {
                 WriteOp::Put(k, v) => {
@@ -73,10 +82,10 @@ impl Engine for MemoryEngine {
     }
 }
 
-/// A scan that copies a bounded chunk of entries per lock acquisition and then narrows its range
-/// past the last entry it returned.
+/// A scan over one state of the map that copies a bounded chunk of entries at a time and then
+/// narrows its range past the last entry it returned.
 struct ChunkedScan {
-    map: Arc<RwLock<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    map: Arc<Map>,
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
     reverse: bool,
@@ -89,7 +98,7 @@ struct ChunkedScan {
 
 impl ChunkedScan {
     fn refill(&mut self) {
-        let map = self.map.read();
+        let map = &self.map;
         let start = bound_ref(&self.start);
         let end = bound_ref(&self.end);
         if range_is_empty(start, end) {
@@ -102,7 +111,6 @@ impl ChunkedScan {
         } else {
             range.take(self.chunk_size).map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        drop(map);
         if chunk.len() < self.chunk_size {
             self.done = true;
         }

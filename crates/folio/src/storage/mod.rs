@@ -103,7 +103,8 @@ pub trait Engine: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
     /// Scans a key range in key order, or in reverse key order when `reverse` is true. An empty
-    /// or inverted range yields nothing.
+    /// or inverted range yields nothing. The iterator sees one consistent state of the engine
+    /// (writes made while it runs are invisible to it), which the MVCC layer relies on.
     fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> Result<KvIter>;
 
     /// Applies a batch atomically: after a crash either all of it is present or none. When `sync`

@@ -93,6 +93,29 @@ fn long_scans_cross_chunks_and_do_not_block_writers() {
 }
 
 #[test]
+fn scans_see_one_consistent_state() {
+    each_engine(|e| {
+        let mut b = WriteBatch::new();
+        for i in 0..1000u32 {
+            b.put(i.to_be_bytes().to_vec(), vec![1]);
+        }
+        e.write(b, false).unwrap();
+        let mut it = e.scan(Bound::Unbounded, Bound::Unbounded, false).unwrap();
+        assert_eq!(it.next().unwrap().unwrap().0, 0u32.to_be_bytes());
+        // Deleting and adding keys ahead of the scan must not show through it.
+        let mut b = WriteBatch::new();
+        for i in 500..1000u32 {
+            b.delete(i.to_be_bytes().to_vec());
+        }
+        b.put(2000u32.to_be_bytes().to_vec(), vec![2]);
+        e.write(b, false).unwrap();
+        let rest: Vec<_> = it.map(|r| r.unwrap().0).collect();
+        assert_eq!(rest.len(), 999);
+        assert_eq!(rest.last().unwrap(), &999u32.to_be_bytes());
+    });
+}
+
+#[test]
 fn redb_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
