@@ -1,7 +1,7 @@
-//! The subset of aggregation expressions that `$expr` supports until the aggregation layer
-//! provides full expressions: field paths, literals, comparisons (`$eq $ne $gt $gte $lt $lte
-//! $cmp`), and `$and`, `$or`, `$not`. Anything else is rejected at parse time with a clear error
-//! rather than silently mis-evaluated.
+//! Expressions for `$expr`, computed projections and update pipelines. Field paths, literals,
+//! comparisons (`$eq $ne $gt $gte $lt $lte $cmp`), `$and`, `$or`, `$not` and `$setField` are
+//! represented here directly (the planner inspects them); every other operator is parsed and
+//! evaluated by the aggregation layer's full evaluator ([`crate::agg::Expression`]).
 //!
 //! Unlike query predicates, expression comparisons are *not* type-bracketed: they use the total
 //! BSON order, so `{$gt: ["$a", 5]}` is true for a string `a`. A missing field evaluates to
@@ -48,6 +48,9 @@ pub enum Expr {
         /// The new value.
         value: Box<Expr>,
     },
+    /// Any other aggregation expression, evaluated by the aggregation layer's evaluator
+    /// ([`crate::agg::Expression`]); the original spec is kept for explain output.
+    Full(Bson, Box<crate::agg::Expression>),
 }
 
 /// An expression comparison.
@@ -148,9 +151,10 @@ impl Expr {
             "$lt" => CmpKind::Lt,
             "$lte" => CmpKind::Lte,
             "$cmp" => CmpKind::Cmp,
-            other => {
-                // TODO(#7): full aggregation expressions.
-                bail!(NotImplemented, "expression {other} is not supported yet")
+            _ => {
+                let spec = Bson::Document(d.clone());
+                let full = crate::agg::Expression::parse(&spec)?;
+                return Ok(Expr::Full(spec, Box::new(full)));
             }
         };
         let mut args = Self::args(arg)?;
@@ -235,6 +239,10 @@ impl Expr {
                 // A null or missing input gives null, as in MongoDB.
                 _ => Some(Bson::Null),
             },
+            // A runtime error (such as a type mismatch) evaluates to missing: the callers of
+            // this infallible interface treat it as "no value" / "no match".
+            // TODO(#7): propagate expression errors from `$expr` to the command.
+            Expr::Full(_, e) => e.eval_doc(doc).ok().flatten(),
             Expr::Cmp(kind, a, b) => {
                 let (x, y) = (a.eval(doc), b.eval(doc));
                 let ord = cmp_missing(x.as_ref(), y.as_ref());
@@ -305,6 +313,7 @@ impl Expr {
                 }
                 Bson::Document(d)
             }
+            Expr::Full(spec, _) => spec.clone(),
             Expr::Root => Bson::String("$$ROOT".to_string()),
             Expr::Missing => Bson::String("$$REMOVE".to_string()),
             Expr::SetField { field, input, value } => Bson::Document(bson::doc! {
