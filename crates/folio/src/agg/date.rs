@@ -310,7 +310,7 @@ fn parse_with_format(s: &str, f: &str) -> Option<i64> {
     )
 }
 
-fn get<'a>(args: &'a [(&str, Value)], name: &str) -> Value {
+fn get(args: &[(&str, Value)], name: &str) -> Value {
     args.iter().find(|(k, _)| *k == name).and_then(|(_, v)| v.clone())
 }
 
@@ -416,7 +416,7 @@ fn date_from_string(args: &[(&str, Value)]) -> Result<Value> {
             if has(args, "onError") {
                 return Ok(get(args, "onError"));
             }
-            return Err(Error241::new(format!(
+            return Err(conversion_failure(format!(
                 "$dateFromString requires that 'dateString' be a string, found: {} with value {}",
                 type_name(&other),
                 crate::doc::fmt::value_string(&other)
@@ -442,17 +442,13 @@ fn date_from_string(args: &[(&str, Value)]) -> Result<Value> {
     match parse(&s, format.as_deref()) {
         Some(ms) => Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms - off * 60_000)))),
         None if has(args, "onError") => Ok(get(args, "onError")),
-        None => Err(Error241::new(format!("Error parsing date string '{s}'"))),
+        None => Err(conversion_failure(format!("Error parsing date string '{s}'"))),
     }
 }
 
 /// ConversionFailure (241), which the error enum does not name.
-struct Error241;
-
-impl Error241 {
-    fn new(msg: String) -> crate::error::Error {
-        loc(241, msg)
-    }
+fn conversion_failure(msg: String) -> crate::error::Error {
+    loc(241, msg)
 }
 
 fn unit_arg(op: &str, v: &Value) -> Result<Option<String>> {

@@ -559,9 +559,7 @@ fn parse_path(path: &str) -> Result<Vec<String>> {
         if part.starts_with('$') {
             return Err(loc(
                 16410,
-                format!(
-                    "FieldPath field names may not start with '$'. Consider using $getField or $setField."
-                ),
+                "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
             ));
         }
         out.push(part.to_string());
@@ -604,13 +602,11 @@ fn parse_doc(d: &Document, scope: &Scope) -> Result<Expression> {
             if k.starts_with('$') {
                 return Err(loc(
                     16410,
-                    format!(
-                        "FieldPath field names may not start with '$'. Consider using $getField or $setField."
-                    ),
+                    "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
                 ));
             }
             if k.contains('.') {
-                return Err(loc(16412, format!("FieldPath field names may not contain '.'.")));
+                return Err(loc(16412, "FieldPath field names may not contain '.'."));
             }
             fields.push((k.clone(), Expression::parse_in(v, scope)?));
         }
@@ -806,7 +802,7 @@ fn parse_let(arg: &Bson, scope: &Scope) -> Result<Expression> {
         return Err(loc(16877, "Missing 'in' parameter to $let"));
     };
     let Bson::Document(vars_doc) = vars_spec else {
-        return Err(loc(10065, format!("invalid parameter: expected an object (vars)")));
+        return Err(loc(10065, "invalid parameter: expected an object (vars)"));
     };
     let mut bindings = Vec::new();
     for (name, v) in vars_doc {
@@ -824,7 +820,7 @@ pub fn validate_var_name(name: &str) -> Result<()> {
     let Some(first) = name.chars().next() else {
         return Err(loc(16866, "empty variable names are not allowed"));
     };
-    if !(first.is_ascii_lowercase() || !first.is_ascii()) {
+    if !first.is_ascii_lowercase() && first.is_ascii() {
         return Err(loc(
             16867,
             format!("'{name}' starts with an invalid character for a user variable name"),

@@ -150,6 +150,19 @@ pub fn run_with(
     Pipeline::parse(pipeline, &ctx.vars)?.execute(docs, ctx)
 }
 
+/// Evaluates a command's `let` option: each value is an expression over no document
+/// (`{total: {$add: [1, 2]}}` binds `$$total` to 3).
+pub fn eval_let(vars: &Document) -> Result<Document> {
+    let empty = Document::new();
+    let mut out = Document::new();
+    for (name, v) in vars {
+        expr::validate_var_name(name)?;
+        let value = Expression::parse(v)?.eval_doc(&empty)?;
+        out.insert(name.clone(), value.unwrap_or(Bson::Null));
+    }
+    Ok(out)
+}
+
 /// Evaluates one expression against a document (for callers outside the pipeline).
 pub fn evaluate(expr: &Bson, doc: &Document) -> Result<Option<Bson>> {
     Expression::parse(expr)?.eval_doc(doc)

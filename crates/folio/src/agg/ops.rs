@@ -293,7 +293,7 @@ fn round_like(op: &str, vals: Vec<Value>, trunc: bool) -> Result<Value> {
         r / scale
     };
     if place >= 0 {
-        return unary_num(op, v, f, Some(|i| Some(i)));
+        return unary_num(op, v, f, Some(Some));
     }
     unary_num(op, v, f, None).map(|r| match (r, place) {
         // Rounding an integer to a negative place stays an integer.
@@ -479,7 +479,7 @@ fn split(a: &Value, b: &Value) -> Result<Value> {
     Ok(Some(Bson::Array(s.split(sep.as_str()).map(|p| Bson::String(p.to_string())).collect())))
 }
 
-fn array_arg<'a>(v: &'a Value, err: impl Fn(&str) -> Error) -> Result<Option<&'a Vec<Bson>>> {
+fn array_arg(v: &Value, err: impl Fn(&str) -> Error) -> Result<Option<&Vec<Bson>>> {
     match v {
         None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
         Some(Bson::Array(items)) => Ok(Some(items)),
@@ -1440,7 +1440,7 @@ fn convert_value(v: &Bson, to: &str) -> Result<Bson> {
                 Ok(Bson::DateTime(bson::DateTime::from_millis(n.to_f64() as i64)))
             }
             (Bson::ObjectId(o), _) => Ok(Bson::DateTime(bson::DateTime::from_millis(
-                i64::from(o.timestamp().timestamp_millis() / 1000) * 1000,
+                (o.timestamp().timestamp_millis() / 1000) * 1000,
             ))),
             (Bson::Timestamp(t), _) => Ok(Bson::DateTime(bson::DateTime::from_millis(i64::from(t.time) * 1000))),
             (Bson::String(s), _) => match date::parse(s, None) {

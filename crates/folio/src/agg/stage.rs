@@ -24,8 +24,10 @@ use crate::{bail, err};
 pub enum Stage {
     /// `$match`
     Match(Filter),
-    /// `$project` and `$unset`.
-    Project(Projection),
+    /// `$project` and `$unset`, with the computed fields' expressions (evaluated once more
+    /// by the full evaluator so that their errors reach the client; the projection itself
+    /// treats a failing expression as missing).
+    Project(Projection, Vec<Expression>),
     /// `$addFields` / `$set`: dotted paths and values.
     AddFields(Vec<(String, Expression)>),
     /// `$group`: key expression and accumulators.
@@ -114,7 +116,9 @@ impl Stage {
                     ));
                 }
                 let p = with_vars(p, let_vars);
-                Ok(Stage::Project(Projection::parse(&p)?))
+                let mut computed = Vec::new();
+                computed_exprs(&p, scope, &mut computed)?;
+                Ok(Stage::Project(Projection::parse(&p)?, computed))
             }
             "$unset" => parse_unset(arg),
             "$addFields" | "$set" => {
@@ -208,7 +212,10 @@ impl Stage {
                         None => return Err(loc(28749, "$sample stage must specify a size")),
                     },
                     _ => {
-                        return Err(loc(28745, "the $sample stage specification must be an object"));
+                        return Err(loc(
+                            28745,
+                            "the $sample stage specification must be an object",
+                        ));
                     }
                 };
                 if size < 0 {
@@ -229,7 +236,18 @@ impl Stage {
     pub fn execute(&self, docs: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
         match self {
             Stage::Match(f) => Ok(docs.into_iter().filter(|d| f.matches(d)).collect()),
-            Stage::Project(p) => docs.iter().map(|d| p.apply(d, None)).collect(),
+            Stage::Project(p, computed) => docs
+                .iter()
+                .map(|d| {
+                    if !computed.is_empty() {
+                        let mut vars = Vars::with_let(d, &ctx.vars);
+                        for e in computed {
+                            e.eval(&mut vars)?;
+                        }
+                    }
+                    p.apply(d, None)
+                })
+                .collect(),
             Stage::AddFields(fields) => docs.into_iter().map(|d| add_fields(d, fields, ctx)).collect(),
             Stage::Group(key, accs) => {
                 let groups = group_by(&docs, |v| Ok(key.eval(v)?.unwrap_or(Bson::Null)), accs, &ctx.vars)?;
@@ -437,7 +455,22 @@ fn parse_unset(arg: &Bson) -> Result<Stage> {
         }
         spec.insert(f, 0);
     }
-    Ok(Stage::Project(Projection::parse(&spec)?))
+    Ok(Stage::Project(Projection::parse(&spec)?, Vec::new()))
+}
+
+/// The expressions of a `$project` spec's computed fields (inclusion flags are skipped).
+fn computed_exprs(spec: &Document, scope: &Scope, out: &mut Vec<Expression>) -> Result<()> {
+    for v in spec.values() {
+        match v {
+            Bson::Document(d) if d.keys().next().is_some_and(|k| !k.starts_with('$')) => {
+                computed_exprs(d, scope, out)?
+            }
+            Bson::Document(_) | Bson::Array(_) => out.push(Expression::parse_in(v, scope)?),
+            Bson::String(s) if s.starts_with('$') => out.push(Expression::parse_in(v, scope)?),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Flattens `{a: {b: expr}}` into `("a.b", expr)`; operator objects are expressions.
@@ -451,9 +484,7 @@ fn flatten_fields(
         if k.starts_with('$') {
             return Err(loc(
                 16410,
-                format!(
-                    "FieldPath field names may not start with '$'. Consider using $getField or $setField."
-                ),
+                "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
             ));
         }
         if k.is_empty() {

@@ -544,12 +544,26 @@ pub fn aggregate(
         Some(_) => bail!(TypeMismatch, "cursor field must be missing or an object"),
     };
     let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?.unwrap_or(DEFAULT_FIRST_BATCH);
-    let Some(coll) = coll else {
-        bail!(NotImplemented, "collection-less aggregate is not supported yet");
-    };
+    let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
+    let in_transaction = matches!(run.op.mode(), Mode::Transaction(_));
     let docs = run.read(|txn| {
-        let input = exec::find(txn, &db, &coll, &FindSpec::default())?;
-        crate::agg::run(input, &pipeline)
+        let source = TxnSource(txn);
+        let ctx = crate::agg::Context { db: db.clone(), source: &source, vars, in_transaction };
+        let input = match &coll {
+            Some(coll) => exec::find(txn, &db, coll, &FindSpec::default())?,
+            None => Vec::new(),
+        };
+        crate::agg::run_with(input, &pipeline, &ctx)
     })?;
-    Ok(cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, false))
+    let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
+    Ok(cursor_reply(svc, run, ns, docs, batch, false))
+}
+
+/// Lets `$lookup` and `$unionWith` read other collections in the aggregate's transaction.
+struct TxnSource<'a>(&'a dyn crate::mvcc::Txn);
+
+impl crate::agg::Source for TxnSource<'_> {
+    fn collection(&self, db: &str, coll: &str) -> Result<Vec<Document>> {
+        exec::find(self.0, db, coll, &FindSpec::default())
+    }
 }
