@@ -22,6 +22,7 @@ pub mod date;
 pub mod expr;
 pub mod group;
 pub mod ops;
+pub mod output;
 mod stage;
 
 #[cfg(test)]
@@ -99,7 +100,7 @@ impl Pipeline {
                     "$documents is only valid as the first stage in a pipeline",
                 ));
             }
-            if matches!(st, Stage::Out | Stage::Merge) && i + 1 != pipeline.len() {
+            if matches!(st, Stage::Output(_)) && i + 1 != pipeline.len() {
                 let name = spec.keys().next().map_or("", String::as_str);
                 return Err(expr::loc(
                     40601,
@@ -109,6 +110,15 @@ impl Pipeline {
             stages.push(st);
         }
         Ok(Pipeline { stages })
+    }
+
+    /// The final `$out`/`$merge`, if any: the command layer writes the results of
+    /// [`Pipeline::execute`] there (with [`output::write`]) and replies with an empty cursor.
+    pub fn sink(&self) -> Option<&output::Sink> {
+        match self.stages.last() {
+            Some(Stage::Output(s)) => Some(s),
+            _ => None,
+        }
     }
 
     /// Whether the first stage is `$documents` (the pipeline ignores its input collection).

@@ -58,10 +58,8 @@ pub enum Stage {
     Lookup(Box<Lookup>),
     /// `$unionWith`: collection and pipeline.
     UnionWith(String, Option<Pipeline>),
-    /// `$out` (not supported yet).
-    Out,
-    /// `$merge` (not supported yet).
-    Merge,
+    /// `$out` / `$merge`: the results are written by the command layer (see [`super::output`]).
+    Output(super::output::Sink),
 }
 
 /// A parsed `$bucket`.
@@ -226,8 +224,8 @@ impl Stage {
             "$documents" => Ok(Stage::Documents(Expression::parse_in(arg, scope)?)),
             "$lookup" => parse_lookup(arg, scope),
             "$unionWith" => parse_union(arg, let_vars),
-            "$out" => Ok(Stage::Out),
-            "$merge" => Ok(Stage::Merge),
+            "$out" => Ok(Stage::Output(super::output::parse_out(arg)?)),
+            "$merge" => Ok(Stage::Output(super::output::parse_merge(arg)?)),
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
         }
     }
@@ -372,16 +370,16 @@ impl Stage {
                 docs.extend(other);
                 Ok(docs)
             }
-            Stage::Out | Stage::Merge => {
+            // The command layer writes the results (`Pipeline::sink`).
+            Stage::Output(sink) => {
                 if ctx.in_transaction {
-                    bail!(
-                        OperationNotSupportedInTransaction,
-                        "{} cannot be used in a transaction",
-                        if matches!(self, Stage::Out) { "$out" } else { "$merge" }
-                    );
+                    let name = match sink {
+                        super::output::Sink::Out(..) => "$out",
+                        super::output::Sink::Merge(_) => "$merge",
+                    };
+                    bail!(OperationNotSupportedInTransaction, "{name} cannot be used in a transaction");
                 }
-                // TODO(#7): $out and $merge write to a collection.
-                bail!(NotImplemented, "$out and $merge are not supported yet")
+                Ok(docs)
             }
         }
     }

@@ -51,6 +51,40 @@ impl Source for TestSource {
     }
 }
 
+/// An in-memory `$out`/`$merge` target with a unique `_id`.
+struct MemTarget(Vec<Document>);
+
+impl super::output::Target for MemTarget {
+    fn documents(&mut self) -> Result<Vec<Document>> {
+        Ok(self.0.clone())
+    }
+
+    fn insert(&mut self, doc: Document) -> Result<()> {
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        if self.0.iter().any(|d| d.get("_id").is_some_and(|x| crate::doc::compare::bson_eq(x, &id)))
+        {
+            return Err(crate::err!(DuplicateKey, "E11000 duplicate key error"));
+        }
+        self.0.push(doc);
+        Ok(())
+    }
+
+    fn replace(&mut self, id: &Bson, doc: Document) -> Result<()> {
+        for d in &mut self.0 {
+            if d.get("_id").is_some_and(|x| crate::doc::compare::bson_eq(x, id)) {
+                *d = doc;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        self.0.clear();
+        Ok(())
+    }
+}
+
 fn run_stage_file(file: &str) {
     golden::run(file, |inputs: &[Input]| {
         let docs: Vec<Document> = match input(inputs, "docs").map(Input::json) {
@@ -75,8 +109,26 @@ fn run_stage_file(file: &str) {
                 .collect(),
             _ => Vec::new(),
         };
-        let ctx = Context { db: "test".to_string(), source: &source, vars, in_transaction: false };
-        match super::run_with(docs, &pipeline, &ctx) {
+        let in_transaction = input(inputs, "txn").is_some();
+        let ctx = Context { db: "test".to_string(), source: &source, vars, in_transaction };
+        let result = super::Pipeline::parse(&pipeline, &ctx.vars).and_then(|p| {
+            let out = p.execute(docs, &ctx)?;
+            match p.sink() {
+                None => Ok(out),
+                Some(sink) => {
+                    // Write to an in-memory copy of the target and show it afterwards.
+                    let (_, coll) = sink.target("test");
+                    let mut target = MemTarget(source.collection("test", &coll)?);
+                    let written = super::output::write(sink, out, &mut target, &ctx);
+                    let mut shown = target.0;
+                    if let Err(e) = written {
+                        shown.push(bson::doc! {"error": error_line(&e)});
+                    }
+                    Ok(shown)
+                }
+            }
+        });
+        match result {
             Ok(out) if out.is_empty() => vec!["(no documents)".to_string()],
             Ok(out) => out.iter().map(|d| doc_string_styled(d, Style::Typed)).collect(),
             Err(e) => vec![error_line(&e)],
@@ -122,6 +174,7 @@ golden_tests! { run_stage_file:
     stage_lookup => "stage_lookup.txt",
     stage_union_with => "stage_union_with.txt",
     stage_misc => "stage_misc.txt",
+    stage_out_merge => "stage_out_merge.txt",
 }
 
 #[test]
