@@ -546,6 +546,39 @@ pub fn aggregate(
     let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?.unwrap_or(DEFAULT_FIRST_BATCH);
     let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
     let in_transaction = matches!(run.op.mode(), Mode::Transaction(_));
+    let parsed = crate::agg::Pipeline::parse(&pipeline, &vars)?;
+    if let Some(sink) = parsed.sink() {
+        // `$out` / `$merge`: run the pipeline and write its results in one write transaction.
+        let (target_db, target_coll) = sink.target(&db);
+        run.write(stmt_id(cmd, 0), |txn| {
+            let results = {
+                let reader: &dyn crate::mvcc::Txn = &*txn;
+                let source = TxnSource(reader);
+                let ctx = crate::agg::Context {
+                    db: db.clone(),
+                    source: &source,
+                    vars: vars.clone(),
+                    in_transaction,
+                };
+                let input = match &coll {
+                    Some(coll) => exec::find(reader, &db, coll, &FindSpec::default())?,
+                    None => Vec::new(),
+                };
+                parsed.execute(input, &ctx)?
+            };
+            let ctx = crate::agg::Context {
+                db: db.clone(),
+                source: &crate::agg::NoSource,
+                vars: vars.clone(),
+                in_transaction,
+            };
+            let mut target = TxnTarget { txn, db: &target_db, coll: &target_coll };
+            crate::agg::output::write(sink, results, &mut target, &ctx)?;
+            Ok(Document::new())
+        })?;
+        let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
+        return Ok(cursor_reply(svc, run, ns, Vec::new(), batch, false));
+    }
     let docs = run.read(|txn| {
         let source = TxnSource(txn);
         let ctx = crate::agg::Context { db: db.clone(), source: &source, vars, in_transaction };
@@ -553,10 +586,40 @@ pub fn aggregate(
             Some(coll) => exec::find(txn, &db, coll, &FindSpec::default())?,
             None => Vec::new(),
         };
-        crate::agg::run_with(input, &pipeline, &ctx)
+        parsed.execute(input, &ctx)
     })?;
     let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
     Ok(cursor_reply(svc, run, ns, docs, batch, false))
+}
+
+/// The collection `$out` / `$merge` write to, in the aggregate's write transaction.
+struct TxnTarget<'a> {
+    txn: &'a mut dyn crate::mvcc::Txn,
+    db: &'a str,
+    coll: &'a str,
+}
+
+impl crate::agg::output::Target for TxnTarget<'_> {
+    fn documents(&mut self) -> Result<Vec<Document>> {
+        exec::find(&*self.txn, self.db, self.coll, &FindSpec::default())
+    }
+
+    fn insert(&mut self, doc: Document) -> Result<()> {
+        exec::insert_one(self.txn, self.db, self.coll, doc).map(|_| ())
+    }
+
+    fn replace(&mut self, id: &Bson, doc: Document) -> Result<()> {
+        let op = exec::UpdateOp {
+            filter: doc! {"_id": id.clone()},
+            update: exec::UpdateDoc::Modifiers(doc),
+            ..Default::default()
+        };
+        exec::update(self.txn, self.db, self.coll, &op).map(|_| ())
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        exec::delete(self.txn, self.db, self.coll, &Document::new(), false).map(|_| ())
+    }
 }
 
 /// Lets `$lookup` and `$unionWith` read other collections in the aggregate's transaction.
