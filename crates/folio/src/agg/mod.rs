@@ -15,8 +15,8 @@
 //! Expressions live in [`expr`] (parsing, variables, control flow), [`ops`] (the operators) and
 //! [`date`] (calendar arithmetic); accumulators for `$group` and `$bucket` live in [`group`].
 //!
-//! TODO(#7): memory bounds for blocking stages (error 292 without `allowDiskUse`), `$out` and
-//! `$merge`, `$listLocalSessions`, views.
+//! Blocking stages are bounded in memory only with `allowDiskUse: false` (error 292), and
+//! otherwise stay in memory. TODO(#7): spill to disk, `$listLocalSessions`, views.
 
 pub mod date;
 pub mod expr;
@@ -67,7 +67,14 @@ pub struct Context<'a> {
     pub vars: Document,
     /// Whether the pipeline runs inside a multi-document transaction.
     pub in_transaction: bool,
+    /// The memory a blocking stage (`$group`, `$sort`) may use, or `None` for no bound.
+    /// MongoDB 8.0 lets blocking stages spill to disk unless the command says
+    /// `allowDiskUse: false`, so only then is a bound ([`DEFAULT_MEMORY_LIMIT`]) set.
+    pub memory_limit: Option<usize>,
 }
+
+/// MongoDB's per-stage memory limit for blocking stages (100 MiB).
+pub const DEFAULT_MEMORY_LIMIT: usize = 100 * 1024 * 1024;
 
 impl<'a> Context<'a> {
     /// A context with no source and no variables.
@@ -77,6 +84,7 @@ impl<'a> Context<'a> {
             source: &NoSource,
             vars: Document::new(),
             in_transaction: false,
+            memory_limit: None,
         }
     }
 }

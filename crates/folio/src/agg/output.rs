@@ -389,6 +389,7 @@ fn merge(
                             source: ctx.source,
                             vars,
                             in_transaction: ctx.in_transaction,
+                            memory_limit: ctx.memory_limit,
                         };
                         let mut out = super::run_with(vec![old.clone()], p, &sub)?;
                         let mut new = out.pop().unwrap_or_default();

@@ -249,7 +249,7 @@ impl Stage {
             Stage::AddFields(fields) => docs.into_iter().map(|d| add_fields(d, fields, ctx)).collect(),
             Stage::Group(key, accs) => {
                 let groups = group_by(&docs, |v| Ok(key.eval(v)?.unwrap_or(Bson::Null)), accs, &ctx.vars)?;
-                Ok(groups
+                let out: Vec<Document> = groups
                     .into_iter()
                     .map(|(k, vals)| {
                         let mut d = Document::new();
@@ -259,9 +259,12 @@ impl Stage {
                         }
                         d
                     })
-                    .collect())
+                    .collect();
+                check_memory("$group", out.iter(), ctx)?;
+                Ok(out)
             }
             Stage::Sort(s) => {
+                check_memory("$sort", docs.iter(), ctx)?;
                 let mut docs = docs;
                 docs.sort_by(|a, b| s.compare(a, b));
                 Ok(docs)
@@ -382,6 +385,56 @@ impl Stage {
                 Ok(docs)
             }
         }
+    }
+}
+
+/// Fails with QueryExceededMemoryLimitNoDiskUseAllowed when a blocking stage's documents exceed
+/// the context's memory limit.
+fn check_memory<'d>(
+    stage: &str,
+    docs: impl Iterator<Item = &'d Document>,
+    ctx: &Context,
+) -> Result<()> {
+    let Some(limit) = ctx.memory_limit else { return Ok(()) };
+    let mut used = 0usize;
+    for d in docs {
+        used += approx_doc_size(d);
+        if used > limit {
+            if stage == "$sort" {
+                bail!(
+                    QueryExceededMemoryLimitNoDiskUseAllowed,
+                    "Sort exceeded memory limit of {limit} bytes, but did not opt in to external sorting."
+                );
+            }
+            bail!(
+                QueryExceededMemoryLimitNoDiskUseAllowed,
+                "Exceeded memory limit for {stage}, but didn't allow external sort. Pass allowDiskUse:true to opt in."
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The approximate in-memory size of a document (its BSON size, without encoding it).
+fn approx_doc_size(d: &Document) -> usize {
+    5 + d.iter().map(|(k, v)| k.len() + 2 + approx_size(v)).sum::<usize>()
+}
+
+fn approx_size(v: &Bson) -> usize {
+    match v {
+        Bson::Document(d) => approx_doc_size(d),
+        Bson::Array(items) => 5 + items.iter().map(|x| 4 + approx_size(x)).sum::<usize>(),
+        Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => 5 + s.len(),
+        Bson::Binary(b) => 5 + b.bytes.len(),
+        Bson::RegularExpression(r) => 2 + r.pattern.len() + r.options.len(),
+        Bson::JavaScriptCodeWithScope(c) => 14 + c.code.len() + approx_doc_size(&c.scope),
+        Bson::Decimal128(_) => 16,
+        Bson::ObjectId(_) => 12,
+        Bson::DbPointer(_) => 30,
+        Bson::Int32(_) => 4,
+        Bson::Boolean(_) => 1,
+        Bson::Int64(_) | Bson::Double(_) | Bson::DateTime(_) | Bson::Timestamp(_) => 8,
+        Bson::Null | Bson::Undefined | Bson::MinKey | Bson::MaxKey => 0,
     }
 }
 
@@ -1070,6 +1123,7 @@ fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<Vec<Document
                 source: ctx.source,
                 vars,
                 in_transaction: ctx.in_transaction,
+                memory_limit: ctx.memory_limit,
             };
             candidates = super::run_with(candidates, stages, &sub)?;
         }

@@ -110,7 +110,9 @@ fn run_stage_file(file: &str) {
             _ => Vec::new(),
         };
         let in_transaction = input(inputs, "txn").is_some();
-        let ctx = Context { db: "test".to_string(), source: &source, vars, in_transaction };
+        let memory_limit = input(inputs, "memoryLimit").and_then(|i| i.value.parse().ok());
+        let ctx =
+            Context { db: "test".to_string(), source: &source, vars, in_transaction, memory_limit };
         let result = super::Pipeline::parse(&pipeline, &ctx.vars).and_then(|p| {
             let out = p.execute(docs, &ctx)?;
             match p.sink() {

@@ -546,6 +546,11 @@ pub fn aggregate(
     let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?.unwrap_or(DEFAULT_FIRST_BATCH);
     let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
     let in_transaction = matches!(run.op.mode(), Mode::Transaction(_));
+    // MongoDB 8.0 spills blocking stages to disk unless told not to.
+    let memory_limit = match cmd.get("allowDiskUse") {
+        Some(Bson::Boolean(false)) => Some(crate::agg::DEFAULT_MEMORY_LIMIT),
+        _ => None,
+    };
     let parsed = crate::agg::Pipeline::parse(&pipeline, &vars)?;
     if let Some(sink) = parsed.sink() {
         // `$out` / `$merge`: run the pipeline and write its results in one write transaction.
@@ -559,6 +564,7 @@ pub fn aggregate(
                     source: &source,
                     vars: vars.clone(),
                     in_transaction,
+                    memory_limit,
                 };
                 let input = match &coll {
                     Some(coll) => exec::find(reader, &db, coll, &FindSpec::default())?,
@@ -571,6 +577,7 @@ pub fn aggregate(
                 source: &crate::agg::NoSource,
                 vars: vars.clone(),
                 in_transaction,
+                memory_limit,
             };
             let mut target = TxnTarget { txn, db: &target_db, coll: &target_coll };
             crate::agg::output::write(sink, results, &mut target, &ctx)?;
@@ -581,9 +588,23 @@ pub fn aggregate(
     }
     let docs = run.read(|txn| {
         let source = TxnSource(txn);
-        let ctx = crate::agg::Context { db: db.clone(), source: &source, vars, in_transaction };
+        let ctx = crate::agg::Context {
+            db: db.clone(),
+            source: &source,
+            vars,
+            in_transaction,
+            memory_limit,
+        };
+        // A leading `$match` (without `let` variables) is also given to the scan, so that it
+        // can use an index; the pipeline applies it again, which changes nothing.
+        let mut spec = FindSpec::default();
+        if ctx.vars.is_empty()
+            && let Some(Bson::Document(f)) = pipeline.first().and_then(|s| s.get("$match"))
+        {
+            spec.filter = f.clone();
+        }
         let input = match &coll {
-            Some(coll) => exec::find(txn, &db, coll, &FindSpec::default())?,
+            Some(coll) => exec::find(txn, &db, coll, &spec)?,
             None => Vec::new(),
         };
         parsed.execute(input, &ctx)
