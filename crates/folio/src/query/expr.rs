@@ -217,16 +217,24 @@ impl Expr {
         }
     }
 
-    /// Evaluates the expression on a document (`None` = missing).
+    /// Evaluates the expression on a document (`None` = missing). A runtime error (such as a
+    /// type mismatch inside a full aggregation expression) evaluates to missing, which makes
+    /// `$expr` not match; [`Expr::try_eval`] reports it instead.
     pub fn eval(&self, doc: &Document) -> Option<Bson> {
-        match self {
+        self.try_eval(doc).ok().flatten()
+    }
+
+    /// Evaluates the expression on a document (`None` = missing), reporting runtime errors
+    /// with MongoDB's codes.
+    pub fn try_eval(&self, doc: &Document) -> Result<Option<Bson>> {
+        Ok(match self {
             Expr::Field(path) => field_value(doc, path),
             Expr::Literal(v) => Some(v.clone()),
             Expr::Root => Some(Bson::Document(doc.clone())),
             Expr::Missing => None,
-            Expr::SetField { field, input, value } => match input.eval(doc) {
+            Expr::SetField { field, input, value } => match input.try_eval(doc)? {
                 Some(Bson::Document(mut d)) => {
-                    match value.eval(doc) {
+                    match value.try_eval(doc)? {
                         Some(v) => {
                             d.insert(field.clone(), v);
                         }
@@ -239,12 +247,9 @@ impl Expr {
                 // A null or missing input gives null, as in MongoDB.
                 _ => Some(Bson::Null),
             },
-            // A runtime error (such as a type mismatch) evaluates to missing: the callers of
-            // this infallible interface treat it as "no value" / "no match".
-            // TODO(#7): propagate expression errors from `$expr` to the command.
-            Expr::Full(_, e) => e.eval_doc(doc).ok().flatten(),
+            Expr::Full(_, e) => e.eval_doc(doc)?,
             Expr::Cmp(kind, a, b) => {
-                let (x, y) = (a.eval(doc), b.eval(doc));
+                let (x, y) = (a.try_eval(doc)?, b.try_eval(doc)?);
                 let ord = cmp_missing(x.as_ref(), y.as_ref());
                 Some(match kind {
                     CmpKind::Eq => Bson::Boolean(ord == Ordering::Equal),
@@ -256,22 +261,40 @@ impl Expr {
                     CmpKind::Cmp => Bson::Int32(ord as i32),
                 })
             }
-            Expr::And(items) => Some(Bson::Boolean(items.iter().all(|e| e.truthy(doc)))),
-            Expr::Or(items) => Some(Bson::Boolean(items.iter().any(|e| e.truthy(doc)))),
-            Expr::Not(e) => Some(Bson::Boolean(!e.truthy(doc))),
+            Expr::And(items) => {
+                for e in items {
+                    if !e.try_eval(doc)?.is_some_and(|v| truthy(&v)) {
+                        return Ok(Some(Bson::Boolean(false)));
+                    }
+                }
+                Some(Bson::Boolean(true))
+            }
+            Expr::Or(items) => {
+                for e in items {
+                    if e.try_eval(doc)?.is_some_and(|v| truthy(&v)) {
+                        return Ok(Some(Bson::Boolean(true)));
+                    }
+                }
+                Some(Bson::Boolean(false))
+            }
+            Expr::Not(e) => Some(Bson::Boolean(!e.try_eval(doc)?.is_some_and(|v| truthy(&v)))),
             Expr::Array(items) => {
-                Some(Bson::Array(items.iter().map(|e| e.eval(doc).unwrap_or(Bson::Null)).collect()))
+                let mut out = Vec::with_capacity(items.len());
+                for e in items {
+                    out.push(e.try_eval(doc)?.unwrap_or(Bson::Null));
+                }
+                Some(Bson::Array(out))
             }
             Expr::Object(fields) => {
                 let mut out = Document::new();
                 for (k, e) in fields {
-                    if let Some(v) = e.eval(doc) {
+                    if let Some(v) = e.try_eval(doc)? {
                         out.insert(k.clone(), v);
                     }
                 }
                 Some(Bson::Document(out))
             }
-        }
+        })
     }
 
     /// The expression as an aggregation expression value (for explain output).
