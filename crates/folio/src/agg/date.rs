@@ -1,5 +1,5 @@
 //! Date expressions: date parts, `$dateToString`, `$dateFromString`, `$dateAdd`,
-//! `$dateSubtract` and `$dateDiff`.
+//! `$dateSubtract`, `$dateDiff` and `$dateTrunc`.
 //!
 //! BSON dates are milliseconds since the Unix epoch in UTC. Calendar fields come from the
 //! proleptic Gregorian calendar (Howard Hinnant's `civil_from_days` algorithm), so no date
@@ -325,6 +325,7 @@ pub fn named(name: &str, args: &[(&str, Value)]) -> Result<Value> {
         "$dateFromString" => date_from_string(args),
         "$dateAdd" | "$dateSubtract" => date_add(name, args),
         "$dateDiff" => date_diff(args),
+        "$dateTrunc" => date_trunc(args),
         _ => date_part(name, args),
     }
 }
@@ -540,4 +541,92 @@ fn date_diff(args: &[(&str, Value)]) -> Result<Value> {
         _ => b - a,
     };
     Ok(Some(Bson::Int64(n)))
+}
+
+/// `$dateTrunc`: the start of the `binSize`-unit bin holding the date. Bins are counted from
+/// 2000-01-01 in local time (weeks from the first `startOfWeek` day on or after it), as in MongoDB.
+fn date_trunc(args: &[(&str, Value)]) -> Result<Value> {
+    let Some(ms) = date_arg("$dateTrunc", &get(args, "date"))? else { return Ok(Some(Bson::Null)) };
+    let Some(unit) = unit_arg("$dateTrunc", &get(args, "unit"))? else {
+        return Ok(Some(Bson::Null));
+    };
+    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let bin = match get(args, "binSize") {
+        None => 1,
+        Some(Bson::Null) | Some(Bson::Undefined) => return Ok(Some(Bson::Null)),
+        Some(v) => match as_int(&v) {
+            Some(n) if n > 0 => n,
+            _ => {
+                return Err(loc(
+                    5439017,
+                    format!(
+                        "$dateTrunc requires 'binSize' to be a 64-bit integer greater than zero, but got value '{}' of type {}",
+                        crate::doc::fmt::value_string(&v),
+                        type_name(&v)
+                    ),
+                ));
+            }
+        },
+    };
+    let local = ms + off * 60_000;
+    let reference = days_from_civil(2000, 1, 1) * MS_PER_DAY;
+    let fixed =
+        |unit_ms: i64| reference + (local - reference).div_euclid(bin * unit_ms) * bin * unit_ms;
+    let truncated = match unit.as_str() {
+        "millisecond" => fixed(1),
+        "second" => fixed(1000),
+        "minute" => fixed(60_000),
+        "hour" => fixed(3_600_000),
+        "day" => fixed(MS_PER_DAY),
+        "week" => {
+            let start = match get(args, "startOfWeek") {
+                None => 1,
+                Some(Bson::String(s)) => match s.to_ascii_lowercase().as_str() {
+                    "sunday" | "sun" => 1,
+                    "monday" | "mon" => 2,
+                    "tuesday" | "tue" => 3,
+                    "wednesday" | "wed" => 4,
+                    "thursday" | "thu" => 5,
+                    "friday" | "fri" => 6,
+                    "saturday" | "sat" => 7,
+                    other => {
+                        return Err(loc(
+                            5439016,
+                            format!(
+                                "$dateTrunc parameter 'startOfWeek' value cannot be recognized as a day of a week: {other}"
+                            ),
+                        ));
+                    }
+                },
+                Some(Bson::Null) => return Ok(Some(Bson::Null)),
+                Some(other) => {
+                    return Err(loc(
+                        5439015,
+                        format!(
+                            "$dateTrunc requires 'startOfWeek' to be a string, but got {}",
+                            type_name(&other)
+                        ),
+                    ));
+                }
+            };
+            let ref_days = days_from_civil(2000, 1, 1);
+            let shift = (start - day_of_week(ref_days)).rem_euclid(7);
+            let week_ref = (ref_days + shift) * MS_PER_DAY;
+            let span = bin * 7 * MS_PER_DAY;
+            week_ref + (local - week_ref).div_euclid(span) * span
+        }
+        months_unit => {
+            let per = match months_unit {
+                "year" => 12,
+                "quarter" => 3,
+                _ => 1,
+            };
+            let p = parts(local, 0);
+            let months = (p.year - 2000) * 12 + i64::from(p.month) - 1;
+            let m0 = months.div_euclid(bin * per) * bin * per;
+            days_from_civil(2000 + m0.div_euclid(12), (m0.rem_euclid(12) + 1) as u32, 1)
+                * MS_PER_DAY
+        }
+    };
+    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(truncated - off * 60_000))))
 }

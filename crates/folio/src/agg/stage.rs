@@ -226,6 +226,12 @@ impl Stage {
             "$unionWith" => parse_union(arg, let_vars),
             "$out" => Ok(Stage::Output(super::output::parse_out(arg)?)),
             "$merge" => Ok(Stage::Output(super::output::parse_merge(arg)?)),
+            // TODO(#7): stages MongoDB has that Folio does not implement yet.
+            "$listLocalSessions" | "$listSessions" | "$collStats" | "$indexStats"
+            | "$currentOp" | "$setWindowFields" | "$graphLookup" | "$bucketAuto" | "$redact"
+            | "$geoNear" | "$densify" | "$fill" | "$changeStream" | "$planCacheStats" => {
+                Err(err!(NotImplemented, "the {name} stage is not supported"))
+            }
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
         }
     }
