@@ -132,6 +132,8 @@ const OPS: &[(&str, usize, usize)] = &[
     ("$arrayToObject", 1, 1),
     ("$type", 1, 1),
     ("$isNumber", 1, 1),
+    ("$bsonSize", 1, 1),
+    ("$binarySize", 1, 1),
     ("$toString", 1, 1),
     ("$toInt", 1, 1),
     ("$toLong", 1, 1),
@@ -643,6 +645,12 @@ fn parse_operator(name: &str, arg: &Bson, scope: &Scope) -> Result<Expression> {
         "$filter" => return parse_filter(arg, scope),
         "$map" => return parse_map(arg, scope),
         "$reduce" => return parse_reduce(arg, scope),
+        "$rand" => {
+            if !matches!(arg, Bson::Document(d) if d.is_empty()) {
+                return Err(loc(3040500, "$rand not expecting arguments, but received arguments"));
+            }
+            return Ok(Expression::Op("$rand", Vec::new()));
+        }
         _ => {}
     }
     if let Some((op, min, max)) = OPS.iter().find(|(n, _, _)| *n == name) {

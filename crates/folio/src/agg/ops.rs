@@ -1007,6 +1007,30 @@ pub fn positional(name: &str, vals: Vec<Value>) -> Result<Value> {
         "$objectToArray" => object_to_array(&vals[0]),
         "$arrayToObject" => array_to_object(&vals[0]),
         "$type" => Ok(Some(Bson::String(value_type(&vals[0]).to_string()))),
+        "$rand" => Ok(Some(Bson::Double(rand::random::<f64>()))),
+        "$bsonSize" => match &vals[0] {
+            None | Some(Bson::Null) | Some(Bson::Undefined) => null(),
+            Some(Bson::Document(d)) => {
+                let n = crate::doc::validate::bson_size(d)?;
+                Ok(Some(Bson::Int32(n as i32)))
+            }
+            Some(other) => Err(loc(
+                31393,
+                format!("$bsonSize requires a document input, found: {}", type_name(other)),
+            )),
+        },
+        "$binarySize" => match &vals[0] {
+            None | Some(Bson::Null) | Some(Bson::Undefined) => null(),
+            Some(Bson::String(s)) => Ok(Some(Bson::Int32(s.len() as i32))),
+            Some(Bson::Binary(bin)) => Ok(Some(Bson::Int32(bin.bytes.len() as i32))),
+            Some(other) => Err(loc(
+                51276,
+                format!(
+                    "$binarySize requires a string or BinData argument, found: {}",
+                    type_name(other)
+                ),
+            )),
+        },
         "$isNumber" => b(vals[0].as_ref().is_some_and(|v| Number::of(v).is_some())),
         "$toString" => convert(one(), "string", None, None),
         "$toInt" => convert(one(), "int", None, None),
