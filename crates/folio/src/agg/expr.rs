@@ -146,6 +146,8 @@ const OPS: &[(&str, usize, usize)] = &[
     ("$avg", 0, usize::MAX),
     ("$min", 0, usize::MAX),
     ("$max", 0, usize::MAX),
+    ("$stdDevPop", 0, usize::MAX),
+    ("$stdDevSamp", 0, usize::MAX),
 ];
 
 /// Operators with named arguments: name, required names, optional names.

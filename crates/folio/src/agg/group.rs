@@ -38,6 +38,26 @@ pub enum AccOp {
     Count,
     /// `$mergeObjects`
     MergeObjects,
+    /// `$stdDevPop`
+    StdDevPop,
+    /// `$stdDevSamp`
+    StdDevSamp,
+    /// `$firstN`
+    FirstN,
+    /// `$lastN`
+    LastN,
+    /// `$maxN`
+    MaxN,
+    /// `$minN`
+    MinN,
+    /// `$top`
+    Top,
+    /// `$bottom`
+    Bottom,
+    /// `$topN`
+    TopN,
+    /// `$bottomN`
+    BottomN,
 }
 
 /// A parsed accumulator: output field, operator and argument expression.
@@ -47,11 +67,27 @@ pub struct AccSpec {
     pub field: String,
     /// The operator.
     pub op: AccOp,
-    /// The argument, evaluated per document.
+    /// The argument, evaluated per document (`input` / `output` for the N and top/bottom
+    /// accumulators).
     pub arg: Expression,
+    /// `n` of the N accumulators (a constant).
+    pub n: Option<usize>,
+    /// `sortBy` of `$top`/`$bottom`/`$topN`/`$bottomN`.
+    pub sort: Option<crate::query::SortSpec>,
 }
 
 impl AccSpec {
+    /// `field: {$sum: 1}`, the count that `$sortByCount` and `$bucket` produce by default.
+    pub fn count(field: &str) -> AccSpec {
+        AccSpec {
+            field: field.to_string(),
+            op: AccOp::Sum,
+            arg: Expression::Const(Bson::Int32(1)),
+            n: None,
+            sort: None,
+        }
+    }
+
     /// Parses `field: {$op: expr}`.
     pub fn parse(field: &str, spec: &Bson, scope: &Scope) -> Result<AccSpec> {
         if field.contains('.') {
@@ -80,6 +116,16 @@ impl AccSpec {
             "$addToSet" => AccOp::AddToSet,
             "$count" => AccOp::Count,
             "$mergeObjects" => AccOp::MergeObjects,
+            "$stdDevPop" => AccOp::StdDevPop,
+            "$stdDevSamp" => AccOp::StdDevSamp,
+            "$firstN" => AccOp::FirstN,
+            "$lastN" => AccOp::LastN,
+            "$maxN" => AccOp::MaxN,
+            "$minN" => AccOp::MinN,
+            "$top" => AccOp::Top,
+            "$bottom" => AccOp::Bottom,
+            "$topN" => AccOp::TopN,
+            "$bottomN" => AccOp::BottomN,
             other => return Err(loc(15952, format!("unknown group operator '{other}'"))),
         };
         if op == AccOp::Count && !matches!(arg, Bson::Document(a) if a.is_empty()) {
@@ -93,8 +139,82 @@ impl AccSpec {
         {
             return Err(loc(40237, format!("The {name} accumulator is a unary operator")));
         }
-        Ok(AccSpec { field: field.to_string(), op, arg: Expression::parse_in(arg, scope)? })
+        if matches!(
+            op,
+            AccOp::FirstN
+                | AccOp::LastN
+                | AccOp::MaxN
+                | AccOp::MinN
+                | AccOp::Top
+                | AccOp::Bottom
+                | AccOp::TopN
+                | AccOp::BottomN
+        ) {
+            return parse_n(field, name, op, arg, scope);
+        }
+        Ok(AccSpec {
+            field: field.to_string(),
+            op,
+            arg: Expression::parse_in(arg, scope)?,
+            n: None,
+            sort: None,
+        })
     }
+}
+
+/// Parses the object argument of the N and top/bottom accumulators.
+fn parse_n(field: &str, name: &str, op: AccOp, arg: &Bson, scope: &Scope) -> Result<AccSpec> {
+    let Bson::Document(spec) = arg else {
+        return Err(loc(
+            5787801,
+            format!("specification must be an object; found {}", type_name(arg)),
+        ));
+    };
+    let sorted = matches!(op, AccOp::Top | AccOp::Bottom | AccOp::TopN | AccOp::BottomN);
+    let needs_n = !matches!(op, AccOp::Top | AccOp::Bottom);
+    let value_key = if sorted { "output" } else { "input" };
+    let (mut value, mut n, mut sort) = (None, None, None);
+    for (k, v) in spec {
+        match k.as_str() {
+            k2 if k2 == value_key => value = Some(Expression::parse_in(v, scope)?),
+            "n" if needs_n => {
+                let c = Expression::parse_in(v, scope)?.eval_doc(&Document::new())?;
+                n = match c.as_ref().and_then(super::ops::as_int) {
+                    Some(x) if x > 0 => Some(x as usize),
+                    _ => {
+                        return Err(loc(
+                            5787908,
+                            format!(
+                                "'n' must be greater than 0, found {}",
+                                c.as_ref()
+                                    .map_or("missing".to_string(), crate::doc::fmt::value_string)
+                            ),
+                        ));
+                    }
+                };
+            }
+            "sortBy" if sorted => match v {
+                Bson::Document(s) => sort = Some(crate::query::SortSpec::parse(s)?),
+                other => {
+                    return Err(loc(
+                        5788604,
+                        format!("{name} 'sortBy' must be an object, found {}", type_name(other)),
+                    ));
+                }
+            },
+            other => return Err(loc(5787901, format!("Unknown argument for '{name}': {other}"))),
+        }
+    }
+    let Some(value) = value else {
+        return Err(loc(5787907, format!("{name} requires an '{value_key}' field")));
+    };
+    if needs_n && n.is_none() {
+        return Err(loc(5787906, format!("{name} requires an 'n' field")));
+    }
+    if sorted && sort.is_none() {
+        return Err(loc(5788005, format!("{name} requires a 'sortBy' field")));
+    }
+    Ok(AccSpec { field: field.to_string(), op, arg: value, n, sort })
 }
 
 /// The running state of one accumulator in one group.
@@ -114,6 +234,12 @@ pub enum Acc {
     List(Vec<Bson>, bool),
     /// Merged documents.
     Merge(Document),
+    /// Numeric values for a standard deviation (sample or population).
+    StdDev(Vec<f64>, bool),
+    /// Values for `$firstN`/`$lastN`/`$maxN`/`$minN`.
+    Values(Vec<Bson>),
+    /// `(document, output)` pairs for the top/bottom accumulators.
+    Ranked(Vec<(Document, Bson)>),
 }
 
 impl Acc {
@@ -129,6 +255,63 @@ impl Acc {
             AccOp::Push => Acc::List(Vec::new(), false),
             AccOp::AddToSet => Acc::List(Vec::new(), true),
             AccOp::MergeObjects => Acc::Merge(Document::new()),
+            AccOp::StdDevPop => Acc::StdDev(Vec::new(), false),
+            AccOp::StdDevSamp => Acc::StdDev(Vec::new(), true),
+            AccOp::FirstN | AccOp::LastN | AccOp::MaxN | AccOp::MinN => Acc::Values(Vec::new()),
+            AccOp::Top | AccOp::Bottom | AccOp::TopN | AccOp::BottomN => Acc::Ranked(Vec::new()),
+        }
+    }
+
+    /// Folds one document in for the accumulators that look at the document itself (the
+    /// top/bottom family sorts documents by `sortBy`).
+    pub fn add_ranked(&mut self, spec: &AccSpec, doc: &Document, v: Value) -> Result<()> {
+        match self {
+            Acc::Ranked(items) => {
+                items.push((doc.clone(), v.unwrap_or(Bson::Null)));
+                Ok(())
+            }
+            _ => self.add(spec.op, v),
+        }
+    }
+
+    /// The accumulated value, for accumulators that need their spec (`n`, `sortBy`).
+    pub fn finish_with(self, spec: &AccSpec) -> Bson {
+        let n = spec.n.unwrap_or(1);
+        match (self, spec.op) {
+            (Acc::Values(items), AccOp::FirstN) => Bson::Array(items.into_iter().take(n).collect()),
+            (Acc::Values(items), AccOp::LastN) => {
+                let skip = items.len().saturating_sub(n);
+                Bson::Array(items.into_iter().skip(skip).collect())
+            }
+            (Acc::Values(items), op) => {
+                let mut items: Vec<Bson> = items
+                    .into_iter()
+                    .filter(|v| !matches!(v, Bson::Null | Bson::Undefined))
+                    .collect();
+                items.sort_by(cmp_bson);
+                if op == AccOp::MaxN {
+                    items.reverse();
+                }
+                items.truncate(n);
+                Bson::Array(items)
+            }
+            (Acc::Ranked(mut items), op) => {
+                if let Some(s) = &spec.sort {
+                    items.sort_by(|a, b| s.compare(&a.0, &b.0));
+                }
+                if matches!(op, AccOp::Bottom | AccOp::BottomN) {
+                    items.reverse();
+                }
+                let mut outs: Vec<Bson> = items.into_iter().map(|(_, o)| o).take(n).collect();
+                if matches!(op, AccOp::Bottom | AccOp::BottomN) {
+                    outs.reverse();
+                }
+                match op {
+                    AccOp::Top | AccOp::Bottom => outs.into_iter().next().unwrap_or(Bson::Null),
+                    _ => Bson::Array(outs),
+                }
+            }
+            (acc, _) => acc.finish(),
         }
     }
 
@@ -174,6 +357,13 @@ impl Acc {
                     items.push(x);
                 }
             }
+            Acc::StdDev(xs, _) => {
+                if let Some(n) = v.as_ref().and_then(Number::of) {
+                    xs.push(n.to_f64());
+                }
+            }
+            Acc::Values(items) => items.push(v.unwrap_or(Bson::Null)),
+            Acc::Ranked(items) => items.push((Document::new(), v.unwrap_or(Bson::Null))),
             Acc::Merge(d) => match v {
                 None | Some(Bson::Null) | Some(Bson::Undefined) => {}
                 Some(Bson::Document(x)) => {
@@ -218,8 +408,23 @@ impl Acc {
             Acc::Last(last) => last,
             Acc::List(items, _) => Bson::Array(items),
             Acc::Merge(d) => Bson::Document(d),
+            Acc::StdDev(xs, sample) => std_dev(&xs, sample),
+            Acc::Values(items) => Bson::Array(items),
+            Acc::Ranked(items) => Bson::Array(items.into_iter().map(|(_, o)| o).collect()),
         }
     }
+}
+
+/// The standard deviation of `xs` (null when undefined: no values, or one for a sample).
+pub fn std_dev(xs: &[f64], sample: bool) -> Bson {
+    let n = xs.len();
+    if n == 0 || (sample && n == 1) {
+        return Bson::Null;
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let ss: f64 = xs.iter().map(|x| (x - mean) * (x - mean)).sum();
+    let d = if sample { n - 1 } else { n };
+    Bson::Double((ss / d as f64).sqrt())
 }
 
 /// A group key ordered by MongoDB's value order.
@@ -269,11 +474,11 @@ pub fn group_by(
         };
         for (spec, acc) in accs.iter().zip(groups[slot].1.iter_mut()) {
             let value = spec.arg.eval(&mut v)?;
-            acc.add(spec.op, value)?;
+            acc.add_ranked(spec, d, value)?;
         }
     }
     Ok(groups
         .into_iter()
-        .map(|(k, accs)| (k, accs.into_iter().map(Acc::finish).collect()))
+        .map(|(k, state)| (k, state.into_iter().zip(accs).map(|(a, s)| a.finish_with(s)).collect()))
         .collect())
 }

@@ -1041,6 +1041,14 @@ pub fn positional(name: &str, vals: Vec<Value>) -> Result<Value> {
         "$toDate" => convert(one(), "date", None, None),
         "$toObjectId" => convert(one(), "objectId", None, None),
         "$sum" | "$avg" => Ok(sum_avg(name, vals)),
+        "$stdDevPop" | "$stdDevSamp" => {
+            let items: Vec<Bson> = match vals.as_slice() {
+                [Some(Bson::Array(items))] => items.clone(),
+                _ => vals.into_iter().flatten().collect(),
+            };
+            let xs: Vec<f64> = items.iter().filter_map(Number::of).map(Number::to_f64).collect();
+            Ok(Some(super::group::std_dev(&xs, name == "$stdDevSamp")))
+        }
         "$min" => Ok(min_max(vals, false)),
         "$max" => Ok(min_max(vals, true)),
         other => Err(Error::new(

@@ -311,11 +311,7 @@ impl Stage {
                 })
                 .collect(),
             Stage::SortByCount(e) => {
-                let count = AccSpec {
-                    field: "count".to_string(),
-                    op: super::group::AccOp::Sum,
-                    arg: Expression::Const(Bson::Int32(1)),
-                };
+                let count = AccSpec::count("count");
                 let groups = group_by(&docs, |v| Ok(e.eval(v)?.unwrap_or(Bson::Null)), &[count], &ctx.vars)?;
                 let mut out: Vec<Document> = groups
                     .into_iter()
@@ -893,13 +889,7 @@ fn parse_bucket(arg: &Bson, scope: &Scope) -> Result<Stage> {
             ));
         }
     }
-    let output = output.unwrap_or_else(|| {
-        vec![AccSpec {
-            field: "count".to_string(),
-            op: super::group::AccOp::Sum,
-            arg: Expression::Const(Bson::Int32(1)),
-        }]
-    });
+    let output = output.unwrap_or_else(|| vec![AccSpec::count("count")]);
     Ok(Stage::Bucket(Bucket { group_by, boundaries, default, output }))
 }
 
