@@ -222,7 +222,7 @@ impl Stage {
                 Ok(Stage::Sample(size as usize))
             }
             "$documents" => Ok(Stage::Documents(Expression::parse_in(arg, scope)?)),
-            "$lookup" => parse_lookup(arg, scope),
+            "$lookup" => parse_lookup(arg, scope, let_vars),
             "$unionWith" => parse_union(arg, let_vars),
             "$out" => Ok(Stage::Output(super::output::parse_out(arg)?)),
             "$merge" => Ok(Stage::Output(super::output::parse_merge(arg)?)),
@@ -982,7 +982,7 @@ fn stage_docs(stages: &[Bson], ctx: &str) -> Result<Vec<Document>> {
         .collect()
 }
 
-fn parse_lookup(arg: &Bson, scope: &Scope) -> Result<Stage> {
+fn parse_lookup(arg: &Bson, scope: &Scope, outer_vars: &Document) -> Result<Stage> {
     let Bson::Document(spec) = arg else {
         return Err(loc(40319, "the $lookup specification must be an Object"));
     };
@@ -1079,6 +1079,15 @@ fn parse_lookup(arg: &Bson, scope: &Scope) -> Result<Stage> {
         if !docs_first {
             return Err(err!(FailedToParse, "must specify 'from' field for a $lookup"));
         }
+    }
+    // The sub-pipeline is parsed again per document with the variables' values; parsing it
+    // now (with placeholders) reports its errors even when there is no input.
+    if let Some(stages) = &l.pipeline {
+        let mut names = outer_vars.clone();
+        for (name, _) in &l.let_vars {
+            names.insert(name.clone(), Bson::Null);
+        }
+        Pipeline::parse(stages, &names)?;
     }
     Ok(Stage::Lookup(Box::new(l)))
 }
