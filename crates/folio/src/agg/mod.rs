@@ -23,6 +23,7 @@ pub mod expr;
 pub mod group;
 pub mod ops;
 pub mod output;
+pub mod project;
 mod stage;
 
 #[cfg(test)]

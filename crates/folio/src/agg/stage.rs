@@ -15,8 +15,7 @@ use super::group::{AccSpec, group_by};
 use super::{Context, Pipeline};
 use crate::doc::fmt::{doc_string, value_string};
 use crate::error::{Code, Error, Result};
-use crate::query::expr::substitute_in_expr;
-use crate::query::{Filter, Projection, SortSpec};
+use crate::query::{Filter, SortSpec};
 use crate::{bail, err};
 
 /// A parsed stage.
@@ -24,10 +23,8 @@ use crate::{bail, err};
 pub enum Stage {
     /// `$match`
     Match(Filter),
-    /// `$project` and `$unset`, with the computed fields' expressions (evaluated once more
-    /// by the full evaluator so that their errors reach the client; the projection itself
-    /// treats a failing expression as missing).
-    Project(Projection, Vec<Expression>),
+    /// `$project` and `$unset`.
+    Project(super::project::Projection),
     /// `$addFields` / `$set`: dotted paths and values.
     AddFields(Vec<(String, Expression)>),
     /// `$group`: key expression and accumulators.
@@ -107,16 +104,7 @@ impl Stage {
                 let Bson::Document(p) = arg else {
                     return Err(loc(15969, "$project specification must be an object"));
                 };
-                if p.is_empty() {
-                    return Err(loc(
-                        51272,
-                        "projection specification must have at least one field",
-                    ));
-                }
-                let p = with_vars(p, let_vars);
-                let mut computed = Vec::new();
-                computed_exprs(&p, scope, &mut computed)?;
-                Ok(Stage::Project(Projection::parse(&p)?, computed))
+                Ok(Stage::Project(super::project::Projection::parse(p, scope)?))
             }
             "$unset" => parse_unset(arg),
             "$addFields" | "$set" => {
@@ -240,17 +228,9 @@ impl Stage {
     pub fn execute(&self, docs: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
         match self {
             Stage::Match(f) => Ok(docs.into_iter().filter(|d| f.matches(d)).collect()),
-            Stage::Project(p, computed) => docs
+            Stage::Project(p) => docs
                 .iter()
-                .map(|d| {
-                    if !computed.is_empty() {
-                        let mut vars = Vars::with_let(d, &ctx.vars);
-                        for e in computed {
-                            e.eval(&mut vars)?;
-                        }
-                    }
-                    p.apply(d, None)
-                })
+                .map(|d| p.apply(d, &mut Vars::with_let(d, &ctx.vars)))
                 .collect(),
             Stage::AddFields(fields) => docs.into_iter().map(|d| add_fields(d, fields, ctx)).collect(),
             Stage::Group(key, accs) => {
@@ -448,17 +428,6 @@ pub fn top_k(mut docs: Vec<Document>, s: &SortSpec, k: usize) -> Vec<Document> {
     docs
 }
 
-/// Substitutes constant `let` variables into a spec parsed by the query layer.
-fn with_vars(spec: &Document, vars: &Document) -> Document {
-    if vars.is_empty() {
-        return spec.clone();
-    }
-    match substitute_in_expr(&Bson::Document(spec.clone()), vars) {
-        Bson::Document(d) => d,
-        _ => spec.clone(),
-    }
-}
-
 fn non_negative(v: &Bson, stage: &str) -> Result<usize> {
     let n = match v {
         Bson::Int32(n) => i64::from(*n),
@@ -501,29 +470,12 @@ fn parse_unset(arg: &Bson) -> Result<Stage> {
         }
         _ => return Err(loc(31002, "$unset specification must be a string or an array")),
     };
-    let mut spec = Document::new();
-    for f in fields {
-        if f.is_empty() {
+    for f in &fields {
+        if f.is_empty() || f.split('.').any(str::is_empty) {
             return Err(loc(40352, "FieldPath cannot be constructed with empty string"));
         }
-        spec.insert(f, 0);
     }
-    Ok(Stage::Project(Projection::parse(&spec)?, Vec::new()))
-}
-
-/// The expressions of a `$project` spec's computed fields (inclusion flags are skipped).
-fn computed_exprs(spec: &Document, scope: &Scope, out: &mut Vec<Expression>) -> Result<()> {
-    for v in spec.values() {
-        match v {
-            Bson::Document(d) if d.keys().next().is_some_and(|k| !k.starts_with('$')) => {
-                computed_exprs(d, scope, out)?
-            }
-            Bson::Document(_) | Bson::Array(_) => out.push(Expression::parse_in(v, scope)?),
-            Bson::String(s) if s.starts_with('$') => out.push(Expression::parse_in(v, scope)?),
-            _ => {}
-        }
-    }
-    Ok(())
+    Ok(Stage::Project(super::project::Projection::exclusion(&fields)?))
 }
 
 /// Flattens `{a: {b: expr}}` into `("a.b", expr)`; operator objects are expressions.
