@@ -427,9 +427,9 @@ pub fn std_dev(xs: &[f64], sample: bool) -> Bson {
     Bson::Double((ss / d as f64).sqrt())
 }
 
-/// A group key ordered by MongoDB's value order.
+/// A value ordered by MongoDB's value order (a map key for grouping and joins).
 #[derive(Clone, Debug)]
-struct Key(Bson);
+pub(crate) struct Key(pub(crate) Bson);
 
 impl PartialEq for Key {
     fn eq(&self, other: &Key) -> bool {

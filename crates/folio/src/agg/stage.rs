@@ -1044,15 +1044,39 @@ fn parse_lookup(arg: &Bson, scope: &Scope, outer_vars: &Document) -> Result<Stag
     Ok(Stage::Lookup(Box::new(l)))
 }
 
+/// An equality index over the foreign collection for `$lookup`: every value a query equality
+/// on `field` would match (array elements and the whole array; null for a missing field).
+fn foreign_index(
+    foreign: &[Document],
+    field: &str,
+) -> std::collections::BTreeMap<super::group::Key, Vec<usize>> {
+    let mut index: std::collections::BTreeMap<super::group::Key, Vec<usize>> = Default::default();
+    for (i, d) in foreign.iter().enumerate() {
+        let mut keys: Vec<Bson> =
+            crate::doc::path::collect_values(d, field).into_iter().cloned().collect();
+        match crate::doc::path::get_path(d, field) {
+            Some(whole @ Bson::Array(_)) => keys.push(whole.clone()),
+            None if keys.is_empty() => keys.push(Bson::Null),
+            _ => {}
+        }
+        for k in keys {
+            let k = if matches!(k, Bson::Undefined) { Bson::Null } else { k };
+            index.entry(super::group::Key(k)).or_default().push(i);
+        }
+    }
+    index
+}
+
 fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<Vec<Document>> {
     let foreign = match &l.from {
         Some(c) => ctx.source.collection(&ctx.db, c)?,
         None => Vec::new(),
     };
+    let index = l.foreign_field.as_deref().map(|f| foreign_index(&foreign, f));
     let mut out = Vec::with_capacity(docs.len());
     for mut d in docs {
-        let mut candidates: Vec<Document> = match (&l.local_field, &l.foreign_field) {
-            (Some(local), Some(foreign_field)) => {
+        let mut candidates: Vec<Document> = match (&l.local_field, &l.foreign_field, &index) {
+            (Some(local), Some(foreign_field), Some(index)) => {
                 let parts: Vec<String> = local.split('.').map(str::to_string).collect();
                 let values = match super::expr::field_path(&d, &parts) {
                     None | Some(Bson::Null) => vec![Bson::Null],
@@ -1060,10 +1084,23 @@ fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<Vec<Document
                     Some(Bson::Array(items)) => items,
                     Some(v) => vec![v],
                 };
-                let mut f = Document::new();
-                f.insert(foreign_field.clone(), bson::doc! {"$in": values});
-                let filter = Filter::parse(&f)?;
-                foreign.iter().filter(|x| filter.matches(x)).cloned().collect()
+                if values.iter().any(|v| matches!(v, Bson::RegularExpression(_))) {
+                    // A regex matches like a query `$in` does; the equality index cannot.
+                    let mut f = Document::new();
+                    f.insert(foreign_field.clone(), bson::doc! {"$in": values});
+                    let filter = Filter::parse(&f)?;
+                    foreign.iter().filter(|x| filter.matches(x)).cloned().collect()
+                } else {
+                    let mut hits: Vec<usize> = values
+                        .into_iter()
+                        .filter_map(|v| index.get(&super::group::Key(v)))
+                        .flatten()
+                        .copied()
+                        .collect();
+                    hits.sort_unstable();
+                    hits.dedup();
+                    hits.into_iter().map(|i| foreign[i].clone()).collect()
+                }
             }
             _ => foreign.clone(),
         };
