@@ -326,6 +326,8 @@ pub fn named(name: &str, args: &[(&str, Value)]) -> Result<Value> {
         "$dateAdd" | "$dateSubtract" => date_add(name, args),
         "$dateDiff" => date_diff(args),
         "$dateTrunc" => date_trunc(args),
+        "$dateToParts" => date_to_parts(args),
+        "$dateFromParts" => date_from_parts(args),
         _ => date_part(name, args),
     }
 }
@@ -629,4 +631,103 @@ fn date_trunc(args: &[(&str, Value)]) -> Result<Value> {
         }
     };
     Ok(Some(Bson::DateTime(bson::DateTime::from_millis(truncated - off * 60_000))))
+}
+
+/// `$dateToParts`: the calendar fields of a date (ISO week fields with `iso8601: true`).
+fn date_to_parts(args: &[(&str, Value)]) -> Result<Value> {
+    let Some(ms) = date_arg("$dateToParts", &get(args, "date"))? else {
+        return Ok(Some(Bson::Null));
+    };
+    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let p = parts(ms, off);
+    let iso = matches!(get(args, "iso8601"), Some(Bson::Boolean(true)));
+    let mut d = bson::Document::new();
+    if iso {
+        let (y, w, wd) = iso_week(&p);
+        d.insert("isoWeekYear", y as i32);
+        d.insert("isoWeek", w as i32);
+        d.insert("isoDayOfWeek", wd as i32);
+    } else {
+        d.insert("year", p.year as i32);
+        d.insert("month", p.month as i32);
+        d.insert("day", p.day as i32);
+    }
+    d.insert("hour", p.hour as i32);
+    d.insert("minute", p.minute as i32);
+    d.insert("second", p.second as i32);
+    d.insert("millisecond", p.milli as i32);
+    Ok(Some(Bson::Document(d)))
+}
+
+/// `$dateFromParts`: a date from calendar (or ISO week) fields; out-of-range fields carry over,
+/// as in MongoDB (`month: 14` is February of the next year).
+fn date_from_parts(args: &[(&str, Value)]) -> Result<Value> {
+    let num = |k: &str, default: i64| -> Result<Option<i64>> {
+        match get(args, k) {
+            None => Ok(Some(default)),
+            Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
+            Some(v) => as_int(&v).map(Some).ok_or_else(|| {
+                loc(
+                    40515,
+                    format!(
+                        "'{k}' must evaluate to an integer, found {} with value {}",
+                        type_name(&v),
+                        crate::doc::fmt::value_string(&v)
+                    ),
+                )
+            }),
+        }
+    };
+    let iso = has(args, "isoWeekYear");
+    let natural = ["year", "month", "day"].iter().any(|k| has(args, k));
+    let iso_fields = ["isoWeekYear", "isoWeek", "isoDayOfWeek"].iter().any(|k| has(args, k));
+    if natural && iso_fields {
+        return Err(loc(
+            40489,
+            "$dateFromParts does not allow mixing natural dates with ISO dates",
+        ));
+    }
+    if !iso && !has(args, "year") {
+        return Err(loc(
+            40516,
+            "$dateFromParts requires either 'year' or 'isoWeekYear' to be present",
+        ));
+    }
+    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let fields = [("hour", 0), ("minute", 0), ("second", 0), ("millisecond", 0)];
+    let mut t = [0i64; 4];
+    for (i, (k, d)) in fields.iter().enumerate() {
+        match num(k, *d)? {
+            Some(v) => t[i] = v,
+            None => return Ok(Some(Bson::Null)),
+        }
+    }
+    let days = if iso {
+        let (Some(y), Some(w), Some(wd)) =
+            (num("isoWeekYear", 0)?, num("isoWeek", 1)?, num("isoDayOfWeek", 1)?)
+        else {
+            return Ok(Some(Bson::Null));
+        };
+        // ISO week 1 holds January 4th; its Monday starts the ISO year.
+        let jan4 = days_from_civil(y, 1, 4);
+        let monday = jan4 - ((jan4 + 3).rem_euclid(7));
+        monday + (w - 1) * 7 + (wd - 1)
+    } else {
+        let (Some(y), Some(m), Some(d)) = (num("year", 1970)?, num("month", 1)?, num("day", 1)?)
+        else {
+            return Ok(Some(Bson::Null));
+        };
+        if !(1..=9999).contains(&y) {
+            return Err(loc(
+                40523,
+                format!("'year' must evaluate to an integer in the range 1 to 9999, found {y}"),
+            ));
+        }
+        let total = y * 12 + (m - 1);
+        let (yy, mm) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
+        days_from_civil(yy, mm, 1) + (d - 1)
+    };
+    let ms =
+        days * MS_PER_DAY + t[0] * 3_600_000 + t[1] * 60_000 + t[2] * 1000 + t[3] - off * 60_000;
+    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms))))
 }

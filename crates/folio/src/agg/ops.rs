@@ -332,6 +332,40 @@ fn pow(a: Value, b: Value) -> Result<Value> {
     Ok(Some(from_f64_width(x.to_f64().powf(y.to_f64()), w.max(2))))
 }
 
+/// `$bitAnd`, `$bitOr`, `$bitXor`, `$bitNot` over ints and longs.
+fn bitwise(op: &str, vals: &[Value]) -> Result<Value> {
+    let mut acc: Option<i64> = None;
+    let mut long = false;
+    for v in vals {
+        let x = match v {
+            None | Some(Bson::Null) | Some(Bson::Undefined) => return null(),
+            Some(Bson::Int32(i)) => i64::from(*i),
+            Some(Bson::Int64(i)) => {
+                long = true;
+                *i
+            }
+            Some(other) => {
+                return Err(Error::new(
+                    Code::TypeMismatch,
+                    format!("{op} only supports int and long, not: {}.", type_name(other)),
+                ));
+            }
+        };
+        acc = Some(match (op, acc) {
+            ("$bitNot", _) => !x,
+            (_, None) => x,
+            ("$bitAnd", Some(a)) => a & x,
+            ("$bitOr", Some(a)) => a | x,
+            (_, Some(a)) => a ^ x,
+        });
+    }
+    let r = acc.unwrap_or(match op {
+        "$bitAnd" => -1,
+        _ => 0,
+    });
+    Ok(Some(if long { Bson::Int64(r) } else { Bson::Int32(r as i32) }))
+}
+
 fn compare(op: &str, a: &Value, b: &Value) -> Result<Value> {
     let ord = cmp_values(a, b);
     Ok(Some(match op {
@@ -774,6 +808,30 @@ pub fn positional(name: &str, vals: Vec<Value>) -> Result<Value> {
             unary_num(name, one(), f64::sqrt, None)
         }
         "$exp" => unary_num(name, one(), f64::exp, None),
+        "$sin" => unary_num(name, one(), f64::sin, None),
+        "$cos" => unary_num(name, one(), f64::cos, None),
+        "$tan" => unary_num(name, one(), f64::tan, None),
+        "$asin" => unary_num(name, one(), f64::asin, None),
+        "$acos" => unary_num(name, one(), f64::acos, None),
+        "$atan" => unary_num(name, one(), f64::atan, None),
+        "$degreesToRadians" => unary_num(name, one(), f64::to_radians, None),
+        "$radiansToDegrees" => unary_num(name, one(), f64::to_degrees, None),
+        "$log" | "$atan2" => {
+            let Some((x, y)) = two_numbers(name, 28756, vals[0].clone(), vals[1].clone())? else {
+                return null();
+            };
+            let w = width(x).max(width(y)).max(2);
+            let r = if name == "$log" {
+                if x.to_f64() <= 0.0 || y.to_f64() <= 0.0 || y.to_f64() == 1.0 {
+                    return Err(loc(28758, "$log's base must be a positive number not equal to 1"));
+                }
+                x.to_f64().ln() / y.to_f64().ln()
+            } else {
+                x.to_f64().atan2(y.to_f64())
+            };
+            Ok(Some(from_f64_width(r, w)))
+        }
+        "$bitAnd" | "$bitOr" | "$bitXor" | "$bitNot" => bitwise(name, &vals),
         "$ln" => unary_num(name, one(), f64::ln, None),
         "$log10" => unary_num(name, one(), f64::log10, None),
         "$eq" | "$ne" | "$gt" | "$gte" | "$lt" | "$lte" | "$cmp" => {
