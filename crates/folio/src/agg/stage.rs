@@ -53,6 +53,8 @@ pub enum Stage {
     Documents(Expression),
     /// `$lookup`
     Lookup(Box<Lookup>),
+    /// `$graphLookup`
+    GraphLookup(Box<GraphLookup>),
     /// `$unionWith`: collection and pipeline.
     UnionWith(String, Option<Pipeline>),
     /// `$out` / `$merge`: the results are written by the command layer (see [`super::output`]).
@@ -66,6 +68,19 @@ pub struct Bucket {
     boundaries: Vec<Bson>,
     default: Option<Bson>,
     output: Vec<AccSpec>,
+}
+
+/// A parsed `$graphLookup`.
+#[derive(Clone, Debug)]
+pub struct GraphLookup {
+    from: String,
+    start_with: Expression,
+    connect_from: String,
+    connect_to: String,
+    as_field: String,
+    max_depth: Option<i64>,
+    depth_field: Option<String>,
+    restrict: Option<Filter>,
 }
 
 /// A parsed `$lookup`.
@@ -212,12 +227,13 @@ impl Stage {
             "$documents" => Ok(Stage::Documents(Expression::parse_in(arg, scope)?)),
             "$lookup" => parse_lookup(arg, scope, let_vars),
             "$unionWith" => parse_union(arg, let_vars),
+            "$graphLookup" => parse_graph_lookup(arg, scope),
             "$out" => Ok(Stage::Output(super::output::parse_out(arg)?)),
             "$merge" => Ok(Stage::Output(super::output::parse_merge(arg)?)),
             // TODO(#7): stages MongoDB has that Folio does not implement yet.
             "$listLocalSessions" | "$listSessions" | "$collStats" | "$indexStats"
-            | "$currentOp" | "$setWindowFields" | "$graphLookup" | "$bucketAuto" | "$redact"
-            | "$geoNear" | "$densify" | "$fill" | "$changeStream" | "$planCacheStats" => {
+            | "$currentOp" | "$setWindowFields" | "$bucketAuto" | "$redact" | "$geoNear"
+            | "$densify" | "$fill" | "$changeStream" | "$planCacheStats" => {
                 Err(err!(NotImplemented, "the {name} stage is not supported"))
             }
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
@@ -345,6 +361,7 @@ impl Stage {
                 }
             }
             Stage::Lookup(l) => lookup(docs, l, ctx),
+            Stage::GraphLookup(g) => graph_lookup(docs, g, ctx),
             Stage::UnionWith(coll, pipeline) => {
                 let mut docs = docs;
                 let other = ctx.source.collection(&ctx.db, coll)?;
@@ -1127,6 +1144,131 @@ fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<Vec<Document
             &parts,
             Some(Bson::Array(candidates.into_iter().map(Bson::Document).collect())),
         );
+        out.push(d);
+    }
+    Ok(out)
+}
+
+fn parse_graph_lookup(arg: &Bson, scope: &Scope) -> Result<Stage> {
+    let Bson::Document(spec) = arg else {
+        return Err(loc(40327, "the $graphLookup stage specification must be an object"));
+    };
+    let string = |k: &str| -> Result<Option<String>> {
+        match spec.get(k) {
+            None => Ok(None),
+            Some(Bson::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(loc(
+                40103,
+                format!("expected string as argument for '{k}', found: {}", type_name(other)),
+            )),
+        }
+    };
+    for k in spec.keys() {
+        if !matches!(
+            k.as_str(),
+            "from"
+                | "startWith"
+                | "connectFromField"
+                | "connectToField"
+                | "as"
+                | "maxDepth"
+                | "depthField"
+                | "restrictSearchWithMatch"
+        ) {
+            return Err(loc(40104, format!("Unknown argument to $graphLookup: {k}")));
+        }
+    }
+    let max_depth = match spec.get("maxDepth") {
+        None => None,
+        Some(v) => match super::ops::as_int(v) {
+            Some(n) if n >= 0 => Some(n),
+            _ => {
+                return Err(loc(
+                    40101,
+                    format!("maxDepth must be nonnegative, found: {}", value_string(v)),
+                ));
+            }
+        },
+    };
+    let restrict = match spec.get("restrictSearchWithMatch") {
+        None => None,
+        Some(Bson::Document(f)) => Some(Filter::parse(f)?),
+        Some(other) => {
+            return Err(loc(
+                40185,
+                format!("restrictSearchWithMatch must be an object, found {}", type_name(other)),
+            ));
+        }
+    };
+    let (Some(from), Some(start), Some(connect_from), Some(connect_to), Some(as_field)) = (
+        string("from")?,
+        spec.get("startWith"),
+        string("connectFromField")?,
+        string("connectToField")?,
+        string("as")?,
+    ) else {
+        return Err(loc(
+            40105,
+            "from, as, startWith, connectFromField and connectToField must all be specified",
+        ));
+    };
+    Ok(Stage::GraphLookup(Box::new(GraphLookup {
+        from,
+        start_with: Expression::parse_in(start, scope)?,
+        connect_from,
+        connect_to,
+        as_field,
+        max_depth,
+        depth_field: string("depthField")?,
+        restrict,
+    })))
+}
+
+/// Breadth-first search from `startWith` through `connectFromField` to `connectToField`; each
+/// reachable document appears once, with its depth in `depthField` if asked for.
+fn graph_lookup(docs: Vec<Document>, g: &GraphLookup, ctx: &Context) -> Result<Vec<Document>> {
+    let mut foreign = ctx.source.collection(&ctx.db, &g.from)?;
+    if let Some(f) = &g.restrict {
+        foreign.retain(|d| f.matches(d));
+    }
+    let index = foreign_index(&foreign, &g.connect_to);
+    let mut out = Vec::with_capacity(docs.len());
+    for mut d in docs {
+        let start = g.start_with.eval(&mut Vars::with_let(&d, &ctx.vars))?;
+        let mut frontier: Vec<Bson> = match start {
+            None => Vec::new(),
+            Some(Bson::Array(items)) => items,
+            Some(v) => vec![v],
+        };
+        let mut seen = vec![false; foreign.len()];
+        let mut found = Vec::new();
+        let mut depth = 0i64;
+        while !frontier.is_empty() && g.max_depth.is_none_or(|m| depth <= m) {
+            let mut next = Vec::new();
+            for v in frontier {
+                for &i in index.get(&super::group::Key(v)).into_iter().flatten() {
+                    if seen[i] {
+                        continue;
+                    }
+                    seen[i] = true;
+                    let mut hit = foreign[i].clone();
+                    next.extend(
+                        crate::doc::path::collect_values(&hit, &g.connect_from)
+                            .into_iter()
+                            .cloned(),
+                    );
+                    if let Some(f) = &g.depth_field {
+                        let parts: Vec<&str> = f.split('.').collect();
+                        set_path(&mut hit, &parts, Some(Bson::Int64(depth)));
+                    }
+                    found.push(Bson::Document(hit));
+                }
+            }
+            frontier = next;
+            depth += 1;
+        }
+        let parts: Vec<&str> = g.as_field.split('.').collect();
+        set_path(&mut d, &parts, Some(Bson::Array(found)));
         out.push(d);
     }
     Ok(out)

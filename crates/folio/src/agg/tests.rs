@@ -174,6 +174,7 @@ golden_tests! { run_stage_file:
     stage_bucket => "stage_bucket.txt",
     stage_facet => "stage_facet.txt",
     stage_lookup => "stage_lookup.txt",
+    stage_graph_lookup => "stage_graph_lookup.txt",
     stage_union_with => "stage_union_with.txt",
     stage_misc => "stage_misc.txt",
     stage_out_merge => "stage_out_merge.txt",
