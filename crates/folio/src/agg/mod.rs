@@ -25,6 +25,7 @@ pub mod ops;
 pub mod output;
 pub mod project;
 mod stage;
+pub mod window;
 
 #[cfg(test)]
 mod tests;

@@ -55,6 +55,8 @@ pub enum Stage {
     Lookup(Box<Lookup>),
     /// `$graphLookup`
     GraphLookup(Box<GraphLookup>),
+    /// `$setWindowFields`
+    SetWindowFields(Box<super::window::SetWindowFields>),
     /// `$unionWith`: collection and pipeline.
     UnionWith(String, Option<Pipeline>),
     /// `$out` / `$merge`: the results are written by the command layer (see [`super::output`]).
@@ -228,12 +230,15 @@ impl Stage {
             "$lookup" => parse_lookup(arg, scope, let_vars),
             "$unionWith" => parse_union(arg, let_vars),
             "$graphLookup" => parse_graph_lookup(arg, scope),
+            "$setWindowFields" => Ok(Stage::SetWindowFields(Box::new(
+                super::window::SetWindowFields::parse(arg, scope)?,
+            ))),
             "$out" => Ok(Stage::Output(super::output::parse_out(arg)?)),
             "$merge" => Ok(Stage::Output(super::output::parse_merge(arg)?)),
             // TODO(#7): stages MongoDB has that Folio does not implement yet.
             "$listLocalSessions" | "$listSessions" | "$collStats" | "$indexStats"
-            | "$currentOp" | "$setWindowFields" | "$bucketAuto" | "$redact" | "$geoNear"
-            | "$densify" | "$fill" | "$changeStream" | "$planCacheStats" => {
+            | "$currentOp" | "$bucketAuto" | "$redact" | "$geoNear" | "$densify" | "$fill"
+            | "$changeStream" | "$planCacheStats" => {
                 Err(err!(NotImplemented, "the {name} stage is not supported"))
             }
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
@@ -362,6 +367,7 @@ impl Stage {
             }
             Stage::Lookup(l) => lookup(docs, l, ctx),
             Stage::GraphLookup(g) => graph_lookup(docs, g, ctx),
+            Stage::SetWindowFields(w) => w.execute(docs, ctx),
             Stage::UnionWith(coll, pipeline) => {
                 let mut docs = docs;
                 let other = ctx.source.collection(&ctx.db, coll)?;

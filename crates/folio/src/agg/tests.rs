@@ -175,6 +175,7 @@ golden_tests! { run_stage_file:
     stage_facet => "stage_facet.txt",
     stage_lookup => "stage_lookup.txt",
     stage_graph_lookup => "stage_graph_lookup.txt",
+    stage_set_window_fields => "stage_set_window_fields.txt",
     stage_union_with => "stage_union_with.txt",
     stage_misc => "stage_misc.txt",
     stage_out_merge => "stage_out_merge.txt",
