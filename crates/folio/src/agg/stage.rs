@@ -55,6 +55,8 @@ pub enum Stage {
     Lookup(Box<Lookup>),
     /// `$graphLookup`
     GraphLookup(Box<GraphLookup>),
+    /// `$bucketAuto`: groupBy, bucket count, output.
+    BucketAuto(Expression, usize, Vec<AccSpec>),
     /// `$setWindowFields`
     SetWindowFields(Box<super::window::SetWindowFields>),
     /// `$unionWith`: collection and pipeline.
@@ -230,6 +232,7 @@ impl Stage {
             "$lookup" => parse_lookup(arg, scope, let_vars),
             "$unionWith" => parse_union(arg, let_vars),
             "$graphLookup" => parse_graph_lookup(arg, scope),
+            "$bucketAuto" => parse_bucket_auto(arg, scope),
             "$setWindowFields" => Ok(Stage::SetWindowFields(Box::new(
                 super::window::SetWindowFields::parse(arg, scope)?,
             ))),
@@ -237,10 +240,8 @@ impl Stage {
             "$merge" => Ok(Stage::Output(super::output::parse_merge(arg)?)),
             // TODO(#7): stages MongoDB has that Folio does not implement yet.
             "$listLocalSessions" | "$listSessions" | "$collStats" | "$indexStats"
-            | "$currentOp" | "$bucketAuto" | "$redact" | "$geoNear" | "$densify" | "$fill"
-            | "$changeStream" | "$planCacheStats" => {
-                Err(err!(NotImplemented, "the {name} stage is not supported"))
-            }
+            | "$currentOp" | "$redact" | "$geoNear" | "$densify" | "$fill" | "$changeStream"
+            | "$planCacheStats" => Err(err!(NotImplemented, "the {name} stage is not supported")),
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
         }
     }
@@ -367,6 +368,7 @@ impl Stage {
             }
             Stage::Lookup(l) => lookup(docs, l, ctx),
             Stage::GraphLookup(g) => graph_lookup(docs, g, ctx),
+            Stage::BucketAuto(g, n, output) => bucket_auto(docs, g, *n, output, ctx),
             Stage::SetWindowFields(w) => w.execute(docs, ctx),
             Stage::UnionWith(coll, pipeline) => {
                 let mut docs = docs;
@@ -909,6 +911,115 @@ fn bucket(docs: &[Document], b: &Bucket, ctx: &Context) -> Result<Vec<Document>>
     };
     out.sort_by_key(|(k, _)| rank(k));
     Ok(out.into_iter().map(|(_, d)| d).collect())
+}
+
+fn parse_bucket_auto(arg: &Bson, scope: &Scope) -> Result<Stage> {
+    let Bson::Document(spec) = arg else {
+        return Err(loc(
+            40240,
+            format!(
+                "The argument to $bucketAuto must be an object, but found type: {}",
+                type_name(arg)
+            ),
+        ));
+    };
+    let (mut group, mut buckets, mut output) = (None, None, None);
+    for (k, v) in spec {
+        match k.as_str() {
+            "groupBy" => group = Some(Expression::parse_in(v, scope)?),
+            "buckets" => match super::ops::as_int(v) {
+                Some(n) if n > 0 && n <= i64::from(i32::MAX) => buckets = Some(n as usize),
+                _ => {
+                    return Err(loc(
+                        40243,
+                        format!(
+                            "The $bucketAuto 'buckets' field must be greater than 0, but found: {}",
+                            value_string(v)
+                        ),
+                    ));
+                }
+            },
+            "output" => match v {
+                Bson::Document(o) => {
+                    let mut accs = Vec::new();
+                    for (f, a) in o {
+                        accs.push(AccSpec::parse(f, a, scope)?);
+                    }
+                    output = Some(accs);
+                }
+                other => {
+                    return Err(loc(
+                        40244,
+                        format!(
+                            "The $bucketAuto 'output' field must be an object, but found type: {}",
+                            type_name(other)
+                        ),
+                    ));
+                }
+            },
+            // TODO(#7): preferred-number granularities.
+            "granularity" => {
+                return Err(err!(NotImplemented, "$bucketAuto 'granularity' is not supported"));
+            }
+            other => {
+                return Err(loc(40245, format!("Unrecognized option to $bucketAuto: {other}.")));
+            }
+        }
+    }
+    let (Some(group), Some(buckets)) = (group, buckets) else {
+        return Err(loc(40246, "$bucketAuto requires 'groupBy' and 'buckets' to be specified"));
+    };
+    Ok(Stage::BucketAuto(group, buckets, output.unwrap_or_else(|| vec![AccSpec::count("count")])))
+}
+
+/// `$bucketAuto`: sorts by the groupBy value and cuts the documents into `n` buckets of about
+/// equal size, never splitting equal values; each bucket's `max` is the next bucket's `min`.
+fn bucket_auto(
+    docs: Vec<Document>,
+    group: &Expression,
+    n: usize,
+    output: &[AccSpec],
+    ctx: &Context,
+) -> Result<Vec<Document>> {
+    let mut keyed = Vec::with_capacity(docs.len());
+    for d in docs {
+        let k = group.eval(&mut Vars::with_let(&d, &ctx.vars))?.unwrap_or(Bson::Null);
+        keyed.push((k, d));
+    }
+    keyed.sort_by(|a, b| crate::doc::compare::cmp_bson(&a.0, &b.0));
+    let size = ((keyed.len() as f64) / (n as f64)).round().max(1.0) as usize;
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0;
+    while start < keyed.len() {
+        let mut end = (start + size).min(keyed.len());
+        if ranges.len() + 1 == n {
+            end = keyed.len();
+        }
+        while end < keyed.len() && crate::doc::compare::bson_eq(&keyed[end].0, &keyed[end - 1].0) {
+            end += 1;
+        }
+        ranges.push((start, end));
+        start = end;
+    }
+    let mut out = Vec::with_capacity(ranges.len());
+    for (i, (lo, hi)) in ranges.iter().enumerate() {
+        let min = keyed[*lo].0.clone();
+        let max = match ranges.get(i + 1) {
+            Some((next, _)) => keyed[*next].0.clone(),
+            None => keyed[hi - 1].0.clone(),
+        };
+        let members: Vec<Document> = keyed[*lo..*hi].iter().map(|(_, d)| d.clone()).collect();
+        let groups = group_by(&members, |_| Ok(Bson::Null), output, &ctx.vars)?;
+        let mut d = Document::new();
+        d.insert("_id", bson::doc! {"min": min, "max": max});
+        if let Some((_, vals)) = groups.into_iter().next() {
+            for (spec, v) in output.iter().zip(vals) {
+                d.insert(spec.field.clone(), v);
+            }
+        }
+        out.push(d);
+    }
+    Ok(out)
 }
 
 fn parse_facet(arg: &Bson, let_vars: &Document) -> Result<Stage> {
