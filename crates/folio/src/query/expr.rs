@@ -87,7 +87,8 @@ impl Expr {
                     ("ROOT" | "CURRENT", None) => Ok(Expr::Root),
                     ("ROOT" | "CURRENT", Some(path)) => Ok(Expr::Field(path.to_string())),
                     ("REMOVE", None) => Ok(Expr::Missing),
-                    _ => bail!(Location17276, "Use of undefined variable: {name}"),
+                    // `$$NOW`, `$$CLUSTER_TIME`; anything else is an undefined variable there.
+                    _ => Ok(Expr::Full(v.clone(), Box::new(crate::agg::Expression::parse(v)?))),
                 }
             }
             Bson::String(s) if s.starts_with('$') => {
