@@ -16,7 +16,7 @@
 //! [`date`] (calendar arithmetic); accumulators for `$group` and `$bucket` live in [`group`].
 //!
 //! Blocking stages are bounded in memory only with `allowDiskUse: false` (error 292), and
-//! otherwise stay in memory. TODO(#7): spill to disk, `$listLocalSessions`, views.
+//! otherwise stay in memory. TODO(#7): spill to disk, views.
 
 pub mod date;
 pub mod expr;
@@ -43,6 +43,11 @@ pub trait Source {
     /// Every document of `db.coll` (empty if the collection does not exist), read at the same
     /// snapshot as the pipeline's input.
     fn collection(&self, db: &str, coll: &str) -> Result<Vec<Document>>;
+
+    /// The server's sessions for `$listLocalSessions` (`{_id: lsid, lastUse}` documents).
+    fn local_sessions(&self) -> Result<Vec<Document>> {
+        Err(err!(NotImplemented, "$listLocalSessions is not supported here"))
+    }
 }
 
 /// A [`Source`] that has no collections to offer: stages that need one fail.
@@ -104,6 +109,12 @@ impl Pipeline {
         let mut stages = Vec::with_capacity(pipeline.len());
         for (i, spec) in pipeline.iter().enumerate() {
             let st = Stage::parse(spec, &scope, let_vars)?;
+            if matches!(st, Stage::ListLocalSessions) && i != 0 {
+                return Err(expr::loc(
+                    40602,
+                    "$listLocalSessions is only valid as the first stage in a pipeline",
+                ));
+            }
             if matches!(st, Stage::Documents(_)) && i != 0 {
                 return Err(expr::loc(
                     40602,

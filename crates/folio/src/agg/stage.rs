@@ -55,6 +55,8 @@ pub enum Stage {
     Lookup(Box<Lookup>),
     /// `$graphLookup`
     GraphLookup(Box<GraphLookup>),
+    /// `$listLocalSessions` (the sessions come from the [`super::Source`]).
+    ListLocalSessions,
     /// `$bucketAuto`: groupBy, bucket count, output.
     BucketAuto(Expression, usize, Vec<AccSpec>),
     /// `$setWindowFields`
@@ -239,9 +241,18 @@ impl Stage {
             "$out" => Ok(Stage::Output(super::output::parse_out(arg)?)),
             "$merge" => Ok(Stage::Output(super::output::parse_merge(arg)?)),
             // TODO(#7): stages MongoDB has that Folio does not implement yet.
-            "$listLocalSessions" | "$listSessions" | "$collStats" | "$indexStats"
-            | "$currentOp" | "$redact" | "$geoNear" | "$densify" | "$fill" | "$changeStream"
-            | "$planCacheStats" => Err(err!(NotImplemented, "the {name} stage is not supported")),
+            "$listLocalSessions" => match arg {
+                Bson::Document(_) => Ok(Stage::ListLocalSessions),
+                other => Err(err!(
+                    TypeMismatch,
+                    "$listLocalSessions expects an object, found {}",
+                    type_name(other)
+                )),
+            },
+            "$listSessions" | "$collStats" | "$indexStats" | "$currentOp" | "$redact"
+            | "$geoNear" | "$densify" | "$fill" | "$changeStream" | "$planCacheStats" => {
+                Err(err!(NotImplemented, "the {name} stage is not supported"))
+            }
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
         }
     }
@@ -368,6 +379,7 @@ impl Stage {
             }
             Stage::Lookup(l) => lookup(docs, l, ctx),
             Stage::GraphLookup(g) => graph_lookup(docs, g, ctx),
+            Stage::ListLocalSessions => ctx.source.local_sessions(),
             Stage::BucketAuto(g, n, output) => bucket_auto(docs, g, *n, output, ctx),
             Stage::SetWindowFields(w) => w.execute(docs, ctx),
             Stage::UnionWith(coll, pipeline) => {

@@ -552,13 +552,17 @@ pub fn aggregate(
         _ => None,
     };
     let parsed = crate::agg::Pipeline::parse(&pipeline, &vars)?;
+    let sessions = pipeline
+        .first()
+        .is_some_and(|s| s.contains_key("$listLocalSessions"))
+        .then(|| local_sessions(svc, run));
     if let Some(sink) = parsed.sink() {
         // `$out` / `$merge`: run the pipeline and write its results in one write transaction.
         let (target_db, target_coll) = sink.target(&db);
         run.write(stmt_id(cmd, 0), |txn| {
             let results = {
                 let reader: &dyn crate::mvcc::Txn = &*txn;
-                let source = TxnSource(reader);
+                let source = TxnSource(reader, sessions.clone());
                 let ctx = crate::agg::Context {
                     db: db.clone(),
                     source: &source,
@@ -587,7 +591,7 @@ pub fn aggregate(
         return Ok(cursor_reply(svc, run, ns, Vec::new(), batch, false));
     }
     let docs = run.read(|txn| {
-        let source = TxnSource(txn);
+        let source = TxnSource(txn, sessions.clone());
         let ctx = crate::agg::Context {
             db: db.clone(),
             source: &source,
@@ -643,11 +647,39 @@ impl crate::agg::output::Target for TxnTarget<'_> {
     }
 }
 
-/// Lets `$lookup` and `$unionWith` read other collections in the aggregate's transaction.
-struct TxnSource<'a>(&'a dyn crate::mvcc::Txn);
+/// Lets `$lookup` and `$unionWith` read other collections in the aggregate's transaction, and
+/// `$listLocalSessions` list the sessions (gathered before the read).
+struct TxnSource<'a>(&'a dyn crate::mvcc::Txn, Option<Vec<Document>>);
 
 impl crate::agg::Source for TxnSource<'_> {
     fn collection(&self, db: &str, coll: &str) -> Result<Vec<Document>> {
         exec::find(self.0, db, coll, &FindSpec::default())
     }
+
+    fn local_sessions(&self) -> Result<Vec<Document>> {
+        Ok(self.1.clone().unwrap_or_default())
+    }
+}
+
+/// `{_id: lsid, lastUse}` for every session: the command's own (locked by this command) and
+/// every other one not busy right now.
+fn local_sessions(svc: &Service, run: &mut Runner) -> Vec<Document> {
+    let now = std::time::Instant::now();
+    let now_ms = bson::DateTime::now().timestamp_millis();
+    let doc_of = |lsid: &Document, last_use: Instant| {
+        let ago = i64::try_from(now.saturating_duration_since(last_use).as_millis()).unwrap_or(0);
+        doc! {"_id": lsid.clone(), "lastUse": bson::DateTime::from_millis(now_ms - ago)}
+    };
+    let mut out = Vec::new();
+    if let Some(s) = run.session() {
+        out.push(doc_of(&s.lsid, s.last_use));
+    }
+    for s in svc.sessions.list() {
+        if let Some(s) = s.try_lock()
+            && !out.iter().any(|d| d.get_document("_id").is_ok_and(|id| *id == s.lsid))
+        {
+            out.push(doc_of(&s.lsid, s.last_use));
+        }
+    }
+    out
 }
