@@ -18,13 +18,16 @@
 //! Blocking stages are bounded in memory only with `allowDiskUse: false` (error 292), and
 //! otherwise stay in memory. TODO(#7): spill to disk, views.
 
+pub mod bucket;
 pub mod date;
 pub mod expr;
 pub mod group;
+pub mod lookup;
 pub mod ops;
 pub mod output;
 pub mod project;
 mod stage;
+pub mod unwind;
 pub mod window;
 
 #[cfg(test)]
