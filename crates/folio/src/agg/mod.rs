@@ -185,10 +185,18 @@ pub fn run_with(
 }
 
 /// Evaluates a command's `let` option: each value is an expression over no document
-/// (`{total: {$add: [1, 2]}}` binds `$$total` to 3).
+/// (`{total: {$add: [1, 2]}}` binds `$$total` to 3). The result also binds `$$NOW` and
+/// `$$CLUSTER_TIME` once, so that every document of the command sees the same time, as in
+/// MongoDB (user variable names cannot clash: they start with a lowercase letter).
 pub fn eval_let(vars: &Document) -> Result<Document> {
     let empty = Document::new();
     let mut out = Document::new();
+    let now = bson::DateTime::now();
+    out.insert("NOW", now);
+    out.insert(
+        "CLUSTER_TIME",
+        bson::Timestamp { time: (now.timestamp_millis() / 1000) as u32, increment: 1 },
+    );
     for (name, v) in vars {
         expr::validate_var_name(name)?;
         let value = Expression::parse(v)?.eval_doc(&empty)?;

@@ -602,7 +602,7 @@ pub fn aggregate(
         // A leading `$match` (without `let` variables) is also given to the scan, so that it
         // can use an index; the pipeline applies it again, which changes nothing.
         let mut spec = FindSpec::default();
-        if ctx.vars.is_empty()
+        if !cmd.contains_key("let")
             && let Some(Bson::Document(f)) = pipeline.first().and_then(|s| s.get("$match"))
         {
             spec.filter = f.clone();
