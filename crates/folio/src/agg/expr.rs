@@ -37,7 +37,8 @@ pub(crate) fn loc(code: i32, msg: impl Into<String>) -> Error {
 }
 
 /// The system variables every expression can use.
-const SYSTEM_VARS: [&str; 5] = ["ROOT", "CURRENT", "REMOVE", "NOW", "CLUSTER_TIME"];
+const SYSTEM_VARS: [&str; 8] =
+    ["ROOT", "CURRENT", "REMOVE", "NOW", "CLUSTER_TIME", "DESCEND", "PRUNE", "KEEP"];
 
 /// A parsed aggregation expression.
 #[derive(Clone, Debug)]
@@ -282,6 +283,10 @@ impl<'a> Vars<'a> {
         match name {
             "ROOT" | "CURRENT" => Ok(Some(Bson::Document(self.root.clone()))),
             "REMOVE" => Ok(None),
+            // `$redact`'s outcomes.
+            "DESCEND" => Ok(Some(Bson::String("descend".to_string()))),
+            "PRUNE" => Ok(Some(Bson::String("prune".to_string()))),
+            "KEEP" => Ok(Some(Bson::String("keep".to_string()))),
             "NOW" => Ok(Some(Bson::DateTime(bson::DateTime::now()))),
             "CLUSTER_TIME" => Ok(Some(Bson::Timestamp(bson::Timestamp {
                 time: (bson::DateTime::now().timestamp_millis() / 1000) as u32,

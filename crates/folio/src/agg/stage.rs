@@ -53,6 +53,8 @@ pub enum Stage {
     Lookup(Box<super::lookup::Lookup>),
     /// `$graphLookup`
     GraphLookup(Box<super::lookup::GraphLookup>),
+    /// `$redact`: the expression deciding descend/prune/keep per (sub)document.
+    Redact(Expression),
     /// `$listLocalSessions` (the sessions come from the [`super::Source`]).
     ListLocalSessions,
     /// `$bucketAuto`: groupBy, bucket count, output.
@@ -206,6 +208,7 @@ impl Stage {
             "$out" => Ok(Stage::Output(super::output::parse_out(arg)?)),
             "$merge" => Ok(Stage::Output(super::output::parse_merge(arg)?)),
             // TODO(#7): stages MongoDB has that Folio does not implement yet.
+            "$redact" => Ok(Stage::Redact(Expression::parse_in(arg, scope)?)),
             "$listLocalSessions" => match arg {
                 Bson::Document(_) => Ok(Stage::ListLocalSessions),
                 other => Err(err!(
@@ -214,8 +217,8 @@ impl Stage {
                     type_name(other)
                 )),
             },
-            "$listSessions" | "$collStats" | "$indexStats" | "$currentOp" | "$redact"
-            | "$geoNear" | "$densify" | "$fill" | "$changeStream" | "$planCacheStats" => {
+            "$listSessions" | "$collStats" | "$indexStats" | "$currentOp" | "$geoNear"
+            | "$densify" | "$fill" | "$changeStream" | "$planCacheStats" => {
                 Err(err!(NotImplemented, "the {name} stage is not supported"))
             }
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
@@ -345,6 +348,15 @@ impl Stage {
             Stage::Lookup(l) => super::lookup::lookup(docs, l, ctx),
             Stage::GraphLookup(g) => super::lookup::graph_lookup(docs, g, ctx),
             Stage::ListLocalSessions => ctx.source.local_sessions(),
+            Stage::Redact(e) => {
+                let mut out = Vec::with_capacity(docs.len());
+                for d in docs {
+                    if let Some(r) = redact(&d, e, ctx)? {
+                        out.push(r);
+                    }
+                }
+                Ok(out)
+            }
             Stage::BucketAuto(g, n, output) => super::bucket::bucket_auto(docs, g, *n, output, ctx),
             Stage::SetWindowFields(w) => w.execute(docs, ctx),
             Stage::UnionWith(coll, pipeline) => {
@@ -420,6 +432,59 @@ fn approx_size(v: &Bson) -> usize {
         Bson::Int64(_) | Bson::Double(_) | Bson::DateTime(_) | Bson::Timestamp(_) => 8,
         Bson::Null | Bson::Undefined | Bson::MinKey | Bson::MaxKey => 0,
     }
+}
+
+/// `$redact` at one level: the expression (with this level as `$$CURRENT`) says whether to
+/// keep the document whole, prune it, or keep its scalar fields and descend into the
+/// embedded documents (also inside arrays).
+fn redact(d: &Document, e: &Expression, ctx: &Context) -> Result<Option<Document>> {
+    let decision = e.eval(&mut Vars::with_let(d, &ctx.vars))?;
+    match decision.as_ref().and_then(|v| v.as_str()) {
+        Some("keep") => Ok(Some(d.clone())),
+        Some("prune") => Ok(None),
+        Some("descend") => {
+            let mut out = Document::new();
+            for (k, v) in d {
+                match v {
+                    Bson::Document(sub) => {
+                        if let Some(r) = redact(sub, e, ctx)? {
+                            out.insert(k.clone(), r);
+                        }
+                    }
+                    Bson::Array(items) => {
+                        out.insert(k.clone(), redact_array(items, e, ctx)?);
+                    }
+                    other => {
+                        out.insert(k.clone(), other.clone());
+                    }
+                }
+            }
+            Ok(Some(out))
+        }
+        _ => Err(loc(
+            17053,
+            format!(
+                "$redact's expression should not return anything aside from the variables $$KEEP, $$DESCEND, and $$PRUNE, but returned {}",
+                decision.as_ref().map_or("missing".to_string(), value_string)
+            ),
+        )),
+    }
+}
+
+fn redact_array(items: &[Bson], e: &Expression, ctx: &Context) -> Result<Bson> {
+    let mut out = Vec::with_capacity(items.len());
+    for i in items {
+        match i {
+            Bson::Document(sub) => {
+                if let Some(r) = redact(sub, e, ctx)? {
+                    out.push(Bson::Document(r));
+                }
+            }
+            Bson::Array(inner) => out.push(redact_array(inner, e, ctx)?),
+            other => out.push(other.clone()),
+        }
+    }
+    Ok(Bson::Array(out))
 }
 
 /// Sorts and keeps the first `k` documents (MongoDB's `$sort` + `$limit` coalescence). A
