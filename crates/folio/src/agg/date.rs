@@ -67,7 +67,7 @@ struct Parts {
 }
 
 fn parts(ms: i64, offset_min: i64) -> Parts {
-    let local = ms + offset_min * 60_000;
+    let local = ms.saturating_add(offset_min * 60_000);
     let days = local.div_euclid(MS_PER_DAY);
     let rem = local.rem_euclid(MS_PER_DAY);
     let (year, month, day) = civil_from_days(days);
@@ -293,7 +293,8 @@ fn parse_with_format(s: &str, f: &str) -> Option<i64> {
             'S' => sec = take(&mut input, 2)?,
             'L' => ms = take(&mut input, 3)?,
             'z' => {
-                let (tz, rest) = input.split_at(input.len().min(5));
+                let cut = input.char_indices().nth(5).map_or(input.len(), |(i, _)| i);
+                let (tz, rest) = input.split_at(cut);
                 off = parse_tz(tz)?;
                 input = rest;
             }
@@ -469,13 +470,17 @@ fn unit_arg(op: &str, v: &Value) -> Result<Option<String>> {
     }
 }
 
-fn add_months(ms: i64, months: i64) -> i64 {
+/// `ms` plus a number of months (the day clamped to the month's length); `None` on overflow.
+fn add_months(ms: i64, months: i64) -> Option<i64> {
     let p = parts(ms, 0);
-    let total = p.year * 12 + i64::from(p.month) - 1 + months;
+    let total = (p.year * 12 + i64::from(p.month) - 1).checked_add(months)?;
     let (y, m) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
+    if y.abs() > 300_000_000 {
+        return None;
+    }
     let d = p.day.min(days_in_month(y, m));
     let tod = ms.rem_euclid(MS_PER_DAY);
-    days_from_civil(y, m, d) * MS_PER_DAY + tod
+    days_from_civil(y, m, d).checked_mul(MS_PER_DAY)?.checked_add(tod)
 }
 
 fn date_add(name: &str, args: &[(&str, Value)]) -> Result<Value> {
@@ -497,18 +502,22 @@ fn date_add(name: &str, args: &[(&str, Value)]) -> Result<Value> {
         },
     };
     let amount = if name == "$dateSubtract" { -amount } else { amount };
+    let fixed = |unit_ms: i64| amount.checked_mul(unit_ms).and_then(|d| start.checked_add(d));
     let ms = match unit.as_str() {
-        "year" => add_months(start, amount * 12),
-        "quarter" => add_months(start, amount * 3),
+        "year" => amount.checked_mul(12).and_then(|m| add_months(start, m)),
+        "quarter" => amount.checked_mul(3).and_then(|m| add_months(start, m)),
         "month" => add_months(start, amount),
-        "week" => start + amount * 7 * MS_PER_DAY,
-        "day" => start + amount * MS_PER_DAY,
-        "hour" => start + amount * 3_600_000,
-        "minute" => start + amount * 60_000,
-        "second" => start + amount * 1000,
-        _ => start + amount,
+        "week" => fixed(7 * MS_PER_DAY),
+        "day" => fixed(MS_PER_DAY),
+        "hour" => fixed(3_600_000),
+        "minute" => fixed(60_000),
+        "second" => fixed(1000),
+        _ => fixed(1),
     };
-    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms))))
+    match ms {
+        Some(ms) => Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms)))),
+        None => Err(loc(5166406, format!("{name} overflowed"))),
+    }
 }
 
 fn date_diff(args: &[(&str, Value)]) -> Result<Value> {
@@ -540,7 +549,7 @@ fn date_diff(args: &[(&str, Value)]) -> Result<Value> {
         }
         "minute" => b.div_euclid(60_000) - a.div_euclid(60_000),
         "second" => b.div_euclid(1000) - a.div_euclid(1000),
-        _ => b - a,
+        _ => b.saturating_sub(a),
     };
     Ok(Some(Bson::Int64(n)))
 }
@@ -572,14 +581,19 @@ fn date_trunc(args: &[(&str, Value)]) -> Result<Value> {
     };
     let local = ms + off * 60_000;
     let reference = days_from_civil(2000, 1, 1) * MS_PER_DAY;
-    let fixed =
-        |unit_ms: i64| reference + (local - reference).div_euclid(bin * unit_ms) * bin * unit_ms;
+    let overflow = || loc(5439018, "$dateTrunc overflowed");
+    let fixed = |unit_ms: i64| -> Result<i64> {
+        let span = bin.checked_mul(unit_ms).ok_or_else(overflow)?;
+        let r = i128::from(reference);
+        let bins = (i128::from(local) - r).div_euclid(i128::from(span));
+        i64::try_from(r + bins * i128::from(span)).map_err(|_| overflow())
+    };
     let truncated = match unit.as_str() {
-        "millisecond" => fixed(1),
-        "second" => fixed(1000),
-        "minute" => fixed(60_000),
-        "hour" => fixed(3_600_000),
-        "day" => fixed(MS_PER_DAY),
+        "millisecond" => fixed(1)?,
+        "second" => fixed(1000)?,
+        "minute" => fixed(60_000)?,
+        "hour" => fixed(3_600_000)?,
+        "day" => fixed(MS_PER_DAY)?,
         "week" => {
             let start = match get(args, "startOfWeek") {
                 None => 1,
@@ -614,7 +628,7 @@ fn date_trunc(args: &[(&str, Value)]) -> Result<Value> {
             let ref_days = days_from_civil(2000, 1, 1);
             let shift = (start - day_of_week(ref_days)).rem_euclid(7);
             let week_ref = (ref_days + shift) * MS_PER_DAY;
-            let span = bin * 7 * MS_PER_DAY;
+            let span = bin.checked_mul(7 * MS_PER_DAY).ok_or_else(overflow)?;
             week_ref + (local - week_ref).div_euclid(span) * span
         }
         months_unit => {
@@ -625,7 +639,8 @@ fn date_trunc(args: &[(&str, Value)]) -> Result<Value> {
             };
             let p = parts(local, 0);
             let months = (p.year - 2000) * 12 + i64::from(p.month) - 1;
-            let m0 = months.div_euclid(bin * per) * bin * per;
+            let step = bin.checked_mul(per).ok_or_else(overflow)?;
+            let m0 = months.div_euclid(step) * step;
             days_from_civil(2000 + m0.div_euclid(12), (m0.rem_euclid(12) + 1) as u32, 1)
                 * MS_PER_DAY
         }
@@ -663,20 +678,37 @@ fn date_to_parts(args: &[(&str, Value)]) -> Result<Value> {
 /// as in MongoDB (`month: 14` is February of the next year).
 fn date_from_parts(args: &[(&str, Value)]) -> Result<Value> {
     let num = |k: &str, default: i64| -> Result<Option<i64>> {
-        match get(args, k) {
-            None => Ok(Some(default)),
-            Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
-            Some(v) => as_int(&v).map(Some).ok_or_else(|| {
-                loc(
-                    40515,
-                    format!(
-                        "'{k}' must evaluate to an integer, found {} with value {}",
-                        type_name(&v),
-                        crate::doc::fmt::value_string(&v)
-                    ),
-                )
-            }),
+        let v = match get(args, k) {
+            None => return Ok(Some(default)),
+            Some(Bson::Null) | Some(Bson::Undefined) => return Ok(None),
+            Some(v) => v,
+        };
+        let Some(n) = as_int(&v) else {
+            return Err(loc(
+                40515,
+                format!(
+                    "'{k}' must evaluate to an integer, found {} with value {}",
+                    type_name(&v),
+                    crate::doc::fmt::value_string(&v)
+                ),
+            ));
+        };
+        if k == "year" || k == "isoWeekYear" {
+            if !(1..=9999).contains(&n) {
+                return Err(loc(
+                    40523,
+                    format!("'{k}' must evaluate to an integer in the range 1 to 9999, found {n}"),
+                ));
+            }
+        } else if !(-32768..=32767).contains(&n) {
+            return Err(loc(
+                31034,
+                format!(
+                    "'{k}' must evaluate to a value in the range [-32768, 32767]; value {n} is not in range"
+                ),
+            ));
         }
+        Ok(Some(n))
     };
     let iso = has(args, "isoWeekYear");
     let natural = ["year", "month", "day"].iter().any(|k| has(args, k));
@@ -717,12 +749,6 @@ fn date_from_parts(args: &[(&str, Value)]) -> Result<Value> {
         else {
             return Ok(Some(Bson::Null));
         };
-        if !(1..=9999).contains(&y) {
-            return Err(loc(
-                40523,
-                format!("'year' must evaluate to an integer in the range 1 to 9999, found {y}"),
-            ));
-        }
         let total = y * 12 + (m - 1);
         let (yy, mm) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
         days_from_civil(yy, mm, 1) + (d - 1)

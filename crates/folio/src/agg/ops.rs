@@ -557,7 +557,7 @@ fn array_elem_at(a: &Value, i: &Value) -> Result<Value> {
 
 fn elem_at(items: &[Bson], idx: i64) -> Value {
     let len = items.len() as i64;
-    let i = if idx < 0 { len + idx } else { idx };
+    let i = if idx < 0 { len.saturating_add(idx) } else { idx };
     if i < 0 || i >= len { None } else { Some(items[i as usize].clone()) }
 }
 
@@ -586,14 +586,14 @@ fn slice(vals: &[Value]) -> Result<Value> {
     let len = items.len() as i64;
     let (start, n) = if vals.len() == 2 {
         let n = int_arg(&vals[1], 28725, "Second")?;
-        if n >= 0 { (0, n) } else { ((len + n).max(0), -n) }
+        if n >= 0 { (0, n) } else { (len.saturating_add(n).max(0), n.saturating_neg()) }
     } else {
         let p = int_arg(&vals[1], 28725, "Second")?;
         let n = int_arg(&vals[2], 28726, "Third")?;
         if n <= 0 {
             return Err(loc(28729, format!("Third argument to $slice must be positive: {n}")));
         }
-        let start = if p < 0 { (len + p).max(0) } else { p.min(len) };
+        let start = if p < 0 { len.saturating_add(p).max(0) } else { p.min(len) };
         (start, n)
     };
     Ok(Some(Bson::Array(
@@ -999,11 +999,21 @@ pub fn positional(name: &str, vals: Vec<Value>) -> Result<Value> {
             if step == 0 {
                 return Err(loc(34449, "$range requires a non-zero step value"));
             }
+            let count = (i128::from(end) - i128::from(start)) / i128::from(step);
+            if count > 10_000_000 {
+                return Err(loc(
+                    5432900,
+                    "$range would use too much memory and cannot spill to disk",
+                ));
+            }
             let mut out = Vec::new();
             let mut i = start;
             while (step > 0 && i < end) || (step < 0 && i > end) {
                 out.push(int_result(i, 0));
-                i += step;
+                match i.checked_add(step) {
+                    Some(next) => i = next,
+                    None => break,
+                }
             }
             Ok(Some(Bson::Array(out)))
         }

@@ -332,12 +332,12 @@ fn window_range(w: &Window, i: usize, n: usize, keys: &[Value]) -> Result<(usize
             let lo = match lo {
                 Bound::Unbounded => 0,
                 Bound::Current => i as i64,
-                Bound::Offset(o) => i as i64 + *o as i64,
+                Bound::Offset(o) => (i as i64).saturating_add(*o as i64),
             };
             let hi = match hi {
                 Bound::Unbounded => n as i64,
                 Bound::Current => i as i64 + 1,
-                Bound::Offset(o) => i as i64 + *o as i64 + 1,
+                Bound::Offset(o) => (i as i64).saturating_add(*o as i64).saturating_add(1),
             };
             Ok((clamp(lo), clamp(hi.max(lo))))
         }
