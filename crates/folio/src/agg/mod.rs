@@ -1,196 +1,211 @@
-//! The aggregation pipeline (a first subset: `$match`, `$sort`, `$skip`, `$limit`, `$project`,
-//! `$count`, and `$group` with field-path accumulators — enough for `countDocuments`).
+//! The aggregation pipeline.
 //!
-//! TODO(#7): the full stage and expression language, `$lookup`, `$facet`, views, memory bounds.
+//! A pipeline is a list of stages, each a one-field document (`{$match: {...}}`). [`Pipeline::
+//! parse`] turns every stage into a [`Stage`] first, so that a malformed stage anywhere is
+//! reported before any work is done (MongoDB also parses the whole pipeline up front); then
+//! [`Pipeline::execute`] runs the stages one after the other over an in-memory vector of
+//! documents. The command layer reads the input at the command's snapshot, so a pipeline sees a
+//! consistent view of the data, inside a transaction or not.
+//!
+//! Stages that read other collections (`$lookup`, `$unionWith`) do so through a [`Source`], which
+//! the command layer implements over the transaction that produced the input: every collection a
+//! pipeline touches is read at the same snapshot. Without a source (plain [`run`]) those stages
+//! fail with NotImplemented.
+//!
+//! Expressions live in [`expr`] (parsing, variables, control flow), [`ops`] (the operators) and
+//! [`date`] (calendar arithmetic); accumulators for `$group` and `$bucket` live in [`group`].
+//!
+//! Blocking stages are bounded in memory only with `allowDiskUse: false` (error 292), and
+//! otherwise stay in memory. TODO(#7): spill to disk, views.
 
-use std::cmp::Ordering;
+pub mod bucket;
+pub mod date;
+pub mod expr;
+pub mod group;
+pub mod lookup;
+pub mod ops;
+pub mod output;
+pub mod project;
+mod stage;
+pub mod unwind;
+pub mod window;
+
+#[cfg(test)]
+mod tests;
 
 use bson::{Bson, Document};
 
+pub use expr::{Expression, Scope, Vars};
+pub use stage::Stage;
+
+use crate::err;
 use crate::error::Result;
-use crate::query::{Filter, Projection, SortSpec};
-use crate::{bail, err};
 
-/// Runs a pipeline over input documents.
-pub fn run(mut docs: Vec<Document>, pipeline: &[Document]) -> Result<Vec<Document>> {
-    for stage in pipeline {
-        let Some((name, arg)) = stage.iter().next() else {
-            bail!(
-                Location40323,
-                "A pipeline stage specification object must contain exactly one field."
-            );
-        };
-        if stage.len() != 1 {
-            bail!(
-                Location40323,
-                "A pipeline stage specification object must contain exactly one field."
-            );
-        }
-        docs = match (name.as_str(), arg) {
-            ("$match", Bson::Document(f)) => {
-                let f = Filter::parse(f)?;
-                docs.into_iter().filter(|d| f.matches(d)).collect()
-            }
-            ("$sort", Bson::Document(s)) => {
-                let s = SortSpec::parse(s)?;
-                docs.sort_by(|a, b| s.compare(a, b));
-                docs
-            }
-            ("$skip", n) => {
-                let n = non_negative(n, "$skip")?;
-                docs.into_iter().skip(n).collect()
-            }
-            ("$limit", n) => {
-                let n = non_negative(n, "$limit")?;
-                if n == 0 {
-                    bail!(Location15958, "the limit must be positive");
-                }
-                docs.into_iter().take(n).collect()
-            }
-            ("$project", Bson::Document(p)) => {
-                let p = Projection::parse(p)?;
-                docs.iter().map(|d| p.apply(d, None)).collect::<Result<_>>()?
-            }
-            ("$count", Bson::String(field)) => {
-                vec![bson::doc! { field.clone(): docs.len() as i32 }]
-            }
-            ("$group", Bson::Document(g)) => group(docs, g)?,
-            (other, _) => bail!(Location40324, "Unrecognized pipeline stage name: '{}'", other),
-        };
-    }
-    Ok(docs)
-}
+/// Where `$lookup` and `$unionWith` read other collections from.
+pub trait Source {
+    /// Every document of `db.coll` (empty if the collection does not exist), read at the same
+    /// snapshot as the pipeline's input.
+    fn collection(&self, db: &str, coll: &str) -> Result<Vec<Document>>;
 
-fn non_negative(v: &Bson, stage: &str) -> Result<usize> {
-    let n = match v {
-        Bson::Int32(n) => i64::from(*n),
-        Bson::Int64(n) => *n,
-        Bson::Double(d) if d.fract() == 0.0 => *d as i64,
-        _ => bail!(Location15957, "the {} must be specified as a number", stage),
-    };
-    if n < 0 {
-        bail!(Location15956, "Cannot have a negative {}", stage);
-    }
-    Ok(n as usize)
-}
-
-/// Evaluates a simple expression: a `$field.path`, or a literal.
-fn eval(expr: &Bson, doc: &Document) -> Bson {
-    match expr {
-        Bson::String(s) if s.starts_with('$') => {
-            crate::doc::path::get_path(doc, &s[1..]).cloned().unwrap_or(Bson::Null)
-        }
-        other => other.clone(),
+    /// The server's sessions for `$listLocalSessions` (`{_id: lsid, lastUse}` documents).
+    fn local_sessions(&self) -> Result<Vec<Document>> {
+        Err(err!(NotImplemented, "$listLocalSessions is not supported here"))
     }
 }
 
-fn add(a: &Bson, b: &Bson) -> Bson {
-    match (a, b) {
-        (Bson::Int32(x), Bson::Int32(y)) => match x.checked_add(*y) {
-            Some(s) => Bson::Int32(s),
-            None => Bson::Int64(i64::from(*x) + i64::from(*y)),
-        },
-        (Bson::Int32(x), Bson::Int64(y)) | (Bson::Int64(y), Bson::Int32(x)) => {
-            Bson::Int64(i64::from(*x) + y)
-        }
-        (Bson::Int64(x), Bson::Int64(y)) => Bson::Int64(x.wrapping_add(*y)),
-        _ => Bson::Double(as_f64(a) + as_f64(b)),
+/// A [`Source`] that has no collections to offer: stages that need one fail.
+pub struct NoSource;
+
+impl Source for NoSource {
+    fn collection(&self, _db: &str, coll: &str) -> Result<Vec<Document>> {
+        Err(err!(
+            NotImplemented,
+            "reading collection '{}' from this pipeline is not supported",
+            coll
+        ))
     }
 }
 
-fn as_f64(v: &Bson) -> f64 {
-    match v {
-        Bson::Int32(n) => f64::from(*n),
-        Bson::Int64(n) => *n as f64,
-        Bson::Double(d) => *d,
-        _ => 0.0,
-    }
+/// What a pipeline runs with: the database (for `$lookup`'s `from`), the collection source and
+/// the command's `let` variables.
+pub struct Context<'a> {
+    /// The database that unqualified collection names refer to.
+    pub db: String,
+    /// Reads other collections.
+    pub source: &'a dyn Source,
+    /// The command's `let` variables (already evaluated to constants).
+    pub vars: Document,
+    /// Whether the pipeline runs inside a multi-document transaction.
+    pub in_transaction: bool,
+    /// The memory a blocking stage (`$group`, `$sort`) may use, or `None` for no bound.
+    /// MongoDB 8.0 lets blocking stages spill to disk unless the command says
+    /// `allowDiskUse: false`, so only then is a bound ([`DEFAULT_MEMORY_LIMIT`]) set.
+    pub memory_limit: Option<usize>,
 }
 
-fn is_number(v: &Bson) -> bool {
-    matches!(v, Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_))
-}
+/// MongoDB's per-stage memory limit for blocking stages (100 MiB).
+pub const DEFAULT_MEMORY_LIMIT: usize = 100 * 1024 * 1024;
 
-fn group(docs: Vec<Document>, spec: &Document) -> Result<Vec<Document>> {
-    let Some(id_expr) = spec.get("_id") else {
-        bail!(Location15955, "a group specification must include an _id");
-    };
-    let mut groups: Vec<(Bson, Vec<Document>)> = Vec::new();
-    for d in docs {
-        let key = match id_expr {
-            Bson::Document(fields) => {
-                let mut k = Document::new();
-                for (f, e) in fields {
-                    k.insert(f.clone(), eval(e, &d));
-                }
-                Bson::Document(k)
-            }
-            e => eval(e, &d),
-        };
-        match groups
-            .iter_mut()
-            .find(|(k, _)| crate::doc::compare::cmp_bson(k, &key) == Ordering::Equal)
-        {
-            Some((_, members)) => members.push(d),
-            None => groups.push((key, vec![d])),
+impl<'a> Context<'a> {
+    /// A context with no source and no variables.
+    pub fn empty() -> Context<'static> {
+        Context {
+            db: String::new(),
+            source: &NoSource,
+            vars: Document::new(),
+            in_transaction: false,
+            memory_limit: None,
         }
     }
-    let mut out = Vec::new();
-    for (key, members) in groups {
-        let mut g = Document::new();
-        g.insert("_id", key);
-        for (field, acc) in spec.iter().filter(|(k, _)| k.as_str() != "_id") {
-            let Bson::Document(acc) = acc else {
-                bail!(Location40234, "The field '{}' must be an accumulator object", field);
-            };
-            let Some((op, arg)) = acc.iter().next() else {
-                bail!(Location40234, "The field '{}' must be an accumulator object", field);
-            };
-            let values: Vec<Bson> = members.iter().map(|d| eval(arg, d)).collect();
-            let v = match op.as_str() {
-                "$sum" => {
-                    values.iter().filter(|v| is_number(v)).fold(Bson::Int32(0), |a, v| add(&a, v))
-                }
-                "$avg" => {
-                    let nums: Vec<f64> =
-                        values.iter().filter(|v| is_number(v)).map(as_f64).collect();
-                    if nums.is_empty() {
-                        Bson::Null
-                    } else {
-                        Bson::Double(nums.iter().sum::<f64>() / nums.len() as f64)
-                    }
-                }
-                "$min" => values
-                    .into_iter()
-                    .filter(|v| !matches!(v, Bson::Null))
-                    .min_by(crate::doc::compare::cmp_bson)
-                    .unwrap_or(Bson::Null),
-                "$max" => values
-                    .into_iter()
-                    .filter(|v| !matches!(v, Bson::Null))
-                    .max_by(crate::doc::compare::cmp_bson)
-                    .unwrap_or(Bson::Null),
-                "$first" => values.into_iter().next().unwrap_or(Bson::Null),
-                "$last" => values.into_iter().last().unwrap_or(Bson::Null),
-                "$push" => Bson::Array(values),
-                "$addToSet" => {
-                    let mut set: Vec<Bson> = Vec::new();
-                    for v in values {
-                        if !set
-                            .iter()
-                            .any(|s| crate::doc::compare::cmp_bson(s, &v) == Ordering::Equal)
-                        {
-                            set.push(v);
-                        }
-                    }
-                    Bson::Array(set)
-                }
-                "$count" => Bson::Int32(members.len() as i32),
-                other => return Err(err!(Location15952, "unknown group operator '{}'", other)),
-            };
-            g.insert(field.clone(), v);
+}
+
+/// A parsed pipeline.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    stages: Vec<Stage>,
+}
+
+impl Pipeline {
+    /// Parses a pipeline whose expressions may use the variables named in `let_vars`.
+    pub fn parse(pipeline: &[Document], let_vars: &Document) -> Result<Pipeline> {
+        let scope = Scope::with(let_vars.keys().map(String::as_str));
+        let mut stages = Vec::with_capacity(pipeline.len());
+        for (i, spec) in pipeline.iter().enumerate() {
+            let st = Stage::parse(spec, &scope, let_vars)?;
+            if matches!(st, Stage::ListLocalSessions) && i != 0 {
+                return Err(expr::loc(
+                    40602,
+                    "$listLocalSessions is only valid as the first stage in a pipeline",
+                ));
+            }
+            if matches!(st, Stage::Documents(_)) && i != 0 {
+                return Err(expr::loc(
+                    40602,
+                    "$documents is only valid as the first stage in a pipeline",
+                ));
+            }
+            if matches!(st, Stage::Output(_)) && i + 1 != pipeline.len() {
+                let name = spec.keys().next().map_or("", String::as_str);
+                return Err(expr::loc(
+                    40601,
+                    format!("{name} can only be the final stage in the pipeline"),
+                ));
+            }
+            stages.push(st);
         }
-        out.push(g);
+        Ok(Pipeline { stages })
+    }
+
+    /// The final `$out`/`$merge`, if any: the command layer writes the results of
+    /// [`Pipeline::execute`] there (with [`output::write`]) and replies with an empty cursor.
+    pub fn sink(&self) -> Option<&output::Sink> {
+        match self.stages.last() {
+            Some(Stage::Output(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether the first stage is `$documents` (the pipeline ignores its input collection).
+    pub fn starts_with_documents(&self) -> bool {
+        matches!(self.stages.first(), Some(Stage::Documents(_)))
+    }
+
+    /// Runs the pipeline over `docs`.
+    pub fn execute(&self, mut docs: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
+        let mut i = 0;
+        while i < self.stages.len() {
+            // `$sort` directly followed by `$limit` keeps only the top k (a bounded sort).
+            if let (Stage::Sort(s), Some(Stage::Limit(k))) =
+                (&self.stages[i], self.stages.get(i + 1))
+            {
+                docs = stage::top_k(docs, s, *k);
+                i += 2;
+                continue;
+            }
+            docs = self.stages[i].execute(docs, ctx)?;
+            i += 1;
+        }
+        Ok(docs)
+    }
+}
+
+/// Runs a pipeline over input documents, with no other collections and no variables.
+pub fn run(docs: Vec<Document>, pipeline: &[Document]) -> Result<Vec<Document>> {
+    run_with(docs, pipeline, &Context::empty())
+}
+
+/// Runs a pipeline over input documents in a context (source for `$lookup`/`$unionWith`, `let`
+/// variables).
+pub fn run_with(
+    docs: Vec<Document>,
+    pipeline: &[Document],
+    ctx: &Context,
+) -> Result<Vec<Document>> {
+    Pipeline::parse(pipeline, &ctx.vars)?.execute(docs, ctx)
+}
+
+/// Evaluates a command's `let` option: each value is an expression over no document
+/// (`{total: {$add: [1, 2]}}` binds `$$total` to 3). The result also binds `$$NOW` and
+/// `$$CLUSTER_TIME` once, so that every document of the command sees the same time, as in
+/// MongoDB (user variable names cannot clash: they start with a lowercase letter).
+pub fn eval_let(vars: &Document) -> Result<Document> {
+    let empty = Document::new();
+    let mut out = Document::new();
+    let now = bson::DateTime::now();
+    out.insert("NOW", now);
+    out.insert(
+        "CLUSTER_TIME",
+        bson::Timestamp { time: (now.timestamp_millis() / 1000) as u32, increment: 1 },
+    );
+    for (name, v) in vars {
+        expr::validate_var_name(name)?;
+        let value = Expression::parse(v)?.eval_doc(&empty)?;
+        out.insert(name.clone(), value.unwrap_or(Bson::Null));
     }
     Ok(out)
+}
+
+/// Evaluates one expression against a document (for callers outside the pipeline).
+pub fn evaluate(expr: &Bson, doc: &Document) -> Result<Option<Bson>> {
+    Expression::parse(expr)?.eval_doc(doc)
 }

@@ -544,12 +544,142 @@ pub fn aggregate(
         Some(_) => bail!(TypeMismatch, "cursor field must be missing or an object"),
     };
     let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?.unwrap_or(DEFAULT_FIRST_BATCH);
-    let Some(coll) = coll else {
-        bail!(NotImplemented, "collection-less aggregate is not supported yet");
+    let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
+    let in_transaction = matches!(run.op.mode(), Mode::Transaction(_));
+    // MongoDB 8.0 spills blocking stages to disk unless told not to.
+    let memory_limit = match cmd.get("allowDiskUse") {
+        Some(Bson::Boolean(false)) => Some(crate::agg::DEFAULT_MEMORY_LIMIT),
+        _ => None,
     };
+    let parsed = crate::agg::Pipeline::parse(&pipeline, &vars)?;
+    let sessions = pipeline
+        .first()
+        .is_some_and(|s| s.contains_key("$listLocalSessions"))
+        .then(|| local_sessions(svc, run));
+    if let Some(sink) = parsed.sink() {
+        // `$out` / `$merge`: run the pipeline and write its results in one write transaction.
+        let (target_db, target_coll) = sink.target(&db);
+        run.write(stmt_id(cmd, 0), |txn| {
+            let results = {
+                let reader: &dyn crate::mvcc::Txn = &*txn;
+                let source = TxnSource(reader, sessions.clone());
+                let ctx = crate::agg::Context {
+                    db: db.clone(),
+                    source: &source,
+                    vars: vars.clone(),
+                    in_transaction,
+                    memory_limit,
+                };
+                let input = match &coll {
+                    Some(coll) => exec::find(reader, &db, coll, &FindSpec::default())?,
+                    None => Vec::new(),
+                };
+                parsed.execute(input, &ctx)?
+            };
+            let ctx = crate::agg::Context {
+                db: db.clone(),
+                source: &crate::agg::NoSource,
+                vars: vars.clone(),
+                in_transaction,
+                memory_limit,
+            };
+            let mut target = TxnTarget { txn, db: &target_db, coll: &target_coll };
+            crate::agg::output::write(sink, results, &mut target, &ctx)?;
+            Ok(Document::new())
+        })?;
+        let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
+        return Ok(cursor_reply(svc, run, ns, Vec::new(), batch, false));
+    }
     let docs = run.read(|txn| {
-        let input = exec::find(txn, &db, &coll, &FindSpec::default())?;
-        crate::agg::run(input, &pipeline)
+        let source = TxnSource(txn, sessions.clone());
+        let ctx = crate::agg::Context {
+            db: db.clone(),
+            source: &source,
+            vars,
+            in_transaction,
+            memory_limit,
+        };
+        // A leading `$match` (without `let` variables) is also given to the scan, so that it
+        // can use an index; the pipeline applies it again, which changes nothing.
+        let mut spec = FindSpec::default();
+        if !cmd.contains_key("let")
+            && let Some(Bson::Document(f)) = pipeline.first().and_then(|s| s.get("$match"))
+        {
+            spec.filter = f.clone();
+        }
+        let input = match &coll {
+            Some(coll) => exec::find(txn, &db, coll, &spec)?,
+            None => Vec::new(),
+        };
+        parsed.execute(input, &ctx)
     })?;
-    Ok(cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, false))
+    let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
+    Ok(cursor_reply(svc, run, ns, docs, batch, false))
+}
+
+/// The collection `$out` / `$merge` write to, in the aggregate's write transaction.
+struct TxnTarget<'a> {
+    txn: &'a mut dyn crate::mvcc::Txn,
+    db: &'a str,
+    coll: &'a str,
+}
+
+impl crate::agg::output::Target for TxnTarget<'_> {
+    fn documents(&mut self) -> Result<Vec<Document>> {
+        exec::find(&*self.txn, self.db, self.coll, &FindSpec::default())
+    }
+
+    fn insert(&mut self, doc: Document) -> Result<()> {
+        exec::insert_one(self.txn, self.db, self.coll, doc).map(|_| ())
+    }
+
+    fn replace(&mut self, id: &Bson, doc: Document) -> Result<()> {
+        let op = exec::UpdateOp {
+            filter: doc! {"_id": id.clone()},
+            update: exec::UpdateDoc::Modifiers(doc),
+            ..Default::default()
+        };
+        exec::update(self.txn, self.db, self.coll, &op).map(|_| ())
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        exec::delete(self.txn, self.db, self.coll, &Document::new(), false).map(|_| ())
+    }
+}
+
+/// Lets `$lookup` and `$unionWith` read other collections in the aggregate's transaction, and
+/// `$listLocalSessions` list the sessions (gathered before the read).
+struct TxnSource<'a>(&'a dyn crate::mvcc::Txn, Option<Vec<Document>>);
+
+impl crate::agg::Source for TxnSource<'_> {
+    fn collection(&self, db: &str, coll: &str) -> Result<Vec<Document>> {
+        exec::find(self.0, db, coll, &FindSpec::default())
+    }
+
+    fn local_sessions(&self) -> Result<Vec<Document>> {
+        Ok(self.1.clone().unwrap_or_default())
+    }
+}
+
+/// `{_id: lsid, lastUse}` for every session: the command's own (locked by this command) and
+/// every other one not busy right now.
+fn local_sessions(svc: &Service, run: &mut Runner) -> Vec<Document> {
+    let now = std::time::Instant::now();
+    let now_ms = bson::DateTime::now().timestamp_millis();
+    let doc_of = |lsid: &Document, last_use: Instant| {
+        let ago = i64::try_from(now.saturating_duration_since(last_use).as_millis()).unwrap_or(0);
+        doc! {"_id": lsid.clone(), "lastUse": bson::DateTime::from_millis(now_ms - ago)}
+    };
+    let mut out = Vec::new();
+    if let Some(s) = run.session() {
+        out.push(doc_of(&s.lsid, s.last_use));
+    }
+    for s in svc.sessions.list() {
+        if let Some(s) = s.try_lock()
+            && !out.iter().any(|d| d.get_document("_id").is_ok_and(|id| *id == s.lsid))
+        {
+            out.push(doc_of(&s.lsid, s.last_use));
+        }
+    }
+    out
 }

@@ -1,7 +1,7 @@
-//! The subset of aggregation expressions that `$expr` supports until the aggregation layer
-//! provides full expressions: field paths, literals, comparisons (`$eq $ne $gt $gte $lt $lte
-//! $cmp`), and `$and`, `$or`, `$not`. Anything else is rejected at parse time with a clear error
-//! rather than silently mis-evaluated.
+//! Expressions for `$expr`, computed projections and update pipelines. Field paths, literals,
+//! comparisons (`$eq $ne $gt $gte $lt $lte $cmp`), `$and`, `$or`, `$not` and `$setField` are
+//! represented here directly (the planner inspects them); every other operator is parsed and
+//! evaluated by the aggregation layer's full evaluator ([`crate::agg::Expression`]).
 //!
 //! Unlike query predicates, expression comparisons are *not* type-bracketed: they use the total
 //! BSON order, so `{$gt: ["$a", 5]}` is true for a string `a`. A missing field evaluates to
@@ -48,6 +48,9 @@ pub enum Expr {
         /// The new value.
         value: Box<Expr>,
     },
+    /// Any other aggregation expression, evaluated by the aggregation layer's evaluator
+    /// ([`crate::agg::Expression`]); the original spec is kept for explain output.
+    Full(Bson, Box<crate::agg::Expression>),
 }
 
 /// An expression comparison.
@@ -84,7 +87,8 @@ impl Expr {
                     ("ROOT" | "CURRENT", None) => Ok(Expr::Root),
                     ("ROOT" | "CURRENT", Some(path)) => Ok(Expr::Field(path.to_string())),
                     ("REMOVE", None) => Ok(Expr::Missing),
-                    _ => bail!(Location17276, "Use of undefined variable: {name}"),
+                    // `$$NOW`, `$$CLUSTER_TIME`; anything else is an undefined variable there.
+                    _ => Ok(Expr::Full(v.clone(), Box::new(crate::agg::Expression::parse(v)?))),
                 }
             }
             Bson::String(s) if s.starts_with('$') => {
@@ -148,9 +152,10 @@ impl Expr {
             "$lt" => CmpKind::Lt,
             "$lte" => CmpKind::Lte,
             "$cmp" => CmpKind::Cmp,
-            other => {
-                // TODO(#7): full aggregation expressions.
-                bail!(NotImplemented, "expression {other} is not supported yet")
+            _ => {
+                let spec = Bson::Document(d.clone());
+                let full = crate::agg::Expression::parse(&spec)?;
+                return Ok(Expr::Full(spec, Box::new(full)));
             }
         };
         let mut args = Self::args(arg)?;
@@ -213,16 +218,24 @@ impl Expr {
         }
     }
 
-    /// Evaluates the expression on a document (`None` = missing).
+    /// Evaluates the expression on a document (`None` = missing). A runtime error (such as a
+    /// type mismatch inside a full aggregation expression) evaluates to missing, which makes
+    /// `$expr` not match; [`Expr::try_eval`] reports it instead.
     pub fn eval(&self, doc: &Document) -> Option<Bson> {
-        match self {
+        self.try_eval(doc).ok().flatten()
+    }
+
+    /// Evaluates the expression on a document (`None` = missing), reporting runtime errors
+    /// with MongoDB's codes.
+    pub fn try_eval(&self, doc: &Document) -> Result<Option<Bson>> {
+        Ok(match self {
             Expr::Field(path) => field_value(doc, path),
             Expr::Literal(v) => Some(v.clone()),
             Expr::Root => Some(Bson::Document(doc.clone())),
             Expr::Missing => None,
-            Expr::SetField { field, input, value } => match input.eval(doc) {
+            Expr::SetField { field, input, value } => match input.try_eval(doc)? {
                 Some(Bson::Document(mut d)) => {
-                    match value.eval(doc) {
+                    match value.try_eval(doc)? {
                         Some(v) => {
                             d.insert(field.clone(), v);
                         }
@@ -235,8 +248,9 @@ impl Expr {
                 // A null or missing input gives null, as in MongoDB.
                 _ => Some(Bson::Null),
             },
+            Expr::Full(_, e) => e.eval_doc(doc)?,
             Expr::Cmp(kind, a, b) => {
-                let (x, y) = (a.eval(doc), b.eval(doc));
+                let (x, y) = (a.try_eval(doc)?, b.try_eval(doc)?);
                 let ord = cmp_missing(x.as_ref(), y.as_ref());
                 Some(match kind {
                     CmpKind::Eq => Bson::Boolean(ord == Ordering::Equal),
@@ -248,22 +262,40 @@ impl Expr {
                     CmpKind::Cmp => Bson::Int32(ord as i32),
                 })
             }
-            Expr::And(items) => Some(Bson::Boolean(items.iter().all(|e| e.truthy(doc)))),
-            Expr::Or(items) => Some(Bson::Boolean(items.iter().any(|e| e.truthy(doc)))),
-            Expr::Not(e) => Some(Bson::Boolean(!e.truthy(doc))),
+            Expr::And(items) => {
+                for e in items {
+                    if !e.try_eval(doc)?.is_some_and(|v| truthy(&v)) {
+                        return Ok(Some(Bson::Boolean(false)));
+                    }
+                }
+                Some(Bson::Boolean(true))
+            }
+            Expr::Or(items) => {
+                for e in items {
+                    if e.try_eval(doc)?.is_some_and(|v| truthy(&v)) {
+                        return Ok(Some(Bson::Boolean(true)));
+                    }
+                }
+                Some(Bson::Boolean(false))
+            }
+            Expr::Not(e) => Some(Bson::Boolean(!e.try_eval(doc)?.is_some_and(|v| truthy(&v)))),
             Expr::Array(items) => {
-                Some(Bson::Array(items.iter().map(|e| e.eval(doc).unwrap_or(Bson::Null)).collect()))
+                let mut out = Vec::with_capacity(items.len());
+                for e in items {
+                    out.push(e.try_eval(doc)?.unwrap_or(Bson::Null));
+                }
+                Some(Bson::Array(out))
             }
             Expr::Object(fields) => {
                 let mut out = Document::new();
                 for (k, e) in fields {
-                    if let Some(v) = e.eval(doc) {
+                    if let Some(v) = e.try_eval(doc)? {
                         out.insert(k.clone(), v);
                     }
                 }
                 Some(Bson::Document(out))
             }
-        }
+        })
     }
 
     /// The expression as an aggregation expression value (for explain output).
@@ -305,6 +337,7 @@ impl Expr {
                 }
                 Bson::Document(d)
             }
+            Expr::Full(spec, _) => spec.clone(),
             Expr::Root => Bson::String("$$ROOT".to_string()),
             Expr::Missing => Bson::String("$$REMOVE".to_string()),
             Expr::SetField { field, input, value } => Bson::Document(bson::doc! {

@@ -2,9 +2,8 @@
 //!
 //! An update given as an array runs aggregation stages over the document: `$set`/`$addFields`,
 //! `$unset`, `$project`, `$replaceRoot`/`$replaceWith`. Values are aggregation expressions,
-//! evaluated with the subset that [`crate::query::expr`] supports today (literals, field paths,
-//! `$$ROOT`, `let` variables, comparisons, `$setField`); other expressions are rejected when the
-//! update is parsed. Unlike operator updates, `$set` here follows aggregation semantics: a dotted
+//! evaluated by [`crate::query::expr`] (which hands every operator it does not represent itself
+//! to the aggregation evaluator); expression errors, such as `$add` of a string, fail the update. Unlike operator updates, `$set` here follows aggregation semantics: a dotted
 //! path through an array sets the field in every document element, and an embedded document
 //! spec `{a: {b: 1}}` merges into `a` like `{"a.b": 1}`.
 //!
@@ -159,7 +158,7 @@ impl Pipeline {
                     let input = cur.clone();
                     for (path, e) in fields {
                         let parts: Vec<&str> = path.split('.').collect();
-                        match e.eval(&input) {
+                        match e.try_eval(&input)? {
                             Some(v) => set_agg(&mut cur, &parts, v),
                             None => remove_agg(&mut cur, &parts),
                         }
@@ -167,7 +166,7 @@ impl Pipeline {
                     cur
                 }
                 Stage::Project(p) => p.apply(&cur, None)?,
-                Stage::ReplaceWith(e) => match e.eval(&cur) {
+                Stage::ReplaceWith(e) => match e.try_eval(&cur)? {
                     Some(Bson::Document(d)) => d,
                     other => {
                         let v = other.unwrap_or(Bson::Null);

@@ -1,0 +1,759 @@
+//! Date expressions: date parts, `$dateToString`, `$dateFromString`, `$dateAdd`,
+//! `$dateSubtract`, `$dateDiff` and `$dateTrunc`.
+//!
+//! BSON dates are milliseconds since the Unix epoch in UTC. Calendar fields come from the
+//! proleptic Gregorian calendar (Howard Hinnant's `civil_from_days` algorithm), so no date
+//! library is needed. Time zones are UTC/GMT or fixed offsets (`"+05:30"`, `"-0800"`, `"+03"`);
+//! TODO(#7): Olson time zone names (`"America/New_York"`) need a time zone database.
+
+use bson::Bson;
+
+use super::expr::{Value, loc, type_name};
+use super::ops::as_int;
+use crate::error::Result;
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// Days since 1970-01-01 to (year, month 1-12, day 1-31).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// (year, month, day) to days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if is_leap(y) => 29,
+        _ => 28,
+    }
+}
+
+/// The calendar fields of a moment in local time.
+#[derive(Clone, Copy, Debug)]
+struct Parts {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: i64,
+    minute: i64,
+    second: i64,
+    milli: i64,
+    /// Days since the epoch (local).
+    days: i64,
+}
+
+fn parts(ms: i64, offset_min: i64) -> Parts {
+    let local = ms.saturating_add(offset_min * 60_000);
+    let days = local.div_euclid(MS_PER_DAY);
+    let rem = local.rem_euclid(MS_PER_DAY);
+    let (year, month, day) = civil_from_days(days);
+    Parts {
+        year,
+        month,
+        day,
+        hour: rem / 3_600_000,
+        minute: rem / 60_000 % 60,
+        second: rem / 1000 % 60,
+        milli: rem % 1000,
+        days,
+    }
+}
+
+/// 1 (Sunday) to 7 (Saturday).
+fn day_of_week(days: i64) -> i64 {
+    (days + 4).rem_euclid(7) + 1
+}
+
+fn day_of_year(p: &Parts) -> i64 {
+    p.days - days_from_civil(p.year, 1, 1) + 1
+}
+
+/// `$week`: weeks start on Sunday; days before the year's first Sunday are week 0.
+fn week(p: &Parts) -> i64 {
+    let doy = day_of_year(p) - 1;
+    let jan1_dow = day_of_week(days_from_civil(p.year, 1, 1)) - 1;
+    (doy + jan1_dow) / 7
+}
+
+/// ISO 8601 (year, week, weekday 1=Monday).
+fn iso_week(p: &Parts) -> (i64, i64, i64) {
+    let wd = (p.days + 3).rem_euclid(7) + 1;
+    // The Thursday of this week decides the ISO year.
+    let thursday = p.days - wd + 4;
+    let (y, _, _) = civil_from_days(thursday);
+    let week = (thursday - days_from_civil(y, 1, 1)) / 7 + 1;
+    (y, week, wd)
+}
+
+/// Parses a time zone into an offset in minutes.
+fn timezone(v: &Value) -> Result<Option<i64>> {
+    match v {
+        None => Ok(Some(0)),
+        Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
+        Some(Bson::String(s)) => parse_tz(s)
+            .map(Some)
+            .ok_or_else(|| loc(40485, format!("unrecognized time zone identifier: \"{s}\""))),
+        Some(other) => Err(loc(
+            40517,
+            format!("timezone must evaluate to a string, found {}", type_name(other)),
+        )),
+    }
+}
+
+fn parse_tz(s: &str) -> Option<i64> {
+    if matches!(s, "UTC" | "GMT" | "Z" | "Etc/UTC" | "Etc/GMT") {
+        return Some(0);
+    }
+    let sign = match s.chars().next()? {
+        '+' => 1,
+        '-' => -1,
+        _ => return None,
+    };
+    let digits: String = s[1..].chars().filter(|c| *c != ':').collect();
+    if !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m) = match digits.len() {
+        2 => (digits.parse::<i64>().ok()?, 0),
+        4 => (digits[..2].parse::<i64>().ok()?, digits[2..].parse::<i64>().ok()?),
+        _ => return None,
+    };
+    Some(sign * (h * 60 + m))
+}
+
+/// A date argument: milliseconds, `Ok(None)` for null/missing.
+fn date_arg(op: &str, v: &Value) -> Result<Option<i64>> {
+    match v {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
+        Some(Bson::DateTime(d)) => Ok(Some(d.timestamp_millis())),
+        Some(Bson::Timestamp(t)) => Ok(Some(i64::from(t.time) * 1000)),
+        Some(Bson::ObjectId(o)) => Ok(Some(o.timestamp().timestamp_millis())),
+        Some(other) => {
+            let _ = op;
+            Err(loc(16006, format!("can't convert from BSON type {} to Date", type_name(other))))
+        }
+    }
+}
+
+/// Formats milliseconds with MongoDB's `%` format specifiers at a fixed offset (minutes).
+pub fn format(ms: i64, fmt: &str, offset_min: i64) -> String {
+    let p = parts(ms, offset_min);
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(spec) = chars.next() else { break };
+        let s = match spec {
+            'Y' => format!("{:04}", p.year),
+            'm' => format!("{:02}", p.month),
+            'd' => format!("{:02}", p.day),
+            'H' => format!("{:02}", p.hour),
+            'M' => format!("{:02}", p.minute),
+            'S' => format!("{:02}", p.second),
+            'L' => format!("{:03}", p.milli),
+            'j' => format!("{:03}", day_of_year(&p)),
+            'w' => day_of_week(p.days).to_string(),
+            'u' => iso_week(&p).2.to_string(),
+            'U' => format!("{:02}", week(&p)),
+            'V' => format!("{:02}", iso_week(&p).1),
+            'G' => format!("{:04}", iso_week(&p).0),
+            'z' => {
+                let sign = if offset_min < 0 { '-' } else { '+' };
+                format!("{sign}{:02}{:02}", offset_min.abs() / 60, offset_min.abs() % 60)
+            }
+            'Z' => offset_min.to_string(),
+            'b' => MONTHS[(p.month - 1) as usize][..3].to_string(),
+            'B' => MONTHS[(p.month - 1) as usize].to_string(),
+            '%' => "%".to_string(),
+            other => format!("%{other}"),
+        };
+        out.push_str(&s);
+    }
+    out
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// Parses a date string (ISO 8601 forms, or `format` when given); `None` when malformed.
+pub fn parse(s: &str, format: Option<&str>) -> Option<i64> {
+    match format {
+        Some(f) => parse_with_format(s, f),
+        None => parse_iso(s),
+    }
+}
+
+fn parse_iso(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, rest) = match s.find(['T', ' ']) {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    };
+    let mut dp = date.split('-');
+    let y: i64 = dp.next()?.parse().ok()?;
+    let m: u32 = dp.next().map_or(Some(1), |x| x.parse().ok())?;
+    let d: u32 = dp.next().map_or(Some(1), |x| x.parse().ok())?;
+    if dp.next().is_some() || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return None;
+    }
+    let (time, offset) = split_offset(rest)?;
+    let mut tp = time.split(':');
+    let h: i64 = tp.next().filter(|x| !x.is_empty()).map_or(Some(0), |x| x.parse().ok())?;
+    let mi: i64 = tp.next().map_or(Some(0), |x| x.parse().ok())?;
+    let sec_str = tp.next().unwrap_or("0");
+    let (sec, ms) = match sec_str.split_once('.') {
+        Some((a, b)) => {
+            let frac: String = b.chars().chain("000".chars()).take(3).collect();
+            (a.parse::<i64>().ok()?, frac.parse::<i64>().ok()?)
+        }
+        None => (sec_str.parse::<i64>().ok()?, 0),
+    };
+    if h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    Some(days * MS_PER_DAY + h * 3_600_000 + mi * 60_000 + sec * 1000 + ms - offset * 60_000)
+}
+
+/// Splits a trailing `Z` or `±hh[:mm]` from a time.
+fn split_offset(t: &str) -> Option<(&str, i64)> {
+    if let Some(x) = t.strip_suffix('Z') {
+        return Some((x, 0));
+    }
+    match t.rfind(['+', '-']) {
+        Some(i) => Some((&t[..i], parse_tz(&t[i..])?)),
+        None => Some((t, 0)),
+    }
+}
+
+fn parse_with_format(s: &str, f: &str) -> Option<i64> {
+    let (mut y, mut m, mut d, mut h, mut mi, mut sec, mut ms, mut off) =
+        (1970i64, 1u32, 1u32, 0i64, 0i64, 0i64, 0i64, 0i64);
+    let mut input = s;
+    let mut spec = f.chars();
+    let take = |input: &mut &str, n: usize| -> Option<i64> {
+        let len = input.chars().take(n).take_while(|c| c.is_ascii_digit() || *c == '-').count();
+        if len == 0 {
+            return None;
+        }
+        let (a, b) = input.split_at(len);
+        *input = b;
+        a.parse().ok()
+    };
+    while let Some(c) = spec.next() {
+        if c != '%' {
+            input = input.strip_prefix(c)?;
+            continue;
+        }
+        match spec.next()? {
+            'Y' => y = take(&mut input, 4)?,
+            'm' => m = u32::try_from(take(&mut input, 2)?).ok()?,
+            'd' => d = u32::try_from(take(&mut input, 2)?).ok()?,
+            'H' => h = take(&mut input, 2)?,
+            'M' => mi = take(&mut input, 2)?,
+            'S' => sec = take(&mut input, 2)?,
+            'L' => ms = take(&mut input, 3)?,
+            'z' => {
+                let cut = input.char_indices().nth(5).map_or(input.len(), |(i, _)| i);
+                let (tz, rest) = input.split_at(cut);
+                off = parse_tz(tz)?;
+                input = rest;
+            }
+            '%' => input = input.strip_prefix('%')?,
+            _ => return None,
+        }
+    }
+    if !input.is_empty() || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return None;
+    }
+    Some(
+        days_from_civil(y, m, d) * MS_PER_DAY + h * 3_600_000 + mi * 60_000 + sec * 1000 + ms
+            - off * 60_000,
+    )
+}
+
+fn get(args: &[(&str, Value)], name: &str) -> Value {
+    args.iter().find(|(k, _)| *k == name).and_then(|(_, v)| v.clone())
+}
+
+fn has(args: &[(&str, Value)], name: &str) -> bool {
+    args.iter().any(|(k, _)| *k == name)
+}
+
+/// Evaluates a date operator with named arguments.
+pub fn named(name: &str, args: &[(&str, Value)]) -> Result<Value> {
+    match name {
+        "$dateToString" => date_to_string(args),
+        "$dateFromString" => date_from_string(args),
+        "$dateAdd" | "$dateSubtract" => date_add(name, args),
+        "$dateDiff" => date_diff(args),
+        "$dateTrunc" => date_trunc(args),
+        "$dateToParts" => date_to_parts(args),
+        "$dateFromParts" => date_from_parts(args),
+        _ => date_part(name, args),
+    }
+}
+
+fn date_part(name: &str, args: &[(&str, Value)]) -> Result<Value> {
+    let Some(ms) = date_arg(name, &get(args, "date"))? else { return Ok(Some(Bson::Null)) };
+    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let p = parts(ms, off);
+    let v: i64 = match name {
+        "$year" => p.year,
+        "$month" => i64::from(p.month),
+        "$dayOfMonth" => i64::from(p.day),
+        "$hour" => p.hour,
+        "$minute" => p.minute,
+        "$second" => p.second,
+        "$millisecond" => p.milli,
+        "$dayOfWeek" => day_of_week(p.days),
+        "$dayOfYear" => day_of_year(&p),
+        "$week" => week(&p),
+        "$isoWeek" => iso_week(&p).1,
+        "$isoWeekYear" => return Ok(Some(Bson::Int64(iso_week(&p).0))),
+        "$isoDayOfWeek" => iso_week(&p).2,
+        _ => return Err(loc(168, format!("Unrecognized expression '{name}'"))),
+    };
+    Ok(Some(Bson::Int32(v as i32)))
+}
+
+fn date_to_string(args: &[(&str, Value)]) -> Result<Value> {
+    let date = get(args, "date");
+    if matches!(date, None | Some(Bson::Null) | Some(Bson::Undefined)) {
+        return Ok(if has(args, "onNull") { get(args, "onNull") } else { Some(Bson::Null) });
+    }
+    let ms = date_arg("$dateToString", &date)?.unwrap_or(0);
+    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let fmt = match get(args, "format") {
+        Some(Bson::String(f)) => f,
+        None => {
+            if off == 0 {
+                "%Y-%m-%dT%H:%M:%S.%LZ".to_string()
+            } else {
+                "%Y-%m-%dT%H:%M:%S.%L".to_string()
+            }
+        }
+        Some(Bson::Null) => return Ok(Some(Bson::Null)),
+        Some(other) => {
+            return Err(loc(
+                18533,
+                format!(
+                    "$dateToString requires that 'format' be a string, found: {} with value {}",
+                    type_name(&other),
+                    crate::doc::fmt::value_string(&other)
+                ),
+            ));
+        }
+    };
+    validate_format(&fmt)?;
+    Ok(Some(Bson::String(format(ms, &fmt, off))))
+}
+
+fn validate_format(fmt: &str) -> Result<()> {
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                None => return Err(loc(18535, "Unmatched '%' at end of format string")),
+                Some(
+                    'Y' | 'm' | 'd' | 'H' | 'M' | 'S' | 'L' | 'j' | 'w' | 'u' | 'U' | 'V' | 'G'
+                    | 'z' | 'Z' | 'b' | 'B' | '%',
+                ) => {}
+                Some(other) => {
+                    return Err(loc(
+                        18536,
+                        format!("Invalid format character '%{other}' in format string"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn date_from_string(args: &[(&str, Value)]) -> Result<Value> {
+    let s = match get(args, "dateString") {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => {
+            return Ok(if has(args, "onNull") { get(args, "onNull") } else { Some(Bson::Null) });
+        }
+        Some(Bson::String(s)) => s,
+        Some(other) => {
+            if has(args, "onError") {
+                return Ok(get(args, "onError"));
+            }
+            return Err(conversion_failure(format!(
+                "$dateFromString requires that 'dateString' be a string, found: {} with value {}",
+                type_name(&other),
+                crate::doc::fmt::value_string(&other)
+            )));
+        }
+    };
+    let format = match get(args, "format") {
+        Some(Bson::String(f)) => Some(f),
+        None => None,
+        Some(Bson::Null) => return Ok(Some(Bson::Null)),
+        Some(other) => {
+            return Err(loc(
+                40684,
+                format!(
+                    "$dateFromString requires that 'format' be a string, found: {} with value {}",
+                    type_name(&other),
+                    crate::doc::fmt::value_string(&other)
+                ),
+            ));
+        }
+    };
+    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    match parse(&s, format.as_deref()) {
+        Some(ms) => Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms - off * 60_000)))),
+        None if has(args, "onError") => Ok(get(args, "onError")),
+        None => Err(conversion_failure(format!("Error parsing date string '{s}'"))),
+    }
+}
+
+/// ConversionFailure (241), which the error enum does not name.
+fn conversion_failure(msg: String) -> crate::error::Error {
+    loc(241, msg)
+}
+
+fn unit_arg(op: &str, v: &Value) -> Result<Option<String>> {
+    match v {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
+        Some(Bson::String(u)) => match u.as_str() {
+            "year" | "quarter" | "month" | "week" | "day" | "hour" | "minute" | "second"
+            | "millisecond" => Ok(Some(u.clone())),
+            other => Err(loc(9, format!("{op}: unknown time unit value: {other}"))),
+        },
+        Some(other) => Err(loc(
+            5439013,
+            format!("{op} requires 'unit' to be a string, but got {}", type_name(other)),
+        )),
+    }
+}
+
+/// `ms` plus a number of months (the day clamped to the month's length); `None` on overflow.
+fn add_months(ms: i64, months: i64) -> Option<i64> {
+    let p = parts(ms, 0);
+    let total = (p.year * 12 + i64::from(p.month) - 1).checked_add(months)?;
+    let (y, m) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
+    if y.abs() > 300_000_000 {
+        return None;
+    }
+    let d = p.day.min(days_in_month(y, m));
+    let tod = ms.rem_euclid(MS_PER_DAY);
+    days_from_civil(y, m, d).checked_mul(MS_PER_DAY)?.checked_add(tod)
+}
+
+fn date_add(name: &str, args: &[(&str, Value)]) -> Result<Value> {
+    let Some(start) = date_arg(name, &get(args, "startDate"))? else { return Ok(Some(Bson::Null)) };
+    let Some(unit) = unit_arg(name, &get(args, "unit"))? else { return Ok(Some(Bson::Null)) };
+    let amount = match get(args, "amount") {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => return Ok(Some(Bson::Null)),
+        Some(v) => match as_int(&v) {
+            Some(n) => n,
+            None => {
+                return Err(loc(
+                    5166403,
+                    format!(
+                        "{name} expects integer amount of time units, but got: {}",
+                        crate::doc::fmt::value_string(&v)
+                    ),
+                ));
+            }
+        },
+    };
+    let amount = if name == "$dateSubtract" { -amount } else { amount };
+    let fixed = |unit_ms: i64| amount.checked_mul(unit_ms).and_then(|d| start.checked_add(d));
+    let ms = match unit.as_str() {
+        "year" => amount.checked_mul(12).and_then(|m| add_months(start, m)),
+        "quarter" => amount.checked_mul(3).and_then(|m| add_months(start, m)),
+        "month" => add_months(start, amount),
+        "week" => fixed(7 * MS_PER_DAY),
+        "day" => fixed(MS_PER_DAY),
+        "hour" => fixed(3_600_000),
+        "minute" => fixed(60_000),
+        "second" => fixed(1000),
+        _ => fixed(1),
+    };
+    match ms {
+        Some(ms) => Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms)))),
+        None => Err(loc(5166406, format!("{name} overflowed"))),
+    }
+}
+
+fn date_diff(args: &[(&str, Value)]) -> Result<Value> {
+    let Some(a) = date_arg("$dateDiff", &get(args, "startDate"))? else {
+        return Ok(Some(Bson::Null));
+    };
+    let Some(b) = date_arg("$dateDiff", &get(args, "endDate"))? else {
+        return Ok(Some(Bson::Null));
+    };
+    let Some(unit) = unit_arg("$dateDiff", &get(args, "unit"))? else {
+        return Ok(Some(Bson::Null));
+    };
+    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let (pa, pb) = (parts(a, off), parts(b, off));
+    let months = |p: &Parts| p.year * 12 + i64::from(p.month) - 1;
+    // Counts unit boundaries crossed, as MongoDB does (not elapsed whole units).
+    let n = match unit.as_str() {
+        "year" => pb.year - pa.year,
+        "quarter" => months(&pb).div_euclid(3) - months(&pa).div_euclid(3),
+        "month" => months(&pb) - months(&pa),
+        "week" => {
+            // Weeks start on Sunday by default.
+            let wk = |days: i64| (days + 4).div_euclid(7);
+            wk(pb.days) - wk(pa.days)
+        }
+        "day" => pb.days - pa.days,
+        "hour" => {
+            (b + off * 60_000).div_euclid(3_600_000) - (a + off * 60_000).div_euclid(3_600_000)
+        }
+        "minute" => b.div_euclid(60_000) - a.div_euclid(60_000),
+        "second" => b.div_euclid(1000) - a.div_euclid(1000),
+        _ => b.saturating_sub(a),
+    };
+    Ok(Some(Bson::Int64(n)))
+}
+
+/// `$dateTrunc`: the start of the `binSize`-unit bin holding the date. Bins are counted from
+/// 2000-01-01 in local time (weeks from the first `startOfWeek` day on or after it), as in MongoDB.
+fn date_trunc(args: &[(&str, Value)]) -> Result<Value> {
+    let Some(ms) = date_arg("$dateTrunc", &get(args, "date"))? else { return Ok(Some(Bson::Null)) };
+    let Some(unit) = unit_arg("$dateTrunc", &get(args, "unit"))? else {
+        return Ok(Some(Bson::Null));
+    };
+    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let bin = match get(args, "binSize") {
+        None => 1,
+        Some(Bson::Null) | Some(Bson::Undefined) => return Ok(Some(Bson::Null)),
+        Some(v) => match as_int(&v) {
+            Some(n) if n > 0 => n,
+            _ => {
+                return Err(loc(
+                    5439017,
+                    format!(
+                        "$dateTrunc requires 'binSize' to be a 64-bit integer greater than zero, but got value '{}' of type {}",
+                        crate::doc::fmt::value_string(&v),
+                        type_name(&v)
+                    ),
+                ));
+            }
+        },
+    };
+    let local = ms + off * 60_000;
+    let reference = days_from_civil(2000, 1, 1) * MS_PER_DAY;
+    let overflow = || loc(5439018, "$dateTrunc overflowed");
+    let fixed = |unit_ms: i64| -> Result<i64> {
+        let span = bin.checked_mul(unit_ms).ok_or_else(overflow)?;
+        let r = i128::from(reference);
+        let bins = (i128::from(local) - r).div_euclid(i128::from(span));
+        i64::try_from(r + bins * i128::from(span)).map_err(|_| overflow())
+    };
+    let truncated = match unit.as_str() {
+        "millisecond" => fixed(1)?,
+        "second" => fixed(1000)?,
+        "minute" => fixed(60_000)?,
+        "hour" => fixed(3_600_000)?,
+        "day" => fixed(MS_PER_DAY)?,
+        "week" => {
+            let start = match get(args, "startOfWeek") {
+                None => 1,
+                Some(Bson::String(s)) => match s.to_ascii_lowercase().as_str() {
+                    "sunday" | "sun" => 1,
+                    "monday" | "mon" => 2,
+                    "tuesday" | "tue" => 3,
+                    "wednesday" | "wed" => 4,
+                    "thursday" | "thu" => 5,
+                    "friday" | "fri" => 6,
+                    "saturday" | "sat" => 7,
+                    other => {
+                        return Err(loc(
+                            5439016,
+                            format!(
+                                "$dateTrunc parameter 'startOfWeek' value cannot be recognized as a day of a week: {other}"
+                            ),
+                        ));
+                    }
+                },
+                Some(Bson::Null) => return Ok(Some(Bson::Null)),
+                Some(other) => {
+                    return Err(loc(
+                        5439015,
+                        format!(
+                            "$dateTrunc requires 'startOfWeek' to be a string, but got {}",
+                            type_name(&other)
+                        ),
+                    ));
+                }
+            };
+            let ref_days = days_from_civil(2000, 1, 1);
+            let shift = (start - day_of_week(ref_days)).rem_euclid(7);
+            let week_ref = (ref_days + shift) * MS_PER_DAY;
+            let span = bin.checked_mul(7 * MS_PER_DAY).ok_or_else(overflow)?;
+            week_ref + (local - week_ref).div_euclid(span) * span
+        }
+        months_unit => {
+            let per = match months_unit {
+                "year" => 12,
+                "quarter" => 3,
+                _ => 1,
+            };
+            let p = parts(local, 0);
+            let months = (p.year - 2000) * 12 + i64::from(p.month) - 1;
+            let step = bin.checked_mul(per).ok_or_else(overflow)?;
+            let m0 = months.div_euclid(step) * step;
+            days_from_civil(2000 + m0.div_euclid(12), (m0.rem_euclid(12) + 1) as u32, 1)
+                * MS_PER_DAY
+        }
+    };
+    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(truncated - off * 60_000))))
+}
+
+/// `$dateToParts`: the calendar fields of a date (ISO week fields with `iso8601: true`).
+fn date_to_parts(args: &[(&str, Value)]) -> Result<Value> {
+    let Some(ms) = date_arg("$dateToParts", &get(args, "date"))? else {
+        return Ok(Some(Bson::Null));
+    };
+    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let p = parts(ms, off);
+    let iso = matches!(get(args, "iso8601"), Some(Bson::Boolean(true)));
+    let mut d = bson::Document::new();
+    if iso {
+        let (y, w, wd) = iso_week(&p);
+        d.insert("isoWeekYear", y as i32);
+        d.insert("isoWeek", w as i32);
+        d.insert("isoDayOfWeek", wd as i32);
+    } else {
+        d.insert("year", p.year as i32);
+        d.insert("month", p.month as i32);
+        d.insert("day", p.day as i32);
+    }
+    d.insert("hour", p.hour as i32);
+    d.insert("minute", p.minute as i32);
+    d.insert("second", p.second as i32);
+    d.insert("millisecond", p.milli as i32);
+    Ok(Some(Bson::Document(d)))
+}
+
+/// `$dateFromParts`: a date from calendar (or ISO week) fields; out-of-range fields carry over,
+/// as in MongoDB (`month: 14` is February of the next year).
+fn date_from_parts(args: &[(&str, Value)]) -> Result<Value> {
+    let num = |k: &str, default: i64| -> Result<Option<i64>> {
+        let v = match get(args, k) {
+            None => return Ok(Some(default)),
+            Some(Bson::Null) | Some(Bson::Undefined) => return Ok(None),
+            Some(v) => v,
+        };
+        let Some(n) = as_int(&v) else {
+            return Err(loc(
+                40515,
+                format!(
+                    "'{k}' must evaluate to an integer, found {} with value {}",
+                    type_name(&v),
+                    crate::doc::fmt::value_string(&v)
+                ),
+            ));
+        };
+        if k == "year" || k == "isoWeekYear" {
+            if !(1..=9999).contains(&n) {
+                return Err(loc(
+                    40523,
+                    format!("'{k}' must evaluate to an integer in the range 1 to 9999, found {n}"),
+                ));
+            }
+        } else if !(-32768..=32767).contains(&n) {
+            return Err(loc(
+                31034,
+                format!(
+                    "'{k}' must evaluate to a value in the range [-32768, 32767]; value {n} is not in range"
+                ),
+            ));
+        }
+        Ok(Some(n))
+    };
+    let iso = has(args, "isoWeekYear");
+    let natural = ["year", "month", "day"].iter().any(|k| has(args, k));
+    let iso_fields = ["isoWeekYear", "isoWeek", "isoDayOfWeek"].iter().any(|k| has(args, k));
+    if natural && iso_fields {
+        return Err(loc(
+            40489,
+            "$dateFromParts does not allow mixing natural dates with ISO dates",
+        ));
+    }
+    if !iso && !has(args, "year") {
+        return Err(loc(
+            40516,
+            "$dateFromParts requires either 'year' or 'isoWeekYear' to be present",
+        ));
+    }
+    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let fields = [("hour", 0), ("minute", 0), ("second", 0), ("millisecond", 0)];
+    let mut t = [0i64; 4];
+    for (i, (k, d)) in fields.iter().enumerate() {
+        match num(k, *d)? {
+            Some(v) => t[i] = v,
+            None => return Ok(Some(Bson::Null)),
+        }
+    }
+    let days = if iso {
+        let (Some(y), Some(w), Some(wd)) =
+            (num("isoWeekYear", 0)?, num("isoWeek", 1)?, num("isoDayOfWeek", 1)?)
+        else {
+            return Ok(Some(Bson::Null));
+        };
+        // ISO week 1 holds January 4th; its Monday starts the ISO year.
+        let jan4 = days_from_civil(y, 1, 4);
+        let monday = jan4 - ((jan4 + 3).rem_euclid(7));
+        monday + (w - 1) * 7 + (wd - 1)
+    } else {
+        let (Some(y), Some(m), Some(d)) = (num("year", 1970)?, num("month", 1)?, num("day", 1)?)
+        else {
+            return Ok(Some(Bson::Null));
+        };
+        let total = y * 12 + (m - 1);
+        let (yy, mm) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
+        days_from_civil(yy, mm, 1) + (d - 1)
+    };
+    let ms =
+        days * MS_PER_DAY + t[0] * 3_600_000 + t[1] * 60_000 + t[2] * 1000 + t[3] - off * 60_000;
+    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms))))
+}

@@ -1,0 +1,1099 @@
+//! Aggregation expressions: parsing and evaluation.
+//!
+//! An expression is parsed once per stage into an [`Expression`] tree and then evaluated per
+//! document. Parsing does everything that does not depend on the data: it resolves operator
+//! names (unknown ones are InvalidPipelineOperator), checks argument counts (Location16020),
+//! checks that every `$$variable` is defined in an enclosing scope (Location17276), and
+//! validates the object-shaped arguments of `$cond`, `$let`, `$switch`, `$filter`, `$map`,
+//! `$reduce` and the option-taking operators. Evaluation then only meets type errors, which
+//! carry MongoDB's codes and messages.
+//!
+//! Values are `Option<Bson>`: `None` is *missing*, which is different from null. A field path
+//! to an absent field is missing, `$$REMOVE` is missing, and a missing value assigned to a field
+//! removes the field. Most operators treat missing like null ("null in, null out").
+//!
+//! Variables live in a small stack ([`Vars`]): `$$ROOT` is the document being processed,
+//! `$$CURRENT` is the same document (field paths read it), and `$let`, `$filter`, `$map`,
+//! `$reduce` and the stages' `let` options push named values. The stack is searched from the top,
+//! so inner bindings shadow outer ones, as in MongoDB.
+//!
+//! The evaluator depends only on the `doc` and `error` modules, so that the query layer's `$expr`
+//! and the update layer's pipelines can use it without depending on the stages.
+
+use std::cmp::Ordering;
+
+use bson::{Bson, Document};
+
+use super::ops;
+use crate::doc::compare::cmp_bson;
+use crate::error::{Code, Error, Result};
+
+/// A value that may be missing (`None`).
+pub type Value = Option<Bson>;
+
+/// An error with a numbered MongoDB location code.
+pub(crate) fn loc(code: i32, msg: impl Into<String>) -> Error {
+    Error::new(Code::from_number(code), msg)
+}
+
+/// The system variables every expression can use.
+const SYSTEM_VARS: [&str; 8] =
+    ["ROOT", "CURRENT", "REMOVE", "NOW", "CLUSTER_TIME", "DESCEND", "PRUNE", "KEEP"];
+
+/// A parsed aggregation expression.
+#[derive(Clone, Debug)]
+pub enum Expression {
+    /// A constant (also `{$literal: v}`).
+    Const(Bson),
+    /// `"$a.b"`: a field path in `$$CURRENT`.
+    Field(Vec<String>),
+    /// `"$$name.a.b"`: a variable, optionally followed by a path.
+    Var(String, Vec<String>),
+    /// An array literal whose elements are expressions.
+    Array(Vec<Expression>),
+    /// An object literal whose values are expressions.
+    Object(Vec<(String, Expression)>),
+    /// An operator with positional arguments, by name.
+    Op(&'static str, Vec<Expression>),
+    /// An operator with named arguments (`$dateToString`, `$convert`, `$regexMatch`, ...).
+    Named(&'static str, Vec<(String, Expression)>),
+    /// `$let`: bindings, then the body.
+    Let(Vec<(String, Expression)>, Box<Expression>),
+    /// `$cond` in either form.
+    Cond(Box<Expression>, Box<Expression>, Box<Expression>),
+    /// `$switch`: `(case, then)` branches and an optional default.
+    Switch(Vec<(Expression, Expression)>, Option<Box<Expression>>),
+    /// `$filter`: input, variable name, condition, optional limit.
+    Filter(Box<Expression>, String, Box<Expression>, Option<Box<Expression>>),
+    /// `$map`: input, variable name, body.
+    Map(Box<Expression>, String, Box<Expression>),
+    /// `$reduce`: input, initial value, body (`$$value` and `$$this`).
+    Reduce(Box<Expression>, Box<Expression>, Box<Expression>),
+}
+
+/// Operators with positional arguments: name, minimum and maximum argument count.
+const OPS: &[(&str, usize, usize)] = &[
+    ("$add", 0, usize::MAX),
+    ("$subtract", 2, 2),
+    ("$multiply", 0, usize::MAX),
+    ("$divide", 2, 2),
+    ("$mod", 2, 2),
+    ("$abs", 1, 1),
+    ("$ceil", 1, 1),
+    ("$floor", 1, 1),
+    ("$round", 1, 2),
+    ("$trunc", 1, 2),
+    ("$pow", 2, 2),
+    ("$sqrt", 1, 1),
+    ("$exp", 1, 1),
+    ("$log", 2, 2),
+    ("$sin", 1, 1),
+    ("$cos", 1, 1),
+    ("$tan", 1, 1),
+    ("$asin", 1, 1),
+    ("$acos", 1, 1),
+    ("$atan", 1, 1),
+    ("$atan2", 2, 2),
+    ("$degreesToRadians", 1, 1),
+    ("$radiansToDegrees", 1, 1),
+    ("$bitAnd", 0, usize::MAX),
+    ("$bitOr", 0, usize::MAX),
+    ("$bitXor", 0, usize::MAX),
+    ("$bitNot", 1, 1),
+    ("$ln", 1, 1),
+    ("$log10", 1, 1),
+    ("$eq", 2, 2),
+    ("$ne", 2, 2),
+    ("$gt", 2, 2),
+    ("$gte", 2, 2),
+    ("$lt", 2, 2),
+    ("$lte", 2, 2),
+    ("$cmp", 2, 2),
+    ("$and", 0, usize::MAX),
+    ("$or", 0, usize::MAX),
+    ("$not", 1, 1),
+    ("$ifNull", 2, usize::MAX),
+    ("$concat", 0, usize::MAX),
+    ("$substrCP", 3, 3),
+    ("$substr", 3, 3),
+    ("$substrBytes", 3, 3),
+    ("$toUpper", 1, 1),
+    ("$toLower", 1, 1),
+    ("$split", 2, 2),
+    ("$strLenCP", 1, 1),
+    ("$strLenBytes", 1, 1),
+    ("$strcasecmp", 2, 2),
+    ("$indexOfCP", 2, 4),
+    ("$size", 1, 1),
+    ("$arrayElemAt", 2, 2),
+    ("$in", 2, 2),
+    ("$concatArrays", 0, usize::MAX),
+    ("$slice", 2, 3),
+    ("$first", 1, 1),
+    ("$last", 1, 1),
+    ("$isArray", 1, 1),
+    ("$reverseArray", 1, 1),
+    ("$indexOfArray", 2, 4),
+    ("$range", 2, 3),
+    ("$setUnion", 0, usize::MAX),
+    ("$setIntersection", 0, usize::MAX),
+    ("$setDifference", 2, 2),
+    ("$setIsSubset", 2, 2),
+    ("$setEquals", 2, usize::MAX),
+    ("$anyElementTrue", 1, 1),
+    ("$allElementsTrue", 1, 1),
+    ("$mergeObjects", 0, usize::MAX),
+    ("$objectToArray", 1, 1),
+    ("$arrayToObject", 1, 1),
+    ("$type", 1, 1),
+    ("$isNumber", 1, 1),
+    ("$bsonSize", 1, 1),
+    ("$binarySize", 1, 1),
+    ("$toString", 1, 1),
+    ("$toInt", 1, 1),
+    ("$toLong", 1, 1),
+    ("$toDouble", 1, 1),
+    ("$toDecimal", 1, 1),
+    ("$toBool", 1, 1),
+    ("$toDate", 1, 1),
+    ("$toObjectId", 1, 1),
+    ("$sum", 0, usize::MAX),
+    ("$avg", 0, usize::MAX),
+    ("$min", 0, usize::MAX),
+    ("$max", 0, usize::MAX),
+    ("$stdDevPop", 0, usize::MAX),
+    ("$stdDevSamp", 0, usize::MAX),
+];
+
+/// Operators with named arguments: name, required names, optional names.
+const NAMED: &[(&str, &[&str], &[&str])] = &[
+    ("$dateToString", &["date"], &["format", "timezone", "onNull"]),
+    ("$dateFromString", &["dateString"], &["format", "timezone", "onError", "onNull"]),
+    ("$dateAdd", &["startDate", "unit", "amount"], &["timezone"]),
+    ("$dateSubtract", &["startDate", "unit", "amount"], &["timezone"]),
+    ("$dateDiff", &["startDate", "endDate", "unit"], &["timezone", "startOfWeek"]),
+    ("$dateTrunc", &["date", "unit"], &["binSize", "timezone", "startOfWeek"]),
+    ("$dateToParts", &["date"], &["timezone", "iso8601"]),
+    (
+        "$dateFromParts",
+        &[],
+        &[
+            "year",
+            "month",
+            "day",
+            "hour",
+            "minute",
+            "second",
+            "millisecond",
+            "isoWeekYear",
+            "isoWeek",
+            "isoDayOfWeek",
+            "timezone",
+        ],
+    ),
+    ("$convert", &["input", "to"], &["onError", "onNull", "format", "base"]),
+    ("$trim", &["input"], &["chars"]),
+    ("$ltrim", &["input"], &["chars"]),
+    ("$rtrim", &["input"], &["chars"]),
+    ("$regexMatch", &["input", "regex"], &["options"]),
+    ("$regexFind", &["input", "regex"], &["options"]),
+    ("$regexFindAll", &["input", "regex"], &["options"]),
+    ("$replaceOne", &["input", "find", "replacement"], &[]),
+    ("$replaceAll", &["input", "find", "replacement"], &[]),
+    ("$getField", &["field"], &["input"]),
+    ("$setField", &["field", "input", "value"], &[]),
+    ("$unsetField", &["field", "input"], &[]),
+    ("$sortArray", &["input", "sortBy"], &[]),
+    ("$zip", &["inputs"], &["useLongestLength", "defaults"]),
+];
+
+/// The date-part operators, which take a date or `{date, timezone}`.
+const DATE_PARTS: &[&str] = &[
+    "$year",
+    "$month",
+    "$dayOfMonth",
+    "$hour",
+    "$minute",
+    "$second",
+    "$millisecond",
+    "$dayOfWeek",
+    "$dayOfYear",
+    "$week",
+    "$isoWeek",
+    "$isoWeekYear",
+    "$isoDayOfWeek",
+];
+
+/// Parse-time scope: the variable names defined around an expression.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    names: Vec<String>,
+}
+
+impl Scope {
+    /// The scope with only the system variables.
+    pub fn new() -> Scope {
+        Scope { names: SYSTEM_VARS.iter().map(|s| s.to_string()).collect() }
+    }
+
+    /// The system variables plus `names` (a stage's or command's `let`).
+    pub fn with<'a>(names: impl IntoIterator<Item = &'a str>) -> Scope {
+        let mut s = Scope::new();
+        s.names.extend(names.into_iter().map(str::to_string));
+        s
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    fn push(&self, names: &[&str]) -> Scope {
+        let mut s = self.clone();
+        s.names.extend(names.iter().map(|n| n.to_string()));
+        s
+    }
+}
+
+/// Evaluation-time variables: the root document and a stack of named values.
+#[derive(Clone, Debug)]
+pub struct Vars<'a> {
+    root: &'a Document,
+    stack: Vec<(String, Value)>,
+}
+
+impl<'a> Vars<'a> {
+    /// Variables for evaluating against `root`.
+    pub fn new(root: &'a Document) -> Vars<'a> {
+        Vars { root, stack: Vec::new() }
+    }
+
+    /// Variables for `root` with user variables (a `let`) bound.
+    pub fn with_let(root: &'a Document, user: &Document) -> Vars<'a> {
+        let mut v = Vars::new(root);
+        for (k, x) in user {
+            v.stack.push((k.clone(), Some(x.clone())));
+        }
+        v
+    }
+
+    fn get(&self, name: &str) -> Result<Value> {
+        if let Some((_, v)) = self.stack.iter().rev().find(|(n, _)| n == name) {
+            return Ok(v.clone());
+        }
+        match name {
+            "ROOT" | "CURRENT" => Ok(Some(Bson::Document(self.root.clone()))),
+            "REMOVE" => Ok(None),
+            // `$redact`'s outcomes.
+            "DESCEND" => Ok(Some(Bson::String("descend".to_string()))),
+            "PRUNE" => Ok(Some(Bson::String("prune".to_string()))),
+            "KEEP" => Ok(Some(Bson::String("keep".to_string()))),
+            "NOW" => Ok(Some(Bson::DateTime(bson::DateTime::now()))),
+            "CLUSTER_TIME" => Ok(Some(Bson::Timestamp(bson::Timestamp {
+                time: (bson::DateTime::now().timestamp_millis() / 1000) as u32,
+                increment: 1,
+            }))),
+            _ => Err(loc(17276, format!("Use of undefined variable: {name}"))),
+        }
+    }
+}
+
+impl Expression {
+    /// Parses an expression with only the system variables in scope.
+    pub fn parse(v: &Bson) -> Result<Expression> {
+        Self::parse_in(v, &Scope::new())
+    }
+
+    /// Parses an expression in a scope of defined variables.
+    pub fn parse_in(v: &Bson, scope: &Scope) -> Result<Expression> {
+        match v {
+            Bson::String(s) if s.starts_with("$$") => parse_var(&s[2..], scope),
+            Bson::String(s) if s.starts_with('$') => Ok(Expression::Field(parse_path(&s[1..])?)),
+            Bson::Array(items) => Ok(Expression::Array(
+                items.iter().map(|x| Self::parse_in(x, scope)).collect::<Result<_>>()?,
+            )),
+            Bson::Document(d) => parse_doc(d, scope),
+            other => Ok(Expression::Const(other.clone())),
+        }
+    }
+
+    /// Evaluates against a document with no user variables.
+    pub fn eval_doc(&self, doc: &Document) -> Result<Value> {
+        self.eval(&mut Vars::new(doc))
+    }
+
+    /// Evaluates with the given variables.
+    pub fn eval(&self, vars: &mut Vars) -> Result<Value> {
+        match self {
+            Expression::Const(v) => Ok(Some(v.clone())),
+            Expression::Field(path) => Ok(field_path(vars.root, path)),
+            Expression::Var(name, path) => {
+                let v = vars.get(name)?;
+                Ok(match (v, path.is_empty()) {
+                    (v, true) => v,
+                    (Some(Bson::Document(d)), false) => field_path(&d, path),
+                    (Some(Bson::Array(items)), false) => {
+                        value_at(&Bson::Array(items), path.as_slice())
+                    }
+                    (_, false) => None,
+                })
+            }
+            Expression::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for e in items {
+                    // Missing elements of an array literal become null, as in MongoDB.
+                    out.push(e.eval(vars)?.unwrap_or(Bson::Null));
+                }
+                Ok(Some(Bson::Array(out)))
+            }
+            Expression::Object(fields) => {
+                let mut out = Document::new();
+                for (k, e) in fields {
+                    if let Some(v) = e.eval(vars)? {
+                        out.insert(k.clone(), v);
+                    }
+                }
+                Ok(Some(Bson::Document(out)))
+            }
+            Expression::Op(name, args) => eval_op(name, args, vars),
+            Expression::Named(name, args) => {
+                let mut vals = Vec::with_capacity(args.len());
+                for (k, e) in args {
+                    vals.push((k.as_str(), e.eval(vars)?));
+                }
+                ops::named(name, &vals)
+            }
+            Expression::Let(bindings, body) => {
+                let mut vals = Vec::with_capacity(bindings.len());
+                for (k, e) in bindings {
+                    vals.push((k.clone(), e.eval(vars)?));
+                }
+                let depth = vars.stack.len();
+                vars.stack.extend(vals);
+                let out = body.eval(vars);
+                vars.stack.truncate(depth);
+                out
+            }
+            Expression::Cond(c, t, f) => {
+                if truthy(&c.eval(vars)?) {
+                    t.eval(vars)
+                } else {
+                    f.eval(vars)
+                }
+            }
+            Expression::Switch(branches, default) => {
+                for (case, then) in branches {
+                    if truthy(&case.eval(vars)?) {
+                        return then.eval(vars);
+                    }
+                }
+                match default {
+                    Some(d) => d.eval(vars),
+                    None => Err(loc(
+                        40066,
+                        "$switch could not find a matching branch for an input, and no default was specified.",
+                    )),
+                }
+            }
+            Expression::Filter(input, name, cond, limit) => {
+                eval_filter(input, name, cond, limit.as_deref(), vars)
+            }
+            Expression::Map(input, name, body) => {
+                let Some(items) = array_input(input.eval(vars)?, |t| {
+                    loc(16883, format!("input to $map must be an array not {t}"))
+                })?
+                else {
+                    return Ok(Some(Bson::Null));
+                };
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    out.push(
+                        with_var(vars, name, Some(item), |v| body.eval(v))?.unwrap_or(Bson::Null),
+                    );
+                }
+                Ok(Some(Bson::Array(out)))
+            }
+            Expression::Reduce(input, initial, body) => {
+                let Some(items) = array_input(input.eval(vars)?, |t| {
+                    loc(40080, format!("$reduce requires that 'input' be an array, found: {t}"))
+                })?
+                else {
+                    return Ok(Some(Bson::Null));
+                };
+                let mut acc = initial.eval(vars)?;
+                for item in items {
+                    let depth = vars.stack.len();
+                    vars.stack.push(("value".to_string(), acc));
+                    vars.stack.push(("this".to_string(), Some(item)));
+                    let r = body.eval(vars);
+                    vars.stack.truncate(depth);
+                    acc = r?;
+                }
+                Ok(acc)
+            }
+        }
+    }
+
+    /// Whether the expression is a constant (no paths, no variables).
+    pub fn is_const(&self) -> bool {
+        matches!(self, Expression::Const(_))
+    }
+}
+
+/// Runs `f` with `name` bound to `value`.
+fn with_var<T>(vars: &mut Vars, name: &str, value: Value, f: impl FnOnce(&mut Vars) -> T) -> T {
+    let depth = vars.stack.len();
+    vars.stack.push((name.to_string(), value));
+    let out = f(vars);
+    vars.stack.truncate(depth);
+    out
+}
+
+/// An array argument: `Ok(None)` for null/missing, an error built by `bad` for other types.
+fn array_input(v: Value, bad: impl Fn(&str) -> Error) -> Result<Option<Vec<Bson>>> {
+    match v {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
+        Some(Bson::Array(items)) => Ok(Some(items)),
+        Some(other) => Err(bad(type_name(&other))),
+    }
+}
+
+fn eval_filter(
+    input: &Expression,
+    name: &str,
+    cond: &Expression,
+    limit: Option<&Expression>,
+    vars: &mut Vars,
+) -> Result<Value> {
+    let Some(items) = array_input(input.eval(vars)?, |t| {
+        loc(28651, format!("input to $filter must be an array not {t}"))
+    })?
+    else {
+        return Ok(Some(Bson::Null));
+    };
+    let limit = match limit {
+        None => usize::MAX,
+        Some(l) => match l.eval(vars)? {
+            None | Some(Bson::Null) => usize::MAX,
+            Some(v) => match ops::as_int(&v) {
+                Some(n) if n > 0 => n as usize,
+                _ => {
+                    return Err(loc(
+                        327391,
+                        format!(
+                            "$filter: limit must be greater than 0: {}",
+                            crate::doc::fmt::value_string(&v)
+                        ),
+                    ));
+                }
+            },
+        },
+    };
+    let mut out = Vec::new();
+    for item in items {
+        if out.len() >= limit {
+            break;
+        }
+        let keep = with_var(vars, name, Some(item.clone()), |v| cond.eval(v))?;
+        if truthy(&keep) {
+            out.push(item);
+        }
+    }
+    Ok(Some(Bson::Array(out)))
+}
+
+fn eval_op(name: &str, args: &[Expression], vars: &mut Vars) -> Result<Value> {
+    // Short-circuiting operators evaluate their arguments lazily.
+    match name {
+        "$and" => {
+            for a in args {
+                if !truthy(&a.eval(vars)?) {
+                    return Ok(Some(Bson::Boolean(false)));
+                }
+            }
+            return Ok(Some(Bson::Boolean(true)));
+        }
+        "$or" => {
+            for a in args {
+                if truthy(&a.eval(vars)?) {
+                    return Ok(Some(Bson::Boolean(true)));
+                }
+            }
+            return Ok(Some(Bson::Boolean(false)));
+        }
+        "$ifNull" => {
+            let (last, init) = args.split_last().unwrap_or((&Expression::Const(Bson::Null), &[]));
+            for a in init {
+                match a.eval(vars)? {
+                    None | Some(Bson::Null) | Some(Bson::Undefined) => continue,
+                    v => return Ok(v),
+                }
+            }
+            return last.eval(vars);
+        }
+        _ => {}
+    }
+    let mut vals = Vec::with_capacity(args.len());
+    for a in args {
+        vals.push(a.eval(vars)?);
+    }
+    ops::positional(name, vals)
+}
+
+/// Truthiness: missing, null, undefined, false and zero are false.
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        None => false,
+        Some(v) => crate::query::filter::truthy(v),
+    }
+}
+
+/// The `$type` name of a value.
+pub fn type_name(v: &Bson) -> &'static str {
+    match v {
+        Bson::Double(_) => "double",
+        Bson::String(_) => "string",
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::Binary(_) => "binData",
+        Bson::Undefined => "undefined",
+        Bson::ObjectId(_) => "objectId",
+        Bson::Boolean(_) => "bool",
+        Bson::DateTime(_) => "date",
+        Bson::Null => "null",
+        Bson::RegularExpression(_) => "regex",
+        Bson::DbPointer(_) => "dbPointer",
+        Bson::JavaScriptCode(_) => "javascript",
+        Bson::Symbol(_) => "symbol",
+        Bson::JavaScriptCodeWithScope(_) => "javascriptWithScope",
+        Bson::Int32(_) => "int",
+        Bson::Timestamp(_) => "timestamp",
+        Bson::Int64(_) => "long",
+        Bson::Decimal128(_) => "decimal",
+        Bson::MinKey => "minKey",
+        Bson::MaxKey => "maxKey",
+    }
+}
+
+/// The type name of a possibly missing value.
+pub fn value_type(v: &Value) -> &'static str {
+    v.as_ref().map_or("missing", type_name)
+}
+
+/// Total order with missing below everything (including null).
+pub fn cmp_values(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(x), Some(y)) => cmp_bson(x, y),
+    }
+}
+
+fn parse_path(path: &str) -> Result<Vec<String>> {
+    if path.is_empty() {
+        return Err(loc(16872, "'$' by itself is not a valid FieldPath"));
+    }
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        if part.is_empty() {
+            return Err(loc(15998, "FieldPath field names may not be empty strings."));
+        }
+        if part.starts_with('$') {
+            return Err(loc(
+                16410,
+                "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
+            ));
+        }
+        out.push(part.to_string());
+    }
+    Ok(out)
+}
+
+fn parse_var(s: &str, scope: &Scope) -> Result<Expression> {
+    let (name, rest) = match s.split_once('.') {
+        Some((n, r)) => (n, Some(r)),
+        None => (s, None),
+    };
+    if name.is_empty() {
+        return Err(loc(16869, "empty variable name"));
+    }
+    if !scope.has(name) {
+        return Err(loc(17276, format!("Use of undefined variable: {name}")));
+    }
+    let path = match rest {
+        Some(r) => parse_path(r)?,
+        None => Vec::new(),
+    };
+    if name == "CURRENT" {
+        return Ok(if path.is_empty() {
+            Expression::Var("ROOT".to_string(), path)
+        } else {
+            Expression::Field(path)
+        });
+    }
+    Ok(Expression::Var(name.to_string(), path))
+}
+
+fn parse_doc(d: &Document, scope: &Scope) -> Result<Expression> {
+    let Some(first) = d.keys().next() else {
+        return Ok(Expression::Object(Vec::new()));
+    };
+    if !first.starts_with('$') {
+        let mut fields = Vec::with_capacity(d.len());
+        for (k, v) in d {
+            if k.starts_with('$') {
+                return Err(loc(
+                    16410,
+                    "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
+                ));
+            }
+            if k.contains('.') {
+                return Err(loc(16412, "FieldPath field names may not contain '.'."));
+            }
+            fields.push((k.clone(), Expression::parse_in(v, scope)?));
+        }
+        return Ok(Expression::Object(fields));
+    }
+    if d.len() != 1 {
+        return Err(loc(
+            15983,
+            format!(
+                "an expression specification must contain exactly one field, the name of the expression. Found {} fields in {}",
+                d.len(),
+                crate::doc::fmt::doc_string(d)
+            ),
+        ));
+    }
+    let arg = d.get(first).unwrap_or(&Bson::Null);
+    parse_operator(first, arg, scope)
+}
+
+fn args_of(arg: &Bson, scope: &Scope) -> Result<Vec<Expression>> {
+    match arg {
+        Bson::Array(items) => items.iter().map(|x| Expression::parse_in(x, scope)).collect(),
+        other => Ok(vec![Expression::parse_in(other, scope)?]),
+    }
+}
+
+fn parse_operator(name: &str, arg: &Bson, scope: &Scope) -> Result<Expression> {
+    match name {
+        "$literal" => return Ok(Expression::Const(arg.clone())),
+        "$let" => return parse_let(arg, scope),
+        "$cond" => return parse_cond(arg, scope),
+        "$switch" => return parse_switch(arg, scope),
+        "$filter" => return parse_filter(arg, scope),
+        "$map" => return parse_map(arg, scope),
+        "$reduce" => return parse_reduce(arg, scope),
+        "$rand" => {
+            if !matches!(arg, Bson::Document(d) if d.is_empty()) {
+                return Err(loc(3040500, "$rand not expecting arguments, but received arguments"));
+            }
+            return Ok(Expression::Op("$rand", Vec::new()));
+        }
+        _ => {}
+    }
+    if let Some((op, min, max)) = OPS.iter().find(|(n, _, _)| *n == name) {
+        let args = args_of(arg, scope)?;
+        if args.len() < *min || args.len() > *max {
+            return Err(arity_error(op, *min, *max, args.len()));
+        }
+        return Ok(Expression::Op(op, args));
+    }
+    if let Some((op, required, optional)) = NAMED.iter().find(|(n, _, _)| *n == name) {
+        return parse_named(op, required, optional, arg, scope);
+    }
+    if let Some(op) = DATE_PARTS.iter().find(|n| **n == name) {
+        return parse_date_part(op, arg, scope);
+    }
+    Err(Error::new(Code::InvalidPipelineOperator, format!("Unrecognized expression '{name}'")))
+}
+
+fn arity_error(op: &str, min: usize, max: usize, got: usize) -> Error {
+    if op == "$ifNull" {
+        return loc(1257300, format!("$ifNull needs at least two arguments, had: {got}"));
+    }
+    if min == max {
+        return loc(
+            16020,
+            format!("Expression {op} takes exactly {min} arguments. {got} were passed in."),
+        );
+    }
+    if max == usize::MAX {
+        return loc(
+            16020,
+            format!("Expression {op} takes at least {min} arguments, and {got} were passed in."),
+        );
+    }
+    loc(
+        16020,
+        format!(
+            "Expression {op} takes at least {min} arguments, and at most {max}, but {got} were passed in."
+        ),
+    )
+}
+
+fn parse_named(
+    op: &'static str,
+    required: &[&str],
+    optional: &[&str],
+    arg: &Bson,
+    scope: &Scope,
+) -> Result<Expression> {
+    let spec = match arg {
+        Bson::Document(d) => d,
+        // `$getField: "name"` is shorthand for `{field: "name"}`.
+        Bson::String(_) if op == "$getField" => {
+            return Ok(Expression::Named(
+                op,
+                vec![
+                    ("field".to_string(), Expression::Const(arg.clone())),
+                    ("input".to_string(), Expression::Var("ROOT".to_string(), Vec::new())),
+                ],
+            ));
+        }
+        // `$trim`-like and date operators document their errors with the operator name.
+        other => {
+            return Err(loc(
+                named_code(op, 0),
+                format!(
+                    "{op} only supports an object as its argument, found: {}",
+                    type_name(other)
+                ),
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    for (k, v) in spec {
+        if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
+            return Err(loc(named_code(op, 1), format!("{op} found an unknown argument: {k}")));
+        }
+        out.push((k.clone(), Expression::parse_in(v, scope)?));
+    }
+    for r in required {
+        if !spec.contains_key(*r) {
+            if op == "$getField" && *r == "field" {
+                return Err(loc(3041702, "$getField requires 'field' to be specified"));
+            }
+            return Err(loc(named_code(op, 2), format!("Missing '{r}' parameter to {op}")));
+        }
+    }
+    if op == "$getField" && !spec.contains_key("input") {
+        out.push(("input".to_string(), Expression::Var("ROOT".to_string(), Vec::new())));
+    }
+    Ok(Expression::Named(op, out))
+}
+
+/// MongoDB's location codes for argument-shape errors of the named-argument operators:
+/// `which` is 0 (not an object), 1 (unknown argument) or 2 (missing argument).
+fn named_code(op: &str, which: usize) -> i32 {
+    let codes: [i32; 3] = match op {
+        "$dateToString" => [18629, 18534, 18627],
+        "$dateFromString" => [40540, 40541, 40542],
+        "$convert" => [34391, 34392, 34393],
+        "$trim" | "$ltrim" | "$rtrim" => [50696, 50694, 50695],
+        "$regexMatch" | "$regexFind" | "$regexFindAll" => [51103, 31024, 31022],
+        "$getField" => [3041703, 3041701, 3041702],
+        "$setField" => [4161100, 4161101, 4161102],
+        "$unsetField" => [4161100, 4161101, 4161102],
+        "$dateAdd" | "$dateSubtract" => [5166400, 5166401, 5166402],
+        "$dateDiff" => [5166300, 5166301, 5166302],
+        "$dateTrunc" => [5439007, 5439008, 5439009],
+        "$dateToParts" => [40524, 40520, 40522],
+        "$dateFromParts" => [40519, 40518, 40516],
+        "$replaceOne" | "$replaceAll" => [51751, 51750, 51749],
+        "$sortArray" => [2942500, 2942501, 2942502],
+        "$zip" => [34460, 34464, 34461],
+        _ => [9, 9, 9],
+    };
+    codes[which.min(2)]
+}
+
+fn parse_date_part(op: &'static str, arg: &Bson, scope: &Scope) -> Result<Expression> {
+    let arg = match arg {
+        Bson::Array(items) if items.len() == 1 => &items[0],
+        Bson::Array(items) => {
+            return Err(arity_error(op, 1, 1, items.len()));
+        }
+        other => other,
+    };
+    if let Bson::Document(d) = arg
+        && d.contains_key("date")
+    {
+        let mut out = Vec::new();
+        for (k, v) in d {
+            match k.as_str() {
+                "date" | "timezone" => out.push((k.clone(), Expression::parse_in(v, scope)?)),
+                other => {
+                    return Err(loc(40535, format!("unrecognized option to {op}: \"{other}\"")));
+                }
+            }
+        }
+        return Ok(Expression::Named(op, out));
+    }
+    Ok(Expression::Named(op, vec![("date".to_string(), Expression::parse_in(arg, scope)?)]))
+}
+
+fn parse_let(arg: &Bson, scope: &Scope) -> Result<Expression> {
+    let Bson::Document(spec) = arg else {
+        return Err(loc(16874, "$let only supports an object as its argument"));
+    };
+    let mut vars_spec = None;
+    let mut body = None;
+    for (k, v) in spec {
+        match k.as_str() {
+            "vars" => vars_spec = Some(v),
+            "in" => body = Some(v),
+            other => return Err(loc(16875, format!("Unrecognized parameter to $let: {other}"))),
+        }
+    }
+    let Some(vars_spec) = vars_spec else {
+        return Err(loc(16876, "Missing 'vars' parameter to $let"));
+    };
+    let Some(body) = body else {
+        return Err(loc(16877, "Missing 'in' parameter to $let"));
+    };
+    let Bson::Document(vars_doc) = vars_spec else {
+        return Err(loc(10065, "invalid parameter: expected an object (vars)"));
+    };
+    let mut bindings = Vec::new();
+    for (name, v) in vars_doc {
+        validate_var_name(name)?;
+        bindings.push((name.clone(), Expression::parse_in(v, scope)?));
+    }
+    let names: Vec<&str> = vars_doc.keys().map(String::as_str).collect();
+    let inner = scope.push(&names);
+    Ok(Expression::Let(bindings, Box::new(Expression::parse_in(body, &inner)?)))
+}
+
+/// User variable names start with a lowercase letter or a non-ASCII character and contain only
+/// letters, digits and underscores.
+pub fn validate_var_name(name: &str) -> Result<()> {
+    let Some(first) = name.chars().next() else {
+        return Err(loc(16866, "empty variable names are not allowed"));
+    };
+    if !first.is_ascii_lowercase() && first.is_ascii() {
+        return Err(loc(
+            16867,
+            format!("'{name}' starts with an invalid character for a user variable name"),
+        ));
+    }
+    if let Some(c) =
+        name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || !c.is_ascii()))
+    {
+        return Err(loc(
+            16868,
+            format!("'{name}' contains an invalid character for a variable name: '{c}'"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_cond(arg: &Bson, scope: &Scope) -> Result<Expression> {
+    let (c, t, f) = match arg {
+        Bson::Document(spec) => {
+            let (mut c, mut t, mut f) = (None, None, None);
+            for (k, v) in spec {
+                match k.as_str() {
+                    "if" => c = Some(v),
+                    "then" => t = Some(v),
+                    "else" => f = Some(v),
+                    other => {
+                        return Err(loc(
+                            17083,
+                            format!("Unrecognized parameter to $cond: {other}"),
+                        ));
+                    }
+                }
+            }
+            let c = c.ok_or_else(|| loc(17080, "Missing 'if' parameter to $cond"))?;
+            let t = t.ok_or_else(|| loc(17081, "Missing 'then' parameter to $cond"))?;
+            let f = f.ok_or_else(|| loc(17082, "Missing 'else' parameter to $cond"))?;
+            (c.clone(), t.clone(), f.clone())
+        }
+        Bson::Array(items) if items.len() == 3 => {
+            (items[0].clone(), items[1].clone(), items[2].clone())
+        }
+        Bson::Array(items) => return Err(arity_error("$cond", 3, 3, items.len())),
+        _ => return Err(arity_error("$cond", 3, 3, 1)),
+    };
+    Ok(Expression::Cond(
+        Box::new(Expression::parse_in(&c, scope)?),
+        Box::new(Expression::parse_in(&t, scope)?),
+        Box::new(Expression::parse_in(&f, scope)?),
+    ))
+}
+
+fn parse_switch(arg: &Bson, scope: &Scope) -> Result<Expression> {
+    let Bson::Document(spec) = arg else {
+        return Err(loc(
+            40060,
+            format!("$switch requires an object as an argument, found: {}", type_name(arg)),
+        ));
+    };
+    let mut branches = Vec::new();
+    let mut default = None;
+    for (k, v) in spec {
+        match k.as_str() {
+            "branches" => {
+                let Bson::Array(items) = v else {
+                    return Err(loc(
+                        40061,
+                        format!(
+                            "$switch expected an array for 'branches', found: {}",
+                            type_name(v)
+                        ),
+                    ));
+                };
+                for b in items {
+                    branches.push(parse_branch(b, scope)?);
+                }
+            }
+            "default" => default = Some(Box::new(Expression::parse_in(v, scope)?)),
+            other => return Err(loc(40067, format!("$switch found an unknown argument: {other}"))),
+        }
+    }
+    if branches.is_empty() {
+        return Err(loc(40068, "$switch requires at least one branch."));
+    }
+    Ok(Expression::Switch(branches, default))
+}
+
+fn parse_branch(b: &Bson, scope: &Scope) -> Result<(Expression, Expression)> {
+    let Bson::Document(branch) = b else {
+        return Err(loc(
+            40062,
+            format!("$switch expected each branch to be an object, found: {}", type_name(b)),
+        ));
+    };
+    let (mut case, mut then) = (None, None);
+    for (k, v) in branch {
+        match k.as_str() {
+            "case" => case = Some(Expression::parse_in(v, scope)?),
+            "then" => then = Some(Expression::parse_in(v, scope)?),
+            other => {
+                return Err(loc(
+                    40063,
+                    format!("$switch found an unknown argument to a branch: {other}"),
+                ));
+            }
+        }
+    }
+    let case =
+        case.ok_or_else(|| loc(40064, "$switch requires each branch have a 'case' expression"))?;
+    let then =
+        then.ok_or_else(|| loc(40065, "$switch requires each branch have a 'then' expression."))?;
+    Ok((case, then))
+}
+
+/// The `input`/`as`/`cond`-style argument object of `$filter` and `$map`.
+fn iteration_spec<'a>(
+    op: &str,
+    arg: &'a Bson,
+    allowed: &[&str],
+    codes: (i32, i32),
+) -> Result<&'a Document> {
+    let Bson::Document(spec) = arg else {
+        return Err(loc(codes.0, format!("{op} only supports an object as its argument")));
+    };
+    for k in spec.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(loc(codes.1, format!("Unrecognized parameter to {op}: {k}")));
+        }
+    }
+    Ok(spec)
+}
+
+fn var_name_of(spec: &Document, default: &str) -> Result<String> {
+    match spec.get("as") {
+        None => Ok(default.to_string()),
+        Some(Bson::String(s)) => {
+            validate_var_name(s)?;
+            Ok(s.clone())
+        }
+        Some(_) => Err(loc(16866, "empty variable names are not allowed")),
+    }
+}
+
+fn parse_filter(arg: &Bson, scope: &Scope) -> Result<Expression> {
+    let spec = iteration_spec("$filter", arg, &["input", "as", "cond", "limit"], (28646, 28647))?;
+    let input =
+        spec.get("input").ok_or_else(|| loc(28648, "Missing 'input' parameter to $filter"))?;
+    let cond = spec.get("cond").ok_or_else(|| loc(28650, "Missing 'cond' parameter to $filter"))?;
+    let name = var_name_of(spec, "this")?;
+    let inner = scope.push(&[name.as_str()]);
+    let limit = match spec.get("limit") {
+        Some(l) => Some(Box::new(Expression::parse_in(l, scope)?)),
+        None => None,
+    };
+    Ok(Expression::Filter(
+        Box::new(Expression::parse_in(input, scope)?),
+        name,
+        Box::new(Expression::parse_in(cond, &inner)?),
+        limit,
+    ))
+}
+
+fn parse_map(arg: &Bson, scope: &Scope) -> Result<Expression> {
+    let spec = iteration_spec("$map", arg, &["input", "as", "in"], (16878, 16879))?;
+    let input = spec.get("input").ok_or_else(|| loc(16880, "Missing 'input' parameter to $map"))?;
+    let body = spec.get("in").ok_or_else(|| loc(16882, "Missing 'in' parameter to $map"))?;
+    let name = var_name_of(spec, "this")?;
+    let inner = scope.push(&[name.as_str()]);
+    Ok(Expression::Map(
+        Box::new(Expression::parse_in(input, scope)?),
+        name,
+        Box::new(Expression::parse_in(body, &inner)?),
+    ))
+}
+
+fn parse_reduce(arg: &Bson, scope: &Scope) -> Result<Expression> {
+    let Bson::Document(spec) = arg else {
+        return Err(loc(
+            40075,
+            format!("$reduce requires an object as an argument, found: {}", type_name(arg)),
+        ));
+    };
+    let (mut input, mut initial, mut body) = (None, None, None);
+    for (k, v) in spec {
+        match k.as_str() {
+            "input" => input = Some(v),
+            "initialValue" => initial = Some(v),
+            "in" => body = Some(v),
+            other => return Err(loc(40076, format!("$reduce found an unknown argument: {other}"))),
+        }
+    }
+    let input = input.ok_or_else(|| loc(40077, "$reduce requires 'input' to be specified"))?;
+    let initial =
+        initial.ok_or_else(|| loc(40078, "$reduce requires 'initialValue' to be specified"))?;
+    let body = body.ok_or_else(|| loc(40079, "$reduce requires 'in' to be specified"))?;
+    let inner = scope.push(&["this", "value"]);
+    Ok(Expression::Reduce(
+        Box::new(Expression::parse_in(input, scope)?),
+        Box::new(Expression::parse_in(initial, scope)?),
+        Box::new(Expression::parse_in(body, &inner)?),
+    ))
+}
+
+/// Aggregation field-path semantics: arrays on the way are mapped over (elements where the
+/// path is missing are dropped), and numeric components are field names, not indexes.
+pub fn field_path(doc: &Document, path: &[String]) -> Value {
+    let (first, rest) = path.split_first()?;
+    value_at(doc.get(first)?, rest)
+}
+
+fn value_at(v: &Bson, rest: &[String]) -> Value {
+    let Some((head, tail)) = rest.split_first() else {
+        return Some(v.clone());
+    };
+    match v {
+        Bson::Document(d) => value_at(d.get(head)?, tail),
+        Bson::Array(items) => Some(Bson::Array(
+            items
+                .iter()
+                .filter(|e| matches!(e, Bson::Document(_) | Bson::Array(_)))
+                .filter_map(|e| value_at(e, rest))
+                .collect(),
+        )),
+        _ => None,
+    }
+}

@@ -1,0 +1,484 @@
+//! Accumulators for `$group` and `$bucket`.
+//!
+//! An accumulator is parsed once ([`AccSpec`]) and then instantiated per group ([`Acc`]), which
+//! folds the values of the group's documents in input order and produces the output value at the
+//! end. Groups are found with an ordered map keyed by MongoDB's value order, so `1` and `1.0` fall
+//! in the same group as they do in MongoDB; output is in order of first appearance.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use bson::{Bson, Document};
+
+use super::expr::{Expression, Scope, Value, Vars, loc, type_name};
+use super::ops::add_numbers;
+use crate::doc::compare::{Number, bson_eq, cmp_bson};
+use crate::error::{Code, Error, Result};
+
+/// The accumulator operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccOp {
+    /// `$sum`
+    Sum,
+    /// `$avg`
+    Avg,
+    /// `$min`
+    Min,
+    /// `$max`
+    Max,
+    /// `$first`
+    First,
+    /// `$last`
+    Last,
+    /// `$push`
+    Push,
+    /// `$addToSet`
+    AddToSet,
+    /// `$count`
+    Count,
+    /// `$mergeObjects`
+    MergeObjects,
+    /// `$stdDevPop`
+    StdDevPop,
+    /// `$stdDevSamp`
+    StdDevSamp,
+    /// `$firstN`
+    FirstN,
+    /// `$lastN`
+    LastN,
+    /// `$maxN`
+    MaxN,
+    /// `$minN`
+    MinN,
+    /// `$top`
+    Top,
+    /// `$bottom`
+    Bottom,
+    /// `$topN`
+    TopN,
+    /// `$bottomN`
+    BottomN,
+}
+
+/// A parsed accumulator: output field, operator and argument expression.
+#[derive(Clone, Debug)]
+pub struct AccSpec {
+    /// The output field name.
+    pub field: String,
+    /// The operator.
+    pub op: AccOp,
+    /// The argument, evaluated per document (`input` / `output` for the N and top/bottom
+    /// accumulators).
+    pub arg: Expression,
+    /// `n` of the N accumulators (a constant).
+    pub n: Option<usize>,
+    /// `sortBy` of `$top`/`$bottom`/`$topN`/`$bottomN`.
+    pub sort: Option<crate::query::SortSpec>,
+}
+
+impl AccSpec {
+    /// `field: {$sum: 1}`, the count that `$sortByCount` and `$bucket` produce by default.
+    pub fn count(field: &str) -> AccSpec {
+        AccSpec {
+            field: field.to_string(),
+            op: AccOp::Sum,
+            arg: Expression::Const(Bson::Int32(1)),
+            n: None,
+            sort: None,
+        }
+    }
+
+    /// Parses `field: {$op: expr}`.
+    pub fn parse(field: &str, spec: &Bson, scope: &Scope) -> Result<AccSpec> {
+        if field.contains('.') {
+            return Err(loc(40235, format!("The field name '{field}' cannot contain '.'")));
+        }
+        if field.starts_with('$') {
+            return Err(loc(40236, format!("The field name '{field}' cannot be an operator name")));
+        }
+        let Bson::Document(d) = spec else {
+            return Err(loc(40234, format!("The field '{field}' must be an accumulator object")));
+        };
+        if d.len() != 1 {
+            return Err(loc(40238, format!("The field '{field}' must specify one accumulator")));
+        }
+        let Some((name, arg)) = d.iter().next() else {
+            return Err(loc(40234, format!("The field '{field}' must be an accumulator object")));
+        };
+        let op = match name.as_str() {
+            "$sum" => AccOp::Sum,
+            "$avg" => AccOp::Avg,
+            "$min" => AccOp::Min,
+            "$max" => AccOp::Max,
+            "$first" => AccOp::First,
+            "$last" => AccOp::Last,
+            "$push" => AccOp::Push,
+            "$addToSet" => AccOp::AddToSet,
+            "$count" => AccOp::Count,
+            "$mergeObjects" => AccOp::MergeObjects,
+            "$stdDevPop" => AccOp::StdDevPop,
+            "$stdDevSamp" => AccOp::StdDevSamp,
+            "$firstN" => AccOp::FirstN,
+            "$lastN" => AccOp::LastN,
+            "$maxN" => AccOp::MaxN,
+            "$minN" => AccOp::MinN,
+            "$top" => AccOp::Top,
+            "$bottom" => AccOp::Bottom,
+            "$topN" => AccOp::TopN,
+            "$bottomN" => AccOp::BottomN,
+            other => return Err(loc(15952, format!("unknown group operator '{other}'"))),
+        };
+        if op == AccOp::Count && !matches!(arg, Bson::Document(a) if a.is_empty()) {
+            return Err(loc(
+                Code::TypeMismatch.number(),
+                "$count takes no arguments, i.e. $count:{}",
+            ));
+        }
+        if let Bson::Array(_) = arg
+            && op != AccOp::Count
+        {
+            return Err(loc(40237, format!("The {name} accumulator is a unary operator")));
+        }
+        if matches!(
+            op,
+            AccOp::FirstN
+                | AccOp::LastN
+                | AccOp::MaxN
+                | AccOp::MinN
+                | AccOp::Top
+                | AccOp::Bottom
+                | AccOp::TopN
+                | AccOp::BottomN
+        ) {
+            return parse_n(field, name, op, arg, scope);
+        }
+        Ok(AccSpec {
+            field: field.to_string(),
+            op,
+            arg: Expression::parse_in(arg, scope)?,
+            n: None,
+            sort: None,
+        })
+    }
+}
+
+/// Parses the object argument of the N and top/bottom accumulators.
+fn parse_n(field: &str, name: &str, op: AccOp, arg: &Bson, scope: &Scope) -> Result<AccSpec> {
+    let Bson::Document(spec) = arg else {
+        return Err(loc(
+            5787801,
+            format!("specification must be an object; found {}", type_name(arg)),
+        ));
+    };
+    let sorted = matches!(op, AccOp::Top | AccOp::Bottom | AccOp::TopN | AccOp::BottomN);
+    let needs_n = !matches!(op, AccOp::Top | AccOp::Bottom);
+    let value_key = if sorted { "output" } else { "input" };
+    let (mut value, mut n, mut sort) = (None, None, None);
+    for (k, v) in spec {
+        match k.as_str() {
+            k2 if k2 == value_key => value = Some(Expression::parse_in(v, scope)?),
+            "n" if needs_n => {
+                let c = Expression::parse_in(v, scope)?.eval_doc(&Document::new())?;
+                n = match c.as_ref().and_then(super::ops::as_int) {
+                    Some(x) if x > 0 => Some(x as usize),
+                    _ => {
+                        return Err(loc(
+                            5787908,
+                            format!(
+                                "'n' must be greater than 0, found {}",
+                                c.as_ref()
+                                    .map_or("missing".to_string(), crate::doc::fmt::value_string)
+                            ),
+                        ));
+                    }
+                };
+            }
+            "sortBy" if sorted => match v {
+                Bson::Document(s) => sort = Some(crate::query::SortSpec::parse(s)?),
+                other => {
+                    return Err(loc(
+                        5788604,
+                        format!("{name} 'sortBy' must be an object, found {}", type_name(other)),
+                    ));
+                }
+            },
+            other => return Err(loc(5787901, format!("Unknown argument for '{name}': {other}"))),
+        }
+    }
+    let Some(value) = value else {
+        return Err(loc(5787907, format!("{name} requires an '{value_key}' field")));
+    };
+    if needs_n && n.is_none() {
+        return Err(loc(5787906, format!("{name} requires an 'n' field")));
+    }
+    if sorted && sort.is_none() {
+        return Err(loc(5788005, format!("{name} requires a 'sortBy' field")));
+    }
+    Ok(AccSpec { field: field.to_string(), op, arg: value, n, sort })
+}
+
+/// The running state of one accumulator in one group.
+#[derive(Clone, Debug)]
+pub enum Acc {
+    /// A sum (also `$count`).
+    Sum(Bson),
+    /// A sum and a count of numeric values.
+    Avg(Bson, usize),
+    /// The extreme value so far (`None` before the first non-null value).
+    Extreme(Option<Bson>, bool),
+    /// The first value (`None` before the first document).
+    First(Option<Bson>),
+    /// The last value.
+    Last(Bson),
+    /// Collected values.
+    List(Vec<Bson>, bool),
+    /// Merged documents.
+    Merge(Document),
+    /// Numeric values for a standard deviation (sample or population).
+    StdDev(Vec<f64>, bool),
+    /// Values for `$firstN`/`$lastN`/`$maxN`/`$minN`.
+    Values(Vec<Bson>),
+    /// `(document, output)` pairs for the top/bottom accumulators.
+    Ranked(Vec<(Document, Bson)>),
+}
+
+impl Acc {
+    /// A fresh accumulator for `op`.
+    pub fn new(op: AccOp) -> Acc {
+        match op {
+            AccOp::Sum | AccOp::Count => Acc::Sum(Bson::Int32(0)),
+            AccOp::Avg => Acc::Avg(Bson::Int32(0), 0),
+            AccOp::Min => Acc::Extreme(None, false),
+            AccOp::Max => Acc::Extreme(None, true),
+            AccOp::First => Acc::First(None),
+            AccOp::Last => Acc::Last(Bson::Null),
+            AccOp::Push => Acc::List(Vec::new(), false),
+            AccOp::AddToSet => Acc::List(Vec::new(), true),
+            AccOp::MergeObjects => Acc::Merge(Document::new()),
+            AccOp::StdDevPop => Acc::StdDev(Vec::new(), false),
+            AccOp::StdDevSamp => Acc::StdDev(Vec::new(), true),
+            AccOp::FirstN | AccOp::LastN | AccOp::MaxN | AccOp::MinN => Acc::Values(Vec::new()),
+            AccOp::Top | AccOp::Bottom | AccOp::TopN | AccOp::BottomN => Acc::Ranked(Vec::new()),
+        }
+    }
+
+    /// Folds one document in for the accumulators that look at the document itself (the
+    /// top/bottom family sorts documents by `sortBy`).
+    pub fn add_ranked(&mut self, spec: &AccSpec, doc: &Document, v: Value) -> Result<()> {
+        match self {
+            Acc::Ranked(items) => {
+                items.push((doc.clone(), v.unwrap_or(Bson::Null)));
+                Ok(())
+            }
+            _ => self.add(spec.op, v),
+        }
+    }
+
+    /// The accumulated value, for accumulators that need their spec (`n`, `sortBy`).
+    pub fn finish_with(self, spec: &AccSpec) -> Bson {
+        let n = spec.n.unwrap_or(1);
+        match (self, spec.op) {
+            (Acc::Values(items), AccOp::FirstN) => Bson::Array(items.into_iter().take(n).collect()),
+            (Acc::Values(items), AccOp::LastN) => {
+                let skip = items.len().saturating_sub(n);
+                Bson::Array(items.into_iter().skip(skip).collect())
+            }
+            (Acc::Values(items), op) => {
+                let mut items: Vec<Bson> = items
+                    .into_iter()
+                    .filter(|v| !matches!(v, Bson::Null | Bson::Undefined))
+                    .collect();
+                items.sort_by(cmp_bson);
+                if op == AccOp::MaxN {
+                    items.reverse();
+                }
+                items.truncate(n);
+                Bson::Array(items)
+            }
+            (Acc::Ranked(mut items), op) => {
+                if let Some(s) = &spec.sort {
+                    items.sort_by(|a, b| s.compare(&a.0, &b.0));
+                }
+                if matches!(op, AccOp::Bottom | AccOp::BottomN) {
+                    items.reverse();
+                }
+                let mut outs: Vec<Bson> = items.into_iter().map(|(_, o)| o).take(n).collect();
+                if matches!(op, AccOp::Bottom | AccOp::BottomN) {
+                    outs.reverse();
+                }
+                match op {
+                    AccOp::Top | AccOp::Bottom => outs.into_iter().next().unwrap_or(Bson::Null),
+                    _ => Bson::Array(outs),
+                }
+            }
+            (acc, _) => acc.finish(),
+        }
+    }
+
+    /// Folds one document's value in.
+    pub fn add(&mut self, op: AccOp, v: Value) -> Result<()> {
+        match self {
+            Acc::Sum(total) => {
+                let v = if op == AccOp::Count { Some(Bson::Int32(1)) } else { v };
+                if let Some(x) = v.filter(|x| Number::of(x).is_some()) {
+                    *total = add_numbers(total, &x);
+                }
+            }
+            Acc::Avg(total, n) => {
+                if let Some(x) = v.filter(|x| Number::of(x).is_some()) {
+                    *total = add_numbers(total, &x);
+                    *n += 1;
+                }
+            }
+            Acc::Extreme(best, max) => {
+                if let Some(x) = v.filter(|x| !matches!(x, Bson::Null | Bson::Undefined)) {
+                    let better = match best {
+                        None => true,
+                        Some(b) => {
+                            let o = cmp_bson(&x, b);
+                            if *max { o == Ordering::Greater } else { o == Ordering::Less }
+                        }
+                    };
+                    if better {
+                        *best = Some(x);
+                    }
+                }
+            }
+            Acc::First(first) => {
+                if first.is_none() {
+                    *first = Some(v.unwrap_or(Bson::Null));
+                }
+            }
+            Acc::Last(last) => *last = v.unwrap_or(Bson::Null),
+            Acc::List(items, set) => {
+                if let Some(x) = v
+                    && !(*set && items.iter().any(|y| bson_eq(y, &x)))
+                {
+                    items.push(x);
+                }
+            }
+            Acc::StdDev(xs, _) => {
+                if let Some(n) = v.as_ref().and_then(Number::of) {
+                    xs.push(n.to_f64());
+                }
+            }
+            Acc::Values(items) => items.push(v.unwrap_or(Bson::Null)),
+            Acc::Ranked(items) => items.push((Document::new(), v.unwrap_or(Bson::Null))),
+            Acc::Merge(d) => match v {
+                None | Some(Bson::Null) | Some(Bson::Undefined) => {}
+                Some(Bson::Document(x)) => {
+                    for (k, y) in x {
+                        d.insert(k, y);
+                    }
+                }
+                Some(other) => {
+                    return Err(Error::new(
+                        Code::from_number(40400),
+                        format!(
+                            "$mergeObjects requires object inputs, but input {} is of type {}",
+                            crate::doc::fmt::value_string(&other),
+                            type_name(&other)
+                        ),
+                    ));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// The accumulated value.
+    pub fn finish(self) -> Bson {
+        match self {
+            Acc::Sum(total) => total,
+            Acc::Avg(_, 0) => Bson::Null,
+            Acc::Avg(total, n) => {
+                let avg = Number::of(&total).map_or(0.0, Number::to_f64) / n as f64;
+                match total {
+                    Bson::Decimal128(_) => {
+                        super::ops::convert(Some(Bson::Double(avg)), "decimal", None, None)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(Bson::Double(avg))
+                    }
+                    _ => Bson::Double(avg),
+                }
+            }
+            Acc::Extreme(best, _) => best.unwrap_or(Bson::Null),
+            Acc::First(first) => first.unwrap_or(Bson::Null),
+            Acc::Last(last) => last,
+            Acc::List(items, _) => Bson::Array(items),
+            Acc::Merge(d) => Bson::Document(d),
+            Acc::StdDev(xs, sample) => std_dev(&xs, sample),
+            Acc::Values(items) => Bson::Array(items),
+            Acc::Ranked(items) => Bson::Array(items.into_iter().map(|(_, o)| o).collect()),
+        }
+    }
+}
+
+/// The standard deviation of `xs` (null when undefined: no values, or one for a sample).
+pub fn std_dev(xs: &[f64], sample: bool) -> Bson {
+    let n = xs.len();
+    if n == 0 || (sample && n == 1) {
+        return Bson::Null;
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let ss: f64 = xs.iter().map(|x| (x - mean) * (x - mean)).sum();
+    let d = if sample { n - 1 } else { n };
+    Bson::Double((ss / d as f64).sqrt())
+}
+
+/// A value ordered by MongoDB's value order (a map key for grouping and joins).
+#[derive(Clone, Debug)]
+pub(crate) struct Key(pub(crate) Bson);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        cmp_bson(&self.0, &other.0) == Ordering::Equal
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> Ordering {
+        cmp_bson(&self.0, &other.0)
+    }
+}
+
+/// Groups documents by a key function and folds accumulators; returns `(key, values)` in order
+/// of first appearance.
+pub fn group_by(
+    docs: &[Document],
+    key: impl Fn(&mut Vars) -> Result<Bson>,
+    accs: &[AccSpec],
+    vars: &Document,
+) -> Result<Vec<(Bson, Vec<Bson>)>> {
+    let mut index: BTreeMap<Key, usize> = BTreeMap::new();
+    let mut groups: Vec<(Bson, Vec<Acc>)> = Vec::new();
+    for d in docs {
+        let mut v = Vars::with_let(d, vars);
+        let k = key(&mut v)?;
+        let slot = match index.get(&Key(k.clone())) {
+            Some(i) => *i,
+            None => {
+                groups.push((k.clone(), accs.iter().map(|a| Acc::new(a.op)).collect()));
+                index.insert(Key(k), groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        for (spec, acc) in accs.iter().zip(groups[slot].1.iter_mut()) {
+            let value = spec.arg.eval(&mut v)?;
+            acc.add_ranked(spec, d, value)?;
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(k, state)| (k, state.into_iter().zip(accs).map(|(a, s)| a.finish_with(s)).collect()))
+        .collect())
+}

@@ -1,0 +1,193 @@
+//! Golden tests for expressions and stages.
+//!
+//! Expression files (`testdata/expr_*.txt`): each block has `doc:` (the `$$ROOT` document) and
+//! `expr:` (the expression); the output is the value, `missing`, or the error. Stage files
+//! (`testdata/stage_*.txt`): each block has `docs:` (an array of input documents), optional
+//! `from:` (a document of collections for `$lookup`/`$unionWith`) and `pipeline:`; the output is
+//! one line per result document, or the error.
+
+use bson::{Bson, Document};
+
+use super::{Context, Source};
+use crate::doc::fmt::{Style, doc_string_styled, value_string_styled};
+use crate::doc::golden::{self, Input, error_line};
+use crate::error::Result;
+
+fn input<'a>(inputs: &'a [Input], name: &str) -> Option<&'a Input> {
+    inputs.iter().find(|i| i.name == name)
+}
+
+fn run_expr_file(file: &str) {
+    golden::run(file, |inputs: &[Input]| {
+        let doc = input(inputs, "doc").map(Input::doc).unwrap_or_default();
+        let mut out = Vec::new();
+        for i in inputs.iter().filter(|i| i.name == "expr") {
+            let line = match super::evaluate(&i.json(), &doc) {
+                Ok(Some(v)) => value_string_styled(&v, Style::Typed),
+                Ok(None) => "missing".to_string(),
+                Err(e) => error_line(&e),
+            };
+            out.push(line);
+        }
+        out
+    });
+}
+
+/// Collections given in a test block.
+struct TestSource(Document);
+
+impl Source for TestSource {
+    fn collection(&self, _db: &str, coll: &str) -> Result<Vec<Document>> {
+        Ok(match self.0.get(coll) {
+            Some(Bson::Array(items)) => items
+                .iter()
+                .filter_map(|d| match d {
+                    Bson::Document(d) => Some(d.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
+    }
+}
+
+/// An in-memory `$out`/`$merge` target with a unique `_id`.
+struct MemTarget(Vec<Document>);
+
+impl super::output::Target for MemTarget {
+    fn documents(&mut self) -> Result<Vec<Document>> {
+        Ok(self.0.clone())
+    }
+
+    fn insert(&mut self, doc: Document) -> Result<()> {
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        if self.0.iter().any(|d| d.get("_id").is_some_and(|x| crate::doc::compare::bson_eq(x, &id)))
+        {
+            return Err(crate::err!(DuplicateKey, "E11000 duplicate key error"));
+        }
+        self.0.push(doc);
+        Ok(())
+    }
+
+    fn replace(&mut self, id: &Bson, doc: Document) -> Result<()> {
+        for d in &mut self.0 {
+            if d.get("_id").is_some_and(|x| crate::doc::compare::bson_eq(x, id)) {
+                *d = doc;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        self.0.clear();
+        Ok(())
+    }
+}
+
+fn run_stage_file(file: &str) {
+    golden::run(file, |inputs: &[Input]| {
+        let docs: Vec<Document> = match input(inputs, "docs").map(Input::json) {
+            Some(Bson::Array(items)) => items
+                .into_iter()
+                .filter_map(|d| match d {
+                    Bson::Document(d) => Some(d),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let source = TestSource(input(inputs, "from").map(Input::doc).unwrap_or_default());
+        let vars = input(inputs, "let").map(Input::doc).unwrap_or_default();
+        let pipeline: Vec<Document> = match input(inputs, "pipeline").map(Input::json) {
+            Some(Bson::Array(items)) => items
+                .into_iter()
+                .filter_map(|d| match d {
+                    Bson::Document(d) => Some(d),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let in_transaction = input(inputs, "txn").is_some();
+        let memory_limit = input(inputs, "memoryLimit").and_then(|i| i.value.parse().ok());
+        let ctx =
+            Context { db: "test".to_string(), source: &source, vars, in_transaction, memory_limit };
+        let result = super::Pipeline::parse(&pipeline, &ctx.vars).and_then(|p| {
+            let out = p.execute(docs, &ctx)?;
+            match p.sink() {
+                None => Ok(out),
+                Some(sink) => {
+                    // Write to an in-memory copy of the target and show it afterwards.
+                    let (_, coll) = sink.target("test");
+                    let mut target = MemTarget(source.collection("test", &coll)?);
+                    let written = super::output::write(sink, out, &mut target, &ctx);
+                    let mut shown = target.0;
+                    if let Err(e) = written {
+                        shown.push(bson::doc! {"error": error_line(&e)});
+                    }
+                    Ok(shown)
+                }
+            }
+        });
+        match result {
+            Ok(out) if out.is_empty() => vec!["(no documents)".to_string()],
+            Ok(out) => out.iter().map(|d| doc_string_styled(d, Style::Typed)).collect(),
+            Err(e) => vec![error_line(&e)],
+        }
+    });
+}
+
+macro_rules! golden_tests {
+    ($runner:ident: $($name:ident => $file:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $runner(concat!("src/agg/testdata/", $file));
+            }
+        )*
+    };
+}
+
+golden_tests! { run_expr_file:
+    expr_arithmetic => "expr_arithmetic.txt",
+    expr_comparison => "expr_comparison.txt",
+    expr_boolean => "expr_boolean.txt",
+    expr_conditional => "expr_conditional.txt",
+    expr_string => "expr_string.txt",
+    expr_array => "expr_array.txt",
+    expr_object => "expr_object.txt",
+    expr_date => "expr_date.txt",
+    expr_type => "expr_type.txt",
+    expr_variables => "expr_variables.txt",
+}
+
+golden_tests! { run_stage_file:
+    stage_match => "stage_match.txt",
+    stage_project => "stage_project.txt",
+    stage_add_fields => "stage_add_fields.txt",
+    stage_group => "stage_group.txt",
+    stage_sort_skip_limit => "stage_sort_skip_limit.txt",
+    stage_count => "stage_count.txt",
+    stage_unwind => "stage_unwind.txt",
+    stage_replace_root => "stage_replace_root.txt",
+    stage_bucket => "stage_bucket.txt",
+    stage_facet => "stage_facet.txt",
+    stage_lookup => "stage_lookup.txt",
+    stage_graph_lookup => "stage_graph_lookup.txt",
+    stage_set_window_fields => "stage_set_window_fields.txt",
+    stage_union_with => "stage_union_with.txt",
+    stage_misc => "stage_misc.txt",
+    stage_out_merge => "stage_out_merge.txt",
+}
+
+#[test]
+fn sample_returns_a_subset_of_the_requested_size() {
+    let docs: Vec<Document> = (0..20).map(|i| bson::doc! {"_id": i}).collect();
+    let out = super::run(docs, &[bson::doc! {"$sample": {"size": 5}}]).expect("sample");
+    assert_eq!(out.len(), 5);
+    let mut ids: Vec<i32> = out.iter().filter_map(|d| d.get_i32("_id").ok()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "sampled documents must be distinct");
+}
