@@ -29,11 +29,13 @@ macro_rules! codes {
                 }
             }
 
-            /// The codeName, or `""` for an unknown code.
-            pub fn name(self) -> &'static str {
+            /// The codeName. A code without a name of its own is `Location<code>`, as MongoDB
+            /// names its numbered assertion codes; 0 has none.
+            pub fn name(self) -> std::borrow::Cow<'static, str> {
                 match self {
-                    $(Code::$name => stringify!($name),)*
-                    Code::Other(_) => "",
+                    $(Code::$name => std::borrow::Cow::Borrowed(stringify!($name)),)*
+                    Code::Other(0) => std::borrow::Cow::Borrowed(""),
+                    Code::Other(n) => std::borrow::Cow::Owned(format!("Location{n}")),
                 }
             }
 
@@ -137,6 +139,7 @@ codes! {
     NotPrimaryNoSecondaryOk = 13435,
     NotPrimaryOrSecondary = 13436,
     DuplicateKey = 11000,
+    ConversionFailure = 241,
     Location15952 = 15952,
     Location15955 = 15955,
     Location15956 = 15956,
@@ -265,7 +268,7 @@ impl Error {
     }
 
     /// The codeName.
-    pub fn code_name(&self) -> &'static str {
+    pub fn code_name(&self) -> std::borrow::Cow<'static, str> {
         self.code.name()
     }
 
@@ -324,7 +327,7 @@ mod tests {
             assert_eq!(Code::from_number(n).number(), n);
         }
         assert_eq!(Code::from_number(112).name(), "WriteConflict");
-        assert_eq!(Code::from_number(12345).name(), "");
+        assert_eq!(Code::from_number(12345).name(), "Location12345");
     }
 
     #[test]

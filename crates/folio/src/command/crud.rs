@@ -48,7 +48,7 @@ pub(crate) fn write_error_doc(e: &Error) -> Document {
 fn write_error_doc_at(index: usize, e: &Error) -> Document {
     let mut d = doc! { "index": index as i32, "code": e.code_number() };
     if !e.code_name().is_empty() {
-        d.insert("codeName", e.code_name());
+        d.insert("codeName", e.code_name().into_owned());
     }
     d.insert("errmsg", e.message.clone());
     if let Some(extra) = &e.extra {

@@ -328,7 +328,7 @@ pub fn namespace_of(cmd: &Document, db: &str) -> String {
 pub fn error_reply(e: &Error) -> Document {
     let mut d = doc! { "ok": 0.0, "errmsg": e.message.clone(), "code": e.code_number() };
     if !e.code_name().is_empty() {
-        d.insert("codeName", e.code_name());
+        d.insert("codeName", e.code_name().into_owned());
     }
     if !e.labels.is_empty() {
         d.insert("errorLabels", e.labels.clone());
