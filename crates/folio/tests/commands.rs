@@ -12,7 +12,7 @@
 //! ```
 //!
 //! A line starting with `>` is a command (relaxed Extended JSON); `NAME>` sends it with the lsid of
-//! session NAME. `$db` defaults to `test`. The next line is the expected reply: every field it names
+//! session NAME (a top-level value `"$$lsids"` becomes `[that lsid]`). `$db` defaults to `test`. The next line is the expected reply: every field it names
 //! must be present with an equal value (numbers compare by value; nested documents are compared
 //! the same way, arrays element by element); fields it does not name are ignored. The special value
 //! `"$$exists"` only checks presence, `"$$absent"` checks absence. After each script, `verify`
@@ -116,6 +116,15 @@ fn run_script(file: &Path) -> Vec<String> {
                     .entry(session.to_string())
                     .or_insert_with(|| doc! { "id": bson::Uuid::new() })
                     .clone();
+                // `"$$lsids"` as a top-level value stands for `[this session's lsid]`.
+                let placeholders: Vec<String> = cmd
+                    .iter()
+                    .filter(|(_, v)| v.as_str() == Some("$$lsids"))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in placeholders {
+                    cmd.insert(k, vec![Bson::Document(lsid.clone())]);
+                }
                 cmd.insert("lsid", lsid);
             }
             let reply = svc.dispatch(&mut conn, cmd).body;

@@ -261,16 +261,24 @@ impl Service {
                 fail_wce = fc.write_concern_error;
             }
         }
-        let mut runner = Runner::new(self, &op)?;
-        let result = match spec.handler {
-            table::Handler::Simple(f) => f(self, conn, cmd),
-            table::Handler::Runner(f) => {
-                runner.begin(spec.in_txn).and_then(|()| f(self, conn, cmd, &mut runner))
-            }
+        // Only commands that read or write data check out their session: the session commands
+        // (endSessions, killAllSessions, ...) lock sessions themselves and would otherwise wait
+        // for their own.
+        let mut runner = match spec.handler {
+            table::Handler::Runner(_) => Some(Runner::new(self, &op)?),
+            table::Handler::Simple(_) => None,
         };
-        *close |= runner.close_connection;
+        let result = match (spec.handler, runner.as_mut()) {
+            (table::Handler::Runner(f), Some(runner)) => {
+                runner.begin(spec.in_txn).and_then(|()| f(self, conn, cmd, runner))
+            }
+            (table::Handler::Simple(f), _) => f(self, conn, cmd),
+            (table::Handler::Runner(_), None) => Err(crate::err!(InternalError, "no runner")),
+        };
+        *close |= runner.as_ref().is_some_and(|r| r.close_connection);
+        let at_cluster_time = runner.as_ref().and_then(|r| r.at_cluster_time);
         let result = result.map(|mut body| {
-            if let Some(at) = runner.at_cluster_time
+            if let Some(at) = at_cluster_time
                 && !body.contains_key("cursor")
                 && !body.contains_key("atClusterTime")
             {
@@ -305,7 +313,9 @@ impl Service {
                 Ok(body)
             }
             Err(mut e) => {
-                runner.abort_on_error();
+                if let Some(runner) = runner.as_mut() {
+                    runner.abort_on_error();
+                }
                 match forced_labels {
                     Some(l) => e.labels = l,
                     None => labels::add_labels(&mut e, &op, false),
