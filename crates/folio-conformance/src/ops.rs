@@ -202,10 +202,18 @@ impl TestRun<'_> {
             }
             "insertMany" => {
                 let d = a.docs("documents")?;
+                let n = d.len();
                 let o: InsertManyOptions = a.options()?;
+                let ordered = o.ordered.unwrap_or(true);
                 let s = self.session_mut(sn)?;
-                with_session!(s, coll.insert_many(d).with_options(o))
-                    .map(|r| Some(Bson::Document(doc! {"insertedIds": ids_doc(r.inserted_ids)})))
+                let r = with_session!(s, coll.insert_many(d).with_options(o))
+                    .map(|r| Some(Bson::Document(doc! {"insertedIds": ids_doc(r.inserted_ids)})));
+                if let Err(e) = &r {
+                    let inserted = inserted_before_error(e, n, ordered);
+                    self.pending_partial =
+                        Some(bulk_result_doc(&[inserted, 0, 0, 0, 0], Vec::new(), Vec::new()));
+                }
+                r
             }
             "updateOne" | "updateMany" | "replaceOne" | "deleteOne" | "deleteMany" => {
                 return self.write_one(&coll, name, a, sn).await;
@@ -683,6 +691,9 @@ impl TestRun<'_> {
                 let o: InsertManyOptions = Args { op: "bulkWrite".into(), doc: opts }.options()?;
                 let s = self.session_mut(sn)?;
                 let r = with_session!(s, coll.insert_many(docs).with_options(o));
+                if let Err(e) = &r {
+                    counts[0] += inserted_before_error(e, n, ordered);
+                }
                 (
                     r.map(|r| {
                         counts[0] += r.inserted_ids.len() as i64;
@@ -717,25 +728,52 @@ impl TestRun<'_> {
             };
             if let Err(e) = r {
                 if ordered {
+                    self.pending_partial = Some(bulk_result_doc(&counts, inserted, upserted));
                     return Ok(Err(e));
                 }
                 first_error.get_or_insert(e);
             }
             i += consumed;
         }
+        let result = bulk_result_doc(&counts, inserted, upserted);
         if let Some(e) = first_error {
+            self.pending_partial = Some(result);
             return Ok(Err(e));
         }
-        Ok(Ok(Some(Bson::Document(doc! {
-            "insertedCount": counts[0],
-            "matchedCount": counts[1],
-            "modifiedCount": counts[2],
-            "deletedCount": counts[3],
-            "upsertedCount": counts[4],
-            "insertedIds": ids_doc(inserted),
-            "upsertedIds": ids_doc(upserted),
-        }))))
+        Ok(Ok(Some(result)))
     }
+}
+
+/// A `BulkWriteResult` document from counts (inserted, matched, modified, deleted, upserted) and ids.
+fn bulk_result_doc(
+    counts: &[i64; 5],
+    inserted: Vec<(usize, Bson)>,
+    upserted: Vec<(usize, Bson)>,
+) -> Bson {
+    Bson::Document(doc! {
+        "insertedCount": counts[0],
+        "matchedCount": counts[1],
+        "modifiedCount": counts[2],
+        "deletedCount": counts[3],
+        "upsertedCount": counts[4],
+        "insertedIds": ids_doc(inserted),
+        "upsertedIds": ids_doc(upserted),
+    })
+}
+
+/// How many documents of a failed `insertMany` of `n` were inserted: up to the first write error when
+/// ordered, all but the failed ones when not.
+fn inserted_before_error(e: &mongodb::error::Error, n: usize, ordered: bool) -> i64 {
+    use mongodb::error::ErrorKind;
+    let inserted = match &*e.kind {
+        ErrorKind::InsertMany(m) => match &m.write_errors {
+            Some(errors) if ordered => errors.iter().map(|w| w.index).min().unwrap_or(n),
+            Some(errors) => n.saturating_sub(errors.len()),
+            None => n,
+        },
+        _ => 0,
+    };
+    inserted as i64
 }
 
 async fn drain_specs(
