@@ -645,11 +645,10 @@ impl<'r> TestRun<'r> {
                         .map_err(|d| format!("errorResponse mismatch at {d}; actual: {resp}"))?;
                 }
                 "expectResult" => {
-                    let partial = crate::ops::partial_result(e)
-                        .or_else(|| self.pending_partial.clone())
-                        .unwrap_or(Bson::Null);
-                    matcher::matches(v, Some(&partial), true, self).map_err(|d| {
-                        format!("partial result mismatch at {d}; actual: {partial}")
+                    let partial =
+                        crate::ops::partial_result(e).or_else(|| self.pending_partial.clone());
+                    matcher::matches(v, partial.as_ref(), true, self).map_err(|d| {
+                        format!("partial result mismatch at {d}; actual: {partial:?}")
                     })?;
                 }
                 "writeErrors" => {
