@@ -65,6 +65,9 @@ const UNOBSERVED: [&str; 8] = [
 /// The driver's message when asked for a `w: 0` write, which it does not support.
 const UNACKNOWLEDGED: &str = "Unacknowledged write concerns are not supported";
 
+/// The driver's message for a URI option it does not implement (e.g. `socketTimeoutMS`).
+const UNSUPPORTED_OPTION: &str = "the Rust driver does not support";
+
 /// Runs tests against one server.
 pub struct Runner {
     uri: String,
@@ -131,6 +134,9 @@ impl Runner {
             Err(e) if e.contains(UNACKNOWLEDGED) => Outcome::Skip(
                 "needs an unacknowledged (w:0) write, which the Rust driver refuses".into(),
             ),
+            Err(e) if e.contains(UNSUPPORTED_OPTION) => {
+                Outcome::Skip(format!("needs a client option the Rust driver lacks: {e}"))
+            }
             Err(e) => Outcome::Fail(e),
         }
     }
@@ -179,9 +185,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// An event a client observed.
 #[derive(Debug, Clone)]
 pub(crate) enum Observed {
-    Started { name: String, db: String, command: Document },
+    Started { name: String, db: String, command: Document, request_id: i32 },
     Succeeded { name: String, reply: Document },
-    Failed { name: String },
+    Failed { name: String, request_id: i32, network: bool },
     Cmap(&'static str),
 }
 
@@ -426,13 +432,20 @@ impl<'r> TestRun<'r> {
         opts.command_event_handler =
             Some(mongodb::event::EventHandler::callback(move |ev: CommandEvent| {
                 let o = match ev {
-                    CommandEvent::Started(s) => {
-                        Observed::Started { name: s.command_name, db: s.db, command: s.command }
-                    }
+                    CommandEvent::Started(s) => Observed::Started {
+                        name: s.command_name,
+                        db: s.db,
+                        command: s.command,
+                        request_id: s.request_id,
+                    },
                     CommandEvent::Succeeded(s) => {
                         Observed::Succeeded { name: s.command_name, reply: s.reply }
                     }
-                    CommandEvent::Failed(f) => Observed::Failed { name: f.command_name },
+                    CommandEvent::Failed(f) => Observed::Failed {
+                        name: f.command_name,
+                        request_id: f.request_id,
+                        network: is_network_error(&f.failure),
+                    },
                     _ => return,
                 };
                 lock(&sink).push(o);
@@ -549,7 +562,12 @@ impl<'r> TestRun<'r> {
             };
         let Some(target) = target else { return };
         if let Ok(s) = self.session_entity(target) {
-            if s.state == TxnState::Starting {
+            // An error raised before anything was sent leaves the transaction starting.
+            let sent = match result {
+                Ok(_) => true,
+                Err(e) => !is_client_error(e) || is_network_error(e),
+            };
+            if s.state == TxnState::Starting && sent {
                 s.state = TxnState::InProgress;
             }
             if let Err(e) = result
@@ -699,7 +717,7 @@ impl<'r> TestRun<'r> {
         let (okind, name) = match observed {
             Observed::Started { name, .. } => ("commandStartedEvent", Some(name)),
             Observed::Succeeded { name, .. } => ("commandSucceededEvent", Some(name)),
-            Observed::Failed { name } => ("commandFailedEvent", Some(name)),
+            Observed::Failed { name, .. } => ("commandFailedEvent", Some(name)),
             Observed::Cmap(n) => (*n, None),
         };
         if kind != okind {
@@ -802,7 +820,7 @@ impl<'r> TestRun<'r> {
             }
             "assertSessionDirty" | "assertSessionNotDirty" => {
                 let want = name == "assertSessionDirty";
-                let dirty = self.session_entity(s("session")?)?.dirty;
+                let dirty = self.session_dirty(s("session")?)?;
                 if dirty != want {
                     return Err(format!(
                         "expected dirty={want}, runner tracked dirty={dirty} (dirty = a network error was seen)"
@@ -882,6 +900,31 @@ impl<'r> TestRun<'r> {
         }
     }
 
+    /// Whether a session is dirty: an operation on it returned a network error, or one of the commands
+    /// sent with its lsid failed with one (even if the driver then retried it successfully).
+    fn session_dirty(&mut self, name: &str) -> Result<bool, String> {
+        let (flag, lsid, client) = {
+            let s = self.session_entity(name)?;
+            (s.dirty, s.lsid.clone(), s.client.clone())
+        };
+        let events = lock(&self.client(&client)?.events).clone();
+        let mine: Vec<i32> = events
+            .iter()
+            .filter_map(|o| match o {
+                Observed::Started { command, request_id, .. }
+                    if command.get_document("lsid").ok() == Some(&lsid) =>
+                {
+                    Some(*request_id)
+                }
+                _ => None,
+            })
+            .collect();
+        let failed = events
+            .iter()
+            .any(|o| matches!(o, Observed::Failed { request_id, network: true, .. } if mine.contains(request_id)));
+        Ok(flag || failed)
+    }
+
     async fn set_fail_point(&self, client: &Client, fp: Document) -> OpResult {
         let name = fp.get_str("configureFailPoint").unwrap_or_default().to_string();
         client.database("admin").run_command(fp).await?;
@@ -895,7 +938,7 @@ fn observed_by(client: &ClientEntity, o: &Observed, cmap: bool) -> bool {
     let (kind, name) = match o {
         Observed::Started { name, .. } => ("commandStartedEvent", Some(name)),
         Observed::Succeeded { name, .. } => ("commandSucceededEvent", Some(name)),
-        Observed::Failed { name } => ("commandFailedEvent", Some(name)),
+        Observed::Failed { name, .. } => ("commandFailedEvent", Some(name)),
         Observed::Cmap(n) => (*n, None),
     };
     if cmap != name.is_none() || !client.observe.iter().any(|k| k == kind) {
@@ -910,7 +953,7 @@ fn summarize(events: &[Observed]) -> String {
         .map(|o| match o {
             Observed::Started { name, .. } => format!("started {name}"),
             Observed::Succeeded { name, .. } => format!("succeeded {name}"),
-            Observed::Failed { name } => format!("failed {name}"),
+            Observed::Failed { name, .. } => format!("failed {name}"),
             Observed::Cmap(n) => (*n).to_string(),
         })
         .collect();
