@@ -426,6 +426,11 @@ impl<'r> TestRun<'r> {
         if !opts_given.iter().any(|k| k == "serverselectiontimeoutms") {
             opts.server_selection_timeout = Some(Duration::from_secs(10));
         }
+        // Faster recovery after fail-point-induced network errors, as the format allows, unless the test
+        // sets the heartbeat itself. 500 ms is the driver's minimum.
+        if !opts_given.iter().any(|k| k == "heartbeatfrequencyms") {
+            opts.heartbeat_freq = Some(Duration::from_millis(500));
+        }
         let events = Arc::new(Mutex::new(Vec::new()));
         let checked_out = Arc::new(AtomicI64::new(0));
         let sink = events.clone();
