@@ -451,7 +451,10 @@ impl TestRun<'_> {
                     },
                 }
             }
-            "dropDatabase" => db.drop().await.map(|_| None),
+            "dropDatabase" => {
+                let s = self.session_mut(sn)?;
+                with_session!(s, db.drop()).map(|_| None)
+            }
             "modifyCollection" => {
                 let c = a.string("collection")?;
                 let _ = a.take("session");
@@ -486,11 +489,19 @@ impl TestRun<'_> {
                         .map(|r| Some(summary_result(&r)))
                 }
             }
-            "listDatabases" => client.list_databases().await.map(|v| {
-                Some(Bson::Array(
-                    v.iter().filter_map(|d| bson::serialize_to_bson(d).ok()).collect(),
-                ))
-            }),
+            "listDatabases" => {
+                let s = self.session_mut(sn)?;
+                with_session!(s, client.list_databases()).map(|v| {
+                    Some(Bson::Array(
+                        v.iter().filter_map(|d| bson::serialize_to_bson(d).ok()).collect(),
+                    ))
+                })
+            }
+            "dropDatabase" => {
+                let name = a.string("database")?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, client.database(&name).drop()).map(|_| None)
+            }
             other => return Err(format!("unsupported client operation {other}")),
         })
     }
