@@ -119,15 +119,9 @@ async fn run() -> Result<i32, String> {
                 if cli.filter.as_ref().is_some_and(|f| !key.contains(f.as_str())) {
                     continue;
                 }
-                let outcome = match tokio::time::timeout(TEST_TIMEOUT, runner.run_test(&file, test))
-                    .await
-                {
-                    Ok(o) => o,
-                    Err(_) => Outcome::Fail(format!("timed out after {}s", TEST_TIMEOUT.as_secs())),
-                };
-                runner.cleanup().await;
+                let outcome = run_one(&runner, &mut server, &file, test).await;
                 let outcome = match outcome {
-                    Outcome::Fail(m) if server.exited() => {
+                    Outcome::Fail(m) if server.exited() && !m.contains("had exited") => {
                         Outcome::Fail(format!("{m} (the server process exited)"))
                     }
                     o => o,
@@ -172,6 +166,28 @@ async fn run() -> Result<i32, String> {
         );
         Ok(1)
     }
+}
+
+/// Runs one test with its timeout and the cleanup after it; once the server is gone, fails at once.
+async fn run_one(
+    runner: &Runner,
+    server: &mut server::ServerProcess,
+    file: &model::TestFile,
+    test: &model::TestCase,
+) -> Outcome {
+    if server.exited() {
+        // Without a server every test would wait out its server selection timeout.
+        return match runner::skip_reason(file, test, &runner.server) {
+            Some(reason) => Outcome::Skip(reason),
+            None => Outcome::Fail("the server process had exited before this test".into()),
+        };
+    }
+    let outcome = match tokio::time::timeout(TEST_TIMEOUT, runner.run_test(file, test)).await {
+        Ok(o) => o,
+        Err(_) => Outcome::Fail(format!("timed out after {}s", TEST_TIMEOUT.as_secs())),
+    };
+    runner.cleanup().await;
+    outcome
 }
 
 fn print_record(key: &str, outcome: &Outcome) {
