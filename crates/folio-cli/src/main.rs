@@ -1,5 +1,97 @@
-//! The `folio` binary.
+//! The `folio` binary: `folio serve` runs the MongoDB-compatible server.
+//!
+//! Startup is: parse flags and the config file ([`config::resolve`]), open the store
+//! ([`store::open_store`]), build the command service, bind the listeners, print one
+//! `folio listening on ADDR` line on stdout (scripts and tests wait for it), then serve until
+//! SIGTERM or SIGINT. Logs go to stderr through `tracing`; `RUST_LOG` adjusts the level.
 
-fn main() {
-    println!("folio {}", env!("CARGO_PKG_VERSION"));
+mod config;
+mod store;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use folio::command::{Service, ServiceOptions};
+use folio_server::{Server, ServerConfig};
+
+/// Folio: a MongoDB-compatible document database with multi-document ACID transactions.
+#[derive(Parser, Debug)]
+#[command(name = "folio", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (mongod-like flags).
+    Serve(config::ServeArgs),
+    // TODO(#2): `dump` and `verify` subcommands once the storage engines land.
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => serve(&args, &argv),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("folio: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// `folio serve`.
+fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
+    let settings = config::resolve(args, argv)?;
+    let store =
+        store::open_store(&settings.dbpath, settings.in_memory).map_err(|e| e.to_string())?;
+    let options = ServiceOptions {
+        repl_set_name: settings.repl_set.clone(),
+        advertise_host: settings.advertise_host.clone(),
+        test_commands: settings.test_commands,
+        transaction_lifetime_secs: settings.transaction_lifetime_secs,
+        max_conns: settings.max_conns,
+        cmd_line: settings.cmd_line.clone(),
+    };
+    let service = Arc::new(Service::new(store, options).map_err(|e| e.to_string())?);
+    let server_config = ServerConfig {
+        bind_ips: settings.bind_ips.clone(),
+        port: settings.port,
+        max_conns: settings.max_conns,
+        ..ServerConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("folio-net")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let server = Server::bind(service, server_config).await.map_err(|e| e.to_string())?;
+        let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
+        tracing::info!(
+            dbpath = %settings.dbpath.display(),
+            in_memory = settings.in_memory,
+            repl_set = %settings.repl_set,
+            advertise_host = %settings.advertise_host,
+            "folio {} starting",
+            env!("CARGO_PKG_VERSION")
+        );
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "folio listening on {}", addrs.join(", "));
+        let _ = stdout.flush();
+        server.run(folio_server::shutdown_signal()).await.map_err(|e| e.to_string())
+    })
 }

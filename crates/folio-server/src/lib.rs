@@ -1,1 +1,514 @@
-//! Folio wire-protocol server (to be written).
+//! Folio's wire-protocol server: TCP listeners, one task per connection, commands on the core.
+//!
+//! # Request flow
+//!
+//! 1. A listener (one per `--bind_ip` address) accepts a socket, refusing it when `--maxConns`
+//!    connections are already open, and spawns a connection task.
+//! 2. The connection task reads bytes into a buffer and asks [`folio_wire::decode`] for whole
+//!    frames. Requests on one connection are handled strictly in order, like MongoDB does: the
+//!    next frame is not looked at until the previous reply is written.
+//! 3. An OP_MSG's document sequences are merged into its body (what MongoDB does), a legacy
+//!    OP_QUERY on `db.$cmd` is unwrapped and given `$db`, and the command document goes to
+//!    [`Service::dispatch`] on tokio's blocking pool, because the core is synchronous and may wait
+//!    on disk or on another transaction.
+//! 4. The reply is encoded as OP_MSG (or OP_REPLY for OP_QUERY), compressed with the negotiated
+//!    compressor when the request was compressed, and written back. `moreToCome` requests get no
+//!    reply; a reply marked `close_connection` closes the socket instead.
+//!
+//! # Errors on the wire
+//!
+//! Broken framing (bad length, oversized message, bad checksum, unknown opcode) closes the
+//! connection: after it, frame boundaries cannot be trusted. A frame whose content is bad
+//! (invalid BSON) gets an `ok: 0` reply and the connection lives on.
+//!
+//! # Shutdown
+//!
+//! A housekeeping task calls [`Service::tick`] every second (transaction lifetime limit, session
+//! and cursor expiry).
+//!
+//! When the shutdown future completes, listeners stop accepting and idle connections close.
+//! A connection in the middle of a command finishes it and writes its reply first (an in-flight
+//! commit is never cut off), bounded by [`ServerConfig::shutdown_grace`]. Then the service's
+//! shutdown hook runs.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bson::{Bson, Document, doc};
+use folio::command::{Connection, Reply, Service, error_reply};
+use folio::{Code, Error};
+use folio_wire::{
+    Compressor, Malformed, MalformedKind, Message, Op, OpMsg, OpQuery, WireError, msg_flags,
+    op_code,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// Settings of the network server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Addresses to listen on (host names or IPs; `--bind_ip` split at commas).
+    pub bind_ips: Vec<String>,
+    /// The port (0 picks a free one, for tests).
+    pub port: u16,
+    /// Maximum simultaneously open connections.
+    pub max_conns: u32,
+    /// Commands slower than this are logged at info level.
+    pub slow_op_threshold: Duration,
+    /// How long shutdown waits for in-flight commands.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind_ips: vec!["127.0.0.1".into()],
+            port: 27017,
+            max_conns: 1_000_000,
+            slow_op_threshold: Duration::from_millis(100),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+}
+
+/// What every connection task shares.
+struct Shared {
+    service: Arc<Service>,
+    config: ServerConfig,
+    open_connections: AtomicU32,
+    next_request_id: AtomicI32,
+}
+
+impl Server {
+    /// Binds every configured address. Fails if any cannot be bound.
+    pub async fn bind(service: Arc<Service>, config: ServerConfig) -> io::Result<Server> {
+        let mut listeners = Vec::new();
+        for ip in &config.bind_ips {
+            let listener = TcpListener::bind((ip.as_str(), config.port)).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {ip}:{}: {e}", config.port))
+            })?;
+            listeners.push(listener);
+        }
+        if listeners.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"));
+        }
+        let shared = Arc::new(Shared {
+            service,
+            config,
+            open_connections: AtomicU32::new(0),
+            next_request_id: AtomicI32::new(1),
+        });
+        Ok(Server { listeners, shared })
+    }
+
+    /// The addresses actually bound (with the real port when 0 was asked for).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully (see the module docs).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Every task holds a clone of `alive`; when all are dropped, `recv` returns None.
+        let (alive, mut all_done) = mpsc::channel::<()>(1);
+        for listener in self.listeners {
+            let shared = self.shared.clone();
+            tokio::spawn(accept_loop(listener, shared, stop_rx.clone(), alive.clone()));
+        }
+        tokio::spawn(housekeeping(self.shared.service.clone(), stop_rx.clone(), alive.clone()));
+        drop(alive);
+        shutdown.await;
+        info!("shutting down: no new connections, waiting for in-flight commands");
+        let _ = stop_tx.send(true);
+        let grace = self.shared.config.shutdown_grace;
+        if tokio::time::timeout(grace, all_done.recv()).await.is_err() {
+            warn!(?grace, "connections still busy after the shutdown grace period");
+        }
+        let service = self.shared.service.clone();
+        let _ = tokio::task::spawn_blocking(move || service.shutdown()).await;
+        info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Calls [`Service::tick`] about once a second (transaction lifetime limit, session and cursor
+/// expiry) until shutdown.
+async fn housekeeping(
+    service: Arc<Service>,
+    mut stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = interval.tick() => {}
+        }
+        let service = service.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || service.tick()).await {
+            warn!("housekeeping failed: {e}");
+        }
+    }
+}
+
+/// Accepts connections until shutdown.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let open = shared.open_connections.fetch_add(1, Ordering::SeqCst);
+                if open >= shared.config.max_conns {
+                    shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+                    warn!(%peer, open, "connection refused because too many connections are open");
+                    drop(stream);
+                    continue;
+                }
+                let task = ConnectionTask {
+                    shared: shared.clone(),
+                    stop: stop.clone(),
+                    _alive: alive.clone(),
+                };
+                tokio::spawn(task.run(stream, peer));
+            }
+            Err(e) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Closed {
+    /// The client closed it.
+    Eof,
+    /// The server is shutting down.
+    Shutdown,
+    /// Broken framing or an I/O error.
+    Error(String),
+    /// A reply asked for the connection to be closed (a fail point).
+    Requested,
+}
+
+/// One connection's task.
+struct ConnectionTask {
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    /// Dropped when the task ends, which is how shutdown knows it has finished.
+    _alive: mpsc::Sender<()>,
+}
+
+impl ConnectionTask {
+    async fn run(mut self, mut stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let mut conn = self.shared.service.connect(peer.to_string());
+        conn.supported_compressors =
+            Compressor::SUPPORTED.iter().map(|c| c.name().to_string()).collect();
+        debug!(id = conn.id, %peer, "connection open");
+        let closed = self.serve(&mut stream, &mut conn).await;
+        self.shared.service.disconnect(&conn);
+        self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+        match &closed {
+            Closed::Error(error) => debug!(id = conn.id, %peer, %error, "connection closed"),
+            Closed::Eof | Closed::Shutdown | Closed::Requested => {
+                debug!(id = conn.id, %peer, reason = ?closed, "connection closed")
+            }
+        }
+    }
+
+    /// Reads and answers requests until the connection ends.
+    async fn serve(&mut self, stream: &mut TcpStream, conn: &mut Connection) -> Closed {
+        let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+        loop {
+            if *self.stop.borrow() {
+                return Closed::Shutdown;
+            }
+            match folio_wire::decode(&buf) {
+                Ok(Some((msg, used))) => {
+                    buf.drain(..used);
+                    if let Err(closed) = self.handle(stream, conn, msg).await {
+                        return closed;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(WireError::Framing(m)) => {
+                    warn!(id = conn.id, "closing connection: {m}");
+                    return Closed::Error(m);
+                }
+                Err(WireError::Malformed(m)) => {
+                    buf.drain(..m.frame_len.min(buf.len()));
+                    debug!(id = conn.id, "malformed message: {}", m.message);
+                    if let Err(closed) = self.answer_malformed(stream, conn, &m).await {
+                        return closed;
+                    }
+                    continue;
+                }
+            }
+            // Make room for the rest of the frame in one go when its length is known.
+            if let Ok(Some(len)) = folio_wire::frame_len(&buf) {
+                buf.reserve(len.saturating_sub(buf.len()));
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            let read = tokio::select! {
+                _ = self.stop.wait_for(|s| *s) => return Closed::Shutdown,
+                read = stream.read_buf(&mut buf) => read,
+            };
+            match read {
+                Ok(0) => return Closed::Eof,
+                Ok(_) => {}
+                Err(e) => return Closed::Error(e.to_string()),
+            }
+        }
+    }
+
+    /// Handles one decoded message.
+    async fn handle(
+        &self,
+        stream: &mut TcpStream,
+        conn: &mut Connection,
+        msg: Message,
+    ) -> Result<(), Closed> {
+        let compressor = self.reply_compressor(conn, msg.compressor);
+        match msg.op {
+            Op::Msg(m) => self.handle_msg(stream, conn, msg.request_id, compressor, m).await,
+            Op::Query(q) => self.handle_query(stream, conn, msg.request_id, compressor, q).await,
+            Op::Reply(_) => Err(Closed::Error("client sent OP_REPLY".into())),
+        }
+    }
+
+    /// The compressor for a reply: none for an uncompressed request, else the negotiated one
+    /// (falling back to the request's own).
+    fn reply_compressor(
+        &self,
+        conn: &Connection,
+        request: Option<Compressor>,
+    ) -> Option<Compressor> {
+        let request = request?;
+        conn.compressor.as_deref().and_then(Compressor::from_name).or(Some(request))
+    }
+
+    async fn handle_msg(
+        &self,
+        stream: &mut TcpStream,
+        conn: &mut Connection,
+        request_id: i32,
+        compressor: Option<Compressor>,
+        m: OpMsg,
+    ) -> Result<(), Closed> {
+        let more_to_come = m.more_to_come();
+        let flags = if m.checksum_present() { msg_flags::CHECKSUM_PRESENT } else { 0 };
+        let reply = match m.into_command() {
+            Ok(cmd) => self.run_command(conn, cmd).await,
+            Err(e) => {
+                Reply { body: protocol_error(40433, "Location40433", e), close_connection: false }
+            }
+        };
+        if reply.close_connection {
+            return Err(Closed::Requested);
+        }
+        if more_to_come {
+            return Ok(());
+        }
+        let mut out = Message::msg(self.next_request_id(), request_id, flags, reply.body);
+        out.compressor = compressor;
+        self.send(stream, &out).await
+    }
+
+    async fn handle_query(
+        &self,
+        stream: &mut TcpStream,
+        conn: &mut Connection,
+        request_id: i32,
+        compressor: Option<Compressor>,
+        q: OpQuery,
+    ) -> Result<(), Closed> {
+        let reply = match legacy_command(q) {
+            Ok(cmd) => self.run_command(conn, cmd).await,
+            Err(body) => Reply { body, close_connection: false },
+        };
+        if reply.close_connection {
+            return Err(Closed::Requested);
+        }
+        let mut out = Message::reply(self.next_request_id(), request_id, reply.body);
+        out.compressor = compressor;
+        self.send(stream, &out).await
+    }
+
+    /// Answers a frame whose content could not be decoded.
+    async fn answer_malformed(
+        &self,
+        stream: &mut TcpStream,
+        conn: &Connection,
+        m: &Malformed,
+    ) -> Result<(), Closed> {
+        if m.more_to_come {
+            return Ok(());
+        }
+        let code = match m.kind {
+            MalformedKind::InvalidBson => Code::InvalidBSON,
+            MalformedKind::Protocol => Code::ProtocolError,
+        };
+        let body = error_reply(&Error::new(code, m.message.clone()));
+        let compressor = self.reply_compressor(conn, m.compressor);
+        let mut out = match m.op_code {
+            op_code::MSG => Message::msg(self.next_request_id(), m.request_id, 0, body),
+            op_code::QUERY => Message::reply(self.next_request_id(), m.request_id, body),
+            _ => return Err(Closed::Error("malformed OP_REPLY from a client".into())),
+        };
+        out.compressor = compressor;
+        self.send(stream, &out).await
+    }
+
+    /// Runs a command on the blocking pool and logs it when slow.
+    async fn run_command(&self, conn: &mut Connection, cmd: Document) -> Reply {
+        let service = self.shared.service.clone();
+        let name = cmd.keys().next().cloned().unwrap_or_default();
+        let ns = namespace(&cmd);
+        let mut moved = conn.clone();
+        let started = Instant::now();
+        let joined = tokio::task::spawn_blocking(move || {
+            let reply = service.dispatch(&mut moved, cmd);
+            (moved, reply)
+        })
+        .await;
+        let elapsed = started.elapsed();
+        if elapsed > self.shared.config.slow_op_threshold {
+            info!(command = %name, ns = %ns, duration_ms = elapsed.as_millis() as u64, "slow operation");
+        }
+        match joined {
+            Ok((updated, reply)) => {
+                *conn = updated;
+                reply
+            }
+            Err(e) => {
+                // The core must not panic; if it did, answer as MongoDB does for internal failures
+                // and keep the connection's previous state.
+                warn!(command = %name, "command failed unexpectedly: {e}");
+                let err =
+                    Error::new(Code::InternalError, format!("command {name} failed unexpectedly"));
+                Reply { body: error_reply(&err), close_connection: false }
+            }
+        }
+    }
+
+    async fn send(&self, stream: &mut TcpStream, msg: &Message) -> Result<(), Closed> {
+        let bytes = match folio_wire::encode(msg) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Most likely a reply over the message size: report it instead of the reply.
+                let err = Error::new(Code::InternalError, format!("cannot encode reply: {e}"));
+                let mut fallback = msg.clone();
+                match &mut fallback.op {
+                    Op::Msg(m) => m.body = error_reply(&err),
+                    Op::Reply(r) => r.documents = vec![error_reply(&err)],
+                    Op::Query(_) => {
+                        return Err(Closed::Error("server tried to send OP_QUERY".into()));
+                    }
+                }
+                folio_wire::encode(&fallback).map_err(|e| Closed::Error(e.to_string()))?
+            }
+        };
+        stream.write_all(&bytes).await.map_err(|e| Closed::Error(e.to_string()))
+    }
+
+    fn next_request_id(&self) -> i32 {
+        self.shared.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The namespace a command works on, for logs: `db.collection` when the command's value names a
+/// collection, else `db.$cmd`.
+fn namespace(cmd: &Document) -> String {
+    let db = cmd.get_str("$db").unwrap_or("?");
+    match cmd.iter().next() {
+        Some((_, Bson::String(coll))) => format!("{db}.{coll}"),
+        _ => format!("{db}.$cmd"),
+    }
+}
+
+/// An error reply for a failure the core has no [`Code`] variant for.
+fn protocol_error(code: i32, code_name: &str, message: String) -> Document {
+    doc! { "ok": 0.0, "errmsg": message, "code": code, "codeName": code_name }
+}
+
+/// Turns a legacy OP_QUERY into a command document. MongoDB 8.0 accepts only the handshake over
+/// OP_QUERY; anything else gets `UnsupportedOpQueryCommand` (352).
+fn legacy_command(q: OpQuery) -> Result<Document, Document> {
+    let Some(db) = q.full_collection_name.strip_suffix(".$cmd") else {
+        return Err(protocol_error(
+            5739101,
+            "Location5739101",
+            "OP_QUERY is no longer supported. The client driver may require an upgrade.".into(),
+        ));
+    };
+    // Drivers wrap the command as `{$query: cmd, $readPreference: ...}` when they add a read
+    // preference.
+    let mut cmd = q.query;
+    if let Ok(inner) = cmd.get_document("$query") {
+        cmd = inner.clone();
+    }
+    let name = cmd.keys().next().cloned().unwrap_or_default();
+    if !matches!(name.as_str(), "hello" | "isMaster" | "ismaster") {
+        return Err(protocol_error(
+            352,
+            "UnsupportedOpQueryCommand",
+            format!(
+                "Unsupported OP_QUERY command: {name}. The client driver may require an upgrade. \
+                 For more details see https://dochub.mongodb.org/core/legacy-opcode-removal"
+            ),
+        ));
+    }
+    cmd.insert("$db", db);
+    Ok(cmd)
+}

@@ -92,6 +92,7 @@ codes! {
     CannotCreateIndex = 67,
     IndexAlreadyExists = 68,
     InvalidOptions = 72,
+    FailPointSetFailed = 131,
     InvalidNamespace = 73,
     IndexOptionsConflict = 85,
     IndexKeySpecsConflict = 86,
@@ -102,6 +103,8 @@ codes! {
     UnsatisfiableWriteConcern = 100,
     WriteConflict = 112,
     CommandNotSupported = 115,
+    ConflictingOperationInProgress = 117,
+    IncompleteTransactionHistory = 217,
     DocumentValidationFailure = 121,
     NotImplemented = 238,
     NoSuchSession = 206,
@@ -120,21 +123,75 @@ codes! {
     OptionNotSupportedOnView = 167,
     InvalidPipelineOperator = 168,
     InvalidViewDefinition = 182,
+    CannotIndexParallelArrays = 171,
     ShutdownInProgress = 91,
+    PrimarySteppedDown = 189,
+    ReadConcernMajorityNotAvailableYet = 134,
+    NetworkInterfaceExceededTimeLimit = 202,
+    SnapshotTooOld = 239,
     NotWritablePrimary = 10107,
+    BSONObjectTooLarge = 10334,
     InterruptedAtShutdown = 11600,
     Interrupted = 11601,
     InterruptedDueToReplStateChange = 11602,
     NotPrimaryNoSecondaryOk = 13435,
     NotPrimaryOrSecondary = 13436,
     DuplicateKey = 11000,
+    Location15952 = 15952,
+    Location15955 = 15955,
+    Location15956 = 15956,
+    Location15957 = 15957,
+    Location15958 = 15958,
     Location16755 = 16755,
     Location17419 = 17419,
     Location31254 = 31254,
+    Location40234 = 40234,
+    Location40323 = 40323,
+    Location40324 = 40324,
+    Location15975 = 15975,
+    Location28667 = 28667,
+    Location28724 = 28724,
+    Location31250 = 31250,
+    Location31249 = 31249,
+    Location31252 = 31252,
+    Location31255 = 31255,
+    Location31256 = 31256,
+    Location31257 = 31257,
+    Location31258 = 31258,
+    Location31259 = 31259,
+    Location31272 = 31272,
+    Location31273 = 31273,
+    Location31277 = 31277,
+    Location31253 = 31253,
+    Location31274 = 31274,
+    Location31275 = 31275,
+    Location31276 = 31276,
+    Location31394 = 31394,
+    Location31395 = 31395,
+    Location51246 = 51246,
+    Location51270 = 51270,
     Location40352 = 40352,
     Location40353 = 40353,
     Location51024 = 51024,
     Location51091 = 51091,
+    Location15983 = 15983,
+    Location16020 = 16020,
+    Location16410 = 16410,
+    Location16872 = 16872,
+    Location17276 = 17276,
+    Location4161100 = 4161100,
+    Location4161101 = 4161101,
+    Location4161102 = 4161102,
+    Location4161106 = 4161106,
+    Location40228 = 40228,
+    Location40272 = 40272,
+    Location31120 = 31120,
+    Location31002 = 31002,
+    Location51272 = 51272,
+    Location15969 = 15969,
+    Location40231 = 40231,
+    Location51075 = 51075,
+    Location51108 = 51108,
     APIStrictError = 323,
     SocketException = 9001,
 }
@@ -160,13 +217,22 @@ pub struct Error {
     /// Error labels, in the order they were added.
     pub labels: Vec<String>,
     /// Extra fields to merge into the error reply or write error (e.g. `keyPattern`, `errInfo`).
-    pub extra: Option<bson::Document>,
+    pub extra: Option<Box<bson::Document>>,
+    /// For a WriteConflict: the id of the in-flight transaction that holds the key, when known.
+    /// A single-statement write waits for that transaction to finish and then retries.
+    pub conflict_holder: Option<u64>,
 }
 
 impl Error {
     /// An error with a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), labels: Vec::new(), extra: None }
+        Error {
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            extra: None,
+            conflict_holder: None,
+        }
     }
 
     /// Adds a label (once).
@@ -189,7 +255,7 @@ impl Error {
 
     /// Attaches extra reply fields.
     pub fn with_extra(mut self, extra: bson::Document) -> Self {
-        self.extra = Some(extra);
+        self.extra = Some(Box::new(extra));
         self
     }
 

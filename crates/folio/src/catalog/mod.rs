@@ -1,1 +1,240 @@
-//! catalog (to be written).
+//! The catalog: databases, collections and their indexes, stored in the MVCC keyspace.
+//!
+//! Collection metadata lives under [`keys::Key::Collection`] and is read and written through the
+//! same transaction as the data, so DDL is transactional: a collection created inside a
+//! multi-document transaction exists for that transaction at once and for everyone else only when
+//! it commits, and two transactions that create the same collection conflict like any other write.
+//!
+//! A database exists while it has collections (as in MongoDB); there is no separate database record.
+//! Each collection gets a random 64-bit id at creation. Its documents and index entries are keyed by
+//! that id, never by name, so `renameCollection` rewrites one metadata key and a dropped collection's
+//! id is never reused.
+
+pub mod keys;
+
+use std::ops::Bound;
+
+use bson::{Bson, Document, doc};
+
+use crate::error::Result;
+use crate::mvcc::Txn;
+use crate::{bail, err};
+
+use keys::Key;
+
+/// Maximum length of `db.collection`, as MongoDB enforces.
+const MAX_NAMESPACE_LEN: usize = 255;
+/// Maximum length of a database name.
+const MAX_DB_NAME_LEN: usize = 63;
+
+/// One index of a collection, as stored in the catalog.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexMeta {
+    /// The id that keys this index's entries.
+    pub id: u32,
+    /// The index specification as `listIndexes` returns it (`v`, `key`, `name`, options).
+    pub spec: Document,
+}
+
+impl IndexMeta {
+    /// The index name.
+    pub fn name(&self) -> &str {
+        self.spec.get_str("name").unwrap_or("")
+    }
+}
+
+/// A collection's metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectionMeta {
+    /// Database name.
+    pub db: String,
+    /// Collection name.
+    pub name: String,
+    /// The id that keys the collection's documents and index entries.
+    pub id: u64,
+    /// The collection UUID reported by `listCollections`.
+    pub uuid: bson::Uuid,
+    /// Options given at creation or by `collMod` (validator, validationLevel, viewOn, ...).
+    pub options: Document,
+    /// The indexes, `_id_` first.
+    pub indexes: Vec<IndexMeta>,
+    /// The id the next index gets.
+    pub next_index_id: u32,
+}
+
+impl CollectionMeta {
+    /// `db.name`.
+    pub fn namespace(&self) -> String {
+        format!("{}.{}", self.db, self.name)
+    }
+
+    /// Whether this is a view (`viewOn` option).
+    pub fn is_view(&self) -> bool {
+        self.options.contains_key("viewOn")
+    }
+
+    /// Finds an index by name.
+    pub fn index(&self, name: &str) -> Option<&IndexMeta> {
+        self.indexes.iter().find(|i| i.name() == name)
+    }
+
+    fn to_document(&self) -> Document {
+        let indexes: Vec<Bson> = self
+            .indexes
+            .iter()
+            .map(|i| Bson::Document(doc! { "id": i64::from(i.id), "spec": i.spec.clone() }))
+            .collect();
+        doc! {
+            "id": self.id as i64,
+            "uuid": self.uuid,
+            "options": self.options.clone(),
+            "indexes": indexes,
+            "nextIndexId": i64::from(self.next_index_id),
+        }
+    }
+
+    fn from_document(db: &str, name: &str, d: &Document) -> Result<Self> {
+        let corrupt = || err!(InternalError, "corrupt catalog entry for {db}.{name}");
+        let id = d.get_i64("id").map_err(|_| corrupt())? as u64;
+        let uuid = match d.get("uuid") {
+            Some(Bson::Binary(b)) => b.to_uuid().map_err(|_| corrupt())?,
+            _ => return Err(corrupt()),
+        };
+        let options = d.get_document("options").map_err(|_| corrupt())?.clone();
+        let mut indexes = Vec::new();
+        for i in d.get_array("indexes").map_err(|_| corrupt())? {
+            let Bson::Document(i) = i else { return Err(corrupt()) };
+            let id = i.get_i64("id").map_err(|_| corrupt())? as u32;
+            let spec = i.get_document("spec").map_err(|_| corrupt())?.clone();
+            indexes.push(IndexMeta { id, spec });
+        }
+        let next_index_id = d.get_i64("nextIndexId").map_err(|_| corrupt())? as u32;
+        Ok(CollectionMeta {
+            db: db.to_string(),
+            name: name.to_string(),
+            id,
+            uuid,
+            options,
+            indexes,
+            next_index_id,
+        })
+    }
+}
+
+/// Checks a database name against MongoDB's rules.
+pub fn validate_db_name(db: &str) -> Result<()> {
+    if db.is_empty() {
+        bail!(InvalidNamespace, "Invalid empty database name");
+    }
+    if db.len() > MAX_DB_NAME_LEN {
+        bail!(InvalidNamespace, "db name is too long: '{db}'");
+    }
+    if let Some(c) = db.chars().find(|c| matches!(c, '/' | '\\' | '.' | ' ' | '"' | '$' | '\0')) {
+        bail!(InvalidNamespace, "Invalid database name: '{db}' (contains '{c}')");
+    }
+    Ok(())
+}
+
+/// Checks a collection name against MongoDB's rules.
+pub fn validate_collection_name(db: &str, coll: &str) -> Result<()> {
+    validate_db_name(db)?;
+    if coll.is_empty() {
+        bail!(InvalidNamespace, "Invalid namespace specified '{db}.'");
+    }
+    if coll.contains('\0') || coll.contains('$') || coll.starts_with('.') {
+        bail!(InvalidNamespace, "Invalid collection name: {coll}");
+    }
+    if db.len() + 1 + coll.len() > MAX_NAMESPACE_LEN {
+        bail!(InvalidNamespace, "Fully qualified namespace is too long. Namespace: {db}.{coll}");
+    }
+    Ok(())
+}
+
+/// Reads a collection's metadata as the transaction sees it.
+pub fn get_collection(txn: &dyn Txn, db: &str, coll: &str) -> Result<Option<CollectionMeta>> {
+    let key = Key::Collection { db, coll }.encode();
+    match txn.get(&key)? {
+        Some(bytes) => {
+            let d = Document::from_reader(&bytes[..])?;
+            Ok(Some(CollectionMeta::from_document(db, coll, &d)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Writes a collection's metadata (creation, index changes, collMod).
+pub fn put_collection(txn: &mut dyn Txn, meta: &CollectionMeta) -> Result<()> {
+    let key = Key::Collection { db: &meta.db, coll: &meta.name }.encode();
+    let value = meta.to_document().to_vec()?;
+    check_conflict(txn.put(&key, &value)?, &meta.namespace())
+}
+
+/// Removes a collection's metadata (not its data; see `exec::drop_collection`).
+pub fn delete_collection(txn: &mut dyn Txn, meta: &CollectionMeta) -> Result<()> {
+    let key = Key::Collection { db: &meta.db, coll: &meta.name }.encode();
+    check_conflict(txn.delete(&key)?, &meta.namespace())
+}
+
+/// Turns a lost write into WriteConflict (112), naming what conflicted.
+pub fn check_conflict(result: crate::mvcc::WriteResult, what: &str) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(conflict) => {
+            let mut e = err!(
+                WriteConflict,
+                "Write conflict during plan execution and yielding is disabled. :: Please retry \
+                 your operation or multi-document transaction. (conflict on {what}{})",
+                match conflict.holder {
+                    Some(_) => ", written by a transaction in progress",
+                    None => ", written by a transaction that committed after this one started",
+                }
+            );
+            e.conflict_holder = conflict.holder.map(|h| h.0);
+            Err(e)
+        }
+    }
+}
+
+/// Builds the metadata of a new collection with its `_id_` index (not yet stored).
+pub fn new_collection(db: &str, coll: &str, options: Document) -> Result<CollectionMeta> {
+    validate_collection_name(db, coll)?;
+    let mut indexes = Vec::new();
+    let is_view = options.contains_key("viewOn");
+    if !is_view {
+        indexes
+            .push(IndexMeta { id: 1, spec: doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" } });
+    }
+    Ok(CollectionMeta {
+        db: db.to_string(),
+        name: coll.to_string(),
+        // Random ids: a shared counter would make every pair of concurrent creates conflict.
+        id: rand::random::<u64>() >> 1,
+        uuid: bson::Uuid::new(),
+        options,
+        indexes,
+        next_index_id: 2,
+    })
+}
+
+/// Lists the collections of a database (or of all databases), in name order.
+pub fn list_collections(txn: &dyn Txn, db: Option<&str>) -> Result<Vec<CollectionMeta>> {
+    let prefix = keys::collection_prefix(db);
+    let end = keys::prefix_end(&prefix);
+    let mut out = Vec::new();
+    for item in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
+        let (key, value) = item?;
+        let Some((db, coll)) = keys::decode_collection_key(&key) else {
+            bail!(InternalError, "corrupt catalog key");
+        };
+        let d = Document::from_reader(&value[..])?;
+        out.push(CollectionMeta::from_document(&db, &coll, &d)?);
+    }
+    Ok(out)
+}
+
+/// Lists the names of the databases that have at least one collection, sorted.
+pub fn list_databases(txn: &dyn Txn) -> Result<Vec<String>> {
+    let mut names: Vec<String> = list_collections(txn, None)?.into_iter().map(|c| c.db).collect();
+    names.dedup();
+    Ok(names)
+}

@@ -1,17 +1,44 @@
 //! Command dispatch: the one path every command takes, from the wire server and the embedded API.
 //!
-//! A command is a BSON document whose first key is the command name and whose `$db` field names
-//! the database. [`Service::dispatch`] looks the name up in the command table, runs the handler and
-//! turns the outcome into a reply document (`ok: 1` plus fields, or `ok: 0, errmsg, code,
-//! codeName, errorLabels`), always with `operationTime` and `$clusterTime`.
+//! # Request flow
+//!
+//! 1. The caller (a server connection task, or the embedded API) hands [`Service::dispatch`] a
+//!    command document: the first key is the command name, `$db` names the database, and
+//!    OP_MSG document sequences have already been merged into the body as arrays.
+//! 2. The name is looked up in the command table ([`table`]), which says whether the command may
+//!    run in a transaction, whether it writes, and whether it must run against `admin`.
+//! 3. The generic arguments are parsed ([`context::OpContext`]) and, with test commands on, the
+//!    `failCommand` fail point gets its chance to fail or delay the command.
+//! 4. A [`context::Runner`] checks out the session and decides how statements run: in the
+//!    session's transaction, as retryable writes, or as autocommit statements.
+//! 5. The handler parses its own arguments and calls [`crate::exec`] through the runner.
+//! 6. One place ([`labels`]) adds error labels exactly as MongoDB does, an error in a transaction
+//!    aborts it, the write concern is checked, and the reply gets `ok`, `operationTime` and
+//!    `$clusterTime`.
+
+mod args;
+mod bulk;
+pub mod context;
+mod crud;
+mod ddl;
+pub mod failpoint;
+mod handshake;
+pub mod labels;
+mod sessions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use bson::{Document, doc};
+use bson::{Bson, Document, doc};
 
+use crate::cursor::CursorRegistry;
 use crate::error::{Error, Result};
 use crate::mvcc::TxnStore;
+use crate::session::SessionRegistry;
+
+use context::{Mode, OpContext, Runner};
+use failpoint::FailPoints;
 
 /// Settings of a running Folio instance that commands can see.
 #[derive(Clone, Debug)]
@@ -69,15 +96,36 @@ pub struct Reply {
 
 /// The command service: everything a command needs, shared by all connections.
 pub struct Service {
-    store: Arc<dyn TxnStore>,
+    pub(crate) store: Arc<dyn TxnStore>,
     options: ServiceOptions,
     next_connection_id: AtomicU64,
+    pub(crate) sessions: SessionRegistry,
+    pub(crate) cursors: CursorRegistry,
+    pub(crate) failpoints: FailPoints,
+    pub(crate) stats: Stats,
+}
+
+/// Counters for `serverStatus`.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) connections_current: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) txn_committed: AtomicU64,
+    pub(crate) txn_aborted: AtomicU64,
 }
 
 impl Service {
     /// Creates the service over a transaction store.
     pub fn new(store: Arc<dyn TxnStore>, options: ServiceOptions) -> Result<Self> {
-        Ok(Service { store, options, next_connection_id: AtomicU64::new(1) })
+        Ok(Service {
+            store,
+            options,
+            next_connection_id: AtomicU64::new(1),
+            sessions: SessionRegistry::new(),
+            cursors: CursorRegistry::new(),
+            failpoints: FailPoints::default(),
+            stats: Stats::default(),
+        })
     }
 
     /// The options the service runs with.
@@ -85,8 +133,15 @@ impl Service {
         &self.options
     }
 
+    /// The transaction store.
+    pub fn store(&self) -> &Arc<dyn TxnStore> {
+        &self.store
+    }
+
     /// A new connection state with a fresh id.
     pub fn connect(&self, remote: impl Into<String>) -> Connection {
+        self.stats.connections_current.fetch_add(1, Ordering::Relaxed);
+        self.stats.connections_total.fetch_add(1, Ordering::Relaxed);
         Connection {
             id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
             remote: remote.into(),
@@ -94,20 +149,54 @@ impl Service {
         }
     }
 
+    /// Forgets a closed connection.
+    pub fn disconnect(&self, _conn: &Connection) {
+        self.stats.connections_current.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Periodic housekeeping: aborts transactions past their lifetime, expires idle sessions and
+    /// cursors. The server calls it about once a second.
+    pub fn tick(&self) {
+        let lifetime = Duration::from_secs(self.options.transaction_lifetime_secs);
+        let aborted = self.sessions.reap(lifetime);
+        self.stats.txn_aborted.fetch_add(aborted as u64, Ordering::Relaxed);
+        self.cursors.reap();
+    }
+
+    /// Starts the housekeeping thread that calls [`Service::tick`] twice a second. The thread
+    /// holds only a weak reference and ends when the service is dropped.
+    pub fn start_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let spawned =
+            std::thread::Builder::new().name("folio-housekeeping".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(500));
+                    match weak.upgrade() {
+                        Some(svc) => svc.tick(),
+                        None => return,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the housekeeping thread: {e}");
+        }
+    }
+
+    /// Aborts every open transaction and makes committed data durable (for shutdown).
+    pub fn shutdown(&self) {
+        self.sessions.end_all();
+        if let Err(e) = self.store.flush() {
+            tracing::error!("flush at shutdown failed: {e}");
+        }
+    }
+
     /// Runs one command and returns its reply. Never panics on client input.
     pub fn dispatch(&self, conn: &mut Connection, cmd: Document) -> Reply {
-        let _ = conn;
-        let name = cmd.keys().next().cloned().unwrap_or_default();
-        let result: Result<Document> =
-            Err(crate::err!(CommandNotFound, "no such command: '{name}'"));
-        let body = match result {
-            Ok(mut body) => {
-                body.insert("ok", 1.0);
-                body
-            }
+        let mut close_connection = false;
+        let mut body = match self.run(conn, &cmd, &mut close_connection) {
+            Ok(body) => body,
             Err(e) => error_reply(&e),
         };
-        let mut body = body;
         let ts = self.store.last_committed().to_bson();
         body.insert("operationTime", ts);
         body.insert(
@@ -120,7 +209,118 @@ impl Service {
                 },
             },
         );
-        Reply { body, close_connection: false }
+        Reply { body, close_connection }
+    }
+
+    fn run(&self, conn: &mut Connection, cmd: &Document, close: &mut bool) -> Result<Document> {
+        let Some(name) = cmd.keys().next().cloned() else {
+            crate::bail!(FailedToParse, "Empty command");
+        };
+        let Some(spec) = table::lookup(&name) else {
+            crate::bail!(CommandNotFound, "no such command: '{}'", name);
+        };
+        if spec.test_only && !self.options.test_commands {
+            crate::bail!(CommandNotFound, "no such command: '{}'", name);
+        }
+        let op = OpContext::parse(cmd)?;
+        if spec.admin_only && op.db != "admin" {
+            crate::bail!(Unauthorized, "{} may only be run against the admin database.", name);
+        }
+        // The failCommand fail point sees every command but configureFailPoint.
+        let mut fail_wce = None;
+        let mut forced_labels = None;
+        if self.options.test_commands {
+            let ns = namespace_of(cmd, &op.db);
+            if let Some(fc) = self.failpoints.fail_command(&name, conn.app_name.as_deref(), &ns) {
+                if let Some(block) = fc.block {
+                    std::thread::sleep(block);
+                }
+                if fc.close_connection {
+                    *close = true;
+                    crate::bail!(SocketException, "connection closed by fail point");
+                }
+                if let Some(code) = fc.error_code {
+                    let msg = fc
+                        .errmsg
+                        .unwrap_or_else(|| "Failing command via 'failCommand' failpoint".into());
+                    let mut e = Error::new(crate::Code::from_number(code), msg);
+                    match fc.error_labels {
+                        Some(l) => e.labels = l,
+                        None => labels::add_labels(&mut e, &op, false),
+                    }
+                    // A failed statement aborts its transaction, as a real error would.
+                    if let (Mode::Transaction(_), Some(lsid)) = (op.mode(), &op.lsid)
+                        && !matches!(name.as_str(), "commitTransaction" | "abortTransaction")
+                        && let Ok(s) = self.sessions.get_or_create(lsid)
+                    {
+                        s.lock().abort_open(None);
+                    }
+                    return Err(e);
+                }
+                forced_labels = fc.error_labels;
+                fail_wce = fc.write_concern_error;
+            }
+        }
+        let mut runner = Runner::new(self, &op)?;
+        let result = match spec.handler {
+            table::Handler::Simple(f) => f(self, conn, cmd),
+            table::Handler::Runner(f) => {
+                runner.begin(spec.in_txn).and_then(|()| f(self, conn, cmd, &mut runner))
+            }
+        };
+        *close |= runner.close_connection;
+        let result = result.map(|mut body| {
+            if let Some(at) = runner.at_cluster_time
+                && !body.contains_key("cursor")
+                && !body.contains_key("atClusterTime")
+            {
+                body.insert("atClusterTime", at.to_bson());
+            }
+            body
+        });
+        match result {
+            Ok(mut body) => {
+                let wce = match fail_wce {
+                    Some(wce) => Some(wce),
+                    None if spec.write
+                        || spec.name == "commitTransaction"
+                        || spec.name == "abortTransaction" =>
+                    {
+                        labels::check_write_concern(op.write_concern.as_ref())
+                    }
+                    None => None,
+                };
+                if let Some(wce) = wce {
+                    let code = wce.get("code").and_then(context::number).unwrap_or(0.0) as i32;
+                    let labels = match forced_labels {
+                        Some(l) => l,
+                        None => labels::write_concern_labels(code, &op),
+                    };
+                    body.insert("writeConcernError", wce);
+                    if !labels.is_empty() {
+                        body.insert("errorLabels", labels);
+                    }
+                }
+                body.insert("ok", 1.0);
+                Ok(body)
+            }
+            Err(mut e) => {
+                runner.abort_on_error();
+                match forced_labels {
+                    Some(l) => e.labels = l,
+                    None => labels::add_labels(&mut e, &op, false),
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The namespace a command targets, for fail points and logs.
+pub fn namespace_of(cmd: &Document, db: &str) -> String {
+    match cmd.iter().next() {
+        Some((_, Bson::String(coll))) => format!("{db}.{coll}"),
+        _ => db.to_string(),
     }
 }
 
@@ -134,9 +334,134 @@ pub fn error_reply(e: &Error) -> Document {
         d.insert("errorLabels", e.labels.clone());
     }
     if let Some(extra) = &e.extra {
-        for (k, v) in extra {
+        for (k, v) in extra.iter() {
             d.insert(k.clone(), v.clone());
         }
     }
     d
+}
+
+pub(crate) mod table {
+    //! The command table: each command's handler and flags.
+
+    use bson::Document;
+
+    use super::context::Runner;
+    use super::{Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, sessions};
+    use crate::error::Result;
+
+    /// How a command's handler is called.
+    #[derive(Clone, Copy)]
+    pub enum Handler {
+        /// Needs nothing but the service and the connection.
+        Simple(fn(&Service, &mut Connection, &Document) -> Result<Document>),
+        /// Reads or writes data through the runner.
+        Runner(fn(&Service, &mut Connection, &Document, &mut Runner) -> Result<Document>),
+    }
+
+    /// One command.
+    #[derive(Clone, Copy)]
+    pub struct Spec {
+        /// The command name.
+        pub name: &'static str,
+        /// The handler.
+        pub handler: Handler,
+        /// Allowed inside a multi-document transaction.
+        pub in_txn: bool,
+        /// A write (write concern applies).
+        pub write: bool,
+        /// Must run against `admin`.
+        pub admin_only: bool,
+        /// Exists only with test commands enabled.
+        pub test_only: bool,
+    }
+
+    const fn cmd(name: &'static str, handler: Handler) -> Spec {
+        Spec { name, handler, in_txn: false, write: false, admin_only: false, test_only: false }
+    }
+
+    const fn txn(mut s: Spec) -> Spec {
+        s.in_txn = true;
+        s
+    }
+
+    const fn write(mut s: Spec) -> Spec {
+        s.write = true;
+        s
+    }
+
+    const fn admin(mut s: Spec) -> Spec {
+        s.admin_only = true;
+        s
+    }
+
+    use Handler::{Runner as R, Simple as S};
+
+    /// Every command Folio knows.
+    pub const COMMANDS: &[Spec] = &[
+        // Handshake and diagnostics.
+        cmd("hello", S(handshake::hello)),
+        cmd("isMaster", S(handshake::is_master)),
+        cmd("ismaster", S(handshake::is_master)),
+        cmd("buildInfo", S(handshake::build_info)),
+        cmd("buildinfo", S(handshake::build_info)),
+        cmd("ping", S(handshake::ping)),
+        cmd("getParameter", S(handshake::get_parameter)),
+        cmd("getCmdLineOpts", S(handshake::get_cmd_line_opts)),
+        cmd("serverStatus", S(handshake::server_status)),
+        cmd("hostInfo", S(handshake::host_info)),
+        cmd("connectionStatus", S(handshake::connection_status)),
+        cmd("whatsmyuri", S(handshake::whatsmyuri)),
+        cmd("getLog", S(handshake::get_log)),
+        admin(cmd("replSetGetStatus", S(handshake::repl_set_get_status))),
+        cmd("listCommands", S(handshake::list_commands)),
+        // CRUD.
+        txn(write(cmd("insert", R(crud::insert)))),
+        txn(write(cmd("update", R(crud::update)))),
+        txn(write(cmd("delete", R(crud::delete)))),
+        txn(write(cmd("findAndModify", R(crud::find_and_modify)))),
+        txn(write(cmd("findandmodify", R(crud::find_and_modify)))),
+        txn(cmd("find", R(crud::find))),
+        txn(cmd("getMore", R(crud::get_more))),
+        txn(cmd("killCursors", R(crud::kill_cursors))),
+        txn(cmd("distinct", R(crud::distinct))),
+        txn(cmd("aggregate", R(crud::aggregate))),
+        cmd("count", R(crud::count)),
+        admin(txn(write(cmd("bulkWrite", R(bulk::bulk_write))))),
+        // DDL.
+        txn(write(cmd("create", R(ddl::create)))),
+        txn(write(cmd("createIndexes", R(ddl::create_indexes)))),
+        write(cmd("drop", R(ddl::drop))),
+        write(cmd("dropDatabase", R(ddl::drop_database))),
+        write(cmd("dropIndexes", R(ddl::drop_indexes))),
+        write(cmd("deleteIndexes", R(ddl::drop_indexes))),
+        write(cmd("collMod", R(ddl::coll_mod))),
+        admin(write(cmd("renameCollection", R(ddl::rename_collection)))),
+        admin(cmd("listDatabases", R(ddl::list_databases))),
+        cmd("listCollections", R(ddl::list_collections)),
+        cmd("listIndexes", R(ddl::list_indexes)),
+        cmd("dbStats", R(ddl::db_stats)),
+        cmd("collStats", R(ddl::coll_stats)),
+        // Sessions and transactions.
+        admin(txn(cmd("commitTransaction", R(sessions::commit_transaction)))),
+        admin(txn(cmd("abortTransaction", R(sessions::abort_transaction)))),
+        cmd("startSession", S(sessions::start_session)),
+        cmd("endSessions", S(sessions::end_sessions)),
+        cmd("refreshSessions", S(sessions::refresh_sessions)),
+        cmd("killSessions", S(sessions::kill_sessions)),
+        cmd("killAllSessions", S(sessions::kill_all_sessions)),
+        cmd("killAllSessionsByPattern", S(sessions::kill_all_sessions)),
+        admin(cmd("currentOp", S(sessions::current_op))),
+        // Test commands.
+        Spec { test_only: true, admin_only: true, ..cmd("configureFailPoint", S(failpoint_cmd)) },
+    ];
+
+    /// Looks a command up by name.
+    pub fn lookup(name: &str) -> Option<&'static Spec> {
+        COMMANDS.iter().find(|c| c.name == name)
+    }
+}
+
+fn failpoint_cmd(svc: &Service, _conn: &mut Connection, cmd: &Document) -> Result<Document> {
+    svc.failpoints.configure(cmd)
 }

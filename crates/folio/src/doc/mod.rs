@@ -2,6 +2,8 @@
 
 use bson::Bson;
 
+pub mod validate;
+
 /// MongoDB's canonical type rank (`canonicalizeBSONType`): values of different ranks compare by
 /// rank; numbers of all kinds share one rank and compare by value, as do strings and symbols.
 pub fn canonical_rank(v: &Bson) -> u8 {
@@ -25,3 +27,14 @@ pub fn canonical_rank(v: &Bson) -> u8 {
         Bson::MaxKey => 127,
     }
 }
+
+pub mod compare;
+pub mod fmt;
+pub mod path;
+
+#[cfg(test)]
+pub(crate) mod golden;
+#[cfg(test)]
+pub(crate) mod random;
+
+pub use compare::{bson_eq, cmp_bson, cmp_documents};

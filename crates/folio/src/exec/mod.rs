@@ -1,1 +1,213 @@
-//! exec (to be written).
+//! Collection operations inside one transaction.
+//!
+//! Every function here takes the transaction it runs in. Whether that transaction is a
+//! single-statement autocommit transaction, one statement of a multi-document transaction, or a
+//! retryable write is the session layer's business; this layer only reads and writes documents and
+//! keeps indexes in step with them.
+//!
+//! A write updates the document key and every index entry in the same transaction, so indexes can
+//! never disagree with documents after a commit. Uniqueness is checked against the transaction's
+//! snapshot *and* enforced by the MVCC conflict rule: two transactions inserting the same unique key
+//! both write the same index key, so the second one gets a write conflict at once, and after the
+//! first commits, a retry sees the key and reports DuplicateKey.
+//!
+//! Reads plan an access path ([`plan`]), fetch candidate documents through MVCC, and always re-check
+//! them with the filter, so an index is only ever a speed-up.
+
+pub mod plan;
+mod write;
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+
+use bson::{Bson, Document};
+
+use crate::catalog::{self, CollectionMeta, keys};
+use crate::error::Result;
+use crate::mvcc::Txn;
+use crate::query::{Filter, Projection, SortSpec};
+
+pub use write::{
+    CollectionHandle, DeleteResult, FindAndModify, FindAndModifyResult, UpdateDoc, UpdateOp,
+    UpdateResult, create_collection, create_indexes, delete, drop_collection, drop_database,
+    drop_indexes, find_and_modify, insert_one, rename_collection, update,
+};
+
+/// What a find reads: filter, sort, projection, skip and limit.
+#[derive(Clone, Debug, Default)]
+pub struct FindSpec {
+    /// The filter document (`{}` matches everything).
+    pub filter: Document,
+    /// The sort specification, if any.
+    pub sort: Option<Document>,
+    /// The projection, if any.
+    pub projection: Option<Document>,
+    /// Documents to skip.
+    pub skip: u64,
+    /// Maximum documents to return (0: no limit).
+    pub limit: u64,
+}
+
+/// The encoded `_id` key of a document value.
+pub fn id_key(id: &Bson) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::encoding::value::encode_value(id, &mut out);
+    out
+}
+
+/// One document found by a scan, with its storage key.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// The document's storage key.
+    pub key: Vec<u8>,
+    /// The document.
+    pub doc: Document,
+}
+
+/// Reads a document by its storage key.
+pub fn get_document(txn: &dyn Txn, key: &[u8]) -> Result<Option<Document>> {
+    match txn.get(key)? {
+        Some(bytes) => Ok(Some(Document::from_reader(&bytes[..])?)),
+        None => Ok(None),
+    }
+}
+
+/// Scans a whole collection in `_id` order.
+pub fn scan_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Vec<Found>> {
+    let prefix = keys::document_prefix(meta.id);
+    let end = keys::prefix_end(&prefix);
+    let mut out = Vec::new();
+    for item in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
+        let (key, value) = item?;
+        out.push(Found { key, doc: Document::from_reader(&value[..])? });
+    }
+    Ok(out)
+}
+
+/// The documents of a collection that match a parsed filter, in plan order (unsorted).
+pub fn matching(txn: &dyn Txn, meta: &CollectionMeta, filter: &Filter) -> Result<Vec<Found>> {
+    Ok(plan::fetch(txn, meta, filter, None, 0)?.0)
+}
+
+/// The documents that match, sorted when a sort is given, stopping early when an index scan
+/// already yields the sort order and only `limit` documents are needed (0: all).
+pub fn matching_sorted(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    limit: usize,
+) -> Result<Vec<Found>> {
+    let (mut found, sorted) = plan::fetch(txn, meta, filter, sort, limit)?;
+    if let (Some(sort), false) = (sort, sorted) {
+        found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
+    }
+    Ok(found)
+}
+
+/// Runs a find and returns every result (sorted, skipped, limited and projected).
+pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<Document>> {
+    let filter = Filter::parse(&spec.filter)?;
+    let sort = spec.sort.as_ref().map(SortSpec::parse).transpose()?;
+    let projection = spec.projection.as_ref().map(Projection::parse).transpose()?;
+    let Some(meta) = catalog::get_collection(txn, db, coll)? else {
+        return Ok(Vec::new());
+    };
+    let skip = usize::try_from(spec.skip).unwrap_or(usize::MAX);
+    let limit = if spec.limit == 0 { usize::MAX } else { spec.limit as usize };
+    let wanted = if spec.limit == 0 { 0 } else { skip.saturating_add(limit) };
+    let found = matching_sorted(txn, &meta, &filter, sort.as_ref(), wanted)?;
+    let mut out = Vec::new();
+    for f in found.into_iter().skip(skip).take(limit) {
+        out.push(match &projection {
+            Some(p) => p.apply(&f.doc, filter.matches_with_key(&f.doc).1)?,
+            None => f.doc,
+        });
+    }
+    Ok(out)
+}
+
+/// Counts matching documents (after skip, up to limit).
+pub fn count(
+    txn: &dyn Txn,
+    db: &str,
+    coll: &str,
+    filter: &Document,
+    skip: u64,
+    limit: u64,
+) -> Result<u64> {
+    let filter = Filter::parse(filter)?;
+    let Some(meta) = catalog::get_collection(txn, db, coll)? else {
+        return Ok(0);
+    };
+    let n = matching(txn, &meta, &filter)?.len() as u64;
+    let n = n.saturating_sub(skip);
+    Ok(if limit > 0 { n.min(limit) } else { n })
+}
+
+/// The distinct values of a field among matching documents (arrays contribute their elements),
+/// in MongoDB's value order.
+pub fn distinct(
+    txn: &dyn Txn,
+    db: &str,
+    coll: &str,
+    key: &str,
+    filter: &Document,
+) -> Result<Vec<Bson>> {
+    let filter = Filter::parse(filter)?;
+    let Some(meta) = catalog::get_collection(txn, db, coll)? else {
+        return Ok(Vec::new());
+    };
+    let mut values: Vec<Bson> = Vec::new();
+    for f in matching(txn, &meta, &filter)? {
+        values.extend(crate::doc::path::collect_values(&f.doc, key).into_iter().cloned());
+    }
+    values.sort_by(crate::doc::compare::cmp_bson);
+    values.dedup_by(|a, b| crate::doc::compare::cmp_bson(a, b) == Ordering::Equal);
+    Ok(values)
+}
+
+/// Checks every index of every collection against the documents: each document has exactly the
+/// index entries its keys call for, and each index entry points at a document that calls for it.
+/// Returns a description of each disagreement (empty when all agree).
+pub fn verify(txn: &dyn Txn) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for meta in catalog::list_collections(txn, None)? {
+        if meta.is_view() {
+            continue;
+        }
+        let handle = write::CollectionHandle::from_meta_for_verify(meta.clone())?;
+        let mut expected = std::collections::BTreeSet::new();
+        for f in scan_collection(txn, &meta)? {
+            let id_matches = f
+                .doc
+                .get("_id")
+                .map(|id| keys::Key::Document { coll: meta.id, id: &id_key(id) }.encode() == f.key);
+            if id_matches != Some(true) {
+                problems.push(format!("{}: document key does not match its _id", meta.namespace()));
+            }
+            for key in handle.entry_keys(&f.doc)? {
+                expected.insert(key);
+            }
+        }
+        let mut actual = std::collections::BTreeSet::new();
+        for i in meta.indexes.iter().filter(|i| i.name() != "_id_") {
+            let prefix = keys::index_prefix(meta.id, i.id);
+            let end = keys::prefix_end(&prefix);
+            for item in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
+                actual.insert(item?.0);
+            }
+        }
+        for missing in expected.difference(&actual) {
+            problems.push(format!("{}: missing index entry {:02x?}", meta.namespace(), missing));
+        }
+        for extra in actual.difference(&expected) {
+            problems.push(format!(
+                "{}: index entry without document {:02x?}",
+                meta.namespace(),
+                extra
+            ));
+        }
+    }
+    Ok(problems)
+}

@@ -15,6 +15,16 @@ use std::time::Instant;
 
 use crate::error::Result;
 
+pub mod keys;
+mod store;
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod script_tests;
+
+pub use store::{Clock, GcReport, Mvcc, MvccOptions};
+
 /// A cluster time: a BSON timestamp packed as `seconds << 32 | increment`, so that the natural
 /// integer order is the timestamp order. Commit timestamps strictly increase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,8 +88,10 @@ pub trait TxnStore: Send + Sync {
     fn begin(&self) -> Result<Box<dyn Txn>>;
 
     /// Begins a read-only transaction that sees the state as of `ts` (`readConcern: snapshot`
-    /// with `atClusterTime`). Fails with SnapshotTooOld / SnapshotUnavailable when `ts` is outside
-    /// the history window or in the future.
+    /// with `atClusterTime`). As MongoDB: fails with SnapshotTooOld (239) when `ts` is older than
+    /// the history window (or than what garbage collection kept), and with InvalidOptions (72)
+    /// when `ts` is after the latest commit. Writes in such a transaction fail with
+    /// IllegalOperation.
     fn begin_read_only_at(&self, ts: Ts) -> Result<Box<dyn Txn>>;
 
     /// The timestamp of the latest commit visible to new snapshots (the cluster time).
@@ -91,6 +103,62 @@ pub trait TxnStore: Send + Sync {
 
     /// Makes everything committed so far durable (commits already are; this is for shutdown).
     fn flush(&self) -> Result<()>;
+
+    /// Transaction counters for `serverStatus`; a store that keeps none reports zeros.
+    fn stats(&self) -> TxnStats {
+        TxnStats::default()
+    }
+}
+
+/// Transaction counters for `serverStatus` (see [`TxnStore::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnStats {
+    /// Transactions begun since open (including read-only ones).
+    pub started: u64,
+    /// Transactions begun and not yet finished (including read-only ones).
+    pub active: u64,
+    /// Transactions committed (including those without writes).
+    pub commits: u64,
+    /// Transactions aborted (explicitly or by being dropped).
+    pub aborts: u64,
+    /// Writes refused by first-writer-wins.
+    pub conflicts: u64,
+    /// Engine batches written by commits (fewer than commits when group commit shares them).
+    pub commit_batches: u64,
+    /// Versions deleted by garbage collection.
+    pub gc_deleted: u64,
+    /// The latest visible commit.
+    pub last_committed: Ts,
+    /// The highest garbage-collection watermark used so far.
+    pub gc_watermark: Ts,
+}
+
+/// A shared store is a store, so `Arc<Mvcc>` (what [`Mvcc::open`] returns) can be used wherever
+/// a `TxnStore` is expected, including wrapped once more.
+impl<T: TxnStore + ?Sized> TxnStore for std::sync::Arc<T> {
+    fn begin(&self) -> Result<Box<dyn Txn>> {
+        (**self).begin()
+    }
+
+    fn begin_read_only_at(&self, ts: Ts) -> Result<Box<dyn Txn>> {
+        (**self).begin_read_only_at(ts)
+    }
+
+    fn last_committed(&self) -> Ts {
+        (**self).last_committed()
+    }
+
+    fn wait_for(&self, txn: TxnId, deadline: Option<Instant>) -> bool {
+        (**self).wait_for(txn, deadline)
+    }
+
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+
+    fn stats(&self) -> TxnStats {
+        (**self).stats()
+    }
 }
 
 /// One transaction: a snapshot to read, and a private write buffer applied atomically at commit.

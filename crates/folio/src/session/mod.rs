@@ -1,1 +1,378 @@
-//! session (to be written).
+//! Logical sessions, the transaction state machine, and retryable-write history.
+//!
+//! Drivers send `lsid` on every command. The [`SessionRegistry`] keeps one [`Session`] per lsid,
+//! checked out under a mutex for the duration of a command, so the statements of one session run
+//! one at a time (as MongoDB's session checkout does) while different sessions run in parallel.
+//!
+//! # Transaction state machine
+//!
+//! A session has a current transaction number (`txnNumber`, only ever increasing) and the state of
+//! the multi-document transaction with that number:
+//!
+//! ```text
+//!            startTransaction (txnNumber > current)
+//!   None ─────────────────────────────────────────▶ InProgress ──commit──▶ Committed
+//!                                                      │                   (commit again: ok)
+//!                                                      └──abort / any statement error /
+//!                                                         lifetime limit──▶ Aborted
+//! ```
+//!
+//! - a statement for an older `txnNumber` fails with TransactionTooOld (225);
+//! - a statement for an aborted or unknown transaction fails with NoSuchTransaction (251);
+//! - a statement other than commit for a committed transaction fails with TransactionCommitted
+//!   (256), while commit succeeds again (drivers retry commits after network errors);
+//! - abort after commit fails with TransactionCommitted, abort after abort with NoSuchTransaction.
+//!
+//! The MVCC transaction ([`crate::mvcc::Txn`]) is begun at the first statement, so its snapshot is
+//! taken then, and it lives in the session between statements.
+//!
+//! # Retryable writes
+//!
+//! A write with `txnNumber` but no `autocommit` is a retryable write. Each statement runs in its own
+//! storage transaction that also records the statement's outcome under
+//! `(lsid, txnNumber, stmtId)`. A retry of the same statement finds the record and replays the
+//! outcome instead of applying the write again: exactly once, even across a crash, because the
+//! record commits atomically with the write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::{Bson, Document};
+use parking_lot::Mutex;
+
+use crate::error::Result;
+use crate::mvcc::{Ts, Txn, TxnStore};
+use crate::{bail, err};
+
+/// How long an unused session lives (MongoDB's `logicalSessionTimeoutMinutes`).
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The state of a session's current multi-document transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnState {
+    /// No multi-document transaction with the current number (none yet, or a retryable write).
+    None,
+    /// Started and not yet committed or aborted.
+    InProgress,
+    /// Committed.
+    Committed,
+    /// Aborted (explicitly, by a failed statement, or by the lifetime limit).
+    Aborted,
+}
+
+/// One logical session.
+pub struct Session {
+    /// The lsid document as the client sent it.
+    pub lsid: Document,
+    /// The lsid's key (the `id` UUID bytes).
+    pub key: Vec<u8>,
+    /// When a command last used the session.
+    pub last_use: Instant,
+    /// The highest transaction number seen.
+    pub txn_number: Option<i64>,
+    /// The state of the transaction with `txn_number`.
+    pub state: TxnState,
+    /// The open MVCC transaction while `state` is InProgress.
+    pub txn: Option<Box<dyn Txn>>,
+    /// When the current transaction started.
+    pub txn_started: Option<Instant>,
+    /// Why the current transaction was aborted, when not by the client.
+    pub abort_reason: Option<String>,
+    /// The readConcern of the current transaction.
+    pub read_concern: Option<Document>,
+    /// The commit timestamp of the last committed transaction.
+    pub commit_ts: Option<Ts>,
+}
+
+impl Session {
+    fn new(lsid: Document, key: Vec<u8>) -> Self {
+        Session {
+            lsid,
+            key,
+            last_use: Instant::now(),
+            txn_number: None,
+            state: TxnState::None,
+            txn: None,
+            txn_started: None,
+            abort_reason: None,
+            read_concern: None,
+            commit_ts: None,
+        }
+    }
+
+    /// Aborts the open transaction, if any, recording why.
+    pub fn abort_open(&mut self, reason: Option<String>) {
+        if let Some(txn) = self.txn.take() {
+            txn.abort();
+        }
+        if self.state == TxnState::InProgress {
+            self.state = TxnState::Aborted;
+            self.abort_reason = reason;
+        }
+    }
+
+    fn too_old(&self, number: i64) -> Result<()> {
+        if let Some(current) = self.txn_number
+            && number < current
+        {
+            bail!(
+                TransactionTooOld,
+                "Cannot start transaction {} on session {} because a newer transaction {} has \
+                     already started",
+                number,
+                describe_lsid(&self.lsid),
+                current
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts a multi-document transaction with `number` (a statement with
+    /// `startTransaction: true`).
+    pub fn start_transaction(
+        &mut self,
+        store: &dyn TxnStore,
+        number: i64,
+        read_concern: Option<Document>,
+    ) -> Result<()> {
+        self.too_old(number)?;
+        if self.txn_number == Some(number) {
+            bail!(
+                ConflictingOperationInProgress,
+                "Cannot start a transaction with txnNumber {} on session {} because it has already \
+                 been used",
+                number,
+                describe_lsid(&self.lsid)
+            );
+        }
+        self.abort_open(None);
+        self.txn = Some(store.begin()?);
+        self.txn_number = Some(number);
+        self.state = TxnState::InProgress;
+        self.txn_started = Some(Instant::now());
+        self.abort_reason = None;
+        self.read_concern = read_concern;
+        Ok(())
+    }
+
+    /// Checks that a statement (not commit/abort) may continue transaction `number`, and returns
+    /// its MVCC transaction.
+    pub fn continue_transaction(&mut self, number: i64) -> Result<&mut Box<dyn Txn>> {
+        self.too_old(number)?;
+        if self.txn_number != Some(number) {
+            return Err(self.no_such_transaction(number));
+        }
+        match self.state {
+            TxnState::InProgress => {}
+            TxnState::Committed => bail!(
+                TransactionCommitted,
+                "Transaction with txnNumber {} has been committed.",
+                number
+            ),
+            TxnState::Aborted | TxnState::None => return Err(self.no_such_transaction(number)),
+        }
+        if self.txn.is_none() {
+            return Err(self.no_such_transaction(number));
+        }
+        self.txn.as_mut().ok_or_else(|| err!(InternalError, "transaction vanished"))
+    }
+
+    /// The NoSuchTransaction error for `number`.
+    pub fn no_such_transaction(&self, number: i64) -> crate::Error {
+        let mut msg = format!(
+            "Transaction with {{ txnNumber: {} }} has been aborted.",
+            self.txn_number.unwrap_or(number)
+        );
+        if self.txn_number != Some(number) || self.state == TxnState::None {
+            msg = format!(
+                "Given transaction number {} does not match any in-progress transactions. The \
+                 active transaction number is {}",
+                number,
+                self.txn_number.unwrap_or(-1)
+            );
+        } else if let Some(reason) = &self.abort_reason {
+            msg = format!("{msg} {reason}");
+        }
+        err!(NoSuchTransaction, "{}", msg)
+    }
+
+    /// Commits transaction `number`. Committing a committed transaction again succeeds.
+    pub fn commit_transaction(&mut self, number: i64) -> Result<Ts> {
+        self.too_old(number)?;
+        if self.txn_number != Some(number) {
+            return Err(self.no_such_transaction(number));
+        }
+        match self.state {
+            TxnState::Committed => return Ok(self.commit_ts.unwrap_or_default()),
+            TxnState::Aborted | TxnState::None => return Err(self.no_such_transaction(number)),
+            TxnState::InProgress => {}
+        }
+        let Some(txn) = self.txn.take() else {
+            return Err(self.no_such_transaction(number));
+        };
+        match txn.commit() {
+            Ok(ts) => {
+                self.state = TxnState::Committed;
+                self.commit_ts = Some(ts);
+                Ok(ts)
+            }
+            Err(e) => {
+                self.state = TxnState::Aborted;
+                Err(e)
+            }
+        }
+    }
+
+    /// Aborts transaction `number` at the client's request.
+    pub fn abort_transaction(&mut self, number: i64) -> Result<()> {
+        self.too_old(number)?;
+        if self.txn_number != Some(number) {
+            return Err(self.no_such_transaction(number));
+        }
+        match self.state {
+            TxnState::InProgress => {
+                self.abort_open(None);
+                Ok(())
+            }
+            TxnState::Committed => bail!(
+                TransactionCommitted,
+                "Transaction with txnNumber {} has been committed.",
+                number
+            ),
+            TxnState::Aborted | TxnState::None => Err(self.no_such_transaction(number)),
+        }
+    }
+
+    /// Registers a retryable write with `number`: older numbers fail with TransactionTooOld; a
+    /// newer number ends any transaction of the previous number.
+    pub fn begin_retryable(&mut self, number: i64) -> Result<()> {
+        self.too_old(number)?;
+        if self.txn_number == Some(number) {
+            if self.state != TxnState::None {
+                bail!(
+                    IncompleteTransactionHistory,
+                    "Cannot run a retryable write with txnNumber {} because it was used by a \
+                     transaction",
+                    number
+                );
+            }
+            return Ok(());
+        }
+        self.abort_open(None);
+        self.txn_number = Some(number);
+        self.state = TxnState::None;
+        self.read_concern = None;
+        Ok(())
+    }
+}
+
+/// A short description of an lsid for messages.
+pub fn describe_lsid(lsid: &Document) -> String {
+    match lsid.get("id") {
+        Some(Bson::Binary(b)) => match b.to_uuid() {
+            Ok(u) => format!("{u} - "),
+            Err(_) => format!("{lsid}"),
+        },
+        _ => format!("{lsid}"),
+    }
+}
+
+/// The registry key of an lsid: the bytes of its `id`.
+pub fn lsid_key(lsid: &Document) -> Result<Vec<u8>> {
+    match lsid.get("id") {
+        Some(Bson::Binary(b)) => Ok(b.bytes.clone()),
+        Some(_) => bail!(TypeMismatch, "lsid.id must be a UUID"),
+        None => bail!(
+            FailedToParse,
+            "BSON field 'OperationSessionInfo.lsid.id' is missing but a required field"
+        ),
+    }
+}
+
+/// All sessions of this node.
+pub struct SessionRegistry {
+    sessions: Mutex<HashMap<Vec<u8>, Arc<Mutex<Session>>>>,
+}
+
+impl Default for SessionRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SessionRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        SessionRegistry { sessions: Mutex::new(HashMap::new()) }
+    }
+
+    /// The session for an lsid, created on first use.
+    pub fn get_or_create(&self, lsid: &Document) -> Result<Arc<Mutex<Session>>> {
+        let key = lsid_key(lsid)?;
+        let mut sessions = self.sessions.lock();
+        let s = sessions
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(Session::new(lsid.clone(), key))));
+        Ok(s.clone())
+    }
+
+    /// Ends sessions (`endSessions`, `killSessions`): aborts their open transactions and forgets
+    /// them.
+    pub fn end(&self, lsid: &Document) -> Result<()> {
+        let key = lsid_key(lsid)?;
+        let removed = self.sessions.lock().remove(&key);
+        if let Some(s) = removed {
+            s.lock().abort_open(Some("The session was ended.".into()));
+        }
+        Ok(())
+    }
+
+    /// Ends every session (`killAllSessions`).
+    pub fn end_all(&self) {
+        let all: Vec<_> = self.sessions.lock().drain().map(|(_, s)| s).collect();
+        for s in all {
+            s.lock().abort_open(Some("The session was killed.".into()));
+        }
+    }
+
+    /// Aborts transactions older than `lifetime` and forgets sessions idle for longer than
+    /// [`SESSION_TIMEOUT`]. Sessions busy with a command are skipped and looked at next time.
+    pub fn reap(&self, lifetime: Duration) -> usize {
+        let now = Instant::now();
+        let all: Vec<_> =
+            self.sessions.lock().iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+        let mut aborted = 0;
+        for (key, s) in all {
+            let Some(mut session) = s.try_lock() else { continue };
+            if session.state == TxnState::InProgress
+                && session.txn_started.is_some_and(|t| now.duration_since(t) >= lifetime)
+            {
+                session.abort_open(Some(format!(
+                    "Transaction exceeded the transactionLifetimeLimitSeconds of {} seconds",
+                    lifetime.as_secs()
+                )));
+                aborted += 1;
+            }
+            if now.duration_since(session.last_use) >= SESSION_TIMEOUT {
+                session.abort_open(None);
+                drop(session);
+                self.sessions.lock().remove(&key);
+            }
+        }
+        aborted
+    }
+
+    /// Snapshot of sessions for `$listLocalSessions` and `currentOp`.
+    pub fn list(&self) -> Vec<Arc<Mutex<Session>>> {
+        self.sessions.lock().values().cloned().collect()
+    }
+
+    /// The number of sessions with an open transaction.
+    pub fn open_transactions(&self) -> usize {
+        self.list()
+            .iter()
+            .filter(|s| s.try_lock().is_some_and(|s| s.state == TxnState::InProgress))
+            .count()
+    }
+}

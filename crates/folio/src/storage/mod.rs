@@ -3,3 +3,137 @@
 //! The MVCC layer above is the only user. An engine offers point reads, ordered range scans in
 //! both directions, one atomic write batch (optionally synced) and status. It knows nothing of
 //! versions, transactions or documents.
+//!
+//! # Why so narrow
+//!
+//! Everything that makes Folio a database (versions, snapshots, conflicts, group commit) lives in
+//! [`crate::mvcc`], above this trait. An engine only has to be an ordered map that can apply a
+//! batch atomically and make it durable. That keeps the two engines small and lets tests run the
+//! same suite against both:
+//!
+//! - [`MemoryEngine`]: a `BTreeMap` behind a read-write lock, for tests and `--in-memory`.
+//! - [`RedbEngine`]: one redb file in a data directory holding one table.
+//!
+//! # Scans do not hold locks
+//!
+//! [`Engine::scan`] returns an owned, `'static` iterator. The redb engine iterates over a read
+//! transaction that the iterator keeps alive (redb's readers never block writers). The memory
+//! engine copies a bounded chunk of entries under its lock and re-seeks after the last key it
+//! returned for the next chunk, so a long scan never stalls writers. Such a scan may observe
+//! writes made while it runs; that is fine for the MVCC layer, whose versions are immutable once
+//! written and filtered by timestamp.
+
+mod memory;
+mod redb_engine;
+
+#[cfg(test)]
+mod tests;
+
+use std::ops::Bound;
+
+pub use memory::MemoryEngine;
+pub use redb_engine::RedbEngine;
+
+use crate::error::Result;
+
+/// One operation of a [`WriteBatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Sets a key to a value.
+    Put(Vec<u8>, Vec<u8>),
+    /// Removes a key (a no-op if it is absent).
+    Delete(Vec<u8>),
+}
+
+/// A list of writes applied atomically by [`Engine::write`], in order (a later operation on the
+/// same key wins).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// The operations, in application order.
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        WriteBatch::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Put(key.into(), value.into()));
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Delete(key.into()));
+    }
+
+    /// The number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch has no operations.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// An owned iterator over `(key, value)` pairs of an engine scan. It borrows nothing, so it may
+/// outlive the call that created it and never holds an engine-wide lock for its whole life.
+pub type KvIter = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + Send>;
+
+/// Engine statistics, for `serverStatus` and `dbStats`-style reporting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The engine's name (`memory`, `redb`).
+    pub name: String,
+    /// The number of keys (may be an estimate).
+    pub keys: u64,
+    /// The total size of keys and values in bytes (may be an estimate).
+    pub size: u64,
+    /// The size on disk in bytes (0 for the memory engine).
+    pub disk_size: u64,
+}
+
+/// An ordered byte key-value store with atomic, optionally durable batches.
+pub trait Engine: Send + Sync {
+    /// Reads one key.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Scans a key range in key order, or in reverse key order when `reverse` is true. An empty
+    /// or inverted range yields nothing.
+    fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> Result<KvIter>;
+
+    /// Applies a batch atomically: after a crash either all of it is present or none. When `sync`
+    /// is true the batch is durable before this returns.
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<()>;
+
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<()>;
+
+    /// Statistics.
+    fn status(&self) -> Result<Status>;
+}
+
+/// Whether a range is empty because its bounds are inverted or exclude each other. Scans check
+/// this first: ordered maps panic on such ranges, and bounds may come from client input.
+pub fn range_is_empty(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+    match (start, end) {
+        (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
+        (Bound::Included(s), Bound::Included(e)) => s > e,
+        (Bound::Included(s), Bound::Excluded(e))
+        | (Bound::Excluded(s), Bound::Included(e))
+        | (Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
+    }
+}
+
+/// Copies a borrowed bound into an owned one.
+pub fn owned_bound(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}

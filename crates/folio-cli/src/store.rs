@@ -1,0 +1,57 @@
+//! Store construction for `folio serve`: MVCC over the redb engine in `--dbpath`, or over the
+//! in-memory engine with `--in-memory`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use folio::mvcc::{Mvcc, MvccOptions, TxnStore};
+use folio::storage::{Engine, MemoryEngine, RedbEngine};
+use folio::{Result, err};
+
+/// Opens the store the server runs on: in memory, or in `dbpath` (created if missing).
+pub fn open_store(dbpath: &Path, in_memory: bool) -> Result<Arc<dyn TxnStore>> {
+    let engine: Arc<dyn Engine> = if in_memory {
+        Arc::new(MemoryEngine::new())
+    } else {
+        std::fs::create_dir_all(dbpath).map_err(|e| {
+            err!(InternalError, "cannot create the data directory {}: {e}", dbpath.display())
+        })?;
+        Arc::new(RedbEngine::open(dbpath)?)
+    };
+    let store: Arc<dyn TxnStore> = Mvcc::open(engine, MvccOptions::default())?;
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_survives_reopening_the_data_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested").join("data");
+        let ts = {
+            let store = open_store(&path, false).expect("open");
+            let mut txn = store.begin().expect("begin");
+            txn.put(b"k", b"v").expect("put").expect("no conflict");
+            let ts = txn.commit().expect("commit");
+            store.flush().expect("flush");
+            ts
+        };
+        assert!(path.is_dir());
+        let store = open_store(&path, false).expect("reopen");
+        assert!(store.last_committed() >= ts);
+        assert_eq!(store.begin().expect("begin").get(b"k").expect("get"), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn in_memory_touches_no_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unused = dir.path().join("unused");
+        let store = open_store(&unused, true).expect("open");
+        let mut txn = store.begin().expect("begin");
+        txn.put(b"k", b"v").expect("put").expect("no conflict");
+        txn.commit().expect("commit");
+        assert!(!unused.exists());
+    }
+}

@@ -1,0 +1,431 @@
+//! The server spoken to with raw wire-protocol bytes: handshakes over every opcode and
+//! compressor, `moreToCome`, malformed and oversized messages, connection limits and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::{Document, doc};
+use folio::command::{Service, ServiceOptions};
+use folio::mvcc::{Mvcc, MvccOptions, Ts, Txn, TxnId, TxnStore};
+use folio::storage::MemoryEngine;
+use folio_server::{Server, ServerConfig};
+use folio_wire::{Compressor, Message, Op, OpQuery, msg_flags, op_code};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A store that only tells time; the handshake never begins a transaction.
+struct ClockStore;
+
+impl TxnStore for ClockStore {
+    fn begin(&self) -> folio::Result<Box<dyn Txn>> {
+        Err(folio::err!(InternalError, "no transactions in this test"))
+    }
+    fn begin_read_only_at(&self, _: Ts) -> folio::Result<Box<dyn Txn>> {
+        Err(folio::err!(InternalError, "no transactions in this test"))
+    }
+    fn last_committed(&self) -> Ts {
+        Ts::new(1_700_000_000, 1)
+    }
+    fn wait_for(&self, _: TxnId, _: Option<Instant>) -> bool {
+        true
+    }
+    fn flush(&self) -> folio::Result<()> {
+        Ok(())
+    }
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    async fn start(max_conns: u32) -> TestServer {
+        TestServer::start_with(Arc::new(ClockStore), max_conns).await
+    }
+
+    /// A server over a real in-memory store.
+    async fn start_mvcc() -> TestServer {
+        let store =
+            Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("mvcc");
+        TestServer::start_with(store, 100).await
+    }
+
+    async fn start_with(store: Arc<dyn TxnStore>, max_conns: u32) -> TestServer {
+        let service = Service::new(store, ServiceOptions::default()).expect("service");
+        let config = ServerConfig {
+            bind_ips: vec!["127.0.0.1".into()],
+            port: 0,
+            max_conns,
+            ..ServerConfig::default()
+        };
+        let server = Server::bind(Arc::new(service), config).await.expect("bind");
+        let addr = server.local_addrs()[0];
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        TestServer { addr, stop: Some(stop), task }
+    }
+
+    async fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.addr).await.expect("connect")
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+        result.expect("shutdown in time").expect("join").expect("run");
+    }
+}
+
+async fn send(stream: &mut TcpStream, msg: &Message) {
+    let bytes = folio_wire::encode(msg).expect("encode");
+    stream.write_all(&bytes).await.expect("write");
+}
+
+/// Reads one frame; `None` when the server closed the connection.
+async fn read_frame(stream: &mut TcpStream) -> Option<Message> {
+    let mut buf = Vec::new();
+    let deadline = Duration::from_secs(10);
+    loop {
+        if let Some((msg, used)) = folio_wire::decode(&buf).expect("server sent a valid frame") {
+            assert_eq!(used, buf.len(), "one reply per request");
+            return Some(msg);
+        }
+        let mut chunk = [0_u8; 4096];
+        let n =
+            tokio::time::timeout(deadline, stream.read(&mut chunk)).await.expect("reply in time");
+        match n {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn body_of(msg: &Message) -> &Document {
+    match &msg.op {
+        Op::Msg(m) => &m.body,
+        Op::Reply(r) => &r.documents[0],
+        Op::Query(_) => panic!("server sent OP_QUERY"),
+    }
+}
+
+fn hello(extra: Document) -> Document {
+    let mut d = doc! { "hello": 1, "$db": "admin" };
+    d.extend(extra);
+    d
+}
+
+async fn assert_alive(stream: &mut TcpStream) {
+    send(stream, &Message::msg(999, 0, 0, doc! { "ping": 1, "$db": "admin" })).await;
+    let reply = read_frame(stream).await.expect("connection still open");
+    assert_eq!(reply.response_to, 999);
+    assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0), "{}", body_of(&reply));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_op_query_is_master_gets_op_reply() {
+    let server = TestServer::start(100).await;
+    let mut s = server.connect().await;
+    let query = Message {
+        request_id: 17,
+        response_to: 0,
+        compressor: None,
+        op: Op::Query(OpQuery {
+            flags: 0,
+            full_collection_name: "admin.$cmd".into(),
+            number_to_skip: 0,
+            number_to_return: -1,
+            query: doc! { "isMaster": 1, "helloOk": true, "client": { "application": { "name": "t" } } },
+            return_fields_selector: None,
+        }),
+    };
+    send(&mut s, &query).await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(reply.response_to, 17);
+    let Op::Reply(r) = &reply.op else { panic!("expected OP_REPLY, got {reply:?}") };
+    assert_eq!(r.documents.len(), 1);
+    let body = &r.documents[0];
+    assert_eq!(body.get_bool("ismaster").ok(), Some(true));
+    assert_eq!(body.get_bool("helloOk").ok(), Some(true));
+    assert_eq!(body.get_i32("maxWireVersion").ok(), Some(25));
+    assert_eq!(body.get_str("setName").ok(), Some("rs0"));
+
+    // Other commands are refused over OP_QUERY, and the connection goes on.
+    let mut find = query.clone();
+    if let Op::Query(q) = &mut find.op {
+        q.query = doc! { "find": "c" };
+        q.full_collection_name = "test.$cmd".into();
+    }
+    send(&mut s, &find).await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(body_of(&reply).get_i32("code").ok(), Some(352));
+    assert_alive(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op_msg_hello_with_and_without_checksum() {
+    let server = TestServer::start(100).await;
+    let mut s = server.connect().await;
+    for (id, flags) in [(1, 0), (2, msg_flags::CHECKSUM_PRESENT)] {
+        send(&mut s, &Message::msg(id, 0, flags, hello(doc! {}))).await;
+        let reply = read_frame(&mut s).await.expect("reply");
+        assert_eq!(reply.response_to, id);
+        let Op::Msg(m) = &reply.op else { panic!("expected OP_MSG") };
+        // The reply carries a checksum exactly when the request did (decode verified it).
+        assert_eq!(m.checksum_present(), flags != 0);
+        assert_eq!(m.body.get_bool("isWritablePrimary").ok(), Some(true));
+        assert_eq!(m.body.get_f64("ok").ok(), Some(1.0));
+        assert!(m.body.contains_key("$clusterTime"));
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_requests_get_compressed_replies() {
+    let server = TestServer::start(100).await;
+    for c in [Compressor::Snappy, Compressor::Zlib, Compressor::Zstd] {
+        let mut s = server.connect().await;
+        send(&mut s, &Message::msg(1, 0, 0, hello(doc! { "compression": [c.name()] }))).await;
+        let reply = read_frame(&mut s).await.expect("reply");
+        assert_eq!(reply.compressor, None, "an uncompressed request gets an uncompressed reply");
+        assert_eq!(
+            body_of(&reply).get_array("compression").expect("compression"),
+            &vec![c.name().into()] as &Vec<bson::Bson>
+        );
+
+        let mut ping = Message::msg(2, 0, 0, doc! { "ping": 1, "$db": "admin" });
+        ping.compressor = Some(c);
+        send(&mut s, &ping).await;
+        let reply = read_frame(&mut s).await.expect("reply");
+        assert_eq!(reply.compressor, Some(c));
+        assert_eq!(reply.response_to, 2);
+        assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0));
+
+        let mut hello_c = Message::msg(3, 0, msg_flags::CHECKSUM_PRESENT, hello(doc! {}));
+        hello_c.compressor = Some(c);
+        send(&mut s, &hello_c).await;
+        let reply = read_frame(&mut s).await.expect("reply");
+        assert_eq!(reply.compressor, Some(c));
+        assert_eq!(body_of(&reply).get_bool("isWritablePrimary").ok(), Some(true));
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_to_come_gets_no_reply() {
+    let server = TestServer::start(100).await;
+    let mut s = server.connect().await;
+    send(&mut s, &Message::msg(1, 0, msg_flags::MORE_TO_COME, doc! { "ping": 1, "$db": "admin" }))
+        .await;
+    send(&mut s, &Message::msg(2, 0, msg_flags::MORE_TO_COME, doc! { "nope": 1, "$db": "admin" }))
+        .await;
+    send(&mut s, &Message::msg(3, 0, 0, doc! { "ping": 1, "$db": "admin" })).await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(
+        reply.response_to, 3,
+        "the first reply answers the first request without moreToCome"
+    );
+    server.shutdown().await;
+}
+
+/// An OP_MSG frame whose body bytes are given raw.
+fn raw_msg(request_id: i32, flags: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&((16 + 5 + body.len()) as i32).to_le_bytes());
+    out.extend_from_slice(&request_id.to_le_bytes());
+    out.extend_from_slice(&0_i32.to_le_bytes());
+    out.extend_from_slice(&op_code::MSG.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(body);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bson_gets_an_error_and_the_connection_lives() {
+    let server = TestServer::start(100).await;
+    let mut s = server.connect().await;
+    // A document whose int32 element runs past its end.
+    let bad = [13, 0, 0, 0, 0x10, b'p', b'i', b'n', b'g', 0, 1, 0, 0];
+    s.write_all(&raw_msg(5, 0, &bad)).await.expect("write");
+    let reply = read_frame(&mut s).await.expect("error reply");
+    assert_eq!(reply.response_to, 5);
+    let body = body_of(&reply);
+    assert_eq!(body.get_f64("ok").ok(), Some(0.0));
+    assert_eq!(body.get_i32("code").ok(), Some(22));
+    assert_eq!(body.get_str("codeName").ok(), Some("InvalidBSON"));
+    assert_alive(&mut s).await;
+
+    // With moreToCome, the malformed message is dropped silently.
+    s.write_all(&raw_msg(6, msg_flags::MORE_TO_COME, &bad)).await.expect("write");
+    assert_alive(&mut s).await;
+
+    // A document sequence that repeats a body field.
+    let mut dup = Message::msg(7, 0, 0, doc! { "ping": 1, "x": 1, "$db": "admin" });
+    if let Op::Msg(m) = &mut dup.op {
+        m.sequences.push(folio_wire::DocumentSequence {
+            identifier: "x".into(),
+            documents: vec![doc! {}],
+        });
+    }
+    send(&mut s, &dup).await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(body_of(&reply).get_i32("code").ok(), Some(40433));
+    assert_alive(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_framing_closes_the_connection() {
+    let server = TestServer::start(100).await;
+
+    let mut s = server.connect().await;
+    let mut oversized = 48_000_001_i32.to_le_bytes().to_vec();
+    oversized.extend_from_slice(&[0; 12]);
+    s.write_all(&oversized).await.expect("write");
+    assert!(read_frame(&mut s).await.is_none(), "oversized message must close the connection");
+
+    let mut s = server.connect().await;
+    let mut bytes =
+        folio_wire::encode(&Message::msg(1, 0, msg_flags::CHECKSUM_PRESENT, hello(doc! {})))
+            .expect("encode");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    s.write_all(&bytes).await.expect("write");
+    assert!(read_frame(&mut s).await.is_none(), "bad checksum must close the connection");
+
+    let mut s = server.connect().await;
+    let mut unknown = 16_i32.to_le_bytes().to_vec();
+    unknown.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+    unknown.extend_from_slice(&2005_i32.to_le_bytes());
+    s.write_all(&unknown).await.expect("write");
+    assert!(read_frame(&mut s).await.is_none(), "unknown opcode must close the connection");
+
+    // The server itself is unaffected.
+    let mut s = server.connect().await;
+    assert_alive(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_split_across_writes_and_pipelined() {
+    let server = TestServer::start(100).await;
+    let mut s = server.connect().await;
+    let mut bytes = folio_wire::encode(&Message::msg(1, 0, 0, hello(doc! {}))).expect("encode");
+    bytes.extend(
+        folio_wire::encode(&Message::msg(2, 0, 0, doc! { "ping": 1, "$db": "admin" }))
+            .expect("encode"),
+    );
+    for chunk in bytes.chunks(7) {
+        s.write_all(chunk).await.expect("write");
+        s.flush().await.expect("flush");
+    }
+    // Both replies may arrive in one read: decode them from one buffer.
+    let mut buf = Vec::new();
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        match folio_wire::decode(&buf).expect("valid reply") {
+            Some((msg, used)) => {
+                buf.drain(..used);
+                ids.push(msg.response_to);
+            }
+            None => {
+                let mut chunk = [0_u8; 4096];
+                let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk));
+                let n = read.await.expect("reply in time").expect("read");
+                assert!(n > 0, "connection closed early");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    assert_eq!(ids, vec![1, 2]);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_conns_refuses_extra_connections() {
+    let server = TestServer::start(1).await;
+    let mut first = server.connect().await;
+    assert_alive(&mut first).await;
+    let mut second = server.connect().await;
+    let _ = second
+        .write_all(&folio_wire::encode(&Message::msg(1, 0, 0, hello(doc! {}))).expect("encode"))
+        .await;
+    assert!(read_frame(&mut second).await.is_none(), "over the limit the connection is closed");
+    drop(first);
+    // Once the first is gone, a new connection is accepted again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = server.connect().await;
+        send(&mut again, &Message::msg(1, 0, 0, hello(doc! {}))).await;
+        if read_frame(&mut again).await.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot was not released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_and_closes_idle_connections() {
+    let server = TestServer::start(100).await;
+    let addr = server.addr;
+    let mut idle = server.connect().await;
+    assert_alive(&mut idle).await;
+    server.shutdown().await;
+    assert!(read_frame(&mut idle).await.is_none(), "idle connection closed at shutdown");
+    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_sequences_are_merged_into_the_command() {
+    let server = TestServer::start_mvcc().await;
+    let mut s = server.connect().await;
+    let mut insert = Message::msg(1, 0, 0, doc! { "insert": "things", "$db": "wiretest" });
+    if let Op::Msg(m) = &mut insert.op {
+        m.sequences.push(folio_wire::DocumentSequence {
+            identifier: "documents".into(),
+            documents: vec![doc! { "_id": 1, "a": "x" }, doc! { "_id": 2, "a": "y" }],
+        });
+    }
+    send(&mut s, &insert).await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0), "{}", body_of(&reply));
+    assert_eq!(body_of(&reply).get_i32("n").ok(), Some(2), "{}", body_of(&reply));
+
+    // A w:0 style insert (moreToCome) is applied without a reply.
+    let mut quiet =
+        Message::msg(2, 0, msg_flags::MORE_TO_COME, doc! { "insert": "things", "$db": "wiretest" });
+    if let Op::Msg(m) = &mut quiet.op {
+        m.sequences.push(folio_wire::DocumentSequence {
+            identifier: "documents".into(),
+            documents: vec![doc! { "_id": 3 }],
+        });
+    }
+    send(&mut s, &quiet).await;
+
+    send(
+        &mut s,
+        &Message::msg(3, 0, 0, doc! { "find": "things", "filter": {}, "$db": "wiretest" }),
+    )
+    .await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(reply.response_to, 3);
+    let batch = body_of(&reply)
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("firstBatch")
+        .clone();
+    assert_eq!(batch.len(), 3, "{batch:?}");
+    server.shutdown().await;
+}

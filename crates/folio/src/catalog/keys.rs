@@ -1,0 +1,166 @@
+//! The storage keyspace: every key Folio writes through MVCC, as one enum.
+//!
+//! Keys start with a one-byte tag so each kind occupies its own contiguous range and can be scanned
+//! by prefix. Names cannot contain NUL bytes (MongoDB forbids them), so a NUL separates the database
+//! name from the collection name. Collection and index ids are fixed-width big-endian integers, and
+//! document and index keys are order-preserving value encodings, so scans return documents in `_id`
+//! order and index entries in index order.
+//!
+//! | tag | key | value |
+//! |---|---|---|
+//! | `0x01` | db `\0` collection | collection metadata (BSON) |
+//! | `0x02` | collection id, encoded `_id` | the document (BSON) |
+//! | `0x03` | collection id, index id, encoded index key [, encoded `_id` when not unique] | encoded `_id` |
+//! | `0x04` | session id, txnNumber, stmtId | the statement's recorded outcome (BSON) |
+
+/// A key in Folio's MVCC keyspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Key<'a> {
+    /// A collection's metadata.
+    Collection {
+        /// Database name.
+        db: &'a str,
+        /// Collection name.
+        coll: &'a str,
+    },
+    /// A document, by collection id and encoded `_id`.
+    Document {
+        /// The collection id.
+        coll: u64,
+        /// The order-preserving encoding of `_id`.
+        id: &'a [u8],
+    },
+    /// An index entry.
+    IndexEntry {
+        /// The collection id.
+        coll: u64,
+        /// The index id within the collection.
+        index: u32,
+        /// The encoded index key, followed by the encoded `_id` for non-unique indexes.
+        key: &'a [u8],
+    },
+    /// A retryable write's recorded statement outcome.
+    StmtRecord {
+        /// The session id (lsid.id UUID bytes, or the whole encoded lsid).
+        session: &'a [u8],
+        /// The transaction number.
+        txn_number: i64,
+        /// The statement id.
+        stmt_id: i32,
+    },
+}
+
+const COLLECTION: u8 = 0x01;
+const DOCUMENT: u8 = 0x02;
+const INDEX_ENTRY: u8 = 0x03;
+const STMT_RECORD: u8 = 0x04;
+
+impl Key<'_> {
+    /// Encodes the key.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        match self {
+            Key::Collection { db, coll } => {
+                out.push(COLLECTION);
+                out.extend_from_slice(db.as_bytes());
+                out.push(0);
+                out.extend_from_slice(coll.as_bytes());
+            }
+            Key::Document { coll, id } => {
+                out.push(DOCUMENT);
+                out.extend_from_slice(&coll.to_be_bytes());
+                out.extend_from_slice(id);
+            }
+            Key::IndexEntry { coll, index, key } => {
+                out.push(INDEX_ENTRY);
+                out.extend_from_slice(&coll.to_be_bytes());
+                out.extend_from_slice(&index.to_be_bytes());
+                out.extend_from_slice(key);
+            }
+            Key::StmtRecord { session, txn_number, stmt_id } => {
+                out.push(STMT_RECORD);
+                out.extend_from_slice(&(session.len() as u32).to_be_bytes());
+                out.extend_from_slice(session);
+                // Flip the sign bit so negative numbers sort first.
+                out.extend_from_slice(&((*txn_number as u64) ^ (1 << 63)).to_be_bytes());
+                out.extend_from_slice(&((*stmt_id as u32) ^ (1 << 31)).to_be_bytes());
+            }
+        }
+        out
+    }
+}
+
+/// The prefix of all collection keys of a database (`db\0`), or of all databases when `db` is None.
+pub fn collection_prefix(db: Option<&str>) -> Vec<u8> {
+    let mut out = vec![COLLECTION];
+    if let Some(db) = db {
+        out.extend_from_slice(db.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// The prefix of all documents of a collection.
+pub fn document_prefix(coll: u64) -> Vec<u8> {
+    let mut out = vec![DOCUMENT];
+    out.extend_from_slice(&coll.to_be_bytes());
+    out
+}
+
+/// The prefix of all entries of one index.
+pub fn index_prefix(coll: u64, index: u32) -> Vec<u8> {
+    let mut out = vec![INDEX_ENTRY];
+    out.extend_from_slice(&coll.to_be_bytes());
+    out.extend_from_slice(&index.to_be_bytes());
+    out
+}
+
+/// The smallest key greater than every key that starts with `prefix` (for exclusive range ends).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}
+
+/// Splits a collection key back into `(db, coll)`.
+pub fn decode_collection_key(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.strip_prefix(&[COLLECTION])?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let db = std::str::from_utf8(&rest[..nul]).ok()?;
+    let coll = std::str::from_utf8(&rest[nul + 1..]).ok()?;
+    Some((db.to_string(), coll.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_keys_round_trip_and_group_by_db() {
+        let k = Key::Collection { db: "app", coll: "orders" }.encode();
+        assert_eq!(decode_collection_key(&k), Some(("app".into(), "orders".into())));
+        assert!(k.starts_with(&collection_prefix(Some("app"))));
+        assert!(!k.starts_with(&collection_prefix(Some("ap"))));
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        let p = document_prefix(7);
+        let inside = Key::Document { coll: 7, id: &[0xff, 0xff] }.encode();
+        let next = document_prefix(8);
+        assert!(inside < prefix_end(&p));
+        assert!(prefix_end(&p) <= next);
+    }
+
+    #[test]
+    fn stmt_records_order_by_txn_number() {
+        let a = Key::StmtRecord { session: b"s", txn_number: -1, stmt_id: 0 }.encode();
+        let b = Key::StmtRecord { session: b"s", txn_number: 1, stmt_id: 0 }.encode();
+        assert!(a < b);
+    }
+}

@@ -1,0 +1,133 @@
+//! Typed extraction of command arguments with MongoDB's error messages.
+
+use bson::{Bson, Document};
+
+use super::context::number;
+use crate::bail;
+use crate::error::Result;
+
+/// The collection name in the command's first field.
+pub fn collection(cmd: &Document, name: &str) -> Result<String> {
+    match cmd.get(name) {
+        Some(Bson::String(s)) => {
+            if s.is_empty() {
+                bail!(InvalidNamespace, "Invalid namespace specified '{}.'", "");
+            }
+            Ok(s.clone())
+        }
+        Some(other) => {
+            bail!(InvalidNamespace, "collection name has invalid type {}", type_name(other))
+        }
+        None => bail!(FailedToParse, "missing collection name"),
+    }
+}
+
+/// An optional document argument.
+pub fn opt_doc(cmd: &Document, key: &str, command: &str) -> Result<Option<Document>> {
+    match cmd.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(d)) => Ok(Some(d.clone())),
+        Some(other) => bail!(
+            TypeMismatch,
+            "BSON field '{}.{}' is the wrong type '{}', expected type 'object'",
+            command,
+            key,
+            type_name(other)
+        ),
+    }
+}
+
+/// An optional boolean argument (numbers are accepted as MongoDB does).
+pub fn opt_bool(cmd: &Document, key: &str, command: &str) -> Result<Option<bool>> {
+    match cmd.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Boolean(b)) => Ok(Some(*b)),
+        Some(v @ (Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_))) => {
+            Ok(Some(number(v).unwrap_or(0.0) != 0.0))
+        }
+        Some(other) => bail!(
+            TypeMismatch,
+            "BSON field '{}.{}' is the wrong type '{}', expected type 'bool'",
+            command,
+            key,
+            type_name(other)
+        ),
+    }
+}
+
+/// An optional integer argument.
+pub fn opt_i64(cmd: &Document, key: &str, command: &str) -> Result<Option<i64>> {
+    match cmd.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(v @ (Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_))) => {
+            let n = number(v).unwrap_or(0.0);
+            if n.fract() != 0.0 {
+                bail!(BadValue, "BSON field '{}.{}' must be an integer", command, key);
+            }
+            Ok(Some(n as i64))
+        }
+        Some(other) => bail!(
+            TypeMismatch,
+            "BSON field '{}.{}' is the wrong type '{}', expected types '[long, int, decimal, double]'",
+            command,
+            key,
+            type_name(other)
+        ),
+    }
+}
+
+/// An array of documents argument.
+pub fn doc_array(cmd: &Document, key: &str, command: &str) -> Result<Vec<Document>> {
+    match cmd.get(key) {
+        Some(Bson::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Bson::Document(d) => Ok(d.clone()),
+                other => bail!(
+                    TypeMismatch,
+                    "BSON field '{}.{}' items must be objects, not '{}'",
+                    command,
+                    key,
+                    type_name(other)
+                ),
+            })
+            .collect(),
+        Some(other) => bail!(
+            TypeMismatch,
+            "BSON field '{}.{}' is the wrong type '{}', expected type 'array'",
+            command,
+            key,
+            type_name(other)
+        ),
+        None => {
+            bail!(FailedToParse, "BSON field '{}.{}' is missing but a required field", command, key)
+        }
+    }
+}
+
+/// MongoDB's name for a value's type.
+pub fn type_name(v: &Bson) -> &'static str {
+    match v {
+        Bson::Double(_) => "double",
+        Bson::String(_) => "string",
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::Binary(_) => "binData",
+        Bson::Undefined => "undefined",
+        Bson::ObjectId(_) => "objectId",
+        Bson::Boolean(_) => "bool",
+        Bson::DateTime(_) => "date",
+        Bson::Null => "null",
+        Bson::RegularExpression(_) => "regex",
+        Bson::DbPointer(_) => "dbPointer",
+        Bson::JavaScriptCode(_) => "javascript",
+        Bson::Symbol(_) => "symbol",
+        Bson::JavaScriptCodeWithScope(_) => "javascriptWithScope",
+        Bson::Int32(_) => "int",
+        Bson::Timestamp(_) => "timestamp",
+        Bson::Int64(_) => "long",
+        Bson::Decimal128(_) => "decimal",
+        Bson::MinKey => "minKey",
+        Bson::MaxKey => "maxKey",
+    }
+}

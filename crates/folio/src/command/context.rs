@@ -1,0 +1,444 @@
+//! The per-command context: generic arguments and the statement runner.
+//!
+//! Every command may carry the same generic arguments (`lsid`, `txnNumber`, `autocommit`,
+//! `startTransaction`, `readConcern`, `writeConcern`, `maxTimeMS`). [`OpContext`] parses them once,
+//! and [`Runner`] turns them into the right way of running the command's reads and writes:
+//!
+//! - **in a transaction** (`txnNumber` + `autocommit: false`): every statement uses the session's
+//!   open MVCC transaction; a write conflict fails the statement at once;
+//! - **retryable write** (`txnNumber` alone): each statement runs in its own storage transaction
+//!   that records its outcome, and a retried statement replays the record;
+//! - **autocommit**: each statement runs in its own storage transaction; a write conflict with an
+//!   in-flight transaction waits for it and retries, so it is never reported.
+
+use std::time::{Duration, Instant};
+
+use bson::{Bson, Document};
+use parking_lot::RawMutex;
+use parking_lot::lock_api::ArcMutexGuard;
+
+use super::Service;
+use crate::catalog::keys::Key;
+use crate::error::Result;
+use crate::mvcc::{Ts, Txn};
+use crate::session::Session;
+use crate::{bail, err};
+
+/// How long an autocommit write waits for conflicting transactions without `maxTimeMS`.
+const DEFAULT_CONFLICT_WAIT: Duration = Duration::from_secs(60);
+
+/// How a command's statements run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Each statement in its own transaction.
+    Autocommit,
+    /// A retryable write with this transaction number.
+    Retryable(i64),
+    /// A statement of the multi-document transaction with this number.
+    Transaction(i64),
+}
+
+/// The generic arguments of a command.
+#[derive(Clone, Debug)]
+pub struct OpContext {
+    /// The command name (first key).
+    pub name: String,
+    /// `$db`.
+    pub db: String,
+    /// `lsid`.
+    pub lsid: Option<Document>,
+    /// `txnNumber`.
+    pub txn_number: Option<i64>,
+    /// `autocommit` (only ever `false` when present and valid).
+    pub autocommit: Option<bool>,
+    /// `startTransaction`.
+    pub start_transaction: bool,
+    /// `readConcern`.
+    pub read_concern: Option<Document>,
+    /// `writeConcern`.
+    pub write_concern: Option<Document>,
+    /// When `maxTimeMS` runs out.
+    pub deadline: Option<Instant>,
+}
+
+impl OpContext {
+    /// Parses the generic arguments of a command.
+    pub fn parse(cmd: &Document) -> Result<OpContext> {
+        let name = cmd.keys().next().cloned().unwrap_or_default();
+        let db = match cmd.get("$db") {
+            Some(Bson::String(s)) => s.clone(),
+            Some(_) => {
+                bail!(TypeMismatch, "BSON field '$db' is the wrong type, expected type 'string'")
+            }
+            None => "admin".to_string(),
+        };
+        let lsid = match cmd.get("lsid") {
+            Some(Bson::Document(d)) => Some(d.clone()),
+            Some(_) => {
+                bail!(TypeMismatch, "BSON field 'lsid' is the wrong type, expected type 'object'")
+            }
+            None => None,
+        };
+        let txn_number = match cmd.get("txnNumber") {
+            Some(Bson::Int64(n)) => Some(*n),
+            Some(Bson::Int32(n)) => Some(i64::from(*n)),
+            Some(Bson::Double(d)) if d.fract() == 0.0 => Some(*d as i64),
+            Some(_) => bail!(
+                TypeMismatch,
+                "BSON field 'txnNumber' is the wrong type, expected type 'long'"
+            ),
+            None => None,
+        };
+        let autocommit = match cmd.get("autocommit") {
+            Some(Bson::Boolean(b)) => Some(*b),
+            Some(_) => bail!(
+                TypeMismatch,
+                "BSON field 'autocommit' is the wrong type, expected type 'bool'"
+            ),
+            None => None,
+        };
+        let start_transaction = match cmd.get("startTransaction") {
+            Some(Bson::Boolean(b)) => *b,
+            Some(_) => bail!(
+                TypeMismatch,
+                "BSON field 'startTransaction' is the wrong type, expected type 'bool'"
+            ),
+            None => false,
+        };
+        let read_concern = doc_arg(cmd, "readConcern")?;
+        let write_concern = doc_arg(cmd, "writeConcern")?;
+        let deadline = match cmd.get("maxTimeMS") {
+            None | Some(Bson::Null) => None,
+            Some(v) => match number(v) {
+                Some(ms) if ms < 0.0 => {
+                    bail!(BadValue, "{} value for maxTimeMS is out of range", ms)
+                }
+                Some(0.0) => None,
+                Some(ms) => Some(Instant::now() + Duration::from_millis(ms as u64)),
+                None => bail!(BadValue, "maxTimeMS must be a number"),
+            },
+        };
+        if txn_number.is_some() && lsid.is_none() {
+            bail!(InvalidOptions, "Transaction number requires a session ID to also be specified");
+        }
+        if autocommit == Some(true) {
+            bail!(InvalidOptions, "Specifying autocommit=true is not allowed.");
+        }
+        if autocommit.is_some() && txn_number.is_none() {
+            bail!(
+                InvalidOptions,
+                "'autocommit' field requires a transaction number to also be specified"
+            );
+        }
+        if start_transaction && autocommit.is_none() {
+            bail!(
+                InvalidOptions,
+                "'startTransaction' field requires 'autocommit' field to also be specified"
+            );
+        }
+        Ok(OpContext {
+            name,
+            db,
+            lsid,
+            txn_number,
+            autocommit,
+            start_transaction,
+            read_concern,
+            write_concern,
+            deadline,
+        })
+    }
+
+    /// How this command's statements run.
+    pub fn mode(&self) -> Mode {
+        match (self.txn_number, self.autocommit) {
+            (Some(n), Some(false)) => Mode::Transaction(n),
+            (Some(n), _) => Mode::Retryable(n),
+            (None, _) => Mode::Autocommit,
+        }
+    }
+
+    /// The read concern level, if given.
+    pub fn read_concern_level(&self) -> Option<&str> {
+        self.read_concern.as_ref().and_then(|rc| rc.get_str("level").ok())
+    }
+
+    /// Fails with MaxTimeMSExpired when the deadline has passed.
+    pub fn check_deadline(&self) -> Result<()> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            bail!(MaxTimeMSExpired, "operation exceeded time limit");
+        }
+        Ok(())
+    }
+}
+
+fn doc_arg(cmd: &Document, key: &str) -> Result<Option<Document>> {
+    match cmd.get(key) {
+        Some(Bson::Document(d)) => Ok(Some(d.clone())),
+        Some(Bson::Null) | None => Ok(None),
+        Some(_) => {
+            bail!(TypeMismatch, "BSON field '{}' is the wrong type, expected type 'object'", key)
+        }
+    }
+}
+
+/// A number argument as f64.
+pub fn number(v: &Bson) -> Option<f64> {
+    match v {
+        Bson::Int32(n) => Some(f64::from(*n)),
+        Bson::Int64(n) => Some(*n as f64),
+        Bson::Double(d) => Some(*d),
+        Bson::Decimal128(d) => d.to_string().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Runs a command's reads and writes in the way its context asks for.
+pub struct Runner<'a> {
+    svc: &'a Service,
+    /// The command's generic arguments.
+    pub op: &'a OpContext,
+    session: Option<ArcMutexGuard<RawMutex, Session>>,
+    /// Set when a fail point asks to close the connection after the write.
+    pub close_connection: bool,
+    /// The snapshot timestamp of a snapshot read, for `atClusterTime` in the reply.
+    pub at_cluster_time: Option<Ts>,
+}
+
+impl<'a> Runner<'a> {
+    /// A runner for a command; checks out the session when the command has an lsid.
+    pub fn new(svc: &'a Service, op: &'a OpContext) -> Result<Self> {
+        let session = match &op.lsid {
+            Some(lsid) => {
+                let s = svc.sessions.get_or_create(lsid)?;
+                let mut guard = parking_lot::Mutex::lock_arc(&s);
+                guard.last_use = Instant::now();
+                Some(guard)
+            }
+            None => None,
+        };
+        Ok(Runner { svc, op, session, close_connection: false, at_cluster_time: None })
+    }
+
+    /// The checked-out session.
+    pub fn session(&mut self) -> Option<&mut Session> {
+        self.session.as_deref_mut()
+    }
+
+    /// The session key (lsid id bytes), if any.
+    pub fn session_key(&self) -> Option<Vec<u8>> {
+        self.session.as_ref().map(|s| s.key.clone())
+    }
+
+    /// Prepares the session for the command: starts or continues a transaction, or registers a
+    /// retryable write. Called once before the handler runs.
+    pub fn begin(&mut self, allowed_in_txn: bool) -> Result<()> {
+        let svc = self.svc;
+        match self.op.mode() {
+            Mode::Autocommit => Ok(()),
+            Mode::Retryable(n) => match self.session.as_deref_mut() {
+                Some(s) => s.begin_retryable(n),
+                None => bail!(InvalidOptions, "Transaction number requires a session ID"),
+            },
+            Mode::Transaction(n) => {
+                let Some(s) = self.session.as_deref_mut() else {
+                    bail!(InvalidOptions, "Transaction number requires a session ID");
+                };
+                let is_end =
+                    matches!(self.op.name.as_str(), "commitTransaction" | "abortTransaction");
+                if self.op.start_transaction {
+                    if is_end {
+                        bail!(
+                            OperationNotSupportedInTransaction,
+                            "Cannot start a transaction with {}",
+                            self.op.name
+                        );
+                    }
+                    if !allowed_in_txn {
+                        return Err(not_in_transaction(&self.op.name, &self.op.db));
+                    }
+                    validate_txn_read_concern(self.op.read_concern.as_ref())?;
+                    s.start_transaction(svc.store.as_ref(), n, self.op.read_concern.clone())
+                } else if is_end {
+                    Ok(())
+                } else {
+                    if self.op.read_concern.is_some() {
+                        // Check the number first so stale statements get the right error.
+                        s.continue_transaction(n)?;
+                        bail!(
+                            InvalidOptions,
+                            "Only the first command in a transaction may specify a readConcern"
+                        );
+                    }
+                    s.continue_transaction(n)?;
+                    if !allowed_in_txn {
+                        return Err(not_in_transaction(&self.op.name, &self.op.db));
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Aborts the session's transaction after a failed statement (any error inside a transaction
+    /// aborts it, as in MongoDB).
+    pub fn abort_on_error(&mut self) {
+        if let Mode::Transaction(n) = self.op.mode()
+            && let Some(s) = self.session.as_deref_mut()
+        {
+            // Only the transaction the statement belonged to; a stale statement must not
+            // abort a newer transaction.
+            if s.txn_number == Some(n) {
+                s.abort_open(None);
+            }
+        }
+    }
+
+    /// Runs a read: in the session's transaction, at a snapshot (`readConcern: snapshot`), or in
+    /// a fresh read-only transaction.
+    pub fn read<T>(&mut self, f: impl FnOnce(&dyn Txn) -> Result<T>) -> Result<T> {
+        self.op.check_deadline()?;
+        if let Mode::Transaction(n) = self.op.mode() {
+            let s = self.session.as_deref_mut().ok_or_else(|| err!(InternalError, "no session"))?;
+            let txn = s.continue_transaction(n)?;
+            return f(txn.as_ref());
+        }
+        let txn = if self.op.read_concern_level() == Some("snapshot") {
+            let at = match self.op.read_concern.as_ref().and_then(|rc| rc.get("atClusterTime")) {
+                Some(Bson::Timestamp(t)) => Ts::from_bson(*t),
+                Some(_) => bail!(TypeMismatch, "atClusterTime must be a timestamp"),
+                None => self.svc.store.last_committed(),
+            };
+            self.at_cluster_time = Some(at);
+            self.svc.store.begin_read_only_at(at)?
+        } else {
+            self.svc.store.begin()?
+        };
+        let out = f(txn.as_ref());
+        txn.abort();
+        out
+    }
+
+    /// Runs one write statement and returns its outcome document. `stmt_id` identifies the
+    /// statement for retryable writes.
+    pub fn write(
+        &mut self,
+        stmt_id: i32,
+        mut f: impl FnMut(&mut dyn Txn) -> Result<Document>,
+    ) -> Result<Document> {
+        self.op.check_deadline()?;
+        match self.op.mode() {
+            Mode::Transaction(n) => {
+                let s =
+                    self.session.as_deref_mut().ok_or_else(|| err!(InternalError, "no session"))?;
+                let txn = s.continue_transaction(n)?;
+                f(txn.as_mut())
+            }
+            Mode::Retryable(n) => {
+                let session_key = self.session_key().unwrap_or_default();
+                let record =
+                    Key::StmtRecord { session: &session_key, txn_number: n, stmt_id }.encode();
+                // A statement that already ran replays its recorded outcome.
+                {
+                    let txn = self.svc.store.begin()?;
+                    let prior = txn.get(&record)?;
+                    txn.abort();
+                    if let Some(bytes) = prior {
+                        return Ok(Document::from_reader(&bytes[..])?);
+                    }
+                }
+                let fp = self.svc.failpoints.on_transactional_write();
+                let result = self.autocommit_write(|txn| {
+                    let out = f(txn)?;
+                    crate::catalog::check_conflict(
+                        txn.put(&record, &out.to_vec()?)?,
+                        "statement record",
+                    )?;
+                    if let Some(code) = fp.as_ref().and_then(|fp| fp.fail_before_commit) {
+                        return Err(crate::Error::new(
+                            crate::Code::from_number(code),
+                            "Failing command via 'onPrimaryTransactionalWrite' failpoint",
+                        ));
+                    }
+                    Ok(out)
+                });
+                // The fail point closes the connection whether or not the write committed
+                // (MongoDB's default), so the client sees a network error and retries.
+                if fp.as_ref().is_some_and(|fp| fp.close_connection) {
+                    self.close_connection = true;
+                }
+                result
+            }
+            Mode::Autocommit => self.autocommit_write(f),
+        }
+    }
+
+    /// Runs `f` in its own transaction and commits, waiting out and retrying write conflicts.
+    fn autocommit_write(
+        &self,
+        mut f: impl FnMut(&mut dyn Txn) -> Result<Document>,
+    ) -> Result<Document> {
+        let deadline = self.op.deadline.unwrap_or_else(|| Instant::now() + DEFAULT_CONFLICT_WAIT);
+        let mut backoff = Duration::from_micros(50);
+        loop {
+            let mut txn = self.svc.store.begin()?;
+            match f(txn.as_mut()) {
+                Ok(out) => {
+                    txn.commit()?;
+                    return Ok(out);
+                }
+                Err(e) if e.is_write_conflict() => {
+                    txn.abort();
+                    if Instant::now() >= deadline {
+                        bail!(
+                            MaxTimeMSExpired,
+                            "operation exceeded time limit while waiting for a conflicting transaction"
+                        );
+                    }
+                    match e.conflict_holder {
+                        Some(holder) => {
+                            self.svc.store.wait_for(crate::mvcc::TxnId(holder), Some(deadline));
+                        }
+                        None => {
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_millis(10));
+                        }
+                    }
+                }
+                Err(e) => {
+                    txn.abort();
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// OperationNotSupportedInTransaction for a command.
+pub fn not_in_transaction(name: &str, db: &str) -> crate::Error {
+    err!(
+        OperationNotSupportedInTransaction,
+        "Cannot run '{}' in a multi-document transaction.{}",
+        name,
+        if matches!(db, "admin" | "config" | "local") {
+            format!(" Cannot run command against the '{db}' database in a transaction.")
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn validate_txn_read_concern(rc: Option<&Document>) -> Result<()> {
+    let Some(rc) = rc else { return Ok(()) };
+    match rc.get("level") {
+        None => Ok(()),
+        Some(Bson::String(l)) if matches!(l.as_str(), "local" | "majority" | "snapshot") => Ok(()),
+        Some(Bson::String(l)) => bail!(
+            InvalidOptions,
+            "The readConcern level must be either 'local' (default), 'majority' or 'snapshot' in \
+             order to run in a transaction, got {}",
+            l
+        ),
+        Some(_) => bail!(TypeMismatch, "readConcern.level must be a string"),
+    }
+}

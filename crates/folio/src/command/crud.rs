@@ -1,0 +1,555 @@
+//! CRUD commands: insert, update, delete, findAndModify, find, getMore, killCursors, count,
+//! distinct, aggregate.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bson::{Bson, Document, doc};
+
+use super::args::{collection, doc_array, opt_bool, opt_doc, opt_i64};
+use super::context::{Mode, Runner};
+use super::{Connection, Service};
+use crate::cursor::{Cursor, take_batch};
+use crate::error::{Error, Result};
+use crate::exec::{self, FindSpec};
+use crate::{bail, err};
+
+/// The default size of a first batch.
+const DEFAULT_FIRST_BATCH: usize = 101;
+
+/// The statement id of the `i`th statement of a write command.
+pub(crate) fn stmt_id(cmd: &Document, i: usize) -> i32 {
+    if let Ok(ids) = cmd.get_array("stmtIds")
+        && let Some(Bson::Int32(n)) = ids.get(i)
+    {
+        return *n;
+    }
+    let base = cmd.get_i32("stmtId").unwrap_or(0);
+    base.saturating_add(i as i32)
+}
+
+/// Errors that end the whole command rather than becoming a per-statement write error.
+pub(crate) fn is_command_level(e: &Error, run: &Runner) -> bool {
+    let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
+    matches!(e.code_number(), 50 | 251 | 225 | 256 | 11601)
+        || (in_txn && matches!(e.code_number(), 112 | 24 | 246 | 239))
+}
+
+/// A `writeErrors` entry.
+fn write_error(index: usize, e: &Error) -> Bson {
+    Bson::Document(write_error_doc_at(index, e))
+}
+
+/// The fields of a write error (without its index).
+pub(crate) fn write_error_doc(e: &Error) -> Document {
+    write_error_doc_at(0, e)
+}
+
+fn write_error_doc_at(index: usize, e: &Error) -> Document {
+    let mut d = doc! { "index": index as i32, "code": e.code_number() };
+    if !e.code_name().is_empty() {
+        d.insert("codeName", e.code_name());
+    }
+    d.insert("errmsg", e.message.clone());
+    if let Some(extra) = &e.extra {
+        for (k, v) in extra.iter() {
+            d.insert(k.clone(), v.clone());
+        }
+    }
+    d
+}
+
+/// Runs the statements of a write command, collecting write errors as MongoDB does: an ordered
+/// batch stops at the first error; inside a transaction the first error aborts the transaction.
+fn run_statements<T>(
+    run: &mut Runner,
+    cmd: &Document,
+    items: &[T],
+    mut each: impl FnMut(&mut Runner, i32, &T) -> Result<Document>,
+    mut add: impl FnMut(usize, &Document),
+) -> Result<Vec<Bson>> {
+    let ordered = opt_bool(cmd, "ordered", "write")?.unwrap_or(true);
+    let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match each(run, stmt_id(cmd, i), item) {
+            Ok(out) => add(i, &out),
+            Err(e) if is_command_level(&e, run) => return Err(e),
+            Err(e) => {
+                errors.push(write_error(i, &e));
+                if in_txn {
+                    run.abort_on_error();
+                    break;
+                }
+                if ordered {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(errors)
+}
+
+fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {
+    if matches!(run.op.mode(), Mode::Transaction(_)) && run.op.write_concern.is_some() {
+        bail!(InvalidOptions, "Cannot set write concern after starting a transaction.");
+    }
+    Ok(())
+}
+
+/// `insert`.
+pub fn insert(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let coll = collection(cmd, "insert")?;
+    let docs = doc_array(cmd, "documents", "insert")?;
+    reject_write_concern_in_txn(run)?;
+    let db = run.op.db.clone();
+    if docs.is_empty() {
+        bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
+    }
+    if docs.len() > 100_000 {
+        bail!(
+            InvalidLength,
+            "Write batch sizes must be between 1 and 100000. Got {} operations.",
+            docs.len()
+        );
+    }
+    let mut n = 0i32;
+    let errors = run_statements(
+        run,
+        cmd,
+        &docs,
+        |run, stmt, d| {
+            run.write(stmt, |txn| {
+                exec::insert_one(txn, &db, &coll, d.clone())?;
+                Ok(doc! { "n": 1 })
+            })
+        },
+        |_, _| n += 1,
+    )?;
+    let mut reply = doc! { "n": n };
+    if !errors.is_empty() {
+        reply.insert("writeErrors", errors);
+    }
+    Ok(reply)
+}
+
+/// Parses one `updates` entry.
+fn parse_update(u: &Document) -> Result<exec::UpdateOp> {
+    let filter = match u.get("q") {
+        Some(Bson::Document(d)) => d.clone(),
+        Some(_) => bail!(
+            TypeMismatch,
+            "BSON field 'update.updates.q' is the wrong type, expected type 'object'"
+        ),
+        None => {
+            bail!(FailedToParse, "BSON field 'update.updates.q' is missing but a required field")
+        }
+    };
+    let update = match u.get("u") {
+        Some(Bson::Document(d)) => exec::UpdateDoc::Modifiers(d.clone()),
+        Some(Bson::Array(_)) => exec::UpdateDoc::Pipeline(doc_array(u, "u", "update.updates")?),
+        Some(_) => bail!(FailedToParse, "Update argument must be either an object or an array"),
+        None => {
+            bail!(FailedToParse, "BSON field 'update.updates.u' is missing but a required field")
+        }
+    };
+    let multi = opt_bool(u, "multi", "update.updates")?.unwrap_or(false);
+    let upsert = opt_bool(u, "upsert", "update.updates")?.unwrap_or(false);
+    let is_replacement = matches!(&update, exec::UpdateDoc::Modifiers(d) if d.keys().next().is_some_and(|k| !k.starts_with('$')));
+    if multi && is_replacement {
+        bail!(FailedToParse, "multi update is not supported for replacement-style update");
+    }
+    let array_filters = match u.get("arrayFilters") {
+        Some(Bson::Array(_)) => Some(doc_array(u, "arrayFilters", "update.updates")?),
+        _ => None,
+    };
+    let sort = opt_doc(u, "sort", "update.updates")?;
+    if sort.is_some() && multi {
+        bail!(FailedToParse, "Cannot specify sort with multi=true");
+    }
+    let let_vars = opt_doc(u, "c", "update.updates")?;
+    Ok(exec::UpdateOp { filter, update, let_vars, multi, upsert, array_filters, sort })
+}
+
+fn update_outcome(r: &exec::UpdateResult) -> Document {
+    let mut d = doc! { "n": r.matched as i64, "nModified": r.modified as i64 };
+    if let Some(id) = &r.upserted_id {
+        d.insert("n", 1_i64);
+        d.insert("upserted", id.clone());
+    }
+    d
+}
+
+/// `update`.
+pub fn update(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let coll = collection(cmd, "update")?;
+    let raw = doc_array(cmd, "updates", "update")?;
+    reject_write_concern_in_txn(run)?;
+    let db = run.op.db.clone();
+    let mut n = 0i64;
+    let mut modified = 0i64;
+    let mut upserted = Vec::new();
+    // The statements are parsed up front: a malformed one fails the whole command, as in MongoDB.
+    let mut ops: Vec<exec::UpdateOp> = raw.iter().map(parse_update).collect::<Result<_>>()?;
+    let let_vars = opt_doc(cmd, "let", "update")?;
+    for op in &mut ops {
+        if op.let_vars.is_none() {
+            op.let_vars = let_vars.clone();
+        }
+    }
+    let errors = run_statements(
+        run,
+        cmd,
+        &ops,
+        |run, stmt, op| {
+            run.write(stmt, |txn| Ok(update_outcome(&exec::update(txn, &db, &coll, op)?)))
+        },
+        |i, out| {
+            n += out.get_i64("n").unwrap_or(0);
+            modified += out.get_i64("nModified").unwrap_or(0);
+            if let Some(id) = out.get("upserted") {
+                upserted.push(Bson::Document(doc! { "index": i as i32, "_id": id.clone() }));
+            }
+        },
+    )?;
+    let mut reply = doc! { "n": n as i32, "nModified": modified as i32 };
+    if !upserted.is_empty() {
+        reply.insert("upserted", upserted);
+    }
+    if !errors.is_empty() {
+        reply.insert("writeErrors", errors);
+    }
+    Ok(reply)
+}
+
+/// `delete`.
+pub fn delete(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let coll = collection(cmd, "delete")?;
+    let raw = doc_array(cmd, "deletes", "delete")?;
+    reject_write_concern_in_txn(run)?;
+    let db = run.op.db.clone();
+    let mut n = 0i64;
+    let deletes: Vec<(Document, bool)> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
+    let errors = run_statements(
+        run,
+        cmd,
+        &deletes,
+        |run, stmt, (filter, limit)| {
+            run.write(stmt, |txn| {
+                let r = exec::delete(txn, &db, &coll, filter, *limit)?;
+                Ok(doc! { "n": r.deleted as i64 })
+            })
+        },
+        |_, out| n += out.get_i64("n").unwrap_or(0),
+    )?;
+    let mut reply = doc! { "n": n as i32 };
+    if !errors.is_empty() {
+        reply.insert("writeErrors", errors);
+    }
+    Ok(reply)
+}
+
+/// Parses one `deletes` entry into its filter and whether it deletes one document.
+fn parse_delete(d: &Document) -> Result<(Document, bool)> {
+    let filter = match d.get("q") {
+        Some(Bson::Document(q)) => q.clone(),
+        Some(_) => bail!(
+            TypeMismatch,
+            "BSON field 'delete.deletes.q' is the wrong type, expected type 'object'"
+        ),
+        None => {
+            bail!(FailedToParse, "BSON field 'delete.deletes.q' is missing but a required field")
+        }
+    };
+    let limit = match opt_i64(d, "limit", "delete.deletes")? {
+        Some(0) => false,
+        Some(1) => true,
+        Some(l) => {
+            bail!(FailedToParse, "The limit field in delete objects must be 0 or 1. Got {}", l)
+        }
+        None => bail!(
+            FailedToParse,
+            "BSON field 'delete.deletes.limit' is missing but a required field"
+        ),
+    };
+    Ok((filter, limit))
+}
+
+/// `findAndModify`.
+pub fn find_and_modify(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let name = cmd.keys().next().cloned().unwrap_or_default();
+    let coll = collection(cmd, &name)?;
+    reject_write_concern_in_txn(run)?;
+    let update = match cmd.get("update") {
+        None | Some(Bson::Null) => None,
+        Some(Bson::Document(d)) => Some(exec::UpdateDoc::Modifiers(d.clone())),
+        Some(Bson::Array(_)) => {
+            Some(exec::UpdateDoc::Pipeline(doc_array(cmd, "update", "findAndModify")?))
+        }
+        Some(_) => bail!(FailedToParse, "Update argument must be either an object or an array"),
+    };
+    let req = exec::FindAndModify {
+        query: opt_doc(cmd, "query", "findAndModify")?.unwrap_or_default(),
+        sort: opt_doc(cmd, "sort", "findAndModify")?,
+        remove: opt_bool(cmd, "remove", "findAndModify")?.unwrap_or(false),
+        update,
+        let_vars: opt_doc(cmd, "let", "findAndModify")?,
+        new: opt_bool(cmd, "new", "findAndModify")?.unwrap_or(false),
+        fields: opt_doc(cmd, "fields", "findAndModify")?,
+        upsert: opt_bool(cmd, "upsert", "findAndModify")?.unwrap_or(false),
+        array_filters: match cmd.get("arrayFilters") {
+            Some(Bson::Array(_)) => Some(doc_array(cmd, "arrayFilters", "findAndModify")?),
+            _ => None,
+        },
+    };
+    let db = run.op.db.clone();
+    let out = run.write(stmt_id(cmd, 0), |txn| {
+        let r = exec::find_and_modify(txn, &db, &coll, &req)?;
+        let mut leo = doc! { "n": r.n as i32 };
+        if req.update.is_some() {
+            leo.insert("updatedExisting", r.updated_existing);
+        }
+        if let Some(id) = r.upserted {
+            leo.insert("upserted", id);
+        }
+        Ok(doc! {
+            "lastErrorObject": leo,
+            "value": r.value.map(Bson::Document).unwrap_or(Bson::Null),
+        })
+    })?;
+    Ok(out)
+}
+
+/// Builds a cursor reply: the first batch, and a cursor for the rest.
+fn cursor_reply(
+    svc: &Service,
+    run: &Runner,
+    ns: String,
+    docs: Vec<Document>,
+    batch_size: usize,
+    single_batch: bool,
+) -> Document {
+    let mut remaining: VecDeque<Document> = docs.into();
+    let first = take_batch(&mut remaining, batch_size);
+    let at = run.at_cluster_time.map(|t| t.to_bson());
+    let id = if remaining.is_empty() || single_batch {
+        0i64
+    } else {
+        svc.cursors.open(Cursor {
+            ns: ns.clone(),
+            remaining,
+            session: run.session_key(),
+            txn_number: match run.op.mode() {
+                Mode::Transaction(n) => Some(n),
+                _ => None,
+            },
+            last_use: Instant::now(),
+            at_cluster_time: at,
+        })
+    };
+    let mut cursor = doc! { "firstBatch": first, "id": id, "ns": ns };
+    if let Some(at) = at {
+        cursor.insert("atClusterTime", at);
+    }
+    doc! { "cursor": cursor }
+}
+
+fn batch_size(cmd: &Document, key: &str, command: &str) -> Result<Option<usize>> {
+    match opt_i64(cmd, key, command)? {
+        Some(n) if n < 0 => {
+            bail!(BadValue, "Batch size for {} must be non-negative, but received: {}", command, n)
+        }
+        Some(n) => Ok(Some(n as usize)),
+        None => Ok(None),
+    }
+}
+
+/// `find`.
+pub fn find(
+    svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let coll = collection(cmd, "find")?;
+    let db = run.op.db.clone();
+    let skip = opt_i64(cmd, "skip", "find")?.unwrap_or(0);
+    if skip < 0 {
+        bail!(BadValue, "skip value must be non-negative, but received: {}", skip);
+    }
+    let limit = opt_i64(cmd, "limit", "find")?.unwrap_or(0);
+    let mut single_batch = opt_bool(cmd, "singleBatch", "find")?.unwrap_or(false);
+    if limit < 0 {
+        single_batch = true;
+    }
+    let spec = FindSpec {
+        filter: opt_doc(cmd, "filter", "find")?.unwrap_or_default(),
+        sort: opt_doc(cmd, "sort", "find")?,
+        projection: opt_doc(cmd, "projection", "find")?,
+        skip: skip as u64,
+        limit: limit.unsigned_abs(),
+    };
+    let batch = batch_size(cmd, "batchSize", "find")?.unwrap_or(DEFAULT_FIRST_BATCH);
+    let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
+    Ok(cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch))
+}
+
+/// `getMore`.
+pub fn get_more(
+    svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let id = match cmd.get("getMore") {
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Int32(n)) => i64::from(*n),
+        _ => bail!(
+            TypeMismatch,
+            "BSON field 'getMore.getMore' is the wrong type, expected type 'long'"
+        ),
+    };
+    let coll = match cmd.get("collection") {
+        Some(Bson::String(s)) => s.clone(),
+        _ => bail!(
+            TypeMismatch,
+            "BSON field 'getMore.collection' is the wrong type, expected type 'string'"
+        ),
+    };
+    let batch = batch_size(cmd, "batchSize", "getMore")?.unwrap_or(0);
+    let ns = format!("{}.{}", run.op.db, coll);
+    let session = run.session_key();
+    let ((batch_docs, at), open) = svc.cursors.with_cursor(id, &ns, session.as_deref(), |c| {
+        (take_batch(&mut c.remaining, batch), c.at_cluster_time)
+    })?;
+    let mut cursor = doc! { "nextBatch": batch_docs, "id": if open { id } else { 0 }, "ns": ns };
+    if let Some(at) = at {
+        cursor.insert("atClusterTime", at);
+    }
+    Ok(doc! { "cursor": cursor })
+}
+
+/// `killCursors`.
+pub fn kill_cursors(
+    svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    _run: &mut Runner,
+) -> Result<Document> {
+    collection(cmd, "killCursors")?;
+    let ids: Vec<i64> = match cmd.get("cursors") {
+        Some(Bson::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Bson::Int64(n) => Ok(*n),
+                Bson::Int32(n) => Ok(i64::from(*n)),
+                _ => Err(err!(TypeMismatch, "cursor ids must be longs")),
+            })
+            .collect::<Result<_>>()?,
+        _ => {
+            bail!(FailedToParse, "BSON field 'killCursors.cursors' is missing but a required field")
+        }
+    };
+    let (killed, missing) = svc.cursors.kill(&ids);
+    Ok(doc! {
+        "cursorsKilled": killed,
+        "cursorsNotFound": missing,
+        "cursorsAlive": Vec::<i64>::new(),
+        "cursorsUnknown": Vec::<i64>::new(),
+    })
+}
+
+/// `count`.
+pub fn count(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let coll = collection(cmd, "count")?;
+    let db = run.op.db.clone();
+    let filter = opt_doc(cmd, "query", "count")?.unwrap_or_default();
+    let skip = opt_i64(cmd, "skip", "count")?.unwrap_or(0);
+    if skip < 0 {
+        bail!(BadValue, "skip value is negative in count query");
+    }
+    let limit = opt_i64(cmd, "limit", "count")?.unwrap_or(0).unsigned_abs();
+    let n = run.read(|txn| exec::count(txn, &db, &coll, &filter, skip as u64, limit))?;
+    Ok(doc! { "n": n as i32 })
+}
+
+/// `distinct`.
+pub fn distinct(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let coll = collection(cmd, "distinct")?;
+    let db = run.op.db.clone();
+    let key = match cmd.get("key") {
+        Some(Bson::String(k)) => k.clone(),
+        Some(_) => bail!(
+            TypeMismatch,
+            "BSON field 'distinct.key' is the wrong type, expected type 'string'"
+        ),
+        None => bail!(FailedToParse, "BSON field 'distinct.key' is missing but a required field"),
+    };
+    let filter = opt_doc(cmd, "query", "distinct")?.unwrap_or_default();
+    let values = run.read(|txn| exec::distinct(txn, &db, &coll, &key, &filter))?;
+    Ok(doc! { "values": values })
+}
+
+/// `aggregate`.
+pub fn aggregate(
+    svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let db = run.op.db.clone();
+    let coll = match cmd.get("aggregate") {
+        Some(Bson::String(s)) => Some(s.clone()),
+        Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(_)) => None,
+        _ => bail!(FailedToParse, "Invalid aggregate namespace"),
+    };
+    let pipeline = doc_array(cmd, "pipeline", "aggregate")?;
+    let cursor_opts = match cmd.get("cursor") {
+        Some(Bson::Document(d)) => d.clone(),
+        None if cmd.get_bool("explain").unwrap_or(false) => Document::new(),
+        None => bail!(
+            FailedToParse,
+            "The 'cursor' option is required, except for aggregate with the explain argument"
+        ),
+        Some(_) => bail!(TypeMismatch, "cursor field must be missing or an object"),
+    };
+    let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?.unwrap_or(DEFAULT_FIRST_BATCH);
+    let Some(coll) = coll else {
+        bail!(NotImplemented, "collection-less aggregate is not supported yet");
+    };
+    let docs = run.read(|txn| {
+        let input = exec::find(txn, &db, &coll, &FindSpec::default())?;
+        crate::agg::run(input, &pipeline)
+    })?;
+    Ok(cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, false))
+}

@@ -1,0 +1,529 @@
+//! Handshake and diagnostic commands: what drivers, shells and tools send when they connect.
+//!
+//! Folio presents itself as a one-member replica set primary, because that is the topology in
+//! which drivers enable sessions, retryable writes and transactions (a standalone refuses
+//! transactions). Everything here follows what a `mongod --replSet rs0` after `rs.initiate()`
+//! answers, with Folio's name and version only in extra fields (`folioVersion`) so that version
+//! checks in drivers and test runners see MongoDB 8.0 (wire version 25).
+//!
+//! Handlers return the reply's own fields; the dispatcher adds `ok`, `operationTime` and
+//! `$clusterTime`. `topologyVersion` is deliberately absent from `hello`: with it, drivers would
+//! switch to awaitable (streaming) hello, which a single node with a fixed topology has no use
+//! for.
+
+use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bson::oid::ObjectId;
+use bson::{Bson, DateTime, Document, doc};
+
+use super::{Connection, Service};
+use crate::error::Result;
+use crate::{bail, err};
+
+/// The MongoDB version Folio reports.
+pub const MONGODB_VERSION: &str = "8.0.0";
+/// The wire version of MongoDB 8.0.
+pub const MAX_WIRE_VERSION: i32 = 25;
+/// `maxBsonObjectSize`.
+pub const MAX_BSON_OBJECT_SIZE: i32 = 16 * 1024 * 1024;
+/// `maxMessageSizeBytes`.
+pub const MAX_MESSAGE_SIZE_BYTES: i32 = 48_000_000;
+/// `maxWriteBatchSize`.
+pub const MAX_WRITE_BATCH_SIZE: i32 = 100_000;
+/// `logicalSessionTimeoutMinutes`; without it drivers disable sessions.
+pub const LOGICAL_SESSION_TIMEOUT_MINUTES: i32 = 30;
+
+/// When the server started, for `uptime`: fixed by the first `hello` (drivers send one as soon as
+/// they connect) or diagnostic command.
+// TODO(#4): take the start time from the service once it records one.
+static STARTED: LazyLock<(Instant, DateTime)> = LazyLock::new(|| (Instant::now(), DateTime::now()));
+
+/// The command name: the first key.
+fn command_name(cmd: &Document) -> &str {
+    cmd.keys().next().map(String::as_str).unwrap_or_default()
+}
+
+/// The `$db` of a command.
+fn db_name(cmd: &Document) -> &str {
+    cmd.get_str("$db").unwrap_or_default()
+}
+
+/// Fails unless the command runs against `admin`, with MongoDB's error.
+fn require_admin(cmd: &Document) -> Result<()> {
+    if db_name(cmd) != "admin" {
+        bail!(Unauthorized, "{} may only be run against the admin database.", command_name(cmd));
+    }
+    Ok(())
+}
+
+/// Whether a BSON value is "true" the way MongoDB reads boolean options (non-zero numbers too).
+fn truthy(v: &Bson) -> bool {
+    match v {
+        Bson::Boolean(b) => *b,
+        Bson::Int32(n) => *n != 0,
+        Bson::Int64(n) => *n != 0,
+        Bson::Double(n) => *n != 0.0,
+        Bson::Decimal128(d) => d.to_string().parse::<f64>() != Ok(0.0),
+        Bson::Null | Bson::Undefined => false,
+        Bson::String(_)
+        | Bson::Array(_)
+        | Bson::Document(_)
+        | Bson::RegularExpression(_)
+        | Bson::JavaScriptCode(_)
+        | Bson::JavaScriptCodeWithScope(_)
+        | Bson::Timestamp(_)
+        | Bson::Binary(_)
+        | Bson::ObjectId(_)
+        | Bson::DateTime(_)
+        | Bson::Symbol(_)
+        | Bson::MaxKey
+        | Bson::MinKey
+        | Bson::DbPointer(_) => true,
+    }
+}
+
+/// The constant election id of the single member.
+fn election_id() -> ObjectId {
+    ObjectId::from_bytes([0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1])
+}
+
+/// The optime of the last commit, as replica set status fields show it.
+fn last_optime(svc: &Service) -> (Document, DateTime) {
+    let ts = svc.store.last_committed();
+    let date = DateTime::from_millis(i64::from(ts.secs()) * 1000);
+    (doc! { "ts": ts.to_bson(), "t": 1_i64 }, date)
+}
+
+/// `hello`, `isMaster`, `ismaster`: the server's role, limits and negotiated compression.
+pub fn hello(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
+    LazyLock::force(&STARTED);
+    let legacy = command_name(cmd) != "hello";
+    record_client_metadata(conn, cmd)?;
+    let compression = negotiate_compression(conn, cmd)?;
+    let opts = svc.options();
+    let host = opts.advertise_host.clone();
+    let (optime, date) = last_optime(svc);
+
+    let mut d = doc! {
+        "hosts": [host.clone()],
+        "setName": opts.repl_set_name.clone(),
+        "setVersion": 1,
+    };
+    d.insert(if legacy { "ismaster" } else { "isWritablePrimary" }, true);
+    d.insert("secondary", false);
+    d.insert("primary", host.clone());
+    d.insert("me", host);
+    d.insert("electionId", election_id());
+    d.insert(
+        "lastWrite",
+        doc! {
+            "opTime": optime.clone(),
+            "lastWriteDate": date,
+            "majorityOpTime": optime,
+            "majorityWriteDate": date,
+        },
+    );
+    d.insert("maxBsonObjectSize", MAX_BSON_OBJECT_SIZE);
+    d.insert("maxMessageSizeBytes", MAX_MESSAGE_SIZE_BYTES);
+    d.insert("maxWriteBatchSize", MAX_WRITE_BATCH_SIZE);
+    d.insert("localTime", DateTime::now());
+    d.insert("logicalSessionTimeoutMinutes", LOGICAL_SESSION_TIMEOUT_MINUTES);
+    d.insert("connectionId", conn.id as i64);
+    d.insert("minWireVersion", 0);
+    d.insert("maxWireVersion", MAX_WIRE_VERSION);
+    d.insert("readOnly", false);
+    if let Some(list) = compression {
+        d.insert("compression", list);
+    }
+    if cmd.get("helloOk").is_some_and(truthy) {
+        d.insert("helloOk", true);
+    }
+    Ok(d)
+}
+
+/// `isMaster` / `ismaster`: `hello` with the legacy `ismaster` field.
+pub fn is_master(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
+    hello(svc, conn, cmd)
+}
+
+/// Records `client.application.name` for fail points and logs.
+fn record_client_metadata(conn: &mut Connection, cmd: &Document) -> Result<()> {
+    let Some(client) = cmd.get("client") else {
+        return Ok(());
+    };
+    let Bson::Document(client) = client else {
+        bail!(TypeMismatch, "BSON field 'client' is the wrong type, expected type 'object'");
+    };
+    if let Ok(app) = client.get_document("application") {
+        match app.get("name") {
+            Some(Bson::String(name)) => conn.app_name = Some(name.clone()),
+            Some(_) => bail!(TypeMismatch, "client.application.name must be a string"),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Picks the compressors of the request's `compression` list that the transport supports, in the
+/// client's order; the first becomes the connection's compressor. `None` when the request did not
+/// ask, an empty list when nothing matched.
+fn negotiate_compression(conn: &mut Connection, cmd: &Document) -> Result<Option<Vec<String>>> {
+    let Some(requested) = cmd.get("compression") else {
+        return Ok(None);
+    };
+    let Bson::Array(requested) = requested else {
+        bail!(TypeMismatch, "BSON field 'compression' is the wrong type, expected type 'array'");
+    };
+    let mut agreed = Vec::new();
+    for name in requested {
+        let Bson::String(name) = name else {
+            bail!(TypeMismatch, "'compression' entries must be strings");
+        };
+        if conn.supported_compressors.contains(name) && !agreed.contains(name) {
+            agreed.push(name.clone());
+        }
+    }
+    conn.compressor = agreed.first().cloned();
+    Ok(Some(agreed).filter(|a| !a.is_empty()))
+}
+
+/// `buildInfo`: the MongoDB version Folio matches, plus Folio's own.
+pub fn build_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+    Ok(doc! {
+        "version": MONGODB_VERSION,
+        "gitVersion": format!("folio-{}", env!("CARGO_PKG_VERSION")),
+        "modules": [],
+        "allocator": "system",
+        "javascriptEngine": "none",
+        "sysInfo": "deprecated",
+        "versionArray": [8, 0, 0, 0],
+        "openssl": { "running": "disabled", "compiled": "disabled" },
+        "buildEnvironment": {
+            "distmod": "",
+            "distarch": std::env::consts::ARCH,
+            "target_arch": std::env::consts::ARCH,
+            "target_os": std::env::consts::OS,
+        },
+        "bits": 64,
+        "debug": cfg!(debug_assertions),
+        "maxBsonObjectSize": MAX_BSON_OBJECT_SIZE,
+        "storageEngines": ["folio"],
+        "folioVersion": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// `ping`.
+pub fn ping(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+    Ok(Document::new())
+}
+
+/// A server parameter as `getParameter` reports it.
+struct Parameter {
+    name: &'static str,
+    value: Bson,
+    settable_at_runtime: bool,
+    settable_at_startup: bool,
+}
+
+/// The parameters Folio has, in name order.
+fn parameters(svc: &Service) -> Vec<Parameter> {
+    let opts = svc.options();
+    let p = |name, value: Bson, runtime, startup| Parameter {
+        name,
+        value,
+        settable_at_runtime: runtime,
+        settable_at_startup: startup,
+    };
+    vec![
+        p("enableTestCommands", Bson::Boolean(opts.test_commands), false, true),
+        p("featureCompatibilityVersion", Bson::Document(doc! { "version": "8.0" }), false, false),
+        p("logLevel", Bson::Int32(0), true, true),
+        p("maxTransactionLockRequestTimeoutMillis", Bson::Int32(5), true, true),
+        p("quiet", Bson::Boolean(false), true, true),
+        p("requireApiVersion", Bson::Boolean(false), true, true),
+        p(
+            "transactionLifetimeLimitSeconds",
+            Bson::Int32(i32::try_from(opts.transaction_lifetime_secs).unwrap_or(i32::MAX)),
+            true,
+            true,
+        ),
+    ]
+}
+
+/// `getParameter`: `{getParameter: 1, name: 1, ...}`, `{getParameter: "*"}`, or
+/// `{getParameter: {showDetails, allParameters}, name: 1}`.
+pub fn get_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+    require_admin(cmd)?;
+    let (all, details) = match cmd.get("getParameter") {
+        Some(Bson::String(s)) if s == "*" => (true, false),
+        Some(Bson::Document(opts)) => (
+            opts.get("allParameters").is_some_and(truthy),
+            opts.get("showDetails").is_some_and(truthy),
+        ),
+        _ => (false, false),
+    };
+    let mut d = Document::new();
+    for p in parameters(svc) {
+        if !all && !cmd.contains_key(p.name) {
+            continue;
+        }
+        let value = if details {
+            Bson::Document(doc! {
+                "value": p.value,
+                "settableAtRuntime": p.settable_at_runtime,
+                "settableAtStartup": p.settable_at_startup,
+            })
+        } else {
+            p.value
+        };
+        d.insert(p.name, value);
+    }
+    if d.is_empty() {
+        bail!(InvalidOptions, "no option found to get");
+    }
+    Ok(d)
+}
+
+/// `getCmdLineOpts`: the command line the server was started with.
+pub fn get_cmd_line_opts(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+    require_admin(cmd)?;
+    let mut d = svc.options().cmd_line.clone();
+    if !d.contains_key("argv") {
+        d.insert("argv", Bson::Array(Vec::new()));
+    }
+    if !d.contains_key("parsed") {
+        d.insert("parsed", Document::new());
+    }
+    Ok(d)
+}
+
+/// The machine's host name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Total memory in MiB, when the platform tells.
+fn mem_size_mb() -> Option<i64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+/// A counter as the `long` MongoDB reports.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// `serverStatus`: process, connection and transaction statistics. Sections can be excluded
+/// with `{section: 0}`.
+pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+    let (started, started_at) = *STARTED;
+    let uptime = started.elapsed();
+    let stats = &svc.stats;
+    let current = stats.connections_current.load(Ordering::Relaxed);
+    let total = stats.connections_total.load(Ordering::Relaxed);
+    let committed = stats.txn_committed.load(Ordering::Relaxed);
+    let aborted = stats.txn_aborted.load(Ordering::Relaxed);
+    let open = svc.sessions.open_transactions();
+    let max = u64::from(svc.options().max_conns);
+    let opts = svc.options();
+    let mut d = doc! {
+        "host": hostname(),
+        "version": MONGODB_VERSION,
+        "process": "folio",
+        "pid": i64::from(std::process::id()),
+        "uptime": uptime.as_secs_f64().floor(),
+        "uptimeMillis": i64::try_from(uptime.as_millis()).unwrap_or(i64::MAX),
+        "uptimeEstimate": i64::try_from(uptime.as_secs()).unwrap_or(i64::MAX),
+        "localTime": DateTime::now(),
+        "connections": {
+            "current": count(current),
+            "available": count(max.saturating_sub(current)),
+            "totalCreated": count(total),
+        },
+        "repl": {
+            "hosts": [opts.advertise_host.clone()],
+            "setName": opts.repl_set_name.clone(),
+            "setVersion": 1,
+            "isWritablePrimary": true,
+            "secondary": false,
+            "primary": opts.advertise_host.clone(),
+            "me": opts.advertise_host.clone(),
+            "electionId": election_id(),
+        },
+        // Between statements an open transaction is "inactive"; the counters do not see the
+        // instant a statement runs, so everything open is reported inactive.
+        "transactions": {
+            "retriedCommandsCount": 0_i64,
+            "retriedStatementsCount": 0_i64,
+            "transactionsCollectionWriteCount": 0_i64,
+            "currentActive": 0_i64,
+            "currentInactive": count(open as u64),
+            "currentOpen": count(open as u64),
+            "totalAborted": count(aborted),
+            "totalCommitted": count(committed),
+            "totalStarted": count(committed.saturating_add(aborted).saturating_add(open as u64)),
+            "totalPrepared": 0_i64,
+            "totalPreparedThenCommitted": 0_i64,
+            "totalPreparedThenAborted": 0_i64,
+            "currentPrepared": 0_i64,
+        },
+        "storageEngine": {
+            "name": "folio",
+            "supportsCommittedReads": true,
+            "persistent": true,
+            "startedAt": started_at,
+        },
+        "folioVersion": env!("CARGO_PKG_VERSION"),
+    };
+    for section in ["connections", "repl", "transactions", "storageEngine"] {
+        if cmd.get(section).is_some_and(|v| !truthy(v)) {
+            d.remove(section);
+        }
+    }
+    Ok(d)
+}
+
+/// `hostInfo`: the machine Folio runs on.
+pub fn host_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = mem_size_mb().map(Bson::Int64).unwrap_or(Bson::Null);
+    Ok(doc! {
+        "system": {
+            "currentTime": DateTime::now(),
+            "hostname": hostname(),
+            "cpuAddrSize": 64,
+            "memSizeMB": mem.clone(),
+            "memLimitMB": mem,
+            "numCores": i32::try_from(cores).unwrap_or(i32::MAX),
+            "cpuArch": std::env::consts::ARCH,
+            "numaEnabled": false,
+        },
+        "os": {
+            "type": if cfg!(target_os = "linux") { "Linux" } else { std::env::consts::OS },
+            "name": std::env::consts::OS,
+        },
+        "extra": {},
+    })
+}
+
+/// `connectionStatus`: Folio has no authentication, so nobody is logged in.
+pub fn connection_status(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+    let mut auth = doc! { "authenticatedUsers": [], "authenticatedUserRoles": [] };
+    if cmd.get("showPrivileges").is_some_and(truthy) {
+        auth.insert("authenticatedUserPrivileges", Bson::Array(Vec::new()));
+    }
+    Ok(doc! { "authInfo": auth })
+}
+
+/// `whatsmyuri`: the client's address.
+pub fn whatsmyuri(_: &Service, conn: &mut Connection, _: &Document) -> Result<Document> {
+    Ok(doc! { "you": conn.remote.clone() })
+}
+
+/// `getLog`: Folio keeps no log in memory, so every log is empty.
+pub fn get_log(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+    require_admin(cmd)?;
+    match cmd.get("getLog") {
+        Some(Bson::String(s)) if s == "*" => Ok(doc! { "names": ["global", "startupWarnings"] }),
+        Some(Bson::String(s)) if s == "global" || s == "startupWarnings" => {
+            Ok(doc! { "totalLinesWritten": 0, "log": [] })
+        }
+        Some(Bson::String(s)) => Err(err!(OperationFailed, "No log named '{s}'")),
+        Some(other) => Err(err!(
+            TypeMismatch,
+            "Argument to getLog must be of type String; found {} of type {:?}",
+            other,
+            other.element_type()
+        )),
+        None => Err(err!(BadValue, "getLog requires an argument")),
+    }
+}
+
+/// `replSetGetStatus`: one healthy PRIMARY.
+pub fn repl_set_get_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+    require_admin(cmd)?;
+    let opts = svc.options();
+    let (optime, date) = last_optime(svc);
+    let (started, started_at) = *STARTED;
+    let uptime = count(started.elapsed().as_secs());
+    let election_secs = u32::try_from(started_at.timestamp_millis() / 1000).unwrap_or(0);
+    let election_time = bson::Timestamp { time: election_secs, increment: 1 };
+    Ok(doc! {
+        "set": opts.repl_set_name.clone(),
+        "date": DateTime::now(),
+        "myState": 1,
+        "term": 1_i64,
+        "syncSourceHost": "",
+        "syncSourceId": -1,
+        "heartbeatIntervalMillis": 2000_i64,
+        "majorityVoteCount": 1,
+        "writeMajorityCount": 1,
+        "votingMembersCount": 1,
+        "writableVotingMembersCount": 1,
+        "optimes": {
+            "lastCommittedOpTime": optime.clone(),
+            "lastCommittedWallTime": date,
+            "appliedOpTime": optime.clone(),
+            "durableOpTime": optime.clone(),
+            "lastAppliedWallTime": date,
+            "lastDurableWallTime": date,
+        },
+        "members": [{
+            "_id": 0,
+            "name": opts.advertise_host.clone(),
+            "health": 1.0,
+            "state": 1,
+            "stateStr": "PRIMARY",
+            "uptime": uptime,
+            "optime": optime,
+            "optimeDate": date,
+            "lastAppliedWallTime": date,
+            "lastDurableWallTime": date,
+            "syncSourceHost": "",
+            "syncSourceId": -1,
+            "infoMessage": "",
+            "electionTime": election_time,
+            "electionDate": started_at,
+            "configVersion": 1,
+            "configTerm": 1,
+            "self": true,
+            "lastHeartbeatMessage": "",
+        }],
+    })
+}
+
+/// `listCommands`: every command in the command table, by name.
+pub fn list_commands(svc: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+    let mut commands: Vec<&super::table::Spec> = super::table::COMMANDS
+        .iter()
+        .filter(|c| !c.test_only || svc.options().test_commands)
+        .collect();
+    commands.sort_by_key(|c| c.name);
+    let mut d = Document::new();
+    for c in commands {
+        d.insert(
+            c.name,
+            doc! {
+                "help": "",
+                "requiresAuth": false,
+                "secondaryOk": !c.write,
+                "adminOnly": c.admin_only,
+                "apiVersions": [],
+                "deprecatedApiVersions": [],
+            },
+        );
+    }
+    Ok(doc! { "commands": d })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! Session and transaction commands: commitTransaction, abortTransaction, startSession,
+//! endSessions, refreshSessions, killSessions, killAllSessions, currentOp.
+
+use std::sync::atomic::Ordering;
+
+use bson::{Bson, Document, doc};
+
+use super::context::{Mode, Runner};
+use super::{Connection, Service};
+use crate::bail;
+use crate::error::Result;
+use crate::session::{SESSION_TIMEOUT, TxnState};
+
+fn txn_number(run: &Runner, name: &str) -> Result<i64> {
+    match run.op.mode() {
+        Mode::Transaction(n) => Ok(n),
+        Mode::Retryable(_) => bail!(InvalidOptions, "{} must be run within a transaction", name),
+        Mode::Autocommit => bail!(InvalidOptions, "{} must be run within a transaction", name),
+    }
+}
+
+/// `commitTransaction`: idempotent for a committed transaction.
+pub fn commit_transaction(
+    svc: &Service,
+    _c: &mut Connection,
+    _cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let n = txn_number(run, "commitTransaction")?;
+    let Some(session) = run.session() else {
+        bail!(InvalidOptions, "commitTransaction requires a session");
+    };
+    let was_open = session.state == TxnState::InProgress;
+    match session.commit_transaction(n) {
+        Ok(_) => {
+            if was_open {
+                svc.stats.txn_committed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Document::new())
+        }
+        Err(e) => {
+            if was_open {
+                svc.stats.txn_aborted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `abortTransaction`.
+pub fn abort_transaction(
+    svc: &Service,
+    _c: &mut Connection,
+    _cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let n = txn_number(run, "abortTransaction")?;
+    let Some(session) = run.session() else {
+        bail!(InvalidOptions, "abortTransaction requires a session");
+    };
+    session.abort_transaction(n)?;
+    svc.stats.txn_aborted.fetch_add(1, Ordering::Relaxed);
+    Ok(Document::new())
+}
+
+/// `startSession`: a server-generated lsid.
+pub fn start_session(_svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
+    Ok(doc! {
+        "id": { "id": bson::Uuid::new() },
+        "timeoutMinutes": (SESSION_TIMEOUT.as_secs() / 60) as i32,
+    })
+}
+
+fn lsids(cmd: &Document, name: &str) -> Result<Vec<Document>> {
+    match cmd.get(name) {
+        Some(Bson::Array(a)) => Ok(a
+            .iter()
+            .filter_map(|v| match v {
+                Bson::Document(d) => Some(d.clone()),
+                _ => None,
+            })
+            .collect()),
+        _ => bail!(TypeMismatch, "BSON field '{}' is the wrong type, expected type 'array'", name),
+    }
+}
+
+/// `endSessions`.
+pub fn end_sessions(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Document> {
+    for lsid in lsids(cmd, "endSessions")? {
+        if let Ok(key) = crate::session::lsid_key(&lsid) {
+            svc.cursors.kill_session(&key);
+        }
+        svc.sessions.end(&lsid)?;
+    }
+    Ok(Document::new())
+}
+
+/// `refreshSessions`.
+pub fn refresh_sessions(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Document> {
+    for lsid in lsids(cmd, "refreshSessions")? {
+        let s = svc.sessions.get_or_create(&lsid)?;
+        if let Some(mut s) = s.try_lock() {
+            s.last_use = std::time::Instant::now();
+        }
+    }
+    Ok(Document::new())
+}
+
+/// `killSessions`.
+pub fn kill_sessions(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Document> {
+    for lsid in lsids(cmd, "killSessions")? {
+        if let Ok(key) = crate::session::lsid_key(&lsid) {
+            svc.cursors.kill_session(&key);
+        }
+        svc.sessions.end(&lsid)?;
+    }
+    Ok(Document::new())
+}
+
+/// `killAllSessions` (and `killAllSessionsByPattern`): aborts every open transaction.
+pub fn kill_all_sessions(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
+    svc.sessions.end_all();
+    Ok(Document::new())
+}
+
+/// `currentOp`: open transactions show as idle sessions with their transaction.
+pub fn current_op(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
+    let mut inprog = Vec::new();
+    for s in svc.sessions.list() {
+        let Some(s) = s.try_lock() else { continue };
+        if s.state != TxnState::InProgress {
+            continue;
+        }
+        let open_micros = s.txn_started.map(|t| t.elapsed().as_micros() as i64).unwrap_or(0);
+        let mut params = doc! { "txnNumber": s.txn_number.unwrap_or(0), "autocommit": false };
+        if let Some(rc) = &s.read_concern {
+            params.insert("readConcern", rc.clone());
+        }
+        inprog.push(Bson::Document(doc! {
+            "type": "idleSession",
+            "active": false,
+            "lsid": s.lsid.clone(),
+            "transaction": {
+                "parameters": params,
+                "timeOpenMicros": open_micros,
+                "timeActiveMicros": 0_i64,
+                "timeInactiveMicros": open_micros,
+            },
+        }));
+    }
+    Ok(doc! { "inprog": inprog })
+}

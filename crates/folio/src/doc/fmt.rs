@@ -1,0 +1,169 @@
+//! Text forms of BSON values as MongoDB prints them in error messages (`{ _id: 1, a: "x" }`).
+//!
+//! Two styles: [`Style::Mongo`] follows the server's `BSONObj::toString` (int64 prints like an
+//! int32), [`Style::Typed`] tags every numeric type (`NumberLong(2)`, `2.0`) so that tests can see
+//! the difference between `$inc` results of different widths.
+
+use std::fmt::Write;
+
+use bson::{Bson, Document};
+
+/// How to print numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// As the server's error messages do.
+    Mongo,
+    /// With every numeric type visible.
+    Typed,
+}
+
+/// A value in MongoDB's error-message style.
+pub fn value_string(v: &Bson) -> String {
+    let mut s = String::new();
+    write_value(&mut s, v, Style::Mongo);
+    s
+}
+
+/// A document in MongoDB's error-message style.
+pub fn doc_string(d: &Document) -> String {
+    let mut s = String::new();
+    write_doc(&mut s, d, Style::Mongo);
+    s
+}
+
+/// A value in the given style.
+pub fn value_string_styled(v: &Bson, style: Style) -> String {
+    let mut s = String::new();
+    write_value(&mut s, v, style);
+    s
+}
+
+/// A document in the given style.
+pub fn doc_string_styled(d: &Document, style: Style) -> String {
+    let mut s = String::new();
+    write_doc(&mut s, d, style);
+    s
+}
+
+fn write_doc(out: &mut String, d: &Document, style: Style) {
+    if d.is_empty() {
+        out.push_str("{}");
+        return;
+    }
+    out.push_str("{ ");
+    for (i, (k, v)) in d.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(k);
+        out.push_str(": ");
+        write_value(out, v, style);
+    }
+    out.push_str(" }");
+}
+
+fn write_double(out: &mut String, d: f64) {
+    if d.is_nan() {
+        out.push_str("nan.0");
+    } else if d.is_infinite() {
+        out.push_str(if d > 0.0 { "inf.0" } else { "-inf.0" });
+    } else if d == d.trunc() && d.abs() < 1e15 {
+        let _ = write!(out, "{d:.1}");
+    } else {
+        let _ = write!(out, "{d}");
+    }
+}
+
+fn write_value(out: &mut String, v: &Bson, style: Style) {
+    match v {
+        Bson::Double(d) => write_double(out, *d),
+        Bson::String(s) => {
+            let _ = write!(out, "{s:?}");
+        }
+        Bson::Document(d) => write_doc(out, d, style),
+        Bson::Array(a) => {
+            if a.is_empty() {
+                out.push_str("[]");
+                return;
+            }
+            out.push_str("[ ");
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_value(out, x, style);
+            }
+            out.push_str(" ]");
+        }
+        Bson::Boolean(b) => {
+            let _ = write!(out, "{b}");
+        }
+        Bson::Null => out.push_str("null"),
+        Bson::RegularExpression(r) => {
+            let _ = write!(out, "/{}/{}", r.pattern, r.options);
+        }
+        Bson::JavaScriptCode(c) => {
+            let _ = write!(out, "{c}");
+        }
+        Bson::JavaScriptCodeWithScope(c) => {
+            let _ = write!(out, "CodeWScope( {}, ", c.code);
+            write_doc(out, &c.scope, style);
+            out.push(')');
+        }
+        Bson::Int32(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Bson::Int64(i) => match style {
+            Style::Mongo => {
+                let _ = write!(out, "{i}");
+            }
+            Style::Typed => {
+                let _ = write!(out, "NumberLong({i})");
+            }
+        },
+        Bson::Timestamp(t) => {
+            let _ = write!(out, "Timestamp({}, {})", t.time, t.increment);
+        }
+        Bson::Binary(b) => {
+            let _ = write!(out, "BinData({}, ", u8::from(b.subtype));
+            for byte in &b.bytes {
+                let _ = write!(out, "{byte:02X}");
+            }
+            out.push(')');
+        }
+        Bson::ObjectId(o) => {
+            let _ = write!(out, "ObjectId('{o}')");
+        }
+        Bson::DateTime(d) => {
+            let _ = write!(out, "new Date({})", d.timestamp_millis());
+        }
+        Bson::Symbol(s) => {
+            let _ = write!(out, "Symbol({s:?})");
+        }
+        Bson::Decimal128(d) => {
+            let _ = write!(out, "NumberDecimal(\"{d}\")");
+        }
+        Bson::Undefined => out.push_str("undefined"),
+        Bson::MaxKey => out.push_str("MaxKey"),
+        Bson::MinKey => out.push_str("MinKey"),
+        Bson::DbPointer(p) => {
+            let _ = write!(out, "{p:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn mongo_style() {
+        let d = doc! {"_id": 1, "a": "x", "b": [1_i64, 2.5, 3.0], "c": {}};
+        assert_eq!(doc_string(&d), r#"{ _id: 1, a: "x", b: [ 1, 2.5, 3.0 ], c: {} }"#);
+        assert_eq!(
+            doc_string_styled(&d, Style::Typed),
+            r#"{ _id: 1, a: "x", b: [ NumberLong(1), 2.5, 3.0 ], c: {} }"#
+        );
+    }
+}

@@ -1,0 +1,645 @@
+//! Writes: inserts, updates, deletes, findAndModify, and DDL that touches data.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use bson::{Bson, Document, doc};
+
+use super::{Found, id_key};
+use crate::catalog::{self, CollectionMeta, IndexMeta, check_conflict, keys, keys::Key};
+use crate::error::Result;
+use crate::index::IndexSpec;
+use crate::mvcc::Txn;
+use crate::query::{Filter, Projection, SortSpec};
+use crate::update::{UpdateContext, UpdateSpec};
+use crate::{bail, err};
+
+/// A collection loaded for writing: its metadata and its parsed secondary indexes.
+pub struct CollectionHandle {
+    /// The collection's metadata.
+    pub meta: CollectionMeta,
+    indexes: Vec<LoadedIndex>,
+    validator: Option<Filter>,
+}
+
+/// One index entry of a document: the index's position, the storage key, the key values.
+type Entry = (usize, Vec<u8>, Vec<Bson>);
+
+struct LoadedIndex {
+    meta: IndexMeta,
+    spec: IndexSpec,
+    partial: Option<Filter>,
+}
+
+impl CollectionHandle {
+    /// Loads a collection, or returns None when it does not exist.
+    pub fn load(txn: &dyn Txn, db: &str, coll: &str) -> Result<Option<Self>> {
+        match catalog::get_collection(txn, db, coll)? {
+            Some(meta) => Ok(Some(Self::from_meta(meta)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Loads a collection, creating it when it does not exist (writes create collections
+    /// implicitly, as in MongoDB).
+    pub fn load_or_create(txn: &mut dyn Txn, db: &str, coll: &str) -> Result<Self> {
+        if let Some(h) = Self::load(txn, db, coll)? {
+            if h.meta.is_view() {
+                bail!(
+                    CommandNotSupportedOnView,
+                    "Namespace {}.{} is a view, not a collection",
+                    db,
+                    coll
+                );
+            }
+            return Ok(h);
+        }
+        let meta = catalog::new_collection(db, coll, Document::new())?;
+        catalog::put_collection(txn, &meta)?;
+        Self::from_meta(meta)
+    }
+
+    fn from_meta(meta: CollectionMeta) -> Result<Self> {
+        let mut indexes = Vec::new();
+        for i in &meta.indexes {
+            if i.name() == "_id_" {
+                continue; // The document keys are the `_id` index.
+            }
+            let spec = IndexSpec::parse(&i.spec)?;
+            let partial = match i.spec.get("partialFilterExpression") {
+                Some(Bson::Document(f)) => Some(Filter::parse(f)?),
+                _ => None,
+            };
+            indexes.push(LoadedIndex { meta: i.clone(), spec, partial });
+        }
+        let validator = match meta.options.get("validator") {
+            Some(Bson::Document(v)) if !v.is_empty() => Some(Filter::parse(v)?),
+            _ => None,
+        };
+        Ok(CollectionHandle { meta, indexes, validator })
+    }
+
+    /// Loads a collection's indexes for `verify`.
+    pub(crate) fn from_meta_for_verify(meta: CollectionMeta) -> Result<Self> {
+        Self::from_meta(meta)
+    }
+
+    /// The storage keys of a document's index entries.
+    pub(crate) fn entry_keys(&self, doc: &Document) -> Result<Vec<Vec<u8>>> {
+        Ok(self.entries(doc)?.into_iter().map(|(_, k, _)| k).collect())
+    }
+
+    fn namespace(&self) -> String {
+        self.meta.namespace()
+    }
+
+    /// Checks the collection validator (validationAction "error", level "strict").
+    fn validate(&self, doc: &Document) -> Result<()> {
+        let Some(v) = &self.validator else { return Ok(()) };
+        let action = self.meta.options.get_str("validationAction").unwrap_or("error");
+        let level = self.meta.options.get_str("validationLevel").unwrap_or("strict");
+        if action == "warn" || level == "off" || v.matches(doc) {
+            return Ok(());
+        }
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        Err(err!(DocumentValidationFailure, "Document failed validation").with_extra(
+            doc! { "errInfo": { "failingDocumentId": id, "details": { "operatorName": "$jsonSchema" } } },
+        ))
+    }
+
+    /// The index entries of a document: `(index position, storage key, key values)`.
+    fn entries(&self, doc: &Document) -> Result<Vec<Entry>> {
+        let id = id_key(doc.get("_id").unwrap_or(&Bson::Null));
+        let mut out = Vec::new();
+        for (i, idx) in self.indexes.iter().enumerate() {
+            if let Some(p) = &idx.partial
+                && !p.matches(doc)
+            {
+                continue;
+            }
+            for key in idx.spec.entries_for(doc)?.keys {
+                let mut k = key.bytes;
+                if !idx.spec.unique {
+                    k.extend_from_slice(&id);
+                }
+                let storage_key =
+                    Key::IndexEntry { coll: self.meta.id, index: idx.meta.id, key: &k }.encode();
+                out.push((i, storage_key, key.values));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a document's index entries, checking unique indexes.
+    fn add_entries(
+        &self,
+        txn: &mut dyn Txn,
+        doc: &Document,
+        skip: &BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
+        let id = id_key(doc.get("_id").unwrap_or(&Bson::Null));
+        for (i, key, values) in self.entries(doc)? {
+            if skip.contains(&key) {
+                continue;
+            }
+            let idx = &self.indexes[i];
+            if idx.spec.unique
+                && let Some(existing) = txn.get(&key)?
+                && existing != id
+            {
+                return Err(idx.spec.duplicate_key_error(&self.meta.db, &self.meta.name, &values));
+            }
+            let what = format!("{} index {}", self.namespace(), idx.meta.name());
+            check_conflict(txn.put(&key, &id)?, &what)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a document's index entries (except those in `keep`).
+    fn remove_entries(
+        &self,
+        txn: &mut dyn Txn,
+        doc: &Document,
+        keep: &BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
+        for (i, key, _) in self.entries(doc)? {
+            if keep.contains(&key) {
+                continue;
+            }
+            let what = format!("{} index {}", self.namespace(), self.indexes[i].meta.name());
+            check_conflict(txn.delete(&key)?, &what)?;
+        }
+        Ok(())
+    }
+
+    fn describe_id(&self, doc: &Document) -> String {
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        format!("{} _id {}", self.namespace(), id)
+    }
+
+    /// Inserts a prepared document (with `_id` first).
+    fn insert_prepared(&self, txn: &mut dyn Txn, doc: &Document) -> Result<()> {
+        self.validate(doc)?;
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        let key = Key::Document { coll: self.meta.id, id: &id_key(&id) }.encode();
+        if txn.get(&key)?.is_some() {
+            return Err(IndexSpec::id_index().duplicate_key_error(
+                &self.meta.db,
+                &self.meta.name,
+                &[id],
+            ));
+        }
+        check_conflict(txn.put(&key, &doc.to_vec()?)?, &self.describe_id(doc))?;
+        self.add_entries(txn, doc, &BTreeSet::new())
+    }
+
+    /// Replaces a stored document with a new version, maintaining indexes.
+    fn replace(&self, txn: &mut dyn Txn, found: &Found, new: &Document) -> Result<()> {
+        self.validate(new)?;
+        check_conflict(txn.put(&found.key, &new.to_vec()?)?, &self.describe_id(new))?;
+        let old_entries: BTreeSet<Vec<u8>> =
+            self.entries(&found.doc)?.into_iter().map(|e| e.1).collect();
+        let new_entries: BTreeSet<Vec<u8>> = self.entries(new)?.into_iter().map(|e| e.1).collect();
+        self.remove_entries(txn, &found.doc, &new_entries)?;
+        self.add_entries(txn, new, &old_entries)
+    }
+
+    /// Deletes a stored document and its index entries.
+    fn remove(&self, txn: &mut dyn Txn, found: &Found) -> Result<()> {
+        check_conflict(txn.delete(&found.key)?, &self.describe_id(&found.doc))?;
+        self.remove_entries(txn, &found.doc, &BTreeSet::new())
+    }
+}
+
+/// Validates a document for insert: `_id` first, and `Timestamp(0, 0)` values at the top level
+/// replaced by the current time, as MongoDB does.
+fn prepare(doc: Document) -> Result<Document> {
+    static INCREMENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let mut next = || {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        let inc = INCREMENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bson::Timestamp { time: secs, increment: inc }
+    };
+    crate::doc::validate::prepare_insert(doc, &mut next)
+}
+
+/// Inserts one document, creating the collection if needed. Returns the `_id`.
+pub fn insert_one(txn: &mut dyn Txn, db: &str, coll: &str, doc: Document) -> Result<Bson> {
+    let handle = CollectionHandle::load_or_create(txn, db, coll)?;
+    let doc = prepare(doc)?;
+    handle.insert_prepared(txn, &doc)?;
+    Ok(doc.get("_id").cloned().unwrap_or(Bson::Null))
+}
+
+/// The update part of an update statement.
+#[derive(Clone, Debug)]
+pub enum UpdateDoc {
+    /// Update operators (`{$set: ...}`) or a replacement document.
+    Modifiers(Document),
+    /// An aggregation pipeline (`[{$set: ...}, ...]`).
+    Pipeline(Vec<Document>),
+}
+
+impl Default for UpdateDoc {
+    fn default() -> Self {
+        UpdateDoc::Modifiers(Document::new())
+    }
+}
+
+impl UpdateDoc {
+    /// Parses the update into an [`UpdateSpec`].
+    pub fn parse(
+        &self,
+        array_filters: Option<&[Document]>,
+        let_vars: Option<&Document>,
+    ) -> Result<UpdateSpec> {
+        match self {
+            UpdateDoc::Modifiers(d) => UpdateSpec::parse(d, array_filters),
+            UpdateDoc::Pipeline(stages) => {
+                if array_filters.is_some() {
+                    bail!(
+                        FailedToParse,
+                        "arrayFilters may not be specified for pipeline-style updates"
+                    );
+                }
+                UpdateSpec::parse_pipeline(stages, let_vars)
+            }
+        }
+    }
+}
+
+/// One update statement.
+#[derive(Clone, Debug, Default)]
+pub struct UpdateOp {
+    /// The filter (`q`).
+    pub filter: Document,
+    /// The update (`u`): operators, a replacement, or a pipeline.
+    pub update: UpdateDoc,
+    /// Variables for pipeline updates (`let`).
+    pub let_vars: Option<Document>,
+    /// Update every match (`multi: true`) rather than the first.
+    pub multi: bool,
+    /// Insert when nothing matches.
+    pub upsert: bool,
+    /// `arrayFilters` for `$[<identifier>]`.
+    pub array_filters: Option<Vec<Document>>,
+    /// `sort` (updateOne/replaceOne in MongoDB 8.0): which match is updated.
+    pub sort: Option<Document>,
+}
+
+/// The outcome of an update statement.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpdateResult {
+    /// Documents matched.
+    pub matched: u64,
+    /// Documents actually changed.
+    pub modified: u64,
+    /// The `_id` of the inserted document, for an upsert that inserted.
+    pub upserted_id: Option<Bson>,
+}
+
+/// Runs one update statement.
+pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<UpdateResult> {
+    let filter = Filter::parse(&op.filter)?;
+    let spec = op.update.parse(op.array_filters.as_deref(), op.let_vars.as_ref())?;
+    let sort = op.sort.as_ref().map(SortSpec::parse).transpose()?;
+    let handle = match CollectionHandle::load(txn, db, coll)? {
+        Some(h) => h,
+        None if op.upsert => CollectionHandle::load_or_create(txn, db, coll)?,
+        None => return Ok(UpdateResult::default()),
+    };
+    if handle.meta.is_view() {
+        bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
+    }
+    let mut found =
+        super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), usize::from(!op.multi))?;
+    if !op.multi {
+        found.truncate(1);
+    }
+    let mut result = UpdateResult::default();
+    let now = bson::DateTime::now();
+    for f in &found {
+        result.matched += 1;
+        let mut new = f.doc.clone();
+        let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
+        if spec.apply(&mut new, &ctx)? && new != f.doc {
+            check_immutable_id(&f.doc, &new)?;
+            handle.replace(txn, f, &new)?;
+            result.modified += 1;
+        }
+    }
+    if found.is_empty() && op.upsert {
+        let doc = upsert_document(&filter, &spec, now)?;
+        let doc = prepare(doc)?;
+        handle.insert_prepared(txn, &doc)?;
+        result.upserted_id = Some(doc.get("_id").cloned().unwrap_or(Bson::Null));
+    }
+    Ok(result)
+}
+
+/// Builds the document an upsert inserts: the filter's equalities, then the update applied as an
+/// insert (so `$setOnInsert` takes effect).
+fn upsert_document(filter: &Filter, spec: &UpdateSpec, now: bson::DateTime) -> Result<Document> {
+    spec.upsert_document(filter, &update_ctx(None, true, now))
+}
+
+fn update_ctx(
+    match_position: Option<usize>,
+    is_upsert_insert: bool,
+    now: bson::DateTime,
+) -> UpdateContext {
+    let secs = (now.timestamp_millis() / 1000).max(0) as u32;
+    UpdateContext {
+        match_position,
+        is_upsert_insert,
+        now,
+        now_timestamp: bson::Timestamp { time: secs, increment: 1 },
+    }
+}
+
+fn check_immutable_id(old: &Document, new: &Document) -> Result<()> {
+    if old.get("_id") != new.get("_id") {
+        bail!(
+            ImmutableField,
+            "Performing an update on the path '_id' would modify the immutable field '_id'"
+        );
+    }
+    Ok(())
+}
+
+/// The outcome of a delete statement.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeleteResult {
+    /// Documents deleted.
+    pub deleted: u64,
+}
+
+/// Deletes the first match (`limit_one`) or every match.
+pub fn delete(
+    txn: &mut dyn Txn,
+    db: &str,
+    coll: &str,
+    filter: &Document,
+    limit_one: bool,
+) -> Result<DeleteResult> {
+    let filter = Filter::parse(filter)?;
+    let Some(handle) = CollectionHandle::load(txn, db, coll)? else {
+        return Ok(DeleteResult::default());
+    };
+    if handle.meta.is_view() {
+        bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
+    }
+    let mut found =
+        super::matching_sorted(txn, &handle.meta, &filter, None, usize::from(limit_one))?;
+    if limit_one {
+        found.truncate(1);
+    }
+    for f in &found {
+        handle.remove(txn, f)?;
+    }
+    Ok(DeleteResult { deleted: found.len() as u64 })
+}
+
+/// A findAndModify request.
+#[derive(Clone, Debug, Default)]
+pub struct FindAndModify {
+    /// The filter.
+    pub query: Document,
+    /// Which match to pick first.
+    pub sort: Option<Document>,
+    /// Delete the document.
+    pub remove: bool,
+    /// The update or replacement (absent when `remove`).
+    pub update: Option<UpdateDoc>,
+    /// Variables for pipeline updates (`let`).
+    pub let_vars: Option<Document>,
+    /// Return the new version rather than the old one.
+    pub new: bool,
+    /// The projection of the returned document.
+    pub fields: Option<Document>,
+    /// Insert when nothing matches.
+    pub upsert: bool,
+    /// `arrayFilters`.
+    pub array_filters: Option<Vec<Document>>,
+}
+
+/// The outcome of findAndModify.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FindAndModifyResult {
+    /// The returned document (`value`).
+    pub value: Option<Document>,
+    /// `lastErrorObject.n`.
+    pub n: u64,
+    /// `lastErrorObject.updatedExisting`.
+    pub updated_existing: bool,
+    /// `lastErrorObject.upserted`.
+    pub upserted: Option<Bson>,
+}
+
+/// Runs findAndModify.
+pub fn find_and_modify(
+    txn: &mut dyn Txn,
+    db: &str,
+    coll: &str,
+    req: &FindAndModify,
+) -> Result<FindAndModifyResult> {
+    let filter = Filter::parse(&req.query)?;
+    let sort = req.sort.as_ref().map(SortSpec::parse).transpose()?;
+    let projection = req.fields.as_ref().map(Projection::parse).transpose()?;
+    let spec = match (&req.update, req.remove) {
+        (Some(_), true) => bail!(FailedToParse, "Cannot specify both an update and remove=true"),
+        (None, false) => bail!(FailedToParse, "Either an update or remove=true must be specified"),
+        (Some(u), false) => Some(u.parse(req.array_filters.as_deref(), req.let_vars.as_ref())?),
+        (None, true) => None,
+    };
+    if req.remove && req.upsert {
+        bail!(FailedToParse, "Cannot specify both upsert=true and remove=true");
+    }
+    let handle = match CollectionHandle::load(txn, db, coll)? {
+        Some(h) => h,
+        None if req.upsert => CollectionHandle::load_or_create(txn, db, coll)?,
+        None => return Ok(FindAndModifyResult::default()),
+    };
+    let found = super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), 1)?;
+    let project = |d: Document| -> Result<Document> {
+        match &projection {
+            Some(p) => p.apply(&d, filter.matches_with_key(&d).1),
+            None => Ok(d),
+        }
+    };
+    let now = bson::DateTime::now();
+    match (found.into_iter().next(), spec) {
+        (Some(f), None) => {
+            handle.remove(txn, &f)?;
+            Ok(FindAndModifyResult { value: Some(project(f.doc)?), n: 1, ..Default::default() })
+        }
+        (Some(f), Some(spec)) => {
+            let mut new = f.doc.clone();
+            let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
+            if spec.apply(&mut new, &ctx)? && new != f.doc {
+                check_immutable_id(&f.doc, &new)?;
+                handle.replace(txn, &f, &new)?;
+            }
+            let value = if req.new { new } else { f.doc };
+            Ok(FindAndModifyResult {
+                value: Some(project(value)?),
+                n: 1,
+                updated_existing: true,
+                upserted: None,
+            })
+        }
+        (None, Some(spec)) if req.upsert => {
+            let doc = upsert_document(&filter, &spec, now)?;
+            let doc = prepare(doc)?;
+            handle.insert_prepared(txn, &doc)?;
+            let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+            let value = if req.new { Some(project(doc)?) } else { None };
+            Ok(FindAndModifyResult { value, n: 1, updated_existing: false, upserted: Some(id) })
+        }
+        (None, _) => Ok(FindAndModifyResult::default()),
+    }
+}
+
+/// Creates a collection explicitly (`create`). Fails with NamespaceExists when it exists.
+pub fn create_collection(txn: &mut dyn Txn, db: &str, coll: &str, options: Document) -> Result<()> {
+    if catalog::get_collection(txn, db, coll)?.is_some() {
+        bail!(NamespaceExists, "Collection {}.{} already exists.", db, coll);
+    }
+    if let Some(Bson::Document(v)) = options.get("validator") {
+        Filter::parse(v)?;
+    }
+    let meta = catalog::new_collection(db, coll, options)?;
+    catalog::put_collection(txn, &meta)
+}
+
+/// Deletes every key with a prefix.
+fn delete_prefix(txn: &mut dyn Txn, prefix: &[u8], what: &str) -> Result<()> {
+    let end = keys::prefix_end(prefix);
+    let keys: Vec<Vec<u8>> = txn
+        .scan(Bound::Included(prefix), Bound::Excluded(&end), false)?
+        .map(|r| r.map(|(k, _)| k))
+        .collect::<Result<_>>()?;
+    for k in keys {
+        check_conflict(txn.delete(&k)?, what)?;
+    }
+    Ok(())
+}
+
+/// Drops a collection with its documents and indexes. Returns whether it existed.
+pub fn drop_collection(txn: &mut dyn Txn, db: &str, coll: &str) -> Result<bool> {
+    let Some(meta) = catalog::get_collection(txn, db, coll)? else {
+        return Ok(false);
+    };
+    let ns = meta.namespace();
+    delete_prefix(txn, &keys::document_prefix(meta.id), &ns)?;
+    for i in &meta.indexes {
+        delete_prefix(txn, &keys::index_prefix(meta.id, i.id), &ns)?;
+    }
+    catalog::delete_collection(txn, &meta)?;
+    Ok(true)
+}
+
+/// Drops every collection of a database.
+pub fn drop_database(txn: &mut dyn Txn, db: &str) -> Result<()> {
+    for meta in catalog::list_collections(txn, Some(db))? {
+        drop_collection(txn, db, &meta.name)?;
+    }
+    Ok(())
+}
+
+/// Renames a collection (within or across databases). Fails when the target exists unless
+/// `drop_target`.
+pub fn rename_collection(
+    txn: &mut dyn Txn,
+    from: (&str, &str),
+    to: (&str, &str),
+    drop_target: bool,
+) -> Result<()> {
+    let Some(meta) = catalog::get_collection(txn, from.0, from.1)? else {
+        bail!(NamespaceNotFound, "Source collection {}.{} does not exist", from.0, from.1);
+    };
+    catalog::validate_collection_name(to.0, to.1)?;
+    if catalog::get_collection(txn, to.0, to.1)?.is_some() {
+        if !drop_target {
+            bail!(NamespaceExists, "target namespace exists");
+        }
+        drop_collection(txn, to.0, to.1)?;
+    }
+    catalog::delete_collection(txn, &meta)?;
+    let renamed = CollectionMeta { db: to.0.to_string(), name: to.1.to_string(), ..meta };
+    catalog::put_collection(txn, &renamed)
+}
+
+/// Creates indexes, building entries for existing documents. Returns the number of indexes
+/// before and after, and whether the collection was created.
+pub fn create_indexes(
+    txn: &mut dyn Txn,
+    db: &str,
+    coll: &str,
+    specs: &[Document],
+) -> Result<(usize, usize, bool)> {
+    let created = catalog::get_collection(txn, db, coll)?.is_none();
+    let handle = CollectionHandle::load_or_create(txn, db, coll)?;
+    let mut meta = handle.meta.clone();
+    let before = meta.indexes.len();
+    let mut added = Vec::new();
+    for raw in specs {
+        let spec = IndexSpec::parse(raw)?;
+        let existing: Vec<IndexSpec> =
+            meta.indexes.iter().map(|i| IndexSpec::parse(&i.spec)).collect::<Result<_>>()?;
+        if spec.check_conflict(&existing)? {
+            continue; // An identical index exists: nothing to do, as in MongoDB.
+        }
+        let normalized = spec.to_document();
+        let id = meta.next_index_id;
+        meta.next_index_id += 1;
+        let im = IndexMeta { id, spec: normalized };
+        meta.indexes.push(im.clone());
+        added.push(im);
+    }
+    if added.is_empty() {
+        return Ok((before, before, created));
+    }
+    catalog::put_collection(txn, &meta)?;
+    // Build entries for the existing documents with only the new indexes loaded.
+    let mut build_meta = meta.clone();
+    build_meta.indexes = added;
+    let builder = CollectionHandle::from_meta(build_meta)?;
+    for f in super::scan_collection(txn, &meta)? {
+        builder.add_entries(txn, &f.doc, &BTreeSet::new())?;
+    }
+    Ok((before, meta.indexes.len(), created))
+}
+
+/// Drops indexes by name (`"*"` drops all but `_id_`). Returns the index count before.
+pub fn drop_indexes(txn: &mut dyn Txn, db: &str, coll: &str, names: &[String]) -> Result<usize> {
+    let Some(mut meta) = catalog::get_collection(txn, db, coll)? else {
+        bail!(NamespaceNotFound, "ns not found {}.{}", db, coll);
+    };
+    let before = meta.indexes.len();
+    let all = names.iter().any(|n| n == "*");
+    let mut to_drop = Vec::new();
+    if all {
+        to_drop.extend(meta.indexes.iter().filter(|i| i.name() != "_id_").cloned());
+    } else {
+        for n in names {
+            if n == "_id_" {
+                bail!(InvalidOptions, "cannot drop _id index");
+            }
+            match meta.index(n) {
+                Some(i) => to_drop.push(i.clone()),
+                None => bail!(IndexNotFound, "index not found with name [{}]", n),
+            }
+        }
+    }
+    let ns = meta.namespace();
+    for i in &to_drop {
+        delete_prefix(txn, &keys::index_prefix(meta.id, i.id), &ns)?;
+    }
+    meta.indexes.retain(|i| !to_drop.iter().any(|d| d.id == i.id));
+    catalog::put_collection(txn, &meta)?;
+    Ok(before)
+}

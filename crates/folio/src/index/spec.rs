@@ -1,0 +1,617 @@
+//! Index specifications: parsing and validating `createIndexes` entries the way MongoDB does, and
+//! deciding whether a requested index conflicts with an existing one.
+//!
+//! MongoDB identifies an index by its *signature*: the key pattern plus the options that change
+//! which keys exist or what they mean (`unique`, `sparse`, `partialFilterExpression`,
+//! `collation`). Two specs with the same signature describe the same index; with the same
+//! signature but other differing options (`expireAfterSeconds`, `hidden`) they are *equivalent*;
+//! otherwise they are *different*. [`IndexSpec::check_conflict`] turns those three outcomes into
+//! MongoDB's errors: IndexKeySpecsConflict (86) when a name is reused for a different index,
+//! IndexOptionsConflict (85) when an equivalent index exists under another name or with other
+//! options, and "already exists" (not an error) for an identical request.
+
+use std::cmp::Ordering;
+
+use bson::{Bson, Document};
+
+use super::fmt::{format_document, format_value};
+use crate::doc::compare::cmp_documents;
+use crate::doc::validate::type_name;
+use crate::error::{Error, Result};
+
+/// The name of the `_id` index.
+pub const ID_INDEX_NAME: &str = "_id_";
+
+/// The index version Folio writes (`v: 2`, MongoDB's default since 3.4).
+pub const INDEX_VERSION: i32 = 2;
+
+/// Fields a `createIndexes` entry may carry. Options Folio does not act on (`background`,
+/// `storageEngine`, text and geo parameters) are accepted and kept so `listIndexes` returns them.
+const ALLOWED_FIELDS: &[&str] = &[
+    "v",
+    "key",
+    "name",
+    "ns",
+    "unique",
+    "sparse",
+    "partialFilterExpression",
+    "background",
+    "hidden",
+    "expireAfterSeconds",
+    "collation",
+    "storageEngine",
+    "weights",
+    "default_language",
+    "language_override",
+    "textIndexVersion",
+    "2dsphereIndexVersion",
+    "bits",
+    "min",
+    "max",
+    "wildcardProjection",
+    "prepareUnique",
+    "dropDups",
+];
+
+/// Index plugin names MongoDB knows (string values in a key pattern).
+const KNOWN_PLUGINS: &[&str] = &["2d", "2dsphere", "text", "hashed", "geoHaystack", "columnstore"];
+
+/// One component of a key pattern.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyField {
+    /// The dotted path, e.g. `b.c`.
+    pub path: String,
+    /// Whether the component is descending (a negative number in the pattern).
+    pub descending: bool,
+}
+
+/// How a requested index relates to an existing one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Comparison {
+    /// Same key pattern and options.
+    Identical,
+    /// Same signature (key pattern, unique, sparse, partial filter, collation), other options
+    /// differ.
+    Equivalent,
+    /// Different signatures.
+    Different,
+}
+
+/// A validated index specification.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexSpec {
+    /// The index name.
+    pub name: String,
+    /// The key pattern as given, e.g. `{a: 1, "b.c": -1}`.
+    pub key: Document,
+    /// The key pattern's components, in order.
+    pub fields: Vec<KeyField>,
+    /// Whether keys must be unique (always true for the `_id` index).
+    pub unique: bool,
+    /// Whether documents missing every indexed field are left out.
+    pub sparse: bool,
+    /// The partial filter; the caller decides with the matcher which documents it admits.
+    pub partial_filter: Option<Document>,
+    /// Whether the index is hidden from the planner.
+    pub hidden: bool,
+    /// The remaining options, in request order (`expireAfterSeconds`, `collation`, …), returned by
+    /// `listIndexes` as given.
+    pub options: Document,
+}
+
+impl IndexSpec {
+    /// The `_id` index every collection has: `{v: 2, key: {_id: 1}, name: "_id_"}`.
+    pub fn id_index() -> IndexSpec {
+        let mut key = Document::new();
+        key.insert("_id", 1);
+        IndexSpec {
+            name: ID_INDEX_NAME.to_string(),
+            key,
+            fields: vec![KeyField { path: "_id".into(), descending: false }],
+            unique: true,
+            sparse: false,
+            partial_filter: None,
+            hidden: false,
+            options: Document::new(),
+        }
+    }
+
+    /// Whether this is the `_id` index (key pattern exactly `{_id: 1}`).
+    pub fn is_id_index(&self) -> bool {
+        is_id_pattern(&self.key)
+    }
+
+    /// Parses one entry of `createIndexes.indexes` with MongoDB's validation and messages.
+    pub fn parse(spec: &Document) -> Result<IndexSpec> {
+        if let Some(Bson::String(name)) = spec.get("name")
+            && name == "*"
+        {
+            crate::bail!(BadValue, "The index name '*' is not valid.");
+        }
+        parse_fields(spec).map_err(|e| in_specification(spec, e))?;
+        let key = match spec.get("key") {
+            Some(Bson::Document(k)) => k.clone(),
+            _ => unreachable_key(spec)?,
+        };
+        let name = match spec.get("name") {
+            Some(Bson::String(n)) => n.clone(),
+            _ => {
+                return Err(in_specification(
+                    spec,
+                    crate::err!(
+                        FailedToParse,
+                        "The 'name' field is a required property of an index specification"
+                    ),
+                ));
+            }
+        };
+        let normalized = normalized_spec(spec);
+        check_name(&name).map_err(|e| in_specification(&normalized, e))?;
+        let unique = spec.get("unique").is_some_and(truthy);
+        let sparse = spec.get("sparse").is_some_and(truthy);
+        let partial_filter = match spec.get("partialFilterExpression") {
+            Some(Bson::Document(d)) => Some(d.clone()),
+            _ => None,
+        };
+        if sparse && partial_filter.is_some() {
+            return Err(in_specification(
+                &normalized,
+                crate::err!(
+                    CannotCreateIndex,
+                    "cannot mix \"partialFilterExpression\" and \"sparse\" options"
+                ),
+            ));
+        }
+        if is_id_pattern(&key) {
+            check_id_index_options(spec, sparse, partial_filter.is_some())
+                .map_err(|e| in_specification(&normalized, e))?;
+        }
+        if let Some(ttl) = spec.get("expireAfterSeconds") {
+            check_ttl(ttl, &key).map_err(|e| in_specification(&normalized, e))?;
+        }
+        let fields = key
+            .iter()
+            .map(|(path, v)| KeyField { path: path.clone(), descending: is_descending(v) })
+            .collect();
+        let mut options = Document::new();
+        for (k, v) in spec {
+            if !matches!(
+                k.as_str(),
+                "v" | "key"
+                    | "name"
+                    | "ns"
+                    | "unique"
+                    | "sparse"
+                    | "partialFilterExpression"
+                    | "hidden"
+            ) {
+                options.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(IndexSpec {
+            name,
+            unique: unique || is_id_pattern(&key),
+            key,
+            fields,
+            sparse,
+            partial_filter,
+            hidden: spec.get("hidden").is_some_and(truthy),
+            options,
+        })
+    }
+
+    /// The spec as `listIndexes` returns it: `{v: 2, key, name, unique?, sparse?, hidden?,
+    /// partialFilterExpression?, …options}`.
+    pub fn to_document(&self) -> Document {
+        let mut d = Document::new();
+        d.insert("v", INDEX_VERSION);
+        d.insert("key", self.key.clone());
+        d.insert("name", self.name.clone());
+        if self.unique && !self.is_id_index() {
+            d.insert("unique", true);
+        }
+        if self.sparse {
+            d.insert("sparse", true);
+        }
+        if self.hidden {
+            d.insert("hidden", true);
+        }
+        if let Some(p) = &self.partial_filter {
+            d.insert("partialFilterExpression", p.clone());
+        }
+        for (k, v) in &self.options {
+            d.insert(k.clone(), v.clone());
+        }
+        d
+    }
+
+    /// Compares this (requested) spec with an existing one.
+    pub fn compare(&self, existing: &IndexSpec) -> Comparison {
+        // Documents compare as MongoDB compares them, so `{a: 1}` and `{a: 1.0}` are one pattern.
+        let same_doc = |a: Option<&Document>, b: Option<&Document>| match (a, b) {
+            (Some(a), Some(b)) => cmp_documents(a, b) == Ordering::Equal,
+            (None, None) => true,
+            _ => false,
+        };
+        let collation = |s: &IndexSpec| match s.options.get("collation") {
+            Some(Bson::Document(d)) => Some(d.clone()),
+            _ => None,
+        };
+        let signature_equal = same_doc(Some(&self.key), Some(&existing.key))
+            && self.unique == existing.unique
+            && self.sparse == existing.sparse
+            && same_doc(self.partial_filter.as_ref(), existing.partial_filter.as_ref())
+            && same_doc(collation(self).as_ref(), collation(existing).as_ref());
+        if !signature_equal {
+            Comparison::Different
+        } else if self.hidden == existing.hidden
+            && self.options.get("expireAfterSeconds") == existing.options.get("expireAfterSeconds")
+        {
+            Comparison::Identical
+        } else {
+            Comparison::Equivalent
+        }
+    }
+
+    /// Checks a requested index against a collection's indexes. Returns `Ok(true)` when an
+    /// identical index already exists (nothing to build), `Ok(false)` when the index is new, and
+    /// MongoDB's conflict errors otherwise.
+    pub fn check_conflict(&self, existing: &[IndexSpec]) -> Result<bool> {
+        if let Some(same_name) = existing.iter().find(|e| e.name == self.name) {
+            return match self.compare(same_name) {
+                Comparison::Identical => Ok(true),
+                Comparison::Different => Err(key_specs_conflict(self, same_name)),
+                Comparison::Equivalent => Err(crate::err!(
+                    IndexOptionsConflict,
+                    "An equivalent index already exists with the same name but different \
+                     options. Requested index: {}, existing index: {}",
+                    format_document(&self.to_document()),
+                    format_document(&same_name.to_document())
+                )),
+            };
+        }
+        for other in existing {
+            match self.compare(other) {
+                Comparison::Different => {}
+                Comparison::Equivalent => {
+                    crate::bail!(
+                        IndexOptionsConflict,
+                        "An equivalent index already exists with a different name and options. \
+                         Requested index: {}, existing index: {}",
+                        format_document(&self.to_document()),
+                        format_document(&other.to_document())
+                    )
+                }
+                Comparison::Identical => crate::bail!(
+                    IndexOptionsConflict,
+                    "Index already exists with a different name: {}",
+                    other.name
+                ),
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// IndexKeySpecsConflict (86): `requested` reuses the name of a different index `existing`.
+pub fn key_specs_conflict(requested: &IndexSpec, existing: &IndexSpec) -> Error {
+    crate::err!(
+        IndexKeySpecsConflict,
+        "An existing index has the same name as the requested index. When index names are not \
+         specified, they are auto generated and can cause conflicts. Please refer to our \
+         documentation. Requested index: {}, existing index: {}",
+        format_document(&requested.to_document()),
+        format_document(&existing.to_document())
+    )
+}
+
+/// The name MongoDB generates for a key pattern: `a_1_b.c_-1`, `t_text`.
+pub fn default_name(key: &Document) -> String {
+    let parts: Vec<String> = key
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Bson::String(s) => s.clone(),
+                Bson::Double(d) if d.fract() == 0.0 && d.abs() < 1e15 => format!("{}", *d as i64),
+                other => format_value(other),
+            };
+            format!("{k}_{v}")
+        })
+        .collect();
+    parts.join("_")
+}
+
+/// Validates a key pattern (MongoDB's `validateKeyPattern`), errors are CannotCreateIndex (67).
+pub fn validate_key_pattern(key: &Document) -> Result<()> {
+    if key.is_empty() {
+        crate::bail!(CannotCreateIndex, "Index keys cannot be empty.");
+    }
+    let plugin = key.values().find_map(|v| v.as_str());
+    if let Some(p) = plugin
+        && !p.is_empty()
+        && !KNOWN_PLUGINS.contains(&p)
+    {
+        crate::bail!(CannotCreateIndex, "Unknown index plugin '{}'", p);
+    }
+    for (path, v) in key {
+        check_key_value(v, plugin)?;
+        check_key_path(path)?;
+    }
+    if let Some(p) = plugin {
+        // TODO(#2): text, hashed and geo indexes.
+        crate::bail!(CannotCreateIndex, "Index type '{}' is not supported", p);
+    }
+    Ok(())
+}
+
+fn check_key_value(v: &Bson, plugin: Option<&str>) -> Result<()> {
+    match number(v) {
+        Some(n) if n.is_nan() => {
+            crate::bail!(CannotCreateIndex, "Values in the index key pattern cannot be NaN.")
+        }
+        Some(0.0) => {
+            crate::bail!(CannotCreateIndex, "Values in the index key pattern cannot be 0.")
+        }
+        Some(_) => Ok(()),
+        None => match v {
+            Bson::String(s) if s.is_empty() => crate::bail!(
+                CannotCreateIndex,
+                "Values in the index key pattern cannot be empty strings"
+            ),
+            Bson::String(s) if Some(s.as_str()) != plugin => crate::bail!(
+                CannotCreateIndex,
+                "Can't use more than one index plugin for a single index."
+            ),
+            Bson::String(_) => Ok(()),
+            other => crate::bail!(
+                CannotCreateIndex,
+                "Values in v:2 index key pattern cannot be of type {}. Only numbers > 0, numbers \
+                 < 0, and strings are allowed.",
+                type_name(other)
+            ),
+        },
+    }
+}
+
+fn check_key_path(path: &str) -> Result<()> {
+    if path.is_empty() {
+        crate::bail!(CannotCreateIndex, "Index keys cannot be an empty field.");
+    }
+    for (i, part) in path.split('.').enumerate() {
+        if part.is_empty() {
+            crate::bail!(CannotCreateIndex, "Index keys cannot contain an empty field.");
+        }
+        // `$`-prefixed parts are allowed only where they may be DBRef fields.
+        let dbref = i > 0 && matches!(part, "$id" | "$ref" | "$db");
+        if part.starts_with('$') && !dbref {
+            crate::bail!(
+                CannotCreateIndex,
+                "Index key contains an illegal field name: field name starts with '$'."
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Field-level checks of a spec (MongoDB's `validateIndexSpec`).
+fn parse_fields(spec: &Document) -> Result<()> {
+    for (k, v) in spec {
+        if !ALLOWED_FIELDS.contains(&k.as_str()) {
+            crate::bail!(
+                InvalidIndexSpecificationOption,
+                "The field '{}' is not valid for an index specification. Specification: {}",
+                k,
+                format_document(spec)
+            );
+        }
+        match (k.as_str(), v) {
+            ("key", Bson::Document(key)) => validate_key_pattern(key)?,
+            ("key", other) => crate::bail!(
+                TypeMismatch,
+                "The field 'key' must be an object, but got {}",
+                type_name(other)
+            ),
+            ("name", Bson::String(_)) => {}
+            ("name", other) => crate::bail!(
+                TypeMismatch,
+                "The field 'name' must be a string, but got {}",
+                type_name(other)
+            ),
+            ("v", other) => check_version(other, spec)?,
+            ("unique" | "sparse" | "background" | "dropDups" | "prepareUnique", other)
+                if number(other).is_none() && !matches!(other, Bson::Boolean(_)) =>
+            {
+                crate::bail!(
+                    TypeMismatch,
+                    "The field '{} has value {}: {}, which is not convertible to bool",
+                    k,
+                    k,
+                    format_value(other)
+                );
+            }
+            ("hidden", Bson::Boolean(_)) => {}
+            ("hidden", other) => crate::bail!(
+                TypeMismatch,
+                "The field 'hidden' must be a bool, but got {}",
+                type_name(other)
+            ),
+            ("partialFilterExpression" | "collation", Bson::Document(_)) => {}
+            ("partialFilterExpression" | "collation", other) => crate::bail!(
+                TypeMismatch,
+                "The field '{}' must be an object, but got {}",
+                k,
+                type_name(other)
+            ),
+            _ => {}
+        }
+    }
+    if !spec.contains_key("key") {
+        crate::bail!(
+            FailedToParse,
+            "The 'key' field is a required property of an index specification"
+        );
+    }
+    Ok(())
+}
+
+fn check_version(v: &Bson, spec: &Document) -> Result<()> {
+    let Some(n) = number(v) else {
+        crate::bail!(TypeMismatch, "The field 'v' must be a number, but got {}", type_name(v));
+    };
+    if n.fract() != 0.0 || n < f64::from(i32::MIN) || n > f64::from(i32::MAX) {
+        crate::bail!(
+            BadValue,
+            "Index version must be representable as a 32-bit integer, but got {}",
+            format_value(v)
+        );
+    }
+    if n != 1.0 && n != 2.0 {
+        crate::bail!(
+            CannotCreateIndex,
+            "Invalid index specification {}; cannot create an index with v={}",
+            format_document(spec),
+            n
+        );
+    }
+    Ok(())
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.contains('\0') {
+        crate::bail!(CannotCreateIndex, "index name cannot contain NUL bytes");
+    }
+    if name.is_empty() {
+        crate::bail!(CannotCreateIndex, "index name cannot be empty");
+    }
+    Ok(())
+}
+
+fn check_id_index_options(spec: &Document, sparse: bool, partial: bool) -> Result<()> {
+    if spec.get("unique").is_some_and(|u| !truthy(u)) {
+        crate::bail!(CannotCreateIndex, "_id index cannot be non-unique");
+    }
+    if partial {
+        crate::bail!(CannotCreateIndex, "_id index cannot be a partial index");
+    }
+    if sparse {
+        crate::bail!(CannotCreateIndex, "_id index cannot be sparse");
+    }
+    Ok(())
+}
+
+/// TTL options: a non-negative 32-bit number of seconds on a single-field, non-`_id` index.
+fn check_ttl(ttl: &Bson, key: &Document) -> Result<()> {
+    let Some(n) = number(ttl) else {
+        crate::bail!(
+            CannotCreateIndex,
+            "TTL index 'expireAfterSeconds' option must be numeric, but received a type of '{}'.",
+            type_name(ttl)
+        );
+    };
+    if n.is_nan() || !(0.0..=f64::from(i32::MAX)).contains(&n) {
+        crate::bail!(
+            CannotCreateIndex,
+            "TTL index 'expireAfterSeconds' option must be within an acceptable range, try a \
+             non-negative number less than 2147483648."
+        );
+    }
+    if is_id_pattern(key) {
+        crate::bail!(
+            InvalidIndexSpecificationOption,
+            "The field 'expireAfterSeconds' is not valid for an _id index specification."
+        );
+    }
+    if key.len() != 1 {
+        crate::bail!(
+            CannotCreateIndex,
+            "TTL indexes are single-field indexes, compound indexes do not support TTL."
+        );
+    }
+    Ok(())
+}
+
+/// `parse_fields` has already rejected a missing or non-document key.
+fn unreachable_key(spec: &Document) -> Result<Document> {
+    Err(in_specification(
+        spec,
+        crate::err!(
+            FailedToParse,
+            "The 'key' field is a required property of an index specification"
+        ),
+    ))
+}
+
+/// Wraps a spec error as MongoDB's createIndexes does: `Error in specification <spec> :: caused
+/// by :: <reason>`.
+fn in_specification(spec: &Document, e: Error) -> Error {
+    let message =
+        format!("Error in specification {} :: caused by :: {}", format_document(spec), e.message);
+    Error { message, ..e }
+}
+
+/// The spec with `v: 2` appended when absent, as MongoDB prints it after normalization.
+fn normalized_spec(spec: &Document) -> Document {
+    let mut d = spec.clone();
+    if !d.contains_key("v") {
+        d.insert("v", INDEX_VERSION);
+    }
+    d
+}
+
+fn is_id_pattern(key: &Document) -> bool {
+    key.len() == 1 && key.get("_id").and_then(number) == Some(1.0)
+}
+
+fn is_descending(v: &Bson) -> bool {
+    number(v).is_some_and(|n| n < 0.0)
+}
+
+fn number(v: &Bson) -> Option<f64> {
+    match v {
+        Bson::Int32(i) => Some(f64::from(*i)),
+        Bson::Int64(i) => Some(*i as f64),
+        Bson::Double(d) => Some(*d),
+        Bson::Decimal128(d) => d.to_string().parse().ok(),
+        _ => None,
+    }
+}
+
+/// MongoDB's `trueValue` for option fields: numbers are true when non-zero.
+fn truthy(v: &Bson) -> bool {
+    match v {
+        Bson::Boolean(b) => *b,
+        Bson::Null | Bson::Undefined => false,
+        other => number(other).is_none_or(|n| n != 0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn default_names_follow_mongodb() {
+        let cases = [
+            (doc! {"a": 1, "b.c": -1}, "a_1_b.c_-1"),
+            (doc! {"t": "text"}, "t_text"),
+            (doc! {"a": -1.0}, "a_-1"),
+            (doc! {"a": 1.5}, "a_1.5"),
+            (doc! {"a": 1_i64, "_id": 1}, "a_1__id_1"),
+        ];
+        for (key, name) in cases {
+            assert_eq!(default_name(&key), name, "{key}");
+        }
+    }
+
+    #[test]
+    fn id_index_is_unique_and_identical_to_a_parsed_one() {
+        let id = IndexSpec::id_index();
+        assert!(id.unique && id.is_id_index());
+        let parsed = IndexSpec::parse(&doc! {"key": {"_id": 1}, "name": "_id_", "v": 2}).unwrap();
+        assert_eq!(parsed.compare(&id), Comparison::Identical);
+        assert_eq!(id.to_document(), doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"});
+        let desc = IndexSpec::parse(&doc! {"key": {"_id": -1}, "name": "_id_-1"}).unwrap();
+        assert!(!desc.is_id_index() && !desc.unique);
+    }
+}

@@ -1,0 +1,881 @@
+//! [`Mvcc`]: snapshot-isolation transactions over a storage [`Engine`].
+//!
+//! # Timestamps
+//!
+//! One oracle hands out commit timestamps. A timestamp is a BSON timestamp (seconds, increment);
+//! the next one is `(max(now, last.secs), last.inc + 1)`, or `(now, 1)` when the clock has moved
+//! past the last second. Commit timestamps therefore strictly increase and follow the wall clock
+//! when there is one. The last commit timestamp is written in every commit batch, and `open`
+//! reads it back, so time never goes backwards across a restart even if the clock does.
+//!
+//! # Snapshots and visibility
+//!
+//! Each version of a key is stored under `(key, commit ts)` (see [`super::keys`]). A transaction
+//! reads as of its snapshot timestamp: the newest version `<= snapshot`, where a tombstone means
+//! "absent". New transactions take `last_visible` as their snapshot. `last_visible` only moves
+//! after a commit batch is fully written, and commit batches are written one at a time in
+//! timestamp order, so a snapshot never sees half a commit nor a commit with a hole before it.
+//!
+//! # Conflicts: first writer wins, at the write
+//!
+//! A write to a key first takes the key in an in-memory lock table (key → transaction id). If
+//! another in-flight transaction holds it, the write fails at once with a [`Conflict`] naming the
+//! holder. Having the lock, the write then looks up the newest committed version of the key in
+//! the engine; if it is newer than the snapshot, someone committed the key after this
+//! transaction began and the write fails with a conflict without holder. Locks are released only
+//! after the holder's commit batch is written, so "not locked" and "committed version in the
+//! engine" together cover every other writer. Nothing in memory grows with history: the lock
+//! table holds only keys of in-flight transactions.
+//!
+//! # Durability and group commit
+//!
+//! A committing transaction queues its write buffer. If no commit is being written, it becomes
+//! the leader: it takes the whole queue, assigns consecutive timestamps, writes every version of
+//! every queued transaction plus the last-commit metadata as one engine batch with sync, then
+//! publishes: advances `last_visible`, releases the keys, and wakes the others. Transactions
+//! that queued meanwhile are written together by the next leader, so concurrent committers share
+//! one fsync. A transaction without writes commits without touching storage.
+//!
+//! # Garbage collection
+//!
+//! The watermark is `min(oldest active snapshot, now - history window, last_visible)`. For each
+//! key, versions older than the newest version `<= watermark` are invisible to every present and
+//! future snapshot and are deleted; if that newest version is a tombstone it goes too. [`Mvcc::gc`]
+//! does a bounded amount of this work per call, resuming where it stopped; a background thread
+//! started by [`Mvcc::open`] calls it every [`MvccOptions::gc_interval`] (or callers can), for at
+//! most a tenth of the interval each time. A pass is skipped while the watermark has not moved
+//! past the one the previous pass started with: it would find nothing.
+//! The highest watermark used is remembered: a read-only snapshot older than it (or older than
+//! the history window) fails with SnapshotTooOld.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::keys;
+use super::{Conflict, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult};
+use crate::error::{Code, Error, Result};
+use crate::storage::{Engine, KvIter, WriteBatch, range_is_empty};
+
+/// A source of wall-clock seconds for the timestamp oracle and the history window.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> u32 + Send + Sync>);
+
+impl Clock {
+    /// The system clock (seconds since the Unix epoch).
+    pub fn system() -> Clock {
+        Clock(Arc::new(|| {
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
+        }))
+    }
+
+    /// A clock that reads the given counter; tests advance it by hand.
+    pub fn manual(secs: Arc<AtomicU32>) -> Clock {
+        Clock(Arc::new(move || secs.load(Ordering::SeqCst)))
+    }
+
+    /// The current time in seconds.
+    pub fn now_secs(&self) -> u32 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now_secs())
+    }
+}
+
+/// Options of [`Mvcc::open`].
+#[derive(Clone, Debug)]
+pub struct MvccOptions {
+    /// How far back read-only snapshots may go (`minSnapshotHistoryWindowInSeconds`); versions
+    /// newer than `now - history_window` are never collected. Default 5 minutes.
+    pub history_window: Duration,
+    /// How often the background thread runs garbage collection; `None` starts no thread (callers
+    /// then call [`Mvcc::gc`] themselves). Default 1 second.
+    pub gc_interval: Option<Duration>,
+    /// How many engine entries one [`Mvcc::gc`] call examines at most (rounded up to whole
+    /// keys). Default 1000.
+    pub gc_batch: usize,
+    /// The wall clock. Default: the system clock.
+    pub clock: Clock,
+}
+
+impl Default for MvccOptions {
+    fn default() -> Self {
+        MvccOptions {
+            history_window: Duration::from_secs(300),
+            gc_interval: Some(Duration::from_secs(1)),
+            gc_batch: 1000,
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// What one [`Mvcc::gc`] call did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// The watermark used.
+    pub watermark: Ts,
+    /// Engine entries examined.
+    pub scanned: usize,
+    /// Versions deleted.
+    pub deleted: usize,
+    /// Whether this call reached the end of the keyspace (the next call starts over).
+    pub pass_finished: bool,
+}
+
+/// The background GC thread: a stop flag with its condition variable, and the join handle.
+type GcThread = (Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>);
+
+/// Snapshot-isolation transactions over an [`Engine`]. See the module documentation.
+pub struct Mvcc {
+    shared: Arc<Shared>,
+    gc_thread: Option<GcThread>,
+}
+
+impl std::fmt::Debug for Mvcc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mvcc").field("stats", &self.stats()).finish()
+    }
+}
+
+/// A commit waiting for the leader.
+struct Pending {
+    id: TxnId,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// Everything guarded by the one state mutex.
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    /// The last timestamp the oracle handed out.
+    last_assigned: Ts,
+    /// The last commit whose batch is written; the snapshot of new transactions.
+    last_visible: Ts,
+    /// Keys written by in-flight transactions.
+    locks: HashMap<Vec<u8>, TxnId>,
+    /// In-flight transactions and their snapshots.
+    active: HashMap<TxnId, Ts>,
+    /// Commits waiting for a leader.
+    queue: Vec<Pending>,
+    /// Whether a leader is writing a commit batch.
+    leader: bool,
+    /// Commit outcomes not yet collected by their transactions.
+    results: HashMap<TxnId, Result<Ts>>,
+    /// The highest watermark garbage collection has used.
+    gc_floor: Ts,
+    /// Where the next [`Mvcc::gc`] call resumes (an engine key), `None` for the start.
+    gc_cursor: Option<Vec<u8>>,
+    /// The watermark the current pass started with.
+    gc_pass_start: Ts,
+    /// The watermark the last completed pass started with: until the watermark moves past it,
+    /// a new pass would find nothing (new versions are all above it).
+    gc_last_pass: Option<Ts>,
+}
+
+/// The state shared by [`Mvcc`], its transactions and its GC thread.
+struct Shared {
+    engine: Arc<dyn Engine>,
+    options: MvccOptions,
+    state: Mutex<State>,
+    /// Signalled whenever transactions finish or a commit round is published.
+    changed: Condvar,
+    commits: AtomicU64,
+    aborts: AtomicU64,
+    conflicts: AtomicU64,
+    batches: AtomicU64,
+    gc_deleted: AtomicU64,
+}
+
+/// Formats a timestamp as MongoDB prints it.
+fn show_ts(ts: Ts) -> String {
+    format!("Timestamp({}, {})", ts.secs(), ts.inc())
+}
+
+impl Mvcc {
+    /// Opens the MVCC layer over `engine`, recovering the last commit timestamp, and starts the
+    /// garbage-collection thread if [`MvccOptions::gc_interval`] is set.
+    pub fn open(engine: Arc<dyn Engine>, options: MvccOptions) -> Result<Arc<Mvcc>> {
+        let last = read_meta_ts(engine.as_ref(), &keys::last_commit_ts_key())?;
+        let gc_floor = read_meta_ts(engine.as_ref(), &keys::gc_floor_key())?;
+        let state = State {
+            next_id: 1,
+            last_assigned: last,
+            last_visible: last,
+            gc_floor,
+            ..State::default()
+        };
+        let shared = Arc::new(Shared {
+            engine,
+            options,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            commits: AtomicU64::new(0),
+            aborts: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            gc_deleted: AtomicU64::new(0),
+        });
+        let gc_thread = match shared.options.gc_interval {
+            Some(every) => Some(spawn_gc(&shared, every)?),
+            None => None,
+        };
+        Ok(Arc::new(Mvcc { shared, gc_thread }))
+    }
+
+    /// Runs one bounded step of garbage collection (at most about
+    /// [`MvccOptions::gc_batch`] entries), resuming where the previous step stopped.
+    pub fn gc(&self) -> Result<GcReport> {
+        self.shared.gc(self.shared.options.gc_batch)
+    }
+
+    /// Runs garbage collection steps until a full pass over the keyspace is done.
+    pub fn gc_full_pass(&self) -> Result<GcReport> {
+        let mut total = GcReport::default();
+        loop {
+            let r = self.gc()?;
+            total.watermark = r.watermark;
+            total.scanned += r.scanned;
+            total.deleted += r.deleted;
+            if r.pass_finished {
+                total.pass_finished = true;
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The oldest timestamp a read-only snapshot may use now.
+    pub fn oldest_available(&self) -> Ts {
+        let st = self.shared.state.lock();
+        self.shared.oldest_available(&st)
+    }
+
+    /// The storage engine underneath.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.shared.engine
+    }
+}
+
+impl Drop for Mvcc {
+    fn drop(&mut self) {
+        if let Some((stop, handle)) = self.gc_thread.take() {
+            *stop.0.lock() = true;
+            stop.1.notify_all();
+            // A panic in the GC thread has already been reported; shutdown goes on regardless.
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Reads a timestamp from the metadata area (zero when absent).
+fn read_meta_ts(engine: &dyn Engine, key: &[u8]) -> Result<Ts> {
+    match engine.get(key)? {
+        None => Ok(Ts::ZERO),
+        Some(raw) => {
+            let bytes: [u8; 8] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::new(Code::InternalError, "corrupt MVCC metadata timestamp"))?;
+            Ok(Ts(u64::from_be_bytes(bytes)))
+        }
+    }
+}
+
+/// Starts the background GC thread. It holds only a weak reference, so dropping the [`Mvcc`]
+/// (which also signals `stop`) ends it.
+fn spawn_gc(shared: &Arc<Shared>, every: Duration) -> Result<GcThread> {
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let stop2 = stop.clone();
+    let handle = std::thread::Builder::new().name("folio-mvcc-gc".into()).spawn(move || {
+        loop {
+            {
+                let mut stopped = stop2.0.lock();
+                if !*stopped {
+                    stop2.1.wait_for(&mut stopped, every);
+                }
+                if *stopped {
+                    return;
+                }
+            }
+            let Some(shared) = weak.upgrade() else { return };
+            // Bounded steps so commits interleave with them, for at most a tenth of the
+            // interval; an unfinished pass resumes at the next tick.
+            let budget = Instant::now() + every / 10;
+            while Instant::now() < budget {
+                match shared.gc(shared.options.gc_batch) {
+                    Ok(r) if r.pass_finished => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("MVCC garbage collection failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    })?;
+    Ok((stop, handle))
+}
+
+impl Shared {
+    /// The next commit timestamp: never below the wall clock, always above the last one.
+    fn next_ts(&self, st: &mut State) -> Ts {
+        let now = self.options.clock.now_secs();
+        let last = st.last_assigned;
+        let ts = if now > last.secs() {
+            Ts::new(now, 1)
+        } else if last.inc() == u32::MAX {
+            Ts::new(last.secs().saturating_add(1), 1)
+        } else {
+            Ts::new(last.secs(), last.inc() + 1)
+        };
+        st.last_assigned = ts;
+        ts
+    }
+
+    /// `now - history window` as a timestamp.
+    fn history_cutoff(&self) -> Ts {
+        let window = self.options.history_window.as_secs().min(u64::from(u32::MAX)) as u32;
+        Ts::new(self.options.clock.now_secs().saturating_sub(window), 0)
+    }
+
+    fn oldest_available(&self, st: &State) -> Ts {
+        self.history_cutoff().max(st.gc_floor).min(st.last_visible)
+    }
+
+    fn watermark(&self, st: &State) -> Ts {
+        let oldest_active = st.active.values().min().copied().unwrap_or(st.last_visible);
+        oldest_active.min(self.history_cutoff()).min(st.last_visible)
+    }
+
+    fn begin(self: &Arc<Self>, at: Option<Ts>) -> Result<Box<dyn Txn>> {
+        let mut st = self.state.lock();
+        let snapshot = match at {
+            None => st.last_visible,
+            Some(ts) => {
+                if ts > st.last_visible {
+                    return Err(Error::new(
+                        Code::InvalidOptions,
+                        format!(
+                            "readConcern atClusterTime value must not be greater than the current \
+                             clusterTime. Requested clusterTime: {}; current clusterTime: {}",
+                            show_ts(ts),
+                            show_ts(st.last_visible)
+                        ),
+                    ));
+                }
+                if ts < self.oldest_available(&st) {
+                    return Err(Error::new(
+                        Code::SnapshotTooOld,
+                        format!(
+                            "Read timestamp {} is older than the oldest available timestamp.",
+                            show_ts(ts)
+                        ),
+                    ));
+                }
+                ts
+            }
+        };
+        let id = TxnId(st.next_id);
+        st.next_id += 1;
+        st.active.insert(id, snapshot);
+        Ok(Box::new(MvccTxn {
+            shared: self.clone(),
+            id,
+            snapshot,
+            read_only: at.is_some(),
+            writes: BTreeMap::new(),
+            finished: false,
+        }))
+    }
+
+    /// The newest committed version of `key` visible at `snapshot`.
+    fn read(&self, key: &[u8], snapshot: Ts) -> Result<Option<Vec<u8>>> {
+        let from = keys::version_key(key, Ts::ZERO);
+        let to = keys::version_key(key, snapshot);
+        let mut it = self.engine.scan(Bound::Included(&from), Bound::Included(&to), true)?;
+        match it.next() {
+            None => Ok(None),
+            Some(item) => keys::decode_value(item?.1),
+        }
+    }
+
+    /// The commit timestamp of the newest version of `key`, or zero.
+    fn newest_version(&self, key: &[u8]) -> Result<Ts> {
+        let from = keys::version_key(key, Ts::ZERO);
+        let to = keys::version_key(key, Ts(u64::MAX));
+        let mut it = self.engine.scan(Bound::Included(&from), Bound::Included(&to), true)?;
+        match it.next() {
+            None => Ok(Ts::ZERO),
+            Some(item) => Ok(keys::decode_version_key(&item?.0)?.1),
+        }
+    }
+
+    /// Takes `key` for transaction `id` under first-writer-wins.
+    fn acquire(&self, id: TxnId, snapshot: Ts, key: &[u8]) -> Result<WriteResult> {
+        {
+            let mut st = self.state.lock();
+            match st.locks.get(key) {
+                Some(&holder) if holder != id => {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Err(Conflict { key: key.to_vec(), holder: Some(holder) }));
+                }
+                Some(_) => return Ok(Ok(())),
+                None => {
+                    st.locks.insert(key.to_vec(), id);
+                }
+            }
+        }
+        // With the lock held, every earlier writer of the key has its version in the engine.
+        let newest = match self.newest_version(key) {
+            Ok(ts) => ts,
+            Err(e) => {
+                self.state.lock().locks.remove(key);
+                return Err(e);
+            }
+        };
+        if newest > snapshot {
+            self.state.lock().locks.remove(key);
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+            return Ok(Err(Conflict { key: key.to_vec(), holder: None }));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Ends a transaction that wrote nothing to storage: releases its keys and snapshot.
+    fn finish(&self, id: TxnId, keys: impl Iterator<Item = Vec<u8>>) {
+        let mut st = self.state.lock();
+        for k in keys {
+            if st.locks.get(&k) == Some(&id) {
+                st.locks.remove(&k);
+            }
+        }
+        st.active.remove(&id);
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Queues a commit and waits for it, leading a commit round when no one else is.
+    fn commit(&self, id: TxnId, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<Ts> {
+        let mut st = self.state.lock();
+        st.queue.push(Pending { id, writes });
+        loop {
+            if let Some(result) = st.results.remove(&id) {
+                return result;
+            }
+            if st.leader {
+                self.changed.wait(&mut st);
+            } else {
+                st.leader = true;
+                self.commit_round(&mut st);
+                st.leader = false;
+                self.changed.notify_all();
+            }
+        }
+    }
+
+    /// Writes every queued commit as one synced batch and publishes them.
+    fn commit_round(&self, st: &mut MutexGuard<'_, State>) {
+        let group = std::mem::take(&mut st.queue);
+        if group.is_empty() {
+            return;
+        }
+        let stamped: Vec<(Pending, Ts)> =
+            group.into_iter().map(|p| (p, self.next_ts(st))).collect();
+        let mut batch = WriteBatch::new();
+        let mut last = Ts::ZERO;
+        for (pending, ts) in &stamped {
+            for (key, value) in &pending.writes {
+                batch.put(keys::version_key(key, *ts), keys::encode_value(value.as_deref()));
+            }
+            last = *ts;
+        }
+        batch.put(keys::last_commit_ts_key(), last.0.to_be_bytes().to_vec());
+        // Write without the state lock so that reads, begins and new commits proceed.
+        let written = MutexGuard::unlocked(st, || self.engine.write(batch, true));
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        if written.is_ok() {
+            st.last_visible = last;
+        }
+        for (pending, ts) in stamped {
+            for key in pending.writes.keys() {
+                if st.locks.get(key) == Some(&pending.id) {
+                    st.locks.remove(key);
+                }
+            }
+            st.active.remove(&pending.id);
+            let result = match &written {
+                Ok(()) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    Ok(ts)
+                }
+                Err(e) => {
+                    self.aborts.fetch_add(1, Ordering::Relaxed);
+                    Err(e.clone())
+                }
+            };
+            st.results.insert(pending.id, result);
+        }
+    }
+
+    /// One bounded garbage-collection step over whole keys.
+    fn gc(&self, max_entries: usize) -> Result<GcReport> {
+        let (watermark, cursor) = {
+            let mut st = self.state.lock();
+            let w = self.watermark(&st);
+            st.gc_floor = st.gc_floor.max(w);
+            let floor = st.gc_floor;
+            if st.gc_cursor.is_none() {
+                if st.gc_last_pass.is_some_and(|last| floor <= last) {
+                    return Ok(GcReport {
+                        watermark: floor,
+                        pass_finished: true,
+                        ..GcReport::default()
+                    });
+                }
+                st.gc_pass_start = floor;
+            }
+            (floor, st.gc_cursor.clone())
+        };
+        let version_start = [keys::VERSION];
+        let version_end = [keys::VERSION_END];
+        let start = match &cursor {
+            Some(c) => Bound::Included(c.as_slice()),
+            None => Bound::Included(&version_start[..]),
+        };
+        let mut it = self.engine.scan(start, Bound::Excluded(&version_end[..]), false)?;
+        let mut report = GcReport { watermark, ..GcReport::default() };
+        let mut batch = WriteBatch::new();
+        // The versions of the current key, oldest first: (engine key, ts, is tombstone).
+        let mut group: Vec<(Vec<u8>, Ts, bool)> = Vec::new();
+        let mut group_key: Option<Vec<u8>> = None;
+        let mut next_cursor = None;
+        for item in &mut it {
+            let (raw, value) = item?;
+            let (key, ts) = keys::decode_version_key(&raw)?;
+            if group_key.as_deref() != Some(key.as_slice()) {
+                collect_group(&group, watermark, &mut batch);
+                group.clear();
+                if report.scanned >= max_entries {
+                    next_cursor = Some(keys::key_prefix(&key));
+                    break;
+                }
+                group_key = Some(key);
+            }
+            report.scanned += 1;
+            group.push((raw, ts, keys::is_tombstone(&value)));
+        }
+        if next_cursor.is_none() {
+            collect_group(&group, watermark, &mut batch);
+            report.pass_finished = true;
+        }
+        report.deleted = batch.len();
+        if !batch.is_empty() {
+            // In the same atomic batch as the deletions it justifies.
+            batch.put(keys::gc_floor_key(), watermark.0.to_be_bytes().to_vec());
+            // Deletions need not be durable: versions that reappear after a crash are harmless.
+            self.engine.write(batch, false)?;
+            self.gc_deleted.fetch_add(report.deleted as u64, Ordering::Relaxed);
+        }
+        let mut st = self.state.lock();
+        if report.pass_finished {
+            st.gc_last_pass = Some(st.gc_pass_start);
+        }
+        st.gc_cursor = next_cursor;
+        Ok(report)
+    }
+}
+
+/// Adds to `batch` the deletable versions of one key (oldest first): everything older than the
+/// newest version `<= watermark`, and that version too when it is a tombstone.
+fn collect_group(group: &[(Vec<u8>, Ts, bool)], watermark: Ts, batch: &mut WriteBatch) {
+    let Some(keep) = group.iter().rposition(|(_, ts, _)| *ts <= watermark) else { return };
+    for (raw, _, _) in &group[..keep] {
+        batch.delete(raw.clone());
+    }
+    let (raw, _, tombstone) = &group[keep];
+    if *tombstone {
+        batch.delete(raw.clone());
+    }
+}
+
+impl TxnStore for Mvcc {
+    fn begin(&self) -> Result<Box<dyn Txn>> {
+        self.shared.begin(None)
+    }
+
+    fn begin_read_only_at(&self, ts: Ts) -> Result<Box<dyn Txn>> {
+        self.shared.begin(Some(ts))
+    }
+
+    fn last_committed(&self) -> Ts {
+        self.shared.state.lock().last_visible
+    }
+
+    fn wait_for(&self, txn: TxnId, deadline: Option<Instant>) -> bool {
+        let mut st = self.shared.state.lock();
+        while st.active.contains_key(&txn) {
+            match deadline {
+                None => self.shared.changed.wait(&mut st),
+                Some(d) => {
+                    if self.shared.changed.wait_until(&mut st, d).timed_out() {
+                        return !st.active.contains_key(&txn);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.shared.engine.flush()
+    }
+
+    fn stats(&self) -> TxnStats {
+        let s = &self.shared;
+        let st = s.state.lock();
+        TxnStats {
+            started: st.next_id - 1,
+            active: st.active.len() as u64,
+            commits: s.commits.load(Ordering::Relaxed),
+            aborts: s.aborts.load(Ordering::Relaxed),
+            conflicts: s.conflicts.load(Ordering::Relaxed),
+            commit_batches: s.batches.load(Ordering::Relaxed),
+            gc_deleted: s.gc_deleted.load(Ordering::Relaxed),
+            last_committed: st.last_visible,
+            gc_watermark: st.gc_floor,
+        }
+    }
+}
+
+/// A transaction of [`Mvcc`].
+struct MvccTxn {
+    shared: Arc<Shared>,
+    id: TxnId,
+    snapshot: Ts,
+    read_only: bool,
+    /// Buffered writes; `None` is a delete. Every key here is locked by this transaction.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    finished: bool,
+}
+
+impl MvccTxn {
+    fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<WriteResult> {
+        if self.read_only {
+            return Err(Error::new(
+                Code::IllegalOperation,
+                "cannot write in a read-only snapshot transaction",
+            ));
+        }
+        // A key already in the write buffer is already this transaction's.
+        if !self.writes.contains_key(key)
+            && let Err(conflict) = self.shared.acquire(self.id, self.snapshot, key)?
+        {
+            return Ok(Err(conflict));
+        }
+        self.writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        Ok(Ok(()))
+    }
+
+    fn end_without_storage(&mut self, committed: bool) {
+        self.finished = true;
+        let counter = if committed { &self.shared.commits } else { &self.shared.aborts };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let keys = std::mem::take(&mut self.writes).into_keys();
+        self.shared.finish(self.id, keys);
+    }
+}
+
+impl Txn for MvccTxn {
+    fn id(&self) -> TxnId {
+        self.id
+    }
+
+    fn snapshot(&self) -> Ts {
+        self.snapshot
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.writes.get(key) {
+            Some(own) => Ok(own.clone()),
+            None => self.shared.read(key, self.snapshot),
+        }
+    }
+
+    fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> Result<ScanIter<'_>> {
+        if range_is_empty(start, end) {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        let engine_start = match start {
+            Bound::Included(k) => Bound::Included(keys::key_prefix(k)),
+            Bound::Excluded(k) => Bound::Excluded(keys::version_key(k, Ts(u64::MAX))),
+            Bound::Unbounded => Bound::Included(vec![keys::VERSION]),
+        };
+        let engine_end = match end {
+            Bound::Included(k) => Bound::Included(keys::version_key(k, Ts(u64::MAX))),
+            Bound::Excluded(k) => Bound::Excluded(keys::key_prefix(k)),
+            Bound::Unbounded => Bound::Excluded(vec![keys::VERSION_END]),
+        };
+        let inner = self.shared.engine.scan(
+            engine_start.as_ref().map(Vec::as_slice),
+            engine_end.as_ref().map(Vec::as_slice),
+            reverse,
+        )?;
+        let snapshot = SnapshotScan::new(inner, self.snapshot, reverse);
+        let own = self.writes.range::<[u8], _>((start, end));
+        let own: OwnIter<'_> = if reverse { Box::new(own.rev()) } else { Box::new(own) };
+        Ok(Box::new(MergeScan { snapshot: snapshot.peekable(), own: own.peekable(), reverse }))
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<WriteResult> {
+        self.write(key, Some(value))
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<WriteResult> {
+        self.write(key, None)
+    }
+
+    fn has_writes(&self) -> bool {
+        !self.writes.is_empty()
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<Ts> {
+        if self.writes.is_empty() {
+            self.end_without_storage(true);
+            return Ok(self.snapshot);
+        }
+        self.finished = true;
+        let writes = std::mem::take(&mut self.writes);
+        self.shared.commit(self.id, writes)
+    }
+
+    fn abort(mut self: Box<Self>) {
+        self.end_without_storage(false);
+    }
+}
+
+impl Drop for MvccTxn {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end_without_storage(false);
+        }
+    }
+}
+
+/// Iterates the versions of an engine scan and yields, per user key, the newest version at the
+/// snapshot, skipping tombstones.
+struct SnapshotScan {
+    inner: std::iter::Fuse<KvIter>,
+    snapshot: Ts,
+    reverse: bool,
+    /// Forward: the newest visible version so far of the key being read.
+    candidate: Option<(Vec<u8>, Vec<u8>)>,
+    /// Reverse: the key whose visible version was already decided.
+    decided: Option<Vec<u8>>,
+}
+
+impl SnapshotScan {
+    fn new(inner: KvIter, snapshot: Ts, reverse: bool) -> Self {
+        SnapshotScan { inner: inner.fuse(), snapshot, reverse, candidate: None, decided: None }
+    }
+
+    /// Forward: versions come oldest first, so a key's visible version is known once the next
+    /// key starts.
+    fn next_forward(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        loop {
+            let Some(item) = self.inner.next() else {
+                match self.candidate.take() {
+                    None => return Ok(None),
+                    Some((key, raw)) => match keys::decode_value(raw)? {
+                        Some(value) => return Ok(Some((key, value))),
+                        None => continue,
+                    },
+                }
+            };
+            let (raw_key, raw_value) = item?;
+            let (key, ts) = keys::decode_version_key(&raw_key)?;
+            let mut out = None;
+            if self.candidate.as_ref().is_some_and(|(k, _)| *k != key) {
+                out = self.candidate.take();
+            }
+            if ts <= self.snapshot {
+                self.candidate = Some((key, raw_value));
+            }
+            if let Some((key, raw)) = out
+                && let Some(value) = keys::decode_value(raw)?
+            {
+                return Ok(Some((key, value)));
+            }
+        }
+    }
+
+    /// Reverse: versions come newest first, so the first one at or below the snapshot decides.
+    fn next_reverse(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        loop {
+            let Some(item) = self.inner.next() else { return Ok(None) };
+            let (raw_key, raw_value) = item?;
+            let (key, ts) = keys::decode_version_key(&raw_key)?;
+            if ts > self.snapshot || self.decided.as_ref() == Some(&key) {
+                continue;
+            }
+            self.decided = Some(key.clone());
+            if let Some(value) = keys::decode_value(raw_value)? {
+                return Ok(Some((key, value)));
+            }
+        }
+    }
+}
+
+impl Iterator for SnapshotScan {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = if self.reverse { self.next_reverse() } else { self.next_forward() };
+        next.transpose()
+    }
+}
+
+/// The transaction's own writes in a range, in scan order.
+type OwnIter<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a>;
+
+/// Merges the snapshot with the transaction's own writes; own writes win and own deletes hide.
+struct MergeScan<'a> {
+    snapshot: std::iter::Peekable<SnapshotScan>,
+    own: std::iter::Peekable<OwnIter<'a>>,
+    reverse: bool,
+}
+
+impl Iterator for MergeScan<'_> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let order = match (self.snapshot.peek(), self.own.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) | (Some(Ok(_)), None) => return self.snapshot.next(),
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(Ok((snap_key, _))), Some((own_key, _))) => {
+                    let o = snap_key.cmp(own_key);
+                    if self.reverse { o.reverse() } else { o }
+                }
+            };
+            match order {
+                std::cmp::Ordering::Less => return self.snapshot.next(),
+                std::cmp::Ordering::Equal => {
+                    self.snapshot.next();
+                }
+                std::cmp::Ordering::Greater => {}
+            }
+            if let Some((key, Some(value))) = self.own.next() {
+                return Some(Ok((key.clone(), value.clone())));
+            }
+        }
+    }
+}

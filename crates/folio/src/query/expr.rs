@@ -1,0 +1,415 @@
+//! The subset of aggregation expressions that `$expr` supports until the aggregation layer
+//! provides full expressions: field paths, literals, comparisons (`$eq $ne $gt $gte $lt $lte
+//! $cmp`), and `$and`, `$or`, `$not`. Anything else is rejected at parse time with a clear error
+//! rather than silently mis-evaluated.
+//!
+//! Unlike query predicates, expression comparisons are *not* type-bracketed: they use the total
+//! BSON order, so `{$gt: ["$a", 5]}` is true for a string `a`. A missing field evaluates to
+//! "missing", which sorts below null and is not equal to it.
+
+use std::cmp::Ordering;
+
+use bson::{Bson, Document};
+
+use super::filter::truthy;
+use crate::bail;
+use crate::doc::compare::cmp_bson;
+use crate::error::Result;
+
+/// A parsed expression.
+#[derive(Clone, Debug)]
+pub enum Expr {
+    /// `"$a.b"`: the value at a field path (arrays on the way are mapped over).
+    Field(String),
+    /// A constant (also `{$literal: v}`).
+    Literal(Bson),
+    /// A comparison of two expressions.
+    Cmp(CmpKind, Box<Expr>, Box<Expr>),
+    /// `$and` of expressions (truthiness).
+    And(Vec<Expr>),
+    /// `$or` of expressions (truthiness).
+    Or(Vec<Expr>),
+    /// `$not` of an expression (truthiness).
+    Not(Box<Expr>),
+    /// An array of expressions, evaluated element by element.
+    Array(Vec<Expr>),
+    /// A document of expressions.
+    Object(Vec<(String, Expr)>),
+    /// `$$ROOT` / `$$CURRENT`: the whole document.
+    Root,
+    /// `$$REMOVE`: the missing value.
+    Missing,
+    /// `$setField`: a copy of `input` with `field` set to `value` (removed when missing).
+    SetField {
+        /// The field name (any string, dots and dollars included).
+        field: String,
+        /// The document to change.
+        input: Box<Expr>,
+        /// The new value.
+        value: Box<Expr>,
+    },
+}
+
+/// An expression comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpKind {
+    /// `$eq`
+    Eq,
+    /// `$ne`
+    Ne,
+    /// `$gt`
+    Gt,
+    /// `$gte`
+    Gte,
+    /// `$lt`
+    Lt,
+    /// `$lte`
+    Lte,
+    /// `$cmp` (returns -1, 0 or 1)
+    Cmp,
+}
+
+impl Expr {
+    /// Parses an expression.
+    pub fn parse(v: &Bson) -> Result<Expr> {
+        match v {
+            Bson::String(s) if s.starts_with("$$") => {
+                // `let` variables were substituted before parsing (see `substitute_vars`); what
+                // is left are the system variables.
+                let (name, rest) = match s[2..].split_once('.') {
+                    Some((n, r)) => (n, Some(r)),
+                    None => (&s[2..], None),
+                };
+                match (name, rest) {
+                    ("ROOT" | "CURRENT", None) => Ok(Expr::Root),
+                    ("ROOT" | "CURRENT", Some(path)) => Ok(Expr::Field(path.to_string())),
+                    ("REMOVE", None) => Ok(Expr::Missing),
+                    _ => bail!(Location17276, "Use of undefined variable: {name}"),
+                }
+            }
+            Bson::String(s) if s.starts_with('$') => {
+                let path = &s[1..];
+                if path.is_empty() {
+                    bail!(Location16872, "'$' by itself is not a valid FieldPath");
+                }
+                Ok(Expr::Field(path.to_string()))
+            }
+            Bson::Array(items) => {
+                Ok(Expr::Array(items.iter().map(Expr::parse).collect::<Result<_>>()?))
+            }
+            Bson::Document(d) => Self::parse_doc(d),
+            other => Ok(Expr::Literal(other.clone())),
+        }
+    }
+
+    fn parse_doc(d: &Document) -> Result<Expr> {
+        let Some(first) = d.keys().next() else {
+            return Ok(Expr::Object(Vec::new()));
+        };
+        if !first.starts_with('$') {
+            let mut fields = Vec::with_capacity(d.len());
+            for (k, v) in d {
+                if k.starts_with('$') {
+                    bail!(Location16410, "FieldPath field names may not start with '$'");
+                }
+                fields.push((k.clone(), Expr::parse(v)?));
+            }
+            return Ok(Expr::Object(fields));
+        }
+        if d.len() != 1 {
+            bail!(
+                Location15983,
+                "an expression specification must contain exactly one field, the name of the expression. Found {} fields in {}",
+                d.len(),
+                crate::doc::fmt::doc_string(d)
+            );
+        }
+        let arg = d.get(first).unwrap_or(&Bson::Null);
+        let kind = match first.as_str() {
+            "$literal" => return Ok(Expr::Literal(arg.clone())),
+            "$setField" => return Self::parse_set_field(arg),
+            "$and" => return Ok(Expr::And(Self::args(arg)?)),
+            "$or" => return Ok(Expr::Or(Self::args(arg)?)),
+            "$not" => {
+                let mut args = Self::args(arg)?;
+                if args.len() != 1 {
+                    bail!(
+                        Location16020,
+                        "Expression $not takes exactly 1 arguments. {} were passed in.",
+                        args.len()
+                    );
+                }
+                return Ok(Expr::Not(Box::new(args.remove(0))));
+            }
+            "$eq" => CmpKind::Eq,
+            "$ne" => CmpKind::Ne,
+            "$gt" => CmpKind::Gt,
+            "$gte" => CmpKind::Gte,
+            "$lt" => CmpKind::Lt,
+            "$lte" => CmpKind::Lte,
+            "$cmp" => CmpKind::Cmp,
+            other => {
+                // TODO(#7): full aggregation expressions.
+                bail!(NotImplemented, "expression {other} is not supported yet")
+            }
+        };
+        let mut args = Self::args(arg)?;
+        if args.len() != 2 {
+            bail!(
+                Location16020,
+                "Expression {first} takes exactly 2 arguments. {} were passed in.",
+                args.len()
+            );
+        }
+        let b = args.pop().unwrap_or(Expr::Literal(Bson::Null));
+        let a = args.pop().unwrap_or(Expr::Literal(Bson::Null));
+        Ok(Expr::Cmp(kind, Box::new(a), Box::new(b)))
+    }
+
+    fn parse_set_field(arg: &Bson) -> Result<Expr> {
+        let Bson::Document(spec) = arg else {
+            bail!(Location4161100, "$setField only supports an object as its argument");
+        };
+        let mut field = None;
+        let mut input = None;
+        let mut value = None;
+        for (k, v) in spec {
+            match k.as_str() {
+                "field" => {
+                    field = Some(match v {
+                        Bson::String(f) if !f.starts_with('$') => f.clone(),
+                        Bson::Document(d) => match d.get("$literal") {
+                            Some(Bson::String(f)) if d.len() == 1 => f.clone(),
+                            _ => bail!(
+                                Location4161106,
+                                "$setField requires 'field' to evaluate to a constant, but got a non-constant argument"
+                            ),
+                        },
+                        _ => bail!(
+                            Location4161106,
+                            "$setField requires 'field' to evaluate to type String, but got a non-constant argument"
+                        ),
+                    })
+                }
+                "input" => input = Some(Expr::parse(v)?),
+                "value" => value = Some(Expr::parse(v)?),
+                other => bail!(Location4161101, "$setField found an unknown argument: {other}"),
+            }
+        }
+        let (Some(field), Some(input), Some(value)) = (field, input, value) else {
+            bail!(
+                Location4161102,
+                "$setField requires 'field', 'input' and 'value' to be specified"
+            );
+        };
+        Ok(Expr::SetField { field, input: Box::new(input), value: Box::new(value) })
+    }
+
+    /// Operator arguments: an array is the argument list, anything else one argument.
+    fn args(v: &Bson) -> Result<Vec<Expr>> {
+        match v {
+            Bson::Array(items) => items.iter().map(Expr::parse).collect(),
+            other => Ok(vec![Expr::parse(other)?]),
+        }
+    }
+
+    /// Evaluates the expression on a document (`None` = missing).
+    pub fn eval(&self, doc: &Document) -> Option<Bson> {
+        match self {
+            Expr::Field(path) => field_value(doc, path),
+            Expr::Literal(v) => Some(v.clone()),
+            Expr::Root => Some(Bson::Document(doc.clone())),
+            Expr::Missing => None,
+            Expr::SetField { field, input, value } => match input.eval(doc) {
+                Some(Bson::Document(mut d)) => {
+                    match value.eval(doc) {
+                        Some(v) => {
+                            d.insert(field.clone(), v);
+                        }
+                        None => {
+                            d.remove(field);
+                        }
+                    }
+                    Some(Bson::Document(d))
+                }
+                // A null or missing input gives null, as in MongoDB.
+                _ => Some(Bson::Null),
+            },
+            Expr::Cmp(kind, a, b) => {
+                let (x, y) = (a.eval(doc), b.eval(doc));
+                let ord = cmp_missing(x.as_ref(), y.as_ref());
+                Some(match kind {
+                    CmpKind::Eq => Bson::Boolean(ord == Ordering::Equal),
+                    CmpKind::Ne => Bson::Boolean(ord != Ordering::Equal),
+                    CmpKind::Gt => Bson::Boolean(ord == Ordering::Greater),
+                    CmpKind::Gte => Bson::Boolean(ord != Ordering::Less),
+                    CmpKind::Lt => Bson::Boolean(ord == Ordering::Less),
+                    CmpKind::Lte => Bson::Boolean(ord != Ordering::Greater),
+                    CmpKind::Cmp => Bson::Int32(ord as i32),
+                })
+            }
+            Expr::And(items) => Some(Bson::Boolean(items.iter().all(|e| e.truthy(doc)))),
+            Expr::Or(items) => Some(Bson::Boolean(items.iter().any(|e| e.truthy(doc)))),
+            Expr::Not(e) => Some(Bson::Boolean(!e.truthy(doc))),
+            Expr::Array(items) => {
+                Some(Bson::Array(items.iter().map(|e| e.eval(doc).unwrap_or(Bson::Null)).collect()))
+            }
+            Expr::Object(fields) => {
+                let mut out = Document::new();
+                for (k, e) in fields {
+                    if let Some(v) = e.eval(doc) {
+                        out.insert(k.clone(), v);
+                    }
+                }
+                Some(Bson::Document(out))
+            }
+        }
+    }
+
+    /// The expression as an aggregation expression value (for explain output).
+    pub fn to_bson(&self) -> Bson {
+        let list = |items: &[Expr]| Bson::Array(items.iter().map(Expr::to_bson).collect());
+        match self {
+            Expr::Field(p) => Bson::String(format!("${p}")),
+            Expr::Literal(v) => match v {
+                Bson::String(s) if s.starts_with('$') => {
+                    Bson::Document(bson::doc! {"$literal": v.clone()})
+                }
+                Bson::Document(_) | Bson::Array(_) => {
+                    Bson::Document(bson::doc! {"$literal": v.clone()})
+                }
+                other => other.clone(),
+            },
+            Expr::Cmp(kind, a, b) => {
+                let name = match kind {
+                    CmpKind::Eq => "$eq",
+                    CmpKind::Ne => "$ne",
+                    CmpKind::Gt => "$gt",
+                    CmpKind::Gte => "$gte",
+                    CmpKind::Lt => "$lt",
+                    CmpKind::Lte => "$lte",
+                    CmpKind::Cmp => "$cmp",
+                };
+                let mut d = Document::new();
+                d.insert(name, Bson::Array(vec![a.to_bson(), b.to_bson()]));
+                Bson::Document(d)
+            }
+            Expr::And(items) => Bson::Document(bson::doc! {"$and": list(items)}),
+            Expr::Or(items) => Bson::Document(bson::doc! {"$or": list(items)}),
+            Expr::Not(e) => Bson::Document(bson::doc! {"$not": [e.to_bson()]}),
+            Expr::Array(items) => list(items),
+            Expr::Object(fields) => {
+                let mut d = Document::new();
+                for (k, e) in fields {
+                    d.insert(k.clone(), e.to_bson());
+                }
+                Bson::Document(d)
+            }
+            Expr::Root => Bson::String("$$ROOT".to_string()),
+            Expr::Missing => Bson::String("$$REMOVE".to_string()),
+            Expr::SetField { field, input, value } => Bson::Document(bson::doc! {
+                "$setField": {"field": {"$literal": field.clone()}, "input": input.to_bson(), "value": value.to_bson()}
+            }),
+        }
+    }
+
+    /// The expression's truthiness (missing, null, false and zero are false).
+    pub fn truthy(&self, doc: &Document) -> bool {
+        self.eval(doc).is_some_and(|v| truthy(&v))
+    }
+
+    /// Whether a document passes `{$expr: self}`.
+    pub fn matches(&self, doc: &Document) -> bool {
+        self.truthy(doc)
+    }
+}
+
+/// Total order with missing below everything (including null).
+fn cmp_missing(a: Option<&Bson>, b: Option<&Bson>) -> Ordering {
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(x), Some(y)) => cmp_bson(x, y),
+    }
+}
+
+/// Aggregation field-path semantics: arrays on the way are mapped over (missing results are
+/// dropped), and no numeric array indexing.
+fn field_value(doc: &Document, path: &str) -> Option<Bson> {
+    let mut parts = path.split('.');
+    let first = doc.get(parts.next()?)?;
+    let rest: Vec<&str> = parts.collect();
+    value_at(first, &rest)
+}
+
+fn value_at(v: &Bson, rest: &[&str]) -> Option<Bson> {
+    if rest.is_empty() {
+        return Some(v.clone());
+    }
+    match v {
+        Bson::Document(d) => value_at(d.get(rest[0])?, &rest[1..]),
+        Bson::Array(items) => Some(Bson::Array(
+            items
+                .iter()
+                .filter(|e| matches!(e, Bson::Document(_) | Bson::Array(_)))
+                .filter_map(|e| value_at(e, rest))
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
+/// Replaces `$$name` references to `let` variables inside every `$expr` of a filter with
+/// `{$literal: value}`, so that parsing needs no variable scope.
+pub fn substitute_vars(filter: &Document, vars: &Document) -> Document {
+    let mut out = Document::new();
+    for (k, v) in filter {
+        let v =
+            if k == "$expr" { substitute_in_expr(v, vars) } else { substitute_in_filter(v, vars) };
+        out.insert(k.clone(), v);
+    }
+    out
+}
+
+fn substitute_in_filter(v: &Bson, vars: &Document) -> Bson {
+    match v {
+        Bson::Document(d) => Bson::Document(substitute_vars(d, vars)),
+        Bson::Array(items) => {
+            Bson::Array(items.iter().map(|x| substitute_in_filter(x, vars)).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// [`substitute_vars`] for an expression (e.g. the stages of an update pipeline).
+pub fn substitute_in_expr(v: &Bson, vars: &Document) -> Bson {
+    match v {
+        Bson::String(s) if s.starts_with("$$") => {
+            let (name, rest) = match s[2..].split_once('.') {
+                Some((n, r)) => (n, Some(r)),
+                None => (&s[2..], None),
+            };
+            match (vars.get(name), rest) {
+                (Some(value), None) => Bson::Document(bson::doc! {"$literal": value.clone()}),
+                (Some(Bson::Document(d)), Some(path)) => {
+                    let found = crate::doc::path::get_path(d, path).cloned();
+                    Bson::Document(bson::doc! {"$literal": found.unwrap_or(Bson::Null)})
+                }
+                _ => v.clone(),
+            }
+        }
+        Bson::Document(d) if d.contains_key("$literal") => v.clone(),
+        Bson::Document(d) => {
+            let mut out = Document::new();
+            for (k, x) in d {
+                out.insert(k.clone(), substitute_in_expr(x, vars));
+            }
+            Bson::Document(out)
+        }
+        Bson::Array(items) => {
+            Bson::Array(items.iter().map(|x| substitute_in_expr(x, vars)).collect())
+        }
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,202 @@
+//! Data-driven command tests: scripts of commands sent through `Service::dispatch`, each followed
+//! by the reply it must produce.
+//!
+//! Script format (`tests/commands/*.txt`):
+//!
+//! ```text
+//! # a comment
+//! > {"insert": "c", "documents": [{"_id": 1}]}
+//! {"n": 1, "ok": 1.0}
+//! s1> {"find": "c", "txnNumber": 1, "startTransaction": true, "autocommit": false}
+//! {"ok": 1.0}
+//! ```
+//!
+//! A line starting with `>` is a command (relaxed Extended JSON); `NAME>` sends it with the lsid of
+//! session NAME. `$db` defaults to `test`. The next line is the expected reply: every field it names
+//! must be present with an equal value (numbers compare by value; nested documents are compared
+//! the same way, arrays element by element); fields it does not name are ignored. The special value
+//! `"$$exists"` only checks presence, `"$$absent"` checks absence. After each script, `verify`
+//! must find every index in agreement with the documents.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bson::{Bson, Document, doc};
+use folio::command::{Service, ServiceOptions};
+use folio::mvcc::{Mvcc, MvccOptions};
+use folio::storage::MemoryEngine;
+
+fn service() -> Service {
+    let store =
+        Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("open mvcc");
+    let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
+    Service::new(store, options).expect("service")
+}
+
+fn parse_json(line: &str, file: &Path, lineno: usize) -> Document {
+    let value: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("{}:{lineno}: bad JSON: {e}", file.display()));
+    match Bson::try_from(value) {
+        Ok(Bson::Document(d)) => d,
+        other => panic!("{}:{lineno}: expected a document, got {other:?}", file.display()),
+    }
+}
+
+fn number(v: &Bson) -> Option<f64> {
+    match v {
+        Bson::Int32(n) => Some(f64::from(*n)),
+        Bson::Int64(n) => Some(*n as f64),
+        Bson::Double(d) => Some(*d),
+        _ => None,
+    }
+}
+
+/// Checks that `actual` has every field of `expected`; returns the first difference.
+fn matches(expected: &Bson, actual: Option<&Bson>, path: &str) -> Result<(), String> {
+    match (expected, actual) {
+        (Bson::String(s), a) if s == "$$exists" => {
+            a.map(|_| ()).ok_or_else(|| format!("{path}: expected a value, found none"))
+        }
+        (Bson::String(s), a) if s == "$$absent" => match a {
+            None => Ok(()),
+            Some(v) => Err(format!("{path}: expected no value, found {v}")),
+        },
+        (_, None) => Err(format!("{path}: missing, expected {expected}")),
+        (Bson::Document(e), Some(Bson::Document(a))) => {
+            for (k, v) in e {
+                matches(v, a.get(k), &format!("{path}.{k}"))?;
+            }
+            Ok(())
+        }
+        (Bson::Array(e), Some(Bson::Array(a))) => {
+            if e.len() != a.len() {
+                return Err(format!(
+                    "{path}: expected {} elements, found {}: {:?}",
+                    e.len(),
+                    a.len(),
+                    a
+                ));
+            }
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                matches(ev, Some(av), &format!("{path}.{i}"))?;
+            }
+            Ok(())
+        }
+        (e, Some(a)) => match (number(e), number(a)) {
+            (Some(x), Some(y)) if x == y => Ok(()),
+            (Some(_), Some(_)) => Err(format!("{path}: expected {e}, found {a}")),
+            _ if e == a => Ok(()),
+            _ => Err(format!("{path}: expected {e}, found {a}")),
+        },
+    }
+}
+
+fn run_script(file: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(file).expect("read script");
+    let svc = service();
+    let mut conn = svc.connect("test");
+    let mut sessions: HashMap<String, Document> = HashMap::new();
+    let mut failures = Vec::new();
+    let mut last_reply: Option<(usize, Document)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let lineno = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(pos) = line.find("> ").filter(|p| !line[..*p].contains('{')) {
+            let session = &line[..pos];
+            let mut cmd = parse_json(&line[pos + 2..], file, lineno);
+            if !cmd.contains_key("$db") {
+                cmd.insert("$db", "test");
+            }
+            if !session.is_empty() {
+                let lsid = sessions
+                    .entry(session.to_string())
+                    .or_insert_with(|| doc! { "id": bson::Uuid::new() })
+                    .clone();
+                cmd.insert("lsid", lsid);
+            }
+            let reply = svc.dispatch(&mut conn, cmd).body;
+            last_reply = Some((lineno, reply));
+        } else {
+            let expected = parse_json(line, file, lineno);
+            let Some((cmd_line, reply)) = last_reply.take() else {
+                panic!("{}:{lineno}: expectation without a command", file.display());
+            };
+            if let Err(diff) =
+                matches(&Bson::Document(expected), Some(&Bson::Document(reply.clone())), "reply")
+            {
+                failures.push(format!(
+                    "{}:{cmd_line}: {diff}\n    full reply: {reply}",
+                    file.display()
+                ));
+            }
+        }
+    }
+    // Whatever the script did, indexes and documents must still agree.
+    let txn = svc.store().begin().expect("begin");
+    for problem in folio::exec::verify(txn.as_ref()).expect("verify") {
+        failures.push(format!("{}: verify: {problem}", file.display()));
+    }
+    failures
+}
+
+#[test]
+fn command_scripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/commands");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("script dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no scripts in {}", dir.display());
+    let mut failures = Vec::new();
+    for f in &files {
+        failures.extend(run_script(f));
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn transaction_lifetime_limit_aborts_the_transaction() {
+    let store = Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("mvcc");
+    let options = ServiceOptions { transaction_lifetime_secs: 1, ..ServiceOptions::default() };
+    let svc = Service::new(store, options).expect("service");
+    let mut conn = svc.connect("test");
+    let lsid = doc! { "id": bson::Uuid::new() };
+    let insert = doc! {
+        "insert": "c", "documents": [{ "_id": 1 }], "$db": "test", "lsid": lsid.clone(),
+        "txnNumber": 1_i64, "startTransaction": true, "autocommit": false,
+    };
+    let reply = svc.dispatch(&mut conn, insert).body;
+    assert_eq!(reply.get_f64("ok").ok(), Some(1.0), "{reply}");
+    // Still within its lifetime: the reaper leaves it alone.
+    svc.tick();
+    let read = doc! {
+        "find": "c", "filter": {}, "$db": "test", "lsid": lsid.clone(), "txnNumber": 1_i64,
+        "autocommit": false,
+    };
+    let reply = svc.dispatch(&mut conn, read).body;
+    assert_eq!(reply.get_f64("ok").ok(), Some(1.0), "{reply}");
+    let commit = doc! {
+        "commitTransaction": 1, "$db": "admin", "lsid": lsid.clone(), "txnNumber": 1_i64,
+        "autocommit": false,
+    };
+    // Past its lifetime: the reaper aborts it, and the commit finds no transaction.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    svc.tick();
+    let reply = svc.dispatch(&mut conn, commit).body;
+    assert_eq!(reply.get_i32("code").ok(), Some(251), "{reply}");
+    assert!(
+        reply.get_str("errmsg").unwrap_or("").contains("transactionLifetimeLimitSeconds"),
+        "{reply}"
+    );
+    let find = doc! { "find": "c", "filter": {}, "$db": "test" };
+    let reply = svc.dispatch(&mut conn, find).body;
+    let batch =
+        reply.get_document("cursor").and_then(|c| c.get_array("firstBatch")).expect("batch");
+    assert!(batch.is_empty(), "the aborted transaction's insert is visible: {reply}");
+}

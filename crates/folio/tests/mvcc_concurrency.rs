@@ -1,0 +1,284 @@
+//! MVCC over real engines with real threads: durability across reopen, group commit, waiting
+//! for conflicting transactions, concurrent increments and background garbage collection.
+
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use folio::mvcc::{Clock, Mvcc, MvccOptions, Ts, TxnStore};
+use folio::storage::{Engine, KvIter, MemoryEngine, RedbEngine, Status, WriteBatch};
+
+fn options(clock: &Arc<AtomicU32>) -> MvccOptions {
+    MvccOptions {
+        history_window: Duration::from_secs(60),
+        gc_interval: None,
+        gc_batch: 100,
+        clock: Clock::manual(clock.clone()),
+    }
+}
+
+fn scan_all(store: &Mvcc) -> Vec<(String, String)> {
+    let txn = store.begin().unwrap();
+    let items = txn
+        .scan(Bound::Unbounded, Bound::Unbounded, false)
+        .unwrap()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())
+        })
+        .collect();
+    txn.commit().unwrap();
+    items
+}
+
+#[test]
+fn redb_commits_survive_reopen_and_time_never_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU32::new(5000));
+    let last = {
+        let engine = Arc::new(RedbEngine::open(dir.path()).unwrap());
+        let store = Mvcc::open(engine, options(&clock)).unwrap();
+        for i in 0..3 {
+            let mut t = store.begin().unwrap();
+            t.put(format!("k{i}").as_bytes(), b"committed").unwrap().unwrap();
+            t.commit().unwrap();
+        }
+        let mut t = store.begin().unwrap();
+        t.delete(b"k0").unwrap().unwrap();
+        t.commit().unwrap();
+        // In flight at shutdown: never committed, so never written.
+        let mut pending = store.begin().unwrap();
+        pending.put(b"uncommitted", b"x").unwrap().unwrap();
+        pending.put(b"k1", b"overwritten?").unwrap().unwrap();
+        let last = store.last_committed();
+        drop(store);
+        drop(pending);
+        last
+    };
+    assert_eq!(last, Ts::new(5000, 4));
+    // The clock went backwards across the restart; timestamps must not.
+    clock.store(10, Ordering::SeqCst);
+    let engine = Arc::new(RedbEngine::open(dir.path()).unwrap());
+    let store = Mvcc::open(engine, options(&clock)).unwrap();
+    assert_eq!(store.last_committed(), last);
+    assert_eq!(
+        scan_all(&store),
+        [("k1".into(), "committed".into()), ("k2".into(), "committed".into())]
+    );
+    let mut t = store.begin().unwrap();
+    t.put(b"k1", b"after restart").unwrap().unwrap();
+    let ts = t.commit().unwrap();
+    assert_eq!(ts, Ts::new(5000, 5));
+}
+
+/// An engine that takes a while to sync, as a disk does, so that committers pile up.
+struct SlowSync(MemoryEngine);
+
+impl Engine for SlowSync {
+    fn get(&self, key: &[u8]) -> folio::Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> folio::Result<KvIter> {
+        self.0.scan(start, end, reverse)
+    }
+    fn write(&self, batch: WriteBatch, sync: bool) -> folio::Result<()> {
+        if sync {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.0.write(batch, sync)
+    }
+    fn flush(&self) -> folio::Result<()> {
+        self.0.flush()
+    }
+    fn status(&self) -> folio::Result<Status> {
+        self.0.status()
+    }
+}
+
+/// Commits from many threads at once; returns every commit timestamp.
+fn commit_from_threads(store: &Arc<Mvcc>, threads: usize, per_thread: usize) -> Vec<Ts> {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..per_thread)
+                    .map(|i| {
+                        let mut txn = store.begin().unwrap();
+                        txn.put(format!("t{t:02}-{i:03}").as_bytes(), b"v").unwrap().unwrap();
+                        txn.commit().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn group_commit_shares_synced_batches() {
+    let clock = Arc::new(AtomicU32::new(100));
+    let store = Mvcc::open(Arc::new(SlowSync(MemoryEngine::new())), options(&clock)).unwrap();
+    let mut stamps = commit_from_threads(&store, 16, 10);
+    stamps.sort();
+    stamps.dedup();
+    assert_eq!(stamps.len(), 160, "every commit has its own timestamp");
+    assert_eq!(scan_all(&store).len(), 160, "every commit is visible");
+    let stats = store.stats();
+    assert_eq!(stats.commits, 161);
+    assert_eq!((stats.started, stats.active, stats.aborts), (161, 0, 0));
+    assert_eq!(stats.last_committed, *stamps.last().unwrap());
+    // Committers that arrive during a 5 ms sync share the next one.
+    assert!(stats.commit_batches < 160, "commit batches: {}", stats.commit_batches);
+}
+
+#[test]
+fn group_commit_on_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU32::new(100));
+    let store =
+        Mvcc::open(Arc::new(RedbEngine::open(dir.path()).unwrap()), options(&clock)).unwrap();
+    let stamps = commit_from_threads(&store, 8, 20);
+    assert_eq!(stamps.len(), 160);
+    assert_eq!(scan_all(&store).len(), 160);
+    let last = store.last_committed();
+    drop(store);
+    let store =
+        Mvcc::open(Arc::new(RedbEngine::open(dir.path()).unwrap()), options(&clock)).unwrap();
+    assert_eq!(store.last_committed(), last);
+    assert_eq!(scan_all(&store).len(), 160);
+}
+
+#[test]
+fn wait_for_wakes_when_the_holder_finishes() {
+    let clock = Arc::new(AtomicU32::new(100));
+    let store = Mvcc::open(Arc::new(MemoryEngine::new()), options(&clock)).unwrap();
+    let mut holder = store.begin().unwrap();
+    holder.put(b"k", b"1").unwrap().unwrap();
+    let mut other = store.begin().unwrap();
+    let conflict = other.put(b"k", b"2").unwrap().unwrap_err();
+    assert_eq!(conflict.holder, Some(holder.id()));
+    let id = holder.id();
+    // A deadline in the past returns at once.
+    assert!(!store.wait_for(id, Some(Instant::now())));
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.wait_for(id, Some(Instant::now() + Duration::from_secs(30)))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    holder.commit().unwrap();
+    assert!(waiter.join().unwrap());
+    other.abort();
+    // A shared store is a store, even wrapped again.
+    let wrapped: Arc<dyn TxnStore> = Arc::new(store.clone());
+    assert_eq!(wrapped.last_committed(), store.last_committed());
+    assert_eq!(wrapped.stats().commits, 1);
+}
+
+#[test]
+fn concurrent_increments_lose_nothing() {
+    let clock = Arc::new(AtomicU32::new(100));
+    let store = Mvcc::open(Arc::new(MemoryEngine::new()), options(&clock)).unwrap();
+    let (threads, per_thread) = (6, 30);
+    // Every thread's first transaction reads before any of them writes, so conflicts are
+    // certain, whatever the scheduling.
+    let barrier = Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                for round in 0..per_thread {
+                    let mut first_attempt = true;
+                    loop {
+                        let mut txn = store.begin().unwrap();
+                        let n: u64 = txn
+                            .get(b"counter")
+                            .unwrap()
+                            .map(|v| String::from_utf8(v).unwrap().parse().unwrap())
+                            .unwrap_or(0);
+                        if round == 0 && first_attempt {
+                            barrier.wait();
+                            first_attempt = false;
+                        }
+                        match txn.put(b"counter", (n + 1).to_string().as_bytes()).unwrap() {
+                            Ok(()) => {
+                                txn.commit().unwrap();
+                                break;
+                            }
+                            Err(conflict) => {
+                                txn.abort();
+                                if let Some(holder) = conflict.holder {
+                                    store.wait_for(holder, None);
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let txn = store.begin().unwrap();
+    let value = String::from_utf8(txn.get(b"counter").unwrap().unwrap()).unwrap();
+    assert_eq!(value, (threads * per_thread).to_string());
+    assert!(store.stats().conflicts >= threads as u64 - 1, "{:?}", store.stats());
+}
+
+#[test]
+fn background_gc_collects_old_versions() {
+    let clock = Arc::new(AtomicU32::new(100));
+    let options = MvccOptions {
+        history_window: Duration::ZERO,
+        gc_interval: Some(Duration::from_millis(5)),
+        gc_batch: 7,
+        clock: Clock::manual(clock.clone()),
+    };
+    let engine = Arc::new(MemoryEngine::new());
+    let store = Mvcc::open(engine.clone(), options).unwrap();
+    for i in 0..20 {
+        let mut txn = store.begin().unwrap();
+        for k in 0..5 {
+            txn.put(format!("k{k}").as_bytes(), i.to_string().as_bytes()).unwrap().unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    clock.fetch_add(1, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // 5 keys with one version each, plus the last-commit and GC-floor metadata.
+    while engine.status().unwrap().keys > 7 {
+        assert!(Instant::now() < deadline, "GC did not run: {:?}", engine.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(scan_all(&store).len(), 5);
+    assert!(scan_all(&store).iter().all(|(_, v)| v == "19"));
+    assert_eq!(store.stats().gc_deleted, 95);
+}
+
+#[test]
+fn collected_history_stays_unreadable_after_reopen_with_a_longer_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU32::new(100));
+    let short = MvccOptions { history_window: Duration::ZERO, ..options(&clock) };
+    let first = {
+        let store = Mvcc::open(Arc::new(RedbEngine::open(dir.path()).unwrap()), short).unwrap();
+        let mut stamps = Vec::new();
+        for v in [b"1", b"2"] {
+            let mut t = store.begin().unwrap();
+            t.put(b"k", v).unwrap().unwrap();
+            stamps.push(t.commit().unwrap());
+        }
+        clock.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(store.gc_full_pass().unwrap().deleted, 1);
+        stamps[0]
+    };
+    let long = MvccOptions { history_window: Duration::from_secs(3600), ..options(&clock) };
+    let store = Mvcc::open(Arc::new(RedbEngine::open(dir.path()).unwrap()), long).unwrap();
+    let err = store.begin_read_only_at(first).err().expect("the version is gone");
+    assert_eq!(err.code, folio::Code::SnapshotTooOld);
+    let latest = store.begin_read_only_at(store.last_committed()).unwrap();
+    assert_eq!(latest.get(b"k").unwrap(), Some(b"2".to_vec()));
+}
