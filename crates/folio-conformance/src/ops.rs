@@ -83,6 +83,16 @@ macro_rules! collect_cursor {
     };
 }
 
+thread_local! {
+    /// Arguments the driver's options types did not take, noted so a failure can say the runner dropped them.
+    static IGNORED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes the arguments dropped since the last call (see [`Args::options`]).
+pub(crate) fn take_ignored_arguments() -> Vec<String> {
+    IGNORED.with(|i| std::mem::take(&mut *i.borrow_mut()))
+}
+
 /// The arguments of one operation.
 struct Args {
     op: String,
@@ -126,7 +136,16 @@ impl Args {
         d.remove("session");
         // Client-side operation timeouts are not part of what these areas test against the server.
         d.remove("timeoutMS");
-        bson::deserialize_from_document(d).map_err(|e| format!("{}: options: {e}", self.op))
+        let mut ignored = Vec::new();
+        let de = bson::Deserializer::new(Bson::Document(d));
+        let options = serde_ignored::deserialize(de, |path| ignored.push(path.to_string()))
+            .map_err(|e| format!("{}: options: {e}", self.op))?;
+        if !ignored.is_empty() {
+            IGNORED.with(|i| {
+                i.borrow_mut().extend(ignored.into_iter().map(|p| format!("{}.{p}", self.op)))
+            });
+        }
+        Ok(options)
     }
 }
 

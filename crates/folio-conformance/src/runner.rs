@@ -127,8 +127,17 @@ impl Runner {
             pending_cursor: None,
             pending_partial: None,
         };
+        crate::ops::take_ignored_arguments();
         let result = run.run(file, test).await;
         run.end().await;
+        let ignored = crate::ops::take_ignored_arguments();
+        let result = match result {
+            Err(e) if !ignored.is_empty() => Err(format!(
+                "{e} (the driver's options types dropped these arguments: {})",
+                ignored.join(", ")
+            )),
+            r => r,
+        };
         match result {
             Ok(()) => Outcome::Pass,
             Err(e) if e.contains(UNACKNOWLEDGED) => Outcome::Skip(
