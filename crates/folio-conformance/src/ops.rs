@@ -211,6 +211,16 @@ impl TestRun<'_> {
         sn: Option<&str>,
     ) -> Result<OpResult, String> {
         let coll = self.collection(object)?;
+        // In a transaction the collection's write concern does not apply; the driver handles those writes.
+        let in_txn = match sn {
+            Some(n) => {
+                matches!(self.session_entity(n)?.state, TxnState::Starting | TxnState::InProgress)
+            }
+            None => false,
+        };
+        if !in_txn && is_unacknowledged(&coll, &a.doc) && UNACKNOWLEDGED_WRITES.contains(&name) {
+            return unacknowledged_write(&coll, name, a.doc).await;
+        }
         Ok(match name {
             "insertOne" => {
                 let d = a.doc("document")?;
@@ -772,6 +782,148 @@ impl TestRun<'_> {
         }
         Ok(Ok(Some(result)))
     }
+}
+
+/// The writes that `unacknowledged_write` can send.
+const UNACKNOWLEDGED_WRITES: [&str; 11] = [
+    "insertOne",
+    "insertMany",
+    "updateOne",
+    "updateMany",
+    "replaceOne",
+    "deleteOne",
+    "deleteMany",
+    "findOneAndUpdate",
+    "findOneAndReplace",
+    "findOneAndDelete",
+    "bulkWrite",
+];
+
+/// Whether a write on `coll` with these arguments asks for `w: 0`.
+fn is_unacknowledged(coll: &Collection<Document>, args: &Document) -> bool {
+    let w0 = |wc: &mongodb::options::WriteConcern| {
+        matches!(wc.w, Some(mongodb::options::Acknowledgment::Nodes(0))) && wc.journal != Some(true)
+    };
+    match args.get("writeConcern") {
+        Some(b) => bson::deserialize_from_bson::<mongodb::options::WriteConcern>(b.clone())
+            .is_ok_and(|wc| w0(&wc)),
+        None => coll.write_concern().is_some_and(w0),
+    }
+}
+
+/// Sends a `w: 0` write as the command the driver would build, through the collection's client (so its
+/// events are observed). The Rust driver refuses unacknowledged writes, but they are part of what the server
+/// must accept; the result is left unset, as the format allows for unacknowledged writes.
+async fn unacknowledged_write(
+    coll: &Collection<Document>,
+    name: &str,
+    mut args: Document,
+) -> Result<OpResult, String> {
+    args.remove("session");
+    let wc = args.remove("writeConcern").unwrap_or_else(|| Bson::Document(doc! {"w": 0}));
+    let mut top = Document::new();
+    for k in ["let", "comment", "bypassDocumentValidation", "ordered"] {
+        if let Some(v) = args.remove(k) {
+            top.insert(k, v);
+        }
+    }
+    let commands = match name {
+        "bulkWrite" => {
+            let requests = match args.remove("requests") {
+                Some(Bson::Array(a)) => a,
+                _ => return Err("bulkWrite: missing requests".into()),
+            };
+            let mut batches: Vec<(&'static str, Vec<Bson>)> = Vec::new();
+            for r in requests {
+                let r = r.as_document().cloned().unwrap_or_default();
+                let (kind, spec) = r.into_iter().next().ok_or("empty bulkWrite request")?;
+                let spec = spec.as_document().cloned().unwrap_or_default();
+                let (cmd, stmt) = statement(&kind, spec)?;
+                match batches.last_mut() {
+                    Some((c, stmts)) if *c == cmd => stmts.push(stmt),
+                    _ => batches.push((cmd, vec![stmt])),
+                }
+            }
+            batches.into_iter().map(|(cmd, stmts)| batch_command(coll, cmd, stmts)).collect()
+        }
+        "insertMany" => {
+            let docs = args.remove("documents").unwrap_or(Bson::Array(Vec::new()));
+            vec![doc! {"insert": coll.name(), "documents": docs}]
+        }
+        "findOneAndUpdate" | "findOneAndReplace" | "findOneAndDelete" => {
+            let mut cmd = doc! {"findAndModify": coll.name()};
+            for (k, v) in args {
+                match k.as_str() {
+                    "filter" => cmd.insert("query", v),
+                    "update" | "replacement" => cmd.insert("update", v),
+                    "projection" => cmd.insert("fields", v),
+                    "returnDocument" => cmd
+                        .insert("new", v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("after"))),
+                    _ => cmd.insert(k, v),
+                };
+            }
+            if name == "findOneAndDelete" {
+                cmd.insert("remove", true);
+            }
+            vec![cmd]
+        }
+        other => {
+            let (cmd, stmt) = statement(other, args)?;
+            vec![batch_command(coll, cmd, vec![stmt])]
+        }
+    };
+    let db = coll.client().database(&coll.namespace().db);
+    for mut cmd in commands {
+        cmd.extend(top.clone());
+        cmd.insert("writeConcern", wc.clone());
+        if let Err(e) = db.run_command(cmd).await {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(None))
+}
+
+/// The write command a single write goes into and its statement in that command.
+fn statement(kind: &str, mut spec: Document) -> Result<(&'static str, Bson), String> {
+    let mut take = |k: &str| spec.remove(k);
+    let mut stmt = Document::new();
+    let cmd = match kind {
+        "insertOne" => {
+            return Ok(("insert", take("document").ok_or("insertOne: missing document")?));
+        }
+        "updateOne" | "updateMany" | "replaceOne" => {
+            stmt.insert("q", take("filter").unwrap_or(Bson::Document(Document::new())));
+            stmt.insert("u", take("update").or_else(|| take("replacement")).unwrap_or(Bson::Null));
+            stmt.insert("multi", kind == "updateMany");
+            for k in ["upsert", "hint", "collation", "arrayFilters", "sort"] {
+                if let Some(v) = take(k) {
+                    stmt.insert(k, v);
+                }
+            }
+            "update"
+        }
+        "deleteOne" | "deleteMany" => {
+            stmt.insert("q", take("filter").unwrap_or(Bson::Document(Document::new())));
+            stmt.insert("limit", i32::from(kind == "deleteOne"));
+            for k in ["hint", "collation"] {
+                if let Some(v) = take(k) {
+                    stmt.insert(k, v);
+                }
+            }
+            "delete"
+        }
+        other => return Err(format!("unsupported unacknowledged write {other}")),
+    };
+    Ok((cmd, Bson::Document(stmt)))
+}
+
+fn batch_command(coll: &Collection<Document>, cmd: &str, stmts: Vec<Bson>) -> Document {
+    let field = match cmd {
+        "insert" => "documents",
+        "update" => "updates",
+        _ => "deletes",
+    };
+    doc! {cmd: coll.name(), field: stmts}
 }
 
 /// A `BulkWriteResult` document from counts (inserted, matched, modified, deleted, upserted) and ids.
