@@ -698,6 +698,101 @@ impl TestRun<'_> {
         }
     }
 
+    /// A collection-level `bulkWrite` as the driver-spec batches (one write command per run of same-kind
+    /// requests), sent as commands in the session. Used when a batch holds several updates or deletes, so
+    /// command shapes match, and no fail point is set (the driver would not retry these commands).
+    async fn batched_bulk_write(
+        &mut self,
+        coll: &Collection<Document>,
+        requests: Vec<Document>,
+        ordered: bool,
+        common: Document,
+        sn: Option<&str>,
+    ) -> Result<OpResult, String> {
+        let mut batches: Vec<(&'static str, Vec<Bson>, usize)> = Vec::new();
+        for (i, r) in requests.into_iter().enumerate() {
+            let (kind, spec) = r.into_iter().next().ok_or("empty bulkWrite request")?;
+            let mut spec = spec.as_document().cloned().unwrap_or_default();
+            if kind == "insertOne"
+                && let Ok(d) = spec.get_document_mut("document")
+                && !d.contains_key("_id")
+            {
+                // As a driver does, so the inserted ids are known.
+                let mut with_id = doc! {"_id": bson::oid::ObjectId::new()};
+                with_id.extend(std::mem::take(d));
+                *d = with_id;
+            }
+            let (cmd, stmt) = statement(&kind, spec)?;
+            match batches.last_mut() {
+                Some((c, stmts, _)) if *c == cmd => stmts.push(stmt),
+                _ => batches.push((cmd, vec![stmt], i)),
+            }
+        }
+        let db = coll.client().database(&coll.namespace().db);
+        let mut counts = [0_i64; 5];
+        let (mut inserted, mut upserted) = (Vec::new(), Vec::new());
+        let mut first_error = None;
+        for (cmd_name, stmts, offset) in batches {
+            if cmd_name == "insert" {
+                for (j, d) in stmts.iter().enumerate() {
+                    if let Some(id) = d.as_document().and_then(|d| d.get("_id")) {
+                        inserted.push((offset + j, id.clone()));
+                    }
+                }
+            }
+            let mut cmd = batch_command(coll, cmd_name, stmts);
+            cmd.insert("ordered", ordered);
+            for k in ["let", "comment", "bypassDocumentValidation"] {
+                if let Some(v) = common.get(k) {
+                    cmd.insert(k, v.clone());
+                }
+            }
+            let s = self.session_mut(sn)?;
+            let reply = match with_session!(s, db.run_command(cmd)) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let n =
+                reply.get("n").and_then(|b| b.as_i32().map(i64::from).or(b.as_i64())).unwrap_or(0);
+            match cmd_name {
+                "insert" => counts[0] += n,
+                "update" => {
+                    let ups = reply.get_array("upserted").cloned().unwrap_or_default();
+                    for u in &ups {
+                        if let Some(u) = u.as_document() {
+                            let idx = u.get("index").and_then(|b| b.as_i32()).unwrap_or(0).max(0)
+                                as usize;
+                            upserted
+                                .push((offset + idx, u.get("_id").cloned().unwrap_or(Bson::Null)));
+                        }
+                    }
+                    counts[1] += n - ups.len() as i64;
+                    counts[2] += reply
+                        .get("nModified")
+                        .and_then(|b| b.as_i32().map(i64::from).or(b.as_i64()))
+                        .unwrap_or(0);
+                    counts[4] += ups.len() as i64;
+                }
+                _ => counts[3] += n,
+            }
+            if let Some(errs) = reply.get("writeErrors").or(reply.get("writeConcernError")) {
+                let e =
+                    mongodb::error::Error::custom(format!("{cmd_name} reported errors: {errs}"));
+                if ordered {
+                    self.pending_partial = Some(bulk_result_doc(&counts, inserted, upserted));
+                    return Ok(Err(e));
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+        let result = bulk_result_doc(&counts, inserted, upserted);
+        if let Some(e) = first_error {
+            self.pending_partial = Some(result);
+            return Ok(Err(e));
+        }
+        Ok(Ok(Some(result)))
+    }
+
     /// The collection-level `bulkWrite`, which the driver lacks, as the equivalent single operations.
     async fn collection_bulk_write(
         &mut self,
@@ -709,6 +804,9 @@ impl TestRun<'_> {
         let ordered = a.take("ordered").and_then(|b| b.as_bool()).unwrap_or(true);
         let _ = a.take("session");
         let common = a.doc;
+        if has_multi_statement_batch(&requests) && !self.runner.has_fail_points() {
+            return self.batched_bulk_write(&coll, requests, ordered, common, sn).await;
+        }
         let mut counts = [0_i64; 5]; // inserted, matched, modified, deleted, upserted
         let mut inserted = Vec::new();
         let mut upserted = Vec::new();
@@ -782,6 +880,16 @@ impl TestRun<'_> {
         }
         Ok(Ok(Some(result)))
     }
+}
+
+/// Whether consecutive requests of a `bulkWrite` put several updates or deletes into one write command.
+fn has_multi_statement_batch(requests: &[Document]) -> bool {
+    let kind = |r: &Document| match r.keys().next().map(String::as_str) {
+        Some("updateOne" | "updateMany" | "replaceOne") => "update",
+        Some("deleteOne" | "deleteMany") => "delete",
+        _ => "insert",
+    };
+    requests.windows(2).any(|w| kind(&w[0]) == kind(&w[1]) && kind(&w[0]) != "insert")
 }
 
 /// The writes that `unacknowledged_write` can send.

@@ -165,6 +165,11 @@ impl Runner {
         self.kill_all_sessions().await;
     }
 
+    /// Whether the current test has set a fail point.
+    pub(crate) fn has_fail_points(&self) -> bool {
+        !lock(&self.fail_points).is_empty()
+    }
+
     async fn kill_all_sessions(&self) {
         // Errors (e.g. Interrupted, 11601) are expected and ignored, as the format prescribes.
         let _ = self.internal.database("admin").run_command(doc! {"killAllSessions": []}).await;
