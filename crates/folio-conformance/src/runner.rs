@@ -16,9 +16,9 @@
 //! - a session is "dirty" once an operation on it failed with a network error;
 //! - sessions are never pinned on a replica set, so `assertSessionPinned` fails and `assertSessionUnpinned`
 //!   passes;
-//! - the driver has no collection-level `bulkWrite`, so it is run as the equivalent sequence of single
-//!   operations (consecutive inserts as one `insertMany`), which differs in command shape when a batch holds
-//!   several updates or deletes;
+//! - the driver has no collection-level `bulkWrite`: it runs as the equivalent single operations (consecutive
+//!   inserts as one `insertMany`, so the driver's retries apply), or, when a batch holds several updates or
+//!   deletes and no fail point is set, as the driver-spec batches sent as write commands in the session;
 //! - `withTransaction` is the convenient-API retry loop written out over the driver's start/commit/abort.
 //! - the driver refuses `w: 0` writes, so outside transactions they are sent as the equivalent write
 //!   command through the same client (see `ops.rs`); `clientBulkWrite` with `w: 0` is skipped.
