@@ -108,6 +108,12 @@ async fn run() -> Result<i32, String> {
 
     let mut server = server::ServerProcess::start(&bin, Duration::from_secs(30))?;
     let runner = Runner::connect(&server.uri()).await?;
+    eprintln!(
+        "folio-conformance: server at {} reports version {:?}, topology {}",
+        server.uri(),
+        runner.server.version,
+        runner.server.topology
+    );
     let mut records = Vec::new();
     for area in AREAS {
         for path in model::area_files(&cli.spec_dir, area)? {
