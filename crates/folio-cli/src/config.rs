@@ -19,23 +19,35 @@ pub const DEFAULT_PORT: u16 = 27017;
 /// Flags of `folio serve`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {
-    /// TCP port to listen on [default: 27017].
-    #[arg(long)]
+    /// TCP port to listen on.
+    #[arg(long, help = "TCP port to listen on [default: 27017]")]
     pub port: Option<u16>,
-    /// Comma-separated addresses to listen on [default: 127.0.0.1].
-    #[arg(long = "bind_ip", value_name = "ADDRS")]
+    /// Comma-separated addresses to listen on.
+    #[arg(
+        long = "bind_ip",
+        value_name = "ADDRS",
+        help = "Comma-separated addresses to listen on [default: 127.0.0.1]"
+    )]
     pub bind_ip: Option<String>,
-    /// Data directory, created if missing [default: ./data].
-    #[arg(long, value_name = "DIR")]
+    /// Data directory, created if missing.
+    #[arg(long, value_name = "DIR", help = "Data directory, created if missing [default: ./data]")]
     pub dbpath: Option<PathBuf>,
     /// Keep all data in memory (nothing is written to disk).
     #[arg(long = "in-memory")]
     pub in_memory: bool,
-    /// Replica set name reported to clients [default: rs0].
-    #[arg(long = "replSet", value_name = "NAME")]
+    /// Replica set name reported to clients.
+    #[arg(
+        long = "replSet",
+        value_name = "NAME",
+        help = "Replica set name reported to clients [default: rs0]"
+    )]
     pub repl_set: Option<String>,
-    /// host:port clients should use to reach this server [default: localhost:<port>].
-    #[arg(long = "advertise-host", value_name = "HOST:PORT")]
+    /// host:port clients should use to reach this server.
+    #[arg(
+        long = "advertise-host",
+        value_name = "HOST:PORT",
+        help = "host:port clients should use to reach this server [default: localhost:<port>]"
+    )]
     pub advertise_host: Option<String>,
     /// Server parameter, repeatable: enableTestCommands=1, transactionLifetimeLimitSeconds=N.
     #[arg(long = "setParameter", value_name = "NAME=VALUE")]

@@ -1,4 +1,5 @@
-//! The `folio` binary: `folio serve` runs the MongoDB-compatible server.
+//! The `folio` binary: `folio serve` runs the MongoDB-compatible server; `folio dump` and
+//! `folio verify` read a data directory offline.
 //!
 //! Startup is: parse flags and the config file ([`config::resolve`]), open the store
 //! ([`store::open_store`]), build the command service, bind the listeners, print one
@@ -6,9 +7,11 @@
 //! SIGTERM or SIGINT. Logs go to stderr through `tracing`; `RUST_LOG` adjusts the level.
 
 mod config;
+mod offline;
 mod store;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -18,7 +21,7 @@ use folio_server::{Server, ServerConfig};
 
 /// Folio: a MongoDB-compatible document database with multi-document ACID transactions.
 #[derive(Parser, Debug)]
-#[command(name = "folio", version, about)]
+#[command(name = "folio", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,7 +31,21 @@ struct Cli {
 enum Command {
     /// Run the server (mongod-like flags).
     Serve(config::ServeArgs),
-    // TODO(#2): `dump` and `verify` subcommands once the storage engines land.
+    /// Write every document of a data directory as JSON lines: {"ns": "db.coll", "doc": {...}}.
+    Dump {
+        /// The data directory.
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        dbpath: PathBuf,
+        /// Only this database.
+        #[arg(long, value_name = "NAME")]
+        db: Option<String>,
+    },
+    /// Check that every index of a data directory agrees with its documents.
+    Verify {
+        /// The data directory.
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        dbpath: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,6 +54,8 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => serve(&args, &argv),
+        Command::Dump { dbpath, db } => dump(&dbpath, db.as_deref()),
+        Command::Verify { dbpath } => verify(&dbpath),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,7 +69,35 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// `folio dump`.
+fn dump(dbpath: &std::path::Path, db: Option<&str>) -> Result<(), String> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let n = offline::dump(dbpath, db, &mut out)?;
+    out.flush().map_err(|e| format!("cannot write the dump: {e}"))?;
+    tracing::info!("dumped {n} documents");
+    Ok(())
+}
+
+/// `folio verify`: exits with failure when any index disagrees with the documents.
+fn verify(dbpath: &std::path::Path) -> Result<(), String> {
+    let problems = offline::verify(dbpath)?;
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        println!("{}: all indexes agree with the documents", dbpath.display());
+        Ok(())
+    } else {
+        Err(format!("{} problem(s) found", problems.len()))
+    }
 }
 
 /// `folio serve`.

@@ -23,8 +23,8 @@
 //!
 //! # Shutdown
 //!
-//! A housekeeping task calls [`Service::tick`] every second (transaction lifetime limit, session
-//! and cursor expiry).
+//! [`Server::run`] starts the service's housekeeping ([`Service::start_background`]: transaction
+//! lifetime limit, session and cursor expiry).
 //!
 //! When the shutdown future completes, listeners stop accepting and idle connections close.
 //! A connection in the middle of a command finishes it and writes its reply first (an in-flight
@@ -48,7 +48,7 @@ use folio_wire::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 /// Settings of the network server.
 #[derive(Clone, Debug)]
@@ -127,7 +127,7 @@ impl Server {
             let shared = self.shared.clone();
             tokio::spawn(accept_loop(listener, shared, stop_rx.clone(), alive.clone()));
         }
-        tokio::spawn(housekeeping(self.shared.service.clone(), stop_rx.clone(), alive.clone()));
+        self.shared.service.start_background();
         drop(alive);
         shutdown.await;
         info!("shutting down: no new connections, waiting for in-flight commands");
@@ -164,27 +164,6 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Calls [`Service::tick`] about once a second (transaction lifetime limit, session and cursor
-/// expiry) until shutdown.
-async fn housekeeping(
-    service: Arc<Service>,
-    mut stop: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
-) {
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = interval.tick() => {}
-        }
-        let service = service.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || service.tick()).await {
-            warn!("housekeeping failed: {e}");
-        }
     }
 }
 
@@ -274,6 +253,10 @@ impl ConnectionTask {
             match folio_wire::decode(&buf) {
                 Ok(Some((msg, used))) => {
                     buf.drain(..used);
+                    // Give back the memory of a large message once it is handled.
+                    if buf.is_empty() && buf.capacity() > 1024 * 1024 {
+                        buf = Vec::with_capacity(16 * 1024);
+                    }
                     if let Err(closed) = self.handle(stream, conn, msg).await {
                         return closed;
                     }
@@ -293,9 +276,10 @@ impl ConnectionTask {
                     continue;
                 }
             }
-            // Make room for the rest of the frame in one go when its length is known.
+            // Make room for the rest of the frame when its length is known, but at most 1 MiB
+            // ahead: a header alone must not make the server allocate 48 MB.
             if let Ok(Some(len)) = folio_wire::frame_len(&buf) {
-                buf.reserve(len.saturating_sub(buf.len()));
+                buf.reserve(len.saturating_sub(buf.len()).min(1024 * 1024));
             }
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(16 * 1024);
@@ -319,6 +303,7 @@ impl ConnectionTask {
         conn: &mut Connection,
         msg: Message,
     ) -> Result<(), Closed> {
+        trace!(id = conn.id, request_id = msg.request_id, compressor = ?msg.compressor, "request");
         let compressor = self.reply_compressor(conn, msg.compressor);
         match msg.op {
             Op::Msg(m) => self.handle_msg(stream, conn, msg.request_id, compressor, m).await,
@@ -428,6 +413,9 @@ impl ConnectionTask {
         }
         match joined {
             Ok((updated, reply)) => {
+                if updated.compressor != conn.compressor {
+                    debug!(id = conn.id, compressor = ?updated.compressor, "compression negotiated");
+                }
                 *conn = updated;
                 reply
             }

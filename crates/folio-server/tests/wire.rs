@@ -56,7 +56,8 @@ impl TestServer {
     }
 
     async fn start_with(store: Arc<dyn TxnStore>, max_conns: u32) -> TestServer {
-        let service = Service::new(store, ServiceOptions::default()).expect("service");
+        let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
+        let service = Service::new(store, options).expect("service");
         let config = ServerConfig {
             bind_ips: vec!["127.0.0.1".into()],
             port: 0,
@@ -269,6 +270,24 @@ async fn malformed_bson_gets_an_error_and_the_connection_lives() {
     s.write_all(&raw_msg(6, msg_flags::MORE_TO_COME, &bad)).await.expect("write");
     assert_alive(&mut s).await;
 
+    // Compressed data that does not decompress: ProtocolError, answered compressed.
+    let garbage = b"not zlib at all";
+    let mut frame = ((16 + 9 + garbage.len()) as i32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&8_i32.to_le_bytes());
+    frame.extend_from_slice(&0_i32.to_le_bytes());
+    frame.extend_from_slice(&op_code::COMPRESSED.to_le_bytes());
+    frame.extend_from_slice(&op_code::MSG.to_le_bytes());
+    frame.extend_from_slice(&64_i32.to_le_bytes());
+    frame.push(Compressor::Zlib.id());
+    frame.extend_from_slice(garbage);
+    s.write_all(&frame).await.expect("write");
+    let reply = read_frame(&mut s).await.expect("error reply");
+    assert_eq!(reply.response_to, 8);
+    assert_eq!(reply.compressor, Some(Compressor::Zlib));
+    assert_eq!(body_of(&reply).get_i32("code").ok(), Some(17));
+    assert_eq!(body_of(&reply).get_str("codeName").ok(), Some("ProtocolError"));
+    assert_alive(&mut s).await;
+
     // A document sequence that repeats a body field.
     let mut dup = Message::msg(7, 0, 0, doc! { "ping": 1, "x": 1, "$db": "admin" });
     if let Op::Msg(m) = &mut dup.op {
@@ -428,4 +447,32 @@ async fn document_sequences_are_merged_into_the_command() {
         .clone();
     assert_eq!(batch.len(), 3, "{batch:?}");
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_in_flight_command_finish() {
+    let server = TestServer::start(100).await;
+    let mut s = server.connect().await;
+    let configure = doc! {
+        "configureFailPoint": "failCommand",
+        "mode": "alwaysOn",
+        "data": { "failCommands": ["ping"], "blockConnection": true, "blockTimeMS": 1500 },
+        "$db": "admin",
+    };
+    send(&mut s, &Message::msg(1, 0, 0, configure)).await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0), "{}", body_of(&reply));
+
+    send(&mut s, &Message::msg(2, 0, 0, doc! { "ping": 1, "$db": "admin" })).await;
+    // Let the ping reach the blocking pool (generously, for loaded machines), then shut down
+    // while it is blocked.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    let shutdown = tokio::spawn(server.shutdown());
+    let reply = read_frame(&mut s).await.expect("the in-flight command still gets its reply");
+    assert_eq!(reply.response_to, 2);
+    assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0));
+    assert!(read_frame(&mut s).await.is_none(), "then the connection closes");
+    shutdown.await.expect("shutdown");
+    assert!(started.elapsed() >= Duration::from_millis(500), "shutdown waited for the command");
 }

@@ -345,8 +345,9 @@ pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
         "uptimeEstimate": i64::try_from(uptime.as_secs()).unwrap_or(i64::MAX),
         "localTime": DateTime::now(),
         "connections": {
-            "current": count(current),
-            "available": count(max.saturating_sub(current)),
+            // int, int, long: the types MongoDB reports and typed drivers map.
+            "current": i32::try_from(current).unwrap_or(i32::MAX),
+            "available": i32::try_from(max.saturating_sub(current)).unwrap_or(i32::MAX),
             "totalCreated": count(total),
         },
         "repl": {

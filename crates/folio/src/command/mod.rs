@@ -5,7 +5,7 @@
 //! 1. The caller (a server connection task, or the embedded API) hands [`Service::dispatch`] a
 //!    command document: the first key is the command name, `$db` names the database, and
 //!    OP_MSG document sequences have already been merged into the body as arrays.
-//! 2. The name is looked up in the command table ([`table`]), which says whether the command may
+//! 2. The name is looked up in the command table (`table::COMMANDS`), which says whether the command may
 //!    run in a transaction, whether it writes, and whether it must run against `admin`.
 //! 3. The generic arguments are parsed ([`context::OpContext`]) and, with test commands on, the
 //!    `failCommand` fail point gets its chance to fail or delay the command.

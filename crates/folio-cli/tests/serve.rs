@@ -1,0 +1,90 @@
+//! `folio serve` as a process: the ready line, a handshake over the socket, SIGTERM shutdown and
+//! startup errors.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use folio_wire::{Message, Op};
+
+fn folio() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_folio"))
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Waits for the process to exit, killing it after `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("folio did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn hello(stream: &mut TcpStream) -> bson::Document {
+    let msg = Message::msg(1, 0, 0, doc! { "hello": 1, "$db": "admin" });
+    stream.write_all(&folio_wire::encode(&msg).expect("encode")).expect("write");
+    let mut buf = Vec::new();
+    loop {
+        if let Some((reply, _)) = folio_wire::decode(&buf).expect("valid reply") {
+            let Op::Msg(m) = reply.op else { panic!("expected OP_MSG") };
+            return m.body;
+        }
+        let mut chunk = [0_u8; 4096];
+        let n = stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn serve_prints_ready_line_answers_and_stops_on_sigterm() {
+    let port = free_port();
+    let mut child = folio()
+        .args(["serve", "--in-memory", "--port", &port.to_string(), "--replSet", "testset"])
+        .args(["--setParameter", "enableTestCommands=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn folio");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("ready line");
+    assert_eq!(line.trim(), format!("folio listening on 127.0.0.1:{port}"));
+
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let body = hello(&mut stream);
+    assert_eq!(body.get_str("setName").ok(), Some("testset"));
+    assert_eq!(body.get_str("me").ok(), Some(format!("localhost:{port}").as_str()));
+
+    let status =
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn unknown_set_parameter_is_a_startup_error() {
+    let out = folio()
+        .args(["serve", "--in-memory", "--port", "0", "--setParameter", "notAThing=1"])
+        .output()
+        .expect("run folio");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("notAThing"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no ready line on a failed start");
+}

@@ -1,0 +1,111 @@
+//! The slow-operation log line. In its own test binary because it installs a global tracing
+//! subscriber to capture the output.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bson::doc;
+use folio::command::{Service, ServiceOptions};
+use folio::mvcc::{Mvcc, MvccOptions};
+use folio::storage::MemoryEngine;
+use folio_server::{Server, ServerConfig};
+use folio_wire::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A log sink shared with the test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+async fn command(stream: &mut TcpStream, id: i32, body: bson::Document) -> bson::Document {
+    let bytes = folio_wire::encode(&Message::msg(id, 0, 0, body)).expect("encode");
+    stream.write_all(&bytes).await.expect("write");
+    let mut buf = Vec::new();
+    loop {
+        if let Some((reply, _)) = folio_wire::decode(&buf).expect("valid reply") {
+            let folio_wire::Op::Msg(m) = reply.op else { panic!("expected OP_MSG") };
+            return m.body;
+        }
+        let mut chunk = [0_u8; 4096];
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_commands_are_logged_with_name_namespace_and_duration() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+
+    let store = Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("mvcc");
+    let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
+    let service = Arc::new(Service::new(store, options).expect("service"));
+    let config = ServerConfig {
+        port: 0,
+        slow_op_threshold: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(service, config).await.expect("bind");
+    let addr = server.local_addrs()[0];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let fast = command(&mut s, 1, doc! { "find": "fastcoll", "filter": {}, "$db": "shop" }).await;
+    assert_eq!(fast.get_f64("ok").ok(), Some(1.0), "{fast}");
+    let configure = doc! {
+        "configureFailPoint": "failCommand",
+        "mode": { "times": 1 },
+        "data": { "failCommands": ["find"], "blockConnection": true, "blockTimeMS": 250 },
+        "$db": "admin",
+    };
+    let r = command(&mut s, 2, configure).await;
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    let slow = command(&mut s, 3, doc! { "find": "slowcoll", "filter": {}, "$db": "shop" }).await;
+    assert_eq!(slow.get_f64("ok").ok(), Some(1.0), "{slow}");
+
+    let _ = stop.send(());
+    task.await.expect("join").expect("run");
+
+    let log = captured.text();
+    // Only the blocked find is certainly slow (the others could be too on a loaded machine).
+    let line = log
+        .lines()
+        .find(|l| l.contains("slow operation") && l.contains("slowcoll"))
+        .unwrap_or_else(|| panic!("no slow-operation line for the blocked find:\n{log}"));
+    assert!(line.contains("INFO"), "{line}");
+    assert!(line.contains("command=find"), "{line}");
+    assert!(line.contains("ns=shop.slowcoll"), "{line}");
+    let ms: u64 = line
+        .split("duration_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("duration_ms field");
+    assert!(ms >= 250, "{line}");
+}
