@@ -70,6 +70,9 @@ const UNACKNOWLEDGED: &str = "Unacknowledged write concerns are not supported";
 /// The driver's message for a URI option it does not implement (e.g. `socketTimeoutMS`).
 const UNSUPPORTED_OPTION: &str = "the Rust driver does not support";
 
+/// How long a cleanup command (fail point off, `killAllSessions`) may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Runs tests against one server.
 pub struct Runner {
     uri: String,
@@ -78,6 +81,8 @@ pub struct Runner {
     pub server: ServerDescription,
     /// Fail points set by the current test, turned off after it.
     fail_points: Mutex<Vec<String>>,
+    /// Set once `killAllSessions` went unanswered.
+    kill_sessions_hangs: std::sync::atomic::AtomicBool,
 }
 
 impl Runner {
@@ -125,7 +130,13 @@ impl Runner {
             serverless: false,
             server_parameters: Document::new(),
         };
-        Ok(Self { uri: uri.into(), internal, server, fail_points: Mutex::new(Vec::new()) })
+        Ok(Self {
+            uri: uri.into(),
+            internal,
+            server,
+            fail_points: Mutex::new(Vec::new()),
+            kill_sessions_hangs: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Runs one test of a file (already known to apply) to completion.
@@ -167,11 +178,7 @@ impl Runner {
     pub async fn cleanup(&self) {
         let names: Vec<String> = std::mem::take(&mut *lock(&self.fail_points));
         for name in names {
-            let _ = self
-                .internal
-                .database("admin")
-                .run_command(doc! {"configureFailPoint": name, "mode": "off"})
-                .await;
+            let _ = self.admin_command(doc! {"configureFailPoint": name, "mode": "off"}).await;
         }
         self.kill_all_sessions().await;
     }
@@ -182,8 +189,28 @@ impl Runner {
     }
 
     async fn kill_all_sessions(&self) {
-        // Errors (e.g. Interrupted, 11601) are expected and ignored, as the format prescribes.
-        let _ = self.internal.database("admin").run_command(doc! {"killAllSessions": []}).await;
+        // Errors (e.g. Interrupted, 11601) are expected and ignored, as the format prescribes. A server that
+        // never answers it would cost every test the timeout, so after one silence it is not sent again.
+        if self.kill_sessions_hangs.load(Ordering::Relaxed) {
+            return;
+        }
+        if !self.admin_command(doc! {"killAllSessions": []}).await {
+            eprintln!("folio-conformance: no longer sending killAllSessions in this run");
+            self.kill_sessions_hangs.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs a cleanup command on the internal client, ignoring its outcome, within [`CLEANUP_TIMEOUT`] so a
+    /// server that does not answer cannot hang the run.
+    /// Returns whether a reply (of any kind) came.
+    async fn admin_command(&self, cmd: Document) -> bool {
+        let name = cmd.keys().next().cloned().unwrap_or_default();
+        let admin = self.internal.database("admin");
+        let replied = tokio::time::timeout(CLEANUP_TIMEOUT, admin.run_command(cmd)).await.is_ok();
+        if !replied {
+            eprintln!("folio-conformance: {name} got no reply within {CLEANUP_TIMEOUT:?}");
+        }
+        replied
     }
 }
 
