@@ -28,7 +28,7 @@ use crate::model::AREAS;
 use crate::runner::{Outcome, Runner};
 
 /// How long one test may take before it counts as failed.
-const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The repository root (this crate lives in `crates/folio-conformance`).
 fn repo_root() -> PathBuf {
