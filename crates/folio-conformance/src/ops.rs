@@ -171,6 +171,16 @@ fn update_result(r: UpdateResult) -> Bson {
     Bson::Document(d)
 }
 
+/// An update result inside a verbose `clientBulkWrite` result, which has no `upsertedCount`.
+fn client_update_result(r: &UpdateResult) -> Bson {
+    let mut d =
+        doc! {"matchedCount": r.matched_count as i64, "modifiedCount": r.modified_count as i64};
+    if let Some(id) = &r.upserted_id {
+        d.insert("upsertedId", id.clone());
+    }
+    Bson::Document(d)
+}
+
 fn delete_result(r: DeleteResult) -> Bson {
     Bson::Document(doc! {"deletedCount": r.deleted_count as i64})
 }
@@ -1196,7 +1206,7 @@ fn verbose_result(v: &mongodb::results::VerboseBulkWriteResult) -> Bson {
     );
     d.insert(
         "updateResults",
-        ids_doc(v.update_results.iter().map(|(i, r)| (*i, update_result(r.clone())))),
+        ids_doc(v.update_results.iter().map(|(i, r)| (*i, client_update_result(r)))),
     );
     d.insert(
         "deleteResults",
