@@ -28,7 +28,7 @@ use crate::model::AREAS;
 use crate::runner::{Outcome, Runner};
 
 /// How long one test may take before it counts as failed.
-const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The repository root (this crate lives in `crates/folio-conformance`).
 fn repo_root() -> PathBuf {
@@ -108,6 +108,12 @@ async fn run() -> Result<i32, String> {
 
     let mut server = server::ServerProcess::start(&bin, Duration::from_secs(30))?;
     let runner = Runner::connect(&server.uri()).await?;
+    eprintln!(
+        "folio-conformance: server at {} reports version {:?}, topology {}",
+        server.uri(),
+        runner.server.version,
+        runner.server.topology
+    );
     let mut records = Vec::new();
     for area in AREAS {
         for path in model::area_files(&cli.spec_dir, area)? {
@@ -119,15 +125,9 @@ async fn run() -> Result<i32, String> {
                 if cli.filter.as_ref().is_some_and(|f| !key.contains(f.as_str())) {
                     continue;
                 }
-                let outcome = match tokio::time::timeout(TEST_TIMEOUT, runner.run_test(&file, test))
-                    .await
-                {
-                    Ok(o) => o,
-                    Err(_) => Outcome::Fail(format!("timed out after {}s", TEST_TIMEOUT.as_secs())),
-                };
-                runner.cleanup().await;
+                let outcome = run_one(&runner, &mut server, &file, test).await;
                 let outcome = match outcome {
-                    Outcome::Fail(m) if server.exited() => {
+                    Outcome::Fail(m) if server.exited() && !m.contains("had exited") => {
                         Outcome::Fail(format!("{m} (the server process exited)"))
                     }
                     o => o,
@@ -172,6 +172,28 @@ async fn run() -> Result<i32, String> {
         );
         Ok(1)
     }
+}
+
+/// Runs one test with its timeout and the cleanup after it; once the server is gone, fails at once.
+async fn run_one(
+    runner: &Runner,
+    server: &mut server::ServerProcess,
+    file: &model::TestFile,
+    test: &model::TestCase,
+) -> Outcome {
+    if server.exited() {
+        // Without a server every test would wait out its server selection timeout.
+        return match runner::skip_reason(file, test, &runner.server) {
+            Some(reason) => Outcome::Skip(reason),
+            None => Outcome::Fail("the server process had exited before this test".into()),
+        };
+    }
+    let outcome = match tokio::time::timeout(TEST_TIMEOUT, runner.run_test(file, test)).await {
+        Ok(o) => o,
+        Err(_) => Outcome::Fail(format!("timed out after {}s", TEST_TIMEOUT.as_secs())),
+    };
+    runner.cleanup().await;
+    outcome
 }
 
 fn print_record(key: &str, outcome: &Outcome) {

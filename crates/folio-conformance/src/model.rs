@@ -159,3 +159,40 @@ pub fn area_files(spec_dir: &Path, area: &str) -> Result<Vec<std::path::PathBuf>
     files.sort();
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"{
+        "description": "d", "schemaVersion": "1.3",
+        "createEntities": [{"client": {"id": "client0"}}],
+        "tests": [{
+            "description": "t",
+            "operations": [
+                {"name": "findOne", "object": "collection0", "expectResult": null},
+                {"name": "insertOne", "object": "collection0",
+                 "arguments": {"document": {"_id": {"$numberLong": "7"}}}}
+            ],
+            "outcome": [{"collectionName": "c", "databaseName": "d", "documents": []}]
+        }]
+    }"#;
+
+    #[test]
+    fn null_expect_result_differs_from_absent_and_extended_json_is_decoded() {
+        let f = parse(FILE).unwrap();
+        let ops = &f.tests[0].operations;
+        assert_eq!(ops[0].expect_result, Some(Bson::Null));
+        assert_eq!(ops[1].expect_result, None);
+        let doc = ops[1].arguments.as_ref().unwrap().get_document("document").unwrap();
+        assert_eq!(doc.get("_id"), Some(&Bson::Int64(7)));
+        assert!(f.run_on_requirements.is_none());
+        assert_eq!(f.tests[0].outcome.as_ref().unwrap()[0].documents.len(), 0);
+    }
+
+    #[test]
+    fn malformed_files_are_reported_not_panicked_on() {
+        assert!(parse("{").unwrap_err().contains("invalid JSON"));
+        assert!(parse(r#"{"description": "x"}"#).unwrap_err().contains("not a unified test file"));
+    }
+}

@@ -83,6 +83,16 @@ macro_rules! collect_cursor {
     };
 }
 
+thread_local! {
+    /// Arguments the driver's options types did not take, noted so a failure can say the runner dropped them.
+    static IGNORED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes the arguments dropped since the last call (see [`Args::options`]).
+pub(crate) fn take_ignored_arguments() -> Vec<String> {
+    IGNORED.with(|i| std::mem::take(&mut *i.borrow_mut()))
+}
+
 /// The arguments of one operation.
 struct Args {
     op: String,
@@ -126,7 +136,16 @@ impl Args {
         d.remove("session");
         // Client-side operation timeouts are not part of what these areas test against the server.
         d.remove("timeoutMS");
-        bson::deserialize_from_document(d).map_err(|e| format!("{}: options: {e}", self.op))
+        let mut ignored = Vec::new();
+        let de = bson::Deserializer::new(Bson::Document(d));
+        let options = serde_ignored::deserialize(de, |path| ignored.push(path.to_string()))
+            .map_err(|e| format!("{}: options: {e}", self.op))?;
+        if !ignored.is_empty() {
+            IGNORED.with(|i| {
+                i.borrow_mut().extend(ignored.into_iter().map(|p| format!("{}.{p}", self.op)))
+            });
+        }
+        Ok(options)
     }
 }
 
@@ -148,6 +167,16 @@ fn update_result(r: UpdateResult) -> Bson {
     };
     if let Some(id) = r.upserted_id {
         d.insert("upsertedId", id);
+    }
+    Bson::Document(d)
+}
+
+/// An update result inside a verbose `clientBulkWrite` result, which has no `upsertedCount`.
+fn client_update_result(r: &UpdateResult) -> Bson {
+    let mut d =
+        doc! {"matchedCount": r.matched_count as i64, "modifiedCount": r.modified_count as i64};
+    if let Some(id) = &r.upserted_id {
+        d.insert("upsertedId", id.clone());
     }
     Bson::Document(d)
 }
@@ -192,6 +221,16 @@ impl TestRun<'_> {
         sn: Option<&str>,
     ) -> Result<OpResult, String> {
         let coll = self.collection(object)?;
+        // In a transaction the collection's write concern does not apply; the driver handles those writes.
+        let in_txn = match sn {
+            Some(n) => {
+                matches!(self.session_entity(n)?.state, TxnState::Starting | TxnState::InProgress)
+            }
+            None => false,
+        };
+        if !in_txn && is_unacknowledged(&coll, &a.doc) && UNACKNOWLEDGED_WRITES.contains(&name) {
+            return unacknowledged_write(&coll, name, a.doc).await;
+        }
         Ok(match name {
             "insertOne" => {
                 let d = a.doc("document")?;
@@ -202,10 +241,18 @@ impl TestRun<'_> {
             }
             "insertMany" => {
                 let d = a.docs("documents")?;
+                let n = d.len();
                 let o: InsertManyOptions = a.options()?;
+                let ordered = o.ordered.unwrap_or(true);
                 let s = self.session_mut(sn)?;
-                with_session!(s, coll.insert_many(d).with_options(o))
-                    .map(|r| Some(Bson::Document(doc! {"insertedIds": ids_doc(r.inserted_ids)})))
+                let r = with_session!(s, coll.insert_many(d).with_options(o))
+                    .map(|r| Some(Bson::Document(doc! {"insertedIds": ids_doc(r.inserted_ids)})));
+                if let Err(e) = &r {
+                    let inserted = inserted_before_error(e, n, ordered);
+                    self.pending_partial =
+                        Some(bulk_result_doc(&[inserted, 0, 0, 0, 0], Vec::new(), Vec::new()));
+                }
+                r
             }
             "updateOne" | "updateMany" | "replaceOne" | "deleteOne" | "deleteMany" => {
                 return self.write_one(&coll, name, a, sn).await;
@@ -443,7 +490,10 @@ impl TestRun<'_> {
                     },
                 }
             }
-            "dropDatabase" => db.drop().await.map(|_| None),
+            "dropDatabase" => {
+                let s = self.session_mut(sn)?;
+                with_session!(s, db.drop()).map(|_| None)
+            }
             "modifyCollection" => {
                 let c = a.string("collection")?;
                 let _ = a.take("session");
@@ -478,11 +528,19 @@ impl TestRun<'_> {
                         .map(|r| Some(summary_result(&r)))
                 }
             }
-            "listDatabases" => client.list_databases().await.map(|v| {
-                Some(Bson::Array(
-                    v.iter().filter_map(|d| bson::serialize_to_bson(d).ok()).collect(),
-                ))
-            }),
+            "listDatabases" => {
+                let s = self.session_mut(sn)?;
+                with_session!(s, client.list_databases()).map(|v| {
+                    Some(Bson::Array(
+                        v.iter().filter_map(|d| bson::serialize_to_bson(d).ok()).collect(),
+                    ))
+                })
+            }
+            "dropDatabase" => {
+                let name = a.string("database")?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, client.database(&name).drop()).map(|_| None)
+            }
             other => return Err(format!("unsupported client operation {other}")),
         })
     }
@@ -650,6 +708,101 @@ impl TestRun<'_> {
         }
     }
 
+    /// A collection-level `bulkWrite` as the driver-spec batches (one write command per run of same-kind
+    /// requests), sent as commands in the session. Used when a batch holds several updates or deletes, so
+    /// command shapes match, and no fail point is set (the driver would not retry these commands).
+    async fn batched_bulk_write(
+        &mut self,
+        coll: &Collection<Document>,
+        requests: Vec<Document>,
+        ordered: bool,
+        common: Document,
+        sn: Option<&str>,
+    ) -> Result<OpResult, String> {
+        let mut batches: Vec<(&'static str, Vec<Bson>, usize)> = Vec::new();
+        for (i, r) in requests.into_iter().enumerate() {
+            let (kind, spec) = r.into_iter().next().ok_or("empty bulkWrite request")?;
+            let mut spec = spec.as_document().cloned().unwrap_or_default();
+            if kind == "insertOne"
+                && let Ok(d) = spec.get_document_mut("document")
+                && !d.contains_key("_id")
+            {
+                // As a driver does, so the inserted ids are known.
+                let mut with_id = doc! {"_id": bson::oid::ObjectId::new()};
+                with_id.extend(std::mem::take(d));
+                *d = with_id;
+            }
+            let (cmd, stmt) = statement(&kind, spec)?;
+            match batches.last_mut() {
+                Some((c, stmts, _)) if *c == cmd => stmts.push(stmt),
+                _ => batches.push((cmd, vec![stmt], i)),
+            }
+        }
+        let db = coll.client().database(&coll.namespace().db);
+        let mut counts = [0_i64; 5];
+        let (mut inserted, mut upserted) = (Vec::new(), Vec::new());
+        let mut first_error = None;
+        for (cmd_name, stmts, offset) in batches {
+            if cmd_name == "insert" {
+                for (j, d) in stmts.iter().enumerate() {
+                    if let Some(id) = d.as_document().and_then(|d| d.get("_id")) {
+                        inserted.push((offset + j, id.clone()));
+                    }
+                }
+            }
+            let mut cmd = batch_command(coll, cmd_name, stmts);
+            cmd.insert("ordered", ordered);
+            for k in ["let", "comment", "bypassDocumentValidation"] {
+                if let Some(v) = common.get(k) {
+                    cmd.insert(k, v.clone());
+                }
+            }
+            let s = self.session_mut(sn)?;
+            let reply = match with_session!(s, db.run_command(cmd)) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let n =
+                reply.get("n").and_then(|b| b.as_i32().map(i64::from).or(b.as_i64())).unwrap_or(0);
+            match cmd_name {
+                "insert" => counts[0] += n,
+                "update" => {
+                    let ups = reply.get_array("upserted").cloned().unwrap_or_default();
+                    for u in &ups {
+                        if let Some(u) = u.as_document() {
+                            let idx = u.get("index").and_then(|b| b.as_i32()).unwrap_or(0).max(0)
+                                as usize;
+                            upserted
+                                .push((offset + idx, u.get("_id").cloned().unwrap_or(Bson::Null)));
+                        }
+                    }
+                    counts[1] += n - ups.len() as i64;
+                    counts[2] += reply
+                        .get("nModified")
+                        .and_then(|b| b.as_i32().map(i64::from).or(b.as_i64()))
+                        .unwrap_or(0);
+                    counts[4] += ups.len() as i64;
+                }
+                _ => counts[3] += n,
+            }
+            if let Some(errs) = reply.get("writeErrors").or(reply.get("writeConcernError")) {
+                let e =
+                    mongodb::error::Error::custom(format!("{cmd_name} reported errors: {errs}"));
+                if ordered {
+                    self.pending_partial = Some(bulk_result_doc(&counts, inserted, upserted));
+                    return Ok(Err(e));
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+        let result = bulk_result_doc(&counts, inserted, upserted);
+        if let Some(e) = first_error {
+            self.pending_partial = Some(result);
+            return Ok(Err(e));
+        }
+        Ok(Ok(Some(result)))
+    }
+
     /// The collection-level `bulkWrite`, which the driver lacks, as the equivalent single operations.
     async fn collection_bulk_write(
         &mut self,
@@ -661,6 +814,9 @@ impl TestRun<'_> {
         let ordered = a.take("ordered").and_then(|b| b.as_bool()).unwrap_or(true);
         let _ = a.take("session");
         let common = a.doc;
+        if has_multi_statement_batch(&requests) && !self.runner.has_fail_points() {
+            return self.batched_bulk_write(&coll, requests, ordered, common, sn).await;
+        }
         let mut counts = [0_i64; 5]; // inserted, matched, modified, deleted, upserted
         let mut inserted = Vec::new();
         let mut upserted = Vec::new();
@@ -683,6 +839,9 @@ impl TestRun<'_> {
                 let o: InsertManyOptions = Args { op: "bulkWrite".into(), doc: opts }.options()?;
                 let s = self.session_mut(sn)?;
                 let r = with_session!(s, coll.insert_many(docs).with_options(o));
+                if let Err(e) = &r {
+                    counts[0] += inserted_before_error(e, n, ordered);
+                }
                 (
                     r.map(|r| {
                         counts[0] += r.inserted_ids.len() as i64;
@@ -717,25 +876,204 @@ impl TestRun<'_> {
             };
             if let Err(e) = r {
                 if ordered {
+                    self.pending_partial = Some(bulk_result_doc(&counts, inserted, upserted));
                     return Ok(Err(e));
                 }
                 first_error.get_or_insert(e);
             }
             i += consumed;
         }
+        let result = bulk_result_doc(&counts, inserted, upserted);
         if let Some(e) = first_error {
+            self.pending_partial = Some(result);
             return Ok(Err(e));
         }
-        Ok(Ok(Some(Bson::Document(doc! {
-            "insertedCount": counts[0],
-            "matchedCount": counts[1],
-            "modifiedCount": counts[2],
-            "deletedCount": counts[3],
-            "upsertedCount": counts[4],
-            "insertedIds": ids_doc(inserted),
-            "upsertedIds": ids_doc(upserted),
-        }))))
+        Ok(Ok(Some(result)))
     }
+}
+
+/// Whether consecutive requests of a `bulkWrite` put several updates or deletes into one write command.
+fn has_multi_statement_batch(requests: &[Document]) -> bool {
+    let kind = |r: &Document| match r.keys().next().map(String::as_str) {
+        Some("updateOne" | "updateMany" | "replaceOne") => "update",
+        Some("deleteOne" | "deleteMany") => "delete",
+        _ => "insert",
+    };
+    requests.windows(2).any(|w| kind(&w[0]) == kind(&w[1]) && kind(&w[0]) != "insert")
+}
+
+/// The writes that `unacknowledged_write` can send.
+const UNACKNOWLEDGED_WRITES: [&str; 11] = [
+    "insertOne",
+    "insertMany",
+    "updateOne",
+    "updateMany",
+    "replaceOne",
+    "deleteOne",
+    "deleteMany",
+    "findOneAndUpdate",
+    "findOneAndReplace",
+    "findOneAndDelete",
+    "bulkWrite",
+];
+
+/// Whether a write on `coll` with these arguments asks for `w: 0`.
+fn is_unacknowledged(coll: &Collection<Document>, args: &Document) -> bool {
+    let w0 = |wc: &mongodb::options::WriteConcern| {
+        matches!(wc.w, Some(mongodb::options::Acknowledgment::Nodes(0))) && wc.journal != Some(true)
+    };
+    match args.get("writeConcern") {
+        Some(b) => bson::deserialize_from_bson::<mongodb::options::WriteConcern>(b.clone())
+            .is_ok_and(|wc| w0(&wc)),
+        None => coll.write_concern().is_some_and(w0),
+    }
+}
+
+/// Sends a `w: 0` write as the command the driver would build, through the collection's client (so its
+/// events are observed). The Rust driver refuses unacknowledged writes, but they are part of what the server
+/// must accept; the result is left unset, as the format allows for unacknowledged writes.
+async fn unacknowledged_write(
+    coll: &Collection<Document>,
+    name: &str,
+    mut args: Document,
+) -> Result<OpResult, String> {
+    args.remove("session");
+    let wc = args.remove("writeConcern").unwrap_or_else(|| Bson::Document(doc! {"w": 0}));
+    let mut top = Document::new();
+    for k in ["let", "comment", "bypassDocumentValidation", "ordered"] {
+        if let Some(v) = args.remove(k) {
+            top.insert(k, v);
+        }
+    }
+    let commands = match name {
+        "bulkWrite" => {
+            let requests = match args.remove("requests") {
+                Some(Bson::Array(a)) => a,
+                _ => return Err("bulkWrite: missing requests".into()),
+            };
+            let mut batches: Vec<(&'static str, Vec<Bson>)> = Vec::new();
+            for r in requests {
+                let r = r.as_document().cloned().unwrap_or_default();
+                let (kind, spec) = r.into_iter().next().ok_or("empty bulkWrite request")?;
+                let spec = spec.as_document().cloned().unwrap_or_default();
+                let (cmd, stmt) = statement(&kind, spec)?;
+                match batches.last_mut() {
+                    Some((c, stmts)) if *c == cmd => stmts.push(stmt),
+                    _ => batches.push((cmd, vec![stmt])),
+                }
+            }
+            batches.into_iter().map(|(cmd, stmts)| batch_command(coll, cmd, stmts)).collect()
+        }
+        "insertMany" => {
+            let docs = args.remove("documents").unwrap_or(Bson::Array(Vec::new()));
+            vec![doc! {"insert": coll.name(), "documents": docs}]
+        }
+        "findOneAndUpdate" | "findOneAndReplace" | "findOneAndDelete" => {
+            let mut cmd = doc! {"findAndModify": coll.name()};
+            for (k, v) in args {
+                match k.as_str() {
+                    "filter" => cmd.insert("query", v),
+                    "update" | "replacement" => cmd.insert("update", v),
+                    "projection" => cmd.insert("fields", v),
+                    "returnDocument" => cmd
+                        .insert("new", v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("after"))),
+                    _ => cmd.insert(k, v),
+                };
+            }
+            if name == "findOneAndDelete" {
+                cmd.insert("remove", true);
+            }
+            vec![cmd]
+        }
+        other => {
+            let (cmd, stmt) = statement(other, args)?;
+            vec![batch_command(coll, cmd, vec![stmt])]
+        }
+    };
+    let db = coll.client().database(&coll.namespace().db);
+    for mut cmd in commands {
+        cmd.extend(top.clone());
+        cmd.insert("writeConcern", wc.clone());
+        if let Err(e) = db.run_command(cmd).await {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(None))
+}
+
+/// The write command a single write goes into and its statement in that command.
+fn statement(kind: &str, mut spec: Document) -> Result<(&'static str, Bson), String> {
+    let mut take = |k: &str| spec.remove(k);
+    let mut stmt = Document::new();
+    let cmd = match kind {
+        "insertOne" => {
+            return Ok(("insert", take("document").ok_or("insertOne: missing document")?));
+        }
+        "updateOne" | "updateMany" | "replaceOne" => {
+            stmt.insert("q", take("filter").unwrap_or(Bson::Document(Document::new())));
+            stmt.insert("u", take("update").or_else(|| take("replacement")).unwrap_or(Bson::Null));
+            stmt.insert("multi", kind == "updateMany");
+            for k in ["upsert", "hint", "collation", "arrayFilters", "sort"] {
+                if let Some(v) = take(k) {
+                    stmt.insert(k, v);
+                }
+            }
+            "update"
+        }
+        "deleteOne" | "deleteMany" => {
+            stmt.insert("q", take("filter").unwrap_or(Bson::Document(Document::new())));
+            stmt.insert("limit", i32::from(kind == "deleteOne"));
+            for k in ["hint", "collation"] {
+                if let Some(v) = take(k) {
+                    stmt.insert(k, v);
+                }
+            }
+            "delete"
+        }
+        other => return Err(format!("unsupported unacknowledged write {other}")),
+    };
+    Ok((cmd, Bson::Document(stmt)))
+}
+
+fn batch_command(coll: &Collection<Document>, cmd: &str, stmts: Vec<Bson>) -> Document {
+    let field = match cmd {
+        "insert" => "documents",
+        "update" => "updates",
+        _ => "deletes",
+    };
+    doc! {cmd: coll.name(), field: stmts}
+}
+
+/// A `BulkWriteResult` document from counts (inserted, matched, modified, deleted, upserted) and ids.
+fn bulk_result_doc(
+    counts: &[i64; 5],
+    inserted: Vec<(usize, Bson)>,
+    upserted: Vec<(usize, Bson)>,
+) -> Bson {
+    Bson::Document(doc! {
+        "insertedCount": counts[0],
+        "matchedCount": counts[1],
+        "modifiedCount": counts[2],
+        "deletedCount": counts[3],
+        "upsertedCount": counts[4],
+        "insertedIds": ids_doc(inserted),
+        "upsertedIds": ids_doc(upserted),
+    })
+}
+
+/// How many documents of a failed `insertMany` of `n` were inserted: up to the first write error when
+/// ordered, all but the failed ones when not.
+fn inserted_before_error(e: &mongodb::error::Error, n: usize, ordered: bool) -> i64 {
+    use mongodb::error::ErrorKind;
+    let inserted = match &*e.kind {
+        ErrorKind::InsertMany(m) => match &m.write_errors {
+            Some(errors) if ordered => errors.iter().map(|w| w.index).min().unwrap_or(n),
+            Some(errors) => n.saturating_sub(errors.len()),
+            None => n,
+        },
+        _ => 0,
+    };
+    inserted as i64
 }
 
 async fn drain_specs(
@@ -868,7 +1206,7 @@ fn verbose_result(v: &mongodb::results::VerboseBulkWriteResult) -> Bson {
     );
     d.insert(
         "updateResults",
-        ids_doc(v.update_results.iter().map(|(i, r)| (*i, update_result(r.clone())))),
+        ids_doc(v.update_results.iter().map(|(i, r)| (*i, client_update_result(r)))),
     );
     d.insert(
         "deleteResults",
