@@ -223,6 +223,18 @@ impl Service {
             crate::bail!(CommandNotFound, "no such command: '{}'", name);
         }
         let op = OpContext::parse(cmd)?;
+        // Snapshot reads outside transactions exist only for find, aggregate and distinct.
+        if op.read_concern_level() == Some("snapshot")
+            && !matches!(op.mode(), Mode::Transaction(_))
+            && !matches!(name.as_str(), "find" | "aggregate" | "distinct" | "getMore")
+            && matches!(spec.handler, table::Handler::Runner(_))
+        {
+            crate::bail!(
+                InvalidOptions,
+                "Command {} does not support {{ readConcern: {{ level: \"snapshot\" }} }}",
+                name
+            );
+        }
         if spec.admin_only && op.db != "admin" {
             crate::bail!(Unauthorized, "{} may only be run against the admin database.", name);
         }
@@ -248,13 +260,8 @@ impl Service {
                         Some(l) => e.labels = l,
                         None => labels::add_labels(&mut e, &op, false),
                     }
-                    // A failed statement aborts its transaction, as a real error would.
-                    if let (Mode::Transaction(_), Some(lsid)) = (op.mode(), &op.lsid)
-                        && !matches!(name.as_str(), "commitTransaction" | "abortTransaction")
-                        && let Ok(s) = self.sessions.get_or_create(lsid)
-                    {
-                        s.lock().abort_open(None);
-                    }
+                    // Like MongoDB's fail point, this fires before the command reaches its
+                    // session: an open transaction stays open (drivers may retry the statement).
                     return Err(e);
                 }
                 forced_labels = fc.error_labels;
