@@ -114,7 +114,7 @@ pub fn bulk_write(
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
-    let let_vars = opt_doc(cmd, "let", "bulkWrite")?;
+    let let_vars = super::crud::command_let(cmd, "bulkWrite")?;
     let mut results = Vec::new();
     let (
         mut n_errors,
@@ -155,7 +155,7 @@ pub fn bulk_write(
             Op::Delete { ns, filter, multi } => {
                 let (db, coll) = &namespaces[ns];
                 run.write(stmt, |txn| {
-                    let r = exec::delete(txn, db, coll, &filter, !multi)?;
+                    let r = exec::delete(txn, db, coll, &filter, !multi, let_vars.as_ref())?;
                     Ok(doc! { "n": r.deleted as i64, "kind": "delete" })
                 })
             }

@@ -14,6 +14,14 @@ use crate::error::{Error, Result};
 use crate::exec::{self, FindSpec};
 use crate::{bail, err};
 
+/// The command's `let` option, evaluated once (`$$NOW` and friends included).
+pub(crate) fn command_let(cmd: &Document, command: &str) -> Result<Option<Document>> {
+    match opt_doc(cmd, "let", command)? {
+        Some(vars) => Ok(Some(crate::agg::eval_let(&vars)?)),
+        None => Ok(None),
+    }
+}
+
 /// The default size of a first batch.
 const DEFAULT_FIRST_BATCH: usize = 101;
 
@@ -201,7 +209,7 @@ pub fn update(
     let mut upserted = Vec::new();
     // The statements are parsed up front: a malformed one fails the whole command, as in MongoDB.
     let mut ops: Vec<exec::UpdateOp> = raw.iter().map(parse_update).collect::<Result<_>>()?;
-    let let_vars = opt_doc(cmd, "let", "update")?;
+    let let_vars = command_let(cmd, "update")?;
     for op in &mut ops {
         if op.let_vars.is_none() {
             op.let_vars = let_vars.clone();
@@ -245,13 +253,14 @@ pub fn delete(
     let db = run.op.db.clone();
     let mut n = 0i64;
     let deletes: Vec<(Document, bool)> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
+    let let_vars = command_let(cmd, "delete")?;
     let errors = run_statements(
         run,
         cmd,
         &deletes,
         |run, stmt, (filter, limit)| {
             run.write(stmt, |txn| {
-                let r = exec::delete(txn, &db, &coll, filter, *limit)?;
+                let r = exec::delete(txn, &db, &coll, filter, *limit, let_vars.as_ref())?;
                 Ok(doc! { "n": r.deleted as i64 })
             })
         },
@@ -313,7 +322,7 @@ pub fn find_and_modify(
         sort: opt_doc(cmd, "sort", "findAndModify")?,
         remove: opt_bool(cmd, "remove", "findAndModify")?.unwrap_or(false),
         update,
-        let_vars: opt_doc(cmd, "let", "findAndModify")?,
+        let_vars: command_let(cmd, "findAndModify")?,
         new: opt_bool(cmd, "new", "findAndModify")?.unwrap_or(false),
         fields: opt_doc(cmd, "fields", "findAndModify")?,
         upsert: opt_bool(cmd, "upsert", "findAndModify")?.unwrap_or(false),
@@ -408,6 +417,7 @@ pub fn find(
         projection: opt_doc(cmd, "projection", "find")?,
         skip: skip as u64,
         limit: limit.unsigned_abs(),
+        let_vars: command_let(cmd, "find")?,
     };
     let batch = batch_size(cmd, "batchSize", "find")?.unwrap_or(DEFAULT_FIRST_BATCH);
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
@@ -643,7 +653,7 @@ impl crate::agg::output::Target for TxnTarget<'_> {
     }
 
     fn clear(&mut self) -> Result<()> {
-        exec::delete(self.txn, self.db, self.coll, &Document::new(), false).map(|_| ())
+        exec::delete(self.txn, self.db, self.coll, &Document::new(), false, None).map(|_| ())
     }
 }
 

@@ -46,6 +46,8 @@ pub struct FindSpec {
     pub skip: u64,
     /// Maximum documents to return (0: no limit).
     pub limit: u64,
+    /// The command's evaluated `let` variables, for `$expr` in the filter.
+    pub let_vars: Option<Document>,
 }
 
 /// The encoded `_id` key of a document value.
@@ -107,7 +109,7 @@ pub fn matching_sorted(
 
 /// Runs a find and returns every result (sorted, skipped, limited and projected).
 pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<Document>> {
-    let filter = Filter::parse(&spec.filter)?;
+    let filter = Filter::parse_with_let(&spec.filter, spec.let_vars.as_ref())?;
     let sort = spec.sort.as_ref().map(SortSpec::parse).transpose()?;
     let projection = spec.projection.as_ref().map(Projection::parse).transpose()?;
     let Some(meta) = catalog::get_collection(txn, db, coll)? else {

@@ -303,7 +303,7 @@ pub struct UpdateResult {
 
 /// Runs one update statement.
 pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<UpdateResult> {
-    let filter = Filter::parse(&op.filter)?;
+    let filter = Filter::parse_with_let(&op.filter, op.let_vars.as_ref())?;
     let spec = op.update.parse(op.array_filters.as_deref(), op.let_vars.as_ref())?;
     let sort = op.sort.as_ref().map(SortSpec::parse).transpose()?;
     let handle = match CollectionHandle::load(txn, db, coll)? {
@@ -384,8 +384,9 @@ pub fn delete(
     coll: &str,
     filter: &Document,
     limit_one: bool,
+    let_vars: Option<&Document>,
 ) -> Result<DeleteResult> {
-    let filter = Filter::parse(filter)?;
+    let filter = Filter::parse_with_let(filter, let_vars)?;
     let Some(handle) = CollectionHandle::load(txn, db, coll)? else {
         return Ok(DeleteResult::default());
     };
@@ -446,7 +447,7 @@ pub fn find_and_modify(
     coll: &str,
     req: &FindAndModify,
 ) -> Result<FindAndModifyResult> {
-    let filter = Filter::parse(&req.query)?;
+    let filter = Filter::parse_with_let(&req.query, req.let_vars.as_ref())?;
     let sort = req.sort.as_ref().map(SortSpec::parse).transpose()?;
     let projection = req.fields.as_ref().map(Projection::parse).transpose()?;
     let spec = match (&req.update, req.remove) {
