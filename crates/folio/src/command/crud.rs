@@ -567,6 +567,12 @@ pub fn aggregate(
         .is_some_and(|s| s.contains_key("$listLocalSessions"))
         .then(|| local_sessions(svc, run));
     if let Some(sink) = parsed.sink() {
+        if run.op.read_concern_level() == Some("linearizable") {
+            bail!(
+                InvalidOptions,
+                "readConcern level 'linearizable' is not allowed with $out or $merge"
+            );
+        }
         // `$out` / `$merge`: run the pipeline and write its results in one write transaction.
         let (target_db, target_coll) = sink.target(&db);
         run.write(stmt_id(cmd, 0), |txn| {
