@@ -699,3 +699,61 @@ fn local_sessions(svc: &Service, run: &mut Runner) -> Vec<Document> {
     }
     out
 }
+
+/// `explain` of find, count, distinct, update, delete, findAndModify and aggregate: the
+/// `queryPlanner` section with the plan the command's filter would use.
+pub fn explain(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let inner = match cmd.get("explain") {
+        Some(Bson::Document(d)) => d.clone(),
+        _ => bail!(TypeMismatch, "explain command requires a nested object"),
+    };
+    let Some((name, target)) = inner.iter().next().map(|(k, v)| (k.clone(), v.clone())) else {
+        bail!(FailedToParse, "explain command requires a nested object");
+    };
+    let Bson::String(coll) = target else {
+        bail!(InvalidNamespace, "explain of {} needs a collection name", name);
+    };
+    let (filter, sort) = match name.as_str() {
+        "find" => (opt_doc(&inner, "filter", "find")?, opt_doc(&inner, "sort", "find")?),
+        "count" | "distinct" => (opt_doc(&inner, "query", &name)?, None),
+        "findAndModify" | "findandmodify" => {
+            (opt_doc(&inner, "query", &name)?, opt_doc(&inner, "sort", &name)?)
+        }
+        "update" | "delete" => {
+            let key = if name == "update" { "updates" } else { "deletes" };
+            let first = doc_array(&inner, key, &name)?.into_iter().next().unwrap_or_default();
+            (opt_doc(&first, "q", &name)?, None)
+        }
+        "aggregate" => {
+            let pipeline = doc_array(&inner, "pipeline", "aggregate")?;
+            let filter = pipeline.first().and_then(|s| s.get_document("$match").ok().cloned());
+            (filter, None)
+        }
+        other => bail!(CommandNotFound, "Explain failed due to unknown command: {}", other),
+    };
+    let filter = crate::query::Filter::parse(&filter.unwrap_or_default())?;
+    let sort = sort.as_ref().map(crate::query::SortSpec::parse).transpose()?;
+    let db = run.op.db.clone();
+    let planner = run.read(|txn| {
+        Ok(crate::catalog::get_collection(txn, &db, &coll)?
+            .map(|meta| exec::plan::explain(&meta, &filter, sort.as_ref())))
+    })?;
+    let planner = planner.unwrap_or_else(|| {
+        doc! {
+            "namespace": format!("{db}.{coll}"),
+            "parsedQuery": filter.to_document(),
+            "winningPlan": { "stage": "EOF" },
+            "rejectedPlans": [],
+        }
+    });
+    Ok(doc! {
+        "queryPlanner": planner,
+        "command": inner.clone(),
+        "serverInfo": { "host": "localhost", "version": "8.0.0" },
+    })
+}

@@ -444,6 +444,7 @@ pub(crate) mod table {
         txn(cmd("distinct", R(crud::distinct))),
         txn(cmd("aggregate", R(crud::aggregate))),
         cmd("count", R(crud::count)),
+        cmd("explain", R(crud::explain)),
         admin(txn(write(cmd("bulkWrite", R(bulk::bulk_write))))),
         // DDL.
         txn(write(cmd("create", R(ddl::create)))),

@@ -206,3 +206,53 @@ pub fn fetch(
         }
     }
 }
+
+/// The `queryPlanner` section of `explain`: the winning plan with MongoDB's stage names
+/// (`IDHACK`, `IXSCAN` under `FETCH`, `COLLSCAN`, `SORT` when the order is not the index's).
+pub fn explain(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) -> Document {
+    let plan = plan(meta, filter, sort);
+    let (mut winning, sorted) = match &plan {
+        Plan::IdPoints(_) => (bson::doc! { "stage": "IDHACK" }, false),
+        Plan::IndexScan { index, name, reverse, sorted, .. } => {
+            let key = meta
+                .indexes
+                .iter()
+                .find(|i| i.id == *index)
+                .and_then(|i| i.spec.get_document("key").ok().cloned())
+                .unwrap_or_default();
+            let ixscan = bson::doc! {
+                "stage": "IXSCAN",
+                "keyPattern": key,
+                "indexName": name.clone(),
+                "isMultiKey": true,
+                "direction": if *reverse { "backward" } else { "forward" },
+            };
+            let mut fetch = bson::doc! { "stage": "FETCH", "inputStage": ixscan };
+            if !filter.is_trivial() {
+                fetch.insert("filter", filter.to_document());
+            }
+            (fetch, *sorted)
+        }
+        Plan::CollectionScan => {
+            let mut scan = bson::doc! { "stage": "COLLSCAN", "direction": "forward" };
+            if !filter.is_trivial() {
+                scan.insert("filter", filter.to_document());
+            }
+            (scan, false)
+        }
+    };
+    if let Some(sort) = sort.filter(|s| !s.is_empty() && !sorted) {
+        let pattern: Document = sort
+            .keys
+            .iter()
+            .map(|(k, asc)| (k.clone(), Bson::Int32(if *asc { 1 } else { -1 })))
+            .collect();
+        winning = bson::doc! { "stage": "SORT", "sortPattern": pattern, "inputStage": winning };
+    }
+    bson::doc! {
+        "namespace": meta.namespace(),
+        "parsedQuery": filter.to_document(),
+        "winningPlan": winning,
+        "rejectedPlans": [],
+    }
+}
