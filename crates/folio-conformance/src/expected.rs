@@ -6,6 +6,8 @@
 //!
 //! A run is clean when every failing test is listed and every listed test that ran did not pass: a listed
 //! test that passes must be removed, so the list only ever shrinks. Skipped tests count as neither.
+//! An entry whose reason starts with `flaky:` is a test known to fail only sometimes (the reason says
+//! why): it may pass or fail without making the run unclean, and regenerating the list keeps it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -70,7 +72,7 @@ impl ExpectedFailures {
                 .collect(),
             unexpected_passes: passing
                 .iter()
-                .filter(|k| self.entries.contains_key(**k))
+                .filter(|k| self.entries.get(**k).is_some_and(|r| !is_flaky(r)))
                 .map(|k| k.to_string())
                 .collect(),
         }
@@ -81,11 +83,9 @@ impl ExpectedFailures {
     pub fn render(&self, failing: &[&str], ran: &[&str], partial: bool) -> String {
         let ran: HashSet<&str> = ran.iter().copied().collect();
         let mut keep: BTreeMap<&str, &str> = BTreeMap::new();
-        if partial {
-            for (k, r) in &self.entries {
-                if !ran.contains(k.as_str()) {
-                    keep.insert(k, r);
-                }
+        for (k, r) in &self.entries {
+            if (partial && !ran.contains(k.as_str())) || is_flaky(r) {
+                keep.insert(k, r);
             }
         }
         for k in failing {
@@ -110,6 +110,11 @@ impl ExpectedFailures {
         std::fs::write(path, self.render(failing, ran, partial))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
+}
+
+/// Whether an entry's reason marks a test that fails only sometimes.
+fn is_flaky(reason: &str) -> bool {
+    reason.starts_with("flaky:")
 }
 
 #[cfg(test)]
@@ -153,5 +158,13 @@ mod tests {
         let text = l.render(&[], &["crud/a.json: finds # one"], true);
         assert!(text.contains("transactions/b.json: commits  # needs txns (#2)"));
         assert!(!text.contains("crud/a.json"));
+    }
+
+    #[test]
+    fn flaky_entries_may_pass_and_are_kept() {
+        let l = ExpectedFailures::parse("crud/f.json: sometimes  # flaky: timing (#5)\n");
+        assert_eq!(l.compare(&[], &["crud/f.json: sometimes"]), Verdict::default());
+        assert_eq!(l.compare(&["crud/f.json: sometimes"], &[]), Verdict::default());
+        assert!(l.render(&[], &["crud/f.json: sometimes"], false).contains("flaky: timing (#5)"));
     }
 }

@@ -370,7 +370,11 @@ impl TestRun<'_> {
                     r.get_document("cursor").ok().and_then(|c| c.get("firstBatch")).cloned()
                 })
             }
-            "dropIndexes" => coll.drop_indexes().await.map(|_| None),
+            "dropIndexes" => {
+                let _ = a.take("session");
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.drop_indexes()).map(|_| None)
+            }
             other => return Err(format!("unsupported collection operation {other}")),
         })
     }

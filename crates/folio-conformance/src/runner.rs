@@ -429,8 +429,18 @@ impl<'r> TestRun<'r> {
                 let client_name = spec.get_str("client").unwrap_or_default().to_string();
                 let client = self.client(&client_name)?.client.clone();
                 let opts: SessionOptions = match spec.get_document("sessionOptions") {
-                    Ok(o) => bson::deserialize_from_document(o.clone())
-                        .map_err(|e| format!("sessionOptions: {e}"))?,
+                    Ok(o) => {
+                        let mut o = o.clone();
+                        // `snapshotTime` names an entity saved by `getSnapshotTime`.
+                        if let Ok(name) = o.get_str("snapshotTime") {
+                            let value = self
+                                .entity_value(name)
+                                .ok_or_else(|| format!("no entity {name:?} for snapshotTime"))?;
+                            o.insert("snapshotTime", value);
+                        }
+                        bson::deserialize_from_document(o)
+                            .map_err(|e| format!("sessionOptions: {e}"))?
+                    }
                     Err(_) => SessionOptions::default(),
                 };
                 let session = client
