@@ -125,6 +125,7 @@ codes! {
     OptionNotSupportedOnView = 167,
     InvalidPipelineOperator = 168,
     InvalidViewDefinition = 182,
+    ViewDepthLimitExceeded = 149,
     CannotIndexParallelArrays = 171,
     ShutdownInProgress = 91,
     PrimarySteppedDown = 189,

@@ -88,7 +88,38 @@ pub fn scan_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Vec<Found
 
 /// The documents of a collection that match a parsed filter, in plan order (unsorted).
 pub fn matching(txn: &dyn Txn, meta: &CollectionMeta, filter: &Filter) -> Result<Vec<Found>> {
-    Ok(plan::fetch(txn, meta, filter, None, 0)?.0)
+    matching_sorted(txn, meta, filter, None, 0)
+}
+
+/// How many views deep a view may be defined on other views.
+const MAX_VIEW_DEPTH: usize = 20;
+
+/// The documents of a view: its source collection's documents (or source view's, recursively)
+/// through the view's pipeline, at the transaction's snapshot.
+pub fn view_documents(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Vec<Document>> {
+    view_documents_at(txn, meta, 0)
+}
+
+fn view_documents_at(txn: &dyn Txn, meta: &CollectionMeta, depth: usize) -> Result<Vec<Document>> {
+    if depth > MAX_VIEW_DEPTH {
+        crate::bail!(
+            ViewDepthLimitExceeded,
+            "View depth too deep or view cycle detected. Maximum depth is {}",
+            MAX_VIEW_DEPTH
+        );
+    }
+    let on = meta.options.get_str("viewOn").unwrap_or_default();
+    let pipeline: Vec<Document> = meta
+        .options
+        .get_array("pipeline")
+        .map(|a| a.iter().filter_map(|s| s.as_document().cloned()).collect())
+        .unwrap_or_default();
+    let source = match catalog::get_collection(txn, &meta.db, on)? {
+        None => Vec::new(),
+        Some(src) if src.is_view() => view_documents_at(txn, &src, depth + 1)?,
+        Some(src) => scan_collection(txn, &src)?.into_iter().map(|f| f.doc).collect(),
+    };
+    crate::agg::run(source, &pipeline)
 }
 
 /// The documents that match, sorted when a sort is given, stopping early when an index scan
@@ -100,6 +131,18 @@ pub fn matching_sorted(
     sort: Option<&SortSpec>,
     limit: usize,
 ) -> Result<Vec<Found>> {
+    if meta.is_view() {
+        // A view has no keys of its own: its documents are computed, then filtered and sorted.
+        let mut found: Vec<Found> = view_documents(txn, meta)?
+            .into_iter()
+            .filter(|d| filter.matches(d))
+            .map(|doc| Found { key: Vec::new(), doc })
+            .collect();
+        if let Some(sort) = sort {
+            found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
+        }
+        return Ok(found);
+    }
     let (mut found, sorted) = plan::fetch(txn, meta, filter, sort, limit)?;
     if let (Some(sort), false) = (sort, sorted) {
         found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));

@@ -464,6 +464,9 @@ pub fn find_and_modify(
         None if req.upsert => CollectionHandle::load_or_create(txn, db, coll)?,
         None => return Ok(FindAndModifyResult::default()),
     };
+    if handle.meta.is_view() {
+        bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
+    }
     let found = super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), 1)?;
     let project = |d: Document| -> Result<Document> {
         match &projection {
