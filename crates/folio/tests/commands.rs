@@ -209,3 +209,64 @@ fn transaction_lifetime_limit_aborts_the_transaction() {
         reply.get_document("cursor").and_then(|c| c.get_array("firstBatch")).expect("batch");
     assert!(batch.is_empty(), "the aborted transaction's insert is visible: {reply}");
 }
+
+#[test]
+fn kill_op_interrupts_a_write_waiting_for_a_transaction() {
+    let svc = Arc::new(service());
+    let mut conn = svc.connect("test");
+    let lsid = doc! { "id": bson::Uuid::new() };
+    let run = |svc: &Service, conn: &mut folio::command::Connection, cmd: Document| {
+        svc.dispatch(conn, cmd).body
+    };
+    let r =
+        run(&svc, &mut conn, doc! { "insert": "k", "documents": [{ "_id": 1 }], "$db": "test" });
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    // A transaction holds the document...
+    let r = run(
+        &svc,
+        &mut conn,
+        doc! {
+            "update": "k", "updates": [{ "q": { "_id": 1 }, "u": { "$set": { "a": 1 } } }],
+            "$db": "test", "lsid": lsid.clone(), "txnNumber": 1_i64, "startTransaction": true,
+            "autocommit": false,
+        },
+    );
+    assert_eq!(r.get_i32("n").ok(), Some(1), "{r}");
+    // ...so a plain write to it waits.
+    let writer = {
+        let svc = svc.clone();
+        std::thread::spawn(move || {
+            let mut conn = svc.connect("writer");
+            let cmd = doc! {
+                "update": "k", "updates": [{ "q": { "_id": 1 }, "u": { "$set": { "b": 1 } } }],
+                "$db": "test",
+            };
+            svc.dispatch(&mut conn, cmd).body
+        })
+    };
+    let mut opid = None;
+    for _ in 0..100 {
+        let r = run(&svc, &mut conn, doc! { "currentOp": 1, "$db": "admin" });
+        opid = r.get_array("inprog").ok().and_then(|ops| {
+            ops.iter().filter_map(Bson::as_document).find_map(|op| {
+                (op.get_document("command").ok()?.get_str("update").ok() == Some("k"))
+                    .then(|| op.get_i32("opid").ok())
+                    .flatten()
+            })
+        });
+        if opid.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let opid = opid.expect("the waiting update shows in currentOp");
+    let r = run(&svc, &mut conn, doc! { "killOp": 1, "op": opid, "$db": "admin" });
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    let r = writer.join().expect("writer");
+    let code = r
+        .get_array("writeErrors")
+        .ok()
+        .and_then(|e| e.first()?.as_document()?.get_i32("code").ok())
+        .or_else(|| r.get_i32("code").ok());
+    assert_eq!(code, Some(11601), "the killed write reports Interrupted: {r}");
+}

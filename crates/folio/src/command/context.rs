@@ -59,6 +59,8 @@ pub struct OpContext {
     pub write_concern: Option<Document>,
     /// When `maxTimeMS` runs out.
     pub deadline: Option<Instant>,
+    /// Set by `killOp` while the command runs.
+    pub killed: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl OpContext {
@@ -146,6 +148,7 @@ impl OpContext {
             read_concern,
             write_concern,
             deadline,
+            killed: None,
         })
     }
 
@@ -163,8 +166,12 @@ impl OpContext {
         self.read_concern.as_ref().and_then(|rc| rc.get_str("level").ok())
     }
 
-    /// Fails with MaxTimeMSExpired when the deadline has passed.
+    /// Fails with Interrupted when `killOp` killed the command, and with MaxTimeMSExpired when
+    /// the deadline has passed.
     pub fn check_deadline(&self) -> Result<()> {
+        if self.killed.as_ref().is_some_and(|k| k.load(std::sync::atomic::Ordering::Relaxed)) {
+            bail!(Interrupted, "operation was interrupted");
+        }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             bail!(MaxTimeMSExpired, "operation exceeded time limit");
         }
@@ -389,6 +396,7 @@ impl<'a> Runner<'a> {
                 }
                 Err(e) if e.is_write_conflict() => {
                     txn.abort();
+                    self.op.check_deadline()?;
                     if Instant::now() >= deadline {
                         bail!(
                             MaxTimeMSExpired,
@@ -397,7 +405,9 @@ impl<'a> Runner<'a> {
                     }
                     match e.conflict_holder {
                         Some(holder) => {
-                            self.svc.store.wait_for(crate::mvcc::TxnId(holder), Some(deadline));
+                            // Wait in slices so that killOp and maxTimeMS are noticed.
+                            let slice = (Instant::now() + Duration::from_millis(100)).min(deadline);
+                            self.svc.store.wait_for(crate::mvcc::TxnId(holder), Some(slice));
                         }
                         None => {
                             std::thread::sleep(backoff);

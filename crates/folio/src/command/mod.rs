@@ -24,6 +24,7 @@ mod ddl;
 pub mod failpoint;
 mod handshake;
 pub mod labels;
+mod ops;
 mod sessions;
 
 use std::sync::Arc;
@@ -103,6 +104,7 @@ pub struct Service {
     pub(crate) cursors: CursorRegistry,
     pub(crate) failpoints: FailPoints,
     pub(crate) stats: Stats,
+    pub(crate) ops: ops::OpRegistry,
 }
 
 /// Counters for `serverStatus`.
@@ -125,6 +127,7 @@ impl Service {
             cursors: CursorRegistry::new(),
             failpoints: FailPoints::default(),
             stats: Stats::default(),
+            ops: ops::OpRegistry::default(),
         })
     }
 
@@ -222,7 +225,10 @@ impl Service {
         if spec.test_only && !self.options.test_commands {
             crate::bail!(CommandNotFound, "no such command: '{}'", name);
         }
-        let op = OpContext::parse(cmd)?;
+        let mut op = OpContext::parse(cmd)?;
+        let (_op_guard, killed) =
+            self.ops.register(conn.id, &conn.remote, cmd, namespace_of(cmd, &op.db));
+        op.killed = Some(killed);
         // Snapshot reads outside transactions exist only for find, aggregate and distinct.
         if op.read_concern_level() == Some("snapshot")
             && !matches!(op.mode(), Mode::Transaction(_))
@@ -470,6 +476,7 @@ pub(crate) mod table {
         cmd("killAllSessions", S(sessions::kill_all_sessions)),
         cmd("killAllSessionsByPattern", S(sessions::kill_all_sessions)),
         admin(cmd("currentOp", S(sessions::current_op))),
+        admin(cmd("killOp", S(sessions::kill_op))),
         // Test commands.
         Spec { test_only: true, admin_only: true, ..cmd("configureFailPoint", S(failpoint_cmd)) },
     ];

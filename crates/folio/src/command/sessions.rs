@@ -123,9 +123,19 @@ pub fn kill_all_sessions(svc: &Service, _c: &mut Connection, _cmd: &Document) ->
     Ok(Document::new())
 }
 
-/// `currentOp`: open transactions show as idle sessions with their transaction.
+/// `killOp`: interrupts a running command by its `opid` (from `currentOp`).
+pub fn kill_op(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Document> {
+    let opid = match cmd.get("op").and_then(super::context::number) {
+        Some(n) if n >= 0.0 && n.fract() == 0.0 => n as u32,
+        _ => bail!(TypeMismatch, "killOp requires a numeric 'op' field"),
+    };
+    svc.ops.kill(opid);
+    Ok(doc! { "info": "attempting to kill op" })
+}
+
+/// `currentOp`: running commands, and open transactions as idle sessions.
 pub fn current_op(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
-    let mut inprog = Vec::new();
+    let mut inprog = svc.ops.current();
     for s in svc.sessions.list() {
         let Some(s) = s.try_lock() else { continue };
         if s.state != TxnState::InProgress {

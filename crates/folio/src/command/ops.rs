@@ -1,0 +1,107 @@
+//! In-flight operations: what `currentOp` lists and `killOp` interrupts.
+//!
+//! Every command registers itself for as long as it runs, with an operation id and a kill flag.
+//! `killOp` sets the flag; a command checks it wherever it may wait (between statements, and while
+//! an autocommit write waits for a conflicting transaction), and stops with Interrupted (11601).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
+
+use bson::{Bson, Document, doc};
+use parking_lot::Mutex;
+
+/// One running command.
+pub(crate) struct OpEntry {
+    pub(crate) opid: u32,
+    pub(crate) connection: u64,
+    pub(crate) client: String,
+    pub(crate) command: Document,
+    pub(crate) ns: String,
+    pub(crate) started: Instant,
+    pub(crate) killed: Arc<AtomicBool>,
+}
+
+/// The registry of running commands.
+#[derive(Default)]
+pub(crate) struct OpRegistry {
+    next: AtomicU32,
+    ops: Mutex<HashMap<u32, Arc<OpEntry>>>,
+}
+
+/// Removes its operation from the registry when dropped.
+pub(crate) struct OpGuard<'a> {
+    registry: &'a OpRegistry,
+    opid: u32,
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        self.registry.ops.lock().remove(&self.opid);
+    }
+}
+
+impl OpRegistry {
+    /// Registers a running command; returns its guard and kill flag.
+    pub(crate) fn register(
+        &self,
+        connection: u64,
+        client: &str,
+        command: &Document,
+        ns: String,
+    ) -> (OpGuard<'_>, Arc<AtomicBool>) {
+        let opid = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let killed = Arc::new(AtomicBool::new(false));
+        // Only the command's name and target go into currentOp, not its (possibly large) data.
+        let mut summary = Document::new();
+        if let Some((k, v)) = command.iter().next() {
+            summary.insert(k.clone(), v.clone());
+        }
+        let entry = OpEntry {
+            opid,
+            connection,
+            client: client.to_string(),
+            command: summary,
+            ns,
+            started: Instant::now(),
+            killed: killed.clone(),
+        };
+        self.ops.lock().insert(opid, Arc::new(entry));
+        (OpGuard { registry: self, opid }, killed)
+    }
+
+    /// Marks an operation killed; returns whether it was running.
+    pub(crate) fn kill(&self, opid: u32) -> bool {
+        match self.ops.lock().get(&opid) {
+            Some(op) => {
+                op.killed.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `currentOp` entries for the running commands.
+    pub(crate) fn current(&self) -> Vec<Bson> {
+        let ops: Vec<Arc<OpEntry>> = self.ops.lock().values().cloned().collect();
+        ops.iter()
+            .map(|op| {
+                let micros = op.started.elapsed().as_micros() as i64;
+                Bson::Document(doc! {
+                    "type": "op",
+                    "opid": op.opid as i32,
+                    "active": true,
+                    "op": "command",
+                    "ns": op.ns.clone(),
+                    "command": op.command.clone(),
+                    "connectionId": op.connection as i64,
+                    "client": op.client.clone(),
+                    "secs_running": micros / 1_000_000,
+                    "microsecs_running": micros,
+                    "killPending": op.killed.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+}
