@@ -339,6 +339,8 @@ impl TestRun<'_> {
                     cmd.insert("query", f);
                 }
                 let _ = a.take("session");
+                // Drivers send `rawData` only to 8.2+ servers; Folio reports 8.0.
+                let _ = a.take("rawData");
                 cmd.extend(a.doc);
                 let db = self.runner_db(&coll);
                 let s = self.session_mut(sn)?;
