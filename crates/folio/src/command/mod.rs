@@ -196,9 +196,27 @@ impl Service {
     /// Runs one command and returns its reply. Never panics on client input.
     pub fn dispatch(&self, conn: &mut Connection, cmd: Document) -> Reply {
         let mut close_connection = false;
-        let mut body = match self.run(conn, &cmd, &mut close_connection) {
-            Ok(body) => body,
-            Err(e) => error_reply(&e),
+        // A bug must not take the connection (or the server) down with it: a panic becomes an
+        // InternalError reply. Open transactions stay consistent: a dropped MVCC transaction aborts.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.run(conn, &cmd, &mut close_connection)
+        }));
+        let mut body = match outcome {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => error_reply(&e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!("command panicked: {what}");
+                error_reply(&crate::err!(
+                    InternalError,
+                    "internal error while running the command: {}",
+                    what
+                ))
+            }
         };
         let ts = self.store.last_committed().to_bson();
         body.insert("operationTime", ts);
