@@ -12,19 +12,6 @@ use crate::exec;
 use crate::query::Filter;
 use crate::{bail, err};
 
-fn reject_snapshot(run: &Runner, name: &str) -> Result<()> {
-    if run.op.read_concern_level() == Some("snapshot")
-        && !matches!(run.op.mode(), Mode::Transaction(_))
-    {
-        bail!(
-            InvalidOptions,
-            "Command {} does not support {{ readConcern: {{ level: \"snapshot\" }} }}",
-            name
-        );
-    }
-    Ok(())
-}
-
 /// `create`.
 pub fn create(
     _svc: &Service,
@@ -277,7 +264,6 @@ pub fn list_collections(
     cmd: &Document,
     run: &mut Runner,
 ) -> Result<Document> {
-    reject_snapshot(run, "listCollections")?;
     let db = run.op.db.clone();
     let filter = Filter::parse(&opt_doc(cmd, "filter", "listCollections")?.unwrap_or_default())?;
     let name_only = opt_bool(cmd, "nameOnly", "listCollections")?.unwrap_or(false);
@@ -305,7 +291,6 @@ pub fn list_indexes(
     cmd: &Document,
     run: &mut Runner,
 ) -> Result<Document> {
-    reject_snapshot(run, "listIndexes")?;
     let coll = collection(cmd, "listIndexes")?;
     let db = run.op.db.clone();
     let meta = run.read(|txn| catalog::get_collection(txn, &db, &coll))?;
@@ -323,7 +308,6 @@ pub fn list_databases(
     cmd: &Document,
     run: &mut Runner,
 ) -> Result<Document> {
-    reject_snapshot(run, "listDatabases")?;
     let name_only = opt_bool(cmd, "nameOnly", "listDatabases")?.unwrap_or(false);
     let filter = Filter::parse(&opt_doc(cmd, "filter", "listDatabases")?.unwrap_or_default())?;
     let names = run.read(|txn| catalog::list_databases(txn))?;
