@@ -165,11 +165,17 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
     let mut out = Vec::new();
     for f in found.into_iter().skip(skip).take(limit) {
         out.push(match &projection {
-            Some(p) => p.apply(&f.doc, filter.matches_with_key(&f.doc).1)?,
+            Some(p) => p.apply(&f.doc, match_position(p, &filter, &f.doc))?,
             None => f.doc,
         });
     }
     Ok(out)
+}
+
+/// The array position the filter matched, when the projection needs it (positional `field.$`);
+/// matching again only for that avoids a second match per returned document.
+pub(crate) fn match_position(p: &Projection, filter: &Filter, doc: &Document) -> Option<usize> {
+    if p.needs_match_position() { filter.matches_with_key(doc).1 } else { None }
 }
 
 /// Counts matching documents (after skip, up to limit).

@@ -470,7 +470,7 @@ pub fn find_and_modify(
     let found = super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), 1)?;
     let project = |d: Document| -> Result<Document> {
         match &projection {
-            Some(p) => p.apply(&d, filter.matches_with_key(&d).1),
+            Some(p) => p.apply(&d, super::match_position(p, &filter, &d)),
             None => Ok(d),
         }
     };
