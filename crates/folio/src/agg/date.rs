@@ -2,14 +2,24 @@
 //! `$dateSubtract`, `$dateDiff` and `$dateTrunc`.
 //!
 //! BSON dates are milliseconds since the Unix epoch in UTC. Calendar fields come from the
-//! proleptic Gregorian calendar (Howard Hinnant's `civil_from_days` algorithm), so no date
-//! library is needed. Time zones are UTC/GMT or fixed offsets (`"+05:30"`, `"-0800"`, `"+03"`);
-//! TODO(#7): Olson time zone names (`"America/New_York"`) need a time zone database.
+//! proleptic Gregorian calendar (Howard Hinnant's `civil_from_days` algorithm) applied to the
+//! *local* time, which [`Tz`] computes: an operator converts the UTC instant to wall-clock
+//! milliseconds in its time zone (the offset looked up at that instant, so daylight saving time
+//! is resolved per date), works on calendar fields, and converts a computed wall-clock time back
+//! with [`Tz::from_local`].
+//!
+//! Which operations are calendar operations follows MongoDB: `$dateAdd` with units of a day or
+//! more keeps the wall-clock time across a DST change (adding a day to 12:00 gives 12:00), with
+//! hours or less it adds elapsed time; `$dateDiff` counts unit boundaries crossed in local time,
+//! corrected by the change of offset for hours, minutes and seconds; `$dateTrunc` bins hours and
+//! smaller units from the local midnight of 2000-01-01 in elapsed time, and days and larger
+//! units on the local calendar.
 
 use bson::Bson;
 
 use super::expr::{Value, loc, type_name};
 use super::ops::as_int;
+use super::tz::{Tz, parse_offset, timezone_arg as timezone};
 use crate::error::Result;
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -66,8 +76,8 @@ struct Parts {
     days: i64,
 }
 
-fn parts(ms: i64, offset_min: i64) -> Parts {
-    let local = ms.saturating_add(offset_min * 60_000);
+/// The calendar fields of a local time (milliseconds since the local epoch).
+fn parts(local: i64) -> Parts {
     let days = local.div_euclid(MS_PER_DAY);
     let rem = local.rem_euclid(MS_PER_DAY);
     let (year, month, day) = civil_from_days(days);
@@ -109,59 +119,29 @@ fn iso_week(p: &Parts) -> (i64, i64, i64) {
     (y, week, wd)
 }
 
-/// Parses a time zone into an offset in minutes.
-fn timezone(v: &Value) -> Result<Option<i64>> {
-    match v {
-        None => Ok(Some(0)),
-        Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
-        Some(Bson::String(s)) => parse_tz(s)
-            .map(Some)
-            .ok_or_else(|| loc(40485, format!("unrecognized time zone identifier: \"{s}\""))),
-        Some(other) => Err(loc(
-            40517,
-            format!("timezone must evaluate to a string, found {}", type_name(other)),
-        )),
-    }
-}
-
-fn parse_tz(s: &str) -> Option<i64> {
-    if matches!(s, "UTC" | "GMT" | "Z" | "Etc/UTC" | "Etc/GMT") {
-        return Some(0);
-    }
-    let sign = match s.chars().next()? {
-        '+' => 1,
-        '-' => -1,
-        _ => return None,
-    };
-    let digits: String = s[1..].chars().filter(|c| *c != ':').collect();
-    if !digits.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let (h, m) = match digits.len() {
-        2 => (digits.parse::<i64>().ok()?, 0),
-        4 => (digits[..2].parse::<i64>().ok()?, digits[2..].parse::<i64>().ok()?),
-        _ => return None,
-    };
-    Some(sign * (h * 60 + m))
-}
-
 /// A date argument: milliseconds, `Ok(None)` for null/missing.
-fn date_arg(op: &str, v: &Value) -> Result<Option<i64>> {
+fn date_arg(v: &Value) -> Result<Option<i64>> {
     match v {
         None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
         Some(Bson::DateTime(d)) => Ok(Some(d.timestamp_millis())),
         Some(Bson::Timestamp(t)) => Ok(Some(i64::from(t.time) * 1000)),
         Some(Bson::ObjectId(o)) => Ok(Some(o.timestamp().timestamp_millis())),
         Some(other) => {
-            let _ = op;
             Err(loc(16006, format!("can't convert from BSON type {} to Date", type_name(other))))
         }
     }
 }
 
-/// Formats milliseconds with MongoDB's `%` format specifiers at a fixed offset (minutes).
-pub fn format(ms: i64, fmt: &str, offset_min: i64) -> String {
-    let p = parts(ms, offset_min);
+/// Formats a UTC instant with MongoDB's `%` format specifiers in UTC.
+pub fn format_utc(ms: i64, fmt: &str) -> String {
+    format(ms, fmt, Tz::Utc)
+}
+
+/// Formats a UTC instant (milliseconds) with MongoDB's `%` format specifiers in a time zone.
+/// `%z` is the offset at that instant as `+hhmm`, `%Z` the same offset in minutes (`-300`).
+pub fn format(ms: i64, fmt: &str, tz: Tz) -> String {
+    let p = parts(tz.to_local(ms));
+    let offset_min = tz.offset_secs(ms) / 60;
     let mut out = String::new();
     let mut chars = fmt.chars();
     while let Some(c) = chars.next() {
@@ -214,15 +194,24 @@ const MONTHS: [&str; 12] = [
     "December",
 ];
 
-/// Parses a date string (ISO 8601 forms, or `format` when given); `None` when malformed.
+/// Parses a date string (ISO 8601 forms, or `format` when given) to a UTC instant; a string
+/// without an offset is read as UTC. `None` when malformed.
 pub fn parse(s: &str, format: Option<&str>) -> Option<i64> {
+    let (local, offset) = parse_local(s, format)?;
+    Some(local - offset.unwrap_or(0) * 1000)
+}
+
+/// Parses a date string to its wall-clock time (milliseconds since the local epoch) and the
+/// UTC offset in seconds that the string itself carries (`Z`, `+01:00`, or `%z`/`%Z` with a
+/// format), if any.
+fn parse_local(s: &str, format: Option<&str>) -> Option<(i64, Option<i64>)> {
     match format {
         Some(f) => parse_with_format(s, f),
         None => parse_iso(s),
     }
 }
 
-fn parse_iso(s: &str) -> Option<i64> {
+fn parse_iso(s: &str) -> Option<(i64, Option<i64>)> {
     let s = s.trim();
     let (date, rest) = match s.find(['T', ' ']) {
         Some(i) => (&s[..i], &s[i + 1..]),
@@ -251,23 +240,24 @@ fn parse_iso(s: &str) -> Option<i64> {
         return None;
     }
     let days = days_from_civil(y, m, d);
-    Some(days * MS_PER_DAY + h * 3_600_000 + mi * 60_000 + sec * 1000 + ms - offset * 60_000)
+    Some((days * MS_PER_DAY + h * 3_600_000 + mi * 60_000 + sec * 1000 + ms, offset))
 }
 
-/// Splits a trailing `Z` or `±hh[:mm]` from a time.
-fn split_offset(t: &str) -> Option<(&str, i64)> {
+/// Splits a trailing `Z` or `±hh[[:]mm]` from a time.
+fn split_offset(t: &str) -> Option<(&str, Option<i64>)> {
     if let Some(x) = t.strip_suffix('Z') {
-        return Some((x, 0));
+        return Some((x, Some(0)));
     }
     match t.rfind(['+', '-']) {
-        Some(i) => Some((&t[..i], parse_tz(&t[i..])?)),
-        None => Some((t, 0)),
+        Some(i) => Some((&t[..i], Some(parse_offset(&t[i..])?))),
+        None => Some((t, None)),
     }
 }
 
-fn parse_with_format(s: &str, f: &str) -> Option<i64> {
-    let (mut y, mut m, mut d, mut h, mut mi, mut sec, mut ms, mut off) =
-        (1970i64, 1u32, 1u32, 0i64, 0i64, 0i64, 0i64, 0i64);
+fn parse_with_format(s: &str, f: &str) -> Option<(i64, Option<i64>)> {
+    let (mut y, mut m, mut d, mut h, mut mi, mut sec, mut ms) =
+        (1970i64, 1u32, 1u32, 0i64, 0i64, 0i64, 0i64);
+    let mut off = None;
     let mut input = s;
     let mut spec = f.chars();
     let take = |input: &mut &str, n: usize| -> Option<i64> {
@@ -293,9 +283,26 @@ fn parse_with_format(s: &str, f: &str) -> Option<i64> {
             'S' => sec = take(&mut input, 2)?,
             'L' => ms = take(&mut input, 3)?,
             'z' => {
-                let cut = input.char_indices().nth(5).map_or(input.len(), |(i, _)| i);
+                let len = if input.as_bytes().get(3) == Some(&b':') { 6 } else { 5 };
+                let cut = input.char_indices().nth(len).map_or(input.len(), |(i, _)| i);
                 let (tz, rest) = input.split_at(cut);
-                off = parse_tz(tz)?;
+                off = Some(parse_offset(tz)?);
+                input = rest;
+            }
+            'Z' => {
+                // Minutes east of UTC, with a sign: `+60`, `-300`.
+                let sign = match input.as_bytes().first()? {
+                    b'+' => 1,
+                    b'-' => -1,
+                    _ => return None,
+                };
+                input = &input[1..];
+                let len = input.bytes().take_while(u8::is_ascii_digit).count();
+                if len == 0 {
+                    return None;
+                }
+                let (digits, rest) = input.split_at(len);
+                off = Some(sign * digits.parse::<i64>().ok()? * 60);
                 input = rest;
             }
             '%' => input = input.strip_prefix('%')?,
@@ -305,10 +312,9 @@ fn parse_with_format(s: &str, f: &str) -> Option<i64> {
     if !input.is_empty() || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
         return None;
     }
-    Some(
-        days_from_civil(y, m, d) * MS_PER_DAY + h * 3_600_000 + mi * 60_000 + sec * 1000 + ms
-            - off * 60_000,
-    )
+    let local =
+        days_from_civil(y, m, d) * MS_PER_DAY + h * 3_600_000 + mi * 60_000 + sec * 1000 + ms;
+    Some((local, off))
 }
 
 fn get(args: &[(&str, Value)], name: &str) -> Value {
@@ -334,9 +340,9 @@ pub fn named(name: &str, args: &[(&str, Value)]) -> Result<Value> {
 }
 
 fn date_part(name: &str, args: &[(&str, Value)]) -> Result<Value> {
-    let Some(ms) = date_arg(name, &get(args, "date"))? else { return Ok(Some(Bson::Null)) };
-    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
-    let p = parts(ms, off);
+    let Some(ms) = date_arg(&get(args, "date"))? else { return Ok(Some(Bson::Null)) };
+    let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let p = parts(tz.to_local(ms));
     let v: i64 = match name {
         "$year" => p.year,
         "$month" => i64::from(p.month),
@@ -361,12 +367,12 @@ fn date_to_string(args: &[(&str, Value)]) -> Result<Value> {
     if matches!(date, None | Some(Bson::Null) | Some(Bson::Undefined)) {
         return Ok(if has(args, "onNull") { get(args, "onNull") } else { Some(Bson::Null) });
     }
-    let ms = date_arg("$dateToString", &date)?.unwrap_or(0);
-    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let ms = date_arg(&date)?.unwrap_or(0);
+    let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
     let fmt = match get(args, "format") {
         Some(Bson::String(f)) => f,
         None => {
-            if off == 0 {
+            if tz.is_utc() {
                 "%Y-%m-%dT%H:%M:%S.%LZ".to_string()
             } else {
                 "%Y-%m-%dT%H:%M:%S.%L".to_string()
@@ -385,7 +391,7 @@ fn date_to_string(args: &[(&str, Value)]) -> Result<Value> {
         }
     };
     validate_format(&fmt)?;
-    Ok(Some(Bson::String(format(ms, &fmt, off))))
+    Ok(Some(Bson::String(format(ms, &fmt, tz))))
 }
 
 fn validate_format(fmt: &str) -> Result<()> {
@@ -442,11 +448,20 @@ fn date_from_string(args: &[(&str, Value)]) -> Result<Value> {
             ));
         }
     };
-    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
-    match parse(&s, format.as_deref()) {
-        Some(ms) => Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms - off * 60_000)))),
-        None if has(args, "onError") => Ok(get(args, "onError")),
+    let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let parsed = match parse_local(&s, format.as_deref()) {
+        Some((local, None)) => Ok(tz.from_local(local)),
+        Some((local, Some(off))) if tz.is_utc() => Ok(local - off * 1000),
+        Some(_) => Err(conversion_failure(
+            "you cannot pass in a date/time string with GMT offset together with a timezone argument"
+                .to_string(),
+        )),
         None => Err(conversion_failure(format!("Error parsing date string '{s}'"))),
+    };
+    match parsed {
+        Ok(ms) => Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms)))),
+        Err(_) if has(args, "onError") => Ok(get(args, "onError")),
+        Err(e) => Err(e),
     }
 }
 
@@ -455,14 +470,62 @@ fn conversion_failure(msg: String) -> crate::error::Error {
     loc(241, msg)
 }
 
-fn unit_arg(op: &str, v: &Value) -> Result<Option<String>> {
+/// A time unit of `$dateAdd`, `$dateDiff` and `$dateTrunc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    Year,
+    Quarter,
+    Month,
+    Week,
+    Day,
+    Hour,
+    Minute,
+    Second,
+    Millisecond,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Year => "year",
+            Unit::Quarter => "quarter",
+            Unit::Month => "month",
+            Unit::Week => "week",
+            Unit::Day => "day",
+            Unit::Hour => "hour",
+            Unit::Minute => "minute",
+            Unit::Second => "second",
+            Unit::Millisecond => "millisecond",
+        }
+    }
+
+    /// The length of a unit of a fixed length (hours and smaller), in milliseconds.
+    fn fixed_ms(self) -> Option<i64> {
+        match self {
+            Unit::Hour => Some(3_600_000),
+            Unit::Minute => Some(60_000),
+            Unit::Second => Some(1000),
+            Unit::Millisecond => Some(1),
+            Unit::Year | Unit::Quarter | Unit::Month | Unit::Week | Unit::Day => None,
+        }
+    }
+}
+
+fn unit_arg(op: &str, v: &Value) -> Result<Option<Unit>> {
     match v {
         None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
-        Some(Bson::String(u)) => match u.as_str() {
-            "year" | "quarter" | "month" | "week" | "day" | "hour" | "minute" | "second"
-            | "millisecond" => Ok(Some(u.clone())),
-            other => Err(loc(9, format!("{op}: unknown time unit value: {other}"))),
-        },
+        Some(Bson::String(u)) => Ok(Some(match u.as_str() {
+            "year" => Unit::Year,
+            "quarter" => Unit::Quarter,
+            "month" => Unit::Month,
+            "week" => Unit::Week,
+            "day" => Unit::Day,
+            "hour" => Unit::Hour,
+            "minute" => Unit::Minute,
+            "second" => Unit::Second,
+            "millisecond" => Unit::Millisecond,
+            other => return Err(loc(9, format!("{op}: unknown time unit value: {other}"))),
+        })),
         Some(other) => Err(loc(
             5439013,
             format!("{op} requires 'unit' to be a string, but got {}", type_name(other)),
@@ -470,21 +533,95 @@ fn unit_arg(op: &str, v: &Value) -> Result<Option<String>> {
     }
 }
 
-/// `ms` plus a number of months (the day clamped to the month's length); `None` on overflow.
-fn add_months(ms: i64, months: i64) -> Option<i64> {
-    let p = parts(ms, 0);
+/// `startOfWeek` as a day number 1 (Sunday) to 7 (Saturday); Sunday when absent, `Ok(None)`
+/// when null.
+fn start_of_week(op: &str, args: &[(&str, Value)]) -> Result<Option<i64>> {
+    match get(args, "startOfWeek") {
+        None => Ok(Some(1)),
+        Some(Bson::String(s)) => Ok(Some(match s.to_ascii_lowercase().as_str() {
+            "sunday" | "sun" => 1,
+            "monday" | "mon" => 2,
+            "tuesday" | "tue" => 3,
+            "wednesday" | "wed" => 4,
+            "thursday" | "thu" => 5,
+            "friday" | "fri" => 6,
+            "saturday" | "sat" => 7,
+            other => {
+                return Err(loc(
+                    5439016,
+                    format!(
+                        "{op} parameter 'startOfWeek' value cannot be recognized as a day of a week: {other}"
+                    ),
+                ));
+            }
+        })),
+        Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
+        Some(other) => Err(loc(
+            5439015,
+            format!("{op} requires 'startOfWeek' to be a string, but got {}", type_name(&other)),
+        )),
+    }
+}
+
+/// A local time plus a number of months (the day clamped to the month's length); `None` on
+/// overflow.
+fn add_months(local: i64, months: i64) -> Option<i64> {
+    let p = parts(local);
     let total = (p.year * 12 + i64::from(p.month) - 1).checked_add(months)?;
     let (y, m) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
     if y.abs() > 300_000_000 {
         return None;
     }
     let d = p.day.min(days_in_month(y, m));
-    let tod = ms.rem_euclid(MS_PER_DAY);
+    let tod = local.rem_euclid(MS_PER_DAY);
     days_from_civil(y, m, d).checked_mul(MS_PER_DAY)?.checked_add(tod)
 }
 
+/// Adds `amount` units to a UTC instant in a time zone, as MongoDB's `$dateAdd`: calendar units
+/// (and every unit in UTC or at a fixed offset) are added to the wall-clock time, hours and
+/// smaller units in a named zone to the elapsed time. `None` on overflow.
+fn add_in_zone(start: i64, unit: Unit, amount: i64, tz: Tz) -> Option<i64> {
+    if let Some(unit_ms) = unit.fixed_ms()
+        && (unit == Unit::Millisecond || matches!(tz, Tz::Named(_)))
+    {
+        return amount.checked_mul(unit_ms).and_then(|d| start.checked_add(d));
+    }
+    let local = tz.to_local(start);
+    let fixed = |unit_ms: i64| amount.checked_mul(unit_ms).and_then(|d| local.checked_add(d));
+    let new_local = match unit {
+        Unit::Year => amount.checked_mul(12).and_then(|m| add_months(local, m)),
+        Unit::Quarter => amount.checked_mul(3).and_then(|m| add_months(local, m)),
+        Unit::Month => add_months(local, amount),
+        Unit::Week => fixed(7 * MS_PER_DAY),
+        Unit::Day => fixed(MS_PER_DAY),
+        Unit::Hour | Unit::Minute | Unit::Second | Unit::Millisecond => {
+            fixed(unit.fixed_ms().unwrap_or(1))
+        }
+    }?;
+    Some(tz.from_local(new_local))
+}
+
+/// Whether a `$dateAdd` amount roughly fits the range of a date (MongoDB's bound, which keeps
+/// the calendar arithmetic from overflowing).
+fn amount_in_range(amount: i64, unit: Unit) -> bool {
+    const MAX_DAYS: i64 = (u64::MAX / 86_400_000) as i64 + 1;
+    const MAX_YEARS: i64 = MAX_DAYS / 365 + 1;
+    let max = match unit {
+        Unit::Year => MAX_YEARS,
+        Unit::Quarter => MAX_YEARS * 4,
+        Unit::Month => MAX_YEARS * 12,
+        Unit::Week => MAX_DAYS / 7,
+        Unit::Day => MAX_DAYS,
+        Unit::Hour => MAX_DAYS * 24,
+        Unit::Minute => MAX_DAYS * 24 * 60,
+        Unit::Second => MAX_DAYS * 24 * 60 * 60,
+        Unit::Millisecond => return true,
+    };
+    -max < amount && amount < max
+}
+
 fn date_add(name: &str, args: &[(&str, Value)]) -> Result<Value> {
-    let Some(start) = date_arg(name, &get(args, "startDate"))? else { return Ok(Some(Bson::Null)) };
+    let Some(start) = date_arg(&get(args, "startDate"))? else { return Ok(Some(Bson::Null)) };
     let Some(unit) = unit_arg(name, &get(args, "unit"))? else { return Ok(Some(Bson::Null)) };
     let amount = match get(args, "amount") {
         None | Some(Bson::Null) | Some(Bson::Undefined) => return Ok(Some(Bson::Null)),
@@ -501,67 +638,85 @@ fn date_add(name: &str, args: &[(&str, Value)]) -> Result<Value> {
             }
         },
     };
-    let amount = if name == "$dateSubtract" { -amount } else { amount };
-    let fixed = |unit_ms: i64| amount.checked_mul(unit_ms).and_then(|d| start.checked_add(d));
-    let ms = match unit.as_str() {
-        "year" => amount.checked_mul(12).and_then(|m| add_months(start, m)),
-        "quarter" => amount.checked_mul(3).and_then(|m| add_months(start, m)),
-        "month" => add_months(start, amount),
-        "week" => fixed(7 * MS_PER_DAY),
-        "day" => fixed(MS_PER_DAY),
-        "hour" => fixed(3_600_000),
-        "minute" => fixed(60_000),
-        "second" => fixed(1000),
-        _ => fixed(1),
+    let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let amount = if name == "$dateSubtract" {
+        amount.checked_neg().ok_or_else(|| {
+            loc(
+                6045000,
+                format!("invalid {name} 'amount' parameter value: {amount} {}", unit.name()),
+            )
+        })?
+    } else {
+        amount
     };
-    match ms {
+    if !amount_in_range(amount, unit) {
+        return Err(loc(
+            5976500,
+            format!("invalid dateAdd 'amount' parameter value: {amount} {}", unit.name()),
+        ));
+    }
+    match add_in_zone(start, unit, amount, tz) {
         Some(ms) => Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms)))),
         None => Err(loc(5166406, format!("{name} overflowed"))),
     }
 }
 
 fn date_diff(args: &[(&str, Value)]) -> Result<Value> {
-    let Some(a) = date_arg("$dateDiff", &get(args, "startDate"))? else {
+    let Some(a) = date_arg(&get(args, "startDate"))? else {
         return Ok(Some(Bson::Null));
     };
-    let Some(b) = date_arg("$dateDiff", &get(args, "endDate"))? else {
+    let Some(b) = date_arg(&get(args, "endDate"))? else {
         return Ok(Some(Bson::Null));
     };
     let Some(unit) = unit_arg("$dateDiff", &get(args, "unit"))? else {
         return Ok(Some(Bson::Null));
     };
-    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
-    let (pa, pb) = (parts(a, off), parts(b, off));
+    let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let week_start = if unit == Unit::Week {
+        match start_of_week("$dateDiff", args)? {
+            Some(s) => s,
+            None => return Ok(Some(Bson::Null)),
+        }
+    } else {
+        1
+    };
+    let (la, lb) = (tz.to_local(a), tz.to_local(b));
+    let (pa, pb) = (parts(la), parts(lb));
+    // The change of offset between the two instants, in seconds: hours, minutes and seconds
+    // count boundaries on the local clock, corrected by it (as MongoDB does).
+    let shift = tz.offset_secs(a) - tz.offset_secs(b);
     let months = |p: &Parts| p.year * 12 + i64::from(p.month) - 1;
-    // Counts unit boundaries crossed, as MongoDB does (not elapsed whole units).
-    let n = match unit.as_str() {
-        "year" => pb.year - pa.year,
-        "quarter" => months(&pb).div_euclid(3) - months(&pa).div_euclid(3),
-        "month" => months(&pb) - months(&pa),
-        "week" => {
-            // Weeks start on Sunday by default.
-            let wk = |days: i64| (days + 4).div_euclid(7);
-            wk(pb.days) - wk(pa.days)
+    let boundaries = |unit_ms: i64| lb.div_euclid(unit_ms) - la.div_euclid(unit_ms);
+    let n = match unit {
+        Unit::Year => pb.year - pa.year,
+        Unit::Quarter => months(&pb).div_euclid(3) - months(&pa).div_euclid(3),
+        Unit::Month => months(&pb) - months(&pa),
+        Unit::Week => {
+            // Days since the start of the week each date is in.
+            let into_week = |days: i64| (day_of_week(days) - week_start).rem_euclid(7);
+            ((pb.days - into_week(pb.days)) - (pa.days - into_week(pa.days))) / 7
         }
-        "day" => pb.days - pa.days,
-        "hour" => {
-            (b + off * 60_000).div_euclid(3_600_000) - (a + off * 60_000).div_euclid(3_600_000)
-        }
-        "minute" => b.div_euclid(60_000) - a.div_euclid(60_000),
-        "second" => b.div_euclid(1000) - a.div_euclid(1000),
-        _ => b.saturating_sub(a),
+        Unit::Day => pb.days - pa.days,
+        Unit::Hour => boundaries(3_600_000) + shift / 3600,
+        Unit::Minute => boundaries(60_000) + shift / 60,
+        Unit::Second => boundaries(1000) + shift,
+        Unit::Millisecond => b.saturating_sub(a),
     };
     Ok(Some(Bson::Int64(n)))
 }
 
+/// 2000-01-01T00:00:00Z, the reference point of `$dateTrunc`'s bins.
+const REFERENCE_MS: i64 = 946_684_800_000;
+
 /// `$dateTrunc`: the start of the `binSize`-unit bin holding the date. Bins are counted from
-/// 2000-01-01 in local time (weeks from the first `startOfWeek` day on or after it), as in MongoDB.
+/// 2000-01-01 at local midnight (weeks from the first `startOfWeek` day on or after it): hours
+/// and smaller units in elapsed time, days and larger on the local calendar, as in MongoDB.
 fn date_trunc(args: &[(&str, Value)]) -> Result<Value> {
-    let Some(ms) = date_arg("$dateTrunc", &get(args, "date"))? else { return Ok(Some(Bson::Null)) };
+    let Some(ms) = date_arg(&get(args, "date"))? else { return Ok(Some(Bson::Null)) };
     let Some(unit) = unit_arg("$dateTrunc", &get(args, "unit"))? else {
         return Ok(Some(Bson::Null));
     };
-    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
     let bin = match get(args, "binSize") {
         None => 1,
         Some(Bson::Null) | Some(Bson::Undefined) => return Ok(Some(Bson::Null)),
@@ -579,82 +734,60 @@ fn date_trunc(args: &[(&str, Value)]) -> Result<Value> {
             }
         },
     };
-    let local = ms + off * 60_000;
-    let reference = days_from_civil(2000, 1, 1) * MS_PER_DAY;
+    let week_start = if unit == Unit::Week {
+        match start_of_week("$dateTrunc", args)? {
+            Some(s) => s,
+            None => return Ok(Some(Bson::Null)),
+        }
+    } else {
+        1
+    };
     let overflow = || loc(5439018, "$dateTrunc overflowed");
-    let fixed = |unit_ms: i64| -> Result<i64> {
+    // Local midnight of 2000-01-01 (no zone changed its offset in early January 2000).
+    let reference = REFERENCE_MS - tz.offset_secs(REFERENCE_MS) * 1000;
+    if let Some(unit_ms) = unit.fixed_ms() {
         let span = bin.checked_mul(unit_ms).ok_or_else(overflow)?;
         let r = i128::from(reference);
-        let bins = (i128::from(local) - r).div_euclid(i128::from(span));
-        i64::try_from(r + bins * i128::from(span)).map_err(|_| overflow())
-    };
-    let truncated = match unit.as_str() {
-        "millisecond" => fixed(1)?,
-        "second" => fixed(1000)?,
-        "minute" => fixed(60_000)?,
-        "hour" => fixed(3_600_000)?,
-        "day" => fixed(MS_PER_DAY)?,
-        "week" => {
-            let start = match get(args, "startOfWeek") {
-                None => 1,
-                Some(Bson::String(s)) => match s.to_ascii_lowercase().as_str() {
-                    "sunday" | "sun" => 1,
-                    "monday" | "mon" => 2,
-                    "tuesday" | "tue" => 3,
-                    "wednesday" | "wed" => 4,
-                    "thursday" | "thu" => 5,
-                    "friday" | "fri" => 6,
-                    "saturday" | "sat" => 7,
-                    other => {
-                        return Err(loc(
-                            5439016,
-                            format!(
-                                "$dateTrunc parameter 'startOfWeek' value cannot be recognized as a day of a week: {other}"
-                            ),
-                        ));
-                    }
-                },
-                Some(Bson::Null) => return Ok(Some(Bson::Null)),
-                Some(other) => {
-                    return Err(loc(
-                        5439015,
-                        format!(
-                            "$dateTrunc requires 'startOfWeek' to be a string, but got {}",
-                            type_name(&other)
-                        ),
-                    ));
-                }
-            };
-            let ref_days = days_from_civil(2000, 1, 1);
-            let shift = (start - day_of_week(ref_days)).rem_euclid(7);
-            let week_ref = (ref_days + shift) * MS_PER_DAY;
-            let span = bin.checked_mul(7 * MS_PER_DAY).ok_or_else(overflow)?;
-            week_ref + (local - week_ref).div_euclid(span) * span
+        let bins = (i128::from(ms) - r).div_euclid(i128::from(span));
+        let truncated = i64::try_from(r + bins * i128::from(span)).map_err(|_| overflow())?;
+        return Ok(Some(Bson::DateTime(bson::DateTime::from_millis(truncated))));
+    }
+    if bin > 100_000_000_000 {
+        return Err(loc(5439006, "dateTrunc unsupported binSize value"));
+    }
+    let p = parts(tz.to_local(ms));
+    let ref_days = days_from_civil(2000, 1, 1);
+    let lower = |distance: i64| distance - distance.rem_euclid(bin);
+    let local = match unit {
+        Unit::Day => (ref_days + lower(p.days - ref_days)) * MS_PER_DAY,
+        Unit::Week => {
+            let week_ref = ref_days + (week_start - day_of_week(ref_days)).rem_euclid(7);
+            (week_ref + lower((p.days - week_ref).div_euclid(7)) * 7) * MS_PER_DAY
         }
-        months_unit => {
-            let per = match months_unit {
-                "year" => 12,
-                "quarter" => 3,
+        Unit::Year | Unit::Quarter | Unit::Month => {
+            let per = match unit {
+                Unit::Year => 12,
+                Unit::Quarter => 3,
                 _ => 1,
             };
-            let p = parts(local, 0);
             let months = (p.year - 2000) * 12 + i64::from(p.month) - 1;
-            let step = bin.checked_mul(per).ok_or_else(overflow)?;
-            let m0 = months.div_euclid(step) * step;
+            let m0 = lower(months.div_euclid(per)) * per;
             days_from_civil(2000 + m0.div_euclid(12), (m0.rem_euclid(12) + 1) as u32, 1)
-                * MS_PER_DAY
+                .checked_mul(MS_PER_DAY)
+                .ok_or_else(overflow)?
         }
+        Unit::Hour | Unit::Minute | Unit::Second | Unit::Millisecond => return Err(overflow()),
     };
-    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(truncated - off * 60_000))))
+    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(tz.from_local(local)))))
 }
 
 /// `$dateToParts`: the calendar fields of a date (ISO week fields with `iso8601: true`).
 fn date_to_parts(args: &[(&str, Value)]) -> Result<Value> {
-    let Some(ms) = date_arg("$dateToParts", &get(args, "date"))? else {
+    let Some(ms) = date_arg(&get(args, "date"))? else {
         return Ok(Some(Bson::Null));
     };
-    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
-    let p = parts(ms, off);
+    let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let p = parts(tz.to_local(ms));
     let iso = matches!(get(args, "iso8601"), Some(Bson::Boolean(true)));
     let mut d = bson::Document::new();
     if iso {
@@ -725,7 +858,7 @@ fn date_from_parts(args: &[(&str, Value)]) -> Result<Value> {
             "$dateFromParts requires either 'year' or 'isoWeekYear' to be present",
         ));
     }
-    let Some(off) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
+    let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
     let fields = [("hour", 0), ("minute", 0), ("second", 0), ("millisecond", 0)];
     let mut t = [0i64; 4];
     for (i, (k, d)) in fields.iter().enumerate() {
@@ -753,7 +886,6 @@ fn date_from_parts(args: &[(&str, Value)]) -> Result<Value> {
         let (yy, mm) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
         days_from_civil(yy, mm, 1) + (d - 1)
     };
-    let ms =
-        days * MS_PER_DAY + t[0] * 3_600_000 + t[1] * 60_000 + t[2] * 1000 + t[3] - off * 60_000;
-    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms))))
+    let local = days * MS_PER_DAY + t[0] * 3_600_000 + t[1] * 60_000 + t[2] * 1000 + t[3];
+    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(tz.from_local(local)))))
 }

@@ -27,6 +27,7 @@ pub mod ops;
 pub mod output;
 pub mod project;
 mod stage;
+pub mod tz;
 pub mod unwind;
 pub mod window;
 

@@ -399,7 +399,7 @@ fn coerce_string(v: &Value) -> Result<String> {
             Ok(number_string(x))
         }
         Some(Bson::DateTime(d)) => {
-            Ok(date::format(d.timestamp_millis(), "%Y-%m-%dT%H:%M:%S.%LZ", 0))
+            Ok(date::format_utc(d.timestamp_millis(), "%Y-%m-%dT%H:%M:%S.%LZ"))
         }
         Some(other) => {
             Err(loc(16007, format!("can't convert from BSON type {} to String", type_name(other))))
@@ -1529,7 +1529,7 @@ fn convert_value(v: &Bson, to: &str) -> Result<Bson> {
             Bson::String(s) => Ok(Bson::String(s.clone())),
             Bson::Boolean(x) => Ok(Bson::String(x.to_string())),
             Bson::ObjectId(o) => Ok(Bson::String(o.to_hex())),
-            Bson::DateTime(d) => Ok(Bson::String(date::format(d.timestamp_millis(), "%Y-%m-%dT%H:%M:%S.%LZ", 0))),
+            Bson::DateTime(d) => Ok(Bson::String(date::format_utc(d.timestamp_millis(), "%Y-%m-%dT%H:%M:%S.%LZ"))),
             x if num.is_some() => Ok(Bson::String(number_string(x))),
             _ => Err(unsupported(v, to)),
         },
