@@ -138,7 +138,7 @@ pub(super) fn parse_bucket(arg: &Bson, scope: &Scope) -> Result<Stage> {
     Ok(Stage::Bucket(Bucket { group_by, boundaries, default, output }))
 }
 
-pub(super) fn bucket(docs: &[Document], b: &Bucket, ctx: &Context) -> Result<Vec<Document>> {
+pub(super) fn bucket(docs: Vec<Document>, b: &Bucket, ctx: &Context) -> Result<Vec<Document>> {
     let key = |v: &mut Vars| -> Result<Bson> {
         let x = b.group_by.eval(v)?.unwrap_or(Bson::Null);
         let n = b.boundaries.len();
@@ -161,7 +161,7 @@ pub(super) fn bucket(docs: &[Document], b: &Bucket, ctx: &Context) -> Result<Vec
             )),
         }
     };
-    let groups = group_by(docs, key, &b.output, &ctx.vars)?;
+    let groups = super::spill::group(docs, key, &b.output, &ctx.vars, ctx.memory_limit, "$group")?;
     let mut out: Vec<(Bson, Document)> = groups
         .into_iter()
         .map(|(k, vals)| {

@@ -12,6 +12,7 @@ use bson::{Bson, Document};
 
 use super::expr::{Expression, Scope, Value, Vars, loc, type_name};
 use super::ops::add_numbers;
+use super::spill::{approx_doc_size, approx_size};
 use crate::doc::compare::{Number, bson_eq, cmp_bson};
 use crate::error::{Code, Error, Result};
 
@@ -451,6 +452,9 @@ impl Ord for Key {
     }
 }
 
+/// Groups as `(key, accumulated values)` pairs, the values in the order of the accumulators.
+pub type Groups = Vec<(Bson, Vec<Bson>)>;
+
 /// Groups documents by a key function and folds accumulators; returns `(key, values)` in order
 /// of first appearance.
 pub fn group_by(
@@ -459,14 +463,29 @@ pub fn group_by(
     accs: &[AccSpec],
     vars: &Document,
 ) -> Result<Vec<(Bson, Vec<Bson>)>> {
+    Ok(group_by_bounded(docs, &key, accs, vars, usize::MAX)?.unwrap_or_default())
+}
+
+/// [`group_by`] within a memory budget: `Ok(None)` as soon as the group table's estimated
+/// size (keys, and the values accumulators keep) passes `limit` bytes, so that the caller can
+/// fail or group externally (see [`super::spill::group`]).
+pub fn group_by_bounded<K: Fn(&mut Vars) -> Result<Bson>>(
+    docs: &[Document],
+    key: &K,
+    accs: &[AccSpec],
+    vars: &Document,
+    limit: usize,
+) -> Result<Option<Groups>> {
     let mut index: BTreeMap<Key, usize> = BTreeMap::new();
     let mut groups: Vec<(Bson, Vec<Acc>)> = Vec::new();
+    let mut used = 0usize;
     for d in docs {
         let mut v = Vars::with_let(d, vars);
         let k = key(&mut v)?;
         let slot = match index.get(&Key(k.clone())) {
             Some(i) => *i,
             None => {
+                used = used.saturating_add(2 * approx_size(&k) + 64 + 32 * accs.len());
                 groups.push((k.clone(), accs.iter().map(|a| Acc::new(a.op)).collect()));
                 index.insert(Key(k), groups.len() - 1);
                 groups.len() - 1
@@ -474,11 +493,45 @@ pub fn group_by(
         };
         for (spec, acc) in accs.iter().zip(groups[slot].1.iter_mut()) {
             let value = spec.arg.eval(&mut v)?;
+            used = used.saturating_add(retained_size(spec.op, &value, d));
             acc.add_ranked(spec, d, value)?;
         }
+        if used > limit {
+            return Ok(None);
+        }
     }
-    Ok(groups
-        .into_iter()
-        .map(|(k, state)| (k, state.into_iter().zip(accs).map(|(a, s)| a.finish_with(s)).collect()))
-        .collect())
+    Ok(Some(
+        groups
+            .into_iter()
+            .map(|(k, state)| {
+                (k, state.into_iter().zip(accs).map(|(a, s)| a.finish_with(s)).collect())
+            })
+            .collect(),
+    ))
+}
+
+/// The memory an accumulator keeps for one more value: the values themselves for those that
+/// collect them, nothing for running totals and extremes.
+fn retained_size(op: AccOp, value: &Value, doc: &Document) -> usize {
+    let size = value.as_ref().map_or(0, approx_size);
+    match op {
+        AccOp::Push
+        | AccOp::AddToSet
+        | AccOp::MergeObjects
+        | AccOp::FirstN
+        | AccOp::LastN
+        | AccOp::MaxN
+        | AccOp::MinN => size + 16,
+        AccOp::Top | AccOp::Bottom | AccOp::TopN | AccOp::BottomN => {
+            approx_doc_size(doc) + size + 32
+        }
+        AccOp::StdDevPop | AccOp::StdDevSamp => 8,
+        AccOp::Sum
+        | AccOp::Avg
+        | AccOp::Min
+        | AccOp::Max
+        | AccOp::First
+        | AccOp::Last
+        | AccOp::Count => 0,
+    }
 }

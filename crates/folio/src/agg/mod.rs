@@ -15,8 +15,9 @@
 //! Expressions live in [`expr`] (parsing, variables, control flow), [`ops`] (the operators) and
 //! [`date`] (calendar arithmetic); accumulators for `$group` and `$bucket` live in [`group`].
 //!
-//! Blocking stages are bounded in memory only with `allowDiskUse: false` (error 292), and
-//! otherwise stay in memory. TODO(#7): spill to disk, views.
+//! Blocking stages (`$sort`, `$group` and the stages built on them) keep a memory budget per
+//! stage ([`spill::MemoryLimit`], 100 MiB as in MongoDB): past it they spill sorted runs to
+//! temporary files, or fail with error 292 under `allowDiskUse: false` (see [`spill`]).
 
 pub mod bucket;
 pub mod date;
@@ -26,6 +27,7 @@ pub mod lookup;
 pub mod ops;
 pub mod output;
 pub mod project;
+pub mod spill;
 mod stage;
 pub mod tz;
 pub mod unwind;
@@ -37,6 +39,7 @@ mod tests;
 use bson::{Bson, Document};
 
 pub use expr::{Expression, Scope, Vars};
+pub use spill::{DEFAULT_MEMORY_LIMIT, MemoryLimit};
 pub use stage::Stage;
 
 use crate::err;
@@ -78,14 +81,11 @@ pub struct Context<'a> {
     pub vars: Document,
     /// Whether the pipeline runs inside a multi-document transaction.
     pub in_transaction: bool,
-    /// The memory a blocking stage (`$group`, `$sort`) may use, or `None` for no bound.
-    /// MongoDB 8.0 lets blocking stages spill to disk unless the command says
-    /// `allowDiskUse: false`, so only then is a bound ([`DEFAULT_MEMORY_LIMIT`]) set.
-    pub memory_limit: Option<usize>,
+    /// The memory each blocking stage (`$group`, `$sort`, ...) may use, and whether it may
+    /// spill to disk past it (the command's `allowDiskUse`, allowed unless `false` as in
+    /// MongoDB 8.0): [`MemoryLimit::from_command`].
+    pub memory_limit: MemoryLimit,
 }
-
-/// MongoDB's per-stage memory limit for blocking stages (100 MiB).
-pub const DEFAULT_MEMORY_LIMIT: usize = 100 * 1024 * 1024;
 
 impl<'a> Context<'a> {
     /// A context with no source and no variables.
@@ -95,7 +95,7 @@ impl<'a> Context<'a> {
             source: &NoSource,
             vars: Document::new(),
             in_transaction: false,
-            memory_limit: None,
+            memory_limit: MemoryLimit::default(),
         }
     }
 }

@@ -9,7 +9,8 @@ use bson::{Bson, Document};
 use rand::seq::SliceRandom;
 
 use super::expr::{Expression, Scope, Vars, loc, type_name};
-use super::group::{AccSpec, group_by};
+use super::group::AccSpec;
+use super::spill;
 use super::{Context, Pipeline};
 use crate::doc::fmt::{doc_string, value_string};
 use crate::error::{Error, Result};
@@ -235,8 +236,9 @@ impl Stage {
                 .collect(),
             Stage::AddFields(fields) => docs.into_iter().map(|d| add_fields(d, fields, ctx)).collect(),
             Stage::Group(key, accs) => {
-                let groups = group_by(&docs, |v| Ok(key.eval(v)?.unwrap_or(Bson::Null)), accs, &ctx.vars)?;
-                let out: Vec<Document> = groups
+                let key = |v: &mut Vars| Ok(key.eval(v)?.unwrap_or(Bson::Null));
+                let groups = spill::group(docs, key, accs, &ctx.vars, ctx.memory_limit, "$group")?;
+                Ok(groups
                     .into_iter()
                     .map(|(k, vals)| {
                         let mut d = Document::new();
@@ -246,16 +248,9 @@ impl Stage {
                         }
                         d
                     })
-                    .collect();
-                check_memory("$group", out.iter(), ctx)?;
-                Ok(out)
+                    .collect())
             }
-            Stage::Sort(s) => {
-                check_memory("$sort", docs.iter(), ctx)?;
-                let mut docs = docs;
-                docs.sort_by(|a, b| s.compare(a, b));
-                Ok(docs)
-            }
+            Stage::Sort(s) => spill::sort(docs, |a, b| s.compare(a, b), ctx.memory_limit, "$sort"),
             Stage::Skip(n) => Ok(docs.into_iter().skip(*n).collect()),
             Stage::Limit(n) => Ok(docs.into_iter().take(*n).collect()),
             Stage::Count(field) => {
@@ -293,8 +288,9 @@ impl Stage {
                 .collect(),
             Stage::SortByCount(e) => {
                 let count = AccSpec::count("count");
-                let groups = group_by(&docs, |v| Ok(e.eval(v)?.unwrap_or(Bson::Null)), &[count], &ctx.vars)?;
-                let mut out: Vec<Document> = groups
+                let key = |v: &mut Vars| Ok(e.eval(v)?.unwrap_or(Bson::Null));
+                let groups = spill::group(docs, key, &[count], &ctx.vars, ctx.memory_limit, "$group")?;
+                let out: Vec<Document> = groups
                     .into_iter()
                     .map(|(k, vals)| {
                         let mut d = Document::new();
@@ -303,14 +299,14 @@ impl Stage {
                         d
                     })
                     .collect();
-                out.sort_by(|a, b| {
-                    let ca = a.get("count").cloned().unwrap_or(Bson::Null);
-                    let cb = b.get("count").cloned().unwrap_or(Bson::Null);
-                    crate::doc::compare::cmp_bson(&cb, &ca)
-                });
-                Ok(out)
+                let by_count = |a: &Document, b: &Document| {
+                    let ca = a.get("count").unwrap_or(&Bson::Null);
+                    let cb = b.get("count").unwrap_or(&Bson::Null);
+                    crate::doc::compare::cmp_bson(cb, ca)
+                };
+                spill::sort(out, by_count, ctx.memory_limit, "$sort")
             }
-            Stage::Bucket(b) => super::bucket::bucket(&docs, b, ctx),
+            Stage::Bucket(b) => super::bucket::bucket(docs, b, ctx),
             Stage::Facet(facets) => {
                 let mut out = Document::new();
                 for (name, p) in facets {
@@ -381,56 +377,6 @@ impl Stage {
                 Ok(docs)
             }
         }
-    }
-}
-
-/// Fails with QueryExceededMemoryLimitNoDiskUseAllowed when a blocking stage's documents exceed
-/// the context's memory limit.
-fn check_memory<'d>(
-    stage: &str,
-    docs: impl Iterator<Item = &'d Document>,
-    ctx: &Context,
-) -> Result<()> {
-    let Some(limit) = ctx.memory_limit else { return Ok(()) };
-    let mut used = 0usize;
-    for d in docs {
-        used += approx_doc_size(d);
-        if used > limit {
-            if stage == "$sort" {
-                bail!(
-                    QueryExceededMemoryLimitNoDiskUseAllowed,
-                    "Sort exceeded memory limit of {limit} bytes, but did not opt in to external sorting."
-                );
-            }
-            bail!(
-                QueryExceededMemoryLimitNoDiskUseAllowed,
-                "Exceeded memory limit for {stage}, but didn't allow external sort. Pass allowDiskUse:true to opt in."
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The approximate in-memory size of a document (its BSON size, without encoding it).
-fn approx_doc_size(d: &Document) -> usize {
-    5 + d.iter().map(|(k, v)| k.len() + 2 + approx_size(v)).sum::<usize>()
-}
-
-fn approx_size(v: &Bson) -> usize {
-    match v {
-        Bson::Document(d) => approx_doc_size(d),
-        Bson::Array(items) => 5 + items.iter().map(|x| 4 + approx_size(x)).sum::<usize>(),
-        Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => 5 + s.len(),
-        Bson::Binary(b) => 5 + b.bytes.len(),
-        Bson::RegularExpression(r) => 2 + r.pattern.len() + r.options.len(),
-        Bson::JavaScriptCodeWithScope(c) => 14 + c.code.len() + approx_doc_size(&c.scope),
-        Bson::Decimal128(_) => 16,
-        Bson::ObjectId(_) => 12,
-        Bson::DbPointer(_) => 30,
-        Bson::Int32(_) => 4,
-        Bson::Boolean(_) => 1,
-        Bson::Int64(_) | Bson::Double(_) | Bson::DateTime(_) | Bson::Timestamp(_) => 8,
-        Bson::Null | Bson::Undefined | Bson::MinKey | Bson::MaxKey => 0,
     }
 }
 

@@ -110,7 +110,16 @@ fn run_stage_file(file: &str) {
             _ => Vec::new(),
         };
         let in_transaction = input(inputs, "txn").is_some();
-        let memory_limit = input(inputs, "memoryLimit").and_then(|i| i.value.parse().ok());
+        // `memoryLimit: <bytes>` shrinks every blocking stage's budget; `allowDiskUse: false`
+        // makes passing it an error instead of a spill.
+        let mut memory_limit = super::MemoryLimit::default();
+        if let Some(bytes) = input(inputs, "memoryLimit").and_then(|i| i.value.trim().parse().ok())
+        {
+            memory_limit.bytes = bytes;
+        }
+        if let Some(i) = input(inputs, "allowDiskUse") {
+            memory_limit.allow_disk_use = i.value.trim() != "false";
+        }
         let ctx =
             Context { db: "test".to_string(), source: &source, vars, in_transaction, memory_limit };
         let result = super::Pipeline::parse(&pipeline, &ctx.vars).and_then(|p| {
@@ -190,4 +199,42 @@ fn sample_returns_a_subset_of_the_requested_size() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 5, "sampled documents must be distinct");
+}
+
+/// Every blocking stage gives the same result spilled (a 256-byte budget) as in memory, and
+/// fails with 292 under the same budget without disk use.
+#[test]
+fn spilled_blocking_stages_equal_in_memory_ones() {
+    let docs: Vec<Document> = (0..300)
+        .map(|i| bson::doc! {"_id": i, "k": (i * 7) % 11, "g": i % 3, "s": format!("v{}", (i * 13) % 17)})
+        .collect();
+    let pipelines: Vec<Vec<Document>> = vec![
+        vec![bson::doc! {"$sort": {"k": -1, "s": 1}}],
+        vec![
+            bson::doc! {"$group": {"_id": {"k": "$k", "g": "$g"}, "n": {"$sum": 1}, "avg": {"$avg": "$_id"},
+            "first": {"$first": "$_id"}, "last": {"$last": "$_id"}, "ids": {"$push": "$_id"},
+            "set": {"$addToSet": "$s"}, "top": {"$top": {"sortBy": {"s": 1}, "output": "$_id"}},
+            "lastN": {"$lastN": {"n": 2, "input": "$_id"}}}},
+            bson::doc! {"$sort": {"_id.k": 1, "_id.g": 1}},
+        ],
+        vec![bson::doc! {"$sortByCount": "$s"}, bson::doc! {"$sort": {"count": -1, "_id": 1}}],
+        vec![
+            bson::doc! {"$bucket": {"groupBy": "$k", "boundaries": [0, 5, 11], "output": {"ids": {"$push": "$_id"}}}},
+        ],
+        vec![bson::doc! {"$setWindowFields": {"partitionBy": "$g", "sortBy": {"k": 1},
+        "output": {"rank": {"$documentNumber": {}}}}}],
+    ];
+    for p in pipelines {
+        let in_memory = super::run(docs.clone(), &p).expect("in memory");
+        let before = super::spill::runs_written();
+        let small =
+            Context { memory_limit: super::MemoryLimit::new(256, true), ..Context::empty() };
+        let spilled = super::run_with(docs.clone(), &p, &small).expect("spilled");
+        assert!(super::spill::runs_written() > before, "{p:?} did not spill");
+        assert_eq!(spilled, in_memory, "{p:?}");
+        let strict =
+            Context { memory_limit: super::MemoryLimit::new(256, false), ..Context::empty() };
+        let e = super::run_with(docs.clone(), &p, &strict).expect_err("292");
+        assert_eq!(e.code, crate::error::Code::QueryExceededMemoryLimitNoDiskUseAllowed, "{p:?}");
+    }
 }

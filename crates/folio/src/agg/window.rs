@@ -182,7 +182,7 @@ impl SetWindowFields {
         let mut out = Vec::new();
         for (_, mut part) in partitions {
             if let Some((s, _)) = &self.sort_by {
-                part.sort_by(|a, b| s.compare(a, b));
+                part = super::spill::sort(part, |a, b| s.compare(a, b), ctx.memory_limit, "$sort")?;
             }
             out.extend(self.compute(part, ctx)?);
         }

@@ -557,10 +557,7 @@ pub fn aggregate(
     let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
     let in_transaction = matches!(run.op.mode(), Mode::Transaction(_));
     // MongoDB 8.0 spills blocking stages to disk unless told not to.
-    let memory_limit = match cmd.get("allowDiskUse") {
-        Some(Bson::Boolean(false)) => Some(crate::agg::DEFAULT_MEMORY_LIMIT),
-        _ => None,
-    };
+    let memory_limit = crate::agg::MemoryLimit::from_command(cmd);
     let parsed = crate::agg::Pipeline::parse(&pipeline, &vars)?;
     let sessions = pipeline
         .first()
