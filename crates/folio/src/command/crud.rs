@@ -418,6 +418,7 @@ pub fn find(
         skip: skip as u64,
         limit: limit.unsigned_abs(),
         let_vars: command_let(cmd, "find")?,
+        memory_limit: crate::agg::MemoryLimit::from_command(cmd),
     };
     let batch = batch_size(cmd, "batchSize", "find")?.unwrap_or(DEFAULT_FIRST_BATCH);
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;

@@ -48,6 +48,8 @@ pub struct FindSpec {
     pub limit: u64,
     /// The command's evaluated `let` variables, for `$expr` in the filter.
     pub let_vars: Option<Document>,
+    /// The memory budget of a blocking sort, and whether it may spill (`allowDiskUse`).
+    pub memory_limit: crate::agg::MemoryLimit,
 }
 
 /// The encoded `_id` key of a document value.
@@ -161,12 +163,35 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
     let skip = usize::try_from(spec.skip).unwrap_or(usize::MAX);
     let limit = if spec.limit == 0 { usize::MAX } else { spec.limit as usize };
     let wanted = if spec.limit == 0 { 0 } else { skip.saturating_add(limit) };
-    let found = matching_sorted(txn, &meta, &filter, sort.as_ref(), wanted)?;
+    let docs = match &sort {
+        // A blocking sort of every match keeps the same memory budget as an aggregation's
+        // `$sort`: past it, it spills to disk, or fails with 292 under `allowDiskUse: false`.
+        Some(sort) if wanted == 0 && !meta.is_view() => {
+            let (found, sorted) = plan::fetch(txn, &meta, &filter, Some(sort), 0)?;
+            let docs = found.into_iter().map(|f| f.doc).collect();
+            if sorted {
+                docs
+            } else {
+                crate::agg::spill::sort(docs, |a, b| sort.compare(a, b), spec.memory_limit, "$sort")
+                    .map_err(|mut e| {
+                        e.message = format!(
+                            "Executor error during find command :: caused by :: {}",
+                            e.message
+                        );
+                        e
+                    })?
+            }
+        }
+        _ => matching_sorted(txn, &meta, &filter, sort.as_ref(), wanted)?
+            .into_iter()
+            .map(|f| f.doc)
+            .collect::<Vec<_>>(),
+    };
     let mut out = Vec::new();
-    for f in found.into_iter().skip(skip).take(limit) {
+    for doc in docs.into_iter().skip(skip).take(limit) {
         out.push(match &projection {
-            Some(p) => p.apply(&f.doc, match_position(p, &filter, &f.doc))?,
-            None => f.doc,
+            Some(p) => p.apply(&doc, match_position(p, &filter, &doc))?,
+            None => doc,
         });
     }
     Ok(out)
