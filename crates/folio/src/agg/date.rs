@@ -601,6 +601,13 @@ fn add_in_zone(start: i64, unit: Unit, amount: i64, tz: Tz) -> Option<i64> {
     Some(tz.from_local(new_local))
 }
 
+/// Adds `amount` units (`"day"`, `"month"`, ...) to a UTC instant in UTC, as `$dateAdd` does;
+/// `None` for an unknown unit or on overflow.
+pub(crate) fn add_units(ms: i64, unit: &str, amount: i64) -> Option<i64> {
+    let unit = unit_arg("", &Some(Bson::String(unit.to_string()))).ok()??;
+    add_in_zone(ms, unit, amount, Tz::Utc)
+}
+
 /// Whether a `$dateAdd` amount roughly fits the range of a date (MongoDB's bound, which keeps
 /// the calendar arithmetic from overflowing).
 fn amount_in_range(amount: i64, unit: Unit) -> bool {

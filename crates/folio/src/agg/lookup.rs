@@ -224,6 +224,7 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
                 vars,
                 in_transaction: ctx.in_transaction,
                 memory_limit: ctx.memory_limit,
+                collection: ctx.collection.clone(),
             };
             candidates = super::run_with(candidates, stages, &sub)?;
         }

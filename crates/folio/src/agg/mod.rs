@@ -21,7 +21,9 @@
 
 pub mod bucket;
 pub mod date;
+pub mod densify;
 pub mod expr;
+pub mod fill;
 pub mod group;
 pub mod lookup;
 pub mod ops;
@@ -29,6 +31,7 @@ pub mod output;
 pub mod project;
 pub mod spill;
 mod stage;
+pub mod stats;
 pub mod tz;
 pub mod unwind;
 pub mod window;
@@ -54,6 +57,22 @@ pub trait Source {
     /// The server's sessions for `$listLocalSessions` (`{_id: lsid, lastUse}` documents).
     fn local_sessions(&self) -> Result<Vec<Document>> {
         Err(err!(NotImplemented, "$listLocalSessions is not supported here"))
+    }
+
+    /// Whether `db.coll` is a collection (with its count, sizes and indexes), a view or
+    /// nothing, for `$collStats` and `$indexStats`.
+    fn namespace_stats(&self, _db: &str, _coll: &str) -> Result<stats::Namespace> {
+        Err(err!(NotImplemented, "$collStats and $indexStats are not supported here"))
+    }
+
+    /// The `host:port` the server reports (`$collStats`, `$indexStats`).
+    fn host(&self) -> String {
+        "localhost:27017".to_string()
+    }
+
+    /// Since when index access counters count (`$indexStats`' `accesses.since`).
+    fn started_at(&self) -> bson::DateTime {
+        bson::DateTime::now()
     }
 }
 
@@ -85,6 +104,9 @@ pub struct Context<'a> {
     /// spill to disk past it (the command's `allowDiskUse`, allowed unless `false` as in
     /// MongoDB 8.0): [`MemoryLimit::from_command`].
     pub memory_limit: MemoryLimit,
+    /// The collection the `aggregate` names (empty for `aggregate: 1`), which `$collStats` and
+    /// `$indexStats` describe.
+    pub collection: String,
 }
 
 impl<'a> Context<'a> {
@@ -96,6 +118,7 @@ impl<'a> Context<'a> {
             vars: Document::new(),
             in_transaction: false,
             memory_limit: MemoryLimit::default(),
+            collection: String::new(),
         }
     }
 }
@@ -119,10 +142,12 @@ impl Pipeline {
                     "$listLocalSessions is only valid as the first stage in a pipeline",
                 ));
             }
-            if matches!(st, Stage::Documents(_)) && i != 0 {
+            if matches!(st, Stage::Documents(_) | Stage::CollStats(_) | Stage::IndexStats) && i != 0
+            {
+                let name = spec.keys().next().map_or("", String::as_str);
                 return Err(expr::loc(
                     40602,
-                    "$documents is only valid as the first stage in a pipeline",
+                    format!("{name} is only valid as the first stage in a pipeline"),
                 ));
             }
             if matches!(st, Stage::Output(_)) && i + 1 != pipeline.len() {
@@ -149,6 +174,15 @@ impl Pipeline {
     /// Whether the first stage is `$documents` (the pipeline ignores its input collection).
     pub fn starts_with_documents(&self) -> bool {
         matches!(self.stages.first(), Some(Stage::Documents(_)))
+    }
+
+    /// Whether the first stage produces its own documents (`$documents`, `$collStats`,
+    /// `$indexStats`), so that the input collection need not be read.
+    pub fn ignores_input(&self) -> bool {
+        matches!(
+            self.stages.first(),
+            Some(Stage::Documents(_) | Stage::CollStats(_) | Stage::IndexStats)
+        )
     }
 
     /// Runs the pipeline over `docs`.

@@ -66,6 +66,14 @@ pub enum Stage {
     UnionWith(String, Option<Pipeline>),
     /// `$out` / `$merge`: the results are written by the command layer (see [`super::output`]).
     Output(super::output::Sink),
+    /// `$densify`
+    Densify(Box<super::densify::Densify>),
+    /// `$fill`, as the stages it stands for.
+    Fill(Vec<Stage>),
+    /// `$collStats`
+    CollStats(super::stats::CollStats),
+    /// `$indexStats`
+    IndexStats,
 }
 
 fn stage_name_error() -> Error {
@@ -208,7 +216,6 @@ impl Stage {
             ))),
             "$out" => Ok(Stage::Output(super::output::parse_out(arg)?)),
             "$merge" => Ok(Stage::Output(super::output::parse_merge(arg)?)),
-            // TODO(#7): stages MongoDB has that Folio does not implement yet.
             "$redact" => Ok(Stage::Redact(Expression::parse_in(arg, scope)?)),
             "$listLocalSessions" => match arg {
                 Bson::Document(_) => Ok(Stage::ListLocalSessions),
@@ -218,8 +225,15 @@ impl Stage {
                     type_name(other)
                 )),
             },
-            "$listSessions" | "$collStats" | "$indexStats" | "$currentOp" | "$geoNear"
-            | "$densify" | "$fill" | "$changeStream" | "$planCacheStats" => {
+            "$densify" => Ok(Stage::Densify(Box::new(super::densify::Densify::parse(arg)?))),
+            "$fill" => Ok(Stage::Fill(super::fill::parse(arg, scope, let_vars)?)),
+            "$collStats" => Ok(Stage::CollStats(super::stats::CollStats::parse(arg)?)),
+            "$indexStats" => {
+                super::stats::parse_index_stats(arg)?;
+                Ok(Stage::IndexStats)
+            }
+            // TODO(#7): $geoNear needs geospatial indexes; the others are server diagnostics.
+            "$listSessions" | "$currentOp" | "$geoNear" | "$changeStream" | "$planCacheStats" => {
                 Err(err!(NotImplemented, "the {name} stage is not supported"))
             }
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
@@ -365,6 +379,22 @@ impl Stage {
                 docs.extend(other);
                 Ok(docs)
             }
+            Stage::Densify(d) => d.execute(docs, ctx),
+            Stage::Fill(stages) => {
+                let mut docs = docs;
+                for s in stages {
+                    docs = s.execute(docs, ctx)?;
+                }
+                Ok(docs)
+            }
+            Stage::CollStats(c) => {
+                not_in_transaction("$collStats", ctx)?;
+                c.execute(ctx)
+            }
+            Stage::IndexStats => {
+                not_in_transaction("$indexStats", ctx)?;
+                super::stats::index_stats(ctx)
+            }
             // The command layer writes the results (`Pipeline::sink`).
             Stage::Output(sink) => {
                 if ctx.in_transaction {
@@ -378,6 +408,14 @@ impl Stage {
             }
         }
     }
+}
+
+/// Stages that read server state rather than the snapshot cannot run in a transaction.
+fn not_in_transaction(stage: &str, ctx: &Context) -> Result<()> {
+    if ctx.in_transaction {
+        bail!(OperationNotSupportedInTransaction, "{stage} cannot be used in a transaction");
+    }
+    Ok(())
 }
 
 /// `$redact` at one level: the expression (with this level as `$$CURRENT`) says whether to

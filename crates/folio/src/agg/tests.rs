@@ -120,8 +120,14 @@ fn run_stage_file(file: &str) {
         if let Some(i) = input(inputs, "allowDiskUse") {
             memory_limit.allow_disk_use = i.value.trim() != "false";
         }
-        let ctx =
-            Context { db: "test".to_string(), source: &source, vars, in_transaction, memory_limit };
+        let ctx = Context {
+            db: "test".to_string(),
+            source: &source,
+            vars,
+            in_transaction,
+            memory_limit,
+            collection: "coll".to_string(),
+        };
         let result = super::Pipeline::parse(&pipeline, &ctx.vars).and_then(|p| {
             let out = p.execute(docs, &ctx)?;
             match p.sink() {
@@ -188,6 +194,8 @@ golden_tests! { run_stage_file:
     stage_union_with => "stage_union_with.txt",
     stage_misc => "stage_misc.txt",
     stage_out_merge => "stage_out_merge.txt",
+    stage_densify => "stage_densify.txt",
+    stage_fill => "stage_fill.txt",
 }
 
 #[test]

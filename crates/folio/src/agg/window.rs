@@ -14,6 +14,7 @@ use bson::{Bson, Document};
 use super::Context;
 use super::expr::{Expression, Scope, Value, Vars, loc, type_name};
 use super::group::{Acc, AccSpec, Key};
+use crate::bail;
 use crate::doc::compare::Number;
 use crate::error::Result;
 use crate::query::SortSpec;
@@ -45,6 +46,10 @@ enum Func {
     DenseRank,
     DocumentNumber,
     Shift(Expression, i64, Option<Expression>),
+    /// `$locf`: the value, or the last non-null one before it in the partition.
+    Locf(Expression),
+    /// `$linearFill`: null values interpolated between the non-null neighbours.
+    LinearFill(Expression),
 }
 
 /// A parsed `$setWindowFields`.
@@ -147,7 +152,7 @@ impl SetWindowFields {
                         for (field, f) in o {
                             output.push((
                                 field.clone(),
-                                parse_func(field, f, scope, sort_by.is_some())?,
+                                parse_func(field, f, scope, sort_keys(&sort_by))?,
                             ));
                         }
                     }
@@ -218,6 +223,29 @@ impl SetWindowFields {
                     col
                 }
                 Func::DocumentNumber => (0..n).map(|i| Some(Bson::Int32(i as i32 + 1))).collect(),
+                Func::Locf(e) => {
+                    let mut last = Bson::Null;
+                    let mut col = Vec::with_capacity(n);
+                    for d in &part {
+                        match e.eval(&mut Vars::with_let(d, &ctx.vars))? {
+                            None | Some(Bson::Null) | Some(Bson::Undefined) => {
+                                col.push(Some(last.clone()))
+                            }
+                            Some(v) => {
+                                last = v.clone();
+                                col.push(Some(v));
+                            }
+                        }
+                    }
+                    col
+                }
+                Func::LinearFill(e) => {
+                    let values: Vec<Value> = part
+                        .iter()
+                        .map(|d| e.eval(&mut Vars::with_let(d, &ctx.vars)))
+                        .collect::<Result<_>>()?;
+                    linear_fill(&keys, values)?
+                }
                 Func::Rank | Func::DenseRank => {
                     let mut col = Vec::with_capacity(n);
                     let (mut rank, mut dense) = (0usize, 0usize);
@@ -267,14 +295,22 @@ impl SetWindowFields {
     }
 }
 
-fn parse_func(field: &str, f: &Bson, scope: &Scope, sorted: bool) -> Result<Func> {
+/// How many fields `sortBy` has (0 without one).
+fn sort_keys(sort_by: &Option<(SortSpec, Vec<String>)>) -> usize {
+    sort_by.as_ref().map_or(0, |(s, _)| s.keys.len())
+}
+
+fn parse_func(field: &str, f: &Bson, scope: &Scope, sort_keys: usize) -> Result<Func> {
+    let sorted = sort_keys > 0;
     let Bson::Document(d) = f else {
         return Err(loc(5371004, format!("The field '{field}' must be an object")));
     };
     let mut op_doc = Document::new();
     let mut window = Window::All;
+    let mut has_window = false;
     for (k, v) in d {
         if k == "window" {
+            has_window = true;
             window = parse_window(v)?;
         } else {
             op_doc.insert(k.clone(), v.clone());
@@ -294,6 +330,22 @@ fn parse_func(field: &str, f: &Bson, scope: &Scope, sorted: bool) -> Result<Func
                 "$denseRank" => Func::DenseRank,
                 _ => Func::DocumentNumber,
             })
+        }
+        "$locf" | "$linearFill" => {
+            if has_window {
+                bail!(FailedToParse, "'window' field is not allowed in {}", name);
+            }
+            let input = Expression::parse_in(arg, scope)?;
+            if name == "$locf" {
+                return Ok(Func::Locf(input));
+            }
+            if sort_keys == 0 {
+                bail!(FailedToParse, "$linearFill requires a sortBy");
+            }
+            if sort_keys > 1 {
+                bail!(FailedToParse, "$linearFill requires a non-compound sortBy");
+            }
+            Ok(Func::LinearFill(input))
         }
         "$shift" => {
             needs_sort("$shift")?;
@@ -371,4 +423,70 @@ fn window_range(w: &Window, i: usize, n: usize, keys: &[Value]) -> Result<(usize
             Ok((first, last.max(first)))
         }
     }
+}
+
+fn nullish(v: &Value) -> bool {
+    matches!(v, None | Some(Bson::Null) | Some(Bson::Undefined))
+}
+
+/// The type name MongoDB prints for a value, `missing` when there is none.
+fn value_type(v: &Value) -> &'static str {
+    v.as_ref().map_or("missing", type_name)
+}
+
+/// `$linearFill` over one sorted partition: `keys` are the sort values, `values` the input.
+/// Each run of null values between two non-null ones is interpolated on the sort values
+/// (`y1 + (x - x1) * (y2 - y1) / (x2 - x1)`); nulls before the first or after the last
+/// non-null value stay null. The checks are MongoDB's, in document order.
+fn linear_fill(keys: &[Value], values: Vec<Value>) -> Result<Vec<Value>> {
+    let is_date = |v: &Value| {
+        matches!(v, Some(Bson::DateTime(_)) | Some(Bson::Timestamp(_)) | Some(Bson::ObjectId(_)))
+    };
+    let is_num = |v: &Value| v.as_ref().and_then(Number::of).is_some();
+    for (i, (x, y)) in keys.iter().zip(&values).enumerate() {
+        if !is_num(y) && !nullish(y) {
+            bail!(
+                TypeMismatch,
+                "Value to be filled must be numeric or nullish, but found {}",
+                value_type(y)
+            );
+        }
+        if !is_num(x) && !is_date(x) {
+            bail!(
+                TypeMismatch,
+                "Value of the sortBy field must be numeric or a date, but found {}",
+                value_type(x)
+            );
+        }
+        if i > 0 {
+            let prev = &keys[i - 1];
+            if super::expr::cmp_values(prev, x) == std::cmp::Ordering::Equal {
+                return Err(loc(6050106, "There can be no repeated values in the sort field"));
+            }
+            if is_date(prev) != is_date(x) {
+                bail!(
+                    TypeMismatch,
+                    "Conflicting sort value types, previously received type {}, but found {}",
+                    value_type(prev),
+                    value_type(x)
+                );
+            }
+        }
+    }
+    let op = |name: &str, a: Value, b: Value| super::ops::positional(name, vec![a, b]);
+    let known: Vec<usize> = (0..values.len()).filter(|i| !nullish(&values[*i])).collect();
+    let mut out = values.clone();
+    for pair in known.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let slope = op(
+            "$divide",
+            op("$subtract", values[b].clone(), values[a].clone())?,
+            op("$subtract", keys[b].clone(), keys[a].clone())?,
+        )?;
+        for i in a + 1..b {
+            let dx = op("$subtract", keys[i].clone(), keys[a].clone())?;
+            out[i] = op("$add", values[a].clone(), op("$multiply", dx, slope.clone())?)?;
+        }
+    }
+    Ok(out.into_iter().map(|v| if nullish(&v) { Some(Bson::Null) } else { v }).collect())
 }

@@ -576,17 +576,20 @@ pub fn aggregate(
         run.write(stmt_id(cmd, 0), |txn| {
             let results = {
                 let reader: &dyn crate::mvcc::Txn = &*txn;
-                let source = TxnSource(reader, sessions.clone());
+                let source = TxnSource(reader, sessions.clone(), svc);
                 let ctx = crate::agg::Context {
                     db: db.clone(),
                     source: &source,
                     vars: vars.clone(),
                     in_transaction,
                     memory_limit,
+                    collection: coll.clone().unwrap_or_default(),
                 };
                 let input = match &coll {
-                    Some(coll) => exec::find(reader, &db, coll, &FindSpec::default())?,
-                    None => Vec::new(),
+                    Some(coll) if !parsed.ignores_input() => {
+                        exec::find(reader, &db, coll, &FindSpec::default())?
+                    }
+                    _ => Vec::new(),
                 };
                 parsed.execute(input, &ctx)?
             };
@@ -596,6 +599,7 @@ pub fn aggregate(
                 vars: vars.clone(),
                 in_transaction,
                 memory_limit,
+                collection: coll.clone().unwrap_or_default(),
             };
             let mut target = TxnTarget { txn, db: &target_db, coll: &target_coll };
             crate::agg::output::write(sink, results, &mut target, &ctx)?;
@@ -605,13 +609,14 @@ pub fn aggregate(
         return Ok(cursor_reply(svc, run, ns, Vec::new(), batch, false));
     }
     let docs = run.read(|txn| {
-        let source = TxnSource(txn, sessions.clone());
+        let source = TxnSource(txn, sessions.clone(), svc);
         let ctx = crate::agg::Context {
             db: db.clone(),
             source: &source,
             vars,
             in_transaction,
             memory_limit,
+            collection: coll.clone().unwrap_or_default(),
         };
         // A leading `$match` (without `let` variables) is also given to the scan, so that it
         // can use an index; the pipeline applies it again, which changes nothing.
@@ -622,8 +627,8 @@ pub fn aggregate(
             spec.filter = f.clone();
         }
         let input = match &coll {
-            Some(coll) => exec::find(txn, &db, coll, &spec)?,
-            None => Vec::new(),
+            Some(coll) if !parsed.ignores_input() => exec::find(txn, &db, coll, &spec)?,
+            _ => Vec::new(),
         };
         parsed.execute(input, &ctx)
     })?;
@@ -663,7 +668,7 @@ impl crate::agg::output::Target for TxnTarget<'_> {
 
 /// Lets `$lookup` and `$unionWith` read other collections in the aggregate's transaction, and
 /// `$listLocalSessions` list the sessions (gathered before the read).
-struct TxnSource<'a>(&'a dyn crate::mvcc::Txn, Option<Vec<Document>>);
+struct TxnSource<'a>(&'a dyn crate::mvcc::Txn, Option<Vec<Document>>, &'a Service);
 
 impl crate::agg::Source for TxnSource<'_> {
     fn collection(&self, db: &str, coll: &str) -> Result<Vec<Document>> {
@@ -672,6 +677,14 @@ impl crate::agg::Source for TxnSource<'_> {
 
     fn local_sessions(&self) -> Result<Vec<Document>> {
         Ok(self.1.clone().unwrap_or_default())
+    }
+
+    fn namespace_stats(&self, db: &str, coll: &str) -> Result<crate::agg::stats::Namespace> {
+        exec::stats::namespace_stats(self.0, db, coll)
+    }
+
+    fn host(&self) -> String {
+        self.2.options().advertise_host.clone()
     }
 }
 

@@ -15,6 +15,7 @@
 //! them with the filter, so an index is only ever a speed-up.
 
 pub mod plan;
+pub mod stats;
 mod write;
 
 use std::cmp::Ordering;
