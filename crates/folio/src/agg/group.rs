@@ -392,18 +392,7 @@ impl Acc {
         match self {
             Acc::Sum(total) => total,
             Acc::Avg(_, 0) => Bson::Null,
-            Acc::Avg(total, n) => {
-                let avg = Number::of(&total).map_or(0.0, Number::to_f64) / n as f64;
-                match total {
-                    Bson::Decimal128(_) => {
-                        super::ops::convert(Some(Bson::Double(avg)), "decimal", None, None)
-                            .ok()
-                            .flatten()
-                            .unwrap_or(Bson::Double(avg))
-                    }
-                    _ => Bson::Double(avg),
-                }
-            }
+            Acc::Avg(total, n) => super::ops::average(&total, n),
             Acc::Extreme(best, _) => best.unwrap_or(Bson::Null),
             Acc::First(first) => first.unwrap_or(Bson::Null),
             Acc::Last(last) => last,

@@ -21,6 +21,7 @@
 
 pub mod bucket;
 pub mod date;
+pub mod decimal;
 pub mod densify;
 pub mod expr;
 pub mod fill;

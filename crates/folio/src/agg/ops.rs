@@ -58,6 +58,18 @@ fn decimal(f: f64) -> Bson {
     }
 }
 
+/// `total / n` for `$avg`: in decimal128 when the total is a decimal, else a double.
+pub fn average(total: &Bson, n: usize) -> Bson {
+    let count = Number::Long(i64::try_from(n).unwrap_or(i64::MAX));
+    if let Some(t @ Number::Decimal(..)) = Number::of(total)
+        && let Some(avg) = super::decimal::divide(t, count)
+    {
+        return avg;
+    }
+    let avg = Number::of(total).map_or(0.0, Number::to_f64) / n as f64;
+    if matches!(total, Bson::Decimal128(_)) { decimal(avg) } else { Bson::Double(avg) }
+}
+
 /// The widest numeric kind of two numbers: 0 int, 1 long, 2 double, 3 decimal.
 fn width(n: Number) -> u8 {
     match n {
@@ -84,6 +96,11 @@ fn int_result(x: i64, w: u8) -> Bson {
 
 fn num_add(a: Number, b: Number) -> Bson {
     let w = width(a).max(width(b));
+    if w == 3
+        && let Some(r) = super::decimal::add(a, b)
+    {
+        return r;
+    }
     if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
         return match x.checked_add(y) {
             Some(s) => int_result(s, w),
@@ -95,6 +112,11 @@ fn num_add(a: Number, b: Number) -> Bson {
 
 fn num_mul(a: Number, b: Number) -> Bson {
     let w = width(a).max(width(b));
+    if w == 3
+        && let Some(r) = super::decimal::multiply(a, b)
+    {
+        return r;
+    }
     if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
         return match x.checked_mul(y) {
             Some(s) => int_result(s, w),
@@ -106,6 +128,11 @@ fn num_mul(a: Number, b: Number) -> Bson {
 
 fn num_sub(a: Number, b: Number) -> Bson {
     let w = width(a).max(width(b));
+    if w == 3
+        && let Some(r) = super::decimal::subtract(a, b)
+    {
+        return r;
+    }
     if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
         return match x.checked_sub(y) {
             Some(s) => int_result(s, w),
@@ -219,6 +246,11 @@ fn divide(a: Value, b: Value) -> Result<Value> {
         return Err(loc(16608, "can't $divide by zero"));
     }
     let w = width(x).max(width(y));
+    if w == 3
+        && let Some(r) = super::decimal::divide(x, y)
+    {
+        return Ok(Some(r));
+    }
     Ok(Some(from_f64_width(x.to_f64() / y.to_f64(), w.max(2))))
 }
 
@@ -767,9 +799,7 @@ fn sum_avg(op: &str, vals: Vec<Value>) -> Value {
         _ if nums.is_empty() => Some(Bson::Null),
         _ => {
             let total = nums.iter().fold(Bson::Int32(0), |a, v| add_numbers(&a, v));
-            let is_dec = matches!(total, Bson::Decimal128(_));
-            let avg = Number::of(&total).map_or(0.0, Number::to_f64) / nums.len() as f64;
-            Some(if is_dec { decimal(avg) } else { Bson::Double(avg) })
+            Some(average(&total, nums.len()))
         }
     }
 }
@@ -1509,11 +1539,10 @@ fn convert_value(v: &Bson, to: &str) -> Result<Bson> {
         }
         "decimal" => match (v, num) {
             (Bson::Decimal128(d), _) => Ok(Bson::Decimal128(*d)),
-            (Bson::Int32(i), _) => Ok(decimal(f64::from(*i))),
-            (Bson::Int64(i), _) => Ok(i.to_string().parse::<Decimal128>().map_or(Bson::Null, Bson::Decimal128)),
-            (_, Some(n)) => Ok(decimal(n.to_f64())),
+            (_, Some(n)) => Ok(super::decimal::from_number(n).unwrap_or_else(|| decimal(n.to_f64()))),
             (Bson::Boolean(x), _) => Ok(decimal(if *x { 1.0 } else { 0.0 })),
-            (Bson::DateTime(d), _) => Ok(decimal(d.timestamp_millis() as f64)),
+            (Bson::DateTime(d), _) => Ok(super::decimal::from_number(Number::Long(d.timestamp_millis()))
+                .unwrap_or(Bson::Null)),
             (Bson::String(s), _) => s
                 .parse::<Decimal128>()
                 .map(Bson::Decimal128)
