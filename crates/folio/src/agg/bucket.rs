@@ -249,12 +249,28 @@ pub(super) fn bucket_auto(
     output: &[AccSpec],
     ctx: &Context,
 ) -> Result<Vec<Document>> {
-    let mut keyed = Vec::with_capacity(docs.len());
+    // Sort `{k, d}` pairs by key within the stage's memory budget (spilling past it).
+    let mut pairs = Vec::with_capacity(docs.len());
     for d in docs {
         let k = group.eval(&mut Vars::with_let(&d, &ctx.vars))?.unwrap_or(Bson::Null);
-        keyed.push((k, d));
+        pairs.push(bson::doc! {"k": k, "d": d});
     }
-    keyed.sort_by(|a, b| crate::doc::compare::cmp_bson(&a.0, &b.0));
+    let by_key = |a: &Document, b: &Document| {
+        let null = Bson::Null;
+        crate::doc::compare::cmp_bson(a.get("k").unwrap_or(&null), b.get("k").unwrap_or(&null))
+    };
+    let pairs = super::spill::sort(pairs, by_key, ctx.memory_limit, "$bucketAuto")?;
+    let keyed: Vec<(Bson, Document)> = pairs
+        .into_iter()
+        .map(|mut p| {
+            let k = p.remove("k").unwrap_or(Bson::Null);
+            let d = match p.remove("d") {
+                Some(Bson::Document(d)) => d,
+                _ => Document::new(),
+            };
+            (k, d)
+        })
+        .collect();
     let size = ((keyed.len() as f64) / (n as f64)).round().max(1.0) as usize;
     let mut ranges: Vec<(usize, usize)> = Vec::new();
     let mut start = 0;

@@ -231,6 +231,10 @@ fn spilled_blocking_stages_equal_in_memory_ones() {
         ],
         vec![bson::doc! {"$setWindowFields": {"partitionBy": "$g", "sortBy": {"k": 1},
         "output": {"rank": {"$documentNumber": {}}}}}],
+        vec![bson::doc! {"$bucketAuto": {"groupBy": "$s", "buckets": 4,
+        "output": {"ids": {"$push": "$_id"}}}}],
+        vec![bson::doc! {"$densify": {"field": "k", "partitionByFields": ["g"],
+        "range": {"step": 1, "bounds": "full"}}}],
     ];
     for p in pipelines {
         let in_memory = super::run(docs.clone(), &p).expect("in memory");
