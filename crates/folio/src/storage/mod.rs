@@ -12,7 +12,8 @@
 //! same suite against both:
 //!
 //! - [`MemoryEngine`]: a `BTreeMap` behind a read-write lock, for tests and `--in-memory`.
-//! - [`RedbEngine`]: one redb file in a data directory holding one table.
+//! - [`RedbEngine`]: one redb file in a data directory holding one table, with a write-ahead
+//!   log ([`wal`]) that makes synced batches durable with one sequential append.
 //!
 //! # Scans do not hold locks
 //!
@@ -25,6 +26,7 @@
 
 mod memory;
 mod redb_engine;
+pub mod wal;
 
 #[cfg(test)]
 mod tests;

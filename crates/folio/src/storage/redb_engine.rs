@@ -1,10 +1,13 @@
-//! The redb engine: one database file in a data directory, one table of byte keys and values.
+//! The redb engine: one database file in a data directory, one table of byte keys and values,
+//! and a write-ahead log beside it for synced batches (see [`super::wal`] for why and how).
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
+use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
+use super::wal::Wal;
 use super::{Engine, KvIter, Status, WriteBatch, WriteOp, range_is_empty};
 use crate::error::{Error, Result};
 
@@ -13,13 +16,23 @@ const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("folio");
 
 /// The database file's name inside the data directory.
 const FILE_NAME: &str = "folio.redb";
+/// The write-ahead log's name inside the data directory.
+const WAL_NAME: &str = "folio.wal";
+/// A checkpoint follows this many logged batches: redb frees the pages that non-durable commits
+/// replace only at a durable commit, so the file grows until the next checkpoint.
+const CHECKPOINT_BATCHES: u64 = 512;
+/// A checkpoint also follows once the log is this long.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 
-/// An engine storing everything in one redb file. Writes with `sync` commit with
-/// `Durability::Immediate` (fsync before returning); others with `Durability::None`, which redb
-/// makes durable with the next immediate commit.
+/// An engine storing everything in one redb file. A write with `sync` is appended to the
+/// write-ahead log and synced, then committed to redb with `Durability::None`; a periodic
+/// checkpoint (one `Durability::Immediate` commit) makes redb itself durable and empties the log.
+/// Writes without `sync` go to redb with `Durability::None` only.
 pub struct RedbEngine {
     db: Database,
     path: PathBuf,
+    /// The log, locked across append + apply so that redb sees logged batches in log order.
+    wal: Mutex<Wal>,
 }
 
 impl std::fmt::Debug for RedbEngine {
@@ -43,7 +56,43 @@ impl RedbEngine {
         let txn = db.begin_write().map_err(|e| internal("begin write", e))?;
         txn.open_table(TABLE).map_err(|e| internal("open table", e))?;
         txn.commit().map_err(|e| internal("commit", e))?;
-        Ok(RedbEngine { db, path })
+        let (wal, logged) = Wal::open(dir.as_ref().join(WAL_NAME))?;
+        let engine = RedbEngine { db, path, wal: Mutex::new(wal) };
+        if !logged.is_empty() {
+            // Redo what the log holds, in order, then checkpoint so the log starts empty.
+            tracing::info!(batches = logged.len(), "replaying the write-ahead log");
+            for batch in &logged {
+                engine.apply(batch, Durability::None)?;
+            }
+            engine.checkpoint(&mut engine.wal.lock())?;
+        }
+        Ok(engine)
+    }
+
+    /// Commits a batch to redb with the given durability.
+    fn apply(&self, batch: &WriteBatch, durability: Durability) -> Result<()> {
+        let mut txn = self.db.begin_write().map_err(|e| internal("begin write", e))?;
+        txn.set_durability(durability).map_err(|e| internal("set durability", e))?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(|e| internal("open table", e))?;
+            for op in &batch.ops {
+                match op {
+                    WriteOp::Put(k, v) => {
+                        table.insert(k.as_slice(), v.as_slice()).map_err(|e| internal("put", e))?;
+                    }
+                    WriteOp::Delete(k) => {
+                        table.remove(k.as_slice()).map_err(|e| internal("delete", e))?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(|e| internal("commit", e))
+    }
+
+    /// Makes every redb commit so far durable, then empties the log.
+    fn checkpoint(&self, wal: &mut Wal) -> Result<()> {
+        self.apply(&WriteBatch::new(), Durability::Immediate)?;
+        wal.reset()
     }
 
     fn read_table(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>> {
@@ -75,35 +124,33 @@ impl Engine for RedbEngine {
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
-        let mut txn = self.db.begin_write().map_err(|e| internal("begin write", e))?;
-        let durability = if sync { Durability::Immediate } else { Durability::None };
-        txn.set_durability(durability).map_err(|e| internal("set durability", e))?;
-        {
-            let mut table = txn.open_table(TABLE).map_err(|e| internal("open table", e))?;
-            for op in &batch.ops {
-                match op {
-                    WriteOp::Put(k, v) => {
-                        table.insert(k.as_slice(), v.as_slice()).map_err(|e| internal("put", e))?;
-                    }
-                    WriteOp::Delete(k) => {
-                        table.remove(k.as_slice()).map_err(|e| internal("delete", e))?;
-                    }
-                }
-            }
+        if !sync {
+            return self.apply(&batch, Durability::None);
         }
-        txn.commit().map_err(|e| internal("commit", e))
+        let mut wal = self.wal.lock();
+        let before = wal.len();
+        wal.append(&batch)?;
+        if let Err(e) = self.apply(&batch, Durability::None) {
+            // The batch is reported as failed, so it must not come back at the next start.
+            wal.truncate_to(before)?;
+            return Err(e);
+        }
+        if wal.records() >= CHECKPOINT_BATCHES || wal.len() >= CHECKPOINT_BYTES {
+            self.checkpoint(&mut wal)?;
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<()> {
-        // An empty immediate commit makes every earlier non-durable commit durable.
-        self.write(WriteBatch::new(), true)
+        self.checkpoint(&mut self.wal.lock())
     }
 
     fn status(&self) -> Result<Status> {
         let table = self.read_table()?;
         let keys = table.len().map_err(|e| internal("len", e))?;
         let stats = table.stats().map_err(|e| internal("stats", e))?;
-        let disk_size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let disk_size =
+            std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) + self.wal.lock().len();
         Ok(Status { name: "redb".into(), keys, size: stats.stored_bytes(), disk_size })
     }
 }

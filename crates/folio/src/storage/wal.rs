@@ -1,0 +1,309 @@
+//! A write-ahead log that makes the redb engine's synced batches durable with one sequential
+//! append and one `fdatasync`.
+//!
+//! # Why
+//!
+//! A durable redb commit writes every B-tree page the batch dirtied (the leaves of each key, their
+//! branches, the allocator state, the header) with one `pwrite` each, at scattered offsets, and
+//! then syncs the file. A one-document update touches three or four keys and so a dozen or more
+//! pages: the sync has to wait for all of them. A log turns that into one small sequential write.
+//!
+//! # How
+//!
+//! [`super::RedbEngine`] appends a synced batch here and syncs the log; then it applies the batch
+//! to redb as a *non-durable* commit (no sync). Every so often (a number of batches or a log size)
+//! it *checkpoints*: one durable redb commit, which makes all earlier commits durable, then the log
+//! is emptied. After a crash redb comes back at its last durable commit, or later if some
+//! non-durable commits happened to reach the disk; replaying every record of the log in order on
+//! top of that is correct either way, because a record holds only absolute puts and deletes.
+//! Batches written without `sync` (garbage collection) never enter the log: losing them only
+//! leaves garbage that collection removes again, and a replayed record can only bring back an old
+//! version together with the newer versions that shadow it, since those newer versions were
+//! logged after it.
+//!
+//! # Format
+//!
+//! A record is `[payload length: u32 LE][CRC32C of the payload: u32 LE][payload]`; the payload is
+//! the batch's operations, each `[tag: u8 (1 put, 2 delete)][key length: u32 LE][key]` followed for
+//! a put by `[value length: u32 LE][value]`. Reading stops at the first record that is incomplete
+//! or fails its checksum: that is a write cut short by the crash, and it was never acknowledged
+//! (the append returns only after the sync). The torn tail is cut off when the log is opened.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{WriteBatch, WriteOp};
+use crate::error::{Code, Error, Result};
+
+const PUT: u8 = 1;
+const DELETE: u8 = 2;
+/// Bytes before each record's payload: its length and checksum.
+const HEADER: usize = 8;
+
+/// An append-only log of write batches in one file.
+#[derive(Debug)]
+pub struct Wal {
+    file: File,
+    path: PathBuf,
+    /// The length of the valid log, where the next record goes.
+    len: u64,
+    /// Records appended since the log was last emptied.
+    records: u64,
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::new(Code::InternalError, format!("write-ahead log {}: {what}: {e}", path.display()))
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log at `path` and returns it with the batches it holds, in
+    /// the order they were appended. A torn record at the end is dropped from the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<(Wal, Vec<WriteBatch>)> {
+        let path = path.as_ref().to_path_buf();
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_error("open", &path, e))?;
+        if !existed {
+            // The new file's directory entry must survive a crash too.
+            if let Some(dir) = path.parent() {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io_error("sync directory", &path, e))?;
+            }
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| io_error("read", &path, e))?;
+        let (batches, valid) = decode_records(&bytes);
+        if (valid as u64) < bytes.len() as u64 {
+            tracing::warn!(
+                path = %path.display(),
+                dropped = bytes.len() - valid,
+                "write-ahead log ends in a torn record (a write cut short by a crash); dropping it"
+            );
+            file.set_len(valid as u64).map_err(|e| io_error("truncate", &path, e))?;
+            file.sync_all().map_err(|e| io_error("sync", &path, e))?;
+        }
+        let records = batches.len() as u64;
+        Ok((Wal { file, path, len: valid as u64, records }, batches))
+    }
+
+    /// Appends a batch and makes it durable before returning.
+    pub fn append(&mut self, batch: &WriteBatch) -> Result<()> {
+        let record = encode_record(batch);
+        self.write_at_end(&record).and_then(|()| self.file.sync_data()).map_err(|e| {
+            // Cut off whatever part reached the file, so the log never holds a record that was
+            // reported as failed.
+            let _ = self.file.set_len(self.len);
+            io_error("append", &self.path, e)
+        })?;
+        self.len += record.len() as u64;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Removes the last record again (its batch could not be applied after all).
+    pub fn truncate_to(&mut self, len: u64) -> Result<()> {
+        self.file.set_len(len).map_err(|e| io_error("truncate", &self.path, e))?;
+        self.file.sync_data().map_err(|e| io_error("sync", &self.path, e))?;
+        self.len = len;
+        Ok(())
+    }
+
+    /// Empties the log (after a checkpoint made everything in it durable elsewhere).
+    pub fn reset(&mut self) -> Result<()> {
+        self.truncate_to(0)?;
+        self.records = 0;
+        Ok(())
+    }
+
+    /// The log's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the log holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Records appended since the log was last emptied.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    fn write_at_end(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.file.seek(SeekFrom::Start(self.len))?;
+        self.file.write_all(bytes)
+    }
+}
+
+/// Encodes one batch as a log record.
+fn encode_record(batch: &WriteBatch) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for op in &batch.ops {
+        match op {
+            WriteOp::Put(k, v) => {
+                payload.push(PUT);
+                put_bytes(&mut payload, k);
+                put_bytes(&mut payload, v);
+            }
+            WriteOp::Delete(k) => {
+                payload.push(DELETE);
+                put_bytes(&mut payload, k);
+            }
+        }
+    }
+    let mut record = Vec::with_capacity(HEADER + payload.len());
+    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+    record
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Decodes the records at the start of `bytes`, stopping at the first incomplete or corrupt one.
+/// Returns the batches and the length of the valid prefix.
+fn decode_records(bytes: &[u8]) -> (Vec<WriteBatch>, usize) {
+    let mut batches = Vec::new();
+    let mut at = 0;
+    while let Some((batch, next)) = decode_record(bytes, at) {
+        batches.push(batch);
+        at = next;
+    }
+    (batches, at)
+}
+
+fn decode_record(bytes: &[u8], at: usize) -> Option<(WriteBatch, usize)> {
+    let len = u32_at(bytes, at)? as usize;
+    let crc = u32_at(bytes, at + 4)?;
+    let start = at + HEADER;
+    let payload = bytes.get(start..start.checked_add(len)?)?;
+    if crc32c::crc32c(payload) != crc {
+        return None;
+    }
+    let mut batch = WriteBatch::new();
+    let mut p = 0;
+    while p < payload.len() {
+        let tag = payload[p];
+        p += 1;
+        let key = bytes_at(payload, &mut p)?;
+        match tag {
+            PUT => {
+                let value = bytes_at(payload, &mut p)?;
+                batch.put(key, value);
+            }
+            DELETE => batch.delete(key),
+            _ => return None,
+        }
+    }
+    Some((batch, start + len))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn bytes_at(payload: &[u8], p: &mut usize) -> Option<Vec<u8>> {
+    let len = u32_at(payload, *p)? as usize;
+    let start = *p + 4;
+    let out = payload.get(start..start.checked_add(len)?)?.to_vec();
+    *p = start + len;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(n: u8) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        b.put(vec![n], vec![n; n as usize]);
+        b.delete(vec![n, n]);
+        b
+    }
+
+    #[test]
+    fn records_round_trip_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        {
+            let (mut wal, old) = Wal::open(&path).unwrap();
+            assert!(old.is_empty());
+            for n in 1..=3 {
+                wal.append(&batch(n)).unwrap();
+            }
+            assert_eq!(wal.records(), 3);
+        }
+        let (wal, batches) = Wal::open(&path).unwrap();
+        assert_eq!(batches, vec![batch(1), batch(2), batch(3)]);
+        assert_eq!(wal.len(), std::fs::metadata(&path).unwrap().len());
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_later_appends_follow_the_valid_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&batch(1)).unwrap();
+        wal.append(&batch(2)).unwrap();
+        let full = wal.len();
+        drop(wal);
+        // Every cut inside the second record leaves exactly the first.
+        let first = encode_record(&batch(1)).len() as u64;
+        for cut in first + 1..full {
+            let f = OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(cut).unwrap();
+            drop(f);
+            let (mut wal, batches) = Wal::open(&path).unwrap();
+            assert_eq!(batches, vec![batch(1)], "cut at {cut}");
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), first);
+            wal.append(&batch(2)).unwrap();
+            drop(wal);
+            let (_, batches) = Wal::open(&path).unwrap();
+            assert_eq!(batches, vec![batch(1), batch(2)]);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        for n in 1..=3 {
+            wal.append(&batch(n)).unwrap();
+        }
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = encode_record(&batch(1)).len() + HEADER;
+        bytes[second] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, batches) = Wal::open(&path).unwrap();
+        assert_eq!(batches, vec![batch(1)]);
+    }
+
+    #[test]
+    fn reset_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&batch(1)).unwrap();
+        wal.reset().unwrap();
+        assert!(wal.is_empty());
+        wal.append(&batch(2)).unwrap();
+        drop(wal);
+        let (_, batches) = Wal::open(&path).unwrap();
+        assert_eq!(batches, vec![batch(2)]);
+    }
+}
