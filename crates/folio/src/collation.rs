@@ -233,6 +233,70 @@ impl PartialEq for Collation {
 /// A shared collation; `None` where one is optional means the simple (binary) collation.
 pub type CollationRef = Arc<Collation>;
 
+/// The collation an operation asked for: none (the collection's default applies), the simple
+/// one explicitly, or a locale's.
+#[derive(Clone, Debug, Default)]
+pub enum Requested {
+    /// No `collation` option: the collection's default collation, if it has one.
+    #[default]
+    CollectionDefault,
+    /// `{locale: "simple"}`: binary comparison even on a collection with a default collation.
+    Simple,
+    /// A locale's collation.
+    Given(CollationRef),
+}
+
+impl Requested {
+    /// Reads the optional `collation` field of a command or statement.
+    pub fn from_field(doc: &Document, key: &str, command: &str) -> Result<Requested> {
+        if !doc.contains_key(key) {
+            return Ok(Requested::CollectionDefault);
+        }
+        Ok(match Collation::from_field(doc, key, command)? {
+            Some(c) => Requested::Given(c),
+            None => Requested::Simple,
+        })
+    }
+
+    /// Whether the operation named a collation.
+    pub fn is_given(&self) -> bool {
+        !matches!(self, Requested::CollectionDefault)
+    }
+
+    /// The collation in force for a collection with these options (`None`: simple).
+    pub fn resolve(&self, collection_options: &Document) -> Result<Option<CollationRef>> {
+        match self {
+            Requested::Given(c) => Ok(Some(c.clone())),
+            Requested::Simple => Ok(None),
+            Requested::CollectionDefault => match collection_options.get("collation") {
+                Some(Bson::Document(d)) => Collation::parse(d, "create"),
+                _ => Ok(None),
+            },
+        }
+    }
+}
+
+/// Compiled collations by their document: parsing happens per operation (and per index per
+/// plan), while compiling a collator is the costly part.
+static CACHE: std::sync::Mutex<Vec<(Document, CollationRef)>> = std::sync::Mutex::new(Vec::new());
+
+/// How many compiled collations the cache keeps.
+const CACHE_SIZE: usize = 32;
+
+fn cached(doc: &Document) -> Option<CollationRef> {
+    let cache = CACHE.lock().ok()?;
+    cache.iter().find(|(d, _)| d == doc).map(|(_, c)| c.clone())
+}
+
+fn remember(doc: &Document, c: &CollationRef) {
+    if let Ok(mut cache) = CACHE.lock() {
+        if cache.len() >= CACHE_SIZE {
+            cache.remove(0);
+        }
+        cache.push((doc.clone(), c.clone()));
+    }
+}
+
 /// Whether two optional collations compare strings the same way (`None` is simple).
 pub fn same(a: Option<&Collation>, b: Option<&Collation>) -> bool {
     match (a, b) {
@@ -303,6 +367,9 @@ impl Collation {
     /// message (`"find"`, `"create"`, `"update.updates"`). Returns `None` for the simple
     /// collation (`{locale: "simple"}`).
     pub fn parse(doc: &Document, command: &str) -> Result<Option<CollationRef>> {
+        if let Some(c) = cached(doc) {
+            return Ok(Some(c));
+        }
         let mut spec = CollationSpec {
             locale: String::new(),
             case_level: false,
@@ -386,7 +453,9 @@ impl Collation {
             err!(BadValue, "{}", message)
         })?;
         spec.locale = locale;
-        Ok(Some(Arc::new(Collation { spec, collator })))
+        let c = Arc::new(Collation { spec, collator });
+        remember(doc, &c);
+        Ok(Some(c))
     }
 
     /// Parses an optional `collation` field of a command or statement (`None` when absent or

@@ -136,6 +136,26 @@ impl Pipeline {
         Ok(Pipeline { stages })
     }
 
+    /// The pipeline with its `$match` filters and `$sort` keys comparing strings under the
+    /// aggregate's collation (`None`: simple, unchanged).
+    // TODO(#3): `$group` keys, `$facet` sub-pipelines and expression comparisons under a
+    // collation.
+    pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Pipeline {
+        if collation.is_none() {
+            return self;
+        }
+        let stages = self
+            .stages
+            .into_iter()
+            .map(|st| match st {
+                Stage::Match(f) => Stage::Match(f.with_collation(collation)),
+                Stage::Sort(s) => Stage::Sort(s.with_collation(collation)),
+                other => other,
+            })
+            .collect();
+        Pipeline { stages }
+    }
+
     /// The final `$out`/`$merge`, if any: the command layer writes the results of
     /// [`Pipeline::execute`] there (with [`output::write`]) and replies with an empty cursor.
     pub fn sink(&self) -> Option<&output::Sink> {
