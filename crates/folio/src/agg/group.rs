@@ -459,16 +459,53 @@ pub fn group_by(
     accs: &[AccSpec],
     vars: &Document,
 ) -> Result<Vec<(Bson, Vec<Bson>)>> {
+    group_by_with(docs, key, accs, vars, Bson::clone)
+}
+
+/// `$group` under a collation: keys the collation calls equal (`"a"` and `"A"` at strength 2)
+/// form one group, reported with the key found first. Returns the output documents.
+pub fn group_collated(
+    docs: &[Document],
+    key: &Expression,
+    accs: &[AccSpec],
+    vars: &Document,
+    collation: &crate::collation::Collation,
+) -> Result<Vec<Document>> {
+    let key_of = |v: &mut Vars| Ok(key.eval(v)?.unwrap_or(Bson::Null));
+    let groups = group_by_with(docs, key_of, accs, vars, |k| collation.transform(k))?;
+    Ok(groups
+        .into_iter()
+        .map(|(k, vals)| {
+            let mut d = Document::new();
+            d.insert("_id", k);
+            for (spec, v) in accs.iter().zip(vals) {
+                d.insert(spec.field.clone(), v);
+            }
+            d
+        })
+        .collect())
+}
+
+/// [`group_by`], with groups told apart by `identity` of the key (the key itself, or its
+/// collation key).
+fn group_by_with(
+    docs: &[Document],
+    key: impl Fn(&mut Vars) -> Result<Bson>,
+    accs: &[AccSpec],
+    vars: &Document,
+    identity: impl Fn(&Bson) -> Bson,
+) -> Result<Vec<(Bson, Vec<Bson>)>> {
     let mut index: BTreeMap<Key, usize> = BTreeMap::new();
     let mut groups: Vec<(Bson, Vec<Acc>)> = Vec::new();
     for d in docs {
         let mut v = Vars::with_let(d, vars);
         let k = key(&mut v)?;
-        let slot = match index.get(&Key(k.clone())) {
+        let id = Key(identity(&k));
+        let slot = match index.get(&id) {
             Some(i) => *i,
             None => {
-                groups.push((k.clone(), accs.iter().map(|a| Acc::new(a.op)).collect()));
-                index.insert(Key(k), groups.len() - 1);
+                groups.push((k, accs.iter().map(|a| Acc::new(a.op)).collect()));
+                index.insert(id, groups.len() - 1);
                 groups.len() - 1
             }
         };

@@ -103,6 +103,8 @@ impl<'a> Context<'a> {
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     stages: Vec<Stage>,
+    /// The aggregate's collation, for `$group` keys (`None`: simple).
+    collation: Option<crate::collation::CollationRef>,
 }
 
 impl Pipeline {
@@ -133,13 +135,12 @@ impl Pipeline {
             }
             stages.push(st);
         }
-        Ok(Pipeline { stages })
+        Ok(Pipeline { stages, collation: None })
     }
 
-    /// The pipeline with its `$match` filters and `$sort` keys comparing strings under the
-    /// aggregate's collation (`None`: simple, unchanged).
-    // TODO(#3): `$group` keys, `$facet` sub-pipelines and expression comparisons under a
-    // collation.
+    /// The pipeline with its `$match` filters, `$sort` keys and `$group` keys comparing strings
+    /// under the aggregate's collation (`None`: simple, unchanged).
+    // TODO(#3): `$facet` sub-pipelines and expression comparisons under a collation.
     pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Pipeline {
         if collation.is_none() {
             return self;
@@ -153,7 +154,7 @@ impl Pipeline {
                 other => other,
             })
             .collect();
-        Pipeline { stages }
+        Pipeline { stages, collation: collation.cloned() }
     }
 
     /// The final `$out`/`$merge`, if any: the command layer writes the results of
@@ -180,6 +181,11 @@ impl Pipeline {
             {
                 docs = stage::top_k(docs, s, *k);
                 i += 2;
+                continue;
+            }
+            if let (Stage::Group(key, accs), Some(c)) = (&self.stages[i], &self.collation) {
+                docs = group::group_collated(&docs, key, accs, &ctx.vars, c)?;
+                i += 1;
                 continue;
             }
             docs = self.stages[i].execute(docs, ctx)?;
