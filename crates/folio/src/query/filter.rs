@@ -266,7 +266,7 @@ impl Filter {
 
     /// The filter with its string comparisons made under `collation` (`None`: simple, the
     /// filter is returned as is). `$regex`, `$type`, `$exists` and the like are unaffected, as in
-    /// MongoDB; so are `$expr` comparisons (a known difference).
+    /// MongoDB. `$expr` comparisons are collated too.
     pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Filter {
         match collation {
             Some(c) => self.collate(c),
@@ -286,7 +286,8 @@ impl Filter {
                 Filter::Nor(children.into_iter().map(|f| f.collate(c)).collect())
             }
             Filter::Path { path, pred } => Filter::Path { path, pred: pred.collate(c) },
-            f @ (Filter::Expr(_) | Filter::Schema(_) | Filter::Const(_)) => f,
+            Filter::Expr(e) => Filter::Expr(e.with_collation(c)),
+            f @ (Filter::Schema(_) | Filter::Const(_)) => f,
         }
     }
 
