@@ -148,7 +148,9 @@ pub fn insert(
 }
 
 /// Parses one `updates` entry.
-fn parse_update(u: &Document) -> Result<exec::UpdateOp> {
+/// Parses one `updates` entry. A bad `collation` fails only its statement (a write error), as
+/// in MongoDB, so it comes back beside the statement.
+fn parse_update(u: &Document) -> Result<(exec::UpdateOp, Option<Error>)> {
     let filter = match u.get("q") {
         Some(Bson::Document(d)) => d.clone(),
         Some(_) => bail!(
@@ -182,8 +184,13 @@ fn parse_update(u: &Document) -> Result<exec::UpdateOp> {
         bail!(FailedToParse, "Cannot specify sort with multi=true");
     }
     let let_vars = opt_doc(u, "c", "update.updates")?;
-    let collation = Requested::from_field(u, "collation", "update.updates")?;
-    Ok(exec::UpdateOp { filter, update, let_vars, multi, upsert, array_filters, sort, collation })
+    let (collation, bad) = match Requested::from_field(u, "collation", "update.updates") {
+        Ok(c) => (c, None),
+        Err(e) => (Requested::CollectionDefault, Some(e)),
+    };
+    let op =
+        exec::UpdateOp { filter, update, let_vars, multi, upsert, array_filters, sort, collation };
+    Ok((op, bad))
 }
 
 fn update_outcome(r: &exec::UpdateResult) -> Document {
@@ -210,10 +217,12 @@ pub fn update(
     let mut modified = 0i64;
     let mut upserted = Vec::new();
     // The statements are parsed up front: a malformed one fails the whole command, as in MongoDB.
-    let mut ops: Vec<exec::UpdateOp> = raw.iter().map(parse_update).collect::<Result<_>>()?;
-    refuse_unacknowledged_collation(run, ops.iter().any(|op| op.collation.is_given()))?;
+    let mut ops: Vec<(exec::UpdateOp, Option<Error>)> =
+        raw.iter().map(parse_update).collect::<Result<_>>()?;
+    let collated = ops.iter().any(|(op, bad)| op.collation.is_given() || bad.is_some());
+    refuse_unacknowledged_collation(run, collated)?;
     let let_vars = command_let(cmd, "update")?;
-    for op in &mut ops {
+    for (op, _) in &mut ops {
         if op.let_vars.is_none() {
             op.let_vars = let_vars.clone();
         }
@@ -222,7 +231,10 @@ pub fn update(
         run,
         cmd,
         &ops,
-        |run, stmt, op| {
+        |run, stmt, (op, bad)| {
+            if let Some(e) = bad {
+                return Err(e.clone());
+            }
             run.write(stmt, |txn| Ok(update_outcome(&exec::update(txn, &db, &coll, op)?)))
         },
         |i, out| {
@@ -255,15 +267,17 @@ pub fn delete(
     reject_write_concern_in_txn(run)?;
     let db = run.op.db.clone();
     let mut n = 0i64;
-    let deletes: Vec<(Document, bool, Requested)> =
+    let deletes: Vec<(Document, bool, Result<Requested>)> =
         raw.iter().map(parse_delete).collect::<Result<_>>()?;
-    refuse_unacknowledged_collation(run, deletes.iter().any(|d| d.2.is_given()))?;
+    let collated = deletes.iter().any(|d| d.2.as_ref().map_or(true, Requested::is_given));
+    refuse_unacknowledged_collation(run, collated)?;
     let let_vars = command_let(cmd, "delete")?;
     let errors = run_statements(
         run,
         cmd,
         &deletes,
         |run, stmt, (filter, limit, collation)| {
+            let collation = collation.as_ref().map_err(Clone::clone)?;
             run.write(stmt, |txn| {
                 let lv = let_vars.as_ref();
                 let r = exec::delete_with(txn, &db, &coll, filter, *limit, lv, collation)?;
@@ -280,8 +294,8 @@ pub fn delete(
 }
 
 /// Parses one `deletes` entry into its filter, whether it deletes one document, and its
-/// collation.
-fn parse_delete(d: &Document) -> Result<(Document, bool, Requested)> {
+/// collation (a bad one fails only its statement, as in MongoDB).
+fn parse_delete(d: &Document) -> Result<(Document, bool, Result<Requested>)> {
     let filter = match d.get("q") {
         Some(Bson::Document(q)) => q.clone(),
         Some(_) => bail!(
@@ -303,7 +317,7 @@ fn parse_delete(d: &Document) -> Result<(Document, bool, Requested)> {
             "BSON field 'delete.deletes.limit' is missing but a required field"
         ),
     };
-    Ok((filter, limit, Requested::from_field(d, "collation", "delete.deletes")?))
+    Ok((filter, limit, Requested::from_field(d, "collation", "delete.deletes")))
 }
 
 /// A collation cannot be used with an unacknowledged (`w: 0`) write, as in MongoDB's drivers:
