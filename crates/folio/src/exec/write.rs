@@ -636,7 +636,8 @@ pub fn create_indexes(
     for raw in specs {
         // An index without a collation of its own takes the collection's default.
         let spec = match &default_collation {
-            Some(c) if !raw.contains_key("collation") => {
+            // The `_id` index never takes it here: its keys are the document keys.
+            Some(c) if !raw.contains_key("collation") && !is_id_key(raw) => {
                 let mut with = raw.clone();
                 with.insert("collation", c.clone());
                 IndexSpec::parse(&with)?
@@ -667,6 +668,11 @@ pub fn create_indexes(
         builder.add_entries(txn, &f.doc, &BTreeSet::new())?;
     }
     Ok((before, meta.indexes.len(), created))
+}
+
+/// Whether an index spec's key pattern is `{_id: 1}`.
+fn is_id_key(raw: &Document) -> bool {
+    raw.get_document("key").is_ok_and(|k| k.len() == 1 && k.contains_key("_id"))
 }
 
 /// Drops indexes by name (`"*"` drops all but `_id_`). Returns the index count before.
