@@ -138,9 +138,10 @@ impl Pipeline {
         Ok(Pipeline { stages, collation: None })
     }
 
-    /// The pipeline with its `$match` filters, `$sort` keys and `$group` keys comparing strings
-    /// under the aggregate's collation (`None`: simple, unchanged).
-    // TODO(#3): `$facet` sub-pipelines and expression comparisons under a collation.
+    /// The pipeline with its `$match` filters, `$sort` keys and `$group` keys (in `$facet`
+    /// sub-pipelines too) comparing strings under the aggregate's collation (`None`: simple,
+    /// unchanged).
+    // TODO(#3): `$lookup` pipelines and aggregation-expression comparisons under a collation.
     pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Pipeline {
         if collation.is_none() {
             return self;
@@ -151,6 +152,9 @@ impl Pipeline {
             .map(|st| match st {
                 Stage::Match(f) => Stage::Match(f.with_collation(collation)),
                 Stage::Sort(s) => Stage::Sort(s.with_collation(collation)),
+                Stage::Facet(subs) => Stage::Facet(
+                    subs.into_iter().map(|(name, p)| (name, p.with_collation(collation))).collect(),
+                ),
                 other => other,
             })
             .collect();

@@ -67,14 +67,21 @@ impl CollectionHandle {
                 continue; // The document keys are the `_id` index.
             }
             let spec = IndexSpec::parse(&i.spec)?;
+            // The partial filter is read under the index's collation, as in MongoDB.
             let partial = match i.spec.get("partialFilterExpression") {
-                Some(Bson::Document(f)) => Some(Filter::parse(f)?),
+                Some(Bson::Document(f)) => {
+                    Some(Filter::parse(f)?.with_collation(spec.collation.as_ref()))
+                }
                 _ => None,
             };
             indexes.push(LoadedIndex { meta: i.clone(), spec, partial });
         }
+        // The validator compares under the collection's default collation.
+        let collation = Requested::CollectionDefault.resolve(&meta.options)?;
         let validator = match meta.options.get("validator") {
-            Some(Bson::Document(v)) if !v.is_empty() => Some(Filter::parse(v)?),
+            Some(Bson::Document(v)) if !v.is_empty() => {
+                Some(Filter::parse(v)?.with_collation(collation.as_ref()))
+            }
             _ => None,
         };
         Ok(CollectionHandle { meta, indexes, validator })
