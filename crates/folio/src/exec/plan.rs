@@ -144,9 +144,11 @@ fn index_bounds(spec: &IndexSpec, filter: &Filter) -> (Vec<Vec<Interval>>, usize
     (fields, points, range)
 }
 
-/// Whether an index scan gives the sort's order: `Some(forward)` when the sort keys are the
-/// index fields from some position on (every field before it bound to one value), all in the
-/// index's direction (forward) or all reversed (backward).
+/// Whether an index scan gives the sort's order: `Some(forward)` when, walking the index's
+/// fields in order, each is either the next sort key (all in the index's direction, or all
+/// reversed) or bound to a single value (constant among the results, so it does not disturb the
+/// order); sort keys on such constant fields are satisfied anywhere. `{a: 1, b: 1, c: 1}` with
+/// `{a: 5, b: 6}` gives `{c: -1}` and `{b: 1, a: -1, c: 1}`.
 fn sort_direction(
     spec: &IndexSpec,
     fields: &[Vec<Interval>],
@@ -156,26 +158,28 @@ fn sort_direction(
     if !crate::collation::same(sort.collation.as_deref(), spec.collation.as_deref()) {
         return None;
     }
-    let single = |iv: &Vec<Interval>| iv.len() == 1 && iv[0].is_point();
-    for (start, bounds) in fields.iter().enumerate().take(spec.fields.len()) {
-        let rest = &spec.fields[start..];
-        if sort.keys.len() <= rest.len() {
-            let dirs: Vec<bool> = sort
-                .keys
-                .iter()
-                .zip(rest)
-                .map(|((path, asc), f)| (path == &f.path).then_some(*asc != f.descending))
-                .collect::<Option<Vec<bool>>>()
-                .unwrap_or_default();
-            if dirs.len() == sort.keys.len() && dirs.iter().all(|d| *d == dirs[0]) {
-                return Some(dirs[0]);
+    let single = |n: usize| fields.get(n).is_some_and(|iv| iv.len() == 1 && iv[0].is_point());
+    let constant =
+        |path: &str| spec.fields.iter().enumerate().any(|(n, f)| f.path == path && single(n));
+    let mut keys = sort.keys.iter().filter(|(path, _)| !constant(path)).peekable();
+    let mut direction: Option<bool> = None;
+    for (n, f) in spec.fields.iter().enumerate() {
+        let Some((path, asc)) = keys.peek() else { break };
+        if *path == f.path {
+            let forward = *asc != f.descending;
+            if direction.is_some_and(|d| d != forward) {
+                return None;
             }
-        }
-        if !single(bounds) {
+            direction = Some(forward);
+            keys.next();
+        } else if !single(n) {
             return None;
         }
     }
-    None
+    if keys.peek().is_some() {
+        return None;
+    }
+    Some(direction.unwrap_or(true))
 }
 
 /// The scan of one index for a filter and sort, if the index helps at all.
