@@ -665,6 +665,34 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_locale_compiles() {
+        for locale in LOCALES.iter().chain(VARIANTS.iter().map(|(l, _)| l)) {
+            let c = Collation::parse(&doc! {"locale": *locale}, "find");
+            assert!(matches!(c, Ok(Some(_))), "{locale}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn locale_tailorings() {
+        // Traditional Spanish orders "ch" as one letter; modern Spanish does not, but "ñ"
+        // follows "n" in both.
+        let es = coll(doc! {"locale": "es"});
+        assert_eq!(es.compare("ñ", "o"), Ordering::Less);
+        assert_eq!(es.compare("n", "ñ"), Ordering::Less);
+        // German phonebook order treats "ä" as "ae".
+        let book = coll(doc! {"locale": "de@collation=phonebook"});
+        let plain = coll(doc! {"locale": "de"});
+        assert_eq!(book.compare("Müller", "Muf"), Ordering::Less);
+        assert_eq!(plain.compare("Müller", "Muf"), Ordering::Greater);
+        // Resolved form as listIndexes shows it.
+        let d = coll(doc! {"locale": "fr", "strength": 1}).to_document();
+        assert_eq!(d.get_str("locale").ok(), Some("fr"));
+        assert_eq!(d.get_i32("strength").ok(), Some(1));
+        assert_eq!(d.get_str("caseFirst").ok(), Some("off"));
+        assert_eq!(d.get_str("version").ok(), Some("57.1"));
+    }
+
+    #[test]
     fn validation() {
         let e = |d: Document| Collation::parse(&d, "find").unwrap_err();
         assert_eq!(Collation::parse(&doc! {"locale": "simple"}, "find").unwrap(), None);
