@@ -8,6 +8,8 @@
 //!   bounds; the fields after that are unbounded (`[MinKey, MaxKey]`). `{a: 1, b: 1}` with
 //!   `{a: 5, b: {$gt: 3}}` scans the keys from `[5, 3]` to `[5, MaxKey]`. The key ranges are the
 //!   cartesian product of the point fields' values with the range field's intervals;
+//! - **a union** for an `$or` whose every branch can use an index or `_id` points on its own
+//!   (MongoDB's `OR` stage), when no index serves the filter as a whole;
 //! - **a collection scan** in `_id` order otherwise.
 //!
 //! Candidates are scored by how many fields they bound with points, then whether they bound a
@@ -73,6 +75,9 @@ pub enum Plan {
         /// Whether the scan's order satisfies the requested sort.
         sorted: bool,
     },
+    /// The union of the plans of each branch of an `$or` (every branch has an index or `_id`
+    /// plan), fetched once each and re-checked with the whole filter.
+    Or(Vec<Plan>),
     /// A scan of the whole collection.
     CollectionScan,
 }
@@ -102,7 +107,37 @@ pub fn plan(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) -> 
             best = Some(c);
         }
     }
-    best.map(|c| c.plan).unwrap_or(Plan::CollectionScan)
+    match best {
+        Some(c) => c.plan,
+        None => or_plan(meta, filter).unwrap_or(Plan::CollectionScan),
+    }
+}
+
+/// A union plan for a top-level `$or` (or an `$or` in the top-level conjunction) whose every
+/// branch can use an index or the `_id` points on its own. Each branch's candidates are a
+/// superset of the documents matching that branch, so the union is a superset of the matches.
+fn or_plan(meta: &CollectionMeta, filter: &Filter) -> Option<Plan> {
+    let ors: Vec<&Vec<Filter>> = match filter {
+        Filter::Or(children) => vec![children],
+        Filter::And(children) => children
+            .iter()
+            .filter_map(|c| match c {
+                Filter::Or(branches) => Some(branches),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ors.into_iter().find_map(|branches| {
+        branches
+            .iter()
+            .map(|b| match plan(meta, b, None) {
+                Plan::CollectionScan => None,
+                p => Some(p),
+            })
+            .collect::<Option<Vec<Plan>>>()
+            .map(Plan::Or)
+    })
 }
 
 /// The bounds of each field of an index: leading point fields, then at most one range field,
@@ -301,8 +336,34 @@ pub fn fetch(
     sort: Option<&SortSpec>,
     limit: usize,
 ) -> Result<(Vec<Found>, bool)> {
+    fetch_plan(txn, meta, plan(meta, filter, sort), filter, sort, limit)
+}
+
+/// Fetches the documents of a chosen plan (see [`fetch`]).
+fn fetch_plan(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    plan: Plan,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    limit: usize,
+) -> Result<(Vec<Found>, bool)> {
     let matches = |d: &Document| filter.matches(d);
-    match plan(meta, filter, sort) {
+    match plan {
+        Plan::Or(branches) => {
+            let mut out = Vec::new();
+            let mut seen = HashSet::new();
+            for branch in branches {
+                for f in fetch_plan(txn, meta, branch, filter, None, 0)?.0 {
+                    if seen.insert(f.key.clone()) {
+                        out.push(f);
+                    }
+                }
+            }
+            // The union comes back in `_id` order, like a scan.
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok((out, false))
+        }
         Plan::IdPoints(ids) => {
             let mut out = Vec::new();
             let mut seen = HashSet::new();
@@ -374,35 +435,25 @@ pub fn fetch(
 /// (`IDHACK`, `IXSCAN` under `FETCH`, `COLLSCAN`, `SORT` when the order is not the index's).
 pub fn explain(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) -> Document {
     let plan = plan(meta, filter, sort);
+    let with_filter = |mut stage: Document| {
+        if !filter.is_trivial() {
+            stage.insert("filter", filter.to_document());
+        }
+        stage
+    };
     let (mut winning, sorted) = match &plan {
         Plan::IdPoints(_) => (bson::doc! { "stage": "IDHACK" }, false),
-        Plan::IndexScan { index, name, reverse, sorted, bounds, .. } => {
-            let key = meta
-                .indexes
-                .iter()
-                .find(|i| i.id == *index)
-                .and_then(|i| i.spec.get_document("key").ok().cloned())
-                .unwrap_or_default();
-            let ixscan = bson::doc! {
-                "stage": "IXSCAN",
-                "keyPattern": key,
-                "indexName": name.clone(),
-                "isMultiKey": true,
-                "direction": if *reverse { "backward" } else { "forward" },
-                "indexBounds": explain_bounds(meta, *index, bounds, *reverse),
-            };
-            let mut fetch = bson::doc! { "stage": "FETCH", "inputStage": ixscan };
-            if !filter.is_trivial() {
-                fetch.insert("filter", filter.to_document());
-            }
-            (fetch, *sorted)
+        Plan::IndexScan { sorted, .. } => (
+            with_filter(bson::doc! { "stage": "FETCH", "inputStage": scan_stage(meta, &plan) }),
+            *sorted,
+        ),
+        Plan::Or(_) => {
+            let fetch =
+                with_filter(bson::doc! { "stage": "FETCH", "inputStage": scan_stage(meta, &plan) });
+            (bson::doc! { "stage": "SUBPLAN", "inputStage": fetch }, false)
         }
         Plan::CollectionScan => {
-            let mut scan = bson::doc! { "stage": "COLLSCAN", "direction": "forward" };
-            if !filter.is_trivial() {
-                scan.insert("filter", filter.to_document());
-            }
-            (scan, false)
+            (with_filter(bson::doc! { "stage": "COLLSCAN", "direction": "forward" }), false)
         }
     };
     if let Some(sort) = sort.filter(|s| !s.is_empty() && !sorted) {
@@ -418,6 +469,52 @@ pub fn explain(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) 
         "parsedQuery": filter.to_document(),
         "winningPlan": winning,
         "rejectedPlans": [],
+    }
+}
+
+/// The stage that produces a plan's record ids: `IXSCAN` for an index scan (and for `_id`
+/// points inside an `$or`), `OR` over the branches of a union.
+fn scan_stage(meta: &CollectionMeta, plan: &Plan) -> Document {
+    match plan {
+        Plan::IndexScan { index, name, reverse, bounds, .. } => {
+            let key = meta
+                .indexes
+                .iter()
+                .find(|i| i.id == *index)
+                .and_then(|i| i.spec.get_document("key").ok().cloned())
+                .unwrap_or_default();
+            bson::doc! {
+                "stage": "IXSCAN",
+                "keyPattern": key,
+                "indexName": name.clone(),
+                "isMultiKey": true,
+                "direction": if *reverse { "backward" } else { "forward" },
+                "indexBounds": explain_bounds(meta, *index, bounds, *reverse),
+            }
+        }
+        Plan::IdPoints(ids) => {
+            let mut points: Vec<Bson> = ids
+                .iter()
+                .map(|v| {
+                    let v = crate::index::fmt::format_value(v);
+                    Bson::String(format!("[{v}, {v}]"))
+                })
+                .collect();
+            points.dedup();
+            bson::doc! {
+                "stage": "IXSCAN",
+                "keyPattern": { "_id": 1 },
+                "indexName": "_id_",
+                "isMultiKey": false,
+                "direction": "forward",
+                "indexBounds": { "_id": points },
+            }
+        }
+        Plan::Or(branches) => bson::doc! {
+            "stage": "OR",
+            "inputStages": branches.iter().map(|b| Bson::Document(scan_stage(meta, b))).collect::<Vec<_>>(),
+        },
+        Plan::CollectionScan => bson::doc! { "stage": "COLLSCAN", "direction": "forward" },
     }
 }
 
