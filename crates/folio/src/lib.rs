@@ -21,6 +21,7 @@
 
 pub mod error;
 
+pub mod collation;
 pub mod doc;
 pub mod encoding;
 

@@ -452,18 +452,47 @@ pub fn group_by(
     accs: &[AccSpec],
     vars: &Document,
 ) -> Result<Vec<(Bson, Vec<Bson>)>> {
-    Ok(group_by_bounded(docs, &key, accs, vars, usize::MAX)?.unwrap_or_default())
+    Ok(group_by_bounded(docs, &key, accs, vars, usize::MAX, &Bson::clone)?.unwrap_or_default())
+}
+
+/// `$group` under a collation: keys the collation calls equal (`"a"` and `"A"` at strength 2)
+/// form one group, reported with the key found first. Returns the output documents.
+// TODO(#7): group within the memory budget (and spill) under a collation too.
+pub fn group_collated(
+    docs: &[Document],
+    key: &Expression,
+    accs: &[AccSpec],
+    vars: &Document,
+    collation: &crate::collation::Collation,
+) -> Result<Vec<Document>> {
+    let key_of = |v: &mut Vars| Ok(key.eval(v)?.unwrap_or(Bson::Null));
+    let identity = |k: &Bson| collation.transform(k);
+    let groups =
+        group_by_bounded(docs, &key_of, accs, vars, usize::MAX, &identity)?.unwrap_or_default();
+    Ok(groups
+        .into_iter()
+        .map(|(k, vals)| {
+            let mut d = Document::new();
+            d.insert("_id", k);
+            for (spec, v) in accs.iter().zip(vals) {
+                d.insert(spec.field.clone(), v);
+            }
+            d
+        })
+        .collect())
 }
 
 /// [`group_by`] within a memory budget: `Ok(None)` as soon as the group table's estimated
 /// size (keys, and the values accumulators keep) passes `limit` bytes, so that the caller can
-/// fail or group externally (see [`super::spill::group`]).
+/// fail or group externally (see [`super::spill::group`]). Groups are told apart by `identity`
+/// of the key (the key itself, or its collation key).
 pub fn group_by_bounded<K: Fn(&mut Vars) -> Result<Bson>>(
     docs: &[Document],
     key: &K,
     accs: &[AccSpec],
     vars: &Document,
     limit: usize,
+    identity: &dyn Fn(&Bson) -> Bson,
 ) -> Result<Option<Groups>> {
     let mut index: BTreeMap<Key, usize> = BTreeMap::new();
     let mut groups: Vec<(Bson, Vec<Acc>)> = Vec::new();
@@ -471,12 +500,13 @@ pub fn group_by_bounded<K: Fn(&mut Vars) -> Result<Bson>>(
     for d in docs {
         let mut v = Vars::with_let(d, vars);
         let k = key(&mut v)?;
-        let slot = match index.get(&Key(k.clone())) {
+        let id = Key(identity(&k));
+        let slot = match index.get(&id) {
             Some(i) => *i,
             None => {
                 used = used.saturating_add(2 * approx_size(&k) + 64 + 32 * accs.len());
-                groups.push((k.clone(), accs.iter().map(|a| Acc::new(a.op)).collect()));
-                index.insert(Key(k), groups.len() - 1);
+                groups.push((k, accs.iter().map(|a| Acc::new(a.op)).collect()));
+                index.insert(id, groups.len() - 1);
                 groups.len() - 1
             }
         };

@@ -128,6 +128,8 @@ impl<'a> Context<'a> {
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     stages: Vec<Stage>,
+    /// The aggregate's collation, for `$group` keys (`None`: simple).
+    collation: Option<crate::collation::CollationRef>,
 }
 
 impl Pipeline {
@@ -160,7 +162,30 @@ impl Pipeline {
             }
             stages.push(st);
         }
-        Ok(Pipeline { stages })
+        Ok(Pipeline { stages, collation: None })
+    }
+
+    /// The pipeline with its `$match` filters, `$sort` keys and `$group` keys (in `$facet`
+    /// sub-pipelines too) comparing strings under the aggregate's collation (`None`: simple,
+    /// unchanged).
+    // TODO(#3): `$lookup` pipelines and aggregation-expression comparisons under a collation.
+    pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Pipeline {
+        if collation.is_none() {
+            return self;
+        }
+        let stages = self
+            .stages
+            .into_iter()
+            .map(|st| match st {
+                Stage::Match(f) => Stage::Match(f.with_collation(collation)),
+                Stage::Sort(s) => Stage::Sort(s.with_collation(collation)),
+                Stage::Facet(subs) => Stage::Facet(
+                    subs.into_iter().map(|(name, p)| (name, p.with_collation(collation))).collect(),
+                ),
+                other => other,
+            })
+            .collect();
+        Pipeline { stages, collation: collation.cloned() }
     }
 
     /// The final `$out`/`$merge`, if any: the command layer writes the results of
@@ -196,6 +221,11 @@ impl Pipeline {
             {
                 docs = stage::top_k(docs, s, *k);
                 i += 2;
+                continue;
+            }
+            if let (Stage::Group(key, accs), Some(c)) = (&self.stages[i], &self.collation) {
+                docs = group::group_collated(&docs, key, accs, &ctx.vars, c)?;
+                i += 1;
                 continue;
             }
             docs = self.stages[i].execute(docs, ctx)?;

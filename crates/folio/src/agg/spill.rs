@@ -164,7 +164,7 @@ pub fn group<K>(
 where
     K: Fn(&mut Vars) -> Result<Bson>,
 {
-    if let Some(groups) = group_by_bounded(&docs, &key, accs, vars, limit.bytes)? {
+    if let Some(groups) = group_by_bounded(&docs, &key, accs, vars, limit.bytes, &Bson::clone)? {
         return Ok(groups);
     }
     if !limit.allow_disk_use {
@@ -212,8 +212,14 @@ fn fold_group(
     vars: &Document,
 ) -> Result<(Bson, Vec<Bson>)> {
     let key = key.unwrap_or(Bson::Null);
-    let groups =
-        group_by_bounded(&members, &|_: &mut Vars| Ok(Bson::Null), accs, vars, usize::MAX)?;
+    let groups = group_by_bounded(
+        &members,
+        &|_: &mut Vars| Ok(Bson::Null),
+        accs,
+        vars,
+        usize::MAX,
+        &Bson::clone,
+    )?;
     let values = groups.and_then(|g| g.into_iter().next()).map(|(_, v)| v).unwrap_or_default();
     Ok((key, values))
 }

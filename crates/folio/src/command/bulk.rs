@@ -15,7 +15,7 @@ use crate::exec;
 enum Op {
     Insert { ns: usize, doc: Document },
     Update { ns: usize, op: Box<exec::UpdateOp> },
-    Delete { ns: usize, filter: Document, multi: bool },
+    Delete { ns: usize, filter: Document, multi: bool, collation: crate::collation::Requested },
 }
 
 fn ns_index(op: &Document, key: &str, count: usize) -> Result<usize> {
@@ -75,6 +75,11 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
                     upsert: opt_bool(op, "upsert", "bulkWrite.ops")?.unwrap_or(false),
                     array_filters,
                     sort: opt_doc(op, "sort", "bulkWrite.ops")?,
+                    collation: crate::collation::Requested::from_field(
+                        op,
+                        "collation",
+                        "bulkWrite.ops",
+                    )?,
                 }),
             })
         }
@@ -82,6 +87,7 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
             ns: ns_index(op, "delete", namespaces)?,
             filter: opt_doc(op, "filter", "bulkWrite.ops")?.unwrap_or_default(),
             multi: opt_bool(op, "multi", "bulkWrite.ops")?.unwrap_or(false),
+            collation: crate::collation::Requested::from_field(op, "collation", "bulkWrite.ops")?,
         }),
         other => bail!(FailedToParse, "Unrecognized bulkWrite operation: {}", other),
     }
@@ -152,10 +158,11 @@ pub fn bulk_write(
                     Ok(d)
                 })
             }
-            Op::Delete { ns, filter, multi } => {
+            Op::Delete { ns, filter, multi, collation } => {
                 let (db, coll) = &namespaces[ns];
                 run.write(stmt, |txn| {
-                    let r = exec::delete(txn, db, coll, &filter, !multi, let_vars.as_ref())?;
+                    let lv = let_vars.as_ref();
+                    let r = exec::delete_with(txn, db, coll, &filter, !multi, lv, &collation)?;
                     Ok(doc! { "n": r.deleted as i64, "kind": "delete" })
                 })
             }

@@ -9,6 +9,7 @@ use bson::{Bson, Document, doc};
 use super::args::{collection, doc_array, opt_bool, opt_doc, opt_i64};
 use super::context::{Mode, Runner};
 use super::{Connection, Service};
+use crate::collation::Requested;
 use crate::cursor::{Cursor, take_batch};
 use crate::error::{Error, Result};
 use crate::exec::{self, FindSpec};
@@ -147,7 +148,9 @@ pub fn insert(
 }
 
 /// Parses one `updates` entry.
-fn parse_update(u: &Document) -> Result<exec::UpdateOp> {
+/// Parses one `updates` entry. A bad `collation` fails only its statement (a write error), as
+/// in MongoDB, so it comes back beside the statement.
+fn parse_update(u: &Document) -> Result<(exec::UpdateOp, Option<Error>)> {
     let filter = match u.get("q") {
         Some(Bson::Document(d)) => d.clone(),
         Some(_) => bail!(
@@ -181,7 +184,13 @@ fn parse_update(u: &Document) -> Result<exec::UpdateOp> {
         bail!(FailedToParse, "Cannot specify sort with multi=true");
     }
     let let_vars = opt_doc(u, "c", "update.updates")?;
-    Ok(exec::UpdateOp { filter, update, let_vars, multi, upsert, array_filters, sort })
+    let (collation, bad) = match Requested::from_field(u, "collation", "update.updates") {
+        Ok(c) => (c, None),
+        Err(e) => (Requested::CollectionDefault, Some(e)),
+    };
+    let op =
+        exec::UpdateOp { filter, update, let_vars, multi, upsert, array_filters, sort, collation };
+    Ok((op, bad))
 }
 
 fn update_outcome(r: &exec::UpdateResult) -> Document {
@@ -208,9 +217,12 @@ pub fn update(
     let mut modified = 0i64;
     let mut upserted = Vec::new();
     // The statements are parsed up front: a malformed one fails the whole command, as in MongoDB.
-    let mut ops: Vec<exec::UpdateOp> = raw.iter().map(parse_update).collect::<Result<_>>()?;
+    let mut ops: Vec<(exec::UpdateOp, Option<Error>)> =
+        raw.iter().map(parse_update).collect::<Result<_>>()?;
+    let collated = ops.iter().any(|(op, bad)| op.collation.is_given() || bad.is_some());
+    refuse_unacknowledged_collation(run, collated)?;
     let let_vars = command_let(cmd, "update")?;
-    for op in &mut ops {
+    for (op, _) in &mut ops {
         if op.let_vars.is_none() {
             op.let_vars = let_vars.clone();
         }
@@ -219,7 +231,10 @@ pub fn update(
         run,
         cmd,
         &ops,
-        |run, stmt, op| {
+        |run, stmt, (op, bad)| {
+            if let Some(e) = bad {
+                return Err(e.clone());
+            }
             run.write(stmt, |txn| Ok(update_outcome(&exec::update(txn, &db, &coll, op)?)))
         },
         |i, out| {
@@ -252,15 +267,20 @@ pub fn delete(
     reject_write_concern_in_txn(run)?;
     let db = run.op.db.clone();
     let mut n = 0i64;
-    let deletes: Vec<(Document, bool)> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
+    let deletes: Vec<(Document, bool, Result<Requested>)> =
+        raw.iter().map(parse_delete).collect::<Result<_>>()?;
+    let collated = deletes.iter().any(|d| d.2.as_ref().map_or(true, Requested::is_given));
+    refuse_unacknowledged_collation(run, collated)?;
     let let_vars = command_let(cmd, "delete")?;
     let errors = run_statements(
         run,
         cmd,
         &deletes,
-        |run, stmt, (filter, limit)| {
+        |run, stmt, (filter, limit, collation)| {
+            let collation = collation.as_ref().map_err(Clone::clone)?;
             run.write(stmt, |txn| {
-                let r = exec::delete(txn, &db, &coll, filter, *limit, let_vars.as_ref())?;
+                let lv = let_vars.as_ref();
+                let r = exec::delete_with(txn, &db, &coll, filter, *limit, lv, collation)?;
                 Ok(doc! { "n": r.deleted as i64 })
             })
         },
@@ -273,8 +293,9 @@ pub fn delete(
     Ok(reply)
 }
 
-/// Parses one `deletes` entry into its filter and whether it deletes one document.
-fn parse_delete(d: &Document) -> Result<(Document, bool)> {
+/// Parses one `deletes` entry into its filter, whether it deletes one document, and its
+/// collation (a bad one fails only its statement, as in MongoDB).
+fn parse_delete(d: &Document) -> Result<(Document, bool, Result<Requested>)> {
     let filter = match d.get("q") {
         Some(Bson::Document(q)) => q.clone(),
         Some(_) => bail!(
@@ -296,7 +317,21 @@ fn parse_delete(d: &Document) -> Result<(Document, bool)> {
             "BSON field 'delete.deletes.limit' is missing but a required field"
         ),
     };
-    Ok((filter, limit))
+    Ok((filter, limit, Requested::from_field(d, "collation", "delete.deletes")))
+}
+
+/// A collation cannot be used with an unacknowledged (`w: 0`) write, as in MongoDB's drivers:
+/// the client could never learn that the collation was refused.
+pub(crate) fn refuse_unacknowledged_collation(run: &Runner, has_collation: bool) -> Result<()> {
+    let unacknowledged = run
+        .op
+        .write_concern
+        .as_ref()
+        .is_some_and(|wc| matches!(wc.get("w"), Some(Bson::Int32(0)) | Some(Bson::Int64(0))));
+    if has_collation && unacknowledged {
+        bail!(InvalidOptions, "Collation is unsupported for unacknowledged writes.");
+    }
+    Ok(())
 }
 
 /// `findAndModify`.
@@ -330,7 +365,9 @@ pub fn find_and_modify(
             Some(Bson::Array(_)) => Some(doc_array(cmd, "arrayFilters", "findAndModify")?),
             _ => None,
         },
+        collation: Requested::from_field(cmd, "collation", "findAndModify")?,
     };
+    refuse_unacknowledged_collation(run, req.collation.is_given())?;
     let db = run.op.db.clone();
     let out = run.write(stmt_id(cmd, 0), |txn| {
         let r = exec::find_and_modify(txn, &db, &coll, &req)?;
@@ -419,6 +456,7 @@ pub fn find(
         limit: limit.unsigned_abs(),
         let_vars: command_let(cmd, "find")?,
         memory_limit: crate::agg::MemoryLimit::from_command(cmd),
+        collation: Requested::from_field(cmd, "collation", "find")?,
     };
     let batch = batch_size(cmd, "batchSize", "find")?.unwrap_or(DEFAULT_FIRST_BATCH);
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
@@ -505,7 +543,9 @@ pub fn count(
         bail!(BadValue, "skip value is negative in count query");
     }
     let limit = opt_i64(cmd, "limit", "count")?.unwrap_or(0).unsigned_abs();
-    let n = run.read(|txn| exec::count(txn, &db, &coll, &filter, skip as u64, limit))?;
+    let collation = Requested::from_field(cmd, "collation", "count")?;
+    let n =
+        run.read(|txn| exec::count_with(txn, &db, &coll, &filter, skip as u64, limit, &collation))?;
     Ok(doc! { "n": n as i32 })
 }
 
@@ -527,7 +567,8 @@ pub fn distinct(
         None => bail!(FailedToParse, "BSON field 'distinct.key' is missing but a required field"),
     };
     let filter = opt_doc(cmd, "query", "distinct")?.unwrap_or_default();
-    let values = run.read(|txn| exec::distinct(txn, &db, &coll, &key, &filter))?;
+    let collation = Requested::from_field(cmd, "collation", "distinct")?;
+    let values = run.read(|txn| exec::distinct_with(txn, &db, &coll, &key, &filter, &collation))?;
     Ok(doc! { "values": values })
 }
 
@@ -560,6 +601,7 @@ pub fn aggregate(
     // MongoDB 8.0 spills blocking stages to disk unless told not to.
     let memory_limit = crate::agg::MemoryLimit::from_command(cmd);
     let parsed = crate::agg::Pipeline::parse(&pipeline, &vars)?;
+    let requested = Requested::from_field(cmd, "collation", "aggregate")?;
     let sessions = pipeline
         .first()
         .is_some_and(|s| s.contains_key("$listLocalSessions"))
@@ -585,13 +627,14 @@ pub fn aggregate(
                     memory_limit,
                     collection: coll.clone().unwrap_or_default(),
                 };
+                let collation = resolve_collation(reader, &db, coll.as_deref(), &requested)?;
                 let input = match &coll {
                     Some(coll) if !parsed.ignores_input() => {
                         exec::find(reader, &db, coll, &FindSpec::default())?
                     }
                     _ => Vec::new(),
                 };
-                parsed.execute(input, &ctx)?
+                parsed.clone().with_collation(collation.as_ref()).execute(input, &ctx)?
             };
             let ctx = crate::agg::Context {
                 db: db.clone(),
@@ -620,20 +663,35 @@ pub fn aggregate(
         };
         // A leading `$match` (without `let` variables) is also given to the scan, so that it
         // can use an index; the pipeline applies it again, which changes nothing.
-        let mut spec = FindSpec::default();
+        let mut spec = FindSpec { collation: requested.clone(), ..FindSpec::default() };
         if !cmd.contains_key("let")
             && let Some(Bson::Document(f)) = pipeline.first().and_then(|s| s.get("$match"))
         {
             spec.filter = f.clone();
         }
+        let collation = resolve_collation(txn, &db, coll.as_deref(), &requested)?;
         let input = match &coll {
             Some(coll) if !parsed.ignores_input() => exec::find(txn, &db, coll, &spec)?,
             _ => Vec::new(),
         };
-        parsed.execute(input, &ctx)
+        parsed.clone().with_collation(collation.as_ref()).execute(input, &ctx)
     })?;
     let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
     Ok(cursor_reply(svc, run, ns, docs, batch, false))
+}
+
+/// The collation an aggregate runs under: the requested one, or its collection's default.
+fn resolve_collation(
+    txn: &dyn crate::mvcc::Txn,
+    db: &str,
+    coll: Option<&str>,
+    requested: &Requested,
+) -> Result<Option<crate::collation::CollationRef>> {
+    let options = match coll {
+        Some(c) => crate::catalog::get_collection(txn, db, c)?.map(|m| m.options),
+        None => None,
+    };
+    requested.resolve(&options.unwrap_or_default())
 }
 
 /// The collection `$out` / `$merge` write to, in the aggregate's write transaction.
@@ -750,9 +808,22 @@ pub fn explain(
     let filter = crate::query::Filter::parse(&filter.unwrap_or_default())?;
     let sort = sort.as_ref().map(crate::query::SortSpec::parse).transpose()?;
     let db = run.op.db.clone();
+    let requested = match name.as_str() {
+        "update" | "delete" => {
+            let key = if name == "update" { "updates" } else { "deletes" };
+            let first = doc_array(&inner, key, &name)?.into_iter().next().unwrap_or_default();
+            Requested::from_field(&first, "collation", &name)?
+        }
+        _ => Requested::from_field(&inner, "collation", &name)?,
+    };
     let planner = run.read(|txn| {
-        Ok(crate::catalog::get_collection(txn, &db, &coll)?
-            .map(|meta| exec::plan::explain(&meta, &filter, sort.as_ref())))
+        let Some(meta) = crate::catalog::get_collection(txn, &db, &coll)? else {
+            return Ok(None);
+        };
+        let collation = requested.resolve(&meta.options)?;
+        let filter = filter.clone().with_collation(collation.as_ref());
+        let sort = sort.clone().map(|s| s.with_collation(collation.as_ref()));
+        Ok(Some(exec::plan::explain(&meta, &filter, sort.as_ref())))
     })?;
     let planner = planner.unwrap_or_else(|| {
         doc! {

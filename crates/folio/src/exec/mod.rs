@@ -24,14 +24,15 @@ use std::ops::Bound;
 use bson::{Bson, Document};
 
 use crate::catalog::{self, CollectionMeta, keys};
+use crate::collation::Requested;
 use crate::error::Result;
 use crate::mvcc::Txn;
 use crate::query::{Filter, Projection, SortSpec};
 
 pub use write::{
     CollectionHandle, DeleteResult, FindAndModify, FindAndModifyResult, UpdateDoc, UpdateOp,
-    UpdateResult, create_collection, create_indexes, delete, drop_collection, drop_database,
-    drop_indexes, find_and_modify, insert_one, rename_collection, update,
+    UpdateResult, create_collection, create_indexes, delete, delete_with, drop_collection,
+    drop_database, drop_indexes, find_and_modify, insert_one, rename_collection, update,
 };
 
 /// What a find reads: filter, sort, projection, skip and limit.
@@ -51,6 +52,8 @@ pub struct FindSpec {
     pub let_vars: Option<Document>,
     /// The memory budget of a blocking sort, and whether it may spill (`allowDiskUse`).
     pub memory_limit: crate::agg::MemoryLimit,
+    /// The requested collation, for the filter and the sort.
+    pub collation: Requested,
 }
 
 /// The encoded `_id` key of a document value.
@@ -161,6 +164,9 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
     let Some(meta) = catalog::get_collection(txn, db, coll)? else {
         return Ok(Vec::new());
     };
+    let collation = spec.collation.resolve(&meta.options)?;
+    let filter = filter.with_collation(collation.as_ref());
+    let sort = sort.map(|s| s.with_collation(collation.as_ref()));
     let skip = usize::try_from(spec.skip).unwrap_or(usize::MAX);
     let limit = if spec.limit == 0 { usize::MAX } else { spec.limit as usize };
     let wanted = if spec.limit == 0 { 0 } else { skip.saturating_add(limit) };
@@ -213,10 +219,24 @@ pub fn count(
     skip: u64,
     limit: u64,
 ) -> Result<u64> {
+    count_with(txn, db, coll, filter, skip, limit, &Requested::CollectionDefault)
+}
+
+/// [`count`] under a requested collation.
+pub fn count_with(
+    txn: &dyn Txn,
+    db: &str,
+    coll: &str,
+    filter: &Document,
+    skip: u64,
+    limit: u64,
+    collation: &Requested,
+) -> Result<u64> {
     let filter = Filter::parse(filter)?;
     let Some(meta) = catalog::get_collection(txn, db, coll)? else {
         return Ok(0);
     };
+    let filter = filter.with_collation(collation.resolve(&meta.options)?.as_ref());
     let n = matching(txn, &meta, &filter)?.len() as u64;
     let n = n.saturating_sub(skip);
     Ok(if limit > 0 { n.min(limit) } else { n })
@@ -231,17 +251,36 @@ pub fn distinct(
     key: &str,
     filter: &Document,
 ) -> Result<Vec<Bson>> {
+    distinct_with(txn, db, coll, key, filter, &Requested::CollectionDefault)
+}
+
+/// [`distinct`] under a requested collation: values the collation calls equal are one value
+/// (the first found, in the collation's order), as in MongoDB.
+pub fn distinct_with(
+    txn: &dyn Txn,
+    db: &str,
+    coll: &str,
+    key: &str,
+    filter: &Document,
+    collation: &Requested,
+) -> Result<Vec<Bson>> {
     let filter = Filter::parse(filter)?;
     let Some(meta) = catalog::get_collection(txn, db, coll)? else {
         return Ok(Vec::new());
     };
-    let mut values: Vec<Bson> = Vec::new();
+    let collation = collation.resolve(&meta.options)?;
+    let filter = filter.with_collation(collation.as_ref());
+    let mut values: Vec<(Bson, Bson)> = Vec::new();
     for f in matching(txn, &meta, &filter)? {
-        values.extend(crate::doc::path::collect_values(&f.doc, key).into_iter().cloned());
+        for v in crate::doc::path::collect_values(&f.doc, key) {
+            let keyed = crate::collation::transform_opt(collation.as_deref(), v).into_owned();
+            values.push((keyed, v.clone()));
+        }
     }
-    values.sort_by(crate::doc::compare::cmp_bson);
-    values.dedup_by(|a, b| crate::doc::compare::cmp_bson(a, b) == Ordering::Equal);
-    Ok(values)
+    // A stable sort keeps the first-found spelling first among values the collation equates.
+    values.sort_by(|a, b| crate::doc::compare::cmp_bson(&a.0, &b.0));
+    values.dedup_by(|a, b| crate::doc::compare::cmp_bson(&a.0, &b.0) == Ordering::Equal);
+    Ok(values.into_iter().map(|(_, v)| v).collect())
 }
 
 /// Checks every index of every collection against the documents: each document has exactly the

@@ -3,16 +3,40 @@
 //! The planner looks at the filter and the collection's indexes and picks one of:
 //!
 //! - **`_id` points**: an `_id` equality or `$in` becomes point reads of the document keys;
-//! - **an index scan**: the filter's bounds on the first field of a secondary index
-//!   ([`Filter::bounds`]) become key ranges of that index; equality bounds are preferred over
-//!   ranges, and ranges over nothing;
+//! - **an index scan** of a secondary index, bounded as MongoDB bounds it: every leading field
+//!   of the key pattern with equality (or `$in`) bounds, then at most one field with range
+//!   bounds; the fields after that are unbounded (`[MinKey, MaxKey]`). `{a: 1, b: 1}` with
+//!   `{a: 5, b: {$gt: 3}}` scans the keys from `[5, 3]` to `[5, MaxKey]`. The key ranges are the
+//!   cartesian product of the point fields' values with the range field's intervals;
+//! - **a union** for an `$or` whose every branch can use an index or `_id` points on its own
+//!   (MongoDB's `OR` stage), when no index serves the filter as a whole;
 //! - **a collection scan** in `_id` order otherwise.
 //!
-//! An index scan also yields documents in the index's order, so a sort on exactly the index's
-//! first field (in either direction) needs no sorting, and a limit can stop the scan early. Bounds
-//! are always a superset of what matches: the caller re-checks every candidate with the filter, so
-//! an index is only a speed-up. Sparse and partial indexes are never used, since they lack
-//! entries for some documents.
+//! Candidates are scored by how many fields they bound with points, then whether they bound a
+//! range, then whether they give the sort order. An index scan yields documents in key order,
+//! so a sort whose keys are the index's fields from some position on, after fields bound to a
+//! single value, in the index's direction or exactly reversed, needs no sorting, and a limit can
+//! stop the scan early. Bounds are always a superset of what matches: the caller re-checks every
+//! candidate with the filter, so an index is only a speed-up.
+//!
+//! # Multikey indexes
+//!
+//! A document with an array on an indexed path has several keys. Bounds stay a superset because
+//! each field's bounds come from one predicate on that field (see [`Filter::bounds`]), and two
+//! fields are bounded together only when their paths do not go through the same parent (`a.x`
+//! and `a.y` may be satisfied by different elements of `a`). A scan in index order visits a
+//! document first at its smallest (or largest) key, which is MongoDB's sort key only when the
+//! bounds did not skip some of its keys and the sorted fields do not share an array; so when a
+//! fetched document has an array on a sorted path, the fetch falls back to a full scan and an
+//! in-memory sort.
+//!
+//! # Collations
+//!
+//! An index with a collation holds collation keys of strings. Its bounds come from
+//! [`Filter::bounds_for_index`], which uses only comparisons under that same collation for
+//! strings; and it gives a sort order only to a sort under the same collation.
+//!
+//! Sparse and partial indexes are never used, since they lack entries for some documents.
 
 use std::collections::HashSet;
 use std::ops::Bound;
@@ -28,6 +52,9 @@ use crate::mvcc::Txn;
 use crate::query::plan::Interval;
 use crate::query::{Filter, Pred, SortSpec};
 
+/// The most key ranges one index scan may have before the planner bounds fewer fields.
+const MAX_RANGES: usize = 4096;
+
 /// The chosen access path.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
@@ -39,15 +66,26 @@ pub enum Plan {
         index: u32,
         /// The index's name (for `explain`).
         name: String,
-        /// Encoded key ranges, in index order, each `(start inclusive, end exclusive)`.
+        /// Encoded key ranges, in scan order, each `(start inclusive, end exclusive)`.
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
+        /// The intervals of each key-pattern field, in index order (for `explain`).
+        bounds: Vec<(String, Vec<Interval>)>,
         /// Scan from the high end (a descending sort on an ascending index, or vice versa).
         reverse: bool,
         /// Whether the scan's order satisfies the requested sort.
         sorted: bool,
     },
+    /// The union of the plans of each branch of an `$or` (every branch has an index or `_id`
+    /// plan), fetched once each and re-checked with the whole filter.
+    Or(Vec<Plan>),
     /// A scan of the whole collection.
     CollectionScan,
+}
+
+/// One candidate index scan and its score.
+struct Candidate {
+    score: (usize, bool, bool),
+    plan: Plan,
 }
 
 /// Chooses the access path for a filter (and optional sort) over a collection.
@@ -55,7 +93,7 @@ pub fn plan(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) -> 
     if let Some(ids) = id_points(filter) {
         return Plan::IdPoints(ids);
     }
-    let mut best: Option<(u8, Plan)> = None;
+    let mut best: Option<Candidate> = None;
     for i in &meta.indexes {
         if i.name() == "_id_" {
             continue;
@@ -64,40 +102,188 @@ pub fn plan(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) -> 
         if spec.sparse || spec.partial_filter.is_some() || spec.hidden {
             continue;
         }
-        let Some(first) = spec.fields.first() else { continue };
-        // Whether scanning this index gives the requested order (one sort key on the first field).
-        let order = sort.and_then(|s| match s.keys.as_slice() {
-            [(path, asc)] if *path == first.path => Some(*asc != first.descending),
-            _ => None,
-        });
-        // Multikey is assumed, which keeps the bounds a superset for array fields.
-        let bounds = filter.bounds(&first.path, true);
-        let (score, intervals) = match bounds {
-            Some(iv) if iv.iter().all(Interval::is_point) => (3, iv),
-            Some(iv) => (2, iv),
-            None if order.is_some() => (1, vec![Interval::all()]),
-            None => continue,
-        };
-        let mut ranges: Vec<(Vec<u8>, Vec<u8>)> =
-            intervals.iter().map(|iv| encode_interval(iv, first.descending)).collect();
-        ranges.sort();
-        let reverse = order == Some(false);
-        if reverse {
-            ranges.reverse();
-        }
-        let candidate = Plan::IndexScan {
-            index: i.id,
-            name: i.name().to_string(),
-            ranges,
-            reverse,
-            sorted: order.is_some(),
-        };
-        let score = score * 2 + u8::from(order.is_some());
-        if best.as_ref().is_none_or(|(s, _)| score > *s) {
-            best = Some((score, candidate));
+        let Some(c) = index_candidate(i.id, &spec, filter, sort) else { continue };
+        if best.as_ref().is_none_or(|b| c.score > b.score) {
+            best = Some(c);
         }
     }
-    best.map(|(_, p)| p).unwrap_or(Plan::CollectionScan)
+    match best {
+        Some(c) => c.plan,
+        None => or_plan(meta, filter).unwrap_or(Plan::CollectionScan),
+    }
+}
+
+/// A union plan for a top-level `$or` (or an `$or` in the top-level conjunction) whose every
+/// branch can use an index or the `_id` points on its own. Each branch's candidates are a
+/// superset of the documents matching that branch, so the union is a superset of the matches.
+fn or_plan(meta: &CollectionMeta, filter: &Filter) -> Option<Plan> {
+    let ors: Vec<&Vec<Filter>> = match filter {
+        Filter::Or(children) => vec![children],
+        Filter::And(children) => children
+            .iter()
+            .filter_map(|c| match c {
+                Filter::Or(branches) => Some(branches),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ors.into_iter().find_map(|branches| {
+        branches
+            .iter()
+            .map(|b| match plan(meta, b, None) {
+                Plan::CollectionScan => None,
+                p => Some(p),
+            })
+            .collect::<Option<Vec<Plan>>>()
+            .map(Plan::Or)
+    })
+}
+
+/// The bounds of each field of an index: leading point fields, then at most one range field,
+/// then unbounded fields. Returns the per-field intervals and how many fields are points.
+fn index_bounds(spec: &IndexSpec, filter: &Filter) -> (Vec<Vec<Interval>>, usize, bool) {
+    let ic = spec.collation.as_deref();
+    let mut fields: Vec<Vec<Interval>> = Vec::new();
+    let mut points = 0;
+    let mut range = false;
+    let mut combos = 1usize;
+    let mut parents: Vec<&str> = Vec::new();
+    for f in &spec.fields {
+        let parent = f.path.split('.').next().unwrap_or(&f.path);
+        let shares_parent = f.path.contains('.') && parents.contains(&parent);
+        parents.push(parent);
+        // Multikey is assumed, which keeps the bounds a superset for array fields.
+        let b = if shares_parent { None } else { filter.bounds_for_index(&f.path, true, ic) };
+        match b {
+            Some(iv)
+                if iv.iter().all(Interval::is_point)
+                    && !iv.is_empty()
+                    && combos.saturating_mul(iv.len()) <= MAX_RANGES =>
+            {
+                combos *= iv.len();
+                points += 1;
+                fields.push(iv);
+            }
+            Some(iv) if combos.saturating_mul(iv.len().max(1)) <= MAX_RANGES => {
+                range = true;
+                fields.push(iv);
+                break;
+            }
+            _ => break,
+        }
+    }
+    while fields.len() < spec.fields.len() {
+        fields.push(vec![Interval::all()]);
+    }
+    (fields, points, range)
+}
+
+/// Whether an index scan gives the sort's order: `Some(forward)` when, walking the index's
+/// fields in order, each is either the next sort key (all in the index's direction, or all
+/// reversed) or bound to a single value (constant among the results, so it does not disturb the
+/// order); sort keys on such constant fields are satisfied anywhere. `{a: 1, b: 1, c: 1}` with
+/// `{a: 5, b: 6}` gives `{c: -1}` and `{b: 1, a: -1, c: 1}`.
+fn sort_direction(
+    spec: &IndexSpec,
+    fields: &[Vec<Interval>],
+    sort: Option<&SortSpec>,
+) -> Option<bool> {
+    let sort = sort.filter(|s| !s.is_empty())?;
+    if !crate::collation::same(sort.collation.as_deref(), spec.collation.as_deref()) {
+        return None;
+    }
+    let single = |n: usize| fields.get(n).is_some_and(|iv| iv.len() == 1 && iv[0].is_point());
+    let constant =
+        |path: &str| spec.fields.iter().enumerate().any(|(n, f)| f.path == path && single(n));
+    let mut keys = sort.keys.iter().filter(|(path, _)| !constant(path)).peekable();
+    let mut direction: Option<bool> = None;
+    for (n, f) in spec.fields.iter().enumerate() {
+        let Some((path, asc)) = keys.peek() else { break };
+        if *path == f.path {
+            let forward = *asc != f.descending;
+            if direction.is_some_and(|d| d != forward) {
+                return None;
+            }
+            direction = Some(forward);
+            keys.next();
+        } else if !single(n) {
+            return None;
+        }
+    }
+    if keys.peek().is_some() {
+        return None;
+    }
+    Some(direction.unwrap_or(true))
+}
+
+/// The scan of one index for a filter and sort, if the index helps at all.
+fn index_candidate(
+    id: u32,
+    spec: &IndexSpec,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+) -> Option<Candidate> {
+    let (fields, points, range) = index_bounds(spec, filter);
+    let order = sort_direction(spec, &fields, sort);
+    if points == 0 && !range && order.is_none() {
+        return None;
+    }
+    let bounded = points + usize::from(range);
+    let mut ranges = encode_ranges(spec, &fields[..bounded]);
+    ranges.sort();
+    let reverse = order == Some(false);
+    if reverse {
+        ranges.reverse();
+    }
+    let bounds = spec.fields.iter().map(|f| f.path.clone()).zip(fields).collect();
+    Some(Candidate {
+        score: (points, range, order.is_some()),
+        plan: Plan::IndexScan {
+            index: id,
+            name: spec.name.clone(),
+            ranges,
+            bounds,
+            reverse,
+            sorted: order.is_some(),
+        },
+    })
+}
+
+/// The key ranges of the bounded leading fields: every combination of the point fields' values
+/// followed by each interval of the last bounded field. Component encodings are prefix-free, so
+/// the keys whose components lie in the intervals form one byte range per combination.
+fn encode_ranges(spec: &IndexSpec, fields: &[Vec<Interval>]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some((last, points)) = fields.split_last() else {
+        // Nothing bounded (a scan for the sort order alone): every key.
+        let descending = spec.fields.first().is_some_and(|f| f.descending);
+        return vec![encode_interval(&Interval::all(), descending)];
+    };
+    let mut prefixes: Vec<Vec<u8>> = vec![Vec::new()];
+    for (iv, f) in points.iter().zip(&spec.fields) {
+        let mut next = Vec::with_capacity(prefixes.len() * iv.len());
+        for p in &prefixes {
+            for i in iv {
+                let mut k = p.clone();
+                encode_key_component(&i.low.value, f.descending, &mut k);
+                next.push(k);
+            }
+        }
+        prefixes = next;
+    }
+    let descending = spec.fields[points.len()].descending;
+    let mut out = Vec::with_capacity(prefixes.len() * last.len());
+    for p in &prefixes {
+        for iv in last {
+            let (start, end) = encode_interval(iv, descending);
+            let mut lo = p.clone();
+            lo.extend_from_slice(&start);
+            let mut hi = p.clone();
+            hi.extend_from_slice(&end);
+            out.push((lo, hi));
+        }
+    }
+    out
 }
 
 /// Encodes an interval of values as a byte range of index keys whose first component lies in it.
@@ -150,8 +336,34 @@ pub fn fetch(
     sort: Option<&SortSpec>,
     limit: usize,
 ) -> Result<(Vec<Found>, bool)> {
+    fetch_plan(txn, meta, plan(meta, filter, sort), filter, sort, limit)
+}
+
+/// Fetches the documents of a chosen plan (see [`fetch`]).
+fn fetch_plan(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    plan: Plan,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    limit: usize,
+) -> Result<(Vec<Found>, bool)> {
     let matches = |d: &Document| filter.matches(d);
-    match plan(meta, filter, sort) {
+    match plan {
+        Plan::Or(branches) => {
+            let mut out = Vec::new();
+            let mut seen = HashSet::new();
+            for branch in branches {
+                for f in fetch_plan(txn, meta, branch, filter, None, 0)?.0 {
+                    if seen.insert(f.key.clone()) {
+                        out.push(f);
+                    }
+                }
+            }
+            // The union comes back in `_id` order, like a scan.
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok((out, false))
+        }
         Plan::IdPoints(ids) => {
             let mut out = Vec::new();
             let mut seen = HashSet::new();
@@ -171,30 +383,42 @@ pub fn fetch(
             Ok((out, false))
         }
         Plan::IndexScan { index, ranges, reverse, sorted, .. } => {
-            let prefix = keys::index_prefix(meta.id, index);
-            let mut out = Vec::new();
-            let mut seen = HashSet::new();
-            'ranges: for (start, end) in ranges {
-                let mut lo = prefix.clone();
-                lo.extend_from_slice(&start);
-                let mut hi = prefix.clone();
-                hi.extend_from_slice(&end);
-                for item in txn.scan(Bound::Included(&lo), Bound::Excluded(&hi), reverse)? {
-                    let (_, id) = item?;
-                    if !seen.insert(id.clone()) {
-                        continue; // A multikey document appears once per distinct key.
-                    }
-                    let key = Key::Document { coll: meta.id, id: &id }.encode();
-                    let Some(doc) = get_document(txn, &key)? else { continue };
-                    if matches(&doc) {
-                        out.push(Found { key, doc });
-                        if sorted && limit > 0 && out.len() >= limit {
-                            break 'ranges;
+            let scan = |stop_early: bool| -> Result<(Vec<Found>, bool)> {
+                let prefix = keys::index_prefix(meta.id, index);
+                let mut out = Vec::new();
+                let mut seen = HashSet::new();
+                let mut arrays = false;
+                'ranges: for (start, end) in &ranges {
+                    let mut lo = prefix.clone();
+                    lo.extend_from_slice(start);
+                    let mut hi = prefix.clone();
+                    hi.extend_from_slice(end);
+                    for item in txn.scan(Bound::Included(&lo), Bound::Excluded(&hi), reverse)? {
+                        let (_, id) = item?;
+                        if !seen.insert(id.clone()) {
+                            continue; // A multikey document appears once per distinct key.
+                        }
+                        let key = Key::Document { coll: meta.id, id: &id }.encode();
+                        let Some(doc) = get_document(txn, &key)? else { continue };
+                        if matches(&doc) {
+                            arrays |= sorted && sort.is_some_and(|s| s.has_array_on_key(&doc));
+                            out.push(Found { key, doc });
+                            if stop_early && !arrays && limit > 0 && out.len() >= limit {
+                                break 'ranges;
+                            }
                         }
                     }
                 }
+                Ok((out, arrays))
+            };
+            let (out, arrays) = scan(sorted)?;
+            if !arrays {
+                return Ok((out, sorted));
             }
-            Ok((out, sorted))
+            // An array on a sorted path: index order is not MongoDB's sort order for it (see
+            // the module docs), so every match is fetched and sorted by the caller.
+            let (out, _) = if limit > 0 { scan(false)? } else { (out, true) };
+            Ok((out, false))
         }
         Plan::CollectionScan => {
             let mut out: Vec<Found> =
@@ -211,34 +435,25 @@ pub fn fetch(
 /// (`IDHACK`, `IXSCAN` under `FETCH`, `COLLSCAN`, `SORT` when the order is not the index's).
 pub fn explain(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) -> Document {
     let plan = plan(meta, filter, sort);
+    let with_filter = |mut stage: Document| {
+        if !filter.is_trivial() {
+            stage.insert("filter", filter.to_document());
+        }
+        stage
+    };
     let (mut winning, sorted) = match &plan {
         Plan::IdPoints(_) => (bson::doc! { "stage": "IDHACK" }, false),
-        Plan::IndexScan { index, name, reverse, sorted, .. } => {
-            let key = meta
-                .indexes
-                .iter()
-                .find(|i| i.id == *index)
-                .and_then(|i| i.spec.get_document("key").ok().cloned())
-                .unwrap_or_default();
-            let ixscan = bson::doc! {
-                "stage": "IXSCAN",
-                "keyPattern": key,
-                "indexName": name.clone(),
-                "isMultiKey": true,
-                "direction": if *reverse { "backward" } else { "forward" },
-            };
-            let mut fetch = bson::doc! { "stage": "FETCH", "inputStage": ixscan };
-            if !filter.is_trivial() {
-                fetch.insert("filter", filter.to_document());
-            }
-            (fetch, *sorted)
+        Plan::IndexScan { sorted, .. } => (
+            with_filter(bson::doc! { "stage": "FETCH", "inputStage": scan_stage(meta, &plan) }),
+            *sorted,
+        ),
+        Plan::Or(_) => {
+            let fetch =
+                with_filter(bson::doc! { "stage": "FETCH", "inputStage": scan_stage(meta, &plan) });
+            (bson::doc! { "stage": "SUBPLAN", "inputStage": fetch }, false)
         }
         Plan::CollectionScan => {
-            let mut scan = bson::doc! { "stage": "COLLSCAN", "direction": "forward" };
-            if !filter.is_trivial() {
-                scan.insert("filter", filter.to_document());
-            }
-            (scan, false)
+            (with_filter(bson::doc! { "stage": "COLLSCAN", "direction": "forward" }), false)
         }
     };
     if let Some(sort) = sort.filter(|s| !s.is_empty() && !sorted) {
@@ -254,5 +469,110 @@ pub fn explain(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) 
         "parsedQuery": filter.to_document(),
         "winningPlan": winning,
         "rejectedPlans": [],
+    }
+}
+
+/// The stage that produces a plan's record ids: `IXSCAN` for an index scan (and for `_id`
+/// points inside an `$or`), `OR` over the branches of a union.
+fn scan_stage(meta: &CollectionMeta, plan: &Plan) -> Document {
+    match plan {
+        Plan::IndexScan { index, name, reverse, bounds, .. } => {
+            let key = meta
+                .indexes
+                .iter()
+                .find(|i| i.id == *index)
+                .and_then(|i| i.spec.get_document("key").ok().cloned())
+                .unwrap_or_default();
+            bson::doc! {
+                "stage": "IXSCAN",
+                "keyPattern": key,
+                "indexName": name.clone(),
+                "isMultiKey": true,
+                "direction": if *reverse { "backward" } else { "forward" },
+                "indexBounds": explain_bounds(meta, *index, bounds, *reverse),
+            }
+        }
+        Plan::IdPoints(ids) => {
+            let mut points: Vec<Bson> = ids
+                .iter()
+                .map(|v| {
+                    let v = crate::index::fmt::format_value(v);
+                    Bson::String(format!("[{v}, {v}]"))
+                })
+                .collect();
+            points.dedup();
+            bson::doc! {
+                "stage": "IXSCAN",
+                "keyPattern": { "_id": 1 },
+                "indexName": "_id_",
+                "isMultiKey": false,
+                "direction": "forward",
+                "indexBounds": { "_id": points },
+            }
+        }
+        Plan::Or(branches) => bson::doc! {
+            "stage": "OR",
+            "inputStages": branches.iter().map(|b| Bson::Document(scan_stage(meta, b))).collect::<Vec<_>>(),
+        },
+        Plan::CollectionScan => bson::doc! { "stage": "COLLSCAN", "direction": "forward" },
+    }
+}
+
+/// `indexBounds` as MongoDB prints them: per field, its intervals as strings (`"[5, 5]"`,
+/// `"(3, inf.0]"`, `"[MinKey, MaxKey]"`), high to low on a descending field, and in reverse
+/// for a backward scan.
+fn explain_bounds(
+    meta: &CollectionMeta,
+    index: u32,
+    bounds: &[(String, Vec<Interval>)],
+    reverse: bool,
+) -> Document {
+    let spec =
+        meta.indexes.iter().find(|i| i.id == index).and_then(|i| IndexSpec::parse(&i.spec).ok());
+    let mut out = Document::new();
+    for (n, (path, intervals)) in bounds.iter().enumerate() {
+        let descending = spec.as_ref().and_then(|s| s.fields.get(n)).is_some_and(|f| f.descending);
+        let collated = spec.as_ref().is_some_and(|s| s.collation.is_some());
+        let mut shown: Vec<Bson> = intervals
+            .iter()
+            .map(|iv| Bson::String(interval_string(iv, descending != reverse, collated)))
+            .collect();
+        if descending != reverse {
+            shown.reverse();
+        }
+        out.insert(path.clone(), shown);
+    }
+    out
+}
+
+fn interval_string(iv: &Interval, flipped: bool, collated: bool) -> String {
+    let (a, b) = if flipped { (&iv.high, &iv.low) } else { (&iv.low, &iv.high) };
+    format!(
+        "{}{}, {}{}",
+        if a.inclusive { "[" } else { "(" },
+        bound_value(&a.value, collated),
+        bound_value(&b.value, collated),
+        if b.inclusive { "]" } else { ")" }
+    )
+}
+
+/// One interval end as MongoDB prints it (collation keys as `CollationKey(0x…)`).
+fn bound_value(v: &Bson, collated: bool) -> String {
+    match v {
+        Bson::Double(d) if d.is_infinite() => {
+            if *d > 0.0 {
+                "inf.0".to_string()
+            } else {
+                "-inf.0".to_string()
+            }
+        }
+        Bson::String(s) if collated && !s.is_empty() => {
+            let hex: String = s
+                .chars()
+                .map(|c| format!("{:02x}", (c as u32).saturating_sub(0x100) & 0xff))
+                .collect();
+            format!("CollationKey(0x{hex})")
+        }
+        other => crate::index::fmt::format_value(other),
     }
 }

@@ -7,6 +7,7 @@ use bson::{Bson, Document, doc};
 
 use super::{Found, id_key};
 use crate::catalog::{self, CollectionMeta, IndexMeta, check_conflict, keys, keys::Key};
+use crate::collation::Requested;
 use crate::error::Result;
 use crate::index::IndexSpec;
 use crate::mvcc::Txn;
@@ -66,14 +67,21 @@ impl CollectionHandle {
                 continue; // The document keys are the `_id` index.
             }
             let spec = IndexSpec::parse(&i.spec)?;
+            // The partial filter is read under the index's collation, as in MongoDB.
             let partial = match i.spec.get("partialFilterExpression") {
-                Some(Bson::Document(f)) => Some(Filter::parse(f)?),
+                Some(Bson::Document(f)) => {
+                    Some(Filter::parse(f)?.with_collation(spec.collation.as_ref()))
+                }
                 _ => None,
             };
             indexes.push(LoadedIndex { meta: i.clone(), spec, partial });
         }
+        // The validator compares under the collection's default collation.
+        let collation = Requested::CollectionDefault.resolve(&meta.options)?;
         let validator = match meta.options.get("validator") {
-            Some(Bson::Document(v)) if !v.is_empty() => Some(Filter::parse(v)?),
+            Some(Bson::Document(v)) if !v.is_empty() => {
+                Some(Filter::parse(v)?.with_collation(collation.as_ref()))
+            }
             _ => None,
         };
         Ok(CollectionHandle { meta, indexes, validator })
@@ -288,6 +296,8 @@ pub struct UpdateOp {
     pub array_filters: Option<Vec<Document>>,
     /// `sort` (updateOne/replaceOne in MongoDB 8.0): which match is updated.
     pub sort: Option<Document>,
+    /// The statement's collation, for the filter and the sort.
+    pub collation: Requested,
 }
 
 /// The outcome of an update statement.
@@ -314,6 +324,9 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }
+    let collation = op.collation.resolve(&handle.meta.options)?;
+    let filter = filter.with_collation(collation.as_ref());
+    let sort = sort.map(|s| s.with_collation(collation.as_ref()));
     let mut found =
         super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), usize::from(!op.multi))?;
     if !op.multi {
@@ -386,6 +399,19 @@ pub fn delete(
     limit_one: bool,
     let_vars: Option<&Document>,
 ) -> Result<DeleteResult> {
+    delete_with(txn, db, coll, filter, limit_one, let_vars, &Requested::CollectionDefault)
+}
+
+/// [`delete`] under a requested collation.
+pub fn delete_with(
+    txn: &mut dyn Txn,
+    db: &str,
+    coll: &str,
+    filter: &Document,
+    limit_one: bool,
+    let_vars: Option<&Document>,
+    collation: &Requested,
+) -> Result<DeleteResult> {
     let filter = Filter::parse_with_let(filter, let_vars)?;
     let Some(handle) = CollectionHandle::load(txn, db, coll)? else {
         return Ok(DeleteResult::default());
@@ -393,6 +419,7 @@ pub fn delete(
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }
+    let filter = filter.with_collation(collation.resolve(&handle.meta.options)?.as_ref());
     let mut found =
         super::matching_sorted(txn, &handle.meta, &filter, None, usize::from(limit_one))?;
     if limit_one {
@@ -425,6 +452,8 @@ pub struct FindAndModify {
     pub upsert: bool,
     /// `arrayFilters`.
     pub array_filters: Option<Vec<Document>>,
+    /// The requested collation, for the query and the sort.
+    pub collation: Requested,
 }
 
 /// The outcome of findAndModify.
@@ -467,6 +496,9 @@ pub fn find_and_modify(
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }
+    let collation = req.collation.resolve(&handle.meta.options)?;
+    let filter = filter.with_collation(collation.as_ref());
+    let sort = sort.map(|s| s.with_collation(collation.as_ref()));
     let found = super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), 1)?;
     let project = |d: Document| -> Result<Document> {
         match &projection {
@@ -508,9 +540,26 @@ pub fn find_and_modify(
 }
 
 /// Creates a collection explicitly (`create`). Fails with NamespaceExists when it exists.
-pub fn create_collection(txn: &mut dyn Txn, db: &str, coll: &str, options: Document) -> Result<()> {
+pub fn create_collection(
+    txn: &mut dyn Txn,
+    db: &str,
+    coll: &str,
+    mut options: Document,
+) -> Result<()> {
     if catalog::get_collection(txn, db, coll)?.is_some() {
         bail!(NamespaceExists, "Collection {}.{} already exists.", db, coll);
+    }
+    // The default collation is stored resolved (as `listCollections` shows it); a simple one
+    // is no option at all.
+    if options.contains_key("collation") {
+        match crate::collation::Collation::from_field(&options, "collation", "create")? {
+            Some(c) => {
+                options.insert("collation", c.to_document());
+            }
+            None => {
+                options.remove("collation");
+            }
+        }
     }
     if let Some(Bson::Document(v)) = options.get("validator") {
         Filter::parse(v)?;
@@ -590,8 +639,18 @@ pub fn create_indexes(
     let mut meta = handle.meta.clone();
     let before = meta.indexes.len();
     let mut added = Vec::new();
+    let default_collation = meta.options.get_document("collation").ok().cloned();
     for raw in specs {
-        let spec = IndexSpec::parse(raw)?;
+        // An index without a collation of its own takes the collection's default.
+        let spec = match &default_collation {
+            // The `_id` index never takes it here: its keys are the document keys.
+            Some(c) if !raw.contains_key("collation") && !is_id_key(raw) => {
+                let mut with = raw.clone();
+                with.insert("collation", c.clone());
+                IndexSpec::parse(&with)?
+            }
+            _ => IndexSpec::parse(raw)?,
+        };
         let existing: Vec<IndexSpec> =
             meta.indexes.iter().map(|i| IndexSpec::parse(&i.spec)).collect::<Result<_>>()?;
         if spec.check_conflict(&existing)? {
@@ -616,6 +675,11 @@ pub fn create_indexes(
         builder.add_entries(txn, &f.doc, &BTreeSet::new())?;
     }
     Ok((before, meta.indexes.len(), created))
+}
+
+/// Whether an index spec's key pattern is `{_id: 1}`.
+fn is_id_key(raw: &Document) -> bool {
+    raw.get_document("key").is_ok_and(|k| k.len() == 1 && k.contains_key("_id"))
 }
 
 /// Drops indexes by name (`"*"` drops all but `_id_`). Returns the index count before.

@@ -101,7 +101,7 @@ impl IndexSpec {
             .into_iter()
             // A sparse index leaves out keys whose fields were all missing.
             .filter(|(_, present)| *present || !self.sparse)
-            .map(|(values, _)| IndexKey { bytes: self.encode(&values), values })
+            .map(|(values, _)| IndexKey { bytes: self.encode_collated(&values), values })
             .collect();
         keys.sort_by(|a, b| a.bytes.cmp(&b.bytes));
         keys.dedup_by(|a, b| a.bytes == b.bytes);
@@ -116,6 +116,18 @@ impl IndexSpec {
             encode_key_component(v, f.descending, &mut out);
         }
         out
+    }
+
+    /// Encodes a tuple of document values as an index key, strings replaced by their collation
+    /// keys when the index has a collation.
+    pub fn encode_collated(&self, values: &[Bson]) -> Vec<u8> {
+        match &self.collation {
+            Some(c) => {
+                let keyed: Vec<Bson> = values.iter().map(|v| c.transform(v)).collect();
+                self.encode(&keyed)
+            }
+            None => self.encode(values),
+        }
     }
 
     /// The DuplicateKey (11000) error for `values` (one per key-pattern field) in this index of

@@ -94,6 +94,8 @@ pub struct IndexSpec {
     pub partial_filter: Option<Document>,
     /// Whether the index is hidden from the planner.
     pub hidden: bool,
+    /// The index's collation (`None`: simple). Its keys hold collation keys of strings.
+    pub collation: Option<crate::collation::CollationRef>,
     /// The remaining options, in request order (`expireAfterSeconds`, `collation`, …), returned by
     /// `listIndexes` as given.
     pub options: Document,
@@ -112,6 +114,7 @@ impl IndexSpec {
             sparse: false,
             partial_filter: None,
             hidden: false,
+            collation: None,
             options: Document::new(),
         }
     }
@@ -173,8 +176,16 @@ impl IndexSpec {
             .iter()
             .map(|(path, v)| KeyField { path: path.clone(), descending: is_descending(v) })
             .collect();
+        let collation = parse_collation(spec, &normalized)?;
         let mut options = Document::new();
         for (k, v) in spec {
+            if k == "collation" {
+                // Stored resolved, as `listIndexes` shows it; a simple collation is no option.
+                if let Some(c) = &collation {
+                    options.insert("collation", c.to_document());
+                }
+                continue;
+            }
             if !matches!(
                 k.as_str(),
                 "v" | "key"
@@ -196,6 +207,7 @@ impl IndexSpec {
             sparse,
             partial_filter,
             hidden: spec.get("hidden").is_some_and(truthy),
+            collation,
             options,
         })
     }
@@ -543,6 +555,28 @@ fn unreachable_key(spec: &Document) -> Result<Document> {
 
 /// Wraps a spec error as MongoDB's createIndexes does: `Error in specification <spec> :: caused
 /// by :: <reason>`.
+/// The index's `collation` option, validated (MongoDB's messages name the whole spec).
+fn parse_collation(
+    spec: &Document,
+    normalized: &Document,
+) -> Result<Option<crate::collation::CollationRef>> {
+    let Some(Bson::Document(c)) = spec.get("collation") else { return Ok(None) };
+    if c.is_empty() {
+        return Err(in_specification(
+            normalized,
+            crate::err!(BadValue, "The field 'collation' cannot be an empty object."),
+        ));
+    }
+    crate::collation::Collation::parse(c, "createIndexes.indexes").map_err(|e| {
+        let message = format!(
+            "failed to add collation information to index spec for index creation: {} :: caused by :: {}",
+            format_document(normalized),
+            e.message
+        );
+        Error { message, ..e }
+    })
+}
+
 fn in_specification(spec: &Document, e: Error) -> Error {
     let message =
         format!("Error in specification {} :: caused by :: {}", format_document(spec), e.message);

@@ -51,6 +51,9 @@ pub enum Expr {
     /// Any other aggregation expression, evaluated by the aggregation layer's evaluator
     /// ([`crate::agg::Expression`]); the original spec is kept for explain output.
     Full(Bson, Box<crate::agg::Expression>),
+    /// An operand of a comparison under a collation: the inner value with its strings replaced
+    /// by collation keys ([`Expr::with_collation`]).
+    Collated(crate::collation::CollationRef, Box<Expr>),
 }
 
 /// An expression comparison.
@@ -249,6 +252,7 @@ impl Expr {
                 _ => Some(Bson::Null),
             },
             Expr::Full(_, e) => e.eval_doc(doc)?,
+            Expr::Collated(c, e) => e.try_eval(doc)?.map(|v| c.transform(&v)),
             Expr::Cmp(kind, a, b) => {
                 let (x, y) = (a.try_eval(doc)?, b.try_eval(doc)?);
                 let ord = cmp_missing(x.as_ref(), y.as_ref());
@@ -338,11 +342,38 @@ impl Expr {
                 Bson::Document(d)
             }
             Expr::Full(spec, _) => spec.clone(),
+            Expr::Collated(_, e) => e.to_bson(),
             Expr::Root => Bson::String("$$ROOT".to_string()),
             Expr::Missing => Bson::String("$$REMOVE".to_string()),
             Expr::SetField { field, input, value } => Bson::Document(bson::doc! {
                 "$setField": {"field": {"$literal": field.clone()}, "input": input.to_bson(), "value": value.to_bson()}
             }),
+        }
+    }
+
+    /// The expression with its comparisons (`$eq`, `$lt`, `$cmp`…) made under `collation`: both
+    /// operands are compared as collation keys. Comparisons inside other aggregation operators
+    /// are not affected.
+    pub fn with_collation(self, c: &crate::collation::CollationRef) -> Expr {
+        let rec = |e: Box<Expr>| Box::new(e.with_collation(c));
+        match self {
+            Expr::Cmp(kind, a, b) => Expr::Cmp(
+                kind,
+                Box::new(Expr::Collated(c.clone(), rec(a))),
+                Box::new(Expr::Collated(c.clone(), rec(b))),
+            ),
+            Expr::And(items) => Expr::And(items.into_iter().map(|e| e.with_collation(c)).collect()),
+            Expr::Or(items) => Expr::Or(items.into_iter().map(|e| e.with_collation(c)).collect()),
+            Expr::Not(e) => Expr::Not(rec(e)),
+            other @ (Expr::Field(_)
+            | Expr::Literal(_)
+            | Expr::Array(_)
+            | Expr::Object(_)
+            | Expr::Root
+            | Expr::Missing
+            | Expr::SetField { .. }
+            | Expr::Full(..)
+            | Expr::Collated(..)) => other,
         }
     }
 

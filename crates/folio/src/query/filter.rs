@@ -70,6 +70,21 @@ pub enum Pred {
     Bits(BitsTest, Vec<u32>),
     /// Matches nothing (`$all: []`).
     Never,
+    /// A comparison (`$eq`, `$gt`…, `$in`) whose operand has strings, under a non-simple
+    /// collation ([`Filter::with_collation`]).
+    Collated(Box<Collated>),
+}
+
+/// A comparison under a collation: the predicate as written, and the same predicate over
+/// collation keys, which the matcher applies to the keyed values of the document.
+#[derive(Clone, Debug)]
+pub struct Collated {
+    /// The collation.
+    pub collation: crate::collation::CollationRef,
+    /// The predicate as written (for explain, upsert seeds, regexes of `$in`).
+    pub original: Pred,
+    /// The predicate with every string operand replaced by its collation key (and no regexes).
+    pub keyed: Pred,
 }
 
 /// Which bitwise test a `$bits...` operator performs.
@@ -249,6 +264,33 @@ impl Filter {
         }
     }
 
+    /// The filter with its string comparisons made under `collation` (`None`: simple, the
+    /// filter is returned as is). `$regex`, `$type`, `$exists` and the like are unaffected, as in
+    /// MongoDB. `$expr` comparisons are collated too.
+    pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Filter {
+        match collation {
+            Some(c) => self.collate(c),
+            None => self,
+        }
+    }
+
+    fn collate(self, c: &crate::collation::CollationRef) -> Filter {
+        match self {
+            Filter::And(children) => {
+                Filter::And(children.into_iter().map(|f| f.collate(c)).collect())
+            }
+            Filter::Or(children) => {
+                Filter::Or(children.into_iter().map(|f| f.collate(c)).collect())
+            }
+            Filter::Nor(children) => {
+                Filter::Nor(children.into_iter().map(|f| f.collate(c)).collect())
+            }
+            Filter::Path { path, pred } => Filter::Path { path, pred: pred.collate(c) },
+            Filter::Expr(e) => Filter::Expr(e.with_collation(c)),
+            f @ (Filter::Schema(_) | Filter::Const(_)) => f,
+        }
+    }
+
     /// A filter that matches every document.
     pub fn all() -> Filter {
         Filter::And(Vec::new())
@@ -264,6 +306,53 @@ impl Filter {
             | Filter::Path { .. }
             | Filter::Expr(_)
             | Filter::Schema(_) => false,
+        }
+    }
+}
+
+impl Pred {
+    /// The predicate with its string comparisons under the collation.
+    fn collate(self, c: &crate::collation::CollationRef) -> Pred {
+        use crate::collation::has_strings;
+        let wrap = |original: Pred, keyed: Pred| {
+            Pred::Collated(Box::new(Collated { collation: c.clone(), original, keyed }))
+        };
+        match self {
+            Pred::Eq(v) if has_strings(&v) => {
+                let keyed = Pred::Eq(c.transform(&v));
+                wrap(Pred::Eq(v), keyed)
+            }
+            Pred::Cmp(op, v) if has_strings(&v) => {
+                let keyed = Pred::Cmp(op, c.transform(&v));
+                wrap(Pred::Cmp(op, v), keyed)
+            }
+            Pred::In(list) if list.values.iter().any(has_strings) => {
+                let mut values: Vec<Bson> = list.values.iter().map(|v| c.transform(v)).collect();
+                values.sort_by(crate::doc::compare::cmp_bson);
+                values.dedup_by(|a, b| {
+                    crate::doc::compare::cmp_bson(a, b) == std::cmp::Ordering::Equal
+                });
+                let keyed = Pred::In(InList { values, regexes: Vec::new() });
+                wrap(Pred::In(list), keyed)
+            }
+            Pred::And(preds) => Pred::And(preds.into_iter().map(|p| p.collate(c)).collect()),
+            Pred::Not(inner) => Pred::Not(Box::new(inner.collate(c))),
+            Pred::ElemMatch(m) => Pred::ElemMatch(Box::new(match *m {
+                ElemMatcher::Object(f) => ElemMatcher::Object(f.collate(c)),
+                ElemMatcher::Value(p) => ElemMatcher::Value(p.collate(c)),
+                ElemMatcher::Exact(v) => ElemMatcher::Exact(v),
+            })),
+            p @ (Pred::Eq(_)
+            | Pred::Cmp(..)
+            | Pred::In(_)
+            | Pred::Exists
+            | Pred::Type(_)
+            | Pred::Regex(_)
+            | Pred::Mod(..)
+            | Pred::Size(_)
+            | Pred::Bits(..)
+            | Pred::Never
+            | Pred::Collated(_)) => p,
         }
     }
 }

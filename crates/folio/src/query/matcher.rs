@@ -33,7 +33,7 @@ use std::cmp::Ordering;
 use bson::{Bson, Document};
 
 use super::filter::{
-    BitsTest, CmpOp, ElemMatcher, Filter, InList, Pred, Regex, TypeSel, type_code,
+    BitsTest, CmpOp, Collated, ElemMatcher, Filter, InList, Pred, Regex, TypeSel, type_code,
 };
 use crate::doc::canonical_rank;
 use crate::doc::compare::{Number, cmp_bson};
@@ -223,6 +223,20 @@ fn leaf_matches(pred: &Pred, v: Option<&Bson>) -> bool {
         Pred::Not(inner) => !leaf_matches(inner, v),
         Pred::Bits(test, positions) => v.is_some_and(|v| bits_match(*test, positions, v)),
         Pred::Never => false,
+        Pred::Collated(c) => collated_matches(c, v),
+    }
+}
+
+/// A comparison under a collation: the keyed predicate on the keyed value; the regexes of an
+/// `$in` still see the value as stored, since a collation does not apply to `$regex`.
+fn collated_matches(c: &Collated, v: Option<&Bson>) -> bool {
+    let keyed = v.map(|v| crate::collation::transform_opt(Some(&c.collation), v));
+    if leaf_matches(&c.keyed, keyed.as_deref()) {
+        return true;
+    }
+    match (&c.original, v) {
+        (Pred::In(list), Some(v)) => list.regexes.iter().any(|re| regex_matches(re, v)),
+        _ => false,
     }
 }
 

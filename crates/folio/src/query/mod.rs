@@ -248,3 +248,63 @@ mod plan_tests {
         });
     }
 }
+
+#[cfg(test)]
+mod collation_tests {
+    use bson::Bson;
+
+    use super::{Filter, SortSpec};
+    use crate::collation::Collation;
+    use crate::doc::fmt::{Style, value_string_styled};
+    use crate::doc::golden::{self, Input, error_line};
+
+    /// Filters and sorts under a collation: `collation:` (first), then `filter:` with `doc:`
+    /// lines (match or not), or `sort:` with `docs:` (the `_id`s in sorted order).
+    #[test]
+    fn collation() {
+        golden::run("src/query/testdata/collation.txt", |inputs: &[Input]| {
+            let mut collation = None;
+            let mut filter = None;
+            let mut sort = None;
+            let mut out = Vec::new();
+            for input in inputs {
+                match input.name.as_str() {
+                    "collation" => match Collation::parse(&input.doc(), "find") {
+                        Ok(c) => collation = c,
+                        Err(e) => return vec![error_line(&e)],
+                    },
+                    "filter" => match Filter::parse(&input.doc()) {
+                        Ok(f) => filter = Some(f.with_collation(collation.as_ref())),
+                        Err(e) => return vec![error_line(&e)],
+                    },
+                    "doc" => {
+                        let f: &Filter = filter.as_ref().expect("filter first");
+                        out.push(f.matches(&input.doc()).to_string());
+                    }
+                    "sort" => {
+                        let s = SortSpec::parse(&input.doc()).expect("test sort");
+                        sort = Some(s.with_collation(collation.as_ref()));
+                    }
+                    "docs" => {
+                        let Bson::Array(items) = input.json() else { panic!("docs: an array") };
+                        let mut docs: Vec<_> =
+                            items.into_iter().filter_map(|d| d.as_document().cloned()).collect();
+                        sort.as_ref().expect("sort first").sort(&mut docs);
+                        let ids: Vec<String> = docs
+                            .iter()
+                            .map(|d| {
+                                value_string_styled(
+                                    d.get("_id").unwrap_or(&Bson::Null),
+                                    Style::Typed,
+                                )
+                            })
+                            .collect();
+                        out.push(ids.join(", "));
+                    }
+                    other => panic!("unknown input {other}"),
+                }
+            }
+            out
+        });
+    }
+}

@@ -21,6 +21,7 @@ use std::cmp::Ordering;
 use bson::{Bson, Document};
 
 use super::filter::{CmpOp, ElemMatcher, Filter, Pred};
+use crate::collation::{Collation, has_strings};
 use crate::doc::canonical_rank;
 use crate::doc::compare::{Number, cmp_bson};
 
@@ -142,8 +143,25 @@ fn type_range(v: &Bson) -> (Endpoint, Endpoint) {
     }
 }
 
-/// Bounds of one leaf predicate, or `None` when it does not restrict the values usefully.
-fn pred_bounds(pred: &Pred) -> Option<Vec<Interval>> {
+/// Bounds of one leaf predicate for an index with collation `ic` (`None`: simple), or `None`
+/// when it does not restrict the values usefully. The index holds collation keys of strings:
+/// a comparison under the same collation is bounded by its keyed form; any other bound that
+/// involves strings would compare raw strings to keys, and is not used.
+fn pred_bounds(pred: &Pred, ic: Option<&Collation>) -> Option<Vec<Interval>> {
+    if let Pred::Collated(c) = pred {
+        return if crate::collation::same(Some(&c.collation), ic) {
+            leaf_bounds(&c.keyed, ic)
+        } else {
+            None
+        };
+    }
+    let b = leaf_bounds(pred, ic)?;
+    let stringy = |i: &Interval| has_strings(&i.low.value) || has_strings(&i.high.value);
+    if ic.is_some() && b.iter().any(stringy) { None } else { Some(b) }
+}
+
+/// Bounds of one leaf predicate as written (see [`pred_bounds`]).
+fn leaf_bounds(pred: &Pred, ic: Option<&Collation>) -> Option<Vec<Interval>> {
     match pred {
         Pred::Eq(v) => Some(eq_bounds(v)),
         Pred::In(list) => {
@@ -206,10 +224,12 @@ fn pred_bounds(pred: &Pred) -> Option<Vec<Interval>> {
         | Pred::Not(_)
         | Pred::And(_) => None,
         Pred::ElemMatch(m) => match m.as_ref() {
-            ElemMatcher::Value(p) => and_bounds(std::slice::from_ref(p), false),
+            ElemMatcher::Value(p) => and_bounds(std::slice::from_ref(p), false, ic),
             ElemMatcher::Object(_) | ElemMatcher::Exact(_) => None,
         },
         Pred::Never => Some(Vec::new()),
+        // Handled by `pred_bounds`.
+        Pred::Collated(_) => None,
     }
 }
 
@@ -247,12 +267,12 @@ fn eq_bounds(v: &Bson) -> Vec<Interval> {
 }
 
 /// Intersects the bounds of several predicates on one path (or keeps the first when multikey).
-fn and_bounds(preds: &[Pred], multikey: bool) -> Option<Vec<Interval>> {
+fn and_bounds(preds: &[Pred], multikey: bool, ic: Option<&Collation>) -> Option<Vec<Interval>> {
     let mut acc: Option<Vec<Interval>> = None;
     for p in preds {
         let b = match p {
-            Pred::And(inner) => and_bounds(inner, multikey),
-            other => pred_bounds(other),
+            Pred::And(inner) => and_bounds(inner, multikey, ic),
+            other => pred_bounds(other, ic),
         };
         let Some(b) = b else { continue };
         acc = Some(match acc {
@@ -308,6 +328,17 @@ impl Filter {
     /// Value intervals for `path` (see the module docs), sorted and non-overlapping for a
     /// single predicate; `None` when the filter does not constrain `path`.
     pub fn bounds(&self, path: &str, multikey: bool) -> Option<Vec<Interval>> {
+        self.bounds_for_index(path, multikey, None)
+    }
+
+    /// [`Filter::bounds`] for an index with collation `ic` (`None`: simple): string bounds are
+    /// given only by comparisons under the index's own collation, as collation keys.
+    pub fn bounds_for_index(
+        &self,
+        path: &str,
+        multikey: bool,
+        ic: Option<&Collation>,
+    ) -> Option<Vec<Interval>> {
         let preds: Vec<Pred> = self
             .conjuncts()
             .into_iter()
@@ -317,7 +348,7 @@ impl Filter {
                 _ => None,
             })
             .collect();
-        and_bounds(&preds, multikey)
+        and_bounds(&preds, multikey, ic)
     }
 }
 
@@ -332,6 +363,8 @@ fn collect_eqs(path: &str, pred: &Pred, out: &mut Vec<(String, Bson)>) {
                 collect_eqs(path, p, out);
             }
         }
+        // An upsert is seeded with the value as written.
+        Pred::Collated(c) => collect_eqs(path, &c.original, out),
         _ => {}
     }
 }
@@ -437,6 +470,7 @@ fn pred_document(pred: &Pred) -> Document {
         ),
         // Matches nothing, and parses back as such.
         Pred::Never => one("$in", Bson::Array(Vec::new())),
+        Pred::Collated(c) => pred_document(&c.original),
     }
 }
 

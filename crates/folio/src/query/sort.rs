@@ -23,6 +23,8 @@ pub struct SortSpec {
     /// `{$natural: 1 | -1}`: storage order, forward when true. The comparator ignores it; the
     /// executor scans in that direction.
     pub natural: Option<bool>,
+    /// The collation strings sort by (`None`: simple, by bytes). Keys hold collation keys.
+    pub collation: Option<crate::collation::CollationRef>,
 }
 
 impl SortSpec {
@@ -66,7 +68,16 @@ impl SortSpec {
             };
             keys.push((path.clone(), asc));
         }
-        Ok(SortSpec { keys, natural })
+        Ok(SortSpec { keys, natural, collation: None })
+    }
+
+    /// The same sort, with strings compared under `collation` (`None`: simple).
+    pub fn with_collation(
+        mut self,
+        collation: Option<&crate::collation::CollationRef>,
+    ) -> SortSpec {
+        self.collation = collation.cloned();
+        self
     }
 
     /// Whether there is no key to sort by (`$natural` aside).
@@ -91,9 +102,21 @@ impl SortSpec {
         Ok(())
     }
 
-    /// The sort key of a document: one value per field.
+    /// Whether a document has an array on the path of some sort key (its sort key then
+    /// depends on all its elements, which an index scan in key order does not see together).
+    pub fn has_array_on_key(&self, doc: &Document) -> bool {
+        self.keys.iter().any(|(path, _)| {
+            first_array_prefix(doc, path).is_some()
+                || collect_values(doc, path).len() > 1
+                || matches!(get_path(doc, path), Some(Bson::Array(_)))
+        })
+    }
+
+    /// The sort key of a document: one value per field (strings as collation keys under a
+    /// collation, so that the key compares as the collation orders).
     pub fn key(&self, doc: &Document) -> Vec<Bson> {
-        self.keys.iter().map(|(path, asc)| field_key(doc, path, *asc)).collect()
+        let c = self.collation.as_deref();
+        self.keys.iter().map(|(path, asc)| field_key(doc, path, *asc, c)).collect()
     }
 
     /// Compares two precomputed keys.
@@ -128,14 +151,20 @@ impl SortSpec {
 }
 
 /// The sort key of one field: the smallest (ascending) or largest (descending) value.
-fn field_key(doc: &Document, path: &str, asc: bool) -> Bson {
+fn field_key(
+    doc: &Document,
+    path: &str,
+    asc: bool,
+    collation: Option<&crate::collation::Collation>,
+) -> Bson {
     let values = collect_values(doc, path);
-    let best = values.into_iter().reduce(|best, v| {
-        let ord = cmp_bson(v, best);
+    let values = values.into_iter().map(|v| crate::collation::transform_opt(collation, v));
+    let best = values.reduce(|best, v| {
+        let ord = cmp_bson(&v, &best);
         if (asc && ord == Ordering::Less) || (!asc && ord == Ordering::Greater) { v } else { best }
     });
     match best {
-        Some(v) => v.clone(),
+        Some(v) => v.into_owned(),
         None => match get_path(doc, path) {
             Some(Bson::Array(a)) if a.is_empty() => Bson::Undefined,
             _ => Bson::Null,
