@@ -402,11 +402,18 @@ impl ConnectionTask {
         let ns = namespace(&cmd);
         let mut moved = conn.clone();
         let started = Instant::now();
-        let joined = tokio::task::spawn_blocking(move || {
+        let joined = if service.never_blocks(&cmd) {
+            // Reads never wait on storage sync or other transactions: running them here saves
+            // handing them to the blocking pool and back.
             let reply = service.dispatch(&mut moved, cmd);
-            (moved, reply)
-        })
-        .await;
+            Ok((moved, reply))
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let reply = service.dispatch(&mut moved, cmd);
+                (moved, reply)
+            })
+            .await
+        };
         let elapsed = started.elapsed();
         if elapsed > self.shared.config.slow_op_threshold {
             info!(command = %name, ns = %ns, duration_ms = elapsed.as_millis() as u64, "slow operation");

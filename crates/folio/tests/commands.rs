@@ -270,3 +270,33 @@ fn kill_op_interrupts_a_write_waiting_for_a_transaction() {
         .or_else(|| r.get_i32("code").ok());
     assert_eq!(code, Some(11601), "the killed write reports Interrupted: {r}");
 }
+
+#[test]
+fn only_commands_that_cannot_wait_may_skip_the_blocking_pool() {
+    let store = Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("mvcc");
+    let svc = Service::new(store.clone(), ServiceOptions::default()).expect("service");
+    for read in [
+        doc! { "find": "c", "filter": {} },
+        doc! { "getMore": 1_i64, "collection": "c" },
+        doc! { "aggregate": "c", "pipeline": [{ "$match": {} }, { "$group": { "_id": "$a" } }] },
+        doc! { "hello": 1 },
+    ] {
+        assert!(svc.never_blocks(&read), "{read}");
+    }
+    for may_wait in [
+        doc! { "insert": "c", "documents": [{}] },
+        doc! { "update": "c", "updates": [] },
+        doc! { "commitTransaction": 1 },
+        doc! { "findAndModify": "c", "query": {} },
+        doc! { "aggregate": "c", "pipeline": [{ "$match": {} }, { "$out": "d" }] },
+        doc! { "aggregate": "c", "pipeline": [{ "$merge": { "into": "d" } }] },
+        doc! { "aggregate": "c", "pipeline": "not an array" },
+        doc! {},
+    ] {
+        assert!(!svc.never_blocks(&may_wait), "{may_wait}");
+    }
+    // With test commands on, a fail point may block any command.
+    let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
+    let svc = Service::new(store, options).expect("service");
+    assert!(!svc.never_blocks(&doc! { "find": "c", "filter": {} }));
+}

@@ -193,6 +193,34 @@ impl Service {
         }
     }
 
+    /// Whether `cmd` never waits: no commit to make durable, no conflicting writer to wait for, no
+    /// fail point that may block it. A server can run such a command on the thread that read it
+    /// instead of handing it to a pool of threads that may block, which saves two thread switches
+    /// per read. Anything this does not recognise counts as possibly blocking.
+    pub fn never_blocks(&self, cmd: &Document) -> bool {
+        if self.options.test_commands {
+            return false;
+        }
+        let Some(name) = cmd.keys().next() else { return false };
+        match name.as_str() {
+            "find" | "getMore" | "count" | "distinct" | "hello" | "isMaster" | "ismaster"
+            | "ping" | "buildInfo" | "buildinfo" | "listCollections" | "listIndexes"
+            | "killCursors" | "endSessions" => {
+                // Ending or committing a transaction is a separate command; a read that starts one
+                // only takes a snapshot.
+                true
+            }
+            "aggregate" => match cmd.get("pipeline") {
+                Some(Bson::Array(stages)) => stages.iter().all(|s| match s {
+                    Bson::Document(d) => !d.contains_key("$out") && !d.contains_key("$merge"),
+                    _ => false,
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Runs one command and returns its reply. Never panics on client input.
     pub fn dispatch(&self, conn: &mut Connection, cmd: Document) -> Reply {
         let mut close_connection = false;
