@@ -387,6 +387,7 @@ impl<'a> Runner<'a> {
     ) -> Result<Document> {
         let deadline = self.op.deadline.unwrap_or_else(|| Instant::now() + DEFAULT_CONFLICT_WAIT);
         let mut backoff = Duration::from_micros(50);
+        let mut quick_retries = 0;
         loop {
             let mut txn = self.svc.store.begin()?;
             match f(txn.as_mut()) {
@@ -410,8 +411,14 @@ impl<'a> Runner<'a> {
                             self.svc.store.wait_for(crate::mvcc::TxnId(holder), Some(slice));
                         }
                         None => {
-                            std::thread::sleep(backoff);
-                            backoff = (backoff * 2).min(Duration::from_millis(10));
+                            // The key was committed after this attempt's snapshot and is free
+                            // now: a new snapshot includes that commit, so retry at once. Back
+                            // off only when others keep winning the race for the key.
+                            quick_retries += 1;
+                            if quick_retries > 2 {
+                                std::thread::sleep(backoff);
+                                backoff = (backoff * 2).min(Duration::from_millis(2));
+                            }
                         }
                     }
                 }
