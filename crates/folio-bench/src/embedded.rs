@@ -28,7 +28,7 @@ pub fn load(client: &Client) -> Result<(), String> {
             |i| doc! { "_id": i, "sku": i, "name": format!("sku {i}"), "qty": workload::START_QTY },
         )
         .collect();
-    db.collection::<Document>(names::INVENTORY).insert_many(inventory).run().map_err(e)?;
+    insert_batched(client, names::INVENTORY, inventory)?;
     db.run_command(doc! {
         "createIndexes": names::INVENTORY,
         "indexes": [{ "key": { "sku": 1 }, "name": "sku_1", "unique": true }],
@@ -37,11 +37,11 @@ pub fn load(client: &Client) -> Result<(), String> {
     .map_err(e)?;
     let customers: Vec<Document> =
         (0..workload::CUSTOMERS).map(|i| doc! { "_id": i, "orders": [] }).collect();
-    db.collection::<Document>(names::CUSTOMERS).insert_many(customers).run().map_err(e)?;
+    insert_batched(client, names::CUSTOMERS, customers)?;
     let accounts: Vec<Document> = (0..workload::ACCOUNTS)
         .map(|i| doc! { "_id": i, "balance": workload::START_BALANCE })
         .collect();
-    db.collection::<Document>(names::ACCOUNTS).insert_many(accounts).run().map_err(e)?;
+    insert_batched(client, names::ACCOUNTS, accounts)?;
     db.collection::<Document>(names::COUNTERS)
         .insert_one(doc! { "_id": "hot", "n": 0i64 })
         .run()
@@ -52,17 +52,29 @@ pub fn load(client: &Client) -> Result<(), String> {
     load_items(client, workload::ITEMS)
 }
 
-/// The items collection of size `n`, with an index on `k`, in batches of 1,000.
+/// Inserts `docs` into `coll` in transactions of 1,000 documents (see
+/// [`crate::wire`]'s loader for why).
+fn insert_batched(client: &Client, coll: &str, docs: Vec<Document>) -> Result<(), String> {
+    let coll = client.database(names::DB).collection::<Document>(coll);
+    let mut session = client.start_session().run().map_err(|e| e.to_string())?;
+    for batch in docs.chunks(1_000) {
+        session.start_transaction().run().map_err(|e| e.to_string())?;
+        coll.insert_many(batch).session(&mut session).run().map_err(|e| e.to_string())?;
+        session.commit_transaction().run().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The items collection of size `n`, with an index on `k`.
 pub fn load_items(client: &Client, n: i64) -> Result<(), String> {
     let db = client.database(names::DB);
-    let coll = db.collection::<Document>(&names::items(n));
     let mut start = 0;
     while start < n {
-        let end = (start + 1_000).min(n);
-        let batch: Vec<Document> = (start..end)
+        let end = (start + 100_000).min(n);
+        let docs: Vec<Document> = (start..end)
             .map(|i| doc! { "_id": i, "k": workload::item_k(i, n), "pad": workload::ITEM_PAD })
             .collect();
-        coll.insert_many(batch).run().map_err(|e| e.to_string())?;
+        insert_batched(client, &names::items(n), docs)?;
         start = end;
     }
     db.run_command(doc! {

@@ -135,6 +135,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     report.fsync_p50_ms = fsync_latency_ms()?;
     progress(&format!("{} logical CPUs, fsync median {:.3} ms", report.cores, report.fsync_p50_ms));
+    let mut failed = Vec::new();
     for system in systems {
         let r = match system {
             System::Folio => bench_folio(&plan, &mut report).await,
@@ -145,7 +146,14 @@ async fn run(args: Args) -> Result<(), String> {
             let note = format!("{}: {e}", system.name());
             progress(&note);
             report.notes.push(note);
+            failed.push(system.name().to_string());
         }
+    }
+    for r in report.rows.iter().filter(|r| r.m.errors > 0) {
+        failed.push(format!("{} {} x{}", r.system.name(), r.workload.name(), r.clients));
+    }
+    for s in report.scaling.iter().filter(|s| s.m.errors > 0) {
+        failed.push(format!("{} {} at {} documents", s.system.name(), s.workload.name(), s.docs));
     }
     let table = report.table();
     println!("{table}");
@@ -154,7 +162,12 @@ async fn run(args: Args) -> Result<(), String> {
         std::fs::write(path, text + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        // Timings are never judged, but a run that could not do its work fails.
+        Err(format!("failed: {}", failed.join(", ")))
+    }
 }
 
 fn plan(args: &Args) -> Result<Plan, String> {

@@ -169,7 +169,7 @@ pub async fn load(client: &Client) -> Result<(), String> {
             |i| doc! { "_id": i, "sku": i, "name": format!("sku {i}"), "qty": workload::START_QTY },
         )
         .collect();
-    db.collection::<Document>(names::INVENTORY).insert_many(inventory).await.map_err(e)?;
+    insert_batched(client, names::INVENTORY, inventory).await?;
     db.run_command(doc! {
         "createIndexes": names::INVENTORY,
         "indexes": [{ "key": { "sku": 1 }, "name": "sku_1", "unique": true }],
@@ -178,11 +178,11 @@ pub async fn load(client: &Client) -> Result<(), String> {
     .map_err(e)?;
     let customers: Vec<Document> =
         (0..workload::CUSTOMERS).map(|i| doc! { "_id": i, "orders": [] }).collect();
-    db.collection::<Document>(names::CUSTOMERS).insert_many(customers).await.map_err(e)?;
+    insert_batched(client, names::CUSTOMERS, customers).await?;
     let accounts: Vec<Document> = (0..workload::ACCOUNTS)
         .map(|i| doc! { "_id": i, "balance": workload::START_BALANCE })
         .collect();
-    db.collection::<Document>(names::ACCOUNTS).insert_many(accounts).await.map_err(e)?;
+    insert_batched(client, names::ACCOUNTS, accounts).await?;
     db.collection::<Document>(names::COUNTERS)
         .insert_one(doc! { "_id": "hot", "n": 0i64 })
         .await
@@ -194,17 +194,34 @@ pub async fn load(client: &Client) -> Result<(), String> {
     load_items(client, workload::ITEMS).await
 }
 
-/// The items collection of size `n`, with an index on `k`, in batches of 1,000.
+/// Inserts `docs` into `coll` in transactions of [`LOAD_BATCH`] documents.
+///
+/// Outside a transaction every document of an `insert` commits (durably) on its own, which makes
+/// loading a million documents take most of an hour; one transaction per batch commits once.
+async fn insert_batched(client: &Client, coll: &str, docs: Vec<Document>) -> Result<(), String> {
+    let coll = client.database(names::DB).collection::<Document>(coll);
+    let mut session = client.start_session().await.map_err(|e| e.to_string())?;
+    for batch in docs.chunks(LOAD_BATCH) {
+        session.start_transaction().await.map_err(|e| e.to_string())?;
+        coll.insert_many(batch).session(&mut session).await.map_err(|e| e.to_string())?;
+        session.commit_transaction().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Documents per loading transaction.
+const LOAD_BATCH: usize = 1_000;
+
+/// The items collection of size `n`, with an index on `k`.
 pub async fn load_items(client: &Client, n: i64) -> Result<(), String> {
     let db = client.database(names::DB);
-    let coll = db.collection::<Document>(&names::items(n));
     let mut start = 0;
     while start < n {
-        let end = (start + 1_000).min(n);
-        let batch: Vec<Document> = (start..end)
+        let end = (start + 100 * LOAD_BATCH as i64).min(n);
+        let docs: Vec<Document> = (start..end)
             .map(|i| doc! { "_id": i, "k": workload::item_k(i, n), "pad": workload::ITEM_PAD })
             .collect();
-        coll.insert_many(batch).await.map_err(|e| e.to_string())?;
+        insert_batched(client, &names::items(n), docs).await?;
         start = end;
     }
     db.run_command(doc! {
