@@ -15,12 +15,13 @@
 //!
 //! # How a run goes
 //!
-//! The systems run one after the other, never at the same time, so each has the machine to
-//! itself. For each: start it on a temporary directory, load the data, then for each workload and
-//! each client count run a warm-up and a measured window ([`runner`]), reading the server's CPU
-//! time from `/proc` at both ends of the window. Then the scaling series: point read and range
-//! at one client over 10k, 100k and 1M documents, with the server restarted after each load so
-//! that its peak RSS reflects the reads. PostgreSQL is skipped with a message when it is not
+//! All the systems are started on temporary directories and loaded first; idle, they cost
+//! nothing. Then for each workload and client count every system runs back to back, a warm-up
+//! and a measured window each ([`runner`]), with the server's CPU time read from `/proc` at both
+//! ends of the window: on a machine shared with other work, a change of load falls on all the
+//! systems alike instead of on whichever ran at the time. Then the scaling series: point read
+//! and range at one client over 10k, 100k and 1M documents, each server restarted after its
+//! load so that its peak RSS reflects the reads. PostgreSQL is skipped with a message when it is not
 //! installed. The machine's fsync latency is measured first, in the same temporary directory
 //! tree, because it bounds what a durable commit can cost.
 
@@ -134,21 +135,13 @@ async fn run(args: Args) -> Result<(), String> {
         ..Report::default()
     };
     report.fsync_p50_ms = fsync_latency_ms()?;
+    report.loadavg.0 = loadavg();
     progress(&format!("{} logical CPUs, fsync median {:.3} ms", report.cores, report.fsync_p50_ms));
     let mut failed = Vec::new();
-    for system in systems {
-        let r = match system {
-            System::Folio => bench_folio(&plan, &mut report).await,
-            System::FolioEmbedded => bench_embedded(&plan, &mut report).await,
-            System::Postgres => bench_postgres(&plan, &mut report).await,
-        };
-        if let Err(e) = r {
-            let note = format!("{}: {e}", system.name());
-            progress(&note);
-            report.notes.push(note);
-            failed.push(system.name().to_string());
-        }
-    }
+    let mut running = Systems::start(&systems, &plan, &mut report, &mut failed).await;
+    bench(&plan, &mut running, &mut report, &mut failed).await;
+    drop(running);
+    report.loadavg.1 = loadavg();
     for r in report.rows.iter().filter(|r| r.m.errors > 0) {
         failed.push(format!("{} {} x{}", r.system.name(), r.workload.name(), r.clients));
     }
@@ -197,6 +190,14 @@ fn progress(line: &str) {
     let _ = writeln!(err, "{line}");
 }
 
+/// The 1-minute load average (0 when unknown).
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
@@ -243,191 +244,244 @@ fn show(system: System, w: Workload, label: &str, m: &Measured) {
     ));
 }
 
-/// Folio over the wire.
-async fn bench_folio(plan: &Plan, report: &mut Report) -> Result<(), String> {
-    let bin = wire::folio_binary()?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut server = wire::Server::start(&bin, dir.path())?;
-    let max_clients = plan.clients.iter().copied().max().unwrap_or(1);
-    let client = server.client(max_clients).await?;
-    timed("folio: load", wire::load(&client)).await?;
-    for &w in &plan.workloads {
-        for &n in &plan.clients {
-            let mut clients = Vec::new();
-            for _ in 0..n {
-                clients.push(wire::WireClient::new(&client, workload::ITEMS).await?);
+/// The systems under test, started and loaded.
+#[derive(Default)]
+struct Systems {
+    /// `folio serve` and a driver client with a pool for the most clients.
+    folio: Option<(wire::Server, mongodb::Client)>,
+    /// The embedded instance.
+    embedded: Option<folio::api::Client>,
+    /// The PostgreSQL cluster.
+    postgres: Option<pg::Cluster>,
+    /// Data directories, removed when the run ends (after the servers stop).
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Systems {
+    /// Starts every selected system and loads the main data. A system that cannot start is
+    /// left out with a note; PostgreSQL missing from the machine is a skip, not a failure.
+    async fn start(
+        selected: &[System],
+        plan: &Plan,
+        report: &mut Report,
+        failed: &mut Vec<String>,
+    ) -> Systems {
+        let mut systems = Systems::default();
+        for &system in selected {
+            let r = match system {
+                System::Folio => systems.start_folio(plan).await,
+                System::FolioEmbedded => systems.start_embedded().await,
+                System::Postgres => systems.start_postgres(report).await,
+            };
+            if let Err(e) = r {
+                let note = format!("{}: {e}", system.name());
+                progress(&note);
+                report.notes.push(note);
+                failed.push(system.name().to_string());
             }
-            let (m, _) = runner::run_async(clients, w, workload::ITEMS, plan.timing, || {
-                server.cpu_seconds()
+        }
+        systems
+    }
+
+    async fn start_folio(&mut self, plan: &Plan) -> Result<(), String> {
+        let bin = wire::folio_binary()?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let server = wire::Server::start(&bin, dir.path())?;
+        self._dirs.push(dir);
+        let max_clients = plan.clients.iter().copied().max().unwrap_or(1);
+        let client = server.client(max_clients).await?;
+        timed("folio: load", wire::load(&client)).await?;
+        self.folio = Some((server, client));
+        Ok(())
+    }
+
+    async fn start_embedded(&mut self) -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().to_path_buf();
+        self._dirs.push(dir);
+        let client = timed("folio-embedded: load", async move {
+            tokio::task::spawn_blocking(move || {
+                let client = embedded::open(&path)?;
+                embedded::load(&client)?;
+                Ok(client)
             })
-            .await;
-            show(System::Folio, w, &format!("x{n}"), &m);
-            report.rows.push(Row { workload: w, clients: n, system: System::Folio, m });
-        }
+            .await
+            .map_err(|e| e.to_string())?
+        })
+        .await?;
+        self.embedded = Some(client);
+        Ok(())
     }
-    drop(client);
-    for &docs in &plan.scaling {
-        let scaled = plan.scaling_workloads();
-        if scaled.is_empty() {
-            break;
-        }
-        if docs != workload::ITEMS {
-            let client = server.client(1).await?;
-            timed(&format!("folio: load {docs} items"), wire::load_items(&client, docs)).await?;
-        }
-        server.restart()?;
-        let client = server.client(1).await?;
-        let mut rows = Vec::new();
-        for &w in &scaled {
-            let clients = vec![wire::WireClient::new(&client, docs).await?];
-            let (m, _) =
-                runner::run_async(clients, w, docs, plan.timing, || server.cpu_seconds()).await;
-            show(System::Folio, w, &format!("{docs} docs"), &m);
-            rows.push((w, m));
-        }
-        let peak_rss = server.peak_rss();
-        for (w, m) in rows {
-            report.scaling.push(ScaleRow { workload: w, docs, system: System::Folio, m, peak_rss });
-        }
-    }
-    Ok(())
-}
 
-/// Folio in-process, on blocking threads.
-async fn bench_embedded(plan: &Plan, report: &mut Report) -> Result<(), String> {
-    let timing = plan.timing;
-    let workloads = plan.workloads.clone();
-    let clients = plan.clients.clone();
-    let scaling = plan.scaling.clone();
-    let scaled = plan.scaling_workloads();
-    let (rows, scale_rows) = tokio::task::spawn_blocking(move || {
-        embedded_runs(timing, &workloads, &clients, &scaling, &scaled)
-    })
-    .await
-    .map_err(|e| format!("embedded runs failed: {e}"))??;
-    report.rows.extend(rows);
-    report.scaling.extend(scale_rows);
-    Ok(())
-}
-
-fn embedded_runs(
-    timing: Timing,
-    workloads: &[Workload],
-    client_counts: &[usize],
-    scaling: &[i64],
-    scaled: &[Workload],
-) -> Result<(Vec<Row>, Vec<ScaleRow>), String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let client = embedded::open(dir.path())?;
-    let t = Instant::now();
-    embedded::load(&client)?;
-    progress(&format!("folio-embedded: load: {:.1} s", t.elapsed().as_secs_f64()));
-    let me = std::process::id();
-    let cpu = || runner::procfs::cpu_seconds(me);
-    let mut rows = Vec::new();
-    for &w in workloads {
-        for &n in client_counts {
-            let clients = (0..n)
-                .map(|_| embedded::EmbeddedClient::new(&client, workload::ITEMS))
-                .collect::<Result<Vec<_>, _>>()?;
-            let m = runner::run_threads(clients, w, workload::ITEMS, timing, cpu);
-            show(System::FolioEmbedded, w, &format!("x{n}"), &m);
-            rows.push(Row { workload: w, clients: n, system: System::FolioEmbedded, m });
-        }
-    }
-    let mut scale_rows = Vec::new();
-    for &docs in scaling {
-        if scaled.is_empty() {
-            break;
-        }
-        if docs != workload::ITEMS {
-            let t = Instant::now();
-            embedded::load_items(&client, docs)?;
-            progress(&format!(
-                "folio-embedded: load {docs} items: {:.1} s",
-                t.elapsed().as_secs_f64()
-            ));
-        }
-        for &w in scaled {
-            let clients = vec![embedded::EmbeddedClient::new(&client, docs)?];
-            let m = runner::run_threads(clients, w, docs, timing, cpu);
-            show(System::FolioEmbedded, w, &format!("{docs} docs"), &m);
-            // The process also holds the benchmark itself: no server RSS to report.
-            scale_rows.push(ScaleRow {
-                workload: w,
-                docs,
-                system: System::FolioEmbedded,
-                m,
-                peak_rss: None,
-            });
-        }
-    }
-    Ok((rows, scale_rows))
-}
-
-/// PostgreSQL, when installed.
-async fn bench_postgres(plan: &Plan, report: &mut Report) -> Result<(), String> {
-    let mut cluster = match tokio::task::spawn_blocking(pg::Cluster::start).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            let note = format!("postgres skipped: {e}");
-            progress(&note);
-            report.notes.push(note);
-            return Ok(());
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    {
+    async fn start_postgres(&mut self, report: &mut Report) -> Result<(), String> {
+        let cluster = match tokio::task::spawn_blocking(pg::Cluster::start).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let note = format!("postgres skipped: {e}");
+                progress(&note);
+                report.notes.push(note);
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let admin = cluster.connect().await?;
         timed("postgres: load", pg::load(&admin)).await?;
+        self.postgres = Some(cluster);
+        Ok(())
     }
+
+    /// The systems that started, in run order.
+    fn running(&self) -> Vec<System> {
+        let mut v = Vec::new();
+        if self.folio.is_some() {
+            v.push(System::Folio);
+        }
+        if self.embedded.is_some() {
+            v.push(System::FolioEmbedded);
+        }
+        if self.postgres.is_some() {
+            v.push(System::Postgres);
+        }
+        v
+    }
+
+    /// Runs `w` with `n` clients over the items collection of size `items` on `system`. Returns
+    /// the measurements and the server's peak RSS at the end of the run (for PostgreSQL read
+    /// while the clients' backends still live).
+    async fn run(
+        &self,
+        system: System,
+        w: Workload,
+        n: usize,
+        items: i64,
+        timing: Timing,
+    ) -> Result<(Measured, Option<u64>), String> {
+        match system {
+            System::Folio => {
+                let (server, client) = self.folio.as_ref().ok_or("folio is not running")?;
+                let mut clients = Vec::new();
+                for _ in 0..n {
+                    clients.push(wire::WireClient::new(client, items).await?);
+                }
+                let (m, _) =
+                    runner::run_async(clients, w, items, timing, || server.cpu_seconds()).await;
+                Ok((m, server.peak_rss()))
+            }
+            System::FolioEmbedded => {
+                let client = self.embedded.as_ref().ok_or("folio-embedded is not running")?;
+                let clients = (0..n)
+                    .map(|_| embedded::EmbeddedClient::new(client, items))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let me = std::process::id();
+                let m = tokio::task::spawn_blocking(move || {
+                    runner::run_threads(clients, w, items, timing, || {
+                        runner::procfs::cpu_seconds(me)
+                    })
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                // The process also holds the benchmark itself: no server RSS to report.
+                Ok((m, None))
+            }
+            System::Postgres => {
+                let cluster = self.postgres.as_ref().ok_or("postgres is not running")?;
+                let mut clients = Vec::new();
+                for _ in 0..n {
+                    clients.push(pg::PgClient::new(cluster, items).await?);
+                }
+                let (m, clients) =
+                    runner::run_async(clients, w, items, timing, || cluster.cpu_seconds()).await;
+                let rss = cluster.peak_rss();
+                drop(clients);
+                Ok((m, rss))
+            }
+        }
+    }
+
+    /// Loads the items collection of size `docs` into `system` and restarts its server, so that
+    /// the peak RSS measured next reflects the reads, not the load.
+    async fn prepare_scaling(&mut self, system: System, docs: i64) -> Result<(), String> {
+        let what = format!("{}: load {docs} items", system.name());
+        match system {
+            System::Folio => {
+                let (server, client) = self.folio.as_mut().ok_or("folio is not running")?;
+                if docs != workload::ITEMS {
+                    timed(&what, wire::load_items(client, docs)).await?;
+                }
+                server.restart()?;
+                *client = server.client(1).await?;
+            }
+            System::FolioEmbedded => {
+                let client = self.embedded.clone().ok_or("folio-embedded is not running")?;
+                if docs != workload::ITEMS {
+                    timed(&what, async move {
+                        tokio::task::spawn_blocking(move || embedded::load_items(&client, docs))
+                            .await
+                            .map_err(|e| e.to_string())?
+                    })
+                    .await?;
+                }
+            }
+            System::Postgres => {
+                let cluster = self.postgres.as_mut().ok_or("postgres is not running")?;
+                if docs != workload::ITEMS {
+                    let admin = cluster.connect().await?;
+                    timed(&what, pg::load_items(&admin, docs)).await?;
+                }
+                cluster.restart()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the main matrix and the scaling series, interleaving the systems: for each workload and
+/// client count every system runs back to back, so that a change in the machine's load (other
+/// processes, the disk) falls on all of them alike.
+async fn bench(plan: &Plan, systems: &mut Systems, report: &mut Report, failed: &mut Vec<String>) {
+    let running = systems.running();
     for &w in &plan.workloads {
         for &n in &plan.clients {
-            let mut clients = Vec::new();
-            for _ in 0..n {
-                clients.push(pg::PgClient::new(&cluster, workload::ITEMS).await?);
+            for &system in &running {
+                match systems.run(system, w, n, workload::ITEMS, plan.timing).await {
+                    Ok((m, _)) => {
+                        show(system, w, &format!("x{n}"), &m);
+                        report.rows.push(Row { workload: w, clients: n, system, m });
+                    }
+                    Err(e) => {
+                        progress(&format!("{} {} x{n}: {e}", system.name(), w.name()));
+                        failed.push(format!("{} {} x{n}: {e}", system.name(), w.name()));
+                    }
+                }
             }
-            let (m, _) = runner::run_async(clients, w, workload::ITEMS, plan.timing, || {
-                cluster.cpu_seconds()
-            })
-            .await;
-            show(System::Postgres, w, &format!("x{n}"), &m);
-            report.rows.push(Row { workload: w, clients: n, system: System::Postgres, m });
         }
+    }
+    let scaled = plan.scaling_workloads();
+    if scaled.is_empty() {
+        return;
     }
     for &docs in &plan.scaling {
-        let scaled = plan.scaling_workloads();
-        if scaled.is_empty() {
-            break;
-        }
-        if docs != workload::ITEMS {
-            let admin = cluster.connect().await?;
-            timed(&format!("postgres: load {docs} items"), pg::load_items(&admin, docs)).await?;
-        }
-        cluster.restart()?;
-        let mut rows = Vec::new();
-        // The backends' peak RSS counts only while they live: keep the connections until read.
-        let mut connections = Vec::new();
-        for &w in &scaled {
-            let clients = vec![pg::PgClient::new(&cluster, docs).await?];
-            let (m, clients) =
-                runner::run_async(clients, w, docs, plan.timing, || cluster.cpu_seconds()).await;
-            show(System::Postgres, w, &format!("{docs} docs"), &m);
-            rows.push((w, m));
-            connections.extend(clients);
-        }
-        let peak_rss = cluster.peak_rss();
-        drop(connections);
-        for (w, m) in rows {
-            report.scaling.push(ScaleRow {
-                workload: w,
-                docs,
-                system: System::Postgres,
-                m,
-                peak_rss,
-            });
+        for &system in &running {
+            if let Err(e) = systems.prepare_scaling(system, docs).await {
+                progress(&format!("{}: {e}", system.name()));
+                failed.push(format!("{} scaling at {docs}: {e}", system.name()));
+                continue;
+            }
+            let mut rows = Vec::new();
+            let mut peak_rss = None;
+            for &w in &scaled {
+                match systems.run(system, w, 1, docs, plan.timing).await {
+                    Ok((m, rss)) => {
+                        show(system, w, &format!("{docs} docs"), &m);
+                        peak_rss = peak_rss.max(rss);
+                        rows.push((w, m));
+                    }
+                    Err(e) => failed.push(format!("{} {} at {docs}: {e}", system.name(), w.name())),
+                }
+            }
+            for (w, m) in rows {
+                report.scaling.push(ScaleRow { workload: w, docs, system, m, peak_rss });
+            }
         }
     }
-    drop(cluster);
-    Ok(())
 }

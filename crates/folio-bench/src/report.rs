@@ -80,6 +80,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The scaling series.
     pub scaling: Vec<ScaleRow>,
+    /// The 1-minute load average when the run started and when it ended (other work on the
+    /// machine shows here).
+    pub loadavg: (f64, f64),
     /// Systems skipped or failed, with why.
     pub notes: Vec<String>,
 }
@@ -101,8 +104,9 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "machine: {} logical CPUs; fsync (4 KiB write + fdatasync, median of 200): {:.3} ms\n",
-            self.cores, self.fsync_p50_ms
+            "machine: {} logical CPUs; fsync (4 KiB write + fdatasync, median of 200): {:.3} ms; \
+             load average {:.2} at start, {:.2} at end\n",
+            self.cores, self.fsync_p50_ms, self.loadavg.0, self.loadavg.1
         );
         out.push_str("| workload | clients | system | ops/s | p50 ms | p99 ms | retries/op | CPU s/1k ops | errors | vs PostgreSQL |\n");
         out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -198,7 +202,12 @@ impl Report {
             .collect();
         json!({
             "command": self.command,
-            "machine": { "cores": self.cores, "fsync_p50_ms": self.fsync_p50_ms },
+            "machine": {
+                "cores": self.cores,
+                "fsync_p50_ms": self.fsync_p50_ms,
+                "loadavg_start": self.loadavg.0,
+                "loadavg_end": self.loadavg.1,
+            },
             "rows": rows,
             "scaling": scaling,
             "notes": self.notes,

@@ -26,12 +26,30 @@ use crate::runner::{AsyncClient, procfs};
 use crate::workload::{self, Choice, names};
 
 /// The `folio` binary: `$FOLIO_BIN`, else next to this executable.
+///
+/// Under `cargo run` (which sets `$CARGO`) the server is built first with the same profile, so
+/// that `cargo run --release -p folio-bench` never measures a missing or stale server.
 pub fn folio_binary() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("FOLIO_BIN") {
         return Ok(PathBuf::from(p));
     }
     let me = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let bin = me.with_file_name("folio");
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let release = me.parent().and_then(Path::file_name).is_some_and(|d| d == "release");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "folio-cli"]);
+        if release {
+            cmd.arg("--release");
+        }
+        if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+            cmd.current_dir(dir);
+        }
+        let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("building the folio server failed ({status})"));
+        }
+    }
     if bin.is_file() {
         return Ok(bin);
     }
