@@ -184,6 +184,7 @@ impl EmbeddedClient {
                 let _ = self.session.abort_transaction().run();
                 if e.contains_label("TransientTransactionError") || e.is_write_conflict() {
                     retries += 1;
+                    std::thread::sleep(crate::runner::backoff(retries));
                     continue;
                 }
                 return Err(e.to_string());
@@ -197,6 +198,7 @@ impl EmbeddedClient {
                 }
             }
             retries += 1;
+            std::thread::sleep(crate::runner::backoff(retries));
         }
     }
 }
@@ -246,7 +248,10 @@ impl SyncClient for EmbeddedClient {
                         .run();
                     match r {
                         Ok(_) => return Ok(retries),
-                        Err(err) if err.is_write_conflict() => retries += 1,
+                        Err(err) if err.is_write_conflict() => {
+                            retries += 1;
+                            std::thread::sleep(crate::runner::backoff(retries));
+                        }
                         Err(err) => return Err(e(err)),
                     }
                 }

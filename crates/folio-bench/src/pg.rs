@@ -379,6 +379,7 @@ impl PgClient {
                         return Err(sql_err(e));
                     }
                     retries += 1;
+                    tokio::time::sleep(crate::runner::backoff(retries)).await;
                 }
             }
         }

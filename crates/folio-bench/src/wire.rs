@@ -4,7 +4,8 @@
 //! The server runs on a free port of 127.0.0.1 with a temporary data directory and the default
 //! engine (redb, durable commits). Every client writes with `w: "majority", j: true` and runs
 //! its transactions with snapshot read concern, as seed 002's `placeOrder` does. A transaction
-//! that fails with the `TransientTransactionError` label (a write conflict) is retried whole; a
+//! that fails with the `TransientTransactionError` label (a write conflict) is retried whole,
+//! after a short random wait ([`crate::runner::backoff`]); a
 //! commit that fails with `UnknownTransactionCommitResult` is retried alone, as MongoDB's
 //! documentation recommends.
 
@@ -349,6 +350,7 @@ impl WireClient {
                 let _ = self.session.abort_transaction().await;
                 if e.contains_label(TRANSIENT_TRANSACTION_ERROR) || is_write_conflict(&e) {
                     retries += 1;
+                    tokio::time::sleep(crate::runner::backoff(retries)).await;
                     continue;
                 }
                 return Err(e.to_string());
@@ -362,6 +364,7 @@ impl WireClient {
                 }
             }
             retries += 1;
+            tokio::time::sleep(crate::runner::backoff(retries)).await;
         }
     }
 }
@@ -409,7 +412,10 @@ impl AsyncClient for WireClient {
                         .await;
                     match r {
                         Ok(_) => return Ok(retries),
-                        Err(e) if is_write_conflict(&e) => retries += 1,
+                        Err(e) if is_write_conflict(&e) => {
+                            retries += 1;
+                            tokio::time::sleep(crate::runner::backoff(retries)).await;
+                        }
                         Err(e) => return Err(e.to_string()),
                     }
                 }
