@@ -212,14 +212,14 @@ pub async fn load(client: &Client) -> Result<(), String> {
     let sql = format!(
         "CREATE TABLE {inv} (id bigint PRIMARY KEY, doc jsonb NOT NULL);
          INSERT INTO {inv} SELECT i, jsonb_build_object('_id', i, 'sku', i, 'name', 'sku ' || i, 'qty', {qty})
-           FROM generate_series(0, {skus} - 1) i;
+           FROM generate_series(0::bigint, {skus} - 1) i;
          CREATE TABLE {cust} (id bigint PRIMARY KEY, doc jsonb NOT NULL);
          INSERT INTO {cust} SELECT i, jsonb_build_object('_id', i, 'orders', '[]'::jsonb)
-           FROM generate_series(0, {customers} - 1) i;
+           FROM generate_series(0::bigint, {customers} - 1) i;
          CREATE TABLE {orders} (id text PRIMARY KEY, doc jsonb NOT NULL);
          CREATE TABLE {acc} (id bigint PRIMARY KEY, doc jsonb NOT NULL);
          INSERT INTO {acc} SELECT i, jsonb_build_object('_id', i, 'balance', {bal})
-           FROM generate_series(0, {accounts} - 1) i;
+           FROM generate_series(0::bigint, {accounts} - 1) i;
          CREATE TABLE {events} (id text PRIMARY KEY, doc jsonb NOT NULL);
          CREATE TABLE {counters} (id text PRIMARY KEY, doc jsonb NOT NULL);
          INSERT INTO {counters} VALUES ('hot', '{{\"_id\": \"hot\", \"n\": 0}}');",
@@ -247,7 +247,7 @@ pub async fn load_items(client: &Client, n: i64) -> Result<(), String> {
     let sql = format!(
         "CREATE TABLE {t} (id bigint PRIMARY KEY, doc jsonb NOT NULL);
          INSERT INTO {t} SELECT i, jsonb_build_object('_id', i, 'k', (i * 7919) % {n}, 'pad', '{pad}')
-           FROM generate_series(0, {n} - 1) i;
+           FROM generate_series(0::bigint, {n} - 1) i;
          CREATE INDEX ON {t} (((doc->>'k')::bigint));",
         pad = workload::ITEM_PAD,
     );
