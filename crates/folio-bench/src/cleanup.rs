@@ -2,7 +2,8 @@
 //!
 //! The servers are stopped by their guards' `Drop` on every normal or error path; Ctrl-C ends
 //! the process without running them, so each server is also registered here and
-//! [`on_interrupt`] stops whatever is still registered before exiting.
+//! [`on_interrupt`] stops whatever is still registered, then removes the registered temporary
+//! directories, before exiting.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +18,14 @@ enum Running {
 }
 
 static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
+
+/// Temporary directories to remove on interrupt (their `TempDir` guards never drop then).
+static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Registers a temporary directory to remove if the run is interrupted.
+pub fn register_dir(dir: &Path) {
+    DIRS.lock().unwrap_or_else(|p| p.into_inner()).push(dir.to_path_buf());
+}
 
 fn running() -> std::sync::MutexGuard<'static, Vec<Running>> {
     RUNNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -66,5 +75,10 @@ pub fn on_interrupt() {
                 let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).output();
             }
         }
+    }
+    // The servers are stopping; give a Folio server a moment to exit before its files go.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for dir in DIRS.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

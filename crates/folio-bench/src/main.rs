@@ -286,6 +286,7 @@ impl Systems {
     async fn start_folio(&mut self, plan: &Plan) -> Result<(), String> {
         let bin = wire::folio_binary()?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        cleanup::register_dir(dir.path());
         let server = wire::Server::start(&bin, dir.path())?;
         self._dirs.push(dir);
         let max_clients = plan.clients.iter().copied().max().unwrap_or(1);
@@ -297,6 +298,7 @@ impl Systems {
 
     async fn start_embedded(&mut self) -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        cleanup::register_dir(dir.path());
         let path = dir.path().to_path_buf();
         self._dirs.push(dir);
         let client = timed("folio-embedded: load", async move {

@@ -78,6 +78,7 @@ impl Cluster {
             .prefix("folio-bench-pg-")
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        crate::cleanup::register_dir(dir.path());
         let user = if procfs::is_root() {
             let (name, uid, gid) = unprivileged_user()
                 .ok_or("running as root and no postgres or nobody user to run PostgreSQL as")?;
