@@ -280,6 +280,8 @@ fn only_commands_that_cannot_wait_may_skip_the_blocking_pool() {
         doc! { "getMore": 1_i64, "collection": "c" },
         doc! { "aggregate": "c", "pipeline": [{ "$match": {} }, { "$group": { "_id": "$a" } }] },
         doc! { "hello": 1 },
+        doc! { "update": "c", "updates": [], "txnNumber": 1_i64, "autocommit": false },
+        doc! { "insert": "c", "documents": [{}], "startTransaction": true, "autocommit": false },
     ] {
         assert!(svc.never_blocks(&read), "{read}");
     }
@@ -287,6 +289,8 @@ fn only_commands_that_cannot_wait_may_skip_the_blocking_pool() {
         doc! { "insert": "c", "documents": [{}] },
         doc! { "update": "c", "updates": [] },
         doc! { "commitTransaction": 1 },
+        doc! { "commitTransaction": 1, "txnNumber": 1_i64, "autocommit": false },
+        doc! { "insert": "c", "documents": [{}], "autocommit": true },
         doc! { "findAndModify": "c", "query": {} },
         doc! { "aggregate": "c", "pipeline": [{ "$match": {} }, { "$out": "d" }] },
         doc! { "aggregate": "c", "pipeline": [{ "$merge": { "into": "d" } }] },

@@ -194,7 +194,7 @@ impl Service {
     }
 
     /// Whether `cmd` never waits: no commit to make durable, no conflicting writer to wait for, no
-    /// fail point that may block it. A server can run such a command on the thread that read it
+    /// fail point that may block it (reads, and statements inside a transaction). A server can run such a command on the thread that read it
     /// instead of handing it to a pool of threads that may block, which saves two thread switches
     /// per read. Anything this does not recognise counts as possibly blocking.
     pub fn never_blocks(&self, cmd: &Document) -> bool {
@@ -202,6 +202,13 @@ impl Service {
             return false;
         }
         let Some(name) = cmd.keys().next() else { return false };
+        // A statement of a multi-document transaction never waits: a conflict fails it at once
+        // (first writer wins) and nothing is synced before the commit.
+        if matches!(cmd.get("autocommit"), Some(Bson::Boolean(false)))
+            && !matches!(name.as_str(), "commitTransaction" | "abortTransaction")
+        {
+            return true;
+        }
         match name.as_str() {
             "find" | "getMore" | "count" | "distinct" | "hello" | "isMaster" | "ismaster"
             | "ping" | "buildInfo" | "buildinfo" | "listCollections" | "listIndexes"
