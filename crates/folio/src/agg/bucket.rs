@@ -161,7 +161,15 @@ pub(super) fn bucket(docs: Vec<Document>, b: &Bucket, ctx: &Context) -> Result<V
             )),
         }
     };
-    let groups = super::spill::group(docs, key, &b.output, &ctx.vars, ctx.memory_limit, "$group")?;
+    let groups = super::spill::group(
+        docs,
+        key,
+        &Bson::clone,
+        &b.output,
+        &ctx.vars,
+        ctx.memory_limit,
+        "$group",
+    )?;
     let mut out: Vec<(Bson, Document)> = groups
         .into_iter()
         .map(|(k, vals)| {

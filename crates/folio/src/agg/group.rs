@@ -455,33 +455,6 @@ pub fn group_by(
     Ok(group_by_bounded(docs, &key, accs, vars, usize::MAX, &Bson::clone)?.unwrap_or_default())
 }
 
-/// `$group` under a collation: keys the collation calls equal (`"a"` and `"A"` at strength 2)
-/// form one group, reported with the key found first. Returns the output documents.
-// TODO(#7): group within the memory budget (and spill) under a collation too.
-pub fn group_collated(
-    docs: &[Document],
-    key: &Expression,
-    accs: &[AccSpec],
-    vars: &Document,
-    collation: &crate::collation::Collation,
-) -> Result<Vec<Document>> {
-    let key_of = |v: &mut Vars| Ok(key.eval(v)?.unwrap_or(Bson::Null));
-    let identity = |k: &Bson| collation.transform(k);
-    let groups =
-        group_by_bounded(docs, &key_of, accs, vars, usize::MAX, &identity)?.unwrap_or_default();
-    Ok(groups
-        .into_iter()
-        .map(|(k, vals)| {
-            let mut d = Document::new();
-            d.insert("_id", k);
-            for (spec, v) in accs.iter().zip(vals) {
-                d.insert(spec.field.clone(), v);
-            }
-            d
-        })
-        .collect())
-}
-
 /// [`group_by`] within a memory budget: `Ok(None)` as soon as the group table's estimated
 /// size (keys, and the values accumulators keep) passes `limit` bytes, so that the caller can
 /// fail or group externally (see [`super::spill::group`]). Groups are told apart by `identity`

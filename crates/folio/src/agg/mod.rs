@@ -128,8 +128,6 @@ impl<'a> Context<'a> {
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     stages: Vec<Stage>,
-    /// The aggregate's collation, for `$group` keys (`None`: simple).
-    collation: Option<crate::collation::CollationRef>,
 }
 
 impl Pipeline {
@@ -162,7 +160,7 @@ impl Pipeline {
             }
             stages.push(st);
         }
-        Ok(Pipeline { stages, collation: None })
+        Ok(Pipeline { stages })
     }
 
     /// The pipeline with its `$match` filters, `$sort` keys and `$group` keys (in `$facet`
@@ -179,13 +177,14 @@ impl Pipeline {
             .map(|st| match st {
                 Stage::Match(f) => Stage::Match(f.with_collation(collation)),
                 Stage::Sort(s) => Stage::Sort(s.with_collation(collation)),
+                Stage::Group(key, accs, _) => Stage::Group(key, accs, collation.cloned()),
                 Stage::Facet(subs) => Stage::Facet(
                     subs.into_iter().map(|(name, p)| (name, p.with_collation(collation))).collect(),
                 ),
                 other => other,
             })
             .collect();
-        Pipeline { stages, collation: collation.cloned() }
+        Pipeline { stages }
     }
 
     /// The final `$out`/`$merge`, if any: the command layer writes the results of
@@ -221,11 +220,6 @@ impl Pipeline {
             {
                 docs = stage::top_k(docs, s, *k);
                 i += 2;
-                continue;
-            }
-            if let (Stage::Group(key, accs), Some(c)) = (&self.stages[i], &self.collation) {
-                docs = group::group_collated(&docs, key, accs, &ctx.vars, c)?;
-                i += 1;
                 continue;
             }
             docs = self.stages[i].execute(docs, ctx)?;

@@ -152,10 +152,12 @@ where
 }
 
 /// Groups documents within a stage's budget (see the module documentation): `(key, values)`
-/// per group, the values in the order of `accs`.
+/// per group, the values in the order of `accs`. Keys are told apart by `identity` of the key
+/// (the key itself, or its collation key); a group reports the first key found.
 pub fn group<K>(
     docs: Vec<Document>,
     key: K,
+    identity: &dyn Fn(&Bson) -> Bson,
     accs: &[AccSpec],
     vars: &Document,
     limit: MemoryLimit,
@@ -164,54 +166,57 @@ pub fn group<K>(
 where
     K: Fn(&mut Vars) -> Result<Bson>,
 {
-    if let Some(groups) = group_by_bounded(&docs, &key, accs, vars, limit.bytes, &Bson::clone)? {
+    if let Some(groups) = group_by_bounded(&docs, &key, accs, vars, limit.bytes, identity)? {
         return Ok(groups);
     }
     if !limit.allow_disk_use {
         return Err(limit.exceeded(stage));
     }
-    // External mode: sort (key, document) pairs by key, then fold each run of equal keys.
+    // External mode: sort (identity, key, document) triples by identity (stably, so each run
+    // starts with the key found first), then fold each run of equal identities.
     let by_key = |a: &Document, b: &Document| {
-        cmp_bson(a.get("k").unwrap_or(&Bson::Null), b.get("k").unwrap_or(&Bson::Null))
+        cmp_bson(a.get("i").unwrap_or(&Bson::Null), b.get("i").unwrap_or(&Bson::Null))
     };
     let mut sorter = Sorter::new(by_key, limit, stage);
     for d in docs {
         let k = key(&mut Vars::with_let(&d, vars))?;
-        sorter.push(bson::doc! {"k": k, "d": d})?;
+        sorter.push(bson::doc! {"i": identity(&k), "k": k, "d": d})?;
     }
     let mut out = Vec::new();
     let mut members: Vec<Document> = Vec::new();
-    let mut current: Option<Bson> = None;
-    for pair in sorter.finish()? {
-        let mut pair = pair?;
-        let k = pair.remove("k").unwrap_or(Bson::Null);
-        let Some(Bson::Document(d)) = pair.remove("d") else {
+    // The current run's identity and the key it reports.
+    let mut current: Option<(Bson, Bson)> = None;
+    for entry in sorter.finish()? {
+        let mut entry = entry?;
+        let id = entry.remove("i").unwrap_or(Bson::Null);
+        let k = entry.remove("k").unwrap_or(Bson::Null);
+        let Some(Bson::Document(d)) = entry.remove("d") else {
             bail!(InternalError, "a spilled group entry lost its document");
         };
-        if let Some(c) = &current
-            && cmp_bson(c, &k) != Ordering::Equal
+        if let Some((c, _)) = &current
+            && cmp_bson(c, &id) != Ordering::Equal
         {
-            out.push(fold_group(current.take(), std::mem::take(&mut members), accs, vars)?);
+            let (_, key) = current.take().unwrap_or((Bson::Null, Bson::Null));
+            out.push(fold_group(key, std::mem::take(&mut members), accs, vars)?);
         }
         if current.is_none() {
-            current = Some(k);
+            current = Some((id, k));
         }
         members.push(d);
     }
-    if current.is_some() {
-        out.push(fold_group(current, members, accs, vars)?);
+    if let Some((_, key)) = current {
+        out.push(fold_group(key, members, accs, vars)?);
     }
     Ok(out)
 }
 
 /// Folds one group's documents (in input order) through the accumulators.
 fn fold_group(
-    key: Option<Bson>,
+    key: Bson,
     members: Vec<Document>,
     accs: &[AccSpec],
     vars: &Document,
 ) -> Result<(Bson, Vec<Bson>)> {
-    let key = key.unwrap_or(Bson::Null);
     let groups = group_by_bounded(
         &members,
         &|_: &mut Vars| Ok(Bson::Null),

@@ -27,7 +27,7 @@ pub enum Stage {
     /// `$addFields` / `$set`: dotted paths and values.
     AddFields(Vec<(String, Expression)>),
     /// `$group`: key expression and accumulators.
-    Group(Expression, Vec<AccSpec>),
+    Group(Expression, Vec<AccSpec>, Option<crate::collation::CollationRef>),
     /// `$sort`
     Sort(SortSpec),
     /// `$skip`
@@ -249,9 +249,21 @@ impl Stage {
                 .map(|d| p.apply(d, &mut Vars::with_let(d, &ctx.vars)))
                 .collect(),
             Stage::AddFields(fields) => docs.into_iter().map(|d| add_fields(d, fields, ctx)).collect(),
-            Stage::Group(key, accs) => {
+            Stage::Group(key, accs, collation) => {
                 let key = |v: &mut Vars| Ok(key.eval(v)?.unwrap_or(Bson::Null));
-                let groups = spill::group(docs, key, accs, &ctx.vars, ctx.memory_limit, "$group")?;
+                let identity = |k: &Bson| match collation {
+                    Some(c) => c.transform(k),
+                    None => k.clone(),
+                };
+                let groups = spill::group(
+                    docs,
+                    key,
+                    &identity,
+                    accs,
+                    &ctx.vars,
+                    ctx.memory_limit,
+                    "$group",
+                )?;
                 Ok(groups
                     .into_iter()
                     .map(|(k, vals)| {
@@ -303,7 +315,15 @@ impl Stage {
             Stage::SortByCount(e) => {
                 let count = AccSpec::count("count");
                 let key = |v: &mut Vars| Ok(e.eval(v)?.unwrap_or(Bson::Null));
-                let groups = spill::group(docs, key, &[count], &ctx.vars, ctx.memory_limit, "$group")?;
+                let groups = spill::group(
+                    docs,
+                    key,
+                    &Bson::clone,
+                    &[count],
+                    &ctx.vars,
+                    ctx.memory_limit,
+                    "$group",
+                )?;
                 let out: Vec<Document> = groups
                     .into_iter()
                     .map(|(k, vals)| {
@@ -632,7 +652,7 @@ fn parse_group(arg: &Bson, scope: &Scope) -> Result<Stage> {
     let Some(id) = id else {
         return Err(loc(15955, "a group specification must include an _id"));
     };
-    Ok(Stage::Group(id, accs))
+    Ok(Stage::Group(id, accs, None))
 }
 
 fn parse_count(arg: &Bson) -> Result<Stage> {

@@ -250,3 +250,40 @@ fn spilled_blocking_stages_equal_in_memory_ones() {
         assert_eq!(e.code, crate::error::Code::QueryExceededMemoryLimitNoDiskUseAllowed, "{p:?}");
     }
 }
+
+/// `$group` under a case-insensitive collation forms one group per letter whether it groups in
+/// memory or spills, and reports the key found first.
+#[test]
+fn collated_group_spills_like_it_groups_in_memory() {
+    let docs: Vec<Document> = (0..200)
+        .map(|i| {
+            let letter = ["a", "B", "A", "b", "c"][i % 5];
+            bson::doc! {"_id": i as i32, "s": letter}
+        })
+        .collect();
+    let collation = crate::collation::Collation::parse(
+        &bson::doc! {"locale": "en", "strength": 2},
+        "aggregate",
+    )
+    .expect("collation")
+    .expect("not simple");
+    let stages = vec![
+        bson::doc! {"$group": {"_id": "$s", "n": {"$sum": 1}}},
+        bson::doc! {"$sort": {"_id": 1}},
+    ];
+    let pipeline = super::Pipeline::parse(&stages, &Document::new())
+        .expect("parse")
+        .with_collation(Some(&collation));
+    let expected = vec![
+        bson::doc! {"_id": "a", "n": 80},
+        bson::doc! {"_id": "B", "n": 80},
+        bson::doc! {"_id": "c", "n": 40},
+    ];
+    let in_memory = pipeline.execute(docs.clone(), &Context::empty()).expect("in memory");
+    assert_eq!(in_memory, expected);
+    let before = super::spill::runs_written();
+    let small = Context { memory_limit: super::MemoryLimit::new(256, true), ..Context::empty() };
+    let spilled = pipeline.execute(docs, &small).expect("spilled");
+    assert!(super::spill::runs_written() > before, "did not spill");
+    assert_eq!(spilled, expected);
+}
