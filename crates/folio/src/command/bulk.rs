@@ -162,7 +162,7 @@ pub fn bulk_write(
                 let (db, coll) = &namespaces[ns];
                 run.write(stmt, |txn| {
                     let lv = let_vars.as_ref();
-                    let r = exec::delete_with(txn, db, coll, &filter, !multi, lv, &collation)?;
+                    let r = exec::delete(txn, db, coll, &filter, !multi, lv, &collation)?;
                     Ok(doc! { "n": r.deleted as i64, "kind": "delete" })
                 })
             }

@@ -280,7 +280,7 @@ pub fn delete(
             let collation = collation.as_ref().map_err(Clone::clone)?;
             run.write(stmt, |txn| {
                 let lv = let_vars.as_ref();
-                let r = exec::delete_with(txn, &db, &coll, filter, *limit, lv, collation)?;
+                let r = exec::delete(txn, &db, &coll, filter, *limit, lv, collation)?;
                 Ok(doc! { "n": r.deleted as i64 })
             })
         },
@@ -545,7 +545,7 @@ pub fn count(
     let limit = opt_i64(cmd, "limit", "count")?.unwrap_or(0).unsigned_abs();
     let collation = Requested::from_field(cmd, "collation", "count")?;
     let n =
-        run.read(|txn| exec::count_with(txn, &db, &coll, &filter, skip as u64, limit, &collation))?;
+        run.read(|txn| exec::count(txn, &db, &coll, &filter, skip as u64, limit, &collation))?;
     Ok(doc! { "n": n as i32 })
 }
 
@@ -568,7 +568,7 @@ pub fn distinct(
     };
     let filter = opt_doc(cmd, "query", "distinct")?.unwrap_or_default();
     let collation = Requested::from_field(cmd, "collation", "distinct")?;
-    let values = run.read(|txn| exec::distinct_with(txn, &db, &coll, &key, &filter, &collation))?;
+    let values = run.read(|txn| exec::distinct(txn, &db, &coll, &key, &filter, &collation))?;
     Ok(doc! { "values": values })
 }
 
@@ -720,7 +720,16 @@ impl crate::agg::output::Target for TxnTarget<'_> {
     }
 
     fn clear(&mut self) -> Result<()> {
-        exec::delete(self.txn, self.db, self.coll, &Document::new(), false, None).map(|_| ())
+        exec::delete(
+            self.txn,
+            self.db,
+            self.coll,
+            &Document::new(),
+            false,
+            None,
+            &Requested::CollectionDefault,
+        )
+        .map(|_| ())
     }
 }
 

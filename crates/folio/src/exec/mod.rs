@@ -31,8 +31,8 @@ use crate::query::{Filter, Projection, SortSpec};
 
 pub use write::{
     CollectionHandle, DeleteResult, FindAndModify, FindAndModifyResult, UpdateDoc, UpdateOp,
-    UpdateResult, create_collection, create_indexes, delete, delete_with, drop_collection,
-    drop_database, drop_indexes, find_and_modify, insert_one, rename_collection, update,
+    UpdateResult, create_collection, create_indexes, delete, drop_collection, drop_database,
+    drop_indexes, find_and_modify, insert_one, rename_collection, update,
 };
 
 /// What a find reads: filter, sort, projection, skip and limit.
@@ -210,20 +210,8 @@ pub(crate) fn match_position(p: &Projection, filter: &Filter, doc: &Document) ->
     if p.needs_match_position() { filter.matches_with_key(doc).1 } else { None }
 }
 
-/// Counts matching documents (after skip, up to limit).
+/// Counts matching documents (after skip, up to limit) under a requested collation.
 pub fn count(
-    txn: &dyn Txn,
-    db: &str,
-    coll: &str,
-    filter: &Document,
-    skip: u64,
-    limit: u64,
-) -> Result<u64> {
-    count_with(txn, db, coll, filter, skip, limit, &Requested::CollectionDefault)
-}
-
-/// [`count`] under a requested collation.
-pub fn count_with(
     txn: &dyn Txn,
     db: &str,
     coll: &str,
@@ -243,20 +231,9 @@ pub fn count_with(
 }
 
 /// The distinct values of a field among matching documents (arrays contribute their elements),
-/// in MongoDB's value order.
+/// in MongoDB's value order, under a requested collation: values the collation calls equal are
+/// one value (the first found, in the collation's order), as in MongoDB.
 pub fn distinct(
-    txn: &dyn Txn,
-    db: &str,
-    coll: &str,
-    key: &str,
-    filter: &Document,
-) -> Result<Vec<Bson>> {
-    distinct_with(txn, db, coll, key, filter, &Requested::CollectionDefault)
-}
-
-/// [`distinct`] under a requested collation: values the collation calls equal are one value
-/// (the first found, in the collation's order), as in MongoDB.
-pub fn distinct_with(
     txn: &dyn Txn,
     db: &str,
     coll: &str,

@@ -390,20 +390,8 @@ pub struct DeleteResult {
     pub deleted: u64,
 }
 
-/// Deletes the first match (`limit_one`) or every match.
+/// Deletes the first match (`limit_one`) or every match, under a requested collation.
 pub fn delete(
-    txn: &mut dyn Txn,
-    db: &str,
-    coll: &str,
-    filter: &Document,
-    limit_one: bool,
-    let_vars: Option<&Document>,
-) -> Result<DeleteResult> {
-    delete_with(txn, db, coll, filter, limit_one, let_vars, &Requested::CollectionDefault)
-}
-
-/// [`delete`] under a requested collation.
-pub fn delete_with(
     txn: &mut dyn Txn,
     db: &str,
     coll: &str,
