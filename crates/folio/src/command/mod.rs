@@ -194,38 +194,31 @@ impl Service {
     }
 
     /// Whether `cmd` never waits: no commit to make durable, no conflicting writer to wait for, no
-    /// fail point that may block it (reads, and statements inside a transaction). A server can run such a command on the thread that read it
+    /// fail point that may block it (what the command table calls neither `write` nor `waits`,
+    /// and statements inside a transaction). A server can run such a command on the thread that read it
     /// instead of handing it to a pool of threads that may block, which saves two thread switches
     /// per read. Anything this does not recognise counts as possibly blocking.
     pub fn never_blocks(&self, cmd: &Document) -> bool {
-        if self.options.test_commands {
+        let Some(spec) = cmd.keys().next().and_then(|name| table::lookup(name)) else {
+            return false;
+        };
+        if self.options.test_commands || spec.waits {
             return false;
         }
-        let Some(name) = cmd.keys().next() else { return false };
         // A statement of a multi-document transaction never waits: a conflict fails it at once
         // (first writer wins) and nothing is synced before the commit.
-        if matches!(cmd.get("autocommit"), Some(Bson::Boolean(false)))
-            && !matches!(name.as_str(), "commitTransaction" | "abortTransaction")
-        {
+        if matches!(cmd.get("autocommit"), Some(Bson::Boolean(false))) {
             return true;
         }
-        match name.as_str() {
-            "find" | "getMore" | "count" | "distinct" | "hello" | "isMaster" | "ismaster"
-            | "ping" | "buildInfo" | "buildinfo" | "listCollections" | "listIndexes"
-            | "killCursors" | "endSessions" => {
-                // Ending or committing a transaction is a separate command; a read that starts one
-                // only takes a snapshot.
-                true
-            }
-            "aggregate" => match cmd.get("pipeline") {
-                Some(Bson::Array(stages)) => stages.iter().all(|s| match s {
-                    Bson::Document(d) => !d.contains_key("$out") && !d.contains_key("$merge"),
-                    _ => false,
-                }),
-                _ => false,
-            },
-            _ => false,
-        }
+        // An aggregate writes (and syncs) only through a final `$out` or `$merge`.
+        let aggregate_writes = || match cmd.get("pipeline") {
+            Some(Bson::Array(stages)) => stages.iter().any(|s| match s {
+                Bson::Document(d) => d.contains_key("$out") || d.contains_key("$merge"),
+                _ => true,
+            }),
+            _ => true,
+        };
+        !spec.write && !(spec.name == "aggregate" && aggregate_writes())
     }
 
     /// Runs one command and returns its reply. Never panics on client input.
@@ -450,10 +443,26 @@ pub(crate) mod table {
         pub admin_only: bool,
         /// Exists only with test commands enabled.
         pub test_only: bool,
+        /// Waits for something besides the CPU even when it writes nothing: the end of a
+        /// transaction (its commit syncs). Writes (`write`) wait too.
+        pub waits: bool,
     }
 
     const fn cmd(name: &'static str, handler: Handler) -> Spec {
-        Spec { name, handler, in_txn: false, write: false, admin_only: false, test_only: false }
+        Spec {
+            name,
+            handler,
+            in_txn: false,
+            write: false,
+            admin_only: false,
+            test_only: false,
+            waits: false,
+        }
+    }
+
+    const fn waits(mut s: Spec) -> Spec {
+        s.waits = true;
+        s
     }
 
     const fn txn(mut s: Spec) -> Spec {
@@ -520,8 +529,8 @@ pub(crate) mod table {
         cmd("dbStats", R(ddl::db_stats)),
         cmd("collStats", R(ddl::coll_stats)),
         // Sessions and transactions.
-        admin(txn(cmd("commitTransaction", R(sessions::commit_transaction)))),
-        admin(txn(cmd("abortTransaction", R(sessions::abort_transaction)))),
+        admin(txn(waits(cmd("commitTransaction", R(sessions::commit_transaction))))),
+        admin(txn(waits(cmd("abortTransaction", R(sessions::abort_transaction))))),
         cmd("startSession", S(sessions::start_session)),
         cmd("endSessions", S(sessions::end_sessions)),
         cmd("refreshSessions", S(sessions::refresh_sessions)),
