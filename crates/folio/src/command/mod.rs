@@ -218,7 +218,8 @@ impl Service {
             }),
             _ => true,
         };
-        !spec.write && !(spec.name == "aggregate" && aggregate_writes())
+        let writes = spec.write || (spec.name == "aggregate" && aggregate_writes());
+        !writes
     }
 
     /// Runs one command and returns its reply. Never panics on client input.
