@@ -8,15 +8,25 @@
 //!   ledger entries that touch it, so a transfer's two updates and its ledger entry are all there
 //!   or all absent;
 //! - the total balance never changes;
-//! - `verify` finds indexes and documents in agreement.
+//! - `verify` finds indexes and documents in agreement;
+//! - every retryable write was applied exactly once.
 //!
-//! The child is this same test binary, started with `FOLIO_CRASH_CHILD` set.
+//! Each restarted child first does what a driver does after a network error: it re-sends the
+//! last `commitTransaction` it sent (same lsid and txnNumber) and the last retryable write (same
+//! lsid, txnNumber and statement). A committed transaction's commit must answer ok, one the kill
+//! interrupted answers NoSuchTransaction and the transfer is run again under a new number (as
+//! `withTransaction` does), so every transfer is applied exactly once (its ledger `_id` is unique,
+//! so a double transfer fails the run); a retryable write is answered without applying it twice,
+//! and a lower `txnNumber` is TransactionTooOld as before the crash.
+//!
+//! The child is this same test binary, started with `FOLIO_CRASH_CHILD` set. `FOLIO_CRASH_CYCLES`
+//! sets the number of kills (default 20), for longer runs:
+//! `FOLIO_CRASH_CYCLES=500 cargo test --release -p folio --test crash`.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bson::{Bson, Document, doc};
@@ -48,7 +58,51 @@ fn ok(reply: &Document) -> bool {
         && !reply.contains_key("writeErrors")
 }
 
-/// The child: set up accounts if needed, then transfer forever, printing each acknowledged commit.
+/// What the parent learned from earlier children's output: the last transfer whose commit was
+/// sent (and whether its reply arrived), and the last retryable write (and whether its reply
+/// arrived). The next child re-sends both, as a driver does after a network error.
+#[derive(Clone, Debug, Default)]
+struct Pending {
+    /// `(txnNumber, transfer id, acknowledged)` of the last commit sent.
+    commit: Option<(i64, i64, bool)>,
+    /// `(txnNumber, acknowledged)` of the last retryable write sent.
+    write: Option<(i64, bool)>,
+}
+
+impl Pending {
+    fn to_env(&self) -> String {
+        let (m, t, a) = self.commit.unwrap_or((0, 0, false));
+        let (k, ka) = self.write.unwrap_or((0, false));
+        format!("{} {m} {t} {a} {} {k} {ka}", self.commit.is_some(), self.write.is_some())
+    }
+
+    fn from_env(s: &str) -> Pending {
+        let f: Vec<&str> = s.split(' ').collect();
+        let num = |i: usize| f[i].parse::<i64>().expect("number");
+        let flag = |i: usize| f[i] == "true";
+        Pending {
+            commit: flag(0).then(|| (num(1), num(2), flag(3))),
+            write: flag(4).then(|| (num(5), flag(6))),
+        }
+    }
+}
+
+fn code(reply: &Document) -> i32 {
+    reply.get_i32("code").unwrap_or(0)
+}
+
+fn has_label(reply: &Document, label: &str) -> bool {
+    reply.get_array("errorLabels").is_ok_and(|a| a.iter().any(|l| l.as_str() == Some(label)))
+}
+
+/// Stops the child with a message the parent turns into a test failure.
+fn fail(msg: String) -> ! {
+    println!("fail {msg}");
+    std::process::exit(1)
+}
+
+/// The child: set up accounts if needed, re-send what the previous child may not have seen
+/// answered, then transfer forever, printing what it sends and what is acknowledged.
 fn child(dir: &Path) {
     let (_store, svc) = open(dir);
     let mut conn = svc.connect("crash-child");
@@ -76,49 +130,136 @@ fn child(dir: &Path) {
             assert!(ok(&r), "setup failed: {r}");
         }
     }
-    let seq_base: i64 =
-        std::env::var("FOLIO_CRASH_SEQ").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let lsid = doc! { "id": bson::Uuid::new() };
-    let mut rng = rand::rng();
-    for n in 1.. {
-        let seq = seq_base + n;
+    let env = |name: &str| std::env::var(name).expect(name);
+    let uuid = |name: &str| {
+        let hex = env(name);
+        bson::Uuid::parse_str(&hex).expect("uuid")
+    };
+    // The same two sessions across every restart: one runs the transfers as transactions, one
+    // runs retryable writes.
+    let txn_lsid = doc! { "id": uuid("FOLIO_CRASH_TXN_LSID") };
+    let rw_lsid = doc! { "id": uuid("FOLIO_CRASH_RW_LSID") };
+    let pending = Pending::from_env(&env("FOLIO_CRASH_PENDING"));
+    let mut txn_number = pending.commit.map(|c| c.0).unwrap_or(0);
+    let mut rw_number = pending.write.map(|w| w.0).unwrap_or(0);
+    let mut next_transfer: i64 = env("FOLIO_CRASH_SEQ").parse().expect("seq");
+
+    let commit = |m: i64| {
+        doc! {
+            "commitTransaction": 1, "$db": "admin", "lsid": txn_lsid.clone(),
+            "txnNumber": m, "autocommit": false,
+        }
+    };
+    let rw_update = |k: i64| {
+        doc! {
+            "update": "counters",
+            "updates": [{ "q": { "_id": "c" }, "u": { "$inc": { "n": 1 }, "$push": { "ks": k } }, "upsert": true }],
+            "lsid": rw_lsid.clone(),
+            "txnNumber": k,
+        }
+    };
+
+    // One transfer as `withTransaction` runs it: statements, then commit; a transient error runs
+    // it again under a new transaction number.
+    let transfer = |svc: &Service, conn: &mut Connection, t: i64, m: &mut i64| {
+        let mut rng = rand::rng();
         let from = rng.random_range(0..ACCOUNTS);
         let to = (from + rng.random_range(1..ACCOUNTS)) % ACCOUNTS;
         let amount: i64 = rng.random_range(1..50);
-        let txn = |mut c: Document, first: bool| {
-            c.insert("lsid", lsid.clone());
-            c.insert("txnNumber", seq);
-            c.insert("autocommit", false);
-            if first {
-                c.insert("startTransaction", true);
+        loop {
+            *m += 1;
+            let txn = |mut c: Document, first: bool| {
+                c.insert("lsid", txn_lsid.clone());
+                c.insert("txnNumber", *m);
+                c.insert("autocommit", false);
+                if first {
+                    c.insert("startTransaction", true);
+                }
+                c
+            };
+            let steps = [
+                txn(
+                    doc! { "update": "accounts", "updates": [{ "q": { "_id": from }, "u": { "$inc": { "bal": -amount } } }] },
+                    true,
+                ),
+                txn(
+                    doc! { "update": "accounts", "updates": [{ "q": { "_id": to }, "u": { "$inc": { "bal": amount } } }] },
+                    false,
+                ),
+                txn(
+                    doc! { "insert": "ledger", "documents": [{ "_id": t, "from": from, "to": to, "amount": amount }] },
+                    false,
+                ),
+            ];
+            for step in steps {
+                let r = run(svc, conn, step);
+                if !ok(&r) {
+                    fail(format!("transfer {t} (txnNumber {m}) failed: {r}"));
+                }
             }
-            c
-        };
-        let steps = [
-            txn(
-                doc! { "update": "accounts", "updates": [{ "q": { "_id": from }, "u": { "$inc": { "bal": -amount } } }] },
-                true,
-            ),
-            txn(
-                doc! { "update": "accounts", "updates": [{ "q": { "_id": to }, "u": { "$inc": { "bal": amount } } }] },
-                false,
-            ),
-            txn(
-                doc! { "insert": "ledger", "documents": [{ "_id": seq, "from": from, "to": to, "amount": amount }] },
-                false,
-            ),
-            txn(doc! { "commitTransaction": 1, "$db": "admin" }, false),
-        ];
-        for step in steps {
-            let r = run(&svc, &mut conn, step);
-            assert!(ok(&r), "transfer {seq} failed: {r}");
+            println!("commit {m} {t}");
+            let r = run(svc, conn, commit(*m));
+            if ok(&r) {
+                println!("ack {t}");
+                return;
+            }
+            if !has_label(&r, "TransientTransactionError") {
+                fail(format!("commit of transfer {t} failed: {r}"));
+            }
         }
-        println!("ack {seq}");
+    };
+
+    // After the restart: a commit whose reply may have been lost is sent again. A committed
+    // transfer answers ok (the reply the previous child may never have seen); one the kill
+    // interrupted answers NoSuchTransaction, and is run again as a driver would.
+    if let Some((m, t, acked)) = pending.commit {
+        let r = run(&svc, &mut conn, commit(m));
+        if ok(&r) {
+            println!("recommit-ok {t}");
+            println!("ack {t}");
+        } else if code(&r) == 251 && has_label(&r, "TransientTransactionError") {
+            if acked {
+                fail(format!("acknowledged transfer {t} forgotten: its commit retry says {r}"));
+            }
+            println!("recommit-rerun {t}");
+            transfer(&svc, &mut conn, t, &mut txn_number);
+        } else {
+            fail(format!("retried commit of transfer {t} failed: {r}"));
+        }
+    }
+    // A retryable write whose reply may have been lost is sent again: it must answer as the
+    // first attempt did (or apply now, if the kill came first), never apply twice.
+    if let Some((k, _)) = pending.write {
+        let r = run(&svc, &mut conn, rw_update(k));
+        if !ok(&r) || r.get_i32("n").ok() != Some(1) {
+            fail(format!("retried retryable write {k} failed: {r}"));
+        }
+        println!("rwack {k}");
+        // A lower transaction number is now too old, as before the restart.
+        if k > 1 {
+            let r = run(&svc, &mut conn, rw_update(k - 1));
+            if code(&r) != 225 {
+                fail(format!("retryable write {} below {k} was not TransactionTooOld: {r}", k - 1));
+            }
+        }
+    }
+
+    loop {
+        let t = next_transfer;
+        next_transfer += 1;
+        transfer(&svc, &mut conn, t, &mut txn_number);
+        rw_number += 1;
+        println!("rw {rw_number}");
+        let r = run(&svc, &mut conn, rw_update(rw_number));
+        if !ok(&r) || r.get_i32("n").ok() != Some(1) {
+            fail(format!("retryable write {rw_number} failed: {r}"));
+        }
+        println!("rwack {rw_number}");
     }
 }
 
 /// Checks the invariants of a data directory; returns the highest ledger sequence number.
-fn check(dir: &Path, acked: &[i64]) -> i64 {
+fn check(dir: &Path, acked: &[i64], rw_acked: &[i64]) -> i64 {
     let (store, svc) = open(dir);
     let mut conn = svc.connect("crash-check");
     let accounts =
@@ -162,6 +303,22 @@ fn check(dir: &Path, acked: &[i64]) -> i64 {
     for seq in acked {
         assert!(seqs.contains(seq), "acknowledged transfer {seq} is missing after the crash");
     }
+    // Every retryable write applied at most once, and every acknowledged one applied.
+    let counters = run(&svc, &mut conn, doc! { "find": "counters", "filter": {} });
+    let counters = batch(&counters);
+    let ks: Vec<i64> = counters
+        .first()
+        .and_then(|c| c.get_array("ks").ok())
+        .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+        .unwrap_or_default();
+    let distinct: std::collections::HashSet<i64> = ks.iter().copied().collect();
+    assert_eq!(distinct.len(), ks.len(), "a retryable write was applied twice: {ks:?}");
+    if let Some(c) = counters.first() {
+        assert_eq!(c.get_i32("n").map(i64::from).unwrap_or(-1), ks.len() as i64, "counter drifted");
+    }
+    for k in rw_acked {
+        assert!(distinct.contains(k), "acknowledged retryable write {k} is missing");
+    }
     let txn = store.begin().expect("begin");
     let problems = folio::exec::verify(txn.as_ref()).expect("verify");
     assert!(problems.is_empty(), "verify found problems: {problems:?}");
@@ -174,12 +331,19 @@ fn crash_kill9_keeps_acknowledged_transfers() {
         child(Path::new(&dir));
         return;
     }
+    let cycles: usize =
+        std::env::var("FOLIO_CRASH_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(KILLS);
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("current exe");
     let mut rng = rand::rng();
     let mut seq = 0i64;
-    let total_acked = Arc::new(AtomicU64::new(0));
-    for round in 0..KILLS {
+    let txn_lsid = bson::Uuid::new().to_string();
+    let rw_lsid = bson::Uuid::new().to_string();
+    let mut pending = Pending::default();
+    let mut acked = Vec::new();
+    let mut rw_acked = Vec::new();
+    let (mut recommit_ok, mut recommit_rerun) = (0, 0);
+    for round in 0..cycles {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
@@ -189,30 +353,68 @@ fn crash_kill9_keeps_acknowledged_transfers() {
             ])
             .env("FOLIO_CRASH_CHILD", dir.path())
             .env("FOLIO_CRASH_SEQ", (seq + 1_000_000 * (round as i64 + 1)).to_string())
+            .env("FOLIO_CRASH_TXN_LSID", &txn_lsid)
+            .env("FOLIO_CRASH_RW_LSID", &rw_lsid)
+            .env("FOLIO_CRASH_PENDING", pending.to_env())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn child");
         let stdout = child.stdout.take().expect("stdout");
-        let acked_count = total_acked.clone();
         let reader = std::thread::spawn(move || {
-            let mut acked = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(n) = line.strip_prefix("ack ")
-                    && let Ok(n) = n.trim().parse::<i64>()
-                {
-                    acked.push(n);
-                    acked_count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            acked
+            BufReader::new(stdout).lines().map_while(|l| l.ok()).collect::<Vec<String>>()
         });
         std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
         child.kill().expect("SIGKILL child");
         let _ = child.wait();
-        let acked = reader.join().expect("reader");
-        seq = check(dir.path(), &acked).max(seq);
+        for line in reader.join().expect("reader") {
+            // The test harness prints its own `test NAME ... ` before the child's first line.
+            let line = line.rsplit(" ... ").next().unwrap_or_default();
+            let words: Vec<&str> = line.split(' ').collect();
+            let num = |i: usize| words.get(i).and_then(|w| w.parse::<i64>().ok());
+            match words[0] {
+                "fail" => panic!("round {round}: {line}"),
+                "commit" => {
+                    if let (Some(m), Some(t)) = (num(1), num(2)) {
+                        pending.commit = Some((m, t, false));
+                    }
+                }
+                "ack" => {
+                    if let Some(t) = num(1) {
+                        acked.push(t);
+                        if let Some(c) = &mut pending.commit
+                            && c.1 == t
+                        {
+                            c.2 = true;
+                        }
+                    }
+                }
+                "rw" => pending.write = num(1).map(|k| (k, false)),
+                "rwack" => {
+                    if let Some(k) = num(1) {
+                        rw_acked.push(k);
+                        pending.write = Some((k, true));
+                    }
+                }
+                "recommit-ok" => recommit_ok += 1,
+                "recommit-rerun" => recommit_rerun += 1,
+                _ => {}
+            }
+        }
+        seq = check(dir.path(), &acked, &rw_acked).max(seq);
     }
-    assert!(total_acked.load(Ordering::Relaxed) > 0, "the child never acknowledged a transfer");
+    assert!(!acked.is_empty(), "the child never acknowledged a transfer");
+    // Every child after the first re-sends the last commit, so the retry path ran.
+    assert!(
+        cycles < 2 || recommit_ok + recommit_rerun > 0,
+        "commits were not retried after restarts ({recommit_ok} ok, {recommit_rerun} re-run)"
+    );
+    println!(
+        "{cycles} kills, {} transfers and {} retryable writes acknowledged; after restarts {} \
+         retried commits answered ok and {} re-ran",
+        acked.len(),
+        rw_acked.len(),
+        recommit_ok,
+        recommit_rerun
+    );
 }

@@ -12,6 +12,7 @@
 //! | `0x02` | collection id, encoded `_id` | the document (BSON) |
 //! | `0x03` | collection id, index id, encoded index key [, encoded `_id` when not unique] | encoded `_id` |
 //! | `0x04` | session id, txnNumber, stmtId | the statement's recorded outcome (BSON) |
+//! | `0x05` | session id | the session's durable transaction record (BSON, `session::durable`) |
 
 /// A key in Folio's MVCC keyspace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,12 +49,18 @@ pub enum Key<'a> {
         /// The statement id.
         stmt_id: i32,
     },
+    /// A session's durable transaction record: its latest `txnNumber` and what became of it.
+    SessionRecord {
+        /// The session id (lsid.id UUID bytes).
+        session: &'a [u8],
+    },
 }
 
 const COLLECTION: u8 = 0x01;
 const DOCUMENT: u8 = 0x02;
 const INDEX_ENTRY: u8 = 0x03;
 const STMT_RECORD: u8 = 0x04;
+const SESSION_RECORD: u8 = 0x05;
 
 impl Key<'_> {
     /// Encodes the key.
@@ -85,9 +92,35 @@ impl Key<'_> {
                 out.extend_from_slice(&((*txn_number as u64) ^ (1 << 63)).to_be_bytes());
                 out.extend_from_slice(&((*stmt_id as u32) ^ (1 << 31)).to_be_bytes());
             }
+            Key::SessionRecord { session } => {
+                out.push(SESSION_RECORD);
+                out.extend_from_slice(session);
+            }
         }
         out
     }
+}
+
+/// The prefix of every statement record of one session's transaction number, or of every
+/// transaction number of the session when `txn_number` is None.
+pub fn stmt_record_prefix(session: &[u8], txn_number: Option<i64>) -> Vec<u8> {
+    let mut out = vec![STMT_RECORD];
+    out.extend_from_slice(&(session.len() as u32).to_be_bytes());
+    out.extend_from_slice(session);
+    if let Some(n) = txn_number {
+        out.extend_from_slice(&((n as u64) ^ (1 << 63)).to_be_bytes());
+    }
+    out
+}
+
+/// The prefix of every session record.
+pub fn session_record_prefix() -> Vec<u8> {
+    vec![SESSION_RECORD]
+}
+
+/// The session id of a session record key.
+pub fn decode_session_record_key(key: &[u8]) -> Option<&[u8]> {
+    key.strip_prefix(&[SESSION_RECORD])
 }
 
 /// The prefix of all collection keys of a database (`db\0`), or of all databases when `db` is None.
@@ -155,6 +188,19 @@ mod tests {
         let next = document_prefix(8);
         assert!(inside < prefix_end(&p));
         assert!(prefix_end(&p) <= next);
+    }
+
+    #[test]
+    fn stmt_record_prefixes_cover_their_records_only() {
+        let rec = Key::StmtRecord { session: b"s", txn_number: 5, stmt_id: 3 }.encode();
+        assert!(rec.starts_with(&stmt_record_prefix(b"s", Some(5))));
+        assert!(rec.starts_with(&stmt_record_prefix(b"s", None)));
+        assert!(!rec.starts_with(&stmt_record_prefix(b"s", Some(4))));
+        // A session id that extends another is a different session (the length comes first).
+        assert!(!rec.starts_with(&stmt_record_prefix(b"", None)));
+        let sess = Key::SessionRecord { session: b"abc" }.encode();
+        assert_eq!(decode_session_record_key(&sess), Some(&b"abc"[..]));
+        assert!(sess.starts_with(&session_record_prefix()));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::catalog::keys::Key;
 use crate::error::Result;
 use crate::mvcc::{Ts, Txn};
 use crate::session::Session;
+use crate::session::durable::RecordKind;
 use crate::{bail, err};
 
 /// How long an autocommit write waits for conflicting transactions without `maxTimeMS`.
@@ -220,6 +221,8 @@ impl<'a> Runner<'a> {
                 let s = svc.sessions.get_or_create(lsid)?;
                 let mut guard = parking_lot::Mutex::lock_arc(&s);
                 guard.last_use = Instant::now();
+                // First use in this process: resume from what the session did before a restart.
+                guard.load_durable(svc.store.as_ref())?;
                 Some(guard)
             }
             None => None,
@@ -342,15 +345,20 @@ impl<'a> Runner<'a> {
                 f(txn.as_mut())
             }
             Mode::Retryable(n) => {
-                let session_key = self.session_key().unwrap_or_default();
+                let Some(session) = self.session.take() else {
+                    bail!(InvalidOptions, "Transaction number requires a session ID");
+                };
                 let record =
-                    Key::StmtRecord { session: &session_key, txn_number: n, stmt_id }.encode();
-                // A statement that already ran replays its recorded outcome.
-                {
+                    Key::StmtRecord { session: &session.key, txn_number: n, stmt_id }.encode();
+                // A statement that already ran replays its recorded outcome. Records of `n` can
+                // exist only once the session's durable record names `n`, so a new number
+                // (the common case) costs no lookup.
+                if session.may_have_stmt_records(n) {
                     let txn = self.svc.store.begin()?;
-                    let prior = txn.get(&record)?;
+                    let prior = txn.get(&record);
                     txn.abort();
-                    if let Some(bytes) = prior {
+                    if let Some(bytes) = prior? {
+                        self.session = Some(session);
                         return Ok(Document::from_reader(&bytes[..])?);
                     }
                 }
@@ -361,6 +369,7 @@ impl<'a> Runner<'a> {
                         txn.put(&record, &out.to_vec()?)?,
                         "statement record",
                     )?;
+                    session.write_durable(txn, n, RecordKind::Retryable)?;
                     if let Some(code) = fp.as_ref().and_then(|fp| fp.fail_before_commit) {
                         return Err(crate::Error::new(
                             crate::Code::from_number(code),
@@ -369,6 +378,11 @@ impl<'a> Runner<'a> {
                     }
                     Ok(out)
                 });
+                let mut session = session;
+                if result.is_ok() {
+                    session.recorded_stmt(n, stmt_id);
+                }
+                self.session = Some(session);
                 // The fail point closes the connection whether or not the write committed
                 // (MongoDB's default), so the client sees a network error and retries.
                 if fp.as_ref().is_some_and(|fp| fp.close_connection) {

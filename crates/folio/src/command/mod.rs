@@ -105,6 +105,7 @@ pub struct Service {
     pub(crate) failpoints: FailPoints,
     pub(crate) stats: Stats,
     pub(crate) ops: ops::OpRegistry,
+    ticks: AtomicU64,
 }
 
 /// Counters for `serverStatus`.
@@ -128,6 +129,7 @@ impl Service {
             failpoints: FailPoints::default(),
             stats: Stats::default(),
             ops: ops::OpRegistry::default(),
+            ticks: AtomicU64::new(0),
         })
     }
 
@@ -161,7 +163,13 @@ impl Service {
     /// cursors. The server calls it about once a second.
     pub fn tick(&self) {
         let lifetime = Duration::from_secs(self.options.transaction_lifetime_secs);
-        let aborted = self.sessions.reap(lifetime);
+        let aborted = self.sessions.reap(lifetime, self.store.as_ref());
+        // Durable records of sessions that are not in memory are looked at once a minute.
+        if self.ticks.fetch_add(1, Ordering::Relaxed).is_multiple_of(120)
+            && let Err(e) = self.sessions.expire_durable(self.store.as_ref())
+        {
+            tracing::warn!("cannot expire old session records: {e}");
+        }
         self.stats.txn_aborted.fetch_add(aborted as u64, Ordering::Relaxed);
         self.cursors.reap();
     }

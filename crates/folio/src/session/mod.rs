@@ -33,6 +33,15 @@
 //! `(lsid, txnNumber, stmtId)`. A retry of the same statement finds the record and replays the
 //! outcome instead of applying the write again: exactly once, even across a crash, because the
 //! record commits atomically with the write.
+//!
+//! # Across restarts
+//!
+//! The in-memory state is rebuilt from durable records ([`durable`]) the first time a session is
+//! used after a restart: a committed transaction's commit and a retryable write's statements are
+//! recorded in the same storage transaction as their data, so a retry after a crash is answered
+//! exactly as before it.
+
+pub mod durable;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +53,7 @@ use parking_lot::Mutex;
 use crate::error::Result;
 use crate::mvcc::{Ts, Txn, TxnStore};
 use crate::{bail, err};
+use durable::{RecordKind, SessionRecord};
 
 /// How long an unused session lives (MongoDB's `logicalSessionTimeoutMinutes`).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -83,6 +93,13 @@ pub struct Session {
     pub read_concern: Option<Document>,
     /// The commit timestamp of the last committed transaction.
     pub commit_ts: Option<Ts>,
+    /// Whether the durable record has been read since this process started.
+    loaded: bool,
+    /// The transaction number of the session's durable record, and what it was used for.
+    durable: Option<(i64, RecordKind)>,
+    /// The statement ids recorded under the durable number of a retryable write, when known
+    /// (`None` after a restart: the records are then found by a scan when they go stale).
+    recorded_stmts: Option<Vec<i32>>,
 }
 
 impl Session {
@@ -98,6 +115,66 @@ impl Session {
             abort_reason: None,
             read_concern: None,
             commit_ts: None,
+            loaded: false,
+            durable: None,
+            recorded_stmts: Some(Vec::new()),
+        }
+    }
+
+    /// Resumes from the session's durable record the first time the session is used in this
+    /// process: the latest recorded transaction number, and whether it was a committed
+    /// transaction.
+    pub fn load_durable(&mut self, store: &dyn TxnStore) -> Result<()> {
+        if self.loaded {
+            return Ok(());
+        }
+        if let Some(record) = durable::load(store, &self.key)? {
+            if self.txn_number.is_none_or(|n| n < record.txn_number) {
+                self.txn_number = Some(record.txn_number);
+                self.state = match record.kind {
+                    RecordKind::Committed => TxnState::Committed,
+                    RecordKind::Retryable => TxnState::None,
+                };
+            }
+            self.durable = Some((record.txn_number, record.kind));
+            self.recorded_stmts = match record.kind {
+                RecordKind::Committed => Some(Vec::new()),
+                RecordKind::Retryable => None,
+            };
+        }
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Whether statement records may exist for retryable write `number` (only when the durable
+    /// record is for that number: records are written together with it).
+    pub fn may_have_stmt_records(&self, number: i64) -> bool {
+        self.durable == Some((number, RecordKind::Retryable))
+    }
+
+    /// Writes the durable record for `number` into `txn`, dropping the statement records of an
+    /// older retryable number. Skipped when the record already says exactly this.
+    pub fn write_durable(&self, txn: &mut dyn Txn, number: i64, kind: RecordKind) -> Result<()> {
+        if self.durable == Some((number, kind)) {
+            return Ok(());
+        }
+        let stale = match self.durable {
+            Some((old, RecordKind::Retryable)) if old != number => {
+                Some((old, self.recorded_stmts.as_deref()))
+            }
+            _ => None,
+        };
+        durable::write(txn, &self.key, &SessionRecord::now(number, kind), stale)
+    }
+
+    /// Notes that a retryable statement of `number` committed with its record.
+    pub fn recorded_stmt(&mut self, number: i64, stmt_id: i32) {
+        if self.durable != Some((number, RecordKind::Retryable)) {
+            self.durable = Some((number, RecordKind::Retryable));
+            self.recorded_stmts = Some(Vec::new());
+        }
+        if let Some(stmts) = &mut self.recorded_stmts {
+            stmts.push(stmt_id);
         }
     }
 
@@ -208,13 +285,27 @@ impl Session {
             TxnState::Aborted | TxnState::None => return Err(self.no_such_transaction(number)),
             TxnState::InProgress => {}
         }
-        let Some(txn) = self.txn.take() else {
+        let Some(mut txn) = self.txn.take() else {
             return Err(self.no_such_transaction(number));
         };
+        // The outcome is recorded in the same commit as the writes, so a commit retried after a
+        // crash finds it. A transaction without writes leaves nothing to protect.
+        if txn.has_writes()
+            && let Err(e) = self.write_durable(txn.as_mut(), number, RecordKind::Committed)
+        {
+            txn.abort();
+            self.state = TxnState::Aborted;
+            return Err(e);
+        }
+        let wrote = txn.has_writes();
         match txn.commit() {
             Ok(ts) => {
                 self.state = TxnState::Committed;
                 self.commit_ts = Some(ts);
+                if wrote {
+                    self.durable = Some((number, RecordKind::Committed));
+                    self.recorded_stmts = Some(Vec::new());
+                }
                 Ok(ts)
             }
             Err(e) => {
@@ -337,8 +428,9 @@ impl SessionRegistry {
     }
 
     /// Aborts transactions older than `lifetime` and forgets sessions idle for longer than
-    /// [`SESSION_TIMEOUT`]. Sessions busy with a command are skipped and looked at next time.
-    pub fn reap(&self, lifetime: Duration) -> usize {
+    /// [`SESSION_TIMEOUT`], with their durable records. Sessions busy with a command are skipped
+    /// and looked at next time.
+    pub fn reap(&self, lifetime: Duration, store: &dyn TxnStore) -> usize {
         let now = Instant::now();
         let all: Vec<_> =
             self.sessions.lock().iter().map(|(k, s)| (k.clone(), s.clone())).collect();
@@ -356,11 +448,25 @@ impl SessionRegistry {
             }
             if now.duration_since(session.last_use) >= SESSION_TIMEOUT {
                 session.abort_open(None);
+                // The session expired: its retry history goes with it (MongoDB reaps
+                // `config.transactions` entries of expired sessions the same way).
+                if let Err(e) = durable::forget(store, &session.key, None) {
+                    tracing::warn!("cannot delete an expired session's records: {e}");
+                    continue;
+                }
                 drop(session);
                 self.sessions.lock().remove(&key);
             }
         }
         aborted
+    }
+
+    /// Deletes the durable records of sessions not used for [`SESSION_TIMEOUT`] that are not in
+    /// memory (sessions that never came back after a restart). Returns how many expired.
+    pub fn expire_durable(&self, store: &dyn TxnStore) -> Result<usize> {
+        durable::expire(store, SESSION_TIMEOUT.as_millis() as i64, |key| {
+            self.sessions.lock().contains_key(key)
+        })
     }
 
     /// Snapshot of sessions for `$listLocalSessions` and `currentOp`.

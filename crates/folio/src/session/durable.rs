@@ -1,0 +1,290 @@
+//! Durable session state: what a restart must not forget about a session.
+//!
+//! Drivers retry. After a network error, `commitTransaction` is sent again with the same `lsid`
+//! and `txnNumber`, and a retryable write is sent again with the same `lsid`, `txnNumber` and
+//! statement ids. The retry must be answered as the first attempt was, *even when the server
+//! crashed in between*, or the driver re-runs the whole transaction (a committed transfer applied
+//! twice) or the write is applied a second time (a `$inc` counted twice).
+//!
+//! MongoDB keeps this in `config.transactions`, replicated with the data. Folio keeps the
+//! equivalent in its own keyspace, written **in the same storage transaction as the data it
+//! describes**, so the record and the effect are committed (and made durable) atomically:
+//!
+//! - a *session record* (`Key::SessionRecord`, one per session) holds the session's highest
+//!   `txnNumber` that changed data, whether it was a committed transaction or a retryable write,
+//!   and the wall-clock time of that write;
+//! - a *statement record* (`Key::StmtRecord`, one per retryable statement) holds the outcome of
+//!   a retryable write's statement, replayed when the statement is retried.
+//!
+//! When a session is first used after a restart, its record is read back
+//! ([`load`]) and the in-memory state machine resumes from it: a retried `commitTransaction` of a
+//! committed transaction answers ok, a statement for a lower `txnNumber` fails with
+//! TransactionTooOld, and a retried retryable statement replays its record. A transaction that was
+//! aborted, or never committed because of the crash, leaves no record, so its retried commit
+//! answers NoSuchTransaction with TransientTransactionError and the driver runs it again — which
+//! is right, since none of its writes happened.
+//!
+//! Only the latest `txnNumber`'s statement records are useful (a lower number is TransactionTooOld),
+//! so writing a record for a new number deletes the previous number's statement records in the
+//! same transaction. Records expire with their session: after `logicalSessionTimeoutMinutes`
+//! without use, [`expire`] deletes them, whether or not the session came back after a restart.
+
+use std::ops::Bound;
+
+use bson::{Bson, Document, doc};
+
+use crate::catalog::keys::{
+    Key, decode_session_record_key, prefix_end, session_record_prefix, stmt_record_prefix,
+};
+use crate::error::Result;
+use crate::mvcc::{Txn, TxnStore};
+
+/// What the latest recorded `txnNumber` of a session was used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A multi-document transaction that committed.
+    Committed,
+    /// Retryable writes (their statements have statement records).
+    Retryable,
+}
+
+/// A session's durable record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The transaction number.
+    pub txn_number: i64,
+    /// What it was used for.
+    pub kind: RecordKind,
+    /// When it was written (milliseconds since the epoch), for expiry.
+    pub last_write_ms: i64,
+}
+
+impl SessionRecord {
+    /// A record for `txn_number` written now.
+    pub fn now(txn_number: i64, kind: RecordKind) -> SessionRecord {
+        SessionRecord { txn_number, kind, last_write_ms: bson::DateTime::now().timestamp_millis() }
+    }
+
+    fn to_bytes(&self) -> Result<Vec<u8>> {
+        let state = match self.kind {
+            RecordKind::Committed => "committed",
+            RecordKind::Retryable => "retryableWrite",
+        };
+        let d = doc! {
+            "txnNum": self.txn_number,
+            "state": state,
+            "lastWriteDate": bson::DateTime::from_millis(self.last_write_ms),
+        };
+        Ok(d.to_vec()?)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<SessionRecord> {
+        let d = Document::from_reader(bytes)?;
+        let bad = || crate::err!(InternalError, "corrupt session record: {}", d);
+        let txn_number = match d.get("txnNum") {
+            Some(Bson::Int64(n)) => *n,
+            _ => return Err(bad()),
+        };
+        let kind = match d.get_str("state") {
+            Ok("committed") => RecordKind::Committed,
+            Ok("retryableWrite") => RecordKind::Retryable,
+            _ => return Err(bad()),
+        };
+        let last_write_ms = match d.get("lastWriteDate") {
+            Some(Bson::DateTime(t)) => t.timestamp_millis(),
+            _ => return Err(bad()),
+        };
+        Ok(SessionRecord { txn_number, kind, last_write_ms })
+    }
+}
+
+/// Reads a session's record.
+pub fn load(store: &dyn TxnStore, session: &[u8]) -> Result<Option<SessionRecord>> {
+    let txn = store.begin()?;
+    let got = txn.get(&Key::SessionRecord { session }.encode());
+    txn.abort();
+    got?.map(|b| SessionRecord::from_bytes(&b)).transpose()
+}
+
+/// Writes a session's record in `txn`, and deletes the statement records of `stale`, an older
+/// transaction number of the session whose statements are no longer needed. `stale_stmts` are
+/// the statement ids known to have records under `stale`; `None` means unknown (after a restart),
+/// and the records are found by a scan.
+pub fn write(
+    txn: &mut dyn Txn,
+    session: &[u8],
+    record: &SessionRecord,
+    stale: Option<(i64, Option<&[i32]>)>,
+) -> Result<()> {
+    crate::catalog::check_conflict(
+        txn.put(&Key::SessionRecord { session }.encode(), &record.to_bytes()?)?,
+        "session record",
+    )?;
+    let Some((number, known)) = stale else { return Ok(()) };
+    let keys: Vec<Vec<u8>> = match known {
+        Some(ids) => ids
+            .iter()
+            .map(|&stmt_id| Key::StmtRecord { session, txn_number: number, stmt_id }.encode())
+            .collect(),
+        None => {
+            let prefix = stmt_record_prefix(session, Some(number));
+            let end = prefix_end(&prefix);
+            txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)?
+                .map(|kv| kv.map(|(k, _)| k))
+                .collect::<Result<_>>()?
+        }
+    };
+    for key in keys {
+        crate::catalog::check_conflict(txn.delete(&key)?, "statement record")?;
+    }
+    Ok(())
+}
+
+/// Deletes the records of sessions whose last write is older than `max_age_ms` and for which
+/// `in_use` says no (sessions still in memory expire through the registry instead). Returns how
+/// many sessions were expired.
+pub fn expire(
+    store: &dyn TxnStore,
+    max_age_ms: i64,
+    in_use: impl Fn(&[u8]) -> bool,
+) -> Result<usize> {
+    let now = bson::DateTime::now().timestamp_millis();
+    let prefix = session_record_prefix();
+    let end = prefix_end(&prefix);
+    let mut expired = Vec::new();
+    {
+        let txn = store.begin()?;
+        for kv in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
+            let (key, value) = kv?;
+            let Some(session) = decode_session_record_key(&key) else { continue };
+            // A record that cannot be read is kept: deleting it could forget a committed
+            // transaction, and `folio verify` is where stored corruption gets reported.
+            let Ok(record) = SessionRecord::from_bytes(&value) else { continue };
+            if now - record.last_write_ms >= max_age_ms && !in_use(session) {
+                expired.push(session.to_vec());
+            }
+        }
+        txn.abort();
+    }
+    let mut count = 0;
+    for session in expired {
+        match forget(store, &session, Some(max_age_ms)) {
+            Ok(true) => count += 1,
+            Ok(false) => {}
+            // A conflict means the session came back meanwhile: keep it.
+            Err(e) if e.is_write_conflict() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(count)
+}
+
+/// Deletes a session's record and statement records in one transaction. With `max_age_ms`, only
+/// when the record is still that old when read again inside the transaction. Returns whether it
+/// deleted anything.
+pub fn forget(store: &dyn TxnStore, session: &[u8], max_age_ms: Option<i64>) -> Result<bool> {
+    let mut txn = store.begin()?;
+    let key = Key::SessionRecord { session }.encode();
+    let record = txn.get(&key)?;
+    if let (Some(max_age), Some(bytes)) = (max_age_ms, &record) {
+        let now = bson::DateTime::now().timestamp_millis();
+        if SessionRecord::from_bytes(bytes).is_ok_and(|r| now - r.last_write_ms < max_age) {
+            txn.abort();
+            return Ok(false);
+        }
+    }
+    let prefix = stmt_record_prefix(session, None);
+    let end = prefix_end(&prefix);
+    let mut keys: Vec<Vec<u8>> = txn
+        .scan(Bound::Included(&prefix), Bound::Excluded(&end), false)?
+        .map(|kv| kv.map(|(k, _)| k))
+        .collect::<Result<_>>()?;
+    if record.is_some() {
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        txn.abort();
+        return Ok(false);
+    }
+    for key in &keys {
+        crate::catalog::check_conflict(txn.delete(key)?, "session record")?;
+    }
+    txn.commit()?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::mvcc::{Mvcc, MvccOptions};
+    use crate::storage::MemoryEngine;
+
+    fn store() -> Arc<Mvcc> {
+        Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).unwrap()
+    }
+
+    fn put_stmt(store: &dyn TxnStore, session: &[u8], n: i64, stmt_id: i32) {
+        let mut txn = store.begin().unwrap();
+        txn.put(&Key::StmtRecord { session, txn_number: n, stmt_id }.encode(), b"x")
+            .unwrap()
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn stmt_count(store: &dyn TxnStore, session: &[u8]) -> usize {
+        let prefix = stmt_record_prefix(session, None);
+        let end = prefix_end(&prefix);
+        let txn = store.begin().unwrap();
+        let n = txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false).unwrap().count();
+        txn.abort();
+        n
+    }
+
+    #[test]
+    fn records_round_trip_and_replace_stale_statements() {
+        let store = store();
+        assert_eq!(load(store.as_ref(), b"s1").unwrap(), None);
+        put_stmt(store.as_ref(), b"s1", 4, 0);
+        put_stmt(store.as_ref(), b"s1", 4, 1);
+        put_stmt(store.as_ref(), b"s2", 4, 0);
+
+        // Moving s1 to number 5 with unknown statements scans and deletes number 4's records.
+        let rec = SessionRecord::now(5, RecordKind::Committed);
+        let mut txn = store.begin().unwrap();
+        write(txn.as_mut(), b"s1", &rec, Some((4, None))).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(load(store.as_ref(), b"s1").unwrap(), Some(rec));
+        assert_eq!(stmt_count(store.as_ref(), b"s1"), 0);
+        assert_eq!(stmt_count(store.as_ref(), b"s2"), 1, "another session's records stay");
+
+        // Known statement ids are deleted by key.
+        put_stmt(store.as_ref(), b"s2", 6, 0);
+        let mut txn = store.begin().unwrap();
+        let rec = SessionRecord::now(7, RecordKind::Retryable);
+        write(txn.as_mut(), b"s2", &rec, Some((4, Some(&[0])))).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(stmt_count(store.as_ref(), b"s2"), 1, "only number 4's record was named");
+    }
+
+    #[test]
+    fn expiry_deletes_old_records_of_sessions_not_in_use() {
+        let store = store();
+        for (session, age_ms) in [(&b"old"[..], 10_000), (b"busy", 10_000), (b"new", 0)] {
+            let mut rec = SessionRecord::now(1, RecordKind::Retryable);
+            rec.last_write_ms -= age_ms;
+            let mut txn = store.begin().unwrap();
+            write(txn.as_mut(), session, &rec, None).unwrap();
+            txn.commit().unwrap();
+            put_stmt(store.as_ref(), session, 1, 0);
+        }
+        let expired = expire(store.as_ref(), 5_000, |s| s == b"busy").unwrap();
+        assert_eq!(expired, 1);
+        assert_eq!(load(store.as_ref(), b"old").unwrap(), None);
+        assert_eq!(stmt_count(store.as_ref(), b"old"), 0);
+        assert!(load(store.as_ref(), b"busy").unwrap().is_some());
+        assert!(load(store.as_ref(), b"new").unwrap().is_some());
+        assert_eq!(stmt_count(store.as_ref(), b"new"), 1);
+    }
+}
