@@ -249,8 +249,12 @@ pub enum Requested {
 impl Requested {
     /// Reads the optional `collation` field of a command or statement.
     pub fn from_field(doc: &Document, key: &str, command: &str) -> Result<Requested> {
-        if !doc.contains_key(key) {
-            return Ok(Requested::CollectionDefault);
+        // An empty collation document is no collation at all, as MongoDB's commands treat it
+        // (drivers and ODMs send `collation: {}` for "not set").
+        match doc.get(key) {
+            None => return Ok(Requested::CollectionDefault),
+            Some(Bson::Document(d)) if d.is_empty() => return Ok(Requested::CollectionDefault),
+            _ => {}
         }
         Ok(match Collation::from_field(doc, key, command)? {
             Some(c) => Requested::Given(c),

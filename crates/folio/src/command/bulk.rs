@@ -80,6 +80,7 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
                         "collation",
                         "bulkWrite.ops",
                     )?,
+                    bypass_validation: false,
                 }),
             })
         }
@@ -121,6 +122,7 @@ pub fn bulk_write(
     }
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
     let let_vars = super::crud::command_let(cmd, "bulkWrite")?;
+    let bypass = opt_bool(cmd, "bypassDocumentValidation", "bulkWrite")?.unwrap_or(false);
     let mut results = Vec::new();
     let (
         mut n_errors,
@@ -135,6 +137,7 @@ pub fn bulk_write(
         let outcome = parse_op(raw, namespaces.len()).map(|mut op| {
             if let Op::Update { op, .. } = &mut op {
                 op.let_vars = let_vars.clone();
+                op.bypass_validation = bypass;
             }
             op
         });
@@ -142,7 +145,7 @@ pub fn bulk_write(
             Op::Insert { ns, doc } => {
                 let (db, coll) = &namespaces[ns];
                 run.write(stmt, |txn| {
-                    exec::insert_one(txn, db, coll, doc.clone())?;
+                    exec::insert_one(txn, db, coll, doc.clone(), bypass)?;
                     Ok(doc! { "n": 1, "kind": "insert" })
                 })
             }

@@ -127,6 +127,7 @@ pub fn insert(
             docs.len()
         );
     }
+    let bypass = bypass_validation(cmd, "insert")?;
     let mut n = 0i32;
     let errors = run_statements(
         run,
@@ -134,7 +135,7 @@ pub fn insert(
         &docs,
         |run, stmt, d| {
             run.write(stmt, |txn| {
-                exec::insert_one(txn, &db, &coll, d.clone())?;
+                exec::insert_one(txn, &db, &coll, d.clone(), bypass)?;
                 Ok(doc! { "n": 1 })
             })
         },
@@ -147,7 +148,11 @@ pub fn insert(
     Ok(reply)
 }
 
-/// Parses one `updates` entry.
+/// `bypassDocumentValidation`: whether the collection's validator is skipped for this command.
+fn bypass_validation(cmd: &Document, command: &str) -> Result<bool> {
+    Ok(opt_bool(cmd, "bypassDocumentValidation", command)?.unwrap_or(false))
+}
+
 /// Parses one `updates` entry. A bad `collation` fails only its statement (a write error), as
 /// in MongoDB, so it comes back beside the statement.
 fn parse_update(u: &Document) -> Result<(exec::UpdateOp, Option<Error>)> {
@@ -188,8 +193,17 @@ fn parse_update(u: &Document) -> Result<(exec::UpdateOp, Option<Error>)> {
         Ok(c) => (c, None),
         Err(e) => (Requested::CollectionDefault, Some(e)),
     };
-    let op =
-        exec::UpdateOp { filter, update, let_vars, multi, upsert, array_filters, sort, collation };
+    let op = exec::UpdateOp {
+        filter,
+        update,
+        let_vars,
+        multi,
+        upsert,
+        array_filters,
+        sort,
+        collation,
+        bypass_validation: false,
+    };
     Ok((op, bad))
 }
 
@@ -222,10 +236,12 @@ pub fn update(
     let collated = ops.iter().any(|(op, bad)| op.collation.is_given() || bad.is_some());
     refuse_unacknowledged_collation(run, collated)?;
     let let_vars = command_let(cmd, "update")?;
+    let bypass = bypass_validation(cmd, "update")?;
     for (op, _) in &mut ops {
         if op.let_vars.is_none() {
             op.let_vars = let_vars.clone();
         }
+        op.bypass_validation = bypass;
     }
     let errors = run_statements(
         run,
@@ -366,6 +382,7 @@ pub fn find_and_modify(
             _ => None,
         },
         collation: Requested::from_field(cmd, "collation", "findAndModify")?,
+        bypass_validation: bypass_validation(cmd, "findAndModify")?,
     };
     refuse_unacknowledged_collation(run, req.collation.is_given())?;
     let db = run.op.db.clone();
@@ -392,13 +409,20 @@ fn cursor_reply(
     run: &Runner,
     ns: String,
     docs: Vec<Document>,
-    batch_size: usize,
+    batch_size: Option<usize>,
     single_batch: bool,
 ) -> Document {
     let mut remaining: VecDeque<Document> = docs.into();
-    let first = take_batch(&mut remaining, batch_size);
+    // `batchSize: 0` asks for an empty first batch and a cursor to fetch everything through
+    // (drivers use it to open a cursor cheaply); the cursor stays open even if nothing matched.
+    let zero = batch_size == Some(0);
+    let first = if zero {
+        Vec::new()
+    } else {
+        take_batch(&mut remaining, batch_size.unwrap_or(DEFAULT_FIRST_BATCH))
+    };
     let at = run.at_cluster_time.map(|t| t.to_bson());
-    let id = if remaining.is_empty() || single_batch {
+    let id = if (remaining.is_empty() && !zero) || single_batch {
         0i64
     } else {
         svc.cursors.open(Cursor {
@@ -458,7 +482,7 @@ pub fn find(
         memory_limit: crate::agg::MemoryLimit::from_command(cmd),
         collation: Requested::from_field(cmd, "collation", "find")?,
     };
-    let batch = batch_size(cmd, "batchSize", "find")?.unwrap_or(DEFAULT_FIRST_BATCH);
+    let batch = batch_size(cmd, "batchSize", "find")?;
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
     Ok(cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch))
 }
@@ -595,7 +619,7 @@ pub fn aggregate(
         ),
         Some(_) => bail!(TypeMismatch, "cursor field must be missing or an object"),
     };
-    let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?.unwrap_or(DEFAULT_FIRST_BATCH);
+    let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?;
     let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
     let in_transaction = matches!(run.op.mode(), Mode::Transaction(_));
     // MongoDB 8.0 spills blocking stages to disk unless told not to.
@@ -607,6 +631,7 @@ pub fn aggregate(
         .is_some_and(|s| s.contains_key("$listLocalSessions"))
         .then(|| local_sessions(svc, run));
     if let Some(sink) = parsed.sink() {
+        let bypass = bypass_validation(cmd, "aggregate")?;
         if run.op.read_concern_level() == Some("linearizable") {
             bail!(
                 InvalidOptions,
@@ -644,12 +669,14 @@ pub fn aggregate(
                 memory_limit,
                 collection: coll.clone().unwrap_or_default(),
             };
-            let mut target = TxnTarget { txn, db: &target_db, coll: &target_coll };
+            let mut target =
+                TxnTarget { txn, db: &target_db, coll: &target_coll, bypass_validation: bypass };
             crate::agg::output::write(sink, results, &mut target, &ctx)?;
             Ok(Document::new())
         })?;
         let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
-        return Ok(cursor_reply(svc, run, ns, Vec::new(), batch, false));
+        // A pipeline that wrote its results returns no cursor, whatever the batch size.
+        return Ok(cursor_reply(svc, run, ns, Vec::new(), None, false));
     }
     let docs = run.read(|txn| {
         let source = TxnSource(txn, sessions.clone(), svc);
@@ -699,6 +726,8 @@ struct TxnTarget<'a> {
     txn: &'a mut dyn crate::mvcc::Txn,
     db: &'a str,
     coll: &'a str,
+    /// `bypassDocumentValidation` of the aggregate.
+    bypass_validation: bool,
 }
 
 impl crate::agg::output::Target for TxnTarget<'_> {
@@ -707,13 +736,14 @@ impl crate::agg::output::Target for TxnTarget<'_> {
     }
 
     fn insert(&mut self, doc: Document) -> Result<()> {
-        exec::insert_one(self.txn, self.db, self.coll, doc).map(|_| ())
+        exec::insert_one(self.txn, self.db, self.coll, doc, self.bypass_validation).map(|_| ())
     }
 
     fn replace(&mut self, id: &Bson, doc: Document) -> Result<()> {
         let op = exec::UpdateOp {
             filter: doc! {"_id": id.clone()},
             update: exec::UpdateDoc::Modifiers(doc),
+            bypass_validation: self.bypass_validation,
             ..Default::default()
         };
         exec::update(self.txn, self.db, self.coll, &op).map(|_| ())

@@ -10,6 +10,7 @@ use crate::catalog::{self, CollectionMeta};
 use crate::error::Result;
 use crate::exec;
 use crate::query::Filter;
+use crate::query::filter::truthy;
 use crate::{bail, err};
 
 /// `create`.
@@ -43,6 +44,21 @@ pub fn create(
             }
             _ => {}
         }
+    }
+    // Time-series and clustered collections are not implemented: refused rather than created as
+    // plain collections that would behave differently (docs/compatibility.md).
+    for unsupported in ["timeseries", "clusteredIndex", "expireAfterSeconds"] {
+        if options.contains_key(unsupported) {
+            bail!(
+                NotImplemented,
+                "create option '{}' is not supported: Folio has no time-series or clustered \
+                 collections",
+                unsupported
+            );
+        }
+    }
+    if options.get("capped").is_some_and(truthy) && !options.contains_key("size") {
+        bail!(InvalidOptions, "the 'size' field is required when 'capped' is true");
     }
     if let Some(Bson::Document(v)) = options.get("validator") {
         Filter::parse(v)?;
@@ -102,7 +118,7 @@ pub fn drop_database(
 
 /// `createIndexes`.
 pub fn create_indexes(
-    _svc: &Service,
+    svc: &Service,
     _c: &mut Connection,
     cmd: &Document,
     run: &mut Runner,
@@ -115,18 +131,22 @@ pub fn create_indexes(
     let db = run.op.db.clone();
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
     let out = run.write(0, |txn| {
-        if in_txn
-            && let Some(meta) = catalog::get_collection(txn, &db, &coll)? {
-                let empty = exec::scan_collection(txn, &meta)?.is_empty();
-                if !empty {
-                    bail!(
-                        OperationNotSupportedInTransaction,
-                        "Cannot create new indexes on existing collection {}.{} in a multi-document transaction.",
-                        db,
-                        coll
-                    );
-                }
+        // In a transaction, only a collection the transaction creates (now, or earlier in it)
+        // may get indexes, as in MongoDB: one that existed when the transaction's snapshot was
+        // taken may not, empty or not.
+        if in_txn && catalog::get_collection(txn, &db, &coll)?.is_some() {
+            let before = svc.store.begin_read_only_at(txn.snapshot())?;
+            let existed = catalog::get_collection(before.as_ref(), &db, &coll);
+            before.abort();
+            if existed?.is_some() {
+                bail!(
+                    OperationNotSupportedInTransaction,
+                    "Cannot create new indexes on existing collection {}.{} in a multi-document transaction.",
+                    db,
+                    coll
+                );
             }
+        }
         let (before, after, created) = exec::create_indexes(txn, &db, &coll, &specs)?;
         let mut d = doc! {
             "numIndexesBefore": before as i32,
@@ -301,7 +321,7 @@ pub fn list_indexes(
     Ok(list_cursor(svc, format!("{db}.{coll}"), docs))
 }
 
-/// `listDatabases`.
+/// `listDatabases`. `admin` is always listed, as in MongoDB (where it holds `system.version`).
 pub fn list_databases(
     _svc: &Service,
     _c: &mut Connection,
@@ -310,60 +330,114 @@ pub fn list_databases(
 ) -> Result<Document> {
     let name_only = opt_bool(cmd, "nameOnly", "listDatabases")?.unwrap_or(false);
     let filter = Filter::parse(&opt_doc(cmd, "filter", "listDatabases")?.unwrap_or_default())?;
-    let names = run.read(|txn| catalog::list_databases(txn))?;
+    let sizes = run.read(|txn| {
+        let mut names = catalog::list_databases(txn)?;
+        if !names.iter().any(|n| n == "admin") {
+            names.push("admin".to_string());
+            names.sort();
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let size = if name_only { 0 } else { database_stats(txn, &name)?.total_size() };
+            out.push((name, size));
+        }
+        Ok(out)
+    })?;
     let mut dbs = Vec::new();
-    for n in names {
+    let mut total = 0i64;
+    for (name, size) in sizes {
         let d = if name_only {
-            doc! { "name": n }
+            doc! { "name": name }
         } else {
-            doc! { "name": n, "sizeOnDisk": 0_i64, "empty": false }
+            doc! { "name": name, "sizeOnDisk": size as i64, "empty": size == 0 }
         };
         if filter.matches(&d) {
+            total += size as i64;
             dbs.push(Bson::Document(d));
         }
     }
     let mut reply = doc! { "databases": dbs };
     if !name_only {
-        reply.insert("totalSize", 0_i64);
-        reply.insert("totalSizeMb", 0_i64);
+        reply.insert("totalSize", total);
+        reply.insert("totalSizeMb", total / (1024 * 1024));
     }
     Ok(reply)
+}
+
+/// The sizes of a database's collections, from the same counts `$collStats` reports.
+#[derive(Default)]
+struct DatabaseStats {
+    collections: i64,
+    views: i64,
+    objects: u64,
+    data_size: u64,
+    indexes: i64,
+    index_size: u64,
+}
+
+impl DatabaseStats {
+    fn total_size(&self) -> u64 {
+        self.data_size + self.index_size
+    }
+}
+
+fn database_stats(txn: &dyn crate::mvcc::Txn, db: &str) -> Result<DatabaseStats> {
+    let mut out = DatabaseStats::default();
+    for meta in catalog::list_collections(txn, Some(db))? {
+        match exec::stats::namespace_stats(txn, db, &meta.name)? {
+            crate::agg::stats::Namespace::Collection(c) => {
+                out.collections += 1;
+                out.objects += c.count;
+                out.data_size += c.size;
+                out.indexes += c.indexes.len() as i64;
+                out.index_size += c.indexes.iter().map(|i| i.size).sum::<u64>();
+            }
+            crate::agg::stats::Namespace::View => out.views += 1,
+            crate::agg::stats::Namespace::Missing => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The `scale` argument of `dbStats` / `collStats`: sizes are divided by it (MongoDB's codes
+/// for a bad one).
+fn scale(cmd: &Document) -> Result<u64> {
+    match cmd.get("scale") {
+        None | Some(Bson::Null) => Ok(1),
+        Some(v) => match super::context::number(v) {
+            Some(n) if n >= 1.0 => Ok(n as u64),
+            Some(_) => Err(crate::Error::new(crate::Code::Other(4390200), "scale has to be >= 1")),
+            None if matches!(v, Bson::Boolean(false)) => Ok(1),
+            None => {
+                Err(crate::Error::new(crate::Code::Other(4390201), "scale has to be a number >= 1"))
+            }
+        },
+    }
 }
 
 /// `dbStats`.
 pub fn db_stats(
     _svc: &Service,
     _c: &mut Connection,
-    _cmd: &Document,
+    cmd: &Document,
     run: &mut Runner,
 ) -> Result<Document> {
     let db = run.op.db.clone();
-    let (colls, objects, size, indexes) = run.read(|txn| {
-        let metas = catalog::list_collections(txn, Some(&db))?;
-        let mut objects = 0i64;
-        let mut size = 0i64;
-        let mut indexes = 0i64;
-        for m in &metas {
-            indexes += m.indexes.len() as i64;
-            for f in exec::scan_collection(txn, m)? {
-                objects += 1;
-                size += f.doc.to_vec().map(|v| v.len() as i64).unwrap_or(0);
-            }
-        }
-        Ok((metas.len() as i64, objects, size, indexes))
-    })?;
+    let scale = scale(cmd)?;
+    let s = run.read(|txn| database_stats(txn, &db))?;
+    let scaled = |n: u64| (n / scale) as f64;
     Ok(doc! {
         "db": db,
-        "collections": colls,
-        "views": 0_i64,
-        "objects": objects,
-        "avgObjSize": if objects > 0 { size as f64 / objects as f64 } else { 0.0 },
-        "dataSize": size as f64,
-        "storageSize": size as f64,
-        "indexes": indexes,
-        "indexSize": 0.0,
-        "totalSize": size as f64,
-        "scaleFactor": 1_i64,
+        "collections": s.collections,
+        "views": s.views,
+        "objects": s.objects as i64,
+        "avgObjSize": if s.objects > 0 { s.data_size as f64 / s.objects as f64 } else { 0.0 },
+        "dataSize": scaled(s.data_size),
+        "storageSize": scaled(s.data_size),
+        "indexes": s.indexes,
+        "indexSize": scaled(s.index_size),
+        "totalSize": scaled(s.total_size()),
+        "scaleFactor": scale as i64,
     })
 }
 
@@ -376,23 +450,41 @@ pub fn coll_stats(
 ) -> Result<Document> {
     let coll = collection(cmd, "collStats")?;
     let db = run.op.db.clone();
-    let (count, size, nindexes) = run.read(|txn| {
-        let Some(meta) = catalog::get_collection(txn, &db, &coll)? else {
-            bail!(NamespaceNotFound, "Collection [{}.{}] not found.", db, coll);
-        };
-        let docs = exec::scan_collection(txn, &meta)?;
-        let size: i64 =
-            docs.iter().map(|f| f.doc.to_vec().map(|v| v.len() as i64).unwrap_or(0)).sum();
-        Ok((docs.len() as i64, size, meta.indexes.len() as i64))
-    })?;
+    let scale = scale(cmd)?;
+    let stats = run.read(|txn| exec::stats::namespace_stats(txn, &db, &coll))?;
+    let c = match stats {
+        crate::agg::stats::Namespace::Collection(c) => c,
+        crate::agg::stats::Namespace::View => {
+            bail!(
+                CommandNotSupportedOnView,
+                "Namespace {}.{} is a view, not a collection",
+                db,
+                coll
+            )
+        }
+        crate::agg::stats::Namespace::Missing => {
+            bail!(NamespaceNotFound, "Collection [{}.{}] not found.", db, coll)
+        }
+    };
+    let scaled = |n: u64| (n / scale) as i64;
+    let mut index_sizes = Document::new();
+    let mut total_index = 0u64;
+    for i in &c.indexes {
+        let name = i.spec.get_str("name").unwrap_or_default().to_string();
+        index_sizes.insert(name, scaled(i.size));
+        total_index += i.size;
+    }
     Ok(doc! {
         "ns": format!("{db}.{coll}"),
-        "count": count,
-        "size": size,
-        "avgObjSize": if count > 0 { size / count } else { 0 },
-        "storageSize": size,
-        "nindexes": nindexes,
-        "totalIndexSize": 0_i64,
-        "scaleFactor": 1_i64,
+        "count": c.count as i64,
+        "size": scaled(c.size),
+        "avgObjSize": if c.count > 0 { (c.size / c.count) as i64 } else { 0 },
+        "storageSize": scaled(c.size),
+        "capped": c.capped,
+        "nindexes": c.indexes.len() as i64,
+        "totalIndexSize": scaled(total_index),
+        "indexSizes": index_sizes,
+        "totalSize": scaled(c.size + total_index),
+        "scaleFactor": scale as i64,
     })
 }

@@ -21,6 +21,8 @@ pub struct CollectionHandle {
     pub meta: CollectionMeta,
     indexes: Vec<LoadedIndex>,
     validator: Option<Filter>,
+    /// `bypassDocumentValidation: true`: the validator is not applied.
+    bypass_validation: bool,
 }
 
 /// One index entry of a document: the index's position, the storage key, the key values.
@@ -84,7 +86,7 @@ impl CollectionHandle {
             }
             _ => None,
         };
-        Ok(CollectionHandle { meta, indexes, validator })
+        Ok(CollectionHandle { meta, indexes, validator, bypass_validation: false })
     }
 
     /// Loads a collection's indexes for `verify`.
@@ -104,6 +106,9 @@ impl CollectionHandle {
     /// Checks the collection validator (validationAction "error", level "strict").
     fn validate(&self, doc: &Document) -> Result<()> {
         let Some(v) = &self.validator else { return Ok(()) };
+        if self.bypass_validation {
+            return Ok(());
+        }
         let action = self.meta.options.get_str("validationAction").unwrap_or("error");
         let level = self.meta.options.get_str("validationLevel").unwrap_or("strict");
         if action == "warn" || level == "off" || v.matches(doc) {
@@ -234,9 +239,17 @@ fn prepare(doc: Document) -> Result<Document> {
     crate::doc::validate::prepare_insert(doc, &mut next)
 }
 
-/// Inserts one document, creating the collection if needed. Returns the `_id`.
-pub fn insert_one(txn: &mut dyn Txn, db: &str, coll: &str, doc: Document) -> Result<Bson> {
-    let handle = CollectionHandle::load_or_create(txn, db, coll)?;
+/// Inserts one document, creating the collection if needed. Returns the `_id`. With
+/// `bypass_validation` (the command's `bypassDocumentValidation`), the validator is skipped.
+pub fn insert_one(
+    txn: &mut dyn Txn,
+    db: &str,
+    coll: &str,
+    doc: Document,
+    bypass_validation: bool,
+) -> Result<Bson> {
+    let mut handle = CollectionHandle::load_or_create(txn, db, coll)?;
+    handle.bypass_validation = bypass_validation;
     let doc = prepare(doc)?;
     handle.insert_prepared(txn, &doc)?;
     Ok(doc.get("_id").cloned().unwrap_or(Bson::Null))
@@ -298,6 +311,8 @@ pub struct UpdateOp {
     pub sort: Option<Document>,
     /// The statement's collation, for the filter and the sort.
     pub collation: Requested,
+    /// `bypassDocumentValidation`: skip the collection's validator.
+    pub bypass_validation: bool,
 }
 
 /// The outcome of an update statement.
@@ -316,11 +331,12 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     let filter = Filter::parse_with_let(&op.filter, op.let_vars.as_ref())?;
     let spec = op.update.parse(op.array_filters.as_deref(), op.let_vars.as_ref())?;
     let sort = op.sort.as_ref().map(SortSpec::parse).transpose()?;
-    let handle = match CollectionHandle::load(txn, db, coll)? {
+    let mut handle = match CollectionHandle::load(txn, db, coll)? {
         Some(h) => h,
         None if op.upsert => CollectionHandle::load_or_create(txn, db, coll)?,
         None => return Ok(UpdateResult::default()),
     };
+    handle.bypass_validation = op.bypass_validation;
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }
@@ -442,6 +458,8 @@ pub struct FindAndModify {
     pub array_filters: Option<Vec<Document>>,
     /// The requested collation, for the query and the sort.
     pub collation: Requested,
+    /// `bypassDocumentValidation`: skip the collection's validator.
+    pub bypass_validation: bool,
 }
 
 /// The outcome of findAndModify.
@@ -476,11 +494,12 @@ pub fn find_and_modify(
     if req.remove && req.upsert {
         bail!(FailedToParse, "Cannot specify both upsert=true and remove=true");
     }
-    let handle = match CollectionHandle::load(txn, db, coll)? {
+    let mut handle = match CollectionHandle::load(txn, db, coll)? {
         Some(h) => h,
         None if req.upsert => CollectionHandle::load_or_create(txn, db, coll)?,
         None => return Ok(FindAndModifyResult::default()),
     };
+    handle.bypass_validation = req.bypass_validation;
     if handle.meta.is_view() {
         bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
     }

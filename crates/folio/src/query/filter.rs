@@ -360,9 +360,23 @@ impl Pred {
 /// Parses a filter document (the top level, an `$and`/`$or`/`$nor` entry, or the object form of
 /// `$elemMatch`).
 fn parse_doc(filter: &Document) -> Result<Filter> {
+    parse_doc_dbref(filter, false)
+}
+
+/// Parses a filter document in which the DBRef fields `$ref`, `$id` and `$db` are field names,
+/// not operators, when the document is a DBRef (it has `$ref` and `$id`) or, with
+/// `allow_incomplete`, names either (the object form of `$elemMatch`), as MongoDB's parser does.
+fn parse_doc_dbref(filter: &Document, allow_incomplete: bool) -> Result<Filter> {
+    let dbref = if allow_incomplete {
+        filter.contains_key("$ref") || filter.contains_key("$id")
+    } else {
+        filter.contains_key("$ref") && filter.contains_key("$id")
+    };
     let mut children = Vec::with_capacity(filter.len());
     for (key, value) in filter {
-        if let Some(op) = key.strip_prefix('$') {
+        if dbref && matches!(key.as_str(), "$ref" | "$id" | "$db") {
+            children.push(Filter::Path { path: key.clone(), pred: parse_path_value(key, value)? });
+        } else if let Some(op) = key.strip_prefix('$') {
             if let Some(f) = parse_top_operator(op, value)? {
                 children.push(f);
             }
@@ -771,12 +785,22 @@ pub fn parse_elem_match(path: &str, d: &Document) -> Result<ElemMatcher> {
     let value_form = first.starts_with('$')
         && !matches!(
             first,
-            "$and" | "$or" | "$nor" | "$expr" | "$where" | "$jsonSchema" | "$text" | "$comment"
+            "$and"
+                | "$or"
+                | "$nor"
+                | "$expr"
+                | "$where"
+                | "$jsonSchema"
+                | "$text"
+                | "$comment"
+                | "$ref"
+                | "$id"
+                | "$db"
         );
     if value_form {
         Ok(ElemMatcher::Value(parse_operators(path, d)?))
     } else {
-        Ok(ElemMatcher::Object(parse_doc(d)?))
+        Ok(ElemMatcher::Object(parse_doc_dbref(d, true)?))
     }
 }
 

@@ -61,7 +61,15 @@ impl Projection {
         };
         let mut kind: Option<bool> = None;
         p.add_fields(spec, "", &mut kind)?;
-        p.inclusion = kind.unwrap_or(false);
+        // With no field but `_id` deciding, an included `_id` (`{_id: 1}`, what ODMs' `exists()`
+        // sends) or an `$elemMatch` makes an inclusion, as in MongoDB; `$slice` alone or
+        // `{_id: 0}` keeps every other field.
+        p.inclusion = kind.unwrap_or_else(|| {
+            p.has_elem_match
+                || p.root.iter().any(|(k, n)| {
+                    k == "_id" && matches!(n, Node::Include | Node::Computed(_) | Node::Children(_))
+                })
+        });
         Ok(p)
     }
 
