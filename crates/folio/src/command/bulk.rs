@@ -13,9 +13,21 @@ use crate::exec;
 
 /// One parsed operation of `ops`.
 enum Op {
-    Insert { ns: usize, doc: Document },
-    Update { ns: usize, op: Box<exec::UpdateOp> },
-    Delete { ns: usize, filter: Document, multi: bool, collation: crate::collation::Requested },
+    Insert {
+        ns: usize,
+        doc: Document,
+    },
+    Update {
+        ns: usize,
+        op: Box<exec::UpdateOp>,
+    },
+    Delete {
+        ns: usize,
+        filter: Document,
+        multi: bool,
+        collation: crate::collation::Requested,
+        hint: Option<crate::exec::plan::Hint>,
+    },
 }
 
 fn ns_index(op: &Document, key: &str, count: usize) -> Result<usize> {
@@ -81,6 +93,7 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
                         "bulkWrite.ops",
                     )?,
                     bypass_validation: false,
+                    hint: crate::exec::plan::Hint::parse(op.get("hint"))?,
                 }),
             })
         }
@@ -89,6 +102,7 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
             filter: opt_doc(op, "filter", "bulkWrite.ops")?.unwrap_or_default(),
             multi: opt_bool(op, "multi", "bulkWrite.ops")?.unwrap_or(false),
             collation: crate::collation::Requested::from_field(op, "collation", "bulkWrite.ops")?,
+            hint: crate::exec::plan::Hint::parse(op.get("hint"))?,
         }),
         other => bail!(FailedToParse, "Unrecognized bulkWrite operation: {}", other),
     }
@@ -161,11 +175,18 @@ pub fn bulk_write(
                     Ok(d)
                 })
             }
-            Op::Delete { ns, filter, multi, collation } => {
+            Op::Delete { ns, filter, multi, collation, hint } => {
                 let (db, coll) = &namespaces[ns];
                 run.write(stmt, |txn| {
                     let lv = let_vars.as_ref();
-                    let r = exec::delete(txn, db, coll, &filter, !multi, lv, &collation)?;
+                    let op = exec::DeleteOp {
+                        filter: &filter,
+                        limit_one: !multi,
+                        let_vars: lv,
+                        collation: &collation,
+                        hint: hint.as_ref(),
+                    };
+                    let r = exec::delete(txn, db, coll, &op)?;
                     Ok(doc! { "n": r.deleted as i64, "kind": "delete" })
                 })
             }

@@ -12,6 +12,7 @@ use super::{Connection, Service};
 use crate::collation::Requested;
 use crate::cursor::{Cursor, take_batch};
 use crate::error::{Error, Result};
+use crate::exec::plan::Hint;
 use crate::exec::{self, FindSpec};
 use crate::{bail, err};
 
@@ -203,6 +204,7 @@ fn parse_update(u: &Document) -> Result<(exec::UpdateOp, Option<Error>)> {
         sort,
         collation,
         bypass_validation: false,
+        hint: Hint::parse(u.get("hint"))?,
     };
     Ok((op, bad))
 }
@@ -283,8 +285,7 @@ pub fn delete(
     reject_write_concern_in_txn(run)?;
     let db = run.op.db.clone();
     let mut n = 0i64;
-    let deletes: Vec<(Document, bool, Result<Requested>)> =
-        raw.iter().map(parse_delete).collect::<Result<_>>()?;
+    let deletes: Vec<DeleteStatement> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
     let collated = deletes.iter().any(|d| d.2.as_ref().map_or(true, Requested::is_given));
     refuse_unacknowledged_collation(run, collated)?;
     let let_vars = command_let(cmd, "delete")?;
@@ -292,11 +293,18 @@ pub fn delete(
         run,
         cmd,
         &deletes,
-        |run, stmt, (filter, limit, collation)| {
+        |run, stmt, (filter, limit, collation, hint)| {
             let collation = collation.as_ref().map_err(Clone::clone)?;
             run.write(stmt, |txn| {
                 let lv = let_vars.as_ref();
-                let r = exec::delete(txn, &db, &coll, filter, *limit, lv, collation)?;
+                let op = exec::DeleteOp {
+                    filter,
+                    limit_one: *limit,
+                    let_vars: lv,
+                    collation,
+                    hint: hint.as_ref(),
+                };
+                let r = exec::delete(txn, &db, &coll, &op)?;
                 Ok(doc! { "n": r.deleted as i64 })
             })
         },
@@ -311,7 +319,11 @@ pub fn delete(
 
 /// Parses one `deletes` entry into its filter, whether it deletes one document, and its
 /// collation (a bad one fails only its statement, as in MongoDB).
-fn parse_delete(d: &Document) -> Result<(Document, bool, Result<Requested>)> {
+/// One parsed `deletes` entry: filter, `limit: 1`, collation (a bad one fails only the
+/// statement), hint.
+type DeleteStatement = (Document, bool, Result<Requested>, Option<Hint>);
+
+fn parse_delete(d: &Document) -> Result<DeleteStatement> {
     let filter = match d.get("q") {
         Some(Bson::Document(q)) => q.clone(),
         Some(_) => bail!(
@@ -333,7 +345,8 @@ fn parse_delete(d: &Document) -> Result<(Document, bool, Result<Requested>)> {
             "BSON field 'delete.deletes.limit' is missing but a required field"
         ),
     };
-    Ok((filter, limit, Requested::from_field(d, "collation", "delete.deletes")))
+    let hint = Hint::parse(d.get("hint"))?;
+    Ok((filter, limit, Requested::from_field(d, "collation", "delete.deletes"), hint))
 }
 
 /// A collation cannot be used with an unacknowledged (`w: 0`) write, as in MongoDB's drivers:
@@ -383,6 +396,7 @@ pub fn find_and_modify(
         },
         collation: Requested::from_field(cmd, "collation", "findAndModify")?,
         bypass_validation: bypass_validation(cmd, "findAndModify")?,
+        hint: Hint::parse(cmd.get("hint"))?,
     };
     refuse_unacknowledged_collation(run, req.collation.is_given())?;
     let db = run.op.db.clone();
@@ -454,6 +468,17 @@ fn batch_size(cmd: &Document, key: &str, command: &str) -> Result<Option<usize>>
     }
 }
 
+/// `min` and `max` (index bounds given by hand) are not implemented: refused rather than
+/// ignored.
+fn refuse_min_max(cmd: &Document, command: &str) -> Result<()> {
+    for key in ["min", "max"] {
+        if cmd.get(key).is_some_and(|v| !matches!(v, Bson::Document(d) if d.is_empty())) {
+            bail!(NotImplemented, "{}.{} is not supported", command, key);
+        }
+    }
+    Ok(())
+}
+
 /// `find`.
 pub fn find(
     svc: &Service,
@@ -481,7 +506,9 @@ pub fn find(
         let_vars: command_let(cmd, "find")?,
         memory_limit: crate::agg::MemoryLimit::from_command(cmd),
         collation: Requested::from_field(cmd, "collation", "find")?,
+        hint: Hint::parse(cmd.get("hint"))?,
     };
+    refuse_min_max(cmd, "find")?;
     let batch = batch_size(cmd, "batchSize", "find")?;
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
     Ok(cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch))
@@ -568,8 +595,15 @@ pub fn count(
     }
     let limit = opt_i64(cmd, "limit", "count")?.unwrap_or(0).unsigned_abs();
     let collation = Requested::from_field(cmd, "collation", "count")?;
-    let n =
-        run.read(|txn| exec::count(txn, &db, &coll, &filter, skip as u64, limit, &collation))?;
+    let spec = FindSpec {
+        filter,
+        skip: skip as u64,
+        limit,
+        collation,
+        hint: Hint::parse(cmd.get("hint"))?,
+        ..FindSpec::default()
+    };
+    let n = run.read(|txn| exec::count(txn, &db, &coll, &spec))?;
     Ok(doc! { "n": n as i32 })
 }
 
@@ -620,6 +654,7 @@ pub fn aggregate(
         Some(_) => bail!(TypeMismatch, "cursor field must be missing or an object"),
     };
     let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?;
+    let hint = Hint::parse(cmd.get("hint"))?;
     let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
     let in_transaction = matches!(run.op.mode(), Mode::Transaction(_));
     // MongoDB 8.0 spills blocking stages to disk unless told not to.
@@ -655,7 +690,8 @@ pub fn aggregate(
                 let collation = resolve_collation(reader, &db, coll.as_deref(), &requested)?;
                 let input = match &coll {
                     Some(coll) if !parsed.ignores_input() => {
-                        exec::find(reader, &db, coll, &FindSpec::default())?
+                        let spec = FindSpec { hint: hint.clone(), ..FindSpec::default() };
+                        exec::find(reader, &db, coll, &spec)?
                     }
                     _ => Vec::new(),
                 };
@@ -690,7 +726,8 @@ pub fn aggregate(
         };
         // A leading `$match` (without `let` variables) is also given to the scan, so that it
         // can use an index; the pipeline applies it again, which changes nothing.
-        let mut spec = FindSpec { collation: requested.clone(), ..FindSpec::default() };
+        let mut spec =
+            FindSpec { collation: requested.clone(), hint: hint.clone(), ..FindSpec::default() };
         if !cmd.contains_key("let")
             && let Some(Bson::Document(f)) = pipeline.first().and_then(|s| s.get("$match"))
         {
@@ -750,16 +787,14 @@ impl crate::agg::output::Target for TxnTarget<'_> {
     }
 
     fn clear(&mut self) -> Result<()> {
-        exec::delete(
-            self.txn,
-            self.db,
-            self.coll,
-            &Document::new(),
-            false,
-            None,
-            &Requested::CollectionDefault,
-        )
-        .map(|_| ())
+        let op = exec::DeleteOp {
+            filter: &Document::new(),
+            limit_one: false,
+            let_vars: None,
+            collation: &Requested::CollectionDefault,
+            hint: None,
+        };
+        exec::delete(self.txn, self.db, self.coll, &op).map(|_| ())
     }
 }
 
@@ -855,6 +890,14 @@ pub fn explain(
         }
         _ => Requested::from_field(&inner, "collation", &name)?,
     };
+    let hint = match name.as_str() {
+        "update" | "delete" => {
+            let key = if name == "update" { "updates" } else { "deletes" };
+            let first = doc_array(&inner, key, &name)?.into_iter().next().unwrap_or_default();
+            Hint::parse(first.get("hint"))?
+        }
+        _ => Hint::parse(inner.get("hint"))?,
+    };
     let planner = run.read(|txn| {
         let Some(meta) = crate::catalog::get_collection(txn, &db, &coll)? else {
             return Ok(None);
@@ -862,7 +905,7 @@ pub fn explain(
         let collation = requested.resolve(&meta.options)?;
         let filter = filter.clone().with_collation(collation.as_ref());
         let sort = sort.clone().map(|s| s.with_collation(collation.as_ref()));
-        Ok(Some(exec::plan::explain(&meta, &filter, sort.as_ref())))
+        Ok(Some(exec::plan::explain(&meta, &filter, sort.as_ref(), hint.as_ref())?))
     })?;
     let planner = planner.unwrap_or_else(|| {
         doc! {

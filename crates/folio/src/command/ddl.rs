@@ -478,7 +478,7 @@ pub fn coll_stats(
         "ns": format!("{db}.{coll}"),
         "count": c.count as i64,
         "size": scaled(c.size),
-        "avgObjSize": if c.count > 0 { (c.size / c.count) as i64 } else { 0 },
+        "avgObjSize": c.size.checked_div(c.count).unwrap_or(0) as i64,
         "storageSize": scaled(c.size),
         "capped": c.capped,
         "nindexes": c.indexes.len() as i64,

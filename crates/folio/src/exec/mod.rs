@@ -30,9 +30,9 @@ use crate::mvcc::Txn;
 use crate::query::{Filter, Projection, SortSpec};
 
 pub use write::{
-    CollectionHandle, DeleteResult, FindAndModify, FindAndModifyResult, UpdateDoc, UpdateOp,
-    UpdateResult, create_collection, create_indexes, delete, drop_collection, drop_database,
-    drop_indexes, find_and_modify, insert_one, rename_collection, update,
+    CollectionHandle, DeleteOp, DeleteResult, FindAndModify, FindAndModifyResult, UpdateDoc,
+    UpdateOp, UpdateResult, create_collection, create_indexes, delete, drop_collection,
+    drop_database, drop_indexes, find_and_modify, insert_one, rename_collection, update,
 };
 
 /// What a find reads: filter, sort, projection, skip and limit.
@@ -54,6 +54,8 @@ pub struct FindSpec {
     pub memory_limit: crate::agg::MemoryLimit,
     /// The requested collation, for the filter and the sort.
     pub collation: Requested,
+    /// `hint`: the index (or `$natural` scan) to use instead of the planner's choice.
+    pub hint: Option<plan::Hint>,
 }
 
 /// The encoded `_id` key of a document value.
@@ -94,7 +96,7 @@ pub fn scan_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Vec<Found
 
 /// The documents of a collection that match a parsed filter, in plan order (unsorted).
 pub fn matching(txn: &dyn Txn, meta: &CollectionMeta, filter: &Filter) -> Result<Vec<Found>> {
-    matching_sorted(txn, meta, filter, None, 0)
+    matching_sorted(txn, meta, filter, None, 0, None)
 }
 
 /// How many views deep a view may be defined on other views.
@@ -136,8 +138,12 @@ pub fn matching_sorted(
     filter: &Filter,
     sort: Option<&SortSpec>,
     limit: usize,
+    hint: Option<&plan::Hint>,
 ) -> Result<Vec<Found>> {
     if meta.is_view() {
+        if let Some(hint) = hint {
+            hint.check(meta)?;
+        }
         // A view has no keys of its own: its documents are computed, then filtered and sorted.
         let mut found: Vec<Found> = view_documents(txn, meta)?
             .into_iter()
@@ -149,7 +155,7 @@ pub fn matching_sorted(
         }
         return Ok(found);
     }
-    let (mut found, sorted) = plan::fetch(txn, meta, filter, sort, limit)?;
+    let (mut found, sorted) = plan::fetch(txn, meta, filter, sort, limit, hint)?;
     if let (Some(sort), false) = (sort, sorted) {
         found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
     }
@@ -167,6 +173,7 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
     let collation = spec.collation.resolve(&meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let sort = sort.map(|s| s.with_collation(collation.as_ref()));
+    let hint = spec.hint.as_ref();
     let skip = usize::try_from(spec.skip).unwrap_or(usize::MAX);
     let limit = if spec.limit == 0 { usize::MAX } else { spec.limit as usize };
     let wanted = if spec.limit == 0 { 0 } else { skip.saturating_add(limit) };
@@ -174,7 +181,7 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
         // A blocking sort of every match keeps the same memory budget as an aggregation's
         // `$sort`: past it, it spills to disk, or fails with 292 under `allowDiskUse: false`.
         Some(sort) if wanted == 0 && !meta.is_view() => {
-            let (found, sorted) = plan::fetch(txn, &meta, &filter, Some(sort), 0)?;
+            let (found, sorted) = plan::fetch(txn, &meta, &filter, Some(sort), 0, hint)?;
             let docs = found.into_iter().map(|f| f.doc).collect();
             if sorted {
                 docs
@@ -189,7 +196,7 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
                     })?
             }
         }
-        _ => matching_sorted(txn, &meta, &filter, sort.as_ref(), wanted)?
+        _ => matching_sorted(txn, &meta, &filter, sort.as_ref(), wanted, hint)?
             .into_iter()
             .map(|f| f.doc)
             .collect::<Vec<_>>(),
@@ -210,22 +217,17 @@ pub(crate) fn match_position(p: &Projection, filter: &Filter, doc: &Document) ->
     if p.needs_match_position() { filter.matches_with_key(doc).1 } else { None }
 }
 
-/// Counts matching documents (after skip, up to limit) under a requested collation.
-pub fn count(
-    txn: &dyn Txn,
-    db: &str,
-    coll: &str,
-    filter: &Document,
-    skip: u64,
-    limit: u64,
-    collation: &Requested,
-) -> Result<u64> {
-    let filter = Filter::parse(filter)?;
+/// Counts the documents matching `spec.filter` (after `skip`, up to `limit`) under its collation,
+/// through its `hint` when given.
+pub fn count(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<u64> {
+    let (skip, limit, collation, hint) =
+        (spec.skip, spec.limit, &spec.collation, spec.hint.as_ref());
+    let filter = Filter::parse(&spec.filter)?;
     let Some(meta) = catalog::get_collection(txn, db, coll)? else {
         return Ok(0);
     };
     let filter = filter.with_collation(collation.resolve(&meta.options)?.as_ref());
-    let n = matching(txn, &meta, &filter)?.len() as u64;
+    let n = matching_sorted(txn, &meta, &filter, None, 0, hint)?.len() as u64;
     let n = n.saturating_sub(skip);
     Ok(if limit > 0 { n.min(limit) } else { n })
 }

@@ -82,6 +82,83 @@ pub enum Plan {
     CollectionScan,
 }
 
+/// An operation's `hint`: the access path it asks for instead of the planner's choice.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Hint {
+    /// `{$natural: 1}` or `{$natural: -1}`: a collection scan.
+    Natural,
+    /// An index by name.
+    Name(String),
+    /// An index by key pattern.
+    Keys(Document),
+}
+
+impl Hint {
+    /// Parses a `hint` argument; `None` for no hint (absent, `{}` or `""`, as MongoDB treats them).
+    pub fn parse(v: Option<&Bson>) -> Result<Option<Hint>> {
+        Ok(match v {
+            None | Some(Bson::Null) => None,
+            Some(Bson::String(s)) if s.is_empty() => None,
+            Some(Bson::String(s)) => Some(Hint::Name(s.clone())),
+            Some(Bson::Document(d)) if d.is_empty() => None,
+            Some(Bson::Document(d)) if d.contains_key("$natural") => Some(Hint::Natural),
+            Some(Bson::Document(d)) => Some(Hint::Keys(d.clone())),
+            Some(_) => crate::bail!(
+                FailedToParse,
+                "hint must be a string or an object, not {}",
+                crate::doc::type_name(v.unwrap_or(&Bson::Null))
+            ),
+        })
+    }
+
+    /// The hinted index of a collection: `None` for `$natural`; BadValue (2) when no index has
+    /// that name or key pattern, as in MongoDB.
+    fn index<'a>(&self, meta: &'a CollectionMeta) -> Result<Option<&'a crate::catalog::IndexMeta>> {
+        let found = match self {
+            Hint::Natural => return Ok(None),
+            Hint::Name(name) => meta.indexes.iter().find(|i| i.name() == name),
+            Hint::Keys(keys) => {
+                meta.indexes.iter().find(|i| i.spec.get_document("key").ok() == Some(keys))
+            }
+        };
+        match found {
+            Some(i) => Ok(Some(i)),
+            None => {
+                crate::bail!(BadValue, "hint provided does not correspond to an existing index")
+            }
+        }
+    }
+
+    /// Checks that the hinted index exists (for operations whose access path it cannot change).
+    pub fn check(&self, meta: &CollectionMeta) -> Result<()> {
+        self.index(meta).map(|_| ())
+    }
+}
+
+/// The access path for a filter and sort, following `hint` when given: a hinted index is used
+/// whatever its bounds (a whole-index scan when the filter bounds none of its fields), even a
+/// sparse or partial one, as MongoDB does; `$natural` is a collection scan.
+pub fn plan_hinted(
+    meta: &CollectionMeta,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    hint: Option<&Hint>,
+) -> Result<Plan> {
+    let Some(hint) = hint else { return Ok(plan(meta, filter, sort)) };
+    let Some(index) = hint.index(meta)? else { return Ok(Plan::CollectionScan) };
+    if index.name() == "_id_" {
+        // The `_id` index is the documents' own order: points, or a scan in `_id` order.
+        return Ok(match id_points(filter) {
+            Some(ids) => Plan::IdPoints(ids),
+            None => Plan::CollectionScan,
+        });
+    }
+    let spec = IndexSpec::parse(&index.spec)?;
+    Ok(index_candidate(index.id, &spec, filter, sort, true)
+        .map(|c| c.plan)
+        .unwrap_or(Plan::CollectionScan))
+}
+
 /// One candidate index scan and its score.
 struct Candidate {
     score: (usize, bool, bool),
@@ -102,7 +179,7 @@ pub fn plan(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) -> 
         if spec.sparse || spec.partial_filter.is_some() || spec.hidden {
             continue;
         }
-        let Some(c) = index_candidate(i.id, &spec, filter, sort) else { continue };
+        let Some(c) = index_candidate(i.id, &spec, filter, sort, false) else { continue };
         if best.as_ref().is_none_or(|b| c.score > b.score) {
             best = Some(c);
         }
@@ -217,16 +294,18 @@ fn sort_direction(
     Some(direction.unwrap_or(true))
 }
 
-/// The scan of one index for a filter and sort, if the index helps at all.
+/// The scan of one index for a filter and sort, if the index helps at all (or, when `forced` by
+/// a hint, a scan of the whole index).
 fn index_candidate(
     id: u32,
     spec: &IndexSpec,
     filter: &Filter,
     sort: Option<&SortSpec>,
+    forced: bool,
 ) -> Option<Candidate> {
     let (fields, points, range) = index_bounds(spec, filter);
     let order = sort_direction(spec, &fields, sort);
-    if points == 0 && !range && order.is_none() {
+    if points == 0 && !range && order.is_none() && !forced {
         return None;
     }
     let bounded = points + usize::from(range);
@@ -335,8 +414,9 @@ pub fn fetch(
     filter: &Filter,
     sort: Option<&SortSpec>,
     limit: usize,
+    hint: Option<&Hint>,
 ) -> Result<(Vec<Found>, bool)> {
-    fetch_plan(txn, meta, plan(meta, filter, sort), filter, sort, limit)
+    fetch_plan(txn, meta, plan_hinted(meta, filter, sort, hint)?, filter, sort, limit)
 }
 
 /// Fetches the documents of a chosen plan (see [`fetch`]).
@@ -433,8 +513,13 @@ fn fetch_plan(
 
 /// The `queryPlanner` section of `explain`: the winning plan with MongoDB's stage names
 /// (`IDHACK`, `IXSCAN` under `FETCH`, `COLLSCAN`, `SORT` when the order is not the index's).
-pub fn explain(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) -> Document {
-    let plan = plan(meta, filter, sort);
+pub fn explain(
+    meta: &CollectionMeta,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    hint: Option<&Hint>,
+) -> Result<Document> {
+    let plan = plan_hinted(meta, filter, sort, hint)?;
     let with_filter = |mut stage: Document| {
         if !filter.is_trivial() {
             stage.insert("filter", filter.to_document());
@@ -464,12 +549,12 @@ pub fn explain(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) 
             .collect();
         winning = bson::doc! { "stage": "SORT", "sortPattern": pattern, "inputStage": winning };
     }
-    bson::doc! {
+    Ok(bson::doc! {
         "namespace": meta.namespace(),
         "parsedQuery": filter.to_document(),
         "winningPlan": winning,
         "rejectedPlans": [],
-    }
+    })
 }
 
 /// The stage that produces a plan's record ids: `IXSCAN` for an index scan (and for `_id`

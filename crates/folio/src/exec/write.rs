@@ -313,6 +313,8 @@ pub struct UpdateOp {
     pub collation: Requested,
     /// `bypassDocumentValidation`: skip the collection's validator.
     pub bypass_validation: bool,
+    /// `hint`: the index to find the documents through.
+    pub hint: Option<super::plan::Hint>,
 }
 
 /// The outcome of an update statement.
@@ -343,8 +345,14 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     let collation = op.collation.resolve(&handle.meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let sort = sort.map(|s| s.with_collation(collation.as_ref()));
-    let mut found =
-        super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), usize::from(!op.multi))?;
+    let mut found = super::matching_sorted(
+        txn,
+        &handle.meta,
+        &filter,
+        sort.as_ref(),
+        usize::from(!op.multi),
+        op.hint.as_ref(),
+    )?;
     if !op.multi {
         found.truncate(1);
     }
@@ -406,16 +414,24 @@ pub struct DeleteResult {
     pub deleted: u64,
 }
 
+/// One delete statement.
+#[derive(Clone, Copy, Debug)]
+pub struct DeleteOp<'a> {
+    /// The filter (`q`).
+    pub filter: &'a Document,
+    /// Delete only the first match (`limit: 1`).
+    pub limit_one: bool,
+    /// The command's `let` variables, for `$expr`.
+    pub let_vars: Option<&'a Document>,
+    /// The statement's collation.
+    pub collation: &'a Requested,
+    /// `hint`: the index to find the documents through.
+    pub hint: Option<&'a super::plan::Hint>,
+}
+
 /// Deletes the first match (`limit_one`) or every match, under a requested collation.
-pub fn delete(
-    txn: &mut dyn Txn,
-    db: &str,
-    coll: &str,
-    filter: &Document,
-    limit_one: bool,
-    let_vars: Option<&Document>,
-    collation: &Requested,
-) -> Result<DeleteResult> {
+pub fn delete(txn: &mut dyn Txn, db: &str, coll: &str, op: &DeleteOp<'_>) -> Result<DeleteResult> {
+    let DeleteOp { filter, limit_one, let_vars, collation, hint } = *op;
     let filter = Filter::parse_with_let(filter, let_vars)?;
     let Some(handle) = CollectionHandle::load(txn, db, coll)? else {
         return Ok(DeleteResult::default());
@@ -425,7 +441,7 @@ pub fn delete(
     }
     let filter = filter.with_collation(collation.resolve(&handle.meta.options)?.as_ref());
     let mut found =
-        super::matching_sorted(txn, &handle.meta, &filter, None, usize::from(limit_one))?;
+        super::matching_sorted(txn, &handle.meta, &filter, None, usize::from(limit_one), hint)?;
     if limit_one {
         found.truncate(1);
     }
@@ -460,6 +476,8 @@ pub struct FindAndModify {
     pub collation: Requested,
     /// `bypassDocumentValidation`: skip the collection's validator.
     pub bypass_validation: bool,
+    /// `hint`: the index to find the document through.
+    pub hint: Option<super::plan::Hint>,
 }
 
 /// The outcome of findAndModify.
@@ -506,7 +524,8 @@ pub fn find_and_modify(
     let collation = req.collation.resolve(&handle.meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let sort = sort.map(|s| s.with_collation(collation.as_ref()));
-    let found = super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), 1)?;
+    let found =
+        super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), 1, req.hint.as_ref())?;
     let project = |d: Document| -> Result<Document> {
         match &projection {
             Some(p) => p.apply(&d, super::match_position(p, &filter, &d)),
