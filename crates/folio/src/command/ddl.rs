@@ -93,8 +93,10 @@ pub fn drop(
     let out = run.write(0, |txn| {
         let meta = catalog::get_collection(txn, &db, &coll)?;
         let n = meta.as_ref().map(|m| m.indexes.len()).unwrap_or(0);
+        // Since MongoDB 7.0, dropping a collection that does not exist succeeds (and still
+        // waits for the write concern).
         if !exec::drop_collection(txn, &db, &coll)? {
-            bail!(NamespaceNotFound, "ns not found");
+            return Ok(Document::new());
         }
         Ok(doc! { "nIndexesWas": n as i32, "ns": format!("{db}.{coll}") })
     })?;

@@ -218,15 +218,7 @@ impl Service {
         if matches!(cmd.get("autocommit"), Some(Bson::Boolean(false))) {
             return true;
         }
-        // An aggregate writes (and syncs) only through a final `$out` or `$merge`.
-        let aggregate_writes = || match cmd.get("pipeline") {
-            Some(Bson::Array(stages)) => stages.iter().any(|s| match s {
-                Bson::Document(d) => d.contains_key("$out") || d.contains_key("$merge"),
-                _ => true,
-            }),
-            _ => true,
-        };
-        let writes = spec.write || (spec.name == "aggregate" && aggregate_writes());
+        let writes = spec.write || (spec.name == "aggregate" && pipeline_writes(cmd));
         !writes
     }
 
@@ -360,7 +352,8 @@ impl Service {
                     Some(wce) => Some(wce),
                     None if spec.write
                         || spec.name == "commitTransaction"
-                        || spec.name == "abortTransaction" =>
+                        || spec.name == "abortTransaction"
+                        || (spec.name == "aggregate" && pipeline_writes(cmd)) =>
                     {
                         labels::check_write_concern(op.write_concern.as_ref())
                     }
@@ -391,6 +384,18 @@ impl Service {
                 Err(e)
             }
         }
+    }
+}
+
+/// Whether an aggregate writes: only through a final `$out` or `$merge` (anything unreadable
+/// counts as writing).
+fn pipeline_writes(cmd: &Document) -> bool {
+    match cmd.get("pipeline") {
+        Some(Bson::Array(stages)) => stages.iter().any(|s| match s {
+            Bson::Document(d) => d.contains_key("$out") || d.contains_key("$merge"),
+            _ => true,
+        }),
+        _ => true,
     }
 }
 
