@@ -9,7 +9,9 @@
 //!   or all absent;
 //! - the total balance never changes;
 //! - `verify` finds indexes and documents in agreement;
-//! - every retryable write was applied exactly once.
+//! - every retryable write was applied exactly once;
+//! - every acknowledged multi-document insert outside a transaction (whose statements commit
+//!   with deferred durability and share one sync before the reply) is wholly present.
 //!
 //! Each restarted child first does what a driver does after a network error: it re-sends the
 //! last `commitTransaction` it sent (same lsid and txnNumber) and the last retryable write (same
@@ -255,11 +257,22 @@ fn child(dir: &Path) {
             fail(format!("retryable write {rw_number} failed: {r}"));
         }
         println!("rwack {rw_number}");
+        // A multi-statement write outside a transaction: its statements share one sync, made
+        // before the reply, so an acknowledged batch is wholly present after a crash.
+        let audit = doc! {
+            "insert": "audit",
+            "documents": (0..3).map(|j| doc! { "_id": t * 10 + j, "t": t }).collect::<Vec<_>>(),
+        };
+        let r = run(&svc, &mut conn, audit);
+        if !ok(&r) || r.get_i32("n").ok() != Some(3) {
+            fail(format!("audit insert {t} failed: {r}"));
+        }
+        println!("audit {t}");
     }
 }
 
 /// Checks the invariants of a data directory; returns the highest ledger sequence number.
-fn check(dir: &Path, acked: &[i64], rw_acked: &[i64]) -> i64 {
+fn check(dir: &Path, acked: &[i64], rw_acked: &[i64], audited: &[i64]) -> i64 {
     let (store, svc) = open(dir);
     let mut conn = svc.connect("crash-check");
     let accounts =
@@ -319,6 +332,15 @@ fn check(dir: &Path, acked: &[i64], rw_acked: &[i64]) -> i64 {
     for k in rw_acked {
         assert!(distinct.contains(k), "acknowledged retryable write {k} is missing");
     }
+    // Every acknowledged multi-document insert is wholly present.
+    let audit = run(&svc, &mut conn, doc! { "find": "audit", "filter": {}, "batchSize": 1000000 });
+    let audit: std::collections::HashSet<i64> =
+        batch(&audit).iter().filter_map(|d| d.get_i64("_id").ok()).collect();
+    for t in audited {
+        for j in 0..3 {
+            assert!(audit.contains(&(t * 10 + j)), "acknowledged audit batch {t} lost a document");
+        }
+    }
     let txn = store.begin().expect("begin");
     let problems = folio::exec::verify(txn.as_ref()).expect("verify");
     assert!(problems.is_empty(), "verify found problems: {problems:?}");
@@ -342,6 +364,7 @@ fn crash_kill9_keeps_acknowledged_transfers() {
     let mut pending = Pending::default();
     let mut acked = Vec::new();
     let mut rw_acked = Vec::new();
+    let mut audited = Vec::new();
     let (mut recommit_ok, mut recommit_rerun) = (0, 0);
     for round in 0..cycles {
         let mut child = Command::new(&exe)
@@ -396,12 +419,13 @@ fn crash_kill9_keeps_acknowledged_transfers() {
                         pending.write = Some((k, true));
                     }
                 }
+                "audit" => audited.extend(num(1)),
                 "recommit-ok" => recommit_ok += 1,
                 "recommit-rerun" => recommit_rerun += 1,
                 _ => {}
             }
         }
-        seq = check(dir.path(), &acked, &rw_acked).max(seq);
+        seq = check(dir.path(), &acked, &rw_acked, &audited).max(seq);
     }
     assert!(!acked.is_empty(), "the child never acknowledged a transfer");
     // Every child after the first re-sends the last commit, so the retry path ran.

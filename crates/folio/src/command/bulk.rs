@@ -146,6 +146,11 @@ pub fn bulk_write(
         mut n_upserted,
         mut n_deleted,
     ) = (0i32, 0i64, 0i64, 0i64, 0i64, 0i64);
+    if raw_ops.len() > 1 {
+        // One sync for the whole batch, before the reply (see `Runner::defer_durability`).
+        run.defer_durability();
+    }
+    let mut command_error = None;
     for (i, raw) in raw_ops.iter().enumerate() {
         let stmt = stmt_id(cmd, i);
         let outcome = parse_op(raw, namespaces.len()).map(|mut op| {
@@ -227,7 +232,10 @@ pub fn bulk_write(
                     results.push(Bson::Document(r));
                 }
             }
-            Err(e) if is_command_level(&e, run) => return Err(e),
+            Err(e) if is_command_level(&e, run) => {
+                command_error = Some(e);
+                break;
+            }
             Err(e) => {
                 n_errors += 1;
                 let mut r = doc! { "ok": 0.0, "idx": i as i32 };
@@ -246,6 +254,11 @@ pub fn bulk_write(
                 }
             }
         }
+    }
+    // The statements that committed are made durable whatever happened to the others.
+    run.sync_deferred()?;
+    if let Some(e) = command_error {
+        return Err(e);
     }
     Ok(doc! {
         "cursor": { "id": 0_i64, "firstBatch": results, "ns": "admin.$cmd.bulkWrite" },

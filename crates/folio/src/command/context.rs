@@ -211,6 +211,11 @@ pub struct Runner<'a> {
     pub close_connection: bool,
     /// The snapshot timestamp of a snapshot read, for `atClusterTime` in the reply.
     pub at_cluster_time: Option<Ts>,
+    /// Whether statements outside a transaction commit with deferred durability (the
+    /// statements of a multi-statement write command; see [`Runner::defer_durability`]).
+    defer: bool,
+    /// Whether a deferred commit happened that [`Runner::sync_deferred`] has not synced yet.
+    unsynced: std::cell::Cell<bool>,
 }
 
 impl<'a> Runner<'a> {
@@ -227,7 +232,32 @@ impl<'a> Runner<'a> {
             }
             None => None,
         };
-        Ok(Runner { svc, op, session, close_connection: false, at_cluster_time: None })
+        Ok(Runner {
+            svc,
+            op,
+            session,
+            close_connection: false,
+            at_cluster_time: None,
+            defer: false,
+            unsynced: std::cell::Cell::new(false),
+        })
+    }
+
+    /// From now on, statements outside a transaction commit atomically and become visible at
+    /// once but are made durable together by [`Runner::sync_deferred`], which the command must
+    /// call before it replies: a batch of statements (`insert` of many documents, `update` and
+    /// `delete` with many statements, `bulkWrite`) costs one sync instead of one per statement,
+    /// while each statement still succeeds or fails on its own.
+    pub fn defer_durability(&mut self) {
+        self.defer = true;
+    }
+
+    /// Makes the deferred commits durable (one sync), if there were any.
+    pub fn sync_deferred(&mut self) -> Result<()> {
+        if self.unsynced.replace(false) {
+            self.svc.store.sync()?;
+        }
+        Ok(())
     }
 
     /// The checked-out session.
@@ -406,7 +436,12 @@ impl<'a> Runner<'a> {
             let mut txn = self.svc.store.begin()?;
             match f(txn.as_mut()) {
                 Ok(out) => {
-                    txn.commit()?;
+                    if self.defer {
+                        txn.commit_deferred()?;
+                        self.unsynced.set(true);
+                    } else {
+                        txn.commit()?;
+                    }
                     return Ok(out);
                 }
                 Err(e) if e.is_write_conflict() => {

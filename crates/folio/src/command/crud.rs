@@ -80,11 +80,19 @@ fn run_statements<T>(
 ) -> Result<Vec<Bson>> {
     let ordered = opt_bool(cmd, "ordered", "write")?.unwrap_or(true);
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
+    if items.len() > 1 {
+        // One sync for the whole batch, before the reply (see `Runner::defer_durability`).
+        run.defer_durability();
+    }
     let mut errors = Vec::new();
+    let mut outcome = Ok(());
     for (i, item) in items.iter().enumerate() {
         match each(run, stmt_id(cmd, i), item) {
             Ok(out) => add(i, &out),
-            Err(e) if is_command_level(&e, run) => return Err(e),
+            Err(e) if is_command_level(&e, run) => {
+                outcome = Err(e);
+                break;
+            }
             Err(e) => {
                 errors.push(write_error(i, &e));
                 if in_txn {
@@ -97,7 +105,9 @@ fn run_statements<T>(
             }
         }
     }
-    Ok(errors)
+    // The statements that committed are made durable whatever happened to the others.
+    run.sync_deferred()?;
+    outcome.map(|()| errors)
 }
 
 fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {

@@ -335,6 +335,12 @@ impl Service {
             (table::Handler::Simple(f), _) => f(self, conn, cmd),
             (table::Handler::Runner(_), None) => Err(crate::err!(InternalError, "no runner")),
         };
+        // Nothing is acknowledged before it is durable: deferred commits a handler left
+        // unsynced are synced here (normally the handler has done it already).
+        let result = match runner.as_mut().map(Runner::sync_deferred) {
+            Some(Err(e)) => Err(e),
+            _ => result,
+        };
         *close |= runner.as_ref().is_some_and(|r| r.close_connection);
         let at_cluster_time = runner.as_ref().and_then(|r| r.at_cluster_time);
         let result = result.map(|mut body| {

@@ -104,6 +104,12 @@ pub trait TxnStore: Send + Sync {
     /// Makes everything committed so far durable (commits already are; this is for shutdown).
     fn flush(&self) -> Result<()>;
 
+    /// Makes every commit made with [`Txn::commit_deferred`] so far durable. A store whose
+    /// commits are always durable has nothing to do.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Transaction counters for `serverStatus`; a store that keeps none reports zeros.
     fn stats(&self) -> TxnStats {
         TxnStats::default()
@@ -156,6 +162,10 @@ impl<T: TxnStore + ?Sized> TxnStore for std::sync::Arc<T> {
         (**self).flush()
     }
 
+    fn sync(&self) -> Result<()> {
+        (**self).sync()
+    }
+
     fn stats(&self) -> TxnStats {
         (**self).stats()
     }
@@ -188,6 +198,15 @@ pub trait Txn: Send {
     /// Commits atomically and durably (the commit is on disk before this returns) and returns the
     /// commit timestamp (the snapshot timestamp for a transaction without writes).
     fn commit(self: Box<Self>) -> Result<Ts>;
+
+    /// Commits atomically like [`Txn::commit`], visible at once, but durable only at the next
+    /// [`TxnStore::sync`] or durable commit: the statements of one write command commit this way
+    /// and the command syncs once before it replies, so a batch costs one sync instead of one
+    /// per statement. After a crash before the sync the transaction is wholly present or wholly
+    /// absent. By default, the same as `commit`.
+    fn commit_deferred(self: Box<Self>) -> Result<Ts> {
+        self.commit()
+    }
 
     /// Discards the transaction's writes and releases its keys.
     fn abort(self: Box<Self>);

@@ -149,6 +149,8 @@ impl std::fmt::Debug for Mvcc {
 struct Pending {
     id: TxnId,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Whether the commit must be durable before it returns (see [`Txn::commit_deferred`]).
+    durable: bool,
 }
 
 /// Everything guarded by the one state mutex.
@@ -467,9 +469,14 @@ impl Shared {
     }
 
     /// Queues a commit and waits for it, leading a commit round when no one else is.
-    fn commit(&self, id: TxnId, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<Ts> {
+    fn commit(
+        &self,
+        id: TxnId,
+        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        durable: bool,
+    ) -> Result<Ts> {
         let mut st = self.state.lock();
-        st.queue.push(Pending { id, writes });
+        st.queue.push(Pending { id, writes, durable });
         loop {
             if let Some(result) = st.results.remove(&id) {
                 return result;
@@ -502,8 +509,13 @@ impl Shared {
             last = *ts;
         }
         batch.put(keys::last_commit_ts_key(), last.0.to_be_bytes().to_vec());
+        // One durable commit in the group makes the whole batch durable; a group of deferred
+        // commits only appends (a later sync or durable commit covers it).
+        let durable = stamped.iter().any(|(p, _)| p.durable);
         // Write without the state lock so that reads, begins and new commits proceed.
-        let written = MutexGuard::unlocked(st, || self.engine.write(batch, true));
+        let written = MutexGuard::unlocked(st, || {
+            if durable { self.engine.write(batch, true) } else { self.engine.write_deferred(batch) }
+        });
         self.batches.fetch_add(1, Ordering::Relaxed);
         if written.is_ok() {
             st.last_visible = last;
@@ -642,6 +654,10 @@ impl TxnStore for Mvcc {
         self.shared.engine.flush()
     }
 
+    fn sync(&self) -> Result<()> {
+        self.shared.engine.sync()
+    }
+
     fn stats(&self) -> TxnStats {
         let s = &self.shared;
         let st = s.state.lock();
@@ -757,7 +773,17 @@ impl Txn for MvccTxn {
         }
         self.finished = true;
         let writes = std::mem::take(&mut self.writes);
-        self.shared.commit(self.id, writes)
+        self.shared.commit(self.id, writes, true)
+    }
+
+    fn commit_deferred(mut self: Box<Self>) -> Result<Ts> {
+        if self.writes.is_empty() {
+            self.end_without_storage(true);
+            return Ok(self.snapshot);
+        }
+        self.finished = true;
+        let writes = std::mem::take(&mut self.writes);
+        self.shared.commit(self.id, writes, false)
     }
 
     fn abort(mut self: Box<Self>) {

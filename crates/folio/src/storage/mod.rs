@@ -113,6 +113,19 @@ pub trait Engine: Send + Sync {
     /// is true the batch is durable before this returns.
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<()>;
 
+    /// Applies a batch atomically like [`Engine::write`] with `sync`, except that durability is
+    /// deferred to the next [`Engine::sync`] (or synced write): after a crash before that, the
+    /// batch is either wholly present or wholly absent. An engine without such a mode makes it
+    /// durable at once.
+    fn write_deferred(&self, batch: WriteBatch) -> Result<()> {
+        self.write(batch, true)
+    }
+
+    /// Makes every deferred write so far durable (a no-op for an engine that has none).
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Makes every write so far durable.
     fn flush(&self) -> Result<()>;
 

@@ -95,6 +95,31 @@ impl RedbEngine {
         wal.reset()
     }
 
+    /// Logs a batch in the write-ahead log (synced or not) and applies it to redb without
+    /// sync; checkpoints when the log is long.
+    fn log_and_apply(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        let mut wal = self.wal.lock();
+        let before = wal.len();
+        if sync {
+            wal.append(&batch)?;
+        } else {
+            wal.append_unsynced(&batch)?;
+        }
+        if let Err(e) = self.apply(&batch, Durability::None) {
+            // The batch is reported as failed, so it must not come back at the next start.
+            wal.truncate_to(before)?;
+            return Err(e);
+        }
+        if wal.records() >= CHECKPOINT_BATCHES || wal.len() >= CHECKPOINT_BYTES {
+            // The batch is durable and applied whatever happens here: a failed checkpoint must
+            // not report it as failed. The log keeps everything, and the next write retries.
+            if let Err(e) = self.checkpoint(&mut wal) {
+                tracing::warn!("checkpoint failed, the write-ahead log keeps growing: {e}");
+            }
+        }
+        Ok(())
+    }
+
     fn read_table(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>> {
         let txn = self.db.begin_read().map_err(|e| internal("begin read", e))?;
         txn.open_table(TABLE).map_err(|e| internal("open table", e))
@@ -127,24 +152,16 @@ impl Engine for RedbEngine {
         if !sync {
             return self.apply(&batch, Durability::None);
         }
-        let mut wal = self.wal.lock();
-        let before = wal.len();
-        wal.append(&batch)?;
-        if let Err(e) = self.apply(&batch, Durability::None) {
-            // The batch is reported as failed, so it must not come back at the next start.
-            wal.truncate_to(before)?;
-            return Err(e);
-        }
-        if wal.records() >= CHECKPOINT_BATCHES || wal.len() >= CHECKPOINT_BYTES {
-            // The batch is durable and applied whatever happens here: a failed checkpoint must
-            // not report it as failed. The log keeps everything, and the next write retries.
-            if let Err(e) = self.checkpoint(&mut wal) {
-                tracing::warn!("checkpoint failed, the write-ahead log keeps growing: {e}");
-            }
-        }
-        Ok(())
+        self.log_and_apply(batch, true)
     }
 
+    fn write_deferred(&self, batch: WriteBatch) -> Result<()> {
+        self.log_and_apply(batch, false)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.wal.lock().sync()
+    }
     fn flush(&self) -> Result<()> {
         self.checkpoint(&mut self.wal.lock())
     }

@@ -107,6 +107,25 @@ impl Wal {
         Ok(())
     }
 
+    /// Appends a batch without waiting for the disk: it becomes durable at the next
+    /// [`Wal::sync`] or synced append (appends are sequential, so a sync covers every earlier
+    /// record).
+    pub fn append_unsynced(&mut self, batch: &WriteBatch) -> Result<()> {
+        let record = encode_record(batch);
+        self.write_at_end(&record).map_err(|e| {
+            let _ = self.file.set_len(self.len);
+            io_error("append", &self.path, e)
+        })?;
+        self.len += record.len() as u64;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Makes every appended record durable.
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.sync_data().map_err(|e| io_error("sync", &self.path, e))
+    }
+
     /// Removes the last record again (its batch could not be applied after all).
     pub fn truncate_to(&mut self, len: u64) -> Result<()> {
         self.file.set_len(len).map_err(|e| io_error("truncate", &self.path, e))?;
