@@ -402,7 +402,7 @@ impl ConnectionTask {
         let ns = namespace(&cmd);
         let mut moved = conn.clone();
         let started = Instant::now();
-        let joined = if service.never_blocks(&cmd) {
+        let joined = if service.never_waits_on_others(&cmd) {
             // Reads never wait on storage sync or other transactions: running them here saves
             // handing them to the blocking pool and back.
             let reply = service.dispatch(&mut moved, cmd);

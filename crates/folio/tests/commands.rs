@@ -283,7 +283,7 @@ fn only_commands_that_cannot_wait_may_skip_the_blocking_pool() {
         doc! { "update": "c", "updates": [], "txnNumber": 1_i64, "autocommit": false },
         doc! { "insert": "c", "documents": [{}], "startTransaction": true, "autocommit": false },
     ] {
-        assert!(svc.never_blocks(&read), "{read}");
+        assert!(svc.never_waits_on_others(&read), "{read}");
     }
     for may_wait in [
         doc! { "insert": "c", "documents": [{}] },
@@ -295,12 +295,15 @@ fn only_commands_that_cannot_wait_may_skip_the_blocking_pool() {
         doc! { "aggregate": "c", "pipeline": [{ "$match": {} }, { "$out": "d" }] },
         doc! { "aggregate": "c", "pipeline": [{ "$merge": { "into": "d" } }] },
         doc! { "aggregate": "c", "pipeline": "not an array" },
+        doc! { "endSessions": [] },
+        doc! { "killSessions": [] },
+        doc! { "killAllSessions": [] },
         doc! {},
     ] {
-        assert!(!svc.never_blocks(&may_wait), "{may_wait}");
+        assert!(!svc.never_waits_on_others(&may_wait), "{may_wait}");
     }
     // With test commands on, a fail point may block any command.
     let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
     let svc = Service::new(store, options).expect("service");
-    assert!(!svc.never_blocks(&doc! { "find": "c", "filter": {} }));
+    assert!(!svc.never_waits_on_others(&doc! { "find": "c", "filter": {} }));
 }

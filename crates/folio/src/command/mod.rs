@@ -201,12 +201,16 @@ impl Service {
         }
     }
 
-    /// Whether `cmd` never waits: no commit to make durable, no conflicting writer to wait for, no
-    /// fail point that may block it (what the command table calls neither `write` nor `waits`,
-    /// and statements inside a transaction). A server can run such a command on the thread that read it
-    /// instead of handing it to a pool of threads that may block, which saves two thread switches
-    /// per read. Anything this does not recognise counts as possibly blocking.
-    pub fn never_blocks(&self, cmd: &Document) -> bool {
+    /// Whether `cmd` never waits on anything but its own work: no commit to make durable, no
+    /// conflicting writer to wait for, no session another command may hold across a commit
+    /// (`endSessions`, `killSessions`), no fail point that may delay it (what the command table
+    /// calls neither `write` nor `waits`, and statements inside a transaction). Its own work may
+    /// still read pages from disk, or spill a large sort to a temporary file, as any query may.
+    /// A server can run such a command on the thread that read it instead of handing it to a
+    /// pool of threads that may block, which saves two thread switches per read. Anything this
+    /// does not recognise counts as possibly waiting. (Commands of one session are not expected
+    /// to run concurrently, so a statement's wait for its own session's mutex is not counted.)
+    pub fn never_waits_on_others(&self, cmd: &Document) -> bool {
         let Some(spec) = cmd.keys().next().and_then(|name| table::lookup(name)) else {
             return false;
         };
@@ -463,8 +467,9 @@ pub(crate) mod table {
         pub admin_only: bool,
         /// Exists only with test commands enabled.
         pub test_only: bool,
-        /// Waits for something besides the CPU even when it writes nothing: the end of a
-        /// transaction (its commit syncs). Writes (`write`) wait too.
+        /// Waits on something besides its own work even when it writes nothing: the end of a
+        /// transaction (its commit syncs), or a session another command holds (ending and
+        /// killing sessions). Writes (`write`) wait too.
         pub waits: bool,
     }
 
@@ -552,11 +557,11 @@ pub(crate) mod table {
         admin(txn(waits(cmd("commitTransaction", R(sessions::commit_transaction))))),
         admin(txn(waits(cmd("abortTransaction", R(sessions::abort_transaction))))),
         cmd("startSession", S(sessions::start_session)),
-        cmd("endSessions", S(sessions::end_sessions)),
+        waits(cmd("endSessions", S(sessions::end_sessions))),
         cmd("refreshSessions", S(sessions::refresh_sessions)),
-        cmd("killSessions", S(sessions::kill_sessions)),
-        cmd("killAllSessions", S(sessions::kill_all_sessions)),
-        cmd("killAllSessionsByPattern", S(sessions::kill_all_sessions)),
+        waits(cmd("killSessions", S(sessions::kill_sessions))),
+        waits(cmd("killAllSessions", S(sessions::kill_all_sessions))),
+        waits(cmd("killAllSessionsByPattern", S(sessions::kill_all_sessions))),
         admin(cmd("currentOp", S(sessions::current_op))),
         admin(cmd("killOp", S(sessions::kill_op))),
         // Test commands.

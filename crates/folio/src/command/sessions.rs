@@ -30,7 +30,7 @@ pub fn commit_transaction(
     let Some(session) = run.session() else {
         bail!(InvalidOptions, "commitTransaction requires a session");
     };
-    let was_open = session.state == TxnState::InProgress;
+    let was_open = session.state.is_in_progress();
     match session.commit_transaction(n) {
         Ok(_) => {
             if was_open {
@@ -138,12 +138,12 @@ pub fn current_op(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result
     let mut inprog = svc.ops.current();
     for s in svc.sessions.list() {
         let Some(s) = s.try_lock() else { continue };
-        if s.state != TxnState::InProgress {
+        let TxnState::InProgress { started, read_concern, .. } = &s.state else {
             continue;
-        }
-        let open_micros = s.txn_started.map(|t| t.elapsed().as_micros() as i64).unwrap_or(0);
+        };
+        let open_micros = started.elapsed().as_micros() as i64;
         let mut params = doc! { "txnNumber": s.txn_number.unwrap_or(0), "autocommit": false };
-        if let Some(rc) = &s.read_concern {
+        if let Some(rc) = read_concern {
             params.insert("readConcern", rc.clone());
         }
         inprog.push(Bson::Document(doc! {

@@ -58,17 +58,39 @@ use durable::{RecordKind, SessionRecord};
 /// How long an unused session lives (MongoDB's `logicalSessionTimeoutMinutes`).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-/// The state of a session's current multi-document transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The state of a session's current multi-document transaction, with the data each state has:
+/// only an open transaction has an MVCC transaction, a start time and a read concern, so no
+/// combination of fields can contradict the state.
 pub enum TxnState {
     /// No multi-document transaction with the current number (none yet, or a retryable write).
     None,
     /// Started and not yet committed or aborted.
-    InProgress,
+    InProgress {
+        /// The open MVCC transaction (begun at the first statement, so its snapshot is taken
+        /// then).
+        txn: Box<dyn Txn>,
+        /// When the transaction started.
+        started: Instant,
+        /// The transaction's `readConcern`.
+        read_concern: Option<Document>,
+    },
     /// Committed.
-    Committed,
+    Committed {
+        /// The commit timestamp (unknown for a commit recorded before a restart).
+        commit_ts: Option<Ts>,
+    },
     /// Aborted (explicitly, by a failed statement, or by the lifetime limit).
-    Aborted,
+    Aborted {
+        /// Why, when not at the client's request.
+        reason: Option<String>,
+    },
+}
+
+impl TxnState {
+    /// Whether a transaction is open.
+    pub fn is_in_progress(&self) -> bool {
+        matches!(self, TxnState::InProgress { .. })
+    }
 }
 
 /// One logical session.
@@ -83,16 +105,6 @@ pub struct Session {
     pub txn_number: Option<i64>,
     /// The state of the transaction with `txn_number`.
     pub state: TxnState,
-    /// The open MVCC transaction while `state` is InProgress.
-    pub txn: Option<Box<dyn Txn>>,
-    /// When the current transaction started.
-    pub txn_started: Option<Instant>,
-    /// Why the current transaction was aborted, when not by the client.
-    pub abort_reason: Option<String>,
-    /// The readConcern of the current transaction.
-    pub read_concern: Option<Document>,
-    /// The commit timestamp of the last committed transaction.
-    pub commit_ts: Option<Ts>,
     /// Whether the durable record has been read since this process started.
     loaded: bool,
     /// The transaction number of the session's durable record, and what it was used for.
@@ -110,11 +122,6 @@ impl Session {
             last_use: Instant::now(),
             txn_number: None,
             state: TxnState::None,
-            txn: None,
-            txn_started: None,
-            abort_reason: None,
-            read_concern: None,
-            commit_ts: None,
             loaded: false,
             durable: None,
             recorded_stmts: Some(Vec::new()),
@@ -132,7 +139,7 @@ impl Session {
             if self.txn_number.is_none_or(|n| n < record.txn_number) {
                 self.txn_number = Some(record.txn_number);
                 self.state = match record.kind {
-                    RecordKind::Committed => TxnState::Committed,
+                    RecordKind::Committed => TxnState::Committed { commit_ts: None },
                     RecordKind::Retryable => TxnState::None,
                 };
             }
@@ -155,16 +162,7 @@ impl Session {
     /// Writes the durable record for `number` into `txn`, dropping the statement records of an
     /// older retryable number. Skipped when the record already says exactly this.
     pub fn write_durable(&self, txn: &mut dyn Txn, number: i64, kind: RecordKind) -> Result<()> {
-        if self.durable == Some((number, kind)) {
-            return Ok(());
-        }
-        let stale = match self.durable {
-            Some((old, RecordKind::Retryable)) if old != number => {
-                Some((old, self.recorded_stmts.as_deref()))
-            }
-            _ => None,
-        };
-        durable::write(txn, &self.key, &SessionRecord::now(number, kind), stale)
+        durable_write(&self.key, self.durable, self.recorded_stmts.as_deref(), txn, number, kind)
     }
 
     /// Notes that a retryable statement of `number` committed with its record.
@@ -180,12 +178,21 @@ impl Session {
 
     /// Aborts the open transaction, if any, recording why.
     pub fn abort_open(&mut self, reason: Option<String>) {
-        if let Some(txn) = self.txn.take() {
+        if self.state.is_in_progress() {
+            let TxnState::InProgress { txn, .. } =
+                std::mem::replace(&mut self.state, TxnState::Aborted { reason })
+            else {
+                return;
+            };
             txn.abort();
         }
-        if self.state == TxnState::InProgress {
-            self.state = TxnState::Aborted;
-            self.abort_reason = reason;
+    }
+
+    /// When the open transaction started, if one is open.
+    pub fn open_since(&self) -> Option<Instant> {
+        match &self.state {
+            TxnState::InProgress { started, .. } => Some(*started),
+            _ => None,
         }
     }
 
@@ -224,12 +231,9 @@ impl Session {
             );
         }
         self.abort_open(None);
-        self.txn = Some(store.begin()?);
+        let txn = store.begin()?;
         self.txn_number = Some(number);
-        self.state = TxnState::InProgress;
-        self.txn_started = Some(Instant::now());
-        self.abort_reason = None;
-        self.read_concern = read_concern;
+        self.state = TxnState::InProgress { txn, started: Instant::now(), read_concern };
         Ok(())
     }
 
@@ -240,19 +244,20 @@ impl Session {
         if self.txn_number != Some(number) {
             return Err(self.no_such_transaction(number));
         }
-        match self.state {
-            TxnState::InProgress => {}
-            TxnState::Committed => bail!(
+        if let TxnState::Committed { .. } = self.state {
+            bail!(
                 TransactionCommitted,
                 "Transaction with txnNumber {} has been committed.",
                 number
-            ),
-            TxnState::Aborted | TxnState::None => return Err(self.no_such_transaction(number)),
+            );
         }
-        if self.txn.is_none() {
+        if !self.state.is_in_progress() {
             return Err(self.no_such_transaction(number));
         }
-        self.txn.as_mut().ok_or_else(|| err!(InternalError, "transaction vanished"))
+        match &mut self.state {
+            TxnState::InProgress { txn, .. } => Ok(txn),
+            _ => Err(err!(InternalError, "the transaction is not in progress")),
+        }
     }
 
     /// The NoSuchTransaction error for `number`.
@@ -261,14 +266,14 @@ impl Session {
             "Transaction with {{ txnNumber: {} }} has been aborted.",
             self.txn_number.unwrap_or(number)
         );
-        if self.txn_number != Some(number) || self.state == TxnState::None {
+        if self.txn_number != Some(number) || matches!(self.state, TxnState::None) {
             msg = format!(
                 "Given transaction number {} does not match any in-progress transactions. The \
                  active transaction number is {}",
                 number,
                 self.txn_number.unwrap_or(-1)
             );
-        } else if let Some(reason) = &self.abort_reason {
+        } else if let TxnState::Aborted { reason: Some(reason) } = &self.state {
             msg = format!("{msg} {reason}");
         }
         err!(NoSuchTransaction, "{}", msg)
@@ -281,38 +286,42 @@ impl Session {
             return Err(self.no_such_transaction(number));
         }
         match self.state {
-            TxnState::Committed => return Ok(self.commit_ts.unwrap_or_default()),
-            TxnState::Aborted | TxnState::None => return Err(self.no_such_transaction(number)),
-            TxnState::InProgress => {}
+            TxnState::Committed { commit_ts } => return Ok(commit_ts.unwrap_or_default()),
+            TxnState::Aborted { .. } | TxnState::None => {
+                return Err(self.no_such_transaction(number));
+            }
+            TxnState::InProgress { .. } => {}
         }
-        let Some(mut txn) = self.txn.take() else {
+        let TxnState::InProgress { mut txn, .. } =
+            std::mem::replace(&mut self.state, TxnState::Aborted { reason: None })
+        else {
             return Err(self.no_such_transaction(number));
         };
         // The outcome is recorded in the same commit as the writes, so a commit retried after a
         // crash finds it. A transaction without writes leaves nothing to protect.
-        if txn.has_writes()
-            && let Err(e) = self.write_durable(txn.as_mut(), number, RecordKind::Committed)
-        {
-            txn.abort();
-            self.state = TxnState::Aborted;
-            return Err(e);
-        }
         let wrote = txn.has_writes();
-        match txn.commit() {
-            Ok(ts) => {
-                self.state = TxnState::Committed;
-                self.commit_ts = Some(ts);
-                if wrote {
-                    self.durable = Some((number, RecordKind::Committed));
-                    self.recorded_stmts = Some(Vec::new());
-                }
-                Ok(ts)
-            }
-            Err(e) => {
-                self.state = TxnState::Aborted;
-                Err(e)
+        if wrote {
+            let recorded = durable_write(
+                &self.key,
+                self.durable,
+                self.recorded_stmts.as_deref(),
+                txn.as_mut(),
+                number,
+                RecordKind::Committed,
+            );
+            if let Err(e) = recorded {
+                txn.abort();
+                return Err(e);
             }
         }
+        // On failure the state stays Aborted, as set above.
+        let ts = txn.commit()?;
+        self.state = TxnState::Committed { commit_ts: Some(ts) };
+        if wrote {
+            self.durable = Some((number, RecordKind::Committed));
+            self.recorded_stmts = Some(Vec::new());
+        }
+        Ok(ts)
     }
 
     /// Aborts transaction `number` at the client's request.
@@ -322,16 +331,16 @@ impl Session {
             return Err(self.no_such_transaction(number));
         }
         match self.state {
-            TxnState::InProgress => {
+            TxnState::InProgress { .. } => {
                 self.abort_open(None);
                 Ok(())
             }
-            TxnState::Committed => bail!(
+            TxnState::Committed { .. } => bail!(
                 TransactionCommitted,
                 "Transaction with txnNumber {} has been committed.",
                 number
             ),
-            TxnState::Aborted | TxnState::None => Err(self.no_such_transaction(number)),
+            TxnState::Aborted { .. } | TxnState::None => Err(self.no_such_transaction(number)),
         }
     }
 
@@ -340,7 +349,7 @@ impl Session {
     pub fn begin_retryable(&mut self, number: i64) -> Result<()> {
         self.too_old(number)?;
         if self.txn_number == Some(number) {
-            if self.state != TxnState::None {
+            if !matches!(self.state, TxnState::None) {
                 bail!(
                     IncompleteTransactionHistory,
                     "Cannot run a retryable write with txnNumber {} because it was used by a \
@@ -353,9 +362,29 @@ impl Session {
         self.abort_open(None);
         self.txn_number = Some(number);
         self.state = TxnState::None;
-        self.read_concern = None;
         Ok(())
     }
+}
+
+/// Writes a session's durable record for `number` into `txn` unless it already says exactly
+/// this, dropping the statement records of an older retryable number (`recorded`: their ids,
+/// when known).
+fn durable_write(
+    key: &[u8],
+    current: Option<(i64, RecordKind)>,
+    recorded: Option<&[i32]>,
+    txn: &mut dyn Txn,
+    number: i64,
+    kind: RecordKind,
+) -> Result<()> {
+    if current == Some((number, kind)) {
+        return Ok(());
+    }
+    let stale = match current {
+        Some((old, RecordKind::Retryable)) if old != number => Some((old, recorded)),
+        _ => None,
+    };
+    durable::write(txn, key, &SessionRecord::now(number, kind), stale)
 }
 
 /// A short description of an lsid for messages.
@@ -437,9 +466,7 @@ impl SessionRegistry {
         let mut aborted = 0;
         for (key, s) in all {
             let Some(mut session) = s.try_lock() else { continue };
-            if session.state == TxnState::InProgress
-                && session.txn_started.is_some_and(|t| now.duration_since(t) >= lifetime)
-            {
+            if session.open_since().is_some_and(|t| now.duration_since(t) >= lifetime) {
                 session.abort_open(Some(format!(
                     "Transaction exceeded the transactionLifetimeLimitSeconds of {} seconds",
                     lifetime.as_secs()
@@ -478,7 +505,7 @@ impl SessionRegistry {
     pub fn open_transactions(&self) -> usize {
         self.list()
             .iter()
-            .filter(|s| s.try_lock().is_some_and(|s| s.state == TxnState::InProgress))
+            .filter(|s| s.try_lock().is_some_and(|s| s.state.is_in_progress()))
             .count()
     }
 }

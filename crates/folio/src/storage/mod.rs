@@ -15,14 +15,16 @@
 //! - [`RedbEngine`]: one redb file in a data directory holding one table, with a write-ahead
 //!   log ([`wal`]) that makes synced batches durable with one sequential append.
 //!
-//! # Scans do not hold locks
+//! # Scans see one state and hold no locks
 //!
-//! [`Engine::scan`] returns an owned, `'static` iterator. The redb engine iterates over a read
-//! transaction that the iterator keeps alive (redb's readers never block writers). The memory
-//! engine copies a bounded chunk of entries under its lock and re-seeks after the last key it
-//! returned for the next chunk, so a long scan never stalls writers. Such a scan may observe
-//! writes made while it runs; that is fine for the MVCC layer, whose versions are immutable once
-//! written and filtered by timestamp.
+//! [`Engine::scan`] returns an owned, `'static` iterator over one consistent state of the engine:
+//! writes made while it runs are invisible to it. The MVCC layer relies on that (garbage
+//! collection deletes a key's old version together with the tombstone after it; a scan that saw
+//! the one but not the other would bring a deleted key back). The redb engine iterates over a
+//! read transaction that the iterator keeps alive (redb's readers never block writers). The
+//! memory engine keeps a reference to the copy-on-write map as it was when the scan began, and a
+//! write that finds it shared copies it first, so a long scan never stalls writers. The shared
+//! suite in `tests.rs` checks the property for every engine.
 
 mod memory;
 mod redb_engine;
