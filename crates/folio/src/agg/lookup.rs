@@ -14,6 +14,7 @@ use super::{Context, Pipeline};
 use crate::doc::fmt::value_string;
 use crate::err;
 use crate::error::{Code, Error, Result};
+use crate::memory::{self, bson_size};
 use crate::query::Filter;
 
 /// A parsed `$graphLookup`.
@@ -179,6 +180,7 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
         None => Vec::new(),
     };
     let index = l.foreign_field.as_deref().map(|f| foreign_index(&foreign, f));
+    let mut held = memory::Reservation::new("$lookup");
     let mut out = Vec::with_capacity(docs.len());
     for mut d in docs {
         let mut candidates: Vec<Document> = match (&l.local_field, &l.foreign_field, &index) {
@@ -205,7 +207,15 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
                         .collect();
                     hits.sort_unstable();
                     hits.dedup();
-                    hits.into_iter().map(|i| foreign[i].clone()).collect()
+                    // Sized before each copy: a result past the limit is never built.
+                    let mut size = 0usize;
+                    let mut out = Vec::with_capacity(hits.len());
+                    for i in hits {
+                        size = size.saturating_add(bson_size(&foreign[i]));
+                        check_lookup_size(l, size)?;
+                        out.push(foreign[i].clone());
+                    }
+                    out
                 }
             }
             _ => foreign.clone(),
@@ -227,7 +237,15 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
                 collection: ctx.collection.clone(),
             };
             candidates = super::run_with(candidates, stages, &sub)?;
+            let mut size = 0usize;
+            for c in &candidates {
+                size = size.saturating_add(bson_size(c));
+                check_lookup_size(l, size)?;
+            }
         }
+        // The joined arrays are what this stage adds to its input: hold them against the
+        // operation's memory (a nested `$lookup` multiplies them at every level).
+        held.grow(candidates.iter().map(memory::doc_heap_size).sum())?;
         let parts: Vec<&str> = l.as_field.split('.').collect();
         set_path(
             &mut d,
@@ -237,6 +255,22 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
         out.push(d);
     }
     Ok(out)
+}
+
+/// Location4568 once the documents joined to one input document pass MongoDB's
+/// `internalLookupStageIntermediateDocumentMaxSizeBytes` (100 MiB of BSON).
+fn check_lookup_size(l: &Lookup, size: usize) -> Result<()> {
+    if size > memory::MAX_LOOKUP_BYTES {
+        return Err(loc(
+            4568,
+            format!(
+                "Total size of documents in {} matching pipeline's $lookup stage exceeds {} bytes",
+                l.from.as_deref().unwrap_or(""),
+                memory::MAX_LOOKUP_BYTES
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn parse_graph_lookup(arg: &Bson, scope: &Scope) -> Result<Stage> {

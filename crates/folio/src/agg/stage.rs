@@ -14,6 +14,7 @@ use super::spill;
 use super::{Context, Pipeline};
 use crate::doc::fmt::{doc_string, value_string};
 use crate::error::{Error, Result};
+use crate::memory;
 use crate::query::{Filter, SortSpec};
 use crate::{bail, err};
 
@@ -248,7 +249,10 @@ impl Stage {
                 .iter()
                 .map(|d| p.apply(d, &mut Vars::with_let(d, &ctx.vars)))
                 .collect(),
-            Stage::AddFields(fields) => docs.into_iter().map(|d| add_fields(d, fields, ctx)).collect(),
+            Stage::AddFields(fields) => {
+                let mut held = memory::Reservation::new("$addFields");
+                docs.into_iter().map(|d| add_fields(d, fields, ctx, &mut held)).collect()
+            }
             Stage::Group(key, accs, collation) => {
                 let key = |v: &mut Vars| Ok(key.eval(v)?.unwrap_or(Bson::Null));
                 let identity = |k: &Bson| match collation {
@@ -289,7 +293,18 @@ impl Stage {
             }
             Stage::Unwind(path, index, preserve) => {
                 let mut out = Vec::new();
+                let parts: Vec<String> = path.split('.').map(str::to_string).collect();
+                let mut held = memory::Reservation::new("$unwind");
                 for d in docs {
+                    // Every element becomes a copy of the rest of the document: hold what the
+                    // copies will take before making them.
+                    if let Some(Bson::Array(items)) = super::expr::field_path(&d, &parts)
+                        && items.len() > 1
+                    {
+                        let array = items.iter().map(memory::heap_size).sum::<usize>();
+                        let rest = memory::doc_heap_size(&d).saturating_sub(array);
+                        held.grow(rest.saturating_mul(items.len() - 1))?;
+                    }
                     super::unwind::unwind(d, path, index.as_deref(), *preserve, &mut out);
                 }
                 Ok(out)
@@ -342,9 +357,29 @@ impl Stage {
             }
             Stage::Bucket(b) => super::bucket::bucket(docs, b, ctx),
             Stage::Facet(facets) => {
+                // Each sub-pipeline gets its own copy of the input; hold one copy's worth.
+                let mut held = memory::Reservation::new("$facet");
+                if facets.len() > 1 {
+                    held.grow(docs.iter().map(memory::doc_heap_size).sum())?;
+                }
                 let mut out = Document::new();
+                let mut used = 0usize;
                 for (name, p) in facets {
                     let res = p.execute(docs.clone(), ctx)?;
+                    // MongoDB's `internalQueryFacetMaxOutputDocSizeBytes`, counted as each
+                    // facet's results arrive, before the output document is assembled.
+                    for d in &res {
+                        used = used.saturating_add(memory::bson_size(d));
+                        if used > memory::MAX_FACET_BYTES {
+                            return Err(loc(
+                                4031700,
+                                format!(
+                                    "document constructed by $facet is {used} bytes, which exceeds the limit of {} bytes",
+                                    memory::MAX_FACET_BYTES
+                                ),
+                            ));
+                        }
+                    }
                     out.insert(name.clone(), Bson::Array(res.into_iter().map(Bson::Document).collect()));
                 }
                 Ok(vec![out])
@@ -579,12 +614,22 @@ fn flatten_fields(
     Ok(())
 }
 
-fn add_fields(d: Document, fields: &[(String, Expression)], ctx: &Context) -> Result<Document> {
+fn add_fields(
+    d: Document,
+    fields: &[(String, Expression)],
+    ctx: &Context,
+    held: &mut memory::Reservation,
+) -> Result<Document> {
     let mut values = Vec::with_capacity(fields.len());
     {
         let mut vars = Vars::with_let(&d, &ctx.vars);
         for (_, e) in fields {
-            values.push(e.eval(&mut vars)?);
+            let v = e.eval(&mut vars)?;
+            // Computed values are what this stage adds to its input; small scalars cost a match.
+            if let Some(x @ (Bson::Array(_) | Bson::Document(_) | Bson::String(_))) = &v {
+                held.grow(memory::heap_size(x))?;
+            }
+            values.push(v);
         }
     }
     let mut out = d;

@@ -394,9 +394,9 @@ fn cursor_reply(
     docs: Vec<Document>,
     batch_size: usize,
     single_batch: bool,
-) -> Document {
+) -> Result<Document> {
     let mut remaining: VecDeque<Document> = docs.into();
-    let first = take_batch(&mut remaining, batch_size);
+    let first = take_batch(&mut remaining, batch_size)?;
     let at = run.at_cluster_time.map(|t| t.to_bson());
     let id = if remaining.is_empty() || single_batch {
         0i64
@@ -417,7 +417,7 @@ fn cursor_reply(
     if let Some(at) = at {
         cursor.insert("atClusterTime", at);
     }
-    doc! { "cursor": cursor }
+    Ok(doc! { "cursor": cursor })
 }
 
 fn batch_size(cmd: &Document, key: &str, command: &str) -> Result<Option<usize>> {
@@ -460,7 +460,7 @@ pub fn find(
     };
     let batch = batch_size(cmd, "batchSize", "find")?.unwrap_or(DEFAULT_FIRST_BATCH);
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
-    Ok(cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch))
+    cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch)
 }
 
 /// `getMore`.
@@ -490,6 +490,10 @@ pub fn get_more(
     let session = run.session_key();
     let ((batch_docs, at), open) = svc.cursors.with_cursor(id, &ns, session.as_deref(), |c| {
         (take_batch(&mut c.remaining, batch), c.at_cluster_time)
+    })?;
+    // A document too large to return ends the cursor, as a failed getMore does in MongoDB.
+    let batch_docs = batch_docs.inspect_err(|_| {
+        svc.cursors.kill(&[id]);
     })?;
     let mut cursor = doc! { "nextBatch": batch_docs, "id": if open { id } else { 0 }, "ns": ns };
     if let Some(at) = at {
@@ -649,7 +653,7 @@ pub fn aggregate(
             Ok(Document::new())
         })?;
         let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
-        return Ok(cursor_reply(svc, run, ns, Vec::new(), batch, false));
+        return cursor_reply(svc, run, ns, Vec::new(), batch, false);
     }
     let docs = run.read(|txn| {
         let source = TxnSource(txn, sessions.clone(), svc);
@@ -677,7 +681,7 @@ pub fn aggregate(
         parsed.clone().with_collation(collation.as_ref()).execute(input, &ctx)
     })?;
     let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
-    Ok(cursor_reply(svc, run, ns, docs, batch, false))
+    cursor_reply(svc, run, ns, docs, batch, false)
 }
 
 /// The collation an aggregate runs under: the requested one, or its collection's default.

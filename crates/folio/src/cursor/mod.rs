@@ -51,15 +51,17 @@ impl Default for CursorRegistry {
 }
 
 /// Takes up to `batch_size` documents (0: no count limit) within the byte budget. The first
-/// document always goes, so a batch is never empty while documents remain.
-pub fn take_batch(docs: &mut VecDeque<Document>, batch_size: usize) -> Vec<Bson> {
+/// document always goes, so a batch is never empty while documents remain; a document larger
+/// than the server may hand out fails the batch with BSONObjectTooLarge (10334) before any reply
+/// is built, as MongoDB fails it. Sizes are computed, not encoded.
+pub fn take_batch(docs: &mut VecDeque<Document>, batch_size: usize) -> Result<Vec<Bson>> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
     while let Some(d) = docs.front() {
         if batch_size > 0 && out.len() >= batch_size {
             break;
         }
-        let size = d.to_vec().map(|v| v.len()).unwrap_or(0);
+        let size = crate::memory::check_document(d)?;
         if !out.is_empty() && bytes + size > MAX_BATCH_BYTES {
             break;
         }
@@ -68,7 +70,7 @@ pub fn take_batch(docs: &mut VecDeque<Document>, batch_size: usize) -> Vec<Bson>
             out.push(Bson::Document(d));
         }
     }
-    out
+    Ok(out)
 }
 
 impl CursorRegistry {
