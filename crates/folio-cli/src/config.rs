@@ -118,7 +118,7 @@ pub struct Settings {
     pub max_conns: u32,
     /// `internalQueryMaxMemoryUsageBytesPerOperation` (0: no limit of its own).
     pub operation_memory_bytes: usize,
-    /// `internalQueryMaxMemoryUsageBytesAllOperations` (`None`: half the machine's memory).
+    /// `internalQueryMaxMemoryUsageBytesAllOperations` (`None`: half of what the process may use).
     pub server_memory_bytes: Option<usize>,
     /// What `getCmdLineOpts` reports: `argv` and `parsed`.
     pub cmd_line: Document,

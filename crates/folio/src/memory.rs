@@ -17,7 +17,8 @@
 //! * **Per operation and per server.** Each operation's large holdings are charged to a
 //!   thread-local counter and to one server-wide atomic counter. Past
 //!   `internalQueryMaxMemoryUsageBytesPerOperation` the operation fails with ExceededMemoryLimit;
-//!   past `internalQueryMaxMemoryUsageBytesAllOperations` (by default half the machine's memory)
+//!   past `internalQueryMaxMemoryUsageBytesAllOperations` (by default half of what the process
+//!   may use: the machine's memory, a container's limit or `ulimit -v`, whichever is least)
 //!   the operation that asks for more fails, unless it holds less than [`FAIR_SHARE_BYTES`], so
 //!   that concurrent heavy requests fail cleanly while small ones keep working.
 //!
@@ -106,7 +107,7 @@ thread_local! {
 
 /// Sets the per-operation limit (`internalQueryMaxMemoryUsageBytesPerOperation`; 0: none of
 /// its own) and the server-wide cap (`internalQueryMaxMemoryUsageBytesAllOperations`; `None`:
-/// half the machine's memory).
+/// half of what the process may use, see [`server_cap`]).
 pub fn set_limits(per_operation: usize, server: Option<usize>) {
     OPERATION_LIMIT.store(per_operation, Ordering::Relaxed);
     SERVER_CAP.store(server.unwrap_or_else(default_server_cap), Ordering::Relaxed);
@@ -117,7 +118,8 @@ pub fn operation_limit() -> usize {
     OPERATION_LIMIT.load(Ordering::Relaxed)
 }
 
-/// The server-wide cap.
+/// The server-wide cap: as set, or half of the least of the machine's memory, the cgroup's
+/// limit and the address-space limit.
 pub fn server_cap() -> usize {
     match SERVER_CAP.load(Ordering::Relaxed) {
         0 => {
@@ -134,14 +136,26 @@ pub fn server_used() -> usize {
     SERVER_USED.load(Ordering::Relaxed)
 }
 
-/// Half of the machine's memory (Linux's `MemTotal`), or 2 GiB where it cannot be read.
+/// Half of the memory the process may use: the least of the machine's memory (`MemTotal`), the
+/// cgroup's limit (`memory.max`, as in a container) and the address-space limit (`ulimit -v`),
+/// read from Linux's text interfaces; 2 GiB where none can be read.
 fn default_server_cap() -> usize {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let mem_total = read("/proc/meminfo").and_then(|s| {
         let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
         let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb.saturating_mul(1024))
     });
-    total.map_or(FALLBACK_SERVER_CAP, |t| t / 2)
+    let cgroup = read("/sys/fs/cgroup/memory.max").and_then(|s| s.trim().parse::<usize>().ok());
+    let address_space = read("/proc/self/limits").and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("Max address space"))?;
+        line["Max address space".len()..].split_whitespace().next()?.parse::<usize>().ok()
+    });
+    [mem_total, cgroup, address_space]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(FALLBACK_SERVER_CAP, |bytes| bytes / 2)
 }
 
 /// Whether the operation on this thread may hold `extra` more bytes: an error naming `what` if

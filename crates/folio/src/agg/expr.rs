@@ -17,8 +17,10 @@
 //! `$reduce` and the stages' `let` options push named values. The stack is searched from the top,
 //! so inner bindings shadow outer ones, as in MongoDB.
 //!
-//! The evaluator depends only on the `doc` and `error` modules, so that the query layer's `$expr`
-//! and the update layer's pipelines can use it without depending on the stages.
+//! The evaluator depends only on the `doc`, `error` and `memory` modules, so that the query
+//! layer's `$expr` and the update layer's pipelines can use it without depending on the stages.
+//! Values that can grow without bound (`$map`'s output, `$reduce`'s accumulator) are checked
+//! against [`crate::memory`]'s limits while they are built.
 
 use std::cmp::Ordering;
 

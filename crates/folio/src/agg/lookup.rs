@@ -174,7 +174,14 @@ pub(super) fn foreign_index(
     index
 }
 
-pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<Vec<Document>> {
+/// Runs a `$lookup` over `docs`. With `result_of`, the output is itself the `as` array of an
+/// enclosing `$lookup` on that collection, and is held to the same 100 MiB as it is built.
+pub(super) fn lookup(
+    docs: Vec<Document>,
+    l: &Lookup,
+    ctx: &Context,
+    result_of: Option<&str>,
+) -> Result<Vec<Document>> {
     let foreign = match &l.from {
         Some(c) => ctx.source.collection(&ctx.db, c)?,
         None => Vec::new(),
@@ -182,7 +189,11 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
     let index = l.foreign_field.as_deref().map(|f| foreign_index(&foreign, f));
     let mut held = memory::Reservation::new("$lookup");
     let mut out = Vec::with_capacity(docs.len());
+    let mut output_size = 0usize;
     for mut d in docs {
+        if result_of.is_some() {
+            output_size = output_size.saturating_add(bson_size(&d));
+        }
         let mut candidates: Vec<Document> = match (&l.local_field, &l.foreign_field, &index) {
             (Some(local), Some(foreign_field), Some(index)) => {
                 let parts: Vec<String> = local.split('.').map(str::to_string).collect();
@@ -212,7 +223,7 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
                     let mut out = Vec::with_capacity(hits.len());
                     for i in hits {
                         size = size.saturating_add(bson_size(&foreign[i]));
-                        check_lookup_size(l, size)?;
+                        check_lookup_size(l.from.as_deref().unwrap_or(""), size)?;
                         out.push(foreign[i].clone());
                     }
                     out
@@ -235,12 +246,19 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
                 in_transaction: ctx.in_transaction,
                 memory_limit: ctx.memory_limit,
                 collection: ctx.collection.clone(),
+                lookup_result: Some(l.from.clone().unwrap_or_default()),
             };
             candidates = super::run_with(candidates, stages, &sub)?;
             let mut size = 0usize;
             for c in &candidates {
                 size = size.saturating_add(bson_size(c));
-                check_lookup_size(l, size)?;
+                check_lookup_size(l.from.as_deref().unwrap_or(""), size)?;
+            }
+        }
+        if let Some(outer) = result_of {
+            for c in &candidates {
+                output_size = output_size.saturating_add(bson_size(c));
+                check_lookup_size(outer, output_size)?;
             }
         }
         // The joined arrays are what this stage adds to its input: hold them against the
@@ -259,13 +277,12 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
 
 /// Location4568 once the documents joined to one input document pass MongoDB's
 /// `internalLookupStageIntermediateDocumentMaxSizeBytes` (100 MiB of BSON).
-fn check_lookup_size(l: &Lookup, size: usize) -> Result<()> {
+fn check_lookup_size(from: &str, size: usize) -> Result<()> {
     if size > memory::MAX_LOOKUP_BYTES {
         return Err(loc(
             4568,
             format!(
-                "Total size of documents in {} matching pipeline's $lookup stage exceeds {} bytes",
-                l.from.as_deref().unwrap_or(""),
+                "Total size of documents in {from} matching pipeline's $lookup stage exceeds {} bytes",
                 memory::MAX_LOOKUP_BYTES
             ),
         ));

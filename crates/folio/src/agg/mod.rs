@@ -108,6 +108,11 @@ pub struct Context<'a> {
     /// The collection the `aggregate` names (empty for `aggregate: 1`), which `$collStats` and
     /// `$indexStats` describe.
     pub collection: String,
+    /// When this pipeline computes a `$lookup`'s `as` array: that `$lookup`'s foreign
+    /// collection. A final `$lookup` stage then holds its whole output to MongoDB's 100 MiB for
+    /// one joined array (Location4568) while building it, so that nested lookups fail before
+    /// the outer array exists rather than after.
+    pub lookup_result: Option<String>,
 }
 
 impl<'a> Context<'a> {
@@ -120,6 +125,7 @@ impl<'a> Context<'a> {
             in_transaction: false,
             memory_limit: MemoryLimit::default(),
             collection: String::new(),
+            lookup_result: None,
         }
     }
 }
@@ -222,7 +228,13 @@ impl Pipeline {
                 i += 2;
                 continue;
             }
-            docs = self.stages[i].execute(docs, ctx)?;
+            docs = match &self.stages[i] {
+                // The last stage's output is the whole result: see `Context::lookup_result`.
+                Stage::Lookup(l) if i + 1 == self.stages.len() => {
+                    lookup::lookup(docs, l, ctx, ctx.lookup_result.as_deref())?
+                }
+                st => st.execute(docs, ctx)?,
+            };
             i += 1;
         }
         Ok(docs)

@@ -410,7 +410,7 @@ impl Stage {
                     )),
                 }
             }
-            Stage::Lookup(l) => super::lookup::lookup(docs, l, ctx),
+            Stage::Lookup(l) => super::lookup::lookup(docs, l, ctx, None),
             Stage::GraphLookup(g) => super::lookup::graph_lookup(docs, g, ctx),
             Stage::ListLocalSessions => ctx.source.local_sessions(),
             Stage::Redact(e) => {

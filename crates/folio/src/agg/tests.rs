@@ -127,6 +127,7 @@ fn run_stage_file(file: &str) {
             in_transaction,
             memory_limit,
             collection: "coll".to_string(),
+            lookup_result: None,
         };
         let result = super::Pipeline::parse(&pipeline, &ctx.vars).and_then(|p| {
             let out = p.execute(docs, &ctx)?;

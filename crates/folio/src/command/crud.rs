@@ -630,6 +630,7 @@ pub fn aggregate(
                     in_transaction,
                     memory_limit,
                     collection: coll.clone().unwrap_or_default(),
+                    lookup_result: None,
                 };
                 let collation = resolve_collation(reader, &db, coll.as_deref(), &requested)?;
                 let input = match &coll {
@@ -647,6 +648,7 @@ pub fn aggregate(
                 in_transaction,
                 memory_limit,
                 collection: coll.clone().unwrap_or_default(),
+                lookup_result: None,
             };
             let mut target = TxnTarget { txn, db: &target_db, coll: &target_coll };
             crate::agg::output::write(sink, results, &mut target, &ctx)?;
@@ -664,6 +666,7 @@ pub fn aggregate(
             in_transaction,
             memory_limit,
             collection: coll.clone().unwrap_or_default(),
+            lookup_result: None,
         };
         // A leading `$match` (without `let` variables) is also given to the scan, so that it
         // can use an index; the pipeline applies it again, which changes nothing.
