@@ -292,10 +292,16 @@ mod tests {
             set_parameter: vec![
                 "enableTestCommands=1".into(),
                 "transactionLifetimeLimitSeconds=5".into(),
+                "internalQueryMaxMemoryUsageBytesPerOperation=1048576".into(),
+                "internalQueryMaxMemoryUsageBytesAllOperations=2097152".into(),
             ],
             ..args()
         };
         let s = resolve(&a, &[]).expect("resolve");
+        assert_eq!(s.operation_memory_bytes, 1 << 20);
+        assert_eq!(s.server_memory_bytes, Some(2 << 20));
+        let defaults = resolve(&args(), &[]).expect("resolve");
+        assert_eq!((defaults.operation_memory_bytes, defaults.server_memory_bytes), (0, None));
         assert_eq!(s.bind_ips, vec!["127.0.0.1".to_string(), "::1".to_string()]);
         assert_eq!(s.advertise_host, "localhost:28000");
         assert!(s.test_commands);
@@ -317,6 +323,8 @@ mod tests {
             "noSuchParam=1",
             "enableTestCommands=yes",
             "transactionLifetimeLimitSeconds=0",
+            "internalQueryMaxMemoryUsageBytesPerOperation=lots",
+            "internalQueryMaxMemoryUsageBytesAllOperations=0",
             "novalue",
         ] {
             let a = ServeArgs { set_parameter: vec![bad.into()], ..args() };

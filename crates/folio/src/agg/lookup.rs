@@ -377,6 +377,9 @@ pub(super) fn graph_lookup(
         foreign.retain(|d| f.matches(d));
     }
     let index = foreign_index(&foreign, &g.connect_to);
+    // Each input document may get a copy of the whole foreign collection: hold the copies
+    // against the operation's memory as they are made.
+    let mut held = memory::Reservation::new("$graphLookup");
     let mut out = Vec::with_capacity(docs.len());
     for mut d in docs {
         let start = g.start_with.eval(&mut Vars::with_let(&d, &ctx.vars))?;
@@ -396,6 +399,7 @@ pub(super) fn graph_lookup(
                         continue;
                     }
                     seen[i] = true;
+                    held.grow(memory::doc_heap_size(&foreign[i]))?;
                     let mut hit = foreign[i].clone();
                     next.extend(
                         crate::doc::path::collect_values(&hit, &g.connect_from)
