@@ -157,6 +157,12 @@ fn push_ranges() -> Vec<Document> {
     vec![doc! {"$group": {"_id": null, "a": {"$push": {"$range": [0, 1_000_000]}}}}]
 }
 
+/// Every document gets a 5-million-element array: each passes `$range`'s own limit, their sum
+/// does not fit the server.
+fn ranges_per_document() -> Vec<Document> {
+    vec![doc! {"$project": {"r": {"$range": [0, 5_000_000]}}}]
+}
+
 fn huge_range() -> Vec<Document> {
     vec![doc! {"$limit": 1}, doc! {"$project": {"r": {"$range": [0, 1_000_000_000]}}}]
 }
@@ -185,6 +191,7 @@ async fn memory_hungry_requests_fail_with_mongodb_errors_and_the_server_stays_up
         ("$facet output over 16 MiB", facet(1), &[BSON_OBJECT_TOO_LARGE]),
         ("$facet output over 100 MiB", facet(5), &[FACET_TOO_LARGE]),
         ("$range of 1e9 elements", huge_range(), &[EXCEEDED_MEMORY_LIMIT]),
+        ("$range of 5e6 elements per document", ranges_per_document(), &[EXCEEDED_MEMORY_LIMIT]),
     ];
     for (name, pipeline, codes) in &cases {
         let code =
@@ -200,7 +207,7 @@ async fn memory_hungry_requests_fail_with_mongodb_errors_and_the_server_stays_up
 
     // Several at once: each fails on its own limit or on the server-wide one, and the server
     // survives their sum.
-    let concurrent = [0, 1, 5, 6, 9, 4];
+    let concurrent = [0, 1, 5, 6, 9, 4, 10];
     let mut tasks = Vec::new();
     for i in concurrent {
         let (name, pipeline, codes) = cases[i].clone();

@@ -245,10 +245,20 @@ impl Stage {
     pub fn execute(&self, docs: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
         match self {
             Stage::Match(f) => Ok(docs.into_iter().filter(|d| f.matches(d)).collect()),
-            Stage::Project(p) => docs
-                .iter()
-                .map(|d| p.apply(d, &mut Vars::with_let(d, &ctx.vars)))
-                .collect(),
+            Stage::Project(p) if p.computes() => {
+                // Computed documents are new data: hold them against the operation's memory.
+                let mut held = memory::Reservation::new("$project");
+                docs.iter()
+                    .map(|d| {
+                        let out = p.apply(d, &mut Vars::with_let(d, &ctx.vars))?;
+                        held.grow(memory::doc_heap_size(&out))?;
+                        Ok(out)
+                    })
+                    .collect()
+            }
+            Stage::Project(p) => {
+                docs.iter().map(|d| p.apply(d, &mut Vars::with_let(d, &ctx.vars))).collect()
+            }
             Stage::AddFields(fields) => {
                 let mut held = memory::Reservation::new("$addFields");
                 docs.into_iter().map(|d| add_fields(d, fields, ctx, &mut held)).collect()
@@ -309,12 +319,16 @@ impl Stage {
                 }
                 Ok(out)
             }
-            Stage::ReplaceRoot(e) => docs
-                .into_iter()
+            Stage::ReplaceRoot(e) => {
+                let mut held = memory::Reservation::new("$replaceRoot");
+                docs.into_iter()
                 .map(|d| {
                     let v = e.eval(&mut Vars::with_let(&d, &ctx.vars))?;
                     match v {
-                        Some(Bson::Document(nd)) => Ok(nd),
+                        Some(Bson::Document(nd)) => {
+                            held.grow(memory::doc_heap_size(&nd))?;
+                            Ok(nd)
+                        }
                         other => Err(loc(
                             40228,
                             format!(
@@ -326,7 +340,8 @@ impl Stage {
                         )),
                     }
                 })
-                .collect(),
+                .collect()
+            }
             Stage::SortByCount(e) => {
                 let count = AccSpec::count("count");
                 let key = |v: &mut Vars| Ok(e.eval(v)?.unwrap_or(Bson::Null));
@@ -380,7 +395,10 @@ impl Stage {
                             ));
                         }
                     }
-                    out.insert(name.clone(), Bson::Array(res.into_iter().map(Bson::Document).collect()));
+                    out.insert(
+                        name.clone(),
+                        Bson::Array(res.into_iter().map(Bson::Document).collect()),
+                    );
                 }
                 Ok(vec![out])
             }
@@ -406,7 +424,10 @@ impl Stage {
                         .collect(),
                     other => Err(loc(
                         5858203,
-                        format!("error during $documents: an array is expected, found {}", super::expr::value_type(&other)),
+                        format!(
+                            "error during $documents: an array is expected, found {}",
+                            super::expr::value_type(&other)
+                        ),
                     )),
                 }
             }
@@ -457,7 +478,10 @@ impl Stage {
                         super::output::Sink::Out(..) => "$out",
                         super::output::Sink::Merge(_) => "$merge",
                     };
-                    bail!(OperationNotSupportedInTransaction, "{name} cannot be used in a transaction");
+                    bail!(
+                        OperationNotSupportedInTransaction,
+                        "{name} cannot be used in a transaction"
+                    );
                 }
                 Ok(docs)
             }
