@@ -166,3 +166,28 @@ impl CursorRegistry {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use bson::doc;
+
+    use super::{MAX_BATCH_BYTES, take_batch};
+    use crate::error::Code;
+
+    #[test]
+    fn batches_stop_at_the_byte_budget_and_refuse_oversized_documents() {
+        let chunk = "c".repeat(4 * 1024 * 1024);
+        let mut docs: VecDeque<_> = (0..10).map(|i| doc! {"_id": i, "s": &chunk}).collect();
+        let first = take_batch(&mut docs, 0).expect("batch");
+        assert_eq!(first.len(), 3, "three 4 MiB documents fit in {MAX_BATCH_BYTES} bytes");
+        assert_eq!(docs.len(), 7);
+
+        let mut docs: VecDeque<_> =
+            [doc! {"_id": 0, "s": "c".repeat(17 * 1024 * 1024)}].into_iter().collect();
+        let e = take_batch(&mut docs, 0).expect_err("over 16 MiB");
+        assert_eq!(e.code, Code::BSONObjectTooLarge);
+        assert!(e.message.starts_with("BSONObj size: 17825"), "{}", e.message);
+    }
+}
