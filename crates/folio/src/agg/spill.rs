@@ -185,6 +185,7 @@ where
     // Each run of equal identities is folded as it streams past, so that only one group's
     // accumulators are in memory (never all of a large group's documents).
     let mut out = Vec::new();
+    let mut held = crate::memory::Reservation::new("$group");
     // The current run's identity, the key it reports, and its accumulators.
     let mut current: Option<(Bson, Bson, Vec<Acc>)> = None;
     for entry in sorter.finish()? {
@@ -202,7 +203,8 @@ where
         }
         let (_, _, state) =
             current.get_or_insert_with(|| (id, k, accs.iter().map(|a| Acc::new(a.op)).collect()));
-        fold_doc(state, accs, &d, &mut Vars::with_let(&d, vars))?;
+        let (_, heap) = fold_doc(state, accs, &d, &mut Vars::with_let(&d, vars))?;
+        held.grow(heap)?;
     }
     if let Some((_, key, state)) = current {
         out.push(finish_group(key, state, accs));

@@ -322,25 +322,25 @@ impl Stage {
             Stage::ReplaceRoot(e) => {
                 let mut held = memory::Reservation::new("$replaceRoot");
                 docs.into_iter()
-                .map(|d| {
-                    let v = e.eval(&mut Vars::with_let(&d, &ctx.vars))?;
-                    match v {
-                        Some(Bson::Document(nd)) => {
-                            held.grow(memory::doc_heap_size(&nd))?;
-                            Ok(nd)
+                    .map(|d| {
+                        let v = e.eval(&mut Vars::with_let(&d, &ctx.vars))?;
+                        match v {
+                            Some(Bson::Document(nd)) => {
+                                held.grow(memory::doc_heap_size(&nd))?;
+                                Ok(nd)
+                            }
+                            other => Err(loc(
+                                40228,
+                                format!(
+                                    "'newRoot' expression must evaluate to an object, but resulting value was: {}. Type of resulting value: '{}'. Input document: {}",
+                                    other.as_ref().map_or("MISSING".to_string(), value_string),
+                                    super::expr::value_type(&other),
+                                    doc_string(&d)
+                                ),
+                            )),
                         }
-                        other => Err(loc(
-                            40228,
-                            format!(
-                                "'newRoot' expression must evaluate to an object, but resulting value was: {}. Type of resulting value: '{}'. Input document: {}",
-                                other.as_ref().map_or("MISSING".to_string(), value_string),
-                                super::expr::value_type(&other),
-                                doc_string(&d)
-                            ),
-                        )),
-                    }
-                })
-                .collect()
+                    })
+                    .collect()
             }
             Stage::SortByCount(e) => {
                 let count = AccSpec::count("count");
