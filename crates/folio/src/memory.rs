@@ -26,12 +26,20 @@
 //! is known in advance, as for `$range` or `$concat`), never after, because a value that is too
 //! large has already done its damage once it exists.
 //!
-//! **Cost.** The small operations that make up most traffic must not pay for this. Nothing here
-//! touches an atomic per document: only stages that *create* data beyond their input (group
-//! tables, `$lookup` arrays, `$unwind` copies, `$facet` outputs) charge, and they charge a
-//! [`Reservation`], which adds to a thread-local counter and touches the shared atomic only in
-//! steps of [`CHARGE_STEP`]. Expressions only check large values ([`building`]), which costs a
-//! comparison for everything smaller than [`LARGE_VALUE_BYTES`].
+//! **What is charged, and for how long.** Only stages that *create* data beyond their input
+//! charge: group tables and accumulators, `$lookup` and `$graphLookup` arrays, `$unwind` copies,
+//! documents `$project`/`$replaceRoot` compute and values `$addFields` computes, `$facet`'s
+//! copies of its input, window outputs, `$reduce` accumulators. They charge a [`Reservation`]
+//! while they build and hand it on with their output ([`Reservation::hand_on`]); the pipeline
+//! keeps those charges while the output lives on (stages that extend their input add to it;
+//! stages that replace it, such as `$group` or a computing `$project`, release what came before)
+//! and releases them when it returns. Documents an operation only reads are bounded by the data
+//! and not charged.
+//!
+//! **Cost.** The small operations that make up most traffic must not pay for this. A charge adds
+//! to a thread-local counter and reads the shared counter (a relaxed load); the shared counter is
+//! written only in steps of [`CHARGE_STEP`]. Expressions only check large values ([`building`]),
+//! which costs a comparison for everything smaller than [`LARGE_VALUE_BYTES`].
 //!
 //! **Sizes are estimates.** Limits that MongoDB defines on BSON sizes ($lookup, $facet, the
 //! 16 MiB document, the per-stage budgets) use the BSON size ([`bson_size`], computed without
@@ -103,6 +111,8 @@ thread_local! {
     static OP_USED: Cell<usize> = const { Cell::new(0) };
     /// The part of `OP_USED` already added to `SERVER_USED`.
     static OP_PUBLISHED: Cell<usize> = const { Cell::new(0) };
+    /// Charges finished stages handed on to the pipeline running them ([`carried`]).
+    static CARRIED: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Sets the per-operation limit (`internalQueryMaxMemoryUsageBytesPerOperation`; 0: none of
@@ -129,6 +139,11 @@ pub fn server_cap() -> usize {
         }
         n => n,
     }
+}
+
+/// What the operation running on this thread holds now.
+pub fn operation_used() -> usize {
+    OP_USED.with(Cell::get)
 }
 
 /// What all operations hold now, as far as they have told the shared counter.
@@ -163,7 +178,14 @@ fn default_server_cap() -> usize {
 /// at least its fair share.
 fn admit(extra: usize, what: &str) -> Result<()> {
     let used = OP_USED.with(Cell::get).saturating_add(extra);
-    let limit = operation_limit();
+    let unpublished = used.saturating_sub(OP_PUBLISHED.with(Cell::get));
+    let total = server_used().saturating_add(unpublished);
+    verdict(what, used, operation_limit(), total, server_cap())
+}
+
+/// The decision of [`admit`]: an operation that would hold `used` bytes (per-operation `limit`,
+/// 0 for none) while all operations would hold `total` bytes (server `cap`).
+fn verdict(what: &str, used: usize, limit: usize, total: usize, cap: usize) -> Result<()> {
     if limit > 0 && used > limit {
         return Err(Error::new(
             Code::ExceededMemoryLimit,
@@ -173,9 +195,6 @@ fn admit(extra: usize, what: &str) -> Result<()> {
             ),
         ));
     }
-    let unpublished = used.saturating_sub(OP_PUBLISHED.with(Cell::get));
-    let total = server_used().saturating_add(unpublished);
-    let cap = server_cap();
     if total > cap && used >= FAIR_SHARE_BYTES {
         return Err(Error::new(
             Code::ExceededMemoryLimit,
@@ -271,6 +290,26 @@ impl Reservation {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Ends a stage's reservation without releasing it: the stage's output lives on in the next
+    /// stage's input, and the pipeline takes the charge over with [`carried`].
+    pub fn hand_on(mut self) {
+        let bytes = std::mem::take(&mut self.bytes);
+        CARRIED.with(|c| c.set(c.get().saturating_add(bytes)));
+    }
+
+    /// Takes over another reservation's bytes (the counters do not change).
+    pub fn absorb(&mut self, mut other: Reservation) {
+        self.bytes = self.bytes.saturating_add(std::mem::take(&mut other.bytes));
+    }
+}
+
+/// What the stages run since the last call handed on ([`Reservation::hand_on`]), as a
+/// reservation the caller now owns and releases by dropping.
+pub fn carried() -> Reservation {
+    let mut r = Reservation::new("pipeline");
+    r.bytes = CARRIED.with(|c| c.replace(0));
+    r
 }
 
 impl Drop for Reservation {
@@ -421,6 +460,19 @@ mod tests {
         })
         .join()
         .expect("thread");
+    }
+
+    #[test]
+    fn operations_fail_past_their_limit_or_past_the_server_cap_beyond_their_fair_share() {
+        let mib = 1024 * 1024;
+        assert!(verdict("$x", 10 * mib, 0, 10 * mib, 100 * mib).is_ok());
+        let e = verdict("$group", 11 * mib, 10 * mib, 11 * mib, 100 * mib).expect_err("per op");
+        assert_eq!(e.code, Code::ExceededMemoryLimit);
+        assert!(e.message.contains("internalQueryMaxMemoryUsageBytesPerOperation"), "{e}");
+        // Past the server's cap, an operation holding its fair share fails; a small one not.
+        let e = verdict("$lookup", 20 * mib, 0, 101 * mib, 100 * mib).expect_err("server");
+        assert!(e.message.contains("internalQueryMaxMemoryUsageBytesAllOperations"), "{e}");
+        assert!(verdict("$lookup", mib, 0, 101 * mib, 100 * mib).is_ok());
     }
 
     #[test]

@@ -513,6 +513,7 @@ pub fn group_by_bounded<K: Fn(&mut Vars) -> Result<Bson>>(
             return Ok(None);
         }
     }
+    held.hand_on();
     Ok(Some(
         groups
             .into_iter()

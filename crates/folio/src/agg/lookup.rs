@@ -272,6 +272,7 @@ pub(super) fn lookup(
         );
         out.push(d);
     }
+    held.hand_on();
     Ok(out)
 }
 
@@ -420,6 +421,7 @@ pub(super) fn graph_lookup(
         set_path(&mut d, &parts, Some(Bson::Array(found)));
         out.push(d);
     }
+    held.hand_on();
     Ok(out)
 }
 

@@ -218,6 +218,8 @@ impl Pipeline {
 
     /// Runs the pipeline over `docs`.
     pub fn execute(&self, mut docs: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
+        // What the stages built and handed on, held while their output lives on.
+        let mut held = crate::memory::Reservation::new("pipeline");
         let mut i = 0;
         while i < self.stages.len() {
             // `$sort` directly followed by `$limit` keeps only the top k (a bounded sort).
@@ -228,13 +230,21 @@ impl Pipeline {
                 i += 2;
                 continue;
             }
-            docs = match &self.stages[i] {
+            let out = match &self.stages[i] {
                 // The last stage's output is the whole result: see `Context::lookup_result`.
                 Stage::Lookup(l) if i + 1 == self.stages.len() => {
-                    lookup::lookup(docs, l, ctx, ctx.lookup_result.as_deref())?
+                    lookup::lookup(docs, l, ctx, ctx.lookup_result.as_deref())
                 }
-                st => st.execute(docs, ctx)?,
+                st => st.execute(docs, ctx),
             };
+            // Taken before a failure returns, so that a failed stage's charges are released too.
+            let built = crate::memory::carried();
+            docs = out?;
+            if built.bytes() > 0 && self.stages[i].replaces_input() {
+                held = built;
+            } else {
+                held.absorb(built);
+            }
             i += 1;
         }
         Ok(docs)

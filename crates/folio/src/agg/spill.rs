@@ -209,6 +209,7 @@ where
     if let Some((_, key, state)) = current {
         out.push(finish_group(key, state, accs));
     }
+    held.hand_on();
     Ok(out)
 }
 

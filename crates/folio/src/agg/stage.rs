@@ -241,6 +241,22 @@ impl Stage {
         }
     }
 
+    /// Whether the stage's output replaces its input documents (rather than passing them on or
+    /// extending them), so that what earlier stages built no longer lives on after it.
+    pub(super) fn replaces_input(&self) -> bool {
+        matches!(
+            self,
+            Stage::Project(_)
+                | Stage::ReplaceRoot(_)
+                | Stage::Group(..)
+                | Stage::SortByCount(_)
+                | Stage::Bucket(_)
+                | Stage::BucketAuto(..)
+                | Stage::Count(_)
+                | Stage::Facet(_)
+        )
+    }
+
     /// Runs the stage.
     pub fn execute(&self, docs: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
         match self {
@@ -248,20 +264,28 @@ impl Stage {
             Stage::Project(p) if p.computes() => {
                 // Computed documents are new data: hold them against the operation's memory.
                 let mut held = memory::Reservation::new("$project");
-                docs.iter()
+                let out = docs
+                    .iter()
                     .map(|d| {
                         let out = p.apply(d, &mut Vars::with_let(d, &ctx.vars))?;
                         held.grow(memory::doc_heap_size(&out))?;
                         Ok(out)
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>>>()?;
+                held.hand_on();
+                Ok(out)
             }
             Stage::Project(p) => {
                 docs.iter().map(|d| p.apply(d, &mut Vars::with_let(d, &ctx.vars))).collect()
             }
             Stage::AddFields(fields) => {
                 let mut held = memory::Reservation::new("$addFields");
-                docs.into_iter().map(|d| add_fields(d, fields, ctx, &mut held)).collect()
+                let out = docs
+                    .into_iter()
+                    .map(|d| add_fields(d, fields, ctx, &mut held))
+                    .collect::<Result<Vec<_>>>()?;
+                held.hand_on();
+                Ok(out)
             }
             Stage::Group(key, accs, collation) => {
                 let key = |v: &mut Vars| Ok(key.eval(v)?.unwrap_or(Bson::Null));
@@ -317,11 +341,13 @@ impl Stage {
                     }
                     super::unwind::unwind(d, path, index.as_deref(), *preserve, &mut out);
                 }
+                held.hand_on();
                 Ok(out)
             }
             Stage::ReplaceRoot(e) => {
                 let mut held = memory::Reservation::new("$replaceRoot");
-                docs.into_iter()
+                let out = docs
+                    .into_iter()
                     .map(|d| {
                         let v = e.eval(&mut Vars::with_let(&d, &ctx.vars))?;
                         match v {
@@ -340,7 +366,9 @@ impl Stage {
                             )),
                         }
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>>>()?;
+                held.hand_on();
+                Ok(out)
             }
             Stage::SortByCount(e) => {
                 let count = AccSpec::count("count");

@@ -364,3 +364,33 @@ fn strings_are_bounded_by_mongodb_buffer() {
     .expect_err("80 MiB");
     assert_eq!(e.code_number(), 13548);
 }
+
+/// Stages hand their charges on to the pipeline, which releases them when it returns, whether
+/// it succeeds or fails: nothing stays charged to the thread afterwards.
+#[test]
+fn pipelines_release_their_memory_charges() {
+    std::thread::spawn(|| {
+        let big = "m".repeat(512 * 1024);
+        let docs: Vec<Document> =
+            (0..40).map(|i| bson::doc! {"_id": i, "g": i % 3, "arr": [1, 2, 3]}).collect();
+        let ok = [
+            bson::doc! {"$addFields": {"s": {"$concat": [&big, "x"]}}},
+            bson::doc! {"$unwind": "$arr"},
+            bson::doc! {"$group": {"_id": "$g", "all": {"$push": "$s"}}},
+            bson::doc! {"$project": {"n": {"$size": "$all"}, "first": {"$first": "$all"}}},
+        ];
+        let out = super::run(docs.clone(), &ok).expect("pipeline");
+        assert_eq!(out.len(), 3);
+        assert_eq!(crate::memory::operation_used(), 0);
+        // A failure after stages have built and handed on their output.
+        let failing = [
+            bson::doc! {"$addFields": {"s": {"$concat": [&big, "x"]}}},
+            bson::doc! {"$fill": {"output": {"s": {"value": 1}}}},
+            bson::doc! {"$project": {"x": {"$divide": [1, 0]}}},
+        ];
+        super::run(docs, &failing).expect_err("division by zero");
+        assert_eq!(crate::memory::operation_used(), 0);
+    })
+    .join()
+    .expect("thread");
+}

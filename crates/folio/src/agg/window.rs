@@ -298,6 +298,7 @@ impl SetWindowFields {
             }
             out.push(d);
         }
+        held.hand_on();
         Ok(out)
     }
 }
