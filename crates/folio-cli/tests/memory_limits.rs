@@ -30,6 +30,7 @@ const BSON_OBJECT_TOO_LARGE: i32 = 10334;
 const LOOKUP_TOO_LARGE: i32 = 4568;
 const FACET_TOO_LARGE: i32 = 4031700;
 const BUFFER_TOO_LARGE: i32 = 13548;
+const DISTINCT_TOO_LARGE: i32 = 17217;
 
 /// A `folio serve` process, killed on drop.
 struct Server {
@@ -204,6 +205,19 @@ async fn memory_hungry_requests_fail_with_mongodb_errors_and_the_server_stays_up
         );
         assert_alive(&mut server, &coll).await;
     }
+
+    // `distinct` answers in one document: 20 distinct values of 1 MiB are too many.
+    let wide: Collection<Document> = client.database("test").collection("wide");
+    let docs: Vec<Document> =
+        (0..20).map(|i| doc! {"_id": i, "v": format!("{i}{}", "w".repeat(1 << 20))}).collect();
+    wide.insert_many(docs).await.expect("insert wide");
+    let e = wide.distinct("v", doc! {}).await.expect_err("distinct over 16 MiB");
+    match *e.kind {
+        ErrorKind::Command(ref c) => assert_eq!(c.code, DISTINCT_TOO_LARGE, "{}", c.message),
+        _ => panic!("not a server error: {e}"),
+    }
+    assert_eq!(wide.distinct("_id", doc! {}).await.expect("small distinct").len(), 20);
+    assert_alive(&mut server, &coll).await;
 
     // Several at once: each fails on its own limit or on the server-wide one, and the server
     // survives their sum.

@@ -123,6 +123,7 @@ codes! {
     ExceededMemoryLimit = 146,
     Location4568 = 4568,
     Location13548 = 13548,
+    Location17217 = 17217,
     Location4031700 = 4031700,
     InvalidIndexSpecificationOption = 197,
     CommandNotSupportedOnView = 166,

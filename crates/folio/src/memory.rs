@@ -1,7 +1,7 @@
 //! Bounded memory per operation.
 //!
-//! One request must not be able to take the server down. MongoDB bounds what a request may
-//! build in three ways, and Folio does the same, with MongoDB's codes:
+//! One request must not be able to take the server down. Folio bounds what a request may build
+//! in three ways, with MongoDB's limits and codes where MongoDB has them:
 //!
 //! * **Per value and per document.** A document handed to a client may not exceed
 //!   [`MAX_INTERNAL_DOC_BYTES`] (16 MiB plus MongoDB's 16 KiB of slack: BSONObjectTooLarge,
@@ -22,9 +22,11 @@
 //!   the operation that asks for more fails, unless it holds less than [`FAIR_SHARE_BYTES`], so
 //!   that concurrent heavy requests fail cleanly while small ones keep working.
 //!
-//! Every limit is checked *while* a value is being built (before the allocation, where the size
-//! is known in advance, as for `$range` or `$concat`), never after, because a value that is too
-//! large has already done its damage once it exists.
+//! Every limit is checked *while* a value is being built: before the allocation where the size
+//! is known in advance (`$range`, `$concat`, `$concatArrays`, `$split`, `$unwind`'s copies), and
+//! as the parts arrive otherwise (`$map`, `$reduce`, group tables, `$lookup` and `$facet`
+//! results), never once the whole exists, because a value that is too large has already done
+//! its damage by then.
 //!
 //! **What is charged, and for how long.** Only stages that *create* data beyond their input
 //! charge: group tables and accumulators, `$lookup` and `$graphLookup` arrays, `$unwind` copies,

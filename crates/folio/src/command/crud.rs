@@ -573,6 +573,14 @@ pub fn distinct(
     let filter = opt_doc(cmd, "query", "distinct")?.unwrap_or_default();
     let collation = Requested::from_field(cmd, "collation", "distinct")?;
     let values = run.read(|txn| exec::distinct(txn, &db, &coll, &key, &filter, &collation))?;
+    // The values travel in one reply document: MongoDB refuses a list past 16 MB.
+    let mut size = 0usize;
+    for (i, v) in values.iter().enumerate() {
+        size += 2 + i.to_string().len() + crate::memory::value_bson_size(v);
+        if size >= crate::memory::MAX_USER_DOC_BYTES {
+            bail!(Location17217, "distinct too big, 16mb cap");
+        }
+    }
     Ok(doc! { "values": values })
 }
 
