@@ -173,6 +173,15 @@ async fn memory_hungry_requests_fail_with_mongodb_errors_and_the_server_stays_up
     let mut server = Server::start();
     let client = connect(server.port).await;
     let coll: Collection<Document> = client.database("test").collection("c");
+    let p = client
+        .database("admin")
+        .run_command(doc! {"getParameter": 1, "internalQueryMaxMemoryUsageBytesAllOperations": 1})
+        .await
+        .expect("getParameter");
+    assert_eq!(
+        p.get_i64("internalQueryMaxMemoryUsageBytesAllOperations").ok(),
+        Some(SERVER_MEMORY_BYTES as i64)
+    );
     // 21 documents of about 1 KiB: four nested lookups join 21^4 of them to one document.
     let docs: Vec<Document> = (0..21).map(|i| doc! {"_id": i, "pad": "p".repeat(1024)}).collect();
     coll.insert_many(docs).await.expect("insert");
