@@ -1,12 +1,13 @@
 //! Requests that would need more memory than the server has fail with MongoDB's errors, and the
 //! server stays up (issue #10).
 //!
-//! The real `folio` binary runs under a 2 GiB address-space limit (`ulimit -v`), so that a
-//! request that slips past the limits makes the allocator abort the process and the liveness
-//! checks fail, instead of slowly eating the test machine. glibc reserves 64 MiB of address
-//! space per malloc arena and makes up to eight per core; `MALLOC_ARENA_MAX=2` keeps those
-//! reservations from using up the limit by themselves. The client is the official `mongodb`
-//! crate.
+//! The real `folio` binary runs under a 2 GiB address-space limit (`ulimit -v`, hence Linux
+//! only), so that a request that slips past the limits makes the allocator abort the process and
+//! the liveness checks fail, instead of slowly eating the test machine. glibc reserves 64 MiB of
+//! address space per malloc arena and makes up to eight per core; `MALLOC_ARENA_MAX=2` keeps
+//! those reservations from using up the limit by themselves. The client is the official
+//! `mongodb` crate.
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
