@@ -116,6 +116,10 @@ pub struct Settings {
     pub transaction_lifetime_secs: u64,
     /// `--maxConns`.
     pub max_conns: u32,
+    /// `internalQueryMaxMemoryUsageBytesPerOperation` (0: no limit of its own).
+    pub operation_memory_bytes: usize,
+    /// `internalQueryMaxMemoryUsageBytesAllOperations` (`None`: half of what the process may use).
+    pub server_memory_bytes: Option<usize>,
     /// What `getCmdLineOpts` reports: `argv` and `parsed`.
     pub cmd_line: Document,
 }
@@ -160,6 +164,13 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     }
     let mut test_commands = false;
     let mut transaction_lifetime_secs = 60;
+    let mut operation_memory_bytes = 0;
+    let mut server_memory_bytes = None;
+    let bytes = |name: &str, value: &str| {
+        value.parse::<usize>().map_err(|_| {
+            format!("Bad value for parameter \"{name}\": {value:?} is not a number of bytes")
+        })
+    };
     for (name, value) in &params {
         match name.as_str() {
             "enableTestCommands" => test_commands = parse_bool(name, value)?,
@@ -170,9 +181,19 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
                     .filter(|&n| n >= 1)
                     .ok_or_else(|| format!("Bad value for parameter \"{name}\": {value:?} is not a positive integer"))?;
             }
+            "internalQueryMaxMemoryUsageBytesPerOperation" => {
+                operation_memory_bytes = bytes(name, value)?;
+            }
+            "internalQueryMaxMemoryUsageBytesAllOperations" => {
+                let n = bytes(name, value)?;
+                if n == 0 {
+                    return Err(format!("Bad value for parameter \"{name}\": must be positive"));
+                }
+                server_memory_bytes = Some(n);
+            }
             _ => {
                 return Err(format!(
-                    "Illegal --setParameter parameter: \"{name}\" (known: enableTestCommands, transactionLifetimeLimitSeconds)"
+                    "Illegal --setParameter parameter: \"{name}\" (known: enableTestCommands, transactionLifetimeLimitSeconds, internalQueryMaxMemoryUsageBytesPerOperation, internalQueryMaxMemoryUsageBytesAllOperations)"
                 ));
             }
         }
@@ -203,6 +224,8 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
         test_commands,
         transaction_lifetime_secs,
         max_conns,
+        operation_memory_bytes,
+        server_memory_bytes,
         cmd_line,
     })
 }
@@ -269,10 +292,16 @@ mod tests {
             set_parameter: vec![
                 "enableTestCommands=1".into(),
                 "transactionLifetimeLimitSeconds=5".into(),
+                "internalQueryMaxMemoryUsageBytesPerOperation=1048576".into(),
+                "internalQueryMaxMemoryUsageBytesAllOperations=2097152".into(),
             ],
             ..args()
         };
         let s = resolve(&a, &[]).expect("resolve");
+        assert_eq!(s.operation_memory_bytes, 1 << 20);
+        assert_eq!(s.server_memory_bytes, Some(2 << 20));
+        let defaults = resolve(&args(), &[]).expect("resolve");
+        assert_eq!((defaults.operation_memory_bytes, defaults.server_memory_bytes), (0, None));
         assert_eq!(s.bind_ips, vec!["127.0.0.1".to_string(), "::1".to_string()]);
         assert_eq!(s.advertise_host, "localhost:28000");
         assert!(s.test_commands);
@@ -294,6 +323,8 @@ mod tests {
             "noSuchParam=1",
             "enableTestCommands=yes",
             "transactionLifetimeLimitSeconds=0",
+            "internalQueryMaxMemoryUsageBytesPerOperation=lots",
+            "internalQueryMaxMemoryUsageBytesAllOperations=0",
             "novalue",
         ] {
             let a = ServeArgs { set_parameter: vec![bad.into()], ..args() };

@@ -103,6 +103,7 @@ fn verify(dbpath: &std::path::Path) -> Result<(), String> {
 /// `folio serve`.
 fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
     let settings = config::resolve(args, argv)?;
+    folio::memory::set_limits(settings.operation_memory_bytes, settings.server_memory_bytes);
     let store =
         store::open_store(&settings.dbpath, settings.in_memory).map_err(|e| e.to_string())?;
     let options = ServiceOptions {

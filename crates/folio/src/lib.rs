@@ -8,6 +8,8 @@
 //!
 //! - [`error`], [`doc`], [`encoding`]: MongoDB error codes, document helpers and type order,
 //!   order-preserving key encodings.
+//! - [`memory`]: size limits per value and document, and the per-operation and server-wide
+//!   memory counters that keep one request from taking the server down.
 //! - [`query`], [`update`], [`agg`]: pure functions on documents (filters, projection, sort,
 //!   update operators, aggregation).
 //! - [`storage`]: the ordered KV engine trait with redb and in-memory engines.
@@ -24,6 +26,7 @@ pub mod error;
 pub mod collation;
 pub mod doc;
 pub mod encoding;
+pub mod memory;
 
 pub mod agg;
 pub mod query;

@@ -17,8 +17,10 @@
 //! `$reduce` and the stages' `let` options push named values. The stack is searched from the top,
 //! so inner bindings shadow outer ones, as in MongoDB.
 //!
-//! The evaluator depends only on the `doc` and `error` modules, so that the query layer's `$expr`
-//! and the update layer's pipelines can use it without depending on the stages.
+//! The evaluator depends only on the `doc`, `error` and `memory` modules, so that the query
+//! layer's `$expr` and the update layer's pipelines can use it without depending on the stages.
+//! Values that can grow without bound (`$map`'s output, `$reduce`'s accumulator) are checked
+//! against [`crate::memory`]'s limits while they are built.
 
 use std::cmp::Ordering;
 
@@ -27,6 +29,7 @@ use bson::{Bson, Document};
 use super::ops;
 use crate::doc::compare::cmp_bson;
 use crate::error::{Code, Error, Result};
+use crate::memory;
 
 /// A value that may be missing (`None`).
 pub type Value = Option<Bson>;
@@ -405,10 +408,14 @@ impl Expression {
                     return Ok(Some(Bson::Null));
                 };
                 let mut out = Vec::with_capacity(items.len());
+                let mut bytes = 0usize;
                 for item in items {
-                    out.push(
-                        with_var(vars, name, Some(item), |v| body.eval(v))?.unwrap_or(Bson::Null),
-                    );
+                    let v =
+                        with_var(vars, name, Some(item), |v| body.eval(v))?.unwrap_or(Bson::Null);
+                    // Checked while building: each element may be large.
+                    bytes = bytes.saturating_add(memory::heap_size(&v));
+                    memory::building("$map", bytes)?;
+                    out.push(v);
                 }
                 Ok(Some(Bson::Array(out)))
             }
@@ -420,6 +427,10 @@ impl Expression {
                     return Ok(Some(Bson::Null));
                 };
                 let mut acc = initial.eval(vars)?;
+                // The accumulator is the one value an expression can feed back into itself
+                // (doubling a string or an array each step), so its size is bounded and held
+                // against the operation at every step.
+                let mut held = memory::Reservation::new("$reduce");
                 for item in items {
                     let depth = vars.stack.len();
                     vars.stack.push(("value".to_string(), acc));
@@ -427,6 +438,20 @@ impl Expression {
                     let r = body.eval(vars);
                     vars.stack.truncate(depth);
                     acc = r?;
+                    let size = match &acc {
+                        Some(Bson::String(s)) => s.len(),
+                        Some(v @ (Bson::Array(_) | Bson::Document(_))) => memory::heap_size(v),
+                        _ => 0,
+                    };
+                    memory::building("$reduce", size)?;
+                    if size >= memory::LARGE_VALUE_BYTES || held.bytes() > 0 {
+                        let before = held.bytes();
+                        if size > before {
+                            held.grow(size - before)?;
+                        } else {
+                            held.shrink(before - size);
+                        }
+                    }
                 }
                 Ok(acc)
             }

@@ -15,6 +15,7 @@ use super::ops::add_numbers;
 use super::spill::{approx_doc_size, approx_size};
 use crate::doc::compare::{Number, bson_eq, cmp_bson};
 use crate::error::{Code, Error, Result};
+use crate::memory;
 
 /// The accumulator operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,8 +232,9 @@ pub enum Acc {
     First(Option<Bson>),
     /// The last value.
     Last(Bson),
-    /// Collected values.
-    List(Vec<Bson>, bool),
+    /// Collected values (`$addToSet` when the flag is set), and their estimated size, which
+    /// MongoDB caps at 100 MiB per group ([`memory::MAX_PUSH_BYTES`]).
+    List(Vec<Bson>, bool, usize),
     /// Merged documents.
     Merge(Document),
     /// Numeric values for a standard deviation (sample or population).
@@ -253,8 +255,8 @@ impl Acc {
             AccOp::Max => Acc::Extreme(None, true),
             AccOp::First => Acc::First(None),
             AccOp::Last => Acc::Last(Bson::Null),
-            AccOp::Push => Acc::List(Vec::new(), false),
-            AccOp::AddToSet => Acc::List(Vec::new(), true),
+            AccOp::Push => Acc::List(Vec::new(), false, 0),
+            AccOp::AddToSet => Acc::List(Vec::new(), true, 0),
             AccOp::MergeObjects => Acc::Merge(Document::new()),
             AccOp::StdDevPop => Acc::StdDev(Vec::new(), false),
             AccOp::StdDevSamp => Acc::StdDev(Vec::new(), true),
@@ -351,10 +353,15 @@ impl Acc {
                 }
             }
             Acc::Last(last) => *last = v.unwrap_or(Bson::Null),
-            Acc::List(items, set) => {
+            Acc::List(items, set, used) => {
                 if let Some(x) = v
                     && !(*set && items.iter().any(|y| bson_eq(y, &x)))
                 {
+                    // Checked before the value is kept, as MongoDB checks after each value.
+                    *used = used.saturating_add(approx_size(&x) + 16);
+                    if *used >= memory::MAX_PUSH_BYTES {
+                        return Err(push_too_large(*set, *used));
+                    }
                     items.push(x);
                 }
             }
@@ -396,13 +403,26 @@ impl Acc {
             Acc::Extreme(best, _) => best.unwrap_or(Bson::Null),
             Acc::First(first) => first.unwrap_or(Bson::Null),
             Acc::Last(last) => last,
-            Acc::List(items, _) => Bson::Array(items),
+            Acc::List(items, _, _) => Bson::Array(items),
             Acc::Merge(d) => Bson::Document(d),
             Acc::StdDev(xs, sample) => std_dev(&xs, sample),
             Acc::Values(items) => Bson::Array(items),
             Acc::Ranked(items) => Bson::Array(items.into_iter().map(|(_, o)| o).collect()),
         }
     }
+}
+
+/// ExceededMemoryLimit for a `$push` or `$addToSet` past its 100 MiB, in MongoDB's words.
+fn push_too_large(set: bool, used: usize) -> Error {
+    let limit = memory::MAX_PUSH_BYTES;
+    let msg = if set {
+        format!(
+            "$addToSet used too much memory and cannot spill to disk. Used: {used} bytes. Memory limit: {limit} bytes"
+        )
+    } else {
+        format!("$push used too much memory and cannot spill to disk. Memory limit: {limit} bytes")
+    };
+    Error::new(Code::ExceededMemoryLimit, msg)
 }
 
 /// The standard deviation of `xs` (null when undefined: no values, or one for a sample).
@@ -470,6 +490,8 @@ pub fn group_by_bounded<K: Fn(&mut Vars) -> Result<Bson>>(
     let mut index: BTreeMap<Key, usize> = BTreeMap::new();
     let mut groups: Vec<(Bson, Vec<Acc>)> = Vec::new();
     let mut used = 0usize;
+    // What the group table holds, in Folio's own terms, against the operation's memory.
+    let mut held = memory::Reservation::new("$group");
     for d in docs {
         let mut v = Vars::with_let(d, vars);
         let k = key(&mut v)?;
@@ -478,20 +500,20 @@ pub fn group_by_bounded<K: Fn(&mut Vars) -> Result<Bson>>(
             Some(i) => *i,
             None => {
                 used = used.saturating_add(2 * approx_size(&k) + 64 + 32 * accs.len());
+                held.grow(2 * memory::heap_size(&k) + 64 + 64 * accs.len())?;
                 groups.push((k, accs.iter().map(|a| Acc::new(a.op)).collect()));
                 index.insert(id, groups.len() - 1);
                 groups.len() - 1
             }
         };
-        for (spec, acc) in accs.iter().zip(groups[slot].1.iter_mut()) {
-            let value = spec.arg.eval(&mut v)?;
-            used = used.saturating_add(retained_size(spec.op, &value, d));
-            acc.add_ranked(spec, d, value)?;
-        }
+        let (bson, heap) = fold_doc(&mut groups[slot].1, accs, d, &mut v)?;
+        used = used.saturating_add(bson);
+        held.grow(heap)?;
         if used > limit {
             return Ok(None);
         }
     }
+    held.hand_on();
     Ok(Some(
         groups
             .into_iter()
@@ -502,10 +524,29 @@ pub fn group_by_bounded<K: Fn(&mut Vars) -> Result<Bson>>(
     ))
 }
 
+/// Folds one document into a group's accumulators; returns what they keep of it (estimated
+/// BSON size for the stage's budget, in-memory size for the operation's).
+pub(crate) fn fold_doc(
+    state: &mut [Acc],
+    accs: &[AccSpec],
+    d: &Document,
+    v: &mut Vars,
+) -> Result<(usize, usize)> {
+    let (mut bson, mut heap) = (0usize, 0usize);
+    for (spec, acc) in accs.iter().zip(state.iter_mut()) {
+        let value = spec.arg.eval(v)?;
+        let (b, h) = retained_size(spec.op, &value, d);
+        bson = bson.saturating_add(b);
+        heap = heap.saturating_add(h);
+        acc.add_ranked(spec, d, value)?;
+    }
+    Ok((bson, heap))
+}
+
 /// The memory an accumulator keeps for one more value: the values themselves for those that
-/// collect them, nothing for running totals and extremes.
-fn retained_size(op: AccOp, value: &Value, doc: &Document) -> usize {
-    let size = value.as_ref().map_or(0, approx_size);
+/// collect them, nothing for running totals and extremes. `(BSON estimate, in-memory estimate)`.
+fn retained_size(op: AccOp, value: &Value, doc: &Document) -> (usize, usize) {
+    let sizes = |v: &Value| v.as_ref().map_or((0, 0), |x| (approx_size(x), memory::heap_size(x)));
     match op {
         AccOp::Push
         | AccOp::AddToSet
@@ -513,17 +554,21 @@ fn retained_size(op: AccOp, value: &Value, doc: &Document) -> usize {
         | AccOp::FirstN
         | AccOp::LastN
         | AccOp::MaxN
-        | AccOp::MinN => size + 16,
-        AccOp::Top | AccOp::Bottom | AccOp::TopN | AccOp::BottomN => {
-            approx_doc_size(doc) + size + 32
+        | AccOp::MinN => {
+            let (b, h) = sizes(value);
+            (b + 16, h)
         }
-        AccOp::StdDevPop | AccOp::StdDevSamp => 8,
+        AccOp::Top | AccOp::Bottom | AccOp::TopN | AccOp::BottomN => {
+            let (b, h) = sizes(value);
+            (approx_doc_size(doc) + b + 32, memory::doc_heap_size(doc) + h)
+        }
+        AccOp::StdDevPop | AccOp::StdDevSamp => (8, 8),
         AccOp::Sum
         | AccOp::Avg
         | AccOp::Min
         | AccOp::Max
         | AccOp::First
         | AccOp::Last
-        | AccOp::Count => 0,
+        | AccOp::Count => (0, 0),
     }
 }

@@ -14,6 +14,7 @@ use super::{Context, Pipeline};
 use crate::doc::fmt::value_string;
 use crate::err;
 use crate::error::{Code, Error, Result};
+use crate::memory::{self, bson_size};
 use crate::query::Filter;
 
 /// A parsed `$graphLookup`.
@@ -173,14 +174,26 @@ pub(super) fn foreign_index(
     index
 }
 
-pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<Vec<Document>> {
+/// Runs a `$lookup` over `docs`. With `result_of`, the output is itself the `as` array of an
+/// enclosing `$lookup` on that collection, and is held to the same 100 MiB as it is built.
+pub(super) fn lookup(
+    docs: Vec<Document>,
+    l: &Lookup,
+    ctx: &Context,
+    result_of: Option<&str>,
+) -> Result<Vec<Document>> {
     let foreign = match &l.from {
         Some(c) => ctx.source.collection(&ctx.db, c)?,
         None => Vec::new(),
     };
     let index = l.foreign_field.as_deref().map(|f| foreign_index(&foreign, f));
+    let mut held = memory::Reservation::new("$lookup");
     let mut out = Vec::with_capacity(docs.len());
+    let mut output_size = 0usize;
     for mut d in docs {
+        if result_of.is_some() {
+            output_size = output_size.saturating_add(bson_size(&d));
+        }
         let mut candidates: Vec<Document> = match (&l.local_field, &l.foreign_field, &index) {
             (Some(local), Some(foreign_field), Some(index)) => {
                 let parts: Vec<String> = local.split('.').map(str::to_string).collect();
@@ -205,7 +218,15 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
                         .collect();
                     hits.sort_unstable();
                     hits.dedup();
-                    hits.into_iter().map(|i| foreign[i].clone()).collect()
+                    // Sized before each copy: a result past the limit is never built.
+                    let mut size = 0usize;
+                    let mut out = Vec::with_capacity(hits.len());
+                    for i in hits {
+                        size = size.saturating_add(bson_size(&foreign[i]));
+                        check_lookup_size(l.from.as_deref().unwrap_or(""), size)?;
+                        out.push(foreign[i].clone());
+                    }
+                    out
                 }
             }
             _ => foreign.clone(),
@@ -225,9 +246,24 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
                 in_transaction: ctx.in_transaction,
                 memory_limit: ctx.memory_limit,
                 collection: ctx.collection.clone(),
+                lookup_result: Some(l.from.clone().unwrap_or_default()),
             };
             candidates = super::run_with(candidates, stages, &sub)?;
+            let mut size = 0usize;
+            for c in &candidates {
+                size = size.saturating_add(bson_size(c));
+                check_lookup_size(l.from.as_deref().unwrap_or(""), size)?;
+            }
         }
+        if let Some(outer) = result_of {
+            for c in &candidates {
+                output_size = output_size.saturating_add(bson_size(c));
+                check_lookup_size(outer, output_size)?;
+            }
+        }
+        // The joined arrays are what this stage adds to its input: hold them against the
+        // operation's memory (a nested `$lookup` multiplies them at every level).
+        held.grow(candidates.iter().map(memory::doc_heap_size).sum())?;
         let parts: Vec<&str> = l.as_field.split('.').collect();
         set_path(
             &mut d,
@@ -236,7 +272,23 @@ pub(super) fn lookup(docs: Vec<Document>, l: &Lookup, ctx: &Context) -> Result<V
         );
         out.push(d);
     }
+    held.hand_on();
     Ok(out)
+}
+
+/// Location4568 once the documents joined to one input document pass MongoDB's
+/// `internalLookupStageIntermediateDocumentMaxSizeBytes` (100 MiB of BSON).
+fn check_lookup_size(from: &str, size: usize) -> Result<()> {
+    if size > memory::MAX_LOOKUP_BYTES {
+        return Err(loc(
+            4568,
+            format!(
+                "Total size of documents in {from} matching pipeline's $lookup stage exceeds {} bytes",
+                memory::MAX_LOOKUP_BYTES
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn parse_graph_lookup(arg: &Bson, scope: &Scope) -> Result<Stage> {
@@ -326,6 +378,9 @@ pub(super) fn graph_lookup(
         foreign.retain(|d| f.matches(d));
     }
     let index = foreign_index(&foreign, &g.connect_to);
+    // Each input document may get a copy of the whole foreign collection: hold the copies
+    // against the operation's memory as they are made.
+    let mut held = memory::Reservation::new("$graphLookup");
     let mut out = Vec::with_capacity(docs.len());
     for mut d in docs {
         let start = g.start_with.eval(&mut Vars::with_let(&d, &ctx.vars))?;
@@ -345,6 +400,7 @@ pub(super) fn graph_lookup(
                         continue;
                     }
                     seen[i] = true;
+                    held.grow(memory::doc_heap_size(&foreign[i]))?;
                     let mut hit = foreign[i].clone();
                     next.extend(
                         crate::doc::path::collect_values(&hit, &g.connect_from)
@@ -365,6 +421,7 @@ pub(super) fn graph_lookup(
         set_path(&mut d, &parts, Some(Bson::Array(found)));
         out.push(d);
     }
+    held.hand_on();
     Ok(out)
 }
 

@@ -108,6 +108,11 @@ pub struct Context<'a> {
     /// The collection the `aggregate` names (empty for `aggregate: 1`), which `$collStats` and
     /// `$indexStats` describe.
     pub collection: String,
+    /// When this pipeline computes a `$lookup`'s `as` array: that `$lookup`'s foreign
+    /// collection. A final `$lookup` stage then holds its whole output to MongoDB's 100 MiB for
+    /// one joined array (Location4568) while building it, so that nested lookups fail before
+    /// the outer array exists rather than after.
+    pub lookup_result: Option<String>,
 }
 
 impl<'a> Context<'a> {
@@ -120,6 +125,7 @@ impl<'a> Context<'a> {
             in_transaction: false,
             memory_limit: MemoryLimit::default(),
             collection: String::new(),
+            lookup_result: None,
         }
     }
 }
@@ -212,6 +218,8 @@ impl Pipeline {
 
     /// Runs the pipeline over `docs`.
     pub fn execute(&self, mut docs: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
+        // What the stages built and handed on, held while their output lives on.
+        let mut held = crate::memory::Reservation::new("pipeline");
         let mut i = 0;
         while i < self.stages.len() {
             // `$sort` directly followed by `$limit` keeps only the top k (a bounded sort).
@@ -222,7 +230,21 @@ impl Pipeline {
                 i += 2;
                 continue;
             }
-            docs = self.stages[i].execute(docs, ctx)?;
+            let out = match &self.stages[i] {
+                // The last stage's output is the whole result: see `Context::lookup_result`.
+                Stage::Lookup(l) if i + 1 == self.stages.len() => {
+                    lookup::lookup(docs, l, ctx, ctx.lookup_result.as_deref())
+                }
+                st => st.execute(docs, ctx),
+            };
+            // Taken before a failure returns, so that a failed stage's charges are released too.
+            let built = crate::memory::carried();
+            docs = out?;
+            if built.bytes() > 0 && self.stages[i].replaces_input() {
+                held = built;
+            } else {
+                held.absorb(built);
+            }
             i += 1;
         }
         Ok(docs)

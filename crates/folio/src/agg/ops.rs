@@ -16,6 +16,7 @@ use super::expr::{Value, cmp_values, loc, truthy, type_name, value_type};
 use crate::doc::compare::{Number, bson_eq, cmp_bson};
 use crate::doc::fmt::value_string;
 use crate::error::{Code, Error, Result};
+use crate::memory;
 
 fn null() -> Result<Value> {
     Ok(Some(Bson::Null))
@@ -542,7 +543,22 @@ fn split(a: &Value, b: &Value) -> Result<Value> {
     if sep.is_empty() {
         return Err(loc(40087, "$split requires a non-empty separator"));
     }
+    // A short separator can turn one string into millions of elements, each a whole `Bson`:
+    // count them before building the array.
+    let parts = s.matches(sep.as_str()).count() + 1;
+    memory::building("$split", parts.saturating_mul(memory::heap_size(&Bson::Null)) + s.len())?;
     Ok(Some(Bson::Array(s.split(sep.as_str()).map(|p| Bson::String(p.to_string())).collect())))
+}
+
+/// MongoDB builds strings in a buffer of at most 64 MiB; a longer result fails as it does there.
+fn string_limit(op: &str, len: usize) -> Result<()> {
+    if len > memory::MAX_BUFFER_BYTES {
+        return Err(loc(
+            13548,
+            format!("BufBuilder attempted to grow() to {len} bytes, past the 64MB limit."),
+        ));
+    }
+    memory::check(op, len)
 }
 
 fn array_arg(v: &Value, err: impl Fn(&str) -> Error) -> Result<Option<&Vec<Bson>>> {
@@ -869,12 +885,19 @@ pub fn positional(name: &str, vals: Vec<Value>) -> Result<Value> {
         }
         "$not" => b(!truthy(&vals[0])),
         "$concat" => {
-            let mut out = String::new();
+            let mut parts = Vec::with_capacity(vals.len());
             for v in &vals {
                 match string_arg("$concat", 16702, v)? {
-                    Some(s) => out.push_str(&s),
+                    Some(s) => parts.push(s),
                     None => return null(),
                 }
+            }
+            // The length is known before anything is copied: check it first.
+            let len = parts.iter().map(String::len).sum();
+            string_limit("$concat", len)?;
+            let mut out = String::with_capacity(len);
+            for p in &parts {
+                out.push_str(p);
             }
             Ok(Some(Bson::String(out)))
         }
@@ -963,13 +986,25 @@ pub fn positional(name: &str, vals: Vec<Value>) -> Result<Value> {
             )),
         },
         "$concatArrays" => {
-            let mut out = Vec::new();
+            // Measure the inputs before copying them, so that a result too large for the
+            // operation is refused before it exists.
+            let (mut len, mut bytes) = (0usize, 0usize);
             for v in &vals {
                 match array_arg(v, |t| {
                     loc(28664, format!("$concatArrays only supports arrays, not {t}"))
                 })? {
-                    Some(items) => out.extend(items.iter().cloned()),
+                    Some(items) => {
+                        len += items.len();
+                        bytes = bytes.saturating_add(items.iter().map(memory::heap_size).sum());
+                        memory::building("$concatArrays", bytes)?;
+                    }
                     None => return null(),
+                }
+            }
+            let mut out = Vec::with_capacity(len);
+            for v in vals {
+                if let Some(Bson::Array(items)) = v {
+                    out.extend(items);
                 }
             }
             Ok(Some(Bson::Array(out)))
@@ -1029,14 +1064,23 @@ pub fn positional(name: &str, vals: Vec<Value>) -> Result<Value> {
             if step == 0 {
                 return Err(loc(34449, "$range requires a non-zero step value"));
             }
-            let count = (i128::from(end) - i128::from(start)) / i128::from(step);
-            if count > 10_000_000 {
-                return Err(loc(
-                    5432900,
-                    "$range would use too much memory and cannot spill to disk",
+            // MongoDB's estimate: one 16-byte value per element (its `sizeof(Value)`) and the
+            // vector, checked against `internalQueryMaxRangeBytes` before building anything.
+            let steps = (i128::from(end) - i128::from(start)) / i128::from(step);
+            let len = if steps >= 0 { steps + 1 } else { 0 };
+            let needed = 24 + len.saturating_mul(16);
+            if needed >= memory::MAX_RANGE_BYTES as i128 {
+                return Err(Error::new(
+                    Code::ExceededMemoryLimit,
+                    format!(
+                        "$range would use too much memory ({needed} bytes) and cannot spill to disk. Memory limit: {} bytes",
+                        memory::MAX_RANGE_BYTES
+                    ),
                 ));
             }
-            let mut out = Vec::new();
+            let len = len as usize;
+            memory::check("$range", len.saturating_mul(memory::heap_size(&Bson::Int32(0))))?;
+            let mut out = Vec::with_capacity(len);
             let mut i = start;
             while (step > 0 && i < end) || (step < 0 && i > end) {
                 out.push(int_result(i, 0));
@@ -1223,6 +1267,11 @@ pub fn named(name: &str, args: &[(&str, Value)]) -> Result<Value> {
             let out = if name == "$replaceOne" {
                 strs[0].replacen(&strs[1], &strs[2], 1)
             } else {
+                // Each match may grow the string: know the result's length before building it.
+                if strs[2].len() > strs[1].len() && !strs[1].is_empty() {
+                    let n = strs[0].matches(strs[1].as_str()).count();
+                    string_limit(name, strs[0].len() + n * (strs[2].len() - strs[1].len()))?;
+                }
                 strs[0].replace(&strs[1], &strs[2])
             };
             Ok(Some(Bson::String(out)))

@@ -391,6 +391,7 @@ fn merge(
                             in_transaction: ctx.in_transaction,
                             memory_limit: ctx.memory_limit,
                             collection: ctx.collection.clone(),
+                            lookup_result: None,
                         };
                         let mut out = super::run_with(vec![old.clone()], p, &sub)?;
                         let mut new = out.pop().unwrap_or_default();

@@ -76,6 +76,11 @@ impl Projection {
         Ok(Projection { fields, inclusion: false })
     }
 
+    /// Whether the projection computes values (rather than only keeping or dropping fields).
+    pub fn computes(&self) -> bool {
+        self.inclusion && has_computed(&self.fields)
+    }
+
     /// Applies the projection to a document.
     pub fn apply(&self, doc: &Document, vars: &mut Vars) -> Result<Document> {
         if !self.inclusion {

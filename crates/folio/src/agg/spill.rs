@@ -36,7 +36,7 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use bson::{Bson, Document};
 
 use super::expr::Vars;
-use super::group::{AccSpec, group_by_bounded};
+use super::group::{Acc, AccSpec, fold_doc, group_by_bounded};
 use crate::doc::compare::cmp_bson;
 use crate::error::{Error, Result};
 use crate::{bail, err};
@@ -182,10 +182,12 @@ where
         let k = key(&mut Vars::with_let(&d, vars))?;
         sorter.push(bson::doc! {"i": identity(&k), "k": k, "d": d})?;
     }
+    // Each run of equal identities is folded as it streams past, so that only one group's
+    // accumulators are in memory (never all of a large group's documents).
     let mut out = Vec::new();
-    let mut members: Vec<Document> = Vec::new();
-    // The current run's identity and the key it reports.
-    let mut current: Option<(Bson, Bson)> = None;
+    let mut held = crate::memory::Reservation::new("$group");
+    // The current run's identity, the key it reports, and its accumulators.
+    let mut current: Option<(Bson, Bson, Vec<Acc>)> = None;
     for entry in sorter.finish()? {
         let mut entry = entry?;
         let id = entry.remove("i").unwrap_or(Bson::Null);
@@ -193,40 +195,27 @@ where
         let Some(Bson::Document(d)) = entry.remove("d") else {
             bail!(InternalError, "a spilled group entry lost its document");
         };
-        if let Some((c, _)) = &current
+        if let Some((c, _, _)) = &current
             && cmp_bson(c, &id) != Ordering::Equal
+            && let Some((_, key, state)) = current.take()
         {
-            let (_, key) = current.take().unwrap_or((Bson::Null, Bson::Null));
-            out.push(fold_group(key, std::mem::take(&mut members), accs, vars)?);
+            out.push(finish_group(key, state, accs));
         }
-        if current.is_none() {
-            current = Some((id, k));
-        }
-        members.push(d);
+        let (_, _, state) =
+            current.get_or_insert_with(|| (id, k, accs.iter().map(|a| Acc::new(a.op)).collect()));
+        let (_, heap) = fold_doc(state, accs, &d, &mut Vars::with_let(&d, vars))?;
+        held.grow(heap)?;
     }
-    if let Some((_, key)) = current {
-        out.push(fold_group(key, members, accs, vars)?);
+    if let Some((_, key, state)) = current {
+        out.push(finish_group(key, state, accs));
     }
+    held.hand_on();
     Ok(out)
 }
 
-/// Folds one group's documents (in input order) through the accumulators.
-fn fold_group(
-    key: Bson,
-    members: Vec<Document>,
-    accs: &[AccSpec],
-    vars: &Document,
-) -> Result<(Bson, Vec<Bson>)> {
-    let groups = group_by_bounded(
-        &members,
-        &|_: &mut Vars| Ok(Bson::Null),
-        accs,
-        vars,
-        usize::MAX,
-        &Bson::clone,
-    )?;
-    let values = groups.and_then(|g| g.into_iter().next()).map(|(_, v)| v).unwrap_or_default();
-    Ok((key, values))
+/// A folded group's key and output values.
+fn finish_group(key: Bson, state: Vec<Acc>, accs: &[AccSpec]) -> (Bson, Vec<Bson>) {
+    (key, state.into_iter().zip(accs).map(|(a, s)| a.finish_with(s)).collect())
 }
 
 /// One sorted run written to a temporary file.

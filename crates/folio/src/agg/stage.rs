@@ -14,6 +14,7 @@ use super::spill;
 use super::{Context, Pipeline};
 use crate::doc::fmt::{doc_string, value_string};
 use crate::error::{Error, Result};
+use crate::memory;
 use crate::query::{Filter, SortSpec};
 use crate::{bail, err};
 
@@ -240,15 +241,52 @@ impl Stage {
         }
     }
 
+    /// Whether the stage's output replaces its input documents (rather than passing them on or
+    /// extending them), so that what earlier stages built no longer lives on after it.
+    pub(super) fn replaces_input(&self) -> bool {
+        matches!(
+            self,
+            Stage::Project(_)
+                | Stage::ReplaceRoot(_)
+                | Stage::Group(..)
+                | Stage::SortByCount(_)
+                | Stage::Bucket(_)
+                | Stage::BucketAuto(..)
+                | Stage::Count(_)
+                | Stage::Facet(_)
+        )
+    }
+
     /// Runs the stage.
     pub fn execute(&self, docs: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
         match self {
             Stage::Match(f) => Ok(docs.into_iter().filter(|d| f.matches(d)).collect()),
-            Stage::Project(p) => docs
-                .iter()
-                .map(|d| p.apply(d, &mut Vars::with_let(d, &ctx.vars)))
-                .collect(),
-            Stage::AddFields(fields) => docs.into_iter().map(|d| add_fields(d, fields, ctx)).collect(),
+            Stage::Project(p) if p.computes() => {
+                // Computed documents are new data: hold them against the operation's memory.
+                let mut held = memory::Reservation::new("$project");
+                let out = docs
+                    .iter()
+                    .map(|d| {
+                        let out = p.apply(d, &mut Vars::with_let(d, &ctx.vars))?;
+                        held.grow(memory::doc_heap_size(&out))?;
+                        Ok(out)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                held.hand_on();
+                Ok(out)
+            }
+            Stage::Project(p) => {
+                docs.iter().map(|d| p.apply(d, &mut Vars::with_let(d, &ctx.vars))).collect()
+            }
+            Stage::AddFields(fields) => {
+                let mut held = memory::Reservation::new("$addFields");
+                let out = docs
+                    .into_iter()
+                    .map(|d| add_fields(d, fields, ctx, &mut held))
+                    .collect::<Result<Vec<_>>>()?;
+                held.hand_on();
+                Ok(out)
+            }
             Stage::Group(key, accs, collation) => {
                 let key = |v: &mut Vars| Ok(key.eval(v)?.unwrap_or(Bson::Null));
                 let identity = |k: &Bson| match collation {
@@ -289,29 +327,49 @@ impl Stage {
             }
             Stage::Unwind(path, index, preserve) => {
                 let mut out = Vec::new();
+                let parts: Vec<String> = path.split('.').map(str::to_string).collect();
+                let mut held = memory::Reservation::new("$unwind");
                 for d in docs {
+                    // Every element becomes a copy of the rest of the document: hold what the
+                    // copies will take before making them.
+                    if let Some(Bson::Array(items)) = super::expr::field_path(&d, &parts)
+                        && items.len() > 1
+                    {
+                        let array = items.iter().map(memory::heap_size).sum::<usize>();
+                        let rest = memory::doc_heap_size(&d).saturating_sub(array);
+                        held.grow(rest.saturating_mul(items.len() - 1))?;
+                    }
                     super::unwind::unwind(d, path, index.as_deref(), *preserve, &mut out);
                 }
+                held.hand_on();
                 Ok(out)
             }
-            Stage::ReplaceRoot(e) => docs
-                .into_iter()
-                .map(|d| {
-                    let v = e.eval(&mut Vars::with_let(&d, &ctx.vars))?;
-                    match v {
-                        Some(Bson::Document(nd)) => Ok(nd),
-                        other => Err(loc(
-                            40228,
-                            format!(
-                                "'newRoot' expression must evaluate to an object, but resulting value was: {}. Type of resulting value: '{}'. Input document: {}",
-                                other.as_ref().map_or("MISSING".to_string(), value_string),
-                                super::expr::value_type(&other),
-                                doc_string(&d)
-                            ),
-                        )),
-                    }
-                })
-                .collect(),
+            Stage::ReplaceRoot(e) => {
+                let mut held = memory::Reservation::new("$replaceRoot");
+                let out = docs
+                    .into_iter()
+                    .map(|d| {
+                        let v = e.eval(&mut Vars::with_let(&d, &ctx.vars))?;
+                        match v {
+                            Some(Bson::Document(nd)) => {
+                                held.grow(memory::doc_heap_size(&nd))?;
+                                Ok(nd)
+                            }
+                            other => Err(loc(
+                                40228,
+                                format!(
+                                    "'newRoot' expression must evaluate to an object, but resulting value was: {}. Type of resulting value: '{}'. Input document: {}",
+                                    other.as_ref().map_or("MISSING".to_string(), value_string),
+                                    super::expr::value_type(&other),
+                                    doc_string(&d)
+                                ),
+                            )),
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                held.hand_on();
+                Ok(out)
+            }
             Stage::SortByCount(e) => {
                 let count = AccSpec::count("count");
                 let key = |v: &mut Vars| Ok(e.eval(v)?.unwrap_or(Bson::Null));
@@ -342,10 +400,33 @@ impl Stage {
             }
             Stage::Bucket(b) => super::bucket::bucket(docs, b, ctx),
             Stage::Facet(facets) => {
+                // Each sub-pipeline gets its own copy of the input; hold one copy's worth.
+                let mut held = memory::Reservation::new("$facet");
+                if facets.len() > 1 {
+                    held.grow(docs.iter().map(memory::doc_heap_size).sum())?;
+                }
                 let mut out = Document::new();
+                let mut used = 0usize;
                 for (name, p) in facets {
                     let res = p.execute(docs.clone(), ctx)?;
-                    out.insert(name.clone(), Bson::Array(res.into_iter().map(Bson::Document).collect()));
+                    // MongoDB's `internalQueryFacetMaxOutputDocSizeBytes`, counted as each
+                    // facet's results arrive, before the output document is assembled.
+                    for d in &res {
+                        used = used.saturating_add(memory::bson_size(d));
+                        if used > memory::MAX_FACET_BYTES {
+                            return Err(loc(
+                                4031700,
+                                format!(
+                                    "document constructed by $facet is {used} bytes, which exceeds the limit of {} bytes",
+                                    memory::MAX_FACET_BYTES
+                                ),
+                            ));
+                        }
+                    }
+                    out.insert(
+                        name.clone(),
+                        Bson::Array(res.into_iter().map(Bson::Document).collect()),
+                    );
                 }
                 Ok(vec![out])
             }
@@ -371,11 +452,14 @@ impl Stage {
                         .collect(),
                     other => Err(loc(
                         5858203,
-                        format!("error during $documents: an array is expected, found {}", super::expr::value_type(&other)),
+                        format!(
+                            "error during $documents: an array is expected, found {}",
+                            super::expr::value_type(&other)
+                        ),
                     )),
                 }
             }
-            Stage::Lookup(l) => super::lookup::lookup(docs, l, ctx),
+            Stage::Lookup(l) => super::lookup::lookup(docs, l, ctx, None),
             Stage::GraphLookup(g) => super::lookup::graph_lookup(docs, g, ctx),
             Stage::ListLocalSessions => ctx.source.local_sessions(),
             Stage::Redact(e) => {
@@ -422,7 +506,10 @@ impl Stage {
                         super::output::Sink::Out(..) => "$out",
                         super::output::Sink::Merge(_) => "$merge",
                     };
-                    bail!(OperationNotSupportedInTransaction, "{name} cannot be used in a transaction");
+                    bail!(
+                        OperationNotSupportedInTransaction,
+                        "{name} cannot be used in a transaction"
+                    );
                 }
                 Ok(docs)
             }
@@ -579,12 +666,22 @@ fn flatten_fields(
     Ok(())
 }
 
-fn add_fields(d: Document, fields: &[(String, Expression)], ctx: &Context) -> Result<Document> {
+fn add_fields(
+    d: Document,
+    fields: &[(String, Expression)],
+    ctx: &Context,
+    held: &mut memory::Reservation,
+) -> Result<Document> {
     let mut values = Vec::with_capacity(fields.len());
     {
         let mut vars = Vars::with_let(&d, &ctx.vars);
         for (_, e) in fields {
-            values.push(e.eval(&mut vars)?);
+            let v = e.eval(&mut vars)?;
+            // Computed values are what this stage adds to its input; small scalars cost a match.
+            if let Some(x @ (Bson::Array(_) | Bson::Document(_) | Bson::String(_))) = &v {
+                held.grow(memory::heap_size(x))?;
+            }
+            values.push(v);
         }
     }
     let mut out = d;

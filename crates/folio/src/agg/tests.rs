@@ -127,6 +127,7 @@ fn run_stage_file(file: &str) {
             in_transaction,
             memory_limit,
             collection: "coll".to_string(),
+            lookup_result: None,
         };
         let result = super::Pipeline::parse(&pipeline, &ctx.vars).and_then(|p| {
             let out = p.execute(docs, &ctx)?;
@@ -286,4 +287,110 @@ fn collated_group_spills_like_it_groups_in_memory() {
     let spilled = pipeline.execute(docs, &small).expect("spilled");
     assert!(super::spill::runs_written() > before, "did not spill");
     assert_eq!(spilled, expected);
+}
+
+/// `$push` and `$addToSet` stop at MongoDB's 100 MiB per group, with its code and messages,
+/// whether the group is built in memory or folded from spilled runs.
+#[test]
+fn push_and_add_to_set_are_bounded_per_group() {
+    // 120 documents of 1 MiB: more than 100 MiB in one group.
+    let big = "x".repeat(1024 * 1024);
+    let docs: Vec<Document> =
+        (0..120).map(|i| bson::doc! {"_id": i, "s": format!("{i}{big}")}).collect();
+    for (acc, message) in [
+        (
+            "$push",
+            "$push used too much memory and cannot spill to disk. Memory limit: 104857600 bytes",
+        ),
+        ("$addToSet", "$addToSet used too much memory and cannot spill to disk. Used: "),
+    ] {
+        let p = vec![bson::doc! {"$group": {"_id": null, "all": {acc: "$s"}}}];
+        for ctx in [
+            Context::empty(),
+            Context { memory_limit: super::MemoryLimit::new(4096, true), ..Context::empty() },
+        ] {
+            let e = super::run_with(docs.clone(), &p, &ctx).expect_err("past 100 MiB");
+            assert_eq!(e.code, crate::error::Code::ExceededMemoryLimit, "{acc}");
+            assert!(e.message.starts_with(message), "{acc}: {}", e.message);
+        }
+    }
+    // Under the limit, the spilled fold gives the in-memory result.
+    let p = vec![bson::doc! {"$group": {"_id": null, "ids": {"$push": "$_id"}}}];
+    let small = Context { memory_limit: super::MemoryLimit::new(4096, true), ..Context::empty() };
+    let spilled = super::run_with(docs.clone(), &p, &small).expect("spilled");
+    assert_eq!(spilled, super::run(docs, &p).expect("in memory"));
+}
+
+/// `$lookup` fails with 4568 past 100 MiB of joined documents, and `$facet` with 4031700 past
+/// 100 MiB of output, both before the oversized value is assembled.
+#[test]
+fn lookup_and_facet_results_are_bounded() {
+    let big = "y".repeat(1024 * 1024);
+    let foreign: Vec<Document> = (0..110).map(|i| bson::doc! {"_id": i, "s": &big}).collect();
+    let e = super::run(foreign.clone(), &[bson::doc! {"$facet": {"a": [{"$match": {}}]}}])
+        .expect_err("facet past 100 MiB");
+    assert_eq!(e.code_number(), 4031700);
+    assert!(e.message.starts_with("document constructed by $facet is "), "{}", e.message);
+
+    struct One(Vec<Document>);
+    impl super::Source for One {
+        fn collection(&self, _db: &str, _coll: &str) -> crate::error::Result<Vec<Document>> {
+            Ok(self.0.clone())
+        }
+    }
+    let source = One(foreign);
+    let ctx = Context { source: &source, ..Context::empty() };
+    let p = [bson::doc! {"$lookup": {"from": "f", "pipeline": [], "as": "all"}}];
+    let e =
+        super::run_with(vec![bson::doc! {"_id": 1}], &p, &ctx).expect_err("lookup past 100 MiB");
+    assert_eq!(e.code_number(), 4568);
+    assert_eq!(
+        e.message,
+        "Total size of documents in f matching pipeline's $lookup stage exceeds 104857600 bytes"
+    );
+}
+
+/// Strings built past MongoDB's 64 MB buffer fail with 13548 before they are built.
+#[test]
+fn strings_are_bounded_by_mongodb_buffer() {
+    let doc = bson::doc! {"s": "z".repeat(40 * 1024 * 1024)};
+    let e = super::evaluate(&bson::bson!({"$concat": ["$s", "$s"]}), &doc).expect_err("80 MiB");
+    assert_eq!(e.code_number(), 13548);
+    assert_eq!(e.message, "BufBuilder attempted to grow() to 83886080 bytes, past the 64MB limit.");
+    let e = super::evaluate(
+        &bson::bson!({"$replaceAll": {"input": "$s", "find": "z", "replacement": "zz"}}),
+        &doc,
+    )
+    .expect_err("80 MiB");
+    assert_eq!(e.code_number(), 13548);
+}
+
+/// Stages hand their charges on to the pipeline, which releases them when it returns, whether
+/// it succeeds or fails: nothing stays charged to the thread afterwards.
+#[test]
+fn pipelines_release_their_memory_charges() {
+    std::thread::spawn(|| {
+        let big = "m".repeat(512 * 1024);
+        let docs: Vec<Document> =
+            (0..40).map(|i| bson::doc! {"_id": i, "g": i % 3, "arr": [1, 2, 3]}).collect();
+        let ok = [
+            bson::doc! {"$addFields": {"s": {"$concat": [&big, "x"]}}},
+            bson::doc! {"$unwind": "$arr"},
+            bson::doc! {"$group": {"_id": "$g", "all": {"$push": "$s"}}},
+            bson::doc! {"$project": {"n": {"$size": "$all"}, "first": {"$first": "$all"}}},
+        ];
+        let out = super::run(docs.clone(), &ok).expect("pipeline");
+        assert_eq!(out.len(), 3);
+        assert_eq!(crate::memory::operation_used(), 0);
+        // A failure after stages have built and handed on their output.
+        let failing = [
+            bson::doc! {"$addFields": {"s": {"$concat": [&big, "x"]}}},
+            bson::doc! {"$fill": {"output": {"s": {"value": 1}}}},
+            bson::doc! {"$project": {"x": {"$divide": [1, 0]}}},
+        ];
+        super::run(docs, &failing).expect_err("division by zero");
+        assert_eq!(crate::memory::operation_used(), 0);
+    })
+    .join()
+    .expect("thread");
 }

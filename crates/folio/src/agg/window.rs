@@ -204,6 +204,7 @@ impl SetWindowFields {
         let n = part.len();
         let keys: Vec<Value> = part.iter().map(|d| self.sort_value(d)).collect();
         let mut results: Vec<Vec<Value>> = vec![Vec::with_capacity(self.output.len()); n];
+        let mut held = crate::memory::Reservation::new("$setWindowFields");
         for (_, func) in &self.output {
             let column = match func {
                 Func::Acc(spec, window) => {
@@ -218,7 +219,13 @@ impl SetWindowFields {
                         for j in lo..hi {
                             acc.add_ranked(spec, &part[j], values[j].clone())?;
                         }
-                        col.push(Some(acc.finish_with(spec)));
+                        let v = acc.finish_with(spec);
+                        // A `$push` over an unbounded window gives every document a copy of the
+                        // whole partition: hold the outputs against the operation's memory.
+                        if matches!(v, Bson::Array(_) | Bson::Document(_) | Bson::String(_)) {
+                            held.grow(crate::memory::heap_size(&v))?;
+                        }
+                        col.push(Some(v));
                     }
                     col
                 }
@@ -291,6 +298,7 @@ impl SetWindowFields {
             }
             out.push(d);
         }
+        held.hand_on();
         Ok(out)
     }
 }

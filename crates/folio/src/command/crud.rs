@@ -435,7 +435,7 @@ fn cursor_reply(
     docs: Vec<Document>,
     batch_size: Option<usize>,
     single_batch: bool,
-) -> Document {
+) -> Result<Document> {
     let mut remaining: VecDeque<Document> = docs.into();
     // `batchSize: 0` asks for an empty first batch and a cursor to fetch everything through
     // (drivers use it to open a cursor cheaply); the cursor stays open even if nothing matched.
@@ -443,7 +443,7 @@ fn cursor_reply(
     let first = if zero {
         Vec::new()
     } else {
-        take_batch(&mut remaining, batch_size.unwrap_or(DEFAULT_FIRST_BATCH))
+        take_batch(&mut remaining, batch_size.unwrap_or(DEFAULT_FIRST_BATCH))?
     };
     let at = run.at_cluster_time.map(|t| t.to_bson());
     let id = if (remaining.is_empty() && !zero) || single_batch {
@@ -465,7 +465,7 @@ fn cursor_reply(
     if let Some(at) = at {
         cursor.insert("atClusterTime", at);
     }
-    doc! { "cursor": cursor }
+    Ok(doc! { "cursor": cursor })
 }
 
 fn batch_size(cmd: &Document, key: &str, command: &str) -> Result<Option<usize>> {
@@ -521,7 +521,7 @@ pub fn find(
     refuse_min_max(cmd, "find")?;
     let batch = batch_size(cmd, "batchSize", "find")?;
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
-    Ok(cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch))
+    cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch)
 }
 
 /// `getMore`.
@@ -551,6 +551,10 @@ pub fn get_more(
     let session = run.session_key();
     let ((batch_docs, at), open) = svc.cursors.with_cursor(id, &ns, session.as_deref(), |c| {
         (take_batch(&mut c.remaining, batch), c.at_cluster_time)
+    })?;
+    // A document too large to return ends the cursor, as a failed getMore does in MongoDB.
+    let batch_docs = batch_docs.inspect_err(|_| {
+        svc.cursors.kill(&[id]);
     })?;
     let mut cursor = doc! { "nextBatch": batch_docs, "id": if open { id } else { 0 }, "ns": ns };
     if let Some(at) = at {
@@ -637,6 +641,14 @@ pub fn distinct(
     let filter = opt_doc(cmd, "query", "distinct")?.unwrap_or_default();
     let collation = Requested::from_field(cmd, "collation", "distinct")?;
     let values = run.read(|txn| exec::distinct(txn, &db, &coll, &key, &filter, &collation))?;
+    // The values travel in one reply document: MongoDB refuses a list past 16 MB.
+    let mut size = 0usize;
+    for (i, v) in values.iter().enumerate() {
+        size += 2 + i.to_string().len() + crate::memory::value_bson_size(v);
+        if size >= crate::memory::MAX_USER_DOC_BYTES {
+            bail!(Location17217, "distinct too big, 16mb cap");
+        }
+    }
     Ok(doc! { "values": values })
 }
 
@@ -696,6 +708,7 @@ pub fn aggregate(
                     in_transaction,
                     memory_limit,
                     collection: coll.clone().unwrap_or_default(),
+                    lookup_result: None,
                 };
                 let collation = resolve_collation(reader, &db, coll.as_deref(), &requested)?;
                 let input = match &coll {
@@ -714,6 +727,7 @@ pub fn aggregate(
                 in_transaction,
                 memory_limit,
                 collection: coll.clone().unwrap_or_default(),
+                lookup_result: None,
             };
             let mut target =
                 TxnTarget { txn, db: &target_db, coll: &target_coll, bypass_validation: bypass };
@@ -722,7 +736,7 @@ pub fn aggregate(
         })?;
         let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
         // A pipeline that wrote its results returns no cursor, whatever the batch size.
-        return Ok(cursor_reply(svc, run, ns, Vec::new(), None, false));
+        return cursor_reply(svc, run, ns, Vec::new(), None, false);
     }
     let docs = run.read(|txn| {
         let source = TxnSource(txn, sessions.clone(), svc);
@@ -733,6 +747,7 @@ pub fn aggregate(
             in_transaction,
             memory_limit,
             collection: coll.clone().unwrap_or_default(),
+            lookup_result: None,
         };
         // A leading `$match` (without `let` variables) is also given to the scan, so that it
         // can use an index; the pipeline applies it again, which changes nothing.
@@ -751,7 +766,7 @@ pub fn aggregate(
         parsed.clone().with_collation(collation.as_ref()).execute(input, &ctx)
     })?;
     let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
-    Ok(cursor_reply(svc, run, ns, docs, batch, false))
+    cursor_reply(svc, run, ns, docs, batch, false)
 }
 
 /// The collation an aggregate runs under: the requested one, or its collection's default.

@@ -239,6 +239,18 @@ fn parameters(svc: &Service) -> Vec<Parameter> {
     vec![
         p("enableTestCommands", Bson::Boolean(opts.test_commands), false, true),
         p("featureCompatibilityVersion", Bson::Document(doc! { "version": "8.0" }), false, false),
+        p(
+            "internalQueryMaxMemoryUsageBytesAllOperations",
+            Bson::Int64(i64::try_from(crate::memory::server_cap()).unwrap_or(i64::MAX)),
+            false,
+            true,
+        ),
+        p(
+            "internalQueryMaxMemoryUsageBytesPerOperation",
+            Bson::Int64(i64::try_from(crate::memory::operation_limit()).unwrap_or(i64::MAX)),
+            false,
+            true,
+        ),
         p("logLevel", Bson::Int32(0), true, true),
         p("maxTransactionLockRequestTimeoutMillis", Bson::Int32(5), true, true),
         p("quiet", Bson::Boolean(false), true, true),

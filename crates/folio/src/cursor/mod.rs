@@ -51,15 +51,17 @@ impl Default for CursorRegistry {
 }
 
 /// Takes up to `batch_size` documents (0: no count limit) within the byte budget. The first
-/// document always goes, so a batch is never empty while documents remain.
-pub fn take_batch(docs: &mut VecDeque<Document>, batch_size: usize) -> Vec<Bson> {
+/// document always goes, so a batch is never empty while documents remain; a document larger
+/// than the server may hand out fails the batch with BSONObjectTooLarge (10334) before any reply
+/// is built, as MongoDB fails it. Sizes are computed, not encoded.
+pub fn take_batch(docs: &mut VecDeque<Document>, batch_size: usize) -> Result<Vec<Bson>> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
     while let Some(d) = docs.front() {
         if batch_size > 0 && out.len() >= batch_size {
             break;
         }
-        let size = d.to_vec().map(|v| v.len()).unwrap_or(0);
+        let size = crate::memory::check_document(d)?;
         if !out.is_empty() && bytes + size > MAX_BATCH_BYTES {
             break;
         }
@@ -68,7 +70,7 @@ pub fn take_batch(docs: &mut VecDeque<Document>, batch_size: usize) -> Vec<Bson>
             out.push(Bson::Document(d));
         }
     }
-    out
+    Ok(out)
 }
 
 impl CursorRegistry {
@@ -162,5 +164,30 @@ impl CursorRegistry {
     /// Whether no cursor is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use bson::doc;
+
+    use super::{MAX_BATCH_BYTES, take_batch};
+    use crate::error::Code;
+
+    #[test]
+    fn batches_stop_at_the_byte_budget_and_refuse_oversized_documents() {
+        let chunk = "c".repeat(4 * 1024 * 1024);
+        let mut docs: VecDeque<_> = (0..10).map(|i| doc! {"_id": i, "s": &chunk}).collect();
+        let first = take_batch(&mut docs, 0).expect("batch");
+        assert_eq!(first.len(), 3, "three 4 MiB documents fit in {MAX_BATCH_BYTES} bytes");
+        assert_eq!(docs.len(), 7);
+
+        let mut docs: VecDeque<_> =
+            [doc! {"_id": 0, "s": "c".repeat(17 * 1024 * 1024)}].into_iter().collect();
+        let e = take_batch(&mut docs, 0).expect_err("over 16 MiB");
+        assert_eq!(e.code, Code::BSONObjectTooLarge);
+        assert!(e.message.starts_with("BSONObj size: 17825"), "{}", e.message);
     }
 }

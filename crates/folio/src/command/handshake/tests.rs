@@ -171,6 +171,8 @@ fn get_parameter_forms() {
     let r = run(&svc, &mut conn, doc! { "getParameter": "*", "$db": "admin" });
     assert_eq!(r.get_bool("enableTestCommands").ok(), Some(true));
     assert_eq!(r.get_i32("transactionLifetimeLimitSeconds").ok(), Some(42));
+    assert!(r.get_i64("internalQueryMaxMemoryUsageBytesAllOperations").is_ok_and(|n| n > 0), "{r}");
+    assert!(r.get_i64("internalQueryMaxMemoryUsageBytesPerOperation").is_ok(), "{r}");
 
     let r = run(
         &svc,
