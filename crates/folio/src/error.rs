@@ -10,7 +10,7 @@ use std::fmt;
 
 /// MongoDB error codes used by Folio, with their codeNames (from MongoDB's `error_codes.yml`).
 macro_rules! codes {
-    ($($name:ident = $num:literal,)*) => {
+    ($($name:ident = $num:literal $([$($category:ident),*])?,)*) => {
         /// A MongoDB error code. The variant name is the `codeName`.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[allow(missing_docs)]
@@ -46,8 +46,51 @@ macro_rules! codes {
                     n => Code::Other(n),
                 }
             }
+
+            /// The categories MongoDB's `error_codes.yml` puts the code in (as far as Folio's
+            /// label and error rules need them).
+            pub fn categories(self) -> &'static [Category] {
+                match self {
+                    $(Code::$name => &[$($(Category::$category),*)?],)*
+                    Code::Other(_) => &[],
+                }
+            }
         }
     };
+}
+
+/// A category of error codes, written next to each code in the table below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Category {
+    /// MongoDB's `RetriableError`: a retryable write (or commit/abort) that fails with it gets
+    /// the RetryableWriteError label; a statement inside a transaction gets
+    /// TransientTransactionError.
+    Retryable,
+    /// Always TransientTransactionError inside a transaction: the transaction can be retried
+    /// as a whole (write conflicts, lock timeouts, snapshot errors, prepared conflicts).
+    TransientInTxn,
+    /// Ends a whole write command instead of becoming one statement's write error (time limits,
+    /// interruption, a session's transaction state).
+    EndsCommand,
+    /// Ends a write command inside a transaction (the transaction cannot go on).
+    EndsCommandInTxn,
+}
+
+impl Code {
+    /// Whether the code is in `category`.
+    pub fn is(self, category: Category) -> bool {
+        self.categories().contains(&category)
+    }
+
+    /// MongoDB's `RetriableError` category.
+    pub fn is_retryable(self) -> bool {
+        self.is(Category::Retryable)
+    }
+
+    /// Whether the code is always transient inside a transaction.
+    pub fn is_transient_in_txn(self) -> bool {
+        self.is(Category::TransientInTxn)
+    }
 }
 
 codes! {
@@ -56,8 +99,8 @@ codes! {
     BadValue = 2,
     NoSuchKey = 4,
     GraphContainsCycle = 5,
-    HostUnreachable = 6,
-    HostNotFound = 7,
+    HostUnreachable = 6 [Retryable],
+    HostNotFound = 7 [Retryable],
     UnknownError = 8,
     FailedToParse = 9,
     CannotMutateObject = 10,
@@ -72,7 +115,7 @@ codes! {
     IllegalOperation = 20,
     EmptyArrayOperation = 21,
     InvalidBSON = 22,
-    LockTimeout = 24,
+    LockTimeout = 24 [TransientInTxn, EndsCommandInTxn],
     NamespaceNotFound = 26,
     IndexNotFound = 27,
     PathNotViable = 28,
@@ -82,7 +125,7 @@ codes! {
     ConflictingUpdateOperators = 40,
     CursorNotFound = 43,
     NamespaceExists = 48,
-    MaxTimeMSExpired = 50,
+    MaxTimeMSExpired = 50 [EndsCommand],
     DollarPrefixedFieldName = 52,
     InvalidIdField = 53,
     NotSingleValueField = 54,
@@ -98,26 +141,26 @@ codes! {
     InvalidNamespace = 73,
     IndexOptionsConflict = 85,
     IndexKeySpecsConflict = 86,
-    NetworkTimeout = 89,
+    NetworkTimeout = 89 [Retryable],
     CommandFailed = 125,
     OperationFailed = 96,
     UnknownReplWriteConcern = 79,
     UnsatisfiableWriteConcern = 100,
-    WriteConflict = 112,
+    WriteConflict = 112 [TransientInTxn, EndsCommandInTxn],
     CommandNotSupported = 115,
     ConflictingOperationInProgress = 117,
     IncompleteTransactionHistory = 217,
     DocumentValidationFailure = 121,
     NotImplemented = 238,
     NoSuchSession = 206,
-    TransactionTooOld = 225,
-    SnapshotUnavailable = 246,
-    NoSuchTransaction = 251,
-    TransactionCommitted = 256,
+    TransactionTooOld = 225 [EndsCommand],
+    SnapshotUnavailable = 246 [TransientInTxn, EndsCommandInTxn],
+    NoSuchTransaction = 251 [EndsCommand],
+    TransactionCommitted = 256 [EndsCommand],
     TransactionTooLarge = 257,
-    ExceededTimeLimit = 262,
+    ExceededTimeLimit = 262 [Retryable],
     OperationNotSupportedInTransaction = 263,
-    PreparedTransactionInProgress = 267,
+    PreparedTransactionInProgress = 267 [TransientInTxn],
     TransactionExceededLifetimeLimitSeconds = 290,
     QueryExceededMemoryLimitNoDiskUseAllowed = 292,
     ExceededMemoryLimit = 146,
@@ -132,18 +175,18 @@ codes! {
     InvalidViewDefinition = 182,
     ViewDepthLimitExceeded = 149,
     CannotIndexParallelArrays = 171,
-    ShutdownInProgress = 91,
-    PrimarySteppedDown = 189,
-    ReadConcernMajorityNotAvailableYet = 134,
-    NetworkInterfaceExceededTimeLimit = 202,
-    SnapshotTooOld = 239,
-    NotWritablePrimary = 10107,
+    ShutdownInProgress = 91 [Retryable],
+    PrimarySteppedDown = 189 [Retryable],
+    ReadConcernMajorityNotAvailableYet = 134 [Retryable],
+    NetworkInterfaceExceededTimeLimit = 202 [Retryable],
+    SnapshotTooOld = 239 [TransientInTxn, EndsCommandInTxn],
+    NotWritablePrimary = 10107 [Retryable],
     BSONObjectTooLarge = 10334,
-    InterruptedAtShutdown = 11600,
-    Interrupted = 11601,
-    InterruptedDueToReplStateChange = 11602,
-    NotPrimaryNoSecondaryOk = 13435,
-    NotPrimaryOrSecondary = 13436,
+    InterruptedAtShutdown = 11600 [Retryable],
+    Interrupted = 11601 [EndsCommand],
+    InterruptedDueToReplStateChange = 11602 [Retryable],
+    NotPrimaryNoSecondaryOk = 13435 [Retryable],
+    NotPrimaryOrSecondary = 13436 [Retryable],
     DuplicateKey = 11000,
     ConversionFailure = 241,
     Location15952 = 15952,
@@ -202,7 +245,7 @@ codes! {
     Location51075 = 51075,
     Location51108 = 51108,
     APIStrictError = 323,
-    SocketException = 9001,
+    SocketException = 9001 [Retryable],
 }
 
 /// The labels MongoDB attaches to errors, as constants so their spelling lives in one place.
@@ -326,6 +369,29 @@ impl From<bson::error::Error> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn categories_come_from_the_table() {
+        // MongoDB's RetriableError category, by number.
+        let retryable = [6, 7, 89, 91, 134, 189, 202, 262, 9001, 10107, 11600, 11602, 13435, 13436];
+        for n in 0..20_000 {
+            let code = Code::from_number(n);
+            assert_eq!(code.is_retryable(), retryable.contains(&n), "{n}");
+        }
+        for code in [
+            Code::WriteConflict,
+            Code::LockTimeout,
+            Code::SnapshotTooOld,
+            Code::SnapshotUnavailable,
+            Code::PreparedTransactionInProgress,
+        ] {
+            assert!(code.is_transient_in_txn(), "{code:?}");
+        }
+        assert!(!Code::NoSuchTransaction.is_transient_in_txn(), "decided by context in labels.rs");
+        assert!(Code::MaxTimeMSExpired.is(Category::EndsCommand));
+        assert!(!Code::DuplicateKey.is(Category::EndsCommand));
+        assert!(Code::Other(4242).categories().is_empty());
+    }
 
     #[test]
     fn codes_round_trip() {

@@ -41,8 +41,8 @@ pub(crate) fn stmt_id(cmd: &Document, i: usize) -> i32 {
 /// Errors that end the whole command rather than becoming a per-statement write error.
 pub(crate) fn is_command_level(e: &Error, run: &Runner) -> bool {
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
-    matches!(e.code_number(), 50 | 251 | 225 | 256 | 11601)
-        || (in_txn && matches!(e.code_number(), 112 | 24 | 246 | 239))
+    e.code.is(crate::error::Category::EndsCommand)
+        || (in_txn && e.code.is(crate::error::Category::EndsCommandInTxn))
 }
 
 /// A `writeErrors` entry.

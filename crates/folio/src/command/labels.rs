@@ -11,14 +11,11 @@
 use bson::{Bson, Document, doc};
 
 use super::context::{Mode, OpContext};
-use crate::error::{Error, labels};
+use crate::error::{Code, Error, labels};
 
-/// MongoDB's RetriableError category.
+/// MongoDB's RetriableError category (the `codes!` table in `error.rs`).
 pub fn is_retryable_code(code: i32) -> bool {
-    matches!(
-        code,
-        6 | 7 | 89 | 91 | 134 | 189 | 202 | 262 | 9001 | 10107 | 11600 | 11602 | 13435 | 13436
-    )
+    Code::from_number(code).is_retryable()
 }
 
 fn is_commit_or_abort(op: &OpContext) -> bool {
@@ -30,12 +27,12 @@ pub fn is_transient(code: i32, has_wce: bool, op: &OpContext) -> bool {
     if !matches!(op.mode(), Mode::Transaction(_)) {
         return false;
     }
-    // WriteConflict, LockTimeout, PreparedTransactionInProgress, snapshot errors.
-    let mut transient = matches!(code, 112 | 24 | 267 | 239 | 246);
+    let code = Code::from_number(code);
+    let mut transient = code.is_transient_in_txn();
     if is_commit_or_abort(op) {
-        transient |= code == 251 && !has_wce;
+        transient |= code == Code::NoSuchTransaction && !has_wce;
     } else {
-        transient |= is_retryable_code(code) || code == 251;
+        transient |= code.is_retryable() || code == Code::NoSuchTransaction;
     }
     transient
 }
@@ -74,8 +71,8 @@ pub fn check_write_concern(wc: Option<&Document>) -> Option<Document> {
         Some(Bson::Int64(n)) if *n > 1 => Some(unsatisfiable(info)),
         Some(Bson::Double(n)) if *n > 1.0 => Some(unsatisfiable(info)),
         Some(Bson::String(tag)) if tag != "majority" => Some(doc! {
-            "code": 79,
-            "codeName": "UnknownReplWriteConcern",
+            "code": Code::UnknownReplWriteConcern.number(),
+            "codeName": Code::UnknownReplWriteConcern.name().as_ref(),
             "errmsg": format!("No write concern mode named '{tag}' found in replica set configuration"),
             "errInfo": info,
         }),
@@ -85,8 +82,8 @@ pub fn check_write_concern(wc: Option<&Document>) -> Option<Document> {
 
 fn unsatisfiable(info: Document) -> Document {
     doc! {
-        "code": 100,
-        "codeName": "UnsatisfiableWriteConcern",
+        "code": Code::UnsatisfiableWriteConcern.number(),
+        "codeName": Code::UnsatisfiableWriteConcern.name().as_ref(),
         "errmsg": "Not enough data-bearing nodes",
         "errInfo": info,
     }
