@@ -106,7 +106,7 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
     folio::memory::set_limits(settings.operation_memory_bytes, settings.server_memory_bytes);
     let store =
         store::open_store(&settings.dbpath, settings.in_memory).map_err(|e| e.to_string())?;
-    let options = ServiceOptions {
+    let mut options = ServiceOptions {
         repl_set_name: settings.repl_set.clone(),
         advertise_host: settings.advertise_host.clone(),
         test_commands: settings.test_commands,
@@ -114,7 +114,6 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         max_conns: settings.max_conns,
         cmd_line: settings.cmd_line.clone(),
     };
-    let service = Arc::new(Service::new(store, options).map_err(|e| e.to_string())?);
     let server_config = ServerConfig {
         bind_ips: settings.bind_ips.clone(),
         port: settings.port,
@@ -127,13 +126,26 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
-        let server = Server::bind(service, server_config).await.map_err(|e| e.to_string())?;
+        let server = Server::bind_then(server_config, |addrs| {
+            // `--port 0` lets the system choose: advertise the port it chose, so that a driver
+            // that follows `hello`'s `hosts` (no `directConnection`) can connect.
+            if let (Some(host), Some(addr)) =
+                (options.advertise_host.strip_suffix(":0"), addrs.first())
+            {
+                options.advertise_host = format!("{host}:{}", addr.port());
+            }
+            let service = Service::new(store, options).map_err(std::io::Error::other)?;
+            Ok(Arc::new(service))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let advertise_host = server.service().options().advertise_host.clone();
         let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
         tracing::info!(
             dbpath = %settings.dbpath.display(),
             in_memory = settings.in_memory,
             repl_set = %settings.repl_set,
-            advertise_host = %settings.advertise_host,
+            advertise_host = %advertise_host,
             "folio {} starting",
             env!("CARGO_PKG_VERSION")
         );

@@ -88,3 +88,32 @@ fn unknown_set_parameter_is_a_startup_error() {
     assert!(stderr.contains("notAThing"), "{stderr}");
     assert!(out.stdout.is_empty(), "no ready line on a failed start");
 }
+
+#[test]
+fn port_zero_advertises_the_port_the_system_chose() {
+    let mut child = folio()
+        .args(["serve", "--in-memory", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn folio");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("ready line");
+    let port: u16 = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    assert_ne!(port, 0);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let body = hello(&mut stream);
+    let me = format!("localhost:{port}");
+    assert_eq!(body.get_str("me").ok(), Some(me.as_str()), "{body}");
+    let hosts = body.get_array("hosts").expect("hosts");
+    assert_eq!(hosts.first().and_then(|h| h.as_str()), Some(me.as_str()), "{body}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

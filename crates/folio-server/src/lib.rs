@@ -94,6 +94,15 @@ struct Shared {
 impl Server {
     /// Binds every configured address. Fails if any cannot be bound.
     pub async fn bind(service: Arc<Service>, config: ServerConfig) -> io::Result<Server> {
+        Server::bind_then(config, |_| Ok(service)).await
+    }
+
+    /// Binds first, then builds the service knowing the addresses actually bound (with
+    /// `port: 0`, the port the system chose, which `hello` must advertise).
+    pub async fn bind_then(
+        config: ServerConfig,
+        make_service: impl FnOnce(&[SocketAddr]) -> io::Result<Arc<Service>>,
+    ) -> io::Result<Server> {
         let mut listeners = Vec::new();
         for ip in &config.bind_ips {
             let listener = TcpListener::bind((ip.as_str(), config.port)).await.map_err(|e| {
@@ -104,6 +113,8 @@ impl Server {
         if listeners.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"));
         }
+        let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let service = make_service(&addrs)?;
         let shared = Arc::new(Shared {
             service,
             config,
@@ -111,6 +122,11 @@ impl Server {
             next_request_id: AtomicI32::new(1),
         });
         Ok(Server { listeners, shared })
+    }
+
+    /// The service the server runs.
+    pub fn service(&self) -> &Arc<Service> {
+        &self.shared.service
     }
 
     /// The addresses actually bound (with the real port when 0 was asked for).
