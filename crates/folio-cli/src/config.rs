@@ -116,6 +116,10 @@ pub struct Settings {
     pub transaction_lifetime_secs: u64,
     /// `--maxConns`.
     pub max_conns: u32,
+    /// `ttlMonitorEnabled`.
+    pub ttl_monitor_enabled: bool,
+    /// `ttlMonitorSleepSecs`.
+    pub ttl_monitor_sleep_secs: u64,
     /// `internalQueryMaxMemoryUsageBytesPerOperation` (0: no limit of its own).
     pub operation_memory_bytes: usize,
     /// `internalQueryMaxMemoryUsageBytesAllOperations` (`None`: half of what the process may use).
@@ -164,6 +168,8 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     }
     let mut test_commands = false;
     let mut transaction_lifetime_secs = 60;
+    let mut ttl_monitor_enabled = true;
+    let mut ttl_monitor_sleep_secs = 60;
     let mut operation_memory_bytes = 0;
     let mut server_memory_bytes = None;
     let bytes = |name: &str, value: &str| {
@@ -181,6 +187,14 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
                     .filter(|&n| n >= 1)
                     .ok_or_else(|| format!("Bad value for parameter \"{name}\": {value:?} is not a positive integer"))?;
             }
+            "ttlMonitorEnabled" => ttl_monitor_enabled = parse_bool(name, value)?,
+            "ttlMonitorSleepSecs" => {
+                ttl_monitor_sleep_secs = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| format!("Bad value for parameter \"{name}\": {value:?} is not a positive integer"))?;
+            }
             "internalQueryMaxMemoryUsageBytesPerOperation" => {
                 operation_memory_bytes = bytes(name, value)?;
             }
@@ -193,7 +207,7 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
             }
             _ => {
                 return Err(format!(
-                    "Illegal --setParameter parameter: \"{name}\" (known: enableTestCommands, transactionLifetimeLimitSeconds, internalQueryMaxMemoryUsageBytesPerOperation, internalQueryMaxMemoryUsageBytesAllOperations)"
+                    "Illegal --setParameter parameter: \"{name}\" (known: enableTestCommands, transactionLifetimeLimitSeconds, ttlMonitorEnabled, ttlMonitorSleepSecs, internalQueryMaxMemoryUsageBytesPerOperation, internalQueryMaxMemoryUsageBytesAllOperations)"
                 ));
             }
         }
@@ -224,6 +238,8 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
         test_commands,
         transaction_lifetime_secs,
         max_conns,
+        ttl_monitor_enabled,
+        ttl_monitor_sleep_secs,
         operation_memory_bytes,
         server_memory_bytes,
         cmd_line,

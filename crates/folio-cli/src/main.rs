@@ -113,6 +113,8 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         transaction_lifetime_secs: settings.transaction_lifetime_secs,
         max_conns: settings.max_conns,
         cmd_line: settings.cmd_line.clone(),
+        ttl_monitor_enabled: settings.ttl_monitor_enabled,
+        ttl_monitor_sleep_secs: settings.ttl_monitor_sleep_secs,
     };
     let server_config = ServerConfig {
         bind_ips: settings.bind_ips.clone(),

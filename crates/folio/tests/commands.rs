@@ -307,3 +307,56 @@ fn only_commands_that_cannot_wait_may_skip_the_blocking_pool() {
     let svc = Service::new(store, options).expect("service");
     assert!(!svc.never_waits_on_others(&doc! { "find": "c", "filter": {} }));
 }
+
+#[test]
+fn ttl_pass_deletes_expired_documents_only() {
+    let svc = service();
+    let mut conn = svc.connect("ttl");
+    let mut run = |mut cmd: Document| {
+        if !cmd.contains_key("$db") {
+            cmd.insert("$db", "test");
+        }
+        svc.dispatch(&mut conn, cmd).body
+    };
+    let now = bson::DateTime::now().timestamp_millis();
+    let at = |offset_secs: i64| bson::DateTime::from_millis(now + offset_secs * 1000);
+    let r = run(doc! { "insert": "sessions", "documents": [
+        { "_id": 1, "at": at(-3600) },
+        { "_id": 2, "at": at(0) },
+        { "_id": 3, "at": [at(3600), at(-3600)] },
+        { "_id": 4 },
+        { "_id": 5, "at": "yesterday" },
+        { "_id": 6, "at": at(-30) },
+    ] });
+    assert_eq!(r.get_i32("n").ok(), Some(6), "{r}");
+    let r = run(doc! { "createIndexes": "sessions", "indexes": [
+        { "key": { "at": 1 }, "name": "at_ttl", "expireAfterSeconds": 60 },
+    ] });
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    // A compound index's TTL option is ignored, as in MongoDB.
+    run(doc! { "insert": "other", "documents": [{ "_id": 1, "a": 1, "at": at(-3600) }] });
+    run(doc! { "createIndexes": "other", "indexes": [
+        { "key": { "at": 1, "a": 1 }, "name": "compound", "expireAfterSeconds": 1 },
+    ] });
+
+    let deleted = folio::command::ttl::pass(&svc).expect("ttl pass");
+    assert_eq!(deleted, 2, "the hour-old document and the array holding an hour-old date");
+    let r = run(doc! { "find": "sessions", "filter": {}, "sort": { "_id": 1 } });
+    let ids: Vec<i32> = r
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("batch")
+        .iter()
+        .filter_map(|d| d.as_document().and_then(|d| d.get_i32("_id").ok()))
+        .collect();
+    assert_eq!(ids, vec![2, 4, 5, 6]);
+    let r = run(doc! { "count": "other", "query": {} });
+    assert_eq!(r.get_i32("n").ok(), Some(1), "{r}");
+    let status = run(doc! { "serverStatus": 1, "$db": "admin" });
+    let ttl = status.get_document("metrics").and_then(|m| m.get_document("ttl")).expect("ttl");
+    assert_eq!(ttl.get_i64("deletedDocuments").ok(), Some(2), "{ttl}");
+    assert_eq!(ttl.get_i64("passes").ok(), Some(1), "{ttl}");
+    let store = svc.store();
+    let txn = store.begin().expect("begin");
+    assert!(folio::exec::verify(txn.as_ref()).expect("verify").is_empty());
+}

@@ -261,6 +261,13 @@ fn parameters(svc: &Service) -> Vec<Parameter> {
             true,
             true,
         ),
+        p("ttlMonitorEnabled", Bson::Boolean(opts.ttl_monitor_enabled), false, true),
+        p(
+            "ttlMonitorSleepSecs",
+            Bson::Int32(i32::try_from(opts.ttl_monitor_sleep_secs).unwrap_or(i32::MAX)),
+            false,
+            true,
+        ),
     ]
 }
 
@@ -395,9 +402,15 @@ pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
             "persistent": true,
             "startedAt": started_at,
         },
+        "metrics": {
+            "ttl": {
+                "deletedDocuments": count(stats.ttl_deleted.load(Ordering::Relaxed)),
+                "passes": count(stats.ttl_passes.load(Ordering::Relaxed)),
+            },
+        },
         "folioVersion": env!("CARGO_PKG_VERSION"),
     };
-    for section in ["connections", "repl", "transactions", "storageEngine"] {
+    for section in ["connections", "repl", "transactions", "storageEngine", "metrics"] {
         if cmd.get(section).is_some_and(|v| !truthy(v)) {
             d.remove(section);
         }

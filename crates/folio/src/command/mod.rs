@@ -26,6 +26,7 @@ mod handshake;
 pub mod labels;
 mod ops;
 mod sessions;
+pub mod ttl;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +57,10 @@ pub struct ServiceOptions {
     pub max_conns: u32,
     /// The parsed command line, for `getCmdLineOpts`.
     pub cmd_line: Document,
+    /// `ttlMonitorEnabled`: whether the TTL monitor deletes expired documents.
+    pub ttl_monitor_enabled: bool,
+    /// `ttlMonitorSleepSecs`: the seconds between TTL passes.
+    pub ttl_monitor_sleep_secs: u64,
 }
 
 impl Default for ServiceOptions {
@@ -67,6 +72,8 @@ impl Default for ServiceOptions {
             transaction_lifetime_secs: 60,
             max_conns: 1_000_000,
             cmd_line: Document::new(),
+            ttl_monitor_enabled: true,
+            ttl_monitor_sleep_secs: 60,
         }
     }
 }
@@ -106,6 +113,8 @@ pub struct Service {
     pub(crate) stats: Stats,
     pub(crate) ops: ops::OpRegistry,
     ticks: AtomicU64,
+    /// When the TTL monitor last ran (see [`ttl`]).
+    ttl_last_pass: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 /// Counters for `serverStatus`.
@@ -115,6 +124,8 @@ pub(crate) struct Stats {
     pub(crate) connections_total: AtomicU64,
     pub(crate) txn_committed: AtomicU64,
     pub(crate) txn_aborted: AtomicU64,
+    pub(crate) ttl_passes: AtomicU64,
+    pub(crate) ttl_deleted: AtomicU64,
 }
 
 impl Service {
@@ -130,6 +141,7 @@ impl Service {
             stats: Stats::default(),
             ops: ops::OpRegistry::default(),
             ticks: AtomicU64::new(0),
+            ttl_last_pass: parking_lot::Mutex::new(None),
         })
     }
 
@@ -172,6 +184,17 @@ impl Service {
         }
         self.stats.txn_aborted.fetch_add(aborted as u64, Ordering::Relaxed);
         self.cursors.reap();
+        if self.options.ttl_monitor_enabled {
+            let mut last = self.ttl_last_pass.lock();
+            let due = Duration::from_secs(self.options.ttl_monitor_sleep_secs.max(1));
+            if last.is_none_or(|t| t.elapsed() >= due) {
+                *last = Some(std::time::Instant::now());
+                drop(last);
+                if let Err(e) = ttl::pass(self) {
+                    tracing::warn!("TTL pass failed: {e}");
+                }
+            }
+        }
     }
 
     /// Starts the housekeeping thread that calls [`Service::tick`] twice a second. The thread

@@ -38,6 +38,7 @@ fn service() -> Service {
         transaction_lifetime_secs: 42,
         max_conns: 100,
         cmd_line: doc! { "argv": ["folio", "serve"], "parsed": { "net": { "port": 27999 } } },
+        ..ServiceOptions::default()
     };
     Service::new(Arc::new(ClockStore), options).expect("service")
 }
