@@ -19,7 +19,10 @@
 //!
 //! Broken framing (bad length, oversized message, bad checksum, unknown opcode) closes the
 //! connection: after it, frame boundaries cannot be trusted. A frame whose content is bad
-//! (invalid BSON) gets an `ok: 0` reply and the connection lives on.
+//! (invalid BSON, a top-level field named twice) gets an `ok: 0` reply and the connection lives
+//! on. A peer that sends part of a frame and then nothing for
+//! [`ServerConfig::partial_message_timeout`] is disconnected; an idle connection between
+//! messages is not.
 //!
 //! # Shutdown
 //!
@@ -63,6 +66,11 @@ pub struct ServerConfig {
     pub slow_op_threshold: Duration,
     /// How long shutdown waits for in-flight commands.
     pub shutdown_grace: Duration,
+    /// How long a connection may sit on part of a message: once some bytes of a frame have
+    /// arrived, the rest must follow within this time (measured from the last bytes received)
+    /// or the connection is closed. A connection idle *between* messages is never closed for
+    /// this: drivers keep pooled connections open and silent for minutes.
+    pub partial_message_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +81,7 @@ impl Default for ServerConfig {
             max_conns: 1_000_000,
             slow_op_threshold: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(10),
+            partial_message_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -300,9 +309,19 @@ impl ConnectionTask {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(16 * 1024);
             }
+            // Bytes in the buffer here are an incomplete frame: its sender owes the rest, and a
+            // peer that never sends it must not hold the connection (and its buffer) forever.
+            let partial = !buf.is_empty();
+            let limit = self.shared.config.partial_message_timeout;
             let read = tokio::select! {
                 _ = self.stop.wait_for(|s| *s) => return Closed::Shutdown,
                 read = stream.read_buf(&mut buf) => read,
+                _ = tokio::time::sleep(limit), if partial => {
+                    return Closed::Error(format!(
+                        "incomplete message: {} bytes received, then nothing for {limit:?}",
+                        buf.len()
+                    ));
+                }
             };
             match read {
                 Ok(0) => return Closed::Eof,
@@ -399,6 +418,7 @@ impl ConnectionTask {
         let code = match m.kind {
             MalformedKind::InvalidBson => Code::InvalidBSON,
             MalformedKind::Protocol => Code::ProtocolError,
+            MalformedKind::DuplicateField => Code::FailedToParse,
         };
         let body = error_reply(&Error::new(code, m.message.clone()));
         let compressor = self.reply_compressor(conn, m.compressor);

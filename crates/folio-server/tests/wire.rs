@@ -56,14 +56,15 @@ impl TestServer {
     }
 
     async fn start_with(store: Arc<dyn TxnStore>, max_conns: u32) -> TestServer {
+        let config = ServerConfig { max_conns, ..ServerConfig::default() };
+        TestServer::start_config(store, config).await
+    }
+
+    /// A server with the given settings, listening on a free port of 127.0.0.1.
+    async fn start_config(store: Arc<dyn TxnStore>, config: ServerConfig) -> TestServer {
         let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
         let service = Service::new(store, options).expect("service");
-        let config = ServerConfig {
-            bind_ips: vec!["127.0.0.1".into()],
-            port: 0,
-            max_conns,
-            ..ServerConfig::default()
-        };
+        let config = ServerConfig { bind_ips: vec!["127.0.0.1".into()], port: 0, ..config };
         let server = Server::bind(Arc::new(service), config).await.expect("bind");
         let addr = server.local_addrs()[0];
         let (stop, stopped) = oneshot::channel::<()>();
@@ -475,4 +476,108 @@ async fn shutdown_lets_an_in_flight_command_finish() {
     assert!(read_frame(&mut s).await.is_none(), "then the connection closes");
     shutdown.await.expect("shutdown");
     assert!(started.elapsed() >= Duration::from_millis(500), "shutdown waited for the command");
+}
+
+/// A raw BSON document of int32 fields, in order, duplicates allowed (`doc!` cannot build one).
+fn raw_int_doc(fields: &[(&str, i32)]) -> Vec<u8> {
+    let mut elems = Vec::new();
+    for (k, v) in fields {
+        elems.push(0x10);
+        elems.extend_from_slice(k.as_bytes());
+        elems.push(0);
+        elems.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut out = ((elems.len() + 5) as i32).to_le_bytes().to_vec();
+    out.extend_from_slice(&elems);
+    out.push(0);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_without_db_or_with_repeated_fields_are_refused() {
+    let server = TestServer::start(100).await;
+    let mut s = server.connect().await;
+
+    send(&mut s, &Message::msg(3, 0, 0, doc! { "ping": 1 })).await;
+    let reply = read_frame(&mut s).await.expect("reply");
+    let body = body_of(&reply);
+    assert_eq!(body.get_i32("code").ok(), Some(40571), "{body}");
+    assert_eq!(body.get_str("codeName").ok(), Some("Location40571"));
+    assert_eq!(body.get_str("errmsg").ok(), Some("OP_MSG requests require a $db argument"));
+    assert_alive(&mut s).await;
+
+    // Two `$db` fields: a map would keep one silently, MongoDB refuses the command.
+    let mut body = raw_int_doc(&[("ping", 1)]);
+    let db = doc! { "$db": "admin" }.to_vec().expect("bson");
+    // Splice `$db: "admin"` in twice before the terminating NUL.
+    let db_elem = &db[4..db.len() - 1];
+    body.pop();
+    body.extend_from_slice(db_elem);
+    body.extend_from_slice(db_elem);
+    body.push(0);
+    let len = body.len() as i32;
+    body[..4].copy_from_slice(&len.to_le_bytes());
+    s.write_all(&raw_msg(4, 0, &body)).await.expect("write");
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(reply.response_to, 4);
+    let body = body_of(&reply);
+    assert_eq!(body.get_i32("code").ok(), Some(9), "{body}");
+    assert_eq!(body.get_str("codeName").ok(), Some("FailedToParse"));
+    assert_eq!(
+        body.get_str("errmsg").ok(),
+        Some("Parsed command object contains duplicate top level key: $db")
+    );
+    assert_alive(&mut s).await;
+
+    // Any other repeated top-level field too.
+    let mut body = raw_int_doc(&[("ping", 1), ("x", 1), ("x", 2)]);
+    body.pop();
+    body.extend_from_slice(db_elem);
+    body.push(0);
+    let len = body.len() as i32;
+    body[..4].copy_from_slice(&len.to_le_bytes());
+    s.write_all(&raw_msg(5, 0, &body)).await.expect("write");
+    let reply = read_frame(&mut s).await.expect("reply");
+    assert_eq!(body_of(&reply).get_i32("code").ok(), Some(9));
+    assert_alive(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_frame_times_out_but_an_idle_connection_does_not() {
+    let config = ServerConfig {
+        partial_message_timeout: Duration::from_millis(400),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_config(Arc::new(ClockStore), config).await;
+
+    // Idle between messages for several timeouts: still served.
+    let mut idle = server.connect().await;
+    assert_alive(&mut idle).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_alive(&mut idle).await;
+
+    // A frame whose first half arrives, then nothing: closed after the timeout.
+    let mut stalled = server.connect().await;
+    let bytes = folio_wire::encode(&Message::msg(1, 0, 0, doc! { "ping": 1, "$db": "admin" }))
+        .expect("encode");
+    let started = Instant::now();
+    stalled.write_all(&bytes[..bytes.len() / 2]).await.expect("write");
+    let mut chunk = [0_u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut chunk))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "expected the server to close, got {read:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(350), "closed too early: {waited:?}");
+
+    // A slow but steady sender is not cut off: every byte restarts the clock.
+    let mut slow = server.connect().await;
+    for b in &bytes {
+        slow.write_all(std::slice::from_ref(b)).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let reply = read_frame(&mut slow).await.expect("reply to a slowly sent request");
+    assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0));
+    server.shutdown().await;
 }

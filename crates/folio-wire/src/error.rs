@@ -48,6 +48,10 @@ pub enum MalformedKind {
     /// The message structure is invalid: unknown section kind, missing body, illegal flags,
     /// undecompressable data (MongoDB code 17, ProtocolError).
     Protocol,
+    /// The OP_MSG body names one top-level field twice (MongoDB code 9, FailedToParse: "Parsed
+    /// command object contains duplicate top level key"). Decoding into a map would silently
+    /// keep one of the two values, so only the raw bytes can tell.
+    DuplicateField,
 }
 
 /// A well-delimited frame whose content could not be decoded, with what a server needs to

@@ -432,8 +432,8 @@ fn decode_msg(frame: &[u8], ctx: &mut Ctx) -> Result<OpMsg, WireError> {
     while r.remaining() > 0 {
         match r.u8() {
             Some(0) => {
-                let doc = r.document().map_err(|e| ctx.bson(e))?;
-                if body.replace(doc).is_some() {
+                let (doc, bytes) = r.document_with_bytes().map_err(|e| ctx.bson(e))?;
+                if body.replace((doc, bytes)).is_some() {
                     return Err(ctx.protocol("OP_MSG has more than one body section"));
                 }
             }
@@ -444,9 +444,15 @@ fn decode_msg(frame: &[u8], ctx: &mut Ctx) -> Result<OpMsg, WireError> {
             None => break,
         }
     }
-    let Some(body) = body else {
+    let Some((body, bytes)) = body else {
         return Err(ctx.protocol("OP_MSG has no body section"));
     };
+    if let Some(field) = duplicate_top_level_key(bytes) {
+        return Err(ctx.malformed(
+            MalformedKind::DuplicateField,
+            format!("Parsed command object contains duplicate top level key: {field}"),
+        ));
+    }
     Ok(OpMsg { flags, body, sequences })
 }
 
@@ -578,6 +584,11 @@ impl<'a> Reader<'a> {
 
     /// A BSON document, validated completely.
     fn document(&mut self) -> Result<Document, String> {
+        self.document_with_bytes().map(|(doc, _)| doc)
+    }
+
+    /// A BSON document, validated completely, with the bytes it was read from.
+    fn document_with_bytes(&mut self) -> Result<(Document, &'a [u8]), String> {
         let Some(prefix) = self.buf.first_chunk::<4>() else {
             return Err("truncated BSON document: no length".into());
         };
@@ -589,8 +600,16 @@ impl<'a> Reader<'a> {
                 self.buf.len()
             ));
         };
-        parse_document(bytes)
+        parse_document(bytes).map(|doc| (doc, bytes))
     }
+}
+
+/// The first top-level field name that occurs twice in a (validated) raw document. A command
+/// is small, so the quadratic scan over its handful of fields costs less than hashing them.
+fn duplicate_top_level_key(bytes: &[u8]) -> Option<String> {
+    let raw = RawDocument::from_bytes(bytes).ok()?;
+    let keys: Vec<&str> = raw.iter().filter_map(|e| e.ok().map(|(k, _)| k.as_str())).collect();
+    keys.iter().enumerate().find(|&(i, k)| keys[..i].contains(k)).map(|(_, k)| k.to_string())
 }
 
 /// Parses and fully validates one BSON document occupying exactly `bytes`.

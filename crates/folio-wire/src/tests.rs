@@ -466,3 +466,35 @@ fn random_input_never_panics() {
         }
     }
 }
+
+/// A raw BSON document of string fields, in order, duplicates allowed (`doc!` cannot build one).
+fn raw_doc(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut elems = Vec::new();
+    for (k, v) in fields {
+        elems.push(0x02);
+        elems.extend_from_slice(k.as_bytes());
+        elems.push(0);
+        elems.extend_from_slice(&((v.len() + 1) as i32).to_le_bytes());
+        elems.extend_from_slice(v.as_bytes());
+        elems.push(0);
+    }
+    let mut out = ((elems.len() + 5) as i32).to_le_bytes().to_vec();
+    out.extend_from_slice(&elems);
+    out.push(0);
+    out
+}
+
+#[test]
+fn duplicate_top_level_fields_are_malformed() {
+    let body = raw_doc(&[("ping", "x"), ("$db", "admin"), ("$db", "other")]);
+    let m = malformed(&frame(7, op_code::MSG, &[&[0, 0, 0, 0, 0][..], &body].concat()));
+    assert_eq!(m.kind, MalformedKind::DuplicateField);
+    assert_eq!(m.request_id, 7);
+    assert_eq!(m.message, "Parsed command object contains duplicate top level key: $db");
+    // Nested documents may repeat their parent's names; only the top level is the command's.
+    let body = raw_doc(&[("find", "c"), ("$db", "test")]);
+    let (msg, _) = decode(&frame(8, op_code::MSG, &[&[0, 0, 0, 0, 0][..], &body].concat()))
+        .expect("decode")
+        .expect("complete");
+    assert!(matches!(msg.op, Op::Msg(_)));
+}

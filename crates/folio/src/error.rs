@@ -245,6 +245,14 @@ codes! {
     Location51075 = 51075,
     Location51108 = 51108,
     APIStrictError = 323,
+    InvalidUUID = 207,
+    Location40571 = 40571,
+    Location17385 = 17385,
+    Location31319 = 31319,
+    Location31320 = 31320,
+    Location31321 = 31321,
+    Location5107200 = 5107200,
+    Location5107201 = 5107201,
     SocketException = 9001 [Retryable],
 }
 

@@ -1615,7 +1615,29 @@ fn convert_value(v: &Bson, to: &str) -> Result<Bson> {
             (Bson::DateTime(d), _) => Ok(Bson::DateTime(*d)),
             (Bson::Int64(i), _) => Ok(Bson::DateTime(bson::DateTime::from_millis(*i))),
             (Bson::Double(_) | Bson::Decimal128(_), Some(n)) => {
-                Ok(Bson::DateTime(bson::DateTime::from_millis(n.to_f64() as i64)))
+                // Milliseconds go through the double-to-long cast, which refuses what a long
+                // cannot hold instead of saturating (1e300 is no date).
+                let f = n.to_f64();
+                if f.is_nan() {
+                    return Err(conversion_failure(
+                        "Attempt to convert NaN value to integer type in $convert with no onError value".into(),
+                    ));
+                }
+                if f.is_infinite() {
+                    return Err(conversion_failure(
+                        "Attempt to convert infinity value to integer type in $convert with no onError value".into(),
+                    ));
+                }
+                if !(i64::MIN as f64..9_223_372_036_854_775_808.0).contains(&f) {
+                    let shown = match v {
+                        Bson::Decimal128(d) => d.to_string(),
+                        _ => crate::doc::fmt::format_g(f, 6),
+                    };
+                    return Err(conversion_failure(format!(
+                        "Conversion would overflow target type in $convert with no onError value: {shown}"
+                    )));
+                }
+                Ok(Bson::DateTime(bson::DateTime::from_millis(f as i64)))
             }
             (Bson::ObjectId(o), _) => Ok(Bson::DateTime(bson::DateTime::from_millis(
                 (o.timestamp().timestamp_millis() / 1000) * 1000,

@@ -92,6 +92,29 @@ impl Sink {
             Sink::Merge(m) => (m.db.clone().unwrap_or_else(|| db.to_string()), m.coll.clone()),
         }
     }
+
+    /// Refuses targets MongoDB refuses: a `system.*` collection, or any collection of the
+    /// internal databases (`admin`, `config`, `local`), whose contents the server itself
+    /// relies on. `db` is the command's database.
+    pub fn check_target(&self, db: &str) -> Result<()> {
+        let (target_db, coll) = self.target(db);
+        let internal = matches!(target_db.as_str(), "admin" | "config" | "local");
+        match self {
+            Sink::Out(..) if coll.starts_with("system.") => {
+                Err(loc(17385, format!("Can't $out to special collection: {coll}")))
+            }
+            Sink::Out(..) if internal => {
+                Err(loc(31321, format!("Can't $out to internal database: {target_db}")))
+            }
+            Sink::Merge(_) if coll.starts_with("system.") => {
+                Err(loc(31319, format!("Cannot $merge to special collection: {coll}")))
+            }
+            Sink::Merge(_) if internal => {
+                Err(loc(31320, format!("Cannot $merge to internal database: {target_db}")))
+            }
+            Sink::Out(..) | Sink::Merge(_) => Ok(()),
+        }
+    }
 }
 
 /// Parses `$out`'s argument: `"coll"` or `{db, coll}`.

@@ -129,9 +129,9 @@ impl Stage {
                 }
                 Ok(Stage::Sort(SortSpec::parse(s)?))
             }
-            "$skip" => Ok(Stage::Skip(non_negative(arg, "$skip")?)),
+            "$skip" => Ok(Stage::Skip(non_negative(arg, "$skip", 5107200)?)),
             "$limit" => {
-                let n = non_negative(arg, "$limit")?;
+                let n = non_negative(arg, "$limit", 5107201)?;
                 if n == 0 {
                     return Err(loc(15958, "the limit must be positive"));
                 }
@@ -586,20 +586,13 @@ pub fn top_k(mut docs: Vec<Document>, s: &SortSpec, k: usize) -> Vec<Document> {
     docs
 }
 
-fn non_negative(v: &Bson, stage: &str) -> Result<usize> {
-    let n = match v {
-        Bson::Int32(n) => i64::from(*n),
-        Bson::Int64(n) => *n,
-        Bson::Double(d) if d.fract() == 0.0 => *d as i64,
-        Bson::Decimal128(_) => super::ops::as_int(v).unwrap_or(-1),
-        _ => {
-            return Err(loc(15957, format!("the {} must be specified as a number", &stage[1..])));
-        }
-    };
-    if n < 0 {
-        return Err(loc(15956, format!("Cannot have a negative {}", &stage[1..])));
+/// `$skip`'s and `$limit`'s argument: an exact, non-negative 64-bit integer (a double must be
+/// integral and in range: `1e300` is refused rather than clamped). `code` is the stage's own.
+fn non_negative(v: &Bson, stage: &str, code: i32) -> Result<usize> {
+    match crate::doc::parse_non_negative_integer_element(stage, v) {
+        Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        Err(reason) => Err(loc(code, format!("invalid argument to {stage} stage: {reason}"))),
     }
-    Ok(n as usize)
 }
 
 fn parse_unset(arg: &Bson) -> Result<Stage> {

@@ -73,10 +73,20 @@ impl OpContext {
             Some(_) => {
                 bail!(TypeMismatch, "BSON field '$db' is the wrong type, expected type 'string'")
             }
-            None => "admin".to_string(),
+            // Every OP_MSG carries `$db`; MongoDB refuses a command without one rather than
+            // guess a database.
+            None => {
+                return Err(crate::Error::new(
+                    crate::Code::Location40571,
+                    "OP_MSG requests require a $db argument",
+                ));
+            }
         };
         let lsid = match cmd.get("lsid") {
-            Some(Bson::Document(d)) => Some(d.clone()),
+            Some(Bson::Document(d)) => {
+                validate_lsid(d)?;
+                Some(d.clone())
+            }
             Some(_) => {
                 bail!(TypeMismatch, "BSON field 'lsid' is the wrong type, expected type 'object'")
             }
@@ -123,6 +133,9 @@ impl OpContext {
         };
         if txn_number.is_some() && lsid.is_none() {
             bail!(InvalidOptions, "Transaction number requires a session ID to also be specified");
+        }
+        if txn_number.is_some_and(|n| n < 0) {
+            bail!(InvalidOptions, "Transaction number cannot be negative");
         }
         if autocommit == Some(true) {
             bail!(InvalidOptions, "Specifying autocommit=true is not allowed.");
@@ -177,6 +190,72 @@ impl OpContext {
             bail!(MaxTimeMSExpired, "operation exceeded time limit");
         }
         Ok(())
+    }
+}
+
+/// Checks an `lsid` the way MongoDB's strict `LogicalSessionFromClient` parser does: `id` is
+/// required and must be a 16-byte UUID (binary subtype 4), and no field is unknown. Session
+/// keys are the id's bytes, so anything looser would let clients share or forge sessions with
+/// ids of any length.
+fn validate_lsid(lsid: &Document) -> Result<()> {
+    const PATH: &str = "OperationSessionInfo.lsid";
+    for (k, v) in lsid {
+        match k.as_str() {
+            "id" => {}
+            "uid" => match v {
+                Bson::Binary(b) if b.subtype == bson::spec::BinarySubtype::Generic => {}
+                other => bail!(
+                    TypeMismatch,
+                    "BSON field '{PATH}.uid' is the wrong type '{}', expected type 'binData'",
+                    crate::doc::type_name(other)
+                ),
+            },
+            "txnNumber" | "txnUUID" => {}
+            _ => {
+                return Err(crate::Error::new(
+                    crate::Code::Other(40415),
+                    format!("BSON field '{PATH}.{k}' is an unknown field."),
+                ));
+            }
+        }
+    }
+    match lsid.get("id") {
+        None | Some(Bson::Null | Bson::Undefined) => Err(crate::Error::new(
+            crate::Code::Other(40414),
+            format!("BSON field '{PATH}.id' is missing but a required field"),
+        )),
+        Some(Bson::Binary(b)) if b.subtype != bson::spec::BinarySubtype::Uuid => bail!(
+            TypeMismatch,
+            "BSON field '{PATH}.id' is the wrong binData type '{}', expected type 'UUID'",
+            bin_data_type_name(b.subtype)
+        ),
+        Some(Bson::Binary(b)) if b.bytes.len() != 16 => {
+            bail!(InvalidUUID, "uuid must be a 16-byte binary field with UUID (4) subtype")
+        }
+        Some(Bson::Binary(_)) => Ok(()),
+        Some(other) => bail!(
+            TypeMismatch,
+            "BSON field '{PATH}.id' is the wrong type '{}', expected type 'binData'",
+            crate::doc::type_name(other)
+        ),
+    }
+}
+
+/// MongoDB's name for a binary subtype (`typeName(BinDataType)`).
+fn bin_data_type_name(t: bson::spec::BinarySubtype) -> &'static str {
+    use bson::spec::BinarySubtype as T;
+    match t {
+        T::Generic => "BinDataGeneric",
+        T::Function => "Function",
+        T::BinaryOld => "ByteArrayDeprecated",
+        T::UuidOld => "UUIDDeprecated",
+        T::Uuid => "UUID",
+        T::Md5 => "MD5",
+        T::Encrypted => "Encrypt",
+        T::Column => "Column",
+        T::Sensitive => "Sensitive",
+        T::UserDefined(_) => "Custom",
+        _ => "Invalid",
     }
 }
 

@@ -11,7 +11,7 @@ use super::context::{Mode, Runner};
 use super::{Connection, Service};
 use crate::collation::Requested;
 use crate::cursor::{Cursor, take_batch};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::exec::plan::Hint;
 use crate::exec::{self, FindSpec};
 use crate::{bail, err};
@@ -498,15 +498,24 @@ pub fn find(
 ) -> Result<Document> {
     let coll = collection(cmd, "find")?;
     let db = run.op.db.clone();
+    // Out-of-range doubles saturate (MongoDB's `safeInt64`), so -1e300 is i64::MIN and then
+    // fails the `>= 0` check like any negative number, with the saturated value in the message.
     let skip = opt_i64(cmd, "skip", "find")?.unwrap_or(0);
     if skip < 0 {
-        bail!(BadValue, "skip value must be non-negative, but received: {}", skip);
+        return Err(Error::new(
+            Code::Location51024,
+            format!("BSON field 'skip' value must be >= 0, actual value '{skip}'"),
+        ));
     }
     let limit = opt_i64(cmd, "limit", "find")?.unwrap_or(0);
-    let mut single_batch = opt_bool(cmd, "singleBatch", "find")?.unwrap_or(false);
     if limit < 0 {
-        single_batch = true;
+        // Drivers turn a negative limit into `singleBatch: true` and its absolute value.
+        return Err(Error::new(
+            Code::Location51024,
+            format!("BSON field 'limit' value must be >= 0, actual value '{limit}'"),
+        ));
     }
+    let single_batch = opt_bool(cmd, "singleBatch", "find")?.unwrap_or(false);
     let spec = FindSpec {
         filter: opt_doc(cmd, "filter", "find")?.unwrap_or_default(),
         sort: opt_doc(cmd, "sort", "find")?,
@@ -603,11 +612,7 @@ pub fn count(
     let coll = collection(cmd, "count")?;
     let db = run.op.db.clone();
     let filter = opt_doc(cmd, "query", "count")?.unwrap_or_default();
-    let skip = opt_i64(cmd, "skip", "count")?.unwrap_or(0);
-    if skip < 0 {
-        bail!(BadValue, "skip value is negative in count query");
-    }
-    let limit = opt_i64(cmd, "limit", "count")?.unwrap_or(0).unsigned_abs();
+    let (skip, limit) = count_skip_limit(cmd)?;
     let collation = Requested::from_field(cmd, "collation", "count")?;
     let spec = FindSpec {
         filter,
@@ -650,6 +655,32 @@ pub fn distinct(
         }
     }
     Ok(doc! { "values": values })
+}
+
+/// `count`'s `skip` and `limit`, read as MongoDB's count parser reads them: exact integers
+/// (1e300 or 2.5 fail, they are not clamped or truncated), `skip` non-negative, and `limit`'s
+/// sign ignored, which leaves no room for the one long without an absolute value.
+fn count_skip_limit(cmd: &Document) -> Result<(i64, u64)> {
+    let skip = match cmd.get("skip") {
+        None | Some(Bson::Null) => 0,
+        Some(v) if crate::doc::canonical_rank(v) != 10 => {
+            bail!(BadValue, "skip value is not a valid number")
+        }
+        Some(v) => crate::doc::parse_non_negative_integer_element("skip", v)
+            .map_err(|reason| Error::new(Code::FailedToParse, reason))?,
+    };
+    let limit = match cmd.get("limit") {
+        None | Some(Bson::Null) => 0,
+        Some(v) if crate::doc::canonical_rank(v) != 10 => {
+            bail!(BadValue, "limit value is not a valid number")
+        }
+        Some(v) => crate::doc::parse_integer_element("limit", v)
+            .map_err(|reason| Error::new(Code::FailedToParse, reason))?,
+    };
+    if limit == i64::MIN {
+        bail!(BadValue, "limit value for count cannot be min long");
+    }
+    Ok((skip, limit.unsigned_abs()))
 }
 
 /// `aggregate`.
@@ -696,6 +727,7 @@ pub fn aggregate(
             );
         }
         // `$out` / `$merge`: run the pipeline and write its results in one write transaction.
+        sink.check_target(&db)?;
         let (target_db, target_coll) = sink.target(&db);
         run.write(stmt_id(cmd, 0), |txn| {
             let results = {

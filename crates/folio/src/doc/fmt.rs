@@ -69,9 +69,58 @@ fn write_double(out: &mut String, d: f64) {
         out.push_str(if d > 0.0 { "inf.0" } else { "-inf.0" });
     } else if d == d.trunc() && d.abs() < 1e15 {
         let _ = write!(out, "{d:.1}");
-    } else {
+    } else if d.abs() < 1e16 && d.abs() >= 1e-4 {
         let _ = write!(out, "{d}");
+    } else {
+        // Where C switches to an exponent, so does the server: it prints `%.16g` and appends
+        // ".0" when the result has neither '.' nor 'E' (`appendDoubleNice`), which includes C's
+        // lower-case exponent form: 1e300 prints as "1e+300.0" (Rust's `{}` would print 301
+        // digits).
+        let g = format_g(d, 16);
+        out.push_str(&g);
+        if !g.contains(['.', 'E', 'N']) {
+            out.push_str(".0");
+        }
     }
+}
+
+/// `x` as C's `printf("%.{precision}g", x)` prints it: `precision` significant digits, trailing
+/// zeros dropped, scientific notation (`1e+300`, at least two exponent digits) when the exponent
+/// is below -4 or at least `precision`. MongoDB's messages print doubles this way.
+pub fn format_g(x: f64, precision: usize) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let precision = precision.max(1);
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    let sci = format!("{:.*e}", precision - 1, x);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if exp < -4 || exp >= precision as i32 {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.unsigned_abs())
+    } else {
+        let decimals = (precision as i32 - 1 - exp).max(0) as usize;
+        trim(&format!("{x:.decimals$}"))
+    }
+}
+
+/// An element as the server's `BSONElement::toString(true, true)` prints it in messages:
+/// `name: value`.
+pub fn element_string(name: &str, v: &Bson) -> String {
+    format!("{name}: {}", value_string(v))
 }
 
 fn write_value(out: &mut String, v: &Bson, style: Style) {

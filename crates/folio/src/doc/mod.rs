@@ -39,6 +39,48 @@ pub(crate) mod random;
 
 pub use compare::{bson_eq, cmp_bson, cmp_documents};
 
+/// A numeric argument as an exact 64-bit integer, as the server's
+/// `BSONElement::parseIntegerElementToLong` reads one (`$limit`, `$skip`, count's `limit`):
+/// a double or decimal must be integral and within the `long` range; anything else fails with
+/// the server's reason, which callers wrap in their own message.
+pub fn parse_integer_element(name: &str, v: &Bson) -> Result<i64, String> {
+    let elem = || fmt::element_string(name, v);
+    let f = match v {
+        Bson::Int32(n) => return Ok(i64::from(*n)),
+        Bson::Int64(n) => return Ok(*n),
+        Bson::Double(d) => *d,
+        Bson::Decimal128(d) => d.to_string().parse::<f64>().unwrap_or(f64::NAN),
+        _ => return Err(format!("Expected a number in: {}", elem())),
+    };
+    if f.is_nan() {
+        return Err(match v {
+            Bson::Double(_) => format!("Expected an integer, but found NaN in: {}", elem()),
+            _ => format!("Cannot represent as a 64-bit integer: {}", elem()),
+        });
+    }
+    // 2^63 itself is out of range; `i64::MIN as f64` is exactly -2^63, which is in range.
+    if f >= 9_223_372_036_854_775_808.0 || f < i64::MIN as f64 {
+        return Err(format!("Cannot represent as a 64-bit integer: {}", elem()));
+    }
+    if f.fract() != 0.0 {
+        return Err(match v {
+            Bson::Double(_) => format!("Expected an integer: {}", elem()),
+            _ => format!("Cannot represent as a 64-bit integer: {}", elem()),
+        });
+    }
+    Ok(f as i64)
+}
+
+/// [`parse_integer_element`] that also refuses negative numbers
+/// (`parseIntegerElementToNonNegativeLong`).
+pub fn parse_non_negative_integer_element(name: &str, v: &Bson) -> Result<i64, String> {
+    let n = parse_integer_element(name, v)?;
+    if n < 0 {
+        return Err(format!("Expected a non-negative number in: {}", fmt::element_string(name, v)));
+    }
+    Ok(n)
+}
+
 /// MongoDB's name for a value's BSON type (`typeName`), as used in error messages and `$type`.
 pub fn type_name(v: &Bson) -> &'static str {
     match v {
