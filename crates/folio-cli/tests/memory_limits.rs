@@ -9,8 +9,8 @@
 //! `mongodb` crate.
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -48,13 +48,11 @@ impl Drop for Server {
 
 impl Server {
     fn start() -> Server {
-        let port =
-            TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!("ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_folio"))
-            .args(["serve", "--in-memory", "--port", &port.to_string()])
+            .args(["serve", "--in-memory", "--port", "0"])
             .args([
                 "--setParameter",
                 &format!("internalQueryMaxMemoryUsageBytesAllOperations={SERVER_MEMORY_BYTES}"),
@@ -64,10 +62,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn folio");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("ready line");
-        assert!(line.starts_with("folio listening on"), "unexpected first line: {line:?}");
+        let port = common::wait_ready(&mut child);
         Server { child, port }
     }
 

@@ -4,19 +4,16 @@
 //! txnNumber and statement) are sent again. They must be answered as before the crash, and
 //! applied once.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bson::{Bson, Document, doc};
 use folio_wire::{Message, Op};
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 struct Server {
     child: Child,
@@ -26,19 +23,15 @@ struct Server {
 
 impl Server {
     fn start(dbpath: &Path) -> Server {
-        let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_folio"))
-            .args(["serve", "--port", &port.to_string()])
+            .args(["serve", "--port", "0"])
             .arg("--dbpath")
             .arg(dbpath)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn folio");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("ready line");
-        assert!(line.starts_with("folio listening"), "unexpected first line: {line}");
+        let port = common::wait_ready(&mut child);
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
         Server { child, stream, next_id: 1 }

@@ -1,8 +1,10 @@
 //! `folio serve` as a process: the ready line, a handshake over the socket, SIGTERM shutdown and
 //! startup errors.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,10 +15,7 @@ fn folio() -> Command {
     Command::new(env!("CARGO_BIN_EXE_folio"))
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+use common::free_port;
 
 /// Waits for the process to exit, killing it after `limit`.
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -97,15 +96,7 @@ fn port_zero_advertises_the_port_the_system_chose() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn folio");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("ready line");
-    let port: u16 = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let port = common::wait_ready(&mut child);
     assert_ne!(port, 0);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");

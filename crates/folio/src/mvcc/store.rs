@@ -713,6 +713,19 @@ impl MvccTxn {
     }
 }
 
+impl MvccTxn {
+    /// Commits, durably before returning or (`durable: false`) at the next sync.
+    fn commit_with(mut self, durable: bool) -> Result<Ts> {
+        if self.writes.is_empty() {
+            self.end_without_storage(true);
+            return Ok(self.snapshot);
+        }
+        self.finished = true;
+        let writes = std::mem::take(&mut self.writes);
+        self.shared.commit(self.id, writes, durable)
+    }
+}
+
 impl Txn for MvccTxn {
     fn id(&self) -> TxnId {
         self.id
@@ -766,24 +779,12 @@ impl Txn for MvccTxn {
         !self.writes.is_empty()
     }
 
-    fn commit(mut self: Box<Self>) -> Result<Ts> {
-        if self.writes.is_empty() {
-            self.end_without_storage(true);
-            return Ok(self.snapshot);
-        }
-        self.finished = true;
-        let writes = std::mem::take(&mut self.writes);
-        self.shared.commit(self.id, writes, true)
+    fn commit(self: Box<Self>) -> Result<Ts> {
+        (*self).commit_with(true)
     }
 
-    fn commit_deferred(mut self: Box<Self>) -> Result<Ts> {
-        if self.writes.is_empty() {
-            self.end_without_storage(true);
-            return Ok(self.snapshot);
-        }
-        self.finished = true;
-        let writes = std::mem::take(&mut self.writes);
-        self.shared.commit(self.id, writes, false)
+    fn commit_deferred(self: Box<Self>) -> Result<Ts> {
+        (*self).commit_with(false)
     }
 
     fn abort(mut self: Box<Self>) {

@@ -95,24 +95,24 @@ impl Wal {
 
     /// Appends a batch and makes it durable before returning.
     pub fn append(&mut self, batch: &WriteBatch) -> Result<()> {
-        let record = encode_record(batch);
-        self.write_at_end(&record).and_then(|()| self.file.sync_data()).map_err(|e| {
-            // Cut off whatever part reached the file, so the log never holds a record that was
-            // reported as failed.
-            let _ = self.file.set_len(self.len);
-            io_error("append", &self.path, e)
-        })?;
-        self.len += record.len() as u64;
-        self.records += 1;
-        Ok(())
+        self.append_record(batch, true)
     }
 
     /// Appends a batch without waiting for the disk: it becomes durable at the next
     /// [`Wal::sync`] or synced append (appends are sequential, so a sync covers every earlier
     /// record).
     pub fn append_unsynced(&mut self, batch: &WriteBatch) -> Result<()> {
+        self.append_record(batch, false)
+    }
+
+    fn append_record(&mut self, batch: &WriteBatch, sync: bool) -> Result<()> {
         let record = encode_record(batch);
-        self.write_at_end(&record).map_err(|e| {
+        let written = self
+            .write_at_end(&record)
+            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        written.map_err(|e| {
+            // Cut off whatever part reached the file, so the log never holds a record that was
+            // reported as failed.
             let _ = self.file.set_len(self.len);
             io_error("append", &self.path, e)
         })?;
