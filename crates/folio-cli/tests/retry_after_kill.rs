@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bson::{Bson, Document, doc};
-use folio_wire::{Message, Op};
 
 struct Server {
     child: Child,
@@ -39,19 +37,7 @@ impl Server {
 
     fn run(&mut self, cmd: Document) -> Document {
         self.next_id += 1;
-        let msg = Message::msg(self.next_id, 0, 0, cmd);
-        self.stream.write_all(&folio_wire::encode(&msg).expect("encode")).expect("write");
-        let mut buf = Vec::new();
-        loop {
-            if let Some((reply, _)) = folio_wire::decode(&buf).expect("valid reply") {
-                let Op::Msg(m) = reply.op else { panic!("expected OP_MSG") };
-                return m.body;
-            }
-            let mut chunk = [0_u8; 4096];
-            let n = self.stream.read(&mut chunk).expect("read");
-            assert!(n > 0, "connection closed");
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        common::round_trip(&mut self.stream, self.next_id, cmd)
     }
 
     /// SIGKILL: no shutdown path runs.

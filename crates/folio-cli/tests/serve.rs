@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bson::doc;
-use folio_wire::{Message, Op};
 
 fn folio() -> Command {
     Command::new(env!("CARGO_BIN_EXE_folio"))
@@ -33,19 +32,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 }
 
 fn hello(stream: &mut TcpStream) -> bson::Document {
-    let msg = Message::msg(1, 0, 0, doc! { "hello": 1, "$db": "admin" });
-    stream.write_all(&folio_wire::encode(&msg).expect("encode")).expect("write");
-    let mut buf = Vec::new();
-    loop {
-        if let Some((reply, _)) = folio_wire::decode(&buf).expect("valid reply") {
-            let Op::Msg(m) = reply.op else { panic!("expected OP_MSG") };
-            return m.body;
-        }
-        let mut chunk = [0_u8; 4096];
-        let n = stream.read(&mut chunk).expect("read");
-        assert!(n > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    common::round_trip(stream, 1, doc! { "hello": 1, "$db": "admin" })
 }
 
 #[test]

@@ -316,7 +316,9 @@ impl ConnectionTask {
             let read = tokio::select! {
                 _ = self.stop.wait_for(|s| *s) => return Closed::Shutdown,
                 read = stream.read_buf(&mut buf) => read,
-                _ = tokio::time::sleep(limit), if partial => {
+                // An async block, so that no timer is set up (nor the clock read) for the usual
+                // read between messages, where the branch is disabled and never polled.
+                _ = async { tokio::time::sleep(limit).await }, if partial => {
                     return Closed::Error(format!(
                         "incomplete message: {} bytes received, then nothing for {limit:?}",
                         buf.len()

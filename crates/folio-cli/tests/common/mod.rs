@@ -2,9 +2,12 @@
 //! line. (Each test binary uses part of it.)
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::Child;
+
+use bson::Document;
+use folio_wire::{Message, Op};
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -29,4 +32,21 @@ pub fn wait_ready(child: &mut Child) -> u16 {
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
+/// Sends one command as OP_MSG with `request_id` and returns the reply's body.
+pub fn round_trip(stream: &mut TcpStream, request_id: i32, cmd: Document) -> Document {
+    let msg = Message::msg(request_id, 0, 0, cmd);
+    stream.write_all(&folio_wire::encode(&msg).expect("encode")).expect("write");
+    let mut buf = Vec::new();
+    loop {
+        if let Some((reply, _)) = folio_wire::decode(&buf).expect("valid reply") {
+            let Op::Msg(m) = reply.op else { panic!("expected OP_MSG") };
+            return m.body;
+        }
+        let mut chunk = [0_u8; 4096];
+        let n = stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }

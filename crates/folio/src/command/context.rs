@@ -454,7 +454,7 @@ impl<'a> Runner<'a> {
                 f(txn.as_mut())
             }
             Mode::Retryable(n) => {
-                let Some(session) = self.session.take() else {
+                let Some(session) = self.session.as_deref() else {
                     bail!(InvalidOptions, "Transaction number requires a session ID");
                 };
                 let record =
@@ -467,7 +467,6 @@ impl<'a> Runner<'a> {
                     let prior = txn.get(&record);
                     txn.abort();
                     if let Some(bytes) = prior? {
-                        self.session = Some(session);
                         return Ok(Document::from_reader(&bytes[..])?);
                     }
                 }
@@ -487,11 +486,11 @@ impl<'a> Runner<'a> {
                     }
                     Ok(out)
                 });
-                let mut session = session;
-                if result.is_ok() {
+                if result.is_ok()
+                    && let Some(session) = self.session.as_deref_mut()
+                {
                     session.recorded_stmt(n, stmt_id);
                 }
-                self.session = Some(session);
                 // The fail point closes the connection whether or not the write committed
                 // (MongoDB's default), so the client sees a network error and retries.
                 if fp.as_ref().is_some_and(|fp| fp.close_connection) {

@@ -142,9 +142,19 @@ fn deferred_writes_come_back_from_the_log_after_a_restart() {
     // The engine is dropped without a checkpoint, as a killed process would leave it: the
     // deferred records (synced by the later sync) are replayed from the write-ahead log.
     let dir = tempfile::tempdir().expect("tempdir");
+    let log_len = || {
+        std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum::<u64>()
+    };
     {
         let e = RedbEngine::open(dir.path()).expect("open");
+        let before = log_len();
         e.write_deferred(batch(&[("a", "1")], &[])).unwrap();
+        assert!(log_len() > before, "a deferred batch goes to the write-ahead log at once");
         e.write_deferred(batch(&[("b", "2")], &["a"])).unwrap();
         e.sync().unwrap();
         // A deferred write followed by a synced one is covered by that sync.
