@@ -58,10 +58,35 @@ pub struct ServeArgs {
     /// mongod-style YAML configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Write the log to this file, in MongoDB's JSON format (default: text on stderr).
+    #[arg(long, value_name = "FILE")]
+    pub logpath: Option<PathBuf>,
+    /// Append to an existing log file instead of renaming it aside first.
+    #[arg(long)]
+    pub logappend: bool,
+    /// How `logRotate` and SIGUSR1 rotate the log file: rename (default) or reopen.
+    #[arg(long = "logRotate", value_name = "rename|reopen")]
+    pub log_rotate: Option<String>,
+    /// Log less: only warnings, errors and slow operations.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Operations slower than this many milliseconds are logged (and profiled at level 1).
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub slowms: Option<i64>,
+    /// The fraction of slow operations logged and profiled (0.0 to 1.0).
+    #[arg(long = "slowOpSampleRate", value_name = "RATE")]
+    pub slow_op_sample_rate: Option<f64>,
+    /// The profiling level of every database: 0 off, 1 slow operations, 2 all.
+    #[arg(long, value_name = "LEVEL")]
+    pub profile: Option<i32>,
+    /// Serve Prometheus metrics over HTTP at /metrics on this port (off by default).
+    #[arg(long = "metricsPort", value_name = "PORT")]
+    pub metrics_port: Option<u16>,
 }
 
-/// The parts of mongod's configuration file Folio reads. Other sections (`systemLog`,
-/// `processManagement`, ...) are accepted and ignored so that existing files load.
+/// The parts of mongod's configuration file Folio reads. As mongod does, a key Folio does not
+/// know is a startup error naming the key ("Unrecognized option: net.prot"), rather than a
+/// setting silently not applied.
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 struct ConfigFile {
@@ -72,6 +97,10 @@ struct ConfigFile {
     #[serde(default)]
     replication: ReplicationSection,
     #[serde(default)]
+    system_log: SystemLogSection,
+    #[serde(default)]
+    operation_profiling: ProfilingSection,
+    #[serde(default)]
     set_parameter: BTreeMap<String, serde_norway::Value>,
 }
 
@@ -81,6 +110,15 @@ struct NetSection {
     port: Option<u16>,
     bind_ip: Option<String>,
     max_incoming_connections: Option<u32>,
+    #[serde(default)]
+    metrics: MetricsSection,
+}
+
+/// `net.metrics`: Folio's own key for the Prometheus endpoint.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct MetricsSection {
+    port: Option<u16>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -93,6 +131,48 @@ struct StorageSection {
 #[serde(rename_all = "camelCase")]
 struct ReplicationSection {
     repl_set_name: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct SystemLogSection {
+    /// `file` or `syslog` (refused); absent: standard error.
+    destination: Option<String>,
+    path: Option<PathBuf>,
+    log_append: Option<bool>,
+    log_rotate: Option<String>,
+    quiet: Option<bool>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct ProfilingSection {
+    /// `off`, `slowOp` or `all`.
+    mode: Option<String>,
+    slow_op_threshold_ms: Option<i64>,
+    slow_op_sample_rate: Option<f64>,
+}
+
+/// How the log file is rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogRotate {
+    /// Rename the file aside (`FILE.YYYY-MM-DDTHH-MM-SS`) and start a new one.
+    Rename,
+    /// Close and reopen the same path (after an outside tool moved it).
+    Reopen,
+}
+
+/// Where and how the log is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// The log file; `None`: text on stderr.
+    pub path: Option<PathBuf>,
+    /// `--logappend`.
+    pub append: bool,
+    /// `--logRotate`.
+    pub rotate: LogRotate,
+    /// `--quiet`.
+    pub quiet: bool,
 }
 
 /// Fully resolved settings for `folio serve`.
@@ -126,6 +206,16 @@ pub struct Settings {
     pub server_memory_bytes: Option<usize>,
     /// What `getCmdLineOpts` reports: `argv` and `parsed`.
     pub cmd_line: Document,
+    /// The log's destination and rotation.
+    pub log: LogSettings,
+    /// `--slowms`.
+    pub slow_ms: u64,
+    /// `--slowOpSampleRate`.
+    pub slow_op_sample_rate: f64,
+    /// `--profile`.
+    pub profile_level: i32,
+    /// `--metricsPort`: the Prometheus endpoint's port, if on.
+    pub metrics_port: Option<u16>,
 }
 
 /// Resolves flags and the optional config file into settings. `argv` is recorded for
@@ -142,8 +232,21 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     if bind_ips.is_empty() {
         return Err("--bind_ip needs at least one address".into());
     }
+    if args.in_memory && (args.dbpath.is_some() || file.storage.db_path.is_some()) {
+        return Err("--in-memory and --dbpath (storage.dbPath) cannot be used together: an in-memory server has no data directory".into());
+    }
     let dbpath =
         args.dbpath.clone().or(file.storage.db_path).unwrap_or_else(|| PathBuf::from("./data"));
+    if !args.in_memory && dbpath.exists() && !dbpath.is_dir() {
+        return Err(format!(
+            "the data path {} is a file, not a directory (--dbpath names a directory)",
+            dbpath.display()
+        ));
+    }
+    let log = log_settings(args, &file.system_log)?;
+    let (slow_ms, slow_op_sample_rate, profile_level) =
+        profiling_settings(args, &file.operation_profiling)?;
+    let metrics_port = args.metrics_port.or(file.net.metrics.port);
     let repl_set =
         args.repl_set.clone().or(file.replication.repl_set_name).unwrap_or_else(|| "rs0".into());
     if repl_set.is_empty() {
@@ -243,7 +346,76 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
         operation_memory_bytes,
         server_memory_bytes,
         cmd_line,
+        log,
+        slow_ms,
+        slow_op_sample_rate,
+        profile_level,
+        metrics_port,
     })
+}
+
+/// The log settings from flags and `systemLog`.
+fn log_settings(args: &ServeArgs, file: &SystemLogSection) -> Result<LogSettings, String> {
+    let path = match (&args.logpath, file.destination.as_deref()) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some("file")) => Some(
+            file.path
+                .clone()
+                .ok_or("systemLog.destination is file but systemLog.path is not set".to_string())?,
+        ),
+        (None, Some("syslog")) => {
+            return Err("systemLog.destination: syslog is not supported; use file or leave it unset for standard error".into());
+        }
+        (None, Some(other)) => {
+            return Err(format!("Bad value for systemLog.destination: {other:?} (file or syslog)"));
+        }
+        (None, None) if file.path.is_some() => {
+            return Err("systemLog.path needs systemLog.destination: file".into());
+        }
+        (None, None) => None,
+    };
+    let rotate = match args.log_rotate.as_deref().or(file.log_rotate.as_deref()) {
+        None | Some("rename") => LogRotate::Rename,
+        Some("reopen") => LogRotate::Reopen,
+        Some(other) => {
+            return Err(format!("Bad value for --logRotate: {other:?} (rename or reopen)"));
+        }
+    };
+    let append = args.logappend || file.log_append.unwrap_or(false);
+    if rotate == LogRotate::Reopen && !append {
+        // As mongod: reopening only makes sense when appending to what an outside tool left.
+        return Err("--logRotate reopen requires --logappend".into());
+    }
+    if path.is_none() && (args.logappend || args.log_rotate.is_some()) {
+        return Err("--logappend and --logRotate need --logpath".into());
+    }
+    Ok(LogSettings { path, append, rotate, quiet: args.quiet || file.quiet.unwrap_or(false) })
+}
+
+/// `slowms`, `slowOpSampleRate` and the profiling level from flags and `operationProfiling`.
+fn profiling_settings(
+    args: &ServeArgs,
+    file: &ProfilingSection,
+) -> Result<(u64, f64, i32), String> {
+    let slow_ms = args.slowms.or(file.slow_op_threshold_ms).unwrap_or(100);
+    let rate = args.slow_op_sample_rate.or(file.slow_op_sample_rate).unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(format!("Bad value for --slowOpSampleRate: {rate} (0.0 to 1.0)"));
+    }
+    let level = match (args.profile, file.mode.as_deref()) {
+        (Some(n @ 0..=2), _) => n,
+        (Some(n), _) => return Err(format!("Bad value for --profile: {n} (0, 1 or 2)")),
+        (None, None | Some("off")) => 0,
+        (None, Some("slowOp")) => 1,
+        (None, Some("all")) => 2,
+        (None, Some(other)) => {
+            return Err(format!(
+                "Bad value for operationProfiling.mode: {other:?} (off, slowOp or all)"
+            ));
+        }
+    };
+    // A negative threshold logs nothing as slow, as in mongod.
+    Ok((u64::try_from(slow_ms).unwrap_or(u64::MAX), rate, level))
 }
 
 fn load_config(path: &Path) -> Result<ConfigFile, String> {
@@ -252,8 +424,19 @@ fn load_config(path: &Path) -> Result<ConfigFile, String> {
     if text.trim().is_empty() {
         return Ok(ConfigFile::default());
     }
-    serde_norway::from_str(&text)
-        .map_err(|e| format!("invalid config file {}: {e}", path.display()))
+    let de = serde_norway::Deserializer::from_str(&text);
+    let mut unknown = Vec::new();
+    let file: ConfigFile = serde_ignored::deserialize(de, |p| unknown.push(p.to_string()))
+        .map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
+    if !unknown.is_empty() {
+        // The unknown key's full path, as mongod names it.
+        return Err(format!(
+            "invalid config file {}: Unrecognized option: {}",
+            path.display(),
+            unknown.join(", ")
+        ));
+    }
+    Ok(file)
 }
 
 /// A `setParameter` value from YAML as the string a flag would carry.
@@ -352,6 +535,39 @@ mod tests {
     }
 
     #[test]
+    fn conflicting_and_bad_settings_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = ServeArgs { in_memory: true, dbpath: Some(dir.path().into()), ..args() };
+        let e = resolve(&a, &[]).expect_err("in-memory with dbpath");
+        assert!(e.contains("--in-memory") && e.contains("--dbpath"), "{e}");
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "x").expect("write");
+        let e = resolve(&ServeArgs { dbpath: Some(file), ..args() }, &[]).expect_err("file");
+        assert!(e.contains("is a file"), "{e}");
+        for bad in [
+            ServeArgs { logappend: true, ..args() },
+            ServeArgs { log_rotate: Some("reopen".into()), logpath: Some("l".into()), ..args() },
+            ServeArgs { log_rotate: Some("sideways".into()), logpath: Some("l".into()), ..args() },
+            ServeArgs { slow_op_sample_rate: Some(1.5), ..args() },
+            ServeArgs { profile: Some(3), ..args() },
+        ] {
+            assert!(resolve(&bad, &[]).is_err(), "{bad:?}");
+        }
+        let ok = ServeArgs {
+            logpath: Some("l".into()),
+            logappend: true,
+            log_rotate: Some("reopen".into()),
+            slowms: Some(-1),
+            profile: Some(2),
+            metrics_port: Some(9216),
+            ..args()
+        };
+        let s = resolve(&ok, &[]).expect("resolve");
+        assert_eq!(s.log.rotate, LogRotate::Reopen);
+        assert_eq!((s.slow_ms, s.profile_level, s.metrics_port), (u64::MAX, 2, Some(9216)));
+    }
+
+    #[test]
     fn config_file_is_read_and_flags_win() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("mongod.conf");
@@ -359,12 +575,17 @@ mod tests {
             &path,
             "net:\n  port: 29000\n  bindIp: 0.0.0.0,127.0.0.1\nstorage:\n  dbPath: /var/lib/folio\n\
              replication:\n  replSetName: myset\nsetParameter:\n  enableTestCommands: true\n  \
-             transactionLifetimeLimitSeconds: 30\nsystemLog:\n  destination: file\n",
+             transactionLifetimeLimitSeconds: 30\nsystemLog:\n  destination: file\n  \
+             path: /var/log/folio.log\n  logAppend: true\noperationProfiling:\n  mode: slowOp\n  \
+             slowOpThresholdMs: 20\n",
         )
         .expect("write");
         let a = ServeArgs { config: Some(path.clone()), ..args() };
         let s = resolve(&a, &[]).expect("resolve");
         assert_eq!(s.port, 29000);
+        assert_eq!(s.log.path, Some(PathBuf::from("/var/log/folio.log")));
+        assert!(s.log.append);
+        assert_eq!((s.slow_ms, s.profile_level), (20, 1));
         assert_eq!(s.bind_ips, vec!["0.0.0.0".to_string(), "127.0.0.1".to_string()]);
         assert_eq!(s.dbpath, PathBuf::from("/var/lib/folio"));
         assert_eq!(s.repl_set, "myset");
@@ -381,6 +602,13 @@ mod tests {
         assert_eq!(s.port, 1234);
         assert_eq!(s.transaction_lifetime_secs, 7);
 
+        // Unknown keys are refused with their full name, as mongod refuses them.
+        std::fs::write(&path, "net:\n  prot: 1\nprocessManagement:\n  fork: true\n")
+            .expect("write");
+        let e =
+            resolve(&ServeArgs { config: Some(path.clone()), ..args() }, &[]).expect_err("unknown");
+        assert!(e.contains("Unrecognized option") && e.contains("net.prot"), "{e}");
+        assert!(e.contains("processManagement"), "{e}");
         std::fs::write(&path, "setParameter:\n  bogus: 1\n").expect("write");
         assert!(resolve(&ServeArgs { config: Some(path.clone()), ..args() }, &[]).is_err());
         std::fs::write(&path, "net: [unclosed\n").expect("write");

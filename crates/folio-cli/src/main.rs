@@ -7,6 +7,8 @@
 //! SIGTERM or SIGINT. Logs go to stderr through `tracing`; `RUST_LOG` adjusts the level.
 
 mod config;
+mod exporter;
+mod log;
 mod offline;
 mod store;
 
@@ -30,7 +32,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (mongod-like flags).
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Write every document of a data directory as JSON lines: {"ns": "db.coll", "doc": {...}}.
     Dump {
         /// The data directory.
@@ -51,7 +53,9 @@ enum Command {
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let cli = Cli::parse();
-    init_logging();
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(&args, &argv),
         Command::Dump { dbpath, db } => dump(&dbpath, db.as_deref()),
@@ -74,6 +78,24 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Rotates the log file on SIGUSR1, as mongod does.
+fn spawn_log_rotation_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::user_defined1()) {
+        Ok(mut usr1) => {
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    match folio::command::recent_log::rotate() {
+                        Ok(()) => tracing::info!(log_id = 23166, "Log rotation initiated"),
+                        Err(e) => tracing::warn!("log rotation failed: {e}"),
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot handle SIGUSR1 for log rotation: {e}"),
+    }
 }
 
 /// `folio dump`.
@@ -103,6 +125,7 @@ fn verify(dbpath: &std::path::Path) -> Result<(), String> {
 /// `folio serve`.
 fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
     let settings = config::resolve(args, argv)?;
+    log::init(&settings.log)?;
     folio::memory::set_limits(settings.operation_memory_bytes, settings.server_memory_bytes);
     let store =
         store::open_store(&settings.dbpath, settings.in_memory).map_err(|e| e.to_string())?;
@@ -115,6 +138,9 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         cmd_line: settings.cmd_line.clone(),
         ttl_monitor_enabled: settings.ttl_monitor_enabled,
         ttl_monitor_sleep_secs: settings.ttl_monitor_sleep_secs,
+        slow_ms: settings.slow_ms,
+        slow_op_sample_rate: settings.slow_op_sample_rate,
+        profile_level: settings.profile_level,
     };
     let server_config = ServerConfig {
         bind_ips: settings.bind_ips.clone(),
@@ -151,9 +177,22 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
             "folio {} starting",
             env!("CARGO_PKG_VERSION")
         );
+        if let Some(port) = settings.metrics_port {
+            let ip: std::net::IpAddr = settings
+                .bind_ips
+                .first()
+                .and_then(|ip| ip.parse().ok())
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+            let dbpath = (!settings.in_memory).then(|| settings.dbpath.clone());
+            let bound =
+                exporter::serve(server.service().clone(), (ip, port).into(), dbpath).await?;
+            tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+        }
+        spawn_log_rotation_signal();
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "folio listening on {}", addrs.join(", "));
         let _ = stdout.flush();
+        log::started();
         server.run(folio_server::shutdown_signal()).await.map_err(|e| e.to_string())
     })
 }

@@ -39,9 +39,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bson::{Bson, Document, doc};
+use bson::{Document, doc};
 use folio::command::{Connection, Reply, Service, error_reply};
 use folio::{Code, Error};
 use folio_wire::{
@@ -62,8 +62,6 @@ pub struct ServerConfig {
     pub port: u16,
     /// Maximum simultaneously open connections.
     pub max_conns: u32,
-    /// Commands slower than this are logged at info level.
-    pub slow_op_threshold: Duration,
     /// How long shutdown waits for in-flight commands.
     pub shutdown_grace: Duration,
     /// How long a connection may sit on part of a message: once some bytes of a frame have
@@ -79,7 +77,6 @@ impl Default for ServerConfig {
             bind_ips: vec!["127.0.0.1".into()],
             port: 27017,
             max_conns: 1_000_000,
-            slow_op_threshold: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(10),
             partial_message_timeout: Duration::from_secs(30),
         }
@@ -278,6 +275,7 @@ impl ConnectionTask {
             match folio_wire::decode(&buf) {
                 Ok(Some((msg, used))) => {
                     buf.drain(..used);
+                    self.shared.service.metrics().record_request(used as u64);
                     // Give back the memory of a large message once it is handled.
                     if buf.is_empty() && buf.capacity() > 1024 * 1024 {
                         buf = Vec::with_capacity(16 * 1024);
@@ -437,9 +435,7 @@ impl ConnectionTask {
     async fn run_command(&self, conn: &mut Connection, cmd: Document) -> Reply {
         let service = self.shared.service.clone();
         let name = cmd.keys().next().cloned().unwrap_or_default();
-        let ns = namespace(&cmd);
         let mut moved = conn.clone();
-        let started = Instant::now();
         let joined = if service.never_waits_on_others(&cmd) {
             // Reads never wait on storage sync or other transactions: running them here saves
             // handing them to the blocking pool and back.
@@ -452,10 +448,6 @@ impl ConnectionTask {
             })
             .await
         };
-        let elapsed = started.elapsed();
-        if elapsed > self.shared.config.slow_op_threshold {
-            info!(command = %name, ns = %ns, duration_ms = elapsed.as_millis() as u64, "slow operation");
-        }
         match joined {
             Ok((updated, reply)) => {
                 if updated.compressor != conn.compressor {
@@ -492,21 +484,12 @@ impl ConnectionTask {
                 folio_wire::encode(&fallback).map_err(|e| Closed::Error(e.to_string()))?
             }
         };
+        self.shared.service.metrics().record_reply(bytes.len() as u64);
         stream.write_all(&bytes).await.map_err(|e| Closed::Error(e.to_string()))
     }
 
     fn next_request_id(&self) -> i32 {
         self.shared.next_request_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-/// The namespace a command works on, for logs: `db.collection` when the command's value names a
-/// collection, else `db.$cmd`.
-fn namespace(cmd: &Document) -> String {
-    let db = cmd.get_str("$db").unwrap_or("?");
-    match cmd.iter().next() {
-        Some((_, Bson::String(coll))) => format!("{db}.{coll}"),
-        _ => format!("{db}.$cmd"),
     }
 }
 

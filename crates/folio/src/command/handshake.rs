@@ -336,6 +336,24 @@ fn mem_size_mb() -> Option<i64> {
     Some(kb / 1024)
 }
 
+/// `serverStatus.mem`: the process's resident and virtual sizes in MiB (from `/proc`).
+fn mem_section() -> Document {
+    let pages = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| {
+        let mut it = s.split_whitespace().map(|n| n.parse::<i64>().ok());
+        Some((it.next()??, it.next()??))
+    });
+    match pages {
+        // Linux pages are 4 KiB on every platform Folio is built for.
+        Some((virt, resident)) => doc! {
+            "bits": 64,
+            "resident": i32::try_from(resident * 4 / 1024).unwrap_or(i32::MAX),
+            "virtual": i32::try_from(virt * 4 / 1024).unwrap_or(i32::MAX),
+            "supported": true,
+        },
+        None => doc! { "bits": 64, "supported": false },
+    }
+}
+
 /// A counter as the `long` MongoDB reports.
 fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -354,6 +372,16 @@ pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
     let open = svc.sessions.open_transactions();
     let max = u64::from(svc.options().max_conns);
     let opts = svc.options();
+    let engine = svc.store.stats();
+    let mut metrics = svc.metrics.metrics_doc(&Service::command_names());
+    metrics.insert("cursor", doc! { "open": { "total": count(svc.cursors.len() as u64) } });
+    metrics.insert(
+        "ttl",
+        doc! {
+            "deletedDocuments": count(stats.ttl_deleted.load(Ordering::Relaxed)),
+            "passes": count(stats.ttl_passes.load(Ordering::Relaxed)),
+        },
+    );
     let mut d = doc! {
         "host": hostname(),
         "version": MONGODB_VERSION,
@@ -402,15 +430,38 @@ pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
             "persistent": true,
             "startedAt": started_at,
         },
-        "metrics": {
-            "ttl": {
-                "deletedDocuments": count(stats.ttl_deleted.load(Ordering::Relaxed)),
-                "passes": count(stats.ttl_passes.load(Ordering::Relaxed)),
+        "metrics": metrics,
+        "opcounters": svc.metrics.opcounters_doc(),
+        "opLatencies": svc.metrics.op_latencies_doc(),
+        "network": svc.metrics.network_doc(),
+        "mem": mem_section(),
+        "folio": {
+            "transactions": {
+                "started": count(engine.started),
+                "active": count(engine.active),
+                "committed": count(engine.commits),
+                "aborted": count(engine.aborts),
+                "writeConflicts": count(engine.conflicts),
+                "commitBatches": count(engine.commit_batches),
+                "gcDeletedVersions": count(engine.gc_deleted),
             },
+            "slowOperations": count(svc.metrics.slow_operations.load(Ordering::Relaxed)),
+            "profilerEntries": count(svc.metrics.profiled.load(Ordering::Relaxed)),
         },
         "folioVersion": env!("CARGO_PKG_VERSION"),
     };
-    for section in ["connections", "repl", "transactions", "storageEngine", "metrics"] {
+    for section in [
+        "connections",
+        "repl",
+        "transactions",
+        "storageEngine",
+        "metrics",
+        "opcounters",
+        "opLatencies",
+        "network",
+        "mem",
+        "folio",
+    ] {
         if cmd.get(section).is_some_and(|v| !truthy(v)) {
             d.remove(section);
         }
@@ -455,23 +506,46 @@ pub fn whatsmyuri(_: &Service, conn: &mut Connection, _: &Document) -> Result<Do
     Ok(doc! { "you": conn.remote.clone() })
 }
 
-/// `getLog`: Folio keeps no log in memory, so every log is empty.
+/// `getLog`: the most recent log lines in MongoDB's JSON format (see [`super::recent_log`]).
 pub fn get_log(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
     require_admin(cmd)?;
-    match cmd.get("getLog") {
-        Some(Bson::String(s)) if s == "*" => Ok(doc! { "names": ["global", "startupWarnings"] }),
-        Some(Bson::String(s)) if s == "global" || s == "startupWarnings" => {
-            Ok(doc! { "totalLinesWritten": 0, "log": [] })
+    let log = match cmd.get("getLog") {
+        Some(Bson::String(s)) if s == "*" => {
+            return Ok(doc! { "names": ["global", "startupWarnings"] });
         }
-        Some(Bson::String(s)) => Err(err!(OperationFailed, "No log named '{s}'")),
-        Some(other) => Err(err!(
-            TypeMismatch,
-            "Argument to getLog must be of type String; found {} of type {:?}",
-            other,
-            other.element_type()
-        )),
-        None => Err(err!(BadValue, "getLog requires an argument")),
+        Some(Bson::String(s)) if s == "global" => &super::recent_log::GLOBAL,
+        Some(Bson::String(s)) if s == "startupWarnings" => &super::recent_log::STARTUP_WARNINGS,
+        Some(Bson::String(s)) => return Err(err!(OperationFailed, "No log named '{s}'")),
+        Some(other) => {
+            return Err(err!(
+                TypeMismatch,
+                "Argument to getLog must be of type String; found {} of type {:?}",
+                other,
+                other.element_type()
+            ));
+        }
+        None => return Err(err!(BadValue, "getLog requires an argument")),
+    };
+    let (lines, total) = log.snapshot();
+    Ok(doc! { "totalLinesWritten": i64::try_from(total).unwrap_or(i64::MAX), "log": lines })
+}
+
+/// `logRotate`: rotates the log file (see `--logRotate`); `1` or `"server"` name the server
+/// log, the only one Folio has.
+pub fn log_rotate(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+    match cmd.get("logRotate") {
+        Some(Bson::String(s)) if s == "server" => {}
+        Some(Bson::String(s)) if s == "audit" => {
+            return Err(err!(
+                NoSuchKey,
+                "Unknown log type for rotate: audit (Folio has no audit log)"
+            ));
+        }
+        Some(Bson::String(s)) => return Err(err!(NoSuchKey, "Unknown log type for rotate: {s}")),
+        _ => {}
     }
+    super::recent_log::rotate().map_err(|e| err!(OperationFailed, "log rotation failed: {e}"))?;
+    Ok(Document::new())
 }
 
 /// `replSetGetStatus`: one healthy PRIMARY.

@@ -24,7 +24,10 @@ mod ddl;
 pub mod failpoint;
 mod handshake;
 pub mod labels;
+pub mod metrics;
 mod ops;
+pub mod profile;
+pub mod recent_log;
 mod sessions;
 pub mod ttl;
 
@@ -61,6 +64,12 @@ pub struct ServiceOptions {
     pub ttl_monitor_enabled: bool,
     /// `ttlMonitorSleepSecs`: the seconds between TTL passes.
     pub ttl_monitor_sleep_secs: u64,
+    /// `--slowms`: operations at least this long are logged (and profiled at level 1).
+    pub slow_ms: u64,
+    /// `--slowOpSampleRate`: the fraction of slow operations logged and profiled.
+    pub slow_op_sample_rate: f64,
+    /// `--profile`: the profiling level of every database until `profile` changes it.
+    pub profile_level: i32,
 }
 
 impl Default for ServiceOptions {
@@ -74,6 +83,9 @@ impl Default for ServiceOptions {
             cmd_line: Document::new(),
             ttl_monitor_enabled: true,
             ttl_monitor_sleep_secs: 60,
+            slow_ms: 100,
+            slow_op_sample_rate: 1.0,
+            profile_level: 0,
         }
     }
 }
@@ -112,6 +124,10 @@ pub struct Service {
     pub(crate) failpoints: FailPoints,
     pub(crate) stats: Stats,
     pub(crate) ops: ops::OpRegistry,
+    /// Operation counters (`serverStatus`, the metrics endpoint).
+    pub(crate) metrics: metrics::Metrics,
+    /// Slow-operation logging and the profiler.
+    pub(crate) profiler: profile::Profiler,
     ticks: AtomicU64,
     /// When the TTL monitor last ran (see [`ttl`]).
     ttl_last_pass: parking_lot::Mutex<Option<std::time::Instant>>,
@@ -131,6 +147,11 @@ pub(crate) struct Stats {
 impl Service {
     /// Creates the service over a transaction store.
     pub fn new(store: Arc<dyn TxnStore>, options: ServiceOptions) -> Result<Self> {
+        let profiler = profile::Profiler::new(
+            options.profile_level,
+            options.slow_ms,
+            options.slow_op_sample_rate,
+        );
         Ok(Service {
             store,
             options,
@@ -140,6 +161,8 @@ impl Service {
             failpoints: FailPoints::default(),
             stats: Stats::default(),
             ops: ops::OpRegistry::default(),
+            metrics: metrics::Metrics::new(table::COMMANDS.len()),
+            profiler,
             ticks: AtomicU64::new(0),
             ttl_last_pass: parking_lot::Mutex::new(None),
         })
@@ -148,6 +171,26 @@ impl Service {
     /// The options the service runs with.
     pub fn options(&self) -> &ServiceOptions {
         &self.options
+    }
+
+    /// The operation counters.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// `serverStatus` as the command answers it (for exporters; not counted as a command).
+    pub fn server_status(&self) -> Result<Document> {
+        handshake::server_status(self, &mut Connection::default(), &Document::new())
+    }
+
+    /// The number of open cursors.
+    pub fn open_cursors(&self) -> usize {
+        self.cursors.len()
+    }
+
+    /// The command table's names, in the order of [`metrics::Metrics::commands`].
+    pub fn command_names() -> Vec<&'static str> {
+        table::COMMANDS.iter().map(|c| c.name).collect()
     }
 
     /// The transaction store.
@@ -251,6 +294,8 @@ impl Service {
 
     /// Runs one command and returns its reply. Never panics on client input.
     pub fn dispatch(&self, conn: &mut Connection, cmd: Document) -> Reply {
+        let started = std::time::Instant::now();
+        crate::exec::opstats::begin();
         let mut close_connection = false;
         // A bug must not take the connection (or the server) down with it: a panic becomes an
         // InternalError reply. Open transactions stay consistent: a dropped MVCC transaction aborts.
@@ -274,6 +319,17 @@ impl Service {
                 ))
             }
         };
+        let elapsed = started.elapsed();
+        let stats = crate::exec::opstats::take();
+        let (index, class) = match cmd.keys().next() {
+            Some(name) => (
+                table::index(name),
+                metrics::LatencyClass::of(name, name == "aggregate" && pipeline_writes(&cmd)),
+            ),
+            None => (None, metrics::LatencyClass::Commands),
+        };
+        self.metrics.record(index, class, &cmd, &body, elapsed, &stats);
+        self.observe(conn, &cmd, &body, elapsed, &stats);
         let ts = self.store.last_committed().to_bson();
         body.insert("operationTime", ts);
         body.insert(
@@ -463,7 +519,9 @@ pub(crate) mod table {
     use bson::Document;
 
     use super::context::Runner;
-    use super::{Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, sessions};
+    use super::{
+        Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, profile, sessions,
+    };
     use crate::error::Result;
 
     /// How a command's handler is called.
@@ -546,6 +604,8 @@ pub(crate) mod table {
         cmd("connectionStatus", S(handshake::connection_status)),
         cmd("whatsmyuri", S(handshake::whatsmyuri)),
         cmd("getLog", S(handshake::get_log)),
+        cmd("profile", S(profile::profile)),
+        admin(cmd("logRotate", S(handshake::log_rotate))),
         admin(cmd("replSetGetStatus", S(handshake::repl_set_get_status))),
         cmd("listCommands", S(handshake::list_commands)),
         // CRUD.
@@ -594,6 +654,11 @@ pub(crate) mod table {
     /// Looks a command up by name.
     pub fn lookup(name: &str) -> Option<&'static Spec> {
         COMMANDS.iter().find(|c| c.name == name)
+    }
+
+    /// A command's position in [`COMMANDS`].
+    pub fn index(name: &str) -> Option<usize> {
+        COMMANDS.iter().position(|c| c.name == name)
     }
 }
 

@@ -14,6 +14,7 @@
 //! Reads plan an access path ([`plan`]), fetch candidate documents through MVCC, and always re-check
 //! them with the filter, so an index is only ever a speed-up.
 
+pub mod opstats;
 pub mod plan;
 pub mod stats;
 mod write;
@@ -77,7 +78,10 @@ pub struct Found {
 /// Reads a document by its storage key.
 pub fn get_document(txn: &dyn Txn, key: &[u8]) -> Result<Option<Document>> {
     match txn.get(key)? {
-        Some(bytes) => Ok(Some(Document::from_reader(&bytes[..])?)),
+        Some(bytes) => {
+            opstats::add_docs(1);
+            Ok(Some(Document::from_reader(&bytes[..])?))
+        }
         None => Ok(None),
     }
 }
@@ -91,6 +95,7 @@ pub fn scan_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Vec<Found
         let (key, value) = item?;
         out.push(Found { key, doc: Document::from_reader(&value[..])? });
     }
+    opstats::add_docs(out.len() as u64);
     Ok(out)
 }
 

@@ -416,14 +416,45 @@ pub fn fetch(
     limit: usize,
     hint: Option<&Hint>,
 ) -> Result<(Vec<Found>, bool)> {
-    fetch_plan(txn, meta, plan_hinted(meta, filter, sort, hint)?, filter, sort, limit)
+    let plan = plan_hinted(meta, filter, sort, hint)?;
+    let result = fetch_plan(txn, meta, &plan, filter, sort, limit)?;
+    let sorted_in_memory = sort.is_some_and(|s| !s.is_empty()) && !result.1;
+    super::opstats::set_plan(|| summary(meta, &plan), sorted_in_memory);
+    Ok(result)
+}
+
+/// MongoDB's one-line plan summary: `IDHACK`, `COLLSCAN`, `IXSCAN { a: 1, b: -1 }`, and the
+/// branches of an `$or` joined by `, `.
+pub fn summary(meta: &CollectionMeta, plan: &Plan) -> String {
+    match plan {
+        Plan::IdPoints(_) => "IDHACK".to_string(),
+        Plan::CollectionScan => "COLLSCAN".to_string(),
+        Plan::IndexScan { index, .. } => {
+            let key = meta
+                .indexes
+                .iter()
+                .find(|i| i.id == *index)
+                .and_then(|i| i.spec.get_document("key").ok())
+                .map(|k| {
+                    k.iter()
+                        .map(|(f, v)| format!("{f}: {}", crate::index::fmt::format_value(v)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            format!("IXSCAN {{ {key} }}")
+        }
+        Plan::Or(branches) => {
+            branches.iter().map(|b| summary(meta, b)).collect::<Vec<_>>().join(", ")
+        }
+    }
 }
 
 /// Fetches the documents of a chosen plan (see [`fetch`]).
 fn fetch_plan(
     txn: &dyn Txn,
     meta: &CollectionMeta,
-    plan: Plan,
+    plan: &Plan,
     filter: &Filter,
     sort: Option<&SortSpec>,
     limit: usize,
@@ -448,10 +479,11 @@ fn fetch_plan(
             let mut out = Vec::new();
             let mut seen = HashSet::new();
             for id in ids {
-                let key = Key::Document { coll: meta.id, id: &id_key(&id) }.encode();
+                let key = Key::Document { coll: meta.id, id: &id_key(id) }.encode();
                 if !seen.insert(key.clone()) {
                     continue;
                 }
+                super::opstats::add_keys(1);
                 if let Some(doc) = get_document(txn, &key)?
                     && matches(&doc)
                 {
@@ -464,24 +496,25 @@ fn fetch_plan(
         }
         Plan::IndexScan { index, ranges, reverse, sorted, .. } => {
             let scan = |stop_early: bool| -> Result<(Vec<Found>, bool)> {
-                let prefix = keys::index_prefix(meta.id, index);
+                let prefix = keys::index_prefix(meta.id, *index);
                 let mut out = Vec::new();
                 let mut seen = HashSet::new();
                 let mut arrays = false;
-                'ranges: for (start, end) in &ranges {
+                'ranges: for (start, end) in ranges {
                     let mut lo = prefix.clone();
                     lo.extend_from_slice(start);
                     let mut hi = prefix.clone();
                     hi.extend_from_slice(end);
-                    for item in txn.scan(Bound::Included(&lo), Bound::Excluded(&hi), reverse)? {
+                    for item in txn.scan(Bound::Included(&lo), Bound::Excluded(&hi), *reverse)? {
                         let (_, id) = item?;
+                        super::opstats::add_keys(1);
                         if !seen.insert(id.clone()) {
                             continue; // A multikey document appears once per distinct key.
                         }
                         let key = Key::Document { coll: meta.id, id: &id }.encode();
                         let Some(doc) = get_document(txn, &key)? else { continue };
                         if matches(&doc) {
-                            arrays |= sorted && sort.is_some_and(|s| s.has_array_on_key(&doc));
+                            arrays |= *sorted && sort.is_some_and(|s| s.has_array_on_key(&doc));
                             out.push(Found { key, doc });
                             if stop_early && !arrays && limit > 0 && out.len() >= limit {
                                 break 'ranges;
@@ -491,9 +524,9 @@ fn fetch_plan(
                 }
                 Ok((out, arrays))
             };
-            let (out, arrays) = scan(sorted)?;
+            let (out, arrays) = scan(*sorted)?;
             if !arrays {
-                return Ok((out, sorted));
+                return Ok((out, *sorted));
             }
             // An array on a sorted path: index order is not MongoDB's sort order for it (see
             // the module docs), so every match is fetched and sorted by the caller.

@@ -1,0 +1,419 @@
+//! Watching operations: the slow-operation log line and the database profiler.
+//!
+//! After every command [`super::Service::dispatch`] hands [`Profiler::observe`] the command, its
+//! reply, how long it took and what it examined ([`crate::exec::opstats`]). As in MongoDB:
+//!
+//! - an operation at or above `slowms` (100 ms by default; `--slowms`, or the `profile` command
+//!   on any database, which sets it for the server) is logged as one `Slow query` line, sampled
+//!   by `slowOpSampleRate` (`--slowOpSampleRate`, `profile`'s `sampleRate`);
+//! - a database's profiling level (`profile: 0 | 1 | 2`, `--profile` for every database) decides
+//!   what goes into its `system.profile` collection: nothing, slow operations, or all;
+//! - a profile `filter` (a query on the entry, e.g. `{millis: {$gt: 5}}`) replaces the slowms and
+//!   sample-rate test for both the log and the profiler of that database.
+//!
+//! Entries and log lines carry MongoDB's fields (`op`, `ns`, `command`, `keysExamined`,
+//! `docsExamined`, `nreturned`, `planSummary`, `responseLength`, `millis`, `ts`, `client`,
+//! `appName`...). Credentials never appear: [`redact`] replaces passwords and SASL payloads.
+//!
+//! `system.profile` is a capped collection of 1 MB in MongoDB. Folio writes each entry as its
+//! own non-durable commit (the entries are diagnostics: losing the last few to a crash is
+//! acceptable, slowing every profiled operation by a disk sync is not) and trims the collection
+//! to its newest [`PROFILE_MAX_ENTRIES`] entries. Operations on `system.profile` itself are
+//! never profiled, so reading the profile does not grow it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bson::{Bson, DateTime, Document, doc};
+use parking_lot::Mutex;
+
+use super::Connection;
+use crate::error::Result;
+use crate::exec::opstats::OpStats;
+use crate::query::Filter;
+
+/// The most entries a `system.profile` collection keeps (the oldest go first).
+pub const PROFILE_MAX_ENTRIES: u64 = 1000;
+
+/// Per-database profiling settings.
+#[derive(Clone, Debug, Default)]
+struct DbProfile {
+    level: i32,
+    filter: Option<(Document, Filter)>,
+}
+
+/// The server's slow-operation and profiling settings.
+pub struct Profiler {
+    default_level: i32,
+    slow_ms: AtomicU64,
+    /// `f64` bits.
+    sample_rate: AtomicU64,
+    dbs: Mutex<HashMap<String, DbProfile>>,
+    /// Entries written per database since start, to trim now and then rather than each time.
+    written: Mutex<HashMap<String, u64>>,
+}
+
+impl Profiler {
+    /// Settings from the command line: `--profile`, `--slowms`, `--slowOpSampleRate`.
+    pub fn new(default_level: i32, slow_ms: u64, sample_rate: f64) -> Self {
+        Profiler {
+            default_level,
+            slow_ms: AtomicU64::new(slow_ms),
+            sample_rate: AtomicU64::new(sample_rate.to_bits()),
+            dbs: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The slow-operation threshold in milliseconds.
+    pub fn slow_ms(&self) -> u64 {
+        self.slow_ms.load(Ordering::Relaxed)
+    }
+
+    fn sample_rate(&self) -> f64 {
+        f64::from_bits(self.sample_rate.load(Ordering::Relaxed))
+    }
+
+    fn db(&self, db: &str) -> DbProfile {
+        self.dbs
+            .lock()
+            .get(db)
+            .cloned()
+            .unwrap_or(DbProfile { level: self.default_level, filter: None })
+    }
+}
+
+/// Replaces credentials in a command with `"xxx"`, as MongoDB's logs do: passwords of user
+/// commands and SASL conversation payloads.
+pub fn redact(cmd: &Document) -> Document {
+    let mut out = Document::new();
+    for (k, v) in cmd {
+        let secret = matches!(k.as_str(), "pwd" | "password" | "payload" | "digestPassword");
+        out.insert(k.clone(), if secret { Bson::String("xxx".into()) } else { v.clone() });
+    }
+    out
+}
+
+/// `profile`: reads (`-1`) or sets a database's profiling level, and the server's `slowms`,
+/// `sampleRate`, and the database's `filter`. Answers the settings as they were.
+pub fn profile(svc: &super::Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+    let p = &svc.profiler;
+    let db = cmd.get_str("$db").unwrap_or("admin").to_string();
+    let level = match cmd.get("profile") {
+        Some(v) => super::context::number(v)
+            .filter(|n| n.fract() == 0.0 && (-1.0..=2.0).contains(n))
+            .ok_or_else(|| crate::err!(BadValue, "Invalid profiling level: {}", v))?
+            as i32,
+        None => crate::bail!(BadValue, "profile requires a level"),
+    };
+    let slow_ms = match cmd.get("slowms") {
+        None => None,
+        Some(v) => Some(
+            super::context::number(v)
+                .filter(|n| n.fract() == 0.0)
+                .ok_or_else(|| crate::err!(TypeMismatch, "'slowms' must be a number: {}", v))?,
+        ),
+    };
+    let sample_rate = match cmd.get("sampleRate") {
+        None => None,
+        Some(v) => Some(super::context::number(v).filter(|n| (0.0..=1.0).contains(n)).ok_or_else(
+            || crate::err!(BadValue, "'sampleRate' must be between 0.0 and 1.0 inclusive"),
+        )?),
+    };
+    let filter = match cmd.get("filter") {
+        None => None,
+        Some(Bson::String(s)) if s == "unset" => Some(None),
+        Some(Bson::Document(d)) => Some(Some((d.clone(), Filter::parse(d)?))),
+        Some(other) => crate::bail!(
+            TypeMismatch,
+            "'filter' must be an object or the string 'unset', not {}",
+            other
+        ),
+    };
+    for field in cmd.keys() {
+        if !matches!(
+            field.as_str(),
+            "profile"
+                | "slowms"
+                | "sampleRate"
+                | "filter"
+                | "$db"
+                | "lsid"
+                | "$clusterTime"
+                | "$readPreference"
+                | "comment"
+                | "apiVersion"
+                | "apiStrict"
+                | "apiDeprecationErrors"
+        ) {
+            return Err(crate::Error::new(
+                crate::Code::Other(40415),
+                format!("BSON field 'profile.{field}' is an unknown field."),
+            ));
+        }
+    }
+    let before = p.db(&db);
+    let mut reply = doc! {
+        "was": before.level,
+        "slowms": i64::try_from(p.slow_ms()).unwrap_or(i64::MAX),
+        "sampleRate": p.sample_rate(),
+    };
+    if let Some((f, _)) = &before.filter {
+        reply.insert("filter", f.clone());
+    }
+    if level >= 0 || filter.is_some() {
+        let mut dbs = p.dbs.lock();
+        let entry = dbs.entry(db.clone()).or_insert_with(|| before.clone());
+        if level >= 0 {
+            entry.level = level;
+        }
+        if let Some(f) = filter {
+            entry.filter = f;
+        }
+    }
+    if let Some(ms) = slow_ms {
+        // A negative slowms is accepted by MongoDB and logs nothing as slow.
+        p.slow_ms.store(if ms < 0.0 { u64::MAX } else { ms as u64 }, Ordering::Relaxed);
+    }
+    if let Some(rate) = sample_rate {
+        p.sample_rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+    if before.filter.is_some() || cmd.contains_key("filter") {
+        reply.insert(
+            "note",
+            "When a filter expression is set, slowms and sampleRate are not used for profiling and slow-query log lines.",
+        );
+    }
+    Ok(reply)
+}
+
+/// The profiler's name for a command (`op` of an entry).
+fn op_name(cmd_name: &str) -> &'static str {
+    match cmd_name {
+        "find" => "query",
+        "insert" => "insert",
+        "update" => "update",
+        "delete" => "remove",
+        "getMore" => "getmore",
+        _ => "command",
+    }
+}
+
+impl super::Service {
+    /// Logs a slow operation and writes a profile entry, as the settings say (see the module
+    /// docs).
+    pub(crate) fn observe(
+        &self,
+        conn: &Connection,
+        cmd: &Document,
+        reply: &Document,
+        elapsed: Duration,
+        stats: &OpStats,
+    ) {
+        let p = &self.profiler;
+        let Some(name) = cmd.keys().next() else { return };
+        let db = cmd.get_str("$db").unwrap_or("");
+        let ns = super::namespace_of(cmd, db);
+        // Never profile the profile itself, nor the commands of the profiler.
+        if ns.ends_with(".system.profile") || name == "profile" {
+            return;
+        }
+        let settings = p.db(db);
+        let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let slow = settings.filter.is_none() && millis >= p.slow_ms();
+        if !slow && settings.level < 2 && settings.filter.is_none() {
+            return;
+        }
+        let entry = self.profile_entry(conn, cmd, reply, &ns, elapsed, stats);
+        let chosen = match &settings.filter {
+            Some((_, f)) => f.matches(&entry),
+            None => slow && (p.sample_rate() >= 1.0 || rand::random::<f64>() < p.sample_rate()),
+        };
+        if chosen {
+            self.metrics.slow_operations.fetch_add(1, Ordering::Relaxed);
+            log_slow(conn, &entry);
+        }
+        let profiled = match settings.level {
+            2 => settings.filter.as_ref().is_none_or(|(_, f)| f.matches(&entry)),
+            1 => chosen,
+            _ => false,
+        };
+        if profiled
+            && !db.is_empty()
+            && let Err(e) = self.write_profile_entry(db, entry)
+        {
+            tracing::warn!("cannot write a profile entry to {db}.system.profile: {e}");
+        }
+    }
+
+    fn profile_entry(
+        &self,
+        conn: &Connection,
+        cmd: &Document,
+        reply: &Document,
+        ns: &str,
+        elapsed: Duration,
+        stats: &OpStats,
+    ) -> Document {
+        let name = cmd.keys().next().map(String::as_str).unwrap_or("");
+        let mut command = redact(cmd);
+        command.remove("$clusterTime");
+        let mut entry = doc! {
+            "op": op_name(name),
+            "ns": ns,
+            "command": command,
+            "keysExamined": i64::try_from(stats.keys_examined).unwrap_or(i64::MAX),
+            "docsExamined": i64::try_from(stats.docs_examined).unwrap_or(i64::MAX),
+        };
+        if stats.has_sort_stage {
+            entry.insert("hasSortStage", true);
+        }
+        if let Ok(cursor) = reply.get_document("cursor") {
+            let n = cursor
+                .get_array("firstBatch")
+                .or_else(|_| cursor.get_array("nextBatch"))
+                .map(Vec::len)
+                .unwrap_or(0);
+            entry.insert("nreturned", i64::try_from(n).unwrap_or(i64::MAX));
+            if let Ok(id) = cursor.get_i64("id")
+                && id != 0
+            {
+                entry.insert("cursorid", id);
+            }
+        }
+        match name {
+            "insert" => {
+                entry.insert("ninserted", reply.get("n").cloned().unwrap_or(Bson::Int32(0)));
+            }
+            "delete" => {
+                entry.insert("ndeleted", reply.get("n").cloned().unwrap_or(Bson::Int32(0)));
+            }
+            "update" => {
+                entry.insert("nMatched", reply.get("n").cloned().unwrap_or(Bson::Int32(0)));
+                entry
+                    .insert("nModified", reply.get("nModified").cloned().unwrap_or(Bson::Int32(0)));
+            }
+            _ => {}
+        }
+        if let Some(plan) = &stats.plan_summary {
+            entry.insert("planSummary", plan.clone());
+        }
+        if !matches!(reply.get("ok"), Some(Bson::Double(d)) if *d == 1.0) {
+            if let Some(code) = reply.get("code") {
+                entry.insert("errCode", code.clone());
+            }
+            if let Some(msg) = reply.get("errmsg") {
+                entry.insert("errMsg", msg.clone());
+            }
+            if let Some(code_name) = reply.get("codeName") {
+                entry.insert("errName", code_name.clone());
+            }
+        }
+        let response_length = reply.to_vec().map(|v| v.len()).unwrap_or(0);
+        entry.insert("responseLength", i64::try_from(response_length).unwrap_or(i64::MAX));
+        entry.insert("protocol", "op_msg");
+        entry.insert("locks", Document::new());
+        entry.insert("numYield", 0);
+        entry.insert("millis", i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
+        entry.insert("durationMicros", i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX));
+        entry.insert("ts", DateTime::now());
+        let client = conn.remote.rsplit_once(':').map_or(conn.remote.as_str(), |(host, _)| host);
+        entry.insert("client", client);
+        if let Some(app) = &conn.app_name {
+            entry.insert("appName", app.clone());
+        }
+        entry.insert("allUsers", Bson::Array(Vec::new()));
+        entry.insert("user", "");
+        entry
+    }
+
+    fn write_profile_entry(&self, db: &str, entry: Document) -> Result<()> {
+        let mut txn = self.store.begin()?;
+        crate::exec::insert_one(txn.as_mut(), db, "system.profile", entry, true)?;
+        txn.commit_deferred()?;
+        self.metrics.profiled.fetch_add(1, Ordering::Relaxed);
+        let due = {
+            let mut written = self.profiler.written.lock();
+            let n = written.entry(db.to_string()).or_insert(0);
+            *n += 1;
+            n.is_multiple_of(PROFILE_MAX_ENTRIES / 10)
+        };
+        if due {
+            self.trim_profile(db)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest entries of `db.system.profile` beyond [`PROFILE_MAX_ENTRIES`].
+    fn trim_profile(&self, db: &str) -> Result<()> {
+        let mut txn = self.store.begin()?;
+        let Some(meta) = crate::catalog::get_collection(txn.as_ref(), db, "system.profile")? else {
+            txn.abort();
+            return Ok(());
+        };
+        let all = crate::exec::scan_collection(txn.as_ref(), &meta)?;
+        let excess = (all.len() as u64).saturating_sub(PROFILE_MAX_ENTRIES);
+        if excess == 0 {
+            txn.abort();
+            return Ok(());
+        }
+        // `_id`s are ObjectIds made at insert time: `_id` order is insertion order.
+        let ids: Vec<Bson> = all
+            .iter()
+            .take(usize::try_from(excess).unwrap_or(usize::MAX))
+            .filter_map(|f| f.doc.get("_id").cloned())
+            .collect();
+        let filter = doc! { "_id": { "$in": ids } };
+        let op = crate::exec::DeleteOp {
+            filter: &filter,
+            limit_one: false,
+            let_vars: None,
+            collation: &crate::collation::Requested::Simple,
+            hint: None,
+        };
+        crate::exec::delete(txn.as_mut(), db, "system.profile", &op)?;
+        txn.commit_deferred()?;
+        Ok(())
+    }
+}
+
+/// Writes the `Slow query` log line (MongoDB's log id 51803, component COMMAND).
+fn log_slow(conn: &Connection, entry: &Document) {
+    let mut attr = doc! { "type": "command" };
+    for (from, to) in [
+        ("ns", "ns"),
+        ("appName", "appName"),
+        ("command", "command"),
+        ("planSummary", "planSummary"),
+        ("keysExamined", "keysExamined"),
+        ("docsExamined", "docsExamined"),
+        ("hasSortStage", "hasSortStage"),
+        ("cursorid", "cursorid"),
+        ("nreturned", "nreturned"),
+        ("ninserted", "ninserted"),
+        ("ndeleted", "ndeleted"),
+        ("nMatched", "nMatched"),
+        ("nModified", "nModified"),
+        ("errCode", "errCode"),
+        ("errMsg", "errMsg"),
+        ("errName", "errName"),
+        ("responseLength", "reslen"),
+        ("locks", "locks"),
+        ("protocol", "protocol"),
+        ("millis", "durationMillis"),
+    ] {
+        if let Some(v) = entry.get(from) {
+            attr.insert(to, v.clone());
+        }
+    }
+    attr.insert("remote", conn.remote.clone());
+    let attr = Bson::Document(attr).into_relaxed_extjson().to_string();
+    tracing::info!(
+        target: "folio::command::slow",
+        log_id = 51803,
+        ctx = %format!("conn{}", conn.id),
+        attr = %attr,
+        "Slow query"
+    );
+}
