@@ -955,6 +955,28 @@ pub fn explain(
         }
         _ => Hint::parse(inner.get("hint"))?,
     };
+    let verbosity = match cmd.get("verbosity") {
+        None => "allPlansExecution",
+        Some(Bson::String(v))
+            if matches!(v.as_str(), "queryPlanner" | "executionStats" | "allPlansExecution") =>
+        {
+            v.as_str()
+        }
+        Some(other) => bail!(
+            BadValue,
+            "verbosity must be one of queryPlanner, executionStats, allPlansExecution; got {}",
+            other
+        ),
+    };
+    // A find's skip and limit bound what it returns (and a limit lets the plan stop early).
+    let (skip, limit) = if name == "find" {
+        let skip = opt_i64(&inner, "skip", "find")?.unwrap_or(0).max(0) as usize;
+        let limit = opt_i64(&inner, "limit", "find")?.unwrap_or(0).unsigned_abs() as usize;
+        (skip, limit)
+    } else {
+        (0, 0)
+    };
+    let mut stats = None;
     let planner = run.read(|txn| {
         let Some(meta) = crate::catalog::get_collection(txn, &db, &coll)? else {
             return Ok(None);
@@ -962,7 +984,28 @@ pub fn explain(
         let collation = requested.resolve(&meta.options)?;
         let filter = filter.clone().with_collation(collation.as_ref());
         let sort = sort.clone().map(|s| s.with_collation(collation.as_ref()));
-        Ok(Some(exec::plan::explain(&meta, &filter, sort.as_ref(), hint.as_ref())?))
+        let planned = exec::plan::explain(&meta, &filter, sort.as_ref(), hint.as_ref())?;
+        if verbosity != "queryPlanner" && !meta.is_view() {
+            // Run the plan (writes are not applied: an update or delete reports what it would
+            // examine) and count what it examined.
+            let before = exec::opstats::peek();
+            let started = std::time::Instant::now();
+            let want = if limit > 0 { skip + limit } else { 0 };
+            let (found, _) =
+                exec::plan::fetch(txn, &meta, &filter, sort.as_ref(), want, hint.as_ref())?;
+            let after = exec::opstats::peek();
+            let mut returned = found.len().saturating_sub(skip);
+            if limit > 0 {
+                returned = returned.min(limit);
+            }
+            stats = Some((
+                returned,
+                started.elapsed(),
+                after.keys_examined - before.keys_examined,
+                after.docs_examined - before.docs_examined,
+            ));
+        }
+        Ok(Some(planned))
     })?;
     let planner = planner.unwrap_or_else(|| {
         doc! {
@@ -972,9 +1015,55 @@ pub fn explain(
             "rejectedPlans": [],
         }
     });
-    Ok(doc! {
-        "queryPlanner": planner,
-        "command": inner.clone(),
-        "serverInfo": { "host": "localhost", "version": "8.0.0" },
-    })
+    let mut reply = doc! { "queryPlanner": planner.clone() };
+    if verbosity != "queryPlanner" {
+        let (returned, elapsed, keys, docs) =
+            stats.unwrap_or((0, std::time::Duration::ZERO, 0, 0));
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut stages = planner.get_document("winningPlan").cloned().unwrap_or_default();
+        annotate_stages(&mut stages, returned as i64, as_i64(keys), as_i64(docs));
+        let mut execution = doc! {
+            "executionSuccess": true,
+            "nReturned": returned as i64,
+            "executionTimeMillis": i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
+            "totalKeysExamined": as_i64(keys),
+            "totalDocsExamined": as_i64(docs),
+            "executionStages": stages,
+        };
+        if verbosity == "allPlansExecution" {
+            // One plan is ever considered, so there are no other plans' trials to show.
+            execution.insert("allPlansExecution", Bson::Array(Vec::new()));
+        }
+        reply.insert("executionStats", execution);
+    }
+    reply.insert("command", inner.clone());
+    reply.insert("serverInfo", doc! { "host": "localhost", "version": "8.0.0" });
+    Ok(reply)
+}
+
+/// Adds execution counts to an explained plan tree: `nReturned` on the top stage, `docsExamined`
+/// on the stage that reads documents (`FETCH`, `COLLSCAN`, `IDHACK`) and `keysExamined` on the
+/// index stages (`IXSCAN`, `IDHACK`). Stages under an `OR` share the totals of the first.
+fn annotate_stages(stage: &mut Document, returned: i64, keys: i64, docs: i64) {
+    stage.insert("nReturned", returned);
+    stage.insert("executionTimeMillisEstimate", 0_i64);
+    let mut cur = Some(stage);
+    let (mut keys_left, mut docs_left) = (Some(keys), Some(docs));
+    while let Some(s) = cur {
+        let kind = s.get_str("stage").unwrap_or("").to_string();
+        if matches!(kind.as_str(), "FETCH" | "COLLSCAN" | "IDHACK")
+            && let Some(d) = docs_left.take()
+        {
+            s.insert("docsExamined", d);
+        }
+        if matches!(kind.as_str(), "IXSCAN" | "IDHACK")
+            && let Some(k) = keys_left.take()
+        {
+            s.insert("keysExamined", k);
+        }
+        cur = match s.get_mut("inputStage") {
+            Some(Bson::Document(inner)) => Some(inner),
+            _ => None,
+        };
+    }
 }
