@@ -1017,8 +1017,7 @@ pub fn explain(
     });
     let mut reply = doc! { "queryPlanner": planner.clone() };
     if verbosity != "queryPlanner" {
-        let (returned, elapsed, keys, docs) =
-            stats.unwrap_or((0, std::time::Duration::ZERO, 0, 0));
+        let (returned, elapsed, keys, docs) = stats.unwrap_or((0, std::time::Duration::ZERO, 0, 0));
         let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let mut stages = planner.get_document("winningPlan").cloned().unwrap_or_default();
         annotate_stages(&mut stages, returned as i64, as_i64(keys), as_i64(docs));

@@ -653,12 +653,18 @@ pub(crate) mod table {
 
     /// Looks a command up by name.
     pub fn lookup(name: &str) -> Option<&'static Spec> {
-        COMMANDS.iter().find(|c| c.name == name)
+        index(name).map(|i| &COMMANDS[i])
     }
 
-    /// A command's position in [`COMMANDS`].
+    /// A command's position in [`COMMANDS`] (through a map built once: every command looks
+    /// itself up several times).
     pub fn index(name: &str) -> Option<usize> {
-        COMMANDS.iter().position(|c| c.name == name)
+        static BY_NAME: std::sync::OnceLock<std::collections::HashMap<&'static str, usize>> =
+            std::sync::OnceLock::new();
+        BY_NAME
+            .get_or_init(|| COMMANDS.iter().enumerate().map(|(i, c)| (c.name, i)).collect())
+            .get(name)
+            .copied()
     }
 }
 

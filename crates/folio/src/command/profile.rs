@@ -50,6 +50,9 @@ pub struct Profiler {
     /// `f64` bits.
     sample_rate: AtomicU64,
     dbs: Mutex<HashMap<String, DbProfile>>,
+    /// Whether any database profiles or filters (else only slowness needs looking at, and the
+    /// common case of a fast operation costs one comparison).
+    any_db: std::sync::atomic::AtomicBool,
     /// Entries written per database since start, to trim now and then rather than each time.
     written: Mutex<HashMap<String, u64>>,
 }
@@ -62,6 +65,7 @@ impl Profiler {
             slow_ms: AtomicU64::new(slow_ms),
             sample_rate: AtomicU64::new(sample_rate.to_bits()),
             dbs: Mutex::new(HashMap::new()),
+            any_db: std::sync::atomic::AtomicBool::new(default_level != 0),
             written: Mutex::new(HashMap::new()),
         }
     }
@@ -171,6 +175,7 @@ pub fn profile(svc: &super::Service, _: &mut Connection, cmd: &Document) -> Resu
         if let Some(f) = filter {
             entry.filter = f;
         }
+        p.any_db.store(true, Ordering::Relaxed);
     }
     if let Some(ms) = slow_ms {
         // A negative slowms is accepted by MongoDB and logs nothing as slow.
@@ -212,6 +217,10 @@ impl super::Service {
         stats: &OpStats,
     ) {
         let p = &self.profiler;
+        let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        if millis < p.slow_ms() && !p.any_db.load(Ordering::Relaxed) {
+            return;
+        }
         let Some(name) = cmd.keys().next() else { return };
         let db = cmd.get_str("$db").unwrap_or("");
         let ns = super::namespace_of(cmd, db);
@@ -220,7 +229,6 @@ impl super::Service {
             return;
         }
         let settings = p.db(db);
-        let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let slow = settings.filter.is_none() && millis >= p.slow_ms();
         if !slow && settings.level < 2 && settings.filter.is_none() {
             return;
