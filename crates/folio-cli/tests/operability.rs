@@ -148,6 +148,20 @@ fn metrics_profiler_and_json_log() {
     }
     assert_eq!(sample(&after, "folio_opcounters_total{type=\"insert\"}"), 50.0);
     assert!(sample(&after, "folio_error_labels_total{label=\"TransientTransactionError\"}") >= 1.0);
+    // Every metric the Grafana dashboard queries exists.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/folio-dashboard.json"
+    ))
+    .expect("dashboard");
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("folio_") && word != "folio_data_file_bytes" {
+            assert!(
+                after.contains(&format!("\n{word}")),
+                "the dashboard queries {word}, not exported"
+            );
+        }
+    }
 
     // The profiler's entry for the find, in MongoDB's shape.
     let prof = round_trip(
