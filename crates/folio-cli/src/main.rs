@@ -1,11 +1,13 @@
 //! The `folio` binary: `folio serve` runs the MongoDB-compatible server; `folio dump` and
-//! `folio verify` read a data directory offline.
+//! `folio restore` back up and restore in mongodump's formats ([`backup`]); `folio verify`
+//! checks a data directory offline.
 //!
 //! Startup is: parse flags and the config file ([`config::resolve`]), open the store
 //! ([`store::open_store`]), build the command service, bind the listeners, print one
 //! `folio listening on ADDR` line on stdout (scripts and tests wait for it), then serve until
 //! SIGTERM or SIGINT. Logs go to stderr through `tracing`; `RUST_LOG` adjusts the level.
 
+mod backup;
 mod config;
 mod offline;
 mod store;
@@ -31,15 +33,10 @@ struct Cli {
 enum Command {
     /// Run the server (mongod-like flags).
     Serve(config::ServeArgs),
-    /// Write every document of a data directory as JSON lines: {"ns": "db.coll", "doc": {...}}.
-    Dump {
-        /// The data directory.
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        dbpath: PathBuf,
-        /// Only this database.
-        #[arg(long, value_name = "NAME")]
-        db: Option<String>,
-    },
+    /// Back up a server (--uri) or a data directory (--dbpath) in mongodump's formats.
+    Dump(backup::dump::DumpArgs),
+    /// Restore a dump in mongodump's formats into a server (--uri) or a data directory.
+    Restore(backup::restore::RestoreArgs),
     /// Check that every index of a data directory agrees with its documents.
     Verify {
         /// The data directory.
@@ -54,7 +51,8 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => serve(&args, &argv),
-        Command::Dump { dbpath, db } => dump(&dbpath, db.as_deref()),
+        Command::Dump(args) => dump(&args),
+        Command::Restore(args) => backup::restore::run(&args).map(|_| ()),
         Command::Verify { dbpath } => verify(&dbpath),
     };
     match result {
@@ -77,12 +75,9 @@ fn init_logging() {
 }
 
 /// `folio dump`.
-fn dump(dbpath: &std::path::Path, db: Option<&str>) -> Result<(), String> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let n = offline::dump(dbpath, db, &mut out)?;
-    out.flush().map_err(|e| format!("cannot write the dump: {e}"))?;
-    tracing::info!("dumped {n} documents");
+fn dump(args: &backup::dump::DumpArgs) -> Result<(), String> {
+    let summary = backup::dump::run(args)?;
+    eprintln!("dumped {} document(s) of {} namespace(s)", summary.documents, summary.namespaces);
     Ok(())
 }
 
