@@ -541,7 +541,7 @@ impl ArchiveReader {
                             Block::Terminator => {}
                             _ => {
                                 return Err(
-                                    "corrupt archive: an EOF header without its terminator".into()
+                                    "corrupt archive: an EOF header without its terminator".into(),
                                 );
                             }
                         }
