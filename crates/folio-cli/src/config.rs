@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// mongod-style YAML configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Shut down when standard input reaches its end (the parent closed the pipe or died):
+    /// a test fixture never outlives the test run that started it.
+    #[arg(long = "exit-on-stdin-close")]
+    pub exit_on_stdin_close: bool,
 }
 
 /// The parts of mongod's configuration file Folio reads. Other sections (`systemLog`,

@@ -4,8 +4,10 @@
 //!
 //! Startup is: parse flags and the config file ([`config::resolve`]), open the store
 //! ([`store::open_store`]), build the command service, bind the listeners, print one
-//! `folio listening on ADDR` line on stdout (scripts and tests wait for it), then serve until
-//! SIGTERM or SIGINT. Logs go to stderr through `tracing`; `RUST_LOG` adjusts the level.
+//! `folio listening on ADDR` line on stdout (scripts and tests wait for it) and then one JSON
+//! ready line for programs (`{"ready":true,"uri":...,"port":...,"pid":...}`), then serve until
+//! SIGTERM or SIGINT (or, with `--exit-on-stdin-close`, until standard input ends). Logs go to
+//! stderr through `tracing`; `RUST_LOG` adjusts the level.
 
 mod backup;
 mod config;
@@ -148,7 +150,55 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         );
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "folio listening on {}", addrs.join(", "));
+        if let Some(first) = server.local_addrs().first() {
+            let _ = writeln!(stdout, "{}", ready_line(first, &settings.repl_set));
+        }
         let _ = stdout.flush();
-        server.run(folio_server::shutdown_signal()).await.map_err(|e| e.to_string())
+        let stdin_closed = if args.exit_on_stdin_close { Some(watch_stdin()?) } else { None };
+        let shutdown = async move {
+            match stdin_closed {
+                Some(closed) => tokio::select! {
+                    () = folio_server::shutdown_signal() => {}
+                    _ = closed => tracing::info!("standard input closed: shutting down"),
+                },
+                None => folio_server::shutdown_signal().await,
+            }
+        };
+        server.run(shutdown).await.map_err(|e| e.to_string())
     })
+}
+
+/// The machine-readable ready line: the URI a driver should use, the port and the process id.
+/// A wildcard listen address is reached through the loopback address.
+fn ready_line(addr: &std::net::SocketAddr, repl_set: &str) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let port = addr.port();
+    serde_json::json!({
+        "ready": true,
+        "uri": format!("mongodb://{ip}:{port}/?replicaSet={repl_set}"),
+        "port": port,
+        "pid": std::process::id(),
+    })
+    .to_string()
+}
+
+/// Resolves when standard input reaches its end or fails: a thread blocks reading it (tokio's
+/// stdin is a blocking thread too), discarding what it reads.
+fn watch_stdin() -> Result<tokio::sync::oneshot::Receiver<()>, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("folio-stdin".into())
+        .spawn(move || {
+            let mut buf = [0_u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while matches!(std::io::Read::read(&mut stdin, &mut buf), Ok(n) if n > 0) {}
+            let _ = tx.send(());
+        })
+        .map_err(|e| format!("cannot watch standard input: {e}"))?;
+    Ok(rx)
 }
