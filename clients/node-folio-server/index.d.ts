@@ -1,6 +1,6 @@
 export interface FolioMemoryReplSetOpts {
   binary?: string;
-  replSet?: { name?: string };
+  replSet?: { name?: string; count?: 1; storageEngine?: 'wiredTiger' | 'ephemeralForTest' };
   instanceOpts?: Array<{ port?: number; dbPath?: string; args?: string[] }>;
   startTimeoutMS?: number;
 }

@@ -44,18 +44,52 @@ function findBinary(explicit) {
   return found;
 }
 
+/** Throws if `obj` has a key outside `known`: an option this wrapper cannot honour is refused. */
+function checkKeys(obj, known, where) {
+  for (const key of Object.keys(obj || {})) {
+    if (!known.includes(key)) {
+      throw new Error(`folio-memory-server: unsupported option ${where}${key} (supported: ${known.join(', ')})`);
+    }
+  }
+}
+
+/** Validates create()'s options against what Folio can do. */
+function checkOptions(opts) {
+  checkKeys(opts, ['binary', 'replSet', 'instanceOpts', 'startTimeoutMS'], '');
+  if (opts.binary !== undefined && typeof opts.binary !== 'string') {
+    throw new Error('folio-memory-server: binary must be the path of a folio binary (no download options)');
+  }
+  const replSet = opts.replSet || {};
+  checkKeys(replSet, ['name', 'count', 'storageEngine'], 'replSet.');
+  if (replSet.count !== undefined && replSet.count !== 1) {
+    throw new Error('folio-memory-server: replSet.count must be 1 (Folio is a one-member replica set)');
+  }
+  // Folio has one storage engine; the engines mongodb-memory-server offers all run transactions.
+  if (replSet.storageEngine !== undefined && !['wiredTiger', 'ephemeralForTest'].includes(replSet.storageEngine)) {
+    throw new Error(`folio-memory-server: unknown replSet.storageEngine ${replSet.storageEngine}`);
+  }
+  const instances = opts.instanceOpts || [];
+  if (!Array.isArray(instances) || instances.length > 1) {
+    throw new Error('folio-memory-server: instanceOpts takes at most one instance');
+  }
+  for (const instance of instances) checkKeys(instance, ['port', 'dbPath', 'args'], 'instanceOpts[0].');
+}
+
 /** A running (or stopped) Folio server presenting itself as a one-member replica set. */
 class FolioMemoryReplSet {
   /**
    * @param {object} [opts]
    * @param {string} [opts.binary] the folio binary (default: $FOLIO_BIN or a cargo build)
-   * @param {{name?: string}} [opts.replSet] the replica set name (default `rs0`)
+   * @param {{name?: string, count?: 1, storageEngine?: string}} [opts.replSet] the replica set
+ *   name (default `rs0`); `count` may only be 1; `storageEngine` `wiredTiger` or
+ *   `ephemeralForTest` (Folio's engine runs either way)
    * @param {Array<{port?: number, dbPath?: string, args?: string[]}>} [opts.instanceOpts]
    *   the first entry's port (default: chosen by the system), data directory (default: in
    *   memory) and extra `folio serve` flags
    * @param {number} [opts.startTimeoutMS] how long to wait for the ready line (default 30000)
    */
   constructor(opts = {}) {
+    checkOptions(opts);
     this.opts = opts;
     this.process = null;
     this.port = null;

@@ -77,6 +77,15 @@ test('the server exits when its parent dies without calling stop()', async () =>
   assert.ok(await waitGone(pid), 'the orphaned server stopped on its own');
 });
 
+test('options Folio cannot honour are refused, not ignored', async () => {
+  await assert.rejects(MongoMemoryReplSet.create({ replSet: { count: 3 } }), /count must be 1/);
+  await assert.rejects(MongoMemoryReplSet.create({ binary: { version: '7.0.0' } }), /binary must be the path/);
+  await assert.rejects(MongoMemoryReplSet.create({ autoStart: false }), /unsupported option autoStart/);
+  const ok = await MongoMemoryReplSet.create({ replSet: { count: 1, storageEngine: 'wiredTiger' } });
+  assert.match(ok.getUri(), /replicaSet=rs0$/);
+  await ok.stop();
+});
+
 test('a missing binary is a clear error', async () => {
   await assert.rejects(
     MongoMemoryReplSet.create({ binary: '/nonexistent/folio' }),

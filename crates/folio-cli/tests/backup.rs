@@ -609,6 +609,27 @@ async fn a_mongodump_directory_and_archive_built_by_hand_restore() {
 
     let from_dir = Server::in_memory();
     folio(&["restore", "--uri", &from_dir.uri(), &root.display().to_string()]);
+    // One database's directory, named with --db, as mongorestore takes it; without --db it
+    // is refused rather than restoring nothing.
+    let from_db_dir = Server::in_memory();
+    let hr = root.join("hr").display().to_string();
+    folio(&["restore", "--uri", &from_db_dir.uri(), "--db", "hr", &hr]);
+    let unnamed = Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args(["restore", "--uri", &from_db_dir.uri(), &hr])
+        .output()
+        .expect("run");
+    assert!(!unnamed.status.success());
+    assert!(String::from_utf8_lossy(&unnamed.stderr).contains("--db"), "{unnamed:?}");
+    // Compressed files are read with --gzip only: without it there is nothing to restore.
+    let gz_only = dir.path().join("gz-only");
+    std::fs::create_dir_all(gz_only.join("hr")).expect("mkdir");
+    std::fs::write(gz_only.join("hr/people.bson.gz"), b"not read").expect("write");
+    let nothing = Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args(["restore", "--uri", &from_db_dir.uri(), &gz_only.display().to_string()])
+        .output()
+        .expect("run");
+    assert!(!nothing.status.success());
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("nothing to restore"), "{nothing:?}");
     let from_archive = Server::in_memory();
     folio(&[
         "restore",
@@ -616,7 +637,7 @@ async fn a_mongodump_directory_and_archive_built_by_hand_restore() {
         &from_archive.uri(),
         &format!("--archive={}", archive_path.display()),
     ]);
-    for server in [&from_dir, &from_archive] {
+    for server in [&from_dir, &from_db_dir, &from_archive] {
         let client = server.client().await;
         let people = all(&client, "hr", "people").await;
         assert_eq!(bytes(&people), vec![ADA.to_vec(), BOB.to_vec()]);
@@ -644,4 +665,40 @@ async fn a_mongodump_directory_and_archive_built_by_hand_restore() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CRC mismatch"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_streams_through_a_pipe() {
+    let source = Server::in_memory();
+    let client = source.client().await;
+    let docs: Vec<Document> = (0..2500_i64).map(|i| doc! { "_id": i, "v": i * 3 }).collect();
+    client.database("big").collection::<Document>("c").insert_many(docs).await.expect("insert");
+    client
+        .database("other")
+        .collection::<Document>("d")
+        .insert_one(doc! { "_id": 1 })
+        .await
+        .expect("insert");
+    let target = Server::in_memory();
+    // folio dump --archive --gzip | folio restore --archive --gzip --nsInclude 'big.*'
+    let mut dump = Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args(["dump", "--uri", &source.uri(), "--archive", "--gzip"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dump");
+    let restore = Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args(["restore", "--uri", &target.uri(), "--archive", "--gzip", "--nsInclude", "big.*"])
+        .stdin(dump.stdout.take().expect("pipe"))
+        .output()
+        .expect("restore");
+    assert!(dump.wait().expect("dump").success());
+    let stderr = String::from_utf8_lossy(&restore.stderr);
+    assert!(restore.status.success(), "{stderr}");
+    assert!(stderr.contains("2500 document(s) restored successfully"), "{stderr}");
+    let restored = target.client().await;
+    let got = all(&restored, "big", "c").await;
+    assert_eq!(got.len(), 2500);
+    assert_eq!(got[2499], doc! { "_id": 2499_i64, "v": 7497_i64 });
+    let names = restored.list_database_names().await.expect("databases");
+    assert!(!names.contains(&"other".to_string()), "{names:?}");
 }

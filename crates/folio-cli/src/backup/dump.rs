@@ -316,10 +316,11 @@ fn read_collection(
         sink(&buf)
     })?;
     if first_read {
-        *at = Some(seen.ok_or_else(|| {
+        let t = seen.ok_or_else(|| {
             format!("{}.{}: the server did not report the snapshot's atClusterTime", m.db, m.name)
-        })?);
-        tracing::info!("dumping at cluster time {:?}", at);
+        })?;
+        tracing::info!("dumping at cluster time Timestamp({}, {})", t.time, t.increment);
+        *at = Some(t);
     }
     Ok(n)
 }

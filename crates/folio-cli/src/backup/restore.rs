@@ -248,10 +248,31 @@ fn takes(filter: &NsFilter, db: &str, coll: &str) -> bool {
 fn scan_directory(dir: &Path, gzip: bool, filter: &NsFilter) -> Result<Vec<DirEntry>, String> {
     let ext = if gzip { ".gz" } else { "" };
     let mut found: BTreeMap<(String, String), DirEntry> = BTreeMap::new();
-    let mut db_dirs = read_dir_sorted(dir)?;
-    db_dirs.retain(|p| p.is_dir());
-    for db_dir in db_dirs {
-        let db = db_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let top = read_dir_sorted(dir)?;
+    let is_dump_file = |p: &PathBuf| {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        p.is_file()
+            && (name.ends_with(&format!(".bson{ext}"))
+                || name.ends_with(&format!(".metadata.json{ext}")))
+    };
+    // `folio restore --db shop dump/shop`: the directory of one database, as mongorestore takes.
+    let db_dirs: Vec<(String, PathBuf)> = if top.iter().any(is_dump_file) {
+        let Some(db) = &filter.db else {
+            return Err(format!(
+                "{} holds collection files, not database directories: name the database with --db",
+                dir.display()
+            ));
+        };
+        vec![(db.clone(), dir.to_path_buf())]
+    } else {
+        top.into_iter()
+            .filter(|p| p.is_dir())
+            .map(|p| {
+                (p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), p)
+            })
+            .collect()
+    };
+    for (db, db_dir) in db_dirs {
         for file in read_dir_sorted(&db_dir)? {
             let fname =
                 file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -294,6 +315,13 @@ fn scan_directory(dir: &Path, gzip: bool, filter: &NsFilter) -> Result<Vec<DirEn
                 None => entry.data = Some(file),
             }
         }
+    }
+    if found.is_empty() {
+        return Err(format!(
+            "{}: nothing to restore (no <db>/<collection>.bson{ext} or .metadata.json{ext} files{})",
+            dir.display(),
+            if gzip { "" } else { "; --gzip for compressed ones" }
+        ));
     }
     let mut entries: Vec<DirEntry> = found.into_values().collect();
     entries.sort_by(|a, b| (&a.meta.db, &a.meta.name).cmp(&(&b.meta.db, &b.meta.name)));
