@@ -455,6 +455,8 @@ async fn a_dump_during_concurrent_transfers_keeps_the_bank_total() {
             .expect("dump");
         dumps.push((out, committed.load(std::sync::atomic::Ordering::Relaxed) - before));
     }
+    let overlapping: u64 = dumps.iter().map(|(_, during)| during).sum();
+    assert!(overlapping > 0, "transfers committed while the dumps ran");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in workers {
         w.await.expect("worker");
