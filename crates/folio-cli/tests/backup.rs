@@ -704,3 +704,36 @@ async fn an_archive_streams_through_a_pipe() {
     let names = restored.list_database_names().await.expect("databases");
     assert!(!names.contains(&"other".to_string()), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_names_that_are_not_file_names_round_trip() {
+    let source = Server::in_memory();
+    let client = source.client().await;
+    let names = ["a/b c", "ünï", "50%,x"];
+    for (i, name) in names.iter().enumerate() {
+        client
+            .database("odd")
+            .collection::<Document>(name)
+            .insert_one(doc! { "_id": i as i32 })
+            .await
+            .expect("insert");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("dump");
+    let out_s = out.display().to_string();
+    folio(&["dump", "--uri", &source.uri(), "--out", &out_s]);
+    assert!(out.join("odd/a%2Fb%20c.bson").is_file());
+    assert!(out.join("odd/%C3%BCn%C3%AF.metadata.json").is_file());
+    assert!(out.join("odd/50%25%2Cx.bson").is_file());
+    let target = Server::in_memory();
+    folio(&["restore", "--uri", &target.uri(), &out_s]);
+    let restored = target.client().await;
+    let mut got = restored.database("odd").list_collection_names().await.expect("names");
+    got.sort();
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    assert_eq!(got, want);
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(all(&restored, "odd", name).await, vec![doc! { "_id": i as i32 }]);
+    }
+}

@@ -313,19 +313,16 @@ pub fn read_text(path: &Path, gzip: bool) -> Result<String, String> {
     Ok(text)
 }
 
-/// A collection name as a file name: characters a file system may refuse or misread are
-/// percent-escaped, as mongodump does (`a/b` is written `a%2Fb`).
+/// A collection name as a file name, escaped as mongodump escapes it (Go's `url.PathEscape`):
+/// every byte but ASCII letters, digits and `-_.~$&+:=@` becomes `%XX`, so `a/b` is written
+/// `a%2Fb`.
 pub fn escape_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            '/' | '\\' | '%' | ':' | '*' | '?' | '"' | '<' | '>' | '|' | '\0' => {
-                let mut buf = [0_u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("%{b:02X}"));
-                }
-            }
-            _ => out.push(c),
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~$&+:=@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
     out
@@ -681,6 +678,8 @@ mod tests {
     #[test]
     fn names_escape_and_unescape() {
         assert_eq!(escape_name("a/b%c"), "a%2Fb%25c");
+        assert_eq!(escape_name("a b,é;x$y@z:1"), "a%20b%2C%C3%A9%3Bx$y@z:1");
+        assert_eq!(unescape_name("a%20b%2C%C3%A9%3Bx$y@z:1"), "a b,é;x$y@z:1");
         assert_eq!(unescape_name("a%2Fb%25c"), "a/b%c");
         assert_eq!(unescape_name("plain.name"), "plain.name");
         assert_eq!(unescape_name("odd%"), "odd%");
