@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics over HTTP at /metrics on this port (off by default).
     #[arg(long = "metricsPort", value_name = "PORT")]
     pub metrics_port: Option<u16>,
+    /// Shut down when standard input reaches its end (the parent closed the pipe or died):
+    /// a test fixture never outlives the test run that started it.
+    #[arg(long = "exit-on-stdin-close")]
+    pub exit_on_stdin_close: bool,
 }
 
 /// The parts of mongod's configuration file Folio reads. As mongod does, a key Folio does not

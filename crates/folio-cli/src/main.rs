@@ -1,11 +1,15 @@
 //! The `folio` binary: `folio serve` runs the MongoDB-compatible server; `folio dump` and
-//! `folio verify` read a data directory offline.
+//! `folio restore` back up and restore in mongodump's formats ([`backup`]); `folio verify`
+//! checks a data directory offline.
 //!
 //! Startup is: parse flags and the config file ([`config::resolve`]), open the store
 //! ([`store::open_store`]), build the command service, bind the listeners, print one
-//! `folio listening on ADDR` line on stdout (scripts and tests wait for it), then serve until
-//! SIGTERM or SIGINT. Logs go to stderr through `tracing`; `RUST_LOG` adjusts the level.
+//! `folio listening on ADDR` line on stdout (scripts and tests wait for it) and then one JSON
+//! ready line for programs (`{"ready":true,"uri":...,"port":...,"pid":...}`), then serve until
+//! SIGTERM or SIGINT (or, with `--exit-on-stdin-close`, until standard input ends). Logs go to
+//! stderr through `tracing`; `RUST_LOG` adjusts the level.
 
+mod backup;
 mod config;
 mod exporter;
 mod log;
@@ -33,15 +37,10 @@ struct Cli {
 enum Command {
     /// Run the server (mongod-like flags).
     Serve(Box<config::ServeArgs>),
-    /// Write every document of a data directory as JSON lines: {"ns": "db.coll", "doc": {...}}.
-    Dump {
-        /// The data directory.
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        dbpath: PathBuf,
-        /// Only this database.
-        #[arg(long, value_name = "NAME")]
-        db: Option<String>,
-    },
+    /// Back up a server (--uri) or a data directory (--dbpath) in mongodump's formats.
+    Dump(backup::dump::DumpArgs),
+    /// Restore a dump in mongodump's formats into a server (--uri) or a data directory.
+    Restore(backup::restore::RestoreArgs),
     /// Check that every index of a data directory agrees with its documents.
     Verify {
         /// The data directory.
@@ -58,7 +57,8 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve(args) => serve(&args, &argv),
-        Command::Dump { dbpath, db } => dump(&dbpath, db.as_deref()),
+        Command::Dump(args) => dump(&args),
+        Command::Restore(args) => backup::restore::run(&args).map(|_| ()),
         Command::Verify { dbpath } => verify(&dbpath),
     };
     match result {
@@ -99,12 +99,9 @@ fn spawn_log_rotation_signal() {
 }
 
 /// `folio dump`.
-fn dump(dbpath: &std::path::Path, db: Option<&str>) -> Result<(), String> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let n = offline::dump(dbpath, db, &mut out)?;
-    out.flush().map_err(|e| format!("cannot write the dump: {e}"))?;
-    tracing::info!("dumped {n} documents");
+fn dump(args: &backup::dump::DumpArgs) -> Result<(), String> {
+    let summary = backup::dump::run(args)?;
+    eprintln!("dumped {} document(s) of {} namespace(s)", summary.documents, summary.namespaces);
     Ok(())
 }
 
@@ -191,8 +188,56 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         spawn_log_rotation_signal();
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "folio listening on {}", addrs.join(", "));
+        if let Some(first) = server.local_addrs().first() {
+            let _ = writeln!(stdout, "{}", ready_line(first, &settings.repl_set));
+        }
         let _ = stdout.flush();
         log::started();
-        server.run(folio_server::shutdown_signal()).await.map_err(|e| e.to_string())
+        let stdin_closed = if args.exit_on_stdin_close { Some(watch_stdin()?) } else { None };
+        let shutdown = async move {
+            match stdin_closed {
+                Some(closed) => tokio::select! {
+                    () = folio_server::shutdown_signal() => {}
+                    _ = closed => tracing::info!("standard input closed: shutting down"),
+                },
+                None => folio_server::shutdown_signal().await,
+            }
+        };
+        server.run(shutdown).await.map_err(|e| e.to_string())
     })
+}
+
+/// The machine-readable ready line: the URI a driver should use, the port and the process id.
+/// A wildcard listen address is reached through the loopback address.
+fn ready_line(addr: &std::net::SocketAddr, repl_set: &str) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let port = addr.port();
+    serde_json::json!({
+        "ready": true,
+        "uri": format!("mongodb://{ip}:{port}/?replicaSet={repl_set}"),
+        "port": port,
+        "pid": std::process::id(),
+    })
+    .to_string()
+}
+
+/// Resolves when standard input reaches its end or fails: a thread blocks reading it (tokio's
+/// stdin is a blocking thread too), discarding what it reads.
+fn watch_stdin() -> Result<tokio::sync::oneshot::Receiver<()>, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("folio-stdin".into())
+        .spawn(move || {
+            let mut buf = [0_u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while matches!(std::io::Read::read(&mut stdin, &mut buf), Ok(n) if n > 0) {}
+            let _ = tx.send(());
+        })
+        .map_err(|e| format!("cannot watch standard input: {e}"))?;
+    Ok(rx)
 }

@@ -1,14 +1,12 @@
-//! Offline tools over a data directory: `folio dump` and `folio verify`.
+//! Offline tools over a data directory: `folio verify`.
 //!
-//! Both open the directory the way the server does (so they fail cleanly while a server holds it)
-//! and read one snapshot: a dump is consistent even though it is taken document by document.
+//! It opens the directory the way the server does (so it fails cleanly while a server holds it)
+//! and reads one snapshot. (`folio dump --dbpath` reads a data directory too: see [`crate::backup`].)
 
-use std::io::Write;
 use std::path::Path;
 
-use bson::{Bson, Document};
+use folio::exec;
 use folio::mvcc::TxnStore;
-use folio::{catalog, exec};
 
 use crate::store::open_store;
 
@@ -18,82 +16,6 @@ fn open_existing(dbpath: &Path) -> Result<std::sync::Arc<dyn TxnStore>, String> 
         return Err(format!("no data directory at {}", dbpath.display()));
     }
     open_store(dbpath, false).map_err(|e| format!("cannot open {}: {e}", dbpath.display()))
-}
-
-/// Writes every document of every collection (or of database `db`) as one line of relaxed
-/// Extended JSON, `{"ns": "db.coll", "doc": {...}}`, in namespace and key order. Returns the
-/// number of documents written.
-pub fn dump(dbpath: &Path, db: Option<&str>, out: &mut impl Write) -> Result<usize, String> {
-    let store = open_existing(dbpath)?;
-    let txn = store.begin().map_err(|e| e.to_string())?;
-    let mut written = 0;
-    for meta in catalog::list_collections(txn.as_ref(), db).map_err(|e| e.to_string())? {
-        if meta.is_view() {
-            continue;
-        }
-        let ns = meta.namespace();
-        for found in exec::scan_collection(txn.as_ref(), &meta).map_err(|e| e.to_string())? {
-            let line = bson::doc! { "ns": ns.as_str(), "doc": found.doc };
-            let mut json = String::new();
-            write_json_doc(&line, &mut json);
-            writeln!(out, "{json}").map_err(|e| format!("cannot write the dump: {e}"))?;
-            written += 1;
-        }
-    }
-    txn.abort();
-    Ok(written)
-}
-
-/// Writes a document as relaxed Extended JSON, keeping its field order (a JSON map would sort
-/// the fields, and field order is part of a MongoDB document).
-fn write_json_doc(doc: &Document, out: &mut String) {
-    out.push('{');
-    for (i, (key, value)) in doc.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&Bson::String(key.clone()).into_relaxed_extjson().to_string());
-        out.push(':');
-        write_json(value, out);
-    }
-    out.push('}');
-}
-
-/// Writes one value as relaxed Extended JSON; documents and arrays keep their order.
-fn write_json(value: &Bson, out: &mut String) {
-    match value {
-        Bson::Document(d) => write_json_doc(d, out),
-        Bson::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_json(item, out);
-            }
-            out.push(']');
-        }
-        // Scalars (and the rare code-with-scope, whose wrapper keys are fixed) convert directly.
-        Bson::Double(_)
-        | Bson::String(_)
-        | Bson::Boolean(_)
-        | Bson::Null
-        | Bson::RegularExpression(_)
-        | Bson::JavaScriptCode(_)
-        | Bson::JavaScriptCodeWithScope(_)
-        | Bson::Int32(_)
-        | Bson::Int64(_)
-        | Bson::Timestamp(_)
-        | Bson::Binary(_)
-        | Bson::ObjectId(_)
-        | Bson::DateTime(_)
-        | Bson::Symbol(_)
-        | Bson::Decimal128(_)
-        | Bson::Undefined
-        | Bson::MaxKey
-        | Bson::MinKey
-        | Bson::DbPointer(_) => out.push_str(&value.clone().into_relaxed_extjson().to_string()),
-    }
 }
 
 /// Checks that every index agrees with the documents. Returns the disagreements (none when the
@@ -109,6 +31,7 @@ pub fn verify(dbpath: &Path) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use bson::doc;
+    use folio::catalog;
     use folio::command::{Service, ServiceOptions};
 
     use super::*;
@@ -128,35 +51,6 @@ mod tests {
             assert_eq!(reply.get_f64("ok").ok(), Some(1.0), "{reply}");
         }
         store.flush().expect("flush");
-    }
-
-    #[test]
-    fn dump_writes_every_document_as_json_lines() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        populate(&data);
-
-        let mut out = Vec::new();
-        assert_eq!(dump(&data, Some("shop"), &mut out).expect("dump"), 3);
-        let text = String::from_utf8(out).expect("utf-8");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines,
-            vec![
-                r#"{"ns":"shop.a","doc":{"_id":"k","when":{"$date":"1970-01-01T00:00:00Z"}}}"#,
-                r#"{"ns":"shop.b","doc":{"_id":1,"x":1.5}}"#,
-                r#"{"ns":"shop.b","doc":{"_id":2,"x":"two"}}"#,
-            ]
-        );
-
-        let mut all = Vec::new();
-        assert_eq!(dump(&data, None, &mut all).expect("dump"), 4);
-        let all = String::from_utf8(all).expect("utf-8");
-        assert_eq!(
-            all.lines().next(),
-            Some(r#"{"ns":"other.z","doc":{"_id":1,"zeta":[1,{"b":1,"a":2}],"alpha":null}}"#),
-            "fields keep their order"
-        );
     }
 
     #[test]
@@ -204,7 +98,6 @@ mod tests {
     fn missing_directory_is_an_error_not_an_empty_database() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("nope");
-        assert!(dump(&missing, None, &mut Vec::new()).is_err());
         assert!(verify(&missing).is_err());
         assert!(!missing.exists());
     }

@@ -95,3 +95,71 @@ fn port_zero_advertises_the_port_the_system_chose() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn ready_line_for_programs_and_exit_when_stdin_closes() {
+    let started = Instant::now();
+    let mut child = folio()
+        .args(["serve", "--in-memory", "--port", "0", "--exit-on-stdin-close"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn folio");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first line");
+    assert!(first.starts_with("folio listening on 127.0.0.1:"), "{first:?}");
+    let mut second = String::new();
+    stdout.read_line(&mut second).expect("ready line");
+    let startup = started.elapsed();
+    let ready: serde_json::Value = serde_json::from_str(&second).expect("JSON ready line");
+    let port = ready["port"].as_u64().expect("port");
+    assert_ne!(port, 0);
+    assert_eq!(ready["ready"], serde_json::Value::Bool(true));
+    assert_eq!(ready["pid"].as_u64(), Some(u64::from(child.id())));
+    assert_eq!(
+        ready["uri"].as_str(),
+        Some(format!("mongodb://127.0.0.1:{port}/?replicaSet=rs0").as_str())
+    );
+    assert!(first.trim().ends_with(&format!(":{port}")), "{first:?}");
+    // Startup with --in-memory takes tens of milliseconds; allow for a loaded machine.
+    eprintln!("startup to ready line: {startup:?}");
+    assert!(startup < Duration::from_secs(5), "{startup:?}");
+
+    let mut stream = TcpStream::connect(("127.0.0.1", port as u16)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let body = hello(&mut stream);
+    let me = format!("localhost:{port}");
+    for field in ["me", "primary"] {
+        assert_eq!(body.get_str(field).ok(), Some(me.as_str()), "{field}: {body}");
+    }
+    assert_eq!(
+        body.get_array("hosts").ok().and_then(|h| h.first()).and_then(|h| h.as_str()),
+        Some(me.as_str())
+    );
+
+    // Closing standard input (as a dying parent does) stops the server.
+    drop(child.stdin.take());
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn without_the_flag_a_closed_stdin_changes_nothing() {
+    let mut child = folio()
+        .args(["serve", "--in-memory", "--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn folio");
+    let port = common::wait_ready(&mut child);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().expect("try_wait").is_none(), "still serving");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    assert_eq!(hello(&mut stream).get_f64("ok").ok(), Some(1.0));
+    let _ = child.kill();
+    let _ = child.wait();
+}
