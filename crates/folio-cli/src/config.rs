@@ -602,4 +602,121 @@ mod tests {
         let missing = dir.path().join("missing.conf");
         assert!(resolve(&ServeArgs { config: Some(missing), ..args() }, &[]).is_err());
     }
+
+    #[test]
+    fn auth_settings() {
+        let s = resolve(&args(), &[]).expect("resolve");
+        assert!(!s.auth);
+        assert!(s.localhost_auth_bypass);
+        assert_eq!(s.auth_mechanisms, vec!["SCRAM-SHA-1".to_string(), "SCRAM-SHA-256".to_string()]);
+        let a = ServeArgs {
+            auth: true,
+            set_parameter: vec![
+                "authenticationMechanisms=SCRAM-SHA-256".into(),
+                "enableLocalhostAuthBypass=false".into(),
+            ],
+            ..args()
+        };
+        let s = resolve(&a, &[]).expect("resolve");
+        assert!(s.auth && !s.localhost_auth_bypass);
+        assert_eq!(s.auth_mechanisms, vec!["SCRAM-SHA-256".to_string()]);
+        let parsed = s.cmd_line.get_document("parsed").expect("parsed");
+        assert_eq!(
+            parsed.get_document("security").and_then(|d| d.get_str("authorization")).ok(),
+            Some("enabled")
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mongod.conf");
+        std::fs::write(&path, "security:\n  authorization: enabled\n").expect("write");
+        assert!(
+            resolve(&ServeArgs { config: Some(path.clone()), ..args() }, &[])
+                .expect("resolve")
+                .auth
+        );
+        std::fs::write(&path, "security:\n  authorization: maybe\n").expect("write");
+        assert!(resolve(&ServeArgs { config: Some(path), ..args() }, &[]).is_err());
+        for bad in [
+            "authenticationMechanisms=PLAIN",
+            "authenticationMechanisms=GSSAPI",
+            "authenticationMechanisms=MONGODB-AWS",
+            "authenticationMechanisms=MONGODB-OIDC",
+            "authenticationMechanisms=SCRAM-SHA-512",
+            "authenticationMechanisms=",
+        ] {
+            let a = ServeArgs { set_parameter: vec![bad.into()], ..args() };
+            let e = resolve(&a, &[]).expect_err(bad);
+            assert!(e.contains("authenticationMechanisms"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_settings() {
+        let a = ServeArgs {
+            tls_mode: Some("requireTLS".into()),
+            tls_certificate_key_file: Some("/etc/folio/server.pem".into()),
+            tls_ca_file: Some("/etc/folio/ca.pem".into()),
+            tls_allow_connections_without_certificates: true,
+            ..args()
+        };
+        let s = resolve(&a, &[]).expect("resolve");
+        assert_eq!(s.tls.mode, "requireTLS");
+        assert!(s.tls.allow_connections_without_certificates && !s.tls.allow_invalid_certificates);
+        let net =
+            s.cmd_line.get_document("parsed").and_then(|p| p.get_document("net")).expect("net");
+        assert_eq!(
+            net.get_document("tls").and_then(|t| t.get_str("mode")).ok(),
+            Some("requireTLS")
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mongod.conf");
+        std::fs::write(
+            &path,
+            "net:\n  tls:\n    mode: preferTLS\n    certificateKeyFile: /k.pem\n    CAFile: /ca.pem\n    allowInvalidCertificates: true\n",
+        )
+        .expect("write");
+        let s = resolve(&ServeArgs { config: Some(path), ..args() }, &[]).expect("resolve");
+        assert_eq!(s.tls.mode, "preferTLS");
+        assert_eq!(s.tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert!(s.tls.allow_invalid_certificates);
+
+        // A mode without a certificate, an unknown mode, files without a mode, and encrypted
+        // keys are refused.
+        for bad in [
+            ServeArgs { tls_mode: Some("requireTLS".into()), ..args() },
+            ServeArgs { tls_mode: Some("sometimes".into()), ..args() },
+            ServeArgs { tls_certificate_key_file: Some("/k.pem".into()), ..args() },
+            ServeArgs {
+                tls_mode: Some("requireTLS".into()),
+                tls_certificate_key_file: Some("/k.pem".into()),
+                tls_certificate_key_file_password: Some("secret".into()),
+                ..args()
+            },
+        ] {
+            assert!(resolve(&bad, &[]).is_err(), "{bad:?}");
+        }
+        // Password flags never reach getCmdLineOpts.
+        assert_eq!(
+            redact_argv(&[
+                "folio".into(),
+                "--tlsCertificateKeyFilePassword".into(),
+                "secret".into(),
+                "--tlsCertificateKeyFilePassword=secret".into(),
+            ]),
+            vec![
+                "folio".to_string(),
+                "--tlsCertificateKeyFilePassword".into(),
+                "<password>".into(),
+                "--tlsCertificateKeyFilePassword=<password>".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        assert!(loopback_only(&["127.0.0.1".into(), "::1".into(), "localhost".into()]));
+        assert!(!loopback_only(&["0.0.0.0".into()]));
+        assert!(!loopback_only(&["127.0.0.1".into(), "192.168.1.10".into()]));
+    }
 }

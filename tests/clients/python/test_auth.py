@@ -50,9 +50,10 @@ def admin():
             # 13: the localhost exception is over, another suite created the first user.
             assert e.code == 13, e
     c = connect("admin", ADMIN_PASSWORD, authSource="admin")
-    for user in ("py_writer", "py_reader"):
+    # Leftovers of an earlier run against the same server.
+    for db, user in (("admin", "py_writer"), (DB, "py_reader")):
         try:
-            c.admin.command("dropUser", user)
+            c[db].command("dropUser", user)
         except OperationFailure as e:
             assert e.code == 11, e
     c.admin.command(

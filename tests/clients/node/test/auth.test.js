@@ -8,6 +8,11 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { MongoClient, MongoServerError } = require('mongodb');
 const mongoose = require('mongoose');
+const path = require('node:path');
+const { execFile } = require('node:child_process');
+const { promisify } = require('node:util');
+
+const MONGOSH = path.join(__dirname, '..', 'node_modules', '.bin', 'mongosh');
 
 const HOST = process.env.FOLIO_AUTH_HOST;
 const CA_FILE = process.env.FOLIO_TLS_CA_FILE;
@@ -48,8 +53,9 @@ describe('authentication and TLS', { skip: !HOST || !CA_FILE ? 'FOLIO_AUTH_HOST 
     });
     admin = new MongoClient(uri({ user: 'admin', password: ADMIN_PASSWORD, params: { authSource: 'admin' } }));
     await admin.connect();
-    for (const user of ['node_writer', 'node_reader']) {
-      await admin.db('admin').command({ dropUser: user }).catch((e) => assert.equal(e.code, 11));
+    // Leftovers of an earlier run against the same server.
+    for (const [db, user] of [['admin', 'node_writer'], [DB, 'node_reader']]) {
+      await admin.db(db).command({ dropUser: user }).catch((e) => assert.equal(e.code, 11));
     }
     await admin.db('admin').command({
       createUser: 'node_writer', pwd: 'n0de:pw@', roles: [{ role: 'readWrite', db: DB }]
@@ -93,6 +99,29 @@ describe('authentication and TLS', { skip: !HOST || !CA_FILE ? 'FOLIO_AUTH_HOST 
       }
     });
   }
+
+  for (const mechanism of ['SCRAM-SHA-256', 'SCRAM-SHA-1']) {
+    it(`mongosh: --eval with ${mechanism} over TLS`, async () => {
+      const target = uri({
+        user: 'node_writer', password: 'n0de:pw@', params: { authSource: 'admin', authMechanism: mechanism }
+      });
+      const script = 'const s = db.runCommand({connectionStatus: 1}); ' +
+        'print(JSON.stringify({users: s.authInfo.authenticatedUsers, n: db.orders.countDocuments({_id: 0})}))';
+      const { stdout } = await promisify(execFile)(MONGOSH, [target, '--quiet', '--norc', '--eval', script],
+        { timeout: 60000, env: { ...process.env, MONGOSH_NO_UPDATE_CHECK: '1' } });
+      const out = JSON.parse(stdout.trim().split('\n').pop());
+      assert.deepEqual(out, { users: [{ user: 'node_writer', db: 'admin' }], n: 1 });
+    });
+  }
+
+  it('mongosh: a wrong password is refused', async () => {
+    const target = uri({ user: 'node_writer', password: 'wrong', params: { authSource: 'admin' } });
+    await assert.rejects(
+      promisify(execFile)(MONGOSH, [target, '--quiet', '--norc', '--eval', 'db.runCommand({ping: 1})'],
+        { timeout: 60000 }),
+      (e) => /Authentication failed/.test(`${e.stdout}${e.stderr}`)
+    );
+  });
 
   it('a wrong password fails with AuthenticationFailed (18)', async () => {
     for (const mechanism of ['SCRAM-SHA-256', 'SCRAM-SHA-1']) {
