@@ -86,6 +86,27 @@ pub struct ServeArgs {
     /// a test fixture never outlives the test run that started it.
     #[arg(long = "exit-on-stdin-close")]
     pub exit_on_stdin_close: bool,
+    /// Require authentication and check every command against the user's roles.
+    #[arg(long)]
+    pub auth: bool,
+    /// TLS mode: disabled, allowTLS, preferTLS or requireTLS.
+    #[arg(long = "tlsMode", value_name = "MODE")]
+    pub tls_mode: Option<String>,
+    /// PEM file with the server's certificate chain and private key.
+    #[arg(long = "tlsCertificateKeyFile", value_name = "FILE")]
+    pub tls_certificate_key_file: Option<PathBuf>,
+    /// Password of an encrypted private key (refused: rustls reads unencrypted keys only).
+    #[arg(long = "tlsCertificateKeyFilePassword", value_name = "PASSWORD")]
+    pub tls_certificate_key_file_password: Option<String>,
+    /// PEM file of the certificate authorities that client certificates must chain to.
+    #[arg(long = "tlsCAFile", value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// With --tlsCAFile, also accept clients that present no certificate.
+    #[arg(long = "tlsAllowConnectionsWithoutCertificates")]
+    pub tls_allow_connections_without_certificates: bool,
+    /// Accept client certificates that do not verify against --tlsCAFile.
+    #[arg(long = "tlsAllowInvalidCertificates")]
+    pub tls_allow_invalid_certificates: bool,
 }
 
 /// The parts of mongod's configuration file Folio reads. As mongod does, a key Folio does not
@@ -106,6 +127,34 @@ struct ConfigFile {
     operation_profiling: ProfilingSection,
     #[serde(default)]
     set_parameter: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
+    security: SecuritySection,
+}
+
+/// `security`: `authorization` is read; the cluster-membership and external-directory settings
+/// are refused rather than ignored (a deployment relying on them would be open otherwise).
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct SecuritySection {
+    authorization: Option<String>,
+    key_file: Option<serde_norway::Value>,
+    cluster_auth_mode: Option<serde_norway::Value>,
+    ldap: Option<serde_norway::Value>,
+    sasl: Option<serde_norway::Value>,
+    enable_encryption: Option<serde_norway::Value>,
+}
+
+/// `net.tls`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct TlsSection {
+    mode: Option<String>,
+    certificate_key_file: Option<PathBuf>,
+    certificate_key_file_password: Option<String>,
+    #[serde(rename = "CAFile")]
+    ca_file: Option<PathBuf>,
+    allow_connections_without_certificates: Option<bool>,
+    allow_invalid_certificates: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -116,6 +165,8 @@ struct NetSection {
     max_incoming_connections: Option<u32>,
     #[serde(default)]
     metrics: MetricsSection,
+    #[serde(default)]
+    tls: TlsSection,
 }
 
 /// `net.metrics`: Folio's own key for the Prometheus endpoint.
@@ -208,7 +259,7 @@ pub struct Settings {
     pub operation_memory_bytes: usize,
     /// `internalQueryMaxMemoryUsageBytesAllOperations` (`None`: half of what the process may use).
     pub server_memory_bytes: Option<usize>,
-    /// What `getCmdLineOpts` reports: `argv` and `parsed`.
+    /// What `getCmdLineOpts` reports: `argv` and `parsed` (passwords replaced).
     pub cmd_line: Document,
     /// The log's destination and rotation.
     pub log: LogSettings,
@@ -220,7 +271,41 @@ pub struct Settings {
     pub profile_level: i32,
     /// `--metricsPort`: the Prometheus endpoint's port, if on.
     pub metrics_port: Option<u16>,
+    /// `--auth` / `security.authorization: enabled`.
+    pub auth: bool,
+    /// `authenticationMechanisms`.
+    pub auth_mechanisms: Vec<String>,
+    /// `enableLocalhostAuthBypass`.
+    pub localhost_auth_bypass: bool,
+    /// TLS settings.
+    pub tls: TlsSettings,
 }
+
+/// TLS settings, as given (the files are read when the server starts).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    /// `disabled`, `allowTLS`, `preferTLS` or `requireTLS`.
+    pub mode: String,
+    /// The server's certificate chain and key.
+    pub certificate_key_file: Option<PathBuf>,
+    /// CAs for client certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Accept clients without a certificate.
+    pub allow_connections_without_certificates: bool,
+    /// Accept client certificates that do not verify.
+    pub allow_invalid_certificates: bool,
+}
+
+/// The mechanisms Folio implements, for `authenticationMechanisms`.
+const KNOWN_MECHANISMS: &[&str] = &["SCRAM-SHA-1", "SCRAM-SHA-256", "MONGODB-X509"];
+
+/// Mechanisms MongoDB Enterprise has and Folio refuses by name.
+const UNSUPPORTED_MECHANISMS: &[(&str, &str)] = &[
+    ("PLAIN", "LDAP"),
+    ("GSSAPI", "Kerberos"),
+    ("MONGODB-AWS", "AWS IAM"),
+    ("MONGODB-OIDC", "OIDC"),
+];
 
 /// Resolves flags and the optional config file into settings. `argv` is recorded for
 /// `getCmdLineOpts`.
@@ -273,6 +358,8 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
         };
         params.insert(name.trim().to_string(), value.trim().to_string());
     }
+    let mut auth_mechanisms: Vec<String> = vec!["SCRAM-SHA-1".into(), "SCRAM-SHA-256".into()];
+    let mut localhost_auth_bypass = true;
     let mut test_commands = false;
     let mut transaction_lifetime_secs = 60;
     let mut ttl_monitor_enabled = true;
@@ -287,6 +374,26 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     for (name, value) in &params {
         match name.as_str() {
             "enableTestCommands" => test_commands = parse_bool(name, value)?,
+            "enableLocalhostAuthBypass" => localhost_auth_bypass = parse_bool(name, value)?,
+            "authenticationMechanisms" => {
+                auth_mechanisms = Vec::new();
+                for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                    if let Some((_, what)) = UNSUPPORTED_MECHANISMS.iter().find(|(n, _)| *n == m) {
+                        return Err(format!(
+                            "Bad value for parameter \"{name}\": {m} ({what}) is not supported by Folio"
+                        ));
+                    }
+                    if !KNOWN_MECHANISMS.contains(&m) {
+                        return Err(format!(
+                            "Bad value for parameter \"{name}\": unknown mechanism {m:?}"
+                        ));
+                    }
+                    auth_mechanisms.push(m.to_string());
+                }
+                if auth_mechanisms.is_empty() {
+                    return Err(format!("Bad value for parameter \"{name}\": no mechanism"));
+                }
+            }
             "transactionLifetimeLimitSeconds" => {
                 transaction_lifetime_secs = value
                     .parse::<u64>()
@@ -314,10 +421,72 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
             }
             _ => {
                 return Err(format!(
-                    "Illegal --setParameter parameter: \"{name}\" (known: enableTestCommands, transactionLifetimeLimitSeconds, ttlMonitorEnabled, ttlMonitorSleepSecs, internalQueryMaxMemoryUsageBytesPerOperation, internalQueryMaxMemoryUsageBytesAllOperations)"
+                    "Illegal --setParameter parameter: \"{name}\" (known: enableTestCommands, enableLocalhostAuthBypass, authenticationMechanisms, transactionLifetimeLimitSeconds, ttlMonitorEnabled, ttlMonitorSleepSecs, internalQueryMaxMemoryUsageBytesPerOperation, internalQueryMaxMemoryUsageBytesAllOperations)"
                 ));
             }
         }
+    }
+
+    let security = &file.security;
+    for (set, what) in [
+        (security.key_file.is_some(), "security.keyFile (internal cluster authentication)"),
+        (
+            security.cluster_auth_mode.is_some(),
+            "security.clusterAuthMode (x.509 cluster membership)",
+        ),
+        (security.ldap.is_some(), "security.ldap (LDAP authentication)"),
+        (security.sasl.is_some(), "security.sasl (Kerberos authentication)"),
+        (security.enable_encryption.is_some(), "security.enableEncryption (encryption at rest)"),
+    ] {
+        if set {
+            return Err(format!("{what} is not supported by Folio"));
+        }
+    }
+    let auth = args.auth
+        || match security.authorization.as_deref() {
+            None | Some("disabled") => false,
+            Some("enabled") => true,
+            Some(other) => {
+                return Err(format!(
+                    "security.authorization must be 'enabled' or 'disabled', not {other:?}"
+                ));
+            }
+        };
+    let tls_file = &file.net.tls;
+    let tls_mode =
+        args.tls_mode.clone().or(tls_file.mode.clone()).unwrap_or_else(|| "disabled".into());
+    if !matches!(tls_mode.as_str(), "disabled" | "allowTLS" | "preferTLS" | "requireTLS") {
+        return Err(format!(
+            "--tlsMode must be one of disabled, allowTLS, preferTLS, requireTLS, not {tls_mode:?}"
+        ));
+    }
+    let tls = TlsSettings {
+        mode: tls_mode.clone(),
+        certificate_key_file: args
+            .tls_certificate_key_file
+            .clone()
+            .or(tls_file.certificate_key_file.clone()),
+        ca_file: args.tls_ca_file.clone().or(tls_file.ca_file.clone()),
+        allow_connections_without_certificates: args.tls_allow_connections_without_certificates
+            || tls_file.allow_connections_without_certificates.unwrap_or(false),
+        allow_invalid_certificates: args.tls_allow_invalid_certificates
+            || tls_file.allow_invalid_certificates.unwrap_or(false),
+    };
+    if args.tls_certificate_key_file_password.is_some()
+        || tls_file.certificate_key_file_password.is_some()
+    {
+        return Err("--tlsCertificateKeyFilePassword is not supported: rustls reads only \
+                    unencrypted private keys (decrypt the key with `openssl pkey`)"
+            .into());
+    }
+    if tls.mode != "disabled" && tls.certificate_key_file.is_none() {
+        return Err(format!("--tlsMode {} needs --tlsCertificateKeyFile", tls.mode));
+    }
+    if tls.mode == "disabled" && (tls.certificate_key_file.is_some() || tls.ca_file.is_some()) {
+        return Err("TLS files are given but --tlsMode is disabled".into());
+    }
+    if auth_mechanisms.iter().any(|m| m == "MONGODB-X509") && tls.ca_file.is_none() {
+        auth_mechanisms.retain(|m| m != "MONGODB-X509");
     }
 
     let mut parsed = doc! {
@@ -333,7 +502,22 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     if let Some(config) = &args.config {
         parsed.insert("config", config.display().to_string());
     }
-    let cmd_line = doc! { "argv": argv.to_vec(), "parsed": parsed };
+    if auth {
+        parsed.insert("security", doc! { "authorization": "enabled" });
+    }
+    if tls.mode != "disabled"
+        && let Ok(net) = parsed.get_document_mut("net")
+    {
+        let mut t = doc! { "mode": tls.mode.clone() };
+        if let Some(f) = &tls.certificate_key_file {
+            t.insert("certificateKeyFile", f.display().to_string());
+        }
+        if let Some(f) = &tls.ca_file {
+            t.insert("CAFile", f.display().to_string());
+        }
+        net.insert("tls", t);
+    }
+    let cmd_line = doc! { "argv": redact_argv(argv), "parsed": parsed };
 
     Ok(Settings {
         port,
@@ -355,6 +539,36 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
         slow_op_sample_rate,
         profile_level,
         metrics_port,
+        auth,
+        auth_mechanisms,
+        localhost_auth_bypass,
+        tls,
+    })
+}
+
+/// The command line with password values replaced by `<password>`, as mongod shows it.
+fn redact_argv(argv: &[String]) -> Vec<String> {
+    const SECRET: &[&str] = &["--tlsCertificateKeyFilePassword"];
+    let mut out = Vec::with_capacity(argv.len());
+    let mut hide_next = false;
+    for a in argv {
+        if hide_next {
+            out.push("<password>".to_string());
+            hide_next = false;
+        } else if let Some((flag, _)) = a.split_once('=').filter(|(f, _)| SECRET.contains(f)) {
+            out.push(format!("{flag}=<password>"));
+        } else {
+            hide_next = SECRET.contains(&a.as_str());
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+/// Whether every address is a loopback address (`localhost`, `127.0.0.0/8`, `::1`).
+pub fn loopback_only(bind_ips: &[String]) -> bool {
+    bind_ips.iter().all(|ip| {
+        ip == "localhost" || ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
     })
 }
 
@@ -619,5 +833,122 @@ mod tests {
         assert!(resolve(&ServeArgs { config: Some(path), ..args() }, &[]).is_err());
         let missing = dir.path().join("missing.conf");
         assert!(resolve(&ServeArgs { config: Some(missing), ..args() }, &[]).is_err());
+    }
+
+    #[test]
+    fn auth_settings() {
+        let s = resolve(&args(), &[]).expect("resolve");
+        assert!(!s.auth);
+        assert!(s.localhost_auth_bypass);
+        assert_eq!(s.auth_mechanisms, vec!["SCRAM-SHA-1".to_string(), "SCRAM-SHA-256".to_string()]);
+        let a = ServeArgs {
+            auth: true,
+            set_parameter: vec![
+                "authenticationMechanisms=SCRAM-SHA-256".into(),
+                "enableLocalhostAuthBypass=false".into(),
+            ],
+            ..args()
+        };
+        let s = resolve(&a, &[]).expect("resolve");
+        assert!(s.auth && !s.localhost_auth_bypass);
+        assert_eq!(s.auth_mechanisms, vec!["SCRAM-SHA-256".to_string()]);
+        let parsed = s.cmd_line.get_document("parsed").expect("parsed");
+        assert_eq!(
+            parsed.get_document("security").and_then(|d| d.get_str("authorization")).ok(),
+            Some("enabled")
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mongod.conf");
+        std::fs::write(&path, "security:\n  authorization: enabled\n").expect("write");
+        assert!(
+            resolve(&ServeArgs { config: Some(path.clone()), ..args() }, &[])
+                .expect("resolve")
+                .auth
+        );
+        std::fs::write(&path, "security:\n  authorization: maybe\n").expect("write");
+        assert!(resolve(&ServeArgs { config: Some(path), ..args() }, &[]).is_err());
+        for bad in [
+            "authenticationMechanisms=PLAIN",
+            "authenticationMechanisms=GSSAPI",
+            "authenticationMechanisms=MONGODB-AWS",
+            "authenticationMechanisms=MONGODB-OIDC",
+            "authenticationMechanisms=SCRAM-SHA-512",
+            "authenticationMechanisms=",
+        ] {
+            let a = ServeArgs { set_parameter: vec![bad.into()], ..args() };
+            let e = resolve(&a, &[]).expect_err(bad);
+            assert!(e.contains("authenticationMechanisms"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_settings() {
+        let a = ServeArgs {
+            tls_mode: Some("requireTLS".into()),
+            tls_certificate_key_file: Some("/etc/folio/server.pem".into()),
+            tls_ca_file: Some("/etc/folio/ca.pem".into()),
+            tls_allow_connections_without_certificates: true,
+            ..args()
+        };
+        let s = resolve(&a, &[]).expect("resolve");
+        assert_eq!(s.tls.mode, "requireTLS");
+        assert!(s.tls.allow_connections_without_certificates && !s.tls.allow_invalid_certificates);
+        let net =
+            s.cmd_line.get_document("parsed").and_then(|p| p.get_document("net")).expect("net");
+        assert_eq!(
+            net.get_document("tls").and_then(|t| t.get_str("mode")).ok(),
+            Some("requireTLS")
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mongod.conf");
+        std::fs::write(
+            &path,
+            "net:\n  tls:\n    mode: preferTLS\n    certificateKeyFile: /k.pem\n    CAFile: /ca.pem\n    allowInvalidCertificates: true\n",
+        )
+        .expect("write");
+        let s = resolve(&ServeArgs { config: Some(path), ..args() }, &[]).expect("resolve");
+        assert_eq!(s.tls.mode, "preferTLS");
+        assert_eq!(s.tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert!(s.tls.allow_invalid_certificates);
+
+        // A mode without a certificate, an unknown mode, files without a mode, and encrypted
+        // keys are refused.
+        for bad in [
+            ServeArgs { tls_mode: Some("requireTLS".into()), ..args() },
+            ServeArgs { tls_mode: Some("sometimes".into()), ..args() },
+            ServeArgs { tls_certificate_key_file: Some("/k.pem".into()), ..args() },
+            ServeArgs {
+                tls_mode: Some("requireTLS".into()),
+                tls_certificate_key_file: Some("/k.pem".into()),
+                tls_certificate_key_file_password: Some("secret".into()),
+                ..args()
+            },
+        ] {
+            assert!(resolve(&bad, &[]).is_err(), "{bad:?}");
+        }
+        // Password flags never reach getCmdLineOpts.
+        assert_eq!(
+            redact_argv(&[
+                "folio".into(),
+                "--tlsCertificateKeyFilePassword".into(),
+                "secret".into(),
+                "--tlsCertificateKeyFilePassword=secret".into(),
+            ]),
+            vec![
+                "folio".to_string(),
+                "--tlsCertificateKeyFilePassword".into(),
+                "<password>".into(),
+                "--tlsCertificateKeyFilePassword=<password>".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        assert!(loopback_only(&["127.0.0.1".into(), "::1".into(), "localhost".into()]));
+        assert!(!loopback_only(&["0.0.0.0".into()]));
+        assert!(!loopback_only(&["127.0.0.1".into(), "192.168.1.10".into()]));
     }
 }

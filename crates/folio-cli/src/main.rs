@@ -138,11 +138,31 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         slow_ms: settings.slow_ms,
         slow_op_sample_rate: settings.slow_op_sample_rate,
         profile_level: settings.profile_level,
+        auth: settings.auth,
+        auth_mechanisms: settings.auth_mechanisms.clone(),
+        localhost_auth_bypass: settings.localhost_auth_bypass,
+    };
+    let tls = match folio_server::TlsMode::parse(&settings.tls.mode)? {
+        None => None,
+        Some(mode) => {
+            let file = settings
+                .tls
+                .certificate_key_file
+                .as_deref()
+                .ok_or("--tlsMode needs --tlsCertificateKeyFile")?;
+            let clients = folio_server::tls::ClientCertificates {
+                ca_file: settings.tls.ca_file.as_deref(),
+                allow_without: settings.tls.allow_connections_without_certificates,
+                allow_invalid: settings.tls.allow_invalid_certificates,
+            };
+            Some(folio_server::TlsConfig::load(mode, file, &clients).map_err(|e| e.to_string())?)
+        }
     };
     let server_config = ServerConfig {
         bind_ips: settings.bind_ips.clone(),
         port: settings.port,
         max_conns: settings.max_conns,
+        tls,
         ..ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -169,6 +189,8 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         tracing::info!(
             dbpath = %settings.dbpath.display(),
             in_memory = settings.in_memory,
+            auth = settings.auth,
+            tls = %settings.tls.mode,
             repl_set = %settings.repl_set,
             advertise_host = %advertise_host,
             "folio {} starting",
@@ -186,6 +208,16 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
             tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
         }
         spawn_log_rotation_signal();
+        if !settings.auth && !config::loopback_only(&settings.bind_ips) {
+            // mongod's startup warning for the same situation.
+            tracing::warn!(
+                bind_ip = %settings.bind_ips.join(","),
+                "Access control is not enabled for the database. Read and write access to data \
+                 and configuration is unrestricted, and this server is bound to a non-loopback \
+                 address: anyone who can reach it can read and change every database. Start it \
+                 with --auth (security.authorization: enabled) after creating a user."
+            );
+        }
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "folio listening on {}", addrs.join(", "));
         if let Some(first) = server.local_addrs().first() {

@@ -15,6 +15,13 @@
 //!    compressor when the request was compressed, and written back. `moreToCome` requests get no
 //!    reply; a reply marked `close_connection` closes the socket instead.
 //!
+//! # TLS
+//!
+//! With [`ServerConfig::tls`], a connection whose first byte is a TLS handshake record (0x16)
+//! is wrapped in a rustls server session ([`tls`]); a plaintext one is served as before under
+//! `allowTLS`/`preferTLS` and closed under `requireTLS`. Which is which is decided by peeking
+//! at the first byte, so one port serves both, as mongod does.
+//!
 //! # Errors on the wire
 //!
 //! Broken framing (bad length, oversized message, bad checksum, unknown opcode) closes the
@@ -48,10 +55,19 @@ use folio_wire::{
     Compressor, Malformed, MalformedKind, Message, Op, OpMsg, OpQuery, WireError, msg_flags,
     op_code,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, trace, warn};
+
+pub mod tls;
+
+pub use tls::{TlsConfig, TlsMode};
+
+/// A connection's byte stream: a TCP socket, or TLS over one.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Settings of the network server.
 #[derive(Clone, Debug)]
@@ -69,6 +85,8 @@ pub struct ServerConfig {
     /// or the connection is closed. A connection idle *between* messages is never closed for
     /// this: drivers keep pooled connections open and silent for minutes.
     pub partial_message_timeout: Duration,
+    /// TLS, when enabled (`--tlsMode` other than `disabled`).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +97,7 @@ impl Default for ServerConfig {
             max_conns: 1_000_000,
             shutdown_grace: Duration::from_secs(10),
             partial_message_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -248,13 +267,25 @@ struct ConnectionTask {
 }
 
 impl ConnectionTask {
-    async fn run(mut self, mut stream: TcpStream, peer: SocketAddr) {
+    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let mut conn = self.shared.service.connect(peer.to_string());
         conn.supported_compressors =
             Compressor::SUPPORTED.iter().map(|c| c.name().to_string()).collect();
         debug!(id = conn.id, %peer, "connection open");
-        let closed = self.serve(&mut stream, &mut conn).await;
+        let closed = match &self.shared.config.tls {
+            None => {
+                let mut stream = stream;
+                self.serve(&mut stream, &mut conn).await
+            }
+            Some(tls) => match tls::accept(tls, stream, &mut conn).await {
+                Ok(mut stream) => self.serve(&mut *stream, &mut conn).await,
+                Err(e) => {
+                    warn!(id = conn.id, %peer, "TLS connection refused: {e}");
+                    Closed::Error(e.to_string())
+                }
+            },
+        };
         self.shared.service.disconnect(&conn);
         self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
         match &closed {
@@ -266,7 +297,7 @@ impl ConnectionTask {
     }
 
     /// Reads and answers requests until the connection ends.
-    async fn serve(&mut self, stream: &mut TcpStream, conn: &mut Connection) -> Closed {
+    async fn serve(&mut self, stream: &mut dyn Io, conn: &mut Connection) -> Closed {
         let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
         loop {
             if *self.stop.borrow() {
@@ -334,7 +365,7 @@ impl ConnectionTask {
     /// Handles one decoded message.
     async fn handle(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut dyn Io,
         conn: &mut Connection,
         msg: Message,
     ) -> Result<(), Closed> {
@@ -360,7 +391,7 @@ impl ConnectionTask {
 
     async fn handle_msg(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut dyn Io,
         conn: &mut Connection,
         request_id: i32,
         compressor: Option<Compressor>,
@@ -387,7 +418,7 @@ impl ConnectionTask {
 
     async fn handle_query(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut dyn Io,
         conn: &mut Connection,
         request_id: i32,
         compressor: Option<Compressor>,
@@ -408,7 +439,7 @@ impl ConnectionTask {
     /// Answers a frame whose content could not be decoded.
     async fn answer_malformed(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut dyn Io,
         conn: &Connection,
         m: &Malformed,
     ) -> Result<(), Closed> {
@@ -467,7 +498,7 @@ impl ConnectionTask {
         }
     }
 
-    async fn send(&self, stream: &mut TcpStream, msg: &Message) -> Result<(), Closed> {
+    async fn send(&self, stream: &mut dyn Io, msg: &Message) -> Result<(), Closed> {
         let bytes = match folio_wire::encode(msg) {
             Ok(bytes) => bytes,
             Err(e) => {

@@ -18,6 +18,8 @@
 //! - [`exec`]: collection operations inside one transaction.
 //! - [`cursor`], [`session`]: cursors, logical sessions, the transaction state machine and
 //!   retryable-write history.
+//! - [`auth`]: SCRAM credentials and conversations, users and roles in `admin.system.users`
+//!   and `admin.system.roles`, privileges.
 //! - [`command`]: the command table and dispatch, shared by the server and the embedded API.
 //! - [`api`]: the embedded API, named like the official `mongodb` crate.
 
@@ -42,6 +44,8 @@ pub mod exec;
 
 pub mod cursor;
 pub mod session;
+
+pub mod auth;
 
 pub mod command;
 

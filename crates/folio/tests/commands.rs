@@ -17,6 +17,16 @@
 //! the same way, arrays element by element); fields it does not name are ignored. The special value
 //! `"$$exists"` only checks presence, `"$$absent"` checks absence. After each script, `verify`
 //! must find every index in agreement with the documents.
+//!
+//! Directives (lines starting with `%`):
+//! - `% auth` (before any command): the service runs with `--auth`;
+//! - `% connection NAME [REMOTE]`: later commands go through connection NAME, created on first
+//!   use with peer address REMOTE (default `127.0.0.1:40000`, a loopback address);
+//! - `% login USER PASSWORD MECHANISM DB`: a full SCRAM conversation on the current connection
+//!   (`saslStart`, `saslContinue`, the final empty step), which must succeed and prove the
+//!   server's signature;
+//! - `% login-fails USER PASSWORD MECHANISM DB`: the same, which must fail with
+//!   AuthenticationFailed (18).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,11 +37,52 @@ use folio::command::{Service, ServiceOptions};
 use folio::mvcc::{Mvcc, MvccOptions};
 use folio::storage::MemoryEngine;
 
-fn service() -> Service {
+fn service(auth: bool) -> Service {
     let store =
         Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("open mvcc");
-    let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };
+    let options = ServiceOptions { test_commands: true, auth, ..ServiceOptions::default() };
     Service::new(store, options).expect("service")
+}
+
+/// Runs a SCRAM conversation as a driver does; returns the error reply of the step that failed.
+fn scram_login(
+    svc: &Service,
+    conn: &mut folio::command::Connection,
+    user: &str,
+    password: &str,
+    mechanism: &str,
+    db: &str,
+) -> Result<(), Document> {
+    use folio::auth::scram::{Mechanism, client::Client};
+    let mech = Mechanism::from_name(mechanism).expect("mechanism");
+    let mut client = Client::new(mech, user, password);
+    let bin = |bytes: Vec<u8>| bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes };
+    let payload = |reply: &Document| match reply.get("payload") {
+        Some(Bson::Binary(b)) => b.bytes.clone(),
+        _ => Vec::new(),
+    };
+    let ok = |reply: &Document| number(reply.get("ok").unwrap_or(&Bson::Null)) == Some(1.0);
+    let start =
+        doc! { "saslStart": 1, "mechanism": mechanism, "payload": bin(client.first()), "$db": db };
+    let reply = svc.dispatch(conn, start).body;
+    if !ok(&reply) {
+        return Err(reply);
+    }
+    let last = client.last(&payload(&reply)).expect("client-final");
+    let cont = doc! { "saslContinue": 1, "conversationId": 1, "payload": bin(last), "$db": db };
+    let reply = svc.dispatch(conn, cont).body;
+    if !ok(&reply) {
+        return Err(reply);
+    }
+    assert!(client.verify_server(&payload(&reply)), "the server's signature does not verify");
+    assert_eq!(reply.get_bool("done").ok(), Some(false));
+    let end =
+        doc! { "saslContinue": 1, "conversationId": 1, "payload": bin(Vec::new()), "$db": db };
+    let reply = svc.dispatch(conn, end).body;
+    if !ok(&reply) || reply.get_bool("done").ok() != Some(true) {
+        return Err(reply);
+    }
+    Ok(())
 }
 
 fn parse_json(line: &str, file: &Path, lineno: usize) -> Document {
@@ -94,8 +145,10 @@ fn matches(expected: &Bson, actual: Option<&Bson>, path: &str) -> Result<(), Str
 
 fn run_script(file: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(file).expect("read script");
-    let svc = service();
-    let mut conn = svc.connect("test");
+    let svc = service(text.lines().any(|l| l.trim() == "% auth"));
+    let mut connections: HashMap<String, folio::command::Connection> = HashMap::new();
+    let mut current = String::from("default");
+    connections.insert(current.clone(), svc.connect("127.0.0.1:40000"));
     let mut sessions: HashMap<String, Document> = HashMap::new();
     let mut failures = Vec::new();
     let mut last_reply: Option<(usize, Document)> = None;
@@ -103,6 +156,40 @@ fn run_script(file: &Path) -> Vec<String> {
         let lineno = i + 1;
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(directive) = line.strip_prefix('%') {
+            let words: Vec<&str> = directive.split_whitespace().collect();
+            match words.as_slice() {
+                ["auth"] => {}
+                ["connection", name, rest @ ..] => {
+                    let remote = rest.first().copied().unwrap_or("127.0.0.1:40000");
+                    current = name.to_string();
+                    connections.entry(current.clone()).or_insert_with(|| svc.connect(remote));
+                }
+                [verb @ ("login" | "login-fails"), user, password, mechanism, db] => {
+                    let conn = connections.get_mut(&current).expect("connection");
+                    let outcome = scram_login(&svc, conn, user, password, mechanism, db);
+                    match (*verb, outcome) {
+                        ("login", Ok(())) => {}
+                        ("login", Err(reply)) => failures
+                            .push(format!("{}:{lineno}: login failed: {reply}", file.display())),
+                        (_, Ok(())) => failures.push(format!(
+                            "{}:{lineno}: login succeeded, expected failure",
+                            file.display()
+                        )),
+                        (_, Err(reply)) => {
+                            if reply.get_i32("code").ok() != Some(18) {
+                                failures.push(format!(
+                                    "{}:{lineno}: expected AuthenticationFailed, got {reply}",
+                                    file.display()
+                                ));
+                            }
+                        }
+                    }
+                }
+                _ => panic!("{}:{lineno}: unknown directive {line}", file.display()),
+            }
             continue;
         }
         if let Some(pos) = line.find("> ").filter(|p| !line[..*p].contains('{')) {
@@ -127,7 +214,8 @@ fn run_script(file: &Path) -> Vec<String> {
                 }
                 cmd.insert("lsid", lsid);
             }
-            let reply = svc.dispatch(&mut conn, cmd).body;
+            let conn = connections.get_mut(&current).expect("connection");
+            let reply = svc.dispatch(conn, cmd).body;
             last_reply = Some((lineno, reply));
         } else {
             let expected = parse_json(line, file, lineno);
@@ -212,7 +300,7 @@ fn transaction_lifetime_limit_aborts_the_transaction() {
 
 #[test]
 fn kill_op_interrupts_a_write_waiting_for_a_transaction() {
-    let svc = Arc::new(service());
+    let svc = Arc::new(service(false));
     let mut conn = svc.connect("test");
     let lsid = doc! { "id": bson::Uuid::new() };
     let run = |svc: &Service, conn: &mut folio::command::Connection, cmd: Document| {
@@ -310,7 +398,7 @@ fn only_commands_that_cannot_wait_may_skip_the_blocking_pool() {
 
 #[test]
 fn ttl_pass_deletes_expired_documents_only() {
-    let svc = service();
+    let svc = service(false);
     let mut conn = svc.connect("ttl");
     let mut run = |mut cmd: Document| {
         if !cmd.contains_key("$db") {

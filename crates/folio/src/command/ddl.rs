@@ -287,14 +287,25 @@ fn collection_info(meta: &CollectionMeta) -> Document {
 /// `listCollections`.
 pub fn list_collections(
     svc: &Service,
-    _c: &mut Connection,
+    c: &mut Connection,
     cmd: &Document,
     run: &mut Runner,
 ) -> Result<Document> {
     let db = run.op.db.clone();
     let filter = Filter::parse(&opt_doc(cmd, "filter", "listCollections")?.unwrap_or_default())?;
     let name_only = opt_bool(cmd, "nameOnly", "listCollections")?.unwrap_or(false);
-    let metas = run.read(|txn| catalog::list_collections(txn, Some(&db)))?;
+    let mut metas = run.read(|txn| catalog::list_collections(txn, Some(&db)))?;
+    // `authorizedCollections` (with `nameOnly`) lists only the collections the user holds some
+    // privilege on, instead of needing `listCollections` on the database.
+    let authorized = opt_bool(cmd, "authorizedCollections", "listCollections")?.unwrap_or(false);
+    if authorized
+        && name_only
+        && svc.options().auth
+        && !c.trusted
+        && !c.auth.allows(&crate::auth::Target::db(&db), "listCollections")
+    {
+        metas.retain(|m| c.auth.has_any_privilege_on_collection(&db, &m.name));
+    }
     let mut docs = Vec::new();
     for m in metas {
         let info = collection_info(&m);
@@ -330,12 +341,27 @@ pub fn list_indexes(
 
 /// `listDatabases`. `admin` is always listed, as in MongoDB (where it holds `system.version`).
 pub fn list_databases(
-    _svc: &Service,
-    _c: &mut Connection,
+    svc: &Service,
+    c: &mut Connection,
     cmd: &Document,
     run: &mut Runner,
 ) -> Result<Document> {
     let name_only = opt_bool(cmd, "nameOnly", "listDatabases")?.unwrap_or(false);
+    // Without the `listDatabases` privilege, a user sees only the databases it holds some
+    // privilege on (`authorizedDatabases`, true by default then); asking for all is refused.
+    let restricted = svc.options().auth
+        && !c.trusted
+        && c.auth.is_authenticated()
+        && !c.auth.allows(&crate::auth::Target::Cluster, "listDatabases");
+    let authorized_only = match opt_bool(cmd, "authorizedDatabases", "listDatabases")? {
+        Some(false) if restricted => bail!(
+            Unauthorized,
+            "not authorized on admin to execute command {}",
+            super::authz::redacted(cmd)
+        ),
+        Some(b) => b && restricted,
+        None => restricted,
+    };
     let filter = Filter::parse(&opt_doc(cmd, "filter", "listDatabases")?.unwrap_or_default())?;
     let sizes = run.read(|txn| {
         let mut names = catalog::list_databases(txn)?;
@@ -358,6 +384,10 @@ pub fn list_databases(
         } else {
             doc! { "name": name, "sizeOnDisk": size as i64, "empty": size == 0 }
         };
+        if authorized_only && !c.auth.has_any_privilege_on_db(d.get_str("name").unwrap_or_default())
+        {
+            continue;
+        }
         if filter.matches(&d) {
             total += size as i64;
             dbs.push(Bson::Document(d));

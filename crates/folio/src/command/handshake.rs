@@ -140,7 +140,70 @@ pub fn hello(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Doc
     if cmd.get("helloOk").is_some_and(truthy) {
         d.insert("helloOk", true);
     }
+    if let Some(mechs) = sasl_supported_mechs(svc, cmd)? {
+        d.insert("saslSupportedMechs", mechs);
+    }
+    if let Some(reply) = speculative_authenticate(svc, conn, cmd) {
+        d.insert("speculativeAuthenticate", reply);
+    }
     Ok(d)
+}
+
+/// `saslSupportedMechs: "db.user"`: the mechanisms that user has credentials for (absent when
+/// the user does not exist, as in MongoDB).
+fn sasl_supported_mechs(svc: &Service, cmd: &Document) -> Result<Option<Vec<String>>> {
+    let Some(v) = cmd.get("saslSupportedMechs") else {
+        return Ok(None);
+    };
+    let Bson::String(name) = v else {
+        bail!(
+            TypeMismatch,
+            "BSON field 'saslSupportedMechs' is the wrong type, expected type 'string'"
+        );
+    };
+    let Some((db, user)) = name.split_once('.') else {
+        bail!(BadValue, "saslSupportedMechs must be of the form 'db.user'");
+    };
+    let txn = svc.store.begin()?;
+    let found = crate::auth::find_user(txn.as_ref(), &crate::auth::UserName::new(user, db));
+    txn.abort();
+    let Some(user) = found? else {
+        return Ok(None);
+    };
+    let creds = user.get_document("credentials").cloned().unwrap_or_default();
+    let mut mechs: Vec<String> = svc
+        .options()
+        .auth_mechanisms
+        .iter()
+        .filter(|m| creds.contains_key(m.as_str()))
+        .cloned()
+        .collect();
+    mechs.sort();
+    Ok(Some(mechs))
+}
+
+/// `speculativeAuthenticate`: the first SASL step (or an X.509 `authenticate`) carried in
+/// `hello`, saving a round trip. A failure only leaves the field out of the reply; the driver
+/// then authenticates the ordinary way and gets the error there.
+fn speculative_authenticate(
+    svc: &Service,
+    conn: &mut Connection,
+    cmd: &Document,
+) -> Option<Document> {
+    let Ok(inner) = cmd.get_document("speculativeAuthenticate") else {
+        return None;
+    };
+    let db = inner.get_str("db").unwrap_or("admin").to_string();
+    let mut inner = inner.clone();
+    inner.insert("$db", db.clone());
+    let out = if inner.contains_key("saslStart") {
+        super::users::sasl_start_in(svc, conn, &inner, &db)
+    } else if inner.contains_key("authenticate") {
+        super::users::authenticate(svc, conn, &inner)
+    } else {
+        return None;
+    };
+    out.ok()
 }
 
 /// `isMaster` / `ismaster`: `hello` with the legacy `ismaster` field.
@@ -492,11 +555,37 @@ pub fn host_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Docume
     })
 }
 
-/// `connectionStatus`: Folio has no authentication, so nobody is logged in.
-pub fn connection_status(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
-    let mut auth = doc! { "authenticatedUsers": [], "authenticatedUserRoles": [] };
+/// `connectionStatus`: who is authenticated on the connection, their roles (inherited ones
+/// included) and, with `showPrivileges`, their privileges.
+pub fn connection_status(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
+    svc.refresh_privileges(conn)?;
+    let users: Vec<Bson> = conn
+        .auth
+        .users
+        .iter()
+        .map(|u| Bson::Document(doc! { "user": u.name.name.clone(), "db": u.name.db.clone() }))
+        .collect();
+    let mut roles = Vec::new();
+    let mut privileges = Vec::new();
+    for u in &conn.auth.users {
+        for r in &u.roles {
+            if !roles.contains(r) {
+                roles.push(r.clone());
+            }
+        }
+        for p in &u.privileges {
+            crate::auth::roles::merge(&mut privileges, p.clone());
+        }
+    }
+    let mut auth = doc! {
+        "authenticatedUsers": users,
+        "authenticatedUserRoles": crate::auth::role_documents(&roles),
+    };
     if cmd.get("showPrivileges").is_some_and(truthy) {
-        auth.insert("authenticatedUserPrivileges", Bson::Array(Vec::new()));
+        auth.insert(
+            "authenticatedUserPrivileges",
+            crate::auth::roles::privilege_documents(&privileges),
+        );
     }
     Ok(doc! { "authInfo": auth })
 }
@@ -614,7 +703,7 @@ pub fn list_commands(svc: &Service, _: &mut Connection, _: &Document) -> Result<
             c.name,
             doc! {
                 "help": "",
-                "requiresAuth": false,
+                "requiresAuth": super::authz::required(c.name, &doc! { c.name: 1 }, "admin", &Connection::default()) != super::authz::Need::Nothing,
                 "secondaryOk": !c.write,
                 "adminOnly": c.admin_only,
                 "apiVersions": [],

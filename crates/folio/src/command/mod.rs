@@ -17,6 +17,7 @@
 //!    `$clusterTime`.
 
 mod args;
+pub mod authz;
 mod bulk;
 pub mod context;
 mod crud;
@@ -30,6 +31,7 @@ pub mod profile;
 pub mod recent_log;
 mod sessions;
 pub mod ttl;
+mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +72,14 @@ pub struct ServiceOptions {
     pub slow_op_sample_rate: f64,
     /// `--profile`: the profiling level of every database until `profile` changes it.
     pub profile_level: i32,
+    /// `--auth` / `security.authorization: enabled`: network connections must authenticate and
+    /// every command is checked against the user's privileges (see [`authz`]).
+    pub auth: bool,
+    /// `authenticationMechanisms`: the mechanisms `saslStart`/`authenticate` accept.
+    pub auth_mechanisms: Vec<String>,
+    /// `enableLocalhostAuthBypass`: while no user or role exists, a loopback connection may run
+    /// anything (to create the first user).
+    pub localhost_auth_bypass: bool,
 }
 
 impl Default for ServiceOptions {
@@ -86,6 +96,9 @@ impl Default for ServiceOptions {
             slow_ms: 100,
             slow_op_sample_rate: 1.0,
             profile_level: 0,
+            auth: false,
+            auth_mechanisms: vec!["SCRAM-SHA-1".into(), "SCRAM-SHA-256".into()],
+            localhost_auth_bypass: true,
         }
     }
 }
@@ -103,6 +116,12 @@ pub struct Connection {
     pub supported_compressors: Vec<String>,
     /// The compressor negotiated in `hello`, if any (read by the server after the reply).
     pub compressor: Option<String>,
+    /// Who is authenticated on the connection, and a SASL conversation in progress.
+    pub auth: crate::auth::AuthState,
+    /// An in-process connection (the embedded API): never checked for privileges.
+    pub trusted: bool,
+    /// The subject of the client certificate the TLS layer verified, for MONGODB-X509.
+    pub client_certificate_subject: Option<String>,
 }
 
 /// What dispatch produced for one command.
@@ -131,6 +150,9 @@ pub struct Service {
     ticks: AtomicU64,
     /// When the TTL monitor last ran (see [`ttl`]).
     ttl_last_pass: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// Bumped by every user or role change; connections re-resolve their privileges when it
+    /// moved (see [`crate::auth`]).
+    user_generation: AtomicU64,
 }
 
 /// Counters for `serverStatus`.
@@ -165,7 +187,64 @@ impl Service {
             profiler,
             ticks: AtomicU64::new(0),
             ttl_last_pass: parking_lot::Mutex::new(None),
+            user_generation: AtomicU64::new(1),
         })
+    }
+
+    /// The current user generation.
+    pub fn user_generation(&self) -> u64 {
+        self.user_generation.load(Ordering::Acquire)
+    }
+
+    /// Records that a user or role changed.
+    pub(crate) fn bump_user_generation(&self) {
+        self.user_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Re-resolves the connection's users when a user or role changed since it last did; a
+    /// user that was dropped is logged out.
+    pub(crate) fn refresh_privileges(&self, conn: &mut Connection) -> Result<()> {
+        let generation = self.user_generation();
+        if conn.auth.generation == generation || conn.auth.users.is_empty() {
+            return Ok(());
+        }
+        let txn = self.store.begin()?;
+        let mut refreshed = Vec::new();
+        let mut outcome = Ok(());
+        for u in &conn.auth.users {
+            match crate::auth::find_user(txn.as_ref(), &u.name) {
+                Ok(Some(d)) => match crate::auth::resolve_user(txn.as_ref(), &d) {
+                    Ok(r) => refreshed.push(r),
+                    Err(e) => outcome = Err(e),
+                },
+                Ok(None) => {}
+                Err(e) => outcome = Err(e),
+            }
+        }
+        txn.abort();
+        outcome?;
+        conn.auth.users = refreshed;
+        conn.auth.generation = generation;
+        Ok(())
+    }
+
+    /// Whether the localhost exception lets an unauthenticated connection through: enabled,
+    /// the peer is a loopback address, and no user or role exists yet.
+    pub(crate) fn localhost_exception_applies(&self, conn: &Connection) -> Result<bool> {
+        if !self.options.localhost_auth_bypass {
+            return Ok(false);
+        }
+        let loopback = conn
+            .remote
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback() || a.ip().to_canonical().is_loopback());
+        if !loopback {
+            return Ok(false);
+        }
+        let txn = self.store.begin()?;
+        let exists = crate::auth::any_user_or_role_exists(txn.as_ref());
+        txn.abort();
+        Ok(!exists?)
     }
 
     /// The options the service runs with.
@@ -356,6 +435,7 @@ impl Service {
             crate::bail!(CommandNotFound, "no such command: '{}'", name);
         }
         let mut op = OpContext::parse(cmd)?;
+        authz::check(self, conn, &name, cmd, &op.db)?;
         let (_op_guard, killed) =
             self.ops.register(conn.id, &conn.remote, cmd, namespace_of(cmd, &op.db));
         op.killed = Some(killed);
@@ -520,7 +600,7 @@ pub(crate) mod table {
 
     use super::context::Runner;
     use super::{
-        Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, profile, sessions,
+        Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, profile, sessions, users,
     };
     use crate::error::Result;
 
@@ -647,6 +727,27 @@ pub(crate) mod table {
         waits(cmd("killAllSessionsByPattern", S(sessions::kill_all_sessions))),
         admin(cmd("currentOp", S(sessions::current_op))),
         admin(cmd("killOp", S(sessions::kill_op))),
+        // Authentication, users and roles.
+        cmd("saslStart", S(users::sasl_start)),
+        cmd("saslContinue", S(users::sasl_continue)),
+        cmd("authenticate", S(users::authenticate)),
+        cmd("logout", S(users::logout)),
+        write(cmd("createUser", R(users::create_user))),
+        write(cmd("updateUser", R(users::update_user))),
+        write(cmd("dropUser", R(users::drop_user))),
+        write(cmd("dropAllUsersFromDatabase", R(users::drop_all_users))),
+        write(cmd("grantRolesToUser", R(users::grant_roles_to_user))),
+        write(cmd("revokeRolesFromUser", R(users::revoke_roles_from_user))),
+        cmd("usersInfo", R(users::users_info)),
+        write(cmd("createRole", R(users::create_role))),
+        write(cmd("updateRole", R(users::update_role))),
+        write(cmd("dropRole", R(users::drop_role))),
+        write(cmd("dropAllRolesFromDatabase", R(users::drop_all_roles))),
+        write(cmd("grantPrivilegesToRole", R(users::grant_privileges_to_role))),
+        write(cmd("revokePrivilegesFromRole", R(users::revoke_privileges_from_role))),
+        write(cmd("grantRolesToRole", R(users::grant_roles_to_role))),
+        write(cmd("revokeRolesFromRole", R(users::revoke_roles_from_role))),
+        cmd("rolesInfo", R(users::roles_info)),
         // Test commands.
         Spec { test_only: true, admin_only: true, ..cmd("configureFailPoint", S(failpoint_cmd)) },
     ];

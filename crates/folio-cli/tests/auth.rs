@@ -1,0 +1,337 @@
+//! Authentication, authorization and TLS through the official `mongodb` crate against the real
+//! `folio` binary (issue #12): the driver's SCRAM-SHA-256 and SCRAM-SHA-1 conversations
+//! (speculative and not), wrong passwords, unauthenticated and unprivileged commands, and TLS
+//! with certificates generated here (`rcgen`), with and without client certificates.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mongodb::Client;
+use mongodb::bson::{Document, doc};
+use mongodb::error::ErrorKind;
+
+/// A `folio serve` process, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args(["serve", "--in-memory", "--port", "0", "--bind_ip", "127.0.0.1"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn folio");
+    let port = common::wait_ready(&mut child);
+    Server { child, port }
+}
+
+async fn client(uri: String) -> Client {
+    Client::with_uri_str(uri).await.expect("client")
+}
+
+fn code(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+/// Creates the first user through the localhost exception, then the test's other users.
+async fn create_users(port: u16) {
+    let open = client(format!("mongodb://127.0.0.1:{port}/?directConnection=true")).await;
+    let admin = open.database("admin");
+    admin
+        .run_command(doc! { "createUser": "admin", "pwd": "adminpw", "roles": ["root"] })
+        .await
+        .expect("the first user, through the localhost exception");
+    // The exception is over.
+    let e = admin
+        .run_command(doc! { "createUser": "late", "pwd": "x", "roles": [] })
+        .await
+        .expect_err("a second user without authenticating");
+    assert_eq!(code(&e), Some(13), "{e}");
+    let root = client(format!(
+        "mongodb://admin:adminpw@127.0.0.1:{port}/?authSource=admin&directConnection=true"
+    ))
+    .await;
+    root.database("shop")
+        .run_command(doc! { "createUser": "reader", "pwd": "readpw", "roles": ["read"] })
+        .await
+        .expect("reader");
+    root.database("admin")
+        .run_command(doc! {
+            "createUser": "writer",
+            "pwd": "writepw",
+            "roles": [{ "role": "readWrite", "db": "shop" }],
+        })
+        .await
+        .expect("writer");
+    root.database("shop")
+        .collection::<Document>("orders")
+        .insert_one(doc! { "_id": 1, "total": 5 })
+        .await
+        .expect("seed");
+    root.database("vault")
+        .collection::<Document>("secrets")
+        .insert_one(doc! { "_id": 1 })
+        .await
+        .expect("seed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scram_sha_256_and_sha_1_with_the_rust_driver() {
+    let server = start(&["--auth"]);
+    let port = server.port;
+    create_users(port).await;
+
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-1", ""] {
+        let mech = if mechanism.is_empty() {
+            String::new()
+        } else {
+            format!("&authMechanism={mechanism}")
+        };
+        let c = client(format!(
+            "mongodb://writer:writepw@127.0.0.1:{port}/shop?authSource=admin&directConnection=true{mech}"
+        ))
+        .await;
+        let orders = c.database("shop").collection::<Document>("orders");
+        orders.insert_one(doc! { "mechanism": mechanism }).await.expect("insert");
+        let n = orders.count_documents(doc! {}).await.expect("count");
+        assert!(n >= 2, "{mechanism}: {n}");
+        let status = c
+            .database("admin")
+            .run_command(doc! { "connectionStatus": 1 })
+            .await
+            .expect("connectionStatus");
+        let users = status.get_document("authInfo").and_then(|a| a.get_array("authenticatedUsers"));
+        assert_eq!(
+            users.ok().and_then(|u| u.first()).and_then(|u| u.as_document()).cloned(),
+            Some(doc! { "user": "writer", "db": "admin" }),
+            "{mechanism}"
+        );
+        // readWrite on shop does not reach another database, nor user management.
+        let e = c
+            .database("vault")
+            .collection::<Document>("secrets")
+            .find_one(doc! {})
+            .await
+            .expect_err("another database");
+        assert_eq!(code(&e), Some(13), "{e}");
+        let e = c
+            .database("shop")
+            .run_command(doc! { "dropUser": "reader" })
+            .await
+            .expect_err("dropUser");
+        assert_eq!(code(&e), Some(13), "{e}");
+        let e = c.database("shop").drop().await.expect_err("dropDatabase");
+        assert_eq!(code(&e), Some(13), "{e}");
+    }
+
+    // A read user reads and cannot write.
+    let reader =
+        client(format!("mongodb://reader:readpw@127.0.0.1:{port}/shop?directConnection=true"))
+            .await;
+    let orders = reader.database("shop").collection::<Document>("orders");
+    assert!(orders.find_one(doc! { "_id": 1 }).await.expect("read").is_some());
+    let e = orders.insert_one(doc! { "x": 1 }).await.expect_err("read user inserts");
+    assert_eq!(code(&e), Some(13), "{e}");
+    let names = reader.list_database_names().await.expect("listDatabases");
+    assert_eq!(names, vec!["shop".to_string()]);
+
+    // Wrong passwords and unknown users fail authentication.
+    for uri in [
+        format!("mongodb://writer:nope@127.0.0.1:{port}/?authSource=admin&directConnection=true"),
+        format!(
+            "mongodb://writer:nope@127.0.0.1:{port}/?authSource=admin&directConnection=true&authMechanism=SCRAM-SHA-1"
+        ),
+        format!("mongodb://ghost:writepw@127.0.0.1:{port}/?authSource=admin&directConnection=true"),
+    ] {
+        let c = client(uri.clone()).await;
+        let e = c.list_database_names().await.expect_err("wrong credentials");
+        assert!(matches!(e.kind.as_ref(), ErrorKind::Authentication { .. }), "{uri}: {e}");
+        assert!(e.to_string().contains("Authentication failed"), "{uri}: {e}");
+    }
+
+    // No credentials: only the handshake-level commands.
+    let anonymous = client(format!("mongodb://127.0.0.1:{port}/?directConnection=true")).await;
+    anonymous.database("admin").run_command(doc! { "ping": 1 }).await.expect("ping");
+    let e = anonymous
+        .database("shop")
+        .collection::<Document>("orders")
+        .find_one(doc! {})
+        .await
+        .expect_err("find without authenticating");
+    assert_eq!(code(&e), Some(13), "{e}");
+    assert!(e.to_string().contains("requires authentication"), "{e}");
+}
+
+/// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, as PEM files.
+struct Certificates {
+    dir: tempfile::TempDir,
+}
+
+impl Certificates {
+    fn generate() -> Certificates {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "Folio test CA");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA");
+        let issuer = Issuer::new(ca, ca_key);
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.path().join(name), text).expect("write pem");
+        };
+        write("ca.pem", ca_cert.pem());
+        for (name, sans, cn) in [
+            ("server.pem", vec!["localhost".to_string(), "127.0.0.1".to_string()], "localhost"),
+            ("client.pem", Vec::new(), "folio-test-client"),
+        ] {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(sans).expect("params");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let cert = params.signed_by(&key, &issuer).expect("sign");
+            write(name, format!("{}{}", cert.pem(), key.serialize_pem()));
+        }
+        Certificates { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// Whether a plaintext `hello` gets an answer.
+fn plaintext_answered(port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let msg = folio_wire::Message::msg(1, 0, 0, doc! { "hello": 1, "$db": "admin" });
+    if s.write_all(&folio_wire::encode(&msg).expect("encode")).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if n > 0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_the_rust_driver() {
+    let certs = Certificates::generate();
+    let (server_pem, ca) = (certs.path("server.pem"), certs.path("ca.pem"));
+    let ca_q = ca.replace('/', "%2F");
+
+    // requireTLS: the driver connects with tls=true&tlsCAFile; plaintext is refused.
+    let server =
+        start(&["--tlsMode", "requireTLS", "--tlsCertificateKeyFile", &server_pem, "--auth"]);
+    let port = server.port;
+    let open = client(format!(
+        "mongodb://localhost:{port}/?directConnection=true&tls=true&tlsCAFile={ca_q}"
+    ))
+    .await;
+    open.database("admin")
+        .run_command(doc! { "createUser": "admin", "pwd": "adminpw", "roles": ["root"] })
+        .await
+        .expect("createUser over TLS");
+    let c = client(format!(
+        "mongodb://admin:adminpw@localhost:{port}/?authSource=admin&directConnection=true&tls=true&tlsCAFile={ca_q}"
+    ))
+    .await;
+    let coll = c.database("t").collection::<Document>("c");
+    coll.insert_one(doc! { "_id": 1 }).await.expect("insert over TLS");
+    assert_eq!(coll.count_documents(doc! {}).await.expect("count"), 1);
+    assert!(!plaintext_answered(port), "plaintext was served under requireTLS");
+    drop(server);
+
+    // preferTLS with client certificates: TLS with a certificate, and plaintext, are served;
+    // TLS without a client certificate is not.
+    let server = start(&[
+        "--tlsMode",
+        "preferTLS",
+        "--tlsCertificateKeyFile",
+        &server_pem,
+        "--tlsCAFile",
+        &ca,
+    ]);
+    let port = server.port;
+    assert!(plaintext_answered(port), "plaintext refused under preferTLS");
+    let with_cert = client(format!(
+        "mongodb://localhost:{port}/?directConnection=true&tls=true&tlsCAFile={ca_q}&tlsCertificateKeyFile={}",
+        certs.path("client.pem").replace('/', "%2F")
+    ))
+    .await;
+    with_cert.database("admin").run_command(doc! { "ping": 1 }).await.expect("client certificate");
+    let without = client(format!(
+        "mongodb://localhost:{port}/?directConnection=true&tls=true&tlsCAFile={ca_q}&serverSelectionTimeoutMS=2000"
+    ))
+    .await;
+    without
+        .database("admin")
+        .run_command(doc! { "ping": 1 })
+        .await
+        .expect_err("TLS without a client certificate");
+    drop(server);
+
+    let server = start(&[
+        "--tlsMode",
+        "requireTLS",
+        "--tlsCertificateKeyFile",
+        &server_pem,
+        "--tlsCAFile",
+        &ca,
+        "--tlsAllowConnectionsWithoutCertificates",
+    ]);
+    let port = server.port;
+    let without = client(format!(
+        "mongodb://localhost:{port}/?directConnection=true&tls=true&tlsCAFile={ca_q}"
+    ))
+    .await;
+    without.database("admin").run_command(doc! { "ping": 1 }).await.expect("optional certificate");
+}
+
+#[test]
+fn unsupported_security_settings_are_startup_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (yaml, what) in [
+        ("security:\n  keyFile: /etc/key\n", "keyFile"),
+        ("security:\n  clusterAuthMode: x509\n", "x.509 cluster membership"),
+        ("security:\n  ldap:\n    servers: ldap.example\n", "LDAP"),
+        ("security:\n  sasl:\n    serviceName: mongodb\n", "Kerberos"),
+    ] {
+        let path = dir.path().join("mongod.conf");
+        std::fs::write(&path, yaml).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_folio"))
+            .args(["serve", "--in-memory", "--port", "0", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run folio");
+        assert!(!out.status.success(), "{yaml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(what) && err.contains("not supported"), "{yaml}: {err}");
+    }
+    for (mechanism, what) in [("PLAIN", "LDAP"), ("GSSAPI", "Kerberos")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_folio"))
+            .args(["serve", "--in-memory", "--port", "0", "--setParameter"])
+            .arg(format!("authenticationMechanisms={mechanism}"))
+            .output()
+            .expect("run folio");
+        assert!(!out.status.success(), "{mechanism}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(what), "{mechanism}: {err}");
+    }
+}
