@@ -863,3 +863,81 @@ async fn collections_created_during_the_dump_match_the_snapshot() {
         assert_eq!(collections, usize::try_from(n).expect("n"), "{out}: collections vs count");
     }
 }
+
+/// The options of `db.coll` as `listCollections` reports them, and its index names.
+async fn options_and_indexes(client: &Client, db: &str, coll: &str) -> (Document, Vec<String>) {
+    let r = client
+        .database(db)
+        .run_command(doc! { "listCollections": 1, "filter": { "name": coll } })
+        .await
+        .expect("listCollections");
+    let info = r.get_document("cursor").expect("c").get_array("firstBatch").expect("b")[0]
+        .as_document()
+        .expect("info")
+        .clone();
+    let r = client.database(db).run_command(doc! { "listIndexes": coll }).await.expect("indexes");
+    let names = r
+        .get_document("cursor")
+        .expect("c")
+        .get_array("firstBatch")
+        .expect("b")
+        .iter()
+        .map(|i| i.as_document().expect("i").get_str("name").expect("name").to_string())
+        .collect();
+    (info.get_document("options").expect("options").clone(), names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_flags_skip_indexes_options_and_validation() {
+    let source = Server::in_memory();
+    let client = source.client().await;
+    let db = client.database("inv");
+    db.run_command(doc! { "create": "items", "validator": { "qty": { "$gte": 0 } } })
+        .await
+        .expect("create");
+    db.run_command(
+        doc! { "createIndexes": "items", "indexes": [{ "key": { "qty": 1 }, "name": "qty_1" }] },
+    )
+    .await
+    .expect("index");
+    db.run_command(doc! { "insert": "items", "documents": [{ "_id": 1, "qty": 5 }] })
+        .await
+        .expect("valid");
+    // A document from before the validator, kept with bypassDocumentValidation.
+    db.run_command(doc! {
+        "insert": "items", "documents": [{ "_id": 2, "qty": -1 }], "bypassDocumentValidation": true,
+    })
+    .await
+    .expect("invalid, bypassed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_s = dir.path().join("dump").display().to_string();
+    folio(&["dump", "--uri", &source.uri(), "--out", &out_s]);
+
+    // By default the validator applies to the restored documents, as with mongorestore.
+    let plain = Server::in_memory();
+    let out = folio(&["restore", "--uri", &plain.uri(), &out_s]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 document(s) restored successfully. 1 document(s) failed"),
+        "{stderr}"
+    );
+    let (options, indexes) = options_and_indexes(&plain.client().await, "inv", "items").await;
+    assert!(options.contains_key("validator"), "{options}");
+    assert_eq!(indexes, vec!["_id_", "qty_1"]);
+
+    let bypass = Server::in_memory();
+    let out = folio(&["restore", "--uri", &bypass.uri(), "--bypassDocumentValidation", &out_s]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 document(s) restored successfully. 0 document(s) failed"),
+        "{stderr}"
+    );
+
+    let bare = Server::in_memory();
+    folio(&["restore", "--uri", &bare.uri(), "--noIndexRestore", "--noOptionsRestore", &out_s]);
+    let bare_client = bare.client().await;
+    let (options, indexes) = options_and_indexes(&bare_client, "inv", "items").await;
+    assert_eq!(options, Document::new());
+    assert_eq!(indexes, vec!["_id_"]);
+    assert_eq!(all(&bare_client, "inv", "items").await.len(), 2);
+}
