@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 use bson::spec::BinarySubtype;
@@ -736,4 +737,207 @@ async fn collection_names_that_are_not_file_names_round_trip() {
     for (i, name) in names.iter().enumerate() {
         assert_eq!(all(&restored, "odd", name).await, vec![doc! { "_id": i as i32 }]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collections_dropped_during_the_dump_are_absent_not_empty() {
+    // 150 collections of one document each; a worker drops them one by one while dumps run.
+    // Every collection in a dump must hold its document: one listed but already dropped at the
+    // snapshot would come back empty.
+    let source = Server::in_memory();
+    let client = source.client().await;
+    let db = client.database("churn");
+    for i in 0..150 {
+        db.collection::<Document>(&format!("c{i:03}"))
+            .insert_one(doc! { "_id": i })
+            .await
+            .expect("insert");
+    }
+    let dropper = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for i in 0..150 {
+                db.collection::<Document>(&format!("c{i:03}")).drop().await.expect("drop");
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = source.uri();
+    let mut outs = Vec::new();
+    for n in 0..4 {
+        let out_s = dir.path().join(format!("d{n}")).display().to_string();
+        let uri = uri.clone();
+        let dumped = out_s.clone();
+        tokio::task::spawn_blocking(move || {
+            folio(&["dump", "--uri", &uri, "--db", "churn", "--out", &dumped])
+        })
+        .await
+        .expect("dump");
+        outs.push(out_s);
+    }
+    dropper.await.expect("dropper");
+    for out in outs {
+        let files: Vec<String> = match std::fs::read_dir(Path::new(&out).join("churn")) {
+            Ok(rd) => {
+                rd.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect()
+            }
+            Err(_) => continue, // everything was dropped before this dump
+        };
+        for f in files.iter().filter(|f| f.ends_with(".bson")) {
+            let len = std::fs::metadata(Path::new(&out).join("churn").join(f)).expect("file").len();
+            assert!(
+                len > 0,
+                "{out}/churn/{f} was dumped empty: listed but dropped at the snapshot"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collections_created_during_the_dump_match_the_snapshot() {
+    // A worker creates collections one by one, each in a transaction that also counts it in
+    // `churn.counter`. In a consistent dump the number of collections equals the count.
+    let source = Server::in_memory();
+    let client = source.client().await;
+    let db = client.database("churn");
+    db.collection::<Document>("counter")
+        .insert_one(doc! { "_id": 1, "n": 0 })
+        .await
+        .expect("counter");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let creator = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let db = client.database("churn");
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 1000 {
+                let mut s = client.start_session().await.expect("session");
+                s.start_transaction().await.expect("start");
+                db.collection::<Document>(&format!("c{i:04}"))
+                    .insert_one(doc! { "_id": i })
+                    .session(&mut s)
+                    .await
+                    .expect("create in a transaction");
+                db.collection::<Document>("counter")
+                    .update_one(doc! { "_id": 1 }, doc! { "$inc": { "n": 1 } })
+                    .session(&mut s)
+                    .await
+                    .expect("count");
+                s.commit_transaction().await.expect("commit");
+                i += 1;
+                // DDL is occasional in real life: leave the dump gaps to start in.
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            i
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = source.uri();
+    let mut outs = Vec::new();
+    for n in 0..4 {
+        let out_s = dir.path().join(format!("d{n}")).display().to_string();
+        let (uri, dumped) = (uri.clone(), out_s.clone());
+        tokio::task::spawn_blocking(move || {
+            folio(&["dump", "--uri", &uri, "--db", "churn", "--out", &dumped])
+        })
+        .await
+        .expect("dump");
+        outs.push(out_s);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let created = creator.await.expect("creator");
+    assert!(created > 0);
+    for out in outs {
+        let db_dir = Path::new(&out).join("churn");
+        let collections = std::fs::read_dir(&db_dir)
+            .expect("dump directory")
+            .filter(|e| {
+                let name = e.as_ref().expect("entry").file_name().to_string_lossy().into_owned();
+                name.starts_with('c') && name.ends_with(".bson") && name != "counter.bson"
+            })
+            .count();
+        let counter = std::fs::read(db_dir.join("counter.bson")).expect("counter");
+        let n = Document::from_reader(&counter[..]).expect("doc").get_i32("n").expect("n");
+        assert_eq!(collections, usize::try_from(n).expect("n"), "{out}: collections vs count");
+    }
+}
+
+/// The options of `db.coll` as `listCollections` reports them, and its index names.
+async fn options_and_indexes(client: &Client, db: &str, coll: &str) -> (Document, Vec<String>) {
+    let r = client
+        .database(db)
+        .run_command(doc! { "listCollections": 1, "filter": { "name": coll } })
+        .await
+        .expect("listCollections");
+    let info = r.get_document("cursor").expect("c").get_array("firstBatch").expect("b")[0]
+        .as_document()
+        .expect("info")
+        .clone();
+    let r = client.database(db).run_command(doc! { "listIndexes": coll }).await.expect("indexes");
+    let names = r
+        .get_document("cursor")
+        .expect("c")
+        .get_array("firstBatch")
+        .expect("b")
+        .iter()
+        .map(|i| i.as_document().expect("i").get_str("name").expect("name").to_string())
+        .collect();
+    (info.get_document("options").expect("options").clone(), names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_flags_skip_indexes_options_and_validation() {
+    let source = Server::in_memory();
+    let client = source.client().await;
+    let db = client.database("inv");
+    db.run_command(doc! { "create": "items", "validator": { "qty": { "$gte": 0 } } })
+        .await
+        .expect("create");
+    db.run_command(
+        doc! { "createIndexes": "items", "indexes": [{ "key": { "qty": 1 }, "name": "qty_1" }] },
+    )
+    .await
+    .expect("index");
+    db.run_command(doc! { "insert": "items", "documents": [{ "_id": 1, "qty": 5 }] })
+        .await
+        .expect("valid");
+    // A document from before the validator, kept with bypassDocumentValidation.
+    db.run_command(doc! {
+        "insert": "items", "documents": [{ "_id": 2, "qty": -1 }], "bypassDocumentValidation": true,
+    })
+    .await
+    .expect("invalid, bypassed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_s = dir.path().join("dump").display().to_string();
+    folio(&["dump", "--uri", &source.uri(), "--out", &out_s]);
+
+    // By default the validator applies to the restored documents, as with mongorestore.
+    let plain = Server::in_memory();
+    let out = folio(&["restore", "--uri", &plain.uri(), &out_s]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 document(s) restored successfully. 1 document(s) failed"),
+        "{stderr}"
+    );
+    let (options, indexes) = options_and_indexes(&plain.client().await, "inv", "items").await;
+    assert!(options.contains_key("validator"), "{options}");
+    assert_eq!(indexes, vec!["_id_", "qty_1"]);
+
+    let bypass = Server::in_memory();
+    let out = folio(&["restore", "--uri", &bypass.uri(), "--bypassDocumentValidation", &out_s]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 document(s) restored successfully. 0 document(s) failed"),
+        "{stderr}"
+    );
+
+    let bare = Server::in_memory();
+    folio(&["restore", "--uri", &bare.uri(), "--noIndexRestore", "--noOptionsRestore", &out_s]);
+    let bare_client = bare.client().await;
+    let (options, indexes) = options_and_indexes(&bare_client, "inv", "items").await;
+    assert_eq!(options, Document::new());
+    assert_eq!(indexes, vec!["_id_"]);
+    assert_eq!(all(&bare_client, "inv", "items").await.len(), 2);
 }

@@ -1,8 +1,9 @@
 //! `folio dump`: mongodump's flags and output.
 //!
-//! The dump first gathers every collection's metadata (`listDatabases`, `listCollections`,
-//! `listIndexes`), then reads the documents of each collection at one snapshot (see the module
-//! essay in [`super`]) and hands them to a [`Sink`]: the directory layout or the archive.
+//! The dump first fixes its snapshot and gathers every collection's metadata as of it
+//! (`listDatabases`, `listCollections`, `listIndexes`), then reads the documents of each
+//! collection at that snapshot (see the module essay in [`super`]) and writes them to a
+//! [`SinkKind`]: the directory layout or the archive.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,7 @@ use bson::{Bson, Document, Timestamp, doc};
 use clap::Args;
 
 use super::format::{ArchiveWriter, Metadata, Output, escape_name};
-use super::{Local, NsFilter, Remote, Runner, is_internal_db};
+use super::{CommandError, Local, NsFilter, Remote, Runner, is_internal_db};
 
 /// Flags of `folio dump` (mongodump's spelling).
 #[derive(Args, Debug, Clone)]
@@ -108,9 +109,8 @@ pub fn dump(
     filter: &NsFilter,
     sink: &mut SinkKind,
 ) -> Result<Summary, String> {
-    let entries = collect_metadata(runner, filter)?;
+    let (entries, at) = snapshot_and_metadata(runner, filter)?;
     let mut summary = Summary::default();
-    let mut at: Option<Timestamp> = None;
     match sink {
         SinkKind::Directory { out, gzip } => {
             let ext = if *gzip { ".gz" } else { "" };
@@ -130,7 +130,7 @@ pub fn dump(
                 }
                 let data_path = dir.join(format!("{base}.bson{ext}"));
                 let mut data = Output::create(Some(&data_path), *gzip)?;
-                let n = read_collection(runner, m, &mut at, &mut |bytes| {
+                let n = read_collection(runner, m, at, &mut |bytes| {
                     std::io::Write::write_all(&mut data, bytes)
                         .map_err(|e| format!("cannot write {}: {e}", data_path.display()))
                 })?;
@@ -147,8 +147,7 @@ pub fn dump(
             for m in &entries {
                 archive.begin(&m.db, &m.name);
                 if !m.is_view() {
-                    let n =
-                        read_collection(runner, m, &mut at, &mut |bytes| archive.document(bytes))?;
+                    let n = read_collection(runner, m, at, &mut |bytes| archive.document(bytes))?;
                     tracing::info!("done dumping {}.{} ({n} documents)", m.db, m.name);
                     summary.documents += n;
                 }
@@ -161,6 +160,59 @@ pub fn dump(
     Ok(summary)
 }
 
+/// Fixes the dump's snapshot and reads the metadata that holds at it. `listCollections` cannot
+/// read at a snapshot, so the collections are listed just before and just after the snapshot
+/// time is taken (a one-document snapshot read); when the two listings agree (names, UUIDs,
+/// options), they are the snapshot's, otherwise it tries again. Indexes are listed afterwards:
+/// an index built or dropped while the dump starts may or may not be in it.
+fn snapshot_and_metadata(
+    runner: &mut dyn Runner,
+    filter: &NsFilter,
+) -> Result<(Vec<Metadata>, Option<Timestamp>), String> {
+    const ATTEMPTS: u64 = 20;
+    for attempt in 0..ATTEMPTS {
+        let before = collect_metadata(runner, filter)?;
+        let Some(first) = before.iter().find(|m| !m.is_view()) else {
+            // Nothing to read: no snapshot needed.
+            return Ok((before, None));
+        };
+        let reply = runner.run(
+            &first.db,
+            doc! {
+                "find": first.name.as_str(), "limit": 1, "singleBatch": true,
+                "readConcern": { "level": "snapshot" },
+            },
+        );
+        let reply = match reply {
+            Ok(r) => r,
+            // Dropped between the listing and the read: list again.
+            Err(CommandError { code: Some(26), .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let at = match reply
+            .get_document("cursor")
+            .ok()
+            .and_then(|c| c.get("atClusterTime"))
+            .or_else(|| reply.get("atClusterTime"))
+        {
+            Some(Bson::Timestamp(t)) => *t,
+            _ => {
+                return Err(format!(
+                    "{}.{}: the server did not report the snapshot's atClusterTime",
+                    first.db, first.name
+                ));
+            }
+        };
+        if collect_metadata(runner, filter)? == before {
+            tracing::info!("dumping at cluster time Timestamp({}, {})", at.time, at.increment);
+            return Ok((add_indexes(runner, before)?, Some(at)));
+        }
+        tracing::info!("collections changed while the dump started; listing them again");
+        std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
+    }
+    Err(format!("collections kept changing during {ATTEMPTS} attempts to start the dump"))
+}
+
 /// The server's version for the archive header (empty when it does not say).
 fn server_version(runner: &mut dyn Runner) -> String {
     runner
@@ -170,8 +222,8 @@ fn server_version(runner: &mut dyn Runner) -> String {
         .unwrap_or_default()
 }
 
-/// Lists the collections and views `filter` takes, with their options and indexes, sorted by
-/// namespace.
+/// Lists the collections and views `filter` takes, with their options (not yet their
+/// indexes: [`add_indexes`]), sorted by namespace.
 pub fn collect_metadata(
     runner: &mut dyn Runner,
     filter: &NsFilter,
@@ -212,24 +264,43 @@ pub fn collect_metadata(
                 Some(Bson::Binary(b)) => Some(b.bytes.iter().map(|x| format!("{x:02x}")).collect()),
                 _ => None,
             };
-            let indexes = if kind == "view" {
-                Vec::new()
-            } else {
-                let first = runner.run(&db, doc! { "listIndexes": name })?;
-                drain_cursor(runner, &db, first)?
-            };
             entries.push(Metadata {
                 db: db.clone(),
                 name: name.to_string(),
                 kind,
                 options,
-                indexes,
+                indexes: Vec::new(),
                 uuid,
             });
         }
     }
     entries.sort_by(|a, b| (&a.db, &a.name).cmp(&(&b.db, &b.name)));
     Ok(entries)
+}
+
+/// Reads the indexes of every collection. A collection dropped since it was listed is left out
+/// of the dump, as mongodump leaves it out.
+fn add_indexes(runner: &mut dyn Runner, entries: Vec<Metadata>) -> Result<Vec<Metadata>, String> {
+    let mut kept = Vec::with_capacity(entries.len());
+    for mut m in entries {
+        if !m.is_view() {
+            let first = match runner.run(&m.db, doc! { "listIndexes": m.name.as_str() }) {
+                Ok(reply) => reply,
+                Err(CommandError { code: Some(26), .. }) => {
+                    tracing::warn!(
+                        "{}.{} was dropped while the dump started: left out",
+                        m.db,
+                        m.name
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            m.indexes = drain_cursor(runner, &m.db, first)?;
+        }
+        kept.push(m);
+    }
+    Ok(kept)
 }
 
 /// All documents of a cursor reply, following `getMore` to the end.
@@ -291,19 +362,18 @@ fn for_each_in_cursor(
     }
 }
 
-/// Reads every document of collection `m` at the dump's snapshot, passing each one's bytes to
-/// `sink`. The first collection read fixes the snapshot (`at`). Returns the document count.
+/// Reads every document of collection `m` at the dump's snapshot `at`, passing each one's
+/// bytes to `sink`. Returns the document count.
 fn read_collection(
     runner: &mut dyn Runner,
     m: &Metadata,
-    at: &mut Option<Timestamp>,
+    at: Option<Timestamp>,
     sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<u64, String> {
-    let mut read_concern = doc! { "level": "snapshot" };
-    if let Some(t) = at {
-        read_concern.insert("atClusterTime", *t);
-    }
-    let first_read = at.is_none();
+    let Some(t) = at else {
+        return Err(format!("{}.{}: no snapshot to read at", m.db, m.name));
+    };
+    let read_concern = doc! { "level": "snapshot", "atClusterTime": t };
     // Natural order, as mongodump reads (a hint would force an index scan).
     let reply = runner.run(&m.db, doc! { "find": m.name.as_str(), "readConcern": read_concern })?;
     let mut n = 0;
@@ -315,12 +385,5 @@ fn read_collection(
         n += 1;
         sink(&buf)
     })?;
-    if first_read {
-        let t = seen.ok_or_else(|| {
-            format!("{}.{}: the server did not report the snapshot's atClusterTime", m.db, m.name)
-        })?;
-        tracing::info!("dumping at cluster time Timestamp({}, {})", t.time, t.increment);
-        *at = Some(t);
-    }
     Ok(n)
 }

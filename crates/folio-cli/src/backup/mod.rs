@@ -17,12 +17,15 @@
 //! it, because the store is locked). The same code therefore dumps a live Folio server, a
 //! stopped data directory or a MongoDB deployment.
 //!
-//! Consistency: a dump reads every collection at one snapshot. The first collection is read
-//! with `readConcern: {level: "snapshot"}`; the reply's `atClusterTime` is then passed to every
-//! other collection's `find`, so transactions that commit during the dump are either wholly in
-//! it or wholly absent (a bank's total balance is the same in the dump as at that instant). The
-//! collection list and indexes are read just before that snapshot, as mongodump reads them:
-//! collections created or dropped during the dump may be missed (docs/operations.md).
+//! Consistency: a dump reads every collection at one snapshot. A one-document read with
+//! `readConcern: {level: "snapshot"}` fixes the snapshot; its `atClusterTime` is then passed
+//! to every collection's `find`, so transactions that commit during the dump are either wholly
+//! in it or wholly absent (a bank's total balance is the same in the dump as at that instant).
+//! `listCollections` cannot read at a snapshot, so the collections are listed just before and
+//! just after the snapshot is fixed, and the dump starts over until the two listings agree: the
+//! collections and options written are the snapshot's. Indexes are listed afterwards (an index
+//! built during the dump may or may not be in it), and a collection dropped before its indexes
+//! are listed is left out, as mongodump leaves it out.
 
 pub mod dump;
 pub mod format;
