@@ -312,6 +312,8 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
         "getParameter" => cluster("getParameter"),
         "getCmdLineOpts" => cluster("getCmdLineOpts"),
         "getLog" => cluster("getLog"),
+        "logRotate" => cluster("logRotate"),
+        "profile" => on_db("enableProfiler"),
         "replSetGetStatus" => cluster("replSetGetStatus"),
         "configureFailPoint" => cluster("configureFailPoint"),
         // User and role management.
