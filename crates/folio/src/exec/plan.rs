@@ -36,6 +36,11 @@
 //! [`Filter::bounds_for_index`], which uses only comparisons under that same collation for
 //! strings; and it gives a sort order only to a sort under the same collation.
 //!
+//! # Hashed indexes
+//!
+//! A hashed field holds the hash of each value, so only equality and `$in` bound it (with the
+//! hashes of their values); it never bounds a range nor gives a sort order.
+//!
 //! Sparse and partial indexes are never used, since they lack entries for some documents.
 
 use std::collections::HashSet;
@@ -47,7 +52,8 @@ use super::{Found, get_document, id_key, scan_collection};
 use crate::catalog::{CollectionMeta, keys, keys::Key};
 use crate::encoding::encode_key_component;
 use crate::error::Result;
-use crate::index::IndexSpec;
+use crate::index::hash::hashed_key;
+use crate::index::{IndexSpec, Plugin};
 use crate::mvcc::Txn;
 use crate::query::plan::Interval;
 use crate::query::{Filter, Pred, SortSpec};
@@ -232,6 +238,10 @@ fn index_bounds(spec: &IndexSpec, filter: &Filter) -> (Vec<Vec<Interval>>, usize
         parents.push(parent);
         // Multikey is assumed, which keeps the bounds a superset for array fields.
         let b = if shares_parent { None } else { filter.bounds_for_index(&f.path, true, ic) };
+        let b = match f.plugin {
+            Some(Plugin::Hashed) => b.and_then(|iv| hashed_bounds(&iv)),
+            None => b,
+        };
         match b {
             Some(iv)
                 if iv.iter().all(Interval::is_point)
@@ -256,6 +266,26 @@ fn index_bounds(spec: &IndexSpec, filter: &Filter) -> (Vec<Vec<Interval>>, usize
     (fields, points, range)
 }
 
+/// The bounds of a hashed field: the hashes of the values an equality or `$in` allows (null
+/// also stands for a missing field, and `undefined`); `None` for anything else, since hashing
+/// keeps no order to bound a range with.
+fn hashed_bounds(values: &[Interval]) -> Option<Vec<Interval>> {
+    let mut points = Vec::with_capacity(values.len());
+    for iv in values {
+        if iv.is_point() {
+            points.push(hashed_key(&iv.low.value));
+        } else if iv.low.value == Bson::Undefined && iv.high.value == Bson::Null {
+            points.push(hashed_key(&Bson::Null));
+            points.push(hashed_key(&Bson::Undefined));
+        } else {
+            return None;
+        }
+    }
+    points.sort_unstable();
+    points.dedup();
+    Some(points.into_iter().map(|h| Interval::point(Bson::Int64(h))).collect())
+}
+
 /// Whether an index scan gives the sort's order: `Some(forward)` when, walking the index's
 /// fields in order, each is either the next sort key (all in the index's direction, or all
 /// reversed) or bound to a single value (constant among the results, so it does not disturb the
@@ -271,13 +301,19 @@ fn sort_direction(
         return None;
     }
     let single = |n: usize| fields.get(n).is_some_and(|iv| iv.len() == 1 && iv[0].is_point());
-    let constant =
-        |path: &str| spec.fields.iter().enumerate().any(|(n, f)| f.path == path && single(n));
+    // A single hash is not a single value (3 and 3.5 hash alike), so a hashed field is never
+    // constant, and never gives an order.
+    let constant = |path: &str| {
+        spec.fields.iter().enumerate().any(|(n, f)| f.path == path && f.plugin.is_none() && single(n))
+    };
     let mut keys = sort.keys.iter().filter(|(path, _)| !constant(path)).peekable();
     let mut direction: Option<bool> = None;
     for (n, f) in spec.fields.iter().enumerate() {
         let Some((path, asc)) = keys.peek() else { break };
         if *path == f.path {
+            if f.plugin.is_some() {
+                return None;
+            }
             let forward = *asc != f.descending;
             if direction.is_some_and(|d| d != forward) {
                 return None;

@@ -32,7 +32,8 @@
 use bson::{Bson, Document};
 
 use super::fmt::{format_document, format_value};
-use super::spec::IndexSpec;
+use super::hash::hashed_key;
+use super::spec::{IndexSpec, Plugin};
 use crate::encoding::encode_key_component;
 use crate::error::{Code, Error, Result};
 
@@ -93,7 +94,13 @@ impl IndexSpec {
     pub fn entries_for(&self, doc: &Document) -> Result<IndexKeys> {
         let paths: Vec<Vec<&str>> =
             self.fields.iter().map(|f| f.path.split('.').collect()).collect();
-        let slots = paths.iter().map(|p| Slot::Todo(doc, p.as_slice())).collect();
+        let mut slots = Vec::with_capacity(paths.len());
+        for (f, p) in self.fields.iter().zip(&paths) {
+            slots.push(match f.plugin {
+                Some(Plugin::Hashed) => self.hashed_slot(doc, p)?,
+                None => Slot::Todo(doc, p.as_slice()),
+            });
+        }
         let mut raw = Vec::new();
         let mut multikey = false;
         expand(slots, &mut raw, &mut multikey)?;
@@ -106,6 +113,44 @@ impl IndexSpec {
         keys.sort_by(|a, b| a.bytes.cmp(&b.bytes));
         keys.dedup_by(|a, b| a.bytes == b.bytes);
         Ok(IndexKeys { keys, multikey })
+    }
+
+    /// The key component of a hashed field: the hash of its value (of `null` when missing, of
+    /// the collation key of a string under the index's collation). An array anywhere along the
+    /// path fails with 16766, as hashed keys cannot expand arrays.
+    fn hashed_slot<'a>(&self, doc: &Document, path: &[&str]) -> Result<Slot<'a>> {
+        let mut cur: Option<&Bson> = None;
+        for (i, part) in path.iter().enumerate() {
+            let next = match cur {
+                None => doc.get(*part),
+                Some(Bson::Document(d)) => d.get(*part),
+                Some(_) => None,
+            };
+            match next {
+                Some(Bson::Array(_)) => {
+                    return Err(Error::new(
+                        Code::Other(16766),
+                        format!(
+                            "Error: hashed indexes do not currently support array values. Found \
+                             array at path: {}",
+                            path[..=i].join(".")
+                        ),
+                    ));
+                }
+                Some(v) => cur = Some(v),
+                None => {
+                    cur = None;
+                    break;
+                }
+            }
+        }
+        let present = cur.is_some();
+        let value = cur.cloned().unwrap_or(Bson::Null);
+        let value = match &self.collation {
+            Some(c) => c.transform(&value),
+            None => value,
+        };
+        Ok(Slot::Done(Bson::Int64(hashed_key(&value)), present))
     }
 
     /// Encodes a tuple of key values (one per key-pattern field) as an index key; used for

@@ -63,6 +63,25 @@ pub struct KeyField {
     pub path: String,
     /// Whether the component is descending (a negative number in the pattern).
     pub descending: bool,
+    /// The index plugin of the component (a string in the pattern), `None` for an ordinary
+    /// ascending or descending component.
+    pub plugin: Option<Plugin>,
+}
+
+/// An index plugin: a key-pattern component whose keys are not the field's values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plugin {
+    /// `"hashed"`: MongoDB's 64-bit hash of the value (see [`super::hash`]).
+    Hashed,
+}
+
+impl Plugin {
+    fn of(v: &Bson) -> Option<Plugin> {
+        match v {
+            Bson::String(s) if s == "hashed" => Some(Plugin::Hashed),
+            _ => None,
+        }
+    }
 }
 
 /// How a requested index relates to an existing one.
@@ -109,7 +128,7 @@ impl IndexSpec {
         IndexSpec {
             name: ID_INDEX_NAME.to_string(),
             key,
-            fields: vec![KeyField { path: "_id".into(), descending: false }],
+            fields: vec![KeyField { path: "_id".into(), descending: false, plugin: None }],
             unique: true,
             sparse: false,
             partial_filter: None,
@@ -169,12 +188,20 @@ impl IndexSpec {
             check_id_index_options(spec, sparse, partial_filter.is_some())
                 .map_err(|e| in_specification(&normalized, e))?;
         }
+        if key.values().any(|v| Plugin::of(v) == Some(Plugin::Hashed)) {
+            // MongoDB raises these when it builds the index, so they name no specification.
+            check_hashed(&key, unique)?;
+        }
         if let Some(ttl) = spec.get("expireAfterSeconds") {
             check_ttl(ttl, &key).map_err(|e| in_specification(&normalized, e))?;
         }
         let fields = key
             .iter()
-            .map(|(path, v)| KeyField { path: path.clone(), descending: is_descending(v) })
+            .map(|(path, v)| KeyField {
+                path: path.clone(),
+                descending: is_descending(v),
+                plugin: Plugin::of(v),
+            })
             .collect();
         let collation = parse_collation(spec, &normalized)?;
         let mut options = Document::new();
@@ -349,9 +376,33 @@ pub fn validate_key_pattern(key: &Document) -> Result<()> {
         check_key_value(v, plugin)?;
         check_key_path(path)?;
     }
-    if let Some(p) = plugin {
-        // TODO(#2): text, hashed and geo indexes.
+    if let Some(p) = plugin
+        && p != "hashed"
+    {
+        // TODO(#16): text and geo indexes.
         crate::bail!(CannotCreateIndex, "Index type '{}' is not supported", p);
+    }
+    Ok(())
+}
+
+/// A hashed index has one hashed field (31303) and is never unique (16764), as in MongoDB.
+fn check_hashed(key: &Document, unique: bool) -> Result<()> {
+    let hashed = key.values().filter(|v| Plugin::of(v) == Some(Plugin::Hashed)).count();
+    if hashed > 1 {
+        return Err(Error::new(
+            crate::error::Code::Other(31303),
+            format!(
+                "A maximum of one index field is allowed to be hashed but found {hashed} for \
+                 'key' {}",
+                format_document(key)
+            ),
+        ));
+    }
+    if unique {
+        return Err(Error::new(
+            crate::error::Code::Other(16764),
+            "Currently hashed indexes cannot guarantee uniqueness. Use a regular index.",
+        ));
     }
     Ok(())
 }
