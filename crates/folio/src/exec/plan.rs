@@ -55,7 +55,8 @@ use crate::error::Result;
 use crate::index::hash::hashed_key;
 use crate::index::{IndexSpec, Plugin};
 use crate::mvcc::Txn;
-use crate::query::plan::Interval;
+use crate::query::geo::{self, GeoPred, Near};
+use crate::query::plan::{Endpoint, Interval};
 use crate::query::{Filter, Pred, SortSpec};
 
 /// The most key ranges one index scan may have before the planner bounds fewer fields.
@@ -150,6 +151,9 @@ pub fn plan_hinted(
     sort: Option<&SortSpec>,
     hint: Option<&Hint>,
 ) -> Result<Plan> {
+    if let Some((path, near)) = filter.near() {
+        return near_plan(meta, filter, path, near);
+    }
     let Some(hint) = hint else { return Ok(plan(meta, filter, sort)) };
     let Some(index) = hint.index(meta)? else { return Ok(Plan::CollectionScan) };
     if index.name() == "_id_" {
@@ -163,6 +167,28 @@ pub fn plan_hinted(
     Ok(index_candidate(index.id, &spec, filter, sort, true)
         .map(|c| c.plan)
         .unwrap_or(Plan::CollectionScan))
+}
+
+/// The plan of a `$near` query: a scan of a geo index that answers it, or NoQueryExecutionPlans
+/// (291) when there is none, as in MongoDB.
+fn near_plan(meta: &CollectionMeta, filter: &Filter, path: &str, near: &Near) -> Result<Plan> {
+    for i in &meta.indexes {
+        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        if spec.hidden || !answers_near(&spec, path, near) {
+            continue;
+        }
+        if let Some(c) = index_candidate(i.id, &spec, filter, None, false) {
+            return Ok(c.plan);
+        }
+    }
+    Err(crate::error::Error::new(
+        crate::error::Code::NoQueryExecutionPlans,
+        format!(
+            "error processing query: ns={} planner returned error :: caused by :: unable to find \
+             index for $geoNear query",
+            meta.namespace()
+        ),
+    ))
 }
 
 /// One candidate index scan and its score.
@@ -240,6 +266,7 @@ fn index_bounds(spec: &IndexSpec, filter: &Filter) -> (Vec<Vec<Interval>>, usize
         let b = if shares_parent { None } else { filter.bounds_for_index(&f.path, true, ic) };
         let b = match f.plugin {
             Some(Plugin::Hashed) => b.and_then(|iv| hashed_bounds(&iv)),
+            Some(plugin @ (Plugin::Sphere | Plugin::Flat)) => geo_bounds(filter, &f.path, plugin),
             None => b,
         };
         match b {
@@ -264,6 +291,68 @@ fn index_bounds(spec: &IndexSpec, filter: &Filter) -> (Vec<Vec<Interval>>, usize
         fields.push(vec![Interval::all()]);
     }
     (fields, points, range)
+}
+
+/// The geo predicate on `path` in the filter's top-level conjunction.
+fn geo_pred<'a>(filter: &'a Filter, path: &str) -> Option<&'a GeoPred> {
+    fn in_pred(p: &Pred) -> Option<&GeoPred> {
+        match p {
+            Pred::Geo(g) => Some(&g.pred),
+            Pred::And(preds) => preds.iter().find_map(in_pred),
+            _ => None,
+        }
+    }
+    let conjuncts: Vec<&Filter> = match filter {
+        Filter::And(children) => children.iter().collect(),
+        other => vec![other],
+    };
+    // A `$near` comes first: it decides the index.
+    let mut found: Vec<&GeoPred> = conjuncts
+        .into_iter()
+        .filter_map(|f| match f {
+            Filter::Path { path: p, pred } if p == path => in_pred(pred),
+            _ => None,
+        })
+        .collect();
+    found.sort_by_key(|g| !matches!(g, GeoPred::Near(_)));
+    found.into_iter().next()
+}
+
+/// The bounds of a geo field: the key ranges of the cells covering the geo predicate on it
+/// (see [`crate::query::geo`]); `None` when the filter has none this kind of index answers.
+fn geo_bounds(filter: &Filter, path: &str, plugin: Plugin) -> Option<Vec<Interval>> {
+    let pred = geo_pred(filter, path)?;
+    let ranges = match plugin {
+        Plugin::Sphere => geo::sphere_ranges(pred)?,
+        _ => match (geo::flat_ranges(pred), pred) {
+            (Some(r), _) => r,
+            // `$near` without `$maxDistance` reads the whole index, in distance order.
+            (None, GeoPred::Near(_)) => vec![(i64::MIN, i64::MAX)],
+            (None, _) => return None,
+        },
+    };
+    Some(
+        ranges
+            .into_iter()
+            .map(|(lo, hi)| Interval {
+                low: Endpoint { value: Bson::Int64(lo), inclusive: true },
+                high: Endpoint { value: Bson::Int64(hi), inclusive: true },
+            })
+            .collect(),
+    )
+}
+
+/// Whether an index can answer `$near` on `path`: a 2dsphere index for distances on the
+/// sphere, a 2d index for flat ones (and for legacy `$nearSphere`).
+fn answers_near(spec: &IndexSpec, path: &str, near: &Near) -> bool {
+    spec.fields.iter().any(|f| {
+        f.path == path
+            && match f.plugin {
+                Some(Plugin::Sphere) => near.spherical,
+                Some(Plugin::Flat) => !near.meters,
+                _ => false,
+            }
+    })
 }
 
 /// The bounds of a hashed field: the hashes of the values an equality or `$in` allows (null
@@ -304,7 +393,10 @@ fn sort_direction(
     // A single hash is not a single value (3 and 3.5 hash alike), so a hashed field is never
     // constant, and never gives an order.
     let constant = |path: &str| {
-        spec.fields.iter().enumerate().any(|(n, f)| f.path == path && f.plugin.is_none() && single(n))
+        spec.fields
+            .iter()
+            .enumerate()
+            .any(|(n, f)| f.path == path && f.plugin.is_none() && single(n))
     };
     let mut keys = sort.keys.iter().filter(|(path, _)| !constant(path)).peekable();
     let mut direction: Option<bool> = None;
@@ -340,8 +432,18 @@ fn index_candidate(
     forced: bool,
 ) -> Option<Candidate> {
     let (fields, points, range) = index_bounds(spec, filter);
-    let order = sort_direction(spec, &fields, sort);
+    let order = if spec.is_geo() { None } else { sort_direction(spec, &fields, sort) };
     if points == 0 && !range && order.is_none() && !forced {
+        return None;
+    }
+    // A geo index lacks documents without locations: it answers only its geo predicate, whose
+    // bounds must have been reached (a field before it left unbounded stops them).
+    let geo_bounded = spec.fields.iter().zip(&fields).any(|(f, iv)| {
+        matches!(f.plugin, Some(Plugin::Sphere | Plugin::Flat))
+            && geo_pred(filter, &f.path).is_some()
+            && !(iv.len() == 1 && iv[0] == Interval::all())
+    });
+    if spec.is_geo() && !geo_bounded && !forced {
         return None;
     }
     let bounded = points + usize::from(range);
@@ -353,7 +455,8 @@ fn index_candidate(
     }
     let bounds = spec.fields.iter().map(|f| f.path.clone()).zip(fields).collect();
     Some(Candidate {
-        score: (points, range, order.is_some()),
+        // A geo predicate narrows the most: its index wins.
+        score: (points + if geo_bounded { 1000 } else { 0 }, range, order.is_some()),
         plan: Plan::IndexScan {
             index: id,
             name: spec.name.clone(),
@@ -452,7 +555,35 @@ pub fn fetch(
     limit: usize,
     hint: Option<&Hint>,
 ) -> Result<(Vec<Found>, bool)> {
-    fetch_plan(txn, meta, plan_hinted(meta, filter, sort, hint)?, filter, sort, limit)
+    let (mut found, sorted) =
+        fetch_plan(txn, meta, plan_hinted(meta, filter, sort, hint)?, filter, sort, limit)?;
+    if let (Some((path, near)), None) = (filter.near(), sort) {
+        // `$near` returns documents nearest first (ties in the order found).
+        sort_by_distance(&mut found, path, near);
+        return Ok((found, true));
+    }
+    Ok((found, sorted))
+}
+
+/// The distance of a document's nearest location at `path` from a `$near` point.
+pub fn distance(doc: &Document, path: &str, near: &Near) -> Option<f64> {
+    geo::values_at(doc, path).iter().filter_map(|v| near.distance_to_value(v)).reduce(f64::min)
+}
+
+fn sort_by_distance(found: &mut [Found], path: &str, near: &Near) {
+    let mut keyed: Vec<(f64, usize)> = found
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (distance(&f.doc, path, near).unwrap_or(f64::INFINITY), i))
+        .collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+    let mut taken: Vec<Option<Found>> = found.iter().cloned().map(Some).collect();
+    for (slot, i) in found.iter_mut().zip(order) {
+        if let Some(f) = taken[i].take() {
+            *slot = f;
+        }
+    }
 }
 
 /// Fetches the documents of a chosen plan (see [`fetch`]).
@@ -577,7 +708,23 @@ pub fn explain(
             (with_filter(bson::doc! { "stage": "COLLSCAN", "direction": "forward" }), false)
         }
     };
-    if let Some(sort) = sort.filter(|s| !s.is_empty() && !sorted) {
+    if let (Some((path, near)), Plan::IndexScan { index, name, .. }) = (filter.near(), &plan) {
+        // MongoDB's near stages fetch and order by distance themselves.
+        let key = meta
+            .indexes
+            .iter()
+            .find(|i| i.id == *index)
+            .and_then(|i| i.spec.get_document("key").ok().cloned())
+            .unwrap_or_default();
+        let flat = key.get(path).and_then(Bson::as_str) == Some("2d") && !near.spherical;
+        let stage = if flat { "GEO_NEAR_2D" } else { "GEO_NEAR_2DSPHERE" };
+        winning = bson::doc! {
+            "stage": stage,
+            "keyPattern": key,
+            "indexName": name.clone(),
+            "inputStage": winning,
+        };
+    } else if let Some(sort) = sort.filter(|s| !s.is_empty() && !sorted) {
         let pattern: Document = sort
             .keys
             .iter()

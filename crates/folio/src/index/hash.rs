@@ -176,28 +176,19 @@ mod tests {
             (Bson::String(String::new()), 2049396243249673340),
             (Bson::Document(doc! {"a": "abc", "b": 123_i64}), 4771603801758380216),
             (Bson::Document(doc! {}), 7980500913326740417),
-            (
-                Bson::Array(vec!["bar".into(), "baz".into(), "qux".into()]),
-                -2938911267422831539,
-            ),
+            (Bson::Array(vec!["bar".into(), "baz".into(), "qux".into()]), -2938911267422831539),
             (Bson::Array(vec![]), 8849948234993459283),
             (bin(BinarySubtype::Generic, &[0, 1, 2, 3, 4, 6]), 7252465090394235301),
             (bin(BinarySubtype::UserDefined(0x80), &[0, 1, 2, 3, 4, 6]), 5736670452907618262),
             (
-                bin(
-                    BinarySubtype::Uuid,
-                    &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
-                ),
+                bin(BinarySubtype::Uuid, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]),
                 6084661258071355978,
             ),
             (oid("010203040506070809101112"), -5588663249627035708),
             (oid("000000000000000000000000"), -4293118519463489418),
             (Bson::Boolean(true), 6405873908747105701),
             (Bson::Boolean(false), 6289544573401934092),
-            (
-                Bson::DateTime(bson::DateTime::from_millis(0x5566778811223344)),
-                4476222765095560467,
-            ),
+            (Bson::DateTime(bson::DateTime::from_millis(0x5566778811223344)), 4476222765095560467),
             (
                 Bson::Timestamp(Timestamp { time: 0x55667788, increment: 0x11223344 }),
                 4873046866288452390,

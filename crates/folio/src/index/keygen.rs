@@ -95,15 +95,42 @@ impl IndexSpec {
         let paths: Vec<Vec<&str>> =
             self.fields.iter().map(|f| f.path.split('.').collect()).collect();
         let mut slots = Vec::with_capacity(paths.len());
-        for (f, p) in self.fields.iter().zip(&paths) {
+        // The keys of each geo field (by position); their product with the other fields' keys
+        // is taken after expansion, since a location's cells are not array elements.
+        let mut geo: Vec<(usize, Vec<Bson>)> = Vec::new();
+        for (n, (f, p)) in self.fields.iter().zip(&paths).enumerate() {
             slots.push(match f.plugin {
                 Some(Plugin::Hashed) => self.hashed_slot(doc, p)?,
+                Some(plugin @ (Plugin::Sphere | Plugin::Flat)) => {
+                    geo.push((n, geo_keys(doc, plugin, &f.path)?));
+                    Slot::Done(Bson::Null, true)
+                }
                 None => Slot::Todo(doc, p.as_slice()),
             });
+        }
+        if !geo.is_empty() && geo.iter().all(|(_, keys)| keys.is_empty()) {
+            // A document without locations is not in a geo index.
+            return Ok(IndexKeys::default());
         }
         let mut raw = Vec::new();
         let mut multikey = false;
         expand(slots, &mut raw, &mut multikey)?;
+        for (n, keys) in geo {
+            if keys.len() > 1 {
+                multikey = true;
+            }
+            let keys = if keys.is_empty() { vec![Bson::Null] } else { keys };
+            raw = raw
+                .into_iter()
+                .flat_map(|(values, present)| {
+                    keys.iter().map(move |k| {
+                        let mut v = values.clone();
+                        v[n] = k.clone();
+                        (v, present)
+                    })
+                })
+                .collect();
+        }
         let mut keys: Vec<IndexKey> = raw
             .into_iter()
             // A sparse index leaves out keys whose fields were all missing.
@@ -181,6 +208,62 @@ impl IndexSpec {
     pub fn duplicate_key_error(&self, db: &str, coll: &str, values: &[Bson]) -> Error {
         format_dup_key(db, coll, self, values)
     }
+}
+
+/// The keys of one geo field: S2 cell ids (2dsphere) or Morton codes (2d) of every location at
+/// the path. Missing and null values have none; a value that is not a valid location fails with
+/// MongoDB's errors (16755 for 2dsphere, 13026/13027 for 2d).
+fn geo_keys(doc: &Document, plugin: Plugin, path: &str) -> Result<Vec<Bson>> {
+    use crate::query::geo;
+    let values = geo::values_at(doc, path);
+    let mut out: Vec<i64> = Vec::new();
+    for v in values {
+        if matches!(v, Bson::Null | Bson::Undefined) || matches!(&v, Bson::Array(a) if a.is_empty())
+        {
+            continue;
+        }
+        match plugin {
+            Plugin::Sphere => {
+                let keys = geo::shapes_of(&v).and_then(|shapes| {
+                    let mut keys = Vec::new();
+                    for s in &shapes {
+                        keys.extend(geo::sphere_keys(s)?);
+                    }
+                    Ok(keys)
+                });
+                match keys {
+                    Ok(k) => out.extend(k),
+                    Err(reason) => {
+                        return Err(Error::new(
+                            Code::Location16755,
+                            format!("Can't extract geo keys: {}  {reason}", format_document(doc)),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                let points: Vec<bson::Bson> = match &v {
+                    Bson::Array(items) if geo::legacy_pair(&v).is_none() => items.clone(),
+                    other => vec![other.clone()],
+                };
+                for p in points {
+                    let Some(c) = geo::legacy_pair(&p) else {
+                        return Err(Error::new(
+                            Code::Other(13026),
+                            format!(
+                                "geo values must be 'legacy coordinate pairs' for 2d indexes: {}",
+                                format_value(&p)
+                            ),
+                        ));
+                    };
+                    out.push(geo::flat_key(c).map_err(|m| Error::new(Code::Other(13027), m))?);
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out.into_iter().map(Bson::Int64).collect())
 }
 
 /// The DuplicateKey (11000) error MongoDB reports for a unique index violation.

@@ -73,12 +73,18 @@ pub struct KeyField {
 pub enum Plugin {
     /// `"hashed"`: MongoDB's 64-bit hash of the value (see [`super::hash`]).
     Hashed,
+    /// `"2dsphere"` (version 3): S2 cell ids of the locations (see [`crate::query::geo`]).
+    Sphere,
+    /// `"2d"`: Morton codes of flat legacy points.
+    Flat,
 }
 
 impl Plugin {
     fn of(v: &Bson) -> Option<Plugin> {
         match v {
             Bson::String(s) if s == "hashed" => Some(Plugin::Hashed),
+            Bson::String(s) if s == "2dsphere" => Some(Plugin::Sphere),
+            Bson::String(s) if s == "2d" => Some(Plugin::Flat),
             _ => None,
         }
     }
@@ -138,6 +144,12 @@ impl IndexSpec {
         }
     }
 
+    /// Whether the index has a geo field (2d or 2dsphere): a document whose geo fields are all
+    /// missing has no keys, so the index answers only geo predicates.
+    pub fn is_geo(&self) -> bool {
+        self.fields.iter().any(|f| matches!(f.plugin, Some(Plugin::Sphere | Plugin::Flat)))
+    }
+
     /// Whether this is the `_id` index (key pattern exactly `{_id: 1}`).
     pub fn is_id_index(&self) -> bool {
         is_id_pattern(&self.key)
@@ -192,6 +204,12 @@ impl IndexSpec {
             // MongoDB raises these when it builds the index, so they name no specification.
             check_hashed(&key, unique)?;
         }
+        if key.values().any(|v| Plugin::of(v) == Some(Plugin::Flat)) {
+            check_flat(&key, spec)?;
+        }
+        if key.values().any(|v| Plugin::of(v) == Some(Plugin::Sphere)) {
+            check_sphere(spec)?;
+        }
         if let Some(ttl) = spec.get("expireAfterSeconds") {
             check_ttl(ttl, &key).map_err(|e| in_specification(&normalized, e))?;
         }
@@ -205,6 +223,12 @@ impl IndexSpec {
             .collect();
         let collation = parse_collation(spec, &normalized)?;
         let mut options = Document::new();
+        if key.values().any(|v| Plugin::of(v) == Some(Plugin::Sphere))
+            && !spec.contains_key("2dsphereIndexVersion")
+        {
+            // MongoDB records the version it built, and `listIndexes` shows it.
+            options.insert("2dsphereIndexVersion", 3);
+        }
         for (k, v) in spec {
             if k == "collation" {
                 // Stored resolved, as `listIndexes` shows it; a simple collation is no option.
@@ -377,12 +401,50 @@ pub fn validate_key_pattern(key: &Document) -> Result<()> {
         check_key_path(path)?;
     }
     if let Some(p) = plugin
-        && p != "hashed"
+        && !matches!(p, "hashed" | "2dsphere" | "2d")
     {
-        // TODO(#16): text and geo indexes.
+        // TODO(#16): text indexes.
         crate::bail!(CannotCreateIndex, "Index type '{}' is not supported", p);
     }
     Ok(())
+}
+
+/// A 2d index has one 2d field, first (16801, 16800), over MongoDB's default flat bounds.
+fn check_flat(key: &Document, spec: &Document) -> Result<()> {
+    let flat = key.values().filter(|v| Plugin::of(v) == Some(Plugin::Flat)).count();
+    if flat > 1 {
+        return Err(Error::new(crate::error::Code::Other(16800), "can't have 2 geo fields"));
+    }
+    if key.values().next().and_then(Plugin::of) != Some(Plugin::Flat) {
+        return Err(Error::new(crate::error::Code::Other(16801), "2d has to be first in index"));
+    }
+    for (field, default) in [("bits", 26.0), ("min", -180.0), ("max", 180.0)] {
+        if let Some(v) = spec.get(field)
+            && number(v) != Some(default)
+        {
+            // TODO(#16): other 2d bounds and precisions.
+            crate::bail!(
+                CannotCreateIndex,
+                "2d indexes with a '{}' other than {} are not supported",
+                field,
+                default
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Folio builds 2dsphere indexes of version 3 only.
+fn check_sphere(spec: &Document) -> Result<()> {
+    match spec.get("2dsphereIndexVersion") {
+        None => Ok(()),
+        Some(v) if number(v) == Some(3.0) => Ok(()),
+        Some(v) => crate::bail!(
+            CannotCreateIndex,
+            "unsupported geo index version {{ 2dsphereIndexVersion : {} }}, only support versions: [3]",
+            format_value(v)
+        ),
+    }
 }
 
 /// A hashed index has one hashed field (31303) and is never unique (16764), as in MongoDB.

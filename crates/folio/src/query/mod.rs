@@ -16,6 +16,7 @@
 
 pub mod expr;
 pub mod filter;
+pub mod geo;
 pub mod matcher;
 pub mod plan;
 pub mod projection;
