@@ -955,6 +955,18 @@ pub fn explain(
         }
         _ => Hint::parse(inner.get("hint"))?,
     };
+    let verbosity = match cmd.get("verbosity") {
+        None => "allPlansExecution".to_string(),
+        Some(Bson::String(v))
+            if matches!(v.as_str(), "queryPlanner" | "executionStats" | "allPlansExecution") =>
+        {
+            v.clone()
+        }
+        Some(_) => bail!(
+            FailedToParse,
+            "verbosity string must be one of {{'queryPlanner', 'executionStats', 'allPlansExecution'}}"
+        ),
+    };
     let planner = run.read(|txn| {
         let Some(meta) = crate::catalog::get_collection(txn, &db, &coll)? else {
             return Ok(None);
@@ -962,8 +974,24 @@ pub fn explain(
         let collation = requested.resolve(&meta.options)?;
         let filter = filter.clone().with_collation(collation.as_ref());
         let sort = sort.clone().map(|s| s.with_collation(collation.as_ref()));
-        Ok(Some(exec::plan::explain(&meta, &filter, sort.as_ref(), hint.as_ref())?))
+        let planner = exec::plan::explain(&meta, &filter, sort.as_ref(), hint.as_ref())?;
+        // Any verbosity above "queryPlanner" runs the plan and reports what it read.
+        let stats = match verbosity.as_str() {
+            "queryPlanner" => None,
+            _ => Some(exec::plan::execution_stats(
+                txn,
+                &meta,
+                &filter,
+                sort.as_ref(),
+                hint.as_ref(),
+            )?),
+        };
+        Ok(Some((planner, stats)))
     })?;
+    let (planner, stats) = match planner {
+        Some((p, s)) => (Some(p), s),
+        None => (None, None),
+    };
     let planner = planner.unwrap_or_else(|| {
         doc! {
             "namespace": format!("{db}.{coll}"),
@@ -972,9 +1000,11 @@ pub fn explain(
             "rejectedPlans": [],
         }
     });
-    Ok(doc! {
-        "queryPlanner": planner,
-        "command": inner.clone(),
-        "serverInfo": { "host": "localhost", "version": "8.0.0" },
-    })
+    let mut reply = doc! { "queryPlanner": planner };
+    if let Some(stats) = stats {
+        reply.insert("executionStats", stats);
+    }
+    reply.insert("command", inner.clone());
+    reply.insert("serverInfo", doc! { "host": "localhost", "version": "8.0.0" });
+    Ok(reply)
 }

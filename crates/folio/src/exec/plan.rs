@@ -555,8 +555,59 @@ pub fn fetch(
     limit: usize,
     hint: Option<&Hint>,
 ) -> Result<(Vec<Found>, bool)> {
-    let (mut found, sorted) =
-        fetch_plan(txn, meta, plan_hinted(meta, filter, sort, hint)?, filter, sort, limit)?;
+    let counts = ScanCounts::default();
+    fetch_counted(txn, meta, filter, sort, limit, hint, &counts)
+}
+
+/// How much a fetch read: index keys and documents (explain's `totalKeysExamined` and
+/// `totalDocsExamined`).
+#[derive(Debug, Default)]
+pub struct ScanCounts {
+    keys: std::cell::Cell<u64>,
+    docs: std::cell::Cell<u64>,
+}
+
+impl ScanCounts {
+    fn key(&self) {
+        self.keys.set(self.keys.get() + 1);
+    }
+
+    fn doc(&self) {
+        self.docs.set(self.docs.get() + 1);
+    }
+}
+
+/// The `executionStats` section of `explain`: the plan is run and its reads counted.
+pub fn execution_stats(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    hint: Option<&Hint>,
+) -> Result<Document> {
+    let counts = ScanCounts::default();
+    let start = std::time::Instant::now();
+    let (found, _) = fetch_counted(txn, meta, filter, sort, 0, hint, &counts)?;
+    Ok(bson::doc! {
+        "executionSuccess": true,
+        "nReturned": found.len() as i64,
+        "executionTimeMillis": start.elapsed().as_millis() as i64,
+        "totalKeysExamined": counts.keys.get() as i64,
+        "totalDocsExamined": counts.docs.get() as i64,
+    })
+}
+
+fn fetch_counted(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    limit: usize,
+    hint: Option<&Hint>,
+    counts: &ScanCounts,
+) -> Result<(Vec<Found>, bool)> {
+    let plan = plan_hinted(meta, filter, sort, hint)?;
+    let (mut found, sorted) = fetch_plan(txn, meta, plan, filter, sort, limit, counts)?;
     if let (Some((path, near)), None) = (filter.near(), sort) {
         // `$near` returns documents nearest first (ties in the order found).
         sort_by_distance(&mut found, path, near);
@@ -594,6 +645,7 @@ fn fetch_plan(
     filter: &Filter,
     sort: Option<&SortSpec>,
     limit: usize,
+    counts: &ScanCounts,
 ) -> Result<(Vec<Found>, bool)> {
     let matches = |d: &Document| filter.matches(d);
     match plan {
@@ -601,7 +653,7 @@ fn fetch_plan(
             let mut out = Vec::new();
             let mut seen = HashSet::new();
             for branch in branches {
-                for f in fetch_plan(txn, meta, branch, filter, None, 0)?.0 {
+                for f in fetch_plan(txn, meta, branch, filter, None, 0, counts)?.0 {
                     if seen.insert(f.key.clone()) {
                         out.push(f);
                     }
@@ -619,8 +671,12 @@ fn fetch_plan(
                 if !seen.insert(key.clone()) {
                     continue;
                 }
+                counts.key();
                 if let Some(doc) = get_document(txn, &key)?
-                    && matches(&doc)
+                    && {
+                        counts.doc();
+                        matches(&doc)
+                    }
                 {
                     out.push(Found { key, doc });
                 }
@@ -642,11 +698,13 @@ fn fetch_plan(
                     hi.extend_from_slice(end);
                     for item in txn.scan(Bound::Included(&lo), Bound::Excluded(&hi), reverse)? {
                         let (_, id) = item?;
+                        counts.key();
                         if !seen.insert(id.clone()) {
                             continue; // A multikey document appears once per distinct key.
                         }
                         let key = Key::Document { coll: meta.id, id: &id }.encode();
                         let Some(doc) = get_document(txn, &key)? else { continue };
+                        counts.doc();
                         if matches(&doc) {
                             arrays |= sorted && sort.is_some_and(|s| s.has_array_on_key(&doc));
                             out.push(Found { key, doc });
@@ -668,8 +726,9 @@ fn fetch_plan(
             Ok((out, false))
         }
         Plan::CollectionScan => {
-            let mut out: Vec<Found> =
-                scan_collection(txn, meta)?.into_iter().filter(|f| matches(&f.doc)).collect();
+            let all = scan_collection(txn, meta)?;
+            counts.docs.set(counts.docs.get() + all.len() as u64);
+            let mut out: Vec<Found> = all.into_iter().filter(|f| matches(&f.doc)).collect();
             if sort.is_none() && limit > 0 {
                 out.truncate(limit);
             }
