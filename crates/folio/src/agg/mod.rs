@@ -25,6 +25,7 @@ pub mod decimal;
 pub mod densify;
 pub mod expr;
 pub mod fill;
+pub mod geonear;
 pub mod group;
 pub mod lookup;
 pub mod ops;
@@ -64,6 +65,13 @@ pub trait Source {
     /// nothing, for `$collStats` and `$indexStats`.
     fn namespace_stats(&self, _db: &str, _coll: &str) -> Result<stats::Namespace> {
         Err(err!(NotImplemented, "$collStats and $indexStats are not supported here"))
+    }
+
+    /// The location field `$geoNear` measures on `db.coll`, and whether its index is 2dsphere:
+    /// `key` when it has a geo index, else the field of the only 2d index, else of the only
+    /// 2dsphere index (IndexNotFound otherwise).
+    fn geo_near_key(&self, _db: &str, _coll: &str, _key: Option<&str>) -> Result<(String, bool)> {
+        Err(err!(IndexNotFound, "$geoNear requires a 2d or 2dsphere index, but none were found"))
     }
 
     /// The `host:port` the server reports (`$collStats`, `$indexStats`).
@@ -155,6 +163,12 @@ impl Pipeline {
                 return Err(expr::loc(
                     40602,
                     format!("{name} is only valid as the first stage in a pipeline"),
+                ));
+            }
+            if matches!(st, Stage::GeoNear(_)) && i != 0 {
+                return Err(expr::loc(
+                    40602,
+                    "$geoNear is only valid as the first stage in a pipeline",
                 ));
             }
             if matches!(st, Stage::Output(_)) && i + 1 != pipeline.len() {

@@ -790,6 +790,13 @@ pub fn aggregate(
         {
             spec.filter = f.clone();
         }
+        // `$geoNear`'s own `query` selects its input the same way.
+        if !cmd.contains_key("let")
+            && let Some(Bson::Document(g)) = pipeline.first().and_then(|s| s.get("$geoNear"))
+            && let Some(Bson::Document(q)) = g.get("query")
+        {
+            spec.filter = q.clone();
+        }
         let collation = resolve_collation(txn, &db, coll.as_deref(), &requested)?;
         let input = match &coll {
             Some(coll) if !parsed.ignores_input() => exec::find(txn, &db, coll, &spec)?,
@@ -870,6 +877,10 @@ impl crate::agg::Source for TxnSource<'_> {
 
     fn namespace_stats(&self, db: &str, coll: &str) -> Result<crate::agg::stats::Namespace> {
         exec::stats::namespace_stats(self.0, db, coll)
+    }
+
+    fn geo_near_key(&self, db: &str, coll: &str, key: Option<&str>) -> Result<(String, bool)> {
+        exec::plan::geo_near_key(self.0, db, coll, key)
     }
 
     fn host(&self) -> String {

@@ -191,6 +191,53 @@ fn near_plan(meta: &CollectionMeta, filter: &Filter, path: &str, near: &Near) ->
     ))
 }
 
+/// The location field `$geoNear` measures (see [`crate::agg::Source::geo_near_key`]).
+pub fn geo_near_key(
+    txn: &dyn Txn,
+    db: &str,
+    coll: &str,
+    key: Option<&str>,
+) -> Result<(String, bool)> {
+    let none = || {
+        crate::err!(IndexNotFound, "$geoNear requires a 2d or 2dsphere index, but none were found")
+    };
+    let meta = crate::catalog::get_collection(txn, db, coll)?.ok_or_else(none)?;
+    let mut geo_fields: Vec<(String, Plugin)> = Vec::new();
+    for i in &meta.indexes {
+        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        for f in &spec.fields {
+            if let Some(p @ (Plugin::Sphere | Plugin::Flat)) = f.plugin {
+                geo_fields.push((f.path.clone(), p));
+            }
+        }
+    }
+    if let Some(key) = key {
+        return match geo_fields.iter().find(|(p, _)| p == key) {
+            Some((p, plugin)) => Ok((p.clone(), *plugin == Plugin::Sphere)),
+            None => Err(crate::err!(
+                NoQueryExecutionPlans,
+                "error processing query: planner returned error :: caused by :: unable to find \
+                 index for $geoNear query on field {key}"
+            )),
+        };
+    }
+    for (kind, name) in [(Plugin::Flat, "2d"), (Plugin::Sphere, "2dsphere")] {
+        let of_kind: Vec<&String> =
+            geo_fields.iter().filter(|(_, p)| *p == kind).map(|(f, _)| f).collect();
+        match of_kind.as_slice() {
+            [] => continue,
+            [one] => return Ok(((*one).clone(), kind == Plugin::Sphere)),
+            _ => crate::bail!(
+                IndexNotFound,
+                "There is more than one {} index on {}; unsure which to use for $geoNear",
+                name,
+                meta.namespace()
+            ),
+        }
+    }
+    Err(none())
+}
+
 /// One candidate index scan and its score.
 struct Candidate {
     score: (usize, bool, bool),

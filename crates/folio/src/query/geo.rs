@@ -36,13 +36,15 @@
 
 use bson::{Bson, Document};
 use geo::{
-    Contains, Coord, Geometry, GeometryCollection, Intersects, LineString, MultiLineString,
-    MultiPoint, MultiPolygon, Point, Polygon, Relate,
+    Contains, Geometry, GeometryCollection, Intersects, LineString, MultiLineString, MultiPoint,
+    MultiPolygon, Point, Polygon, Relate,
 };
 use s2::cellid::CellID;
 use s2::latlng::LatLng;
 use s2::region::RegionCoverer;
 use s2::s1::{Angle, Rad};
+
+pub use geo::{Coord, Geometry as GeoGeometry};
 
 use crate::error::Result;
 use crate::{bail, err};
