@@ -165,6 +165,12 @@ impl Pipeline {
                     format!("{name} is only valid as the first stage in a pipeline"),
                 ));
             }
+            if matches!(&st, Stage::Match(f) if f.text().is_some()) && i != 0 {
+                return Err(expr::loc(
+                    17313,
+                    "$match with $text is only allowed as the first pipeline stage",
+                ));
+            }
             if matches!(st, Stage::GeoNear(_)) && i != 0 {
                 return Err(expr::loc(
                     40602,
@@ -260,6 +266,10 @@ impl Pipeline {
                 held.absorb(built);
             }
             i += 1;
+        }
+        // A `$text` score is metadata, never part of the output.
+        for d in &mut docs {
+            d.remove(crate::query::text::SCORE_FIELD);
         }
         Ok(docs)
     }

@@ -799,7 +799,9 @@ pub fn aggregate(
         }
         let collation = resolve_collation(txn, &db, coll.as_deref(), &requested)?;
         let input = match &coll {
-            Some(coll) if !parsed.ignores_input() => exec::find(txn, &db, coll, &spec)?,
+            Some(coll) if !parsed.ignores_input() => {
+                exec::find_for_pipeline(txn, &db, coll, &spec)?
+            }
             _ => Vec::new(),
         };
         parsed.clone().with_collation(collation.as_ref()).execute(input, &ctx)

@@ -154,6 +154,9 @@ pub fn plan_hinted(
     if let Some((path, near)) = filter.near() {
         return near_plan(meta, filter, path, near);
     }
+    if filter.text().is_some() {
+        return text_plan(meta, filter);
+    }
     let Some(hint) = hint else { return Ok(plan(meta, filter, sort)) };
     let Some(index) = hint.index(meta)? else { return Ok(Plan::CollectionScan) };
     if index.name() == "_id_" {
@@ -238,6 +241,55 @@ pub fn geo_near_key(
     Err(none())
 }
 
+/// The collection's text index configuration, when the filter has a `$text` (IndexNotFound 27
+/// when the collection has no text index, as in MongoDB).
+pub fn text_spec(
+    meta: &CollectionMeta,
+    filter: &Filter,
+) -> Result<Option<std::sync::Arc<crate::query::text::TextSpec>>> {
+    if filter.text().is_none() {
+        return Ok(None);
+    }
+    for i in &meta.indexes {
+        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        if spec.is_text() {
+            let ts = crate::query::text::TextSpec::from_index(&spec.options)?;
+            return Ok(Some(std::sync::Arc::new(ts)));
+        }
+    }
+    crate::bail!(IndexNotFound, "text index required for $text query")
+}
+
+/// The filter with its `$text` bound to the collection's text index (see [`text_spec`]).
+pub fn bind_text(meta: &CollectionMeta, filter: &Filter) -> Result<Option<Filter>> {
+    Ok(text_spec(meta, filter)?.map(|spec| filter.bind_text(&spec)))
+}
+
+/// The plan of a `$text` query: a scan of the text index for its terms, which needs equality on
+/// every prefix field (BadValue otherwise, as in MongoDB).
+fn text_plan(meta: &CollectionMeta, filter: &Filter) -> Result<Plan> {
+    for i in &meta.indexes {
+        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        if !spec.is_text() {
+            continue;
+        }
+        let (fields, _, _) = index_bounds(&spec, filter);
+        let text_bounded = spec.fields.iter().zip(&fields).any(|(f, iv)| {
+            f.plugin == Some(Plugin::Text) && !(iv.len() == 1 && iv[0] == Interval::all())
+        });
+        if text_bounded && let Some(c) = index_candidate(i.id, &spec, filter, None, true) {
+            return Ok(c.plan);
+        }
+        crate::bail!(
+            BadValue,
+            "error processing query: planner returned error :: caused by :: failed to use text \
+             index to satisfy $text query (if text index is compound, are equality predicates \
+             given for all prefix fields?)"
+        );
+    }
+    crate::bail!(IndexNotFound, "text index required for $text query")
+}
+
 /// One candidate index scan and its score.
 struct Candidate {
     score: (usize, bool, bool),
@@ -314,6 +366,10 @@ fn index_bounds(spec: &IndexSpec, filter: &Filter) -> (Vec<Vec<Interval>>, usize
         let b = match f.plugin {
             Some(Plugin::Hashed) => b.and_then(|iv| hashed_bounds(&iv)),
             Some(plugin @ (Plugin::Sphere | Plugin::Flat)) => geo_bounds(filter, &f.path, plugin),
+            // The terms a `$text` query looks up; the matcher checks phrases and negations.
+            Some(Plugin::Text) => filter.text().map(|t| {
+                t.positive_terms().into_iter().map(|w| Interval::point(Bson::String(w))).collect()
+            }),
             None => b,
         };
         match b {
@@ -493,6 +549,10 @@ fn index_candidate(
     if spec.is_geo() && !geo_bounded && !forced {
         return None;
     }
+    // A text index lacks documents without terms: it answers `$text` only.
+    if spec.is_text() && filter.text().is_none() && !forced {
+        return None;
+    }
     let bounded = points + usize::from(range);
     let mut ranges = encode_ranges(spec, &fields[..bounded]);
     ranges.sort();
@@ -606,6 +666,26 @@ pub fn fetch(
     fetch_counted(txn, meta, filter, sort, limit, hint, &counts)
 }
 
+/// The documents matching a `$text` filter, each with its score in
+/// [`crate::query::text::SCORE_FIELD`] (unsorted).
+pub fn fetch_scored(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    hint: Option<&Hint>,
+) -> Result<Vec<Found>> {
+    let bound = bind_text(meta, filter)?;
+    let filter = bound.as_ref().unwrap_or(filter);
+    let (mut found, _) = fetch(txn, meta, filter, None, 0, hint)?;
+    if let Some(t) = filter.text() {
+        for f in &mut found {
+            let score = t.score(&f.doc);
+            f.doc.insert(crate::query::text::SCORE_FIELD, score);
+        }
+    }
+    Ok(found)
+}
+
 /// How much a fetch read: index keys and documents (explain's `totalKeysExamined` and
 /// `totalDocsExamined`).
 #[derive(Debug, Default)]
@@ -632,6 +712,8 @@ pub fn execution_stats(
     sort: Option<&SortSpec>,
     hint: Option<&Hint>,
 ) -> Result<Document> {
+    let bound = bind_text(meta, filter)?;
+    let filter = bound.as_ref().unwrap_or(filter);
     let counts = ScanCounts::default();
     let start = std::time::Instant::now();
     let (found, _) = fetch_counted(txn, meta, filter, sort, 0, hint, &counts)?;
@@ -653,6 +735,8 @@ fn fetch_counted(
     hint: Option<&Hint>,
     counts: &ScanCounts,
 ) -> Result<(Vec<Found>, bool)> {
+    let bound = bind_text(meta, filter)?;
+    let filter = bound.as_ref().unwrap_or(filter);
     let plan = plan_hinted(meta, filter, sort, hint)?;
     let (mut found, sorted) = fetch_plan(txn, meta, plan, filter, sort, limit, counts)?;
     if let (Some((path, near)), None) = (filter.near(), sort) {
@@ -792,6 +876,8 @@ pub fn explain(
     sort: Option<&SortSpec>,
     hint: Option<&Hint>,
 ) -> Result<Document> {
+    let bound = bind_text(meta, filter)?;
+    let filter = bound.as_ref().unwrap_or(filter);
     let plan = plan_hinted(meta, filter, sort, hint)?;
     let with_filter = |mut stage: Document| {
         if !filter.is_trivial() {
@@ -830,6 +916,13 @@ pub fn explain(
             "indexName": name.clone(),
             "inputStage": winning,
         };
+    } else if let (Some(_), Plan::IndexScan { name, .. }) = (filter.text(), &plan) {
+        // MongoDB's text stages: the terms' index scans, then the phrase and negation checks.
+        winning =
+            bson::doc! { "stage": "TEXT_MATCH", "indexName": name.clone(), "inputStage": winning };
+        if let Some(sort) = sort.filter(|s| !s.is_empty()) {
+            winning = bson::doc! { "stage": "SORT", "sortPattern": sort_pattern(sort), "inputStage": winning };
+        }
     } else if let Some(sort) = sort.filter(|s| !s.is_empty() && !sorted) {
         let pattern: Document = sort
             .keys
@@ -844,6 +937,19 @@ pub fn explain(
         "winningPlan": winning,
         "rejectedPlans": [],
     })
+}
+
+/// A sort as `explain` prints it (`{$meta: "textScore"}` for a text score).
+fn sort_pattern(sort: &SortSpec) -> Document {
+    sort.keys
+        .iter()
+        .map(|(k, asc)| {
+            if k == crate::query::text::SCORE_FIELD {
+                return ("score".to_string(), Bson::Document(bson::doc! {"$meta": "textScore"}));
+            }
+            (k.clone(), Bson::Int32(if *asc { 1 } else { -1 }))
+        })
+        .collect()
 }
 
 /// The stage that produces a plan's record ids: `IXSCAN` for an index scan (and for `_id`

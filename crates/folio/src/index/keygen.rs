@@ -98,11 +98,19 @@ impl IndexSpec {
         // The keys of each geo field (by position); their product with the other fields' keys
         // is taken after expansion, since a location's cells are not array elements.
         let mut geo: Vec<(usize, Vec<Bson>)> = Vec::new();
+        let mut text: Option<(usize, Vec<(String, f64)>)> = None;
         for (n, (f, p)) in self.fields.iter().zip(&paths).enumerate() {
             slots.push(match f.plugin {
                 Some(Plugin::Hashed) => self.hashed_slot(doc, p)?,
                 Some(plugin @ (Plugin::Sphere | Plugin::Flat)) => {
                     geo.push((n, geo_keys(doc, plugin, &f.path)?));
+                    Slot::Done(Bson::Null, true)
+                }
+                Some(Plugin::Text) => {
+                    let spec = crate::query::text::TextSpec::from_index(&self.options)?;
+                    let mut terms: Vec<(String, f64)> = spec.scores(doc)?.into_iter().collect();
+                    terms.sort_by(|a, b| a.0.cmp(&b.0));
+                    text = Some((n, terms));
                     Slot::Done(Bson::Null, true)
                 }
                 None => Slot::Todo(doc, p.as_slice()),
@@ -112,9 +120,35 @@ impl IndexSpec {
             // A document without locations is not in a geo index.
             return Ok(IndexKeys::default());
         }
+        if text.as_ref().is_some_and(|(_, terms)| terms.is_empty()) {
+            // Nor is a document without terms in a text index.
+            return Ok(IndexKeys::default());
+        }
+        // The `_ftsx` slot after `_fts` is filled with each term's score below.
+        if let Some((n, _)) = &text
+            && let Some(s) = slots.get_mut(n + 1)
+        {
+            *s = Slot::Done(Bson::Null, true);
+        }
         let mut raw = Vec::new();
         let mut multikey = false;
         expand(slots, &mut raw, &mut multikey)?;
+        if let Some((n, terms)) = text {
+            multikey |= terms.len() > 1;
+            raw = raw
+                .into_iter()
+                .flat_map(|(values, present)| {
+                    terms.iter().map(move |(term, score)| {
+                        let mut v = values.clone();
+                        v[n] = Bson::String(term.clone());
+                        if n + 1 < v.len() {
+                            v[n + 1] = Bson::Double(*score);
+                        }
+                        (v, present)
+                    })
+                })
+                .collect();
+        }
         for (n, keys) in geo {
             if keys.len() > 1 {
                 multikey = true;

@@ -77,6 +77,8 @@ pub enum Plugin {
     Sphere,
     /// `"2d"`: Morton codes of flat legacy points.
     Flat,
+    /// `"text"` (the normalized `_fts` field; `_ftsx` after it holds the term's score).
+    Text,
 }
 
 impl Plugin {
@@ -85,6 +87,7 @@ impl Plugin {
             Bson::String(s) if s == "hashed" => Some(Plugin::Hashed),
             Bson::String(s) if s == "2dsphere" => Some(Plugin::Sphere),
             Bson::String(s) if s == "2d" => Some(Plugin::Flat),
+            Bson::String(s) if s == "text" => Some(Plugin::Text),
             _ => None,
         }
     }
@@ -150,6 +153,11 @@ impl IndexSpec {
         self.fields.iter().any(|f| matches!(f.plugin, Some(Plugin::Sphere | Plugin::Flat)))
     }
 
+    /// Whether this is a text index.
+    pub fn is_text(&self) -> bool {
+        self.fields.iter().any(|f| f.plugin == Some(Plugin::Text))
+    }
+
     /// Whether this is the `_id` index (key pattern exactly `{_id: 1}`).
     pub fn is_id_index(&self) -> bool {
         is_id_pattern(&self.key)
@@ -163,6 +171,14 @@ impl IndexSpec {
             crate::bail!(BadValue, "The index name '*' is not valid.");
         }
         parse_fields(spec).map_err(|e| in_specification(spec, e))?;
+        let normalized_text;
+        let spec = match normalize_text(spec)? {
+            Some(n) => {
+                normalized_text = n;
+                &normalized_text
+            }
+            None => spec,
+        };
         let key = match spec.get("key") {
             Some(Bson::Document(k)) => k.clone(),
             _ => unreachable_key(spec)?,
@@ -320,6 +336,18 @@ impl IndexSpec {
     /// identical index already exists (nothing to build), `Ok(false)` when the index is new, and
     /// MongoDB's conflict errors otherwise.
     pub fn check_conflict(&self, existing: &[IndexSpec]) -> Result<bool> {
+        if self.is_text()
+            && let Some(other) = existing.iter().find(|e| e.is_text() && e.name != self.name)
+        {
+            // One text index per collection, as in MongoDB.
+            crate::bail!(
+                IndexOptionsConflict,
+                "An equivalent index already exists with a different name and options. Requested \
+                 index: {}, existing index: {}",
+                format_document(&self.to_document()),
+                format_document(&other.to_document())
+            );
+        }
         if let Some(same_name) = existing.iter().find(|e| e.name == self.name) {
             return match self.compare(same_name) {
                 Comparison::Identical => Ok(true),
@@ -401,12 +429,89 @@ pub fn validate_key_pattern(key: &Document) -> Result<()> {
         check_key_path(path)?;
     }
     if let Some(p) = plugin
-        && !matches!(p, "hashed" | "2dsphere" | "2d")
+        && !matches!(p, "hashed" | "2dsphere" | "2d" | "text")
     {
-        // TODO(#16): text indexes.
         crate::bail!(CannotCreateIndex, "Index type '{}' is not supported", p);
     }
     Ok(())
+}
+
+/// MongoDB's normal form of a text index: the text fields become `{_fts: "text", _ftsx: 1}`
+/// between the prefix and suffix fields, and `weights` (every text field, 1 unless given),
+/// `default_language`, `language_override` and `textIndexVersion: 3` are recorded. `None` when
+/// the spec is no text index or is already normal.
+fn normalize_text(spec: &Document) -> Result<Option<Document>> {
+    let Ok(key) = spec.get_document("key") else { return Ok(None) };
+    let is_text = |v: &Bson| v.as_str() == Some("text");
+    if !key.values().any(is_text) {
+        return Ok(None);
+    }
+    let mut out = spec.clone();
+    if !key.contains_key("_fts") {
+        let mut weights: std::collections::BTreeMap<String, Bson> =
+            std::collections::BTreeMap::new();
+        if let Ok(w) = spec.get_document("weights") {
+            for (k, v) in w {
+                weights.insert(k.clone(), v.clone());
+            }
+        }
+        let mut new_key = Document::new();
+        let mut seen_text = false;
+        for (k, v) in key {
+            if is_text(v) {
+                weights.entry(k.clone()).or_insert(Bson::Int32(1));
+                if !seen_text {
+                    new_key.insert("_fts", "text");
+                    new_key.insert("_ftsx", 1);
+                    seen_text = true;
+                }
+            } else {
+                new_key.insert(k.clone(), v.clone());
+            }
+        }
+        out.insert("key", new_key);
+        out.insert("weights", weights.into_iter().collect::<Document>());
+    }
+    if let Ok(w) = out.get_document("weights") {
+        for (k, v) in w {
+            match number(v) {
+                Some(n) if n > 0.0 && n < 100_000.0 => {}
+                _ => crate::bail!(
+                    CannotCreateIndex,
+                    "text index weights must be in the exclusive interval (0,100000) but found: {} for field {}",
+                    format_value(v),
+                    k
+                ),
+            }
+        }
+    }
+    let language = match spec.get("default_language") {
+        None => "english".to_string(),
+        Some(Bson::String(l)) => l.clone(),
+        Some(_) => crate::bail!(CannotCreateIndex, "default_language needs a string type"),
+    };
+    if crate::query::text::Language::parse(&language).is_none() {
+        return Err(crate::query::text::Language::unsupported(&language));
+    }
+    match spec.get("textIndexVersion") {
+        None => {}
+        Some(v) if number(v) == Some(3.0) => {}
+        Some(v) => crate::bail!(
+            CannotCreateIndex,
+            "Currently only textIndexVersion 3 is supported, not {}",
+            format_value(v)
+        ),
+    }
+    if !out.contains_key("default_language") {
+        out.insert("default_language", language);
+    }
+    if !out.contains_key("language_override") {
+        out.insert("language_override", "language");
+    }
+    if !out.contains_key("textIndexVersion") {
+        out.insert("textIndexVersion", 3);
+    }
+    Ok(Some(out))
 }
 
 /// A 2d index has one 2d field, first (16801, 16800), over MongoDB's default flat bounds.
@@ -506,9 +611,10 @@ fn check_key_path(path: &str) -> Result<()> {
         if part.is_empty() {
             crate::bail!(CannotCreateIndex, "Index keys cannot contain an empty field.");
         }
-        // `$`-prefixed parts are allowed only where they may be DBRef fields.
+        // `$`-prefixed parts are allowed only where they may be DBRef fields (and `$**`, the
+        // text index over every field).
         let dbref = i > 0 && matches!(part, "$id" | "$ref" | "$db");
-        if part.starts_with('$') && !dbref {
+        if part.starts_with('$') && !dbref && path != "$**" {
             crate::bail!(
                 CannotCreateIndex,
                 "Index key contains an illegal field name: field name starts with '$'."

@@ -39,6 +39,8 @@ pub enum Filter {
     Schema(Box<super::schema::Schema>),
     /// `$alwaysTrue` / `$alwaysFalse`.
     Const(bool),
+    /// `$text` ([`super::text`]).
+    Text(Box<super::text::TextQuery>),
 }
 
 /// A predicate on the values found at a path.
@@ -269,6 +271,29 @@ impl Filter {
         })
     }
 
+    /// The `$text` query of the top-level conjunction.
+    pub fn text(&self) -> Option<&super::text::TextQuery> {
+        match self {
+            Filter::Text(t) => Some(t),
+            Filter::And(children) => children.iter().find_map(|c| match c {
+                Filter::Text(t) => Some(t.as_ref()),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The filter with its `$text` bound to the text index's configuration.
+    pub fn bind_text(&self, spec: &std::sync::Arc<super::text::TextSpec>) -> Filter {
+        match self {
+            Filter::Text(t) => Filter::Text(Box::new(t.bound(spec.clone()))),
+            Filter::And(children) => {
+                Filter::And(children.iter().map(|c| c.bind_text(spec)).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
     /// MongoDB's rules for `$near`: at most one, and only in the top-level conjunction.
     fn check_near(&self) -> Result<()> {
         fn count(f: &Filter, top: bool, n: &mut usize) -> Result<()> {
@@ -292,7 +317,28 @@ impl Filter {
                 _ => Ok(()),
             }
         }
-        count(self, true, &mut 0)
+        count(self, true, &mut 0)?;
+        // `$text`: once, in the top-level conjunction (MongoDB's messages).
+        fn texts(f: &Filter, top: bool, n: &mut usize) -> Result<()> {
+            match f {
+                Filter::Text(_) => {
+                    if !top {
+                        bail!(BadValue, "$text is not allowed in this context");
+                    }
+                    *n += 1;
+                    if *n > 1 {
+                        bail!(BadValue, "Too many text expressions");
+                    }
+                    Ok(())
+                }
+                Filter::And(children) => children.iter().try_for_each(|c| texts(c, top, n)),
+                Filter::Or(children) | Filter::Nor(children) => {
+                    children.iter().try_for_each(|c| texts(c, false, n))
+                }
+                _ => Ok(()),
+            }
+        }
+        texts(self, true, &mut 0)
     }
 
     /// Parses a filter whose `$expr`s may use the variables of a command's `let` option
@@ -331,7 +377,7 @@ impl Filter {
             }
             Filter::Path { path, pred } => Filter::Path { path, pred: pred.collate(c) },
             Filter::Expr(e) => Filter::Expr(e.with_collation(c)),
-            f @ (Filter::Schema(_) | Filter::Const(_)) => f,
+            f @ (Filter::Schema(_) | Filter::Const(_) | Filter::Text(_)) => f,
         }
     }
 
@@ -349,7 +395,8 @@ impl Filter {
             | Filter::Nor(_)
             | Filter::Path { .. }
             | Filter::Expr(_)
-            | Filter::Schema(_) => false,
+            | Filter::Schema(_)
+            | Filter::Text(_) => false,
         }
     }
 }
@@ -481,9 +528,7 @@ fn parse_top_operator(op: &str, value: &Bson) -> Result<Option<Filter>> {
             Filter::Const(op == "alwaysTrue")
         }
         "where" => bail!(NotImplemented, "$where is not supported"),
-        // Text indexes cannot be created yet (TODO(#16)), so a `$text` query has no index to
-        // use, which is MongoDB's error for it.
-        "text" => bail!(IndexNotFound, "text index required for $text query"),
+        "text" => Filter::Text(Box::new(super::text::TextQuery::parse(value)?)),
         "sampleRate" => bail!(NotImplemented, "$sampleRate is not supported"),
         other => bail!(
             BadValue,

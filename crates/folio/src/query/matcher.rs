@@ -65,6 +65,7 @@ impl Filter {
             Filter::Path { path, pred } => pred_on_path(doc, path, pred, key),
             Filter::Expr(e) => e.matches(doc),
             Filter::Schema(s) => s.matches(doc),
+            Filter::Text(t) => t.matches(doc),
             Filter::Const(b) => *b,
         }
     }

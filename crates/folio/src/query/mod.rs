@@ -22,6 +22,7 @@ pub mod plan;
 pub mod projection;
 pub mod schema;
 pub mod sort;
+pub mod text;
 
 pub use filter::{ElemMatcher, Filter, Pred};
 pub use plan::{Endpoint, Interval};

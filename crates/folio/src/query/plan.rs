@@ -300,6 +300,7 @@ impl Filter {
             Filter::Path { path, pred } => path_document(path, pred),
             Filter::Expr(e) => bson::doc! {"$expr": e.to_bson()},
             Filter::Schema(s) => bson::doc! {"$jsonSchema": s.source().clone()},
+            Filter::Text(t) => bson::doc! {"$text": t.source.clone()},
             Filter::Const(true) => bson::doc! {"$alwaysTrue": 1},
             Filter::Const(false) => bson::doc! {"$alwaysFalse": 1},
         }
