@@ -144,6 +144,10 @@ pub fn matching_sorted(
         if let Some(hint) = hint {
             hint.check(meta)?;
         }
+        if filter.text().is_some() {
+            // A view has no text index.
+            crate::bail!(IndexNotFound, "text index required for $text query");
+        }
         // A view has no keys of its own: its documents are computed, then filtered and sorted.
         let mut found: Vec<Found> = view_documents(txn, meta)?
             .into_iter()
@@ -212,7 +216,7 @@ fn find_impl(
     }
     let uses_score =
         sort.as_ref().is_some_and(|s| s.keys.iter().any(|(k, _)| k == text::SCORE_FIELD))
-            || spec.projection.as_ref().is_some_and(|p| mentions_text_score(p));
+            || spec.projection.as_ref().is_some_and(mentions_text_score);
     if uses_score {
         return Err(crate::error::Error::new(
             crate::error::Code::Other(40218),
