@@ -167,6 +167,7 @@ codes! {
     OperationNotSupportedInTransaction = 263,
     PreparedTransactionInProgress = 267 [TransientInTxn],
     TransactionExceededLifetimeLimitSeconds = 290,
+    NoQueryExecutionPlans = 291,
     QueryExceededMemoryLimitNoDiskUseAllowed = 292,
     ExceededMemoryLimit = 146,
     Location4568 = 4568,

@@ -678,6 +678,22 @@ fn args_of(arg: &Bson, scope: &Scope) -> Result<Vec<Expression>> {
 fn parse_operator(name: &str, arg: &Bson, scope: &Scope) -> Result<Expression> {
     match name {
         "$literal" => return Ok(Expression::Const(arg.clone())),
+        "$meta" => {
+            return match arg {
+                // The score a leading `$text` match attached (see `query::text`).
+                Bson::String(s) if s == "textScore" => {
+                    Ok(Expression::Field(parse_path(crate::query::text::SCORE_FIELD)?))
+                }
+                // TODO(#16): the other metadata (geoNearDistance, searchScore, indexKey, …).
+                Bson::String(s) => {
+                    Err(Error::new(Code::NotImplemented, format!("$meta \"{s}\" is not supported")))
+                }
+                other => Err(loc(
+                    17307,
+                    format!("$meta only supports string arguments, not {}", type_name(other)),
+                )),
+            };
+        }
         "$let" => return parse_let(arg, scope),
         "$cond" => return parse_cond(arg, scope),
         "$switch" => return parse_switch(arg, scope),

@@ -25,6 +25,7 @@ pub mod decimal;
 pub mod densify;
 pub mod expr;
 pub mod fill;
+pub mod geonear;
 pub mod group;
 pub mod lookup;
 pub mod ops;
@@ -64,6 +65,13 @@ pub trait Source {
     /// nothing, for `$collStats` and `$indexStats`.
     fn namespace_stats(&self, _db: &str, _coll: &str) -> Result<stats::Namespace> {
         Err(err!(NotImplemented, "$collStats and $indexStats are not supported here"))
+    }
+
+    /// The location field `$geoNear` measures on `db.coll`, and whether its index is 2dsphere:
+    /// `key` when it has a geo index, else the field of the only 2d index, else of the only
+    /// 2dsphere index (IndexNotFound otherwise).
+    fn geo_near_key(&self, _db: &str, _coll: &str, _key: Option<&str>) -> Result<(String, bool)> {
+        Err(err!(IndexNotFound, "$geoNear requires a 2d or 2dsphere index, but none were found"))
     }
 
     /// The `host:port` the server reports (`$collStats`, `$indexStats`).
@@ -157,6 +165,18 @@ impl Pipeline {
                     format!("{name} is only valid as the first stage in a pipeline"),
                 ));
             }
+            if matches!(&st, Stage::Match(f) if f.text().is_some()) && i != 0 {
+                return Err(expr::loc(
+                    17313,
+                    "$match with $text is only allowed as the first pipeline stage",
+                ));
+            }
+            if matches!(st, Stage::GeoNear(_)) && i != 0 {
+                return Err(expr::loc(
+                    40602,
+                    "$geoNear is only valid as the first stage in a pipeline",
+                ));
+            }
             if matches!(st, Stage::Output(_)) && i + 1 != pipeline.len() {
                 let name = spec.keys().next().map_or("", String::as_str);
                 return Err(expr::loc(
@@ -246,6 +266,10 @@ impl Pipeline {
                 held.absorb(built);
             }
             i += 1;
+        }
+        // A `$text` score is metadata, never part of the output.
+        for d in &mut docs {
+            d.remove(crate::query::text::SCORE_FIELD);
         }
         Ok(docs)
     }

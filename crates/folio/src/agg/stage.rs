@@ -75,6 +75,8 @@ pub enum Stage {
     CollStats(super::stats::CollStats),
     /// `$indexStats`
     IndexStats,
+    /// `$geoNear`
+    GeoNear(Box<super::geonear::GeoNear>),
 }
 
 fn stage_name_error() -> Error {
@@ -91,6 +93,9 @@ impl Stage {
         let Some((name, arg)) = spec.iter().next() else {
             return Err(stage_name_error());
         };
+        if name == "$geoNear" {
+            return Ok(Stage::GeoNear(Box::new(super::geonear::GeoNear::parse(arg)?)));
+        }
         match name.as_str() {
             "$match" => {
                 let Bson::Document(f) = arg else {
@@ -261,6 +266,7 @@ impl Stage {
     pub fn execute(&self, docs: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
         match self {
             Stage::Match(f) => Ok(docs.into_iter().filter(|d| f.matches(d)).collect()),
+            Stage::GeoNear(g) => g.execute(docs, ctx),
             Stage::Project(p) if p.computes() => {
                 // Computed documents are new data: hold them against the operation's memory.
                 let mut held = memory::Reservation::new("$project");

@@ -790,9 +790,18 @@ pub fn aggregate(
         {
             spec.filter = f.clone();
         }
+        // `$geoNear`'s own `query` selects its input the same way.
+        if !cmd.contains_key("let")
+            && let Some(Bson::Document(g)) = pipeline.first().and_then(|s| s.get("$geoNear"))
+            && let Some(Bson::Document(q)) = g.get("query")
+        {
+            spec.filter = q.clone();
+        }
         let collation = resolve_collation(txn, &db, coll.as_deref(), &requested)?;
         let input = match &coll {
-            Some(coll) if !parsed.ignores_input() => exec::find(txn, &db, coll, &spec)?,
+            Some(coll) if !parsed.ignores_input() => {
+                exec::find_for_pipeline(txn, &db, coll, &spec)?
+            }
             _ => Vec::new(),
         };
         parsed.clone().with_collation(collation.as_ref()).execute(input, &ctx)
@@ -870,6 +879,10 @@ impl crate::agg::Source for TxnSource<'_> {
 
     fn namespace_stats(&self, db: &str, coll: &str) -> Result<crate::agg::stats::Namespace> {
         exec::stats::namespace_stats(self.0, db, coll)
+    }
+
+    fn geo_near_key(&self, db: &str, coll: &str, key: Option<&str>) -> Result<(String, bool)> {
+        exec::plan::geo_near_key(self.0, db, coll, key)
     }
 
     fn host(&self) -> String {
@@ -962,10 +975,9 @@ pub fn explain(
         {
             v.as_str()
         }
-        Some(other) => bail!(
-            BadValue,
-            "verbosity must be one of queryPlanner, executionStats, allPlansExecution; got {}",
-            other
+        Some(_) => bail!(
+            FailedToParse,
+            "verbosity string must be one of {{'queryPlanner', 'executionStats', 'allPlansExecution'}}"
         ),
     };
     // A find's skip and limit bound what it returns (and a limit lets the plan stop early).

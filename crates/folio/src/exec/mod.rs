@@ -28,7 +28,7 @@ use crate::catalog::{self, CollectionMeta, keys};
 use crate::collation::Requested;
 use crate::error::Result;
 use crate::mvcc::Txn;
-use crate::query::{Filter, Projection, SortSpec};
+use crate::query::{Filter, Projection, SortSpec, text};
 
 pub use write::{
     CollectionHandle, DeleteOp, DeleteResult, FindAndModify, FindAndModifyResult, UpdateDoc,
@@ -149,6 +149,10 @@ pub fn matching_sorted(
         if let Some(hint) = hint {
             hint.check(meta)?;
         }
+        if filter.text().is_some() {
+            // A view has no text index.
+            crate::bail!(IndexNotFound, "text index required for $text query");
+        }
         // A view has no keys of its own: its documents are computed, then filtered and sorted.
         let mut found: Vec<Found> = view_documents(txn, meta)?
             .into_iter()
@@ -169,6 +173,28 @@ pub fn matching_sorted(
 
 /// Runs a find and returns every result (sorted, skipped, limited and projected).
 pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<Document>> {
+    find_impl(txn, db, coll, spec, false)
+}
+
+/// [`find`] for a pipeline's input: a `$text` query's score stays in each document (in
+/// [`text::SCORE_FIELD`]) for the pipeline's `{$meta: "textScore"}`; the pipeline removes it
+/// from its output.
+pub fn find_for_pipeline(
+    txn: &dyn Txn,
+    db: &str,
+    coll: &str,
+    spec: &FindSpec,
+) -> Result<Vec<Document>> {
+    find_impl(txn, db, coll, spec, true)
+}
+
+fn find_impl(
+    txn: &dyn Txn,
+    db: &str,
+    coll: &str,
+    spec: &FindSpec,
+    keep_text_score: bool,
+) -> Result<Vec<Document>> {
     let filter = Filter::parse_with_let(&spec.filter, spec.let_vars.as_ref())?;
     let sort = spec.sort.as_ref().map(SortSpec::parse).transpose()?;
     let projection = spec.projection.as_ref().map(Projection::parse).transpose()?;
@@ -182,6 +208,26 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
     let skip = usize::try_from(spec.skip).unwrap_or(usize::MAX);
     let limit = if spec.limit == 0 { usize::MAX } else { spec.limit as usize };
     let wanted = if spec.limit == 0 { 0 } else { skip.saturating_add(limit) };
+    if filter.text().is_some() && !meta.is_view() {
+        return find_text(
+            txn,
+            &meta,
+            &filter,
+            sort.as_ref(),
+            projection.as_ref(),
+            spec,
+            keep_text_score,
+        );
+    }
+    let uses_score =
+        sort.as_ref().is_some_and(|s| s.keys.iter().any(|(k, _)| k == text::SCORE_FIELD))
+            || spec.projection.as_ref().is_some_and(mentions_text_score);
+    if uses_score {
+        return Err(crate::error::Error::new(
+            crate::error::Code::Other(40218),
+            "query requires text score metadata, but it is not available",
+        ));
+    }
     let docs = match &sort {
         // A blocking sort of every match keeps the same memory budget as an aggregation's
         // `$sort`: past it, it spills to disk, or fails with 292 under `allowDiskUse: false`.
@@ -214,6 +260,88 @@ pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<
         });
     }
     Ok(out)
+}
+
+/// A find with `$text`: the matches, scored, then sorted (a text score highest first), skipped,
+/// limited and projected; the score stays only where the projection asks for it.
+fn find_text(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    projection: Option<&Projection>,
+    spec: &FindSpec,
+    keep_text_score: bool,
+) -> Result<Vec<Document>> {
+    // `{$meta: "textScore"}` fields add the score and say nothing about which other fields are
+    // kept: the rest of the projection decides that (all of them when it is empty).
+    let (meta_fields, projection) = match &spec.projection {
+        Some(p) => {
+            let (metas, rest): (Vec<_>, Vec<_>) = p
+                .iter()
+                .partition(|(_, v)| matches!(v, Bson::Document(d) if d.contains_key("$meta")));
+            let rest: Document = rest.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let metas: Vec<String> = metas.into_iter().map(|(k, _)| k.clone()).collect();
+            let only_id = rest.keys().all(|k| k == "_id");
+            let includes = rest.iter().any(|(k, v)| k != "_id" && crate::query::filter::truthy(v));
+            match projection {
+                Some(_) if !metas.is_empty() && !includes => {
+                    let rest = if only_id && rest.is_empty() {
+                        None
+                    } else {
+                        Some(Projection::parse(&rest)?)
+                    };
+                    (metas, rest.map(std::borrow::Cow::Owned))
+                }
+                Some(p) => (Vec::new(), Some(std::borrow::Cow::Borrowed(p))),
+                None => (Vec::new(), None),
+            }
+        }
+        None => (Vec::new(), None),
+    };
+    let projection = projection.as_deref();
+    let mut docs: Vec<Document> = plan::fetch_scored(txn, meta, filter, spec.hint.as_ref())?
+        .into_iter()
+        .map(|f| f.doc)
+        .collect();
+    if let Some(sort) = sort {
+        docs.sort_by(|a, b| sort.compare(a, b));
+    }
+    let skip = usize::try_from(spec.skip).unwrap_or(usize::MAX);
+    let limit = if spec.limit == 0 { usize::MAX } else { spec.limit as usize };
+    let mut out = Vec::new();
+    for doc in docs.into_iter().skip(skip).take(limit) {
+        let score = doc_score(&doc);
+        let mut d = match projection {
+            Some(p) => p.apply(&doc, match_position(p, filter, &doc))?,
+            None => doc,
+        };
+        if let Some(score) = score {
+            for m in &meta_fields {
+                d.insert(m.clone(), score);
+            }
+        }
+        if !keep_text_score {
+            // A projected score has its own name; the carrier field never leaves.
+            d.remove(text::SCORE_FIELD);
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+fn doc_score(doc: &Document) -> Option<f64> {
+    doc.get_f64(text::SCORE_FIELD).ok()
+}
+
+/// Whether a projection document asks for `{$meta: "textScore"}`.
+fn mentions_text_score(p: &Document) -> bool {
+    p.values().any(|v| match v {
+        Bson::Document(d) => {
+            d.get("$meta") == Some(&Bson::String("textScore".into())) || mentions_text_score(d)
+        }
+        _ => false,
+    })
 }
 
 /// The array position the filter matched, when the projection needs it (positional `field.$`);

@@ -36,6 +36,11 @@
 //! [`Filter::bounds_for_index`], which uses only comparisons under that same collation for
 //! strings; and it gives a sort order only to a sort under the same collation.
 //!
+//! # Hashed indexes
+//!
+//! A hashed field holds the hash of each value, so only equality and `$in` bound it (with the
+//! hashes of their values); it never bounds a range nor gives a sort order.
+//!
 //! Sparse and partial indexes are never used, since they lack entries for some documents.
 
 use std::collections::HashSet;
@@ -47,9 +52,11 @@ use super::{Found, get_document, id_key, scan_collection};
 use crate::catalog::{CollectionMeta, keys, keys::Key};
 use crate::encoding::encode_key_component;
 use crate::error::Result;
-use crate::index::IndexSpec;
+use crate::index::hash::hashed_key;
+use crate::index::{IndexSpec, Plugin};
 use crate::mvcc::Txn;
-use crate::query::plan::Interval;
+use crate::query::geo::{self, GeoPred, Near};
+use crate::query::plan::{Endpoint, Interval};
 use crate::query::{Filter, Pred, SortSpec};
 
 /// The most key ranges one index scan may have before the planner bounds fewer fields.
@@ -144,6 +151,12 @@ pub fn plan_hinted(
     sort: Option<&SortSpec>,
     hint: Option<&Hint>,
 ) -> Result<Plan> {
+    if let Some((path, near)) = filter.near() {
+        return near_plan(meta, filter, path, near);
+    }
+    if filter.text().is_some() {
+        return text_plan(meta, filter);
+    }
     let Some(hint) = hint else { return Ok(plan(meta, filter, sort)) };
     let Some(index) = hint.index(meta)? else { return Ok(Plan::CollectionScan) };
     if index.name() == "_id_" {
@@ -157,6 +170,124 @@ pub fn plan_hinted(
     Ok(index_candidate(index.id, &spec, filter, sort, true)
         .map(|c| c.plan)
         .unwrap_or(Plan::CollectionScan))
+}
+
+/// The plan of a `$near` query: a scan of a geo index that answers it, or NoQueryExecutionPlans
+/// (291) when there is none, as in MongoDB.
+fn near_plan(meta: &CollectionMeta, filter: &Filter, path: &str, near: &Near) -> Result<Plan> {
+    for i in &meta.indexes {
+        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        if spec.hidden || !answers_near(&spec, path, near) {
+            continue;
+        }
+        if let Some(c) = index_candidate(i.id, &spec, filter, None, false) {
+            return Ok(c.plan);
+        }
+    }
+    Err(crate::error::Error::new(
+        crate::error::Code::NoQueryExecutionPlans,
+        format!(
+            "error processing query: ns={} planner returned error :: caused by :: unable to find \
+             index for $geoNear query",
+            meta.namespace()
+        ),
+    ))
+}
+
+/// The location field `$geoNear` measures (see [`crate::agg::Source::geo_near_key`]).
+pub fn geo_near_key(
+    txn: &dyn Txn,
+    db: &str,
+    coll: &str,
+    key: Option<&str>,
+) -> Result<(String, bool)> {
+    let none = || {
+        crate::err!(IndexNotFound, "$geoNear requires a 2d or 2dsphere index, but none were found")
+    };
+    let meta = crate::catalog::get_collection(txn, db, coll)?.ok_or_else(none)?;
+    let mut geo_fields: Vec<(String, Plugin)> = Vec::new();
+    for i in &meta.indexes {
+        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        for f in &spec.fields {
+            if let Some(p @ (Plugin::Sphere | Plugin::Flat)) = f.plugin {
+                geo_fields.push((f.path.clone(), p));
+            }
+        }
+    }
+    if let Some(key) = key {
+        return match geo_fields.iter().find(|(p, _)| p == key) {
+            Some((p, plugin)) => Ok((p.clone(), *plugin == Plugin::Sphere)),
+            None => Err(crate::err!(
+                NoQueryExecutionPlans,
+                "error processing query: planner returned error :: caused by :: unable to find \
+                 index for $geoNear query on field {key}"
+            )),
+        };
+    }
+    for (kind, name) in [(Plugin::Flat, "2d"), (Plugin::Sphere, "2dsphere")] {
+        let of_kind: Vec<&String> =
+            geo_fields.iter().filter(|(_, p)| *p == kind).map(|(f, _)| f).collect();
+        match of_kind.as_slice() {
+            [] => continue,
+            [one] => return Ok(((*one).clone(), kind == Plugin::Sphere)),
+            _ => crate::bail!(
+                IndexNotFound,
+                "There is more than one {} index on {}; unsure which to use for $geoNear",
+                name,
+                meta.namespace()
+            ),
+        }
+    }
+    Err(none())
+}
+
+/// The collection's text index configuration, when the filter has a `$text` (IndexNotFound 27
+/// when the collection has no text index, as in MongoDB).
+pub fn text_spec(
+    meta: &CollectionMeta,
+    filter: &Filter,
+) -> Result<Option<std::sync::Arc<crate::query::text::TextSpec>>> {
+    if filter.text().is_none() {
+        return Ok(None);
+    }
+    for i in &meta.indexes {
+        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        if spec.is_text() {
+            let ts = crate::query::text::TextSpec::from_index(&spec.options)?;
+            return Ok(Some(std::sync::Arc::new(ts)));
+        }
+    }
+    crate::bail!(IndexNotFound, "text index required for $text query")
+}
+
+/// The filter with its `$text` bound to the collection's text index (see [`text_spec`]).
+pub fn bind_text(meta: &CollectionMeta, filter: &Filter) -> Result<Option<Filter>> {
+    Ok(text_spec(meta, filter)?.map(|spec| filter.bind_text(&spec)))
+}
+
+/// The plan of a `$text` query: a scan of the text index for its terms, which needs equality on
+/// every prefix field (BadValue otherwise, as in MongoDB).
+fn text_plan(meta: &CollectionMeta, filter: &Filter) -> Result<Plan> {
+    for i in &meta.indexes {
+        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        if !spec.is_text() {
+            continue;
+        }
+        let (fields, _, _) = index_bounds(&spec, filter);
+        let text_bounded = spec.fields.iter().zip(&fields).any(|(f, iv)| {
+            f.plugin == Some(Plugin::Text) && !(iv.len() == 1 && iv[0] == Interval::all())
+        });
+        if text_bounded && let Some(c) = index_candidate(i.id, &spec, filter, None, true) {
+            return Ok(c.plan);
+        }
+        crate::bail!(
+            BadValue,
+            "error processing query: planner returned error :: caused by :: failed to use text \
+             index to satisfy $text query (if text index is compound, are equality predicates \
+             given for all prefix fields?)"
+        );
+    }
+    crate::bail!(IndexNotFound, "text index required for $text query")
 }
 
 /// One candidate index scan and its score.
@@ -232,6 +363,15 @@ fn index_bounds(spec: &IndexSpec, filter: &Filter) -> (Vec<Vec<Interval>>, usize
         parents.push(parent);
         // Multikey is assumed, which keeps the bounds a superset for array fields.
         let b = if shares_parent { None } else { filter.bounds_for_index(&f.path, true, ic) };
+        let b = match f.plugin {
+            Some(Plugin::Hashed) => b.and_then(|iv| hashed_bounds(&iv)),
+            Some(plugin @ (Plugin::Sphere | Plugin::Flat)) => geo_bounds(filter, &f.path, plugin),
+            // The terms a `$text` query looks up; the matcher checks phrases and negations.
+            Some(Plugin::Text) => filter.text().map(|t| {
+                t.positive_terms().into_iter().map(|w| Interval::point(Bson::String(w))).collect()
+            }),
+            None => b,
+        };
         match b {
             Some(iv)
                 if iv.iter().all(Interval::is_point)
@@ -256,6 +396,88 @@ fn index_bounds(spec: &IndexSpec, filter: &Filter) -> (Vec<Vec<Interval>>, usize
     (fields, points, range)
 }
 
+/// The geo predicate on `path` in the filter's top-level conjunction.
+fn geo_pred<'a>(filter: &'a Filter, path: &str) -> Option<&'a GeoPred> {
+    fn in_pred(p: &Pred) -> Option<&GeoPred> {
+        match p {
+            Pred::Geo(g) => Some(&g.pred),
+            Pred::And(preds) => preds.iter().find_map(in_pred),
+            _ => None,
+        }
+    }
+    let conjuncts: Vec<&Filter> = match filter {
+        Filter::And(children) => children.iter().collect(),
+        other => vec![other],
+    };
+    // A `$near` comes first: it decides the index.
+    let mut found: Vec<&GeoPred> = conjuncts
+        .into_iter()
+        .filter_map(|f| match f {
+            Filter::Path { path: p, pred } if p == path => in_pred(pred),
+            _ => None,
+        })
+        .collect();
+    found.sort_by_key(|g| !matches!(g, GeoPred::Near(_)));
+    found.into_iter().next()
+}
+
+/// The bounds of a geo field: the key ranges of the cells covering the geo predicate on it
+/// (see [`crate::query::geo`]); `None` when the filter has none this kind of index answers.
+fn geo_bounds(filter: &Filter, path: &str, plugin: Plugin) -> Option<Vec<Interval>> {
+    let pred = geo_pred(filter, path)?;
+    let ranges = match plugin {
+        Plugin::Sphere => geo::sphere_ranges(pred)?,
+        _ => match (geo::flat_ranges(pred), pred) {
+            (Some(r), _) => r,
+            // `$near` without `$maxDistance` reads the whole index, in distance order.
+            (None, GeoPred::Near(_)) => vec![(i64::MIN, i64::MAX)],
+            (None, _) => return None,
+        },
+    };
+    Some(
+        ranges
+            .into_iter()
+            .map(|(lo, hi)| Interval {
+                low: Endpoint { value: Bson::Int64(lo), inclusive: true },
+                high: Endpoint { value: Bson::Int64(hi), inclusive: true },
+            })
+            .collect(),
+    )
+}
+
+/// Whether an index can answer `$near` on `path`: a 2dsphere index for distances on the
+/// sphere, a 2d index for flat ones (and for legacy `$nearSphere`).
+fn answers_near(spec: &IndexSpec, path: &str, near: &Near) -> bool {
+    spec.fields.iter().any(|f| {
+        f.path == path
+            && match f.plugin {
+                Some(Plugin::Sphere) => near.spherical,
+                Some(Plugin::Flat) => !near.meters,
+                _ => false,
+            }
+    })
+}
+
+/// The bounds of a hashed field: the hashes of the values an equality or `$in` allows (null
+/// also stands for a missing field, and `undefined`); `None` for anything else, since hashing
+/// keeps no order to bound a range with.
+fn hashed_bounds(values: &[Interval]) -> Option<Vec<Interval>> {
+    let mut points = Vec::with_capacity(values.len());
+    for iv in values {
+        if iv.is_point() {
+            points.push(hashed_key(&iv.low.value));
+        } else if iv.low.value == Bson::Undefined && iv.high.value == Bson::Null {
+            points.push(hashed_key(&Bson::Null));
+            points.push(hashed_key(&Bson::Undefined));
+        } else {
+            return None;
+        }
+    }
+    points.sort_unstable();
+    points.dedup();
+    Some(points.into_iter().map(|h| Interval::point(Bson::Int64(h))).collect())
+}
+
 /// Whether an index scan gives the sort's order: `Some(forward)` when, walking the index's
 /// fields in order, each is either the next sort key (all in the index's direction, or all
 /// reversed) or bound to a single value (constant among the results, so it does not disturb the
@@ -271,13 +493,22 @@ fn sort_direction(
         return None;
     }
     let single = |n: usize| fields.get(n).is_some_and(|iv| iv.len() == 1 && iv[0].is_point());
-    let constant =
-        |path: &str| spec.fields.iter().enumerate().any(|(n, f)| f.path == path && single(n));
+    // A single hash is not a single value (3 and 3.5 hash alike), so a hashed field is never
+    // constant, and never gives an order.
+    let constant = |path: &str| {
+        spec.fields
+            .iter()
+            .enumerate()
+            .any(|(n, f)| f.path == path && f.plugin.is_none() && single(n))
+    };
     let mut keys = sort.keys.iter().filter(|(path, _)| !constant(path)).peekable();
     let mut direction: Option<bool> = None;
     for (n, f) in spec.fields.iter().enumerate() {
         let Some((path, asc)) = keys.peek() else { break };
         if *path == f.path {
+            if f.plugin.is_some() {
+                return None;
+            }
             let forward = *asc != f.descending;
             if direction.is_some_and(|d| d != forward) {
                 return None;
@@ -304,8 +535,22 @@ fn index_candidate(
     forced: bool,
 ) -> Option<Candidate> {
     let (fields, points, range) = index_bounds(spec, filter);
-    let order = sort_direction(spec, &fields, sort);
+    let order = if spec.is_geo() { None } else { sort_direction(spec, &fields, sort) };
     if points == 0 && !range && order.is_none() && !forced {
+        return None;
+    }
+    // A geo index lacks documents without locations: it answers only its geo predicate, whose
+    // bounds must have been reached (a field before it left unbounded stops them).
+    let geo_bounded = spec.fields.iter().zip(&fields).any(|(f, iv)| {
+        matches!(f.plugin, Some(Plugin::Sphere | Plugin::Flat))
+            && geo_pred(filter, &f.path).is_some()
+            && !(iv.len() == 1 && iv[0] == Interval::all())
+    });
+    if spec.is_geo() && !geo_bounded && !forced {
+        return None;
+    }
+    // A text index lacks documents without terms: it answers `$text` only.
+    if spec.is_text() && filter.text().is_none() && !forced {
         return None;
     }
     let bounded = points + usize::from(range);
@@ -317,7 +562,8 @@ fn index_candidate(
     }
     let bounds = spec.fields.iter().map(|f| f.path.clone()).zip(fields).collect();
     Some(Candidate {
-        score: (points, range, order.is_some()),
+        // A geo predicate narrows the most: its index wins.
+        score: (points + if geo_bounded { 1000 } else { 0 }, range, order.is_some()),
         plan: Plan::IndexScan {
             index: id,
             name: spec.name.clone(),
@@ -416,11 +662,73 @@ pub fn fetch(
     limit: usize,
     hint: Option<&Hint>,
 ) -> Result<(Vec<Found>, bool)> {
+    let counts = ScanCounts::default();
+    fetch_counted(txn, meta, filter, sort, limit, hint, &counts)
+}
+
+/// The documents matching a `$text` filter, each with its score in
+/// [`crate::query::text::SCORE_FIELD`] (unsorted).
+pub fn fetch_scored(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    hint: Option<&Hint>,
+) -> Result<Vec<Found>> {
+    let bound = bind_text(meta, filter)?;
+    let filter = bound.as_ref().unwrap_or(filter);
+    let (mut found, _) = fetch(txn, meta, filter, None, 0, hint)?;
+    if let Some(t) = filter.text() {
+        for f in &mut found {
+            let score = t.score(&f.doc);
+            f.doc.insert(crate::query::text::SCORE_FIELD, score);
+        }
+    }
+    Ok(found)
+}
+
+/// How much a fetch read: index keys and documents (explain's `totalKeysExamined` and
+/// `totalDocsExamined`).
+#[derive(Debug, Default)]
+pub struct ScanCounts {
+    keys: std::cell::Cell<u64>,
+    docs: std::cell::Cell<u64>,
+}
+
+impl ScanCounts {
+    fn key(&self) {
+        self.keys.set(self.keys.get() + 1);
+        // The operation's own count, for its log line, profile entry and metrics.
+        super::opstats::add_keys(1);
+    }
+
+    fn doc(&self) {
+        self.docs.set(self.docs.get() + 1);
+    }
+}
+
+fn fetch_counted(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    limit: usize,
+    hint: Option<&Hint>,
+    counts: &ScanCounts,
+) -> Result<(Vec<Found>, bool)> {
+    let bound = bind_text(meta, filter)?;
+    let filter = bound.as_ref().unwrap_or(filter);
     let plan = plan_hinted(meta, filter, sort, hint)?;
-    let result = fetch_plan(txn, meta, &plan, filter, sort, limit)?;
-    let sorted_in_memory = sort.is_some_and(|s| !s.is_empty()) && !result.1;
-    super::opstats::set_plan(|| summary(meta, &plan), sorted_in_memory);
-    Ok(result)
+    super::opstats::set_plan(|| summary(meta, &plan), false);
+    let (mut found, sorted) = fetch_plan(txn, meta, &plan, filter, sort, limit, counts)?;
+    if sort.is_some_and(|s| !s.is_empty()) && !sorted {
+        super::opstats::set_plan(String::new, true);
+    }
+    if let (Some((path, near)), None) = (filter.near(), sort) {
+        // `$near` returns documents nearest first (ties in the order found).
+        sort_by_distance(&mut found, path, near);
+        return Ok((found, true));
+    }
+    Ok((found, sorted))
 }
 
 /// MongoDB's one-line plan summary: `IDHACK`, `COLLSCAN`, `IXSCAN { a: 1, b: -1 }`, and the
@@ -450,6 +758,27 @@ pub fn summary(meta: &CollectionMeta, plan: &Plan) -> String {
     }
 }
 
+/// The distance of a document's nearest location at `path` from a `$near` point.
+pub fn distance(doc: &Document, path: &str, near: &Near) -> Option<f64> {
+    geo::values_at(doc, path).iter().filter_map(|v| near.distance_to_value(v)).reduce(f64::min)
+}
+
+fn sort_by_distance(found: &mut [Found], path: &str, near: &Near) {
+    let mut keyed: Vec<(f64, usize)> = found
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (distance(&f.doc, path, near).unwrap_or(f64::INFINITY), i))
+        .collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+    let mut taken: Vec<Option<Found>> = found.iter().cloned().map(Some).collect();
+    for (slot, i) in found.iter_mut().zip(order) {
+        if let Some(f) = taken[i].take() {
+            *slot = f;
+        }
+    }
+}
+
 /// Fetches the documents of a chosen plan (see [`fetch`]).
 fn fetch_plan(
     txn: &dyn Txn,
@@ -458,6 +787,7 @@ fn fetch_plan(
     filter: &Filter,
     sort: Option<&SortSpec>,
     limit: usize,
+    counts: &ScanCounts,
 ) -> Result<(Vec<Found>, bool)> {
     let matches = |d: &Document| filter.matches(d);
     match plan {
@@ -465,7 +795,7 @@ fn fetch_plan(
             let mut out = Vec::new();
             let mut seen = HashSet::new();
             for branch in branches {
-                for f in fetch_plan(txn, meta, branch, filter, None, 0)?.0 {
+                for f in fetch_plan(txn, meta, branch, filter, None, 0, counts)?.0 {
                     if seen.insert(f.key.clone()) {
                         out.push(f);
                     }
@@ -483,9 +813,12 @@ fn fetch_plan(
                 if !seen.insert(key.clone()) {
                     continue;
                 }
-                super::opstats::add_keys(1);
+                counts.key();
                 if let Some(doc) = get_document(txn, &key)?
-                    && matches(&doc)
+                    && {
+                        counts.doc();
+                        matches(&doc)
+                    }
                 {
                     out.push(Found { key, doc });
                 }
@@ -507,12 +840,13 @@ fn fetch_plan(
                     hi.extend_from_slice(end);
                     for item in txn.scan(Bound::Included(&lo), Bound::Excluded(&hi), *reverse)? {
                         let (_, id) = item?;
-                        super::opstats::add_keys(1);
+                        counts.key();
                         if !seen.insert(id.clone()) {
                             continue; // A multikey document appears once per distinct key.
                         }
                         let key = Key::Document { coll: meta.id, id: &id }.encode();
                         let Some(doc) = get_document(txn, &key)? else { continue };
+                        counts.doc();
                         if matches(&doc) {
                             arrays |= *sorted && sort.is_some_and(|s| s.has_array_on_key(&doc));
                             out.push(Found { key, doc });
@@ -534,8 +868,9 @@ fn fetch_plan(
             Ok((out, false))
         }
         Plan::CollectionScan => {
-            let mut out: Vec<Found> =
-                scan_collection(txn, meta)?.into_iter().filter(|f| matches(&f.doc)).collect();
+            let all = scan_collection(txn, meta)?;
+            counts.docs.set(counts.docs.get() + all.len() as u64);
+            let mut out: Vec<Found> = all.into_iter().filter(|f| matches(&f.doc)).collect();
             if sort.is_none() && limit > 0 {
                 out.truncate(limit);
             }
@@ -552,6 +887,8 @@ pub fn explain(
     sort: Option<&SortSpec>,
     hint: Option<&Hint>,
 ) -> Result<Document> {
+    let bound = bind_text(meta, filter)?;
+    let filter = bound.as_ref().unwrap_or(filter);
     let plan = plan_hinted(meta, filter, sort, hint)?;
     let with_filter = |mut stage: Document| {
         if !filter.is_trivial() {
@@ -574,7 +911,30 @@ pub fn explain(
             (with_filter(bson::doc! { "stage": "COLLSCAN", "direction": "forward" }), false)
         }
     };
-    if let Some(sort) = sort.filter(|s| !s.is_empty() && !sorted) {
+    if let (Some((path, near)), Plan::IndexScan { index, name, .. }) = (filter.near(), &plan) {
+        // MongoDB's near stages fetch and order by distance themselves.
+        let key = meta
+            .indexes
+            .iter()
+            .find(|i| i.id == *index)
+            .and_then(|i| i.spec.get_document("key").ok().cloned())
+            .unwrap_or_default();
+        let flat = key.get(path).and_then(Bson::as_str) == Some("2d") && !near.spherical;
+        let stage = if flat { "GEO_NEAR_2D" } else { "GEO_NEAR_2DSPHERE" };
+        winning = bson::doc! {
+            "stage": stage,
+            "keyPattern": key,
+            "indexName": name.clone(),
+            "inputStage": winning,
+        };
+    } else if let (Some(_), Plan::IndexScan { name, .. }) = (filter.text(), &plan) {
+        // MongoDB's text stages: the terms' index scans, then the phrase and negation checks.
+        winning =
+            bson::doc! { "stage": "TEXT_MATCH", "indexName": name.clone(), "inputStage": winning };
+        if let Some(sort) = sort.filter(|s| !s.is_empty()) {
+            winning = bson::doc! { "stage": "SORT", "sortPattern": sort_pattern(sort), "inputStage": winning };
+        }
+    } else if let Some(sort) = sort.filter(|s| !s.is_empty() && !sorted) {
         let pattern: Document = sort
             .keys
             .iter()
@@ -588,6 +948,19 @@ pub fn explain(
         "winningPlan": winning,
         "rejectedPlans": [],
     })
+}
+
+/// A sort as `explain` prints it (`{$meta: "textScore"}` for a text score).
+fn sort_pattern(sort: &SortSpec) -> Document {
+    sort.keys
+        .iter()
+        .map(|(k, asc)| {
+            if k == crate::query::text::SCORE_FIELD {
+                return ("score".to_string(), Bson::Document(bson::doc! {"$meta": "textScore"}));
+            }
+            (k.clone(), Bson::Int32(if *asc { 1 } else { -1 }))
+        })
+        .collect()
 }
 
 /// The stage that produces a plan's record ids: `IXSCAN` for an index scan (and for `_id`

@@ -32,7 +32,8 @@
 use bson::{Bson, Document};
 
 use super::fmt::{format_document, format_value};
-use super::spec::IndexSpec;
+use super::hash::hashed_key;
+use super::spec::{IndexSpec, Plugin};
 use crate::encoding::encode_key_component;
 use crate::error::{Code, Error, Result};
 
@@ -93,10 +94,77 @@ impl IndexSpec {
     pub fn entries_for(&self, doc: &Document) -> Result<IndexKeys> {
         let paths: Vec<Vec<&str>> =
             self.fields.iter().map(|f| f.path.split('.').collect()).collect();
-        let slots = paths.iter().map(|p| Slot::Todo(doc, p.as_slice())).collect();
+        let mut slots = Vec::with_capacity(paths.len());
+        // The keys of each geo field (by position); their product with the other fields' keys
+        // is taken after expansion, since a location's cells are not array elements.
+        let mut geo: Vec<(usize, Vec<Bson>)> = Vec::new();
+        let mut text: Option<(usize, Vec<(String, f64)>)> = None;
+        for (n, (f, p)) in self.fields.iter().zip(&paths).enumerate() {
+            slots.push(match f.plugin {
+                Some(Plugin::Hashed) => self.hashed_slot(doc, p)?,
+                Some(plugin @ (Plugin::Sphere | Plugin::Flat)) => {
+                    geo.push((n, geo_keys(doc, plugin, &f.path)?));
+                    Slot::Done(Bson::Null, true)
+                }
+                Some(Plugin::Text) => {
+                    let spec = crate::query::text::TextSpec::from_index(&self.options)?;
+                    let mut terms: Vec<(String, f64)> = spec.scores(doc)?.into_iter().collect();
+                    terms.sort_by(|a, b| a.0.cmp(&b.0));
+                    text = Some((n, terms));
+                    Slot::Done(Bson::Null, true)
+                }
+                None => Slot::Todo(doc, p.as_slice()),
+            });
+        }
+        if !geo.is_empty() && geo.iter().all(|(_, keys)| keys.is_empty()) {
+            // A document without locations is not in a geo index.
+            return Ok(IndexKeys::default());
+        }
+        if text.as_ref().is_some_and(|(_, terms)| terms.is_empty()) {
+            // Nor is a document without terms in a text index.
+            return Ok(IndexKeys::default());
+        }
+        // The `_ftsx` slot after `_fts` is filled with each term's score below.
+        if let Some((n, _)) = &text
+            && let Some(s) = slots.get_mut(n + 1)
+        {
+            *s = Slot::Done(Bson::Null, true);
+        }
         let mut raw = Vec::new();
         let mut multikey = false;
         expand(slots, &mut raw, &mut multikey)?;
+        if let Some((n, terms)) = text {
+            multikey |= terms.len() > 1;
+            raw = raw
+                .into_iter()
+                .flat_map(|(values, present)| {
+                    terms.iter().map(move |(term, score)| {
+                        let mut v = values.clone();
+                        v[n] = Bson::String(term.clone());
+                        if n + 1 < v.len() {
+                            v[n + 1] = Bson::Double(*score);
+                        }
+                        (v, present)
+                    })
+                })
+                .collect();
+        }
+        for (n, keys) in geo {
+            if keys.len() > 1 {
+                multikey = true;
+            }
+            let keys = if keys.is_empty() { vec![Bson::Null] } else { keys };
+            raw = raw
+                .into_iter()
+                .flat_map(|(values, present)| {
+                    keys.iter().map(move |k| {
+                        let mut v = values.clone();
+                        v[n] = k.clone();
+                        (v, present)
+                    })
+                })
+                .collect();
+        }
         let mut keys: Vec<IndexKey> = raw
             .into_iter()
             // A sparse index leaves out keys whose fields were all missing.
@@ -106,6 +174,44 @@ impl IndexSpec {
         keys.sort_by(|a, b| a.bytes.cmp(&b.bytes));
         keys.dedup_by(|a, b| a.bytes == b.bytes);
         Ok(IndexKeys { keys, multikey })
+    }
+
+    /// The key component of a hashed field: the hash of its value (of `null` when missing, of
+    /// the collation key of a string under the index's collation). An array anywhere along the
+    /// path fails with 16766, as hashed keys cannot expand arrays.
+    fn hashed_slot<'a>(&self, doc: &Document, path: &[&str]) -> Result<Slot<'a>> {
+        let mut cur: Option<&Bson> = None;
+        for (i, part) in path.iter().enumerate() {
+            let next = match cur {
+                None => doc.get(*part),
+                Some(Bson::Document(d)) => d.get(*part),
+                Some(_) => None,
+            };
+            match next {
+                Some(Bson::Array(_)) => {
+                    return Err(Error::new(
+                        Code::Other(16766),
+                        format!(
+                            "Error: hashed indexes do not currently support array values. Found \
+                             array at path: {}",
+                            path[..=i].join(".")
+                        ),
+                    ));
+                }
+                Some(v) => cur = Some(v),
+                None => {
+                    cur = None;
+                    break;
+                }
+            }
+        }
+        let present = cur.is_some();
+        let value = cur.cloned().unwrap_or(Bson::Null);
+        let value = match &self.collation {
+            Some(c) => c.transform(&value),
+            None => value,
+        };
+        Ok(Slot::Done(Bson::Int64(hashed_key(&value)), present))
     }
 
     /// Encodes a tuple of key values (one per key-pattern field) as an index key; used for
@@ -136,6 +242,62 @@ impl IndexSpec {
     pub fn duplicate_key_error(&self, db: &str, coll: &str, values: &[Bson]) -> Error {
         format_dup_key(db, coll, self, values)
     }
+}
+
+/// The keys of one geo field: S2 cell ids (2dsphere) or Morton codes (2d) of every location at
+/// the path. Missing and null values have none; a value that is not a valid location fails with
+/// MongoDB's errors (16755 for 2dsphere, 13026/13027 for 2d).
+fn geo_keys(doc: &Document, plugin: Plugin, path: &str) -> Result<Vec<Bson>> {
+    use crate::query::geo;
+    let values = geo::values_at(doc, path);
+    let mut out: Vec<i64> = Vec::new();
+    for v in values {
+        if matches!(v, Bson::Null | Bson::Undefined) || matches!(&v, Bson::Array(a) if a.is_empty())
+        {
+            continue;
+        }
+        match plugin {
+            Plugin::Sphere => {
+                let keys = geo::shapes_of(&v).and_then(|shapes| {
+                    let mut keys = Vec::new();
+                    for s in &shapes {
+                        keys.extend(geo::sphere_keys(s)?);
+                    }
+                    Ok(keys)
+                });
+                match keys {
+                    Ok(k) => out.extend(k),
+                    Err(reason) => {
+                        return Err(Error::new(
+                            Code::Location16755,
+                            format!("Can't extract geo keys: {}  {reason}", format_document(doc)),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                let points: Vec<bson::Bson> = match &v {
+                    Bson::Array(items) if geo::legacy_pair(&v).is_none() => items.clone(),
+                    other => vec![other.clone()],
+                };
+                for p in points {
+                    let Some(c) = geo::legacy_pair(&p) else {
+                        return Err(Error::new(
+                            Code::Other(13026),
+                            format!(
+                                "geo values must be 'legacy coordinate pairs' for 2d indexes: {}",
+                                format_value(&p)
+                            ),
+                        ));
+                    };
+                    out.push(geo::flat_key(c).map_err(|m| Error::new(Code::Other(13027), m))?);
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out.into_iter().map(Bson::Int64).collect())
 }
 
 /// The DuplicateKey (11000) error MongoDB reports for a unique index violation.

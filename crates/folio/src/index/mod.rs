@@ -1,9 +1,11 @@
-//! Indexes: specifications ([`spec`]), key generation ([`keygen`]) and MongoDB-style printing of
+//! Indexes: specifications ([`spec`]), key generation ([`keygen`]), MongoDB's value hash for
+//! hashed indexes ([`hash`]) and MongoDB-style printing of
 //! key values in messages ([`fmt`]).
 
 pub mod fmt;
+pub mod hash;
 pub mod keygen;
 pub mod spec;
 
 pub use keygen::{IndexKey, IndexKeys, format_dup_key};
-pub use spec::{Comparison, ID_INDEX_NAME, IndexSpec, KeyField, default_name};
+pub use spec::{Comparison, ID_INDEX_NAME, IndexSpec, KeyField, Plugin, default_name};

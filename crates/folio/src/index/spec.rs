@@ -63,6 +63,34 @@ pub struct KeyField {
     pub path: String,
     /// Whether the component is descending (a negative number in the pattern).
     pub descending: bool,
+    /// The index plugin of the component (a string in the pattern), `None` for an ordinary
+    /// ascending or descending component.
+    pub plugin: Option<Plugin>,
+}
+
+/// An index plugin: a key-pattern component whose keys are not the field's values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plugin {
+    /// `"hashed"`: MongoDB's 64-bit hash of the value (see [`super::hash`]).
+    Hashed,
+    /// `"2dsphere"` (version 3): S2 cell ids of the locations (see [`crate::query::geo`]).
+    Sphere,
+    /// `"2d"`: Morton codes of flat legacy points.
+    Flat,
+    /// `"text"` (the normalized `_fts` field; `_ftsx` after it holds the term's score).
+    Text,
+}
+
+impl Plugin {
+    fn of(v: &Bson) -> Option<Plugin> {
+        match v {
+            Bson::String(s) if s == "hashed" => Some(Plugin::Hashed),
+            Bson::String(s) if s == "2dsphere" => Some(Plugin::Sphere),
+            Bson::String(s) if s == "2d" => Some(Plugin::Flat),
+            Bson::String(s) if s == "text" => Some(Plugin::Text),
+            _ => None,
+        }
+    }
 }
 
 /// How a requested index relates to an existing one.
@@ -109,7 +137,7 @@ impl IndexSpec {
         IndexSpec {
             name: ID_INDEX_NAME.to_string(),
             key,
-            fields: vec![KeyField { path: "_id".into(), descending: false }],
+            fields: vec![KeyField { path: "_id".into(), descending: false, plugin: None }],
             unique: true,
             sparse: false,
             partial_filter: None,
@@ -117,6 +145,17 @@ impl IndexSpec {
             collation: None,
             options: Document::new(),
         }
+    }
+
+    /// Whether the index has a geo field (2d or 2dsphere): a document whose geo fields are all
+    /// missing has no keys, so the index answers only geo predicates.
+    pub fn is_geo(&self) -> bool {
+        self.fields.iter().any(|f| matches!(f.plugin, Some(Plugin::Sphere | Plugin::Flat)))
+    }
+
+    /// Whether this is a text index.
+    pub fn is_text(&self) -> bool {
+        self.fields.iter().any(|f| f.plugin == Some(Plugin::Text))
     }
 
     /// Whether this is the `_id` index (key pattern exactly `{_id: 1}`).
@@ -132,6 +171,14 @@ impl IndexSpec {
             crate::bail!(BadValue, "The index name '*' is not valid.");
         }
         parse_fields(spec).map_err(|e| in_specification(spec, e))?;
+        let normalized_text;
+        let spec = match normalize_text(spec)? {
+            Some(n) => {
+                normalized_text = n;
+                &normalized_text
+            }
+            None => spec,
+        };
         let key = match spec.get("key") {
             Some(Bson::Document(k)) => k.clone(),
             _ => unreachable_key(spec)?,
@@ -169,15 +216,35 @@ impl IndexSpec {
             check_id_index_options(spec, sparse, partial_filter.is_some())
                 .map_err(|e| in_specification(&normalized, e))?;
         }
+        if key.values().any(|v| Plugin::of(v) == Some(Plugin::Hashed)) {
+            // MongoDB raises these when it builds the index, so they name no specification.
+            check_hashed(&key, unique)?;
+        }
+        if key.values().any(|v| Plugin::of(v) == Some(Plugin::Flat)) {
+            check_flat(&key, spec)?;
+        }
+        if key.values().any(|v| Plugin::of(v) == Some(Plugin::Sphere)) {
+            check_sphere(spec)?;
+        }
         if let Some(ttl) = spec.get("expireAfterSeconds") {
             check_ttl(ttl, &key).map_err(|e| in_specification(&normalized, e))?;
         }
         let fields = key
             .iter()
-            .map(|(path, v)| KeyField { path: path.clone(), descending: is_descending(v) })
+            .map(|(path, v)| KeyField {
+                path: path.clone(),
+                descending: is_descending(v),
+                plugin: Plugin::of(v),
+            })
             .collect();
         let collation = parse_collation(spec, &normalized)?;
         let mut options = Document::new();
+        if key.values().any(|v| Plugin::of(v) == Some(Plugin::Sphere))
+            && !spec.contains_key("2dsphereIndexVersion")
+        {
+            // MongoDB records the version it built, and `listIndexes` shows it.
+            options.insert("2dsphereIndexVersion", 3);
+        }
         for (k, v) in spec {
             if k == "collation" {
                 // Stored resolved, as `listIndexes` shows it; a simple collation is no option.
@@ -269,6 +336,18 @@ impl IndexSpec {
     /// identical index already exists (nothing to build), `Ok(false)` when the index is new, and
     /// MongoDB's conflict errors otherwise.
     pub fn check_conflict(&self, existing: &[IndexSpec]) -> Result<bool> {
+        if self.is_text()
+            && let Some(other) = existing.iter().find(|e| e.is_text() && e.name != self.name)
+        {
+            // One text index per collection, as in MongoDB.
+            crate::bail!(
+                IndexOptionsConflict,
+                "An equivalent index already exists with a different name and options. Requested \
+                 index: {}, existing index: {}",
+                format_document(&self.to_document()),
+                format_document(&other.to_document())
+            );
+        }
         if let Some(same_name) = existing.iter().find(|e| e.name == self.name) {
             return match self.compare(same_name) {
                 Comparison::Identical => Ok(true),
@@ -349,9 +428,148 @@ pub fn validate_key_pattern(key: &Document) -> Result<()> {
         check_key_value(v, plugin)?;
         check_key_path(path)?;
     }
-    if let Some(p) = plugin {
-        // TODO(#2): text, hashed and geo indexes.
+    if let Some(p) = plugin
+        && !matches!(p, "hashed" | "2dsphere" | "2d" | "text")
+    {
         crate::bail!(CannotCreateIndex, "Index type '{}' is not supported", p);
+    }
+    Ok(())
+}
+
+/// MongoDB's normal form of a text index: the text fields become `{_fts: "text", _ftsx: 1}`
+/// between the prefix and suffix fields, and `weights` (every text field, 1 unless given),
+/// `default_language`, `language_override` and `textIndexVersion: 3` are recorded. `None` when
+/// the spec is no text index or is already normal.
+fn normalize_text(spec: &Document) -> Result<Option<Document>> {
+    let Ok(key) = spec.get_document("key") else { return Ok(None) };
+    let is_text = |v: &Bson| v.as_str() == Some("text");
+    if !key.values().any(is_text) {
+        return Ok(None);
+    }
+    let mut out = spec.clone();
+    if !key.contains_key("_fts") {
+        let mut weights: std::collections::BTreeMap<String, Bson> =
+            std::collections::BTreeMap::new();
+        if let Ok(w) = spec.get_document("weights") {
+            for (k, v) in w {
+                weights.insert(k.clone(), v.clone());
+            }
+        }
+        let mut new_key = Document::new();
+        let mut seen_text = false;
+        for (k, v) in key {
+            if is_text(v) {
+                weights.entry(k.clone()).or_insert(Bson::Int32(1));
+                if !seen_text {
+                    new_key.insert("_fts", "text");
+                    new_key.insert("_ftsx", 1);
+                    seen_text = true;
+                }
+            } else {
+                new_key.insert(k.clone(), v.clone());
+            }
+        }
+        out.insert("key", new_key);
+        out.insert("weights", weights.into_iter().collect::<Document>());
+    }
+    if let Ok(w) = out.get_document("weights") {
+        for (k, v) in w {
+            match number(v) {
+                Some(n) if n > 0.0 && n < 100_000.0 => {}
+                _ => crate::bail!(
+                    CannotCreateIndex,
+                    "text index weights must be in the exclusive interval (0,100000) but found: {} for field {}",
+                    format_value(v),
+                    k
+                ),
+            }
+        }
+    }
+    let language = match spec.get("default_language") {
+        None => "english".to_string(),
+        Some(Bson::String(l)) => l.clone(),
+        Some(_) => crate::bail!(CannotCreateIndex, "default_language needs a string type"),
+    };
+    if crate::query::text::Language::parse(&language).is_none() {
+        return Err(crate::query::text::Language::unsupported(&language));
+    }
+    match spec.get("textIndexVersion") {
+        None => {}
+        Some(v) if number(v) == Some(3.0) => {}
+        Some(v) => crate::bail!(
+            CannotCreateIndex,
+            "Currently only textIndexVersion 3 is supported, not {}",
+            format_value(v)
+        ),
+    }
+    if !out.contains_key("default_language") {
+        out.insert("default_language", language);
+    }
+    if !out.contains_key("language_override") {
+        out.insert("language_override", "language");
+    }
+    if !out.contains_key("textIndexVersion") {
+        out.insert("textIndexVersion", 3);
+    }
+    Ok(Some(out))
+}
+
+/// A 2d index has one 2d field, first (16801, 16800), over MongoDB's default flat bounds.
+fn check_flat(key: &Document, spec: &Document) -> Result<()> {
+    let flat = key.values().filter(|v| Plugin::of(v) == Some(Plugin::Flat)).count();
+    if flat > 1 {
+        return Err(Error::new(crate::error::Code::Other(16800), "can't have 2 geo fields"));
+    }
+    if key.values().next().and_then(Plugin::of) != Some(Plugin::Flat) {
+        return Err(Error::new(crate::error::Code::Other(16801), "2d has to be first in index"));
+    }
+    for (field, default) in [("bits", 26.0), ("min", -180.0), ("max", 180.0)] {
+        if let Some(v) = spec.get(field)
+            && number(v) != Some(default)
+        {
+            // TODO(#16): other 2d bounds and precisions.
+            crate::bail!(
+                CannotCreateIndex,
+                "2d indexes with a '{}' other than {} are not supported",
+                field,
+                default
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Folio builds 2dsphere indexes of version 3 only.
+fn check_sphere(spec: &Document) -> Result<()> {
+    match spec.get("2dsphereIndexVersion") {
+        None => Ok(()),
+        Some(v) if number(v) == Some(3.0) => Ok(()),
+        Some(v) => crate::bail!(
+            CannotCreateIndex,
+            "unsupported geo index version {{ 2dsphereIndexVersion : {} }}, only support versions: [3]",
+            format_value(v)
+        ),
+    }
+}
+
+/// A hashed index has one hashed field (31303) and is never unique (16764), as in MongoDB.
+fn check_hashed(key: &Document, unique: bool) -> Result<()> {
+    let hashed = key.values().filter(|v| Plugin::of(v) == Some(Plugin::Hashed)).count();
+    if hashed > 1 {
+        return Err(Error::new(
+            crate::error::Code::Other(31303),
+            format!(
+                "A maximum of one index field is allowed to be hashed but found {hashed} for \
+                 'key' {}",
+                format_document(key)
+            ),
+        ));
+    }
+    if unique {
+        return Err(Error::new(
+            crate::error::Code::Other(16764),
+            "Currently hashed indexes cannot guarantee uniqueness. Use a regular index.",
+        ));
     }
     Ok(())
 }
@@ -393,9 +611,10 @@ fn check_key_path(path: &str) -> Result<()> {
         if part.is_empty() {
             crate::bail!(CannotCreateIndex, "Index keys cannot contain an empty field.");
         }
-        // `$`-prefixed parts are allowed only where they may be DBRef fields.
+        // `$`-prefixed parts are allowed only where they may be DBRef fields (and `$**`, the
+        // text index over every field).
         let dbref = i > 0 && matches!(part, "$id" | "$ref" | "$db");
-        if part.starts_with('$') && !dbref {
+        if part.starts_with('$') && !dbref && path != "$**" {
             crate::bail!(
                 CannotCreateIndex,
                 "Index key contains an illegal field name: field name starts with '$'."

@@ -39,6 +39,8 @@ pub enum Filter {
     Schema(Box<super::schema::Schema>),
     /// `$alwaysTrue` / `$alwaysFalse`.
     Const(bool),
+    /// `$text` ([`super::text`]).
+    Text(Box<super::text::TextQuery>),
 }
 
 /// A predicate on the values found at a path.
@@ -73,6 +75,8 @@ pub enum Pred {
     /// A comparison (`$eq`, `$gt`…, `$in`) whose operand has strings, under a non-simple
     /// collation ([`Filter::with_collation`]).
     Collated(Box<Collated>),
+    /// `$geoWithin`, `$geoIntersects`, `$near`, `$nearSphere` ([`super::geo`]).
+    Geo(Box<super::geo::GeoQuery>),
 }
 
 /// A comparison under a collation: the predicate as written, and the same predicate over
@@ -250,18 +254,104 @@ fn first_line(s: &str) -> String {
 impl Filter {
     /// Parses and validates a filter document.
     pub fn parse(filter: &Document) -> Result<Filter> {
-        parse_doc(filter)
+        let f = parse_doc(filter)?;
+        f.check_near()?;
+        Ok(f)
+    }
+
+    /// The `$near`/`$nearSphere` predicate of the top-level conjunction, with its path.
+    pub fn near(&self) -> Option<(&str, &super::geo::Near)> {
+        let conjuncts: Vec<&Filter> = match self {
+            Filter::And(children) => children.iter().collect(),
+            other => vec![other],
+        };
+        conjuncts.into_iter().find_map(|f| match f {
+            Filter::Path { path, pred } => near_of(pred).map(|n| (path.as_str(), n)),
+            _ => None,
+        })
+    }
+
+    /// The `$text` query of the top-level conjunction.
+    pub fn text(&self) -> Option<&super::text::TextQuery> {
+        match self {
+            Filter::Text(t) => Some(t),
+            Filter::And(children) => children.iter().find_map(|c| match c {
+                Filter::Text(t) => Some(t.as_ref()),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The filter with its `$text` bound to the text index's configuration.
+    pub fn bind_text(&self, spec: &std::sync::Arc<super::text::TextSpec>) -> Filter {
+        match self {
+            Filter::Text(t) => Filter::Text(Box::new(t.bound(spec.clone()))),
+            Filter::And(children) => {
+                Filter::And(children.iter().map(|c| c.bind_text(spec)).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// MongoDB's rules for `$near`: at most one, and only in the top-level conjunction.
+    fn check_near(&self) -> Result<()> {
+        fn count(f: &Filter, top: bool, n: &mut usize) -> Result<()> {
+            match f {
+                Filter::And(children) if top => children.iter().try_for_each(|c| count(c, true, n)),
+                Filter::And(children) | Filter::Or(children) | Filter::Nor(children) => {
+                    children.iter().try_for_each(|c| count(c, false, n))
+                }
+                Filter::Path { pred, .. } => {
+                    if pred_has_near(pred) {
+                        if !top || near_of(pred).is_none() {
+                            bail!(BadValue, "geoNear must be top-level expr");
+                        }
+                        *n += 1;
+                        if *n > 1 {
+                            bail!(BadValue, "Too many geoNear expressions");
+                        }
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
+        count(self, true, &mut 0)?;
+        // `$text`: once, in the top-level conjunction (MongoDB's messages).
+        fn texts(f: &Filter, top: bool, n: &mut usize) -> Result<()> {
+            match f {
+                Filter::Text(_) => {
+                    if !top {
+                        bail!(BadValue, "$text is not allowed in this context");
+                    }
+                    *n += 1;
+                    if *n > 1 {
+                        bail!(BadValue, "Too many text expressions");
+                    }
+                    Ok(())
+                }
+                Filter::And(children) => children.iter().try_for_each(|c| texts(c, top, n)),
+                Filter::Or(children) | Filter::Nor(children) => {
+                    children.iter().try_for_each(|c| texts(c, false, n))
+                }
+                _ => Ok(()),
+            }
+        }
+        texts(self, true, &mut 0)
     }
 
     /// Parses a filter whose `$expr`s may use the variables of a command's `let` option
     /// (`{$expr: {$eq: ["$_id", "$$id"]}}` with `let: {id: 1}`).
     pub fn parse_with_let(filter: &Document, let_vars: Option<&Document>) -> Result<Filter> {
-        match let_vars {
+        let f = match let_vars {
             Some(vars) if !vars.is_empty() => {
-                parse_doc(&super::expr::substitute_vars(filter, vars))
+                parse_doc(&super::expr::substitute_vars(filter, vars))?
             }
-            _ => parse_doc(filter),
-        }
+            _ => parse_doc(filter)?,
+        };
+        f.check_near()?;
+        Ok(f)
     }
 
     /// The filter with its string comparisons made under `collation` (`None`: simple, the
@@ -287,7 +377,7 @@ impl Filter {
             }
             Filter::Path { path, pred } => Filter::Path { path, pred: pred.collate(c) },
             Filter::Expr(e) => Filter::Expr(e.with_collation(c)),
-            f @ (Filter::Schema(_) | Filter::Const(_)) => f,
+            f @ (Filter::Schema(_) | Filter::Const(_) | Filter::Text(_)) => f,
         }
     }
 
@@ -305,7 +395,8 @@ impl Filter {
             | Filter::Nor(_)
             | Filter::Path { .. }
             | Filter::Expr(_)
-            | Filter::Schema(_) => false,
+            | Filter::Schema(_)
+            | Filter::Text(_) => false,
         }
     }
 }
@@ -352,8 +443,34 @@ impl Pred {
             | Pred::Size(_)
             | Pred::Bits(..)
             | Pred::Never
-            | Pred::Collated(_)) => p,
+            | Pred::Collated(_)
+            | Pred::Geo(_)) => p,
         }
+    }
+}
+
+fn near_of(pred: &Pred) -> Option<&super::geo::Near> {
+    match pred {
+        Pred::Geo(g) => match &g.pred {
+            super::geo::GeoPred::Near(n) => Some(n),
+            _ => None,
+        },
+        Pred::And(preds) => preds.iter().find_map(near_of),
+        _ => None,
+    }
+}
+
+fn pred_has_near(pred: &Pred) -> bool {
+    match pred {
+        Pred::Geo(_) => near_of(pred).is_some(),
+        Pred::And(preds) => preds.iter().any(pred_has_near),
+        Pred::Not(p) => pred_has_near(p),
+        Pred::ElemMatch(m) => match m.as_ref() {
+            ElemMatcher::Value(p) => pred_has_near(p),
+            ElemMatcher::Object(f) => f.check_near().is_err() || f.near().is_some(),
+            ElemMatcher::Exact(_) => false,
+        },
+        _ => false,
     }
 }
 
@@ -411,7 +528,7 @@ fn parse_top_operator(op: &str, value: &Bson) -> Result<Option<Filter>> {
             Filter::Const(op == "alwaysTrue")
         }
         "where" => bail!(NotImplemented, "$where is not supported"),
-        "text" => bail!(NotImplemented, "$text is not supported"),
+        "text" => Filter::Text(Box::new(super::text::TextQuery::parse(value)?)),
         "sampleRate" => bail!(NotImplemented, "$sampleRate is not supported"),
         other => bail!(
             BadValue,
@@ -467,8 +584,13 @@ fn parse_operators(path: &str, ops: &Document) -> Result<Pred> {
     if options.is_some() && !ops.contains_key("$regex") {
         bail!(BadValue, "$options needs a $regex");
     }
+    let near = ops.contains_key("$near") || ops.contains_key("$nearSphere");
     for (op, operand) in ops {
-        if op == "$options" {
+        if op == "$options" || (near && matches!(op.as_str(), "$maxDistance" | "$minDistance")) {
+            continue;
+        }
+        if op == "$near" || op == "$nearSphere" {
+            preds.push(Pred::Geo(Box::new(super::geo::parse_near(op, operand, ops)?)));
             continue;
         }
         preds.push(parse_operator(path, op, operand, options)?);
@@ -525,8 +647,10 @@ fn parse_operator(path: &str, op: &str, v: &Bson, options: Option<&str>) -> Resu
         },
         "$not" => Pred::Not(Box::new(parse_not(path, v)?)),
         "$comment" => Pred::And(Vec::new()),
-        "$near" | "$nearSphere" | "$geoWithin" | "$geoIntersects" | "$within" => {
-            bail!(NotImplemented, "{op} is not supported")
+        "$geoWithin" | "$within" => Pred::Geo(Box::new(super::geo::parse_within(op, v)?)),
+        "$geoIntersects" => Pred::Geo(Box::new(super::geo::parse_intersects(v)?)),
+        "$near" | "$nearSphere" => {
+            Pred::Geo(Box::new(super::geo::parse_near(op, v, &Document::new())?))
         }
         "$bitsAllSet" => Pred::Bits(BitsTest::AllSet, parse_bit_positions(op, v)?),
         "$bitsAllClear" => Pred::Bits(BitsTest::AllClear, parse_bit_positions(op, v)?),

@@ -65,6 +65,7 @@ impl Filter {
             Filter::Path { path, pred } => pred_on_path(doc, path, pred, key),
             Filter::Expr(e) => e.matches(doc),
             Filter::Schema(s) => s.matches(doc),
+            Filter::Text(t) => t.matches(doc),
             Filter::Const(b) => *b,
         }
     }
@@ -106,7 +107,8 @@ fn pred_on_path(doc: &Document, path: &str, pred: &Pred, key: &mut Option<usize>
         Pred::Not(inner) => !pred_on_path(doc, path, inner, &mut None),
         Pred::Never => false,
         leaf => {
-            let expand = !matches!(leaf, Pred::Size(_) | Pred::ElemMatch(_));
+            // A geo predicate reads an array as a location (`[x, y]`) or a list of them.
+            let expand = !matches!(leaf, Pred::Size(_) | Pred::ElemMatch(_) | Pred::Geo(_));
             let mut found = None;
             let hit = walk_doc(doc, path, None, expand, &mut |(v, k)| {
                 if leaf_matches(leaf, v) {
@@ -224,6 +226,7 @@ fn leaf_matches(pred: &Pred, v: Option<&Bson>) -> bool {
         Pred::Bits(test, positions) => v.is_some_and(|v| bits_match(*test, positions, v)),
         Pred::Never => false,
         Pred::Collated(c) => collated_matches(c, v),
+        Pred::Geo(g) => v.is_some_and(|v| g.pred.matches(v)),
     }
 }
 

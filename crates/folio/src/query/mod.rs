@@ -16,11 +16,13 @@
 
 pub mod expr;
 pub mod filter;
+pub mod geo;
 pub mod matcher;
 pub mod plan;
 pub mod projection;
 pub mod schema;
 pub mod sort;
+pub mod text;
 
 pub use filter::{ElemMatcher, Filter, Pred};
 pub use plan::{Endpoint, Interval};

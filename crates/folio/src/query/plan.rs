@@ -222,7 +222,8 @@ fn leaf_bounds(pred: &Pred, ic: Option<&Collation>) -> Option<Vec<Interval>> {
         | Pred::Size(_)
         | Pred::Bits(..)
         | Pred::Not(_)
-        | Pred::And(_) => None,
+        | Pred::And(_)
+        | Pred::Geo(_) => None,
         Pred::ElemMatch(m) => match m.as_ref() {
             ElemMatcher::Value(p) => and_bounds(std::slice::from_ref(p), false, ic),
             ElemMatcher::Object(_) | ElemMatcher::Exact(_) => None,
@@ -299,6 +300,7 @@ impl Filter {
             Filter::Path { path, pred } => path_document(path, pred),
             Filter::Expr(e) => bson::doc! {"$expr": e.to_bson()},
             Filter::Schema(s) => bson::doc! {"$jsonSchema": s.source().clone()},
+            Filter::Text(t) => bson::doc! {"$text": t.source.clone()},
             Filter::Const(true) => bson::doc! {"$alwaysTrue": 1},
             Filter::Const(false) => bson::doc! {"$alwaysFalse": 1},
         }
@@ -471,6 +473,7 @@ fn pred_document(pred: &Pred) -> Document {
         // Matches nothing, and parses back as such.
         Pred::Never => one("$in", Bson::Array(Vec::new())),
         Pred::Collated(c) => pred_document(&c.original),
+        Pred::Geo(g) => g.source.clone(),
     }
 }
 

@@ -150,7 +150,13 @@ impl Projection {
                     self.has_elem_match = true;
                     Node::ElemMatch(Box::new(parse_elem_match(path, m)?))
                 }
-                Some("$meta") => bail!(NotImplemented, "$meta projection is not supported"),
+                Some("$meta") => match d.get("$meta") {
+                    Some(Bson::String(m)) if m == "textScore" => Node::Computed(Expr::parse(
+                        &Bson::String(format!("${}", super::text::SCORE_FIELD)),
+                    )?),
+                    // TODO(#16): the other metadata (geoNearDistance, indexKey, …).
+                    _ => bail!(NotImplemented, "$meta projection is not supported"),
+                },
                 Some(k) if k.starts_with('$') => Node::Computed(Expr::parse(value)?),
                 _ => return self.add_fields(d, path, kind),
             },
@@ -471,6 +477,6 @@ fn filter_mentions(filter: &super::Filter, field: &str) -> bool {
             c.iter().any(|f| filter_mentions(f, field))
         }
         Filter::Path { path, .. } => path.split('.').next() == Some(field),
-        Filter::Expr(_) | Filter::Schema(_) | Filter::Const(_) => false,
+        Filter::Expr(_) | Filter::Schema(_) | Filter::Const(_) | Filter::Text(_) => false,
     }
 }

@@ -54,6 +54,11 @@ impl SortSpec {
                 );
             }
             let asc = match dir {
+                Bson::Document(d) if d.get("$meta") == Some(&Bson::String("textScore".into())) => {
+                    // Highest score first, as MongoDB sorts text scores.
+                    keys.push((super::text::SCORE_FIELD.to_string(), false));
+                    continue;
+                }
                 Bson::Document(d) if d.contains_key("$meta") => {
                     bail!(NotImplemented, "$meta sort is not supported")
                 }
