@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (mongod-like flags).
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Write every document of a data directory as JSON lines: {"ns": "db.coll", "doc": {...}}.
     Dump {
         /// The data directory.
