@@ -8,8 +8,8 @@
 //! certificate's key). Encrypted private keys are refused (`--tlsCertificateKeyFilePassword`):
 //! rustls reads only unencrypted keys.
 //!
-//! One port serves TLS and plaintext: [`accept`] peeks at the first bytes of the connection. A
-//! TLS handshake record starts `0x16 0x03`; a wire message starts with its little-endian length,
+//! One port serves TLS and plaintext: the connection task peeks at the first bytes of the
+//! connection. A TLS handshake record starts `0x16 0x03`; a wire message starts with its little-endian length,
 //! and a first message of exactly `0x??0316` bytes (790 bytes or more, never a driver's opening
 //! `hello`) is the only plaintext that looks the same. Under `requireTLS` plaintext is closed.
 
