@@ -485,8 +485,12 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     if tls.mode == "disabled" && (tls.certificate_key_file.is_some() || tls.ca_file.is_some()) {
         return Err("TLS files are given but --tlsMode is disabled".into());
     }
-    if auth_mechanisms.iter().any(|m| m == "MONGODB-X509") && tls.ca_file.is_none() {
+    // MONGODB-X509 needs verified client certificates, hence a CA file; with one, it is on
+    // unless authenticationMechanisms leaves it out (mongod's default list has it).
+    if tls.ca_file.is_none() {
         auth_mechanisms.retain(|m| m != "MONGODB-X509");
+    } else if !params.contains_key("authenticationMechanisms") {
+        auth_mechanisms.push("MONGODB-X509".into());
     }
 
     let mut parsed = doc! {

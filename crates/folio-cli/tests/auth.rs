@@ -304,6 +304,78 @@ async fn tls_with_the_rust_driver() {
     without.database("admin").run_command(doc! { "ping": 1 }).await.expect("optional certificate");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn mongodb_x509_authenticates_the_client_certificate() {
+    let certs = Certificates::generate();
+    let server = start(&[
+        "--auth",
+        "--tlsMode",
+        "requireTLS",
+        "--tlsCertificateKeyFile",
+        &certs.path("server.pem"),
+        "--tlsCAFile",
+        &certs.path("ca.pem"),
+    ]);
+    let port = server.port;
+    let tls = format!(
+        "tls=true&tlsCAFile={}&tlsCertificateKeyFile={}",
+        certs.path("ca.pem").replace('/', "%2F"),
+        certs.path("client.pem").replace('/', "%2F")
+    );
+    let open = client(format!("mongodb://localhost:{port}/?directConnection=true&{tls}")).await;
+    open.database("$external")
+        .run_command(doc! {
+            "createUser": "CN=folio-test-client",
+            "roles": [{ "role": "readWrite", "db": "x509db" }],
+        })
+        .await
+        .expect("an $external user, through the localhost exception");
+    let c = client(format!(
+        "mongodb://localhost:{port}/?directConnection=true&authMechanism=MONGODB-X509&{tls}"
+    ))
+    .await;
+    let coll = c.database("x509db").collection::<Document>("c");
+    coll.insert_one(doc! { "_id": 1 }).await.expect("insert as the certificate's user");
+    let status =
+        c.database("admin").run_command(doc! { "connectionStatus": 1 }).await.expect("status");
+    assert_eq!(
+        status
+            .get_document("authInfo")
+            .and_then(|a| a.get_array("authenticatedUsers"))
+            .ok()
+            .and_then(|u| u.first())
+            .and_then(|u| u.as_document())
+            .cloned(),
+        Some(doc! { "user": "CN=folio-test-client", "db": "$external" })
+    );
+    let e = c
+        .database("other")
+        .collection::<Document>("c")
+        .insert_one(doc! { "_id": 1 })
+        .await
+        .expect_err("outside the user's roles");
+    assert_eq!(code(&e), Some(13), "{e}");
+    // Without --tlsCAFile-verified certificates there is no subject: X.509 is refused.
+    drop(server);
+    let server = start(&[
+        "--auth",
+        "--tlsMode",
+        "requireTLS",
+        "--tlsCertificateKeyFile",
+        &certs.path("server.pem"),
+    ]);
+    let port = server.port;
+    let e = client(format!(
+        "mongodb://localhost:{port}/?directConnection=true&authMechanism=MONGODB-X509&tls=true&tlsCAFile={}",
+        certs.path("ca.pem").replace('/', "%2F")
+    ))
+    .await
+    .list_database_names()
+    .await
+    .expect_err("X.509 without client certificate verification");
+    assert!(matches!(e.kind.as_ref(), ErrorKind::Authentication { .. }), "{e}");
+}
+
 #[test]
 fn unsupported_security_settings_are_startup_errors() {
     let dir = tempfile::tempdir().expect("tempdir");

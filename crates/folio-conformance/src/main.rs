@@ -41,19 +41,23 @@ struct Cli {
     spec_dir: PathBuf,
     filter: Option<String>,
     write_expected: bool,
+    /// `--auth`: the server runs with `--auth` and only tests that need authentication run.
+    auth: bool,
 }
 
 fn parse_cli() -> Result<Cli, String> {
     let mut spec_dir = None;
     let mut filter = None;
     let mut write_expected = false;
+    let mut auth = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--write-expected-failures" => write_expected = true,
+            "--auth" => auth = true,
             "--filter" => filter = Some(args.next().ok_or("--filter needs a value")?),
             "-h" | "--help" => {
-                return Err("usage: folio-conformance [SPEC_DIR] [--filter TEXT] [--write-expected-failures]".into());
+                return Err("usage: folio-conformance [SPEC_DIR] [--filter TEXT] [--write-expected-failures] [--auth]".into());
             }
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s => spec_dir = Some(PathBuf::from(s)),
@@ -62,7 +66,7 @@ fn parse_cli() -> Result<Cli, String> {
     let spec_dir = spec_dir
         .or_else(|| std::env::var_os("FOLIO_SPEC_TESTS").map(PathBuf::from))
         .unwrap_or_else(|| repo_root().join("../shared/spec-tests"));
-    Ok(Cli { spec_dir, filter, write_expected })
+    Ok(Cli { spec_dir, filter, write_expected, auth })
 }
 
 /// One test's result, as printed and reported.
@@ -106,11 +110,15 @@ async fn run() -> Result<i32, String> {
     let expected_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures.txt");
     let expected = ExpectedFailures::load(&expected_path)?;
 
-    let mut server = server::ServerProcess::start(&bin, Duration::from_secs(30))?;
-    let runner = Runner::connect(&server.uri()).await?;
+    let mut server = server::ServerProcess::start(&bin, Duration::from_secs(30), cli.auth)?;
+    if cli.auth {
+        server.create_root_user().await?;
+    }
+    let mut runner = Runner::connect(&server.uri(cli.auth)).await?;
+    runner.server.auth = cli.auth;
     eprintln!(
         "folio-conformance: server at {} reports version {:?}, topology {}",
-        server.uri(),
+        server.uri(false),
         runner.server.version,
         runner.server.topology
     );
@@ -123,6 +131,11 @@ async fn run() -> Result<i32, String> {
             for test in &file.tests {
                 let key = format!("{area}/{file_name}: {}", test.description);
                 if cli.filter.as_ref().is_some_and(|f| !key.contains(f.as_str())) {
+                    continue;
+                }
+                // The auth pass runs only the tests that need authentication; the others ran in
+                // the ordinary pass.
+                if cli.auth && !model::requires_auth(&file, test) {
                     continue;
                 }
                 let outcome = run_one(&runner, &mut server, &file, test).await;

@@ -160,6 +160,15 @@ pub fn area_files(spec_dir: &Path, area: &str) -> Result<Vec<std::path::PathBuf>
     Ok(files)
 }
 
+/// Whether a test (or its file) requires an authenticating server (`auth: true` in
+/// `runOnRequirements`).
+pub fn requires_auth(file: &TestFile, test: &TestCase) -> bool {
+    [file.run_on_requirements.as_deref(), test.run_on_requirements.as_deref()]
+        .into_iter()
+        .flatten()
+        .any(|rs| !rs.is_empty() && rs.iter().all(|r| r.auth == Some(true)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

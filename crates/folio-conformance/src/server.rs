@@ -3,12 +3,20 @@
 //! The runner picks a free port, starts `<folio> serve --port <p> --in-memory --setParameter
 //! enableTestCommands=1`, and waits for the line `folio listening on 127.0.0.1:<port>`. The process is killed
 //! when the [`ServerProcess`] is dropped, so a failing run does not leave a server behind.
+//!
+//! With `--auth` (the runner's auth pass), the server also gets `--auth`; the runner creates a
+//! root user through the localhost exception and every client it makes authenticates as it.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// The user the runner authenticates as in an `--auth` pass.
+const ROOT_USER: &str = "folio-conformance";
+/// Its password.
+const ROOT_PASSWORD: &str = "folio-conformance-pw";
 
 /// A running server process.
 pub struct ServerProcess {
@@ -19,7 +27,8 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts the server binary and waits (up to `wait`) until it reports that it listens.
-    pub fn start(bin: &Path, wait: Duration) -> Result<Self, String> {
+    /// With `auth`, the server runs with `--auth` (see [`ServerProcess::create_root_user`]).
+    pub fn start(bin: &Path, wait: Duration, auth: bool) -> Result<Self, String> {
         let port = free_port()?;
         let mut child = Command::new(bin)
             .args([
@@ -30,6 +39,7 @@ impl ServerProcess {
                 "--setParameter",
                 "enableTestCommands=1",
             ])
+            .args(if auth { &["--auth"][..] } else { &[][..] })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -66,9 +76,31 @@ impl ServerProcess {
         }
     }
 
-    /// The connection string for clients of this server.
-    pub fn uri(&self) -> String {
-        format!("mongodb://127.0.0.1:{}/", self.port)
+    /// The connection string for clients of this server (with the root user's credentials when
+    /// `auth`; no database in the path, so `authSource` defaults to `admin`).
+    pub fn uri(&self, auth: bool) -> String {
+        if auth {
+            format!("mongodb://{ROOT_USER}:{ROOT_PASSWORD}@127.0.0.1:{}/", self.port)
+        } else {
+            format!("mongodb://127.0.0.1:{}/", self.port)
+        }
+    }
+
+    /// Creates the root user the runner authenticates as, through the localhost exception.
+    pub async fn create_root_user(&self) -> Result<(), String> {
+        let client = mongodb::Client::with_uri_str(self.uri(false))
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        client
+            .database("admin")
+            .run_command(mongodb::bson::doc! {
+                "createUser": ROOT_USER,
+                "pwd": ROOT_PASSWORD,
+                "roles": ["root"],
+            })
+            .await
+            .map_err(|e| format!("cannot create the root user: {e}"))?;
+        Ok(())
     }
 
     /// Whether the process has exited.

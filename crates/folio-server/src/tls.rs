@@ -8,10 +8,15 @@
 //! certificate's key). Encrypted private keys are refused (`--tlsCertificateKeyFilePassword`):
 //! rustls reads only unencrypted keys.
 //!
-//! One port serves TLS and plaintext: [`accept`] peeks at the first bytes of the connection. A
-//! TLS handshake record starts `0x16 0x03`; a wire message starts with its little-endian length,
-//! and a first message of exactly `0x??0316` bytes (790 bytes or more, never a driver's opening
-//! `hello`) is the only plaintext that looks the same. Under `requireTLS` plaintext is closed.
+//! One port serves TLS and plaintext: the connection task peeks at the first bytes of the
+//! connection. A TLS handshake record starts `0x16 0x03`; a wire message starts with its
+//! little-endian length, and a first message of exactly `0x??0316` bytes (790 bytes or more,
+//! never a driver's opening `hello`) is the only plaintext that looks the same. Under
+//! `requireTLS` plaintext is closed.
+//!
+//! A verified client certificate's subject, written as MongoDB writes it (RFC 2253: the last
+//! relative name first, `CN=client,OU=apps,O=Example`), becomes the connection's
+//! `client_certificate_subject`, the user name MONGODB-X509 authenticates as in `$external`.
 
 use std::fmt;
 use std::io;
@@ -60,6 +65,9 @@ pub struct TlsConfig {
     /// Whether plaintext is still served.
     pub mode: TlsMode,
     acceptor: TlsAcceptor,
+    /// Whether client certificates are verified against a CA (only then does a certificate's
+    /// subject name a user).
+    verifies_clients: bool,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -144,7 +152,11 @@ impl TlsConfig {
         let config = builder
             .with_single_cert(chain, key)
             .map_err(|e| invalid(format!("{}: {e}", certificate_key_file.display())))?;
-        Ok(TlsConfig { mode, acceptor: TlsAcceptor::from(Arc::new(config)) })
+        Ok(TlsConfig {
+            mode,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            verifies_clients: clients.ca_file.is_some() && !clients.allow_invalid,
+        })
     }
 }
 
@@ -214,7 +226,7 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub(crate) async fn accept(
     config: &TlsConfig,
     stream: TcpStream,
-    _conn: &mut Connection,
+    conn: &mut Connection,
 ) -> io::Result<Box<dyn Io>> {
     let mut first = [0u8; 2];
     let mut n = stream.peek(&mut first).await?;
@@ -238,5 +250,51 @@ pub(crate) async fn accept(
         return Ok(Box::new(stream));
     }
     let tls = config.acceptor.accept(stream).await?;
+    if config.verifies_clients {
+        conn.client_certificate_subject =
+            tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| subject(c));
+    }
     Ok(Box::new(tls))
+}
+
+/// A certificate's subject in RFC 2253 form, as MongoDB names X.509 users.
+fn subject(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let mut parts = Vec::new();
+    for rdn in parsed.subject().iter().collect::<Vec<_>>().into_iter().rev() {
+        let mut attrs = Vec::new();
+        for attr in rdn.iter() {
+            let oid = attr.attr_type().to_id_string();
+            let name = match oid.as_str() {
+                "2.5.4.3" => "CN".to_string(),
+                "2.5.4.6" => "C".to_string(),
+                "2.5.4.7" => "L".to_string(),
+                "2.5.4.8" => "ST".to_string(),
+                "2.5.4.9" => "STREET".to_string(),
+                "2.5.4.10" => "O".to_string(),
+                "2.5.4.11" => "OU".to_string(),
+                "0.9.2342.19200300.100.1.25" => "DC".to_string(),
+                "0.9.2342.19200300.100.1.1" => "UID".to_string(),
+                "1.2.840.113549.1.9.1" => "emailAddress".to_string(),
+                other => other.to_string(),
+            };
+            let value = attr.as_str().ok()?;
+            attrs.push(format!("{name}={}", escape_rfc2253(value)));
+        }
+        parts.push(attrs.join("+"));
+    }
+    Some(parts.join(","))
+}
+
+/// Escapes an attribute value for RFC 2253.
+fn escape_rfc2253(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for (i, c) in v.chars().enumerate() {
+        let edge = (i == 0 && (c == ' ' || c == '#')) || (i + 1 == v.chars().count() && c == ' ');
+        if edge || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
