@@ -558,6 +558,9 @@ pub fn get_more(
     let batch = batch_size(cmd, "batchSize", "getMore")?.unwrap_or(0);
     let ns = format!("{}.{}", run.op.db, coll);
     let session = run.session_key();
+    if let Some(stream) = svc.streams.get(id) {
+        return change_stream_get_more(svc, cmd, id, &ns, session.as_deref(), batch, stream);
+    }
     let ((batch_docs, at), open) = svc.cursors.with_cursor(id, &ns, session.as_deref(), |c| {
         (take_batch(&mut c.remaining, batch), c.at_cluster_time)
     })?;
@@ -593,7 +596,17 @@ pub fn kill_cursors(
             bail!(FailedToParse, "BSON field 'killCursors.cursors' is missing but a required field")
         }
     };
-    let (killed, missing) = svc.cursors.kill(&ids);
+    let (mut killed, missing) = svc.cursors.kill(&ids);
+    let missing: Vec<i64> = missing
+        .into_iter()
+        .filter(|id| {
+            let stream = svc.streams.kill(*id);
+            if stream {
+                killed.push(*id);
+            }
+            !stream
+        })
+        .collect();
     Ok(doc! {
         "cursorsKilled": killed,
         "cursorsNotFound": missing,
@@ -707,6 +720,9 @@ pub fn aggregate(
         Some(_) => bail!(TypeMismatch, "cursor field must be missing or an object"),
     };
     let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?;
+    if pipeline.first().is_some_and(|s| s.contains_key("$changeStream")) {
+        return change_stream(svc, run, coll.as_deref(), &pipeline, batch);
+    }
     let hint = Hint::parse(cmd.get("hint"))?;
     let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
     let in_transaction = matches!(run.op.mode(), Mode::Transaction(_));
@@ -799,6 +815,91 @@ pub fn aggregate(
     })?;
     let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
     cursor_reply(svc, run, ns, docs, batch, false)
+}
+
+/// `aggregate` with `$changeStream`: opens a change stream cursor (see [`crate::changes`]).
+fn change_stream(
+    svc: &Service,
+    run: &mut Runner,
+    coll: Option<&str>,
+    pipeline: &[Document],
+    batch: Option<usize>,
+) -> Result<Document> {
+    if matches!(run.op.mode(), Mode::Transaction(_)) {
+        bail!(
+            OperationNotSupportedInTransaction,
+            "Operation not permitted in transaction :: caused by :: $changeStream is not allowed \
+             within a multi-document transaction"
+        );
+    }
+    let db = run.op.db.clone();
+    let mut stream = crate::changes::ChangeStream::open(
+        svc.store.as_ref(),
+        &db,
+        coll,
+        pipeline,
+        run.session_key(),
+    )?;
+    let first = stream.next_batch(svc.store.as_ref(), batch.unwrap_or(0), None)?;
+    let token = stream.post_batch_resume_token();
+    let ns = stream.ns.clone();
+    let id = if stream.is_closed() { 0 } else { svc.streams.open(stream) };
+    Ok(doc! { "cursor": {
+        "firstBatch": first.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+        "postBatchResumeToken": token,
+        "id": id,
+        "ns": ns,
+    } })
+}
+
+/// `getMore` on a change stream: waits up to `maxTimeMS` (the driver's `maxAwaitTimeMS`) for
+/// events.
+fn change_stream_get_more(
+    svc: &Service,
+    cmd: &Document,
+    id: i64,
+    ns: &str,
+    session: Option<&[u8]>,
+    batch: usize,
+    stream: std::sync::Arc<parking_lot::Mutex<crate::changes::ChangeStream>>,
+) -> Result<Document> {
+    let mut stream = stream.lock();
+    if stream.ns != ns {
+        bail!(
+            Unauthorized,
+            "Requested getMore on namespace '{}', but cursor belongs to a different namespace {}",
+            ns,
+            stream.ns
+        );
+    }
+    if stream.session.as_deref() != session {
+        bail!(
+            Unauthorized,
+            "Cannot run getMore on cursor {}, which was created in another session",
+            id
+        );
+    }
+    let wait = match cmd.get("maxTimeMS").and_then(super::context::number) {
+        Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
+        _ => crate::changes::DEFAULT_AWAIT,
+    };
+    let events = match stream.next_batch(svc.store.as_ref(), batch, Some(Instant::now() + wait)) {
+        Ok(events) => events,
+        Err(e) => {
+            svc.streams.kill(id);
+            return Err(e);
+        }
+    };
+    let open = !stream.is_closed();
+    if !open {
+        svc.streams.kill(id);
+    }
+    Ok(doc! { "cursor": {
+        "nextBatch": events.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+        "postBatchResumeToken": stream.post_batch_resume_token(),
+        "id": if open { id } else { 0 },
+        "ns": ns,
+    } })
 }
 
 /// The collation an aggregate runs under: the requested one, or its collection's default.

@@ -61,6 +61,12 @@ pub struct ServiceOptions {
     pub ttl_monitor_enabled: bool,
     /// `ttlMonitorSleepSecs`: the seconds between TTL passes.
     pub ttl_monitor_sleep_secs: u64,
+    /// The change log's retention size in megabytes (`--oplogSize`,
+    /// `replication.oplogSizeMB`); `None` keeps the store's default (1 GiB).
+    pub oplog_size_mb: Option<f64>,
+    /// The change log's minimum retention in hours (`--oplogMinRetentionHours`): records younger
+    /// than this are kept whatever the size.
+    pub oplog_min_retention_hours: f64,
 }
 
 impl Default for ServiceOptions {
@@ -74,6 +80,8 @@ impl Default for ServiceOptions {
             cmd_line: Document::new(),
             ttl_monitor_enabled: true,
             ttl_monitor_sleep_secs: 60,
+            oplog_size_mb: None,
+            oplog_min_retention_hours: 0.0,
         }
     }
 }
@@ -109,6 +117,7 @@ pub struct Service {
     next_connection_id: AtomicU64,
     pub(crate) sessions: SessionRegistry,
     pub(crate) cursors: CursorRegistry,
+    pub(crate) streams: crate::changes::StreamRegistry,
     pub(crate) failpoints: FailPoints,
     pub(crate) stats: Stats,
     pub(crate) ops: ops::OpRegistry,
@@ -131,12 +140,19 @@ pub(crate) struct Stats {
 impl Service {
     /// Creates the service over a transaction store.
     pub fn new(store: Arc<dyn TxnStore>, options: ServiceOptions) -> Result<Self> {
+        if options.oplog_size_mb.is_some() || options.oplog_min_retention_hours > 0.0 {
+            let (default_bytes, _, _) = store.log_usage();
+            let bytes = options.oplog_size_mb.map_or(default_bytes, |mb| (mb * 1048576.0) as u64);
+            let age = Duration::from_secs_f64(options.oplog_min_retention_hours.max(0.0) * 3600.0);
+            store.set_log_retention(bytes, age);
+        }
         Ok(Service {
             store,
             options,
             next_connection_id: AtomicU64::new(1),
             sessions: SessionRegistry::new(),
             cursors: CursorRegistry::new(),
+            streams: crate::changes::StreamRegistry::default(),
             failpoints: FailPoints::default(),
             stats: Stats::default(),
             ops: ops::OpRegistry::default(),
@@ -184,6 +200,7 @@ impl Service {
         }
         self.stats.txn_aborted.fetch_add(aborted as u64, Ordering::Relaxed);
         self.cursors.reap();
+        self.streams.reap();
         if self.options.ttl_monitor_enabled {
             let mut last = self.ttl_last_pass.lock();
             let due = Duration::from_secs(self.options.ttl_monitor_sleep_secs.max(1));
@@ -238,6 +255,13 @@ impl Service {
             return false;
         };
         if self.options.test_commands || spec.waits {
+            return false;
+        }
+        // A change stream's getMore waits for new events.
+        if spec.name == "getMore"
+            && let Some(Bson::Int64(id)) = cmd.get("getMore")
+            && self.streams.contains(*id)
+        {
             return false;
         }
         // A statement of a multi-document transaction never waits: a conflict fails it at once

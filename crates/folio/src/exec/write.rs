@@ -59,6 +59,7 @@ impl CollectionHandle {
         }
         let meta = catalog::new_collection(db, coll, Document::new())?;
         catalog::put_collection(txn, &meta)?;
+        super::changelog::ddl(txn, &meta, "create", Bson::Document(Document::new()));
         Self::from_meta(meta)
     }
 
@@ -203,24 +204,38 @@ impl CollectionHandle {
             ));
         }
         check_conflict(txn.put(&key, &doc.to_vec()?)?, &self.describe_id(doc))?;
-        self.add_entries(txn, doc, &BTreeSet::new())
+        self.add_entries(txn, doc, &BTreeSet::new())?;
+        super::changelog::insert(txn, &self.meta, doc);
+        Ok(())
     }
 
-    /// Replaces a stored document with a new version, maintaining indexes.
-    fn replace(&self, txn: &mut dyn Txn, found: &Found, new: &Document) -> Result<()> {
+    /// Replaces a stored document with a new version, maintaining indexes. `replacement` says
+    /// whether a replacement document (rather than update operators) made it, for the change
+    /// log.
+    fn replace(
+        &self,
+        txn: &mut dyn Txn,
+        found: &Found,
+        new: &Document,
+        replacement: bool,
+    ) -> Result<()> {
         self.validate(new)?;
         check_conflict(txn.put(&found.key, &new.to_vec()?)?, &self.describe_id(new))?;
         let old_entries: BTreeSet<Vec<u8>> =
             self.entries(&found.doc)?.into_iter().map(|e| e.1).collect();
         let new_entries: BTreeSet<Vec<u8>> = self.entries(new)?.into_iter().map(|e| e.1).collect();
         self.remove_entries(txn, &found.doc, &new_entries)?;
-        self.add_entries(txn, new, &old_entries)
+        self.add_entries(txn, new, &old_entries)?;
+        super::changelog::update(txn, &self.meta, &found.doc, new, replacement);
+        Ok(())
     }
 
     /// Deletes a stored document and its index entries.
     fn remove(&self, txn: &mut dyn Txn, found: &Found) -> Result<()> {
         check_conflict(txn.delete(&found.key)?, &self.describe_id(&found.doc))?;
-        self.remove_entries(txn, &found.doc, &BTreeSet::new())
+        self.remove_entries(txn, &found.doc, &BTreeSet::new())?;
+        super::changelog::delete(txn, &self.meta, &found.doc);
+        Ok(())
     }
 }
 
@@ -364,7 +379,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
         let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
         if spec.apply(&mut new, &ctx)? && new != f.doc {
             check_immutable_id(&f.doc, &new)?;
-            handle.replace(txn, f, &new)?;
+            handle.replace(txn, f, &new, spec.is_replacement())?;
             result.modified += 1;
         }
     }
@@ -543,7 +558,7 @@ pub fn find_and_modify(
             let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
             if spec.apply(&mut new, &ctx)? && new != f.doc {
                 check_immutable_id(&f.doc, &new)?;
-                handle.replace(txn, &f, &new)?;
+                handle.replace(txn, &f, &new, spec.is_replacement())?;
             }
             let value = if req.new { new } else { f.doc };
             Ok(FindAndModifyResult {
@@ -591,7 +606,9 @@ pub fn create_collection(
         Filter::parse(v)?;
     }
     let meta = catalog::new_collection(db, coll, options)?;
-    catalog::put_collection(txn, &meta)
+    catalog::put_collection(txn, &meta)?;
+    super::changelog::ddl(txn, &meta, "create", Bson::Document(meta.options.clone()));
+    Ok(())
 }
 
 /// Deletes every key with a prefix.
@@ -618,6 +635,7 @@ pub fn drop_collection(txn: &mut dyn Txn, db: &str, coll: &str) -> Result<bool> 
         delete_prefix(txn, &keys::index_prefix(meta.id, i.id), &ns)?;
     }
     catalog::delete_collection(txn, &meta)?;
+    super::changelog::ddl(txn, &meta, "drop", Bson::Document(Document::new()));
     Ok(true)
 }
 
@@ -626,6 +644,7 @@ pub fn drop_database(txn: &mut dyn Txn, db: &str) -> Result<()> {
     for meta in catalog::list_collections(txn, Some(db))? {
         drop_collection(txn, db, &meta.name)?;
     }
+    super::changelog::drop_database(txn, db);
     Ok(())
 }
 
@@ -648,6 +667,7 @@ pub fn rename_collection(
         drop_collection(txn, to.0, to.1)?;
     }
     catalog::delete_collection(txn, &meta)?;
+    super::changelog::rename(txn, &meta, &format!("{}.{}", to.0, to.1));
     let renamed = CollectionMeta { db: to.0.to_string(), name: to.1.to_string(), ..meta };
     catalog::put_collection(txn, &renamed)
 }
@@ -693,6 +713,8 @@ pub fn create_indexes(
         return Ok((before, before, created));
     }
     catalog::put_collection(txn, &meta)?;
+    let specs: Vec<Bson> = added.iter().map(|i| Bson::Document(i.spec.clone())).collect();
+    super::changelog::ddl(txn, &meta, "createIndexes", Bson::Array(specs));
     // Build entries for the existing documents with only the new indexes loaded.
     let mut build_meta = meta.clone();
     build_meta.indexes = added;
@@ -735,5 +757,7 @@ pub fn drop_indexes(txn: &mut dyn Txn, db: &str, coll: &str, names: &[String]) -
     }
     meta.indexes.retain(|i| !to_drop.iter().any(|d| d.id == i.id));
     catalog::put_collection(txn, &meta)?;
+    let specs: Vec<Bson> = to_drop.iter().map(|i| Bson::Document(i.spec.clone())).collect();
+    super::changelog::ddl(txn, &meta, "dropIndexes", Bson::Array(specs));
     Ok(before)
 }
