@@ -115,6 +115,8 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         cmd_line: settings.cmd_line.clone(),
         ttl_monitor_enabled: settings.ttl_monitor_enabled,
         ttl_monitor_sleep_secs: settings.ttl_monitor_sleep_secs,
+        oplog_size_mb: settings.oplog_size_mb,
+        oplog_min_retention_hours: settings.oplog_min_retention_hours,
     };
     let server_config = ServerConfig {
         bind_ips: settings.bind_ips.clone(),

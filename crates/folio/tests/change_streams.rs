@@ -382,3 +382,51 @@ fn the_log_survives_a_reopen_and_trimming_loses_history() {
     assert_eq!(r.get_i32("code").ok(), Some(286), "{r}");
     assert_eq!(r.get_str("codeName").ok(), Some("ChangeStreamHistoryLost"), "{r}");
 }
+
+#[test]
+fn ttl_deletes_appear_as_delete_events_and_settings_change_at_runtime() {
+    let svc = service();
+    let mut conn = svc.connect("t");
+    let now = bson::DateTime::now().timestamp_millis();
+    let hour_ago = bson::DateTime::from_millis(now - 3_600_000);
+    run(
+        &svc,
+        &mut conn,
+        doc! { "insert": "s", "documents": [{ "_id": 1, "at": hour_ago }, { "_id": 2, "at": bson::DateTime::from_millis(now) }] },
+    );
+    ok(&run(
+        &svc,
+        &mut conn,
+        doc! { "createIndexes": "s", "indexes": [{ "key": { "at": 1 }, "name": "at_1", "expireAfterSeconds": 86400 }] },
+    ));
+    let (id, _, _) = watch(&svc, &mut conn, "test", "s".into(), doc! {}, vec![]);
+    assert_eq!(folio::command::ttl::pass(&svc).unwrap(), 0, "a day is not over yet");
+    // collMod shortens the expiry; the next pass deletes the hour-old document.
+    let r = run(
+        &svc,
+        &mut conn,
+        doc! { "collMod": "s", "index": { "name": "at_1", "expireAfterSeconds": 60 } },
+    );
+    ok(&r);
+    assert_eq!(r.get_i64("expireAfterSeconds_new").ok(), Some(60), "{r}");
+    assert_eq!(folio::command::ttl::pass(&svc).unwrap(), 1);
+    let (_, events, _) = more(&svc, &mut conn, "test", "s", id, 1000);
+    assert_eq!(types(&events), ["delete"], "collMod shows only with showExpandedEvents");
+    assert_eq!(events[0].get_document("documentKey").unwrap(), &doc! { "_id": 1 });
+
+    let r =
+        run(&svc, &mut conn, doc! { "setParameter": 1, "ttlMonitorSleepSecs": 1, "$db": "admin" });
+    assert_eq!(r.get_i32("was").ok(), Some(60), "{r}");
+    let r =
+        run(&svc, &mut conn, doc! { "getParameter": 1, "ttlMonitorSleepSecs": 1, "$db": "admin" });
+    assert_eq!(r.get_i32("ttlMonitorSleepSecs").ok(), Some(1), "{r}");
+    let r = run(&svc, &mut conn, doc! { "setParameter": 1, "noSuchParameter": 1, "$db": "admin" });
+    assert_eq!(r.get_i32("code").ok(), Some(72), "{r}");
+    ok(&run(
+        &svc,
+        &mut conn,
+        doc! { "replSetResizeOplog": 1, "size": 2048.0, "minRetentionHours": 1.0, "$db": "admin" },
+    ));
+    assert_eq!(svc.store().log_usage().0, 2048 * 1024 * 1024);
+    assert_eq!(svc.store().log_usage().1, Duration::from_secs(3600));
+}

@@ -25,6 +25,7 @@ pub mod failpoint;
 mod handshake;
 pub mod labels;
 mod ops;
+mod runtime;
 mod sessions;
 pub mod ttl;
 
@@ -122,6 +123,10 @@ pub struct Service {
     pub(crate) stats: Stats,
     pub(crate) ops: ops::OpRegistry,
     ticks: AtomicU64,
+    /// `ttlMonitorEnabled`, settable at runtime.
+    pub(crate) ttl_enabled: std::sync::atomic::AtomicBool,
+    /// `ttlMonitorSleepSecs`, settable at runtime.
+    pub(crate) ttl_sleep_secs: AtomicU64,
     /// When the TTL monitor last ran (see [`ttl`]).
     ttl_last_pass: parking_lot::Mutex<Option<std::time::Instant>>,
 }
@@ -146,6 +151,8 @@ impl Service {
             let age = Duration::from_secs_f64(options.oplog_min_retention_hours.max(0.0) * 3600.0);
             store.set_log_retention(bytes, age);
         }
+        let (ttl_enabled, ttl_sleep_secs) =
+            (options.ttl_monitor_enabled, options.ttl_monitor_sleep_secs);
         Ok(Service {
             store,
             options,
@@ -157,6 +164,8 @@ impl Service {
             stats: Stats::default(),
             ops: ops::OpRegistry::default(),
             ticks: AtomicU64::new(0),
+            ttl_enabled: std::sync::atomic::AtomicBool::new(ttl_enabled),
+            ttl_sleep_secs: AtomicU64::new(ttl_sleep_secs),
             ttl_last_pass: parking_lot::Mutex::new(None),
         })
     }
@@ -201,9 +210,9 @@ impl Service {
         self.stats.txn_aborted.fetch_add(aborted as u64, Ordering::Relaxed);
         self.cursors.reap();
         self.streams.reap();
-        if self.options.ttl_monitor_enabled {
+        if self.ttl_enabled.load(Ordering::Relaxed) {
             let mut last = self.ttl_last_pass.lock();
-            let due = Duration::from_secs(self.options.ttl_monitor_sleep_secs.max(1));
+            let due = Duration::from_secs(self.ttl_sleep_secs.load(Ordering::Relaxed).max(1));
             if last.is_none_or(|t| t.elapsed() >= due) {
                 *last = Some(std::time::Instant::now());
                 drop(last);
@@ -487,7 +496,9 @@ pub(crate) mod table {
     use bson::Document;
 
     use super::context::Runner;
-    use super::{Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, sessions};
+    use super::{
+        Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, runtime, sessions,
+    };
     use crate::error::Result;
 
     /// How a command's handler is called.
@@ -571,6 +582,8 @@ pub(crate) mod table {
         cmd("whatsmyuri", S(handshake::whatsmyuri)),
         cmd("getLog", S(handshake::get_log)),
         admin(cmd("replSetGetStatus", S(handshake::repl_set_get_status))),
+        admin(cmd("setParameter", S(runtime::set_parameter))),
+        admin(cmd("replSetResizeOplog", S(runtime::repl_set_resize_oplog))),
         cmd("listCommands", S(handshake::list_commands)),
         // CRUD.
         txn(write(cmd("insert", R(crud::insert)))),
