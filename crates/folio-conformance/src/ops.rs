@@ -8,12 +8,12 @@
 
 use bson::{Bson, Document, doc};
 use mongodb::options::{
-    AggregateOptions, ChangeStreamOptions, CountOptions, CreateCollectionOptions, DeleteManyModel, DeleteOneModel,
-    DeleteOptions, DistinctOptions, EstimatedDocumentCountOptions, FindOneAndDeleteOptions,
-    FindOneAndReplaceOptions, FindOneAndUpdateOptions, FindOneOptions, FindOptions, IndexOptions,
-    InsertManyOptions, InsertOneModel, InsertOneOptions, ReplaceOneModel, ReplaceOptions,
-    SelectionCriteria, TransactionOptions, UpdateManyModel, UpdateModifications, UpdateOneModel,
-    UpdateOptions, WriteModel,
+    AggregateOptions, ChangeStreamOptions, CountOptions, CreateCollectionOptions, DeleteManyModel,
+    DeleteOneModel, DeleteOptions, DistinctOptions, EstimatedDocumentCountOptions,
+    FindOneAndDeleteOptions, FindOneAndReplaceOptions, FindOneAndUpdateOptions, FindOneOptions,
+    FindOptions, IndexOptions, InsertManyOptions, InsertOneModel, InsertOneOptions,
+    ReplaceOneModel, ReplaceOptions, SelectionCriteria, TransactionOptions, UpdateManyModel,
+    UpdateModifications, UpdateOneModel, UpdateOptions, WriteModel,
 };
 use mongodb::results::{DeleteResult, UpdateResult};
 use mongodb::{ClientSession, Collection, IndexModel, Namespace};
@@ -274,7 +274,9 @@ impl TestRun<'_> {
                 let p = a.docs("pipeline")?;
                 let o: ChangeStreamOptions = a.options()?;
                 if sn.is_some() {
-                    return Err("createChangeStream in a session is not supported by the runner".into());
+                    return Err(
+                        "createChangeStream in a session is not supported by the runner".into()
+                    );
                 }
                 let stream = coll.watch().pipeline(p).with_options(o).await;
                 return Ok(self.pending_stream(stream));
@@ -480,7 +482,9 @@ impl TestRun<'_> {
                 let p = a.docs("pipeline")?;
                 let o: ChangeStreamOptions = a.options()?;
                 if sn.is_some() {
-                    return Err("createChangeStream in a session is not supported by the runner".into());
+                    return Err(
+                        "createChangeStream in a session is not supported by the runner".into()
+                    );
                 }
                 let stream = db.watch().pipeline(p).with_options(o).await;
                 return Ok(self.pending_stream(stream));
@@ -574,7 +578,9 @@ impl TestRun<'_> {
                 let p = a.docs("pipeline")?;
                 let o: ChangeStreamOptions = a.options()?;
                 if sn.is_some() {
-                    return Err("createChangeStream in a session is not supported by the runner".into());
+                    return Err(
+                        "createChangeStream in a session is not supported by the runner".into()
+                    );
                 }
                 let stream = client.watch().pipeline(p).with_options(o).await;
                 return Ok(self.pending_stream(stream));

@@ -466,7 +466,10 @@ impl ChangeStream {
                         "truncatedArrays": d.get_array("t").cloned().unwrap_or_default(),
                     };
                     if self.show_expanded {
-                        desc.insert("disambiguatedPaths", disambiguated(&desc));
+                        desc.insert(
+                            "disambiguatedPaths",
+                            d.get_document("p").cloned().unwrap_or_default(),
+                        );
                     }
                     e.insert("updateDescription", desc);
                 }
@@ -506,6 +509,13 @@ impl ChangeStream {
                 let to = entry.get_str("to").unwrap_or("");
                 let (tdb, tcoll) = to.split_once('.').unwrap_or((to, ""));
                 e.insert("to", doc! { "db": tdb, "coll": tcoll });
+                if self.show_expanded {
+                    let mut desc = doc! { "to": { "db": tdb, "coll": tcoll } };
+                    if let Some(uuid) = entry.get("dropTarget") {
+                        desc.insert("dropTarget", uuid.clone());
+                    }
+                    e.insert("operationDescription", desc);
+                }
             }
             "create" | "createIndexes" | "dropIndexes" | "modify" => {
                 e.insert("ns", ns_doc);
@@ -551,38 +561,6 @@ impl ChangeStream {
         }
         Ok(out)
     }
-}
-
-/// `disambiguatedPaths`: for each updated or removed path with a numeric component, the path as
-/// an array (numeric components of arrays as integers). Folio's paths come from the stored
-/// documents, so every numeric component after an array is an index.
-fn disambiguated(desc: &Document) -> Document {
-    let mut out = Document::new();
-    let paths = desc
-        .get_document("updatedFields")
-        .map(|d| d.keys().cloned().collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(
-            desc.get_array("removedFields")
-                .map(|a| {
-                    a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>()
-                })
-                .unwrap_or_default(),
-        );
-    for path in paths {
-        if path.split('.').any(|p| p.parse::<u32>().is_ok()) {
-            let parts: Vec<Bson> = path
-                .split('.')
-                .map(|p| match p.parse::<i32>() {
-                    Ok(n) => Bson::Int32(n),
-                    Err(_) => Bson::String(p.to_string()),
-                })
-                .collect();
-            out.insert(path, parts);
-        }
-    }
-    out
 }
 
 fn missing_image(which: &str, pos: Position) -> Error {

@@ -833,14 +833,21 @@ fn change_stream(
         );
     }
     let db = run.op.db.clone();
-    let mut stream = crate::changes::ChangeStream::open(
+    let opened = crate::changes::ChangeStream::open(
         svc.store.as_ref(),
         &db,
         coll,
         pipeline,
         run.session_key(),
-    )?;
-    let first = stream.next_batch(svc.store.as_ref(), batch.unwrap_or(0), None)?;
+    )
+    .and_then(|mut stream| {
+        let first = stream.next_batch(svc.store.as_ref(), batch.unwrap_or(0), None)?;
+        Ok((stream, first))
+    });
+    let (stream, first) = opened.map_err(|mut e| {
+        change_stream_labels(&mut e);
+        e
+    })?;
     let token = stream.post_batch_resume_token();
     let ns = stream.ns.clone();
     let id = if stream.is_closed() { 0 } else { svc.streams.open(stream) };
@@ -850,6 +857,21 @@ fn change_stream(
         "id": id,
         "ns": ns,
     } })
+}
+
+/// MongoDB's change-stream error labels: drivers resume after a ResumableChangeStreamError and
+/// give up on a NonResumableChangeStreamError.
+fn change_stream_labels(e: &mut Error) {
+    const RESUMABLE: &[i32] = &[
+        6, 7, 43, 63, 89, 91, 133, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13388, 13435,
+        13436,
+    ];
+    let code = e.code_number();
+    if matches!(code, 280 | 286) {
+        e.add_label("NonResumableChangeStreamError");
+    } else if RESUMABLE.contains(&code) {
+        e.add_label("ResumableChangeStreamError");
+    }
 }
 
 /// `getMore` on a change stream: waits up to `maxTimeMS` (the driver's `maxAwaitTimeMS`) for
@@ -883,10 +905,18 @@ fn change_stream_get_more(
         Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
         _ => crate::changes::DEFAULT_AWAIT,
     };
-    let events = match stream.next_batch(svc.store.as_ref(), batch, Some(Instant::now() + wait)) {
+    let batch = match svc.failpoints.fail_get_more() {
+        Some(code) => Err(Error::new(
+            Code::from_number(code),
+            "Failing command via 'failGetMoreAfterCursorCheckout' failpoint",
+        )),
+        None => stream.next_batch(svc.store.as_ref(), batch, Some(Instant::now() + wait)),
+    };
+    let events = match batch {
         Ok(events) => events,
-        Err(e) => {
+        Err(mut e) => {
             svc.streams.kill(id);
+            change_stream_labels(&mut e);
             return Err(e);
         }
     };

@@ -77,7 +77,12 @@ pub fn update(
     if replacement {
         e.insert("o", new.clone());
     } else {
-        e.insert("d", diff(old, new));
+        let mut d = diff(old, new);
+        let paths = disambiguated_paths(&d, old, new);
+        if !paths.is_empty() {
+            d.insert("p", paths);
+        }
+        e.insert("d", d);
         if images {
             e.insert("post", new.clone());
         }
@@ -106,10 +111,14 @@ pub fn ddl(txn: &mut dyn Txn, meta: &CollectionMeta, op: &str, details: Bson) {
     append(txn, &e);
 }
 
-/// Logs a rename of `meta` (the collection as it was) to `to` (`db.coll`).
-pub fn rename(txn: &mut dyn Txn, meta: &CollectionMeta, to: &str) {
+/// Logs a rename of `meta` (the collection as it was) to `to` (`db.coll`); `dropped` is the
+/// UUID of the target collection `dropTarget` replaced.
+pub fn rename(txn: &mut dyn Txn, meta: &CollectionMeta, to: &str, dropped: Option<bson::Uuid>) {
     let mut e = base("rename", meta);
     e.insert("to", to);
+    if let Some(uuid) = dropped {
+        e.insert("dropTarget", uuid);
+    }
     append(txn, &e);
 }
 
@@ -126,6 +135,50 @@ pub fn diff(old: &Document, new: &Document) -> Document {
     let mut truncated = Vec::new();
     diff_docs("", old, new, &mut updated, &mut removed, &mut truncated);
     doc! { "u": updated, "r": removed, "t": truncated }
+}
+
+/// `disambiguatedPaths`: each updated, removed or truncated path with a component that looks
+/// like a number, as an array of its components: array indexes as integers, field names as
+/// strings. Which one a component is comes from the document the path was taken from.
+fn disambiguated_paths(d: &Document, old: &Document, new: &Document) -> Document {
+    let mut out = Document::new();
+    let updated = d.get_document("u").map(|u| u.keys().cloned().collect::<Vec<_>>());
+    let removed = d
+        .get_array("r")
+        .map(|r| r.iter().filter_map(|p| p.as_str().map(String::from)).collect::<Vec<_>>());
+    let truncated = d.get_array("t").map(|t| {
+        t.iter()
+            .filter_map(|t| t.as_document().and_then(|t| t.get_str("field").ok()).map(String::from))
+            .collect::<Vec<_>>()
+    });
+    let sources = [
+        (updated.unwrap_or_default(), new),
+        (removed.unwrap_or_default(), old),
+        (truncated.unwrap_or_default(), new),
+    ];
+    for (paths, source) in sources {
+        for path in paths {
+            if !path.split('.').any(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit())) {
+                continue;
+            }
+            let mut parts = Vec::new();
+            let mut at = Some(Bson::Document(source.clone()));
+            for c in path.split('.') {
+                let (part, next) = match &at {
+                    Some(Bson::Array(a)) => match c.parse::<usize>() {
+                        Ok(i) => (Bson::Int32(i as i32), a.get(i).cloned()),
+                        Err(_) => (Bson::String(c.to_string()), None),
+                    },
+                    Some(Bson::Document(d)) => (Bson::String(c.to_string()), d.get(c).cloned()),
+                    _ => (Bson::String(c.to_string()), None),
+                };
+                parts.push(part);
+                at = next;
+            }
+            out.insert(path, parts);
+        }
+    }
+    out
 }
 
 fn join(prefix: &str, key: &str) -> String {

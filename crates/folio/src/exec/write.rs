@@ -660,14 +660,16 @@ pub fn rename_collection(
         bail!(NamespaceNotFound, "Source collection {}.{} does not exist", from.0, from.1);
     };
     catalog::validate_collection_name(to.0, to.1)?;
-    if catalog::get_collection(txn, to.0, to.1)?.is_some() {
+    let mut dropped = None;
+    if let Some(target) = catalog::get_collection(txn, to.0, to.1)? {
         if !drop_target {
             bail!(NamespaceExists, "target namespace exists");
         }
         drop_collection(txn, to.0, to.1)?;
+        dropped = Some(target.uuid);
     }
     catalog::delete_collection(txn, &meta)?;
-    super::changelog::rename(txn, &meta, &format!("{}.{}", to.0, to.1));
+    super::changelog::rename(txn, &meta, &format!("{}.{}", to.0, to.1), dropped);
     let renamed = CollectionMeta { db: to.0.to_string(), name: to.1.to_string(), ..meta };
     catalog::put_collection(txn, &renamed)
 }
