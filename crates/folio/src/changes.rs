@@ -541,11 +541,10 @@ impl ChangeStream {
         if let Some(n) = header.get("txnNumber") {
             e.insert("txnNumber", n.clone());
         }
-        let invalidates = match (&self.scope, op) {
-            (Scope::Collection(..), "drop" | "rename") => true,
-            (Scope::Database(_), "dropDatabase") => true,
-            _ => false,
-        };
+        let invalidates = matches!(
+            (&self.scope, op),
+            (Scope::Collection(..), "drop" | "rename") | (Scope::Database(_), "dropDatabase")
+        );
         let mut out = vec![(pos, e)];
         if invalidates {
             let p = Position { invalidate: 1, ..pos };
