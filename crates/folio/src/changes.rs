@@ -608,6 +608,8 @@ fn truthy_bool(k: &str, v: &Bson) -> Result<bool> {
 #[derive(Default)]
 pub struct StreamRegistry {
     streams: Mutex<HashMap<i64, Arc<Mutex<ChangeStream>>>>,
+    /// Tailable cursors on capped collections, in the same id space.
+    tails: Mutex<HashMap<i64, Arc<Mutex<CappedTail>>>>,
 }
 
 impl StreamRegistry {
@@ -616,11 +618,29 @@ impl StreamRegistry {
         let mut streams = self.streams.lock();
         loop {
             let id = (rand::random::<u64>() >> 2) as i64;
-            if id != 0 && !streams.contains_key(&id) {
+            if id != 0 && !streams.contains_key(&id) && !self.tails.lock().contains_key(&id) {
                 streams.insert(id, Arc::new(Mutex::new(stream)));
                 return id;
             }
         }
+    }
+
+    /// Registers a tailable cursor; returns its id.
+    pub fn open_tail(&self, tail: CappedTail) -> i64 {
+        let streams = self.streams.lock();
+        let mut tails = self.tails.lock();
+        loop {
+            let id = (rand::random::<u64>() >> 2) as i64;
+            if id != 0 && !streams.contains_key(&id) && !tails.contains_key(&id) {
+                tails.insert(id, Arc::new(Mutex::new(tail)));
+                return id;
+            }
+        }
+    }
+
+    /// The tailable cursor with this id, if it is one.
+    pub fn get_tail(&self, id: i64) -> Option<Arc<Mutex<CappedTail>>> {
+        self.tails.lock().get(&id).cloned()
     }
 
     /// The stream with this cursor id, if it is one.
@@ -630,35 +650,135 @@ impl StreamRegistry {
 
     /// Whether `id` is a change-stream cursor.
     pub fn contains(&self, id: i64) -> bool {
-        self.streams.lock().contains_key(&id)
+        self.streams.lock().contains_key(&id) || self.tails.lock().contains_key(&id)
     }
 
-    /// Closes a stream; returns whether it existed.
+    /// Closes a stream or tailable cursor; returns whether it existed.
     pub fn kill(&self, id: i64) -> bool {
-        self.streams.lock().remove(&id).is_some()
+        self.streams.lock().remove(&id).is_some() || self.tails.lock().remove(&id).is_some()
     }
 
-    /// Closes every stream of a session.
+    /// Closes every stream and tailable cursor of a session.
     pub fn kill_session(&self, session: &[u8]) {
         self.streams.lock().retain(|_, s| s.lock().session.as_deref() != Some(session));
+        self.tails.lock().retain(|_, s| s.lock().session.as_deref() != Some(session));
     }
 
     /// Closes streams idle past the cursor timeout.
     pub fn reap(&self) {
         let now = Instant::now();
-        self.streams.lock().retain(|_, s| {
-            s.try_lock()
-                .is_none_or(|s| now.duration_since(s.last_use) < crate::cursor::CURSOR_IDLE_TIMEOUT)
-        });
+        let timeout = crate::cursor::CURSOR_IDLE_TIMEOUT;
+        self.streams
+            .lock()
+            .retain(|_, s| s.try_lock().is_none_or(|s| now.duration_since(s.last_use) < timeout));
+        self.tails
+            .lock()
+            .retain(|_, s| s.try_lock().is_none_or(|s| now.duration_since(s.last_use) < timeout));
     }
 
     /// How many streams are open.
     pub fn len(&self) -> usize {
-        self.streams.lock().len()
+        self.streams.lock().len() + self.tails.lock().len()
     }
 
     /// Whether no stream is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A tailable cursor on a capped collection (`find` with `tailable`, optionally `awaitData`):
+/// it returns the documents inserted after the last one it returned, in insertion order, and
+/// stays open when there are none; with `awaitData` a `getMore` waits for a commit (the same
+/// notification change streams use) up to `maxTimeMS`.
+pub struct CappedTail {
+    db: String,
+    coll: String,
+    filter: crate::query::Filter,
+    projection: Option<crate::query::Projection>,
+    /// The insertion number of the last document read.
+    last: Option<u64>,
+    await_data: bool,
+    /// The session the cursor belongs to.
+    pub session: Option<Vec<u8>>,
+    /// `db.coll`.
+    pub ns: String,
+    last_use: Instant,
+}
+
+impl CappedTail {
+    /// Opens a tailable cursor; fails when the collection is not capped, as MongoDB does.
+    pub fn open(
+        txn: &dyn crate::mvcc::Txn,
+        db: &str,
+        coll: &str,
+        filter: &Document,
+        projection: Option<&Document>,
+        await_data: bool,
+        session: Option<Vec<u8>>,
+    ) -> Result<CappedTail> {
+        let capped = crate::catalog::get_collection(txn, db, coll)?
+            .is_some_and(|m| exec::capped::is_capped(&m));
+        if !capped {
+            bail!(
+                BadValue,
+                "error processing query: ns={}.{} tailable cursor requested on non capped collection",
+                db,
+                coll
+            );
+        }
+        Ok(CappedTail {
+            db: db.to_string(),
+            coll: coll.to_string(),
+            filter: crate::query::Filter::parse(filter)?,
+            projection: projection.map(crate::query::Projection::parse).transpose()?,
+            last: None,
+            await_data,
+            session,
+            ns: format!("{db}.{coll}"),
+            last_use: Instant::now(),
+        })
+    }
+
+    /// The next matching documents (up to `batch_size`, 0: 101), waiting until `wait` for one
+    /// when the cursor awaits data.
+    pub fn next_batch(
+        &mut self,
+        store: &dyn TxnStore,
+        batch_size: usize,
+        wait: Option<Instant>,
+    ) -> Result<Vec<Document>> {
+        self.last_use = Instant::now();
+        let limit = if batch_size == 0 { 101 } else { batch_size };
+        loop {
+            let seen = store.last_committed();
+            let txn = store.begin()?;
+            let docs = match crate::catalog::get_collection(txn.as_ref(), &self.db, &self.coll)? {
+                Some(meta) => exec::capped::documents_after(txn.as_ref(), &meta, self.last),
+                None => Ok(Vec::new()),
+            };
+            txn.abort();
+            let mut out = Vec::new();
+            for (seq, doc) in docs? {
+                if out.len() >= limit {
+                    break;
+                }
+                self.last = Some(seq);
+                if self.filter.matches(&doc) {
+                    out.push(match &self.projection {
+                        Some(p) => p.apply(&doc, None)?,
+                        None => doc,
+                    });
+                }
+            }
+            match wait {
+                Some(deadline)
+                    if out.is_empty() && self.await_data && Instant::now() < deadline =>
+                {
+                    store.wait_commit_after(seen, deadline);
+                }
+                _ => return Ok(out),
+            }
+        }
     }
 }

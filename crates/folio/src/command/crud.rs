@@ -110,6 +110,28 @@ fn run_statements<T>(
     outcome.map(|()| errors)
 }
 
+/// Writes to a capped collection inside a transaction are refused, as MongoDB refuses them.
+fn reject_capped_in_txn(run: &mut Runner, coll: &str) -> Result<()> {
+    if !matches!(run.op.mode(), Mode::Transaction(_)) {
+        return Ok(());
+    }
+    let db = run.op.db.clone();
+    let capped = run.read(|txn| {
+        Ok(crate::catalog::get_collection(txn, &db, coll)?
+            .is_some_and(|m| exec::capped::is_capped(&m)))
+    })?;
+    if capped {
+        bail!(
+            OperationNotSupportedInTransaction,
+            "Collection '{}.{}' is a capped collection. Writes in transactions are not allowed on \
+             capped collections.",
+            db,
+            coll
+        );
+    }
+    Ok(())
+}
+
 fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {
     if matches!(run.op.mode(), Mode::Transaction(_)) && run.op.write_concern.is_some() {
         bail!(InvalidOptions, "Cannot set write concern after starting a transaction.");
@@ -127,6 +149,7 @@ pub fn insert(
     let coll = collection(cmd, "insert")?;
     let docs = doc_array(cmd, "documents", "insert")?;
     reject_write_concern_in_txn(run)?;
+    reject_capped_in_txn(run, &coll)?;
     let db = run.op.db.clone();
     if docs.is_empty() {
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
@@ -238,6 +261,7 @@ pub fn update(
     let coll = collection(cmd, "update")?;
     let raw = doc_array(cmd, "updates", "update")?;
     reject_write_concern_in_txn(run)?;
+    reject_capped_in_txn(run, &coll)?;
     let db = run.op.db.clone();
     let mut n = 0i64;
     let mut modified = 0i64;
@@ -293,6 +317,7 @@ pub fn delete(
     let coll = collection(cmd, "delete")?;
     let raw = doc_array(cmd, "deletes", "delete")?;
     reject_write_concern_in_txn(run)?;
+    reject_capped_in_txn(run, &coll)?;
     let db = run.op.db.clone();
     let mut n = 0i64;
     let deletes: Vec<DeleteStatement> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
@@ -383,6 +408,7 @@ pub fn find_and_modify(
     let name = cmd.keys().next().cloned().unwrap_or_default();
     let coll = collection(cmd, &name)?;
     reject_write_concern_in_txn(run)?;
+    reject_capped_in_txn(run, &coll)?;
     let update = match cmd.get("update") {
         None | Some(Bson::Null) => None,
         Some(Bson::Document(d)) => Some(exec::UpdateDoc::Modifiers(d.clone())),
@@ -529,8 +555,55 @@ pub fn find(
     };
     refuse_min_max(cmd, "find")?;
     let batch = batch_size(cmd, "batchSize", "find")?;
+    let tailable = opt_bool(cmd, "tailable", "find")?.unwrap_or(false);
+    let await_data = opt_bool(cmd, "awaitData", "find")?.unwrap_or(false);
+    if await_data && !tailable {
+        bail!(FailedToParse, "Cannot set 'awaitData' without also setting 'tailable'");
+    }
+    if tailable {
+        return tailable_find(svc, run, &db, &coll, &spec, batch, await_data);
+    }
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
     cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch)
+}
+
+/// `find` with `tailable` on a capped collection: a cursor that stays open at the end of the
+/// collection and returns what is inserted later (see [`crate::changes::CappedTail`]).
+fn tailable_find(
+    svc: &Service,
+    run: &mut Runner,
+    db: &str,
+    coll: &str,
+    spec: &FindSpec,
+    batch: Option<usize>,
+    await_data: bool,
+) -> Result<Document> {
+    if spec.sort.as_ref().is_some_and(|s| s != &doc! { "$natural": 1 }) {
+        bail!(BadValue, "cannot use tailable option with a sort other than {{$natural: 1}}");
+    }
+    if spec.skip > 0 || spec.limit > 0 {
+        bail!(NotImplemented, "skip and limit are not supported on tailable cursors");
+    }
+    let session = run.session_key();
+    let mut tail = run.read(|txn| {
+        crate::changes::CappedTail::open(
+            txn,
+            db,
+            coll,
+            &spec.filter,
+            spec.projection.as_ref(),
+            await_data,
+            session.clone(),
+        )
+    })?;
+    let first = tail.next_batch(svc.store.as_ref(), batch.unwrap_or(0), None)?;
+    let ns = tail.ns.clone();
+    let id = svc.streams.open_tail(tail);
+    Ok(doc! { "cursor": {
+        "firstBatch": first.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+        "id": id,
+        "ns": ns,
+    } })
 }
 
 /// `getMore`.
@@ -560,6 +633,22 @@ pub fn get_more(
     let session = run.session_key();
     if let Some(stream) = svc.streams.get(id) {
         return change_stream_get_more(svc, cmd, id, &ns, session.as_deref(), batch, stream);
+    }
+    if let Some(tail) = svc.streams.get_tail(id) {
+        let mut tail = tail.lock();
+        if tail.ns != ns || tail.session.as_deref() != session.as_deref() {
+            bail!(Unauthorized, "cursor {} belongs to another namespace or session", id);
+        }
+        let wait = match cmd.get("maxTimeMS").and_then(super::context::number) {
+            Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
+            _ => crate::changes::DEFAULT_AWAIT,
+        };
+        let docs = tail.next_batch(svc.store.as_ref(), batch, Some(Instant::now() + wait))?;
+        return Ok(doc! { "cursor": {
+            "nextBatch": docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+            "id": id,
+            "ns": ns,
+        } });
     }
     let ((batch_docs, at), open) = svc.cursors.with_cursor(id, &ns, session.as_deref(), |c| {
         (take_batch(&mut c.remaining, batch), c.at_cluster_time)

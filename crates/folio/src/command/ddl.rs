@@ -58,12 +58,12 @@ pub fn create(
         }
     }
     if options.get("capped").is_some_and(truthy) {
-        if !options.contains_key("size") {
-            bail!(InvalidOptions, "the 'size' field is required when 'capped' is true");
-        }
-        // TODO(#13): capped collections (size and count limits, insertion order, tailable
-        // cursors). Refused until then rather than created as a collection that never caps.
-        bail!(NotImplemented, "capped collections are not supported");
+        options.insert("capped", true);
+        exec::capped::normalize_options(&mut options)?;
+    } else {
+        options.remove("capped");
+        options.remove("size");
+        options.remove("max");
     }
     if let Some(Bson::Document(v)) = options.get("validator") {
         Filter::parse(v)?;

@@ -203,9 +203,19 @@ impl CollectionHandle {
                 &[id],
             ));
         }
-        check_conflict(txn.put(&key, &doc.to_vec()?)?, &self.describe_id(doc))?;
+        let bytes = doc.to_vec()?;
+        check_conflict(txn.put(&key, &bytes)?, &self.describe_id(doc))?;
         self.add_entries(txn, doc, &BTreeSet::new())?;
         super::changelog::insert(txn, &self.meta, doc);
+        if super::capped::is_capped(&self.meta) {
+            super::capped::inserted(txn, &self.meta, &id_key(&id), bytes.len())?;
+            // The oldest documents go until the collection is within its limits again.
+            while let Some(oldest) = super::capped::oldest_over_limit(txn, &self.meta)? {
+                let key = Key::Document { coll: self.meta.id, id: &oldest }.encode();
+                let Some(doc) = super::get_document(txn, &key)? else { break };
+                self.remove(txn, &Found { key, doc })?;
+            }
+        }
         Ok(())
     }
 
@@ -220,7 +230,12 @@ impl CollectionHandle {
         replacement: bool,
     ) -> Result<()> {
         self.validate(new)?;
-        check_conflict(txn.put(&found.key, &new.to_vec()?)?, &self.describe_id(new))?;
+        let bytes = new.to_vec()?;
+        check_conflict(txn.put(&found.key, &bytes)?, &self.describe_id(new))?;
+        if super::capped::is_capped(&self.meta) {
+            let old = found.doc.to_vec()?.len();
+            super::capped::resized(txn, &self.meta, old, bytes.len())?;
+        }
         let old_entries: BTreeSet<Vec<u8>> =
             self.entries(&found.doc)?.into_iter().map(|e| e.1).collect();
         let new_entries: BTreeSet<Vec<u8>> = self.entries(new)?.into_iter().map(|e| e.1).collect();
@@ -234,6 +249,10 @@ impl CollectionHandle {
     fn remove(&self, txn: &mut dyn Txn, found: &Found) -> Result<()> {
         check_conflict(txn.delete(&found.key)?, &self.describe_id(&found.doc))?;
         self.remove_entries(txn, &found.doc, &BTreeSet::new())?;
+        if super::capped::is_capped(&self.meta) {
+            let id = id_key(found.doc.get("_id").unwrap_or(&Bson::Null));
+            super::capped::removed(txn, &self.meta, &id, found.doc.to_vec()?.len())?;
+        }
         super::changelog::delete(txn, &self.meta, &found.doc);
         Ok(())
     }
@@ -633,6 +652,11 @@ pub fn drop_collection(txn: &mut dyn Txn, db: &str, coll: &str) -> Result<bool> 
     delete_prefix(txn, &keys::document_prefix(meta.id), &ns)?;
     for i in &meta.indexes {
         delete_prefix(txn, &keys::index_prefix(meta.id, i.id), &ns)?;
+    }
+    if super::capped::is_capped(&meta) {
+        delete_prefix(txn, &keys::capped_order_prefix(meta.id), &ns)?;
+        delete_prefix(txn, &keys::capped_position_key(meta.id, &[]), &ns)?;
+        check_conflict(txn.delete(&keys::capped_state_key(meta.id))?, &ns)?;
     }
     catalog::delete_collection(txn, &meta)?;
     super::changelog::ddl(txn, &meta, "drop", Bson::Document(Document::new()));
