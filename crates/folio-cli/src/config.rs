@@ -55,6 +55,12 @@ pub struct ServeArgs {
     /// Maximum number of simultaneous connections.
     #[arg(long = "maxConns", value_name = "N")]
     pub max_conns: Option<u32>,
+    /// Change-log (oplog) retention size in megabytes [default: 1024].
+    #[arg(long = "oplogSize", value_name = "MB")]
+    pub oplog_size: Option<f64>,
+    /// Minimum change-log retention in hours, whatever the size [default: 0].
+    #[arg(long = "oplogMinRetentionHours", value_name = "HOURS")]
+    pub oplog_min_retention_hours: Option<f64>,
     /// mongod-style YAML configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -180,12 +186,15 @@ struct MetricsSection {
 #[serde(rename_all = "camelCase")]
 struct StorageSection {
     db_path: Option<PathBuf>,
+    oplog_min_retention_hours: Option<f64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 struct ReplicationSection {
     repl_set_name: Option<String>,
+    #[serde(rename = "oplogSizeMB")]
+    oplog_size_mb: Option<f64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -259,6 +268,11 @@ pub struct Settings {
     pub operation_memory_bytes: usize,
     /// `internalQueryMaxMemoryUsageBytesAllOperations` (`None`: half of what the process may use).
     pub server_memory_bytes: Option<usize>,
+    /// The change log's retention size in MB (`--oplogSize`, `replication.oplogSizeMB`).
+    pub oplog_size_mb: Option<f64>,
+    /// The change log's minimum retention in hours (`--oplogMinRetentionHours`,
+    /// `storage.oplogMinRetentionHours`).
+    pub oplog_min_retention_hours: f64,
     /// What `getCmdLineOpts` reports: `argv` and `parsed` (passwords replaced).
     pub cmd_line: Document,
     /// The log's destination and rotation.
@@ -336,6 +350,15 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     let (slow_ms, slow_op_sample_rate, profile_level) =
         profiling_settings(args, &file.operation_profiling)?;
     let metrics_port = args.metrics_port.or(file.net.metrics.port);
+    let oplog_size_mb = args.oplog_size.or(file.replication.oplog_size_mb);
+    if oplog_size_mb.is_some_and(|mb| !(mb > 0.0 && mb.is_finite())) {
+        return Err("--oplogSize must be a positive number of megabytes".into());
+    }
+    let oplog_min_retention_hours =
+        args.oplog_min_retention_hours.or(file.storage.oplog_min_retention_hours).unwrap_or(0.0);
+    if !(oplog_min_retention_hours >= 0.0 && oplog_min_retention_hours.is_finite()) {
+        return Err("--oplogMinRetentionHours must be a non-negative number of hours".into());
+    }
     let repl_set =
         args.repl_set.clone().or(file.replication.repl_set_name).unwrap_or_else(|| "rs0".into());
     if repl_set.is_empty() {
@@ -521,6 +544,11 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
         }
         net.insert("tls", t);
     }
+    if let Some(mb) = oplog_size_mb
+        && let Ok(r) = parsed.get_document_mut("replication")
+    {
+        r.insert("oplogSizeMB", mb);
+    }
     let cmd_line = doc! { "argv": redact_argv(argv), "parsed": parsed };
 
     Ok(Settings {
@@ -537,6 +565,8 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
         ttl_monitor_sleep_secs,
         operation_memory_bytes,
         server_memory_bytes,
+        oplog_size_mb,
+        oplog_min_retention_hours,
         cmd_line,
         log,
         slow_ms,
@@ -681,6 +711,34 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
         "1" | "true" => Ok(true),
         "0" | "false" => Ok(false),
         _ => Err(format!("Bad value for parameter \"{name}\": {value:?} is not a boolean")),
+    }
+}
+
+#[cfg(test)]
+mod oplog_tests {
+    use super::*;
+
+    #[test]
+    fn oplog_size_comes_from_the_flag_or_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("folio-oplog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mongod.conf");
+        std::fs::write(
+            &path,
+            "replication:\n  oplogSizeMB: 2048\nstorage:\n  oplogMinRetentionHours: 1.5\n",
+        )
+        .unwrap();
+        let from_file =
+            resolve(&ServeArgs { config: Some(path.clone()), ..ServeArgs::default() }, &[])
+                .expect("settings");
+        assert_eq!(from_file.oplog_size_mb, Some(2048.0));
+        assert_eq!(from_file.oplog_min_retention_hours, 1.5);
+        let flag =
+            ServeArgs { config: Some(path), oplog_size: Some(990.0), ..ServeArgs::default() };
+        assert_eq!(resolve(&flag, &[]).expect("settings").oplog_size_mb, Some(990.0));
+        let bad = ServeArgs { oplog_size: Some(-1.0), ..ServeArgs::default() };
+        assert!(resolve(&bad, &[]).is_err());
+        assert_eq!(resolve(&ServeArgs::default(), &[]).expect("settings").oplog_size_mb, None);
     }
 }
 

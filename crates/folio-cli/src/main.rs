@@ -141,6 +141,8 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         auth: settings.auth,
         auth_mechanisms: settings.auth_mechanisms.clone(),
         localhost_auth_bypass: settings.localhost_auth_bypass,
+        oplog_size_mb: settings.oplog_size_mb,
+        oplog_min_retention_hours: settings.oplog_min_retention_hours,
     };
     let tls = match folio_server::TlsMode::parse(&settings.tls.mode)? {
         None => None,

@@ -144,8 +144,14 @@ pub fn parse(text: &str) -> Result<TestFile, String> {
 }
 
 /// The test areas, i.e. the folders of the spec test directory this runner knows.
-pub const AREAS: [&str; 5] =
-    ["transactions", "sessions", "retryable-writes", "crud", "causal-consistency"];
+pub const AREAS: [&str; 6] = [
+    "transactions",
+    "sessions",
+    "retryable-writes",
+    "crud",
+    "causal-consistency",
+    "change-streams",
+];
 
 /// Lists the `.json` files of one area, sorted by name.
 pub fn area_files(spec_dir: &Path, area: &str) -> Result<Vec<std::path::PathBuf>, String> {

@@ -8,12 +8,12 @@
 
 use bson::{Bson, Document, doc};
 use mongodb::options::{
-    AggregateOptions, CountOptions, CreateCollectionOptions, DeleteManyModel, DeleteOneModel,
-    DeleteOptions, DistinctOptions, EstimatedDocumentCountOptions, FindOneAndDeleteOptions,
-    FindOneAndReplaceOptions, FindOneAndUpdateOptions, FindOneOptions, FindOptions, IndexOptions,
-    InsertManyOptions, InsertOneModel, InsertOneOptions, ReplaceOneModel, ReplaceOptions,
-    SelectionCriteria, TransactionOptions, UpdateManyModel, UpdateModifications, UpdateOneModel,
-    UpdateOptions, WriteModel,
+    AggregateOptions, ChangeStreamOptions, CountOptions, CreateCollectionOptions, DeleteManyModel,
+    DeleteOneModel, DeleteOptions, DistinctOptions, EstimatedDocumentCountOptions,
+    FindOneAndDeleteOptions, FindOneAndReplaceOptions, FindOneAndUpdateOptions, FindOneOptions,
+    FindOptions, IndexOptions, InsertManyOptions, InsertOneModel, InsertOneOptions,
+    ReplaceOneModel, ReplaceOptions, SelectionCriteria, TransactionOptions, UpdateManyModel,
+    UpdateModifications, UpdateOneModel, UpdateOptions, WriteModel,
 };
 use mongodb::results::{DeleteResult, UpdateResult};
 use mongodb::{ClientSession, Collection, IndexModel, Namespace};
@@ -270,6 +270,35 @@ impl TestRun<'_> {
                 with_session!(s, coll.find_one(f).with_options(o))
                     .map(|r| Some(r.map_or(Bson::Null, Bson::Document)))
             }
+            "createChangeStream" => {
+                let p = a.docs("pipeline")?;
+                let o: ChangeStreamOptions = a.options()?;
+                if sn.is_some() {
+                    return Err(
+                        "createChangeStream in a session is not supported by the runner".into()
+                    );
+                }
+                let stream = coll.watch().pipeline(p).with_options(o).await;
+                return Ok(self.pending_stream(stream));
+            }
+            "rename" => {
+                let to = a.string("to")?;
+                let drop_target = matches!(a.take("dropTarget"), Some(Bson::Boolean(true)));
+                let ns = coll.namespace();
+                let cmd = doc! {
+                    "renameCollection": format!("{}.{}", ns.db, ns.coll),
+                    "to": format!("{}.{to}", ns.db),
+                    "dropTarget": drop_target,
+                };
+                let s = self.session_mut(sn)?;
+                let admin = coll.client().database("admin");
+                with_session!(s, admin.run_command(cmd)).map(|_| None)
+            }
+            "dropIndex" => {
+                let name = a.string("name")?;
+                let s = self.session_mut(sn)?;
+                with_session!(s, coll.drop_index(name)).map(|_| None)
+            }
             "createFindCursor" => {
                 let f = a.take("filter").and_then(|b| b.as_document().cloned()).unwrap_or_default();
                 let o: FindOptions = a.options()?;
@@ -449,6 +478,17 @@ impl TestRun<'_> {
     ) -> Result<OpResult, String> {
         let db = self.database(object)?;
         Ok(match name {
+            "createChangeStream" => {
+                let p = a.docs("pipeline")?;
+                let o: ChangeStreamOptions = a.options()?;
+                if sn.is_some() {
+                    return Err(
+                        "createChangeStream in a session is not supported by the runner".into()
+                    );
+                }
+                let stream = db.watch().pipeline(p).with_options(o).await;
+                return Ok(self.pending_stream(stream));
+            }
             "runCommand" => {
                 let cmd = a.doc("command")?;
                 let _ = a.take("commandName");
@@ -534,6 +574,17 @@ impl TestRun<'_> {
                         .map(|r| Some(summary_result(&r)))
                 }
             }
+            "createChangeStream" => {
+                let p = a.docs("pipeline")?;
+                let o: ChangeStreamOptions = a.options()?;
+                if sn.is_some() {
+                    return Err(
+                        "createChangeStream in a session is not supported by the runner".into()
+                    );
+                }
+                let stream = client.watch().pipeline(p).with_options(o).await;
+                return Ok(self.pending_stream(stream));
+            }
             "listDatabases" => {
                 let s = self.session_mut(sn)?;
                 with_session!(s, client.list_databases()).map(|v| {
@@ -599,6 +650,11 @@ impl TestRun<'_> {
         let Some(Entity::Cursor(mut cursor)) = self.entities.remove(object) else {
             return Err(format!("no cursor entity {object:?}"));
         };
+        if let CursorEntity::Stream(c) = &mut *cursor {
+            let result = self.stream_op(name, c).await;
+            self.entities.insert(object.to_string(), Entity::Cursor(cursor));
+            return result;
+        }
         let result = match name {
             "iterateUntilDocumentOrError" | "iterateOnce" => match &mut *cursor {
                 CursorEntity::Plain(c) => match c.advance().await {
@@ -606,6 +662,7 @@ impl TestRun<'_> {
                     Ok(false) => Ok(None),
                     Err(e) => Err(e),
                 },
+                CursorEntity::Stream(_) => Ok(None),
                 CursorEntity::Session(c, sname) => {
                     let sname = sname.clone();
                     let s = self.session_mut(Some(&sname))?.ok_or("no session")?;
@@ -621,6 +678,44 @@ impl TestRun<'_> {
         };
         self.entities.insert(object.to_string(), Entity::Cursor(cursor));
         Ok(result)
+    }
+
+    /// Keeps a change stream just opened for `saveResultAsEntity`; an error is the result.
+    fn pending_stream(
+        &mut self,
+        stream: mongodb::error::Result<
+            mongodb::change_stream::ChangeStream<
+                mongodb::change_stream::event::ChangeStreamEvent<Document>,
+            >,
+        >,
+    ) -> OpResult {
+        stream.map(|c| {
+            self.pending_cursor = Some(CursorEntity::Stream(Box::new(c.with_type::<Document>())));
+            None
+        })
+    }
+
+    /// `iterateUntilDocumentOrError` and `iterateOnce` on a change stream: the first waits
+    /// (getMore after getMore) until an event or an error comes; the second sends at most one
+    /// getMore.
+    async fn stream_op(
+        &mut self,
+        name: &str,
+        c: &mut mongodb::change_stream::ChangeStream<Document>,
+    ) -> Result<OpResult, String> {
+        Ok(match name {
+            "iterateUntilDocumentOrError" => loop {
+                match c.next_if_any().await {
+                    Ok(Some(d)) => break Ok(Some(Bson::Document(d))),
+                    Ok(None) if c.is_alive() => continue,
+                    Ok(None) => break Ok(None),
+                    Err(e) => break Err(e),
+                }
+            },
+            "iterateOnce" => c.next_if_any().await.map(|d| d.map(Bson::Document)),
+            "close" => Ok(None),
+            other => return Err(format!("unsupported change stream operation {other}")),
+        })
     }
 
     /// The convenient transaction API, written out over the driver's start/commit/abort: retry the whole

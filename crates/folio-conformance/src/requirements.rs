@@ -155,6 +155,7 @@ mod tests {
             ("retryable-writes", 142, 119),
             ("crud", 487, 384),
             ("causal-consistency", 18, 18),
+            ("change-streams", 89, 66),
         ];
         assert_eq!(AREAS.len(), expected.len());
         for (area, tests, applicable) in expected {

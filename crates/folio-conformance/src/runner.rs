@@ -290,6 +290,8 @@ pub(crate) struct SessionEntity {
 pub(crate) enum CursorEntity {
     Plain(mongodb::Cursor<Document>),
     Session(mongodb::SessionCursor<Document>, String),
+    /// A change stream (`createChangeStream`), its events as raw documents.
+    Stream(Box<mongodb::change_stream::ChangeStream<Document>>),
 }
 
 /// Anything the entity map holds.
@@ -309,7 +311,8 @@ pub(crate) type OpResult = Result<Option<Bson>, mongodb::error::Error>;
 pub(crate) struct TestRun<'r> {
     pub runner: &'r Runner,
     pub entities: HashMap<String, Entity>,
-    /// The cursor `createFindCursor` opened, until `saveResultAsEntity` names it.
+    /// The cursor `createFindCursor` or `createChangeStream` opened, until `saveResultAsEntity`
+    /// names it.
     pub pending_cursor: Option<CursorEntity>,
     /// The partial result of the current operation's failed write, for `expectError.expectResult` where
     /// the driver's error does not carry one.

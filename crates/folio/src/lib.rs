@@ -42,6 +42,7 @@ pub mod index;
 
 pub mod exec;
 
+pub mod changes;
 pub mod cursor;
 pub mod session;
 

@@ -13,6 +13,9 @@
 //! | `0x03` | collection id, index id, encoded index key [, encoded `_id` when not unique] | encoded `_id` |
 //! | `0x04` | session id, txnNumber, stmtId | the statement's recorded outcome (BSON) |
 //! | `0x05` | session id | the session's durable transaction record (BSON, `session::durable`) |
+//! | `0x10` | collection id, insertion number | encoded `_id` (a capped collection's insertion order) |
+//! | `0x11` | collection id | a capped collection's totals (BSON, `exec::capped`) |
+//! | `0x12` | collection id, encoded `_id` | the document's insertion number (capped collections) |
 
 /// A key in Folio's MVCC keyspace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +113,45 @@ pub fn stmt_record_prefix(session: &[u8], txn_number: Option<i64>) -> Vec<u8> {
     if let Some(n) = txn_number {
         out.extend_from_slice(&((n as u64) ^ (1 << 63)).to_be_bytes());
     }
+    out
+}
+
+const CAPPED_ORDER: u8 = 0x10;
+const CAPPED_STATE: u8 = 0x11;
+const CAPPED_POSITION: u8 = 0x12;
+
+/// The key of a capped collection's document inserted as number `seq`.
+pub fn capped_order_key(coll: u64, seq: u64) -> Vec<u8> {
+    let mut out = capped_order_prefix(coll);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out
+}
+
+/// The prefix of a capped collection's insertion order.
+pub fn capped_order_prefix(coll: u64) -> Vec<u8> {
+    let mut out = vec![CAPPED_ORDER];
+    out.extend_from_slice(&coll.to_be_bytes());
+    out
+}
+
+/// The insertion number of a capped-order key.
+pub fn decode_capped_order_key(key: &[u8]) -> Option<u64> {
+    let seq: [u8; 8] = key.get(9..17)?.try_into().ok()?;
+    Some(u64::from_be_bytes(seq))
+}
+
+/// The key of a capped collection's totals.
+pub fn capped_state_key(coll: u64) -> Vec<u8> {
+    let mut out = vec![CAPPED_STATE];
+    out.extend_from_slice(&coll.to_be_bytes());
+    out
+}
+
+/// The key of a capped collection's document's insertion number, by encoded `_id`.
+pub fn capped_position_key(coll: u64, id: &[u8]) -> Vec<u8> {
+    let mut out = vec![CAPPED_POSITION];
+    out.extend_from_slice(&coll.to_be_bytes());
+    out.extend_from_slice(id);
     out
 }
 

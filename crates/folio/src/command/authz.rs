@@ -313,6 +313,8 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
         "getCmdLineOpts" => cluster("getCmdLineOpts"),
         "getLog" => cluster("getLog"),
         "logRotate" => cluster("logRotate"),
+        "setParameter" => cluster("setParameter"),
+        "replSetResizeOplog" => cluster("replSetResizeOplog"),
         "profile" => on_db("enableProfiler"),
         "replSetGetStatus" => cluster("replSetGetStatus"),
         "configureFailPoint" => cluster("configureFailPoint"),

@@ -110,6 +110,28 @@ fn run_statements<T>(
     outcome.map(|()| errors)
 }
 
+/// Writes to a capped collection inside a transaction are refused, as MongoDB refuses them.
+fn reject_capped_in_txn(run: &mut Runner, coll: &str) -> Result<()> {
+    if !matches!(run.op.mode(), Mode::Transaction(_)) {
+        return Ok(());
+    }
+    let db = run.op.db.clone();
+    let capped = run.read(|txn| {
+        Ok(crate::catalog::get_collection(txn, &db, coll)?
+            .is_some_and(|m| exec::capped::is_capped(&m)))
+    })?;
+    if capped {
+        bail!(
+            OperationNotSupportedInTransaction,
+            "Collection '{}.{}' is a capped collection. Writes in transactions are not allowed on \
+             capped collections.",
+            db,
+            coll
+        );
+    }
+    Ok(())
+}
+
 fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {
     if matches!(run.op.mode(), Mode::Transaction(_)) && run.op.write_concern.is_some() {
         bail!(InvalidOptions, "Cannot set write concern after starting a transaction.");
@@ -127,6 +149,7 @@ pub fn insert(
     let coll = collection(cmd, "insert")?;
     let docs = doc_array(cmd, "documents", "insert")?;
     reject_write_concern_in_txn(run)?;
+    reject_capped_in_txn(run, &coll)?;
     let db = run.op.db.clone();
     if docs.is_empty() {
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
@@ -238,6 +261,7 @@ pub fn update(
     let coll = collection(cmd, "update")?;
     let raw = doc_array(cmd, "updates", "update")?;
     reject_write_concern_in_txn(run)?;
+    reject_capped_in_txn(run, &coll)?;
     let db = run.op.db.clone();
     let mut n = 0i64;
     let mut modified = 0i64;
@@ -293,6 +317,7 @@ pub fn delete(
     let coll = collection(cmd, "delete")?;
     let raw = doc_array(cmd, "deletes", "delete")?;
     reject_write_concern_in_txn(run)?;
+    reject_capped_in_txn(run, &coll)?;
     let db = run.op.db.clone();
     let mut n = 0i64;
     let deletes: Vec<DeleteStatement> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
@@ -383,6 +408,7 @@ pub fn find_and_modify(
     let name = cmd.keys().next().cloned().unwrap_or_default();
     let coll = collection(cmd, &name)?;
     reject_write_concern_in_txn(run)?;
+    reject_capped_in_txn(run, &coll)?;
     let update = match cmd.get("update") {
         None | Some(Bson::Null) => None,
         Some(Bson::Document(d)) => Some(exec::UpdateDoc::Modifiers(d.clone())),
@@ -529,8 +555,55 @@ pub fn find(
     };
     refuse_min_max(cmd, "find")?;
     let batch = batch_size(cmd, "batchSize", "find")?;
+    let tailable = opt_bool(cmd, "tailable", "find")?.unwrap_or(false);
+    let await_data = opt_bool(cmd, "awaitData", "find")?.unwrap_or(false);
+    if await_data && !tailable {
+        bail!(FailedToParse, "Cannot set 'awaitData' without also setting 'tailable'");
+    }
+    if tailable {
+        return tailable_find(svc, run, &db, &coll, &spec, batch, await_data);
+    }
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
     cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch)
+}
+
+/// `find` with `tailable` on a capped collection: a cursor that stays open at the end of the
+/// collection and returns what is inserted later (see [`crate::changes::CappedTail`]).
+fn tailable_find(
+    svc: &Service,
+    run: &mut Runner,
+    db: &str,
+    coll: &str,
+    spec: &FindSpec,
+    batch: Option<usize>,
+    await_data: bool,
+) -> Result<Document> {
+    if spec.sort.as_ref().is_some_and(|s| s != &doc! { "$natural": 1 }) {
+        bail!(BadValue, "cannot use tailable option with a sort other than {{$natural: 1}}");
+    }
+    if spec.skip > 0 || spec.limit > 0 {
+        bail!(NotImplemented, "skip and limit are not supported on tailable cursors");
+    }
+    let session = run.session_key();
+    let mut tail = run.read(|txn| {
+        crate::changes::CappedTail::open(
+            txn,
+            db,
+            coll,
+            &spec.filter,
+            spec.projection.as_ref(),
+            await_data,
+            session.clone(),
+        )
+    })?;
+    let first = tail.next_batch(svc.store.as_ref(), batch.unwrap_or(0), None)?;
+    let ns = tail.ns.clone();
+    let id = svc.streams.open_tail(tail);
+    Ok(doc! { "cursor": {
+        "firstBatch": first.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+        "id": id,
+        "ns": ns,
+    } })
 }
 
 /// `getMore`.
@@ -558,6 +631,25 @@ pub fn get_more(
     let batch = batch_size(cmd, "batchSize", "getMore")?.unwrap_or(0);
     let ns = format!("{}.{}", run.op.db, coll);
     let session = run.session_key();
+    if let Some(stream) = svc.streams.get(id) {
+        return change_stream_get_more(svc, cmd, id, &ns, session.as_deref(), batch, stream);
+    }
+    if let Some(tail) = svc.streams.get_tail(id) {
+        let mut tail = tail.lock();
+        if tail.ns != ns || tail.session.as_deref() != session.as_deref() {
+            bail!(Unauthorized, "cursor {} belongs to another namespace or session", id);
+        }
+        let wait = match cmd.get("maxTimeMS").and_then(super::context::number) {
+            Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
+            _ => crate::changes::DEFAULT_AWAIT,
+        };
+        let docs = tail.next_batch(svc.store.as_ref(), batch, Some(Instant::now() + wait))?;
+        return Ok(doc! { "cursor": {
+            "nextBatch": docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+            "id": id,
+            "ns": ns,
+        } });
+    }
     let ((batch_docs, at), open) = svc.cursors.with_cursor(id, &ns, session.as_deref(), |c| {
         (take_batch(&mut c.remaining, batch), c.at_cluster_time)
     })?;
@@ -593,7 +685,17 @@ pub fn kill_cursors(
             bail!(FailedToParse, "BSON field 'killCursors.cursors' is missing but a required field")
         }
     };
-    let (killed, missing) = svc.cursors.kill(&ids);
+    let (mut killed, missing) = svc.cursors.kill(&ids);
+    let missing: Vec<i64> = missing
+        .into_iter()
+        .filter(|id| {
+            let stream = svc.streams.kill(*id);
+            if stream {
+                killed.push(*id);
+            }
+            !stream
+        })
+        .collect();
     Ok(doc! {
         "cursorsKilled": killed,
         "cursorsNotFound": missing,
@@ -707,6 +809,9 @@ pub fn aggregate(
         Some(_) => bail!(TypeMismatch, "cursor field must be missing or an object"),
     };
     let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?;
+    if pipeline.first().is_some_and(|s| s.contains_key("$changeStream")) {
+        return change_stream(svc, run, coll.as_deref(), &pipeline, batch);
+    }
     let hint = Hint::parse(cmd.get("hint"))?;
     let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
     let in_transaction = matches!(run.op.mode(), Mode::Transaction(_));
@@ -808,6 +913,121 @@ pub fn aggregate(
     })?;
     let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
     cursor_reply(svc, run, ns, docs, batch, false)
+}
+
+/// `aggregate` with `$changeStream`: opens a change stream cursor (see [`crate::changes`]).
+fn change_stream(
+    svc: &Service,
+    run: &mut Runner,
+    coll: Option<&str>,
+    pipeline: &[Document],
+    batch: Option<usize>,
+) -> Result<Document> {
+    if matches!(run.op.mode(), Mode::Transaction(_)) {
+        bail!(
+            OperationNotSupportedInTransaction,
+            "Operation not permitted in transaction :: caused by :: $changeStream is not allowed \
+             within a multi-document transaction"
+        );
+    }
+    let db = run.op.db.clone();
+    let opened = crate::changes::ChangeStream::open(
+        svc.store.as_ref(),
+        &db,
+        coll,
+        pipeline,
+        run.session_key(),
+    )
+    .and_then(|mut stream| {
+        let first = stream.next_batch(svc.store.as_ref(), batch.unwrap_or(0), None)?;
+        Ok((stream, first))
+    });
+    let (stream, first) = opened.map_err(|mut e| {
+        change_stream_labels(&mut e);
+        e
+    })?;
+    let token = stream.post_batch_resume_token();
+    let ns = stream.ns.clone();
+    let id = if stream.is_closed() { 0 } else { svc.streams.open(stream) };
+    Ok(doc! { "cursor": {
+        "firstBatch": first.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+        "postBatchResumeToken": token,
+        "id": id,
+        "ns": ns,
+    } })
+}
+
+/// MongoDB's change-stream error labels: drivers resume after a ResumableChangeStreamError and
+/// give up on a NonResumableChangeStreamError.
+fn change_stream_labels(e: &mut Error) {
+    const RESUMABLE: &[i32] = &[
+        6, 7, 43, 63, 89, 91, 133, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13388, 13435,
+        13436,
+    ];
+    let code = e.code_number();
+    if matches!(code, 280 | 286) {
+        e.add_label("NonResumableChangeStreamError");
+    } else if RESUMABLE.contains(&code) {
+        e.add_label("ResumableChangeStreamError");
+    }
+}
+
+/// `getMore` on a change stream: waits up to `maxTimeMS` (the driver's `maxAwaitTimeMS`) for
+/// events.
+fn change_stream_get_more(
+    svc: &Service,
+    cmd: &Document,
+    id: i64,
+    ns: &str,
+    session: Option<&[u8]>,
+    batch: usize,
+    stream: std::sync::Arc<parking_lot::Mutex<crate::changes::ChangeStream>>,
+) -> Result<Document> {
+    let mut stream = stream.lock();
+    if stream.ns != ns {
+        bail!(
+            Unauthorized,
+            "Requested getMore on namespace '{}', but cursor belongs to a different namespace {}",
+            ns,
+            stream.ns
+        );
+    }
+    if stream.session.as_deref() != session {
+        bail!(
+            Unauthorized,
+            "Cannot run getMore on cursor {}, which was created in another session",
+            id
+        );
+    }
+    let wait = match cmd.get("maxTimeMS").and_then(super::context::number) {
+        Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
+        _ => crate::changes::DEFAULT_AWAIT,
+    };
+    let batch = match svc.failpoints.fail_get_more() {
+        Some(code) => Err(Error::new(
+            Code::from_number(code),
+            "Failing command via 'failGetMoreAfterCursorCheckout' failpoint",
+        )),
+        None => stream.next_batch(svc.store.as_ref(), batch, Some(Instant::now() + wait)),
+    };
+    let events = match batch {
+        Ok(events) => events,
+        Err(mut e) => {
+            svc.streams.kill(id);
+            change_stream_labels(&mut e);
+            return Err(e);
+        }
+    };
+    let open = !stream.is_closed();
+    if !open {
+        svc.streams.kill(id);
+    }
+    Ok(doc! { "cursor": {
+        "nextBatch": events.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+        "postBatchResumeToken": stream.post_batch_resume_token(),
+        "id": if open { id } else { 0 },
+        "ns": ns,
+    } })
 }
 
 /// The collation an aggregate runs under: the requested one, or its collection's default.

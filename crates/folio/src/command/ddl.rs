@@ -58,12 +58,12 @@ pub fn create(
         }
     }
     if options.get("capped").is_some_and(truthy) {
-        if !options.contains_key("size") {
-            bail!(InvalidOptions, "the 'size' field is required when 'capped' is true");
-        }
-        // TODO(#13): capped collections (size and count limits, insertion order, tailable
-        // cursors). Refused until then rather than created as a collection that never caps.
-        bail!(NotImplemented, "capped collections are not supported");
+        options.insert("capped", true);
+        exec::capped::normalize_options(&mut options)?;
+    } else {
+        options.remove("capped");
+        options.remove("size");
+        options.remove("max");
     }
     if let Some(Bson::Document(v)) = options.get("validator") {
         Filter::parse(v)?;
@@ -220,6 +220,7 @@ pub fn coll_mod(
         let Some(mut meta) = catalog::get_collection(txn, &db, &coll)? else {
             bail!(NamespaceNotFound, "ns does not exist: {}.{}", db, coll);
         };
+        let mut reply = Document::new();
         for (k, v) in cmd.iter().skip(1) {
             match k.as_str() {
                 "validator" | "validationLevel" | "validationAction" | "viewOn" | "pipeline" => {
@@ -230,13 +231,86 @@ pub fn coll_mod(
                     }
                     meta.options.insert(k.clone(), v.clone());
                 }
+                "changeStreamPreAndPostImages" => {
+                    let enabled = match v {
+                        Bson::Document(d) => match d.get("enabled") {
+                            Some(Bson::Boolean(b)) if d.len() == 1 => *b,
+                            _ => bail!(
+                                FailedToParse,
+                                "BSON field 'changeStreamPreAndPostImages.enabled' is missing \
+                                 but a required field"
+                            ),
+                        },
+                        _ => bail!(
+                            TypeMismatch,
+                            "BSON field 'collMod.changeStreamPreAndPostImages' is the wrong \
+                             type, expected type 'object'"
+                        ),
+                    };
+                    if enabled {
+                        meta.options.insert(k.clone(), doc! { "enabled": true });
+                    } else {
+                        meta.options.remove(k);
+                    }
+                }
+                "index" => coll_mod_index(&mut meta, v, &mut reply)?,
                 _ => {}
             }
         }
         catalog::put_collection(txn, &meta)?;
-        Ok(Document::new())
-    })?;
-    Ok(Document::new())
+        let mut details = cmd.clone();
+        details.remove("collMod");
+        exec::changelog::ddl(txn, &meta, "modify", Bson::Document(details));
+        Ok(reply)
+    })
+}
+
+/// `collMod`'s `index: {keyPattern | name, expireAfterSeconds}`: changes a TTL index's expiry,
+/// and reports the old and new values as MongoDB does.
+fn coll_mod_index(meta: &mut CollectionMeta, spec: &Bson, reply: &mut Document) -> Result<()> {
+    let Bson::Document(spec) = spec else {
+        bail!(TypeMismatch, "BSON field 'collMod.index' is the wrong type, expected type 'object'");
+    };
+    let ns = meta.namespace();
+    let position = match (spec.get("name"), spec.get("keyPattern")) {
+        (Some(Bson::String(name)), None) => meta.indexes.iter().position(|i| i.name() == name),
+        (None, Some(Bson::Document(key))) => {
+            meta.indexes.iter().position(|i| i.spec.get_document("key").is_ok_and(|k| k == key))
+        }
+        _ => bail!(InvalidOptions, "must specify either index name or key pattern for collMod"),
+    };
+    let Some(position) = position else {
+        bail!(IndexNotFound, "cannot find index {} for ns {}", spec, ns);
+    };
+    for (k, v) in spec {
+        match k.as_str() {
+            "name" | "keyPattern" => {}
+            "expireAfterSeconds" => {
+                let secs = match v {
+                    Bson::Int32(n) => i64::from(*n),
+                    Bson::Int64(n) => *n,
+                    Bson::Double(d) if d.fract() == 0.0 => *d as i64,
+                    _ => bail!(TypeMismatch, "expireAfterSeconds must be a number"),
+                };
+                if !(0..=i64::from(i32::MAX)).contains(&secs) {
+                    bail!(
+                        InvalidOptions,
+                        "TTL index 'expireAfterSeconds' option must be within an acceptable \
+                         range, try a lower number"
+                    );
+                }
+                let index = &mut meta.indexes[position];
+                let Some(old) = index.spec.get("expireAfterSeconds").cloned() else {
+                    bail!(InvalidOptions, "no expireAfterSeconds field to update");
+                };
+                index.spec.insert("expireAfterSeconds", secs);
+                reply.insert("expireAfterSeconds_old", old);
+                reply.insert("expireAfterSeconds_new", secs);
+            }
+            other => bail!(NotImplemented, "collMod index option '{}' is not supported", other),
+        }
+    }
+    Ok(())
 }
 
 fn split_ns(ns: &str) -> Result<(String, String)> {

@@ -1,5 +1,6 @@
-//! Fail points for tests: `configureFailPoint` with `failCommand` and
-//! `onPrimaryTransactionalWrite`, as MongoDB's test commands provide them.
+//! Fail points for tests: `configureFailPoint` with `failCommand`,
+//! `onPrimaryTransactionalWrite` and `failGetMoreAfterCursorCheckout`, as MongoDB's test
+//! commands provide them.
 //!
 //! They exist only when the node runs with test commands enabled; otherwise
 //! `configureFailPoint` is CommandNotFound. A fail point has a mode (`alwaysOn`, `off`,
@@ -85,7 +86,10 @@ impl FailPoints {
             Some(Bson::String(s)) => s.clone(),
             _ => bail!(TypeMismatch, "configureFailPoint must be a string"),
         };
-        if !matches!(name.as_str(), "failCommand" | "onPrimaryTransactionalWrite") {
+        if !matches!(
+            name.as_str(),
+            "failCommand" | "onPrimaryTransactionalWrite" | "failGetMoreAfterCursorCheckout"
+        ) {
             bail!(FailPointSetFailed, "Unknown fail point: {}", name);
         }
         let mode = match cmd.get("mode") {
@@ -179,6 +183,18 @@ impl FailPoints {
             points.remove("failCommand");
         }
         fires.then_some(action)
+    }
+
+    /// Whether `failGetMoreAfterCursorCheckout` fires for a getMore: the code to fail with.
+    pub fn fail_get_more(&self) -> Option<i32> {
+        let mut points = self.points.lock();
+        let fp = points.get_mut("failGetMoreAfterCursorCheckout")?;
+        let code = fp.data.get("errorCode").and_then(number).map_or(1, |n| n as i32);
+        let (fires, exhausted) = fp.fire();
+        if exhausted {
+            points.remove("failGetMoreAfterCursorCheckout");
+        }
+        fires.then_some(code)
     }
 
     /// Whether `onPrimaryTransactionalWrite` fires for a retryable write statement.

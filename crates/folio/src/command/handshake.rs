@@ -324,11 +324,13 @@ fn parameters(svc: &Service) -> Vec<Parameter> {
             true,
             true,
         ),
-        p("ttlMonitorEnabled", Bson::Boolean(opts.ttl_monitor_enabled), false, true),
+        p("ttlMonitorEnabled", Bson::Boolean(svc.ttl_enabled.load(Ordering::Relaxed)), true, true),
         p(
             "ttlMonitorSleepSecs",
-            Bson::Int32(i32::try_from(opts.ttl_monitor_sleep_secs).unwrap_or(i32::MAX)),
-            false,
+            Bson::Int32(
+                i32::try_from(svc.ttl_sleep_secs.load(Ordering::Relaxed)).unwrap_or(i32::MAX),
+            ),
+            true,
             true,
         ),
     ]

@@ -29,6 +29,7 @@ pub mod metrics;
 mod ops;
 pub mod profile;
 pub mod recent_log;
+mod runtime;
 mod sessions;
 pub mod ttl;
 mod users;
@@ -80,6 +81,12 @@ pub struct ServiceOptions {
     /// `enableLocalhostAuthBypass`: while no user or role exists, a loopback connection may run
     /// anything (to create the first user).
     pub localhost_auth_bypass: bool,
+    /// The change log's retention size in megabytes (`--oplogSize`,
+    /// `replication.oplogSizeMB`); `None` keeps the store's default (1 GiB).
+    pub oplog_size_mb: Option<f64>,
+    /// The change log's minimum retention in hours (`--oplogMinRetentionHours`): records younger
+    /// than this are kept whatever the size.
+    pub oplog_min_retention_hours: f64,
 }
 
 impl Default for ServiceOptions {
@@ -99,6 +106,8 @@ impl Default for ServiceOptions {
             auth: false,
             auth_mechanisms: vec!["SCRAM-SHA-1".into(), "SCRAM-SHA-256".into()],
             localhost_auth_bypass: true,
+            oplog_size_mb: None,
+            oplog_min_retention_hours: 0.0,
         }
     }
 }
@@ -140,6 +149,7 @@ pub struct Service {
     next_connection_id: AtomicU64,
     pub(crate) sessions: SessionRegistry,
     pub(crate) cursors: CursorRegistry,
+    pub(crate) streams: crate::changes::StreamRegistry,
     pub(crate) failpoints: FailPoints,
     pub(crate) stats: Stats,
     pub(crate) ops: ops::OpRegistry,
@@ -148,6 +158,10 @@ pub struct Service {
     /// Slow-operation logging and the profiler.
     pub(crate) profiler: profile::Profiler,
     ticks: AtomicU64,
+    /// `ttlMonitorEnabled`, settable at runtime.
+    pub(crate) ttl_enabled: std::sync::atomic::AtomicBool,
+    /// `ttlMonitorSleepSecs`, settable at runtime.
+    pub(crate) ttl_sleep_secs: AtomicU64,
     /// When the TTL monitor last ran (see [`ttl`]).
     ttl_last_pass: parking_lot::Mutex<Option<std::time::Instant>>,
     /// Bumped by every user or role change; connections re-resolve their privileges when it
@@ -174,18 +188,29 @@ impl Service {
             options.slow_ms,
             options.slow_op_sample_rate,
         );
+        if options.oplog_size_mb.is_some() || options.oplog_min_retention_hours > 0.0 {
+            let (default_bytes, _, _) = store.log_usage();
+            let bytes = options.oplog_size_mb.map_or(default_bytes, |mb| (mb * 1048576.0) as u64);
+            let age = Duration::from_secs_f64(options.oplog_min_retention_hours.max(0.0) * 3600.0);
+            store.set_log_retention(bytes, age);
+        }
+        let (ttl_enabled, ttl_sleep_secs) =
+            (options.ttl_monitor_enabled, options.ttl_monitor_sleep_secs);
         Ok(Service {
             store,
             options,
             next_connection_id: AtomicU64::new(1),
             sessions: SessionRegistry::new(),
             cursors: CursorRegistry::new(),
+            streams: crate::changes::StreamRegistry::default(),
             failpoints: FailPoints::default(),
             stats: Stats::default(),
             ops: ops::OpRegistry::default(),
             metrics: metrics::Metrics::new(table::COMMANDS.len()),
             profiler,
             ticks: AtomicU64::new(0),
+            ttl_enabled: std::sync::atomic::AtomicBool::new(ttl_enabled),
+            ttl_sleep_secs: AtomicU64::new(ttl_sleep_secs),
             ttl_last_pass: parking_lot::Mutex::new(None),
             user_generation: AtomicU64::new(1),
         })
@@ -306,9 +331,10 @@ impl Service {
         }
         self.stats.txn_aborted.fetch_add(aborted as u64, Ordering::Relaxed);
         self.cursors.reap();
-        if self.options.ttl_monitor_enabled {
+        self.streams.reap();
+        if self.ttl_enabled.load(Ordering::Relaxed) {
             let mut last = self.ttl_last_pass.lock();
-            let due = Duration::from_secs(self.options.ttl_monitor_sleep_secs.max(1));
+            let due = Duration::from_secs(self.ttl_sleep_secs.load(Ordering::Relaxed).max(1));
             if last.is_none_or(|t| t.elapsed() >= due) {
                 *last = Some(std::time::Instant::now());
                 drop(last);
@@ -360,6 +386,13 @@ impl Service {
             return false;
         };
         if self.options.test_commands || spec.waits {
+            return false;
+        }
+        // A change stream's getMore waits for new events.
+        if spec.name == "getMore"
+            && let Some(Bson::Int64(id)) = cmd.get("getMore")
+            && self.streams.contains(*id)
+        {
             return false;
         }
         // A statement of a multi-document transaction never waits: a conflict fails it at once
@@ -600,7 +633,8 @@ pub(crate) mod table {
 
     use super::context::Runner;
     use super::{
-        Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, profile, sessions, users,
+        Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, profile, runtime, sessions,
+        users,
     };
     use crate::error::Result;
 
@@ -687,6 +721,8 @@ pub(crate) mod table {
         cmd("profile", S(profile::profile)),
         admin(cmd("logRotate", S(handshake::log_rotate))),
         admin(cmd("replSetGetStatus", S(handshake::repl_set_get_status))),
+        admin(cmd("setParameter", S(runtime::set_parameter))),
+        admin(cmd("replSetResizeOplog", S(runtime::repl_set_resize_oplog))),
         cmd("listCommands", S(handshake::list_commands)),
         // CRUD.
         txn(write(cmd("insert", R(crud::insert)))),

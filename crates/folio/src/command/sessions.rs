@@ -89,6 +89,7 @@ pub fn end_sessions(svc: &Service, _c: &mut Connection, cmd: &Document) -> Resul
     for lsid in lsids(cmd, "endSessions")? {
         if let Ok(key) = crate::session::lsid_key(&lsid) {
             svc.cursors.kill_session(&key);
+            svc.streams.kill_session(&key);
         }
         svc.sessions.end(&lsid)?;
     }
@@ -111,6 +112,7 @@ pub fn kill_sessions(svc: &Service, _c: &mut Connection, cmd: &Document) -> Resu
     for lsid in lsids(cmd, "killSessions")? {
         if let Ok(key) = crate::session::lsid_key(&lsid) {
             svc.cursors.kill_session(&key);
+            svc.streams.kill_session(&key);
         }
         svc.sessions.end(&lsid)?;
     }

@@ -14,6 +14,8 @@
 //! Reads plan an access path ([`plan`]), fetch candidate documents through MVCC, and always re-check
 //! them with the filter, so an index is only ever a speed-up.
 
+pub mod capped;
+pub mod changelog;
 pub mod opstats;
 pub mod plan;
 pub mod stats;
@@ -163,6 +165,11 @@ pub fn matching_sorted(
             found.sort_by(|a, b| sort.compare(&a.doc, &b.doc));
         }
         return Ok(found);
+    }
+    if sort.is_none() && capped::is_capped(meta) {
+        // Natural order of a capped collection is insertion order.
+        let (found, _) = plan::fetch(txn, meta, filter, None, 0, hint)?;
+        return capped::natural_order(txn, meta, found);
     }
     let (mut found, sorted) = plan::fetch(txn, meta, filter, sort, limit, hint)?;
     if let (Some(sort), false) = (sort, sorted) {

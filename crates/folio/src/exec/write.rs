@@ -59,6 +59,7 @@ impl CollectionHandle {
         }
         let meta = catalog::new_collection(db, coll, Document::new())?;
         catalog::put_collection(txn, &meta)?;
+        super::changelog::ddl(txn, &meta, "create", Bson::Document(Document::new()));
         Self::from_meta(meta)
     }
 
@@ -202,25 +203,58 @@ impl CollectionHandle {
                 &[id],
             ));
         }
-        check_conflict(txn.put(&key, &doc.to_vec()?)?, &self.describe_id(doc))?;
-        self.add_entries(txn, doc, &BTreeSet::new())
+        let bytes = doc.to_vec()?;
+        check_conflict(txn.put(&key, &bytes)?, &self.describe_id(doc))?;
+        self.add_entries(txn, doc, &BTreeSet::new())?;
+        super::changelog::insert(txn, &self.meta, doc);
+        if super::capped::is_capped(&self.meta) {
+            super::capped::inserted(txn, &self.meta, &id_key(&id), bytes.len())?;
+            // The oldest documents go until the collection is within its limits again.
+            while let Some(oldest) = super::capped::oldest_over_limit(txn, &self.meta)? {
+                let key = Key::Document { coll: self.meta.id, id: &oldest }.encode();
+                let Some(doc) = super::get_document(txn, &key)? else { break };
+                self.remove(txn, &Found { key, doc })?;
+            }
+        }
+        Ok(())
     }
 
-    /// Replaces a stored document with a new version, maintaining indexes.
-    fn replace(&self, txn: &mut dyn Txn, found: &Found, new: &Document) -> Result<()> {
+    /// Replaces a stored document with a new version, maintaining indexes. `replacement` says
+    /// whether a replacement document (rather than update operators) made it, for the change
+    /// log.
+    fn replace(
+        &self,
+        txn: &mut dyn Txn,
+        found: &Found,
+        new: &Document,
+        replacement: bool,
+    ) -> Result<()> {
         self.validate(new)?;
-        check_conflict(txn.put(&found.key, &new.to_vec()?)?, &self.describe_id(new))?;
+        let bytes = new.to_vec()?;
+        check_conflict(txn.put(&found.key, &bytes)?, &self.describe_id(new))?;
+        if super::capped::is_capped(&self.meta) {
+            let old = found.doc.to_vec()?.len();
+            super::capped::resized(txn, &self.meta, old, bytes.len())?;
+        }
         let old_entries: BTreeSet<Vec<u8>> =
             self.entries(&found.doc)?.into_iter().map(|e| e.1).collect();
         let new_entries: BTreeSet<Vec<u8>> = self.entries(new)?.into_iter().map(|e| e.1).collect();
         self.remove_entries(txn, &found.doc, &new_entries)?;
-        self.add_entries(txn, new, &old_entries)
+        self.add_entries(txn, new, &old_entries)?;
+        super::changelog::update(txn, &self.meta, &found.doc, new, replacement);
+        Ok(())
     }
 
     /// Deletes a stored document and its index entries.
     fn remove(&self, txn: &mut dyn Txn, found: &Found) -> Result<()> {
         check_conflict(txn.delete(&found.key)?, &self.describe_id(&found.doc))?;
-        self.remove_entries(txn, &found.doc, &BTreeSet::new())
+        self.remove_entries(txn, &found.doc, &BTreeSet::new())?;
+        if super::capped::is_capped(&self.meta) {
+            let id = id_key(found.doc.get("_id").unwrap_or(&Bson::Null));
+            super::capped::removed(txn, &self.meta, &id, found.doc.to_vec()?.len())?;
+        }
+        super::changelog::delete(txn, &self.meta, &found.doc);
+        Ok(())
     }
 }
 
@@ -364,7 +398,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
         let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
         if spec.apply(&mut new, &ctx)? && new != f.doc {
             check_immutable_id(&f.doc, &new)?;
-            handle.replace(txn, f, &new)?;
+            handle.replace(txn, f, &new, spec.is_replacement())?;
             result.modified += 1;
         }
     }
@@ -543,7 +577,7 @@ pub fn find_and_modify(
             let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
             if spec.apply(&mut new, &ctx)? && new != f.doc {
                 check_immutable_id(&f.doc, &new)?;
-                handle.replace(txn, &f, &new)?;
+                handle.replace(txn, &f, &new, spec.is_replacement())?;
             }
             let value = if req.new { new } else { f.doc };
             Ok(FindAndModifyResult {
@@ -591,7 +625,9 @@ pub fn create_collection(
         Filter::parse(v)?;
     }
     let meta = catalog::new_collection(db, coll, options)?;
-    catalog::put_collection(txn, &meta)
+    catalog::put_collection(txn, &meta)?;
+    super::changelog::ddl(txn, &meta, "create", Bson::Document(meta.options.clone()));
+    Ok(())
 }
 
 /// Deletes every key with a prefix.
@@ -617,7 +653,13 @@ pub fn drop_collection(txn: &mut dyn Txn, db: &str, coll: &str) -> Result<bool> 
     for i in &meta.indexes {
         delete_prefix(txn, &keys::index_prefix(meta.id, i.id), &ns)?;
     }
+    if super::capped::is_capped(&meta) {
+        delete_prefix(txn, &keys::capped_order_prefix(meta.id), &ns)?;
+        delete_prefix(txn, &keys::capped_position_key(meta.id, &[]), &ns)?;
+        check_conflict(txn.delete(&keys::capped_state_key(meta.id))?, &ns)?;
+    }
     catalog::delete_collection(txn, &meta)?;
+    super::changelog::ddl(txn, &meta, "drop", Bson::Document(Document::new()));
     Ok(true)
 }
 
@@ -626,6 +668,7 @@ pub fn drop_database(txn: &mut dyn Txn, db: &str) -> Result<()> {
     for meta in catalog::list_collections(txn, Some(db))? {
         drop_collection(txn, db, &meta.name)?;
     }
+    super::changelog::drop_database(txn, db);
     Ok(())
 }
 
@@ -641,13 +684,16 @@ pub fn rename_collection(
         bail!(NamespaceNotFound, "Source collection {}.{} does not exist", from.0, from.1);
     };
     catalog::validate_collection_name(to.0, to.1)?;
-    if catalog::get_collection(txn, to.0, to.1)?.is_some() {
+    let mut dropped = None;
+    if let Some(target) = catalog::get_collection(txn, to.0, to.1)? {
         if !drop_target {
             bail!(NamespaceExists, "target namespace exists");
         }
         drop_collection(txn, to.0, to.1)?;
+        dropped = Some(target.uuid);
     }
     catalog::delete_collection(txn, &meta)?;
+    super::changelog::rename(txn, &meta, &format!("{}.{}", to.0, to.1), dropped);
     let renamed = CollectionMeta { db: to.0.to_string(), name: to.1.to_string(), ..meta };
     catalog::put_collection(txn, &renamed)
 }
@@ -693,6 +739,8 @@ pub fn create_indexes(
         return Ok((before, before, created));
     }
     catalog::put_collection(txn, &meta)?;
+    let specs: Vec<Bson> = added.iter().map(|i| Bson::Document(i.spec.clone())).collect();
+    super::changelog::ddl(txn, &meta, "createIndexes", Bson::Array(specs));
     // Build entries for the existing documents with only the new indexes loaded.
     let mut build_meta = meta.clone();
     build_meta.indexes = added;
@@ -735,5 +783,7 @@ pub fn drop_indexes(txn: &mut dyn Txn, db: &str, coll: &str, names: &[String]) -
     }
     meta.indexes.retain(|i| !to_drop.iter().any(|d| d.id == i.id));
     catalog::put_collection(txn, &meta)?;
+    let specs: Vec<Bson> = to_drop.iter().map(|i| Bson::Document(i.spec.clone())).collect();
+    super::changelog::ddl(txn, &meta, "dropIndexes", Bson::Array(specs));
     Ok(before)
 }

@@ -7,6 +7,9 @@
 //! - `0x02 escape(user key) 0x00 0x00 ts`: one version of a user key, committed at `ts` (8 bytes
 //!   big-endian). The value is `0x00` for a tombstone (a delete) or `0x01` followed by the user
 //!   value.
+//! - `0x03 ts`: the change-log record of the transaction committed at `ts` (see
+//!   [`crate::mvcc::Txn::append_log`]); not versioned, written once, deleted only by trimming.
+//!   `0x01 "log_floor"` is the newest timestamp trimming deleted.
 //!
 //! `escape` writes `0x00` as `0x00 0xff` and ends the key with `0x00 0x00`, so no encoded key is
 //! a prefix of another and byte order of encoded keys equals byte order of user keys (the same
@@ -22,6 +25,37 @@ pub const META: u8 = 0x01;
 pub const VERSION: u8 = 0x02;
 /// The byte after [`VERSION`], bounding the version area from above.
 pub const VERSION_END: u8 = 0x03;
+
+/// Change-log prefix.
+pub const LOG: u8 = 0x03;
+/// The byte after [`LOG`], bounding the log from above.
+pub const LOG_END: u8 = 0x04;
+
+/// The engine key of the change-log record committed at `ts`.
+pub fn log_key(ts: Ts) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(LOG);
+    k.extend_from_slice(&ts.0.to_be_bytes());
+    k
+}
+
+/// The timestamp of a change-log key.
+pub fn decode_log_key(raw: &[u8]) -> Result<Ts> {
+    match raw.split_first() {
+        Some((&LOG, rest)) if rest.len() == 8 => {
+            Ok(Ts(u64::from_be_bytes(rest.try_into().unwrap_or_default())))
+        }
+        _ => Err(Error::new(crate::error::Code::InternalError, "corrupt change-log key")),
+    }
+}
+
+/// The metadata key of the newest change-log timestamp trimming has deleted: a resume point at
+/// or before it may have lost events.
+pub fn log_floor_key() -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(b"log_floor");
+    k
+}
 
 /// The metadata key of the last commit timestamp.
 pub fn last_commit_ts_key() -> Vec<u8> {

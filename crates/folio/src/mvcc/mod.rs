@@ -114,6 +114,40 @@ pub trait TxnStore: Send + Sync {
     fn stats(&self) -> TxnStats {
         TxnStats::default()
     }
+
+    /// Reads up to `limit` change-log records committed after `after`, oldest first, each with
+    /// its commit timestamp (see [`Txn::append_log`]). Only published commits are returned, so
+    /// a later call never finds a record before the last one returned. A store without a change
+    /// log refuses with NotImplemented.
+    fn read_log(&self, after: Ts, limit: usize) -> Result<Vec<(Ts, Vec<u8>)>> {
+        let _ = (after, limit);
+        Err(crate::err!(NotImplemented, "this store keeps no change log"))
+    }
+
+    /// The newest commit timestamp whose change-log record may have been trimmed away: events
+    /// after it are all still in the log.
+    fn log_floor(&self) -> Ts {
+        Ts::ZERO
+    }
+
+    /// Sets the change-log retention: records are trimmed, oldest first, while the log holds
+    /// more than `max_bytes` and the record is older than `min_age`.
+    fn set_log_retention(&self, max_bytes: u64, min_age: std::time::Duration) {
+        let _ = (max_bytes, min_age);
+    }
+
+    /// The change-log retention `(max_bytes, min_age)` and the bytes the log holds now.
+    fn log_usage(&self) -> (u64, std::time::Duration, u64) {
+        (0, std::time::Duration::ZERO, 0)
+    }
+
+    /// Blocks until a commit after `after` is published or `deadline` passes, without polling;
+    /// returns the latest published commit.
+    fn wait_commit_after(&self, after: Ts, deadline: Instant) -> Ts {
+        let _ = after;
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        self.last_committed()
+    }
 }
 
 /// Transaction counters for `serverStatus` (see [`TxnStore::stats`]).
@@ -169,6 +203,26 @@ impl<T: TxnStore + ?Sized> TxnStore for std::sync::Arc<T> {
     fn stats(&self) -> TxnStats {
         (**self).stats()
     }
+
+    fn read_log(&self, after: Ts, limit: usize) -> Result<Vec<(Ts, Vec<u8>)>> {
+        (**self).read_log(after, limit)
+    }
+
+    fn log_floor(&self) -> Ts {
+        (**self).log_floor()
+    }
+
+    fn set_log_retention(&self, max_bytes: u64, min_age: std::time::Duration) {
+        (**self).set_log_retention(max_bytes, min_age)
+    }
+
+    fn log_usage(&self) -> (u64, std::time::Duration, u64) {
+        (**self).log_usage()
+    }
+
+    fn wait_commit_after(&self, after: Ts, deadline: Instant) -> Ts {
+        (**self).wait_commit_after(after, deadline)
+    }
 }
 
 /// One transaction: a snapshot to read, and a private write buffer applied atomically at commit.
@@ -194,6 +248,21 @@ pub trait Txn: Send {
 
     /// Whether this transaction has written anything.
     fn has_writes(&self) -> bool;
+
+    /// Appends one entry (a self-delimiting BSON document) to this transaction's change-log
+    /// record. If the transaction commits with writes, the record (the header, then the entries
+    /// in the order appended) is written in the same atomic batch as the data, under the commit
+    /// timestamp, so the log holds exactly the committed transactions in commit order. A store
+    /// without a change log drops the entries (its [`TxnStore::read_log`] refuses readers).
+    fn append_log(&mut self, entry: &[u8]) {
+        let _ = entry;
+    }
+
+    /// Sets the header of this transaction's change-log record (a BSON document: who ran the
+    /// transaction). Without one the record starts with an empty document.
+    fn set_log_header(&mut self, header: &[u8]) {
+        let _ = header;
+    }
 
     /// Commits atomically and durably (the commit is on disk before this returns) and returns the
     /// commit timestamp (the snapshot timestamp for a transaction without writes).

@@ -47,6 +47,16 @@
 //! past the one the previous pass started with: it would find nothing.
 //! The highest watermark used is remembered: a read-only snapshot older than it (or older than
 //! the history window) fails with SnapshotTooOld.
+//!
+//! # The change log
+//!
+//! A transaction may carry a change-log record ([`Txn::append_log`]). The commit round writes
+//! it under `0x03 commit-ts` in the same batch as the versions, so the log holds exactly the
+//! committed transactions, in commit order, and is as durable as they are. Log records are not
+//! versioned: they are written once and read only below `last_visible`, so readers
+//! ([`TxnStore::read_log`]) never take a lock a writer needs. The background thread trims the
+//! oldest records while the log is larger than its retention size and they are older than the
+//! minimum retention age, and records the newest trimmed timestamp as `log_floor`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -149,6 +159,8 @@ impl std::fmt::Debug for Mvcc {
 struct Pending {
     id: TxnId,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The change-log record, if the transaction logged anything.
+    log: Option<Vec<u8>>,
     /// Whether the commit must be durable before it returns (see [`Txn::commit_deferred`]).
     durable: bool,
 }
@@ -180,6 +192,14 @@ struct State {
     /// The watermark the last completed pass started with: until the watermark moves past it,
     /// a new pass would find nothing (new versions are all above it).
     gc_last_pass: Option<Ts>,
+    /// Bytes (keys and values) the change log holds.
+    log_bytes: u64,
+    /// The newest change-log timestamp trimmed away.
+    log_floor: Ts,
+    /// Change-log retention: the size above which old records are trimmed.
+    log_max_bytes: u64,
+    /// Change-log retention: records younger than this are kept whatever the size.
+    log_min_age: Duration,
 }
 
 /// The state shared by [`Mvcc`], its transactions and its GC thread.
@@ -196,6 +216,13 @@ struct Shared {
     gc_deleted: AtomicU64,
 }
 
+/// The default change-log size before trimming (MongoDB's default oplog is 5% of the disk;
+/// Folio uses a fixed 1 GiB, `--oplogSize` changes it).
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// How many change-log records one trimming batch deletes at most.
+const LOG_TRIM_BATCH: usize = 1000;
+
 /// Formats a timestamp as MongoDB prints it.
 fn show_ts(ts: Ts) -> String {
     format!("Timestamp({}, {})", ts.secs(), ts.inc())
@@ -211,11 +238,24 @@ impl Mvcc {
         // it get larger timestamps, so a snapshot at this time sees exactly the recovered state.
         let last = recovered.max(Ts::new(options.clock.now_secs(), 0));
         let gc_floor = read_meta_ts(engine.as_ref(), &keys::gc_floor_key())?;
+        let log_floor = read_meta_ts(engine.as_ref(), &keys::log_floor_key())?;
+        let mut log_bytes = 0u64;
+        for item in engine.scan(
+            Bound::Included(&[keys::LOG][..]),
+            Bound::Excluded(&[keys::LOG_END][..]),
+            false,
+        )? {
+            let (k, v) = item?;
+            log_bytes += (k.len() + v.len()) as u64;
+        }
         let state = State {
             next_id: 1,
             last_assigned: last,
             last_visible: last,
             gc_floor,
+            log_bytes,
+            log_floor,
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             ..State::default()
         };
         let shared = Arc::new(Shared {
@@ -267,6 +307,12 @@ impl Mvcc {
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.shared.engine
     }
+
+    /// Trims the change log down to its retention (see [`TxnStore::set_log_retention`]);
+    /// returns how many records were deleted. The background thread calls it at every tick.
+    pub fn trim_log(&self) -> Result<usize> {
+        self.shared.trim_log()
+    }
 }
 
 impl Drop for Mvcc {
@@ -312,6 +358,9 @@ fn spawn_gc(shared: &Arc<Shared>, every: Duration) -> Result<GcThread> {
                 }
             }
             let Some(shared) = weak.upgrade() else { return };
+            if let Err(e) = shared.trim_log() {
+                tracing::warn!("change-log trimming failed: {e}");
+            }
             // Bounded steps so commits interleave with them, for at most a tenth of the
             // interval; an unfinished pass resumes at the next tick.
             let budget = Instant::now() + every / 10;
@@ -398,6 +447,8 @@ impl Shared {
             snapshot,
             read_only: at.is_some(),
             writes: BTreeMap::new(),
+            log: Vec::new(),
+            log_header: None,
             finished: false,
         }))
     }
@@ -473,10 +524,11 @@ impl Shared {
         &self,
         id: TxnId,
         writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        log: Option<Vec<u8>>,
         durable: bool,
     ) -> Result<Ts> {
         let mut st = self.state.lock();
-        st.queue.push(Pending { id, writes, durable });
+        st.queue.push(Pending { id, writes, log, durable });
         loop {
             if let Some(result) = st.results.remove(&id) {
                 return result;
@@ -502,9 +554,15 @@ impl Shared {
             group.into_iter().map(|p| (p, self.next_ts(st))).collect();
         let mut batch = WriteBatch::new();
         let mut last = Ts::ZERO;
+        let mut log_bytes = 0u64;
         for (pending, ts) in &stamped {
             for (key, value) in &pending.writes {
                 batch.put(keys::version_key(key, *ts), keys::encode_value(value.as_deref()));
+            }
+            if let Some(log) = &pending.log {
+                let key = keys::log_key(*ts);
+                log_bytes += (key.len() + log.len()) as u64;
+                batch.put(key, log.clone());
             }
             last = *ts;
         }
@@ -519,6 +577,7 @@ impl Shared {
         self.batches.fetch_add(1, Ordering::Relaxed);
         if written.is_ok() {
             st.last_visible = last;
+            st.log_bytes += log_bytes;
         }
         for (pending, ts) in stamped {
             for key in pending.writes.keys() {
@@ -538,6 +597,55 @@ impl Shared {
                 }
             };
             st.results.insert(pending.id, result);
+        }
+    }
+
+    /// Deletes the oldest change-log records while the log is over its size and they are older
+    /// than the minimum retention age, in bounded unsynced batches (a trimmed record that
+    /// reappears after a crash is harmless: `log_floor` reverts with it).
+    fn trim_log(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let (excess, cutoff) = {
+                let st = self.state.lock();
+                if st.log_bytes <= st.log_max_bytes {
+                    return Ok(total);
+                }
+                let age = st.log_min_age.as_secs().min(u64::from(u32::MAX)) as u32;
+                let now = self.options.clock.now_secs();
+                // Without a minimum age every record may go, even one of this second.
+                let cutoff =
+                    if age == 0 { Ts(u64::MAX) } else { Ts::new(now.saturating_sub(age), 0) };
+                (st.log_bytes - st.log_max_bytes, cutoff)
+            };
+            let mut batch = WriteBatch::new();
+            let mut freed = 0u64;
+            let mut floor = Ts::ZERO;
+            let it = self.engine.scan(
+                Bound::Included(&[keys::LOG][..]),
+                Bound::Excluded(&[keys::LOG_END][..]),
+                false,
+            )?;
+            for item in it {
+                let (k, v) = item?;
+                let ts = keys::decode_log_key(&k)?;
+                if ts >= cutoff || freed >= excess || batch.len() >= LOG_TRIM_BATCH {
+                    break;
+                }
+                freed += (k.len() + v.len()) as u64;
+                floor = ts;
+                batch.delete(k);
+            }
+            if batch.is_empty() {
+                return Ok(total);
+            }
+            let n = batch.len();
+            batch.put(keys::log_floor_key(), floor.0.to_be_bytes().to_vec());
+            self.engine.write(batch, false)?;
+            total += n;
+            let mut st = self.state.lock();
+            st.log_bytes = st.log_bytes.saturating_sub(freed);
+            st.log_floor = st.log_floor.max(floor);
         }
     }
 
@@ -658,6 +766,52 @@ impl TxnStore for Mvcc {
         self.shared.engine.sync()
     }
 
+    fn read_log(&self, after: Ts, limit: usize) -> Result<Vec<(Ts, Vec<u8>)>> {
+        // Only published commits: every record at or below `last_visible` is in the engine,
+        // and no record above it is returned, so readers never see a hole fill in later.
+        let visible = self.shared.state.lock().last_visible;
+        if after >= visible {
+            return Ok(Vec::new());
+        }
+        let from = keys::log_key(after);
+        let to = keys::log_key(visible);
+        let mut out = Vec::new();
+        for item in self.shared.engine.scan(Bound::Excluded(&from), Bound::Included(&to), false)? {
+            let (k, v) = item?;
+            out.push((keys::decode_log_key(&k)?, v));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn log_floor(&self) -> Ts {
+        self.shared.state.lock().log_floor
+    }
+
+    fn set_log_retention(&self, max_bytes: u64, min_age: Duration) {
+        let mut st = self.shared.state.lock();
+        st.log_max_bytes = max_bytes;
+        st.log_min_age = min_age;
+    }
+
+    fn log_usage(&self) -> (u64, Duration, u64) {
+        let st = self.shared.state.lock();
+        (st.log_max_bytes, st.log_min_age, st.log_bytes)
+    }
+
+    fn wait_commit_after(&self, after: Ts, deadline: Instant) -> Ts {
+        let mut st = self.shared.state.lock();
+        // `changed` is signalled by every published commit round (and finished transaction).
+        while st.last_visible <= after {
+            if self.shared.changed.wait_until(&mut st, deadline).timed_out() {
+                break;
+            }
+        }
+        st.last_visible
+    }
+
     fn stats(&self) -> TxnStats {
         let s = &self.shared;
         let st = s.state.lock();
@@ -683,6 +837,10 @@ struct MvccTxn {
     read_only: bool,
     /// Buffered writes; `None` is a delete. Every key here is locked by this transaction.
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The change-log entries appended so far, concatenated.
+    log: Vec<u8>,
+    /// The change-log record's header.
+    log_header: Option<Vec<u8>>,
     finished: bool,
 }
 
@@ -722,7 +880,13 @@ impl MvccTxn {
         }
         self.finished = true;
         let writes = std::mem::take(&mut self.writes);
-        self.shared.commit(self.id, writes, durable)
+        let log = (!self.log.is_empty()).then(|| {
+            // An empty BSON document when no header was set.
+            let mut record = self.log_header.take().unwrap_or_else(|| vec![5, 0, 0, 0, 0]);
+            record.append(&mut self.log);
+            record
+        });
+        self.shared.commit(self.id, writes, log, durable)
     }
 }
 
@@ -777,6 +941,14 @@ impl Txn for MvccTxn {
 
     fn has_writes(&self) -> bool {
         !self.writes.is_empty()
+    }
+
+    fn append_log(&mut self, entry: &[u8]) {
+        self.log.extend_from_slice(entry);
+    }
+
+    fn set_log_header(&mut self, header: &[u8]) {
+        self.log_header = Some(header.to_vec());
     }
 
     fn commit(self: Box<Self>) -> Result<Ts> {

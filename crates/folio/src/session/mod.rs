@@ -314,6 +314,13 @@ impl Session {
                 return Err(e);
             }
         }
+        // Every change event of the transaction carries who ran it (its change-log header).
+        if wrote
+            && let Ok(header) =
+                bson::doc! { "lsid": self.lsid.clone(), "txnNumber": number }.to_vec()
+        {
+            txn.set_log_header(&header);
+        }
         // On failure the state stays Aborted, as set above.
         let ts = txn.commit()?;
         self.state = TxnState::Committed { commit_ts: Some(ts) };
