@@ -2,7 +2,7 @@
 //! `network`, `metrics.commands`, `metrics.document`, `metrics.operation` and
 //! `metrics.queryExecutor`, and behind the Prometheus endpoint (which renders the same numbers).
 //!
-//! Every command passes [`Metrics::record`] once, after it ran, from [`super::Service::dispatch`]:
+//! Every command passes `Metrics::record` once, after it ran, from [`super::Service::dispatch`]:
 //! the one path of the wire server and the embedded API. Everything is a relaxed atomic counter
 //! (a scrape may see one counter a command ahead of another, which monitoring tolerates) so that
 //! recording costs a few uncontended increments. What a command did is read from the command and

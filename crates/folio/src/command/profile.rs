@@ -1,6 +1,6 @@
 //! Watching operations: the slow-operation log line and the database profiler.
 //!
-//! After every command [`super::Service::dispatch`] hands [`Profiler::observe`] the command, its
+//! After every command [`super::Service::dispatch`] hands `Service::observe` the command, its
 //! reply, how long it took and what it examined ([`crate::exec::opstats`]). As in MongoDB:
 //!
 //! - an operation at or above `slowms` (100 ms by default; `--slowms`, or the `profile` command
