@@ -70,6 +70,10 @@ pub struct ServiceOptions {
     pub slow_op_sample_rate: f64,
     /// `--profile`: the profiling level of every database until `profile` changes it.
     pub profile_level: i32,
+    /// `--loadBalanced`: every connection comes through a load balancer, so its first `hello`
+    /// must say `loadBalanced: true` and is answered with this front end's `serviceId`
+    /// (MongoDB's load-balancer specification; mongos's `loadBalancerPort`).
+    pub load_balanced: bool,
 }
 
 impl Default for ServiceOptions {
@@ -86,6 +90,7 @@ impl Default for ServiceOptions {
             slow_ms: 100,
             slow_op_sample_rate: 1.0,
             profile_level: 0,
+            load_balanced: false,
         }
     }
 }
@@ -103,6 +108,9 @@ pub struct Connection {
     pub supported_compressors: Vec<String>,
     /// The compressor negotiated in `hello`, if any (read by the server after the reply).
     pub compressor: Option<String>,
+    /// Whether the connection has had its first `hello` (in load-balanced mode only that one
+    /// carries the `serviceId`).
+    pub said_hello: bool,
 }
 
 /// What dispatch produced for one command.
@@ -129,6 +137,8 @@ pub struct Service {
     /// Slow-operation logging and the profiler.
     pub(crate) profiler: profile::Profiler,
     ticks: AtomicU64,
+    /// This front end's identity in load-balanced mode (`hello`'s `serviceId`).
+    pub(crate) service_id: bson::oid::ObjectId,
     /// When the TTL monitor last ran (see [`ttl`]).
     ttl_last_pass: parking_lot::Mutex<Option<std::time::Instant>>,
 }
@@ -164,6 +174,7 @@ impl Service {
             metrics: metrics::Metrics::new(table::COMMANDS.len()),
             profiler,
             ticks: AtomicU64::new(0),
+            service_id: bson::oid::ObjectId::new(),
             ttl_last_pass: parking_lot::Mutex::new(None),
         })
     }
@@ -280,7 +291,7 @@ impl Service {
         let Some(spec) = cmd.keys().next().and_then(|name| table::lookup(name)) else {
             return false;
         };
-        if self.options.test_commands || spec.waits {
+        if self.options.test_commands || spec.waits || self.store.remote() {
             return false;
         }
         // A statement of a multi-document transaction never waits: a conflict fails it at once

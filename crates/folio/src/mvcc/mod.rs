@@ -114,6 +114,12 @@ pub trait TxnStore: Send + Sync {
     fn stats(&self) -> TxnStats {
         TxnStats::default()
     }
+
+    /// Whether every call may wait on the network (a store over a remote database): the
+    /// server then runs every command on its blocking pool, never on a connection's task.
+    fn remote(&self) -> bool {
+        false
+    }
 }
 
 /// Transaction counters for `serverStatus` (see [`TxnStore::stats`]).
@@ -168,6 +174,10 @@ impl<T: TxnStore + ?Sized> TxnStore for std::sync::Arc<T> {
 
     fn stats(&self) -> TxnStats {
         (**self).stats()
+    }
+
+    fn remote(&self) -> bool {
+        (**self).remote()
     }
 }
 
