@@ -3,6 +3,9 @@
 //! The runner picks a free port, starts `<folio> serve --port <p> --in-memory --setParameter
 //! enableTestCommands=1`, and waits for the line `folio listening on 127.0.0.1:<port>`. The process is killed
 //! when the [`ServerProcess`] is dropped, so a failing run does not leave a server behind.
+//!
+//! With `FOLIO_STORAGE=postgresql://...` in the environment the server runs with `--storage` on that
+//! database instead of in memory (the scale-out backend, docs/design/scale-out.md).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -21,15 +24,13 @@ impl ServerProcess {
     /// Starts the server binary and waits (up to `wait`) until it reports that it listens.
     pub fn start(bin: &Path, wait: Duration) -> Result<Self, String> {
         let port = free_port()?;
+        let storage = match std::env::var("FOLIO_STORAGE") {
+            Ok(url) if !url.is_empty() => vec!["--storage".to_string(), url],
+            _ => vec!["--in-memory".to_string()],
+        };
         let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--port",
-                &port.to_string(),
-                "--in-memory",
-                "--setParameter",
-                "enableTestCommands=1",
-            ])
+            .args(["serve", "--port", &port.to_string(), "--setParameter", "enableTestCommands=1"])
+            .args(&storage)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
