@@ -113,7 +113,7 @@ impl Nginx {
         );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).expect("write nginx.conf");
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
@@ -131,6 +131,8 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("nginx did not start listening on {listen}");
     }
 }
