@@ -327,3 +327,87 @@ fn concurrent_transfers_keep_the_total() {
         conflicts.load(std::sync::atomic::Ordering::Relaxed)
     );
 }
+
+/// A list-append check across two front ends: transactions read a list, then replace it with
+/// the list plus one unique element (a read-modify-write, so a lost update under a broken
+/// isolation would drop an element). At the end every acknowledged append is in the list exactly
+/// once, and every list a committed transaction read is a prefix of the final list (reads never
+/// saw a state that was later rewritten or reordered).
+#[test]
+fn list_append_has_no_lost_update_or_non_prefix_read() {
+    let Some(cluster) = cluster_or_skip("list_append_has_no_lost_update_or_non_prefix_read") else {
+        return;
+    };
+    let url = cluster.url();
+    let mut setup = FrontEnd::new(&url);
+    setup.ok(doc! { "insert": "lists", "documents": [{ "_id": 0, "l": [] }, { "_id": 1, "l": [] }], "$db": "la" });
+    let front_ends: Vec<Arc<Service>> = (0..2).map(|_| FrontEnd::new(&url).svc).collect();
+    let threads: Vec<_> = (0..6u8)
+        .map(|worker| {
+            let svc = front_ends[usize::from(worker) % 2].clone();
+            std::thread::spawn(move || {
+                let mut fe = FrontEnd { conn: svc.connect("worker"), svc };
+                let session = lsid(200 + worker);
+                let mut txn = 0i64;
+                let mut acked = Vec::new();
+                let mut reads = Vec::new();
+                for n in 0..20 {
+                    let key = n % 2;
+                    let element = format!("w{worker}-{n}");
+                    loop {
+                        txn += 1;
+                        let found = fe.run(doc! { "find": "lists", "filter": { "_id": key },
+                            "lsid": session.clone(), "txnNumber": txn, "autocommit": false,
+                            "startTransaction": true, "$db": "la" });
+                        let Ok(cursor) = found.get_document("cursor") else { panic!("{found}") };
+                        let list: Vec<String> = cursor.get_array("firstBatch").unwrap()[0]
+                            .as_document().unwrap().get_array("l").unwrap()
+                            .iter().map(|v| v.as_str().unwrap().to_string()).collect();
+                        let mut new = list.clone();
+                        new.push(element.clone());
+                        let written = fe.run(doc! { "update": "lists",
+                            "updates": [{ "q": { "_id": key }, "u": { "$set": { "l": new } } }],
+                            "lsid": session.clone(), "txnNumber": txn, "autocommit": false, "$db": "la" });
+                        let outcome = if written.get("code").is_none() { fe.run(commit(&session, txn)) } else { written };
+                        if outcome.get("code").is_none() {
+                            acked.push((key, element));
+                            reads.push((key, list));
+                            break;
+                        }
+                        assert!(labels(&outcome).contains(&"TransientTransactionError".to_string()), "{outcome}");
+                        fe.run(doc! { "abortTransaction": 1, "lsid": session.clone(), "txnNumber": txn, "autocommit": false, "$db": "admin" });
+                    }
+                }
+                (acked, reads)
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    let mut reads = Vec::new();
+    for t in threads {
+        let (a, r) = t.join().unwrap();
+        acked.extend(a);
+        reads.extend(r);
+    }
+    let final_list = |key: i32, fe: &mut FrontEnd| -> Vec<String> {
+        let r = fe.ok(doc! { "find": "lists", "filter": { "_id": key }, "$db": "la" });
+        r.get_document("cursor").unwrap().get_array("firstBatch").unwrap()[0]
+            .as_document()
+            .unwrap()
+            .get_array("l")
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let finals = [final_list(0, &mut setup), final_list(1, &mut setup)];
+    assert_eq!(finals[0].len() + finals[1].len(), acked.len(), "no lost or extra append");
+    for (key, element) in &acked {
+        let count = finals[*key as usize].iter().filter(|e| *e == element).count();
+        assert_eq!(count, 1, "{element} appears {count} times");
+    }
+    for (key, read) in &reads {
+        assert_eq!(&finals[*key as usize][..read.len()], &read[..], "a read that is not a prefix");
+    }
+    assert_eq!(acked.len(), 120);
+}
