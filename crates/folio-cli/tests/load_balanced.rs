@@ -78,9 +78,21 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_nginx(&mut self.child);
     }
+}
+
+/// Stops nginx with SIGTERM (fast shutdown): the master then stops its workers, where SIGKILL
+/// would leave them running, still holding the listening socket.
+fn stop_nginx(child: &mut Child) {
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stopped {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }
 
 fn find_nginx() -> Option<PathBuf> {
@@ -131,8 +143,7 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        stop_nginx(&mut child);
         panic!("nginx did not start listening on {listen}");
     }
 }
