@@ -35,6 +35,14 @@ pub struct ServeArgs {
     /// Keep all data in memory (nothing is written to disk).
     #[arg(long = "in-memory")]
     pub in_memory: bool,
+    /// Keep the data in a PostgreSQL-compatible database (`postgresql://user@host:port/db`)
+    /// shared by every front end started with the same URL, instead of a data directory.
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
+    /// Serve clients through a TCP load balancer (`loadBalanced=true` in their URI): each
+    /// connection's first `hello` answers this front end's `serviceId`.
+    #[arg(long = "loadBalanced")]
+    pub load_balanced: bool,
     /// Replica set name reported to clients.
     #[arg(
         long = "replSet",
@@ -173,6 +181,8 @@ struct NetSection {
     metrics: MetricsSection,
     #[serde(default)]
     tls: TlsSection,
+    /// `net.loadBalanced`: Folio's key for `--loadBalanced`.
+    load_balanced: Option<bool>,
 }
 
 /// `net.metrics`: Folio's own key for the Prometheus endpoint.
@@ -187,6 +197,8 @@ struct MetricsSection {
 struct StorageSection {
     db_path: Option<PathBuf>,
     oplog_min_retention_hours: Option<f64>,
+    /// `storage.url`: the PostgreSQL-compatible database (as `--storage`).
+    url: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -250,6 +262,10 @@ pub struct Settings {
     pub dbpath: PathBuf,
     /// Whether to keep data in memory only.
     pub in_memory: bool,
+    /// `--storage` (`storage.url`): the shared SQL database, instead of the data directory.
+    pub storage_url: Option<String>,
+    /// `--loadBalanced` (`net.loadBalanced`).
+    pub load_balanced: bool,
     /// The replica set name.
     pub repl_set: String,
     /// The advertised `host:port`.
@@ -338,9 +354,20 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     if args.in_memory && (args.dbpath.is_some() || file.storage.db_path.is_some()) {
         return Err("--in-memory and --dbpath (storage.dbPath) cannot be used together: an in-memory server has no data directory".into());
     }
+    let storage_url = args.storage.clone().or(file.storage.url);
+    if let Some(url) = &storage_url {
+        if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+            return Err(format!(
+                "--storage (storage.url) must be a postgresql:// URL, not {url:?}"
+            ));
+        }
+        if args.in_memory || args.dbpath.is_some() || file.storage.db_path.is_some() {
+            return Err("--storage (storage.url) cannot be used with --in-memory or --dbpath (storage.dbPath): the data is in the database it names".into());
+        }
+    }
     let dbpath =
         args.dbpath.clone().or(file.storage.db_path).unwrap_or_else(|| PathBuf::from("./data"));
-    if !args.in_memory && dbpath.exists() && !dbpath.is_dir() {
+    if !args.in_memory && storage_url.is_none() && dbpath.exists() && !dbpath.is_dir() {
         return Err(format!(
             "the data path {} is a file, not a directory (--dbpath names a directory)",
             dbpath.display()
@@ -526,6 +553,12 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
             params.iter().map(|(k, v)| (k.clone(), Bson::String(v.clone()))).collect();
         parsed.insert("setParameter", p);
     }
+    if let Some(url) = &storage_url {
+        // The URL may carry a password: only where it points is reported.
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let shown = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        parsed.insert("storage", doc! { "url": format!("postgresql://{shown}") });
+    }
     if let Some(config) = &args.config {
         parsed.insert("config", config.display().to_string());
     }
@@ -556,6 +589,8 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
         bind_ips,
         dbpath,
         in_memory: args.in_memory,
+        storage_url,
+        load_balanced: args.load_balanced || file.net.load_balanced.unwrap_or(false),
         repl_set,
         advertise_host,
         test_commands,
@@ -845,6 +880,28 @@ mod tests {
         let s = resolve(&ok, &[]).expect("resolve");
         assert_eq!(s.log.rotate, LogRotate::Reopen);
         assert_eq!((s.slow_ms, s.profile_level, s.metrics_port), (u64::MAX, 2, Some(9216)));
+    }
+
+    #[test]
+    fn storage_url_is_exclusive_with_a_data_directory() {
+        let url = "postgresql://folio:secret@db.example:5432/folio".to_string();
+        let s = resolve(&ServeArgs { storage: Some(url.clone()), ..args() }, &[]).expect("ok");
+        assert_eq!(s.storage_url.as_deref(), Some(url.as_str()));
+        let shown = s.cmd_line.get_document("parsed").unwrap().get_document("storage").unwrap();
+        assert_eq!(shown.get_str("url").unwrap(), "postgresql://db.example:5432/folio");
+        for bad in [
+            ServeArgs { storage: Some(url.clone()), in_memory: true, ..args() },
+            ServeArgs { storage: Some(url.clone()), dbpath: Some("d".into()), ..args() },
+            ServeArgs { storage: Some("mysql://h/db".into()), ..args() },
+        ] {
+            let e = resolve(&bad, &[]).expect_err("refused");
+            assert!(e.contains("--storage"), "{e}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("folio.conf");
+        std::fs::write(&path, "storage:\n  url: postgresql://h/db\n").expect("write");
+        let s = resolve(&ServeArgs { config: Some(path), ..args() }, &[]).expect("file");
+        assert_eq!(s.storage_url.as_deref(), Some("postgresql://h/db"));
     }
 
     #[test]

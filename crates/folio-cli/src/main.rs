@@ -124,8 +124,11 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
     let settings = config::resolve(args, argv)?;
     log::init(&settings.log)?;
     folio::memory::set_limits(settings.operation_memory_bytes, settings.server_memory_bytes);
-    let store =
-        store::open_store(&settings.dbpath, settings.in_memory).map_err(|e| e.to_string())?;
+    let store = match &settings.storage_url {
+        Some(url) => store::open_shared_store(url),
+        None => store::open_store(&settings.dbpath, settings.in_memory),
+    }
+    .map_err(|e| e.to_string())?;
     let mut options = ServiceOptions {
         repl_set_name: settings.repl_set.clone(),
         advertise_host: settings.advertise_host.clone(),
@@ -143,6 +146,7 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
         localhost_auth_bypass: settings.localhost_auth_bypass,
         oplog_size_mb: settings.oplog_size_mb,
         oplog_min_retention_hours: settings.oplog_min_retention_hours,
+        load_balanced: settings.load_balanced,
     };
     let tls = match folio_server::TlsMode::parse(&settings.tls.mode)? {
         None => None,
@@ -204,7 +208,8 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
                 .first()
                 .and_then(|ip| ip.parse().ok())
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-            let dbpath = (!settings.in_memory).then(|| settings.dbpath.clone());
+            let dbpath = (!settings.in_memory && settings.storage_url.is_none())
+                .then(|| settings.dbpath.clone());
             let bound =
                 exporter::serve(server.service().clone(), (ip, port).into(), dbpath).await?;
             tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");

@@ -1,5 +1,6 @@
-//! Store construction for `folio serve`: MVCC over the redb engine in `--dbpath`, or over the
-//! in-memory engine with `--in-memory`.
+//! Store construction for `folio serve`: MVCC over the redb engine in `--dbpath`, over the
+//! in-memory engine with `--in-memory`, or a shared PostgreSQL-compatible database with
+//! `--storage` (see `folio_pg` and docs/design/scale-out.md).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +20,13 @@ pub fn open_store(dbpath: &Path, in_memory: bool) -> Result<Arc<dyn TxnStore>> {
         Arc::new(RedbEngine::open(dbpath)?)
     };
     let store: Arc<dyn TxnStore> = Mvcc::open(engine, MvccOptions::default())?;
+    Ok(store)
+}
+
+/// Opens the store over a shared PostgreSQL-compatible database (`--storage URL`).
+pub fn open_shared_store(url: &str) -> Result<Arc<dyn TxnStore>> {
+    let store: Arc<dyn TxnStore> =
+        Arc::new(folio_pg::PgStore::connect(url, folio_pg::PgOptions::default())?);
     Ok(store)
 }
 

@@ -6,6 +6,8 @@
 //!
 //! With `--auth` (the runner's auth pass), the server also gets `--auth`; the runner creates a
 //! root user through the localhost exception and every client it makes authenticates as it.
+//! With `FOLIO_STORAGE=postgresql://...` in the environment the server runs with `--storage` on that
+//! database instead of in memory (the scale-out backend, docs/design/scale-out.md).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -30,15 +32,13 @@ impl ServerProcess {
     /// With `auth`, the server runs with `--auth` (see [`ServerProcess::create_root_user`]).
     pub fn start(bin: &Path, wait: Duration, auth: bool) -> Result<Self, String> {
         let port = free_port()?;
+        let storage = match std::env::var("FOLIO_STORAGE") {
+            Ok(url) if !url.is_empty() => vec!["--storage".to_string(), url],
+            _ => vec!["--in-memory".to_string()],
+        };
         let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--port",
-                &port.to_string(),
-                "--in-memory",
-                "--setParameter",
-                "enableTestCommands=1",
-            ])
+            .args(["serve", "--port", &port.to_string(), "--setParameter", "enableTestCommands=1"])
+            .args(&storage)
             .args(if auth { &["--auth"][..] } else { &[][..] })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -190,6 +190,7 @@ codes! {
     ReadConcernMajorityNotAvailableYet = 134 [Retryable],
     NetworkInterfaceExceededTimeLimit = 202 [Retryable],
     SnapshotTooOld = 239 [TransientInTxn, EndsCommandInTxn],
+    LoadBalancerSupportMismatch = 354,
     NotWritablePrimary = 10107 [Retryable],
     BSONObjectTooLarge = 10334,
     InterruptedAtShutdown = 11600 [Retryable],

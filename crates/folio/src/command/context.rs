@@ -423,13 +423,21 @@ impl<'a> Runner<'a> {
             return f(txn.as_ref());
         }
         let txn = if self.op.read_concern_level() == Some("snapshot") {
-            let at = match self.op.read_concern.as_ref().and_then(|rc| rc.get("atClusterTime")) {
-                Some(Bson::Timestamp(t)) => Ts::from_bson(*t),
+            match self.op.read_concern.as_ref().and_then(|rc| rc.get("atClusterTime")) {
+                Some(Bson::Timestamp(t)) => {
+                    let at = Ts::from_bson(*t);
+                    self.at_cluster_time = Some(at);
+                    self.svc.store.begin_read_only_at(at)?
+                }
                 Some(_) => bail!(TypeMismatch, "atClusterTime must be a timestamp"),
-                None => self.svc.store.last_committed(),
-            };
-            self.at_cluster_time = Some(at);
-            self.svc.store.begin_read_only_at(at)?
+                // The latest snapshot, whose time is answered as atClusterTime. (A shared store
+                // cannot tell its latest commit without beginning a snapshot.)
+                None => {
+                    let txn = self.svc.store.begin()?;
+                    self.at_cluster_time = Some(txn.snapshot());
+                    txn
+                }
+            }
         } else {
             self.svc.store.begin()?
         };

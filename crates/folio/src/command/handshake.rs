@@ -146,6 +146,7 @@ pub fn hello(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Doc
     if let Some(reply) = speculative_authenticate(svc, conn, cmd) {
         d.insert("speculativeAuthenticate", reply);
     }
+    load_balanced_hello(svc, conn, cmd, &mut d)?;
     Ok(d)
 }
 
@@ -204,6 +205,40 @@ fn speculative_authenticate(
         return None;
     };
     out.ok()
+}
+
+/// Load-balanced mode, as mongos on its `loadBalancerPort`: the first `hello` of a connection
+/// must declare `loadBalanced: true` (a driver that does not know it is behind a load balancer
+/// would spread one transaction or cursor over several front ends) and is answered with the
+/// `serviceId` the driver pins transactions and cursors to. Later hellos are plain. A server not
+/// in this mode ignores `loadBalanced: true`, as MongoDB does: the reply has no `serviceId`,
+/// and the driver refuses the server.
+fn load_balanced_hello(
+    svc: &Service,
+    conn: &mut Connection,
+    cmd: &Document,
+    reply: &mut Document,
+) -> Result<()> {
+    let first = !conn.said_hello;
+    conn.said_hello = true;
+    if !svc.options().load_balanced || !first {
+        return Ok(());
+    }
+    if !cmd.get("loadBalanced").is_some_and(truthy) {
+        bail!(
+            LoadBalancerSupportMismatch,
+            "The server is being accessed through a load balancer, but this driver does not have \
+             load balancing enabled"
+        );
+    }
+    reply.insert("serviceId", svc.service_id);
+    // A load balancer hides the topology: answer as mongos does, not as a replica set member,
+    // so that no driver tries to monitor the members behind it.
+    for field in ["hosts", "setName", "setVersion", "secondary", "primary", "me", "electionId"] {
+        reply.remove(field);
+    }
+    reply.insert("msg", "isdbgrid");
+    Ok(())
 }
 
 /// `isMaster` / `ismaster`: `hello` with the legacy `ismaster` field.

@@ -87,6 +87,10 @@ pub struct ServiceOptions {
     /// The change log's minimum retention in hours (`--oplogMinRetentionHours`): records younger
     /// than this are kept whatever the size.
     pub oplog_min_retention_hours: f64,
+    /// `--loadBalanced`: every connection comes through a load balancer, so its first `hello`
+    /// must say `loadBalanced: true` and is answered with this front end's `serviceId`
+    /// (MongoDB's load-balancer specification; mongos's `loadBalancerPort`).
+    pub load_balanced: bool,
 }
 
 impl Default for ServiceOptions {
@@ -108,6 +112,7 @@ impl Default for ServiceOptions {
             localhost_auth_bypass: true,
             oplog_size_mb: None,
             oplog_min_retention_hours: 0.0,
+            load_balanced: false,
         }
     }
 }
@@ -131,6 +136,9 @@ pub struct Connection {
     pub trusted: bool,
     /// The subject of the client certificate the TLS layer verified, for MONGODB-X509.
     pub client_certificate_subject: Option<String>,
+    /// Whether the connection has had its first `hello` (in load-balanced mode only that one
+    /// carries the `serviceId`).
+    pub said_hello: bool,
 }
 
 /// What dispatch produced for one command.
@@ -162,6 +170,8 @@ pub struct Service {
     pub(crate) ttl_enabled: std::sync::atomic::AtomicBool,
     /// `ttlMonitorSleepSecs`, settable at runtime.
     pub(crate) ttl_sleep_secs: AtomicU64,
+    /// This front end's identity in load-balanced mode (`hello`'s `serviceId`).
+    pub(crate) service_id: bson::oid::ObjectId,
     /// When the TTL monitor last ran (see [`ttl`]).
     ttl_last_pass: parking_lot::Mutex<Option<std::time::Instant>>,
     /// Bumped by every user or role change; connections re-resolve their privileges when it
@@ -211,6 +221,7 @@ impl Service {
             ticks: AtomicU64::new(0),
             ttl_enabled: std::sync::atomic::AtomicBool::new(ttl_enabled),
             ttl_sleep_secs: AtomicU64::new(ttl_sleep_secs),
+            service_id: bson::oid::ObjectId::new(),
             ttl_last_pass: parking_lot::Mutex::new(None),
             user_generation: AtomicU64::new(1),
         })
@@ -385,7 +396,7 @@ impl Service {
         let Some(spec) = cmd.keys().next().and_then(|name| table::lookup(name)) else {
             return false;
         };
-        if self.options.test_commands || spec.waits {
+        if self.options.test_commands || spec.waits || self.store.remote() {
             return false;
         }
         // A change stream's getMore waits for new events.

@@ -148,6 +148,12 @@ pub trait TxnStore: Send + Sync {
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
         self.last_committed()
     }
+
+    /// Whether every call may wait on the network (a store over a remote database): the
+    /// server then runs every command on its blocking pool, never on a connection's task.
+    fn remote(&self) -> bool {
+        false
+    }
 }
 
 /// Transaction counters for `serverStatus` (see [`TxnStore::stats`]).
@@ -222,6 +228,10 @@ impl<T: TxnStore + ?Sized> TxnStore for std::sync::Arc<T> {
 
     fn wait_commit_after(&self, after: Ts, deadline: Instant) -> Ts {
         (**self).wait_commit_after(after, deadline)
+    }
+
+    fn remote(&self) -> bool {
+        (**self).remote()
     }
 }
 

@@ -130,9 +130,10 @@ impl Session {
 
     /// Resumes from the session's durable record the first time the session is used in this
     /// process: the latest recorded transaction number, and whether it was a committed
-    /// transaction.
+    /// transaction. Over a shared store ([`TxnStore::remote`]) other front ends may have used
+    /// the session since, so the record is read again at every use.
     pub fn load_durable(&mut self, store: &dyn TxnStore) -> Result<()> {
-        if self.loaded {
+        if self.loaded && !store.remote() {
             return Ok(());
         }
         if let Some(record) = durable::load(store, &self.key)? {

@@ -347,3 +347,37 @@ fn list_commands_is_sorted_and_complete() {
     assert!(cmds.contains_key("hello"));
     assert!(!cmds.contains_key("configureFailPoint"), "test commands are off");
 }
+
+#[test]
+fn load_balanced_mode_answers_service_id_once_and_requires_the_option() {
+    let options = ServiceOptions { load_balanced: true, ..ServiceOptions::default() };
+    let svc = Service::new(Arc::new(ClockStore), options).expect("service");
+    // A driver that does not know it is behind a load balancer is refused at its first hello.
+    let mut plain = svc.connect("127.0.0.1:5001");
+    let r = run(&svc, &mut plain, doc! { "hello": 1, "$db": "admin" });
+    assert_eq!(r.get_i32("code").ok(), Some(354), "{r}");
+    assert_eq!(r.get_str("codeName").ok(), Some("LoadBalancerSupportMismatch"));
+    // A load-balanced driver gets the serviceId in its first hello only, and no topology.
+    let mut lb = svc.connect("127.0.0.1:5002");
+    let r = run(&svc, &mut lb, doc! { "hello": 1, "loadBalanced": true, "$db": "admin" });
+    assert!(ok(&r), "{r}");
+    let id = r.get_object_id("serviceId").expect("serviceId");
+    assert_eq!(r.get_str("msg").ok(), Some("isdbgrid"));
+    assert!(!r.contains_key("setName") && !r.contains_key("hosts"), "{r}");
+    let again = run(&svc, &mut lb, doc! { "hello": 1, "loadBalanced": true, "$db": "admin" });
+    assert!(ok(&again) && !again.contains_key("serviceId"), "{again}");
+    // Every connection of one front end has the same serviceId.
+    let mut lb2 = svc.connect("127.0.0.1:5003");
+    let r = run(&svc, &mut lb2, doc! { "isMaster": 1, "loadBalanced": true, "$db": "admin" });
+    assert_eq!(r.get_object_id("serviceId").ok(), Some(id));
+}
+
+#[test]
+fn a_server_not_in_load_balanced_mode_answers_without_service_id() {
+    let svc = service();
+    let mut conn = svc.connect("127.0.0.1:5004");
+    let r = run(&svc, &mut conn, doc! { "hello": 1, "loadBalanced": true, "$db": "admin" });
+    assert!(ok(&r), "{r}");
+    assert!(!r.contains_key("serviceId"), "{r}");
+    assert_eq!(r.get_str("setName").ok(), Some("rsTest"));
+}

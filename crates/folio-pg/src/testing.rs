@@ -1,0 +1,180 @@
+//! A throwaway PostgreSQL cluster for tests: `initdb` in a temporary directory, `pg_ctl start`
+//! on a free port of 127.0.0.1 (its unix socket in the same directory), stopped and removed
+//! when dropped.
+//!
+//! Default settings otherwise (`fsync = on`, `synchronous_commit = on`), as a production
+//! server. `initdb` refuses to run as root, so as root the programs run as the `postgres` user
+//! (or `nobody`) through `runuser`, and the directory belongs to that user — the same approach
+//! as folio-bench's PostgreSQL baseline.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Where the PostgreSQL binaries are: `PATH`, else the newest `/usr/lib/postgresql/*/bin`.
+pub fn find_bin_dir() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+                return Some(dir);
+            }
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|d| d.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?.to_string();
+            line.split_whitespace().nth(1).map(|u| u == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// The unprivileged user to run PostgreSQL as when we are root: (name, uid, gid).
+fn unprivileged_user() -> Option<(String, u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    for wanted in ["postgres", "nobody"] {
+        for line in passwd.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() >= 4 && f[0] == wanted {
+                let (Ok(uid), Ok(gid)) = (f[2].parse(), f[3].parse()) else { continue };
+                return Some((wanted.to_string(), uid, gid));
+            }
+        }
+    }
+    None
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running throwaway cluster.
+pub struct Cluster {
+    bin: PathBuf,
+    /// Run the programs as this user (when we are root).
+    user: Option<String>,
+    /// Holds the data directory, the log and the socket; removed on drop.
+    dir: tempfile::TempDir,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    running: bool,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster, or says why it cannot (`Err(None)`: PostgreSQL is not
+    /// installed; `Err(Some(reason))`: it is, but failed).
+    pub fn start() -> Result<Cluster, Option<String>> {
+        let bin = find_bin_dir().ok_or(None)?;
+        let dir = tempfile::Builder::new()
+            .prefix("folio-pg-test-")
+            .tempdir()
+            .map_err(|e| Some(format!("cannot create a temporary directory: {e}")))?;
+        let user = if is_root() {
+            let (name, uid, gid) = unprivileged_user().ok_or_else(|| {
+                Some("running as root and no postgres or nobody user to run PostgreSQL as".into())
+            })?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| {
+                Some(format!("cannot hand {} to {name}: {e}", dir.path().display()))
+            })?;
+            Some(name)
+        } else {
+            None
+        };
+        let port = free_port().map_err(|e| Some(format!("no free port: {e}")))?;
+        let mut cluster = Cluster { bin, user, dir, port, running: false };
+        let data = cluster.data_dir();
+        cluster
+            .pg(
+                "initdb",
+                &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"],
+            )
+            .map_err(Some)?;
+        let log = cluster.dir.path().join("postgres.log").display().to_string();
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=300",
+            cluster.port,
+            cluster.dir.path().display()
+        );
+        cluster
+            .pg("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start"])
+            .map_err(Some)?;
+        cluster.running = true;
+        Ok(cluster)
+    }
+
+    /// The connection URL of the `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Runs one PostgreSQL program, as the unprivileged user when there is one.
+    fn pg(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(program);
+        let mut cmd = match &self.user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{program} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            self.running = false;
+            let data = self.data_dir();
+            if let Err(e) = self.pg("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+}
+
+/// Starts a cluster for a test, or returns `None` after printing a loud message when
+/// PostgreSQL is not installed (`scripts/test` installs it; a failure to start is a panic).
+pub fn cluster_or_skip(test: &str) -> Option<Cluster> {
+    match Cluster::start() {
+        Ok(c) => Some(c),
+        Err(None) => {
+            eprintln!(
+                "\n*** SKIPPED {test}: PostgreSQL is not installed (no initdb on PATH or in \
+                 /usr/lib/postgresql/*/bin); `apt-get install -y postgresql` ***\n"
+            );
+            None
+        }
+        Err(Some(reason)) => panic!("cannot start PostgreSQL for {test}: {reason}"),
+    }
+}
