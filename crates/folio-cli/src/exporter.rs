@@ -245,6 +245,12 @@ fn render(
         ("resident_memory_bytes", "Resident set size", num(&status, "mem.resident") * 1024 * 1024),
         ("virtual_memory_bytes", "Virtual memory size", num(&status, "mem.virtual") * 1024 * 1024),
         ("uptime_seconds", "Seconds since start", num(&status, "uptime")),
+        (
+            "change_streams_open",
+            "Open change streams and tailable cursors",
+            num(&status, "folio.changeStreamsOpen"),
+        ),
+        ("change_log_bytes", "Bytes the change log holds", num(&status, "folio.changeLog.bytes")),
     ] {
         let g = gauge(&reg, name, help, &[])?;
         g.with_label_values::<&str>(&[]).set(value);

@@ -134,6 +134,9 @@ fn metrics_profiler_and_json_log() {
     assert!(int(&st, "metrics.operation.writeConflicts") >= 1, "{st}");
     assert!(int(&st, "metrics.commands.insert.total") >= 1, "{st}");
     assert!(int(&st, "transactions.totalCommitted") >= 1, "{st}");
+    // The change log grew with the writes; no change stream is open.
+    assert!(int(&st, "folio.changeLog.bytes") > 0, "{st}");
+    assert_eq!(int(&st, "folio.changeStreamsOpen"), 0, "{st}");
 
     // The endpoint moved with the workload.
     let after = scrape(metrics_port);
@@ -142,6 +145,7 @@ fn metrics_profiler_and_json_log() {
         "folio_transactions_committed_total",
         "folio_write_conflicts_total",
         "folio_keys_examined_total",
+        "folio_change_log_bytes",
         "folio_op_latency_seconds_count{class=\"writes\"}",
     ] {
         assert!(sample(&after, series) > sample(&before, series), "{series} did not move");

@@ -254,6 +254,12 @@ pub fn coll_mod(
                     }
                 }
                 "index" => coll_mod_index(&mut meta, v, &mut reply)?,
+                // TODO(#13): resizing a capped collection.
+                "cappedSize" | "cappedMax" => bail!(
+                    NotImplemented,
+                    "collMod {} is not supported: resizing a capped collection is not implemented",
+                    k
+                ),
                 _ => {}
             }
         }

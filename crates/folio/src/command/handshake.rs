@@ -473,6 +473,7 @@ pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
     let max = u64::from(svc.options().max_conns);
     let opts = svc.options();
     let engine = svc.store.stats();
+    let (log_max_bytes, _, log_bytes) = svc.store.log_usage();
     let mut metrics = svc.metrics.metrics_doc(&Service::command_names());
     metrics.insert("cursor", doc! { "open": { "total": count(svc.cursors.len() as u64) } });
     metrics.insert(
@@ -546,6 +547,12 @@ pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
                 "gcDeletedVersions": count(engine.gc_deleted),
             },
             "slowOperations": count(svc.metrics.slow_operations.load(Ordering::Relaxed)),
+            // Open change streams and tailable cursors (each a consumer of the change log).
+            "changeStreamsOpen": count(svc.streams.len() as u64),
+            "changeLog": {
+                "bytes": count(log_bytes),
+                "maxBytes": count(log_max_bytes),
+            },
             "profilerEntries": count(svc.metrics.profiled.load(Ordering::Relaxed)),
         },
         "folioVersion": env!("CARGO_PKG_VERSION"),
