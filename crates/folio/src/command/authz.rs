@@ -313,6 +313,15 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
         "getCmdLineOpts" => cluster("getCmdLineOpts"),
         "getLog" => cluster("getLog"),
         "logRotate" => cluster("logRotate"),
+        "convertToCapped" => on("convertToCapped"),
+        "cloneCollectionAsCapped" => {
+            let to = cmd.get_str("toCollection").unwrap_or_default();
+            Privileges(vec![
+                (coll_target(cmd, db), "find"),
+                (Target::ns(db, to), "insert"),
+                (Target::ns(db, to), "createCollection"),
+            ])
+        }
         "setParameter" => cluster("setParameter"),
         "replSetResizeOplog" => cluster("replSetResizeOplog"),
         "profile" => on_db("enableProfiler"),

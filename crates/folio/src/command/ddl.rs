@@ -221,6 +221,7 @@ pub fn coll_mod(
             bail!(NamespaceNotFound, "ns does not exist: {}.{}", db, coll);
         };
         let mut reply = Document::new();
+        let mut resized = false;
         for (k, v) in cmd.iter().skip(1) {
             match k.as_str() {
                 "validator" | "validationLevel" | "validationAction" | "viewOn" | "pipeline" => {
@@ -254,16 +255,29 @@ pub fn coll_mod(
                     }
                 }
                 "index" => coll_mod_index(&mut meta, v, &mut reply)?,
-                // TODO(#13): resizing a capped collection.
-                "cappedSize" | "cappedMax" => bail!(
-                    NotImplemented,
-                    "collMod {} is not supported: resizing a capped collection is not implemented",
-                    k
-                ),
+                "cappedSize" | "cappedMax" => {
+                    if !exec::capped::is_capped(&meta) {
+                        bail!(
+                            InvalidOptions,
+                            "collMod {} is only allowed on a capped collection: {}",
+                            k,
+                            meta.namespace()
+                        );
+                    }
+                    let mut options = meta.options.clone();
+                    options.insert(if k == "cappedSize" { "size" } else { "max" }, v.clone());
+                    exec::capped::normalize_options(&mut options)?;
+                    meta.options = options;
+                    resized = true;
+                }
                 _ => {}
             }
         }
         catalog::put_collection(txn, &meta)?;
+        if resized {
+            // A smaller size or count drops the oldest documents now.
+            exec::trim_capped(txn, &db, &coll)?;
+        }
         let mut details = cmd.clone();
         details.remove("collMod");
         exec::changelog::ddl(txn, &meta, "modify", Bson::Document(details));
@@ -603,5 +617,99 @@ pub fn coll_stats(
         "indexSizes": index_sizes,
         "totalSize": scaled(c.size + total_index),
         "scaleFactor": scale as i64,
+    })
+}
+
+/// The `size` and `max` of `convertToCapped` / `cloneCollectionAsCapped`, as capped `create`
+/// options.
+fn capped_options(cmd: &Document, command: &str) -> Result<Document> {
+    let mut options = doc! { "capped": true };
+    match cmd.get("size") {
+        Some(size) => options.insert("size", size.clone()),
+        None => {
+            bail!(Location40414, "BSON field '{}.size' is missing but a required field", command)
+        }
+    };
+    if let Some(max) = cmd.get("max") {
+        options.insert("max", max.clone());
+    }
+    exec::capped::normalize_options(&mut options)?;
+    Ok(options)
+}
+
+/// Copies every document of `meta` (in natural order when it is capped, else `_id` order) into
+/// the new capped collection `db.to`, whose limits drop the oldest as it fills.
+fn copy_into_capped(
+    txn: &mut dyn crate::mvcc::Txn,
+    meta: &CollectionMeta,
+    to: &str,
+    options: Document,
+) -> Result<()> {
+    if meta.is_view() {
+        bail!(CommandNotSupportedOnView, "{} is a view", meta.namespace());
+    }
+    exec::create_collection(txn, &meta.db, to, options)?;
+    let mut found = exec::scan_collection(txn, meta)?;
+    if exec::capped::is_capped(meta) {
+        found = exec::capped::natural_order(txn, meta, found)?;
+    }
+    for f in found {
+        exec::insert_one(txn, &meta.db, to, f.doc, true)?;
+    }
+    Ok(())
+}
+
+/// `cloneCollectionAsCapped`: a new capped collection `toCollection` holding the newest
+/// documents of the source that fit its `size` (and `max`); the source is unchanged, and its
+/// indexes are not copied (as in MongoDB).
+pub fn clone_collection_as_capped(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let from = collection(cmd, "cloneCollectionAsCapped")?;
+    let to = match cmd.get("toCollection") {
+        Some(Bson::String(s)) if !s.is_empty() => s.clone(),
+        Some(Bson::String(_)) | None => {
+            bail!(InvalidNamespace, "cloneCollectionAsCapped needs a toCollection name")
+        }
+        Some(_) => bail!(
+            TypeMismatch,
+            "BSON field 'cloneCollectionAsCapped.toCollection' is the wrong type, expected type \
+             'string'"
+        ),
+    };
+    let options = capped_options(cmd, "cloneCollectionAsCapped")?;
+    let db = run.op.db.clone();
+    run.write(0, |txn| {
+        let Some(meta) = catalog::get_collection(txn, &db, &from)? else {
+            bail!(NamespaceNotFound, "source collection {}.{} does not exist", db, from);
+        };
+        copy_into_capped(txn, &meta, &to, options.clone())?;
+        Ok(Document::new())
+    })
+}
+
+/// `convertToCapped`: the collection becomes capped with `size` (and `max`), keeping its newest
+/// documents that fit; as in MongoDB its indexes other than `_id` are dropped. Done as MongoDB
+/// does it, in one transaction: a capped copy under a temporary name replaces the collection.
+pub fn convert_to_capped(
+    _svc: &Service,
+    _c: &mut Connection,
+    cmd: &Document,
+    run: &mut Runner,
+) -> Result<Document> {
+    let coll = collection(cmd, "convertToCapped")?;
+    let options = capped_options(cmd, "convertToCapped")?;
+    let db = run.op.db.clone();
+    let tmp = format!("tmp.convertToCapped.{coll}");
+    run.write(0, |txn| {
+        let Some(meta) = catalog::get_collection(txn, &db, &coll)? else {
+            bail!(NamespaceNotFound, "source collection {}.{} does not exist", db, coll);
+        };
+        copy_into_capped(txn, &meta, &tmp, options.clone())?;
+        exec::rename_collection(txn, (&db, &tmp), (&db, &coll), true)?;
+        Ok(Document::new())
     })
 }

@@ -757,6 +757,8 @@ pub(crate) mod table {
         write(cmd("dropIndexes", R(ddl::drop_indexes))),
         write(cmd("deleteIndexes", R(ddl::drop_indexes))),
         write(cmd("collMod", R(ddl::coll_mod))),
+        write(cmd("convertToCapped", R(ddl::convert_to_capped))),
+        write(cmd("cloneCollectionAsCapped", R(ddl::clone_collection_as_capped))),
         admin(write(cmd("renameCollection", R(ddl::rename_collection)))),
         admin(cmd("listDatabases", R(ddl::list_databases))),
         cmd("listCollections", R(ddl::list_collections)),

@@ -35,7 +35,8 @@ use crate::query::{Filter, Projection, SortSpec, text};
 pub use write::{
     CollectionHandle, DeleteOp, DeleteResult, FindAndModify, FindAndModifyResult, UpdateDoc,
     UpdateOp, UpdateResult, create_collection, create_indexes, delete, drop_collection,
-    drop_database, drop_indexes, find_and_modify, insert_one, rename_collection, update,
+    drop_database, drop_indexes, find_and_modify, insert_one, rename_collection, trim_capped,
+    update,
 };
 
 /// What a find reads: filter, sort, projection, skip and limit.

@@ -258,6 +258,20 @@ impl CollectionHandle {
     }
 }
 
+/// Deletes the oldest documents of capped collection `db.coll` until it is within its limits
+/// (after its `size` or `max` shrank). Returns how many went.
+pub fn trim_capped(txn: &mut dyn Txn, db: &str, coll: &str) -> Result<u64> {
+    let Some(handle) = CollectionHandle::load(txn, db, coll)? else { return Ok(0) };
+    let mut removed = 0;
+    while let Some(oldest) = super::capped::oldest_over_limit(txn, &handle.meta)? {
+        let key = Key::Document { coll: handle.meta.id, id: &oldest }.encode();
+        let Some(doc) = super::get_document(txn, &key)? else { break };
+        handle.remove(txn, &Found { key, doc })?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 /// Validates a document for insert: `_id` first, and `Timestamp(0, 0)` values at the top level
 /// replaced by the current time, as MongoDB does.
 fn prepare(doc: Document) -> Result<Document> {
