@@ -662,8 +662,8 @@ pub fn fetch(
     limit: usize,
     hint: Option<&Hint>,
 ) -> Result<(Vec<Found>, bool)> {
-    let counts = ScanCounts::default();
-    fetch_counted(txn, meta, filter, sort, limit, hint, &counts)
+    let bound = bind_text(meta, filter)?;
+    fetch_bound(txn, meta, bound.as_ref().unwrap_or(filter), sort, limit, hint)
 }
 
 /// The documents matching a `$text` filter, each with its score in
@@ -676,7 +676,7 @@ pub fn fetch_scored(
 ) -> Result<Vec<Found>> {
     let bound = bind_text(meta, filter)?;
     let filter = bound.as_ref().unwrap_or(filter);
-    let (mut found, _) = fetch(txn, meta, filter, None, 0, hint)?;
+    let (mut found, _) = fetch_bound(txn, meta, filter, None, 0, hint)?;
     if let Some(t) = filter.text() {
         for f in &mut found {
             let score = t.score(&f.doc);
@@ -686,40 +686,18 @@ pub fn fetch_scored(
     Ok(found)
 }
 
-/// How much a fetch read: index keys and documents (explain's `totalKeysExamined` and
-/// `totalDocsExamined`).
-#[derive(Debug, Default)]
-pub struct ScanCounts {
-    keys: std::cell::Cell<u64>,
-    docs: std::cell::Cell<u64>,
-}
-
-impl ScanCounts {
-    fn key(&self) {
-        self.keys.set(self.keys.get() + 1);
-        // The operation's own count, for its log line, profile entry and metrics.
-        super::opstats::add_keys(1);
-    }
-
-    fn doc(&self) {
-        self.docs.set(self.docs.get() + 1);
-    }
-}
-
-fn fetch_counted(
+/// [`fetch`] of a filter whose `$text`, if any, is already bound (see [`bind_text`]).
+fn fetch_bound(
     txn: &dyn Txn,
     meta: &CollectionMeta,
     filter: &Filter,
     sort: Option<&SortSpec>,
     limit: usize,
     hint: Option<&Hint>,
-    counts: &ScanCounts,
 ) -> Result<(Vec<Found>, bool)> {
-    let bound = bind_text(meta, filter)?;
-    let filter = bound.as_ref().unwrap_or(filter);
     let plan = plan_hinted(meta, filter, sort, hint)?;
     super::opstats::set_plan(|| summary(meta, &plan), false);
-    let (mut found, sorted) = fetch_plan(txn, meta, &plan, filter, sort, limit, counts)?;
+    let (mut found, sorted) = fetch_plan(txn, meta, &plan, filter, sort, limit)?;
     if sort.is_some_and(|s| !s.is_empty()) && !sorted {
         super::opstats::set_plan(String::new, true);
     }
@@ -763,20 +741,14 @@ pub fn distance(doc: &Document, path: &str, near: &Near) -> Option<f64> {
     geo::values_at(doc, path).iter().filter_map(|v| near.distance_to_value(v)).reduce(f64::min)
 }
 
-fn sort_by_distance(found: &mut [Found], path: &str, near: &Near) {
-    let mut keyed: Vec<(f64, usize)> = found
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (distance(&f.doc, path, near).unwrap_or(f64::INFINITY), i))
+fn sort_by_distance(found: &mut Vec<Found>, path: &str, near: &Near) {
+    let mut keyed: Vec<(f64, Found)> = std::mem::take(found)
+        .into_iter()
+        .map(|f| (distance(&f.doc, path, near).unwrap_or(f64::INFINITY), f))
         .collect();
-    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
-    let mut taken: Vec<Option<Found>> = found.iter().cloned().map(Some).collect();
-    for (slot, i) in found.iter_mut().zip(order) {
-        if let Some(f) = taken[i].take() {
-            *slot = f;
-        }
-    }
+    // A stable sort: ties stay in the order found.
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    *found = keyed.into_iter().map(|(_, f)| f).collect();
 }
 
 /// Fetches the documents of a chosen plan (see [`fetch`]).
@@ -787,7 +759,6 @@ fn fetch_plan(
     filter: &Filter,
     sort: Option<&SortSpec>,
     limit: usize,
-    counts: &ScanCounts,
 ) -> Result<(Vec<Found>, bool)> {
     let matches = |d: &Document| filter.matches(d);
     match plan {
@@ -795,7 +766,7 @@ fn fetch_plan(
             let mut out = Vec::new();
             let mut seen = HashSet::new();
             for branch in branches {
-                for f in fetch_plan(txn, meta, branch, filter, None, 0, counts)?.0 {
+                for f in fetch_plan(txn, meta, branch, filter, None, 0)?.0 {
                     if seen.insert(f.key.clone()) {
                         out.push(f);
                     }
@@ -813,12 +784,9 @@ fn fetch_plan(
                 if !seen.insert(key.clone()) {
                     continue;
                 }
-                counts.key();
+                super::opstats::add_keys(1);
                 if let Some(doc) = get_document(txn, &key)?
-                    && {
-                        counts.doc();
-                        matches(&doc)
-                    }
+                    && matches(&doc)
                 {
                     out.push(Found { key, doc });
                 }
@@ -840,13 +808,12 @@ fn fetch_plan(
                     hi.extend_from_slice(end);
                     for item in txn.scan(Bound::Included(&lo), Bound::Excluded(&hi), *reverse)? {
                         let (_, id) = item?;
-                        counts.key();
+                        super::opstats::add_keys(1);
                         if !seen.insert(id.clone()) {
                             continue; // A multikey document appears once per distinct key.
                         }
                         let key = Key::Document { coll: meta.id, id: &id }.encode();
                         let Some(doc) = get_document(txn, &key)? else { continue };
-                        counts.doc();
                         if matches(&doc) {
                             arrays |= *sorted && sort.is_some_and(|s| s.has_array_on_key(&doc));
                             out.push(Found { key, doc });
@@ -868,9 +835,8 @@ fn fetch_plan(
             Ok((out, false))
         }
         Plan::CollectionScan => {
-            let all = scan_collection(txn, meta)?;
-            counts.docs.set(counts.docs.get() + all.len() as u64);
-            let mut out: Vec<Found> = all.into_iter().filter(|f| matches(&f.doc)).collect();
+            let mut out: Vec<Found> =
+                scan_collection(txn, meta)?.into_iter().filter(|f| matches(&f.doc)).collect();
             if sort.is_none() && limit > 0 {
                 out.truncate(limit);
             }
