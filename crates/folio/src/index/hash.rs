@@ -39,27 +39,13 @@ pub fn hashed_key(v: &Bson) -> i64 {
     hash64(v, DEFAULT_SEED)
 }
 
-/// MongoDB's canonical type numbers (`canonicalizeBSONType`), which differ from Folio's
-/// ordering ranks in `doc::canonical_rank` for MinKey (−1) and undefined (0).
+/// MongoDB's canonical type numbers (`canonicalizeBSONType`): Folio's ordering ranks
+/// ([`crate::doc::canonical_rank`]) but for MinKey (−1) and undefined (0).
 fn canonical_type(v: &Bson) -> i32 {
     match v {
         Bson::MinKey => -1,
         Bson::Undefined => 0,
-        Bson::Null => 5,
-        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 10,
-        Bson::String(_) | Bson::Symbol(_) => 15,
-        Bson::Document(_) => 20,
-        Bson::Array(_) => 25,
-        Bson::Binary(_) => 30,
-        Bson::ObjectId(_) => 35,
-        Bson::Boolean(_) => 40,
-        Bson::DateTime(_) => 45,
-        Bson::Timestamp(_) => 47,
-        Bson::RegularExpression(_) => 50,
-        Bson::DbPointer(_) => 55,
-        Bson::JavaScriptCode(_) => 60,
-        Bson::JavaScriptCodeWithScope(_) => 65,
-        Bson::MaxKey => 127,
+        other => i32::from(crate::doc::canonical_rank(other)),
     }
 }
 
