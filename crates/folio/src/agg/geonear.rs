@@ -85,11 +85,11 @@ impl GeoNear {
                     ),
                 },
                 "spherical" => out.spherical = crate::query::filter::truthy(v),
-                "distanceMultiplier" => match number(v) {
+                "distanceMultiplier" => match geo::number(v) {
                     Some(n) if n >= 0.0 => out.multiplier = n,
                     _ => bail!(BadValue, "distanceMultiplier must be a non-negative number"),
                 },
-                "minDistance" | "maxDistance" => match number(v) {
+                "minDistance" | "maxDistance" => match geo::number(v) {
                     Some(n) if n >= 0.0 => {
                         if k == "minDistance" {
                             out.min = Some(n);
@@ -201,15 +201,5 @@ impl GeoNear {
             out.push(doc);
         }
         Ok(out)
-    }
-}
-
-fn number(v: &Bson) -> Option<f64> {
-    match v {
-        Bson::Int32(i) => Some(f64::from(*i)),
-        Bson::Int64(i) => Some(*i as f64),
-        Bson::Double(d) => Some(*d),
-        Bson::Decimal128(d) => Some(crate::doc::compare::decimal_to_f64(d)),
-        _ => None,
     }
 }

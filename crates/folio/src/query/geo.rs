@@ -149,14 +149,9 @@ pub fn legacy_pair(v: &Bson) -> Option<Coord<f64>> {
     Some(Coord { x, y })
 }
 
-fn number(v: &Bson) -> Option<f64> {
-    match v {
-        Bson::Int32(i) => Some(f64::from(*i)),
-        Bson::Int64(i) => Some(*i as f64),
-        Bson::Double(d) => Some(*d),
-        Bson::Decimal128(d) => Some(crate::doc::compare::decimal_to_f64(d)),
-        _ => None,
-    }
+/// A number as a double (decimals to their nearest double); `None` for anything else.
+pub(crate) fn number(v: &Bson) -> Option<f64> {
+    crate::doc::compare::Number::of(v).map(crate::doc::compare::Number::to_f64)
 }
 
 /// Parses and validates a GeoJSON object.
