@@ -157,7 +157,10 @@ impl Pipeline {
                     "$listLocalSessions is only valid as the first stage in a pipeline",
                 ));
             }
-            if matches!(st, Stage::Documents(_) | Stage::CollStats(_) | Stage::IndexStats) && i != 0
+            if matches!(
+                st,
+                Stage::Documents(_) | Stage::CollStats(_) | Stage::IndexStats | Stage::GeoNear(_)
+            ) && i != 0
             {
                 let name = spec.keys().next().map_or("", String::as_str);
                 return Err(expr::loc(
@@ -169,12 +172,6 @@ impl Pipeline {
                 return Err(expr::loc(
                     17313,
                     "$match with $text is only allowed as the first pipeline stage",
-                ));
-            }
-            if matches!(st, Stage::GeoNear(_)) && i != 0 {
-                return Err(expr::loc(
-                    40602,
-                    "$geoNear is only valid as the first stage in a pipeline",
                 ));
             }
             if matches!(st, Stage::Output(_)) && i + 1 != pipeline.len() {

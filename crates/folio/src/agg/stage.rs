@@ -93,9 +93,6 @@ impl Stage {
         let Some((name, arg)) = spec.iter().next() else {
             return Err(stage_name_error());
         };
-        if name == "$geoNear" {
-            return Ok(Stage::GeoNear(Box::new(super::geonear::GeoNear::parse(arg)?)));
-        }
         match name.as_str() {
             "$match" => {
                 let Bson::Document(f) = arg else {
@@ -238,8 +235,10 @@ impl Stage {
                 super::stats::parse_index_stats(arg)?;
                 Ok(Stage::IndexStats)
             }
-            // TODO(#7): $geoNear needs geospatial indexes; the others are server diagnostics.
-            "$listSessions" | "$currentOp" | "$geoNear" | "$changeStream" | "$planCacheStats" => {
+            "$geoNear" => Ok(Stage::GeoNear(Box::new(super::geonear::GeoNear::parse(arg)?))),
+            // TODO(#7): server diagnostics. `$changeStream` opens a change stream only as the
+            // first stage of an `aggregate` (see `crate::changes`), never inside a pipeline.
+            "$listSessions" | "$currentOp" | "$changeStream" | "$planCacheStats" => {
                 Err(err!(NotImplemented, "the {name} stage is not supported"))
             }
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
