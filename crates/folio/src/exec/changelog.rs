@@ -26,6 +26,7 @@
 //! arrays that only shrank are reported as truncated, appended or changed array elements by
 //! index, removed fields by path.
 
+use bson::raw::{RawDocument, RawDocumentBuf, cstr};
 use bson::{Bson, Document, doc};
 
 use crate::catalog::CollectionMeta;
@@ -56,11 +57,16 @@ fn key_of(doc: &Document) -> Document {
     doc! { "_id": doc.get("_id").cloned().unwrap_or(Bson::Null) }
 }
 
-/// Logs an insert.
-pub fn insert(txn: &mut dyn Txn, meta: &CollectionMeta, doc: &Document) {
-    let mut e = base("i", meta);
-    e.insert("o", doc.clone());
-    append(txn, &e);
+/// Logs an insert of a document stored as `stored` (its BSON bytes, which the entry embeds as
+/// they are: the document is neither copied as a tree nor encoded again).
+pub fn insert(txn: &mut dyn Txn, meta: &CollectionMeta, stored: &[u8]) {
+    let (Ok(mut e), Ok(doc)) =
+        (RawDocumentBuf::try_from(&base("i", meta)), RawDocument::from_bytes(stored))
+    else {
+        return;
+    };
+    e.append(cstr!("o"), doc);
+    txn.append_log(e.as_bytes());
 }
 
 /// Logs an update (`replacement: false`) or a replacement of `old` by `new`.

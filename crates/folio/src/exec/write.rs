@@ -206,7 +206,7 @@ impl CollectionHandle {
         let bytes = doc.to_vec()?;
         check_conflict(txn.put(&key, &bytes)?, &self.describe_id(doc))?;
         self.add_entries(txn, doc, &BTreeSet::new())?;
-        super::changelog::insert(txn, &self.meta, doc);
+        super::changelog::insert(txn, &self.meta, &bytes);
         if super::capped::is_capped(&self.meta) {
             super::capped::inserted(txn, &self.meta, &id_key(&id), bytes.len())?;
             // The oldest documents go until the collection is within its limits again.

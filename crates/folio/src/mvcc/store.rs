@@ -550,19 +550,20 @@ impl Shared {
         if group.is_empty() {
             return;
         }
-        let stamped: Vec<(Pending, Ts)> =
+        let mut stamped: Vec<(Pending, Ts)> =
             group.into_iter().map(|p| (p, self.next_ts(st))).collect();
         let mut batch = WriteBatch::new();
         let mut last = Ts::ZERO;
         let mut log_bytes = 0u64;
-        for (pending, ts) in &stamped {
+        for (pending, ts) in &mut stamped {
             for (key, value) in &pending.writes {
                 batch.put(keys::version_key(key, *ts), keys::encode_value(value.as_deref()));
             }
-            if let Some(log) = &pending.log {
+            // The record moves into the batch: nothing reads it from the queue afterwards.
+            if let Some(log) = pending.log.take() {
                 let key = keys::log_key(*ts);
                 log_bytes += (key.len() + log.len()) as u64;
-                batch.put(key, log.clone());
+                batch.put(key, log);
             }
             last = *ts;
         }
