@@ -10,6 +10,18 @@ use super::{Connection, Service};
 use crate::bail;
 use crate::error::Result;
 
+/// The generic arguments every command may carry, which these commands accept and ignore.
+const GENERIC_ARGS: &[&str] = &[
+    "$db",
+    "lsid",
+    "$clusterTime",
+    "comment",
+    "$readPreference",
+    "apiVersion",
+    "apiStrict",
+    "apiDeprecationErrors",
+];
+
 fn require_admin(cmd: &Document, name: &str) -> Result<()> {
     if cmd.get_str("$db").unwrap_or("") != "admin" {
         bail!(Unauthorized, "{} may only be run against the admin database.", name);
@@ -25,15 +37,7 @@ pub fn set_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
     let mut set = 0;
     for (k, v) in cmd.iter().skip(1) {
         match k.as_str() {
-            "$db"
-            | "lsid"
-            | "$clusterTime"
-            | "comment"
-            | "$readPreference"
-            | "apiVersion"
-            | "apiStrict"
-            | "apiDeprecationErrors"
-            | "writeConcern" => {}
+            k if GENERIC_ARGS.contains(&k) || k == "writeConcern" => {}
             "ttlMonitorEnabled" => {
                 let Bson::Boolean(b) = v else {
                     bail!(BadValue, "Invalid value for ttlMonitorEnabled: {}", v);
@@ -94,14 +98,7 @@ pub fn repl_set_resize_oplog(
                 age = Duration::from_secs_f64(h * 3600.0);
                 any = true;
             }
-            "$db"
-            | "lsid"
-            | "$clusterTime"
-            | "comment"
-            | "$readPreference"
-            | "apiVersion"
-            | "apiStrict"
-            | "apiDeprecationErrors" => {}
+            k if GENERIC_ARGS.contains(&k) => {}
             other => bail!(
                 Location40415,
                 "BSON field 'replSetResizeOplog.{}' is an unknown field.",
