@@ -639,11 +639,7 @@ pub fn get_more(
         if tail.ns != ns || tail.session.as_deref() != session.as_deref() {
             bail!(Unauthorized, "cursor {} belongs to another namespace or session", id);
         }
-        let wait = match cmd.get("maxTimeMS").and_then(super::context::number) {
-            Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
-            _ => crate::changes::DEFAULT_AWAIT,
-        };
-        let docs = tail.next_batch(svc.store.as_ref(), batch, Some(Instant::now() + wait))?;
+        let docs = tail.next_batch(svc.store.as_ref(), batch, Some(await_deadline(cmd)))?;
         return Ok(doc! { "cursor": {
             "nextBatch": docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
             "id": id,
@@ -957,6 +953,16 @@ fn change_stream(
     } })
 }
 
+/// How long a `getMore` on a change stream or an `awaitData` cursor waits for new data:
+/// `maxTimeMS` (the driver's `maxAwaitTimeMS`), else [`crate::changes::DEFAULT_AWAIT`].
+fn await_deadline(cmd: &Document) -> Instant {
+    let wait = match cmd.get("maxTimeMS").and_then(super::context::number) {
+        Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
+        _ => crate::changes::DEFAULT_AWAIT,
+    };
+    Instant::now() + wait
+}
+
 /// MongoDB's change-stream error labels: drivers resume after a ResumableChangeStreamError and
 /// give up on a NonResumableChangeStreamError.
 fn change_stream_labels(e: &mut Error) {
@@ -999,16 +1005,12 @@ fn change_stream_get_more(
             id
         );
     }
-    let wait = match cmd.get("maxTimeMS").and_then(super::context::number) {
-        Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
-        _ => crate::changes::DEFAULT_AWAIT,
-    };
     let batch = match svc.failpoints.fail_get_more() {
         Some(code) => Err(Error::new(
             Code::from_number(code),
             "Failing command via 'failGetMoreAfterCursorCheckout' failpoint",
         )),
-        None => stream.next_batch(svc.store.as_ref(), batch, Some(Instant::now() + wait)),
+        None => stream.next_batch(svc.store.as_ref(), batch, Some(await_deadline(cmd))),
     };
     let events = match batch {
         Ok(events) => events,
