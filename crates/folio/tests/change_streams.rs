@@ -42,11 +42,16 @@ fn watch(
     pipeline.extend(rest);
     let r =
         run(svc, conn, doc! { "aggregate": target, "pipeline": pipeline, "cursor": {}, "$db": db });
-    ok(&r);
+    batch(&r, "firstBatch")
+}
+
+/// A successful cursor reply's (cursor id, `batch` events, postBatchResumeToken).
+fn batch(r: &Document, batch: &str) -> (i64, Vec<Document>, Document) {
+    ok(r);
     let c = r.get_document("cursor").expect("cursor");
     (
         c.get_i64("id").expect("id"),
-        docs(c.get_array("firstBatch").expect("batch")),
+        docs(c.get_array(batch).expect("batch")),
         c.get_document("postBatchResumeToken").expect("pbrt").clone(),
     )
 }
@@ -66,13 +71,7 @@ fn more(
 ) -> (i64, Vec<Document>, Document) {
     let r =
         run(svc, conn, doc! { "getMore": id, "collection": coll, "maxTimeMS": wait_ms, "$db": db });
-    ok(&r);
-    let c = r.get_document("cursor").expect("cursor");
-    (
-        c.get_i64("id").expect("id"),
-        docs(c.get_array("nextBatch").expect("batch")),
-        c.get_document("postBatchResumeToken").expect("pbrt").clone(),
-    )
+    batch(&r, "nextBatch")
 }
 
 fn types(events: &[Document]) -> Vec<String> {
