@@ -233,7 +233,7 @@ pub(super) fn parse_bucket_auto(arg: &Bson, scope: &Scope) -> Result<Stage> {
                     ));
                 }
             },
-            // TODO(#7): preferred-number granularities.
+            // TODO(#14): preferred-number granularities.
             "granularity" => {
                 return Err(err!(NotImplemented, "$bucketAuto 'granularity' is not supported"));
             }

@@ -684,7 +684,7 @@ fn parse_operator(name: &str, arg: &Bson, scope: &Scope) -> Result<Expression> {
                 Bson::String(s) if s == "textScore" => {
                     Ok(Expression::Field(parse_path(crate::query::text::SCORE_FIELD)?))
                 }
-                // TODO(#16): the other metadata (geoNearDistance, searchScore, indexKey, …).
+                // TODO(#14): the other metadata (geoNearDistance, searchScore, indexKey, …).
                 Bson::String(s) => {
                     Err(Error::new(Code::NotImplemented, format!("$meta \"{s}\" is not supported")))
                 }

@@ -116,7 +116,7 @@ impl GeoNear {
                     ),
                 },
                 "uniqueDocs" => {}
-                // TODO(#16): `num`/`limit` were removed in MongoDB 4.2; `collation` is refused.
+                // TODO(#14): `num`/`limit` were removed in MongoDB 4.2; `collation` is refused.
                 other => bail!(FailedToParse, "Unknown argument to $geoNear: {other}"),
             }
         }

@@ -189,7 +189,7 @@ impl Pipeline {
     /// The pipeline with its `$match` filters, `$sort` keys and `$group` keys (in `$facet`
     /// sub-pipelines too) comparing strings under the aggregate's collation (`None`: simple,
     /// unchanged).
-    // TODO(#3): `$lookup` pipelines and aggregation-expression comparisons under a collation.
+    // TODO(#14): `$lookup` pipelines and aggregation-expression comparisons under a collation.
     pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Pipeline {
         if collation.is_none() {
             return self;

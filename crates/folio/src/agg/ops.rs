@@ -5,7 +5,7 @@
 //! operators follow MongoDB's type promotion: int32 widens to int64 on overflow, int64 to double
 //! on overflow, any double makes the result a double, and any decimal makes it a decimal.
 //! Decimal arithmetic is carried out in doubles and converted back, which is exact for the
-//! values applications usually store (TODO(#7): full 34-digit decimal arithmetic).
+//! values applications usually store (TODO(#14): full 34-digit decimal arithmetic).
 
 use std::cmp::Ordering;
 

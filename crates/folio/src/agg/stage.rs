@@ -236,7 +236,7 @@ impl Stage {
                 Ok(Stage::IndexStats)
             }
             "$geoNear" => Ok(Stage::GeoNear(Box::new(super::geonear::GeoNear::parse(arg)?))),
-            // TODO(#7): server diagnostics. `$changeStream` opens a change stream only as the
+            // TODO(#14): server diagnostics. `$changeStream` opens a change stream only as the
             // first stage of an `aggregate` (see `crate::changes`), never inside a pipeline.
             "$listSessions" | "$currentOp" | "$changeStream" | "$planCacheStats" => {
                 Err(err!(NotImplemented, "the {name} stage is not supported"))

@@ -37,7 +37,7 @@ pub const LOGICAL_SESSION_TIMEOUT_MINUTES: i32 = 30;
 
 /// When the server started, for `uptime`: fixed by the first `hello` (drivers send one as soon as
 /// they connect) or diagnostic command.
-// TODO(#4): take the start time from the service once it records one.
+// TODO(#18): take the start time from the service once it records one.
 static STARTED: LazyLock<(Instant, DateTime)> = LazyLock::new(|| (Instant::now(), DateTime::now()));
 
 /// The command name: the first key.

@@ -5,7 +5,7 @@
 //! remembers the session (and transaction number) it was opened in: a `getMore` from another
 //! session is refused, as MongoDB does. Idle cursors are reaped after ten minutes.
 //!
-//! TODO(#4): stream large results from a held read snapshot instead of materializing them.
+//! TODO(#11): stream large results from a held read snapshot instead of materializing them.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -527,7 +527,7 @@ fn check_flat(key: &Document, spec: &Document) -> Result<()> {
         if let Some(v) = spec.get(field)
             && number(v) != Some(default)
         {
-            // TODO(#16): other 2d bounds and precisions.
+            // TODO(#14): other 2d bounds and precisions.
             crate::bail!(
                 CannotCreateIndex,
                 "2d indexes with a '{}' other than {} are not supported",

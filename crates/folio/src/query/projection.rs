@@ -154,7 +154,7 @@ impl Projection {
                     Some(Bson::String(m)) if m == "textScore" => Node::Computed(Expr::parse(
                         &Bson::String(format!("${}", super::text::SCORE_FIELD)),
                     )?),
-                    // TODO(#16): the other metadata (geoNearDistance, indexKey, …).
+                    // TODO(#14): the other metadata (geoNearDistance, indexKey, …).
                     _ => bail!(NotImplemented, "$meta projection is not supported"),
                 },
                 Some(k) if k.starts_with('$') => Node::Computed(Expr::parse(value)?),
