@@ -68,6 +68,18 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// A collection whose dump recorded no metadata: no options, no indexes, no UUID.
+    pub fn bare(db: &str, name: &str) -> Metadata {
+        Metadata {
+            db: db.into(),
+            name: name.into(),
+            kind: "collection".into(),
+            options: Document::new(),
+            indexes: Vec::new(),
+            uuid: None,
+        }
+    }
+
     /// Whether this is a view.
     pub fn is_view(&self) -> bool {
         self.kind == "view"
@@ -423,14 +435,7 @@ impl ArchiveReader {
                         .map_err(|_| "archive prelude entry without collection")?;
                     let mut meta = match d.get_str("metadata") {
                         Ok(json) if !json.is_empty() => Metadata::from_json(db, coll, json)?,
-                        _ => Metadata {
-                            db: db.into(),
-                            name: coll.into(),
-                            kind: "collection".into(),
-                            options: Document::new(),
-                            indexes: Vec::new(),
-                            uuid: None,
-                        },
+                        _ => Metadata::bare(db, coll),
                     };
                     if let Ok(t) = d.get_str("type")
                         && !t.is_empty()
