@@ -491,16 +491,7 @@ async fn a_data_directory_is_dumped_offline_and_restored_into_one() {
     let server = Server::start(&["--dbpath", &copy_s]);
     let client = server.client().await;
     assert_eq!(bytes(&all(&client, "app", "items").await), bytes(&expected));
-    let r =
-        client.database("app").run_command(doc! { "listIndexes": "items" }).await.expect("indexes");
-    let names: Vec<&str> = r
-        .get_document("cursor")
-        .expect("c")
-        .get_array("firstBatch")
-        .expect("b")
-        .iter()
-        .map(|i| i.as_document().expect("i").get_str("name").expect("name"))
-        .collect();
+    let (_, names) = options_and_indexes(&client, "app", "items").await;
     assert_eq!(names, vec!["_id_", "n_-1"]);
 
     // A missing data directory is an error, not an empty dump.
