@@ -272,9 +272,7 @@ fn watch_stdin() -> Result<tokio::sync::oneshot::Receiver<()>, String> {
     std::thread::Builder::new()
         .name("folio-stdin".into())
         .spawn(move || {
-            let mut buf = [0_u8; 256];
-            let mut stdin = std::io::stdin().lock();
-            while matches!(std::io::Read::read(&mut stdin, &mut buf), Ok(n) if n > 0) {}
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
             let _ = tx.send(());
         })
         .map_err(|e| format!("cannot watch standard input: {e}"))?;

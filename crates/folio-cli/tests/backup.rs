@@ -7,61 +7,32 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Decimal128, Document, JavaScriptCodeWithScope, Regex, Timestamp, doc};
 use mongodb::Client;
 use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 
-/// A `folio serve` process, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn in_memory() -> Server {
-        Server::start(&["--in-memory"])
-    }
-
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_folio"))
-            .args(["serve", "--port", "0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn folio");
-        let port = common::wait_ready(&mut child);
-        Server { child, port }
-    }
-
-    fn uri(&self) -> String {
-        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
-    }
-
-    async fn client(&self) -> Client {
-        Client::with_uri_str(self.uri()).await.expect("client")
-    }
-}
+use common::Server;
 
 /// Runs `folio ARGS`, returning its output; panics with stderr when it fails.
 fn folio(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_folio")).args(args).output().expect("run folio");
+    let out = common::folio().args(args).output().expect("run folio");
     assert!(
         out.status.success(),
         "folio {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs `folio ARGS`, which must fail, and returns its stderr.
+fn folio_fails(args: &[&str]) -> String {
+    let out = common::folio().args(args).output().expect("run folio");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "folio {args:?} succeeded: {stderr}");
+    stderr
 }
 
 /// Every document of `db.coll` in `_id` order.
@@ -506,12 +477,8 @@ async fn a_data_directory_is_dumped_offline_and_restored_into_one() {
 
     // While the server holds the directory, an offline dump is refused.
     let out_s = dir.path().join("dump").display().to_string();
-    let held = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["dump", "--dbpath", &data_s, "--out", &out_s])
-        .output()
-        .expect("run");
-    assert!(!held.status.success());
-    assert!(String::from_utf8_lossy(&held.stderr).contains("cannot open"), "{held:?}");
+    let held = folio_fails(&["dump", "--dbpath", &data_s, "--out", &out_s]);
+    assert!(held.contains("cannot open"), "{held}");
     drop(client);
     drop(server);
 
@@ -524,24 +491,17 @@ async fn a_data_directory_is_dumped_offline_and_restored_into_one() {
     let server = Server::start(&["--dbpath", &copy_s]);
     let client = server.client().await;
     assert_eq!(bytes(&all(&client, "app", "items").await), bytes(&expected));
-    let r =
-        client.database("app").run_command(doc! { "listIndexes": "items" }).await.expect("indexes");
-    let names: Vec<&str> = r
-        .get_document("cursor")
-        .expect("c")
-        .get_array("firstBatch")
-        .expect("b")
-        .iter()
-        .map(|i| i.as_document().expect("i").get_str("name").expect("name"))
-        .collect();
+    let (_, names) = options_and_indexes(&client, "app", "items").await;
     assert_eq!(names, vec!["_id_", "n_-1"]);
 
     // A missing data directory is an error, not an empty dump.
-    let missing = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["dump", "--dbpath", &dir.path().join("nope").display().to_string(), "--out", &out_s])
-        .output()
-        .expect("run");
-    assert!(!missing.status.success());
+    folio_fails(&[
+        "dump",
+        "--dbpath",
+        &dir.path().join("nope").display().to_string(),
+        "--out",
+        &out_s,
+    ]);
 }
 
 /// `{_id: 1, name: "ada", n: NumberLong(5)}`, written out from the BSON specification: a total
@@ -617,22 +577,15 @@ async fn a_mongodump_directory_and_archive_built_by_hand_restore() {
     let from_db_dir = Server::in_memory();
     let hr = root.join("hr").display().to_string();
     folio(&["restore", "--uri", &from_db_dir.uri(), "--db", "hr", &hr]);
-    let unnamed = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["restore", "--uri", &from_db_dir.uri(), &hr])
-        .output()
-        .expect("run");
-    assert!(!unnamed.status.success());
-    assert!(String::from_utf8_lossy(&unnamed.stderr).contains("--db"), "{unnamed:?}");
+    let unnamed = folio_fails(&["restore", "--uri", &from_db_dir.uri(), &hr]);
+    assert!(unnamed.contains("--db"), "{unnamed}");
     // Compressed files are read with --gzip only: without it there is nothing to restore.
     let gz_only = dir.path().join("gz-only");
     std::fs::create_dir_all(gz_only.join("hr")).expect("mkdir");
     std::fs::write(gz_only.join("hr/people.bson.gz"), b"not read").expect("write");
-    let nothing = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["restore", "--uri", &from_db_dir.uri(), &gz_only.display().to_string()])
-        .output()
-        .expect("run");
-    assert!(!nothing.status.success());
-    assert!(String::from_utf8_lossy(&nothing.stderr).contains("nothing to restore"), "{nothing:?}");
+    let nothing =
+        folio_fails(&["restore", "--uri", &from_db_dir.uri(), &gz_only.display().to_string()]);
+    assert!(nothing.contains("nothing to restore"), "{nothing}");
     let from_archive = Server::in_memory();
     folio(&[
         "restore",
@@ -662,12 +615,13 @@ async fn a_mongodump_directory_and_archive_built_by_hand_restore() {
     corrupt[at] = b'r';
     std::fs::write(&archive_path, &corrupt).expect("archive");
     let target = Server::in_memory();
-    let out = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["restore", "--uri", &target.uri(), &format!("--archive={}", archive_path.display())])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("CRC mismatch"), "{out:?}");
+    let corrupted = folio_fails(&[
+        "restore",
+        "--uri",
+        &target.uri(),
+        &format!("--archive={}", archive_path.display()),
+    ]);
+    assert!(corrupted.contains("CRC mismatch"), "{corrupted}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -684,12 +638,12 @@ async fn an_archive_streams_through_a_pipe() {
         .expect("insert");
     let target = Server::in_memory();
     // folio dump --archive --gzip | folio restore --archive --gzip --nsInclude 'big.*'
-    let mut dump = Command::new(env!("CARGO_BIN_EXE_folio"))
+    let mut dump = common::folio()
         .args(["dump", "--uri", &source.uri(), "--archive", "--gzip"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("dump");
-    let restore = Command::new(env!("CARGO_BIN_EXE_folio"))
+    let restore = common::folio()
         .args(["restore", "--uri", &target.uri(), "--archive", "--gzip", "--nsInclude", "big.*"])
         .stdin(dump.stdout.take().expect("pipe"))
         .output()
@@ -739,6 +693,23 @@ async fn collection_names_that_are_not_file_names_round_trip() {
     }
 }
 
+/// Dumps database `churn` of `source` four times in a row, into `DIR/d0` to `DIR/d3`, while the
+/// caller's tasks keep running; returns the four directories.
+async fn dump_churn_four_times(source: &Server, dir: &Path) -> Vec<String> {
+    let mut outs = Vec::new();
+    for n in 0..4 {
+        let out_s = dir.join(format!("d{n}")).display().to_string();
+        let (uri, dumped) = (source.uri(), out_s.clone());
+        tokio::task::spawn_blocking(move || {
+            folio(&["dump", "--uri", &uri, "--db", "churn", "--out", &dumped])
+        })
+        .await
+        .expect("dump");
+        outs.push(out_s);
+    }
+    outs
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn collections_dropped_during_the_dump_are_absent_not_empty() {
     // 150 collections of one document each; a worker drops them one by one while dumps run.
@@ -763,19 +734,7 @@ async fn collections_dropped_during_the_dump_are_absent_not_empty() {
         })
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let uri = source.uri();
-    let mut outs = Vec::new();
-    for n in 0..4 {
-        let out_s = dir.path().join(format!("d{n}")).display().to_string();
-        let uri = uri.clone();
-        let dumped = out_s.clone();
-        tokio::task::spawn_blocking(move || {
-            folio(&["dump", "--uri", &uri, "--db", "churn", "--out", &dumped])
-        })
-        .await
-        .expect("dump");
-        outs.push(out_s);
-    }
+    let outs = dump_churn_four_times(&source, dir.path()).await;
     dropper.await.expect("dropper");
     for out in outs {
         let files: Vec<String> = match std::fs::read_dir(Path::new(&out).join("churn")) {
@@ -834,18 +793,7 @@ async fn collections_created_during_the_dump_match_the_snapshot() {
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let uri = source.uri();
-    let mut outs = Vec::new();
-    for n in 0..4 {
-        let out_s = dir.path().join(format!("d{n}")).display().to_string();
-        let (uri, dumped) = (uri.clone(), out_s.clone());
-        tokio::task::spawn_blocking(move || {
-            folio(&["dump", "--uri", &uri, "--db", "churn", "--out", &dumped])
-        })
-        .await
-        .expect("dump");
-        outs.push(out_s);
-    }
+    let outs = dump_churn_four_times(&source, dir.path()).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let created = creator.await.expect("creator");
     assert!(created > 0);

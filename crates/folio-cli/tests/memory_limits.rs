@@ -11,12 +11,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::ErrorKind;
 use mongodb::{Client, Collection};
+
+use common::Server;
 
 /// The address-space limit, in KiB for `ulimit -v`.
 const ADDRESS_SPACE_KIB: u64 = 2 * 1024 * 1024;
@@ -33,22 +35,10 @@ const FACET_TOO_LARGE: i32 = 4031700;
 const BUFFER_TOO_LARGE: i32 = 13548;
 const DISTINCT_TOO_LARGE: i32 = 17217;
 
-/// A `folio serve` process, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start() -> Server {
-        let mut child = Command::new("sh")
+/// `folio serve` under the address-space limit.
+fn start() -> Server {
+    Server::spawn(
+        Command::new("sh")
             .arg("-c")
             .arg(format!("ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_folio"))
@@ -57,21 +47,8 @@ impl Server {
                 "--setParameter",
                 &format!("internalQueryMaxMemoryUsageBytesAllOperations={SERVER_MEMORY_BYTES}"),
             ])
-            .env("MALLOC_ARENA_MAX", "2")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn folio");
-        let port = common::wait_ready(&mut child);
-        Server { child, port }
-    }
-
-    /// Panics if the process has exited.
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("folio exited: {status:?}");
-        }
-    }
+            .env("MALLOC_ARENA_MAX", "2"),
+    )
 }
 
 async fn connect(port: u16) -> Client {
@@ -166,7 +143,7 @@ fn huge_range() -> Vec<Document> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_hungry_requests_fail_with_mongodb_errors_and_the_server_stays_up() {
-    let mut server = Server::start();
+    let mut server = start();
     let client = connect(server.port).await;
     let coll: Collection<Document> = client.database("test").collection("c");
     let p = client

@@ -8,31 +8,25 @@ mod common;
 
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bson::{Bson, Document, doc};
 
+/// A server on a data directory and one connection to it.
 struct Server {
-    child: Child,
+    process: common::Server,
     stream: TcpStream,
     next_id: i32,
 }
 
 impl Server {
     fn start(dbpath: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_folio"))
-            .args(["serve", "--port", "0"])
-            .arg("--dbpath")
-            .arg(dbpath)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn folio");
-        let port = common::wait_ready(&mut child);
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let process = common::Server::spawn(
+            common::folio().args(["serve", "--port", "0", "--dbpath"]).arg(dbpath),
+        );
+        let stream = TcpStream::connect(("127.0.0.1", process.port)).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-        Server { child, stream, next_id: 1 }
+        Server { process, stream, next_id: 1 }
     }
 
     fn run(&mut self, cmd: Document) -> Document {
@@ -42,8 +36,8 @@ impl Server {
 
     /// SIGKILL: no shutdown path runs.
     fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("wait");
+        self.process.child.kill().expect("SIGKILL");
+        self.process.child.wait().expect("wait");
     }
 }
 

@@ -9,12 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bson::doc;
-
-fn folio() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_folio"))
-}
-
-use common::free_port;
+use common::{Server, folio, free_port};
 
 /// Waits for the process to exit, killing it after `limit`.
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -31,8 +26,11 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn hello(stream: &mut TcpStream) -> bson::Document {
-    common::round_trip(stream, 1, doc! { "hello": 1, "$db": "admin" })
+/// Connects to `port` and returns the reply to `hello`.
+fn hello(port: u16) -> bson::Document {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    common::round_trip(&mut stream, 1, doc! { "hello": 1, "$db": "admin" })
 }
 
 #[test]
@@ -50,9 +48,7 @@ fn serve_prints_ready_line_answers_and_stops_on_sigterm() {
     BufReader::new(stdout).read_line(&mut line).expect("ready line");
     assert_eq!(line.trim(), format!("folio listening on 127.0.0.1:{port}"));
 
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let body = hello(&mut stream);
+    let body = hello(port);
     assert_eq!(body.get_str("setName").ok(), Some("testset"));
     assert_eq!(body.get_str("me").ok(), Some(format!("localhost:{port}").as_str()));
 
@@ -77,23 +73,14 @@ fn unknown_set_parameter_is_a_startup_error() {
 
 #[test]
 fn port_zero_advertises_the_port_the_system_chose() {
-    let mut child = folio()
-        .args(["serve", "--in-memory", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn folio");
-    let port = common::wait_ready(&mut child);
+    let server = Server::in_memory();
+    let port = server.port;
     assert_ne!(port, 0);
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let body = hello(&mut stream);
+    let body = hello(port);
     let me = format!("localhost:{port}");
     assert_eq!(body.get_str("me").ok(), Some(me.as_str()), "{body}");
     let hosts = body.get_array("hosts").expect("hosts");
     assert_eq!(hosts.first().and_then(|h| h.as_str()), Some(me.as_str()), "{body}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -127,9 +114,7 @@ fn ready_line_for_programs_and_exit_when_stdin_closes() {
     eprintln!("startup to ready line: {startup:?}");
     assert!(startup < Duration::from_secs(5), "{startup:?}");
 
-    let mut stream = TcpStream::connect(("127.0.0.1", port as u16)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let body = hello(&mut stream);
+    let body = hello(port as u16);
     let me = format!("localhost:{port}");
     for field in ["me", "primary"] {
         assert_eq!(body.get_str(field).ok(), Some(me.as_str()), "{field}: {body}");
@@ -147,19 +132,9 @@ fn ready_line_for_programs_and_exit_when_stdin_closes() {
 
 #[test]
 fn without_the_flag_a_closed_stdin_changes_nothing() {
-    let mut child = folio()
-        .args(["serve", "--in-memory", "--port", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn folio");
-    let port = common::wait_ready(&mut child);
+    let mut server =
+        Server::spawn(folio().args(["serve", "--in-memory", "--port", "0"]).stdin(Stdio::null()));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().expect("try_wait").is_none(), "still serving");
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    assert_eq!(hello(&mut stream).get_f64("ok").ok(), Some(1.0));
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(server.child.try_wait().expect("try_wait").is_none(), "still serving");
+    assert_eq!(hello(server.port).get_f64("ok").ok(), Some(1.0));
 }

@@ -163,8 +163,10 @@ pub fn dump(
 /// Fixes the dump's snapshot and reads the metadata that holds at it. `listCollections` cannot
 /// read at a snapshot, so the collections are listed just before and just after the snapshot
 /// time is taken (a one-document snapshot read); when the two listings agree (names, UUIDs,
-/// options), they are the snapshot's, otherwise it tries again. Indexes are listed afterwards:
-/// an index built or dropped while the dump starts may or may not be in it.
+/// options), they are the snapshot's, otherwise it pauses and tries again. Each attempt lists
+/// afresh: reusing the previous attempt's second listing would put the pause inside the window
+/// the two listings must agree over. Indexes are listed afterwards: an index built or dropped
+/// while the dump starts may or may not be in it.
 fn snapshot_and_metadata(
     runner: &mut dyn Runner,
     filter: &NsFilter,
@@ -310,29 +312,21 @@ fn drain_cursor(
     reply: Document,
 ) -> Result<Vec<Document>, String> {
     let mut out = Vec::new();
-    let mut at = None;
-    for_each_in_cursor(runner, db, reply, &mut at, &mut |d| {
+    for_each_in_cursor(runner, db, reply, &mut |d| {
         out.push(d);
         Ok(())
     })?;
     Ok(out)
 }
 
-/// Calls `f` with every document of a cursor reply, following `getMore` to the end. Records
-/// the cursor's `atClusterTime` in `at` when the server reports one.
+/// Calls `f` with every document of a cursor reply, following `getMore` to the end.
 fn for_each_in_cursor(
     runner: &mut dyn Runner,
     db: &str,
-    reply: Document,
-    at: &mut Option<Timestamp>,
+    mut reply: Document,
     f: &mut dyn FnMut(Document) -> Result<(), String>,
 ) -> Result<(), String> {
-    let mut cursor = reply.get_document("cursor").map_err(|_| "a reply without a cursor")?.clone();
-    if let Some(Bson::Timestamp(t)) =
-        cursor.get("atClusterTime").or_else(|| reply.get("atClusterTime"))
-    {
-        *at = Some(*t);
-    }
+    let mut cursor = take_cursor(&mut reply, "a reply without a cursor")?;
     let ns = cursor.get_str("ns").unwrap_or_default().to_string();
     let coll = ns.split_once('.').map(|(_, c)| c.to_string()).unwrap_or_default();
     let mut key = "firstBatch";
@@ -355,10 +349,17 @@ fn for_each_in_cursor(
         if id == 0 {
             return Ok(());
         }
-        let more = runner.run(db, doc! { "getMore": id, "collection": coll.as_str() })?;
-        cursor =
-            more.get_document("cursor").map_err(|_| "getMore: a reply without a cursor")?.clone();
+        let mut more = runner.run(db, doc! { "getMore": id, "collection": coll.as_str() })?;
+        cursor = take_cursor(&mut more, "getMore: a reply without a cursor")?;
         key = "nextBatch";
+    }
+}
+
+/// Takes the `cursor` document out of a reply (without copying its batch).
+fn take_cursor(reply: &mut Document, missing: &str) -> Result<Document, String> {
+    match reply.remove("cursor") {
+        Some(Bson::Document(c)) => Ok(c),
+        _ => Err(missing.into()),
     }
 }
 
@@ -378,8 +379,7 @@ fn read_collection(
     let reply = runner.run(&m.db, doc! { "find": m.name.as_str(), "readConcern": read_concern })?;
     let mut n = 0;
     let mut buf = Vec::new();
-    let mut seen = None;
-    for_each_in_cursor(runner, &m.db, reply, &mut seen, &mut |d| {
+    for_each_in_cursor(runner, &m.db, reply, &mut |d| {
         buf.clear();
         d.to_writer(&mut buf).map_err(|e| format!("cannot encode a document: {e}"))?;
         n += 1;

@@ -6,9 +6,9 @@
 //!   "uuid": "<32 hex digits>", "collectionName": "...", "type": "collection" | "view"}`.
 //! `options` is what `listCollections` reports (validator, collation, `viewOn`, `pipeline`,
 //! capped...), `indexes` what `listIndexes` reports. Field order matters inside documents (an
-//! index key `{a: 1, b: -1}` is not `{b: -1, a: 1}`), so the JSON is written by hand here in
-//! document order and read back through the `bson` crate's order-keeping deserializer; a JSON
-//! map would sort the keys.
+//! index key `{a: 1, b: -1}` is not `{b: -1, a: 1}`), so the JSON is written through the `bson`
+//! crate's canonical Extended JSON with `serde_json`'s `preserve_order` (a sorted JSON map would
+//! reorder the keys) and read back through the `bson` crate's order-keeping deserializer.
 //!
 //! **BSON files** are documents back to back, each starting with its own little-endian length.
 //!
@@ -68,6 +68,18 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// A collection whose dump recorded no metadata: no options, no indexes, no UUID.
+    pub fn bare(db: &str, name: &str) -> Metadata {
+        Metadata {
+            db: db.into(),
+            name: name.into(),
+            kind: "collection".into(),
+            options: Document::new(),
+            indexes: Vec::new(),
+            uuid: None,
+        }
+    }
+
     /// Whether this is a view.
     pub fn is_view(&self) -> bool {
         self.kind == "view"
@@ -90,9 +102,7 @@ impl Metadata {
 
     /// The metadata as canonical Extended JSON.
     pub fn to_json(&self) -> String {
-        let mut out = String::new();
-        write_canonical(&Bson::Document(self.to_document()), &mut out);
-        out
+        canonical_json(Bson::Document(self.to_document()))
     }
 
     /// Reads metadata JSON as mongodump writes it. `db` and `fallback_name` (from the file name)
@@ -132,59 +142,11 @@ impl Metadata {
     }
 }
 
-/// Writes `value` as canonical Extended JSON, keeping the field order of documents.
-pub fn write_canonical(value: &Bson, out: &mut String) {
-    match value {
-        Bson::Document(d) => {
-            out.push('{');
-            for (i, (key, v)) in d.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(v, out);
-            }
-            out.push('}');
-        }
-        Bson::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        // Code with scope holds a document: its scope keeps its order too.
-        Bson::JavaScriptCodeWithScope(c) => {
-            out.push_str("{\"$code\":");
-            out.push_str(&serde_json::Value::String(c.code.clone()).to_string());
-            out.push_str(",\"$scope\":");
-            write_canonical(&Bson::Document(c.scope.clone()), out);
-            out.push('}');
-        }
-        // Every other value's canonical form has fixed keys.
-        Bson::Double(_)
-        | Bson::String(_)
-        | Bson::Boolean(_)
-        | Bson::Null
-        | Bson::RegularExpression(_)
-        | Bson::JavaScriptCode(_)
-        | Bson::Int32(_)
-        | Bson::Int64(_)
-        | Bson::Timestamp(_)
-        | Bson::Binary(_)
-        | Bson::ObjectId(_)
-        | Bson::DateTime(_)
-        | Bson::Symbol(_)
-        | Bson::Decimal128(_)
-        | Bson::Undefined
-        | Bson::MaxKey
-        | Bson::MinKey
-        | Bson::DbPointer(_) => out.push_str(&value.clone().into_canonical_extjson().to_string()),
-    }
+/// `value` as compact canonical Extended JSON, keeping the field order of documents: the `bson`
+/// crate builds a `serde_json` map per document, and this crate turns on `serde_json`'s
+/// `preserve_order`, so the map keeps the order it was built in.
+pub fn canonical_json(value: Bson) -> String {
+    value.into_canonical_extjson().to_string()
 }
 
 /// Reads the next BSON document of a stream. `Ok(None)` at a clean end of stream.
@@ -473,14 +435,7 @@ impl ArchiveReader {
                         .map_err(|_| "archive prelude entry without collection")?;
                     let mut meta = match d.get_str("metadata") {
                         Ok(json) if !json.is_empty() => Metadata::from_json(db, coll, json)?,
-                        _ => Metadata {
-                            db: db.into(),
-                            name: coll.into(),
-                            kind: "collection".into(),
-                            options: Document::new(),
-                            indexes: Vec::new(),
-                            uuid: None,
-                        },
+                        _ => Metadata::bare(db, coll),
                     };
                     if let Ok(t) = d.get_str("type")
                         && !t.is_empty()
@@ -634,8 +589,7 @@ mod tests {
     #[test]
     fn canonical_json_keeps_every_type_and_the_field_order() {
         let original = every_type();
-        let mut json = String::new();
-        write_canonical(&Bson::Document(original.clone()), &mut json);
+        let json = canonical_json(Bson::Document(original.clone()));
         let back: Document = serde_json::from_str(&json).expect("parse");
         // NaN is not equal to itself: compare bytes.
         assert_eq!(back.to_vec().expect("bytes"), original.to_vec().expect("bytes"), "{json}");

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bson::{Bson, Document, doc};
+use bson::{Bson, doc};
 use clap::Args;
 
 use super::format::{
@@ -247,13 +247,12 @@ fn takes(filter: &NsFilter, db: &str, coll: &str) -> bool {
 /// `DIR/<db>/<coll>.bson[.gz]`, sorted by namespace.
 fn scan_directory(dir: &Path, gzip: bool, filter: &NsFilter) -> Result<Vec<DirEntry>, String> {
     let ext = if gzip { ".gz" } else { "" };
+    let (bson_suffix, meta_suffix) = (format!(".bson{ext}"), format!(".metadata.json{ext}"));
     let mut found: BTreeMap<(String, String), DirEntry> = BTreeMap::new();
     let top = read_dir_sorted(dir)?;
     let is_dump_file = |p: &PathBuf| {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        p.is_file()
-            && (name.ends_with(&format!(".bson{ext}"))
-                || name.ends_with(&format!(".metadata.json{ext}")))
+        let name = file_name(p);
+        p.is_file() && (name.ends_with(&bson_suffix) || name.ends_with(&meta_suffix))
     };
     // `folio restore --db shop dump/shop`: the directory of one database, as mongorestore takes.
     let db_dirs: Vec<(String, PathBuf)> = if top.iter().any(is_dump_file) {
@@ -265,25 +264,18 @@ fn scan_directory(dir: &Path, gzip: bool, filter: &NsFilter) -> Result<Vec<DirEn
         };
         vec![(db.clone(), dir.to_path_buf())]
     } else {
-        top.into_iter()
-            .filter(|p| p.is_dir())
-            .map(|p| {
-                (p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), p)
-            })
-            .collect()
+        top.into_iter().filter(|p| p.is_dir()).map(|p| (file_name(&p), p)).collect()
     };
     for (db, db_dir) in db_dirs {
         for file in read_dir_sorted(&db_dir)? {
-            let fname =
-                file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let (stem, is_meta) =
-                if let Some(s) = fname.strip_suffix(&format!(".metadata.json{ext}")) {
-                    (s, true)
-                } else if let Some(s) = fname.strip_suffix(&format!(".bson{ext}")) {
-                    (s, false)
-                } else {
-                    continue;
-                };
+            let fname = file_name(&file);
+            let (stem, is_meta) = if let Some(s) = fname.strip_suffix(&meta_suffix) {
+                (s, true)
+            } else if let Some(s) = fname.strip_suffix(&bson_suffix) {
+                (s, false)
+            } else {
+                continue;
+            };
             let file_name = unescape_name(stem);
             let meta = if is_meta {
                 Some(Metadata::from_json(&db, &file_name, &read_text(&file, gzip)?)?)
@@ -296,14 +288,7 @@ fn scan_directory(dir: &Path, gzip: bool, filter: &NsFilter) -> Result<Vec<DirEn
                 continue;
             }
             let entry = found.entry((db.clone(), file_name)).or_insert_with(|| DirEntry {
-                meta: Metadata {
-                    db: db.clone(),
-                    name: name.clone(),
-                    kind: "collection".into(),
-                    options: Document::new(),
-                    indexes: Vec::new(),
-                    uuid: None,
-                },
+                meta: Metadata::bare(&db, &name),
                 has_metadata: false,
                 data: None,
             });
@@ -326,6 +311,11 @@ fn scan_directory(dir: &Path, gzip: bool, filter: &NsFilter) -> Result<Vec<DirEn
     let mut entries: Vec<DirEntry> = found.into_values().collect();
     entries.sort_by(|a, b| (&a.meta.db, &a.meta.name).cmp(&(&b.meta.db, &b.meta.name)));
     Ok(entries)
+}
+
+/// The last component of `path`, lossily as text.
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, String> {

@@ -1,10 +1,10 @@
-//! What the tests that start the `folio` binary share: a free port, and waiting for the ready
-//! line. (Each test binary uses part of it.)
+//! What the tests that start the `folio` binary share: a free port, starting a server and
+//! waiting for its ready line, and one OP_MSG round trip. (Each test binary uses part of it.)
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 
 use bson::Document;
 use folio_wire::{Message, Op};
@@ -12,6 +12,62 @@ use folio_wire::{Message, Op};
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The `folio` binary under test.
+pub fn folio() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_folio"))
+}
+
+/// A `folio serve` process, killed on drop (a failing test leaves no server behind).
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    /// `folio serve --port 0 ARGS`, once it listens.
+    pub fn start(args: &[&str]) -> Server {
+        Server::spawn(folio().args(["serve", "--port", "0"]).args(args))
+    }
+
+    /// `folio serve --in-memory --port 0`, once it listens.
+    pub fn in_memory() -> Server {
+        Server::start(&["--in-memory"])
+    }
+
+    /// Spawns `cmd`, a `folio serve` command line, with stdout piped for the ready line and
+    /// stderr discarded, and waits until it listens.
+    pub fn spawn(cmd: &mut Command) -> Server {
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn folio");
+        let port = wait_ready(&mut child);
+        Server { child, port }
+    }
+
+    /// A URI that connects the driver to this server alone.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// A driver client on [`Server::uri`].
+    pub async fn client(&self) -> mongodb::Client {
+        mongodb::Client::with_uri_str(self.uri()).await.expect("client")
+    }
+
+    /// Panics if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("folio exited: {status:?}");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Waits for `folio serve`'s first line (`folio listening on IP:PORT[, ...]`) on the child's
