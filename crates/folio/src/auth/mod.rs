@@ -339,6 +339,15 @@ pub fn parse_role_names(v: &Bson, default_db: &str, field: &str) -> Result<Vec<U
     Ok(out)
 }
 
+/// The roles a stored user or role document names in `roles` (bare names are roles of `db`,
+/// the document's own database).
+pub fn roles_of(d: &Document, db: &str) -> Result<Vec<UserName>> {
+    match d.get("roles") {
+        Some(v) => parse_role_names(v, db, "roles"),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Role names as MongoDB lists them: `[{role, db}]`.
 pub fn role_documents(names: &[UserName]) -> Vec<Bson> {
     names
@@ -353,10 +362,7 @@ pub fn resolve_user(txn: &dyn Txn, user: &Document) -> Result<AuthenticatedUser>
         user.get_str("user").map_err(|_| err!(InternalError, "user document without 'user'"))?,
         user.get_str("db").map_err(|_| err!(InternalError, "user document without 'db'"))?,
     );
-    let direct = match user.get("roles") {
-        Some(v) => parse_role_names(v, &name.db, "roles")?,
-        None => Vec::new(),
-    };
+    let direct = roles_of(user, &name.db)?;
     let (roles, privileges) = roles::resolve(txn, &direct)?;
     Ok(AuthenticatedUser { name, roles, privileges })
 }

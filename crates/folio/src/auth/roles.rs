@@ -452,10 +452,7 @@ pub fn role_definition(
             }
         }
     }
-    let inherits = match d.get("roles") {
-        Some(v) => super::parse_role_names(v, &role.db, "roles")?,
-        None => Vec::new(),
-    };
+    let inherits = super::roles_of(&d, &role.db)?;
     Ok(Some((privileges, inherits)))
 }
 

@@ -382,6 +382,35 @@ fn roles_arg(
     }
 }
 
+/// Deletes the user or role documents matching `filter` (only the first with `limit_one`);
+/// answers how many.
+fn delete(
+    txn: &mut dyn crate::mvcc::Txn,
+    coll: &str,
+    filter: Document,
+    limit_one: bool,
+) -> Result<u64> {
+    let op = DeleteOp {
+        filter: &filter,
+        limit_one,
+        let_vars: None,
+        collation: &Default::default(),
+        hint: None,
+    };
+    Ok(exec::delete(txn, ADMIN_DB, coll, &op)?.deleted)
+}
+
+/// Adds each of `given` to `list` (`grant`, once) or removes it from there.
+fn grant_or_revoke(list: &mut Vec<UserName>, given: &[UserName], grant: bool) {
+    for g in given {
+        if !grant {
+            list.retain(|x| x != g);
+        } else if !list.contains(g) {
+            list.push(g.clone());
+        }
+    }
+}
+
 /// Replaces a user or role document.
 fn replace(txn: &mut dyn crate::mvcc::Txn, coll: &str, id: &str, doc: Document) -> Result<()> {
     let op = UpdateOp {
@@ -494,9 +523,7 @@ pub fn update_user(
         None => None,
     };
     change(svc, run, |txn| {
-        let Some(mut user) = auth::find_user(txn, &name)? else {
-            return Err(user_not_found(&name));
-        };
+        let mut user = auth::find_user(txn, &name)?.ok_or_else(|| user_not_found(&name))?;
         if let Some(c) = &new_credentials {
             user.insert("credentials", c.clone());
         } else if let Some(ms) = &mechanisms {
@@ -535,20 +562,7 @@ pub fn drop_user(
 ) -> Result<Document> {
     let name = UserName::new(name_arg(cmd, "dropUser")?, run.op.db.clone());
     change(svc, run, |txn| {
-        let filter = doc! { "_id": name.id() };
-        let n = exec::delete(
-            txn,
-            ADMIN_DB,
-            USERS_COLLECTION,
-            &DeleteOp {
-                filter: &filter,
-                limit_one: true,
-                let_vars: None,
-                collation: &Default::default(),
-                hint: None,
-            },
-        )?;
-        if n.deleted == 0 {
+        if delete(txn, USERS_COLLECTION, doc! { "_id": name.id() }, true)? == 0 {
             return Err(user_not_found(&name));
         }
         Ok(Document::new())
@@ -564,20 +578,8 @@ pub fn drop_all_users(
 ) -> Result<Document> {
     let db = run.op.db.clone();
     change(svc, run, |txn| {
-        let filter = doc! { "db": db.clone() };
-        let n = exec::delete(
-            txn,
-            ADMIN_DB,
-            USERS_COLLECTION,
-            &DeleteOp {
-                filter: &filter,
-                limit_one: false,
-                let_vars: None,
-                collation: &Default::default(),
-                hint: None,
-            },
-        )?;
-        Ok(doc! { "n": n.deleted as i32 })
+        let n = delete(txn, USERS_COLLECTION, doc! { "db": db.clone() }, false)?;
+        Ok(doc! { "n": n as i32 })
     })
 }
 
@@ -592,23 +594,10 @@ fn grant_or_revoke_user(
     let name = UserName::new(name_arg(cmd, command)?, db.clone());
     let roles = roles_arg(cmd, &db, true, command)?.unwrap_or_default();
     change(svc, run, |txn| {
-        let Some(mut user) = auth::find_user(txn, &name)? else {
-            return Err(user_not_found(&name));
-        };
+        let mut user = auth::find_user(txn, &name)?.ok_or_else(|| user_not_found(&name))?;
         check_roles_exist(txn, &roles)?;
-        let mut current = match user.get("roles") {
-            Some(v) => auth::parse_role_names(v, &db, "roles")?,
-            None => Vec::new(),
-        };
-        for r in &roles {
-            if grant {
-                if !current.contains(r) {
-                    current.push(r.clone());
-                }
-            } else {
-                current.retain(|x| x != r);
-            }
-        }
+        let mut current = auth::roles_of(&user, &db)?;
+        grant_or_revoke(&mut current, &roles, grant);
         user.insert("roles", auth::role_documents(&current));
         replace(txn, USERS_COLLECTION, &name.id(), user)?;
         Ok(Document::new())
@@ -929,15 +918,7 @@ fn change_inherited(
     let role = role_name(cmd, command, &db)?;
     let given = roles_arg(cmd, &db, true, command)?.unwrap_or_default();
     modify_role(svc, run, role, |_, _, r| {
-        for g in &given {
-            if grant {
-                if !r.contains(g) {
-                    r.push(g.clone());
-                }
-            } else {
-                r.retain(|x| x != g);
-            }
-        }
+        grant_or_revoke(r, &given, grant);
         Ok(())
     })
 }
@@ -987,20 +968,7 @@ pub fn drop_role(
     let db = run.op.db.clone();
     let role = role_name(cmd, "dropRole", &db)?;
     change(svc, run, |txn| {
-        let filter = doc! { "_id": role.id() };
-        let n = exec::delete(
-            txn,
-            ADMIN_DB,
-            ROLES_COLLECTION,
-            &DeleteOp {
-                filter: &filter,
-                limit_one: true,
-                let_vars: None,
-                collation: &Default::default(),
-                hint: None,
-            },
-        )?;
-        if n.deleted == 0 {
+        if delete(txn, ROLES_COLLECTION, doc! { "_id": role.id() }, true)? == 0 {
             return Err(role_not_found(&role));
         }
         forget_role(txn, &role)?;
@@ -1019,24 +987,11 @@ pub fn drop_all_roles(
     change(svc, run, |txn| {
         let spec = FindSpec { filter: doc! { "db": db.clone() }, ..FindSpec::default() };
         let found = exec::find(txn, ADMIN_DB, ROLES_COLLECTION, &spec)?;
+        let n = delete(txn, ROLES_COLLECTION, doc! { "db": db.clone() }, false)?;
         for d in &found {
-            let role = UserName::new(d.get_str("role").unwrap_or_default(), db.clone());
-            let filter = doc! { "_id": role.id() };
-            exec::delete(
-                txn,
-                ADMIN_DB,
-                ROLES_COLLECTION,
-                &DeleteOp {
-                    filter: &filter,
-                    limit_one: true,
-                    let_vars: None,
-                    collation: &Default::default(),
-                    hint: None,
-                },
-            )?;
-            forget_role(txn, &role)?;
+            forget_role(txn, &UserName::new(d.get_str("role").unwrap_or_default(), db.clone()))?;
         }
-        Ok(doc! { "n": found.len() as i32 })
+        Ok(doc! { "n": n as i32 })
     })
 }
 
