@@ -781,16 +781,12 @@ fn modify_role(
     svc: &Service,
     run: &mut Runner,
     role: UserName,
-    mut f: impl FnMut(&dyn crate::mvcc::Txn, &mut Vec<Privilege>, &mut Vec<UserName>) -> Result<()>,
+    f: impl Fn(&mut Vec<Privilege>, &mut Vec<UserName>),
 ) -> Result<Document> {
     change(svc, run, |txn| {
-        let Some(mut d) = auth::find_role(txn, &role)? else {
-            return Err(role_not_found(&role));
-        };
-        let Some((mut privileges, mut inherits)) = roles::role_definition(txn, &role)? else {
-            return Err(role_not_found(&role));
-        };
-        f(txn, &mut privileges, &mut inherits)?;
+        let mut d = auth::find_role(txn, &role)?.ok_or_else(|| role_not_found(&role))?;
+        let (mut privileges, mut inherits) = roles::stored_definition(&d, &role.db)?;
+        f(&mut privileges, &mut inherits);
         check_roles_exist(txn, &inherits)?;
         check_no_cycle(txn, &role, &inherits)?;
         d.insert("privileges", roles::privilege_documents(&privileges));
@@ -815,14 +811,13 @@ pub fn update_role(
     if privileges.is_none() && inherits.is_none() {
         bail!(BadValue, "Must specify at least one field to update in updateRole");
     }
-    modify_role(svc, run, role, |_, p, r| {
+    modify_role(svc, run, role, |p, r| {
         if let Some(new) = &privileges {
             *p = new.clone();
         }
         if let Some(new) = &inherits {
             *r = new.clone();
         }
-        Ok(())
     })
 }
 
@@ -837,7 +832,7 @@ fn change_privileges(
     let db = run.op.db.clone();
     let role = role_name(cmd, command, &db)?;
     let given = parse_privileges(required(cmd, "privileges", command)?, &db)?;
-    modify_role(svc, run, role, |_, p, _| {
+    modify_role(svc, run, role, |p, _| {
         for g in &given {
             if grant {
                 roles::merge(p, g.clone());
@@ -846,7 +841,6 @@ fn change_privileges(
             }
         }
         p.retain(|q| !q.actions.is_empty());
-        Ok(())
     })
 }
 
@@ -881,10 +875,7 @@ fn change_inherited(
     let db = run.op.db.clone();
     let role = role_name(cmd, command, &db)?;
     let given = roles_arg(cmd, &db, command)?;
-    modify_role(svc, run, role, |_, _, r| {
-        grant_or_revoke(r, &given, grant);
-        Ok(())
-    })
+    modify_role(svc, run, role, |_, r| grant_or_revoke(r, &given, grant))
 }
 
 /// `grantRolesToRole`.
