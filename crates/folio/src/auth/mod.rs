@@ -297,6 +297,11 @@ pub fn find_user(txn: &dyn Txn, user: &UserName) -> Result<Option<Document>> {
     Ok(exec::find(txn, ADMIN_DB, USERS_COLLECTION, &spec)?.into_iter().next())
 }
 
+/// Reads a user and resolves its roles (`None` when there is no such user).
+pub fn load_user(txn: &dyn Txn, user: &UserName) -> Result<Option<AuthenticatedUser>> {
+    find_user(txn, user)?.map(|d| resolve_user(txn, &d)).transpose()
+}
+
 /// Reads a user-defined role document by name.
 pub fn find_role(txn: &dyn Txn, role: &UserName) -> Result<Option<Document>> {
     let spec = FindSpec { filter: doc! { "_id": role.id() }, limit: 1, ..FindSpec::default() };

@@ -212,10 +212,7 @@ pub(crate) fn login(
     mechanism: &str,
 ) -> Result<()> {
     let txn = svc.store.begin()?;
-    let resolved = auth::find_user(txn.as_ref(), name).and_then(|u| match u {
-        Some(u) => auth::resolve_user(txn.as_ref(), &u).map(Some),
-        None => Ok(None),
-    });
+    let resolved = auth::load_user(txn.as_ref(), name);
     txn.abort();
     let Some(user) = resolved? else {
         record_failure(
