@@ -428,6 +428,12 @@ pub fn redacted(cmd: &Document) -> Document {
     mask_secrets(cmd, "###")
 }
 
+/// Whether the connection's commands are checked: the server runs with `--auth` and the
+/// connection is a network one (not the embedded API's).
+pub(crate) fn enforced(svc: &Service, conn: &Connection) -> bool {
+    svc.options().auth && !conn.trusted
+}
+
 /// Checks that the connection may run the command; refreshes its users' privileges first when
 /// a user or role changed since they were resolved.
 pub fn check(
@@ -437,7 +443,7 @@ pub fn check(
     cmd: &Document,
     db: &str,
 ) -> Result<()> {
-    if !svc.options().auth || conn.trusted {
+    if !enforced(svc, conn) {
         return Ok(());
     }
     let need = required(name, cmd, db, conn);
