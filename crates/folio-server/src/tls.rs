@@ -54,7 +54,9 @@ impl TlsMode {
             "allowTLS" => Ok(Some(TlsMode::Allow)),
             "preferTLS" => Ok(Some(TlsMode::Prefer)),
             "requireTLS" => Ok(Some(TlsMode::Require)),
-            other => Err(format!("unknown --tlsMode {other:?}")),
+            other => Err(format!(
+                "--tlsMode must be one of disabled, allowTLS, preferTLS, requireTLS, not {other:?}"
+            )),
         }
     }
 }
