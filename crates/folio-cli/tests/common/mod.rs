@@ -1,10 +1,10 @@
-//! What the tests that start the `folio` binary share: a free port, and waiting for the ready
-//! line. (Each test binary uses part of it.)
+//! What the tests that start the `folio` binary share: a free port, starting a server and
+//! waiting for its ready line, one OP_MSG round trip. (Each test binary uses part of it.)
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 
 use bson::Document;
 use folio_wire::{Message, Op};
@@ -12,6 +12,39 @@ use folio_wire::{Message, Op};
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A `folio serve` process, killed on drop.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `folio serve --port 0 ARGS` and waits until it listens.
+    pub fn serve(args: &[&str]) -> Server {
+        Server::spawn(
+            Command::new(env!("CARGO_BIN_EXE_folio")).args(["serve", "--port", "0"]).args(args),
+        )
+    }
+
+    /// Spawns a command that runs `folio serve` (stdout piped for the ready line, stderr
+    /// discarded) and waits until it listens.
+    pub fn spawn(command: &mut Command) -> Server {
+        let mut child =
+            command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn folio");
+        let port = wait_ready(&mut child);
+        Server { child, port }
+    }
 }
 
 /// Waits for `folio serve`'s first line (`folio listening on IP:PORT[, ...]`) on the child's
