@@ -505,11 +505,7 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     let tls_file = &file.net.tls;
     let tls_mode =
         args.tls_mode.clone().or(tls_file.mode.clone()).unwrap_or_else(|| "disabled".into());
-    if !matches!(tls_mode.as_str(), "disabled" | "allowTLS" | "preferTLS" | "requireTLS") {
-        return Err(format!(
-            "--tlsMode must be one of disabled, allowTLS, preferTLS, requireTLS, not {tls_mode:?}"
-        ));
-    }
+    folio_server::TlsMode::parse(&tls_mode)?;
     let tls = TlsSettings {
         mode: tls_mode.clone(),
         certificate_key_file: args

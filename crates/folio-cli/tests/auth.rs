@@ -6,36 +6,17 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::Server;
 use mongodb::Client;
 use mongodb::bson::{Document, doc};
 use mongodb::error::ErrorKind;
 
-/// A `folio serve` process, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// An in-memory server on loopback, with `extra` arguments.
 fn start(extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["serve", "--in-memory", "--port", "0", "--bind_ip", "127.0.0.1"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn folio");
-    let port = common::wait_ready(&mut child);
-    Server { child, port }
+    Server::start(&[&["--in-memory", "--bind_ip", "127.0.0.1"], extra].concat())
 }
 
 async fn client(uri: String) -> Client {
@@ -48,6 +29,12 @@ fn code(e: &mongodb::error::Error) -> Option<i32> {
         ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
         _ => None,
     }
+}
+
+/// The first of `connectionStatus`'s authenticated users.
+fn authenticated_user(status: &Document) -> Option<Document> {
+    let users = status.get_document("authInfo").and_then(|a| a.get_array("authenticatedUsers"));
+    users.ok()?.first()?.as_document().cloned()
 }
 
 /// Creates the first user through the localhost exception, then the test's other users.
@@ -117,9 +104,8 @@ async fn scram_sha_256_and_sha_1_with_the_rust_driver() {
             .run_command(doc! { "connectionStatus": 1 })
             .await
             .expect("connectionStatus");
-        let users = status.get_document("authInfo").and_then(|a| a.get_array("authenticatedUsers"));
         assert_eq!(
-            users.ok().and_then(|u| u.first()).and_then(|u| u.as_document()).cloned(),
+            authenticated_user(&status),
             Some(doc! { "user": "writer", "db": "admin" }),
             "{mechanism}"
         );
@@ -214,6 +200,11 @@ impl Certificates {
     fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
+
+    /// The path as a connection string option's value.
+    fn uri_path(&self, name: &str) -> String {
+        self.path(name).replace('/', "%2F")
+    }
 }
 
 /// Whether a plaintext `hello` gets an answer.
@@ -234,7 +225,7 @@ fn plaintext_answered(port: u16) -> bool {
 async fn tls_with_the_rust_driver() {
     let certs = Certificates::generate();
     let (server_pem, ca) = (certs.path("server.pem"), certs.path("ca.pem"));
-    let ca_q = ca.replace('/', "%2F");
+    let ca_q = certs.uri_path("ca.pem");
 
     // requireTLS: the driver connects with tls=true&tlsCAFile; plaintext is refused.
     let server =
@@ -272,7 +263,7 @@ async fn tls_with_the_rust_driver() {
     assert!(plaintext_answered(port), "plaintext refused under preferTLS");
     let with_cert = client(format!(
         "mongodb://localhost:{port}/?directConnection=true&tls=true&tlsCAFile={ca_q}&tlsCertificateKeyFile={}",
-        certs.path("client.pem").replace('/', "%2F")
+        certs.uri_path("client.pem")
     ))
     .await;
     with_cert.database("admin").run_command(doc! { "ping": 1 }).await.expect("client certificate");
@@ -319,8 +310,8 @@ async fn mongodb_x509_authenticates_the_client_certificate() {
     let port = server.port;
     let tls = format!(
         "tls=true&tlsCAFile={}&tlsCertificateKeyFile={}",
-        certs.path("ca.pem").replace('/', "%2F"),
-        certs.path("client.pem").replace('/', "%2F")
+        certs.uri_path("ca.pem"),
+        certs.uri_path("client.pem")
     );
     let open = client(format!("mongodb://localhost:{port}/?directConnection=true&{tls}")).await;
     open.database("$external")
@@ -339,13 +330,7 @@ async fn mongodb_x509_authenticates_the_client_certificate() {
     let status =
         c.database("admin").run_command(doc! { "connectionStatus": 1 }).await.expect("status");
     assert_eq!(
-        status
-            .get_document("authInfo")
-            .and_then(|a| a.get_array("authenticatedUsers"))
-            .ok()
-            .and_then(|u| u.first())
-            .and_then(|u| u.as_document())
-            .cloned(),
+        authenticated_user(&status),
         Some(doc! { "user": "CN=folio-test-client", "db": "$external" })
     );
     let e = c
@@ -367,7 +352,7 @@ async fn mongodb_x509_authenticates_the_client_certificate() {
     let port = server.port;
     let e = client(format!(
         "mongodb://localhost:{port}/?directConnection=true&authMechanism=MONGODB-X509&tls=true&tlsCAFile={}",
-        certs.path("ca.pem").replace('/', "%2F")
+        certs.uri_path("ca.pem")
     ))
     .await
     .list_database_names()

@@ -54,7 +54,9 @@ impl TlsMode {
             "allowTLS" => Ok(Some(TlsMode::Allow)),
             "preferTLS" => Ok(Some(TlsMode::Prefer)),
             "requireTLS" => Ok(Some(TlsMode::Require)),
-            other => Err(format!("unknown --tlsMode {other:?}")),
+            other => Err(format!(
+                "--tlsMode must be one of disabled, allowTLS, preferTLS, requireTLS, not {other:?}"
+            )),
         }
     }
 }
@@ -266,17 +268,17 @@ fn subject(cert: &CertificateDer<'_>) -> Option<String> {
         for attr in rdn.iter() {
             let oid = attr.attr_type().to_id_string();
             let name = match oid.as_str() {
-                "2.5.4.3" => "CN".to_string(),
-                "2.5.4.6" => "C".to_string(),
-                "2.5.4.7" => "L".to_string(),
-                "2.5.4.8" => "ST".to_string(),
-                "2.5.4.9" => "STREET".to_string(),
-                "2.5.4.10" => "O".to_string(),
-                "2.5.4.11" => "OU".to_string(),
-                "0.9.2342.19200300.100.1.25" => "DC".to_string(),
-                "0.9.2342.19200300.100.1.1" => "UID".to_string(),
-                "1.2.840.113549.1.9.1" => "emailAddress".to_string(),
-                other => other.to_string(),
+                "2.5.4.3" => "CN",
+                "2.5.4.6" => "C",
+                "2.5.4.7" => "L",
+                "2.5.4.8" => "ST",
+                "2.5.4.9" => "STREET",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "0.9.2342.19200300.100.1.25" => "DC",
+                "0.9.2342.19200300.100.1.1" => "UID",
+                "1.2.840.113549.1.9.1" => "emailAddress",
+                other => other,
             };
             let value = attr.as_str().ok()?;
             attrs.push(format!("{name}={}", escape_rfc2253(value)));
@@ -289,12 +291,25 @@ fn subject(cert: &CertificateDer<'_>) -> Option<String> {
 /// Escapes an attribute value for RFC 2253.
 fn escape_rfc2253(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
-    for (i, c) in v.chars().enumerate() {
-        let edge = (i == 0 && (c == ' ' || c == '#')) || (i + 1 == v.chars().count() && c == ' ');
+    for (i, c) in v.char_indices() {
+        let edge = (i == 0 && (c == ' ' || c == '#')) || (i + c.len_utf8() == v.len() && c == ' ');
         if edge || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') {
             out.push('\\');
         }
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_rfc2253;
+
+    #[test]
+    fn rfc2253_escapes_specials_and_edge_spaces() {
+        assert_eq!(escape_rfc2253("a,b+c=d"), "a\\,b\\+c\\=d");
+        assert_eq!(escape_rfc2253("#a"), "\\#a");
+        assert_eq!(escape_rfc2253(" #x é "), "\\ #x é\\ ");
+        assert_eq!(escape_rfc2253("é"), "é");
+    }
 }

@@ -297,6 +297,11 @@ pub fn find_user(txn: &dyn Txn, user: &UserName) -> Result<Option<Document>> {
     Ok(exec::find(txn, ADMIN_DB, USERS_COLLECTION, &spec)?.into_iter().next())
 }
 
+/// Reads a user and resolves its roles (`None` when there is no such user).
+pub fn load_user(txn: &dyn Txn, user: &UserName) -> Result<Option<AuthenticatedUser>> {
+    find_user(txn, user)?.map(|d| resolve_user(txn, &d)).transpose()
+}
+
 /// Reads a user-defined role document by name.
 pub fn find_role(txn: &dyn Txn, role: &UserName) -> Result<Option<Document>> {
     let spec = FindSpec { filter: doc! { "_id": role.id() }, limit: 1, ..FindSpec::default() };
@@ -339,6 +344,15 @@ pub fn parse_role_names(v: &Bson, default_db: &str, field: &str) -> Result<Vec<U
     Ok(out)
 }
 
+/// The roles a stored user or role document names in `roles` (bare names are roles of `db`,
+/// the document's own database).
+pub fn roles_of(d: &Document, db: &str) -> Result<Vec<UserName>> {
+    match d.get("roles") {
+        Some(v) => parse_role_names(v, db, "roles"),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Role names as MongoDB lists them: `[{role, db}]`.
 pub fn role_documents(names: &[UserName]) -> Vec<Bson> {
     names
@@ -353,10 +367,7 @@ pub fn resolve_user(txn: &dyn Txn, user: &Document) -> Result<AuthenticatedUser>
         user.get_str("user").map_err(|_| err!(InternalError, "user document without 'user'"))?,
         user.get_str("db").map_err(|_| err!(InternalError, "user document without 'db'"))?,
     );
-    let direct = match user.get("roles") {
-        Some(v) => parse_role_names(v, &name.db, "roles")?,
-        None => Vec::new(),
-    };
+    let direct = roles_of(user, &name.db)?;
     let (roles, privileges) = roles::resolve(txn, &direct)?;
     Ok(AuthenticatedUser { name, roles, privileges })
 }

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 
-use bson::Bson;
+use bson::{Bson, Document};
 
 use super::{Privilege, Resource, UserName};
 use crate::error::Result;
@@ -441,9 +441,14 @@ pub fn role_definition(
         builtin_privileges(role, def, &mut privileges);
         return Ok(Some((privileges, Vec::new())));
     }
-    let Some(d) = super::find_role(txn, role)? else {
-        return Ok(None);
-    };
+    match super::find_role(txn, role)? {
+        Some(d) => stored_definition(&d, &role.db).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The privileges and inherited roles of a user-defined role's document (a role of `db`).
+pub fn stored_definition(d: &Document, db: &str) -> Result<(Vec<Privilege>, Vec<UserName>)> {
     let mut privileges = Vec::new();
     if let Ok(list) = d.get_array("privileges") {
         for p in list {
@@ -452,11 +457,7 @@ pub fn role_definition(
             }
         }
     }
-    let inherits = match d.get("roles") {
-        Some(v) => super::parse_role_names(v, &role.db, "roles")?,
-        None => Vec::new(),
-    };
-    Ok(Some((privileges, inherits)))
+    Ok((privileges, super::roles_of(d, db)?))
 }
 
 /// Resolves roles into every role held (direct and inherited, each once) and the union of their

@@ -22,6 +22,16 @@ pub fn collection(cmd: &Document, name: &str) -> Result<String> {
     }
 }
 
+/// A required argument, of any type.
+pub fn required<'a>(cmd: &'a Document, key: &str, command: &str) -> Result<&'a Bson> {
+    match cmd.get(key) {
+        Some(v) => Ok(v),
+        None => {
+            bail!(Location40414, "BSON field '{}.{}' is missing but a required field", command, key)
+        }
+    }
+}
+
 /// An optional document argument.
 pub fn opt_doc(cmd: &Document, key: &str, command: &str) -> Result<Option<Document>> {
     match cmd.get(key) {

@@ -409,22 +409,29 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
     }
 }
 
-/// Fields whose values never appear in messages or logs.
-const SENSITIVE: &[&str] = &["pwd", "payload", "saslStart", "saslContinue"];
+/// Fields whose values never appear in error messages, logs or the profiler: passwords (of the
+/// user commands) and SASL payloads.
+const SECRET_FIELDS: &[&str] = &["pwd", "password", "digestPassword", "payload"];
 
-/// The command as MongoDB's Unauthorized message shows it, with credentials replaced.
+/// `cmd` with the value of every secret field replaced by `mask`.
+pub(crate) fn mask_secrets(cmd: &Document, mask: &str) -> Document {
+    cmd.iter()
+        .map(|(k, v)| {
+            let secret = SECRET_FIELDS.contains(&k.as_str());
+            (k.clone(), if secret { Bson::String(mask.to_string()) } else { v.clone() })
+        })
+        .collect()
+}
+
+/// The command as MongoDB's Unauthorized message shows it, with credentials replaced by `###`.
 pub fn redacted(cmd: &Document) -> Document {
-    let mut out = Document::new();
-    for (k, v) in cmd {
-        if SENSITIVE.contains(&k.as_str())
-            && k != cmd.keys().next().map(String::as_str).unwrap_or("")
-        {
-            out.insert(k.clone(), "###");
-        } else {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    out
+    mask_secrets(cmd, "###")
+}
+
+/// Whether the connection's commands are checked: the server runs with `--auth` and the
+/// connection is a network one (not the embedded API's).
+pub(crate) fn enforced(svc: &Service, conn: &Connection) -> bool {
+    svc.options().auth && !conn.trusted
 }
 
 /// Checks that the connection may run the command; refreshes its users' privileges first when
@@ -436,7 +443,7 @@ pub fn check(
     cmd: &Document,
     db: &str,
 ) -> Result<()> {
-    if !svc.options().auth || conn.trusted {
+    if !enforced(svc, conn) {
         return Ok(());
     }
     let need = required(name, cmd, db, conn);

@@ -394,8 +394,7 @@ pub fn list_collections(
     let authorized = opt_bool(cmd, "authorizedCollections", "listCollections")?.unwrap_or(false);
     if authorized
         && name_only
-        && svc.options().auth
-        && !c.trusted
+        && super::authz::enforced(svc, c)
         && !c.auth.allows(&crate::auth::Target::db(&db), "listCollections")
     {
         metas.retain(|m| c.auth.has_any_privilege_on_collection(&db, &m.name));
@@ -443,8 +442,7 @@ pub fn list_databases(
     let name_only = opt_bool(cmd, "nameOnly", "listDatabases")?.unwrap_or(false);
     // Without the `listDatabases` privilege, a user sees only the databases it holds some
     // privilege on (`authorizedDatabases`, true by default then); asking for all is refused.
-    let restricted = svc.options().auth
-        && !c.trusted
+    let restricted = super::authz::enforced(svc, c)
         && c.auth.is_authenticated()
         && !c.auth.allows(&crate::auth::Target::Cluster, "listDatabases");
     let authorized_only = match opt_bool(cmd, "authorizedDatabases", "listDatabases")? {

@@ -245,21 +245,14 @@ impl Service {
             return Ok(());
         }
         let txn = self.store.begin()?;
-        let mut refreshed = Vec::new();
-        let mut outcome = Ok(());
-        for u in &conn.auth.users {
-            match crate::auth::find_user(txn.as_ref(), &u.name) {
-                Ok(Some(d)) => match crate::auth::resolve_user(txn.as_ref(), &d) {
-                    Ok(r) => refreshed.push(r),
-                    Err(e) => outcome = Err(e),
-                },
-                Ok(None) => {}
-                Err(e) => outcome = Err(e),
-            }
-        }
+        let refreshed: Result<Vec<_>> = conn
+            .auth
+            .users
+            .iter()
+            .filter_map(|u| crate::auth::load_user(txn.as_ref(), &u.name).transpose())
+            .collect();
         txn.abort();
-        outcome?;
-        conn.auth.users = refreshed;
+        conn.auth.users = refreshed?;
         conn.auth.generation = generation;
         Ok(())
     }

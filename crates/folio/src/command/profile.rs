@@ -91,12 +91,7 @@ impl Profiler {
 /// Replaces credentials in a command with `"xxx"`, as MongoDB's logs do: passwords of user
 /// commands and SASL conversation payloads.
 pub fn redact(cmd: &Document) -> Document {
-    let mut out = Document::new();
-    for (k, v) in cmd {
-        let secret = matches!(k.as_str(), "pwd" | "password" | "payload" | "digestPassword");
-        out.insert(k.clone(), if secret { Bson::String("xxx".into()) } else { v.clone() });
-    }
-    out
+    super::authz::mask_secrets(cmd, "xxx")
 }
 
 /// `profile`: reads (`-1`) or sets a database's profiling level, and the server's `slowms`,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Document, doc};
 
-use super::args::opt_bool;
+use super::args::{opt_bool, opt_doc, required};
 use super::context::Runner;
 use super::{Connection, Service};
 use crate::auth::scram::{self, Credential, Mechanism};
@@ -41,17 +41,14 @@ fn binary(bytes: Vec<u8>) -> Bson {
 }
 
 fn payload(cmd: &Document, command: &str) -> Result<Vec<u8>> {
-    match cmd.get("payload") {
-        Some(Bson::Binary(b)) => Ok(b.bytes.clone()),
-        Some(Bson::String(s)) => Ok(s.clone().into_bytes()),
-        Some(_) => bail!(
+    match required(cmd, "payload", command)? {
+        Bson::Binary(b) => Ok(b.bytes.clone()),
+        Bson::String(s) => Ok(s.clone().into_bytes()),
+        _ => bail!(
             TypeMismatch,
             "BSON field '{}.payload' is the wrong type, expected type 'binData'",
             command
         ),
-        None => {
-            bail!(Location40414, "BSON field '{}.payload' is missing but a required field", command)
-        }
     }
 }
 
@@ -101,15 +98,12 @@ pub(crate) fn sasl_start_in(
     cmd: &Document,
     db: &str,
 ) -> Result<Document> {
-    let mechanism = match cmd.get("mechanism") {
-        Some(Bson::String(m)) => m.clone(),
-        Some(_) => bail!(
+    let mechanism = match required(cmd, "mechanism", "saslStart")? {
+        Bson::String(m) => m.clone(),
+        _ => bail!(
             TypeMismatch,
             "BSON field 'saslStart.mechanism' is the wrong type, expected type 'string'"
         ),
-        None => {
-            bail!(Location40414, "BSON field 'saslStart.mechanism' is missing but a required field")
-        }
     };
     let mech = match Mechanism::from_name(&mechanism) {
         Some(m) if enabled(svc, &mechanism) => m,
@@ -218,10 +212,7 @@ pub(crate) fn login(
     mechanism: &str,
 ) -> Result<()> {
     let txn = svc.store.begin()?;
-    let resolved = auth::find_user(txn.as_ref(), name).and_then(|u| match u {
-        Some(u) => auth::resolve_user(txn.as_ref(), &u).map(Some),
-        None => Ok(None),
-    });
+    let resolved = auth::load_user(txn.as_ref(), name);
     txn.abort();
     let Some(user) = resolved? else {
         record_failure(
@@ -295,12 +286,15 @@ fn name_arg(cmd: &Document, command: &str) -> Result<String> {
     }
 }
 
-/// The mechanisms a user gets: the `mechanisms` argument or every enabled SCRAM mechanism.
-fn mechanisms_arg(svc: &Service, cmd: &Document) -> Result<Vec<Mechanism>> {
-    let default: Vec<Mechanism> =
-        Mechanism::ALL.into_iter().filter(|m| enabled(svc, m.name())).collect();
+/// Every enabled SCRAM mechanism: what a user gets without a `mechanisms` argument.
+fn default_mechanisms(svc: &Service) -> Vec<Mechanism> {
+    Mechanism::ALL.into_iter().filter(|m| enabled(svc, m.name())).collect()
+}
+
+/// The `mechanisms` argument, when given.
+fn mechanisms_arg(svc: &Service, cmd: &Document) -> Result<Option<Vec<Mechanism>>> {
     let Some(v) = cmd.get("mechanisms") else {
-        return Ok(default);
+        return Ok(None);
     };
     let Bson::Array(list) = v else {
         bail!(TypeMismatch, "BSON field 'mechanisms' is the wrong type, expected type 'array'");
@@ -315,7 +309,7 @@ fn mechanisms_arg(svc: &Service, cmd: &Document) -> Result<Vec<Mechanism>> {
             _ => bail!(BadValue, "Unknown auth mechanism '{}'", m),
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn password_arg(cmd: &Document, db: &str) -> Result<Option<String>> {
@@ -367,18 +361,42 @@ fn user_not_found(name: &UserName) -> Error {
     err!(UserNotFound, "Could not find user \"{}\" for db \"{}\"", name.name, name.db)
 }
 
-fn roles_arg(
-    cmd: &Document,
-    db: &str,
-    required: bool,
-    command: &str,
-) -> Result<Option<Vec<UserName>>> {
-    match cmd.get("roles") {
-        Some(v) => auth::parse_role_names(v, db, "roles").map(Some),
-        None if required => {
-            bail!(Location40414, "BSON field '{}.roles' is missing but a required field", command)
+/// The required `roles` argument (bare names are roles of `db`).
+fn roles_arg(cmd: &Document, db: &str, command: &str) -> Result<Vec<UserName>> {
+    auth::parse_role_names(required(cmd, "roles", command)?, db, "roles")
+}
+
+/// The `roles` argument, when given.
+fn opt_roles_arg(cmd: &Document, db: &str) -> Result<Option<Vec<UserName>>> {
+    cmd.get("roles").map(|v| auth::parse_role_names(v, db, "roles")).transpose()
+}
+
+/// Deletes the user or role documents matching `filter` (only the first with `limit_one`);
+/// answers how many.
+fn delete(
+    txn: &mut dyn crate::mvcc::Txn,
+    coll: &str,
+    filter: Document,
+    limit_one: bool,
+) -> Result<u64> {
+    let op = DeleteOp {
+        filter: &filter,
+        limit_one,
+        let_vars: None,
+        collation: &Default::default(),
+        hint: None,
+    };
+    Ok(exec::delete(txn, ADMIN_DB, coll, &op)?.deleted)
+}
+
+/// Adds each of `given` to `list` (`grant`, once) or removes it from there.
+fn grant_or_revoke(list: &mut Vec<UserName>, given: &[UserName], grant: bool) {
+    for g in given {
+        if !grant {
+            list.retain(|x| x != g);
+        } else if !list.contains(g) {
+            list.push(g.clone());
         }
-        None => Ok(None),
     }
 }
 
@@ -425,15 +443,9 @@ pub fn create_user(
             "Must provide a 'pwd' field for all user documents, except those with '$external' as the user's source db"
         );
     }
-    let roles = roles_arg(cmd, &db, true, "createUser")?.unwrap_or_default();
-    let mechanisms = mechanisms_arg(svc, cmd)?;
-    let custom = match cmd.get("customData") {
-        None => None,
-        Some(Bson::Document(d)) => Some(d.clone()),
-        Some(_) => {
-            bail!(TypeMismatch, "BSON field 'customData' is the wrong type, expected type 'object'")
-        }
-    };
+    let roles = roles_arg(cmd, &db, "createUser")?;
+    let mechanisms = mechanisms_arg(svc, cmd)?.unwrap_or_else(|| default_mechanisms(svc));
+    let custom = opt_doc(cmd, "customData", "createUser")?;
     let mut user = doc! {
         "_id": name.id(),
         "userId": bson::Uuid::new(),
@@ -471,32 +483,22 @@ pub fn update_user(
     let name = UserName::new(name_arg(cmd, "updateUser")?, db.clone());
     refuse_restrictions(cmd)?;
     let password = password_arg(cmd, &db)?;
-    let roles = roles_arg(cmd, &db, false, "updateUser")?;
-    let custom = match cmd.get("customData") {
-        None => None,
-        Some(Bson::Document(d)) => Some(d.clone()),
-        Some(_) => {
-            bail!(TypeMismatch, "BSON field 'customData' is the wrong type, expected type 'object'")
-        }
-    };
-    if password.is_none() && roles.is_none() && custom.is_none() && !cmd.contains_key("mechanisms")
-    {
+    let roles = opt_roles_arg(cmd, &db)?;
+    let custom = opt_doc(cmd, "customData", "updateUser")?;
+    let mechanisms = mechanisms_arg(svc, cmd)?;
+    if password.is_none() && roles.is_none() && custom.is_none() && mechanisms.is_none() {
         bail!(BadValue, "Must specify at least one field to update in updateUser");
     }
-    let mechanisms =
-        if cmd.contains_key("mechanisms") { Some(mechanisms_arg(svc, cmd)?) } else { None };
     let new_credentials = match &password {
         Some(p) => Some(credentials(
             &name.name,
             p,
-            mechanisms.as_deref().unwrap_or(&mechanisms_arg(svc, &Document::new())?),
+            &mechanisms.clone().unwrap_or_else(|| default_mechanisms(svc)),
         )?),
         None => None,
     };
     change(svc, run, |txn| {
-        let Some(mut user) = auth::find_user(txn, &name)? else {
-            return Err(user_not_found(&name));
-        };
+        let mut user = auth::find_user(txn, &name)?.ok_or_else(|| user_not_found(&name))?;
         if let Some(c) = &new_credentials {
             user.insert("credentials", c.clone());
         } else if let Some(ms) = &mechanisms {
@@ -535,20 +537,7 @@ pub fn drop_user(
 ) -> Result<Document> {
     let name = UserName::new(name_arg(cmd, "dropUser")?, run.op.db.clone());
     change(svc, run, |txn| {
-        let filter = doc! { "_id": name.id() };
-        let n = exec::delete(
-            txn,
-            ADMIN_DB,
-            USERS_COLLECTION,
-            &DeleteOp {
-                filter: &filter,
-                limit_one: true,
-                let_vars: None,
-                collation: &Default::default(),
-                hint: None,
-            },
-        )?;
-        if n.deleted == 0 {
+        if delete(txn, USERS_COLLECTION, doc! { "_id": name.id() }, true)? == 0 {
             return Err(user_not_found(&name));
         }
         Ok(Document::new())
@@ -564,20 +553,8 @@ pub fn drop_all_users(
 ) -> Result<Document> {
     let db = run.op.db.clone();
     change(svc, run, |txn| {
-        let filter = doc! { "db": db.clone() };
-        let n = exec::delete(
-            txn,
-            ADMIN_DB,
-            USERS_COLLECTION,
-            &DeleteOp {
-                filter: &filter,
-                limit_one: false,
-                let_vars: None,
-                collation: &Default::default(),
-                hint: None,
-            },
-        )?;
-        Ok(doc! { "n": n.deleted as i32 })
+        let n = delete(txn, USERS_COLLECTION, doc! { "db": db.clone() }, false)?;
+        Ok(doc! { "n": n as i32 })
     })
 }
 
@@ -590,25 +567,12 @@ fn grant_or_revoke_user(
 ) -> Result<Document> {
     let db = run.op.db.clone();
     let name = UserName::new(name_arg(cmd, command)?, db.clone());
-    let roles = roles_arg(cmd, &db, true, command)?.unwrap_or_default();
+    let roles = roles_arg(cmd, &db, command)?;
     change(svc, run, |txn| {
-        let Some(mut user) = auth::find_user(txn, &name)? else {
-            return Err(user_not_found(&name));
-        };
+        let mut user = auth::find_user(txn, &name)?.ok_or_else(|| user_not_found(&name))?;
         check_roles_exist(txn, &roles)?;
-        let mut current = match user.get("roles") {
-            Some(v) => auth::parse_role_names(v, &db, "roles")?,
-            None => Vec::new(),
-        };
-        for r in &roles {
-            if grant {
-                if !current.contains(r) {
-                    current.push(r.clone());
-                }
-            } else {
-                current.retain(|x| x != r);
-            }
-        }
+        let mut current = auth::roles_of(&user, &db)?;
+        grant_or_revoke(&mut current, &roles, grant);
         user.insert("roles", auth::role_documents(&current));
         replace(txn, USERS_COLLECTION, &name.id(), user)?;
         Ok(Document::new())
@@ -719,22 +683,8 @@ pub fn users_info(
 
 // --- roles ---------------------------------------------------------------------------------
 
-fn privileges_arg(
-    cmd: &Document,
-    db: &str,
-    required: bool,
-    command: &str,
-) -> Result<Option<Vec<Privilege>>> {
-    let Some(v) = cmd.get("privileges") else {
-        if required {
-            bail!(
-                Location40414,
-                "BSON field '{}.privileges' is missing but a required field",
-                command
-            );
-        }
-        return Ok(None);
-    };
+/// A `privileges` argument of a role of `db`.
+fn parse_privileges(v: &Bson, db: &str) -> Result<Vec<Privilege>> {
     let Bson::Array(list) = v else {
         bail!(TypeMismatch, "BSON field 'privileges' is the wrong type, expected type 'array'");
     };
@@ -757,7 +707,7 @@ fn privileges_arg(
         }
         roles::merge(&mut out, p);
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 fn role_not_found(name: &UserName) -> Error {
@@ -803,8 +753,8 @@ pub fn create_role(
     let db = run.op.db.clone();
     let role = role_name(cmd, "createRole", &db)?;
     refuse_restrictions(cmd)?;
-    let privileges = privileges_arg(cmd, &db, true, "createRole")?.unwrap_or_default();
-    let inherits = roles_arg(cmd, &db, true, "createRole")?.unwrap_or_default();
+    let privileges = parse_privileges(required(cmd, "privileges", "createRole")?, &db)?;
+    let inherits = roles_arg(cmd, &db, "createRole")?;
     change(svc, run, |txn| {
         if auth::find_role(txn, &role)?.is_some() {
             bail!(Location51002, "Role \"{}\" already exists", role);
@@ -828,16 +778,12 @@ fn modify_role(
     svc: &Service,
     run: &mut Runner,
     role: UserName,
-    mut f: impl FnMut(&dyn crate::mvcc::Txn, &mut Vec<Privilege>, &mut Vec<UserName>) -> Result<()>,
+    f: impl Fn(&mut Vec<Privilege>, &mut Vec<UserName>),
 ) -> Result<Document> {
     change(svc, run, |txn| {
-        let Some(mut d) = auth::find_role(txn, &role)? else {
-            return Err(role_not_found(&role));
-        };
-        let Some((mut privileges, mut inherits)) = roles::role_definition(txn, &role)? else {
-            return Err(role_not_found(&role));
-        };
-        f(txn, &mut privileges, &mut inherits)?;
+        let mut d = auth::find_role(txn, &role)?.ok_or_else(|| role_not_found(&role))?;
+        let (mut privileges, mut inherits) = roles::stored_definition(&d, &role.db)?;
+        f(&mut privileges, &mut inherits);
         check_roles_exist(txn, &inherits)?;
         check_no_cycle(txn, &role, &inherits)?;
         d.insert("privileges", roles::privilege_documents(&privileges));
@@ -857,19 +803,18 @@ pub fn update_role(
     let db = run.op.db.clone();
     let role = role_name(cmd, "updateRole", &db)?;
     refuse_restrictions(cmd)?;
-    let privileges = privileges_arg(cmd, &db, false, "updateRole")?;
-    let inherits = roles_arg(cmd, &db, false, "updateRole")?;
+    let privileges = cmd.get("privileges").map(|v| parse_privileges(v, &db)).transpose()?;
+    let inherits = opt_roles_arg(cmd, &db)?;
     if privileges.is_none() && inherits.is_none() {
         bail!(BadValue, "Must specify at least one field to update in updateRole");
     }
-    modify_role(svc, run, role, |_, p, r| {
+    modify_role(svc, run, role, |p, r| {
         if let Some(new) = &privileges {
             *p = new.clone();
         }
         if let Some(new) = &inherits {
             *r = new.clone();
         }
-        Ok(())
     })
 }
 
@@ -883,8 +828,8 @@ fn change_privileges(
 ) -> Result<Document> {
     let db = run.op.db.clone();
     let role = role_name(cmd, command, &db)?;
-    let given = privileges_arg(cmd, &db, true, command)?.unwrap_or_default();
-    modify_role(svc, run, role, |_, p, _| {
+    let given = parse_privileges(required(cmd, "privileges", command)?, &db)?;
+    modify_role(svc, run, role, |p, _| {
         for g in &given {
             if grant {
                 roles::merge(p, g.clone());
@@ -893,7 +838,6 @@ fn change_privileges(
             }
         }
         p.retain(|q| !q.actions.is_empty());
-        Ok(())
     })
 }
 
@@ -927,19 +871,8 @@ fn change_inherited(
 ) -> Result<Document> {
     let db = run.op.db.clone();
     let role = role_name(cmd, command, &db)?;
-    let given = roles_arg(cmd, &db, true, command)?.unwrap_or_default();
-    modify_role(svc, run, role, |_, _, r| {
-        for g in &given {
-            if grant {
-                if !r.contains(g) {
-                    r.push(g.clone());
-                }
-            } else {
-                r.retain(|x| x != g);
-            }
-        }
-        Ok(())
-    })
+    let given = roles_arg(cmd, &db, command)?;
+    modify_role(svc, run, role, |_, r| grant_or_revoke(r, &given, grant))
 }
 
 /// `grantRolesToRole`.
@@ -987,20 +920,7 @@ pub fn drop_role(
     let db = run.op.db.clone();
     let role = role_name(cmd, "dropRole", &db)?;
     change(svc, run, |txn| {
-        let filter = doc! { "_id": role.id() };
-        let n = exec::delete(
-            txn,
-            ADMIN_DB,
-            ROLES_COLLECTION,
-            &DeleteOp {
-                filter: &filter,
-                limit_one: true,
-                let_vars: None,
-                collation: &Default::default(),
-                hint: None,
-            },
-        )?;
-        if n.deleted == 0 {
+        if delete(txn, ROLES_COLLECTION, doc! { "_id": role.id() }, true)? == 0 {
             return Err(role_not_found(&role));
         }
         forget_role(txn, &role)?;
@@ -1019,24 +939,11 @@ pub fn drop_all_roles(
     change(svc, run, |txn| {
         let spec = FindSpec { filter: doc! { "db": db.clone() }, ..FindSpec::default() };
         let found = exec::find(txn, ADMIN_DB, ROLES_COLLECTION, &spec)?;
+        let n = delete(txn, ROLES_COLLECTION, doc! { "db": db.clone() }, false)?;
         for d in &found {
-            let role = UserName::new(d.get_str("role").unwrap_or_default(), db.clone());
-            let filter = doc! { "_id": role.id() };
-            exec::delete(
-                txn,
-                ADMIN_DB,
-                ROLES_COLLECTION,
-                &DeleteOp {
-                    filter: &filter,
-                    limit_one: true,
-                    let_vars: None,
-                    collation: &Default::default(),
-                    hint: None,
-                },
-            )?;
-            forget_role(txn, &role)?;
+            forget_role(txn, &UserName::new(d.get_str("role").unwrap_or_default(), db.clone()))?;
         }
-        Ok(doc! { "n": found.len() as i32 })
+        Ok(doc! { "n": n as i32 })
     })
 }
 
