@@ -1,11 +1,10 @@
 //! PostgreSQL: a throwaway cluster, and the workloads as SQL over JSONB documents.
 //!
-//! The cluster lives in a temporary directory: `initdb -A trust`, then `pg_ctl start` on a free
-//! port of 127.0.0.1 with its unix socket in the same directory, default settings otherwise
-//! (`fsync=on`, `synchronous_commit=on`: a commit returns once it is flushed, as a Folio commit
-//! does). `initdb` refuses to run as root, so as root the commands run as the `postgres` user
-//! (or `nobody`) through `runuser`, and the directory belongs to that user. [`Cluster`] stops
-//! the server when dropped, and [`crate::cleanup`] stops it on Ctrl-C.
+//! The cluster is [`folio_pg::testing::Cluster`]: `initdb -A trust` in a temporary directory,
+//! then `pg_ctl start` on a free port of 127.0.0.1 with its unix socket in the same directory,
+//! default settings otherwise (`fsync=on`, `synchronous_commit=on`: a commit returns once it is
+//! flushed, as a Folio commit does), as the `postgres` user (or `nobody`) when run as root.
+//! [`Cluster`] stops the server when dropped, and [`crate::cleanup`] stops it on Ctrl-C.
 //!
 //! Every collection is a table `(id <key> PRIMARY KEY, doc jsonb)`. Transactions are
 //! `REPEATABLE READ` (snapshot isolation, like a Folio transaction) and are retried on
@@ -13,147 +12,48 @@
 //! errors. Single statements (*insert*, *hot counter*) run in autocommit mode, as the Folio
 //! operations run outside transactions.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use folio_pg::testing;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::runner::{AsyncClient, procfs};
 use crate::workload::{self, Choice, names};
 
-/// Where the PostgreSQL binaries are.
-fn find_bin_dir() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
-                return Some(dir);
-            }
-        }
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|d| d.join("initdb").is_file())
-        .collect();
-    versions.sort();
-    versions.pop()
-}
+/// The server's `max_connections`.
+const MAX_CONNECTIONS: u32 = 200;
 
-/// The unprivileged user to run PostgreSQL as when we are root: (name, uid, gid).
-fn unprivileged_user() -> Option<(String, u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    for wanted in ["postgres", "nobody"] {
-        for line in passwd.lines() {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() >= 4 && f[0] == wanted {
-                let (Ok(uid), Ok(gid)) = (f[2].parse(), f[3].parse()) else { continue };
-                return Some((wanted.to_string(), uid, gid));
-            }
-        }
-    }
-    None
-}
-
-/// A running throwaway cluster.
+/// A running throwaway cluster ([`folio_pg::testing::Cluster`]), registered for Ctrl-C.
 pub struct Cluster {
-    bin: PathBuf,
-    /// Run commands as this user (when we are root).
-    user: Option<String>,
-    /// Holds the data directory and the socket; removed on drop.
-    dir: tempfile::TempDir,
-    /// TCP port on 127.0.0.1.
-    pub port: u16,
-    running: bool,
+    pg: testing::Cluster,
 }
 
 impl Cluster {
     /// Creates and starts a cluster, or says why it cannot (PostgreSQL not installed...).
     pub fn start() -> Result<Cluster, String> {
-        let bin = find_bin_dir().ok_or(
-            "PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin)",
-        )?;
-        let dir = tempfile::Builder::new()
-            .prefix("folio-bench-pg-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        crate::cleanup::register_dir(dir.path());
-        let user = if procfs::is_root() {
-            let (name, uid, gid) = unprivileged_user()
-                .ok_or("running as root and no postgres or nobody user to run PostgreSQL as")?;
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
-                .map_err(|e| format!("cannot hand {} to {name}: {e}", dir.path().display()))?;
-            Some(name)
-        } else {
-            None
-        };
-        let port = crate::free_port()?;
-        let mut cluster = Cluster { bin, user, dir, port, running: false };
-        let data = cluster.data_dir();
-        cluster.pg(
-            "initdb",
-            &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"],
-        )?;
+        let pg = testing::Cluster::create("folio-bench-pg-").map_err(|e| {
+            e.unwrap_or_else(|| {
+                "PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin)"
+                    .into()
+            })
+        })?;
+        crate::cleanup::register_dir(pg.dir());
+        pg.initdb()?;
+        let mut cluster = Cluster { pg };
         cluster.pg_start()?;
         Ok(cluster)
     }
 
-    fn data_dir(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    /// Runs one PostgreSQL program, as the unprivileged user when there is one.
-    fn pg(&self, program: &str, args: &[&str]) -> Result<(), String> {
-        let exe = self.bin.join(program);
-        let mut cmd = match &self.user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        let out = cmd
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{program} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
-
     fn pg_start(&mut self) -> Result<(), String> {
-        let data = self.data_dir();
-        let log = self.dir.path().join("postgres.log").display().to_string();
-        let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200",
-            self.port,
-            self.dir.path().display()
-        );
-        crate::cleanup::register_pg(&self.bin, self.user.as_deref(), &data);
-        self.pg("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start"])?;
-        self.running = true;
-        Ok(())
+        crate::cleanup::register_pg(self.pg.bin(), self.pg.user(), &self.pg.data_dir());
+        self.pg.start_server(MAX_CONNECTIONS)
     }
 
     /// Stops the server (fast shutdown).
     fn pg_stop(&mut self) -> Result<(), String> {
-        if !self.running {
-            return Ok(());
-        }
-        self.running = false;
-        let data = self.data_dir();
-        let r = self.pg("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
-        crate::cleanup::unregister_pg(&data);
+        let r = self.pg.stop_server("fast");
+        crate::cleanup::unregister_pg(&self.pg.data_dir());
         r
     }
 
@@ -166,7 +66,7 @@ impl Cluster {
     /// The postmaster's pid.
     pub fn postmaster_pid(&self) -> Option<u32> {
         let text =
-            std::fs::read_to_string(Path::new(&self.data_dir()).join("postmaster.pid")).ok()?;
+            std::fs::read_to_string(Path::new(&self.pg.data_dir()).join("postmaster.pid")).ok()?;
         text.lines().next()?.trim().parse().ok()
     }
 
@@ -182,7 +82,7 @@ impl Cluster {
 
     /// A new connection.
     pub async fn connect(&self) -> Result<Client, String> {
-        let conf = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port);
+        let conf = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.pg.port);
         let (client, connection) =
             tokio_postgres::connect(&conf, NoTls).await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
@@ -195,6 +95,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Fast shutdown here; the inner cluster's own drop then has nothing left to stop.
         if let Err(e) = self.pg_stop() {
             eprintln!("warning: {e}");
         }

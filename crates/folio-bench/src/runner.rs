@@ -322,17 +322,6 @@ pub mod procfs {
         let pids = with_children(pid);
         Some(pids.into_iter().filter_map(peak_rss).sum())
     }
-
-    /// Whether the current process runs as root.
-    pub fn is_root() -> bool {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("Uid:"))?.to_string();
-                line.split_whitespace().nth(1).map(|u| u == "0")
-            })
-            .unwrap_or(false)
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! compare them.
 
 use bson::{Bson, Document, doc};
+use mongodb::action::Watch;
 use mongodb::options::{
     AggregateOptions, ChangeStreamOptions, CountOptions, CreateCollectionOptions, DeleteManyModel,
     DeleteOneModel, DeleteOptions, DistinctOptions, EstimatedDocumentCountOptions,
@@ -270,17 +271,7 @@ impl TestRun<'_> {
                 with_session!(s, coll.find_one(f).with_options(o))
                     .map(|r| Some(r.map_or(Bson::Null, Bson::Document)))
             }
-            "createChangeStream" => {
-                let p = a.docs("pipeline")?;
-                let o: ChangeStreamOptions = a.options()?;
-                if sn.is_some() {
-                    return Err(
-                        "createChangeStream in a session is not supported by the runner".into()
-                    );
-                }
-                let stream = coll.watch().pipeline(p).with_options(o).await;
-                return Ok(self.pending_stream(stream));
-            }
+            "createChangeStream" => return self.create_change_stream(coll.watch(), a, sn).await,
             "rename" => {
                 let to = a.string("to")?;
                 let drop_target = matches!(a.take("dropTarget"), Some(Bson::Boolean(true)));
@@ -478,17 +469,7 @@ impl TestRun<'_> {
     ) -> Result<OpResult, String> {
         let db = self.database(object)?;
         Ok(match name {
-            "createChangeStream" => {
-                let p = a.docs("pipeline")?;
-                let o: ChangeStreamOptions = a.options()?;
-                if sn.is_some() {
-                    return Err(
-                        "createChangeStream in a session is not supported by the runner".into()
-                    );
-                }
-                let stream = db.watch().pipeline(p).with_options(o).await;
-                return Ok(self.pending_stream(stream));
-            }
+            "createChangeStream" => return self.create_change_stream(db.watch(), a, sn).await,
             "runCommand" => {
                 let cmd = a.doc("command")?;
                 let _ = a.take("commandName");
@@ -574,17 +555,7 @@ impl TestRun<'_> {
                         .map(|r| Some(summary_result(&r)))
                 }
             }
-            "createChangeStream" => {
-                let p = a.docs("pipeline")?;
-                let o: ChangeStreamOptions = a.options()?;
-                if sn.is_some() {
-                    return Err(
-                        "createChangeStream in a session is not supported by the runner".into()
-                    );
-                }
-                let stream = client.watch().pipeline(p).with_options(o).await;
-                return Ok(self.pending_stream(stream));
-            }
+            "createChangeStream" => return self.create_change_stream(client.watch(), a, sn).await,
             "listDatabases" => {
                 let s = self.session_mut(sn)?;
                 with_session!(s, client.list_databases()).map(|v| {
@@ -680,19 +651,23 @@ impl TestRun<'_> {
         Ok(result)
     }
 
-    /// Keeps a change stream just opened for `saveResultAsEntity`; an error is the result.
-    fn pending_stream(
+    /// `createChangeStream` on a collection, a database or the whole deployment (`watch` is
+    /// theirs): opens the stream and keeps it for `saveResultAsEntity`; an error is the result.
+    async fn create_change_stream(
         &mut self,
-        stream: mongodb::error::Result<
-            mongodb::change_stream::ChangeStream<
-                mongodb::change_stream::event::ChangeStreamEvent<Document>,
-            >,
-        >,
-    ) -> OpResult {
-        stream.map(|c| {
+        watch: Watch<'_>,
+        mut a: Args,
+        sn: Option<&str>,
+    ) -> Result<OpResult, String> {
+        let p = a.docs("pipeline")?;
+        let o: ChangeStreamOptions = a.options()?;
+        if sn.is_some() {
+            return Err("createChangeStream in a session is not supported by the runner".into());
+        }
+        Ok(watch.pipeline(p).with_options(o).await.map(|c| {
             self.pending_cursor = Some(CursorEntity::Stream(Box::new(c.with_type::<Document>())));
             None
-        })
+        }))
     }
 
     /// `iterateUntilDocumentOrError` and `iterateOnce` on a change stream: the first waits

@@ -25,6 +25,8 @@ pub struct ServerProcess {
     child: Child,
     /// The port it listens on, on 127.0.0.1.
     pub port: u16,
+    /// Whether it runs with `--auth`.
+    pub auth: bool,
 }
 
 impl ServerProcess {
@@ -58,7 +60,7 @@ impl ServerProcess {
                 }
             }
         });
-        let mut server = ServerProcess { child, port };
+        let mut server = ServerProcess { child, port, auth };
         match rx.recv_timeout(wait) {
             Ok(line) => {
                 if let Some(p) = line.rsplit(':').next().and_then(|p| p.trim().parse().ok()) {
@@ -76,19 +78,24 @@ impl ServerProcess {
         }
     }
 
-    /// The connection string for clients of this server (with the root user's credentials when
-    /// `auth`; no database in the path, so `authSource` defaults to `admin`).
-    pub fn uri(&self, auth: bool) -> String {
-        if auth {
+    /// The connection string for clients of this server: with the root user's credentials when
+    /// it runs with `--auth` (no database in the path, so `authSource` defaults to `admin`).
+    pub fn uri(&self) -> String {
+        if self.auth {
             format!("mongodb://{ROOT_USER}:{ROOT_PASSWORD}@127.0.0.1:{}/", self.port)
         } else {
-            format!("mongodb://127.0.0.1:{}/", self.port)
+            self.uri_without_credentials()
         }
+    }
+
+    /// The connection string without credentials.
+    pub fn uri_without_credentials(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/", self.port)
     }
 
     /// Creates the root user the runner authenticates as, through the localhost exception.
     pub async fn create_root_user(&self) -> Result<(), String> {
-        let client = mongodb::Client::with_uri_str(self.uri(false))
+        let client = mongodb::Client::with_uri_str(self.uri_without_credentials())
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
         client

@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 
 use folio::error::{Code, Error, Result};
 use folio::mvcc::{Conflict, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult};
+use folio::storage::owned_bound;
 use postgres::error::SqlState;
 use postgres::types::Type;
 use postgres::{NoTls, SimpleQueryMessage};
@@ -343,23 +344,13 @@ impl PgTxn {
                 "cannot write in a read-only snapshot transaction",
             ));
         }
-        if self.poisoned.get() {
-            return Err(poisoned());
-        }
-        let key_param = key.to_vec();
-        let outcome = {
-            let mut slot = self.conn.borrow_mut();
-            let conn = slot
-                .as_mut()
-                .ok_or_else(|| Error::new(Code::InternalError, "the transaction has finished"))?;
-            match value {
-                Some(v) => {
-                    let v = v.to_vec();
-                    conn.query_typed(PUT, &[(&key_param, Type::BYTEA), (&v, Type::BYTEA)])
-                }
-                None => conn.query_typed(DELETE, &[(&key_param, Type::BYTEA)]),
-            }
-        };
+        // The statement's own error is judged here, so `with_conn` sees it as a success.
+        let outcome = self.with_conn(|conn| {
+            Ok(match value {
+                Some(v) => conn.query_typed(PUT, &[(&key, Type::BYTEA), (&v, Type::BYTEA)]),
+                None => conn.query_typed(DELETE, &[(&key, Type::BYTEA)]),
+            })
+        })?;
         match outcome {
             Ok(_) => {
                 self.has_writes = true;
@@ -426,7 +417,6 @@ impl Txn for PgTxn {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let key = key.to_vec();
         self.with_conn(|conn| {
             let rows = conn
                 .query_typed(GET, &[(&key, Type::BYTEA)])
@@ -438,8 +428,8 @@ impl Txn for PgTxn {
     fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> Result<ScanIter<'_>> {
         Ok(Box::new(Scan {
             txn: self,
-            start: owned(start),
-            end: owned(end),
+            start: owned_bound(start),
+            end: owned_bound(end),
             reverse,
             page: VecDeque::new(),
             page_size: SCAN_PAGE_MIN,
@@ -549,14 +539,6 @@ impl Iterator for Scan<'_> {
             return Some(Err(e));
         }
         self.page.pop_front().map(Ok)
-    }
-}
-
-fn owned(bound: Bound<&[u8]>) -> Bound<Vec<u8>> {
-    match bound {
-        Bound::Included(k) => Bound::Included(k.to_vec()),
-        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
-        Bound::Unbounded => Bound::Unbounded,
     }
 }
 

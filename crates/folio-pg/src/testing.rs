@@ -1,13 +1,12 @@
-//! A throwaway PostgreSQL cluster for tests: `initdb` in a temporary directory, `pg_ctl start`
-//! on a free port of 127.0.0.1 (its unix socket in the same directory), stopped and removed
-//! when dropped.
+//! A throwaway PostgreSQL cluster: `initdb` in a temporary directory, `pg_ctl start` on a free
+//! port of 127.0.0.1 (its unix socket in the same directory), stopped and removed when dropped.
+//! Used by the tests of this crate and of `folio-cli`, and by folio-bench's PostgreSQL baseline.
 //!
 //! Default settings otherwise (`fsync = on`, `synchronous_commit = on`), as a production
 //! server. `initdb` refuses to run as root, so as root the programs run as the `postgres` user
-//! (or `nobody`) through `runuser`, and the directory belongs to that user — the same approach
-//! as folio-bench's PostgreSQL baseline.
+//! (or `nobody`) through `runuser`, and the directory belongs to that user.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Where the PostgreSQL binaries are: `PATH`, else the newest `/usr/lib/postgresql/*/bin`.
@@ -72,12 +71,22 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Creates and starts a cluster, or says why it cannot (`Err(None)`: PostgreSQL is not
-    /// installed; `Err(Some(reason))`: it is, but failed).
+    /// Creates and starts a cluster for a test, or says why it cannot (`Err(None)`: PostgreSQL
+    /// is not installed; `Err(Some(reason))`: it is, but failed).
     pub fn start() -> Result<Cluster, Option<String>> {
+        let mut cluster = Cluster::create("folio-pg-test-")?;
+        cluster.initdb().map_err(Some)?;
+        cluster.start_server(300).map_err(Some)?;
+        Ok(cluster)
+    }
+
+    /// The first step of [`Cluster::start`]: the temporary directory (named `prefix…`, handed to
+    /// the unprivileged user when we are root) and a free port; nothing is initialized or
+    /// running yet. `Err(None)`: PostgreSQL is not installed.
+    pub fn create(prefix: &str) -> Result<Cluster, Option<String>> {
         let bin = find_bin_dir().ok_or(None)?;
         let dir = tempfile::Builder::new()
-            .prefix("folio-pg-test-")
+            .prefix(prefix)
             .tempdir()
             .map_err(|e| Some(format!("cannot create a temporary directory: {e}")))?;
         let user = if is_root() {
@@ -92,25 +101,42 @@ impl Cluster {
             None
         };
         let port = free_port().map_err(|e| Some(format!("no free port: {e}")))?;
-        let mut cluster = Cluster { bin, user, dir, port, running: false };
-        let data = cluster.data_dir();
-        cluster
-            .pg(
-                "initdb",
-                &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"],
-            )
-            .map_err(Some)?;
-        let log = cluster.dir.path().join("postgres.log").display().to_string();
+        Ok(Cluster { bin, user, dir, port, running: false })
+    }
+
+    /// Creates the database cluster in the data directory (`initdb`, trust authentication,
+    /// superuser `postgres`, UTF-8, C locale).
+    pub fn initdb(&self) -> Result<(), String> {
+        let data = self.data_dir();
+        self.pg(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"],
+        )
+    }
+
+    /// Starts the server (`pg_ctl start`, waiting up to a minute) with at most
+    /// `max_connections` connections.
+    pub fn start_server(&mut self, max_connections: u32) -> Result<(), String> {
+        let data = self.data_dir();
+        let log = self.dir.path().join("postgres.log").display().to_string();
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=300",
-            cluster.port,
-            cluster.dir.path().display()
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections={max_connections}",
+            self.port,
+            self.dir.path().display()
         );
-        cluster
-            .pg("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start"])
-            .map_err(Some)?;
-        cluster.running = true;
-        Ok(cluster)
+        self.pg("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start"])?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Stops the server if it runs, with `pg_ctl`'s shutdown `mode` (`fast`, `immediate`).
+    pub fn stop_server(&mut self, mode: &str) -> Result<(), String> {
+        if !self.running {
+            return Ok(());
+        }
+        self.running = false;
+        let data = self.data_dir();
+        self.pg("pg_ctl", &["-D", &data, "-m", mode, "-w", "stop"])
     }
 
     /// The connection URL of the `postgres` database.
@@ -118,7 +144,23 @@ impl Cluster {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn data_dir(&self) -> String {
+    /// The directory of the PostgreSQL programs.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The user the programs run as (when we are root).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The temporary directory holding the data directory, the log and the socket.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }
 
@@ -153,12 +195,8 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self.running {
-            self.running = false;
-            let data = self.data_dir();
-            if let Err(e) = self.pg("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]) {
-                eprintln!("warning: {e}");
-            }
+        if let Err(e) = self.stop_server("immediate") {
+            eprintln!("warning: {e}");
         }
     }
 }

@@ -305,8 +305,13 @@ impl<'a> Runner<'a> {
                 let s = svc.sessions.get_or_create(lsid)?;
                 let mut guard = parking_lot::Mutex::lock_arc(&s);
                 guard.last_use = Instant::now();
-                // First use in this process: resume from what the session did before a restart.
-                guard.load_durable(svc.store.as_ref())?;
+                // Only a command with a transaction number uses the session's transaction state:
+                // resume it from the durable record (what the session did before a restart, or
+                // on another front end of a shared store). A command with only an lsid (a
+                // driver's implicit session) costs no read.
+                if op.txn_number.is_some() {
+                    guard.load_durable(svc.store.as_ref())?;
+                }
                 Some(guard)
             }
             None => None,

@@ -128,10 +128,10 @@ impl Session {
         }
     }
 
-    /// Resumes from the session's durable record the first time the session is used in this
-    /// process: the latest recorded transaction number, and whether it was a committed
-    /// transaction. Over a shared store ([`TxnStore::remote`]) other front ends may have used
-    /// the session since, so the record is read again at every use.
+    /// Resumes from the session's durable record the first time the session is used with a
+    /// transaction number in this process: the latest recorded transaction number, and whether
+    /// it was a committed transaction. Over a shared store ([`TxnStore::remote`]) other front
+    /// ends may have used the session since, so the record is read again at every such use.
     pub fn load_durable(&mut self, store: &dyn TxnStore) -> Result<()> {
         if self.loaded && !store.remote() {
             return Ok(());
