@@ -153,12 +153,58 @@ pub fn validate_collection_name(db: &str, coll: &str) -> Result<()> {
 /// Reads a collection's metadata as the transaction sees it.
 pub fn get_collection(txn: &dyn Txn, db: &str, coll: &str) -> Result<Option<CollectionMeta>> {
     let key = Key::Collection { db, coll }.encode();
-    match txn.get(&key)? {
-        Some(bytes) => {
-            let d = Document::from_reader(&bytes[..])?;
-            Ok(Some(CollectionMeta::from_document(db, coll, &d)?))
-        }
-        None => Ok(None),
+    let Some(bytes) = txn.get(&key)? else { return Ok(None) };
+    if let Some(meta) = parsed::lookup(&key, &bytes) {
+        return Ok(Some(meta));
+    }
+    let d = Document::from_reader(&bytes[..])?;
+    let meta = CollectionMeta::from_document(db, coll, &d)?;
+    parsed::remember(key, bytes, &meta);
+    Ok(Some(meta))
+}
+
+/// Parsed collection metadata, remembered per thread.
+///
+/// Every statement reads its collection's metadata through its own transaction (DDL is
+/// transactional, so there is no other correct source), and decoding and parsing the stored
+/// document cost more than the rest of a point read. The stored bytes are still read through
+/// the transaction, so what a statement sees is exactly its snapshot's version; only the parse
+/// is skipped when the bytes are the ones parsed last time for that key. The parse is a pure
+/// function of the key (which names the database and collection) and the bytes, so an entry can
+/// never be stale: a changed collection has other bytes and misses. Per thread, so lookups take
+/// no lock; bounded, so a workload over many collections cannot grow it without limit.
+mod parsed {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::CollectionMeta;
+
+    /// Entries kept per thread; past it the map starts over (a rare event: it takes this many
+    /// collections in use by one thread).
+    const CAPACITY: usize = 256;
+
+    thread_local! {
+        static PARSED: RefCell<HashMap<Vec<u8>, (Vec<u8>, CollectionMeta)>> =
+            RefCell::new(HashMap::new());
+    }
+
+    /// The metadata parsed from `bytes` under `key`, if this thread parsed exactly those bytes.
+    pub(super) fn lookup(key: &[u8], bytes: &[u8]) -> Option<CollectionMeta> {
+        PARSED.with(|p| match p.borrow().get(key) {
+            Some((stored, meta)) if stored[..] == *bytes => Some(meta.clone()),
+            _ => None,
+        })
+    }
+
+    /// Remembers what `bytes` under `key` parsed to.
+    pub(super) fn remember(key: Vec<u8>, bytes: Vec<u8>, meta: &CollectionMeta) {
+        PARSED.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() >= CAPACITY && !p.contains_key(&key) {
+                p.clear();
+            }
+            p.insert(key, (bytes, meta.clone()));
+        });
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
@@ -13,6 +15,9 @@ use crate::error::{Error, Result};
 
 /// The one table holding every key.
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("folio");
+
+/// A read view of [`TABLE`].
+type ReadView = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 /// The database file's name inside the data directory.
 const FILE_NAME: &str = "folio.redb";
@@ -33,6 +38,12 @@ pub struct RedbEngine {
     path: PathBuf,
     /// The log, locked across append + apply so that redb sees logged batches in log order.
     wal: Mutex<Wal>,
+    /// Counts the commits to redb, bumped after each one.
+    generation: AtomicU64,
+    /// The last read view opened, with the generation read just before opening it: every read
+    /// until the next commit shares it. Opening a view (a redb read transaction and its table)
+    /// costs more than the lookup itself, and a statement makes several lookups.
+    view: Mutex<Option<(u64, Arc<ReadView>)>>,
 }
 
 impl std::fmt::Debug for RedbEngine {
@@ -57,7 +68,13 @@ impl RedbEngine {
         txn.open_table(TABLE).map_err(|e| internal("open table", e))?;
         txn.commit().map_err(|e| internal("commit", e))?;
         let (wal, logged) = Wal::open(dir.as_ref().join(WAL_NAME))?;
-        let engine = RedbEngine { db, path, wal: Mutex::new(wal) };
+        let engine = RedbEngine {
+            db,
+            path,
+            wal: Mutex::new(wal),
+            generation: AtomicU64::new(0),
+            view: Mutex::new(None),
+        };
         if !logged.is_empty() {
             // Redo what the log holds, in order, then checkpoint so the log starts empty.
             tracing::info!(batches = logged.len(), "replaying the write-ahead log");
@@ -86,7 +103,12 @@ impl RedbEngine {
                 }
             }
         }
-        txn.commit().map_err(|e| internal("commit", e))
+        txn.commit().map_err(|e| internal("commit", e))?;
+        // Readers that load the new generation open a view that holds this commit; the old
+        // view is released here so that it does not keep redb's replaced pages alive.
+        self.generation.fetch_add(1, Ordering::Release);
+        self.view.lock().take();
+        Ok(())
     }
 
     /// Makes every redb commit so far durable, then empties the log.
@@ -120,9 +142,20 @@ impl RedbEngine {
         Ok(())
     }
 
-    fn read_table(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>> {
+    /// A read view holding every commit that finished before this call. The generation is read
+    /// before the view is opened, so a view is never labelled newer than what it holds: a view
+    /// opened during a commit carries the older generation and is not reused after the commit.
+    fn read_table(&self) -> Result<Arc<ReadView>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some((g, view)) = &*self.view.lock()
+            && *g == generation
+        {
+            return Ok(Arc::clone(view));
+        }
         let txn = self.db.begin_read().map_err(|e| internal("begin read", e))?;
-        txn.open_table(TABLE).map_err(|e| internal("open table", e))
+        let view = Arc::new(txn.open_table(TABLE).map_err(|e| internal("open table", e))?);
+        *self.view.lock() = Some((generation, Arc::clone(&view)));
+        Ok(view)
     }
 }
 
