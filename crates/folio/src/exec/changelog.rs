@@ -60,11 +60,12 @@ fn key_of(doc: &Document) -> Document {
 /// Logs an insert of a document stored as `stored` (its BSON bytes, which the entry embeds as
 /// they are: the document is neither copied as a tree nor encoded again).
 pub fn insert(txn: &mut dyn Txn, meta: &CollectionMeta, stored: &[u8]) {
-    let (Ok(mut e), Ok(doc)) =
-        (RawDocumentBuf::try_from(&base("i", meta)), RawDocument::from_bytes(stored))
-    else {
-        return;
-    };
+    let Ok(doc) = RawDocument::from_bytes(stored) else { return };
+    // The same fields as `base`, appended as raw BSON: no intermediate document.
+    let mut e = RawDocumentBuf::new();
+    e.append(cstr!("op"), "i");
+    e.append(cstr!("ns"), meta.namespace());
+    e.append(cstr!("ui"), bson::Binary::from_uuid(meta.uuid));
     e.append(cstr!("o"), doc);
     txn.append_log(e.as_bytes());
 }
@@ -199,13 +200,13 @@ fn diff_docs(
     removed: &mut Vec<Bson>,
     truncated: &mut Vec<Bson>,
 ) {
+    // Most fields are unchanged: their paths are never built.
     for (k, v) in new {
-        let path = join(prefix, k);
         match old.get(k) {
             Some(o) if o == v => {}
-            Some(o) => diff_values(&path, o, v, updated, removed, truncated),
+            Some(o) => diff_values(&join(prefix, k), o, v, updated, removed, truncated),
             None => {
-                updated.insert(path, v.clone());
+                updated.insert(join(prefix, k), v.clone());
             }
         }
     }
