@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Minimum change-log retention in hours, whatever the size [default: 0].
     #[arg(long = "oplogMinRetentionHours", value_name = "HOURS")]
     pub oplog_min_retention_hours: Option<f64>,
+    /// The storage engine's page cache in gigabytes, 0.25 to 10000 [default: 0.125, PostgreSQL's
+    /// shared_buffers]; MongoDB's name for its engine's cache.
+    #[arg(long = "wiredTigerCacheSizeGB", value_name = "GB")]
+    pub cache_size_gb: Option<f64>,
     /// mongod-style YAML configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -199,6 +203,23 @@ struct StorageSection {
     oplog_min_retention_hours: Option<f64>,
     /// `storage.url`: the PostgreSQL-compatible database (as `--storage`).
     url: Option<String>,
+    #[serde(default)]
+    wired_tiger: WiredTigerSection,
+}
+
+/// `storage.wiredTiger`: only `engineConfig.cacheSizeGB`, which sizes Folio's own page cache.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WiredTigerSection {
+    #[serde(default)]
+    engine_config: EngineConfigSection,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EngineConfigSection {
+    #[serde(rename = "cacheSizeGB")]
+    cache_size_gb: Option<f64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -289,6 +310,9 @@ pub struct Settings {
     /// The change log's minimum retention in hours (`--oplogMinRetentionHours`,
     /// `storage.oplogMinRetentionHours`).
     pub oplog_min_retention_hours: f64,
+    /// The data directory's page cache in bytes (`--wiredTigerCacheSizeGB`); `None`: the
+    /// engine's default.
+    pub cache_bytes: Option<usize>,
     /// What `getCmdLineOpts` reports: `argv` and `parsed` (passwords replaced).
     pub cmd_line: Document,
     /// The log's destination and rotation.
@@ -386,6 +410,22 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
     if !(oplog_min_retention_hours >= 0.0 && oplog_min_retention_hours.is_finite()) {
         return Err("--oplogMinRetentionHours must be a non-negative number of hours".into());
     }
+    let cache_size_gb = args.cache_size_gb.or(file.storage.wired_tiger.engine_config.cache_size_gb);
+    let cache_bytes = match cache_size_gb {
+        None => None,
+        Some(_) if args.in_memory || storage_url.is_some() => {
+            return Err("--wiredTigerCacheSizeGB (storage.wiredTiger.engineConfig.cacheSizeGB) \
+                        sizes the data directory's page cache; --in-memory and --storage have none"
+                .into());
+        }
+        // MongoDB's bounds.
+        Some(gb) if (0.25..=10000.0).contains(&gb) => Some((gb * (1u64 << 30) as f64) as usize),
+        Some(gb) => {
+            return Err(format!(
+                "--wiredTigerCacheSizeGB must be between 0.25 and 10000, not {gb}"
+            ));
+        }
+    };
     let repl_set =
         args.repl_set.clone().or(file.replication.repl_set_name).unwrap_or_else(|| "rs0".into());
     if repl_set.is_empty() {
@@ -598,6 +638,7 @@ pub fn resolve(args: &ServeArgs, argv: &[String]) -> Result<Settings, String> {
         server_memory_bytes,
         oplog_size_mb,
         oplog_min_retention_hours,
+        cache_bytes,
         cmd_line,
         log,
         slow_ms,
@@ -770,6 +811,43 @@ mod oplog_tests {
         let bad = ServeArgs { oplog_size: Some(-1.0), ..ServeArgs::default() };
         assert!(resolve(&bad, &[]).is_err());
         assert_eq!(resolve(&ServeArgs::default(), &[]).expect("settings").oplog_size_mb, None);
+    }
+
+    #[test]
+    fn cache_size_comes_from_the_flag_or_the_config_file_within_mongodb_bounds() {
+        let dir = std::env::temp_dir().join(format!("folio-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mongod.conf");
+        std::fs::write(
+            &path,
+            "storage:\n  wiredTiger:\n    engineConfig:\n      cacheSizeGB: 0.5\n",
+        )
+        .unwrap();
+        let from_file =
+            resolve(&ServeArgs { config: Some(path.clone()), ..ServeArgs::default() }, &[])
+                .expect("settings");
+        assert_eq!(from_file.cache_bytes, Some(512 << 20));
+        let flag =
+            ServeArgs { config: Some(path), cache_size_gb: Some(2.0), ..ServeArgs::default() };
+        assert_eq!(resolve(&flag, &[]).expect("settings").cache_bytes, Some(2 << 30));
+        assert_eq!(resolve(&ServeArgs::default(), &[]).expect("settings").cache_bytes, None);
+        for gb in [0.1, 20000.0, f64::NAN] {
+            let bad = ServeArgs { cache_size_gb: Some(gb), ..ServeArgs::default() };
+            let e = resolve(&bad, &[]).expect_err("out of bounds");
+            assert!(e.contains("between 0.25 and 10000"), "{e}");
+        }
+        let in_memory =
+            ServeArgs { cache_size_gb: Some(1.0), in_memory: true, ..ServeArgs::default() };
+        assert!(resolve(&in_memory, &[]).expect_err("no cache").contains("--in-memory"));
+        let other = dir.join("other.conf");
+        std::fs::write(
+            &other,
+            "storage:\n  wiredTiger:\n    collectionConfig:\n      blockCompressor: zstd\n",
+        )
+        .unwrap();
+        let e = resolve(&ServeArgs { config: Some(other), ..ServeArgs::default() }, &[])
+            .expect_err("unknown key");
+        assert!(e.contains("collectionConfig"), "{e}");
     }
 }
 

@@ -126,7 +126,9 @@ fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
     folio::memory::set_limits(settings.operation_memory_bytes, settings.server_memory_bytes);
     let store = match &settings.storage_url {
         Some(url) => store::open_shared_store(url),
-        None => store::open_store(&settings.dbpath, settings.in_memory),
+        None => {
+            store::open_store_with_cache(&settings.dbpath, settings.in_memory, settings.cache_bytes)
+        }
     }
     .map_err(|e| e.to_string())?;
     let mut options = ServiceOptions {

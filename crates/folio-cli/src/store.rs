@@ -9,15 +9,27 @@ use folio::mvcc::{Mvcc, MvccOptions, TxnStore};
 use folio::storage::{Engine, MemoryEngine, RedbEngine};
 use folio::{Result, err};
 
-/// Opens the store the server runs on: in memory, or in `dbpath` (created if missing).
+/// Opens the store the server runs on: in memory, or in `dbpath` (created if missing) with the
+/// engine's default page cache.
 pub fn open_store(dbpath: &Path, in_memory: bool) -> Result<Arc<dyn TxnStore>> {
+    open_store_with_cache(dbpath, in_memory, None)
+}
+
+/// [`open_store`] with a page cache of `cache_bytes` for the data directory (`None`: the
+/// default).
+pub fn open_store_with_cache(
+    dbpath: &Path,
+    in_memory: bool,
+    cache_bytes: Option<usize>,
+) -> Result<Arc<dyn TxnStore>> {
     let engine: Arc<dyn Engine> = if in_memory {
         Arc::new(MemoryEngine::new())
     } else {
         std::fs::create_dir_all(dbpath).map_err(|e| {
             err!(InternalError, "cannot create the data directory {}: {e}", dbpath.display())
         })?;
-        Arc::new(RedbEngine::open(dbpath)?)
+        let cache = cache_bytes.unwrap_or(folio::storage::DEFAULT_CACHE_BYTES);
+        Arc::new(RedbEngine::open_with_cache(dbpath, cache)?)
     };
     let store: Arc<dyn TxnStore> = Mvcc::open(engine, MvccOptions::default())?;
     Ok(store)

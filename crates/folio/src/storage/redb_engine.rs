@@ -19,6 +19,11 @@ const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("folio");
 /// A read view of [`TABLE`].
 type ReadView = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
+/// The page cache's size when none is given: PostgreSQL's default `shared_buffers`. The kernel
+/// caches the file beyond it, as it does for PostgreSQL; a larger cache trades memory for fewer
+/// copies from the kernel (`--wiredTigerCacheSizeGB`).
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
 /// The database file's name inside the data directory.
 const FILE_NAME: &str = "folio.redb";
 /// The write-ahead log's name inside the data directory.
@@ -58,11 +63,21 @@ fn internal(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl RedbEngine {
-    /// Opens (creating if needed) the database in directory `dir`.
+    /// Opens (creating if needed) the database in directory `dir`, with the default page cache
+    /// ([`DEFAULT_CACHE_BYTES`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<RedbEngine> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (creating if needed) the database in directory `dir`, with a page cache of
+    /// `cache_bytes`: the memory the engine keeps for file pages, read or written.
+    pub fn open_with_cache(dir: impl AsRef<Path>, cache_bytes: usize) -> Result<RedbEngine> {
         std::fs::create_dir_all(dir.as_ref())?;
         let path = dir.as_ref().join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| internal("open", e))?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| internal("open", e))?;
         // Create the table up front so readers never see it missing.
         let txn = db.begin_write().map_err(|e| internal("begin write", e))?;
         txn.open_table(TABLE).map_err(|e| internal("open table", e))?;
