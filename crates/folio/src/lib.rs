@@ -10,8 +10,10 @@
 //!   order-preserving key encodings.
 //! - [`memory`]: size limits per value and document, and the per-operation and server-wide
 //!   memory counters that keep one request from taking the server down.
+//! - [`expr`]: aggregation expressions (parser, evaluator, operators, dates, decimals, time
+//!   zones), below both the query and the aggregation layers.
 //! - [`query`], [`update`], [`agg`]: pure functions on documents (filters, projection, sort,
-//!   update operators, aggregation).
+//!   update operators, aggregation stages).
 //! - [`storage`]: the ordered KV engine trait with redb and in-memory engines.
 //! - [`mvcc`]: snapshot-isolation transactions above storage ([`mvcc::TxnStore`], [`mvcc::Txn`]).
 //! - [`catalog`], [`index`]: databases, collections and indexes, kept in the MVCC keyspace.
@@ -29,6 +31,8 @@ pub mod collation;
 pub mod doc;
 pub mod encoding;
 pub mod memory;
+
+pub mod expr;
 
 pub mod agg;
 pub mod query;

@@ -291,7 +291,7 @@ fn find_text(
             let rest: Document = rest.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             let metas: Vec<String> = metas.into_iter().map(|(k, _)| k.clone()).collect();
             let only_id = rest.keys().all(|k| k == "_id");
-            let includes = rest.iter().any(|(k, v)| k != "_id" && crate::query::filter::truthy(v));
+            let includes = rest.iter().any(|(k, v)| k != "_id" && crate::doc::truthy(v));
             match projection {
                 Some(_) if !metas.is_empty() && !includes => {
                     let rest = if only_id && rest.is_empty() {

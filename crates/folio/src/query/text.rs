@@ -39,8 +39,9 @@ use crate::error::Result;
 use crate::{bail, err};
 
 /// The field a document's score is carried in between a `$text` query and the projection, sort
-/// or pipeline that reads it with `{$meta: "textScore"}`; it never reaches a client.
-pub const SCORE_FIELD: &str = "__folio_textScore";
+/// or pipeline that reads it with `{$meta: "textScore"}`; it never reaches a client. Defined
+/// with the expressions, which read it for `$meta`.
+pub use crate::expr::TEXT_SCORE_FIELD as SCORE_FIELD;
 
 /// A supported text search language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

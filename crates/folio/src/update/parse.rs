@@ -8,9 +8,9 @@ use super::{BitOp, Op, OpKind, Operators, Push, PushSort, UpdateSpec};
 use crate::doc::compare::Number;
 use crate::doc::fmt::value_string;
 use crate::doc::path::{array_index, is_prefix};
+use crate::doc::sort::SortSpec;
 use crate::error::Result;
 use crate::query::filter::{Filter, parse_pull_condition, type_alias};
-use crate::query::sort::SortSpec;
 use crate::{bail, err};
 
 impl UpdateSpec {
