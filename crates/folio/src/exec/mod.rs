@@ -14,6 +14,7 @@
 //! Reads plan an access path ([`plan`]), fetch candidate documents through MVCC, and always re-check
 //! them with the filter, so an index is only ever a speed-up.
 
+pub mod aggregate;
 pub mod capped;
 pub mod changelog;
 pub mod opstats;
