@@ -292,21 +292,12 @@ pub struct Error {
     pub labels: Vec<String>,
     /// Extra fields to merge into the error reply or write error (e.g. `keyPattern`, `errInfo`).
     pub extra: Option<Box<bson::Document>>,
-    /// For a WriteConflict: the id of the in-flight transaction that holds the key, when known.
-    /// A single-statement write waits for that transaction to finish and then retries.
-    pub conflict_holder: Option<u64>,
 }
 
 impl Error {
     /// An error with a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Error {
-            code,
-            message: message.into(),
-            labels: Vec::new(),
-            extra: None,
-            conflict_holder: None,
-        }
+        Error { code, message: message.into(), labels: Vec::new(), extra: None }
     }
 
     /// Adds a label (once).
