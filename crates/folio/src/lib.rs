@@ -25,6 +25,11 @@
 //! - [`command`]: the command table and dispatch, shared by the server and the embedded API.
 //! - [`api`]: the embedded API, named like the official `mongodb` crate.
 
+// Every public item says what it is, and no `unwrap` can turn bad input or a bad stored value
+// into a panic (tests may unwrap: clippy.toml's allow-unwrap-in-tests).
+#![warn(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 pub mod error;
 
 pub mod collation;

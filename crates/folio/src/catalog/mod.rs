@@ -156,7 +156,7 @@ pub fn get_collection(txn: &dyn Txn, db: &str, coll: &str) -> Result<Option<Coll
     let key = Key::Collection { db, coll }.encode();
     match txn.get(&key)? {
         Some(bytes) => {
-            let d = Document::from_reader(&bytes[..])?;
+            let d = crate::error::stored_document(&bytes, "collection metadata")?;
             Ok(Some(CollectionMeta::from_document(db, coll, &d)?))
         }
         None => Ok(None),
@@ -207,7 +207,7 @@ pub fn list_collections(txn: &dyn Txn, db: Option<&str>) -> Result<Vec<Collectio
         let Some((db, coll)) = keys::decode_collection_key(&key) else {
             bail!(InternalError, "corrupt catalog key");
         };
-        let d = Document::from_reader(&value[..])?;
+        let d = crate::error::stored_document(&value, "collection metadata")?;
         out.push(CollectionMeta::from_document(&db, &coll, &d)?);
     }
     Ok(out)

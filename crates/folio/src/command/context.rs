@@ -481,7 +481,7 @@ impl<'a> Runner<'a> {
                     let prior = txn.get(&record);
                     txn.abort();
                     if let Some(bytes) = prior? {
-                        return Ok(Document::from_reader(&bytes[..])?);
+                        return crate::error::stored_document(&bytes, "statement record");
                     }
                 }
                 let fp = self.svc.failpoints.on_transactional_write();

@@ -83,7 +83,7 @@ fn load(txn: &dyn Txn, coll: u64) -> Result<Totals> {
     Ok(match txn.get(&capped_state_key(coll))? {
         None => Totals::default(),
         Some(b) => {
-            let d = Document::from_reader(&b[..])?;
+            let d = crate::error::stored_document(&b, "capped collection state")?;
             Totals {
                 next: d.get_i64("next").unwrap_or(0),
                 count: d.get_i64("count").unwrap_or(0),

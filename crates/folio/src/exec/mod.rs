@@ -84,7 +84,7 @@ pub fn get_document(txn: &dyn Txn, key: &[u8]) -> Result<Option<Document>> {
     match txn.get(key)? {
         Some(bytes) => {
             opstats::add_docs(1);
-            Ok(Some(Document::from_reader(&bytes[..])?))
+            Ok(Some(crate::error::stored_document(&bytes, "document")?))
         }
         None => Ok(None),
     }
@@ -97,7 +97,7 @@ pub fn scan_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Vec<Found
     let mut out = Vec::new();
     for item in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
         let (key, value) = item?;
-        out.push(Found { key, doc: Document::from_reader(&value[..])? });
+        out.push(Found { key, doc: crate::error::stored_document(&value, "document")? });
     }
     opstats::add_docs(out.len() as u64);
     Ok(out)

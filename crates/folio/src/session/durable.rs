@@ -31,7 +31,7 @@
 
 use std::ops::Bound;
 
-use bson::{Bson, Document, doc};
+use bson::{Bson, doc};
 
 use crate::catalog::keys::{
     Key, decode_session_record_key, prefix_end, session_record_prefix, stmt_record_prefix,
@@ -80,7 +80,7 @@ impl SessionRecord {
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<SessionRecord> {
-        let d = Document::from_reader(bytes)?;
+        let d = crate::error::stored_document(bytes, "session record")?;
         let bad = || crate::err!(InternalError, "corrupt session record: {}", d);
         let txn_number = match d.get("txnNum") {
             Some(Bson::Int64(n)) => *n,
