@@ -48,14 +48,7 @@ impl CollectionHandle {
     /// implicitly, as in MongoDB).
     pub fn load_or_create(txn: &mut dyn Txn, db: &str, coll: &str) -> Result<Self> {
         if let Some(h) = Self::load(txn, db, coll)? {
-            if h.meta.is_view() {
-                bail!(
-                    CommandNotSupportedOnView,
-                    "Namespace {}.{} is a view, not a collection",
-                    db,
-                    coll
-                );
-            }
+            refuse_view(&h.meta)?;
             return Ok(h);
         }
         let meta = catalog::new_collection(db, coll, Document::new())?;
@@ -388,9 +381,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
         None => return Ok(UpdateResult::default()),
     };
     handle.bypass_validation = op.bypass_validation;
-    if handle.meta.is_view() {
-        bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
-    }
+    refuse_view(&handle.meta)?;
     let collation = op.collation.resolve(&handle.meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let sort = sort.map(|s| s.with_collation(collation.as_ref()));
@@ -485,9 +476,7 @@ pub fn delete(txn: &mut dyn Txn, db: &str, coll: &str, op: &DeleteOp<'_>) -> Res
     let Some(handle) = CollectionHandle::load(txn, db, coll)? else {
         return Ok(DeleteResult::default());
     };
-    if handle.meta.is_view() {
-        bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
-    }
+    refuse_view(&handle.meta)?;
     let filter = filter.with_collation(collation.resolve(&handle.meta.options)?.as_ref());
     let mut found =
         super::matching_sorted(txn, &handle.meta, &filter, None, usize::from(limit_one), hint)?;
@@ -567,9 +556,7 @@ pub fn find_and_modify(
         None => return Ok(FindAndModifyResult::default()),
     };
     handle.bypass_validation = req.bypass_validation;
-    if handle.meta.is_view() {
-        bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
-    }
+    refuse_view(&handle.meta)?;
     let collation = req.collation.resolve(&handle.meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let sort = sort.map(|s| s.with_collation(collation.as_ref()));
@@ -801,4 +788,17 @@ pub fn drop_indexes(txn: &mut dyn Txn, db: &str, coll: &str, names: &[String]) -
     let specs: Vec<Bson> = to_drop.iter().map(|i| Bson::Document(i.spec.clone())).collect();
     super::changelog::ddl(txn, &meta, "dropIndexes", Bson::Array(specs));
     Ok(before)
+}
+
+/// CommandNotSupportedOnView: views are read-only.
+fn refuse_view(meta: &CollectionMeta) -> Result<()> {
+    if meta.is_view() {
+        bail!(
+            CommandNotSupportedOnView,
+            "Namespace {}.{} is a view, not a collection",
+            meta.db,
+            meta.name
+        );
+    }
+    Ok(())
 }

@@ -779,12 +779,6 @@ pub fn type_code(v: &Bson) -> i32 {
     }
 }
 
-/// The `$type` alias of a value (`"int"`, `"string"`, ...).
-pub fn type_alias(v: &Bson) -> &'static str {
-    let code = type_code(v);
-    TYPE_ALIASES.iter().find(|(_, c)| *c == code).map(|(n, _)| *n).unwrap_or("unknown")
-}
-
 fn parse_regex(v: &Bson, options: Option<&str>) -> Result<Regex> {
     match v {
         Bson::String(s) => Regex::new(s, options.unwrap_or("")),

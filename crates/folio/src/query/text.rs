@@ -246,11 +246,10 @@ fn collect_all(v: &Bson, w: f64, out: &mut Vec<(f64, String)>, skip: &str) {
     }
 }
 
+/// An int, long or double as a double (a text index's weights; decimals are not weights).
 fn number(v: &Bson) -> Option<f64> {
     match v {
-        Bson::Int32(i) => Some(f64::from(*i)),
-        Bson::Int64(i) => Some(*i as f64),
-        Bson::Double(d) => Some(*d),
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => crate::doc::compare::as_f64(v),
         _ => None,
     }
 }
