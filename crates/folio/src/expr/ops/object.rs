@@ -35,19 +35,22 @@ pub(super) const NAMED: &[NamedOperator] = &[
 
 const SET_CODES: [i32; 3] = [4161100, 4161101, 4161102];
 
+/// The `field` argument, which must evaluate to a string (`code` and `op` for the error).
+fn field_name(args: &Args, op: &str, code: i32) -> Result<String> {
+    match get(args, "field") {
+        Some(Bson::String(f)) => Ok(f),
+        other => Err(loc(
+            code,
+            format!(
+                "{op} requires 'field' to evaluate to type String, but got {}",
+                value_type(&other)
+            ),
+        )),
+    }
+}
+
 fn get_field(args: &Args) -> Result<Value> {
-    let field = match get(args, "field") {
-        Some(Bson::String(f)) => f,
-        other => {
-            return Err(loc(
-                3041704,
-                format!(
-                    "$getField requires 'field' to evaluate to type String, but got {}",
-                    value_type(&other)
-                ),
-            ));
-        }
-    };
+    let field = field_name(args, "$getField", 3041704)?;
     match get(args, "input") {
         Some(Bson::Document(d)) => Ok(d.get(&field).cloned()),
         None | Some(Bson::Null) | Some(Bson::Undefined) => null(),
@@ -57,18 +60,8 @@ fn get_field(args: &Args) -> Result<Value> {
 
 /// `$setField` (`set`: a missing value removes the field) or `$unsetField`.
 fn set_field(op: &str, args: &Args, set: bool) -> Result<Value> {
-    let field = match get(args, "field") {
-        Some(Bson::String(f)) => f,
-        other => {
-            return Err(loc(
-                4161106,
-                format!(
-                    "$setField requires 'field' to evaluate to type String, but got {}",
-                    value_type(&other)
-                ),
-            ));
-        }
-    };
+    // `$unsetField` reports this error as `$setField`, as MongoDB does.
+    let field = field_name(args, "$setField", 4161106)?;
     match get(args, "input") {
         Some(Bson::Document(mut d)) => {
             match get(args, "value").filter(|_| set) {
