@@ -214,6 +214,7 @@ impl PgStore {
             read_only,
             has_writes: false,
             poisoned: Cell::new(false),
+            last_conflict: None,
         })
     }
 }
@@ -316,6 +317,8 @@ struct PgTxn {
     has_writes: bool,
     /// Set when a statement failed: the SQL transaction is aborted and only a rollback is left.
     poisoned: Cell<bool>,
+    /// The most recent write that lost ([`Txn::last_conflict`]).
+    last_conflict: Option<Conflict>,
 }
 
 impl PgTxn {
@@ -367,7 +370,9 @@ impl PgTxn {
                     _ => return Err(sql_error(e, "writing")),
                 };
                 self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
-                Ok(Err(Conflict { key: key.to_vec(), holder }))
+                let conflict = Conflict { key: key.to_vec(), holder };
+                self.last_conflict = Some(conflict.clone());
+                Ok(Err(conflict))
             }
         }
     }
@@ -443,6 +448,10 @@ impl Txn for PgTxn {
 
     fn delete(&mut self, key: &[u8]) -> Result<WriteResult> {
         self.write(key, None)
+    }
+
+    fn last_conflict(&self) -> Option<Conflict> {
+        self.last_conflict.clone()
     }
 
     fn has_writes(&self) -> bool {

@@ -326,10 +326,10 @@ impl ChangeStream {
             for (ts, record) in records {
                 last_ts = ts;
                 let mut rest = &record[..];
-                let header = Document::from_reader(&mut rest)?;
+                let header = crate::error::stored_document_from(&mut rest, "change-log record")?;
                 let mut index = 0u32;
                 while !rest.is_empty() {
-                    let entry = Document::from_reader(&mut rest)?;
+                    let entry = crate::error::stored_document_from(&mut rest, "change-log entry")?;
                     let here = Position { ts, index, invalidate: 0 };
                     index += 1;
                     if here <= self.pos {

@@ -310,16 +310,12 @@ pub fn same(a: Option<&Collation>, b: Option<&Collation>) -> bool {
     }
 }
 
-fn type_name(v: &Bson) -> &'static str {
-    crate::doc::type_name(v)
-}
-
 fn wrong_type(field: &str, v: &Bson, expected: &str) -> Error {
     err!(
         TypeMismatch,
         "BSON field 'collation.{}' is the wrong type '{}', expected type '{}'",
         field,
-        type_name(v),
+        crate::doc::type_name(v),
         expected
     )
 }
@@ -473,7 +469,7 @@ impl Collation {
                 "BSON field '{}.{}' is the wrong type '{}', expected type 'object'",
                 command,
                 key,
-                type_name(other)
+                crate::doc::type_name(other)
             ),
         }
     }

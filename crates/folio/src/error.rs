@@ -2,7 +2,12 @@
 //!
 //! Every failure that can reach a client is an [`Error`]: a MongoDB error code (which fixes the
 //! `codeName`), a human message, and the error labels the server attaches. Internal failures
-//! (storage I/O, corrupt data) use [`Code::InternalError`] so that even they carry a codeName.
+//! (storage I/O) use [`Code::InternalError`] so that even they carry a codeName.
+//!
+//! Errors about the client's input and errors about stored data are kept apart: a BSON
+//! decoding error converts to InvalidBSON (22) because that is what bad input is, while every
+//! read of stored bytes goes through [`stored_document`], which reports a document that does
+//! not decode as DataCorruptionDetected (296), as MongoDB does for a corrupt record.
 //! Keeping one error type for the whole core means the command layer never has to guess how to
 //! translate a lower layer's failure: the code is decided where the failure is understood.
 
@@ -173,6 +178,7 @@ codes! {
     TransactionExceededLifetimeLimitSeconds = 290,
     NoQueryExecutionPlans = 291,
     QueryExceededMemoryLimitNoDiskUseAllowed = 292,
+    DataCorruptionDetected = 296,
     ExceededMemoryLimit = 146,
     Location4568 = 4568,
     Location13548 = 13548,
@@ -292,21 +298,12 @@ pub struct Error {
     pub labels: Vec<String>,
     /// Extra fields to merge into the error reply or write error (e.g. `keyPattern`, `errInfo`).
     pub extra: Option<Box<bson::Document>>,
-    /// For a WriteConflict: the id of the in-flight transaction that holds the key, when known.
-    /// A single-statement write waits for that transaction to finish and then retries.
-    pub conflict_holder: Option<u64>,
 }
 
 impl Error {
     /// An error with a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Error {
-            code,
-            message: message.into(),
-            labels: Vec::new(),
-            extra: None,
-            conflict_holder: None,
-        }
+        Error { code, message: message.into(), labels: Vec::new(), extra: None }
     }
 
     /// Adds a label (once).
@@ -382,6 +379,21 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// Decodes a document Folio stored (a collection's document, catalog entry, session record,
+/// change-log entry). A failure is not the client's: it is DataCorruptionDetected, naming
+/// `what` was being read.
+pub fn stored_document(mut bytes: &[u8], what: &str) -> Result<bson::Document> {
+    stored_document_from(&mut bytes, what)
+}
+
+/// Like [`stored_document`], reading one document from the front of `bytes` and advancing it
+/// (records that hold several documents back to back).
+pub fn stored_document_from(bytes: &mut &[u8], what: &str) -> Result<bson::Document> {
+    bson::Document::from_reader(bytes).map_err(|e| {
+        Error::new(Code::DataCorruptionDetected, format!("corrupt stored {what}: {e}"))
+    })
+}
+
 impl From<bson::error::Error> for Error {
     fn from(e: bson::error::Error) -> Self {
         Error::new(Code::InvalidBSON, format!("invalid BSON: {e}"))
@@ -413,6 +425,27 @@ mod tests {
         assert!(Code::MaxTimeMSExpired.is(Category::EndsCommand));
         assert!(!Code::DuplicateKey.is(Category::EndsCommand));
         assert!(Code::Other(4242).categories().is_empty());
+    }
+
+    #[test]
+    fn stored_data_that_does_not_decode_is_corruption_not_bad_input() {
+        let good = bson::doc! {"a": 1, "b": "x"};
+        let bytes = good.to_vec().expect("encode");
+        assert_eq!(stored_document(&bytes, "document").expect("decodes"), good);
+        let mut two = bytes.clone();
+        two.extend_from_slice(&bytes);
+        let mut rest = &two[..];
+        assert_eq!(stored_document_from(&mut rest, "entry").expect("first"), good);
+        assert_eq!(stored_document_from(&mut rest, "entry").expect("second"), good);
+        assert!(rest.is_empty());
+        let e = stored_document(&bytes[..bytes.len() - 2], "document").expect_err("truncated");
+        assert_eq!(e.code, Code::DataCorruptionDetected);
+        assert_eq!(e.code_name(), "DataCorruptionDetected");
+        assert_eq!(e.code_number(), 296);
+        assert!(e.message.starts_with("corrupt stored document: "), "{}", e.message);
+        // Input that does not decode stays InvalidBSON.
+        let input: Error = bson::Document::from_reader(&bytes[..3]).expect_err("short").into();
+        assert_eq!(input.code, Code::InvalidBSON);
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //!   order-preserving key encodings.
 //! - [`memory`]: size limits per value and document, and the per-operation and server-wide
 //!   memory counters that keep one request from taking the server down.
+//! - [`expr`]: aggregation expressions (parser, evaluator, operators, dates, decimals, time
+//!   zones), below both the query and the aggregation layers.
 //! - [`query`], [`update`], [`agg`]: pure functions on documents (filters, projection, sort,
-//!   update operators, aggregation).
+//!   update operators, aggregation stages).
 //! - [`storage`]: the ordered KV engine trait with redb and in-memory engines.
 //! - [`mvcc`]: snapshot-isolation transactions above storage ([`mvcc::TxnStore`], [`mvcc::Txn`]).
 //! - [`catalog`], [`index`]: databases, collections and indexes, kept in the MVCC keyspace.
@@ -23,12 +25,19 @@
 //! - [`command`]: the command table and dispatch, shared by the server and the embedded API.
 //! - [`api`]: the embedded API, named like the official `mongodb` crate.
 
+// Every public item says what it is, and no `unwrap` can turn bad input or a bad stored value
+// into a panic (tests may unwrap: clippy.toml's allow-unwrap-in-tests).
+#![warn(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 pub mod error;
 
 pub mod collation;
 pub mod doc;
 pub mod encoding;
 pub mod memory;
+
+pub mod expr;
 
 pub mod agg;
 pub mod query;

@@ -18,6 +18,12 @@
 //! `"$$exists"` only checks presence, `"$$absent"` checks absence. After each script, `verify`
 //! must find every index in agreement with the documents.
 //!
+//! With `UPDATE_GOLDENFILES=1` (the switch every golden test of the workspace uses), a script
+//! whose replies differ is rewritten instead of failing: each mismatching expectation becomes
+//! the actual reply seen through the expectation's shape (the same fields, `$$exists` and
+//! `$$absent` kept where they still hold, differing values replaced), and matching lines stay
+//! as written. Review the diff by hand.
+//!
 //! Directives (lines starting with `%`):
 //! - `% auth` (before any command): the service runs with `--auth`;
 //! - `% connection NAME [REMOTE]`: later commands go through connection NAME, created on first
@@ -29,6 +35,7 @@
 //!   AuthenticationFailed (18).
 
 use std::collections::HashMap;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -143,8 +150,71 @@ fn matches(expected: &Bson, actual: Option<&Bson>, path: &str) -> Result<(), Str
     }
 }
 
+/// The reply seen through the expectation's shape: what a mismatching expectation line is
+/// rewritten to under `UPDATE_GOLDENFILES=1` (values that match stay as written).
+fn regenerate(expected: &Bson, actual: Option<&Bson>) -> Bson {
+    let absent = || Bson::String("$$absent".to_string());
+    match (expected, actual) {
+        (Bson::String(s), Some(_)) if s == "$$exists" => expected.clone(),
+        (Bson::String(s), None) if s == "$$absent" => expected.clone(),
+        (_, None) => absent(),
+        (Bson::Document(e), Some(Bson::Document(a))) => {
+            let mut out = Document::new();
+            for (k, v) in e {
+                out.insert(k.clone(), regenerate(v, a.get(k)));
+            }
+            Bson::Document(out)
+        }
+        (Bson::Array(e), Some(Bson::Array(a))) if e.len() == a.len() => {
+            Bson::Array(e.iter().zip(a).map(|(ev, av)| regenerate(ev, Some(av))).collect())
+        }
+        (e, Some(a)) if matches(e, Some(a), "").is_ok() => e.clone(),
+        (_, Some(a)) => a.clone(),
+    }
+}
+
+/// serde_json's compact output with a space after `:` and `,`, as the scripts are written.
+struct Spaced;
+
+impl serde_json::ser::Formatter for Spaced {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.begin_array_value(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+/// A document as one script line (relaxed Extended JSON).
+fn script_line(d: Document) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Spaced);
+    serde::Serialize::serialize(&Bson::Document(d).into_relaxed_extjson(), &mut ser)
+        .expect("serialize");
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+fn update_golden() -> bool {
+    std::env::var("UPDATE_GOLDENFILES").is_ok_and(|v| v == "1")
+}
+
 fn run_script(file: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(file).expect("read script");
+    let mut rewritten: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut changed = false;
     let svc = service(text.lines().any(|l| l.trim() == "% auth"));
     let mut connections: HashMap<String, folio::command::Connection> = HashMap::new();
     let mut current = String::from("default");
@@ -222,15 +292,28 @@ fn run_script(file: &Path) -> Vec<String> {
             let Some((cmd_line, reply)) = last_reply.take() else {
                 panic!("{}:{lineno}: expectation without a command", file.display());
             };
-            if let Err(diff) =
-                matches(&Bson::Document(expected), Some(&Bson::Document(reply.clone())), "reply")
-            {
+            let expected = Bson::Document(expected);
+            let actual = Bson::Document(reply.clone());
+            if let Err(diff) = matches(&expected, Some(&actual), "reply") {
+                if let Bson::Document(d) = regenerate(&expected, Some(&actual)) {
+                    let indent = &raw[..raw.len() - raw.trim_start().len()];
+                    rewritten[i] = format!("{indent}{}", script_line(d));
+                    changed = true;
+                }
                 failures.push(format!(
                     "{}:{cmd_line}: {diff}\n    full reply: {reply}",
                     file.display()
                 ));
             }
         }
+    }
+    if update_golden() {
+        if changed {
+            let mut out = rewritten.join("\n");
+            out.push('\n');
+            std::fs::write(file, out).expect("rewrite script");
+        }
+        failures.clear();
     }
     // Whatever the script did, indexes and documents must still agree.
     let txn = svc.store().begin().expect("begin");
@@ -255,6 +338,23 @@ fn command_scripts() {
         failures.extend(run_script(f));
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn regenerated_expectations_keep_their_shape() {
+    let expected = doc! {
+        "n": 1, "ok": 1.0, "cursor": "$$exists", "gone": "$$absent", "list": [1, 2],
+        "code": 11000,
+    };
+    let actual = doc! {
+        "n": 2_i64, "ok": 1, "cursor": {"id": 0}, "gone": "here", "list": [1, 3], "extra": true,
+    };
+    let got = regenerate(&Bson::Document(expected), Some(&Bson::Document(actual)));
+    let Bson::Document(got) = got else { panic!("not a document: {got}") };
+    assert_eq!(
+        script_line(got),
+        r#"{"n": 2, "ok": 1.0, "cursor": "$$exists", "gone": "here", "list": [1, 3], "code": "$$absent"}"#
+    );
 }
 
 #[test]

@@ -5,12 +5,12 @@ use std::cmp::Ordering;
 use bson::{Bson, Document};
 
 use super::Context;
-use super::expr::{Expression, Scope, Vars, loc, type_name};
 use super::group::{AccSpec, group_by};
 use super::stage::Stage;
 use crate::doc::fmt::value_string;
 use crate::err;
 use crate::error::Result;
+use crate::expr::{Expression, Scope, Vars, loc, type_name};
 
 /// A parsed `$bucket`.
 #[derive(Clone, Debug)]
@@ -203,7 +203,7 @@ pub(super) fn parse_bucket_auto(arg: &Bson, scope: &Scope) -> Result<Stage> {
     for (k, v) in spec {
         match k.as_str() {
             "groupBy" => group = Some(Expression::parse_in(v, scope)?),
-            "buckets" => match super::ops::as_int(v) {
+            "buckets" => match crate::expr::as_int(v) {
                 Some(n) if n > 0 && n <= i64::from(i32::MAX) => buckets = Some(n as usize),
                 _ => {
                     return Err(loc(

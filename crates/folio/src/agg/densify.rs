@@ -28,11 +28,12 @@ use std::collections::BTreeMap;
 use bson::{Bson, Document};
 
 use super::Context;
-use super::expr::{loc, type_name};
 use super::group::Key;
 use super::stage::set_path;
 use crate::doc::compare::{Number, cmp_bson};
 use crate::error::{Error, Result};
+use crate::expr::ops::arith;
+use crate::expr::{loc, type_name};
 use crate::query::SortSpec;
 use crate::{bail, err};
 
@@ -197,15 +198,16 @@ impl Densify {
     fn shift(&self, v: &Bson, sign: i64) -> Result<Bson> {
         match (v, &self.unit) {
             (Bson::DateTime(d), Some(unit)) => {
-                let step = super::ops::as_int(&self.step).unwrap_or(1) * sign;
-                match super::date::add_units(d.timestamp_millis(), unit, step) {
+                let step = crate::expr::as_int(&self.step).unwrap_or(1) * sign;
+                match crate::expr::date::add_units(d.timestamp_millis(), unit, step) {
                     Some(ms) => Ok(Bson::DateTime(bson::DateTime::from_millis(ms))),
                     None => Err(loc(5166406, "$densify overflowed")),
                 }
             }
             _ => {
-                let op = if sign > 0 { "$add" } else { "$subtract" };
-                let r = super::ops::positional(op, vec![Some(v.clone()), Some(self.step.clone())])?;
+                let (v, step) = (Some(v.clone()), Some(self.step.clone()));
+                let r =
+                    if sign > 0 { arith::add(vec![v, step])? } else { arith::subtract(v, step)? };
                 Ok(r.unwrap_or(Bson::Null))
             }
         }
@@ -215,7 +217,7 @@ impl Densify {
     fn partition_of(&self, d: &Document) -> Document {
         let mut key = Document::new();
         for p in &self.partitions {
-            if let Some(v) = super::expr::field_path(d, p) {
+            if let Some(v) = crate::expr::field_path(d, p) {
                 let parts: Vec<&str> = p.iter().map(String::as_str).collect();
                 set_path(&mut key, &parts, Some(v));
             }
@@ -235,9 +237,8 @@ impl Densify {
                 Ok(cmp_bson(&g, v) == Ordering::Equal)
             }
             _ => {
-                let diff =
-                    super::ops::positional("$subtract", vec![Some(v.clone()), Some(base.clone())])?;
-                let rem = super::ops::positional("$mod", vec![diff, Some(self.step.clone())])?;
+                let diff = arith::subtract(Some(v.clone()), Some(base.clone()))?;
+                let rem = arith::modulo(diff, Some(self.step.clone()))?;
                 Ok(rem.as_ref().and_then(Number::of).is_some_and(|n| n.to_f64() == 0.0))
             }
         }
@@ -284,7 +285,7 @@ fn parse_range(range: &Document) -> Result<(Bson, Option<String>, Bounds)> {
         ));
     }
     if let Some(u) = &unit {
-        if super::ops::as_int(&step).is_none() {
+        if crate::expr::as_int(&step).is_none() {
             return Err(loc(
                 6586400,
                 "The step parameter in a range statement must be a whole number when densifying a date range",

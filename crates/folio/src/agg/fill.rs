@@ -14,9 +14,9 @@
 
 use bson::{Bson, Document, doc};
 
-use super::expr::{Scope, loc, type_name};
 use super::stage::Stage;
 use crate::error::{Error, Result};
+use crate::expr::{Scope, loc, type_name};
 use crate::{bail, err};
 
 fn unknown_field(name: &str) -> Error {

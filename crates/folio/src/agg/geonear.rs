@@ -16,8 +16,8 @@
 use bson::{Bson, Document};
 
 use super::Context;
-use super::expr::loc;
 use crate::error::Result;
+use crate::expr::loc;
 use crate::query::Filter;
 use crate::query::geo::{self, Near};
 use crate::{bail, err};
@@ -84,7 +84,7 @@ impl GeoNear {
                         "$geoNear requires that 'includeLocs' option is a String"
                     ),
                 },
-                "spherical" => out.spherical = crate::query::filter::truthy(v),
+                "spherical" => out.spherical = crate::doc::truthy(v),
                 "distanceMultiplier" => match geo::number(v) {
                     Some(n) if n >= 0.0 => out.multiplier = n,
                     _ => bail!(BadValue, "distanceMultiplier must be a non-negative number"),

@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use bson::{Bson, Document};
 
-use super::expr::{Expression, Scope, Value, Vars, loc, type_name};
-use super::ops::add_numbers;
 use super::spill::{approx_doc_size, approx_size};
 use crate::doc::compare::{Number, bson_eq, cmp_bson};
 use crate::error::{Code, Error, Result};
+use crate::expr::{Expression, Scope, Value, Vars, loc, type_name};
+use crate::expr::{add_numbers, std_dev};
 use crate::memory;
 
 /// The accumulator operators.
@@ -181,7 +181,7 @@ fn parse_n(field: &str, name: &str, op: AccOp, arg: &Bson, scope: &Scope) -> Res
             k2 if k2 == value_key => value = Some(Expression::parse_in(v, scope)?),
             "n" if needs_n => {
                 let c = Expression::parse_in(v, scope)?.eval_doc(&Document::new())?;
-                n = match c.as_ref().and_then(super::ops::as_int) {
+                n = match c.as_ref().and_then(crate::expr::as_int) {
                     Some(x) if x > 0 => Some(x as usize),
                     _ => {
                         return Err(loc(
@@ -399,7 +399,7 @@ impl Acc {
         match self {
             Acc::Sum(total) => total,
             Acc::Avg(_, 0) => Bson::Null,
-            Acc::Avg(total, n) => super::ops::average(&total, n),
+            Acc::Avg(total, n) => crate::expr::average(&total, n),
             Acc::Extreme(best, _) => best.unwrap_or(Bson::Null),
             Acc::First(first) => first.unwrap_or(Bson::Null),
             Acc::Last(last) => last,
@@ -423,18 +423,6 @@ fn push_too_large(set: bool, used: usize) -> Error {
         format!("$push used too much memory and cannot spill to disk. Memory limit: {limit} bytes")
     };
     Error::new(Code::ExceededMemoryLimit, msg)
-}
-
-/// The standard deviation of `xs` (null when undefined: no values, or one for a sample).
-pub fn std_dev(xs: &[f64], sample: bool) -> Bson {
-    let n = xs.len();
-    if n == 0 || (sample && n == 1) {
-        return Bson::Null;
-    }
-    let mean = xs.iter().sum::<f64>() / n as f64;
-    let ss: f64 = xs.iter().map(|x| (x - mean) * (x - mean)).sum();
-    let d = if sample { n - 1 } else { n };
-    Bson::Double((ss / d as f64).sqrt())
 }
 
 /// A value ordered by MongoDB's value order (a map key for grouping and joins).

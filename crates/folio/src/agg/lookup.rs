@@ -8,12 +8,12 @@
 
 use bson::{Bson, Document};
 
-use super::expr::{Expression, Scope, Vars, loc, type_name};
 use super::stage::{Stage, set_path, stage_docs};
 use super::{Context, Pipeline};
 use crate::doc::fmt::value_string;
 use crate::err;
 use crate::error::{Code, Error, Result};
+use crate::expr::{Expression, Scope, Vars, loc, type_name};
 use crate::memory::{self, bson_size};
 use crate::query::Filter;
 
@@ -97,7 +97,7 @@ pub(super) fn parse_lookup(arg: &Bson, scope: &Scope, outer_vars: &Document) -> 
                     ));
                 };
                 for (name, e) in vars {
-                    super::expr::validate_var_name(name)?;
+                    crate::expr::validate_var_name(name)?;
                     l.let_vars.push((name.clone(), Expression::parse_in(e, scope)?));
                 }
             }
@@ -197,7 +197,7 @@ pub(super) fn lookup(
         let mut candidates: Vec<Document> = match (&l.local_field, &l.foreign_field, &index) {
             (Some(local), Some(foreign_field), Some(index)) => {
                 let parts: Vec<String> = local.split('.').map(str::to_string).collect();
-                let values = match super::expr::field_path(&d, &parts) {
+                let values = match crate::expr::field_path(&d, &parts) {
                     None | Some(Bson::Null) => vec![Bson::Null],
                     Some(Bson::Array(items)) if items.is_empty() => vec![Bson::Null],
                     Some(Bson::Array(items)) => items,
@@ -322,7 +322,7 @@ pub(super) fn parse_graph_lookup(arg: &Bson, scope: &Scope) -> Result<Stage> {
     }
     let max_depth = match spec.get("maxDepth") {
         None => None,
-        Some(v) => match super::ops::as_int(v) {
+        Some(v) => match crate::expr::as_int(v) {
             Some(n) if n >= 0 => Some(n),
             _ => {
                 return Err(loc(

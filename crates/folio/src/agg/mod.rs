@@ -12,29 +12,25 @@
 //! pipeline touches is read at the same snapshot. Without a source (plain [`run`]) those stages
 //! fail with NotImplemented.
 //!
-//! Expressions live in [`expr`] (parsing, variables, control flow), [`ops`] (the operators) and
-//! [`date`] (calendar arithmetic); accumulators for `$group` and `$bucket` live in [`group`].
+//! Expressions live below this module, in [`crate::expr`] (parsing, variables, control flow,
+//! the operators, calendar arithmetic), which the query layer's `$expr` shares; accumulators for
+//! `$group` and `$bucket` live in [`group`].
 //!
 //! Blocking stages (`$sort`, `$group` and the stages built on them) keep a memory budget per
 //! stage ([`spill::MemoryLimit`], 100 MiB as in MongoDB): past it they spill sorted runs to
 //! temporary files, or fail with error 292 under `allowDiskUse: false` (see [`spill`]).
 
 pub mod bucket;
-pub mod date;
-pub mod decimal;
 pub mod densify;
-pub mod expr;
 pub mod fill;
 pub mod geonear;
 pub mod group;
 pub mod lookup;
-pub mod ops;
 pub mod output;
 pub mod project;
 pub mod spill;
 mod stage;
 pub mod stats;
-pub mod tz;
 pub mod unwind;
 pub mod window;
 
@@ -43,7 +39,7 @@ mod tests;
 
 use bson::{Bson, Document};
 
-pub use expr::{Expression, Scope, Vars};
+use crate::expr::{Expression, Scope};
 pub use spill::{DEFAULT_MEMORY_LIMIT, MemoryLimit};
 pub use stage::Stage;
 
@@ -152,7 +148,7 @@ impl Pipeline {
         for (i, spec) in pipeline.iter().enumerate() {
             let st = Stage::parse(spec, &scope, let_vars)?;
             if matches!(st, Stage::ListLocalSessions) && i != 0 {
-                return Err(expr::loc(
+                return Err(crate::expr::loc(
                     40602,
                     "$listLocalSessions is only valid as the first stage in a pipeline",
                 ));
@@ -163,20 +159,20 @@ impl Pipeline {
             ) && i != 0
             {
                 let name = spec.keys().next().map_or("", String::as_str);
-                return Err(expr::loc(
+                return Err(crate::expr::loc(
                     40602,
                     format!("{name} is only valid as the first stage in a pipeline"),
                 ));
             }
             if matches!(&st, Stage::Match(f) if f.text().is_some()) && i != 0 {
-                return Err(expr::loc(
+                return Err(crate::expr::loc(
                     17313,
                     "$match with $text is only allowed as the first pipeline stage",
                 ));
             }
             if matches!(st, Stage::Output(_)) && i + 1 != pipeline.len() {
                 let name = spec.keys().next().map_or("", String::as_str);
-                return Err(expr::loc(
+                return Err(crate::expr::loc(
                     40601,
                     format!("{name} can only be the final stage in the pipeline"),
                 ));
@@ -301,7 +297,7 @@ pub fn eval_let(vars: &Document) -> Result<Document> {
         bson::Timestamp { time: (now.timestamp_millis() / 1000) as u32, increment: 1 },
     );
     for (name, v) in vars {
-        expr::validate_var_name(name)?;
+        crate::expr::validate_var_name(name)?;
         let value = Expression::parse(v)?.eval_doc(&empty)?;
         out.insert(name.clone(), value.unwrap_or(Bson::Null));
     }

@@ -12,11 +12,11 @@
 
 use bson::{Bson, Document};
 
-use super::expr::{loc, type_name};
 use super::{Context, Pipeline};
 use crate::doc::compare::bson_eq;
 use crate::err;
 use crate::error::Result;
+use crate::expr::{loc, type_name};
 
 /// Where `$out`/`$merge` write: one collection, inside the command's write transaction.
 pub trait Target {
@@ -399,9 +399,9 @@ fn merge(
                             None => bson::doc! {"new": result.clone()},
                             Some(lv) => {
                                 let mut out = Document::new();
-                                let mut v = super::Vars::new(&result);
+                                let mut v = crate::expr::Vars::new(&result);
                                 for (name, e) in lv {
-                                    let e = super::Expression::parse(e)?;
+                                    let e = crate::expr::Expression::parse(e)?;
                                     out.insert(name.clone(), e.eval(&mut v)?.unwrap_or(Bson::Null));
                                 }
                                 out

@@ -10,8 +10,8 @@
 
 use bson::{Bson, Document};
 
-use super::expr::{Expression, Scope, Vars, loc};
 use crate::error::Result;
+use crate::expr::{Expression, Scope, Vars, loc};
 
 /// A node of the projection tree.
 #[derive(Clone, Debug)]
@@ -121,7 +121,7 @@ fn add_spec(
             | Bson::Int64(_)
             | Bson::Double(_)
             | Bson::Decimal128(_) => {
-                if crate::query::filter::truthy(v) {
+                if crate::doc::truthy(v) {
                     Node::Include
                 } else {
                     Node::Exclude

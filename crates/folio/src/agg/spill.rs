@@ -35,10 +35,10 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 
 use bson::{Bson, Document};
 
-use super::expr::Vars;
 use super::group::{Acc, AccSpec, fold_doc, group_by_bounded};
 use crate::doc::compare::cmp_bson;
 use crate::error::{Error, Result};
+use crate::expr::Vars;
 use crate::{bail, err};
 
 /// MongoDB's per-stage memory limit for blocking stages (100 MiB).

@@ -8,12 +8,12 @@
 use bson::{Bson, Document};
 use rand::seq::SliceRandom;
 
-use super::expr::{Expression, Scope, Vars, loc, type_name};
 use super::group::AccSpec;
 use super::spill;
 use super::{Context, Pipeline};
 use crate::doc::fmt::{doc_string, value_string};
 use crate::error::{Error, Result};
+use crate::expr::{Expression, Scope, Vars, loc, type_name};
 use crate::memory;
 use crate::query::{Filter, SortSpec};
 use crate::{bail, err};
@@ -189,8 +189,8 @@ impl Stage {
             "$sample" => {
                 let size = match arg {
                     Bson::Document(d) => match d.get("size") {
-                        Some(v) if super::ops::as_int(v).is_some() => {
-                            super::ops::as_int(v).unwrap_or(0)
+                        Some(v) if crate::expr::as_int(v).is_some() => {
+                            crate::expr::as_int(v).unwrap_or(0)
                         }
                         Some(_) => {
                             return Err(loc(28746, "size argument to $sample must be a number"));
@@ -337,7 +337,7 @@ impl Stage {
                 for d in docs {
                     // Every element becomes a copy of the rest of the document: hold what the
                     // copies will take before making them.
-                    if let Some(Bson::Array(items)) = super::expr::field_path(&d, &parts)
+                    if let Some(Bson::Array(items)) = crate::expr::field_path(&d, &parts)
                         && items.len() > 1
                     {
                         let array = items.iter().map(memory::heap_size).sum::<usize>();
@@ -365,7 +365,7 @@ impl Stage {
                                 format!(
                                     "'newRoot' expression must evaluate to an object, but resulting value was: {}. Type of resulting value: '{}'. Input document: {}",
                                     other.as_ref().map_or("MISSING".to_string(), value_string),
-                                    super::expr::value_type(&other),
+                                    crate::expr::value_type(&other),
                                     doc_string(&d)
                                 ),
                             )),
@@ -459,7 +459,7 @@ impl Stage {
                         5858203,
                         format!(
                             "error during $documents: an array is expected, found {}",
-                            super::expr::value_type(&other)
+                            crate::expr::value_type(&other)
                         ),
                     )),
                 }

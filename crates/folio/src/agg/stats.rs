@@ -13,8 +13,8 @@
 use bson::{Bson, Document, doc};
 
 use super::Context;
-use super::expr::{loc, type_name};
 use crate::error::{Error, Result};
+use crate::expr::{loc, type_name};
 use crate::{bail, err};
 
 /// One index's specification and the bytes its entries take.
@@ -115,7 +115,7 @@ impl CollStats {
                     for (f, x) in sub {
                         match f.as_str() {
                             "scale" => {
-                                let n = super::ops::as_int(x)
+                                let n = crate::expr::as_int(x)
                                     .ok_or_else(|| wrong_type("storageStats.scale", x, "int"))?;
                                 if n < 1 {
                                     return Err(loc(

@@ -2,9 +2,9 @@
 
 use bson::{Bson, Document};
 
-use super::expr::{loc, type_name};
 use super::stage::{Stage, set_path};
 use crate::error::Result;
+use crate::expr::{loc, type_name};
 
 pub(super) fn parse_unwind(arg: &Bson) -> Result<Stage> {
     let (path, index, preserve) = match arg {
@@ -104,7 +104,7 @@ pub(super) fn unwind(
     out: &mut Vec<Document>,
 ) {
     let parts: Vec<String> = path.split('.').map(str::to_string).collect();
-    let value = super::expr::field_path(&d, &parts);
+    let value = crate::expr::field_path(&d, &parts);
     let idx_parts: Option<Vec<&str>> = index.map(|i| i.split('.').collect());
     let with_index = |mut doc: Document, i: Option<usize>| {
         if let Some(ip) = &idx_parts {

@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 use bson::{Bson, Document};
 
 use super::Context;
-use super::expr::{Expression, Scope, Value, Vars, loc, type_name};
 use super::group::{Acc, AccSpec, Key};
 use crate::bail;
 use crate::doc::compare::Number;
 use crate::error::Result;
+use crate::expr::ops::arith;
+use crate::expr::{Expression, Scope, Value, Vars, loc, type_name};
 use crate::query::SortSpec;
 
 /// One bound of a window.
@@ -197,7 +198,7 @@ impl SetWindowFields {
     fn sort_value(&self, d: &Document) -> Value {
         let (_, fields) = self.sort_by.as_ref()?;
         let path: Vec<String> = fields.first()?.split('.').map(str::to_string).collect();
-        super::expr::field_path(d, &path)
+        crate::expr::field_path(d, &path)
     }
 
     fn compute(&self, part: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
@@ -258,7 +259,7 @@ impl SetWindowFields {
                     let (mut rank, mut dense) = (0usize, 0usize);
                     for i in 0..n {
                         if i == 0
-                            || super::expr::cmp_values(&keys[i], &keys[i - 1])
+                            || crate::expr::cmp_values(&keys[i], &keys[i - 1])
                                 != std::cmp::Ordering::Equal
                         {
                             rank = i + 1;
@@ -365,7 +366,7 @@ fn parse_func(field: &str, f: &Bson, scope: &Scope, sort_keys: usize) -> Result<
                 .ok_or_else(|| loc(5433001, "$shift requires an 'output' expression"))?;
             let by = s
                 .get("by")
-                .and_then(super::ops::as_int)
+                .and_then(crate::expr::as_int)
                 .ok_or_else(|| loc(5433002, "$shift requires an integer 'by'"))?;
             let default = match s.get("default") {
                 Some(v) => Some(Expression::parse_in(v, scope)?),
@@ -468,7 +469,7 @@ fn linear_fill(keys: &[Value], values: Vec<Value>) -> Result<Vec<Value>> {
         }
         if i > 0 {
             let prev = &keys[i - 1];
-            if super::expr::cmp_values(prev, x) == std::cmp::Ordering::Equal {
+            if crate::expr::cmp_values(prev, x) == std::cmp::Ordering::Equal {
                 return Err(loc(6050106, "There can be no repeated values in the sort field"));
             }
             if is_date(prev) != is_date(x) {
@@ -481,19 +482,18 @@ fn linear_fill(keys: &[Value], values: Vec<Value>) -> Result<Vec<Value>> {
             }
         }
     }
-    let op = |name: &str, a: Value, b: Value| super::ops::positional(name, vec![a, b]);
     let known: Vec<usize> = (0..values.len()).filter(|i| !nullish(&values[*i])).collect();
     let mut out = values.clone();
     for pair in known.windows(2) {
         let (a, b) = (pair[0], pair[1]);
-        let slope = op(
-            "$divide",
-            op("$subtract", values[b].clone(), values[a].clone())?,
-            op("$subtract", keys[b].clone(), keys[a].clone())?,
+        let slope = arith::divide(
+            arith::subtract(values[b].clone(), values[a].clone())?,
+            arith::subtract(keys[b].clone(), keys[a].clone())?,
         )?;
         for i in a + 1..b {
-            let dx = op("$subtract", keys[i].clone(), keys[a].clone())?;
-            out[i] = op("$add", values[a].clone(), op("$multiply", dx, slope.clone())?)?;
+            let dx = arith::subtract(keys[i].clone(), keys[a].clone())?;
+            out[i] =
+                arith::add(vec![values[a].clone(), arith::multiply(vec![dx, slope.clone()])?])?;
         }
     }
     Ok(out.into_iter().map(|v| if nullish(&v) { Some(Bson::Null) } else { v }).collect())

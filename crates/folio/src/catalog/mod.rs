@@ -17,6 +17,7 @@ use std::ops::Bound;
 use bson::{Bson, Document, doc};
 
 use crate::error::Result;
+use crate::mvcc::OrConflict;
 use crate::mvcc::Txn;
 use crate::{bail, err};
 
@@ -157,7 +158,7 @@ pub fn get_collection(txn: &dyn Txn, db: &str, coll: &str) -> Result<Option<Coll
     if let Some(meta) = parsed::lookup(&key, &bytes) {
         return Ok(Some(meta));
     }
-    let d = Document::from_reader(&bytes[..])?;
+    let d = crate::error::stored_document(&bytes, "collection metadata")?;
     let meta = CollectionMeta::from_document(db, coll, &d)?;
     parsed::remember(key, bytes, &meta);
     Ok(Some(meta))
@@ -212,33 +213,13 @@ mod parsed {
 pub fn put_collection(txn: &mut dyn Txn, meta: &CollectionMeta) -> Result<()> {
     let key = Key::Collection { db: &meta.db, coll: &meta.name }.encode();
     let value = meta.to_document().to_vec()?;
-    check_conflict(txn.put(&key, &value)?, &meta.namespace())
+    txn.put(&key, &value)?.or_conflict(&meta.namespace())
 }
 
 /// Removes a collection's metadata (not its data; see `exec::drop_collection`).
 pub fn delete_collection(txn: &mut dyn Txn, meta: &CollectionMeta) -> Result<()> {
     let key = Key::Collection { db: &meta.db, coll: &meta.name }.encode();
-    check_conflict(txn.delete(&key)?, &meta.namespace())
-}
-
-/// Turns a lost write into WriteConflict (112), naming what conflicted.
-pub fn check_conflict(result: crate::mvcc::WriteResult, what: &str) -> Result<()> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(conflict) => {
-            let mut e = err!(
-                WriteConflict,
-                "Write conflict during plan execution and yielding is disabled. :: Please retry \
-                 your operation or multi-document transaction. (conflict on {what}{})",
-                match conflict.holder {
-                    Some(_) => ", written by a transaction in progress",
-                    None => ", written by a transaction that committed after this one started",
-                }
-            );
-            e.conflict_holder = conflict.holder.map(|h| h.0);
-            Err(e)
-        }
-    }
+    txn.delete(&key)?.or_conflict(&meta.namespace())
 }
 
 /// Builds the metadata of a new collection with its `_id_` index (not yet stored).
@@ -272,7 +253,7 @@ pub fn list_collections(txn: &dyn Txn, db: Option<&str>) -> Result<Vec<Collectio
         let Some((db, coll)) = keys::decode_collection_key(&key) else {
             bail!(InternalError, "corrupt catalog key");
         };
-        let d = Document::from_reader(&value[..])?;
+        let d = crate::error::stored_document(&value, "collection metadata")?;
         out.push(CollectionMeta::from_document(&db, &coll, &d)?);
     }
     Ok(out)

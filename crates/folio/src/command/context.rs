@@ -20,6 +20,7 @@ use parking_lot::lock_api::ArcMutexGuard;
 use super::Service;
 use crate::catalog::keys::Key;
 use crate::error::Result;
+use crate::mvcc::OrConflict;
 use crate::mvcc::{Ts, Txn};
 use crate::session::Session;
 use crate::session::durable::RecordKind;
@@ -480,16 +481,13 @@ impl<'a> Runner<'a> {
                     let prior = txn.get(&record);
                     txn.abort();
                     if let Some(bytes) = prior? {
-                        return Ok(Document::from_reader(&bytes[..])?);
+                        return crate::error::stored_document(&bytes, "statement record");
                     }
                 }
                 let fp = self.svc.failpoints.on_transactional_write();
                 let result = self.autocommit_write(|txn| {
                     let out = f(txn)?;
-                    crate::catalog::check_conflict(
-                        txn.put(&record, &out.to_vec()?)?,
-                        "statement record",
-                    )?;
+                    txn.put(&record, &out.to_vec()?)?.or_conflict("statement record")?;
                     session.write_durable(txn, n, RecordKind::Retryable)?;
                     if let Some(code) = fp.as_ref().and_then(|fp| fp.fail_before_commit) {
                         return Err(crate::Error::new(
@@ -536,6 +534,8 @@ impl<'a> Runner<'a> {
                     return Ok(out);
                 }
                 Err(e) if e.is_write_conflict() => {
+                    // The transaction keeps the conflict that stopped it: whom to wait for.
+                    let holder = txn.last_conflict().and_then(|c| c.holder);
                     txn.abort();
                     self.op.check_deadline()?;
                     if Instant::now() >= deadline {
@@ -544,11 +544,11 @@ impl<'a> Runner<'a> {
                             "operation exceeded time limit while waiting for a conflicting transaction"
                         );
                     }
-                    match e.conflict_holder {
+                    match holder {
                         Some(holder) => {
                             // Wait in slices so that killOp and maxTimeMS are noticed.
                             let slice = (Instant::now() + Duration::from_millis(100)).min(deadline);
-                            self.svc.store.wait_for(crate::mvcc::TxnId(holder), Some(slice));
+                            self.svc.store.wait_for(holder, Some(slice));
                         }
                         None => {
                             // The key was committed after this attempt's snapshot and is free

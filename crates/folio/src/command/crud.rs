@@ -810,17 +810,34 @@ pub fn aggregate(
     }
     let hint = Hint::parse(cmd.get("hint"))?;
     let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
-    let in_transaction = matches!(run.op.mode(), Mode::Transaction(_));
-    // MongoDB 8.0 spills blocking stages to disk unless told not to.
-    let memory_limit = crate::agg::MemoryLimit::from_command(cmd);
     let parsed = crate::agg::Pipeline::parse(&pipeline, &vars)?;
-    let requested = Requested::from_field(cmd, "collation", "aggregate")?;
+    let collation = Requested::from_field(cmd, "collation", "aggregate")?;
+    let bypass = match parsed.sink() {
+        Some(_) => bypass_validation(cmd, "aggregate")?,
+        None => false,
+    };
     let sessions = pipeline
         .first()
         .is_some_and(|s| s.contains_key("$listLocalSessions"))
         .then(|| local_sessions(svc, run));
-    if let Some(sink) = parsed.sink() {
-        let bypass = bypass_validation(cmd, "aggregate")?;
+    let agg = exec::aggregate::Aggregate {
+        db: db.clone(),
+        coll: coll.clone(),
+        pipeline: parsed,
+        first_stage: pipeline.first().cloned(),
+        vars,
+        has_let: cmd.contains_key("let"),
+        in_transaction: matches!(run.op.mode(), Mode::Transaction(_)),
+        // MongoDB 8.0 spills blocking stages to disk unless told not to.
+        memory_limit: crate::agg::MemoryLimit::from_command(cmd),
+        collation,
+        hint,
+        sessions,
+        host: svc.options().advertise_host.clone(),
+        bypass_validation: bypass,
+    };
+    let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
+    if let Some(sink) = agg.pipeline.sink() {
         if run.op.read_concern_level() == Some("linearizable") {
             bail!(
                 InvalidOptions,
@@ -829,85 +846,11 @@ pub fn aggregate(
         }
         // `$out` / `$merge`: run the pipeline and write its results in one write transaction.
         sink.check_target(&db)?;
-        let (target_db, target_coll) = sink.target(&db);
-        run.write(stmt_id(cmd, 0), |txn| {
-            let results = {
-                let reader: &dyn crate::mvcc::Txn = &*txn;
-                let source = TxnSource(reader, sessions.clone(), svc);
-                let ctx = crate::agg::Context {
-                    db: db.clone(),
-                    source: &source,
-                    vars: vars.clone(),
-                    in_transaction,
-                    memory_limit,
-                    collection: coll.clone().unwrap_or_default(),
-                    lookup_result: None,
-                };
-                let collation = resolve_collation(reader, &db, coll.as_deref(), &requested)?;
-                let input = match &coll {
-                    Some(coll) if !parsed.ignores_input() => {
-                        let spec = FindSpec { hint: hint.clone(), ..FindSpec::default() };
-                        exec::find(reader, &db, coll, &spec)?
-                    }
-                    _ => Vec::new(),
-                };
-                parsed.clone().with_collation(collation.as_ref()).execute(input, &ctx)?
-            };
-            let ctx = crate::agg::Context {
-                db: db.clone(),
-                source: &crate::agg::NoSource,
-                vars: vars.clone(),
-                in_transaction,
-                memory_limit,
-                collection: coll.clone().unwrap_or_default(),
-                lookup_result: None,
-            };
-            let mut target =
-                TxnTarget { txn, db: &target_db, coll: &target_coll, bypass_validation: bypass };
-            crate::agg::output::write(sink, results, &mut target, &ctx)?;
-            Ok(Document::new())
-        })?;
-        let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
+        run.write(stmt_id(cmd, 0), |txn| agg.run_into(txn, sink).map(|()| Document::new()))?;
         // A pipeline that wrote its results returns no cursor, whatever the batch size.
         return cursor_reply(svc, run, ns, Vec::new(), None, false);
     }
-    let docs = run.read(|txn| {
-        let source = TxnSource(txn, sessions.clone(), svc);
-        let ctx = crate::agg::Context {
-            db: db.clone(),
-            source: &source,
-            vars,
-            in_transaction,
-            memory_limit,
-            collection: coll.clone().unwrap_or_default(),
-            lookup_result: None,
-        };
-        // A leading `$match` (without `let` variables) is also given to the scan, so that it
-        // can use an index; the pipeline applies it again, which changes nothing.
-        let mut spec =
-            FindSpec { collation: requested.clone(), hint: hint.clone(), ..FindSpec::default() };
-        if !cmd.contains_key("let")
-            && let Some(Bson::Document(f)) = pipeline.first().and_then(|s| s.get("$match"))
-        {
-            spec.filter = f.clone();
-        }
-        // `$geoNear`'s own `query` selects its input the same way.
-        if !cmd.contains_key("let")
-            && let Some(Bson::Document(g)) = pipeline.first().and_then(|s| s.get("$geoNear"))
-            && let Some(Bson::Document(q)) = g.get("query")
-        {
-            spec.filter = q.clone();
-        }
-        let collation = resolve_collation(txn, &db, coll.as_deref(), &requested)?;
-        let input = match &coll {
-            Some(coll) if !parsed.ignores_input() => {
-                exec::find_for_pipeline(txn, &db, coll, &spec)?
-            }
-            _ => Vec::new(),
-        };
-        parsed.clone().with_collation(collation.as_ref()).execute(input, &ctx)
-    })?;
-    let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
+    let docs = run.read(|txn| agg.run(txn))?;
     cursor_reply(svc, run, ns, docs, batch, false)
 }
 
@@ -1030,86 +973,6 @@ fn change_stream_get_more(
         "id": if open { id } else { 0 },
         "ns": ns,
     } })
-}
-
-/// The collation an aggregate runs under: the requested one, or its collection's default.
-fn resolve_collation(
-    txn: &dyn crate::mvcc::Txn,
-    db: &str,
-    coll: Option<&str>,
-    requested: &Requested,
-) -> Result<Option<crate::collation::CollationRef>> {
-    let options = match coll {
-        Some(c) => crate::catalog::get_collection(txn, db, c)?.map(|m| m.options),
-        None => None,
-    };
-    requested.resolve(&options.unwrap_or_default())
-}
-
-/// The collection `$out` / `$merge` write to, in the aggregate's write transaction.
-struct TxnTarget<'a> {
-    txn: &'a mut dyn crate::mvcc::Txn,
-    db: &'a str,
-    coll: &'a str,
-    /// `bypassDocumentValidation` of the aggregate.
-    bypass_validation: bool,
-}
-
-impl crate::agg::output::Target for TxnTarget<'_> {
-    fn documents(&mut self) -> Result<Vec<Document>> {
-        exec::find(&*self.txn, self.db, self.coll, &FindSpec::default())
-    }
-
-    fn insert(&mut self, doc: Document) -> Result<()> {
-        exec::insert_one(self.txn, self.db, self.coll, doc, self.bypass_validation).map(|_| ())
-    }
-
-    fn replace(&mut self, id: &Bson, doc: Document) -> Result<()> {
-        let op = exec::UpdateOp {
-            filter: doc! {"_id": id.clone()},
-            update: exec::UpdateDoc::Modifiers(doc),
-            bypass_validation: self.bypass_validation,
-            ..Default::default()
-        };
-        exec::update(self.txn, self.db, self.coll, &op).map(|_| ())
-    }
-
-    fn clear(&mut self) -> Result<()> {
-        let op = exec::DeleteOp {
-            filter: &Document::new(),
-            limit_one: false,
-            let_vars: None,
-            collation: &Requested::CollectionDefault,
-            hint: None,
-        };
-        exec::delete(self.txn, self.db, self.coll, &op).map(|_| ())
-    }
-}
-
-/// Lets `$lookup` and `$unionWith` read other collections in the aggregate's transaction, and
-/// `$listLocalSessions` list the sessions (gathered before the read).
-struct TxnSource<'a>(&'a dyn crate::mvcc::Txn, Option<Vec<Document>>, &'a Service);
-
-impl crate::agg::Source for TxnSource<'_> {
-    fn collection(&self, db: &str, coll: &str) -> Result<Vec<Document>> {
-        exec::find(self.0, db, coll, &FindSpec::default())
-    }
-
-    fn local_sessions(&self) -> Result<Vec<Document>> {
-        Ok(self.1.clone().unwrap_or_default())
-    }
-
-    fn namespace_stats(&self, db: &str, coll: &str) -> Result<crate::agg::stats::Namespace> {
-        exec::stats::namespace_stats(self.0, db, coll)
-    }
-
-    fn geo_near_key(&self, db: &str, coll: &str, key: Option<&str>) -> Result<(String, bool)> {
-        exec::plan::geo_near_key(self.0, db, coll, key)
-    }
-
-    fn host(&self) -> String {
-        self.2.options().advertise_host.clone()
-    }
 }
 
 /// `{_id: lsid, lastUse}` for every session: the command's own (locked by this command) and

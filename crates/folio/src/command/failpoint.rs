@@ -124,11 +124,6 @@ impl FailPoints {
         Ok(doc! { "count": count })
     }
 
-    /// Turns every fail point off.
-    pub fn clear(&self) {
-        self.points.lock().clear();
-    }
-
     /// Whether `failCommand` fires for this command; consumes it when it does.
     pub fn fail_command(
         &self,

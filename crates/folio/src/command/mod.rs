@@ -22,7 +22,7 @@ mod bulk;
 pub mod context;
 mod crud;
 mod ddl;
-pub mod failpoint;
+mod failpoint;
 mod handshake;
 pub mod labels;
 pub mod metrics;

@@ -300,6 +300,11 @@ pub fn decimal_to_f64(d: &bson::Decimal128) -> f64 {
     }
 }
 
+/// A number as a double (decimals to their nearest double); `None` for anything else.
+pub fn as_f64(v: &Bson) -> Option<f64> {
+    Number::of(v).map(Number::to_f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

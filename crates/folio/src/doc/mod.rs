@@ -31,6 +31,7 @@ pub fn canonical_rank(v: &Bson) -> u8 {
 pub mod compare;
 pub mod fmt;
 pub mod path;
+pub mod sort;
 
 #[cfg(test)]
 pub(crate) mod golden;
@@ -79,6 +80,33 @@ pub fn parse_non_negative_integer_element(name: &str, v: &Bson) -> Result<i64, S
         return Err(format!("Expected a non-negative number in: {}", fmt::element_string(name, v)));
     }
     Ok(n)
+}
+
+/// MongoDB's truthiness (`$exists` and other flags, `$cond`, `$and`): false, 0, null and
+/// undefined are false; every other value is true.
+pub fn truthy(v: &Bson) -> bool {
+    match v {
+        Bson::Boolean(b) => *b,
+        Bson::Int32(i) => *i != 0,
+        Bson::Int64(i) => *i != 0,
+        Bson::Double(d) => *d != 0.0,
+        Bson::Decimal128(d) => compare::decimal_to_f64(d) != 0.0,
+        Bson::Null | Bson::Undefined => false,
+        Bson::String(_)
+        | Bson::Symbol(_)
+        | Bson::Document(_)
+        | Bson::Array(_)
+        | Bson::Binary(_)
+        | Bson::ObjectId(_)
+        | Bson::DateTime(_)
+        | Bson::Timestamp(_)
+        | Bson::RegularExpression(_)
+        | Bson::JavaScriptCode(_)
+        | Bson::JavaScriptCodeWithScope(_)
+        | Bson::DbPointer(_)
+        | Bson::MinKey
+        | Bson::MaxKey => true,
+    }
 }
 
 /// MongoDB's name for a value's BSON type (`typeName`), as used in error messages and `$type`.

@@ -16,11 +16,12 @@ use std::ops::Bound;
 use bson::{Bson, Document, doc};
 
 use super::Found;
+use crate::catalog::CollectionMeta;
 use crate::catalog::keys::{
     self, capped_order_key, capped_order_prefix, capped_position_key, capped_state_key,
 };
-use crate::catalog::{CollectionMeta, check_conflict};
 use crate::error::Result;
+use crate::mvcc::OrConflict;
 use crate::mvcc::Txn;
 use crate::{bail, err};
 
@@ -82,7 +83,7 @@ fn load(txn: &dyn Txn, coll: u64) -> Result<Totals> {
     Ok(match txn.get(&capped_state_key(coll))? {
         None => Totals::default(),
         Some(b) => {
-            let d = Document::from_reader(&b[..])?;
+            let d = crate::error::stored_document(&b, "capped collection state")?;
             Totals {
                 next: d.get_i64("next").unwrap_or(0),
                 count: d.get_i64("count").unwrap_or(0),
@@ -94,7 +95,7 @@ fn load(txn: &dyn Txn, coll: u64) -> Result<Totals> {
 
 fn store(txn: &mut dyn Txn, meta: &CollectionMeta, t: &Totals) -> Result<()> {
     let d = doc! { "next": t.next, "count": t.count, "bytes": t.bytes };
-    check_conflict(txn.put(&capped_state_key(meta.id), &d.to_vec()?)?, &meta.namespace())
+    txn.put(&capped_state_key(meta.id), &d.to_vec()?)?.or_conflict(&meta.namespace())
 }
 
 /// Records an inserted document (encoded `_id`, BSON size) at the end of the order.
@@ -107,8 +108,8 @@ pub(crate) fn inserted(
     let mut t = load(txn, meta.id)?;
     let seq = t.next as u64;
     let ns = meta.namespace();
-    check_conflict(txn.put(&capped_order_key(meta.id, seq), id)?, &ns)?;
-    check_conflict(txn.put(&capped_position_key(meta.id, id), &seq.to_be_bytes())?, &ns)?;
+    txn.put(&capped_order_key(meta.id, seq), id)?.or_conflict(&ns)?;
+    txn.put(&capped_position_key(meta.id, id), &seq.to_be_bytes())?.or_conflict(&ns)?;
     t.next += 1;
     t.count += 1;
     t.bytes += size as i64;
@@ -129,8 +130,8 @@ pub(crate) fn removed(
             .as_slice()
             .try_into()
             .map_err(|_| err!(InternalError, "corrupt capped position"))?;
-        check_conflict(txn.delete(&capped_order_key(meta.id, u64::from_be_bytes(seq)))?, &ns)?;
-        check_conflict(txn.delete(&pos)?, &ns)?;
+        txn.delete(&capped_order_key(meta.id, u64::from_be_bytes(seq)))?.or_conflict(&ns)?;
+        txn.delete(&pos)?.or_conflict(&ns)?;
     }
     let mut t = load(txn, meta.id)?;
     t.count = (t.count - 1).max(0);

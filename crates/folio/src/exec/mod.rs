@@ -14,6 +14,7 @@
 //! Reads plan an access path ([`plan`]), fetch candidate documents through MVCC, and always re-check
 //! them with the filter, so an index is only ever a speed-up.
 
+pub mod aggregate;
 pub mod capped;
 pub mod changelog;
 pub mod opstats;
@@ -83,7 +84,7 @@ pub fn get_document(txn: &dyn Txn, key: &[u8]) -> Result<Option<Document>> {
     match txn.get(key)? {
         Some(bytes) => {
             opstats::add_docs(1);
-            Ok(Some(Document::from_reader(&bytes[..])?))
+            Ok(Some(crate::error::stored_document(&bytes, "document")?))
         }
         None => Ok(None),
     }
@@ -96,7 +97,7 @@ pub fn scan_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Vec<Found
     let mut out = Vec::new();
     for item in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
         let (key, value) = item?;
-        out.push(Found { key, doc: Document::from_reader(&value[..])? });
+        out.push(Found { key, doc: crate::error::stored_document(&value, "document")? });
     }
     opstats::add_docs(out.len() as u64);
     Ok(out)
@@ -291,7 +292,7 @@ fn find_text(
             let rest: Document = rest.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             let metas: Vec<String> = metas.into_iter().map(|(k, _)| k.clone()).collect();
             let only_id = rest.keys().all(|k| k == "_id");
-            let includes = rest.iter().any(|(k, v)| k != "_id" && crate::query::filter::truthy(v));
+            let includes = rest.iter().any(|(k, v)| k != "_id" && crate::doc::truthy(v));
             match projection {
                 Some(_) if !metas.is_empty() && !includes => {
                     let rest = if only_id && rest.is_empty() {

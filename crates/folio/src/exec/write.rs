@@ -6,10 +6,11 @@ use std::ops::Bound;
 use bson::{Bson, Document, doc};
 
 use super::{Found, id_key};
-use crate::catalog::{self, CollectionMeta, IndexMeta, check_conflict, keys, keys::Key};
+use crate::catalog::{self, CollectionMeta, IndexMeta, keys, keys::Key};
 use crate::collation::Requested;
 use crate::error::Result;
 use crate::index::IndexSpec;
+use crate::mvcc::OrConflict;
 use crate::mvcc::Txn;
 use crate::query::{Filter, Projection, SortSpec};
 use crate::update::{UpdateContext, UpdateSpec};
@@ -47,14 +48,7 @@ impl CollectionHandle {
     /// implicitly, as in MongoDB).
     pub fn load_or_create(txn: &mut dyn Txn, db: &str, coll: &str) -> Result<Self> {
         if let Some(h) = Self::load(txn, db, coll)? {
-            if h.meta.is_view() {
-                bail!(
-                    CommandNotSupportedOnView,
-                    "Namespace {}.{} is a view, not a collection",
-                    db,
-                    coll
-                );
-            }
+            refuse_view(&h.meta)?;
             return Ok(h);
         }
         let meta = catalog::new_collection(db, coll, Document::new())?;
@@ -164,7 +158,7 @@ impl CollectionHandle {
                 return Err(idx.spec.duplicate_key_error(&self.meta.db, &self.meta.name, &values));
             }
             let what = format!("{} index {}", self.namespace(), idx.meta.name());
-            check_conflict(txn.put(&key, &id)?, &what)?;
+            txn.put(&key, &id)?.or_conflict(&what)?;
         }
         Ok(())
     }
@@ -181,7 +175,7 @@ impl CollectionHandle {
                 continue;
             }
             let what = format!("{} index {}", self.namespace(), self.indexes[i].meta.name());
-            check_conflict(txn.delete(&key)?, &what)?;
+            txn.delete(&key)?.or_conflict(&what)?;
         }
         Ok(())
     }
@@ -204,7 +198,7 @@ impl CollectionHandle {
             ));
         }
         let bytes = doc.to_vec()?;
-        check_conflict(txn.put(&key, &bytes)?, &self.describe_id(doc))?;
+        txn.put(&key, &bytes)?.or_conflict(&self.describe_id(doc))?;
         self.add_entries(txn, doc, &BTreeSet::new())?;
         super::changelog::insert(txn, &self.meta, &bytes);
         if super::capped::is_capped(&self.meta) {
@@ -231,7 +225,7 @@ impl CollectionHandle {
     ) -> Result<()> {
         self.validate(new)?;
         let bytes = new.to_vec()?;
-        check_conflict(txn.put(&found.key, &bytes)?, &self.describe_id(new))?;
+        txn.put(&found.key, &bytes)?.or_conflict(&self.describe_id(new))?;
         if super::capped::is_capped(&self.meta) {
             let old = found.doc.to_vec()?.len();
             super::capped::resized(txn, &self.meta, old, bytes.len())?;
@@ -247,7 +241,7 @@ impl CollectionHandle {
 
     /// Deletes a stored document and its index entries.
     fn remove(&self, txn: &mut dyn Txn, found: &Found) -> Result<()> {
-        check_conflict(txn.delete(&found.key)?, &self.describe_id(&found.doc))?;
+        txn.delete(&found.key)?.or_conflict(&self.describe_id(&found.doc))?;
         self.remove_entries(txn, &found.doc, &BTreeSet::new())?;
         if super::capped::is_capped(&self.meta) {
             let id = id_key(found.doc.get("_id").unwrap_or(&Bson::Null));
@@ -387,9 +381,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
         None => return Ok(UpdateResult::default()),
     };
     handle.bypass_validation = op.bypass_validation;
-    if handle.meta.is_view() {
-        bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
-    }
+    refuse_view(&handle.meta)?;
     let collation = op.collation.resolve(&handle.meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let sort = sort.map(|s| s.with_collation(collation.as_ref()));
@@ -484,9 +476,7 @@ pub fn delete(txn: &mut dyn Txn, db: &str, coll: &str, op: &DeleteOp<'_>) -> Res
     let Some(handle) = CollectionHandle::load(txn, db, coll)? else {
         return Ok(DeleteResult::default());
     };
-    if handle.meta.is_view() {
-        bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
-    }
+    refuse_view(&handle.meta)?;
     let filter = filter.with_collation(collation.resolve(&handle.meta.options)?.as_ref());
     let mut found =
         super::matching_sorted(txn, &handle.meta, &filter, None, usize::from(limit_one), hint)?;
@@ -566,9 +556,7 @@ pub fn find_and_modify(
         None => return Ok(FindAndModifyResult::default()),
     };
     handle.bypass_validation = req.bypass_validation;
-    if handle.meta.is_view() {
-        bail!(CommandNotSupportedOnView, "Namespace {}.{} is a view, not a collection", db, coll);
-    }
+    refuse_view(&handle.meta)?;
     let collation = req.collation.resolve(&handle.meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let sort = sort.map(|s| s.with_collation(collation.as_ref()));
@@ -652,7 +640,7 @@ fn delete_prefix(txn: &mut dyn Txn, prefix: &[u8], what: &str) -> Result<()> {
         .map(|r| r.map(|(k, _)| k))
         .collect::<Result<_>>()?;
     for k in keys {
-        check_conflict(txn.delete(&k)?, what)?;
+        txn.delete(&k)?.or_conflict(what)?;
     }
     Ok(())
 }
@@ -670,7 +658,7 @@ pub fn drop_collection(txn: &mut dyn Txn, db: &str, coll: &str) -> Result<bool> 
     if super::capped::is_capped(&meta) {
         delete_prefix(txn, &keys::capped_order_prefix(meta.id), &ns)?;
         delete_prefix(txn, &keys::capped_position_key(meta.id, &[]), &ns)?;
-        check_conflict(txn.delete(&keys::capped_state_key(meta.id))?, &ns)?;
+        txn.delete(&keys::capped_state_key(meta.id))?.or_conflict(&ns)?;
     }
     catalog::delete_collection(txn, &meta)?;
     super::changelog::ddl(txn, &meta, "drop", Bson::Document(Document::new()));
@@ -800,4 +788,17 @@ pub fn drop_indexes(txn: &mut dyn Txn, db: &str, coll: &str, names: &[String]) -
     let specs: Vec<Bson> = to_drop.iter().map(|i| Bson::Document(i.spec.clone())).collect();
     super::changelog::ddl(txn, &meta, "dropIndexes", Bson::Array(specs));
     Ok(before)
+}
+
+/// CommandNotSupportedOnView: views are read-only.
+fn refuse_view(meta: &CollectionMeta) -> Result<()> {
+    if meta.is_view() {
+        bail!(
+            CommandNotSupportedOnView,
+            "Namespace {}.{} is a view, not a collection",
+            meta.db,
+            meta.name
+        );
+    }
+    Ok(())
 }

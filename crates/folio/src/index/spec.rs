@@ -819,24 +819,9 @@ fn is_descending(v: &Bson) -> bool {
     number(v).is_some_and(|n| n < 0.0)
 }
 
-fn number(v: &Bson) -> Option<f64> {
-    match v {
-        Bson::Int32(i) => Some(f64::from(*i)),
-        Bson::Int64(i) => Some(*i as f64),
-        Bson::Double(d) => Some(*d),
-        Bson::Decimal128(d) => d.to_string().parse().ok(),
-        _ => None,
-    }
-}
-
+use crate::doc::compare::as_f64 as number;
 /// MongoDB's `trueValue` for option fields: numbers are true when non-zero.
-fn truthy(v: &Bson) -> bool {
-    match v {
-        Bson::Boolean(b) => *b,
-        Bson::Null | Bson::Undefined => false,
-        other => number(other).is_none_or(|n| n != 0.0),
-    }
-}
+use crate::doc::truthy;
 
 #[cfg(test)]
 mod tests {

@@ -78,6 +78,34 @@ pub struct Conflict {
 /// usable after a conflict (the write was not applied); callers normally abort it.
 pub type WriteResult = std::result::Result<(), Conflict>;
 
+/// Turns a lost write into the WriteConflict error (112) for callers that give up on a conflict
+/// (every write of the layers above). The [`Conflict`] itself stays with the transaction
+/// ([`Txn::last_conflict`]), for the layer that decides what to do about it: the autocommit
+/// runner waits for the holder and retries.
+pub trait OrConflict {
+    /// `Ok(())`, or WriteConflict naming `what` conflicted.
+    fn or_conflict(self, what: &str) -> Result<()>;
+}
+
+impl OrConflict for WriteResult {
+    fn or_conflict(self, what: &str) -> Result<()> {
+        match self {
+            Ok(()) => Ok(()),
+            Err(conflict) => Err(crate::Error::new(
+                crate::Code::WriteConflict,
+                format!(
+                    "Write conflict during plan execution and yielding is disabled. :: Please retry \
+                     your operation or multi-document transaction. (conflict on {what}{})",
+                    match conflict.holder {
+                        Some(_) => ", written by a transaction in progress",
+                        None => ", written by a transaction that committed after this one started",
+                    }
+                ),
+            )),
+        }
+    }
+}
+
 /// An iterator over `(key, value)` pairs of a scan, in key order (or reverse order).
 pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a>;
 
@@ -256,6 +284,14 @@ pub trait Txn: Send {
     /// Deletes a key, with the same conflict rule as [`Txn::put`].
     fn delete(&mut self, key: &[u8]) -> Result<WriteResult>;
 
+    /// The most recent write of this transaction that lost ([`Txn::put`], [`Txn::delete`]), so
+    /// that the layer deciding what to do about a WriteConflict (wait for the holder, or retry
+    /// at once) can read it after the error has travelled up. `None` when no write lost, or
+    /// for a store that does not keep it (the runner then retries at once).
+    fn last_conflict(&self) -> Option<Conflict> {
+        None
+    }
+
     /// Whether this transaction has written anything.
     fn has_writes(&self) -> bool;
 
@@ -289,4 +325,31 @@ pub trait Txn: Send {
 
     /// Discards the transaction's writes and releases its keys.
     fn abort(self: Box<Self>);
+}
+
+#[cfg(test)]
+mod conflict_tests {
+    use std::sync::Arc;
+
+    use super::{Mvcc, MvccOptions, OrConflict, TxnStore};
+    use crate::storage::MemoryEngine;
+
+    #[test]
+    fn a_lost_write_stays_with_its_transaction_and_reads_as_write_conflict() {
+        let store =
+            Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("open");
+        let mut a = store.begin().expect("a");
+        let mut b = store.begin().expect("b");
+        a.put(b"k", b"1").expect("put").or_conflict("k").expect("the first writer wins");
+        assert_eq!(a.last_conflict(), None);
+        let lost = b.put(b"k", b"2").expect("put");
+        let conflict = b.last_conflict().expect("b keeps the conflict that stopped it");
+        assert_eq!(conflict.holder, Some(a.id()));
+        assert_eq!(conflict.key, b"k".to_vec());
+        let e = lost.or_conflict("key k").expect_err("the second writer loses");
+        assert!(e.is_write_conflict());
+        assert!(e.message.contains("(conflict on key k, written by a transaction in progress)"));
+        a.abort();
+        b.abort();
+    }
 }

@@ -449,6 +449,7 @@ impl Shared {
             writes: BTreeMap::new(),
             log: Vec::new(),
             log_header: None,
+            last_conflict: None,
             finished: false,
         }))
     }
@@ -842,6 +843,8 @@ struct MvccTxn {
     log: Vec<u8>,
     /// The change-log record's header.
     log_header: Option<Vec<u8>>,
+    /// The most recent write that lost ([`Txn::last_conflict`]).
+    last_conflict: Option<Conflict>,
     finished: bool,
 }
 
@@ -857,6 +860,7 @@ impl MvccTxn {
         if !self.writes.contains_key(key)
             && let Err(conflict) = self.shared.acquire(self.id, self.snapshot, key)?
         {
+            self.last_conflict = Some(conflict.clone());
             return Ok(Err(conflict));
         }
         self.writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
@@ -938,6 +942,10 @@ impl Txn for MvccTxn {
 
     fn delete(&mut self, key: &[u8]) -> Result<WriteResult> {
         self.write(key, None)
+    }
+
+    fn last_conflict(&self) -> Option<Conflict> {
+        self.last_conflict.clone()
     }
 
     fn has_writes(&self) -> bool {

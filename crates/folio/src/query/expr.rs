@@ -1,7 +1,7 @@
 //! Expressions for `$expr`, computed projections and update pipelines. Field paths, literals,
 //! comparisons (`$eq $ne $gt $gte $lt $lte $cmp`), `$and`, `$or`, `$not` and `$setField` are
 //! represented here directly (the planner inspects them); every other operator is parsed and
-//! evaluated by the aggregation layer's full evaluator ([`crate::agg::Expression`]).
+//! evaluated by the expression module's full evaluator ([`crate::expr::Expression`]).
 //!
 //! Unlike query predicates, expression comparisons are *not* type-bracketed: they use the total
 //! BSON order, so `{$gt: ["$a", 5]}` is true for a string `a`. A missing field evaluates to
@@ -48,9 +48,9 @@ pub enum Expr {
         /// The new value.
         value: Box<Expr>,
     },
-    /// Any other aggregation expression, evaluated by the aggregation layer's evaluator
-    /// ([`crate::agg::Expression`]); the original spec is kept for explain output.
-    Full(Bson, Box<crate::agg::Expression>),
+    /// Any other aggregation expression, evaluated by the expression module's evaluator
+    /// ([`crate::expr::Expression`]); the original spec is kept for explain output.
+    Full(Bson, Box<crate::expr::Expression>),
     /// An operand of a comparison under a collation: the inner value with its strings replaced
     /// by collation keys ([`Expr::with_collation`]).
     Collated(crate::collation::CollationRef, Box<Expr>),
@@ -91,7 +91,7 @@ impl Expr {
                     ("ROOT" | "CURRENT", Some(path)) => Ok(Expr::Field(path.to_string())),
                     ("REMOVE", None) => Ok(Expr::Missing),
                     // `$$NOW`, `$$CLUSTER_TIME`; anything else is an undefined variable there.
-                    _ => Ok(Expr::Full(v.clone(), Box::new(crate::agg::Expression::parse(v)?))),
+                    _ => Ok(Expr::Full(v.clone(), Box::new(crate::expr::Expression::parse(v)?))),
                 }
             }
             Bson::String(s) if s.starts_with('$') => {
@@ -157,7 +157,7 @@ impl Expr {
             "$cmp" => CmpKind::Cmp,
             _ => {
                 let spec = Bson::Document(d.clone());
-                let full = crate::agg::Expression::parse(&spec)?;
+                let full = crate::expr::Expression::parse(&spec)?;
                 return Ok(Expr::Full(spec, Box::new(full)));
             }
         };

@@ -667,31 +667,7 @@ fn reject_undefined(v: &Bson) -> Result<()> {
     Ok(())
 }
 
-/// MongoDB's truthiness for flags like `$exists`: false, 0, null and undefined are false.
-pub fn truthy(v: &Bson) -> bool {
-    match v {
-        Bson::Boolean(b) => *b,
-        Bson::Int32(i) => *i != 0,
-        Bson::Int64(i) => *i != 0,
-        Bson::Double(d) => *d != 0.0,
-        Bson::Decimal128(d) => crate::doc::compare::decimal_to_f64(d) != 0.0,
-        Bson::Null | Bson::Undefined => false,
-        Bson::String(_)
-        | Bson::Symbol(_)
-        | Bson::Document(_)
-        | Bson::Array(_)
-        | Bson::Binary(_)
-        | Bson::ObjectId(_)
-        | Bson::DateTime(_)
-        | Bson::Timestamp(_)
-        | Bson::RegularExpression(_)
-        | Bson::JavaScriptCode(_)
-        | Bson::JavaScriptCodeWithScope(_)
-        | Bson::DbPointer(_)
-        | Bson::MinKey
-        | Bson::MaxKey => true,
-    }
-}
+pub use crate::doc::truthy;
 
 fn parse_in_list(op: &str, v: &Bson) -> Result<InList> {
     let Bson::Array(items) = v else {
@@ -801,12 +777,6 @@ pub fn type_code(v: &Bson) -> i32 {
         Bson::MinKey => -1,
         Bson::MaxKey => 127,
     }
-}
-
-/// The `$type` alias of a value (`"int"`, `"string"`, ...).
-pub fn type_alias(v: &Bson) -> &'static str {
-    let code = type_code(v);
-    TYPE_ALIASES.iter().find(|(_, c)| *c == code).map(|(n, _)| *n).unwrap_or("unknown")
 }
 
 fn parse_regex(v: &Bson, options: Option<&str>) -> Result<Regex> {

@@ -149,10 +149,7 @@ pub fn legacy_pair(v: &Bson) -> Option<Coord<f64>> {
     Some(Coord { x, y })
 }
 
-/// A number as a double (decimals to their nearest double); `None` for anything else.
-pub(crate) fn number(v: &Bson) -> Option<f64> {
-    crate::doc::compare::Number::of(v).map(crate::doc::compare::Number::to_f64)
-}
+pub(crate) use crate::doc::compare::as_f64 as number;
 
 /// Parses and validates a GeoJSON object.
 pub fn parse_geojson(d: &Document) -> std::result::Result<Geometry<f64>, String> {

@@ -4,12 +4,14 @@
 //!   error (`unknown operator: $foo`, `$in needs an array`, ...) is raised there, so matching
 //!   cannot fail. [`matcher`] evaluates it, with MongoDB's array semantics, and reports the array
 //!   position a match went through for the positional operator ([`Filter::matches_with_key`]).
-//!   [`expr`] holds the comparisons `$expr` supports today and [`schema`] the `$jsonSchema`
+//!   [`expr`] holds what `$expr` and computed projections parse (with [`crate::expr`] evaluating
+//!   the general operators) and [`schema`] the `$jsonSchema`
 //!   keywords.
 //! - [`plan`] reads a filter for planning: top-level equalities (upsert seeds, point lookups)
 //!   and per-field value intervals ([`Filter::bounds`]) that an index scan can use; the matcher
 //!   re-checks every fetched document, so bounds only need to be a superset.
-//! - [`projection`] and [`sort`] implement find's `projection` and `sort`.
+//! - [`projection`] implements find's `projection`; its `sort` is [`SortSpec`], which lives in
+//!   [`crate::doc::sort`] because `$sortArray` and the aggregation stages sort too.
 //!
 //! All comparisons go through [`crate::doc::compare::cmp_bson`], MongoDB's total order over
 //! BSON values.
@@ -21,13 +23,12 @@ pub mod matcher;
 pub mod plan;
 pub mod projection;
 pub mod schema;
-pub mod sort;
 pub mod text;
 
+pub use crate::doc::sort::SortSpec;
 pub use filter::{ElemMatcher, Filter, Pred};
 pub use plan::{Endpoint, Interval};
 pub use projection::Projection;
-pub use sort::SortSpec;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@
 use bson::{Bson, Document};
 
 use super::expr::Expr;
-use super::filter::{ElemMatcher, parse_elem_match, truthy, type_alias};
+use super::filter::{ElemMatcher, parse_elem_match, truthy};
 use crate::bail;
 use crate::doc::compare::Number;
 use crate::error::Result;
@@ -138,7 +138,8 @@ impl Projection {
                         bail!(Location31275, "Cannot use $elemMatch projection on a nested field.");
                     }
                     let Some(Bson::Document(m)) = d.get("$elemMatch") else {
-                        let got = d.get("$elemMatch").map(type_alias).unwrap_or("missing");
+                        let got =
+                            d.get("$elemMatch").map(crate::doc::type_name).unwrap_or("missing");
                         bail!(
                             Location31274,
                             "elemMatch: Invalid argument, object required, but got {got}"
@@ -279,14 +280,14 @@ fn parse_slice(v: &Bson) -> Result<Node> {
                 bail!(
                     Location31257,
                     "$slice expects the skip argument to be a number, got {}",
-                    type_alias(&a[0])
+                    crate::doc::type_name(&a[0])
                 );
             };
             let Some(limit) = int(&a[1]) else {
                 bail!(
                     Location31258,
                     "$slice expects the limit argument to be a number, got {}",
-                    type_alias(&a[1])
+                    crate::doc::type_name(&a[1])
                 );
             };
             if limit <= 0 {

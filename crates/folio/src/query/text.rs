@@ -39,8 +39,9 @@ use crate::error::Result;
 use crate::{bail, err};
 
 /// The field a document's score is carried in between a `$text` query and the projection, sort
-/// or pipeline that reads it with `{$meta: "textScore"}`; it never reaches a client.
-pub const SCORE_FIELD: &str = "__folio_textScore";
+/// or pipeline that reads it with `{$meta: "textScore"}`; it never reaches a client. Defined
+/// with the expressions, which read it for `$meta`.
+pub use crate::expr::TEXT_SCORE_FIELD as SCORE_FIELD;
 
 /// A supported text search language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,11 +246,10 @@ fn collect_all(v: &Bson, w: f64, out: &mut Vec<(f64, String)>, skip: &str) {
     }
 }
 
+/// An int, long or double as a double (a text index's weights; decimals are not weights).
 fn number(v: &Bson) -> Option<f64> {
     match v {
-        Bson::Int32(i) => Some(f64::from(*i)),
-        Bson::Int64(i) => Some(*i as f64),
-        Bson::Double(d) => Some(*d),
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => crate::doc::compare::as_f64(v),
         _ => None,
     }
 }

@@ -31,12 +31,13 @@
 
 use std::ops::Bound;
 
-use bson::{Bson, Document, doc};
+use bson::{Bson, doc};
 
 use crate::catalog::keys::{
     Key, decode_session_record_key, prefix_end, session_record_prefix, stmt_record_prefix,
 };
 use crate::error::Result;
+use crate::mvcc::OrConflict;
 use crate::mvcc::{Txn, TxnStore};
 
 /// What the latest recorded `txnNumber` of a session was used for.
@@ -79,7 +80,7 @@ impl SessionRecord {
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<SessionRecord> {
-        let d = Document::from_reader(bytes)?;
+        let d = crate::error::stored_document(bytes, "session record")?;
         let bad = || crate::err!(InternalError, "corrupt session record: {}", d);
         let txn_number = match d.get("txnNum") {
             Some(Bson::Int64(n)) => *n,
@@ -116,10 +117,8 @@ pub fn write(
     record: &SessionRecord,
     stale: Option<(i64, Option<&[i32]>)>,
 ) -> Result<()> {
-    crate::catalog::check_conflict(
-        txn.put(&Key::SessionRecord { session }.encode(), &record.to_bytes()?)?,
-        "session record",
-    )?;
+    txn.put(&Key::SessionRecord { session }.encode(), &record.to_bytes()?)?
+        .or_conflict("session record")?;
     let Some((number, known)) = stale else { return Ok(()) };
     let keys: Vec<Vec<u8>> = match known {
         Some(ids) => ids
@@ -135,7 +134,7 @@ pub fn write(
         }
     };
     for key in keys {
-        crate::catalog::check_conflict(txn.delete(&key)?, "statement record")?;
+        txn.delete(&key)?.or_conflict("statement record")?;
     }
     Ok(())
 }
@@ -207,7 +206,7 @@ pub fn forget(store: &dyn TxnStore, session: &[u8], max_age_ms: Option<i64>) -> 
         return Ok(false);
     }
     for key in &keys {
-        crate::catalog::check_conflict(txn.delete(key)?, "session record")?;
+        txn.delete(key)?.or_conflict("session record")?;
     }
     txn.commit()?;
     Ok(true)

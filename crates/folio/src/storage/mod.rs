@@ -28,7 +28,7 @@
 
 mod memory;
 mod redb_engine;
-pub mod wal;
+mod wal;
 
 #[cfg(test)]
 mod tests;

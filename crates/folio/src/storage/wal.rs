@@ -147,6 +147,7 @@ impl Wal {
     }
 
     /// Whether the log holds no records.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -53,8 +53,8 @@ mod tests;
 
 use bson::{Bson, Document};
 
+use crate::doc::sort::SortSpec;
 use crate::query::filter::{ElemMatcher, Filter};
-use crate::query::sort::SortSpec;
 
 pub use upsert::upsert_seed;
 

@@ -8,9 +8,10 @@ use super::{BitOp, Op, OpKind, Operators, Push, PushSort, UpdateSpec};
 use crate::doc::compare::Number;
 use crate::doc::fmt::value_string;
 use crate::doc::path::{array_index, is_prefix};
+use crate::doc::sort::SortSpec;
+pub(super) use crate::doc::type_name;
 use crate::error::Result;
-use crate::query::filter::{Filter, parse_pull_condition, type_alias};
-use crate::query::sort::SortSpec;
+use crate::query::filter::{Filter, parse_pull_condition};
 use crate::{bail, err};
 
 impl UpdateSpec {
@@ -53,15 +54,6 @@ impl UpdateSpec {
         check_identifiers(&ops, &array_filters, update)?;
         ops.sort_by(|a, b| cmp_paths(&a.path, &b.path));
         Ok(UpdateSpec::Operators(Operators { ops, array_filters }))
-    }
-}
-
-/// The type name MongoDB prints in update errors (`typeName`).
-pub(super) fn type_name(v: &Bson) -> &'static str {
-    match v {
-        Bson::Document(_) => "object",
-        Bson::Boolean(_) => "bool",
-        other => type_alias(other),
     }
 }
 

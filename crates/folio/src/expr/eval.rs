@@ -1,43 +1,30 @@
-//! Aggregation expressions: parsing and evaluation.
+//! Parsing and evaluating an expression tree.
 //!
 //! An expression is parsed once per stage into an [`Expression`] tree and then evaluated per
 //! document. Parsing does everything that does not depend on the data: it resolves operator
-//! names (unknown ones are InvalidPipelineOperator), checks argument counts (Location16020),
-//! checks that every `$$variable` is defined in an enclosing scope (Location17276), and
-//! validates the object-shaped arguments of `$cond`, `$let`, `$switch`, `$filter`, `$map`,
-//! `$reduce` and the option-taking operators. Evaluation then only meets type errors, which
-//! carry MongoDB's codes and messages.
-//!
-//! Values are `Option<Bson>`: `None` is *missing*, which is different from null. A field path
-//! to an absent field is missing, `$$REMOVE` is missing, and a missing value assigned to a field
-//! removes the field. Most operators treat missing like null ("null in, null out").
+//! names to their table entries in [`super::ops`] (unknown ones are InvalidPipelineOperator),
+//! checks argument counts (Location16020), checks that every `$$variable` is defined in an
+//! enclosing scope (Location17276), and validates the object-shaped arguments of `$cond`,
+//! `$let`, `$switch`, `$filter`, `$map`, `$reduce` and the named-argument operators.
+//! Evaluation then only meets type errors, which carry MongoDB's codes and messages.
 //!
 //! Variables live in a small stack ([`Vars`]): `$$ROOT` is the document being processed,
 //! `$$CURRENT` is the same document (field paths read it), and `$let`, `$filter`, `$map`,
 //! `$reduce` and the stages' `let` options push named values. The stack is searched from the top,
 //! so inner bindings shadow outer ones, as in MongoDB.
 //!
-//! The evaluator depends only on the `doc`, `error` and `memory` modules, so that the query
-//! layer's `$expr` and the update layer's pipelines can use it without depending on the stages.
-//! Values that can grow without bound (`$map`'s output, `$reduce`'s accumulator) are checked
-//! against [`crate::memory`]'s limits while they are built.
-
-use std::cmp::Ordering;
+//! The operators that choose which arguments to evaluate (`$and`, `$or`, `$ifNull`, `$cond`,
+//! `$switch`) and the ones that bind variables are implemented here; every other operator is a
+//! function in [`super::ops`] called on evaluated arguments. Values that can grow without bound
+//! (`$map`'s output, `$reduce`'s accumulator) are checked against [`crate::memory`]'s limits
+//! while they are built.
 
 use bson::{Bson, Document};
 
-use super::ops;
-use crate::doc::compare::cmp_bson;
+use super::ops::{self, NamedOperator, Operator};
+use super::{TEXT_SCORE_FIELD, Value, loc, truthy, type_name};
 use crate::error::{Code, Error, Result};
 use crate::memory;
-
-/// A value that may be missing (`None`).
-pub type Value = Option<Bson>;
-
-/// An error with a numbered MongoDB location code.
-pub(crate) fn loc(code: i32, msg: impl Into<String>) -> Error {
-    Error::new(Code::from_number(code), msg)
-}
 
 /// The system variables every expression can use.
 const SYSTEM_VARS: [&str; 8] =
@@ -56,10 +43,16 @@ pub enum Expression {
     Array(Vec<Expression>),
     /// An object literal whose values are expressions.
     Object(Vec<(String, Expression)>),
-    /// An operator with positional arguments, by name.
-    Op(&'static str, Vec<Expression>),
+    /// An operator with positional arguments: its table entry and its arguments.
+    Op(&'static Operator, Vec<Expression>),
     /// An operator with named arguments (`$dateToString`, `$convert`, `$regexMatch`, ...).
-    Named(&'static str, Vec<(String, Expression)>),
+    Named(&'static NamedOperator, Vec<(String, Expression)>),
+    /// `$and`: true unless an argument is falsy; stops at the first that is.
+    And(Vec<Expression>),
+    /// `$or`: false unless an argument is truthy; stops at the first that is.
+    Or(Vec<Expression>),
+    /// `$ifNull`: the first argument that is neither null nor missing, else the last.
+    IfNull(Vec<Expression>),
     /// `$let`: bindings, then the body.
     Let(Vec<(String, Expression)>, Box<Expression>),
     /// `$cond` in either form.
@@ -73,159 +66,6 @@ pub enum Expression {
     /// `$reduce`: input, initial value, body (`$$value` and `$$this`).
     Reduce(Box<Expression>, Box<Expression>, Box<Expression>),
 }
-
-/// Operators with positional arguments: name, minimum and maximum argument count.
-const OPS: &[(&str, usize, usize)] = &[
-    ("$add", 0, usize::MAX),
-    ("$subtract", 2, 2),
-    ("$multiply", 0, usize::MAX),
-    ("$divide", 2, 2),
-    ("$mod", 2, 2),
-    ("$abs", 1, 1),
-    ("$ceil", 1, 1),
-    ("$floor", 1, 1),
-    ("$round", 1, 2),
-    ("$trunc", 1, 2),
-    ("$pow", 2, 2),
-    ("$sqrt", 1, 1),
-    ("$exp", 1, 1),
-    ("$log", 2, 2),
-    ("$sin", 1, 1),
-    ("$cos", 1, 1),
-    ("$tan", 1, 1),
-    ("$asin", 1, 1),
-    ("$acos", 1, 1),
-    ("$atan", 1, 1),
-    ("$atan2", 2, 2),
-    ("$degreesToRadians", 1, 1),
-    ("$radiansToDegrees", 1, 1),
-    ("$bitAnd", 0, usize::MAX),
-    ("$bitOr", 0, usize::MAX),
-    ("$bitXor", 0, usize::MAX),
-    ("$bitNot", 1, 1),
-    ("$ln", 1, 1),
-    ("$log10", 1, 1),
-    ("$eq", 2, 2),
-    ("$ne", 2, 2),
-    ("$gt", 2, 2),
-    ("$gte", 2, 2),
-    ("$lt", 2, 2),
-    ("$lte", 2, 2),
-    ("$cmp", 2, 2),
-    ("$and", 0, usize::MAX),
-    ("$or", 0, usize::MAX),
-    ("$not", 1, 1),
-    ("$ifNull", 2, usize::MAX),
-    ("$concat", 0, usize::MAX),
-    ("$substrCP", 3, 3),
-    ("$substr", 3, 3),
-    ("$substrBytes", 3, 3),
-    ("$toUpper", 1, 1),
-    ("$toLower", 1, 1),
-    ("$split", 2, 2),
-    ("$strLenCP", 1, 1),
-    ("$strLenBytes", 1, 1),
-    ("$strcasecmp", 2, 2),
-    ("$indexOfCP", 2, 4),
-    ("$size", 1, 1),
-    ("$arrayElemAt", 2, 2),
-    ("$in", 2, 2),
-    ("$concatArrays", 0, usize::MAX),
-    ("$slice", 2, 3),
-    ("$first", 1, 1),
-    ("$last", 1, 1),
-    ("$isArray", 1, 1),
-    ("$reverseArray", 1, 1),
-    ("$indexOfArray", 2, 4),
-    ("$range", 2, 3),
-    ("$setUnion", 0, usize::MAX),
-    ("$setIntersection", 0, usize::MAX),
-    ("$setDifference", 2, 2),
-    ("$setIsSubset", 2, 2),
-    ("$setEquals", 2, usize::MAX),
-    ("$anyElementTrue", 1, 1),
-    ("$allElementsTrue", 1, 1),
-    ("$mergeObjects", 0, usize::MAX),
-    ("$objectToArray", 1, 1),
-    ("$arrayToObject", 1, 1),
-    ("$type", 1, 1),
-    ("$isNumber", 1, 1),
-    ("$bsonSize", 1, 1),
-    ("$binarySize", 1, 1),
-    ("$toString", 1, 1),
-    ("$toInt", 1, 1),
-    ("$toLong", 1, 1),
-    ("$toDouble", 1, 1),
-    ("$toDecimal", 1, 1),
-    ("$toBool", 1, 1),
-    ("$toDate", 1, 1),
-    ("$toObjectId", 1, 1),
-    ("$sum", 0, usize::MAX),
-    ("$avg", 0, usize::MAX),
-    ("$min", 0, usize::MAX),
-    ("$max", 0, usize::MAX),
-    ("$stdDevPop", 0, usize::MAX),
-    ("$stdDevSamp", 0, usize::MAX),
-];
-
-/// Operators with named arguments: name, required names, optional names.
-const NAMED: &[(&str, &[&str], &[&str])] = &[
-    ("$dateToString", &["date"], &["format", "timezone", "onNull"]),
-    ("$dateFromString", &["dateString"], &["format", "timezone", "onError", "onNull"]),
-    ("$dateAdd", &["startDate", "unit", "amount"], &["timezone"]),
-    ("$dateSubtract", &["startDate", "unit", "amount"], &["timezone"]),
-    ("$dateDiff", &["startDate", "endDate", "unit"], &["timezone", "startOfWeek"]),
-    ("$dateTrunc", &["date", "unit"], &["binSize", "timezone", "startOfWeek"]),
-    ("$dateToParts", &["date"], &["timezone", "iso8601"]),
-    (
-        "$dateFromParts",
-        &[],
-        &[
-            "year",
-            "month",
-            "day",
-            "hour",
-            "minute",
-            "second",
-            "millisecond",
-            "isoWeekYear",
-            "isoWeek",
-            "isoDayOfWeek",
-            "timezone",
-        ],
-    ),
-    ("$convert", &["input", "to"], &["onError", "onNull", "format", "base"]),
-    ("$trim", &["input"], &["chars"]),
-    ("$ltrim", &["input"], &["chars"]),
-    ("$rtrim", &["input"], &["chars"]),
-    ("$regexMatch", &["input", "regex"], &["options"]),
-    ("$regexFind", &["input", "regex"], &["options"]),
-    ("$regexFindAll", &["input", "regex"], &["options"]),
-    ("$replaceOne", &["input", "find", "replacement"], &[]),
-    ("$replaceAll", &["input", "find", "replacement"], &[]),
-    ("$getField", &["field"], &["input"]),
-    ("$setField", &["field", "input", "value"], &[]),
-    ("$unsetField", &["field", "input"], &[]),
-    ("$sortArray", &["input", "sortBy"], &[]),
-    ("$zip", &["inputs"], &["useLongestLength", "defaults"]),
-];
-
-/// The date-part operators, which take a date or `{date, timezone}`.
-const DATE_PARTS: &[&str] = &[
-    "$year",
-    "$month",
-    "$dayOfMonth",
-    "$hour",
-    "$minute",
-    "$second",
-    "$millisecond",
-    "$dayOfWeek",
-    "$dayOfYear",
-    "$week",
-    "$isoWeek",
-    "$isoWeekYear",
-    "$isoDayOfWeek",
-];
 
 /// Parse-time scope: the variable names defined around an expression.
 #[derive(Clone, Debug, Default)]
@@ -357,13 +197,45 @@ impl Expression {
                 }
                 Ok(Some(Bson::Document(out)))
             }
-            Expression::Op(name, args) => eval_op(name, args, vars),
-            Expression::Named(name, args) => {
+            Expression::Op(op, args) => {
+                let mut vals = Vec::with_capacity(args.len());
+                for a in args {
+                    vals.push(a.eval(vars)?);
+                }
+                (op.eval)(vals)
+            }
+            Expression::Named(op, args) => {
                 let mut vals = Vec::with_capacity(args.len());
                 for (k, e) in args {
                     vals.push((k.as_str(), e.eval(vars)?));
                 }
-                ops::named(name, &vals)
+                (op.eval)(&vals)
+            }
+            Expression::And(args) => {
+                for a in args {
+                    if !truthy(&a.eval(vars)?) {
+                        return Ok(Some(Bson::Boolean(false)));
+                    }
+                }
+                Ok(Some(Bson::Boolean(true)))
+            }
+            Expression::Or(args) => {
+                for a in args {
+                    if truthy(&a.eval(vars)?) {
+                        return Ok(Some(Bson::Boolean(true)));
+                    }
+                }
+                Ok(Some(Bson::Boolean(false)))
+            }
+            Expression::IfNull(args) => {
+                let Some((last, init)) = args.split_last() else { return Ok(Some(Bson::Null)) };
+                for a in init {
+                    match a.eval(vars)? {
+                        None | Some(Bson::Null) | Some(Bson::Undefined) => continue,
+                        v => return Ok(v),
+                    }
+                }
+                last.eval(vars)
             }
             Expression::Let(bindings, body) => {
                 let mut vals = Vec::with_capacity(bindings.len());
@@ -526,69 +398,6 @@ fn eval_filter(
     Ok(Some(Bson::Array(out)))
 }
 
-fn eval_op(name: &str, args: &[Expression], vars: &mut Vars) -> Result<Value> {
-    // Short-circuiting operators evaluate their arguments lazily.
-    match name {
-        "$and" => {
-            for a in args {
-                if !truthy(&a.eval(vars)?) {
-                    return Ok(Some(Bson::Boolean(false)));
-                }
-            }
-            return Ok(Some(Bson::Boolean(true)));
-        }
-        "$or" => {
-            for a in args {
-                if truthy(&a.eval(vars)?) {
-                    return Ok(Some(Bson::Boolean(true)));
-                }
-            }
-            return Ok(Some(Bson::Boolean(false)));
-        }
-        "$ifNull" => {
-            let (last, init) = args.split_last().unwrap_or((&Expression::Const(Bson::Null), &[]));
-            for a in init {
-                match a.eval(vars)? {
-                    None | Some(Bson::Null) | Some(Bson::Undefined) => continue,
-                    v => return Ok(v),
-                }
-            }
-            return last.eval(vars);
-        }
-        _ => {}
-    }
-    let mut vals = Vec::with_capacity(args.len());
-    for a in args {
-        vals.push(a.eval(vars)?);
-    }
-    ops::positional(name, vals)
-}
-
-/// Truthiness: missing, null, undefined, false and zero are false.
-pub fn truthy(v: &Value) -> bool {
-    match v {
-        None => false,
-        Some(v) => crate::query::filter::truthy(v),
-    }
-}
-
-pub use crate::doc::type_name;
-
-/// The type name of a possibly missing value.
-pub fn value_type(v: &Value) -> &'static str {
-    v.as_ref().map_or("missing", type_name)
-}
-
-/// Total order with missing below everything (including null).
-pub fn cmp_values(a: &Value, b: &Value) -> Ordering {
-    match (a, b) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (Some(x), Some(y)) => cmp_bson(x, y),
-    }
-}
-
 fn parse_path(path: &str) -> Result<Vec<String>> {
     if path.is_empty() {
         return Err(loc(16872, "'$' by itself is not a valid FieldPath"));
@@ -682,7 +491,7 @@ fn parse_operator(name: &str, arg: &Bson, scope: &Scope) -> Result<Expression> {
             return match arg {
                 // The score a leading `$text` match attached (see `query::text`).
                 Bson::String(s) if s == "textScore" => {
-                    Ok(Expression::Field(parse_path(crate::query::text::SCORE_FIELD)?))
+                    Ok(Expression::Field(parse_path(TEXT_SCORE_FIELD)?))
                 }
                 // TODO(#14): the other metadata (geoNearDistance, searchScore, indexKey, …).
                 Bson::String(s) => {
@@ -704,30 +513,41 @@ fn parse_operator(name: &str, arg: &Bson, scope: &Scope) -> Result<Expression> {
             if !matches!(arg, Bson::Document(d) if d.is_empty()) {
                 return Err(loc(3040500, "$rand not expecting arguments, but received arguments"));
             }
-            return Ok(Expression::Op("$rand", Vec::new()));
+            if let Some(op) = ops::lookup(name) {
+                return Ok(Expression::Op(op, Vec::new()));
+            }
+        }
+        "$and" => return Ok(Expression::And(args_of(arg, scope)?)),
+        "$or" => return Ok(Expression::Or(args_of(arg, scope)?)),
+        "$ifNull" => {
+            let args = args_of(arg, scope)?;
+            if args.len() < 2 {
+                return Err(loc(
+                    1257300,
+                    format!("$ifNull needs at least two arguments, had: {}", args.len()),
+                ));
+            }
+            return Ok(Expression::IfNull(args));
         }
         _ => {}
     }
-    if let Some((op, min, max)) = OPS.iter().find(|(n, _, _)| *n == name) {
+    if let Some(op) = ops::lookup(name) {
         let args = args_of(arg, scope)?;
-        if args.len() < *min || args.len() > *max {
-            return Err(arity_error(op, *min, *max, args.len()));
+        if args.len() < op.min || args.len() > op.max {
+            return Err(arity_error(op.name, op.min, op.max, args.len()));
         }
         return Ok(Expression::Op(op, args));
     }
-    if let Some((op, required, optional)) = NAMED.iter().find(|(n, _, _)| *n == name) {
-        return parse_named(op, required, optional, arg, scope);
+    if let Some(op) = ops::lookup_named(name) {
+        return parse_named(op, arg, scope);
     }
-    if let Some(op) = DATE_PARTS.iter().find(|n| **n == name) {
+    if let Some(op) = ops::lookup_date_part(name) {
         return parse_date_part(op, arg, scope);
     }
     Err(Error::new(Code::InvalidPipelineOperator, format!("Unrecognized expression '{name}'")))
 }
 
 fn arity_error(op: &str, min: usize, max: usize, got: usize) -> Error {
-    if op == "$ifNull" {
-        return loc(1257300, format!("$ifNull needs at least two arguments, had: {got}"));
-    }
     if min == max {
         return loc(
             16020,
@@ -748,17 +568,14 @@ fn arity_error(op: &str, min: usize, max: usize, got: usize) -> Error {
     )
 }
 
-fn parse_named(
-    op: &'static str,
-    required: &[&str],
-    optional: &[&str],
-    arg: &Bson,
-    scope: &Scope,
-) -> Result<Expression> {
+fn parse_named(op: &'static NamedOperator, arg: &Bson, scope: &Scope) -> Result<Expression> {
+    let name = op.name;
+    let [not_object, unknown, missing] = op.codes;
+    let get_field = name == "$getField";
     let spec = match arg {
         Bson::Document(d) => d,
         // `$getField: "name"` is shorthand for `{field: "name"}`.
-        Bson::String(_) if op == "$getField" => {
+        Bson::String(_) if get_field => {
             return Ok(Expression::Named(
                 op,
                 vec![
@@ -770,9 +587,9 @@ fn parse_named(
         // `$trim`-like and date operators document their errors with the operator name.
         other => {
             return Err(loc(
-                named_code(op, 0),
+                not_object,
                 format!(
-                    "{op} only supports an object as its argument, found: {}",
+                    "{name} only supports an object as its argument, found: {}",
                     type_name(other)
                 ),
             ));
@@ -780,56 +597,31 @@ fn parse_named(
     };
     let mut out = Vec::new();
     for (k, v) in spec {
-        if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
-            return Err(loc(named_code(op, 1), format!("{op} found an unknown argument: {k}")));
+        if !op.required.contains(&k.as_str()) && !op.optional.contains(&k.as_str()) {
+            return Err(loc(unknown, format!("{name} found an unknown argument: {k}")));
         }
         out.push((k.clone(), Expression::parse_in(v, scope)?));
     }
-    for r in required {
+    for r in op.required {
         if !spec.contains_key(*r) {
-            if op == "$getField" && *r == "field" {
-                return Err(loc(3041702, "$getField requires 'field' to be specified"));
+            if get_field && *r == "field" {
+                return Err(loc(missing, "$getField requires 'field' to be specified"));
             }
-            return Err(loc(named_code(op, 2), format!("Missing '{r}' parameter to {op}")));
+            return Err(loc(missing, format!("Missing '{r}' parameter to {name}")));
         }
     }
-    if op == "$getField" && !spec.contains_key("input") {
+    if get_field && !spec.contains_key("input") {
         out.push(("input".to_string(), Expression::Var("ROOT".to_string(), Vec::new())));
     }
     Ok(Expression::Named(op, out))
 }
 
-/// MongoDB's location codes for argument-shape errors of the named-argument operators:
-/// `which` is 0 (not an object), 1 (unknown argument) or 2 (missing argument).
-fn named_code(op: &str, which: usize) -> i32 {
-    let codes: [i32; 3] = match op {
-        "$dateToString" => [18629, 18534, 18627],
-        "$dateFromString" => [40540, 40541, 40542],
-        "$convert" => [34391, 34392, 34393],
-        "$trim" | "$ltrim" | "$rtrim" => [50696, 50694, 50695],
-        "$regexMatch" | "$regexFind" | "$regexFindAll" => [51103, 31024, 31022],
-        "$getField" => [3041703, 3041701, 3041702],
-        "$setField" => [4161100, 4161101, 4161102],
-        "$unsetField" => [4161100, 4161101, 4161102],
-        "$dateAdd" | "$dateSubtract" => [5166400, 5166401, 5166402],
-        "$dateDiff" => [5166300, 5166301, 5166302],
-        "$dateTrunc" => [5439007, 5439008, 5439009],
-        "$dateToParts" => [40524, 40520, 40522],
-        "$dateFromParts" => [40519, 40518, 40516],
-        "$replaceOne" | "$replaceAll" => [51751, 51750, 51749],
-        "$sortArray" => [2942500, 2942501, 2942502],
-        "$zip" => [34460, 34464, 34461],
-        _ => [9, 9, 9],
-    };
-    codes[which.min(2)]
-}
-
-fn parse_date_part(op: &'static str, arg: &Bson, scope: &Scope) -> Result<Expression> {
+fn parse_date_part(op: &'static NamedOperator, arg: &Bson, scope: &Scope) -> Result<Expression> {
     let arg = match arg {
-        Bson::Array(items) if items.len() == 1 => &items[0],
-        Bson::Array(items) => {
-            return Err(arity_error(op, 1, 1, items.len()));
-        }
+        Bson::Array(items) => match items.as_slice() {
+            [one] => one,
+            _ => return Err(arity_error(op.name, 1, 1, items.len())),
+        },
         other => other,
     };
     if let Bson::Document(d) = arg
@@ -840,7 +632,10 @@ fn parse_date_part(op: &'static str, arg: &Bson, scope: &Scope) -> Result<Expres
             match k.as_str() {
                 "date" | "timezone" => out.push((k.clone(), Expression::parse_in(v, scope)?)),
                 other => {
-                    return Err(loc(40535, format!("unrecognized option to {op}: \"{other}\"")));
+                    return Err(loc(
+                        40535,
+                        format!("unrecognized option to {}: \"{other}\"", op.name),
+                    ));
                 }
             }
         }

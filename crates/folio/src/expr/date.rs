@@ -17,9 +17,9 @@
 
 use bson::Bson;
 
-use super::expr::{Value, loc, type_name};
-use super::ops::as_int;
+use super::ops::{Args, NamedOperator, as_int, get, given, named};
 use super::tz::{Tz, parse_offset, timezone_arg as timezone};
+use super::{Value, loc, type_name};
 use crate::error::Result;
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -317,55 +317,120 @@ fn parse_with_format(s: &str, f: &str) -> Option<(i64, Option<i64>)> {
     Some((local, off))
 }
 
-fn get(args: &[(&str, Value)], name: &str) -> Value {
-    args.iter().find(|(k, _)| *k == name).and_then(|(_, v)| v.clone())
+/// The date operators with named arguments, with their argument names and the location codes
+/// of a malformed argument object.
+pub(super) const NAMED: &[NamedOperator] = &[
+    named(
+        "$dateToString",
+        &["date"],
+        &["format", "timezone", "onNull"],
+        [18629, 18534, 18627],
+        date_to_string,
+    ),
+    named(
+        "$dateFromString",
+        &["dateString"],
+        &["format", "timezone", "onError", "onNull"],
+        [40540, 40541, 40542],
+        date_from_string,
+    ),
+    named("$dateAdd", &["startDate", "unit", "amount"], &["timezone"], ADD_CODES, |a| {
+        date_add("$dateAdd", a, false)
+    }),
+    named("$dateSubtract", &["startDate", "unit", "amount"], &["timezone"], ADD_CODES, |a| {
+        date_add("$dateSubtract", a, true)
+    }),
+    named(
+        "$dateDiff",
+        &["startDate", "endDate", "unit"],
+        &["timezone", "startOfWeek"],
+        [5166300, 5166301, 5166302],
+        date_diff,
+    ),
+    named(
+        "$dateTrunc",
+        &["date", "unit"],
+        &["binSize", "timezone", "startOfWeek"],
+        [5439007, 5439008, 5439009],
+        date_trunc,
+    ),
+    named(
+        "$dateToParts",
+        &["date"],
+        &["timezone", "iso8601"],
+        [40524, 40520, 40522],
+        date_to_parts,
+    ),
+    named(
+        "$dateFromParts",
+        &[],
+        &[
+            "year",
+            "month",
+            "day",
+            "hour",
+            "minute",
+            "second",
+            "millisecond",
+            "isoWeekYear",
+            "isoWeek",
+            "isoDayOfWeek",
+            "timezone",
+        ],
+        [40519, 40518, 40516],
+        date_from_parts,
+    ),
+];
+
+const ADD_CODES: [i32; 3] = [5166400, 5166401, 5166402];
+
+/// The date-part operators, which take a date or `{date, timezone}` (the parser checks the
+/// argument's shape, code 40535 for an unknown option).
+pub(super) const DATE_PARTS: &[NamedOperator] = &[
+    date_part("$year", |a| part(a, |p| p.year)),
+    date_part("$month", |a| part(a, |p| i64::from(p.month))),
+    date_part("$dayOfMonth", |a| part(a, |p| i64::from(p.day))),
+    date_part("$hour", |a| part(a, |p| p.hour)),
+    date_part("$minute", |a| part(a, |p| p.minute)),
+    date_part("$second", |a| part(a, |p| p.second)),
+    date_part("$millisecond", |a| part(a, |p| p.milli)),
+    date_part("$dayOfWeek", |a| part(a, |p| day_of_week(p.days))),
+    date_part("$dayOfYear", |a| part(a, day_of_year)),
+    date_part("$week", |a| part(a, week)),
+    date_part("$isoWeek", |a| part(a, |p| iso_week(p).1)),
+    // The one date part that is a long.
+    date_part("$isoWeekYear", |a| {
+        Ok(Some(local_parts(a)?.map_or(Bson::Null, |p| Bson::Int64(iso_week(&p).0))))
+    }),
+    date_part("$isoDayOfWeek", |a| part(a, |p| iso_week(p).2)),
+];
+
+/// The table entry of a date-part operator.
+const fn date_part(name: &'static str, eval: fn(&Args) -> Result<Value>) -> NamedOperator {
+    named(name, &["date"], &["timezone"], [40535; 3], eval)
 }
 
-fn has(args: &[(&str, Value)], name: &str) -> bool {
-    args.iter().any(|(k, _)| *k == name)
+/// A date part as an int: `f` reads it from the calendar fields.
+fn part(args: &Args, f: fn(&Parts) -> i64) -> Result<Value> {
+    Ok(Some(local_parts(args)?.map_or(Bson::Null, |p| Bson::Int32(f(&p) as i32))))
 }
 
-/// Evaluates a date operator with named arguments.
-pub fn named(name: &str, args: &[(&str, Value)]) -> Result<Value> {
-    match name {
-        "$dateToString" => date_to_string(args),
-        "$dateFromString" => date_from_string(args),
-        "$dateAdd" | "$dateSubtract" => date_add(name, args),
-        "$dateDiff" => date_diff(args),
-        "$dateTrunc" => date_trunc(args),
-        "$dateToParts" => date_to_parts(args),
-        "$dateFromParts" => date_from_parts(args),
-        _ => date_part(name, args),
-    }
+/// The calendar fields of a date part's `date` in its `timezone`; `None` (null) when either
+/// is null or missing.
+fn local_parts(args: &Args) -> Result<Option<Parts>> {
+    let Some(ms) = date_arg(&get(args, "date"))? else { return Ok(None) };
+    let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(None) };
+    Ok(Some(parts(tz.to_local(ms))))
 }
 
-fn date_part(name: &str, args: &[(&str, Value)]) -> Result<Value> {
-    let Some(ms) = date_arg(&get(args, "date"))? else { return Ok(Some(Bson::Null)) };
-    let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
-    let p = parts(tz.to_local(ms));
-    let v: i64 = match name {
-        "$year" => p.year,
-        "$month" => i64::from(p.month),
-        "$dayOfMonth" => i64::from(p.day),
-        "$hour" => p.hour,
-        "$minute" => p.minute,
-        "$second" => p.second,
-        "$millisecond" => p.milli,
-        "$dayOfWeek" => day_of_week(p.days),
-        "$dayOfYear" => day_of_year(&p),
-        "$week" => week(&p),
-        "$isoWeek" => iso_week(&p).1,
-        "$isoWeekYear" => return Ok(Some(Bson::Int64(iso_week(&p).0))),
-        "$isoDayOfWeek" => iso_week(&p).2,
-        _ => return Err(loc(168, format!("Unrecognized expression '{name}'"))),
-    };
-    Ok(Some(Bson::Int32(v as i32)))
-}
-
-fn date_to_string(args: &[(&str, Value)]) -> Result<Value> {
+fn date_to_string(args: &Args) -> Result<Value> {
     let date = get(args, "date");
     if matches!(date, None | Some(Bson::Null) | Some(Bson::Undefined)) {
-        return Ok(if has(args, "onNull") { get(args, "onNull") } else { Some(Bson::Null) });
+        return Ok(if given(args, "onNull").is_some() {
+            get(args, "onNull")
+        } else {
+            Some(Bson::Null)
+        });
     }
     let ms = date_arg(&date)?.unwrap_or(0);
     let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
@@ -416,14 +481,18 @@ fn validate_format(fmt: &str) -> Result<()> {
     Ok(())
 }
 
-fn date_from_string(args: &[(&str, Value)]) -> Result<Value> {
+fn date_from_string(args: &Args) -> Result<Value> {
     let s = match get(args, "dateString") {
         None | Some(Bson::Null) | Some(Bson::Undefined) => {
-            return Ok(if has(args, "onNull") { get(args, "onNull") } else { Some(Bson::Null) });
+            return Ok(if given(args, "onNull").is_some() {
+                get(args, "onNull")
+            } else {
+                Some(Bson::Null)
+            });
         }
         Some(Bson::String(s)) => s,
         Some(other) => {
-            if has(args, "onError") {
+            if given(args, "onError").is_some() {
                 return Ok(get(args, "onError"));
             }
             return Err(conversion_failure(format!(
@@ -460,7 +529,7 @@ fn date_from_string(args: &[(&str, Value)]) -> Result<Value> {
     };
     match parsed {
         Ok(ms) => Ok(Some(Bson::DateTime(bson::DateTime::from_millis(ms)))),
-        Err(_) if has(args, "onError") => Ok(get(args, "onError")),
+        Err(_) if given(args, "onError").is_some() => Ok(get(args, "onError")),
         Err(e) => Err(e),
     }
 }
@@ -535,7 +604,7 @@ fn unit_arg(op: &str, v: &Value) -> Result<Option<Unit>> {
 
 /// `startOfWeek` as a day number 1 (Sunday) to 7 (Saturday); Sunday when absent, `Ok(None)`
 /// when null.
-fn start_of_week(op: &str, args: &[(&str, Value)]) -> Result<Option<i64>> {
+fn start_of_week(op: &str, args: &Args) -> Result<Option<i64>> {
     match get(args, "startOfWeek") {
         None => Ok(Some(1)),
         Some(Bson::String(s)) => Ok(Some(match s.to_ascii_lowercase().as_str() {
@@ -627,7 +696,8 @@ fn amount_in_range(amount: i64, unit: Unit) -> bool {
     -max < amount && amount < max
 }
 
-fn date_add(name: &str, args: &[(&str, Value)]) -> Result<Value> {
+/// `$dateAdd` (`subtract` false) or `$dateSubtract`.
+fn date_add(name: &str, args: &Args, subtract: bool) -> Result<Value> {
     let Some(start) = date_arg(&get(args, "startDate"))? else { return Ok(Some(Bson::Null)) };
     let Some(unit) = unit_arg(name, &get(args, "unit"))? else { return Ok(Some(Bson::Null)) };
     let amount = match get(args, "amount") {
@@ -646,7 +716,7 @@ fn date_add(name: &str, args: &[(&str, Value)]) -> Result<Value> {
         },
     };
     let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
-    let amount = if name == "$dateSubtract" {
+    let amount = if subtract {
         amount.checked_neg().ok_or_else(|| {
             loc(
                 6045000,
@@ -668,7 +738,7 @@ fn date_add(name: &str, args: &[(&str, Value)]) -> Result<Value> {
     }
 }
 
-fn date_diff(args: &[(&str, Value)]) -> Result<Value> {
+fn date_diff(args: &Args) -> Result<Value> {
     let Some(a) = date_arg(&get(args, "startDate"))? else {
         return Ok(Some(Bson::Null));
     };
@@ -718,7 +788,7 @@ const REFERENCE_MS: i64 = 946_684_800_000;
 /// `$dateTrunc`: the start of the `binSize`-unit bin holding the date. Bins are counted from
 /// 2000-01-01 at local midnight (weeks from the first `startOfWeek` day on or after it): hours
 /// and smaller units in elapsed time, days and larger on the local calendar, as in MongoDB.
-fn date_trunc(args: &[(&str, Value)]) -> Result<Value> {
+fn date_trunc(args: &Args) -> Result<Value> {
     let Some(ms) = date_arg(&get(args, "date"))? else { return Ok(Some(Bson::Null)) };
     let Some(unit) = unit_arg("$dateTrunc", &get(args, "unit"))? else {
         return Ok(Some(Bson::Null));
@@ -789,7 +859,7 @@ fn date_trunc(args: &[(&str, Value)]) -> Result<Value> {
 }
 
 /// `$dateToParts`: the calendar fields of a date (ISO week fields with `iso8601: true`).
-fn date_to_parts(args: &[(&str, Value)]) -> Result<Value> {
+fn date_to_parts(args: &Args) -> Result<Value> {
     let Some(ms) = date_arg(&get(args, "date"))? else {
         return Ok(Some(Bson::Null));
     };
@@ -816,7 +886,7 @@ fn date_to_parts(args: &[(&str, Value)]) -> Result<Value> {
 
 /// `$dateFromParts`: a date from calendar (or ISO week) fields; out-of-range fields carry over,
 /// as in MongoDB (`month: 14` is February of the next year).
-fn date_from_parts(args: &[(&str, Value)]) -> Result<Value> {
+fn date_from_parts(args: &Args) -> Result<Value> {
     let num = |k: &str, default: i64| -> Result<Option<i64>> {
         let v = match get(args, k) {
             None => return Ok(Some(default)),
@@ -850,16 +920,17 @@ fn date_from_parts(args: &[(&str, Value)]) -> Result<Value> {
         }
         Ok(Some(n))
     };
-    let iso = has(args, "isoWeekYear");
-    let natural = ["year", "month", "day"].iter().any(|k| has(args, k));
-    let iso_fields = ["isoWeekYear", "isoWeek", "isoDayOfWeek"].iter().any(|k| has(args, k));
+    let iso = given(args, "isoWeekYear").is_some();
+    let natural = ["year", "month", "day"].iter().any(|k| given(args, k).is_some());
+    let iso_fields =
+        ["isoWeekYear", "isoWeek", "isoDayOfWeek"].iter().any(|k| given(args, k).is_some());
     if natural && iso_fields {
         return Err(loc(
             40489,
             "$dateFromParts does not allow mixing natural dates with ISO dates",
         ));
     }
-    if !iso && !has(args, "year") {
+    if !iso && given(args, "year").is_none() {
         return Err(loc(
             40516,
             "$dateFromParts requires either 'year' or 'isoWeekYear' to be present",

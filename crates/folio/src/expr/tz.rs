@@ -31,7 +31,7 @@ use std::str::FromStr;
 use bson::Bson;
 use chrono::{Offset, TimeZone};
 
-use super::expr::{Value, loc, type_name};
+use super::{Value, loc, type_name};
 use crate::error::Result;
 
 /// A time zone a date expression computes in.

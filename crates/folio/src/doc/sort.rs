@@ -56,7 +56,7 @@ impl SortSpec {
             let asc = match dir {
                 Bson::Document(d) if d.get("$meta") == Some(&Bson::String("textScore".into())) => {
                     // Highest score first, as MongoDB sorts text scores.
-                    keys.push((super::text::SCORE_FIELD.to_string(), false));
+                    keys.push((crate::expr::TEXT_SCORE_FIELD.to_string(), false));
                     continue;
                 }
                 Bson::Document(d) if d.contains_key("$meta") => {

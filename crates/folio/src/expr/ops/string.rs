@@ -1,0 +1,434 @@
+//! String operators: concatenation, substrings, case, splitting, searching, trimming, regular
+//! expressions and replacement.
+//!
+//! Lengths and positions are in code points for the `CP` operators and in UTF-8 bytes for the
+//! `Bytes` ones, as in MongoDB. A result that can grow past MongoDB's 64 MiB string buffer is
+//! measured before it is built (`string_limit`).
+
+use bson::Bson;
+
+use super::{Args, MANY, NamedOperator, Operator, as_int, b, fixed, get, given, named, null, op};
+use crate::doc::compare::Number;
+use crate::doc::fmt::value_string;
+use crate::error::Result;
+use crate::expr::{Value, date, loc, type_name, value_type};
+use crate::memory;
+
+/// The string operators with positional arguments, with their arities.
+pub(super) const OPS: &[Operator] = &[
+    op("$concat", 0, MANY, concat),
+    op("$substrCP", 3, 3, substr_cp),
+    op("$substr", 3, 3, |v| substr_bytes("$substr", v)),
+    op("$substrBytes", 3, 3, |v| substr_bytes("$substrBytes", v)),
+    op("$toUpper", 1, 1, |v| {
+        let [x] = fixed(v);
+        Ok(Some(Bson::String(coerce_string(&x)?.to_uppercase())))
+    }),
+    op("$toLower", 1, 1, |v| {
+        let [x] = fixed(v);
+        Ok(Some(Bson::String(coerce_string(&x)?.to_lowercase())))
+    }),
+    op("$split", 2, 2, |v| {
+        let [s, sep] = fixed(v);
+        split(&s, &sep)
+    }),
+    op("$strLenCP", 1, 1, |v| str_len("$strLenCP", 34471, v, |s| s.chars().count())),
+    op("$strLenBytes", 1, 1, |v| str_len("$strLenBytes", 34473, v, str::len)),
+    op("$strcasecmp", 2, 2, |v| {
+        let [x, y] = fixed(v);
+        let x = coerce_string(&x)?.to_lowercase();
+        let y = coerce_string(&y)?.to_lowercase();
+        Ok(Some(Bson::Int32(x.cmp(&y) as i32)))
+    }),
+    op("$indexOfCP", 2, 4, index_of_cp),
+];
+
+/// The string operators with named arguments, with their argument names and the location
+/// codes of a malformed argument object.
+pub(super) const NAMED: &[NamedOperator] = &[
+    named("$trim", &["input"], &["chars"], TRIM_CODES, |a| trim("$trim", a, Side::Both)),
+    named("$ltrim", &["input"], &["chars"], TRIM_CODES, |a| trim("$ltrim", a, Side::Start)),
+    named("$rtrim", &["input"], &["chars"], TRIM_CODES, |a| trim("$rtrim", a, Side::End)),
+    named("$regexMatch", &["input", "regex"], &["options"], REGEX_CODES, |a| {
+        regex_op("$regexMatch", a, RegexOutput::Match)
+    }),
+    named("$regexFind", &["input", "regex"], &["options"], REGEX_CODES, |a| {
+        regex_op("$regexFind", a, RegexOutput::First)
+    }),
+    named("$regexFindAll", &["input", "regex"], &["options"], REGEX_CODES, |a| {
+        regex_op("$regexFindAll", a, RegexOutput::All)
+    }),
+    named("$replaceOne", &["input", "find", "replacement"], &[], REPLACE_CODES, |a| {
+        replace("$replaceOne", a, false)
+    }),
+    named("$replaceAll", &["input", "find", "replacement"], &[], REPLACE_CODES, |a| {
+        replace("$replaceAll", a, true)
+    }),
+];
+
+const TRIM_CODES: [i32; 3] = [50696, 50694, 50695];
+const REGEX_CODES: [i32; 3] = [51103, 31024, 31022];
+const REPLACE_CODES: [i32; 3] = [51751, 51750, 51749];
+
+fn concat(vals: Vec<Value>) -> Result<Value> {
+    let mut parts = Vec::with_capacity(vals.len());
+    for v in &vals {
+        match string_arg("$concat", 16702, v)? {
+            Some(s) => parts.push(s),
+            None => return null(),
+        }
+    }
+    // The length is known before anything is copied: check it first.
+    let len = parts.iter().map(String::len).sum();
+    string_limit("$concat", len)?;
+    let mut out = String::with_capacity(len);
+    for p in &parts {
+        out.push_str(p);
+    }
+    Ok(Some(Bson::String(out)))
+}
+
+fn substr_bytes(op: &str, vals: Vec<Value>) -> Result<Value> {
+    let [s, start, len] = fixed(vals);
+    let s = coerce_string(&s)?;
+    let start = start.as_ref().and_then(as_int).unwrap_or(0).max(0) as usize;
+    let len = len.as_ref().and_then(as_int).unwrap_or(-1);
+    let bytes = s.as_bytes();
+    let start = start.min(bytes.len());
+    let end = if len < 0 { bytes.len() } else { (start + len as usize).min(bytes.len()) };
+    match std::str::from_utf8(&bytes[start..end]) {
+        Ok(sub) => Ok(Some(Bson::String(sub.to_string()))),
+        Err(_) => Err(loc(
+            28656,
+            format!("{op}:  Invalid range, starting index is a UTF-8 continuation byte."),
+        )),
+    }
+}
+
+fn str_len(op: &str, code: i32, vals: Vec<Value>, len: fn(&str) -> usize) -> Result<Value> {
+    let [x] = fixed(vals);
+    match &x {
+        Some(Bson::String(s)) => Ok(Some(Bson::Int32(len(s) as i32))),
+        other => {
+            Err(loc(code, format!("{op} requires a string argument, found: {}", value_type(other))))
+        }
+    }
+}
+
+fn index_of_cp(vals: Vec<Value>) -> Result<Value> {
+    let [s, sub, start, end] = fixed(vals);
+    let Some(s) = string_arg("$indexOfCP", 40093, &s)? else { return null() };
+    let Some(sub) = string_arg("$indexOfCP", 40094, &sub)? else {
+        return Err(loc(40094, "$indexOfCP requires a string as the second argument, found: null"));
+    };
+    let chars: Vec<char> = s.chars().collect();
+    let subc: Vec<char> = sub.chars().collect();
+    let start = start.as_ref().and_then(as_int).unwrap_or(0).max(0) as usize;
+    let end =
+        end.as_ref().and_then(as_int).map_or(chars.len(), |e| (e.max(0) as usize).min(chars.len()));
+    let mut i = start;
+    while i + subc.len() <= end {
+        if chars[i..i + subc.len()] == subc[..] {
+            return Ok(Some(Bson::Int32(i as i32)));
+        }
+        i += 1;
+    }
+    Ok(Some(Bson::Int32(-1)))
+}
+
+fn trim(op: &str, args: &Args, side: Side) -> Result<Value> {
+    let Some(s) = trim_string(op, &get(args, "input"), "input")? else { return null() };
+    let chars: Option<Vec<char>> = match given(args, "chars") {
+        None => None,
+        Some(v) => match trim_string(op, v, "chars")? {
+            Some(c) => Some(c.chars().collect()),
+            None => return null(),
+        },
+    };
+    let pred = |c: char| match &chars {
+        Some(set) => set.contains(&c),
+        None => c.is_whitespace() || c == '\0',
+    };
+    let out = match side {
+        Side::Both => s.trim_matches(pred),
+        Side::Start => s.trim_start_matches(pred),
+        Side::End => s.trim_end_matches(pred),
+    };
+    Ok(Some(Bson::String(out.to_string())))
+}
+
+/// Which ends of the string a trim operator cuts.
+#[derive(Clone, Copy)]
+enum Side {
+    Both,
+    Start,
+    End,
+}
+
+fn replace(op: &str, args: &Args, all: bool) -> Result<Value> {
+    let mut strs: [String; 3] = Default::default();
+    for (slot, k) in strs.iter_mut().zip(["input", "find", "replacement"]) {
+        match get(args, k) {
+            None | Some(Bson::Null) => return null(),
+            Some(Bson::String(s)) => *slot = s,
+            Some(other) => {
+                return Err(loc(
+                    51746,
+                    format!(
+                        "{op} requires that '{k}' be a string, found: {}",
+                        value_string(&other)
+                    ),
+                ));
+            }
+        }
+    }
+    let [input, find, replacement] = strs;
+    let out = if !all {
+        input.replacen(&find, &replacement, 1)
+    } else {
+        // Each match may grow the string: know the result's length before building it.
+        if replacement.len() > find.len() && !find.is_empty() {
+            let n = input.matches(find.as_str()).count();
+            string_limit(op, input.len() + n * (replacement.len() - find.len()))?;
+        }
+        input.replace(&find, &replacement)
+    };
+    Ok(Some(Bson::String(out)))
+}
+
+/// What a regular-expression operator returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RegexOutput {
+    /// `$regexMatch`: whether it matches.
+    Match,
+    /// `$regexFind`: the first match.
+    First,
+    /// `$regexFindAll`: every match.
+    All,
+}
+
+/// A string argument: `Ok(None)` for null/missing.
+fn string_arg(op: &str, code: i32, v: &Value) -> Result<Option<String>> {
+    match v {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
+        Some(Bson::String(s)) | Some(Bson::Symbol(s)) => Ok(Some(s.clone())),
+        Some(other) => {
+            Err(loc(code, format!("{op} only supports strings, not {}", type_name(other))))
+        }
+    }
+}
+
+/// The string form `$toUpper`/`$toLower`/`$substr` use: numbers and dates convert, null is "".
+pub(crate) fn coerce_string(v: &Value) -> Result<String> {
+    match v {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(String::new()),
+        Some(Bson::String(s)) | Some(Bson::Symbol(s)) => Ok(s.clone()),
+        Some(x @ (Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_))) => {
+            Ok(number_string(x))
+        }
+        Some(Bson::DateTime(d)) => {
+            Ok(date::format_utc(d.timestamp_millis(), "%Y-%m-%dT%H:%M:%S.%LZ"))
+        }
+        Some(other) => {
+            Err(loc(16007, format!("can't convert from BSON type {} to String", type_name(other))))
+        }
+    }
+}
+
+pub(crate) fn number_string(v: &Bson) -> String {
+    match v {
+        Bson::Int32(i) => i.to_string(),
+        Bson::Int64(i) => i.to_string(),
+        Bson::Double(d) => double_string(*d),
+        Bson::Decimal128(d) => d.to_string(),
+        other => value_string(other),
+    }
+}
+
+pub(crate) fn double_string(d: f64) -> String {
+    if d.is_nan() {
+        "NaN".to_string()
+    } else if d.is_infinite() {
+        if d > 0.0 { "Infinity".to_string() } else { "-Infinity".to_string() }
+    } else if d.fract() == 0.0 && d.abs() < 1e15 {
+        format!("{}", d as i64)
+    } else {
+        format!("{d}")
+    }
+}
+
+fn substr_cp(vals: Vec<Value>) -> Result<Value> {
+    let [s, start, len] = fixed(vals);
+    let s = match &s {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => {
+            return Ok(Some(Bson::String(String::new())));
+        }
+        v => coerce_string(v)?,
+    };
+    let start = match &start {
+        Some(v) if Number::of(v).is_some() => match as_int(v) {
+            Some(n) if n >= 0 => n as usize,
+            Some(_) => return Err(loc(34455, "$substrCP: starting index must be non-negative")),
+            None => {
+                return Err(loc(
+                    34451,
+                    "$substrCP: starting index cannot be represented as a 32-bit integral value",
+                ));
+            }
+        },
+        v => {
+            return Err(loc(
+                34450,
+                format!(
+                    "$substrCP: starting index must be a numeric type (is BSON type {})",
+                    value_type(v)
+                ),
+            ));
+        }
+    };
+    let len = match &len {
+        Some(v) if Number::of(v).is_some() => match as_int(v) {
+            Some(n) if n >= 0 => n as usize,
+            Some(_) => return Err(loc(34454, "$substrCP: length must be a nonnegative integer.")),
+            None => {
+                return Err(loc(
+                    34453,
+                    "$substrCP: length cannot be represented as a 32-bit integral value",
+                ));
+            }
+        },
+        v => {
+            return Err(loc(
+                34452,
+                format!(
+                    "$substrCP: length must be a numeric type (is BSON type {})",
+                    value_type(v)
+                ),
+            ));
+        }
+    };
+    Ok(Some(Bson::String(s.chars().skip(start).take(len).collect())))
+}
+
+fn split(a: &Value, b: &Value) -> Result<Value> {
+    let s = match a {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => return null(),
+        Some(Bson::String(s)) => s,
+        Some(o) => {
+            return Err(loc(
+                40085,
+                format!(
+                    "$split requires an expression that evaluates to a string as a first argument, found: {}",
+                    type_name(o)
+                ),
+            ));
+        }
+    };
+    let sep = match b {
+        Some(Bson::String(s)) => s,
+        other => {
+            return Err(loc(
+                40086,
+                format!(
+                    "$split requires an expression that evaluates to a string as a second argument, found: {}",
+                    value_type(other)
+                ),
+            ));
+        }
+    };
+    if sep.is_empty() {
+        return Err(loc(40087, "$split requires a non-empty separator"));
+    }
+    // A short separator can turn one string into millions of elements, each a whole `Bson`:
+    // count them before building the array.
+    let parts = s.matches(sep.as_str()).count() + 1;
+    memory::building("$split", parts.saturating_mul(memory::heap_size(&Bson::Null)) + s.len())?;
+    Ok(Some(Bson::Array(s.split(sep.as_str()).map(|p| Bson::String(p.to_string())).collect())))
+}
+
+/// MongoDB builds strings in a buffer of at most 64 MiB; a longer result fails as it does there.
+pub(crate) fn string_limit(op: &str, len: usize) -> Result<()> {
+    if len > memory::MAX_BUFFER_BYTES {
+        return Err(loc(
+            13548,
+            format!("BufBuilder attempted to grow() to {len} bytes, past the 64MB limit."),
+        ));
+    }
+    memory::check(op, len)
+}
+
+fn trim_string(op: &str, v: &Value, what: &str) -> Result<Option<String>> {
+    match v {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
+        Some(Bson::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(loc(
+            50699,
+            format!(
+                "{op} requires its {what} to be a string, got {} (of type {}) instead.",
+                value_string(other),
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+fn regex_op(name: &str, args: &Args, output: RegexOutput) -> Result<Value> {
+    let input = get(args, "input");
+    let (pattern, mut flags) = match get(args, "regex") {
+        Some(Bson::String(p)) => (p, String::new()),
+        Some(Bson::RegularExpression(r)) => (r.pattern.to_string(), r.options.to_string()),
+        None | Some(Bson::Null) => {
+            return match output {
+                RegexOutput::Match => b(false),
+                RegexOutput::All => Ok(Some(Bson::Array(Vec::new()))),
+                RegexOutput::First => null(),
+            };
+        }
+        Some(other) => {
+            return Err(loc(51105, format!("{name} needs 'regex' to be of type string or regex")))
+                .map(|_: ()| Some(other));
+        }
+    };
+    match get(args, "options") {
+        Some(Bson::String(o)) => flags.push_str(&o),
+        None | Some(Bson::Null) => {}
+        Some(_) => return Err(loc(51106, format!("{name} needs 'options' to be of type string"))),
+    }
+    let s = match input {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => {
+            return match output {
+                RegexOutput::Match => b(false),
+                RegexOutput::All => Ok(Some(Bson::Array(Vec::new()))),
+                RegexOutput::First => null(),
+            };
+        }
+        Some(Bson::String(s)) => s,
+        Some(_) => return Err(loc(51104, format!("{name} needs 'input' to be of type string"))),
+    };
+    let mut builder = regex::RegexBuilder::new(&pattern);
+    builder
+        .case_insensitive(flags.contains('i'))
+        .multi_line(flags.contains('m'))
+        .dot_matches_new_line(flags.contains('s'))
+        .ignore_whitespace(flags.contains('x'));
+    let re = builder.build().map_err(|e| loc(51111, format!("Invalid Regex in {name}: {e}")))?;
+    let found = |m: regex::Captures| {
+        let whole = m.get(0);
+        let idx = whole.map_or(0, |w| s[..w.start()].chars().count());
+        let caps: Vec<Bson> = m
+            .iter()
+            .skip(1)
+            .map(|c| c.map_or(Bson::Null, |c| Bson::String(c.as_str().to_string())))
+            .collect();
+        Bson::Document(bson::doc! {
+            "match": whole.map_or(String::new(), |w| w.as_str().to_string()),
+            "idx": idx as i32,
+            "captures": caps,
+        })
+    };
+    match output {
+        RegexOutput::Match => b(re.is_match(&s)),
+        RegexOutput::First => Ok(Some(re.captures(&s).map_or(Bson::Null, found))),
+        RegexOutput::All => Ok(Some(Bson::Array(re.captures_iter(&s).map(found).collect()))),
+    }
+}
