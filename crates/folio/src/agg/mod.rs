@@ -45,7 +45,7 @@ use bson::{Bson, Document};
 
 pub use expr::{Expression, Scope, Vars};
 pub use spill::{DEFAULT_MEMORY_LIMIT, MemoryLimit};
-pub use stage::Stage;
+pub use stage::{CurrentOp, Stage};
 
 use crate::err;
 use crate::error::Result;
@@ -59,6 +59,11 @@ pub trait Source {
     /// The server's sessions for `$listLocalSessions` (`{_id: lsid, lastUse}` documents).
     fn local_sessions(&self) -> Result<Vec<Document>> {
         Err(err!(NotImplemented, "$listLocalSessions is not supported here"))
+    }
+
+    /// The operations `$currentOp` reports (the `currentOp` command's `inprog` documents).
+    fn current_ops(&self, _options: &CurrentOp) -> Result<Vec<Document>> {
+        Err(err!(NotImplemented, "$currentOp is not supported here"))
     }
 
     /// Whether `db.coll` is a collection (with its count, sizes and indexes), a view or
@@ -155,6 +160,12 @@ impl Pipeline {
                 return Err(expr::loc(
                     40602,
                     "$listLocalSessions is only valid as the first stage in a pipeline",
+                ));
+            }
+            if matches!(st, Stage::CurrentOp(_)) && i != 0 {
+                return Err(expr::loc(
+                    40602,
+                    "$currentOp is only valid as the first stage in a pipeline",
                 ));
             }
             if matches!(
