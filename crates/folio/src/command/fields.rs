@@ -99,7 +99,6 @@ fn idl_name(name: &str) -> &str {
     match name {
         "findandmodify" => "findAndModify",
         "deleteIndexes" => "dropIndexes",
-        "isMaster" | "ismaster" => "hello",
         "buildinfo" => "buildInfo",
         other => other,
     }

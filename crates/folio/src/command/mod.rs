@@ -766,23 +766,6 @@ pub(crate) mod table {
 
     use Handler::{Runner as R, Simple as S};
 
-    /// `hello`'s fields (`forShell`, `hostInfo`, `hangUpOnStepDown` and `internalClient` change
-    /// nothing on a single node that never steps down or talks to other members).
-    const HELLO: &[&str] = &[
-        "helloOk",
-        "client",
-        "compression",
-        "saslSupportedMechs",
-        "speculativeAuthenticate",
-        "loadBalanced",
-        "topologyVersion",
-        "maxAwaitTimeMS",
-        "forShell",
-        "hostInfo",
-        "hangUpOnStepDown",
-        "internalClient",
-    ];
-
     /// `findAndModify`'s fields.
     const FIND_AND_MODIFY: &[&str] = &[
         "query",
@@ -892,9 +875,11 @@ pub(crate) mod table {
     /// Every command Folio knows.
     pub const COMMANDS: &[Spec] = &[
         // Handshake and diagnostics.
-        takes(HELLO, &[], v1(cmd("hello", S(handshake::hello)))),
-        takes(HELLO, &[], cmd("isMaster", S(handshake::is_master))),
-        takes(HELLO, &[], cmd("ismaster", S(handshake::is_master))),
+        // The handshake takes any field: drivers add handshake fields before servers know them
+        // (a newer Rust driver sends `backpressure`), and a refused hello is an unusable server.
+        v1(cmd("hello", S(handshake::hello))),
+        cmd("isMaster", S(handshake::is_master)),
+        cmd("ismaster", S(handshake::is_master)),
         cmd("buildInfo", S(handshake::build_info)),
         cmd("buildinfo", S(handshake::build_info)),
         v1(cmd("ping", S(handshake::ping))),
