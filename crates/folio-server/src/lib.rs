@@ -14,6 +14,11 @@
 //! 4. The reply is encoded as OP_MSG (or OP_REPLY for OP_QUERY), compressed with the negotiated
 //!    compressor when the request was compressed, and written back. `moreToCome` requests get no
 //!    reply; a reply marked `close_connection` closes the socket instead.
+//! 5. Exhaust: a `getMore` or an awaitable `hello` sent with the `exhaustAllowed` flag is
+//!    answered by replies flagged `moreToCome`, each answering the previous one, the server
+//!    running the command again until the cursor is exhausted or an error ends the stream
+//!    (drivers' streaming monitors and exhaust cursors). An awaitable `hello` waits for
+//!    `maxAwaitTimeMS` on the connection's task before it is answered.
 //!
 //! # TLS
 //!
@@ -398,22 +403,59 @@ impl ConnectionTask {
         m: OpMsg,
     ) -> Result<(), Closed> {
         let more_to_come = m.more_to_come();
+        let exhaust_allowed = m.exhaust_allowed();
         let flags = if m.checksum_present() { msg_flags::CHECKSUM_PRESENT } else { 0 };
-        let reply = match m.into_command() {
-            Ok(cmd) => self.run_command(conn, cmd).await,
+        let cmd = match m.into_command() {
+            Ok(cmd) => cmd,
             Err(e) => {
-                Reply { body: protocol_error(40433, "Location40433", e), close_connection: false }
+                let body = protocol_error(40433, "Location40433", e);
+                if more_to_come {
+                    return Ok(());
+                }
+                let mut out = Message::msg(self.next_request_id(), request_id, flags, body);
+                out.compressor = compressor;
+                return self.send(stream, &out).await;
             }
         };
-        if reply.close_connection {
-            return Err(Closed::Requested);
+        let mut response_to = request_id;
+        loop {
+            self.await_hello(&cmd).await?;
+            let reply = self.run_command(conn, cmd.clone()).await;
+            if reply.close_connection {
+                return Err(Closed::Requested);
+            }
+            if more_to_come {
+                return Ok(());
+            }
+            let stream_on = exhaust_allowed && exhausts(&cmd, &reply.body);
+            let flags = if stream_on { flags | msg_flags::MORE_TO_COME } else { flags };
+            let id = self.next_request_id();
+            let mut out = Message::msg(id, response_to, flags, reply.body);
+            out.compressor = compressor;
+            self.send(stream, &out).await?;
+            if !stream_on {
+                return Ok(());
+            }
+            // Exhaust: the next reply answers this one, without a request from the client.
+            response_to = id;
+            if *self.stop.borrow() {
+                return Err(Closed::Shutdown);
+            }
         }
-        if more_to_come {
+    }
+
+    /// Waits as an awaitable `hello` asks (until the topology changes, which on a single node
+    /// means until `maxAwaitTimeMS` has passed), off the command threads. Shutdown ends the
+    /// wait and the connection.
+    async fn await_hello(&self, cmd: &Document) -> Result<(), Closed> {
+        let Some(wait) = self.shared.service.hello_await(cmd) else {
             return Ok(());
+        };
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => Err(Closed::Shutdown),
+            _ = tokio::time::sleep(wait) => Ok(()),
         }
-        let mut out = Message::msg(self.next_request_id(), request_id, flags, reply.body);
-        out.compressor = compressor;
-        self.send(stream, &out).await
     }
 
     async fn handle_query(
@@ -521,6 +563,25 @@ impl ConnectionTask {
 
     fn next_request_id(&self) -> i32 {
         self.shared.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Whether a request sent with `exhaustAllowed` is answered by a stream of replies flagged
+/// `moreToCome`, the server running the command again for each (MongoDB's exhaust protocol):
+/// a `getMore` while its cursor stays open, and an awaitable `hello` (`topologyVersion` and
+/// `maxAwaitTimeMS`) while it succeeds. An error ends the stream.
+fn exhausts(cmd: &Document, reply: &Document) -> bool {
+    if reply.get_f64("ok").ok() != Some(1.0) {
+        return false;
+    }
+    match cmd.keys().next().map(String::as_str) {
+        Some("getMore") => {
+            reply.get_document("cursor").is_ok_and(|c| c.get_i64("id").is_ok_and(|id| id != 0))
+        }
+        Some("hello" | "isMaster" | "ismaster") => {
+            cmd.contains_key("topologyVersion") && cmd.contains_key("maxAwaitTimeMS")
+        }
+        _ => false,
     }
 }
 

@@ -581,3 +581,127 @@ async fn a_partial_frame_times_out_but_an_idle_connection_does_not() {
     assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0));
     server.shutdown().await;
 }
+
+/// Reads frames as they arrive, keeping the bytes of later frames for the next call (exhaust
+/// replies may come in one read).
+#[derive(Default)]
+struct Frames {
+    buf: Vec<u8>,
+}
+
+impl Frames {
+    async fn next(&mut self, stream: &mut TcpStream) -> Message {
+        loop {
+            if let Some((msg, used)) = folio_wire::decode(&self.buf).expect("a valid frame") {
+                self.buf.drain(..used);
+                return msg;
+            }
+            let mut chunk = [0_u8; 4096];
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk));
+            match read.await.expect("a frame in time") {
+                Ok(0) | Err(_) => panic!("the server closed the connection"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+fn more_to_come(msg: &Message) -> bool {
+    matches!(&msg.op, Op::Msg(m) if m.more_to_come())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhaust_get_more_streams_batches_until_the_cursor_ends() {
+    let server = TestServer::start_mvcc().await;
+    let mut s = server.connect().await;
+    let mut frames = Frames::default();
+    let docs: Vec<Document> = (0..5).map(|i| doc! { "_id": i }).collect();
+    send(&mut s, &Message::msg(1, 0, 0, doc! { "insert": "c", "documents": docs, "$db": "t" }))
+        .await;
+    assert_eq!(body_of(&frames.next(&mut s).await).get_i32("n").ok(), Some(5));
+    send(&mut s, &Message::msg(2, 0, 0, doc! { "find": "c", "batchSize": 1, "$db": "t" })).await;
+    let found = frames.next(&mut s).await;
+    let id = body_of(&found).get_document("cursor").and_then(|c| c.get_i64("id")).expect("id");
+    assert_ne!(id, 0);
+
+    let get_more = doc! { "getMore": id, "collection": "c", "batchSize": 2, "$db": "t" };
+    send(&mut s, &Message::msg(3, 0, msg_flags::EXHAUST_ALLOWED, get_more)).await;
+    let mut response_to = 3;
+    let mut seen = vec![];
+    loop {
+        let reply = frames.next(&mut s).await;
+        assert_eq!(reply.response_to, response_to, "each reply answers the previous one");
+        let cursor = body_of(&reply).get_document("cursor").expect("cursor").clone();
+        let batch = cursor.get_array("nextBatch").expect("batch").clone();
+        assert_eq!(batch.len(), 2);
+        seen.extend(batch);
+        let open = cursor.get_i64("id").expect("id") != 0;
+        assert_eq!(more_to_come(&reply), open, "moreToCome exactly while the cursor is open");
+        if !open {
+            break;
+        }
+        response_to = reply.request_id;
+    }
+    let expected: Vec<_> = (1..5).map(|i| bson::Bson::Document(doc! { "_id": i })).collect();
+    assert_eq!(seen, expected);
+    // Without the flag a getMore is answered once, as before.
+    send(&mut s, &Message::msg(4, 0, 0, doc! { "find": "c", "batchSize": 1, "$db": "t" })).await;
+    let found = frames.next(&mut s).await;
+    let id = body_of(&found).get_document("cursor").and_then(|c| c.get_i64("id")).expect("id");
+    let get_more = doc! { "getMore": id, "collection": "c", "batchSize": 2, "$db": "t" };
+    send(&mut s, &Message::msg(5, 0, 0, get_more)).await;
+    let reply = frames.next(&mut s).await;
+    assert!(!more_to_come(&reply));
+    assert_alive(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awaitable_hello_waits_and_streams_with_exhaust() {
+    let server = TestServer::start(100).await;
+    let mut s = server.connect().await;
+    let mut frames = Frames::default();
+    send(&mut s, &Message::msg(1, 0, 0, hello(doc! {}))).await;
+    let first = frames.next(&mut s).await;
+    let version = body_of(&first).get_document("topologyVersion").expect("topologyVersion");
+    assert_eq!(version.get_i64("counter").ok(), Some(0));
+    let process = version.get_object_id("processId").expect("processId");
+
+    // The current topology version: answered after maxAwaitTimeMS, once without the flag.
+    let awaitable = hello(doc! {
+        "topologyVersion": { "processId": process, "counter": 0_i64 },
+        "maxAwaitTimeMS": 300_i64,
+    });
+    let started = Instant::now();
+    send(&mut s, &Message::msg(2, 0, 0, awaitable.clone())).await;
+    let reply = frames.next(&mut s).await;
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert_eq!((reply.response_to, more_to_come(&reply)), (2, false));
+    assert_alive(&mut s).await;
+
+    // A stale process id is answered at once.
+    let stale = hello(doc! {
+        "topologyVersion": { "processId": bson::oid::ObjectId::new(), "counter": 0_i64 },
+        "maxAwaitTimeMS": 10_000_i64,
+    });
+    let started = Instant::now();
+    send(&mut s, &Message::msg(3, 0, 0, stale)).await;
+    let reply = frames.next(&mut s).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0));
+
+    // With exhaustAllowed: a reply every maxAwaitTimeMS, each answering the previous one.
+    let started = Instant::now();
+    send(&mut s, &Message::msg(4, 0, msg_flags::EXHAUST_ALLOWED, awaitable)).await;
+    let mut response_to = 4;
+    for n in 1..=3 {
+        let reply = frames.next(&mut s).await;
+        assert_eq!(reply.response_to, response_to);
+        assert!(more_to_come(&reply));
+        assert!(started.elapsed() >= Duration::from_millis(300 * n), "{:?}", started.elapsed());
+        assert!(body_of(&reply).get_bool("isWritablePrimary").unwrap_or(false));
+        response_to = reply.request_id;
+    }
+    // Shutdown ends the stream and the connection.
+    server.shutdown().await;
+}

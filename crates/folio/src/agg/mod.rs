@@ -41,7 +41,7 @@ use bson::{Bson, Document};
 
 use crate::expr::{Expression, Scope};
 pub use spill::{DEFAULT_MEMORY_LIMIT, MemoryLimit};
-pub use stage::Stage;
+pub use stage::{CurrentOp, Stage};
 
 use crate::err;
 use crate::error::Result;
@@ -55,6 +55,11 @@ pub trait Source {
     /// The server's sessions for `$listLocalSessions` (`{_id: lsid, lastUse}` documents).
     fn local_sessions(&self) -> Result<Vec<Document>> {
         Err(err!(NotImplemented, "$listLocalSessions is not supported here"))
+    }
+
+    /// The operations `$currentOp` reports (the `currentOp` command's `inprog` documents).
+    fn current_ops(&self, _options: &CurrentOp) -> Result<Vec<Document>> {
+        Err(err!(NotImplemented, "$currentOp is not supported here"))
     }
 
     /// Whether `db.coll` is a collection (with its count, sizes and indexes), a view or
@@ -153,6 +158,12 @@ impl Pipeline {
                     "$listLocalSessions is only valid as the first stage in a pipeline",
                 ));
             }
+            if matches!(st, Stage::CurrentOp(_)) && i != 0 {
+                return Err(expr::loc(
+                    40602,
+                    "$currentOp is only valid as the first stage in a pipeline",
+                ));
+            }
             if matches!(
                 st,
                 Stage::Documents(_) | Stage::CollStats(_) | Stage::IndexStats | Stage::GeoNear(_)
@@ -204,6 +215,15 @@ impl Pipeline {
             })
             .collect();
         Pipeline { stages }
+    }
+
+    /// The options of a leading `$currentOp` stage (whose operations are gathered before the
+    /// pipeline runs).
+    pub fn current_op(&self) -> Option<&CurrentOp> {
+        match self.stages.first() {
+            Some(Stage::CurrentOp(c)) => Some(c),
+            _ => None,
+        }
     }
 
     /// The final `$out`/`$merge`, if any: the command layer writes the results of

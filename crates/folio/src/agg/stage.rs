@@ -59,6 +59,8 @@ pub enum Stage {
     Redact(Expression),
     /// `$listLocalSessions` (the sessions come from the [`super::Source`]).
     ListLocalSessions,
+    /// `$currentOp` (the operations come from the [`super::Source`]).
+    CurrentOp(CurrentOp),
     /// `$bucketAuto`: groupBy, bucket count, output.
     BucketAuto(Expression, usize, Vec<AccSpec>),
     /// `$setWindowFields`
@@ -228,6 +230,7 @@ impl Stage {
                     type_name(other)
                 )),
             },
+            "$currentOp" => Ok(Stage::CurrentOp(CurrentOp::parse(arg)?)),
             "$densify" => Ok(Stage::Densify(Box::new(super::densify::Densify::parse(arg)?))),
             "$fill" => Ok(Stage::Fill(super::fill::parse(arg, scope, let_vars)?)),
             "$collStats" => Ok(Stage::CollStats(super::stats::CollStats::parse(arg)?)),
@@ -238,7 +241,7 @@ impl Stage {
             "$geoNear" => Ok(Stage::GeoNear(Box::new(super::geonear::GeoNear::parse(arg)?))),
             // TODO(#14): server diagnostics. `$changeStream` opens a change stream only as the
             // first stage of an `aggregate` (see `crate::changes`), never inside a pipeline.
-            "$listSessions" | "$currentOp" | "$changeStream" | "$planCacheStats" => {
+            "$listSessions" | "$changeStream" | "$planCacheStats" => {
                 Err(err!(NotImplemented, "the {name} stage is not supported"))
             }
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
@@ -467,6 +470,15 @@ impl Stage {
             Stage::Lookup(l) => super::lookup::lookup(docs, l, ctx, None),
             Stage::GraphLookup(g) => super::lookup::graph_lookup(docs, g, ctx),
             Stage::ListLocalSessions => ctx.source.local_sessions(),
+            Stage::CurrentOp(c) => {
+                if ctx.db != "admin" || !ctx.collection.is_empty() {
+                    return Err(err!(
+                        InvalidNamespace,
+                        "$currentOp must be run against the 'admin' database with {{aggregate: 1}}"
+                    ));
+                }
+                ctx.source.current_ops(c)
+            }
             Stage::Redact(e) => {
                 let mut out = Vec::with_capacity(docs.len());
                 for d in docs {
@@ -810,4 +822,62 @@ pub(super) fn stage_docs(stages: &[Bson], ctx: &str) -> Result<Vec<Document>> {
             )),
         })
         .collect()
+}
+
+/// `$currentOp`'s options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CurrentOp {
+    /// `allUsers`: every user's operations, not only the caller's.
+    pub all_users: bool,
+    /// `idleSessions`: also sessions holding an open transaction between statements.
+    pub idle_sessions: bool,
+}
+
+impl CurrentOp {
+    /// Parses `{$currentOp: {...}}`. `idleConnections` and `idleCursors` ask for what Folio does
+    /// not track (connections and cursors with no operation running) and are refused when
+    /// true; `localOps`, `backtrace`, `truncateOps` and `targetAllNodes` change nothing on a
+    /// single node whose operation documents are never truncated.
+    fn parse(arg: &Bson) -> Result<CurrentOp> {
+        let Bson::Document(d) = arg else {
+            return Err(err!(
+                FailedToParse,
+                "$currentOp options must be specified in an object, but found: {}",
+                type_name(arg)
+            ));
+        };
+        let mut out = CurrentOp { all_users: false, idle_sessions: true };
+        for (k, v) in d {
+            let Bson::Boolean(b) = v else {
+                return Err(err!(
+                    FailedToParse,
+                    "The '{}' parameter of the $currentOp stage must be a boolean value, but \
+                     found: {}",
+                    k,
+                    type_name(v)
+                ));
+            };
+            match k.as_str() {
+                "allUsers" => out.all_users = *b,
+                "idleSessions" => out.idle_sessions = *b,
+                "idleConnections" | "idleCursors" if *b => {
+                    return Err(err!(
+                        NotImplemented,
+                        "$currentOp {}: true is not supported by Folio",
+                        k
+                    ));
+                }
+                "idleConnections" | "idleCursors" | "localOps" | "backtrace" | "truncateOps"
+                | "targetAllNodes" => {}
+                _ => {
+                    return Err(err!(
+                        FailedToParse,
+                        "Unrecognized option '{}' in $currentOp stage.",
+                        k
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
 }

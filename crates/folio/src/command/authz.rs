@@ -236,6 +236,8 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
                 v.push((coll_target(cmd, db), "collStats"));
             } else if starts_with("$indexStats") {
                 v.push((coll_target(cmd, db), "indexStats"));
+            } else if starts_with("$currentOp") {
+                v.push((Target::Cluster, "inprog"));
             } else if matches!(cmd.get("aggregate"), Some(Bson::String(_))) {
                 v.push((coll_target(cmd, db), "find"));
             }
@@ -326,6 +328,15 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
         "replSetResizeOplog" => cluster("replSetResizeOplog"),
         "profile" => on_db("enableProfiler"),
         "replSetGetStatus" => cluster("replSetGetStatus"),
+        "replSetGetConfig" => cluster("replSetGetConfig"),
+        "fsync" => cluster("fsync"),
+        "fsyncUnlock" => cluster("unlock"),
+        "validate" => on("validate"),
+        // MongoDB checks `find` on the namespace the command names.
+        "dataSize" => match cmd.get_str("dataSize").ok().and_then(|ns| ns.split_once('.')) {
+            Some((d, c)) => Privileges(vec![(Target::ns(d, c), "find")]),
+            None => Authenticated,
+        },
         "configureFailPoint" => cluster("configureFailPoint"),
         // User and role management.
         "createUser" => {

@@ -63,6 +63,109 @@ pub struct OpContext {
     pub deadline: Option<Instant>,
     /// Set by `killOp` while the command runs.
     pub killed: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The versioned-API parameters (`apiVersion`, `apiStrict`, `apiDeprecationErrors`).
+    pub api: ApiParams,
+}
+
+/// The versioned-API parameters a command declared. Folio knows API version 1 only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiParams {
+    /// `apiVersion` (always `"1"` once parsed).
+    pub version: Option<String>,
+    /// `apiStrict`: refuse commands outside the declared version.
+    pub strict: Option<bool>,
+    /// `apiDeprecationErrors`: refuse commands deprecated in the declared version (none are in
+    /// version 1).
+    pub deprecation_errors: Option<bool>,
+}
+
+impl ApiParams {
+    /// Parses and validates the parameters as MongoDB does before running a command: the
+    /// types, that `apiStrict` and `apiDeprecationErrors` come with an `apiVersion` (4886600),
+    /// and that the version is one the server knows (APIVersionError).
+    pub fn parse(cmd: &Document) -> Result<ApiParams> {
+        const PATH: &str = "APIParametersFromClient";
+        let version = match cmd.get("apiVersion") {
+            None => None,
+            Some(Bson::String(v)) => Some(v.clone()),
+            Some(other) => bail!(
+                TypeMismatch,
+                "BSON field '{PATH}.apiVersion' is the wrong type '{}', expected type 'string'",
+                crate::doc::type_name(other)
+            ),
+        };
+        let flag = |key: &str| -> Result<Option<bool>> {
+            match cmd.get(key) {
+                None => Ok(None),
+                Some(Bson::Boolean(b)) => Ok(Some(*b)),
+                Some(other) => bail!(
+                    TypeMismatch,
+                    "BSON field '{PATH}.{key}' is the wrong type '{}', expected type 'bool'",
+                    crate::doc::type_name(other)
+                ),
+            }
+        };
+        let strict = flag("apiStrict")?;
+        let deprecation_errors = flag("apiDeprecationErrors")?;
+        match &version {
+            None if strict.is_some() => {
+                bail!(Location4886600, "Provided apiStrict without passing apiVersion")
+            }
+            None if deprecation_errors.is_some() => {
+                bail!(Location4886600, "Provided apiDeprecationErrors without passing apiVersion")
+            }
+            Some(v) if v != "1" => bail!(APIVersionError, "API version must be \"1\""),
+            _ => {}
+        }
+        Ok(ApiParams { version, strict, deprecation_errors })
+    }
+
+    /// The parameters as a document (as MongoDB prints them in a mismatch error; sessions keep
+    /// their transaction's first parameters in this form).
+    pub fn describe(&self) -> Document {
+        let mut d = Document::new();
+        if let Some(v) = &self.version {
+            d.insert("apiVersion", v.clone());
+        }
+        if let Some(s) = self.strict {
+            d.insert("apiStrict", s);
+        }
+        if let Some(e) = self.deprecation_errors {
+            d.insert("apiDeprecationErrors", e);
+        }
+        d
+    }
+
+    /// Refuses `command` under `apiStrict: true` when it is not part of API version 1.
+    pub fn check_strict(&self, command: &str, in_v1: bool) -> Result<()> {
+        if self.strict == Some(true) && !in_v1 {
+            bail!(
+                APIStrictError,
+                "Provided apiStrict:true, but the command {} is not in API Version 1. \
+                 Information on supported commands and migrations in API Version 1 can be \
+                 found at https://dochub.mongodb.org/core/manual-versioned-api",
+                command
+            );
+        }
+        Ok(())
+    }
+
+    /// Refuses a transaction statement whose parameters differ from the first statement's
+    /// (`first`), as MongoDB does: a transaction runs under one API version.
+    pub fn check_same_as(&self, command: &str, first: &Document) -> Result<()> {
+        let mine = self.describe();
+        if &mine != first {
+            bail!(
+                APIMismatchError,
+                "API parameter mismatch: {} used params {}, the transaction's first command \
+                 used {}",
+                command,
+                mine,
+                first
+            );
+        }
+        Ok(())
+    }
 }
 
 impl OpContext {
@@ -119,6 +222,7 @@ impl OpContext {
             ),
             None => false,
         };
+        let api = ApiParams::parse(cmd)?;
         let read_concern = doc_arg(cmd, "readConcern")?;
         let write_concern = doc_arg(cmd, "writeConcern")?;
         let deadline = match cmd.get("maxTimeMS") {
@@ -164,6 +268,7 @@ impl OpContext {
             write_concern,
             deadline,
             killed: None,
+            api,
         })
     }
 
@@ -191,6 +296,15 @@ impl OpContext {
             bail!(MaxTimeMSExpired, "operation exceeded time limit");
         }
         Ok(())
+    }
+}
+
+/// A statement, commit or abort of transaction `n` must declare the API parameters its first
+/// statement declared (APIMismatchError otherwise).
+fn check_txn_api(s: &Session, n: i64, op: &OpContext) -> Result<()> {
+    match &s.txn_api {
+        Some(first) if s.txn_number == Some(n) => op.api.check_same_as(&op.name, first),
+        _ => Ok(()),
     }
 }
 
@@ -383,9 +497,11 @@ impl<'a> Runner<'a> {
                         return Err(not_in_transaction(&self.op.name, &self.op.db));
                     }
                     validate_txn_read_concern(self.op.read_concern.as_ref())?;
-                    s.start_transaction(svc.store.as_ref(), n, self.op.read_concern.clone())
-                } else if is_end {
+                    s.start_transaction(svc.store.as_ref(), n, self.op.read_concern.clone())?;
+                    s.txn_api = Some(self.op.api.describe());
                     Ok(())
+                } else if is_end {
+                    check_txn_api(s, n, &self.op)
                 } else {
                     if self.op.read_concern.is_some() {
                         // Check the number first so stale statements get the right error.
@@ -399,7 +515,7 @@ impl<'a> Runner<'a> {
                     if !allowed_in_txn {
                         return Err(not_in_transaction(&self.op.name, &self.op.db));
                     }
-                    Ok(())
+                    check_txn_api(s, n, &self.op)
                 }
             }
         }

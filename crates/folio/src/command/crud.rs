@@ -461,6 +461,7 @@ fn cursor_reply(
     docs: Vec<Document>,
     batch_size: Option<usize>,
     single_batch: bool,
+    no_timeout: bool,
 ) -> Result<Document> {
     let mut remaining: VecDeque<Document> = docs.into();
     // `batchSize: 0` asks for an empty first batch and a cursor to fetch everything through
@@ -485,6 +486,7 @@ fn cursor_reply(
             },
             last_use: Instant::now(),
             at_cluster_time: at,
+            no_timeout,
         })
     };
     let mut cursor = doc! { "firstBatch": first, "id": id, "ns": ns };
@@ -542,6 +544,13 @@ pub fn find(
         ));
     }
     let single_batch = opt_bool(cmd, "singleBatch", "find")?.unwrap_or(false);
+    let no_timeout = opt_bool(cmd, "noCursorTimeout", "find")?.unwrap_or(false);
+    // `allowPartialResults` (answer from the shards that are up) and `readOnce` (a cache hint)
+    // change nothing on a single node; `oplogReplay` is a no-op in MongoDB itself. They are
+    // still type-checked.
+    for flag in ["allowPartialResults", "readOnce", "oplogReplay"] {
+        opt_bool(cmd, flag, "find")?;
+    }
     let spec = FindSpec {
         filter: opt_doc(cmd, "filter", "find")?.unwrap_or_default(),
         sort: opt_doc(cmd, "sort", "find")?,
@@ -564,7 +573,7 @@ pub fn find(
         return tailable_find(svc, run, &db, &coll, &spec, batch, await_data);
     }
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
-    cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch)
+    cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch, no_timeout)
 }
 
 /// `find` with `tailable` on a capped collection: a cursor that stays open at the end of the
@@ -743,7 +752,9 @@ pub fn distinct(
     };
     let filter = opt_doc(cmd, "query", "distinct")?.unwrap_or_default();
     let collation = Requested::from_field(cmd, "collation", "distinct")?;
-    let values = run.read(|txn| exec::distinct(txn, &db, &coll, &key, &filter, &collation))?;
+    let hint = Hint::parse(cmd.get("hint"))?;
+    let values =
+        run.read(|txn| exec::distinct(txn, &db, &coll, &key, &filter, &collation, hint.as_ref()))?;
     // The values travel in one reply document: MongoDB refuses a list past 16 MB.
     let mut size = 0usize;
     for (i, v) in values.iter().enumerate() {
@@ -820,6 +831,10 @@ pub fn aggregate(
         .first()
         .is_some_and(|s| s.contains_key("$listLocalSessions"))
         .then(|| local_sessions(svc, run));
+    let current_ops = match parsed.current_op() {
+        Some(options) => Some(current_ops(svc, options)?),
+        None => None,
+    };
     let agg = exec::aggregate::Aggregate {
         db: db.clone(),
         coll: coll.clone(),
@@ -833,6 +848,7 @@ pub fn aggregate(
         collation,
         hint,
         sessions,
+        current_ops,
         host: svc.options().advertise_host.clone(),
         bypass_validation: bypass,
     };
@@ -848,10 +864,10 @@ pub fn aggregate(
         sink.check_target(&db)?;
         run.write(stmt_id(cmd, 0), |txn| agg.run_into(txn, sink).map(|()| Document::new()))?;
         // A pipeline that wrote its results returns no cursor, whatever the batch size.
-        return cursor_reply(svc, run, ns, Vec::new(), None, false);
+        return cursor_reply(svc, run, ns, Vec::new(), None, false, false);
     }
     let docs = run.read(|txn| agg.run(txn))?;
-    cursor_reply(svc, run, ns, docs, batch, false)
+    cursor_reply(svc, run, ns, docs, batch, false, false)
 }
 
 /// `aggregate` with `$changeStream`: opens a change stream cursor (see [`crate::changes`]).
@@ -975,6 +991,27 @@ fn change_stream_get_more(
     } })
 }
 
+/// The operations `$currentOp` reports (the `currentOp` command's `inprog` documents), gathered
+/// before the pipeline's read.
+fn current_ops(svc: &Service, options: &crate::agg::CurrentOp) -> Result<Vec<Document>> {
+    // Operations do not record their user: with authentication on, only `allUsers: true` (which
+    // needs the `inprog` privilege, checked before the command ran) can be honoured.
+    if svc.options().auth && !options.all_users {
+        bail!(
+            NotImplemented,
+            "$currentOp with allUsers: false is not supported by Folio with authentication on; \
+             pass allUsers: true"
+        );
+    }
+    Ok(super::sessions::in_progress(svc, options.idle_sessions)
+        .into_iter()
+        .filter_map(|b| match b {
+            Bson::Document(d) => Some(d),
+            _ => None,
+        })
+        .collect())
+}
+
 /// `{_id: lsid, lastUse}` for every session: the command's own (locked by this command) and
 /// every other one not busy right now.
 fn local_sessions(svc: &Service, run: &mut Runner) -> Vec<Document> {
@@ -1016,6 +1053,10 @@ pub fn explain(
     let Bson::String(coll) = target else {
         bail!(InvalidNamespace, "explain of {} needs a collection name", name);
     };
+    // The explained command is parsed as strictly as if it ran.
+    if let Some(spec) = super::table::lookup(&name) {
+        super::fields::check(&name, spec.fields, &inner)?;
+    }
     let (filter, sort) = match name.as_str() {
         "find" => (opt_doc(&inner, "filter", "find")?, opt_doc(&inner, "sort", "find")?),
         "count" | "distinct" => (opt_doc(&inner, "query", &name)?, None),

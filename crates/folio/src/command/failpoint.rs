@@ -1,6 +1,6 @@
 //! Fail points for tests: `configureFailPoint` with `failCommand`,
-//! `onPrimaryTransactionalWrite` and `failGetMoreAfterCursorCheckout`, as MongoDB's test
-//! commands provide them.
+//! `onPrimaryTransactionalWrite`, `failGetMoreAfterCursorCheckout` and `maxTimeAlwaysTimeOut`,
+//! as MongoDB's test commands provide them.
 //!
 //! They exist only when the node runs with test commands enabled; otherwise
 //! `configureFailPoint` is CommandNotFound. A fail point has a mode (`alwaysOn`, `off`,
@@ -88,7 +88,10 @@ impl FailPoints {
         };
         if !matches!(
             name.as_str(),
-            "failCommand" | "onPrimaryTransactionalWrite" | "failGetMoreAfterCursorCheckout"
+            "failCommand"
+                | "onPrimaryTransactionalWrite"
+                | "failGetMoreAfterCursorCheckout"
+                | "maxTimeAlwaysTimeOut"
         ) {
             bail!(FailPointSetFailed, "Unknown fail point: {}", name);
         }
@@ -209,5 +212,20 @@ impl FailPoints {
             points.remove("onPrimaryTransactionalWrite");
         }
         fires.then_some(action)
+    }
+
+    /// Whether `maxTimeAlwaysTimeOut` fires for a command that has a `maxTimeMS`: the command
+    /// then fails with MaxTimeMSExpired as if its time had run out (drivers' tests use it to
+    /// see timeouts without waiting). Commands without `maxTimeMS` never consume it.
+    pub fn max_time_always_time_out(&self) -> bool {
+        let mut points = self.points.lock();
+        let Some(fp) = points.get_mut("maxTimeAlwaysTimeOut") else {
+            return false;
+        };
+        let (fires, exhausted) = fp.fire();
+        if exhausted {
+            points.remove("maxTimeAlwaysTimeOut");
+        }
+        fires
     }
 }

@@ -7,9 +7,18 @@
 //! checks in drivers and test runners see MongoDB 8.0 (wire version 25).
 //!
 //! Handlers return the reply's own fields; the dispatcher adds `ok`, `operationTime` and
-//! `$clusterTime`. `topologyVersion` is deliberately absent from `hello`: with it, drivers would
-//! switch to awaitable (streaming) hello, which a single node with a fixed topology has no use
-//! for.
+//! `$clusterTime`.
+//!
+//! # Awaitable hello
+//!
+//! `hello` reports a `topologyVersion` (`processId`, an id drawn when the service starts, and
+//! `counter`, which stays 0: a single node's topology never changes while it runs). Drivers
+//! that see it monitor the server with the streaming protocol: a `hello` carrying the
+//! `topologyVersion` it was last given and `maxAwaitTimeMS` is answered when the topology
+//! changes or when that time has passed, and with the OP_MSG `exhaustAllowed` flag the server
+//! goes on answering every `maxAwaitTimeMS` without further requests. The waiting happens in
+//! the wire server ([`Service::hello_await`] tells it how long), not on a command thread; the
+//! embedded API, which has no monitors, answers such a `hello` at once.
 
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
@@ -100,6 +109,7 @@ fn last_optime(svc: &Service) -> (Document, DateTime) {
 pub fn hello(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
     LazyLock::force(&STARTED);
     let legacy = command_name(cmd) != "hello";
+    awaited_topology(svc, cmd)?;
     record_client_metadata(conn, cmd)?;
     let compression = negotiate_compression(conn, cmd)?;
     let opts = svc.options();
@@ -111,6 +121,7 @@ pub fn hello(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Doc
         "setName": opts.repl_set_name.clone(),
         "setVersion": 1,
     };
+    d.insert("topologyVersion", topology_version(svc));
     d.insert(if legacy { "ismaster" } else { "isWritablePrimary" }, true);
     d.insert("secondary", false);
     d.insert("primary", host.clone());
@@ -246,7 +257,104 @@ pub fn is_master(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result
     hello(svc, conn, cmd)
 }
 
-/// Records `client.application.name` for fail points and logs.
+/// The topology version `hello` reports (see the module documentation).
+fn topology_version(svc: &Service) -> Document {
+    doc! { "processId": svc.service_id, "counter": 0_i64 }
+}
+
+/// Validates an awaitable hello's `topologyVersion` and `maxAwaitTimeMS` as MongoDB does (both
+/// or neither, a non-negative counter and wait, a counter no greater than the server's for the
+/// same process), and returns how long the request asks to wait: `Some` when its topology
+/// version is the current one, `None` when the answer is due at once.
+fn awaited_topology(svc: &Service, cmd: &Document) -> Result<Option<std::time::Duration>> {
+    let wait = match cmd.get("maxAwaitTimeMS") {
+        None => None,
+        Some(v) => match super::context::number(v) {
+            Some(ms) if ms.fract() == 0.0 && ms >= 0.0 => Some(ms as u64),
+            Some(ms) if ms.fract() == 0.0 => bail!(
+                Location51024,
+                "BSON field 'maxAwaitTimeMS' value must be >= 0, actual value '{}'",
+                ms
+            ),
+            _ => bail!(
+                TypeMismatch,
+                "BSON field 'hello.maxAwaitTimeMS' is the wrong type '{}', expected types \
+                 '[long, int, decimal, double]'",
+                crate::doc::type_name(v)
+            ),
+        },
+    };
+    let version = match cmd.get("topologyVersion") {
+        None => None,
+        Some(Bson::Document(d)) => Some(d),
+        Some(other) => bail!(
+            TypeMismatch,
+            "BSON field 'hello.topologyVersion' is the wrong type '{}', expected type 'object'",
+            crate::doc::type_name(other)
+        ),
+    };
+    let (version, wait) = match (version, wait) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            bail!(Location31368, "A request with a 'topologyVersion' must include 'maxAwaitTimeMS'")
+        }
+        (None, Some(_)) => {
+            bail!(Location31368, "A request with 'maxAwaitTimeMS' must include a 'topologyVersion'")
+        }
+        (Some(v), Some(w)) => (v, w),
+    };
+    let process = match version.get("processId") {
+        Some(Bson::ObjectId(id)) => *id,
+        Some(_) => bail!(
+            TypeMismatch,
+            "BSON field 'TopologyVersion.processId' is the wrong type, expected type 'objectId'"
+        ),
+        None => bail!(
+            Location40414,
+            "BSON field 'TopologyVersion.processId' is missing but a required field"
+        ),
+    };
+    let counter = match version.get("counter").and_then(super::context::number) {
+        Some(n) => n as i64,
+        None => bail!(
+            Location40414,
+            "BSON field 'TopologyVersion.counter' is missing but a required field"
+        ),
+    };
+    if counter < 0 {
+        bail!(Location31372, "topologyVersion must have a non-negative counter");
+    }
+    if process != svc.service_id {
+        // Another process (a restart): the client's view is stale, answer at once.
+        return Ok(None);
+    }
+    if counter > 0 {
+        bail!(
+            Location31382,
+            "Received a topology version with counter: {} which is greater than the server \
+             topology version counter: 0",
+            counter
+        );
+    }
+    Ok(Some(std::time::Duration::from_millis(wait)))
+}
+
+impl Service {
+    /// How long the server must wait before it answers `cmd`: for an awaitable `hello`
+    /// (`topologyVersion` and `maxAwaitTimeMS`) whose topology version is the current one,
+    /// `maxAwaitTimeMS`, since Folio's topology never changes; `None` for anything else, and
+    /// for a request that is invalid (dispatching it reports the error).
+    pub fn hello_await(&self, cmd: &Document) -> Option<std::time::Duration> {
+        if !matches!(command_name(cmd), "hello" | "isMaster" | "ismaster") {
+            return None;
+        }
+        awaited_topology(self, cmd).ok().flatten()
+    }
+}
+
+/// Records `client.application.name` for fail points and logs. Only the first `hello` of a
+/// connection may carry `client` (ClientMetadataCannotBeMutated in any later one, as in
+/// MongoDB: the metadata is fixed by the first handshake, whether it had any or not).
 fn record_client_metadata(conn: &mut Connection, cmd: &Document) -> Result<()> {
     let Some(client) = cmd.get("client") else {
         return Ok(());
@@ -254,6 +362,12 @@ fn record_client_metadata(conn: &mut Connection, cmd: &Document) -> Result<()> {
     let Bson::Document(client) = client else {
         bail!(TypeMismatch, "BSON field 'client' is the wrong type, expected type 'object'");
     };
+    if conn.said_hello {
+        bail!(
+            ClientMetadataCannotBeMutated,
+            "The client metadata document may only be sent in the first hello"
+        );
+    }
     if let Ok(app) = client.get_document("application") {
         match app.get("name") {
             Some(Bson::String(name)) => conn.app_name = Some(name.clone()),
@@ -317,60 +431,6 @@ pub fn ping(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
     Ok(Document::new())
 }
 
-/// A server parameter as `getParameter` reports it.
-struct Parameter {
-    name: &'static str,
-    value: Bson,
-    settable_at_runtime: bool,
-    settable_at_startup: bool,
-}
-
-/// The parameters Folio has, in name order.
-fn parameters(svc: &Service) -> Vec<Parameter> {
-    let opts = svc.options();
-    let p = |name, value: Bson, runtime, startup| Parameter {
-        name,
-        value,
-        settable_at_runtime: runtime,
-        settable_at_startup: startup,
-    };
-    vec![
-        p("enableTestCommands", Bson::Boolean(opts.test_commands), false, true),
-        p("featureCompatibilityVersion", Bson::Document(doc! { "version": "8.0" }), false, false),
-        p(
-            "internalQueryMaxMemoryUsageBytesAllOperations",
-            Bson::Int64(i64::try_from(crate::memory::server_cap()).unwrap_or(i64::MAX)),
-            false,
-            true,
-        ),
-        p(
-            "internalQueryMaxMemoryUsageBytesPerOperation",
-            Bson::Int64(i64::try_from(crate::memory::operation_limit()).unwrap_or(i64::MAX)),
-            false,
-            true,
-        ),
-        p("logLevel", Bson::Int32(0), true, true),
-        p("maxTransactionLockRequestTimeoutMillis", Bson::Int32(5), true, true),
-        p("quiet", Bson::Boolean(false), true, true),
-        p("requireApiVersion", Bson::Boolean(false), true, true),
-        p(
-            "transactionLifetimeLimitSeconds",
-            Bson::Int32(i32::try_from(opts.transaction_lifetime_secs).unwrap_or(i32::MAX)),
-            true,
-            true,
-        ),
-        p("ttlMonitorEnabled", Bson::Boolean(svc.ttl_enabled.load(Ordering::Relaxed)), true, true),
-        p(
-            "ttlMonitorSleepSecs",
-            Bson::Int32(
-                i32::try_from(svc.ttl_sleep_secs.load(Ordering::Relaxed)).unwrap_or(i32::MAX),
-            ),
-            true,
-            true,
-        ),
-    ]
-}
-
 /// `getParameter`: `{getParameter: 1, name: 1, ...}`, `{getParameter: "*"}`, or
 /// `{getParameter: {showDetails, allParameters}, name: 1}`.
 pub fn get_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
@@ -384,14 +444,14 @@ pub fn get_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
         _ => (false, false),
     };
     let mut d = Document::new();
-    for p in parameters(svc) {
+    for p in super::runtime::parameters(svc) {
         if !all && !cmd.contains_key(p.name) {
             continue;
         }
         let value = if details {
             Bson::Document(doc! {
                 "value": p.value,
-                "settableAtRuntime": p.settable_at_runtime,
+                "settableAtRuntime": p.set.is_some(),
                 "settableAtStartup": p.settable_at_startup,
             })
         } else {
@@ -750,7 +810,7 @@ pub fn list_commands(svc: &Service, _: &mut Connection, _: &Document) -> Result<
                 "requiresAuth": super::authz::required(c.name, &doc! { c.name: 1 }, "admin", &Connection::default()) != super::authz::Need::Nothing,
                 "secondaryOk": !c.write,
                 "adminOnly": c.admin_only,
-                "apiVersions": [],
+                "apiVersions": if c.api_v1 { vec!["1"] } else { Vec::new() },
                 "deprecatedApiVersions": [],
             },
         );

@@ -16,6 +16,7 @@
 //!    aborts it, the write concern is checked, and the reply gets `ok`, `operationTime` and
 //!    `$clusterTime`.
 
+mod admin;
 mod args;
 pub mod authz;
 mod bulk;
@@ -23,6 +24,7 @@ pub mod context;
 mod crud;
 mod ddl;
 mod failpoint;
+pub mod fields;
 mod handshake;
 pub mod labels;
 pub mod metrics;
@@ -137,7 +139,7 @@ pub struct Connection {
     /// The subject of the client certificate the TLS layer verified, for MONGODB-X509.
     pub client_certificate_subject: Option<String>,
     /// Whether the connection has had its first `hello` (in load-balanced mode only that one
-    /// carries the `serviceId`).
+    /// carries the `serviceId`; only that one may carry `client` metadata).
     pub said_hello: bool,
 }
 
@@ -170,6 +172,10 @@ pub struct Service {
     pub(crate) ttl_enabled: std::sync::atomic::AtomicBool,
     /// `ttlMonitorSleepSecs`, settable at runtime.
     pub(crate) ttl_sleep_secs: AtomicU64,
+    /// `transactionLifetimeLimitSeconds`, settable at runtime.
+    pub(crate) txn_lifetime_secs: AtomicU64,
+    /// `requireApiVersion`: commands other than `hello` must declare `apiVersion`.
+    pub(crate) require_api_version: std::sync::atomic::AtomicBool,
     /// This front end's identity in load-balanced mode (`hello`'s `serviceId`).
     pub(crate) service_id: bson::oid::ObjectId,
     /// When the TTL monitor last ran (see [`ttl`]).
@@ -204,8 +210,11 @@ impl Service {
             let age = Duration::from_secs_f64(options.oplog_min_retention_hours.max(0.0) * 3600.0);
             store.set_log_retention(bytes, age);
         }
-        let (ttl_enabled, ttl_sleep_secs) =
-            (options.ttl_monitor_enabled, options.ttl_monitor_sleep_secs);
+        let (ttl_enabled, ttl_sleep_secs, txn_lifetime_secs) = (
+            options.ttl_monitor_enabled,
+            options.ttl_monitor_sleep_secs,
+            options.transaction_lifetime_secs,
+        );
         Ok(Service {
             store,
             options,
@@ -221,6 +230,8 @@ impl Service {
             ticks: AtomicU64::new(0),
             ttl_enabled: std::sync::atomic::AtomicBool::new(ttl_enabled),
             ttl_sleep_secs: AtomicU64::new(ttl_sleep_secs),
+            txn_lifetime_secs: AtomicU64::new(txn_lifetime_secs),
+            require_api_version: std::sync::atomic::AtomicBool::new(false),
             service_id: bson::oid::ObjectId::new(),
             ttl_last_pass: parking_lot::Mutex::new(None),
             user_generation: AtomicU64::new(1),
@@ -325,7 +336,7 @@ impl Service {
     /// Periodic housekeeping: aborts transactions past their lifetime, expires idle sessions and
     /// cursors. The server calls it about once a second.
     pub fn tick(&self) {
-        let lifetime = Duration::from_secs(self.options.transaction_lifetime_secs);
+        let lifetime = Duration::from_secs(self.txn_lifetime_secs.load(Ordering::Relaxed));
         let aborted = self.sessions.reap(lifetime, self.store.as_ref());
         // Durable records of sessions that are not in memory are looked at once a minute.
         if self.ticks.fetch_add(1, Ordering::Relaxed).is_multiple_of(120)
@@ -472,6 +483,18 @@ impl Service {
             crate::bail!(CommandNotFound, "no such command: '{}'", name);
         }
         let mut op = OpContext::parse(cmd)?;
+        op.api.check_strict(&name, spec.api_v1)?;
+        if op.api.version.is_none()
+            && !matches!(name.as_str(), "hello" | "isMaster" | "ismaster")
+            && self.require_api_version.load(Ordering::Relaxed)
+        {
+            crate::bail!(
+                Location498870,
+                "The apiVersion parameter is required, please configure your MongoClient's API \
+                 version"
+            );
+        }
+        fields::check(&name, spec.fields, cmd)?;
         authz::check(self, conn, &name, cmd, &op.db)?;
         let (_op_guard, killed) =
             self.ops.register(conn.id, &conn.remote, cmd, namespace_of(cmd, &op.db));
@@ -528,11 +551,24 @@ impl Service {
             table::Handler::Runner(_) => Some(Runner::new(self, &op)?),
             table::Handler::Simple(_) => None,
         };
-        let result = match (spec.handler, runner.as_mut()) {
-            (table::Handler::Runner(f), Some(runner)) => {
-                runner.begin(spec.in_txn).and_then(|()| f(self, conn, cmd, runner))
+        // `maxTimeAlwaysTimeOut` fails a command that has a time limit at its first check,
+        // inside its session (an open transaction sees the error as MongoDB's would).
+        let timed_out = || -> Result<()> {
+            if self.options.test_commands
+                && op.deadline.is_some()
+                && spec.name != "configureFailPoint"
+                && self.failpoints.max_time_always_time_out()
+            {
+                crate::bail!(MaxTimeMSExpired, "operation exceeded time limit");
             }
-            (table::Handler::Simple(f), _) => f(self, conn, cmd),
+            Ok(())
+        };
+        let result = match (spec.handler, runner.as_mut()) {
+            (table::Handler::Runner(f), Some(runner)) => runner
+                .begin(spec.in_txn)
+                .and_then(|()| timed_out())
+                .and_then(|()| f(self, conn, cmd, runner)),
+            (table::Handler::Simple(f), _) => timed_out().and_then(|()| f(self, conn, cmd)),
             (table::Handler::Runner(_), None) => Err(crate::err!(InternalError, "no runner")),
         };
         // Nothing is acknowledged before it is durable: deferred commits a handler left
@@ -636,9 +672,10 @@ pub(crate) mod table {
     use bson::Document;
 
     use super::context::Runner;
+    use super::fields::Fields;
     use super::{
-        Connection, Service, bulk, crud, ddl, failpoint_cmd, handshake, profile, runtime, sessions,
-        users,
+        Connection, Service, admin, bulk, crud, ddl, failpoint_cmd, handshake, profile, runtime,
+        sessions, users,
     };
     use crate::error::Result;
 
@@ -670,6 +707,10 @@ pub(crate) mod table {
         /// transaction (its commit syncs), or a session another command holds (ending and
         /// killing sessions). Writes (`write`) wait too.
         pub waits: bool,
+        /// The top-level fields the command takes (checked before the handler runs).
+        pub fields: Fields,
+        /// Part of the versioned API's version 1 (`apiStrict: true` refuses the others).
+        pub api_v1: bool,
     }
 
     const fn cmd(name: &'static str, handler: Handler) -> Spec {
@@ -681,7 +722,26 @@ pub(crate) mod table {
             admin_only: false,
             test_only: false,
             waits: false,
+            fields: Fields::Any,
+            api_v1: false,
         }
+    }
+
+    /// Marks a command as part of API version 1.
+    const fn v1(mut s: Spec) -> Spec {
+        s.api_v1 = true;
+        s
+    }
+
+    /// Declares the command's fields: `known` ones its handler honours, `unsupported` ones
+    /// MongoDB takes and Folio refuses (see [`super::fields`]).
+    const fn takes(
+        known: &'static [&'static str],
+        unsupported: &'static [&'static str],
+        mut s: Spec,
+    ) -> Spec {
+        s.fields = Fields::Strict { known, unsupported };
+        s
     }
 
     const fn waits(mut s: Spec) -> Spec {
@@ -706,15 +766,123 @@ pub(crate) mod table {
 
     use Handler::{Runner as R, Simple as S};
 
+    /// `findAndModify`'s fields.
+    const FIND_AND_MODIFY: &[&str] = &[
+        "query",
+        "fields",
+        "sort",
+        "hint",
+        "collation",
+        "arrayFilters",
+        "remove",
+        "update",
+        "new",
+        "upsert",
+        "bypassDocumentValidation",
+        "let",
+    ];
+
+    /// `find`'s fields. `allowPartialResults` (answer from the shards that are up) and
+    /// `readOnce` (a cache hint) change nothing on a single node; `oplogReplay` is a no-op in
+    /// MongoDB too.
+    const FIND: &[&str] = &[
+        "filter",
+        "projection",
+        "sort",
+        "hint",
+        "collation",
+        "skip",
+        "limit",
+        "batchSize",
+        "singleBatch",
+        "allowDiskUse",
+        "min",
+        "max",
+        "tailable",
+        "awaitData",
+        "let",
+        "noCursorTimeout",
+        "allowPartialResults",
+        "oplogReplay",
+        "readOnce",
+    ];
+
+    /// What MongoDB's `find` takes that Folio does not implement.
+    const FIND_UNSUPPORTED: &[&str] = &[
+        "returnKey",
+        "showRecordId",
+        "ntoreturn",
+        "$queryOptions",
+        "options",
+        "term",
+        "allowSpeculativeMajorityRead",
+        "$_requestResumeToken",
+        "$_resumeAfter",
+        "runtimeConstants",
+        "collectionUUID",
+    ];
+
+    /// `aggregate`'s fields.
+    const AGGREGATE: &[&str] = &[
+        "pipeline",
+        "explain",
+        "allowDiskUse",
+        "cursor",
+        "bypassDocumentValidation",
+        "collation",
+        "hint",
+        "let",
+    ];
+
+    /// What MongoDB's `aggregate` takes that Folio does not implement.
+    const AGGREGATE_UNSUPPORTED: &[&str] = &[
+        "exchange",
+        "runtimeConstants",
+        "collectionUUID",
+        "$queryOptions",
+        "isMapReduceCommand",
+        "encryptionInformation",
+    ];
+
+    /// `create`'s fields (the handler refuses time-series and clustered collections with its
+    /// own message).
+    const CREATE: &[&str] = &[
+        "capped",
+        "size",
+        "max",
+        "validator",
+        "validationLevel",
+        "validationAction",
+        "viewOn",
+        "pipeline",
+        "collation",
+        "storageEngine",
+        "indexOptionDefaults",
+        "changeStreamPreAndPostImages",
+        "timeseries",
+        "clusteredIndex",
+        "expireAfterSeconds",
+    ];
+
+    /// What MongoDB's `create` takes that Folio does not implement.
+    const CREATE_UNSUPPORTED: &[&str] =
+        &["idIndex", "encryptedFields", "temp", "recordIdsReplicated"];
+
+    /// What MongoDB's write commands take that Folio does not implement.
+    const WRITE_UNSUPPORTED: &[&str] =
+        &["collectionUUID", "encryptionInformation", "runtimeConstants"];
+
     /// Every command Folio knows.
     pub const COMMANDS: &[Spec] = &[
         // Handshake and diagnostics.
-        cmd("hello", S(handshake::hello)),
+        // The handshake takes any field: drivers add handshake fields before servers know them
+        // (a newer Rust driver sends `backpressure`), and a refused hello is an unusable server.
+        v1(cmd("hello", S(handshake::hello))),
         cmd("isMaster", S(handshake::is_master)),
         cmd("ismaster", S(handshake::is_master)),
         cmd("buildInfo", S(handshake::build_info)),
         cmd("buildinfo", S(handshake::build_info)),
-        cmd("ping", S(handshake::ping)),
+        v1(cmd("ping", S(handshake::ping))),
         cmd("getParameter", S(handshake::get_parameter)),
         cmd("getCmdLineOpts", S(handshake::get_cmd_line_opts)),
         cmd("serverStatus", S(handshake::server_status)),
@@ -728,51 +896,150 @@ pub(crate) mod table {
         admin(cmd("setParameter", S(runtime::set_parameter))),
         admin(cmd("replSetResizeOplog", S(runtime::repl_set_resize_oplog))),
         cmd("listCommands", S(handshake::list_commands)),
+        admin(takes(&[], &[], cmd("replSetGetConfig", S(admin::repl_set_get_config)))),
+        admin(takes(&["lock", "async"], &[], cmd("fsync", S(admin::fsync)))),
+        admin(takes(&[], &[], cmd("fsyncUnlock", S(admin::fsync_unlock)))),
+        takes(
+            &["full", "background", "checkBSONConformance", "enforceFastCount"],
+            &["repair", "fixMultikey", "metadata"],
+            cmd("validate", R(admin::validate)),
+        ),
+        takes(&["keyPattern", "min", "max", "estimate"], &[], cmd("dataSize", R(admin::data_size))),
         // CRUD.
-        txn(write(cmd("insert", R(crud::insert)))),
-        txn(write(cmd("update", R(crud::update)))),
-        txn(write(cmd("delete", R(crud::delete)))),
-        txn(write(cmd("findAndModify", R(crud::find_and_modify)))),
-        txn(write(cmd("findandmodify", R(crud::find_and_modify)))),
-        txn(cmd("find", R(crud::find))),
-        txn(cmd("getMore", R(crud::get_more))),
-        txn(cmd("killCursors", R(crud::kill_cursors))),
-        txn(cmd("distinct", R(crud::distinct))),
-        txn(cmd("aggregate", R(crud::aggregate))),
-        cmd("count", R(crud::count)),
-        cmd("explain", R(crud::explain)),
-        admin(txn(write(cmd("bulkWrite", R(bulk::bulk_write))))),
+        takes(
+            &["documents", "ordered", "bypassDocumentValidation", "stmtIds"],
+            WRITE_UNSUPPORTED,
+            txn(write(v1(cmd("insert", R(crud::insert))))),
+        ),
+        takes(
+            &["updates", "ordered", "bypassDocumentValidation", "let", "stmtIds"],
+            WRITE_UNSUPPORTED,
+            txn(write(v1(cmd("update", R(crud::update))))),
+        ),
+        takes(
+            &["deletes", "ordered", "bypassDocumentValidation", "let", "stmtIds"],
+            WRITE_UNSUPPORTED,
+            txn(write(v1(cmd("delete", R(crud::delete))))),
+        ),
+        takes(
+            FIND_AND_MODIFY,
+            WRITE_UNSUPPORTED,
+            txn(write(v1(cmd("findAndModify", R(crud::find_and_modify))))),
+        ),
+        takes(
+            FIND_AND_MODIFY,
+            WRITE_UNSUPPORTED,
+            txn(write(v1(cmd("findandmodify", R(crud::find_and_modify))))),
+        ),
+        takes(FIND, FIND_UNSUPPORTED, txn(v1(cmd("find", R(crud::find))))),
+        takes(
+            &["collection", "batchSize"],
+            &["term", "lastKnownCommittedOpTime", "includeQueryStatsMetrics"],
+            txn(v1(cmd("getMore", R(crud::get_more)))),
+        ),
+        takes(&["cursors"], &[], txn(v1(cmd("killCursors", R(crud::kill_cursors))))),
+        takes(
+            &["key", "query", "collation", "hint"],
+            &["$queryOptions"],
+            txn(cmd("distinct", R(crud::distinct))),
+        ),
+        takes(AGGREGATE, AGGREGATE_UNSUPPORTED, txn(v1(cmd("aggregate", R(crud::aggregate))))),
+        takes(
+            &["query", "limit", "skip", "hint", "collation"],
+            &["$queryOptions", "encryptionInformation"],
+            v1(cmd("count", R(crud::count))),
+        ),
+        takes(&["verbosity"], &[], v1(cmd("explain", R(crud::explain)))),
+        takes(
+            &[
+                "ops",
+                "nsInfo",
+                "ordered",
+                "bypassDocumentValidation",
+                "let",
+                "errorsOnly",
+                "cursor",
+            ],
+            &[],
+            admin(txn(write(cmd("bulkWrite", R(bulk::bulk_write))))),
+        ),
         // DDL.
-        txn(write(cmd("create", R(ddl::create)))),
-        txn(write(cmd("createIndexes", R(ddl::create_indexes)))),
-        write(cmd("drop", R(ddl::drop))),
-        write(cmd("dropDatabase", R(ddl::drop_database))),
-        write(cmd("dropIndexes", R(ddl::drop_indexes))),
-        write(cmd("deleteIndexes", R(ddl::drop_indexes))),
-        write(cmd("collMod", R(ddl::coll_mod))),
+        takes(CREATE, CREATE_UNSUPPORTED, txn(write(v1(cmd("create", R(ddl::create)))))),
+        takes(
+            &["indexes"],
+            &["commitQuorum", "ignoreUnknownIndexOptions"],
+            txn(write(v1(cmd("createIndexes", R(ddl::create_indexes))))),
+        ),
+        takes(&[], &["collectionUUID"], write(v1(cmd("drop", R(ddl::drop))))),
+        takes(&[], &[], write(v1(cmd("dropDatabase", R(ddl::drop_database))))),
+        takes(&["index"], &["collectionUUID"], write(v1(cmd("dropIndexes", R(ddl::drop_indexes))))),
+        takes(
+            &["index"],
+            &["collectionUUID"],
+            write(v1(cmd("deleteIndexes", R(ddl::drop_indexes)))),
+        ),
+        takes(
+            &[
+                "index",
+                "validator",
+                "validationLevel",
+                "validationAction",
+                "viewOn",
+                "pipeline",
+                "changeStreamPreAndPostImages",
+                "cappedSize",
+                "cappedMax",
+            ],
+            &["expireAfterSeconds", "timeseries", "clusteredIndex", "collectionUUID", "dryRun"],
+            write(v1(cmd("collMod", R(ddl::coll_mod)))),
+        ),
         write(cmd("convertToCapped", R(ddl::convert_to_capped))),
         write(cmd("cloneCollectionAsCapped", R(ddl::clone_collection_as_capped))),
-        admin(write(cmd("renameCollection", R(ddl::rename_collection)))),
-        admin(cmd("listDatabases", R(ddl::list_databases))),
-        cmd("listCollections", R(ddl::list_collections)),
-        cmd("listIndexes", R(ddl::list_indexes)),
+        takes(
+            &["to", "dropTarget"],
+            &["stayTemp", "collectionUUID"],
+            admin(write(cmd("renameCollection", R(ddl::rename_collection)))),
+        ),
+        takes(
+            &["filter", "nameOnly", "authorizedDatabases"],
+            &[],
+            admin(v1(cmd("listDatabases", R(ddl::list_databases)))),
+        ),
+        takes(
+            &["filter", "nameOnly", "authorizedCollections", "cursor"],
+            &["includePendingDrops"],
+            v1(cmd("listCollections", R(ddl::list_collections))),
+        ),
+        takes(
+            &["cursor"],
+            &["includeBuildUUIDs", "includeIndexBuildInfo"],
+            v1(cmd("listIndexes", R(ddl::list_indexes))),
+        ),
         cmd("dbStats", R(ddl::db_stats)),
         cmd("collStats", R(ddl::coll_stats)),
         // Sessions and transactions.
-        admin(txn(waits(cmd("commitTransaction", R(sessions::commit_transaction))))),
-        admin(txn(waits(cmd("abortTransaction", R(sessions::abort_transaction))))),
+        takes(
+            &["recoveryToken"],
+            &["commitTimestamp"],
+            admin(txn(waits(v1(cmd("commitTransaction", R(sessions::commit_transaction)))))),
+        ),
+        takes(
+            &["recoveryToken"],
+            &[],
+            admin(txn(waits(v1(cmd("abortTransaction", R(sessions::abort_transaction)))))),
+        ),
         cmd("startSession", S(sessions::start_session)),
-        waits(cmd("endSessions", S(sessions::end_sessions))),
-        cmd("refreshSessions", S(sessions::refresh_sessions)),
+        waits(v1(cmd("endSessions", S(sessions::end_sessions)))),
+        v1(cmd("refreshSessions", S(sessions::refresh_sessions))),
         waits(cmd("killSessions", S(sessions::kill_sessions))),
         waits(cmd("killAllSessions", S(sessions::kill_all_sessions))),
         waits(cmd("killAllSessionsByPattern", S(sessions::kill_all_sessions))),
         admin(cmd("currentOp", S(sessions::current_op))),
         admin(cmd("killOp", S(sessions::kill_op))),
         // Authentication, users and roles.
-        cmd("saslStart", S(users::sasl_start)),
-        cmd("saslContinue", S(users::sasl_continue)),
-        cmd("authenticate", S(users::authenticate)),
+        v1(cmd("saslStart", S(users::sasl_start))),
+        v1(cmd("saslContinue", S(users::sasl_continue))),
+        v1(cmd("authenticate", S(users::authenticate))),
         cmd("logout", S(users::logout)),
         write(cmd("createUser", R(users::create_user))),
         write(cmd("updateUser", R(users::update_user))),

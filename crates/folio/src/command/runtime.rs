@@ -1,26 +1,21 @@
-//! Settings changed while the server runs: `setParameter` (the TTL monitor's parameters) and
-//! `replSetResizeOplog` (the change log's retention).
+//! Server parameters (`getParameter`, `setParameter`) and settings changed while the server
+//! runs: `replSetResizeOplog` (the change log's retention).
+//!
+//! [`parameters`] is the one list of the parameters Folio has: each with its current value,
+//! whether it may be given at startup (`--setParameter`), and, when it may change at runtime,
+//! the function that changes it. `getParameter` reports the list and `setParameter` uses the
+//! setters, so a parameter is settable at runtime exactly when `getParameter`'s `showDetails`
+//! says so; the others are refused, never accepted and ignored.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bson::{Bson, Document, doc};
 
+use super::fields::GENERIC as GENERIC_ARGS;
 use super::{Connection, Service};
 use crate::bail;
 use crate::error::Result;
-
-/// The generic arguments every command may carry, which these commands accept and ignore.
-const GENERIC_ARGS: &[&str] = &[
-    "$db",
-    "lsid",
-    "$clusterTime",
-    "comment",
-    "$readPreference",
-    "apiVersion",
-    "apiStrict",
-    "apiDeprecationErrors",
-];
 
 fn require_admin(cmd: &Document, name: &str) -> Result<()> {
     if cmd.get_str("$db").unwrap_or("") != "admin" {
@@ -29,44 +24,144 @@ fn require_admin(cmd: &Document, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `setParameter`: `ttlMonitorEnabled` and `ttlMonitorSleepSecs` change at once (the next
-/// housekeeping tick uses them); the reply's `was` is the previous value, as MongoDB's.
+/// Changes a parameter at runtime, or refuses the value.
+type Setter = fn(&Service, &str, &Bson) -> Result<()>;
+
+/// A server parameter.
+pub(super) struct Parameter {
+    /// Its name.
+    pub name: &'static str,
+    /// Its current value.
+    pub value: Bson,
+    /// How `setParameter` changes it; `None` when it cannot change at runtime.
+    pub set: Option<Setter>,
+    /// Whether `--setParameter` (or the config file) may give it.
+    pub settable_at_startup: bool,
+}
+
+/// A whole number of seconds (or another unit) of at least 1.
+fn positive_int(name: &str, v: &Bson) -> Result<u64> {
+    super::context::number(v)
+        .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= f64::from(i32::MAX))
+        .map(|n| n as u64)
+        .ok_or_else(|| crate::err!(BadValue, "Invalid value for {}: {}", name, v))
+}
+
+fn boolean(name: &str, v: &Bson) -> Result<bool> {
+    match v {
+        Bson::Boolean(b) => Ok(*b),
+        _ => bail!(BadValue, "Invalid value for {}: {}", name, v),
+    }
+}
+
+fn int32(n: u64) -> Bson {
+    Bson::Int32(i32::try_from(n).unwrap_or(i32::MAX))
+}
+
+/// The parameters Folio has, in name order.
+pub(super) fn parameters(svc: &Service) -> Vec<Parameter> {
+    let opts = svc.options();
+    let fixed = |name, value: Bson, startup| Parameter {
+        name,
+        value,
+        set: None,
+        settable_at_startup: startup,
+    };
+    let runtime = |name, value: Bson, startup, set: Setter| Parameter {
+        name,
+        value,
+        set: Some(set),
+        settable_at_startup: startup,
+    };
+    vec![
+        fixed(
+            "authenticationMechanisms",
+            Bson::Array(opts.auth_mechanisms.iter().cloned().map(Bson::String).collect()),
+            true,
+        ),
+        fixed("enableLocalhostAuthBypass", Bson::Boolean(opts.localhost_auth_bypass), true),
+        fixed("enableTestCommands", Bson::Boolean(opts.test_commands), true),
+        fixed("featureCompatibilityVersion", Bson::Document(doc! { "version": "8.0" }), false),
+        fixed(
+            "internalQueryMaxMemoryUsageBytesAllOperations",
+            Bson::Int64(i64::try_from(crate::memory::server_cap()).unwrap_or(i64::MAX)),
+            true,
+        ),
+        fixed(
+            "internalQueryMaxMemoryUsageBytesPerOperation",
+            Bson::Int64(i64::try_from(crate::memory::operation_limit()).unwrap_or(i64::MAX)),
+            true,
+        ),
+        // Folio's log has no verbosity levels and takes no locks with timeouts: these report
+        // what Folio does and cannot be changed.
+        fixed("logLevel", Bson::Int32(0), false),
+        fixed("maxTransactionLockRequestTimeoutMillis", Bson::Int32(5), false),
+        fixed("quiet", Bson::Boolean(false), false),
+        runtime(
+            "requireApiVersion",
+            Bson::Boolean(svc.require_api_version.load(Ordering::Relaxed)),
+            false,
+            |svc, name, v| {
+                svc.require_api_version.store(boolean(name, v)?, Ordering::Relaxed);
+                Ok(())
+            },
+        ),
+        runtime(
+            "transactionLifetimeLimitSeconds",
+            int32(svc.txn_lifetime_secs.load(Ordering::Relaxed)),
+            true,
+            |svc, name, v| {
+                svc.txn_lifetime_secs.store(positive_int(name, v)?, Ordering::Relaxed);
+                Ok(())
+            },
+        ),
+        runtime(
+            "ttlMonitorEnabled",
+            Bson::Boolean(svc.ttl_enabled.load(Ordering::Relaxed)),
+            true,
+            |svc, name, v| {
+                svc.ttl_enabled.store(boolean(name, v)?, Ordering::Relaxed);
+                Ok(())
+            },
+        ),
+        runtime(
+            "ttlMonitorSleepSecs",
+            int32(svc.ttl_sleep_secs.load(Ordering::Relaxed)),
+            true,
+            |svc, name, v| {
+                svc.ttl_sleep_secs.store(positive_int(name, v)?, Ordering::Relaxed);
+                Ok(())
+            },
+        ),
+    ]
+}
+
+/// `setParameter`: changes take effect at once (the next housekeeping tick sees the TTL and
+/// transaction-lifetime settings); the reply's `was` is the previous value, as MongoDB's.
 pub fn set_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
     require_admin(cmd, "setParameter")?;
     let mut was = None;
-    let mut set = 0;
     for (k, v) in cmd.iter().skip(1) {
-        match k.as_str() {
-            k if GENERIC_ARGS.contains(&k) || k == "writeConcern" => {}
-            "ttlMonitorEnabled" => {
-                let Bson::Boolean(b) = v else {
-                    bail!(BadValue, "Invalid value for ttlMonitorEnabled: {}", v);
-                };
-                was = Some(Bson::Boolean(svc.ttl_enabled.swap(*b, Ordering::Relaxed)));
-                set += 1;
-            }
-            "ttlMonitorSleepSecs" => {
-                let secs = super::context::number(v)
-                    .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= f64::from(i32::MAX))
-                    .ok_or_else(|| {
-                        crate::err!(BadValue, "Invalid value for ttlMonitorSleepSecs: {}", v)
-                    })?;
-                let old = svc.ttl_sleep_secs.swap(secs as u64, Ordering::Relaxed);
-                was = Some(Bson::Int32(i32::try_from(old).unwrap_or(i32::MAX)));
-                set += 1;
-            }
-            other => bail!(
-                InvalidOptions,
-                "attempted to set unrecognized parameter [{}], use help:true to see options \
-                 (Folio sets ttlMonitorEnabled and ttlMonitorSleepSecs at runtime)",
-                other
-            ),
+        if GENERIC_ARGS.contains(&k.as_str()) {
+            continue;
         }
+        let Some(p) = parameters(svc).into_iter().find(|p| p.name == k) else {
+            bail!(
+                InvalidOptions,
+                "attempted to set unrecognized parameter [{}], use help:true to see options",
+                k
+            );
+        };
+        let Some(set) = p.set else {
+            bail!(IllegalOperation, "not allowed to change [{}] at runtime", k);
+        };
+        set(svc, p.name, v)?;
+        was = Some(p.value);
     }
-    if set == 0 {
-        bail!(InvalidOptions, "no option found to set, use help:true to see options");
+    match was {
+        Some(was) => Ok(doc! { "was": was }),
+        None => bail!(InvalidOptions, "no option found to set, use help:true to see options"),
     }
-    Ok(doc! { "was": was.unwrap_or(Bson::Null) })
 }
 
 /// `replSetResizeOplog`: `size` (megabytes, a double) and `minRetentionHours` of the change log.

@@ -137,7 +137,16 @@ pub fn kill_op(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Doc
 
 /// `currentOp`: running commands, and open transactions as idle sessions.
 pub fn current_op(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
+    Ok(doc! { "inprog": in_progress(svc, true) })
+}
+
+/// The running operations and, with `idle_sessions`, the sessions whose transaction is open
+/// between statements (`currentOp`'s `inprog`, `$currentOp`'s documents).
+pub(super) fn in_progress(svc: &Service, idle_sessions: bool) -> Vec<Bson> {
     let mut inprog = svc.ops.current();
+    if !idle_sessions {
+        return inprog;
+    }
     for s in svc.sessions.list() {
         let Some(s) = s.try_lock() else { continue };
         let TxnState::InProgress { started, read_concern, .. } = &s.state else {
@@ -160,5 +169,5 @@ pub fn current_op(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result
             },
         }));
     }
-    Ok(doc! { "inprog": inprog })
+    inprog
 }

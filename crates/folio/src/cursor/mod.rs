@@ -37,6 +37,9 @@ pub struct Cursor {
     pub last_use: Instant,
     /// The `atClusterTime` of a snapshot read, echoed in replies.
     pub at_cluster_time: Option<bson::Timestamp>,
+    /// `noCursorTimeout`: never reaped for idleness (only killed, exhausted, or ended with its
+    /// session).
+    pub no_timeout: bool,
 }
 
 /// All open cursors.
@@ -153,7 +156,9 @@ impl CursorRegistry {
     /// Closes cursors idle for longer than the timeout.
     pub fn reap(&self) {
         let now = Instant::now();
-        self.cursors.lock().retain(|_, c| now.duration_since(c.last_use) < CURSOR_IDLE_TIMEOUT);
+        self.cursors
+            .lock()
+            .retain(|_, c| c.no_timeout || now.duration_since(c.last_use) < CURSOR_IDLE_TIMEOUT);
     }
 
     /// The number of open cursors.
@@ -170,10 +175,11 @@ impl CursorRegistry {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
+    use std::time::Instant;
 
     use bson::doc;
 
-    use super::{MAX_BATCH_BYTES, take_batch};
+    use super::{CURSOR_IDLE_TIMEOUT, Cursor, CursorRegistry, MAX_BATCH_BYTES, take_batch};
     use crate::error::Code;
 
     #[test]
@@ -189,5 +195,26 @@ mod tests {
         let e = take_batch(&mut docs, 0).expect_err("over 16 MiB");
         assert_eq!(e.code, Code::BSONObjectTooLarge);
         assert!(e.message.starts_with("BSONObj size: 17825"), "{}", e.message);
+    }
+
+    #[test]
+    fn idle_cursors_are_reaped_unless_no_cursor_timeout() {
+        let registry = CursorRegistry::new();
+        let long_ago = Instant::now()
+            .checked_sub(CURSOR_IDLE_TIMEOUT * 2)
+            .expect("the clock is past twenty minutes");
+        let cursor = |no_timeout| Cursor {
+            ns: "db.c".into(),
+            remaining: VecDeque::from([doc! { "_id": 1 }]),
+            session: None,
+            txn_number: None,
+            last_use: long_ago,
+            at_cluster_time: None,
+            no_timeout,
+        };
+        let idle = registry.open(cursor(false));
+        let kept = registry.open(cursor(true));
+        registry.reap();
+        assert_eq!(registry.kill(&[idle, kept]), (vec![kept], vec![idle]));
     }
 }

@@ -51,6 +51,8 @@ pub struct Aggregate {
     pub hint: Option<Hint>,
     /// The sessions `$listLocalSessions` lists (gathered before the read).
     pub sessions: Option<Vec<Document>>,
+    /// The operations `$currentOp` reports (gathered before the read).
+    pub current_ops: Option<Vec<Document>>,
     /// The `host:port` `$collStats` and `$indexStats` report.
     pub host: String,
     /// `bypassDocumentValidation` for the documents `$out` / `$merge` write.
@@ -73,7 +75,10 @@ impl Aggregate {
 
     /// Runs the pipeline at `txn`'s snapshot and returns its output.
     pub fn run(&self, txn: &dyn Txn) -> Result<Vec<Document>> {
-        let source = TxnSource { txn, sessions: self.sessions.as_deref(), host: &self.host };
+        let source = TxnSource { txn, sessions: self.sessions.as_deref(),
+            current_ops: self.current_ops.as_deref(),
+            host: &self.host,
+        };
         let ctx = self.context(&source);
         // A leading `$match` (without `let` variables) is also given to the scan, so that it
         // can use an index; the pipeline applies it again, which changes nothing.
@@ -111,7 +116,10 @@ impl Aggregate {
         let results = {
             let reader: &dyn Txn = &*txn;
             let source =
-                TxnSource { txn: reader, sessions: self.sessions.as_deref(), host: &self.host };
+                TxnSource { txn: reader, sessions: self.sessions.as_deref(),
+            current_ops: self.current_ops.as_deref(),
+            host: &self.host,
+        };
             let ctx = self.context(&source);
             let collation = self.resolve_collation(reader)?;
             let input = match &self.coll {
@@ -187,6 +195,7 @@ impl output::Target for TxnTarget<'_> {
 struct TxnSource<'a> {
     txn: &'a dyn Txn,
     sessions: Option<&'a [Document]>,
+    current_ops: Option<&'a [Document]>,
     host: &'a str,
 }
 
@@ -197,6 +206,10 @@ impl Source for TxnSource<'_> {
 
     fn local_sessions(&self) -> Result<Vec<Document>> {
         Ok(self.sessions.map(<[Document]>::to_vec).unwrap_or_default())
+    }
+
+    fn current_ops(&self, _options: &crate::agg::CurrentOp) -> Result<Vec<Document>> {
+        Ok(self.current_ops.map(<[Document]>::to_vec).unwrap_or_default())
     }
 
     fn namespace_stats(&self, db: &str, coll: &str) -> Result<crate::agg::stats::Namespace> {

@@ -384,6 +384,7 @@ pub fn distinct(
     key: &str,
     filter: &Document,
     collation: &Requested,
+    hint: Option<&plan::Hint>,
 ) -> Result<Vec<Bson>> {
     let filter = Filter::parse(filter)?;
     let Some(meta) = catalog::get_collection(txn, db, coll)? else {
@@ -392,7 +393,7 @@ pub fn distinct(
     let collation = collation.resolve(&meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let mut values: Vec<(Bson, Bson)> = Vec::new();
-    for f in matching(txn, &meta, &filter)? {
+    for f in matching_sorted(txn, &meta, &filter, None, 0, hint)? {
         for v in crate::doc::path::collect_values(&f.doc, key) {
             let keyed = crate::collation::transform_opt(collation.as_deref(), v).into_owned();
             values.push((keyed, v.clone()));
@@ -413,38 +414,82 @@ pub fn verify(txn: &dyn Txn) -> Result<Vec<String>> {
         if meta.is_view() {
             continue;
         }
-        let handle = write::CollectionHandle::from_meta_for_verify(meta.clone())?;
-        let mut expected = std::collections::BTreeSet::new();
-        for f in scan_collection(txn, &meta)? {
-            let id_matches = f
-                .doc
-                .get("_id")
-                .map(|id| keys::Key::Document { coll: meta.id, id: &id_key(id) }.encode() == f.key);
-            if id_matches != Some(true) {
-                problems.push(format!("{}: document key does not match its _id", meta.namespace()));
-            }
-            for key in handle.entry_keys(&f.doc)? {
-                expected.insert(key);
-            }
-        }
-        let mut actual = std::collections::BTreeSet::new();
-        for i in meta.indexes.iter().filter(|i| i.name() != "_id_") {
-            let prefix = keys::index_prefix(meta.id, i.id);
-            let end = keys::prefix_end(&prefix);
-            for item in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
-                actual.insert(item?.0);
-            }
-        }
-        for missing in expected.difference(&actual) {
-            problems.push(format!("{}: missing index entry {:02x?}", meta.namespace(), missing));
-        }
-        for extra in actual.difference(&expected) {
-            problems.push(format!(
-                "{}: index entry without document {:02x?}",
-                meta.namespace(),
-                extra
-            ));
-        }
+        let check = validate_collection(txn, &meta)?;
+        problems.extend(check.problems.into_iter().map(|p| format!("{}: {p}", meta.namespace())));
     }
     Ok(problems)
+}
+
+/// What [`validate_collection`] found.
+#[derive(Debug, Default)]
+pub struct Validation {
+    /// The documents (records) read.
+    pub records: u64,
+    /// Documents that do not decode as BSON.
+    pub corrupt_records: u64,
+    /// The entries of each index, by index name (`_id_` counts the documents, which are keyed
+    /// by `_id`).
+    pub keys_per_index: Vec<(String, u64)>,
+    /// Index entries a document calls for that are missing.
+    pub missing_index_entries: u64,
+    /// Index entries no document calls for.
+    pub extra_index_entries: u64,
+    /// A description of each problem (empty when the collection is valid).
+    pub problems: Vec<String>,
+}
+
+/// Validates one collection (the `validate` command): every document decodes and is stored
+/// under its own `_id`, and its indexes hold exactly the entries the documents call for.
+pub fn validate_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Validation> {
+    let mut v = Validation::default();
+    let handle = write::CollectionHandle::from_meta_for_verify(meta.clone())?;
+    let mut expected = std::collections::BTreeSet::new();
+    let prefix = keys::document_prefix(meta.id);
+    let end = keys::prefix_end(&prefix);
+    for item in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
+        let (key, value) = item?;
+        v.records += 1;
+        let doc = match Document::from_reader(&value[..]) {
+            Ok(doc) => doc,
+            Err(e) => {
+                v.corrupt_records += 1;
+                v.problems.push(format!("document {key:02x?} does not decode: {e}"));
+                continue;
+            }
+        };
+        let id_matches = doc
+            .get("_id")
+            .map(|id| keys::Key::Document { coll: meta.id, id: &id_key(id) }.encode() == key);
+        if id_matches != Some(true) {
+            v.problems.push("document key does not match its _id".to_string());
+        }
+        for key in handle.entry_keys(&doc)? {
+            expected.insert(key);
+        }
+    }
+    opstats::add_docs(v.records);
+    let mut actual = std::collections::BTreeSet::new();
+    for i in &meta.indexes {
+        if i.name() == "_id_" {
+            v.keys_per_index.push((i.name().to_string(), v.records));
+            continue;
+        }
+        let prefix = keys::index_prefix(meta.id, i.id);
+        let end = keys::prefix_end(&prefix);
+        let mut n = 0;
+        for item in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
+            actual.insert(item?.0);
+            n += 1;
+        }
+        v.keys_per_index.push((i.name().to_string(), n));
+    }
+    for missing in expected.difference(&actual) {
+        v.missing_index_entries += 1;
+        v.problems.push(format!("missing index entry {missing:02x?}"));
+    }
+    for extra in actual.difference(&expected) {
+        v.extra_index_entries += 1;
+        v.problems.push(format!("index entry without document {extra:02x?}"));
+    }
+    Ok(v)
 }

@@ -105,6 +105,9 @@ pub struct Session {
     pub txn_number: Option<i64>,
     /// The state of the transaction with `txn_number`.
     pub state: TxnState,
+    /// The versioned-API parameters the transaction's first statement declared, as a document
+    /// (every later statement must declare the same).
+    pub txn_api: Option<Document>,
     /// Whether the durable record has been read since this process started.
     loaded: bool,
     /// The transaction number of the session's durable record, and what it was used for.
@@ -122,6 +125,7 @@ impl Session {
             last_use: Instant::now(),
             txn_number: None,
             state: TxnState::None,
+            txn_api: None,
             loaded: false,
             durable: None,
             recorded_stmts: Some(Vec::new()),

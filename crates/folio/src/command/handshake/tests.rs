@@ -74,7 +74,9 @@ fn hello_describes_a_one_member_replica_set_primary() {
     assert_eq!(r.get_bool("readOnly").ok(), Some(false));
     assert!(r.get_datetime("localTime").is_ok());
     assert!(r.get_object_id("electionId").is_ok());
-    assert!(!r.contains_key("topologyVersion"));
+    let version = r.get_document("topologyVersion").expect("topologyVersion");
+    assert_eq!(version.get_i64("counter").ok(), Some(0));
+    assert!(version.get_object_id("processId").is_ok());
     assert!(!r.contains_key("helloOk"));
     assert!(!r.contains_key("compression"));
     assert!(r.contains_key("operationTime"));
