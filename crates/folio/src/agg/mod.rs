@@ -45,7 +45,7 @@ use bson::{Bson, Document};
 
 pub use expr::{Expression, Scope, Vars};
 pub use spill::{DEFAULT_MEMORY_LIMIT, MemoryLimit};
-pub use stage::Stage;
+pub use stage::{SEARCH_INDEXES_UNAVAILABLE, SEARCH_UNAVAILABLE, Stage};
 
 use crate::err;
 use crate::error::Result;
