@@ -144,18 +144,28 @@ pub fn parse(text: &str) -> Result<TestFile, String> {
 }
 
 /// The test areas, i.e. the folders of the spec test directory this runner knows.
-pub const AREAS: [&str; 6] = [
+pub const AREAS: [&str; 11] = [
     "transactions",
     "sessions",
     "retryable-writes",
     "crud",
     "causal-consistency",
     "change-streams",
+    "collection-management",
+    "index-management",
+    "run-command",
+    "versioned-api",
+    "gridfs",
 ];
 
-/// Lists the `.json` files of one area, sorted by name.
+/// Lists the `.json` files of one area, sorted by name; an area the spec test directory does not
+/// have has none (the shared copy holds the areas Folio is checked against, a driver's checkout
+/// may hold more).
 pub fn area_files(spec_dir: &Path, area: &str) -> Result<Vec<std::path::PathBuf>, String> {
     let dir = spec_dir.join(area);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
     let entries =
         std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
     let mut files: Vec<_> = entries

@@ -19,7 +19,15 @@
 //! - the driver has no collection-level `bulkWrite`: it runs as the equivalent single operations (consecutive
 //!   inserts as one `insertMany`, so the driver's retries apply), or, when a batch holds several updates or
 //!   deletes and no fail point is set, as the driver-spec batches sent as write commands in the session;
-//! - `withTransaction` is the convenient-API retry loop written out over the driver's start/commit/abort.
+//! - `withTransaction` is the convenient-API loop written out over the driver's start/commit/abort, as
+//!   the convenient transactions specification gives it (callback errors propagate even when a
+//!   callback operation expected them, as the format requires);
+//! - the driver has no legacy `count` or `mapReduce` helper: they run as the command a driver's
+//!   helper sends; every other operation (`listIndexes`, the `list*Names` and `*Objects` variants,
+//!   `runCursorCommand`, the search index operations) goes through the driver's own helper, so its
+//!   retry and cursor rules apply;
+//! - `createCommandCursor` cursors are read batch by batch (the driver's raw batch cursor), so that
+//!   `iterateOnce` sends at most one getMore, as the format requires of tailable cursors;
 //! - the driver refuses `w: 0` writes, so outside transactions they are sent as the equivalent write
 //!   command through the same client (see `ops.rs`); `clientBulkWrite` with `w: 0` is skipped.
 
@@ -123,12 +131,19 @@ impl Runner {
         } else {
             "single"
         };
+        // `runOnRequirements.serverParameters` is checked against what `getParameter: "*"` reports
+        // (a server that refuses it has no parameters to match).
+        let mut server_parameters =
+            admin.run_command(doc! {"getParameter": "*"}).await.unwrap_or_default();
+        for k in ["ok", "operationTime", "$clusterTime"] {
+            server_parameters.remove(k);
+        }
         let server = ServerDescription {
             version,
             topology: topology.into(),
             auth: false,
             serverless: false,
-            server_parameters: Document::new(),
+            server_parameters,
         };
         Ok(Self {
             uri: uri.into(),
@@ -148,7 +163,7 @@ impl Runner {
         let mut run = TestRun {
             runner: self,
             entities: HashMap::new(),
-            pending_cursor: None,
+            pending_entity: None,
             pending_partial: None,
         };
         crate::ops::take_ignored_arguments();
@@ -292,6 +307,16 @@ pub(crate) enum CursorEntity {
     Session(mongodb::SessionCursor<Document>, String),
     /// A change stream (`createChangeStream`), its events as raw documents.
     Stream(Box<mongodb::change_stream::ChangeStream<Document>>),
+    /// A `createCommandCursor` cursor, read batch by batch so that `iterateOnce` sends at most
+    /// one getMore, and the documents of the last batch not yet returned.
+    Command(Box<CommandCursor>, std::collections::VecDeque<Document>),
+}
+
+/// The driver's batch cursor behind a `createCommandCursor` entity.
+pub(crate) enum CommandCursor {
+    Plain(mongodb::raw_batch_cursor::RawBatchCursor),
+    /// Opened in the named session, which each getMore uses.
+    Session(mongodb::raw_batch_cursor::SessionRawBatchCursor, String),
 }
 
 /// Anything the entity map holds.
@@ -301,6 +326,8 @@ pub(crate) enum Entity {
     Collection(Collection<Document>),
     Session(Box<SessionEntity>),
     Cursor(Box<CursorEntity>),
+    /// A GridFS bucket (`bucket` entity).
+    Bucket(mongodb::gridfs::GridFsBucket),
     Value(Bson),
 }
 
@@ -311,9 +338,10 @@ pub(crate) type OpResult = Result<Option<Bson>, mongodb::error::Error>;
 pub(crate) struct TestRun<'r> {
     pub runner: &'r Runner,
     pub entities: HashMap<String, Entity>,
-    /// The cursor `createFindCursor` or `createChangeStream` opened, until `saveResultAsEntity`
+    /// The entity an operation produced (the cursor of `createFindCursor`, `createCommandCursor`
+    /// or `createChangeStream`, the collection of `createCollection`), until `saveResultAsEntity`
     /// names it.
-    pub pending_cursor: Option<CursorEntity>,
+    pub pending_entity: Option<Entity>,
     /// The partial result of the current operation's failed write, for `expectError.expectResult` where
     /// the driver's error does not carry one.
     pub pending_partial: Option<Bson>,
@@ -438,6 +466,11 @@ impl<'r> TestRun<'r> {
                 let opts = collection_options(spec.get_document("collectionOptions").ok())?;
                 Entity::Collection(db.collection_with_options(name, opts))
             }
+            "bucket" => {
+                let db = self.database(spec.get_str("database").unwrap_or_default())?;
+                let opts = bucket_options(spec.get_document("bucketOptions").ok())?;
+                Entity::Bucket(db.gridfs_bucket(opts))
+            }
             "session" => {
                 let client_name = spec.get_str("client").unwrap_or_default().to_string();
                 let client = self.client(&client_name)?.client.clone();
@@ -507,6 +540,9 @@ impl<'r> TestRun<'r> {
         // sets the heartbeat itself. 500 ms is the driver's minimum.
         if !opts_given.iter().any(|k| k == "heartbeatfrequencyms") {
             opts.heartbeat_freq = Some(Duration::from_millis(500));
+        }
+        if let Ok(api) = spec.get_document("serverApi") {
+            opts.server_api = Some(server_api(api)?);
         }
         let events = Arc::new(Mutex::new(Vec::new()));
         let checked_out = Arc::new(AtomicI64::new(0));
@@ -661,8 +697,8 @@ impl<'r> TestRun<'r> {
     }
 
     pub(crate) fn check_op(&mut self, op: &Operation, result: OpResult) -> Result<(), String> {
-        if let (Some(c), Some(name)) = (self.pending_cursor.take(), &op.save_result_as_entity) {
-            self.entities.insert(name.clone(), Entity::Cursor(Box::new(c)));
+        if let (Some(e), Some(name)) = (self.pending_entity.take(), &op.save_result_as_entity) {
+            self.entities.insert(name.clone(), e);
             return Ok(());
         }
         if op.ignore_result_and_error {
@@ -1055,6 +1091,40 @@ fn summarize(events: &[Observed]) -> String {
         })
         .collect();
     format!("[{}]", names.join(", "))
+}
+
+/// A client entity's `serverApi` (`version`, `strict`, `deprecationErrors`) as the driver's
+/// declared API version, which it then sends with every command.
+fn server_api(spec: &Document) -> Result<mongodb::options::ServerApi, String> {
+    let version = match spec.get_str("version") {
+        Ok("1") => mongodb::options::ServerApiVersion::V1,
+        _ => return Err(format!("serverApi: unsupported version in {spec}")),
+    };
+    let mut api = mongodb::options::ServerApi::builder().version(version).build();
+    api.strict = spec.get_bool("strict").ok();
+    api.deprecation_errors = spec.get_bool("deprecationErrors").ok();
+    Ok(api)
+}
+
+/// A bucket entity's `bucketOptions` (`bucketName`, `chunkSizeBytes` and the concerns).
+fn bucket_options(
+    spec: Option<&Document>,
+) -> Result<mongodb::options::GridFsBucketOptions, String> {
+    let mut opts = mongodb::options::GridFsBucketOptions::default();
+    let Some(spec) = spec else { return Ok(opts) };
+    (opts.read_concern, opts.write_concern, opts.selection_criteria) = concerns(Some(spec))?;
+    for (k, v) in spec {
+        match (k.as_str(), v) {
+            ("bucketName", Bson::String(name)) => opts.bucket_name = Some(name.clone()),
+            ("chunkSizeBytes", v) => {
+                let n = v.as_i32().and_then(|n| u32::try_from(n).ok());
+                opts.chunk_size_bytes = Some(n.ok_or_else(|| format!("bad chunkSizeBytes {v}"))?);
+            }
+            ("readConcern" | "writeConcern" | "readPreference", _) => {}
+            (other, _) => return Err(format!("unsupported bucketOptions field {other}")),
+        }
+    }
+    Ok(opts)
 }
 
 fn database_options(spec: Option<&Document>) -> Result<DatabaseOptions, String> {

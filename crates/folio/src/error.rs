@@ -214,6 +214,7 @@ codes! {
     Location16755 = 16755,
     Location17419 = 17419,
     Location31254 = 31254,
+    SearchNotEnabled = 31082,
     Location40234 = 40234,
     Location40323 = 40323,
     Location40324 = 40324,

@@ -41,7 +41,7 @@ use bson::{Bson, Document};
 
 use crate::expr::{Expression, Scope};
 pub use spill::{DEFAULT_MEMORY_LIMIT, MemoryLimit};
-pub use stage::{CurrentOp, Stage};
+pub use stage::{CurrentOp, SEARCH_INDEXES_UNAVAILABLE, SEARCH_UNAVAILABLE, Stage};
 
 use crate::err;
 use crate::error::Result;

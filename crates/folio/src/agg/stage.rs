@@ -81,6 +81,20 @@ pub enum Stage {
     GeoNear(Box<super::geonear::GeoNear>),
 }
 
+/// MongoDB's refusal of the search index commands and `$listSearchIndexes` on a server without
+/// a search index management service (SearchNotEnabled).
+pub const SEARCH_INDEXES_UNAVAILABLE: &str = "Using Atlas Search Database Commands and the \
+    $listSearchIndexes aggregation stage requires additional configuration. Please connect to \
+    Atlas or an AtlasCLI local deployment to enable. For more information on how to connect, see \
+    https://dochub.mongodb.org/core/atlas-cli-deploy-local-reqs.";
+
+/// MongoDB's refusal of `$search`, `$searchMeta` and `$vectorSearch` on a server without a
+/// search service (SearchNotEnabled).
+pub const SEARCH_UNAVAILABLE: &str = "Using $search and $vectorSearch aggregation stages \
+    requires additional configuration. Please connect to Atlas or an AtlasCLI local deployment \
+    to enable. For more information on how to connect, see \
+    https://dochub.mongodb.org/core/atlas-cli-deploy-local-reqs.";
+
 fn stage_name_error() -> Error {
     loc(40323, "A pipeline stage specification object must contain exactly one field.")
 }
@@ -243,6 +257,12 @@ impl Stage {
             // first stage of an `aggregate` (see `crate::changes`), never inside a pipeline.
             "$listSessions" | "$changeStream" | "$planCacheStats" => {
                 Err(err!(NotImplemented, "the {name} stage is not supported"))
+            }
+            // Atlas Search lives in a separate service (mongot) that Folio, like a mongod
+            // without one, does not have: refused as such a mongod refuses them.
+            "$listSearchIndexes" => Err(err!(SearchNotEnabled, "{}", SEARCH_INDEXES_UNAVAILABLE)),
+            "$search" | "$searchMeta" | "$vectorSearch" => {
+                Err(err!(SearchNotEnabled, "{}", SEARCH_UNAVAILABLE))
             }
             other => Err(loc(40324, format!("Unrecognized pipeline stage name: '{other}'"))),
         }

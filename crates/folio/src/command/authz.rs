@@ -298,6 +298,10 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
             if authorized { Authenticated } else { on_db("listCollections") }
         }
         "listIndexes" => on("listIndexes"),
+        "createSearchIndexes" => on("createSearchIndexes"),
+        "updateSearchIndex" => on("updateSearchIndex"),
+        "dropSearchIndex" => on("dropSearchIndex"),
+        "listSearchIndexes" => on("listSearchIndexes"),
         "dbStats" => on_db("dbStats"),
         "collStats" => on("collStats"),
         "killAllSessions" | "killAllSessionsByPattern" => cluster("killAnySession"),

@@ -206,6 +206,17 @@ pub fn drop_indexes(
     Ok(out)
 }
 
+/// `createSearchIndexes`, `updateSearchIndex`, `dropSearchIndex` and `listSearchIndexes`:
+/// Atlas Search indexes live in a search service beside the server, which Folio has not; a
+/// mongod without one refuses these commands with SearchNotEnabled, and so does Folio.
+pub fn search_index_command(
+    _svc: &Service,
+    _c: &mut Connection,
+    _cmd: &Document,
+) -> Result<Document> {
+    bail!(SearchNotEnabled, "{}", crate::agg::SEARCH_INDEXES_UNAVAILABLE)
+}
+
 /// `collMod` (validator and validation options).
 pub fn coll_mod(
     _svc: &Service,

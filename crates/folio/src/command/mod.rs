@@ -1015,6 +1015,11 @@ pub(crate) mod table {
             &["includeBuildUUIDs", "includeIndexBuildInfo"],
             v1(cmd("listIndexes", R(ddl::list_indexes))),
         ),
+        // Atlas Search index management, which Folio has not (refused as mongod refuses it).
+        write(cmd("createSearchIndexes", S(ddl::search_index_command))),
+        write(cmd("updateSearchIndex", S(ddl::search_index_command))),
+        write(cmd("dropSearchIndex", S(ddl::search_index_command))),
+        cmd("listSearchIndexes", S(ddl::search_index_command)),
         cmd("dbStats", R(ddl::db_stats)),
         cmd("collStats", R(ddl::coll_stats)),
         // Sessions and transactions.

@@ -573,6 +573,20 @@ fn parse_named(op: &'static NamedOperator, arg: &Bson, scope: &Scope) -> Result<
     let [not_object, unknown, missing] = op.codes;
     let get_field = name == "$getField";
     let spec = match arg {
+        // `$getField: {$literal: "$price"}` (an expression rather than named arguments) is
+        // shorthand for `{field: ...}`, as `$getField: "name"` is: how a top-level field whose
+        // name starts with `$` is read.
+        Bson::Document(d)
+            if op == "$getField" && d.keys().next().is_some_and(|k| k.starts_with('$')) =>
+        {
+            return Ok(Expression::Named(
+                op,
+                vec![
+                    ("field".to_string(), Expression::parse_in(arg, scope)?),
+                    ("input".to_string(), Expression::Var("ROOT".to_string(), Vec::new())),
+                ],
+            ));
+        }
         Bson::Document(d) => d,
         // `$getField: "name"` is shorthand for `{field: "name"}`.
         Bson::String(_) if get_field => {

@@ -155,7 +155,7 @@ pub struct Regex {
     /// The options as written (sorted).
     pub options: String,
     /// The compiled form.
-    pub re: regex::Regex,
+    pub re: super::pcre::Pcre,
 }
 
 impl Regex {
@@ -169,11 +169,8 @@ impl Regex {
                 other => bail!(Location51108, "invalid flag in regex options: {other}"),
             }
         }
-        let translated = translate_pcre(pattern);
-        let full = if flags.is_empty() { translated } else { format!("(?{flags}){translated}") };
-        let re = regex::Regex::new(&full).map_err(|e| {
-            err!(Location51091, "Regular expression is invalid: {}", first_line(&e.to_string()))
-        })?;
+        let re = super::pcre::Pcre::compile(pattern, &flags)
+            .map_err(|e| err!(Location51091, "Regular expression is invalid: {}", e))?;
         let mut sorted: Vec<char> = options.chars().collect();
         sorted.sort_unstable();
         Ok(Regex { pattern: pattern.to_string(), options: sorted.into_iter().collect(), re })
@@ -199,6 +196,11 @@ impl Regex {
         if self.options.contains('i') || self.options.contains('m') || self.options.contains('x') {
             return None;
         }
+        // An alternation may match without the prefix (`^a|b`), as MongoDB's prefix analysis
+        // also refuses.
+        if self.pattern.contains('|') {
+            return None;
+        }
         let rest = self.pattern.strip_prefix('^').or_else(|| self.pattern.strip_prefix("\\A"))?;
         let prefix: String = rest
             .chars()
@@ -215,40 +217,6 @@ impl Regex {
             _ => Some(prefix),
         }
     }
-}
-
-/// Adapts a PCRE pattern (MongoDB's dialect) to the `regex` crate where they differ on common
-/// input: an escaped punctuation character is always that literal character in PCRE (`\<` is
-/// `<`, while the `regex` crate reads it as a word boundary), and `\Z` (end of input, before a
-/// final newline) has no direct equivalent. Look-around and backreferences stay unsupported and
-/// are reported as invalid patterns.
-fn translate_pcre(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len());
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('Z') => out.push_str(r"\n?\z"),
-            // A hex escape is a literal in every mode (also under `x`, where `#` and spaces
-            // would otherwise start comments or be ignored).
-            Some(p) if p.is_ascii_punctuation() || p == ' ' => {
-                out.push_str(&format!("\\x{{{:X}}}", p as u32))
-            }
-            Some(other) => {
-                out.push('\\');
-                out.push(other);
-            }
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 impl Filter {

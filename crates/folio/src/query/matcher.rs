@@ -326,7 +326,7 @@ fn type_matches(sel: TypeSel, v: &Bson) -> bool {
 
 fn regex_matches(re: &Regex, v: &Bson) -> bool {
     match v {
-        Bson::String(s) | Bson::Symbol(s) => re.re.is_match(s),
+        Bson::String(s) | Bson::Symbol(s) => re.re.matches(s),
         Bson::RegularExpression(r) => re.same_as(r),
         _ => false,
     }

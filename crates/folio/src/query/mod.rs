@@ -20,6 +20,7 @@ pub mod expr;
 pub mod filter;
 pub mod geo;
 pub mod matcher;
+pub mod pcre;
 pub mod plan;
 pub mod projection;
 pub mod schema;

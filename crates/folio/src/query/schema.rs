@@ -293,7 +293,7 @@ impl Schema {
         let len = s.chars().count();
         self.min_length.is_none_or(|m| len >= m)
             && self.max_length.is_none_or(|m| len <= m)
-            && self.pattern.as_ref().is_none_or(|p| p.re.is_match(s))
+            && self.pattern.as_ref().is_none_or(|p| p.re.matches(s))
     }
 
     fn object_ok(&self, v: &Bson) -> bool {

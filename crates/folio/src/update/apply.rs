@@ -73,6 +73,7 @@ impl Operators {
             check_resolved_conflicts(&resolved)?;
         }
         for (op, parts) in &resolved {
+            check_top_level_dollar(parts, &op.kind, ctx)?;
             apply_op(doc, parts, &op.kind, ctx)?;
         }
         if let Some(id) = &original_id {
@@ -83,6 +84,21 @@ impl Operators {
         }
         id_first(doc);
         Ok(!identical(&Bson::Document(before), &Bson::Document(doc.clone())))
+    }
+}
+
+/// MongoDB stores a `$`-prefixed field written by an update operator only below the top level,
+/// or at the top level of the document an upsert inserts (which is validated as an insert);
+/// writing one at the top level of an existing document is refused as not valid for storage.
+/// Removing one (`$unset`) is always allowed, and `$setOnInsert` writes only on insert.
+fn check_top_level_dollar(parts: &[String], kind: &OpKind, ctx: &UpdateContext) -> Result<()> {
+    let writes = !matches!(kind, OpKind::Unset | OpKind::SetOnInsert(_));
+    match parts.first() {
+        Some(first) if first.starts_with('$') && writes && !ctx.is_upsert_insert => bail!(
+            DollarPrefixedFieldName,
+            "The dollar ($) prefixed field '{first}' in '{first}' is not valid for storage."
+        ),
+        _ => Ok(()),
     }
 }
 

@@ -81,7 +81,10 @@ fn validate_path(op: &str, path: &str) -> Result<()> {
                 "The update path '{path}' contains an empty field name, which is not allowed."
             );
         }
-        if i == 0 && part.starts_with('$') {
+        // A `$`-prefixed field name is a path like any other (MongoDB 5.0+ stores such names;
+        // whether one may be written at the top level is decided when the update is applied),
+        // but a positional element cannot come first.
+        if i == 0 && (part == "$" || part.starts_with("$[")) {
             bail!(
                 DollarPrefixedFieldName,
                 "The update path '{path}' contains an illegal field name, which is not allowed."
