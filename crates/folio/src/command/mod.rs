@@ -473,6 +473,7 @@ impl Service {
         }
         let mut op = OpContext::parse(cmd)?;
         authz::check(self, conn, &name, cmd, &op.db)?;
+        authz::bind_session(self, conn, &mut op)?;
         let (_op_guard, killed) =
             self.ops.register(conn.id, &conn.remote, cmd, namespace_of(cmd, &op.db));
         op.killed = Some(killed);
