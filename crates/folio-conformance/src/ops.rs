@@ -505,13 +505,15 @@ impl TestRun<'_> {
                 with_session!(s, db.collection::<Document>(&c).drop()).map(|_| None)
             }
             "listCollections" => {
+                let opts: mongodb::options::ListCollectionsOptions = a.options()?;
+                let list = db.list_collections().with_options(opts);
                 let s = self.session_mut(sn)?;
                 match s {
-                    Some(s) => match db.list_collections().session(&mut *s).await {
+                    Some(s) => match list.session(&mut *s).await {
                         Ok(c) => drain_session_specs(c, s).await,
                         Err(e) => Err(e),
                     },
-                    None => match db.list_collections().await {
+                    None => match list.await {
                         Ok(c) => drain_specs(c).await,
                         Err(e) => Err(e),
                     },
