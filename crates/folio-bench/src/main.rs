@@ -1,5 +1,8 @@
 //! `folio-bench`: Folio over the wire, Folio embedded and PostgreSQL, side by side, measured in
-//! the same run on the same machine.
+//! the same run on the same machine; and Folio over PostgreSQL storage (`folio-pg`: one front
+//! end; `folio-pg-2`: two front ends over the one database, the clients spread over both), which
+//! shows what the extra layer costs over PostgreSQL itself and how throughput grows with front
+//! ends.
 //!
 //! ```text
 //! cargo run --release -p folio-bench -- --duration 10 --clients 1,8,32 --json bench.json
@@ -63,8 +66,12 @@ struct Args {
         default_value = "order,transfer,insert,point-read,range,hot-counter"
     )]
     workloads: Vec<String>,
-    /// Systems, comma-separated: folio, folio-embedded, postgres.
-    #[arg(long, value_delimiter = ',', default_value = "folio,folio-embedded,postgres")]
+    /// Systems, comma-separated: folio, folio-embedded, postgres, folio-pg, folio-pg-2.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "folio,folio-embedded,postgres,folio-pg,folio-pg-2"
+    )]
     systems: Vec<String>,
     /// Collection sizes of the scaling series (point read and range at one client).
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
@@ -253,6 +260,10 @@ struct Systems {
     embedded: Option<folio::api::Client>,
     /// The PostgreSQL cluster.
     postgres: Option<pg::Cluster>,
+    /// Folio front ends over their own PostgreSQL cluster, and which of the two systems on them
+    /// were selected.
+    folio_pg: Option<PgFrontEnds>,
+    pg_systems: Vec<System>,
     /// Data directories, removed when the run ends (after the servers stop).
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -272,6 +283,10 @@ impl Systems {
                 System::Folio => systems.start_folio(plan).await,
                 System::FolioEmbedded => systems.start_embedded().await,
                 System::Postgres => systems.start_postgres(report).await,
+                System::FolioPg | System::FolioPg2 => {
+                    systems.pg_systems.push(system);
+                    systems.start_folio_pg(plan, report).await
+                }
             };
             if let Err(e) = r {
                 let note = format!("{}: {e}", system.name());
@@ -332,6 +347,37 @@ impl Systems {
         Ok(())
     }
 
+    /// Two front ends over one throwaway cluster, loaded once (both Folio-over-PostgreSQL systems
+    /// run on them); PostgreSQL missing from the machine is a skip.
+    async fn start_folio_pg(&mut self, plan: &Plan, report: &mut Report) -> Result<(), String> {
+        if self.folio_pg.is_some() {
+            return Ok(());
+        }
+        let cluster = match tokio::task::spawn_blocking(pg::Cluster::start).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let note = format!("folio-pg skipped: {e}");
+                progress(&note);
+                report.notes.push(note);
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let bin = wire::folio_binary()?;
+        let url = cluster.url();
+        let servers =
+            vec![wire::Server::start_pg(&bin, &url)?, wire::Server::start_pg(&bin, &url)?];
+        let max_clients = plan.clients.iter().copied().max().unwrap_or(1);
+        let mut clients = Vec::new();
+        for server in &servers {
+            clients.push(server.client(max_clients).await?);
+        }
+        timed("folio-pg: load", wire::load(&clients[0])).await?;
+        self.folio_pg =
+            Some(PgFrontEnds { servers, clients, cluster, loaded: vec![workload::ITEMS] });
+        Ok(())
+    }
+
     /// The systems that started, in run order.
     fn running(&self) -> Vec<System> {
         let mut v = Vec::new();
@@ -343,6 +389,9 @@ impl Systems {
         }
         if self.postgres.is_some() {
             v.push(System::Postgres);
+        }
+        if self.folio_pg.is_some() {
+            v.extend(&self.pg_systems);
         }
         v
     }
@@ -397,6 +446,23 @@ impl Systems {
                 drop(clients);
                 Ok((m, rss))
             }
+            System::FolioPg | System::FolioPg2 => {
+                let fe = self.folio_pg.as_ref().ok_or("folio-pg is not running")?;
+                let used = if system == System::FolioPg { 1 } else { 2 };
+                let mut clients = Vec::new();
+                for i in 0..n {
+                    clients.push(wire::WireClient::new(&fe.clients[i % used], items).await?);
+                }
+                let servers = &fe.servers[..used];
+                // The front ends' CPU and the database's, per operation.
+                let cpu = || {
+                    let fronts: Option<f64> = servers.iter().map(wire::Server::cpu_seconds).sum();
+                    Some(fronts? + fe.cluster.cpu_seconds()?)
+                };
+                let (m, _) = runner::run_async(clients, w, items, timing, cpu).await;
+                let rss: Option<u64> = servers.iter().map(wire::Server::peak_rss).sum();
+                Ok((m, rss))
+            }
         }
     }
 
@@ -432,9 +498,32 @@ impl Systems {
                 }
                 cluster.restart()?;
             }
+            System::FolioPg | System::FolioPg2 => {
+                let fe = self.folio_pg.as_mut().ok_or("folio-pg is not running")?;
+                // Both systems read the same database: load each size once.
+                if !fe.loaded.contains(&docs) {
+                    timed(&what, wire::load_items(&fe.clients[0], docs)).await?;
+                    fe.loaded.push(docs);
+                }
+                for (server, client) in fe.servers.iter_mut().zip(&mut fe.clients) {
+                    server.restart()?;
+                    *client = server.client(1).await?;
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Folio over PostgreSQL storage: two `folio serve --storage` front ends over one throwaway
+/// cluster, with a driver client each (the `folio-pg` system uses the first, `folio-pg-2` both).
+/// The front ends stop before the cluster.
+struct PgFrontEnds {
+    servers: Vec<wire::Server>,
+    clients: Vec<mongodb::Client>,
+    cluster: pg::Cluster,
+    /// The sizes of the items collections loaded so far.
+    loaded: Vec<i64>,
 }
 
 /// Runs the main matrix and the scaling series, interleaving the systems: for each workload and

@@ -57,6 +57,11 @@ impl Cluster {
         r
     }
 
+    /// The connection URL of the `postgres` database (what `folio serve --storage` takes).
+    pub fn url(&self) -> String {
+        self.pg.url()
+    }
+
     /// Restarts the server (so that peak RSS starts again).
     pub fn restart(&mut self) -> Result<(), String> {
         self.pg_stop()?;

@@ -16,11 +16,16 @@ pub enum System {
     FolioEmbedded,
     /// PostgreSQL through tokio-postgres.
     Postgres,
+    /// `folio serve --storage postgresql://...` through the MongoDB driver: one front end.
+    FolioPg,
+    /// The same with two front ends over the one database, the clients spread over both.
+    FolioPg2,
 }
 
 impl System {
     /// Every system, in run order.
-    pub const ALL: [System; 3] = [System::Folio, System::FolioEmbedded, System::Postgres];
+    pub const ALL: [System; 5] =
+        [System::Folio, System::FolioEmbedded, System::Postgres, System::FolioPg, System::FolioPg2];
 
     /// The name on the command line and in the JSON rows.
     pub fn name(self) -> &'static str {
@@ -28,13 +33,16 @@ impl System {
             System::Folio => "folio",
             System::FolioEmbedded => "folio-embedded",
             System::Postgres => "postgres",
+            System::FolioPg => "folio-pg",
+            System::FolioPg2 => "folio-pg-2",
         }
     }
 
     /// Parses a command-line name.
     pub fn parse(s: &str) -> Result<System, String> {
         System::ALL.into_iter().find(|x| x.name() == s.trim()).ok_or_else(|| {
-            format!("unknown system {s:?} (expected folio, folio-embedded, postgres)")
+            let names: Vec<&str> = System::ALL.iter().map(|x| x.name()).collect();
+            format!("unknown system {s:?} (expected one of {})", names.join(", "))
         })
     }
 }

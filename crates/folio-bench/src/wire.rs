@@ -2,13 +2,15 @@
 //! MongoDB driver.
 //!
 //! The server runs on a free port of 127.0.0.1 with a temporary data directory and the default
-//! engine (redb, durable commits). Every client writes with `w: "majority", j: true` and runs
+//! engine (redb, durable commits), or, for the `folio-pg` systems, with `--storage` on a
+//! throwaway PostgreSQL cluster (each commit a PostgreSQL commit, durable when acknowledged). Every client writes with `w: "majority", j: true` and runs
 //! its transactions with snapshot read concern, as seed 002's `placeOrder` does. A transaction
 //! that fails with the `TransientTransactionError` label (a write conflict) is retried whole,
 //! after a short random wait ([`crate::runner::backoff`]); a
 //! commit that fails with `UnknownTransactionCommitResult` is retried alone, as MongoDB's
 //! documentation recommends.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -63,8 +65,8 @@ pub fn folio_binary() -> Result<PathBuf, String> {
 /// A running `folio serve` process.
 pub struct Server {
     child: Child,
-    /// The data directory, kept across restarts.
-    dbpath: PathBuf,
+    /// Where the data is (`--dbpath DIR` or `--storage URL`), kept across restarts.
+    storage: [OsString; 2],
     bin: PathBuf,
     /// TCP port on 127.0.0.1.
     pub port: u16,
@@ -73,17 +75,25 @@ pub struct Server {
 impl Server {
     /// Starts a server on a fresh data directory inside `dir`.
     pub fn start(bin: &Path, dir: &Path) -> Result<Server, String> {
-        let dbpath = dir.join("folio-data");
+        Server::start_on(bin, ["--dbpath".into(), dir.join("folio-data").into()])
+    }
+
+    /// Starts a front end on a PostgreSQL database (`folio serve --storage URL`).
+    pub fn start_pg(bin: &Path, url: &str) -> Result<Server, String> {
+        Server::start_on(bin, ["--storage".into(), url.into()])
+    }
+
+    fn start_on(bin: &Path, storage: [OsString; 2]) -> Result<Server, String> {
         let port = crate::free_port()?;
-        let child = spawn(bin, &dbpath, port)?;
-        Ok(Server { child, dbpath, bin: bin.to_path_buf(), port })
+        let child = spawn(bin, &storage, port)?;
+        Ok(Server { child, storage, bin: bin.to_path_buf(), port })
     }
 
     /// Stops the server and starts it again on the same data (so that peak RSS starts again).
     pub fn restart(&mut self) -> Result<(), String> {
         self.stop();
         self.port = crate::free_port()?;
-        self.child = spawn(&self.bin, &self.dbpath, self.port)?;
+        self.child = spawn(&self.bin, &self.storage, self.port)?;
         Ok(())
     }
 
@@ -135,10 +145,10 @@ impl Drop for Server {
 }
 
 /// Starts `folio serve` and waits for its "listening" line.
-fn spawn(bin: &Path, dbpath: &Path, port: u16) -> Result<Child, String> {
+fn spawn(bin: &Path, storage: &[OsString], port: u16) -> Result<Child, String> {
     let mut child = Command::new(bin)
-        .args(["serve", "--bind_ip", "127.0.0.1", "--port", &port.to_string(), "--dbpath"])
-        .arg(dbpath)
+        .args(["serve", "--bind_ip", "127.0.0.1", "--port", &port.to_string()])
+        .args(storage)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,7 +1,8 @@
 //! Authentication, authorization and TLS through the official `mongodb` crate against the real
 //! `folio` binary (issue #12): the driver's SCRAM-SHA-256 and SCRAM-SHA-1 conversations
-//! (speculative and not), wrong passwords, unauthenticated and unprivileged commands, and TLS
-//! with certificates generated here (`rcgen`), with and without client certificates.
+//! (speculative and not), wrong passwords, unauthenticated and unprivileged commands, sessions
+//! and cursors that belong to their user, and TLS with certificates generated here (`rcgen`),
+//! with and without client certificates, and MONGODB-X509's user-name checks.
 
 mod common;
 
@@ -165,6 +166,84 @@ async fn scram_sha_256_and_sha_1_with_the_rust_driver() {
     assert!(e.to_string().contains("requires authentication"), "{e}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_and_cursors_belong_to_their_user() {
+    let server = start(&["--auth"]);
+    let port = server.port;
+    create_users(port).await;
+    let root = client(format!(
+        "mongodb://admin:adminpw@127.0.0.1:{port}/?authSource=admin&directConnection=true"
+    ))
+    .await;
+    for user in ["alice", "bob"] {
+        root.database("admin")
+            .run_command(doc! {
+                "createUser": user,
+                "pwd": format!("{user}pw"),
+                "roles": [{ "role": "readWrite", "db": "own" }],
+            })
+            .await
+            .expect("createUser");
+    }
+    let user = |name: &str| {
+        format!(
+            "mongodb://{name}:{name}pw@127.0.0.1:{port}/?authSource=admin&directConnection=true"
+        )
+    };
+    let (alice, bob) = (client(user("alice")).await, client(user("bob")).await);
+    let docs: Vec<Document> = (0..5).map(|i| doc! { "_id": i }).collect();
+    let alice_coll = alice.database("own").collection::<Document>("c");
+    alice_coll.insert_many(docs).await.expect("seed");
+    let bob_db = bob.database("own");
+
+    // Alice's open transaction: bob naming its lsid reaches a session of his own, so neither
+    // killSessions nor endSessions nor a commit of his touches it.
+    let mut session = alice.start_session().await.expect("session");
+    session.start_transaction().await.expect("start");
+    alice_coll.insert_one(doc! { "_id": 100 }).session(&mut session).await.expect("insert");
+    let lsid = session.id().clone();
+    let admin = bob.database("admin");
+    admin.run_command(doc! { "killSessions": [lsid.clone()] }).await.expect("killSessions");
+    admin.run_command(doc! { "endSessions": [lsid.clone()] }).await.expect("endSessions");
+    admin.run_command(doc! { "killSessions": [] }).await.expect("killSessions of his own");
+    session.commit_transaction().await.expect("alice's transaction survives bob");
+    assert!(alice_coll.find_one(doc! { "_id": 100 }).await.expect("find").is_some());
+
+    // Alice's cursor: bob can neither continue nor kill it; she can, in her session.
+    let alice_db = alice.database("own");
+    let mut session = alice.start_session().await.expect("session");
+    let find = doc! { "find": "c", "batchSize": 2 };
+    let reply = alice_db.run_command(find.clone()).session(&mut session).await.expect("find");
+    let id = reply.get_document("cursor").and_then(|c| c.get_i64("id")).expect("cursor id");
+    assert_ne!(id, 0, "the cursor stays open after the first batch");
+    let e = bob_db
+        .run_command(doc! { "getMore": id, "collection": "c" })
+        .await
+        .expect_err("bob continues alice's cursor");
+    assert_eq!(code(&e), Some(13), "{e}");
+    let e = bob_db
+        .run_command(doc! { "killCursors": "c", "cursors": [id] })
+        .await
+        .expect_err("bob kills alice's cursor");
+    assert_eq!(code(&e), Some(13), "{e}");
+    assert!(e.to_string().contains("not authorized to kill cursor on own.c"), "{e}");
+    let reply = alice_db
+        .run_command(doc! { "getMore": id, "collection": "c", "batchSize": 2 })
+        .session(&mut session)
+        .await
+        .expect("alice continues her cursor");
+    let batch = reply.get_document("cursor").and_then(|c| c.get_array("nextBatch"));
+    assert_eq!(batch.map(Vec::len).ok(), Some(2), "{reply}");
+
+    // Root (killAnyCursor) may kill anyone's cursor.
+    let reply = root
+        .database("own")
+        .run_command(doc! { "killCursors": "c", "cursors": [id] })
+        .await
+        .expect("root kills alice's cursor");
+    assert_eq!(reply.get_array("cursorsKilled").map(Vec::len).ok(), Some(1), "{reply}");
+}
+
 /// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, as PEM files.
 struct Certificates {
     dir: tempfile::TempDir,
@@ -187,6 +266,7 @@ impl Certificates {
         for (name, sans, cn) in [
             ("server.pem", vec!["localhost".to_string(), "127.0.0.1".to_string()], "localhost"),
             ("client.pem", Vec::new(), "folio-test-client"),
+            ("stranger.pem", Vec::new(), "folio-stranger"),
         ] {
             let key = KeyPair::generate().expect("key");
             let mut params = CertificateParams::new(sans).expect("params");
@@ -340,6 +420,39 @@ async fn mongodb_x509_authenticates_the_client_certificate() {
         .await
         .expect_err("outside the user's roles");
     assert_eq!(code(&e), Some(13), "{e}");
+    // `authenticate`'s `user`, when given, must be the certificate's subject. (The Rust driver
+    // sends the connection string's user as `username`, which the server ignores as MongoDB
+    // does, so the command is sent by hand on a connection that has not authenticated.)
+    let anonymous =
+        client(format!("mongodb://localhost:{port}/?directConnection=true&{tls}")).await;
+    let external = anonymous.database("$external");
+    let authenticate = |user: &str| {
+        doc! { "authenticate": 1, "mechanism": "MONGODB-X509", "user": user.to_string() }
+    };
+    let e = external
+        .run_command(authenticate("CN=someone-else"))
+        .await
+        .expect_err("a user other than the certificate's subject");
+    assert_eq!(code(&e), Some(18), "{e}");
+    assert!(e.to_string().contains("no x.509 client certificate matching the user"), "{e}");
+    let reply = external
+        .run_command(authenticate("CN=folio-test-client"))
+        .await
+        .expect("the certificate's own subject as the user");
+    assert_eq!(reply.get_str("user").ok(), Some("CN=folio-test-client"), "{reply}");
+
+    // A certificate of the same CA whose subject is no user of $external is refused.
+    let e = client(format!(
+        "mongodb://localhost:{port}/?directConnection=true&authMechanism=MONGODB-X509&tls=true&tlsCAFile={}&tlsCertificateKeyFile={}",
+        certs.uri_path("ca.pem"),
+        certs.uri_path("stranger.pem")
+    ))
+    .await
+    .list_database_names()
+    .await
+    .expect_err("X.509 as a subject that is no user");
+    assert!(matches!(e.kind.as_ref(), ErrorKind::Authentication { .. }), "{e}");
+
     // Without --tlsCAFile-verified certificates there is no subject: X.509 is refused.
     drop(server);
     let server = start(&[

@@ -6,7 +6,10 @@
 //! Checked: the total balance is constant; every acknowledged transfer appears exactly once in
 //! the transfer log (written in the same transaction as the balances); every account's balance
 //! equals its initial balance plus the log's movements (so no transfer was applied twice or
-//! half); and transfers keep being acknowledged after the kills.
+//! half); and transfers keep being acknowledged after the kills. Meanwhile three more clients run
+//! a list-append check through the same balancer: transactions that read a list and append a
+//! unique item to it; every acknowledged append must be in its list exactly once, and what it
+//! read followed by its item must be a prefix of the final list (no lost update, no anomaly).
 //!
 //! Skipped with a loud message when PostgreSQL or nginx is not installed (`scripts/test`
 //! installs both).
@@ -14,7 +17,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +24,16 @@ use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
 use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
-use mongodb::{Client, Collection};
+use mongodb::{Client, ClientSession, Collection};
 
 const ACCOUNTS: i64 = 10;
 const INITIAL: i64 = 1_000;
 const CLIENTS: u64 = 8;
 const TRANSFERS_PER_CLIENT: u64 = 40;
+/// The list-append check: clients appending to lists, appends each, lists.
+const APPENDERS: u64 = 3;
+const APPENDS_PER_CLIENT: u64 = 25;
+const LISTS: i64 = 3;
 
 /// One `folio serve` front end on a fixed port (so that nginx finds it again after a restart).
 struct FrontEnd {
@@ -70,84 +76,6 @@ impl Drop for FrontEnd {
     }
 }
 
-/// nginx as a TCP load balancer, in the foreground, with its files in a temporary directory.
-struct Nginx {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        stop_nginx(&mut self.child);
-    }
-}
-
-/// Stops nginx with SIGTERM (fast shutdown): the master then stops its workers, where SIGKILL
-/// would leave them running, still holding the listening socket.
-fn stop_nginx(child: &mut Child) {
-    let stopped = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !stopped {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-}
-
-fn find_nginx() -> Option<PathBuf> {
-    let mut candidates = vec![PathBuf::from("/usr/sbin/nginx")];
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join("nginx")));
-    }
-    candidates.into_iter().find(|p| p.is_file())
-}
-
-impl Nginx {
-    fn start(bin: &PathBuf, listen: u16, backends: &[u16]) -> Nginx {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
-        let load = if std::path::Path::new(module).is_file() {
-            format!("load_module {module};")
-        } else {
-            String::new()
-        };
-        let servers: String = backends
-            .iter()
-            .map(|p| format!("    server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n"))
-            .collect();
-        let d = dir.path().display();
-        let conf = format!(
-            "{load}\ndaemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             stream {{\n  upstream folio {{\n{servers}  }}\n  server {{\n    listen 127.0.0.1:{listen};\n    \
-             proxy_pass folio;\n    proxy_connect_timeout 1s;\n  }}\n}}\n"
-        );
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf).expect("write nginx.conf");
-        let mut child = Command::new(bin)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&path)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn nginx");
-        // Ready when it accepts connections.
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
-                return Nginx { child, _dir: dir };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        stop_nginx(&mut child);
-        panic!("nginx did not start listening on {listen}");
-    }
-}
-
 /// What one client saw of one transfer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Outcome {
@@ -156,20 +84,22 @@ enum Outcome {
     Unknown,
 }
 
-async fn transfer(
+/// One attempt of a transaction's body, over the session it runs in.
+type Body<'s, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = mongodb::error::Result<T>> + Send + 's>>;
+
+/// Runs `body` in a transaction as `withTransaction` does: the whole transaction again on
+/// TransientTransactionError (or a network error before the commit), the commit alone again on
+/// UnknownTransactionCommitResult, for up to a minute. Returns how the commit ended and what the
+/// body of the committed attempt returned.
+async fn with_transaction<T>(
     client: &Client,
-    accounts: &Collection<Document>,
-    log: &Collection<Document>,
     id: &str,
-    from: i64,
-    to: i64,
-    amount: i64,
-) -> Outcome {
-    // As `withTransaction`: retry the whole transaction on TransientTransactionError, and the
-    // commit on UnknownTransactionCommitResult, for up to a minute.
+    mut body: impl for<'s> FnMut(&'s mut ClientSession) -> Body<'s, T>,
+) -> (Outcome, T) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     'txn: loop {
-        assert!(std::time::Instant::now() < deadline, "transfer {id} kept failing");
+        assert!(std::time::Instant::now() < deadline, "transaction {id} kept failing");
         let mut session = match client.start_session().await {
             Ok(s) => s,
             Err(_) => {
@@ -177,43 +107,110 @@ async fn transfer(
                 continue;
             }
         };
-        let body = async {
-            session.start_transaction().await?;
-            accounts
-                .update_one(doc! { "_id": from }, doc! { "$inc": { "bal": -amount } })
-                .session(&mut session)
-                .await?;
-            accounts
-                .update_one(doc! { "_id": to }, doc! { "$inc": { "bal": amount } })
-                .session(&mut session)
-                .await?;
-            log.insert_one(doc! { "_id": ObjectId::new(), "transfer": id, "from": from, "to": to, "amount": amount })
-                .session(&mut session)
-                .await?;
-            Ok::<(), mongodb::error::Error>(())
+        let attempt = match session.start_transaction().await {
+            Ok(()) => body(&mut session).await,
+            Err(e) => Err(e),
         };
-        if let Err(e) = body.await {
-            let _ = session.abort_transaction().await;
-            if e.contains_label(TRANSIENT_TRANSACTION_ERROR) || is_network(&e) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue 'txn;
+        let value = match attempt {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = session.abort_transaction().await;
+                if e.contains_label(TRANSIENT_TRANSACTION_ERROR) || is_network(&e) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue 'txn;
+                }
+                panic!("transaction {id}: {e}");
             }
-            panic!("transfer {id}: {e}");
-        }
+        };
         loop {
             match session.commit_transaction().await {
-                Ok(()) => return Outcome::Acknowledged,
+                Ok(()) => return (Outcome::Acknowledged, value),
                 Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => {
                     if std::time::Instant::now() >= deadline {
-                        return Outcome::Unknown;
+                        return (Outcome::Unknown, value);
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) => continue 'txn,
-                Err(e) => panic!("commit of transfer {id}: {e}"),
+                Err(e) => panic!("commit of transaction {id}: {e}"),
             }
         }
     }
+}
+
+/// Moves `amount` from account `from` to `to` and logs it, in one transaction.
+async fn transfer(
+    client: &Client,
+    accounts: &Collection<Document>,
+    log: &Collection<Document>,
+    id: &str,
+    movement: (i64, i64, i64),
+) -> Outcome {
+    with_transaction(client, id, |s| {
+        transfer_attempt(s, accounts.clone(), log.clone(), id, movement)
+    })
+    .await
+    .0
+}
+
+/// One attempt of a transfer in `session`'s transaction.
+fn transfer_attempt<'s>(
+    session: &'s mut ClientSession,
+    accounts: Collection<Document>,
+    log: Collection<Document>,
+    id: &str,
+    (from, to, amount): (i64, i64, i64),
+) -> Body<'s, ()> {
+    let id = id.to_string();
+    Box::pin(async move {
+        accounts
+            .update_one(doc! { "_id": from }, doc! { "$inc": { "bal": -amount } })
+            .session(&mut *session)
+            .await?;
+        accounts
+            .update_one(doc! { "_id": to }, doc! { "$inc": { "bal": amount } })
+            .session(&mut *session)
+            .await?;
+        let entry = doc! {
+            "_id": ObjectId::new(), "transfer": id, "from": from, "to": to, "amount": amount,
+        };
+        log.insert_one(entry).session(&mut *session).await?;
+        Ok(())
+    })
+}
+
+/// Reads list `list` and appends `item` to it, in one transaction; returns what it read.
+async fn append(
+    client: &Client,
+    lists: &Collection<Document>,
+    list: i64,
+    item: &str,
+) -> (Outcome, Vec<String>) {
+    with_transaction(client, item, |s| append_attempt(s, lists.clone(), list, item)).await
+}
+
+/// One attempt of an append in `session`'s transaction.
+fn append_attempt<'s>(
+    session: &'s mut ClientSession,
+    lists: Collection<Document>,
+    list: i64,
+    item: &str,
+) -> Body<'s, Vec<String>> {
+    let item = item.to_string();
+    Box::pin(async move {
+        let read = lists.find_one(doc! { "_id": list }).session(&mut *session).await?;
+        let items = read
+            .and_then(|d| d.get_array("items").ok().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|b| b.as_str().map(String::from))
+            .collect::<Vec<_>>();
+        lists
+            .update_one(doc! { "_id": list }, doc! { "$push": { "items": item } })
+            .session(&mut *session)
+            .await?;
+        Ok(items)
+    })
 }
 
 /// A failure of the connection (the front end was killed under it) rather than of the command.
@@ -232,7 +229,7 @@ async fn transfers_through_nginx_survive_a_front_end_killed_mid_run() {
     let Some(cluster) = folio_pg::testing::cluster_or_skip("load_balanced transfers") else {
         return;
     };
-    let Some(nginx_bin) = find_nginx() else {
+    let Some(nginx_bin) = folio_pg::testing::find_nginx() else {
         eprintln!(
             "\n*** SKIPPED load_balanced transfers: nginx is not installed; \
              `apt-get install -y nginx libnginx-mod-stream` ***\n"
@@ -243,7 +240,7 @@ async fn transfers_through_nginx_survive_a_front_end_killed_mid_run() {
     let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
     let front_ends: Vec<FrontEnd> = ports.iter().map(|p| FrontEnd::start(*p, &url)).collect();
     let lb_port = common::free_port();
-    let _nginx = Nginx::start(&nginx_bin, lb_port, &ports);
+    let _nginx = folio_pg::testing::Nginx::start(&nginx_bin, lb_port, &ports).expect("nginx");
 
     let uri = format!(
         "mongodb://127.0.0.1:{lb_port}/?loadBalanced=true&serverSelectionTimeoutMS=10000&maxPoolSize=4"
@@ -254,6 +251,27 @@ async fn transfers_through_nginx_survive_a_front_end_killed_mid_run() {
     accounts.insert_many(docs).await.expect("accounts");
     // The collection of the log exists before the transactions write to it.
     setup.database("bank").create_collection("log").await.expect("log");
+    let lists: Vec<Document> = (0..LISTS).map(|i| doc! { "_id": i, "items": [] }).collect();
+    setup.database("bank").collection("lists").insert_many(lists).await.expect("lists");
+
+    // Beside the transfers, clients append to lists in transactions that read the list first
+    // (the list-append check): each append reads the list, then pushes one unique item.
+    let mut appenders = Vec::new();
+    for c in 0..APPENDERS {
+        let uri = uri.clone();
+        appenders.push(tokio::spawn(async move {
+            let client = Client::with_uri_str(&uri).await.expect("client");
+            let lists = client.database("bank").collection::<Document>("lists");
+            let mut seen = Vec::new();
+            for n in 0..APPENDS_PER_CLIENT {
+                let list = ((c + n) % LISTS as u64) as i64;
+                let item = format!("a{c}-{n}");
+                let (outcome, read) = append(&client, &lists, list, &item).await;
+                seen.push((list, item, read, outcome));
+            }
+            seen
+        }));
+    }
 
     let acknowledged = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -272,7 +290,7 @@ async fn transfers_through_nginx_survive_a_front_end_killed_mid_run() {
                 let to = (from + 1 + ((x >> 40) % (ACCOUNTS as u64 - 1)) as i64) % ACCOUNTS;
                 let amount = ((x >> 50) % 10 + 1) as i64;
                 let id = format!("c{c}-{n}");
-                let outcome = transfer(&client, &accounts, &log, &id, from, to, amount).await;
+                let outcome = transfer(&client, &accounts, &log, &id, (from, to, amount)).await;
                 if outcome == Outcome::Acknowledged {
                     acknowledged.fetch_add(1, Ordering::Relaxed);
                 }
@@ -302,6 +320,10 @@ async fn transfers_through_nginx_survive_a_front_end_killed_mid_run() {
         for (id, outcome) in t.await.expect("client task") {
             outcomes.insert(id, outcome);
         }
+    }
+    let mut appends = Vec::new();
+    for t in appenders {
+        appends.extend(t.await.expect("append task"));
     }
     let total_acked = acknowledged.load(Ordering::Relaxed);
     assert_eq!(kills, 2);
@@ -358,4 +380,49 @@ async fn transfers_through_nginx_survive_a_front_end_killed_mid_run() {
         applied.len()
     );
     assert_eq!(total_acked + unknown, CLIENTS * TRANSFERS_PER_CLIENT);
+
+    // The list-append check: every acknowledged append is in its list exactly once, none twice;
+    // and what each acknowledged append read, followed by its own item, is a prefix of the final
+    // list (the transaction saw a state of the list that really existed, and no append committed
+    // between its read and its write: no lost update, no read of an uncommitted or later state).
+    let mut finals: HashMap<i64, Vec<String>> = HashMap::new();
+    let mut cursor = db.collection::<Document>("lists").find(doc! {}).await.expect("find lists");
+    while cursor.advance().await.expect("advance") {
+        let d = cursor.deserialize_current().expect("doc");
+        let items = d.get_array("items").expect("items");
+        finals.insert(
+            d.get_i64("_id").unwrap_or_else(|_| i64::from(d.get_i32("_id").unwrap())),
+            items.iter().map(|b| b.as_str().expect("a string item").to_string()).collect(),
+        );
+    }
+    let mut acked_appends = 0;
+    for (list, item, read, outcome) in &appends {
+        let fin = &finals[list];
+        let times = fin.iter().filter(|x| *x == item).count();
+        match outcome {
+            Outcome::Acknowledged => {
+                acked_appends += 1;
+                assert_eq!(times, 1, "acknowledged append {item} is in list {list} {times} times");
+                let mut expected = read.clone();
+                expected.push(item.clone());
+                assert!(
+                    fin.starts_with(&expected),
+                    "append {item} read {read:?}, not a prefix of list {list}: {fin:?}"
+                );
+            }
+            Outcome::Unknown => assert!(times <= 1, "append {item} applied {times} times"),
+        }
+    }
+    for (list, fin) in &finals {
+        let mut unique = fin.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), fin.len(), "list {list} holds an item twice: {fin:?}");
+        assert!(
+            fin.iter().all(|x| appends.iter().any(|(l, i, _, _)| l == list && i == x)),
+            "list {list} holds an item nobody appended to it: {fin:?}"
+        );
+    }
+    eprintln!("{acked_appends} appends acknowledged of {}", appends.len());
+    assert!(acked_appends > 0);
 }

@@ -1,6 +1,7 @@
 //! `folio-conformance`: runs MongoDB's unified-format driver specification tests against a Folio server.
 //!
-//! Usage: `folio-conformance [SPEC_DIR] [--filter TEXT] [--write-expected-failures] [--auth]`.
+//! Usage: `folio-conformance [SPEC_DIR] [--filter TEXT] [--area NAME]... [--write-expected-failures]
+//! [--auth | --postgresql | --load-balanced]`.
 //!
 //! The spec tests are not part of the repository (their license forbids it): they are read from `SPEC_DIR`,
 //! else `$FOLIO_SPEC_TESTS`, else `../shared/spec-tests` next to the repository; when none exists the run is
@@ -10,10 +11,18 @@
 //! The output is one line per test, a summary line per area and a closing total, plus a JSON report in
 //! `target/conformance/report.json`. With `--auth` the server runs with `--auth`, only the tests
 //! that require authentication run, and the report is `target/conformance/report-auth.json`.
-//! `FOLIO_STORAGE=postgresql://...` runs the server on that database instead of in memory.
-//! The exit code compares the run with the checked-in
-//! `expected-failures.txt`: it is non-zero when a test outside the list fails, and also when a listed test
-//! passes, so that the list can only shrink.
+//!
+//! Storage and topology (see [`server::Deployment`]): in memory by default. `--postgresql` runs the
+//! server on PostgreSQL (`FOLIO_STORAGE=postgresql://...`, else a throwaway cluster the runner
+//! starts); `--load-balanced` runs the `load-balancers` area through nginx in front of two
+//! `--loadBalanced` front ends on PostgreSQL. Both compare with `expected-failures-postgresql.txt`
+//! (the by-design differences of that backend) and report to `report-postgresql.json` /
+//! `report-load-balanced.json`; without PostgreSQL or nginx installed they print a SKIP line and
+//! exit 0. `--area` limits a run to some areas.
+//!
+//! The exit code compares the run with the checked-in expected failures: it is non-zero when a
+//! test outside the list fails, and also when a listed test passes, so that the list can only
+//! shrink.
 
 mod expected;
 mod matcher;
@@ -27,7 +36,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::expected::ExpectedFailures;
-use crate::model::AREAS;
 use crate::runner::{Outcome, Runner};
 
 /// How long one test may take before it counts as failed.
@@ -46,30 +54,52 @@ struct Cli {
     write_expected: bool,
     /// `--auth`: the server runs with `--auth` and only tests that need authentication run.
     auth: bool,
+    /// The deployment under test.
+    mode: server::Mode,
+    /// `--area`: the areas to run (all of the mode's when empty).
+    areas: Vec<String>,
 }
+
+const USAGE: &str = "usage: folio-conformance [SPEC_DIR] [--filter TEXT] [--area NAME]... \
+                     [--write-expected-failures] [--auth | --postgresql | --load-balanced]";
 
 fn parse_cli() -> Result<Cli, String> {
     let mut spec_dir = None;
     let mut filter = None;
     let mut write_expected = false;
     let mut auth = false;
+    let mut mode = server::Mode::InMemory;
+    let mut areas = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--write-expected-failures" => write_expected = true,
             "--auth" => auth = true,
+            "--postgresql" => mode = server::Mode::Postgresql,
+            "--load-balanced" => mode = server::Mode::LoadBalanced,
             "--filter" => filter = Some(args.next().ok_or("--filter needs a value")?),
-            "-h" | "--help" => {
-                return Err("usage: folio-conformance [SPEC_DIR] [--filter TEXT] [--write-expected-failures] [--auth]".into());
-            }
-            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            "--area" => areas.push(args.next().ok_or("--area needs a value")?),
+            "-h" | "--help" => return Err(USAGE.into()),
+            s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
             s => spec_dir = Some(PathBuf::from(s)),
         }
+    }
+    // FOLIO_STORAGE alone runs the ordinary pass on that database, as before.
+    if mode == server::Mode::InMemory && std::env::var("FOLIO_STORAGE").is_ok_and(|u| !u.is_empty())
+    {
+        mode = server::Mode::Postgresql;
+    }
+    if auth && mode != server::Mode::InMemory {
+        return Err("--auth runs in memory only".into());
+    }
+    let known = mode.areas();
+    if let Some(a) = areas.iter().find(|a| !known.contains(&a.as_str())) {
+        return Err(format!("unknown area {a} for this mode (areas: {})", known.join(", ")));
     }
     let spec_dir = spec_dir
         .or_else(|| std::env::var_os("FOLIO_SPEC_TESTS").map(PathBuf::from))
         .unwrap_or_else(|| repo_root().join("../shared/spec-tests"));
-    Ok(Cli { spec_dir, filter, write_expected, auth })
+    Ok(Cli { spec_dir, filter, write_expected, auth, mode, areas })
 }
 
 /// One test's result, as printed and reported.
@@ -110,23 +140,34 @@ async fn run() -> Result<i32, String> {
             bin.display()
         ));
     }
-    let expected_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures.txt");
+    let expected_path = Path::new(env!("CARGO_MANIFEST_DIR")).join(cli.mode.expected_failures());
     let expected = ExpectedFailures::load(&expected_path)?;
+    let areas: Vec<&str> = if cli.areas.is_empty() {
+        cli.mode.areas().to_vec()
+    } else {
+        cli.mode.areas().iter().copied().filter(|a| cli.areas.iter().any(|x| x == a)).collect()
+    };
 
-    let mut server = server::ServerProcess::start(&bin, Duration::from_secs(30), cli.auth)?;
-    if server.auth {
-        server.create_root_user().await?;
+    let mut deployment = match server::Deployment::start(&bin, cli.mode, cli.auth)? {
+        Some(d) => d,
+        None => return Ok(0),
+    };
+    if cli.auth {
+        deployment.create_root_user().await?;
     }
-    let mut runner = Runner::connect(&server.uri()).await?;
+    let mut runner = Runner::connect(&deployment.uris()).await?;
     runner.server.auth = cli.auth;
+    if cli.mode == server::Mode::LoadBalanced {
+        runner.server.topology = "load-balanced".into();
+    }
     eprintln!(
         "folio-conformance: server at {} reports version {:?}, topology {}",
-        server.uri_without_credentials(),
+        deployment.uris().uri,
         runner.server.version,
         runner.server.topology
     );
     let mut records = Vec::new();
-    for area in AREAS {
+    for &area in &areas {
         for path in model::area_files(&cli.spec_dir, area)? {
             let file_name =
                 path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -141,9 +182,9 @@ async fn run() -> Result<i32, String> {
                 if cli.auth && !model::requires_auth(&file, test) {
                     continue;
                 }
-                let outcome = run_one(&runner, &mut server, &file, test).await;
+                let outcome = run_one(&runner, &mut deployment, &file, test).await;
                 let outcome = match outcome {
-                    Outcome::Fail(m) if server.exited() && !m.contains("had exited") => {
+                    Outcome::Fail(m) if deployment.exited() && !m.contains("had exited") => {
                         Outcome::Fail(format!("{m} (the server process exited)"))
                     }
                     o => o,
@@ -153,11 +194,11 @@ async fn run() -> Result<i32, String> {
             }
         }
     }
-    drop(server);
-    summarize(&records);
-    // The auth pass has its own report, beside the ordinary pass's.
-    let report = if cli.auth { "report-auth.json" } else { "report.json" };
-    write_report(&root.join("target/conformance").join(report), &records)?;
+    drop(deployment);
+    summarize(&areas, &records);
+    // The auth pass has its own report, beside the ordinary pass's, as have the other modes.
+    let report = if cli.auth { "report-auth.json" } else { cli.mode.report() };
+    write_report(&root.join("target/conformance").join(report), &areas, &records)?;
 
     let failing: Vec<&str> = records
         .iter()
@@ -167,7 +208,8 @@ async fn run() -> Result<i32, String> {
     if cli.write_expected {
         let ran: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
         // The auth pass runs a part of the tests: the entries of the others stay.
-        expected.rewrite(&expected_path, &failing, &ran, cli.filter.is_some() || cli.auth)?;
+        let partial = cli.filter.is_some() || cli.auth || !cli.areas.is_empty();
+        expected.rewrite(&expected_path, &failing, &ran, partial || cli.mode.shares_its_list())?;
         println!("wrote {}", expected_path.display());
         return Ok(0);
     }
@@ -178,10 +220,10 @@ async fn run() -> Result<i32, String> {
         println!("UNEXPECTED FAILURE {k}");
     }
     for k in &verdict.unexpected_passes {
-        println!("UNEXPECTED PASS {k} (remove it from expected-failures.txt)");
+        println!("UNEXPECTED PASS {k} (remove it from {})", cli.mode.expected_failures());
     }
     if verdict.unexpected_failures.is_empty() && verdict.unexpected_passes.is_empty() {
-        println!("conformance: results match expected-failures.txt");
+        println!("conformance: results match {}", cli.mode.expected_failures());
         Ok(0)
     } else {
         println!(
@@ -196,7 +238,7 @@ async fn run() -> Result<i32, String> {
 /// Runs one test with its timeout and the cleanup after it; once the server is gone, fails at once.
 async fn run_one(
     runner: &Runner,
-    server: &mut server::ServerProcess,
+    server: &mut server::Deployment,
     file: &model::TestFile,
     test: &model::TestCase,
 ) -> Outcome {
@@ -242,8 +284,8 @@ fn tally<'a>(records: impl Iterator<Item = &'a TestRecord>) -> (usize, usize, us
     })
 }
 
-fn summarize(records: &[TestRecord]) {
-    for area in AREAS {
+fn summarize(areas: &[&str], records: &[TestRecord]) {
+    for &area in areas {
         let (p, f, s) = tally(records.iter().filter(|r| r.area == area));
         println!("{area}: {p} passed, {f} failed, {s} skipped");
     }
@@ -251,9 +293,9 @@ fn summarize(records: &[TestRecord]) {
     println!("{p} passed, {f} failed, {s} skipped");
 }
 
-fn write_report(path: &Path, records: &[TestRecord]) -> Result<(), String> {
+fn write_report(path: &Path, names: &[&str], records: &[TestRecord]) -> Result<(), String> {
     let mut areas = serde_json::Map::new();
-    for area in AREAS {
+    for &area in names {
         let (p, f, s) = tally(records.iter().filter(|r| r.area == area));
         areas.insert(area.into(), serde_json::json!({"passed": p, "failed": f, "skipped": s}));
     }

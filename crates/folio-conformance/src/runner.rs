@@ -81,10 +81,12 @@ const UNSUPPORTED_OPTION: &str = "the Rust driver does not support";
 /// How long a cleanup command (fail point off, `killAllSessions`) may take.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs tests against one server.
+/// Runs tests against one server (or front ends behind a load balancer).
 pub struct Runner {
-    uri: String,
+    uris: crate::server::Uris,
     internal: Client,
+    /// Clients of each front end behind a load balancer, for cleanup commands.
+    cleanup_clients: Vec<Client>,
     /// What the server reported about itself.
     pub server: ServerDescription,
     /// Fail points set by the current test, turned off after it.
@@ -95,11 +97,25 @@ pub struct Runner {
 
 impl Runner {
     /// Connects the internal client and describes the server from `buildInfo` and `hello`.
-    pub async fn connect(uri: &str) -> Result<Self, String> {
-        let mut opts =
-            ClientOptions::parse(uri).await.map_err(|e| format!("bad uri {uri}: {e}"))?;
-        opts.server_selection_timeout = Some(Duration::from_secs(10));
-        let internal = Client::with_options(opts).map_err(|e| e.to_string())?;
+    pub async fn connect(uris: &crate::server::Uris) -> Result<Self, String> {
+        let client = |uri: &str| {
+            let uri = if uris.load_balanced {
+                format!("{uri}?loadBalanced=true")
+            } else {
+                uri.to_string()
+            };
+            async move {
+                let mut opts =
+                    ClientOptions::parse(&uri).await.map_err(|e| format!("bad uri {uri}: {e}"))?;
+                opts.server_selection_timeout = Some(Duration::from_secs(10));
+                Client::with_options(opts).map_err(|e| e.to_string())
+            }
+        };
+        let internal = client(&uris.uri).await?;
+        let mut cleanup_clients = Vec::new();
+        for uri in &uris.cleanup {
+            cleanup_clients.push(client(uri).await?);
+        }
         let admin = internal.database("admin");
         let hello =
             admin.run_command(doc! {"hello": 1}).await.map_err(|e| format!("hello failed: {e}"))?;
@@ -146,8 +162,9 @@ impl Runner {
             server_parameters,
         };
         Ok(Self {
-            uri: uri.into(),
+            uris: uris.clone(),
             internal,
+            cleanup_clients,
             server,
             fail_points: Mutex::new(Vec::new()),
             kill_sessions_hangs: std::sync::atomic::AtomicBool::new(false),
@@ -218,10 +235,20 @@ impl Runner {
     /// Runs a cleanup command on the internal client, ignoring its outcome, within [`CLEANUP_TIMEOUT`] so a
     /// server that does not answer cannot hang the run.
     /// Returns whether a reply (of any kind) came.
+    /// Behind a load balancer the command goes to every front end directly.
     async fn admin_command(&self, cmd: Document) -> bool {
         let name = cmd.keys().next().cloned().unwrap_or_default();
-        let admin = self.internal.database("admin");
-        let replied = tokio::time::timeout(CLEANUP_TIMEOUT, admin.run_command(cmd)).await.is_ok();
+        let clients = if self.cleanup_clients.is_empty() {
+            std::slice::from_ref(&self.internal)
+        } else {
+            &self.cleanup_clients[..]
+        };
+        let mut replied = true;
+        for client in clients {
+            let admin = client.database("admin");
+            let run = admin.run_command(cmd.clone());
+            replied &= tokio::time::timeout(CLEANUP_TIMEOUT, run).await.is_ok();
+        }
         if !replied {
             eprintln!("folio-conformance: {name} got no reply within {CLEANUP_TIMEOUT:?}");
         }
@@ -254,10 +281,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// An event a client observed.
 #[derive(Debug, Clone)]
 pub(crate) enum Observed {
-    Started { name: String, db: String, command: Document, request_id: i32 },
-    Succeeded { name: String, reply: Document },
-    Failed { name: String, request_id: i32, network: bool },
-    Cmap(&'static str),
+    Started {
+        name: String,
+        db: String,
+        command: Document,
+        request_id: i32,
+        service_id: bool,
+    },
+    Succeeded {
+        name: String,
+        reply: Document,
+        service_id: bool,
+    },
+    Failed {
+        name: String,
+        request_id: i32,
+        network: bool,
+        service_id: bool,
+    },
+    /// A connection pool event, and whether it carried a `serviceId` (only `poolClearedEvent`
+    /// can).
+    Cmap(&'static str, bool),
 }
 
 /// A client entity and what it observed.
@@ -512,7 +556,11 @@ impl<'r> TestRun<'r> {
     }
 
     async fn create_client(&self, spec: &Document) -> Result<ClientEntity, String> {
-        let mut uri = self.runner.uri.clone();
+        let uris = &self.runner.uris;
+        let mut uri = match (&uris.single, spec.get_bool("useMultipleMongoses")) {
+            (Some(single), Ok(false)) => single.clone(),
+            _ => uris.uri.clone(),
+        };
         let mut opts_given = Vec::new();
         if let Ok(o) = spec.get_document("uriOptions") {
             let parts: Vec<String> = o
@@ -530,6 +578,10 @@ impl<'r> TestRun<'r> {
                 uri.push('?');
                 uri.push_str(&parts.join("&"));
             }
+        }
+        if uris.load_balanced && !opts_given.iter().any(|k| k == "loadbalanced") {
+            uri.push(if uri.contains('?') { '&' } else { '?' });
+            uri.push_str("loadBalanced=true");
         }
         let mut opts =
             ClientOptions::parse(&uri).await.map_err(|e| format!("client uri {uri}: {e}"))?;
@@ -555,14 +607,18 @@ impl<'r> TestRun<'r> {
                         db: s.db,
                         command: s.command,
                         request_id: s.request_id,
+                        service_id: s.service_id.is_some(),
                     },
-                    CommandEvent::Succeeded(s) => {
-                        Observed::Succeeded { name: s.command_name, reply: s.reply }
-                    }
+                    CommandEvent::Succeeded(s) => Observed::Succeeded {
+                        name: s.command_name,
+                        reply: s.reply,
+                        service_id: s.service_id.is_some(),
+                    },
                     CommandEvent::Failed(f) => Observed::Failed {
                         name: f.command_name,
                         request_id: f.request_id,
                         network: is_network_error(&f.failure),
+                        service_id: f.service_id.is_some(),
                     },
                     _ => return,
                 };
@@ -572,6 +628,7 @@ impl<'r> TestRun<'r> {
         let counter = checked_out.clone();
         opts.cmap_event_handler =
             Some(mongodb::event::EventHandler::callback(move |ev: CmapEvent| {
+                let service_id = matches!(&ev, CmapEvent::PoolCleared(c) if c.service_id.is_some());
                 let name = match ev {
                     CmapEvent::PoolCreated(_) => "poolCreatedEvent",
                     CmapEvent::PoolReady(_) => "poolReadyEvent",
@@ -592,7 +649,7 @@ impl<'r> TestRun<'r> {
                     }
                     _ => return,
                 };
-                lock(&sink).push(Observed::Cmap(name));
+                lock(&sink).push(Observed::Cmap(name, service_id));
             }));
         let client = Client::with_options(opts).map_err(|e| format!("client: {e}"))?;
         let strings = |k: &str| -> Vec<String> {
@@ -851,7 +908,7 @@ impl<'r> TestRun<'r> {
             Observed::Started { name, .. } => ("commandStartedEvent", Some(name)),
             Observed::Succeeded { name, .. } => ("commandSucceededEvent", Some(name)),
             Observed::Failed { name, .. } => ("commandFailedEvent", Some(name)),
-            Observed::Cmap(n) => (*n, None),
+            Observed::Cmap(n, _) => (*n, None),
         };
         if kind != okind {
             return Err(format!(
@@ -863,6 +920,15 @@ impl<'r> TestRun<'r> {
             && want != name
         {
             return Err(format!("expected command {want}, observed {name}"));
+        }
+        if let Ok(want) = spec.get_bool("hasServiceId") {
+            let (Observed::Started { service_id, .. }
+            | Observed::Succeeded { service_id, .. }
+            | Observed::Failed { service_id, .. }
+            | Observed::Cmap(_, service_id)) = observed;
+            if want != *service_id {
+                return Err(format!("expected hasServiceId {want}, observed {service_id}"));
+            }
         }
         match observed {
             Observed::Started { db, command, .. } => {
@@ -882,7 +948,7 @@ impl<'r> TestRun<'r> {
                         .map_err(|d| format!("reply mismatch at {d}; actual: {reply}"))?;
                 }
             }
-            Observed::Failed { .. } | Observed::Cmap(_) => {}
+            Observed::Failed { .. } | Observed::Cmap(..) => {}
         }
         Ok(())
     }
@@ -1014,7 +1080,17 @@ impl<'r> TestRun<'r> {
                 let client = self.client(s("client")?)?;
                 let want =
                     args.get("connections").and_then(|b| b.as_i32().map(i64::from)).unwrap_or(0);
-                let got = client.checked_out.load(Ordering::SeqCst);
+                // The Rust driver checks a connection in from a task it spawns when the
+                // operation's handle drops, so the event may follow the operation's end by a
+                // moment: the count gets a second to settle.
+                let mut got = client.checked_out.load(Ordering::SeqCst);
+                for _ in 0..100 {
+                    if got == want {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    got = client.checked_out.load(Ordering::SeqCst);
+                }
                 if got != want {
                     return Err(format!("expected {want} connections checked out, got {got}"));
                 }
@@ -1072,7 +1148,7 @@ fn observed_by(client: &ClientEntity, o: &Observed, cmap: bool) -> bool {
         Observed::Started { name, .. } => ("commandStartedEvent", Some(name)),
         Observed::Succeeded { name, .. } => ("commandSucceededEvent", Some(name)),
         Observed::Failed { name, .. } => ("commandFailedEvent", Some(name)),
-        Observed::Cmap(n) => (*n, None),
+        Observed::Cmap(n, _) => (*n, None),
     };
     if cmap != name.is_none() || !client.observe.iter().any(|k| k == kind) {
         return false;
@@ -1087,7 +1163,7 @@ fn summarize(events: &[Observed]) -> String {
             Observed::Started { name, .. } => format!("started {name}"),
             Observed::Succeeded { name, .. } => format!("succeeded {name}"),
             Observed::Failed { name, .. } => format!("failed {name}"),
-            Observed::Cmap(n) => (*n).to_string(),
+            Observed::Cmap(n, _) => (*n).to_string(),
         })
         .collect();
     format!("[{}]", names.join(", "))

@@ -1,4 +1,4 @@
-//! The Folio server under test: one separate process for the whole run.
+//! The deployment under test: Folio server processes, and what they need.
 //!
 //! The runner picks a free port, starts `<folio> serve --port <p> --in-memory --setParameter
 //! enableTestCommands=1`, and waits for the line `folio listening on 127.0.0.1:<port>`. The process is killed
@@ -6,14 +6,172 @@
 //!
 //! With `--auth` (the runner's auth pass), the server also gets `--auth`; the runner creates a
 //! root user through the localhost exception and every client it makes authenticates as it.
-//! With `FOLIO_STORAGE=postgresql://...` in the environment the server runs with `--storage` on that
-//! database instead of in memory (the scale-out backend, docs/design/scale-out.md).
+//!
+//! The other [`Mode`]s put Folio on PostgreSQL (the scale-out backend,
+//! docs/design/scale-out.md): `--storage` on `FOLIO_STORAGE=postgresql://...` when it is set,
+//! else on a throwaway cluster ([`folio_pg::testing::Cluster`]) that lives as long as the run. In
+//! the load-balanced mode two front ends run with `--loadBalanced` over that one database, behind
+//! two nginx TCP proxies: one in front of both (the unified format's `MULTI_MONGOS_LB_URI`, used
+//! by default) and one in front of the first only (`SINGLE_MONGOS_LB_URI`, for clients with
+//! `useMultipleMongoses: false`, which is where tests set their fail points). Cleanup commands
+//! (fail points off, `killAllSessions`) go to each front end directly, since a proxy would reach
+//! only one of them.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use folio_pg::testing::{Cluster, Nginx};
+
+/// What the run is against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One server, in memory (the default).
+    InMemory,
+    /// One server on PostgreSQL.
+    Postgresql,
+    /// Two `--loadBalanced` front ends on PostgreSQL behind nginx.
+    LoadBalanced,
+}
+
+impl Mode {
+    /// The areas a run of this mode covers.
+    pub fn areas(self) -> &'static [&'static str] {
+        match self {
+            Mode::InMemory | Mode::Postgresql => &crate::model::AREAS,
+            Mode::LoadBalanced => &["load-balancers"],
+        }
+    }
+
+    /// The list of expected failures (beside `Cargo.toml`): PostgreSQL's by-design differences
+    /// are listed apart, so that a regression on either backend fails its own pass.
+    pub fn expected_failures(self) -> &'static str {
+        match self {
+            Mode::InMemory => "expected-failures.txt",
+            Mode::Postgresql | Mode::LoadBalanced => "expected-failures-postgresql.txt",
+        }
+    }
+
+    /// Whether other passes' entries share this mode's list (so a rewrite keeps them).
+    pub fn shares_its_list(self) -> bool {
+        self != Mode::InMemory
+    }
+
+    /// The report's file name under `target/conformance`.
+    pub fn report(self) -> &'static str {
+        match self {
+            Mode::InMemory => "report.json",
+            Mode::Postgresql => "report-postgresql.json",
+            Mode::LoadBalanced => "report-load-balanced.json",
+        }
+    }
+}
+
+/// Where the runner's clients connect.
+#[derive(Clone, Debug)]
+pub struct Uris {
+    /// Test clients and the runner's own client (with credentials in an `--auth` pass).
+    pub uri: String,
+    /// For clients with `useMultipleMongoses: false`, when that is another address.
+    pub single: Option<String>,
+    /// Whether every client connects with `loadBalanced=true`.
+    pub load_balanced: bool,
+    /// Where cleanup commands go besides [`Uris::uri`]: each front end behind a proxy.
+    pub cleanup: Vec<String>,
+}
+
+/// The running deployment; everything stops when it is dropped (front ends first, the database
+/// last).
+pub struct Deployment {
+    servers: Vec<ServerProcess>,
+    _proxies: Vec<Nginx>,
+    _cluster: Option<Cluster>,
+    uris: Uris,
+}
+
+impl Deployment {
+    /// Starts the deployment of `mode` from the server binary `bin`. `Ok(None)`: PostgreSQL or
+    /// nginx is not installed, which has been reported as a skip.
+    pub fn start(bin: &Path, mode: Mode, auth: bool) -> Result<Option<Deployment>, String> {
+        const WAIT: Duration = Duration::from_secs(30);
+        let mut cluster = None;
+        let storage = match mode {
+            Mode::InMemory => vec!["--in-memory".to_string()],
+            Mode::Postgresql | Mode::LoadBalanced => {
+                let url = match std::env::var("FOLIO_STORAGE") {
+                    Ok(url) if !url.is_empty() => url,
+                    _ => match Cluster::start() {
+                        Ok(c) => cluster.insert(c).url(),
+                        Err(None) => {
+                            println!(
+                                "SKIP conformance ({mode:?}): PostgreSQL is not installed \
+                                 (`apt-get install -y postgresql`; scripts/test-services installs it)"
+                            );
+                            return Ok(None);
+                        }
+                        Err(Some(e)) => return Err(format!("cannot start PostgreSQL: {e}")),
+                    },
+                };
+                vec!["--storage".to_string(), url]
+            }
+        };
+        if mode != Mode::LoadBalanced {
+            let server = ServerProcess::start(bin, WAIT, auth, &storage)?;
+            let uris =
+                Uris { uri: server.uri(), single: None, load_balanced: false, cleanup: Vec::new() };
+            return Ok(Some(Deployment {
+                servers: vec![server],
+                _proxies: Vec::new(),
+                _cluster: cluster,
+                uris,
+            }));
+        }
+        let Some(nginx) = folio_pg::testing::find_nginx() else {
+            println!(
+                "SKIP conformance (LoadBalanced): nginx is not installed \
+                 (`apt-get install -y nginx libnginx-mod-stream`; scripts/test-services installs it)"
+            );
+            return Ok(None);
+        };
+        let args: Vec<String> = ["--loadBalanced".to_string()].into_iter().chain(storage).collect();
+        let servers = vec![
+            ServerProcess::start(bin, WAIT, auth, &args)?,
+            ServerProcess::start(bin, WAIT, auth, &args)?,
+        ];
+        let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+        let (multi, single) = (free_port()?, free_port()?);
+        let proxies =
+            vec![Nginx::start(&nginx, multi, &ports)?, Nginx::start(&nginx, single, &ports[..1])?];
+        let address = |port: u16| format!("mongodb://127.0.0.1:{port}/");
+        let uris = Uris {
+            uri: address(multi),
+            single: Some(address(single)),
+            load_balanced: true,
+            cleanup: ports.iter().map(|p| address(*p)).collect(),
+        };
+        Ok(Some(Deployment { servers, _proxies: proxies, _cluster: cluster, uris }))
+    }
+
+    /// Where clients connect.
+    pub fn uris(&self) -> Uris {
+        self.uris.clone()
+    }
+
+    /// Creates the root user of an `--auth` pass (see [`ServerProcess::create_root_user`]).
+    pub async fn create_root_user(&self) -> Result<(), String> {
+        for s in &self.servers {
+            s.create_root_user().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a server process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.servers.iter_mut().any(ServerProcess::exited)
+    }
+}
 
 /// The user the runner authenticates as in an `--auth` pass.
 const ROOT_USER: &str = "folio-conformance";
@@ -30,17 +188,14 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the server binary and waits (up to `wait`) until it reports that it listens.
-    /// With `auth`, the server runs with `--auth` (see [`ServerProcess::create_root_user`]).
-    pub fn start(bin: &Path, wait: Duration, auth: bool) -> Result<Self, String> {
+    /// Starts the server binary with `args` (storage and topology) and waits (up to `wait`)
+    /// until it reports that it listens. With `auth`, the server runs with `--auth` (see
+    /// [`ServerProcess::create_root_user`]).
+    pub fn start(bin: &Path, wait: Duration, auth: bool, args: &[String]) -> Result<Self, String> {
         let port = free_port()?;
-        let storage = match std::env::var("FOLIO_STORAGE") {
-            Ok(url) if !url.is_empty() => vec!["--storage".to_string(), url],
-            _ => vec!["--in-memory".to_string()],
-        };
         let mut child = Command::new(bin)
             .args(["serve", "--port", &port.to_string(), "--setParameter", "enableTestCommands=1"])
-            .args(&storage)
+            .args(args)
             .args(if auth { &["--auth"][..] } else { &[][..] })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

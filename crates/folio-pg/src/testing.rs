@@ -1,13 +1,16 @@
 //! A throwaway PostgreSQL cluster: `initdb` in a temporary directory, `pg_ctl start` on a free
 //! port of 127.0.0.1 (its unix socket in the same directory), stopped and removed when dropped.
-//! Used by the tests of this crate and of `folio-cli`, and by folio-bench's PostgreSQL baseline.
+//! Used by the tests of this crate and of `folio-cli`, by folio-bench's PostgreSQL baseline and
+//! `folio-pg` system, and by the conformance runner's PostgreSQL and load-balanced passes. Also
+//! [`Nginx`], Debian's nginx as a TCP load balancer in front of front ends on loopback.
 //!
 //! Default settings otherwise (`fsync = on`, `synchronous_commit = on`), as a production
 //! server. `initdb` refuses to run as root, so as root the programs run as the `postgres` user
 //! (or `nobody`) through `runuser`, and the directory belongs to that user.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// Where the PostgreSQL binaries are: `PATH`, else the newest `/usr/lib/postgresql/*/bin`.
 pub fn find_bin_dir() -> Option<PathBuf> {
@@ -214,5 +217,88 @@ pub fn cluster_or_skip(test: &str) -> Option<Cluster> {
             None
         }
         Err(Some(reason)) => panic!("cannot start PostgreSQL for {test}: {reason}"),
+    }
+}
+
+/// nginx as a TCP load balancer (its `stream` module), in the foreground, with its files in a
+/// temporary directory; stopped when dropped.
+pub struct Nginx {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        stop_nginx(&mut self.child);
+    }
+}
+
+/// Stops nginx with SIGTERM (fast shutdown): the master then stops its workers, where SIGKILL
+/// would leave them running, still holding the listening socket.
+fn stop_nginx(child: &mut Child) {
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stopped {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// The nginx program, if installed (`/usr/sbin/nginx` or on `PATH`).
+pub fn find_nginx() -> Option<PathBuf> {
+    let mut candidates = vec![PathBuf::from("/usr/sbin/nginx")];
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join("nginx")));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+impl Nginx {
+    /// Starts nginx (`bin`) listening on 127.0.0.1:`listen` and spreading connections over the
+    /// `backends` ports of 127.0.0.1 (round robin; a backend that refuses a connection is left
+    /// out for two seconds); returns once it accepts connections.
+    pub fn start(bin: &Path, listen: u16, backends: &[u16]) -> Result<Nginx, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
+        let load = if Path::new(module).is_file() {
+            format!("load_module {module};")
+        } else {
+            String::new()
+        };
+        let servers: String = backends
+            .iter()
+            .map(|p| format!("    server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n"))
+            .collect();
+        let d = dir.path().display();
+        let conf = format!(
+            "{load}\ndaemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             stream {{\n  upstream folio {{\n{servers}  }}\n  server {{\n    listen 127.0.0.1:{listen};\n    \
+             proxy_pass folio;\n    proxy_connect_timeout 1s;\n  }}\n}}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).map_err(|e| format!("write nginx.conf: {e}"))?;
+        let mut child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        // Ready when it accepts connections.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
+                return Ok(Nginx { child, _dir: dir });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop_nginx(&mut child);
+        Err(format!("nginx did not start listening on {listen}"))
     }
 }

@@ -112,8 +112,8 @@ pub struct ChangeStream {
     pos: Position,
     /// The stream was invalidated: the batch that returned the invalidate event is the last.
     closed: bool,
-    /// The session the cursor belongs to.
-    pub session: Option<Vec<u8>>,
+    /// Who opened the cursor (its session and user).
+    pub owner: crate::cursor::Owner,
     /// The cursor's namespace (`db.coll`, or `db.$cmd.aggregate`).
     pub ns: String,
     last_use: Instant,
@@ -159,7 +159,7 @@ impl ChangeStream {
         db: &str,
         coll: Option<&str>,
         pipeline: &[Document],
-        session: Option<Vec<u8>>,
+        owner: crate::cursor::Owner,
     ) -> Result<ChangeStream> {
         let spec = match pipeline.first().and_then(|s| s.get("$changeStream")) {
             Some(Bson::Document(d)) => d.clone(),
@@ -277,7 +277,7 @@ impl ChangeStream {
             pipeline: parsed,
             pos,
             closed: false,
-            session,
+            owner,
             ns,
             last_use: Instant::now(),
         };
@@ -653,6 +653,18 @@ impl StreamRegistry {
         self.streams.lock().contains_key(&id) || self.tails.lock().contains_key(&id)
     }
 
+    /// The namespace and owner of a stream or tailable cursor (for `killCursors`' check). Waits
+    /// for a `getMore` that is waiting on the cursor.
+    pub fn owner(&self, id: i64) -> Option<(String, crate::cursor::Owner)> {
+        if let Some(s) = self.get(id) {
+            let s = s.lock();
+            return Some((s.ns.clone(), s.owner.clone()));
+        }
+        let t = self.get_tail(id)?;
+        let t = t.lock();
+        Some((t.ns.clone(), t.owner.clone()))
+    }
+
     /// Closes a stream or tailable cursor; returns whether it existed.
     pub fn kill(&self, id: i64) -> bool {
         self.streams.lock().remove(&id).is_some() || self.tails.lock().remove(&id).is_some()
@@ -660,8 +672,8 @@ impl StreamRegistry {
 
     /// Closes every stream and tailable cursor of a session.
     pub fn kill_session(&self, session: &[u8]) {
-        self.streams.lock().retain(|_, s| s.lock().session.as_deref() != Some(session));
-        self.tails.lock().retain(|_, s| s.lock().session.as_deref() != Some(session));
+        self.streams.lock().retain(|_, s| s.lock().owner.session.as_deref() != Some(session));
+        self.tails.lock().retain(|_, s| s.lock().owner.session.as_deref() != Some(session));
     }
 
     /// Closes streams idle past the cursor timeout.
@@ -699,8 +711,8 @@ pub struct CappedTail {
     /// The insertion number of the last document read.
     last: Option<u64>,
     await_data: bool,
-    /// The session the cursor belongs to.
-    pub session: Option<Vec<u8>>,
+    /// Who opened the cursor (its session and user).
+    pub owner: crate::cursor::Owner,
     /// `db.coll`.
     pub ns: String,
     last_use: Instant,
@@ -715,7 +727,7 @@ impl CappedTail {
         filter: &Document,
         projection: Option<&Document>,
         await_data: bool,
-        session: Option<Vec<u8>>,
+        owner: crate::cursor::Owner,
     ) -> Result<CappedTail> {
         let capped = crate::catalog::get_collection(txn, db, coll)?
             .is_some_and(|m| exec::capped::is_capped(&m));
@@ -734,7 +746,7 @@ impl CappedTail {
             projection: projection.map(crate::query::Projection::parse).transpose()?,
             last: None,
             await_data,
-            session,
+            owner,
             ns: format!("{db}.{coll}"),
             last_use: Instant::now(),
         })

@@ -15,7 +15,9 @@
 //! session NAME (a top-level value `"$$lsids"` becomes `[that lsid]`). `$db` defaults to `test`. The next line is the expected reply: every field it names
 //! must be present with an equal value (numbers compare by value; nested documents are compared
 //! the same way, arrays element by element); fields it does not name are ignored. The special value
-//! `"$$exists"` only checks presence, `"$$absent"` checks absence. After each script, `verify`
+//! `"$$exists"` only checks presence, `"$$absent"` checks absence. `$$cursor`, in a command or an
+//! expected reply, stands for the id of the last cursor a reply left open (as a quoted value it
+//! becomes that id as a long, inside a string its digits). After each script, `verify`
 //! must find every index in agreement with the documents.
 //!
 //! With `UPDATE_GOLDENFILES=1` (the switch every golden test of the workspace uses), a script
@@ -222,9 +224,19 @@ fn run_script(file: &Path) -> Vec<String> {
     let mut sessions: HashMap<String, Document> = HashMap::new();
     let mut failures = Vec::new();
     let mut last_reply: Option<(usize, Document)> = None;
+    let mut last_cursor: Option<i64> = None;
     for (i, raw) in text.lines().enumerate() {
         let lineno = i + 1;
-        let line = raw.trim();
+        let with_cursor;
+        let line = match last_cursor {
+            Some(id) if raw.contains("$$cursor") => {
+                with_cursor = raw
+                    .replace("\"$$cursor\"", &format!("{{\"$numberLong\": \"{id}\"}}"))
+                    .replace("$$cursor", &id.to_string());
+                with_cursor.trim()
+            }
+            _ => raw.trim(),
+        };
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -286,6 +298,11 @@ fn run_script(file: &Path) -> Vec<String> {
             }
             let conn = connections.get_mut(&current).expect("connection");
             let reply = svc.dispatch(conn, cmd).body;
+            if let Ok(id) = reply.get_document("cursor").and_then(|c| c.get_i64("id"))
+                && id != 0
+            {
+                last_cursor = Some(id);
+            }
             last_reply = Some((lineno, reply));
         } else {
             let expected = parse_json(line, file, lineno);

@@ -159,7 +159,7 @@ impl Pipeline {
                 ));
             }
             if matches!(st, Stage::CurrentOp(_)) && i != 0 {
-                return Err(expr::loc(
+                return Err(crate::expr::loc(
                     40602,
                     "$currentOp is only valid as the first stage in a pipeline",
                 ));

@@ -27,6 +27,15 @@
 //! generation*, a counter every user or role change bumps: the next command of every
 //! connection then resolves again, so a revoked role takes effect at once.
 //!
+//! # Sessions and cursors belong to users
+//!
+//! With authorization on, a command's `lsid` gets the `uid` MongoDB gives it, the digest of the
+//! authenticated user ([`UserName::session_digest`]; `command::authz::owned_lsid`), and the
+//! session's key includes it, so the same lsid `id` sent by two users names two sessions. A
+//! client may send a `uid` only if it is its own (or it holds `impersonate`; `killSessions` also
+//! accepts `killAnySession`). Cursors remember the user that opened them, and only that user may
+//! continue or kill them (`crate::cursor`).
+//!
 //! The embedded API runs in the caller's process and is never checked (a caller that can call it
 //! can read the files anyway); only network connections are.
 
@@ -68,6 +77,13 @@ impl UserName {
     /// The `_id` of its document: `db.name`.
     pub fn id(&self) -> String {
         format!("{}.{}", self.db, self.name)
+    }
+
+    /// The digest MongoDB puts in the `uid` of the user's logical sessions: SHA-256 of the full
+    /// name `user@db`.
+    pub fn session_digest(&self) -> Vec<u8> {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.to_string().as_bytes()).to_vec()
     }
 }
 

@@ -45,7 +45,8 @@ pub enum Key<'a> {
     },
     /// A retryable write's recorded statement outcome.
     StmtRecord {
-        /// The session id (lsid.id UUID bytes, or the whole encoded lsid).
+        /// The session key (`session::lsid_key`: the lsid's id bytes, then its owner's digest
+        /// when authorization is on).
         session: &'a [u8],
         /// The transaction number.
         txn_number: i64,
@@ -54,7 +55,7 @@ pub enum Key<'a> {
     },
     /// A session's durable transaction record: its latest `txnNumber` and what became of it.
     SessionRecord {
-        /// The session id (lsid.id UUID bytes).
+        /// The session key (`session::lsid_key`).
         session: &'a [u8],
     },
 }

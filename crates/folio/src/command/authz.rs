@@ -22,6 +22,7 @@
 
 use bson::{Bson, Document};
 
+use super::context::OpContext;
 use super::{Connection, Service};
 use crate::auth::{self, Target};
 use crate::error::Result;
@@ -158,7 +159,9 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
             (Some(Bson::String(c)), _) => Privileges(vec![(Target::ns(db, c), "find")]),
             _ => Authenticated,
         },
-        "killCursors" => on("killCursors"),
+        // Which cursors the caller may kill depends on who opened them: checked per cursor by
+        // the handler, as MongoDB does (`killCursors`' own privilege is not needed).
+        "killCursors" => Authenticated,
         "insert" => {
             let mut v = vec![(coll_target(cmd, db), "insert")];
             if cmd.get_bool("bypassDocumentValidation").unwrap_or(false) {
@@ -481,6 +484,61 @@ pub fn check(
             db,
             redacted(cmd)
         ));
+    }
+    Ok(())
+}
+
+/// The lsid a command or a session command (`endSessions`, `killSessions`, ...) names, owned by
+/// the caller as MongoDB's `makeLogicalSessionId` owns it: with authorization on, its `uid` is
+/// the digest of the authenticated user; a `uid` the client sent must be that digest unless the
+/// caller holds `impersonate` (or `spoof`) on the cluster, else Unauthorized. `None` when
+/// authorization is on and no user is authenticated (the localhost exception, or a command that
+/// needs no authentication): there is no owner to give a session, so MongoDB ignores it.
+pub(crate) fn owned_lsid(
+    svc: &Service,
+    conn: &Connection,
+    mut lsid: Document,
+    spoof: Option<&str>,
+) -> Result<Option<Document>> {
+    if !enforced(svc, conn) {
+        return Ok(Some(lsid));
+    }
+    let Some(user) = conn.auth.users.first() else {
+        return Ok(None);
+    };
+    let digest = user.name.session_digest();
+    match lsid.get("uid") {
+        Some(Bson::Binary(b)) => {
+            let may = |action: &str| conn.auth.allows(&Target::Cluster, action);
+            if b.bytes != digest && !may("impersonate") && !spoof.is_some_and(may) {
+                bail!(Unauthorized, "Unauthorized to set user digest in LogicalSessionId");
+            }
+        }
+        _ => {
+            let uid = bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: digest };
+            lsid.insert("uid", uid);
+        }
+    }
+    Ok(Some(lsid))
+}
+
+/// After the privilege check: records whether the command is checked and who runs it (the
+/// owner of the cursors it opens), and gives its session to the caller ([`owned_lsid`]). A
+/// command whose session is ignored also loses its transaction fields, as in MongoDB, which
+/// then runs it without session information.
+pub(crate) fn bind_session(svc: &Service, conn: &Connection, op: &mut OpContext) -> Result<()> {
+    if !enforced(svc, conn) {
+        return Ok(());
+    }
+    op.authorization = true;
+    op.user = conn.auth.users.first().map(|u| u.name.to_string());
+    if let Some(lsid) = op.lsid.take() {
+        op.lsid = owned_lsid(svc, conn, lsid, None)?;
+        if op.lsid.is_none() {
+            op.txn_number = None;
+            op.autocommit = None;
+            op.start_transaction = false;
+        }
     }
     Ok(())
 }

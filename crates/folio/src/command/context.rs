@@ -63,6 +63,12 @@ pub struct OpContext {
     pub deadline: Option<Instant>,
     /// Set by `killOp` while the command runs.
     pub killed: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Whether the command is checked for privileges (`--auth`, a network connection); set by
+    /// dispatch after the privilege check (`authz::bind_session`).
+    pub authorization: bool,
+    /// The authenticated user (`user@db`) when `authorization` is on: the owner of the cursors
+    /// the command opens.
+    pub user: Option<String>,
     /// The versioned-API parameters (`apiVersion`, `apiStrict`, `apiDeprecationErrors`).
     pub api: ApiParams,
 }
@@ -269,6 +275,8 @@ impl OpContext {
             deadline,
             killed: None,
             api,
+            authorization: false,
+            user: None,
         })
     }
 
@@ -464,9 +472,15 @@ impl<'a> Runner<'a> {
         self.session.as_deref_mut()
     }
 
-    /// The session key (lsid id bytes), if any.
+    /// The session key (`session::lsid_key`), if any.
     pub fn session_key(&self) -> Option<Vec<u8>> {
         self.session.as_ref().map(|s| s.key.clone())
+    }
+
+    /// The command's session and user: the owner of the cursors it opens, and who asks when it
+    /// continues or kills one.
+    pub fn owner(&self) -> crate::cursor::Owner {
+        crate::cursor::Owner { session: self.session_key(), user: self.op.user.clone() }
     }
 
     /// Prepares the session for the command: starts or continues a transaction, or registers a

@@ -10,7 +10,7 @@ use super::args::{collection, doc_array, opt_bool, opt_doc, opt_i64};
 use super::context::{Mode, Runner};
 use super::{Connection, Service};
 use crate::collation::Requested;
-use crate::cursor::{Cursor, take_batch};
+use crate::cursor::{Cursor, Owner, check_get_more, take_batch};
 use crate::error::{Code, Error, Result};
 use crate::exec::plan::Hint;
 use crate::exec::{self, FindSpec};
@@ -479,7 +479,7 @@ fn cursor_reply(
         svc.cursors.open(Cursor {
             ns: ns.clone(),
             remaining,
-            session: run.session_key(),
+            owner: run.owner(),
             txn_number: match run.op.mode() {
                 Mode::Transaction(n) => Some(n),
                 _ => None,
@@ -593,7 +593,7 @@ fn tailable_find(
     if spec.skip > 0 || spec.limit > 0 {
         bail!(NotImplemented, "skip and limit are not supported on tailable cursors");
     }
-    let session = run.session_key();
+    let owner = run.owner();
     let mut tail = run.read(|txn| {
         crate::changes::CappedTail::open(
             txn,
@@ -602,7 +602,7 @@ fn tailable_find(
             &spec.filter,
             spec.projection.as_ref(),
             await_data,
-            session.clone(),
+            owner.clone(),
         )
     })?;
     let first = tail.next_batch(svc.store.as_ref(), batch.unwrap_or(0), None)?;
@@ -639,15 +639,16 @@ pub fn get_more(
     };
     let batch = batch_size(cmd, "batchSize", "getMore")?.unwrap_or(0);
     let ns = format!("{}.{}", run.op.db, coll);
-    let session = run.session_key();
+    let caller = run.owner();
+    let authorization = run.op.authorization;
     if let Some(stream) = svc.streams.get(id) {
-        return change_stream_get_more(svc, cmd, id, &ns, session.as_deref(), batch, stream);
+        let mut stream = stream.lock();
+        check_get_more(id, &ns, &stream.ns, &stream.owner, &caller, authorization)?;
+        return change_stream_get_more(svc, cmd, id, &ns, batch, &mut stream);
     }
     if let Some(tail) = svc.streams.get_tail(id) {
         let mut tail = tail.lock();
-        if tail.ns != ns || tail.session.as_deref() != session.as_deref() {
-            bail!(Unauthorized, "cursor {} belongs to another namespace or session", id);
-        }
+        check_get_more(id, &ns, &tail.ns, &tail.owner, &caller, authorization)?;
         let docs = tail.next_batch(svc.store.as_ref(), batch, Some(await_deadline(cmd)))?;
         return Ok(doc! { "cursor": {
             "nextBatch": docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
@@ -655,9 +656,10 @@ pub fn get_more(
             "ns": ns,
         } });
     }
-    let ((batch_docs, at), open) = svc.cursors.with_cursor(id, &ns, session.as_deref(), |c| {
-        (take_batch(&mut c.remaining, batch), c.at_cluster_time)
-    })?;
+    let ((batch_docs, at), open) =
+        svc.cursors.with_cursor(id, &ns, &caller, authorization, |c| {
+            (take_batch(&mut c.remaining, batch), c.at_cluster_time)
+        })?;
     // A document too large to return ends the cursor, as a failed getMore does in MongoDB.
     let batch_docs = batch_docs.inspect_err(|_| {
         svc.cursors.kill(&[id]);
@@ -669,12 +671,33 @@ pub fn get_more(
     Ok(doc! { "cursor": cursor })
 }
 
-/// `killCursors`.
+/// Whether the caller may kill a cursor of `ns` opened by `owner`, as MongoDB's
+/// `checkAuthForKillCursors`: its own cursors, or any with `killAnyCursor` on the cluster or on
+/// the cursor's namespace (its database for a `listCollections` cursor). Otherwise the whole
+/// command fails with Unauthorized.
+fn may_kill_cursor(c: &Connection, ns: &str, owner: &Owner, caller: &Owner) -> Result<()> {
+    use crate::auth::Target;
+    if owner.user == caller.user || c.auth.allows(&Target::Cluster, "killAnyCursor") {
+        return Ok(());
+    }
+    let target = match ns.split_once('.') {
+        Some((db, "$cmd.listCollections")) => Target::db(db),
+        Some((db, coll)) => Target::ns(db, coll),
+        None => Target::db(ns),
+    };
+    if c.auth.allows(&target, "killAnyCursor") {
+        return Ok(());
+    }
+    bail!(Unauthorized, "not authorized to kill cursor on {}", ns)
+}
+
+/// `killCursors`: with authorization on, every cursor named must be one the caller may kill
+/// ([`may_kill_cursor`]) before any is killed.
 pub fn kill_cursors(
     svc: &Service,
-    _c: &mut Connection,
+    c: &mut Connection,
     cmd: &Document,
-    _run: &mut Runner,
+    run: &mut Runner,
 ) -> Result<Document> {
     collection(cmd, "killCursors")?;
     let ids: Vec<i64> = match cmd.get("cursors") {
@@ -690,6 +713,17 @@ pub fn kill_cursors(
             bail!(FailedToParse, "BSON field 'killCursors.cursors' is missing but a required field")
         }
     };
+    if run.op.authorization {
+        for id in &ids {
+            // A cursor that does not exist is no authorization matter: it is reported as not
+            // found below.
+            let Some((ns, owner)) = svc.cursors.owner(*id).or_else(|| svc.streams.owner(*id))
+            else {
+                continue;
+            };
+            may_kill_cursor(c, &ns, &owner, &run.owner())?;
+        }
+    }
     let (mut killed, missing) = svc.cursors.kill(&ids);
     let missing: Vec<i64> = missing
         .into_iter()
@@ -886,17 +920,12 @@ fn change_stream(
         );
     }
     let db = run.op.db.clone();
-    let opened = crate::changes::ChangeStream::open(
-        svc.store.as_ref(),
-        &db,
-        coll,
-        pipeline,
-        run.session_key(),
-    )
-    .and_then(|mut stream| {
-        let first = stream.next_batch(svc.store.as_ref(), batch.unwrap_or(0), None)?;
-        Ok((stream, first))
-    });
+    let opened =
+        crate::changes::ChangeStream::open(svc.store.as_ref(), &db, coll, pipeline, run.owner())
+            .and_then(|mut stream| {
+                let first = stream.next_batch(svc.store.as_ref(), batch.unwrap_or(0), None)?;
+                Ok((stream, first))
+            });
     let (stream, first) = opened.map_err(|mut e| {
         change_stream_labels(&mut e);
         e
@@ -944,26 +973,9 @@ fn change_stream_get_more(
     cmd: &Document,
     id: i64,
     ns: &str,
-    session: Option<&[u8]>,
     batch: usize,
-    stream: std::sync::Arc<parking_lot::Mutex<crate::changes::ChangeStream>>,
+    stream: &mut crate::changes::ChangeStream,
 ) -> Result<Document> {
-    let mut stream = stream.lock();
-    if stream.ns != ns {
-        bail!(
-            Unauthorized,
-            "Requested getMore on namespace '{}', but cursor belongs to a different namespace {}",
-            ns,
-            stream.ns
-        );
-    }
-    if stream.session.as_deref() != session {
-        bail!(
-            Unauthorized,
-            "Cannot run getMore on cursor {}, which was created in another session",
-            id
-        );
-    }
     let batch = match svc.failpoints.fail_get_more() {
         Some(code) => Err(Error::new(
             Code::from_number(code),

@@ -496,6 +496,7 @@ impl Service {
         }
         fields::check(&name, spec.fields, cmd)?;
         authz::check(self, conn, &name, cmd, &op.db)?;
+        authz::bind_session(self, conn, &mut op)?;
         let (_op_guard, killed) =
             self.ops.register(conn.id, &conn.remote, cmd, namespace_of(cmd, &op.db));
         op.killed = Some(killed);
@@ -519,7 +520,17 @@ impl Service {
         let mut forced_labels = None;
         if self.options.test_commands {
             let ns = namespace_of(cmd, &op.db);
-            if let Some(fc) = self.failpoints.fail_command(&name, conn.app_name.as_deref(), &ns) {
+            // A connection's first hello names its application in the same command, and a fail
+            // point on that hello with the application's name applies to it (drivers' tests fail
+            // the handshake so).
+            let hello_app = cmd
+                .get_document("client")
+                .and_then(|c| c.get_document("application"))
+                .and_then(|a| a.get_str("name"))
+                .ok()
+                .filter(|_| matches!(name.as_str(), "hello" | "isMaster" | "ismaster"));
+            let app_name = conn.app_name.as_deref().or(hello_app);
+            if let Some(fc) = self.failpoints.fail_command(&name, app_name, &ns) {
                 if let Some(block) = fc.block {
                     std::thread::sleep(block);
                 }

@@ -84,21 +84,44 @@ fn lsids(cmd: &Document, name: &str) -> Result<Vec<Document>> {
     }
 }
 
-/// `endSessions`.
-pub fn end_sessions(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Document> {
-    for lsid in lsids(cmd, "endSessions")? {
-        if let Ok(key) = crate::session::lsid_key(&lsid) {
-            svc.cursors.kill_session(&key);
-            svc.streams.kill_session(&key);
+/// The lsids of a session command's array, each owned by the caller
+/// ([`super::authz::owned_lsid`]; ignored ones are left out), with their session keys.
+fn owned_lsids(
+    svc: &Service,
+    conn: &Connection,
+    cmd: &Document,
+    name: &str,
+    spoof: Option<&str>,
+) -> Result<Vec<(Document, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for lsid in lsids(cmd, name)? {
+        if let Some(lsid) = super::authz::owned_lsid(svc, conn, lsid, spoof)? {
+            let key = crate::session::lsid_key(&lsid)?;
+            out.push((lsid, key));
         }
-        svc.sessions.end(&lsid)?;
+    }
+    Ok(out)
+}
+
+/// Ends a session and closes its cursors.
+fn end_session(svc: &Service, key: &[u8]) {
+    svc.cursors.kill_session(key);
+    svc.streams.kill_session(key);
+    svc.sessions.end(key);
+}
+
+/// `endSessions`: ends the caller's sessions (an lsid names the caller's session with that id,
+/// never another user's).
+pub fn end_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Result<Document> {
+    for (_, key) in owned_lsids(svc, c, cmd, "endSessions", None)? {
+        end_session(svc, &key);
     }
     Ok(Document::new())
 }
 
 /// `refreshSessions`.
-pub fn refresh_sessions(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Document> {
-    for lsid in lsids(cmd, "refreshSessions")? {
+pub fn refresh_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Result<Document> {
+    for (lsid, _) in owned_lsids(svc, c, cmd, "refreshSessions", None)? {
         let s = svc.sessions.get_or_create(&lsid)?;
         if let Some(mut s) = s.try_lock() {
             s.last_use = std::time::Instant::now();
@@ -107,14 +130,27 @@ pub fn refresh_sessions(svc: &Service, _c: &mut Connection, cmd: &Document) -> R
     Ok(Document::new())
 }
 
-/// `killSessions`.
-pub fn kill_sessions(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Document> {
-    for lsid in lsids(cmd, "killSessions")? {
-        if let Ok(key) = crate::session::lsid_key(&lsid) {
-            svc.cursors.kill_session(&key);
-            svc.streams.kill_session(&key);
+/// `killSessions`: kills the named sessions of the caller (another user's with a `uid` and
+/// `killAnySession`), or with an empty list every session of the caller (every session when
+/// authorization is off), as MongoDB does.
+pub fn kill_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Result<Document> {
+    let named = owned_lsids(svc, c, cmd, "killSessions", Some("killAnySession"))?;
+    if !lsids(cmd, "killSessions")?.is_empty() {
+        for (_, key) in named {
+            end_session(svc, &key);
         }
-        svc.sessions.end(&lsid)?;
+        return Ok(Document::new());
+    }
+    let digest = match (super::authz::enforced(svc, c), c.auth.users.first()) {
+        (false, _) => None,
+        (true, Some(user)) => Some(user.name.session_digest()),
+        // No user: no session is the caller's.
+        (true, None) => return Ok(Document::new()),
+    };
+    // A key is the lsid's 16 id bytes followed by its owner's digest (`session::lsid_key`).
+    let keys = svc.sessions.end_matching(|key| digest.as_ref().is_none_or(|d| key.ends_with(d)));
+    for key in keys {
+        end_session(svc, &key);
     }
     Ok(Document::new())
 }

@@ -1,9 +1,19 @@
 //! Cursors: results held between `find`/`aggregate` and `getMore`.
 //!
 //! A cursor here holds the remaining result documents of its query, computed against the
-//! snapshot the query ran on, so `getMore` returns exactly what that snapshot contained. A cursor
-//! remembers the session (and transaction number) it was opened in: a `getMore` from another
-//! session is refused, as MongoDB does. Idle cursors are reaped after ten minutes.
+//! snapshot the query ran on, so `getMore` returns exactly what that snapshot contained. Idle
+//! cursors are reaped after ten minutes.
+//!
+//! # Who may use a cursor
+//!
+//! A cursor remembers its [`Owner`]: the session (and transaction number) it was opened in and,
+//! with authorization on, the user that opened it. As in MongoDB, a `getMore` must come from the
+//! same session and the same user ([`check_get_more`]), and `killCursors` may close only the
+//! caller's own cursors unless the caller holds `killAnyCursor` (the command checks that through
+//! [`Owner::user`]). Session keys carry the user's digest when authorization is on
+//! (`session::lsid_key`), so two users' sessions never share a key even when a client reuses an
+//! lsid id: the session check already tells them apart, and the user check covers cursors
+//! opened without a session.
 //!
 //! TODO(#11): stream large results from a held read snapshot instead of materializing them.
 
@@ -14,7 +24,7 @@ use bson::{Bson, Document};
 use parking_lot::Mutex;
 
 use crate::bail;
-use crate::error::Result;
+use crate::error::{Code, Error, Result};
 
 /// How long a cursor may sit unused.
 pub const CURSOR_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -23,14 +33,112 @@ pub const CURSOR_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// the reply's own fields).
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
 
+/// Who opened a cursor, or who asks to use one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// The session key (`session::lsid_key`: the lsid's id bytes, then its user digest when
+    /// authorization is on), if the command had a session.
+    pub session: Option<Vec<u8>>,
+    /// The authenticated user's full name (`user@db`) when authorization is on (`None` with it
+    /// off, and for a connection using the localhost exception).
+    pub user: Option<String>,
+}
+
+/// MongoDB's digest of "no user" (SHA-256 of the empty string), shown as the `uid` of sessions
+/// of a server without authorization.
+fn no_auth_digest() -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(b"").to_vec()
+}
+
+/// A session key as MongoDB prints a logical session id in messages: `id - uid -  - ` (the
+/// empty fields are the internal `txnNumber` and `txnUUID`), or `none`.
+pub fn describe_session(key: Option<&[u8]>) -> String {
+    use base64::Engine;
+    let Some(key) = key else {
+        return "none".into();
+    };
+    let (id, uid) = key.split_at(key.len().min(16));
+    let id = bson::Uuid::from_bytes(id.try_into().unwrap_or([0; 16]));
+    let uid = if uid.is_empty() { no_auth_digest() } else { uid.to_vec() };
+    format!("{id} - {} -  - ", base64::engine::general_purpose::STANDARD.encode(uid))
+}
+
+/// Checks that `caller` may run `getMore` on cursor `id` (namespace `cursor_ns`, opened by
+/// `owner`) through namespace `ns`, with MongoDB's errors in MongoDB's order: with
+/// authorization on, a session other than the cursor's is Unauthorized ("Cursor session id
+/// ... is not the same as the operation context's session id ..."); without, codes 50736-50738;
+/// then a user other than the cursor's is Unauthorized ("cursor id N was not created by the
+/// authenticated user"); then a namespace other than the cursor's.
+pub fn check_get_more(
+    id: i64,
+    ns: &str,
+    cursor_ns: &str,
+    owner: &Owner,
+    caller: &Owner,
+    authorization: bool,
+) -> Result<()> {
+    let (mine, theirs) = (caller.session.as_deref(), owner.session.as_deref());
+    if mine != theirs {
+        if authorization {
+            bail!(
+                Unauthorized,
+                "Cursor session id ({}) is not the same as the operation context's session id ({})",
+                describe_session(theirs),
+                describe_session(mine)
+            );
+        }
+        let (code, msg) = match (theirs, mine) {
+            (None, _) => (
+                50736,
+                format!(
+                    "Cannot run getMore on cursor {id}, which was not created in a session, in \
+                     session {}",
+                    describe_session(mine)
+                ),
+            ),
+            (Some(_), None) => (
+                50737,
+                format!(
+                    "Cannot run getMore on cursor {id}, which was created in session {}, without \
+                     an lsid",
+                    describe_session(theirs)
+                ),
+            ),
+            (Some(_), Some(_)) => (
+                50738,
+                format!(
+                    "Cannot run getMore on cursor {id}, which was created in session {}, in \
+                     session {}",
+                    describe_session(theirs),
+                    describe_session(mine)
+                ),
+            ),
+        };
+        return Err(Error::new(Code::from_number(code), msg));
+    }
+    if owner.user != caller.user {
+        bail!(Unauthorized, "cursor id {} was not created by the authenticated user", id);
+    }
+    if cursor_ns != ns {
+        bail!(
+            Unauthorized,
+            "Requested getMore on namespace '{}', but cursor belongs to a different namespace {}",
+            ns,
+            cursor_ns
+        );
+    }
+    Ok(())
+}
+
 /// An open cursor.
 pub struct Cursor {
     /// `db.collection` the cursor reads.
     pub ns: String,
     /// The documents not yet returned.
     pub remaining: VecDeque<Document>,
-    /// The session key (lsid id bytes) the cursor belongs to, if any.
-    pub session: Option<Vec<u8>>,
+    /// Who opened the cursor.
+    pub owner: Owner,
     /// The transaction number the cursor was opened in, if in a transaction.
     pub txn_number: Option<i64>,
     /// When the cursor was last used.
@@ -94,36 +202,22 @@ impl CursorRegistry {
         }
     }
 
-    /// Runs `f` on a cursor after checking its namespace and session; removes the cursor when it
-    /// is exhausted. Returns `f`'s result and whether the cursor is still open.
+    /// Runs `f` on a cursor after checking that `caller` may use it through namespace `ns`
+    /// ([`check_get_more`]); removes the cursor when it is exhausted. Returns `f`'s result and
+    /// whether the cursor is still open.
     pub fn with_cursor<T>(
         &self,
         id: i64,
         ns: &str,
-        session: Option<&[u8]>,
+        caller: &Owner,
+        authorization: bool,
         f: impl FnOnce(&mut Cursor) -> T,
     ) -> Result<(T, bool)> {
         let mut cursors = self.cursors.lock();
         let Some(c) = cursors.get_mut(&id) else {
             bail!(CursorNotFound, "cursor id {} not found", id);
         };
-        if c.ns != ns {
-            bail!(
-                Unauthorized,
-                "Requested getMore on namespace '{}', but cursor belongs to a different namespace {}",
-                ns,
-                c.ns
-            );
-        }
-        if c.session.as_deref() != session {
-            bail!(
-                Unauthorized,
-                "Cannot run getMore on cursor {}, which was created in session {}, {}",
-                id,
-                if c.session.is_some() { "a different session" } else { "no session" },
-                if session.is_some() { "in another session" } else { "without an lsid" }
-            );
-        }
+        check_get_more(id, ns, &c.ns, &c.owner, caller, authorization)?;
         c.last_use = Instant::now();
         let out = f(c);
         let open = !c.remaining.is_empty();
@@ -148,9 +242,14 @@ impl CursorRegistry {
         (killed, missing)
     }
 
+    /// The namespace and owner of an open cursor (for `killCursors`' check).
+    pub fn owner(&self, id: i64) -> Option<(String, Owner)> {
+        self.cursors.lock().get(&id).map(|c| (c.ns.clone(), c.owner.clone()))
+    }
+
     /// Closes every cursor of a session (when the session ends or its transaction finishes).
     pub fn kill_session(&self, session: &[u8]) {
-        self.cursors.lock().retain(|_, c| c.session.as_deref() != Some(session));
+        self.cursors.lock().retain(|_, c| c.owner.session.as_deref() != Some(session));
     }
 
     /// Closes cursors idle for longer than the timeout.
@@ -206,7 +305,7 @@ mod tests {
         let cursor = |no_timeout| Cursor {
             ns: "db.c".into(),
             remaining: VecDeque::from([doc! { "_id": 1 }]),
-            session: None,
+            owner: super::Owner { session: None, user: None },
             txn_number: None,
             last_use: long_ago,
             at_cluster_time: None,

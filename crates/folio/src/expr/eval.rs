@@ -577,7 +577,7 @@ fn parse_named(op: &'static NamedOperator, arg: &Bson, scope: &Scope) -> Result<
         // shorthand for `{field: ...}`, as `$getField: "name"` is: how a top-level field whose
         // name starts with `$` is read.
         Bson::Document(d)
-            if op == "$getField" && d.keys().next().is_some_and(|k| k.starts_with('$')) =>
+            if get_field && d.keys().next().is_some_and(|k| k.starts_with('$')) =>
         {
             return Ok(Expression::Named(
                 op,

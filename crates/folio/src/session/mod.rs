@@ -97,7 +97,7 @@ impl TxnState {
 pub struct Session {
     /// The lsid document as the client sent it.
     pub lsid: Document,
-    /// The lsid's key (the `id` UUID bytes).
+    /// The lsid's key ([`lsid_key`]: the `id` UUID bytes, then the owner's digest).
     pub key: Vec<u8>,
     /// When a command last used the session.
     pub last_use: Instant,
@@ -410,16 +410,36 @@ pub fn describe_lsid(lsid: &Document) -> String {
     }
 }
 
-/// The registry key of an lsid: the bytes of its `id`.
+/// The registry key of an lsid: the bytes of its `id`, then those of its `uid` (the digest of
+/// the user that owns the session, which dispatch adds when authorization is on; see
+/// `command::authz::owned_lsid`). A session's `id` alone is therefore not enough to reach
+/// another user's session: the same `id` under two users is two sessions, as in MongoDB, whose
+/// logical session id is the pair. Without authorization there is no `uid` (MongoDB's digest of
+/// "no user", which a client may also send, counts as none), so the key is the `id`'s bytes as
+/// it always was, and durable session records written before keep their keys.
 pub fn lsid_key(lsid: &Document) -> Result<Vec<u8>> {
-    match lsid.get("id") {
-        Some(Bson::Binary(b)) => Ok(b.bytes.clone()),
+    let mut key = match lsid.get("id") {
+        Some(Bson::Binary(b)) => b.bytes.clone(),
         Some(_) => bail!(TypeMismatch, "lsid.id must be a UUID"),
         None => bail!(
             FailedToParse,
             "BSON field 'OperationSessionInfo.lsid.id' is missing but a required field"
         ),
+    };
+    match lsid.get("uid") {
+        None => {}
+        Some(Bson::Binary(b)) if b.bytes.len() == 32 => {
+            use sha2::Digest;
+            if b.bytes[..] != sha2::Sha256::digest(b"")[..] {
+                key.extend_from_slice(&b.bytes);
+            }
+        }
+        Some(Bson::Binary(b)) => {
+            bail!(BadValue, "Unsupported SHA256Block hash length: {}", b.bytes.len())
+        }
+        Some(_) => bail!(TypeMismatch, "lsid.uid must be binData"),
     }
+    Ok(key)
 }
 
 /// All sessions of this node.
@@ -449,15 +469,33 @@ impl SessionRegistry {
         Ok(s.clone())
     }
 
-    /// Ends sessions (`endSessions`, `killSessions`): aborts their open transactions and forgets
-    /// them.
-    pub fn end(&self, lsid: &Document) -> Result<()> {
-        let key = lsid_key(lsid)?;
-        let removed = self.sessions.lock().remove(&key);
+    /// Ends the session with this key ([`lsid_key`]), if it exists (`endSessions`,
+    /// `killSessions`): aborts its open transaction and forgets it.
+    pub fn end(&self, key: &[u8]) {
+        let removed = self.sessions.lock().remove(key);
         if let Some(s) = removed {
             s.lock().abort_open(Some("The session was ended.".into()));
         }
-        Ok(())
+    }
+
+    /// Ends every session whose key satisfies `owned` (`killSessions` with no lsid ends the
+    /// caller's own sessions) and returns their keys, so their cursors can be closed too.
+    pub fn end_matching(&self, owned: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        let mut ended = Vec::new();
+        self.sessions.lock().retain(|key, s| {
+            let keep = !owned(key);
+            if !keep {
+                ended.push((key.clone(), s.clone()));
+            }
+            keep
+        });
+        ended
+            .into_iter()
+            .map(|(key, s)| {
+                s.lock().abort_open(Some("The session was killed.".into()));
+                key
+            })
+            .collect()
     }
 
     /// Ends every session (`killAllSessions`).

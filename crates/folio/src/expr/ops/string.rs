@@ -5,6 +5,9 @@
 //! `Bytes` ones, as in MongoDB. A result that can grow past MongoDB's 64 MiB string buffer is
 //! measured before it is built (`string_limit`).
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use bson::Bson;
 
 use super::{Args, MANY, NamedOperator, Operator, as_int, b, fixed, get, given, named, null, op};
@@ -13,6 +16,7 @@ use crate::doc::fmt::value_string;
 use crate::error::Result;
 use crate::expr::{Value, date, loc, type_name, value_type};
 use crate::memory;
+use crate::query::pcre::{Found, MatchLimit, Pcre};
 
 /// The string operators with positional arguments, with their arities.
 pub(super) const OPS: &[Operator] = &[
@@ -390,9 +394,20 @@ fn regex_op(name: &str, args: &Args, output: RegexOutput) -> Result<Value> {
         }
     };
     match get(args, "options") {
+        Some(Bson::String(o)) if !o.is_empty() && !flags.is_empty() => {
+            return Err(loc(
+                51107,
+                format!(
+                    "{name} found regex option(s) specified in both 'regex' and 'option' fields"
+                ),
+            ));
+        }
         Some(Bson::String(o)) => flags.push_str(&o),
         None | Some(Bson::Null) => {}
         Some(_) => return Err(loc(51106, format!("{name} needs 'options' to be of type string"))),
+    }
+    if let Some(bad) = flags.chars().find(|c| !matches!(c, 'i' | 'm' | 's' | 'x' | 'u')) {
+        return Err(loc(51108, format!("{name} invalid flag in regex options: {bad}")));
     }
     let s = match input {
         None | Some(Bson::Null) | Some(Bson::Undefined) => {
@@ -405,30 +420,41 @@ fn regex_op(name: &str, args: &Args, output: RegexOutput) -> Result<Value> {
         Some(Bson::String(s)) => s,
         Some(_) => return Err(loc(51104, format!("{name} needs 'input' to be of type string"))),
     };
-    let mut builder = regex::RegexBuilder::new(&pattern);
-    builder
-        .case_insensitive(flags.contains('i'))
-        .multi_line(flags.contains('m'))
-        .dot_matches_new_line(flags.contains('s'))
-        .ignore_whitespace(flags.contains('x'));
-    let re = builder.build().map_err(|e| loc(51111, format!("Invalid Regex in {name}: {e}")))?;
-    let found = |m: regex::Captures| {
-        let whole = m.get(0);
-        let idx = whole.map_or(0, |w| s[..w.start()].chars().count());
-        let caps: Vec<Bson> = m
-            .iter()
-            .skip(1)
-            .map(|c| c.map_or(Bson::Null, |c| Bson::String(c.as_str().to_string())))
-            .collect();
+    let re = compiled_regex(&pattern, &flags)
+        .map_err(|e| loc(51111, format!("Invalid Regex in {name}: {e}")))?;
+    // MongoDB reports a match's position in code points, not bytes.
+    let found = |m: Found| {
         Bson::Document(bson::doc! {
-            "match": whole.map_or(String::new(), |w| w.as_str().to_string()),
-            "idx": idx as i32,
-            "captures": caps,
+            "match": m.text,
+            "idx": s[..m.start].chars().count() as i32,
+            "captures": m.groups.into_iter().map(|g| g.map_or(Bson::Null, Bson::String)).collect::<Vec<_>>(),
         })
     };
+    let limit = |e: MatchLimit| e.error(name);
     match output {
-        RegexOutput::Match => b(re.is_match(&s)),
-        RegexOutput::First => Ok(Some(re.captures(&s).map_or(Bson::Null, found))),
-        RegexOutput::All => Ok(Some(Bson::Array(re.captures_iter(&s).map(found).collect()))),
+        RegexOutput::Match => b(re.is_match(&s).map_err(limit)?),
+        RegexOutput::First => Ok(Some(re.find(&s).map_err(limit)?.map_or(Bson::Null, found))),
+        RegexOutput::All => {
+            Ok(Some(Bson::Array(re.find_all(&s).map_err(limit)?.into_iter().map(found).collect())))
+        }
     }
+}
+
+/// Compiles a pattern of the regex operators, reusing the last one this thread compiled: the
+/// operators are evaluated once per document, almost always with the same constant pattern.
+fn compiled_regex(pattern: &str, flags: &str) -> std::result::Result<Rc<Pcre>, String> {
+    thread_local! {
+        static LAST: RefCell<Option<(String, String, Rc<Pcre>)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        if let Some((p, f, re)) = &*last.borrow()
+            && p == pattern
+            && f == flags
+        {
+            return Ok(re.clone());
+        }
+        let re = Rc::new(Pcre::compile(pattern, flags)?);
+        *last.borrow_mut() = Some((pattern.to_string(), flags.to_string(), re.clone()));
+        Ok(re)
+    })
 }
