@@ -448,3 +448,58 @@ fn ttl_pass_deletes_expired_documents_only() {
     let txn = store.begin().expect("begin");
     assert!(folio::exec::verify(txn.as_ref()).expect("verify").is_empty());
 }
+
+#[test]
+fn validate_reports_index_entries_that_disagree_with_documents() {
+    let svc = service(false);
+    let mut conn = svc.connect("validate");
+    let mut run = |cmd: Document| svc.dispatch(&mut conn, cmd).body;
+    run(
+        doc! { "insert": "v", "documents": [{ "_id": 1, "a": 1 }, { "_id": 2, "a": 2 }], "$db": "test" },
+    );
+    run(
+        doc! { "createIndexes": "v", "indexes": [{ "key": { "a": 1 }, "name": "a_1" }], "$db": "test" },
+    );
+    let r = run(doc! { "validate": "v", "$db": "test" });
+    assert_eq!(r.get_bool("valid").ok(), Some(true), "{r}");
+
+    // Lose one index entry and plant one that no document calls for, behind the catalog's back.
+    let store = svc.store();
+    let mut txn = store.begin().expect("begin");
+    let meta = folio::catalog::get_collection(txn.as_ref(), "test", "v")
+        .expect("catalog")
+        .expect("collection");
+    let index = meta.indexes.iter().find(|i| i.name() == "a_1").expect("index");
+    let prefix = folio::catalog::keys::index_prefix(meta.id, index.id);
+    let end = folio::catalog::keys::prefix_end(&prefix);
+    let (first, value) = txn
+        .scan(std::ops::Bound::Included(&prefix), std::ops::Bound::Excluded(&end), false)
+        .expect("scan")
+        .next()
+        .expect("an entry")
+        .expect("entry");
+    let (first, value) = (first.to_vec(), value.to_vec());
+    txn.delete(&first).expect("delete");
+    let mut stray = prefix.clone();
+    stray.extend_from_slice(b"\xfe\xfe");
+    txn.put(&stray, b"").expect("put");
+    txn.commit().expect("commit");
+
+    let r = run(doc! { "validate": "v", "$db": "test" });
+    assert_eq!(r.get_bool("valid").ok(), Some(false), "{r}");
+    assert_eq!(r.get_array("missingIndexEntries").map(Vec::len).ok(), Some(1), "{r}");
+    assert_eq!(r.get_array("extraIndexEntries").map(Vec::len).ok(), Some(1), "{r}");
+    assert_eq!(r.get_array("errors").map(Vec::len).ok(), Some(2), "{r}");
+    assert_eq!(
+        r.get_document("keysPerIndex").and_then(|k| k.get_i32("a_1")).ok(),
+        Some(2),
+        "one entry lost, one planted: {r}"
+    );
+    // Undone, the collection validates again.
+    let mut txn = store.begin().expect("begin");
+    txn.delete(&stray).expect("delete");
+    txn.put(&first, &value).expect("put");
+    txn.commit().expect("commit");
+    let r = run(doc! { "validate": "v", "$db": "test" });
+    assert_eq!(r.get_bool("valid").ok(), Some(true), "{r}");
+}
