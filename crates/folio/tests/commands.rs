@@ -503,3 +503,32 @@ fn validate_reports_index_entries_that_disagree_with_documents() {
     let r = run(doc! { "validate": "v", "$db": "test" });
     assert_eq!(r.get_bool("valid").ok(), Some(true), "{r}");
 }
+
+#[test]
+fn fail_command_block_connection_delays_the_command_for_its_app_only() {
+    let svc = service(false);
+    let mut app = svc.connect("app");
+    let mut other = svc.connect("other");
+    let hello =
+        doc! { "hello": 1, "client": { "application": { "name": "slowApp" } }, "$db": "admin" };
+    assert_eq!(svc.dispatch(&mut app, hello).body.get_f64("ok").ok(), Some(1.0));
+    let r = svc.dispatch(&mut other, doc! {
+        "configureFailPoint": "failCommand",
+        "mode": "alwaysOn",
+        "data": { "failCommands": ["ping"], "blockConnection": true, "blockTimeMS": 300, "appName": "slowApp" },
+        "$db": "admin",
+    });
+    assert_eq!(r.body.get_f64("ok").ok(), Some(1.0), "{}", r.body);
+    let timed = |conn: &mut folio::command::Connection| {
+        let started = std::time::Instant::now();
+        let r = svc.dispatch(conn, doc! { "ping": 1, "$db": "admin" });
+        assert_eq!(r.body.get_f64("ok").ok(), Some(1.0), "{}", r.body);
+        started.elapsed()
+    };
+    assert!(timed(&mut app) >= std::time::Duration::from_millis(300));
+    assert!(timed(&mut other) < std::time::Duration::from_millis(300));
+    svc.dispatch(
+        &mut other,
+        doc! { "configureFailPoint": "failCommand", "mode": "off", "$db": "admin" },
+    );
+}
