@@ -565,3 +565,87 @@ fn ttl_pass_deletes_expired_documents_only() {
     let txn = store.begin().expect("begin");
     assert!(folio::exec::verify(txn.as_ref()).expect("verify").is_empty());
 }
+
+#[test]
+fn validate_reports_index_entries_that_disagree_with_documents() {
+    let svc = service(false);
+    let mut conn = svc.connect("validate");
+    let mut run = |cmd: Document| svc.dispatch(&mut conn, cmd).body;
+    run(
+        doc! { "insert": "v", "documents": [{ "_id": 1, "a": 1 }, { "_id": 2, "a": 2 }], "$db": "test" },
+    );
+    run(
+        doc! { "createIndexes": "v", "indexes": [{ "key": { "a": 1 }, "name": "a_1" }], "$db": "test" },
+    );
+    let r = run(doc! { "validate": "v", "$db": "test" });
+    assert_eq!(r.get_bool("valid").ok(), Some(true), "{r}");
+
+    // Lose one index entry and plant one that no document calls for, behind the catalog's back.
+    let store = svc.store();
+    let mut txn = store.begin().expect("begin");
+    let meta = folio::catalog::get_collection(txn.as_ref(), "test", "v")
+        .expect("catalog")
+        .expect("collection");
+    let index = meta.indexes.iter().find(|i| i.name() == "a_1").expect("index");
+    let prefix = folio::catalog::keys::index_prefix(meta.id, index.id);
+    let end = folio::catalog::keys::prefix_end(&prefix);
+    let (first, value) = txn
+        .scan(std::ops::Bound::Included(&prefix), std::ops::Bound::Excluded(&end), false)
+        .expect("scan")
+        .next()
+        .expect("an entry")
+        .expect("entry");
+    let (first, value) = (first.to_vec(), value.to_vec());
+    assert!(txn.delete(&first).expect("delete").is_ok(), "no conflict");
+    let mut stray = prefix.clone();
+    stray.extend_from_slice(b"\xfe\xfe");
+    assert!(txn.put(&stray, b"").expect("put").is_ok(), "no conflict");
+    txn.commit().expect("commit");
+
+    let r = run(doc! { "validate": "v", "$db": "test" });
+    assert_eq!(r.get_bool("valid").ok(), Some(false), "{r}");
+    assert_eq!(r.get_array("missingIndexEntries").map(Vec::len).ok(), Some(1), "{r}");
+    assert_eq!(r.get_array("extraIndexEntries").map(Vec::len).ok(), Some(1), "{r}");
+    assert_eq!(r.get_array("errors").map(Vec::len).ok(), Some(2), "{r}");
+    assert_eq!(
+        r.get_document("keysPerIndex").and_then(|k| k.get_i32("a_1")).ok(),
+        Some(2),
+        "one entry lost, one planted: {r}"
+    );
+    // Undone, the collection validates again.
+    let mut txn = store.begin().expect("begin");
+    assert!(txn.delete(&stray).expect("delete").is_ok(), "no conflict");
+    assert!(txn.put(&first, &value).expect("put").is_ok(), "no conflict");
+    txn.commit().expect("commit");
+    let r = run(doc! { "validate": "v", "$db": "test" });
+    assert_eq!(r.get_bool("valid").ok(), Some(true), "{r}");
+}
+
+#[test]
+fn fail_command_block_connection_delays_the_command_for_its_app_only() {
+    let svc = service(false);
+    let mut app = svc.connect("app");
+    let mut other = svc.connect("other");
+    let hello =
+        doc! { "hello": 1, "client": { "application": { "name": "slowApp" } }, "$db": "admin" };
+    assert_eq!(svc.dispatch(&mut app, hello).body.get_f64("ok").ok(), Some(1.0));
+    let r = svc.dispatch(&mut other, doc! {
+        "configureFailPoint": "failCommand",
+        "mode": "alwaysOn",
+        "data": { "failCommands": ["ping"], "blockConnection": true, "blockTimeMS": 300, "appName": "slowApp" },
+        "$db": "admin",
+    });
+    assert_eq!(r.body.get_f64("ok").ok(), Some(1.0), "{}", r.body);
+    let timed = |conn: &mut folio::command::Connection| {
+        let started = std::time::Instant::now();
+        let r = svc.dispatch(conn, doc! { "ping": 1, "$db": "admin" });
+        assert_eq!(r.body.get_f64("ok").ok(), Some(1.0), "{}", r.body);
+        started.elapsed()
+    };
+    assert!(timed(&mut app) >= std::time::Duration::from_millis(300));
+    assert!(timed(&mut other) < std::time::Duration::from_millis(300));
+    svc.dispatch(
+        &mut other,
+        doc! { "configureFailPoint": "failCommand", "mode": "off", "$db": "admin" },
+    );
+}

@@ -46,26 +46,39 @@ pub fn validate(
     let mut keys_per_index = Document::new();
     let mut index_details = Document::new();
     for (name, n) in &check.keys_per_index {
-        keys_per_index.insert(name.clone(), *n as i64);
+        keys_per_index.insert(name.clone(), count(*n));
         index_details.insert(name.clone(), doc! { "valid": valid });
     }
     Ok(doc! {
         "ns": ns,
         "uuid": meta.uuid,
-        "nInvalidDocuments": check.corrupt_records as i64,
-        "nNonCompliantDocuments": 0_i64,
-        "nrecords": check.records as i64,
-        "nIndexes": meta.indexes.len() as i32,
+        "nInvalidDocuments": count(check.corrupt_records.len() as u64),
+        "nNonCompliantDocuments": 0,
+        "nrecords": count(check.records),
+        "nIndexes": count(meta.indexes.len() as u64),
         "keysPerIndex": keys_per_index,
         "indexDetails": index_details,
         "valid": valid,
         "repaired": false,
         "warnings": Vec::<String>::new(),
         "errors": check.problems,
-        "extraIndexEntries": check.extra_index_entries as i64,
-        "missingIndexEntries": check.missing_index_entries as i64,
-        "corruptRecords": check.corrupt_records as i64,
+        "extraIndexEntries": entries(&check.extra_index_entries),
+        "missingIndexEntries": entries(&check.missing_index_entries),
+        "corruptRecords": entries(&check.corrupt_records),
     })
+}
+
+/// A count as MongoDB's `validate` reports it (a 32-bit integer).
+fn count(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Storage keys as `validate` lists them: Folio's keys are bytes of its own keyspace, shown
+/// as hex in `{key: ...}` documents (MongoDB lists record ids and index keys).
+fn entries(keys: &[Vec<u8>]) -> Vec<Document> {
+    keys.iter()
+        .map(|k| doc! { "key": k.iter().map(|b| format!("{b:02x}")).collect::<String>() })
+        .collect()
 }
 
 /// `dataSize`: the BSON size and count of a collection's documents (`{dataSize: "db.coll"}`).

@@ -515,7 +515,7 @@ impl<'a> Runner<'a> {
                     s.txn_api = Some(self.op.api.describe());
                     Ok(())
                 } else if is_end {
-                    check_txn_api(s, n, &self.op)
+                    check_txn_api(s, n, self.op)
                 } else {
                     if self.op.read_concern.is_some() {
                         // Check the number first so stale statements get the right error.
@@ -529,7 +529,7 @@ impl<'a> Runner<'a> {
                     if !allowed_in_txn {
                         return Err(not_in_transaction(&self.op.name, &self.op.db));
                     }
-                    check_txn_api(s, n, &self.op)
+                    check_txn_api(s, n, self.op)
                 }
             }
         }

@@ -826,6 +826,36 @@ fn count_skip_limit(cmd: &Document) -> Result<(i64, u64)> {
     Ok((skip, limit.unsigned_abs()))
 }
 
+/// The stages outside API version 1 (diagnostics whose output may change between releases).
+const STAGES_OUTSIDE_API_V1: &[&str] = &[
+    "$currentOp",
+    "$listLocalSessions",
+    "$listSessions",
+    "$collStats",
+    "$indexStats",
+    "$planCacheStats",
+];
+
+/// Under `apiStrict: true`, a pipeline stage outside API version 1 fails with APIStrictError,
+/// as MongoDB refuses it.
+fn refuse_unstable_stages(run: &Runner, pipeline: &[Document]) -> Result<()> {
+    if run.op.api.strict != Some(true) {
+        return Ok(());
+    }
+    for stage in pipeline {
+        if let Some(name) =
+            stage.keys().next().filter(|n| STAGES_OUTSIDE_API_V1.contains(&n.as_str()))
+        {
+            bail!(
+                APIStrictError,
+                "{} is not allowed with 'apiStrict: true' in API Version 1",
+                name
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `aggregate`.
 pub fn aggregate(
     svc: &Service,
@@ -840,6 +870,7 @@ pub fn aggregate(
         _ => bail!(FailedToParse, "Invalid aggregate namespace"),
     };
     let pipeline = doc_array(cmd, "pipeline", "aggregate")?;
+    refuse_unstable_stages(run, &pipeline)?;
     let cursor_opts = match cmd.get("cursor") {
         Some(Bson::Document(d)) => d.clone(),
         None if cmd.get_bool("explain").unwrap_or(false) => Document::new(),

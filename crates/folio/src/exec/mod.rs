@@ -425,15 +425,15 @@ pub fn verify(txn: &dyn Txn) -> Result<Vec<String>> {
 pub struct Validation {
     /// The documents (records) read.
     pub records: u64,
-    /// Documents that do not decode as BSON.
-    pub corrupt_records: u64,
+    /// The keys of documents that do not decode as BSON.
+    pub corrupt_records: Vec<Vec<u8>>,
     /// The entries of each index, by index name (`_id_` counts the documents, which are keyed
     /// by `_id`).
     pub keys_per_index: Vec<(String, u64)>,
-    /// Index entries a document calls for that are missing.
-    pub missing_index_entries: u64,
-    /// Index entries no document calls for.
-    pub extra_index_entries: u64,
+    /// Index entries a document calls for that are missing (their keys).
+    pub missing_index_entries: Vec<Vec<u8>>,
+    /// Index entries no document calls for (their keys).
+    pub extra_index_entries: Vec<Vec<u8>>,
     /// A description of each problem (empty when the collection is valid).
     pub problems: Vec<String>,
 }
@@ -452,8 +452,8 @@ pub fn validate_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Valid
         let doc = match Document::from_reader(&value[..]) {
             Ok(doc) => doc,
             Err(e) => {
-                v.corrupt_records += 1;
                 v.problems.push(format!("document {key:02x?} does not decode: {e}"));
+                v.corrupt_records.push(key);
                 continue;
             }
         };
@@ -484,12 +484,12 @@ pub fn validate_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Valid
         v.keys_per_index.push((i.name().to_string(), n));
     }
     for missing in expected.difference(&actual) {
-        v.missing_index_entries += 1;
         v.problems.push(format!("missing index entry {missing:02x?}"));
+        v.missing_index_entries.push(missing.clone());
     }
     for extra in actual.difference(&expected) {
-        v.extra_index_entries += 1;
         v.problems.push(format!("index entry without document {extra:02x?}"));
+        v.extra_index_entries.push(extra.clone());
     }
     Ok(v)
 }
