@@ -1,36 +1,18 @@
-//! Golden tests for expressions and stages.
+//! Golden tests for stages (the expressions' are in `expr/testdata`, run by `expr::tests`).
 //!
-//! Expression files (`testdata/expr_*.txt`): each block has `doc:` (the `$$ROOT` document) and
-//! `expr:` (the expression); the output is the value, `missing`, or the error. Stage files
-//! (`testdata/stage_*.txt`): each block has `docs:` (an array of input documents), optional
+//! Stage files (`testdata/stage_*.txt`): each block has `docs:` (an array of input documents), optional
 //! `from:` (a document of collections for `$lookup`/`$unionWith`) and `pipeline:`; the output is
 //! one line per result document, or the error.
 
 use bson::{Bson, Document};
 
 use super::{Context, Source};
-use crate::doc::fmt::{Style, doc_string_styled, value_string_styled};
+use crate::doc::fmt::{Style, doc_string_styled};
 use crate::doc::golden::{self, Input, error_line};
 use crate::error::Result;
 
 fn input<'a>(inputs: &'a [Input], name: &str) -> Option<&'a Input> {
     inputs.iter().find(|i| i.name == name)
-}
-
-fn run_expr_file(file: &str) {
-    golden::run(file, |inputs: &[Input]| {
-        let doc = input(inputs, "doc").map(Input::doc).unwrap_or_default();
-        let mut out = Vec::new();
-        for i in inputs.iter().filter(|i| i.name == "expr") {
-            let line = match super::evaluate(&i.json(), &doc) {
-                Ok(Some(v)) => value_string_styled(&v, Style::Typed),
-                Ok(None) => "missing".to_string(),
-                Err(e) => error_line(&e),
-            };
-            out.push(line);
-        }
-        out
-    });
 }
 
 /// Collections given in a test block.
@@ -163,19 +145,6 @@ macro_rules! golden_tests {
             }
         )*
     };
-}
-
-golden_tests! { run_expr_file:
-    expr_arithmetic => "expr_arithmetic.txt",
-    expr_comparison => "expr_comparison.txt",
-    expr_boolean => "expr_boolean.txt",
-    expr_conditional => "expr_conditional.txt",
-    expr_string => "expr_string.txt",
-    expr_array => "expr_array.txt",
-    expr_object => "expr_object.txt",
-    expr_date => "expr_date.txt",
-    expr_type => "expr_type.txt",
-    expr_variables => "expr_variables.txt",
 }
 
 golden_tests! { run_stage_file:

@@ -12,7 +12,7 @@
 //! - `$out` and `$merge` write through `TxnTarget` with the executor's own insert, update and
 //!   delete, so indexes, validation and the change log are maintained as for any write.
 //!
-//! The pipeline's [`Context`] is built in one place ([`Aggregate::context`]) for both the
+//! The pipeline's [`Context`] is built in one place (`Aggregate::context`) for both the
 //! stages and the output.
 
 use bson::{Bson, Document, doc};

@@ -28,6 +28,9 @@ pub mod eval;
 pub mod ops;
 pub mod tz;
 
+#[cfg(test)]
+mod tests;
+
 pub use crate::doc::type_name;
 pub use eval::{Expression, Scope, Vars, field_path, validate_var_name};
 pub use ops::{add_numbers, as_int, average, std_dev};

@@ -13,7 +13,7 @@
 //!
 //! - [`MemoryEngine`]: a `BTreeMap` behind a read-write lock, for tests and `--in-memory`.
 //! - [`RedbEngine`]: one redb file in a data directory holding one table, with a write-ahead
-//!   log ([`wal`]) that makes synced batches durable with one sequential append.
+//!   log (`wal.rs`) that makes synced batches durable with one sequential append.
 //!
 //! # Scans see one state and hold no locks
 //!
