@@ -331,15 +331,8 @@ impl Systems {
     }
 
     async fn start_postgres(&mut self, report: &mut Report) -> Result<(), String> {
-        let cluster = match tokio::task::spawn_blocking(pg::Cluster::start).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                let note = format!("postgres skipped: {e}");
-                progress(&note);
-                report.notes.push(note);
-                return Ok(());
-            }
-            Err(e) => return Err(e.to_string()),
+        let Some(cluster) = start_cluster("postgres", report).await? else {
+            return Ok(());
         };
         let admin = cluster.connect().await?;
         timed("postgres: load", pg::load(&admin)).await?;
@@ -353,15 +346,8 @@ impl Systems {
         if self.folio_pg.is_some() {
             return Ok(());
         }
-        let cluster = match tokio::task::spawn_blocking(pg::Cluster::start).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                let note = format!("folio-pg skipped: {e}");
-                progress(&note);
-                report.notes.push(note);
-                return Ok(());
-            }
-            Err(e) => return Err(e.to_string()),
+        let Some(cluster) = start_cluster("folio-pg", report).await? else {
+            return Ok(());
         };
         let bin = wire::folio_binary()?;
         let url = cluster.url();
@@ -512,6 +498,21 @@ impl Systems {
             }
         }
         Ok(())
+    }
+}
+
+/// A throwaway PostgreSQL cluster for `system`, or `None` with a note when PostgreSQL is not
+/// installed (a skip, not a failure).
+async fn start_cluster(system: &str, report: &mut Report) -> Result<Option<pg::Cluster>, String> {
+    match tokio::task::spawn_blocking(pg::Cluster::start).await {
+        Ok(Ok(c)) => Ok(Some(c)),
+        Ok(Err(e)) => {
+            let note = format!("{system} skipped: {e}");
+            progress(&note);
+            report.notes.push(note);
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
