@@ -89,6 +89,23 @@ macro_rules! collect_cursor {
     };
 }
 
+/// Runs an action that returns a typed cursor (collection specifications, index models) and
+/// collects it as BSON documents, with or without a session.
+macro_rules! collect_typed {
+    ($session:expr, $action:expr) => {
+        match $session {
+            Some(s) => match $action.session(&mut *s).await {
+                Ok(c) => drain_session_typed(c, s).await,
+                Err(e) => Err(e),
+            },
+            None => match $action.await {
+                Ok(c) => drain_typed(c).await,
+                Err(e) => Err(e),
+            },
+        }
+    };
+}
+
 thread_local! {
     /// Arguments the driver's options types did not take, noted so a failure can say the runner dropped them.
     static IGNORED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -405,22 +422,12 @@ impl TestRun<'_> {
                 // serialize back to the server's index documents.
                 let o: ListIndexesOptions = a.options()?;
                 let s = self.session_mut(sn)?;
-                match s {
-                    Some(s) => match coll.list_indexes().with_options(o).session(&mut *s).await {
-                        Ok(c) => drain_session_typed(c, s).await,
-                        Err(e) => Err(e),
-                    },
-                    None => match coll.list_indexes().with_options(o).await {
-                        Ok(c) => drain_typed(c).await,
-                        Err(e) => Err(e),
-                    },
-                }
+                collect_typed!(s, coll.list_indexes().with_options(o))
             }
             "listIndexNames" => {
                 let o: ListIndexesOptions = a.options()?;
                 let s = self.session_mut(sn)?;
-                with_session!(s, coll.list_index_names().with_options(o))
-                    .map(|names| Some(Bson::Array(names.into_iter().map(Bson::String).collect())))
+                with_session!(s, coll.list_index_names().with_options(o)).map(names_result)
             }
             "createSearchIndex" => {
                 let model = search_index_model(a.doc("model")?)?;
@@ -434,9 +441,7 @@ impl TestRun<'_> {
                     .map(search_index_model)
                     .collect::<Result<Vec<_>, _>>()?;
                 let _: mongodb::options::CreateSearchIndexOptions = a.options()?;
-                coll.create_search_indexes(models)
-                    .await
-                    .map(|names| Some(Bson::Array(names.into_iter().map(Bson::String).collect())))
+                coll.create_search_indexes(models).await.map(names_result)
             }
             "updateSearchIndex" => {
                 let name = a.string("name")?;
@@ -603,22 +608,12 @@ impl TestRun<'_> {
             "listCollections" | "listCollectionObjects" => {
                 let o: ListCollectionsOptions = a.options()?;
                 let s = self.session_mut(sn)?;
-                match s {
-                    Some(s) => match db.list_collections().with_options(o).session(&mut *s).await {
-                        Ok(c) => drain_session_typed(c, s).await,
-                        Err(e) => Err(e),
-                    },
-                    None => match db.list_collections().with_options(o).await {
-                        Ok(c) => drain_typed(c).await,
-                        Err(e) => Err(e),
-                    },
-                }
+                collect_typed!(s, db.list_collections().with_options(o))
             }
             "listCollectionNames" => {
                 let o: ListCollectionsOptions = a.options()?;
                 let s = self.session_mut(sn)?;
-                with_session!(s, db.list_collection_names().with_options(o))
-                    .map(|names| Some(Bson::Array(names.into_iter().map(Bson::String).collect())))
+                with_session!(s, db.list_collection_names().with_options(o)).map(names_result)
             }
             "runCursorCommand" => {
                 let (cmd, o) = cursor_command(a)?;
@@ -696,8 +691,7 @@ impl TestRun<'_> {
             "listDatabaseNames" => {
                 let o: ListDatabasesOptions = a.options()?;
                 let s = self.session_mut(sn)?;
-                with_session!(s, client.list_database_names().with_options(o))
-                    .map(|names| Some(Bson::Array(names.into_iter().map(Bson::String).collect())))
+                with_session!(s, client.list_database_names().with_options(o)).map(names_result)
             }
             "dropDatabase" => {
                 let name = a.string("database")?;
@@ -1405,6 +1399,11 @@ where
         out.push(typed_to_bson(&c.deserialize_current()?));
     }
     Ok(Some(Bson::Array(out)))
+}
+
+/// A list of names (of `list*Names`, `createSearchIndexes`) as an operation result.
+fn names_result(names: Vec<String>) -> Option<Bson> {
+    Some(Bson::Array(names.into_iter().map(Bson::String).collect()))
 }
 
 /// A driver result type as BSON (`Null` if it does not serialize, which the matcher then reports).

@@ -715,6 +715,13 @@ pub fn create_indexes(
     let mut added = Vec::new();
     let default_collation = meta.options.get_document("collation").ok().cloned();
     for raw in specs {
+        // `prepareUnique` makes new writes unique while the index may still hold duplicates,
+        // which a non-unique index's layout cannot check: refused rather than ignored (here, so
+        // that an index stored with it by an earlier version still loads).
+        // TODO(#14): prepareUnique and collMod's conversion to a unique index.
+        if raw.get("prepareUnique").is_some_and(crate::query::filter::truthy) {
+            crate::bail!(NotImplemented, "index option 'prepareUnique' is not supported");
+        }
         // An index without a collation of its own takes the collection's default.
         let spec = match &default_collation {
             // The `_id` index never takes it here: its keys are the document keys.
