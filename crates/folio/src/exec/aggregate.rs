@@ -75,7 +75,9 @@ impl Aggregate {
 
     /// Runs the pipeline at `txn`'s snapshot and returns its output.
     pub fn run(&self, txn: &dyn Txn) -> Result<Vec<Document>> {
-        let source = TxnSource { txn, sessions: self.sessions.as_deref(),
+        let source = TxnSource {
+            txn,
+            sessions: self.sessions.as_deref(),
             current_ops: self.current_ops.as_deref(),
             host: &self.host,
         };
@@ -115,11 +117,12 @@ impl Aggregate {
     pub fn run_into(&self, txn: &mut dyn Txn, sink: &Sink) -> Result<()> {
         let results = {
             let reader: &dyn Txn = &*txn;
-            let source =
-                TxnSource { txn: reader, sessions: self.sessions.as_deref(),
-            current_ops: self.current_ops.as_deref(),
-            host: &self.host,
-        };
+            let source = TxnSource {
+                txn: reader,
+                sessions: self.sessions.as_deref(),
+                current_ops: self.current_ops.as_deref(),
+                host: &self.host,
+            };
             let ctx = self.context(&source);
             let collation = self.resolve_collation(reader)?;
             let input = match &self.coll {

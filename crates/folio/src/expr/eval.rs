@@ -576,9 +576,7 @@ fn parse_named(op: &'static NamedOperator, arg: &Bson, scope: &Scope) -> Result<
         // `$getField: {$literal: "$price"}` (an expression rather than named arguments) is
         // shorthand for `{field: ...}`, as `$getField: "name"` is: how a top-level field whose
         // name starts with `$` is read.
-        Bson::Document(d)
-            if get_field && d.keys().next().is_some_and(|k| k.starts_with('$')) =>
-        {
+        Bson::Document(d) if get_field && d.keys().next().is_some_and(|k| k.starts_with('$')) => {
             return Ok(Expression::Named(
                 op,
                 vec![
