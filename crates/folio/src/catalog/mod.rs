@@ -184,9 +184,11 @@ mod parsed {
     /// collections in use by one thread).
     const CAPACITY: usize = 256;
 
+    /// Metadata key → (the stored bytes, what they parsed to).
+    type Parsed = HashMap<Vec<u8>, (Vec<u8>, CollectionMeta)>;
+
     thread_local! {
-        static PARSED: RefCell<HashMap<Vec<u8>, (Vec<u8>, CollectionMeta)>> =
-            RefCell::new(HashMap::new());
+        static PARSED: RefCell<Parsed> = RefCell::new(HashMap::new());
     }
 
     /// The metadata parsed from `bytes` under `key`, if this thread parsed exactly those bytes.
