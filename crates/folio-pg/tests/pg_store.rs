@@ -411,3 +411,40 @@ fn list_append_has_no_lost_update_or_non_prefix_read() {
     }
     assert_eq!(acked.len(), 120);
 }
+
+/// The TTL monitor works through the shared database: a TTL index created on one front end is
+/// honoured by the pass of another, and what it deletes is gone for every front end.
+#[test]
+fn ttl_pass_on_one_front_end_expires_documents_for_all() {
+    let Some(cluster) = cluster_or_skip("ttl_pass_on_one_front_end_expires_documents_for_all")
+    else {
+        return;
+    };
+    let url = cluster.url();
+    let mut a = FrontEnd::new(&url);
+    a.ok(doc! {
+        "createIndexes": "events",
+        "indexes": [{ "key": { "at": 1 }, "name": "at_1", "expireAfterSeconds": 0 }],
+        "$db": "ttl",
+    });
+    let past = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 60_000);
+    let future = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() + 3_600_000);
+    a.ok(doc! {
+        "insert": "events",
+        "documents": [{ "_id": 1, "at": past }, { "_id": 2, "at": future }, { "_id": 3 }],
+        "$db": "ttl",
+    });
+    // The other front end's first housekeeping tick runs a TTL pass.
+    let b = FrontEnd::new(&url);
+    b.svc.tick();
+    let reply = a.ok(doc! { "find": "events", "sort": { "_id": 1 }, "$db": "ttl" });
+    let ids: Vec<&Bson> = reply
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()
+        .iter()
+        .map(|d| d.as_document().unwrap().get("_id").unwrap())
+        .collect();
+    assert_eq!(ids, vec![&Bson::Int32(2), &Bson::Int32(3)], "{reply}");
+}
