@@ -12,7 +12,7 @@
 use bson::{Bson, Document, doc};
 
 use super::args::{collection, opt_bool, opt_doc};
-use super::context::Runner;
+use super::runner::Runner;
 use super::{Connection, Service};
 use crate::bail;
 use crate::catalog;

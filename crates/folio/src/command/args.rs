@@ -2,7 +2,7 @@
 
 use bson::{Bson, Document};
 
-use super::context::number;
+use super::runner::number;
 use crate::bail;
 use crate::error::Result;
 

@@ -22,7 +22,7 @@
 
 use bson::{Bson, Document};
 
-use super::context::OpContext;
+use super::runner::OpContext;
 use super::{Connection, Service};
 use crate::auth::{self, Target};
 use crate::error::Result;
@@ -213,7 +213,7 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
                     ("update", &["update"][..]),
                     ("delete", &["remove"][..]),
                 ] {
-                    if let Some(i) = op.get(kind).and_then(super::context::number)
+                    if let Some(i) = op.get(kind).and_then(super::runner::number)
                         && let Some((d, c)) = infos.get(i as usize).and_then(|ns| split_ns(ns))
                     {
                         for a in actions {

@@ -4,8 +4,8 @@
 use bson::{Bson, Document, doc};
 
 use super::args::{doc_array, opt_bool, opt_doc};
-use super::context::{Mode, Runner};
 use super::crud::{is_command_level, stmt_id, write_error_doc};
+use super::runner::{Mode, Runner};
 use super::{Connection, Service};
 use crate::bail;
 use crate::error::Result;
@@ -202,7 +202,7 @@ pub fn bulk_write(
                     .remove("kind")
                     .and_then(|k| k.as_str().map(String::from))
                     .unwrap_or_default();
-                let n = out.get("n").and_then(super::context::number).unwrap_or(0.0) as i64;
+                let n = out.get("n").and_then(super::runner::number).unwrap_or(0.0) as i64;
                 match kind.as_str() {
                     "insert" => n_inserted += n,
                     "update" => {
@@ -212,7 +212,7 @@ pub fn bulk_write(
                             n_matched += n;
                         }
                         n_modified +=
-                            out.get("nModified").and_then(super::context::number).unwrap_or(0.0)
+                            out.get("nModified").and_then(super::runner::number).unwrap_or(0.0)
                                 as i64;
                     }
                     _ => n_deleted += n,
@@ -222,7 +222,7 @@ pub fn bulk_write(
                     if kind == "update" {
                         r.insert(
                             "nModified",
-                            out.get("nModified").and_then(super::context::number).unwrap_or(0.0)
+                            out.get("nModified").and_then(super::runner::number).unwrap_or(0.0)
                                 as i32,
                         );
                         if let Some(u) = out.get("upserted") {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bson::{Bson, Document, doc};
 
 use super::args::{collection, doc_array, opt_bool, opt_doc, opt_i64};
-use super::context::{Mode, Runner};
+use super::runner::{Mode, Runner};
 use super::{Connection, Service};
 use crate::collation::Requested;
 use crate::cursor::{Cursor, Owner, check_get_more, take_batch};
@@ -975,7 +975,7 @@ fn change_stream(
 /// How long a `getMore` on a change stream or an `awaitData` cursor waits for new data:
 /// `maxTimeMS` (the driver's `maxAwaitTimeMS`), else [`crate::changes::DEFAULT_AWAIT`].
 fn await_deadline(cmd: &Document) -> Instant {
-    let wait = match cmd.get("maxTimeMS").and_then(super::context::number) {
+    let wait = match cmd.get("maxTimeMS").and_then(super::runner::number) {
         Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
         _ => crate::changes::DEFAULT_AWAIT,
     };

@@ -4,7 +4,7 @@
 use bson::{Bson, Document, doc};
 
 use super::args::{collection, doc_array, opt_bool, opt_doc};
-use super::context::{Mode, Runner};
+use super::runner::{Mode, Runner};
 use super::{Connection, Service};
 use crate::catalog::{self, CollectionMeta};
 use crate::error::Result;
@@ -544,7 +544,7 @@ fn database_stats(txn: &dyn crate::mvcc::Txn, db: &str) -> Result<DatabaseStats>
 fn scale(cmd: &Document) -> Result<u64> {
     match cmd.get("scale") {
         None | Some(Bson::Null) => Ok(1),
-        Some(v) => match super::context::number(v) {
+        Some(v) => match super::runner::number(v) {
             Some(n) if n >= 1.0 => Ok(n as u64),
             Some(_) => Err(crate::Error::new(crate::Code::Other(4390200), "scale has to be >= 1")),
             None if matches!(v, Bson::Boolean(false)) => Ok(1),

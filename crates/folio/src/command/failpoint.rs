@@ -12,7 +12,7 @@ use std::time::Duration;
 use bson::{Bson, Document, doc};
 use parking_lot::Mutex;
 
-use super::context::number;
+use super::runner::number;
 use crate::bail;
 use crate::error::Result;
 

@@ -30,7 +30,7 @@ use bson::{Bson, Document};
 use crate::error::{Code, Error, Result};
 
 /// The generic arguments every command accepts (MongoDB's `generic_args_api_v1`). Their
-/// meaning is handled by [`super::context::OpContext`] and dispatch, not by handlers.
+/// meaning is handled by [`super::runner::OpContext`] and dispatch, not by handlers.
 pub const GENERIC: &[&str] = &[
     "$db",
     "lsid",

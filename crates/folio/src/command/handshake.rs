@@ -269,7 +269,7 @@ fn topology_version(svc: &Service) -> Document {
 fn awaited_topology(svc: &Service, cmd: &Document) -> Result<Option<std::time::Duration>> {
     let wait = match cmd.get("maxAwaitTimeMS") {
         None => None,
-        Some(v) => match super::context::number(v) {
+        Some(v) => match super::runner::number(v) {
             Some(ms) if ms.fract() == 0.0 && ms >= 0.0 => Some(ms as u64),
             Some(ms) if ms.fract() == 0.0 => bail!(
                 Location51024,
@@ -314,7 +314,7 @@ fn awaited_topology(svc: &Service, cmd: &Document) -> Result<Option<std::time::D
             "BSON field 'TopologyVersion.processId' is missing but a required field"
         ),
     };
-    let counter = match version.get("counter").and_then(super::context::number) {
+    let counter = match version.get("counter").and_then(super::runner::number) {
         Some(n) => n as i64,
         None => bail!(
             Location40414,

@@ -10,7 +10,7 @@
 
 use bson::{Bson, Document, doc};
 
-use super::context::{Mode, OpContext};
+use super::runner::{Mode, OpContext};
 use crate::error::{Code, Error, labels};
 
 /// MongoDB's RetriableError category (the `codes!` table in `error.rs`).

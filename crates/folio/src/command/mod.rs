@@ -7,9 +7,9 @@
 //!    OP_MSG document sequences have already been merged into the body as arrays.
 //! 2. The name is looked up in the command table (`table::COMMANDS`), which says whether the command may
 //!    run in a transaction, whether it writes, and whether it must run against `admin`.
-//! 3. The generic arguments are parsed ([`context::OpContext`]) and, with test commands on, the
+//! 3. The generic arguments are parsed ([`runner::OpContext`]) and, with test commands on, the
 //!    `failCommand` fail point gets its chance to fail or delay the command.
-//! 4. A [`context::Runner`] checks out the session and decides how statements run: in the
+//! 4. A [`runner::Runner`] checks out the session and decides how statements run: in the
 //!    session's transaction, as retryable writes, or as autocommit statements.
 //! 5. The handler parses its own arguments and calls [`crate::exec`] through the runner.
 //! 6. One place ([`labels`]) adds error labels exactly as MongoDB does, an error in a transaction
@@ -20,17 +20,17 @@ mod admin;
 mod args;
 pub mod authz;
 mod bulk;
-pub mod context;
 mod crud;
 mod ddl;
 mod failpoint;
 pub mod fields;
 mod handshake;
+mod inprog;
 pub mod labels;
 pub mod metrics;
-mod ops;
 pub mod profile;
 pub mod recent_log;
+pub mod runner;
 mod runtime;
 mod sessions;
 pub mod ttl;
@@ -47,8 +47,8 @@ use crate::error::{Error, Result};
 use crate::mvcc::TxnStore;
 use crate::session::SessionRegistry;
 
-use context::{Mode, OpContext, Runner};
 use failpoint::FailPoints;
+use runner::{Mode, OpContext, Runner};
 
 /// Settings of a running Folio instance that commands can see.
 #[derive(Clone, Debug)]
@@ -162,7 +162,7 @@ pub struct Service {
     pub(crate) streams: crate::changes::StreamRegistry,
     pub(crate) failpoints: FailPoints,
     pub(crate) stats: Stats,
-    pub(crate) ops: ops::OpRegistry,
+    pub(crate) ops: inprog::OpRegistry,
     /// Operation counters (`serverStatus`, the metrics endpoint).
     pub(crate) metrics: metrics::Metrics,
     /// Slow-operation logging and the profiler.
@@ -224,7 +224,7 @@ impl Service {
             streams: crate::changes::StreamRegistry::default(),
             failpoints: FailPoints::default(),
             stats: Stats::default(),
-            ops: ops::OpRegistry::default(),
+            ops: inprog::OpRegistry::default(),
             metrics: metrics::Metrics::new(table::COMMANDS.len()),
             profiler,
             ticks: AtomicU64::new(0),
@@ -613,7 +613,7 @@ impl Service {
                     None => None,
                 };
                 if let Some(wce) = wce {
-                    let code = wce.get("code").and_then(context::number).unwrap_or(0.0) as i32;
+                    let code = wce.get("code").and_then(runner::number).unwrap_or(0.0) as i32;
                     let labels = match forced_labels {
                         Some(l) => l,
                         None => labels::write_concern_labels(code, &op),
@@ -682,8 +682,8 @@ pub(crate) mod table {
 
     use bson::Document;
 
-    use super::context::Runner;
     use super::fields::Fields;
+    use super::runner::Runner;
     use super::{
         Connection, Service, admin, bulk, crud, ddl, failpoint_cmd, handshake, profile, runtime,
         sessions, users,

@@ -100,7 +100,7 @@ pub fn profile(svc: &super::Service, _: &mut Connection, cmd: &Document) -> Resu
     let p = &svc.profiler;
     let db = cmd.get_str("$db").unwrap_or("admin").to_string();
     let level = match cmd.get("profile") {
-        Some(v) => super::context::number(v)
+        Some(v) => super::runner::number(v)
             .filter(|n| n.fract() == 0.0 && (-1.0..=2.0).contains(n))
             .ok_or_else(|| crate::err!(BadValue, "Invalid profiling level: {}", v))?
             as i32,
@@ -109,16 +109,18 @@ pub fn profile(svc: &super::Service, _: &mut Connection, cmd: &Document) -> Resu
     let slow_ms = match cmd.get("slowms") {
         None => None,
         Some(v) => Some(
-            super::context::number(v)
+            super::runner::number(v)
                 .filter(|n| n.fract() == 0.0)
                 .ok_or_else(|| crate::err!(TypeMismatch, "'slowms' must be a number: {}", v))?,
         ),
     };
     let sample_rate = match cmd.get("sampleRate") {
         None => None,
-        Some(v) => Some(super::context::number(v).filter(|n| (0.0..=1.0).contains(n)).ok_or_else(
-            || crate::err!(BadValue, "'sampleRate' must be between 0.0 and 1.0 inclusive"),
-        )?),
+        Some(v) => {
+            Some(super::runner::number(v).filter(|n| (0.0..=1.0).contains(n)).ok_or_else(|| {
+                crate::err!(BadValue, "'sampleRate' must be between 0.0 and 1.0 inclusive")
+            })?)
+        }
     };
     let filter = match cmd.get("filter") {
         None => None,

@@ -41,7 +41,7 @@ pub(super) struct Parameter {
 
 /// A whole number of seconds (or another unit) of at least 1.
 fn positive_int(name: &str, v: &Bson) -> Result<u64> {
-    super::context::number(v)
+    super::runner::number(v)
         .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= f64::from(i32::MAX))
         .map(|n| n as u64)
         .ok_or_else(|| crate::err!(BadValue, "Invalid value for {}: {}", name, v))
@@ -179,7 +179,7 @@ pub fn repl_set_resize_oplog(
         match k.as_str() {
             "size" => {
                 let mb =
-                    super::context::number(v).filter(|mb| *mb > 0.0 && mb.is_finite()).ok_or_else(
+                    super::runner::number(v).filter(|mb| *mb > 0.0 && mb.is_finite()).ok_or_else(
                         || crate::err!(BadValue, "size must be a positive number: {}", v),
                     )?;
                 bytes = (mb * 1048576.0) as u64;
@@ -187,7 +187,7 @@ pub fn repl_set_resize_oplog(
             }
             "minRetentionHours" => {
                 let h =
-                    super::context::number(v).filter(|h| *h >= 0.0 && h.is_finite()).ok_or_else(
+                    super::runner::number(v).filter(|h| *h >= 0.0 && h.is_finite()).ok_or_else(
                         || crate::err!(BadValue, "minRetentionHours must be non-negative: {}", v),
                     )?;
                 age = Duration::from_secs_f64(h * 3600.0);

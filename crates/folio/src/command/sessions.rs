@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use bson::{Bson, Document, doc};
 
-use super::context::{Mode, Runner};
+use super::runner::{Mode, Runner};
 use super::{Connection, Service};
 use crate::bail;
 use crate::error::Result;
@@ -163,7 +163,7 @@ pub fn kill_all_sessions(svc: &Service, _c: &mut Connection, _cmd: &Document) ->
 
 /// `killOp`: interrupts a running command by its `opid` (from `currentOp`).
 pub fn kill_op(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Document> {
-    let opid = match cmd.get("op").and_then(super::context::number) {
+    let opid = match cmd.get("op").and_then(super::runner::number) {
         Some(n) if n >= 0.0 && n.fract() == 0.0 => n as u32,
         _ => bail!(TypeMismatch, "killOp requires a numeric 'op' field"),
     };

@@ -20,7 +20,7 @@ use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Document, doc};
 
 use super::args::{opt_bool, opt_doc, required};
-use super::context::Runner;
+use super::runner::Runner;
 use super::{Connection, Service};
 use crate::auth::scram::{self, Credential, Mechanism};
 use crate::auth::{self, ADMIN_DB, Privilege, ROLES_COLLECTION, USERS_COLLECTION, UserName, roles};
@@ -155,7 +155,7 @@ pub fn sasl_start(svc: &Service, conn: &mut Connection, cmd: &Document) -> Resul
 
 /// `saslContinue`.
 pub fn sasl_continue(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
-    let id = cmd.get("conversationId").and_then(super::context::number);
+    let id = cmd.get("conversationId").and_then(super::runner::number);
     let data = payload(cmd, "saslContinue")?;
     let Some(mut conv) = conn.auth.conversation.take() else {
         bail!(ProtocolError, "No SASL session state found");

@@ -55,8 +55,8 @@ use crate::error::Result;
 use crate::index::hash::hashed_key;
 use crate::index::{IndexSpec, Plugin};
 use crate::mvcc::Txn;
+use crate::query::bounds::{Endpoint, Interval};
 use crate::query::geo::{self, GeoPred, Near};
-use crate::query::plan::{Endpoint, Interval};
 use crate::query::{Filter, Pred, SortSpec};
 
 /// The most key ranges one index scan may have before the planner bounds fewer fields.

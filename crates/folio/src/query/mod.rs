@@ -7,7 +7,7 @@
 //!   [`expr`] holds what `$expr` and computed projections parse (with [`crate::expr`] evaluating
 //!   the general operators) and [`schema`] the `$jsonSchema`
 //!   keywords.
-//! - [`plan`] reads a filter for planning: top-level equalities (upsert seeds, point lookups)
+//! - [`bounds`] reads a filter for planning: top-level equalities (upsert seeds, point lookups)
 //!   and per-field value intervals ([`Filter::bounds`]) that an index scan can use; the matcher
 //!   re-checks every fetched document, so bounds only need to be a superset.
 //! - [`projection`] implements find's `projection`; its `sort` is [`SortSpec`], which lives in
@@ -16,19 +16,19 @@
 //! All comparisons go through [`crate::doc::compare::cmp_bson`], MongoDB's total order over
 //! BSON values.
 
+pub mod bounds;
 pub mod expr;
 pub mod filter;
 pub mod geo;
 pub mod matcher;
 pub mod pcre;
-pub mod plan;
 pub mod projection;
 pub mod schema;
 pub mod text;
 
 pub use crate::doc::sort::SortSpec;
+pub use bounds::{Endpoint, Interval};
 pub use filter::{ElemMatcher, Filter, Pred};
-pub use plan::{Endpoint, Interval};
 pub use projection::Projection;
 
 #[cfg(test)]
@@ -187,7 +187,7 @@ mod projection_sort_tests {
 #[cfg(test)]
 mod plan_tests {
     use super::Filter;
-    use super::plan::Interval;
+    use super::bounds::Interval;
     use crate::doc::fmt::{Style, value_string_styled};
     use crate::doc::golden::{self, Input, error_line};
 
