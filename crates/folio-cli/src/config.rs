@@ -812,12 +812,20 @@ mod oplog_tests {
         assert!(resolve(&bad, &[]).is_err());
         assert_eq!(resolve(&ServeArgs::default(), &[]).expect("settings").oplog_size_mb, None);
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs::default()
+    }
 
     #[test]
     fn cache_size_comes_from_the_flag_or_the_config_file_within_mongodb_bounds() {
-        let dir = std::env::temp_dir().join(format!("folio-cache-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("mongod.conf");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mongod.conf");
         std::fs::write(
             &path,
             "storage:\n  wiredTiger:\n    engineConfig:\n      cacheSizeGB: 0.5\n",
@@ -839,7 +847,7 @@ mod oplog_tests {
         let in_memory =
             ServeArgs { cache_size_gb: Some(1.0), in_memory: true, ..ServeArgs::default() };
         assert!(resolve(&in_memory, &[]).expect_err("no cache").contains("--in-memory"));
-        let other = dir.join("other.conf");
+        let other = dir.path().join("other.conf");
         std::fs::write(
             &other,
             "storage:\n  wiredTiger:\n    collectionConfig:\n      blockCompressor: zstd\n",
@@ -848,15 +856,6 @@ mod oplog_tests {
         let e = resolve(&ServeArgs { config: Some(other), ..ServeArgs::default() }, &[])
             .expect_err("unknown key");
         assert!(e.contains("collectionConfig"), "{e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args() -> ServeArgs {
-        ServeArgs::default()
     }
 
     #[test]

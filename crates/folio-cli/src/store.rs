@@ -28,8 +28,10 @@ pub fn open_store_with_cache(
         std::fs::create_dir_all(dbpath).map_err(|e| {
             err!(InternalError, "cannot create the data directory {}: {e}", dbpath.display())
         })?;
-        let cache = cache_bytes.unwrap_or(folio::storage::DEFAULT_CACHE_BYTES);
-        Arc::new(RedbEngine::open_with_cache(dbpath, cache)?)
+        match cache_bytes {
+            Some(bytes) => Arc::new(RedbEngine::open_with_cache(dbpath, bytes)?),
+            None => Arc::new(RedbEngine::open(dbpath)?),
+        }
     };
     let store: Arc<dyn TxnStore> = Mvcc::open(engine, MvccOptions::default())?;
     Ok(store)

@@ -5,8 +5,9 @@
 //!
 //! The spec tests are not part of the repository (their license forbids it): they are read from `SPEC_DIR`,
 //! else `$FOLIO_SPEC_TESTS`, else `../shared/spec-tests` next to the repository; when none exists the run is
-//! skipped with a message and exit code 0. The server is a separate process of the built binary
-//! (`$FOLIO_BIN`, default `target/release/folio`), started once for the whole run.
+//! skipped with a message and exit code 0 (an error under `FOLIO_REQUIRE_SPEC_TESTS=1`, as in CI). The
+//! server is a separate process of the built binary (`$FOLIO_BIN`, default `target/release/folio`), started
+//! once for the whole run.
 //!
 //! The output is one line per test, a summary line per area and a closing total, plus a JSON report in
 //! `target/conformance/report.json`. With `--auth` the server runs with `--auth`, only the tests
@@ -124,6 +125,13 @@ async fn main() {
 async fn run() -> Result<i32, String> {
     let cli = parse_cli()?;
     if !cli.spec_dir.is_dir() {
+        // CI sets FOLIO_REQUIRE_SPEC_TESTS=1: there, every pass must run them, not skip.
+        if std::env::var("FOLIO_REQUIRE_SPEC_TESTS").is_ok_and(|v| v == "1") {
+            return Err(format!(
+                "no spec tests at {} and FOLIO_REQUIRE_SPEC_TESTS=1",
+                cli.spec_dir.display()
+            ));
+        }
         println!(
             "SKIP conformance: no spec tests at {} (set FOLIO_SPEC_TESTS or pass SPEC_DIR)",
             cli.spec_dir.display()

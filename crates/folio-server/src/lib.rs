@@ -417,17 +417,26 @@ impl ConnectionTask {
                 return self.send(stream, &out).await;
             }
         };
+        // Only a request that may be answered by a stream keeps a copy to run again; every
+        // other command is handed over as it is.
+        let repeat = exhaust_allowed.then(|| cmd.clone());
+        let mut first = Some(cmd);
         let mut response_to = request_id;
         loop {
+            let cmd = match (first.take(), &repeat) {
+                (Some(cmd), _) => cmd,
+                (None, Some(cmd)) => cmd.clone(),
+                (None, None) => return Ok(()),
+            };
             self.await_hello(&cmd).await?;
-            let reply = self.run_command(conn, cmd.clone()).await;
+            let reply = self.run_command(conn, cmd).await;
             if reply.close_connection {
                 return Err(Closed::Requested);
             }
             if more_to_come {
                 return Ok(());
             }
-            let stream_on = exhaust_allowed && exhausts(&cmd, &reply.body);
+            let stream_on = repeat.as_ref().is_some_and(|cmd| exhausts(cmd, &reply.body));
             let flags = if stream_on { flags | msg_flags::MORE_TO_COME } else { flags };
             let id = self.next_request_id();
             let mut out = Message::msg(id, response_to, flags, reply.body);

@@ -702,6 +702,9 @@ async fn awaitable_hello_waits_and_streams_with_exhaust() {
         assert!(body_of(&reply).get_bool("isWritablePrimary").unwrap_or(false));
         response_to = reply.request_id;
     }
-    // Shutdown ends the stream and the connection.
+    // Shutdown ends the stream and the connection, well within the server's grace period (a
+    // stream that ignored it would keep the connection, and shutdown, waiting 10 s).
+    let stopping = Instant::now();
     server.shutdown().await;
+    assert!(stopping.elapsed() < Duration::from_secs(5), "{:?}", stopping.elapsed());
 }

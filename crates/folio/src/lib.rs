@@ -36,6 +36,7 @@ pub mod collation;
 pub mod doc;
 pub mod encoding;
 pub mod memory;
+pub mod pcre;
 
 pub mod expr;
 

@@ -44,13 +44,6 @@ pub struct Owner {
     pub user: Option<String>,
 }
 
-/// MongoDB's digest of "no user" (SHA-256 of the empty string), shown as the `uid` of sessions
-/// of a server without authorization.
-fn no_auth_digest() -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(b"").to_vec()
-}
-
 /// A session key as MongoDB prints a logical session id in messages: `id - uid -  - ` (the
 /// empty fields are the internal `txnNumber` and `txnUUID`), or `none`.
 pub fn describe_session(key: Option<&[u8]>) -> String {
@@ -60,7 +53,7 @@ pub fn describe_session(key: Option<&[u8]>) -> String {
     };
     let (id, uid) = key.split_at(key.len().min(16));
     let id = bson::Uuid::from_bytes(id.try_into().unwrap_or([0; 16]));
-    let uid = if uid.is_empty() { no_auth_digest() } else { uid.to_vec() };
+    let uid = if uid.is_empty() { &crate::session::NO_USER_DIGEST[..] } else { uid };
     format!("{id} - {} -  - ", base64::engine::general_purpose::STANDARD.encode(uid))
 }
 
@@ -254,7 +247,11 @@ impl CursorRegistry {
 
     /// Closes cursors idle for longer than the timeout.
     pub fn reap(&self) {
-        let now = Instant::now();
+        self.reap_at(Instant::now());
+    }
+
+    /// [`CursorRegistry::reap`] as of `now`.
+    fn reap_at(&self, now: Instant) {
         self.cursors
             .lock()
             .retain(|_, c| c.no_timeout || now.duration_since(c.last_use) < CURSOR_IDLE_TIMEOUT);
@@ -299,21 +296,21 @@ mod tests {
     #[test]
     fn idle_cursors_are_reaped_unless_no_cursor_timeout() {
         let registry = CursorRegistry::new();
-        let long_ago = Instant::now()
-            .checked_sub(CURSOR_IDLE_TIMEOUT * 2)
-            .expect("the clock is past twenty minutes");
+        let last_use = Instant::now();
         let cursor = |no_timeout| Cursor {
             ns: "db.c".into(),
             remaining: VecDeque::from([doc! { "_id": 1 }]),
             owner: super::Owner { session: None, user: None },
             txn_number: None,
-            last_use: long_ago,
+            last_use,
             at_cluster_time: None,
             no_timeout,
         };
         let idle = registry.open(cursor(false));
         let kept = registry.open(cursor(true));
-        registry.reap();
+        // Reaped as of a time past the idle timeout (a host's monotonic clock may be younger than
+        // the timeout, so the test does not move `last_use` into the past).
+        registry.reap_at(last_use + CURSOR_IDLE_TIMEOUT * 2);
         assert_eq!(registry.kill(&[idle, kept]), (vec![kept], vec![idle]));
     }
 }

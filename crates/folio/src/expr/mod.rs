@@ -2,8 +2,8 @@
 //! every other expression-taking place share.
 //!
 //! This module sits below both the query layer (`$expr`, computed projections) and the
-//! aggregation stages, and depends only on `doc`, `collation`, `error` and `memory`, so neither
-//! of those layers reaches into the other to evaluate an expression:
+//! aggregation stages, and depends only on `doc`, `collation`, `error`, `memory` and `pcre`, so
+//! neither of those layers reaches into the other to evaluate an expression:
 //!
 //! - [`eval`]: the [`Expression`] tree, its parser and evaluator, variables and scopes;
 //! - [`ops`]: the operators, one file per family, each with its arity next to its

@@ -155,7 +155,7 @@ pub struct Regex {
     /// The options as written (sorted).
     pub options: String,
     /// The compiled form.
-    pub re: super::pcre::Pcre,
+    pub re: crate::pcre::Pcre,
 }
 
 impl Regex {
@@ -169,7 +169,7 @@ impl Regex {
                 other => bail!(Location51108, "invalid flag in regex options: {other}"),
             }
         }
-        let re = super::pcre::Pcre::compile(pattern, &flags)
+        let re = crate::pcre::Pcre::compile(pattern, &flags)
             .map_err(|e| err!(Location51091, "Regular expression is invalid: {}", e))?;
         let mut sorted: Vec<char> = options.chars().collect();
         sorted.sort_unstable();

@@ -21,7 +21,6 @@ pub mod expr;
 pub mod filter;
 pub mod geo;
 pub mod matcher;
-pub mod pcre;
 pub mod projection;
 pub mod schema;
 pub mod text;

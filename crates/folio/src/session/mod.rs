@@ -429,8 +429,7 @@ pub fn lsid_key(lsid: &Document) -> Result<Vec<u8>> {
     match lsid.get("uid") {
         None => {}
         Some(Bson::Binary(b)) if b.bytes.len() == 32 => {
-            use sha2::Digest;
-            if b.bytes[..] != sha2::Sha256::digest(b"")[..] {
+            if b.bytes[..] != NO_USER_DIGEST[..] {
                 key.extend_from_slice(&b.bytes);
             }
         }
@@ -441,6 +440,13 @@ pub fn lsid_key(lsid: &Document) -> Result<Vec<u8>> {
     }
     Ok(key)
 }
+
+/// MongoDB's digest of "no user" (SHA-256 of the empty string): the `uid` of sessions of a
+/// server without authorization. Computed once.
+pub static NO_USER_DIGEST: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(|| {
+    use sha2::Digest;
+    sha2::Sha256::digest(b"").into()
+});
 
 /// All sessions of this node.
 pub struct SessionRegistry {

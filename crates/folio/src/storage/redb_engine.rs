@@ -120,9 +120,12 @@ impl RedbEngine {
         }
         txn.commit().map_err(|e| internal("commit", e))?;
         // Readers that load the new generation open a view that holds this commit; the old
-        // view is released here so that it does not keep redb's replaced pages alive.
-        self.generation.fetch_add(1, Ordering::Release);
-        self.view.lock().take();
+        // view is released here so that it does not keep redb's replaced pages alive. An empty
+        // batch (a checkpoint) changes no data, so the view stays valid.
+        if !batch.ops.is_empty() {
+            self.generation.fetch_add(1, Ordering::Release);
+            self.view.lock().take();
+        }
         Ok(())
     }
 
@@ -169,7 +172,11 @@ impl RedbEngine {
         }
         let txn = self.db.begin_read().map_err(|e| internal("begin read", e))?;
         let view = Arc::new(txn.open_table(TABLE).map_err(|e| internal("open table", e))?);
-        *self.view.lock() = Some((generation, Arc::clone(&view)));
+        // A reader that raced a commit must not replace a newer view with its older one.
+        let mut cached = self.view.lock();
+        if cached.as_ref().is_none_or(|(g, _)| *g <= generation) {
+            *cached = Some((generation, Arc::clone(&view)));
+        }
         Ok(view)
     }
 }

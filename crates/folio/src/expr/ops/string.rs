@@ -16,7 +16,7 @@ use crate::doc::fmt::value_string;
 use crate::error::Result;
 use crate::expr::{Value, date, loc, type_name, value_type};
 use crate::memory;
-use crate::query::pcre::{Found, MatchLimit, Pcre};
+use crate::pcre::{Found, MatchLimit, Pcre};
 
 /// The string operators with positional arguments, with their arities.
 pub(super) const OPS: &[Operator] = &[
