@@ -427,12 +427,10 @@ pub fn lsid_key(lsid: &Document) -> Result<Vec<u8>> {
         ),
     };
     match lsid.get("uid") {
+        // "No user" counts as none.
         None => {}
-        Some(Bson::Binary(b)) if b.bytes.len() == 32 => {
-            if b.bytes[..] != NO_USER_DIGEST[..] {
-                key.extend_from_slice(&b.bytes);
-            }
-        }
+        Some(Bson::Binary(b)) if b.bytes[..] == NO_USER_DIGEST[..] => {}
+        Some(Bson::Binary(b)) if b.bytes.len() == 32 => key.extend_from_slice(&b.bytes),
         Some(Bson::Binary(b)) => {
             bail!(BadValue, "Unsupported SHA256Block hash length: {}", b.bytes.len())
         }
