@@ -92,6 +92,18 @@ const DELETE: &str = "DELETE FROM folio_kv WHERE k = $1";
 
 const GET: &str = "SELECT v FROM folio_kv WHERE k = $1";
 
+/// [`TxnStore::get_settled`], in a `READ COMMITTED` transaction that is rolled back: the insert
+/// waits for a transaction inserting the key (a uniqueness check waits for the inserter to
+/// finish) and, when it inserts, tells that the key has no committed value; the locking read
+/// waits for a transaction updating or deleting the row, then reads its latest committed version.
+const SETTLE_INSERT: &str =
+    "INSERT INTO folio_kv (k, v) VALUES ($1, ''::BYTEA) ON CONFLICT (k) DO NOTHING";
+const SETTLE_READ: &str = "SELECT v FROM folio_kv WHERE k = $1 FOR SHARE";
+
+/// How long [`TxnStore::get_settled`] waits for a transaction in flight. A front end that died
+/// mid-commit leaves it to its database session, which finishes within the commit's own time.
+const SETTLE_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
+
 /// Rows fetched by the first page of a scan; later pages double up to [`SCAN_PAGE_MAX`], so a
 /// `find` with a small limit reads little and a collection scan few round trips.
 const SCAN_PAGE_MIN: i64 = 16;
@@ -287,6 +299,33 @@ impl TxnStore for PgStore {
 
     fn remote(&self) -> bool {
         true
+    }
+
+    fn get_settled(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut conn = self.shared.connection()?;
+        let read = |conn: &mut Conn| -> std::result::Result<Option<Vec<u8>>, postgres::Error> {
+            let mut tx = conn
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::ReadCommitted)
+                .start()?;
+            tx.batch_execute(SETTLE_TIMEOUT)?;
+            let value = if tx.execute(SETTLE_INSERT, &[&key])? == 1 {
+                None
+            } else {
+                tx.query_opt(SETTLE_READ, &[&key])?.map(|row| row.get::<_, Vec<u8>>(0))
+            };
+            tx.rollback()?;
+            Ok(value)
+        };
+        read(&mut conn).map_err(|e| match e.code() {
+            // Still undecided after the wait: the outcome is unknown, which the client learns as
+            // a retryable error (never as a transient one, which would run the work again).
+            Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => Error::new(
+                Code::ExceededTimeLimit,
+                "a commit of this session's transaction is still in flight in the storage database",
+            ),
+            _ => sql_error(e, "reading a session record"),
+        })
     }
 
     fn stats(&self) -> TxnStats {

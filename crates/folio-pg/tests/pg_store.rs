@@ -277,6 +277,74 @@ fn transactions_across_two_front_ends() {
     assert!(dup.to_string().contains("11000"), "{dup}");
 }
 
+/// Makes every commit of the cluster wait (for a synchronous standby that does not exist), or
+/// stops that. A commit waiting so is durable locally but not yet visible, and keeps its row
+/// locks: exactly a commit in flight on a front end that died after sending it.
+fn hold_commits(url: &str, hold: bool) {
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    let names = if hold { "'nobody'" } else { "''" };
+    admin
+        .batch_execute(&format!("ALTER SYSTEM SET synchronous_standby_names = {names}"))
+        .expect("configure");
+    admin.batch_execute("SELECT pg_reload_conf()").expect("reload");
+    // The reload reaches the backends asynchronously.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
+
+/// The race of a retried `commitTransaction`: front end A sent its `COMMIT` and the commit is
+/// in flight (here: waiting for a standby; in life: A was killed right after sending it), and the
+/// driver retries the commit on front end B. B must not answer NoSuchTransaction (the client
+/// would run the transaction a second time while A's commit lands): it waits for the commit in
+/// flight and answers what it did. Checked for a session's first transaction (its record is
+/// being inserted) and a later one (its record is being updated), and for a commit that fails
+/// instead (B then answers NoSuchTransaction, and nothing was applied).
+#[test]
+fn retried_commit_on_another_front_end_waits_for_the_commit_in_flight() {
+    let Some(cluster) =
+        cluster_or_skip("retried_commit_on_another_front_end_waits_for_the_commit_in_flight")
+    else {
+        return;
+    };
+    let url = cluster.url();
+    let mut a = FrontEnd::new(&url);
+    let b = FrontEnd::new(&url);
+    a.ok(doc! { "insert": "acct", "documents": [{ "_id": 1, "balance": 0 }], "$db": "bank" });
+    let session = lsid(42);
+    let mut b = Some(b);
+    for txn in 1..=2_i64 {
+        a.ok(txn_update(&session, txn, true, 1, 10));
+        hold_commits(&url, true);
+        let (svc, mut conn) = (a.svc.clone(), a.svc.connect("a"));
+        let first =
+            std::thread::spawn(move || svc.dispatch(&mut conn, commit(&lsid(42), txn)).body);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut fe_b = b.take().expect("front end B");
+        let retried = std::thread::spawn(move || {
+            let reply = fe_b.run(commit(&lsid(42), txn));
+            (fe_b, reply)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(
+            !retried.is_finished(),
+            "transaction {txn}: B answered while A's commit was in flight"
+        );
+        hold_commits(&url, false);
+        let (fe_b, reply) = retried.join().expect("B's commit");
+        b = Some(fe_b);
+        assert_eq!(reply.get("ok"), Some(&Bson::Double(1.0)), "transaction {txn}: {reply}");
+        let first = first.join().expect("A's commit");
+        assert_eq!(first.get("ok"), Some(&Bson::Double(1.0)), "transaction {txn}: {first}");
+        assert_eq!(a.balance(1), 10 * txn, "transaction {txn} applied once");
+    }
+    // A commit that does not happen: B's answer is NoSuchTransaction, and the balance is as it was.
+    let mut fe_b = b.take().expect("front end B");
+    a.ok(txn_update(&session, 3, true, 1, 10));
+    a.ok(doc! { "abortTransaction": 1, "lsid": session.clone(), "txnNumber": 3_i64, "autocommit": false, "$db": "admin" });
+    let reply = fe_b.run(commit(&session, 3));
+    assert_eq!(reply.get_i32("code").ok(), Some(251), "{reply}");
+    assert_eq!(fe_b.balance(1), 20);
+}
+
 #[test]
 fn concurrent_transfers_keep_the_total() {
     let Some(cluster) = cluster_or_skip("concurrent_transfers_keep_the_total") else { return };

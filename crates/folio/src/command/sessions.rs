@@ -31,6 +31,7 @@ pub fn commit_transaction(
         bail!(InvalidOptions, "commitTransaction requires a session");
     };
     let was_open = session.state.is_in_progress();
+    session.settle_commit(svc.store.as_ref(), n)?;
     match session.commit_transaction(n) {
         Ok(_) => {
             if was_open {

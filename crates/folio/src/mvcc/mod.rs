@@ -182,6 +182,19 @@ pub trait TxnStore: Send + Sync {
     fn remote(&self) -> bool {
         false
     }
+
+    /// Reads the latest committed value of `key` once no transaction is writing it any more:
+    /// a transaction whose commit is in flight (on another front end of a shared store, which
+    /// may have died after sending it) is waited for, so its outcome is what this read sees.
+    ///
+    /// A local store needs no wait: the only writer of the keys this is used for (a session's
+    /// record) is the command holding the session, so a snapshot read is already settled.
+    fn get_settled(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let txn = self.begin()?;
+        let got = txn.get(key);
+        txn.abort();
+        got
+    }
 }
 
 /// Transaction counters for `serverStatus` (see [`TxnStore::stats`]).
@@ -260,6 +273,10 @@ impl<T: TxnStore + ?Sized> TxnStore for std::sync::Arc<T> {
 
     fn remote(&self) -> bool {
         (**self).remote()
+    }
+
+    fn get_settled(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get_settled(key)
     }
 }
 

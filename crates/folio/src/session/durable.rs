@@ -107,6 +107,15 @@ pub fn load(store: &dyn TxnStore, session: &[u8]) -> Result<Option<SessionRecord
     got?.map(|b| SessionRecord::from_bytes(&b)).transpose()
 }
 
+/// Reads a session's record after any commit writing it has finished
+/// ([`TxnStore::get_settled`]): over a shared store, a `commitTransaction` retried on another
+/// front end must see the outcome of a commit still in flight on the one that died, or it would
+/// answer NoSuchTransaction and the client would run the transaction a second time.
+pub fn load_settled(store: &dyn TxnStore, session: &[u8]) -> Result<Option<SessionRecord>> {
+    let got = store.get_settled(&Key::SessionRecord { session }.encode())?;
+    got.map(|b| SessionRecord::from_bytes(&b)).transpose()
+}
+
 /// Writes a session's record in `txn`, and deletes the statement records of `stale`, an older
 /// transaction number of the session whose statements are no longer needed. `stale_stmts` are
 /// the statement ids known to have records under `stale`; `None` means unknown (after a restart),

@@ -140,8 +140,36 @@ impl Session {
         if self.loaded && !store.remote() {
             return Ok(());
         }
-        if let Some(record) = durable::load(store, &self.key)? {
-            if self.txn_number.is_none_or(|n| n < record.txn_number) {
+        let record = durable::load(store, &self.key)?;
+        self.resume(record);
+        Ok(())
+    }
+
+    /// Before answering `commitTransaction` for transaction `number` that this process does not
+    /// hold open, reads the durable record again, waiting for a commit of it still in flight
+    /// ([`durable::load_settled`]): over a shared store the transaction may have been committing
+    /// on another front end that died, and the retried commit must answer what that commit did.
+    pub fn settle_commit(&mut self, store: &dyn TxnStore, number: i64) -> Result<()> {
+        let held = self.txn_number == Some(number)
+            && matches!(self.state, TxnState::InProgress { .. } | TxnState::Committed { .. });
+        if held || !store.remote() {
+            return Ok(());
+        }
+        let record = durable::load_settled(store, &self.key)?;
+        self.resume(record);
+        Ok(())
+    }
+
+    /// Moves the state machine forward to a durable record read from the store.
+    fn resume(&mut self, record: Option<durable::SessionRecord>) {
+        if let Some(record) = record {
+            // A newer number, or the committed outcome of the current number when this process
+            // does not hold that transaction (it ran on another front end).
+            let newer = self.txn_number.is_none_or(|n| n < record.txn_number);
+            let committed_elsewhere = self.txn_number == Some(record.txn_number)
+                && record.kind == RecordKind::Committed
+                && matches!(self.state, TxnState::None | TxnState::Aborted { .. });
+            if newer || committed_elsewhere {
                 self.txn_number = Some(record.txn_number);
                 self.state = match record.kind {
                     RecordKind::Committed => TxnState::Committed { commit_ts: None },
@@ -155,7 +183,6 @@ impl Session {
             };
         }
         self.loaded = true;
-        Ok(())
     }
 
     /// Whether statement records may exist for retryable write `number` (only when the durable
