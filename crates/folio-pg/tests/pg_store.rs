@@ -345,6 +345,42 @@ fn retried_commit_on_another_front_end_waits_for_the_commit_in_flight() {
     assert_eq!(fe_b.balance(1), 20);
 }
 
+/// The same race for a retryable write: front end A's commit of an `$inc` is in flight when the
+/// driver retries the write on front end B. B's attempt conflicts with it, and its next attempt
+/// must find A's statement record and replay it, not apply the `$inc` a second time.
+#[test]
+fn retried_write_on_another_front_end_replays_the_commit_in_flight() {
+    let Some(cluster) =
+        cluster_or_skip("retried_write_on_another_front_end_replays_the_commit_in_flight")
+    else {
+        return;
+    };
+    let url = cluster.url();
+    let mut a = FrontEnd::new(&url);
+    let mut b = FrontEnd::new(&url);
+    a.ok(doc! { "insert": "acct", "documents": [{ "_id": 1, "balance": 0 }], "$db": "bank" });
+    let inc = |txn: i64| {
+        doc! { "update": "acct", "updates": [{ "q": { "_id": 1 }, "u": { "$inc": { "balance": 5 } } }],
+        "lsid": lsid(43), "txnNumber": txn, "$db": "bank" }
+    };
+    // The session's first write (its record is being inserted), then a later one (updated).
+    for txn in 1..=2_i64 {
+        hold_commits(&url, true);
+        let (svc, mut conn) = (a.svc.clone(), a.svc.connect("a"));
+        let first = std::thread::spawn(move || svc.dispatch(&mut conn, inc(txn)).body);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (svc, mut conn) = (b.svc.clone(), b.svc.connect("b"));
+        let retried = std::thread::spawn(move || svc.dispatch(&mut conn, inc(txn)).body);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        hold_commits(&url, false);
+        let (first, retried) = (first.join().expect("A"), retried.join().expect("B"));
+        assert_eq!(first.get("ok"), Some(&Bson::Double(1.0)), "{first}");
+        assert_eq!(retried.get("ok"), Some(&Bson::Double(1.0)), "{retried}");
+        assert_eq!(first.get("nModified"), retried.get("nModified"), "{first} / {retried}");
+        assert_eq!(b.balance(1), 5 * txn, "write {txn} applied once");
+    }
+}
+
 #[test]
 fn concurrent_transfers_keep_the_total() {
     let Some(cluster) = cluster_or_skip("concurrent_transfers_keep_the_total") else { return };

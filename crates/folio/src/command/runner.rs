@@ -605,8 +605,10 @@ impl<'a> Runner<'a> {
                     Key::StmtRecord { session: &session.key, txn_number: n, stmt_id }.encode();
                 // A statement that already ran replays its recorded outcome. Records of `n` can
                 // exist only once the session's durable record names `n`, so a new number
-                // (the common case) costs no lookup.
-                if session.may_have_stmt_records(n) {
+                // (the common case) costs no lookup. Over a shared store the lookup is made
+                // inside the write's own transaction instead (below).
+                let remote = self.svc.store.remote();
+                if !remote && session.may_have_stmt_records(n) {
                     let txn = self.svc.store.begin()?;
                     let prior = txn.get(&record);
                     txn.abort();
@@ -614,8 +616,25 @@ impl<'a> Runner<'a> {
                         return crate::error::stored_document(&bytes, "statement record");
                     }
                 }
-                let fp = self.svc.failpoints.on_transactional_write();
+                // The fail point counts statements that run, not replays: taken at the first
+                // attempt that runs the statement.
+                let mut fp = None;
+                let failpoints = &self.svc.failpoints;
+                let mut attempt = 0_u32;
                 let result = self.autocommit_write(|txn| {
+                    // An attempt after a write conflict looks for the record again, in its own
+                    // snapshot: the conflict may have been with this very statement, run by a
+                    // front end of a shared store that died while committing it (the driver
+                    // retried here at once). Replaying its outcome, not running it again, keeps
+                    // the write exactly once. Over a shared store the first attempt looks too:
+                    // that commit may have landed since the session record was read.
+                    attempt += 1;
+                    if (attempt > 1 || remote)
+                        && let Some(bytes) = txn.get(&record)?
+                    {
+                        return crate::error::stored_document(&bytes, "statement record");
+                    }
+                    let fp = fp.get_or_insert_with(|| failpoints.on_transactional_write());
                     let out = f(txn)?;
                     txn.put(&record, &out.to_vec()?)?.or_conflict("statement record")?;
                     session.write_durable(txn, n, RecordKind::Retryable)?;
@@ -634,7 +653,7 @@ impl<'a> Runner<'a> {
                 }
                 // The fail point closes the connection whether or not the write committed
                 // (MongoDB's default), so the client sees a network error and retries.
-                if fp.as_ref().is_some_and(|fp| fp.close_connection) {
+                if fp.flatten().is_some_and(|fp| fp.close_connection) {
                     self.close_connection = true;
                 }
                 result
