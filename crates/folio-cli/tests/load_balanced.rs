@@ -1,7 +1,8 @@
 //! Scale-out end to end (#17): three `folio serve --storage postgresql://... --loadBalanced`
 //! front ends over one throwaway PostgreSQL cluster, behind nginx's TCP (`stream`) proxy on
 //! loopback; 8 clients of the Rust driver (`loadBalanced=true`) move money between accounts in
-//! transactions while one front end is killed with SIGKILL and restarted, twice.
+//! transactions, through the driver's `withTransaction` (`and_run`), while one front end is
+//! killed with SIGKILL at random moments and restarted, twice.
 //!
 //! Checked: the total balance is constant; every acknowledged transfer appears exactly once in
 //! the transfer log (written in the same transaction as the balances); every account's balance
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
-use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT;
 use mongodb::{Client, ClientSession, Collection};
 
 const ACCOUNTS: i64 = 10;
@@ -88,52 +89,37 @@ enum Outcome {
 type Body<'s, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = mongodb::error::Result<T>> + Send + 's>>;
 
-/// Runs `body` in a transaction as `withTransaction` does: the whole transaction again on
-/// TransientTransactionError (or a network error before the commit), the commit alone again on
-/// UnknownTransactionCommitResult, for up to a minute. Returns how the commit ended and what the
-/// body of the committed attempt returned.
-async fn with_transaction<T>(
+/// Runs `body` in a transaction through the driver's `withTransaction` (`and_run`: the whole
+/// transaction again on TransientTransactionError, the commit alone again on
+/// UnknownTransactionCommitResult, for up to 120 s). Returns how the commit ended and what the
+/// body of the committed attempt returned (the default when the outcome is unknown).
+async fn with_transaction<T: Default>(
     client: &Client,
     id: &str,
     mut body: impl for<'s> FnMut(&'s mut ClientSession) -> Body<'s, T>,
 ) -> (Outcome, T) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    'txn: loop {
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
         assert!(std::time::Instant::now() < deadline, "transaction {id} kept failing");
-        let mut session = match client.start_session().await {
-            Ok(s) => s,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        // Starting a session needs no server; a failure here is before any transaction.
+        let Ok(mut session) = client.start_session().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
         };
-        let attempt = match session.start_transaction().await {
-            Ok(()) => body(&mut session).await,
-            Err(e) => Err(e),
-        };
-        let value = match attempt {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = session.abort_transaction().await;
-                if e.contains_label(TRANSIENT_TRANSACTION_ERROR) || is_network(&e) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue 'txn;
-                }
-                panic!("transaction {id}: {e}");
+        match session.start_transaction().and_run((), |s, _| body(s)).await {
+            Ok(value) => return (Outcome::Acknowledged, value),
+            // Out of time while the commit's outcome was unknown: it may have applied.
+            Err(e)
+                if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                    || matches!(*e.kind, mongodb::error::ErrorKind::Transaction { .. }) =>
+            {
+                return (Outcome::Unknown, T::default());
             }
-        };
-        loop {
-            match session.commit_transaction().await {
-                Ok(()) => return (Outcome::Acknowledged, value),
-                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => {
-                    if std::time::Instant::now() >= deadline {
-                        return (Outcome::Unknown, value);
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) => continue 'txn,
-                Err(e) => panic!("commit of transaction {id}: {e}"),
+            // A network error outside the transaction's statements (starting it): nothing ran.
+            Err(e) if is_network(&e) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            Err(e) => panic!("transaction {id}: {e}"),
         }
     }
 }
@@ -300,14 +286,30 @@ async fn transfers_through_nginx_survive_a_front_end_killed_mid_run() {
         }));
     }
 
-    // Kill front end 1 twice at moments that depend on progress, restarting it each time.
+    // Kill front end 1 twice at random moments (after a random number of acknowledged
+    // transfers, then a random pause), restarting it each time. The seed is printed so that a
+    // failing run can be replayed with FOLIO_KILL_SEED.
+    let seed =
+        std::env::var("FOLIO_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("kill moments from FOLIO_KILL_SEED={seed}");
+    let mut x = seed | 1;
+    let mut random = |below: u64| {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 33) % below
+    };
+    let moments = [(10 + random(50), random(40)), (100 + random(80), random(40))];
     let mut front_ends = front_ends;
     let mut kills = 0;
     let mut at_last_kill = 0;
-    for threshold in [30u64, 120] {
+    for (threshold, pause_ms) in moments {
         while acknowledged.load(Ordering::Relaxed) < threshold {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         front_ends[1].kill9();
         kills += 1;
         at_last_kill = acknowledged.load(Ordering::Relaxed);
