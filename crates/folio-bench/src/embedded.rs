@@ -96,6 +96,7 @@ pub struct EmbeddedClient {
     events: Collection<Document>,
     counters: Collection<Document>,
     items: Collection<Document>,
+    admin: folio::api::Database,
 }
 
 impl EmbeddedClient {
@@ -120,6 +121,7 @@ impl EmbeddedClient {
             events: db.collection(names::EVENTS),
             counters: db.collection(names::COUNTERS),
             items: db.collection(&names::items(items)),
+            admin: client.database("admin"),
         })
     }
 
@@ -214,6 +216,37 @@ impl SyncClient for EmbeddedClient {
                 };
                 self.events.insert_one(event).run().map_err(e)?;
                 Ok(0)
+            }
+            Choice::Ping => {
+                self.admin.run_command(doc! { "ping": 1 }).run().map_err(e)?;
+                Ok(0)
+            }
+            Choice::BulkInsert { first_user } => {
+                let events: Vec<Document> = workload::bulk_events(*first_user)
+                    .into_iter()
+                    .map(|(id, user)| {
+                        doc! { "_id": id, "user": user, "kind": "click", "payload": workload::EVENT_PAYLOAD }
+                    })
+                    .collect();
+                self.events.insert_many(events).run().map_err(e)?;
+                Ok(0)
+            }
+            Choice::Update { id, by } => {
+                let mut retries = 0;
+                loop {
+                    let r = self
+                        .accounts
+                        .update_one(doc! { "_id": id }, doc! { "$inc": { "balance": by } })
+                        .run();
+                    match r {
+                        Ok(_) => return Ok(retries),
+                        Err(err) if err.is_write_conflict() => {
+                            retries += 1;
+                            std::thread::sleep(crate::runner::backoff(retries));
+                        }
+                        Err(err) => return Err(e(err)),
+                    }
+                }
             }
             Choice::PointRead { id } => {
                 match self.items.find_one(doc! { "_id": id }).run().map_err(e)? {

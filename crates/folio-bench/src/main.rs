@@ -59,11 +59,12 @@ struct Args {
     /// Client counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     clients: Vec<usize>,
-    /// Workloads, comma-separated: order, transfer, insert, point-read, range, hot-counter.
+    /// Workloads, comma-separated: ping, order, transfer, insert, bulk-insert, update,
+    /// point-read, range, hot-counter.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "order,transfer,insert,point-read,range,hot-counter"
+        default_value = "ping,order,transfer,insert,bulk-insert,update,point-read,range,hot-counter"
     )]
     workloads: Vec<String>,
     /// Systems, comma-separated: folio, folio-embedded, postgres, folio-pg, folio-pg-2.
@@ -82,6 +83,9 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<std::path::PathBuf>,
+    /// Also print each row's change against this JSON file of an earlier run (`--json`).
+    #[arg(long)]
+    compare: Option<std::path::PathBuf>,
 }
 
 /// The parsed plan of a run.
@@ -134,6 +138,18 @@ async fn run(args: Args) -> Result<(), String> {
         }
     });
     let plan = plan(&args)?;
+    // The baseline is read first, so that a wrong path fails before the run, not after it.
+    let baseline =
+        match &args.compare {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                Some(serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                    format!("{} is not a folio-bench JSON file: {e}", path.display())
+                })?)
+            }
+            None => None,
+        };
     let systems: Vec<System> =
         args.systems.iter().map(|s| System::parse(s)).collect::<Result<_, _>>()?;
     let mut report = Report {
@@ -157,6 +173,9 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let table = report.table();
     println!("{table}");
+    if let Some(baseline) = &baseline {
+        println!("{}", report.compare(baseline));
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report.json()).map_err(|e| e.to_string())?;
         std::fs::write(path, text + "\n")

@@ -175,6 +175,8 @@ pub struct PgClient {
     point: Statement,
     range: Statement,
     bump: Statement,
+    ping: Statement,
+    bulk_insert: Statement,
 }
 
 impl PgClient {
@@ -218,6 +220,12 @@ impl PgClient {
             range: prep(format!(
                 "SELECT doc FROM {it} WHERE (doc->>'k')::bigint >= $1 ORDER BY (doc->>'k')::bigint LIMIT {}",
                 workload::RANGE_LEN
+            ))
+            .await?,
+            ping: prep("SELECT 1".to_string()).await?,
+            bulk_insert: prep(format!(
+                "INSERT INTO {} (id, doc) SELECT * FROM unnest($1::text[], $2::jsonb[])",
+                names::EVENTS
             ))
             .await?,
             bump: prep(format!(
@@ -303,6 +311,31 @@ impl AsyncClient for PgClient {
                     "_id": id, "user": user, "kind": "click", "payload": workload::EVENT_PAYLOAD,
                 });
                 self.client.execute(&self.insert_event, &[&id, &doc]).await.map_err(sql_err)?;
+                Ok(0)
+            }
+            Choice::Ping => {
+                self.client.query_one(&self.ping, &[]).await.map_err(sql_err)?;
+                Ok(0)
+            }
+            Choice::BulkInsert { first_user } => {
+                let (ids, docs): (Vec<String>, Vec<serde_json::Value>) =
+                    workload::bulk_events(*first_user)
+                        .into_iter()
+                        .map(|(id, user)| {
+                            let id = id.to_hex();
+                            let doc = serde_json::json!({
+                                "_id": id, "user": user, "kind": "click",
+                                "payload": workload::EVENT_PAYLOAD,
+                            });
+                            (id, doc)
+                        })
+                        .unzip();
+                self.client.execute(&self.bulk_insert, &[&ids, &docs]).await.map_err(sql_err)?;
+                Ok(0)
+            }
+            Choice::Update { id, by } => {
+                // Outside a transaction PostgreSQL waits on the row lock: no conflict to retry.
+                self.client.execute(&self.move_balance, &[id, by]).await.map_err(sql_err)?;
                 Ok(0)
             }
             Choice::PointRead { id } => {

@@ -116,12 +116,12 @@ impl Report {
              load average {:.2} at start, {:.2} at end\n",
             self.cores, self.fsync_p50_ms, self.loadavg.0, self.loadavg.1
         );
-        out.push_str("| workload | clients | system | ops/s | p50 ms | p99 ms | retries/op | CPU s/1k ops | errors | vs PostgreSQL |\n");
-        out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| workload | clients | system | ops/s | p50 ms | p99 ms | retries/op | CPU s/1k ops | client CPU s/1k ops | errors | vs PostgreSQL |\n");
+        out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
                 r.workload.name(),
                 r.clients,
                 r.system.name(),
@@ -130,6 +130,7 @@ impl Report {
                 r.m.p99_ms,
                 retry_rate(&r.m),
                 opt(r.m.cpu_s_per_1k, 3),
+                opt(r.m.client_cpu_s_per_1k, 3),
                 r.m.errors,
                 self.ratio(r).map_or("-".to_string(), |x| format!("{x:.2}x")),
             );
@@ -188,6 +189,7 @@ impl Report {
                     "ops": r.m.ops,
                     "errors": r.m.errors,
                     "cpu_s_per_1k_ops": r.m.cpu_s_per_1k,
+                    "client_cpu_s_per_1k_ops": r.m.client_cpu_s_per_1k,
                     "ratio_vs_postgres": self.ratio(r),
                 })
             })
@@ -221,6 +223,55 @@ impl Report {
             "notes": self.notes,
         })
     }
+
+    /// Each row next to the same row (workload, clients, system) of `baseline`, a JSON file an
+    /// earlier run wrote with `--json`: throughput and server CPU per operation, before, now
+    /// and the change. Rows the baseline lacks show `-`.
+    pub fn compare(&self, baseline: &Value) -> String {
+        let base_rows = baseline["rows"].as_array().cloned().unwrap_or_default();
+        let find = |r: &Row| {
+            base_rows.iter().find(|b| {
+                b["workload"] == r.workload.name()
+                    && b["clients"].as_u64() == Some(r.clients as u64)
+                    && b["system"] == r.system.name()
+            })
+        };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Compared with {}:\n",
+            baseline["command"].as_str().unwrap_or("the baseline")
+        );
+        out.push_str("| workload | clients | system | ops/s before | ops/s now | change | CPU s/1k ops before | now | change |\n");
+        out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
+        for r in &self.rows {
+            let base = find(r);
+            let tps = base.and_then(|b| b["tps"].as_f64());
+            let cpu = base.and_then(|b| b["cpu_s_per_1k_ops"].as_f64());
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+                r.workload.name(),
+                r.clients,
+                r.system.name(),
+                opt(tps, 0),
+                r.m.tps,
+                change(tps, Some(r.m.tps)),
+                opt(cpu, 3),
+                opt(r.m.cpu_s_per_1k, 3),
+                change(cpu, r.m.cpu_s_per_1k),
+            );
+        }
+        out
+    }
+}
+
+/// `now` relative to `before`, as a signed percentage.
+fn change(before: Option<f64>, now: Option<f64>) -> String {
+    match (before, now) {
+        (Some(b), Some(n)) if b > 0.0 => format!("{:+.0}%", (n / b - 1.0) * 100.0),
+        _ => "-".to_string(),
+    }
 }
 
 fn retry_rate(m: &Measured) -> String {
@@ -248,6 +299,7 @@ mod tests {
             errors: 0,
             first_error: None,
             cpu_s_per_1k: Some(0.5),
+            client_cpu_s_per_1k: Some(0.25),
         }
     }
 
@@ -267,7 +319,9 @@ mod tests {
         assert_eq!(ratios, vec![Some(3.0), None, Some(0.25), None, None]);
         let table = report.table();
         assert!(
-            table.contains("| order | 1 | folio | 300 | 1.00 | 2.00 | 0.002 | 0.500 | 0 | 3.00x |"),
+            table.contains(
+                "| order | 1 | folio | 300 | 1.00 | 2.00 | 0.002 | 0.500 | 0.250 | 0 | 3.00x |"
+            ),
             "{table}"
         );
         let json = report.json();
@@ -275,5 +329,40 @@ mod tests {
         assert_eq!(json["rows"][0]["workload"], "order");
         assert_eq!(json["rows"][0]["ratio_vs_postgres"], 3.0);
         assert_eq!(json["rows"][1]["ratio_vs_postgres"], Value::Null);
+        assert_eq!(json["rows"][0]["client_cpu_s_per_1k_ops"], 0.25);
+    }
+
+    #[test]
+    fn compare_matches_rows_of_a_baseline() {
+        let mut before = Report { command: "base run".into(), ..Report::default() };
+        before.rows.push(Row {
+            workload: Workload::Ping,
+            clients: 8,
+            system: System::Folio,
+            m: measured(100.0),
+        });
+        let baseline = before.json();
+        let mut now = Report::default();
+        let mut faster = measured(150.0);
+        faster.cpu_s_per_1k = Some(0.25);
+        now.rows.push(Row {
+            workload: Workload::Ping,
+            clients: 8,
+            system: System::Folio,
+            m: faster,
+        });
+        now.rows.push(Row {
+            workload: Workload::Ping,
+            clients: 1,
+            system: System::Folio,
+            m: measured(10.0),
+        });
+        let table = now.compare(&baseline);
+        assert!(table.contains("Compared with base run"), "{table}");
+        assert!(
+            table.contains("| ping | 8 | folio | 100 | 150 | +50% | 0.500 | 0.250 | -50% |"),
+            "{table}"
+        );
+        assert!(table.contains("| ping | 1 | folio | - | 10 | - | - | 0.500 | - |"), "{table}");
     }
 }

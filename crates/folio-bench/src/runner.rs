@@ -59,6 +59,9 @@ pub struct Measured {
     pub first_error: Option<String>,
     /// Server CPU seconds per 1,000 operations, when the server could be measured.
     pub cpu_s_per_1k: Option<f64>,
+    /// The benchmark client's own CPU seconds per 1,000 operations (the driver's share), for a
+    /// system in another process; `None` for the embedded API, whose client is the server.
+    pub client_cpu_s_per_1k: Option<f64>,
 }
 
 /// How long to wait before retry number `retries` (1 for the first) of a conflicted operation:
@@ -135,10 +138,13 @@ pub async fn run_async<C: AsyncClient>(
             (t, client)
         }));
     }
+    let me = std::process::id();
     tokio::time::sleep_until(bounds.0.into()).await;
     let cpu_start = cpu();
+    let client_start = procfs::cpu_seconds(me);
     tokio::time::sleep_until(bounds.1.into()).await;
     let cpu_end = cpu();
+    let client_end = procfs::cpu_seconds(me);
     let mut tallies = Vec::new();
     let mut clients = Vec::new();
     for task in tasks {
@@ -154,7 +160,9 @@ pub async fn run_async<C: AsyncClient>(
             }),
         }
     }
-    (summarize(tallies, timing.duration, cpu_start.zip(cpu_end)), clients)
+    let mut m = summarize(tallies, timing.duration, cpu_start.zip(cpu_end));
+    m.client_cpu_s_per_1k = per_1k(client_start.zip(client_end), m.ops);
+    (m, clients)
 }
 
 /// Runs `clients` on `workload`, one OS thread each.
@@ -219,10 +227,7 @@ fn summarize(tallies: Vec<ClientTally>, window: Duration, cpu: Option<(f64, f64)
     }
     latencies.sort_unstable();
     let ops = latencies.len() as u64;
-    let cpu_s_per_1k = match cpu {
-        Some((a, b)) if ops > 0 => Some((b - a) * 1000.0 / ops as f64),
-        _ => None,
-    };
+    let cpu_s_per_1k = per_1k(cpu, ops);
     Measured {
         ops,
         tps: ops as f64 / window.as_secs_f64(),
@@ -232,6 +237,15 @@ fn summarize(tallies: Vec<ClientTally>, window: Duration, cpu: Option<(f64, f64)
         errors,
         first_error,
         cpu_s_per_1k,
+        client_cpu_s_per_1k: None,
+    }
+}
+
+/// CPU seconds per 1,000 operations from readings at the two ends of the window.
+fn per_1k(cpu: Option<(f64, f64)>, ops: u64) -> Option<f64> {
+    match cpu {
+        Some((a, b)) if ops > 0 => Some((b - a) * 1000.0 / ops as f64),
+        _ => None,
     }
 }
 

@@ -272,6 +272,7 @@ pub struct WireClient {
     events: Collection<Document>,
     counters: Collection<Document>,
     items: Collection<Document>,
+    admin: mongodb::Database,
 }
 
 impl WireClient {
@@ -296,6 +297,7 @@ impl WireClient {
             events: db.collection(names::EVENTS),
             counters: db.collection(names::COUNTERS),
             items: db.collection(&names::items(items)),
+            admin: client.database("admin"),
         })
     }
 
@@ -389,6 +391,34 @@ impl AsyncClient for WireClient {
                 };
                 self.events.insert_one(event).await.map_err(|e| e.to_string())?;
                 Ok(0)
+            }
+            Choice::Ping => {
+                self.admin.run_command(doc! { "ping": 1 }).await.map_err(|e| e.to_string())?;
+                Ok(0)
+            }
+            Choice::BulkInsert { first_user } => {
+                let events = workload::bulk_events(*first_user).into_iter().map(|(id, user)| {
+                    doc! { "_id": id, "user": user, "kind": "click", "payload": workload::EVENT_PAYLOAD }
+                });
+                self.events.insert_many(events).await.map_err(|e| e.to_string())?;
+                Ok(0)
+            }
+            Choice::Update { id, by } => {
+                let mut retries = 0;
+                loop {
+                    let r = self
+                        .accounts
+                        .update_one(doc! { "_id": id }, doc! { "$inc": { "balance": by } })
+                        .await;
+                    match r {
+                        Ok(_) => return Ok(retries),
+                        Err(e) if is_write_conflict(&e) => {
+                            retries += 1;
+                            tokio::time::sleep(crate::runner::backoff(retries)).await;
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
             }
             Choice::PointRead { id } => {
                 match self.items.find_one(doc! { "_id": id }).await.map_err(|e| e.to_string())? {

@@ -23,6 +23,8 @@ pub const RANGE_LEN: i64 = 20;
 pub const START_QTY: i64 = 1_000_000_000;
 /// Starting balance of every account.
 pub const START_BALANCE: i64 = 1_000_000;
+/// Documents inserted by one *bulk insert* operation.
+pub const BULK_LEN: usize = 1_000;
 /// Multiplier that spreads an item's indexed key `k` over `0..n` independently of its `_id`:
 /// it is prime and so coprime with every size made of 2s and 5s (10k, 100k, 1M).
 const K_SPREAD: i64 = 7_919;
@@ -30,6 +32,9 @@ const K_SPREAD: i64 = 7_919;
 /// One benchmark workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
+    /// The floor of a round trip: `ping` through the driver, `SELECT 1` on PostgreSQL, the
+    /// `ping` command in-process.
+    Ping,
     /// Seed 002's `placeOrder`: insert the order, check and decrement two SKUs, push the order
     /// id onto the customer, in one transaction.
     Order,
@@ -37,6 +42,11 @@ pub enum Workload {
     Transfer,
     /// Single ~250-byte document inserts.
     Insert,
+    /// [`BULK_LEN`] ~250-byte documents in one `insert_many` (PostgreSQL: one multi-row
+    /// `INSERT`); an operation is the whole batch.
+    BulkInsert,
+    /// `$inc` of one field of a random account by `_id`, outside transactions.
+    Update,
     /// `find` by `_id`.
     PointRead,
     /// An indexed range query returning 20 documents, sorted.
@@ -47,10 +57,13 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 9] = [
+        Workload::Ping,
         Workload::Order,
         Workload::Transfer,
         Workload::Insert,
+        Workload::BulkInsert,
+        Workload::Update,
         Workload::PointRead,
         Workload::Range,
         Workload::HotCounter,
@@ -59,9 +72,12 @@ impl Workload {
     /// The name used on the command line, in the table and in the JSON rows.
     pub fn name(self) -> &'static str {
         match self {
+            Workload::Ping => "ping",
             Workload::Order => "order",
             Workload::Transfer => "transfer",
             Workload::Insert => "insert",
+            Workload::BulkInsert => "bulk insert",
+            Workload::Update => "update",
             Workload::PointRead => "point read",
             Workload::Range => "range",
             Workload::HotCounter => "hot counter",
@@ -74,19 +90,26 @@ impl Workload {
         Workload::ALL
             .into_iter()
             .find(|w| w.name() == wanted)
-            .ok_or_else(|| format!("unknown workload {s:?} (expected one of: order, transfer, insert, point-read, range, hot-counter)"))
+            .ok_or_else(|| format!("unknown workload {s:?} (expected one of: ping, order, transfer, insert, bulk-insert, update, point-read, range, hot-counter)"))
     }
 }
 
 /// The random choices of one operation.
 #[derive(Clone, Debug)]
 pub enum Choice {
+    /// A `ping`.
+    Ping,
     /// Two distinct SKUs with the quantity ordered of each, and the customer.
     Order { skus: [(i64, i64); 2], customer: i64 },
     /// Debit `from`, credit `to`.
     Transfer { from: i64, to: i64, amount: i64 },
     /// A document to insert: its id (24 hex digits, like an ObjectId) and a user number.
     Insert { id: bson::oid::ObjectId, user: i64 },
+    /// Documents to insert in one batch, users drawn from `first_user` on (their ids are made
+    /// when the batch is built, like an application's).
+    BulkInsert { first_user: i64 },
+    /// Add `by` to the balance of account `id`.
+    Update { id: i64, by: i64 },
     /// Read the item with this `_id`.
     PointRead { id: i64 },
     /// The 20 items with `k >= from`, by `k`.
@@ -98,6 +121,7 @@ pub enum Choice {
 /// Draws the choices of one operation over `items` seeded items.
 pub fn choose(w: Workload, items: i64, rng: &mut StdRng) -> Choice {
     match w {
+        Workload::Ping => Choice::Ping,
         Workload::Order => {
             let a = rng.random_range(0..SKUS);
             let b = loop {
@@ -124,10 +148,19 @@ pub fn choose(w: Workload, items: i64, rng: &mut StdRng) -> Choice {
         Workload::Insert => {
             Choice::Insert { id: bson::oid::ObjectId::new(), user: rng.random_range(0..100_000) }
         }
+        Workload::BulkInsert => Choice::BulkInsert { first_user: rng.random_range(0..100_000) },
+        Workload::Update => {
+            Choice::Update { id: rng.random_range(0..ACCOUNTS), by: rng.random_range(1..=100) }
+        }
         Workload::PointRead => Choice::PointRead { id: rng.random_range(0..items) },
         Workload::Range => Choice::Range { from: rng.random_range(0..=items - RANGE_LEN) },
         Workload::HotCounter => Choice::HotCounter,
     }
+}
+
+/// The events of one *bulk insert* operation: fresh ids, users from `first_user` on.
+pub fn bulk_events(first_user: i64) -> Vec<(bson::oid::ObjectId, i64)> {
+    (0..BULK_LEN as i64).map(|i| (bson::oid::ObjectId::new(), first_user + i)).collect()
 }
 
 /// The indexed key of item `i` among `n`: a permutation of `0..n`.
