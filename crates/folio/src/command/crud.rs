@@ -454,7 +454,7 @@ pub fn find_and_modify(
 }
 
 /// Builds a cursor reply: the first batch, and a cursor for the rest.
-fn cursor_reply(
+pub(super) fn cursor_reply(
     svc: &Service,
     run: &Runner,
     ns: String,
@@ -496,7 +496,7 @@ fn cursor_reply(
     Ok(doc! { "cursor": cursor })
 }
 
-fn batch_size(cmd: &Document, key: &str, command: &str) -> Result<Option<usize>> {
+pub(super) fn batch_size(cmd: &Document, key: &str, command: &str) -> Result<Option<usize>> {
     match opt_i64(cmd, key, command)? {
         Some(n) if n < 0 => {
             bail!(BadValue, "Batch size for {} must be non-negative, but received: {}", command, n)
