@@ -190,6 +190,15 @@ impl Pipeline {
             }
             stages.push(st);
         }
+        if let Some(Stage::GeoNear(g)) = stages.first_mut() {
+            let later = || pipeline.iter().skip(1).map(|s| Bson::Document(s.clone()));
+            if later().any(|s| {
+                crate::expr::mentions_meta(&s, "geoNearDistance")
+                    || crate::expr::mentions_meta(&s, "geoNearPoint")
+            }) {
+                g.annotate();
+            }
+        }
         Ok(Pipeline { stages })
     }
 
@@ -280,9 +289,12 @@ impl Pipeline {
             }
             i += 1;
         }
-        // A `$text` score is metadata, never part of the output.
+        // A `$text` score and `$geoNear`'s distance and point are metadata, never part of the
+        // output.
         for d in &mut docs {
             d.remove(crate::query::text::SCORE_FIELD);
+            d.remove(crate::expr::GEO_NEAR_DISTANCE_FIELD);
+            d.remove(crate::expr::GEO_NEAR_POINT_FIELD);
         }
         Ok(docs)
     }
