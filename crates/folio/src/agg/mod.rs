@@ -202,10 +202,11 @@ impl Pipeline {
         Ok(Pipeline { stages })
     }
 
-    /// The pipeline with its `$match` filters, `$sort` keys and `$group` keys (in `$facet`
-    /// sub-pipelines too) comparing strings under the aggregate's collation (`None`: simple,
-    /// unchanged).
-    // TODO(#14): `$lookup` pipelines and aggregation-expression comparisons under a collation.
+    /// The pipeline with its `$match` filters, `$sort` keys, `$group` keys, `$lookup` and
+    /// `$graphLookup` equality (in `$facet`, `$lookup` and `$unionWith` sub-pipelines too)
+    /// comparing strings under the aggregate's collation (`None`: simple, unchanged).
+    // TODO(#14): comparisons inside aggregation expressions (`$eq`, `$in`, ... in `$project`)
+    // under a collation.
     pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Pipeline {
         if collation.is_none() {
             return self;
@@ -220,6 +221,17 @@ impl Pipeline {
                 Stage::Facet(subs) => Stage::Facet(
                     subs.into_iter().map(|(name, p)| (name, p.with_collation(collation))).collect(),
                 ),
+                Stage::Lookup(l) => match collation {
+                    Some(c) => Stage::Lookup(Box::new(l.with_collation(c))),
+                    None => Stage::Lookup(l),
+                },
+                Stage::GraphLookup(g) => match collation {
+                    Some(c) => Stage::GraphLookup(Box::new(g.with_collation(c))),
+                    None => Stage::GraphLookup(g),
+                },
+                Stage::UnionWith(coll, p) => {
+                    Stage::UnionWith(coll, p.map(|p| p.with_collation(collation)))
+                }
                 other => other,
             })
             .collect();

@@ -859,10 +859,21 @@ fn refuse_unstable_stages(run: &Runner, pipeline: &[Document]) -> Result<()> {
 /// `aggregate`.
 pub fn aggregate(
     svc: &Service,
-    _c: &mut Connection,
+    c: &mut Connection,
     cmd: &Document,
     run: &mut Runner,
 ) -> Result<Document> {
+    // `explain: true` asks for the plan instead of the results, as the `explain` command with
+    // the `queryPlanner` verbosity.
+    if opt_bool(cmd, "explain", "aggregate")?.unwrap_or(false) {
+        let inner: Document = cmd
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "explain" | "cursor" | "$db"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let explain_cmd = doc! { "explain": inner, "verbosity": "queryPlanner" };
+        return explain(svc, c, &explain_cmd, run);
+    }
     let db = run.op.db.clone();
     let coll = match cmd.get("aggregate") {
         Some(Bson::String(s)) => Some(s.clone()),
