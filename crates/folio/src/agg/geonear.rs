@@ -44,6 +44,9 @@ pub struct GeoNear {
     query: Option<Filter>,
     /// `key`.
     key: Option<String>,
+    /// Whether a later stage reads `{$meta: "geoNearDistance"}` or `{$meta: "geoNearPoint"}`:
+    /// the stage then leaves them in their carrier fields (removed when the pipeline ends).
+    annotate: bool,
 }
 
 impl GeoNear {
@@ -63,6 +66,7 @@ impl GeoNear {
             max: None,
             query: None,
             key: None,
+            annotate: false,
         };
         let mut near = None;
         for (k, v) in d {
@@ -146,6 +150,12 @@ impl GeoNear {
         Ok(out)
     }
 
+    /// Makes the stage leave its metadata for `{$meta: "geoNearDistance"}` and
+    /// `{$meta: "geoNearPoint"}` in later stages.
+    pub fn annotate(&mut self) {
+        self.annotate = true;
+    }
+
     /// The stage's `query`, which the command layer may use to read its input.
     pub fn query(&self) -> Option<&Filter> {
         self.query.as_ref()
@@ -168,22 +178,7 @@ impl GeoNear {
             if self.query.as_ref().is_some_and(|q| !q.matches(&doc)) {
                 continue;
             }
-            let nearest = geo::values_at(&doc, &key)
-                .into_iter()
-                .flat_map(|v| match geo::shapes_of(&v) {
-                    // A list of locations reports the one it was measured to.
-                    Ok(shapes) if shapes.len() > 1 => v
-                        .as_array()
-                        .map(|items| items.to_vec())
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|item| near.distance_to_value(&item).map(|d| (d, item)))
-                        .collect::<Vec<_>>(),
-                    Ok(_) => near.distance_to_value(&v).map(|d| (d, v)).into_iter().collect(),
-                    Err(_) => Vec::new(),
-                })
-                .min_by(|a, b| a.0.total_cmp(&b.0));
-            let Some((d, location)) = nearest else { continue };
+            let Some((d, location)) = nearest(&doc, &key, &near) else { continue };
             if near.min.is_some_and(|m| d < m) || near.max.is_some_and(|m| d > m) {
                 continue;
             }
@@ -196,10 +191,35 @@ impl GeoNear {
             super::stage::set_path(&mut doc, &parts, Some(Bson::Double(d * self.multiplier)));
             if let Some(path) = &self.include_locs {
                 let parts: Vec<&str> = path.split('.').collect();
-                super::stage::set_path(&mut doc, &parts, Some(location));
+                super::stage::set_path(&mut doc, &parts, Some(location.clone()));
+            }
+            if self.annotate {
+                // The metadata is the distance before `distanceMultiplier`, as in MongoDB.
+                doc.insert(crate::expr::GEO_NEAR_DISTANCE_FIELD, d);
+                doc.insert(crate::expr::GEO_NEAR_POINT_FIELD, location);
             }
             out.push(doc);
         }
         Ok(out)
     }
+}
+
+/// The distance of a document's nearest location at `key` from `near`, and that location (an
+/// element of a list of locations, or the whole value).
+pub(crate) fn nearest(doc: &Document, key: &str, near: &Near) -> Option<(f64, Bson)> {
+    geo::values_at(doc, key)
+        .into_iter()
+        .flat_map(|v| match geo::shapes_of(&v) {
+            // A list of locations reports the one it was measured to.
+            Ok(shapes) if shapes.len() > 1 => v
+                .as_array()
+                .map(|items| items.to_vec())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|item| near.distance_to_value(&item).map(|d| (d, item)))
+                .collect::<Vec<_>>(),
+            Ok(_) => near.distance_to_value(&v).map(|d| (d, v)).into_iter().collect(),
+            Err(_) => Vec::new(),
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
 }

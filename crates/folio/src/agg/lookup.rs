@@ -10,6 +10,7 @@ use bson::{Bson, Document};
 
 use super::stage::{Stage, set_path, stage_docs};
 use super::{Context, Pipeline};
+use crate::collation::CollationRef;
 use crate::doc::fmt::value_string;
 use crate::err;
 use crate::error::{Code, Error, Result};
@@ -28,6 +29,9 @@ pub struct GraphLookup {
     max_depth: Option<i64>,
     depth_field: Option<String>,
     restrict: Option<Filter>,
+    /// The aggregate's collation: `connectFromField`/`connectToField` values and
+    /// `restrictSearchWithMatch` compare under it.
+    collation: Option<CollationRef>,
 }
 
 /// A parsed `$lookup`.
@@ -39,6 +43,34 @@ pub struct Lookup {
     as_field: String,
     let_vars: Vec<(String, Expression)>,
     pipeline: Option<Vec<Document>>,
+    /// The aggregate's collation: `localField`/`foreignField` equality and the sub-pipeline
+    /// compare under it, as in MongoDB.
+    collation: Option<CollationRef>,
+}
+
+impl Lookup {
+    /// The stage with its comparisons under `collation`.
+    pub(super) fn with_collation(mut self, collation: &CollationRef) -> Lookup {
+        self.collation = Some(collation.clone());
+        self
+    }
+}
+
+impl GraphLookup {
+    /// The stage with its comparisons under `collation`.
+    pub(super) fn with_collation(mut self, collation: &CollationRef) -> GraphLookup {
+        self.restrict = self.restrict.map(|f| f.with_collation(Some(collation)));
+        self.collation = Some(collation.clone());
+        self
+    }
+}
+
+/// A value as the equality index of a collated stage keys it.
+fn keyed(v: Bson, collation: Option<&CollationRef>) -> Bson {
+    match collation {
+        Some(c) => c.transform(&v),
+        None => v,
+    }
 }
 
 pub(super) fn parse_lookup(arg: &Bson, scope: &Scope, outer_vars: &Document) -> Result<Stage> {
@@ -52,6 +84,7 @@ pub(super) fn parse_lookup(arg: &Bson, scope: &Scope, outer_vars: &Document) -> 
         as_field: String::new(),
         let_vars: Vec::new(),
         pipeline: None,
+        collation: None,
     };
     let mut has_as = false;
     for (k, v) in spec {
@@ -156,6 +189,7 @@ pub(super) fn parse_lookup(arg: &Bson, scope: &Scope, outer_vars: &Document) -> 
 pub(super) fn foreign_index(
     foreign: &[Document],
     field: &str,
+    collation: Option<&CollationRef>,
 ) -> std::collections::BTreeMap<super::group::Key, Vec<usize>> {
     let mut index: std::collections::BTreeMap<super::group::Key, Vec<usize>> = Default::default();
     for (i, d) in foreign.iter().enumerate() {
@@ -168,7 +202,7 @@ pub(super) fn foreign_index(
         }
         for k in keys {
             let k = if matches!(k, Bson::Undefined) { Bson::Null } else { k };
-            index.entry(super::group::Key(k)).or_default().push(i);
+            index.entry(super::group::Key(keyed(k, collation))).or_default().push(i);
         }
     }
     index
@@ -186,7 +220,8 @@ pub(super) fn lookup(
         Some(c) => ctx.source.collection(&ctx.db, c)?,
         None => Vec::new(),
     };
-    let index = l.foreign_field.as_deref().map(|f| foreign_index(&foreign, f));
+    let collation = l.collation.as_ref();
+    let index = l.foreign_field.as_deref().map(|f| foreign_index(&foreign, f, collation));
     let mut held = memory::Reservation::new("$lookup");
     let mut out = Vec::with_capacity(docs.len());
     let mut output_size = 0usize;
@@ -207,12 +242,12 @@ pub(super) fn lookup(
                     // A regex matches like a query `$in` does; the equality index cannot.
                     let mut f = Document::new();
                     f.insert(foreign_field.clone(), bson::doc! {"$in": values});
-                    let filter = Filter::parse(&f)?;
+                    let filter = Filter::parse(&f)?.with_collation(collation);
                     foreign.iter().filter(|x| filter.matches(x)).cloned().collect()
                 } else {
                     let mut hits: Vec<usize> = values
                         .into_iter()
-                        .filter_map(|v| index.get(&super::group::Key(v)))
+                        .filter_map(|v| index.get(&super::group::Key(keyed(v, collation))))
                         .flatten()
                         .copied()
                         .collect();
@@ -248,7 +283,9 @@ pub(super) fn lookup(
                 collection: ctx.collection.clone(),
                 lookup_result: Some(l.from.clone().unwrap_or_default()),
             };
-            candidates = super::run_with(candidates, stages, &sub)?;
+            candidates = Pipeline::parse(stages, &sub.vars)?
+                .with_collation(collation)
+                .execute(candidates, &sub)?;
             let mut size = 0usize;
             for c in &candidates {
                 size = size.saturating_add(bson_size(c));
@@ -363,6 +400,7 @@ pub(super) fn parse_graph_lookup(arg: &Bson, scope: &Scope) -> Result<Stage> {
         max_depth,
         depth_field: string("depthField")?,
         restrict,
+        collation: None,
     })))
 }
 
@@ -377,7 +415,8 @@ pub(super) fn graph_lookup(
     if let Some(f) = &g.restrict {
         foreign.retain(|d| f.matches(d));
     }
-    let index = foreign_index(&foreign, &g.connect_to);
+    let collation = g.collation.as_ref();
+    let index = foreign_index(&foreign, &g.connect_to, collation);
     // Each input document may get a copy of the whole foreign collection: hold the copies
     // against the operation's memory as they are made.
     let mut held = memory::Reservation::new("$graphLookup");
@@ -395,7 +434,7 @@ pub(super) fn graph_lookup(
         while !frontier.is_empty() && g.max_depth.is_none_or(|m| depth <= m) {
             let mut next = Vec::new();
             for v in frontier {
-                for &i in index.get(&super::group::Key(v)).into_iter().flatten() {
+                for &i in index.get(&super::group::Key(keyed(v, collation))).into_iter().flatten() {
                     if seen[i] {
                         continue;
                     }

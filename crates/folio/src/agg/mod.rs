@@ -190,13 +190,23 @@ impl Pipeline {
             }
             stages.push(st);
         }
+        if let Some(Stage::GeoNear(g)) = stages.first_mut() {
+            let later = || pipeline.iter().skip(1).map(|s| Bson::Document(s.clone()));
+            if later().any(|s| {
+                crate::expr::mentions_meta(&s, "geoNearDistance")
+                    || crate::expr::mentions_meta(&s, "geoNearPoint")
+            }) {
+                g.annotate();
+            }
+        }
         Ok(Pipeline { stages })
     }
 
-    /// The pipeline with its `$match` filters, `$sort` keys and `$group` keys (in `$facet`
-    /// sub-pipelines too) comparing strings under the aggregate's collation (`None`: simple,
-    /// unchanged).
-    // TODO(#14): `$lookup` pipelines and aggregation-expression comparisons under a collation.
+    /// The pipeline with its `$match` filters, `$sort` keys, `$group` keys, `$lookup` and
+    /// `$graphLookup` equality (in `$facet`, `$lookup` and `$unionWith` sub-pipelines too)
+    /// comparing strings under the aggregate's collation (`None`: simple, unchanged).
+    // TODO(#14): comparisons inside aggregation expressions (`$eq`, `$in`, ... in `$project`)
+    // under a collation.
     pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Pipeline {
         if collation.is_none() {
             return self;
@@ -211,6 +221,17 @@ impl Pipeline {
                 Stage::Facet(subs) => Stage::Facet(
                     subs.into_iter().map(|(name, p)| (name, p.with_collation(collation))).collect(),
                 ),
+                Stage::Lookup(l) => match collation {
+                    Some(c) => Stage::Lookup(Box::new(l.with_collation(c))),
+                    None => Stage::Lookup(l),
+                },
+                Stage::GraphLookup(g) => match collation {
+                    Some(c) => Stage::GraphLookup(Box::new(g.with_collation(c))),
+                    None => Stage::GraphLookup(g),
+                },
+                Stage::UnionWith(coll, p) => {
+                    Stage::UnionWith(coll, p.map(|p| p.with_collation(collation)))
+                }
                 other => other,
             })
             .collect();
@@ -280,9 +301,12 @@ impl Pipeline {
             }
             i += 1;
         }
-        // A `$text` score is metadata, never part of the output.
+        // A `$text` score and `$geoNear`'s distance and point are metadata, never part of the
+        // output.
         for d in &mut docs {
             d.remove(crate::query::text::SCORE_FIELD);
+            d.remove(crate::expr::GEO_NEAR_DISTANCE_FIELD);
+            d.remove(crate::expr::GEO_NEAR_POINT_FIELD);
         }
         Ok(docs)
     }

@@ -156,6 +156,10 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
         | "abortTransaction" | "listDatabases" => Authenticated,
         "find" | "count" | "distinct" => on("find"),
         "getMore" => match (cmd.get("collection"), cmd.get("getMore")) {
+            // The cursors of `listCollections` (`$cmd.listCollections`) and `bulkWrite` were
+            // authorized when opened; the handler checks they are the caller's, as MongoDB's
+            // `checkAuthForGetMore` does for every cursor.
+            (Some(Bson::String(c)), _) if c.starts_with("$cmd.") => Authenticated,
             (Some(Bson::String(c)), _) => Privileges(vec![(Target::ns(db, c), "find")]),
             _ => Authenticated,
         },

@@ -110,7 +110,7 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
 
 /// `bulkWrite`.
 pub fn bulk_write(
-    _svc: &Service,
+    svc: &Service,
     _c: &mut Connection,
     cmd: &Document,
     run: &mut Runner,
@@ -119,6 +119,7 @@ pub fn bulk_write(
     let ns_info = doc_array(cmd, "nsInfo", "bulkWrite")?;
     let ordered = opt_bool(cmd, "ordered", "bulkWrite")?.unwrap_or(true);
     let errors_only = opt_bool(cmd, "errorsOnly", "bulkWrite")?.unwrap_or(false);
+    let batch = super::ddl::list_batch_size(cmd, "bulkWrite")?;
     let mut namespaces = Vec::new();
     for info in &ns_info {
         let ns = info
@@ -229,7 +230,7 @@ pub fn bulk_write(
                             r.insert("upserted", u.clone());
                         }
                     }
-                    results.push(Bson::Document(r));
+                    results.push(r);
                 }
             }
             Err(e) if is_command_level(&e, run) => {
@@ -244,7 +245,7 @@ pub fn bulk_write(
                         r.insert(k, v);
                     }
                 }
-                results.push(Bson::Document(r));
+                results.push(r);
                 if in_txn {
                     run.abort_on_error();
                     break;
@@ -260,13 +261,15 @@ pub fn bulk_write(
     if let Some(e) = command_error {
         return Err(e);
     }
-    Ok(doc! {
-        "cursor": { "id": 0_i64, "firstBatch": results, "ns": "admin.$cmd.bulkWrite" },
+    let mut reply =
+        super::ddl::list_reply(svc, run, "admin.$cmd.bulkWrite".into(), results, batch)?;
+    reply.extend(doc! {
         "nErrors": n_errors,
         "nInserted": n_inserted as i32,
         "nMatched": n_matched as i32,
         "nModified": n_modified as i32,
         "nUpserted": n_upserted as i32,
         "nDeleted": n_deleted as i32,
-    })
+    });
+    Ok(reply)
 }

@@ -454,7 +454,7 @@ pub fn find_and_modify(
 }
 
 /// Builds a cursor reply: the first batch, and a cursor for the rest.
-fn cursor_reply(
+pub(super) fn cursor_reply(
     svc: &Service,
     run: &Runner,
     ns: String,
@@ -496,7 +496,7 @@ fn cursor_reply(
     Ok(doc! { "cursor": cursor })
 }
 
-fn batch_size(cmd: &Document, key: &str, command: &str) -> Result<Option<usize>> {
+pub(super) fn batch_size(cmd: &Document, key: &str, command: &str) -> Result<Option<usize>> {
     match opt_i64(cmd, key, command)? {
         Some(n) if n < 0 => {
             bail!(BadValue, "Batch size for {} must be non-negative, but received: {}", command, n)
@@ -859,10 +859,21 @@ fn refuse_unstable_stages(run: &Runner, pipeline: &[Document]) -> Result<()> {
 /// `aggregate`.
 pub fn aggregate(
     svc: &Service,
-    _c: &mut Connection,
+    c: &mut Connection,
     cmd: &Document,
     run: &mut Runner,
 ) -> Result<Document> {
+    // `explain: true` asks for the plan instead of the results, as the `explain` command with
+    // the `queryPlanner` verbosity.
+    if opt_bool(cmd, "explain", "aggregate")?.unwrap_or(false) {
+        let inner: Document = cmd
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "explain" | "cursor" | "$db"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let explain_cmd = doc! { "explain": inner, "verbosity": "queryPlanner" };
+        return explain(svc, c, &explain_cmd, run);
+    }
     let db = run.op.db.clone();
     let coll = match cmd.get("aggregate") {
         Some(Bson::String(s)) => Some(s.clone()),

@@ -399,6 +399,7 @@ pub fn list_collections(
     let db = run.op.db.clone();
     let filter = Filter::parse(&opt_doc(cmd, "filter", "listCollections")?.unwrap_or_default())?;
     let name_only = opt_bool(cmd, "nameOnly", "listCollections")?.unwrap_or(false);
+    let batch = list_batch_size(cmd, "listCollections")?;
     let mut metas = run.read(|txn| catalog::list_collections(txn, Some(&db)))?;
     // `authorizedCollections` (with `nameOnly`) lists only the collections the user holds some
     // privilege on, instead of needing `listCollections` on the database.
@@ -418,12 +419,44 @@ pub fn list_collections(
         }
     }
     let ns = format!("{db}.$cmd.listCollections");
-    Ok(list_cursor(svc, ns, docs))
+    list_reply(svc, run, ns, docs, batch)
 }
 
-fn list_cursor(_svc: &Service, ns: String, docs: Vec<Document>) -> Document {
-    let batch: Vec<Bson> = docs.into_iter().map(Bson::Document).collect();
-    doc! { "cursor": { "id": 0_i64, "ns": ns, "firstBatch": batch } }
+/// The `cursor.batchSize` of `listCollections`, `listIndexes` and `bulkWrite` (MongoDB's
+/// `SimpleCursorOptions`); `None` when not given.
+pub(super) fn list_batch_size(cmd: &Document, command: &str) -> Result<Option<usize>> {
+    match cmd.get("cursor") {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(opts)) => {
+            if let Some(k) = opts.keys().find(|k| k.as_str() != "batchSize") {
+                return Err(super::fields::unknown_field(&format!("{command}.cursor.{k}")));
+            }
+            super::crud::batch_size(opts, "batchSize", command)
+        }
+        Some(v) => bail!(
+            TypeMismatch,
+            "BSON field '{}.cursor' is the wrong type '{}', expected type 'object'",
+            command,
+            crate::doc::type_name(v)
+        ),
+    }
+}
+
+/// The cursor reply of `listCollections`, `listIndexes` and `bulkWrite`: the first batch holds
+/// `batch` documents (all of them by default, up to 16 MiB), and a cursor is left open for
+/// `getMore` when more remain, as in MongoDB. With a batch size of 0 the first batch is empty
+/// and the cursor stays open unless there is nothing to return.
+pub(super) fn list_reply(
+    svc: &Service,
+    run: &Runner,
+    ns: String,
+    docs: Vec<Document>,
+    batch: Option<usize>,
+) -> Result<Document> {
+    if docs.is_empty() {
+        return Ok(doc! { "cursor": { "id": 0_i64, "ns": ns, "firstBatch": [] } });
+    }
+    super::crud::cursor_reply(svc, run, ns, docs, Some(batch.unwrap_or(usize::MAX)), false, false)
 }
 
 /// `listIndexes`.
@@ -434,13 +467,14 @@ pub fn list_indexes(
     run: &mut Runner,
 ) -> Result<Document> {
     let coll = collection(cmd, "listIndexes")?;
+    let batch = list_batch_size(cmd, "listIndexes")?;
     let db = run.op.db.clone();
     let meta = run.read(|txn| catalog::get_collection(txn, &db, &coll))?;
     let Some(meta) = meta else {
         bail!(NamespaceNotFound, "ns does not exist: {}.{}", db, coll);
     };
     let docs = meta.indexes.iter().map(|i| i.spec.clone()).collect();
-    Ok(list_cursor(svc, format!("{db}.{coll}"), docs))
+    list_reply(svc, run, format!("{db}.{coll}"), docs, batch)
 }
 
 /// `listDatabases`. `admin` is always listed, as in MongoDB (where it holds `system.version`).

@@ -59,7 +59,15 @@ impl SortSpec {
                     keys.push((crate::expr::TEXT_SCORE_FIELD.to_string(), false));
                     continue;
                 }
+                Bson::Document(d)
+                    if d.get("$meta") == Some(&Bson::String("geoNearDistance".into())) =>
+                {
+                    // Nearest first.
+                    keys.push((crate::expr::GEO_NEAR_DISTANCE_FIELD.to_string(), true));
+                    continue;
+                }
                 Bson::Document(d) if d.contains_key("$meta") => {
+                    crate::expr::meta_field(d.get("$meta").unwrap_or(&Bson::Null))?;
                     bail!(NotImplemented, "$meta sort is not supported")
                 }
                 other => match Number::of(other).map(Number::to_f64) {

@@ -237,6 +237,32 @@ fn find_impl(
             "query requires text score metadata, but it is not available",
         ));
     }
+    // `{$meta: "geoNearDistance"}` and `{$meta: "geoNearPoint"}` are the `$near` query's
+    // distance and the location it measured; without a `$near` there are none (40218).
+    let geo_meta = spec.projection.as_ref().is_some_and(|p| {
+        let p = Bson::Document(p.clone());
+        crate::expr::mentions_meta(&p, "geoNearDistance")
+            || crate::expr::mentions_meta(&p, "geoNearPoint")
+    });
+    if sort
+        .as_ref()
+        .is_some_and(|s| s.keys.iter().any(|(k, _)| k == crate::expr::GEO_NEAR_DISTANCE_FIELD))
+    {
+        crate::bail!(
+            NotImplemented,
+            "a find sorted by {{$meta: \"geoNearDistance\"}} is not supported; $near already returns the nearest first"
+        );
+    }
+    let near = match (geo_meta, filter.near()) {
+        (false, _) => None,
+        (true, Some(near)) => Some(near),
+        (true, None) => {
+            return Err(crate::error::Error::new(
+                crate::error::Code::Other(40218),
+                "query requires $geoNear metadata, but it is not available: the filter has no $near or $nearSphere",
+            ));
+        }
+    };
     let docs = match &sort {
         // A blocking sort of every match keeps the same memory budget as an aggregation's
         // `$sort`: past it, it spills to disk, or fails with 292 under `allowDiskUse: false`.
@@ -262,11 +288,22 @@ fn find_impl(
             .collect::<Vec<_>>(),
     };
     let mut out = Vec::new();
-    for doc in docs.into_iter().skip(skip).take(limit) {
-        out.push(match &projection {
+    for mut doc in docs.into_iter().skip(skip).take(limit) {
+        if let Some((path, near)) = near
+            && let Some((d, location)) = crate::agg::geonear::nearest(&doc, path, near)
+        {
+            doc.insert(crate::expr::GEO_NEAR_DISTANCE_FIELD, d);
+            doc.insert(crate::expr::GEO_NEAR_POINT_FIELD, location);
+        }
+        let mut d = match &projection {
             Some(p) => p.apply(&doc, match_position(p, &filter, &doc))?,
             None => doc,
-        });
+        };
+        if near.is_some() {
+            d.remove(crate::expr::GEO_NEAR_DISTANCE_FIELD);
+            d.remove(crate::expr::GEO_NEAR_POINT_FIELD);
+        }
+        out.push(d);
     }
     Ok(out)
 }

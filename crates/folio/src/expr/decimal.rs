@@ -1,4 +1,5 @@
-//! Decimal128 arithmetic for `$add`, `$subtract`, `$multiply`, `$divide`, `$sum` and `$avg`.
+//! Decimal128 arithmetic for `$add`, `$subtract`, `$multiply`, `$divide`, `$mod`, `$abs`,
+//! `$sum`, `$avg` and the rounding operators (`$round`, `$trunc`, `$ceil`, `$floor`).
 //!
 //! When an operand is a Decimal128, MongoDB computes in IEEE 754-2008 decimal128 (34
 //! significant digits, round half to even), not in doubles: `0.1 + 0.2` of decimals is exactly
@@ -223,6 +224,73 @@ pub fn divide(a: Number, b: Number) -> Option<Bson> {
         }
     }
     Some(Dec { neg, coef: q, exp }.into_bson(!exact))
+}
+
+/// `a` modulo `b` in decimal128 (the remainder of the quotient truncated towards zero, with
+/// the sign of `a` and the smaller exponent of the two, as IEEE's `fmod`); `None` when an
+/// operand is NaN or infinite or `b` is zero (the caller reports it).
+pub fn remainder(a: Number, b: Number) -> Option<Bson> {
+    let (x, y) = operands(a, b)?;
+    if is_zero(&y.coef) {
+        return None;
+    }
+    let exp = x.exp.min(y.exp);
+    let coef = x.scaled_to(exp) % y.scaled_to(exp);
+    Some(Dec { neg: x.neg, coef, exp }.into_bson(false))
+}
+
+/// `|a|` in decimal128, with `a`'s digits and exponent; `None` when `a` is NaN or infinite.
+pub fn abs(a: Number) -> Option<Bson> {
+    let x = Dec::of(a)?;
+    Some(Dec { neg: false, ..x }.into_bson(false))
+}
+
+/// How [`quantize`] drops digits.
+#[derive(Clone, Copy, Debug)]
+pub enum Rounding {
+    /// To the nearest, ties to the even digit (`$round`).
+    HalfEven,
+    /// Towards zero (`$trunc`).
+    TowardZero,
+    /// Towards negative infinity (`$floor`).
+    Floor,
+    /// Towards positive infinity (`$ceil`).
+    Ceiling,
+}
+
+/// `a` with exponent `exp`, as MongoDB's `Decimal128::quantize` makes it for `$round` and
+/// `$trunc` (digits below the exponent dropped by `mode`, and zeros added when `a`'s exponent
+/// is above it: `$round: [1, 2]` of a decimal is `1.00`); NaN when the result needs more than
+/// 34 digits. With `integral`, an exponent already at or above `exp` is kept (`$ceil`,
+/// `$floor`: IEEE's round-to-integral). `None` when `a` is NaN or infinite.
+pub fn quantize(a: Number, exp: i64, mode: Rounding, integral: bool) -> Option<Bson> {
+    let x = Dec::of(a)?;
+    if x.exp >= exp {
+        if integral {
+            return Some(x.into_bson(false));
+        }
+        let coef = &x.coef * pow10(x.exp.abs_diff(exp));
+        if digits(&coef) > DIGITS {
+            return Some(decimal_str("NaN"));
+        }
+        return Some(Dec { neg: x.neg, coef, exp }.into_bson(false));
+    }
+    let divisor = pow10(x.exp.abs_diff(exp));
+    let (mut hi, lo) = (&x.coef / &divisor, &x.coef % &divisor);
+    let up = match mode {
+        Rounding::HalfEven => match (&lo * 2u32).cmp(&divisor) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => (&hi % 2u32).bits() != 0,
+        },
+        Rounding::TowardZero => false,
+        Rounding::Floor => x.neg && !is_zero(&lo),
+        Rounding::Ceiling => !x.neg && !is_zero(&lo),
+    };
+    if up {
+        hi += 1u32;
+    }
+    Some(Dec { neg: x.neg, coef: hi, exp }.into_bson(false))
 }
 
 /// A number converted to a Decimal128 as `$toDecimal` does (integers exactly, doubles to 15

@@ -22,7 +22,7 @@
 use bson::{Bson, Document};
 
 use super::ops::{self, NamedOperator, Operator};
-use super::{TEXT_SCORE_FIELD, Value, loc, truthy, type_name};
+use super::{Value, loc, truthy, type_name};
 use crate::error::{Code, Error, Result};
 use crate::memory;
 
@@ -487,22 +487,9 @@ fn args_of(arg: &Bson, scope: &Scope) -> Result<Vec<Expression>> {
 fn parse_operator(name: &str, arg: &Bson, scope: &Scope) -> Result<Expression> {
     match name {
         "$literal" => return Ok(Expression::Const(arg.clone())),
-        "$meta" => {
-            return match arg {
-                // The score a leading `$text` match attached (see `query::text`).
-                Bson::String(s) if s == "textScore" => {
-                    Ok(Expression::Field(parse_path(TEXT_SCORE_FIELD)?))
-                }
-                // TODO(#14): the other metadata (geoNearDistance, searchScore, indexKey, …).
-                Bson::String(s) => {
-                    Err(Error::new(Code::NotImplemented, format!("$meta \"{s}\" is not supported")))
-                }
-                other => Err(loc(
-                    17307,
-                    format!("$meta only supports string arguments, not {}", type_name(other)),
-                )),
-            };
-        }
+        // The metadata a leading `$text` match or a `$geoNear` stage attached (see
+        // `query::text`, `agg::geonear`).
+        "$meta" => return Ok(Expression::Field(parse_path(super::meta_field(arg)?)?)),
         "$let" => return parse_let(arg, scope),
         "$cond" => return parse_cond(arg, scope),
         "$switch" => return parse_switch(arg, scope),

@@ -42,6 +42,57 @@ pub type Value = Option<Bson>;
 /// client (see `query::text`).
 pub const TEXT_SCORE_FIELD: &str = "__folio_textScore";
 
+/// The fields `$geoNear` (and a find's `$near`, when its projection asks) leave the distance and
+/// the location it was measured to in, for `{$meta: "geoNearDistance"}` and
+/// `{$meta: "geoNearPoint"}`; they never reach a client.
+pub const GEO_NEAR_DISTANCE_FIELD: &str = "__folio_geoNearDistance";
+/// See [`GEO_NEAR_DISTANCE_FIELD`].
+pub const GEO_NEAR_POINT_FIELD: &str = "__folio_geoNearPoint";
+
+/// Whether `v` holds `{$meta: name}` at any depth (an expression, a projection or a sort).
+pub fn mentions_meta(v: &Bson, name: &str) -> bool {
+    match v {
+        Bson::Document(d) => {
+            matches!(d.get("$meta"), Some(Bson::String(s)) if s == name)
+                || d.values().any(|v| mentions_meta(v, name))
+        }
+        Bson::Array(items) => items.iter().any(|v| mentions_meta(v, name)),
+        _ => false,
+    }
+}
+
+/// The field carrying the metadata `{$meta: name}` reads. The metadata MongoDB knows that
+/// Folio does not produce fail with NotImplemented (238); a name MongoDB does not know with
+/// 17308, as in MongoDB.
+pub fn meta_field(name: &Bson) -> Result<&'static str, Error> {
+    match name {
+        Bson::String(s) => match s.as_str() {
+            "textScore" => Ok(TEXT_SCORE_FIELD),
+            "geoNearDistance" => Ok(GEO_NEAR_DISTANCE_FIELD),
+            "geoNearPoint" => Ok(GEO_NEAR_POINT_FIELD),
+            "indexKey"
+            | "recordId"
+            | "sortKey"
+            | "randVal"
+            | "searchScore"
+            | "searchHighlights"
+            | "searchScoreDetails"
+            | "searchSequenceToken"
+            | "vectorSearchScore"
+            | "score"
+            | "scoreDetails"
+            | "stream" => {
+                Err(Error::new(Code::NotImplemented, format!("$meta \"{s}\" is not supported")))
+            }
+            _ => Err(loc(17308, format!("Unsupported argument to $meta: {s}"))),
+        },
+        other => Err(loc(
+            17307,
+            format!("$meta only supports string arguments, not {}", type_name(other)),
+        )),
+    }
+}
+
 /// An error with a numbered MongoDB location code.
 pub(crate) fn loc(code: i32, msg: impl Into<String>) -> Error {
     Error::new(Code::from_number(code), msg)

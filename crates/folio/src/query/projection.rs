@@ -151,13 +151,10 @@ impl Projection {
                     self.has_elem_match = true;
                     Node::ElemMatch(Box::new(parse_elem_match(path, m)?))
                 }
-                Some("$meta") => match d.get("$meta") {
-                    Some(Bson::String(m)) if m == "textScore" => Node::Computed(Expr::parse(
-                        &Bson::String(format!("${}", super::text::SCORE_FIELD)),
-                    )?),
-                    // TODO(#14): the other metadata (geoNearDistance, indexKey, …).
-                    _ => bail!(NotImplemented, "$meta projection is not supported"),
-                },
+                Some("$meta") => {
+                    let field = crate::expr::meta_field(d.get("$meta").unwrap_or(&Bson::Null))?;
+                    Node::Computed(Expr::parse(&Bson::String(format!("${field}")))?)
+                }
                 Some(k) if k.starts_with('$') => Node::Computed(Expr::parse(value)?),
                 _ => return self.add_fields(d, path, kind),
             },

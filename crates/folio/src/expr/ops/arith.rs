@@ -2,9 +2,10 @@
 //!
 //! Integers stay integers while they fit (int32 widens to int64, int64 to double on
 //! overflow); a double operand makes a double and a decimal operand a decimal. `$add`,
-//! `$subtract`, `$multiply` and `$divide` compute decimals in decimal128
-//! ([`crate::expr::decimal`]); the other operators compute them through doubles and convert
-//! back (TODO(#14): decimal128 for `$mod`, `$pow`, `$sqrt`, logarithms, rounding).
+//! `$subtract`, `$multiply`, `$divide`, `$mod`, `$abs`, `$round`, `$trunc`, `$ceil` and
+//! `$floor` compute decimals in decimal128 ([`crate::expr::decimal`]); the other operators
+//! compute them through doubles and convert back (TODO(#14): decimal128 for `$pow`, `$sqrt`,
+//! `$exp`, logarithms and trigonometry).
 
 use bson::{Bson, Decimal128};
 
@@ -31,15 +32,23 @@ pub(super) const OPS: &[Operator] = &[
     }),
     op("$abs", 1, 1, |v| {
         let [x] = fixed(v);
-        unary_num("$abs", x, f64::abs, Some(i64::checked_abs))
+        decimal_or(x, dec::abs, |x| unary_num("$abs", x, f64::abs, Some(i64::checked_abs)))
     }),
     op("$ceil", 1, 1, |v| {
         let [x] = fixed(v);
-        unary_num("$ceil", x, f64::ceil, Some(Some))
+        decimal_or(
+            x,
+            |n| dec::quantize(n, 0, dec::Rounding::Ceiling, true),
+            |x| unary_num("$ceil", x, f64::ceil, Some(Some)),
+        )
     }),
     op("$floor", 1, 1, |v| {
         let [x] = fixed(v);
-        unary_num("$floor", x, f64::floor, Some(Some))
+        decimal_or(
+            x,
+            |n| dec::quantize(n, 0, dec::Rounding::Floor, true),
+            |x| unary_num("$floor", x, f64::floor, Some(Some)),
+        )
     }),
     op("$round", 1, 2, |v| round_like("$round", v, false)),
     op("$trunc", 1, 2, |v| round_like("$trunc", v, true)),
@@ -335,6 +344,11 @@ pub(crate) fn modulo(a: Value, b: Value) -> Result<Value> {
     if y.to_f64() == 0.0 {
         return Err(loc(16610, "can't $mod by zero"));
     }
+    if w == 3
+        && let Some(r) = dec::remainder(x, y)
+    {
+        return Ok(Some(r));
+    }
     Ok(Some(from_f64_width(x.to_f64() % y.to_f64(), w)))
 }
 
@@ -387,6 +401,14 @@ fn round_like(op: &str, vals: Vec<Value>, trunc: bool) -> Result<Value> {
         },
         Some(None) => return null(),
     };
+    if let Some(Bson::Decimal128(_)) = &v
+        && let Some(n) = v.as_ref().and_then(Number::of)
+    {
+        let mode = if trunc { dec::Rounding::TowardZero } else { dec::Rounding::HalfEven };
+        if let Some(r) = dec::quantize(n, -i64::from(place), mode, false) {
+            return Ok(Some(r));
+        }
+    }
     let scale = 10f64.powi(place);
     let f = move |x: f64| {
         let y = x * scale;
@@ -401,6 +423,21 @@ fn round_like(op: &str, vals: Vec<Value>, trunc: bool) -> Result<Value> {
         (Some(Bson::Double(d)), _) => Some(Bson::Double(d)),
         (other, _) => other,
     })
+}
+
+/// A decimal operand computed by `decimal` (when it gives a value: not for NaN and
+/// infinities), anything else by `other`.
+fn decimal_or(
+    v: Value,
+    decimal: impl Fn(Number) -> Option<Bson>,
+    other: impl Fn(Value) -> Result<Value>,
+) -> Result<Value> {
+    if let Some(Bson::Decimal128(_)) = &v
+        && let Some(r) = v.as_ref().and_then(Number::of).and_then(&decimal)
+    {
+        return Ok(Some(r));
+    }
+    other(v)
 }
 
 fn round_half_even(x: f64) -> f64 {
