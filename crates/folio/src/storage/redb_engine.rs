@@ -1,12 +1,32 @@
 //! The redb engine: one database file in a data directory, one table of byte keys and values,
 //! and a write-ahead log beside it for synced batches (see [`super::wal`] for why and how).
+//!
+//! # Pending writes
+//!
+//! A redb commit rewrites and checksums a root-to-leaf path of its copy-on-write B-tree for
+//! every leaf it touches, and allocates and zeroes fresh pages for them: about 180k instructions
+//! per commit, most of an insert's cost, whatever the commit's size. Folio's durability comes
+//! from the write-ahead log, not from redb, so a batch need not reach redb at once: a write is
+//! logged (that is what makes it durable), then kept in memory among the *pending* writes, which
+//! reads consult before redb. When the pending writes reach [`FLUSH_OPS`] keys or
+//! [`FLUSH_BYTES`], they go to redb in one commit, and a checkpoint flushes them before it makes
+//! redb durable and empties the log. A thousand single-document inserts thus cost one redb
+//! commit, not a thousand.
+//!
+//! Reads stay consistent: a read takes the pending writes' lock shared, a flush takes it
+//! exclusively for the redb commit and the swap of read views, so a scan copies its range of the
+//! pending writes and opens its redb view at one instant, never half-way through a flush. A
+//! write is logged before it becomes pending and a flush happens before the next write is
+//! logged, so a failure leaves nothing half-done: a write whose log append or preceding flush
+//! failed is reported failed and was never visible.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
 use super::wal::Wal;
@@ -33,6 +53,43 @@ const WAL_NAME: &str = "folio.wal";
 const CHECKPOINT_BATCHES: u64 = 512;
 /// A checkpoint also follows once the log is this long.
 const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Pending writes go to redb once they hold this many keys...
+pub const FLUSH_OPS: usize = 4096;
+/// ...or this many bytes of keys and values.
+const FLUSH_BYTES: usize = 16 << 20;
+
+/// A pending write: the key and its newest value, `None` for a deletion.
+type PendingWrite = (Vec<u8>, Option<Vec<u8>>);
+
+/// Writes made (and logged, when they asked for durability) but not yet committed to redb: each
+/// key's newest value, `None` for a deletion.
+#[derive(Default)]
+struct Pending {
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The bytes of the keys and values held.
+    bytes: usize,
+}
+
+impl Pending {
+    fn stage(&mut self, batch: WriteBatch) {
+        for op in batch.ops {
+            let (key, value) = match op {
+                WriteOp::Put(k, v) => (k, Some(v)),
+                WriteOp::Delete(k) => (k, None),
+            };
+            self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+            if let Some(Some(old)) = self.writes.insert(key, value) {
+                // The key itself was counted by the write it replaces.
+                self.bytes = self.bytes.saturating_sub(old.len());
+            }
+        }
+    }
+
+    /// The pending writes of a range, in key order.
+    fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<PendingWrite> {
+        self.writes.range::<[u8], _>((start, end)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
 
 /// An engine storing everything in one redb file. A write with `sync` is appended to the
 /// write-ahead log and synced, then committed to redb with `Durability::None`; a periodic
@@ -41,8 +98,12 @@ const CHECKPOINT_BYTES: u64 = 64 << 20;
 pub struct RedbEngine {
     db: Database,
     path: PathBuf,
-    /// The log, locked across append + apply so that redb sees logged batches in log order.
+    /// The log, locked across append + staging so that batches become pending in log order.
     wal: Mutex<Wal>,
+    /// Writes not yet in redb (see the module documentation); taken after `wal`.
+    pending: RwLock<Pending>,
+    /// The number of pending keys that triggers a flush ([`FLUSH_OPS`]; smaller in tests).
+    flush_ops: usize,
     /// Counts the commits to redb, bumped after each one.
     generation: AtomicU64,
     /// The last read view opened, with the generation read just before opening it: every read
@@ -87,6 +148,8 @@ impl RedbEngine {
             db,
             path,
             wal: Mutex::new(wal),
+            pending: RwLock::new(Pending::default()),
+            flush_ops: FLUSH_OPS,
             generation: AtomicU64::new(0),
             view: Mutex::new(None),
         };
@@ -94,26 +157,40 @@ impl RedbEngine {
             // Redo what the log holds, in order, then checkpoint so the log starts empty.
             tracing::info!(batches = logged.len(), "replaying the write-ahead log");
             for batch in &logged {
-                engine.apply(batch, Durability::None)?;
+                engine.apply_batch(batch)?;
             }
             engine.checkpoint(&mut engine.wal.lock())?;
         }
         Ok(engine)
     }
 
-    /// Commits a batch to redb with the given durability.
-    fn apply(&self, batch: &WriteBatch, durability: Durability) -> Result<()> {
+    /// For tests: flush pending writes once they hold `ops` keys, so that small tests mix
+    /// pending writes with redb's.
+    #[cfg(test)]
+    pub(crate) fn with_flush_ops(mut self, ops: usize) -> Self {
+        self.flush_ops = ops.max(1);
+        self
+    }
+
+    /// Commits writes to redb in one transaction with the given durability.
+    fn apply<'a>(
+        &self,
+        writes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        durability: Durability,
+    ) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(|e| internal("begin write", e))?;
         txn.set_durability(durability).map_err(|e| internal("set durability", e))?;
+        let mut wrote = false;
         {
             let mut table = txn.open_table(TABLE).map_err(|e| internal("open table", e))?;
-            for op in &batch.ops {
-                match op {
-                    WriteOp::Put(k, v) => {
-                        table.insert(k.as_slice(), v.as_slice()).map_err(|e| internal("put", e))?;
+            for (k, v) in writes {
+                wrote = true;
+                match v {
+                    Some(v) => {
+                        table.insert(k, v).map_err(|e| internal("put", e))?;
                     }
-                    WriteOp::Delete(k) => {
-                        table.remove(k.as_slice()).map_err(|e| internal("delete", e))?;
+                    None => {
+                        table.remove(k).map_err(|e| internal("delete", e))?;
                     }
                 }
             }
@@ -121,34 +198,58 @@ impl RedbEngine {
         txn.commit().map_err(|e| internal("commit", e))?;
         // Readers that load the new generation open a view that holds this commit; the old
         // view is released here so that it does not keep redb's replaced pages alive. An empty
-        // batch (a checkpoint) changes no data, so the view stays valid.
-        if !batch.ops.is_empty() {
+        // commit (a checkpoint) changes no data, so the view stays valid.
+        if wrote {
             self.generation.fetch_add(1, Ordering::Release);
             self.view.lock().take();
         }
         Ok(())
     }
 
-    /// Makes every redb commit so far durable, then empties the log.
+    /// Commits a logged batch to redb (the replay at open).
+    fn apply_batch(&self, batch: &WriteBatch) -> Result<()> {
+        let ops = batch.ops.iter().map(|op| match op {
+            WriteOp::Put(k, v) => (k.as_slice(), Some(v.as_slice())),
+            WriteOp::Delete(k) => (k.as_slice(), None),
+        });
+        self.apply(ops, Durability::None)
+    }
+
+    /// Commits the pending writes to redb in one transaction (not durable: the log holds them
+    /// until the next checkpoint). On failure they stay pending.
+    fn flush_pending(&self, pending: &mut Pending) -> Result<()> {
+        if pending.writes.is_empty() {
+            return Ok(());
+        }
+        let writes = pending.writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+        self.apply(writes, Durability::None)?;
+        *pending = Pending::default();
+        Ok(())
+    }
+
+    /// Commits the pending writes, makes redb durable, then empties the log.
     fn checkpoint(&self, wal: &mut Wal) -> Result<()> {
-        self.apply(&WriteBatch::new(), Durability::Immediate)?;
+        self.flush_pending(&mut self.pending.write())?;
+        self.apply(std::iter::empty(), Durability::Immediate)?;
         wal.reset()
     }
 
-    /// Logs a batch in the write-ahead log (synced or not) and applies it to redb without
-    /// sync; checkpoints when the log is long.
-    fn log_and_apply(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+    /// Logs a batch in the write-ahead log (synced, unsynced, or not at all for a write that
+    /// asked for no durability) and makes it pending; flushes the pending writes first when
+    /// they are many, and checkpoints when the log is long.
+    fn log_and_stage(&self, batch: WriteBatch, log: Option<bool>) -> Result<()> {
         let mut wal = self.wal.lock();
-        let before = wal.len();
-        if sync {
-            wal.append(&batch)?;
-        } else {
-            wal.append_unsynced(&batch)?;
-        }
-        if let Err(e) = self.apply(&batch, Durability::None) {
-            // The batch is reported as failed, so it must not come back at the next start.
-            wal.truncate_to(before)?;
-            return Err(e);
+        {
+            let mut pending = self.pending.write();
+            if pending.writes.len() >= self.flush_ops || pending.bytes >= FLUSH_BYTES {
+                self.flush_pending(&mut pending)?;
+            }
+            match log {
+                Some(true) => wal.append(&batch)?,
+                Some(false) => wal.append_unsynced(&batch)?,
+                None => {}
+            }
+            pending.stage(batch);
         }
         if wal.records() >= CHECKPOINT_BATCHES || wal.len() >= CHECKPOINT_BYTES {
             // The batch is durable and applied whatever happens here: a failed checkpoint must
@@ -181,8 +282,27 @@ impl RedbEngine {
     }
 }
 
+/// Closing the engine commits the pending writes to redb (without making redb durable: the log
+/// keeps what was logged), so that a clean close keeps even the unlogged writes, as it did when
+/// each write went to redb at once. A killed process loses them, and replays the log.
+impl Drop for RedbEngine {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_pending(&mut self.pending.write()) {
+            tracing::warn!("closing the storage engine: pending writes not committed: {e}");
+        }
+    }
+}
+
 impl Engine for RedbEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        {
+            let pending = self.pending.read();
+            if let Some(value) = pending.writes.get(key) {
+                return Ok(value.clone());
+            }
+        }
+        // Not pending now: redb holds the key's latest value, and a flush since then would only
+        // have moved a newer write there, with a newer view, before emptying the pending writes.
         let table = self.read_table()?;
         let value = table.get(key).map_err(|e| internal("get", e))?;
         Ok(value.map(|v| v.value().to_vec()))
@@ -192,7 +312,12 @@ impl Engine for RedbEngine {
         if range_is_empty(start, end) {
             return Ok(Box::new(std::iter::empty()));
         }
-        let table = self.read_table()?;
+        // The pending writes of the range and the redb view, taken at one instant (no flush
+        // can run between the two).
+        let (mut pending, table) = {
+            let pending = self.pending.read();
+            (pending.range(start, end), self.read_table()?)
+        };
         // The range keeps its read transaction alive on its own; it borrows nothing.
         let range = table.range::<&[u8]>((start, end)).map_err(|e| internal("scan", e))?;
         let map = |item: std::result::Result<_, redb::StorageError>| {
@@ -200,18 +325,27 @@ impl Engine for RedbEngine {
                 item.map_err(|e| internal("scan", e))?;
             Ok((k.value().to_vec(), v.value().to_vec()))
         };
-        if reverse { Ok(Box::new(range.rev().map(map))) } else { Ok(Box::new(range.map(map))) }
+        if pending.is_empty() {
+            return if reverse {
+                Ok(Box::new(range.rev().map(map)))
+            } else {
+                Ok(Box::new(range.map(map)))
+            };
+        }
+        if reverse {
+            pending.reverse();
+            Ok(Box::new(Merge::new(pending, range.rev().map(map), true)))
+        } else {
+            Ok(Box::new(Merge::new(pending, range.map(map), false)))
+        }
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
-        if !sync {
-            return self.apply(&batch, Durability::None);
-        }
-        self.log_and_apply(batch, true)
+        self.log_and_stage(batch, sync.then_some(true))
     }
 
     fn write_deferred(&self, batch: WriteBatch) -> Result<()> {
-        self.log_and_apply(batch, false)
+        self.log_and_stage(batch, Some(false))
     }
 
     fn sync(&self) -> Result<()> {
@@ -222,11 +356,60 @@ impl Engine for RedbEngine {
     }
 
     fn status(&self) -> Result<Status> {
+        // Counted in redb: the pending writes go there first.
+        self.flush_pending(&mut self.pending.write())?;
         let table = self.read_table()?;
         let keys = table.len().map_err(|e| internal("len", e))?;
         let stats = table.stats().map_err(|e| internal("stats", e))?;
         let disk_size =
             std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) + self.wal.lock().len();
         Ok(Status { name: "redb".into(), keys, size: stats.stored_bytes(), disk_size })
+    }
+}
+
+/// A scan's two sources merged: the pending writes of its range (taken whole, in scan order) and
+/// redb's range, in the same order. A pending write wins over redb's value of the same key, and a
+/// pending deletion hides it.
+struct Merge<R: Iterator> {
+    pending: std::iter::Peekable<std::vec::IntoIter<PendingWrite>>,
+    stored: std::iter::Peekable<R>,
+    reverse: bool,
+}
+
+impl<R: Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>> Merge<R> {
+    fn new(pending: Vec<PendingWrite>, stored: R, reverse: bool) -> Self {
+        Merge { pending: pending.into_iter().peekable(), stored: stored.peekable(), reverse }
+    }
+}
+
+impl<R: Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>> Iterator for Merge<R> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            // Which source holds the next key in scan order (an error from redb comes first).
+            let take_pending = match (self.pending.peek(), self.stored.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => true,
+                (None, Some(_)) | (_, Some(Err(_))) => false,
+                (Some((p, _)), Some(Ok((s, _)))) => {
+                    if p == s {
+                        // The pending write replaces the stored value.
+                        self.stored.next();
+                        true
+                    } else {
+                        (p < s) != self.reverse
+                    }
+                }
+            };
+            if !take_pending {
+                return self.stored.next();
+            }
+            match self.pending.next() {
+                Some((k, Some(v))) => return Some(Ok((k, v))),
+                Some((_, None)) => continue,
+                None => return None,
+            }
+        }
     }
 }
