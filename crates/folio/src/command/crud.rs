@@ -1046,7 +1046,7 @@ fn current_ops(svc: &Service, options: &crate::agg::CurrentOp) -> Result<Vec<Doc
              pass allUsers: true"
         );
     }
-    Ok(super::sessions::in_progress(svc, options.idle_sessions)
+    Ok(super::inprog::in_progress(svc, options.idle_sessions)
         .into_iter()
         .filter_map(|b| match b {
             Bson::Document(d) => Some(d),

@@ -32,7 +32,7 @@ pub mod profile;
 pub mod recent_log;
 pub mod runner;
 mod runtime;
-mod sessions;
+mod session_cmds;
 pub mod ttl;
 mod users;
 
@@ -381,7 +381,7 @@ impl Service {
 
     /// Aborts every open transaction and makes committed data durable (for shutdown).
     pub fn shutdown(&self) {
-        self.sessions.end_all();
+        self.sessions.end_matching(|_| true);
         if let Err(e) = self.store.flush() {
             tracing::error!("flush at shutdown failed: {e}");
         }
@@ -685,8 +685,8 @@ pub(crate) mod table {
     use super::fields::Fields;
     use super::runner::Runner;
     use super::{
-        Connection, Service, admin, bulk, crud, ddl, failpoint_cmd, handshake, profile, runtime,
-        sessions, users,
+        Connection, Service, admin, bulk, crud, ddl, failpoint_cmd, handshake, inprog, profile,
+        runtime, session_cmds, users,
     };
     use crate::error::Result;
 
@@ -1037,21 +1037,21 @@ pub(crate) mod table {
         takes(
             &["recoveryToken"],
             &["commitTimestamp"],
-            admin(txn(waits(v1(cmd("commitTransaction", R(sessions::commit_transaction)))))),
+            admin(txn(waits(v1(cmd("commitTransaction", R(session_cmds::commit_transaction)))))),
         ),
         takes(
             &["recoveryToken"],
             &[],
-            admin(txn(waits(v1(cmd("abortTransaction", R(sessions::abort_transaction)))))),
+            admin(txn(waits(v1(cmd("abortTransaction", R(session_cmds::abort_transaction)))))),
         ),
-        cmd("startSession", S(sessions::start_session)),
-        waits(v1(cmd("endSessions", S(sessions::end_sessions)))),
-        v1(cmd("refreshSessions", S(sessions::refresh_sessions))),
-        waits(cmd("killSessions", S(sessions::kill_sessions))),
-        waits(cmd("killAllSessions", S(sessions::kill_all_sessions))),
-        waits(cmd("killAllSessionsByPattern", S(sessions::kill_all_sessions))),
-        admin(cmd("currentOp", S(sessions::current_op))),
-        admin(cmd("killOp", S(sessions::kill_op))),
+        cmd("startSession", S(session_cmds::start_session)),
+        waits(v1(cmd("endSessions", S(session_cmds::end_sessions)))),
+        v1(cmd("refreshSessions", S(session_cmds::refresh_sessions))),
+        waits(cmd("killSessions", S(session_cmds::kill_sessions))),
+        waits(cmd("killAllSessions", S(session_cmds::kill_all_sessions))),
+        waits(cmd("killAllSessionsByPattern", S(session_cmds::kill_all_sessions))),
+        admin(cmd("currentOp", S(inprog::current_op))),
+        admin(cmd("killOp", S(inprog::kill_op))),
         // Authentication, users and roles.
         v1(cmd("saslStart", S(users::sasl_start))),
         v1(cmd("saslContinue", S(users::sasl_continue))),

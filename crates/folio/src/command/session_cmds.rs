@@ -1,5 +1,7 @@
-//! Session and transaction commands: commitTransaction, abortTransaction, startSession,
-//! endSessions, refreshSessions, killSessions, killAllSessions, currentOp.
+//! The commands about logical sessions and their transactions: commitTransaction,
+//! abortTransaction, startSession, endSessions, refreshSessions, killSessions,
+//! killAllSessions. The sessions themselves (their state machine, retryable-write history and
+//! durable records) are [`crate::session`]'s.
 
 use std::sync::atomic::Ordering;
 
@@ -9,7 +11,7 @@ use super::runner::{Mode, Runner};
 use super::{Connection, Service};
 use crate::bail;
 use crate::error::Result;
-use crate::session::{SESSION_TIMEOUT, TxnState};
+use crate::session::SESSION_TIMEOUT;
 
 fn txn_number(run: &Runner, name: &str) -> Result<i64> {
     match run.op.mode() {
@@ -84,17 +86,16 @@ fn lsids(cmd: &Document, name: &str) -> Result<Vec<Document>> {
     }
 }
 
-/// The lsids of a session command's array, each owned by the caller
-/// ([`super::authz::owned_lsid`]; ignored ones are left out), with their session keys.
+/// The given lsids each owned by the caller ([`super::authz::owned_lsid`]; ignored ones are
+/// left out), with their session keys.
 fn owned_lsids(
     svc: &Service,
     conn: &Connection,
-    cmd: &Document,
-    name: &str,
+    given: Vec<Document>,
     spoof: Option<&str>,
 ) -> Result<Vec<(Document, Vec<u8>)>> {
     let mut out = Vec::new();
-    for lsid in lsids(cmd, name)? {
+    for lsid in given {
         if let Some(lsid) = super::authz::owned_lsid(svc, conn, lsid, spoof)? {
             let key = crate::session::lsid_key(&lsid)?;
             out.push((lsid, key));
@@ -103,17 +104,22 @@ fn owned_lsids(
     Ok(out)
 }
 
-/// Ends a session and closes its cursors.
-fn end_session(svc: &Service, key: &[u8]) {
+/// Closes the cursors and change streams of a session that has ended.
+fn close_cursors(svc: &Service, key: &[u8]) {
     svc.cursors.kill_session(key);
     svc.streams.kill_session(key);
+}
+
+/// Ends a session and closes its cursors.
+fn end_session(svc: &Service, key: &[u8]) {
+    close_cursors(svc, key);
     svc.sessions.end(key);
 }
 
 /// `endSessions`: ends the caller's sessions (an lsid names the caller's session with that id,
-/// never another user's).
+/// never another user's), and closes their cursors.
 pub fn end_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Result<Document> {
-    for (_, key) in owned_lsids(svc, c, cmd, "endSessions", None)? {
+    for (_, key) in owned_lsids(svc, c, lsids(cmd, "endSessions")?, None)? {
         end_session(svc, &key);
     }
     Ok(Document::new())
@@ -121,7 +127,7 @@ pub fn end_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Result
 
 /// `refreshSessions`.
 pub fn refresh_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Result<Document> {
-    for (lsid, _) in owned_lsids(svc, c, cmd, "refreshSessions", None)? {
+    for (lsid, _) in owned_lsids(svc, c, lsids(cmd, "refreshSessions")?, None)? {
         let s = svc.sessions.get_or_create(&lsid)?;
         if let Some(mut s) = s.try_lock() {
             s.last_use = std::time::Instant::now();
@@ -134,9 +140,9 @@ pub fn refresh_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Re
 /// `killAnySession`), or with an empty list every session of the caller (every session when
 /// authorization is off), as MongoDB does.
 pub fn kill_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Result<Document> {
-    let named = owned_lsids(svc, c, cmd, "killSessions", Some("killAnySession"))?;
-    if !lsids(cmd, "killSessions")?.is_empty() {
-        for (_, key) in named {
+    let given = lsids(cmd, "killSessions")?;
+    if !given.is_empty() {
+        for (_, key) in owned_lsids(svc, c, given, Some("killAnySession"))? {
             end_session(svc, &key);
         }
         return Ok(Document::new());
@@ -148,62 +154,14 @@ pub fn kill_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Resul
         (true, None) => return Ok(Document::new()),
     };
     // A key is the lsid's 16 id bytes followed by its owner's digest (`session::lsid_key`).
-    let keys = svc.sessions.end_matching(|key| digest.as_ref().is_none_or(|d| key.ends_with(d)));
-    for key in keys {
-        end_session(svc, &key);
+    for key in svc.sessions.end_matching(|key| digest.as_ref().is_none_or(|d| key.ends_with(d))) {
+        close_cursors(svc, &key);
     }
     Ok(Document::new())
 }
 
 /// `killAllSessions` (and `killAllSessionsByPattern`): aborts every open transaction.
 pub fn kill_all_sessions(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
-    svc.sessions.end_all();
+    svc.sessions.end_matching(|_| true);
     Ok(Document::new())
-}
-
-/// `killOp`: interrupts a running command by its `opid` (from `currentOp`).
-pub fn kill_op(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Document> {
-    let opid = match cmd.get("op").and_then(super::runner::number) {
-        Some(n) if n >= 0.0 && n.fract() == 0.0 => n as u32,
-        _ => bail!(TypeMismatch, "killOp requires a numeric 'op' field"),
-    };
-    svc.ops.kill(opid);
-    Ok(doc! { "info": "attempting to kill op" })
-}
-
-/// `currentOp`: running commands, and open transactions as idle sessions.
-pub fn current_op(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
-    Ok(doc! { "inprog": in_progress(svc, true) })
-}
-
-/// The running operations and, with `idle_sessions`, the sessions whose transaction is open
-/// between statements (`currentOp`'s `inprog`, `$currentOp`'s documents).
-pub(super) fn in_progress(svc: &Service, idle_sessions: bool) -> Vec<Bson> {
-    let mut inprog = svc.ops.current();
-    if !idle_sessions {
-        return inprog;
-    }
-    for s in svc.sessions.list() {
-        let Some(s) = s.try_lock() else { continue };
-        let TxnState::InProgress { started, read_concern, .. } = &s.state else {
-            continue;
-        };
-        let open_micros = started.elapsed().as_micros() as i64;
-        let mut params = doc! { "txnNumber": s.txn_number.unwrap_or(0), "autocommit": false };
-        if let Some(rc) = read_concern {
-            params.insert("readConcern", rc.clone());
-        }
-        inprog.push(Bson::Document(doc! {
-            "type": "idleSession",
-            "active": false,
-            "lsid": s.lsid.clone(),
-            "transaction": {
-                "parameters": params,
-                "timeOpenMicros": open_micros,
-                "timeActiveMicros": 0_i64,
-                "timeInactiveMicros": open_micros,
-            },
-        }));
-    }
-    inprog
 }
