@@ -3,10 +3,10 @@
 
 use bson::{Bson, Document, doc};
 
+use super::args::Request;
 use super::args::{doc_array, opt_bool, opt_doc};
 use super::crud::{is_command_level, stmt_id, write_error_doc};
 use super::runner::{Mode, Runner};
-use super::{Connection, Service};
 use crate::bail;
 use crate::error::Result;
 use crate::exec;
@@ -109,16 +109,11 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
 }
 
 /// `bulkWrite`.
-pub fn bulk_write(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let raw_ops = doc_array(cmd, "ops", "bulkWrite")?;
-    let ns_info = doc_array(cmd, "nsInfo", "bulkWrite")?;
-    let ordered = opt_bool(cmd, "ordered", "bulkWrite")?.unwrap_or(true);
-    let errors_only = opt_bool(cmd, "errorsOnly", "bulkWrite")?.unwrap_or(false);
+pub fn bulk_write(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let raw_ops = doc_array(req.cmd, "ops", "bulkWrite")?;
+    let ns_info = doc_array(req.cmd, "nsInfo", "bulkWrite")?;
+    let ordered = opt_bool(req.cmd, "ordered", "bulkWrite")?.unwrap_or(true);
+    let errors_only = opt_bool(req.cmd, "errorsOnly", "bulkWrite")?.unwrap_or(false);
     let mut namespaces = Vec::new();
     for info in &ns_info {
         let ns = info
@@ -135,8 +130,8 @@ pub fn bulk_write(
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
-    let let_vars = super::crud::command_let(cmd, "bulkWrite")?;
-    let bypass = opt_bool(cmd, "bypassDocumentValidation", "bulkWrite")?.unwrap_or(false);
+    let let_vars = super::crud::command_let(req.cmd, "bulkWrite")?;
+    let bypass = opt_bool(req.cmd, "bypassDocumentValidation", "bulkWrite")?.unwrap_or(false);
     let mut results = Vec::new();
     let (
         mut n_errors,
@@ -152,7 +147,7 @@ pub fn bulk_write(
     }
     let mut command_error = None;
     for (i, raw) in raw_ops.iter().enumerate() {
-        let stmt = stmt_id(cmd, i);
+        let stmt = stmt_id(req.cmd, i);
         let outcome = parse_op(raw, namespaces.len()).map(|mut op| {
             if let Op::Update { op, .. } = &mut op {
                 op.let_vars = let_vars.clone();
@@ -202,7 +197,7 @@ pub fn bulk_write(
                     .remove("kind")
                     .and_then(|k| k.as_str().map(String::from))
                     .unwrap_or_default();
-                let n = out.get("n").and_then(super::runner::number).unwrap_or(0.0) as i64;
+                let n = out.get("n").and_then(crate::doc::compare::as_f64).unwrap_or(0.0) as i64;
                 match kind.as_str() {
                     "insert" => n_inserted += n,
                     "update" => {
@@ -211,9 +206,10 @@ pub fn bulk_write(
                         } else {
                             n_matched += n;
                         }
-                        n_modified +=
-                            out.get("nModified").and_then(super::runner::number).unwrap_or(0.0)
-                                as i64;
+                        n_modified += out
+                            .get("nModified")
+                            .and_then(crate::doc::compare::as_f64)
+                            .unwrap_or(0.0) as i64;
                     }
                     _ => n_deleted += n,
                 }
@@ -222,8 +218,9 @@ pub fn bulk_write(
                     if kind == "update" {
                         r.insert(
                             "nModified",
-                            out.get("nModified").and_then(super::runner::number).unwrap_or(0.0)
-                                as i32,
+                            out.get("nModified")
+                                .and_then(crate::doc::compare::as_f64)
+                                .unwrap_or(0.0) as i32,
                         );
                         if let Some(u) = out.get("upserted") {
                             r.insert("upserted", u.clone());

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use bson::{Bson, Document, doc};
 
-use super::args::{collection, doc_array, opt_bool, opt_doc, opt_i64};
+use super::args::Request;
+use super::args::{doc_array, opt_bool, opt_doc, opt_i64};
 use super::runner::{Mode, Runner};
 use super::{Connection, Service};
 use crate::collation::Requested;
@@ -140,14 +141,9 @@ fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {
 }
 
 /// `insert`.
-pub fn insert(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "insert")?;
-    let docs = doc_array(cmd, "documents", "insert")?;
+pub fn insert(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
+    let docs = doc_array(req.cmd, "documents", "insert")?;
     reject_write_concern_in_txn(run)?;
     reject_capped_in_txn(run, &coll)?;
     let db = run.op.db.clone();
@@ -161,11 +157,11 @@ pub fn insert(
             docs.len()
         );
     }
-    let bypass = bypass_validation(cmd, "insert")?;
+    let bypass = bypass_validation(req.cmd, "insert")?;
     let mut n = 0i32;
     let errors = run_statements(
         run,
-        cmd,
+        req.cmd,
         &docs,
         |run, stmt, d| {
             run.write(stmt, |txn| {
@@ -252,14 +248,9 @@ fn update_outcome(r: &exec::UpdateResult) -> Document {
 }
 
 /// `update`.
-pub fn update(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "update")?;
-    let raw = doc_array(cmd, "updates", "update")?;
+pub fn update(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
+    let raw = doc_array(req.cmd, "updates", "update")?;
     reject_write_concern_in_txn(run)?;
     reject_capped_in_txn(run, &coll)?;
     let db = run.op.db.clone();
@@ -271,8 +262,8 @@ pub fn update(
         raw.iter().map(parse_update).collect::<Result<_>>()?;
     let collated = ops.iter().any(|(op, bad)| op.collation.is_given() || bad.is_some());
     refuse_unacknowledged_collation(run, collated)?;
-    let let_vars = command_let(cmd, "update")?;
-    let bypass = bypass_validation(cmd, "update")?;
+    let let_vars = command_let(req.cmd, "update")?;
+    let bypass = bypass_validation(req.cmd, "update")?;
     for (op, _) in &mut ops {
         if op.let_vars.is_none() {
             op.let_vars = let_vars.clone();
@@ -281,7 +272,7 @@ pub fn update(
     }
     let errors = run_statements(
         run,
-        cmd,
+        req.cmd,
         &ops,
         |run, stmt, (op, bad)| {
             if let Some(e) = bad {
@@ -308,14 +299,9 @@ pub fn update(
 }
 
 /// `delete`.
-pub fn delete(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "delete")?;
-    let raw = doc_array(cmd, "deletes", "delete")?;
+pub fn delete(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
+    let raw = doc_array(req.cmd, "deletes", "delete")?;
     reject_write_concern_in_txn(run)?;
     reject_capped_in_txn(run, &coll)?;
     let db = run.op.db.clone();
@@ -323,10 +309,10 @@ pub fn delete(
     let deletes: Vec<DeleteStatement> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
     let collated = deletes.iter().any(|d| d.2.as_ref().map_or(true, Requested::is_given));
     refuse_unacknowledged_collation(run, collated)?;
-    let let_vars = command_let(cmd, "delete")?;
+    let let_vars = command_let(req.cmd, "delete")?;
     let errors = run_statements(
         run,
-        cmd,
+        req.cmd,
         &deletes,
         |run, stmt, (filter, limit, collation, hint)| {
             let collation = collation.as_ref().map_err(Clone::clone)?;
@@ -399,47 +385,41 @@ pub(crate) fn refuse_unacknowledged_collation(run: &Runner, has_collation: bool)
 }
 
 /// `findAndModify`.
-pub fn find_and_modify(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let name = cmd.keys().next().cloned().unwrap_or_default();
-    let coll = collection(cmd, &name)?;
+pub fn find_and_modify(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     reject_write_concern_in_txn(run)?;
     reject_capped_in_txn(run, &coll)?;
-    let update = match cmd.get("update") {
+    let update = match req.cmd.get("update") {
         None | Some(Bson::Null) => None,
         Some(Bson::Document(d)) => Some(exec::UpdateDoc::Modifiers(d.clone())),
         Some(Bson::Array(_)) => {
-            Some(exec::UpdateDoc::Pipeline(doc_array(cmd, "update", "findAndModify")?))
+            Some(exec::UpdateDoc::Pipeline(doc_array(req.cmd, "update", "findAndModify")?))
         }
         Some(_) => bail!(FailedToParse, "Update argument must be either an object or an array"),
     };
-    let req = exec::FindAndModify {
-        query: opt_doc(cmd, "query", "findAndModify")?.unwrap_or_default(),
-        sort: opt_doc(cmd, "sort", "findAndModify")?,
-        remove: opt_bool(cmd, "remove", "findAndModify")?.unwrap_or(false),
+    let fam = exec::FindAndModify {
+        query: opt_doc(req.cmd, "query", "findAndModify")?.unwrap_or_default(),
+        sort: opt_doc(req.cmd, "sort", "findAndModify")?,
+        remove: opt_bool(req.cmd, "remove", "findAndModify")?.unwrap_or(false),
         update,
-        let_vars: command_let(cmd, "findAndModify")?,
-        new: opt_bool(cmd, "new", "findAndModify")?.unwrap_or(false),
-        fields: opt_doc(cmd, "fields", "findAndModify")?,
-        upsert: opt_bool(cmd, "upsert", "findAndModify")?.unwrap_or(false),
-        array_filters: match cmd.get("arrayFilters") {
-            Some(Bson::Array(_)) => Some(doc_array(cmd, "arrayFilters", "findAndModify")?),
+        let_vars: command_let(req.cmd, "findAndModify")?,
+        new: opt_bool(req.cmd, "new", "findAndModify")?.unwrap_or(false),
+        fields: opt_doc(req.cmd, "fields", "findAndModify")?,
+        upsert: opt_bool(req.cmd, "upsert", "findAndModify")?.unwrap_or(false),
+        array_filters: match req.cmd.get("arrayFilters") {
+            Some(Bson::Array(_)) => Some(doc_array(req.cmd, "arrayFilters", "findAndModify")?),
             _ => None,
         },
-        collation: Requested::from_field(cmd, "collation", "findAndModify")?,
-        bypass_validation: bypass_validation(cmd, "findAndModify")?,
-        hint: Hint::parse(cmd.get("hint"))?,
+        collation: Requested::from_field(req.cmd, "collation", "findAndModify")?,
+        bypass_validation: bypass_validation(req.cmd, "findAndModify")?,
+        hint: Hint::parse(req.cmd.get("hint"))?,
     };
-    refuse_unacknowledged_collation(run, req.collation.is_given())?;
+    refuse_unacknowledged_collation(run, fam.collation.is_given())?;
     let db = run.op.db.clone();
-    let out = run.write(stmt_id(cmd, 0), |txn| {
-        let r = exec::find_and_modify(txn, &db, &coll, &req)?;
+    let out = run.write(stmt_id(req.cmd, 0), |txn| {
+        let r = exec::find_and_modify(txn, &db, &coll, &fam)?;
         let mut leo = doc! { "n": r.n as i32 };
-        if req.update.is_some() {
+        if fam.update.is_some() {
             leo.insert("updatedExisting", r.updated_existing);
         }
         if let Some(id) = r.upserted {
@@ -518,24 +498,19 @@ fn refuse_min_max(cmd: &Document, command: &str) -> Result<()> {
 }
 
 /// `find`.
-pub fn find(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "find")?;
+pub fn find(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
     // Out-of-range doubles saturate (MongoDB's `safeInt64`), so -1e300 is i64::MIN and then
     // fails the `>= 0` check like any negative number, with the saturated value in the message.
-    let skip = opt_i64(cmd, "skip", "find")?.unwrap_or(0);
+    let skip = opt_i64(req.cmd, "skip", "find")?.unwrap_or(0);
     if skip < 0 {
         return Err(Error::new(
             Code::Location51024,
             format!("BSON field 'skip' value must be >= 0, actual value '{skip}'"),
         ));
     }
-    let limit = opt_i64(cmd, "limit", "find")?.unwrap_or(0);
+    let limit = opt_i64(req.cmd, "limit", "find")?.unwrap_or(0);
     if limit < 0 {
         // Drivers turn a negative limit into `singleBatch: true` and its absolute value.
         return Err(Error::new(
@@ -543,37 +518,37 @@ pub fn find(
             format!("BSON field 'limit' value must be >= 0, actual value '{limit}'"),
         ));
     }
-    let single_batch = opt_bool(cmd, "singleBatch", "find")?.unwrap_or(false);
-    let no_timeout = opt_bool(cmd, "noCursorTimeout", "find")?.unwrap_or(false);
+    let single_batch = opt_bool(req.cmd, "singleBatch", "find")?.unwrap_or(false);
+    let no_timeout = opt_bool(req.cmd, "noCursorTimeout", "find")?.unwrap_or(false);
     // `allowPartialResults` (answer from the shards that are up) and `readOnce` (a cache hint)
     // change nothing on a single node; `oplogReplay` is a no-op in MongoDB itself. They are
     // still type-checked.
     for flag in ["allowPartialResults", "readOnce", "oplogReplay"] {
-        opt_bool(cmd, flag, "find")?;
+        opt_bool(req.cmd, flag, "find")?;
     }
     let spec = FindSpec {
-        filter: opt_doc(cmd, "filter", "find")?.unwrap_or_default(),
-        sort: opt_doc(cmd, "sort", "find")?,
-        projection: opt_doc(cmd, "projection", "find")?,
+        filter: opt_doc(req.cmd, "filter", "find")?.unwrap_or_default(),
+        sort: opt_doc(req.cmd, "sort", "find")?,
+        projection: opt_doc(req.cmd, "projection", "find")?,
         skip: skip as u64,
         limit: limit.unsigned_abs(),
-        let_vars: command_let(cmd, "find")?,
-        memory_limit: crate::agg::MemoryLimit::from_command(cmd),
-        collation: Requested::from_field(cmd, "collation", "find")?,
-        hint: Hint::parse(cmd.get("hint"))?,
+        let_vars: command_let(req.cmd, "find")?,
+        memory_limit: crate::agg::MemoryLimit::from_command(req.cmd),
+        collation: Requested::from_field(req.cmd, "collation", "find")?,
+        hint: Hint::parse(req.cmd.get("hint"))?,
     };
-    refuse_min_max(cmd, "find")?;
-    let batch = batch_size(cmd, "batchSize", "find")?;
-    let tailable = opt_bool(cmd, "tailable", "find")?.unwrap_or(false);
-    let await_data = opt_bool(cmd, "awaitData", "find")?.unwrap_or(false);
+    refuse_min_max(req.cmd, "find")?;
+    let batch = batch_size(req.cmd, "batchSize", "find")?;
+    let tailable = opt_bool(req.cmd, "tailable", "find")?.unwrap_or(false);
+    let await_data = opt_bool(req.cmd, "awaitData", "find")?.unwrap_or(false);
     if await_data && !tailable {
         bail!(FailedToParse, "Cannot set 'awaitData' without also setting 'tailable'");
     }
     if tailable {
-        return tailable_find(svc, run, &db, &coll, &spec, batch, await_data);
+        return tailable_find(req.svc, run, &db, &coll, &spec, batch, await_data);
     }
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
-    cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch, no_timeout)
+    cursor_reply(req.svc, run, format!("{db}.{coll}"), docs, batch, single_batch, no_timeout)
 }
 
 /// `find` with `tailable` on a capped collection: a cursor that stays open at the end of the
@@ -616,13 +591,8 @@ fn tailable_find(
 }
 
 /// `getMore`.
-pub fn get_more(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let id = match cmd.get("getMore") {
+pub fn get_more(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let id = match req.cmd.get("getMore") {
         Some(Bson::Int64(n)) => *n,
         Some(Bson::Int32(n)) => i64::from(*n),
         _ => bail!(
@@ -630,26 +600,26 @@ pub fn get_more(
             "BSON field 'getMore.getMore' is the wrong type, expected type 'long'"
         ),
     };
-    let coll = match cmd.get("collection") {
+    let coll = match req.cmd.get("collection") {
         Some(Bson::String(s)) => s.clone(),
         _ => bail!(
             TypeMismatch,
             "BSON field 'getMore.collection' is the wrong type, expected type 'string'"
         ),
     };
-    let batch = batch_size(cmd, "batchSize", "getMore")?.unwrap_or(0);
+    let batch = batch_size(req.cmd, "batchSize", "getMore")?.unwrap_or(0);
     let ns = format!("{}.{}", run.op.db, coll);
     let caller = run.owner();
     let authorization = run.op.authorization;
-    if let Some(stream) = svc.streams.get(id) {
+    if let Some(stream) = req.svc.streams.get(id) {
         let mut stream = stream.lock();
         check_get_more(id, &ns, &stream.ns, &stream.owner, &caller, authorization)?;
-        return change_stream_get_more(svc, cmd, id, &ns, batch, &mut stream);
+        return change_stream_get_more(req.svc, req.cmd, id, &ns, batch, &mut stream);
     }
-    if let Some(tail) = svc.streams.get_tail(id) {
+    if let Some(tail) = req.svc.streams.get_tail(id) {
         let mut tail = tail.lock();
         check_get_more(id, &ns, &tail.ns, &tail.owner, &caller, authorization)?;
-        let docs = tail.next_batch(svc.store.as_ref(), batch, Some(await_deadline(cmd)))?;
+        let docs = tail.next_batch(req.svc.store.as_ref(), batch, Some(await_deadline(req.cmd)))?;
         return Ok(doc! { "cursor": {
             "nextBatch": docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
             "id": id,
@@ -657,12 +627,12 @@ pub fn get_more(
         } });
     }
     let ((batch_docs, at), open) =
-        svc.cursors.with_cursor(id, &ns, &caller, authorization, |c| {
+        req.svc.cursors.with_cursor(id, &ns, &caller, authorization, |c| {
             (take_batch(&mut c.remaining, batch), c.at_cluster_time)
         })?;
     // A document too large to return ends the cursor, as a failed getMore does in MongoDB.
     let batch_docs = batch_docs.inspect_err(|_| {
-        svc.cursors.kill(&[id]);
+        req.svc.cursors.kill(&[id]);
     })?;
     let mut cursor = doc! { "nextBatch": batch_docs, "id": if open { id } else { 0 }, "ns": ns };
     if let Some(at) = at {
@@ -693,14 +663,9 @@ fn may_kill_cursor(c: &Connection, ns: &str, owner: &Owner, caller: &Owner) -> R
 
 /// `killCursors`: with authorization on, every cursor named must be one the caller may kill
 /// ([`may_kill_cursor`]) before any is killed.
-pub fn kill_cursors(
-    svc: &Service,
-    c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    collection(cmd, "killCursors")?;
-    let ids: Vec<i64> = match cmd.get("cursors") {
+pub fn kill_cursors(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    req.collection()?;
+    let ids: Vec<i64> = match req.cmd.get("cursors") {
         Some(Bson::Array(a)) => a
             .iter()
             .map(|v| match v {
@@ -717,18 +682,19 @@ pub fn kill_cursors(
         for id in &ids {
             // A cursor that does not exist is no authorization matter: it is reported as not
             // found below.
-            let Some((ns, owner)) = svc.cursors.owner(*id).or_else(|| svc.streams.owner(*id))
+            let Some((ns, owner)) =
+                req.svc.cursors.owner(*id).or_else(|| req.svc.streams.owner(*id))
             else {
                 continue;
             };
-            may_kill_cursor(c, &ns, &owner, &run.owner())?;
+            may_kill_cursor(req.conn, &ns, &owner, &run.owner())?;
         }
     }
-    let (mut killed, missing) = svc.cursors.kill(&ids);
+    let (mut killed, missing) = req.svc.cursors.kill(&ids);
     let missing: Vec<i64> = missing
         .into_iter()
         .filter(|id| {
-            let stream = svc.streams.kill(*id);
+            let stream = req.svc.streams.kill(*id);
             if stream {
                 killed.push(*id);
             }
@@ -744,23 +710,18 @@ pub fn kill_cursors(
 }
 
 /// `count`.
-pub fn count(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "count")?;
+pub fn count(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
-    let filter = opt_doc(cmd, "query", "count")?.unwrap_or_default();
-    let (skip, limit) = count_skip_limit(cmd)?;
-    let collation = Requested::from_field(cmd, "collation", "count")?;
+    let filter = opt_doc(req.cmd, "query", "count")?.unwrap_or_default();
+    let (skip, limit) = count_skip_limit(req.cmd)?;
+    let collation = Requested::from_field(req.cmd, "collation", "count")?;
     let spec = FindSpec {
         filter,
         skip: skip as u64,
         limit,
         collation,
-        hint: Hint::parse(cmd.get("hint"))?,
+        hint: Hint::parse(req.cmd.get("hint"))?,
         ..FindSpec::default()
     };
     let n = run.read(|txn| exec::count(txn, &db, &coll, &spec))?;
@@ -768,15 +729,10 @@ pub fn count(
 }
 
 /// `distinct`.
-pub fn distinct(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "distinct")?;
+pub fn distinct(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
-    let key = match cmd.get("key") {
+    let key = match req.cmd.get("key") {
         Some(Bson::String(k)) => k.clone(),
         Some(_) => bail!(
             TypeMismatch,
@@ -784,9 +740,9 @@ pub fn distinct(
         ),
         None => bail!(FailedToParse, "BSON field 'distinct.key' is missing but a required field"),
     };
-    let filter = opt_doc(cmd, "query", "distinct")?.unwrap_or_default();
-    let collation = Requested::from_field(cmd, "collation", "distinct")?;
-    let hint = Hint::parse(cmd.get("hint"))?;
+    let filter = opt_doc(req.cmd, "query", "distinct")?.unwrap_or_default();
+    let collation = Requested::from_field(req.cmd, "collation", "distinct")?;
+    let hint = Hint::parse(req.cmd.get("hint"))?;
     let values =
         run.read(|txn| exec::distinct(txn, &db, &coll, &key, &filter, &collation, hint.as_ref()))?;
     // The values travel in one reply document: MongoDB refuses a list past 16 MB.
@@ -857,23 +813,18 @@ fn refuse_unstable_stages(run: &Runner, pipeline: &[Document]) -> Result<()> {
 }
 
 /// `aggregate`.
-pub fn aggregate(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn aggregate(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    let coll = match cmd.get("aggregate") {
+    let coll = match req.cmd.get("aggregate") {
         Some(Bson::String(s)) => Some(s.clone()),
         Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(_)) => None,
         _ => bail!(FailedToParse, "Invalid aggregate namespace"),
     };
-    let pipeline = doc_array(cmd, "pipeline", "aggregate")?;
+    let pipeline = doc_array(req.cmd, "pipeline", "aggregate")?;
     refuse_unstable_stages(run, &pipeline)?;
-    let cursor_opts = match cmd.get("cursor") {
+    let cursor_opts = match req.cmd.get("cursor") {
         Some(Bson::Document(d)) => d.clone(),
-        None if cmd.get_bool("explain").unwrap_or(false) => Document::new(),
+        None if req.cmd.get_bool("explain").unwrap_or(false) => Document::new(),
         None => bail!(
             FailedToParse,
             "The 'cursor' option is required, except for aggregate with the explain argument"
@@ -882,22 +833,22 @@ pub fn aggregate(
     };
     let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?;
     if pipeline.first().is_some_and(|s| s.contains_key("$changeStream")) {
-        return change_stream(svc, run, coll.as_deref(), &pipeline, batch);
+        return change_stream(req.svc, run, coll.as_deref(), &pipeline, batch);
     }
-    let hint = Hint::parse(cmd.get("hint"))?;
-    let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
+    let hint = Hint::parse(req.cmd.get("hint"))?;
+    let vars = crate::agg::eval_let(&opt_doc(req.cmd, "let", "aggregate")?.unwrap_or_default())?;
     let parsed = crate::agg::Pipeline::parse(&pipeline, &vars)?;
-    let collation = Requested::from_field(cmd, "collation", "aggregate")?;
+    let collation = Requested::from_field(req.cmd, "collation", "aggregate")?;
     let bypass = match parsed.sink() {
-        Some(_) => bypass_validation(cmd, "aggregate")?,
+        Some(_) => bypass_validation(req.cmd, "aggregate")?,
         None => false,
     };
     let sessions = pipeline
         .first()
         .is_some_and(|s| s.contains_key("$listLocalSessions"))
-        .then(|| local_sessions(svc, run));
+        .then(|| local_sessions(req.svc, run));
     let current_ops = match parsed.current_op() {
-        Some(options) => Some(current_ops(svc, options)?),
+        Some(options) => Some(current_ops(req.svc, options)?),
         None => None,
     };
     let agg = exec::aggregate::Aggregate {
@@ -906,15 +857,15 @@ pub fn aggregate(
         pipeline: parsed,
         first_stage: pipeline.first().cloned(),
         vars,
-        has_let: cmd.contains_key("let"),
+        has_let: req.cmd.contains_key("let"),
         in_transaction: matches!(run.op.mode(), Mode::Transaction(_)),
         // MongoDB 8.0 spills blocking stages to disk unless told not to.
-        memory_limit: crate::agg::MemoryLimit::from_command(cmd),
+        memory_limit: crate::agg::MemoryLimit::from_command(req.cmd),
         collation,
         hint,
         sessions,
         current_ops,
-        host: svc.options().advertise_host.clone(),
+        host: req.svc.options().advertise_host.clone(),
         bypass_validation: bypass,
     };
     let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
@@ -927,12 +878,12 @@ pub fn aggregate(
         }
         // `$out` / `$merge`: run the pipeline and write its results in one write transaction.
         sink.check_target(&db)?;
-        run.write(stmt_id(cmd, 0), |txn| agg.run_into(txn, sink).map(|()| Document::new()))?;
+        run.write(stmt_id(req.cmd, 0), |txn| agg.run_into(txn, sink).map(|()| Document::new()))?;
         // A pipeline that wrote its results returns no cursor, whatever the batch size.
-        return cursor_reply(svc, run, ns, Vec::new(), None, false, false);
+        return cursor_reply(req.svc, run, ns, Vec::new(), None, false, false);
     }
     let docs = run.read(|txn| agg.run(txn))?;
-    cursor_reply(svc, run, ns, docs, batch, false, false)
+    cursor_reply(req.svc, run, ns, docs, batch, false, false)
 }
 
 /// `aggregate` with `$changeStream`: opens a change stream cursor (see [`crate::changes`]).
@@ -975,7 +926,7 @@ fn change_stream(
 /// How long a `getMore` on a change stream or an `awaitData` cursor waits for new data:
 /// `maxTimeMS` (the driver's `maxAwaitTimeMS`), else [`crate::changes::DEFAULT_AWAIT`].
 fn await_deadline(cmd: &Document) -> Instant {
-    let wait = match cmd.get("maxTimeMS").and_then(super::runner::number) {
+    let wait = match cmd.get("maxTimeMS").and_then(crate::doc::compare::as_f64) {
         Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
         _ => crate::changes::DEFAULT_AWAIT,
     };
@@ -1080,13 +1031,8 @@ fn local_sessions(svc: &Service, run: &mut Runner) -> Vec<Document> {
 
 /// `explain` of find, count, distinct, update, delete, findAndModify and aggregate: the
 /// `queryPlanner` section with the plan the command's filter would use.
-pub fn explain(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let inner = match cmd.get("explain") {
+pub fn explain(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let inner = match req.cmd.get("explain") {
         Some(Bson::Document(d)) => d.clone(),
         _ => bail!(TypeMismatch, "explain command requires a nested object"),
     };
@@ -1137,7 +1083,7 @@ pub fn explain(
         }
         _ => Hint::parse(inner.get("hint"))?,
     };
-    let verbosity = match cmd.get("verbosity") {
+    let verbosity = match req.cmd.get("verbosity") {
         None => "allPlansExecution",
         Some(Bson::String(v))
             if matches!(v.as_str(), "queryPlanner" | "executionStats" | "allPlansExecution") =>

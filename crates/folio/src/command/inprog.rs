@@ -12,7 +12,8 @@ use std::time::Instant;
 use bson::{Bson, Document, doc};
 use parking_lot::Mutex;
 
-use super::{Connection, Service};
+use super::Service;
+use super::args::Request;
 use crate::bail;
 use crate::error::Result;
 use crate::session::TxnState;
@@ -112,18 +113,18 @@ impl OpRegistry {
 }
 
 /// `killOp`: interrupts a running command by its `opid` (from `currentOp`).
-pub fn kill_op(svc: &Service, _c: &mut Connection, cmd: &Document) -> Result<Document> {
-    let opid = match cmd.get("op").and_then(super::runner::number) {
+pub fn kill_op(req: &mut Request<'_>) -> Result<Document> {
+    let opid = match req.cmd.get("op").and_then(crate::doc::compare::as_f64) {
         Some(n) if n >= 0.0 && n.fract() == 0.0 => n as u32,
         _ => bail!(TypeMismatch, "killOp requires a numeric 'op' field"),
     };
-    svc.ops.kill(opid);
+    req.svc.ops.kill(opid);
     Ok(doc! { "info": "attempting to kill op" })
 }
 
 /// `currentOp`: running commands, and open transactions as idle sessions.
-pub fn current_op(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
-    Ok(doc! { "inprog": in_progress(svc, true) })
+pub fn current_op(req: &mut Request<'_>) -> Result<Document> {
+    Ok(doc! { "inprog": in_progress(req.svc, true) })
 }
 
 /// The running operations and, with `idle_sessions`, the sessions whose transaction is open

@@ -230,7 +230,7 @@ impl Metrics {
             && let Ok(last) = reply.get_document("lastErrorObject")
         {
             let n = reply_number(last, "n");
-            if cmd.get("remove").and_then(super::runner::number).is_some_and(|n| n != 0.0)
+            if cmd.get("remove").and_then(crate::doc::compare::as_f64).is_some_and(|n| n != 0.0)
                 || matches!(cmd.get("remove"), Some(Bson::Boolean(true)))
             {
                 add(&self.document[0], n);

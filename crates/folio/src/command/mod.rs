@@ -47,6 +47,7 @@ use crate::error::{Error, Result};
 use crate::mvcc::TxnStore;
 use crate::session::SessionRegistry;
 
+use args::Request;
 use failpoint::FailPoints;
 use runner::{Mode, OpContext, Runner};
 
@@ -299,7 +300,13 @@ impl Service {
 
     /// `serverStatus` as the command answers it (for exporters; not counted as a command).
     pub fn server_status(&self) -> Result<Document> {
-        handshake::server_status(self, &mut Connection::default(), &Document::new())
+        handshake::server_status(&mut Request {
+            svc: self,
+            conn: &mut Connection::default(),
+            cmd: &Document::new(),
+            name: "serverStatus",
+            db: "admin",
+        })
     }
 
     /// The number of open cursors.
@@ -485,7 +492,7 @@ impl Service {
         let mut op = OpContext::parse(cmd)?;
         op.api.check_strict(&name, spec.api_v1)?;
         if op.api.version.is_none()
-            && !matches!(name.as_str(), "hello" | "isMaster" | "ismaster")
+            && !handshake::is_hello(&name)
             && self.require_api_version.load(Ordering::Relaxed)
         {
             crate::bail!(
@@ -528,7 +535,7 @@ impl Service {
                 .and_then(|c| c.get_document("application"))
                 .and_then(|a| a.get_str("name"))
                 .ok()
-                .filter(|_| matches!(name.as_str(), "hello" | "isMaster" | "ismaster"));
+                .filter(|_| handshake::is_hello(&name));
             let app_name = conn.app_name.as_deref().or(hello_app);
             if let Some(fc) = self.failpoints.fail_command(&name, app_name, &ns) {
                 if let Some(block) = fc.block {
@@ -574,12 +581,13 @@ impl Service {
             }
             Ok(())
         };
+        let mut request = Request { svc: self, conn, cmd, name: &name, db: &op.db };
         let result = match (spec.handler, runner.as_mut()) {
             (table::Handler::Runner(f), Some(runner)) => runner
                 .begin(spec.in_txn)
                 .and_then(|()| timed_out())
-                .and_then(|()| f(self, conn, cmd, runner)),
-            (table::Handler::Simple(f), _) => timed_out().and_then(|()| f(self, conn, cmd)),
+                .and_then(|()| f(&mut request, runner)),
+            (table::Handler::Simple(f), _) => timed_out().and_then(|()| f(&mut request)),
             (table::Handler::Runner(_), None) => Err(crate::err!(InternalError, "no runner")),
         };
         // Nothing is acknowledged before it is durable: deferred commits a handler left
@@ -613,7 +621,8 @@ impl Service {
                     None => None,
                 };
                 if let Some(wce) = wce {
-                    let code = wce.get("code").and_then(runner::number).unwrap_or(0.0) as i32;
+                    let code =
+                        wce.get("code").and_then(crate::doc::compare::as_f64).unwrap_or(0.0) as i32;
                     let labels = match forced_labels {
                         Some(l) => l,
                         None => labels::write_concern_labels(code, &op),
@@ -682,21 +691,22 @@ pub(crate) mod table {
 
     use bson::Document;
 
+    use super::args::Request;
     use super::fields::Fields;
     use super::runner::Runner;
     use super::{
-        Connection, Service, admin, bulk, crud, ddl, failpoint_cmd, handshake, inprog, profile,
-        runtime, session_cmds, users,
+        admin, bulk, crud, ddl, failpoint_cmd, handshake, inprog, profile, runtime, session_cmds,
+        users,
     };
     use crate::error::Result;
 
     /// How a command's handler is called.
     #[derive(Clone, Copy)]
     pub enum Handler {
-        /// Needs nothing but the service and the connection.
-        Simple(fn(&Service, &mut Connection, &Document) -> Result<Document>),
+        /// Needs nothing but the request (the service, the connection and the command).
+        Simple(fn(&mut Request<'_>) -> Result<Document>),
         /// Reads or writes data through the runner.
-        Runner(fn(&Service, &mut Connection, &Document, &mut Runner) -> Result<Document>),
+        Runner(fn(&mut Request<'_>, &mut Runner) -> Result<Document>),
     }
 
     /// One command.
@@ -894,18 +904,22 @@ pub(crate) mod table {
         cmd("buildInfo", S(handshake::build_info)),
         cmd("buildinfo", S(handshake::build_info)),
         v1(cmd("ping", S(handshake::ping))),
-        cmd("getParameter", S(handshake::get_parameter)),
-        cmd("getCmdLineOpts", S(handshake::get_cmd_line_opts)),
+        admin(cmd("getParameter", S(handshake::get_parameter))),
+        admin(cmd("getCmdLineOpts", S(handshake::get_cmd_line_opts))),
         cmd("serverStatus", S(handshake::server_status)),
         cmd("hostInfo", S(handshake::host_info)),
         cmd("connectionStatus", S(handshake::connection_status)),
         cmd("whatsmyuri", S(handshake::whatsmyuri)),
-        cmd("getLog", S(handshake::get_log)),
-        cmd("profile", S(profile::profile)),
+        admin(cmd("getLog", S(handshake::get_log))),
+        takes(&["slowms", "sampleRate", "filter"], &[], cmd("profile", S(profile::profile))),
         admin(cmd("logRotate", S(handshake::log_rotate))),
         admin(cmd("replSetGetStatus", S(handshake::repl_set_get_status))),
         admin(cmd("setParameter", S(runtime::set_parameter))),
-        admin(cmd("replSetResizeOplog", S(runtime::repl_set_resize_oplog))),
+        admin(takes(
+            &["size", "minRetentionHours"],
+            &[],
+            cmd("replSetResizeOplog", S(runtime::repl_set_resize_oplog)),
+        )),
         cmd("listCommands", S(handshake::list_commands)),
         admin(takes(&[], &[], cmd("replSetGetConfig", S(admin::repl_set_get_config)))),
         admin(takes(&["lock", "async"], &[], cmd("fsync", S(admin::fsync)))),
@@ -1061,17 +1075,17 @@ pub(crate) mod table {
         write(cmd("updateUser", R(users::update_user))),
         write(cmd("dropUser", R(users::drop_user))),
         write(cmd("dropAllUsersFromDatabase", R(users::drop_all_users))),
-        write(cmd("grantRolesToUser", R(users::grant_roles_to_user))),
-        write(cmd("revokeRolesFromUser", R(users::revoke_roles_from_user))),
+        write(cmd("grantRolesToUser", R(users::grant_or_revoke_user))),
+        write(cmd("revokeRolesFromUser", R(users::grant_or_revoke_user))),
         cmd("usersInfo", R(users::users_info)),
         write(cmd("createRole", R(users::create_role))),
         write(cmd("updateRole", R(users::update_role))),
         write(cmd("dropRole", R(users::drop_role))),
         write(cmd("dropAllRolesFromDatabase", R(users::drop_all_roles))),
-        write(cmd("grantPrivilegesToRole", R(users::grant_privileges_to_role))),
-        write(cmd("revokePrivilegesFromRole", R(users::revoke_privileges_from_role))),
-        write(cmd("grantRolesToRole", R(users::grant_roles_to_role))),
-        write(cmd("revokeRolesFromRole", R(users::revoke_roles_from_role))),
+        write(cmd("grantPrivilegesToRole", R(users::change_privileges))),
+        write(cmd("revokePrivilegesFromRole", R(users::change_privileges))),
+        write(cmd("grantRolesToRole", R(users::change_inherited))),
+        write(cmd("revokeRolesFromRole", R(users::change_inherited))),
         cmd("rolesInfo", R(users::roles_info)),
         // Test commands.
         Spec { test_only: true, admin_only: true, ..cmd("configureFailPoint", S(failpoint_cmd)) },
@@ -1094,6 +1108,6 @@ pub(crate) mod table {
     }
 }
 
-fn failpoint_cmd(svc: &Service, _conn: &mut Connection, cmd: &Document) -> Result<Document> {
-    svc.failpoints.configure(cmd)
+fn failpoint_cmd(req: &mut Request<'_>) -> Result<Document> {
+    req.svc.failpoints.configure(req.cmd)
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use bson::{Bson, Document, doc};
 
+use super::args::Request;
 use super::runner::{Mode, Runner};
 use super::{Connection, Service};
 use crate::bail;
@@ -22,12 +23,7 @@ fn txn_number(run: &Runner, name: &str) -> Result<i64> {
 }
 
 /// `commitTransaction`: idempotent for a committed transaction.
-pub fn commit_transaction(
-    svc: &Service,
-    _c: &mut Connection,
-    _cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn commit_transaction(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let n = txn_number(run, "commitTransaction")?;
     let Some(session) = run.session() else {
         bail!(InvalidOptions, "commitTransaction requires a session");
@@ -36,13 +32,13 @@ pub fn commit_transaction(
     match session.commit_transaction(n) {
         Ok(_) => {
             if was_open {
-                svc.stats.txn_committed.fetch_add(1, Ordering::Relaxed);
+                req.svc.stats.txn_committed.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Document::new())
         }
         Err(e) => {
             if was_open {
-                svc.stats.txn_aborted.fetch_add(1, Ordering::Relaxed);
+                req.svc.stats.txn_aborted.fetch_add(1, Ordering::Relaxed);
             }
             Err(e)
         }
@@ -50,23 +46,18 @@ pub fn commit_transaction(
 }
 
 /// `abortTransaction`.
-pub fn abort_transaction(
-    svc: &Service,
-    _c: &mut Connection,
-    _cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn abort_transaction(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let n = txn_number(run, "abortTransaction")?;
     let Some(session) = run.session() else {
         bail!(InvalidOptions, "abortTransaction requires a session");
     };
     session.abort_transaction(n)?;
-    svc.stats.txn_aborted.fetch_add(1, Ordering::Relaxed);
+    req.svc.stats.txn_aborted.fetch_add(1, Ordering::Relaxed);
     Ok(Document::new())
 }
 
 /// `startSession`: a server-generated lsid.
-pub fn start_session(_svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
+pub fn start_session(_: &mut Request<'_>) -> Result<Document> {
     Ok(doc! {
         "id": { "id": bson::Uuid::new() },
         "timeoutMinutes": (SESSION_TIMEOUT.as_secs() / 60) as i32,
@@ -118,17 +109,17 @@ fn end_session(svc: &Service, key: &[u8]) {
 
 /// `endSessions`: ends the caller's sessions (an lsid names the caller's session with that id,
 /// never another user's), and closes their cursors.
-pub fn end_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Result<Document> {
-    for (_, key) in owned_lsids(svc, c, lsids(cmd, "endSessions")?, None)? {
-        end_session(svc, &key);
+pub fn end_sessions(req: &mut Request<'_>) -> Result<Document> {
+    for (_, key) in owned_lsids(req.svc, req.conn, lsids(req.cmd, "endSessions")?, None)? {
+        end_session(req.svc, &key);
     }
     Ok(Document::new())
 }
 
 /// `refreshSessions`.
-pub fn refresh_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Result<Document> {
-    for (lsid, _) in owned_lsids(svc, c, lsids(cmd, "refreshSessions")?, None)? {
-        let s = svc.sessions.get_or_create(&lsid)?;
+pub fn refresh_sessions(req: &mut Request<'_>) -> Result<Document> {
+    for (lsid, _) in owned_lsids(req.svc, req.conn, lsids(req.cmd, "refreshSessions")?, None)? {
+        let s = req.svc.sessions.get_or_create(&lsid)?;
         if let Some(mut s) = s.try_lock() {
             s.last_use = std::time::Instant::now();
         }
@@ -139,29 +130,30 @@ pub fn refresh_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Re
 /// `killSessions`: kills the named sessions of the caller (another user's with a `uid` and
 /// `killAnySession`), or with an empty list every session of the caller (every session when
 /// authorization is off), as MongoDB does.
-pub fn kill_sessions(svc: &Service, c: &mut Connection, cmd: &Document) -> Result<Document> {
-    let given = lsids(cmd, "killSessions")?;
+pub fn kill_sessions(req: &mut Request<'_>) -> Result<Document> {
+    let given = lsids(req.cmd, "killSessions")?;
     if !given.is_empty() {
-        for (_, key) in owned_lsids(svc, c, given, Some("killAnySession"))? {
-            end_session(svc, &key);
+        for (_, key) in owned_lsids(req.svc, req.conn, given, Some("killAnySession"))? {
+            end_session(req.svc, &key);
         }
         return Ok(Document::new());
     }
-    let digest = match (super::authz::enforced(svc, c), c.auth.users.first()) {
+    let digest = match (super::authz::enforced(req.svc, req.conn), req.conn.auth.users.first()) {
         (false, _) => None,
         (true, Some(user)) => Some(user.name.session_digest()),
         // No user: no session is the caller's.
         (true, None) => return Ok(Document::new()),
     };
     // A key is the lsid's 16 id bytes followed by its owner's digest (`session::lsid_key`).
-    for key in svc.sessions.end_matching(|key| digest.as_ref().is_none_or(|d| key.ends_with(d))) {
-        close_cursors(svc, &key);
+    for key in req.svc.sessions.end_matching(|key| digest.as_ref().is_none_or(|d| key.ends_with(d)))
+    {
+        close_cursors(req.svc, &key);
     }
     Ok(Document::new())
 }
 
 /// `killAllSessions` (and `killAllSessionsByPattern`): aborts every open transaction.
-pub fn kill_all_sessions(svc: &Service, _c: &mut Connection, _cmd: &Document) -> Result<Document> {
-    svc.sessions.end_matching(|_| true);
+pub fn kill_all_sessions(req: &mut Request<'_>) -> Result<Document> {
+    req.svc.sessions.end_matching(|_| true);
     Ok(Document::new())
 }
