@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::{Document, doc};
-use folio::command::{Service, ServiceOptions};
-use folio::mvcc::{Mvcc, MvccOptions, Ts, Txn, TxnId, TxnStore};
-use folio::storage::MemoryEngine;
+use folio::MemoryEngine;
+use folio::{Mvcc, MvccOptions, Ts, Txn, TxnId, TxnStore};
+use folio::{Service, ServiceOptions};
 use folio_server::{Server, ServerConfig};
 use folio_wire::{Compressor, Message, Op, OpQuery, msg_flags, op_code};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

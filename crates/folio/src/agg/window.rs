@@ -165,10 +165,7 @@ impl SetWindowFields {
                     }
                 },
                 other => {
-                    return Err(loc(
-                        40415,
-                        format!("BSON field '$setWindowFields.{other}' is an unknown field."),
-                    ));
+                    return Err(crate::Error::unknown_field(&format!("$setWindowFields.{other}")));
                 }
             }
         }

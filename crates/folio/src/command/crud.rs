@@ -70,32 +70,33 @@ fn write_error_doc_at(index: usize, e: &Error) -> Document {
     d
 }
 
-/// Runs the statements of a write command, collecting write errors as MongoDB does: an ordered
-/// batch stops at the first error; inside a transaction the first error aborts the transaction.
-fn run_statements<T>(
+/// Runs the statements of a write command as MongoDB does: an ordered batch stops at the first
+/// write error; inside a transaction the first error aborts the transaction; an error that ends
+/// the command (see [`is_command_level`]) is returned after the statements that committed are
+/// made durable. `record` sees each statement's output or write error, by position.
+pub(super) fn run_batch<T>(
     run: &mut Runner,
     cmd: &Document,
+    ordered: bool,
     items: &[T],
     mut each: impl FnMut(&mut Runner, i32, &T) -> Result<Document>,
-    mut add: impl FnMut(usize, &Document),
-) -> Result<Vec<Bson>> {
-    let ordered = opt_bool(cmd, "ordered", "write")?.unwrap_or(true);
+    mut record: impl FnMut(usize, std::result::Result<Document, &Error>),
+) -> Result<()> {
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
     if items.len() > 1 {
         // One sync for the whole batch, before the reply (see `Runner::defer_durability`).
         run.defer_durability();
     }
-    let mut errors = Vec::new();
     let mut outcome = Ok(());
     for (i, item) in items.iter().enumerate() {
         match each(run, stmt_id(cmd, i), item) {
-            Ok(out) => add(i, &out),
+            Ok(out) => record(i, Ok(out)),
             Err(e) if is_command_level(&e, run) => {
                 outcome = Err(e);
                 break;
             }
             Err(e) => {
-                errors.push(write_error(i, &e));
+                record(i, Err(&e));
                 if in_txn {
                     run.abort_on_error();
                     break;
@@ -108,7 +109,25 @@ fn run_statements<T>(
     }
     // The statements that committed are made durable whatever happened to the others.
     run.sync_deferred()?;
-    outcome.map(|()| errors)
+    outcome
+}
+
+/// [`run_batch`] for `insert`, `update` and `delete`: `add` sees each statement's output, and
+/// the write errors are returned as the reply's `writeErrors`.
+fn run_statements<T>(
+    run: &mut Runner,
+    cmd: &Document,
+    items: &[T],
+    each: impl FnMut(&mut Runner, i32, &T) -> Result<Document>,
+    mut add: impl FnMut(usize, &Document),
+) -> Result<Vec<Bson>> {
+    let ordered = opt_bool(cmd, "ordered", "write")?.unwrap_or(true);
+    let mut errors = Vec::new();
+    run_batch(run, cmd, ordered, items, each, |i, outcome| match outcome {
+        Ok(out) => add(i, &out),
+        Err(e) => errors.push(write_error(i, e)),
+    })?;
+    Ok(errors)
 }
 
 /// Writes to a capped collection inside a transaction are refused, as MongoDB refuses them.
@@ -460,10 +479,6 @@ fn cursor_reply(
             ns: ns.clone(),
             remaining,
             owner: run.owner(),
-            txn_number: match run.op.mode() {
-                Mode::Transaction(n) => Some(n),
-                _ => None,
-            },
             last_use: Instant::now(),
             at_cluster_time: at,
             no_timeout,

@@ -8,7 +8,7 @@
 //! recording costs a few uncontended increments. What a command did is read from the command and
 //! its reply as MongoDB counts it (`opcounters.insert` counts documents, `update` and `delete`
 //! count statements, `document.*` counts documents changed or returned) plus the keys and
-//! documents the executor examined ([`crate::exec::opstats`]).
+//! documents the executor examined (`exec::opstats`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -11,7 +11,9 @@
 //!    `failCommand` fail point gets its chance to fail or delay the command.
 //! 4. A [`runner::Runner`] checks out the session and decides how statements run: in the
 //!    session's transaction, as retryable writes, or as autocommit statements.
-//! 5. The handler parses its own arguments and calls [`crate::exec`] through the runner.
+//! 5. The handler receives the command as an [`args::Request`] (the service, the connection,
+//!    the command, its name and database) and parses its own arguments, whose names the table
+//!    has already checked ([`fields`]); it calls `exec` through the runner.
 //! 6. One place ([`labels`]) adds error labels exactly as MongoDB does, an error in a transaction
 //!    aborts it, the write concern is checked, and the reply gets `ok`, `operationTime` and
 //!    `$clusterTime`.
@@ -77,7 +79,7 @@ pub struct ServiceOptions {
     /// `--profile`: the profiling level of every database until `profile` changes it.
     pub profile_level: i32,
     /// `--auth` / `security.authorization: enabled`: network connections must authenticate and
-    /// every command is checked against the user's privileges (see [`authz`]).
+    /// every command is checked against the user's privileges (see `command::authz`).
     pub auth: bool,
     /// `authenticationMechanisms`: the mechanisms `saslStart`/`authenticate` accept.
     pub auth_mechanisms: Vec<String>,

@@ -335,7 +335,7 @@ fn validate_lsid(lsid: &Document) -> Result<()> {
             },
             "txnNumber" | "txnUUID" => {}
             _ => {
-                return Err(super::fields::unknown_field(&format!("{PATH}.{k}")));
+                return Err(crate::Error::unknown_field(&format!("{PATH}.{k}")));
             }
         }
     }
