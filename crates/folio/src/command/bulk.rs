@@ -5,8 +5,8 @@ use bson::{Bson, Document, doc};
 
 use super::args::Request;
 use super::args::{doc_array, opt_bool, opt_doc};
-use super::crud::{is_command_level, stmt_id, write_error_doc};
-use super::runner::{Mode, Runner};
+use super::crud::{run_batch, write_error_doc};
+use super::runner::Runner;
 use crate::bail;
 use crate::error::Result;
 use crate::exec;
@@ -129,7 +129,6 @@ pub fn bulk_write(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     if raw_ops.is_empty() {
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
-    let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
     let let_vars = super::crud::command_let(req.cmd, "bulkWrite")?;
     let bypass = opt_bool(req.cmd, "bypassDocumentValidation", "bulkWrite")?.unwrap_or(false);
     let mut results = Vec::new();
@@ -141,57 +140,57 @@ pub fn bulk_write(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
         mut n_upserted,
         mut n_deleted,
     ) = (0i32, 0i64, 0i64, 0i64, 0i64, 0i64);
-    if raw_ops.len() > 1 {
-        // One sync for the whole batch, before the reply (see `Runner::defer_durability`).
-        run.defer_durability();
-    }
-    let mut command_error = None;
-    for (i, raw) in raw_ops.iter().enumerate() {
-        let stmt = stmt_id(req.cmd, i);
-        let outcome = parse_op(raw, namespaces.len()).map(|mut op| {
-            if let Op::Update { op, .. } = &mut op {
-                op.let_vars = let_vars.clone();
-                op.bypass_validation = bypass;
-            }
-            op
-        });
-        let outcome = outcome.and_then(|op| match op {
-            Op::Insert { ns, doc } => {
-                let (db, coll) = &namespaces[ns];
-                run.write(stmt, |txn| {
-                    exec::insert_one(txn, db, coll, doc.clone(), bypass)?;
-                    Ok(doc! { "n": 1, "kind": "insert" })
-                })
-            }
-            Op::Update { ns, op } => {
-                let (db, coll) = &namespaces[ns];
-                run.write(stmt, |txn| {
-                    let r = exec::update(txn, db, coll, &op)?;
-                    let mut d = doc! { "n": r.matched as i64, "nModified": r.modified as i64, "kind": "update" };
-                    if let Some(id) = r.upserted_id {
-                        d.insert("n", 1_i64);
-                        d.insert("upserted", doc! { "_id": id });
-                    }
-                    Ok(d)
-                })
-            }
-            Op::Delete { ns, filter, multi, collation, hint } => {
-                let (db, coll) = &namespaces[ns];
-                run.write(stmt, |txn| {
-                    let lv = let_vars.as_ref();
-                    let op = exec::DeleteOp {
-                        filter: &filter,
-                        limit_one: !multi,
-                        let_vars: lv,
-                        collation: &collation,
-                        hint: hint.as_ref(),
-                    };
-                    let r = exec::delete(txn, db, coll, &op)?;
-                    Ok(doc! { "n": r.deleted as i64, "kind": "delete" })
-                })
-            }
-        });
-        match outcome {
+    run_batch(
+        run,
+        req.cmd,
+        ordered,
+        &raw_ops,
+        |run, stmt, raw| {
+            let outcome = parse_op(raw, namespaces.len()).map(|mut op| {
+                if let Op::Update { op, .. } = &mut op {
+                    op.let_vars = let_vars.clone();
+                    op.bypass_validation = bypass;
+                }
+                op
+            });
+            outcome.and_then(|op| match op {
+                Op::Insert { ns, doc } => {
+                    let (db, coll) = &namespaces[ns];
+                    run.write(stmt, |txn| {
+                        exec::insert_one(txn, db, coll, doc.clone(), bypass)?;
+                        Ok(doc! { "n": 1, "kind": "insert" })
+                    })
+                }
+                Op::Update { ns, op } => {
+                    let (db, coll) = &namespaces[ns];
+                    run.write(stmt, |txn| {
+                        let r = exec::update(txn, db, coll, &op)?;
+                        let mut d = doc! { "n": r.matched as i64, "nModified": r.modified as i64, "kind": "update" };
+                        if let Some(id) = r.upserted_id {
+                            d.insert("n", 1_i64);
+                            d.insert("upserted", doc! { "_id": id });
+                        }
+                        Ok(d)
+                    })
+                }
+                Op::Delete { ns, filter, multi, collation, hint } => {
+                    let (db, coll) = &namespaces[ns];
+                    run.write(stmt, |txn| {
+                        let lv = let_vars.as_ref();
+                        let op = exec::DeleteOp {
+                            filter: &filter,
+                            limit_one: !multi,
+                            let_vars: lv,
+                            collation: &collation,
+                            hint: hint.as_ref(),
+                        };
+                        let r = exec::delete(txn, db, coll, &op)?;
+                        Ok(doc! { "n": r.deleted as i64, "kind": "delete" })
+                    })
+                }
+            })
+        },
+        |i, outcome| match outcome {
             Ok(mut out) => {
                 let kind = out
                     .remove("kind")
@@ -229,34 +228,18 @@ pub fn bulk_write(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
                     results.push(Bson::Document(r));
                 }
             }
-            Err(e) if is_command_level(&e, run) => {
-                command_error = Some(e);
-                break;
-            }
             Err(e) => {
                 n_errors += 1;
                 let mut r = doc! { "ok": 0.0, "idx": i as i32 };
-                for (k, v) in write_error_doc(&e) {
+                for (k, v) in write_error_doc(e) {
                     if k != "index" {
                         r.insert(k, v);
                     }
                 }
                 results.push(Bson::Document(r));
-                if in_txn {
-                    run.abort_on_error();
-                    break;
-                }
-                if ordered {
-                    break;
-                }
             }
-        }
-    }
-    // The statements that committed are made durable whatever happened to the others.
-    run.sync_deferred()?;
-    if let Some(e) = command_error {
-        return Err(e);
-    }
+        },
+    )?;
     Ok(doc! {
         "cursor": { "id": 0_i64, "firstBatch": results, "ns": "admin.$cmd.bulkWrite" },
         "nErrors": n_errors,
