@@ -57,16 +57,10 @@ pub(crate) fn write_error_doc(e: &Error) -> Document {
 }
 
 fn write_error_doc_at(index: usize, e: &Error) -> Document {
-    let mut d = doc! { "index": index as i32, "code": e.code_number() };
-    if !e.code_name().is_empty() {
-        d.insert("codeName", e.code_name().into_owned());
-    }
+    let mut d = doc! { "index": index as i32 };
+    super::insert_code(&mut d, e);
     d.insert("errmsg", e.message.clone());
-    if let Some(extra) = &e.extra {
-        for (k, v) in extra.iter() {
-            d.insert(k.clone(), v.clone());
-        }
-    }
+    super::insert_extra(&mut d, e);
     d
 }
 
@@ -161,11 +155,7 @@ fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {
 
 /// `insert`.
 pub fn insert(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
-    let coll = req.collection()?;
-    let docs = doc_array(req.cmd, "documents", "insert")?;
-    reject_write_concern_in_txn(run)?;
-    reject_capped_in_txn(run, &coll)?;
-    let db = run.op.db.clone();
+    let (db, coll, docs) = write_statements(req, run, "documents")?;
     if docs.is_empty() {
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
@@ -202,19 +192,21 @@ fn bypass_validation(cmd: &Document, command: &str) -> Result<bool> {
     Ok(opt_bool(cmd, "bypassDocumentValidation", command)?.unwrap_or(false))
 }
 
+/// The `q` of an `updates` or `deletes` entry (`path` names the array in messages).
+fn statement_filter(entry: &Document, path: &str) -> Result<Document> {
+    match entry.get("q") {
+        Some(Bson::Document(q)) => Ok(q.clone()),
+        Some(_) => {
+            bail!(TypeMismatch, "BSON field '{}.q' is the wrong type, expected type 'object'", path)
+        }
+        None => bail!(FailedToParse, "BSON field '{}.q' is missing but a required field", path),
+    }
+}
+
 /// Parses one `updates` entry. A bad `collation` fails only its statement (a write error), as
 /// in MongoDB, so it comes back beside the statement.
 fn parse_update(u: &Document) -> Result<(exec::UpdateOp, Option<Error>)> {
-    let filter = match u.get("q") {
-        Some(Bson::Document(d)) => d.clone(),
-        Some(_) => bail!(
-            TypeMismatch,
-            "BSON field 'update.updates.q' is the wrong type, expected type 'object'"
-        ),
-        None => {
-            bail!(FailedToParse, "BSON field 'update.updates.q' is missing but a required field")
-        }
-    };
+    let filter = statement_filter(u, "update.updates")?;
     let update = match u.get("u") {
         Some(Bson::Document(d)) => exec::UpdateDoc::Modifiers(d.clone()),
         Some(Bson::Array(_)) => exec::UpdateDoc::Pipeline(doc_array(u, "u", "update.updates")?),
@@ -266,13 +258,24 @@ fn update_outcome(r: &exec::UpdateResult) -> Document {
     d
 }
 
-/// `update`.
-pub fn update(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+/// The database, collection and statements (the `array` field) of an insert, update or
+/// delete, after the checks they share: no write concern inside a transaction, no capped
+/// collection inside a transaction.
+fn write_statements(
+    req: &Request<'_>,
+    run: &mut Runner,
+    array: &str,
+) -> Result<(String, String, Vec<Document>)> {
     let coll = req.collection()?;
-    let raw = doc_array(req.cmd, "updates", "update")?;
+    let statements = doc_array(req.cmd, array, req.name)?;
     reject_write_concern_in_txn(run)?;
     reject_capped_in_txn(run, &coll)?;
-    let db = run.op.db.clone();
+    Ok((run.op.db.clone(), coll, statements))
+}
+
+/// `update`.
+pub fn update(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let (db, coll, raw) = write_statements(req, run, "updates")?;
     let mut n = 0i64;
     let mut modified = 0i64;
     let mut upserted = Vec::new();
@@ -319,11 +322,7 @@ pub fn update(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
 
 /// `delete`.
 pub fn delete(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
-    let coll = req.collection()?;
-    let raw = doc_array(req.cmd, "deletes", "delete")?;
-    reject_write_concern_in_txn(run)?;
-    reject_capped_in_txn(run, &coll)?;
-    let db = run.op.db.clone();
+    let (db, coll, raw) = write_statements(req, run, "deletes")?;
     let mut n = 0i64;
     let deletes: Vec<DeleteStatement> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
     let collated = deletes.iter().any(|d| d.2.as_ref().map_or(true, Requested::is_given));
@@ -357,23 +356,14 @@ pub fn delete(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     Ok(reply)
 }
 
-/// Parses one `deletes` entry into its filter, whether it deletes one document, and its
-/// collation (a bad one fails only its statement, as in MongoDB).
 /// One parsed `deletes` entry: filter, `limit: 1`, collation (a bad one fails only the
 /// statement), hint.
 type DeleteStatement = (Document, bool, Result<Requested>, Option<Hint>);
 
+/// Parses one `deletes` entry into its filter, whether it deletes one document, its collation
+/// (a bad one fails only its statement, as in MongoDB) and its hint.
 fn parse_delete(d: &Document) -> Result<DeleteStatement> {
-    let filter = match d.get("q") {
-        Some(Bson::Document(q)) => q.clone(),
-        Some(_) => bail!(
-            TypeMismatch,
-            "BSON field 'delete.deletes.q' is the wrong type, expected type 'object'"
-        ),
-        None => {
-            bail!(FailedToParse, "BSON field 'delete.deletes.q' is missing but a required field")
-        }
-    };
+    let filter = statement_filter(d, "delete.deletes")?;
     let limit = match opt_i64(d, "limit", "delete.deletes")? {
         Some(0) => false,
         Some(1) => true,

@@ -673,19 +673,30 @@ pub fn namespace_of(cmd: &Document, db: &str) -> String {
 
 /// The reply document of a failed command.
 pub fn error_reply(e: &Error) -> Document {
-    let mut d = doc! { "ok": 0.0, "errmsg": e.message.clone(), "code": e.code_number() };
-    if !e.code_name().is_empty() {
-        d.insert("codeName", e.code_name().into_owned());
-    }
+    let mut d = doc! { "ok": 0.0, "errmsg": e.message.clone() };
+    insert_code(&mut d, e);
     if !e.labels.is_empty() {
         d.insert("errorLabels", e.labels.clone());
     }
+    insert_extra(&mut d, e);
+    d
+}
+
+/// An error's `code` and `codeName` (when it has one), as replies and write errors carry them.
+fn insert_code(d: &mut Document, e: &Error) {
+    d.insert("code", e.code_number());
+    if !e.code_name().is_empty() {
+        d.insert("codeName", e.code_name().into_owned());
+    }
+}
+
+/// An error's extra fields (`keyPattern`, `errInfo`, ...), after the others.
+fn insert_extra(d: &mut Document, e: &Error) {
     if let Some(extra) = &e.extra {
         for (k, v) in extra.iter() {
             d.insert(k.clone(), v.clone());
         }
     }
-    d
 }
 
 pub(crate) mod table {
