@@ -5,7 +5,7 @@
 #![no_main]
 
 use bson::{Bson, Document};
-use folio::agg::{Context, Pipeline};
+use folio::{Pipeline, PipelineContext as Context};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use bson::Bson;
-use folio::command::{Service, ServiceOptions};
-use folio::mvcc::{Mvcc, MvccOptions};
-use folio::storage::MemoryEngine;
+use folio::{Service, ServiceOptions};
+use folio::{Mvcc, MvccOptions};
+use folio::MemoryEngine;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

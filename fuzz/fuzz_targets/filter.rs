@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use folio::query::Filter;
+use folio::Filter;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,8 +6,8 @@
 #![no_main]
 
 use bson::{Bson, Document};
-use folio::query::Filter;
-use folio::update::{UpdateContext, UpdateSpec};
+use folio::Filter;
+use folio::{UpdateContext, UpdateSpec};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! The Prometheus endpoint: `GET /metrics` on `--metricsPort`, in Prometheus's text format.
 //!
 //! Nothing is counted twice: each scrape reads the service's own counters (the ones
-//! `serverStatus` reports, see `folio::command::metrics`) into a fresh `prometheus` registry and
+//! `serverStatus` reports, see `folio::metrics`) into a fresh `prometheus` registry and
 //! encodes it, so the endpoint and `serverStatus` always agree. The HTTP side is `hyper`, on the
 //! server's tokio runtime, on its own port so that it can be exposed to a monitoring network
 //! without exposing the database port.
@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use bson::{Bson, Document};
 use bytes::Bytes;
-use folio::command::Service;
-use folio::command::metrics::{LATENCY_BUCKETS_MICROS, LatencyClass};
+use folio::Service;
+use folio::metrics::{LATENCY_BUCKETS_MICROS, LatencyClass};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
@@ -133,7 +133,7 @@ fn render(
         "Operations by type, as serverStatus.opcounters",
         &["type"],
     )?;
-    for t in folio::command::metrics::OPCOUNTERS {
+    for t in folio::metrics::OPCOUNTERS {
         add(&ops, &[t], num(&status, &format!("opcounters.{t}")));
     }
     let cmds = counter(&reg, "commands_total", "Commands run, by name", &["command"])?;
@@ -152,7 +152,7 @@ fn render(
         "Documents deleted, inserted, returned, updated",
         &["op"],
     )?;
-    for op in folio::command::metrics::DOCUMENT {
+    for op in folio::metrics::DOCUMENT {
         add(&docs, &[op], num(&status, &format!("metrics.document.{op}")));
     }
     for (name, help, path) in [
@@ -277,8 +277,8 @@ fn render(
 }
 
 /// `folio_op_latency_seconds{class}`: the core keeps per-bucket counts (see
-/// `folio::command::metrics`); Prometheus wants them cumulative.
-fn latency_histograms(m: &folio::command::metrics::Metrics) -> MetricFamily {
+/// `folio::metrics`); Prometheus wants them cumulative.
+fn latency_histograms(m: &folio::metrics::Metrics) -> MetricFamily {
     let mut family = MetricFamily::default();
     family.set_name("folio_op_latency_seconds".into());
     family.set_help("Command latency by class, as serverStatus.opLatencies".into());

@@ -245,7 +245,7 @@ impl<S: Subscriber> Layer<S> for MongoJsonLayer {
         }
         let startup_warning =
             STARTING.load(Ordering::Relaxed) && *event.metadata().level() <= Level::WARN;
-        folio::command::recent_log::record(line, startup_warning);
+        folio::recent_log::record(line, startup_warning);
     }
 }
 
@@ -276,7 +276,7 @@ pub fn init(settings: &LogSettings) -> Result<Option<Arc<LogFile>>, String> {
         .map_err(|e| format!("cannot set up logging: {e}"))?;
     if let Some(f) = &file {
         let f = f.clone();
-        folio::command::recent_log::set_rotator(Box::new(move || f.rotate()));
+        folio::recent_log::set_rotator(Box::new(move || f.rotate()));
     }
     Ok(file)
 }

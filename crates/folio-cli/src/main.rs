@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use folio::command::{Service, ServiceOptions};
+use folio::{Service, ServiceOptions};
 use folio_server::{Server, ServerConfig};
 
 /// Folio: a MongoDB-compatible document database with multi-document ACID transactions.
@@ -87,7 +87,7 @@ fn spawn_log_rotation_signal() {
         Ok(mut usr1) => {
             tokio::spawn(async move {
                 while usr1.recv().await.is_some() {
-                    match folio::command::recent_log::rotate() {
+                    match folio::recent_log::rotate() {
                         Ok(()) => tracing::info!(log_id = 23166, "Log rotation initiated"),
                         Err(e) => tracing::warn!("log rotation failed: {e}"),
                     }
@@ -123,7 +123,7 @@ fn verify(dbpath: &std::path::Path) -> Result<(), String> {
 fn serve(args: &config::ServeArgs, argv: &[String]) -> Result<(), String> {
     let settings = config::resolve(args, argv)?;
     log::init(&settings.log)?;
-    folio::memory::set_limits(settings.operation_memory_bytes, settings.server_memory_bytes);
+    folio::set_limits(settings.operation_memory_bytes, settings.server_memory_bytes);
     let store = match &settings.storage_url {
         Some(url) => store::open_shared_store(url),
         None => {

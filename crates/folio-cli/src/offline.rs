@@ -5,8 +5,7 @@
 
 use std::path::Path;
 
-use folio::exec;
-use folio::mvcc::TxnStore;
+use folio::TxnStore;
 
 use crate::store::open_store;
 
@@ -23,7 +22,7 @@ fn open_existing(dbpath: &Path) -> Result<std::sync::Arc<dyn TxnStore>, String> 
 pub fn verify(dbpath: &Path) -> Result<Vec<String>, String> {
     let store = open_existing(dbpath)?;
     let txn = store.begin().map_err(|e| e.to_string())?;
-    let problems = exec::verify(txn.as_ref()).map_err(|e| e.to_string())?;
+    let problems = folio::verify(txn.as_ref()).map_err(|e| e.to_string())?;
     txn.abort();
     Ok(problems)
 }
@@ -31,8 +30,8 @@ pub fn verify(dbpath: &Path) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use bson::doc;
-    use folio::catalog;
-    use folio::command::{Service, ServiceOptions};
+
+    use folio::{Service, ServiceOptions};
 
     use super::*;
 
@@ -70,14 +69,14 @@ mod tests {
         {
             let store = open_store(&data, false).expect("open");
             let mut txn = store.begin().expect("begin");
-            let meta = catalog::list_collections(txn.as_ref(), Some("shop"))
+            let meta = folio::testing::list_collections(txn.as_ref(), Some("shop"))
                 .expect("list")
                 .into_iter()
                 .find(|m| m.name == "b")
                 .expect("shop.b");
             let index = meta.indexes.iter().find(|i| i.name() == "x_1").expect("x_1");
-            let prefix = folio::catalog::keys::index_prefix(meta.id, index.id);
-            let end = folio::catalog::keys::prefix_end(&prefix);
+            let prefix = folio::testing::index_prefix(meta.id, index.id);
+            let end = folio::testing::prefix_end(&prefix);
             let first = txn
                 .scan(std::ops::Bound::Included(&prefix), std::ops::Bound::Excluded(&end), false)
                 .expect("scan")

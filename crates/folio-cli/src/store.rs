@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use folio::mvcc::{Mvcc, MvccOptions, TxnStore};
-use folio::storage::{Engine, MemoryEngine, RedbEngine};
+use folio::{Engine, MemoryEngine, RedbEngine};
+use folio::{Mvcc, MvccOptions, TxnStore};
 use folio::{Result, err};
 
 /// Opens the store the server runs on: in memory, or in `dbpath` (created if missing) with the

@@ -54,9 +54,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use folio::error::{Code, Error, Result};
-use folio::mvcc::{Conflict, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult};
-use folio::storage::owned_bound;
+use folio::owned_bound;
+use folio::{Code, Error, Result};
+use folio::{Conflict, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult};
 use postgres::error::SqlState;
 use postgres::types::Type;
 use postgres::{NoTls, SimpleQueryMessage};

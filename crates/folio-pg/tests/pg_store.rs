@@ -9,8 +9,8 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use bson::{Bson, Document, doc};
-use folio::command::{Connection, Service, ServiceOptions};
-use folio::mvcc::{Ts, TxnStore};
+use folio::{Connection, Service, ServiceOptions};
+use folio::{Ts, TxnStore};
 use folio_pg::testing::cluster_or_skip;
 use folio_pg::{PgOptions, PgStore};
 
@@ -19,7 +19,7 @@ fn store(url: &str) -> Arc<PgStore> {
 }
 
 fn scan_keys(
-    txn: &dyn folio::mvcc::Txn,
+    txn: &dyn folio::Txn,
     start: Bound<&[u8]>,
     end: Bound<&[u8]>,
     rev: bool,

@@ -54,8 +54,8 @@ use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bson::{Document, doc};
-use folio::command::{Connection, Reply, Service, error_reply};
 use folio::{Code, Error};
+use folio::{Connection, Reply, Service, error_reply};
 use folio_wire::{
     Compressor, Malformed, MalformedKind, Message, Op, OpMsg, OpQuery, WireError, msg_flags,
     op_code,

@@ -5,9 +5,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use bson::doc;
-use folio::command::{Service, ServiceOptions};
-use folio::mvcc::{Mvcc, MvccOptions};
-use folio::storage::MemoryEngine;
+use folio::MemoryEngine;
+use folio::{Mvcc, MvccOptions};
+use folio::{Service, ServiceOptions};
 use folio_server::{Server, ServerConfig};
 use folio_wire::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

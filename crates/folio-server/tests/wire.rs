@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::{Document, doc};
-use folio::command::{Service, ServiceOptions};
-use folio::mvcc::{Mvcc, MvccOptions, Ts, Txn, TxnId, TxnStore};
-use folio::storage::MemoryEngine;
+use folio::MemoryEngine;
+use folio::{Mvcc, MvccOptions, Ts, Txn, TxnId, TxnStore};
+use folio::{Service, ServiceOptions};
 use folio_server::{Server, ServerConfig};
 use folio_wire::{Compressor, Message, Op, OpQuery, msg_flags, op_code};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -92,23 +92,42 @@ async fn send(stream: &mut TcpStream, msg: &Message) {
     stream.write_all(&bytes).await.expect("write");
 }
 
-/// Reads one frame; `None` when the server closed the connection.
-async fn read_frame(stream: &mut TcpStream) -> Option<Message> {
-    let mut buf = Vec::new();
-    let deadline = Duration::from_secs(10);
-    loop {
-        if let Some((msg, used)) = folio_wire::decode(&buf).expect("server sent a valid frame") {
-            assert_eq!(used, buf.len(), "one reply per request");
-            return Some(msg);
-        }
-        let mut chunk = [0_u8; 4096];
-        let n =
-            tokio::time::timeout(deadline, stream.read(&mut chunk)).await.expect("reply in time");
-        match n {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+/// Reads frames as they arrive, keeping the bytes of later frames for the next call (exhaust
+/// replies may come in one read).
+#[derive(Default)]
+struct Frames {
+    buf: Vec<u8>,
+}
+
+impl Frames {
+    /// The next frame; `None` when the server closed the connection.
+    async fn read(&mut self, stream: &mut TcpStream) -> Option<Message> {
+        loop {
+            if let Some((msg, used)) = folio_wire::decode(&self.buf).expect("a valid frame") {
+                self.buf.drain(..used);
+                return Some(msg);
+            }
+            let mut chunk = [0_u8; 4096];
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk));
+            match read.await.expect("a frame in time") {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
         }
     }
+
+    /// The next frame, which must come.
+    async fn next(&mut self, stream: &mut TcpStream) -> Message {
+        self.read(stream).await.expect("the server closed the connection")
+    }
+}
+
+/// Reads the one reply to a request; `None` when the server closed the connection.
+async fn read_frame(stream: &mut TcpStream) -> Option<Message> {
+    let mut frames = Frames::default();
+    let msg = frames.read(stream).await;
+    assert!(frames.buf.is_empty(), "one reply per request");
+    msg
 }
 
 fn body_of(msg: &Message) -> &Document {
@@ -580,30 +599,6 @@ async fn a_partial_frame_times_out_but_an_idle_connection_does_not() {
     let reply = read_frame(&mut slow).await.expect("reply to a slowly sent request");
     assert_eq!(body_of(&reply).get_f64("ok").ok(), Some(1.0));
     server.shutdown().await;
-}
-
-/// Reads frames as they arrive, keeping the bytes of later frames for the next call (exhaust
-/// replies may come in one read).
-#[derive(Default)]
-struct Frames {
-    buf: Vec<u8>,
-}
-
-impl Frames {
-    async fn next(&mut self, stream: &mut TcpStream) -> Message {
-        loop {
-            if let Some((msg, used)) = folio_wire::decode(&self.buf).expect("a valid frame") {
-                self.buf.drain(..used);
-                return msg;
-            }
-            let mut chunk = [0_u8; 4096];
-            let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk));
-            match read.await.expect("a frame in time") {
-                Ok(0) | Err(_) => panic!("the server closed the connection"),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
 }
 
 fn more_to_come(msg: &Message) -> bool {

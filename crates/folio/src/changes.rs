@@ -207,11 +207,9 @@ impl ChangeStream {
                 "allowToRunOnConfigDB" | "allowToRunOnSystemNS" => {
                     truthy_bool(k, v)?;
                 }
-                other => bail!(
-                    Location40415,
-                    "BSON field '$changeStream.{}' is an unknown field.",
-                    other
-                ),
+                other => {
+                    return Err(Error::unknown_field(&format!("$changeStream.{other}")));
+                }
             }
         }
         let full_document = image(spec.get("fullDocument"), "fullDocument", "default")?;
@@ -691,11 +689,6 @@ impl StreamRegistry {
     /// How many streams are open.
     pub fn len(&self) -> usize {
         self.streams.lock().len() + self.tails.lock().len()
-    }
-
-    /// Whether no stream is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

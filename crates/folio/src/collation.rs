@@ -428,10 +428,7 @@ impl Collation {
                     string_field(k, v)?;
                 }
                 other => {
-                    return Err(Error::new(
-                        Code::Other(40415),
-                        format!("BSON field 'collation.{other}' is an unknown field."),
-                    ));
+                    return Err(Error::unknown_field(&format!("collation.{other}")));
                 }
             }
         }

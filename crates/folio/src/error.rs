@@ -311,6 +311,12 @@ pub struct Error {
 }
 
 impl Error {
+    /// The unknown-field error of MongoDB's strict parsers (40415, `Location40415` as MongoDB
+    /// names it) for the field at `path` (`find.fliter`, `$merge.bogus`, ...).
+    pub fn unknown_field(path: &str) -> Error {
+        Error::new(Code::Location40415, format!("BSON field '{path}' is an unknown field."))
+    }
+
     /// An error with a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Error { code, message: message.into(), labels: Vec::new(), extra: None }
@@ -371,7 +377,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[macro_export]
 macro_rules! err {
     ($code:ident, $($arg:tt)*) => {
-        $crate::error::Error::new($crate::error::Code::$code, format!($($arg)*))
+        $crate::Error::new($crate::Code::$code, format!($($arg)*))
     };
 }
 

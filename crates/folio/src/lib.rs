@@ -1,28 +1,31 @@
 //! Folio's core: a MongoDB-compatible document database engine with snapshot-isolation
 //! multi-document transactions, usable in-process (the [`api`] module) or through the wire
-//! protocol server, which calls the same [`command`] path.
+//! protocol server, which calls the same command path ([`Service::dispatch`]).
 //!
 //! # Layers
 //!
-//! Lower layers never import upper ones:
+//! The modules are private; what other crates use is re-exported here (the command service,
+//! the transaction store and engines, metrics and the in-memory log, the parsers the fuzz
+//! targets drive). Lower layers never import upper ones:
 //!
-//! - [`error`], [`doc`], [`encoding`]: MongoDB error codes, document helpers and type order,
+//! - `error`, `doc`, `encoding`: MongoDB error codes, document helpers and type order,
 //!   order-preserving key encodings.
-//! - [`memory`]: size limits per value and document, and the per-operation and server-wide
+//! - `memory`: size limits per value and document, and the per-operation and server-wide
 //!   memory counters that keep one request from taking the server down.
-//! - [`expr`]: aggregation expressions (parser, evaluator, operators, dates, decimals, time
+//! - `expr`: aggregation expressions (parser, evaluator, operators, dates, decimals, time
 //!   zones), below both the query and the aggregation layers.
-//! - [`query`], [`update`], [`agg`]: pure functions on documents (filters, projection, sort,
+//! - `query`, `update`, `agg`: pure functions on documents (filters, projection, sort,
 //!   update operators, aggregation stages).
-//! - [`storage`]: the ordered KV engine trait with redb and in-memory engines.
-//! - [`mvcc`]: snapshot-isolation transactions above storage ([`mvcc::TxnStore`], [`mvcc::Txn`]).
-//! - [`catalog`], [`index`]: databases, collections and indexes, kept in the MVCC keyspace.
-//! - [`exec`]: collection operations inside one transaction.
-//! - [`cursor`], [`session`]: cursors, logical sessions, the transaction state machine and
+//! - `storage`: the ordered KV [`Engine`] trait with redb and in-memory engines.
+//! - `mvcc`: snapshot-isolation transactions above storage ([`TxnStore`], [`Txn`]).
+//! - `catalog`, `index`: databases, collections and indexes, kept in the MVCC keyspace.
+//! - `exec`: collection operations inside one transaction.
+//! - `cursor`, `session`: cursors, logical sessions, the transaction state machine and
 //!   retryable-write history.
-//! - [`auth`]: SCRAM credentials and conversations, users and roles in `admin.system.users`
+//! - `auth`: SCRAM credentials and conversations, users and roles in `admin.system.users`
 //!   and `admin.system.roles`, privileges.
-//! - [`command`]: the command table and dispatch, shared by the server and the embedded API.
+//! - `command`: the command table and dispatch ([`Service`]), shared by the server and the
+//!   embedded API.
 //! - [`api`]: the embedded API, named like the official `mongodb` crate.
 
 // Every public item says what it is, and no `unwrap` can turn bad input or a bad stored value
@@ -30,36 +33,59 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
-pub mod error;
+mod error;
 
-pub mod collation;
-pub mod doc;
-pub mod encoding;
-pub mod memory;
-pub mod pcre;
+mod collation;
+mod doc;
+mod encoding;
+mod memory;
+mod pcre;
 
-pub mod expr;
+mod expr;
 
-pub mod agg;
-pub mod query;
-pub mod update;
+mod agg;
+mod query;
+mod update;
 
-pub mod mvcc;
-pub mod storage;
+mod mvcc;
+mod storage;
 
-pub mod catalog;
-pub mod index;
+mod catalog;
+mod index;
 
-pub mod exec;
+mod exec;
 
-pub mod changes;
-pub mod cursor;
-pub mod session;
+mod changes;
+mod cursor;
+mod session;
 
-pub mod auth;
+mod auth;
 
-pub mod command;
+mod command;
 
 pub mod api;
 
+// What the server, the command-line tool, the PostgreSQL store, the fuzz targets and the
+// tests use; everything else stays inside the crate.
+pub use agg::{Context as PipelineContext, Pipeline};
+pub use command::{Connection, Reply, Service, ServiceOptions, error_reply, metrics, recent_log};
 pub use error::{Code, Error, Result};
+pub use exec::verify;
+pub use memory::set_limits;
+pub use mvcc::{
+    Clock, Conflict, Mvcc, MvccOptions, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult,
+};
+pub use query::Filter;
+pub use storage::{Engine, KvIter, MemoryEngine, RedbEngine, Status, WriteBatch, owned_bound};
+pub use update::{UpdateContext, UpdateSpec};
+
+/// What the tests of Folio's crates reach inside the core for: a SCRAM client, collections and
+/// index key ranges to look at or damage, a TTL pass on demand. Not an interface.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::auth::scram::Mechanism;
+    pub use crate::auth::scram::client::Client as ScramClient;
+    pub use crate::catalog::keys::{index_prefix, prefix_end};
+    pub use crate::catalog::{get_collection, list_collections};
+    pub use crate::command::ttl::pass as ttl_pass;
+}

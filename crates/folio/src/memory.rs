@@ -119,7 +119,7 @@ thread_local! {
 
 /// Sets the per-operation limit (`internalQueryMaxMemoryUsageBytesPerOperation`; 0: none of
 /// its own) and the server-wide cap (`internalQueryMaxMemoryUsageBytesAllOperations`; `None`:
-/// half of what the process may use, see [`server_cap`]).
+/// half of what the process may use, see `memory::server_cap`).
 pub fn set_limits(per_operation: usize, server: Option<usize>) {
     OPERATION_LIMIT.store(per_operation, Ordering::Relaxed);
     SERVER_CAP.store(server.unwrap_or_else(default_server_cap), Ordering::Relaxed);
@@ -144,6 +144,7 @@ pub fn server_cap() -> usize {
 }
 
 /// What the operation running on this thread holds now.
+#[cfg(test)]
 pub fn operation_used() -> usize {
     OP_USED.with(Cell::get)
 }

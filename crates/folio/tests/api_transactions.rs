@@ -335,9 +335,9 @@ fn a_bulk_write_in_an_aborted_transaction_leaves_nothing() {
 
 /// A client of a service with test commands (fail points) enabled.
 fn client_with_fail_points() -> Client {
-    use folio::command::{Service, ServiceOptions};
-    use folio::mvcc::{Mvcc, MvccOptions};
-    use folio::storage::MemoryEngine;
+    use folio::MemoryEngine;
+    use folio::{Mvcc, MvccOptions};
+    use folio::{Service, ServiceOptions};
     let store =
         Mvcc::open(std::sync::Arc::new(MemoryEngine::new()), MvccOptions::default()).unwrap();
     let options = ServiceOptions { test_commands: true, ..ServiceOptions::default() };

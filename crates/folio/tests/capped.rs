@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::{Bson, Document, doc};
-use folio::command::{Connection, Service, ServiceOptions};
-use folio::mvcc::{Mvcc, MvccOptions};
-use folio::storage::MemoryEngine;
+use folio::MemoryEngine;
+use folio::{Connection, Service, ServiceOptions};
+use folio::{Mvcc, MvccOptions};
 
 fn service() -> Service {
     let store = Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("mvcc");
@@ -80,7 +80,7 @@ fn capped_collections_keep_their_newest_documents_in_insertion_order() {
     assert_eq!(ids(&r, "firstBatch"), [3, 6, 7]);
     let store = svc.store();
     let txn = store.begin().expect("begin");
-    assert!(folio::exec::verify(txn.as_ref()).expect("verify").is_empty());
+    assert!(folio::verify(txn.as_ref()).expect("verify").is_empty());
 }
 
 #[test]

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::{Bson, Document, doc};
-use folio::command::{Connection, Service, ServiceOptions};
-use folio::mvcc::{Mvcc, MvccOptions, TxnStore};
-use folio::storage::{Engine, MemoryEngine};
+use folio::{Connection, Service, ServiceOptions};
+use folio::{Engine, MemoryEngine};
+use folio::{Mvcc, MvccOptions, TxnStore};
 
 fn service_on(engine: Arc<dyn Engine>, options: ServiceOptions) -> Service {
     let store = Mvcc::open(engine, MvccOptions::default()).expect("open mvcc");
@@ -399,7 +399,7 @@ fn ttl_deletes_appear_as_delete_events_and_settings_change_at_runtime() {
         doc! { "createIndexes": "s", "indexes": [{ "key": { "at": 1 }, "name": "at_1", "expireAfterSeconds": 86400 }] },
     ));
     let (id, _, _) = watch(&svc, &mut conn, "test", "s".into(), doc! {}, vec![]);
-    assert_eq!(folio::command::ttl::pass(&svc).unwrap(), 0, "a day is not over yet");
+    assert_eq!(folio::testing::ttl_pass(&svc).unwrap(), 0, "a day is not over yet");
     // collMod shortens the expiry; the next pass deletes the hour-old document.
     let r = run(
         &svc,
@@ -408,7 +408,7 @@ fn ttl_deletes_appear_as_delete_events_and_settings_change_at_runtime() {
     );
     ok(&r);
     assert_eq!(r.get_i64("expireAfterSeconds_new").ok(), Some(60), "{r}");
-    assert_eq!(folio::command::ttl::pass(&svc).unwrap(), 1);
+    assert_eq!(folio::testing::ttl_pass(&svc).unwrap(), 1);
     let (_, events, _) = more(&svc, &mut conn, "test", "s", id, 1000);
     assert_eq!(types(&events), ["delete"], "collMod shows only with showExpandedEvents");
     assert_eq!(events[0].get_document("documentKey").unwrap(), &doc! { "_id": 1 });

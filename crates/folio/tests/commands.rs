@@ -42,9 +42,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bson::{Bson, Document, doc};
-use folio::command::{Service, ServiceOptions};
-use folio::mvcc::{Mvcc, MvccOptions};
-use folio::storage::MemoryEngine;
+use folio::MemoryEngine;
+use folio::{Mvcc, MvccOptions};
+use folio::{Service, ServiceOptions};
 
 fn service(auth: bool) -> Service {
     let store =
@@ -56,13 +56,13 @@ fn service(auth: bool) -> Service {
 /// Runs a SCRAM conversation as a driver does; returns the error reply of the step that failed.
 fn scram_login(
     svc: &Service,
-    conn: &mut folio::command::Connection,
+    conn: &mut folio::Connection,
     user: &str,
     password: &str,
     mechanism: &str,
     db: &str,
 ) -> Result<(), Document> {
-    use folio::auth::scram::{Mechanism, client::Client};
+    use folio::testing::{Mechanism, ScramClient as Client};
     let mech = Mechanism::from_name(mechanism).expect("mechanism");
     let mut client = Client::new(mech, user, password);
     let bin = |bytes: Vec<u8>| bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes };
@@ -218,7 +218,7 @@ fn run_script(file: &Path) -> Vec<String> {
     let mut rewritten: Vec<String> = text.lines().map(str::to_string).collect();
     let mut changed = false;
     let svc = service(text.lines().any(|l| l.trim() == "% auth"));
-    let mut connections: HashMap<String, folio::command::Connection> = HashMap::new();
+    let mut connections: HashMap<String, folio::Connection> = HashMap::new();
     let mut current = String::from("default");
     connections.insert(current.clone(), svc.connect("127.0.0.1:40000"));
     let mut sessions: HashMap<String, Document> = HashMap::new();
@@ -334,7 +334,7 @@ fn run_script(file: &Path) -> Vec<String> {
     }
     // Whatever the script did, indexes and documents must still agree.
     let txn = svc.store().begin().expect("begin");
-    for problem in folio::exec::verify(txn.as_ref()).expect("verify") {
+    for problem in folio::verify(txn.as_ref()).expect("verify") {
         failures.push(format!("{}: verify: {problem}", file.display()));
     }
     failures
@@ -420,9 +420,8 @@ fn kill_op_interrupts_a_write_waiting_for_a_transaction() {
     let svc = Arc::new(service(false));
     let mut conn = svc.connect("test");
     let lsid = doc! { "id": bson::Uuid::new() };
-    let run = |svc: &Service, conn: &mut folio::command::Connection, cmd: Document| {
-        svc.dispatch(conn, cmd).body
-    };
+    let run =
+        |svc: &Service, conn: &mut folio::Connection, cmd: Document| svc.dispatch(conn, cmd).body;
     let r =
         run(&svc, &mut conn, doc! { "insert": "k", "documents": [{ "_id": 1 }], "$db": "test" });
     assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
@@ -544,7 +543,7 @@ fn ttl_pass_deletes_expired_documents_only() {
         { "key": { "at": 1, "a": 1 }, "name": "compound", "expireAfterSeconds": 1 },
     ] });
 
-    let deleted = folio::command::ttl::pass(&svc).expect("ttl pass");
+    let deleted = folio::testing::ttl_pass(&svc).expect("ttl pass");
     assert_eq!(deleted, 2, "the hour-old document and the array holding an hour-old date");
     let r = run(doc! { "find": "sessions", "filter": {}, "sort": { "_id": 1 } });
     let ids: Vec<i32> = r
@@ -563,7 +562,7 @@ fn ttl_pass_deletes_expired_documents_only() {
     assert_eq!(ttl.get_i64("passes").ok(), Some(1), "{ttl}");
     let store = svc.store();
     let txn = store.begin().expect("begin");
-    assert!(folio::exec::verify(txn.as_ref()).expect("verify").is_empty());
+    assert!(folio::verify(txn.as_ref()).expect("verify").is_empty());
 }
 
 #[test]
@@ -583,12 +582,12 @@ fn validate_reports_index_entries_that_disagree_with_documents() {
     // Lose one index entry and plant one that no document calls for, behind the catalog's back.
     let store = svc.store();
     let mut txn = store.begin().expect("begin");
-    let meta = folio::catalog::get_collection(txn.as_ref(), "test", "v")
+    let meta = folio::testing::get_collection(txn.as_ref(), "test", "v")
         .expect("catalog")
         .expect("collection");
     let index = meta.indexes.iter().find(|i| i.name() == "a_1").expect("index");
-    let prefix = folio::catalog::keys::index_prefix(meta.id, index.id);
-    let end = folio::catalog::keys::prefix_end(&prefix);
+    let prefix = folio::testing::index_prefix(meta.id, index.id);
+    let end = folio::testing::prefix_end(&prefix);
     let (first, value) = txn
         .scan(std::ops::Bound::Included(&prefix), std::ops::Bound::Excluded(&end), false)
         .expect("scan")
@@ -636,7 +635,7 @@ fn fail_command_block_connection_delays_the_command_for_its_app_only() {
         "$db": "admin",
     });
     assert_eq!(r.body.get_f64("ok").ok(), Some(1.0), "{}", r.body);
-    let timed = |conn: &mut folio::command::Connection| {
+    let timed = |conn: &mut folio::Connection| {
         let started = std::time::Instant::now();
         let r = svc.dispatch(conn, doc! { "ping": 1, "$db": "admin" });
         assert_eq!(r.body.get_f64("ok").ok(), Some(1.0), "{}", r.body);

@@ -32,9 +32,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{Bson, Document, doc};
-use folio::command::{Connection, Service, ServiceOptions};
-use folio::mvcc::{Mvcc, MvccOptions, TxnStore};
-use folio::storage::RedbEngine;
+use folio::RedbEngine;
+use folio::{Connection, Service, ServiceOptions};
+use folio::{Mvcc, MvccOptions, TxnStore};
 use rand::Rng;
 
 const ACCOUNTS: i32 = 20;
@@ -342,7 +342,7 @@ fn check(dir: &Path, acked: &[i64], rw_acked: &[i64], audited: &[i64]) -> i64 {
         }
     }
     let txn = store.begin().expect("begin");
-    let problems = folio::exec::verify(txn.as_ref()).expect("verify");
+    let problems = folio::verify(txn.as_ref()).expect("verify");
     assert!(problems.is_empty(), "verify found problems: {problems:?}");
     max_seq
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use folio::mvcc::{Clock, Mvcc, MvccOptions, Ts, TxnStore};
-use folio::storage::{Engine, KvIter, MemoryEngine, RedbEngine, Status, WriteBatch};
+use folio::{Clock, Mvcc, MvccOptions, Ts, TxnStore};
+use folio::{Engine, KvIter, MemoryEngine, RedbEngine, Status, WriteBatch};
 
 fn options(clock: &Arc<AtomicU32>) -> MvccOptions {
     MvccOptions {

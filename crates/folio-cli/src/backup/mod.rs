@@ -35,8 +35,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bson::{Bson, Document};
-use folio::command::{Connection, Service, ServiceOptions};
-use folio::mvcc::TxnStore;
+use folio::TxnStore;
+use folio::{Connection, Service, ServiceOptions};
 
 /// A command's failure: MongoDB's error code when the server gave one, and the message.
 #[derive(Debug, Clone)]

@@ -75,7 +75,7 @@ fn field_path(s: &str) -> Result<Vec<String>> {
 }
 
 fn unknown_field(name: &str) -> Error {
-    loc(40415, format!("BSON field '{name}' is an unknown field."))
+    Error::unknown_field(name)
 }
 
 fn missing_field(name: &str) -> Error {

@@ -20,7 +20,7 @@ use crate::expr::{Scope, loc, type_name};
 use crate::{bail, err};
 
 fn unknown_field(name: &str) -> Error {
-    loc(40415, format!("BSON field '$fill.{name}' is an unknown field."))
+    Error::unknown_field(&format!("$fill.{name}"))
 }
 
 /// Parses `$fill` into the stages it stands for.

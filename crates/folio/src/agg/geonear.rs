@@ -156,11 +156,6 @@ impl GeoNear {
         self.annotate = true;
     }
 
-    /// The stage's `query`, which the command layer may use to read its input.
-    pub fn query(&self) -> Option<&Filter> {
-        self.query.as_ref()
-    }
-
     /// Measures, filters, sorts and annotates the input (see the module documentation).
     pub fn execute(&self, docs: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {
         let (key, sphere_index) =

@@ -499,10 +499,7 @@ pub(super) fn parse_union(arg: &Bson, let_vars: &Document) -> Result<Stage> {
             };
             for k in d.keys() {
                 if k != "coll" && k != "pipeline" {
-                    return Err(loc(
-                        40415,
-                        format!("BSON field '$unionWith.{k}' is an unknown field."),
-                    ));
+                    return Err(Error::unknown_field(&format!("$unionWith.{k}")));
                 }
             }
             Ok(Stage::UnionWith(coll, pipeline))

@@ -40,8 +40,8 @@ mod tests;
 use bson::{Bson, Document};
 
 use crate::expr::{Expression, Scope};
-pub use spill::{DEFAULT_MEMORY_LIMIT, MemoryLimit};
-pub use stage::{CurrentOp, SEARCH_INDEXES_UNAVAILABLE, SEARCH_UNAVAILABLE, Stage};
+pub use spill::MemoryLimit;
+pub use stage::{CurrentOp, SEARCH_INDEXES_UNAVAILABLE, Stage};
 
 use crate::err;
 use crate::error::Result;
@@ -112,7 +112,7 @@ pub struct Context<'a> {
     pub in_transaction: bool,
     /// The memory each blocking stage (`$group`, `$sort`, ...) may use, and whether it may
     /// spill to disk past it (the command's `allowDiskUse`, allowed unless `false` as in
-    /// MongoDB 8.0): [`MemoryLimit::from_command`].
+    /// MongoDB 8.0): `MemoryLimit::from_command`.
     pub memory_limit: MemoryLimit,
     /// The collection the `aggregate` names (empty for `aggregate: 1`), which `$collStats` and
     /// `$indexStats` describe.
@@ -248,7 +248,7 @@ impl Pipeline {
     }
 
     /// The final `$out`/`$merge`, if any: the command layer writes the results of
-    /// [`Pipeline::execute`] there (with [`output::write`]) and replies with an empty cursor.
+    /// [`Pipeline::execute`] there (with `agg::output::write`) and replies with an empty cursor.
     pub fn sink(&self) -> Option<&output::Sink> {
         match self.stages.last() {
             Some(Stage::Output(s)) => Some(s),
@@ -349,6 +349,7 @@ pub fn eval_let(vars: &Document) -> Result<Document> {
 }
 
 /// Evaluates one expression against a document (for callers outside the pipeline).
+#[cfg(test)]
 pub fn evaluate(expr: &Bson, doc: &Document) -> Result<Option<Bson>> {
     Expression::parse(expr)?.eval_doc(doc)
 }

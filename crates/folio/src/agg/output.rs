@@ -297,7 +297,7 @@ pub fn parse_merge(arg: &Bson) -> Result<Sink> {
     };
     for k in spec.keys() {
         if !matches!(k.as_str(), "into" | "on" | "let" | "whenMatched" | "whenNotMatched") {
-            return Err(loc(40415, format!("BSON field '$merge.{k}' is an unknown field.")));
+            return Err(crate::Error::unknown_field(&format!("$merge.{k}")));
         }
     }
     Ok(Sink::Merge(Box::new(MergeSpec { db, coll, on, when_matched, when_not_matched, let_vars })))

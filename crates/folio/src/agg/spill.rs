@@ -261,6 +261,7 @@ impl<F: Fn(&Document, &Document) -> Ordering> Sorter<F> {
     }
 
     /// How many runs have been written to disk so far.
+    #[cfg(test)]
     pub fn runs(&self) -> usize {
         self.runs.len()
     }

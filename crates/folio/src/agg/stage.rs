@@ -169,10 +169,7 @@ impl Stage {
                 };
                 for k in d.keys() {
                     if k != "newRoot" {
-                        return Err(loc(
-                            40415,
-                            format!("BSON field '$replaceRoot.{k}' is an unknown field."),
-                        ));
+                        return Err(Error::unknown_field(&format!("$replaceRoot.{k}")));
                     }
                 }
                 let Some(root) = d.get("newRoot") else {

@@ -60,7 +60,7 @@ pub struct CollStats {
 }
 
 fn unknown(field: &str) -> Error {
-    loc(40415, format!("BSON field '$collStats.{field}' is an unknown field."))
+    Error::unknown_field(&format!("$collStats.{field}"))
 }
 
 fn wrong_type(field: &str, v: &Bson, expected: &str) -> Error {

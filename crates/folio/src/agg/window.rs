@@ -165,10 +165,7 @@ impl SetWindowFields {
                     }
                 },
                 other => {
-                    return Err(loc(
-                        40415,
-                        format!("BSON field '$setWindowFields.{other}' is an unknown field."),
-                    ));
+                    return Err(crate::Error::unknown_field(&format!("$setWindowFields.{other}")));
                 }
             }
         }
@@ -434,15 +431,6 @@ fn window_range(w: &Window, i: usize, n: usize, keys: &[Value]) -> Result<(usize
     }
 }
 
-fn nullish(v: &Value) -> bool {
-    matches!(v, None | Some(Bson::Null) | Some(Bson::Undefined))
-}
-
-/// The type name MongoDB prints for a value, `missing` when there is none.
-fn value_type(v: &Value) -> &'static str {
-    v.as_ref().map_or("missing", type_name)
-}
-
 /// `$linearFill` over one sorted partition: `keys` are the sort values, `values` the input.
 /// Each run of null values between two non-null ones is interpolated on the sort values
 /// (`y1 + (x - x1) * (y2 - y1) / (x2 - x1)`); nulls before the first or after the last
@@ -453,18 +441,18 @@ fn linear_fill(keys: &[Value], values: Vec<Value>) -> Result<Vec<Value>> {
     };
     let is_num = |v: &Value| v.as_ref().and_then(Number::of).is_some();
     for (i, (x, y)) in keys.iter().zip(&values).enumerate() {
-        if !is_num(y) && !nullish(y) {
+        if !is_num(y) && !crate::expr::ops::is_nullish(y) {
             bail!(
                 TypeMismatch,
                 "Value to be filled must be numeric or nullish, but found {}",
-                value_type(y)
+                crate::expr::value_type(y)
             );
         }
         if !is_num(x) && !is_date(x) {
             bail!(
                 TypeMismatch,
                 "Value of the sortBy field must be numeric or a date, but found {}",
-                value_type(x)
+                crate::expr::value_type(x)
             );
         }
         if i > 0 {
@@ -476,13 +464,14 @@ fn linear_fill(keys: &[Value], values: Vec<Value>) -> Result<Vec<Value>> {
                 bail!(
                     TypeMismatch,
                     "Conflicting sort value types, previously received type {}, but found {}",
-                    value_type(prev),
-                    value_type(x)
+                    crate::expr::value_type(prev),
+                    crate::expr::value_type(x)
                 );
             }
         }
     }
-    let known: Vec<usize> = (0..values.len()).filter(|i| !nullish(&values[*i])).collect();
+    let known: Vec<usize> =
+        (0..values.len()).filter(|i| !crate::expr::ops::is_nullish(&values[*i])).collect();
     let mut out = values.clone();
     for pair in known.windows(2) {
         let (a, b) = (pair[0], pair[1]);
@@ -496,5 +485,8 @@ fn linear_fill(keys: &[Value], values: Vec<Value>) -> Result<Vec<Value>> {
                 arith::add(vec![values[a].clone(), arith::multiply(vec![dx, slope.clone()])?])?;
         }
     }
-    Ok(out.into_iter().map(|v| if nullish(&v) { Some(Bson::Null) } else { v }).collect())
+    Ok(out
+        .into_iter()
+        .map(|v| if crate::expr::ops::is_nullish(&v) { Some(Bson::Null) } else { v })
+        .collect())
 }

@@ -196,7 +196,7 @@ fn commands_sent_match_the_golden_file() {
         .unwrap();
     });
 
-    if std::env::var_os("UPDATE_GOLDENFILES").is_some() {
+    if crate::doc::golden::update_requested() {
         std::fs::write(GOLDEN, &out).expect("write golden file");
         return;
     }

@@ -11,24 +11,19 @@
 
 use bson::{Bson, Document, doc};
 
-use super::args::{collection, opt_bool, opt_doc};
+use super::args::Request;
+use super::args::{opt_bool, opt_doc};
 use super::runner::Runner;
-use super::{Connection, Service};
 use crate::bail;
 use crate::catalog;
 use crate::error::Result;
 use crate::exec;
 
 /// `validate`.
-pub fn validate(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "validate")?;
+pub fn validate(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     for flag in ["full", "background", "checkBSONConformance", "enforceFastCount"] {
-        opt_bool(cmd, flag, "validate")?;
+        opt_bool(req.cmd, flag, "validate")?;
     }
     let db = run.op.db.clone();
     let ns = format!("{db}.{coll}");
@@ -84,13 +79,8 @@ fn entries(keys: &[Vec<u8>]) -> Vec<Document> {
 /// `dataSize`: the BSON size and count of a collection's documents (`{dataSize: "db.coll"}`).
 /// A key range (`keyPattern` with `min`/`max`) is refused: it would need an index scan between
 /// bounds given by hand, which Folio does not offer (as with `find`'s `min`/`max`).
-pub fn data_size(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let ns = match cmd.get("dataSize") {
+pub fn data_size(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let ns = match req.cmd.get("dataSize") {
         Some(Bson::String(ns)) => ns.clone(),
         Some(other) => bail!(
             TypeMismatch,
@@ -104,11 +94,11 @@ pub fn data_size(
         bail!(InvalidNamespace, "Invalid namespace specified '{}'", ns);
     };
     for key in ["keyPattern", "min", "max"] {
-        if opt_doc(cmd, key, "dataSize")?.is_some_and(|d| !d.is_empty()) {
+        if opt_doc(req.cmd, key, "dataSize")?.is_some_and(|d| !d.is_empty()) {
             bail!(NotImplemented, "dataSize.{} is not supported by Folio", key);
         }
     }
-    opt_bool(cmd, "estimate", "dataSize")?;
+    opt_bool(req.cmd, "estimate", "dataSize")?;
     let started = std::time::Instant::now();
     let stats = run.read(|txn| exec::stats::namespace_stats(txn, db, coll))?;
     let (size, count) = match stats {
@@ -123,28 +113,28 @@ pub fn data_size(
 }
 
 /// `fsync`: flushes the storage engine. `lock: true` is refused (see the module docs).
-pub fn fsync(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
-    if opt_bool(cmd, "lock", "fsync")? == Some(true) {
+pub fn fsync(req: &mut Request<'_>) -> Result<Document> {
+    if opt_bool(req.cmd, "lock", "fsync")? == Some(true) {
         bail!(
             CommandNotSupported,
             "fsync with lock: true is not supported by Folio: it has no global write lock to \
              hold (back up with `folio dump`, which reads one snapshot)"
         );
     }
-    opt_bool(cmd, "async", "fsync")?;
-    svc.store.flush()?;
+    opt_bool(req.cmd, "async", "fsync")?;
+    req.svc.store.flush()?;
     Ok(doc! { "numFiles": 1 })
 }
 
 /// `fsyncUnlock`: there is never an fsync lock to release.
-pub fn fsync_unlock(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+pub fn fsync_unlock(_: &mut Request<'_>) -> Result<Document> {
     bail!(IllegalOperation, "fsyncUnlock called when not locked");
 }
 
 /// `replSetGetConfig` (mongosh `rs.conf()`): the configuration of the one-member replica set
 /// `hello` and `replSetGetStatus` describe.
-pub fn repl_set_get_config(svc: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
-    let opts = svc.options();
+pub fn repl_set_get_config(req: &mut Request<'_>) -> Result<Document> {
+    let opts = req.svc.options();
     Ok(doc! { "config": {
         "_id": opts.repl_set_name.clone(),
         "version": 1,
@@ -171,7 +161,7 @@ pub fn repl_set_get_config(svc: &Service, _: &mut Connection, _: &Document) -> R
             "catchUpTakeoverDelayMillis": 30000,
             "getLastErrorModes": {},
             "getLastErrorDefaults": { "w": 1, "wtimeout": 0 },
-            "replicaSetId": svc.service_id,
+            "replicaSetId": req.svc.service_id,
         },
     } })
 }

@@ -1,10 +1,35 @@
-//! Typed extraction of command arguments with MongoDB's error messages.
+//! A command as its handler receives it ([`Request`]), and typed extraction of command
+//! arguments with MongoDB's error messages.
 
 use bson::{Bson, Document};
 
-use super::runner::number;
+use super::{Connection, Service};
 use crate::bail;
+use crate::doc::compare::as_f64 as number;
 use crate::error::Result;
+
+/// One command as its handler receives it. Dispatch has looked the command up in the table and
+/// checked its top-level fields against the table's declaration ([`super::fields`]), so a
+/// handler reads only fields it was written for.
+pub struct Request<'a> {
+    /// The service.
+    pub svc: &'a Service,
+    /// The client's connection.
+    pub conn: &'a mut Connection,
+    /// The command document.
+    pub cmd: &'a Document,
+    /// The command's name as the client wrote it (an alias such as `findandmodify` included).
+    pub name: &'a str,
+    /// The database the command runs against (`$db`).
+    pub db: &'a str,
+}
+
+impl Request<'_> {
+    /// The collection named by the command's first field.
+    pub fn collection(&self) -> Result<String> {
+        collection(self.cmd, self.name)
+    }
+}
 
 /// The collection name in the command's first field.
 pub fn collection(cmd: &Document, name: &str) -> Result<String> {

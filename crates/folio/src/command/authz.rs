@@ -217,7 +217,7 @@ pub fn required(name: &str, cmd: &Document, db: &str, conn: &Connection) -> Need
                     ("update", &["update"][..]),
                     ("delete", &["remove"][..]),
                 ] {
-                    if let Some(i) = op.get(kind).and_then(super::runner::number)
+                    if let Some(i) = op.get(kind).and_then(crate::doc::compare::as_f64)
                         && let Some((d, c)) = infos.get(i as usize).and_then(|ns| split_ns(ns))
                     {
                         for a in actions {

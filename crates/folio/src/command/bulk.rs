@@ -3,10 +3,10 @@
 
 use bson::{Bson, Document, doc};
 
+use super::args::Request;
 use super::args::{doc_array, opt_bool, opt_doc};
-use super::crud::{is_command_level, stmt_id, write_error_doc};
-use super::runner::{Mode, Runner};
-use super::{Connection, Service};
+use super::crud::{run_batch, write_error_doc};
+use super::runner::Runner;
 use crate::bail;
 use crate::error::Result;
 use crate::exec;
@@ -109,17 +109,12 @@ fn parse_op(op: &Document, namespaces: usize) -> Result<Op> {
 }
 
 /// `bulkWrite`.
-pub fn bulk_write(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let raw_ops = doc_array(cmd, "ops", "bulkWrite")?;
-    let ns_info = doc_array(cmd, "nsInfo", "bulkWrite")?;
-    let ordered = opt_bool(cmd, "ordered", "bulkWrite")?.unwrap_or(true);
-    let errors_only = opt_bool(cmd, "errorsOnly", "bulkWrite")?.unwrap_or(false);
-    let batch = super::ddl::list_batch_size(cmd, "bulkWrite")?;
+pub fn bulk_write(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let raw_ops = doc_array(req.cmd, "ops", "bulkWrite")?;
+    let ns_info = doc_array(req.cmd, "nsInfo", "bulkWrite")?;
+    let ordered = opt_bool(req.cmd, "ordered", "bulkWrite")?.unwrap_or(true);
+    let errors_only = opt_bool(req.cmd, "errorsOnly", "bulkWrite")?.unwrap_or(false);
+    let batch = super::ddl::list_batch_size(req.cmd, "bulkWrite")?;
     let mut namespaces = Vec::new();
     for info in &ns_info {
         let ns = info
@@ -135,9 +130,8 @@ pub fn bulk_write(
     if raw_ops.is_empty() {
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
-    let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
-    let let_vars = super::crud::command_let(cmd, "bulkWrite")?;
-    let bypass = opt_bool(cmd, "bypassDocumentValidation", "bulkWrite")?.unwrap_or(false);
+    let let_vars = super::crud::command_let(req.cmd, "bulkWrite")?;
+    let bypass = opt_bool(req.cmd, "bypassDocumentValidation", "bulkWrite")?.unwrap_or(false);
     let mut results = Vec::new();
     let (
         mut n_errors,
@@ -147,63 +141,63 @@ pub fn bulk_write(
         mut n_upserted,
         mut n_deleted,
     ) = (0i32, 0i64, 0i64, 0i64, 0i64, 0i64);
-    if raw_ops.len() > 1 {
-        // One sync for the whole batch, before the reply (see `Runner::defer_durability`).
-        run.defer_durability();
-    }
-    let mut command_error = None;
-    for (i, raw) in raw_ops.iter().enumerate() {
-        let stmt = stmt_id(cmd, i);
-        let outcome = parse_op(raw, namespaces.len()).map(|mut op| {
-            if let Op::Update { op, .. } = &mut op {
-                op.let_vars = let_vars.clone();
-                op.bypass_validation = bypass;
-            }
-            op
-        });
-        let outcome = outcome.and_then(|op| match op {
-            Op::Insert { ns, doc } => {
-                let (db, coll) = &namespaces[ns];
-                run.write(stmt, |txn| {
-                    exec::insert_one(txn, db, coll, doc.clone(), bypass)?;
-                    Ok(doc! { "n": 1, "kind": "insert" })
-                })
-            }
-            Op::Update { ns, op } => {
-                let (db, coll) = &namespaces[ns];
-                run.write(stmt, |txn| {
-                    let r = exec::update(txn, db, coll, &op)?;
-                    let mut d = doc! { "n": r.matched as i64, "nModified": r.modified as i64, "kind": "update" };
-                    if let Some(id) = r.upserted_id {
-                        d.insert("n", 1_i64);
-                        d.insert("upserted", doc! { "_id": id });
-                    }
-                    Ok(d)
-                })
-            }
-            Op::Delete { ns, filter, multi, collation, hint } => {
-                let (db, coll) = &namespaces[ns];
-                run.write(stmt, |txn| {
-                    let lv = let_vars.as_ref();
-                    let op = exec::DeleteOp {
-                        filter: &filter,
-                        limit_one: !multi,
-                        let_vars: lv,
-                        collation: &collation,
-                        hint: hint.as_ref(),
-                    };
-                    let r = exec::delete(txn, db, coll, &op)?;
-                    Ok(doc! { "n": r.deleted as i64, "kind": "delete" })
-                })
-            }
-        });
-        match outcome {
+    run_batch(
+        run,
+        req.cmd,
+        ordered,
+        &raw_ops,
+        |run, stmt, raw| {
+            let outcome = parse_op(raw, namespaces.len()).map(|mut op| {
+                if let Op::Update { op, .. } = &mut op {
+                    op.let_vars = let_vars.clone();
+                    op.bypass_validation = bypass;
+                }
+                op
+            });
+            outcome.and_then(|op| match op {
+                Op::Insert { ns, doc } => {
+                    let (db, coll) = &namespaces[ns];
+                    run.write(stmt, |txn| {
+                        exec::insert_one(txn, db, coll, doc.clone(), bypass)?;
+                        Ok(doc! { "n": 1, "kind": "insert" })
+                    })
+                }
+                Op::Update { ns, op } => {
+                    let (db, coll) = &namespaces[ns];
+                    run.write(stmt, |txn| {
+                        let r = exec::update(txn, db, coll, &op)?;
+                        let mut d = doc! { "n": r.matched as i64, "nModified": r.modified as i64, "kind": "update" };
+                        if let Some(id) = r.upserted_id {
+                            d.insert("n", 1_i64);
+                            d.insert("upserted", doc! { "_id": id });
+                        }
+                        Ok(d)
+                    })
+                }
+                Op::Delete { ns, filter, multi, collation, hint } => {
+                    let (db, coll) = &namespaces[ns];
+                    run.write(stmt, |txn| {
+                        let lv = let_vars.as_ref();
+                        let op = exec::DeleteOp {
+                            filter: &filter,
+                            limit_one: !multi,
+                            let_vars: lv,
+                            collation: &collation,
+                            hint: hint.as_ref(),
+                        };
+                        let r = exec::delete(txn, db, coll, &op)?;
+                        Ok(doc! { "n": r.deleted as i64, "kind": "delete" })
+                    })
+                }
+            })
+        },
+        |i, outcome| match outcome {
             Ok(mut out) => {
                 let kind = out
                     .remove("kind")
                     .and_then(|k| k.as_str().map(String::from))
                     .unwrap_or_default();
-                let n = out.get("n").and_then(super::runner::number).unwrap_or(0.0) as i64;
+                let n = out.get("n").and_then(crate::doc::compare::as_f64).unwrap_or(0.0) as i64;
                 match kind.as_str() {
                     "insert" => n_inserted += n,
                     "update" => {
@@ -212,9 +206,10 @@ pub fn bulk_write(
                         } else {
                             n_matched += n;
                         }
-                        n_modified +=
-                            out.get("nModified").and_then(super::runner::number).unwrap_or(0.0)
-                                as i64;
+                        n_modified += out
+                            .get("nModified")
+                            .and_then(crate::doc::compare::as_f64)
+                            .unwrap_or(0.0) as i64;
                     }
                     _ => n_deleted += n,
                 }
@@ -223,8 +218,9 @@ pub fn bulk_write(
                     if kind == "update" {
                         r.insert(
                             "nModified",
-                            out.get("nModified").and_then(super::runner::number).unwrap_or(0.0)
-                                as i32,
+                            out.get("nModified")
+                                .and_then(crate::doc::compare::as_f64)
+                                .unwrap_or(0.0) as i32,
                         );
                         if let Some(u) = out.get("upserted") {
                             r.insert("upserted", u.clone());
@@ -233,36 +229,20 @@ pub fn bulk_write(
                     results.push(r);
                 }
             }
-            Err(e) if is_command_level(&e, run) => {
-                command_error = Some(e);
-                break;
-            }
             Err(e) => {
                 n_errors += 1;
                 let mut r = doc! { "ok": 0.0, "idx": i as i32 };
-                for (k, v) in write_error_doc(&e) {
+                for (k, v) in write_error_doc(e) {
                     if k != "index" {
                         r.insert(k, v);
                     }
                 }
                 results.push(r);
-                if in_txn {
-                    run.abort_on_error();
-                    break;
-                }
-                if ordered {
-                    break;
-                }
             }
-        }
-    }
-    // The statements that committed are made durable whatever happened to the others.
-    run.sync_deferred()?;
-    if let Some(e) = command_error {
-        return Err(e);
-    }
+        },
+    )?;
     let mut reply =
-        super::ddl::list_reply(svc, run, "admin.$cmd.bulkWrite".into(), results, batch)?;
+        super::ddl::list_reply(req.svc, run, "admin.$cmd.bulkWrite".into(), results, batch)?;
     reply.extend(doc! {
         "nErrors": n_errors,
         "nInserted": n_inserted as i32,

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use bson::{Bson, Document, doc};
 
-use super::args::{collection, doc_array, opt_bool, opt_doc, opt_i64};
+use super::args::Request;
+use super::args::{doc_array, opt_bool, opt_doc, opt_i64};
 use super::runner::{Mode, Runner};
 use super::{Connection, Service};
 use crate::collation::Requested;
@@ -56,45 +57,40 @@ pub(crate) fn write_error_doc(e: &Error) -> Document {
 }
 
 fn write_error_doc_at(index: usize, e: &Error) -> Document {
-    let mut d = doc! { "index": index as i32, "code": e.code_number() };
-    if !e.code_name().is_empty() {
-        d.insert("codeName", e.code_name().into_owned());
-    }
+    let mut d = doc! { "index": index as i32 };
+    super::insert_code(&mut d, e);
     d.insert("errmsg", e.message.clone());
-    if let Some(extra) = &e.extra {
-        for (k, v) in extra.iter() {
-            d.insert(k.clone(), v.clone());
-        }
-    }
+    super::insert_extra(&mut d, e);
     d
 }
 
-/// Runs the statements of a write command, collecting write errors as MongoDB does: an ordered
-/// batch stops at the first error; inside a transaction the first error aborts the transaction.
-fn run_statements<T>(
+/// Runs the statements of a write command as MongoDB does: an ordered batch stops at the first
+/// write error; inside a transaction the first error aborts the transaction; an error that ends
+/// the command (see [`is_command_level`]) is returned after the statements that committed are
+/// made durable. `record` sees each statement's output or write error, by position.
+pub(super) fn run_batch<T>(
     run: &mut Runner,
     cmd: &Document,
+    ordered: bool,
     items: &[T],
     mut each: impl FnMut(&mut Runner, i32, &T) -> Result<Document>,
-    mut add: impl FnMut(usize, &Document),
-) -> Result<Vec<Bson>> {
-    let ordered = opt_bool(cmd, "ordered", "write")?.unwrap_or(true);
+    mut record: impl FnMut(usize, std::result::Result<Document, &Error>),
+) -> Result<()> {
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
     if items.len() > 1 {
         // One sync for the whole batch, before the reply (see `Runner::defer_durability`).
         run.defer_durability();
     }
-    let mut errors = Vec::new();
     let mut outcome = Ok(());
     for (i, item) in items.iter().enumerate() {
         match each(run, stmt_id(cmd, i), item) {
-            Ok(out) => add(i, &out),
+            Ok(out) => record(i, Ok(out)),
             Err(e) if is_command_level(&e, run) => {
                 outcome = Err(e);
                 break;
             }
             Err(e) => {
-                errors.push(write_error(i, &e));
+                record(i, Err(&e));
                 if in_txn {
                     run.abort_on_error();
                     break;
@@ -107,7 +103,25 @@ fn run_statements<T>(
     }
     // The statements that committed are made durable whatever happened to the others.
     run.sync_deferred()?;
-    outcome.map(|()| errors)
+    outcome
+}
+
+/// [`run_batch`] for `insert`, `update` and `delete`: `add` sees each statement's output, and
+/// the write errors are returned as the reply's `writeErrors`.
+fn run_statements<T>(
+    run: &mut Runner,
+    cmd: &Document,
+    items: &[T],
+    each: impl FnMut(&mut Runner, i32, &T) -> Result<Document>,
+    mut add: impl FnMut(usize, &Document),
+) -> Result<Vec<Bson>> {
+    let ordered = opt_bool(cmd, "ordered", "write")?.unwrap_or(true);
+    let mut errors = Vec::new();
+    run_batch(run, cmd, ordered, items, each, |i, outcome| match outcome {
+        Ok(out) => add(i, &out),
+        Err(e) => errors.push(write_error(i, e)),
+    })?;
+    Ok(errors)
 }
 
 /// Writes to a capped collection inside a transaction are refused, as MongoDB refuses them.
@@ -140,17 +154,8 @@ fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {
 }
 
 /// `insert`.
-pub fn insert(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "insert")?;
-    let docs = doc_array(cmd, "documents", "insert")?;
-    reject_write_concern_in_txn(run)?;
-    reject_capped_in_txn(run, &coll)?;
-    let db = run.op.db.clone();
+pub fn insert(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let (db, coll, docs) = write_statements(req, run, "documents")?;
     if docs.is_empty() {
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
@@ -161,11 +166,11 @@ pub fn insert(
             docs.len()
         );
     }
-    let bypass = bypass_validation(cmd, "insert")?;
+    let bypass = bypass_validation(req.cmd, "insert")?;
     let mut n = 0i32;
     let errors = run_statements(
         run,
-        cmd,
+        req.cmd,
         &docs,
         |run, stmt, d| {
             run.write(stmt, |txn| {
@@ -187,19 +192,21 @@ fn bypass_validation(cmd: &Document, command: &str) -> Result<bool> {
     Ok(opt_bool(cmd, "bypassDocumentValidation", command)?.unwrap_or(false))
 }
 
+/// The `q` of an `updates` or `deletes` entry (`path` names the array in messages).
+fn statement_filter(entry: &Document, path: &str) -> Result<Document> {
+    match entry.get("q") {
+        Some(Bson::Document(q)) => Ok(q.clone()),
+        Some(_) => {
+            bail!(TypeMismatch, "BSON field '{}.q' is the wrong type, expected type 'object'", path)
+        }
+        None => bail!(FailedToParse, "BSON field '{}.q' is missing but a required field", path),
+    }
+}
+
 /// Parses one `updates` entry. A bad `collation` fails only its statement (a write error), as
 /// in MongoDB, so it comes back beside the statement.
 fn parse_update(u: &Document) -> Result<(exec::UpdateOp, Option<Error>)> {
-    let filter = match u.get("q") {
-        Some(Bson::Document(d)) => d.clone(),
-        Some(_) => bail!(
-            TypeMismatch,
-            "BSON field 'update.updates.q' is the wrong type, expected type 'object'"
-        ),
-        None => {
-            bail!(FailedToParse, "BSON field 'update.updates.q' is missing but a required field")
-        }
-    };
+    let filter = statement_filter(u, "update.updates")?;
     let update = match u.get("u") {
         Some(Bson::Document(d)) => exec::UpdateDoc::Modifiers(d.clone()),
         Some(Bson::Array(_)) => exec::UpdateDoc::Pipeline(doc_array(u, "u", "update.updates")?),
@@ -251,18 +258,24 @@ fn update_outcome(r: &exec::UpdateResult) -> Document {
     d
 }
 
-/// `update`.
-pub fn update(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
+/// The database, collection and statements (the `array` field) of an insert, update or
+/// delete, after the checks they share: no write concern inside a transaction, no capped
+/// collection inside a transaction.
+fn write_statements(
+    req: &Request<'_>,
     run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "update")?;
-    let raw = doc_array(cmd, "updates", "update")?;
+    array: &str,
+) -> Result<(String, String, Vec<Document>)> {
+    let coll = req.collection()?;
+    let statements = doc_array(req.cmd, array, req.name)?;
     reject_write_concern_in_txn(run)?;
     reject_capped_in_txn(run, &coll)?;
-    let db = run.op.db.clone();
+    Ok((run.op.db.clone(), coll, statements))
+}
+
+/// `update`.
+pub fn update(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let (db, coll, raw) = write_statements(req, run, "updates")?;
     let mut n = 0i64;
     let mut modified = 0i64;
     let mut upserted = Vec::new();
@@ -271,8 +284,8 @@ pub fn update(
         raw.iter().map(parse_update).collect::<Result<_>>()?;
     let collated = ops.iter().any(|(op, bad)| op.collation.is_given() || bad.is_some());
     refuse_unacknowledged_collation(run, collated)?;
-    let let_vars = command_let(cmd, "update")?;
-    let bypass = bypass_validation(cmd, "update")?;
+    let let_vars = command_let(req.cmd, "update")?;
+    let bypass = bypass_validation(req.cmd, "update")?;
     for (op, _) in &mut ops {
         if op.let_vars.is_none() {
             op.let_vars = let_vars.clone();
@@ -281,7 +294,7 @@ pub fn update(
     }
     let errors = run_statements(
         run,
-        cmd,
+        req.cmd,
         &ops,
         |run, stmt, (op, bad)| {
             if let Some(e) = bad {
@@ -308,25 +321,16 @@ pub fn update(
 }
 
 /// `delete`.
-pub fn delete(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "delete")?;
-    let raw = doc_array(cmd, "deletes", "delete")?;
-    reject_write_concern_in_txn(run)?;
-    reject_capped_in_txn(run, &coll)?;
-    let db = run.op.db.clone();
+pub fn delete(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let (db, coll, raw) = write_statements(req, run, "deletes")?;
     let mut n = 0i64;
     let deletes: Vec<DeleteStatement> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
     let collated = deletes.iter().any(|d| d.2.as_ref().map_or(true, Requested::is_given));
     refuse_unacknowledged_collation(run, collated)?;
-    let let_vars = command_let(cmd, "delete")?;
+    let let_vars = command_let(req.cmd, "delete")?;
     let errors = run_statements(
         run,
-        cmd,
+        req.cmd,
         &deletes,
         |run, stmt, (filter, limit, collation, hint)| {
             let collation = collation.as_ref().map_err(Clone::clone)?;
@@ -352,23 +356,14 @@ pub fn delete(
     Ok(reply)
 }
 
-/// Parses one `deletes` entry into its filter, whether it deletes one document, and its
-/// collation (a bad one fails only its statement, as in MongoDB).
 /// One parsed `deletes` entry: filter, `limit: 1`, collation (a bad one fails only the
 /// statement), hint.
 type DeleteStatement = (Document, bool, Result<Requested>, Option<Hint>);
 
+/// Parses one `deletes` entry into its filter, whether it deletes one document, its collation
+/// (a bad one fails only its statement, as in MongoDB) and its hint.
 fn parse_delete(d: &Document) -> Result<DeleteStatement> {
-    let filter = match d.get("q") {
-        Some(Bson::Document(q)) => q.clone(),
-        Some(_) => bail!(
-            TypeMismatch,
-            "BSON field 'delete.deletes.q' is the wrong type, expected type 'object'"
-        ),
-        None => {
-            bail!(FailedToParse, "BSON field 'delete.deletes.q' is missing but a required field")
-        }
-    };
+    let filter = statement_filter(d, "delete.deletes")?;
     let limit = match opt_i64(d, "limit", "delete.deletes")? {
         Some(0) => false,
         Some(1) => true,
@@ -399,47 +394,41 @@ pub(crate) fn refuse_unacknowledged_collation(run: &Runner, has_collation: bool)
 }
 
 /// `findAndModify`.
-pub fn find_and_modify(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let name = cmd.keys().next().cloned().unwrap_or_default();
-    let coll = collection(cmd, &name)?;
+pub fn find_and_modify(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     reject_write_concern_in_txn(run)?;
     reject_capped_in_txn(run, &coll)?;
-    let update = match cmd.get("update") {
+    let update = match req.cmd.get("update") {
         None | Some(Bson::Null) => None,
         Some(Bson::Document(d)) => Some(exec::UpdateDoc::Modifiers(d.clone())),
         Some(Bson::Array(_)) => {
-            Some(exec::UpdateDoc::Pipeline(doc_array(cmd, "update", "findAndModify")?))
+            Some(exec::UpdateDoc::Pipeline(doc_array(req.cmd, "update", "findAndModify")?))
         }
         Some(_) => bail!(FailedToParse, "Update argument must be either an object or an array"),
     };
-    let req = exec::FindAndModify {
-        query: opt_doc(cmd, "query", "findAndModify")?.unwrap_or_default(),
-        sort: opt_doc(cmd, "sort", "findAndModify")?,
-        remove: opt_bool(cmd, "remove", "findAndModify")?.unwrap_or(false),
+    let fam = exec::FindAndModify {
+        query: opt_doc(req.cmd, "query", "findAndModify")?.unwrap_or_default(),
+        sort: opt_doc(req.cmd, "sort", "findAndModify")?,
+        remove: opt_bool(req.cmd, "remove", "findAndModify")?.unwrap_or(false),
         update,
-        let_vars: command_let(cmd, "findAndModify")?,
-        new: opt_bool(cmd, "new", "findAndModify")?.unwrap_or(false),
-        fields: opt_doc(cmd, "fields", "findAndModify")?,
-        upsert: opt_bool(cmd, "upsert", "findAndModify")?.unwrap_or(false),
-        array_filters: match cmd.get("arrayFilters") {
-            Some(Bson::Array(_)) => Some(doc_array(cmd, "arrayFilters", "findAndModify")?),
+        let_vars: command_let(req.cmd, "findAndModify")?,
+        new: opt_bool(req.cmd, "new", "findAndModify")?.unwrap_or(false),
+        fields: opt_doc(req.cmd, "fields", "findAndModify")?,
+        upsert: opt_bool(req.cmd, "upsert", "findAndModify")?.unwrap_or(false),
+        array_filters: match req.cmd.get("arrayFilters") {
+            Some(Bson::Array(_)) => Some(doc_array(req.cmd, "arrayFilters", "findAndModify")?),
             _ => None,
         },
-        collation: Requested::from_field(cmd, "collation", "findAndModify")?,
-        bypass_validation: bypass_validation(cmd, "findAndModify")?,
-        hint: Hint::parse(cmd.get("hint"))?,
+        collation: Requested::from_field(req.cmd, "collation", "findAndModify")?,
+        bypass_validation: bypass_validation(req.cmd, "findAndModify")?,
+        hint: Hint::parse(req.cmd.get("hint"))?,
     };
-    refuse_unacknowledged_collation(run, req.collation.is_given())?;
+    refuse_unacknowledged_collation(run, fam.collation.is_given())?;
     let db = run.op.db.clone();
-    let out = run.write(stmt_id(cmd, 0), |txn| {
-        let r = exec::find_and_modify(txn, &db, &coll, &req)?;
+    let out = run.write(stmt_id(req.cmd, 0), |txn| {
+        let r = exec::find_and_modify(txn, &db, &coll, &fam)?;
         let mut leo = doc! { "n": r.n as i32 };
-        if req.update.is_some() {
+        if fam.update.is_some() {
             leo.insert("updatedExisting", r.updated_existing);
         }
         if let Some(id) = r.upserted {
@@ -480,10 +469,6 @@ pub(super) fn cursor_reply(
             ns: ns.clone(),
             remaining,
             owner: run.owner(),
-            txn_number: match run.op.mode() {
-                Mode::Transaction(n) => Some(n),
-                _ => None,
-            },
             last_use: Instant::now(),
             at_cluster_time: at,
             no_timeout,
@@ -518,24 +503,19 @@ fn refuse_min_max(cmd: &Document, command: &str) -> Result<()> {
 }
 
 /// `find`.
-pub fn find(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "find")?;
+pub fn find(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
     // Out-of-range doubles saturate (MongoDB's `safeInt64`), so -1e300 is i64::MIN and then
     // fails the `>= 0` check like any negative number, with the saturated value in the message.
-    let skip = opt_i64(cmd, "skip", "find")?.unwrap_or(0);
+    let skip = opt_i64(req.cmd, "skip", "find")?.unwrap_or(0);
     if skip < 0 {
         return Err(Error::new(
             Code::Location51024,
             format!("BSON field 'skip' value must be >= 0, actual value '{skip}'"),
         ));
     }
-    let limit = opt_i64(cmd, "limit", "find")?.unwrap_or(0);
+    let limit = opt_i64(req.cmd, "limit", "find")?.unwrap_or(0);
     if limit < 0 {
         // Drivers turn a negative limit into `singleBatch: true` and its absolute value.
         return Err(Error::new(
@@ -543,37 +523,37 @@ pub fn find(
             format!("BSON field 'limit' value must be >= 0, actual value '{limit}'"),
         ));
     }
-    let single_batch = opt_bool(cmd, "singleBatch", "find")?.unwrap_or(false);
-    let no_timeout = opt_bool(cmd, "noCursorTimeout", "find")?.unwrap_or(false);
+    let single_batch = opt_bool(req.cmd, "singleBatch", "find")?.unwrap_or(false);
+    let no_timeout = opt_bool(req.cmd, "noCursorTimeout", "find")?.unwrap_or(false);
     // `allowPartialResults` (answer from the shards that are up) and `readOnce` (a cache hint)
     // change nothing on a single node; `oplogReplay` is a no-op in MongoDB itself. They are
     // still type-checked.
     for flag in ["allowPartialResults", "readOnce", "oplogReplay"] {
-        opt_bool(cmd, flag, "find")?;
+        opt_bool(req.cmd, flag, "find")?;
     }
     let spec = FindSpec {
-        filter: opt_doc(cmd, "filter", "find")?.unwrap_or_default(),
-        sort: opt_doc(cmd, "sort", "find")?,
-        projection: opt_doc(cmd, "projection", "find")?,
+        filter: opt_doc(req.cmd, "filter", "find")?.unwrap_or_default(),
+        sort: opt_doc(req.cmd, "sort", "find")?,
+        projection: opt_doc(req.cmd, "projection", "find")?,
         skip: skip as u64,
         limit: limit.unsigned_abs(),
-        let_vars: command_let(cmd, "find")?,
-        memory_limit: crate::agg::MemoryLimit::from_command(cmd),
-        collation: Requested::from_field(cmd, "collation", "find")?,
-        hint: Hint::parse(cmd.get("hint"))?,
+        let_vars: command_let(req.cmd, "find")?,
+        memory_limit: crate::agg::MemoryLimit::from_command(req.cmd),
+        collation: Requested::from_field(req.cmd, "collation", "find")?,
+        hint: Hint::parse(req.cmd.get("hint"))?,
     };
-    refuse_min_max(cmd, "find")?;
-    let batch = batch_size(cmd, "batchSize", "find")?;
-    let tailable = opt_bool(cmd, "tailable", "find")?.unwrap_or(false);
-    let await_data = opt_bool(cmd, "awaitData", "find")?.unwrap_or(false);
+    refuse_min_max(req.cmd, "find")?;
+    let batch = batch_size(req.cmd, "batchSize", "find")?;
+    let tailable = opt_bool(req.cmd, "tailable", "find")?.unwrap_or(false);
+    let await_data = opt_bool(req.cmd, "awaitData", "find")?.unwrap_or(false);
     if await_data && !tailable {
         bail!(FailedToParse, "Cannot set 'awaitData' without also setting 'tailable'");
     }
     if tailable {
-        return tailable_find(svc, run, &db, &coll, &spec, batch, await_data);
+        return tailable_find(req.svc, run, &db, &coll, &spec, batch, await_data);
     }
     let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
-    cursor_reply(svc, run, format!("{db}.{coll}"), docs, batch, single_batch, no_timeout)
+    cursor_reply(req.svc, run, format!("{db}.{coll}"), docs, batch, single_batch, no_timeout)
 }
 
 /// `find` with `tailable` on a capped collection: a cursor that stays open at the end of the
@@ -616,13 +596,8 @@ fn tailable_find(
 }
 
 /// `getMore`.
-pub fn get_more(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let id = match cmd.get("getMore") {
+pub fn get_more(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let id = match req.cmd.get("getMore") {
         Some(Bson::Int64(n)) => *n,
         Some(Bson::Int32(n)) => i64::from(*n),
         _ => bail!(
@@ -630,26 +605,26 @@ pub fn get_more(
             "BSON field 'getMore.getMore' is the wrong type, expected type 'long'"
         ),
     };
-    let coll = match cmd.get("collection") {
+    let coll = match req.cmd.get("collection") {
         Some(Bson::String(s)) => s.clone(),
         _ => bail!(
             TypeMismatch,
             "BSON field 'getMore.collection' is the wrong type, expected type 'string'"
         ),
     };
-    let batch = batch_size(cmd, "batchSize", "getMore")?.unwrap_or(0);
+    let batch = batch_size(req.cmd, "batchSize", "getMore")?.unwrap_or(0);
     let ns = format!("{}.{}", run.op.db, coll);
     let caller = run.owner();
     let authorization = run.op.authorization;
-    if let Some(stream) = svc.streams.get(id) {
+    if let Some(stream) = req.svc.streams.get(id) {
         let mut stream = stream.lock();
         check_get_more(id, &ns, &stream.ns, &stream.owner, &caller, authorization)?;
-        return change_stream_get_more(svc, cmd, id, &ns, batch, &mut stream);
+        return change_stream_get_more(req.svc, req.cmd, id, &ns, batch, &mut stream);
     }
-    if let Some(tail) = svc.streams.get_tail(id) {
+    if let Some(tail) = req.svc.streams.get_tail(id) {
         let mut tail = tail.lock();
         check_get_more(id, &ns, &tail.ns, &tail.owner, &caller, authorization)?;
-        let docs = tail.next_batch(svc.store.as_ref(), batch, Some(await_deadline(cmd)))?;
+        let docs = tail.next_batch(req.svc.store.as_ref(), batch, Some(await_deadline(req.cmd)))?;
         return Ok(doc! { "cursor": {
             "nextBatch": docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
             "id": id,
@@ -657,12 +632,12 @@ pub fn get_more(
         } });
     }
     let ((batch_docs, at), open) =
-        svc.cursors.with_cursor(id, &ns, &caller, authorization, |c| {
+        req.svc.cursors.with_cursor(id, &ns, &caller, authorization, |c| {
             (take_batch(&mut c.remaining, batch), c.at_cluster_time)
         })?;
     // A document too large to return ends the cursor, as a failed getMore does in MongoDB.
     let batch_docs = batch_docs.inspect_err(|_| {
-        svc.cursors.kill(&[id]);
+        req.svc.cursors.kill(&[id]);
     })?;
     let mut cursor = doc! { "nextBatch": batch_docs, "id": if open { id } else { 0 }, "ns": ns };
     if let Some(at) = at {
@@ -693,14 +668,9 @@ fn may_kill_cursor(c: &Connection, ns: &str, owner: &Owner, caller: &Owner) -> R
 
 /// `killCursors`: with authorization on, every cursor named must be one the caller may kill
 /// ([`may_kill_cursor`]) before any is killed.
-pub fn kill_cursors(
-    svc: &Service,
-    c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    collection(cmd, "killCursors")?;
-    let ids: Vec<i64> = match cmd.get("cursors") {
+pub fn kill_cursors(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    req.collection()?;
+    let ids: Vec<i64> = match req.cmd.get("cursors") {
         Some(Bson::Array(a)) => a
             .iter()
             .map(|v| match v {
@@ -717,18 +687,19 @@ pub fn kill_cursors(
         for id in &ids {
             // A cursor that does not exist is no authorization matter: it is reported as not
             // found below.
-            let Some((ns, owner)) = svc.cursors.owner(*id).or_else(|| svc.streams.owner(*id))
+            let Some((ns, owner)) =
+                req.svc.cursors.owner(*id).or_else(|| req.svc.streams.owner(*id))
             else {
                 continue;
             };
-            may_kill_cursor(c, &ns, &owner, &run.owner())?;
+            may_kill_cursor(req.conn, &ns, &owner, &run.owner())?;
         }
     }
-    let (mut killed, missing) = svc.cursors.kill(&ids);
+    let (mut killed, missing) = req.svc.cursors.kill(&ids);
     let missing: Vec<i64> = missing
         .into_iter()
         .filter(|id| {
-            let stream = svc.streams.kill(*id);
+            let stream = req.svc.streams.kill(*id);
             if stream {
                 killed.push(*id);
             }
@@ -744,23 +715,18 @@ pub fn kill_cursors(
 }
 
 /// `count`.
-pub fn count(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "count")?;
+pub fn count(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
-    let filter = opt_doc(cmd, "query", "count")?.unwrap_or_default();
-    let (skip, limit) = count_skip_limit(cmd)?;
-    let collation = Requested::from_field(cmd, "collation", "count")?;
+    let filter = opt_doc(req.cmd, "query", "count")?.unwrap_or_default();
+    let (skip, limit) = count_skip_limit(req.cmd)?;
+    let collation = Requested::from_field(req.cmd, "collation", "count")?;
     let spec = FindSpec {
         filter,
         skip: skip as u64,
         limit,
         collation,
-        hint: Hint::parse(cmd.get("hint"))?,
+        hint: Hint::parse(req.cmd.get("hint"))?,
         ..FindSpec::default()
     };
     let n = run.read(|txn| exec::count(txn, &db, &coll, &spec))?;
@@ -768,15 +734,10 @@ pub fn count(
 }
 
 /// `distinct`.
-pub fn distinct(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "distinct")?;
+pub fn distinct(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
-    let key = match cmd.get("key") {
+    let key = match req.cmd.get("key") {
         Some(Bson::String(k)) => k.clone(),
         Some(_) => bail!(
             TypeMismatch,
@@ -784,9 +745,9 @@ pub fn distinct(
         ),
         None => bail!(FailedToParse, "BSON field 'distinct.key' is missing but a required field"),
     };
-    let filter = opt_doc(cmd, "query", "distinct")?.unwrap_or_default();
-    let collation = Requested::from_field(cmd, "collation", "distinct")?;
-    let hint = Hint::parse(cmd.get("hint"))?;
+    let filter = opt_doc(req.cmd, "query", "distinct")?.unwrap_or_default();
+    let collation = Requested::from_field(req.cmd, "collation", "distinct")?;
+    let hint = Hint::parse(req.cmd.get("hint"))?;
     let values =
         run.read(|txn| exec::distinct(txn, &db, &coll, &key, &filter, &collation, hint.as_ref()))?;
     // The values travel in one reply document: MongoDB refuses a list past 16 MB.
@@ -857,34 +818,37 @@ fn refuse_unstable_stages(run: &Runner, pipeline: &[Document]) -> Result<()> {
 }
 
 /// `aggregate`.
-pub fn aggregate(
-    svc: &Service,
-    c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn aggregate(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     // `explain: true` asks for the plan instead of the results, as the `explain` command with
     // the `queryPlanner` verbosity.
-    if opt_bool(cmd, "explain", "aggregate")?.unwrap_or(false) {
-        let inner: Document = cmd
+    if opt_bool(req.cmd, "explain", "aggregate")?.unwrap_or(false) {
+        let inner: Document = req
+            .cmd
             .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "explain" | "cursor" | "$db"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let explain_cmd = doc! { "explain": inner, "verbosity": "queryPlanner" };
-        return explain(svc, c, &explain_cmd, run);
+        let mut explain_req = Request {
+            svc: req.svc,
+            conn: &mut *req.conn,
+            cmd: &explain_cmd,
+            name: "explain",
+            db: req.db,
+        };
+        return explain(&mut explain_req, run);
     }
     let db = run.op.db.clone();
-    let coll = match cmd.get("aggregate") {
+    let coll = match req.cmd.get("aggregate") {
         Some(Bson::String(s)) => Some(s.clone()),
         Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(_)) => None,
         _ => bail!(FailedToParse, "Invalid aggregate namespace"),
     };
-    let pipeline = doc_array(cmd, "pipeline", "aggregate")?;
+    let pipeline = doc_array(req.cmd, "pipeline", "aggregate")?;
     refuse_unstable_stages(run, &pipeline)?;
-    let cursor_opts = match cmd.get("cursor") {
+    let cursor_opts = match req.cmd.get("cursor") {
         Some(Bson::Document(d)) => d.clone(),
-        None if cmd.get_bool("explain").unwrap_or(false) => Document::new(),
+        None if req.cmd.get_bool("explain").unwrap_or(false) => Document::new(),
         None => bail!(
             FailedToParse,
             "The 'cursor' option is required, except for aggregate with the explain argument"
@@ -893,22 +857,22 @@ pub fn aggregate(
     };
     let batch = batch_size(&cursor_opts, "batchSize", "aggregate")?;
     if pipeline.first().is_some_and(|s| s.contains_key("$changeStream")) {
-        return change_stream(svc, run, coll.as_deref(), &pipeline, batch);
+        return change_stream(req.svc, run, coll.as_deref(), &pipeline, batch);
     }
-    let hint = Hint::parse(cmd.get("hint"))?;
-    let vars = crate::agg::eval_let(&opt_doc(cmd, "let", "aggregate")?.unwrap_or_default())?;
+    let hint = Hint::parse(req.cmd.get("hint"))?;
+    let vars = crate::agg::eval_let(&opt_doc(req.cmd, "let", "aggregate")?.unwrap_or_default())?;
     let parsed = crate::agg::Pipeline::parse(&pipeline, &vars)?;
-    let collation = Requested::from_field(cmd, "collation", "aggregate")?;
+    let collation = Requested::from_field(req.cmd, "collation", "aggregate")?;
     let bypass = match parsed.sink() {
-        Some(_) => bypass_validation(cmd, "aggregate")?,
+        Some(_) => bypass_validation(req.cmd, "aggregate")?,
         None => false,
     };
     let sessions = pipeline
         .first()
         .is_some_and(|s| s.contains_key("$listLocalSessions"))
-        .then(|| local_sessions(svc, run));
+        .then(|| local_sessions(req.svc, run));
     let current_ops = match parsed.current_op() {
-        Some(options) => Some(current_ops(svc, options)?),
+        Some(options) => Some(current_ops(req.svc, options)?),
         None => None,
     };
     let agg = exec::aggregate::Aggregate {
@@ -917,15 +881,15 @@ pub fn aggregate(
         pipeline: parsed,
         first_stage: pipeline.first().cloned(),
         vars,
-        has_let: cmd.contains_key("let"),
+        has_let: req.cmd.contains_key("let"),
         in_transaction: matches!(run.op.mode(), Mode::Transaction(_)),
         // MongoDB 8.0 spills blocking stages to disk unless told not to.
-        memory_limit: crate::agg::MemoryLimit::from_command(cmd),
+        memory_limit: crate::agg::MemoryLimit::from_command(req.cmd),
         collation,
         hint,
         sessions,
         current_ops,
-        host: svc.options().advertise_host.clone(),
+        host: req.svc.options().advertise_host.clone(),
         bypass_validation: bypass,
     };
     let ns = format!("{db}.{}", coll.as_deref().unwrap_or("$cmd.aggregate"));
@@ -938,12 +902,12 @@ pub fn aggregate(
         }
         // `$out` / `$merge`: run the pipeline and write its results in one write transaction.
         sink.check_target(&db)?;
-        run.write(stmt_id(cmd, 0), |txn| agg.run_into(txn, sink).map(|()| Document::new()))?;
+        run.write(stmt_id(req.cmd, 0), |txn| agg.run_into(txn, sink).map(|()| Document::new()))?;
         // A pipeline that wrote its results returns no cursor, whatever the batch size.
-        return cursor_reply(svc, run, ns, Vec::new(), None, false, false);
+        return cursor_reply(req.svc, run, ns, Vec::new(), None, false, false);
     }
     let docs = run.read(|txn| agg.run(txn))?;
-    cursor_reply(svc, run, ns, docs, batch, false, false)
+    cursor_reply(req.svc, run, ns, docs, batch, false, false)
 }
 
 /// `aggregate` with `$changeStream`: opens a change stream cursor (see [`crate::changes`]).
@@ -986,7 +950,7 @@ fn change_stream(
 /// How long a `getMore` on a change stream or an `awaitData` cursor waits for new data:
 /// `maxTimeMS` (the driver's `maxAwaitTimeMS`), else [`crate::changes::DEFAULT_AWAIT`].
 fn await_deadline(cmd: &Document) -> Instant {
-    let wait = match cmd.get("maxTimeMS").and_then(super::runner::number) {
+    let wait = match cmd.get("maxTimeMS").and_then(crate::doc::compare::as_f64) {
         Some(ms) if ms > 0.0 => std::time::Duration::from_millis(ms as u64),
         _ => crate::changes::DEFAULT_AWAIT,
     };
@@ -1057,7 +1021,7 @@ fn current_ops(svc: &Service, options: &crate::agg::CurrentOp) -> Result<Vec<Doc
              pass allUsers: true"
         );
     }
-    Ok(super::sessions::in_progress(svc, options.idle_sessions)
+    Ok(super::inprog::in_progress(svc, options.idle_sessions)
         .into_iter()
         .filter_map(|b| match b {
             Bson::Document(d) => Some(d),
@@ -1091,13 +1055,8 @@ fn local_sessions(svc: &Service, run: &mut Runner) -> Vec<Document> {
 
 /// `explain` of find, count, distinct, update, delete, findAndModify and aggregate: the
 /// `queryPlanner` section with the plan the command's filter would use.
-pub fn explain(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let inner = match cmd.get("explain") {
+pub fn explain(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let inner = match req.cmd.get("explain") {
         Some(Bson::Document(d)) => d.clone(),
         _ => bail!(TypeMismatch, "explain command requires a nested object"),
     };
@@ -1148,7 +1107,7 @@ pub fn explain(
         }
         _ => Hint::parse(inner.get("hint"))?,
     };
-    let verbosity = match cmd.get("verbosity") {
+    let verbosity = match req.cmd.get("verbosity") {
         None => "allPlansExecution",
         Some(Bson::String(v))
             if matches!(v.as_str(), "queryPlanner" | "executionStats" | "allPlansExecution") =>

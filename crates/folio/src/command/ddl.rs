@@ -3,9 +3,10 @@
 
 use bson::{Bson, Document, doc};
 
-use super::args::{collection, doc_array, opt_bool, opt_doc};
+use super::Service;
+use super::args::Request;
+use super::args::{doc_array, opt_bool, opt_doc};
 use super::runner::{Mode, Runner};
-use super::{Connection, Service};
 use crate::catalog::{self, CollectionMeta};
 use crate::error::Result;
 use crate::exec;
@@ -14,16 +15,11 @@ use crate::query::filter::truthy;
 use crate::{bail, err};
 
 /// `create`.
-pub fn create(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "create")?;
+pub fn create(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
     let mut options = Document::new();
-    for (k, v) in cmd.iter().skip(1) {
+    for (k, v) in req.cmd.iter().skip(1) {
         match k.as_str() {
             "validator"
             | "validationLevel"
@@ -87,13 +83,8 @@ pub fn create(
 }
 
 /// `drop`.
-pub fn drop(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "drop")?;
+pub fn drop(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
     let out = run.write(0, |txn| {
         let meta = catalog::get_collection(txn, &db, &coll)?;
@@ -109,12 +100,7 @@ pub fn drop(
 }
 
 /// `dropDatabase`.
-pub fn drop_database(
-    _svc: &Service,
-    _c: &mut Connection,
-    _cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn drop_database(_: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
     run.write(0, |txn| {
         exec::drop_database(txn, &db)?;
@@ -124,14 +110,9 @@ pub fn drop_database(
 }
 
 /// `createIndexes`.
-pub fn create_indexes(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "createIndexes")?;
-    let specs = doc_array(cmd, "indexes", "createIndexes")?;
+pub fn create_indexes(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
+    let specs = doc_array(req.cmd, "indexes", "createIndexes")?;
     if specs.is_empty() {
         bail!(BadValue, "Must specify at least one index to create");
     }
@@ -142,7 +123,7 @@ pub fn create_indexes(
         // may get indexes, as in MongoDB: one that existed when the transaction's snapshot was
         // taken may not, empty or not.
         if in_txn && catalog::get_collection(txn, &db, &coll)?.is_some() {
-            let before = svc.store.begin_read_only_at(txn.snapshot())?;
+            let before = req.svc.store.begin_read_only_at(txn.snapshot())?;
             let existed = catalog::get_collection(before.as_ref(), &db, &coll);
             before.abort();
             if existed?.is_some() {
@@ -169,16 +150,10 @@ pub fn create_indexes(
 }
 
 /// `dropIndexes`.
-pub fn drop_indexes(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let name = cmd.keys().next().cloned().unwrap_or_default();
-    let coll = collection(cmd, &name)?;
+pub fn drop_indexes(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
-    let names: Vec<String> = match cmd.get("index") {
+    let names: Vec<String> = match req.cmd.get("index") {
         Some(Bson::String(s)) => vec![s.clone()],
         Some(Bson::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
         Some(Bson::Document(key)) => {
@@ -209,31 +184,21 @@ pub fn drop_indexes(
 /// `createSearchIndexes`, `updateSearchIndex`, `dropSearchIndex` and `listSearchIndexes`:
 /// Atlas Search indexes live in a search service beside the server, which Folio has not; a
 /// mongod without one refuses these commands with SearchNotEnabled, and so does Folio.
-pub fn search_index_command(
-    _svc: &Service,
-    _c: &mut Connection,
-    _cmd: &Document,
-) -> Result<Document> {
+pub fn search_index_command(_: &mut Request<'_>) -> Result<Document> {
     bail!(SearchNotEnabled, "{}", crate::agg::SEARCH_INDEXES_UNAVAILABLE)
 }
 
 /// `collMod` (validator and validation options).
-pub fn coll_mod(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "collMod")?;
+pub fn coll_mod(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
-    let cmd = cmd.clone();
     run.write(0, |txn| {
         let Some(mut meta) = catalog::get_collection(txn, &db, &coll)? else {
             bail!(NamespaceNotFound, "ns does not exist: {}.{}", db, coll);
         };
         let mut reply = Document::new();
         let mut resized = false;
-        for (k, v) in cmd.iter().skip(1) {
+        for (k, v) in req.cmd.iter().skip(1) {
             match k.as_str() {
                 "validator" | "validationLevel" | "validationAction" | "viewOn" | "pipeline" => {
                     if k == "validator"
@@ -289,7 +254,7 @@ pub fn coll_mod(
             // A smaller size or count drops the oldest documents now.
             exec::trim_capped(txn, &db, &coll)?;
         }
-        let mut details = cmd.clone();
+        let mut details = req.cmd.clone();
         details.remove("collMod");
         exec::changelog::ddl(txn, &meta, "modify", Bson::Document(details));
         Ok(reply)
@@ -354,21 +319,16 @@ fn split_ns(ns: &str) -> Result<(String, String)> {
 }
 
 /// `renameCollection`.
-pub fn rename_collection(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let from = match cmd.get("renameCollection") {
+pub fn rename_collection(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let from = match req.cmd.get("renameCollection") {
         Some(Bson::String(s)) => split_ns(s)?,
         _ => bail!(TypeMismatch, "renameCollection must be a string"),
     };
-    let to = match cmd.get("to") {
+    let to = match req.cmd.get("to") {
         Some(Bson::String(s)) => split_ns(s)?,
         _ => bail!(TypeMismatch, "'to' must be a string"),
     };
-    let drop_target = opt_bool(cmd, "dropTarget", "renameCollection")?.unwrap_or(false);
+    let drop_target = opt_bool(req.cmd, "dropTarget", "renameCollection")?.unwrap_or(false);
     run.write(0, |txn| {
         exec::rename_collection(txn, (&from.0, &from.1), (&to.0, &to.1), drop_target)?;
         Ok(Document::new())
@@ -390,26 +350,23 @@ fn collection_info(meta: &CollectionMeta) -> Document {
 }
 
 /// `listCollections`.
-pub fn list_collections(
-    svc: &Service,
-    c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn list_collections(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    let filter = Filter::parse(&opt_doc(cmd, "filter", "listCollections")?.unwrap_or_default())?;
-    let name_only = opt_bool(cmd, "nameOnly", "listCollections")?.unwrap_or(false);
-    let batch = list_batch_size(cmd, "listCollections")?;
+    let filter =
+        Filter::parse(&opt_doc(req.cmd, "filter", "listCollections")?.unwrap_or_default())?;
+    let name_only = opt_bool(req.cmd, "nameOnly", "listCollections")?.unwrap_or(false);
+    let batch = list_batch_size(req.cmd, "listCollections")?;
     let mut metas = run.read(|txn| catalog::list_collections(txn, Some(&db)))?;
     // `authorizedCollections` (with `nameOnly`) lists only the collections the user holds some
     // privilege on, instead of needing `listCollections` on the database.
-    let authorized = opt_bool(cmd, "authorizedCollections", "listCollections")?.unwrap_or(false);
+    let authorized =
+        opt_bool(req.cmd, "authorizedCollections", "listCollections")?.unwrap_or(false);
     if authorized
         && name_only
-        && super::authz::enforced(svc, c)
-        && !c.auth.allows(&crate::auth::Target::db(&db), "listCollections")
+        && super::authz::enforced(req.svc, req.conn)
+        && !req.conn.auth.allows(&crate::auth::Target::db(&db), "listCollections")
     {
-        metas.retain(|m| c.auth.has_any_privilege_on_collection(&db, &m.name));
+        metas.retain(|m| req.conn.auth.has_any_privilege_on_collection(&db, &m.name));
     }
     let mut docs = Vec::new();
     for m in metas {
@@ -419,7 +376,7 @@ pub fn list_collections(
         }
     }
     let ns = format!("{db}.$cmd.listCollections");
-    list_reply(svc, run, ns, docs, batch)
+    list_reply(req.svc, run, ns, docs, batch)
 }
 
 /// The `cursor.batchSize` of `listCollections`, `listIndexes` and `bulkWrite` (MongoDB's
@@ -429,7 +386,7 @@ pub(super) fn list_batch_size(cmd: &Document, command: &str) -> Result<Option<us
         None | Some(Bson::Null) => Ok(None),
         Some(Bson::Document(opts)) => {
             if let Some(k) = opts.keys().find(|k| k.as_str() != "batchSize") {
-                return Err(super::fields::unknown_field(&format!("{command}.cursor.{k}")));
+                return Err(crate::Error::unknown_field(&format!("{command}.cursor.{k}")));
             }
             super::crud::batch_size(opts, "batchSize", command)
         }
@@ -460,46 +417,36 @@ pub(super) fn list_reply(
 }
 
 /// `listIndexes`.
-pub fn list_indexes(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "listIndexes")?;
-    let batch = list_batch_size(cmd, "listIndexes")?;
+pub fn list_indexes(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
+    let batch = list_batch_size(req.cmd, "listIndexes")?;
     let db = run.op.db.clone();
     let meta = run.read(|txn| catalog::get_collection(txn, &db, &coll))?;
     let Some(meta) = meta else {
         bail!(NamespaceNotFound, "ns does not exist: {}.{}", db, coll);
     };
     let docs = meta.indexes.iter().map(|i| i.spec.clone()).collect();
-    list_reply(svc, run, format!("{db}.{coll}"), docs, batch)
+    list_reply(req.svc, run, format!("{db}.{coll}"), docs, batch)
 }
 
 /// `listDatabases`. `admin` is always listed, as in MongoDB (where it holds `system.version`).
-pub fn list_databases(
-    svc: &Service,
-    c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let name_only = opt_bool(cmd, "nameOnly", "listDatabases")?.unwrap_or(false);
+pub fn list_databases(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let name_only = opt_bool(req.cmd, "nameOnly", "listDatabases")?.unwrap_or(false);
     // Without the `listDatabases` privilege, a user sees only the databases it holds some
     // privilege on (`authorizedDatabases`, true by default then); asking for all is refused.
-    let restricted = super::authz::enforced(svc, c)
-        && c.auth.is_authenticated()
-        && !c.auth.allows(&crate::auth::Target::Cluster, "listDatabases");
-    let authorized_only = match opt_bool(cmd, "authorizedDatabases", "listDatabases")? {
+    let restricted = super::authz::enforced(req.svc, req.conn)
+        && req.conn.auth.is_authenticated()
+        && !req.conn.auth.allows(&crate::auth::Target::Cluster, "listDatabases");
+    let authorized_only = match opt_bool(req.cmd, "authorizedDatabases", "listDatabases")? {
         Some(false) if restricted => bail!(
             Unauthorized,
             "not authorized on admin to execute command {}",
-            super::authz::redacted(cmd)
+            super::authz::redacted(req.cmd)
         ),
         Some(b) => b && restricted,
         None => restricted,
     };
-    let filter = Filter::parse(&opt_doc(cmd, "filter", "listDatabases")?.unwrap_or_default())?;
+    let filter = Filter::parse(&opt_doc(req.cmd, "filter", "listDatabases")?.unwrap_or_default())?;
     let sizes = run.read(|txn| {
         let mut names = catalog::list_databases(txn)?;
         if !names.iter().any(|n| n == "admin") {
@@ -521,7 +468,8 @@ pub fn list_databases(
         } else {
             doc! { "name": name, "sizeOnDisk": size as i64, "empty": size == 0 }
         };
-        if authorized_only && !c.auth.has_any_privilege_on_db(d.get_str("name").unwrap_or_default())
+        if authorized_only
+            && !req.conn.auth.has_any_privilege_on_db(d.get_str("name").unwrap_or_default())
         {
             continue;
         }
@@ -578,7 +526,7 @@ fn database_stats(txn: &dyn crate::mvcc::Txn, db: &str) -> Result<DatabaseStats>
 fn scale(cmd: &Document) -> Result<u64> {
     match cmd.get("scale") {
         None | Some(Bson::Null) => Ok(1),
-        Some(v) => match super::runner::number(v) {
+        Some(v) => match crate::doc::compare::as_f64(v) {
             Some(n) if n >= 1.0 => Ok(n as u64),
             Some(_) => Err(crate::Error::new(crate::Code::Other(4390200), "scale has to be >= 1")),
             None if matches!(v, Bson::Boolean(false)) => Ok(1),
@@ -590,14 +538,9 @@ fn scale(cmd: &Document) -> Result<u64> {
 }
 
 /// `dbStats`.
-pub fn db_stats(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn db_stats(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    let scale = scale(cmd)?;
+    let scale = scale(req.cmd)?;
     let s = run.read(|txn| database_stats(txn, &db))?;
     let scaled = |n: u64| (n / scale) as f64;
     Ok(doc! {
@@ -616,15 +559,10 @@ pub fn db_stats(
 }
 
 /// `collStats`.
-pub fn coll_stats(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "collStats")?;
+pub fn coll_stats(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
     let db = run.op.db.clone();
-    let scale = scale(cmd)?;
+    let scale = scale(req.cmd)?;
     let stats = run.read(|txn| exec::stats::namespace_stats(txn, &db, &coll))?;
     let c = match stats {
         crate::agg::stats::Namespace::Collection(c) => c,
@@ -705,14 +643,9 @@ fn copy_into_capped(
 /// `cloneCollectionAsCapped`: a new capped collection `toCollection` holding the newest
 /// documents of the source that fit its `size` (and `max`); the source is unchanged, and its
 /// indexes are not copied (as in MongoDB).
-pub fn clone_collection_as_capped(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let from = collection(cmd, "cloneCollectionAsCapped")?;
-    let to = match cmd.get("toCollection") {
+pub fn clone_collection_as_capped(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let from = req.collection()?;
+    let to = match req.cmd.get("toCollection") {
         Some(Bson::String(s)) if !s.is_empty() => s.clone(),
         Some(Bson::String(_)) | None => {
             bail!(InvalidNamespace, "cloneCollectionAsCapped needs a toCollection name")
@@ -723,7 +656,7 @@ pub fn clone_collection_as_capped(
              'string'"
         ),
     };
-    let options = capped_options(cmd, "cloneCollectionAsCapped")?;
+    let options = capped_options(req.cmd, "cloneCollectionAsCapped")?;
     let db = run.op.db.clone();
     run.write(0, |txn| {
         let Some(meta) = catalog::get_collection(txn, &db, &from)? else {
@@ -737,14 +670,9 @@ pub fn clone_collection_as_capped(
 /// `convertToCapped`: the collection becomes capped with `size` (and `max`), keeping its newest
 /// documents that fit; as in MongoDB its indexes other than `_id` are dropped. Done as MongoDB
 /// does it, in one transaction: a capped copy under a temporary name replaces the collection.
-pub fn convert_to_capped(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let coll = collection(cmd, "convertToCapped")?;
-    let options = capped_options(cmd, "convertToCapped")?;
+pub fn convert_to_capped(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let coll = req.collection()?;
+    let options = capped_options(req.cmd, "convertToCapped")?;
     let db = run.op.db.clone();
     let tmp = format!("tmp.convertToCapped.{coll}");
     run.write(0, |txn| {

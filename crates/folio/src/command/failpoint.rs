@@ -12,8 +12,8 @@ use std::time::Duration;
 use bson::{Bson, Document, doc};
 use parking_lot::Mutex;
 
-use super::runner::number;
 use crate::bail;
+use crate::doc::compare::as_f64;
 use crate::error::Result;
 
 #[derive(Clone, Debug)]
@@ -99,9 +99,9 @@ impl FailPoints {
             Some(Bson::String(s)) if s == "alwaysOn" => Some(FpMode::AlwaysOn),
             Some(Bson::String(s)) if s == "off" => None,
             Some(Bson::Document(d)) => {
-                if let Some(n) = d.get("times").and_then(number) {
+                if let Some(n) = d.get("times").and_then(as_f64) {
                     if n <= 0.0 { None } else { Some(FpMode::Times(n as u64)) }
-                } else if let Some(n) = d.get("skip").and_then(number) {
+                } else if let Some(n) = d.get("skip").and_then(as_f64) {
                     Some(FpMode::Skip(n.max(0.0) as u64))
                 } else {
                     bail!(BadValue, "mode must be 'alwaysOn', 'off', {{times: n}} or {{skip: n}}");
@@ -158,7 +158,7 @@ impl FailPoints {
             return None;
         }
         let action = FailCommand {
-            error_code: d.get("errorCode").and_then(number).map(|n| n as i32),
+            error_code: d.get("errorCode").and_then(as_f64).map(|n| n as i32),
             error_labels: match d.get("errorLabels") {
                 Some(Bson::Array(a)) => {
                     Some(a.iter().filter_map(|l| l.as_str().map(String::from)).collect())
@@ -168,7 +168,7 @@ impl FailPoints {
             close_connection: d.get_bool("closeConnection").unwrap_or(false),
             block: if d.get_bool("blockConnection").unwrap_or(false) {
                 Some(Duration::from_millis(
-                    d.get("blockTimeMS").and_then(number).unwrap_or(0.0) as u64
+                    d.get("blockTimeMS").and_then(as_f64).unwrap_or(0.0) as u64
                 ))
             } else {
                 None
@@ -187,7 +187,7 @@ impl FailPoints {
     pub fn fail_get_more(&self) -> Option<i32> {
         let mut points = self.points.lock();
         let fp = points.get_mut("failGetMoreAfterCursorCheckout")?;
-        let code = fp.data.get("errorCode").and_then(number).map_or(1, |n| n as i32);
+        let code = fp.data.get("errorCode").and_then(as_f64).map_or(1, |n| n as i32);
         let (fires, exhausted) = fp.fire();
         if exhausted {
             points.remove("failGetMoreAfterCursorCheckout");
@@ -204,7 +204,7 @@ impl FailPoints {
             fail_before_commit: fp
                 .data
                 .get("failBeforeCommitExceptionCode")
-                .and_then(number)
+                .and_then(as_f64)
                 .map(|n| n as i32),
         };
         let (fires, exhausted) = fp.fire();

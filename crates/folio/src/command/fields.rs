@@ -84,14 +84,9 @@ pub fn check(name: &str, fields: Fields, cmd: &Document) -> Result<()> {
                 format!("BSON field '{}.{key}' is not supported by Folio", idl_name(name)),
             ));
         }
-        return Err(unknown_field(&format!("{}.{key}", idl_name(name))));
+        return Err(Error::unknown_field(&format!("{}.{key}", idl_name(name))));
     }
     Ok(())
-}
-
-/// The unknown-field error (40415, `Location40415` as MongoDB names it) for `path`.
-pub fn unknown_field(path: &str) -> Error {
-    Error::new(Code::Location40415, format!("BSON field '{path}' is an unknown field."))
 }
 
 /// The name MongoDB's parser reports for a command reached through an alias.

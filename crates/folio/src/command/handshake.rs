@@ -27,6 +27,7 @@ use std::time::Instant;
 use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, doc};
 
+use super::args::Request;
 use super::{Connection, Service};
 use crate::error::Result;
 use crate::{bail, err};
@@ -49,48 +50,9 @@ pub const LOGICAL_SESSION_TIMEOUT_MINUTES: i32 = 30;
 // TODO(#18): take the start time from the service once it records one.
 static STARTED: LazyLock<(Instant, DateTime)> = LazyLock::new(|| (Instant::now(), DateTime::now()));
 
-/// The command name: the first key.
-fn command_name(cmd: &Document) -> &str {
-    cmd.keys().next().map(String::as_str).unwrap_or_default()
-}
-
-/// The `$db` of a command.
-fn db_name(cmd: &Document) -> &str {
-    cmd.get_str("$db").unwrap_or_default()
-}
-
-/// Fails unless the command runs against `admin`, with MongoDB's error.
-fn require_admin(cmd: &Document) -> Result<()> {
-    if db_name(cmd) != "admin" {
-        bail!(Unauthorized, "{} may only be run against the admin database.", command_name(cmd));
-    }
-    Ok(())
-}
-
-/// Whether a BSON value is "true" the way MongoDB reads boolean options (non-zero numbers too).
-fn truthy(v: &Bson) -> bool {
-    match v {
-        Bson::Boolean(b) => *b,
-        Bson::Int32(n) => *n != 0,
-        Bson::Int64(n) => *n != 0,
-        Bson::Double(n) => *n != 0.0,
-        Bson::Decimal128(d) => d.to_string().parse::<f64>() != Ok(0.0),
-        Bson::Null | Bson::Undefined => false,
-        Bson::String(_)
-        | Bson::Array(_)
-        | Bson::Document(_)
-        | Bson::RegularExpression(_)
-        | Bson::JavaScriptCode(_)
-        | Bson::JavaScriptCodeWithScope(_)
-        | Bson::Timestamp(_)
-        | Bson::Binary(_)
-        | Bson::ObjectId(_)
-        | Bson::DateTime(_)
-        | Bson::Symbol(_)
-        | Bson::MaxKey
-        | Bson::MinKey
-        | Bson::DbPointer(_) => true,
-    }
+/// Whether `name` is the handshake (`hello`, or its legacy names).
+pub(super) fn is_hello(name: &str) -> bool {
+    matches!(name, "hello" | "isMaster" | "ismaster")
 }
 
 /// The constant election id of the single member.
@@ -106,22 +68,22 @@ fn last_optime(svc: &Service) -> (Document, DateTime) {
 }
 
 /// `hello`, `isMaster`, `ismaster`: the server's role, limits and negotiated compression.
-pub fn hello(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
+pub fn hello(req: &mut Request<'_>) -> Result<Document> {
     LazyLock::force(&STARTED);
-    let legacy = command_name(cmd) != "hello";
-    awaited_topology(svc, cmd)?;
-    record_client_metadata(conn, cmd)?;
-    let compression = negotiate_compression(conn, cmd)?;
-    let opts = svc.options();
+    let legacy = req.name != "hello";
+    awaited_topology(req.svc, req.cmd)?;
+    record_client_metadata(req.conn, req.cmd)?;
+    let compression = negotiate_compression(req.conn, req.cmd)?;
+    let opts = req.svc.options();
     let host = opts.advertise_host.clone();
-    let (optime, date) = last_optime(svc);
+    let (optime, date) = last_optime(req.svc);
 
     let mut d = doc! {
         "hosts": [host.clone()],
         "setName": opts.repl_set_name.clone(),
         "setVersion": 1,
     };
-    d.insert("topologyVersion", topology_version(svc));
+    d.insert("topologyVersion", topology_version(req.svc));
     d.insert(if legacy { "ismaster" } else { "isWritablePrimary" }, true);
     d.insert("secondary", false);
     d.insert("primary", host.clone());
@@ -141,23 +103,23 @@ pub fn hello(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Doc
     d.insert("maxWriteBatchSize", MAX_WRITE_BATCH_SIZE);
     d.insert("localTime", DateTime::now());
     d.insert("logicalSessionTimeoutMinutes", LOGICAL_SESSION_TIMEOUT_MINUTES);
-    d.insert("connectionId", conn.id as i64);
+    d.insert("connectionId", req.conn.id as i64);
     d.insert("minWireVersion", 0);
     d.insert("maxWireVersion", MAX_WIRE_VERSION);
     d.insert("readOnly", false);
     if let Some(list) = compression {
         d.insert("compression", list);
     }
-    if cmd.get("helloOk").is_some_and(truthy) {
+    if req.cmd.get("helloOk").is_some_and(crate::doc::truthy) {
         d.insert("helloOk", true);
     }
-    if let Some(mechs) = sasl_supported_mechs(svc, cmd)? {
+    if let Some(mechs) = sasl_supported_mechs(req.svc, req.cmd)? {
         d.insert("saslSupportedMechs", mechs);
     }
-    if let Some(reply) = speculative_authenticate(svc, conn, cmd) {
+    if let Some(reply) = speculative_authenticate(req.svc, req.conn, req.cmd) {
         d.insert("speculativeAuthenticate", reply);
     }
-    load_balanced_hello(svc, conn, cmd, &mut d)?;
+    load_balanced_hello(req.svc, req.conn, req.cmd, &mut d)?;
     Ok(d)
 }
 
@@ -211,7 +173,13 @@ fn speculative_authenticate(
     let out = if inner.contains_key("saslStart") {
         super::users::sasl_start_in(svc, conn, &inner, &db)
     } else if inner.contains_key("authenticate") {
-        super::users::authenticate(svc, conn, &inner)
+        super::users::authenticate(&mut Request {
+            svc,
+            conn,
+            cmd: &inner,
+            name: "authenticate",
+            db: &db,
+        })
     } else {
         return None;
     };
@@ -235,7 +203,7 @@ fn load_balanced_hello(
     if !svc.options().load_balanced || !first {
         return Ok(());
     }
-    if !cmd.get("loadBalanced").is_some_and(truthy) {
+    if !cmd.get("loadBalanced").is_some_and(crate::doc::truthy) {
         bail!(
             LoadBalancerSupportMismatch,
             "The server is being accessed through a load balancer, but this driver does not have \
@@ -253,8 +221,8 @@ fn load_balanced_hello(
 }
 
 /// `isMaster` / `ismaster`: `hello` with the legacy `ismaster` field.
-pub fn is_master(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
-    hello(svc, conn, cmd)
+pub fn is_master(req: &mut Request<'_>) -> Result<Document> {
+    hello(req)
 }
 
 /// The topology version `hello` reports (see the module documentation).
@@ -269,7 +237,7 @@ fn topology_version(svc: &Service) -> Document {
 fn awaited_topology(svc: &Service, cmd: &Document) -> Result<Option<std::time::Duration>> {
     let wait = match cmd.get("maxAwaitTimeMS") {
         None => None,
-        Some(v) => match super::runner::number(v) {
+        Some(v) => match crate::doc::compare::as_f64(v) {
             Some(ms) if ms.fract() == 0.0 && ms >= 0.0 => Some(ms as u64),
             Some(ms) if ms.fract() == 0.0 => bail!(
                 Location51024,
@@ -314,7 +282,7 @@ fn awaited_topology(svc: &Service, cmd: &Document) -> Result<Option<std::time::D
             "BSON field 'TopologyVersion.processId' is missing but a required field"
         ),
     };
-    let counter = match version.get("counter").and_then(super::runner::number) {
+    let counter = match version.get("counter").and_then(crate::doc::compare::as_f64) {
         Some(n) => n as i64,
         None => bail!(
             Location40414,
@@ -345,7 +313,7 @@ impl Service {
     /// `maxAwaitTimeMS`, since Folio's topology never changes; `None` for anything else, and
     /// for a request that is invalid (dispatching it reports the error).
     pub fn hello_await(&self, cmd: &Document) -> Option<std::time::Duration> {
-        if !matches!(command_name(cmd), "hello" | "isMaster" | "ismaster") {
+        if !cmd.keys().next().is_some_and(|name| is_hello(name)) {
             return None;
         }
         awaited_topology(self, cmd).ok().flatten()
@@ -402,7 +370,7 @@ fn negotiate_compression(conn: &mut Connection, cmd: &Document) -> Result<Option
 }
 
 /// `buildInfo`: the MongoDB version Folio matches, plus Folio's own.
-pub fn build_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+pub fn build_info(_: &mut Request<'_>) -> Result<Document> {
     Ok(doc! {
         "version": MONGODB_VERSION,
         "gitVersion": format!("folio-{}", env!("CARGO_PKG_VERSION")),
@@ -427,31 +395,30 @@ pub fn build_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Docum
 }
 
 /// `ping`.
-pub fn ping(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+pub fn ping(_: &mut Request<'_>) -> Result<Document> {
     Ok(Document::new())
 }
 
 /// `getParameter`: `{getParameter: 1, name: 1, ...}`, `{getParameter: "*"}`, or
 /// `{getParameter: {showDetails, allParameters}, name: 1}`.
-pub fn get_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
-    require_admin(cmd)?;
-    let (all, details) = match cmd.get("getParameter") {
+pub fn get_parameter(req: &mut Request<'_>) -> Result<Document> {
+    let (all, details) = match req.cmd.get("getParameter") {
         Some(Bson::String(s)) if s == "*" => (true, false),
         Some(Bson::Document(opts)) => (
-            opts.get("allParameters").is_some_and(truthy),
-            opts.get("showDetails").is_some_and(truthy),
+            opts.get("allParameters").is_some_and(crate::doc::truthy),
+            opts.get("showDetails").is_some_and(crate::doc::truthy),
         ),
         _ => (false, false),
     };
     let mut d = Document::new();
-    for p in super::runtime::parameters(svc) {
-        if !all && !cmd.contains_key(p.name) {
+    for p in super::runtime::parameters(req.svc) {
+        if !all && !req.cmd.contains_key(p.name) {
             continue;
         }
         let value = if details {
             Bson::Document(doc! {
-                "value": p.value,
-                "settableAtRuntime": p.set.is_some(),
+                "value": p.value.clone(),
+                "settableAtRuntime": p.settable_at_runtime(),
                 "settableAtStartup": p.settable_at_startup,
             })
         } else {
@@ -466,9 +433,8 @@ pub fn get_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
 }
 
 /// `getCmdLineOpts`: the command line the server was started with.
-pub fn get_cmd_line_opts(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
-    require_admin(cmd)?;
-    let mut d = svc.options().cmd_line.clone();
+pub fn get_cmd_line_opts(req: &mut Request<'_>) -> Result<Document> {
+    let mut d = req.svc.options().cmd_line.clone();
     if !d.contains_key("argv") {
         d.insert("argv", Bson::Array(Vec::new()));
     }
@@ -521,21 +487,21 @@ fn count(n: u64) -> i64 {
 
 /// `serverStatus`: process, connection and transaction statistics. Sections can be excluded
 /// with `{section: 0}`.
-pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
+pub fn server_status(req: &mut Request<'_>) -> Result<Document> {
     let (started, started_at) = *STARTED;
     let uptime = started.elapsed();
-    let stats = &svc.stats;
+    let stats = &req.svc.stats;
     let current = stats.connections_current.load(Ordering::Relaxed);
     let total = stats.connections_total.load(Ordering::Relaxed);
     let committed = stats.txn_committed.load(Ordering::Relaxed);
     let aborted = stats.txn_aborted.load(Ordering::Relaxed);
-    let open = svc.sessions.open_transactions();
-    let max = u64::from(svc.options().max_conns);
-    let opts = svc.options();
-    let engine = svc.store.stats();
-    let (log_max_bytes, _, log_bytes) = svc.store.log_usage();
-    let mut metrics = svc.metrics.metrics_doc(&Service::command_names());
-    metrics.insert("cursor", doc! { "open": { "total": count(svc.cursors.len() as u64) } });
+    let open = req.svc.sessions.open_transactions();
+    let max = u64::from(req.svc.options().max_conns);
+    let opts = req.svc.options();
+    let engine = req.svc.store.stats();
+    let (log_max_bytes, _, log_bytes) = req.svc.store.log_usage();
+    let mut metrics = req.svc.metrics.metrics_doc(&Service::command_names());
+    metrics.insert("cursor", doc! { "open": { "total": count(req.svc.cursors.len() as u64) } });
     metrics.insert(
         "ttl",
         doc! {
@@ -592,9 +558,9 @@ pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
             "startedAt": started_at,
         },
         "metrics": metrics,
-        "opcounters": svc.metrics.opcounters_doc(),
-        "opLatencies": svc.metrics.op_latencies_doc(),
-        "network": svc.metrics.network_doc(),
+        "opcounters": req.svc.metrics.opcounters_doc(),
+        "opLatencies": req.svc.metrics.op_latencies_doc(),
+        "network": req.svc.metrics.network_doc(),
         "mem": mem_section(),
         "folio": {
             "transactions": {
@@ -606,14 +572,14 @@ pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
                 "commitBatches": count(engine.commit_batches),
                 "gcDeletedVersions": count(engine.gc_deleted),
             },
-            "slowOperations": count(svc.metrics.slow_operations.load(Ordering::Relaxed)),
+            "slowOperations": count(req.svc.metrics.slow_operations.load(Ordering::Relaxed)),
             // Open change streams and tailable cursors (each a consumer of the change log).
-            "changeStreamsOpen": count(svc.streams.len() as u64),
+            "changeStreamsOpen": count(req.svc.streams.len() as u64),
             "changeLog": {
                 "bytes": count(log_bytes),
                 "maxBytes": count(log_max_bytes),
             },
-            "profilerEntries": count(svc.metrics.profiled.load(Ordering::Relaxed)),
+            "profilerEntries": count(req.svc.metrics.profiled.load(Ordering::Relaxed)),
         },
         "folioVersion": env!("CARGO_PKG_VERSION"),
     };
@@ -629,7 +595,7 @@ pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
         "mem",
         "folio",
     ] {
-        if cmd.get(section).is_some_and(|v| !truthy(v)) {
+        if req.cmd.get(section).is_some_and(|v| !crate::doc::truthy(v)) {
             d.remove(section);
         }
     }
@@ -637,7 +603,7 @@ pub fn server_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
 }
 
 /// `hostInfo`: the machine Folio runs on.
-pub fn host_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+pub fn host_info(_: &mut Request<'_>) -> Result<Document> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mem = mem_size_mb().map(Bson::Int64).unwrap_or(Bson::Null);
     Ok(doc! {
@@ -661,9 +627,10 @@ pub fn host_info(_: &Service, _: &mut Connection, _: &Document) -> Result<Docume
 
 /// `connectionStatus`: who is authenticated on the connection, their roles (inherited ones
 /// included) and, with `showPrivileges`, their privileges.
-pub fn connection_status(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
-    svc.refresh_privileges(conn)?;
-    let users: Vec<Bson> = conn
+pub fn connection_status(req: &mut Request<'_>) -> Result<Document> {
+    req.svc.refresh_privileges(req.conn)?;
+    let users: Vec<Bson> = req
+        .conn
         .auth
         .users
         .iter()
@@ -671,7 +638,7 @@ pub fn connection_status(svc: &Service, conn: &mut Connection, cmd: &Document) -
         .collect();
     let mut roles = Vec::new();
     let mut privileges = Vec::new();
-    for u in &conn.auth.users {
+    for u in &req.conn.auth.users {
         for r in &u.roles {
             if !roles.contains(r) {
                 roles.push(r.clone());
@@ -685,7 +652,7 @@ pub fn connection_status(svc: &Service, conn: &mut Connection, cmd: &Document) -
         "authenticatedUsers": users,
         "authenticatedUserRoles": crate::auth::role_documents(&roles),
     };
-    if cmd.get("showPrivileges").is_some_and(truthy) {
+    if req.cmd.get("showPrivileges").is_some_and(crate::doc::truthy) {
         auth.insert(
             "authenticatedUserPrivileges",
             crate::auth::roles::privilege_documents(&privileges),
@@ -695,14 +662,13 @@ pub fn connection_status(svc: &Service, conn: &mut Connection, cmd: &Document) -
 }
 
 /// `whatsmyuri`: the client's address.
-pub fn whatsmyuri(_: &Service, conn: &mut Connection, _: &Document) -> Result<Document> {
-    Ok(doc! { "you": conn.remote.clone() })
+pub fn whatsmyuri(req: &mut Request<'_>) -> Result<Document> {
+    Ok(doc! { "you": req.conn.remote.clone() })
 }
 
 /// `getLog`: the most recent log lines in MongoDB's JSON format (see [`super::recent_log`]).
-pub fn get_log(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
-    require_admin(cmd)?;
-    let log = match cmd.get("getLog") {
+pub fn get_log(req: &mut Request<'_>) -> Result<Document> {
+    let log = match req.cmd.get("getLog") {
         Some(Bson::String(s)) if s == "*" => {
             return Ok(doc! { "names": ["global", "startupWarnings"] });
         }
@@ -725,8 +691,8 @@ pub fn get_log(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Docume
 
 /// `logRotate`: rotates the log file (see `--logRotate`); `1` or `"server"` name the server
 /// log, the only one Folio has.
-pub fn log_rotate(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
-    match cmd.get("logRotate") {
+pub fn log_rotate(req: &mut Request<'_>) -> Result<Document> {
+    match req.cmd.get("logRotate") {
         Some(Bson::String(s)) if s == "server" => {}
         Some(Bson::String(s)) if s == "audit" => {
             return Err(err!(
@@ -742,10 +708,9 @@ pub fn log_rotate(_: &Service, _: &mut Connection, cmd: &Document) -> Result<Doc
 }
 
 /// `replSetGetStatus`: one healthy PRIMARY.
-pub fn repl_set_get_status(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
-    require_admin(cmd)?;
-    let opts = svc.options();
-    let (optime, date) = last_optime(svc);
+pub fn repl_set_get_status(req: &mut Request<'_>) -> Result<Document> {
+    let opts = req.svc.options();
+    let (optime, date) = last_optime(req.svc);
     let (started, started_at) = *STARTED;
     let uptime = count(started.elapsed().as_secs());
     let election_secs = u32::try_from(started_at.timestamp_millis() / 1000).unwrap_or(0);
@@ -795,10 +760,10 @@ pub fn repl_set_get_status(svc: &Service, _: &mut Connection, cmd: &Document) ->
 }
 
 /// `listCommands`: every command in the command table, by name.
-pub fn list_commands(svc: &Service, _: &mut Connection, _: &Document) -> Result<Document> {
+pub fn list_commands(req: &mut Request<'_>) -> Result<Document> {
     let mut commands: Vec<&super::table::Spec> = super::table::COMMANDS
         .iter()
-        .filter(|c| !c.test_only || svc.options().test_commands)
+        .filter(|c| !c.test_only || req.svc.options().test_commands)
         .collect();
     commands.sort_by_key(|c| c.name);
     let mut d = Document::new();

@@ -1,4 +1,4 @@
-//! In-flight operations: what `currentOp` lists and `killOp` interrupts.
+//! In-flight operations: what `currentOp` lists and `killOp` interrupts, and those two commands.
 //!
 //! Every command registers itself for as long as it runs, with an operation id and a kill flag.
 //! `killOp` sets the flag; a command checks it wherever it may wait (between statements, and while
@@ -11,6 +11,12 @@ use std::time::Instant;
 
 use bson::{Bson, Document, doc};
 use parking_lot::Mutex;
+
+use super::Service;
+use super::args::Request;
+use crate::bail;
+use crate::error::Result;
+use crate::session::TxnState;
 
 /// One running command.
 pub(crate) struct OpEntry {
@@ -104,4 +110,51 @@ impl OpRegistry {
             })
             .collect()
     }
+}
+
+/// `killOp`: interrupts a running command by its `opid` (from `currentOp`).
+pub fn kill_op(req: &mut Request<'_>) -> Result<Document> {
+    let opid = match req.cmd.get("op").and_then(crate::doc::compare::as_f64) {
+        Some(n) if n >= 0.0 && n.fract() == 0.0 => n as u32,
+        _ => bail!(TypeMismatch, "killOp requires a numeric 'op' field"),
+    };
+    req.svc.ops.kill(opid);
+    Ok(doc! { "info": "attempting to kill op" })
+}
+
+/// `currentOp`: running commands, and open transactions as idle sessions.
+pub fn current_op(req: &mut Request<'_>) -> Result<Document> {
+    Ok(doc! { "inprog": in_progress(req.svc, true) })
+}
+
+/// The running operations and, with `idle_sessions`, the sessions whose transaction is open
+/// between statements (`currentOp`'s `inprog`, `$currentOp`'s documents).
+pub(super) fn in_progress(svc: &Service, idle_sessions: bool) -> Vec<Bson> {
+    let mut inprog = svc.ops.current();
+    if !idle_sessions {
+        return inprog;
+    }
+    for s in svc.sessions.list() {
+        let Some(s) = s.try_lock() else { continue };
+        let TxnState::InProgress { started, read_concern, .. } = &s.state else {
+            continue;
+        };
+        let open_micros = started.elapsed().as_micros() as i64;
+        let mut params = doc! { "txnNumber": s.txn_number.unwrap_or(0), "autocommit": false };
+        if let Some(rc) = read_concern {
+            params.insert("readConcern", rc.clone());
+        }
+        inprog.push(Bson::Document(doc! {
+            "type": "idleSession",
+            "active": false,
+            "lsid": s.lsid.clone(),
+            "transaction": {
+                "parameters": params,
+                "timeOpenMicros": open_micros,
+                "timeActiveMicros": 0_i64,
+                "timeInactiveMicros": open_micros,
+            },
+        }));
+    }
+    inprog
 }

@@ -8,7 +8,7 @@
 //! recording costs a few uncontended increments. What a command did is read from the command and
 //! its reply as MongoDB counts it (`opcounters.insert` counts documents, `update` and `delete`
 //! count statements, `document.*` counts documents changed or returned) plus the keys and
-//! documents the executor examined ([`crate::exec::opstats`]).
+//! documents the executor examined (`exec::opstats`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -230,7 +230,7 @@ impl Metrics {
             && let Ok(last) = reply.get_document("lastErrorObject")
         {
             let n = reply_number(last, "n");
-            if cmd.get("remove").and_then(super::runner::number).is_some_and(|n| n != 0.0)
+            if cmd.get("remove").and_then(crate::doc::compare::as_f64).is_some_and(|n| n != 0.0)
                 || matches!(cmd.get("remove"), Some(Bson::Boolean(true)))
             {
                 add(&self.document[0], n);

@@ -11,7 +11,9 @@
 //!    `failCommand` fail point gets its chance to fail or delay the command.
 //! 4. A [`runner::Runner`] checks out the session and decides how statements run: in the
 //!    session's transaction, as retryable writes, or as autocommit statements.
-//! 5. The handler parses its own arguments and calls [`crate::exec`] through the runner.
+//! 5. The handler receives the command as an [`args::Request`] (the service, the connection,
+//!    the command, its name and database) and parses its own arguments, whose names the table
+//!    has already checked ([`fields`]); it calls `exec` through the runner.
 //! 6. One place ([`labels`]) adds error labels exactly as MongoDB does, an error in a transaction
 //!    aborts it, the write concern is checked, and the reply gets `ok`, `operationTime` and
 //!    `$clusterTime`.
@@ -32,7 +34,7 @@ pub mod profile;
 pub mod recent_log;
 pub mod runner;
 mod runtime;
-mod sessions;
+mod session_cmds;
 pub mod ttl;
 mod users;
 
@@ -47,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::mvcc::TxnStore;
 use crate::session::SessionRegistry;
 
+use args::Request;
 use failpoint::FailPoints;
 use runner::{Mode, OpContext, Runner};
 
@@ -76,7 +79,7 @@ pub struct ServiceOptions {
     /// `--profile`: the profiling level of every database until `profile` changes it.
     pub profile_level: i32,
     /// `--auth` / `security.authorization: enabled`: network connections must authenticate and
-    /// every command is checked against the user's privileges (see [`authz`]).
+    /// every command is checked against the user's privileges (see `command::authz`).
     pub auth: bool,
     /// `authenticationMechanisms`: the mechanisms `saslStart`/`authenticate` accept.
     pub auth_mechanisms: Vec<String>,
@@ -299,7 +302,13 @@ impl Service {
 
     /// `serverStatus` as the command answers it (for exporters; not counted as a command).
     pub fn server_status(&self) -> Result<Document> {
-        handshake::server_status(self, &mut Connection::default(), &Document::new())
+        handshake::server_status(&mut Request {
+            svc: self,
+            conn: &mut Connection::default(),
+            cmd: &Document::new(),
+            name: "serverStatus",
+            db: "admin",
+        })
     }
 
     /// The number of open cursors.
@@ -381,7 +390,7 @@ impl Service {
 
     /// Aborts every open transaction and makes committed data durable (for shutdown).
     pub fn shutdown(&self) {
-        self.sessions.end_all();
+        self.sessions.end_matching(|_| true);
         if let Err(e) = self.store.flush() {
             tracing::error!("flush at shutdown failed: {e}");
         }
@@ -485,7 +494,7 @@ impl Service {
         let mut op = OpContext::parse(cmd)?;
         op.api.check_strict(&name, spec.api_v1)?;
         if op.api.version.is_none()
-            && !matches!(name.as_str(), "hello" | "isMaster" | "ismaster")
+            && !handshake::is_hello(&name)
             && self.require_api_version.load(Ordering::Relaxed)
         {
             crate::bail!(
@@ -528,7 +537,7 @@ impl Service {
                 .and_then(|c| c.get_document("application"))
                 .and_then(|a| a.get_str("name"))
                 .ok()
-                .filter(|_| matches!(name.as_str(), "hello" | "isMaster" | "ismaster"));
+                .filter(|_| handshake::is_hello(&name));
             let app_name = conn.app_name.as_deref().or(hello_app);
             if let Some(fc) = self.failpoints.fail_command(&name, app_name, &ns) {
                 if let Some(block) = fc.block {
@@ -574,12 +583,13 @@ impl Service {
             }
             Ok(())
         };
+        let mut request = Request { svc: self, conn, cmd, name: &name, db: &op.db };
         let result = match (spec.handler, runner.as_mut()) {
             (table::Handler::Runner(f), Some(runner)) => runner
                 .begin(spec.in_txn)
                 .and_then(|()| timed_out())
-                .and_then(|()| f(self, conn, cmd, runner)),
-            (table::Handler::Simple(f), _) => timed_out().and_then(|()| f(self, conn, cmd)),
+                .and_then(|()| f(&mut request, runner)),
+            (table::Handler::Simple(f), _) => timed_out().and_then(|()| f(&mut request)),
             (table::Handler::Runner(_), None) => Err(crate::err!(InternalError, "no runner")),
         };
         // Nothing is acknowledged before it is durable: deferred commits a handler left
@@ -613,7 +623,8 @@ impl Service {
                     None => None,
                 };
                 if let Some(wce) = wce {
-                    let code = wce.get("code").and_then(runner::number).unwrap_or(0.0) as i32;
+                    let code =
+                        wce.get("code").and_then(crate::doc::compare::as_f64).unwrap_or(0.0) as i32;
                     let labels = match forced_labels {
                         Some(l) => l,
                         None => labels::write_concern_labels(code, &op),
@@ -662,19 +673,30 @@ pub fn namespace_of(cmd: &Document, db: &str) -> String {
 
 /// The reply document of a failed command.
 pub fn error_reply(e: &Error) -> Document {
-    let mut d = doc! { "ok": 0.0, "errmsg": e.message.clone(), "code": e.code_number() };
-    if !e.code_name().is_empty() {
-        d.insert("codeName", e.code_name().into_owned());
-    }
+    let mut d = doc! { "ok": 0.0, "errmsg": e.message.clone() };
+    insert_code(&mut d, e);
     if !e.labels.is_empty() {
         d.insert("errorLabels", e.labels.clone());
     }
+    insert_extra(&mut d, e);
+    d
+}
+
+/// An error's `code` and `codeName` (when it has one), as replies and write errors carry them.
+fn insert_code(d: &mut Document, e: &Error) {
+    d.insert("code", e.code_number());
+    if !e.code_name().is_empty() {
+        d.insert("codeName", e.code_name().into_owned());
+    }
+}
+
+/// An error's extra fields (`keyPattern`, `errInfo`, ...), after the others.
+fn insert_extra(d: &mut Document, e: &Error) {
     if let Some(extra) = &e.extra {
         for (k, v) in extra.iter() {
             d.insert(k.clone(), v.clone());
         }
     }
-    d
 }
 
 pub(crate) mod table {
@@ -682,21 +704,22 @@ pub(crate) mod table {
 
     use bson::Document;
 
+    use super::args::Request;
     use super::fields::Fields;
     use super::runner::Runner;
     use super::{
-        Connection, Service, admin, bulk, crud, ddl, failpoint_cmd, handshake, profile, runtime,
-        sessions, users,
+        admin, bulk, crud, ddl, failpoint_cmd, handshake, inprog, profile, runtime, session_cmds,
+        users,
     };
     use crate::error::Result;
 
     /// How a command's handler is called.
     #[derive(Clone, Copy)]
     pub enum Handler {
-        /// Needs nothing but the service and the connection.
-        Simple(fn(&Service, &mut Connection, &Document) -> Result<Document>),
+        /// Needs nothing but the request (the service, the connection and the command).
+        Simple(fn(&mut Request<'_>) -> Result<Document>),
         /// Reads or writes data through the runner.
-        Runner(fn(&Service, &mut Connection, &Document, &mut Runner) -> Result<Document>),
+        Runner(fn(&mut Request<'_>, &mut Runner) -> Result<Document>),
     }
 
     /// One command.
@@ -894,18 +917,22 @@ pub(crate) mod table {
         cmd("buildInfo", S(handshake::build_info)),
         cmd("buildinfo", S(handshake::build_info)),
         v1(cmd("ping", S(handshake::ping))),
-        cmd("getParameter", S(handshake::get_parameter)),
-        cmd("getCmdLineOpts", S(handshake::get_cmd_line_opts)),
+        admin(cmd("getParameter", S(handshake::get_parameter))),
+        admin(cmd("getCmdLineOpts", S(handshake::get_cmd_line_opts))),
         cmd("serverStatus", S(handshake::server_status)),
         cmd("hostInfo", S(handshake::host_info)),
         cmd("connectionStatus", S(handshake::connection_status)),
         cmd("whatsmyuri", S(handshake::whatsmyuri)),
-        cmd("getLog", S(handshake::get_log)),
-        cmd("profile", S(profile::profile)),
+        admin(cmd("getLog", S(handshake::get_log))),
+        takes(&["slowms", "sampleRate", "filter"], &[], cmd("profile", S(profile::profile))),
         admin(cmd("logRotate", S(handshake::log_rotate))),
         admin(cmd("replSetGetStatus", S(handshake::repl_set_get_status))),
         admin(cmd("setParameter", S(runtime::set_parameter))),
-        admin(cmd("replSetResizeOplog", S(runtime::repl_set_resize_oplog))),
+        admin(takes(
+            &["size", "minRetentionHours"],
+            &[],
+            cmd("replSetResizeOplog", S(runtime::repl_set_resize_oplog)),
+        )),
         cmd("listCommands", S(handshake::list_commands)),
         admin(takes(&[], &[], cmd("replSetGetConfig", S(admin::repl_set_get_config)))),
         admin(takes(&["lock", "async"], &[], cmd("fsync", S(admin::fsync)))),
@@ -1037,21 +1064,21 @@ pub(crate) mod table {
         takes(
             &["recoveryToken"],
             &["commitTimestamp"],
-            admin(txn(waits(v1(cmd("commitTransaction", R(sessions::commit_transaction)))))),
+            admin(txn(waits(v1(cmd("commitTransaction", R(session_cmds::commit_transaction)))))),
         ),
         takes(
             &["recoveryToken"],
             &[],
-            admin(txn(waits(v1(cmd("abortTransaction", R(sessions::abort_transaction)))))),
+            admin(txn(waits(v1(cmd("abortTransaction", R(session_cmds::abort_transaction)))))),
         ),
-        cmd("startSession", S(sessions::start_session)),
-        waits(v1(cmd("endSessions", S(sessions::end_sessions)))),
-        v1(cmd("refreshSessions", S(sessions::refresh_sessions))),
-        waits(cmd("killSessions", S(sessions::kill_sessions))),
-        waits(cmd("killAllSessions", S(sessions::kill_all_sessions))),
-        waits(cmd("killAllSessionsByPattern", S(sessions::kill_all_sessions))),
-        admin(cmd("currentOp", S(sessions::current_op))),
-        admin(cmd("killOp", S(sessions::kill_op))),
+        cmd("startSession", S(session_cmds::start_session)),
+        waits(v1(cmd("endSessions", S(session_cmds::end_sessions)))),
+        v1(cmd("refreshSessions", S(session_cmds::refresh_sessions))),
+        waits(cmd("killSessions", S(session_cmds::kill_sessions))),
+        waits(cmd("killAllSessions", S(session_cmds::kill_all_sessions))),
+        waits(cmd("killAllSessionsByPattern", S(session_cmds::kill_all_sessions))),
+        admin(cmd("currentOp", S(inprog::current_op))),
+        admin(cmd("killOp", S(inprog::kill_op))),
         // Authentication, users and roles.
         v1(cmd("saslStart", S(users::sasl_start))),
         v1(cmd("saslContinue", S(users::sasl_continue))),
@@ -1061,17 +1088,17 @@ pub(crate) mod table {
         write(cmd("updateUser", R(users::update_user))),
         write(cmd("dropUser", R(users::drop_user))),
         write(cmd("dropAllUsersFromDatabase", R(users::drop_all_users))),
-        write(cmd("grantRolesToUser", R(users::grant_roles_to_user))),
-        write(cmd("revokeRolesFromUser", R(users::revoke_roles_from_user))),
+        write(cmd("grantRolesToUser", R(users::grant_or_revoke_user))),
+        write(cmd("revokeRolesFromUser", R(users::grant_or_revoke_user))),
         cmd("usersInfo", R(users::users_info)),
         write(cmd("createRole", R(users::create_role))),
         write(cmd("updateRole", R(users::update_role))),
         write(cmd("dropRole", R(users::drop_role))),
         write(cmd("dropAllRolesFromDatabase", R(users::drop_all_roles))),
-        write(cmd("grantPrivilegesToRole", R(users::grant_privileges_to_role))),
-        write(cmd("revokePrivilegesFromRole", R(users::revoke_privileges_from_role))),
-        write(cmd("grantRolesToRole", R(users::grant_roles_to_role))),
-        write(cmd("revokeRolesFromRole", R(users::revoke_roles_from_role))),
+        write(cmd("grantPrivilegesToRole", R(users::change_privileges))),
+        write(cmd("revokePrivilegesFromRole", R(users::change_privileges))),
+        write(cmd("grantRolesToRole", R(users::change_inherited))),
+        write(cmd("revokeRolesFromRole", R(users::change_inherited))),
         cmd("rolesInfo", R(users::roles_info)),
         // Test commands.
         Spec { test_only: true, admin_only: true, ..cmd("configureFailPoint", S(failpoint_cmd)) },
@@ -1094,6 +1121,6 @@ pub(crate) mod table {
     }
 }
 
-fn failpoint_cmd(svc: &Service, _conn: &mut Connection, cmd: &Document) -> Result<Document> {
-    svc.failpoints.configure(cmd)
+fn failpoint_cmd(req: &mut Request<'_>) -> Result<Document> {
+    req.svc.failpoints.configure(req.cmd)
 }

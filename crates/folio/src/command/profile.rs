@@ -29,6 +29,7 @@ use bson::{Bson, DateTime, Document, doc};
 use parking_lot::Mutex;
 
 use super::Connection;
+use super::args::Request;
 use crate::error::Result;
 use crate::exec::opstats::OpStats;
 use crate::query::Filter;
@@ -96,33 +97,33 @@ pub fn redact(cmd: &Document) -> Document {
 
 /// `profile`: reads (`-1`) or sets a database's profiling level, and the server's `slowms`,
 /// `sampleRate`, and the database's `filter`. Answers the settings as they were.
-pub fn profile(svc: &super::Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
-    let p = &svc.profiler;
-    let db = cmd.get_str("$db").unwrap_or("admin").to_string();
-    let level = match cmd.get("profile") {
-        Some(v) => super::runner::number(v)
+pub fn profile(req: &mut Request<'_>) -> Result<Document> {
+    let p = &req.svc.profiler;
+    let db = req.db.to_string();
+    let level = match req.cmd.get("profile") {
+        Some(v) => crate::doc::compare::as_f64(v)
             .filter(|n| n.fract() == 0.0 && (-1.0..=2.0).contains(n))
             .ok_or_else(|| crate::err!(BadValue, "Invalid profiling level: {}", v))?
             as i32,
         None => crate::bail!(BadValue, "profile requires a level"),
     };
-    let slow_ms = match cmd.get("slowms") {
+    let slow_ms = match req.cmd.get("slowms") {
         None => None,
         Some(v) => Some(
-            super::runner::number(v)
+            crate::doc::compare::as_f64(v)
                 .filter(|n| n.fract() == 0.0)
                 .ok_or_else(|| crate::err!(TypeMismatch, "'slowms' must be a number: {}", v))?,
         ),
     };
-    let sample_rate = match cmd.get("sampleRate") {
+    let sample_rate = match req.cmd.get("sampleRate") {
         None => None,
         Some(v) => {
-            Some(super::runner::number(v).filter(|n| (0.0..=1.0).contains(n)).ok_or_else(|| {
-                crate::err!(BadValue, "'sampleRate' must be between 0.0 and 1.0 inclusive")
-            })?)
+            Some(crate::doc::compare::as_f64(v).filter(|n| (0.0..=1.0).contains(n)).ok_or_else(
+                || crate::err!(BadValue, "'sampleRate' must be between 0.0 and 1.0 inclusive"),
+            )?)
         }
     };
-    let filter = match cmd.get("filter") {
+    let filter = match req.cmd.get("filter") {
         None => None,
         Some(Bson::String(s)) if s == "unset" => Some(None),
         Some(Bson::Document(d)) => Some(Some((d.clone(), Filter::parse(d)?))),
@@ -132,28 +133,6 @@ pub fn profile(svc: &super::Service, _: &mut Connection, cmd: &Document) -> Resu
             other
         ),
     };
-    for field in cmd.keys() {
-        if !matches!(
-            field.as_str(),
-            "profile"
-                | "slowms"
-                | "sampleRate"
-                | "filter"
-                | "$db"
-                | "lsid"
-                | "$clusterTime"
-                | "$readPreference"
-                | "comment"
-                | "apiVersion"
-                | "apiStrict"
-                | "apiDeprecationErrors"
-        ) {
-            return Err(crate::Error::new(
-                crate::Code::Other(40415),
-                format!("BSON field 'profile.{field}' is an unknown field."),
-            ));
-        }
-    }
     let before = p.db(&db);
     let mut reply = doc! {
         "was": before.level,
@@ -181,7 +160,7 @@ pub fn profile(svc: &super::Service, _: &mut Connection, cmd: &Document) -> Resu
     if let Some(rate) = sample_rate {
         p.sample_rate.store(rate.to_bits(), Ordering::Relaxed);
     }
-    if before.filter.is_some() || cmd.contains_key("filter") {
+    if before.filter.is_some() || req.cmd.contains_key("filter") {
         reply.insert(
             "note",
             "When a filter expression is set, slowms and sampleRate are not used for profiling and slow-query log lines.",

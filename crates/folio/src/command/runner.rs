@@ -233,7 +233,7 @@ impl OpContext {
         let write_concern = doc_arg(cmd, "writeConcern")?;
         let deadline = match cmd.get("maxTimeMS") {
             None | Some(Bson::Null) => None,
-            Some(v) => match number(v) {
+            Some(v) => match crate::doc::compare::as_f64(v) {
                 Some(ms) if ms < 0.0 => {
                     bail!(BadValue, "{} value for maxTimeMS is out of range", ms)
                 }
@@ -335,10 +335,7 @@ fn validate_lsid(lsid: &Document) -> Result<()> {
             },
             "txnNumber" | "txnUUID" => {}
             _ => {
-                return Err(crate::Error::new(
-                    crate::Code::Other(40415),
-                    format!("BSON field '{PATH}.{k}' is an unknown field."),
-                ));
+                return Err(crate::Error::unknown_field(&format!("{PATH}.{k}")));
             }
         }
     }
@@ -389,17 +386,6 @@ fn doc_arg(cmd: &Document, key: &str) -> Result<Option<Document>> {
         Some(_) => {
             bail!(TypeMismatch, "BSON field '{}' is the wrong type, expected type 'object'", key)
         }
-    }
-}
-
-/// A number argument as f64.
-pub fn number(v: &Bson) -> Option<f64> {
-    match v {
-        Bson::Int32(n) => Some(f64::from(*n)),
-        Bson::Int64(n) => Some(*n as f64),
-        Bson::Double(d) => Some(*d),
-        Bson::Decimal128(d) => d.to_string().parse().ok(),
-        _ => None,
     }
 }
 

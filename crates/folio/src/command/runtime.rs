@@ -7,25 +7,44 @@
 //! setters, so a parameter is settable at runtime exactly when `getParameter`'s `showDetails`
 //! says so; the others are refused, never accepted and ignored.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bson::{Bson, Document, doc};
 
+use super::Service;
+use super::args::Request;
 use super::fields::GENERIC as GENERIC_ARGS;
-use super::{Connection, Service};
 use crate::bail;
+use crate::doc::compare::as_f64;
 use crate::error::Result;
 
-fn require_admin(cmd: &Document, name: &str) -> Result<()> {
-    if cmd.get_str("$db").unwrap_or("") != "admin" {
-        bail!(Unauthorized, "{} may only be run against the admin database.", name);
-    }
-    Ok(())
+/// How a parameter changes at runtime: a flag, or a whole number of seconds of at least 1, each
+/// kept in the service.
+#[derive(Clone, Copy)]
+enum Setter {
+    Flag(fn(&Service) -> &AtomicBool),
+    Seconds(fn(&Service) -> &AtomicU64),
 }
 
-/// Changes a parameter at runtime, or refuses the value.
-type Setter = fn(&Service, &str, &Bson) -> Result<()>;
+impl Setter {
+    /// The parameter's current value.
+    fn value(self, svc: &Service) -> Bson {
+        match self {
+            Setter::Flag(f) => Bson::Boolean(f(svc).load(Ordering::Relaxed)),
+            Setter::Seconds(f) => int32(f(svc).load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Sets the parameter `name` to `v`, or refuses the value.
+    fn set(self, svc: &Service, name: &str, v: &Bson) -> Result<()> {
+        match self {
+            Setter::Flag(f) => f(svc).store(boolean(name, v)?, Ordering::Relaxed),
+            Setter::Seconds(f) => f(svc).store(positive_int(name, v)?, Ordering::Relaxed),
+        }
+        Ok(())
+    }
+}
 
 /// A server parameter.
 pub(super) struct Parameter {
@@ -34,14 +53,21 @@ pub(super) struct Parameter {
     /// Its current value.
     pub value: Bson,
     /// How `setParameter` changes it; `None` when it cannot change at runtime.
-    pub set: Option<Setter>,
+    set: Option<Setter>,
     /// Whether `--setParameter` (or the config file) may give it.
     pub settable_at_startup: bool,
 }
 
+impl Parameter {
+    /// Whether `setParameter` may change it.
+    pub fn settable_at_runtime(&self) -> bool {
+        self.set.is_some()
+    }
+}
+
 /// A whole number of seconds (or another unit) of at least 1.
 fn positive_int(name: &str, v: &Bson) -> Result<u64> {
-    super::runner::number(v)
+    as_f64(v)
         .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= f64::from(i32::MAX))
         .map(|n| n as u64)
         .ok_or_else(|| crate::err!(BadValue, "Invalid value for {}: {}", name, v))
@@ -67,9 +93,9 @@ pub(super) fn parameters(svc: &Service) -> Vec<Parameter> {
         set: None,
         settable_at_startup: startup,
     };
-    let runtime = |name, value: Bson, startup, set: Setter| Parameter {
+    let runtime = |name, startup, set: Setter| Parameter {
         name,
-        value,
+        value: set.value(svc),
         set: Some(set),
         settable_at_startup: startup,
     };
@@ -97,55 +123,27 @@ pub(super) fn parameters(svc: &Service) -> Vec<Parameter> {
         fixed("logLevel", Bson::Int32(0), false),
         fixed("maxTransactionLockRequestTimeoutMillis", Bson::Int32(5), false),
         fixed("quiet", Bson::Boolean(false), false),
-        runtime(
-            "requireApiVersion",
-            Bson::Boolean(svc.require_api_version.load(Ordering::Relaxed)),
-            false,
-            |svc, name, v| {
-                svc.require_api_version.store(boolean(name, v)?, Ordering::Relaxed);
-                Ok(())
-            },
-        ),
+        runtime("requireApiVersion", false, Setter::Flag(|svc| &svc.require_api_version)),
         runtime(
             "transactionLifetimeLimitSeconds",
-            int32(svc.txn_lifetime_secs.load(Ordering::Relaxed)),
             true,
-            |svc, name, v| {
-                svc.txn_lifetime_secs.store(positive_int(name, v)?, Ordering::Relaxed);
-                Ok(())
-            },
+            Setter::Seconds(|svc| &svc.txn_lifetime_secs),
         ),
-        runtime(
-            "ttlMonitorEnabled",
-            Bson::Boolean(svc.ttl_enabled.load(Ordering::Relaxed)),
-            true,
-            |svc, name, v| {
-                svc.ttl_enabled.store(boolean(name, v)?, Ordering::Relaxed);
-                Ok(())
-            },
-        ),
-        runtime(
-            "ttlMonitorSleepSecs",
-            int32(svc.ttl_sleep_secs.load(Ordering::Relaxed)),
-            true,
-            |svc, name, v| {
-                svc.ttl_sleep_secs.store(positive_int(name, v)?, Ordering::Relaxed);
-                Ok(())
-            },
-        ),
+        runtime("ttlMonitorEnabled", true, Setter::Flag(|svc| &svc.ttl_enabled)),
+        runtime("ttlMonitorSleepSecs", true, Setter::Seconds(|svc| &svc.ttl_sleep_secs)),
     ]
 }
 
 /// `setParameter`: changes take effect at once (the next housekeeping tick sees the TTL and
 /// transaction-lifetime settings); the reply's `was` is the previous value, as MongoDB's.
-pub fn set_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Result<Document> {
-    require_admin(cmd, "setParameter")?;
+pub fn set_parameter(req: &mut Request<'_>) -> Result<Document> {
+    let params = parameters(req.svc);
     let mut was = None;
-    for (k, v) in cmd.iter().skip(1) {
+    for (k, v) in req.cmd.iter().skip(1) {
         if GENERIC_ARGS.contains(&k.as_str()) {
             continue;
         }
-        let Some(p) = parameters(svc).into_iter().find(|p| p.name == k) else {
+        let Some(p) = params.iter().find(|p| p.name == k) else {
             bail!(
                 InvalidOptions,
                 "attempted to set unrecognized parameter [{}], use help:true to see options",
@@ -155,8 +153,8 @@ pub fn set_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
         let Some(set) = p.set else {
             bail!(IllegalOperation, "not allowed to change [{}] at runtime", k);
         };
-        set(svc, p.name, v)?;
-        was = Some(p.value);
+        set.set(req.svc, p.name, v)?;
+        was = Some(p.value.clone());
     }
     match was {
         Some(was) => Ok(doc! { "was": was }),
@@ -167,43 +165,24 @@ pub fn set_parameter(svc: &Service, _: &mut Connection, cmd: &Document) -> Resul
 /// `replSetResizeOplog`: `size` (megabytes, a double) and `minRetentionHours` of the change log.
 /// MongoDB refuses sizes under 990 MB; Folio accepts any positive size, so tests and small
 /// deployments can keep a short history (docs/compatibility.md).
-pub fn repl_set_resize_oplog(
-    svc: &Service,
-    _: &mut Connection,
-    cmd: &Document,
-) -> Result<Document> {
-    require_admin(cmd, "replSetResizeOplog")?;
-    let (mut bytes, mut age, _) = svc.store.log_usage();
-    let mut any = false;
-    for (k, v) in cmd.iter().skip(1) {
-        match k.as_str() {
-            "size" => {
-                let mb =
-                    super::runner::number(v).filter(|mb| *mb > 0.0 && mb.is_finite()).ok_or_else(
-                        || crate::err!(BadValue, "size must be a positive number: {}", v),
-                    )?;
-                bytes = (mb * 1048576.0) as u64;
-                any = true;
-            }
-            "minRetentionHours" => {
-                let h =
-                    super::runner::number(v).filter(|h| *h >= 0.0 && h.is_finite()).ok_or_else(
-                        || crate::err!(BadValue, "minRetentionHours must be non-negative: {}", v),
-                    )?;
-                age = Duration::from_secs_f64(h * 3600.0);
-                any = true;
-            }
-            k if GENERIC_ARGS.contains(&k) => {}
-            other => bail!(
-                Location40415,
-                "BSON field 'replSetResizeOplog.{}' is an unknown field.",
-                other
-            ),
-        }
-    }
-    if !any {
+pub fn repl_set_resize_oplog(req: &mut Request<'_>) -> Result<Document> {
+    let (mut bytes, mut age, _) = req.svc.store.log_usage();
+    let (size, hours) = (req.cmd.get("size"), req.cmd.get("minRetentionHours"));
+    if size.is_none() && hours.is_none() {
         bail!(InvalidOptions, "replSetResizeOplog needs 'size' or 'minRetentionHours'");
     }
-    svc.store.set_log_retention(bytes, age);
+    if let Some(v) = size {
+        let mb = as_f64(v)
+            .filter(|mb| *mb > 0.0 && mb.is_finite())
+            .ok_or_else(|| crate::err!(BadValue, "size must be a positive number: {}", v))?;
+        bytes = (mb * 1048576.0) as u64;
+    }
+    if let Some(v) = hours {
+        let h = as_f64(v).filter(|h| *h >= 0.0 && h.is_finite()).ok_or_else(|| {
+            crate::err!(BadValue, "minRetentionHours must be non-negative: {}", v)
+        })?;
+        age = Duration::from_secs_f64(h * 3600.0);
+    }
+    req.svc.store.set_log_retention(bytes, age);
     Ok(Document::new())
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Document, doc};
 
+use super::args::Request;
 use super::args::{opt_bool, opt_doc, required};
 use super::runner::Runner;
 use super::{Connection, Service};
@@ -148,45 +149,45 @@ pub(crate) fn sasl_start_in(
 }
 
 /// `saslStart`.
-pub fn sasl_start(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
-    let db = cmd.get_str("$db").unwrap_or_default().to_string();
-    sasl_start_in(svc, conn, cmd, &db)
+pub fn sasl_start(req: &mut Request<'_>) -> Result<Document> {
+    let db = req.db.to_string();
+    sasl_start_in(req.svc, req.conn, req.cmd, &db)
 }
 
 /// `saslContinue`.
-pub fn sasl_continue(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
-    let id = cmd.get("conversationId").and_then(super::runner::number);
-    let data = payload(cmd, "saslContinue")?;
-    let Some(mut conv) = conn.auth.conversation.take() else {
+pub fn sasl_continue(req: &mut Request<'_>) -> Result<Document> {
+    let id = req.cmd.get("conversationId").and_then(crate::doc::compare::as_f64);
+    let data = payload(req.cmd, "saslContinue")?;
+    let Some(mut conv) = req.conn.auth.conversation.take() else {
         bail!(ProtocolError, "No SASL session state found");
     };
     if id != Some(f64::from(CONVERSATION_ID)) {
         bail!(ProtocolError, "sasl: Mismatched conversation id");
     }
-    if cmd.get_str("$db").unwrap_or_default() != conv.db {
+    if req.db != conv.db {
         bail!(ProtocolError, "Attempt to switch database target during SASL authentication.");
     }
     if conv.proven {
         // The client's empty last step: the exchange is over.
-        return finish(svc, conn, conv, Vec::new());
+        return finish(req.svc, req.conn, conv, Vec::new());
     }
     match conv.finish(&data) {
         Ok(server_final) => {
             if conv.skip_empty_exchange {
-                finish(svc, conn, conv, server_final)
+                finish(req.svc, req.conn, conv, server_final)
             } else {
                 let out = doc! {
                     "conversationId": CONVERSATION_ID,
                     "done": false,
                     "payload": binary(server_final),
                 };
-                conn.auth.conversation = Some(conv);
+                req.conn.auth.conversation = Some(conv);
                 Ok(out)
             }
         }
         Err(e) => {
             let (user, db, mech) = (conv.user.clone(), conv.db.clone(), conv.mechanism.name());
-            record_failure(conn, &user, &db, mech, &e.message);
+            record_failure(req.conn, &user, &db, mech, &e.message);
             Err(if e.code == crate::Code::AuthenticationFailed { e } else { auth_failed() })
         }
     }
@@ -234,38 +235,44 @@ pub(crate) fn login(
 }
 
 /// `authenticate`: MONGODB-X509 with the client certificate the TLS layer verified.
-pub fn authenticate(svc: &Service, conn: &mut Connection, cmd: &Document) -> Result<Document> {
-    let mechanism = cmd.get_str("mechanism").unwrap_or_default().to_string();
-    if mechanism != "MONGODB-X509" || !enabled(svc, &mechanism) {
+pub fn authenticate(req: &mut Request<'_>) -> Result<Document> {
+    let mechanism = req.cmd.get_str("mechanism").unwrap_or_default().to_string();
+    if mechanism != "MONGODB-X509" || !enabled(req.svc, &mechanism) {
         bail!(
             MechanismUnavailable,
             "Received authentication for mechanism {} which is unknown or not enabled",
             mechanism
         );
     }
-    let db = cmd.get_str("$db").unwrap_or_default();
+    let db = req.db;
     if db != "$external" {
         bail!(ProtocolError, "X.509 authentication must always use the $external database.");
     }
-    rate_limit(conn)?;
-    let Some(subject) = conn.client_certificate_subject.clone() else {
-        record_failure(conn, "", db, &mechanism, "no verified client certificate");
+    rate_limit(req.conn)?;
+    let Some(subject) = req.conn.client_certificate_subject.clone() else {
+        record_failure(req.conn, "", db, &mechanism, "no verified client certificate");
         bail!(AuthenticationFailed, "No verified subject name available from client");
     };
-    if let Ok(user) = cmd.get_str("user")
+    if let Ok(user) = req.cmd.get_str("user")
         && user != subject
     {
-        record_failure(conn, user, db, &mechanism, "user does not match the certificate subject");
+        record_failure(
+            req.conn,
+            user,
+            db,
+            &mechanism,
+            "user does not match the certificate subject",
+        );
         bail!(AuthenticationFailed, "There is no x.509 client certificate matching the user.");
     }
-    login(svc, conn, &UserName::new(subject.clone(), "$external"), &mechanism)?;
+    login(req.svc, req.conn, &UserName::new(subject.clone(), "$external"), &mechanism)?;
     Ok(doc! { "dbname": "$external", "user": subject })
 }
 
 /// `logout`: forgets the connection's user.
-pub fn logout(_svc: &Service, conn: &mut Connection, _cmd: &Document) -> Result<Document> {
-    conn.auth.users.clear();
-    conn.auth.conversation = None;
+pub fn logout(req: &mut Request<'_>) -> Result<Document> {
+    req.conn.auth.users.clear();
+    req.conn.auth.conversation = None;
     Ok(Document::new())
 }
 
@@ -424,28 +431,24 @@ fn change(
 }
 
 /// `createUser`.
-pub fn create_user(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn create_user(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    let name = UserName::new(name_arg(cmd, "createUser")?, db.clone());
+    let name = UserName::new(name_arg(req.cmd, "createUser")?, db.clone());
     if db == "local" {
         bail!(BadValue, "Cannot create users in the local database");
     }
-    refuse_restrictions(cmd)?;
-    let password = password_arg(cmd, &db)?;
+    refuse_restrictions(req.cmd)?;
+    let password = password_arg(req.cmd, &db)?;
     if password.is_none() && db != "$external" {
         bail!(
             BadValue,
             "Must provide a 'pwd' field for all user documents, except those with '$external' as the user's source db"
         );
     }
-    let roles = roles_arg(cmd, &db, "createUser")?;
-    let mechanisms = mechanisms_arg(svc, cmd)?.unwrap_or_else(|| default_mechanisms(svc));
-    let custom = opt_doc(cmd, "customData", "createUser")?;
+    let roles = roles_arg(req.cmd, &db, "createUser")?;
+    let mechanisms =
+        mechanisms_arg(req.svc, req.cmd)?.unwrap_or_else(|| default_mechanisms(req.svc));
+    let custom = opt_doc(req.cmd, "customData", "createUser")?;
     let mut user = doc! {
         "_id": name.id(),
         "userId": bson::Uuid::new(),
@@ -462,7 +465,7 @@ pub fn create_user(
     if let Some(c) = custom {
         user.insert("customData", c);
     }
-    change(svc, run, |txn| {
+    change(req.svc, run, |txn| {
         if auth::find_user(txn, &name)?.is_some() {
             bail!(Location51003, "User \"{}\" already exists", name);
         }
@@ -473,19 +476,14 @@ pub fn create_user(
 }
 
 /// `updateUser`.
-pub fn update_user(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn update_user(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    let name = UserName::new(name_arg(cmd, "updateUser")?, db.clone());
-    refuse_restrictions(cmd)?;
-    let password = password_arg(cmd, &db)?;
-    let roles = opt_roles_arg(cmd, &db)?;
-    let custom = opt_doc(cmd, "customData", "updateUser")?;
-    let mechanisms = mechanisms_arg(svc, cmd)?;
+    let name = UserName::new(name_arg(req.cmd, "updateUser")?, db.clone());
+    refuse_restrictions(req.cmd)?;
+    let password = password_arg(req.cmd, &db)?;
+    let roles = opt_roles_arg(req.cmd, &db)?;
+    let custom = opt_doc(req.cmd, "customData", "updateUser")?;
+    let mechanisms = mechanisms_arg(req.svc, req.cmd)?;
     if password.is_none() && roles.is_none() && custom.is_none() && mechanisms.is_none() {
         bail!(BadValue, "Must specify at least one field to update in updateUser");
     }
@@ -493,11 +491,11 @@ pub fn update_user(
         Some(p) => Some(credentials(
             &name.name,
             p,
-            &mechanisms.clone().unwrap_or_else(|| default_mechanisms(svc)),
+            &mechanisms.clone().unwrap_or_else(|| default_mechanisms(req.svc)),
         )?),
         None => None,
     };
-    change(svc, run, |txn| {
+    change(req.svc, run, |txn| {
         let mut user = auth::find_user(txn, &name)?.ok_or_else(|| user_not_found(&name))?;
         if let Some(c) = &new_credentials {
             user.insert("credentials", c.clone());
@@ -529,14 +527,9 @@ pub fn update_user(
 }
 
 /// `dropUser`.
-pub fn drop_user(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    let name = UserName::new(name_arg(cmd, "dropUser")?, run.op.db.clone());
-    change(svc, run, |txn| {
+pub fn drop_user(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let name = UserName::new(name_arg(req.cmd, "dropUser")?, run.op.db.clone());
+    change(req.svc, run, |txn| {
         if delete(txn, USERS_COLLECTION, doc! { "_id": name.id() }, true)? == 0 {
             return Err(user_not_found(&name));
         }
@@ -545,30 +538,21 @@ pub fn drop_user(
 }
 
 /// `dropAllUsersFromDatabase`.
-pub fn drop_all_users(
-    svc: &Service,
-    _c: &mut Connection,
-    _cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn drop_all_users(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    change(svc, run, |txn| {
+    change(req.svc, run, |txn| {
         let n = delete(txn, USERS_COLLECTION, doc! { "db": db.clone() }, false)?;
         Ok(doc! { "n": n as i32 })
     })
 }
 
-fn grant_or_revoke_user(
-    svc: &Service,
-    cmd: &Document,
-    run: &mut Runner,
-    command: &str,
-    grant: bool,
-) -> Result<Document> {
+/// `grantRolesToUser` / `revokeRolesFromUser`.
+pub fn grant_or_revoke_user(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let grant = req.name == "grantRolesToUser";
     let db = run.op.db.clone();
-    let name = UserName::new(name_arg(cmd, command)?, db.clone());
-    let roles = roles_arg(cmd, &db, command)?;
-    change(svc, run, |txn| {
+    let name = UserName::new(name_arg(req.cmd, req.name)?, db.clone());
+    let roles = roles_arg(req.cmd, &db, req.name)?;
+    change(req.svc, run, |txn| {
         let mut user = auth::find_user(txn, &name)?.ok_or_else(|| user_not_found(&name))?;
         check_roles_exist(txn, &roles)?;
         let mut current = auth::roles_of(&user, &db)?;
@@ -577,26 +561,6 @@ fn grant_or_revoke_user(
         replace(txn, USERS_COLLECTION, &name.id(), user)?;
         Ok(Document::new())
     })
-}
-
-/// `grantRolesToUser`.
-pub fn grant_roles_to_user(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    grant_or_revoke_user(svc, cmd, run, "grantRolesToUser", true)
-}
-
-/// `revokeRolesFromUser`.
-pub fn revoke_roles_from_user(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    grant_or_revoke_user(svc, cmd, run, "revokeRolesFromUser", false)
 }
 
 /// The names a `usersInfo`/`rolesInfo` argument asks for; `None` means every one of the
@@ -628,19 +592,14 @@ fn info_names(
 }
 
 /// `usersInfo`.
-pub fn users_info(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn users_info(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
     let all_dbs =
-        cmd.get_document("usersInfo").is_ok_and(|d| d.get_bool("forAllDBs").unwrap_or(false));
-    let names = info_names(cmd.get("usersInfo"), &db, "user", "usersInfo")?;
-    let show_credentials = opt_bool(cmd, "showCredentials", "usersInfo")?.unwrap_or(false);
-    let show_privileges = opt_bool(cmd, "showPrivileges", "usersInfo")?.unwrap_or(false);
-    let filter = super::args::opt_doc(cmd, "filter", "usersInfo")?;
+        req.cmd.get_document("usersInfo").is_ok_and(|d| d.get_bool("forAllDBs").unwrap_or(false));
+    let names = info_names(req.cmd.get("usersInfo"), &db, "user", "usersInfo")?;
+    let show_credentials = opt_bool(req.cmd, "showCredentials", "usersInfo")?.unwrap_or(false);
+    let show_privileges = opt_bool(req.cmd, "showPrivileges", "usersInfo")?.unwrap_or(false);
+    let filter = super::args::opt_doc(req.cmd, "filter", "usersInfo")?;
     let users = run.read(|txn| {
         let mut q = match &names {
             Some(n) => doc! { "_id": { "$in": n.iter().map(|u| Bson::String(u.id())).collect::<Vec<_>>() } },
@@ -744,18 +703,13 @@ fn role_name(cmd: &Document, command: &str, db: &str) -> Result<UserName> {
 }
 
 /// `createRole`.
-pub fn create_role(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn create_role(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    let role = role_name(cmd, "createRole", &db)?;
-    refuse_restrictions(cmd)?;
-    let privileges = parse_privileges(required(cmd, "privileges", "createRole")?, &db)?;
-    let inherits = roles_arg(cmd, &db, "createRole")?;
-    change(svc, run, |txn| {
+    let role = role_name(req.cmd, "createRole", &db)?;
+    refuse_restrictions(req.cmd)?;
+    let privileges = parse_privileges(required(req.cmd, "privileges", "createRole")?, &db)?;
+    let inherits = roles_arg(req.cmd, &db, "createRole")?;
+    change(req.svc, run, |txn| {
         if auth::find_role(txn, &role)?.is_some() {
             bail!(Location51002, "Role \"{}\" already exists", role);
         }
@@ -794,21 +748,16 @@ fn modify_role(
 }
 
 /// `updateRole`: replaces the privileges and/or inherited roles given.
-pub fn update_role(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn update_role(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    let role = role_name(cmd, "updateRole", &db)?;
-    refuse_restrictions(cmd)?;
-    let privileges = cmd.get("privileges").map(|v| parse_privileges(v, &db)).transpose()?;
-    let inherits = opt_roles_arg(cmd, &db)?;
+    let role = role_name(req.cmd, "updateRole", &db)?;
+    refuse_restrictions(req.cmd)?;
+    let privileges = req.cmd.get("privileges").map(|v| parse_privileges(v, &db)).transpose()?;
+    let inherits = opt_roles_arg(req.cmd, &db)?;
     if privileges.is_none() && inherits.is_none() {
         bail!(BadValue, "Must specify at least one field to update in updateRole");
     }
-    modify_role(svc, run, role, |p, r| {
+    modify_role(req.svc, run, role, |p, r| {
         if let Some(new) = &privileges {
             *p = new.clone();
         }
@@ -819,17 +768,12 @@ pub fn update_role(
 }
 
 /// `grantPrivilegesToRole` / `revokePrivilegesFromRole`.
-fn change_privileges(
-    svc: &Service,
-    cmd: &Document,
-    run: &mut Runner,
-    command: &str,
-    grant: bool,
-) -> Result<Document> {
+pub fn change_privileges(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let grant = req.name == "grantPrivilegesToRole";
     let db = run.op.db.clone();
-    let role = role_name(cmd, command, &db)?;
-    let given = parse_privileges(required(cmd, "privileges", command)?, &db)?;
-    modify_role(svc, run, role, |p, _| {
+    let role = role_name(req.cmd, req.name, &db)?;
+    let given = parse_privileges(required(req.cmd, "privileges", req.name)?, &db)?;
+    modify_role(req.svc, run, role, |p, _| {
         for g in &given {
             if grant {
                 roles::merge(p, g.clone());
@@ -841,58 +785,13 @@ fn change_privileges(
     })
 }
 
-/// `grantPrivilegesToRole`.
-pub fn grant_privileges_to_role(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    change_privileges(svc, cmd, run, "grantPrivilegesToRole", true)
-}
-
-/// `revokePrivilegesFromRole`.
-pub fn revoke_privileges_from_role(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    change_privileges(svc, cmd, run, "revokePrivilegesFromRole", false)
-}
-
 /// `grantRolesToRole` / `revokeRolesFromRole`.
-fn change_inherited(
-    svc: &Service,
-    cmd: &Document,
-    run: &mut Runner,
-    command: &str,
-    grant: bool,
-) -> Result<Document> {
+pub fn change_inherited(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
+    let grant = req.name == "grantRolesToRole";
     let db = run.op.db.clone();
-    let role = role_name(cmd, command, &db)?;
-    let given = roles_arg(cmd, &db, command)?;
-    modify_role(svc, run, role, |_, r| grant_or_revoke(r, &given, grant))
-}
-
-/// `grantRolesToRole`.
-pub fn grant_roles_to_role(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    change_inherited(svc, cmd, run, "grantRolesToRole", true)
-}
-
-/// `revokeRolesFromRole`.
-pub fn revoke_roles_from_role(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
-    change_inherited(svc, cmd, run, "revokeRolesFromRole", false)
+    let role = role_name(req.cmd, req.name, &db)?;
+    let given = roles_arg(req.cmd, &db, req.name)?;
+    modify_role(req.svc, run, role, |_, r| grant_or_revoke(r, &given, grant))
 }
 
 /// Removes `role` from every user's and role's `roles` (what dropping a role does in MongoDB).
@@ -911,15 +810,10 @@ fn forget_role(txn: &mut dyn crate::mvcc::Txn, role: &UserName) -> Result<()> {
 }
 
 /// `dropRole`.
-pub fn drop_role(
-    svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn drop_role(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    let role = role_name(cmd, "dropRole", &db)?;
-    change(svc, run, |txn| {
+    let role = role_name(req.cmd, "dropRole", &db)?;
+    change(req.svc, run, |txn| {
         if delete(txn, ROLES_COLLECTION, doc! { "_id": role.id() }, true)? == 0 {
             return Err(role_not_found(&role));
         }
@@ -929,14 +823,9 @@ pub fn drop_role(
 }
 
 /// `dropAllRolesFromDatabase`.
-pub fn drop_all_roles(
-    svc: &Service,
-    _c: &mut Connection,
-    _cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn drop_all_roles(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    change(svc, run, |txn| {
+    change(req.svc, run, |txn| {
         let spec = FindSpec { filter: doc! { "db": db.clone() }, ..FindSpec::default() };
         let found = exec::find(txn, ADMIN_DB, ROLES_COLLECTION, &spec)?;
         let n = delete(txn, ROLES_COLLECTION, doc! { "db": db.clone() }, false)?;
@@ -948,17 +837,12 @@ pub fn drop_all_roles(
 }
 
 /// `rolesInfo`.
-pub fn roles_info(
-    _svc: &Service,
-    _c: &mut Connection,
-    cmd: &Document,
-    run: &mut Runner,
-) -> Result<Document> {
+pub fn roles_info(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let db = run.op.db.clone();
-    let names = info_names(cmd.get("rolesInfo"), &db, "role", "rolesInfo")?;
-    let show_privileges = matches!(cmd.get("showPrivileges"), Some(Bson::Boolean(true)))
-        || matches!(cmd.get("showPrivileges"), Some(Bson::String(s)) if s == "asUserFragment");
-    let show_builtin = opt_bool(cmd, "showBuiltinRoles", "rolesInfo")?.unwrap_or(false);
+    let names = info_names(req.cmd.get("rolesInfo"), &db, "role", "rolesInfo")?;
+    let show_privileges = matches!(req.cmd.get("showPrivileges"), Some(Bson::Boolean(true)))
+        || matches!(req.cmd.get("showPrivileges"), Some(Bson::String(s)) if s == "asUserFragment");
+    let show_builtin = opt_bool(req.cmd, "showBuiltinRoles", "rolesInfo")?.unwrap_or(false);
     let out = run.read(|txn| {
         let wanted: Vec<UserName> = match &names {
             Some(n) => n.clone(),

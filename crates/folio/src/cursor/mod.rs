@@ -132,8 +132,6 @@ pub struct Cursor {
     pub remaining: VecDeque<Document>,
     /// Who opened the cursor.
     pub owner: Owner,
-    /// The transaction number the cursor was opened in, if in a transaction.
-    pub txn_number: Option<i64>,
     /// When the cursor was last used.
     pub last_use: Instant,
     /// The `atClusterTime` of a snapshot read, echoed in replies.
@@ -261,11 +259,6 @@ impl CursorRegistry {
     pub fn len(&self) -> usize {
         self.cursors.lock().len()
     }
-
-    /// Whether no cursor is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -301,7 +294,6 @@ mod tests {
             ns: "db.c".into(),
             remaining: VecDeque::from([doc! { "_id": 1 }]),
             owner: super::Owner { session: None, user: None },
-            txn_number: None,
             last_use,
             at_cluster_time: None,
             no_timeout,

@@ -167,16 +167,6 @@ impl Number {
         }
     }
 
-    /// Back to BSON.
-    pub fn to_bson(self) -> Bson {
-        match self {
-            Number::Int(i) => Bson::Int32(i),
-            Number::Long(i) => Bson::Int64(i),
-            Number::Double(d) => Bson::Double(d),
-            Number::Decimal(_, d) => Bson::Decimal128(d),
-        }
-    }
-
     /// Whether the value is NaN.
     pub fn is_nan(self) -> bool {
         match self {

@@ -14,6 +14,7 @@ pub enum Style {
     /// As the server's error messages do.
     Mongo,
     /// With every numeric type visible.
+    #[cfg(test)]
     Typed,
 }
 
@@ -32,6 +33,7 @@ pub fn doc_string(d: &Document) -> String {
 }
 
 /// A value in the given style.
+#[cfg(test)]
 pub fn value_string_styled(v: &Bson, style: Style) -> String {
     let mut s = String::new();
     write_value(&mut s, v, style);
@@ -39,6 +41,7 @@ pub fn value_string_styled(v: &Bson, style: Style) -> String {
 }
 
 /// A document in the given style.
+#[cfg(test)]
 pub fn doc_string_styled(d: &Document, style: Style) -> String {
     let mut s = String::new();
     write_doc(&mut s, d, style);
@@ -166,6 +169,7 @@ fn write_value(out: &mut String, v: &Bson, style: Style) {
             Style::Mongo => {
                 let _ = write!(out, "{i}");
             }
+            #[cfg(test)]
             Style::Typed => {
                 let _ = write!(out, "NumberLong({i})");
             }

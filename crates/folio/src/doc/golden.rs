@@ -48,11 +48,17 @@ pub fn error_line(e: &Error) -> String {
     format!("error {}({}): {}", e.code_name(), e.code_number(), e.message)
 }
 
+/// Whether golden files are to be rewritten from the code's output (`UPDATE_GOLDENFILES=1`, the
+/// one switch of every golden suite in the workspace) instead of compared with it.
+pub fn update_requested() -> bool {
+    std::env::var("UPDATE_GOLDENFILES").is_ok_and(|v| v == "1")
+}
+
 /// Runs every block of `testdata/<file>` (relative to the crate root) through `f`.
 pub fn run(file: &str, f: impl Fn(&[Input]) -> Vec<String>) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let update = std::env::var("UPDATE_GOLDENFILES").is_ok_and(|v| v == "1");
+    let update = update_requested();
     let mut rewritten = String::new();
     let mut failures = String::new();
     let mut cases = 0;

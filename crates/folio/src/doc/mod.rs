@@ -38,8 +38,6 @@ pub(crate) mod golden;
 #[cfg(test)]
 pub(crate) mod random;
 
-pub use compare::{bson_eq, cmp_bson, cmp_documents};
-
 /// A numeric argument as an exact 64-bit integer, as the server's
 /// `BSONElement::parseIntegerElementToLong` reads one (`$limit`, `$skip`, count's `limit`):
 /// a double or decimal must be integral and within the `long` range; anything else fails with

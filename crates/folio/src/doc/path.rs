@@ -45,26 +45,6 @@ pub fn child<'a>(v: &'a Bson, part: &str) -> Option<&'a Bson> {
     }
 }
 
-/// Mutable [`child`].
-pub fn child_mut<'a>(v: &'a mut Bson, part: &str) -> Option<&'a mut Bson> {
-    match v {
-        Bson::Document(d) => d.get_mut(part),
-        Bson::Array(a) => array_index(part).and_then(move |i| a.get_mut(i)),
-        _ => None,
-    }
-}
-
-/// Mutable [`get_path`].
-pub fn get_path_mut<'a>(doc: &'a mut Document, path: &str) -> Option<&'a mut Bson> {
-    let mut parts = path.split('.');
-    let first = parts.next()?;
-    let mut cur = doc.get_mut(first)?;
-    for part in parts {
-        cur = child_mut(cur, part)?;
-    }
-    Some(cur)
-}
-
 /// Every value reachable at `path` through arrays, with arrays at the end of the path expanded
 /// into their elements (the whole array is not included). A missing path yields nothing.
 pub fn collect_values<'a>(doc: &'a Document, path: &str) -> Vec<&'a Bson> {

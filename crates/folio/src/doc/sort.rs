@@ -101,6 +101,7 @@ impl SortSpec {
     /// MongoDB refuses to sort a document in which two sort fields go through different arrays
     /// (`{a: [1, 2], b: [3, 4]}` sorted by `{a: 1, b: 1}`): there is no single key for it. The
     /// executor calls this on each document it sorts.
+    #[cfg(test)]
     pub fn check_parallel_arrays(&self, doc: &Document) -> Result<()> {
         let mut seen: Option<&str> = None;
         for (path, _) in &self.keys {
@@ -150,6 +151,7 @@ impl SortSpec {
     }
 
     /// Sorts documents in place (stable).
+    #[cfg(test)]
     pub fn sort(&self, docs: &mut [Document]) {
         let mut keyed: Vec<(Vec<Bson>, usize)> =
             docs.iter().enumerate().map(|(i, d)| (self.key(d), i)).collect();

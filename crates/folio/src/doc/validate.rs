@@ -71,6 +71,7 @@ pub fn prepare_insert(
 }
 
 /// Validates a replacement document (a replace-style update or `findAndModify` replacement).
+#[cfg(test)]
 pub fn validate_replacement(doc: &Document) -> Result<()> {
     for (name, value) in doc {
         if name == "_id" {
@@ -83,6 +84,7 @@ pub fn validate_replacement(doc: &Document) -> Result<()> {
 }
 
 /// Validates a document produced by update operators before it is stored.
+#[cfg(test)]
 pub fn validate_updated(doc: &Document) -> Result<()> {
     if let Some(id) = doc.get("_id") {
         check_id_for_update(id)?;
@@ -91,6 +93,7 @@ pub fn validate_updated(doc: &Document) -> Result<()> {
 }
 
 /// Moves `_id` to the front of `doc` (MongoDB stores it first), keeping the other fields' order.
+#[cfg(test)]
 pub fn with_id_first(doc: Document) -> Document {
     if doc.keys().next().is_none_or(|k| k == "_id") || !doc.contains_key("_id") {
         return doc;
@@ -130,6 +133,7 @@ fn value_exceeds(v: &Bson, level: usize) -> bool {
 }
 
 /// Size and depth checks for update results.
+#[cfg(test)]
 fn check_update_shape(doc: &Document) -> Result<()> {
     if exceeds_depth(doc) {
         crate::bail!(Overflow, "Document exceeds maximum nesting depth of {}", MAX_DEPTH);
@@ -170,6 +174,7 @@ fn check_id_for_insert(id: &Bson) -> Result<()> {
 
 /// Update and replacement: the type rule, and the DBRef rule for the immediate fields of an
 /// embedded `_id`.
+#[cfg(test)]
 fn check_id_for_update(id: &Bson) -> Result<()> {
     check_id_type(id)?;
     if let Bson::Document(d) = id {
@@ -207,6 +212,7 @@ fn dollar_field_in_embedded(d: &Document) -> Option<String> {
 
 /// Checks a `$`-prefixed field `name` of `parent` where only DBRef fields (`$ref`, `$id`, `$db`
 /// in that order) are allowed; `full` is the field's path for the message.
+#[cfg(test)]
 fn check_top_level_dollar(parent: &Document, name: &str, full: &str) -> Result<()> {
     let names: Vec<&str> = parent.keys().map(String::as_str).collect();
     let pos = names.iter().position(|n| *n == name).unwrap_or(0);

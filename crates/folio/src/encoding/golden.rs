@@ -51,7 +51,7 @@ fn reorder(typed: Bson, ordered: &Bson) -> Bson {
 /// Compares `actual` with the golden file `rel`, or rewrites it under `UPDATE_GOLDENFILES=1`.
 pub fn check(rel: &str, actual: &str) {
     let path = testdata(rel);
-    if std::env::var_os("UPDATE_GOLDENFILES").is_some() {
+    if crate::doc::golden::update_requested() {
         std::fs::write(&path, actual).unwrap_or_else(|e| panic!("writing {rel}: {e}"));
         return;
     }

@@ -18,9 +18,11 @@
 //! as [`Code::InternalError`](crate::error::Code::InternalError): keys are written only by Folio,
 //! so a decoding failure means damaged data, never a client mistake.
 
+#[cfg(test)]
 use crate::error::Result;
 
 /// Appends a `u8`.
+#[cfg(test)]
 pub fn encode_u8(v: u8, out: &mut Vec<u8>) {
     out.push(v);
 }
@@ -67,6 +69,7 @@ pub fn invert(bytes: &mut [u8]) {
 
 /// The smallest key that is greater than every key starting with `prefix`, for the exclusive end
 /// of a prefix scan; `None` when no such key exists (the prefix is all `0xFF`).
+#[cfg(test)]
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
@@ -80,19 +83,16 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// A cursor that decodes components from the front of a key.
 #[derive(Clone, Debug)]
+#[cfg(test)]
 pub struct Decoder<'a> {
     rest: &'a [u8],
 }
 
+#[cfg(test)]
 impl<'a> Decoder<'a> {
     /// Starts decoding `key`.
     pub fn new(key: &'a [u8]) -> Self {
         Decoder { rest: key }
-    }
-
-    /// The bytes not yet decoded.
-    pub fn remaining(&self) -> &'a [u8] {
-        self.rest
     }
 
     /// Whether every byte has been decoded.

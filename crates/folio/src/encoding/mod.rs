@@ -7,4 +7,4 @@ pub mod value;
 #[cfg(test)]
 pub(crate) mod golden;
 
-pub use value::{encode_key_component, encode_value, encoded, rank_range};
+pub use value::encode_key_component;

@@ -90,6 +90,7 @@ pub fn encode_value(v: &Bson, out: &mut Vec<u8>) {
 }
 
 /// The encoding of `v` as a new vector.
+#[cfg(test)]
 pub fn encoded(v: &Bson) -> Vec<u8> {
     let mut out = Vec::new();
     encode_value(v, &mut out);
@@ -109,6 +110,7 @@ pub fn encode_key_component(v: &Bson, descending: bool, out: &mut Vec<u8>) {
 /// `[start, end)` in ascending encoding. Range predicates are type-bracketed in MongoDB (`$gt: 5`
 /// matches numbers only), so a scan for `$gt: 5` runs from after `encoded(5)` to the end of the
 /// number range.
+#[cfg(test)]
 pub fn rank_range(rank: u8) -> (Vec<u8>, Vec<u8>) {
     // Ranks are at most 127 (MaxKey), so `rank + 1` cannot overflow.
     (vec![rank], vec![rank + 1])

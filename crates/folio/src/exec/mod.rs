@@ -34,10 +34,9 @@ use crate::mvcc::Txn;
 use crate::query::{Filter, Projection, SortSpec, text};
 
 pub use write::{
-    CollectionHandle, DeleteOp, DeleteResult, FindAndModify, FindAndModifyResult, UpdateDoc,
-    UpdateOp, UpdateResult, create_collection, create_indexes, delete, drop_collection,
-    drop_database, drop_indexes, find_and_modify, insert_one, rename_collection, trim_capped,
-    update,
+    DeleteOp, FindAndModify, UpdateDoc, UpdateOp, UpdateResult, create_collection, create_indexes,
+    delete, drop_collection, drop_database, drop_indexes, find_and_modify, insert_one,
+    rename_collection, trim_capped, update,
 };
 
 /// What a find reads: filter, sort, projection, skip and limit.
@@ -101,11 +100,6 @@ pub fn scan_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Vec<Found
     }
     opstats::add_docs(out.len() as u64);
     Ok(out)
-}
-
-/// The documents of a collection that match a parsed filter, in plan order (unsorted).
-pub fn matching(txn: &dyn Txn, meta: &CollectionMeta, filter: &Filter) -> Result<Vec<Found>> {
-    matching_sorted(txn, meta, filter, None, 0, None)
 }
 
 /// How many views deep a view may be defined on other views.

@@ -6,7 +6,7 @@
 //! *local* time, which [`Tz`] computes: an operator converts the UTC instant to wall-clock
 //! milliseconds in its time zone (the offset looked up at that instant, so daylight saving time
 //! is resolved per date), works on calendar fields, and converts a computed wall-clock time back
-//! with [`Tz::from_local`].
+//! with [`Tz::utc_of_local`].
 //!
 //! Which operations are calendar operations follows MongoDB: `$dateAdd` with units of a day or
 //! more keeps the wall-clock time across a DST change (adding a day to 12:00 gives 12:00), with
@@ -519,7 +519,7 @@ fn date_from_string(args: &Args) -> Result<Value> {
     };
     let Some(tz) = timezone(&get(args, "timezone"))? else { return Ok(Some(Bson::Null)) };
     let parsed = match parse_local(&s, format.as_deref()) {
-        Some((local, None)) => Ok(tz.from_local(local)),
+        Some((local, None)) => Ok(tz.utc_of_local(local)),
         Some((local, Some(off))) if tz.is_utc() => Ok(local - off * 1000),
         Some(_) => Err(conversion_failure(
             "you cannot pass in a date/time string with GMT offset together with a timezone argument"
@@ -667,7 +667,7 @@ fn add_in_zone(start: i64, unit: Unit, amount: i64, tz: Tz) -> Option<i64> {
             fixed(unit.fixed_ms().unwrap_or(1))
         }
     }?;
-    Some(tz.from_local(new_local))
+    Some(tz.utc_of_local(new_local))
 }
 
 /// Adds `amount` units (`"day"`, `"month"`, ...) to a UTC instant in UTC, as `$dateAdd` does;
@@ -855,7 +855,7 @@ fn date_trunc(args: &Args) -> Result<Value> {
         }
         Unit::Hour | Unit::Minute | Unit::Second | Unit::Millisecond => return Err(overflow()),
     };
-    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(tz.from_local(local)))))
+    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(tz.utc_of_local(local)))))
 }
 
 /// `$dateToParts`: the calendar fields of a date (ISO week fields with `iso8601: true`).
@@ -965,5 +965,5 @@ fn date_from_parts(args: &Args) -> Result<Value> {
         days_from_civil(yy, mm, 1) + (d - 1)
     };
     let local = days * MS_PER_DAY + t[0] * 3_600_000 + t[1] * 60_000 + t[2] * 1000 + t[3];
-    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(tz.from_local(local)))))
+    Ok(Some(Bson::DateTime(bson::DateTime::from_millis(tz.utc_of_local(local)))))
 }

@@ -886,17 +886,17 @@ fn parse_reduce(arg: &Bson, scope: &Scope) -> Result<Expression> {
 
 /// Aggregation field-path semantics: arrays on the way are mapped over (elements where the
 /// path is missing are dropped), and numeric components are field names, not indexes.
-pub fn field_path(doc: &Document, path: &[String]) -> Value {
+pub fn field_path<S: AsRef<str>>(doc: &Document, path: &[S]) -> Value {
     let (first, rest) = path.split_first()?;
-    value_at(doc.get(first)?, rest)
+    value_at(doc.get(first.as_ref())?, rest)
 }
 
-fn value_at(v: &Bson, rest: &[String]) -> Value {
+fn value_at<S: AsRef<str>>(v: &Bson, rest: &[S]) -> Value {
     let Some((head, tail)) = rest.split_first() else {
         return Some(v.clone());
     };
     match v {
-        Bson::Document(d) => value_at(d.get(head)?, tail),
+        Bson::Document(d) => value_at(d.get(head.as_ref())?, tail),
         Bson::Array(items) => Some(Bson::Array(
             items
                 .iter()

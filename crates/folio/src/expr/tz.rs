@@ -12,7 +12,7 @@
 //! of a region's standard time), so every conversion asks for the offset *at the instant*:
 //!
 //! - UTC to local time ([`Tz::to_local`]) is a function: look the offset up at the UTC instant.
-//! - Local time to UTC ([`Tz::from_local`]) is not: in a spring-forward gap a wall-clock time
+//! - Local time to UTC ([`Tz::utc_of_local`]) is not: in a spring-forward gap a wall-clock time
 //!   does not exist, and in a fall-back overlap it exists twice. MongoDB resolves both the way
 //!   its date library (timelib) does, and so does Folio, step for step: take the offset at the
 //!   wall-clock time read as if it were UTC (`current`), then the offset at the instant that
@@ -81,7 +81,7 @@ impl Tz {
 
     /// The UTC instant of a local wall-clock time (milliseconds since the local epoch), with
     /// gaps and overlaps resolved as the module documentation describes.
-    pub fn from_local(self, local: i64) -> i64 {
+    pub fn utc_of_local(self, local: i64) -> i64 {
         let Tz::Named(tz) = self else {
             return local.saturating_sub(self.offset_secs(0) * 1000);
         };
@@ -177,16 +177,16 @@ mod tests {
         let ny = Tz::parse("America/New_York").expect("zone");
         let berlin = Tz::parse("Europe/Berlin").expect("zone");
         // Ordinary times round-trip.
-        assert_eq!(ny.from_local(local("2020-07-01T12:00:00")), utc("2020-07-01T16:00:00Z"));
-        assert_eq!(ny.from_local(local("2020-03-08T01:30:00")), utc("2020-03-08T06:30:00Z"));
-        assert_eq!(ny.from_local(local("2020-03-08T03:30:00")), utc("2020-03-08T07:30:00Z"));
+        assert_eq!(ny.utc_of_local(local("2020-07-01T12:00:00")), utc("2020-07-01T16:00:00Z"));
+        assert_eq!(ny.utc_of_local(local("2020-03-08T01:30:00")), utc("2020-03-08T06:30:00Z"));
+        assert_eq!(ny.utc_of_local(local("2020-03-08T03:30:00")), utc("2020-03-08T07:30:00Z"));
         // A gap takes the offset from before it.
-        assert_eq!(ny.from_local(local("2020-03-08T02:30:00")), utc("2020-03-08T07:30:00Z"));
-        assert_eq!(berlin.from_local(local("2020-03-29T02:30:00")), utc("2020-03-29T01:30:00Z"));
+        assert_eq!(ny.utc_of_local(local("2020-03-08T02:30:00")), utc("2020-03-08T07:30:00Z"));
+        assert_eq!(berlin.utc_of_local(local("2020-03-29T02:30:00")), utc("2020-03-29T01:30:00Z"));
         // Overlaps: New York's first occurrence, Berlin's second.
-        assert_eq!(ny.from_local(local("2020-11-01T01:30:00")), utc("2020-11-01T05:30:00Z"));
-        assert_eq!(berlin.from_local(local("2020-10-25T02:30:00")), utc("2020-10-25T01:30:00Z"));
-        assert_eq!(berlin.from_local(local("2020-03-29T01:30:00")), utc("2020-03-29T00:30:00Z"));
+        assert_eq!(ny.utc_of_local(local("2020-11-01T01:30:00")), utc("2020-11-01T05:30:00Z"));
+        assert_eq!(berlin.utc_of_local(local("2020-10-25T02:30:00")), utc("2020-10-25T01:30:00Z"));
+        assert_eq!(berlin.utc_of_local(local("2020-03-29T01:30:00")), utc("2020-03-29T00:30:00Z"));
     }
 
     #[test]

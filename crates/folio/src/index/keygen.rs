@@ -86,6 +86,7 @@ enum Resolved<'a> {
 
 impl IndexSpec {
     /// The encoded keys `doc` contributes to this index (see the module documentation).
+    #[cfg(test)]
     pub fn keys_for(&self, doc: &Document) -> Result<Vec<Vec<u8>>> {
         Ok(self.entries_for(doc)?.keys.into_iter().map(|k| k.bytes).collect())
     }
@@ -450,6 +451,7 @@ fn array_index(part: &str) -> Option<usize> {
 }
 
 /// A key's values as MongoDB prints them in messages, e.g. `{ a: 1, b: "x" }`.
+#[cfg(test)]
 pub fn format_key(spec: &IndexSpec, values: &[Bson]) -> String {
     let parts: Vec<String> = spec
         .fields

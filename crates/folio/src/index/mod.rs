@@ -7,5 +7,4 @@ pub mod hash;
 pub mod keygen;
 pub mod spec;
 
-pub use keygen::{IndexKey, IndexKeys, format_dup_key};
-pub use spec::{Comparison, ID_INDEX_NAME, IndexSpec, KeyField, Plugin, default_name};
+pub use spec::{IndexSpec, Plugin};

@@ -397,6 +397,7 @@ pub fn key_specs_conflict(requested: &IndexSpec, existing: &IndexSpec) -> Error 
 }
 
 /// The name MongoDB generates for a key pattern: `a_1_b.c_-1`, `t_text`.
+#[cfg(test)]
 pub fn default_name(key: &Document) -> String {
     let parts: Vec<String> = key
         .iter()

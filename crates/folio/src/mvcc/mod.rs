@@ -23,7 +23,7 @@ mod model_tests;
 #[cfg(test)]
 mod script_tests;
 
-pub use store::{Clock, GcReport, Mvcc, MvccOptions};
+pub use store::{Clock, Mvcc, MvccOptions};
 
 /// A cluster time: a BSON timestamp packed as `seconds << 32 | increment`, so that the natural
 /// integer order is the timestamp order. Commit timestamps strictly increase.

@@ -252,7 +252,7 @@ fn script_dir() -> PathBuf {
 
 #[test]
 fn scripts() {
-    let update = std::env::var_os("UPDATE_GOLDENFILES").is_some();
+    let update = crate::doc::golden::update_requested();
     let mut scripts: Vec<PathBuf> = std::fs::read_dir(script_dir())
         .expect("testscripts directory")
         .map(|e| e.expect("entry").path())

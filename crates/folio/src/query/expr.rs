@@ -13,14 +13,14 @@ use bson::{Bson, Document};
 
 use super::filter::truthy;
 use crate::bail;
-use crate::doc::compare::cmp_bson;
 use crate::error::Result;
 
 /// A parsed expression.
 #[derive(Clone, Debug)]
 pub enum Expr {
-    /// `"$a.b"`: the value at a field path (arrays on the way are mapped over).
-    Field(String),
+    /// `"$a.b"`: the value at a field path, one name per component (arrays on the way are
+    /// mapped over).
+    Field(Vec<String>),
     /// A constant (also `{$literal: v}`).
     Literal(Bson),
     /// A comparison of two expressions.
@@ -88,7 +88,7 @@ impl Expr {
                 };
                 match (name, rest) {
                     ("ROOT" | "CURRENT", None) => Ok(Expr::Root),
-                    ("ROOT" | "CURRENT", Some(path)) => Ok(Expr::Field(path.to_string())),
+                    ("ROOT" | "CURRENT", Some(path)) => Ok(Expr::Field(components(path))),
                     ("REMOVE", None) => Ok(Expr::Missing),
                     // `$$NOW`, `$$CLUSTER_TIME`; anything else is an undefined variable there.
                     _ => Ok(Expr::Full(v.clone(), Box::new(crate::expr::Expression::parse(v)?))),
@@ -99,7 +99,7 @@ impl Expr {
                 if path.is_empty() {
                     bail!(Location16872, "'$' by itself is not a valid FieldPath");
                 }
-                Ok(Expr::Field(path.to_string()))
+                Ok(Expr::Field(components(path)))
             }
             Bson::Array(items) => {
                 Ok(Expr::Array(items.iter().map(Expr::parse).collect::<Result<_>>()?))
@@ -232,7 +232,7 @@ impl Expr {
     /// with MongoDB's codes.
     pub fn try_eval(&self, doc: &Document) -> Result<Option<Bson>> {
         Ok(match self {
-            Expr::Field(path) => field_value(doc, path),
+            Expr::Field(path) => crate::expr::field_path(doc, path),
             Expr::Literal(v) => Some(v.clone()),
             Expr::Root => Some(Bson::Document(doc.clone())),
             Expr::Missing => None,
@@ -255,7 +255,7 @@ impl Expr {
             Expr::Collated(c, e) => e.try_eval(doc)?.map(|v| c.transform(&v)),
             Expr::Cmp(kind, a, b) => {
                 let (x, y) = (a.try_eval(doc)?, b.try_eval(doc)?);
-                let ord = cmp_missing(x.as_ref(), y.as_ref());
+                let ord = crate::expr::cmp_values(&x, &y);
                 Some(match kind {
                     CmpKind::Eq => Bson::Boolean(ord == Ordering::Equal),
                     CmpKind::Ne => Bson::Boolean(ord != Ordering::Equal),
@@ -306,7 +306,7 @@ impl Expr {
     pub fn to_bson(&self) -> Bson {
         let list = |items: &[Expr]| Bson::Array(items.iter().map(Expr::to_bson).collect());
         match self {
-            Expr::Field(p) => Bson::String(format!("${p}")),
+            Expr::Field(p) => Bson::String(format!("${}", p.join("."))),
             Expr::Literal(v) => match v {
                 Bson::String(s) if s.starts_with('$') => {
                     Bson::Document(bson::doc! {"$literal": v.clone()})
@@ -388,40 +388,9 @@ impl Expr {
     }
 }
 
-/// Total order with missing below everything (including null).
-fn cmp_missing(a: Option<&Bson>, b: Option<&Bson>) -> Ordering {
-    match (a, b) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (Some(x), Some(y)) => cmp_bson(x, y),
-    }
-}
-
-/// Aggregation field-path semantics: arrays on the way are mapped over (missing results are
-/// dropped), and no numeric array indexing.
-fn field_value(doc: &Document, path: &str) -> Option<Bson> {
-    let mut parts = path.split('.');
-    let first = doc.get(parts.next()?)?;
-    let rest: Vec<&str> = parts.collect();
-    value_at(first, &rest)
-}
-
-fn value_at(v: &Bson, rest: &[&str]) -> Option<Bson> {
-    if rest.is_empty() {
-        return Some(v.clone());
-    }
-    match v {
-        Bson::Document(d) => value_at(d.get(rest[0])?, &rest[1..]),
-        Bson::Array(items) => Some(Bson::Array(
-            items
-                .iter()
-                .filter(|e| matches!(e, Bson::Document(_) | Bson::Array(_)))
-                .filter_map(|e| value_at(e, rest))
-                .collect(),
-        )),
-        _ => None,
-    }
+/// A field path's components.
+fn components(path: &str) -> Vec<String> {
+    path.split('.').map(String::from).collect()
 }
 
 /// Replaces `$$name` references to `let` variables inside every `$expr` of a filter with

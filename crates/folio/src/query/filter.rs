@@ -39,7 +39,7 @@ pub enum Filter {
     Schema(Box<super::schema::Schema>),
     /// `$alwaysTrue` / `$alwaysFalse`.
     Const(bool),
-    /// `$text` ([`super::text`]).
+    /// `$text` (`query::text`).
     Text(Box<super::text::TextQuery>),
 }
 

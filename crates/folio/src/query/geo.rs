@@ -36,7 +36,7 @@
 
 use bson::{Bson, Document};
 use geo::{
-    Contains, Geometry, GeometryCollection, Intersects, LineString, MultiLineString, MultiPoint,
+    Geometry, GeometryCollection, Intersects, LineString, MultiLineString, MultiPoint,
     MultiPolygon, Point, Polygon, Relate,
 };
 use s2::cellid::CellID;
@@ -802,18 +802,4 @@ pub fn flat_ranges(p: &GeoPred) -> Option<Vec<(i64, i64)>> {
         }
     }
     Some(merge(out))
-}
-
-/// Whether a flat (2d) point lies in a flat region: used for `$geoWithin` on a 2d index, where
-/// `$centerSphere` is measured on the sphere.
-pub fn region_contains(region: &Region, c: Coord<f64>) -> bool {
-    match region {
-        Region::CenterSphere(center, r) => sphere_angle(*center, c) <= *r,
-        other => other.contains_point(c),
-    }
-}
-
-/// Whether a geometry contains a point (for tests and callers outside this module).
-pub fn geometry_contains(g: &Geometry<f64>, c: Coord<f64>) -> bool {
-    g.contains(&Point(c))
 }

@@ -26,8 +26,7 @@ pub mod schema;
 pub mod text;
 
 pub use crate::doc::sort::SortSpec;
-pub use bounds::{Endpoint, Interval};
-pub use filter::{ElemMatcher, Filter, Pred};
+pub use filter::{Filter, Pred};
 pub use projection::Projection;
 
 #[cfg(test)]

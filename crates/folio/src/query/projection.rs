@@ -73,11 +73,6 @@ impl Projection {
         Ok(p)
     }
 
-    /// Whether this is an inclusion projection.
-    pub fn is_inclusion(&self) -> bool {
-        self.inclusion
-    }
-
     /// Whether the projection needs the matched array position (`field.$`).
     pub fn needs_match_position(&self) -> bool {
         self.positional.is_some()
@@ -224,6 +219,7 @@ impl Projection {
 
     /// Checks that a positional projection (`a.$`) refers to a field the query filters on, as
     /// MongoDB requires (error 31277 otherwise).
+    #[cfg(test)]
     pub fn check_positional(&self, filter: &super::Filter) -> Result<()> {
         let Some(path) = &self.positional else { return Ok(()) };
         let field = path.split('.').next().unwrap_or("");
@@ -468,6 +464,7 @@ fn elem_match(m: &ElemMatcher, v: &Bson) -> Option<Bson> {
 }
 
 /// Whether some path predicate of the filter starts with the top-level `field`.
+#[cfg(test)]
 fn filter_mentions(filter: &super::Filter, field: &str) -> bool {
     use super::Filter;
     match filter {

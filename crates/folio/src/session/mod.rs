@@ -510,7 +510,8 @@ impl SessionRegistry {
     }
 
     /// Ends every session whose key satisfies `owned` (`killSessions` with no lsid ends the
-    /// caller's own sessions) and returns their keys, so their cursors can be closed too.
+    /// caller's own sessions, `killAllSessions` and shutdown every session) and returns their
+    /// keys, so their cursors can be closed too.
     pub fn end_matching(&self, owned: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
         let mut ended = Vec::new();
         self.sessions.lock().retain(|key, s| {
@@ -527,14 +528,6 @@ impl SessionRegistry {
                 key
             })
             .collect()
-    }
-
-    /// Ends every session (`killAllSessions`).
-    pub fn end_all(&self) {
-        let all: Vec<_> = self.sessions.lock().drain().map(|(_, s)| s).collect();
-        for s in all {
-            s.lock().abort_open(Some("The session was killed.".into()));
-        }
     }
 
     /// Aborts transactions older than `lifetime` and forgets sessions idle for longer than

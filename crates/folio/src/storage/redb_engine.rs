@@ -125,7 +125,7 @@ fn internal(what: &str, e: impl std::fmt::Display) -> Error {
 
 impl RedbEngine {
     /// Opens (creating if needed) the database in directory `dir`, with the default page cache
-    /// ([`DEFAULT_CACHE_BYTES`]).
+    /// (`DEFAULT_CACHE_BYTES`).
     pub fn open(dir: impl AsRef<Path>) -> Result<RedbEngine> {
         Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
     }

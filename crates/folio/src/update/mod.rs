@@ -56,8 +56,6 @@ use bson::{Bson, Document};
 use crate::doc::sort::SortSpec;
 use crate::query::filter::{ElemMatcher, Filter};
 
-pub use upsert::upsert_seed;
-
 /// What [`UpdateSpec::apply`] needs to know besides the document.
 #[derive(Clone, Debug)]
 pub struct UpdateContext {

@@ -34,7 +34,6 @@ pub mod string;
 
 pub use accum::std_dev;
 pub use arith::{add_numbers, as_int, average};
-pub use convert::convert;
 
 /// No upper bound on an operator's argument count.
 pub const MANY: usize = usize::MAX;
