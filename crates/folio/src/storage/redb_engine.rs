@@ -65,16 +65,19 @@ const FLUSH_BYTES: usize = 4 << 20;
 /// A pending write: the key and its newest value, `None` for a deletion.
 type PendingWrite = (Vec<u8>, Option<Vec<u8>>);
 
+/// Pending writes by key.
+type PendingMap = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// Writes made (and logged, when they asked for durability) but not yet committed to redb: each
 /// key's newest value, `None` for a deletion.
 #[derive(Default)]
 struct Pending {
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: PendingMap,
     /// The bytes of the keys and values held.
     bytes: usize,
     /// The writes a flush is committing to redb right now, older than `writes`: readers still
     /// consult them (redb's commit runs outside the lock, so that reads never wait for it).
-    flushing: Option<Arc<BTreeMap<Vec<u8>, Option<Vec<u8>>>>>,
+    flushing: Option<Arc<PendingMap>>,
 }
 
 impl Pending {
@@ -99,12 +102,12 @@ impl Pending {
 
     /// The pending writes of a range, in key order (a newer write over a flushing one).
     fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<PendingWrite> {
-        let copy = |m: &BTreeMap<Vec<u8>, Option<Vec<u8>>>| -> Vec<PendingWrite> {
+        let copy = |m: &PendingMap| -> Vec<PendingWrite> {
             m.range::<[u8], _>((start, end)).map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         let newer = copy(&self.writes);
         let Some(flushing) = &self.flushing else { return newer };
-        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = copy(flushing).into_iter().collect();
+        let mut merged: PendingMap = copy(flushing).into_iter().collect();
         merged.extend(newer);
         merged.into_iter().collect()
     }
