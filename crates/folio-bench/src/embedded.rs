@@ -231,23 +231,11 @@ impl SyncClient for EmbeddedClient {
                 self.events.insert_many(events).run().map_err(e)?;
                 Ok(0)
             }
-            Choice::Update { id, by } => {
-                let mut retries = 0;
-                loop {
-                    let r = self
-                        .accounts
-                        .update_one(doc! { "_id": id }, doc! { "$inc": { "balance": by } })
-                        .run();
-                    match r {
-                        Ok(_) => return Ok(retries),
-                        Err(err) if err.is_write_conflict() => {
-                            retries += 1;
-                            std::thread::sleep(crate::runner::backoff(retries));
-                        }
-                        Err(err) => return Err(e(err)),
-                    }
-                }
-            }
+            Choice::Update { id, by } => update_retrying(
+                &self.accounts,
+                doc! { "_id": id },
+                doc! { "$inc": { "balance": by } },
+            ),
             Choice::PointRead { id } => {
                 match self.items.find_one(doc! { "_id": id }).run().map_err(e)? {
                     Some(_) => Ok(0),
@@ -273,22 +261,27 @@ impl SyncClient for EmbeddedClient {
                 Ok(0)
             }
             Choice::HotCounter => {
-                let mut retries = 0;
-                loop {
-                    let r = self
-                        .counters
-                        .update_one(doc! { "_id": "hot" }, doc! { "$inc": { "n": 1 } })
-                        .run();
-                    match r {
-                        Ok(_) => return Ok(retries),
-                        Err(err) if err.is_write_conflict() => {
-                            retries += 1;
-                            std::thread::sleep(crate::runner::backoff(retries));
-                        }
-                        Err(err) => return Err(e(err)),
-                    }
-                }
+                update_retrying(&self.counters, doc! { "_id": "hot" }, doc! { "$inc": { "n": 1 } })
             }
+        }
+    }
+}
+
+/// `update_one` outside a transaction, retried after a write conflict; returns the retries.
+fn update_retrying(
+    coll: &Collection<Document>,
+    filter: Document,
+    update: Document,
+) -> Result<u32, String> {
+    let mut retries = 0;
+    loop {
+        match coll.update_one(filter.clone(), update.clone()).run() {
+            Ok(_) => return Ok(retries),
+            Err(e) if e.is_write_conflict() => {
+                retries += 1;
+                std::thread::sleep(crate::runner::backoff(retries));
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

@@ -404,21 +404,12 @@ impl AsyncClient for WireClient {
                 Ok(0)
             }
             Choice::Update { id, by } => {
-                let mut retries = 0;
-                loop {
-                    let r = self
-                        .accounts
-                        .update_one(doc! { "_id": id }, doc! { "$inc": { "balance": by } })
-                        .await;
-                    match r {
-                        Ok(_) => return Ok(retries),
-                        Err(e) if is_write_conflict(&e) => {
-                            retries += 1;
-                            tokio::time::sleep(crate::runner::backoff(retries)).await;
-                        }
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
+                update_retrying(
+                    &self.accounts,
+                    doc! { "_id": id },
+                    doc! { "$inc": { "balance": by } },
+                )
+                .await
             }
             Choice::PointRead { id } => {
                 match self.items.find_one(doc! { "_id": id }).await.map_err(|e| e.to_string())? {
@@ -444,22 +435,28 @@ impl AsyncClient for WireClient {
                 Ok(0)
             }
             Choice::HotCounter => {
-                let mut retries = 0;
-                loop {
-                    let r = self
-                        .counters
-                        .update_one(doc! { "_id": "hot" }, doc! { "$inc": { "n": 1 } })
-                        .await;
-                    match r {
-                        Ok(_) => return Ok(retries),
-                        Err(e) if is_write_conflict(&e) => {
-                            retries += 1;
-                            tokio::time::sleep(crate::runner::backoff(retries)).await;
-                        }
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
+                update_retrying(&self.counters, doc! { "_id": "hot" }, doc! { "$inc": { "n": 1 } })
+                    .await
             }
+        }
+    }
+}
+
+/// `update_one` outside a transaction, retried after a write conflict; returns the retries.
+async fn update_retrying(
+    coll: &Collection<Document>,
+    filter: Document,
+    update: Document,
+) -> Result<u32, String> {
+    let mut retries = 0;
+    loop {
+        match coll.update_one(filter.clone(), update.clone()).await {
+            Ok(_) => return Ok(retries),
+            Err(e) if is_write_conflict(&e) => {
+                retries += 1;
+                tokio::time::sleep(crate::runner::backoff(retries)).await;
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
