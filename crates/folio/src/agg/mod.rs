@@ -202,6 +202,30 @@ impl Pipeline {
         Ok(Pipeline { stages })
     }
 
+    /// Refuses a pipeline whose stages read `{$meta: "geoNearDistance"}` or `"geoNearPoint"`
+    /// without a `$geoNear` first stage to provide them (40218, as MongoDB). Stages that carry
+    /// pipelines of their own (`$lookup`, `$graphLookup`, `$unionWith`, `$facet`) are not looked
+    /// into: a sub-pipeline may have its own `$geoNear`.
+    pub fn check_geo_near_metadata(pipeline: &[Document]) -> Result<()> {
+        if pipeline.first().is_some_and(|s| s.contains_key("$geoNear")) {
+            return Ok(());
+        }
+        let carries_pipeline =
+            |name: &str| matches!(name, "$lookup" | "$graphLookup" | "$unionWith" | "$facet");
+        let reads_geo_meta = pipeline.iter().flat_map(|s| s.iter()).any(|(name, spec)| {
+            !carries_pipeline(name)
+                && (crate::expr::mentions_meta(spec, "geoNearDistance")
+                    || crate::expr::mentions_meta(spec, "geoNearPoint"))
+        });
+        if reads_geo_meta {
+            return Err(crate::Error::new(
+                crate::Code::Other(40218),
+                "query requires $geoNear metadata, but it is not available",
+            ));
+        }
+        Ok(())
+    }
+
     /// The pipeline with its `$match` filters, `$sort` keys, `$group` keys, `$lookup` and
     /// `$graphLookup` equality (in `$facet`, `$lookup` and `$unionWith` sub-pipelines too)
     /// comparing strings under the aggregate's collation (`None`: simple, unchanged).

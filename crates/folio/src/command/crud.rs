@@ -862,6 +862,7 @@ pub fn aggregate(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let hint = Hint::parse(req.cmd.get("hint"))?;
     let vars = crate::agg::eval_let(&opt_doc(req.cmd, "let", "aggregate")?.unwrap_or_default())?;
     let parsed = crate::agg::Pipeline::parse(&pipeline, &vars)?;
+    crate::agg::Pipeline::check_geo_near_metadata(&pipeline)?;
     let collation = Requested::from_field(req.cmd, "collation", "aggregate")?;
     let bypass = match parsed.sink() {
         Some(_) => bypass_validation(req.cmd, "aggregate")?,
