@@ -20,9 +20,7 @@
 //! the wire server ([`Service::hello_await`] tells it how long), not on a command thread; the
 //! embedded API, which has no monitors, answers such a `hello` at once.
 
-use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, doc};
@@ -45,11 +43,6 @@ pub const MAX_WRITE_BATCH_SIZE: i32 = 100_000;
 /// `logicalSessionTimeoutMinutes`; without it drivers disable sessions.
 pub const LOGICAL_SESSION_TIMEOUT_MINUTES: i32 = 30;
 
-/// When the server started, for `uptime`: fixed by the first `hello` (drivers send one as soon as
-/// they connect) or diagnostic command.
-// TODO(#18): take the start time from the service once it records one.
-static STARTED: LazyLock<(Instant, DateTime)> = LazyLock::new(|| (Instant::now(), DateTime::now()));
-
 /// Whether `name` is the handshake (`hello`, or its legacy names).
 pub(super) fn is_hello(name: &str) -> bool {
     matches!(name, "hello" | "isMaster" | "ismaster")
@@ -69,7 +62,6 @@ fn last_optime(svc: &Service) -> (Document, DateTime) {
 
 /// `hello`, `isMaster`, `ismaster`: the server's role, limits and negotiated compression.
 pub fn hello(req: &mut Request<'_>) -> Result<Document> {
-    LazyLock::force(&STARTED);
     let legacy = req.name != "hello";
     awaited_topology(req.svc, req.cmd)?;
     record_client_metadata(req.conn, req.cmd)?;
@@ -488,7 +480,7 @@ fn count(n: u64) -> i64 {
 /// `serverStatus`: process, connection and transaction statistics. Sections can be excluded
 /// with `{section: 0}`.
 pub fn server_status(req: &mut Request<'_>) -> Result<Document> {
-    let (started, started_at) = *STARTED;
+    let (started, started_at) = req.svc.started;
     let uptime = started.elapsed();
     let stats = &req.svc.stats;
     let current = stats.connections_current.load(Ordering::Relaxed);
@@ -711,7 +703,7 @@ pub fn log_rotate(req: &mut Request<'_>) -> Result<Document> {
 pub fn repl_set_get_status(req: &mut Request<'_>) -> Result<Document> {
     let opts = req.svc.options();
     let (optime, date) = last_optime(req.svc);
-    let (started, started_at) = *STARTED;
+    let (started, started_at) = req.svc.started;
     let uptime = count(started.elapsed().as_secs());
     let election_secs = u32::try_from(started_at.timestamp_millis() / 1000).unwrap_or(0);
     let election_time = bson::Timestamp { time: election_secs, increment: 1 };

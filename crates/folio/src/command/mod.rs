@@ -183,6 +183,8 @@ pub struct Service {
     pub(crate) service_id: bson::oid::ObjectId,
     /// When the TTL monitor last ran (see [`ttl`]).
     ttl_last_pass: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// When the service started, for `uptime` and the replica set's election time.
+    pub(crate) started: (std::time::Instant, bson::DateTime),
     /// Bumped by every user or role change; connections re-resolve their privileges when it
     /// moved (see [`crate::auth`]).
     user_generation: AtomicU64,
@@ -237,6 +239,7 @@ impl Service {
             require_api_version: std::sync::atomic::AtomicBool::new(false),
             service_id: bson::oid::ObjectId::new(),
             ttl_last_pass: parking_lot::Mutex::new(None),
+            started: (std::time::Instant::now(), bson::DateTime::now()),
             user_generation: AtomicU64::new(1),
         })
     }

@@ -114,9 +114,9 @@ impl Pending {
 }
 
 /// An engine storing everything in one redb file. A write with `sync` is appended to the
-/// write-ahead log and synced, then committed to redb with `Durability::None`; a periodic
-/// checkpoint (one `Durability::Immediate` commit) makes redb itself durable and empties the log.
-/// Writes without `sync` go to redb with `Durability::None` only.
+/// write-ahead log and synced, then becomes pending and reaches redb with the next flush
+/// (`Durability::None`); a periodic checkpoint (one `Durability::Immediate` commit) makes redb
+/// itself durable and empties the log. Writes without `sync` skip the log.
 pub struct RedbEngine {
     db: Database,
     path: PathBuf,
