@@ -199,8 +199,13 @@ fn render(
         ),
         (
             "storage_commit_batches_total",
-            "Group-commit batches written (one durable sync each)",
+            "Group-commit batches appended to storage",
             "folio.transactions.commitBatches",
+        ),
+        (
+            "storage_syncs_total",
+            "Sync rounds that made commits durable (one fdatasync each)",
+            "folio.transactions.syncs",
         ),
         (
             "storage_write_conflicts_total",

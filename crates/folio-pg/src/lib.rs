@@ -337,6 +337,7 @@ impl TxnStore for PgStore {
             aborts: s.aborts.load(Ordering::Relaxed),
             conflicts: s.conflicts.load(Ordering::Relaxed),
             commit_batches: s.commits.load(Ordering::Relaxed),
+            syncs: s.commits.load(Ordering::Relaxed),
             gc_deleted: 0,
             last_committed: self.last_committed(),
             gc_watermark: Ts::ZERO,

@@ -73,7 +73,8 @@ pub use error::{Code, Error, Result};
 pub use exec::verify;
 pub use memory::set_limits;
 pub use mvcc::{
-    Clock, Conflict, Mvcc, MvccOptions, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult,
+    Clock, Conflict, DurableCallback, Mvcc, MvccOptions, ScanIter, Ts, Txn, TxnId, TxnStats,
+    TxnStore, WriteResult,
 };
 pub use query::Filter;
 pub use storage::{Engine, KvIter, MemoryEngine, RedbEngine, Status, WriteBatch, owned_bound};

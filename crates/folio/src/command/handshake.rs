@@ -562,6 +562,7 @@ pub fn server_status(req: &mut Request<'_>) -> Result<Document> {
                 "aborted": count(engine.aborts),
                 "writeConflicts": count(engine.conflicts),
                 "commitBatches": count(engine.commit_batches),
+                "syncs": count(engine.syncs),
                 "gcDeletedVersions": count(engine.gc_deleted),
             },
             "slowOperations": count(req.svc.metrics.slow_operations.load(Ordering::Relaxed)),

@@ -109,6 +109,10 @@ impl OrConflict for WriteResult {
 /// An iterator over `(key, value)` pairs of a scan, in key order (or reverse order).
 pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a>;
 
+/// Called once the commits it waited for are durable, or with the error that kept them from
+/// becoming so (see [`TxnStore::when_durable`]).
+pub type DurableCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
 /// Begins transactions. Implemented by Folio's MVCC over a storage engine; a distributed backend
 /// may implement it too.
 pub trait TxnStore: Send + Sync {
@@ -136,6 +140,15 @@ pub trait TxnStore: Send + Sync {
     /// commits are always durable has nothing to do.
     fn sync(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Calls `done` once every commit up to `ts` (made with [`Txn::commit_deferred`]) is
+    /// durable, without making the caller wait: an event loop hands over its reply and goes on.
+    /// `done` may run at once on the caller's thread, or later on another. A store without a
+    /// way to wait asynchronously syncs here.
+    fn when_durable(&self, ts: Ts, done: DurableCallback) {
+        let _ = ts;
+        done(self.sync())
     }
 
     /// Transaction counters for `serverStatus`; a store that keeps none reports zeros.
@@ -212,6 +225,9 @@ pub struct TxnStats {
     pub conflicts: u64,
     /// Engine batches written by commits (fewer than commits when group commit shares them).
     pub commit_batches: u64,
+    /// Sync rounds run to make commits durable (one `fdatasync` each; fewer than commit
+    /// batches when durable commits share them).
+    pub syncs: u64,
     /// Versions deleted by garbage collection.
     pub gc_deleted: u64,
     /// The latest visible commit.
@@ -245,6 +261,10 @@ impl<T: TxnStore + ?Sized> TxnStore for std::sync::Arc<T> {
 
     fn sync(&self) -> Result<()> {
         (**self).sync()
+    }
+
+    fn when_durable(&self, ts: Ts, done: DurableCallback) {
+        (**self).when_durable(ts, done)
     }
 
     fn stats(&self) -> TxnStats {

@@ -30,11 +30,26 @@
 //! # Durability and group commit
 //!
 //! A committing transaction queues its write buffer. If no commit is being written, it becomes
-//! the leader: it takes the whole queue, assigns consecutive timestamps, writes every version of
-//! every queued transaction plus the last-commit metadata as one engine batch with sync, then
-//! publishes: advances `last_visible`, releases the keys, and wakes the others. Transactions
-//! that queued meanwhile are written together by the next leader, so concurrent committers share
-//! one fsync. A transaction without writes commits without touching storage.
+//! the leader: it takes the whole queue, assigns consecutive timestamps, appends every version
+//! of every queued transaction plus the last-commit metadata as one engine batch *without* sync
+//! ([`Engine::write_deferred`]), then publishes: advances `last_visible`, releases the keys, and
+//! wakes the others. Transactions that queued meanwhile are written together by the next leader.
+//! A transaction without writes commits without touching storage.
+//!
+//! Durability comes after publication, as in WiredTiger (a commit is visible once it has its
+//! place in the log; `j: true` makes only the acknowledgement wait for the journal): a durable
+//! commit then waits until a *sync round* covers its timestamp. The first waiter that finds no
+//! round running leads one: it notes `last_visible`, syncs the engine outside the state lock, and
+//! records that everything up to the noted timestamp is durable. Waiters that arrive meanwhile
+//! wait for that round, or lead the next, so concurrent committers share one `fdatasync`, and
+//! commits go on being appended while a sync runs. Releasing keys before the sync is what lets a
+//! hot key's next writer proceed without waiting for the disk: a chain of increments to one
+//! document shares a sync instead of paying one each. A reader may thus see a commit that is not
+//! durable yet, as MongoDB's `local` read concern may; the writer is acknowledged only after the
+//! sync, and a later durable commit that read it is synced after it (the log is sequential).
+//! [`TxnStore::when_durable`] waits the same way without blocking: its callback runs once a round
+//! covers the timestamp, led by a waiter or by the *sync thread*, which leads rounds for
+//! callbacks nobody else is syncing for.
 //!
 //! # Garbage collection
 //!
@@ -67,7 +82,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::keys;
-use super::{Conflict, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult};
+use super::{Conflict, DurableCallback, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult};
 use crate::error::{Code, Error, Result};
 use crate::storage::{Engine, KvIter, WriteBatch, range_is_empty};
 
@@ -147,6 +162,9 @@ type GcThread = (Arc<(Mutex<bool>, Condvar)>, std::thread::JoinHandle<()>);
 pub struct Mvcc {
     shared: Arc<Shared>,
     gc_thread: Option<GcThread>,
+    /// Leads sync rounds for [`TxnStore::when_durable`] callbacks; only over an engine that
+    /// defers durability.
+    sync_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Mvcc {
@@ -161,8 +179,6 @@ struct Pending {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// The change-log record, if the transaction logged anything.
     log: Option<Vec<u8>>,
-    /// Whether the commit must be durable before it returns (see [`Txn::commit_deferred`]).
-    durable: bool,
 }
 
 /// Everything guarded by the one state mutex.
@@ -183,6 +199,14 @@ struct State {
     leader: bool,
     /// Commit outcomes not yet collected by their transactions.
     results: HashMap<TxnId, Result<Ts>>,
+    /// Every commit up to this timestamp is durable (see "Durability and group commit").
+    durable: Ts,
+    /// Whether a sync round is running.
+    syncing: bool,
+    /// [`TxnStore::when_durable`] callbacks and the timestamps they wait for.
+    durable_waiters: Vec<(Ts, DurableCallback)>,
+    /// Set when the [`Mvcc`] is dropped: the sync thread ends.
+    stopping: bool,
     /// The highest watermark garbage collection has used.
     gc_floor: Ts,
     /// Where the next [`Mvcc::gc`] call resumes (an engine key), `None` for the start.
@@ -207,12 +231,21 @@ struct Shared {
     engine: Arc<dyn Engine>,
     options: MvccOptions,
     state: Mutex<State>,
-    /// Signalled whenever transactions finish or a commit round is published.
+    /// Signalled whenever transactions finish, a commit round is published or a sync round
+    /// ends.
     changed: Condvar,
+    /// Signalled when a [`TxnStore::when_durable`] callback waits and no sync round runs: wakes
+    /// the sync thread.
+    sync_wanted: Condvar,
+    /// Whether the engine defers durability to [`Engine::sync`] ([`Engine::defers_sync`]);
+    /// otherwise every commit is durable once written and nobody syncs.
+    defers: bool,
     commits: AtomicU64,
     aborts: AtomicU64,
     conflicts: AtomicU64,
     batches: AtomicU64,
+    /// Sync rounds run.
+    syncs: AtomicU64,
     gc_deleted: AtomicU64,
 }
 
@@ -258,22 +291,27 @@ impl Mvcc {
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             ..State::default()
         };
+        let defers = engine.defers_sync();
         let shared = Arc::new(Shared {
             engine,
             options,
             state: Mutex::new(state),
             changed: Condvar::new(),
+            sync_wanted: Condvar::new(),
+            defers,
             commits: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             gc_deleted: AtomicU64::new(0),
         });
         let gc_thread = match shared.options.gc_interval {
             Some(every) => Some(spawn_gc(&shared, every)?),
             None => None,
         };
-        Ok(Arc::new(Mvcc { shared, gc_thread }))
+        let sync_thread = if defers { Some(spawn_syncer(&shared)?) } else { None };
+        Ok(Arc::new(Mvcc { shared, gc_thread, sync_thread }))
     }
 
     /// Runs one bounded step of garbage collection (at most about
@@ -317,6 +355,11 @@ impl Mvcc {
 
 impl Drop for Mvcc {
     fn drop(&mut self) {
+        if let Some(handle) = self.sync_thread.take() {
+            self.shared.state.lock().stopping = true;
+            self.shared.sync_wanted.notify_all();
+            let _ = handle.join();
+        }
         if let Some((stop, handle)) = self.gc_thread.take() {
             *stop.0.lock() = true;
             stop.1.notify_all();
@@ -377,6 +420,37 @@ fn spawn_gc(shared: &Arc<Shared>, every: Duration) -> Result<GcThread> {
         }
     })?;
     Ok((stop, handle))
+}
+
+/// Starts the sync thread: it leads a sync round whenever [`TxnStore::when_durable`] callbacks
+/// wait and no round runs, until the [`Mvcc`] is dropped. Callbacks still waiting then are
+/// told that shutdown came first.
+fn spawn_syncer(shared: &Arc<Shared>) -> Result<std::thread::JoinHandle<()>> {
+    let shared = Arc::clone(shared);
+    let handle = std::thread::Builder::new().name("folio-mvcc-sync".into()).spawn(move || {
+        let mut st = shared.state.lock();
+        loop {
+            if st.stopping {
+                let left = std::mem::take(&mut st.durable_waiters);
+                drop(st);
+                for (_, done) in left {
+                    done(Err(Error::new(
+                        Code::InterruptedAtShutdown,
+                        "the server shut down before the write was durable",
+                    )));
+                }
+                return;
+            }
+            if st.durable_waiters.is_empty() || st.syncing {
+                shared.sync_wanted.wait(&mut st);
+                continue;
+            }
+            if let Err(e) = shared.sync_round(&mut st) {
+                tracing::warn!("syncing the storage engine failed: {e}");
+            }
+        }
+    })?;
+    Ok(handle)
 }
 
 impl Shared {
@@ -520,7 +594,8 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Queues a commit and waits for it, leading a commit round when no one else is.
+    /// Queues a commit and waits for it, leading a commit round when no one else is; a durable
+    /// commit then waits for a sync round that covers it.
     fn commit(
         &self,
         id: TxnId,
@@ -529,10 +604,14 @@ impl Shared {
         durable: bool,
     ) -> Result<Ts> {
         let mut st = self.state.lock();
-        st.queue.push(Pending { id, writes, log, durable });
+        st.queue.push(Pending { id, writes, log });
         loop {
             if let Some(result) = st.results.remove(&id) {
-                return result;
+                let ts = result?;
+                if durable {
+                    self.sync_to(&mut st, ts)?;
+                }
+                return Ok(ts);
             }
             if st.leader {
                 self.changed.wait(&mut st);
@@ -545,7 +624,61 @@ impl Shared {
         }
     }
 
-    /// Writes every queued commit as one synced batch and publishes them.
+    /// Waits until every commit up to `ts` is durable, leading sync rounds while nobody else
+    /// does.
+    fn sync_to(&self, st: &mut MutexGuard<'_, State>, ts: Ts) -> Result<()> {
+        if !self.defers {
+            return Ok(());
+        }
+        loop {
+            if st.durable >= ts {
+                return Ok(());
+            }
+            if st.syncing {
+                self.changed.wait(st);
+            } else {
+                self.sync_round(st)?;
+            }
+        }
+    }
+
+    /// One sync round: makes every published commit durable, then runs the callbacks it
+    /// satisfied (all of them, with the error, if the sync failed).
+    fn sync_round(&self, st: &mut MutexGuard<'_, State>) -> Result<()> {
+        st.syncing = true;
+        let target = st.last_visible;
+        let synced = MutexGuard::unlocked(st, || self.engine.sync());
+        st.syncing = false;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let waiters = std::mem::take(&mut st.durable_waiters);
+        let ready: Vec<DurableCallback> = match &synced {
+            Ok(()) => {
+                st.durable = st.durable.max(target);
+                let durable = st.durable;
+                let (ready, later): (Vec<_>, Vec<_>) =
+                    waiters.into_iter().partition(|(ts, _)| *ts <= durable);
+                st.durable_waiters = later;
+                ready.into_iter().map(|(_, done)| done).collect()
+            }
+            Err(_) => waiters.into_iter().map(|(_, done)| done).collect(),
+        };
+        if !st.durable_waiters.is_empty() {
+            // Registered during this round: the sync thread leads the next one.
+            self.sync_wanted.notify_one();
+        }
+        self.changed.notify_all();
+        if !ready.is_empty() {
+            MutexGuard::unlocked(st, || {
+                for done in ready {
+                    done(synced.clone());
+                }
+            });
+        }
+        synced
+    }
+
+    /// Appends every queued commit as one batch (durable at the next sync round) and publishes
+    /// them.
     fn commit_round(&self, st: &mut MutexGuard<'_, State>) {
         let group = std::mem::take(&mut st.queue);
         if group.is_empty() {
@@ -569,13 +702,8 @@ impl Shared {
             last = *ts;
         }
         batch.put(keys::last_commit_ts_key(), last.0.to_be_bytes().to_vec());
-        // One durable commit in the group makes the whole batch durable; a group of deferred
-        // commits only appends (a later sync or durable commit covers it).
-        let durable = stamped.iter().any(|(p, _)| p.durable);
         // Write without the state lock so that reads, begins and new commits proceed.
-        let written = MutexGuard::unlocked(st, || {
-            if durable { self.engine.write(batch, true) } else { self.engine.write_deferred(batch) }
-        });
+        let written = MutexGuard::unlocked(st, || self.engine.write_deferred(batch));
         self.batches.fetch_add(1, Ordering::Relaxed);
         if written.is_ok() {
             st.last_visible = last;
@@ -765,7 +893,24 @@ impl TxnStore for Mvcc {
     }
 
     fn sync(&self) -> Result<()> {
-        self.shared.engine.sync()
+        let mut st = self.shared.state.lock();
+        let ts = st.last_visible;
+        self.shared.sync_to(&mut st, ts)
+    }
+
+    fn when_durable(&self, ts: Ts, done: DurableCallback) {
+        if !self.shared.defers {
+            return done(Ok(()));
+        }
+        let mut st = self.shared.state.lock();
+        if st.durable >= ts {
+            drop(st);
+            return done(Ok(()));
+        }
+        st.durable_waiters.push((ts, done));
+        if !st.syncing {
+            self.shared.sync_wanted.notify_one();
+        }
     }
 
     fn read_log(&self, after: Ts, limit: usize) -> Result<Vec<(Ts, Vec<u8>)>> {
@@ -824,6 +969,7 @@ impl TxnStore for Mvcc {
             aborts: s.aborts.load(Ordering::Relaxed),
             conflicts: s.conflicts.load(Ordering::Relaxed),
             commit_batches: s.batches.load(Ordering::Relaxed),
+            syncs: s.syncs.load(Ordering::Relaxed),
             gc_deleted: s.gc_deleted.load(Ordering::Relaxed),
             last_committed: st.last_visible,
             gc_watermark: st.gc_floor,

@@ -128,6 +128,13 @@ pub trait Engine: Send + Sync {
         Ok(())
     }
 
+    /// Whether [`Engine::write_deferred`] really defers durability to [`Engine::sync`] (an
+    /// engine that makes every write durable at once, or keeps nothing on disk, says no, and
+    /// then nobody needs to call `sync`).
+    fn defers_sync(&self) -> bool {
+        false
+    }
+
     /// Makes every write so far durable.
     fn flush(&self) -> Result<()>;
 

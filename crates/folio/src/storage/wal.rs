@@ -32,6 +32,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{WriteBatch, WriteOp};
 use crate::error::{Code, Error, Result};
@@ -45,6 +46,9 @@ const HEADER: usize = 8;
 #[derive(Debug)]
 pub struct Wal {
     file: File,
+    /// A second handle on the same file for [`Wal::syncer`]: a sync made through it covers
+    /// every record appended before it began, and needs no access to the log itself.
+    sync_file: Arc<File>,
     path: PathBuf,
     /// The length of the valid log, where the next record goes.
     len: u64,
@@ -52,7 +56,8 @@ pub struct Wal {
     records: u64,
 }
 
-fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+/// The error of a failed log operation.
+pub(super) fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::new(Code::InternalError, format!("write-ahead log {}: {what}: {e}", path.display()))
 }
 
@@ -90,7 +95,8 @@ impl Wal {
             file.sync_all().map_err(|e| io_error("sync", &path, e))?;
         }
         let records = batches.len() as u64;
-        Ok((Wal { file, path, len: valid as u64, records }, batches))
+        let sync_file = Arc::new(file.try_clone().map_err(|e| io_error("open", &path, e))?);
+        Ok((Wal { file, sync_file, path, len: valid as u64, records }, batches))
     }
 
     /// Appends a batch and makes it durable before returning.
@@ -121,9 +127,10 @@ impl Wal {
         Ok(())
     }
 
-    /// Makes every appended record durable.
-    pub fn sync(&mut self) -> Result<()> {
-        self.file.sync_data().map_err(|e| io_error("sync", &self.path, e))
+    /// What makes the records appended so far durable without holding the log: a sync through
+    /// it (`fdatasync` of the same file) may run while later records are appended.
+    pub fn syncer(&self) -> (Arc<File>, PathBuf) {
+        (Arc::clone(&self.sync_file), self.path.clone())
     }
 
     /// Removes the last record again (its batch could not be applied after all).
