@@ -189,6 +189,28 @@ impl Server {
     }
 }
 
+/// Waits, without holding a thread, until the commits a reply acknowledges are durable; a
+/// failed sync turns the reply into the error.
+async fn await_durable(service: &Service, mut reply: Reply) -> Reply {
+    let Some(ts) = reply.unsynced.take() else { return reply };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    service.when_durable(
+        ts,
+        Box::new(move |synced| {
+            let _ = tx.send(synced);
+        }),
+    );
+    let err = match rx.await {
+        Ok(Ok(())) => return reply,
+        Ok(Err(e)) => e,
+        Err(_) => Error::new(
+            Code::InterruptedAtShutdown,
+            "the server shut down before the write was durable",
+        ),
+    };
+    Reply { body: error_reply(&err), close_connection: reply.close_connection, unsynced: None }
+}
+
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     #[cfg(unix)]
@@ -477,7 +499,7 @@ impl ConnectionTask {
     ) -> Result<(), Closed> {
         let reply = match legacy_command(q) {
             Ok(cmd) => self.run_command(conn, cmd).await,
-            Err(body) => Reply { body, close_connection: false },
+            Err(body) => Reply { body, close_connection: false, unsynced: None },
         };
         if reply.close_connection {
             return Err(Closed::Requested);
@@ -513,11 +535,28 @@ impl ConnectionTask {
         self.send(stream, &out).await
     }
 
-    /// Runs a command on the blocking pool and logs it when slow.
+    /// Runs a command: on the connection's task when it cannot block, or until it would, and
+    /// otherwise on the blocking pool.
     async fn run_command(&self, conn: &mut Connection, cmd: Document) -> Reply {
         let service = self.shared.service.clone();
         let name = cmd.keys().next().cloned().unwrap_or_default();
         let mut moved = conn.clone();
+        let mut cmd = cmd;
+        if !service.never_waits_on_others(&cmd) && service.may_try_on_event_loop(&cmd) {
+            // A single write usually waits only for its sync: it runs here, and the task awaits
+            // the sync without holding a thread. If it would wait for another transaction, it
+            // stops before committing anything and goes to the blocking pool below.
+            match service.dispatch_on_event_loop(&mut moved, cmd) {
+                Ok(reply) => {
+                    *conn = moved;
+                    return await_durable(&service, reply).await;
+                }
+                Err(back) => {
+                    cmd = back;
+                    moved = conn.clone();
+                }
+            }
+        }
         let joined = if service.never_waits_on_others(&cmd) {
             // Reads never wait on storage sync or other transactions: running them here saves
             // handing them to the blocking pool and back.
@@ -544,7 +583,7 @@ impl ConnectionTask {
                 warn!(command = %name, "command failed unexpectedly: {e}");
                 let err =
                     Error::new(Code::InternalError, format!("command {name} failed unexpectedly"));
-                Reply { body: error_reply(&err), close_connection: false }
+                Reply { body: error_reply(&err), close_connection: false, unsynced: None }
             }
         }
     }

@@ -513,6 +513,85 @@ fn only_commands_that_cannot_wait_may_skip_the_blocking_pool() {
 }
 
 #[test]
+fn single_writes_run_on_the_event_loop_until_they_would_wait() {
+    let store = Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("mvcc");
+    let svc = Service::new(store.clone(), ServiceOptions::default()).expect("service");
+    for one in [
+        doc! { "insert": "c", "documents": [{}] },
+        doc! { "update": "c", "updates": [{ "q": {}, "u": {} }] },
+        doc! { "delete": "c", "deletes": [{ "q": {}, "limit": 1 }] },
+        doc! { "findAndModify": "c", "query": {} },
+        doc! { "commitTransaction": 1, "txnNumber": 1_i64, "autocommit": false },
+        doc! { "abortTransaction": 1, "txnNumber": 1_i64, "autocommit": false },
+    ] {
+        assert!(svc.may_try_on_event_loop(&one), "{one}");
+    }
+    for many in [
+        doc! { "insert": "c", "documents": [{}, {}] },
+        doc! { "update": "c", "updates": [] },
+        doc! { "delete": "c", "deletes": "bad" },
+        doc! { "bulkWrite": 1, "ops": [{ "insert": 0, "document": {} }] },
+        doc! { "create": "c" },
+        doc! { "aggregate": "c", "pipeline": [{ "$out": "d" }] },
+    ] {
+        assert!(!svc.may_try_on_event_loop(&many), "{many}");
+    }
+
+    let mut conn = svc.connect("event-loop");
+    let mut run = |cmd: Document| svc.dispatch(&mut conn, cmd).body;
+    let r = run(doc! { "insert": "c", "documents": [{ "_id": 1, "n": 0 }], "$db": "test" });
+    assert_eq!(r.get_i32("n").ok(), Some(1), "{r}");
+    // A transaction holds the document.
+    let lsid = doc! { "id": bson::Uuid::new() };
+    let txn = |extra: Document| {
+        let mut cmd = extra;
+        cmd.insert("lsid", lsid.clone());
+        cmd.insert("txnNumber", 1_i64);
+        cmd.insert("autocommit", false);
+        cmd.insert("$db", "test");
+        cmd
+    };
+    let mut first = txn(doc! {
+        "update": "c", "updates": [{ "q": { "_id": 1 }, "u": { "$inc": { "n": 1 } } }],
+    });
+    first.insert("startTransaction", true);
+    let r = run(first);
+    assert_eq!(r.get_i32("nModified").ok(), Some(1), "{r}");
+
+    // A write of the same document outside the transaction would wait: it is handed back
+    // without having changed anything, and nothing is acknowledged.
+    let inc = doc! {
+        "update": "c", "updates": [{ "q": { "_id": 1 }, "u": { "$inc": { "n": 10 } } }],
+        "lsid": { "id": bson::Uuid::new() }, "txnNumber": 7_i64, "$db": "test",
+    };
+    let mut loop_conn = svc.connect("event-loop-2");
+    let back = svc.dispatch_on_event_loop(&mut loop_conn, inc.clone()).expect_err("would wait");
+    assert_eq!(back, inc, "the command comes back whole");
+    // The transaction commits on the event loop; its reply owes the commit's durability.
+    let mut commit = txn(doc! { "commitTransaction": 1 });
+    commit.insert("$db", "admin");
+    let reply =
+        svc.dispatch_on_event_loop(&mut loop_conn, commit).expect("a commit waits for nobody");
+    assert_eq!(reply.body.get_f64("ok").ok(), Some(1.0), "{}", reply.body);
+    let owed = reply.unsynced.expect("the commit's durability is owed");
+    let (tx, rx) = std::sync::mpsc::channel();
+    svc.when_durable(owed, Box::new(move |r| tx.send(r.is_ok()).expect("send")));
+    assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(true));
+    // Now the handed-back write runs on the event loop, once: its retry replays the outcome,
+    // and it too is acknowledged only once durable.
+    for _ in 0..2 {
+        let reply = svc.dispatch_on_event_loop(&mut loop_conn, inc.clone()).expect("runs");
+        assert_eq!(reply.body.get_i32("nModified").ok(), Some(1), "{}", reply.body);
+        assert!(reply.unsynced.is_some());
+    }
+    let r = run(doc! { "find": "c", "filter": {}, "$db": "test" });
+    let n = r.get_document("cursor").and_then(|c| c.get_array("firstBatch")).expect("batch")[0]
+        .as_document()
+        .and_then(|d| d.get_i32("n").ok());
+    assert_eq!(n, Some(11), "{r}");
+}
+
+#[test]
 fn ttl_pass_deletes_expired_documents_only() {
     let svc = service(false);
     let mut conn = svc.connect("ttl");

@@ -183,11 +183,15 @@ fn a_hot_key_is_released_before_the_sync() {
         std::thread::spawn(move || {
             let mut t = store.begin().unwrap();
             t.put(b"counter", b"1").unwrap().unwrap();
+            t.append_log(&[5, 0, 0, 0, 0]);
             t.commit().unwrap()
         })
     };
     engine.wait_for_syncs(1);
     assert!(!first.is_finished(), "acknowledged before its sync");
+    // Visible, but not majority-committed: majority reads and the change log stay behind it.
+    assert!(store.majority_committed() < store.last_committed());
+    assert!(store.read_log(Ts::ZERO, 10).unwrap().is_empty(), "an event a crash could take back");
     // The first commit is visible and its key free, though not durable yet.
     let mut second = store.begin().unwrap();
     assert_eq!(second.get(b"counter").unwrap().as_deref(), Some(&b"1"[..]));
@@ -201,6 +205,8 @@ fn a_hot_key_is_released_before_the_sync() {
     let first_ts = first.join().unwrap();
     assert!(first_ts < second_ts);
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+    assert_eq!(store.majority_committed(), store.last_committed());
+    assert_eq!(store.read_log(Ts::ZERO, 10).unwrap().len(), 1);
     // Already durable: the callback runs at once.
     let (tx, rx) = std::sync::mpsc::channel();
     store.when_durable(second_ts, Box::new(move |r| tx.send(r.is_ok()).unwrap()));

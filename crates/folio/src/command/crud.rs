@@ -77,10 +77,6 @@ pub(super) fn run_batch<T>(
     mut record: impl FnMut(usize, std::result::Result<Document, &Error>),
 ) -> Result<()> {
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
-    if items.len() > 1 {
-        // One sync for the whole batch, before the reply (see `Runner::defer_durability`).
-        run.defer_durability();
-    }
     let mut outcome = Ok(());
     for (i, item) in items.iter().enumerate() {
         match each(run, stmt_id(cmd, i), item) {

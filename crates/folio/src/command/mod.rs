@@ -153,6 +153,10 @@ pub struct Reply {
     pub body: Document,
     /// Close the connection instead of replying (the `closeConnection` fail point).
     pub close_connection: bool,
+    /// The newest commit the reply acknowledges that is not durable yet (only from
+    /// [`Service::dispatch_on_event_loop`]): the reply may be sent only once
+    /// [`Service::when_durable`] calls back with success.
+    pub unsynced: Option<crate::mvcc::Ts>,
 }
 
 /// The command service: everything a command needs, shared by all connections.
@@ -431,16 +435,79 @@ impl Service {
         !writes
     }
 
+    /// Whether `cmd` may be tried with [`Service::dispatch_on_event_loop`]: a write of one
+    /// statement (`insert` of one document, `update` or `delete` of one statement,
+    /// `findAndModify`) or the end of a transaction, which usually waits for nothing but the
+    /// sync of its commit. A command of many statements is not: once one statement committed,
+    /// a later one that has to wait can no longer hand the command back.
+    pub fn may_try_on_event_loop(&self, cmd: &Document) -> bool {
+        let Some(name) = cmd.keys().next() else { return false };
+        if self.options.test_commands || self.store.remote() {
+            return false;
+        }
+        let single = |field: &str| matches!(cmd.get(field), Some(Bson::Array(a)) if a.len() == 1);
+        match name.as_str() {
+            "insert" => single("documents"),
+            "update" => single("updates"),
+            "delete" => single("deletes"),
+            "findAndModify" | "findandmodify" | "commitTransaction" | "abortTransaction" => true,
+            _ => false,
+        }
+    }
+
     /// Runs one command and returns its reply. Never panics on client input.
     pub fn dispatch(&self, conn: &mut Connection, cmd: Document) -> Reply {
+        match self.dispatch_with(conn, cmd, None) {
+            Ok(reply) => reply,
+            // Unreachable: nothing raises a flag that is not there.
+            Err(_) => Reply {
+                body: error_reply(&crate::err!(InternalError, "the command would block")),
+                close_connection: false,
+                unsynced: None,
+            },
+        }
+    }
+
+    /// Runs one command on a thread that must not block (an event loop): the command's commits
+    /// are not synced here, the reply carries the timestamp whose durability it owes
+    /// ([`Reply::unsynced`]), to be awaited with [`Service::when_durable`]. If the command
+    /// would have to wait (for a conflicting transaction, or for its session), it stops before
+    /// anything was committed and is handed back, to run again with [`Service::dispatch`] on a
+    /// thread that may block. Meant for what [`Service::may_try_on_event_loop`] accepts.
+    pub fn dispatch_on_event_loop(
+        &self,
+        conn: &mut Connection,
+        cmd: Document,
+    ) -> std::result::Result<Reply, Document> {
+        let flag = std::cell::Cell::new(false);
+        self.dispatch_with(conn, cmd, Some(&flag))
+    }
+
+    /// Calls `done` once every commit up to `ts` is durable (see [`Reply::unsynced`]), from
+    /// this thread at once or later from another.
+    pub fn when_durable(&self, ts: crate::mvcc::Ts, done: crate::mvcc::DurableCallback) {
+        self.store.when_durable(ts, done)
+    }
+
+    fn dispatch_with(
+        &self,
+        conn: &mut Connection,
+        cmd: Document,
+        would_block: Option<&std::cell::Cell<bool>>,
+    ) -> std::result::Result<Reply, Document> {
         let started = std::time::Instant::now();
         crate::exec::opstats::begin();
         let mut close_connection = false;
+        let mut unsynced = None;
         // A bug must not take the connection (or the server) down with it: a panic becomes an
         // InternalError reply. Open transactions stay consistent: a dropped MVCC transaction aborts.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.run(conn, &cmd, &mut close_connection)
+            self.run(conn, &cmd, &mut close_connection, would_block, &mut unsynced)
         }));
+        if would_block.is_some_and(std::cell::Cell::get) {
+            // Nothing was committed (see `Runner`): the command runs again where it may wait.
+            return Err(cmd);
+        }
         let mut body = match outcome {
             Ok(Ok(body)) => body,
             Ok(Err(e)) => error_reply(&e),
@@ -481,10 +548,17 @@ impl Service {
                 },
             },
         );
-        Reply { body, close_connection }
+        Ok(Reply { body, close_connection, unsynced })
     }
 
-    fn run(&self, conn: &mut Connection, cmd: &Document, close: &mut bool) -> Result<Document> {
+    fn run(
+        &self,
+        conn: &mut Connection,
+        cmd: &Document,
+        close: &mut bool,
+        would_block: Option<&std::cell::Cell<bool>>,
+        unsynced: &mut Option<crate::mvcc::Ts>,
+    ) -> Result<Document> {
         let Some(name) = cmd.keys().next().cloned() else {
             crate::bail!(FailedToParse, "Empty command");
         };
@@ -571,7 +645,7 @@ impl Service {
         // (endSessions, killAllSessions, ...) lock sessions themselves and would otherwise wait
         // for their own.
         let mut runner = match spec.handler {
-            table::Handler::Runner(_) => Some(Runner::new(self, &op)?),
+            table::Handler::Runner(_) => Some(Runner::new(self, &op, would_block)?),
             table::Handler::Simple(_) => None,
         };
         // `maxTimeAlwaysTimeOut` fails a command that has a time limit at its first check,
@@ -595,12 +669,13 @@ impl Service {
             (table::Handler::Simple(f), _) => timed_out().and_then(|()| f(&mut request)),
             (table::Handler::Runner(_), None) => Err(crate::err!(InternalError, "no runner")),
         };
-        // Nothing is acknowledged before it is durable: deferred commits a handler left
-        // unsynced are synced here (normally the handler has done it already).
+        // Nothing is acknowledged before it is durable: the commits a handler left unsynced
+        // are synced here, or on an event loop handed over with the reply.
         let result = match runner.as_mut().map(Runner::sync_deferred) {
             Some(Err(e)) => Err(e),
             _ => result,
         };
+        *unsynced = runner.as_mut().and_then(Runner::take_unsynced);
         *close |= runner.as_ref().is_some_and(|r| r.close_connection);
         let at_cluster_time = runner.as_ref().and_then(|r| r.at_cluster_time);
         let result = result.map(|mut body| {

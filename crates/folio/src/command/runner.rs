@@ -10,6 +10,20 @@
 //!   that records its outcome, and a retried statement replays the record;
 //! - **autocommit**: each statement runs in its own storage transaction; a write conflict with an
 //!   in-flight transaction waits for it and retries, so it is never reported.
+//!
+//! # Durability
+//!
+//! Every commit a command makes (its statements', and `commitTransaction`'s) is visible at once
+//! and *owed* durability: nothing is acknowledged before it is durable, and the command path
+//! syncs once, after the handler ([`Runner::sync_deferred`]), so a batch of statements shares one
+//! sync. A command run on an event loop ([`Runner::new`] with a would-block flag) does not sync
+//! at all: it hands the owed timestamp over with its reply ([`Runner::take_unsynced`]) and the
+//! server sends the reply once [`crate::TxnStore::when_durable`] says so. Such a command must
+//! not block either: where a write would wait for another transaction (or the session is busy),
+//! it raises the flag instead, and the server runs the command again on a thread that may
+//! wait. That is only sound while nothing was committed, so the flag is raised only then;
+//! after a commit the write waits in place (the server sends only single-statement writes this
+//! way, so that does not happen in practice).
 
 use std::time::{Duration, Instant};
 
@@ -399,20 +413,32 @@ pub struct Runner<'a> {
     pub close_connection: bool,
     /// The snapshot timestamp of a snapshot read, for `atClusterTime` in the reply.
     pub at_cluster_time: Option<Ts>,
-    /// Whether statements outside a transaction commit with deferred durability (the
-    /// statements of a multi-statement write command; see [`Runner::defer_durability`]).
-    defer: bool,
-    /// Whether a deferred commit happened that [`Runner::sync_deferred`] has not synced yet.
-    unsynced: std::cell::Cell<bool>,
+    /// The newest commit of this command that is not known durable yet (see "Durability").
+    unsynced: std::cell::Cell<Option<Ts>>,
+    /// Raised when the command would have to wait but must not (see "Durability"); `None` when
+    /// it may wait.
+    would_block: Option<&'a std::cell::Cell<bool>>,
 }
 
 impl<'a> Runner<'a> {
-    /// A runner for a command; checks out the session when the command has an lsid.
-    pub fn new(svc: &'a Service, op: &'a OpContext) -> Result<Self> {
+    /// A runner for a command; checks out the session when the command has an lsid. With
+    /// `would_block`, the command must not wait (see "Durability"): the flag is raised, and an
+    /// error returned, where it would.
+    pub fn new(
+        svc: &'a Service,
+        op: &'a OpContext,
+        would_block: Option<&'a std::cell::Cell<bool>>,
+    ) -> Result<Self> {
         let session = match &op.lsid {
             Some(lsid) => {
                 let s = svc.sessions.get_or_create(lsid)?;
-                let mut guard = parking_lot::Mutex::lock_arc(&s);
+                let mut guard = match would_block {
+                    None => parking_lot::Mutex::lock_arc(&s),
+                    Some(flag) => match parking_lot::Mutex::try_lock_arc(&s) {
+                        Some(guard) => guard,
+                        None => return Err(raise(flag, "the session is in use")),
+                    },
+                };
                 guard.last_use = Instant::now();
                 // Only a command with a transaction number uses the session's transaction state:
                 // resume it from the durable record (what the session did before a restart, or
@@ -431,26 +457,41 @@ impl<'a> Runner<'a> {
             session,
             close_connection: false,
             at_cluster_time: None,
-            defer: false,
-            unsynced: std::cell::Cell::new(false),
+            unsynced: std::cell::Cell::new(None),
+            would_block,
         })
     }
 
-    /// From now on, statements outside a transaction commit atomically and become visible at
-    /// once but are made durable together by [`Runner::sync_deferred`], which the command must
-    /// call before it replies: a batch of statements (`insert` of many documents, `update` and
-    /// `delete` with many statements, `bulkWrite`) costs one sync instead of one per statement,
-    /// while each statement still succeeds or fails on its own.
-    pub fn defer_durability(&mut self) {
-        self.defer = true;
+    /// Notes a commit of this command whose durability is owed before the reply.
+    pub fn owe_durability(&self, ts: Ts) {
+        self.unsynced.set(Some(self.unsynced.get().map_or(ts, |t| t.max(ts))));
     }
 
-    /// Makes the deferred commits durable (one sync), if there were any.
+    /// Makes the command's commits so far durable (one sync), if any is owed; a command on an
+    /// event loop leaves that to [`Runner::take_unsynced`]'s caller. A batch of statements
+    /// (`insert` of many documents, `update` and `delete` with many statements, `bulkWrite`)
+    /// thus costs one sync, while each statement still succeeds or fails on its own.
     pub fn sync_deferred(&mut self) -> Result<()> {
-        if self.unsynced.replace(false) {
-            self.svc.store.sync()?;
+        if self.would_block.is_none()
+            && let Some(ts) = self.unsynced.take()
+        {
+            self.svc.store.sync_until(ts)?;
         }
         Ok(())
+    }
+
+    /// The newest commit whose durability the reply still owes, taken away.
+    pub fn take_unsynced(&mut self) -> Option<Ts> {
+        self.unsynced.take()
+    }
+
+    /// Raises the would-block flag if the command must not wait and nothing was committed yet;
+    /// returns the error to stop with then. `None`: wait.
+    fn must_not_wait(&self, why: &str) -> Option<crate::Error> {
+        match self.would_block {
+            Some(flag) if self.unsynced.get().is_none() => Some(raise(flag, why)),
+            _ => None,
+        }
     }
 
     /// The checked-out session.
@@ -560,6 +601,12 @@ impl<'a> Runner<'a> {
                     txn
                 }
             }
+        } else if self.op.read_concern_level() == Some("majority")
+            && self.svc.store.majority_committed() < self.svc.store.last_committed()
+        {
+            // As of the majority commit point: never a commit that a crash could take back
+            // (commits are visible before they are durable; see `crate::mvcc`).
+            self.svc.store.begin_read_only_at(self.svc.store.majority_committed())?
         } else {
             self.svc.store.begin()?
         };
@@ -597,8 +644,12 @@ impl<'a> Runner<'a> {
                 if !remote && session.may_have_stmt_records(n) {
                     let txn = self.svc.store.begin()?;
                     let prior = txn.get(&record);
+                    let seen = txn.snapshot();
                     txn.abort();
                     if let Some(bytes) = prior? {
+                        // The first run may still be waiting for its sync (its connection gone):
+                        // the replay is acknowledged only once what it read is durable.
+                        self.owe_durability(seen);
                         return crate::error::stored_document(&bytes, "statement record");
                     }
                 }
@@ -653,6 +704,11 @@ impl<'a> Runner<'a> {
         &self,
         mut f: impl FnMut(&mut dyn Txn) -> Result<Document>,
     ) -> Result<Document> {
+        if let Some(flag) = self.would_block
+            && flag.get()
+        {
+            return Err(raise(flag, "an earlier statement would have waited"));
+        }
         let deadline = self.op.deadline.unwrap_or_else(|| Instant::now() + DEFAULT_CONFLICT_WAIT);
         let mut backoff = Duration::from_micros(50);
         let mut quick_retries = 0;
@@ -660,12 +716,9 @@ impl<'a> Runner<'a> {
             let mut txn = self.svc.store.begin()?;
             match f(txn.as_mut()) {
                 Ok(out) => {
-                    if self.defer {
-                        txn.commit_deferred()?;
-                        self.unsynced.set(true);
-                    } else {
-                        txn.commit()?;
-                    }
+                    // Visible at once; durable before the reply (see "Durability").
+                    let ts = txn.commit_deferred()?;
+                    self.owe_durability(ts);
                     return Ok(out);
                 }
                 Err(e) if e.is_write_conflict() => {
@@ -680,6 +733,9 @@ impl<'a> Runner<'a> {
                         );
                     }
                     match holder {
+                        Some(_) if let Some(e) = self.must_not_wait("a write conflict") => {
+                            return Err(e);
+                        }
                         Some(holder) => {
                             // Wait in slices so that killOp and maxTimeMS are noticed.
                             let slice = (Instant::now() + Duration::from_millis(100)).min(deadline);
@@ -690,6 +746,11 @@ impl<'a> Runner<'a> {
                             // now: a new snapshot includes that commit, so retry at once. Back
                             // off only when others keep winning the race for the key.
                             quick_retries += 1;
+                            if quick_retries > 2
+                                && let Some(e) = self.must_not_wait("repeated write conflicts")
+                            {
+                                return Err(e);
+                            }
                             if quick_retries > 2 {
                                 std::thread::sleep(backoff);
                                 backoff = (backoff * 2).min(Duration::from_millis(2));
@@ -704,6 +765,12 @@ impl<'a> Runner<'a> {
             }
         }
     }
+}
+
+/// Raises the would-block flag; the error only unwinds the command, which runs again elsewhere.
+fn raise(flag: &std::cell::Cell<bool>, why: &str) -> crate::Error {
+    flag.set(true);
+    err!(InternalError, "the command would block on an event loop ({}); it runs again", why)
 }
 
 /// OperationNotSupportedInTransaction for a command.

@@ -31,7 +31,9 @@ pub fn commit_transaction(req: &mut Request<'_>, run: &mut Runner) -> Result<Doc
     let was_open = session.state.is_in_progress();
     session.settle_commit(req.svc.store.as_ref(), n)?;
     match session.commit_transaction(n) {
-        Ok(_) => {
+        Ok(ts) => {
+            // Durable before the reply, as a retried commit of a committed transaction is.
+            run.owe_durability(ts);
             if was_open {
                 req.svc.stats.txn_committed.fetch_add(1, Ordering::Relaxed);
             }

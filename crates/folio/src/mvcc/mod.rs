@@ -129,6 +129,13 @@ pub trait TxnStore: Send + Sync {
     /// The timestamp of the latest commit visible to new snapshots (the cluster time).
     fn last_committed(&self) -> Ts;
 
+    /// The newest commit that survives a crash (MongoDB's majority commit point; on one node a
+    /// commit is majority-committed once it is journaled): `readConcern: majority` reads as of
+    /// it. A store whose commits are durable once visible answers [`TxnStore::last_committed`].
+    fn majority_committed(&self) -> Ts {
+        self.last_committed()
+    }
+
     /// Blocks until the in-flight transaction `txn` has committed or aborted, or `deadline`
     /// passes. Returns whether it finished.
     fn wait_for(&self, txn: TxnId, deadline: Option<Instant>) -> bool;
@@ -151,15 +158,23 @@ pub trait TxnStore: Send + Sync {
         done(self.sync())
     }
 
+    /// Makes every commit up to `ts` durable: [`TxnStore::sync`], but a sync already covering
+    /// `ts` is enough.
+    fn sync_until(&self, ts: Ts) -> Result<()> {
+        let _ = ts;
+        self.sync()
+    }
+
     /// Transaction counters for `serverStatus`; a store that keeps none reports zeros.
     fn stats(&self) -> TxnStats {
         TxnStats::default()
     }
 
     /// Reads up to `limit` change-log records committed after `after`, oldest first, each with
-    /// its commit timestamp (see [`Txn::append_log`]). Only published commits are returned, so
-    /// a later call never finds a record before the last one returned. A store without a change
-    /// log refuses with NotImplemented.
+    /// its commit timestamp (see [`Txn::append_log`]). Only commits up to the majority commit
+    /// point ([`TxnStore::majority_committed`]) are returned, so a later call never finds a
+    /// record before the last one returned, and no crash takes a returned one back. A store
+    /// without a change log refuses with NotImplemented.
     fn read_log(&self, after: Ts, limit: usize) -> Result<Vec<(Ts, Vec<u8>)>> {
         let _ = (after, limit);
         Err(crate::err!(NotImplemented, "this store keeps no change log"))
@@ -182,12 +197,12 @@ pub trait TxnStore: Send + Sync {
         (0, std::time::Duration::ZERO, 0)
     }
 
-    /// Blocks until a commit after `after` is published or `deadline` passes, without polling;
-    /// returns the latest published commit.
+    /// Blocks until the majority commit point passes `after` or `deadline` passes, without
+    /// polling; returns the majority commit point.
     fn wait_commit_after(&self, after: Ts, deadline: Instant) -> Ts {
         let _ = after;
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-        self.last_committed()
+        self.majority_committed()
     }
 
     /// Whether every call may wait on the network (a store over a remote database): the
@@ -251,6 +266,10 @@ impl<T: TxnStore + ?Sized> TxnStore for std::sync::Arc<T> {
         (**self).last_committed()
     }
 
+    fn majority_committed(&self) -> Ts {
+        (**self).majority_committed()
+    }
+
     fn wait_for(&self, txn: TxnId, deadline: Option<Instant>) -> bool {
         (**self).wait_for(txn, deadline)
     }
@@ -265,6 +284,10 @@ impl<T: TxnStore + ?Sized> TxnStore for std::sync::Arc<T> {
 
     fn when_durable(&self, ts: Ts, done: DurableCallback) {
         (**self).when_durable(ts, done)
+    }
+
+    fn sync_until(&self, ts: Ts) -> Result<()> {
+        (**self).sync_until(ts)
     }
 
     fn stats(&self) -> TxnStats {

@@ -47,6 +47,10 @@
 //! document shares a sync instead of paying one each. A reader may thus see a commit that is not
 //! durable yet, as MongoDB's `local` read concern may; the writer is acknowledged only after the
 //! sync, and a later durable commit that read it is synced after it (the log is sequential).
+//! What must never be taken back reads only up to `durable`, the *majority commit point*
+//! ([`TxnStore::majority_committed`]; on one node MongoDB's majority means journaled):
+//! `readConcern: majority` and the change log's readers. The background thread syncs commits
+//! that nobody waits for (deferred ones) within a tick, so that point never lags far.
 //! [`TxnStore::when_durable`] waits the same way without blocking: its callback runs once a round
 //! covers the timestamp, led by a waiter or by the *sync thread*, which leads rounds for
 //! callbacks nobody else is syncing for.
@@ -285,6 +289,8 @@ impl Mvcc {
             next_id: 1,
             last_assigned: last,
             last_visible: last,
+            // What was recovered is what is on disk.
+            durable: last,
             gc_floor,
             log_bytes,
             log_floor,
@@ -401,6 +407,18 @@ fn spawn_gc(shared: &Arc<Shared>, every: Duration) -> Result<GcThread> {
                 }
             }
             let Some(shared) = weak.upgrade() else { return };
+            // Commits nobody synced for (deferred ones) become durable within a tick, so the
+            // majority commit point never lags far behind.
+            {
+                let mut st = shared.state.lock();
+                if shared.defers
+                    && st.durable < st.last_visible
+                    && !st.syncing
+                    && let Err(e) = shared.sync_round(&mut st)
+                {
+                    tracing::warn!("syncing the storage engine failed: {e}");
+                }
+            }
             if let Err(e) = shared.trim_log() {
                 tracing::warn!("change-log trimming failed: {e}");
             }
@@ -454,6 +472,11 @@ fn spawn_syncer(shared: &Arc<Shared>) -> Result<std::thread::JoinHandle<()>> {
 }
 
 impl Shared {
+    /// The newest commit that survives a crash: MongoDB's majority commit point on one node.
+    fn majority_point(&self, st: &State) -> Ts {
+        if self.defers { st.durable } else { st.last_visible }
+    }
+
     /// The next commit timestamp: never below the wall clock, always above the last one.
     fn next_ts(&self, st: &mut State) -> Ts {
         let now = self.options.clock.now_secs();
@@ -898,6 +921,10 @@ impl TxnStore for Mvcc {
         self.shared.sync_to(&mut st, ts)
     }
 
+    fn sync_until(&self, ts: Ts) -> Result<()> {
+        self.shared.sync_to(&mut self.shared.state.lock(), ts)
+    }
+
     fn when_durable(&self, ts: Ts, done: DurableCallback) {
         if !self.shared.defers {
             return done(Ok(()));
@@ -914,9 +941,11 @@ impl TxnStore for Mvcc {
     }
 
     fn read_log(&self, after: Ts, limit: usize) -> Result<Vec<(Ts, Vec<u8>)>> {
-        // Only published commits: every record at or below `last_visible` is in the engine,
-        // and no record above it is returned, so readers never see a hole fill in later.
-        let visible = self.shared.state.lock().last_visible;
+        // Only durable commits (MongoDB's change streams return majority-committed events,
+        // which on one node means journaled): every record at or below the durable point is in
+        // the engine and survives a crash, and no record above it is returned, so readers never
+        // see a hole fill in later nor an event that a crash takes back.
+        let visible = self.shared.majority_point(&self.shared.state.lock());
         if after >= visible {
             return Ok(Vec::new());
         }
@@ -949,14 +978,27 @@ impl TxnStore for Mvcc {
     }
 
     fn wait_commit_after(&self, after: Ts, deadline: Instant) -> Ts {
-        let mut st = self.shared.state.lock();
-        // `changed` is signalled by every published commit round (and finished transaction).
-        while st.last_visible <= after {
-            if self.shared.changed.wait_until(&mut st, deadline).timed_out() {
+        let shared = &self.shared;
+        let mut st = shared.state.lock();
+        // `changed` is signalled by every published commit round and sync round (and finished
+        // transaction).
+        while shared.majority_point(&st) <= after {
+            // A commit nobody waits to sync (a deferred one) must not hold readers back: ask the
+            // sync thread for a round.
+            if st.last_visible > after && !st.syncing && st.durable_waiters.is_empty() {
+                let visible = st.last_visible;
+                st.durable_waiters.push((visible, Box::new(|_| {})));
+                shared.sync_wanted.notify_one();
+            }
+            if shared.changed.wait_until(&mut st, deadline).timed_out() {
                 break;
             }
         }
-        st.last_visible
+        shared.majority_point(&st)
+    }
+
+    fn majority_committed(&self) -> Ts {
+        self.shared.majority_point(&self.shared.state.lock())
     }
 
     fn stats(&self) -> TxnStats {

@@ -311,7 +311,9 @@ impl Session {
         err!(NoSuchTransaction, "{}", msg)
     }
 
-    /// Commits transaction `number`. Committing a committed transaction again succeeds.
+    /// Commits transaction `number`. Committing a committed transaction again succeeds. The
+    /// commit is visible when this returns but durable only at the next sync: the caller owes
+    /// it (`Runner::owe_durability`) before acknowledging.
     pub fn commit_transaction(&mut self, number: i64) -> Result<Ts> {
         self.too_old(number)?;
         if self.txn_number != Some(number) {
@@ -354,7 +356,7 @@ impl Session {
             txn.set_log_header(&header);
         }
         // On failure the state stays Aborted, as set above.
-        let ts = txn.commit()?;
+        let ts = txn.commit_deferred()?;
         self.state = TxnState::Committed { commit_ts: Some(ts) };
         if wrote {
             self.durable = Some((number, RecordKind::Committed));
