@@ -9,8 +9,13 @@
 //!    next frame is not looked at until the previous reply is written.
 //! 3. An OP_MSG's document sequences are merged into its body (what MongoDB does), a legacy
 //!    OP_QUERY on `db.$cmd` is unwrapped and given `$db`, and the command document goes to
-//!    [`Service::dispatch`] on tokio's blocking pool, because the core is synchronous and may wait
-//!    on disk or on another transaction.
+//!    [`Service::dispatch`]: on the connection's task when it cannot wait on anything
+//!    ([`Service::never_waits_on_others`]: reads, statements inside a transaction), otherwise on
+//!    tokio's blocking pool, because the core is synchronous and may wait on another transaction.
+//!    A single write or the end of a transaction is tried on the task first
+//!    ([`Service::dispatch_on_event_loop`]): its reply owes its commit's sync, which the task
+//!    awaits ([`Service::when_durable`]) without holding a thread, and if it would have to wait
+//!    for another transaction it stops before committing anything and goes to the pool.
 //! 4. The reply is encoded as OP_MSG (or OP_REPLY for OP_QUERY), compressed with the negotiated
 //!    compressor when the request was compressed, and written back. `moreToCome` requests get no
 //!    reply; a reply marked `close_connection` closes the socket instead.

@@ -396,7 +396,7 @@ impl Engine for RedbEngine {
     fn sync(&self) -> Result<()> {
         // Without the log's lock, so that commits go on appending during the `fdatasync`; it
         // covers every record appended before it began, which is all the caller waits for.
-        let (file, path) = self.wal.lock().syncer();
+        let (file, path) = self.wal.lock().syncer()?;
         file.sync_data().map_err(|e| super::wal::io_error("sync", &path, e))
     }
 

@@ -28,6 +28,15 @@
 //! a put by `[value length: u32 LE][value]`. Reading stops at the first record that is incomplete
 //! or fails its checksum: that is a write cut short by the crash, and it was never acknowledged
 //! (the append returns only after the sync). The torn tail is cut off when the log is opened.
+//!
+//! # Buffering
+//!
+//! An unsynced append only encodes its record into a buffer in memory; the buffer reaches the
+//! file in one `write` when a sync needs it ([`Wal::syncer`]), when a synced record follows, or
+//! once it holds [`BUFFER_BYTES`]. An `insert` of a thousand documents is a thousand records
+//! and used to be a thousand `write` calls, which cost more than the rest of its work. Nothing
+//! is lost that was promised: an unsynced record is acknowledged to nobody until a sync, which
+//! writes the buffer first. A killed process loses the buffer, as a crash loses unsynced writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -37,6 +46,8 @@ use std::sync::Arc;
 use super::{WriteBatch, WriteOp};
 use crate::error::{Code, Error, Result};
 
+/// The buffered bytes that make an unsynced append write them out.
+const BUFFER_BYTES: usize = 1 << 20;
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 /// Bytes before each record's payload: its length and checksum.
@@ -50,8 +61,12 @@ pub struct Wal {
     /// every record appended before it began, and needs no access to the log itself.
     sync_file: Arc<File>,
     path: PathBuf,
-    /// The length of the valid log, where the next record goes.
+    /// The length of the valid log, with the buffered records.
     len: u64,
+    /// The length of the log in the file: where the buffer goes.
+    written: u64,
+    /// Records appended but not written to the file yet (see "Buffering").
+    buffer: Vec<u8>,
     /// Records appended since the log was last emptied.
     records: u64,
 }
@@ -96,7 +111,9 @@ impl Wal {
         }
         let records = batches.len() as u64;
         let sync_file = Arc::new(file.try_clone().map_err(|e| io_error("open", &path, e))?);
-        Ok((Wal { file, sync_file, path, len: valid as u64, records }, batches))
+        let len = valid as u64;
+        let wal = Wal { file, sync_file, path, len, written: len, buffer: Vec::new(), records };
+        Ok((wal, batches))
     }
 
     /// Appends a batch and makes it durable before returning.
@@ -113,37 +130,69 @@ impl Wal {
 
     fn append_record(&mut self, batch: &WriteBatch, sync: bool) -> Result<()> {
         let record = encode_record(batch);
-        let written = self
-            .write_at_end(&record)
-            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
-        written.map_err(|e| {
-            // Cut off whatever part reached the file, so the log never holds a record that was
-            // reported as failed.
-            let _ = self.file.set_len(self.len);
-            io_error("append", &self.path, e)
-        })?;
+        let before = self.buffer.len();
+        self.buffer.extend_from_slice(&record);
+        if sync {
+            let written = self
+                .write_buffer()
+                .and_then(|()| self.file.sync_data().map_err(|e| io_error("sync", &self.path, e)));
+            if let Err(e) = written {
+                // The record was reported as failed: it must not reach the log later.
+                self.buffer.truncate(before);
+                return Err(e);
+            }
+        } else if self.buffer.len() >= BUFFER_BYTES {
+            // Written out now only to bound the memory: a failure here is the next sync's.
+            if let Err(e) = self.write_buffer() {
+                tracing::warn!("writing the write-ahead log's buffer failed: {e}");
+            }
+        }
         self.len += record.len() as u64;
         self.records += 1;
         Ok(())
     }
 
-    /// What makes the records appended so far durable without holding the log: a sync through
-    /// it (`fdatasync` of the same file) may run while later records are appended.
-    pub fn syncer(&self) -> (Arc<File>, PathBuf) {
-        (Arc::clone(&self.sync_file), self.path.clone())
+    /// Writes the buffered records to the end of the file (not synced). On failure whatever part
+    /// reached the file is cut off again and the buffer is kept.
+    pub fn write_buffer(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let at = self.written;
+        let result = (|| {
+            use std::io::{Seek, SeekFrom};
+            self.file.seek(SeekFrom::Start(at))?;
+            self.file.write_all(&self.buffer)
+        })();
+        match result {
+            Ok(()) => {
+                self.written += self.buffer.len() as u64;
+                self.buffer.clear();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.file.set_len(at);
+                Err(io_error("append", &self.path, e))
+            }
+        }
     }
 
-    /// Removes the last record again (its batch could not be applied after all).
-    pub fn truncate_to(&mut self, len: u64) -> Result<()> {
-        self.file.set_len(len).map_err(|e| io_error("truncate", &self.path, e))?;
-        self.file.sync_data().map_err(|e| io_error("sync", &self.path, e))?;
-        self.len = len;
-        Ok(())
+    /// What makes the records appended so far durable without holding the log: writes the
+    /// buffer out, and returns the file handle whose sync (`fdatasync` of the same file) may run
+    /// while later records are appended.
+    pub fn syncer(&mut self) -> Result<(Arc<File>, PathBuf)> {
+        self.write_buffer()?;
+        Ok((Arc::clone(&self.sync_file), self.path.clone()))
     }
 
-    /// Empties the log (after a checkpoint made everything in it durable elsewhere).
+    /// Empties the log (after a checkpoint made everything in it durable elsewhere, the buffered
+    /// records included).
     pub fn reset(&mut self) -> Result<()> {
-        self.truncate_to(0)?;
+        self.buffer.clear();
+        self.file.set_len(0).map_err(|e| io_error("truncate", &self.path, e))?;
+        self.file.sync_data().map_err(|e| io_error("sync", &self.path, e))?;
+        self.len = 0;
+        self.written = 0;
         self.records = 0;
         Ok(())
     }
@@ -163,11 +212,14 @@ impl Wal {
     pub fn records(&self) -> u64 {
         self.records
     }
+}
 
-    fn write_at_end(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        use std::io::{Seek, SeekFrom};
-        self.file.seek(SeekFrom::Start(self.len))?;
-        self.file.write_all(bytes)
+/// A log closed cleanly keeps its buffered records (a clean close loses nothing).
+impl Drop for Wal {
+    fn drop(&mut self) {
+        if let Err(e) = self.write_buffer() {
+            tracing::warn!("closing the write-ahead log: buffered records not written: {e}");
+        }
     }
 }
 
@@ -318,6 +370,43 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let (_, batches) = Wal::open(&path).unwrap();
         assert_eq!(batches, vec![batch(1)]);
+    }
+
+    #[test]
+    fn unsynced_records_reach_the_file_in_order_at_the_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append_unsynced(&batch(1)).unwrap();
+        wal.append_unsynced(&batch(2)).unwrap();
+        // Buffered: the file does not have them yet, the log's length does.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert_eq!(wal.records(), 2);
+        let (file, _) = wal.syncer().unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), wal.len());
+        // A synced append writes what is buffered before it.
+        wal.append_unsynced(&batch(3)).unwrap();
+        wal.append(&batch(4)).unwrap();
+        // A clean close writes the rest.
+        wal.append_unsynced(&batch(5)).unwrap();
+        drop(wal);
+        let (_, batches) = Wal::open(&path).unwrap();
+        assert_eq!(batches, (1..=5).map(batch).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn reset_drops_the_buffer_with_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&batch(1)).unwrap();
+        wal.append_unsynced(&batch(2)).unwrap();
+        wal.reset().unwrap();
+        wal.append_unsynced(&batch(3)).unwrap();
+        drop(wal);
+        let (_, batches) = Wal::open(&path).unwrap();
+        assert_eq!(batches, vec![batch(3)]);
     }
 
     #[test]
