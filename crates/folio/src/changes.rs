@@ -16,14 +16,17 @@
 //! flag)`; events are delivered in this order. The resume token's `_data` is the position as a
 //! fixed-width upper-case hex string (16 + 8 + 2 digits), so tokens compare as strings in event
 //! order, as MongoDB's do. `postBatchResumeToken` is the position the stream has read to: the
-//! last event returned, or `(latest commit, FFFFFFFF)` when the stream has caught up. Resuming
+//! last event returned, or `(majority commit point, FFFFFFFF)` when the stream has caught up
+//! (events are read only up to the majority commit point, [`TxnStore::majority_committed`]:
+//! none that a crash could take back, as MongoDB's streams return only majority-committed
+//! events). Resuming
 //! from a position whose events may have been trimmed from the log (`TxnStore::log_floor`) fails
 //! with ChangeStreamHistoryLost (286).
 //!
 //! # Waiting
 //!
 //! A `getMore` that finds no event waits on the store's commit notification
-//! ([`TxnStore::wait_commit_after`]) until a new commit is published or `maxTimeMS` (the
+//! ([`TxnStore::wait_commit_after`]) until a new commit is majority-committed or `maxTimeMS` (the
 //! driver's `maxAwaitTimeMS`, default one second) passes; it never polls.
 
 use std::collections::HashMap;
@@ -316,7 +319,9 @@ impl ChangeStream {
         let limit = if batch_size == 0 { 101 } else { batch_size };
         let mut out = Vec::new();
         loop {
-            let visible = store.last_committed();
+            // The log is read up to the majority commit point, so that is how far a pass has
+            // looked (commits after it are visible but may still be taken back by a crash).
+            let visible = store.majority_committed();
             self.check_history(store)?;
             let records = store.read_log(Ts(self.pos.ts.0.saturating_sub(1)), READ_CHUNK)?;
             let chunk_full = records.len() >= READ_CHUNK;

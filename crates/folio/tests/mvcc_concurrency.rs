@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use folio::{Clock, Mvcc, MvccOptions, Ts, TxnStore};
+use bson::{Document, doc};
+use folio::{Clock, Mvcc, MvccOptions, Service, ServiceOptions, Ts, TxnStore};
 use folio::{Engine, KvIter, MemoryEngine, RedbEngine, Status, WriteBatch};
 
 fn options(clock: &Arc<AtomicU32>) -> MvccOptions {
@@ -135,6 +136,14 @@ impl GatedSync {
     fn open(&self) {
         self.gate.lock().1 = true;
         self.moved.notify_all();
+    }
+
+    fn close(&self) {
+        self.gate.lock().1 = false;
+    }
+
+    fn syncs_begun(&self) -> u32 {
+        self.gate.lock().0
     }
 }
 
@@ -399,4 +408,48 @@ fn collected_history_stays_unreadable_after_reopen_with_a_longer_window() {
     assert_eq!(err.code, folio::Code::SnapshotTooOld);
     let latest = store.begin_read_only_at(store.last_committed()).unwrap();
     assert_eq!(latest.get(b"k").unwrap(), Some(b"2".to_vec()));
+}
+
+/// A change stream returns an event only once its commit is durable (majority-committed), and a
+/// getMore that finds commits visible but not durable yet does not step past them.
+#[test]
+fn change_streams_wait_for_durable_commits_and_skip_none() {
+    let clock = Arc::new(AtomicU32::new(100));
+    let engine = GatedSync::new();
+    engine.open();
+    let store = Mvcc::open(engine.clone(), options(&clock)).unwrap();
+    let svc = Arc::new(Service::new(store, ServiceOptions::default()).unwrap());
+    let run = |cmd: Document| svc.dispatch(&mut svc.connect("test"), cmd).body;
+    let r = run(doc! { "create": "c", "$db": "test" });
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    let r = run(doc! {
+        "aggregate": "c", "pipeline": [{ "$changeStream": {} }], "cursor": {}, "$db": "test",
+    });
+    let id = r.get_document("cursor").and_then(|c| c.get_i64("id")).expect("cursor id");
+    let get_more = |wait_ms: i64| {
+        let r = run(doc! {
+            "getMore": id, "collection": "c", "maxTimeMS": wait_ms, "$db": "test",
+        });
+        r.get_document("cursor").and_then(|c| c.get_array("nextBatch")).expect("batch").len()
+    };
+
+    engine.close();
+    let begun = engine.syncs_begun();
+    let writer = {
+        let svc = svc.clone();
+        std::thread::spawn(move || {
+            let cmd = doc! { "insert": "c", "documents": [{ "_id": 1 }], "$db": "test" };
+            svc.dispatch(&mut svc.connect("writer"), cmd).body
+        })
+    };
+    engine.wait_for_syncs(begun + 1);
+    // Committed and visible, not durable: no event yet.
+    let r = run(doc! { "find": "c", "filter": {}, "$db": "test" });
+    let seen = r.get_document("cursor").and_then(|c| c.get_array("firstBatch")).unwrap().len();
+    assert_eq!(seen, 1, "the insert is visible before its sync");
+    assert_eq!(get_more(100), 0, "an event before its commit is durable");
+    engine.open();
+    let r = writer.join().unwrap();
+    assert_eq!(r.get_i32("n").ok(), Some(1), "{r}");
+    assert_eq!(get_more(5000), 1, "the event, once durable, is not skipped");
 }
