@@ -591,6 +591,57 @@ fn single_writes_run_on_the_event_loop_until_they_would_wait() {
     assert_eq!(n, Some(11), "{r}");
 }
 
+/// The statements of one write command share a transaction; one that meets a transaction's
+/// write commits the statements before it, waits for that transaction, and goes on.
+#[test]
+fn a_batch_commits_what_it_did_before_waiting_for_a_conflict() {
+    let store = Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("mvcc");
+    let svc = Arc::new(Service::new(store, ServiceOptions::default()).expect("service"));
+    let run = |cmd: Document| svc.dispatch(&mut svc.connect("batch"), cmd).body;
+    let r = run(doc! { "create": "c", "$db": "test" });
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    let lsid = doc! { "id": bson::Uuid::new() };
+    let r = run(doc! {
+        "insert": "c", "documents": [{ "_id": 2, "by": "txn" }], "lsid": lsid.clone(),
+        "txnNumber": 1_i64, "startTransaction": true, "autocommit": false, "$db": "test",
+    });
+    assert_eq!(r.get_i32("n").ok(), Some(1), "{r}");
+    let writer = {
+        let svc = svc.clone();
+        std::thread::spawn(move || {
+            let cmd = doc! {
+                "insert": "c", "documents": [{ "_id": 1 }, { "_id": 2 }, { "_id": 3 }],
+                "ordered": false, "$db": "test",
+            };
+            svc.dispatch(&mut svc.connect("writer"), cmd).body
+        })
+    };
+    // The first statement is committed while the second waits for the transaction.
+    let ids = || {
+        let r = run(doc! { "find": "c", "filter": {}, "sort": { "_id": 1 }, "$db": "test" });
+        r.get_document("cursor")
+            .and_then(|c| c.get_array("firstBatch"))
+            .expect("batch")
+            .iter()
+            .filter_map(|d| d.as_document()?.get_i32("_id").ok())
+            .collect::<Vec<_>>()
+    };
+    let start = std::time::Instant::now();
+    while ids() != [1] {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "{:?}", ids());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!writer.is_finished());
+    let r = run(doc! {
+        "abortTransaction": 1, "lsid": lsid, "txnNumber": 1_i64, "autocommit": false,
+        "$db": "admin",
+    });
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    let r = writer.join().expect("writer");
+    assert_eq!(r.get_i32("n").ok(), Some(3), "{r}");
+    assert_eq!(ids(), [1, 2, 3]);
+}
+
 #[test]
 fn ttl_pass_deletes_expired_documents_only() {
     let svc = service(false);

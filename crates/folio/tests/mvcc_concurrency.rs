@@ -453,3 +453,39 @@ fn change_streams_wait_for_durable_commits_and_skip_none() {
     assert_eq!(r.get_i32("n").ok(), Some(1), "{r}");
     assert_eq!(get_more(5000), 1, "the event, once durable, is not skipped");
 }
+
+/// A savepoint undoes the writes and log entries made after it and frees the keys they took;
+/// what came before stays and commits.
+#[test]
+fn rolling_back_to_a_savepoint_undoes_only_what_followed() {
+    let clock = Arc::new(AtomicU32::new(100));
+    let store = Mvcc::open(Arc::new(MemoryEngine::new()), options(&clock)).unwrap();
+    let mut t = store.begin().unwrap();
+    t.put(b"a", b"1").unwrap().unwrap();
+    t.append_log(&[5, 0, 0, 0, 0]);
+    assert!(t.set_savepoint());
+    t.put(b"a", b"2").unwrap().unwrap();
+    t.put(b"b", b"2").unwrap().unwrap();
+    t.delete(b"a").unwrap().unwrap();
+    t.append_log(&[5, 0, 0, 0, 0]);
+    // Another transaction meets the key the statement took.
+    let mut other = store.begin().unwrap();
+    assert!(other.put(b"b", b"x").unwrap().is_err());
+    other.abort();
+    t.rollback_to_savepoint();
+    assert_eq!(t.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(t.get(b"b").unwrap(), None);
+    // The key is free again; the key written before the savepoint is not.
+    let mut other = store.begin().unwrap();
+    other.put(b"b", b"x").unwrap().expect("released");
+    assert!(other.put(b"a", b"x").unwrap().is_err());
+    other.abort();
+    // The mark stays: a second statement can be undone too.
+    t.put(b"c", b"3").unwrap().unwrap();
+    t.rollback_to_savepoint();
+    let ts = t.commit().unwrap();
+    assert_eq!(scan_all(&store), [("a".into(), "1".into())]);
+    let log = store.read_log(Ts::ZERO, 10).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].0, log[0].1.len()), (ts, 10), "the header and the first entry only");
+}

@@ -77,6 +77,10 @@ pub(super) fn run_batch<T>(
     mut record: impl FnMut(usize, std::result::Result<Document, &Error>),
 ) -> Result<()> {
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
+    if items.len() > 1 {
+        // One transaction for the statements, committed and synced once before the reply.
+        run.batch_statements();
+    }
     let mut outcome = Ok(());
     for (i, item) in items.iter().enumerate() {
         match each(run, stmt_id(cmd, i), item) {

@@ -11,6 +11,18 @@
 //! - **autocommit**: each statement runs in its own storage transaction; a write conflict with an
 //!   in-flight transaction waits for it and retries, so it is never reported.
 //!
+//! # Batches
+//!
+//! The statements of a write command outside a transaction (`insert` of many documents,
+//! `update`/`delete` with many statements, `bulkWrite`) share one storage transaction
+//! ([`Runner::batch_statements`]): each statement runs after a savepoint, a statement that fails
+//! is rolled back to it alone (the others stand, as MongoDB's ordered and unordered semantics
+//! say), and the batch commits once, after the handler, so a thousand documents cost one commit
+//! round and one log record instead of a thousand. A statement that meets a write conflict is
+//! rolled back, the batch so far committed, and the statement run in its own transaction with
+//! the usual waiting; the next statements open a new batch. Other connections see a batch's
+//! statements together, when it commits.
+//!
 //! # Durability
 //!
 //! Every commit a command makes (its statements', and `commitTransaction`'s) is visible at once
@@ -418,6 +430,10 @@ pub struct Runner<'a> {
     /// Raised when the command would have to wait but must not (see "Durability"); `None` when
     /// it may wait.
     would_block: Option<&'a std::cell::Cell<bool>>,
+    /// Whether autocommit statements share a transaction (see "Batches").
+    batching: std::cell::Cell<bool>,
+    /// The open batch transaction, if any.
+    batch: std::cell::RefCell<Option<Box<dyn Txn>>>,
 }
 
 impl<'a> Runner<'a> {
@@ -459,7 +475,61 @@ impl<'a> Runner<'a> {
             at_cluster_time: None,
             unsynced: std::cell::Cell::new(None),
             would_block,
+            batching: std::cell::Cell::new(false),
+            batch: std::cell::RefCell::new(None),
         })
+    }
+
+    /// From now on, statements outside a transaction share one storage transaction, committed
+    /// by [`Runner::sync_deferred`] (see "Batches"). For a command of many statements; a command
+    /// that must not block never batches.
+    pub fn batch_statements(&mut self) {
+        if self.would_block.is_none() && !matches!(self.op.mode(), Mode::Transaction(_)) {
+            self.batching.set(true);
+        }
+    }
+
+    /// Commits the open batch (with deferred durability, owed like any commit).
+    fn commit_batch(&self) -> Result<()> {
+        let open = self.batch.borrow_mut().take();
+        if let Some(txn) = open {
+            let ts = txn.commit_deferred()?;
+            self.owe_durability(ts);
+        }
+        Ok(())
+    }
+
+    /// Runs a statement in the open batch (opening one if needed), after a savepoint. `None`:
+    /// the statement met a write conflict and was rolled back, the batch so far is committed,
+    /// and the statement must run on its own; or the store cannot batch.
+    fn batched_write(
+        &self,
+        f: &mut impl FnMut(&mut dyn Txn) -> Result<Document>,
+    ) -> Result<Option<Document>> {
+        let mut slot = self.batch.borrow_mut();
+        let txn = match &mut *slot {
+            Some(txn) => txn,
+            open => open.insert(self.svc.store.begin()?),
+        };
+        if !txn.set_savepoint() {
+            self.batching.set(false);
+            if let Some(txn) = slot.take() {
+                txn.abort();
+            }
+            return Ok(None);
+        }
+        match f(txn.as_mut()) {
+            Ok(out) => Ok(Some(out)),
+            Err(e) => {
+                txn.rollback_to_savepoint();
+                if !e.is_write_conflict() {
+                    return Err(e);
+                }
+                drop(slot);
+                self.commit_batch()?;
+                Ok(None)
+            }
+        }
     }
 
     /// Notes a commit of this command whose durability is owed before the reply.
@@ -472,6 +542,7 @@ impl<'a> Runner<'a> {
     /// (`insert` of many documents, `update` and `delete` with many statements, `bulkWrite`)
     /// thus costs one sync, while each statement still succeeds or fails on its own.
     pub fn sync_deferred(&mut self) -> Result<()> {
+        self.commit_batch()?;
         if self.would_block.is_none()
             && let Some(ts) = self.unsynced.take()
         {
@@ -580,6 +651,8 @@ impl<'a> Runner<'a> {
     /// a fresh read-only transaction.
     pub fn read<T>(&mut self, f: impl FnOnce(&dyn Txn) -> Result<T>) -> Result<T> {
         self.op.check_deadline()?;
+        // A read sees the command's own statements.
+        self.commit_batch()?;
         if let Mode::Transaction(n) = self.op.mode() {
             let s = self.session.as_deref_mut().ok_or_else(|| err!(InternalError, "no session"))?;
             let txn = s.continue_transaction(n)?;
@@ -708,6 +781,11 @@ impl<'a> Runner<'a> {
             && flag.get()
         {
             return Err(raise(flag, "an earlier statement would have waited"));
+        }
+        if self.batching.get()
+            && let Some(out) = self.batched_write(&mut f)?
+        {
+            return Ok(out);
         }
         let deadline = self.op.deadline.unwrap_or_else(|| Instant::now() + DEFAULT_CONFLICT_WAIT);
         let mut backoff = Duration::from_micros(50);

@@ -344,6 +344,18 @@ pub trait Txn: Send {
     /// Deletes a key, with the same conflict rule as [`Txn::put`].
     fn delete(&mut self, key: &[u8]) -> Result<WriteResult>;
 
+    /// Marks the point that [`Txn::rollback_to_savepoint`] goes back to, replacing an earlier
+    /// mark: the statements of one write command share a transaction, and a statement that
+    /// fails is undone alone. Returns false when this transaction cannot (each statement then
+    /// runs in a transaction of its own).
+    fn set_savepoint(&mut self) -> bool {
+        false
+    }
+
+    /// Undoes the writes and change-log entries made since the savepoint and releases the keys
+    /// first taken since; the mark stays where it was.
+    fn rollback_to_savepoint(&mut self) {}
+
     /// The most recent write of this transaction that lost ([`Txn::put`], [`Txn::delete`]), so
     /// that the layer deciding what to do about a WriteConflict (wait for the holder, or retry
     /// at once) can read it after the error has travelled up. `None` when no write lost, or

@@ -547,6 +547,7 @@ impl Shared {
             log: Vec::new(),
             log_header: None,
             last_conflict: None,
+            savepoint: None,
             finished: false,
         }))
     }
@@ -602,6 +603,19 @@ impl Shared {
             return Ok(Err(Conflict { key: key.to_vec(), holder: None }));
         }
         Ok(Ok(()))
+    }
+
+    /// Releases keys a transaction took but no longer writes (rolled back to a savepoint).
+    fn release(&self, id: TxnId, keys: Vec<Vec<u8>>) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut st = self.state.lock();
+        for k in keys {
+            if st.locks.get(&k) == Some(&id) {
+                st.locks.remove(&k);
+            }
+        }
     }
 
     /// Ends a transaction that wrote nothing to storage: releases its keys and snapshot.
@@ -1033,7 +1047,18 @@ struct MvccTxn {
     log_header: Option<Vec<u8>>,
     /// The most recent write that lost ([`Txn::last_conflict`]).
     last_conflict: Option<Conflict>,
+    /// What [`Txn::rollback_to_savepoint`] undoes, when a savepoint is set.
+    savepoint: Option<Savepoint>,
     finished: bool,
+}
+
+/// The writes made since a savepoint, to undo them.
+struct Savepoint {
+    /// Each write's key and what the write buffer held for it before (`None`: nothing, so the
+    /// key was taken by that write), oldest first.
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    /// The length of the change-log entries at the savepoint.
+    log_len: usize,
 }
 
 impl MvccTxn {
@@ -1051,7 +1076,10 @@ impl MvccTxn {
             self.last_conflict = Some(conflict.clone());
             return Ok(Err(conflict));
         }
-        self.writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        let prior = self.writes.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        if let Some(savepoint) = &mut self.savepoint {
+            savepoint.undo.push((key.to_vec(), prior));
+        }
         Ok(Ok(()))
     }
 
@@ -1134,6 +1162,31 @@ impl Txn for MvccTxn {
 
     fn last_conflict(&self) -> Option<Conflict> {
         self.last_conflict.clone()
+    }
+
+    fn set_savepoint(&mut self) -> bool {
+        self.savepoint = Some(Savepoint { undo: Vec::new(), log_len: self.log.len() });
+        true
+    }
+
+    fn rollback_to_savepoint(&mut self) {
+        let Some(savepoint) = self.savepoint.take() else { return };
+        let mut released = Vec::new();
+        // Newest first, so that a key written twice ends as it was before the first write.
+        for (key, prior) in savepoint.undo.into_iter().rev() {
+            match prior {
+                Some(value) => {
+                    self.writes.insert(key, value);
+                }
+                None => {
+                    self.writes.remove(&key);
+                    released.push(key);
+                }
+            }
+        }
+        self.log.truncate(savepoint.log_len);
+        self.shared.release(self.id, released);
+        self.savepoint = Some(Savepoint { undo: Vec::new(), log_len: savepoint.log_len });
     }
 
     fn has_writes(&self) -> bool {
