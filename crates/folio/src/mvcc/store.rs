@@ -1052,11 +1052,14 @@ struct MvccTxn {
     finished: bool,
 }
 
+/// A write's key and what the write buffer held for it before (`None`: nothing, so the key was
+/// taken by that write; `Some(None)`: a delete).
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
+
 /// The writes made since a savepoint, to undo them.
 struct Savepoint {
-    /// Each write's key and what the write buffer held for it before (`None`: nothing, so the
-    /// key was taken by that write), oldest first.
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    /// The writes since the savepoint, oldest first.
+    undo: Vec<Undo>,
     /// The length of the change-log entries at the savepoint.
     log_len: usize,
 }
