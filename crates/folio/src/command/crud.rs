@@ -168,13 +168,14 @@ pub fn insert(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     }
     let bypass = bypass_validation(req.cmd, "insert")?;
     let mut n = 0i32;
+    let mut inserter = exec::Inserter::new(&db, &coll, bypass);
     let errors = run_statements(
         run,
         req.cmd,
         &docs,
         |run, stmt, d| {
             run.write(stmt, |txn| {
-                exec::insert_one(txn, &db, &coll, d.clone(), bypass)?;
+                inserter.insert(txn, d.clone())?;
                 Ok(doc! { "n": 1 })
             })
         },

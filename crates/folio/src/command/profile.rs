@@ -363,6 +363,78 @@ impl super::Service {
 }
 
 /// Writes the `Slow query` log line (MongoDB's log id 51803, component COMMAND).
+/// MongoDB's default `maxLogSizeKB`: the size above which a log attribute is cut.
+const MAX_LOG_ATTR_BYTES: usize = 10 * 1024;
+
+/// The BSON size of a value as a document field (without its name).
+fn bson_size(value: &Bson) -> usize {
+    match value {
+        Bson::Document(d) => d.to_vec().map_or(0, |v| v.len()),
+        Bson::Array(a) => {
+            a.iter().enumerate().map(|(i, v)| 2 + i.to_string().len() + bson_size(v)).sum::<usize>()
+                + 5
+        }
+        other => doc! { "v": other.clone() }.to_vec().map_or(0, |v| v.len().saturating_sub(8)),
+    }
+}
+
+/// Cuts `doc` to about `budget` bytes of BSON when it is larger: fields (and the elements of
+/// array fields) are kept in order while they fit; the first one that does not is named in the
+/// returned `truncated` document with its type and size, as MongoDB's log does. Returns `None`
+/// when the document fits; else the kept part, `truncated` and the full size.
+fn truncate_for_log(doc: &Document, budget: usize) -> Option<(Document, Document, i64)> {
+    let size = doc.to_vec().map_or(0, |v| v.len());
+    if size <= budget {
+        return None;
+    }
+    let mut kept = Document::new();
+    let mut used = 5;
+    for (key, value) in doc {
+        let field = 2 + key.len() + bson_size(value);
+        if used + field <= budget {
+            used += field;
+            kept.insert(key.clone(), value.clone());
+            continue;
+        }
+        let cut = |v: &Bson| doc! { "type": type_name(v), "size": bson_size(v) as i64 };
+        let truncated = match value {
+            Bson::Array(items) => {
+                let mut head = Vec::new();
+                used += 2 + key.len() + 5;
+                let mut cut_at = None;
+                for (i, item) in items.iter().enumerate() {
+                    let element = 2 + i.to_string().len() + bson_size(item);
+                    if used + element > budget {
+                        cut_at = Some((i, cut(item)));
+                        break;
+                    }
+                    used += element;
+                    head.push(item.clone());
+                }
+                kept.insert(key.clone(), head);
+                match cut_at {
+                    Some((i, what)) => doc! { key.clone(): { i.to_string(): what } },
+                    None => doc! {},
+                }
+            }
+            other => doc! { key.clone(): cut(other) },
+        };
+        return Some((kept, truncated, size as i64));
+    }
+    None
+}
+
+/// The BSON type name MongoDB's truncation report uses.
+fn type_name(v: &Bson) -> &'static str {
+    match v {
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::String(_) => "string",
+        Bson::Binary(_) => "binData",
+        _ => "value",
+    }
+}
+
 fn log_slow(conn: &Connection, entry: &Document) {
     let mut attr = doc! { "type": "command" };
     for (from, to) in [
@@ -392,6 +464,15 @@ fn log_slow(conn: &Connection, entry: &Document) {
         }
     }
     attr.insert("remote", conn.remote.clone());
+    // A large command (an insert of many documents) is logged cut to maxLogSizeKB, as MongoDB
+    // cuts a log attribute, with what was cut and the full size beside it.
+    if let Ok(command) = attr.get_document("command")
+        && let Some((kept, truncated, size)) = truncate_for_log(command, MAX_LOG_ATTR_BYTES)
+    {
+        attr.insert("command", kept);
+        attr.insert("truncated", doc! { "command": truncated });
+        attr.insert("size", doc! { "command": size });
+    }
     let attr = Bson::Document(attr).into_relaxed_extjson().to_string();
     tracing::info!(
         target: "folio::command::slow",
@@ -400,4 +481,39 @@ fn log_slow(conn: &Connection, entry: &Document) {
         attr = %attr,
         "Slow query"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::{Document, doc};
+
+    use super::{MAX_LOG_ATTR_BYTES, truncate_for_log};
+
+    #[test]
+    fn a_large_command_is_cut_for_the_log_and_the_cut_is_named() {
+        let small = doc! { "insert": "c", "documents": [{ "_id": 1 }] };
+        assert!(truncate_for_log(&small, MAX_LOG_ATTR_BYTES).is_none());
+
+        let docs: Vec<Document> =
+            (0..1000).map(|i| doc! { "_id": i, "pad": "x".repeat(100) }).collect();
+        let big = doc! { "insert": "c", "documents": docs.clone(), "ordered": true };
+        let full = big.to_vec().unwrap().len() as i64;
+        let (kept, truncated, size) = truncate_for_log(&big, MAX_LOG_ATTR_BYTES).expect("cut");
+        assert_eq!(size, full);
+        assert!(kept.to_vec().unwrap().len() <= MAX_LOG_ATTR_BYTES, "{}", kept.len());
+        assert_eq!(kept.get_str("insert").ok(), Some("c"));
+        let head = kept.get_array("documents").unwrap();
+        assert!(!head.is_empty() && head.len() < 1000);
+        assert_eq!(
+            head[..],
+            docs[..head.len()].iter().cloned().map(Into::into).collect::<Vec<_>>()[..]
+        );
+        // The first element left out, with its type and size; nothing after it is logged.
+        let at = head.len().to_string();
+        let what = truncated.get_document("documents").and_then(|d| d.get_document(&at)).unwrap();
+        assert_eq!(what.get_str("type").ok(), Some("object"));
+        let one = docs[head.len()].to_vec().unwrap().len() as i64;
+        assert_eq!(what.get_i64("size").ok(), Some(one));
+        assert!(!kept.contains_key("ordered"));
+    }
 }

@@ -34,9 +34,9 @@ use crate::mvcc::Txn;
 use crate::query::{Filter, Projection, SortSpec, text};
 
 pub use write::{
-    DeleteOp, FindAndModify, UpdateDoc, UpdateOp, UpdateResult, create_collection, create_indexes,
-    delete, drop_collection, drop_database, drop_indexes, find_and_modify, insert_one,
-    rename_collection, trim_capped, update,
+    DeleteOp, FindAndModify, Inserter, UpdateDoc, UpdateOp, UpdateResult, create_collection,
+    create_indexes, delete, drop_collection, drop_database, drop_indexes, find_and_modify,
+    insert_one, rename_collection, trim_capped, update,
 };
 
 /// What a find reads: filter, sort, projection, skip and limit.

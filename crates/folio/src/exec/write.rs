@@ -281,6 +281,43 @@ fn prepare(doc: Document) -> Result<Document> {
     crate::doc::validate::prepare_insert(doc, &mut next)
 }
 
+/// Inserts the documents of one command, creating the collection if needed. The collection is
+/// loaded once per storage transaction (the statements of a batch share one), not once per
+/// document: loading it reads and parses the catalog entry, its indexes and its validator.
+pub struct Inserter<'a> {
+    db: &'a str,
+    coll: &'a str,
+    bypass_validation: bool,
+    /// The collection as loaded by the transaction with this id.
+    loaded: Option<(crate::mvcc::TxnId, CollectionHandle)>,
+}
+
+impl<'a> Inserter<'a> {
+    /// An inserter into `db.coll`. With `bypass_validation` (the command's
+    /// `bypassDocumentValidation`), the validator is skipped.
+    pub fn new(db: &'a str, coll: &'a str, bypass_validation: bool) -> Self {
+        Inserter { db, coll, bypass_validation, loaded: None }
+    }
+
+    /// Inserts one document; returns its `_id`.
+    pub fn insert(&mut self, txn: &mut dyn Txn, doc: Document) -> Result<Bson> {
+        let handle = match self.loaded.take() {
+            Some((id, handle)) if id == txn.id() => handle,
+            _ => {
+                let mut handle = CollectionHandle::load_or_create(txn, self.db, self.coll)?;
+                handle.bypass_validation = self.bypass_validation;
+                handle
+            }
+        };
+        let doc = prepare(doc)?;
+        handle.insert_prepared(txn, &doc)?;
+        // Kept only after a success: a failed statement is rolled back, and with it a
+        // collection it may have created.
+        self.loaded = Some((txn.id(), handle));
+        Ok(doc.get("_id").cloned().unwrap_or(Bson::Null))
+    }
+}
+
 /// Inserts one document, creating the collection if needed. Returns the `_id`. With
 /// `bypass_validation` (the command's `bypassDocumentValidation`), the validator is skipped.
 pub fn insert_one(
@@ -290,11 +327,7 @@ pub fn insert_one(
     doc: Document,
     bypass_validation: bool,
 ) -> Result<Bson> {
-    let mut handle = CollectionHandle::load_or_create(txn, db, coll)?;
-    handle.bypass_validation = bypass_validation;
-    let doc = prepare(doc)?;
-    handle.insert_prepared(txn, &doc)?;
-    Ok(doc.get("_id").cloned().unwrap_or(Bson::Null))
+    Inserter::new(db, coll, bypass_validation).insert(txn, doc)
 }
 
 /// The update part of an update statement.
