@@ -389,37 +389,31 @@ fn truncate_for_log(doc: &Document, budget: usize) -> Option<(Document, Document
     }
     let mut kept = Document::new();
     let mut used = 5;
+    let cut = |v: &Bson| doc! { "type": type_name(v), "size": bson_size(v) as i64 };
     for (key, value) in doc {
-        let field = 2 + key.len() + bson_size(value);
-        if used + field <= budget {
-            used += field;
-            kept.insert(key.clone(), value.clone());
+        // An array is kept element by element (only the elements looked at are measured).
+        if let Bson::Array(items) = value {
+            let mut head = Vec::new();
+            used += 2 + key.len() + 5;
+            for (i, item) in items.iter().enumerate() {
+                let element = 2 + i.to_string().len() + bson_size(item);
+                if used + element > budget {
+                    kept.insert(key.clone(), head);
+                    let truncated = doc! { key.clone(): { i.to_string(): cut(item) } };
+                    return Some((kept, truncated, size as i64));
+                }
+                used += element;
+                head.push(item.clone());
+            }
+            kept.insert(key.clone(), head);
             continue;
         }
-        let cut = |v: &Bson| doc! { "type": type_name(v), "size": bson_size(v) as i64 };
-        let truncated = match value {
-            Bson::Array(items) => {
-                let mut head = Vec::new();
-                used += 2 + key.len() + 5;
-                let mut cut_at = None;
-                for (i, item) in items.iter().enumerate() {
-                    let element = 2 + i.to_string().len() + bson_size(item);
-                    if used + element > budget {
-                        cut_at = Some((i, cut(item)));
-                        break;
-                    }
-                    used += element;
-                    head.push(item.clone());
-                }
-                kept.insert(key.clone(), head);
-                match cut_at {
-                    Some((i, what)) => doc! { key.clone(): { i.to_string(): what } },
-                    None => doc! {},
-                }
-            }
-            other => doc! { key.clone(): cut(other) },
-        };
-        return Some((kept, truncated, size as i64));
+        let field = 2 + key.len() + bson_size(value);
+        if used + field > budget {
+            return Some((kept, doc! { key.clone(): cut(value) }, size as i64));
+        }
+        used += field;
+        kept.insert(key.clone(), value.clone());
     }
     None
 }

@@ -157,8 +157,8 @@ impl CollectionHandle {
             {
                 return Err(idx.spec.duplicate_key_error(&self.meta.db, &self.meta.name, &values));
             }
-            let what = format!("{} index {}", self.namespace(), idx.meta.name());
-            txn.put(&key, &id)?.or_conflict(&what)?;
+            txn.put(&key, &id)?
+                .or_conflict_with(|| format!("{} index {}", self.namespace(), idx.meta.name()))?;
         }
         Ok(())
     }
@@ -174,8 +174,9 @@ impl CollectionHandle {
             if keep.contains(&key) {
                 continue;
             }
-            let what = format!("{} index {}", self.namespace(), self.indexes[i].meta.name());
-            txn.delete(&key)?.or_conflict(&what)?;
+            txn.delete(&key)?.or_conflict_with(|| {
+                format!("{} index {}", self.namespace(), self.indexes[i].meta.name())
+            })?;
         }
         Ok(())
     }
@@ -198,7 +199,7 @@ impl CollectionHandle {
             ));
         }
         let bytes = doc.to_vec()?;
-        txn.put(&key, &bytes)?.or_conflict(&self.describe_id(doc))?;
+        txn.put(&key, &bytes)?.or_conflict_with(|| self.describe_id(doc))?;
         self.add_entries(txn, doc, &BTreeSet::new())?;
         super::changelog::insert(txn, &self.meta, &bytes);
         if super::capped::is_capped(&self.meta) {
@@ -225,7 +226,7 @@ impl CollectionHandle {
     ) -> Result<()> {
         self.validate(new)?;
         let bytes = new.to_vec()?;
-        txn.put(&found.key, &bytes)?.or_conflict(&self.describe_id(new))?;
+        txn.put(&found.key, &bytes)?.or_conflict_with(|| self.describe_id(new))?;
         if super::capped::is_capped(&self.meta) {
             let old = found.doc.to_vec()?.len();
             super::capped::resized(txn, &self.meta, old, bytes.len())?;
@@ -241,7 +242,7 @@ impl CollectionHandle {
 
     /// Deletes a stored document and its index entries.
     fn remove(&self, txn: &mut dyn Txn, found: &Found) -> Result<()> {
-        txn.delete(&found.key)?.or_conflict(&self.describe_id(&found.doc))?;
+        txn.delete(&found.key)?.or_conflict_with(|| self.describe_id(&found.doc))?;
         self.remove_entries(txn, &found.doc, &BTreeSet::new())?;
         if super::capped::is_capped(&self.meta) {
             let id = id_key(found.doc.get("_id").unwrap_or(&Bson::Null));

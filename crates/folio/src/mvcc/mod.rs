@@ -85,9 +85,21 @@ pub type WriteResult = std::result::Result<(), Conflict>;
 pub trait OrConflict {
     /// `Ok(())`, or WriteConflict naming `what` conflicted.
     fn or_conflict(self, what: &str) -> Result<()>;
+
+    /// [`OrConflict::or_conflict`] with the name made only on a conflict (a write's common
+    /// case has none, and formatting a namespace and an `_id` costs more than the write's
+    /// bookkeeping).
+    fn or_conflict_with(self, what: impl FnOnce() -> String) -> Result<()>;
 }
 
 impl OrConflict for WriteResult {
+    fn or_conflict_with(self, what: impl FnOnce() -> String) -> Result<()> {
+        match self {
+            Ok(()) => Ok(()),
+            Err(_) => self.or_conflict(&what()),
+        }
+    }
+
     fn or_conflict(self, what: &str) -> Result<()> {
         match self {
             Ok(()) => Ok(()),
