@@ -556,10 +556,9 @@ impl Shared {
     fn read(&self, key: &[u8], snapshot: Ts) -> Result<Option<Vec<u8>>> {
         let from = keys::version_key(key, Ts::ZERO);
         let to = keys::version_key(key, snapshot);
-        let mut it = self.engine.scan(Bound::Included(&from), Bound::Included(&to), true)?;
-        match it.next() {
+        match self.engine.last_in(&from, &to)? {
             None => Ok(None),
-            Some(item) => keys::decode_value(item?.1),
+            Some((_, value)) => keys::decode_value(value),
         }
     }
 
@@ -567,10 +566,9 @@ impl Shared {
     fn newest_version(&self, key: &[u8]) -> Result<Ts> {
         let from = keys::version_key(key, Ts::ZERO);
         let to = keys::version_key(key, Ts(u64::MAX));
-        let mut it = self.engine.scan(Bound::Included(&from), Bound::Included(&to), true)?;
-        match it.next() {
+        match self.engine.last_in(&from, &to)? {
             None => Ok(Ts::ZERO),
-            Some(item) => Ok(keys::decode_version_key(&item?.0)?.1),
+            Some((k, _)) => Ok(keys::decode_version_key(&k)?.1),
         }
     }
 

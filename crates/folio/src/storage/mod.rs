@@ -111,6 +111,13 @@ pub trait Engine: Send + Sync {
     /// (writes made while it runs are invisible to it), which the MVCC layer relies on.
     fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> Result<KvIter>;
 
+    /// The entry with the greatest key in `start..=end` (MVCC's "newest version of a key at a
+    /// snapshot"): a reverse scan's first entry, which an engine may find without building a
+    /// scan.
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.scan(Bound::Included(start), Bound::Included(end), true)?.next().transpose()
+    }
+
     /// Applies a batch atomically: after a crash either all of it is present or none. When `sync`
     /// is true the batch is durable before this returns.
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<()>;

@@ -350,6 +350,52 @@ impl Engine for RedbEngine {
         Ok(value.map(|v| v.value().to_vec()))
     }
 
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if start > end {
+            return Ok(None);
+        }
+        // Under the pending writes' lock, as `scan` (see there): the pending writes and the
+        // redb view then show one state.
+        let pending = self.pending.read();
+        let table = self.read_table()?;
+        let mut upper: Bound<&[u8]> = Bound::Included(end);
+        loop {
+            fn newest<'m>(
+                m: &'m PendingMap,
+                start: &[u8],
+                upper: Bound<&[u8]>,
+            ) -> Option<(&'m [u8], Option<&'m [u8]>)> {
+                m.range::<[u8], _>((Bound::Included(start), upper))
+                    .next_back()
+                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
+            }
+            let writes = newest(&pending.writes, start, upper);
+            let flushing = pending.flushing.as_deref().and_then(|f| newest(f, start, upper));
+            // A write over a flushing one of the same key.
+            let staged = match (writes, flushing) {
+                (Some(w), Some(f)) => Some(if f.0 > w.0 { f } else { w }),
+                (w, f) => w.or(f),
+            };
+            let stored = table
+                .range::<&[u8]>((Bound::Included(start), upper))
+                .map_err(|e| internal("scan", e))?
+                .next_back()
+                .transpose()
+                .map_err(|e| internal("scan", e))?;
+            let stored_key = stored.as_ref().map(|(k, _)| k.value());
+            match staged {
+                Some((key, value)) if stored_key.is_none_or(|s| key >= s) => match value {
+                    Some(v) => return Ok(Some((key.to_vec(), v.to_vec()))),
+                    // A pending deletion hides the key in redb too: look below it.
+                    None => upper = Bound::Excluded(key),
+                },
+                _ => {
+                    return Ok(stored.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())));
+                }
+            }
+        }
+    }
+
     fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> Result<KvIter> {
         if range_is_empty(start, end) {
             return Ok(Box::new(std::iter::empty()));

@@ -71,6 +71,20 @@ fn redb_pending_writes_match_a_model() {
             10..=12 => {
                 let k = key(rand(40));
                 assert_eq!(engine.get(&k).unwrap(), model.get(&k).cloned(), "step {step}");
+                let (a, b) = (key(rand(42)), key(rand(42)));
+                let want = if a > b {
+                    None
+                } else {
+                    model
+                        .range::<[u8], _>((Bound::Included(&a[..]), Bound::Included(&b[..])))
+                        .next_back()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                };
+                assert_eq!(
+                    engine.last_in(&a, &b).unwrap(),
+                    want,
+                    "step {step}: last in {a:?}..={b:?}"
+                );
             }
             13..=17 => {
                 let (a, b) = (key(rand(42)), key(rand(42)));
