@@ -1,5 +1,6 @@
 //! `$bucket` and `$bucketAuto`: grouping by ranges of a value.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use bson::{Bson, Document};
@@ -7,6 +8,7 @@ use bson::{Bson, Document};
 use super::Context;
 use super::group::{AccSpec, group_by};
 use super::stage::Stage;
+use crate::collation::{CollationRef, transform_opt};
 use crate::doc::fmt::value_string;
 use crate::err;
 use crate::error::Result;
@@ -19,6 +21,43 @@ pub struct Bucket {
     boundaries: Vec<Bson>,
     default: Option<Bson>,
     output: Vec<AccSpec>,
+    /// The aggregate's collation: values fall between string boundaries as it orders them.
+    collation: Option<CollationRef>,
+}
+
+impl Bucket {
+    /// The stage comparing strings under the aggregate's collation.
+    pub(super) fn with_collation(self, c: &CollationRef) -> Bucket {
+        Bucket {
+            group_by: self.group_by.with_collation(c),
+            output: self.output.into_iter().map(|a| a.with_collation(c)).collect(),
+            collation: Some(c.clone()),
+            ..self
+        }
+    }
+}
+
+/// A parsed `$bucketAuto`.
+#[derive(Clone, Debug)]
+pub struct BucketAuto {
+    group_by: Expression,
+    buckets: usize,
+    output: Vec<AccSpec>,
+    /// The aggregate's collation: the documents are ordered, and equal values kept in one
+    /// bucket, as it compares them.
+    collation: Option<CollationRef>,
+}
+
+impl BucketAuto {
+    /// The stage comparing strings under the aggregate's collation.
+    pub(super) fn with_collation(self, c: &CollationRef) -> BucketAuto {
+        BucketAuto {
+            group_by: self.group_by.with_collation(c),
+            output: self.output.into_iter().map(|a| a.with_collation(c)).collect(),
+            collation: Some(c.clone()),
+            ..self
+        }
+    }
 }
 
 pub(super) fn parse_bucket(arg: &Bson, scope: &Scope) -> Result<Stage> {
@@ -135,19 +174,23 @@ pub(super) fn parse_bucket(arg: &Bson, scope: &Scope) -> Result<Stage> {
         }
     }
     let output = output.unwrap_or_else(|| vec![AccSpec::count("count")]);
-    Ok(Stage::Bucket(Bucket { group_by, boundaries, default, output }))
+    Ok(Stage::Bucket(Bucket { group_by, boundaries, default, output, collation: None }))
 }
 
 pub(super) fn bucket(docs: Vec<Document>, b: &Bucket, ctx: &Context) -> Result<Vec<Document>> {
+    // Under a collation, values are placed by their collation keys between the boundaries'.
+    let c = b.collation.as_deref();
+    let bounds: Vec<Cow<Bson>> = b.boundaries.iter().map(|x| transform_opt(c, x)).collect();
     let key = |v: &mut Vars| -> Result<Bson> {
         let x = b.group_by.eval(v)?.unwrap_or(Bson::Null);
         let n = b.boundaries.len();
         let same_type =
             crate::doc::canonical_rank(&x) == crate::doc::canonical_rank(&b.boundaries[0]);
         if same_type {
+            let x = transform_opt(c, &x);
             for i in 0..n - 1 {
-                if crate::doc::compare::cmp_bson(&x, &b.boundaries[i]) != Ordering::Less
-                    && crate::doc::compare::cmp_bson(&x, &b.boundaries[i + 1]) == Ordering::Less
+                if crate::doc::compare::cmp_bson(&x, &bounds[i]) != Ordering::Less
+                    && crate::doc::compare::cmp_bson(&x, &bounds[i + 1]) == Ordering::Less
                 {
                     return Ok(b.boundaries[i].clone());
                 }
@@ -245,18 +288,24 @@ pub(super) fn parse_bucket_auto(arg: &Bson, scope: &Scope) -> Result<Stage> {
     let (Some(group), Some(buckets)) = (group, buckets) else {
         return Err(loc(40246, "$bucketAuto requires 'groupBy' and 'buckets' to be specified"));
     };
-    Ok(Stage::BucketAuto(group, buckets, output.unwrap_or_else(|| vec![AccSpec::count("count")])))
+    let output = output.unwrap_or_else(|| vec![AccSpec::count("count")]);
+    Ok(Stage::BucketAuto(Box::new(BucketAuto {
+        group_by: group,
+        buckets,
+        output,
+        collation: None,
+    })))
 }
 
 /// `$bucketAuto`: sorts by the groupBy value and cuts the documents into `n` buckets of about
 /// equal size, never splitting equal values; each bucket's `max` is the next bucket's `min`.
 pub(super) fn bucket_auto(
     docs: Vec<Document>,
-    group: &Expression,
-    n: usize,
-    output: &[AccSpec],
+    b: &BucketAuto,
     ctx: &Context,
 ) -> Result<Vec<Document>> {
+    let (group, n, output) = (&b.group_by, b.buckets, b.output.as_slice());
+    let c = b.collation.as_deref();
     // Sort `{k, d}` pairs by key within the stage's memory budget (spilling past it).
     let mut pairs = Vec::with_capacity(docs.len());
     for d in docs {
@@ -265,7 +314,8 @@ pub(super) fn bucket_auto(
     }
     let by_key = |a: &Document, b: &Document| {
         let null = Bson::Null;
-        crate::doc::compare::cmp_bson(a.get("k").unwrap_or(&null), b.get("k").unwrap_or(&null))
+        let (x, y) = (a.get("k").unwrap_or(&null), b.get("k").unwrap_or(&null));
+        crate::doc::compare::cmp_bson(&transform_opt(c, x), &transform_opt(c, y))
     };
     let pairs = super::spill::sort(pairs, by_key, ctx.memory_limit, "$bucketAuto")?;
     let keyed: Vec<(Bson, Document)> = pairs
@@ -287,7 +337,12 @@ pub(super) fn bucket_auto(
         if ranges.len() + 1 == n {
             end = keyed.len();
         }
-        while end < keyed.len() && crate::doc::compare::bson_eq(&keyed[end].0, &keyed[end - 1].0) {
+        while end < keyed.len()
+            && crate::doc::compare::bson_eq(
+                &transform_opt(c, &keyed[end].0),
+                &transform_opt(c, &keyed[end - 1].0),
+            )
+        {
             end += 1;
         }
         ranges.push((start, end));

@@ -369,6 +369,17 @@ impl Filter {
     }
 }
 
+impl ElemMatcher {
+    /// The matcher with its string comparisons under the collation.
+    pub(crate) fn collate(self, c: &crate::collation::CollationRef) -> ElemMatcher {
+        match self {
+            ElemMatcher::Object(f) => ElemMatcher::Object(f.collate(c)),
+            ElemMatcher::Value(p) => ElemMatcher::Value(p.collate(c)),
+            ElemMatcher::Exact(v) => ElemMatcher::Exact(v),
+        }
+    }
+}
+
 impl Pred {
     /// The predicate with its string comparisons under the collation.
     fn collate(self, c: &crate::collation::CollationRef) -> Pred {
@@ -396,11 +407,7 @@ impl Pred {
             }
             Pred::And(preds) => Pred::And(preds.into_iter().map(|p| p.collate(c)).collect()),
             Pred::Not(inner) => Pred::Not(Box::new(inner.collate(c))),
-            Pred::ElemMatch(m) => Pred::ElemMatch(Box::new(match *m {
-                ElemMatcher::Object(f) => ElemMatcher::Object(f.collate(c)),
-                ElemMatcher::Value(p) => ElemMatcher::Value(p.collate(c)),
-                ElemMatcher::Exact(v) => ElemMatcher::Exact(v),
-            })),
+            Pred::ElemMatch(m) => Pred::ElemMatch(Box::new(m.collate(c))),
             p @ (Pred::Eq(_)
             | Pred::Cmp(..)
             | Pred::In(_)

@@ -91,6 +91,17 @@ pub enum UpdateSpec {
     Pipeline(pipeline::Pipeline),
 }
 
+impl UpdateSpec {
+    /// The update with the expressions of an update pipeline comparing strings under
+    /// `collation` (`None`: simple, unchanged).
+    pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> UpdateSpec {
+        match (self, collation) {
+            (UpdateSpec::Pipeline(p), Some(c)) => UpdateSpec::Pipeline(p.with_collation(c)),
+            (spec, _) => spec,
+        }
+    }
+}
+
 /// The operations of an operator update, with their array filters.
 #[derive(Clone, Debug)]
 pub struct Operators {
