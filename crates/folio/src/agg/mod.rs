@@ -24,6 +24,7 @@ pub mod bucket;
 pub mod densify;
 pub mod fill;
 pub mod geonear;
+pub mod granularity;
 pub mod group;
 pub mod lookup;
 pub mod output;
