@@ -143,8 +143,9 @@ pub enum ElemMatcher {
     Object(Filter),
     /// The value form `{$elemMatch: {$gte: 80, $lt: 85}}`: predicates on the element itself.
     Value(Pred),
-    /// A literal (the scalar form of `$pull: {a: 5}`): whole-element equality, no traversal.
-    Exact(Bson),
+    /// A literal (the scalar form of `$pull: {a: 5}`): whole-element equality, no traversal;
+    /// under a collation (the statement's), strings compare as its collation keys.
+    Exact(Bson, Option<crate::collation::CollationRef>),
 }
 
 /// A compiled regex with its original pattern and options.
@@ -375,7 +376,7 @@ impl ElemMatcher {
         match self {
             ElemMatcher::Object(f) => ElemMatcher::Object(f.collate(c)),
             ElemMatcher::Value(p) => ElemMatcher::Value(p.collate(c)),
-            ElemMatcher::Exact(v) => ElemMatcher::Exact(v),
+            ElemMatcher::Exact(v, _) => ElemMatcher::Exact(v, Some(c.clone())),
         }
     }
 }
@@ -443,7 +444,7 @@ fn pred_has_near(pred: &Pred) -> bool {
         Pred::ElemMatch(m) => match m.as_ref() {
             ElemMatcher::Value(p) => pred_has_near(p),
             ElemMatcher::Object(f) => f.check_near().is_err() || f.near().is_some(),
-            ElemMatcher::Exact(_) => false,
+            ElemMatcher::Exact(..) => false,
         },
         _ => false,
     }
@@ -881,7 +882,7 @@ pub fn parse_pull_condition(path: &str, v: &Bson) -> Result<ElemMatcher> {
         Bson::RegularExpression(r) => {
             Ok(ElemMatcher::Value(Pred::Regex(Box::new(Regex::from_bson(r)?))))
         }
-        other => Ok(ElemMatcher::Exact(other.clone())),
+        other => Ok(ElemMatcher::Exact(other.clone(), None)),
     }
 }
 
