@@ -230,7 +230,7 @@ impl Pipeline {
 
     /// The pipeline comparing strings under the aggregate's collation (`None`: simple,
     /// unchanged): its `$match` filters, `$sort` keys, `$group`, `$sortByCount`, `$bucket` and
-    /// `$bucketAuto` groups, `$setWindowFields` partitions and sorts, the accumulators that
+    /// `$bucketAuto` groups, `$setWindowFields` and `$densify` partitions and sorts, the accumulators that
     /// compare values, `$lookup` and `$graphLookup` equality, and every expression's
     /// comparisons (`Expression::with_collation`), in `$facet`, `$lookup` and `$unionWith`
     /// sub-pipelines too.
@@ -267,6 +267,7 @@ impl Pipeline {
                     Stage::Fill(Pipeline { stages }.with_collation(collation).stages)
                 }
                 Stage::GeoNear(g) => Stage::GeoNear(Box::new(g.with_collation(c))),
+                Stage::Densify(d) => Stage::Densify(Box::new(d.with_collation(c))),
                 Stage::Facet(subs) => Stage::Facet(
                     subs.into_iter().map(|(name, p)| (name, p.with_collation(collation))).collect(),
                 ),
@@ -283,7 +284,6 @@ impl Pipeline {
                 | Stage::ListLocalSessions
                 | Stage::CurrentOp(_)
                 | Stage::Output(_)
-                | Stage::Densify(_)
                 | Stage::CollStats(_)
                 | Stage::IndexStats) => other,
             })
