@@ -268,6 +268,7 @@ impl Pipeline {
                 }
                 Stage::GeoNear(g) => Stage::GeoNear(Box::new(g.with_collation(c))),
                 Stage::Densify(d) => Stage::Densify(Box::new(d.with_collation(c))),
+                Stage::Output(sink) => Stage::Output(sink.with_collation(collation)),
                 Stage::Facet(subs) => Stage::Facet(
                     subs.into_iter().map(|(name, p)| (name, p.with_collation(collation))).collect(),
                 ),
@@ -283,7 +284,6 @@ impl Pipeline {
                 | Stage::Sample(_)
                 | Stage::ListLocalSessions
                 | Stage::CurrentOp(_)
-                | Stage::Output(_)
                 | Stage::CollStats(_)
                 | Stage::IndexStats) => other,
             })
