@@ -30,6 +30,7 @@ mod matcher;
 mod model;
 mod ops;
 mod requirements;
+mod retry;
 mod runner;
 mod server;
 

@@ -479,11 +479,7 @@ impl TestRun<'_> {
             }
             "mapReduce" => {
                 // The driver has no mapReduce helper: the command a driver's helper sends.
-                let mut cmd = doc! {"mapReduce": coll.name(), "map": a.req("map")?};
-                cmd.insert("reduce", a.req("reduce")?);
-                cmd.insert("out", a.take("out").unwrap_or(Bson::Document(doc! {"inline": 1})));
-                let _ = a.take("session");
-                cmd.extend(a.doc);
+                let cmd = map_reduce_command(coll.name(), a)?;
                 let db = self.runner_db(&coll);
                 let s = self.session_mut(sn)?;
                 with_session!(s, db.run_command(cmd)).map(|r| r.get("results").cloned())
@@ -902,15 +898,14 @@ impl TestRun<'_> {
     }
 
     /// The convenient transaction API (`withTransaction`), written out over the driver's
-    /// start/commit/abort as its specification gives it: an error from the callback aborts the
-    /// transaction (when one is still open) and is raised, unless it is labelled
-    /// `TransientTransactionError`, which retries the whole transaction; a commit labelled
-    /// `UnknownTransactionCommitResult` (and not a time limit) is retried alone. Retries of the
-    /// transaction wait a jittered, growing backoff, and everything stops after 120 seconds with
-    /// the last error.
+    /// start/commit/abort as its specification gives it; what follows an error is decided in
+    /// [`crate::retry`]: an error from the callback aborts the transaction (when one is still
+    /// open) and is raised, unless it is labelled `TransientTransactionError`, which retries the
+    /// whole transaction; a commit labelled `UnknownTransactionCommitResult` (and not a time
+    /// limit) is retried alone. Retries of the transaction wait a jittered, growing backoff, and
+    /// everything stops after 120 seconds with the last error.
     async fn with_transaction(&mut self, object: &str, mut a: Args) -> Result<OpResult, String> {
-        const BACKOFF_INITIAL_MS: f64 = 5.0;
-        const BACKOFF_MAX_MS: f64 = 500.0;
+        use crate::retry::{Failure, Next};
         let callback: Vec<crate::model::Operation> = match a.take("callback") {
             Some(b) => bson::deserialize_from_bson(b)
                 .map_err(|e| format!("withTransaction callback: {e}"))?,
@@ -918,14 +913,12 @@ impl TestRun<'_> {
         };
         let o: TransactionOptions = a.options()?;
         let started = std::time::Instant::now();
-        let limit = std::time::Duration::from_secs(120);
         let mut attempt: i32 = 0;
         let mut last_error: Option<mongodb::error::Error> = None;
         'retry: loop {
             if attempt > 0 {
-                let cap = (BACKOFF_INITIAL_MS * 1.5_f64.powi(attempt)).min(BACKOFF_MAX_MS);
-                let backoff = std::time::Duration::from_secs_f64(rand::random::<f64>() * cap / 1e3);
-                if started.elapsed() + backoff >= limit
+                let backoff = crate::retry::backoff(attempt, rand::random::<f64>());
+                if !crate::retry::may_wait(started.elapsed(), backoff)
                     && let Some(e) = last_error
                 {
                     return Ok(Err(e));
@@ -954,11 +947,13 @@ impl TestRun<'_> {
                     let _ = s.abort_transaction().await;
                     entity.state = TxnState::Aborted;
                 }
-                if e.contains_label("TransientTransactionError") && started.elapsed() < limit {
-                    last_error = Some(e);
-                    continue 'retry;
+                match crate::retry::after_callback_error(Failure::of(&e), started.elapsed()) {
+                    Next::RetryTransaction => {
+                        last_error = Some(e);
+                        continue 'retry;
+                    }
+                    Next::RetryCommit | Next::Raise => return Ok(Err(e)),
                 }
-                return Ok(Err(e));
             }
             let entity = self.session_entity(object)?;
             if !matches!(entity.state, TxnState::Starting | TxnState::InProgress) {
@@ -971,18 +966,14 @@ impl TestRun<'_> {
                 let r = s.commit_transaction().await;
                 entity.state = TxnState::Committed;
                 let Err(e) = r else { return Ok(Ok(None)) };
-                let timed_out = crate::runner::error_code(&e) == Some(50);
-                if e.contains_label("UnknownTransactionCommitResult") && !timed_out {
-                    if started.elapsed() >= limit {
-                        return Ok(Err(e));
+                match crate::retry::after_commit_error(Failure::of(&e), started.elapsed()) {
+                    Next::RetryCommit => continue,
+                    Next::RetryTransaction => {
+                        last_error = Some(e);
+                        continue 'retry;
                     }
-                    continue;
+                    Next::Raise => return Ok(Err(e)),
                 }
-                if e.contains_label("TransientTransactionError") {
-                    last_error = Some(e);
-                    continue 'retry;
-                }
-                return Ok(Err(e));
             }
         }
     }
@@ -1436,15 +1427,7 @@ async fn bucket_op(
         "upload" => {
             let filename = a.string("filename")?;
             let bytes = hex_bytes(&a.req("source")?)?;
-            let mut o = mongodb::options::GridFsUploadOptions::default();
-            if let Some(n) = a.take("chunkSizeBytes") {
-                o.chunk_size_bytes = n.as_i32().and_then(|n| u32::try_from(n).ok());
-            }
-            if let Some(Bson::Document(m)) = a.take("metadata") {
-                o.metadata = Some(m);
-            }
-            // The driver computes no MD5 at all, which is what `disableMD5` asks for.
-            let _ = a.take("disableMD5");
+            let o = upload_options(&mut a)?;
             a.finish()?;
             let mut up = match bucket.open_upload_stream(filename).with_options(o).await {
                 Ok(up) => up,
@@ -1513,6 +1496,37 @@ async fn bucket_op(
         }
         other => return Err(format!("unsupported bucket operation {other}")),
     })
+}
+
+/// The `mapReduce` command a driver's helper sends for the operation's arguments: `map` and
+/// `reduce` required, `out` inline unless given, every other argument passed on as a field of
+/// the command (`session` is the runner's, not the command's).
+fn map_reduce_command(coll: &str, mut a: Args) -> Result<Document, String> {
+    let mut cmd = doc! {"mapReduce": coll, "map": a.req("map")?};
+    cmd.insert("reduce", a.req("reduce")?);
+    cmd.insert("out", a.take("out").unwrap_or(Bson::Document(doc! {"inline": 1})));
+    let _ = a.take("session");
+    cmd.extend(a.doc);
+    Ok(cmd)
+}
+
+/// The upload options of a GridFS `upload`: `chunkSizeBytes` (a positive 32-bit integer),
+/// `metadata` (a document), and `disableMD5`, which needs nothing: the driver computes no MD5.
+fn upload_options(a: &mut Args) -> Result<mongodb::options::GridFsUploadOptions, String> {
+    let mut o = mongodb::options::GridFsUploadOptions::default();
+    if let Some(n) = a.take("chunkSizeBytes") {
+        match n.as_i32().and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0) {
+            Some(n) => o.chunk_size_bytes = Some(n),
+            None => return Err(format!("{}: chunkSizeBytes must be a positive int32: {n}", a.op)),
+        }
+    }
+    match a.take("metadata") {
+        None => {}
+        Some(Bson::Document(m)) => o.metadata = Some(m),
+        Some(other) => return Err(format!("{}: metadata is not a document: {other}", a.op)),
+    }
+    let _ = a.take("disableMD5");
+    Ok(o)
 }
 
 /// The bytes of a `{$$hexBytes: "..."}` argument.
@@ -1700,5 +1714,70 @@ pub(crate) fn write_concern_errors(e: &mongodb::error::Error) -> Option<Bson> {
                 .collect(),
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(op: &str, doc: Document) -> Args {
+        Args { op: op.to_string(), doc }
+    }
+
+    #[test]
+    fn hex_bytes_reads_pairs_of_hex_digits() {
+        let hex = |s: &str| hex_bytes(&Bson::Document(doc! {"$$hexBytes": s}));
+        assert_eq!(hex(""), Ok(Vec::new()));
+        assert_eq!(hex("00ff10Ab"), Ok(vec![0x00, 0xff, 0x10, 0xab]));
+        assert!(hex("abc").is_err(), "odd length");
+        assert!(hex("zz").is_err(), "not hex");
+        assert!(hex("é1").is_err(), "not ASCII");
+        assert!(hex_bytes(&Bson::String("00".into())).is_err());
+        assert!(hex_bytes(&Bson::Document(doc! {"hex": "00"})).is_err());
+    }
+
+    #[test]
+    fn upload_options_take_chunk_size_and_metadata() {
+        let mut a = args(
+            "upload",
+            doc! {"filename": "f", "chunkSizeBytes": 4, "metadata": {"x": 1}, "disableMD5": true},
+        );
+        let o = upload_options(&mut a).expect("valid options");
+        assert_eq!(o.chunk_size_bytes, Some(4));
+        assert_eq!(o.metadata, Some(doc! {"x": 1}));
+        // Only the filename is left for the operation itself.
+        assert_eq!(a.doc, doc! {"filename": "f"});
+        let o = upload_options(&mut args("upload", doc! {})).expect("no options");
+        assert_eq!((o.chunk_size_bytes, o.metadata), (None, None));
+        for bad in
+            [doc! {"chunkSizeBytes": 0}, doc! {"chunkSizeBytes": -1}, doc! {"chunkSizeBytes": "4"}]
+        {
+            let e = upload_options(&mut args("upload", bad.clone())).expect_err("refused");
+            assert!(e.contains("chunkSizeBytes"), "{bad}: {e}");
+        }
+        assert!(upload_options(&mut args("upload", doc! {"metadata": 1})).is_err());
+    }
+
+    #[test]
+    fn map_reduce_sends_the_helpers_command() {
+        let cmd = map_reduce_command(
+            "c",
+            args("mapReduce", doc! {"map": "m", "reduce": "r", "session": "s0", "query": {"a": 1}}),
+        )
+        .expect("a command");
+        assert_eq!(
+            cmd,
+            doc! {"mapReduce": "c", "map": "m", "reduce": "r", "out": {"inline": 1}, "query": {"a": 1}}
+        );
+        let cmd = map_reduce_command(
+            "c",
+            args("mapReduce", doc! {"map": "m", "reduce": "r", "out": "o"}),
+        )
+        .expect("a command");
+        assert_eq!(cmd.get("out"), Some(&Bson::String("o".into())));
+        let e =
+            map_reduce_command("c", args("mapReduce", doc! {"map": "m"})).expect_err("no reduce");
+        assert_eq!(e, "mapReduce: missing argument reduce");
     }
 }

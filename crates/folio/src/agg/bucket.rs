@@ -1,16 +1,19 @@
 //! `$bucket` and `$bucketAuto`: grouping by ranges of a value.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use bson::{Bson, Document};
 
 use super::Context;
+use super::granularity::Granularity;
 use super::group::{AccSpec, group_by};
 use super::stage::Stage;
+use crate::collation::{CollationRef, transform_opt};
+use crate::doc::compare::Number;
 use crate::doc::fmt::value_string;
-use crate::err;
 use crate::error::Result;
-use crate::expr::{Expression, Scope, Vars, loc, type_name};
+use crate::expr::{Expression, Scope, Value, Vars, loc, type_name};
 
 /// A parsed `$bucket`.
 #[derive(Clone, Debug)]
@@ -19,6 +22,45 @@ pub struct Bucket {
     boundaries: Vec<Bson>,
     default: Option<Bson>,
     output: Vec<AccSpec>,
+    /// The aggregate's collation: values fall between string boundaries as it orders them.
+    collation: Option<CollationRef>,
+}
+
+impl Bucket {
+    /// The stage comparing strings under the aggregate's collation.
+    pub(super) fn with_collation(self, c: &CollationRef) -> Bucket {
+        Bucket {
+            group_by: self.group_by.with_collation(c),
+            output: self.output.into_iter().map(|a| a.with_collation(c)).collect(),
+            collation: Some(c.clone()),
+            ..self
+        }
+    }
+}
+
+/// A parsed `$bucketAuto`.
+#[derive(Clone, Debug)]
+pub struct BucketAuto {
+    group_by: Expression,
+    buckets: usize,
+    output: Vec<AccSpec>,
+    /// `granularity`: the series boundaries are rounded to.
+    granularity: Option<Granularity>,
+    /// The aggregate's collation: the documents are ordered, and equal values kept in one
+    /// bucket, as it compares them.
+    collation: Option<CollationRef>,
+}
+
+impl BucketAuto {
+    /// The stage comparing strings under the aggregate's collation.
+    pub(super) fn with_collation(self, c: &CollationRef) -> BucketAuto {
+        BucketAuto {
+            group_by: self.group_by.with_collation(c),
+            output: self.output.into_iter().map(|a| a.with_collation(c)).collect(),
+            collation: Some(c.clone()),
+            ..self
+        }
+    }
 }
 
 pub(super) fn parse_bucket(arg: &Bson, scope: &Scope) -> Result<Stage> {
@@ -135,19 +177,23 @@ pub(super) fn parse_bucket(arg: &Bson, scope: &Scope) -> Result<Stage> {
         }
     }
     let output = output.unwrap_or_else(|| vec![AccSpec::count("count")]);
-    Ok(Stage::Bucket(Bucket { group_by, boundaries, default, output }))
+    Ok(Stage::Bucket(Bucket { group_by, boundaries, default, output, collation: None }))
 }
 
 pub(super) fn bucket(docs: Vec<Document>, b: &Bucket, ctx: &Context) -> Result<Vec<Document>> {
+    // Under a collation, values are placed by their collation keys between the boundaries'.
+    let c = b.collation.as_deref();
+    let bounds: Vec<Cow<Bson>> = b.boundaries.iter().map(|x| transform_opt(c, x)).collect();
     let key = |v: &mut Vars| -> Result<Bson> {
         let x = b.group_by.eval(v)?.unwrap_or(Bson::Null);
         let n = b.boundaries.len();
         let same_type =
             crate::doc::canonical_rank(&x) == crate::doc::canonical_rank(&b.boundaries[0]);
         if same_type {
+            let x = transform_opt(c, &x);
             for i in 0..n - 1 {
-                if crate::doc::compare::cmp_bson(&x, &b.boundaries[i]) != Ordering::Less
-                    && crate::doc::compare::cmp_bson(&x, &b.boundaries[i + 1]) == Ordering::Less
+                if crate::doc::compare::cmp_bson(&x, &bounds[i]) != Ordering::Less
+                    && crate::doc::compare::cmp_bson(&x, &bounds[i + 1]) == Ordering::Less
                 {
                     return Ok(b.boundaries[i].clone());
                 }
@@ -199,22 +245,27 @@ pub(super) fn parse_bucket_auto(arg: &Bson, scope: &Scope) -> Result<Stage> {
             ),
         ));
     };
-    let (mut group, mut buckets, mut output) = (None, None, None);
+    let (mut group, mut buckets, mut output, mut granularity) = (None, None, None, None);
     for (k, v) in spec {
         match k.as_str() {
-            "groupBy" => group = Some(Expression::parse_in(v, scope)?),
-            "buckets" => match crate::expr::as_int(v) {
-                Some(n) if n > 0 && n <= i64::from(i32::MAX) => buckets = Some(n as usize),
-                _ => {
+            "groupBy" => {
+                let ok = match v {
+                    Bson::Document(d) => d.keys().next().is_some_and(|k| k.starts_with('$')),
+                    Bson::String(s) => s.len() > 1 && s.starts_with('$'),
+                    _ => false,
+                };
+                if !ok {
                     return Err(loc(
-                        40243,
+                        40239,
                         format!(
-                            "The $bucketAuto 'buckets' field must be greater than 0, but found: {}",
+                            "The $bucketAuto 'groupBy' field must be defined as a $-prefixed path or an expression object, but found: {}",
                             value_string(v)
                         ),
                     ));
                 }
-            },
+                group = Some(Expression::parse_in(v, scope)?);
+            }
+            "buckets" => buckets = Some(bucket_count(v)?),
             "output" => match v {
                 Bson::Document(o) => {
                     let mut accs = Vec::new();
@@ -233,42 +284,112 @@ pub(super) fn parse_bucket_auto(arg: &Bson, scope: &Scope) -> Result<Stage> {
                     ));
                 }
             },
-            // TODO(#14): preferred-number granularities.
-            "granularity" => {
-                return Err(err!(NotImplemented, "$bucketAuto 'granularity' is not supported"));
-            }
+            "granularity" => match v {
+                Bson::String(name) => granularity = Some(Granularity::named(name)?),
+                other => {
+                    return Err(loc(
+                        40261,
+                        format!(
+                            "The $bucketAuto 'granularity' field must be a string, but found type: {}",
+                            type_name(other)
+                        ),
+                    ));
+                }
+            },
             other => {
-                return Err(loc(40245, format!("Unrecognized option to $bucketAuto: {other}.")));
+                return Err(loc(40245, format!("Unrecognized option to $bucketAuto: {other}")));
             }
         }
     }
-    let (Some(group), Some(buckets)) = (group, buckets) else {
+    let (Some(group_by), Some(buckets)) = (group, buckets) else {
         return Err(loc(40246, "$bucketAuto requires 'groupBy' and 'buckets' to be specified"));
     };
-    Ok(Stage::BucketAuto(group, buckets, output.unwrap_or_else(|| vec![AccSpec::count("count")])))
+    if buckets <= 0 {
+        return Err(loc(
+            40243,
+            format!("The $bucketAuto 'buckets' field must be greater than 0, but found: {buckets}"),
+        ));
+    }
+    let output = output.unwrap_or_else(|| vec![AccSpec::count("count")]);
+    Ok(Stage::BucketAuto(Box::new(BucketAuto {
+        group_by,
+        buckets: buckets as usize,
+        output,
+        granularity,
+        collation: None,
+    })))
+}
+
+/// `buckets`: a number representable as a 32-bit integer (40241, 40242), as MongoDB reads it.
+fn bucket_count(v: &Bson) -> Result<i32> {
+    let Some(n) = Number::of(v) else {
+        return Err(loc(
+            40241,
+            format!(
+                "The $bucketAuto 'buckets' field must be a numeric value, but found type: {}",
+                type_name(v)
+            ),
+        ));
+    };
+    let x = n.to_f64();
+    let exact = match n {
+        Number::Int(i) => Some(i),
+        Number::Long(l) => i32::try_from(l).ok(),
+        Number::Double(_) | Number::Decimal(..) => {
+            (x.fract() == 0.0 && x >= f64::from(i32::MIN) && x <= f64::from(i32::MAX))
+                .then_some(x as i32)
+        }
+    };
+    exact.ok_or_else(|| {
+        loc(
+            40242,
+            format!(
+                "The $bucketAuto 'buckets' field must be representable as a 32-bit integer, but found {}",
+                crate::doc::fmt::cpp_double(x)
+            ),
+        )
+    })
+}
+
+/// A sorted document of `$bucketAuto`: its groupBy value and the document.
+type Entry = (Bson, Document);
+
+/// One bucket being filled.
+struct Filling<'a> {
+    min: Bson,
+    max: Bson,
+    members: Vec<&'a Document>,
 }
 
 /// `$bucketAuto`: sorts by the groupBy value and cuts the documents into `n` buckets of about
-/// equal size, never splitting equal values; each bucket's `max` is the next bucket's `min`.
+/// equal size (the last takes what remains), never splitting equal values; each bucket's `max`
+/// is the next bucket's `min`, and the last bucket's `max` is its largest value. With a
+/// `granularity`, every value must be a non-negative number, and boundaries are rounded to the
+/// series: a bucket's `max` is its largest value rounded up (absorbing the values below it),
+/// the next bucket's `min` is that `max`, and the first bucket's `min` is its smallest value
+/// rounded down, as MongoDB does.
 pub(super) fn bucket_auto(
     docs: Vec<Document>,
-    group: &Expression,
-    n: usize,
-    output: &[AccSpec],
+    b: &BucketAuto,
     ctx: &Context,
 ) -> Result<Vec<Document>> {
+    let c = b.collation.as_deref();
     // Sort `{k, d}` pairs by key within the stage's memory budget (spilling past it).
     let mut pairs = Vec::with_capacity(docs.len());
     for d in docs {
-        let k = group.eval(&mut Vars::with_let(&d, &ctx.vars))?.unwrap_or(Bson::Null);
-        pairs.push(bson::doc! {"k": k, "d": d});
+        let k = b.group_by.eval(&mut Vars::with_let(&d, &ctx.vars))?;
+        if b.granularity.is_some() {
+            check_granular(&k)?;
+        }
+        pairs.push(bson::doc! {"k": k.unwrap_or(Bson::Null), "d": d});
     }
     let by_key = |a: &Document, b: &Document| {
         let null = Bson::Null;
-        crate::doc::compare::cmp_bson(a.get("k").unwrap_or(&null), b.get("k").unwrap_or(&null))
+        let (x, y) = (a.get("k").unwrap_or(&null), b.get("k").unwrap_or(&null));
+        crate::doc::compare::cmp_bson(&transform_opt(c, x), &transform_opt(c, y))
     };
     let pairs = super::spill::sort(pairs, by_key, ctx.memory_limit, "$bucketAuto")?;
-    let keyed: Vec<(Bson, Document)> = pairs
+    let sorted: Vec<Entry> = pairs
         .into_iter()
         .map(|mut p| {
             let k = p.remove("k").unwrap_or(Bson::Null);
@@ -279,37 +400,104 @@ pub(super) fn bucket_auto(
             (k, d)
         })
         .collect();
-    let size = ((keyed.len() as f64) / (n as f64)).round().max(1.0) as usize;
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-    let mut start = 0;
-    while start < keyed.len() {
-        let mut end = (start + size).min(keyed.len());
-        if ranges.len() + 1 == n {
-            end = keyed.len();
-        }
-        while end < keyed.len() && crate::doc::compare::bson_eq(&keyed[end].0, &keyed[end - 1].0) {
-            end += 1;
-        }
-        ranges.push((start, end));
-        start = end;
-    }
-    let mut out = Vec::with_capacity(ranges.len());
-    for (i, (lo, hi)) in ranges.iter().enumerate() {
-        let min = keyed[*lo].0.clone();
-        let max = match ranges.get(i + 1) {
-            Some((next, _)) => keyed[*next].0.clone(),
-            None => keyed[hi - 1].0.clone(),
+    let same = |x: &Bson, y: &Bson| {
+        crate::doc::compare::bson_eq(&transform_opt(c, x), &transform_opt(c, y))
+    };
+    let size = ((sorted.len() as f64) / (b.buckets as f64)).round().max(1.0) as usize;
+    let mut buckets: Vec<Filling> = Vec::new();
+    let mut next = 0;
+    let mut previous_max: Option<Bson> = None;
+    while next < sorted.len() && buckets.len() < b.buckets {
+        let last = buckets.len() + 1 == b.buckets;
+        let first = &sorted[next].0;
+        let min = match (&b.granularity, previous_max.take()) {
+            (Some(_), Some(p)) => p,
+            (Some(g), None) => g.round_down(first)?,
+            (None, _) => first.clone(),
         };
-        let members: Vec<Document> = keyed[*lo..*hi].iter().map(|(_, d)| d.clone()).collect();
-        let groups = group_by(&members, |_| Ok(Bson::Null), output, &ctx.vars)?;
+        let mut bucket = Filling { min, max: first.clone(), members: Vec::new() };
+        let end = if last { sorted.len() } else { (next + size).min(sorted.len()) };
+        for (k, d) in &sorted[next..end] {
+            bucket.max = k.clone();
+            bucket.members.push(d);
+        }
+        next = end;
+        match &b.granularity {
+            Some(g) => {
+                let boundary = g.round_up(&bucket.max)?;
+                // Values below the rounded boundary, or equal to the largest, join this bucket.
+                while let Some((k, d)) = sorted.get(next) {
+                    let below = crate::doc::compare::cmp_bson(&boundary, k) == Ordering::Greater;
+                    if !below && !same(&bucket.max, k) {
+                        break;
+                    }
+                    bucket.max = k.clone();
+                    bucket.members.push(d);
+                    next += 1;
+                }
+                // A boundary of zero would be both this bucket's exclusive end and the next
+                // one's inclusive start: the next value rounded down ends this bucket instead.
+                let zero = Number::of(&boundary).is_some_and(|n| n.to_f64() == 0.0);
+                bucket.max = match sorted.get(next) {
+                    Some((k, _)) if zero => g.round_down(k)?,
+                    _ => boundary,
+                };
+            }
+            None => {
+                while let Some((k, d)) = sorted.get(next) {
+                    if !same(&bucket.max, k) {
+                        break;
+                    }
+                    bucket.members.push(d);
+                    next += 1;
+                }
+                if let Some((k, _)) = sorted.get(next) {
+                    bucket.max = k.clone();
+                }
+            }
+        }
+        previous_max = Some(bucket.max.clone());
+        buckets.push(bucket);
+    }
+    let mut out = Vec::with_capacity(buckets.len());
+    for bucket in buckets {
+        let members: Vec<Document> = bucket.members.into_iter().cloned().collect();
+        let groups = group_by(&members, |_| Ok(Bson::Null), &b.output, &ctx.vars)?;
         let mut d = Document::new();
-        d.insert("_id", bson::doc! {"min": min, "max": max});
+        d.insert("_id", bson::doc! {"min": bucket.min, "max": bucket.max});
         if let Some((_, vals)) = groups.into_iter().next() {
-            for (spec, v) in output.iter().zip(vals) {
+            for (spec, v) in b.output.iter().zip(vals) {
                 d.insert(spec.field.clone(), v);
             }
         }
         out.push(d);
     }
     Ok(out)
+}
+
+/// A groupBy value `$bucketAuto` can round: a number that is neither NaN nor negative.
+fn check_granular(k: &Value) -> Result<()> {
+    let Some(n) = k.as_ref().and_then(Number::of) else {
+        return Err(loc(
+            40258,
+            format!(
+                "$bucketAuto can specify a 'granularity' with numeric boundaries only, but found a value with type: {}",
+                crate::expr::value_type(k)
+            ),
+        ));
+    };
+    let x = n.to_f64();
+    if x.is_nan() {
+        return Err(loc(
+            40259,
+            "$bucketAuto can specify a 'granularity' with numeric boundaries only, but found a NaN",
+        ));
+    }
+    if x < 0.0 {
+        return Err(loc(
+            40260,
+            "$bucketAuto can specify a 'granularity' with non-negative numbers only, but found a negative number",
+        ));
+    }
+    Ok(())
 }

@@ -59,6 +59,8 @@ pub struct Densify {
     unit: Option<String>,
     bounds: Bounds,
     sort: SortSpec,
+    /// The aggregate's collation: partitions are told apart, and sorted, as it compares them.
+    collation: Option<crate::collation::CollationRef>,
 }
 
 fn field_path(s: &str) -> Result<Vec<String>> {
@@ -150,7 +152,12 @@ impl Densify {
         }
         sort_doc.insert(field.join("."), 1);
         let sort = SortSpec::parse(&sort_doc)?;
-        Ok(Densify { field, partitions, step, unit, bounds, sort })
+        Ok(Densify { field, partitions, step, unit, bounds, sort, collation: None })
+    }
+
+    /// The stage with its partitions under the aggregate's collation.
+    pub(super) fn with_collation(self, c: &crate::collation::CollationRef) -> Densify {
+        Densify { sort: self.sort.with_collation(Some(c)), collation: Some(c.clone()), ..self }
     }
 
     /// Runs the stage.
@@ -410,7 +417,10 @@ impl Run<'_> {
             }
             max = Some(v.clone());
             let template = stage.partition_of(&d);
-            let st = parts.entry(Key(Bson::Document(template.clone()))).or_default();
+            let key = Bson::Document(template.clone());
+            let key =
+                crate::collation::transform_opt(stage.collation.as_deref(), &key).into_owned();
+            let st = parts.entry(Key(key)).or_default();
             st.template = template;
             // Where this partition's grid goes on from.
             let start = match (&st.last, &stage.bounds) {

@@ -50,6 +50,12 @@ pub struct GeoNear {
 }
 
 impl GeoNear {
+    /// The stage with its `query` comparing strings under the aggregate's collation.
+    pub(super) fn with_collation(mut self, c: &crate::collation::CollationRef) -> GeoNear {
+        self.query = self.query.map(|q| q.with_collation(Some(c)));
+        self
+    }
+
     /// Parses the stage's options with MongoDB's checks.
     pub fn parse(arg: &Bson) -> Result<GeoNear> {
         let Bson::Document(d) = arg else {

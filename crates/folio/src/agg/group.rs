@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use bson::{Bson, Document};
 
 use super::spill::{approx_doc_size, approx_size};
+use crate::collation::{Collation, CollationRef, has_strings, transform_opt};
 use crate::doc::compare::{Number, bson_eq, cmp_bson};
 use crate::error::{Code, Error, Result};
 use crate::expr::{Expression, Scope, Value, Vars, loc, type_name};
@@ -76,6 +77,9 @@ pub struct AccSpec {
     pub n: Option<usize>,
     /// `sortBy` of `$top`/`$bottom`/`$topN`/`$bottomN`.
     pub sort: Option<crate::query::SortSpec>,
+    /// The operation's collation: `$min`, `$max`, `$minN`, `$maxN` and the top/bottom family
+    /// order strings by it, and `$addToSet` keeps one of the strings it calls equal.
+    pub collation: Option<CollationRef>,
 }
 
 impl AccSpec {
@@ -87,6 +91,17 @@ impl AccSpec {
             arg: Expression::Const(Bson::Int32(1)),
             n: None,
             sort: None,
+            collation: None,
+        }
+    }
+
+    /// The accumulator comparing strings under `c`, in its argument expression too.
+    pub fn with_collation(self, c: &CollationRef) -> AccSpec {
+        AccSpec {
+            arg: self.arg.with_collation(c),
+            sort: self.sort.map(|s| s.with_collation(Some(c))),
+            collation: Some(c.clone()),
+            ..self
         }
     }
 
@@ -160,6 +175,7 @@ impl AccSpec {
             arg: Expression::parse_in(arg, scope)?,
             n: None,
             sort: None,
+            collation: None,
         })
     }
 }
@@ -216,7 +232,7 @@ fn parse_n(field: &str, name: &str, op: AccOp, arg: &Bson, scope: &Scope) -> Res
     if sorted && sort.is_none() {
         return Err(loc(5788005, format!("{name} requires a 'sortBy' field")));
     }
-    Ok(AccSpec { field: field.to_string(), op, arg: value, n, sort })
+    Ok(AccSpec { field: field.to_string(), op, arg: value, n, sort, collation: None })
 }
 
 /// The running state of one accumulator in one group.
@@ -273,7 +289,7 @@ impl Acc {
                 items.push((doc.clone(), v.unwrap_or(Bson::Null)));
                 Ok(())
             }
-            _ => self.add(spec.op, v),
+            _ => self.add(spec.op, v, spec.collation.as_deref()),
         }
     }
 
@@ -291,7 +307,10 @@ impl Acc {
                     .into_iter()
                     .filter(|v| !matches!(v, Bson::Null | Bson::Undefined))
                     .collect();
-                items.sort_by(cmp_bson);
+                match spec.collation.as_deref() {
+                    None => items.sort_by(cmp_bson),
+                    Some(c) => items.sort_by_cached_key(|v| Key(c.transform(v))),
+                }
                 if op == AccOp::MaxN {
                     items.reverse();
                 }
@@ -318,8 +337,8 @@ impl Acc {
         }
     }
 
-    /// Folds one document's value in.
-    pub fn add(&mut self, op: AccOp, v: Value) -> Result<()> {
+    /// Folds one document's value in, comparing strings under `c`.
+    pub fn add(&mut self, op: AccOp, v: Value, c: Option<&Collation>) -> Result<()> {
         match self {
             Acc::Sum(total) => {
                 let v = if op == AccOp::Count { Some(Bson::Int32(1)) } else { v };
@@ -338,7 +357,13 @@ impl Acc {
                     let better = match best {
                         None => true,
                         Some(b) => {
-                            let o = cmp_bson(&x, b);
+                            let o = match c {
+                                None => cmp_bson(&x, b),
+                                Some(c) => cmp_bson(
+                                    &transform_opt(Some(c), &x),
+                                    &transform_opt(Some(c), b),
+                                ),
+                            };
                             if *max { o == Ordering::Greater } else { o == Ordering::Less }
                         }
                     };
@@ -355,7 +380,7 @@ impl Acc {
             Acc::Last(last) => *last = v.unwrap_or(Bson::Null),
             Acc::List(items, set, used) => {
                 if let Some(x) = v
-                    && !(*set && items.iter().any(|y| bson_eq(y, &x)))
+                    && !(*set && contains(items, &x, c))
                 {
                     // Checked before the value is kept, as MongoDB checks after each value.
                     *used = used.saturating_add(approx_size(&x) + 16);
@@ -409,6 +434,17 @@ impl Acc {
             Acc::Values(items) => Bson::Array(items),
             Acc::Ranked(items) => Bson::Array(items.into_iter().map(|(_, o)| o).collect()),
         }
+    }
+}
+
+/// Whether `items` holds a value equal to `x` under `c`.
+fn contains(items: &[Bson], x: &Bson, c: Option<&Collation>) -> bool {
+    match c {
+        Some(c) if has_strings(x) => {
+            let key = c.transform(x);
+            items.iter().any(|y| bson_eq(&transform_opt(Some(c), y), &key))
+        }
+        _ => items.iter().any(|y| bson_eq(y, x)),
     }
 }
 

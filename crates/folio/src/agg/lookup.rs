@@ -51,6 +51,8 @@ pub struct Lookup {
 impl Lookup {
     /// The stage with its comparisons under `collation`.
     pub(super) fn with_collation(mut self, collation: &CollationRef) -> Lookup {
+        self.let_vars =
+            self.let_vars.into_iter().map(|(k, e)| (k, e.with_collation(collation))).collect();
         self.collation = Some(collation.clone());
         self
     }
@@ -59,6 +61,7 @@ impl Lookup {
 impl GraphLookup {
     /// The stage with its comparisons under `collation`.
     pub(super) fn with_collation(mut self, collation: &CollationRef) -> GraphLookup {
+        self.start_with = self.start_with.with_collation(collation);
         self.restrict = self.restrict.map(|f| f.with_collation(Some(collation)));
         self.collation = Some(collation.clone());
         self

@@ -24,6 +24,7 @@ pub mod bucket;
 pub mod densify;
 pub mod fill;
 pub mod geonear;
+pub mod granularity;
 pub mod group;
 pub mod lookup;
 pub mod output;
@@ -40,6 +41,7 @@ mod tests;
 use bson::{Bson, Document};
 
 use crate::expr::{Expression, Scope};
+use group::AccSpec;
 pub use spill::MemoryLimit;
 pub use stage::{CurrentOp, SEARCH_INDEXES_UNAVAILABLE, Stage};
 
@@ -226,37 +228,64 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The pipeline with its `$match` filters, `$sort` keys, `$group` keys, `$lookup` and
-    /// `$graphLookup` equality (in `$facet`, `$lookup` and `$unionWith` sub-pipelines too)
-    /// comparing strings under the aggregate's collation (`None`: simple, unchanged).
-    // TODO(#14): comparisons inside aggregation expressions (`$eq`, `$in`, ... in `$project`)
-    // under a collation.
+    /// The pipeline comparing strings under the aggregate's collation (`None`: simple,
+    /// unchanged): its `$match` filters, `$sort` keys, `$group`, `$sortByCount`, `$bucket` and
+    /// `$bucketAuto` groups, `$setWindowFields` and `$densify` partitions and sorts, the accumulators that
+    /// compare values, `$lookup` and `$graphLookup` equality, and every expression's
+    /// comparisons (`Expression::with_collation`), in `$facet`, `$lookup` and `$unionWith`
+    /// sub-pipelines too.
     pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Pipeline {
-        if collation.is_none() {
+        let Some(c) = collation else {
             return self;
-        }
+        };
+        let accs = |accs: Vec<AccSpec>| -> Vec<AccSpec> {
+            accs.into_iter().map(|a| a.with_collation(c)).collect()
+        };
         let stages = self
             .stages
             .into_iter()
             .map(|st| match st {
                 Stage::Match(f) => Stage::Match(f.with_collation(collation)),
                 Stage::Sort(s) => Stage::Sort(s.with_collation(collation)),
-                Stage::Group(key, accs, _) => Stage::Group(key, accs, collation.cloned()),
+                Stage::Project(p) => Stage::Project(p.with_collation(c)),
+                Stage::AddFields(fields) => Stage::AddFields(
+                    fields.into_iter().map(|(k, e)| (k, e.with_collation(c))).collect(),
+                ),
+                Stage::Group(key, a, _) => {
+                    Stage::Group(key.with_collation(c), accs(a), Some(c.clone()))
+                }
+                Stage::ReplaceRoot(e) => Stage::ReplaceRoot(e.with_collation(c)),
+                Stage::SortByCount(e, _) => {
+                    Stage::SortByCount(e.with_collation(c), Some(c.clone()))
+                }
+                Stage::Bucket(b) => Stage::Bucket(b.with_collation(c)),
+                Stage::BucketAuto(b) => Stage::BucketAuto(Box::new(b.with_collation(c))),
+                Stage::Documents(e) => Stage::Documents(e.with_collation(c)),
+                Stage::Redact(e) => Stage::Redact(e.with_collation(c)),
+                Stage::SetWindowFields(w) => Stage::SetWindowFields(Box::new(w.with_collation(c))),
+                Stage::Fill(stages) => {
+                    Stage::Fill(Pipeline { stages }.with_collation(collation).stages)
+                }
+                Stage::GeoNear(g) => Stage::GeoNear(Box::new(g.with_collation(c))),
+                Stage::Densify(d) => Stage::Densify(Box::new(d.with_collation(c))),
+                Stage::Output(sink) => Stage::Output(sink.with_collation(collation)),
                 Stage::Facet(subs) => Stage::Facet(
                     subs.into_iter().map(|(name, p)| (name, p.with_collation(collation))).collect(),
                 ),
-                Stage::Lookup(l) => match collation {
-                    Some(c) => Stage::Lookup(Box::new(l.with_collation(c))),
-                    None => Stage::Lookup(l),
-                },
-                Stage::GraphLookup(g) => match collation {
-                    Some(c) => Stage::GraphLookup(Box::new(g.with_collation(c))),
-                    None => Stage::GraphLookup(g),
-                },
+                Stage::Lookup(l) => Stage::Lookup(Box::new(l.with_collation(c))),
+                Stage::GraphLookup(g) => Stage::GraphLookup(Box::new(g.with_collation(c))),
                 Stage::UnionWith(coll, p) => {
                     Stage::UnionWith(coll, p.map(|p| p.with_collation(collation)))
                 }
-                other => other,
+                other @ (Stage::Skip(_)
+                | Stage::Limit(_)
+                | Stage::Count(_)
+                | Stage::Unwind(..)
+                | Stage::Sample(_)
+                | Stage::ListLocalSessions
+                | Stage::CurrentOp(_)
+                | Stage::CollStats(_)
+                | Stage::IndexStats) => other,
             })
             .collect();
         Pipeline { stages }

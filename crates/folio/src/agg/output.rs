@@ -82,9 +82,23 @@ pub struct MergeSpec {
     pub when_not_matched: WhenNotMatched,
     /// `let` variables for the whenMatched pipeline (default `{new: "$$ROOT"}`).
     pub let_vars: Option<Document>,
+    /// The aggregate's collation, which the whenMatched pipeline and its `let` compare under.
+    pub collation: Option<crate::collation::CollationRef>,
 }
 
 impl Sink {
+    /// The sink with `$merge`'s whenMatched pipeline comparing strings under the aggregate's
+    /// collation (`None`: simple, unchanged).
+    pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Sink {
+        match (self, collation) {
+            (Sink::Merge(mut m), Some(c)) => {
+                m.collation = Some(c.clone());
+                Sink::Merge(m)
+            }
+            (sink, _) => sink,
+        }
+    }
+
     /// The target database and collection (the database defaulting to `db`).
     pub fn target(&self, db: &str) -> (String, String) {
         match self {
@@ -159,6 +173,7 @@ pub fn parse_merge(arg: &Bson) -> Result<Sink> {
                 when_matched: WhenMatched::Merge,
                 when_not_matched: WhenNotMatched::Insert,
                 let_vars: None,
+                collation: None,
             })));
         }
         Bson::Document(d) => d,
@@ -300,7 +315,15 @@ pub fn parse_merge(arg: &Bson) -> Result<Sink> {
             return Err(crate::Error::unknown_field(&format!("$merge.{k}")));
         }
     }
-    Ok(Sink::Merge(Box::new(MergeSpec { db, coll, on, when_matched, when_not_matched, let_vars })))
+    Ok(Sink::Merge(Box::new(MergeSpec {
+        db,
+        coll,
+        on,
+        when_matched,
+        when_not_matched,
+        let_vars,
+        collation: None,
+    })))
 }
 
 /// Makes sure a result has an `_id` (generated if missing), first.
@@ -401,7 +424,10 @@ fn merge(
                                 let mut out = Document::new();
                                 let mut v = crate::expr::Vars::new(&result);
                                 for (name, e) in lv {
-                                    let e = crate::expr::Expression::parse(e)?;
+                                    let mut e = crate::expr::Expression::parse(e)?;
+                                    if let Some(c) = &m.collation {
+                                        e = e.with_collation(c);
+                                    }
                                     out.insert(name.clone(), e.eval(&mut v)?.unwrap_or(Bson::Null));
                                 }
                                 out
@@ -416,7 +442,9 @@ fn merge(
                             collection: ctx.collection.clone(),
                             lookup_result: None,
                         };
-                        let mut out = super::run_with(vec![old.clone()], p, &sub)?;
+                        let mut out = Pipeline::parse(p, &sub.vars)?
+                            .with_collation(m.collation.as_ref())
+                            .execute(vec![old.clone()], &sub)?;
                         let mut new = out.pop().unwrap_or_default();
                         if !new.contains_key("_id") {
                             new = with_id_value(new, id.clone());

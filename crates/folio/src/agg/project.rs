@@ -37,7 +37,27 @@ fn invalid(code: i32, msg: String) -> crate::error::Error {
     loc(code, format!("Invalid $project :: caused by :: {msg}"))
 }
 
+impl Node {
+    fn with_collation(self, c: &crate::collation::CollationRef) -> Node {
+        match self {
+            Node::Computed(e) => Node::Computed(e.with_collation(c)),
+            Node::Sub(items) => {
+                Node::Sub(items.into_iter().map(|(k, n)| (k, n.with_collation(c))).collect())
+            }
+            n @ (Node::Include | Node::Exclude) => n,
+        }
+    }
+}
+
 impl Projection {
+    /// The projection with its computed fields comparing strings under `c`.
+    pub fn with_collation(self, c: &crate::collation::CollationRef) -> Projection {
+        Projection {
+            fields: self.fields.into_iter().map(|(k, n)| (k, n.with_collation(c))).collect(),
+            ..self
+        }
+    }
+
     /// Parses a `$project` spec.
     pub fn parse(spec: &Document, scope: &Scope) -> Result<Projection> {
         if spec.is_empty() {

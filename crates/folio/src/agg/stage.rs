@@ -41,8 +41,8 @@ pub enum Stage {
     Unwind(String, Option<String>, bool),
     /// `$replaceRoot` / `$replaceWith`.
     ReplaceRoot(Expression),
-    /// `$sortByCount`: the grouping expression.
-    SortByCount(Expression),
+    /// `$sortByCount`: the grouping expression, and the collation its groups follow.
+    SortByCount(Expression, Option<crate::collation::CollationRef>),
     /// `$bucket`
     Bucket(super::bucket::Bucket),
     /// `$facet`: named sub-pipelines.
@@ -61,8 +61,8 @@ pub enum Stage {
     ListLocalSessions,
     /// `$currentOp` (the operations come from the [`super::Source`]).
     CurrentOp(CurrentOp),
-    /// `$bucketAuto`: groupBy, bucket count, output.
-    BucketAuto(Expression, usize, Vec<AccSpec>),
+    /// `$bucketAuto`
+    BucketAuto(Box<super::bucket::BucketAuto>),
     /// `$setWindowFields`
     SetWindowFields(Box<super::window::SetWindowFields>),
     /// `$unionWith`: collection and pipeline.
@@ -195,7 +195,7 @@ impl Stage {
                         "the sortByCount field must be defined as a $-prefixed path or an expression inside an object",
                     ));
                 }
-                Ok(Stage::SortByCount(Expression::parse_in(arg, scope)?))
+                Ok(Stage::SortByCount(Expression::parse_in(arg, scope)?, None))
             }
             "$bucket" => super::bucket::parse_bucket(arg, scope),
             "$facet" => parse_facet(arg, let_vars),
@@ -273,7 +273,7 @@ impl Stage {
             Stage::Project(_)
                 | Stage::ReplaceRoot(_)
                 | Stage::Group(..)
-                | Stage::SortByCount(_)
+                | Stage::SortByCount(..)
                 | Stage::Bucket(_)
                 | Stage::BucketAuto(..)
                 | Stage::Count(_)
@@ -395,13 +395,17 @@ impl Stage {
                 held.hand_on();
                 Ok(out)
             }
-            Stage::SortByCount(e) => {
+            Stage::SortByCount(e, collation) => {
                 let count = AccSpec::count("count");
                 let key = |v: &mut Vars| Ok(e.eval(v)?.unwrap_or(Bson::Null));
+                let identity = |k: &Bson| match collation {
+                    Some(c) => c.transform(k),
+                    None => k.clone(),
+                };
                 let groups = spill::group(
                     docs,
                     key,
-                    &Bson::clone,
+                    &identity,
                     &[count],
                     &ctx.vars,
                     ctx.memory_limit,
@@ -505,7 +509,7 @@ impl Stage {
                 }
                 Ok(out)
             }
-            Stage::BucketAuto(g, n, output) => super::bucket::bucket_auto(docs, g, *n, output, ctx),
+            Stage::BucketAuto(b) => super::bucket::bucket_auto(docs, b, ctx),
             Stage::SetWindowFields(w) => w.execute(docs, ctx),
             Stage::UnionWith(coll, pipeline) => {
                 let mut docs = docs;

@@ -59,6 +59,22 @@ pub struct SetWindowFields {
     partition_by: Option<Expression>,
     sort_by: Option<(SortSpec, Vec<String>)>,
     output: Vec<(String, Func)>,
+    /// The aggregate's collation: partitions, the sort and the ranks follow it.
+    collation: Option<crate::collation::CollationRef>,
+}
+
+impl Func {
+    fn with_collation(self, c: &crate::collation::CollationRef) -> Func {
+        match self {
+            Func::Acc(spec, w) => Func::Acc(spec.with_collation(c), w),
+            Func::Shift(e, by, default) => {
+                Func::Shift(e.with_collation(c), by, default.map(|d| d.with_collation(c)))
+            }
+            Func::Locf(e) => Func::Locf(e.with_collation(c)),
+            Func::LinearFill(e) => Func::LinearFill(e.with_collation(c)),
+            f @ (Func::Rank | Func::DenseRank | Func::DocumentNumber) => f,
+        }
+    }
 }
 
 fn parse_bound(v: &Bson) -> Result<Bound> {
@@ -169,7 +185,17 @@ impl SetWindowFields {
                 }
             }
         }
-        Ok(SetWindowFields { partition_by, sort_by, output })
+        Ok(SetWindowFields { partition_by, sort_by, output, collation: None })
+    }
+
+    /// The stage comparing strings under the aggregate's collation.
+    pub(super) fn with_collation(self, c: &crate::collation::CollationRef) -> SetWindowFields {
+        SetWindowFields {
+            partition_by: self.partition_by.map(|e| e.with_collation(c)),
+            sort_by: self.sort_by.map(|(s, fields)| (s.with_collation(Some(c)), fields)),
+            output: self.output.into_iter().map(|(k, f)| (k, f.with_collation(c))).collect(),
+            collation: Some(c.clone()),
+        }
     }
 
     /// Runs the stage.
@@ -179,6 +205,10 @@ impl SetWindowFields {
             let key = match &self.partition_by {
                 Some(e) => e.eval(&mut Vars::with_let(&d, &ctx.vars))?.unwrap_or(Bson::Null),
                 None => Bson::Null,
+            };
+            let key = match &self.collation {
+                Some(c) if crate::collation::has_strings(&key) => c.transform(&key),
+                _ => key,
             };
             partitions.entry(Key(key)).or_default().push(d);
         }
@@ -192,10 +222,16 @@ impl SetWindowFields {
         Ok(out)
     }
 
+    /// The first sort field's value (under a collation, what it compares as: ranks tie on
+    /// values the collation calls equal).
     fn sort_value(&self, d: &Document) -> Value {
         let (_, fields) = self.sort_by.as_ref()?;
         let path: Vec<String> = fields.first()?.split('.').map(str::to_string).collect();
-        crate::expr::field_path(d, &path)
+        let v = crate::expr::field_path(d, &path)?;
+        Some(match &self.collation {
+            Some(c) if crate::collation::has_strings(&v) => c.transform(&v),
+            _ => v,
+        })
     }
 
     fn compute(&self, part: Vec<Document>, ctx: &Context) -> Result<Vec<Document>> {

@@ -115,6 +115,7 @@ impl Aggregate {
     /// Runs a pipeline that ends in `$out` or `$merge` (`sink`) and writes its results, all in
     /// `txn`.
     pub fn run_into(&self, txn: &mut dyn Txn, sink: &Sink) -> Result<()> {
+        let collation;
         let results = {
             let reader: &dyn Txn = &*txn;
             let source = TxnSource {
@@ -124,7 +125,7 @@ impl Aggregate {
                 host: &self.host,
             };
             let ctx = self.context(&source);
-            let collation = self.resolve_collation(reader)?;
+            collation = self.resolve_collation(reader)?;
             let input = match &self.coll {
                 Some(coll) if !self.pipeline.ignores_input() => {
                     let spec = FindSpec { hint: self.hint.clone(), ..FindSpec::default() };
@@ -137,10 +138,11 @@ impl Aggregate {
         // The writes need the transaction mutably, so the output's own pipelines (`$merge`'s
         // `whenMatched`) read no other collection.
         let ctx = self.context(&NoSource);
+        let sink = sink.clone().with_collation(collation.as_ref());
         let (db, coll) = sink.target(&self.db);
         let mut target =
             TxnTarget { txn, db: &db, coll: &coll, bypass_validation: self.bypass_validation };
-        output::write(sink, results, &mut target, &ctx)
+        output::write(&sink, results, &mut target, &ctx)
     }
 
     /// The collation the pipeline runs with: the requested one, else the collection's default.

@@ -207,6 +207,7 @@ fn find_impl(
     let collation = spec.collation.resolve(&meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let sort = sort.map(|s| s.with_collation(collation.as_ref()));
+    let projection = projection.map(|p| p.with_collation(collation.as_ref()));
     let hint = spec.hint.as_ref();
     let skip = usize::try_from(spec.skip).unwrap_or(usize::MAX);
     let limit = if spec.limit == 0 { usize::MAX } else { spec.limit as usize };

@@ -365,7 +365,9 @@ fn index_bounds(spec: &IndexSpec, filter: &Filter) -> (Vec<Vec<Interval>>, usize
         let b = if shares_parent { None } else { filter.bounds_for_index(&f.path, true, ic) };
         let b = match f.plugin {
             Some(Plugin::Hashed) => b.and_then(|iv| hashed_bounds(&iv)),
-            Some(plugin @ (Plugin::Sphere | Plugin::Flat)) => geo_bounds(filter, &f.path, plugin),
+            Some(plugin @ (Plugin::Sphere | Plugin::Flat)) => {
+                geo_bounds(filter, &f.path, plugin, &spec.options)
+            }
             // The terms a `$text` query looks up; the matcher checks phrases and negations.
             Some(Plugin::Text) => filter.text().map(|t| {
                 t.positive_terms().into_iter().map(|w| Interval::point(Bson::String(w))).collect()
@@ -423,11 +425,16 @@ fn geo_pred<'a>(filter: &'a Filter, path: &str) -> Option<&'a GeoPred> {
 
 /// The bounds of a geo field: the key ranges of the cells covering the geo predicate on it
 /// (see [`crate::query::geo`]); `None` when the filter has none this kind of index answers.
-fn geo_bounds(filter: &Filter, path: &str, plugin: Plugin) -> Option<Vec<Interval>> {
+fn geo_bounds(
+    filter: &Filter,
+    path: &str,
+    plugin: Plugin,
+    options: &bson::Document,
+) -> Option<Vec<Interval>> {
     let pred = geo_pred(filter, path)?;
     let ranges = match plugin {
         Plugin::Sphere => geo::sphere_ranges(pred)?,
-        _ => match (geo::flat_ranges(pred), pred) {
+        _ => match (geo::flat_ranges(pred, &geo::FlatGrid::of_index(options)), pred) {
             (Some(r), _) => r,
             // `$near` without `$maxDistance` reads the whole index, in distance order.
             (None, GeoPred::Near(_)) => vec![(i64::MIN, i64::MAX)],

@@ -419,6 +419,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     let collation = op.collation.resolve(&handle.meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let sort = sort.map(|s| s.with_collation(collation.as_ref()));
+    let spec = spec.with_collation(collation.as_ref());
     let mut found = super::matching_sorted(
         txn,
         &handle.meta,
@@ -594,6 +595,8 @@ pub fn find_and_modify(
     let collation = req.collation.resolve(&handle.meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
     let sort = sort.map(|s| s.with_collation(collation.as_ref()));
+    let projection = projection.map(|p| p.with_collation(collation.as_ref()));
+    let spec = spec.map(|s| s.with_collation(collation.as_ref()));
     let found =
         super::matching_sorted(txn, &handle.meta, &filter, sort.as_ref(), 1, req.hint.as_ref())?;
     let project = |d: Document| -> Result<Document> {

@@ -21,8 +21,9 @@
 
 use bson::{Bson, Document};
 
-use super::ops::{self, NamedOperator, Operator};
+use super::ops::{self, Collated, NamedOperator, Operator};
 use super::{Value, loc, truthy, type_name};
+use crate::collation::CollationRef;
 use crate::error::{Code, Error, Result};
 use crate::memory;
 
@@ -47,6 +48,10 @@ pub enum Expression {
     Op(&'static Operator, Vec<Expression>),
     /// An operator with named arguments (`$dateToString`, `$convert`, `$regexMatch`, ...).
     Named(&'static NamedOperator, Vec<(String, Expression)>),
+    /// An operator that compares values, under a collation ([`Expression::with_collation`]).
+    OpUnder(&'static Operator, Vec<Expression>, CollationRef),
+    /// A named operator that compares values (`$sortArray`), under a collation.
+    NamedUnder(&'static NamedOperator, Vec<(String, Expression)>, CollationRef),
     /// `$and`: true unless an argument is falsy; stops at the first that is.
     And(Vec<Expression>),
     /// `$or`: false unless an argument is truthy; stops at the first that is.
@@ -211,6 +216,27 @@ impl Expression {
                 }
                 (op.eval)(&vals)
             }
+            Expression::OpUnder(op, args, c) => {
+                let mut vals = Vec::with_capacity(args.len());
+                for a in args {
+                    vals.push(a.eval(vars)?);
+                }
+                match op.collated {
+                    Collated::No => (op.eval)(vals),
+                    Collated::Keys => (op.eval)(ops::keyed(vals, c)),
+                    Collated::Own(f) => f(vals, c),
+                }
+            }
+            Expression::NamedUnder(op, args, c) => {
+                let mut vals = Vec::with_capacity(args.len());
+                for (k, e) in args {
+                    vals.push((k.as_str(), e.eval(vars)?));
+                }
+                match op.collated {
+                    Some(f) => f(&vals, c),
+                    None => (op.eval)(&vals),
+                }
+            }
             Expression::And(args) => {
                 for a in args {
                     if !truthy(&a.eval(vars)?) {
@@ -326,6 +352,58 @@ impl Expression {
                     }
                 }
                 Ok(acc)
+            }
+        }
+    }
+
+    /// The expression with the operators that compare values (`$eq`, `$in`, the set
+    /// operators, `$max`, `$sortArray`, ...) comparing strings under `c`, at any depth, as
+    /// MongoDB compares them under an operation's collation. The tree is rewritten once, so
+    /// an expression without a collation pays nothing.
+    pub fn with_collation(self, c: &CollationRef) -> Expression {
+        let all = |items: Vec<Expression>| -> Vec<Expression> {
+            items.into_iter().map(|e| e.with_collation(c)).collect()
+        };
+        let named = |items: Vec<(String, Expression)>| -> Vec<(String, Expression)> {
+            items.into_iter().map(|(k, e)| (k, e.with_collation(c))).collect()
+        };
+        let boxed = |e: Box<Expression>| Box::new(e.with_collation(c));
+        match self {
+            e @ (Expression::Const(_) | Expression::Field(_) | Expression::Var(..)) => e,
+            Expression::Array(items) => Expression::Array(all(items)),
+            Expression::Object(fields) => Expression::Object(named(fields)),
+            Expression::Op(op, args) | Expression::OpUnder(op, args, _) => {
+                if matches!(op.collated, Collated::No) {
+                    Expression::Op(op, all(args))
+                } else {
+                    Expression::OpUnder(op, all(args), c.clone())
+                }
+            }
+            Expression::Named(op, args) | Expression::NamedUnder(op, args, _) => {
+                if op.collated.is_some() {
+                    Expression::NamedUnder(op, named(args), c.clone())
+                } else {
+                    Expression::Named(op, named(args))
+                }
+            }
+            Expression::And(items) => Expression::And(all(items)),
+            Expression::Or(items) => Expression::Or(all(items)),
+            Expression::IfNull(items) => Expression::IfNull(all(items)),
+            Expression::Let(bindings, body) => Expression::Let(named(bindings), boxed(body)),
+            Expression::Cond(a, b, e) => Expression::Cond(boxed(a), boxed(b), boxed(e)),
+            Expression::Switch(branches, default) => Expression::Switch(
+                branches
+                    .into_iter()
+                    .map(|(case, then)| (case.with_collation(c), then.with_collation(c)))
+                    .collect(),
+                default.map(boxed),
+            ),
+            Expression::Filter(input, name, cond, limit) => {
+                Expression::Filter(boxed(input), name, boxed(cond), limit.map(boxed))
+            }
+            Expression::Map(input, name, body) => Expression::Map(boxed(input), name, boxed(body)),
+            Expression::Reduce(input, initial, body) => {
+                Expression::Reduce(boxed(input), boxed(initial), boxed(body))
             }
         }
     }

@@ -104,7 +104,7 @@ impl IndexSpec {
             slots.push(match f.plugin {
                 Some(Plugin::Hashed) => self.hashed_slot(doc, p)?,
                 Some(plugin @ (Plugin::Sphere | Plugin::Flat)) => {
-                    geo.push((n, geo_keys(doc, plugin, &f.path)?));
+                    geo.push((n, geo_keys(doc, plugin, &f.path, &self.options)?));
                     Slot::Done(Bson::Null, true)
                 }
                 Some(Plugin::Text) => {
@@ -248,8 +248,12 @@ impl IndexSpec {
 /// The keys of one geo field: S2 cell ids (2dsphere) or Morton codes (2d) of every location at
 /// the path. Missing and null values have none; a value that is not a valid location fails with
 /// MongoDB's errors (16755 for 2dsphere, 13026/13027 for 2d).
-fn geo_keys(doc: &Document, plugin: Plugin, path: &str) -> Result<Vec<Bson>> {
+fn geo_keys(doc: &Document, plugin: Plugin, path: &str, options: &Document) -> Result<Vec<Bson>> {
     use crate::query::geo;
+    let grid = match plugin {
+        Plugin::Flat => geo::FlatGrid::of_index(options),
+        _ => geo::FlatGrid::default(),
+    };
     let values = geo::values_at(doc, path);
     let mut out: Vec<i64> = Vec::new();
     for v in values {
@@ -291,7 +295,9 @@ fn geo_keys(doc: &Document, plugin: Plugin, path: &str) -> Result<Vec<Bson>> {
                             ),
                         ));
                     };
-                    out.push(geo::flat_key(c).map_err(|m| Error::new(Code::Other(13027), m))?);
+                    out.push(
+                        geo::flat_key(c, &grid).map_err(|m| Error::new(Code::Other(13027), m))?,
+                    );
                 }
             }
         }

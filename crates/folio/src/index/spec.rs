@@ -515,7 +515,9 @@ fn normalize_text(spec: &Document) -> Result<Option<Document>> {
     Ok(Some(out))
 }
 
-/// A 2d index has one 2d field, first (16801, 16800), over MongoDB's default flat bounds.
+/// A 2d index has one 2d field, first (16801, 16800), and a valid grid: `bits` from 1 to 32,
+/// `min` below `max`, both finite, over a range the 32-bit hash can scale (InvalidOptions 72,
+/// with MongoDB's messages; MongoDB raises these when it builds the index).
 fn check_flat(key: &Document, spec: &Document) -> Result<()> {
     let flat = key.values().filter(|v| Plugin::of(v) == Some(Plugin::Flat)).count();
     if flat > 1 {
@@ -524,18 +526,40 @@ fn check_flat(key: &Document, spec: &Document) -> Result<()> {
     if key.values().next().and_then(Plugin::of) != Some(Plugin::Flat) {
         return Err(Error::new(crate::error::Code::Other(16801), "2d has to be first in index"));
     }
-    for (field, default) in [("bits", 26.0), ("min", -180.0), ("max", 180.0)] {
-        if let Some(v) = spec.get(field)
-            && number(v) != Some(default)
+    // `bits` is read as a C++ int: truncated, and anything out of range is INT_MIN.
+    let bits = match spec.get("bits").and_then(number) {
+        None => 26,
+        Some(b)
+            if b.is_finite() && b > f64::from(i32::MIN) - 1.0 && b < f64::from(i32::MAX) + 1.0 =>
         {
-            // TODO(#14): other 2d bounds and precisions.
-            crate::bail!(
-                CannotCreateIndex,
-                "2d indexes with a '{}' other than {} are not supported",
-                field,
-                default
-            );
+            b as i32
         }
+        Some(_) => i32::MIN,
+    };
+    let min = spec.get("min").and_then(number).unwrap_or(-180.0);
+    let max = spec.get("max").and_then(number).unwrap_or(180.0);
+    let g = crate::doc::fmt::cpp_double;
+    if !(1..=32).contains(&bits) {
+        crate::bail!(
+            InvalidOptions,
+            "bits for hash must be > 0 and <= 32, but {} bits were specified",
+            bits
+        );
+    }
+    // NaN bounds fail this too, as `min < max` is false for them.
+    let increasing = min.partial_cmp(&max) == Some(std::cmp::Ordering::Less);
+    if !increasing || min.is_infinite() || max.is_infinite() {
+        crate::bail!(
+            InvalidOptions,
+            "region for hash must be valid and have positive area, but [{}, {}] was specified",
+            g(min),
+            g(max)
+        );
+    }
+    let scaling = 4.0 * 1024.0 * 1024.0 * 1024.0 / (max - min);
+    let positive = scaling.partial_cmp(&0.0) == Some(std::cmp::Ordering::Greater);
+    if !positive || scaling.is_infinite() {
+        crate::bail!(InvalidOptions, "range [{}, {}] is too small.", g(min), g(max));
     }
     Ok(())
 }
@@ -667,6 +691,16 @@ fn parse_fields(spec: &Document) -> Result<()> {
                 "The field 'hidden' must be a bool, but got {}",
                 type_name(other)
             ),
+            ("bits" | "min" | "max" | "2dsphereIndexVersion" | "textIndexVersion", other)
+                if number(other).is_none() =>
+            {
+                crate::bail!(
+                    TypeMismatch,
+                    "The field '{}' must be a number, but got {}",
+                    k,
+                    type_name(other)
+                );
+            }
             ("partialFilterExpression" | "collation", Bson::Document(_)) => {}
             ("partialFilterExpression" | "collation", other) => crate::bail!(
                 TypeMismatch,

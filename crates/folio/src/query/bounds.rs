@@ -226,7 +226,7 @@ fn leaf_bounds(pred: &Pred, ic: Option<&Collation>) -> Option<Vec<Interval>> {
         | Pred::Geo(_) => None,
         Pred::ElemMatch(m) => match m.as_ref() {
             ElemMatcher::Value(p) => and_bounds(std::slice::from_ref(p), false, ic),
-            ElemMatcher::Object(_) | ElemMatcher::Exact(_) => None,
+            ElemMatcher::Object(_) | ElemMatcher::Exact(..) => None,
         },
         Pred::Never => Some(Vec::new()),
         // Handled by `pred_bounds`.
@@ -450,7 +450,7 @@ fn pred_document(pred: &Pred) -> Document {
             Bson::Document(match m.as_ref() {
                 ElemMatcher::Object(f) => f.to_document(),
                 ElemMatcher::Value(p) => pred_document(p),
-                ElemMatcher::Exact(v) => bson::doc! {"$eq": v.clone()},
+                ElemMatcher::Exact(v, _) => bson::doc! {"$eq": v.clone()},
             }),
         ),
         Pred::And(preds) => {

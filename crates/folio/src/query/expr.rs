@@ -352,27 +352,34 @@ impl Expr {
     }
 
     /// The expression with its comparisons (`$eq`, `$lt`, `$cmp`…) made under `collation`: both
-    /// operands are compared as collation keys. Comparisons inside other aggregation operators
-    /// are not affected.
+    /// operands are compared as collation keys. The operators the full evaluator runs compare
+    /// under it too ([`crate::expr::Expression::with_collation`]), at any depth.
     pub fn with_collation(self, c: &crate::collation::CollationRef) -> Expr {
         let rec = |e: Box<Expr>| Box::new(e.with_collation(c));
+        let all = |items: Vec<Expr>| -> Vec<Expr> {
+            items.into_iter().map(|e| e.with_collation(c)).collect()
+        };
         match self {
             Expr::Cmp(kind, a, b) => Expr::Cmp(
                 kind,
                 Box::new(Expr::Collated(c.clone(), rec(a))),
                 Box::new(Expr::Collated(c.clone(), rec(b))),
             ),
-            Expr::And(items) => Expr::And(items.into_iter().map(|e| e.with_collation(c)).collect()),
-            Expr::Or(items) => Expr::Or(items.into_iter().map(|e| e.with_collation(c)).collect()),
+            Expr::And(items) => Expr::And(all(items)),
+            Expr::Or(items) => Expr::Or(all(items)),
             Expr::Not(e) => Expr::Not(rec(e)),
+            Expr::Array(items) => Expr::Array(all(items)),
+            Expr::Object(fields) => {
+                Expr::Object(fields.into_iter().map(|(k, e)| (k, e.with_collation(c))).collect())
+            }
+            Expr::SetField { field, input, value } => {
+                Expr::SetField { field, input: rec(input), value: rec(value) }
+            }
+            Expr::Full(spec, e) => Expr::Full(spec, Box::new(e.with_collation(c))),
             other @ (Expr::Field(_)
             | Expr::Literal(_)
-            | Expr::Array(_)
-            | Expr::Object(_)
             | Expr::Root
             | Expr::Missing
-            | Expr::SetField { .. }
-            | Expr::Full(..)
             | Expr::Collated(..)) => other,
         }
     }

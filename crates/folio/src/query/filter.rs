@@ -143,8 +143,9 @@ pub enum ElemMatcher {
     Object(Filter),
     /// The value form `{$elemMatch: {$gte: 80, $lt: 85}}`: predicates on the element itself.
     Value(Pred),
-    /// A literal (the scalar form of `$pull: {a: 5}`): whole-element equality, no traversal.
-    Exact(Bson),
+    /// A literal (the scalar form of `$pull: {a: 5}`): whole-element equality, no traversal;
+    /// under a collation (the statement's), strings compare as its collation keys.
+    Exact(Bson, Option<crate::collation::CollationRef>),
 }
 
 /// A compiled regex with its original pattern and options.
@@ -369,6 +370,17 @@ impl Filter {
     }
 }
 
+impl ElemMatcher {
+    /// The matcher with its string comparisons under the collation.
+    pub(crate) fn collate(self, c: &crate::collation::CollationRef) -> ElemMatcher {
+        match self {
+            ElemMatcher::Object(f) => ElemMatcher::Object(f.collate(c)),
+            ElemMatcher::Value(p) => ElemMatcher::Value(p.collate(c)),
+            ElemMatcher::Exact(v, _) => ElemMatcher::Exact(v, Some(c.clone())),
+        }
+    }
+}
+
 impl Pred {
     /// The predicate with its string comparisons under the collation.
     fn collate(self, c: &crate::collation::CollationRef) -> Pred {
@@ -396,11 +408,7 @@ impl Pred {
             }
             Pred::And(preds) => Pred::And(preds.into_iter().map(|p| p.collate(c)).collect()),
             Pred::Not(inner) => Pred::Not(Box::new(inner.collate(c))),
-            Pred::ElemMatch(m) => Pred::ElemMatch(Box::new(match *m {
-                ElemMatcher::Object(f) => ElemMatcher::Object(f.collate(c)),
-                ElemMatcher::Value(p) => ElemMatcher::Value(p.collate(c)),
-                ElemMatcher::Exact(v) => ElemMatcher::Exact(v),
-            })),
+            Pred::ElemMatch(m) => Pred::ElemMatch(Box::new(m.collate(c))),
             p @ (Pred::Eq(_)
             | Pred::Cmp(..)
             | Pred::In(_)
@@ -436,7 +444,7 @@ fn pred_has_near(pred: &Pred) -> bool {
         Pred::ElemMatch(m) => match m.as_ref() {
             ElemMatcher::Value(p) => pred_has_near(p),
             ElemMatcher::Object(f) => f.check_near().is_err() || f.near().is_some(),
-            ElemMatcher::Exact(_) => false,
+            ElemMatcher::Exact(..) => false,
         },
         _ => false,
     }
@@ -874,7 +882,7 @@ pub fn parse_pull_condition(path: &str, v: &Bson) -> Result<ElemMatcher> {
         Bson::RegularExpression(r) => {
             Ok(ElemMatcher::Value(Pred::Regex(Box::new(Regex::from_bson(r)?))))
         }
-        other => Ok(ElemMatcher::Exact(other.clone())),
+        other => Ok(ElemMatcher::Exact(other.clone(), None)),
     }
 }
 

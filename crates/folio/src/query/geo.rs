@@ -31,8 +31,9 @@
 //! spherical cap for `$centerSphere` and `$near` with `$maxDistance`), and a stored key
 //! intersects a query cell exactly when it is the cell, a descendant (one range of cell ids) or an
 //! ancestor (a point): so the scan visits a bounded set of cells, and the predicate re-checks every
-//! candidate. A 2d index keys points by a 52-bit Morton code of the flat coordinates in
-//! [-180, 180), covered by a quadtree decomposition.
+//! candidate. A 2d index keys points by a Morton code of the flat coordinates, `bits` (26 by
+//! default) per coordinate over the index's `[min, max)` ([-180, 180) by default), covered by a
+//! quadtree decomposition ([`FlatGrid`]).
 
 use bson::{Bson, Document};
 use geo::{
@@ -61,7 +62,7 @@ pub const MAX_INDEX_CELLS: usize = 8;
 /// The most cells a query region is covered by.
 pub const MAX_QUERY_CELLS: usize = 20;
 
-/// Bits per dimension of a 2d index key (MongoDB's default `bits`).
+/// Bits per dimension of a 2d index key by default (MongoDB's default `bits`).
 pub const FLAT_BITS: u32 = 26;
 
 /// One stored location: a geometry and whether it was a legacy pair (flat coordinates).
@@ -713,27 +714,68 @@ fn merge(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
     out
 }
 
-/// The 2d index key of a flat point: the Morton interleaving of its coordinates scaled to
-/// [`FLAT_BITS`] bits over [-180, 180). Points outside fail as MongoDB's 13027 does.
-pub fn flat_key(c: Coord<f64>) -> std::result::Result<i64, String> {
-    if !(-180.0..180.0).contains(&c.x) || !(-180.0..180.0).contains(&c.y) {
+/// The grid of a 2d index: `bits` per coordinate over `[min, max)` in both dimensions
+/// (MongoDB's defaults: 26 bits over [-180, 180)).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlatGrid {
+    /// Bits per coordinate, 1 to 32.
+    pub bits: u32,
+    /// The inclusive lower bound of both coordinates.
+    pub min: f64,
+    /// The exclusive upper bound of both coordinates.
+    pub max: f64,
+}
+
+impl Default for FlatGrid {
+    fn default() -> FlatGrid {
+        FlatGrid { bits: FLAT_BITS, min: -180.0, max: 180.0 }
+    }
+}
+
+impl FlatGrid {
+    /// The grid of a 2d index from its options (`bits`, `min`, `max`, validated when the index
+    /// was created); the defaults for those absent.
+    pub fn of_index(options: &Document) -> FlatGrid {
+        let num = |k: &str| options.get(k).and_then(crate::doc::compare::as_f64);
+        let d = FlatGrid::default();
+        FlatGrid {
+            bits: num("bits").map_or(d.bits, |b| (b as i64).clamp(1, 32) as u32),
+            min: num("min").unwrap_or(d.min),
+            max: num("max").unwrap_or(d.max),
+        }
+    }
+
+    /// The cell of a coordinate along one dimension (clamped to the grid).
+    fn scale(&self, v: f64) -> u64 {
+        let cells = (1u64 << self.bits) as f64;
+        (((v - self.min) / (self.max - self.min) * cells) as u64).min((1u64 << self.bits) - 1)
+    }
+
+    /// A coordinate clamped to the grid's bounds.
+    fn clamp(&self, v: f64) -> f64 {
+        v.clamp(self.min, self.max)
+    }
+}
+
+/// The 2d index key of a flat point: the Morton interleaving of its coordinates scaled to the
+/// grid's bits over its `[min, max)`. Points outside fail as MongoDB's 13027 does.
+pub fn flat_key(c: Coord<f64>, grid: &FlatGrid) -> std::result::Result<i64, String> {
+    let inside = |v: f64| v >= grid.min && v < grid.max;
+    if !inside(c.x) || !inside(c.y) {
         return Err(format!(
-            "point not in interval of [ -180, 180 ) :: caused by :: {{ 0: {}, 1: {} }}",
+            "point not in interval of [ {}, {} ) :: caused by :: {{ 0: {}, 1: {} }}",
+            crate::doc::fmt::cpp_double(grid.min),
+            crate::doc::fmt::cpp_double(grid.max),
             fmt_num(c.x),
             fmt_num(c.y)
         ));
     }
-    Ok(interleave(scale(c.x), scale(c.y)) as i64)
+    Ok(interleave(grid.scale(c.x), grid.scale(c.y), grid.bits) as i64)
 }
 
-fn scale(v: f64) -> u64 {
-    let cells = (1u64 << FLAT_BITS) as f64;
-    (((v + 180.0) / 360.0 * cells) as u64).min((1u64 << FLAT_BITS) - 1)
-}
-
-fn interleave(x: u64, y: u64) -> u64 {
+fn interleave(x: u64, y: u64, bits: u32) -> u64 {
     let mut out = 0u64;
-    for bit in 0..FLAT_BITS {
+    for bit in 0..bits {
         out |= ((x >> bit) & 1) << (2 * bit + 1);
         out |= ((y >> bit) & 1) << (2 * bit);
     }
@@ -782,21 +824,22 @@ fn sphere_box(c: Coord<f64>, radians: f64) -> (Coord<f64>, Coord<f64>) {
 /// Inclusive ranges of 2d keys whose points may lie in the predicate's region (a quadtree
 /// decomposition of its bounding box into at most about [`MAX_QUERY_CELLS`] cells); `None` for a
 /// `$near` without `$maxDistance` (the whole index is scanned).
-pub fn flat_ranges(p: &GeoPred) -> Option<Vec<(i64, i64)>> {
+pub fn flat_ranges(p: &GeoPred, grid: &FlatGrid) -> Option<Vec<(i64, i64)>> {
     let (lo, hi) = flat_box(p)?;
-    let (x0, y0) = (scale(lo.x.clamp(-180.0, 180.0)), scale(lo.y.clamp(-180.0, 180.0)));
-    let (x1, y1) = (scale(hi.x.clamp(-180.0, 180.0)), scale(hi.y.clamp(-180.0, 180.0)));
+    let (x0, y0) = (grid.scale(grid.clamp(lo.x)), grid.scale(grid.clamp(lo.y)));
+    let (x1, y1) = (grid.scale(grid.clamp(hi.x)), grid.scale(grid.clamp(hi.y)));
     // Choose the coarsest level at which the box spans at most a few cells per side.
+    let bits = grid.bits;
     let span = (x1 - x0).max(y1 - y0) + 1;
-    let mut level = FLAT_BITS;
-    while level > 0 && (span >> (FLAT_BITS - level)) > 2 {
+    let mut level = bits;
+    while level > 0 && (span >> (bits - level)) > 2 {
         level -= 1;
     }
-    let shift = FLAT_BITS - level;
+    let shift = bits - level;
     let mut out = Vec::new();
     for cx in (x0 >> shift)..=(x1 >> shift) {
         for cy in (y0 >> shift)..=(y1 >> shift) {
-            let base = interleave(cx << shift, cy << shift);
+            let base = interleave(cx << shift, cy << shift, bits);
             let size = 1u64 << (2 * shift);
             out.push((base as i64, (base + size - 1) as i64));
         }

@@ -80,7 +80,8 @@ impl ElemMatcher {
                 _ => false,
             },
             ElemMatcher::Value(p) => pred_on_value(p, v),
-            ElemMatcher::Exact(x) => eq_matches(x, Some(v)),
+            ElemMatcher::Exact(x, None) => eq_matches(x, Some(v)),
+            ElemMatcher::Exact(x, Some(c)) => eq_matches(&c.transform(x), Some(&c.transform(v))),
         }
     }
 
@@ -95,7 +96,7 @@ impl ElemMatcher {
                 wrapped.insert("e", v.clone());
                 pred_on_path(&wrapped, "e", p, &mut None)
             }
-            ElemMatcher::Object(_) | ElemMatcher::Exact(_) => self.matches_value(v),
+            ElemMatcher::Object(_) | ElemMatcher::Exact(..) => self.matches_value(v),
         }
     }
 }

@@ -47,9 +47,29 @@ impl Node {
     fn is_leaf(&self) -> bool {
         !matches!(self, Node::Children(_))
     }
+
+    fn collate(self, c: &crate::collation::CollationRef) -> Node {
+        match self {
+            Node::Children(items) => {
+                Node::Children(items.into_iter().map(|(k, n)| (k, n.collate(c))).collect())
+            }
+            Node::ElemMatch(m) => Node::ElemMatch(Box::new(m.collate(c))),
+            Node::Computed(e) => Node::Computed(e.with_collation(c)),
+            n @ (Node::Include | Node::Exclude | Node::Slice(..) | Node::Positional) => n,
+        }
+    }
 }
 
 impl Projection {
+    /// The projection with its `$elemMatch` and computed fields comparing strings under
+    /// `collation` (`None`: simple, unchanged), as the operation's collation asks.
+    pub fn with_collation(mut self, collation: Option<&crate::collation::CollationRef>) -> Self {
+        if let Some(c) = collation {
+            self.root = self.root.into_iter().map(|(k, n)| (k, n.collate(c))).collect();
+        }
+        self
+    }
+
     /// Parses a projection document.
     pub fn parse(spec: &Document) -> Result<Projection> {
         let mut p = Projection {

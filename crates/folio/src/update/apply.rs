@@ -7,6 +7,7 @@ use super::parse::type_name;
 use super::resolve::resolve;
 use super::{OpKind, Operators, Push, PushSort, UpdateContext, UpdateSpec, id_first, identical};
 use crate::bail;
+use crate::collation::{Collation, transform_opt};
 use crate::doc::compare::{Number, bson_eq, cmp_bson};
 use crate::doc::fmt::value_string;
 use crate::doc::path::{array_index, child};
@@ -74,7 +75,7 @@ impl Operators {
         }
         for (op, parts) in &resolved {
             check_top_level_dollar(parts, &op.kind, ctx)?;
-            apply_op(doc, parts, &op.kind, ctx)?;
+            apply_op(doc, parts, &op.kind, ctx, self.collation.as_deref())?;
         }
         if let Some(id) = &original_id {
             match doc.get("_id") {
@@ -133,6 +134,7 @@ fn apply_op(
     parts: &[String],
     kind: &OpKind,
     ctx: &UpdateContext,
+    collation: Option<&Collation>,
 ) -> Result<()> {
     let field = parts.last().map(String::as_str).unwrap_or("");
     let path = parts.join(".");
@@ -195,7 +197,10 @@ fn apply_op(
             };
             let replace = match get_at(doc, parts) {
                 None => true,
-                Some(v) => cmp_bson(arg, v) == want,
+                // Under a collation, strings compare as their collation keys.
+                Some(v) => {
+                    cmp_bson(&transform_opt(collation, arg), &transform_opt(collation, v)) == want
+                }
             };
             if replace { set_at(doc, parts, arg.clone()) } else { Ok(()) }
         }
@@ -219,7 +224,7 @@ fn apply_op(
                     id_string(doc)
                 ),
             };
-            push(&mut items, p);
+            push(&mut items, p, collation);
             set_at(doc, parts, Bson::Array(items))
         }
         OpKind::AddToSet(values) => {
@@ -233,7 +238,8 @@ fn apply_op(
                 ),
             };
             for v in values {
-                if !items.iter().any(|x| bson_eq(x, v)) {
+                let k = transform_opt(collation, v);
+                if !items.iter().any(|x| bson_eq(&transform_opt(collation, x), &k)) {
                     items.push(v.clone());
                 }
             }
@@ -261,7 +267,13 @@ fn apply_op(
             set_at(doc, parts, Bson::Array(items))
         }
         OpKind::Pull(m) => retain(doc, parts, |e| !m.matches_pull(e)),
-        OpKind::PullAll(values) => retain(doc, parts, |e| !values.iter().any(|v| bson_eq(v, e))),
+        OpKind::PullAll(values) => {
+            let values: Vec<_> = values.iter().map(|v| transform_opt(collation, v)).collect();
+            retain(doc, parts, |e| {
+                let e = transform_opt(collation, e);
+                !values.iter().any(|v| bson_eq(v, &e))
+            })
+        }
         OpKind::Bit(ops) => {
             let mut cur = match get_at(doc, parts) {
                 None => Bson::Int32(0),
@@ -281,7 +293,7 @@ fn apply_op(
     }
 }
 
-fn push(items: &mut Vec<Bson>, p: &Push) {
+fn push(items: &mut Vec<Bson>, p: &Push, collation: Option<&Collation>) {
     let len = items.len() as i64;
     let at = match p.position {
         None => len,
@@ -294,7 +306,7 @@ fn push(items: &mut Vec<Bson>, p: &Push) {
     match &p.sort {
         None => {}
         Some(PushSort::Whole(asc)) => items.sort_by(|a, b| {
-            let o = cmp_bson(a, b);
+            let o = cmp_bson(&transform_opt(collation, a), &transform_opt(collation, b));
             if *asc { o } else { o.reverse() }
         }),
         Some(PushSort::Fields(spec)) => {

@@ -91,11 +91,61 @@ pub enum UpdateSpec {
     Pipeline(pipeline::Pipeline),
 }
 
+impl UpdateSpec {
+    /// The update comparing strings under `collation` (`None`: simple, unchanged), as MongoDB
+    /// compares them under a statement's collation: the expressions of an update pipeline, and
+    /// in an operator update `$min`, `$max`, `$addToSet`, `$pull`, `$pullAll`, `$push`'s `$sort`
+    /// and the `arrayFilters`.
+    pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> UpdateSpec {
+        match (self, collation) {
+            (UpdateSpec::Pipeline(p), Some(c)) => UpdateSpec::Pipeline(p.with_collation(c)),
+            (UpdateSpec::Operators(o), Some(c)) => UpdateSpec::Operators(o.with_collation(c)),
+            (spec, _) => spec,
+        }
+    }
+}
+
 /// The operations of an operator update, with their array filters.
 #[derive(Clone, Debug)]
 pub struct Operators {
     ops: Vec<Op>,
     array_filters: Vec<(String, Filter)>,
+    /// The statement's collation: `$min`, `$max`, `$addToSet`, `$pullAll` and `$push`'s whole-
+    /// element `$sort` compare strings under it (the matchers and sorts carry it themselves).
+    collation: Option<crate::collation::CollationRef>,
+}
+
+impl Operators {
+    fn with_collation(self, c: &crate::collation::CollationRef) -> Operators {
+        let ops = self
+            .ops
+            .into_iter()
+            .map(|op| Op {
+                path: op.path,
+                kind: match op.kind {
+                    OpKind::Pull(m) => OpKind::Pull(Box::new(m.collate(c))),
+                    OpKind::Push(Push { each, position, slice, sort }) => OpKind::Push(Push {
+                        each,
+                        position,
+                        slice,
+                        sort: sort.map(|s| match s {
+                            PushSort::Fields(spec) => {
+                                PushSort::Fields(spec.with_collation(Some(c)))
+                            }
+                            whole @ PushSort::Whole(_) => whole,
+                        }),
+                    }),
+                    other => other,
+                },
+            })
+            .collect();
+        let array_filters = self
+            .array_filters
+            .into_iter()
+            .map(|(name, f)| (name, f.with_collation(Some(c))))
+            .collect();
+        Operators { ops, array_filters, collation: Some(c.clone()) }
+    }
 }
 
 /// One operation on one (possibly positional) path.

@@ -53,7 +53,7 @@ impl UpdateSpec {
         let array_filters = parse_array_filters(array_filters.unwrap_or(&[]))?;
         check_identifiers(&ops, &array_filters, update)?;
         ops.sort_by(|a, b| cmp_paths(&a.path, &b.path));
-        Ok(UpdateSpec::Operators(Operators { ops, array_filters }))
+        Ok(UpdateSpec::Operators(Operators { ops, array_filters, collation: None }))
     }
 }
 

@@ -147,6 +147,22 @@ fn flatten_set(spec: &Document, prefix: &str, out: &mut Vec<(String, Expr)>) -> 
 }
 
 impl Pipeline {
+    /// The pipeline with its expressions comparing strings under `c`.
+    pub(super) fn with_collation(self, c: &crate::collation::CollationRef) -> Pipeline {
+        let stages = self
+            .stages
+            .into_iter()
+            .map(|st| match st {
+                Stage::Set(fields) => {
+                    Stage::Set(fields.into_iter().map(|(k, e)| (k, e.with_collation(c))).collect())
+                }
+                Stage::Project(p) => Stage::Project(p.with_collation(Some(c))),
+                Stage::ReplaceWith(e) => Stage::ReplaceWith(e.with_collation(c)),
+            })
+            .collect();
+        Pipeline { stages }
+    }
+
     /// Runs the stages on `doc`; returns whether it changed.
     pub(super) fn apply(&self, doc: &mut Document) -> Result<bool> {
         let before = doc.clone();

@@ -3,9 +3,12 @@
 //! argument. `$group` and the window functions share their arithmetic ([`std_dev`],
 //! [`super::average`], [`super::add_numbers`]).
 
+use std::cmp::Ordering;
+
 use bson::Bson;
 
-use super::{MANY, Operator, add_numbers, average, is_number, op, spread};
+use super::{Collated, MANY, Operator, add_numbers, average, is_number, op, spread};
+use crate::collation::Collation;
 use crate::doc::compare::{Number, cmp_bson};
 
 use crate::expr::Value;
@@ -20,8 +23,10 @@ pub(super) const OPS: &[Operator] = &[
         }
         Ok(Some(average(&sum(&nums), nums.len())))
     }),
-    op("$min", 0, MANY, |v| Ok(min_max(v, false))),
-    op("$max", 0, MANY, |v| Ok(min_max(v, true))),
+    op("$min", 0, MANY, |v| Ok(min_max(v, false, None)))
+        .collated(Collated::Own(|v, c| Ok(min_max(v, false, Some(c))))),
+    op("$max", 0, MANY, |v| Ok(min_max(v, true, None)))
+        .collated(Collated::Own(|v, c| Ok(min_max(v, true, Some(c))))),
     op("$stdDevPop", 0, MANY, |v| Ok(Some(std_dev(&floats(v), false)))),
     op("$stdDevSamp", 0, MANY, |v| Ok(Some(std_dev(&floats(v), true)))),
 ];
@@ -40,11 +45,29 @@ fn sum(nums: &[Bson]) -> Bson {
     nums.iter().fold(Bson::Int32(0), |a, v| add_numbers(&a, v))
 }
 
-/// The smallest (or, with `max`, the largest) non-null operand; null when there is none.
-fn min_max(vals: Vec<Value>, max: bool) -> Value {
-    let items = spread(vals).into_iter().filter(|v| !matches!(v, Bson::Null | Bson::Undefined));
-    let r = if max { items.max_by(cmp_bson) } else { items.min_by(cmp_bson) };
-    Some(r.unwrap_or(Bson::Null))
+/// The smallest (or, with `max`, the largest) non-null operand, strings compared under `c`;
+/// null when there is none. Of operands that compare equal the first is kept, as in MongoDB.
+fn min_max(vals: Vec<Value>, max: bool, c: Option<&Collation>) -> Value {
+    let wanted = if max { Ordering::Greater } else { Ordering::Less };
+    let mut best: Option<(Option<Bson>, Bson)> = None;
+    for v in spread(vals) {
+        if matches!(v, Bson::Null | Bson::Undefined) {
+            continue;
+        }
+        // Under a collation, what the value compares as.
+        let key = c.map(|c| crate::collation::transform_opt(Some(c), &v).into_owned());
+        let better = match &best {
+            None => true,
+            Some((k, b)) => match (&key, k) {
+                (Some(x), Some(y)) => cmp_bson(x, y) == wanted,
+                _ => cmp_bson(&v, b) == wanted,
+            },
+        };
+        if better {
+            best = Some((key, v));
+        }
+    }
+    Some(best.map_or(Bson::Null, |(_, v)| v))
 }
 
 /// The standard deviation of `xs` (null when undefined: no values, or one for a sample).

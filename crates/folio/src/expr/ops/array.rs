@@ -6,12 +6,15 @@
 //! operation is refused before it exists. Set operators treat arrays as sets under MongoDB's
 //! value equality and keep the first occurrence of each value.
 
+use std::borrow::Cow;
+
 use bson::Bson;
 
 use super::{
-    Args, MANY, NamedOperator, Operator, array_arg, as_int, b, fixed, get, is_nullish, named, null,
-    op,
+    Args, Collated, MANY, NamedOperator, Operator, array_arg, as_int, b, fixed, get, is_nullish,
+    named, null, op,
 };
+use crate::collation::{Collation, CollationRef};
 use crate::doc::compare::{Number, bson_eq, cmp_bson};
 use crate::doc::fmt::value_string;
 use crate::doc::sort::SortSpec;
@@ -52,7 +55,8 @@ pub(super) const OPS: &[Operator] = &[
                 format!("$in requires an array as a second argument, found: {}", value_type(other)),
             )),
         }
-    }),
+    })
+    .collated(Collated::Keys),
     op("$concatArrays", 0, MANY, concat_arrays),
     op("$slice", 2, 3, slice),
     op("$first", 1, 1, |v| first_last("$first", v, <[Bson]>::first)),
@@ -73,33 +77,32 @@ pub(super) const OPS: &[Operator] = &[
             None => null(),
         }
     }),
-    op("$indexOfArray", 2, 4, index_of_array),
+    op("$indexOfArray", 2, 4, index_of_array).collated(Collated::Keys),
     op("$range", 2, 3, range),
-    op("$setUnion", 0, MANY, |v| set_fold("$setUnion", 17043, v, true)),
-    op("$setIntersection", 0, MANY, |v| set_fold("$setIntersection", 17047, v, false)),
-    op("$setDifference", 2, 2, |v| {
-        let [x, y] = fixed(v);
-        let (Some(a), Some(c)) =
-            (set_of("$setDifference", &x, 17048)?, set_of("$setDifference", &y, 17049)?)
-        else {
-            return null();
-        };
-        Ok(Some(Bson::Array(a.into_iter().filter(|x| !contains(&c, x)).collect())))
-    }),
+    op("$setUnion", 0, MANY, |v| set_fold("$setUnion", 17043, v, true, None))
+        .collated(Collated::Own(|v, c| set_fold("$setUnion", 17043, v, true, Some(c.as_ref())))),
+    op("$setIntersection", 0, MANY, |v| set_fold("$setIntersection", 17047, v, false, None))
+        .collated(Collated::Own(|v, c| {
+            set_fold("$setIntersection", 17047, v, false, Some(c.as_ref()))
+        })),
+    op("$setDifference", 2, 2, |v| set_difference(v, None))
+        .collated(Collated::Own(|v, c| set_difference(v, Some(c.as_ref())))),
     op("$setIsSubset", 2, 2, |v| {
         let [x, y] = fixed(v);
-        let a = set_of("$setIsSubset", &x, 17046)?.unwrap_or_default();
-        let c = set_of("$setIsSubset", &y, 17042)?.unwrap_or_default();
+        let a = set_of("$setIsSubset", &x, 17046, None)?.unwrap_or_default();
+        let c = set_of("$setIsSubset", &y, 17042, None)?.unwrap_or_default();
         b(a.iter().all(|x| contains(&c, x)))
-    }),
+    })
+    .collated(Collated::Keys),
     op("$setEquals", 2, MANY, |v| {
         let mut sets = Vec::with_capacity(v.len());
         for x in &v {
-            sets.push(set_of("$setEquals", x, 17044)?.unwrap_or_default());
+            sets.push(set_of("$setEquals", x, 17044, None)?.unwrap_or_default());
         }
         let Some(first) = sets.first() else { return b(true) };
         b(sets.iter().all(|s| s.len() == first.len() && s.iter().all(|x| contains(first, x))))
-    }),
+    })
+    .collated(Collated::Keys),
     op("$anyElementTrue", 1, 1, |v| elements_true("$anyElementTrue", v, true)),
     op("$allElementsTrue", 1, 1, |v| elements_true("$allElementsTrue", v, false)),
 ];
@@ -107,7 +110,10 @@ pub(super) const OPS: &[Operator] = &[
 /// The array operators with named arguments, with their argument names and the location
 /// codes of a malformed argument object.
 pub(super) const NAMED: &[NamedOperator] = &[
-    named("$sortArray", &["input", "sortBy"], &[], [2942500, 2942501, 2942502], sort_array),
+    named("$sortArray", &["input", "sortBy"], &[], [2942500, 2942501, 2942502], |a| {
+        sort_array(a, None)
+    })
+    .collated(|a, c| sort_array(a, Some(c))),
     named("$zip", &["inputs"], &["useLongestLength", "defaults"], [34460, 34464, 34461], zip),
 ];
 
@@ -200,11 +206,17 @@ fn range(vals: Vec<Value>) -> Result<Value> {
     Ok(Some(Bson::Array(out)))
 }
 
-/// `$setUnion` (`union`) or `$setIntersection` of every argument.
-fn set_fold(op: &str, code: i32, vals: Vec<Value>, union: bool) -> Result<Value> {
-    let mut acc: Option<Vec<Bson>> = None;
+/// `$setUnion` (`union`) or `$setIntersection` of every argument, comparing under `c`.
+fn set_fold(
+    op: &str,
+    code: i32,
+    vals: Vec<Value>,
+    union: bool,
+    c: Option<&Collation>,
+) -> Result<Value> {
+    let mut acc: Option<Vec<Member>> = None;
     for v in &vals {
-        let Some(s) = set_of(op, v, code)? else {
+        let Some(s) = set_of(op, v, code, c)? else {
             return null();
         };
         acc = Some(match acc {
@@ -220,7 +232,20 @@ fn set_fold(op: &str, code: i32, vals: Vec<Value>, union: bool) -> Result<Value>
             Some(a) => a.into_iter().filter(|x| contains(&s, x)).collect(),
         });
     }
-    Ok(Some(Bson::Array(acc.unwrap_or_default())))
+    Ok(Some(Bson::Array(acc.unwrap_or_default().into_iter().map(|m| m.value.clone()).collect())))
+}
+
+/// `$setDifference`, comparing under `c`.
+fn set_difference(vals: Vec<Value>, c: Option<&Collation>) -> Result<Value> {
+    let [x, y] = fixed(vals);
+    let (Some(a), Some(other)) =
+        (set_of("$setDifference", &x, 17048, c)?, set_of("$setDifference", &y, 17049, c)?)
+    else {
+        return null();
+    };
+    Ok(Some(Bson::Array(
+        a.into_iter().filter(|x| !contains(&other, x)).map(|m| m.value.clone()).collect(),
+    )))
 }
 
 /// `$anyElementTrue` (`any`) or `$allElementsTrue`.
@@ -238,7 +263,9 @@ fn elements_true(op: &str, vals: Vec<Value>, any: bool) -> Result<Value> {
     }
 }
 
-fn sort_array(args: &Args) -> Result<Value> {
+/// `$sortArray`, comparing strings under `c`.
+fn sort_array(args: &Args, collation: Option<&CollationRef>) -> Result<Value> {
+    let c = collation.map(|c| c.as_ref());
     let input = get(args, "input");
     let Some(items) = array_arg(&input, |t| {
         loc(
@@ -250,16 +277,19 @@ fn sort_array(args: &Args) -> Result<Value> {
         return null();
     };
     let mut items = items.clone();
+    let cmp = |x: &Bson, y: &Bson| {
+        cmp_bson(&crate::collation::transform_opt(c, x), &crate::collation::transform_opt(c, y))
+    };
     match get(args, "sortBy") {
         Some(Bson::Document(spec)) => {
-            let s = SortSpec::parse(&spec)?;
+            let s = SortSpec::parse(&spec)?.with_collation(collation);
             items.sort_by(|x, y| match (x, y) {
-                (Bson::Document(a), Bson::Document(c)) => s.compare(a, c),
-                _ => cmp_bson(x, y),
+                (Bson::Document(a), Bson::Document(d)) => s.compare(a, d),
+                _ => cmp(x, y),
             });
         }
-        Some(n) if as_int(&n) == Some(-1) => items.sort_by(|x, y| cmp_bson(y, x)),
-        Some(_) => items.sort_by(cmp_bson),
+        Some(n) if as_int(&n) == Some(-1) => items.sort_by(|x, y| cmp(y, x)),
+        Some(_) => items.sort_by(cmp),
         None => {}
     }
     Ok(Some(Bson::Array(items)))
@@ -399,14 +429,29 @@ fn first_last(op: &str, vals: Vec<Value>, pick: fn(&[Bson]) -> Option<&Bson>) ->
     Ok(pick(items).cloned())
 }
 
-fn set_of(op: &str, v: &Value, code: i32) -> Result<Option<Vec<Bson>>> {
+/// An element of a set operand: the value, and what it compares as (its collation key under
+/// a collation, else the value itself).
+struct Member<'a> {
+    key: Cow<'a, Bson>,
+    value: &'a Bson,
+}
+
+/// A set operand's distinct elements in order of first occurrence (`None` for null or
+/// missing), equal as `c` compares them.
+fn set_of<'a>(
+    op: &str,
+    v: &'a Value,
+    code: i32,
+    c: Option<&Collation>,
+) -> Result<Option<Vec<Member<'a>>>> {
     match v {
         None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
         Some(Bson::Array(items)) => {
-            let mut out: Vec<Bson> = Vec::new();
+            let mut out: Vec<Member> = Vec::new();
             for x in items {
-                if !out.iter().any(|y| bson_eq(x, y)) {
-                    out.push(x.clone());
+                let m = Member { key: crate::collation::transform_opt(c, x), value: x };
+                if !contains(&out, &m) {
+                    out.push(m);
                 }
             }
             Ok(Some(out))
@@ -421,6 +466,6 @@ fn set_of(op: &str, v: &Value, code: i32) -> Result<Option<Vec<Bson>>> {
     }
 }
 
-fn contains(set: &[Bson], x: &Bson) -> bool {
-    set.iter().any(|y| bson_eq(x, y))
+fn contains(set: &[Member], x: &Member) -> bool {
+    set.iter().any(|y| bson_eq(&x.key, &y.key))
 }

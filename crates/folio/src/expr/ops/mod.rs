@@ -21,6 +21,7 @@
 use bson::Bson;
 
 use super::{Value, type_name};
+use crate::collation::{Collation, CollationRef};
 use crate::doc::compare::Number;
 use crate::error::{Error, Result};
 
@@ -49,6 +50,38 @@ pub struct Operator {
     pub max: usize,
     /// Evaluates the operator on its evaluated arguments (as many as the arity allows).
     pub eval: fn(Vec<Value>) -> Result<Value>,
+    /// What a collation changes in it.
+    pub collated: Collated,
+}
+
+/// What a collation changes in an operator: MongoDB compares strings under the operation's
+/// collation wherever an operator compares values (`$eq`, `$in`, the set operators, `$max`,
+/// ...), and nowhere else (`$strcasecmp`, `$indexOfBytes` and `$regexMatch` compare bytes).
+#[derive(Clone, Copy, Debug)]
+pub enum Collated {
+    /// Nothing: the operator compares no values.
+    No,
+    /// Its result depends on its arguments only through comparisons (a boolean, an order, a
+    /// position), so it is evaluated on the arguments with their strings replaced by
+    /// collation keys.
+    Keys,
+    /// It returns some of its arguments (`$setUnion`, `$max`): its own implementation compares
+    /// keys and returns the originals.
+    Own(fn(Vec<Value>, &CollationRef) -> Result<Value>),
+}
+
+impl Operator {
+    /// The same entry, with what a collation changes in it.
+    pub(crate) const fn collated(self, collated: Collated) -> Operator {
+        Operator { collated, ..self }
+    }
+}
+
+/// The arguments with their strings (at any depth) replaced by collation keys.
+pub(crate) fn keyed(vals: Vec<Value>, c: &Collation) -> Vec<Value> {
+    vals.into_iter()
+        .map(|v| v.map(|x| if crate::collation::has_strings(&x) { c.transform(&x) } else { x }))
+        .collect()
 }
 
 /// The table entry of an operator with positional arguments.
@@ -58,7 +91,7 @@ pub(crate) const fn op(
     max: usize,
     eval: fn(Vec<Value>) -> Result<Value>,
 ) -> Operator {
-    Operator { name, min, max, eval }
+    Operator { name, min, max, eval, collated: Collated::No }
 }
 
 /// An operator whose arguments are an object, with its argument names and implementation.
@@ -75,6 +108,18 @@ pub struct NamedOperator {
     pub codes: [i32; 3],
     /// Evaluates the operator on its evaluated arguments, by name.
     pub eval: fn(&Args) -> Result<Value>,
+    /// Evaluates it under a collation, for the operators that compare values (`$sortArray`).
+    pub collated: Option<fn(&Args, &CollationRef) -> Result<Value>>,
+}
+
+impl NamedOperator {
+    /// The same entry, evaluated by `f` under a collation.
+    pub(crate) const fn collated(
+        self,
+        f: fn(&Args, &CollationRef) -> Result<Value>,
+    ) -> NamedOperator {
+        NamedOperator { collated: Some(f), ..self }
+    }
 }
 
 /// The evaluated arguments of a [`NamedOperator`], in the order they were written.
@@ -88,7 +133,7 @@ pub(crate) const fn named(
     codes: [i32; 3],
     eval: fn(&Args) -> Result<Value>,
 ) -> NamedOperator {
-    NamedOperator { name, required, optional, codes, eval }
+    NamedOperator { name, required, optional, codes, eval, collated: None }
 }
 
 /// Every family's operators with positional arguments.

@@ -45,6 +45,7 @@ pub(super) const OPS: &[Operator] = &[
         Ok(Some(Bson::Int32(x.cmp(&y) as i32)))
     }),
     op("$indexOfCP", 2, 4, index_of_cp),
+    op("$indexOfBytes", 2, 4, index_of_bytes),
 ];
 
 /// The string operators with named arguments, with their argument names and the location
@@ -119,25 +120,92 @@ fn str_len(op: &str, code: i32, vals: Vec<Value>, len: fn(&str) -> usize) -> Res
     }
 }
 
-fn index_of_cp(vals: Vec<Value>) -> Result<Value> {
-    let [s, sub, start, end] = fixed(vals);
-    let Some(s) = string_arg("$indexOfCP", 40093, &s)? else { return null() };
-    let Some(sub) = string_arg("$indexOfCP", 40094, &sub)? else {
-        return Err(loc(40094, "$indexOfCP requires a string as the second argument, found: null"));
-    };
-    let chars: Vec<char> = s.chars().collect();
-    let subc: Vec<char> = sub.chars().collect();
-    let start = start.as_ref().and_then(as_int).unwrap_or(0).max(0) as usize;
-    let end =
-        end.as_ref().and_then(as_int).map_or(chars.len(), |e| (e.max(0) as usize).min(chars.len()));
-    let mut i = start;
-    while i + subc.len() <= end {
-        if chars[i..i + subc.len()] == subc[..] {
-            return Ok(Some(Bson::Int32(i as i32)));
+/// The string and token of `$indexOfBytes` and `$indexOfCP`, with MongoDB's checks (a null or
+/// missing string gives `None`, the operator's null).
+fn search_args(
+    op: &str,
+    codes: [i32; 2],
+    s: Value,
+    token: Value,
+) -> Result<Option<(String, String)>> {
+    let s = match s {
+        None | Some(Bson::Null) | Some(Bson::Undefined) => return Ok(None),
+        Some(Bson::String(s)) => s,
+        other => {
+            return Err(loc(
+                codes[0],
+                format!(
+                    "{op} requires a string as the first argument, found: {}",
+                    value_type(&other)
+                ),
+            ));
         }
-        i += 1;
+    };
+    match token {
+        Some(Bson::String(t)) => Ok(Some((s, t))),
+        other => Err(loc(
+            codes[1],
+            format!("{op} requires a string as the second argument, found: {}", value_type(&other)),
+        )),
     }
-    Ok(Some(Bson::Int32(-1)))
+}
+
+/// A starting or ending index of `$indexOfBytes` and `$indexOfCP`: a non-negative number
+/// representable as a 32-bit integer (40096, 40097, with MongoDB's messages).
+fn search_index(op: &str, what: &str, v: &Value) -> Result<usize> {
+    let shown = v.as_ref().map_or("MISSING".to_string(), value_string);
+    let n = v.as_ref().and_then(as_int).and_then(|n| i32::try_from(n).ok());
+    let Some(n) = n else {
+        return Err(loc(
+            40096,
+            format!(
+                "{op}requires an integral {what}, found a value of type: {}, with value: {shown}",
+                value_type(v)
+            ),
+        ));
+    };
+    usize::try_from(n)
+        .map_err(|_| loc(40097, format!("{op} requires a nonnegative {what}, found: {shown}")))
+}
+
+/// `$indexOfBytes`: the byte offset of the token's first occurrence that lies wholly within
+/// `[start, end)`, or -1.
+fn index_of_bytes(vals: Vec<Value>) -> Result<Value> {
+    let n = vals.len();
+    let [s, token, start, end] = fixed(vals);
+    let op = "$indexOfBytes";
+    let Some((s, token)) = search_args(op, [40091, 40092], s, token)? else { return null() };
+    let start = if n > 2 { search_index(op, "starting index", &start)? } else { 0 };
+    let end = if n > 3 { search_index(op, "ending index", &end)?.min(s.len()) } else { s.len() };
+    if start > s.len() || end < start {
+        return Ok(Some(Bson::Int32(-1)));
+    }
+    let hay = &s.as_bytes()[..end];
+    let found = (start..=hay.len().saturating_sub(token.len()))
+        .find(|&i| hay.get(i..i + token.len()) == Some(token.as_bytes()));
+    Ok(Some(Bson::Int32(found.map_or(-1, |i| i as i32))))
+}
+
+/// `$indexOfCP`: the code-point index of the token's first occurrence starting in
+/// `[start, end)` (the token may run past `end`, as in MongoDB), or -1.
+fn index_of_cp(vals: Vec<Value>) -> Result<Value> {
+    let n = vals.len();
+    let [s, token, start, end] = fixed(vals);
+    let op = "$indexOfCP";
+    let Some((s, token)) = search_args(op, [40093, 40094], s, token)? else { return null() };
+    let start = if n > 2 { search_index(op, "starting index", &start)? } else { 0 };
+    // The byte offset of every code point, then the string's end.
+    let offsets: Vec<usize> = s.char_indices().map(|(i, _)| i).chain([s.len()]).collect();
+    let length = offsets.len() - 1;
+    let end = if n > 3 { search_index(op, "ending index", &end)?.min(length) } else { length };
+    if end < start {
+        return Ok(Some(Bson::Int32(-1)));
+    }
+    if start == 0 && s.is_empty() && token.is_empty() {
+        return Ok(Some(Bson::Int32(0)));
+    }
+    let found = (start..end).find(|&cp| s.as_bytes()[offsets[cp]..].starts_with(token.as_bytes()));
+    Ok(Some(Bson::Int32(found.map_or(-1, |i| i as i32))))
 }
 
 fn trim(op: &str, args: &Args, side: Side) -> Result<Value> {
