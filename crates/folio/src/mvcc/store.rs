@@ -241,6 +241,9 @@ struct Shared {
     /// Signalled when a [`TxnStore::when_durable`] callback waits and no sync round runs: wakes
     /// the sync thread.
     sync_wanted: Condvar,
+    /// Signalled when a sync round ends: wakes the commits waiting for durability (and only
+    /// them: `changed` is signalled by every commit round, which would wake them for nothing).
+    synced: Condvar,
     /// Whether the engine defers durability to [`Engine::sync`] ([`Engine::defers_sync`]);
     /// otherwise every commit is durable once written and nobody syncs.
     defers: bool,
@@ -304,6 +307,7 @@ impl Mvcc {
             state: Mutex::new(state),
             changed: Condvar::new(),
             sync_wanted: Condvar::new(),
+            synced: Condvar::new(),
             defers,
             commits: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
@@ -670,7 +674,7 @@ impl Shared {
                 return Ok(());
             }
             if st.syncing {
-                self.changed.wait(st);
+                self.synced.wait(st);
             } else {
                 self.sync_round(st)?;
             }
@@ -701,6 +705,8 @@ impl Shared {
             // Registered during this round: the sync thread leads the next one.
             self.sync_wanted.notify_one();
         }
+        self.synced.notify_all();
+        // Change-stream readers wait on `changed` for the majority commit point to move.
         self.changed.notify_all();
         if !ready.is_empty() {
             MutexGuard::unlocked(st, || {

@@ -67,8 +67,6 @@ pub struct Wal {
     written: u64,
     /// Records appended but not written to the file yet (see "Buffering").
     buffer: Vec<u8>,
-    /// Records appended since the log was last emptied.
-    records: u64,
 }
 
 /// The error of a failed log operation.
@@ -109,10 +107,9 @@ impl Wal {
             file.set_len(valid as u64).map_err(|e| io_error("truncate", &path, e))?;
             file.sync_all().map_err(|e| io_error("sync", &path, e))?;
         }
-        let records = batches.len() as u64;
         let sync_file = Arc::new(file.try_clone().map_err(|e| io_error("open", &path, e))?);
         let len = valid as u64;
-        let wal = Wal { file, sync_file, path, len, written: len, buffer: Vec::new(), records };
+        let wal = Wal { file, sync_file, path, len, written: len, buffer: Vec::new() };
         Ok((wal, batches))
     }
 
@@ -148,7 +145,6 @@ impl Wal {
             }
         }
         self.len += record.len() as u64;
-        self.records += 1;
         Ok(())
     }
 
@@ -193,7 +189,6 @@ impl Wal {
         self.file.sync_data().map_err(|e| io_error("sync", &self.path, e))?;
         self.len = 0;
         self.written = 0;
-        self.records = 0;
         Ok(())
     }
 
@@ -206,11 +201,6 @@ impl Wal {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    /// Records appended since the log was last emptied.
-    pub fn records(&self) -> u64 {
-        self.records
     }
 }
 
@@ -323,7 +313,6 @@ mod tests {
             for n in 1..=3 {
                 wal.append(&batch(n)).unwrap();
             }
-            assert_eq!(wal.records(), 3);
         }
         let (wal, batches) = Wal::open(&path).unwrap();
         assert_eq!(batches, vec![batch(1), batch(2), batch(3)]);
@@ -381,7 +370,6 @@ mod tests {
         wal.append_unsynced(&batch(2)).unwrap();
         // Buffered: the file does not have them yet, the log's length does.
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-        assert_eq!(wal.records(), 2);
         let (file, _) = wal.syncer().unwrap();
         file.sync_data().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), wal.len());
