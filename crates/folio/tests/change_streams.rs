@@ -252,6 +252,36 @@ fn transaction_events_share_cluster_time_and_txn_number() {
     }
 }
 
+/// The statements of one write command outside a transaction commit together: their events
+/// share a cluster time, carry no transaction fields, and keep their order and distinct resume
+/// tokens (a deliberate difference: MongoDB gives each statement its own time).
+#[test]
+fn statements_of_one_command_share_a_cluster_time_without_transaction_fields() {
+    let svc = service();
+    let mut conn = svc.connect("t");
+    ok(&run(&svc, &mut conn, doc! { "create": "c" }));
+    let (id, _, _) = watch(&svc, &mut conn, "test", "c".into(), doc! {}, vec![]);
+    ok(&run(
+        &svc,
+        &mut conn,
+        doc! { "insert": "c", "documents": [{ "_id": 1 }, { "_id": 2 }, { "_id": 3 }] },
+    ));
+    let (_, events, _) = more(&svc, &mut conn, "test", "c", id, 1000);
+    assert_eq!(types(&events), ["insert", "insert", "insert"]);
+    let ids: Vec<_> = events
+        .iter()
+        .map(|e| e.get_document("documentKey").unwrap().get_i32("_id").unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert!(events.iter().all(|e| e.get("clusterTime") == events[0].get("clusterTime")));
+    assert!(events.iter().all(|e| !e.contains_key("txnNumber") && !e.contains_key("lsid")));
+    let tokens: Vec<_> = events
+        .iter()
+        .map(|e| e.get_document("_id").unwrap().get_str("_data").unwrap().to_string())
+        .collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+}
+
 #[test]
 fn get_more_waits_for_a_commit_without_polling_and_times_out_empty() {
     let svc = Arc::new(service());

@@ -287,7 +287,7 @@ impl RedbEngine {
 
     /// Logs a batch in the write-ahead log (synced, unsynced, or not at all for a write that
     /// asked for no durability) and makes it pending; flushes the pending writes first when
-    /// they are many, and checkpoints when the log is long.
+    /// they are many, and checkpoints after many flushes or when the log is long.
     fn log_and_stage(&self, batch: WriteBatch, log: Option<bool>) -> Result<()> {
         let mut wal = self.wal.lock();
         let full = {

@@ -11,7 +11,7 @@
 //! # How
 //!
 //! [`super::RedbEngine`] appends a synced batch here and syncs the log; then it applies the batch
-//! to redb as a *non-durable* commit (no sync). Every so often (a number of batches or a log size)
+//! to redb as a *non-durable* commit (no sync). Every so often (a number of flushes or a log size)
 //! it *checkpoints*: one durable redb commit, which makes all earlier commits durable, then the log
 //! is emptied. After a crash redb comes back at its last durable commit, or later if some
 //! non-durable commits happened to reach the disk; replaying every record of the log in order on
