@@ -111,27 +111,25 @@ impl Granularity {
 
     /// The smallest series value strictly above `v` (zero stays zero).
     pub fn round_up(&self, v: &Bson) -> Result<Bson> {
-        let n = self.check(v)?;
-        if n.to_f64() == 0.0 || n.to_f64().is_infinite() {
-            return Ok(v.clone());
-        }
-        match (self.series, n) {
-            (Some(series), Number::Decimal(..)) => Ok(decimal_round_up(series, n)),
-            (Some(series), n) => Ok(Bson::Double(double_round_up(series, n.to_f64()))),
-            (None, n) => Ok(power_of_two(n, true)),
-        }
+        self.round(v, true)
     }
 
     /// The largest series value strictly below `v` (zero stays zero).
     pub fn round_down(&self, v: &Bson) -> Result<Bson> {
+        self.round(v, false)
+    }
+
+    fn round(&self, v: &Bson, up: bool) -> Result<Bson> {
         let n = self.check(v)?;
         if n.to_f64() == 0.0 || n.to_f64().is_infinite() {
             return Ok(v.clone());
         }
         match (self.series, n) {
+            (Some(series), Number::Decimal(..)) if up => Ok(decimal_round_up(series, n)),
             (Some(series), Number::Decimal(..)) => Ok(decimal_round_down(series, n)),
+            (Some(series), n) if up => Ok(Bson::Double(double_round_up(series, n.to_f64()))),
             (Some(series), n) => Ok(Bson::Double(double_round_down(series, n.to_f64()))),
-            (None, n) => Ok(power_of_two(n, false)),
+            (None, n) => Ok(power_of_two(n, up)),
         }
     }
 

@@ -208,34 +208,7 @@ fn write_value(out: &mut String, v: &Bson, style: Style) {
 /// A double as C++ streams print it (`%g`: six significant digits, exponent notation outside
 /// 1e-4 to 1e6), the form of MongoDB's messages that stream a double (`3e+09`, `-180`, `0.5`).
 pub fn cpp_double(x: f64) -> String {
-    if !x.is_finite() {
-        return if x.is_nan() {
-            "nan".to_string()
-        } else if x > 0.0 {
-            "inf".to_string()
-        } else {
-            "-inf".to_string()
-        };
-    }
-    if x == 0.0 {
-        return if x.is_sign_negative() { "-0" } else { "0" }.to_string();
-    }
-    let sci = format!("{x:.5e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let trim = |s: &str| -> String {
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    if !(-4..6).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{}e{sign}{:02}", trim(mantissa), exp.unsigned_abs())
-    } else {
-        trim(&format!("{x:.*}", (5 - exp) as usize))
-    }
+    format_g(x, 6)
 }
 
 #[cfg(test)]
