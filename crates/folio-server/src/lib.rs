@@ -547,7 +547,8 @@ impl ConnectionTask {
         let name = cmd.keys().next().cloned().unwrap_or_default();
         let mut moved = conn.clone();
         let mut cmd = cmd;
-        if !service.never_waits_on_others(&cmd) && service.may_try_on_event_loop(&cmd) {
+        let never_waits = service.never_waits_on_others(&cmd);
+        if !never_waits && service.may_try_on_event_loop(&cmd) {
             // A single write usually waits only for its sync: it runs here, and the task awaits
             // the sync without holding a thread. If it would wait for another transaction, it
             // stops before committing anything and goes to the blocking pool below.
@@ -562,7 +563,7 @@ impl ConnectionTask {
                 }
             }
         }
-        let joined = if service.never_waits_on_others(&cmd) {
+        let joined = if never_waits {
             // Reads never wait on storage sync or other transactions: running them here saves
             // handing them to the blocking pool and back.
             let reply = service.dispatch(&mut moved, cmd);

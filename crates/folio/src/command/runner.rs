@@ -675,11 +675,12 @@ impl<'a> Runner<'a> {
                 }
             }
         } else if self.op.read_concern_level() == Some("majority")
-            && self.svc.store.majority_committed() < self.svc.store.last_committed()
+            && let majority = self.svc.store.majority_committed()
+            && majority < self.svc.store.last_committed()
         {
             // As of the majority commit point: never a commit that a crash could take back
             // (commits are visible before they are durable; see `crate::mvcc`).
-            self.svc.store.begin_read_only_at(self.svc.store.majority_committed())?
+            self.svc.store.begin_read_only_at(majority)?
         } else {
             self.svc.store.begin()?
         };
@@ -824,12 +825,10 @@ impl<'a> Runner<'a> {
                             // now: a new snapshot includes that commit, so retry at once. Back
                             // off only when others keep winning the race for the key.
                             quick_retries += 1;
-                            if quick_retries > 2
-                                && let Some(e) = self.must_not_wait("repeated write conflicts")
-                            {
-                                return Err(e);
-                            }
                             if quick_retries > 2 {
+                                if let Some(e) = self.must_not_wait("repeated write conflicts") {
+                                    return Err(e);
+                                }
                                 std::thread::sleep(backoff);
                                 backoff = (backoff * 2).min(Duration::from_millis(2));
                             }

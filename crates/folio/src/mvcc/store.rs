@@ -49,8 +49,8 @@
 //! sync, and a later durable commit that read it is synced after it (the log is sequential).
 //! What must never be taken back reads only up to `durable`, the *majority commit point*
 //! ([`TxnStore::majority_committed`]; on one node MongoDB's majority means journaled):
-//! `readConcern: majority` and the change log's readers. The background thread syncs commits
-//! that nobody waits for (deferred ones) within a tick, so that point never lags far.
+//! `readConcern: majority` and the change log's readers. The background thread asks for a sync of
+//! commits nobody waits for (deferred ones) within a tick, so that point never lags far.
 //! [`TxnStore::when_durable`] waits the same way without blocking: its callback runs once a round
 //! covers the timestamp, led by a waiter or by the *sync thread*, which leads rounds for
 //! callbacks nobody else is syncing for.
@@ -415,12 +415,9 @@ fn spawn_gc(shared: &Arc<Shared>, every: Duration) -> Result<GcThread> {
             // majority commit point never lags far behind.
             {
                 let mut st = shared.state.lock();
-                if shared.defers
-                    && st.durable < st.last_visible
-                    && !st.syncing
-                    && let Err(e) = shared.sync_round(&mut st)
-                {
-                    tracing::warn!("syncing the storage engine failed: {e}");
+                if shared.defers && st.durable < st.last_visible && st.durable_waiters.is_empty() {
+                    let visible = st.last_visible;
+                    shared.request_sync(&mut st, visible, Box::new(|_| {}));
                 }
             }
             if let Err(e) = shared.trim_log() {
@@ -678,6 +675,15 @@ impl Shared {
             } else {
                 self.sync_round(st)?;
             }
+        }
+    }
+
+    /// Registers `done` to run once a sync round covers `ts`, and wakes the sync thread unless
+    /// a round is running (its end wakes the thread again for what it did not cover).
+    fn request_sync(&self, st: &mut MutexGuard<'_, State>, ts: Ts, done: DurableCallback) {
+        st.durable_waiters.push((ts, done));
+        if !st.syncing {
+            self.sync_wanted.notify_one();
         }
     }
 
@@ -952,10 +958,7 @@ impl TxnStore for Mvcc {
             drop(st);
             return done(Ok(()));
         }
-        st.durable_waiters.push((ts, done));
-        if !st.syncing {
-            self.shared.sync_wanted.notify_one();
-        }
+        self.shared.request_sync(&mut st, ts, done);
     }
 
     fn read_log(&self, after: Ts, limit: usize) -> Result<Vec<(Ts, Vec<u8>)>> {
@@ -1003,10 +1006,9 @@ impl TxnStore for Mvcc {
         while shared.majority_point(&st) <= after {
             // A commit nobody waits to sync (a deferred one) must not hold readers back: ask the
             // sync thread for a round.
-            if st.last_visible > after && !st.syncing && st.durable_waiters.is_empty() {
+            if st.last_visible > after && st.durable_waiters.is_empty() {
                 let visible = st.last_visible;
-                st.durable_waiters.push((visible, Box::new(|_| {})));
-                shared.sync_wanted.notify_one();
+                shared.request_sync(&mut st, visible, Box::new(|_| {}));
             }
             if shared.changed.wait_until(&mut st, deadline).timed_out() {
                 break;

@@ -106,6 +106,24 @@ impl Pending {
         self.writes.get(key).or_else(|| self.flushing.as_ref().and_then(|f| f.get(key))).cloned()
     }
 
+    /// The pending write with the greatest key in `start..upper` (a newer write over a
+    /// flushing one of the same key).
+    fn last_in<'a>(
+        &'a self,
+        start: &[u8],
+        upper: Bound<&[u8]>,
+    ) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+        let newest = |m: &'a PendingMap| {
+            m.range::<[u8], _>((Bound::Included(start), upper))
+                .next_back()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+        };
+        match (newest(&self.writes), self.flushing.as_deref().and_then(newest)) {
+            (Some(w), Some(f)) => Some(if f.0 > w.0 { f } else { w }),
+            (w, f) => w.or(f),
+        }
+    }
+
     /// The pending writes of a range, in key order (a newer write over a flushing one).
     fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<PendingWrite> {
         let copy = |m: &PendingMap| -> Vec<PendingWrite> {
@@ -368,22 +386,7 @@ impl Engine for RedbEngine {
         let table = self.read_table()?;
         let mut upper: Bound<&[u8]> = Bound::Included(end);
         loop {
-            fn newest<'m>(
-                m: &'m PendingMap,
-                start: &[u8],
-                upper: Bound<&[u8]>,
-            ) -> Option<(&'m [u8], Option<&'m [u8]>)> {
-                m.range::<[u8], _>((Bound::Included(start), upper))
-                    .next_back()
-                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
-            }
-            let writes = newest(&pending.writes, start, upper);
-            let flushing = pending.flushing.as_deref().and_then(|f| newest(f, start, upper));
-            // A write over a flushing one of the same key.
-            let staged = match (writes, flushing) {
-                (Some(w), Some(f)) => Some(if f.0 > w.0 { f } else { w }),
-                (w, f) => w.or(f),
-            };
+            let staged = pending.last_in(start, upper);
             let stored = table
                 .range::<&[u8]>((Bound::Included(start), upper))
                 .map_err(|e| internal("scan", e))?
