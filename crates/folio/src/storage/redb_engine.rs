@@ -295,6 +295,12 @@ impl RedbEngine {
         Ok(())
     }
 
+    /// Whether the pending writes are many enough to flush ([`FLUSH_OPS`], [`FLUSH_BYTES`]).
+    fn pending_full(&self) -> bool {
+        let pending = self.pending.read();
+        pending.writes.len() >= self.flush_ops || pending.bytes >= FLUSH_BYTES
+    }
+
     /// Commits the pending writes, makes redb durable, then empties the log.
     fn checkpoint(&self, wal: &mut Wal) -> Result<()> {
         self.flush_pending()?;
@@ -308,11 +314,8 @@ impl RedbEngine {
     /// they are many, and checkpoints after many flushes or when the log is long.
     fn log_and_stage(&self, batch: WriteBatch, log: Option<bool>) -> Result<()> {
         let mut wal = self.wal.lock();
-        let full = {
-            let pending = self.pending.read();
-            pending.writes.len() >= self.flush_ops || pending.bytes >= FLUSH_BYTES
-        };
-        if full {
+        // Normally flushed after the previous batch; this catches a flush that failed then.
+        if self.pending_full() {
             self.flush_pending()?;
         }
         match log {
@@ -321,6 +324,14 @@ impl RedbEngine {
             None => {}
         }
         self.pending.write().stage(batch);
+        // Flushed now rather than before the next batch: pending writes are copied by every
+        // scan of their range, so a large batch left pending (the last one of a bulk load, with
+        // no write after it) would tax every read until the next write.
+        if self.pending_full()
+            && let Err(e) = self.flush_pending()
+        {
+            tracing::warn!("flushing pending writes failed, the next write retries: {e}");
+        }
         if self.pending.read().flushes >= CHECKPOINT_FLUSHES || wal.len() >= CHECKPOINT_BYTES {
             // The batch is durable and applied whatever happens here: a failed checkpoint must
             // not report it as failed. The log keeps everything, and the next write retries.
