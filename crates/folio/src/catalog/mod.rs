@@ -13,10 +13,12 @@
 pub mod keys;
 
 use std::ops::Bound;
+use std::sync::{Arc, OnceLock};
 
 use bson::{Bson, Document, doc};
 
 use crate::error::Result;
+use crate::index::spec::IndexSpec;
 use crate::mvcc::OrConflict;
 use crate::mvcc::Txn;
 use crate::{bail, err};
@@ -29,18 +31,57 @@ const MAX_NAMESPACE_LEN: usize = 255;
 const MAX_DB_NAME_LEN: usize = 63;
 
 /// One index of a collection, as stored in the catalog.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct IndexMeta {
     /// The id that keys this index's entries.
     pub id: u32,
     /// The index specification as `listIndexes` returns it (`v`, `key`, `name`, options).
+    /// Change it through [`IndexMeta::spec_mut`], which forgets the parsed form.
     pub spec: Document,
+    /// The parsed specification, made at the first [`IndexMeta::parsed`]: metadata read through
+    /// [`get_collection`] is shared per thread while its stored bytes are unchanged, so every
+    /// statement on the collection reuses one parse (`None` inside: the spec does not parse).
+    parsed: OnceLock<Option<Arc<IndexSpec>>>,
 }
 
 impl IndexMeta {
+    /// An index's metadata.
+    pub fn new(id: u32, spec: Document) -> IndexMeta {
+        IndexMeta { id, spec, parsed: OnceLock::new() }
+    }
+
     /// The index name.
     pub fn name(&self) -> &str {
         self.spec.get_str("name").unwrap_or("")
+    }
+
+    /// The specification, parsed once.
+    pub fn parsed(&self) -> Result<Arc<IndexSpec>> {
+        match self.parsed.get_or_init(|| IndexSpec::parse(&self.spec).ok().map(Arc::new)) {
+            Some(spec) => Ok(Arc::clone(spec)),
+            // Parsed again for its error; stored specs were valid when written, so this is rare.
+            None => IndexSpec::parse(&self.spec).map(Arc::new),
+        }
+    }
+
+    /// The specification to change in place; its parsed form is made anew when next asked for.
+    pub fn spec_mut(&mut self) -> &mut Document {
+        self.parsed = OnceLock::new();
+        &mut self.spec
+    }
+}
+
+/// A copy parses its specification again when asked: it is usually made to be changed.
+impl Clone for IndexMeta {
+    fn clone(&self) -> Self {
+        IndexMeta::new(self.id, self.spec.clone())
+    }
+}
+
+/// Equal when the stored parts are; the parsed form is a cache.
+impl PartialEq for IndexMeta {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.spec == other.spec
     }
 }
 
@@ -107,7 +148,7 @@ impl CollectionMeta {
             let Bson::Document(i) = i else { return Err(corrupt()) };
             let id = i.get_i64("id").map_err(|_| corrupt())? as u32;
             let spec = i.get_document("spec").map_err(|_| corrupt())?.clone();
-            indexes.push(IndexMeta { id, spec });
+            indexes.push(IndexMeta::new(id, spec));
         }
         let next_index_id = d.get_i64("nextIndexId").map_err(|_| corrupt())? as u32;
         Ok(CollectionMeta {
@@ -151,15 +192,17 @@ pub fn validate_collection_name(db: &str, coll: &str) -> Result<()> {
     Ok(())
 }
 
-/// Reads a collection's metadata as the transaction sees it.
-pub fn get_collection(txn: &dyn Txn, db: &str, coll: &str) -> Result<Option<CollectionMeta>> {
+/// Reads a collection's metadata as the transaction sees it. Shared: the same stored bytes give
+/// the same `Arc` on one thread, with the parsed index specifications it has gathered; change a
+/// copy (`Arc::unwrap_or_clone`).
+pub fn get_collection(txn: &dyn Txn, db: &str, coll: &str) -> Result<Option<Arc<CollectionMeta>>> {
     let key = Key::Collection { db, coll }.encode();
     let Some(bytes) = txn.get(&key)? else { return Ok(None) };
     if let Some(meta) = parsed::lookup(&key, &bytes) {
         return Ok(Some(meta));
     }
     let d = crate::error::stored_document(&bytes, "collection metadata")?;
-    let meta = CollectionMeta::from_document(db, coll, &d)?;
+    let meta = Arc::new(CollectionMeta::from_document(db, coll, &d)?);
     parsed::remember(key, bytes, &meta);
     Ok(Some(meta))
 }
@@ -177,6 +220,7 @@ pub fn get_collection(txn: &dyn Txn, db: &str, coll: &str) -> Result<Option<Coll
 mod parsed {
     use std::cell::RefCell;
     use std::collections::HashMap;
+    use std::sync::Arc;
 
     use super::CollectionMeta;
 
@@ -185,28 +229,28 @@ mod parsed {
     const CAPACITY: usize = 256;
 
     /// Metadata key → (the stored bytes, what they parsed to).
-    type Parsed = HashMap<Vec<u8>, (Vec<u8>, CollectionMeta)>;
+    type Parsed = HashMap<Vec<u8>, (Vec<u8>, Arc<CollectionMeta>)>;
 
     thread_local! {
         static PARSED: RefCell<Parsed> = RefCell::new(HashMap::new());
     }
 
     /// The metadata parsed from `bytes` under `key`, if this thread parsed exactly those bytes.
-    pub(super) fn lookup(key: &[u8], bytes: &[u8]) -> Option<CollectionMeta> {
+    pub(super) fn lookup(key: &[u8], bytes: &[u8]) -> Option<Arc<CollectionMeta>> {
         PARSED.with(|p| match p.borrow().get(key) {
-            Some((stored, meta)) if stored[..] == *bytes => Some(meta.clone()),
+            Some((stored, meta)) if stored[..] == *bytes => Some(Arc::clone(meta)),
             _ => None,
         })
     }
 
     /// Remembers what `bytes` under `key` parsed to.
-    pub(super) fn remember(key: Vec<u8>, bytes: Vec<u8>, meta: &CollectionMeta) {
+    pub(super) fn remember(key: Vec<u8>, bytes: Vec<u8>, meta: &Arc<CollectionMeta>) {
         PARSED.with(|p| {
             let mut p = p.borrow_mut();
             if p.len() >= CAPACITY && !p.contains_key(&key) {
                 p.clear();
             }
-            p.insert(key, (bytes, meta.clone()));
+            p.insert(key, (bytes, Arc::clone(meta)));
         });
     }
 }
@@ -230,8 +274,7 @@ pub fn new_collection(db: &str, coll: &str, options: Document) -> Result<Collect
     let mut indexes = Vec::new();
     let is_view = options.contains_key("viewOn");
     if !is_view {
-        indexes
-            .push(IndexMeta { id: 1, spec: doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" } });
+        indexes.push(IndexMeta::new(1, doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" }));
     }
     Ok(CollectionMeta {
         db: db.to_string(),
@@ -266,4 +309,30 @@ pub fn list_databases(txn: &dyn Txn) -> Result<Vec<String>> {
     let mut names: Vec<String> = list_collections(txn, None)?.into_iter().map(|c| c.db).collect();
     names.dedup();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parsed specification is a cache of the stored one: a change through `spec_mut` and a
+    /// copy both parse again, so a changed index is never planned or maintained by its old form.
+    #[test]
+    fn a_changed_or_copied_index_spec_is_parsed_again() {
+        let mut index =
+            IndexMeta::new(2, doc! { "v": 2, "key": { "a": 1 }, "name": "a_1", "hidden": false });
+        assert!(!index.parsed().unwrap().hidden);
+        assert!(Arc::ptr_eq(&index.parsed().unwrap(), &index.parsed().unwrap()));
+
+        index.spec_mut().insert("hidden", true);
+        assert!(index.parsed().unwrap().hidden);
+
+        let mut copy = index.clone();
+        copy.spec.insert("hidden", false);
+        assert!(!copy.parsed().unwrap().hidden);
+        assert!(index.parsed().unwrap().hidden);
+
+        let bad = IndexMeta::new(3, doc! { "v": 2, "key": { "a": "nope" }, "name": "bad" });
+        assert!(bad.parsed().is_err());
+    }
 }

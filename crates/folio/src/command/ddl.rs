@@ -193,9 +193,10 @@ pub fn coll_mod(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let coll = req.collection()?;
     let db = run.op.db.clone();
     run.write(0, |txn| {
-        let Some(mut meta) = catalog::get_collection(txn, &db, &coll)? else {
+        let Some(meta) = catalog::get_collection(txn, &db, &coll)? else {
             bail!(NamespaceNotFound, "ns does not exist: {}.{}", db, coll);
         };
+        let mut meta = std::sync::Arc::unwrap_or_clone(meta);
         let mut reply = Document::new();
         let mut resized = false;
         for (k, v) in req.cmd.iter().skip(1) {
@@ -299,7 +300,7 @@ fn coll_mod_index(meta: &mut CollectionMeta, spec: &Bson, reply: &mut Document) 
                 let Some(old) = index.spec.get("expireAfterSeconds").cloned() else {
                     bail!(InvalidOptions, "no expireAfterSeconds field to update");
                 };
-                index.spec.insert("expireAfterSeconds", secs);
+                index.spec_mut().insert("expireAfterSeconds", secs);
                 reply.insert("expireAfterSeconds_old", old);
                 reply.insert("expireAfterSeconds_new", secs);
             }

@@ -148,7 +148,7 @@ impl Aggregate {
     /// The collation the pipeline runs with: the requested one, else the collection's default.
     fn resolve_collation(&self, txn: &dyn Txn) -> Result<Option<CollationRef>> {
         let options = match &self.coll {
-            Some(c) => crate::catalog::get_collection(txn, &self.db, c)?.map(|m| m.options),
+            Some(c) => crate::catalog::get_collection(txn, &self.db, c)?.map(|m| m.options.clone()),
             None => None,
         };
         self.collation.resolve(&options.unwrap_or_default())

@@ -474,7 +474,7 @@ pub struct Validation {
 /// under its own `_id`, and its indexes hold exactly the entries the documents call for.
 pub fn validate_collection(txn: &dyn Txn, meta: &CollectionMeta) -> Result<Validation> {
     let mut v = Validation::default();
-    let handle = write::CollectionHandle::from_meta_for_verify(meta.clone())?;
+    let handle = write::CollectionHandle::from_meta_for_verify(std::sync::Arc::new(meta.clone()))?;
     let mut expected = std::collections::BTreeSet::new();
     let prefix = keys::document_prefix(meta.id);
     let end = keys::prefix_end(&prefix);

@@ -166,7 +166,7 @@ pub fn plan_hinted(
             None => Plan::CollectionScan,
         });
     }
-    let spec = IndexSpec::parse(&index.spec)?;
+    let spec = index.parsed()?;
     Ok(index_candidate(index.id, &spec, filter, sort, true)
         .map(|c| c.plan)
         .unwrap_or(Plan::CollectionScan))
@@ -176,7 +176,7 @@ pub fn plan_hinted(
 /// (291) when there is none, as in MongoDB.
 fn near_plan(meta: &CollectionMeta, filter: &Filter, path: &str, near: &Near) -> Result<Plan> {
     for i in &meta.indexes {
-        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        let Ok(spec) = i.parsed() else { continue };
         if spec.hidden || !answers_near(&spec, path, near) {
             continue;
         }
@@ -207,7 +207,7 @@ pub fn geo_near_key(
     let meta = crate::catalog::get_collection(txn, db, coll)?.ok_or_else(none)?;
     let mut geo_fields: Vec<(String, Plugin)> = Vec::new();
     for i in &meta.indexes {
-        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        let Ok(spec) = i.parsed() else { continue };
         for f in &spec.fields {
             if let Some(p @ (Plugin::Sphere | Plugin::Flat)) = f.plugin {
                 geo_fields.push((f.path.clone(), p));
@@ -251,7 +251,7 @@ pub fn text_spec(
         return Ok(None);
     }
     for i in &meta.indexes {
-        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        let Ok(spec) = i.parsed() else { continue };
         if spec.is_text() {
             let ts = crate::query::text::TextSpec::from_index(&spec.options)?;
             return Ok(Some(std::sync::Arc::new(ts)));
@@ -269,7 +269,7 @@ pub fn bind_text(meta: &CollectionMeta, filter: &Filter) -> Result<Option<Filter
 /// every prefix field (BadValue otherwise, as in MongoDB).
 fn text_plan(meta: &CollectionMeta, filter: &Filter) -> Result<Plan> {
     for i in &meta.indexes {
-        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        let Ok(spec) = i.parsed() else { continue };
         if !spec.is_text() {
             continue;
         }
@@ -306,7 +306,7 @@ pub fn plan(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) -> 
         if i.name() == "_id_" {
             continue;
         }
-        let Ok(spec) = IndexSpec::parse(&i.spec) else { continue };
+        let Ok(spec) = i.parsed() else { continue };
         if spec.sparse || spec.partial_filter.is_some() || spec.hidden {
             continue;
         }

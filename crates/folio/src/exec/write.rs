@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use bson::{Bson, Document, doc};
 
@@ -19,7 +20,7 @@ use crate::{bail, err};
 /// A collection loaded for writing: its metadata and its parsed secondary indexes.
 pub struct CollectionHandle {
     /// The collection's metadata.
-    pub meta: CollectionMeta,
+    pub meta: Arc<CollectionMeta>,
     indexes: Vec<LoadedIndex>,
     validator: Option<Filter>,
     /// `bypassDocumentValidation: true`: the validator is not applied.
@@ -30,8 +31,9 @@ pub struct CollectionHandle {
 type Entry = (usize, Vec<u8>, Vec<Bson>);
 
 struct LoadedIndex {
-    meta: IndexMeta,
-    spec: IndexSpec,
+    /// The id that keys the index's entries.
+    id: u32,
+    spec: Arc<IndexSpec>,
     partial: Option<Filter>,
 }
 
@@ -54,16 +56,16 @@ impl CollectionHandle {
         let meta = catalog::new_collection(db, coll, Document::new())?;
         catalog::put_collection(txn, &meta)?;
         super::changelog::ddl(txn, &meta, "create", Bson::Document(Document::new()));
-        Self::from_meta(meta)
+        Self::from_meta(Arc::new(meta))
     }
 
-    fn from_meta(meta: CollectionMeta) -> Result<Self> {
+    fn from_meta(meta: Arc<CollectionMeta>) -> Result<Self> {
         let mut indexes = Vec::new();
         for i in &meta.indexes {
             if i.name() == "_id_" {
                 continue; // The document keys are the `_id` index.
             }
-            let spec = IndexSpec::parse(&i.spec)?;
+            let spec = i.parsed()?;
             // The partial filter is read under the index's collation, as in MongoDB.
             let partial = match i.spec.get("partialFilterExpression") {
                 Some(Bson::Document(f)) => {
@@ -71,7 +73,7 @@ impl CollectionHandle {
                 }
                 _ => None,
             };
-            indexes.push(LoadedIndex { meta: i.clone(), spec, partial });
+            indexes.push(LoadedIndex { id: i.id, spec, partial });
         }
         // The validator compares under the collection's default collation.
         let collation = Requested::CollectionDefault.resolve(&meta.options)?;
@@ -85,7 +87,7 @@ impl CollectionHandle {
     }
 
     /// Loads a collection's indexes for `verify`.
-    pub(crate) fn from_meta_for_verify(meta: CollectionMeta) -> Result<Self> {
+    pub(crate) fn from_meta_for_verify(meta: Arc<CollectionMeta>) -> Result<Self> {
         Self::from_meta(meta)
     }
 
@@ -131,7 +133,7 @@ impl CollectionHandle {
                     k.extend_from_slice(&id);
                 }
                 let storage_key =
-                    Key::IndexEntry { coll: self.meta.id, index: idx.meta.id, key: &k }.encode();
+                    Key::IndexEntry { coll: self.meta.id, index: idx.id, key: &k }.encode();
                 out.push((i, storage_key, key.values));
             }
         }
@@ -158,7 +160,7 @@ impl CollectionHandle {
                 return Err(idx.spec.duplicate_key_error(&self.meta.db, &self.meta.name, &values));
             }
             txn.put(&key, &id)?
-                .or_conflict_with(|| format!("{} index {}", self.namespace(), idx.meta.name()))?;
+                .or_conflict_with(|| format!("{} index {}", self.namespace(), idx.spec.name))?;
         }
         Ok(())
     }
@@ -175,7 +177,7 @@ impl CollectionHandle {
                 continue;
             }
             txn.delete(&key)?.or_conflict_with(|| {
-                format!("{} index {}", self.namespace(), self.indexes[i].meta.name())
+                format!("{} index {}", self.namespace(), self.indexes[i].spec.name)
             })?;
         }
         Ok(())
@@ -733,7 +735,11 @@ pub fn rename_collection(
     }
     catalog::delete_collection(txn, &meta)?;
     super::changelog::rename(txn, &meta, &format!("{}.{}", to.0, to.1), dropped);
-    let renamed = CollectionMeta { db: to.0.to_string(), name: to.1.to_string(), ..meta };
+    let renamed = CollectionMeta {
+        db: to.0.to_string(),
+        name: to.1.to_string(),
+        ..Arc::unwrap_or_clone(meta)
+    };
     catalog::put_collection(txn, &renamed)
 }
 
@@ -747,7 +753,7 @@ pub fn create_indexes(
 ) -> Result<(usize, usize, bool)> {
     let created = catalog::get_collection(txn, db, coll)?.is_none();
     let handle = CollectionHandle::load_or_create(txn, db, coll)?;
-    let mut meta = handle.meta.clone();
+    let mut meta = CollectionMeta::clone(&handle.meta);
     let before = meta.indexes.len();
     let mut added = Vec::new();
     let default_collation = meta.options.get_document("collation").ok().cloned();
@@ -777,7 +783,7 @@ pub fn create_indexes(
         let normalized = spec.to_document();
         let id = meta.next_index_id;
         meta.next_index_id += 1;
-        let im = IndexMeta { id, spec: normalized };
+        let im = IndexMeta::new(id, normalized);
         meta.indexes.push(im.clone());
         added.push(im);
     }
@@ -790,7 +796,7 @@ pub fn create_indexes(
     // Build entries for the existing documents with only the new indexes loaded.
     let mut build_meta = meta.clone();
     build_meta.indexes = added;
-    let builder = CollectionHandle::from_meta(build_meta)?;
+    let builder = CollectionHandle::from_meta(Arc::new(build_meta))?;
     for f in super::scan_collection(txn, &meta)? {
         builder.add_entries(txn, &f.doc, &BTreeSet::new())?;
     }
@@ -804,9 +810,10 @@ fn is_id_key(raw: &Document) -> bool {
 
 /// Drops indexes by name (`"*"` drops all but `_id_`). Returns the index count before.
 pub fn drop_indexes(txn: &mut dyn Txn, db: &str, coll: &str, names: &[String]) -> Result<usize> {
-    let Some(mut meta) = catalog::get_collection(txn, db, coll)? else {
+    let Some(meta) = catalog::get_collection(txn, db, coll)? else {
         bail!(NamespaceNotFound, "ns not found {}.{}", db, coll);
     };
+    let mut meta = Arc::unwrap_or_clone(meta);
     let before = meta.indexes.len();
     let all = names.iter().any(|n| n == "*");
     let mut to_drop = Vec::new();
