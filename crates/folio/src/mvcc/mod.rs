@@ -436,4 +436,43 @@ mod conflict_tests {
         a.abort();
         b.abort();
     }
+
+    /// Conflicts with commits made after a snapshot are found from the commits remembered in
+    /// memory, and, for a transaction older than what memory keeps (many commits while it ran),
+    /// from the engine: both ways give the same answers.
+    #[test]
+    fn commits_after_a_snapshot_conflict_whether_remembered_or_read_from_the_engine() {
+        let store =
+            Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("open");
+        let commit = |key: &[u8]| {
+            let mut t = store.begin().expect("begin");
+            t.put(key, b"v").expect("put").or_conflict("k").expect("no conflict");
+            t.commit().expect("commit");
+        };
+        let mut old = store.begin().expect("old");
+        let mut recent = store.begin().expect("recent");
+        commit(b"x");
+        // Remembered: the commit is newer than `recent`'s snapshot.
+        let e = recent.put(b"x", b"r").expect("put").or_conflict("x").expect_err("lost");
+        assert!(e.is_write_conflict());
+        assert_eq!(recent.last_conflict().expect("conflict").holder, None);
+        recent.put(b"untouched", b"r").expect("put").or_conflict("u").expect("free key");
+        recent.abort();
+        // Far more commits than memory keeps while `old` stays open: its snapshot falls behind
+        // the horizon, and its writes read the engine.
+        for i in 0..1000u32 {
+            commit(format!("k{i}").as_bytes());
+        }
+        let e = old.put(b"x", b"o").expect("put").or_conflict("x").expect_err("lost");
+        assert!(e.is_write_conflict());
+        let e = old.put(b"k999", b"o").expect("put").or_conflict("k").expect_err("lost");
+        assert!(e.is_write_conflict());
+        old.put(b"never-written", b"o").expect("put").or_conflict("n").expect("free key");
+        old.abort();
+        // A transaction begun after all of them conflicts with none.
+        let mut new = store.begin().expect("new");
+        new.put(b"x", b"n").expect("put").or_conflict("x").expect("no newer commit");
+        new.put(b"k0", b"n").expect("put").or_conflict("k").expect("no newer commit");
+        new.commit().expect("commit");
+    }
 }

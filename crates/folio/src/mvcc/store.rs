@@ -24,8 +24,21 @@
 //! the engine; if it is newer than the snapshot, someone committed the key after this
 //! transaction began and the write fails with a conflict without holder. Locks are released only
 //! after the holder's commit batch is written, so "not locked" and "committed version in the
-//! engine" together cover every other writer. Nothing in memory grows with history: the lock
-//! table holds only keys of in-flight transactions.
+//! engine" together cover every other writer. The lock table holds only keys of in-flight
+//! transactions.
+//!
+//! ## First-writer-wins without a read
+//!
+//! Looking the newest version up in the engine is a B-tree seek per written key, as much as the
+//! rest of a small write. So the commit round also remembers, in `recent`, the commit timestamp
+//! of every key it publishes, in the same critical section that releases the key's lock; and
+//! `recent_horizon` says that every commit after it is there. A transaction whose snapshot is at
+//! or after the horizon decides from the map alone: a newer entry than its snapshot is the
+//! conflict, no entry means no commit since. Entries at or before the oldest active snapshot can
+//! never decide a conflict again (new transactions start at the newest commit), so the map is
+//! pruned to the commits since that snapshot and the horizon moves up to it. A long transaction
+//! among many writes would keep them all; past [`RECENT_MAX`] keys the older half is dropped and
+//! the horizon moves past that transaction's snapshot, which then reads the engine as above.
 //!
 //! # Durability and group commit
 //!
@@ -195,6 +208,13 @@ struct State {
     last_visible: Ts,
     /// Keys written by in-flight transactions.
     locks: HashMap<Vec<u8>, TxnId>,
+    /// The newest commit timestamp of each key committed after `recent_horizon` (see
+    /// "First-writer-wins without a read" in the module documentation).
+    recent: HashMap<Vec<u8>, Ts>,
+    /// Every commit newer than this has its keys in `recent`.
+    recent_horizon: Ts,
+    /// The size of `recent` at which it is pruned next.
+    recent_prune_at: usize,
     /// In-flight transactions and their snapshots.
     active: HashMap<TxnId, Ts>,
     /// Commits waiting for a leader.
@@ -228,6 +248,35 @@ struct State {
     log_max_bytes: u64,
     /// Change-log retention: records younger than this are kept whatever the size.
     log_min_age: Duration,
+}
+
+/// `State::recent` is pruned no smaller than this (small in unit tests, so that they prune).
+const RECENT_PRUNE_MIN: usize = if cfg!(test) { 16 } else { 4096 };
+
+/// `State::recent` holds at most about this many keys: past it, the oldest half goes and
+/// transactions with older snapshots read the engine instead (a long transaction among many
+/// writes must not grow it without bound).
+const RECENT_MAX: usize = if cfg!(test) { 64 } else { 256 * 1024 };
+
+/// Forgets the commits of `State::recent` that no transaction can conflict with: those at or
+/// before the oldest active snapshot (later transactions start at or after the newest commit).
+/// Amortized: it runs when the map has doubled since the last pruning.
+fn prune_recent(st: &mut State) {
+    if st.recent.len() < st.recent_prune_at {
+        return;
+    }
+    let oldest = st.active.values().copied().min().unwrap_or(st.last_visible).min(st.last_visible);
+    let mut cut = oldest;
+    if st.recent.len() > RECENT_MAX {
+        // Too many commits since the oldest snapshot: keep the newer half only.
+        let mut stamps: Vec<Ts> = st.recent.values().copied().collect();
+        let middle = stamps.len() / 2;
+        let (_, median, _) = stamps.select_nth_unstable(middle);
+        cut = cut.max(*median);
+    }
+    st.recent.retain(|_, ts| *ts > cut);
+    st.recent_horizon = st.recent_horizon.max(cut);
+    st.recent_prune_at = (st.recent.len() * 2).max(RECENT_PRUNE_MIN);
 }
 
 /// The state shared by [`Mvcc`], its transactions and its GC thread.
@@ -292,6 +341,9 @@ impl Mvcc {
             next_id: 1,
             last_assigned: last,
             last_visible: last,
+            // Every transaction from now on has a snapshot at or after `last`.
+            recent_horizon: last,
+            recent_prune_at: RECENT_PRUNE_MIN,
             // What was recovered is what is on disk.
             durable: last,
             gc_floor,
@@ -583,10 +635,18 @@ impl Shared {
                     return Ok(Err(Conflict { key: key.to_vec(), holder: Some(holder) }));
                 }
                 Some(_) => return Ok(Ok(())),
-                None => {
-                    st.locks.insert(key.to_vec(), id);
-                }
+                None => {}
             }
+            if snapshot >= st.recent_horizon {
+                // Every commit after the snapshot is in `recent`: no read of the engine.
+                if st.recent.get(key).is_some_and(|&ts| ts > snapshot) {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Err(Conflict { key: key.to_vec(), holder: None }));
+                }
+                st.locks.insert(key.to_vec(), id);
+                return Ok(Ok(()));
+            }
+            st.locks.insert(key.to_vec(), id);
         }
         // With the lock held, every earlier writer of the key has its version in the engine.
         let newest = match self.newest_version(key) {
@@ -758,8 +818,15 @@ impl Shared {
         }
         for (pending, ts) in stamped {
             for key in pending.writes.keys() {
-                if st.locks.get(key) == Some(&pending.id) {
-                    st.locks.remove(key);
+                let owned = if st.locks.get(key) == Some(&pending.id) {
+                    st.locks.remove_entry(key).map(|(k, _)| k)
+                } else {
+                    None
+                };
+                if written.is_ok() {
+                    // Published in the same critical section that frees the key, so a writer
+                    // that takes it next sees either the lock or this entry.
+                    st.recent.insert(owned.unwrap_or_else(|| key.clone()), ts);
                 }
             }
             st.active.remove(&pending.id);
@@ -775,6 +842,7 @@ impl Shared {
             };
             st.results.insert(pending.id, result);
         }
+        prune_recent(st);
     }
 
     /// Deletes the oldest change-log records while the log is over its size and they are older
