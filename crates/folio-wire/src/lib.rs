@@ -37,12 +37,14 @@
 
 mod compress;
 mod error;
+mod owned;
 
 use bson::raw::{RawBsonRef, RawDocument, RawIter};
 use bson::{Bson, Document};
 
 pub use compress::Compressor;
 pub use error::{EncodeError, Malformed, MalformedKind, WireError};
+pub use owned::{to_bson, to_document};
 
 /// The size of a message header.
 pub const HEADER_LEN: usize = 16;
@@ -616,7 +618,7 @@ fn duplicate_top_level_key(bytes: &[u8]) -> Option<String> {
 pub fn parse_document(bytes: &[u8]) -> Result<Document, String> {
     let raw = RawDocument::from_bytes(bytes).map_err(|e| e.to_string())?;
     check_depth(raw)?;
-    Document::try_from(raw).map_err(|e| e.to_string())
+    to_document(raw).map_err(|e| e.to_string())
 }
 
 /// Walks a raw document iteratively, validating every element and refusing nesting deeper than

@@ -405,9 +405,21 @@ pub fn stored_document(mut bytes: &[u8], what: &str) -> Result<bson::Document> {
 /// Like [`stored_document`], reading one document from the front of `bytes` and advancing it
 /// (records that hold several documents back to back).
 pub fn stored_document_from(bytes: &mut &[u8], what: &str) -> Result<bson::Document> {
-    bson::Document::from_reader(bytes).map_err(|e| {
+    let corrupt = |e: &dyn std::fmt::Display| {
         Error::new(Code::DataCorruptionDetected, format!("corrupt stored {what}: {e}"))
-    })
+    };
+    let len = match bytes.first_chunk::<4>() {
+        Some(prefix) => i32::from_le_bytes(*prefix),
+        None => return Err(corrupt(&"truncated length")),
+    };
+    let Some(doc_bytes) = usize::try_from(len).ok().and_then(|l| bytes.get(..l)) else {
+        return Err(corrupt(&format_args!("length {len} past the {} bytes held", bytes.len())));
+    };
+    let raw = bson::RawDocument::from_bytes(doc_bytes).map_err(|e| corrupt(&e))?;
+    // Element by element, without the `bson` crate's intermediate copies (folio_wire::to_document).
+    let doc = folio_wire::to_document(raw).map_err(|e| corrupt(&e))?;
+    *bytes = &bytes[doc_bytes.len()..];
+    Ok(doc)
 }
 
 impl From<bson::error::Error> for Error {
