@@ -39,12 +39,12 @@ mod compress;
 mod error;
 mod owned;
 
-use bson::raw::{RawBsonRef, RawDocument, RawIter};
+use bson::raw::RawDocument;
 use bson::{Bson, Document};
 
 pub use compress::Compressor;
 pub use error::{EncodeError, Malformed, MalformedKind, WireError};
-pub use owned::{to_bson, to_document};
+pub use owned::to_document;
 
 /// The size of a message header.
 pub const HEADER_LEN: usize = 16;
@@ -614,54 +614,11 @@ fn duplicate_top_level_key(bytes: &[u8]) -> Option<String> {
     keys.iter().enumerate().find(|&(i, k)| keys[..i].contains(k)).map(|(_, k)| k.to_string())
 }
 
-/// Parses and fully validates one BSON document occupying exactly `bytes`.
+/// Parses and fully validates one BSON document occupying exactly `bytes`, refusing nesting
+/// deeper than [`MAX_BSON_DEPTH`].
 pub fn parse_document(bytes: &[u8]) -> Result<Document, String> {
     let raw = RawDocument::from_bytes(bytes).map_err(|e| e.to_string())?;
-    check_depth(raw)?;
-    to_document(raw).map_err(|e| e.to_string())
-}
-
-/// Walks a raw document iteratively, validating every element and refusing nesting deeper than
-/// [`MAX_BSON_DEPTH`]. Done before conversion to [`Document`], whose conversion recurses.
-fn check_depth(doc: &RawDocument) -> Result<(), String> {
-    let mut stack: Vec<RawIter<'_>> = vec![doc.iter_elements()];
-    while let Some(top) = stack.last_mut() {
-        let Some(elem) = top.next() else {
-            stack.pop();
-            continue;
-        };
-        let value = elem.and_then(|e| e.value()).map_err(|e| e.to_string())?;
-        let child = match value {
-            RawBsonRef::Document(d) => Some(d.iter_elements()),
-            RawBsonRef::Array(a) => Some(a.iter_elements()),
-            RawBsonRef::JavaScriptCodeWithScope(c) => Some(c.scope.iter_elements()),
-            RawBsonRef::Double(_)
-            | RawBsonRef::String(_)
-            | RawBsonRef::Boolean(_)
-            | RawBsonRef::Null
-            | RawBsonRef::RegularExpression(_)
-            | RawBsonRef::JavaScriptCode(_)
-            | RawBsonRef::Int32(_)
-            | RawBsonRef::Int64(_)
-            | RawBsonRef::Timestamp(_)
-            | RawBsonRef::Binary(_)
-            | RawBsonRef::ObjectId(_)
-            | RawBsonRef::DateTime(_)
-            | RawBsonRef::Symbol(_)
-            | RawBsonRef::Decimal128(_)
-            | RawBsonRef::Undefined
-            | RawBsonRef::MaxKey
-            | RawBsonRef::MinKey
-            | RawBsonRef::DbPointer(_) => None,
-        };
-        if let Some(child) = child {
-            if stack.len() >= MAX_BSON_DEPTH {
-                return Err(format!("BSON nesting exceeds the maximum depth of {MAX_BSON_DEPTH}"));
-            }
-            stack.push(child);
-        }
-    }
-    Ok(())
+    to_document(raw)
 }
 
 /// Encodes a message, compressing it when [`Message::compressor`] is set and appending a

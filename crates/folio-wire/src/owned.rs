@@ -7,31 +7,46 @@
 //! only the rare types take the crate's own path.
 
 use bson::raw::{RawArray, RawBson, RawBsonRef, RawDocument};
-use bson::{Binary, Bson, Document};
+use bson::{Binary, Bson, Document, JavaScriptCodeWithScope};
 
-/// The owned form of a raw document. The raw document is validated as it is walked, as the
-/// `bson` crate's conversion does.
-pub fn to_document(raw: &RawDocument) -> Result<Document, bson::error::Error> {
+use crate::MAX_BSON_DEPTH;
+
+/// The owned form of a raw document, validated as it is walked (as the `bson` crate's
+/// conversion validates), and refused past [`MAX_BSON_DEPTH`] levels of nesting: the walk
+/// recurses, so the bound is what keeps a hostile document from exhausting the stack.
+pub fn to_document(raw: &RawDocument) -> Result<Document, String> {
+    document_at(raw, 1)
+}
+
+/// `raw`, nested `depth` documents deep (the top level is 1).
+fn document_at(raw: &RawDocument, depth: usize) -> Result<Document, String> {
     let mut doc = Document::new();
     for element in raw {
-        let (key, value) = element?;
-        doc.insert(key.as_str(), to_bson(value)?);
+        let (key, value) = element.map_err(|e| e.to_string())?;
+        doc.insert(key.as_str(), bson_at(value, depth)?);
     }
     Ok(doc)
 }
 
-/// The owned form of a raw array.
-fn to_array(raw: &RawArray) -> Result<Vec<Bson>, bson::error::Error> {
-    raw.into_iter().map(|value| to_bson(value?)).collect()
+/// The owned form of a raw array inside a document `depth` deep.
+fn array_at(raw: &RawArray, depth: usize) -> Result<Vec<Bson>, String> {
+    raw.into_iter().map(|value| bson_at(value.map_err(|e| e.to_string())?, depth)).collect()
 }
 
-/// The owned form of one raw value.
-pub fn to_bson(value: RawBsonRef<'_>) -> Result<Bson, bson::error::Error> {
+/// The owned form of one raw value held by a document `depth` deep.
+fn bson_at(value: RawBsonRef<'_>, depth: usize) -> Result<Bson, String> {
+    let nested = || {
+        if depth >= MAX_BSON_DEPTH {
+            Err(format!("BSON nesting exceeds the maximum depth of {MAX_BSON_DEPTH}"))
+        } else {
+            Ok(depth + 1)
+        }
+    };
     Ok(match value {
         RawBsonRef::Double(d) => Bson::Double(d),
         RawBsonRef::String(s) => Bson::String(s.to_owned()),
-        RawBsonRef::Document(d) => Bson::Document(to_document(d)?),
-        RawBsonRef::Array(a) => Bson::Array(to_array(a)?),
+        RawBsonRef::Document(d) => Bson::Document(document_at(d, nested()?)?),
+        RawBsonRef::Array(a) => Bson::Array(array_at(a, nested()?)?),
         RawBsonRef::Boolean(b) => Bson::Boolean(b),
         RawBsonRef::Null => Bson::Null,
         RawBsonRef::Int32(i) => Bson::Int32(i),
@@ -43,9 +58,15 @@ pub fn to_bson(value: RawBsonRef<'_>) -> Result<Bson, bson::error::Error> {
         RawBsonRef::Binary(b) => {
             Bson::Binary(Binary { subtype: b.subtype, bytes: b.bytes.to_vec() })
         }
-        // Rare types (regular expressions, code, symbols, pointers, the min/max keys and
-        // undefined): the crate's conversion, which copies nothing large for them.
-        other => Bson::try_from(RawBson::from(other))?,
+        RawBsonRef::JavaScriptCodeWithScope(c) => {
+            Bson::JavaScriptCodeWithScope(JavaScriptCodeWithScope {
+                code: c.code.to_owned(),
+                scope: document_at(c.scope, nested()?)?,
+            })
+        }
+        // The remaining types hold no documents (regular expressions, code, symbols,
+        // pointers, the min/max keys and undefined): the crate's conversion, cheap for them.
+        other => Bson::try_from(RawBson::from(other)).map_err(|e| e.to_string())?,
     })
 }
 
