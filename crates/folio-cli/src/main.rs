@@ -25,12 +25,6 @@ use clap::{Parser, Subcommand};
 use folio::{Service, ServiceOptions};
 use folio_server::{Server, ServerConfig};
 
-/// mimalloc rather than the C library's allocator: a command builds and drops many small
-/// values (documents, keys, replies), and glibc's malloc and free were a third of the server's
-/// instructions (docs/performance.md, "Eighth round").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Folio: a MongoDB-compatible document database with multi-document ACID transactions.
 #[derive(Parser, Debug)]
 #[command(name = "folio", version)]
