@@ -74,6 +74,30 @@ impl GeoNear {
             key: None,
             annotate: false,
         };
+        // Options of the old `geoNear` command, refused by name before anything else is read.
+        for (name, code, message) in [
+            (
+                "collation",
+                40227,
+                "$geoNear does not accept the 'collation' parameter. Instead, specify a \
+                 collation for the entire aggregation command.",
+            ),
+            (
+                "limit",
+                50858,
+                "$geoNear no longer supports the 'limit' parameter. Use a $limit stage instead.",
+            ),
+            (
+                "num",
+                50857,
+                "$geoNear no longer supports the 'num' parameter. Use a $limit stage instead.",
+            ),
+            ("start", 50856, "$geoNear no longer supports the 'start' argument."),
+        ] {
+            if d.contains_key(name) {
+                return Err(loc(code, message));
+            }
+        }
         let mut near = None;
         for (k, v) in d {
             match k.as_str() {
@@ -126,7 +150,6 @@ impl GeoNear {
                     ),
                 },
                 "uniqueDocs" => {}
-                // TODO(#14): `num`/`limit` were removed in MongoDB 4.2; `collation` is refused.
                 other => bail!(FailedToParse, "Unknown argument to $geoNear: {other}"),
             }
         }

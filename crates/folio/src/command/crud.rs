@@ -1070,7 +1070,7 @@ pub fn explain(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     };
     // The explained command is parsed as strictly as if it ran.
     if let Some(spec) = super::table::lookup(&name) {
-        super::fields::check(&name, spec.fields, &inner)?;
+        super::fields::check(&name, spec.fields, &inner, run.op.api.strict == Some(true))?;
     }
     let (filter, sort) = match name.as_str() {
         "find" => (opt_doc(&inner, "filter", "find")?, opt_doc(&inner, "sort", "find")?),

@@ -116,6 +116,11 @@ pub fn create_indexes(req: &mut Request<'_>, run: &mut Runner) -> Result<Documen
     if specs.is_empty() {
         bail!(BadValue, "Must specify at least one index to create");
     }
+    if run.op.api.strict == Some(true) {
+        for spec in &specs {
+            crate::index::IndexSpec::check_api_strict(spec)?;
+        }
+    }
     let db = run.op.db.clone();
     let in_txn = matches!(run.op.mode(), Mode::Transaction(_));
     let out = run.write(0, |txn| {

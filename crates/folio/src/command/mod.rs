@@ -580,7 +580,7 @@ impl Service {
                  version"
             );
         }
-        fields::check(&name, spec.fields, cmd)?;
+        fields::check(&name, spec.fields, cmd, op.api.strict == Some(true))?;
         authz::check(self, conn, &name, cmd, &op.db)?;
         authz::bind_session(self, conn, &mut op)?;
         let (_op_guard, killed) =
@@ -852,7 +852,16 @@ pub(crate) mod table {
         unsupported: &'static [&'static str],
         mut s: Spec,
     ) -> Spec {
-        s.fields = Fields::Strict { known, unsupported };
+        s.fields = Fields::Strict { known, unsupported, unstable: &[] };
+        s
+    }
+
+    /// Declares which of the command's fields MongoDB's IDL marks unstable: outside API version
+    /// 1, refused under `apiStrict: true` (see [`super::fields`]). Follows [`takes`].
+    const fn unstable(list: &'static [&'static str], mut s: Spec) -> Spec {
+        if let Fields::Strict { known, unsupported, .. } = s.fields {
+            s.fields = Fields::Strict { known, unsupported, unstable: list };
+        }
         s
     }
 
@@ -934,6 +943,28 @@ pub(crate) mod table {
         "collectionUUID",
     ];
 
+    /// `find`'s fields outside API version 1 (`find_command.idl`).
+    const FIND_UNSTABLE: &[&str] = &[
+        "ntoreturn",
+        "min",
+        "max",
+        "returnKey",
+        "showRecordId",
+        "$queryOptions",
+        "tailable",
+        "oplogReplay",
+        "noCursorTimeout",
+        "awaitData",
+        "options",
+        "term",
+        "readOnce",
+        "allowSpeculativeMajorityRead",
+        "$_requestResumeToken",
+        "$_resumeAfter",
+        "runtimeConstants",
+        "collectionUUID",
+    ];
+
     /// `aggregate`'s fields.
     const AGGREGATE: &[&str] = &[
         "pipeline",
@@ -948,6 +979,18 @@ pub(crate) mod table {
 
     /// What MongoDB's `aggregate` takes that Folio does not implement.
     const AGGREGATE_UNSUPPORTED: &[&str] = &[
+        "exchange",
+        "runtimeConstants",
+        "collectionUUID",
+        "$queryOptions",
+        "isMapReduceCommand",
+        "encryptionInformation",
+    ];
+
+    /// `aggregate`'s fields outside API version 1 (`aggregate_command.idl`; `exchange` is
+    /// refused for clients under `apiStrict` too).
+    const AGGREGATE_UNSTABLE: &[&str] = &[
+        "explain",
         "exchange",
         "runtimeConstants",
         "collectionUUID",
@@ -979,6 +1022,20 @@ pub(crate) mod table {
     /// What MongoDB's `create` takes that Folio does not implement.
     const CREATE_UNSUPPORTED: &[&str] =
         &["idIndex", "encryptedFields", "temp", "recordIdsReplicated"];
+
+    /// `create`'s fields outside API version 1 (`create.idl`: a capped collection's sizes and
+    /// the storage options).
+    const CREATE_UNSTABLE: &[&str] = &[
+        "size",
+        "max",
+        "storageEngine",
+        "indexOptionDefaults",
+        "changeStreamPreAndPostImages",
+        "temp",
+    ];
+
+    /// The write commands' fields outside API version 1 (`write_ops.idl`).
+    const WRITE_UNSTABLE: &[&str] = &["collectionUUID", "encryptionInformation"];
 
     /// What MongoDB's write commands take that Folio does not implement.
     const WRITE_UNSUPPORTED: &[&str] =
@@ -1022,36 +1079,54 @@ pub(crate) mod table {
         ),
         takes(&["keyPattern", "min", "max", "estimate"], &[], cmd("dataSize", R(admin::data_size))),
         // CRUD.
-        takes(
-            &["documents", "ordered", "bypassDocumentValidation", "stmtIds"],
-            WRITE_UNSUPPORTED,
-            txn(write(v1(cmd("insert", R(crud::insert))))),
+        unstable(
+            WRITE_UNSTABLE,
+            takes(
+                &["documents", "ordered", "bypassDocumentValidation", "stmtIds"],
+                WRITE_UNSUPPORTED,
+                txn(write(v1(cmd("insert", R(crud::insert))))),
+            ),
         ),
-        takes(
-            &["updates", "ordered", "bypassDocumentValidation", "let", "stmtIds"],
-            WRITE_UNSUPPORTED,
-            txn(write(v1(cmd("update", R(crud::update))))),
+        unstable(
+            WRITE_UNSTABLE,
+            takes(
+                &["updates", "ordered", "bypassDocumentValidation", "let", "stmtIds"],
+                WRITE_UNSUPPORTED,
+                txn(write(v1(cmd("update", R(crud::update))))),
+            ),
         ),
-        takes(
-            &["deletes", "ordered", "bypassDocumentValidation", "let", "stmtIds"],
-            WRITE_UNSUPPORTED,
-            txn(write(v1(cmd("delete", R(crud::delete))))),
+        unstable(
+            &["collectionUUID", "encryptionInformation", "runtimeConstants"],
+            takes(
+                &["deletes", "ordered", "bypassDocumentValidation", "let", "stmtIds"],
+                WRITE_UNSUPPORTED,
+                txn(write(v1(cmd("delete", R(crud::delete))))),
+            ),
         ),
-        takes(
-            FIND_AND_MODIFY,
-            WRITE_UNSUPPORTED,
-            txn(write(v1(cmd("findAndModify", R(crud::find_and_modify))))),
+        unstable(
+            &["encryptionInformation"],
+            takes(
+                FIND_AND_MODIFY,
+                WRITE_UNSUPPORTED,
+                txn(write(v1(cmd("findAndModify", R(crud::find_and_modify))))),
+            ),
         ),
-        takes(
-            FIND_AND_MODIFY,
-            WRITE_UNSUPPORTED,
-            txn(write(v1(cmd("findandmodify", R(crud::find_and_modify))))),
+        unstable(
+            &["encryptionInformation"],
+            takes(
+                FIND_AND_MODIFY,
+                WRITE_UNSUPPORTED,
+                txn(write(v1(cmd("findandmodify", R(crud::find_and_modify))))),
+            ),
         ),
-        takes(FIND, FIND_UNSUPPORTED, txn(v1(cmd("find", R(crud::find))))),
-        takes(
-            &["collection", "batchSize"],
-            &["term", "lastKnownCommittedOpTime", "includeQueryStatsMetrics"],
-            txn(v1(cmd("getMore", R(crud::get_more)))),
+        unstable(FIND_UNSTABLE, takes(FIND, FIND_UNSUPPORTED, txn(v1(cmd("find", R(crud::find)))))),
+        unstable(
+            &["term", "lastKnownCommittedOpTime"],
+            takes(
+                &["collection", "batchSize"],
+                &["term", "lastKnownCommittedOpTime", "includeQueryStatsMetrics"],
+                txn(v1(cmd("getMore", R(crud::get_more)))),
+            ),
         ),
         takes(&["cursors"], &[], txn(v1(cmd("killCursors", R(crud::kill_cursors))))),
         takes(
@@ -1059,11 +1134,17 @@ pub(crate) mod table {
             &["$queryOptions"],
             txn(cmd("distinct", R(crud::distinct))),
         ),
-        takes(AGGREGATE, AGGREGATE_UNSUPPORTED, txn(v1(cmd("aggregate", R(crud::aggregate))))),
-        takes(
-            &["query", "limit", "skip", "hint", "collation"],
+        unstable(
+            AGGREGATE_UNSTABLE,
+            takes(AGGREGATE, AGGREGATE_UNSUPPORTED, txn(v1(cmd("aggregate", R(crud::aggregate))))),
+        ),
+        unstable(
             &["$queryOptions", "encryptionInformation"],
-            v1(cmd("count", R(crud::count))),
+            takes(
+                &["query", "limit", "skip", "hint", "collation"],
+                &["$queryOptions", "encryptionInformation"],
+                v1(cmd("count", R(crud::count))),
+            ),
         ),
         takes(&["verbosity"], &[], v1(cmd("explain", R(crud::explain)))),
         takes(
@@ -1080,34 +1161,63 @@ pub(crate) mod table {
             admin(txn(write(cmd("bulkWrite", R(bulk::bulk_write))))),
         ),
         // DDL.
-        takes(CREATE, CREATE_UNSUPPORTED, txn(write(v1(cmd("create", R(ddl::create)))))),
-        takes(
-            &["indexes"],
-            &["commitQuorum", "ignoreUnknownIndexOptions"],
-            txn(write(v1(cmd("createIndexes", R(ddl::create_indexes))))),
+        unstable(
+            CREATE_UNSTABLE,
+            takes(CREATE, CREATE_UNSUPPORTED, txn(write(v1(cmd("create", R(ddl::create)))))),
         ),
-        takes(&[], &["collectionUUID"], write(v1(cmd("drop", R(ddl::drop))))),
-        takes(&[], &[], write(v1(cmd("dropDatabase", R(ddl::drop_database))))),
-        takes(&["index"], &["collectionUUID"], write(v1(cmd("dropIndexes", R(ddl::drop_indexes))))),
-        takes(
-            &["index"],
+        unstable(
+            &["ignoreUnknownIndexOptions"],
+            takes(
+                &["indexes"],
+                &["commitQuorum", "ignoreUnknownIndexOptions"],
+                txn(write(v1(cmd("createIndexes", R(ddl::create_indexes))))),
+            ),
+        ),
+        unstable(
             &["collectionUUID"],
-            write(v1(cmd("deleteIndexes", R(ddl::drop_indexes)))),
+            takes(&[], &["collectionUUID"], write(v1(cmd("drop", R(ddl::drop))))),
         ),
-        takes(
+        takes(&[], &[], write(v1(cmd("dropDatabase", R(ddl::drop_database))))),
+        unstable(
+            &["collectionUUID"],
+            takes(
+                &["index"],
+                &["collectionUUID"],
+                write(v1(cmd("dropIndexes", R(ddl::drop_indexes)))),
+            ),
+        ),
+        unstable(
+            &["collectionUUID"],
+            takes(
+                &["index"],
+                &["collectionUUID"],
+                write(v1(cmd("deleteIndexes", R(ddl::drop_indexes)))),
+            ),
+        ),
+        unstable(
             &[
-                "index",
-                "validator",
-                "validationLevel",
-                "validationAction",
-                "viewOn",
-                "pipeline",
                 "changeStreamPreAndPostImages",
-                "cappedSize",
-                "cappedMax",
+                "dryRun",
+                "collectionUUID",
+                "index.unique",
+                "index.prepareUnique",
+                "index.forceNonUnique",
             ],
-            &["expireAfterSeconds", "timeseries", "clusteredIndex", "collectionUUID", "dryRun"],
-            write(v1(cmd("collMod", R(ddl::coll_mod)))),
+            takes(
+                &[
+                    "index",
+                    "validator",
+                    "validationLevel",
+                    "validationAction",
+                    "viewOn",
+                    "pipeline",
+                    "changeStreamPreAndPostImages",
+                    "cappedSize",
+                    "cappedMax",
+                ],
+                &["expireAfterSeconds", "timeseries", "clusteredIndex", "collectionUUID", "dryRun"],
+                write(v1(cmd("collMod", R(ddl::coll_mod)))),
+            ),
         ),
         write(cmd("convertToCapped", R(ddl::convert_to_capped))),
         write(cmd("cloneCollectionAsCapped", R(ddl::clone_collection_as_capped))),
@@ -1121,15 +1231,21 @@ pub(crate) mod table {
             &[],
             admin(v1(cmd("listDatabases", R(ddl::list_databases)))),
         ),
-        takes(
-            &["filter", "nameOnly", "authorizedCollections", "cursor"],
+        unstable(
             &["includePendingDrops"],
-            v1(cmd("listCollections", R(ddl::list_collections))),
+            takes(
+                &["filter", "nameOnly", "authorizedCollections", "cursor"],
+                &["includePendingDrops"],
+                v1(cmd("listCollections", R(ddl::list_collections))),
+            ),
         ),
-        takes(
-            &["cursor"],
+        unstable(
             &["includeBuildUUIDs", "includeIndexBuildInfo"],
-            v1(cmd("listIndexes", R(ddl::list_indexes))),
+            takes(
+                &["cursor"],
+                &["includeBuildUUIDs", "includeIndexBuildInfo"],
+                v1(cmd("listIndexes", R(ddl::list_indexes))),
+            ),
         ),
         // Atlas Search index management, which Folio has not (refused as mongod refuses it).
         write(cmd("createSearchIndexes", S(ddl::search_index_command))),
@@ -1139,10 +1255,16 @@ pub(crate) mod table {
         cmd("dbStats", R(ddl::db_stats)),
         cmd("collStats", R(ddl::coll_stats)),
         // Sessions and transactions.
-        takes(
-            &["recoveryToken"],
+        unstable(
             &["commitTimestamp"],
-            admin(txn(waits(v1(cmd("commitTransaction", R(session_cmds::commit_transaction)))))),
+            takes(
+                &["recoveryToken"],
+                &["commitTimestamp"],
+                admin(txn(waits(v1(cmd(
+                    "commitTransaction",
+                    R(session_cmds::commit_transaction),
+                ))))),
+            ),
         ),
         takes(
             &["recoveryToken"],

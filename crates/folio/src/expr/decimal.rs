@@ -1,5 +1,6 @@
 //! Decimal128 arithmetic for `$add`, `$subtract`, `$multiply`, `$divide`, `$mod`, `$abs`,
-//! `$sum`, `$avg` and the rounding operators (`$round`, `$trunc`, `$ceil`, `$floor`).
+//! `$sum`, `$avg`, the rounding operators (`$round`, `$trunc`, `$ceil`, `$floor`), and the
+//! functions `$sqrt`, `$pow`, `$exp`, `$ln`, `$log10`, `$log` and trigonometry.
 //!
 //! When an operand is a Decimal128, MongoDB computes in IEEE 754-2008 decimal128 (34
 //! significant digits, round half to even), not in doubles: `0.1 + 0.2` of decimals is exactly
@@ -18,8 +19,18 @@
 //! Integers convert exactly; a double converts the way MongoDB's `Decimal128(double)` does,
 //! rounded to 15 significant digits (so `$toDecimal: 2.5` is `2.50000000000000`). NaN and
 //! infinite operands are left to the caller's double arithmetic.
+//!
+//! The functions are computed by `dashu-float` at 34 significant digits, round half to even,
+//! correctly rounded (MongoDB's Intel library goes through binary128 for the transcendental
+//! ones, which can differ in the last digit in rare cases). An inexact result has all 34
+//! digits (`$exp: 1` is `2.718281828459045235360287471352662`); an exact one is written with
+//! the fewest digits, an integer without exponent (`$log10: 1000` is `3`, `$pow: [2, 10]` is
+//! `1024`), except a square root, which keeps IEEE's ideal exponent (`$sqrt: 4.00` is `2.0`).
+//! `$log` divides the two natural logarithms, each rounded, as MongoDB does.
 
 use bson::{Bson, Decimal128};
+use dashu_float::round::{Rounded, mode::HalfEven};
+use dashu_float::{Context, FBig};
 use num_bigint::BigUint;
 
 use crate::doc::compare::Number;
@@ -364,4 +375,262 @@ mod tests {
         assert_eq!(show(from_number(Number::Long(-10000))), "-10000");
         assert_eq!(show(add(d("NaN"), Number::Int(1))), "None");
     }
+}
+
+/// A decimal of arbitrary precision (base 10, ties to even) for the functions.
+type Big = FBig<HalfEven, 10>;
+
+/// Beyond these magnitudes of `$exp`'s argument (and of a power's base-10 logarithm) the
+/// result is out of decimal128's range: answered without computing it.
+const EXP_LIMIT: f64 = 14_200.0;
+const LOG10_LIMIT: f64 = 6_200.0;
+
+impl Dec {
+    fn to_big(&self) -> Option<Big> {
+        let sign = if self.neg { "-" } else { "" };
+        let significand = format!("{sign}{}", self.coef).parse().ok()?;
+        Some(Big::from_parts(significand, isize::try_from(self.exp).ok()?))
+    }
+
+    fn from_big(b: &Big) -> Option<Dec> {
+        let r = b.repr();
+        if r.is_infinite() {
+            return None;
+        }
+        let s = r.significand().to_string();
+        let (neg, digits) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s.as_str()),
+        };
+        Some(Dec { neg, coef: digits.parse().ok()?, exp: r.exponent() as i64 })
+    }
+
+    /// An exact value with the fewest digits, an integer of up to 34 digits without exponent.
+    fn canonical(mut self) -> Dec {
+        if is_zero(&self.coef) {
+            return Dec { exp: 0, ..self };
+        }
+        let ten = BigUint::from(10u32);
+        while (&self.coef % &ten).bits() == 0 {
+            self.coef /= 10u32;
+            self.exp += 1;
+        }
+        while self.exp > 0 && digits(&self.coef) < DIGITS {
+            self.coef *= 10u32;
+            self.exp -= 1;
+        }
+        self
+    }
+
+    fn is_integral(&self) -> bool {
+        self.exp >= 0 || {
+            let scale = pow10(self.exp.unsigned_abs());
+            (&self.coef % scale).bits() == 0
+        }
+    }
+}
+
+/// The base-10 logarithm of a positive decimal, to a double's precision (for range checks).
+fn log10_of(d: &Dec) -> f64 {
+    let s = d.coef.to_string();
+    let lead: f64 = format!("0.{}", &s[..s.len().min(17)]).parse().unwrap_or(1.0);
+    (s.len() as f64 + d.exp as f64) + lead.log10()
+}
+
+fn context() -> Context<HalfEven> {
+    Context::new(DIGITS)
+}
+
+/// A function's result as a decimal128: all 34 digits when inexact, canonical when exact, NaN
+/// outside the function's domain.
+fn finish(r: Result<Rounded<Big>, dashu_float::FpError>) -> Option<Bson> {
+    match r {
+        Ok(Rounded::Exact(v)) => Some(Dec::from_big(&v)?.canonical().into_bson(false)),
+        Ok(Rounded::Inexact(v, _)) => {
+            let mut d = Dec::from_big(&v)?;
+            let n = digits(&d.coef);
+            if n < DIGITS && !is_zero(&d.coef) {
+                d.coef *= pow10((DIGITS - n) as u64);
+                d.exp -= (DIGITS - n) as i64;
+            }
+            Some(d.into_bson(true))
+        }
+        Err(_) => Some(decimal_str("NaN")),
+    }
+}
+
+/// The square root of a non-negative decimal (the caller refuses negative ones); an exact root
+/// takes the ideal exponent, half the operand's rounded down.
+pub fn sqrt(a: Number) -> Option<Bson> {
+    let x = Dec::of(a)?;
+    let r = context().sqrt(&x.to_big()?.repr().clone());
+    if let Ok(Rounded::Exact(v)) = &r {
+        let root = Dec::from_big(v)?.canonical();
+        let ideal = x.exp.div_euclid(2);
+        if root.exp >= ideal && digits(&root.coef) + (root.exp - ideal) as usize <= DIGITS {
+            let coef = root.coef * pow10((root.exp - ideal) as u64);
+            return Some(Dec { neg: false, coef, exp: ideal }.into_bson(false));
+        }
+        return Some(root.into_bson(false));
+    }
+    finish(r)
+}
+
+/// `e` to the power of a decimal.
+pub fn exp(a: Number) -> Option<Bson> {
+    let x = Dec::of(a)?;
+    let f = a.to_f64();
+    if f > EXP_LIMIT {
+        return Some(decimal_str("Infinity"));
+    }
+    if f < -EXP_LIMIT {
+        return Some(decimal_str("0E-6176"));
+    }
+    finish(context().exp(x.to_big()?.repr(), None))
+}
+
+/// The natural logarithm of a positive decimal (the caller refuses the others).
+pub fn ln(a: Number) -> Option<Bson> {
+    finish(context().ln(Dec::of(a)?.to_big()?.repr(), None))
+}
+
+/// The base-10 logarithm of a positive decimal.
+pub fn log10(a: Number) -> Option<Bson> {
+    finish(context().log10(Dec::of(a)?.to_big()?.repr(), None))
+}
+
+/// The logarithm of `a` in `base`, as MongoDB computes it: `ln(a) / ln(base)`, each rounded to
+/// decimal128.
+pub fn log(a: Number, base: Number) -> Option<Bson> {
+    let (x, b) = (ln(a)?, ln(base)?);
+    divide(Number::of(&x)?, Number::of(&b)?)
+}
+
+/// `a` to the power `b` (the caller refuses a zero base with a negative exponent). Integer
+/// powers with an exact result of at most 34 digits are computed exactly.
+pub fn pow(a: Number, b: Number) -> Option<Bson> {
+    let (x, y) = operands(a, b)?;
+    if is_zero(&y.coef) {
+        return Some(decimal_str("1"));
+    }
+    if is_zero(&x.coef) {
+        return Some(decimal_str("0"));
+    }
+    let integral = y.is_integral();
+    // A negative base has a real power only for an integer exponent; its sign is the parity's.
+    let odd = integral && {
+        let n = if y.exp >= 0 { y.scaled_to(0) } else { &y.coef / pow10(y.exp.unsigned_abs()) };
+        n.bit(0)
+    };
+    if x.neg && !integral {
+        return Some(decimal_str("NaN"));
+    }
+    let neg = x.neg && odd;
+    let magnitude = Dec { neg: false, ..x };
+    // Out of range either way: answered without computing the power.
+    let log10 = match b.to_f64() * log10_of(&magnitude) {
+        l if l.is_nan() => 0.0,
+        l => l,
+    };
+    if log10.abs() > LOG10_LIMIT {
+        let s = match (log10 > 0.0, neg) {
+            (true, false) => "Infinity",
+            (true, true) => "-Infinity",
+            (false, false) => "0E-6176",
+            (false, true) => "-0E-6176",
+        };
+        return Some(decimal_str(s));
+    }
+    if integral
+        && let Ok(n) = i64::try_from(y.scaled_to(y.exp.min(0)) / pow10(y.exp.min(0).unsigned_abs()))
+    {
+        let n = if y.neg { -n } else { n };
+        let k = n.unsigned_abs();
+        if digits(&magnitude.coef) as u64 * k <= DIGITS as u64 {
+            let exact = Dec {
+                neg,
+                coef: magnitude.coef.pow(u32::try_from(k).ok()?),
+                exp: magnitude.exp * k as i64,
+            }
+            .canonical();
+            if n > 0 {
+                return Some(exact.into_bson(false));
+            }
+            let denominator = exact.into_bson(false);
+            return divide(Number::Int(1), Number::of(&denominator)?);
+        }
+    }
+    let r = context().powf(magnitude.to_big()?.repr(), y.to_big()?.repr(), None);
+    let v = finish(r)?;
+    if neg { multiply(Number::Int(-1), Number::of(&v)?) } else { Some(v) }
+}
+
+/// The trigonometric functions computed in decimal128.
+#[derive(Clone, Copy, Debug)]
+pub enum Trig {
+    /// `$sin`.
+    Sin,
+    /// `$cos`.
+    Cos,
+    /// `$tan`.
+    Tan,
+    /// `$asin`.
+    Asin,
+    /// `$acos`.
+    Acos,
+    /// `$atan`.
+    Atan,
+}
+
+/// A trigonometric function of a decimal; NaN outside its domain.
+pub fn trig(f: Trig, a: Number) -> Option<Bson> {
+    let x = Dec::of(a)?.to_big()?;
+    let (c, x) = (context(), x.repr());
+    finish(match f {
+        Trig::Sin => c.sin(x, None),
+        Trig::Cos => c.cos(x, None),
+        Trig::Tan => c.tan(x, None),
+        Trig::Asin => c.asin(x, None),
+        Trig::Acos => c.acos(x, None),
+        Trig::Atan => c.atan(x, None),
+    })
+}
+
+/// `$atan2` of decimals: the angle of the point `(x, y)`.
+pub fn atan2(y: Number, x: Number) -> Option<Bson> {
+    let (y, x) = operands(y, x)?;
+    finish(context().atan2(y.to_big()?.repr(), x.to_big()?.repr(), None))
+}
+
+/// `a` in degrees to radians (`to_radians`) or back, multiplied by MongoDB's 34-digit
+/// constants for pi/180 and 180/pi.
+pub fn degrees_radians(a: Number, to_radians: bool) -> Option<Bson> {
+    let factor = if to_radians {
+        "0.01745329251994329576923690768488613"
+    } else {
+        "57.29577951308232087679815481410517"
+    };
+    let factor = decimal_str(factor);
+    multiply(a, Number::of(&factor)?)
+}
+
+/// The sign of a finite number compared as a decimal (`None` for NaN and infinities): a tiny
+/// decimal is positive even where its double is 0.
+pub fn sign(n: Number) -> Option<std::cmp::Ordering> {
+    let d = Dec::of(n)?;
+    Some(if is_zero(&d.coef) {
+        std::cmp::Ordering::Equal
+    } else if d.neg {
+        std::cmp::Ordering::Less
+    } else {
+        std::cmp::Ordering::Greater
+    })
+}
+
+/// Whether a finite number is exactly 1.
+pub fn is_one(n: Number) -> bool {
+    Dec::of(n).is_some_and(|d| {
+        let d = d.canonical();
+        !d.neg && d.exp == 0 && d.coef == BigUint::from(1u32)
+    })
 }

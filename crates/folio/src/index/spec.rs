@@ -163,6 +163,16 @@ impl IndexSpec {
         is_id_pattern(&self.key)
     }
 
+    /// Under `apiStrict: true`, refuses a spec MongoDB will not create in API version 1 (a text
+    /// index) with APIStrictError, where MongoDB's validation meets its key pattern: an error of
+    /// a field before it comes first (and is left to [`IndexSpec::parse`]).
+    pub fn check_api_strict(spec: &Document) -> Result<()> {
+        match parse_fields(spec, true) {
+            Err(e) if e.code == crate::Code::APIStrictError => Err(in_specification(spec, e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Parses one entry of `createIndexes.indexes` with MongoDB's validation and messages.
     pub fn parse(spec: &Document) -> Result<IndexSpec> {
         if let Some(Bson::String(name)) = spec.get("name")
@@ -170,7 +180,7 @@ impl IndexSpec {
         {
             crate::bail!(BadValue, "The index name '*' is not valid.");
         }
-        parse_fields(spec).map_err(|e| in_specification(spec, e))?;
+        parse_fields(spec, false).map_err(|e| in_specification(spec, e))?;
         let normalized_text;
         let spec = match normalize_text(spec)? {
             Some(n) => {
@@ -649,8 +659,9 @@ fn check_key_path(path: &str) -> Result<()> {
     Ok(())
 }
 
-/// Field-level checks of a spec (MongoDB's `validateIndexSpec`).
-fn parse_fields(spec: &Document) -> Result<()> {
+/// Field-level checks of a spec (MongoDB's `validateIndexSpec`); `api_strict` refuses the key
+/// patterns outside API version 1.
+fn parse_fields(spec: &Document, api_strict: bool) -> Result<()> {
     for (k, v) in spec {
         if !ALLOWED_FIELDS.contains(&k.as_str()) {
             crate::bail!(
@@ -661,7 +672,26 @@ fn parse_fields(spec: &Document) -> Result<()> {
             );
         }
         match (k.as_str(), v) {
-            ("key", Bson::Document(key)) => validate_key_pattern(key)?,
+            ("key", Bson::Document(key)) => {
+                // The index type is the key pattern's first string, unless a wildcard path
+                // comes first (MongoDB's plugin name).
+                let plugin = key
+                    .iter()
+                    .take_while(|(k, v)| {
+                        matches!(v, Bson::String(_)) || !(*k == "$**" || k.ends_with(".$**"))
+                    })
+                    .find_map(|(_, v)| match v {
+                        Bson::String(s) => Some(s.as_str()),
+                        _ => None,
+                    });
+                if api_strict && plugin == Some("text") {
+                    crate::bail!(
+                        APIStrictError,
+                        "text indexes cannot be created with apiStrict: true"
+                    );
+                }
+                validate_key_pattern(key)?
+            }
             ("key", other) => crate::bail!(
                 TypeMismatch,
                 "The field 'key' must be an object, but got {}",

@@ -3,9 +3,8 @@
 //! Integers stay integers while they fit (int32 widens to int64, int64 to double on
 //! overflow); a double operand makes a double and a decimal operand a decimal. `$add`,
 //! `$subtract`, `$multiply`, `$divide`, `$mod`, `$abs`, `$round`, `$trunc`, `$ceil` and
-//! `$floor` compute decimals in decimal128 ([`crate::expr::decimal`]); the other operators
-//! compute them through doubles and convert back (TODO(#14): decimal128 for `$pow`, `$sqrt`,
-//! `$exp`, logarithms and trigonometry).
+//! `$floor`, `$pow`, `$sqrt`, `$exp`, the logarithms and trigonometry compute decimals in
+//! decimal128 ([`crate::expr::decimal`]); a decimal NaN or infinity goes through doubles.
 
 use bson::{Bson, Decimal128};
 
@@ -63,48 +62,132 @@ pub(super) const OPS: &[Operator] = &[
         {
             return Err(loc(28714, "$sqrt's argument must be greater than or equal to 0"));
         }
-        unary_num("$sqrt", x, f64::sqrt, None)
+        decimal_or(x, dec::sqrt, |x| unary_num("$sqrt", x, f64::sqrt, None))
     }),
-    op("$exp", 1, 1, |v| float_fn("$exp", v, f64::exp)),
-    op("$ln", 1, 1, |v| float_fn("$ln", v, f64::ln)),
-    op("$log10", 1, 1, |v| float_fn("$log10", v, f64::log10)),
-    op("$log", 2, 2, |v| {
-        binary_float("$log", v, |x, base| {
-            if x <= 0.0 || base <= 0.0 || base == 1.0 {
-                return Err(loc(28758, "$log's base must be a positive number not equal to 1"));
-            }
-            Ok(x.ln() / base.ln())
-        })
+    op("$exp", 1, 1, |v| float_fn("$exp", v, dec::exp, f64::exp)),
+    op("$ln", 1, 1, |v| logarithm("$ln", 28766, v, dec::ln, f64::ln)),
+    op("$log10", 1, 1, |v| logarithm("$log10", 28761, v, dec::log10, f64::log10)),
+    op("$log", 2, 2, log),
+    op("$sin", 1, 1, |v| float_fn("$sin", v, |n| dec::trig(dec::Trig::Sin, n), f64::sin)),
+    op("$cos", 1, 1, |v| float_fn("$cos", v, |n| dec::trig(dec::Trig::Cos, n), f64::cos)),
+    op("$tan", 1, 1, |v| float_fn("$tan", v, |n| dec::trig(dec::Trig::Tan, n), f64::tan)),
+    op("$asin", 1, 1, |v| float_fn("$asin", v, |n| dec::trig(dec::Trig::Asin, n), f64::asin)),
+    op("$acos", 1, 1, |v| float_fn("$acos", v, |n| dec::trig(dec::Trig::Acos, n), f64::acos)),
+    op("$atan", 1, 1, |v| float_fn("$atan", v, |n| dec::trig(dec::Trig::Atan, n), f64::atan)),
+    op("$atan2", 2, 2, |v| binary_float("$atan2", v, dec::atan2, |y, x| Ok(y.atan2(x)))),
+    op("$degreesToRadians", 1, 1, |v| {
+        float_fn("$degreesToRadians", v, |n| dec::degrees_radians(n, true), f64::to_radians)
     }),
-    op("$sin", 1, 1, |v| float_fn("$sin", v, f64::sin)),
-    op("$cos", 1, 1, |v| float_fn("$cos", v, f64::cos)),
-    op("$tan", 1, 1, |v| float_fn("$tan", v, f64::tan)),
-    op("$asin", 1, 1, |v| float_fn("$asin", v, f64::asin)),
-    op("$acos", 1, 1, |v| float_fn("$acos", v, f64::acos)),
-    op("$atan", 1, 1, |v| float_fn("$atan", v, f64::atan)),
-    op("$atan2", 2, 2, |v| binary_float("$atan2", v, |y, x| Ok(y.atan2(x)))),
-    op("$degreesToRadians", 1, 1, |v| float_fn("$degreesToRadians", v, f64::to_radians)),
-    op("$radiansToDegrees", 1, 1, |v| float_fn("$radiansToDegrees", v, f64::to_degrees)),
+    op("$radiansToDegrees", 1, 1, |v| {
+        float_fn("$radiansToDegrees", v, |n| dec::degrees_radians(n, false), f64::to_degrees)
+    }),
     op("$bitAnd", 0, MANY, |v| bitwise("$bitAnd", &v, -1, |a, x| a & x)),
     op("$bitOr", 0, MANY, |v| bitwise("$bitOr", &v, 0, |a, x| a | x)),
     op("$bitXor", 0, MANY, |v| bitwise("$bitXor", &v, 0, |a, x| a ^ x)),
     op("$bitNot", 1, 1, |v| bitwise("$bitNot", &v, 0, |_, x| !x)),
 ];
 
-/// A one-argument function computed in doubles (decimals stay decimals).
-fn float_fn(op: &str, vals: Vec<Value>, f: fn(f64) -> f64) -> Result<Value> {
+/// A one-argument function: in decimal128 for a decimal (`decimal`), else in doubles.
+fn float_fn(
+    op: &str,
+    vals: Vec<Value>,
+    decimal: impl Fn(Number) -> Option<Bson>,
+    f: fn(f64) -> f64,
+) -> Result<Value> {
     let [x] = fixed(vals);
-    unary_num(op, x, f, None)
+    decimal_or(x, decimal, |x| unary_num(op, x, f, None))
 }
 
-/// A two-argument function computed in doubles (`$log`, `$atan2`).
-fn binary_float(op: &str, vals: Vec<Value>, f: fn(f64, f64) -> Result<f64>) -> Result<Value> {
+/// A two-argument function (`$atan2`): in decimal128 when either is a decimal, else in doubles.
+fn binary_float(
+    op: &str,
+    vals: Vec<Value>,
+    decimal: fn(Number, Number) -> Option<Bson>,
+    f: fn(f64, f64) -> Result<f64>,
+) -> Result<Value> {
     let [a, b] = fixed(vals);
     let Some((x, y)) = two_numbers(op, 28756, a, b)? else {
         return null();
     };
     let w = width(x).max(width(y)).max(2);
+    if w == 3
+        && let Some(r) = decimal(x, y)
+    {
+        return Ok(Some(r));
+    }
     Ok(Some(from_f64_width(f(x.to_f64(), y.to_f64())?, w)))
+}
+
+/// Whether a number is above zero; a decimal compares as a decimal (a tiny positive decimal is
+/// positive even where its double is 0).
+fn positive(n: Number) -> bool {
+    match n {
+        Number::Decimal(f, _) => dec::sign(n).map_or(f > 0.0, std::cmp::Ordering::is_gt),
+        n => n.to_f64() > 0.0,
+    }
+}
+
+/// Whether a number is 1 (a decimal compared as a decimal).
+fn is_one(n: Number) -> bool {
+    match n {
+        Number::Decimal(..) => dec::is_one(n),
+        n => n.to_f64() == 1.0,
+    }
+}
+
+/// `$ln` and `$log10`: a positive argument (or NaN), else error `code` showing the argument as
+/// a double, as MongoDB does.
+fn logarithm(
+    op: &str,
+    code: i32,
+    vals: Vec<Value>,
+    decimal: fn(Number) -> Option<Bson>,
+    f: fn(f64) -> f64,
+) -> Result<Value> {
+    let [x] = fixed(vals);
+    if let Some(n) = x.as_ref().and_then(Number::of)
+        && !positive(n)
+        && !n.is_nan()
+    {
+        let shown = crate::doc::fmt::cpp_double(n.to_f64());
+        return Err(loc(
+            code,
+            format!("{op}'s argument must be a positive number, but is {shown}"),
+        ));
+    }
+    decimal_or(x, decimal, |x| unary_num(op, x, f, None))
+}
+
+/// `$log`: the logarithm of a positive number in a positive base other than 1.
+fn log(vals: Vec<Value>) -> Result<Value> {
+    let [a, b] = fixed(vals);
+    if is_nullish(&a) || is_nullish(&b) {
+        return null();
+    }
+    let (Some(a), Some(b)) = (a, b) else { return null() };
+    let Some(x) = Number::of(&a) else {
+        return Err(loc(28756, format!("$log's argument must be numeric, not {}", type_name(&a))));
+    };
+    let Some(base) = Number::of(&b) else {
+        return Err(loc(28757, format!("$log's base must be numeric, not {}", type_name(&b))));
+    };
+    let shown = |n: Number| crate::doc::fmt::cpp_double(n.to_f64());
+    if !positive(x) && !x.is_nan() {
+        let message = format!("$log's argument must be a positive number, but is {}", shown(x));
+        return Err(loc(28758, message));
+    }
+    if (!positive(base) || is_one(base)) && !base.is_nan() {
+        let message =
+            format!("$log's base must be a positive number not equal to 1, but is {}", shown(base));
+        return Err(loc(28759, message));
+    }
+    let w = width(x).max(width(base)).max(2);
+    if w == 3
+        && let Some(r) = dec::log(x, base)
+    {
+        return Ok(Some(r));
+    }
+    Ok(Some(from_f64_width(x.to_f64().ln() / base.to_f64().ln(), w)))
 }
 
 /// An integral value as i64 (ints, longs, and doubles/decimals without a fraction).
@@ -460,6 +543,11 @@ fn pow(a: Value, b: Value) -> Result<Value> {
         return Err(loc(28764, "$pow cannot take a base of 0 and a negative exponent"));
     }
     let w = width(x).max(width(y));
+    if w == 3
+        && let Some(r) = dec::pow(x, y)
+    {
+        return Ok(Some(r));
+    }
     if let (Some(p), Some(q)) = (x.as_i64(), y.as_i64())
         && q >= 0
         && let Ok(q32) = u32::try_from(q)
