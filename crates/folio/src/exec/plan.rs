@@ -287,7 +287,7 @@ pub fn bind_text(meta: &CollectionMeta, filter: &Filter) -> Result<Option<Filter
 }
 
 /// The plan of a `$text` query: a scan of the text index for its terms, which needs equality on
-/// every prefix field (BadValue otherwise, as in MongoDB). Under `apiStrict: true` the planner
+/// every prefix field (NoQueryExecutionPlans otherwise, as in MongoDB). Under `apiStrict: true` the planner
 /// has no text index (NoQueryExecutionPlans, as MongoDB's planner answers then).
 fn text_plan(meta: &CollectionMeta, filter: &Filter) -> Result<Plan> {
     if crate::api_strict::active() {
@@ -312,12 +312,15 @@ fn text_plan(meta: &CollectionMeta, filter: &Filter) -> Result<Plan> {
         if text_bounded && let Some(c) = index_candidate(i.id, &spec, filter, None, true) {
             return Ok(c.plan);
         }
-        crate::bail!(
-            BadValue,
-            "error processing query: planner returned error :: caused by :: failed to use text \
-             index to satisfy $text query (if text index is compound, are equality predicates \
-             given for all prefix fields?)"
-        );
+        return Err(crate::error::Error::new(
+            crate::error::Code::NoQueryExecutionPlans,
+            format!(
+                "error processing query: ns={} planner returned error :: caused by :: failed to \
+                 use text index to satisfy $text query (if text index is compound, are equality \
+                 predicates given for all prefix fields?)",
+                meta.namespace()
+            ),
+        ));
     }
     crate::bail!(IndexNotFound, "text index required for $text query")
 }
