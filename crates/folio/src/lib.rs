@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+mod api_strict;
 mod error;
 
 mod collation;

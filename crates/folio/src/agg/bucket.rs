@@ -9,7 +9,7 @@ use super::Context;
 use super::granularity::Granularity;
 use super::group::{AccSpec, group_by};
 use super::stage::Stage;
-use crate::collation::{CollationRef, transform_opt};
+use crate::collation::{Collation, CollationRef, has_strings, transform_opt};
 use crate::doc::compare::Number;
 use crate::doc::fmt::value_string;
 use crate::error::Result;
@@ -27,14 +27,24 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// The stage comparing strings under the aggregate's collation.
-    pub(super) fn with_collation(self, c: &CollationRef) -> Bucket {
-        Bucket {
+    /// The stage comparing strings under the aggregate's collation, whose order its boundaries
+    /// must follow (see [`Bucket::check_order`]).
+    pub(super) fn with_collation(self, c: &CollationRef) -> Result<Bucket> {
+        check_order(&self.boundaries, self.default.as_ref(), Some(c.as_ref()))?;
+        Ok(Bucket {
             group_by: self.group_by.with_collation(c),
             output: self.output.into_iter().map(|a| a.with_collation(c)).collect(),
             collation: Some(c.clone()),
             ..self
-        }
+        })
+    }
+
+    /// Checks that the boundaries ascend, and where the default falls, under the simple
+    /// collation (the aggregate has none). Boundaries without strings are checked when the stage
+    /// is parsed; those with strings only here or in [`Bucket::with_collation`], once the
+    /// collation the comparisons follow is known.
+    pub(super) fn check_order(&self) -> Result<()> {
+        check_order(&self.boundaries, self.default.as_ref(), None)
     }
 }
 
@@ -150,25 +160,44 @@ pub(super) fn parse_bucket(arg: &Bson, scope: &Scope) -> Result<Stage> {
                 ),
             ));
         }
+    }
+    // MongoDB checks the order with the aggregate's collation, which strings depend on; it is
+    // known once the pipeline runs (`Bucket::with_collation`, `Bucket::check_order`).
+    if !boundaries.iter().chain(default.as_ref()).any(has_strings) {
+        check_order(&boundaries, default.as_ref(), None)?;
+    }
+    let output = output.unwrap_or_else(|| vec![AccSpec::count("count")]);
+    Ok(Stage::Bucket(Bucket { group_by, boundaries, default, output, collation: None }))
+}
+
+/// Checks that `$bucket`'s boundaries ascend (40194) and that its default falls outside them
+/// (40199), comparing as `collation` orders values (`None`: simple), as MongoDB compares them.
+fn check_order(
+    boundaries: &[Bson],
+    default: Option<&Bson>,
+    collation: Option<&Collation>,
+) -> Result<()> {
+    let key = |v: &Bson| transform_opt(collation, v).into_owned();
+    let keys: Vec<Bson> = boundaries.iter().map(key).collect();
+    for (i, w) in keys.windows(2).enumerate() {
         if crate::doc::compare::cmp_bson(&w[0], &w[1]) != Ordering::Less {
             return Err(loc(
                 40194,
                 format!(
-                    "The 'boundaries' option to $bucket must be sorted in ascending order, but elements {} and {} are not in ascending order ({} is not less than {}).",
-                    value_string(&w[0]),
-                    value_string(&w[1]),
-                    value_string(&w[0]),
-                    value_string(&w[1])
+                    "The 'boundaries' option to $bucket must be sorted, but elements {} and {} are not in ascending order ({} is not less than {}).",
+                    i,
+                    i + 1,
+                    value_string(&boundaries[i]),
+                    value_string(&boundaries[i + 1])
                 ),
             ));
         }
     }
-    if let Some(d) = &default {
-        let first = &boundaries[0];
-        let last = &boundaries[boundaries.len() - 1];
-        if crate::doc::canonical_rank(d) == crate::doc::canonical_rank(first)
-            && crate::doc::compare::cmp_bson(d, first) != Ordering::Less
-            && crate::doc::compare::cmp_bson(d, last) == Ordering::Less
+    if let (Some(d), Some(first), Some(last)) = (default, keys.first(), keys.last()) {
+        let d = key(d);
+        if crate::doc::canonical_rank(&d) == crate::doc::canonical_rank(first)
+            && crate::doc::compare::cmp_bson(&d, first) != Ordering::Less
+            && crate::doc::compare::cmp_bson(&d, last) == Ordering::Less
         {
             return Err(loc(
                 40199,
@@ -176,8 +205,7 @@ pub(super) fn parse_bucket(arg: &Bson, scope: &Scope) -> Result<Stage> {
             ));
         }
     }
-    let output = output.unwrap_or_else(|| vec![AccSpec::count("count")]);
-    Ok(Stage::Bucket(Bucket { group_by, boundaries, default, output, collation: None }))
+    Ok(())
 }
 
 pub(super) fn bucket(docs: Vec<Document>, b: &Bucket, ctx: &Context) -> Result<Vec<Document>> {

@@ -287,7 +287,7 @@ pub(super) fn lookup(
                 lookup_result: Some(l.from.clone().unwrap_or_default()),
             };
             candidates = Pipeline::parse(stages, &sub.vars)?
-                .with_collation(collation)
+                .with_collation(collation)?
                 .execute(candidates, &sub)?;
             let mut size = 0usize;
             for c in &candidates {

@@ -234,9 +234,17 @@ impl Pipeline {
     /// compare values, `$lookup` and `$graphLookup` equality, and every expression's
     /// comparisons (`Expression::with_collation`), in `$facet`, `$lookup` and `$unionWith`
     /// sub-pipelines too.
-    pub fn with_collation(self, collation: Option<&crate::collation::CollationRef>) -> Pipeline {
+    ///
+    /// `$bucket` boundaries that hold strings are checked here, in the collation's order, as
+    /// MongoDB checks them with the aggregate's collation (40194, 40199); so every pipeline
+    /// passes through this before it runs, also without a collation.
+    pub fn with_collation(
+        self,
+        collation: Option<&crate::collation::CollationRef>,
+    ) -> Result<Pipeline> {
         let Some(c) = collation else {
-            return self;
+            self.check_bucket_order()?;
+            return Ok(self);
         };
         let accs = |accs: Vec<AccSpec>| -> Vec<AccSpec> {
             accs.into_iter().map(|a| a.with_collation(c)).collect()
@@ -244,51 +252,76 @@ impl Pipeline {
         let stages = self
             .stages
             .into_iter()
-            .map(|st| match st {
-                Stage::Match(f) => Stage::Match(f.with_collation(collation)),
-                Stage::Sort(s) => Stage::Sort(s.with_collation(collation)),
-                Stage::Project(p) => Stage::Project(p.with_collation(c)),
-                Stage::AddFields(fields) => Stage::AddFields(
-                    fields.into_iter().map(|(k, e)| (k, e.with_collation(c))).collect(),
-                ),
-                Stage::Group(key, a, _) => {
-                    Stage::Group(key.with_collation(c), accs(a), Some(c.clone()))
-                }
-                Stage::ReplaceRoot(e) => Stage::ReplaceRoot(e.with_collation(c)),
-                Stage::SortByCount(e, _) => {
-                    Stage::SortByCount(e.with_collation(c), Some(c.clone()))
-                }
-                Stage::Bucket(b) => Stage::Bucket(b.with_collation(c)),
-                Stage::BucketAuto(b) => Stage::BucketAuto(Box::new(b.with_collation(c))),
-                Stage::Documents(e) => Stage::Documents(e.with_collation(c)),
-                Stage::Redact(e) => Stage::Redact(e.with_collation(c)),
-                Stage::SetWindowFields(w) => Stage::SetWindowFields(Box::new(w.with_collation(c))),
-                Stage::Fill(stages) => {
-                    Stage::Fill(Pipeline { stages }.with_collation(collation).stages)
-                }
-                Stage::GeoNear(g) => Stage::GeoNear(Box::new(g.with_collation(c))),
-                Stage::Densify(d) => Stage::Densify(Box::new(d.with_collation(c))),
-                Stage::Output(sink) => Stage::Output(sink.with_collation(collation)),
-                Stage::Facet(subs) => Stage::Facet(
-                    subs.into_iter().map(|(name, p)| (name, p.with_collation(collation))).collect(),
-                ),
-                Stage::Lookup(l) => Stage::Lookup(Box::new(l.with_collation(c))),
-                Stage::GraphLookup(g) => Stage::GraphLookup(Box::new(g.with_collation(c))),
-                Stage::UnionWith(coll, p) => {
-                    Stage::UnionWith(coll, p.map(|p| p.with_collation(collation)))
-                }
-                other @ (Stage::Skip(_)
-                | Stage::Limit(_)
-                | Stage::Count(_)
-                | Stage::Unwind(..)
-                | Stage::Sample(_)
-                | Stage::ListLocalSessions
-                | Stage::CurrentOp(_)
-                | Stage::CollStats(_)
-                | Stage::IndexStats) => other,
+            .map(|st| -> Result<Stage> {
+                Ok(match st {
+                    Stage::Match(f) => Stage::Match(f.with_collation(collation)),
+                    Stage::Sort(s) => Stage::Sort(s.with_collation(collation)),
+                    Stage::Project(p) => Stage::Project(p.with_collation(c)),
+                    Stage::AddFields(fields) => Stage::AddFields(
+                        fields.into_iter().map(|(k, e)| (k, e.with_collation(c))).collect(),
+                    ),
+                    Stage::Group(key, a, _) => {
+                        Stage::Group(key.with_collation(c), accs(a), Some(c.clone()))
+                    }
+                    Stage::ReplaceRoot(e) => Stage::ReplaceRoot(e.with_collation(c)),
+                    Stage::SortByCount(e, _) => {
+                        Stage::SortByCount(e.with_collation(c), Some(c.clone()))
+                    }
+                    Stage::Bucket(b) => Stage::Bucket(b.with_collation(c)?),
+                    Stage::BucketAuto(b) => Stage::BucketAuto(Box::new(b.with_collation(c))),
+                    Stage::Documents(e) => Stage::Documents(e.with_collation(c)),
+                    Stage::Redact(e) => Stage::Redact(e.with_collation(c)),
+                    Stage::SetWindowFields(w) => {
+                        Stage::SetWindowFields(Box::new(w.with_collation(c)))
+                    }
+                    Stage::Fill(stages) => {
+                        Stage::Fill(Pipeline { stages }.with_collation(collation)?.stages)
+                    }
+                    Stage::GeoNear(g) => Stage::GeoNear(Box::new(g.with_collation(c))),
+                    Stage::Densify(d) => Stage::Densify(Box::new(d.with_collation(c))),
+                    Stage::Output(sink) => Stage::Output(sink.with_collation(collation)),
+                    Stage::Facet(subs) => Stage::Facet(
+                        subs.into_iter()
+                            .map(|(name, p)| Ok((name, p.with_collation(collation)?)))
+                            .collect::<Result<_>>()?,
+                    ),
+                    Stage::Lookup(l) => Stage::Lookup(Box::new(l.with_collation(c))),
+                    Stage::GraphLookup(g) => Stage::GraphLookup(Box::new(g.with_collation(c))),
+                    Stage::UnionWith(coll, p) => {
+                        Stage::UnionWith(coll, p.map(|p| p.with_collation(collation)).transpose()?)
+                    }
+                    other @ (Stage::Skip(_)
+                    | Stage::Limit(_)
+                    | Stage::Count(_)
+                    | Stage::Unwind(..)
+                    | Stage::Sample(_)
+                    | Stage::ListLocalSessions
+                    | Stage::CurrentOp(_)
+                    | Stage::CollStats(_)
+                    | Stage::IndexStats) => other,
+                })
             })
-            .collect();
-        Pipeline { stages }
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Pipeline { stages })
+    }
+
+    /// Checks the order of the `$bucket` boundaries that hold strings under the simple
+    /// collation (see [`Pipeline::with_collation`]), in sub-pipelines too (a `$lookup`'s is
+    /// checked when it runs).
+    fn check_bucket_order(&self) -> Result<()> {
+        for st in &self.stages {
+            match st {
+                Stage::Bucket(b) => b.check_order()?,
+                Stage::Facet(subs) => {
+                    for (_, p) in subs {
+                        p.check_bucket_order()?;
+                    }
+                }
+                Stage::UnionWith(_, Some(p)) => p.check_bucket_order()?,
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The options of a leading `$currentOp` stage (whose operations are gathered before the
@@ -377,7 +410,7 @@ pub fn run_with(
     pipeline: &[Document],
     ctx: &Context,
 ) -> Result<Vec<Document>> {
-    Pipeline::parse(pipeline, &ctx.vars)?.execute(docs, ctx)
+    Pipeline::parse(pipeline, &ctx.vars)?.with_collation(None)?.execute(docs, ctx)
 }
 
 /// Evaluates a command's `let` option: each value is an expression over no document

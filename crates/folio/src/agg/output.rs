@@ -443,7 +443,7 @@ fn merge(
                             lookup_result: None,
                         };
                         let mut out = Pipeline::parse(p, &sub.vars)?
-                            .with_collation(m.collation.as_ref())
+                            .with_collation(m.collation.as_ref())?
                             .execute(vec![old.clone()], &sub)?;
                         let mut new = out.pop().unwrap_or_default();
                         if !new.contains_key("_id") {

@@ -112,6 +112,7 @@ fn run_stage_file(file: &str) {
             lookup_result: None,
         };
         let result = super::Pipeline::parse(&pipeline, &ctx.vars).and_then(|p| {
+            let p = p.with_collation(None)?;
             let out = p.execute(docs, &ctx)?;
             match p.sink() {
                 None => Ok(out),
@@ -243,7 +244,8 @@ fn collated_group_spills_like_it_groups_in_memory() {
     ];
     let pipeline = super::Pipeline::parse(&stages, &Document::new())
         .expect("parse")
-        .with_collation(Some(&collation));
+        .with_collation(Some(&collation))
+        .expect("collation");
     let expected = vec![
         bson::doc! {"_id": "a", "n": 80},
         bson::doc! {"_id": "B", "n": 80},

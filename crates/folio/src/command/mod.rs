@@ -570,6 +570,8 @@ impl Service {
         }
         let mut op = OpContext::parse(cmd)?;
         op.api.check_strict(&name, spec.api_v1)?;
+        // The planner and the expression parsers follow `apiStrict` for the whole command.
+        let _api_strict = crate::api_strict::enter(op.api.strict == Some(true));
         if op.api.version.is_none()
             && !handshake::is_hello(&name)
             && self.require_api_version.load(Ordering::Relaxed)

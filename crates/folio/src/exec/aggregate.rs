@@ -109,7 +109,7 @@ impl Aggregate {
             }
             _ => Vec::new(),
         };
-        self.pipeline.clone().with_collation(collation.as_ref()).execute(input, &ctx)
+        self.pipeline.clone().with_collation(collation.as_ref())?.execute(input, &ctx)
     }
 
     /// Runs a pipeline that ends in `$out` or `$merge` (`sink`) and writes its results, all in
@@ -133,7 +133,7 @@ impl Aggregate {
                 }
                 _ => Vec::new(),
             };
-            self.pipeline.clone().with_collation(collation.as_ref()).execute(input, &ctx)?
+            self.pipeline.clone().with_collation(collation.as_ref())?.execute(input, &ctx)?
         };
         // The writes need the transaction mutably, so the output's own pipelines (`$merge`'s
         // `whenMatched`) read no other collection.

@@ -42,6 +42,13 @@
 //! hashes of their values); it never bounds a range nor gives a sort order.
 //!
 //! Sparse and partial indexes are never used, since they lack entries for some documents.
+//!
+//! # `apiStrict`
+//!
+//! Under `apiStrict: true` (see [`crate::api_strict`]) the planner does not see the indexes
+//! outside API version 1, text and sparse ones, as MongoDB's planner is not given them: a hint
+//! naming one fails as for an index that does not exist (BadValue 2), and a `$text` query finds
+//! no text index to use (NoQueryExecutionPlans 291).
 
 use std::collections::HashSet;
 use std::ops::Bound;
@@ -118,15 +125,14 @@ impl Hint {
         })
     }
 
-    /// The hinted index of a collection: `None` for `$natural`; BadValue (2) when no index has
-    /// that name or key pattern, as in MongoDB.
+    /// The hinted index of a collection: `None` for `$natural`; BadValue (2) when no index the
+    /// planner sees has that name or key pattern, as in MongoDB.
     fn index<'a>(&self, meta: &'a CollectionMeta) -> Result<Option<&'a crate::catalog::IndexMeta>> {
+        let mut visible = meta.indexes.iter().filter(|i| !hidden_by_api_strict(i));
         let found = match self {
             Hint::Natural => return Ok(None),
-            Hint::Name(name) => meta.indexes.iter().find(|i| i.name() == name),
-            Hint::Keys(keys) => {
-                meta.indexes.iter().find(|i| i.spec.get_document("key").ok() == Some(keys))
-            }
+            Hint::Name(name) => visible.find(|i| i.name() == name),
+            Hint::Keys(keys) => visible.find(|i| i.spec.get_document("key").ok() == Some(keys)),
         };
         match found {
             Some(i) => Ok(Some(i)),
@@ -140,6 +146,17 @@ impl Hint {
     pub fn check(&self, meta: &CollectionMeta) -> Result<()> {
         self.index(meta).map(|_| ())
     }
+}
+
+/// Whether `apiStrict: true` hides an index from the planner: MongoDB gives its planner no
+/// index outside API version 1 (text and sparse indexes) under it.
+fn hidden_by_api_strict(index: &crate::catalog::IndexMeta) -> bool {
+    crate::api_strict::active() && index.parsed().is_ok_and(|spec| outside_api_version_1(&spec))
+}
+
+/// Whether an index is of a kind outside API version 1 (text or sparse).
+fn outside_api_version_1(spec: &IndexSpec) -> bool {
+    spec.sparse || spec.is_text()
 }
 
 /// The access path for a filter and sort, following `hint` when given: a hinted index is used
@@ -175,9 +192,13 @@ pub fn plan_hinted(
 /// The plan of a `$near` query: a scan of a geo index that answers it, or NoQueryExecutionPlans
 /// (291) when there is none, as in MongoDB.
 fn near_plan(meta: &CollectionMeta, filter: &Filter, path: &str, near: &Near) -> Result<Plan> {
+    let strict = crate::api_strict::active();
     for i in &meta.indexes {
         let Ok(spec) = i.parsed() else { continue };
-        if spec.hidden || !answers_near(&spec, path, near) {
+        if spec.hidden
+            || !answers_near(&spec, path, near)
+            || (strict && outside_api_version_1(&spec))
+        {
             continue;
         }
         if let Some(c) = index_candidate(i.id, &spec, filter, None, false) {
@@ -266,8 +287,19 @@ pub fn bind_text(meta: &CollectionMeta, filter: &Filter) -> Result<Option<Filter
 }
 
 /// The plan of a `$text` query: a scan of the text index for its terms, which needs equality on
-/// every prefix field (BadValue otherwise, as in MongoDB).
+/// every prefix field (NoQueryExecutionPlans otherwise, as in MongoDB). Under `apiStrict: true` the planner
+/// has no text index (NoQueryExecutionPlans, as MongoDB's planner answers then).
 fn text_plan(meta: &CollectionMeta, filter: &Filter) -> Result<Plan> {
+    if crate::api_strict::active() {
+        return Err(crate::error::Error::new(
+            crate::error::Code::NoQueryExecutionPlans,
+            format!(
+                "error processing query: ns={} planner returned error :: caused by :: need \
+                 exactly one text index for $text query",
+                meta.namespace()
+            ),
+        ));
+    }
     for i in &meta.indexes {
         let Ok(spec) = i.parsed() else { continue };
         if !spec.is_text() {
@@ -280,12 +312,15 @@ fn text_plan(meta: &CollectionMeta, filter: &Filter) -> Result<Plan> {
         if text_bounded && let Some(c) = index_candidate(i.id, &spec, filter, None, true) {
             return Ok(c.plan);
         }
-        crate::bail!(
-            BadValue,
-            "error processing query: planner returned error :: caused by :: failed to use text \
-             index to satisfy $text query (if text index is compound, are equality predicates \
-             given for all prefix fields?)"
-        );
+        return Err(crate::error::Error::new(
+            crate::error::Code::NoQueryExecutionPlans,
+            format!(
+                "error processing query: ns={} planner returned error :: caused by :: failed to \
+                 use text index to satisfy $text query (if text index is compound, are equality \
+                 predicates given for all prefix fields?)",
+                meta.namespace()
+            ),
+        ));
     }
     crate::bail!(IndexNotFound, "text index required for $text query")
 }
@@ -302,12 +337,17 @@ pub fn plan(meta: &CollectionMeta, filter: &Filter, sort: Option<&SortSpec>) -> 
         return Plan::IdPoints(ids);
     }
     let mut best: Option<Candidate> = None;
+    let strict = crate::api_strict::active();
     for i in &meta.indexes {
         if i.name() == "_id_" {
             continue;
         }
         let Ok(spec) = i.parsed() else { continue };
-        if spec.sparse || spec.partial_filter.is_some() || spec.hidden {
+        if spec.sparse
+            || spec.partial_filter.is_some()
+            || spec.hidden
+            || (strict && outside_api_version_1(&spec))
+        {
             continue;
         }
         let Some(c) = index_candidate(i.id, &spec, filter, sort, false) else { continue };

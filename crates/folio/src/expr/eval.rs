@@ -609,6 +609,9 @@ fn parse_operator(name: &str, arg: &Bson, scope: &Scope) -> Result<Expression> {
     if let Some(op) = ops::lookup_date_part(name) {
         return parse_date_part(op, arg, scope);
     }
+    if let Some(e) = crate::api_strict::not_in_version_1(name) {
+        return Err(e);
+    }
     Err(Error::new(Code::InvalidPipelineOperator, format!("Unrecognized expression '{name}'")))
 }
 

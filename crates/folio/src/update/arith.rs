@@ -2,14 +2,15 @@
 //!
 //! The result type is the "widest" of the operands: decimal over double over int64 over int32.
 //! int32 arithmetic that overflows widens to int64; int64 arithmetic that overflows is an error
-//! (the caller reports it), as in MongoDB. Decimal arithmetic is exact on the decimal
-//! coefficients (so `0.1 + 0.2` is `0.3`) as long as the result fits 34 digits; beyond that, and
-//! for NaN and infinities, it falls back to `f64`.
+//! (the caller reports it), as in MongoDB. With a decimal operand the arithmetic is decimal128's
+//! ([`crate::expr::decimal`], as for the `$add` and `$multiply` expressions): exact, rounded
+//! once to 34 digits, a double operand converted as MongoDB's `SafeNum` converts it (rounded to
+//! 15 digits); NaN and infinities go through `f64`, which gives the same results.
 
 use bson::Bson;
 
 use super::BitOp;
-use crate::doc::compare::{Number, parse_decimal_str};
+use crate::doc::compare::Number;
 
 /// The operation to apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +41,11 @@ pub(super) fn apply(op: Arith, a: Number, b: Number) -> Option<Bson> {
     };
     match (a, b) {
         (Number::Decimal(..), _) | (_, Number::Decimal(..)) => {
-            Some(exact_decimal(op, a, b).unwrap_or_else(|| decimal(float(a.to_f64(), b.to_f64()))))
+            let exact = match op {
+                Arith::Add => crate::expr::decimal::add(a, b),
+                Arith::Mul => crate::expr::decimal::multiply(a, b),
+            };
+            Some(exact.unwrap_or_else(|| decimal(float(a.to_f64(), b.to_f64()))))
         }
         (Number::Double(_), _) | (_, Number::Double(_)) => {
             Some(Bson::Double(float(a.to_f64(), b.to_f64())))
@@ -67,44 +72,6 @@ pub(super) fn apply(op: Arith, a: Number, b: Number) -> Option<Bson> {
             r.map(Bson::Int64)
         }
     }
-}
-
-/// The exact decimal form of a number, if it has one we can compute with (a double by its
-/// shortest representation, which is what the user wrote).
-fn as_decimal(n: Number) -> Option<(i128, i32)> {
-    match n {
-        Number::Double(d) if d.is_finite() => parse_decimal_str(&format!("{d:?}")),
-        other => other.decimal_parts(),
-    }
-}
-
-fn exact_decimal(op: Arith, a: Number, b: Number) -> Option<Bson> {
-    let ((c1, e1), (c2, e2)) = (as_decimal(a)?, as_decimal(b)?);
-    let (coef, exp) = match op {
-        Arith::Add => {
-            // When one operand is below the other's last significant digit by more than the 34
-            // digits of precision, the sum rounds to the larger operand.
-            let magnitude =
-                |c: i128, e: i32| e + c.unsigned_abs().checked_ilog10().map_or(0, |d| d as i32);
-            let (m1, m2) = (magnitude(c1, e1), magnitude(c2, e2));
-            if c2 == 0 || (c1 != 0 && m1 - m2 > 35) {
-                (c1, e1)
-            } else if c1 == 0 || m2 - m1 > 35 {
-                (c2, e2)
-            } else {
-                let e = e1.min(e2);
-                let scale = |c: i128, from: i32| {
-                    c.checked_mul(10_i128.checked_pow(u32::try_from(from - e).ok()?)?)
-                };
-                (scale(c1, e1)?.checked_add(scale(c2, e2)?)?, e)
-            }
-        }
-        Arith::Mul => (c1.checked_mul(c2)?, e1.checked_add(e2)?),
-    };
-    if coef.unsigned_abs() >= 10_u128.pow(34) {
-        return None;
-    }
-    format!("{coef}E{exp}").parse::<bson::Decimal128>().ok().map(Bson::Decimal128)
 }
 
 /// The zero of an operand's type (what `$mul` stores in a missing field).
