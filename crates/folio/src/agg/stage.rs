@@ -250,8 +250,9 @@ impl Stage {
                 Ok(Stage::IndexStats)
             }
             "$geoNear" => Ok(Stage::GeoNear(Box::new(super::geonear::GeoNear::parse(arg)?))),
-            // TODO(#14): server diagnostics. `$changeStream` opens a change stream only as the
-            // first stage of an `aggregate` (see `crate::changes`), never inside a pipeline.
+            // Server diagnostics Folio does not keep (listed in docs/compatibility.md, "Not
+            // implemented"). `$changeStream` opens a change stream only as the first stage of
+            // an `aggregate` (see `crate::changes`), never inside a pipeline.
             "$listSessions" | "$changeStream" | "$planCacheStats" => {
                 Err(err!(NotImplemented, "the {name} stage is not supported"))
             }

@@ -760,8 +760,8 @@ pub fn create_indexes(
     for raw in specs {
         // `prepareUnique` makes new writes unique while the index may still hold duplicates,
         // which a non-unique index's layout cannot check: refused rather than ignored (here, so
-        // that an index stored with it by an earlier version still loads).
-        // TODO(#14): prepareUnique and collMod's conversion to a unique index.
+        // that an index stored with it by an earlier version still loads). Listed with
+        // collMod's conversion to a unique index in docs/compatibility.md, "Not implemented".
         if raw.get("prepareUnique").is_some_and(crate::query::filter::truthy) {
             crate::bail!(NotImplemented, "index option 'prepareUnique' is not supported");
         }
