@@ -415,9 +415,8 @@ pub fn stored_document_from(bytes: &mut &[u8], what: &str) -> Result<bson::Docum
     let Some(doc_bytes) = usize::try_from(len).ok().and_then(|l| bytes.get(..l)) else {
         return Err(corrupt(&format_args!("length {len} past the {} bytes held", bytes.len())));
     };
-    let raw = bson::RawDocument::from_bytes(doc_bytes).map_err(|e| corrupt(&e))?;
-    // Element by element, without the `bson` crate's intermediate copies (folio_wire::to_document).
-    let doc = folio_wire::to_document(raw).map_err(|e| corrupt(&e))?;
+    // The wire's parser: validated, depth-bounded and converted in one walk.
+    let doc = folio_wire::parse_document(doc_bytes).map_err(|e| corrupt(&e))?;
     *bytes = &bytes[doc_bytes.len()..];
     Ok(doc)
 }

@@ -31,13 +31,14 @@ const MAX_NAMESPACE_LEN: usize = 255;
 const MAX_DB_NAME_LEN: usize = 63;
 
 /// One index of a collection, as stored in the catalog.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct IndexMeta {
     /// The id that keys this index's entries.
     pub id: u32,
     /// The index specification as `listIndexes` returns it (`v`, `key`, `name`, options).
-    /// Change it through [`IndexMeta::spec_mut`], which forgets the parsed form.
-    pub spec: Document,
+    /// Private so that it changes only through [`IndexMeta::spec_mut`], which forgets the
+    /// parsed form.
+    spec: Document,
     /// The parsed specification, made at the first [`IndexMeta::parsed`]: metadata read through
     /// [`get_collection`] is shared per thread while its stored bytes are unchanged, so every
     /// statement on the collection reuses one parse (`None` inside: the spec does not parse).
@@ -48,6 +49,11 @@ impl IndexMeta {
     /// An index's metadata.
     pub fn new(id: u32, spec: Document) -> IndexMeta {
         IndexMeta { id, spec, parsed: OnceLock::new() }
+    }
+
+    /// The index specification as `listIndexes` returns it.
+    pub fn spec(&self) -> &Document {
+        &self.spec
     }
 
     /// The index name.
@@ -68,13 +74,6 @@ impl IndexMeta {
     pub fn spec_mut(&mut self) -> &mut Document {
         self.parsed = OnceLock::new();
         &mut self.spec
-    }
-}
-
-/// A copy parses its specification again when asked: it is usually made to be changed.
-impl Clone for IndexMeta {
-    fn clone(&self) -> Self {
-        IndexMeta::new(self.id, self.spec.clone())
     }
 }
 
@@ -315,8 +314,8 @@ pub fn list_databases(txn: &dyn Txn) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    /// The parsed specification is a cache of the stored one: a change through `spec_mut` and a
-    /// copy both parse again, so a changed index is never planned or maintained by its old form.
+    /// The parsed specification is a cache of the stored one: a change through `spec_mut` parses
+    /// again, also in a copy, so a changed index is never planned or maintained by its old form.
     #[test]
     fn a_changed_or_copied_index_spec_is_parsed_again() {
         let mut index =
@@ -328,7 +327,7 @@ mod tests {
         assert!(index.parsed().unwrap().hidden);
 
         let mut copy = index.clone();
-        copy.spec.insert("hidden", false);
+        copy.spec_mut().insert("hidden", false);
         assert!(!copy.parsed().unwrap().hidden);
         assert!(index.parsed().unwrap().hidden);
 

@@ -169,7 +169,7 @@ pub fn drop_indexes(req: &mut Request<'_>, run: &mut Runner) -> Result<Document>
                 Ok(meta
                     .indexes
                     .iter()
-                    .find(|i| i.spec.get("key") == Some(&Bson::Document(key.clone())))
+                    .find(|i| i.spec().get("key") == Some(&Bson::Document(key.clone())))
                     .map(|i| i.name().to_string()))
             })?;
             match found {
@@ -277,7 +277,7 @@ fn coll_mod_index(meta: &mut CollectionMeta, spec: &Bson, reply: &mut Document) 
     let position = match (spec.get("name"), spec.get("keyPattern")) {
         (Some(Bson::String(name)), None) => meta.indexes.iter().position(|i| i.name() == name),
         (None, Some(Bson::Document(key))) => {
-            meta.indexes.iter().position(|i| i.spec.get_document("key").is_ok_and(|k| k == key))
+            meta.indexes.iter().position(|i| i.spec().get_document("key").is_ok_and(|k| k == key))
         }
         _ => bail!(InvalidOptions, "must specify either index name or key pattern for collMod"),
     };
@@ -302,7 +302,7 @@ fn coll_mod_index(meta: &mut CollectionMeta, spec: &Bson, reply: &mut Document) 
                     );
                 }
                 let index = &mut meta.indexes[position];
-                let Some(old) = index.spec.get("expireAfterSeconds").cloned() else {
+                let Some(old) = index.spec().get("expireAfterSeconds").cloned() else {
                     bail!(InvalidOptions, "no expireAfterSeconds field to update");
                 };
                 index.spec_mut().insert("expireAfterSeconds", secs);
@@ -350,7 +350,7 @@ fn collection_info(meta: &CollectionMeta) -> Document {
     }
     let mut d = doc! { "name": meta.name.clone(), "type": kind, "options": meta.options.clone(), "info": info };
     if let Some(id) = meta.index("_id_") {
-        d.insert("idIndex", id.spec.clone());
+        d.insert("idIndex", id.spec().clone());
     }
     d
 }
@@ -431,7 +431,7 @@ pub fn list_indexes(req: &mut Request<'_>, run: &mut Runner) -> Result<Document>
     let Some(meta) = meta else {
         bail!(NamespaceNotFound, "ns does not exist: {}.{}", db, coll);
     };
-    let docs = meta.indexes.iter().map(|i| i.spec.clone()).collect();
+    let docs = meta.indexes.iter().map(|i| i.spec().clone()).collect();
     list_reply(req.svc, run, format!("{db}.{coll}"), docs, batch)
 }
 

@@ -42,14 +42,14 @@ fn ttl_indexes(svc: &Service) -> Result<Vec<TtlIndex>> {
             continue;
         }
         for index in &meta.indexes {
-            let secs = match index.spec.get("expireAfterSeconds") {
+            let secs = match index.spec().get("expireAfterSeconds") {
                 Some(Bson::Int32(n)) => f64::from(*n),
                 Some(Bson::Int64(n)) => *n as f64,
                 Some(Bson::Double(d)) => *d,
                 _ => continue,
             };
             // MongoDB ignores TTL options on compound indexes and on `_id`.
-            let Ok(key) = index.spec.get_document("key") else { continue };
+            let Ok(key) = index.spec().get_document("key") else { continue };
             if key.len() != 1 || key.contains_key("_id") || !secs.is_finite() || secs < 0.0 {
                 continue;
             }

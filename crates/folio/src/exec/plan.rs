@@ -132,7 +132,7 @@ impl Hint {
         let found = match self {
             Hint::Natural => return Ok(None),
             Hint::Name(name) => visible.find(|i| i.name() == name),
-            Hint::Keys(keys) => visible.find(|i| i.spec.get_document("key").ok() == Some(keys)),
+            Hint::Keys(keys) => visible.find(|i| i.spec().get_document("key").ok() == Some(keys)),
         };
         match found {
             Some(i) => Ok(Some(i)),
@@ -767,7 +767,7 @@ pub fn summary(meta: &CollectionMeta, plan: &Plan) -> String {
                 .indexes
                 .iter()
                 .find(|i| i.id == *index)
-                .and_then(|i| i.spec.get_document("key").ok())
+                .and_then(|i| i.spec().get_document("key").ok())
                 .map(|k| {
                     k.iter()
                         .map(|(f, v)| format!("{f}: {}", crate::index::fmt::format_value(v)))
@@ -930,7 +930,7 @@ pub fn explain(
             .indexes
             .iter()
             .find(|i| i.id == *index)
-            .and_then(|i| i.spec.get_document("key").ok().cloned())
+            .and_then(|i| i.spec().get_document("key").ok().cloned())
             .unwrap_or_default();
         let flat = key.get(path).and_then(Bson::as_str) == Some("2d") && !near.spherical;
         let stage = if flat { "GEO_NEAR_2D" } else { "GEO_NEAR_2DSPHERE" };
@@ -985,7 +985,7 @@ fn scan_stage(meta: &CollectionMeta, plan: &Plan) -> Document {
                 .indexes
                 .iter()
                 .find(|i| i.id == *index)
-                .and_then(|i| i.spec.get_document("key").ok().cloned())
+                .and_then(|i| i.spec().get_document("key").ok().cloned())
                 .unwrap_or_default();
             bson::doc! {
                 "stage": "IXSCAN",
@@ -1031,8 +1031,7 @@ fn explain_bounds(
     bounds: &[(String, Vec<Interval>)],
     reverse: bool,
 ) -> Document {
-    let spec =
-        meta.indexes.iter().find(|i| i.id == index).and_then(|i| IndexSpec::parse(&i.spec).ok());
+    let spec = meta.indexes.iter().find(|i| i.id == index).and_then(|i| i.parsed().ok());
     let mut out = Document::new();
     for (n, (path, intervals)) in bounds.iter().enumerate() {
         let descending = spec.as_ref().and_then(|s| s.fields.get(n)).is_some_and(|f| f.descending);

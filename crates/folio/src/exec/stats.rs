@@ -26,7 +26,7 @@ pub fn namespace_stats(txn: &dyn Txn, db: &str, coll: &str) -> Result<Namespace>
             let (_, values, keys) = range_size(txn, &keys::index_prefix(meta.id, index.id))?;
             values + keys
         };
-        indexes.push(IndexStats { spec: index.spec.clone(), size: bytes });
+        indexes.push(IndexStats { spec: index.spec().clone(), size: bytes });
     }
     let capped = meta.options.get_bool("capped").unwrap_or(false);
     Ok(Namespace::Collection(CollectionStats { count, size, capped, indexes }))

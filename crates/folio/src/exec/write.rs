@@ -67,7 +67,7 @@ impl CollectionHandle {
             }
             let spec = i.parsed()?;
             // The partial filter is read under the index's collation, as in MongoDB.
-            let partial = match i.spec.get("partialFilterExpression") {
+            let partial = match i.spec().get("partialFilterExpression") {
                 Some(Bson::Document(f)) => {
                     Some(Filter::parse(f)?.with_collation(spec.collation.as_ref()))
                 }
@@ -776,7 +776,7 @@ pub fn create_indexes(
             _ => IndexSpec::parse(raw)?,
         };
         let existing: Vec<IndexSpec> =
-            meta.indexes.iter().map(|i| IndexSpec::parse(&i.spec)).collect::<Result<_>>()?;
+            meta.indexes.iter().map(|i| i.parsed().map(|s| (*s).clone())).collect::<Result<_>>()?;
         if spec.check_conflict(&existing)? {
             continue; // An identical index exists: nothing to do, as in MongoDB.
         }
@@ -791,7 +791,7 @@ pub fn create_indexes(
         return Ok((before, before, created));
     }
     catalog::put_collection(txn, &meta)?;
-    let specs: Vec<Bson> = added.iter().map(|i| Bson::Document(i.spec.clone())).collect();
+    let specs: Vec<Bson> = added.iter().map(|i| Bson::Document(i.spec().clone())).collect();
     super::changelog::ddl(txn, &meta, "createIndexes", Bson::Array(specs));
     // Build entries for the existing documents with only the new indexes loaded.
     let mut build_meta = meta.clone();
@@ -836,7 +836,7 @@ pub fn drop_indexes(txn: &mut dyn Txn, db: &str, coll: &str, names: &[String]) -
     }
     meta.indexes.retain(|i| !to_drop.iter().any(|d| d.id == i.id));
     catalog::put_collection(txn, &meta)?;
-    let specs: Vec<Bson> = to_drop.iter().map(|i| Bson::Document(i.spec.clone())).collect();
+    let specs: Vec<Bson> = to_drop.iter().map(|i| Bson::Document(i.spec().clone())).collect();
     super::changelog::ddl(txn, &meta, "dropIndexes", Bson::Array(specs));
     Ok(before)
 }

@@ -16,10 +16,12 @@
 //! Reads stay consistent and never wait for redb: a flush moves the pending writes aside as
 //! *flushing* (still read, under newer pending writes) while redb commits them outside the lock,
 //! so a scan that copies its range of the pending writes and opens its redb view under the lock
-//! sees the same state whether that commit has happened yet or not. A
-//! write is logged before it becomes pending and a flush happens before the next write is
-//! logged, so a failure leaves nothing half-done: a write whose log append or preceding flush
-//! failed is reported failed and was never visible.
+//! sees the same state whether that commit has happened yet or not. A write is logged before
+//! it becomes pending, and the pending writes are flushed as soon as a batch fills them (so a
+//! bulk load's last batch does not stay pending for every later scan to copy). A failure leaves
+//! nothing half-done: a write whose log append failed is reported failed and was never
+//! visible; a flush that fails after its batch was staged leaves the writes pending, and the
+//! next write flushes them before it is logged, failing if that fails again.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
