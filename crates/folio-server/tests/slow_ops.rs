@@ -84,6 +84,21 @@ async fn slow_commands_are_logged_with_name_namespace_and_duration() {
     let slow = command(&mut s, 3, doc! { "find": "slowcoll", "filter": {}, "$db": "shop" }).await;
     assert_eq!(slow.get_f64("ok").ok(), Some(1.0), "{slow}");
 
+    // A slow insert of many documents: its command is logged cut to 10 KiB, with the cut named.
+    let configure = doc! {
+        "configureFailPoint": "failCommand",
+        "mode": { "times": 1 },
+        "data": { "failCommands": ["insert"], "blockConnection": true, "blockTimeMS": 250 },
+        "$db": "admin",
+    };
+    let r = command(&mut s, 4, configure).await;
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    let docs: Vec<bson::Document> =
+        (0..500).map(|i| doc! { "_id": i, "pad": "x".repeat(100) }).collect();
+    let insert = doc! { "insert": "bigcoll", "documents": docs, "$db": "shop" };
+    let r = command(&mut s, 5, insert).await;
+    assert_eq!(r.get_i32("n").ok(), Some(500), "{r}");
+
     let _ = stop.send(());
     task.await.expect("join").expect("run");
 
@@ -103,4 +118,19 @@ async fn slow_commands_are_logged_with_name_namespace_and_duration() {
     assert_eq!(attr["type"], "command", "{line}");
     let ms = attr["durationMillis"].as_i64().expect("durationMillis");
     assert!(ms >= 250, "{line}");
+
+    let line = log
+        .lines()
+        .find(|l| l.contains("Slow query") && l.contains("bigcoll"))
+        .unwrap_or_else(|| panic!("no slow-operation line for the blocked insert:\n{log}"));
+    let attr = line.split("attr=").nth(1).expect("attr field");
+    let attr: serde_json::Value = serde_json::from_str(attr.trim()).expect("attr is JSON");
+    assert_eq!(attr["command"]["insert"], "bigcoll", "{line}");
+    let kept = attr["command"]["documents"].as_array().expect("documents kept in part").len();
+    assert!(kept > 0 && kept < 500, "{kept} documents kept: {line}");
+    let cut = &attr["truncated"]["command"]["documents"][kept.to_string()];
+    assert_eq!(cut["type"], "object", "{line}");
+    assert!(attr["size"]["command"].as_i64().expect("full size") > 50_000, "{line}");
+    assert!(line.len() < 16 * 1024, "the line stays near the limit: {} bytes", line.len());
+    assert_eq!(attr["ninserted"], 500, "{line}");
 }

@@ -113,11 +113,16 @@ pub fn opt_i64(cmd: &Document, key: &str, command: &str) -> Result<Option<i64>> 
 
 /// An array of documents argument.
 pub fn doc_array(cmd: &Document, key: &str, command: &str) -> Result<Vec<Document>> {
+    Ok(doc_refs(cmd, key, command)?.into_iter().cloned().collect())
+}
+
+/// [`doc_array`] without the copies: the documents borrowed from the command.
+pub fn doc_refs<'a>(cmd: &'a Document, key: &str, command: &str) -> Result<Vec<&'a Document>> {
     match cmd.get(key) {
         Some(Bson::Array(items)) => items
             .iter()
             .map(|i| match i {
-                Bson::Document(d) => Ok(d.clone()),
+                Bson::Document(d) => Ok(d),
                 other => bail!(
                     TypeMismatch,
                     "BSON field '{}.{}' items must be objects, not '{}'",

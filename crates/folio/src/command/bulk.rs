@@ -158,7 +158,7 @@ pub fn bulk_write(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
                 Op::Insert { ns, doc } => {
                     let (db, coll) = &namespaces[ns];
                     run.write(stmt, |txn| {
-                        exec::insert_one(txn, db, coll, doc.clone(), bypass)?;
+                        exec::insert_one(txn, db, coll, &doc, bypass)?;
                         Ok(doc! { "n": 1, "kind": "insert" })
                     })
                 }

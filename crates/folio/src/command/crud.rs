@@ -7,7 +7,7 @@ use std::time::Instant;
 use bson::{Bson, Document, doc};
 
 use super::args::Request;
-use super::args::{doc_array, opt_bool, opt_doc, opt_i64};
+use super::args::{doc_array, doc_refs, opt_bool, opt_doc, opt_i64};
 use super::runner::{Mode, Runner};
 use super::{Connection, Service};
 use crate::collation::Requested;
@@ -155,7 +155,13 @@ fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {
 
 /// `insert`.
 pub fn insert(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
-    let (db, coll, docs) = write_statements(req, run, "documents")?;
+    // The documents are borrowed from the command: most are stored as they came.
+    let cmd = req.cmd;
+    let coll = req.collection()?;
+    let docs = doc_refs(cmd, "documents", req.name)?;
+    reject_write_concern_in_txn(run)?;
+    reject_capped_in_txn(run, &coll)?;
+    let db = run.op.db.clone();
     if docs.is_empty() {
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
@@ -175,7 +181,7 @@ pub fn insert(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
         &docs,
         |run, stmt, d| {
             run.write(stmt, |txn| {
-                inserter.insert(txn, d.clone())?;
+                inserter.insert(txn, d)?;
                 Ok(doc! { "n": 1 })
             })
         },

@@ -641,7 +641,7 @@ fn copy_into_capped(
         found = exec::capped::natural_order(txn, meta, found)?;
     }
     for f in found {
-        exec::insert_one(txn, &meta.db, to, f.doc, true)?;
+        exec::insert_one(txn, &meta.db, to, &f.doc, true)?;
     }
     Ok(())
 }

@@ -209,14 +209,29 @@ impl super::Service {
         if !slow && settings.level < 2 && settings.filter.is_none() {
             return;
         }
+        let sampled = || p.sample_rate() >= 1.0 || rand::random::<f64>() < p.sample_rate();
+        if settings.level < 2 && settings.filter.is_none() {
+            // Only the log line: the command goes there cut to its size limit, so it is cut
+            // before it is copied (an insert of many documents is never copied whole).
+            if slow && sampled() {
+                self.metrics.slow_operations.fetch_add(1, Ordering::Relaxed);
+                let (command, cut) = match truncate_for_log(cmd, MAX_LOG_ATTR_BYTES) {
+                    Some((kept, truncated, size)) => (kept, Some((truncated, size))),
+                    None => (cmd.clone(), None),
+                };
+                let entry = self.profile_entry(conn, &command, reply, &ns, elapsed, stats);
+                log_slow(conn, &entry, cut);
+            }
+            return;
+        }
         let entry = self.profile_entry(conn, cmd, reply, &ns, elapsed, stats);
         let chosen = match &settings.filter {
             Some((_, f)) => f.matches(&entry),
-            None => slow && (p.sample_rate() >= 1.0 || rand::random::<f64>() < p.sample_rate()),
+            None => slow && sampled(),
         };
         if chosen {
             self.metrics.slow_operations.fetch_add(1, Ordering::Relaxed);
-            log_slow(conn, &entry);
+            log_slow(conn, &entry, None);
         }
         let profiled = match settings.level {
             2 => settings.filter.as_ref().is_none_or(|(_, f)| f.matches(&entry)),
@@ -314,7 +329,7 @@ impl super::Service {
 
     fn write_profile_entry(&self, db: &str, entry: Document) -> Result<()> {
         let mut txn = self.store.begin()?;
-        crate::exec::insert_one(txn.as_mut(), db, "system.profile", entry, true)?;
+        crate::exec::insert_one(txn.as_mut(), db, "system.profile", &entry, true)?;
         txn.commit_deferred()?;
         self.metrics.profiled.fetch_add(1, Ordering::Relaxed);
         let due = {
@@ -429,7 +444,9 @@ fn type_name(v: &Bson) -> &'static str {
     }
 }
 
-fn log_slow(conn: &Connection, entry: &Document) {
+/// `cut`: what was cut from the command already (the `truncated` report and the full size); when
+/// `None`, the entry's command is cut here if it is over the limit.
+fn log_slow(conn: &Connection, entry: &Document, cut: Option<(Document, i64)>) {
     let mut attr = doc! { "type": "command" };
     for (from, to) in [
         ("ns", "ns"),
@@ -460,10 +477,13 @@ fn log_slow(conn: &Connection, entry: &Document) {
     attr.insert("remote", conn.remote.clone());
     // A large command (an insert of many documents) is logged cut to maxLogSizeKB, as MongoDB
     // cuts a log attribute, with what was cut and the full size beside it.
-    if let Ok(command) = attr.get_document("command")
-        && let Some((kept, truncated, size)) = truncate_for_log(command, MAX_LOG_ATTR_BYTES)
-    {
+    let cut = cut.or_else(|| {
+        let command = attr.get_document("command").ok()?;
+        let (kept, truncated, size) = truncate_for_log(command, MAX_LOG_ATTR_BYTES)?;
         attr.insert("command", kept);
+        Some((truncated, size))
+    });
+    if let Some((truncated, size)) = cut {
         attr.insert("truncated", doc! { "command": truncated });
         attr.insert("size", doc! { "command": size });
     }

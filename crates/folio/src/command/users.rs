@@ -470,7 +470,7 @@ pub fn create_user(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> 
             bail!(Location51003, "User \"{}\" already exists", name);
         }
         check_roles_exist(txn, &roles)?;
-        exec::insert_one(txn, ADMIN_DB, USERS_COLLECTION, user.clone(), false)?;
+        exec::insert_one(txn, ADMIN_DB, USERS_COLLECTION, &user, false)?;
         Ok(Document::new())
     })
 }
@@ -722,7 +722,7 @@ pub fn create_role(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> 
             "privileges": roles::privilege_documents(&privileges),
             "roles": auth::role_documents(&inherits),
         };
-        exec::insert_one(txn, ADMIN_DB, ROLES_COLLECTION, d, false)?;
+        exec::insert_one(txn, ADMIN_DB, ROLES_COLLECTION, &d, false)?;
         Ok(Document::new())
     })
 }

@@ -29,13 +29,28 @@ pub const MAX_DOCUMENT_SIZE: usize = 16 * 1024 * 1024;
 /// The deepest nesting of documents and arrays that may be stored.
 pub const MAX_DEPTH: usize = 100;
 
+/// A document prepared for insert: the document as stored and its BSON.
+#[derive(Debug)]
+pub struct Prepared<'a> {
+    /// The document as stored: the caller's own when it already had `_id` first and no
+    /// top-level `Timestamp(0, 0)` (what drivers send), else a rewritten copy.
+    pub doc: std::borrow::Cow<'a, Document>,
+    /// `doc` serialised, once: the size check and the store share it.
+    pub bytes: Vec<u8>,
+}
+
 /// Prepares a document for insert: validates it and returns it with `_id` first (generated when
-/// missing) and top-level `Timestamp(0, 0)` values replaced by `next_timestamp()`.
-pub fn prepare_insert(
-    doc: Document,
+/// missing) and top-level `Timestamp(0, 0)` values replaced by `next_timestamp()`, with its BSON.
+/// A document that needs none of that is neither copied nor rebuilt.
+pub fn prepare_insert<'a>(
+    doc: &'a Document,
     next_timestamp: &mut dyn FnMut() -> Timestamp,
-) -> Result<Document> {
-    let size = bson_size(&doc)?;
+) -> Result<Prepared<'a>> {
+    let zero = |v: &Bson| matches!(v, Bson::Timestamp(Timestamp { time: 0, increment: 0 }));
+    let as_is = doc.keys().next().is_some_and(|k| k == "_id") && !doc.values().skip(1).any(zero);
+    // The size is the document's as given (an `_id` added below does not count against it).
+    let given = if as_is { doc.to_vec()? } else { Vec::new() };
+    let size = if as_is { given.len() } else { bson_size(doc)? };
     if size > MAX_DOCUMENT_SIZE {
         crate::bail!(
             BSONObjectTooLarge,
@@ -44,7 +59,7 @@ pub fn prepare_insert(
             MAX_DOCUMENT_SIZE
         );
     }
-    if exceeds_depth(&doc) {
+    if exceeds_depth(doc) {
         crate::bail!(
             Overflow,
             "cannot insert document because it exceeds {} levels of nesting",
@@ -54,20 +69,20 @@ pub fn prepare_insert(
     if let Some(id) = doc.get("_id") {
         check_id_for_insert(id)?;
     }
-    let mut out = Document::new();
-    let mut rest = doc;
-    let id = rest.remove("_id").unwrap_or_else(|| Bson::ObjectId(ObjectId::new()));
-    out.insert("_id", id);
-    for (k, v) in rest {
-        let v = match v {
-            Bson::Timestamp(Timestamp { time: 0, increment: 0 }) => {
-                Bson::Timestamp(next_timestamp())
-            }
-            other => other,
-        };
-        out.insert(k, v);
+    if as_is {
+        return Ok(Prepared { doc: std::borrow::Cow::Borrowed(doc), bytes: given });
     }
-    Ok(out)
+    let mut out = Document::new();
+    out.insert("_id", doc.get("_id").cloned().unwrap_or_else(|| Bson::ObjectId(ObjectId::new())));
+    for (k, v) in doc {
+        if k == "_id" {
+            continue;
+        }
+        let v = if zero(v) { Bson::Timestamp(next_timestamp()) } else { v.clone() };
+        out.insert(k.clone(), v);
+    }
+    let bytes = out.to_vec()?;
+    Ok(Prepared { doc: std::borrow::Cow::Owned(out), bytes })
 }
 
 /// Validates a replacement document (a replace-style update or `findAndModify` replacement).
@@ -280,7 +295,9 @@ mod tests {
     }
 
     fn insert(d: Document) -> Result<Document> {
-        prepare_insert(d, &mut ts)
+        let prepared = prepare_insert(&d, &mut ts)?;
+        assert_eq!(prepared.bytes, prepared.doc.to_vec().unwrap(), "the BSON is the document's");
+        Ok(prepared.doc.into_owned())
     }
 
     fn code_and_message(r: Result<impl std::fmt::Debug>) -> (i32, String) {

@@ -170,7 +170,7 @@ impl output::Target for TxnTarget<'_> {
     }
 
     fn insert(&mut self, doc: Document) -> Result<()> {
-        super::insert_one(self.txn, self.db, self.coll, doc, self.bypass_validation).map(|_| ())
+        super::insert_one(self.txn, self.db, self.coll, &doc, self.bypass_validation).map(|_| ())
     }
 
     fn replace(&mut self, id: &Bson, doc: Document) -> Result<()> {

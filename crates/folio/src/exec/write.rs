@@ -9,6 +9,7 @@ use bson::{Bson, Document, doc};
 use super::{Found, id_key};
 use crate::catalog::{self, CollectionMeta, IndexMeta, keys, keys::Key};
 use crate::collation::Requested;
+use crate::doc::validate::Prepared;
 use crate::error::Result;
 use crate::index::IndexSpec;
 use crate::mvcc::OrConflict;
@@ -189,7 +190,8 @@ impl CollectionHandle {
     }
 
     /// Inserts a prepared document (with `_id` first).
-    fn insert_prepared(&self, txn: &mut dyn Txn, doc: &Document) -> Result<()> {
+    fn insert_prepared(&self, txn: &mut dyn Txn, prepared: &Prepared<'_>) -> Result<()> {
+        let (doc, bytes) = (prepared.doc.as_ref(), &prepared.bytes);
         self.validate(doc)?;
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let key = Key::Document { coll: self.meta.id, id: &id_key(&id) }.encode();
@@ -200,10 +202,9 @@ impl CollectionHandle {
                 &[id],
             ));
         }
-        let bytes = doc.to_vec()?;
-        txn.put(&key, &bytes)?.or_conflict_with(|| self.describe_id(doc))?;
+        txn.put(&key, bytes)?.or_conflict_with(|| self.describe_id(doc))?;
         self.add_entries(txn, doc, &BTreeSet::new())?;
-        super::changelog::insert(txn, &self.meta, &bytes);
+        super::changelog::insert(txn, &self.meta, bytes);
         if super::capped::is_capped(&self.meta) {
             super::capped::inserted(txn, &self.meta, &id_key(&id), bytes.len())?;
             // The oldest documents go until the collection is within its limits again.
@@ -271,7 +272,7 @@ pub fn trim_capped(txn: &mut dyn Txn, db: &str, coll: &str) -> Result<u64> {
 
 /// Validates a document for insert: `_id` first, and `Timestamp(0, 0)` values at the top level
 /// replaced by the current time, as MongoDB does.
-fn prepare(doc: Document) -> Result<Document> {
+fn prepare(doc: &Document) -> Result<Prepared<'_>> {
     static INCREMENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     let mut next = || {
         let secs = std::time::SystemTime::now()
@@ -302,8 +303,9 @@ impl<'a> Inserter<'a> {
         Inserter { db, coll, bypass_validation, loaded: None }
     }
 
-    /// Inserts one document; returns its `_id`.
-    pub fn insert(&mut self, txn: &mut dyn Txn, doc: Document) -> Result<Bson> {
+    /// Inserts one document; returns its `_id`. The document is borrowed: one that already has
+    /// `_id` first is stored without a copy.
+    pub fn insert(&mut self, txn: &mut dyn Txn, doc: &Document) -> Result<Bson> {
         let handle = match self.loaded.take() {
             Some((id, handle)) if id == txn.id() => handle,
             _ => {
@@ -312,12 +314,12 @@ impl<'a> Inserter<'a> {
                 handle
             }
         };
-        let doc = prepare(doc)?;
-        handle.insert_prepared(txn, &doc)?;
+        let prepared = prepare(doc)?;
+        handle.insert_prepared(txn, &prepared)?;
         // Kept only after a success: a failed statement is rolled back, and with it a
         // collection it may have created.
         self.loaded = Some((txn.id(), handle));
-        Ok(doc.get("_id").cloned().unwrap_or(Bson::Null))
+        Ok(prepared.doc.get("_id").cloned().unwrap_or(Bson::Null))
     }
 }
 
@@ -327,7 +329,7 @@ pub fn insert_one(
     txn: &mut dyn Txn,
     db: &str,
     coll: &str,
-    doc: Document,
+    doc: &Document,
     bypass_validation: bool,
 ) -> Result<Bson> {
     Inserter::new(db, coll, bypass_validation).insert(txn, doc)
@@ -447,9 +449,9 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
     }
     if found.is_empty() && op.upsert {
         let doc = upsert_document(&filter, &spec, now)?;
-        let doc = prepare(doc)?;
-        handle.insert_prepared(txn, &doc)?;
-        result.upserted_id = Some(doc.get("_id").cloned().unwrap_or(Bson::Null));
+        let prepared = prepare(&doc)?;
+        handle.insert_prepared(txn, &prepared)?;
+        result.upserted_id = Some(prepared.doc.get("_id").cloned().unwrap_or(Bson::Null));
     }
     Ok(result)
 }
@@ -630,8 +632,9 @@ pub fn find_and_modify(
         }
         (None, Some(spec)) if req.upsert => {
             let doc = upsert_document(&filter, &spec, now)?;
-            let doc = prepare(doc)?;
-            handle.insert_prepared(txn, &doc)?;
+            let prepared = prepare(&doc)?;
+            handle.insert_prepared(txn, &prepared)?;
+            let doc = prepared.doc.into_owned();
             let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
             let value = if req.new { Some(project(doc)?) } else { None };
             Ok(FindAndModifyResult { value, n: 1, updated_existing: false, upserted: Some(id) })
