@@ -33,7 +33,14 @@ fn redb_pending_writes_match_a_model() {
     };
     let key = |i: u64| format!("k{i:02}").into_bytes();
     let dir = tempfile::tempdir().expect("tempdir");
-    let open = |ops: usize| RedbEngine::open(dir.path()).expect("open").with_flush_ops(ops);
+    // Checkpoints come every few flushes, so that they run among the writes (in the
+    // background, see the redb engine's "Checkpoints").
+    let open = |ops: usize| {
+        RedbEngine::open(dir.path())
+            .expect("open")
+            .with_flush_ops(ops)
+            .with_checkpoint_flushes(1 + ops as u64 % 5)
+    };
     let mut engine = open(4);
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     // The model as the log and redb's durable state would bring it back after a restart.
@@ -267,6 +274,56 @@ fn deferred_writes_are_visible_at_once_and_durable_after_sync() {
         assert_eq!(keys(e, Bound::Unbounded, Bound::Unbounded, false), vec!["d2=2"]);
         e.sync().unwrap();
     });
+}
+
+#[test]
+fn a_checkpoint_cut_short_leaves_two_segments_replayed_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old_segment = dir.path().join("folio.wal.old");
+    {
+        let e = RedbEngine::open(dir.path())
+            .expect("open")
+            .with_flush_ops(1)
+            .with_checkpoint_flushes(2);
+        e.stall_checkpoints();
+        e.write(batch(&[("a", "1"), ("b", "1")], &[]), true).unwrap();
+        e.write(batch(&[("c", "1")], &[]), true).unwrap();
+        assert!(old_segment.exists(), "the checkpoint started: the log rotated");
+        // In the new segment: a delete and an overwrite of what the old one logged.
+        e.write(batch(&[("b", "2")], &["a"]), true).unwrap();
+        e.write_deferred(batch(&[("d", "2")], &[])).unwrap();
+        e.sync().unwrap();
+        assert_eq!(keys(&e, Bound::Unbounded, Bound::Unbounded, false), ["b=2", "c=1", "d=2"]);
+    }
+    assert!(old_segment.exists(), "the checkpoint never finished");
+    let e = RedbEngine::open(dir.path()).expect("reopen");
+    assert_eq!(keys(&e, Bound::Unbounded, Bound::Unbounded, false), ["b=2", "c=1", "d=2"]);
+    assert!(!old_segment.exists(), "the replay's checkpoint retired the old segment");
+}
+
+#[test]
+fn background_checkpoints_retire_their_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e =
+        RedbEngine::open(dir.path()).expect("open").with_flush_ops(2).with_checkpoint_flushes(3);
+    let mut want = Vec::new();
+    for i in 0..200 {
+        let k = format!("k{i:03}");
+        if i % 2 == 0 {
+            e.write(batch(&[(&k, "v")], &[]), true).unwrap();
+        } else {
+            e.write_deferred(batch(&[(&k, "v")], &[])).unwrap();
+        }
+        want.push(format!("{k}=v"));
+    }
+    e.sync().unwrap();
+    assert!(!dir.path().join("folio.wal.old").exists(), "every checkpoint finished");
+    let log = std::fs::metadata(dir.path().join("folio.wal")).expect("log").len();
+    assert!(log < 200 * 20, "checkpoints emptied the log: {log} bytes");
+    assert_eq!(keys(&e, Bound::Unbounded, Bound::Unbounded, false), want);
+    drop(e);
+    let e = RedbEngine::open(dir.path()).expect("reopen");
+    assert_eq!(keys(&e, Bound::Unbounded, Bound::Unbounded, false), want);
 }
 
 #[test]

@@ -16,6 +16,16 @@
 //! is emptied. After a crash redb comes back at its last durable commit, or later if some
 //! non-durable commits happened to reach the disk; replaying every record of the log in order on
 //! top of that is correct either way, because a record holds only absolute puts and deletes.
+//!
+//! # Segments
+//!
+//! A checkpoint's durable redb commit writes out every page dirtied since the last one and syncs
+//! the data file, which takes milliseconds; held under the log's lock it would stall every
+//! writer. So a checkpoint only *rotates* the log under the lock ([`Wal::rotate`]): the records so
+//! far are synced and the file is renamed to the *old segment* (`<name>.old`), and a new, empty
+//! log takes its place. Writers go on appending there while the durable commit runs without the
+//! lock; once it has finished, the old segment is deleted ([`Wal::remove_old`]). After a crash
+//! both may exist: the old segment is replayed first, then the log, which keeps their order.
 //! Batches written without `sync` (garbage collection) never enter the log: losing them only
 //! leaves garbage that collection removes again, and a replayed record can only bring back an old
 //! version together with the newer versions that shadow it, since those newer versions were
@@ -57,6 +67,10 @@ const HEADER: usize = 8;
 #[derive(Debug)]
 pub struct Wal {
     file: File,
+    /// Where the old segment lives while a checkpoint makes it redundant (see "Segments").
+    old_path: PathBuf,
+    /// Whether the old segment exists.
+    has_old: bool,
     /// A second handle on the same file for [`Wal::syncer`]: a sync made through it covers
     /// every record appended before it began, and needs no access to the log itself.
     sync_file: Arc<File>,
@@ -76,9 +90,19 @@ pub(super) fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 
 impl Wal {
     /// Opens (creating if needed) the log at `path` and returns it with the batches it holds, in
-    /// the order they were appended. A torn record at the end is dropped from the file.
+    /// the order they were appended: an old segment's first (see "Segments"). A torn record at
+    /// the end is dropped from the file.
     pub fn open(path: impl AsRef<Path>) -> Result<(Wal, Vec<WriteBatch>)> {
         let path = path.as_ref().to_path_buf();
+        let old_path = old_segment_path(&path);
+        let mut batches = Vec::new();
+        let has_old = old_path.exists();
+        if has_old {
+            // Synced whole before it was renamed; a torn tail would be a disk's fault, and what
+            // precedes it is still good.
+            let bytes = std::fs::read(&old_path).map_err(|e| io_error("read", &old_path, e))?;
+            batches = decode_records(&bytes).0;
+        }
         let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
@@ -89,15 +113,12 @@ impl Wal {
             .map_err(|e| io_error("open", &path, e))?;
         if !existed {
             // The new file's directory entry must survive a crash too.
-            if let Some(dir) = path.parent() {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| io_error("sync directory", &path, e))?;
-            }
+            sync_parent(&path)?;
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| io_error("read", &path, e))?;
-        let (batches, valid) = decode_records(&bytes);
+        let (current, valid) = decode_records(&bytes);
+        batches.extend(current);
         if (valid as u64) < bytes.len() as u64 {
             tracing::warn!(
                 path = %path.display(),
@@ -109,8 +130,82 @@ impl Wal {
         }
         let sync_file = Arc::new(file.try_clone().map_err(|e| io_error("open", &path, e))?);
         let len = valid as u64;
-        let wal = Wal { file, sync_file, path, len, written: len, buffer: Vec::new() };
+        let wal =
+            Wal { file, old_path, has_old, sync_file, path, len, written: len, buffer: Vec::new() };
         Ok((wal, batches))
+    }
+
+    /// Starts a new segment (see "Segments"): the records so far are written and synced (a
+    /// later [`Wal::syncer`] syncs only the new file, and commits appended without a sync may
+    /// still be owed one), the file becomes the old segment, and an empty log replaces it.
+    /// Refused while an old segment exists: the checkpoint that would retire it has not
+    /// finished. On failure the log is as it was: appends go on to the same file.
+    pub fn rotate(&mut self) -> Result<()> {
+        if self.has_old {
+            return Err(Error::new(
+                Code::InternalError,
+                "write-ahead log: the previous segment has not been retired yet",
+            ));
+        }
+        self.write_buffer()?;
+        self.file.sync_data().map_err(|e| io_error("sync", &self.path, e))?;
+        std::fs::rename(&self.path, &self.old_path)
+            .map_err(|e| io_error("rename to the old segment", &self.path, e))?;
+        let fresh = (|| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&self.path)
+                .map_err(|e| io_error("create", &self.path, e))?;
+            let sync_file = file.try_clone().map_err(|e| io_error("open", &self.path, e))?;
+            // Both names must be settled on disk before a record in the new file is
+            // acknowledged: `fdatasync` of a file does not persist its directory entry.
+            sync_parent(&self.path)?;
+            Ok((file, sync_file))
+        })();
+        match fresh {
+            Ok((file, sync_file)) => {
+                self.file = file;
+                self.sync_file = Arc::new(sync_file);
+                self.has_old = true;
+                self.len = 0;
+                self.written = 0;
+                Ok(())
+            }
+            Err(e) => {
+                // Back under its name: the open handle keeps appending to this file, which must
+                // never be retired as an old segment. (Should even this fail, the file is
+                // replayed as an old segment at the next start, and nothing retires it before.)
+                let _ = std::fs::rename(&self.old_path, &self.path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether an old segment waits to be retired.
+    pub fn has_old(&self) -> bool {
+        self.has_old
+    }
+
+    /// Where the old segment is, to retire it without the log's lock ([`retire_old_segment`]).
+    pub fn old_path(&self) -> &Path {
+        &self.old_path
+    }
+
+    /// Deletes the old segment, once a durable checkpoint holds everything it logged.
+    pub fn remove_old(&mut self) -> Result<()> {
+        if self.has_old {
+            retire_old_segment(&self.old_path)?;
+            self.has_old = false;
+        }
+        Ok(())
+    }
+
+    /// Notes that the old segment was deleted by [`retire_old_segment`].
+    pub fn old_removed(&mut self) {
+        self.has_old = false;
     }
 
     /// Appends a batch and makes it durable before returning.
@@ -181,9 +276,10 @@ impl Wal {
         Ok((Arc::clone(&self.sync_file), self.path.clone()))
     }
 
-    /// Empties the log (after a checkpoint made everything in it durable elsewhere, the buffered
-    /// records included).
+    /// Empties the log and deletes any old segment (after a checkpoint made everything in them
+    /// durable elsewhere, the buffered records included).
     pub fn reset(&mut self) -> Result<()> {
+        self.remove_old()?;
         self.buffer.clear();
         self.file.set_len(0).map_err(|e| io_error("truncate", &self.path, e))?;
         self.file.sync_data().map_err(|e| io_error("sync", &self.path, e))?;
@@ -210,6 +306,32 @@ impl Drop for Wal {
         if let Err(e) = self.write_buffer() {
             tracing::warn!("closing the write-ahead log: buffered records not written: {e}");
         }
+    }
+}
+
+/// The old segment's path beside the log's (see "Segments").
+fn old_segment_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".old");
+    path.with_file_name(name)
+}
+
+/// Deletes an old segment (a missing one is already retired).
+pub fn retire_old_segment(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("remove the old segment", path, e)),
+    }
+}
+
+/// Syncs the directory holding `path`, so that a file created or renamed there survives a crash.
+fn sync_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error("sync directory", path, e)),
+        None => Ok(()),
     }
 }
 
@@ -395,6 +517,40 @@ mod tests {
         drop(wal);
         let (_, batches) = Wal::open(&path).unwrap();
         assert_eq!(batches, vec![batch(3)]);
+    }
+
+    #[test]
+    fn a_rotated_log_replays_its_old_segment_first_until_it_is_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&batch(1)).unwrap();
+        wal.append_unsynced(&batch(2)).unwrap();
+        wal.rotate().unwrap();
+        assert!(wal.has_old() && wal.old_path().exists());
+        assert_eq!(wal.len(), 0, "the new segment starts empty");
+        // The unsynced record went out with the rotation, synced.
+        let old = std::fs::read(wal.old_path()).unwrap();
+        assert_eq!(decode_records(&old).0, vec![batch(1), batch(2)]);
+        assert!(wal.rotate().is_err(), "one old segment at a time");
+        wal.append(&batch(3)).unwrap();
+        drop(wal);
+        // A crash before the checkpoint finished: both segments, the old one first.
+        let (mut wal, batches) = Wal::open(&path).unwrap();
+        assert_eq!(batches, vec![batch(1), batch(2), batch(3)]);
+        assert!(wal.has_old());
+        wal.remove_old().unwrap();
+        assert!(!wal.old_path().exists());
+        wal.rotate().unwrap();
+        wal.append(&batch(4)).unwrap();
+        drop(wal);
+        let (mut wal, batches) = Wal::open(&path).unwrap();
+        assert_eq!(batches, vec![batch(3), batch(4)]);
+        // A reset retires the old segment too.
+        wal.reset().unwrap();
+        assert!(!wal.has_old() && !wal.old_path().exists());
+        drop(wal);
+        assert_eq!(Wal::open(&path).unwrap().1, vec![]);
     }
 
     #[test]
