@@ -711,11 +711,12 @@ impl<'a> Runner<'a> {
                 let record =
                     Key::StmtRecord { session: &session.key, txn_number: n, stmt_id }.encode();
                 // A statement that already ran replays its recorded outcome. Records of `n` can
-                // exist only once the session's durable record names `n`, so a new number
-                // (the common case) costs no lookup. Over a shared store the lookup is made
-                // inside the write's own transaction instead (below).
+                // exist only once the session's durable record names `n`, and then only for the
+                // statements this process recorded (when it knows them), so a new number or a
+                // new statement (the common cases) costs no lookup. Over a shared store the
+                // lookup is made inside the write's own transaction instead (below).
                 let remote = self.svc.store.remote();
-                if !remote && session.may_have_stmt_records(n) {
+                if !remote && session.may_have_stmt_record(n, stmt_id) {
                     let txn = self.svc.store.begin()?;
                     let prior = txn.get(&record);
                     let seen = txn.snapshot();

@@ -185,10 +185,14 @@ impl Session {
         self.loaded = true;
     }
 
-    /// Whether statement records may exist for retryable write `number` (only when the durable
-    /// record is for that number: records are written together with it).
-    pub fn may_have_stmt_records(&self, number: i64) -> bool {
+    /// Whether statement `stmt_id` of retryable write `number` may have a record: only when the
+    /// durable record is for that number (records are written together with it), and, when this
+    /// process knows which statements it recorded under that number, only for one of those.
+    /// The first run of an `insert` of a thousand documents thus looks up no record at all; a
+    /// retry, or a session resumed after a restart, looks them up.
+    pub fn may_have_stmt_record(&self, number: i64, stmt_id: i32) -> bool {
         self.durable == Some((number, RecordKind::Retryable))
+            && self.recorded_stmts.as_ref().is_none_or(|ids| ids.contains(&stmt_id))
     }
 
     /// Writes the durable record for `number` into `txn`, dropping the statement records of an
