@@ -49,7 +49,7 @@ use crate::error::Result;
 use crate::mvcc::OrConflict;
 use crate::mvcc::{Ts, Txn};
 use crate::session::Session;
-use crate::session::durable::RecordKind;
+use crate::session::durable::{RecordKind, stmt_outcome, stmt_record};
 use crate::{bail, err};
 
 /// How long an autocommit write waits for conflicting transactions without `maxTimeMS`.
@@ -434,6 +434,24 @@ pub struct Runner<'a> {
     batching: std::cell::Cell<bool>,
     /// The open batch transaction, if any.
     batch: std::cell::RefCell<Option<Box<dyn Txn>>>,
+    /// The statement record this command wrote last, which the next statement may extend.
+    last_record: std::cell::RefCell<Option<LastRecord>>,
+}
+
+/// The statement record a retryable statement wrote: records of consecutive statements with the
+/// same outcome written in one transaction are one record (see `session::durable`).
+struct LastRecord {
+    /// The transaction that wrote it: only a statement in the same one extends it, so a run
+    /// never claims statements whose commit failed.
+    txn: crate::mvcc::TxnId,
+    /// The transaction number, and the run's first and last statement ids.
+    number: i64,
+    first: i32,
+    last: i32,
+    /// The outcome, as stored.
+    outcome: Vec<u8>,
+    /// Whether the statement extended an earlier run rather than starting one.
+    extended: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -477,6 +495,7 @@ impl<'a> Runner<'a> {
             would_block,
             batching: std::cell::Cell::new(false),
             batch: std::cell::RefCell::new(None),
+            last_record: std::cell::RefCell::new(None),
         })
     }
 
@@ -708,8 +727,6 @@ impl<'a> Runner<'a> {
                 let Some(session) = self.session.as_deref() else {
                     bail!(InvalidOptions, "Transaction number requires a session ID");
                 };
-                let record =
-                    Key::StmtRecord { session: &session.key, txn_number: n, stmt_id }.encode();
                 // A statement that already ran replays its recorded outcome. Records of `n` can
                 // exist only once the session's durable record names `n`, and then only for the
                 // statements this process recorded (when it knows them), so a new number or a
@@ -718,14 +735,14 @@ impl<'a> Runner<'a> {
                 let remote = self.svc.store.remote();
                 if !remote && session.may_have_stmt_record(n, stmt_id) {
                     let txn = self.svc.store.begin()?;
-                    let prior = txn.get(&record);
+                    let prior = stmt_outcome(txn.as_ref(), &session.key, n, stmt_id);
                     let seen = txn.snapshot();
                     txn.abort();
-                    if let Some(bytes) = prior? {
+                    if let Some(outcome) = prior? {
                         // The first run may still be waiting for its sync (its connection gone):
                         // the replay is acknowledged only once what it read is durable.
                         self.owe_durability(seen);
-                        return crate::error::stored_document(&bytes, "statement record");
+                        return Ok(outcome);
                     }
                 }
                 // The fail point counts statements that run, not replays: taken at the first
@@ -733,6 +750,8 @@ impl<'a> Runner<'a> {
                 let mut fp = None;
                 let failpoints = &self.svc.failpoints;
                 let mut attempt = 0_u32;
+                let last_record = &self.last_record;
+                let mut wrote: Option<LastRecord> = None;
                 let result = self.autocommit_write(|txn| {
                     // An attempt after a write conflict looks for the record again, in its own
                     // snapshot: the conflict may have been with this very statement, run by a
@@ -741,14 +760,42 @@ impl<'a> Runner<'a> {
                     // the write exactly once. Over a shared store the first attempt looks too:
                     // that commit may have landed since the session record was read.
                     attempt += 1;
+                    wrote = None;
                     if (attempt > 1 || remote)
-                        && let Some(bytes) = txn.get(&record)?
+                        && let Some(outcome) = stmt_outcome(txn, &session.key, n, stmt_id)?
                     {
-                        return crate::error::stored_document(&bytes, "statement record");
+                        return Ok(outcome);
                     }
                     let fp = fp.get_or_insert_with(|| failpoints.on_transactional_write());
                     let out = f(txn)?;
-                    txn.put(&record, &out.to_vec()?)?.or_conflict("statement record")?;
+                    let outcome = out.to_vec()?;
+                    // Extends the run the previous statement recorded in this same transaction
+                    // when the outcome is the same (the documents of an insert); a shared store
+                    // keeps a record per statement.
+                    let run = session.run_to_extend(n, stmt_id).filter(|&(first, last)| {
+                        !remote
+                            && last_record.borrow().as_ref().is_some_and(|r| {
+                                r.txn == txn.id()
+                                    && (r.number, r.first, r.last) == (n, first, last)
+                                    && r.outcome == outcome
+                            })
+                    });
+                    let first = run.map_or(stmt_id, |(first, _)| first);
+                    let value = match run {
+                        Some(_) => stmt_record(&out, first, stmt_id)?,
+                        None => outcome.clone(),
+                    };
+                    let key =
+                        Key::StmtRecord { session: &session.key, txn_number: n, stmt_id: first };
+                    txn.put(&key.encode(), &value)?.or_conflict("statement record")?;
+                    wrote = Some(LastRecord {
+                        txn: txn.id(),
+                        number: n,
+                        first,
+                        last: stmt_id,
+                        outcome,
+                        extended: run.is_some(),
+                    });
                     session.write_durable(txn, n, RecordKind::Retryable)?;
                     if let Some(code) = fp.as_ref().and_then(|fp| fp.fail_before_commit) {
                         return Err(crate::Error::new(
@@ -761,7 +808,9 @@ impl<'a> Runner<'a> {
                 if result.is_ok()
                     && let Some(session) = self.session.as_deref_mut()
                 {
-                    session.recorded_stmt(n, stmt_id);
+                    // A replay inside the write (`wrote` is `None`) found the record there.
+                    session.recorded_stmt(n, stmt_id, wrote.as_ref().is_some_and(|r| r.extended));
+                    *self.last_record.borrow_mut() = wrote;
                 }
                 // The fail point closes the connection whether or not the write committed
                 // (MongoDB's default), so the client sees a network error and retries.

@@ -14,7 +14,11 @@
 //!   `txnNumber` that changed data, whether it was a committed transaction or a retryable write,
 //!   and the wall-clock time of that write;
 //! - a *statement record* (`Key::StmtRecord`, one per retryable statement) holds the outcome of
-//!   a retryable write's statement, replayed when the statement is retried.
+//!   a retryable write's statement, replayed when the statement is retried. Consecutive
+//!   statements of one command that commit together with the same outcome (the documents of an
+//!   `insert`, each `{n: 1}`) share one record, kept under the first one's id and naming the
+//!   last in [`RUN_END`]: a thousand-document insert writes one record, not a thousand, and
+//!   the next command deletes one. [`stmt_outcome`] finds a statement's outcome either way.
 //!
 //! When a session is first used after a restart, its record is read back
 //! ([`load`]) and the in-memory state machine resumes from it: a retried `commitTransaction` of a
@@ -114,6 +118,58 @@ pub fn load(store: &dyn TxnStore, session: &[u8]) -> Result<Option<SessionRecord
 pub fn load_settled(store: &dyn TxnStore, session: &[u8]) -> Result<Option<SessionRecord>> {
     let got = store.get_settled(&Key::SessionRecord { session }.encode())?;
     got.map(|b| SessionRecord::from_bytes(&b)).transpose()
+}
+
+/// The field a statement record covering a run of statements holds besides the outcome: the
+/// last statement id of the run (the first is the record's own). Never a field of an outcome.
+pub const RUN_END: &str = "$lastStmtId";
+
+/// The value of a statement record for statements `first..=last` (the key names `first`), all
+/// with the outcome `outcome`.
+pub fn stmt_record(outcome: &bson::Document, first: i32, last: i32) -> Result<Vec<u8>> {
+    if first == last {
+        return Ok(outcome.to_vec()?);
+    }
+    let mut d = outcome.clone();
+    d.insert(RUN_END, last);
+    Ok(d.to_vec()?)
+}
+
+/// The recorded outcome of statement `stmt_id` of retryable write `number`, if it ran: from its
+/// own record, or from the record of a run of statements that covers it (the nearest record at
+/// or below its id, whose [`RUN_END`] reaches it).
+pub fn stmt_outcome(
+    txn: &dyn Txn,
+    session: &[u8],
+    number: i64,
+    stmt_id: i32,
+) -> Result<Option<bson::Document>> {
+    let key = Key::StmtRecord { session, txn_number: number, stmt_id }.encode();
+    let found = match txn.get(&key)? {
+        Some(bytes) => Some((stmt_id, bytes)),
+        None => {
+            let prefix = stmt_record_prefix(session, Some(number));
+            let below = txn
+                .scan(Bound::Included(&prefix), Bound::Excluded(&key), true)?
+                .next()
+                .transpose()?;
+            below.and_then(|(k, v)| Some((stmt_id_of(&k)?, v)))
+        }
+    };
+    let Some((first, bytes)) = found else { return Ok(None) };
+    let mut outcome = crate::error::stored_document(&bytes, "statement record")?;
+    let last = match outcome.remove(RUN_END) {
+        Some(Bson::Int32(last)) => last,
+        Some(_) => return Err(crate::err!(InternalError, "corrupt statement record: {}", outcome)),
+        None => first,
+    };
+    Ok((first..=last).contains(&stmt_id).then_some(outcome))
+}
+
+/// The statement id at the end of a statement record's key.
+fn stmt_id_of(key: &[u8]) -> Option<i32> {
+    let tail = key.last_chunk::<4>()?;
+    Some((u32::from_be_bytes(*tail) ^ (1 << 31)) as i32)
 }
 
 /// Writes a session's record in `txn`, and deletes the statement records of `stale`, an older
@@ -248,6 +304,79 @@ mod tests {
         let n = txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false).unwrap().count();
         txn.abort();
         n
+    }
+
+    fn put_raw(store: &dyn TxnStore, session: &[u8], n: i64, stmt_id: i32, value: &[u8]) {
+        let mut txn = store.begin().unwrap();
+        txn.put(&Key::StmtRecord { session, txn_number: n, stmt_id }.encode(), value)
+            .unwrap()
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_run_record_answers_for_every_statement_it_covers_and_no_other() {
+        let store = store();
+        let one = doc! { "n": 1 };
+        // Statements 0..=2 in one record, 3 on its own, 5..=9 in another run.
+        put_raw(store.as_ref(), b"s", 7, 0, &stmt_record(&one, 0, 2).unwrap());
+        put_raw(store.as_ref(), b"s", 7, 3, &stmt_record(&doc! { "n": 0 }, 3, 3).unwrap());
+        put_raw(store.as_ref(), b"s", 7, 5, &stmt_record(&one, 5, 9).unwrap());
+        // Another number and another session do not answer.
+        put_raw(store.as_ref(), b"s", 6, 4, &stmt_record(&one, 4, 4).unwrap());
+        put_raw(store.as_ref(), b"r", 7, 4, &stmt_record(&one, 4, 4).unwrap());
+        let txn = store.begin().unwrap();
+        let outcome = |id| stmt_outcome(txn.as_ref(), b"s", 7, id).unwrap();
+        for id in [0, 1, 2, 5, 7, 9] {
+            assert_eq!(outcome(id), Some(one.clone()), "statement {id}");
+        }
+        assert_eq!(outcome(3), Some(doc! { "n": 0 }));
+        for id in [-1, 4, 10, 100] {
+            assert_eq!(outcome(id), None, "statement {id}");
+        }
+        txn.abort();
+    }
+
+    #[test]
+    fn an_insert_of_many_documents_keeps_one_statement_record() {
+        let store = store();
+        let svc = crate::Service::new(store.clone(), crate::ServiceOptions::default()).unwrap();
+        let mut conn = svc.connect("test");
+        let lsid = doc! { "id": bson::Uuid::new() };
+        let insert = |ids: std::ops::Range<i32>, n: i64| {
+            let docs: Vec<bson::Document> = ids.map(|i| doc! { "_id": i }).collect();
+            doc! { "insert": "c", "documents": docs, "lsid": lsid.clone(), "txnNumber": n,
+            "$db": "db" }
+        };
+        let reply = svc.dispatch(&mut conn, insert(0..100, 1)).body;
+        assert_eq!(reply.get_i32("n").ok(), Some(100), "{reply}");
+        let session = crate::session::lsid_key(&lsid).unwrap();
+        assert_eq!(stmt_count(store.as_ref(), &session), 1, "one record for the whole run");
+        // Retried with more statements: the hundred replay, the new ones run.
+        let reply = svc.dispatch(&mut conn, insert(0..150, 1)).body;
+        assert_eq!(reply.get_i32("n").ok(), Some(150), "{reply}");
+        assert!(!reply.contains_key("writeErrors"), "nothing ran twice: {reply}");
+        let count = svc.dispatch(&mut conn, doc! { "count": "c", "$db": "db" }).body;
+        assert_eq!(count.get_i32("n").ok(), Some(150), "{count}");
+        // A failed statement ends a run: the one after it starts another.
+        let reply = svc
+            .dispatch(&mut conn, {
+                let mut cmd = insert(200..203, 2);
+                cmd.insert(
+                    "documents",
+                    vec![doc! { "_id": 200 }, doc! { "_id": 0 }, doc! { "_id": 201 }],
+                );
+                cmd.insert("ordered", false);
+                cmd
+            })
+            .body;
+        assert_eq!(reply.get_i32("n").ok(), Some(2), "{reply}");
+        assert_eq!(stmt_count(store.as_ref(), &session), 2, "the stale run went, two new ones");
+        let txn = store.begin().unwrap();
+        assert!(stmt_outcome(txn.as_ref(), &session, 2, 0).unwrap().is_some());
+        assert!(stmt_outcome(txn.as_ref(), &session, 2, 1).unwrap().is_none());
+        assert!(stmt_outcome(txn.as_ref(), &session, 2, 2).unwrap().is_some());
+        txn.abort();
     }
 
     #[test]

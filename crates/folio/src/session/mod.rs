@@ -112,9 +112,11 @@ pub struct Session {
     loaded: bool,
     /// The transaction number of the session's durable record, and what it was used for.
     durable: Option<(i64, RecordKind)>,
-    /// The statement ids recorded under the durable number of a retryable write, when known
-    /// (`None` after a restart: the records are then found by a scan when they go stale).
-    recorded_stmts: Option<Vec<i32>>,
+    /// The statements recorded under the durable number of a retryable write, as runs of ids
+    /// `(first, last)` that each have one record (keyed by `first`, see
+    /// [`durable::stmt_record`]), when known (`None` after a restart: the records are then
+    /// found by a scan when they go stale).
+    recorded_stmts: Option<Vec<(i32, i32)>>,
 }
 
 impl Session {
@@ -192,7 +194,19 @@ impl Session {
     /// retry, or a session resumed after a restart, looks them up.
     pub fn may_have_stmt_record(&self, number: i64, stmt_id: i32) -> bool {
         self.durable == Some((number, RecordKind::Retryable))
-            && self.recorded_stmts.as_ref().is_none_or(|ids| ids.contains(&stmt_id))
+            && self.recorded_stmts.as_ref().is_none_or(|runs| {
+                runs.iter().any(|&(first, last)| (first..=last).contains(&stmt_id))
+            })
+    }
+
+    /// The run of statements (its first and last ids) whose record statement `stmt_id` of
+    /// `number` may extend: the last one recorded, when `stmt_id` follows it directly.
+    pub fn run_to_extend(&self, number: i64, stmt_id: i32) -> Option<(i32, i32)> {
+        if self.durable != Some((number, RecordKind::Retryable)) {
+            return None;
+        }
+        let &(first, last) = self.recorded_stmts.as_ref()?.last()?;
+        (last.checked_add(1) == Some(stmt_id)).then_some((first, last))
     }
 
     /// Writes the durable record for `number` into `txn`, dropping the statement records of an
@@ -201,14 +215,18 @@ impl Session {
         durable_write(&self.key, self.durable, self.recorded_stmts.as_deref(), txn, number, kind)
     }
 
-    /// Notes that a retryable statement of `number` committed with its record.
-    pub fn recorded_stmt(&mut self, number: i64, stmt_id: i32) {
+    /// Notes that a retryable statement of `number` committed with its record: a record of its
+    /// own, or (`extended`) the record of the run it follows (see [`Session::run_to_extend`]).
+    pub fn recorded_stmt(&mut self, number: i64, stmt_id: i32, extended: bool) {
         if self.durable != Some((number, RecordKind::Retryable)) {
             self.durable = Some((number, RecordKind::Retryable));
             self.recorded_stmts = Some(Vec::new());
         }
-        if let Some(stmts) = &mut self.recorded_stmts {
-            stmts.push(stmt_id);
+        if let Some(runs) = &mut self.recorded_stmts {
+            match runs.last_mut() {
+                Some(run) if extended && run.1.checked_add(1) == Some(stmt_id) => run.1 = stmt_id,
+                _ => runs.push((stmt_id, stmt_id)),
+            }
         }
     }
 
@@ -417,7 +435,7 @@ impl Session {
 fn durable_write(
     key: &[u8],
     current: Option<(i64, RecordKind)>,
-    recorded: Option<&[i32]>,
+    recorded: Option<&[(i32, i32)]>,
     txn: &mut dyn Txn,
     number: i64,
     kind: RecordKind,
@@ -425,8 +443,10 @@ fn durable_write(
     if current == Some((number, kind)) {
         return Ok(());
     }
+    // A run of statements has one record, under its first id.
+    let heads: Option<Vec<i32>> = recorded.map(|runs| runs.iter().map(|r| r.0).collect());
     let stale = match current {
-        Some((old, RecordKind::Retryable)) if old != number => Some((old, recorded)),
+        Some((old, RecordKind::Retryable)) if old != number => Some((old, heads.as_deref())),
         _ => None,
     };
     durable::write(txn, key, &SessionRecord::now(number, kind), stale)
