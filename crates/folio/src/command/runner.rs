@@ -751,7 +751,9 @@ impl<'a> Runner<'a> {
                 let failpoints = &self.svc.failpoints;
                 let mut attempt = 0_u32;
                 let last_record = &self.last_record;
+                let batching = &self.batching;
                 let mut wrote: Option<LastRecord> = None;
+                let mut inlined = false;
                 let result = self.autocommit_write(|txn| {
                     // An attempt after a write conflict looks for the record again, in its own
                     // snapshot: the conflict may have been with this very statement, run by a
@@ -761,6 +763,7 @@ impl<'a> Runner<'a> {
                     // that commit may have landed since the session record was read.
                     attempt += 1;
                     wrote = None;
+                    inlined = false;
                     if (attempt > 1 || remote)
                         && let Some(outcome) = stmt_outcome(txn, &session.key, n, stmt_id)?
                     {
@@ -768,35 +771,17 @@ impl<'a> Runner<'a> {
                     }
                     let fp = fp.get_or_insert_with(|| failpoints.on_transactional_write());
                     let out = f(txn)?;
-                    let outcome = out.to_vec()?;
-                    // Extends the run the previous statement recorded in this same transaction
-                    // when the outcome is the same (the documents of an insert); a shared store
-                    // keeps a record per statement.
-                    let run = session.run_to_extend(n, stmt_id).filter(|&(first, last)| {
-                        !remote
-                            && last_record.borrow().as_ref().is_some_and(|r| {
-                                r.txn == txn.id()
-                                    && (r.number, r.first, r.last) == (n, first, last)
-                                    && r.outcome == outcome
-                            })
-                    });
-                    let first = run.map_or(stmt_id, |(first, _)| first);
-                    let value = match run {
-                        Some(_) => stmt_record(&out, first, stmt_id)?,
-                        None => outcome.clone(),
-                    };
-                    let key =
-                        Key::StmtRecord { session: &session.key, txn_number: n, stmt_id: first };
-                    txn.put(&key.encode(), &value)?.or_conflict("statement record")?;
-                    wrote = Some(LastRecord {
-                        txn: txn.id(),
-                        number: n,
-                        first,
-                        last: stmt_id,
-                        outcome,
-                        extended: run.is_some(),
-                    });
-                    session.write_durable(txn, n, RecordKind::Retryable)?;
+                    if !batching.get() && session.writes_record_for(n) {
+                        // A command of one statement: its outcome goes into the session record,
+                        // which the new number writes anyway.
+                        session.write_durable_with_outcome(txn, n, stmt_id, &out)?;
+                        inlined = true;
+                    } else {
+                        let last = last_record.borrow();
+                        let last = if remote { None } else { last.as_ref() };
+                        wrote = Some(record_statement(txn, session, n, stmt_id, &out, last)?);
+                        session.write_durable(txn, n, RecordKind::Retryable)?;
+                    }
                     if let Some(code) = fp.as_ref().and_then(|fp| fp.fail_before_commit) {
                         return Err(crate::Error::new(
                             crate::Code::from_number(code),
@@ -808,8 +793,13 @@ impl<'a> Runner<'a> {
                 if result.is_ok()
                     && let Some(session) = self.session.as_deref_mut()
                 {
-                    // A replay inside the write (`wrote` is `None`) found the record there.
-                    session.recorded_stmt(n, stmt_id, wrote.as_ref().is_some_and(|r| r.extended));
+                    if inlined {
+                        session.recorded_inline_stmt(n, stmt_id);
+                    } else {
+                        // A replay inside the write (`wrote` is `None`) found the record there.
+                        let extended = wrote.as_ref().is_some_and(|r| r.extended);
+                        session.recorded_stmt(n, stmt_id, extended);
+                    }
                     *self.last_record.borrow_mut() = wrote;
                 }
                 // The fail point closes the connection whether or not the write committed
@@ -892,6 +882,37 @@ impl<'a> Runner<'a> {
             }
         }
     }
+}
+
+/// Writes the statement record of statement `stmt_id` of retryable write `number`, whose
+/// outcome is `out`: extending `last` (the record this command wrote last, `None` over a shared
+/// store, which keeps a record per statement) when it was written in this same transaction for
+/// the statements just before, with the same outcome (the documents of an insert); else a
+/// record of its own.
+fn record_statement(
+    txn: &mut dyn Txn,
+    session: &Session,
+    number: i64,
+    stmt_id: i32,
+    out: &Document,
+    last: Option<&LastRecord>,
+) -> Result<LastRecord> {
+    let outcome = out.to_vec()?;
+    let run = session.run_to_extend(number, stmt_id).filter(|&(first, end)| {
+        last.is_some_and(|r| {
+            r.txn == txn.id()
+                && (r.number, r.first, r.last) == (number, first, end)
+                && r.outcome == outcome
+        })
+    });
+    let first = run.map_or(stmt_id, |(first, _)| first);
+    let value = match run {
+        Some(_) => stmt_record(out, first, stmt_id)?,
+        None => outcome.clone(),
+    };
+    let key = Key::StmtRecord { session: &session.key, txn_number: number, stmt_id: first };
+    txn.put(&key.encode(), &value)?.or_conflict("statement record")?;
+    Ok(LastRecord { txn: txn.id(), number, first, last: stmt_id, outcome, extended: run.is_some() })
 }
 
 /// Raises the would-block flag; the error only unwinds the command, which runs again elsewhere.

@@ -18,7 +18,9 @@
 //!   statements of one command that commit together with the same outcome (the documents of an
 //!   `insert`, each `{n: 1}`) share one record, kept under the first one's id and naming the
 //!   last in [`RUN_END`]: a thousand-document insert writes one record, not a thousand, and
-//!   the next command deletes one. [`stmt_outcome`] finds a statement's outcome either way.
+//!   the next command deletes one. A command of one statement keeps its outcome in the session
+//!   record itself ([`SessionRecord::stmt`]), which its new number writes anyway: no statement
+//!   record at all. [`stmt_outcome`] finds a statement's outcome in any of these places.
 //!
 //! When a session is first used after a restart, its record is read back
 //! ([`load`]) and the in-memory state machine resumes from it: a retried `commitTransaction` of a
@@ -62,12 +64,21 @@ pub struct SessionRecord {
     pub kind: RecordKind,
     /// When it was written (milliseconds since the epoch), for expiry.
     pub last_write_ms: i64,
+    /// The outcome of a retryable statement of `txn_number` kept in this record instead of a
+    /// statement record of its own: a command of one statement writes the session record for
+    /// its new number anyway, so its outcome costs no key (and the next number deletes none).
+    pub stmt: Option<(i32, bson::Document)>,
 }
 
 impl SessionRecord {
     /// A record for `txn_number` written now.
     pub fn now(txn_number: i64, kind: RecordKind) -> SessionRecord {
-        SessionRecord { txn_number, kind, last_write_ms: bson::DateTime::now().timestamp_millis() }
+        SessionRecord {
+            txn_number,
+            kind,
+            last_write_ms: bson::DateTime::now().timestamp_millis(),
+            stmt: None,
+        }
     }
 
     fn to_bytes(&self) -> Result<Vec<u8>> {
@@ -75,11 +86,14 @@ impl SessionRecord {
             RecordKind::Committed => "committed",
             RecordKind::Retryable => "retryableWrite",
         };
-        let d = doc! {
+        let mut d = doc! {
             "txnNum": self.txn_number,
             "state": state,
             "lastWriteDate": bson::DateTime::from_millis(self.last_write_ms),
         };
+        if let Some((stmt_id, outcome)) = &self.stmt {
+            d.insert("stmt", doc! { "id": *stmt_id, "outcome": outcome.clone() });
+        }
         Ok(d.to_vec()?)
     }
 
@@ -99,7 +113,17 @@ impl SessionRecord {
             Some(Bson::DateTime(t)) => t.timestamp_millis(),
             _ => return Err(bad()),
         };
-        Ok(SessionRecord { txn_number, kind, last_write_ms })
+        let stmt = match d.get("stmt") {
+            None => None,
+            Some(Bson::Document(stmt)) => match (stmt.get("id"), stmt.get("outcome")) {
+                (Some(Bson::Int32(id)), Some(Bson::Document(outcome))) => {
+                    Some((*id, outcome.clone()))
+                }
+                _ => return Err(bad()),
+            },
+            Some(_) => return Err(bad()),
+        };
+        Ok(SessionRecord { txn_number, kind, last_write_ms, stmt })
     }
 }
 
@@ -135,15 +159,25 @@ pub fn stmt_record(outcome: &bson::Document, first: i32, last: i32) -> Result<Ve
     Ok(d.to_vec()?)
 }
 
-/// The recorded outcome of statement `stmt_id` of retryable write `number`, if it ran: from its
-/// own record, or from the record of a run of statements that covers it (the nearest record at
-/// or below its id, whose [`RUN_END`] reaches it).
+/// The recorded outcome of statement `stmt_id` of retryable write `number`, if it ran: from the
+/// session record (a command of one statement), from its own record, or from the record of a
+/// run of statements that covers it (the nearest record at or below its id, whose [`RUN_END`]
+/// reaches it).
 pub fn stmt_outcome(
     txn: &dyn Txn,
     session: &[u8],
     number: i64,
     stmt_id: i32,
 ) -> Result<Option<bson::Document>> {
+    // A command of one statement keeps its outcome in the session record.
+    if let Some(bytes) = txn.get(&Key::SessionRecord { session }.encode())? {
+        let record = SessionRecord::from_bytes(&bytes)?;
+        if let (true, Some((id, outcome))) = (record.txn_number == number, record.stmt)
+            && id == stmt_id
+        {
+            return Ok(Some(outcome));
+        }
+    }
     let key = Key::StmtRecord { session, txn_number: number, stmt_id }.encode();
     let found = match txn.get(&key)? {
         Some(bytes) => Some((stmt_id, bytes)),
@@ -376,6 +410,41 @@ mod tests {
         assert!(stmt_outcome(txn.as_ref(), &session, 2, 0).unwrap().is_some());
         assert!(stmt_outcome(txn.as_ref(), &session, 2, 1).unwrap().is_none());
         assert!(stmt_outcome(txn.as_ref(), &session, 2, 2).unwrap().is_some());
+        txn.abort();
+        // A command of one statement keeps its outcome in the session record: no statement
+        // record, and the previous number's two are gone.
+        let reply = svc.dispatch(&mut conn, insert(300..301, 3)).body;
+        assert_eq!(reply.get_i32("n").ok(), Some(1), "{reply}");
+        assert_eq!(stmt_count(store.as_ref(), &session), 0);
+        let record = load(store.as_ref(), &session).unwrap().expect("session record");
+        assert_eq!(record.stmt, Some((0, doc! { "n": 1 })));
+        let reply = svc.dispatch(&mut conn, insert(300..301, 3)).body;
+        assert_eq!(reply.get_i32("n").ok(), Some(1), "a retry replays: {reply}");
+        assert!(!reply.contains_key("writeErrors"), "{reply}");
+        // A new process (a restart) knows nothing of it and still replays it.
+        let svc = crate::Service::new(store.clone(), crate::ServiceOptions::default()).unwrap();
+        let mut conn = svc.connect("test");
+        let reply = svc.dispatch(&mut conn, insert(300..301, 3)).body;
+        assert_eq!(reply.get_i32("n").ok(), Some(1), "{reply}");
+        assert!(!reply.contains_key("writeErrors"), "{reply}");
+        let reply = svc.dispatch(&mut conn, insert(0..150, 1)).body;
+        assert_eq!(reply.get_i32("code").ok(), Some(225), "an older number is too old: {reply}");
+    }
+
+    #[test]
+    fn a_session_record_keeps_one_statement_outcome() {
+        let store = store();
+        let mut record = SessionRecord::now(9, RecordKind::Retryable);
+        record.stmt = Some((4, doc! { "n": 1, "nModified": 1 }));
+        let mut txn = store.begin().unwrap();
+        write(txn.as_mut(), b"s", &record, None).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(load(store.as_ref(), b"s").unwrap(), Some(record));
+        let txn = store.begin().unwrap();
+        let outcome = |n, id| stmt_outcome(txn.as_ref(), b"s", n, id).unwrap();
+        assert_eq!(outcome(9, 4), Some(doc! { "n": 1, "nModified": 1 }));
+        assert_eq!(outcome(9, 3), None, "another statement");
+        assert_eq!(outcome(8, 4), None, "another number");
         txn.abort();
     }
 

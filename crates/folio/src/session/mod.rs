@@ -117,6 +117,9 @@ pub struct Session {
     /// [`durable::stmt_record`]), when known (`None` after a restart: the records are then
     /// found by a scan when they go stale).
     recorded_stmts: Option<Vec<(i32, i32)>>,
+    /// The statement of the durable number whose outcome the session record itself holds (a
+    /// command of one statement; see [`durable::SessionRecord::stmt`]), when known.
+    inline_stmt: Option<i32>,
 }
 
 impl Session {
@@ -131,6 +134,7 @@ impl Session {
             loaded: false,
             durable: None,
             recorded_stmts: Some(Vec::new()),
+            inline_stmt: None,
         }
     }
 
@@ -183,6 +187,7 @@ impl Session {
                 RecordKind::Committed => Some(Vec::new()),
                 RecordKind::Retryable => None,
             };
+            self.inline_stmt = None;
         }
         self.loaded = true;
     }
@@ -194,9 +199,52 @@ impl Session {
     /// retry, or a session resumed after a restart, looks them up.
     pub fn may_have_stmt_record(&self, number: i64, stmt_id: i32) -> bool {
         self.durable == Some((number, RecordKind::Retryable))
-            && self.recorded_stmts.as_ref().is_none_or(|runs| {
-                runs.iter().any(|&(first, last)| (first..=last).contains(&stmt_id))
-            })
+            && (self.inline_stmt == Some(stmt_id)
+                || self.recorded_stmts.as_ref().is_none_or(|runs| {
+                    runs.iter().any(|&(first, last)| (first..=last).contains(&stmt_id))
+                }))
+    }
+
+    /// Whether a statement of retryable write `number` writes the session record (the first
+    /// statement of a new number does), and so can keep its outcome there.
+    pub fn writes_record_for(&self, number: i64) -> bool {
+        self.durable != Some((number, RecordKind::Retryable))
+    }
+
+    /// Writes the durable record for retryable write `number` with the outcome of its statement
+    /// `stmt_id` in it, in place of a statement record (see [`Session::writes_record_for`]).
+    pub fn write_durable_with_outcome(
+        &self,
+        txn: &mut dyn Txn,
+        number: i64,
+        stmt_id: i32,
+        outcome: &Document,
+    ) -> Result<()> {
+        let stale = self.stale_stmts(number);
+        let mut record = SessionRecord::now(number, RecordKind::Retryable);
+        record.stmt = Some((stmt_id, outcome.clone()));
+        let heads = stale.as_ref().map(|(old, heads)| (*old, heads.as_deref()));
+        durable::write(txn, &self.key, &record, heads)
+    }
+
+    /// The older retryable number whose statement records a new record for `number` deletes,
+    /// with the ids heading them when known.
+    fn stale_stmts(&self, number: i64) -> Option<(i64, Option<Vec<i32>>)> {
+        match self.durable {
+            Some((old, RecordKind::Retryable)) if old != number => Some((
+                old,
+                self.recorded_stmts.as_ref().map(|runs| runs.iter().map(|r| r.0).collect()),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Notes that statement `stmt_id` of retryable write `number` committed with its outcome in
+    /// the session record.
+    pub fn recorded_inline_stmt(&mut self, number: i64, stmt_id: i32) {
+        self.durable = Some((number, RecordKind::Retryable));
+        self.recorded_stmts = Some(Vec::new());
+        self.inline_stmt = Some(stmt_id);
     }
 
     /// The run of statements (its first and last ids) whose record statement `stmt_id` of
@@ -221,6 +269,7 @@ impl Session {
         if self.durable != Some((number, RecordKind::Retryable)) {
             self.durable = Some((number, RecordKind::Retryable));
             self.recorded_stmts = Some(Vec::new());
+            self.inline_stmt = None;
         }
         if let Some(runs) = &mut self.recorded_stmts {
             match runs.last_mut() {
@@ -383,6 +432,7 @@ impl Session {
         if wrote {
             self.durable = Some((number, RecordKind::Committed));
             self.recorded_stmts = Some(Vec::new());
+            self.inline_stmt = None;
         }
         Ok(ts)
     }
@@ -443,7 +493,8 @@ fn durable_write(
     if current == Some((number, kind)) {
         return Ok(());
     }
-    // A run of statements has one record, under its first id.
+    // A run of statements has one record, under its first id (a statement kept in the session
+    // record has none).
     let heads: Option<Vec<i32>> = recorded.map(|runs| runs.iter().map(|r| r.0).collect());
     let stale = match current {
         Some((old, RecordKind::Retryable)) if old != number => Some((old, heads.as_deref())),
