@@ -166,6 +166,15 @@ pub fn decode_session_record_key(key: &[u8]) -> Option<&[u8]> {
     key.strip_prefix(&[SESSION_RECORD])
 }
 
+/// The statement id of a statement record's key (its last four bytes).
+pub fn decode_stmt_record_id(key: &[u8]) -> Option<i32> {
+    if key.first() != Some(&STMT_RECORD) {
+        return None;
+    }
+    let tail = key.last_chunk::<4>()?;
+    Some((u32::from_be_bytes(*tail) ^ (1 << 31)) as i32)
+}
+
 /// The prefix of all collection keys of a database (`db\0`), or of all databases when `db` is None.
 pub fn collection_prefix(db: Option<&str>) -> Vec<u8> {
     let mut out = vec![COLLECTION];
@@ -236,6 +245,10 @@ mod tests {
     #[test]
     fn stmt_record_prefixes_cover_their_records_only() {
         let rec = Key::StmtRecord { session: b"s", txn_number: 5, stmt_id: 3 }.encode();
+        assert_eq!(decode_stmt_record_id(&rec), Some(3));
+        let negative = Key::StmtRecord { session: b"s", txn_number: 5, stmt_id: -2 }.encode();
+        assert_eq!(decode_stmt_record_id(&negative), Some(-2));
+        assert_eq!(decode_stmt_record_id(&Key::SessionRecord { session: b"abcd" }.encode()), None);
         assert!(rec.starts_with(&stmt_record_prefix(b"s", Some(5))));
         assert!(rec.starts_with(&stmt_record_prefix(b"s", None)));
         assert!(!rec.starts_with(&stmt_record_prefix(b"s", Some(4))));

@@ -156,12 +156,7 @@ fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {
 /// `insert`.
 pub fn insert(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     // The documents are borrowed from the command: most are stored as they came.
-    let cmd = req.cmd;
-    let coll = req.collection()?;
-    let docs = doc_refs(cmd, "documents", req.name)?;
-    reject_write_concern_in_txn(run)?;
-    reject_capped_in_txn(run, &coll)?;
-    let db = run.op.db.clone();
+    let (db, coll, docs) = write_statements(req, run, "documents")?;
     if docs.is_empty() {
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
@@ -265,16 +260,16 @@ fn update_outcome(r: &exec::UpdateResult) -> Document {
     d
 }
 
-/// The database, collection and statements (the `array` field) of an insert, update or
-/// delete, after the checks they share: no write concern inside a transaction, no capped
-/// collection inside a transaction.
-fn write_statements(
-    req: &Request<'_>,
+/// The database, collection and statements (the `array` field, borrowed from the command) of an
+/// insert, update or delete, after the checks they share: no write concern inside a
+/// transaction, no capped collection inside a transaction.
+fn write_statements<'a>(
+    req: &Request<'a>,
     run: &mut Runner,
     array: &str,
-) -> Result<(String, String, Vec<Document>)> {
+) -> Result<(String, String, Vec<&'a Document>)> {
     let coll = req.collection()?;
-    let statements = doc_array(req.cmd, array, req.name)?;
+    let statements = doc_refs(req.cmd, array, req.name)?;
     reject_write_concern_in_txn(run)?;
     reject_capped_in_txn(run, &coll)?;
     Ok((run.op.db.clone(), coll, statements))
@@ -288,7 +283,7 @@ pub fn update(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let mut upserted = Vec::new();
     // The statements are parsed up front: a malformed one fails the whole command, as in MongoDB.
     let mut ops: Vec<(exec::UpdateOp, Option<Error>)> =
-        raw.iter().map(parse_update).collect::<Result<_>>()?;
+        raw.iter().copied().map(parse_update).collect::<Result<_>>()?;
     let collated = ops.iter().any(|(op, bad)| op.collation.is_given() || bad.is_some());
     refuse_unacknowledged_collation(run, collated)?;
     let let_vars = command_let(req.cmd, "update")?;
@@ -331,7 +326,8 @@ pub fn update(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
 pub fn delete(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let (db, coll, raw) = write_statements(req, run, "deletes")?;
     let mut n = 0i64;
-    let deletes: Vec<DeleteStatement> = raw.iter().map(parse_delete).collect::<Result<_>>()?;
+    let deletes: Vec<DeleteStatement> =
+        raw.iter().copied().map(parse_delete).collect::<Result<_>>()?;
     let collated = deletes.iter().any(|d| d.2.as_ref().map_or(true, Requested::is_given));
     refuse_unacknowledged_collation(run, collated)?;
     let let_vars = command_let(req.cmd, "delete")?;
@@ -1076,7 +1072,7 @@ pub fn explain(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     };
     // The explained command is parsed as strictly as if it ran.
     if let Some(spec) = super::table::lookup(&name) {
-        super::fields::check(&name, spec.fields, &inner, run.op.api.strict == Some(true))?;
+        super::fields::check(&name, spec.fields, &inner, crate::api_strict::active())?;
     }
     let (filter, sort) = match name.as_str() {
         "find" => (opt_doc(&inner, "filter", "find")?, opt_doc(&inner, "sort", "find")?),

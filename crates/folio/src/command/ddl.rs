@@ -116,7 +116,7 @@ pub fn create_indexes(req: &mut Request<'_>, run: &mut Runner) -> Result<Documen
     if specs.is_empty() {
         bail!(BadValue, "Must specify at least one index to create");
     }
-    if run.op.api.strict == Some(true) {
+    if crate::api_strict::active() {
         for spec in &specs {
             crate::index::IndexSpec::check_api_strict(spec)?;
         }

@@ -571,7 +571,8 @@ impl Service {
         let mut op = OpContext::parse(cmd)?;
         op.api.check_strict(&name, spec.api_v1)?;
         // The planner and the expression parsers follow `apiStrict` for the whole command.
-        let _api_strict = crate::api_strict::enter(op.api.strict == Some(true));
+        let strict = op.api.strict == Some(true);
+        let _api_strict = crate::api_strict::enter(strict);
         if op.api.version.is_none()
             && !handshake::is_hello(&name)
             && self.require_api_version.load(Ordering::Relaxed)
@@ -582,7 +583,7 @@ impl Service {
                  version"
             );
         }
-        fields::check(&name, spec.fields, cmd, op.api.strict == Some(true))?;
+        fields::check(&name, spec.fields, cmd, strict)?;
         authz::check(self, conn, &name, cmd, &op.db)?;
         authz::bind_session(self, conn, &mut op)?;
         let (_op_guard, killed) =

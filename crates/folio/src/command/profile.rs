@@ -32,6 +32,7 @@ use super::Connection;
 use super::args::Request;
 use crate::error::Result;
 use crate::exec::opstats::OpStats;
+use crate::memory::{bson_size, value_bson_size};
 use crate::query::Filter;
 
 /// The most entries a `system.profile` collection keeps (the oldest go first).
@@ -211,9 +212,10 @@ impl super::Service {
         }
         let sampled = || p.sample_rate() >= 1.0 || rand::random::<f64>() < p.sample_rate();
         if settings.level < 2 && settings.filter.is_none() {
-            // Only the log line: the command goes there cut to its size limit, so it is cut
-            // before it is copied (an insert of many documents is never copied whole).
-            if slow && sampled() {
+            // Only the log line (the operation is slow, or it would have returned above): the
+            // command goes there cut to its size limit, so it is cut before it is copied (an
+            // insert of many documents is never copied whole).
+            if sampled() {
                 self.metrics.slow_operations.fetch_add(1, Ordering::Relaxed);
                 let (command, cut) = match truncate_for_log(cmd, MAX_LOG_ATTR_BYTES) {
                     Some((kept, truncated, size)) => (kept, Some((truncated, size))),
@@ -381,37 +383,26 @@ impl super::Service {
 /// MongoDB's default `maxLogSizeKB`: the size above which a log attribute is cut.
 const MAX_LOG_ATTR_BYTES: usize = 10 * 1024;
 
-/// The BSON size of a value as a document field (without its name).
-fn bson_size(value: &Bson) -> usize {
-    match value {
-        Bson::Document(d) => d.to_vec().map_or(0, |v| v.len()),
-        Bson::Array(a) => {
-            a.iter().enumerate().map(|(i, v)| 2 + i.to_string().len() + bson_size(v)).sum::<usize>()
-                + 5
-        }
-        other => doc! { "v": other.clone() }.to_vec().map_or(0, |v| v.len().saturating_sub(8)),
-    }
-}
-
 /// Cuts `doc` to about `budget` bytes of BSON when it is larger: fields (and the elements of
 /// array fields) are kept in order while they fit; the first one that does not is named in the
 /// returned `truncated` document with its type and size, as MongoDB's log does. Returns `None`
 /// when the document fits; else the kept part, `truncated` and the full size.
 fn truncate_for_log(doc: &Document, budget: usize) -> Option<(Document, Document, i64)> {
-    let size = doc.to_vec().map_or(0, |v| v.len());
+    // Measured without encoding the command (an insert of many documents is large).
+    let size = bson_size(doc);
     if size <= budget {
         return None;
     }
     let mut kept = Document::new();
     let mut used = 5;
-    let cut = |v: &Bson| doc! { "type": type_name(v), "size": bson_size(v) as i64 };
+    let cut = |v: &Bson| doc! { "type": type_name(v), "size": value_bson_size(v) as i64 };
     for (key, value) in doc {
         // An array is kept element by element (only the elements looked at are measured).
         if let Bson::Array(items) = value {
             let mut head = Vec::new();
             used += 2 + key.len() + 5;
             for (i, item) in items.iter().enumerate() {
-                let element = 2 + i.to_string().len() + bson_size(item);
+                let element = 2 + i.to_string().len() + value_bson_size(item);
                 if used + element > budget {
                     kept.insert(key.clone(), head);
                     let truncated = doc! { key.clone(): { i.to_string(): cut(item) } };
@@ -423,7 +414,7 @@ fn truncate_for_log(doc: &Document, budget: usize) -> Option<(Document, Document
             kept.insert(key.clone(), head);
             continue;
         }
-        let field = 2 + key.len() + bson_size(value);
+        let field = 2 + key.len() + value_bson_size(value);
         if used + field > budget {
             return Some((kept, doc! { key.clone(): cut(value) }, size as i64));
         }

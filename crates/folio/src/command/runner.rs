@@ -450,8 +450,6 @@ struct LastRecord {
     last: i32,
     /// The outcome, as stored.
     outcome: Vec<u8>,
-    /// Whether the statement extended an earlier run rather than starting one.
-    extended: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -779,7 +777,8 @@ impl<'a> Runner<'a> {
                     } else {
                         let last = last_record.borrow();
                         let last = if remote { None } else { last.as_ref() };
-                        wrote = Some(record_statement(txn, session, n, stmt_id, &out, last)?);
+                        let record = record_statement(txn, &session.key, n, stmt_id, &out, last)?;
+                        wrote = Some(record);
                         session.write_durable(txn, n, RecordKind::Retryable)?;
                     }
                     if let Some(code) = fp.as_ref().and_then(|fp| fp.fail_before_commit) {
@@ -796,8 +795,9 @@ impl<'a> Runner<'a> {
                     if inlined {
                         session.recorded_inline_stmt(n, stmt_id);
                     } else {
-                        // A replay inside the write (`wrote` is `None`) found the record there.
-                        let extended = wrote.as_ref().is_some_and(|r| r.extended);
+                        // A replay inside the write (`wrote` is `None`) found the record there;
+                        // a record whose run starts before this statement extended that run.
+                        let extended = wrote.as_ref().is_some_and(|r| r.first != r.last);
                         session.recorded_stmt(n, stmt_id, extended);
                     }
                     *self.last_record.borrow_mut() = wrote;
@@ -887,32 +887,32 @@ impl<'a> Runner<'a> {
 /// Writes the statement record of statement `stmt_id` of retryable write `number`, whose
 /// outcome is `out`: extending `last` (the record this command wrote last, `None` over a shared
 /// store, which keeps a record per statement) when it was written in this same transaction for
-/// the statements just before, with the same outcome (the documents of an insert); else a
-/// record of its own.
+/// the statement just before, with the same outcome (the documents of an insert); else a record
+/// of its own.
 fn record_statement(
     txn: &mut dyn Txn,
-    session: &Session,
+    session: &[u8],
     number: i64,
     stmt_id: i32,
     out: &Document,
     last: Option<&LastRecord>,
 ) -> Result<LastRecord> {
     let outcome = out.to_vec()?;
-    let run = session.run_to_extend(number, stmt_id).filter(|&(first, end)| {
-        last.is_some_and(|r| {
-            r.txn == txn.id()
-                && (r.number, r.first, r.last) == (number, first, end)
-                && r.outcome == outcome
-        })
-    });
-    let first = run.map_or(stmt_id, |(first, _)| first);
-    let value = match run {
-        Some(_) => stmt_record(out, first, stmt_id)?,
-        None => outcome.clone(),
+    let first = match last {
+        Some(r)
+            if r.txn == txn.id()
+                && r.number == number
+                && r.last.checked_add(1) == Some(stmt_id)
+                && r.outcome == outcome =>
+        {
+            r.first
+        }
+        _ => stmt_id,
     };
-    let key = Key::StmtRecord { session: &session.key, txn_number: number, stmt_id: first };
+    let value = if first == stmt_id { outcome.clone() } else { stmt_record(out, first, stmt_id)? };
+    let key = Key::StmtRecord { session, txn_number: number, stmt_id: first };
     txn.put(&key.encode(), &value)?.or_conflict("statement record")?;
-    Ok(LastRecord { txn: txn.id(), number, first, last: stmt_id, outcome, extended: run.is_some() })
+    Ok(LastRecord { txn: txn.id(), number, first, last: stmt_id, outcome })
 }
 
 /// Raises the would-block flag; the error only unwinds the command, which runs again elsewhere.

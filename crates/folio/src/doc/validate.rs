@@ -48,9 +48,10 @@ pub fn prepare_insert<'a>(
 ) -> Result<Prepared<'a>> {
     let zero = |v: &Bson| matches!(v, Bson::Timestamp(Timestamp { time: 0, increment: 0 }));
     let as_is = doc.keys().next().is_some_and(|k| k == "_id") && !doc.values().skip(1).any(zero);
-    // The size is the document's as given (an `_id` added below does not count against it).
-    let given = if as_is { doc.to_vec()? } else { Vec::new() };
-    let size = if as_is { given.len() } else { bson_size(doc)? };
+    // The size is the document's as given (an `_id` added below does not count against it);
+    // its BSON is what is stored when nothing is rewritten.
+    let given = doc.to_vec()?;
+    let size = given.len();
     if size > MAX_DOCUMENT_SIZE {
         crate::bail!(
             BSONObjectTooLarge,

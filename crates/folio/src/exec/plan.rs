@@ -290,15 +290,18 @@ pub fn bind_text(meta: &CollectionMeta, filter: &Filter) -> Result<Option<Filter
 /// every prefix field (NoQueryExecutionPlans otherwise, as in MongoDB). Under `apiStrict: true` the planner
 /// has no text index (NoQueryExecutionPlans, as MongoDB's planner answers then).
 fn text_plan(meta: &CollectionMeta, filter: &Filter) -> Result<Plan> {
-    if crate::api_strict::active() {
-        return Err(crate::error::Error::new(
+    // MongoDB's planner error, naming the namespace and the cause.
+    let no_plan = |cause: &str| {
+        crate::error::Error::new(
             crate::error::Code::NoQueryExecutionPlans,
             format!(
-                "error processing query: ns={} planner returned error :: caused by :: need \
-                 exactly one text index for $text query",
+                "error processing query: ns={} planner returned error :: caused by :: {cause}",
                 meta.namespace()
             ),
-        ));
+        )
+    };
+    if crate::api_strict::active() {
+        return Err(no_plan("need exactly one text index for $text query"));
     }
     for i in &meta.indexes {
         let Ok(spec) = i.parsed() else { continue };
@@ -312,14 +315,9 @@ fn text_plan(meta: &CollectionMeta, filter: &Filter) -> Result<Plan> {
         if text_bounded && let Some(c) = index_candidate(i.id, &spec, filter, None, true) {
             return Ok(c.plan);
         }
-        return Err(crate::error::Error::new(
-            crate::error::Code::NoQueryExecutionPlans,
-            format!(
-                "error processing query: ns={} planner returned error :: caused by :: failed to \
-                 use text index to satisfy $text query (if text index is compound, are equality \
-                 predicates given for all prefix fields?)",
-                meta.namespace()
-            ),
+        return Err(no_plan(
+            "failed to use text index to satisfy $text query (if text index is compound, are \
+             equality predicates given for all prefix fields?)",
         ));
     }
     crate::bail!(IndexNotFound, "text index required for $text query")

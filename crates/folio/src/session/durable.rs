@@ -40,7 +40,8 @@ use std::ops::Bound;
 use bson::{Bson, doc};
 
 use crate::catalog::keys::{
-    Key, decode_session_record_key, prefix_end, session_record_prefix, stmt_record_prefix,
+    Key, decode_session_record_key, decode_stmt_record_id, prefix_end, session_record_prefix,
+    stmt_record_prefix,
 };
 use crate::error::Result;
 use crate::mvcc::OrConflict;
@@ -172,7 +173,8 @@ pub fn stmt_outcome(
     // A command of one statement keeps its outcome in the session record.
     if let Some(bytes) = txn.get(&Key::SessionRecord { session }.encode())? {
         let record = SessionRecord::from_bytes(&bytes)?;
-        if let (true, Some((id, outcome))) = (record.txn_number == number, record.stmt)
+        if record.txn_number == number
+            && let Some((id, outcome)) = record.stmt
             && id == stmt_id
         {
             return Ok(Some(outcome));
@@ -187,7 +189,7 @@ pub fn stmt_outcome(
                 .scan(Bound::Included(&prefix), Bound::Excluded(&key), true)?
                 .next()
                 .transpose()?;
-            below.and_then(|(k, v)| Some((stmt_id_of(&k)?, v)))
+            below.and_then(|(k, v)| Some((decode_stmt_record_id(&k)?, v)))
         }
     };
     let Some((first, bytes)) = found else { return Ok(None) };
@@ -198,12 +200,6 @@ pub fn stmt_outcome(
         None => first,
     };
     Ok((first..=last).contains(&stmt_id).then_some(outcome))
-}
-
-/// The statement id at the end of a statement record's key.
-fn stmt_id_of(key: &[u8]) -> Option<i32> {
-    let tail = key.last_chunk::<4>()?;
-    Some((u32::from_be_bytes(*tail) ^ (1 << 31)) as i32)
 }
 
 /// Writes a session's record in `txn`, and deletes the statement records of `stale`, an older

@@ -212,7 +212,8 @@ impl Session {
     }
 
     /// Writes the durable record for retryable write `number` with the outcome of its statement
-    /// `stmt_id` in it, in place of a statement record (see [`Session::writes_record_for`]).
+    /// `stmt_id` in it, in place of a statement record. Only when the statement writes the
+    /// session record anyway ([`Session::writes_record_for`]).
     pub fn write_durable_with_outcome(
         &self,
         txn: &mut dyn Txn,
@@ -220,23 +221,10 @@ impl Session {
         stmt_id: i32,
         outcome: &Document,
     ) -> Result<()> {
-        let stale = self.stale_stmts(number);
+        debug_assert!(self.writes_record_for(number), "the record would not be written");
         let mut record = SessionRecord::now(number, RecordKind::Retryable);
         record.stmt = Some((stmt_id, outcome.clone()));
-        let heads = stale.as_ref().map(|(old, heads)| (*old, heads.as_deref()));
-        durable::write(txn, &self.key, &record, heads)
-    }
-
-    /// The older retryable number whose statement records a new record for `number` deletes,
-    /// with the ids heading them when known.
-    fn stale_stmts(&self, number: i64) -> Option<(i64, Option<Vec<i32>>)> {
-        match self.durable {
-            Some((old, RecordKind::Retryable)) if old != number => Some((
-                old,
-                self.recorded_stmts.as_ref().map(|runs| runs.iter().map(|r| r.0).collect()),
-            )),
-            _ => None,
-        }
+        durable_write(&self.key, self.durable, self.recorded_stmts.as_deref(), txn, &record)
     }
 
     /// Notes that statement `stmt_id` of retryable write `number` committed with its outcome in
@@ -247,24 +235,15 @@ impl Session {
         self.inline_stmt = Some(stmt_id);
     }
 
-    /// The run of statements (its first and last ids) whose record statement `stmt_id` of
-    /// `number` may extend: the last one recorded, when `stmt_id` follows it directly.
-    pub fn run_to_extend(&self, number: i64, stmt_id: i32) -> Option<(i32, i32)> {
-        if self.durable != Some((number, RecordKind::Retryable)) {
-            return None;
-        }
-        let &(first, last) = self.recorded_stmts.as_ref()?.last()?;
-        (last.checked_add(1) == Some(stmt_id)).then_some((first, last))
-    }
-
     /// Writes the durable record for `number` into `txn`, dropping the statement records of an
     /// older retryable number. Skipped when the record already says exactly this.
     pub fn write_durable(&self, txn: &mut dyn Txn, number: i64, kind: RecordKind) -> Result<()> {
-        durable_write(&self.key, self.durable, self.recorded_stmts.as_deref(), txn, number, kind)
+        let record = SessionRecord::now(number, kind);
+        durable_write(&self.key, self.durable, self.recorded_stmts.as_deref(), txn, &record)
     }
 
     /// Notes that a retryable statement of `number` committed with its record: a record of its
-    /// own, or (`extended`) the record of the run it follows (see [`Session::run_to_extend`]).
+    /// own, or (`extended`) the record of the run of statements just before it.
     pub fn recorded_stmt(&mut self, number: i64, stmt_id: i32, extended: bool) {
         if self.durable != Some((number, RecordKind::Retryable)) {
             self.durable = Some((number, RecordKind::Retryable));
@@ -411,8 +390,7 @@ impl Session {
                 self.durable,
                 self.recorded_stmts.as_deref(),
                 txn.as_mut(),
-                number,
-                RecordKind::Committed,
+                &SessionRecord::now(number, RecordKind::Committed),
             );
             if let Err(e) = recorded {
                 txn.abort();
@@ -487,20 +465,22 @@ fn durable_write(
     current: Option<(i64, RecordKind)>,
     recorded: Option<&[(i32, i32)]>,
     txn: &mut dyn Txn,
-    number: i64,
-    kind: RecordKind,
+    record: &SessionRecord,
 ) -> Result<()> {
-    if current == Some((number, kind)) {
+    if current == Some((record.txn_number, record.kind)) {
         return Ok(());
     }
     // A run of statements has one record, under its first id (a statement kept in the session
     // record has none).
-    let heads: Option<Vec<i32>> = recorded.map(|runs| runs.iter().map(|r| r.0).collect());
+    let heads: Option<Vec<i32>>;
     let stale = match current {
-        Some((old, RecordKind::Retryable)) if old != number => Some((old, heads.as_deref())),
+        Some((old, RecordKind::Retryable)) if old != record.txn_number => {
+            heads = recorded.map(|runs| runs.iter().map(|r| r.0).collect());
+            Some((old, heads.as_deref()))
+        }
         _ => None,
     };
-    durable::write(txn, key, &SessionRecord::now(number, kind), stale)
+    durable::write(txn, key, record, stale)
 }
 
 /// A short description of an lsid for messages.

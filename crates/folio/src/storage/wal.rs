@@ -16,6 +16,10 @@
 //! is emptied. After a crash redb comes back at its last durable commit, or later if some
 //! non-durable commits happened to reach the disk; replaying every record of the log in order on
 //! top of that is correct either way, because a record holds only absolute puts and deletes.
+//! Batches written without `sync` (garbage collection) never enter the log: losing them only
+//! leaves garbage that collection removes again, and a replayed record can only bring back an old
+//! version together with the newer versions that shadow it, since those newer versions were
+//! logged after it.
 //!
 //! # Segments
 //!
@@ -26,10 +30,6 @@
 //! log takes its place. Writers go on appending there while the durable commit runs without the
 //! lock; once it has finished, the old segment is deleted ([`Wal::remove_old`]). After a crash
 //! both may exist: the old segment is replayed first, then the log, which keeps their order.
-//! Batches written without `sync` (garbage collection) never enter the log: losing them only
-//! leaves garbage that collection removes again, and a replayed record can only bring back an old
-//! version together with the newer versions that shadow it, since those newer versions were
-//! logged after it.
 //!
 //! # Format
 //!
@@ -139,9 +139,11 @@ impl Wal {
     /// later [`Wal::syncer`] syncs only the new file, and commits appended without a sync may
     /// still be owed one), the file becomes the old segment, and an empty log replaces it.
     /// Refused while an old segment exists: the checkpoint that would retire it has not
-    /// finished. On failure the log is as it was: appends go on to the same file.
+    /// finished (or a failed rotation could not rename the log back, and the live log is there:
+    /// it is then never rotated again, and replayed at the next start). On failure the log is as
+    /// it was: appends go on to the same file.
     pub fn rotate(&mut self) -> Result<()> {
-        if self.has_old {
+        if self.has_old || self.old_path.exists() {
             return Err(Error::new(
                 Code::InternalError,
                 "write-ahead log: the previous segment has not been retired yet",
@@ -176,8 +178,9 @@ impl Wal {
             }
             Err(e) => {
                 // Back under its name: the open handle keeps appending to this file, which must
-                // never be retired as an old segment. (Should even this fail, the file is
-                // replayed as an old segment at the next start, and nothing retires it before.)
+                // never be retired as an old segment. (Should even this fail, the file stays
+                // there, which stops every later rotation; `has_old` stays false, so nothing
+                // retires it, and the next start replays it first.)
                 let _ = std::fs::rename(&self.old_path, &self.path);
                 Err(e)
             }
