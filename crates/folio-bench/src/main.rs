@@ -46,6 +46,11 @@ use report::{Report, Row, ScaleRow, System};
 use runner::{Measured, Timing};
 use workload::Workload;
 
+/// The allocator the `folio` binary uses, so that the embedded rows measure what the server
+/// runs (docs/performance.md, "Eighth round").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks Folio (wire and embedded) side by side with PostgreSQL.
 #[derive(Parser, Debug)]
 #[command(name = "folio-bench")]

@@ -25,6 +25,14 @@ use clap::{Parser, Subcommand};
 use folio::{Service, ServiceOptions};
 use folio_server::{Server, ServerConfig};
 
+/// mimalloc rather than the C library's allocator: a command builds and drops many small
+/// values (documents, keys, replies), and glibc's malloc and free were a third of the server's
+/// instructions (docs/performance.md, "Eighth round"). Its defaults for large values and arena
+/// sizes are set at build time in `.cargo/config.toml`, so that a capped address space holds
+/// (crates/folio-cli/tests/memory_limits.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Folio: a MongoDB-compatible document database with multi-document ACID transactions.
 #[derive(Parser, Debug)]
 #[command(name = "folio", version)]
