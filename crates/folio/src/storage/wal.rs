@@ -49,7 +49,7 @@
 //! writes the buffer first. A killed process loses the buffer, as a crash loses unsynced writes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -91,20 +91,36 @@ pub(super) fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 impl Wal {
     /// Opens (creating if needed) the log at `path` and returns it with the batches it holds, in
     /// the order they were appended: an old segment's first (see "Segments"). A torn record at
-    /// the end is dropped from the file.
+    /// the end is dropped from the file. For tests: the engine replays with [`Wal::open_with`].
+    #[cfg(test)]
     pub fn open(path: impl AsRef<Path>) -> Result<(Wal, Vec<WriteBatch>)> {
+        let mut batches = Vec::new();
+        let wal = Wal::open_with(path, |batch| {
+            batches.push(batch);
+            Ok(())
+        })?;
+        Ok((wal, batches))
+    }
+
+    /// [`Wal::open`], handing each batch to `each` as it is read instead of collecting them:
+    /// the replay at open holds one record in memory at a time, not the whole log (which can
+    /// hold a thousand flushes' writes) twice over, as bytes and as batches. An error from
+    /// `each` stops the replay and is returned; the log is left as it was.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        mut each: impl FnMut(WriteBatch) -> Result<()>,
+    ) -> Result<Wal> {
         let path = path.as_ref().to_path_buf();
         let old_path = old_segment_path(&path);
-        let mut batches = Vec::new();
         let has_old = old_path.exists();
         if has_old {
             // Synced whole before it was renamed; a torn tail would be a disk's fault, and what
             // precedes it is still good.
-            let bytes = std::fs::read(&old_path).map_err(|e| io_error("read", &old_path, e))?;
-            batches = decode_records(&bytes).0;
+            let old = File::open(&old_path).map_err(|e| io_error("open", &old_path, e))?;
+            read_records(old, &old_path, &mut each)?;
         }
         let existed = path.exists();
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -115,24 +131,31 @@ impl Wal {
             // The new file's directory entry must survive a crash too.
             sync_parent(&path)?;
         }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| io_error("read", &path, e))?;
-        let (current, valid) = decode_records(&bytes);
-        batches.extend(current);
-        if (valid as u64) < bytes.len() as u64 {
+        let reader = file.try_clone().map_err(|e| io_error("open", &path, e))?;
+        let (valid, total) = read_records(reader, &path, &mut each)?;
+        if valid < total {
             tracing::warn!(
                 path = %path.display(),
-                dropped = bytes.len() - valid,
+                dropped = total - valid,
                 "write-ahead log ends in a torn record (a write cut short by a crash); dropping it"
             );
-            file.set_len(valid as u64).map_err(|e| io_error("truncate", &path, e))?;
+            file.set_len(valid).map_err(|e| io_error("truncate", &path, e))?;
             file.sync_all().map_err(|e| io_error("sync", &path, e))?;
         }
         let sync_file = Arc::new(file.try_clone().map_err(|e| io_error("open", &path, e))?);
-        let len = valid as u64;
-        let wal =
-            Wal { file, old_path, has_old, sync_file, path, len, written: len, buffer: Vec::new() };
-        Ok((wal, batches))
+        let mut file = file;
+        // Appends go after the valid records, whatever the reads left the offset at.
+        file.seek(SeekFrom::Start(valid)).map_err(|e| io_error("seek", &path, e))?;
+        Ok(Wal {
+            file,
+            old_path,
+            has_old,
+            sync_file,
+            path,
+            len: valid,
+            written: valid,
+            buffer: Vec::new(),
+        })
     }
 
     /// Starts a new segment (see "Segments"): the records so far are written and synced (a
@@ -366,16 +389,40 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Decodes the records at the start of `bytes`, stopping at the first incomplete or corrupt one.
-/// Returns the batches and the length of the valid prefix.
-fn decode_records(bytes: &[u8]) -> (Vec<WriteBatch>, usize) {
-    let mut batches = Vec::new();
-    let mut at = 0;
-    while let Some((batch, next)) = decode_record(bytes, at) {
-        batches.push(batch);
-        at = next;
+/// Reads the records of `file` from its start, handing each batch to `each`, and stops at the
+/// first incomplete or corrupt one. Returns the length of the valid prefix and the file's length.
+/// A record's length is checked against what the file holds before its payload is read, so a
+/// corrupt length cannot make the replay allocate more than the file.
+fn read_records(
+    file: File,
+    path: &Path,
+    each: &mut impl FnMut(WriteBatch) -> Result<()>,
+) -> Result<(u64, u64)> {
+    let total = file.metadata().map_err(|e| io_error("stat", path, e))?.len();
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut valid = 0u64;
+    let mut record = Vec::new();
+    loop {
+        let mut header = [0u8; HEADER];
+        if total - valid < HEADER as u64 {
+            break;
+        }
+        reader.read_exact(&mut header).map_err(|e| io_error("read", path, e))?;
+        let len = u32_at(&header, 0).unwrap_or(0) as u64;
+        if len > total - valid - HEADER as u64 {
+            break;
+        }
+        record.clear();
+        record.extend_from_slice(&header);
+        record.resize(HEADER + len as usize, 0);
+        reader.read_exact(&mut record[HEADER..]).map_err(|e| io_error("read", path, e))?;
+        let Some((batch, _)) = decode_record(&record, 0) else {
+            break;
+        };
+        each(batch)?;
+        valid += HEADER as u64 + len;
     }
-    (batches, at)
+    Ok((valid, total))
 }
 
 fn decode_record(bytes: &[u8], at: usize) -> Option<(WriteBatch, usize)> {
@@ -523,6 +570,50 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_stopped_by_its_consumer_leaves_the_log_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        for n in 1..=3 {
+            wal.append(&batch(n)).unwrap();
+        }
+        let len = wal.len();
+        drop(wal);
+        let mut seen = Vec::new();
+        let stopped = Wal::open_with(&path, |b| {
+            seen.push(b);
+            if seen.len() == 2 { Err(Error::new(Code::InternalError, "stop")) } else { Ok(()) }
+        });
+        assert!(stopped.is_err());
+        assert_eq!(seen, vec![batch(1), batch(2)], "one record at a time, in order");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        let (_, batches) = Wal::open(&path).unwrap();
+        assert_eq!(batches, vec![batch(1), batch(2), batch(3)]);
+    }
+
+    #[test]
+    fn a_length_past_the_end_of_the_file_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&batch(1)).unwrap();
+        let first = wal.len();
+        drop(wal);
+        // A header claiming 4 GiB of payload: dropped without reading or allocating it.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        f.write_all(&[0; 4]).unwrap();
+        f.write_all(&[7; 100]).unwrap();
+        drop(f);
+        let (mut wal, batches) = Wal::open(&path).unwrap();
+        assert_eq!(batches, vec![batch(1)]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), first);
+        wal.append(&batch(2)).unwrap();
+        drop(wal);
+        assert_eq!(Wal::open(&path).unwrap().1, vec![batch(1), batch(2)]);
+    }
+
+    #[test]
     fn a_rotated_log_replays_its_old_segment_first_until_it_is_retired() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
@@ -533,8 +624,14 @@ mod tests {
         assert!(wal.has_old() && wal.old_path().exists());
         assert_eq!(wal.len(), 0, "the new segment starts empty");
         // The unsynced record went out with the rotation, synced.
-        let old = std::fs::read(wal.old_path()).unwrap();
-        assert_eq!(decode_records(&old).0, vec![batch(1), batch(2)]);
+        let mut old = Vec::new();
+        let file = File::open(wal.old_path()).unwrap();
+        read_records(file, wal.old_path(), &mut |b| {
+            old.push(b);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(old, vec![batch(1), batch(2)]);
         assert!(wal.rotate().is_err(), "one old segment at a time");
         wal.append(&batch(3)).unwrap();
         drop(wal);
