@@ -450,6 +450,36 @@ struct LastRecord {
     last: i32,
     /// The outcome, as stored.
     outcome: Vec<u8>,
+    /// The record's storage key (under the run's first statement).
+    key: Vec<u8>,
+    /// Whether the run was extended past what its stored record says: statements of one batch
+    /// extend it in memory only, and [`Runner::commit_batch`] writes it once, with its last
+    /// statement, before the batch commits. A thousand-document insert thus encodes and
+    /// writes the record once, not a thousand times.
+    unwritten: bool,
+}
+
+impl LastRecord {
+    /// Writes the run's record as it now stands into `txn`, if it was extended since it was
+    /// last written there; it then counts as written.
+    fn write_out(&mut self, txn: &mut dyn Txn) -> Result<()> {
+        self.put_extended(txn)?;
+        self.unwritten = false;
+        Ok(())
+    }
+
+    /// Puts the extended run's record into `txn` (its own transaction) without marking it
+    /// written: for a statement that starts a new run, whose savepoint may still undo the put.
+    fn put_extended(&self, txn: &mut dyn Txn) -> Result<()> {
+        if !self.unwritten || self.txn != txn.id() {
+            return Ok(());
+        }
+        let outcome = folio_wire::parse_document(&self.outcome)
+            .map_err(|e| err!(InternalError, "statement outcome: {}", e))?;
+        let value = stmt_record(&outcome, self.first, self.last)?;
+        txn.put(&self.key, &value)?.or_conflict("statement record")?;
+        Ok(())
+    }
 }
 
 impl<'a> Runner<'a> {
@@ -509,7 +539,10 @@ impl<'a> Runner<'a> {
     /// Commits the open batch (with deferred durability, owed like any commit).
     fn commit_batch(&self) -> Result<()> {
         let open = self.batch.borrow_mut().take();
-        if let Some(txn) = open {
+        if let Some(mut txn) = open {
+            if let Some(record) = self.last_record.borrow_mut().as_mut() {
+                record.write_out(txn.as_mut())?;
+            }
             let ts = txn.commit_deferred()?;
             self.owe_durability(ts);
         }
@@ -898,21 +931,38 @@ fn record_statement(
     last: Option<&LastRecord>,
 ) -> Result<LastRecord> {
     let outcome = out.to_vec()?;
-    let first = match last {
-        Some(r)
-            if r.txn == txn.id()
-                && r.number == number
-                && r.last.checked_add(1) == Some(stmt_id)
-                && r.outcome == outcome =>
-        {
-            r.first
+    let extends = last.is_some_and(|r| {
+        r.txn == txn.id()
+            && r.number == number
+            && r.last.checked_add(1) == Some(stmt_id)
+            && r.outcome == outcome
+    });
+    if let Some(r) = last {
+        if extends {
+            // Written once the batch commits (see `LastRecord::unwritten`).
+            return Ok(LastRecord {
+                last: stmt_id,
+                unwritten: true,
+                outcome,
+                key: r.key.clone(),
+                ..*r
+            });
         }
-        _ => stmt_id,
-    };
-    let value = if first == stmt_id { outcome.clone() } else { stmt_record(out, first, stmt_id)? };
-    let key = Key::StmtRecord { session, txn_number: number, stmt_id: first };
-    txn.put(&key.encode(), &value)?.or_conflict("statement record")?;
-    Ok(LastRecord { txn: txn.id(), number, first, last: stmt_id, outcome })
+        // A new run: the one before is complete, and written with this statement (a rollback
+        // of this statement leaves it unwritten, as the runner still holds it).
+        r.put_extended(txn)?;
+    }
+    let key = Key::StmtRecord { session, txn_number: number, stmt_id }.encode();
+    txn.put(&key, &outcome)?.or_conflict("statement record")?;
+    Ok(LastRecord {
+        txn: txn.id(),
+        number,
+        first: stmt_id,
+        last: stmt_id,
+        outcome,
+        key,
+        unwritten: false,
+    })
 }
 
 /// Raises the would-block flag; the error only unwinds the command, which runs again elsewhere.

@@ -247,9 +247,9 @@ impl Wal {
     }
 
     fn append_record(&mut self, batch: &WriteBatch, sync: bool) -> Result<()> {
-        let record = encode_record(batch);
         let before = self.buffer.len();
-        self.buffer.extend_from_slice(&record);
+        encode_record_into(batch, &mut self.buffer);
+        let record_len = self.buffer.len() - before;
         if sync {
             let written = self
                 .write_buffer()
@@ -265,7 +265,7 @@ impl Wal {
                 tracing::warn!("writing the write-ahead log's buffer failed: {e}");
             }
         }
-        self.len += record.len() as u64;
+        self.len += record_len as u64;
         Ok(())
     }
 
@@ -362,26 +362,44 @@ fn sync_parent(path: &Path) -> Result<()> {
 }
 
 /// Encodes one batch as a log record.
+/// A record of `batch`, as it is stored (see "Format").
+#[cfg(test)]
 fn encode_record(batch: &WriteBatch) -> Vec<u8> {
-    let mut payload = Vec::new();
+    let mut record = Vec::new();
+    encode_record_into(batch, &mut record);
+    record
+}
+
+/// Appends a record of `batch` to `out`: encoded in place, its header patched in afterwards,
+/// so that a large batch is neither regrown nor copied on its way into the buffer.
+fn encode_record_into(batch: &WriteBatch, out: &mut Vec<u8>) {
+    let payload_len: usize = batch
+        .ops
+        .iter()
+        .map(|op| match op {
+            WriteOp::Put(k, v) => 1 + 4 + k.len() + 4 + v.len(),
+            WriteOp::Delete(k) => 1 + 4 + k.len(),
+        })
+        .sum();
+    out.reserve(HEADER + payload_len);
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
     for op in &batch.ops {
         match op {
             WriteOp::Put(k, v) => {
-                payload.push(PUT);
-                put_bytes(&mut payload, k);
-                put_bytes(&mut payload, v);
+                out.push(PUT);
+                put_bytes(out, k);
+                put_bytes(out, v);
             }
             WriteOp::Delete(k) => {
-                payload.push(DELETE);
-                put_bytes(&mut payload, k);
+                out.push(DELETE);
+                put_bytes(out, k);
             }
         }
     }
-    let mut record = Vec::with_capacity(HEADER + payload.len());
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    record.extend_from_slice(&payload);
-    record
+    let crc = crc32c::crc32c(&out[start + HEADER..]);
+    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
