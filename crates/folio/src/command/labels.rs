@@ -65,16 +65,17 @@ pub fn write_concern_labels(code: i32, op: &OpContext) -> Vec<String> {
 /// a tag other than `majority` is unknown. Returns the writeConcernError document, if any.
 pub fn check_write_concern(wc: Option<&Document>) -> Option<Document> {
     let wc = wc?;
-    let info = doc! { "writeConcern": wc.clone() };
+    // Built only for an error: most write concerns are satisfiable.
+    let info = || doc! { "writeConcern": wc.clone() };
     match wc.get("w") {
-        Some(Bson::Int32(n)) if *n > 1 => Some(unsatisfiable(info)),
-        Some(Bson::Int64(n)) if *n > 1 => Some(unsatisfiable(info)),
-        Some(Bson::Double(n)) if *n > 1.0 => Some(unsatisfiable(info)),
+        Some(Bson::Int32(n)) if *n > 1 => Some(unsatisfiable(info())),
+        Some(Bson::Int64(n)) if *n > 1 => Some(unsatisfiable(info())),
+        Some(Bson::Double(n)) if *n > 1.0 => Some(unsatisfiable(info())),
         Some(Bson::String(tag)) if tag != "majority" => Some(doc! {
             "code": Code::UnknownReplWriteConcern.number(),
             "codeName": Code::UnknownReplWriteConcern.name().as_ref(),
             "errmsg": format!("No write concern mode named '{tag}' found in replica set configuration"),
-            "errInfo": info,
+            "errInfo": info(),
         }),
         _ => None,
     }
