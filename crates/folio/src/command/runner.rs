@@ -448,38 +448,36 @@ struct LastRecord {
     number: i64,
     first: i32,
     last: i32,
-    /// The outcome, as stored.
-    outcome: Vec<u8>,
+    /// The outcome every statement of the run had.
+    outcome: Document,
     /// The record's storage key (under the run's first statement).
     key: Vec<u8>,
     /// Whether the run was extended past what its stored record says: statements of one batch
-    /// extend it in memory only, and [`Runner::commit_batch`] writes it once, with its last
-    /// statement, before the batch commits. A thousand-document insert thus encodes and
-    /// writes the record once, not a thousand times.
+    /// extend it in memory only, and [`Runner::commit_batch`] (or the statement that starts the
+    /// next run) writes it once, with its last statement, before the batch commits. A
+    /// thousand-document insert thus encodes and writes the record once, not a thousand times.
     unwritten: bool,
 }
 
 impl LastRecord {
-    /// Writes the run's record as it now stands into `txn`, if it was extended since it was
-    /// last written there; it then counts as written.
-    fn write_out(&mut self, txn: &mut dyn Txn) -> Result<()> {
-        self.put_extended(txn)?;
-        self.unwritten = false;
-        Ok(())
-    }
-
-    /// Puts the extended run's record into `txn` (its own transaction) without marking it
-    /// written: for a statement that starts a new run, whose savepoint may still undo the put.
+    /// Puts the extended run's record into `txn` (the run's own transaction), if it was
+    /// extended since it was last written there.
     fn put_extended(&self, txn: &mut dyn Txn) -> Result<()> {
         if !self.unwritten || self.txn != txn.id() {
             return Ok(());
         }
-        let outcome = folio_wire::parse_document(&self.outcome)
-            .map_err(|e| err!(InternalError, "statement outcome: {}", e))?;
-        let value = stmt_record(&outcome, self.first, self.last)?;
+        let value = stmt_record(&self.outcome, self.first, self.last)?;
         txn.put(&self.key, &value)?.or_conflict("statement record")?;
         Ok(())
     }
+}
+
+/// What a retryable statement did to the statement records: extended the run of the record
+/// written last (only noted once the statement succeeds, so that a statement rolled back to its
+/// savepoint leaves the run as it was), or wrote a record of its own.
+enum Recorded {
+    Extended,
+    New(LastRecord),
 }
 
 impl<'a> Runner<'a> {
@@ -541,7 +539,8 @@ impl<'a> Runner<'a> {
         let open = self.batch.borrow_mut().take();
         if let Some(mut txn) = open {
             if let Some(record) = self.last_record.borrow_mut().as_mut() {
-                record.write_out(txn.as_mut())?;
+                record.put_extended(txn.as_mut())?;
+                record.unwritten = false;
             }
             let ts = txn.commit_deferred()?;
             self.owe_durability(ts);
@@ -783,7 +782,7 @@ impl<'a> Runner<'a> {
                 let mut attempt = 0_u32;
                 let last_record = &self.last_record;
                 let batching = &self.batching;
-                let mut wrote: Option<LastRecord> = None;
+                let mut wrote: Option<Recorded> = None;
                 let mut inlined = false;
                 let result = self.autocommit_write(|txn| {
                     // An attempt after a write conflict looks for the record again, in its own
@@ -810,8 +809,7 @@ impl<'a> Runner<'a> {
                     } else {
                         let last = last_record.borrow();
                         let last = if remote { None } else { last.as_ref() };
-                        let record = record_statement(txn, &session.key, n, stmt_id, &out, last)?;
-                        wrote = Some(record);
+                        wrote = Some(record_statement(txn, &session.key, n, stmt_id, &out, last)?);
                         session.write_durable(txn, n, RecordKind::Retryable)?;
                     }
                     if let Some(code) = fp.as_ref().and_then(|fp| fp.fail_before_commit) {
@@ -828,12 +826,21 @@ impl<'a> Runner<'a> {
                     if inlined {
                         session.recorded_inline_stmt(n, stmt_id);
                     } else {
-                        // A replay inside the write (`wrote` is `None`) found the record there;
-                        // a record whose run starts before this statement extended that run.
-                        let extended = wrote.as_ref().is_some_and(|r| r.first != r.last);
+                        // A replay inside the write (`wrote` is `None`) found the record there.
+                        let extended = matches!(wrote, Some(Recorded::Extended));
                         session.recorded_stmt(n, stmt_id, extended);
                     }
-                    *self.last_record.borrow_mut() = wrote;
+                    let mut last = self.last_record.borrow_mut();
+                    match wrote {
+                        Some(Recorded::Extended) => {
+                            if let Some(run) = last.as_mut() {
+                                run.last = stmt_id;
+                                run.unwritten = true;
+                            }
+                        }
+                        Some(Recorded::New(record)) => *last = Some(record),
+                        None => *last = None,
+                    }
                 }
                 // The fail point closes the connection whether or not the write committed
                 // (MongoDB's default), so the client sees a network error and retries.
@@ -929,40 +936,31 @@ fn record_statement(
     stmt_id: i32,
     out: &Document,
     last: Option<&LastRecord>,
-) -> Result<LastRecord> {
-    let outcome = out.to_vec()?;
-    let extends = last.is_some_and(|r| {
-        r.txn == txn.id()
+) -> Result<Recorded> {
+    if let Some(r) = last {
+        if r.txn == txn.id()
             && r.number == number
             && r.last.checked_add(1) == Some(stmt_id)
-            && r.outcome == outcome
-    });
-    if let Some(r) = last {
-        if extends {
-            // Written once the batch commits (see `LastRecord::unwritten`).
-            return Ok(LastRecord {
-                last: stmt_id,
-                unwritten: true,
-                outcome,
-                key: r.key.clone(),
-                ..*r
-            });
+            && r.outcome == *out
+        {
+            // Written once the run ends (see `LastRecord::unwritten`).
+            return Ok(Recorded::Extended);
         }
         // A new run: the one before is complete, and written with this statement (a rollback
         // of this statement leaves it unwritten, as the runner still holds it).
         r.put_extended(txn)?;
     }
     let key = Key::StmtRecord { session, txn_number: number, stmt_id }.encode();
-    txn.put(&key, &outcome)?.or_conflict("statement record")?;
-    Ok(LastRecord {
+    txn.put(&key, &out.to_vec()?)?.or_conflict("statement record")?;
+    Ok(Recorded::New(LastRecord {
         txn: txn.id(),
         number,
         first: stmt_id,
         last: stmt_id,
-        outcome,
+        outcome: out.clone(),
         key,
         unwritten: false,
-    })
+    }))
 }
 
 /// Raises the would-block flag; the error only unwinds the command, which runs again elsewhere.

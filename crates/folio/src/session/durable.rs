@@ -180,19 +180,16 @@ pub fn stmt_outcome(
             return Ok(Some(outcome));
         }
     }
+    // Its own record, or else the nearest below it: the first key of a reverse scan that
+    // ends at its own.
     let key = Key::StmtRecord { session, txn_number: number, stmt_id }.encode();
-    let found = match txn.get(&key)? {
-        Some(bytes) => Some((stmt_id, bytes)),
-        None => {
-            let prefix = stmt_record_prefix(session, Some(number));
-            let below = txn
-                .scan(Bound::Included(&prefix), Bound::Excluded(&key), true)?
-                .next()
-                .transpose()?;
-            below.and_then(|(k, v)| Some((decode_stmt_record_id(&k)?, v)))
-        }
+    let prefix = stmt_record_prefix(session, Some(number));
+    let nearest = txn.scan(Bound::Included(&prefix), Bound::Included(&key), true)?.next();
+    let Some((first, bytes)) =
+        nearest.transpose()?.and_then(|(k, v)| Some((decode_stmt_record_id(&k)?, v)))
+    else {
+        return Ok(None);
     };
-    let Some((first, bytes)) = found else { return Ok(None) };
     let mut outcome = crate::error::stored_document(&bytes, "statement record")?;
     let last = match outcome.remove(RUN_END) {
         Some(Bson::Int32(last)) => last,

@@ -211,17 +211,23 @@ impl RedbEngine {
             .set_cache_size(page_cache_budget(cache_bytes))
             .create(&path)
             .map_err(|e| internal("open", e))?;
-        // Create the table up front so readers never see it missing.
-        let txn = db.begin_write().map_err(|e| internal("begin write", e))?;
-        txn.open_table(TABLE).map_err(|e| internal("open table", e))?;
-        txn.commit().map_err(|e| internal("commit", e))?;
-        // Redo what the log holds, in order, one record at a time as it is read, then
-        // checkpoint so the log starts empty.
+        // Redo what the log holds, in order, one record at a time as it is read, in one redb
+        // transaction (not durable: the checkpoint below makes it so, and empties the log).
+        // The same transaction creates the table up front, so readers never see it missing.
+        let mut replay = db.begin_write().map_err(|e| internal("begin write", e))?;
+        replay.set_durability(Durability::None).map_err(|e| internal("set durability", e))?;
         let mut replayed = 0u64;
-        let wal = Wal::open_with(dir.as_ref().join(WAL_NAME), |batch| {
-            replayed += 1;
-            write_to(&db, batch_writes(&batch), Durability::None).map(|_| ())
-        })?;
+        let wal = {
+            let mut table = replay.open_table(TABLE).map_err(|e| internal("open table", e))?;
+            Wal::open_with(dir.as_ref().join(WAL_NAME), |batch| {
+                replayed += 1;
+                batch.ops.iter().try_for_each(|op| match op {
+                    WriteOp::Put(k, v) => write_op(&mut table, k, Some(v)),
+                    WriteOp::Delete(k) => write_op(&mut table, k, None),
+                })
+            })?
+        };
+        replay.commit().map_err(|e| internal("commit", e))?;
         let old_segment = wal.has_old();
         let engine = RedbEngine {
             db,
@@ -478,26 +484,19 @@ fn write_to<'a>(
         let mut table = txn.open_table(TABLE).map_err(|e| internal("open table", e))?;
         for (k, v) in writes {
             wrote = true;
-            match v {
-                Some(v) => {
-                    table.insert(k, v).map_err(|e| internal("put", e))?;
-                }
-                None => {
-                    table.remove(k).map_err(|e| internal("delete", e))?;
-                }
-            }
+            write_op(&mut table, k, v)?;
         }
     }
     txn.commit().map_err(|e| internal("commit", e))?;
     Ok(wrote)
 }
 
-/// A logged batch's writes, as [`write_to`] takes them.
-fn batch_writes(batch: &WriteBatch) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-    batch.ops.iter().map(|op| match op {
-        WriteOp::Put(k, v) => (k.as_slice(), Some(v.as_slice())),
-        WriteOp::Delete(k) => (k.as_slice(), None),
-    })
+/// Puts `key` (a value) or deletes it (`None`) in an open table.
+fn write_op(table: &mut redb::Table<&[u8], &[u8]>, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    match value {
+        Some(v) => table.insert(key, v).map(drop).map_err(|e| internal("put", e)),
+        None => table.remove(key).map(drop).map_err(|e| internal("delete", e)),
+    }
 }
 
 impl Engine for RedbEngine {

@@ -49,7 +49,7 @@
 //! writes the buffer first. A killed process loses the buffer, as a crash loses unsynced writes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -142,10 +142,8 @@ impl Wal {
             file.set_len(valid).map_err(|e| io_error("truncate", &path, e))?;
             file.sync_all().map_err(|e| io_error("sync", &path, e))?;
         }
+        // Appends go after the valid records: `write_buffer` seeks to `written` before each.
         let sync_file = Arc::new(file.try_clone().map_err(|e| io_error("open", &path, e))?);
-        let mut file = file;
-        // Appends go after the valid records, whatever the reads left the offset at.
-        file.seek(SeekFrom::Start(valid)).map_err(|e| io_error("seek", &path, e))?;
         Ok(Wal {
             file,
             old_path,
@@ -361,7 +359,6 @@ fn sync_parent(path: &Path) -> Result<()> {
     }
 }
 
-/// Encodes one batch as a log record.
 /// A record of `batch`, as it is stored (see "Format").
 #[cfg(test)]
 fn encode_record(batch: &WriteBatch) -> Vec<u8> {
@@ -493,17 +490,22 @@ mod tests {
         b
     }
 
-    #[test]
-    fn records_round_trip_in_order() {
+    /// An empty log in a fresh directory (kept alive by the returned guard), and its path.
+    fn new_log() -> (tempfile::TempDir, PathBuf, Wal) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        {
-            let (mut wal, old) = Wal::open(&path).unwrap();
-            assert!(old.is_empty());
-            for n in 1..=3 {
-                wal.append(&batch(n)).unwrap();
-            }
+        let (wal, old) = Wal::open(&path).unwrap();
+        assert!(old.is_empty());
+        (dir, path, wal)
+    }
+
+    #[test]
+    fn records_round_trip_in_order() {
+        let (_dir, path, mut wal) = new_log();
+        for n in 1..=3 {
+            wal.append(&batch(n)).unwrap();
         }
+        drop(wal);
         let (wal, batches) = Wal::open(&path).unwrap();
         assert_eq!(batches, vec![batch(1), batch(2), batch(3)]);
         assert_eq!(wal.len(), std::fs::metadata(&path).unwrap().len());
@@ -511,9 +513,7 @@ mod tests {
 
     #[test]
     fn a_torn_tail_is_dropped_and_later_appends_follow_the_valid_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (_dir, path, mut wal) = new_log();
         wal.append(&batch(1)).unwrap();
         wal.append(&batch(2)).unwrap();
         let full = wal.len();
@@ -536,9 +536,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_record_ends_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (_dir, path, mut wal) = new_log();
         for n in 1..=3 {
             wal.append(&batch(n)).unwrap();
         }
@@ -553,9 +551,7 @@ mod tests {
 
     #[test]
     fn unsynced_records_reach_the_file_in_order_at_the_next_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (_dir, path, mut wal) = new_log();
         wal.append_unsynced(&batch(1)).unwrap();
         wal.append_unsynced(&batch(2)).unwrap();
         // Buffered: the file does not have them yet, the log's length does.
@@ -575,9 +571,7 @@ mod tests {
 
     #[test]
     fn reset_drops_the_buffer_with_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (_dir, path, mut wal) = new_log();
         wal.append(&batch(1)).unwrap();
         wal.append_unsynced(&batch(2)).unwrap();
         wal.reset().unwrap();
@@ -589,9 +583,7 @@ mod tests {
 
     #[test]
     fn a_replay_stopped_by_its_consumer_leaves_the_log_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (_dir, path, mut wal) = new_log();
         for n in 1..=3 {
             wal.append(&batch(n)).unwrap();
         }
@@ -611,9 +603,7 @@ mod tests {
 
     #[test]
     fn a_length_past_the_end_of_the_file_is_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (_dir, path, mut wal) = new_log();
         wal.append(&batch(1)).unwrap();
         let first = wal.len();
         drop(wal);
@@ -633,9 +623,7 @@ mod tests {
 
     #[test]
     fn a_rotated_log_replays_its_old_segment_first_until_it_is_retired() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (_dir, path, mut wal) = new_log();
         wal.append(&batch(1)).unwrap();
         wal.append_unsynced(&batch(2)).unwrap();
         wal.rotate().unwrap();
@@ -673,9 +661,7 @@ mod tests {
 
     #[test]
     fn reset_empties_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (_dir, path, mut wal) = new_log();
         wal.append(&batch(1)).unwrap();
         wal.reset().unwrap();
         assert!(wal.is_empty());
