@@ -371,10 +371,12 @@ fn absorb(
     outcome.labels.extend(reply_labels(reply));
     let entries: Vec<Document> = match session {
         Some(s) => {
-            let mut cursor = SessionCursor::<Document>::new(client.clone(), reply, None)?;
+            let mut cursor = SessionCursor::<Document>::new(client.clone(), reply.clone(), None)?;
             cursor.iter(s).collect::<Result<_>>()?
         }
-        None => Cursor::<Document>::new(client.clone(), reply, None)?.collect::<Result<_>>()?,
+        None => {
+            Cursor::<Document>::new(client.clone(), reply.clone(), None)?.collect::<Result<_>>()?
+        }
     };
     let mut failed = false;
     for entry in entries {

@@ -465,7 +465,7 @@ impl<'a, T: Send + Sync> Find<'a, T, ImplicitSession> {
     pub fn run(self) -> Result<Cursor<T>> {
         let cmd = self.options.command(&self.coll.ns.coll, self.filter);
         let reply = self.coll.run(cmd, None)?;
-        Cursor::new(self.coll.client.clone(), &reply, self.options.batch_size)
+        Cursor::new(self.coll.client.clone(), reply, self.options.batch_size)
     }
 }
 
@@ -474,7 +474,7 @@ impl<'a, T: Send + Sync> Find<'a, T, ExplicitSession<'a>> {
     pub fn run(self) -> Result<SessionCursor<T>> {
         let cmd = self.options.command(&self.coll.ns.coll, self.filter);
         let reply = self.coll.run(cmd, Some(self.session.0))?;
-        SessionCursor::new(self.coll.client.clone(), &reply, self.options.batch_size)
+        SessionCursor::new(self.coll.client.clone(), reply, self.options.batch_size)
     }
 }
 
@@ -1057,7 +1057,7 @@ impl<'a, T: Send + Sync> Aggregate<'a, T, ImplicitSession> {
     /// Runs the pipeline.
     pub fn run(self) -> Result<Cursor<Document>> {
         let reply = self.coll.run(self.command(), None)?;
-        Cursor::new(self.coll.client.clone(), &reply, self.batch_size)
+        Cursor::new(self.coll.client.clone(), reply, self.batch_size)
     }
 }
 
@@ -1066,7 +1066,7 @@ impl<'a, T: Send + Sync> Aggregate<'a, T, ExplicitSession<'a>> {
     pub fn run(self) -> Result<SessionCursor<Document>> {
         let cmd = self.command();
         let reply = self.coll.run(cmd, Some(self.session.0))?;
-        SessionCursor::new(self.coll.client.clone(), &reply, self.batch_size)
+        SessionCursor::new(self.coll.client.clone(), reply, self.batch_size)
     }
 }
 
@@ -1131,7 +1131,7 @@ impl<T: Send + Sync> ListIndexes<'_, T> {
     /// Lists the indexes.
     pub fn run(self) -> Result<IndexCursor> {
         let reply = self.coll.run(doc! { "listIndexes": self.coll.ns.coll.clone() }, None)?;
-        Ok(IndexCursor { inner: Cursor::new(self.coll.client.clone(), &reply, None)? })
+        Ok(IndexCursor { inner: Cursor::new(self.coll.client.clone(), reply, None)? })
     }
 }
 

@@ -26,9 +26,10 @@ struct CursorState {
 
 impl CursorState {
     /// Parses the `cursor` field of a `find`/`aggregate`/`listIndexes` reply.
-    fn from_reply(client: Client, reply: &Document, batch_size: Option<u32>) -> Result<Self> {
+    fn from_reply(client: Client, mut reply: Document, batch_size: Option<u32>) -> Result<Self> {
         let cursor =
-            reply.get_document("cursor").map_err(|e| Error::invalid_response(e.to_string()))?;
+            reply.get_document_mut("cursor").map_err(|e| Error::invalid_response(e.to_string()))?;
+        let buffer = batch(cursor, "firstBatch")?;
         let ns = cursor.get_str("ns").unwrap_or_default();
         let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
         Ok(CursorState {
@@ -36,7 +37,7 @@ impl CursorState {
             db: db.to_string(),
             coll: coll.to_string(),
             id: reply_i64(cursor, "id").unwrap_or(0),
-            buffer: batch(cursor, "firstBatch")?,
+            buffer,
             batch_size,
         })
     }
@@ -62,9 +63,9 @@ impl CursorState {
         if let Some(n) = self.batch_size {
             cmd.insert("batchSize", i64::from(n));
         }
-        let reply = self.client.execute(&self.db, cmd, session)?;
+        let mut reply = self.client.execute(&self.db, cmd, session)?;
         let cursor =
-            reply.get_document("cursor").map_err(|e| Error::invalid_response(e.to_string()))?;
+            reply.get_document_mut("cursor").map_err(|e| Error::invalid_response(e.to_string()))?;
         self.id = reply_i64(cursor, "id").unwrap_or(0);
         self.buffer = batch(cursor, "nextBatch")?;
         Ok(())
@@ -82,11 +83,16 @@ impl Drop for CursorState {
     }
 }
 
-fn batch(cursor: &Document, key: &str) -> Result<VecDeque<Document>> {
-    let docs = cursor.get_array(key).map_err(|e| Error::invalid_response(e.to_string()))?;
-    docs.iter()
+/// Takes a reply's batch out of its cursor document (the reply is not needed after).
+fn batch(cursor: &mut Document, key: &str) -> Result<VecDeque<Document>> {
+    let docs = match cursor.get_mut(key) {
+        Some(Bson::Array(docs)) => std::mem::take(docs),
+        Some(_) => return Err(Error::invalid_response(format!("cursor.{key} is not an array"))),
+        None => return Err(Error::invalid_response(format!("cursor.{key} is missing"))),
+    };
+    docs.into_iter()
         .map(|d| match d {
-            Bson::Document(d) => Ok(d.clone()),
+            Bson::Document(d) => Ok(d),
             other => {
                 Err(Error::invalid_response(format!("cursor batch holds a non-document: {other}")))
             }
@@ -105,7 +111,7 @@ pub struct Cursor<T> {
 }
 
 impl<T> Cursor<T> {
-    pub(crate) fn new(client: Client, reply: &Document, batch_size: Option<u32>) -> Result<Self> {
+    pub(crate) fn new(client: Client, reply: Document, batch_size: Option<u32>) -> Result<Self> {
         Ok(Cursor {
             state: CursorState::from_reply(client, reply, batch_size)?,
             _type: PhantomData,
@@ -138,7 +144,7 @@ pub struct SessionCursor<T> {
 }
 
 impl<T> SessionCursor<T> {
-    pub(crate) fn new(client: Client, reply: &Document, batch_size: Option<u32>) -> Result<Self> {
+    pub(crate) fn new(client: Client, reply: Document, batch_size: Option<u32>) -> Result<Self> {
         Ok(SessionCursor {
             state: CursorState::from_reply(client, reply, batch_size)?,
             _type: PhantomData,

@@ -119,11 +119,9 @@ impl SortSpec {
     /// Whether a document has an array on the path of some sort key (its sort key then
     /// depends on all its elements, which an index scan in key order does not see together).
     pub fn has_array_on_key(&self, doc: &Document) -> bool {
-        self.keys.iter().any(|(path, _)| {
-            first_array_prefix(doc, path).is_some()
-                || collect_values(doc, path).len() > 1
-                || matches!(get_path(doc, path), Some(Bson::Array(_)))
-        })
+        // An array anywhere on the path, the last field included, is what puts several values
+        // on it; the walk stops at the first one.
+        self.keys.iter().any(|(path, _)| first_array_prefix(doc, path).is_some())
     }
 
     /// The sort key of a document: one value per field (strings as collation keys under a

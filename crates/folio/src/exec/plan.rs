@@ -844,7 +844,9 @@ fn fetch_plan(
             let scan = |stop_early: bool| -> Result<(Vec<Found>, bool)> {
                 let prefix = keys::index_prefix(meta.id, *index);
                 let mut out = Vec::new();
-                let mut seen = HashSet::new();
+                // Hashed once per scanned key: the standard library's SipHash costs more here
+                // than the fetch's own bookkeeping.
+                let mut seen = foldhash::HashSet::default();
                 let mut arrays = false;
                 'ranges: for (start, end) in ranges {
                     let mut lo = prefix.clone();
@@ -854,10 +856,10 @@ fn fetch_plan(
                     for item in txn.scan(Bound::Included(&lo), Bound::Excluded(&hi), *reverse)? {
                         let (_, id) = item?;
                         super::opstats::add_keys(1);
-                        if !seen.insert(id.clone()) {
+                        let key = Key::Document { coll: meta.id, id: &id }.encode();
+                        if !seen.insert(id) {
                             continue; // A multikey document appears once per distinct key.
                         }
-                        let key = Key::Document { coll: meta.id, id: &id }.encode();
                         let Some(doc) = get_document(txn, &key)? else { continue };
                         if matches(&doc) {
                             arrays |= *sorted && sort.is_some_and(|s| s.has_array_on_key(&doc));

@@ -76,11 +76,12 @@ pub fn gc_floor_key() -> Vec<u8> {
 pub fn key_prefix(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 11);
     out.push(VERSION);
-    for &b in key {
-        out.push(b);
-        if b == 0x00 {
-            out.push(0xff);
-        }
+    // Copied a run at a time: each 0x00 between two runs is written as 0x00 0xff.
+    let mut runs = key.split(|&b| b == 0x00);
+    out.extend_from_slice(runs.next().unwrap_or_default());
+    for run in runs {
+        out.extend_from_slice(&[0x00, 0xff]);
+        out.extend_from_slice(run);
     }
     out.extend_from_slice(&[0x00, 0x00]);
     out
@@ -103,6 +104,8 @@ pub fn decode_version_key(raw: &[u8]) -> Result<(Vec<u8>, Ts)> {
     let mut key = Vec::with_capacity(rest.len());
     let mut i = 0;
     loop {
+        // Byte by byte: keys hold many short runs between zeros (big-endian numbers), each too
+        // short for a copy to pay.
         match (rest.get(i), rest.get(i + 1)) {
             (Some(0x00), Some(0x00)) => break,
             (Some(0x00), Some(0xff)) => {

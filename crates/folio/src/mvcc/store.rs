@@ -76,7 +76,10 @@
 //! does a bounded amount of this work per call, resuming where it stopped; a background thread
 //! started by [`Mvcc::open`] calls it every [`MvccOptions::gc_interval`] (or callers can), for at
 //! most a tenth of the interval each time. A pass is skipped while the watermark has not moved
-//! past the one the previous pass started with: it would find nothing.
+//! past the one the previous pass started with, or while no commit landed between the two
+//! (the state keeps the first and last commit timestamp of each second since the last pass):
+//! it would find nothing. An idle server, or one whose history window still covers every
+//! commit, therefore does not rescan its keyspace every tick.
 //! The highest watermark used is remembered: a read-only snapshot older than it (or older than
 //! the history window) fails with SnapshotTooOld.
 //!
@@ -90,7 +93,7 @@
 //! oldest records while the log is larger than its retention size and they are older than the
 //! minimum retention age, and records the newest trimmed timestamp as `log_floor`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -240,6 +243,9 @@ struct State {
     /// The watermark the last completed pass started with: until the watermark moves past it,
     /// a new pass would find nothing (new versions are all above it).
     gc_last_pass: Option<Ts>,
+    /// The first and last commit timestamps of each second that had commits since
+    /// `gc_last_pass`, oldest first (see [`State::committed_within`]).
+    commit_spans: VecDeque<(Ts, Ts)>,
     /// Bytes (keys and values) the change log holds.
     log_bytes: u64,
     /// The newest change-log timestamp trimmed away.
@@ -248,6 +254,40 @@ struct State {
     log_max_bytes: u64,
     /// Change-log retention: records younger than this are kept whatever the size.
     log_min_age: Duration,
+}
+
+/// The most seconds [`State::commit_spans`] holds apart: past it the two oldest are merged into
+/// one span, which can only make a skipped pass run, never the reverse.
+const MAX_COMMIT_SPANS: usize = 4096;
+
+impl State {
+    /// Notes a commit round's timestamps for garbage collection.
+    fn note_commits(&mut self, first: Ts, last: Ts) {
+        match self.commit_spans.back_mut() {
+            Some((_, end)) if end.secs() == first.secs() => *end = last,
+            _ => self.commit_spans.push_back((first, last)),
+        }
+        if self.commit_spans.len() > MAX_COMMIT_SPANS
+            && let (Some((first, _)), Some((_, end))) =
+                (self.commit_spans.pop_front(), self.commit_spans.pop_front())
+        {
+            self.commit_spans.push_front((first, end));
+        }
+    }
+
+    /// Whether some commit may have a timestamp in `(after, upto]`.
+    fn committed_within(&self, after: Ts, upto: Ts) -> bool {
+        self.commit_spans.iter().any(|&(first, last)| last > after && first <= upto)
+    }
+
+    /// Records that a garbage-collection pass at `watermark` is complete (or had nothing to
+    /// do), and forgets the commits it covered.
+    fn finish_gc_pass(&mut self, watermark: Ts) {
+        self.gc_last_pass = Some(watermark);
+        while self.commit_spans.front().is_some_and(|&(_, last)| last <= watermark) {
+            self.commit_spans.pop_front();
+        }
+    }
 }
 
 /// `State::recent` is pruned no smaller than this (small in unit tests, so that they prune).
@@ -608,7 +648,9 @@ impl Shared {
     /// The newest committed version of `key` visible at `snapshot`.
     fn read(&self, key: &[u8], snapshot: Ts) -> Result<Option<Vec<u8>>> {
         let from = keys::version_key(key, Ts::ZERO);
-        let to = keys::version_key(key, snapshot);
+        let mut to = from.clone();
+        let at = to.len() - 8;
+        to[at..].copy_from_slice(&snapshot.0.to_be_bytes());
         match self.engine.last_in(&from, &to)? {
             None => Ok(None),
             Some((_, value)) => keys::decode_value(value),
@@ -815,6 +857,9 @@ impl Shared {
         if written.is_ok() {
             st.last_visible = last;
             st.log_bytes += log_bytes;
+            if let Some(&(_, first)) = stamped.first() {
+                st.note_commits(first, last);
+            }
         }
         for (pending, ts) in stamped {
             for key in pending.writes.keys() {
@@ -902,7 +947,16 @@ impl Shared {
             st.gc_floor = st.gc_floor.max(w);
             let floor = st.gc_floor;
             if st.gc_cursor.is_none() {
-                if st.gc_last_pass.is_some_and(|last| floor <= last) {
+                if let Some(last) = st.gc_last_pass
+                    && (floor <= last || !st.committed_within(last, floor))
+                {
+                    // A pass deletes the versions that a version at or below its watermark
+                    // superseded. The last pass did that up to `last`; unless a commit landed in
+                    // `(last, floor]`, a pass now would find nothing more, and scanning the
+                    // whole keyspace to learn that costs the server CPU every tick.
+                    if floor > last {
+                        st.finish_gc_pass(floor);
+                    }
                     return Ok(GcReport {
                         watermark: floor,
                         pass_finished: true,
@@ -955,7 +1009,8 @@ impl Shared {
         }
         let mut st = self.state.lock();
         if report.pass_finished {
-            st.gc_last_pass = Some(st.gc_pass_start);
+            let start = st.gc_pass_start;
+            st.finish_gc_pass(start);
         }
         st.gc_cursor = next_cursor;
         Ok(report)
