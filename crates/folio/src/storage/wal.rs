@@ -31,6 +31,17 @@
 //! lock; once it has finished, the old segment is deleted ([`Wal::remove_old`]). After a crash
 //! both may exist: the old segment is replayed first, then the log, which keeps their order.
 //!
+//! # Preallocation
+//!
+//! The file is grown ahead of the records, [`PREALLOCATE_BYTES`] at a time, by writing zeros.
+//! An append that grows a file makes its `fdatasync` commit the file's new size through the file
+//! system's journal as well, and that journal is shared with the data file's checkpoints: a
+//! commit's sync could wait behind a checkpoint's. An append into space already written needs
+//! no metadata, so its sync flushes only the record. (An allocation without zeros, `fallocate`,
+//! would not do: the first write to each block changes its metadata.) Reading stops at a record
+//! whose header is all zeros, the start of that space; no record is empty, since a batch
+//! without operations is never logged.
+//!
 //! # Format
 //!
 //! A record is `[payload length: u32 LE][CRC32C of the payload: u32 LE][payload]`; the payload is
@@ -62,6 +73,8 @@ const PUT: u8 = 1;
 const DELETE: u8 = 2;
 /// Bytes before each record's payload: its length and checksum.
 const HEADER: usize = 8;
+/// How much the file grows at a time (see "Preallocation").
+const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// An append-only log of write batches in one file.
 #[derive(Debug)]
@@ -79,6 +92,8 @@ pub struct Wal {
     len: u64,
     /// The length of the log in the file: where the buffer goes.
     written: u64,
+    /// The file's length: past `written` it holds zeros (see "Preallocation").
+    file_len: u64,
     /// Records appended but not written to the file yet (see "Buffering").
     buffer: Vec<u8>,
 }
@@ -132,13 +147,16 @@ impl Wal {
             sync_parent(&path)?;
         }
         let reader = file.try_clone().map_err(|e| io_error("open", &path, e))?;
-        let (valid, total) = read_records(reader, &path, &mut each)?;
+        let (valid, total, zeros) = read_records(reader, &path, &mut each)?;
         if valid < total {
-            tracing::warn!(
-                path = %path.display(),
-                dropped = total - valid,
-                "write-ahead log ends in a torn record (a write cut short by a crash); dropping it"
-            );
+            if !zeros {
+                tracing::warn!(
+                    path = %path.display(),
+                    dropped = total - valid,
+                    "write-ahead log ends in a torn record (a write cut short by a crash); dropping it"
+                );
+            }
+            // Preallocated space too: what follows the valid records is grown again on demand.
             file.set_len(valid).map_err(|e| io_error("truncate", &path, e))?;
             file.sync_all().map_err(|e| io_error("sync", &path, e))?;
         }
@@ -152,6 +170,7 @@ impl Wal {
             path,
             len: valid,
             written: valid,
+            file_len: valid,
             buffer: Vec::new(),
         })
     }
@@ -195,6 +214,7 @@ impl Wal {
                 self.has_old = true;
                 self.len = 0;
                 self.written = 0;
+                self.file_len = 0;
                 Ok(())
             }
             Err(e) => {
@@ -246,7 +266,11 @@ impl Wal {
 
     fn append_record(&mut self, batch: &WriteBatch, sync: bool) -> Result<()> {
         let before = self.buffer.len();
-        encode_record_into(batch, &mut self.buffer);
+        // An empty record would read as preallocated space (see "Preallocation"); a sync that
+        // logs nothing still makes the earlier records durable.
+        if !batch.ops.is_empty() {
+            encode_record_into(batch, &mut self.buffer);
+        }
         let record_len = self.buffer.len() - before;
         if sync {
             let written = self
@@ -274,19 +298,34 @@ impl Wal {
             return Ok(());
         }
         let at = self.written;
+        let end = at + self.buffer.len() as u64;
         let result = (|| {
             use std::io::{Seek, SeekFrom};
+            if end > self.file_len {
+                // Zeros up to the next whole step past the records (see "Preallocation").
+                let grown = end.div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
+                self.file.seek(SeekFrom::Start(self.file_len))?;
+                let zeros = [0u8; 1 << 16];
+                let mut left = grown - self.file_len;
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    self.file.write_all(&zeros[..n])?;
+                    left -= n as u64;
+                }
+                self.file_len = grown;
+            }
             self.file.seek(SeekFrom::Start(at))?;
             self.file.write_all(&self.buffer)
         })();
         match result {
             Ok(()) => {
-                self.written += self.buffer.len() as u64;
+                self.written = end;
                 self.buffer.clear();
                 Ok(())
             }
             Err(e) => {
                 let _ = self.file.set_len(at);
+                self.file_len = at;
                 Err(io_error("append", &self.path, e))
             }
         }
@@ -309,6 +348,7 @@ impl Wal {
         self.file.sync_data().map_err(|e| io_error("sync", &self.path, e))?;
         self.len = 0;
         self.written = 0;
+        self.file_len = 0;
         Ok(())
     }
 
@@ -405,14 +445,16 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Reads the records of `file` from its start, handing each batch to `each`, and stops at the
-/// first incomplete or corrupt one. Returns the length of the valid prefix and the file's length.
-/// A record's length is checked against what the file holds before its payload is read, so a
-/// corrupt length cannot make the replay allocate more than the file.
+/// first incomplete or corrupt one, or at preallocated space. Returns the length of the valid
+/// prefix, the file's length, and whether the records ended at preallocated space (a header of
+/// zeros) rather than at a torn record. A record's length is checked against what the file
+/// holds before its payload is read, so a corrupt length cannot make the replay allocate more
+/// than the file.
 fn read_records(
     file: File,
     path: &Path,
     each: &mut impl FnMut(WriteBatch) -> Result<()>,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, bool)> {
     let total = file.metadata().map_err(|e| io_error("stat", path, e))?.len();
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let mut valid = 0u64;
@@ -423,6 +465,9 @@ fn read_records(
             break;
         }
         reader.read_exact(&mut header).map_err(|e| io_error("read", path, e))?;
+        if header == [0; HEADER] {
+            return Ok((valid, total, true));
+        }
         let len = u32_at(&header, 0).unwrap_or(0) as u64;
         if len > total - valid - HEADER as u64 {
             break;
@@ -437,7 +482,7 @@ fn read_records(
         each(batch)?;
         valid += HEADER as u64 + len;
     }
-    Ok((valid, total))
+    Ok((valid, total, false))
 }
 
 fn decode_record(bytes: &[u8], at: usize) -> Option<(WriteBatch, usize)> {
@@ -535,6 +580,38 @@ mod tests {
     }
 
     #[test]
+    fn the_file_grows_ahead_of_the_records_with_zeros_that_end_the_replay() {
+        let (_dir, path, mut wal) = new_log();
+        wal.append(&batch(1)).unwrap();
+        let first = wal.len();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, PREALLOCATE_BYTES, "grown a whole step at once");
+        assert!(bytes[first as usize..].iter().all(|&b| b == 0));
+        // Records past the first step grow it by another.
+        let big = {
+            let mut b = WriteBatch::new();
+            b.put(b"big".to_vec(), vec![7; PREALLOCATE_BYTES as usize]);
+            b
+        };
+        wal.append(&big).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * PREALLOCATE_BYTES);
+        // An empty batch is never a record: it would read as preallocated space.
+        let len = wal.len();
+        wal.append(&WriteBatch::new()).unwrap();
+        assert_eq!(wal.len(), len);
+        wal.append(&batch(2)).unwrap();
+        drop(wal);
+        // The replay stops at the zeros, the file is cut back to the records, and appends go on
+        // after them.
+        let (mut wal, batches) = Wal::open(&path).unwrap();
+        assert_eq!(batches, vec![batch(1), big.clone(), batch(2)]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), wal.len());
+        wal.append(&batch(3)).unwrap();
+        drop(wal);
+        assert_eq!(Wal::open(&path).unwrap().1, vec![batch(1), big, batch(2), batch(3)]);
+    }
+
+    #[test]
     fn a_corrupt_record_ends_the_log() {
         let (_dir, path, mut wal) = new_log();
         for n in 1..=3 {
@@ -558,7 +635,9 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         let (file, _) = wal.syncer().unwrap();
         file.sync_data().unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), wal.len());
+        // Written, in preallocated space (see "Preallocation").
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), PREALLOCATE_BYTES);
+        assert_eq!(wal.written, wal.len());
         // A synced append writes what is buffered before it.
         wal.append_unsynced(&batch(3)).unwrap();
         wal.append(&batch(4)).unwrap();
@@ -587,8 +666,8 @@ mod tests {
         for n in 1..=3 {
             wal.append(&batch(n)).unwrap();
         }
-        let len = wal.len();
         drop(wal);
+        let len = std::fs::metadata(&path).unwrap().len();
         let mut seen = Vec::new();
         let stopped = Wal::open_with(&path, |b| {
             seen.push(b);
@@ -608,7 +687,8 @@ mod tests {
         let first = wal.len();
         drop(wal);
         // A header claiming 4 GiB of payload: dropped without reading or allocating it.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = OpenOptions::new().write(true).open(&path).unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(first)).unwrap();
         f.write_all(&u32::MAX.to_le_bytes()).unwrap();
         f.write_all(&[0; 4]).unwrap();
         f.write_all(&[7; 100]).unwrap();
