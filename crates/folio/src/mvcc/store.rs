@@ -250,9 +250,11 @@ struct State {
     /// The first and last commit timestamps of each second that had commits since
     /// `gc_last_pass`, oldest first (see [`State::committed_within`]).
     commit_spans: VecDeque<(Ts, Ts)>,
-    /// How many durability waiters the last sync round served, and how long its sync took
-    /// (for the sync thread's group commit).
+    /// How many durability waiters the last sync round served (for the sync thread's group
+    /// commit).
     last_round_waiters: usize,
+    /// How long the last sync round's sync took: the longest the sync thread waits for more
+    /// writers (at most `MAX_GROUP_WAIT`).
     last_sync: Duration,
     /// Bytes (keys and values) the change log holds.
     log_bytes: u64,
@@ -264,8 +266,8 @@ struct State {
     log_min_age: Duration,
 }
 
-/// The most seconds [`State::commit_spans`] holds apart: past it the two oldest are merged into
-/// one span, which can only make a skipped pass run, never the reverse.
+/// The most spans [`State::commit_spans`] holds: past it the two oldest merge into one, which
+/// can only make a pass run that could have been skipped, never skip one that finds work.
 const MAX_COMMIT_SPANS: usize = 4096;
 
 impl State {
