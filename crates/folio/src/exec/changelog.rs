@@ -61,11 +61,7 @@ fn key_of(doc: &Document) -> Document {
 /// they are: the document is neither copied as a tree nor encoded again).
 pub fn insert(txn: &mut dyn Txn, meta: &CollectionMeta, stored: &[u8]) {
     let Ok(doc) = RawDocument::from_bytes(stored) else { return };
-    // The same fields as `base`, appended as raw BSON: no intermediate document.
-    let mut e = RawDocumentBuf::new();
-    e.append(cstr!("op"), "i");
-    e.append(cstr!("ns"), meta.namespace());
-    e.append(cstr!("ui"), bson::Binary::from_uuid(meta.uuid));
+    let mut e = raw_base("i", meta);
     e.append(cstr!("o"), doc);
     txn.append_log(e.as_bytes());
 }
@@ -79,35 +75,65 @@ pub fn update(
     replacement: bool,
 ) {
     let images = images_enabled(meta);
-    let mut e = base(if replacement { "r" } else { "u" }, meta);
-    e.insert("k", key_of(old));
-    if replacement {
-        e.insert("o", new.clone());
-    } else {
-        let mut d = diff(old, new);
-        let paths = disambiguated_paths(&d, old, new);
-        if !paths.is_empty() {
-            d.insert("p", paths);
+    // Appended as raw BSON, as `insert` does: every write pays for its entry, and a tree built
+    // only to be encoded once costs more than the entry's own bytes.
+    let mut e = raw_base(if replacement { "r" } else { "u" }, meta);
+    let appended = (|| {
+        append_document(&mut e, cstr!("k"), &key_of(old))?;
+        if replacement {
+            append_document(&mut e, cstr!("o"), new)?;
+        } else {
+            let mut d = diff(old, new);
+            let paths = disambiguated_paths(&d, old, new);
+            if !paths.is_empty() {
+                d.insert("p", paths);
+            }
+            append_document(&mut e, cstr!("d"), &d)?;
+            if images {
+                append_document(&mut e, cstr!("post"), new)?;
+            }
         }
-        e.insert("d", d);
         if images {
-            e.insert("post", new.clone());
+            append_document(&mut e, cstr!("pre"), old)?;
         }
+        Some(())
+    })();
+    if appended.is_some() {
+        txn.append_log(e.as_bytes());
     }
-    if images {
-        e.insert("pre", old.clone());
-    }
-    append(txn, &e);
 }
 
 /// Logs a delete.
 pub fn delete(txn: &mut dyn Txn, meta: &CollectionMeta, old: &Document) {
-    let mut e = base("d", meta);
-    e.insert("k", key_of(old));
-    if images_enabled(meta) {
-        e.insert("pre", old.clone());
+    let mut e = raw_base("d", meta);
+    let appended = (|| {
+        append_document(&mut e, cstr!("k"), &key_of(old))?;
+        if images_enabled(meta) {
+            append_document(&mut e, cstr!("pre"), old)?;
+        }
+        Some(())
+    })();
+    if appended.is_some() {
+        txn.append_log(e.as_bytes());
     }
-    append(txn, &e);
+}
+
+/// The fields every collection entry starts with ([`base`]'s), as raw BSON.
+fn raw_base(op: &str, meta: &CollectionMeta) -> RawDocumentBuf {
+    let mut e = RawDocumentBuf::new();
+    e.append(cstr!("op"), op);
+    e.append(cstr!("ns"), meta.namespace());
+    e.append(cstr!("ui"), bson::Binary::from_uuid(meta.uuid));
+    e
+}
+
+/// Appends `doc` to a raw entry under `key`, encoded once. `None` when it cannot be encoded
+/// (a document that was just stored always can): the entry is then skipped, as [`append`]
+/// skips one, rather than failing the write.
+fn append_document(e: &mut RawDocumentBuf, key: &bson::raw::CStr, doc: &Document) -> Option<()> {
+    let bytes = doc.to_vec().ok()?;
+    e.append(key, RawDocument::from_bytes(&bytes).ok()?);
+    Some(())
 }
 
 /// Logs a DDL event on a collection (`drop`, `create`, `createIndexes`, `dropIndexes`,
