@@ -305,7 +305,7 @@ impl<'a> BulkWrite<'a> {
                 outcome.result.inserted_ids.insert(offset + i, id);
             }
             let reply = self.client.execute("admin", cmd, session.as_deref_mut())?;
-            let failed = absorb(self.client, &reply, offset, session.as_deref_mut(), &mut outcome)?;
+            let failed = absorb(self.client, reply, offset, session.as_deref_mut(), &mut outcome)?;
             if failed && self.ordered {
                 break;
             }
@@ -353,30 +353,28 @@ fn command(models: &[WriteModel], ordered: bool) -> Result<(Document, HashMap<us
 }
 
 /// Adds one command's reply to the outcome: its counts, and the per-operation results read from
-/// its cursor. Returns whether an operation failed.
+/// its cursor (which takes the reply's batch). Returns whether an operation failed.
 fn absorb(
     client: &Client,
-    reply: &Document,
+    reply: Document,
     offset: usize,
     session: Option<&mut ClientSession>,
     outcome: &mut Outcome,
 ) -> Result<bool> {
     let r = &mut outcome.result;
-    r.inserted_count += reply_i64(reply, "nInserted").unwrap_or(0);
-    r.matched_count += reply_i64(reply, "nMatched").unwrap_or(0);
-    r.modified_count += reply_i64(reply, "nModified").unwrap_or(0);
-    r.upserted_count += reply_i64(reply, "nUpserted").unwrap_or(0);
-    r.deleted_count += reply_i64(reply, "nDeleted").unwrap_or(0);
-    outcome.write_concern_errors.extend(write_concern_error(reply));
-    outcome.labels.extend(reply_labels(reply));
+    r.inserted_count += reply_i64(&reply, "nInserted").unwrap_or(0);
+    r.matched_count += reply_i64(&reply, "nMatched").unwrap_or(0);
+    r.modified_count += reply_i64(&reply, "nModified").unwrap_or(0);
+    r.upserted_count += reply_i64(&reply, "nUpserted").unwrap_or(0);
+    r.deleted_count += reply_i64(&reply, "nDeleted").unwrap_or(0);
+    outcome.write_concern_errors.extend(write_concern_error(&reply));
+    outcome.labels.extend(reply_labels(&reply));
     let entries: Vec<Document> = match session {
         Some(s) => {
-            let mut cursor = SessionCursor::<Document>::new(client.clone(), reply.clone(), None)?;
+            let mut cursor = SessionCursor::<Document>::new(client.clone(), reply, None)?;
             cursor.iter(s).collect::<Result<_>>()?
         }
-        None => {
-            Cursor::<Document>::new(client.clone(), reply.clone(), None)?.collect::<Result<_>>()?
-        }
+        None => Cursor::<Document>::new(client.clone(), reply, None)?.collect::<Result<_>>()?,
     };
     let mut failed = false;
     for entry in entries {

@@ -26,7 +26,7 @@
 //! arrays that only shrank are reported as truncated, appended or changed array elements by
 //! index, removed fields by path.
 
-use bson::raw::{RawDocument, RawDocumentBuf, cstr};
+use bson::raw::{RawBson, RawDocument, RawDocumentBuf, cstr};
 use bson::{Bson, Document, doc};
 
 use crate::catalog::CollectionMeta;
@@ -39,18 +39,6 @@ pub fn images_enabled(meta: &CollectionMeta) -> bool {
         .ok()
         .and_then(|d| d.get_bool("enabled").ok())
         .unwrap_or(false)
-}
-
-fn append(txn: &mut dyn Txn, entry: &Document) {
-    // Encoding a document that was just stored cannot fail; an entry that could not be encoded
-    // is skipped rather than failing the write.
-    if let Ok(bytes) = entry.to_vec() {
-        txn.append_log(&bytes);
-    }
-}
-
-fn base(op: &str, meta: &CollectionMeta) -> Document {
-    doc! { "op": op, "ns": meta.namespace(), "ui": meta.uuid }
 }
 
 fn key_of(doc: &Document) -> Document {
@@ -75,8 +63,6 @@ pub fn update(
     replacement: bool,
 ) {
     let images = images_enabled(meta);
-    // Appended as raw BSON, as `insert` does: every write pays for its entry, and a tree built
-    // only to be encoded once costs more than the entry's own bytes.
     let mut e = raw_base(if replacement { "r" } else { "u" }, meta);
     let appended = (|| {
         append_document(&mut e, cstr!("k"), &key_of(old))?;
@@ -118,7 +104,8 @@ pub fn delete(txn: &mut dyn Txn, meta: &CollectionMeta, old: &Document) {
     }
 }
 
-/// The fields every collection entry starts with ([`base`]'s), as raw BSON.
+/// The fields every collection entry starts with, as raw BSON: each entry is appended field
+/// by field, never built as a `Document` only to be encoded once.
 fn raw_base(op: &str, meta: &CollectionMeta) -> RawDocumentBuf {
     let mut e = RawDocumentBuf::new();
     e.append(cstr!("op"), op);
@@ -128,8 +115,8 @@ fn raw_base(op: &str, meta: &CollectionMeta) -> RawDocumentBuf {
 }
 
 /// Appends `doc` to a raw entry under `key`, encoded once. `None` when it cannot be encoded
-/// (a document that was just stored always can): the entry is then skipped, as [`append`]
-/// skips one, rather than failing the write.
+/// (a document that was just stored always can): the entry is then skipped rather than failing
+/// the write.
 fn append_document(e: &mut RawDocumentBuf, key: &bson::raw::CStr, doc: &Document) -> Option<()> {
     let bytes = doc.to_vec().ok()?;
     e.append(key, RawDocument::from_bytes(&bytes).ok()?);
@@ -139,25 +126,30 @@ fn append_document(e: &mut RawDocumentBuf, key: &bson::raw::CStr, doc: &Document
 /// Logs a DDL event on a collection (`drop`, `create`, `createIndexes`, `dropIndexes`,
 /// `modify`) with its details.
 pub fn ddl(txn: &mut dyn Txn, meta: &CollectionMeta, op: &str, details: Bson) {
-    let mut e = base(op, meta);
-    e.insert("o", details);
-    append(txn, &e);
+    let mut e = raw_base(op, meta);
+    // Details that cannot be encoded skip the entry, as in `append_document`.
+    let Ok(details) = RawBson::try_from(details) else { return };
+    e.append(cstr!("o"), details);
+    txn.append_log(e.as_bytes());
 }
 
 /// Logs a rename of `meta` (the collection as it was) to `to` (`db.coll`); `dropped` is the
 /// UUID of the target collection `dropTarget` replaced.
 pub fn rename(txn: &mut dyn Txn, meta: &CollectionMeta, to: &str, dropped: Option<bson::Uuid>) {
-    let mut e = base("rename", meta);
-    e.insert("to", to);
+    let mut e = raw_base("rename", meta);
+    e.append(cstr!("to"), to);
     if let Some(uuid) = dropped {
-        e.insert("dropTarget", uuid);
+        e.append(cstr!("dropTarget"), bson::Binary::from_uuid(uuid));
     }
-    append(txn, &e);
+    txn.append_log(e.as_bytes());
 }
 
 /// Logs a dropDatabase (after the drops of its collections).
 pub fn drop_database(txn: &mut dyn Txn, db: &str) {
-    append(txn, &doc! { "op": "dropDatabase", "ns": db });
+    let mut e = RawDocumentBuf::new();
+    e.append(cstr!("op"), "dropDatabase");
+    e.append(cstr!("ns"), db);
+    txn.append_log(e.as_bytes());
 }
 
 /// The update description of `old` → `new`: `{u: updatedFields, r: removedFields, t:

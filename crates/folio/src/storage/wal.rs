@@ -301,12 +301,13 @@ impl Wal {
         let end = at + self.buffer.len() as u64;
         let result = (|| {
             use std::io::{Seek, SeekFrom};
+            self.file.seek(SeekFrom::Start(at))?;
+            self.file.write_all(&self.buffer)?;
             if end > self.file_len {
-                // Zeros up to the next whole step past the records (see "Preallocation").
+                // Zeros after the records, up to the next whole step (see "Preallocation").
                 let grown = end.div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
-                self.file.seek(SeekFrom::Start(self.file_len))?;
                 let zeros = [0u8; 1 << 16];
-                let mut left = grown - self.file_len;
+                let mut left = grown - end;
                 while left > 0 {
                     let n = left.min(zeros.len() as u64) as usize;
                     self.file.write_all(&zeros[..n])?;
@@ -314,8 +315,7 @@ impl Wal {
                 }
                 self.file_len = grown;
             }
-            self.file.seek(SeekFrom::Start(at))?;
-            self.file.write_all(&self.buffer)
+            Ok(())
         })();
         match result {
             Ok(()) => {
@@ -544,13 +544,18 @@ mod tests {
         (dir, path, wal)
     }
 
-    #[test]
-    fn records_round_trip_in_order() {
-        let (_dir, path, mut wal) = new_log();
+    /// A closed log holding `batch(1)` to `batch(3)`, and its path.
+    fn log_of_three() -> (tempfile::TempDir, PathBuf) {
+        let (dir, path, mut wal) = new_log();
         for n in 1..=3 {
             wal.append(&batch(n)).unwrap();
         }
-        drop(wal);
+        (dir, path)
+    }
+
+    #[test]
+    fn records_round_trip_in_order() {
+        let (_dir, path) = log_of_three();
         let (wal, batches) = Wal::open(&path).unwrap();
         assert_eq!(batches, vec![batch(1), batch(2), batch(3)]);
         assert_eq!(wal.len(), std::fs::metadata(&path).unwrap().len());
@@ -613,11 +618,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_record_ends_the_log() {
-        let (_dir, path, mut wal) = new_log();
-        for n in 1..=3 {
-            wal.append(&batch(n)).unwrap();
-        }
-        drop(wal);
+        let (_dir, path) = log_of_three();
         let mut bytes = std::fs::read(&path).unwrap();
         let second = encode_record(&batch(1)).len() + HEADER;
         bytes[second] ^= 0xff;
@@ -662,11 +663,7 @@ mod tests {
 
     #[test]
     fn a_replay_stopped_by_its_consumer_leaves_the_log_whole() {
-        let (_dir, path, mut wal) = new_log();
-        for n in 1..=3 {
-            wal.append(&batch(n)).unwrap();
-        }
-        drop(wal);
+        let (_dir, path) = log_of_three();
         let len = std::fs::metadata(&path).unwrap().len();
         let mut seen = Vec::new();
         let stopped = Wal::open_with(&path, |b| {
