@@ -62,8 +62,8 @@ use bson::{Document, doc};
 use folio::{Code, Error};
 use folio::{Connection, Reply, Service, error_reply};
 use folio_wire::{
-    Compressor, Malformed, MalformedKind, Message, Op, OpMsg, OpQuery, WireError, msg_flags,
-    op_code,
+    Compressor, EncodeError, Malformed, MalformedKind, Message, Op, OpMsg, OpQuery, WireError,
+    msg_flags, op_code,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -213,7 +213,12 @@ async fn await_durable(service: &Service, mut reply: Reply) -> Reply {
             "the server shut down before the write was durable",
         ),
     };
-    Reply { body: error_reply(&err), close_connection: reply.close_connection, unsynced: None }
+    Reply {
+        body: error_reply(&err),
+        close_connection: reply.close_connection,
+        unsynced: None,
+        raw_batch: None,
+    }
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
@@ -302,6 +307,8 @@ impl ConnectionTask {
     async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let mut conn = self.shared.service.connect(peer.to_string());
+        // Replies are encoded here, with a find's stored documents written in as they are.
+        conn.raw_batches = true;
         conn.supported_compressors =
             Compressor::SUPPORTED.iter().map(|c| c.name().to_string()).collect();
         debug!(id = conn.id, %peer, "connection open");
@@ -466,9 +473,7 @@ impl ConnectionTask {
             let stream_on = repeat.as_ref().is_some_and(|cmd| exhausts(cmd, &reply.body));
             let flags = if stream_on { flags | msg_flags::MORE_TO_COME } else { flags };
             let id = self.next_request_id();
-            let mut out = Message::msg(id, response_to, flags, reply.body);
-            out.compressor = compressor;
-            self.send(stream, &out).await?;
+            self.send_msg(stream, id, response_to, flags, compressor, reply).await?;
             if !stream_on {
                 return Ok(());
             }
@@ -502,10 +507,12 @@ impl ConnectionTask {
         compressor: Option<Compressor>,
         q: OpQuery,
     ) -> Result<(), Closed> {
-        let reply = match legacy_command(q) {
+        let mut reply = match legacy_command(q) {
             Ok(cmd) => self.run_command(conn, cmd).await,
-            Err(body) => Reply { body, close_connection: false, unsynced: None },
+            Err(body) => Reply { body, close_connection: false, unsynced: None, raw_batch: None },
         };
+        // OP_REPLY carries whole documents only.
+        reply.decode_raw_batch();
         if reply.close_connection {
             return Err(Closed::Requested);
         }
@@ -589,9 +596,41 @@ impl ConnectionTask {
                 warn!(command = %name, "command failed unexpectedly: {e}");
                 let err =
                     Error::new(Code::InternalError, format!("command {name} failed unexpectedly"));
-                Reply { body: error_reply(&err), close_connection: false, unsynced: None }
+                Reply {
+                    body: error_reply(&err),
+                    close_connection: false,
+                    unsynced: None,
+                    raw_batch: None,
+                }
             }
         }
+    }
+
+    /// Sends a command's reply as an OP_MSG; a reply that carries stored documents
+    /// ([`Reply::raw_batch`]) is encoded with them as they are.
+    async fn send_msg(
+        &self,
+        stream: &mut dyn Io,
+        request_id: i32,
+        response_to: i32,
+        flags: u32,
+        compressor: Option<Compressor>,
+        mut reply: Reply,
+    ) -> Result<(), Closed> {
+        if reply.raw_batch.is_some() {
+            let encoded = reply.encode_body().map_err(EncodeError::Bson).and_then(|body| {
+                folio_wire::encode_msg_body(request_id, response_to, flags, compressor, &body)
+            });
+            if let Ok(bytes) = encoded {
+                self.shared.service.metrics().record_reply(bytes.len() as u64);
+                return stream.write_all(&bytes).await.map_err(|e| Closed::Error(e.to_string()));
+            }
+            // Too large, most likely: encoded whole, the reply is reported as `send` reports it.
+            reply.decode_raw_batch();
+        }
+        let mut out = Message::msg(request_id, response_to, flags, reply.body);
+        out.compressor = compressor;
+        self.send(stream, &out).await
     }
 
     async fn send(&self, stream: &mut dyn Io, msg: &Message) -> Result<(), Closed> {

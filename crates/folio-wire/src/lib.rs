@@ -44,7 +44,7 @@ use bson::{Bson, Document};
 
 pub use compress::Compressor;
 pub use error::{EncodeError, Malformed, MalformedKind, WireError};
-pub use owned::to_document;
+pub use owned::{to_bson, to_document};
 
 /// The size of a message header.
 pub const HEADER_LEN: usize = 16;
@@ -631,9 +631,39 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, EncodeError> {
         Op::Query(q) => encode_query(q, &mut out)?,
         Op::Reply(r) => encode_reply(r, &mut out)?,
     }
-    if let Op::Msg(m) = &msg.op
-        && m.checksum_present()
-    {
+    let checksum = matches!(&msg.op, Op::Msg(m) if m.checksum_present());
+    finish(out, msg.request_id, msg.response_to, msg.op.op_code(), checksum, msg.compressor)
+}
+
+/// Encodes an OP_MSG whose body (its one kind-0 section) is already encoded BSON, as
+/// [`encode`] encodes [`Message::msg`] with that body: a reply built from stored documents
+/// is written without decoding and encoding them again. The body is not checked.
+pub fn encode_msg_body(
+    request_id: i32,
+    response_to: i32,
+    flags: u32,
+    compressor: Option<Compressor>,
+    body: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 5 + body.len() + 4);
+    write_header(&mut out, request_id, response_to, op_code::MSG);
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(body);
+    let checksum = flags & msg_flags::CHECKSUM_PRESENT != 0;
+    finish(out, request_id, response_to, op_code::MSG, checksum, compressor)
+}
+
+/// Completes an encoded message: its checksum if it has one, its length, its compression.
+fn finish(
+    mut out: Vec<u8>,
+    request_id: i32,
+    response_to: i32,
+    op_code: i32,
+    checksum: bool,
+    compressor: Option<Compressor>,
+) -> Result<Vec<u8>, EncodeError> {
+    if checksum {
         let len = out.len() + 4;
         set_len(&mut out, len)?;
         let crc = crc32c::crc32c(&out);
@@ -641,8 +671,8 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, EncodeError> {
     }
     let len = out.len();
     set_len(&mut out, len)?;
-    if let Some(compressor) = msg.compressor {
-        out = wrap_compressed(&out, msg, compressor)?;
+    if let Some(compressor) = compressor {
+        out = wrap_compressed(&out, request_id, response_to, op_code, compressor)?;
     }
     Ok(out)
 }
@@ -727,14 +757,16 @@ fn encode_reply(r: &OpReply, out: &mut Vec<u8>) -> Result<(), EncodeError> {
 /// Wraps an encoded message in OP_COMPRESSED.
 fn wrap_compressed(
     plain: &[u8],
-    msg: &Message,
+    request_id: i32,
+    response_to: i32,
+    original_op_code: i32,
     compressor: Compressor,
 ) -> Result<Vec<u8>, EncodeError> {
     let inner = plain.get(HEADER_LEN..).unwrap_or_default();
     let compressed = compressor.compress(inner).map_err(EncodeError::Compression)?;
     let mut out = Vec::with_capacity(HEADER_LEN + 9 + compressed.len());
-    write_header(&mut out, msg.request_id, msg.response_to, op_code::COMPRESSED);
-    out.extend_from_slice(&msg.op.op_code().to_le_bytes());
+    write_header(&mut out, request_id, response_to, op_code::COMPRESSED);
+    out.extend_from_slice(&original_op_code.to_le_bytes());
     out.extend_from_slice(&(inner.len() as i32).to_le_bytes());
     out.push(compressor.id());
     out.extend_from_slice(&compressed);

@@ -18,6 +18,12 @@ pub fn to_document(raw: &RawDocument) -> Result<Document, String> {
     document_at(raw, 1)
 }
 
+/// The owned form of one raw value found at the top level of a document, validated and
+/// depth-bounded like [`to_document`].
+pub fn to_bson(value: RawBsonRef<'_>) -> Result<Bson, String> {
+    bson_at(value, 1)
+}
+
 /// `raw`, nested `depth` documents deep (the top level is 1).
 fn document_at(raw: &RawDocument, depth: usize) -> Result<Document, String> {
     let mut doc = Document::new();

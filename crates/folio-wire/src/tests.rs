@@ -498,3 +498,20 @@ fn duplicate_top_level_fields_are_malformed() {
         .expect("complete");
     assert!(matches!(msg.op, Op::Msg(_)));
 }
+
+#[test]
+fn a_pre_encoded_body_encodes_as_the_same_message() {
+    let body = doc! { "cursor": { "firstBatch": [{ "_id": 1, "s": "x".repeat(300) }], "id": 0_i64 }, "ok": 1.0 };
+    for flags in [0, msg_flags::CHECKSUM_PRESENT, msg_flags::MORE_TO_COME] {
+        for compressor in
+            [None, Some(Compressor::Noop), Some(Compressor::Zlib), Some(Compressor::Zstd)]
+        {
+            let mut msg = Message::msg(7, 3, flags, body.clone());
+            msg.compressor = compressor;
+            let whole = encode(&msg).expect("encode");
+            let pre = encode_msg_body(7, 3, flags, compressor, &doc_bytes(&body)).expect("encode");
+            assert_eq!(pre, whole, "flags {flags}, {compressor:?}");
+            assert_eq!(round_trip(&msg).op, msg.op);
+        }
+    }
+}

@@ -402,6 +402,27 @@ pub fn stored_document(mut bytes: &[u8], what: &str) -> Result<bson::Document> {
     stored_document_from(&mut bytes, what)
 }
 
+/// A stored document kept as its bytes: its length is checked against what is held (and
+/// anything after it dropped), its elements are not. A reader reads those it needs and falls
+/// back to [`stored_document`], which reports corruption, where one is unreadable; the rest go
+/// out as they were written (the storage engine's page checksums guard them on disk).
+pub fn stored_raw_document(mut bytes: Vec<u8>, what: &str) -> Result<bson::RawDocumentBuf> {
+    let corrupt = |e: &dyn std::fmt::Display| {
+        Error::new(Code::DataCorruptionDetected, format!("corrupt stored {what}: {e}"))
+    };
+    let len = match bytes.first_chunk::<4>() {
+        Some(prefix) => i32::from_le_bytes(*prefix),
+        None => return Err(corrupt(&"truncated length")),
+    };
+    match usize::try_from(len) {
+        Ok(l) if l <= bytes.len() => bytes.truncate(l),
+        _ => {
+            return Err(corrupt(&format_args!("length {len} past the {} bytes held", bytes.len())));
+        }
+    }
+    bson::RawDocumentBuf::from_bytes(bytes).map_err(|e| corrupt(&e))
+}
+
 /// Like [`stored_document`], reading one document from the front of `bytes` and advancing it
 /// (records that hold several documents back to back).
 pub fn stored_document_from(bytes: &mut &[u8], what: &str) -> Result<bson::Document> {

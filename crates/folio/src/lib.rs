@@ -69,7 +69,9 @@ pub mod api;
 // What the server, the command-line tool, the PostgreSQL store, the fuzz targets and the
 // tests use; everything else stays inside the crate.
 pub use agg::{Context as PipelineContext, Pipeline};
-pub use command::{Connection, Reply, Service, ServiceOptions, error_reply, metrics, recent_log};
+pub use command::{
+    Connection, RawBatch, Reply, Service, ServiceOptions, error_reply, metrics, recent_log,
+};
 pub use error::{Code, Error, Result};
 pub use exec::verify;
 pub use memory::set_limits;

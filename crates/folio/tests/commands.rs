@@ -46,6 +46,24 @@ use folio::MemoryEngine;
 use folio::{Mvcc, MvccOptions};
 use folio::{Service, ServiceOptions};
 
+/// A connection as the server's transport has it: replies may carry a find's stored
+/// documents apart from the body ([`folio::Reply::raw_batch`]).
+fn transport(mut conn: folio::Connection) -> folio::Connection {
+    conn.raw_batches = true;
+    conn
+}
+
+/// The reply a client reads: the body as the transport encodes it (stored documents written
+/// into their batch as they are), decoded again.
+fn transported(reply: folio::Reply) -> Document {
+    let bytes = reply.encode_body().expect("encode reply");
+    let decoded = Document::from_reader(bytes.as_slice()).expect("decode reply");
+    if reply.raw_batch.is_none() {
+        assert_eq!(decoded, reply.body, "a reply without stored documents encodes as its body");
+    }
+    decoded
+}
+
 fn service(auth: bool) -> Service {
     let store =
         Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).expect("open mvcc");
@@ -220,7 +238,7 @@ fn run_script(file: &Path) -> Vec<String> {
     let svc = service(text.lines().any(|l| l.trim() == "% auth"));
     let mut connections: HashMap<String, folio::Connection> = HashMap::new();
     let mut current = String::from("default");
-    connections.insert(current.clone(), svc.connect("127.0.0.1:40000"));
+    connections.insert(current.clone(), transport(svc.connect("127.0.0.1:40000")));
     let mut sessions: HashMap<String, Document> = HashMap::new();
     let mut failures = Vec::new();
     let mut last_reply: Option<(usize, Document)> = None;
@@ -247,7 +265,9 @@ fn run_script(file: &Path) -> Vec<String> {
                 ["connection", name, rest @ ..] => {
                     let remote = rest.first().copied().unwrap_or("127.0.0.1:40000");
                     current = name.to_string();
-                    connections.entry(current.clone()).or_insert_with(|| svc.connect(remote));
+                    connections
+                        .entry(current.clone())
+                        .or_insert_with(|| transport(svc.connect(remote)));
                 }
                 [verb @ ("login" | "login-fails"), user, password, mechanism, db] => {
                     let conn = connections.get_mut(&current).expect("connection");
@@ -297,7 +317,7 @@ fn run_script(file: &Path) -> Vec<String> {
                 cmd.insert("lsid", lsid);
             }
             let conn = connections.get_mut(&current).expect("connection");
-            let reply = svc.dispatch(conn, cmd).body;
+            let reply = transported(svc.dispatch(conn, cmd));
             if let Ok(id) = reply.get_document("cursor").and_then(|c| c.get_i64("id"))
                 && id != 0
             {
@@ -777,4 +797,40 @@ fn fail_command_block_connection_delays_the_command_for_its_app_only() {
         &mut other,
         doc! { "configureFailPoint": "failCommand", "mode": "off", "$db": "admin" },
     );
+}
+
+/// A find without a projection hands its documents to a transport as they are stored, apart
+/// from the body; other connections, and finds that project, get them decoded in the body.
+#[test]
+fn finds_hand_stored_documents_to_the_transport() {
+    let svc = service(false);
+    let mut plain = svc.connect("embedded");
+    let mut wire = transport(svc.connect("wire"));
+    let insert =
+        doc! { "insert": "c", "documents": [{ "_id": 1, "a": "x" }, { "_id": 2 }], "$db": "test" };
+    assert_eq!(svc.dispatch(&mut plain, insert).body.get_i32("n").ok(), Some(2));
+    let find = doc! { "find": "c", "filter": { "_id": { "$gte": 1 } }, "$db": "test" };
+    let batch = |body: &Document| -> Vec<Bson> {
+        body.get_document("cursor").expect("cursor").get_array("firstBatch").expect("batch").clone()
+    };
+
+    let reply = svc.dispatch(&mut wire, find.clone());
+    let raw = reply.raw_batch.as_ref().expect("stored documents");
+    assert_eq!(raw.field, "firstBatch");
+    assert_eq!(raw.docs.len(), 2);
+    assert!(batch(&reply.body).is_empty(), "the body's batch waits for the stored documents");
+    let whole = transported(reply);
+    let expected =
+        vec![Bson::Document(doc! { "_id": 1, "a": "x" }), Bson::Document(doc! { "_id": 2 })];
+    assert_eq!(batch(&whole), expected);
+
+    let reply = svc.dispatch(&mut plain, find.clone());
+    assert!(reply.raw_batch.is_none());
+    assert_eq!(batch(&reply.body), expected);
+
+    let mut projected = find;
+    projected.insert("projection", doc! { "a": 1 });
+    let reply = svc.dispatch(&mut wire, projected);
+    assert!(reply.raw_batch.is_none());
+    assert_eq!(batch(&reply.body).len(), 2);
 }

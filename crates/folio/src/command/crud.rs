@@ -1,7 +1,6 @@
 //! CRUD commands: insert, update, delete, findAndModify, find, getMore, killCursors, count,
 //! distinct, aggregate.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use bson::{Bson, Document, doc};
@@ -11,10 +10,10 @@ use super::args::{doc_array, doc_refs, opt_bool, opt_doc, opt_i64};
 use super::runner::{Mode, Runner};
 use super::{Connection, Service};
 use crate::collation::Requested;
-use crate::cursor::{Cursor, Owner, check_get_more, take_batch};
+use crate::cursor::{Batch, Cursor, Owner, Remaining, check_get_more, take_batch};
 use crate::error::{Code, Error, Result};
 use crate::exec::plan::Hint;
-use crate::exec::{self, FindSpec};
+use crate::exec::{self, FindSpec, Rows};
 use crate::{bail, err};
 
 /// The command's `let` option, evaluated once (`$$NOW` and friends included).
@@ -445,24 +444,40 @@ pub fn find_and_modify(req: &mut Request<'_>, run: &mut Runner) -> Result<Docume
     Ok(out)
 }
 
+/// A reply's batch array: the decoded documents, or an empty array whose documents the
+/// runner carries as stored, to be written in when the reply is encoded.
+fn batch_array(run: &Runner, field: &'static str, batch: Batch) -> Vec<Bson> {
+    match batch {
+        Batch::Docs(docs) => docs,
+        Batch::Raw(docs) => {
+            run.set_raw_batch(super::RawBatch { field, docs });
+            Vec::new()
+        }
+    }
+}
+
 /// Builds a cursor reply: the first batch, and a cursor for the rest.
 pub(super) fn cursor_reply(
     svc: &Service,
     run: &Runner,
     ns: String,
-    docs: Vec<Document>,
+    docs: impl Into<Rows>,
     batch_size: Option<usize>,
     single_batch: bool,
     no_timeout: bool,
 ) -> Result<Document> {
-    let mut remaining: VecDeque<Document> = docs.into();
+    let mut remaining = match docs.into() {
+        Rows::Docs(docs) => Remaining::Docs(docs.into()),
+        Rows::Raw(docs) => Remaining::Raw(docs.into()),
+    };
     // `batchSize: 0` asks for an empty first batch and a cursor to fetch everything through
     // (drivers use it to open a cursor cheaply); the cursor stays open even if nothing matched.
     let zero = batch_size == Some(0);
     let first = if zero {
         Vec::new()
     } else {
-        take_batch(&mut remaining, batch_size.unwrap_or(DEFAULT_FIRST_BATCH))?
+        let batch = take_batch(&mut remaining, batch_size.unwrap_or(DEFAULT_FIRST_BATCH))?;
+        batch_array(run, "firstBatch", batch)
     };
     let at = run.at_cluster_time.map(|t| t.to_bson());
     let id = if (remaining.is_empty() && !zero) || single_batch {
@@ -555,8 +570,8 @@ pub fn find(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     if tailable {
         return tailable_find(req.svc, run, &db, &coll, &spec, batch, await_data);
     }
-    let docs = run.read(|txn| exec::find(txn, &db, &coll, &spec))?;
-    cursor_reply(req.svc, run, format!("{db}.{coll}"), docs, batch, single_batch, no_timeout)
+    let rows = run.read(|txn| exec::find_rows(txn, &db, &coll, &spec))?;
+    cursor_reply(req.svc, run, format!("{db}.{coll}"), rows, batch, single_batch, no_timeout)
 }
 
 /// `find` with `tailable` on a capped collection: a cursor that stays open at the end of the
@@ -642,6 +657,7 @@ pub fn get_more(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     let batch_docs = batch_docs.inspect_err(|_| {
         req.svc.cursors.kill(&[id]);
     })?;
+    let batch_docs = batch_array(run, "nextBatch", batch_docs);
     let mut cursor = doc! { "nextBatch": batch_docs, "id": if open { id } else { 0 }, "ns": ns };
     if let Some(at) = at {
         cursor.insert("atClusterTime", at);

@@ -189,6 +189,7 @@ impl Metrics {
         class: LatencyClass,
         cmd: &Document,
         reply: &Document,
+        raw_returned: usize,
         elapsed: Duration,
         stats: &OpStats,
     ) {
@@ -243,6 +244,7 @@ impl Metrics {
         if let Ok(cursor) = reply.get_document("cursor") {
             add(&self.document[2], array_len_of(cursor, "firstBatch"));
             add(&self.document[2], array_len_of(cursor, "nextBatch"));
+            add(&self.document[2], raw_returned as u64);
         }
         add(&self.keys_examined, stats.keys_examined);
         add(&self.docs_examined, stats.docs_examined);

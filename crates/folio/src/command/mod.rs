@@ -144,6 +144,10 @@ pub struct Connection {
     /// Whether the connection has had its first `hello` (in load-balanced mode only that one
     /// carries the `serviceId`; only that one may carry `client` metadata).
     pub said_hello: bool,
+    /// Whether replies may carry their cursor batch as stored documents in
+    /// [`Reply::raw_batch`] (set by a transport that encodes replies with
+    /// [`Reply::encode_body`]); otherwise every reply is whole in [`Reply::body`].
+    pub raw_batches: bool,
 }
 
 /// What dispatch produced for one command.
@@ -157,6 +161,85 @@ pub struct Reply {
     /// [`Service::dispatch_on_event_loop`]): the reply may be sent only once
     /// [`Service::when_durable`] calls back with success.
     pub unsynced: Option<crate::mvcc::Ts>,
+    /// Stored documents of the cursor batch, when the connection takes them apart from the
+    /// body ([`Connection::raw_batches`]); the body's batch array is then empty.
+    pub raw_batch: Option<RawBatch>,
+}
+
+/// Documents a reply's cursor batch (`cursor.firstBatch` or `cursor.nextBatch`) carries as
+/// they are stored: a find passes them on without decoding them ([`crate::exec::find_rows`]),
+/// and the transport writes them into the reply's array as it encodes the reply
+/// ([`Reply::encode_body`]), without encoding them again.
+#[derive(Clone, Debug)]
+pub struct RawBatch {
+    /// The batch's field in the reply's `cursor` document.
+    pub field: &'static str,
+    /// The documents, in order.
+    pub docs: Vec<bson::RawDocumentBuf>,
+}
+
+impl RawBatch {
+    /// Decodes the documents into the body's (empty) batch array.
+    pub(crate) fn decode_into(&self, body: &mut Document) -> Result<()> {
+        let docs = self
+            .docs
+            .iter()
+            .map(|d| crate::error::stored_document(d.as_bytes(), "document").map(Bson::Document))
+            .collect::<Result<Vec<_>>>()?;
+        if let Ok(cursor) = body.get_document_mut("cursor") {
+            cursor.insert(self.field, docs);
+        }
+        Ok(())
+    }
+}
+
+impl Reply {
+    /// Moves a raw batch into the body as decoded documents: the reply is then whole in
+    /// [`Reply::body`]. A document that cannot be decoded turns the reply into its error.
+    pub fn decode_raw_batch(&mut self) {
+        if let Some(batch) = self.raw_batch.take()
+            && let Err(e) = batch.decode_into(&mut self.body)
+        {
+            self.body = error_reply(&e);
+        }
+    }
+
+    /// The body encoded as BSON, with the raw batch's documents copied into their array as
+    /// they are.
+    pub fn encode_body(&self) -> std::result::Result<Vec<u8>, String> {
+        use bson::raw::{RawArrayBuf, RawBson, RawDocumentBuf};
+        let Some(batch) = &self.raw_batch else {
+            return bson::RawDocumentBuf::try_from(&self.body)
+                .map(RawDocumentBuf::into_bytes)
+                .map_err(|e| e.to_string());
+        };
+        let raw = |v: &Bson| RawBson::try_from(v.clone()).map_err(|e| e.to_string());
+        fn key(k: &str) -> std::result::Result<&bson::raw::CStr, String> {
+            k.try_into().map_err(|e: bson::error::Error| e.to_string())
+        }
+        let mut out = RawDocumentBuf::new();
+        for (k, v) in &self.body {
+            match v {
+                Bson::Document(cursor) if k == "cursor" => {
+                    let mut c = RawDocumentBuf::new();
+                    for (ck, cv) in cursor {
+                        if ck == batch.field {
+                            let mut docs = RawArrayBuf::new();
+                            for d in &batch.docs {
+                                docs.push(d);
+                            }
+                            c.append(key(ck)?, docs);
+                        } else {
+                            c.append(key(ck)?, raw(cv)?);
+                        }
+                    }
+                    out.append(key(k)?, c);
+                }
+                other => out.append(key(k)?, raw(other)?),
+            }
+        }
+        Ok(out.into_bytes())
+    }
 }
 
 /// The command service: everything a command needs, shared by all connections.
@@ -464,6 +547,7 @@ impl Service {
                 body: error_reply(&crate::err!(InternalError, "the command would block")),
                 close_connection: false,
                 unsynced: None,
+                raw_batch: None,
             },
         }
     }
@@ -499,10 +583,11 @@ impl Service {
         crate::exec::opstats::begin();
         let mut close_connection = false;
         let mut unsynced = None;
+        let mut raw_batch = None;
         // A bug must not take the connection (or the server) down with it: a panic becomes an
         // InternalError reply. Open transactions stay consistent: a dropped MVCC transaction aborts.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.run(conn, &cmd, &mut close_connection, would_block, &mut unsynced)
+            self.run(conn, &cmd, &mut close_connection, would_block, &mut unsynced, &mut raw_batch)
         }));
         if would_block.is_some_and(std::cell::Cell::get) {
             // Nothing was committed (see `Runner`): the command runs again where it may wait.
@@ -534,8 +619,12 @@ impl Service {
             ),
             None => (None, metrics::LatencyClass::Commands),
         };
-        self.metrics.record(index, class, &cmd, &body, elapsed, &stats);
-        self.observe(conn, &cmd, &body, elapsed, &stats);
+        // A batch belongs to a reply that succeeded; an error reply has none.
+        let mut raw_batch =
+            raw_batch.filter(|_| matches!(body.get("ok"), Some(Bson::Double(ok)) if *ok == 1.0));
+        let returned = raw_batch.as_ref().map_or(0, |b| b.docs.len());
+        self.metrics.record(index, class, &cmd, &body, returned, elapsed, &stats);
+        self.observe(conn, &cmd, &body, raw_batch.as_ref(), elapsed, &stats);
         let ts = self.store.last_committed().to_bson();
         body.insert("operationTime", ts);
         body.insert(
@@ -548,7 +637,11 @@ impl Service {
                 },
             },
         );
-        Ok(Reply { body, close_connection, unsynced })
+        let mut reply = Reply { body, close_connection, unsynced, raw_batch: raw_batch.take() };
+        if !conn.raw_batches {
+            reply.decode_raw_batch();
+        }
+        Ok(reply)
     }
 
     fn run(
@@ -558,6 +651,7 @@ impl Service {
         close: &mut bool,
         would_block: Option<&std::cell::Cell<bool>>,
         unsynced: &mut Option<crate::mvcc::Ts>,
+        raw_batch: &mut Option<RawBatch>,
     ) -> Result<Document> {
         let Some(name) = cmd.keys().next().cloned() else {
             crate::bail!(FailedToParse, "Empty command");
@@ -679,6 +773,7 @@ impl Service {
             _ => result,
         };
         *unsynced = runner.as_mut().and_then(Runner::take_unsynced);
+        *raw_batch = runner.as_mut().and_then(Runner::take_raw_batch);
         *close |= runner.as_ref().is_some_and(|r| r.close_connection);
         let at_cluster_time = runner.as_ref().and_then(|r| r.at_cluster_time);
         let result = result.map(|mut body| {

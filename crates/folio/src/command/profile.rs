@@ -190,6 +190,7 @@ impl super::Service {
         conn: &Connection,
         cmd: &Document,
         reply: &Document,
+        raw_batch: Option<&super::RawBatch>,
         elapsed: Duration,
         stats: &OpStats,
     ) {
@@ -210,6 +211,19 @@ impl super::Service {
         if !slow && settings.level < 2 && settings.filter.is_none() {
             return;
         }
+        // The entry counts and measures the batch as returned.
+        let whole;
+        let reply = match raw_batch {
+            Some(batch) => {
+                let mut body = reply.clone();
+                if batch.decode_into(&mut body).is_err() {
+                    return;
+                }
+                whole = body;
+                &whole
+            }
+            None => reply,
+        };
         let sampled = || p.sample_rate() >= 1.0 || rand::random::<f64>() < p.sample_rate();
         if settings.level < 2 && settings.filter.is_none() {
             // Only the log line (the operation is slow, or it would have returned above): the

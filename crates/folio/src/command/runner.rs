@@ -425,6 +425,8 @@ pub struct Runner<'a> {
     pub close_connection: bool,
     /// The snapshot timestamp of a snapshot read, for `atClusterTime` in the reply.
     pub at_cluster_time: Option<Ts>,
+    /// Stored documents the reply's cursor batch carries unchanged (see [`super::RawBatch`]).
+    raw_batch: std::cell::Cell<Option<super::RawBatch>>,
     /// The newest commit of this command that is not known durable yet (see "Durability").
     unsynced: std::cell::Cell<Option<Ts>>,
     /// Raised when the command would have to wait but must not (see "Durability"); `None` when
@@ -517,6 +519,7 @@ impl<'a> Runner<'a> {
             session,
             close_connection: false,
             at_cluster_time: None,
+            raw_batch: std::cell::Cell::new(None),
             unsynced: std::cell::Cell::new(None),
             would_block,
             batching: std::cell::Cell::new(false),
@@ -598,6 +601,16 @@ impl<'a> Runner<'a> {
             self.svc.store.sync_until(ts)?;
         }
         Ok(())
+    }
+
+    /// Sets the stored documents of the reply's cursor batch (see [`super::RawBatch`]).
+    pub fn set_raw_batch(&self, batch: super::RawBatch) {
+        self.raw_batch.set(Some(batch));
+    }
+
+    /// The stored documents of the reply's cursor batch, taken away.
+    pub fn take_raw_batch(&mut self) -> Option<super::RawBatch> {
+        self.raw_batch.take()
     }
 
     /// The newest commit whose durability the reply still owes, taken away.

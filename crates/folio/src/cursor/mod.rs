@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocumentBuf};
 use parking_lot::Mutex;
 
 use crate::bail;
@@ -129,7 +129,7 @@ pub struct Cursor {
     /// `db.collection` the cursor reads.
     pub ns: String,
     /// The documents not yet returned.
-    pub remaining: VecDeque<Document>,
+    pub remaining: Remaining,
     /// Who opened the cursor.
     pub owner: Owner,
     /// When the cursor was last used.
@@ -152,24 +152,76 @@ impl Default for CursorRegistry {
     }
 }
 
+/// The documents a cursor has not returned yet: decoded, or as they are stored (a find that
+/// passes stored documents on unchanged, [`crate::exec::find_rows`]).
+#[derive(Debug)]
+pub enum Remaining {
+    /// Decoded documents.
+    Docs(VecDeque<Document>),
+    /// Stored documents, unchanged.
+    Raw(VecDeque<RawDocumentBuf>),
+}
+
+impl Remaining {
+    /// Whether every document was returned.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Remaining::Docs(d) => d.is_empty(),
+            Remaining::Raw(d) => d.is_empty(),
+        }
+    }
+}
+
+/// One batch of a reply, in the form its cursor held it.
+#[derive(Debug)]
+pub enum Batch {
+    /// Decoded documents, for the reply's array.
+    Docs(Vec<Bson>),
+    /// Stored documents, to be written into the reply's array unchanged.
+    Raw(Vec<RawDocumentBuf>),
+}
+
 /// Takes up to `batch_size` documents (0: no count limit) within the byte budget. The first
 /// document always goes, so a batch is never empty while documents remain; a document larger
 /// than the server may hand out fails the batch with BSONObjectTooLarge (10334) before any reply
-/// is built, as MongoDB fails it. Sizes are computed, not encoded.
-pub fn take_batch(docs: &mut VecDeque<Document>, batch_size: usize) -> Result<Vec<Bson>> {
+/// is built, as MongoDB fails it. Sizes are computed (or, for stored documents, read), not
+/// encoded.
+pub fn take_batch(docs: &mut Remaining, batch_size: usize) -> Result<Batch> {
+    match docs {
+        Remaining::Docs(docs) => {
+            take(docs, batch_size, crate::memory::check_document).map(Batch::Docs)
+        }
+        Remaining::Raw(docs) => take(docs, batch_size, |d: &RawDocumentBuf| {
+            let size = d.as_bytes().len();
+            if size > crate::memory::MAX_INTERNAL_DOC_BYTES {
+                let decoded = crate::error::stored_document(d.as_bytes(), "document")?;
+                return Err(crate::memory::too_large(&decoded, size));
+            }
+            Ok(size)
+        })
+        .map(Batch::Raw),
+    }
+}
+
+/// [`take_batch`] over one form of documents, each sized (and checked) by `size`.
+fn take<T, U: From<T>>(
+    docs: &mut VecDeque<T>,
+    batch_size: usize,
+    size: impl Fn(&T) -> Result<usize>,
+) -> Result<Vec<U>> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
     while let Some(d) = docs.front() {
         if batch_size > 0 && out.len() >= batch_size {
             break;
         }
-        let size = crate::memory::check_document(d)?;
+        let size = size(d)?;
         if !out.is_empty() && bytes + size > MAX_BATCH_BYTES {
             break;
         }
         bytes += size;
         if let Some(d) = docs.pop_front() {
-            out.push(Bson::Document(d));
+            out.push(U::from(d));
         }
     }
     Ok(out)
@@ -266,24 +318,39 @@ mod tests {
     use std::collections::VecDeque;
     use std::time::Instant;
 
-    use bson::doc;
+    use bson::{RawDocumentBuf, doc};
 
-    use super::{CURSOR_IDLE_TIMEOUT, Cursor, CursorRegistry, MAX_BATCH_BYTES, take_batch};
+    use super::{
+        Batch, CURSOR_IDLE_TIMEOUT, Cursor, CursorRegistry, MAX_BATCH_BYTES, Remaining, take_batch,
+    };
     use crate::error::Code;
 
     #[test]
     fn batches_stop_at_the_byte_budget_and_refuse_oversized_documents() {
         let chunk = "c".repeat(4 * 1024 * 1024);
-        let mut docs: VecDeque<_> = (0..10).map(|i| doc! {"_id": i, "s": &chunk}).collect();
-        let first = take_batch(&mut docs, 0).expect("batch");
-        assert_eq!(first.len(), 3, "three 4 MiB documents fit in {MAX_BATCH_BYTES} bytes");
-        assert_eq!(docs.len(), 7);
+        let docs: VecDeque<_> = (0..10).map(|i| doc! {"_id": i, "s": &chunk}).collect();
+        let raw = docs.iter().map(|d| RawDocumentBuf::try_from(d).expect("encode")).collect();
+        // Decoded and stored documents are batched alike.
+        for mut docs in [Remaining::Docs(docs), Remaining::Raw(raw)] {
+            let first = match take_batch(&mut docs, 0).expect("batch") {
+                Batch::Docs(d) => d.len(),
+                Batch::Raw(d) => d.len(),
+            };
+            assert_eq!(first, 3, "three 4 MiB documents fit in {MAX_BATCH_BYTES} bytes");
+            match take_batch(&mut docs, 2).expect("batch") {
+                Batch::Docs(d) => assert_eq!(d.len(), 2),
+                Batch::Raw(d) => assert_eq!(d.len(), 2),
+            }
+            assert!(!docs.is_empty());
+        }
 
-        let mut docs: VecDeque<_> =
-            [doc! {"_id": 0, "s": "c".repeat(17 * 1024 * 1024)}].into_iter().collect();
-        let e = take_batch(&mut docs, 0).expect_err("over 16 MiB");
-        assert_eq!(e.code, Code::BSONObjectTooLarge);
-        assert!(e.message.starts_with("BSONObj size: 17825"), "{}", e.message);
+        let big = doc! {"_id": 0, "s": "c".repeat(17 * 1024 * 1024)};
+        let raw = RawDocumentBuf::try_from(&big).expect("encode");
+        for mut docs in [Remaining::Docs([big].into()), Remaining::Raw([raw].into())] {
+            let e = take_batch(&mut docs, 0).expect_err("over 16 MiB");
+            assert_eq!(e.code, Code::BSONObjectTooLarge);
+            assert!(e.message.starts_with("BSONObj size: 17825"), "{}", e.message);
+        }
     }
 
     #[test]
@@ -292,7 +359,7 @@ mod tests {
         let last_use = Instant::now();
         let cursor = |no_timeout| Cursor {
             ns: "db.c".into(),
-            remaining: VecDeque::from([doc! { "_id": 1 }]),
+            remaining: Remaining::Docs(VecDeque::from([doc! { "_id": 1 }])),
             owner: super::Owner { session: None, user: None },
             last_use,
             at_cluster_time: None,

@@ -92,6 +92,44 @@ pub fn is_prefix(prefix: &str, path: &str) -> bool {
             && path.as_bytes()[prefix.len()] == b'.')
 }
 
+/// What a dotted path reaches in a raw document, read without decoding it (see [`reach_raw`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RawReach<'a> {
+    /// Nothing: a field is missing, or a scalar stands in the middle of the path.
+    Missing,
+    /// One value that is not an array.
+    Value(bson::raw::RawBsonRef<'a>),
+    /// An array somewhere on the path (at its end included): the path may reach several values,
+    /// which only the decoded walk reads with MongoDB's rules.
+    Array,
+    /// The document could not be read there (it is corrupt).
+    Unreadable,
+}
+
+/// The value `path` reaches in a raw document through embedded documents only. This is the
+/// matcher's and the sort's walk ([`collect_values`]) for the common case with no array on the
+/// path, and says [`RawReach::Array`] for the rest, so a caller falls back to the decoded
+/// document instead of guessing.
+pub fn reach_raw<'a>(doc: &'a bson::RawDocument, path: &str) -> RawReach<'a> {
+    use bson::raw::RawBsonRef;
+    let mut cur = doc;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let value = match cur.get(part) {
+            Ok(Some(v)) => v,
+            Ok(None) => return RawReach::Missing,
+            Err(_) => return RawReach::Unreadable,
+        };
+        match (value, parts.peek().is_some()) {
+            (RawBsonRef::Array(_), _) => return RawReach::Array,
+            (RawBsonRef::Document(d), true) => cur = d,
+            (_, true) => return RawReach::Missing,
+            (v, false) => return RawReach::Value(v),
+        }
+    }
+    RawReach::Missing
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

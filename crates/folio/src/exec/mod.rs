@@ -25,7 +25,7 @@ mod write;
 use std::cmp::Ordering;
 use std::ops::Bound;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocumentBuf};
 
 use crate::catalog::{self, CollectionMeta, keys};
 use crate::collation::Requested;
@@ -176,7 +176,43 @@ pub fn matching_sorted(
 
 /// Runs a find and returns every result (sorted, skipped, limited and projected).
 pub fn find(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Vec<Document>> {
-    find_impl(txn, db, coll, spec, false)
+    find_impl(txn, db, coll, spec, false, false)?.into_documents()
+}
+
+/// The results of a find: decoded documents, or documents as they are stored.
+#[derive(Debug)]
+pub enum Rows {
+    /// Decoded documents.
+    Docs(Vec<Document>),
+    /// Stored documents, unchanged.
+    Raw(Vec<RawDocumentBuf>),
+}
+
+impl From<Vec<Document>> for Rows {
+    fn from(docs: Vec<Document>) -> Self {
+        Rows::Docs(docs)
+    }
+}
+
+impl Rows {
+    /// The documents, decoded.
+    pub fn into_documents(self) -> Result<Vec<Document>> {
+        match self {
+            Rows::Docs(docs) => Ok(docs),
+            Rows::Raw(raw) => raw
+                .iter()
+                .map(|d| crate::error::stored_document(d.as_bytes(), "document"))
+                .collect(),
+        }
+    }
+}
+
+/// [`find`] for a reader that can pass stored documents on as they are (a command's reply):
+/// a find with no projection whose plan gives its results in order, with no array on the
+/// sort's path, returns them without decoding them ([`plan::fetch_raw`]); any other returns
+/// them decoded, as [`find`] does.
+pub fn find_rows(txn: &dyn Txn, db: &str, coll: &str, spec: &FindSpec) -> Result<Rows> {
+    find_impl(txn, db, coll, spec, false, true)
 }
 
 /// [`find`] for a pipeline's input: a `$text` query's score stays in each document (in
@@ -188,7 +224,7 @@ pub fn find_for_pipeline(
     coll: &str,
     spec: &FindSpec,
 ) -> Result<Vec<Document>> {
-    find_impl(txn, db, coll, spec, true)
+    find_impl(txn, db, coll, spec, true, false)?.into_documents()
 }
 
 fn find_impl(
@@ -197,12 +233,13 @@ fn find_impl(
     coll: &str,
     spec: &FindSpec,
     keep_text_score: bool,
-) -> Result<Vec<Document>> {
+    raw: bool,
+) -> Result<Rows> {
     let filter = Filter::parse_with_let(&spec.filter, spec.let_vars.as_ref())?;
     let sort = spec.sort.as_ref().map(SortSpec::parse).transpose()?;
     let projection = spec.projection.as_ref().map(Projection::parse).transpose()?;
     let Some(meta) = catalog::get_collection(txn, db, coll)? else {
-        return Ok(Vec::new());
+        return Ok(Rows::Docs(Vec::new()));
     };
     let collation = spec.collation.resolve(&meta.options)?;
     let filter = filter.with_collation(collation.as_ref());
@@ -221,7 +258,8 @@ fn find_impl(
             projection.as_ref(),
             spec,
             keep_text_score,
-        );
+        )
+        .map(Rows::Docs);
     }
     let uses_score =
         sort.as_ref().is_some_and(|s| s.keys.iter().any(|(k, _)| k == text::SCORE_FIELD))
@@ -258,6 +296,13 @@ fn find_impl(
             ));
         }
     };
+    if raw
+        && projection.is_none()
+        && near.is_none()
+        && let Some(found) = plan::fetch_raw(txn, &meta, &filter, sort.as_ref(), wanted, hint)?
+    {
+        return Ok(Rows::Raw(found.into_iter().skip(skip).take(limit).collect()));
+    }
     let docs = match &sort {
         // A blocking sort of every match keeps the same memory budget as an aggregation's
         // `$sort`: past it, it spills to disk, or fails with 292 under `allowDiskUse: false`.
@@ -300,7 +345,7 @@ fn find_impl(
         }
         out.push(d);
     }
-    Ok(out)
+    Ok(Rows::Docs(out))
 }
 
 /// A find with `$text`: the matches, scored, then sorted (a text score highest first), skipped,

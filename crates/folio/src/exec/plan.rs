@@ -53,10 +53,11 @@
 use std::collections::HashSet;
 use std::ops::Bound;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocumentBuf};
 
 use super::{Found, get_document, id_key, scan_collection};
 use crate::catalog::{CollectionMeta, keys, keys::Key};
+use crate::doc::path::{RawReach, reach_raw};
 use crate::encoding::encode_key_component;
 use crate::error::Result;
 use crate::index::hash::hashed_key;
@@ -822,57 +823,20 @@ fn fetch_plan(
             Ok((out, false))
         }
         Plan::IdPoints(ids) => {
-            let mut out = Vec::new();
-            let mut seen = HashSet::new();
-            for id in ids {
-                let key = Key::Document { coll: meta.id, id: &id_key(id) }.encode();
-                if !seen.insert(key.clone()) {
-                    continue;
-                }
-                super::opstats::add_keys(1);
-                if let Some(doc) = get_document(txn, &key)?
-                    && matches(&doc)
-                {
-                    out.push(Found { key, doc });
-                }
-            }
-            // Point reads come back in `_id` order, like a scan.
-            out.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok((out, false))
+            let mut load = |key: &[u8]| Ok(get_document(txn, key)?.filter(|d| matches(d)));
+            let out = read_points(meta, ids, &mut load)?;
+            Ok((out.into_iter().map(|(key, doc)| Found { key, doc }).collect(), false))
         }
         Plan::IndexScan { index, ranges, reverse, sorted, .. } => {
-            let scan = |stop_early: bool| -> Result<(Vec<Found>, bool)> {
-                let prefix = keys::index_prefix(meta.id, *index);
-                let mut out = Vec::new();
-                // Hashed once per scanned key: the standard library's SipHash costs more here
-                // than the fetch's own bookkeeping.
-                let mut seen = foldhash::HashSet::default();
-                let mut arrays = false;
-                'ranges: for (start, end) in ranges {
-                    let mut lo = prefix.clone();
-                    lo.extend_from_slice(start);
-                    let mut hi = prefix.clone();
-                    hi.extend_from_slice(end);
-                    for item in txn.scan(Bound::Included(&lo), Bound::Excluded(&hi), *reverse)? {
-                        let (_, id) = item?;
-                        super::opstats::add_keys(1);
-                        let key = Key::Document { coll: meta.id, id: &id }.encode();
-                        if !seen.insert(id) {
-                            continue; // A multikey document appears once per distinct key.
-                        }
-                        let Some(doc) = get_document(txn, &key)? else { continue };
-                        if matches(&doc) {
-                            arrays |= *sorted && sort.is_some_and(|s| s.has_array_on_key(&doc));
-                            out.push(Found { key, doc });
-                            if stop_early && !arrays && limit > 0 && out.len() >= limit {
-                                break 'ranges;
-                            }
-                        }
-                    }
-                }
-                Ok((out, arrays))
+            let mut load = |key: &[u8]| Ok(get_document(txn, key)?.filter(|d| matches(d)));
+            let has_array = |d: &Document| *sorted && sort.is_some_and(|s| s.has_array_on_key(d));
+            let mut scan = |stop_early: bool| {
+                let scan = IndexScan { meta, index: *index, ranges, reverse: *reverse };
+                scan.run(txn, stop_early, limit, &mut load, &has_array).map(|(found, arrays)| {
+                    (found.into_iter().map(|(key, doc)| Found { key, doc }).collect(), arrays)
+                })
             };
-            let (out, arrays) = scan(*sorted)?;
+            let (out, arrays): (Vec<Found>, bool) = scan(*sorted)?;
             if !arrays {
                 return Ok((out, *sorted));
             }
@@ -889,6 +853,161 @@ fn fetch_plan(
             }
             Ok((out, false))
         }
+    }
+}
+
+/// Point reads of `_id` values, each read once: `load` reads a document by its storage key and
+/// keeps it if it matches. The results come back in `_id` order, like a scan.
+fn read_points<T>(
+    meta: &CollectionMeta,
+    ids: &[Bson],
+    load: &mut dyn FnMut(&[u8]) -> Result<Option<T>>,
+) -> Result<Vec<(Vec<u8>, T)>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for id in ids {
+        let key = Key::Document { coll: meta.id, id: &id_key(id) }.encode();
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        super::opstats::add_keys(1);
+        if let Some(doc) = load(&key)? {
+            out.push((key, doc));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// The ranges of one index a plan scans.
+struct IndexScan<'a> {
+    meta: &'a CollectionMeta,
+    index: u32,
+    ranges: &'a [(Vec<u8>, Vec<u8>)],
+    reverse: bool,
+}
+
+impl IndexScan<'_> {
+    /// Reads the documents the ranges reach, in index order, each once: `load` reads one by
+    /// its storage key and keeps it if it matches, and `has_array` says whether a match has an
+    /// array on the sort's path. With `stop_early`, stops after `limit` matches (0: none)
+    /// unless some match had such an array. Returns the matches and whether one had.
+    fn run<T>(
+        &self,
+        txn: &dyn Txn,
+        stop_early: bool,
+        limit: usize,
+        load: &mut dyn FnMut(&[u8]) -> Result<Option<T>>,
+        has_array: &dyn Fn(&T) -> bool,
+    ) -> Result<(Vec<(Vec<u8>, T)>, bool)> {
+        let prefix = keys::index_prefix(self.meta.id, self.index);
+        let mut out = Vec::new();
+        // Hashed once per scanned key: the standard library's SipHash costs more here than
+        // the fetch's own bookkeeping.
+        let mut seen = foldhash::HashSet::default();
+        let mut arrays = false;
+        for (start, end) in self.ranges {
+            let mut lo = prefix.clone();
+            lo.extend_from_slice(start);
+            let mut hi = prefix.clone();
+            hi.extend_from_slice(end);
+            for item in txn.scan(Bound::Included(&lo), Bound::Excluded(&hi), self.reverse)? {
+                let (_, id) = item?;
+                super::opstats::add_keys(1);
+                let key = Key::Document { coll: self.meta.id, id: &id }.encode();
+                if !seen.insert(id) {
+                    continue; // A multikey document appears once per distinct key.
+                }
+                let Some(doc) = load(&key)? else { continue };
+                arrays |= has_array(&doc);
+                out.push((key, doc));
+                if stop_early && !arrays && limit > 0 && out.len() >= limit {
+                    return Ok((out, arrays));
+                }
+            }
+        }
+        Ok((out, arrays))
+    }
+}
+
+/// [`fetch`] for a reader that hands the documents on as they are stored: the matches of an
+/// `_id`, index or collection scan as raw BSON, in the order [`fetch`] gives them, checked
+/// with [`Filter::matches_raw`] and decoded only where that cannot decide. `None` when the
+/// results need more than that: the union of an `$or`, a `$text` or `$near` query, a capped
+/// collection's insertion order, a sort the scan's order does not give, or a document with
+/// an array on the sort's path (the caller then runs [`fetch`]).
+pub fn fetch_raw(
+    txn: &dyn Txn,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    limit: usize,
+    hint: Option<&Hint>,
+) -> Result<Option<Vec<RawDocumentBuf>>> {
+    if meta.is_view() || filter.text().is_some() || filter.near().is_some() {
+        return Ok(None);
+    }
+    let sorting = sort.is_some_and(|s| !s.is_empty());
+    if !sorting && super::capped::is_capped(meta) {
+        return Ok(None);
+    }
+    let plan = plan_hinted(meta, filter, sort, hint)?;
+    let mut load = |key: &[u8]| -> Result<Option<RawDocumentBuf>> {
+        let Some(bytes) = txn.get(key)? else { return Ok(None) };
+        super::opstats::add_docs(1);
+        let raw = crate::error::stored_raw_document(bytes, "document")?;
+        Ok(raw_matches(filter, &raw)?.then_some(raw))
+    };
+    let found: Vec<RawDocumentBuf> = match &plan {
+        Plan::IndexScan { index, ranges, reverse, sorted, .. } if *sorted || !sorting => {
+            let has_array = |d: &RawDocumentBuf| {
+                sorting
+                    && sort.is_some_and(|s| {
+                        s.keys.iter().any(|(path, _)| {
+                            !matches!(reach_raw(d, path), RawReach::Missing | RawReach::Value(_))
+                        })
+                    })
+            };
+            let scan = IndexScan { meta, index: *index, ranges, reverse: *reverse };
+            let (found, arrays) = scan.run(txn, *sorted, limit, &mut load, &has_array)?;
+            if arrays {
+                return Ok(None);
+            }
+            found.into_iter().map(|(_, d)| d).collect()
+        }
+        // One document is in every order.
+        Plan::IdPoints(ids) if !sorting || ids.len() <= 1 => {
+            read_points(meta, ids, &mut load)?.into_iter().map(|(_, d)| d).collect()
+        }
+        Plan::CollectionScan if !sorting => {
+            let prefix = keys::document_prefix(meta.id);
+            let end = keys::prefix_end(&prefix);
+            let mut out = Vec::new();
+            for item in txn.scan(Bound::Included(&prefix), Bound::Excluded(&end), false)? {
+                let (_, bytes) = item?;
+                super::opstats::add_docs(1);
+                let raw = crate::error::stored_raw_document(bytes, "document")?;
+                if raw_matches(filter, &raw)? {
+                    out.push(raw);
+                    if limit > 0 && out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            out
+        }
+        _ => return Ok(None),
+    };
+    super::opstats::set_plan(|| summary(meta, &plan), false);
+    Ok(Some(found))
+}
+
+/// Whether a stored document matches: read raw where [`Filter::matches_raw`] can tell, else
+/// decoded.
+fn raw_matches(filter: &Filter, raw: &RawDocumentBuf) -> Result<bool> {
+    match filter.matches_raw(raw) {
+        Some(m) => Ok(m),
+        None => Ok(filter.matches(&crate::error::stored_document(raw.as_bytes(), "document")?)),
     }
 }
 

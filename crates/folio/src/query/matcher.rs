@@ -37,7 +37,7 @@ use super::filter::{
 };
 use crate::doc::canonical_rank;
 use crate::doc::compare::{Number, cmp_bson};
-use crate::doc::path::array_index;
+use crate::doc::path::{RawReach, array_index};
 
 /// One value reached by a path: `None` when the path is missing there, plus the index in the
 /// first array traversed.
@@ -69,6 +69,70 @@ impl Filter {
             Filter::Const(b) => *b,
         }
     }
+}
+
+impl Filter {
+    /// Whether a raw document matches, read without decoding it, or `None` when this cannot
+    /// tell: a path reaches an array (whose elements only the decoded walk expands with
+    /// MongoDB's rules), the filter holds `$expr`, `$jsonSchema` or `$text`, or the document
+    /// is unreadable. A caller then decodes the document and uses [`Filter::matches`]; where
+    /// this answers, it answers as that would, because a path that reaches no array reaches
+    /// at most one value, which is what [`leaf_matches`] tests.
+    pub fn matches_raw(&self, doc: &bson::RawDocument) -> Option<bool> {
+        match self {
+            Filter::And(children) => {
+                for c in children {
+                    if !c.matches_raw(doc)? {
+                        return Some(false);
+                    }
+                }
+                Some(true)
+            }
+            Filter::Or(children) => {
+                for c in children {
+                    if c.matches_raw(doc)? {
+                        return Some(true);
+                    }
+                }
+                Some(false)
+            }
+            Filter::Nor(children) => {
+                for c in children {
+                    if c.matches_raw(doc)? {
+                        return Some(false);
+                    }
+                }
+                Some(true)
+            }
+            Filter::Path { path, pred } => match crate::doc::path::reach_raw(doc, path) {
+                RawReach::Missing => Some(leaf_matches(pred, None)),
+                RawReach::Value(v) => {
+                    let owned = owned_scalar(v)?;
+                    Some(leaf_matches(pred, Some(&owned)))
+                }
+                RawReach::Array | RawReach::Unreadable => None,
+            },
+            Filter::Const(b) => Some(*b),
+            Filter::Expr(_) | Filter::Schema(_) | Filter::Text(_) => None,
+        }
+    }
+}
+
+/// The owned form of one value a raw path reached: the common scalars directly, the rest
+/// through the wire's validating conversion (`None` if it fails).
+fn owned_scalar(v: bson::raw::RawBsonRef<'_>) -> Option<Bson> {
+    use bson::raw::RawBsonRef as R;
+    Some(match v {
+        R::Int32(i) => Bson::Int32(i),
+        R::Int64(i) => Bson::Int64(i),
+        R::Double(d) => Bson::Double(d),
+        R::String(s) => Bson::String(s.to_owned()),
+        R::Boolean(b) => Bson::Boolean(b),
+        R::Null => Bson::Null,
+        R::ObjectId(id) => Bson::ObjectId(id),
+        R::DateTime(t) => Bson::DateTime(t),
+        other => folio_wire::to_bson(other).ok()?,
+    })
 }
 
 impl ElemMatcher {

@@ -51,6 +51,11 @@ mod tests {
                         let f = filter.as_ref().expect("doc before filter");
                         let (m, key) = f.matches_with_key(&input.doc());
                         assert_eq!(m, f.matches(&input.doc()));
+                        // The raw matcher answers as the decoded one wherever it answers.
+                        let raw = bson::RawDocumentBuf::try_from(&input.doc()).expect("encode");
+                        if let Some(r) = f.matches_raw(&raw) {
+                            assert_eq!(r, m, "raw match of {} in {file}", input.value);
+                        }
                         out.push(match key {
                             Some(k) => format!("{m} (array position {k})"),
                             None => m.to_string(),
@@ -61,6 +66,36 @@ mod tests {
             }
             out
         });
+    }
+
+    /// The raw matcher decides every filter over paths that reach no array, and declines
+    /// (`None`) where an array or a whole-document operator is involved.
+    #[test]
+    fn raw_matches_decide_without_arrays() {
+        let cases: [(&str, &str, Option<bool>); 10] = [
+            (r#"{"k": {"$gte": 5}}"#, r#"{"_id": 1, "k": 7}"#, Some(true)),
+            (r#"{"k": {"$gte": 5}}"#, r#"{"_id": 1, "k": "7"}"#, Some(false)),
+            (r#"{"k": null}"#, r#"{"_id": 1}"#, Some(true)),
+            (r#"{"a.b": 1}"#, r#"{"a": {"b": 1}}"#, Some(true)),
+            (r#"{"a.b": {"$exists": false}}"#, r#"{"a": 5}"#, Some(true)),
+            (r#"{"a": {"$ne": 1}, "b": {"$in": [1, 2]}}"#, r#"{"a": 2, "b": 2}"#, Some(true)),
+            (r#"{"$or": [{"a": 1}, {"b": 1}]}"#, r#"{"a": 2, "b": 1}"#, Some(true)),
+            (r#"{"a": 1}"#, r#"{"a": [1, 2]}"#, None),
+            (r#"{"a.b": 1}"#, r#"{"a": [{"b": 1}]}"#, None),
+            (r#"{"$expr": {"$eq": ["$a", 1]}}"#, r#"{"a": 1}"#, None),
+        ];
+        for (filter, doc, want) in cases {
+            let parse = |s: &str| -> bson::Document {
+                let v: serde_json::Value = serde_json::from_str(s).expect("json");
+                match bson::Bson::try_from(v).expect("bson") {
+                    bson::Bson::Document(d) => d,
+                    other => panic!("not a document: {other}"),
+                }
+            };
+            let f = Filter::parse(&parse(filter)).expect("filter");
+            let raw = bson::RawDocumentBuf::try_from(&parse(doc)).expect("encode");
+            assert_eq!(f.matches_raw(&raw), want, "{filter} on {doc}");
+        }
     }
 
     #[test]
