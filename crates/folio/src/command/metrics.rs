@@ -188,11 +188,11 @@ impl Metrics {
         index: Option<usize>,
         class: LatencyClass,
         cmd: &Document,
-        reply: &Document,
-        raw_returned: usize,
+        outcome: super::Outcome<'_>,
         elapsed: Duration,
         stats: &OpStats,
     ) {
+        let reply = outcome.body;
         let add = |c: &AtomicU64, n: u64| {
             if n > 0 {
                 c.fetch_add(n, Ordering::Relaxed);
@@ -244,7 +244,7 @@ impl Metrics {
         if let Ok(cursor) = reply.get_document("cursor") {
             add(&self.document[2], array_len_of(cursor, "firstBatch"));
             add(&self.document[2], array_len_of(cursor, "nextBatch"));
-            add(&self.document[2], raw_returned as u64);
+            add(&self.document[2], outcome.raw_batch.map_or(0, |b| b.docs.len() as u64));
         }
         add(&self.keys_examined, stats.keys_examined);
         add(&self.docs_examined, stats.docs_examined);

@@ -178,6 +178,16 @@ pub struct RawBatch {
     pub docs: Vec<bson::RawDocumentBuf>,
 }
 
+/// A command's reply as the metrics and the profiler read it: the body and its stored
+/// documents, if any.
+#[derive(Clone, Copy)]
+pub(crate) struct Outcome<'a> {
+    /// The reply's body.
+    pub body: &'a Document,
+    /// The stored documents of its cursor batch.
+    pub raw_batch: Option<&'a RawBatch>,
+}
+
 impl RawBatch {
     /// Decodes the documents into the body's (empty) batch array.
     pub(crate) fn decode_into(&self, body: &mut Document) -> Result<()> {
@@ -622,9 +632,9 @@ impl Service {
         // A batch belongs to a reply that succeeded; an error reply has none.
         let mut raw_batch =
             raw_batch.filter(|_| matches!(body.get("ok"), Some(Bson::Double(ok)) if *ok == 1.0));
-        let returned = raw_batch.as_ref().map_or(0, |b| b.docs.len());
-        self.metrics.record(index, class, &cmd, &body, returned, elapsed, &stats);
-        self.observe(conn, &cmd, &body, raw_batch.as_ref(), elapsed, &stats);
+        let outcome = Outcome { body: &body, raw_batch: raw_batch.as_ref() };
+        self.metrics.record(index, class, &cmd, outcome, elapsed, &stats);
+        self.observe(conn, &cmd, outcome, elapsed, &stats);
         let ts = self.store.last_committed().to_bson();
         body.insert("operationTime", ts);
         body.insert(

@@ -189,8 +189,7 @@ impl super::Service {
         &self,
         conn: &Connection,
         cmd: &Document,
-        reply: &Document,
-        raw_batch: Option<&super::RawBatch>,
+        outcome: super::Outcome<'_>,
         elapsed: Duration,
         stats: &OpStats,
     ) {
@@ -213,16 +212,16 @@ impl super::Service {
         }
         // The entry counts and measures the batch as returned.
         let whole;
-        let reply = match raw_batch {
+        let reply = match outcome.raw_batch {
             Some(batch) => {
-                let mut body = reply.clone();
+                let mut body = outcome.body.clone();
                 if batch.decode_into(&mut body).is_err() {
                     return;
                 }
                 whole = body;
                 &whole
             }
-            None => reply,
+            None => outcome.body,
         };
         let sampled = || p.sample_rate() >= 1.0 || rand::random::<f64>() < p.sample_rate();
         if settings.level < 2 && settings.filter.is_none() {

@@ -862,7 +862,7 @@ fn read_points<T>(
     meta: &CollectionMeta,
     ids: &[Bson],
     load: &mut dyn FnMut(&[u8]) -> Result<Option<T>>,
-) -> Result<Vec<(Vec<u8>, T)>> {
+) -> Result<Keyed<T>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for id in ids {
@@ -878,6 +878,9 @@ fn read_points<T>(
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
+
+/// Documents found, each with its storage key.
+type Keyed<T> = Vec<(Vec<u8>, T)>;
 
 /// The ranges of one index a plan scans.
 struct IndexScan<'a> {
@@ -899,7 +902,7 @@ impl IndexScan<'_> {
         limit: usize,
         load: &mut dyn FnMut(&[u8]) -> Result<Option<T>>,
         has_array: &dyn Fn(&T) -> bool,
-    ) -> Result<(Vec<(Vec<u8>, T)>, bool)> {
+    ) -> Result<(Keyed<T>, bool)> {
         let prefix = keys::index_prefix(self.meta.id, self.index);
         let mut out = Vec::new();
         // Hashed once per scanned key: the standard library's SipHash costs more here than
