@@ -434,8 +434,11 @@ fn decode_msg(frame: &[u8], ctx: &mut Ctx) -> Result<OpMsg, WireError> {
     while r.remaining() > 0 {
         match r.u8() {
             Some(0) => {
-                let (doc, bytes) = r.document_with_bytes().map_err(|e| ctx.bson(e))?;
-                if body.replace((doc, bytes)).is_some() {
+                let bytes = r.document_bytes().map_err(|e| ctx.bson(e))?;
+                let raw = RawDocument::from_bytes(bytes).map_err(|e| ctx.bson(e.to_string()))?;
+                let (doc, repeated) =
+                    owned::to_document_checking_duplicates(raw).map_err(|e| ctx.bson(e))?;
+                if body.replace((doc, bytes, repeated)).is_some() {
                     return Err(ctx.protocol("OP_MSG has more than one body section"));
                 }
             }
@@ -446,10 +449,10 @@ fn decode_msg(frame: &[u8], ctx: &mut Ctx) -> Result<OpMsg, WireError> {
             None => break,
         }
     }
-    let Some((body, bytes)) = body else {
+    let Some((body, bytes, repeated)) = body else {
         return Err(ctx.protocol("OP_MSG has no body section"));
     };
-    if let Some(field) = duplicate_top_level_key(bytes) {
+    if let Some(field) = repeated.then(|| duplicate_top_level_key(bytes)).flatten() {
         return Err(ctx.malformed(
             MalformedKind::DuplicateField,
             format!("Parsed command object contains duplicate top level key: {field}"),
@@ -591,6 +594,12 @@ impl<'a> Reader<'a> {
 
     /// A BSON document, validated completely, with the bytes it was read from.
     fn document_with_bytes(&mut self) -> Result<(Document, &'a [u8]), String> {
+        let bytes = self.document_bytes()?;
+        parse_document(bytes).map(|doc| (doc, bytes))
+    }
+
+    /// The bytes of the BSON document at the front, by its length prefix (not validated).
+    fn document_bytes(&mut self) -> Result<&'a [u8], String> {
         let Some(prefix) = self.buf.first_chunk::<4>() else {
             return Err("truncated BSON document: no length".into());
         };
@@ -602,7 +611,7 @@ impl<'a> Reader<'a> {
                 self.buf.len()
             ));
         };
-        parse_document(bytes).map(|doc| (doc, bytes))
+        Ok(bytes)
     }
 }
 

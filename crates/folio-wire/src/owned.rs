@@ -18,6 +18,21 @@ pub fn to_document(raw: &RawDocument) -> Result<Document, String> {
     document_at(raw, 1)
 }
 
+/// [`to_document`], and whether the raw document held a field name twice (the owned one then
+/// has fewer fields than the raw one had elements: a repeated name keeps one value), found
+/// without a second walk.
+pub fn to_document_checking_duplicates(raw: &RawDocument) -> Result<(Document, bool), String> {
+    let mut doc = Document::new();
+    let mut elements = 0usize;
+    for element in raw {
+        let (key, value) = element.map_err(|e| e.to_string())?;
+        doc.insert(key.as_str(), bson_at(value, 1)?);
+        elements += 1;
+    }
+    let repeated = doc.len() != elements;
+    Ok((doc, repeated))
+}
+
 /// The owned form of one raw value found at the top level of a document, validated and
 /// depth-bounded like [`to_document`].
 pub fn to_bson(value: RawBsonRef<'_>) -> Result<Bson, String> {
