@@ -2,7 +2,9 @@
 //!
 //! A cursor here holds the remaining result documents of its query, computed against the
 //! snapshot the query ran on, so `getMore` returns exactly what that snapshot contained. Idle
-//! cursors are reaped after ten minutes.
+//! cursors are reaped after ten minutes. A `find` that passes stored documents on unchanged
+//! leaves its cursor holding those bytes ([`Remaining::Raw`]), so its `getMore`s copy them into
+//! their replies as its first batch did.
 //!
 //! # Who may use a cursor
 //!

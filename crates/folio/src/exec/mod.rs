@@ -13,6 +13,12 @@
 //!
 //! Reads plan an access path ([`plan`]), fetch candidate documents through MVCC, and always re-check
 //! them with the filter, so an index is only ever a speed-up.
+//!
+//! A read whose results go straight into a reply ([`find_rows`]) may skip decoding them: when
+//! nothing is projected and the plan yields the results in the order asked for, the stored
+//! bytes are re-checked with [`Filter::matches_raw`] (decoding only a document whose paths
+//! reach an array) and handed on as they are ([`plan::fetch_raw`]). Decoding a document into a
+//! tree and encoding it again for the reply was a quarter of a range query's instructions.
 
 pub mod aggregate;
 pub mod capped;

@@ -955,16 +955,23 @@ pub fn fetch_raw(
         return Ok(None);
     }
     let plan = plan_hinted(meta, filter, sort, hint)?;
-    let mut load = |key: &[u8]| -> Result<Option<RawDocumentBuf>> {
+    // A match with every sort path: where the raw matcher decided a document, each path of
+    // the filter's conjunction reached no array, so the sort's need not be walked again.
+    let sort_paths_matched = sort
+        .is_some_and(|s| s.keys.iter().all(|(path, _)| filter.conjunct_paths().any(|p| p == path)));
+    // Each match, and whether the raw matcher decided it.
+    let mut load = |key: &[u8]| -> Result<Option<(RawDocumentBuf, bool)>> {
         let Some(bytes) = txn.get(key)? else { return Ok(None) };
         super::opstats::add_docs(1);
         let raw = crate::error::stored_raw_document(bytes, "document")?;
-        Ok(raw_matches(filter, &raw)?.then_some(raw))
+        let (matched, decided) = raw_matches(filter, &raw)?;
+        Ok(matched.then_some((raw, decided)))
     };
     let found: Vec<RawDocumentBuf> = match &plan {
         Plan::IndexScan { index, ranges, reverse, sorted, .. } if *sorted || !sorting => {
-            let has_array = |d: &RawDocumentBuf| {
+            let has_array = |(d, decided): &(RawDocumentBuf, bool)| {
                 sorting
+                    && !(*decided && sort_paths_matched)
                     && sort.is_some_and(|s| {
                         s.keys.iter().any(|(path, _)| {
                             !matches!(reach_raw(d, path), RawReach::Missing | RawReach::Value(_))
@@ -976,11 +983,11 @@ pub fn fetch_raw(
             if arrays {
                 return Ok(None);
             }
-            found.into_iter().map(|(_, d)| d).collect()
+            found.into_iter().map(|(_, (d, _))| d).collect()
         }
         // One document is in every order.
         Plan::IdPoints(ids) if !sorting || ids.len() <= 1 => {
-            read_points(meta, ids, &mut load)?.into_iter().map(|(_, d)| d).collect()
+            read_points(meta, ids, &mut load)?.into_iter().map(|(_, (d, _))| d).collect()
         }
         Plan::CollectionScan if !sorting => {
             let prefix = keys::document_prefix(meta.id);
@@ -990,7 +997,7 @@ pub fn fetch_raw(
                 let (_, bytes) = item?;
                 super::opstats::add_docs(1);
                 let raw = crate::error::stored_raw_document(bytes, "document")?;
-                if raw_matches(filter, &raw)? {
+                if raw_matches(filter, &raw)?.0 {
                     out.push(raw);
                     if limit > 0 && out.len() >= limit {
                         break;
@@ -1005,12 +1012,15 @@ pub fn fetch_raw(
     Ok(Some(found))
 }
 
-/// Whether a stored document matches: read raw where [`Filter::matches_raw`] can tell, else
-/// decoded.
-fn raw_matches(filter: &Filter, raw: &RawDocumentBuf) -> Result<bool> {
+/// Whether a stored document matches, read raw where [`Filter::matches_raw`] can tell, else
+/// decoded; and whether it was read raw.
+fn raw_matches(filter: &Filter, raw: &RawDocumentBuf) -> Result<(bool, bool)> {
     match filter.matches_raw(raw) {
-        Some(m) => Ok(m),
-        None => Ok(filter.matches(&crate::error::stored_document(raw.as_bytes(), "document")?)),
+        Some(m) => Ok((m, true)),
+        None => {
+            let doc = crate::error::stored_document(raw.as_bytes(), "document")?;
+            Ok((filter.matches(&doc), false))
+        }
     }
 }
 

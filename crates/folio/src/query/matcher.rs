@@ -118,6 +118,19 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// The paths of the path predicates every match must satisfy: the filter's own, or those
+    /// of its top-level `$and` (nested conjunctions included). A document that
+    /// [`Filter::matches_raw`] decided as a match reached no array on any of them.
+    pub fn conjunct_paths(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            Filter::Path { path, .. } => Box::new(std::iter::once(path.as_str())),
+            Filter::And(children) => Box::new(children.iter().flat_map(Filter::conjunct_paths)),
+            _ => Box::new(std::iter::empty()),
+        }
+    }
+}
+
 /// The owned form of one value a raw path reached: the common scalars directly, the rest
 /// through the wire's validating conversion (`None` if it fails).
 fn owned_scalar(v: bson::raw::RawBsonRef<'_>) -> Option<Bson> {
