@@ -570,7 +570,13 @@ pub fn find(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
     if tailable {
         return tailable_find(req.svc, run, &db, &coll, &spec, batch, await_data);
     }
-    let rows = run.read(|txn| exec::find_rows(txn, &db, &coll, &spec))?;
+    // Stored documents pay off only where the reply is encoded with them as they are; an
+    // in-process caller would have them decoded at once.
+    let raw = req.conn.raw_batches;
+    let rows = run.read(|txn| match raw {
+        true => exec::find_rows(txn, &db, &coll, &spec),
+        false => exec::find(txn, &db, &coll, &spec).map(Rows::Docs),
+    })?;
     cursor_reply(req.svc, run, format!("{db}.{coll}"), rows, batch, single_batch, no_timeout)
 }
 

@@ -167,7 +167,7 @@ pub struct Reply {
 }
 
 /// Documents a reply's cursor batch (`cursor.firstBatch` or `cursor.nextBatch`) carries as
-/// they are stored: a find passes them on without decoding them ([`crate::exec::find_rows`]),
+/// they are stored: a find passes them on without decoding them (`exec::find_rows`),
 /// and the transport writes them into the reply's array as it encodes the reply
 /// ([`Reply::encode_body`]), without encoding them again.
 #[derive(Clone, Debug)]

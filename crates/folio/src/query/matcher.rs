@@ -77,7 +77,7 @@ impl Filter {
     /// MongoDB's rules), the filter holds `$expr`, `$jsonSchema` or `$text`, or the document
     /// is unreadable. A caller then decodes the document and uses [`Filter::matches`]; where
     /// this answers, it answers as that would, because a path that reaches no array reaches
-    /// at most one value, which is what [`leaf_matches`] tests.
+    /// at most one value, which is what the leaf test of a path reads.
     pub fn matches_raw(&self, doc: &bson::RawDocument) -> Option<bool> {
         match self {
             Filter::And(children) => {
