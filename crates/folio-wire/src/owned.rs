@@ -22,13 +22,7 @@ pub fn to_document(raw: &RawDocument) -> Result<Document, String> {
 /// has fewer fields than the raw one had elements: a repeated name keeps one value), found
 /// without a second walk.
 pub fn to_document_checking_duplicates(raw: &RawDocument) -> Result<(Document, bool), String> {
-    let mut doc = Document::new();
-    let mut elements = 0usize;
-    for element in raw {
-        let (key, value) = element.map_err(|e| e.to_string())?;
-        doc.insert(key.as_str(), bson_at(value, 1)?);
-        elements += 1;
-    }
+    let (doc, elements) = counted_document_at(raw, 1)?;
     let repeated = doc.len() != elements;
     Ok((doc, repeated))
 }
@@ -41,12 +35,19 @@ pub fn to_bson(value: RawBsonRef<'_>) -> Result<Bson, String> {
 
 /// `raw`, nested `depth` documents deep (the top level is 1).
 fn document_at(raw: &RawDocument, depth: usize) -> Result<Document, String> {
+    counted_document_at(raw, depth).map(|(doc, _)| doc)
+}
+
+/// [`document_at`], and how many elements the raw document held.
+fn counted_document_at(raw: &RawDocument, depth: usize) -> Result<(Document, usize), String> {
     let mut doc = Document::new();
+    let mut elements = 0usize;
     for element in raw {
         let (key, value) = element.map_err(|e| e.to_string())?;
         doc.insert(key.as_str(), bson_at(value, depth)?);
+        elements += 1;
     }
-    Ok(doc)
+    Ok((doc, elements))
 }
 
 /// The owned form of a raw array inside a document `depth` deep.

@@ -407,37 +407,38 @@ pub fn stored_document(mut bytes: &[u8], what: &str) -> Result<bson::Document> {
 /// back to [`stored_document`], which reports corruption, where one is unreadable; the rest go
 /// out as they were written (the storage engine's page checksums guard them on disk).
 pub fn stored_raw_document(mut bytes: Vec<u8>, what: &str) -> Result<bson::RawDocumentBuf> {
-    let corrupt = |e: &dyn std::fmt::Display| {
-        Error::new(Code::DataCorruptionDetected, format!("corrupt stored {what}: {e}"))
-    };
+    let len = stored_len(&bytes, what)?;
+    bytes.truncate(len);
+    bson::RawDocumentBuf::from_bytes(bytes).map_err(|e| corrupt_stored(what, &e))
+}
+
+/// DataCorruptionDetected for a stored `what` that does not read.
+fn corrupt_stored(what: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::new(Code::DataCorruptionDetected, format!("corrupt stored {what}: {e}"))
+}
+
+/// The length of the stored document at the front of `bytes`, from its prefix, checked
+/// against what is held.
+fn stored_len(bytes: &[u8], what: &str) -> Result<usize> {
     let len = match bytes.first_chunk::<4>() {
         Some(prefix) => i32::from_le_bytes(*prefix),
-        None => return Err(corrupt(&"truncated length")),
+        None => return Err(corrupt_stored(what, &"truncated length")),
     };
     match usize::try_from(len) {
-        Ok(l) if l <= bytes.len() => bytes.truncate(l),
-        _ => {
-            return Err(corrupt(&format_args!("length {len} past the {} bytes held", bytes.len())));
-        }
+        Ok(l) if l <= bytes.len() => Ok(l),
+        _ => Err(corrupt_stored(
+            what,
+            &format_args!("length {len} past the {} bytes held", bytes.len()),
+        )),
     }
-    bson::RawDocumentBuf::from_bytes(bytes).map_err(|e| corrupt(&e))
 }
 
 /// Like [`stored_document`], reading one document from the front of `bytes` and advancing it
 /// (records that hold several documents back to back).
 pub fn stored_document_from(bytes: &mut &[u8], what: &str) -> Result<bson::Document> {
-    let corrupt = |e: &dyn std::fmt::Display| {
-        Error::new(Code::DataCorruptionDetected, format!("corrupt stored {what}: {e}"))
-    };
-    let len = match bytes.first_chunk::<4>() {
-        Some(prefix) => i32::from_le_bytes(*prefix),
-        None => return Err(corrupt(&"truncated length")),
-    };
-    let Some(doc_bytes) = usize::try_from(len).ok().and_then(|l| bytes.get(..l)) else {
-        return Err(corrupt(&format_args!("length {len} past the {} bytes held", bytes.len())));
-    };
+    let doc_bytes = &bytes[..stored_len(bytes, what)?];
     // The wire's parser: validated, depth-bounded and converted in one walk.
-    let doc = folio_wire::parse_document(doc_bytes).map_err(|e| corrupt(&e))?;
+    let doc = folio_wire::parse_document(doc_bytes).map_err(|e| corrupt_stored(what, &e))?;
     *bytes = &bytes[doc_bytes.len()..];
     Ok(doc)
 }

@@ -814,7 +814,15 @@ fn finds_hand_stored_documents_to_the_transport() {
         body.get_document("cursor").expect("cursor").get_array("firstBatch").expect("batch").clone()
     };
 
+    let returned = |svc: &Service, conn: &mut folio::Connection| {
+        let status = svc.dispatch(conn, doc! { "serverStatus": 1, "$db": "admin" }).body;
+        let metrics = status.get_document("metrics").expect("metrics");
+        metrics.get_document("document").expect("document").get_i64("returned").expect("returned")
+    };
+    let before = returned(&svc, &mut plain);
     let reply = svc.dispatch(&mut wire, find.clone());
+    // Stored documents count as returned, as decoded ones do.
+    assert_eq!(returned(&svc, &mut plain), before + 2);
     let raw = reply.raw_batch.as_ref().expect("stored documents");
     assert_eq!(raw.field, "firstBatch");
     assert_eq!(raw.docs.len(), 2);

@@ -630,7 +630,7 @@ impl Service {
             None => (None, metrics::LatencyClass::Commands),
         };
         // A batch belongs to a reply that succeeded; an error reply has none.
-        let mut raw_batch =
+        let raw_batch =
             raw_batch.filter(|_| matches!(body.get("ok"), Some(Bson::Double(ok)) if *ok == 1.0));
         let outcome = Outcome { body: &body, raw_batch: raw_batch.as_ref() };
         self.metrics.record(index, class, &cmd, outcome, elapsed, &stats);
@@ -647,7 +647,7 @@ impl Service {
                 },
             },
         );
-        let mut reply = Reply { body, close_connection, unsynced, raw_batch: raw_batch.take() };
+        let mut reply = Reply { body, close_connection, unsynced, raw_batch };
         if !conn.raw_batches {
             reply.decode_raw_batch();
         }

@@ -124,6 +124,15 @@ impl SortSpec {
         self.keys.iter().any(|(path, _)| first_array_prefix(doc, path).is_some())
     }
 
+    /// [`SortSpec::has_array_on_key`] for a stored document read raw; a path that cannot be
+    /// read counts as one with an array, so the caller takes the decoded path.
+    pub fn has_array_on_key_raw(&self, doc: &bson::RawDocument) -> bool {
+        use super::path::{RawReach, reach_raw};
+        self.keys.iter().any(|(path, _)| {
+            !matches!(reach_raw(doc, path), RawReach::Missing | RawReach::Value(_))
+        })
+    }
+
     /// The sort key of a document: one value per field (strings as collation keys under a
     /// collation, so that the key compares as the collation orders).
     pub fn key(&self, doc: &Document) -> Vec<Bson> {

@@ -57,7 +57,6 @@ use bson::{Bson, Document, RawDocumentBuf};
 
 use super::{Found, get_document, id_key, scan_collection};
 use crate::catalog::{CollectionMeta, keys, keys::Key};
-use crate::doc::path::{RawReach, reach_raw};
 use crate::encoding::encode_key_component;
 use crate::error::Result;
 use crate::index::hash::hashed_key;
@@ -972,11 +971,7 @@ pub fn fetch_raw(
             let has_array = |(d, decided): &(RawDocumentBuf, bool)| {
                 sorting
                     && !(*decided && sort_paths_matched)
-                    && sort.is_some_and(|s| {
-                        s.keys.iter().any(|(path, _)| {
-                            !matches!(reach_raw(d, path), RawReach::Missing | RawReach::Value(_))
-                        })
-                    })
+                    && sort.is_some_and(|s| s.has_array_on_key_raw(d))
             };
             let scan = IndexScan { meta, index: *index, ranges, reverse: *reverse };
             let (found, arrays) = scan.run(txn, *sorted, limit, &mut load, &has_array)?;

@@ -69,9 +69,7 @@ impl Filter {
             Filter::Const(b) => *b,
         }
     }
-}
 
-impl Filter {
     /// Whether a raw document matches, read without decoding it, or `None` when this cannot
     /// tell: a path reaches an array (whose elements only the decoded walk expands with
     /// MongoDB's rules), the filter holds `$expr`, `$jsonSchema` or `$text`, or the document
@@ -107,7 +105,7 @@ impl Filter {
             Filter::Path { path, pred } => match crate::doc::path::reach_raw(doc, path) {
                 RawReach::Missing => Some(leaf_matches(pred, None)),
                 RawReach::Value(v) => {
-                    let owned = owned_scalar(v)?;
+                    let owned = folio_wire::to_bson(v).ok()?;
                     Some(leaf_matches(pred, Some(&owned)))
                 }
                 RawReach::Array | RawReach::Unreadable => None,
@@ -116,9 +114,7 @@ impl Filter {
             Filter::Expr(_) | Filter::Schema(_) | Filter::Text(_) => None,
         }
     }
-}
 
-impl Filter {
     /// The paths of the path predicates every match must satisfy: the filter's own, or those
     /// of its top-level `$and` (nested conjunctions included). A document that
     /// [`Filter::matches_raw`] decided as a match reached no array on any of them.
@@ -129,23 +125,6 @@ impl Filter {
             _ => Box::new(std::iter::empty()),
         }
     }
-}
-
-/// The owned form of one value a raw path reached: the common scalars directly, the rest
-/// through the wire's validating conversion (`None` if it fails).
-fn owned_scalar(v: bson::raw::RawBsonRef<'_>) -> Option<Bson> {
-    use bson::raw::RawBsonRef as R;
-    Some(match v {
-        R::Int32(i) => Bson::Int32(i),
-        R::Int64(i) => Bson::Int64(i),
-        R::Double(d) => Bson::Double(d),
-        R::String(s) => Bson::String(s.to_owned()),
-        R::Boolean(b) => Bson::Boolean(b),
-        R::Null => Bson::Null,
-        R::ObjectId(id) => Bson::ObjectId(id),
-        R::DateTime(t) => Bson::DateTime(t),
-        other => folio_wire::to_bson(other).ok()?,
-    })
 }
 
 impl ElemMatcher {
