@@ -69,8 +69,9 @@ pub struct ServeArgs {
     /// Minimum change-log retention in hours, whatever the size [default: 0].
     #[arg(long = "oplogMinRetentionHours", value_name = "HOURS")]
     pub oplog_min_retention_hours: Option<f64>,
-    /// The storage engine's page cache in gigabytes, 0.25 to 10000 [default: 0.125, PostgreSQL's
-    /// shared_buffers]; MongoDB's name for its engine's cache.
+    /// The storage engine's cache in gigabytes, 0.25 to 10000 [default: 0.125, PostgreSQL's
+    /// shared_buffers]: an eighth for recently read document versions, the rest for file pages;
+    /// MongoDB's name for its engine's cache.
     #[arg(long = "wiredTigerCacheSizeGB", value_name = "GB")]
     pub cache_size_gb: Option<f64>,
     /// mongod-style YAML configuration file.

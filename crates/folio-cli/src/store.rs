@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use folio::{Engine, MemoryEngine, RedbEngine};
+use folio::{DEFAULT_CACHE_BYTES, Engine, MemoryEngine, RedbEngine};
 use folio::{Mvcc, MvccOptions, TxnStore};
 use folio::{Result, err};
 
@@ -22,18 +22,17 @@ pub fn open_store_with_cache(
     in_memory: bool,
     cache_bytes: Option<usize>,
 ) -> Result<Arc<dyn TxnStore>> {
+    // The cache size is the whole: the version cache's share comes out of the page cache's.
+    let (options, pages) = MvccOptions::sharing_cache(cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES));
     let engine: Arc<dyn Engine> = if in_memory {
         Arc::new(MemoryEngine::new())
     } else {
         std::fs::create_dir_all(dbpath).map_err(|e| {
             err!(InternalError, "cannot create the data directory {}: {e}", dbpath.display())
         })?;
-        match cache_bytes {
-            Some(bytes) => Arc::new(RedbEngine::open_with_cache(dbpath, bytes)?),
-            None => Arc::new(RedbEngine::open(dbpath)?),
-        }
+        Arc::new(RedbEngine::open_with_cache(dbpath, pages)?)
     };
-    let store: Arc<dyn TxnStore> = Mvcc::open(engine, MvccOptions::default())?;
+    let store: Arc<dyn TxnStore> = Mvcc::open(engine, options)?;
     Ok(store)
 }
 

@@ -339,6 +339,8 @@ impl TxnStore for PgStore {
             commit_batches: s.commits.load(Ordering::Relaxed),
             syncs: s.commits.load(Ordering::Relaxed),
             gc_deleted: 0,
+            cache_hits: 0,
+            cache_misses: 0,
             last_committed: self.last_committed(),
             gc_watermark: Ts::ZERO,
         }

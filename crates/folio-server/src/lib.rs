@@ -4,8 +4,9 @@
 //!
 //! 1. A listener (one per `--bind_ip` address) accepts a socket, refusing it when `--maxConns`
 //!    connections are already open, and spawns a connection task.
-//! 2. The connection task reads bytes into a buffer and asks [`folio_wire::decode`] for whole
-//!    frames. Requests on one connection are handled strictly in order, like MongoDB does: the
+//! 2. The connection task reads bytes into a buffer and asks [`folio_wire::decode_request`]
+//!    for whole frames (a body's gossiped `$clusterTime` is checked and dropped). Requests on
+//!    one connection are handled strictly in order, like MongoDB does: the
 //!    next frame is not looked at until the previous reply is written.
 //! 3. An OP_MSG's document sequences are merged into its body (what MongoDB does), a legacy
 //!    OP_QUERY on `db.$cmd` is unwrapped and given `$db`, and the command document goes to
@@ -342,7 +343,7 @@ impl ConnectionTask {
             if *self.stop.borrow() {
                 return Closed::Shutdown;
             }
-            match folio_wire::decode(&buf) {
+            match folio_wire::decode_request(&buf) {
                 Ok(Some((msg, used))) => {
                     buf.drain(..used);
                     self.shared.service.metrics().record_request(used as u64);

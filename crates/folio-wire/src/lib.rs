@@ -258,13 +258,25 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
 /// the message and the number of bytes it used. On [`WireError::Malformed`] the frame's length is
 /// in the error so that the caller can skip it.
 pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+    decode_as(buf, false)
+}
+
+/// [`decode`] for a server reading requests: an OP_MSG body's top-level `$clusterTime` (the
+/// cluster time a driver gossips back with every command, which a single server has no use for)
+/// is validated but left out of the decoded body, which saves building its three documents for
+/// every command.
+pub fn decode_request(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+    decode_as(buf, true)
+}
+
+fn decode_as(buf: &[u8], request: bool) -> Result<Option<(Message, usize)>, WireError> {
     let Some(len) = frame_len(buf)? else {
         return Ok(None);
     };
     let Some(frame) = buf.get(..len) else {
         return Ok(None);
     };
-    decode_frame(frame).map(|m| Some((m, len)))
+    decode_frame(frame, request).map(|m| Some((m, len)))
 }
 
 /// The header fields after the length.
@@ -295,6 +307,8 @@ struct Ctx {
     op_code: i32,
     compressor: Option<Compressor>,
     more_to_come: bool,
+    /// Decoding a request: see [`decode_request`].
+    request: bool,
 }
 
 impl Ctx {
@@ -320,19 +334,19 @@ impl Ctx {
 }
 
 /// Decodes one whole frame.
-fn decode_frame(frame: &[u8]) -> Result<Message, WireError> {
+fn decode_frame(frame: &[u8], request: bool) -> Result<Message, WireError> {
     let header = Header::parse(frame);
     match header.op_code {
-        op_code::COMPRESSED => decode_compressed(frame, header),
+        op_code::COMPRESSED => decode_compressed(frame, header, request),
         op_code::MSG | op_code::QUERY | op_code::REPLY => {
-            decode_plain(frame, header, None, frame.len())
+            decode_plain(frame, header, None, frame.len(), request)
         }
         other => Err(WireError::Framing(format!("unknown opcode {other}"))),
     }
 }
 
 /// Unwraps an OP_COMPRESSED frame and decodes the message inside.
-fn decode_compressed(frame: &[u8], header: Header) -> Result<Message, WireError> {
+fn decode_compressed(frame: &[u8], header: Header, request: bool) -> Result<Message, WireError> {
     let mut r = Reader::new(frame.get(HEADER_LEN..).unwrap_or_default());
     let (Some(original), Some(size), Some(id)) = (r.i32(), r.i32(), r.u8()) else {
         return Err(WireError::Framing("OP_COMPRESSED message too short".into()));
@@ -356,6 +370,7 @@ fn decode_compressed(frame: &[u8], header: Header) -> Result<Message, WireError>
         op_code: original,
         compressor: Some(compressor),
         more_to_come: false,
+        request,
     };
     let inner = compressor
         .decompress(r.rest(), size as usize)
@@ -367,7 +382,7 @@ fn decode_compressed(frame: &[u8], header: Header) -> Result<Message, WireError>
     full.extend_from_slice(&original.to_le_bytes());
     full.extend_from_slice(&inner);
     let header = Header { op_code: original, ..header };
-    decode_plain(&full, header, Some(compressor), frame.len())
+    decode_plain(&full, header, Some(compressor), frame.len(), request)
 }
 
 /// Decodes an uncompressed OP_MSG, OP_QUERY or OP_REPLY frame. `frame_len` is the length of the
@@ -377,6 +392,7 @@ fn decode_plain(
     header: Header,
     compressor: Option<Compressor>,
     frame_len: usize,
+    request: bool,
 ) -> Result<Message, WireError> {
     let mut ctx = Ctx {
         frame_len,
@@ -384,6 +400,7 @@ fn decode_plain(
         op_code: header.op_code,
         compressor,
         more_to_come: false,
+        request,
     };
     let op = match header.op_code {
         op_code::MSG => Op::Msg(decode_msg(frame, &mut ctx)?),
@@ -436,8 +453,9 @@ fn decode_msg(frame: &[u8], ctx: &mut Ctx) -> Result<OpMsg, WireError> {
             Some(0) => {
                 let bytes = r.document_bytes().map_err(|e| ctx.bson(e))?;
                 let raw = RawDocument::from_bytes(bytes).map_err(|e| ctx.bson(e.to_string()))?;
+                let skip = if ctx.request { Some(CLUSTER_TIME) } else { None };
                 let (doc, repeated) =
-                    owned::to_document_checking_duplicates(raw).map_err(|e| ctx.bson(e))?;
+                    owned::to_document_checking_duplicates(raw, skip).map_err(|e| ctx.bson(e))?;
                 if body.replace((doc, bytes, repeated)).is_some() {
                     return Err(ctx.protocol("OP_MSG has more than one body section"));
                 }
@@ -460,6 +478,9 @@ fn decode_msg(frame: &[u8], ctx: &mut Ctx) -> Result<OpMsg, WireError> {
     }
     Ok(OpMsg { flags, body, sequences })
 }
+
+/// The field of a request's body that [`decode_request`] leaves out.
+const CLUSTER_TIME: &str = "$clusterTime";
 
 /// Decodes a kind-1 section after its kind byte.
 fn decode_sequence(r: &mut Reader<'_>, ctx: &Ctx) -> Result<DocumentSequence, WireError> {

@@ -20,11 +20,71 @@ pub fn to_document(raw: &RawDocument) -> Result<Document, String> {
 
 /// [`to_document`], and whether the raw document held a field name twice (the owned one then
 /// has fewer fields than the raw one had elements: a repeated name keeps one value), found
-/// without a second walk.
-pub fn to_document_checking_duplicates(raw: &RawDocument) -> Result<(Document, bool), String> {
-    let (doc, elements) = counted_document_at(raw, 1)?;
-    let repeated = doc.len() != elements;
+/// without a second walk. A top-level embedded document named `skip` is validated as the rest
+/// is, but left out of the owned document.
+pub fn to_document_checking_duplicates(
+    raw: &RawDocument,
+    skip: Option<&str>,
+) -> Result<(Document, bool), String> {
+    let mut doc = Document::new();
+    let (mut elements, mut skipped) = (0usize, 0usize);
+    for element in raw {
+        let (key, value) = element.map_err(|e| e.to_string())?;
+        elements += 1;
+        if let RawBsonRef::Document(d) = value
+            && skip == Some(key.as_str())
+        {
+            validate_at(d, 2)?;
+            skipped += 1;
+            continue;
+        }
+        doc.insert(key.as_str(), bson_at(value, 1)?);
+    }
+    let repeated = skipped > 1 || doc.len() + skipped != elements;
     Ok((doc, repeated))
+}
+
+/// Walks a raw document `depth` deep as [`to_document`] would, building nothing: the same
+/// errors for the same bytes.
+fn validate_at(raw: &RawDocument, depth: usize) -> Result<(), String> {
+    for element in raw {
+        let (_, value) = element.map_err(|e| e.to_string())?;
+        validate_value(value, depth)?;
+    }
+    Ok(())
+}
+
+/// Checks one raw value held `depth` deep as [`bson_at`] would convert it.
+fn validate_value(value: RawBsonRef<'_>, depth: usize) -> Result<(), String> {
+    match value {
+        RawBsonRef::Document(d) => validate_at(d, nested(depth)?),
+        RawBsonRef::Array(a) => {
+            let depth = nested(depth)?;
+            a.into_iter().try_for_each(|v| validate_value(v.map_err(|e| e.to_string())?, depth))
+        }
+        // Values the raw walk has already checked whole, which convert without failing.
+        RawBsonRef::Double(_)
+        | RawBsonRef::String(_)
+        | RawBsonRef::Boolean(_)
+        | RawBsonRef::Null
+        | RawBsonRef::Int32(_)
+        | RawBsonRef::Int64(_)
+        | RawBsonRef::ObjectId(_)
+        | RawBsonRef::DateTime(_)
+        | RawBsonRef::Timestamp(_)
+        | RawBsonRef::Decimal128(_)
+        | RawBsonRef::Binary(_) => Ok(()),
+        other => bson_at(other, depth).map(drop),
+    }
+}
+
+/// The depth of a value nested one level below `depth`, or the error past [`MAX_BSON_DEPTH`].
+fn nested(depth: usize) -> Result<usize, String> {
+    if depth >= MAX_BSON_DEPTH {
+        Err(format!("BSON nesting exceeds the maximum depth of {MAX_BSON_DEPTH}"))
+    } else {
+        Ok(depth + 1)
+    }
 }
 
 /// The owned form of one raw value found at the top level of a document, validated and
@@ -124,6 +184,52 @@ mod tests {
         let ours = to_document(raw).expect("converts");
         assert_eq!(ours, Document::try_from(raw).expect("the crate converts"));
         assert_eq!(ours, original);
+    }
+
+    /// A skipped field is left out, counted for the repeated-name check, and validated.
+    #[test]
+    fn a_skipped_field_is_left_out_but_still_checked() {
+        let cluster = doc! { "clusterTime": bson::Timestamp { time: 1, increment: 2 },
+        "signature": { "hash": Binary { subtype: bson::spec::BinarySubtype::Generic,
+            bytes: vec![0; 20] }, "keyId": 0i64 } };
+        let body = doc! { "find": "c", "$clusterTime": cluster.clone(), "$db": "d" };
+        let bytes = body.to_vec().expect("encode");
+        let raw = RawDocument::from_bytes(&bytes).expect("raw");
+        let (kept, repeated) = to_document_checking_duplicates(raw, Some("$clusterTime")).unwrap();
+        assert_eq!(kept, doc! { "find": "c", "$db": "d" });
+        assert!(!repeated);
+        // Without a skip everything is kept.
+        let (all, _) = to_document_checking_duplicates(raw, None).unwrap();
+        assert_eq!(all, body);
+
+        // Named twice: a repeated name, even though neither is kept.
+        let mut twice = bson::RawDocumentBuf::new();
+        let cluster_raw = bson::RawDocumentBuf::try_from(&cluster).unwrap();
+        twice.append(bson::raw::cstr!("find"), "c");
+        twice.append(bson::raw::cstr!("$clusterTime"), cluster_raw.clone());
+        twice.append(bson::raw::cstr!("$clusterTime"), cluster_raw);
+        assert!(to_document_checking_duplicates(&twice, Some("$clusterTime")).unwrap().1);
+
+        // Damaged inside: the same error as when it is converted.
+        let body = doc! { "$clusterTime": { "s": "text", "n": 1 }, "find": "c" };
+        let mut bytes = body.to_vec().expect("encode");
+        let at = bytes.windows(4).position(|w| w == [5, 0, 0, 0]).expect("the string's length");
+        bytes[at] = 0x7f;
+        let raw = RawDocument::from_bytes(&bytes).expect("the header is intact");
+        let skipped = to_document_checking_duplicates(raw, Some("$clusterTime"));
+        assert!(skipped.is_err());
+        assert_eq!(skipped.err(), to_document_checking_duplicates(raw, None).err());
+
+        // Nested too deep: refused as a converted document is.
+        let mut deep = doc! { "x": 1 };
+        for _ in 0..crate::MAX_BSON_DEPTH + 2 {
+            deep = doc! { "d": [deep] };
+        }
+        let bytes = doc! { "$clusterTime": deep, "find": "c" }.to_vec().expect("encode");
+        let raw = RawDocument::from_bytes(&bytes).expect("raw");
+        let skipped = to_document_checking_duplicates(raw, Some("$clusterTime"));
+        assert!(skipped.is_err());
+        assert_eq!(skipped.err(), to_document_checking_duplicates(raw, None).err());
     }
 
     /// A malformed element fails the conversion instead of being skipped.

@@ -80,7 +80,9 @@ pub use mvcc::{
     TxnStore, WriteResult,
 };
 pub use query::Filter;
-pub use storage::{Engine, KvIter, MemoryEngine, RedbEngine, Status, WriteBatch, owned_bound};
+pub use storage::{
+    DEFAULT_CACHE_BYTES, Engine, KvIter, MemoryEngine, RedbEngine, Status, WriteBatch, owned_bound,
+};
 pub use update::{UpdateContext, UpdateSpec};
 
 /// What the tests of Folio's crates reach inside the core for: a SCRAM client, collections and

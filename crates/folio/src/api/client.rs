@@ -54,18 +54,19 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Opens (or creates) a data directory with the redb engine.
     pub fn open(path: impl AsRef<Path>) -> Result<Client> {
-        let engine: Arc<dyn Engine> = Arc::new(RedbEngine::open(path.as_ref())?);
-        Client::over_engine(engine)
+        let (options, pages) = MvccOptions::sharing_cache(crate::storage::DEFAULT_CACHE_BYTES);
+        let engine: Arc<dyn Engine> = Arc::new(RedbEngine::open_with_cache(path.as_ref(), pages)?);
+        Client::over_engine(engine, options)
     }
 
     /// A fresh instance that lives in memory only.
     pub fn in_memory() -> Result<Client> {
         let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-        Client::over_engine(engine)
+        Client::over_engine(engine, MvccOptions::default())
     }
 
-    fn over_engine(engine: Arc<dyn Engine>) -> Result<Client> {
-        let store: Arc<dyn TxnStore> = Mvcc::open(engine, MvccOptions::default())?;
+    fn over_engine(engine: Arc<dyn Engine>, options: MvccOptions) -> Result<Client> {
+        let store: Arc<dyn TxnStore> = Mvcc::open(engine, options)?;
         let service = Arc::new(Service::new(store, ServiceOptions::default())?);
         // Transaction lifetime limit, idle sessions and cursors, as in the server.
         service.start_background();

@@ -565,6 +565,10 @@ pub fn server_status(req: &mut Request<'_>) -> Result<Document> {
                 "syncs": count(engine.syncs),
                 "gcDeletedVersions": count(engine.gc_deleted),
             },
+            "versionCache": {
+                "hits": count(engine.cache_hits),
+                "misses": count(engine.cache_misses),
+            },
             "slowOperations": count(req.svc.metrics.slow_operations.load(Ordering::Relaxed)),
             // Open change streams and tailable cursors (each a consumer of the change log).
             "changeStreamsOpen": count(req.svc.streams.len() as u64),

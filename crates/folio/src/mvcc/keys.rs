@@ -123,6 +123,14 @@ pub fn decode_version_key(raw: &[u8]) -> Result<(Vec<u8>, Ts)> {
     Ok((key, Ts(u64::from_be_bytes(ts))))
 }
 
+/// The commit timestamp of an engine version key: its last eight bytes.
+pub fn version_key_ts(raw: &[u8]) -> Result<Ts> {
+    match raw.len().checked_sub(8).filter(|&at| at > 0 && raw[0] == VERSION) {
+        Some(at) => Ok(Ts(u64::from_be_bytes(raw[at..].try_into().unwrap_or_default()))),
+        None => Err(Error::new(crate::error::Code::InternalError, "corrupt MVCC version key")),
+    }
+}
+
 /// Encodes a version's value: `None` is a tombstone.
 pub fn encode_value(value: Option<&[u8]>) -> Vec<u8> {
     match value {

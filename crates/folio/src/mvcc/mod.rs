@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::error::Result;
 
+mod cache;
 pub mod keys;
 mod store;
 
@@ -257,6 +258,10 @@ pub struct TxnStats {
     pub syncs: u64,
     /// Versions deleted by garbage collection.
     pub gc_deleted: u64,
+    /// Reads answered from the version cache ([`MvccOptions::version_cache_bytes`]).
+    pub cache_hits: u64,
+    /// Reads the version cache could not answer.
+    pub cache_misses: u64,
     /// The latest visible commit.
     pub last_committed: Ts,
     /// The highest garbage-collection watermark used so far.

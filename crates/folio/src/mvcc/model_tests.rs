@@ -96,6 +96,8 @@ fn run_history(seed: u64, engine: Arc<dyn Engine>, steps: usize) -> (Vec<Record>
         gc_interval: None,
         gc_batch: 5,
         clock: Clock::manual(clock.clone()),
+        // Small, so that entries age out while the model runs.
+        version_cache_bytes: 16 * 1024,
     };
     let mvcc = Mvcc::open(engine, options).expect("open");
     let mut open: Vec<(Box<dyn Txn>, Record)> = Vec::new();
@@ -288,6 +290,8 @@ fn run_threaded_history(seed: u64, engine: Arc<dyn Engine>, threads: u64) -> (Ve
         gc_interval: None,
         gc_batch: 4,
         clock: Clock::manual(clock.clone()),
+        // Small, so that entries age out while the model runs.
+        version_cache_bytes: 16 * 1024,
     };
     let mvcc = Mvcc::open(engine, options).expect("open");
     let handles: Vec<_> = (0..threads)

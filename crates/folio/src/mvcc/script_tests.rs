@@ -59,6 +59,7 @@ impl Runner {
             gc_interval: None,
             gc_batch: 3,
             clock: Clock::manual(clock.clone()),
+            version_cache_bytes: MvccOptions::default().version_cache_bytes,
         };
         let mvcc = Mvcc::open(engine.clone(), options).expect("open");
         Runner { mvcc, engine, clock, txns: HashMap::new(), names: HashMap::new() }

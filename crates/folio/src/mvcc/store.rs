@@ -72,6 +72,16 @@
 //! them too. A sync costs more CPU than a whole write's own work on a virtualised disk; a lone
 //! writer (one callback per round) never waits.
 //!
+//! # The version cache
+//!
+//! A read at a snapshot is a descent of the engine's tree to the key's newest version at or
+//! below the snapshot. The version cache keeps, for recently read keys, the newest committed
+//! version: a read whose snapshot is at or after it takes it from memory. The commit round
+//! removes the keys it writes before it moves `last_visible`, and a reader fills an entry only
+//! with the newest version the engine holds, only when its snapshot sees it, and only if no
+//! removal happened in between (see `super::cache`). Its size is
+//! [`MvccOptions::version_cache_bytes`].
+//!
 //! # Garbage collection
 //!
 //! The watermark is `min(oldest active snapshot, now - history window, last_visible)`. For each
@@ -105,6 +115,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::cache::{Lookup, VersionCache};
 use super::keys;
 use super::{Conflict, DurableCallback, ScanIter, Ts, Txn, TxnId, TxnStats, TxnStore, WriteResult};
 use crate::error::{Code, Error, Result};
@@ -153,6 +164,25 @@ pub struct MvccOptions {
     pub gc_batch: usize,
     /// The wall clock. Default: the system clock.
     pub clock: Clock,
+    /// The memory the version cache may hold (see "The version cache" in the module documentation); `0` turns it
+    /// off. Default [`DEFAULT_VERSION_CACHE_BYTES`].
+    pub version_cache_bytes: usize,
+}
+
+/// The version cache's default size: an eighth of the redb engine's default page cache.
+pub const DEFAULT_VERSION_CACHE_BYTES: usize = 16 << 20;
+
+impl MvccOptions {
+    /// The default options for a store that may keep `cache_bytes` of data in memory in all:
+    /// the version cache takes an eighth of it, and the rest (returned beside the options) is
+    /// left for the engine's page cache.
+    pub fn sharing_cache(cache_bytes: usize) -> (MvccOptions, usize) {
+        let versions = cache_bytes / 8;
+        (
+            MvccOptions { version_cache_bytes: versions, ..MvccOptions::default() },
+            cache_bytes - versions,
+        )
+    }
 }
 
 impl Default for MvccOptions {
@@ -162,6 +192,7 @@ impl Default for MvccOptions {
             gc_interval: Some(Duration::from_secs(1)),
             gc_batch: 1000,
             clock: Clock::system(),
+            version_cache_bytes: DEFAULT_VERSION_CACHE_BYTES,
         }
     }
 }
@@ -356,6 +387,8 @@ struct Shared {
     /// Sync rounds run.
     syncs: AtomicU64,
     gc_deleted: AtomicU64,
+    /// The newest committed version of recently read keys.
+    cache: VersionCache,
 }
 
 /// The default change-log size before trimming (MongoDB's default oplog is 5% of the disk;
@@ -406,6 +439,7 @@ impl Mvcc {
             ..State::default()
         };
         let defers = engine.defers_sync();
+        let cache = VersionCache::new(options.version_cache_bytes);
         let shared = Arc::new(Shared {
             engine,
             options,
@@ -420,6 +454,7 @@ impl Mvcc {
             batches: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             gc_deleted: AtomicU64::new(0),
+            cache,
         });
         let gc_thread = match shared.options.gc_interval {
             Some(every) => Some(spawn_gc(&shared, every)?),
@@ -670,11 +705,33 @@ impl Shared {
         }))
     }
 
-    /// The newest committed version of `key` visible at `snapshot`.
+    /// The newest committed version of `key` visible at `snapshot`: from the version cache,
+    /// or from the engine (filling the cache when the newest version is the one visible).
     fn read(&self, key: &[u8], snapshot: Ts) -> Result<Option<Vec<u8>>> {
+        let ticket = match self.cache.lookup(key, snapshot) {
+            Lookup::Hit(value) => return Ok(value),
+            Lookup::Newer => None,
+            Lookup::Miss(ticket) => Some(ticket),
+        };
         let from = keys::version_key(key, Ts::ZERO);
         let mut to = from.clone();
         let at = to.len() - 8;
+        if let Some(ticket) = ticket {
+            // The newest version of all: cached if this snapshot sees it.
+            to[at..].copy_from_slice(&u64::MAX.to_be_bytes());
+            match self.engine.last_in(&from, &to)? {
+                None => return Ok(None),
+                Some((version, value)) => {
+                    let ts = keys::version_key_ts(&version)?;
+                    if ts <= snapshot {
+                        let value = keys::decode_value(value)?;
+                        self.cache.fill(key, ticket, ts, value.as_deref());
+                        return Ok(value);
+                    }
+                }
+            }
+        }
+        // A version newer than the snapshot exists: the one it sees is older.
         to[at..].copy_from_slice(&snapshot.0.to_be_bytes());
         match self.engine.last_in(&from, &to)? {
             None => Ok(None),
@@ -882,6 +939,14 @@ impl Shared {
         // Write without the state lock so that reads, begins and new commits proceed.
         let written = MutexGuard::unlocked(st, || self.engine.write_deferred(batch));
         self.batches.fetch_add(1, Ordering::Relaxed);
+        // Before `last_visible` moves, in the same critical section: no snapshot that sees
+        // these commits can meet a cached older version (see the version cache's invariant).
+        // Also after a failed write, which may have left some of them behind.
+        for (pending, _) in &stamped {
+            for key in pending.writes.keys() {
+                self.cache.remove(key);
+            }
+        }
         if written.is_ok() {
             st.last_visible = last;
             st.log_bytes += log_bytes;
@@ -1184,6 +1249,8 @@ impl TxnStore for Mvcc {
             commit_batches: s.batches.load(Ordering::Relaxed),
             syncs: s.syncs.load(Ordering::Relaxed),
             gc_deleted: s.gc_deleted.load(Ordering::Relaxed),
+            cache_hits: s.cache.counts().0,
+            cache_misses: s.cache.counts().1,
             last_committed: st.last_visible,
             gc_watermark: st.gc_floor,
         }

@@ -36,7 +36,7 @@ mod tests;
 use std::ops::Bound;
 
 pub use memory::MemoryEngine;
-pub use redb_engine::RedbEngine;
+pub use redb_engine::{DEFAULT_CACHE_BYTES, RedbEngine};
 
 use crate::error::Result;
 
