@@ -10,18 +10,21 @@
 //! logged (that is what makes it durable), then kept in memory among the *pending* writes, which
 //! reads consult before redb. When the pending writes reach [`FLUSH_OPS`] keys or
 //! [`FLUSH_BYTES`], they go to redb in one commit, and a checkpoint flushes them before it makes
-//! redb durable and empties the log. A thousand single-document inserts thus cost about fifty
+//! redb durable and empties the log. A thousand single-document inserts thus cost about a dozen
 //! redb commits, not a thousand.
 //!
 //! Reads stay consistent and never wait for redb: a flush moves the pending writes aside as
 //! *flushing* (still read, under newer pending writes) while redb commits them outside the lock,
 //! so a scan that copies its range of the pending writes and opens its redb view under the lock
-//! sees the same state whether that commit has happened yet or not. A write is logged before
-//! it becomes pending, and the pending writes are flushed as soon as a batch fills them (so a
-//! bulk load's last batch does not stay pending for every later scan to copy). A failure leaves
-//! nothing half-done: a write whose log append failed is reported failed and was never
-//! visible; a flush that fails after its batch was staged leaves the writes pending, and the
-//! next write flushes them before it is logged, failing if that fails again.
+//! sees the same state whether that commit has happened yet or not. Writes do not wait for it
+//! either: the writer whose batch fills the pending writes flushes them after it has released
+//! the log's lock, one flush at a time, while the others go on logging and staging newer
+//! writes. A write is logged before it becomes pending, and the pending writes are flushed as
+//! soon as a batch fills them (so a bulk load's last batch does not stay pending for every
+//! later scan to copy). A failure leaves nothing half-done: a write whose log append failed is
+//! reported failed and was never visible; a flush that fails after its batch was staged leaves
+//! the writes pending, and once they are twice a flush's worth the next write flushes them,
+//! under the log's lock, before it is logged, failing if that fails again.
 //!
 //! # Checkpoints
 //!
@@ -75,11 +78,13 @@ const WAL_NAME: &str = "folio.wal";
 const CHECKPOINT_FLUSHES: u64 = 1024;
 /// A checkpoint also follows once the log is this long.
 const CHECKPOINT_BYTES: u64 = 64 << 20;
-/// Pending writes go to redb once they hold this many keys... Kept small: a scan copies the
-/// pending writes of its range, and the versions of one hot document all fall in the range of a
-/// read of it (with 4,096, a hot counter's reads spent half their time copying). A redb commit of
-/// 64 keys still replaces about twenty single-document commits.
-pub const FLUSH_OPS: usize = 64;
+/// Pending writes go to redb once they hold this many keys... A redb commit costs per page it
+/// rewrites, and the more keys one commit takes, the more of them share a leaf or a branch:
+/// an update (three keys) spent 59 K instructions in flushes at 64 keys a flush, 41 K at 512.
+/// Not many more: a scan copies the pending writes of its range (with 4,096, a hot counter's
+/// reads spent half their time copying, when they still scanned), and a flush's commit is
+/// one writer's wait.
+pub const FLUSH_OPS: usize = 256;
 /// ...or this many bytes of keys and values.
 const FLUSH_BYTES: usize = 4 << 20;
 
@@ -167,6 +172,9 @@ pub struct RedbEngine {
     pending: RwLock<Pending>,
     /// Held for the whole of a checkpoint (taken before `wal`): one at a time.
     checkpoint: Mutex<()>,
+    /// Held for the whole of a flush of the pending writes (taken after `wal` when both are):
+    /// one at a time, so that at most one set of writes is `flushing`.
+    flush: Mutex<()>,
     /// A checkpoint's durable commit is running without the log's lock (see "Checkpoints").
     checkpointing: AtomicBool,
     /// Flushes before a checkpoint ([`CHECKPOINT_FLUSHES`]; smaller in tests).
@@ -235,6 +243,7 @@ impl RedbEngine {
             wal: Mutex::new(wal),
             pending: RwLock::new(Pending::default()),
             checkpoint: Mutex::new(()),
+            flush: Mutex::new(()),
             checkpointing: AtomicBool::new(false),
             checkpoint_flushes: CHECKPOINT_FLUSHES,
             #[cfg(test)]
@@ -289,12 +298,28 @@ impl RedbEngine {
     }
 
     /// Commits the pending writes to redb in one transaction (not durable: the log holds them
-    /// until the next checkpoint). The caller holds the log's lock, so one flush runs at a time
-    /// and no write is staged meanwhile. The writes stay readable as `flushing` while redb
-    /// commits them, outside the pending writes' lock: a reader then sees them there, and redb
-    /// either without them or (once committed) with the same values, the same state both ways.
-    /// On failure they are pending again.
+    /// until the next checkpoint), waiting for a flush that is running first. The writes stay
+    /// readable as `flushing` while redb commits them, outside the pending writes' lock: a
+    /// reader then sees them there, and redb either without them or (once committed) with the
+    /// same values, the same state both ways. Writes staged meanwhile are newer and read first.
+    /// On failure the flushed writes are pending again, under the newer ones.
     fn flush_pending(&self) -> Result<()> {
+        let _one = self.flush.lock();
+        self.flush_locked()
+    }
+
+    /// [`RedbEngine::flush_pending`] unless a flush is running: that one's writer will have
+    /// committed what was pending when it started, and the next write flushes the rest. Called
+    /// without the log's lock, so that writers keep logging and staging while redb commits.
+    fn flush_unless_running(&self) -> Result<()> {
+        match self.flush.try_lock() {
+            Some(_one) => self.flush_locked(),
+            None => Ok(()),
+        }
+    }
+
+    /// The flush itself; the caller holds `flush`.
+    fn flush_locked(&self) -> Result<()> {
         let flushing = {
             let mut pending = self.pending.write();
             if pending.writes.is_empty() {
@@ -311,7 +336,7 @@ impl RedbEngine {
         let mut pending = self.pending.write();
         pending.flushing = None;
         if let Err(e) = applied {
-            // Back under the writes staged since (none: the caller holds the log's lock).
+            // Back under the writes staged since.
             let newer = std::mem::take(&mut pending.writes);
             pending.writes = (*flushing).clone();
             pending.writes.extend(newer);
@@ -329,6 +354,15 @@ impl RedbEngine {
         let pending = self.pending.read();
         pending.bytes >= FLUSH_BYTES
             || (pending.writes.len() >= self.flush_ops
+                && !self.checkpointing.load(Ordering::Acquire))
+    }
+
+    /// Whether the pending writes are twice as many as a flush takes (or past [`FLUSH_BYTES`]):
+    /// the last flush failed, or writers outpace it.
+    fn pending_overfull(&self) -> bool {
+        let pending = self.pending.read();
+        pending.bytes >= FLUSH_BYTES
+            || (pending.writes.len() >= 2 * self.flush_ops
                 && !self.checkpointing.load(Ordering::Acquire))
     }
 
@@ -394,8 +428,10 @@ impl RedbEngine {
     /// they are many, and checkpoints after many flushes or when the log is long.
     fn log_and_stage(&self, batch: WriteBatch, log: Option<bool>) -> Result<()> {
         let mut wal = self.wal.lock();
-        // Normally flushed after the previous batch; this catches a flush that failed then.
-        if self.pending_full() {
+        // Normally flushed after the previous batch, without this lock; this catches a flush
+        // that failed then, or writes that outgrew a long one: they are flushed (waiting for
+        // the running flush) before more are logged, so memory stays bounded.
+        if self.pending_overfull() {
             self.flush_pending()?;
         }
         match log {
@@ -404,27 +440,40 @@ impl RedbEngine {
             None => {}
         }
         self.pending.write().stage(batch);
-        // Flushed now rather than before the next batch: pending writes are copied by every
-        // scan of their range, so a large batch left pending (the last one of a bulk load, with
-        // no write after it) would tax every read until the next write.
-        if self.pending_full()
-            && let Err(e) = self.flush_pending()
-        {
-            tracing::warn!("flushing pending writes failed, the next write retries: {e}");
+        let due = |wal: &Wal| {
+            self.pending.read().flushes >= self.checkpoint_flushes || wal.len() >= CHECKPOINT_BYTES
+        };
+        if !due(&wal) {
+            // Flushed now rather than before the next batch: pending writes are copied by
+            // every scan of their range, so a large batch left pending (the last one of a bulk
+            // load, with no write after it) would tax every read until the next write. Without
+            // the log's lock: the other writers go on logging and staging while redb commits.
+            drop(wal);
+            if self.pending_full()
+                && let Err(e) = self.flush_unless_running()
+            {
+                tracing::warn!("flushing pending writes failed, the next write retries: {e}");
+            }
+            if self.pending.read().flushes < self.checkpoint_flushes {
+                return Ok(());
+            }
+            // That flush made a checkpoint due, unless another writer has taken it meanwhile.
+            wal = self.wal.lock();
+            if !due(&wal) {
+                return Ok(());
+            }
         }
-        if self.pending.read().flushes >= self.checkpoint_flushes || wal.len() >= CHECKPOINT_BYTES {
-            // The batch is durable and applied whatever happens here: a failed checkpoint must
-            // not report it as failed. The log keeps everything, and the next write retries.
-            match self.start_checkpoint(&mut wal) {
-                Ok(true) => {
-                    let old_segment = wal.old_path().to_path_buf();
-                    drop(wal);
-                    self.finish_checkpoint(&old_segment);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!("checkpoint failed, the write-ahead log keeps growing: {e}");
-                }
+        // The batch is durable and applied whatever happens here: a failed checkpoint must not
+        // report it as failed. The log keeps everything, and the next write retries.
+        match self.start_checkpoint(&mut wal) {
+            Ok(true) => {
+                let old_segment = wal.old_path().to_path_buf();
+                drop(wal);
+                self.finish_checkpoint(&old_segment);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!("checkpoint failed, the write-ahead log keeps growing: {e}");
             }
         }
         Ok(())
