@@ -101,22 +101,22 @@ pub fn decode_version_key(raw: &[u8]) -> Result<(Vec<u8>, Ts)> {
         Some((&VERSION, rest)) => rest,
         _ => return Err(corrupt()),
     };
+    // The user key ends at the first 0x00 0x00; every 0x00 before it is an escaped 0x00 0xff.
+    // Copied a run at a time between zeros, into a buffer that holds the whole rest.
     let mut key = Vec::with_capacity(rest.len());
     let mut i = 0;
     loop {
-        // Byte by byte: keys hold many short runs between zeros (big-endian numbers), each too
-        // short for a copy to pay.
-        match (rest.get(i), rest.get(i + 1)) {
-            (Some(0x00), Some(0x00)) => break,
-            (Some(0x00), Some(0xff)) => {
+        let run = rest.get(i..).and_then(|r| r.iter().position(|&b| b == 0x00));
+        let Some(run) = run else { return Err(corrupt()) };
+        key.extend_from_slice(&rest[i..i + run]);
+        i += run;
+        match rest.get(i + 1) {
+            Some(0x00) => break,
+            Some(0xff) => {
                 key.push(0x00);
                 i += 2;
             }
-            (Some(0x00), _) | (None, _) => return Err(corrupt()),
-            (Some(&b), _) => {
-                key.push(b);
-                i += 1;
-            }
+            _ => return Err(corrupt()),
         }
     }
     let ts: [u8; 8] = rest.get(i + 2..).and_then(|t| t.try_into().ok()).ok_or_else(corrupt)?;
@@ -180,6 +180,9 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, encoded, "user-key order, then ts order");
         assert!(decode_version_key(b"\x02a\x00").is_err());
+        assert!(decode_version_key(b"\x02a\x00\x01").is_err());
+        assert!(decode_version_key(b"\x02a\x00\x00\x01").is_err(), "a short timestamp");
+        assert!(decode_version_key(b"\x02abc").is_err());
         assert!(decode_version_key(b"\x01x").is_err());
     }
 
