@@ -137,6 +137,10 @@ fn metrics_profiler_and_json_log() {
     // The change log grew with the writes; no change stream is open.
     assert!(int(&st, "folio.changeLog.bytes") > 0, "{st}");
     assert_eq!(int(&st, "folio.changeStreamsOpen"), 0, "{st}");
+    // The find read ten documents the version cache did not hold; the second update read the
+    // document the first had read (its transaction had not committed yet).
+    assert!(int(&st, "folio.versionCache.misses") >= 10, "{st}");
+    assert!(int(&st, "folio.versionCache.hits") >= 1, "{st}");
 
     // The endpoint moved with the workload.
     let after = scrape(metrics_port);
