@@ -101,24 +101,25 @@ pub fn decode_version_key(raw: &[u8]) -> Result<(Vec<u8>, Ts)> {
         Some((&VERSION, rest)) => rest,
         _ => return Err(corrupt()),
     };
-    // The user key ends at the first 0x00 0x00; every 0x00 before it is an escaped 0x00 0xff.
-    // Copied a run at a time between zeros, into a buffer that holds the whole rest.
-    let mut key = Vec::with_capacity(rest.len());
-    let mut i = 0;
-    loop {
-        let run = rest.get(i..).and_then(|r| r.iter().position(|&b| b == 0x00));
-        let Some(run) = run else { return Err(corrupt()) };
-        key.extend_from_slice(&rest[i..i + run]);
-        i += run;
-        match rest.get(i + 1) {
-            Some(0x00) => break,
-            Some(0xff) => {
-                key.push(0x00);
-                i += 2;
-            }
+    // Byte by byte (keys hold many short runs between zeros, big-endian numbers, each too short
+    // for a copy to pay), into a buffer as long as the rest, so that no write checks capacity.
+    let mut key = vec![0u8; rest.len()];
+    let mut len = 0;
+    let mut bytes = rest.iter().enumerate();
+    let i = loop {
+        let Some((i, &b)) = bytes.next() else { return Err(corrupt()) };
+        if b != 0x00 {
+            key[len] = b;
+            len += 1;
+            continue;
+        }
+        match bytes.next() {
+            Some((_, 0x00)) => break i,
+            Some((_, 0xff)) => len += 1,
             _ => return Err(corrupt()),
         }
-    }
+    };
+    key.truncate(len);
     let ts: [u8; 8] = rest.get(i + 2..).and_then(|t| t.try_into().ok()).ok_or_else(corrupt)?;
     Ok((key, Ts(u64::from_be_bytes(ts))))
 }
