@@ -165,7 +165,7 @@ pub struct MvccOptions {
     /// The wall clock. Default: the system clock.
     pub clock: Clock,
     /// The memory the version cache may hold (see "The version cache" in the module documentation); `0` turns it
-    /// off. Default [`DEFAULT_VERSION_CACHE_BYTES`].
+    /// off. Default 16 MiB.
     pub version_cache_bytes: usize,
 }
 
