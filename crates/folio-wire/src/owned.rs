@@ -117,13 +117,7 @@ fn array_at(raw: &RawArray, depth: usize) -> Result<Vec<Bson>, String> {
 
 /// The owned form of one raw value held by a document `depth` deep.
 fn bson_at(value: RawBsonRef<'_>, depth: usize) -> Result<Bson, String> {
-    let nested = || {
-        if depth >= MAX_BSON_DEPTH {
-            Err(format!("BSON nesting exceeds the maximum depth of {MAX_BSON_DEPTH}"))
-        } else {
-            Ok(depth + 1)
-        }
-    };
+    let nested = || nested(depth);
     Ok(match value {
         RawBsonRef::Double(d) => Bson::Double(d),
         RawBsonRef::String(s) => Bson::String(s.to_owned()),
