@@ -164,8 +164,8 @@ pub struct MvccOptions {
     pub gc_batch: usize,
     /// The wall clock. Default: the system clock.
     pub clock: Clock,
-    /// The memory the version cache may hold (see "The version cache" in the module documentation); `0` turns it
-    /// off. Default 16 MiB.
+    /// The memory the version cache may hold (see "The version cache" in the module
+    /// documentation); `0` turns it off. Default 16 MiB.
     pub version_cache_bytes: usize,
 }
 
