@@ -131,7 +131,8 @@ pub struct PgStore {
 
 /// The pool and the counters, shared by the store and its open transactions.
 struct Shared {
-    pool: Pool,
+    /// The connections; `None` only while the store is dropped (see `Drop for Shared`).
+    pool: Option<Pool>,
     next_id: AtomicU64,
     /// The highest cluster time this front end has seen (snapshots and commits).
     last_seen: AtomicU64,
@@ -172,7 +173,7 @@ impl PgStore {
             })?;
         let store = PgStore {
             shared: Arc::new(Shared {
-                pool,
+                pool: Some(pool),
                 next_id: AtomicU64::new(1),
                 last_seen: AtomicU64::new(0),
                 started: AtomicU64::new(0),
@@ -233,7 +234,10 @@ impl PgStore {
 
 impl Shared {
     fn connection(&self) -> Result<Conn> {
-        self.pool.get().map_err(|e| {
+        let Some(pool) = &self.pool else {
+            return Err(Error::new(Code::HostUnreachable, "the storage database's pool is closed"));
+        };
+        pool.get().map_err(|e| {
             Error::new(Code::HostUnreachable, format!("no connection to the storage database: {e}"))
         })
     }
@@ -510,6 +514,23 @@ impl Txn for PgTxn {
 
     fn abort(mut self: Box<Self>) {
         let _ = self.finish(false);
+    }
+}
+
+/// The synchronous client closes each connection by blocking on its own runtime, which panics
+/// on a thread that drives an async runtime: where a server shutting down drops its store. So
+/// the pool's connections are closed on a thread of their own.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let closed = std::thread::Builder::new()
+                .name("folio-pg-close".into())
+                .spawn(move || drop(pool))
+                .map(std::thread::JoinHandle::join);
+            if !matches!(closed, Ok(Ok(()))) {
+                tracing::warn!("closing the storage database's connections failed");
+            }
+        }
     }
 }
 
