@@ -26,20 +26,7 @@ pub fn to_document_checking_duplicates(
     raw: &RawDocument,
     skip: Option<&str>,
 ) -> Result<(Document, bool), String> {
-    let mut doc = Document::new();
-    let (mut elements, mut skipped) = (0usize, 0usize);
-    for element in raw {
-        let (key, value) = element.map_err(|e| e.to_string())?;
-        elements += 1;
-        if let RawBsonRef::Document(d) = value
-            && skip == Some(key.as_str())
-        {
-            validate_at(d, 2)?;
-            skipped += 1;
-            continue;
-        }
-        doc.insert(key.as_str(), bson_at(value, 1)?);
-    }
+    let (doc, elements, skipped) = counted_document_at(raw, 1, skip)?;
     let repeated = skipped > 1 || doc.len() + skipped != elements;
     Ok((doc, repeated))
 }
@@ -95,19 +82,31 @@ pub fn to_bson(value: RawBsonRef<'_>) -> Result<Bson, String> {
 
 /// `raw`, nested `depth` documents deep (the top level is 1).
 fn document_at(raw: &RawDocument, depth: usize) -> Result<Document, String> {
-    counted_document_at(raw, depth).map(|(doc, _)| doc)
+    counted_document_at(raw, depth, None).map(|(doc, _, _)| doc)
 }
 
-/// [`document_at`], and how many elements the raw document held.
-fn counted_document_at(raw: &RawDocument, depth: usize) -> Result<(Document, usize), String> {
+/// [`document_at`], how many elements the raw document held, and how many of them were
+/// embedded documents named `skip`, validated but left out.
+fn counted_document_at(
+    raw: &RawDocument,
+    depth: usize,
+    skip: Option<&str>,
+) -> Result<(Document, usize, usize), String> {
     let mut doc = Document::new();
-    let mut elements = 0usize;
+    let (mut elements, mut skipped) = (0usize, 0usize);
     for element in raw {
         let (key, value) = element.map_err(|e| e.to_string())?;
-        doc.insert(key.as_str(), bson_at(value, depth)?);
         elements += 1;
+        if let RawBsonRef::Document(d) = value
+            && skip == Some(key.as_str())
+        {
+            validate_at(d, nested(depth)?)?;
+            skipped += 1;
+            continue;
+        }
+        doc.insert(key.as_str(), bson_at(value, depth)?);
     }
-    Ok((doc, elements))
+    Ok((doc, elements, skipped))
 }
 
 /// The owned form of a raw array inside a document `depth` deep.

@@ -70,7 +70,11 @@ struct Entry {
 
 impl Entry {
     fn cost(key: &[u8], value: Option<&[u8]>) -> usize {
-        key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD
+        Entry::cost_of(key.len(), value)
+    }
+
+    fn cost_of(key_len: usize, value: Option<&[u8]>) -> usize {
+        key_len + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD
     }
 }
 
@@ -97,7 +101,7 @@ impl Shard {
         self.young_bytes += cost;
         // A key another reader filled first: its entry (the same version) is replaced.
         if let Some(replaced) = self.young.insert(key, entry) {
-            let old_cost = key_len + replaced.value.map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
+            let old_cost = Entry::cost_of(key_len, replaced.value.as_deref());
             self.young_bytes = self.young_bytes.saturating_sub(old_cost);
         }
     }
