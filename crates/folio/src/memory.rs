@@ -31,12 +31,12 @@
 //! **What is charged, and for how long.** Only stages that *create* data beyond their input
 //! charge: group tables and accumulators, `$lookup` and `$graphLookup` arrays, `$unwind` copies,
 //! documents `$project`/`$replaceRoot` compute and values `$addFields` computes, `$facet`'s
-//! copies of its input, window outputs, `$reduce` accumulators. They charge a [`Reservation`]
-//! while they build and hand it on with their output ([`Reservation::hand_on`]); the pipeline
-//! keeps those charges while the output lives on (stages that extend their input add to it;
-//! stages that replace it, such as `$group` or a computing `$project`, release what came before)
-//! and releases them when it returns. Documents an operation only reads are bounded by the data
-//! and not charged.
+//! copies of its input, window outputs, `$reduce` accumulators (with the copies of them each
+//! step reads as `$$value`). They charge a [`Reservation`] while they build and hand it on with
+//! their output ([`Reservation::hand_on`]); the pipeline keeps those charges while the output
+//! lives on (stages that extend their input add to it; stages that replace it, such as `$group`
+//! or a computing `$project`, release what came before) and releases them when it returns.
+//! Documents an operation only reads are bounded by the data and not charged.
 //!
 //! **Cost.** The small operations that make up most traffic must not pay for this. A charge adds
 //! to a thread-local counter and reads the shared counter (a relaxed load); the shared counter is

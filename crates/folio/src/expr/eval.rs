@@ -175,6 +175,17 @@ impl Expression {
             Expression::Const(v) => Ok(Some(v.clone())),
             Expression::Field(path) => Ok(field_path(vars.root, path)),
             Expression::Var(name, path) => {
+                // A path into a bound variable reads it in place: only the part named is copied
+                // (`$$value.total` must not copy a large accumulator to read one field).
+                if !path.is_empty()
+                    && let Some((_, bound)) = vars.stack.iter().rev().find(|(n, _)| n == name)
+                {
+                    return Ok(match bound {
+                        Some(Bson::Document(d)) => field_path(d, path),
+                        Some(a @ Bson::Array(_)) => value_at(a, path.as_slice()),
+                        _ => None,
+                    });
+                }
                 let v = vars.get(name)?;
                 Ok(match (v, path.is_empty()) {
                     (v, true) => v,
@@ -327,8 +338,11 @@ impl Expression {
                 let mut acc = initial.eval(vars)?;
                 // The accumulator is the one value an expression can feed back into itself
                 // (doubling a string or an array each step), so its size is bounded and held
-                // against the operation at every step.
+                // against the operation at every step. Each `$$value` the body reads copies it,
+                // and those copies live while the step builds the next accumulator: a large
+                // accumulator is held once for itself and once for each of them.
                 let mut held = memory::Reservation::new("$reduce");
+                let mut copies = None;
                 for item in items {
                     let depth = vars.stack.len();
                     vars.stack.push(("value".to_string(), acc));
@@ -343,6 +357,8 @@ impl Expression {
                     };
                     memory::building("$reduce", size)?;
                     if size >= memory::LARGE_VALUE_BYTES || held.bytes() > 0 {
+                        let copies = *copies.get_or_insert_with(|| body.uses_of("value"));
+                        let size = size.saturating_mul(1 + copies);
                         let before = held.bytes();
                         if size > before {
                             held.grow(size - before)?;
@@ -404,6 +420,44 @@ impl Expression {
             Expression::Map(input, name, body) => Expression::Map(boxed(input), name, boxed(body)),
             Expression::Reduce(input, initial, body) => {
                 Expression::Reduce(boxed(input), boxed(initial), boxed(body))
+            }
+        }
+    }
+
+    /// How many times the expression reads the variable `name` whole (without a path), at any
+    /// depth and in any branch: each such read copies the value. An inner binding of the same
+    /// name is counted too, which can only overestimate.
+    pub fn uses_of(&self, name: &str) -> usize {
+        let all = |items: &[Expression]| items.iter().map(|e| e.uses_of(name)).sum::<usize>();
+        let named = |items: &[(String, Expression)]| {
+            items.iter().map(|(_, e)| e.uses_of(name)).sum::<usize>()
+        };
+        match self {
+            Expression::Const(_) | Expression::Field(_) => 0,
+            Expression::Var(n, path) => usize::from(n == name && path.is_empty()),
+            Expression::Array(items)
+            | Expression::Op(_, items)
+            | Expression::OpUnder(_, items, _)
+            | Expression::And(items)
+            | Expression::Or(items)
+            | Expression::IfNull(items) => all(items),
+            Expression::Object(fields)
+            | Expression::Named(_, fields)
+            | Expression::NamedUnder(_, fields, _) => named(fields),
+            Expression::Let(bindings, body) => named(bindings) + body.uses_of(name),
+            Expression::Cond(a, b, c) => a.uses_of(name) + b.uses_of(name) + c.uses_of(name),
+            Expression::Switch(branches, default) => {
+                branches.iter().map(|(c, t)| c.uses_of(name) + t.uses_of(name)).sum::<usize>()
+                    + default.as_ref().map_or(0, |d| d.uses_of(name))
+            }
+            Expression::Filter(input, _, cond, limit) => {
+                input.uses_of(name)
+                    + cond.uses_of(name)
+                    + limit.as_ref().map_or(0, |l| l.uses_of(name))
+            }
+            Expression::Map(input, _, body) => input.uses_of(name) + body.uses_of(name),
+            Expression::Reduce(input, initial, body) => {
+                input.uses_of(name) + initial.uses_of(name) + body.uses_of(name)
             }
         }
     }

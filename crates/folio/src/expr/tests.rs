@@ -89,3 +89,20 @@ fn variables() {
 fn collation() {
     run("expr_collation.txt");
 }
+
+/// `$reduce` holds a large accumulator once for itself and once per whole read of `$$value` in
+/// its body (each read copies it): the count covers every branch and depth, and reads of a path
+/// inside the variable copy only that part, so they do not count.
+#[test]
+fn whole_reads_of_a_variable_are_counted() {
+    let uses = |v: bson::Bson| Expression::parse(&v).expect("parse").uses_of("v");
+    let with_v = |e: bson::Bson| bson::bson!({"$let": {"vars": {"v": 1}, "in": e}});
+    assert_eq!(uses(with_v(bson::bson!({"$concatArrays": ["$$v", "$$v"]}))), 2);
+    assert_eq!(uses(with_v(bson::bson!({"$add": ["$$v.a", "$$v.b"]}))), 0);
+    assert_eq!(
+        uses(with_v(bson::bson!({"$cond": [true, {"x": "$$v"}, [{"$ifNull": ["$$v", 0]}]]}))),
+        2
+    );
+    assert_eq!(uses(with_v(bson::bson!({"$map": {"input": "$$v", "as": "i", "in": "$$i"}}))), 1);
+    assert_eq!(uses(bson::bson!({"$add": ["$a", 1]})), 0);
+}
