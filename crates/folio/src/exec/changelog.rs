@@ -41,15 +41,20 @@ pub fn images_enabled(meta: &CollectionMeta) -> bool {
         .unwrap_or(false)
 }
 
-fn key_of(doc: &Document) -> Document {
-    doc! { "_id": doc.get("_id").cloned().unwrap_or(Bson::Null) }
+/// Appends `k`, the `{_id}` of `doc`, built as raw BSON (no `Document` to build and encode).
+fn append_key(e: &mut RawDocumentBuf, doc: &Document) -> Option<()> {
+    let id = RawBson::try_from(doc.get("_id").cloned().unwrap_or(Bson::Null)).ok()?;
+    let mut k = RawDocumentBuf::new();
+    k.append(cstr!("_id"), id);
+    e.append(cstr!("k"), k);
+    Some(())
 }
 
 /// Logs an insert of a document stored as `stored` (its BSON bytes, which the entry embeds as
 /// they are: the document is neither copied as a tree nor encoded again).
 pub fn insert(txn: &mut dyn Txn, meta: &CollectionMeta, stored: &[u8]) {
     let Ok(doc) = RawDocument::from_bytes(stored) else { return };
-    let mut e = raw_base("i", meta);
+    let mut e = raw_base("i", meta, stored.len());
     e.append(cstr!("o"), doc);
     txn.append_log(e.as_bytes());
 }
@@ -63,9 +68,9 @@ pub fn update(
     replacement: bool,
 ) {
     let images = images_enabled(meta);
-    let mut e = raw_base(if replacement { "r" } else { "u" }, meta);
+    let mut e = raw_base(if replacement { "r" } else { "u" }, meta, ENTRY_ROOM);
     let appended = (|| {
-        append_document(&mut e, cstr!("k"), &key_of(old))?;
+        append_key(&mut e, old)?;
         if replacement {
             append_document(&mut e, cstr!("o"), new)?;
         } else {
@@ -91,9 +96,9 @@ pub fn update(
 
 /// Logs a delete.
 pub fn delete(txn: &mut dyn Txn, meta: &CollectionMeta, old: &Document) {
-    let mut e = raw_base("d", meta);
+    let mut e = raw_base("d", meta, ENTRY_ROOM);
     let appended = (|| {
-        append_document(&mut e, cstr!("k"), &key_of(old))?;
+        append_key(&mut e, old)?;
         if images_enabled(meta) {
             append_document(&mut e, cstr!("pre"), old)?;
         }
@@ -104,10 +109,20 @@ pub fn delete(txn: &mut dyn Txn, meta: &CollectionMeta, old: &Document) {
     }
 }
 
+/// What an entry is given room for beyond its fixed fields when its size is not known in
+/// advance: an `_id` and a small update description.
+const ENTRY_ROOM: usize = 128;
+
 /// The fields every collection entry starts with, as raw BSON: each entry is appended field
-/// by field, never built as a `Document` only to be encoded once.
-fn raw_base(op: &str, meta: &CollectionMeta) -> RawDocumentBuf {
-    let mut e = RawDocumentBuf::new();
+/// by field, never built as a `Document` only to be encoded once. The buffer is allocated once,
+/// with `room` bytes for what follows, rather than grown by each field.
+fn raw_base(op: &str, meta: &CollectionMeta, room: usize) -> RawDocumentBuf {
+    // The fixed fields: three element headers, `op`, `ns` with its length and nul, a UUID.
+    let fixed = 4 + 1 + 3 * 4 + op.len() + meta.db.len() + meta.name.len() + 2 + 4 + 21;
+    let mut bytes = Vec::with_capacity(fixed + room);
+    // `{}`: its length (five bytes) and the terminating nul.
+    bytes.extend_from_slice(&[5, 0, 0, 0, 0]);
+    let Ok(mut e) = RawDocumentBuf::from_bytes(bytes) else { return RawDocumentBuf::new() };
     e.append(cstr!("op"), op);
     e.append(cstr!("ns"), meta.namespace());
     e.append(cstr!("ui"), bson::Binary::from_uuid(meta.uuid));
@@ -126,7 +141,7 @@ fn append_document(e: &mut RawDocumentBuf, key: &bson::raw::CStr, doc: &Document
 /// Logs a DDL event on a collection (`drop`, `create`, `createIndexes`, `dropIndexes`,
 /// `modify`) with its details.
 pub fn ddl(txn: &mut dyn Txn, meta: &CollectionMeta, op: &str, details: Bson) {
-    let mut e = raw_base(op, meta);
+    let mut e = raw_base(op, meta, ENTRY_ROOM);
     // Details that cannot be encoded skip the entry, as in `append_document`.
     let Ok(details) = RawBson::try_from(details) else { return };
     e.append(cstr!("o"), details);
@@ -136,7 +151,7 @@ pub fn ddl(txn: &mut dyn Txn, meta: &CollectionMeta, op: &str, details: Bson) {
 /// Logs a rename of `meta` (the collection as it was) to `to` (`db.coll`); `dropped` is the
 /// UUID of the target collection `dropTarget` replaced.
 pub fn rename(txn: &mut dyn Txn, meta: &CollectionMeta, to: &str, dropped: Option<bson::Uuid>) {
-    let mut e = raw_base("rename", meta);
+    let mut e = raw_base("rename", meta, ENTRY_ROOM);
     e.append(cstr!("to"), to);
     if let Some(uuid) = dropped {
         e.append(cstr!("dropTarget"), bson::Binary::from_uuid(uuid));
