@@ -37,7 +37,8 @@
 
 use std::ops::Bound;
 
-use bson::{Bson, doc};
+use bson::Bson;
+use bson::raw::{RawDocumentBuf, cstr};
 
 use crate::catalog::keys::{
     Key, decode_session_record_key, decode_stmt_record_id, prefix_end, session_record_prefix,
@@ -57,7 +58,7 @@ pub enum RecordKind {
 }
 
 /// A session's durable record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SessionRecord {
     /// The transaction number.
     pub txn_number: i64,
@@ -68,7 +69,8 @@ pub struct SessionRecord {
     /// The outcome of a retryable statement of `txn_number` kept in this record instead of a
     /// statement record of its own: a command of one statement writes the session record for
     /// its new number anyway, so its outcome costs no key (and the next number deletes none).
-    pub stmt: Option<(i32, bson::Document)>,
+    /// Kept encoded: it is written on every such statement and read back only by a retry.
+    pub stmt: Option<(i32, RawDocumentBuf)>,
 }
 
 impl SessionRecord {
@@ -87,15 +89,18 @@ impl SessionRecord {
             RecordKind::Committed => "committed",
             RecordKind::Retryable => "retryableWrite",
         };
-        let mut d = doc! {
-            "txnNum": self.txn_number,
-            "state": state,
-            "lastWriteDate": bson::DateTime::from_millis(self.last_write_ms),
-        };
+        // Built as raw BSON: written by every retryable statement, never as a `Document`.
+        let mut d = RawDocumentBuf::new();
+        d.append(cstr!("txnNum"), self.txn_number);
+        d.append(cstr!("state"), state);
+        d.append(cstr!("lastWriteDate"), bson::DateTime::from_millis(self.last_write_ms));
         if let Some((stmt_id, outcome)) = &self.stmt {
-            d.insert("stmt", doc! { "id": *stmt_id, "outcome": outcome.clone() });
+            let mut stmt = RawDocumentBuf::new();
+            stmt.append(cstr!("id"), *stmt_id);
+            stmt.append(cstr!("outcome"), outcome);
+            d.append(cstr!("stmt"), stmt);
         }
-        Ok(d.to_vec()?)
+        Ok(d.into_bytes())
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<SessionRecord> {
@@ -118,7 +123,7 @@ impl SessionRecord {
             None => None,
             Some(Bson::Document(stmt)) => match (stmt.get("id"), stmt.get("outcome")) {
                 (Some(Bson::Int32(id)), Some(Bson::Document(outcome))) => {
-                    Some((*id, outcome.clone()))
+                    Some((*id, RawDocumentBuf::try_from(outcome)?))
                 }
                 _ => return Err(bad()),
             },
@@ -177,7 +182,7 @@ pub fn stmt_outcome(
             && let Some((id, outcome)) = record.stmt
             && id == stmt_id
         {
-            return Ok(Some(outcome));
+            return Ok(Some(bson::Document::try_from(outcome)?));
         }
     }
     // Its own record, or else the nearest below it: the first key of a reverse scan that
@@ -308,9 +313,16 @@ pub fn forget(store: &dyn TxnStore, session: &[u8], max_age_ms: Option<i64>) -> 
 mod tests {
     use std::sync::Arc;
 
+    use bson::doc;
+
     use super::*;
     use crate::mvcc::{Mvcc, MvccOptions};
     use crate::storage::MemoryEngine;
+
+    /// `d` encoded, as a session record keeps a statement's outcome.
+    fn raw(d: bson::Document) -> RawDocumentBuf {
+        RawDocumentBuf::try_from(&d).expect("encodes")
+    }
 
     fn store() -> Arc<Mvcc> {
         Mvcc::open(Arc::new(MemoryEngine::new()), MvccOptions::default()).unwrap()
@@ -410,7 +422,7 @@ mod tests {
         assert_eq!(reply.get_i32("n").ok(), Some(1), "{reply}");
         assert_eq!(stmt_count(store.as_ref(), &session), 0);
         let record = load(store.as_ref(), &session).unwrap().expect("session record");
-        assert_eq!(record.stmt, Some((0, doc! { "n": 1 })));
+        assert_eq!(record.stmt, Some((0, raw(doc! { "n": 1 }))));
         let reply = svc.dispatch(&mut conn, insert(300..301, 3)).body;
         assert_eq!(reply.get_i32("n").ok(), Some(1), "a retry replays: {reply}");
         assert!(!reply.contains_key("writeErrors"), "{reply}");
@@ -428,7 +440,7 @@ mod tests {
     fn a_session_record_keeps_one_statement_outcome() {
         let store = store();
         let mut record = SessionRecord::now(9, RecordKind::Retryable);
-        record.stmt = Some((4, doc! { "n": 1, "nModified": 1 }));
+        record.stmt = Some((4, raw(doc! { "n": 1, "nModified": 1 })));
         let mut txn = store.begin().unwrap();
         write(txn.as_mut(), b"s", &record, None).unwrap();
         txn.commit().unwrap();

@@ -223,7 +223,7 @@ impl Session {
     ) -> Result<()> {
         debug_assert!(self.writes_record_for(number), "the record would not be written");
         let mut record = SessionRecord::now(number, RecordKind::Retryable);
-        record.stmt = Some((stmt_id, outcome.clone()));
+        record.stmt = Some((stmt_id, bson::RawDocumentBuf::try_from(outcome)?));
         durable_write(&self.key, self.durable, self.recorded_stmts.as_deref(), txn, &record)
     }
 
