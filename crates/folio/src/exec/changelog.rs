@@ -117,9 +117,8 @@ const ENTRY_ROOM: usize = 128;
 /// by field, never built as a `Document` only to be encoded once. The buffer is allocated once,
 /// with `room` bytes for what follows, rather than grown by each field.
 fn raw_base(op: &str, meta: &CollectionMeta, room: usize) -> RawDocumentBuf {
-    // The fixed fields: three element headers, `op`, `ns` with its length and nul, a UUID.
-    let fixed = 4 + 1 + 3 * 4 + op.len() + meta.db.len() + meta.name.len() + 2 + 4 + 21;
-    let mut bytes = Vec::with_capacity(fixed + room);
+    // The fixed fields take the namespace and under 64 bytes besides (`op`, the headers, a UUID).
+    let mut bytes = Vec::with_capacity(64 + meta.db.len() + meta.name.len() + room);
     // `{}`: its length (five bytes) and the terminating nul.
     bytes.extend_from_slice(&[5, 0, 0, 0, 0]);
     let Ok(mut e) = RawDocumentBuf::from_bytes(bytes) else { return RawDocumentBuf::new() };

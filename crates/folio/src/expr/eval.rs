@@ -124,8 +124,13 @@ impl<'a> Vars<'a> {
         v
     }
 
+    /// The value bound to `name` by a `let` or an operator (the innermost binding), if any.
+    fn bound(&self, name: &str) -> Option<&Value> {
+        self.stack.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
     fn get(&self, name: &str) -> Result<Value> {
-        if let Some((_, v)) = self.stack.iter().rev().find(|(n, _)| n == name) {
+        if let Some(v) = self.bound(name) {
             return Ok(v.clone());
         }
         match name {
@@ -175,26 +180,20 @@ impl Expression {
             Expression::Const(v) => Ok(Some(v.clone())),
             Expression::Field(path) => Ok(field_path(vars.root, path)),
             Expression::Var(name, path) => {
+                if path.is_empty() {
+                    return vars.get(name);
+                }
                 // A path into a bound variable reads it in place: only the part named is copied
                 // (`$$value.total` must not copy a large accumulator to read one field).
-                if !path.is_empty()
-                    && let Some((_, bound)) = vars.stack.iter().rev().find(|(n, _)| n == name)
-                {
-                    return Ok(match bound {
-                        Some(Bson::Document(d)) => field_path(d, path),
-                        Some(a @ Bson::Array(_)) => value_at(a, path.as_slice()),
-                        _ => None,
-                    });
+                let inside = |v: &Bson| match v {
+                    Bson::Document(d) => field_path(d, path),
+                    Bson::Array(_) => value_at(v, path.as_slice()),
+                    _ => None,
+                };
+                match vars.bound(name) {
+                    Some(v) => Ok(v.as_ref().and_then(inside)),
+                    None => Ok(vars.get(name)?.as_ref().and_then(inside)),
                 }
-                let v = vars.get(name)?;
-                Ok(match (v, path.is_empty()) {
-                    (v, true) => v,
-                    (Some(Bson::Document(d)), false) => field_path(&d, path),
-                    (Some(Bson::Array(items)), false) => {
-                        value_at(&Bson::Array(items), path.as_slice())
-                    }
-                    (_, false) => None,
-                })
             }
             Expression::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());

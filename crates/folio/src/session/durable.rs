@@ -182,7 +182,7 @@ pub fn stmt_outcome(
             && let Some((id, outcome)) = record.stmt
             && id == stmt_id
         {
-            return Ok(Some(bson::Document::try_from(outcome)?));
+            return crate::error::stored_document(outcome.as_bytes(), "session record").map(Some);
         }
     }
     // Its own record, or else the nearest below it: the first key of a reverse scan that
