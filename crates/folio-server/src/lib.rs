@@ -552,11 +552,20 @@ impl ConnectionTask {
     /// otherwise on the blocking pool.
     async fn run_command(&self, conn: &mut Connection, cmd: Document) -> Reply {
         let service = self.shared.service.clone();
+        if service.never_waits_on_others(&cmd) {
+            // Reads never wait on storage sync or other transactions: they run here, on the
+            // connection itself, rather than on a copy handed to the blocking pool and back.
+            let compressor = conn.compressor.clone();
+            let reply = service.dispatch(conn, cmd);
+            if conn.compressor != compressor {
+                debug!(id = conn.id, compressor = ?conn.compressor, "compression negotiated");
+            }
+            return reply;
+        }
         let name = cmd.keys().next().cloned().unwrap_or_default();
         let mut moved = conn.clone();
         let mut cmd = cmd;
-        let never_waits = service.never_waits_on_others(&cmd);
-        if !never_waits && service.may_try_on_event_loop(&cmd) {
+        if service.may_try_on_event_loop(&cmd) {
             // A single write usually waits only for its sync: it runs here, and the task awaits
             // the sync without holding a thread. If it would wait for another transaction, it
             // stops before committing anything and goes to the blocking pool below.
@@ -571,18 +580,11 @@ impl ConnectionTask {
                 }
             }
         }
-        let joined = if never_waits {
-            // Reads never wait on storage sync or other transactions: running them here saves
-            // handing them to the blocking pool and back.
+        let joined = tokio::task::spawn_blocking(move || {
             let reply = service.dispatch(&mut moved, cmd);
-            Ok((moved, reply))
-        } else {
-            tokio::task::spawn_blocking(move || {
-                let reply = service.dispatch(&mut moved, cmd);
-                (moved, reply)
-            })
-            .await
-        };
+            (moved, reply)
+        })
+        .await;
         match joined {
             Ok((updated, reply)) => {
                 if updated.compressor != conn.compressor {

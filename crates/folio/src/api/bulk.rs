@@ -175,12 +175,27 @@ impl WriteModel {
                 (doc! { "insert": ns, "document": d }, Some(id))
             }
             WriteModel::UpdateOne(m) => (
-                update(ns, &m.filter, m.update.to_bson()?, false, m.upsert, &m.array_filters),
+                update(
+                    ns,
+                    &m.filter,
+                    m.update.clone().to_bson()?,
+                    false,
+                    m.upsert,
+                    &m.array_filters,
+                ),
                 None,
             ),
-            WriteModel::UpdateMany(m) => {
-                (update(ns, &m.filter, m.update.to_bson()?, true, m.upsert, &m.array_filters), None)
-            }
+            WriteModel::UpdateMany(m) => (
+                update(
+                    ns,
+                    &m.filter,
+                    m.update.clone().to_bson()?,
+                    true,
+                    m.upsert,
+                    &m.array_filters,
+                ),
+                None,
+            ),
             WriteModel::ReplaceOne(m) => {
                 let r = replacement_document(&m.replacement)?;
                 (update(ns, &m.filter, Bson::Document(r), false, m.upsert, &None), None)

@@ -71,7 +71,7 @@ impl From<Vec<Document>> for UpdateModifications {
 impl UpdateModifications {
     /// The `u` / `update` value sent to the server, after the check drivers make: an update
     /// document must consist of update operators.
-    pub(crate) fn to_bson(&self) -> Result<Bson> {
+    pub(crate) fn to_bson(self) -> Result<Bson> {
         match self {
             UpdateModifications::Document(d) => {
                 if !d.keys().next().is_some_and(|k| k.starts_with('$')) {
@@ -79,10 +79,10 @@ impl UpdateModifications {
                         "update document must have first key starting with '$'",
                     ));
                 }
-                Ok(Bson::Document(d.clone()))
+                Ok(Bson::Document(d))
             }
             UpdateModifications::Pipeline(p) => {
-                Ok(Bson::Array(p.iter().cloned().map(Bson::Document).collect()))
+                Ok(Bson::Array(p.into_iter().map(Bson::Document).collect()))
             }
         }
     }

@@ -197,18 +197,24 @@ impl ClientSession {
         if retry {
             wc = Some(majority_for_retry(wc));
         }
-        let mut cmd = self.end_command("commitTransaction", wc.clone());
-        if let Some(t) = self.txn_options.max_commit_time {
-            cmd.insert("maxTimeMS", t.as_millis() as i64);
-        }
-        let mut result =
-            self.client.send("admin", cmd.clone()).and_then(|reply| check_commit_reply(&reply));
+        let command = |wc: Option<WriteConcern>| {
+            let mut cmd = self.end_command("commitTransaction", wc);
+            if let Some(t) = self.txn_options.max_commit_time {
+                cmd.insert("maxTimeMS", t.as_millis() as i64);
+            }
+            cmd
+        };
+        let mut result = self
+            .client
+            .send("admin", command(wc.clone()))
+            .and_then(|reply| check_commit_reply(&reply));
         if let Err(e) = &result
             && e.contains_label(super::error::RETRYABLE_WRITE_ERROR)
         {
-            // The retry of a commit asks for majority, as the retryable-writes rules say.
-            cmd.insert("writeConcern", majority_for_retry(wc).to_document());
-            result = self.client.send("admin", cmd).and_then(|reply| check_commit_reply(&reply));
+            // The retry of a commit asks for majority, as the retryable-writes rules say. The
+            // command is built again rather than copied for a retry that seldom comes.
+            let retry = command(Some(majority_for_retry(wc)));
+            result = self.client.send("admin", retry).and_then(|reply| check_commit_reply(&reply));
         }
         result.map_err(label_commit_error)
     }
@@ -216,11 +222,12 @@ impl ClientSession {
     /// Sends `abortTransaction`. Errors are ignored, as the drivers ignore them: the server aborts
     /// the transaction on its own when it cannot be reached or has already given up on it.
     fn send_abort(&mut self) {
-        let cmd = self.end_command("abortTransaction", self.txn_options.write_concern.clone());
-        if let Err(e) = self.client.send("admin", cmd.clone())
+        let command =
+            || self.end_command("abortTransaction", self.txn_options.write_concern.clone());
+        if let Err(e) = self.client.send("admin", command())
             && e.contains_label(super::error::RETRYABLE_WRITE_ERROR)
         {
-            let _ = self.client.send("admin", cmd);
+            let _ = self.client.send("admin", command());
         }
     }
 }

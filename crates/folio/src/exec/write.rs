@@ -120,6 +120,9 @@ impl CollectionHandle {
 
     /// The index entries of a document: `(index position, storage key, key values)`.
     fn entries(&self, doc: &Document) -> Result<Vec<Entry>> {
+        if self.indexes.is_empty() {
+            return Ok(Vec::new());
+        }
         let id = id_key(doc.get("_id").unwrap_or(&Bson::Null));
         let mut out = Vec::new();
         for (i, idx) in self.indexes.iter().enumerate() {
@@ -141,44 +144,50 @@ impl CollectionHandle {
         Ok(out)
     }
 
-    /// Adds a document's index entries, checking unique indexes.
+    /// Adds a document's index entries (those of [`Self::entries`] for it), checking unique
+    /// indexes; an entry whose key is in `skip` is already there.
     fn add_entries(
         &self,
         txn: &mut dyn Txn,
         doc: &Document,
-        skip: &BTreeSet<Vec<u8>>,
+        entries: &[Entry],
+        skip: &BTreeSet<&[u8]>,
     ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let id = id_key(doc.get("_id").unwrap_or(&Bson::Null));
-        for (i, key, values) in self.entries(doc)? {
-            if skip.contains(&key) {
+        for (i, key, values) in entries {
+            if skip.contains(key.as_slice()) {
                 continue;
             }
-            let idx = &self.indexes[i];
+            let idx = &self.indexes[*i];
             if idx.spec.unique
-                && let Some(existing) = txn.get(&key)?
+                && let Some(existing) = txn.get(key)?
                 && existing != id
             {
-                return Err(idx.spec.duplicate_key_error(&self.meta.db, &self.meta.name, &values));
+                return Err(idx.spec.duplicate_key_error(&self.meta.db, &self.meta.name, values));
             }
-            txn.put(&key, &id)?
+            txn.put(key, &id)?
                 .or_conflict_with(|| format!("{} index {}", self.namespace(), idx.spec.name))?;
         }
         Ok(())
     }
 
-    /// Removes a document's index entries (except those in `keep`).
+    /// Removes a document's index entries (those of [`Self::entries`] for it) except those
+    /// whose key is in `keep`.
     fn remove_entries(
         &self,
         txn: &mut dyn Txn,
-        doc: &Document,
-        keep: &BTreeSet<Vec<u8>>,
+        entries: &[Entry],
+        keep: &BTreeSet<&[u8]>,
     ) -> Result<()> {
-        for (i, key, _) in self.entries(doc)? {
-            if keep.contains(&key) {
+        for (i, key, _) in entries {
+            if keep.contains(key.as_slice()) {
                 continue;
             }
-            txn.delete(&key)?.or_conflict_with(|| {
-                format!("{} index {}", self.namespace(), self.indexes[i].spec.name)
+            txn.delete(key)?.or_conflict_with(|| {
+                format!("{} index {}", self.namespace(), self.indexes[*i].spec.name)
             })?;
         }
         Ok(())
@@ -203,7 +212,7 @@ impl CollectionHandle {
             ));
         }
         txn.put(&key, bytes)?.or_conflict_with(|| self.describe_id(doc))?;
-        self.add_entries(txn, doc, &BTreeSet::new())?;
+        self.add_entries(txn, doc, &self.entries(doc)?, &BTreeSet::new())?;
         super::changelog::insert(txn, &self.meta, bytes);
         if super::capped::is_capped(&self.meta) {
             super::capped::inserted(txn, &self.meta, &id_key(&id), bytes.len())?;
@@ -234,11 +243,12 @@ impl CollectionHandle {
             let old = found.doc.to_vec()?.len();
             super::capped::resized(txn, &self.meta, old, bytes.len())?;
         }
-        let old_entries: BTreeSet<Vec<u8>> =
-            self.entries(&found.doc)?.into_iter().map(|e| e.1).collect();
-        let new_entries: BTreeSet<Vec<u8>> = self.entries(new)?.into_iter().map(|e| e.1).collect();
-        self.remove_entries(txn, &found.doc, &new_entries)?;
-        self.add_entries(txn, new, &old_entries)?;
+        // Each version's entries are computed once: the keys both have stay as they are.
+        let (old_entries, new_entries) = (self.entries(&found.doc)?, self.entries(new)?);
+        let old_keys: BTreeSet<&[u8]> = old_entries.iter().map(|e| e.1.as_slice()).collect();
+        let new_keys: BTreeSet<&[u8]> = new_entries.iter().map(|e| e.1.as_slice()).collect();
+        self.remove_entries(txn, &old_entries, &new_keys)?;
+        self.add_entries(txn, new, &new_entries, &old_keys)?;
         super::changelog::update(txn, &self.meta, &found.doc, new, replacement);
         Ok(())
     }
@@ -246,7 +256,7 @@ impl CollectionHandle {
     /// Deletes a stored document and its index entries.
     fn remove(&self, txn: &mut dyn Txn, found: &Found) -> Result<()> {
         txn.delete(&found.key)?.or_conflict_with(|| self.describe_id(&found.doc))?;
-        self.remove_entries(txn, &found.doc, &BTreeSet::new())?;
+        self.remove_entries(txn, &self.entries(&found.doc)?, &BTreeSet::new())?;
         if super::capped::is_capped(&self.meta) {
             let id = id_key(found.doc.get("_id").unwrap_or(&Bson::Null));
             super::capped::removed(txn, &self.meta, &id, found.doc.to_vec()?.len())?;
@@ -441,7 +451,7 @@ pub fn update(txn: &mut dyn Txn, db: &str, coll: &str, op: &UpdateOp) -> Result<
         result.matched += 1;
         let mut new = f.doc.clone();
         let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
-        if spec.apply(&mut new, &ctx)? && new != f.doc {
+        if spec.apply_to(&f.doc, &mut new, &ctx)? && new != f.doc {
             check_immutable_id(&f.doc, &new)?;
             handle.replace(txn, f, &new, spec.is_replacement())?;
             result.modified += 1;
@@ -618,7 +628,7 @@ pub fn find_and_modify(
         (Some(f), Some(spec)) => {
             let mut new = f.doc.clone();
             let ctx = update_ctx(filter.matches_with_key(&f.doc).1, false, now);
-            if spec.apply(&mut new, &ctx)? && new != f.doc {
+            if spec.apply_to(&f.doc, &mut new, &ctx)? && new != f.doc {
                 check_immutable_id(&f.doc, &new)?;
                 handle.replace(txn, &f, &new, spec.is_replacement())?;
             }
@@ -801,7 +811,7 @@ pub fn create_indexes(
     build_meta.indexes = added;
     let builder = CollectionHandle::from_meta(Arc::new(build_meta))?;
     for f in super::scan_collection(txn, &meta)? {
-        builder.add_entries(txn, &f.doc, &BTreeSet::new())?;
+        builder.add_entries(txn, &f.doc, &builder.entries(&f.doc)?, &BTreeSet::new())?;
     }
     Ok((before, meta.indexes.len(), created))
 }

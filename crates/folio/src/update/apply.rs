@@ -5,7 +5,10 @@ use bson::{Bson, Document};
 use super::arith::{self, Arith};
 use super::parse::type_name;
 use super::resolve::resolve;
-use super::{OpKind, Operators, Push, PushSort, UpdateContext, UpdateSpec, id_first, identical};
+use super::{
+    OpKind, Operators, Push, PushSort, UpdateContext, UpdateSpec, id_first, identical,
+    identical_docs,
+};
 use crate::bail;
 use crate::collation::{Collation, transform_opt};
 use crate::doc::compare::{Number, bson_eq, cmp_bson};
@@ -20,8 +23,25 @@ impl UpdateSpec {
     pub fn apply(&self, doc: &mut Document, ctx: &UpdateContext) -> Result<bool> {
         match self {
             UpdateSpec::Replacement(r) => replace(doc, r),
-            UpdateSpec::Operators(ops) => ops.apply(doc, ctx),
+            UpdateSpec::Operators(ops) => {
+                let before = doc.clone();
+                ops.apply(&before, doc, ctx)
+            }
             UpdateSpec::Pipeline(p) => p.apply(doc),
+        }
+    }
+
+    /// [`UpdateSpec::apply`] to `doc`, a copy of `original` the caller keeps: update operators
+    /// resolve their paths against `original` instead of a second copy of it.
+    pub fn apply_to(
+        &self,
+        original: &Document,
+        doc: &mut Document,
+        ctx: &UpdateContext,
+    ) -> Result<bool> {
+        match self {
+            UpdateSpec::Operators(ops) => ops.apply(original, doc, ctx),
+            _ => self.apply(doc, ctx),
         }
     }
 }
@@ -53,20 +73,20 @@ fn replace(doc: &mut Document, replacement: &Document) -> Result<bool> {
             out.insert(k.clone(), v.clone());
         }
     }
-    let modified = !identical(&Bson::Document(doc.clone()), &Bson::Document(out.clone()));
+    let modified = !identical_docs(doc, &out);
     *doc = out;
     Ok(modified)
 }
 
 impl Operators {
-    fn apply(&self, doc: &mut Document, ctx: &UpdateContext) -> Result<bool> {
-        let before = doc.clone();
+    /// Applies the operators to `doc`, which starts as a copy of `before`.
+    fn apply(&self, before: &Document, doc: &mut Document, ctx: &UpdateContext) -> Result<bool> {
         let original_id = doc.get("_id").cloned();
         // Positional paths are resolved against the document as it was, like MongoDB's update
         // tree; two operations that land on overlapping concrete paths conflict.
         let mut resolved = Vec::with_capacity(self.ops.len());
         for op in &self.ops {
-            for parts in resolve(&before, &op.path, ctx, &self.array_filters)? {
+            for parts in resolve(before, &op.path, ctx, &self.array_filters)? {
                 resolved.push((op, parts));
             }
         }
@@ -84,7 +104,7 @@ impl Operators {
             }
         }
         id_first(doc);
-        Ok(!identical(&Bson::Document(before), &Bson::Document(doc.clone())))
+        Ok(!identical_docs(before, doc))
     }
 }
 

@@ -231,13 +231,16 @@ fn identical(a: &Bson, b: &Bson) -> bool {
         (Bson::Double(x), Bson::Double(y)) => {
             x.to_bits() == y.to_bits() || x == y && x.signum() == y.signum()
         }
-        (Bson::Document(x), Bson::Document(y)) => {
-            x.len() == y.len()
-                && x.iter().zip(y.iter()).all(|((ka, va), (kb, vb))| ka == kb && identical(va, vb))
-        }
+        (Bson::Document(x), Bson::Document(y)) => identical_docs(x, y),
         (Bson::Array(x), Bson::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| identical(p, q))
         }
         _ => a == b,
     }
+}
+
+/// [`identical`] for two documents: the same fields in the same order, with identical values.
+fn identical_docs(x: &Document, y: &Document) -> bool {
+    x.len() == y.len()
+        && x.iter().zip(y.iter()).all(|((ka, va), (kb, vb))| ka == kb && identical(va, vb))
 }
