@@ -43,12 +43,15 @@ pub struct IndexMeta {
     /// [`get_collection`] is shared per thread while its stored bytes are unchanged, so every
     /// statement on the collection reuses one parse (`None` inside: the spec does not parse).
     parsed: OnceLock<Option<Arc<IndexSpec>>>,
+    /// The plan summary of a scan of this index (`IXSCAN { a: 1 }`), made at the first
+    /// [`IndexMeta::scan_summary`] and shared like `parsed`: every operation records its plan.
+    summary: OnceLock<String>,
 }
 
 impl IndexMeta {
     /// An index's metadata.
     pub fn new(id: u32, spec: Document) -> IndexMeta {
-        IndexMeta { id, spec, parsed: OnceLock::new() }
+        IndexMeta { id, spec, parsed: OnceLock::new(), summary: OnceLock::new() }
     }
 
     /// The index specification as `listIndexes` returns it.
@@ -70,9 +73,27 @@ impl IndexMeta {
         }
     }
 
+    /// MongoDB's plan summary of a scan of this index: `IXSCAN { a: 1, b: -1 }`.
+    pub fn scan_summary(&self) -> &str {
+        self.summary.get_or_init(|| {
+            let key = self
+                .spec
+                .get_document("key")
+                .map(|k| {
+                    k.iter()
+                        .map(|(f, v)| format!("{f}: {}", crate::index::fmt::format_value(v)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            format!("IXSCAN {{ {key} }}")
+        })
+    }
+
     /// The specification to change in place; its parsed form is made anew when next asked for.
     pub fn spec_mut(&mut self) -> &mut Document {
         self.parsed = OnceLock::new();
+        self.summary = OnceLock::new();
         &mut self.spec
     }
 }

@@ -23,7 +23,8 @@ pub(crate) struct OpEntry {
     pub(crate) opid: u32,
     pub(crate) connection: u64,
     pub(crate) client: String,
-    pub(crate) command: Document,
+    /// The command's first field (its name and target): all of it that currentOp shows.
+    pub(crate) command: Option<(String, Bson)>,
     pub(crate) ns: String,
     pub(crate) started: Instant,
     pub(crate) killed: Arc<AtomicBool>,
@@ -59,11 +60,9 @@ impl OpRegistry {
     ) -> (OpGuard<'_>, Arc<AtomicBool>) {
         let opid = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let killed = Arc::new(AtomicBool::new(false));
-        // Only the command's name and target go into currentOp, not its (possibly large) data.
-        let mut summary = Document::new();
-        if let Some((k, v)) = command.iter().next() {
-            summary.insert(k.clone(), v.clone());
-        }
+        // Only the command's name and target go into currentOp, not its (possibly large) data;
+        // the document currentOp shows is built only when it asks.
+        let summary = command.iter().next().map(|(k, v)| (k.clone(), v.clone()));
         let entry = OpEntry {
             opid,
             connection,
@@ -100,7 +99,7 @@ impl OpRegistry {
                     "active": true,
                     "op": "command",
                     "ns": op.ns.clone(),
-                    "command": op.command.clone(),
+                    "command": op.command.iter().cloned().collect::<Document>(),
                     "connectionId": op.connection as i64,
                     "client": op.client.clone(),
                     "secs_running": micros / 1_000_000,

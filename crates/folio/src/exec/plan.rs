@@ -760,21 +760,10 @@ pub fn summary(meta: &CollectionMeta, plan: &Plan) -> String {
     match plan {
         Plan::IdPoints(_) => "IDHACK".to_string(),
         Plan::CollectionScan => "COLLSCAN".to_string(),
-        Plan::IndexScan { index, .. } => {
-            let key = meta
-                .indexes
-                .iter()
-                .find(|i| i.id == *index)
-                .and_then(|i| i.spec().get_document("key").ok())
-                .map(|k| {
-                    k.iter()
-                        .map(|(f, v)| format!("{f}: {}", crate::index::fmt::format_value(v)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            format!("IXSCAN {{ {key} }}")
-        }
+        Plan::IndexScan { index, .. } => match meta.indexes.iter().find(|i| i.id == *index) {
+            Some(i) => i.scan_summary().to_string(),
+            None => "IXSCAN {  }".to_string(),
+        },
         Plan::Or(branches) => {
             branches.iter().map(|b| summary(meta, b)).collect::<Vec<_>>().join(", ")
         }
