@@ -8,7 +8,9 @@
 //!    for whole frames (a body's gossiped `$clusterTime` is checked and dropped). Requests on
 //!    one connection are handled strictly in order, like MongoDB does: the
 //!    next frame is not looked at until the previous reply is written.
-//! 3. An OP_MSG's document sequences are merged into its body (what MongoDB does), a legacy
+//! 3. An OP_MSG's document sequences are merged into its body (what MongoDB does), except an
+//!    `insert`'s `documents`, handed over beside the body as they came ([`folio::Incoming`]:
+//!    stored without being built as `Document`s and encoded again when they need no change), a legacy
 //!    OP_QUERY on `db.$cmd` is unwrapped and given `$db`, and the command document goes to
 //!    [`Service::dispatch`]: on the connection's task when it cannot wait on anything
 //!    ([`Service::never_waits_on_others`]: reads, statements inside a transaction), otherwise on
@@ -61,7 +63,7 @@ use std::time::Duration;
 
 use bson::{Document, doc};
 use folio::{Code, Error};
-use folio::{Connection, Reply, Service, error_reply};
+use folio::{Connection, Incoming, Reply, Service, error_reply};
 use folio_wire::{
     Compressor, EncodeError, Malformed, MalformedKind, Message, Op, OpMsg, OpQuery, WireError,
     msg_flags, op_code,
@@ -440,8 +442,12 @@ impl ConnectionTask {
         let more_to_come = m.more_to_come();
         let exhaust_allowed = m.exhaust_allowed();
         let flags = if m.checksum_present() { msg_flags::CHECKSUM_PRESENT } else { 0 };
-        let cmd = match m.into_command() {
-            Ok(cmd) => cmd,
+        // An insert's documents stay as they came, to be stored so when they need no change.
+        let is_insert_documents = |body: &Document, identifier: &str| {
+            identifier == "documents" && body.keys().next().is_some_and(|k| k == "insert")
+        };
+        let cmd = match m.into_command_keeping(is_insert_documents) {
+            Ok((cmd, documents)) => Incoming { cmd, documents: documents.map(|s| s.documents) },
             Err(e) => {
                 let body = protocol_error(40433, "Location40433", e);
                 if more_to_come {
@@ -463,7 +469,7 @@ impl ConnectionTask {
                 (None, Some(cmd)) => cmd.clone(),
                 (None, None) => return Ok(()),
             };
-            self.await_hello(&cmd).await?;
+            self.await_hello(&cmd.cmd).await?;
             let reply = self.run_command(conn, cmd).await;
             if reply.close_connection {
                 return Err(Closed::Requested);
@@ -471,7 +477,7 @@ impl ConnectionTask {
             if more_to_come {
                 return Ok(());
             }
-            let stream_on = repeat.as_ref().is_some_and(|cmd| exhausts(cmd, &reply.body));
+            let stream_on = repeat.as_ref().is_some_and(|cmd| exhausts(&cmd.cmd, &reply.body));
             let flags = if stream_on { flags | msg_flags::MORE_TO_COME } else { flags };
             let id = self.next_request_id();
             self.send_msg(stream, id, response_to, flags, compressor, reply).await?;
@@ -550,9 +556,10 @@ impl ConnectionTask {
 
     /// Runs a command: on the connection's task when it cannot block, or until it would, and
     /// otherwise on the blocking pool.
-    async fn run_command(&self, conn: &mut Connection, cmd: Document) -> Reply {
+    async fn run_command(&self, conn: &mut Connection, cmd: impl Into<Incoming>) -> Reply {
+        let mut cmd: Incoming = cmd.into();
         let service = self.shared.service.clone();
-        if service.never_waits_on_others(&cmd) {
+        if service.never_waits_on_others(&cmd.cmd) {
             // Reads never wait on storage sync or other transactions: they run here, on the
             // connection itself, rather than on a copy handed to the blocking pool and back.
             let compressor = conn.compressor.clone();
@@ -562,9 +569,8 @@ impl ConnectionTask {
             }
             return reply;
         }
-        let name = cmd.keys().next().cloned().unwrap_or_default();
+        let name = cmd.cmd.keys().next().cloned().unwrap_or_default();
         let mut moved = conn.clone();
-        let mut cmd = cmd;
         if service.may_try_on_event_loop(&cmd) {
             // A single write usually waits only for its sync: it runs here, and the task awaits
             // the sync without holding a thread. If it would wait for another transaction, it

@@ -313,7 +313,7 @@ async fn malformed_bson_gets_an_error_and_the_connection_lives() {
     if let Op::Msg(m) = &mut dup.op {
         m.sequences.push(folio_wire::DocumentSequence {
             identifier: "x".into(),
-            documents: vec![doc! {}],
+            documents: vec![folio_wire::SequenceDocument::from_document(&doc! {}).unwrap()],
         });
     }
     send(&mut s, &dup).await;
@@ -434,7 +434,10 @@ async fn document_sequences_are_merged_into_the_command() {
     if let Op::Msg(m) = &mut insert.op {
         m.sequences.push(folio_wire::DocumentSequence {
             identifier: "documents".into(),
-            documents: vec![doc! { "_id": 1, "a": "x" }, doc! { "_id": 2, "a": "y" }],
+            documents: [doc! { "_id": 1, "a": "x" }, doc! { "_id": 2, "a": "y" }]
+                .iter()
+                .map(|d| folio_wire::SequenceDocument::from_document(d).unwrap())
+                .collect(),
         });
     }
     send(&mut s, &insert).await;
@@ -448,7 +451,9 @@ async fn document_sequences_are_merged_into_the_command() {
     if let Op::Msg(m) = &mut quiet.op {
         m.sequences.push(folio_wire::DocumentSequence {
             identifier: "documents".into(),
-            documents: vec![doc! { "_id": 3 }],
+            documents: vec![
+                folio_wire::SequenceDocument::from_document(&doc! { "_id": 3 }).unwrap(),
+            ],
         });
     }
     send(&mut s, &quiet).await;
@@ -702,4 +707,162 @@ async fn awaitable_hello_waits_and_streams_with_exhaust() {
     let stopping = Instant::now();
     server.shutdown().await;
     assert!(stopping.elapsed() < Duration::from_secs(5), "{:?}", stopping.elapsed());
+}
+
+/// Sends an `insert` of `db.c` whose documents are an OP_MSG document sequence of these raw
+/// documents; returns the reply's body.
+async fn insert_sequence(
+    s: &mut TcpStream,
+    id: i32,
+    extra: Document,
+    docs: Vec<bson::RawDocumentBuf>,
+) -> Document {
+    let mut body = doc! { "insert": "c", "$db": "rawseq" };
+    body.extend(extra);
+    let mut msg = Message::msg(id, 0, 0, body);
+    if let Op::Msg(m) = &mut msg.op {
+        m.sequences.push(folio_wire::DocumentSequence {
+            identifier: "documents".into(),
+            documents: docs
+                .into_iter()
+                .map(|d| folio_wire::SequenceDocument::from_raw(d).expect("valid"))
+                .collect(),
+        });
+    }
+    send(s, &msg).await;
+    body_of(&read_frame(s).await.expect("reply")).clone()
+}
+
+/// The raw BSON of `doc`.
+fn raw(doc: Document) -> bson::RawDocumentBuf {
+    bson::RawDocumentBuf::try_from(&doc).expect("encodable")
+}
+
+/// An insert's documents arrive as a document sequence and are stored as they came when they
+/// need no change; every document that does need one (no `_id`, `_id` not first, a repeated
+/// name, an array numbered oddly, a `Timestamp(0, 0)`) is stored exactly as the decoded
+/// command's would be, and the checks answer with the same errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_documents_are_stored_as_an_insert_of_their_decoded_form_would_store_them() {
+    use bson::raw::cstr;
+    let server = TestServer::start_mvcc().await;
+    let mut s = server.connect().await;
+
+    // A repeated name: the decoded form keeps one field, with the last value.
+    let mut repeated = bson::RawDocumentBuf::new();
+    repeated.append(cstr!("_id"), 2);
+    repeated.append(cstr!("a"), 1);
+    repeated.append(cstr!("a"), 2);
+    // An array whose keys are not 0, 1, ...: read by position, stored renumbered. Written as
+    // a document `{"7": "x", "9": "y"}` whose type byte then says array.
+    let mut odd = raw(doc! { "_id": 3, "arr": { "7": "x", "9": "y" } }).into_bytes();
+    let at = odd.windows(4).position(|w| w == b"arr\0").expect("the field") - 1;
+    assert_eq!(odd[at], 0x03);
+    odd[at] = 0x04;
+    let odd = bson::RawDocumentBuf::from_bytes(odd).expect("valid BSON");
+    let docs = vec![
+        raw(doc! { "_id": 1, "as": "sent", "nested": { "x": [1, { "y": 2.5 }] } }),
+        repeated,
+        odd,
+        raw(doc! { "b": 1, "_id": 4 }),
+        raw(doc! { "noid": true }),
+        raw(doc! { "_id": 6, "ts": bson::Timestamp { time: 0, increment: 0 } }),
+    ];
+    let reply = insert_sequence(&mut s, 1, doc! {}, docs).await;
+    assert_eq!(reply.get_i32("n").ok(), Some(6), "{reply}");
+
+    send(
+        &mut s,
+        &Message::msg(
+            2,
+            0,
+            0,
+            doc! { "find": "c", "filter": {}, "sort": { "_id": 1 }, "$db": "rawseq" },
+        ),
+    )
+    .await;
+    let found = body_of(&read_frame(&mut s).await.expect("reply"))
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .expect("firstBatch")
+        .clone();
+    assert_eq!(found.len(), 6, "{found:?}");
+    let by_id = |i: i32| {
+        found
+            .iter()
+            .filter_map(|d| d.as_document())
+            .find(|d| d.get_i32("_id").ok() == Some(i))
+            .cloned()
+            .unwrap_or_else(|| panic!("no _id {i} in {found:?}"))
+    };
+    assert_eq!(by_id(1), doc! { "_id": 1, "as": "sent", "nested": { "x": [1, { "y": 2.5 }] } });
+    assert_eq!(by_id(2), doc! { "_id": 2, "a": 2 });
+    assert_eq!(by_id(3), doc! { "_id": 3, "arr": ["x", "y"] });
+    assert_eq!(by_id(4), doc! { "_id": 4, "b": 1 }, "_id moved first");
+    let generated = found
+        .iter()
+        .filter_map(|d| d.as_document())
+        .find(|d| d.contains_key("noid"))
+        .expect("the document without _id");
+    assert!(matches!(generated.iter().next(), Some((k, bson::Bson::ObjectId(_))) if k == "_id"));
+    let ts = by_id(6).get_timestamp("ts").expect("ts");
+    assert!(ts.time > 0, "Timestamp(0, 0) replaced by the time: {ts:?}");
+    // Stored as sent: a query on an array element by position sees the renumbered array.
+    send(
+        &mut s,
+        &Message::msg(3, 0, 0, doc! { "count": "c", "query": { "arr.1": "y" }, "$db": "rawseq" }),
+    )
+    .await;
+    let count = body_of(&read_frame(&mut s).await.expect("reply")).clone();
+    assert_eq!(count.get_i32("n").ok(), Some(1), "{count}");
+
+    // The checks: a duplicate _id, an array _id, a document nested too deep.
+    let mut deep = doc! { "x": 1 };
+    for _ in 0..100 {
+        deep = doc! { "d": deep };
+    }
+    let docs = vec![
+        raw(doc! { "_id": 1 }),
+        raw(doc! { "_id": [1, 2] }),
+        raw(doc! { "_id": 7, "deep": deep }),
+        raw(doc! { "_id": 8 }),
+    ];
+    let reply = insert_sequence(&mut s, 4, doc! { "ordered": false }, docs).await;
+    assert_eq!(reply.get_i32("n").ok(), Some(1), "{reply}");
+    let errors = reply.get_array("writeErrors").expect("writeErrors");
+    let codes: Vec<i32> =
+        errors.iter().filter_map(|e| e.as_document()?.get_i32("code").ok()).collect();
+    assert_eq!(codes, vec![11000, 53, 15], "{reply}");
+
+    // A unique secondary index and a validator read the raw documents too.
+    send(&mut s, &Message::msg(5, 0, 0, doc! { "createIndexes": "c", "indexes": [{ "key": { "u": 1 }, "name": "u_1", "unique": true, "sparse": true }], "$db": "rawseq" })).await;
+    let created = body_of(&read_frame(&mut s).await.expect("reply")).clone();
+    assert_eq!(created.get_f64("ok").ok(), Some(1.0), "{created}");
+    let docs = vec![raw(doc! { "_id": 10, "u": 1 }), raw(doc! { "_id": 11, "u": 1 })];
+    let reply = insert_sequence(&mut s, 6, doc! {}, docs).await;
+    assert_eq!(reply.get_i32("n").ok(), Some(1), "{reply}");
+    let code =
+        reply.get_array("writeErrors").ok().and_then(|e| e[0].as_document()?.get_i32("code").ok());
+    assert_eq!(code, Some(11000), "{reply}");
+    send(
+        &mut s,
+        &Message::msg(
+            7,
+            0,
+            0,
+            doc! { "collMod": "c", "validator": { "v": { "$type": "int" } }, "$db": "rawseq" },
+        ),
+    )
+    .await;
+    let modded = body_of(&read_frame(&mut s).await.expect("reply")).clone();
+    assert_eq!(modded.get_f64("ok").ok(), Some(1.0), "{modded}");
+    let docs = vec![raw(doc! { "_id": 12, "v": "text", "u": 12 })];
+    let reply = insert_sequence(&mut s, 8, doc! {}, docs).await;
+    let code =
+        reply.get_array("writeErrors").ok().and_then(|e| e[0].as_document()?.get_i32("code").ok());
+    assert_eq!(code, Some(121), "{reply}");
+    let docs = vec![raw(doc! { "_id": 13, "v": 1, "u": 13 })];
+    let reply = insert_sequence(&mut s, 9, doc! { "bypassDocumentValidation": false }, docs).await;
+    assert_eq!(reply.get_i32("n").ok(), Some(1), "{reply}");
+    server.shutdown().await;
 }

@@ -39,12 +39,12 @@ mod compress;
 mod error;
 mod owned;
 
-use bson::raw::RawDocument;
+use bson::raw::{RawDocument, RawDocumentBuf};
 use bson::{Bson, Document};
 
 pub use compress::Compressor;
 pub use error::{EncodeError, Malformed, MalformedKind, WireError};
-pub use owned::{to_bson, to_document};
+pub use owned::{Shape, inspect, to_bson, to_document};
 
 /// The size of a message header.
 pub const HEADER_LEN: usize = 16;
@@ -182,18 +182,40 @@ impl OpMsg {
     /// by its identifier, which is how MongoDB interprets sequences. A sequence whose identifier
     /// is also a body field (or another sequence's) is an error.
     pub fn into_command(self) -> Result<Document, String> {
+        self.into_command_keeping(|_, _| false).map(|(cmd, _)| cmd)
+    }
+
+    /// [`OpMsg::into_command`], except that the first sequence `keep` picks (given the body and
+    /// the sequence's identifier) is not merged but handed back as it came, its documents still
+    /// raw: a command that stores its documents as they arrived (an `insert`) then never builds
+    /// them as [`Document`]s. The checks for repeated names cover it too.
+    pub fn into_command_keeping(
+        self,
+        keep: impl Fn(&Document, &str) -> bool,
+    ) -> Result<(Document, Option<DocumentSequence>), String> {
         let mut body = self.body;
+        let mut kept: Option<DocumentSequence> = None;
         for seq in self.sequences {
-            if body.contains_key(&seq.identifier) {
+            if body.contains_key(&seq.identifier)
+                || kept.as_ref().is_some_and(|k| k.identifier == seq.identifier)
+            {
                 return Err(format!(
                     "Duplicate field name in OP_MSG document sequence and body: {}",
                     seq.identifier
                 ));
             }
-            let docs = seq.documents.into_iter().map(Bson::Document).collect::<Vec<_>>();
+            if kept.is_none() && keep(&body, &seq.identifier) {
+                kept = Some(seq);
+                continue;
+            }
+            let docs = seq
+                .documents
+                .iter()
+                .map(|d| d.to_document().map(Bson::Document))
+                .collect::<Result<Vec<_>, _>>()?;
             body.insert(seq.identifier, Bson::Array(docs));
         }
-        Ok(body)
+        Ok((body, kept))
     }
 }
 
@@ -203,7 +225,35 @@ pub struct DocumentSequence {
     /// The field name the documents stand for (`documents`, `updates`, ...).
     pub identifier: String,
     /// The documents.
-    pub documents: Vec<Document>,
+    pub documents: Vec<SequenceDocument>,
+}
+
+/// One document of a [`DocumentSequence`]: its BSON as it came, validated when it was decoded
+/// (as a converted document is, to the same depth), and what that walk found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SequenceDocument {
+    /// The document's bytes.
+    pub raw: RawDocumentBuf,
+    /// Its depth, and whether its owned form would encode back to the same bytes.
+    pub shape: Shape,
+}
+
+impl SequenceDocument {
+    /// A sequence document from BSON bytes, validated.
+    pub fn from_raw(raw: RawDocumentBuf) -> Result<SequenceDocument, String> {
+        let shape = inspect(&raw)?;
+        Ok(SequenceDocument { raw, shape })
+    }
+
+    /// A sequence document holding `doc`.
+    pub fn from_document(doc: &Document) -> Result<SequenceDocument, String> {
+        Self::from_raw(RawDocumentBuf::try_from(doc).map_err(|e| e.to_string())?)
+    }
+
+    /// The owned form of the document.
+    pub fn to_document(&self) -> Result<Document, String> {
+        to_document(&self.raw)
+    }
 }
 
 /// A legacy OP_QUERY.
@@ -497,7 +547,11 @@ fn decode_sequence(r: &mut Reader<'_>, ctx: &Ctx) -> Result<DocumentSequence, Wi
     };
     let mut documents = Vec::new();
     while r.remaining() > 0 {
-        documents.push(r.document().map_err(|e| ctx.bson(e))?);
+        // Validated here, converted only if the command wants the documents as `Document`s.
+        let bytes = r.document_bytes().map_err(|e| ctx.bson(e))?;
+        let raw = RawDocument::from_bytes(bytes).map_err(|e| ctx.bson(e.to_string()))?;
+        let shape = inspect(raw).map_err(|e| ctx.bson(e))?;
+        documents.push(SequenceDocument { raw: raw.to_owned(), shape });
     }
     Ok(DocumentSequence { identifier: identifier.to_string(), documents })
 }
@@ -748,7 +802,7 @@ fn encode_msg(m: &OpMsg, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.extend_from_slice(&0_i32.to_le_bytes());
         write_cstr(&seq.identifier, out)?;
         for doc in &seq.documents {
-            write_doc(doc, out)?;
+            out.extend_from_slice(doc.raw.as_bytes());
         }
         let size = out.len() - start;
         if size > MAX_MESSAGE_SIZE {

@@ -65,6 +65,106 @@ fn validate_value(value: RawBsonRef<'_>, depth: usize) -> Result<(), String> {
     }
 }
 
+/// What [`inspect`] learns of a raw document besides its validity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// The nesting level of the deepest element: 1 when every element is at the top level (an
+    /// empty embedded document or array adds no level), 0 for an empty document.
+    pub levels: usize,
+    /// Whether the owned form encodes back to these very bytes: no field name twice within a
+    /// document (the owned form keeps one), every array's keys `0`, `1`, ... in order (the
+    /// owned form renumbers them), and none of the rare types whose owned form may be written
+    /// differently (regular expressions, code with scope, pointers, old-style binary ...).
+    pub canonical: bool,
+}
+
+/// Validates a raw document as [`to_document`] would (the same errors for the same bytes, the
+/// same bound on nesting) without building anything, and returns its [`Shape`].
+pub fn inspect(raw: &RawDocument) -> Result<Shape, String> {
+    let mut shape = Shape { levels: 0, canonical: true };
+    inspect_document(raw, 1, &mut shape)?;
+    Ok(shape)
+}
+
+/// [`inspect`] of a document whose elements are at level `depth`.
+fn inspect_document(raw: &RawDocument, depth: usize, shape: &mut Shape) -> Result<(), String> {
+    // The names seen, for the repeated-name check: the first few on the stack, compared one by
+    // one as they come; past those, all of them in a vector sorted once at the end (a document
+    // of a million fields must not cost a million squared comparisons).
+    const FEW: usize = 16;
+    let mut few = [""; FEW];
+    let mut many: Vec<&str> = Vec::new();
+    for (i, element) in raw.into_iter().enumerate() {
+        let (key, value) = element.map_err(|e| e.to_string())?;
+        shape.levels = shape.levels.max(depth);
+        let name = key.as_str();
+        if i < FEW {
+            if few[..i].contains(&name) {
+                shape.canonical = false;
+            }
+            few[i] = name;
+        } else {
+            if many.is_empty() {
+                many.extend_from_slice(&few);
+            }
+            many.push(name);
+        }
+        inspect_value(value, depth, shape)?;
+    }
+    if !many.is_empty() && shape.canonical {
+        many.sort_unstable();
+        if many.windows(2).any(|w| w[0] == w[1]) {
+            shape.canonical = false;
+        }
+    }
+    Ok(())
+}
+
+/// [`inspect`] of one value held `depth` deep.
+fn inspect_value(value: RawBsonRef<'_>, depth: usize, shape: &mut Shape) -> Result<(), String> {
+    match value {
+        RawBsonRef::Document(d) => inspect_document(d, nested(depth)?, shape),
+        RawBsonRef::Array(a) => {
+            let depth = nested(depth)?;
+            for (i, element) in a.iter_elements().enumerate() {
+                let element = element.map_err(|e| e.to_string())?;
+                shape.levels = shape.levels.max(depth);
+                if !is_index(element.key().as_str(), i) {
+                    shape.canonical = false;
+                }
+                inspect_value(element.value().map_err(|e| e.to_string())?, depth, shape)?;
+            }
+            Ok(())
+        }
+        RawBsonRef::Binary(b) => {
+            if b.subtype == bson::spec::BinarySubtype::BinaryOld {
+                shape.canonical = false;
+            }
+            Ok(())
+        }
+        RawBsonRef::Double(_)
+        | RawBsonRef::String(_)
+        | RawBsonRef::Boolean(_)
+        | RawBsonRef::Null
+        | RawBsonRef::Int32(_)
+        | RawBsonRef::Int64(_)
+        | RawBsonRef::ObjectId(_)
+        | RawBsonRef::DateTime(_)
+        | RawBsonRef::Timestamp(_)
+        | RawBsonRef::Decimal128(_) => Ok(()),
+        other => {
+            shape.canonical = false;
+            bson_at(other, depth).map(drop)
+        }
+    }
+}
+
+/// Whether an array element's key is its position, written as BSON writes it (`0`, `1`, ...).
+fn is_index(key: &str, i: usize) -> bool {
+    let digits = i.checked_ilog10().map_or(1, |d| d as usize + 1);
+    key.len() == digits && key.bytes().all(|b| b.is_ascii_digit()) && key.parse() == Ok(i)
+}
+
 /// The depth of a value nested one level below `depth`, or the error past [`MAX_BSON_DEPTH`].
 fn nested(depth: usize) -> Result<usize, String> {
     if depth >= MAX_BSON_DEPTH {
@@ -234,5 +334,61 @@ mod tests {
         let raw = RawDocument::from_bytes(&bytes).expect("the header is intact");
         assert!(to_document(raw).is_err());
         assert!(Document::try_from(raw).is_err());
+    }
+
+    /// A canonical document's owned form encodes back to its bytes; each way of being
+    /// otherwise is found; the levels count the deepest element.
+    #[test]
+    fn inspect_finds_the_shape_and_agrees_with_the_conversion() {
+        let plain = doc! { "_id": 1, "a": { "b": [1, { "c": "d" }] }, "e": [], "f": {} };
+        let bytes = plain.to_vec().expect("encode");
+        let raw = RawDocument::from_bytes(&bytes).expect("raw");
+        assert_eq!(inspect(raw), Ok(Shape { levels: 4, canonical: true }));
+        assert_eq!(to_document(raw).expect("converts").to_vec().expect("encode"), bytes);
+        let empty = bson::RawDocumentBuf::new();
+        assert_eq!(inspect(&empty), Ok(Shape { levels: 0, canonical: true }));
+
+        // A name repeated among the first few fields, or among many.
+        let mut twice = bson::RawDocumentBuf::new();
+        twice.append(bson::raw::cstr!("a"), 1);
+        twice.append(bson::raw::cstr!("a"), 2);
+        assert!(!inspect(&twice).expect("valid").canonical);
+        let mut many = doc! {};
+        for i in 0..40 {
+            many.insert(format!("f{i}"), i);
+        }
+        let mut late = bson::RawDocumentBuf::try_from(&many).expect("encode");
+        assert!(inspect(&late).expect("valid").canonical);
+        late.append(bson::raw::cstr!("f3"), 0);
+        assert!(!inspect(&late).expect("valid").canonical);
+
+        // An array numbered oddly: a document `{"1": 0}` whose type byte says array.
+        let mut odd = doc! { "arr": { "1": 0 } }.to_vec().expect("encode");
+        odd[4] = 0x04;
+        let odd = RawDocument::from_bytes(&odd).expect("raw");
+        assert_eq!(inspect(odd), Ok(Shape { levels: 2, canonical: false }));
+        assert!(is_index("0", 0) && is_index("10", 10));
+        assert!(!is_index("01", 1) && !is_index("+1", 1) && !is_index("", 0));
+
+        // A rare type: validated, but not canonical.
+        let regex = doc! { "r": bson::Regex {
+            pattern: "a".try_into().expect("pattern"), options: "mi".try_into().expect("options"),
+        } };
+        let bytes = regex.to_vec().expect("encode");
+        assert!(!inspect(RawDocument::from_bytes(&bytes).expect("raw")).expect("valid").canonical);
+
+        // Damage and depth: the conversion's errors.
+        let mut bytes = doc! { "a": "text", "b": 1 }.to_vec().expect("encode");
+        bytes[7] = 0x7f;
+        let raw = RawDocument::from_bytes(&bytes).expect("the header is intact");
+        assert_eq!(inspect(raw).err(), to_document(raw).err());
+        let mut deep = doc! { "x": 1 };
+        for _ in 0..crate::MAX_BSON_DEPTH + 2 {
+            deep = doc! { "d": [deep] };
+        }
+        let bytes = deep.to_vec().expect("encode");
+        let raw = RawDocument::from_bytes(&bytes).expect("raw");
+        assert!(inspect(raw).is_err());
+        assert_eq!(inspect(raw).err(), to_document(raw).err());
     }
 }

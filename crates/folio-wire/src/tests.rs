@@ -42,6 +42,11 @@ fn frame(request_id: i32, op: i32, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Sequence documents holding `docs`.
+fn seq_docs(docs: &[Document]) -> Vec<SequenceDocument> {
+    docs.iter().map(|d| SequenceDocument::from_document(d).expect("encodable")).collect()
+}
+
 fn doc_bytes(d: &Document) -> Vec<u8> {
     d.to_vec().expect("serialize")
 }
@@ -52,7 +57,7 @@ fn op_msg_round_trip_with_sequences() {
     if let Op::Msg(m) = &mut msg.op {
         m.sequences.push(DocumentSequence {
             identifier: "documents".into(),
-            documents: vec![doc! { "_id": 1 }, doc! { "_id": 2, "x": "y" }],
+            documents: seq_docs(&[doc! { "_id": 1 }, doc! { "_id": 2, "x": "y" }]),
         });
     }
     let decoded = round_trip(&msg);
@@ -428,7 +433,7 @@ fn random_input_never_panics() {
             if let Op::Msg(msg) = &mut m.op {
                 msg.sequences.push(DocumentSequence {
                     identifier: "documents".into(),
-                    documents: vec![doc! { "_id": 1 }],
+                    documents: seq_docs(&[doc! { "_id": 1 }]),
                 });
             }
             seeds.push(encode(&m).expect("encode"));

@@ -70,7 +70,8 @@ pub mod api;
 // tests use; everything else stays inside the crate.
 pub use agg::{Context as PipelineContext, Pipeline};
 pub use command::{
-    Connection, RawBatch, Reply, Service, ServiceOptions, error_reply, metrics, recent_log,
+    Connection, Incoming, RawBatch, Reply, Service, ServiceOptions, error_reply, metrics,
+    recent_log,
 };
 pub use error::{Code, Error, Result};
 pub use exec::verify;

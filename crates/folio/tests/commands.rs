@@ -544,8 +544,20 @@ fn single_writes_run_on_the_event_loop_until_they_would_wait() {
         doc! { "commitTransaction": 1, "txnNumber": 1_i64, "autocommit": false },
         doc! { "abortTransaction": 1, "txnNumber": 1_i64, "autocommit": false },
     ] {
-        assert!(svc.may_try_on_event_loop(&one), "{one}");
+        assert!(svc.may_try_on_event_loop(&one.clone().into()), "{one}");
     }
+    // An insert's documents kept apart as they came count the same way.
+    let apart = |n: usize| folio::Incoming {
+        cmd: doc! { "insert": "c" },
+        documents: Some(
+            (0..n)
+                .map(|i| folio_wire::SequenceDocument::from_document(&doc! { "_id": i as i32 }))
+                .collect::<Result<_, _>>()
+                .expect("encodable"),
+        ),
+    };
+    assert!(svc.may_try_on_event_loop(&apart(1)));
+    assert!(!svc.may_try_on_event_loop(&apart(2)));
     for many in [
         doc! { "insert": "c", "documents": [{}, {}] },
         doc! { "update": "c", "updates": [] },
@@ -554,7 +566,7 @@ fn single_writes_run_on_the_event_loop_until_they_would_wait() {
         doc! { "create": "c" },
         doc! { "aggregate": "c", "pipeline": [{ "$out": "d" }] },
     ] {
-        assert!(!svc.may_try_on_event_loop(&many), "{many}");
+        assert!(!svc.may_try_on_event_loop(&many.clone().into()), "{many}");
     }
 
     let mut conn = svc.connect("event-loop");
@@ -585,13 +597,16 @@ fn single_writes_run_on_the_event_loop_until_they_would_wait() {
         "lsid": { "id": bson::Uuid::new() }, "txnNumber": 7_i64, "$db": "test",
     };
     let mut loop_conn = svc.connect("event-loop-2");
-    let back = svc.dispatch_on_event_loop(&mut loop_conn, inc.clone()).expect_err("would wait");
-    assert_eq!(back, inc, "the command comes back whole");
+    let back =
+        svc.dispatch_on_event_loop(&mut loop_conn, inc.clone().into()).expect_err("would wait");
+    assert_eq!(back.cmd, inc, "the command comes back whole");
+    assert!(back.documents.is_none());
     // The transaction commits on the event loop; its reply owes the commit's durability.
     let mut commit = txn(doc! { "commitTransaction": 1 });
     commit.insert("$db", "admin");
-    let reply =
-        svc.dispatch_on_event_loop(&mut loop_conn, commit).expect("a commit waits for nobody");
+    let reply = svc
+        .dispatch_on_event_loop(&mut loop_conn, commit.into())
+        .expect("a commit waits for nobody");
     assert_eq!(reply.body.get_f64("ok").ok(), Some(1.0), "{}", reply.body);
     let owed = reply.unsynced.expect("the commit's durability is owed");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -600,7 +615,7 @@ fn single_writes_run_on_the_event_loop_until_they_would_wait() {
     // Now the handed-back write runs on the event loop, once: its retry replays the outcome,
     // and it too is acknowledged only once durable.
     for _ in 0..2 {
-        let reply = svc.dispatch_on_event_loop(&mut loop_conn, inc.clone()).expect("runs");
+        let reply = svc.dispatch_on_event_loop(&mut loop_conn, inc.clone().into()).expect("runs");
         assert_eq!(reply.body.get_i32("nModified").ok(), Some(1), "{}", reply.body);
         assert!(reply.unsynced.is_some());
     }

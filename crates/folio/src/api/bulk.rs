@@ -178,7 +178,7 @@ impl WriteModel {
                 update(
                     ns,
                     &m.filter,
-                    m.update.clone().to_bson()?,
+                    m.update.clone().into_bson()?,
                     false,
                     m.upsert,
                     &m.array_filters,
@@ -189,7 +189,7 @@ impl WriteModel {
                 update(
                     ns,
                     &m.filter,
-                    m.update.clone().to_bson()?,
+                    m.update.clone().into_bson()?,
                     true,
                     m.upsert,
                     &m.array_filters,

@@ -71,7 +71,7 @@ impl From<Vec<Document>> for UpdateModifications {
 impl UpdateModifications {
     /// The `u` / `update` value sent to the server, after the check drivers make: an update
     /// document must consist of update operators.
-    pub(crate) fn to_bson(self) -> Result<Bson> {
+    pub(crate) fn into_bson(self) -> Result<Bson> {
         match self {
             UpdateModifications::Document(d) => {
                 if !d.keys().next().is_some_and(|k| k.starts_with('$')) {
@@ -696,7 +696,7 @@ impl<'a, T: Send + Sync> Update<'a, T> {
     /// Runs the update.
     pub fn run(self) -> Result<UpdateResult> {
         let u = match self.kind {
-            UpdateKind::Modify(m) => m.to_bson()?,
+            UpdateKind::Modify(m) => m.into_bson()?,
             UpdateKind::Replace(r) => Bson::Document(r?),
         };
         let mut stmt = doc! { "q": self.filter, "u": u, "multi": self.multi, "upsert": self.upsert.unwrap_or(false) };
@@ -858,7 +858,7 @@ impl<'a, T: Send + Sync + DeserializeOwned> FindAndModify<'a, T> {
                 cmd.insert("remove", true);
             }
             Modification::Update(m) => {
-                cmd.insert("update", m.to_bson()?);
+                cmd.insert("update", m.into_bson()?);
             }
             Modification::Replace(r) => {
                 cmd.insert("update", r?);
@@ -1194,7 +1194,7 @@ mod tests {
 
     #[test]
     fn update_documents_must_use_operators() {
-        let e = UpdateModifications::from(doc! { "a": 1 }).to_bson().unwrap_err();
+        let e = UpdateModifications::from(doc! { "a": 1 }).into_bson().unwrap_err();
         assert!(matches!(*e.kind, ErrorKind::InvalidArgument { .. }));
         assert!(replacement_document(&doc! { "$set": { "a": 1 } }).is_err());
         assert!(replacement_document(&doc! { "a": 1 }).is_ok());

@@ -18,6 +18,8 @@ pub struct Request<'a> {
     pub conn: &'a mut Connection,
     /// The command document.
     pub cmd: &'a Document,
+    /// An `insert`'s documents when they came apart from `cmd` ([`super::Incoming`]).
+    pub documents: Option<&'a [folio_wire::SequenceDocument]>,
     /// The command's name as the client wrote it (an alias such as `findandmodify` included).
     pub name: &'a str,
     /// The database the command runs against (`$db`).

@@ -154,8 +154,18 @@ fn reject_write_concern_in_txn(run: &Runner) -> Result<()> {
 
 /// `insert`.
 pub fn insert(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
-    // The documents are borrowed from the command: most are stored as they came.
-    let (db, coll, docs) = write_statements(req, run, "documents")?;
+    // The documents are borrowed from the command, or come as they arrived on the wire: most
+    // are stored as they came.
+    let (db, coll, docs): (_, _, Vec<Inserted<'_>>) = match req.documents {
+        Some(raw) => {
+            let (db, coll) = write_target(run, req.collection()?)?;
+            (db, coll, raw.iter().map(Inserted::Raw).collect())
+        }
+        None => {
+            let (db, coll, docs) = write_statements(req, run, "documents")?;
+            (db, coll, docs.into_iter().map(Inserted::Decoded).collect())
+        }
+    };
     if docs.is_empty() {
         bail!(InvalidLength, "Write batch sizes must be between 1 and 100000. Got 0 operations.");
     }
@@ -175,7 +185,10 @@ pub fn insert(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
         &docs,
         |run, stmt, d| {
             run.write(stmt, |txn| {
-                inserter.insert(txn, d)?;
+                match d {
+                    Inserted::Decoded(d) => inserter.insert(txn, d)?,
+                    Inserted::Raw(d) => inserter.insert_raw(txn, d)?,
+                };
                 Ok(doc! { "n": 1 })
             })
         },
@@ -186,6 +199,14 @@ pub fn insert(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
         reply.insert("writeErrors", errors);
     }
     Ok(reply)
+}
+
+/// One document of an `insert`.
+enum Inserted<'a> {
+    /// A document of the command's `documents` array.
+    Decoded(&'a Document),
+    /// A document that came in an OP_MSG document sequence, as it came.
+    Raw(&'a folio_wire::SequenceDocument),
 }
 
 /// `bypassDocumentValidation`: whether the collection's validator is skipped for this command.
@@ -267,11 +288,19 @@ fn write_statements<'a>(
     run: &mut Runner,
     array: &str,
 ) -> Result<(String, String, Vec<&'a Document>)> {
+    // The collection's name is checked before the statements, and they before the rest.
     let coll = req.collection()?;
     let statements = doc_refs(req.cmd, array, req.name)?;
+    let (db, coll) = write_target(run, coll)?;
+    Ok((db, coll, statements))
+}
+
+/// The database and collection a write command writes to, after the checks every write
+/// command makes: no write concern inside a transaction, no capped collection in one.
+fn write_target(run: &mut Runner, coll: String) -> Result<(String, String)> {
     reject_write_concern_in_txn(run)?;
     reject_capped_in_txn(run, &coll)?;
-    Ok((run.op.db.clone(), coll, statements))
+    Ok((run.op.db.clone(), coll))
 }
 
 /// `update`.
@@ -858,6 +887,7 @@ pub fn aggregate(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
             svc: req.svc,
             conn: &mut *req.conn,
             cmd: &explain_cmd,
+            documents: None,
             name: "explain",
             db: req.db,
         };

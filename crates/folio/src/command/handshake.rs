@@ -169,6 +169,7 @@ fn speculative_authenticate(
             svc,
             conn,
             cmd: &inner,
+            documents: None,
             name: "authenticate",
             db: &db,
         })

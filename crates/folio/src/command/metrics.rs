@@ -187,12 +187,12 @@ impl Metrics {
         &self,
         index: Option<usize>,
         class: LatencyClass,
-        cmd: &Document,
+        received: super::Received<'_>,
         outcome: super::Outcome<'_>,
         elapsed: Duration,
         stats: &OpStats,
     ) {
-        let reply = outcome.body;
+        let (reply, cmd) = (outcome.body, received.cmd);
         let add = |c: &AtomicU64, n: u64| {
             if n > 0 {
                 c.fetch_add(n, Ordering::Relaxed);
@@ -204,10 +204,7 @@ impl Metrics {
             add(&c.total, 1);
             add(&c.failed, u64::from(!ok));
         }
-        let array_len = |field: &str| match cmd.get(field) {
-            Some(Bson::Array(a)) => a.len() as u64,
-            _ => 0,
-        };
+        let array_len = |field: &str| received.statements(field);
         let n = reply_number(reply, "n");
         match name {
             "insert" => {

@@ -4,7 +4,9 @@
 //!
 //! 1. The caller (a server connection task, or the embedded API) hands [`Service::dispatch`] a
 //!    command document: the first key is the command name, `$db` names the database, and
-//!    OP_MSG document sequences have already been merged into the body as arrays.
+//!    OP_MSG document sequences have already been merged into the body as arrays, except an
+//!    `insert`'s `documents`, which come beside it still in their wire bytes ([`Incoming`]) so
+//!    that a document needing no change is stored as it came.
 //! 2. The name is looked up in the command table (`table::COMMANDS`), which says whether the command may
 //!    run in a transaction, whether it writes, and whether it must run against `admin`.
 //! 3. The generic arguments are parsed ([`runner::OpContext`]) and, with test commands on, the
@@ -176,6 +178,58 @@ pub struct RawBatch {
     pub field: &'static str,
     /// The documents, in order.
     pub docs: Vec<bson::RawDocumentBuf>,
+}
+
+/// A command as it arrived. An `insert` whose documents came as an OP_MSG document sequence
+/// keeps them apart, in their wire bytes (`cmd` then has no `documents` field): a document that
+/// needs no change is stored as it came, without being built as a `Document` and encoded again
+/// (`doc::validate::prepare_raw_insert`). Every other command, and the embedded API's, is its
+/// document alone.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    /// The command document.
+    pub cmd: Document,
+    /// An `insert`'s documents as they came, if they came apart from `cmd`.
+    pub documents: Option<Vec<folio_wire::SequenceDocument>>,
+}
+
+impl From<Document> for Incoming {
+    fn from(cmd: Document) -> Incoming {
+        Incoming { cmd, documents: None }
+    }
+}
+
+/// An [`Incoming`] command as the metrics and the profiler read it.
+#[derive(Clone, Copy)]
+pub(crate) struct Received<'a> {
+    /// The command document.
+    pub cmd: &'a Document,
+    /// An `insert`'s documents, when they came apart from `cmd`.
+    pub documents: Option<&'a [folio_wire::SequenceDocument]>,
+}
+
+impl Received<'_> {
+    /// The command as one document, with documents kept apart put back in: the profiler and
+    /// the slow-operation log show a command whole (cut to their size limit).
+    pub(crate) fn whole(&self) -> std::borrow::Cow<'_, Document> {
+        let Some(docs) = self.documents else { return std::borrow::Cow::Borrowed(self.cmd) };
+        let mut whole = self.cmd.clone();
+        let docs: Vec<Bson> =
+            docs.iter().filter_map(|d| d.to_document().ok().map(Bson::Document)).collect();
+        whole.insert("documents", docs);
+        std::borrow::Cow::Owned(whole)
+    }
+
+    /// How many statements a write command's array holds (`documents`, `updates`, ...).
+    pub(crate) fn statements(&self, field: &str) -> u64 {
+        match (field, self.documents) {
+            ("documents", Some(docs)) => docs.len() as u64,
+            _ => match self.cmd.get(field) {
+                Some(Bson::Array(a)) => a.len() as u64,
+                _ => 0,
+            },
+        }
+    }
 }
 
 /// A command's reply as the metrics and the profiler read it: the body and its stored
@@ -427,6 +481,7 @@ impl Service {
             svc: self,
             conn: &mut Connection::default(),
             cmd: &Document::new(),
+            documents: None,
             name: "serverStatus",
             db: "admin",
         })
@@ -554,14 +609,18 @@ impl Service {
     /// `findAndModify`) or the end of a transaction, which usually waits for nothing but the
     /// sync of its commit. A command of many statements is not: once one statement committed,
     /// a later one that has to wait can no longer hand the command back.
-    pub fn may_try_on_event_loop(&self, cmd: &Document) -> bool {
+    pub fn may_try_on_event_loop(&self, incoming: &Incoming) -> bool {
+        let cmd = &incoming.cmd;
         let Some(name) = cmd.keys().next() else { return false };
         if self.options.test_commands || self.store.remote() {
             return false;
         }
         let single = |field: &str| matches!(cmd.get(field), Some(Bson::Array(a)) if a.len() == 1);
         match name.as_str() {
-            "insert" => single("documents"),
+            "insert" => match &incoming.documents {
+                Some(docs) => docs.len() == 1,
+                None => single("documents"),
+            },
             "update" => single("updates"),
             "delete" => single("deletes"),
             "findAndModify" | "findandmodify" | "commitTransaction" | "abortTransaction" => true,
@@ -570,8 +629,8 @@ impl Service {
     }
 
     /// Runs one command and returns its reply. Never panics on client input.
-    pub fn dispatch(&self, conn: &mut Connection, cmd: Document) -> Reply {
-        match self.dispatch_with(conn, cmd, None) {
+    pub fn dispatch(&self, conn: &mut Connection, cmd: impl Into<Incoming>) -> Reply {
+        match self.dispatch_with(conn, cmd.into(), None) {
             Ok(reply) => reply,
             // Unreachable: nothing raises a flag that is not there.
             Err(_) => Reply {
@@ -592,8 +651,8 @@ impl Service {
     pub fn dispatch_on_event_loop(
         &self,
         conn: &mut Connection,
-        cmd: Document,
-    ) -> std::result::Result<Reply, Document> {
+        cmd: Incoming,
+    ) -> std::result::Result<Reply, Incoming> {
         let flag = std::cell::Cell::new(false);
         self.dispatch_with(conn, cmd, Some(&flag))
     }
@@ -607,9 +666,10 @@ impl Service {
     fn dispatch_with(
         &self,
         conn: &mut Connection,
-        cmd: Document,
+        incoming: Incoming,
         would_block: Option<&std::cell::Cell<bool>>,
-    ) -> std::result::Result<Reply, Document> {
+    ) -> std::result::Result<Reply, Incoming> {
+        let (cmd, documents) = (&incoming.cmd, incoming.documents.as_deref());
         let started = std::time::Instant::now();
         crate::exec::opstats::begin();
         let mut close_connection = false;
@@ -618,11 +678,12 @@ impl Service {
         // A bug must not take the connection (or the server) down with it: a panic becomes an
         // InternalError reply. Open transactions stay consistent: a dropped MVCC transaction aborts.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.run(conn, &cmd, &mut close_connection, would_block, &mut unsynced, &mut raw_batch)
+            let out = (&mut close_connection, &mut unsynced, &mut raw_batch);
+            self.run(conn, cmd, documents, would_block, out)
         }));
         if would_block.is_some_and(std::cell::Cell::get) {
             // Nothing was committed (see `Runner`): the command runs again where it may wait.
-            return Err(cmd);
+            return Err(incoming);
         }
         let mut body = match outcome {
             Ok(Ok(body)) => body,
@@ -646,7 +707,7 @@ impl Service {
         let (index, class) = match cmd.keys().next() {
             Some(name) => (
                 table::index(name),
-                metrics::LatencyClass::of(name, name == "aggregate" && pipeline_writes(&cmd)),
+                metrics::LatencyClass::of(name, name == "aggregate" && pipeline_writes(cmd)),
             ),
             None => (None, metrics::LatencyClass::Commands),
         };
@@ -654,8 +715,9 @@ impl Service {
         let raw_batch =
             raw_batch.filter(|_| matches!(body.get("ok"), Some(Bson::Double(ok)) if *ok == 1.0));
         let outcome = Outcome { body: &body, raw_batch: raw_batch.as_ref() };
-        self.metrics.record(index, class, &cmd, outcome, elapsed, &stats);
-        self.observe(conn, &cmd, outcome, elapsed, &stats);
+        let received = Received { cmd, documents };
+        self.metrics.record(index, class, received, outcome, elapsed, &stats);
+        self.observe(conn, received, outcome, elapsed, &stats);
         let ts = self.store.last_committed().to_bson();
         body.insert("operationTime", ts);
         body.insert(
@@ -679,10 +741,13 @@ impl Service {
         &self,
         conn: &mut Connection,
         cmd: &Document,
-        close: &mut bool,
+        documents: Option<&[folio_wire::SequenceDocument]>,
         would_block: Option<&std::cell::Cell<bool>>,
-        unsynced: &mut Option<crate::mvcc::Ts>,
-        raw_batch: &mut Option<RawBatch>,
+        (close, unsynced, raw_batch): (
+            &mut bool,
+            &mut Option<crate::mvcc::Ts>,
+            &mut Option<RawBatch>,
+        ),
     ) -> Result<Document> {
         let Some(name) = cmd.keys().next().cloned() else {
             crate::bail!(FailedToParse, "Empty command");
@@ -788,7 +853,7 @@ impl Service {
             }
             Ok(())
         };
-        let mut request = Request { svc: self, conn, cmd, name: &name, db: &op.db };
+        let mut request = Request { svc: self, conn, cmd, documents, name: &name, db: &op.db };
         let result = match (spec.handler, runner.as_mut()) {
             (table::Handler::Runner(f), Some(runner)) => runner
                 .begin(spec.in_txn)

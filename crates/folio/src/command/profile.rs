@@ -188,12 +188,13 @@ impl super::Service {
     pub(crate) fn observe(
         &self,
         conn: &Connection,
-        cmd: &Document,
+        received: super::Received<'_>,
         outcome: super::Outcome<'_>,
         elapsed: Duration,
         stats: &OpStats,
     ) {
         let p = &self.profiler;
+        let cmd = received.cmd;
         let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         if millis < p.slow_ms() && !p.any_db.load(Ordering::Relaxed) {
             return;
@@ -210,6 +211,9 @@ impl super::Service {
         if !slow && settings.level < 2 && settings.filter.is_none() {
             return;
         }
+        // The command as the client sent it, documents kept apart included.
+        let sent = received.whole();
+        let cmd = sent.as_ref();
         // The entry counts and measures the batch as returned.
         let whole;
         let reply = match outcome.raw_batch {

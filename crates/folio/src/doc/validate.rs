@@ -19,6 +19,7 @@
 //! Size errors differ by path as in MongoDB: an insert too large is BSONObjectTooLarge (10334),
 //! an update whose result is too large is 17419.
 
+use bson::raw::{RawBsonRef, RawDocument};
 use bson::{Bson, Document, Timestamp, oid::ObjectId};
 
 use crate::error::Result;
@@ -51,21 +52,9 @@ pub fn prepare_insert<'a>(
     // The size is the document's as given (an `_id` added below does not count against it);
     // its BSON is what is stored when nothing is rewritten.
     let given = doc.to_vec()?;
-    let size = given.len();
-    if size > MAX_DOCUMENT_SIZE {
-        crate::bail!(
-            BSONObjectTooLarge,
-            "object to insert too large. size in bytes: {}, max size: {}",
-            size,
-            MAX_DOCUMENT_SIZE
-        );
-    }
+    check_insert_size(given.len())?;
     if exceeds_depth(doc) {
-        crate::bail!(
-            Overflow,
-            "cannot insert document because it exceeds {} levels of nesting",
-            MAX_DEPTH
-        );
+        return Err(too_deep_to_insert());
     }
     if let Some(id) = doc.get("_id") {
         check_id_for_insert(id)?;
@@ -84,6 +73,60 @@ pub fn prepare_insert<'a>(
     }
     let bytes = out.to_vec()?;
     Ok(Prepared { doc: std::borrow::Cow::Owned(out), bytes })
+}
+
+/// [`prepare_insert`] for a document given as its BSON, as it came in an OP_MSG document
+/// sequence, without decoding it: the `_id` when the bytes can be stored as they are (their
+/// encoding is the one their decoded form would have, `_id` comes first, no top-level
+/// `Timestamp(0, 0)` is to be replaced), after the checks [`prepare_insert`] makes, with its
+/// errors; `None` when the document needs [`prepare_insert`] (which then makes the checks).
+pub fn prepare_raw_insert(raw: &RawDocument, shape: folio_wire::Shape) -> Result<Option<Bson>> {
+    // A repeated name or an oddly numbered array: the decoded form differs, and is what counts.
+    if !shape.canonical {
+        return Ok(None);
+    }
+    check_insert_size(raw.as_bytes().len())?;
+    // The level of the deepest element: past MAX_DEPTH exactly when `exceeds_depth` says so.
+    if shape.levels > MAX_DEPTH {
+        return Err(too_deep_to_insert());
+    }
+    let mut elements = raw.iter();
+    let id = match elements.next() {
+        Some(Ok((name, value))) if name.as_str() == "_id" => {
+            folio_wire::to_bson(value).map_err(|e| crate::err!(InvalidBSON, "{}", e))?
+        }
+        _ => return Ok(None),
+    };
+    check_id_for_insert(&id)?;
+    for element in elements {
+        let (_, value) = element.map_err(|e| crate::err!(InvalidBSON, "{}", e))?;
+        if matches!(value, RawBsonRef::Timestamp(Timestamp { time: 0, increment: 0 })) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(id))
+}
+
+/// An insert's size limit (BSONObjectTooLarge).
+fn check_insert_size(size: usize) -> Result<()> {
+    if size > MAX_DOCUMENT_SIZE {
+        crate::bail!(
+            BSONObjectTooLarge,
+            "object to insert too large. size in bytes: {}, max size: {}",
+            size,
+            MAX_DOCUMENT_SIZE
+        );
+    }
+    Ok(())
+}
+
+/// An insert's nesting limit (Overflow).
+fn too_deep_to_insert() -> crate::error::Error {
+    crate::err!(
+        Overflow,
+        "cannot insert document because it exceeds {} levels of nesting",
+        MAX_DEPTH
+    )
 }
 
 /// Validates a replacement document (a replace-style update or `findAndModify` replacement).
@@ -453,5 +496,50 @@ mod tests {
         assert_eq!(with_id_first(doc! {"a": 1}), doc! {"a": 1});
         let d = with_id_first(doc! {"a": 1, "_id": 2});
         assert_eq!(d.keys().next().map(String::as_str), Some("_id"));
+    }
+
+    /// A document given as BSON is stored as it came exactly when it needs no change, and
+    /// otherwise goes the decoded way; the checks answer alike either way, at the limits too.
+    #[test]
+    fn raw_insert_agrees_with_the_decoded_insert() {
+        let raw_of = |d: &Document| bson::RawDocumentBuf::try_from(d).unwrap();
+        let prepare_raw = |d: &Document| {
+            let raw = raw_of(d);
+            prepare_raw_insert(&raw, folio_wire::inspect(&raw).unwrap())
+        };
+        // Stored as they came: `_id` first, nothing to replace.
+        for d in [
+            doc! {"_id": 1, "a": [1, {"b": 2}]},
+            doc! {"_id": {"a.b": 1}, "$x": 1},
+            doc! {"_id": null, "t": Timestamp { time: 0, increment: 5 }},
+        ] {
+            let id = d.get("_id").cloned();
+            assert_eq!(prepare_raw(&d).unwrap(), id, "{d}");
+            assert_eq!(insert(d.clone()).unwrap(), d, "the decoded way stores it unchanged too");
+        }
+        let deepest_ok = doc! {"_id": 1, "n": nested(98, doc! {"x": 1})};
+        assert!(prepare_raw(&deepest_ok).unwrap().is_some());
+        assert!(insert(deepest_ok).is_ok());
+        // The decoded way's business: no `_id`, `_id` not first, a zero timestamp.
+        for d in [
+            doc! {"a": 1},
+            doc! {"a": 1, "_id": 2},
+            doc! {"_id": 1, "t": Timestamp { time: 0, increment: 0 }},
+        ] {
+            assert_eq!(prepare_raw(&d).unwrap(), None, "{d}");
+        }
+        // The same errors.
+        for d in [
+            doc! {"_id": [1]},
+            doc! {"_id": {"$bad": 1}},
+            doc! {"_id": 1, "n": nested(99, doc! {"x": 1})},
+            doc! {"_id": 1, "big": "x".repeat(MAX_DOCUMENT_SIZE)},
+        ] {
+            assert_eq!(
+                code_and_message(prepare_raw(&d)),
+                code_and_message(insert(d.clone())),
+                "{d}"
+            );
+        }
     }
 }

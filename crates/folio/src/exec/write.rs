@@ -194,28 +194,58 @@ impl CollectionHandle {
     }
 
     fn describe_id(&self, doc: &Document) -> String {
-        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        self.describe(doc.get("_id").unwrap_or(&Bson::Null))
+    }
+
+    fn describe(&self, id: &Bson) -> String {
         format!("{} _id {}", self.namespace(), id)
     }
 
     /// Inserts a prepared document (with `_id` first).
     fn insert_prepared(&self, txn: &mut dyn Txn, prepared: &Prepared<'_>) -> Result<()> {
         let (doc, bytes) = (prepared.doc.as_ref(), &prepared.bytes);
-        self.validate(doc)?;
-        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-        let key = Key::Document { coll: self.meta.id, id: &id_key(&id) }.encode();
+        let id = doc.get("_id").unwrap_or(&Bson::Null);
+        self.insert_bytes(txn, id, bytes, Some(doc))
+    }
+
+    /// Inserts a validated document given as its BSON (with `_id` first) and its `_id`. `doc`
+    /// is its decoded form when the caller has it; otherwise it is decoded here only if the
+    /// collection's validator or secondary indexes need it.
+    fn insert_bytes(
+        &self,
+        txn: &mut dyn Txn,
+        id: &Bson,
+        bytes: &[u8],
+        doc: Option<&Document>,
+    ) -> Result<()> {
+        let needs_doc =
+            !self.indexes.is_empty() || (self.validator.is_some() && !self.bypass_validation);
+        let decoded;
+        let doc = match doc {
+            None if needs_doc => {
+                decoded = crate::error::stored_document(bytes, "document")?;
+                Some(&decoded)
+            }
+            doc => doc,
+        };
+        if let Some(doc) = doc {
+            self.validate(doc)?;
+        }
+        let key = Key::Document { coll: self.meta.id, id: &id_key(id) }.encode();
         if txn.get(&key)?.is_some() {
             return Err(IndexSpec::id_index().duplicate_key_error(
                 &self.meta.db,
                 &self.meta.name,
-                &[id],
+                std::slice::from_ref(id),
             ));
         }
-        txn.put(&key, bytes)?.or_conflict_with(|| self.describe_id(doc))?;
-        self.add_entries(txn, doc, &self.entries(doc)?, &BTreeSet::new())?;
+        txn.put(&key, bytes)?.or_conflict_with(|| self.describe(id))?;
+        if let Some(doc) = doc {
+            self.add_entries(txn, doc, &self.entries(doc)?, &BTreeSet::new())?;
+        }
         super::changelog::insert(txn, &self.meta, bytes);
         if super::capped::is_capped(&self.meta) {
-            super::capped::inserted(txn, &self.meta, &id_key(&id), bytes.len())?;
+            super::capped::inserted(txn, &self.meta, &id_key(id), bytes.len())?;
             // The oldest documents go until the collection is within its limits again.
             while let Some(oldest) = super::capped::oldest_over_limit(txn, &self.meta)? {
                 let key = Key::Document { coll: self.meta.id, id: &oldest }.encode();
@@ -316,6 +346,41 @@ impl<'a> Inserter<'a> {
     /// Inserts one document; returns its `_id`. The document is borrowed: one that already has
     /// `_id` first is stored without a copy.
     pub fn insert(&mut self, txn: &mut dyn Txn, doc: &Document) -> Result<Bson> {
+        self.with_handle(txn, |txn, handle| {
+            let prepared = prepare(doc)?;
+            handle.insert_prepared(txn, &prepared)?;
+            Ok(prepared.doc.get("_id").cloned().unwrap_or(Bson::Null))
+        })
+    }
+
+    /// Inserts one document given as it came in an OP_MSG document sequence; returns its
+    /// `_id`. One that needs no change is stored as its bytes are, never decoded (unless the
+    /// collection's indexes or validator read it); any other goes the way of [`Self::insert`].
+    pub fn insert_raw(
+        &mut self,
+        txn: &mut dyn Txn,
+        doc: &folio_wire::SequenceDocument,
+    ) -> Result<Bson> {
+        match crate::doc::validate::prepare_raw_insert(&doc.raw, doc.shape)? {
+            Some(id) => self.with_handle(txn, |txn, handle| {
+                handle.insert_bytes(txn, &id, doc.raw.as_bytes(), None)?;
+                Ok(id)
+            }),
+            None => {
+                let decoded = folio_wire::to_document(&doc.raw)
+                    .map_err(|e| crate::err!(InvalidBSON, "{}", e))?;
+                self.insert(txn, &decoded)
+            }
+        }
+    }
+
+    /// Runs `insert` with the collection as this transaction loaded it (loading or creating it
+    /// the first time).
+    fn with_handle(
+        &mut self,
+        txn: &mut dyn Txn,
+        insert: impl FnOnce(&mut dyn Txn, &CollectionHandle) -> Result<Bson>,
+    ) -> Result<Bson> {
         let handle = match self.loaded.take() {
             Some((id, handle)) if id == txn.id() => handle,
             _ => {
@@ -324,12 +389,11 @@ impl<'a> Inserter<'a> {
                 handle
             }
         };
-        let prepared = prepare(doc)?;
-        handle.insert_prepared(txn, &prepared)?;
+        let id = insert(txn, &handle)?;
         // Kept only after a success: a failed statement is rolled back, and with it a
         // collection it may have created.
         self.loaded = Some((txn.id(), handle));
-        Ok(prepared.doc.get("_id").cloned().unwrap_or(Bson::Null))
+        Ok(id)
     }
 }
 
