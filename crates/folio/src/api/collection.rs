@@ -597,16 +597,18 @@ impl<'a, T: Send + Sync> InsertMany<'a, T> {
             inserted_ids: HashMap::new(),
         };
         let mut labels = Vec::new();
-        let with_ids: Vec<(Document, Bson)> = docs.into_iter().map(ensure_id).collect();
-        for (chunk_no, chunk) in with_ids.chunks(MAX_WRITE_BATCH).enumerate() {
+        // The documents move into the commands; their ids stay for the result.
+        let (docs, ids): (Vec<Document>, Vec<Bson>) = docs.into_iter().map(ensure_id).unzip();
+        let mut docs = docs.into_iter();
+        for (chunk_no, chunk) in ids.chunks(MAX_WRITE_BATCH).enumerate() {
             let offset = chunk_no * MAX_WRITE_BATCH;
-            let docs: Vec<Bson> = chunk.iter().map(|(d, _)| Bson::Document(d.clone())).collect();
+            let docs: Vec<Bson> = docs.by_ref().take(chunk.len()).map(Bson::Document).collect();
             let mut cmd = doc! { "insert": self.coll.ns.coll.clone(), "documents": docs, "ordered": self.ordered };
             add_write_concern(&mut cmd, self.write_concern.as_ref());
             let reply = self.coll.run(cmd, session.as_deref_mut())?;
             let mut errors = write_errors(&reply);
             let failed: Vec<usize> = errors.iter().map(|e| e.index).collect();
-            for (i, (_, id)) in chunk.iter().enumerate() {
+            for (i, id) in chunk.iter().enumerate() {
                 // In an ordered batch nothing after the first failure was attempted.
                 let attempted = !self.ordered || failed.first().is_none_or(|&f| i < f);
                 if attempted && !failed.contains(&i) {
