@@ -32,37 +32,9 @@ pub fn to_document_checking_duplicates(
 }
 
 /// Walks a raw document `depth` deep as [`to_document`] would, building nothing: the same
-/// errors for the same bytes.
+/// errors for the same bytes ([`inspect`]'s walk, its shape unused).
 fn validate_at(raw: &RawDocument, depth: usize) -> Result<(), String> {
-    for element in raw {
-        let (_, value) = element.map_err(|e| e.to_string())?;
-        validate_value(value, depth)?;
-    }
-    Ok(())
-}
-
-/// Checks one raw value held `depth` deep as [`bson_at`] would convert it.
-fn validate_value(value: RawBsonRef<'_>, depth: usize) -> Result<(), String> {
-    match value {
-        RawBsonRef::Document(d) => validate_at(d, nested(depth)?),
-        RawBsonRef::Array(a) => {
-            let depth = nested(depth)?;
-            a.into_iter().try_for_each(|v| validate_value(v.map_err(|e| e.to_string())?, depth))
-        }
-        // Values the raw walk has already checked whole, which convert without failing.
-        RawBsonRef::Double(_)
-        | RawBsonRef::String(_)
-        | RawBsonRef::Boolean(_)
-        | RawBsonRef::Null
-        | RawBsonRef::Int32(_)
-        | RawBsonRef::Int64(_)
-        | RawBsonRef::ObjectId(_)
-        | RawBsonRef::DateTime(_)
-        | RawBsonRef::Timestamp(_)
-        | RawBsonRef::Decimal128(_)
-        | RawBsonRef::Binary(_) => Ok(()),
-        other => bson_at(other, depth).map(drop),
-    }
+    inspect_document(raw, depth, &mut Shape { levels: 0, canonical: true })
 }
 
 /// What [`inspect`] learns of a raw document besides its validity.

@@ -174,28 +174,14 @@ impl WriteModel {
                 let (d, id) = ensure_id(m.document.clone());
                 (doc! { "insert": ns, "document": d }, Some(id))
             }
-            WriteModel::UpdateOne(m) => (
-                update(
-                    ns,
-                    &m.filter,
-                    m.update.clone().into_bson()?,
-                    false,
-                    m.upsert,
-                    &m.array_filters,
-                ),
-                None,
-            ),
-            WriteModel::UpdateMany(m) => (
-                update(
-                    ns,
-                    &m.filter,
-                    m.update.clone().into_bson()?,
-                    true,
-                    m.upsert,
-                    &m.array_filters,
-                ),
-                None,
-            ),
+            WriteModel::UpdateOne(m) => {
+                let u = m.update.clone().into_bson()?;
+                (update(ns, &m.filter, u, false, m.upsert, &m.array_filters), None)
+            }
+            WriteModel::UpdateMany(m) => {
+                let u = m.update.clone().into_bson()?;
+                (update(ns, &m.filter, u, true, m.upsert, &m.array_filters), None)
+            }
             WriteModel::ReplaceOne(m) => {
                 let r = replacement_document(&m.replacement)?;
                 (update(ns, &m.filter, Bson::Document(r), false, m.upsert, &None), None)
