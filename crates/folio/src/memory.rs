@@ -23,7 +23,8 @@
 //!   that concurrent heavy requests fail cleanly while small ones keep working.
 //!
 //! Every limit is checked *while* a value is being built: before the allocation where the size
-//! is known in advance (`$range`, `$concat`, `$concatArrays`, `$split`, `$unwind`'s copies), and
+//! is known in advance (`$range`, `$concat`, `$concatArrays`, `$split`, `$unwind`'s copies; a
+//! `$range` holds its bytes while it builds, so that several built at once count each other), and
 //! as the parts arrive otherwise (`$map`, `$reduce`, group tables, `$lookup` and `$facet`
 //! results), never once the whole exists, because a value that is too large has already done
 //! its damage by then.
@@ -252,6 +253,18 @@ pub fn check(what: &str, bytes: usize) -> Result<()> {
     admit(bytes, what)
 }
 
+/// [`check`], holding the bytes until the returned reservation is dropped: a builder whose size
+/// is known in advance holds it while it builds, so that concurrent builders see each other's
+/// (a check alone lets several pass at once and then build past the server's cap together).
+pub fn hold(what: &'static str, bytes: usize) -> Result<Option<Reservation>> {
+    if bytes < LARGE_VALUE_BYTES {
+        return Ok(None);
+    }
+    let mut held = Reservation::new(what);
+    held.grow(bytes)?;
+    Ok(Some(held))
+}
+
 /// Memory a stage holds on behalf of its operation, released when dropped. Charges go to the
 /// thread's operation counter and, in steps of [`CHARGE_STEP`], to the server-wide counter.
 #[derive(Debug)]
@@ -459,6 +472,25 @@ mod tests {
                 r.shrink(CHARGE_STEP);
                 assert_eq!(r.bytes(), 2 * CHARGE_STEP);
             }
+            assert_eq!(OP_USED.with(Cell::get), 0);
+        })
+        .join()
+        .expect("thread");
+    }
+
+    /// A large value being built is held, and seen by every other thread, until its builder
+    /// lets go; a small one is not charged at all.
+    #[test]
+    fn a_value_held_while_it_is_built_counts_for_everyone() {
+        std::thread::spawn(|| {
+            assert!(hold("$test", LARGE_VALUE_BYTES - 1).expect("small").is_none());
+            let before = server_used();
+            let bytes = 2 * LARGE_VALUE_BYTES;
+            let held = hold("$test", bytes).expect("fits").expect("held");
+            assert_eq!(held.bytes(), bytes);
+            let seen = std::thread::spawn(server_used).join().expect("thread");
+            assert!(seen >= before + bytes, "{seen} < {before} + the held bytes");
+            drop(held);
             assert_eq!(OP_USED.with(Cell::get), 0);
         })
         .join()

@@ -193,7 +193,8 @@ fn range(vals: Vec<Value>) -> Result<Value> {
         ));
     }
     let len = len as usize;
-    memory::check("$range", len.saturating_mul(memory::heap_size(&Bson::Int32(0))))?;
+    // Held while the array is built, not only checked: concurrent ranges count each other.
+    let _building = memory::hold("$range", len.saturating_mul(memory::heap_size(&Bson::Int32(0))))?;
     let mut out = Vec::with_capacity(len);
     let mut i = start;
     while (step > 0 && i < end) || (step < 0 && i > end) {
