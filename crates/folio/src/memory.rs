@@ -23,8 +23,9 @@
 //!   that concurrent heavy requests fail cleanly while small ones keep working.
 //!
 //! Every limit is checked *while* a value is being built: before the allocation where the size
-//! is known in advance (`$range`, `$concat`, `$concatArrays`, `$split`, `$unwind`'s copies; a
-//! `$range` holds its bytes while it builds, so that several built at once count each other), and
+//! is known in advance (`$range`, `$concat`, `$concatArrays`, `$split`, `$unwind`'s copies;
+//! `$range`, `$concat` and `$replaceAll` hold their bytes while they build, so that several built
+//! at once count each other: [`hold`]), and
 //! as the parts arrive otherwise (`$map`, `$reduce`, group tables, `$lookup` and `$facet`
 //! results), never once the whole exists, because a value that is too large has already done
 //! its damage by then.
@@ -244,18 +245,11 @@ pub fn building(what: &str, bytes: usize) -> Result<()> {
     admit(bytes, what)
 }
 
-/// Checks that the operation and the server may take a value of about `bytes` more (Folio's
-/// in-memory estimate), without a per-value limit of its own (`$range` has MongoDB's).
-pub fn check(what: &str, bytes: usize) -> Result<()> {
-    if bytes < LARGE_VALUE_BYTES {
-        return Ok(());
-    }
-    admit(bytes, what)
-}
-
-/// [`check`], holding the bytes until the returned reservation is dropped: a builder whose size
-/// is known in advance holds it while it builds, so that concurrent builders see each other's
-/// (a check alone lets several pass at once and then build past the server's cap together).
+/// Holds about `bytes` more (Folio's in-memory estimate) for a value whose size is known before
+/// it is built, until the returned reservation is dropped, or fails with ExceededMemoryLimit past
+/// the operation's limit or the server's cap. Held, not only checked: a builder holds its bytes
+/// while it builds, so that builders at work at once count each other (a check alone lets
+/// several pass together and then build past the cap). Small values are not charged.
 pub fn hold(what: &'static str, bytes: usize) -> Result<Option<Reservation>> {
     if bytes < LARGE_VALUE_BYTES {
         return Ok(None);

@@ -105,6 +105,15 @@ impl PartialEq for IndexMeta {
     }
 }
 
+/// `db.coll`, joined without the formatter: every command and every change-log entry makes one.
+pub fn join_namespace(db: &str, coll: &str) -> String {
+    let mut ns = String::with_capacity(db.len() + 1 + coll.len());
+    ns.push_str(db);
+    ns.push('.');
+    ns.push_str(coll);
+    ns
+}
+
 /// A collection's metadata.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CollectionMeta {
@@ -127,7 +136,7 @@ pub struct CollectionMeta {
 impl CollectionMeta {
     /// `db.name`.
     pub fn namespace(&self) -> String {
-        format!("{}.{}", self.db, self.name)
+        join_namespace(&self.db, &self.name)
     }
 
     /// Whether this is a view (`viewOn` option).

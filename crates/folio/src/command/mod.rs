@@ -938,13 +938,7 @@ fn pipeline_writes(cmd: &Document) -> bool {
 /// The namespace a command targets, for fail points and logs.
 pub fn namespace_of(cmd: &Document, db: &str) -> String {
     match cmd.iter().next() {
-        Some((_, Bson::String(coll))) => {
-            let mut ns = String::with_capacity(db.len() + 1 + coll.len());
-            ns.push_str(db);
-            ns.push('.');
-            ns.push_str(coll);
-            ns
-        }
+        Some((_, Bson::String(coll))) => crate::catalog::join_namespace(db, coll),
         _ => db.to_string(),
     }
 }

@@ -123,11 +123,7 @@ fn raw_base(op: &str, meta: &CollectionMeta, room: usize) -> RawDocumentBuf {
     bytes.extend_from_slice(&[5, 0, 0, 0, 0]);
     let Ok(mut e) = RawDocumentBuf::from_bytes(bytes) else { return RawDocumentBuf::new() };
     e.append(cstr!("op"), op);
-    let mut ns = String::with_capacity(meta.db.len() + 1 + meta.name.len());
-    ns.push_str(&meta.db);
-    ns.push('.');
-    ns.push_str(&meta.name);
-    e.append(cstr!("ns"), ns.as_str());
+    e.append(cstr!("ns"), meta.namespace().as_str());
     // The UUID's bytes in place, without the owned binary value's own allocation.
     let uuid = meta.uuid.bytes();
     e.append(

@@ -223,7 +223,7 @@ impl CollectionHandle {
         let decoded;
         let doc = match doc {
             None if needs_doc => {
-                decoded = crate::error::stored_document(bytes, "document")?;
+                decoded = decode_sent(bytes)?;
                 Some(&decoded)
             }
             doc => doc,
@@ -325,6 +325,12 @@ fn prepare(doc: &Document) -> Result<Prepared<'_>> {
     crate::doc::validate::prepare_insert(doc, &mut next)
 }
 
+/// The decoded form of a document a client sent as BSON (validated on arrival, so this does
+/// not fail in practice).
+fn decode_sent(bytes: &[u8]) -> Result<Document> {
+    folio_wire::parse_document(bytes).map_err(|e| crate::err!(InvalidBSON, "{}", e))
+}
+
 /// Inserts the documents of one command, creating the collection if needed. The collection is
 /// loaded once per storage transaction (the statements of a batch share one), not once per
 /// document: loading it reads and parses the catalog entry, its indexes and its validator.
@@ -366,11 +372,7 @@ impl<'a> Inserter<'a> {
                 handle.insert_bytes(txn, &id, doc.raw.as_bytes(), None)?;
                 Ok(id)
             }),
-            None => {
-                let decoded = folio_wire::to_document(&doc.raw)
-                    .map_err(|e| crate::err!(InvalidBSON, "{}", e))?;
-                self.insert(txn, &decoded)
-            }
+            None => self.insert(txn, &decode_sent(doc.raw.as_bytes())?),
         }
     }
 

@@ -85,7 +85,7 @@ fn concat(vals: Vec<Value>) -> Result<Value> {
     }
     // The length is known before anything is copied: check it first.
     let len = parts.iter().map(String::len).sum();
-    string_limit("$concat", len)?;
+    let _building = string_limit("$concat", len)?;
     let mut out = String::with_capacity(len);
     for p in &parts {
         out.push_str(p);
@@ -237,7 +237,7 @@ enum Side {
     End,
 }
 
-fn replace(op: &str, args: &Args, all: bool) -> Result<Value> {
+fn replace(op: &'static str, args: &Args, all: bool) -> Result<Value> {
     let mut strs: [String; 3] = Default::default();
     for (slot, k) in strs.iter_mut().zip(["input", "find", "replacement"]) {
         match get(args, k) {
@@ -259,10 +259,12 @@ fn replace(op: &str, args: &Args, all: bool) -> Result<Value> {
         input.replacen(&find, &replacement, 1)
     } else {
         // Each match may grow the string: know the result's length before building it.
-        if replacement.len() > find.len() && !find.is_empty() {
+        let _building = if replacement.len() > find.len() && !find.is_empty() {
             let n = input.matches(find.as_str()).count();
-            string_limit(op, input.len() + n * (replacement.len() - find.len()))?;
-        }
+            string_limit(op, input.len() + n * (replacement.len() - find.len()))?
+        } else {
+            None
+        };
         input.replace(&find, &replacement)
     };
     Ok(Some(Bson::String(out)))
@@ -419,14 +421,15 @@ fn split(a: &Value, b: &Value) -> Result<Value> {
 }
 
 /// MongoDB builds strings in a buffer of at most 64 MiB; a longer result fails as it does there.
-pub(crate) fn string_limit(op: &str, len: usize) -> Result<()> {
+/// The string's bytes are held while it is built ([`memory::hold`]).
+pub(crate) fn string_limit(op: &'static str, len: usize) -> Result<Option<memory::Reservation>> {
     if len > memory::MAX_BUFFER_BYTES {
         return Err(loc(
             13548,
             format!("BufBuilder attempted to grow() to {len} bytes, past the 64MB limit."),
         ));
     }
-    memory::check(op, len)
+    memory::hold(op, len)
 }
 
 fn trim_string(op: &str, v: &Value, what: &str) -> Result<Option<String>> {
