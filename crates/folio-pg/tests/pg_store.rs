@@ -185,8 +185,11 @@ impl FrontEnd {
         FrontEnd { svc, conn }
     }
 
+    /// The reply as a client reads it, its cluster time included.
     fn run(&mut self, cmd: Document) -> Document {
-        self.svc.dispatch(&mut self.conn, cmd).body
+        let mut reply = self.svc.dispatch(&mut self.conn, cmd);
+        reply.merge_times();
+        reply.body
     }
 
     fn ok(&mut self, cmd: Document) -> Document {

@@ -216,12 +216,7 @@ async fn await_durable(service: &Service, mut reply: Reply) -> Reply {
             "the server shut down before the write was durable",
         ),
     };
-    Reply {
-        body: error_reply(&err),
-        close_connection: reply.close_connection,
-        unsynced: None,
-        raw_batch: None,
-    }
+    Reply { close_connection: reply.close_connection, ..Reply::bare(error_reply(&err)) }
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
@@ -516,10 +511,11 @@ impl ConnectionTask {
     ) -> Result<(), Closed> {
         let mut reply = match legacy_command(q) {
             Ok(cmd) => self.run_command(conn, cmd).await,
-            Err(body) => Reply { body, close_connection: false, unsynced: None, raw_batch: None },
+            Err(body) => Reply::bare(body),
         };
         // OP_REPLY carries whole documents only.
         reply.decode_raw_batch();
+        reply.merge_times();
         if reply.close_connection {
             return Err(Closed::Requested);
         }
@@ -605,18 +601,13 @@ impl ConnectionTask {
                 warn!(command = %name, "command failed unexpectedly: {e}");
                 let err =
                     Error::new(Code::InternalError, format!("command {name} failed unexpectedly"));
-                Reply {
-                    body: error_reply(&err),
-                    close_connection: false,
-                    unsynced: None,
-                    raw_batch: None,
-                }
+                Reply::bare(error_reply(&err))
             }
         }
     }
 
-    /// Sends a command's reply as an OP_MSG; a reply that carries stored documents
-    /// ([`Reply::raw_batch`]) is encoded with them as they are.
+    /// Sends a command's reply as an OP_MSG, encoded by [`Reply::encode_body`]: with its
+    /// stored documents ([`Reply::raw_batch`]) as they are and its cluster time after them.
     async fn send_msg(
         &self,
         stream: &mut dyn Io,
@@ -626,17 +617,16 @@ impl ConnectionTask {
         compressor: Option<Compressor>,
         mut reply: Reply,
     ) -> Result<(), Closed> {
-        if reply.raw_batch.is_some() {
-            let encoded = reply.encode_body().map_err(EncodeError::Bson).and_then(|body| {
-                folio_wire::encode_msg_body(request_id, response_to, flags, compressor, &body)
-            });
-            if let Ok(bytes) = encoded {
-                self.shared.service.metrics().record_reply(bytes.len() as u64);
-                return stream.write_all(&bytes).await.map_err(|e| Closed::Error(e.to_string()));
-            }
-            // Too large, most likely: encoded whole, the reply is reported as `send` reports it.
-            reply.decode_raw_batch();
+        let encoded = reply.encode_body().map_err(EncodeError::Bson).and_then(|body| {
+            folio_wire::encode_msg_body(request_id, response_to, flags, compressor, &body)
+        });
+        if let Ok(bytes) = encoded {
+            self.shared.service.metrics().record_reply(bytes.len() as u64);
+            return stream.write_all(&bytes).await.map_err(|e| Closed::Error(e.to_string()));
         }
+        // Too large, most likely: encoded whole, the reply is reported as `send` reports it.
+        reply.decode_raw_batch();
+        reply.merge_times();
         let mut out = Message::msg(request_id, response_to, flags, reply.body);
         out.compressor = compressor;
         self.send(stream, &out).await

@@ -166,6 +166,12 @@ pub struct Reply {
     /// Stored documents of the cursor batch, when the connection takes them apart from the
     /// body ([`Connection::raw_batches`]); the body's batch array is then empty.
     pub raw_batch: Option<RawBatch>,
+    /// The reply's `operationTime`, which is also its `$clusterTime`: kept apart from the body
+    /// and written after its fields when the reply is encoded ([`Reply::encode_body`]) or put
+    /// in it ([`Reply::merge_times`]). Every command's reply carries both, and building them as
+    /// documents (three maps and a byte vector) cost more than the whole reply of a `ping`;
+    /// the embedded API reads neither.
+    pub operation_time: Option<bson::Timestamp>,
 }
 
 /// Documents a reply's cursor batch (`cursor.firstBatch` or `cursor.nextBatch`) carries as
@@ -258,6 +264,32 @@ impl RawBatch {
 }
 
 impl Reply {
+    /// A reply of `body` alone: an error the transport answers by itself.
+    pub fn bare(body: Document) -> Reply {
+        Reply {
+            body,
+            close_connection: false,
+            unsynced: None,
+            raw_batch: None,
+            operation_time: None,
+        }
+    }
+
+    /// Puts the reply's `operationTime` and `$clusterTime` ([`Reply::operation_time`]) into
+    /// the body, after its other fields, for a transport that encodes the body itself.
+    pub fn merge_times(&mut self) {
+        if let Some(ts) = self.operation_time.take() {
+            self.body.insert("operationTime", ts);
+            self.body.insert(
+                "$clusterTime",
+                doc! {
+                    "clusterTime": ts,
+                    "signature": { "hash": zero_signature(), "keyId": 0_i64 },
+                },
+            );
+        }
+    }
+
     /// Moves a raw batch into the body as decoded documents: the reply is then whole in
     /// [`Reply::body`]. A document that cannot be decoded turns the reply into its error.
     pub fn decode_raw_batch(&mut self) {
@@ -278,8 +310,11 @@ impl Reply {
     /// document three times, grew the buffers as it went and formatted each array index into
     /// its own string.
     pub fn encode_body(&self) -> std::result::Result<Vec<u8>, String> {
-        let encoded =
-            bson::RawDocumentBuf::try_from(&self.body).map_err(|e| e.to_string())?.into_bytes();
+        let mut raw = bson::RawDocumentBuf::try_from(&self.body).map_err(|e| e.to_string())?;
+        if let Some(ts) = self.operation_time {
+            append_times(&mut raw, ts);
+        }
+        let encoded = raw.into_bytes();
         let Some(batch) = &self.raw_batch else { return Ok(encoded) };
         let raw = bson::RawDocument::from_bytes(&encoded).map_err(|e| e.to_string())?;
         let cursor = raw.get_document("cursor").map_err(|e| e.to_string())?;
@@ -325,6 +360,30 @@ impl Reply {
         grown(0, &mut out)?;
         Ok(out)
     }
+}
+
+/// The signature of a `$clusterTime`: a single node signs nothing, so its hash is zeros (as a
+/// MongoDB server's without keys) and its key id 0.
+fn zero_signature() -> bson::Binary {
+    bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0; 20] }
+}
+
+/// Appends a reply's `operationTime` and `$clusterTime` for `ts` to its encoded body: the
+/// fields [`Reply::merge_times`] would have put in it, in the same order, with the signature
+/// encoded once per process.
+fn append_times(raw: &mut bson::RawDocumentBuf, ts: bson::Timestamp) {
+    use bson::raw::cstr;
+    static SIGNATURE: std::sync::LazyLock<bson::RawDocumentBuf> = std::sync::LazyLock::new(|| {
+        let mut signature = bson::RawDocumentBuf::new();
+        signature.append(cstr!("hash"), zero_signature());
+        signature.append(cstr!("keyId"), 0_i64);
+        signature
+    });
+    let mut cluster = bson::RawDocumentBuf::new();
+    cluster.append(cstr!("clusterTime"), ts);
+    cluster.append(cstr!("signature"), &*SIGNATURE);
+    raw.append(cstr!("operationTime"), ts);
+    raw.append(cstr!("$clusterTime"), cluster);
 }
 
 /// The command service: everything a command needs, shared by all connections.
@@ -633,12 +692,9 @@ impl Service {
         match self.dispatch_with(conn, cmd.into(), None) {
             Ok(reply) => reply,
             // Unreachable: nothing raises a flag that is not there.
-            Err(_) => Reply {
-                body: error_reply(&crate::err!(InternalError, "the command would block")),
-                close_connection: false,
-                unsynced: None,
-                raw_batch: None,
-            },
+            Err(_) => {
+                Reply::bare(error_reply(&crate::err!(InternalError, "the command would block")))
+            }
         }
     }
 
@@ -685,7 +741,7 @@ impl Service {
             // Nothing was committed (see `Runner`): the command runs again where it may wait.
             return Err(incoming);
         }
-        let mut body = match outcome {
+        let body = match outcome {
             Ok(Ok(body)) => body,
             Ok(Err(e)) => error_reply(&e),
             Err(panic) => {
@@ -718,19 +774,8 @@ impl Service {
         let received = Received { cmd, documents };
         self.metrics.record(index, class, received, outcome, elapsed, &stats);
         self.observe(conn, received, outcome, elapsed, &stats);
-        let ts = self.store.last_committed().to_bson();
-        body.insert("operationTime", ts);
-        body.insert(
-            "$clusterTime",
-            doc! {
-                "clusterTime": ts,
-                "signature": {
-                    "hash": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0; 20] },
-                    "keyId": 0_i64,
-                },
-            },
-        );
-        let mut reply = Reply { body, close_connection, unsynced, raw_batch };
+        let operation_time = Some(self.store.last_committed().to_bson());
+        let mut reply = Reply { body, close_connection, unsynced, raw_batch, operation_time };
         if !conn.raw_batches {
             reply.decode_raw_batch();
         }

@@ -114,10 +114,15 @@ pub struct ApiParams {
 impl ApiParams {
     /// Parses and validates the parameters as MongoDB does before running a command: the
     /// types, that `apiStrict` and `apiDeprecationErrors` come with an `apiVersion` (4886600),
-    /// and that the version is one the server knows (APIVersionError).
-    pub fn parse(cmd: &Document) -> Result<ApiParams> {
+    /// and that the version is one the server knows (APIVersionError). The values are the
+    /// three fields' in the command, as [`Generic`] found them.
+    fn parse(
+        api_version: Option<&Bson>,
+        api_strict: Option<&Bson>,
+        api_deprecation_errors: Option<&Bson>,
+    ) -> Result<ApiParams> {
         const PATH: &str = "APIParametersFromClient";
-        let version = match cmd.get("apiVersion") {
+        let version = match api_version {
             None => None,
             Some(Bson::String(v)) => Some(v.clone()),
             Some(other) => bail!(
@@ -126,8 +131,8 @@ impl ApiParams {
                 crate::doc::type_name(other)
             ),
         };
-        let flag = |key: &str| -> Result<Option<bool>> {
-            match cmd.get(key) {
+        let flag = |key: &str, value: Option<&Bson>| -> Result<Option<bool>> {
+            match value {
                 None => Ok(None),
                 Some(Bson::Boolean(b)) => Ok(Some(*b)),
                 Some(other) => bail!(
@@ -137,8 +142,8 @@ impl ApiParams {
                 ),
             }
         };
-        let strict = flag("apiStrict")?;
-        let deprecation_errors = flag("apiDeprecationErrors")?;
+        let strict = flag("apiStrict", api_strict)?;
+        let deprecation_errors = flag("apiDeprecationErrors", api_deprecation_errors)?;
         match &version {
             None if strict.is_some() => {
                 bail!(Location4886600, "Provided apiStrict without passing apiVersion")
@@ -200,11 +205,54 @@ impl ApiParams {
     }
 }
 
+/// The generic arguments of a command as it holds them, found in one pass over its fields: a
+/// command has a few fields and OpContext reads a dozen names, each of which a lookup would
+/// hash.
+#[derive(Default)]
+struct Generic<'a> {
+    db: Option<&'a Bson>,
+    lsid: Option<&'a Bson>,
+    txn_number: Option<&'a Bson>,
+    autocommit: Option<&'a Bson>,
+    start_transaction: Option<&'a Bson>,
+    api_version: Option<&'a Bson>,
+    api_strict: Option<&'a Bson>,
+    api_deprecation: Option<&'a Bson>,
+    read_concern: Option<&'a Bson>,
+    write_concern: Option<&'a Bson>,
+    max_time_ms: Option<&'a Bson>,
+}
+
+impl<'a> Generic<'a> {
+    fn of(cmd: &'a Document) -> Generic<'a> {
+        let mut g = Generic::default();
+        for (key, value) in cmd {
+            let slot = match key.as_str() {
+                "$db" => &mut g.db,
+                "lsid" => &mut g.lsid,
+                "txnNumber" => &mut g.txn_number,
+                "autocommit" => &mut g.autocommit,
+                "startTransaction" => &mut g.start_transaction,
+                "apiVersion" => &mut g.api_version,
+                "apiStrict" => &mut g.api_strict,
+                "apiDeprecationErrors" => &mut g.api_deprecation,
+                "readConcern" => &mut g.read_concern,
+                "writeConcern" => &mut g.write_concern,
+                "maxTimeMS" => &mut g.max_time_ms,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        g
+    }
+}
+
 impl OpContext {
     /// Parses the generic arguments of a command.
     pub fn parse(cmd: &Document) -> Result<OpContext> {
         let name = cmd.keys().next().cloned().unwrap_or_default();
-        let db = match cmd.get("$db") {
+        let generic = Generic::of(cmd);
+        let db = match generic.db {
             Some(Bson::String(s)) => s.clone(),
             Some(_) => {
                 bail!(TypeMismatch, "BSON field '$db' is the wrong type, expected type 'string'")
@@ -218,7 +266,7 @@ impl OpContext {
                 ));
             }
         };
-        let lsid = match cmd.get("lsid") {
+        let lsid = match generic.lsid {
             Some(Bson::Document(d)) => {
                 validate_lsid(d)?;
                 Some(d.clone())
@@ -228,7 +276,7 @@ impl OpContext {
             }
             None => None,
         };
-        let txn_number = match cmd.get("txnNumber") {
+        let txn_number = match generic.txn_number {
             Some(Bson::Int64(n)) => Some(*n),
             Some(Bson::Int32(n)) => Some(i64::from(*n)),
             Some(Bson::Double(d)) if d.fract() == 0.0 => Some(*d as i64),
@@ -238,7 +286,7 @@ impl OpContext {
             ),
             None => None,
         };
-        let autocommit = match cmd.get("autocommit") {
+        let autocommit = match generic.autocommit {
             Some(Bson::Boolean(b)) => Some(*b),
             Some(_) => bail!(
                 TypeMismatch,
@@ -246,7 +294,7 @@ impl OpContext {
             ),
             None => None,
         };
-        let start_transaction = match cmd.get("startTransaction") {
+        let start_transaction = match generic.start_transaction {
             Some(Bson::Boolean(b)) => *b,
             Some(_) => bail!(
                 TypeMismatch,
@@ -254,10 +302,11 @@ impl OpContext {
             ),
             None => false,
         };
-        let api = ApiParams::parse(cmd)?;
-        let read_concern = doc_arg(cmd, "readConcern")?;
-        let write_concern = doc_arg(cmd, "writeConcern")?;
-        let deadline = match cmd.get("maxTimeMS") {
+        let api =
+            ApiParams::parse(generic.api_version, generic.api_strict, generic.api_deprecation)?;
+        let read_concern = doc_arg(generic.read_concern, "readConcern")?;
+        let write_concern = doc_arg(generic.write_concern, "writeConcern")?;
+        let deadline = match generic.max_time_ms {
             None | Some(Bson::Null) => None,
             Some(v) => match crate::doc::compare::as_f64(v) {
                 Some(ms) if ms < 0.0 => {
@@ -405,8 +454,8 @@ fn bin_data_type_name(t: bson::spec::BinarySubtype) -> &'static str {
     }
 }
 
-fn doc_arg(cmd: &Document, key: &str) -> Result<Option<Document>> {
-    match cmd.get(key) {
+fn doc_arg(value: Option<&Bson>, key: &str) -> Result<Option<Document>> {
+    match value {
         Some(Bson::Document(d)) => Ok(Some(d.clone())),
         Some(Bson::Null) | None => Ok(None),
         Some(_) => {

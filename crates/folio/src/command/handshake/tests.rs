@@ -79,8 +79,24 @@ fn hello_describes_a_one_member_replica_set_primary() {
     assert!(version.get_object_id("processId").is_ok());
     assert!(!r.contains_key("helloOk"));
     assert!(!r.contains_key("compression"));
-    assert!(r.contains_key("operationTime"));
-    assert!(r.contains_key("$clusterTime"));
+    // The cluster time is written after the body's fields as the reply is encoded, as the
+    // same fields merged into the body would be.
+    let reply = svc.dispatch(&mut conn, doc! { "hello": 1, "$db": "admin" });
+    assert!(!reply.body.contains_key("operationTime"));
+    let encoded = reply.encode_body().expect("encodes");
+    let encoded = bson::RawDocument::from_bytes(&encoded).expect("valid BSON");
+    let encoded = folio_wire::to_document(encoded).expect("decodes");
+    let mut merged = reply.clone();
+    merged.merge_times();
+    assert_eq!(encoded, merged.body);
+    let ts = merged.body.get_timestamp("operationTime").expect("operationTime");
+    let cluster = merged.body.get_document("$clusterTime").expect("$clusterTime");
+    assert_eq!(cluster.get_timestamp("clusterTime").ok(), Some(ts));
+    let signature = cluster.get_document("signature").expect("signature");
+    assert_eq!(signature.get_binary_generic("hash").ok(), Some(&vec![0; 20]));
+    assert_eq!(signature.get_i64("keyId").ok(), Some(0));
+    let keys: Vec<&str> = merged.body.keys().map(String::as_str).collect();
+    assert_eq!(keys[keys.len() - 2..], ["operationTime", "$clusterTime"]);
 }
 
 #[test]
