@@ -16,25 +16,31 @@
 //! snapshot `>= ts` sees exactly that version; a read at an older snapshot goes to the engine.
 //! Two rules keep it true:
 //!
-//! - **Publication removes.** The commit round removes the keys of every transaction it
-//!   writes, in the critical section that moves `last_visible` (the snapshot new transactions
-//!   take). Every snapshot that could see a newer version therefore begins after the entry is
-//!   gone.
+//! - **Publication replaces.** The commit round puts the version it writes in place of the
+//!   entry of every key that has one (and removes the entries of a batch the engine refused),
+//!   in the critical section that moves `last_visible` (the snapshot new transactions take).
+//!   Every snapshot that could see the new version therefore begins after the entry holds it,
+//!   and an older snapshot finds the entry newer than itself and reads the engine. Commit
+//!   rounds run one at a time, in timestamp order, so the entry ends with the newest version.
+//!   A key written again and again (a document updated in place, a counter) is thus read from
+//!   the cache every time, where removing it made every read after a write a miss.
 //! - **Fills cannot resurrect.** A reader that missed fills the entry with the newest version
 //!   the engine holds, whatever its own snapshot, and only when that version is visible to it.
 //!   A commit may write a newer version between the reader's engine read and its fill; then the
-//!   reader's entry would be stale. So each shard counts its removals (its *generation*): the
-//!   reader notes the generation before it reads the engine and fills only if it is unchanged.
+//!   reader's entry would be stale. So each shard counts its publications and removals (its
+//!   *generation*): the reader notes the generation before it reads the engine and fills only
+//!   if it is unchanged.
 //!   A commit whose versions reached the engine before that read shows up in the read itself
 //!   (the newest version is then newer than any snapshot that can exist before its
 //!   publication, so nothing is filled); one that reaches the engine after the read and is
-//!   published before the fill bumps the generation; one published after the fill removes the
+//!   published before the fill bumps the generation; one published after the fill replaces the
 //!   entry then.
 //!
 //! Garbage collection deletes only versions older than a newer one, and a tombstone that is
 //! the newest (the entry's meaning, "absent since `ts`", stays true). Keys that have no
 //! version at all are not cached: inserts look their new keys up, and those entries would only
-//! be filled to be removed at the commit.
+//! be filled to be replaced at the commit. Publication adds no entry for a key that has none:
+//! a bulk load would otherwise push out what readers use.
 //!
 //! # Bounds
 //!
@@ -85,7 +91,7 @@ struct Shard {
     old: HashMap<Vec<u8>, Entry, Hasher>,
     /// The cost of the young map's entries.
     young_bytes: usize,
-    /// Bumped by every removal: a fill that started before it is refused.
+    /// Bumped by every publication and removal: a fill that started before it is refused.
     generation: u64,
 }
 
@@ -198,7 +204,32 @@ impl VersionCache {
         s.insert_young(key.to_vec(), entry, budget);
     }
 
-    /// Forgets `key`: a commit is about to publish a newer version of it.
+    /// Records that a commit at `ts` wrote `value` for `key` (`None`: deleted it), as the
+    /// commit round publishes it: an entry of `key` now holds that version; a key without an
+    /// entry still has none.
+    pub fn publish(&self, key: &[u8], ts: Ts, value: Option<&[u8]>) {
+        if self.shards.is_empty() {
+            return;
+        }
+        let mut s = self.shards[self.shard_of(key)].lock();
+        s.generation += 1;
+        let cached = match s.young.remove_entry(key) {
+            Some((k, e)) => {
+                s.young_bytes = s.young_bytes.saturating_sub(Entry::cost(&k, e.value.as_deref()));
+                Some(k)
+            }
+            None => s.old.remove_entry(key).map(|(k, _)| k),
+        };
+        // A version too large for the cache leaves the key without an entry, as a fill would.
+        if let Some(k) = cached
+            && Entry::cost(key, value) <= self.shard_budget / 2
+        {
+            let budget = self.shard_budget;
+            s.insert_young(k, Entry { ts, value: value.map(Box::from) }, budget);
+        }
+    }
+
+    /// Forgets `key`: a commit the engine refused may have left a newer version of it.
     pub fn remove(&self, key: &[u8]) {
         if self.shards.is_empty() {
             return;
@@ -265,6 +296,32 @@ mod tests {
     }
 
     #[test]
+    fn a_publication_replaces_a_cached_version_and_adds_none() {
+        let c = VersionCache::new(1 << 20);
+        let t = miss(&c, b"k");
+        c.fill(b"k", t, Ts(10), Some(b"v1"));
+        // The commit at 20 publishes its version: snapshots from 20 on read it from the cache,
+        // older ones find a newer version and go to the engine.
+        c.publish(b"k", Ts(20), Some(b"v2"));
+        assert_eq!(hit(&c, b"k", 20), Some(Some(b"v2".to_vec())));
+        assert!(matches!(c.lookup(b"k", Ts(15)), Lookup::Newer));
+        // A deletion is cached as such.
+        c.publish(b"k", Ts(30), None);
+        assert_eq!(hit(&c, b"k", 30), Some(None));
+        // A key without an entry gets none, and a fill that missed before the publication of
+        // any key of its shard is refused.
+        let t = miss(&c, b"new");
+        c.publish(b"new", Ts(40), Some(b"x"));
+        assert!(hit(&c, b"new", 99).is_none());
+        c.fill(b"new", t, Ts(40), Some(b"x"));
+        assert!(hit(&c, b"new", 99).is_none());
+        // A version too large for the shard leaves no entry behind.
+        let big = vec![0u8; c.shard_budget];
+        c.publish(b"k", Ts(50), Some(&big));
+        assert!(hit(&c, b"k", 99).is_none());
+    }
+
+    #[test]
     fn the_budget_bounds_each_shard_and_keeps_what_is_read() {
         let budget = 64 * 1024;
         let c = VersionCache::new(budget);
@@ -298,6 +355,8 @@ mod tests {
         let t = miss(&c, b"k");
         c.fill(b"k", t, Ts(1), Some(b"v"));
         assert!(hit(&c, b"k", 5).is_none());
+        c.publish(b"k", Ts(6), Some(b"v"));
+        assert!(hit(&c, b"k", 9).is_none());
         c.remove(b"k");
     }
 }

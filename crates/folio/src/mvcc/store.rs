@@ -77,9 +77,10 @@
 //! A read at a snapshot is a descent of the engine's tree to the key's newest version at or
 //! below the snapshot. The version cache keeps, for recently read keys, the newest committed
 //! version: a read whose snapshot is at or after it takes it from memory. The commit round
-//! removes the keys it writes before it moves `last_visible`, and a reader fills an entry only
-//! with the newest version the engine holds, only when its snapshot sees it, and only if no
-//! removal happened in between (see `super::cache`). Its size is
+//! puts the versions it writes in place of the cached ones before it moves `last_visible`, and
+//! a reader fills an entry only with the newest version the engine holds, only when its
+//! snapshot sees it, and only if no commit touched its shard in between (see `super::cache`).
+//! Its size is
 //! [`MvccOptions::version_cache_bytes`].
 //!
 //! # Garbage collection
@@ -941,10 +942,13 @@ impl Shared {
         self.batches.fetch_add(1, Ordering::Relaxed);
         // Before `last_visible` moves, in the same critical section: no snapshot that sees
         // these commits can meet a cached older version (see the version cache's invariant).
-        // Also after a failed write, which may have left some of them behind.
-        for (pending, _) in &stamped {
-            for key in pending.writes.keys() {
-                self.cache.remove(key);
+        // After a failed write, which may have left some of them behind, the entries go.
+        for (pending, ts) in &stamped {
+            for (key, value) in &pending.writes {
+                match &written {
+                    Ok(()) => self.cache.publish(key, *ts, value.as_deref()),
+                    Err(_) => self.cache.remove(key),
+                }
             }
         }
         if written.is_ok() {
