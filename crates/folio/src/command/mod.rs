@@ -279,14 +279,12 @@ impl Reply {
     /// the body, after its other fields, for a transport that encodes the body itself.
     pub fn merge_times(&mut self) {
         if let Some(ts) = self.operation_time.take() {
-            self.body.insert("operationTime", ts);
-            self.body.insert(
-                "$clusterTime",
-                doc! {
-                    "clusterTime": ts,
-                    "signature": { "hash": zero_signature(), "keyId": 0_i64 },
-                },
-            );
+            // Built as the encoder writes them, then decoded: one definition of the fields.
+            let mut times = bson::RawDocumentBuf::new();
+            append_times(&mut times, ts);
+            if let Ok(times) = folio_wire::to_document(&times) {
+                self.body.extend(times);
+            }
         }
     }
 
@@ -362,20 +360,16 @@ impl Reply {
     }
 }
 
-/// The signature of a `$clusterTime`: a single node signs nothing, so its hash is zeros (as a
-/// MongoDB server's without keys) and its key id 0.
-fn zero_signature() -> bson::Binary {
-    bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0; 20] }
-}
-
-/// Appends a reply's `operationTime` and `$clusterTime` for `ts` to its encoded body: the
-/// fields [`Reply::merge_times`] would have put in it, in the same order, with the signature
-/// encoded once per process.
+/// Appends a reply's `operationTime` and `$clusterTime` for `ts` to its encoded body (or, for
+/// [`Reply::merge_times`], to an empty document), with the signature encoded once per process.
+/// A single node signs nothing: the signature's hash is zeros (as a MongoDB server's without
+/// keys) and its key id 0.
 fn append_times(raw: &mut bson::RawDocumentBuf, ts: bson::Timestamp) {
     use bson::raw::cstr;
     static SIGNATURE: std::sync::LazyLock<bson::RawDocumentBuf> = std::sync::LazyLock::new(|| {
         let mut signature = bson::RawDocumentBuf::new();
-        signature.append(cstr!("hash"), zero_signature());
+        let hash = bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0; 20] };
+        signature.append(cstr!("hash"), hash);
         signature.append(cstr!("keyId"), 0_i64);
         signature
     });

@@ -113,6 +113,20 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// Drops `key`'s entry from both maps and refuses the fills under way (a commit is
+    /// publishing a version of a key of this shard); returns the entry's key, if it had one.
+    fn forget(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        self.generation += 1;
+        let young = self.young.remove_entry(key).map(|(k, e)| {
+            self.young_bytes = self.young_bytes.saturating_sub(Entry::cost(&k, e.value.as_deref()));
+            k
+        });
+        let old = self.old.remove_entry(key).map(|(k, _)| k);
+        young.or(old)
+    }
+}
+
 /// What [`VersionCache::lookup`] found.
 pub enum Lookup {
     /// The version the snapshot sees (`None`: the key is deleted).
@@ -212,16 +226,8 @@ impl VersionCache {
             return;
         }
         let mut s = self.shards[self.shard_of(key)].lock();
-        s.generation += 1;
-        let cached = match s.young.remove_entry(key) {
-            Some((k, e)) => {
-                s.young_bytes = s.young_bytes.saturating_sub(Entry::cost(&k, e.value.as_deref()));
-                Some(k)
-            }
-            None => s.old.remove_entry(key).map(|(k, _)| k),
-        };
         // A version too large for the cache leaves the key without an entry, as a fill would.
-        if let Some(k) = cached
+        if let Some(k) = s.forget(key)
             && Entry::cost(key, value) <= self.shard_budget / 2
         {
             let budget = self.shard_budget;
@@ -234,12 +240,7 @@ impl VersionCache {
         if self.shards.is_empty() {
             return;
         }
-        let mut s = self.shards[self.shard_of(key)].lock();
-        s.generation += 1;
-        if let Some(e) = s.young.remove(key) {
-            s.young_bytes = s.young_bytes.saturating_sub(Entry::cost(key, e.value.as_deref()));
-        }
-        s.old.remove(key);
+        self.shards[self.shard_of(key)].lock().forget(key);
     }
 
     /// Lookups answered from the cache, and lookups that missed.
