@@ -30,7 +30,7 @@ pub fn open_store_with_cache(
         std::fs::create_dir_all(dbpath).map_err(|e| {
             err!(InternalError, "cannot create the data directory {}: {e}", dbpath.display())
         })?;
-        Arc::new(RedbEngine::open_with_cache(dbpath, pages)?)
+        Arc::new(RedbEngine::open_with(dbpath, pages, folio::STORAGE_LAYOUT)?)
     };
     let store: Arc<dyn TxnStore> = Mvcc::open(engine, options)?;
     Ok(store)

@@ -69,6 +69,7 @@ pub mod api;
 // What the server, the command-line tool, the PostgreSQL store, the fuzz targets and the
 // tests use; everything else stays inside the crate.
 pub use agg::{Context as PipelineContext, Pipeline};
+pub use catalog::keys::STORAGE_LAYOUT;
 pub use command::{
     Connection, Incoming, RawBatch, Reply, Service, ServiceOptions, error_reply, metrics,
     recent_log,
@@ -82,7 +83,8 @@ pub use mvcc::{
 };
 pub use query::Filter;
 pub use storage::{
-    DEFAULT_CACHE_BYTES, Engine, KvIter, MemoryEngine, RedbEngine, Status, WriteBatch, owned_bound,
+    DEFAULT_CACHE_BYTES, Engine, KvIter, Layout, MemoryEngine, RedbEngine, Status, WriteBatch,
+    owned_bound,
 };
 pub use update::{UpdateContext, UpdateSpec};
 

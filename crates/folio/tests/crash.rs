@@ -44,7 +44,9 @@ const KILLS: usize = 20;
 fn open(dir: &Path) -> (Arc<Mvcc>, Service) {
     // A checkpoint every few flushes, so that kills also land while one runs (between the
     // log's rotation and the durable commit that retires its old segment).
-    let engine = RedbEngine::open(dir).expect("open redb").with_checkpoint_flushes(4);
+    let engine = RedbEngine::open_with(dir, folio::DEFAULT_CACHE_BYTES, folio::STORAGE_LAYOUT)
+        .expect("open redb")
+        .with_checkpoint_flushes(4);
     let store = Mvcc::open(Arc::new(engine), MvccOptions::default()).expect("open mvcc");
     let svc = Service::new(store.clone(), ServiceOptions::default()).expect("service");
     (store, svc)

@@ -55,7 +55,8 @@ impl Client {
     /// Opens (or creates) a data directory with the redb engine.
     pub fn open(path: impl AsRef<Path>) -> Result<Client> {
         let (options, pages) = MvccOptions::sharing_cache(crate::storage::DEFAULT_CACHE_BYTES);
-        let engine: Arc<dyn Engine> = Arc::new(RedbEngine::open_with_cache(path.as_ref(), pages)?);
+        let engine: Arc<dyn Engine> =
+            Arc::new(RedbEngine::open_with(path.as_ref(), pages, crate::STORAGE_LAYOUT)?);
         Client::over_engine(engine, options)
     }
 

@@ -17,6 +17,8 @@
 //! | `0x11` | collection id | a capped collection's totals (BSON, `exec::capped`) |
 //! | `0x12` | collection id, encoded `_id` | the document's insertion number (capped collections) |
 
+use crate::storage::Layout;
+
 /// A key in Folio's MVCC keyspace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Key<'a> {
@@ -183,6 +185,28 @@ pub fn collection_prefix(db: Option<&str>) -> Vec<u8> {
         out.push(0);
     }
     out
+}
+
+/// How the redb engine spreads Folio's keys over tables: the versions of each collection's
+/// documents in a table of their own, and each index's entries in one of their own; every
+/// other key (collection metadata, sessions, capped collections' order, the change log,
+/// metadata) in the shared table. A collection's newest document, and each index's
+/// greatest entry, are then their table's last key, which an ascending insert (ObjectId
+/// `_id`s, a bulk load) appends without splitting pages in two (see `storage::redb_tables`).
+pub const STORAGE_LAYOUT: Layout =
+    Layout { name: "collections-and-indexes", table_prefix: storage_table_prefix };
+
+/// The length of the engine key's prefix naming its table under [`STORAGE_LAYOUT`]: the
+/// encoded tag and collection id of a document's version, the tag, collection and index id of
+/// an index entry's, nothing for any other key.
+fn storage_table_prefix(raw: &[u8]) -> usize {
+    // The tag is the user key's first byte, never zero, so never escaped.
+    let user_len = match raw.get(1) {
+        Some(&DOCUMENT) => 1 + 8,
+        Some(&INDEX_ENTRY) => 1 + 8 + 4,
+        _ => return 0,
+    };
+    crate::mvcc::keys::encoded_prefix_len(raw, user_len).unwrap_or(0)
 }
 
 /// The prefix of all documents of a collection.

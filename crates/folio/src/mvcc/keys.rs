@@ -87,6 +87,26 @@ pub fn key_prefix(key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The length of the prefix of an engine key that encodes the first `n` bytes of its user key;
+/// `None` when it is not a version key or its user key is shorter. Every engine key that starts
+/// with that prefix encodes a user key that starts with the same `n` bytes.
+pub fn encoded_prefix_len(raw: &[u8], n: usize) -> Option<usize> {
+    if raw.first() != Some(&VERSION) {
+        return None;
+    }
+    let (mut at, mut decoded) = (1, 0);
+    while decoded < n {
+        match *raw.get(at)? {
+            // An escaped zero; `0x00 0x00` ends the user key.
+            0x00 if *raw.get(at + 1)? == 0xff => at += 2,
+            0x00 => return None,
+            _ => at += 1,
+        }
+        decoded += 1;
+    }
+    Some(at)
+}
+
 /// The engine key of the version of `key` committed at `ts`.
 pub fn version_key(key: &[u8], ts: Ts) -> Vec<u8> {
     let mut out = key_prefix(key);

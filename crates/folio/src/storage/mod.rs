@@ -28,6 +28,7 @@
 
 mod memory;
 mod redb_engine;
+mod redb_tables;
 mod wal;
 
 #[cfg(test)]
@@ -147,6 +148,34 @@ pub trait Engine: Send + Sync {
 
     /// Statistics.
     fn status(&self) -> Result<Status>;
+}
+
+/// Which table of an engine holds a key, for an engine that keeps several (the redb engine): the
+/// keys of one table form one B-tree, so that a table's newest key is often its last (an
+/// ascending load then fills pages instead of splitting them) and a table's lookups descend a
+/// tree of its own keys only. The engine's interface stays one ordered keyspace: scans that
+/// cross tables are merged in key order.
+#[derive(Clone, Copy)]
+pub struct Layout {
+    /// The layout's name, recorded in the engine's files: opening files written under another
+    /// layout moves their keys to the tables this one names.
+    pub name: &'static str,
+    /// The length of the prefix of `key` that names its table, or 0 for the shared table. It
+    /// must be consistent: every key that starts with a table's prefix is that table's (so a
+    /// table's keys are exactly the keys with its prefix, and no table's prefix starts
+    /// another's).
+    pub table_prefix: fn(&[u8]) -> usize,
+}
+
+impl Layout {
+    /// Every key in one table.
+    pub const SINGLE: Layout = Layout { name: "single", table_prefix: |_| 0 };
+}
+
+impl std::fmt::Debug for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layout").field("name", &self.name).finish()
+    }
 }
 
 /// Whether a range is empty because its bounds are inverted or exclude each other. Scans check

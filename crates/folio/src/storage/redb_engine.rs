@@ -1,5 +1,6 @@
-//! The redb engine: one database file in a data directory, one table of byte keys and values,
-//! and a write-ahead log beside it for synced batches (see [`super::wal`] for why and how).
+//! The redb engine: one database file in a data directory, its tables of byte keys and values
+//! (one shared table, and one per prefix a [`Layout`] names: see [`super::redb_tables`]), and a
+//! write-ahead log beside it for synced batches (see [`super::wal`] for why and how).
 //!
 //! # Pending writes
 //!
@@ -40,24 +41,19 @@
 //! [`FLUSH_BYTES`]. A crash in between leaves both segments, replayed in order. A checkpoint
 //! that fails leaves the old segment in place; the next one commits again and retires it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
-use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability};
 
+use super::redb_tables::{self, Route, Snapshot, internal};
 use super::wal::Wal;
-use super::{Engine, KvIter, Status, WriteBatch, WriteOp, range_is_empty};
-use crate::error::{Error, Result};
-
-/// The one table holding every key.
-const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("folio");
-
-/// A read view of [`TABLE`].
-type ReadView = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+use super::{Engine, KvIter, Layout, Status, WriteBatch, WriteOp, range_is_empty};
+use crate::error::Result;
 
 /// The page cache's size when none is given: PostgreSQL's default `shared_buffers`. The kernel
 /// caches the file beyond it, as it does for PostgreSQL; a larger cache trades memory for fewer
@@ -184,12 +180,17 @@ pub struct RedbEngine {
     stall_checkpoints: AtomicBool,
     /// The number of pending keys that triggers a flush ([`FLUSH_OPS`]; smaller in tests).
     flush_ops: usize,
+    /// Which table holds each key.
+    layout: Layout,
+    /// The prefixes of the tables other than the shared one, as of the last commit: changed
+    /// only by commits (one at a time), before their generation is published.
+    tables: RwLock<BTreeSet<Vec<u8>>>,
     /// Counts the commits to redb, bumped after each one.
     generation: AtomicU64,
-    /// The last read view opened, with the generation read just before opening it: every read
-    /// until the next commit shares it. Opening a view (a redb read transaction and its table)
+    /// The last snapshot opened, with the generation read just before opening it: every read
+    /// until the next commit shares it. Opening one (a redb read transaction and its tables)
     /// costs more than the lookup itself, and a statement makes several lookups.
-    view: Mutex<Option<(u64, Arc<ReadView>)>>,
+    view: Mutex<Option<(u64, Arc<Snapshot>)>>,
 }
 
 impl std::fmt::Debug for RedbEngine {
@@ -198,43 +199,45 @@ impl std::fmt::Debug for RedbEngine {
     }
 }
 
-/// Turns any redb error into an internal error naming what failed.
-fn internal(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(crate::error::Code::InternalError, format!("storage: {what}: {e}"))
-}
-
 impl RedbEngine {
     /// Opens (creating if needed) the database in directory `dir`, with the default page cache
-    /// (`DEFAULT_CACHE_BYTES`).
+    /// (`DEFAULT_CACHE_BYTES`) and every key in one table.
     pub fn open(dir: impl AsRef<Path>) -> Result<RedbEngine> {
-        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+        Self::open_with(dir, DEFAULT_CACHE_BYTES, Layout::SINGLE)
     }
 
     /// Opens (creating if needed) the database in directory `dir`, with a page cache of
-    /// `cache_bytes`: the memory the engine keeps for file pages, read or written.
-    pub fn open_with_cache(dir: impl AsRef<Path>, cache_bytes: usize) -> Result<RedbEngine> {
+    /// `cache_bytes`: the memory the engine keeps for file pages, read or written. Keys go to
+    /// the tables `layout` names; files written under another layout are brought to this one
+    /// first (see [`super::redb_tables`]).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        cache_bytes: usize,
+        layout: Layout,
+    ) -> Result<RedbEngine> {
         std::fs::create_dir_all(dir.as_ref())?;
         let path = dir.as_ref().join(FILE_NAME);
         let db = redb::Builder::new()
             .set_cache_size(page_cache_budget(cache_bytes))
             .create(&path)
             .map_err(|e| internal("open", e))?;
-        // Redo what the log holds, in order, one record at a time as it is read, in one redb
-        // transaction (not durable: the checkpoint below makes it so, and empties the log).
-        // The same transaction creates the table up front, so readers never see it missing.
+        // Bring the file to the layout, then redo what the log holds, in order, one record at a
+        // time as it is read, in one redb transaction (not durable: the checkpoint below makes
+        // it so, and empties the log). The same transaction creates the shared table up front,
+        // so readers never see it missing.
         let mut replay = db.begin_write().map_err(|e| internal("begin write", e))?;
         replay.set_durability(Durability::None).map_err(|e| internal("set durability", e))?;
+        let mut tables = redb_tables::relayout(&replay, &layout)?;
         let mut replayed = 0u64;
-        let wal = {
-            let mut table = replay.open_table(TABLE).map_err(|e| internal("open table", e))?;
-            Wal::open_with(dir.as_ref().join(WAL_NAME), |batch| {
-                replayed += 1;
-                batch.ops.iter().try_for_each(|op| match op {
-                    WriteOp::Put(k, v) => write_op(&mut table, k, Some(v)),
-                    WriteOp::Delete(k) => write_op(&mut table, k, None),
-                })
-            })?
-        };
+        let wal = Wal::open_with(dir.as_ref().join(WAL_NAME), |batch| {
+            replayed += 1;
+            let writes = batch.ops.iter().map(|op| match op {
+                WriteOp::Put(k, v) => (k.as_slice(), Some(v.as_slice())),
+                WriteOp::Delete(k) => (k.as_slice(), None),
+            });
+            redb_tables::write_all(&replay, &layout, &tables, writes)?.update(&mut tables);
+            Ok(())
+        })?;
         replay.commit().map_err(|e| internal("commit", e))?;
         let old_segment = wal.has_old();
         let engine = RedbEngine {
@@ -249,6 +252,8 @@ impl RedbEngine {
             #[cfg(test)]
             stall_checkpoints: AtomicBool::new(false),
             flush_ops: FLUSH_OPS,
+            layout,
+            tables: RwLock::new(tables),
             generation: AtomicU64::new(0),
             view: Mutex::new(None),
         };
@@ -275,6 +280,12 @@ impl RedbEngine {
         self
     }
 
+    /// For tests: the prefixes of the tables besides the shared one, in key order.
+    #[cfg(test)]
+    pub(crate) fn table_prefixes(&self) -> Vec<Vec<u8>> {
+        self.tables.read().iter().cloned().collect()
+    }
+
     /// For tests: from now on checkpoints start (the log rotates) but never finish.
     #[cfg(test)]
     pub(crate) fn stall_checkpoints(&self) {
@@ -290,7 +301,7 @@ impl RedbEngine {
         // Readers that load the new generation open a view that holds this commit; the old
         // view is released here so that it does not keep redb's replaced pages alive. An empty
         // commit (a checkpoint) changes no data, so the view stays valid.
-        if write_to(&self.db, writes, durability)? {
+        if self.write_to(writes, durability)? {
             self.generation.fetch_add(1, Ordering::Release);
             self.view.lock().take();
         }
@@ -479,24 +490,71 @@ impl RedbEngine {
         Ok(())
     }
 
-    /// A read view holding every commit that finished before this call. The generation is read
-    /// before the view is opened, so a view is never labelled newer than what it holds: a view
-    /// opened during a commit carries the older generation and is not reused after the commit.
-    fn read_table(&self) -> Result<Arc<ReadView>> {
+    /// Commits `writes` to redb in one transaction; whether there were any. The set of tables
+    /// changes before the caller publishes the commit's generation, so that a reader of the new
+    /// generation knows every table it has.
+    fn write_to<'a>(
+        &self,
+        writes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        durability: Durability,
+    ) -> Result<bool> {
+        let mut txn = self.db.begin_write().map_err(|e| internal("begin write", e))?;
+        txn.set_durability(durability).map_err(|e| internal("set durability", e))?;
+        let changes = redb_tables::write_all(&txn, &self.layout, &self.tables.read(), writes)?;
+        txn.commit().map_err(|e| internal("commit", e))?;
+        if !changes.created.is_empty() || !changes.deleted.is_empty() {
+            changes.update(&mut self.tables.write());
+        }
+        Ok(changes.wrote)
+    }
+
+    /// A snapshot holding every commit that finished before this call. The generation is read
+    /// before the snapshot is opened, so a snapshot is never labelled newer than what it holds:
+    /// one opened during a commit carries the older generation and is not reused after the
+    /// commit.
+    fn snapshot(&self) -> Result<Arc<Snapshot>> {
         let generation = self.generation.load(Ordering::Acquire);
         if let Some((g, view)) = &*self.view.lock()
             && *g == generation
         {
             return Ok(Arc::clone(view));
         }
-        let txn = self.db.begin_read().map_err(|e| internal("begin read", e))?;
-        let view = Arc::new(txn.open_table(TABLE).map_err(|e| internal("open table", e))?);
-        // A reader that raced a commit must not replace a newer view with its older one.
+        let view = Arc::new(Snapshot::open(&self.db)?);
+        // A reader that raced a commit must not replace a newer snapshot with its older one.
         let mut cached = self.view.lock();
         if cached.as_ref().is_none_or(|(g, _)| *g <= generation) {
             *cached = Some((generation, Arc::clone(&view)));
         }
         Ok(view)
+    }
+
+    /// The stored pairs of a range (redb's, without the pending writes), from one snapshot.
+    fn stored_range(
+        &self,
+        snapshot: Arc<Snapshot>,
+        route: Route,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+    ) -> Result<redb_tables::StoredIter> {
+        match route {
+            Route::One(n) => {
+                let prefix = match start {
+                    Bound::Included(k) | Bound::Excluded(k) => &k[..n],
+                    Bound::Unbounded => &[],
+                };
+                match snapshot.table(prefix)? {
+                    Some(table) => redb_tables::table_range(&table, start, end, reverse),
+                    None => Ok(Box::new(std::iter::empty())),
+                }
+            }
+            Route::Many(tables) => redb_tables::merged_range(snapshot, tables, start, end, reverse),
+        }
+    }
+
+    /// Which tables a range reads.
+    fn route(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Route {
+        redb_tables::route(&self.layout, &self.tables.read(), start, end)
     }
 }
 
@@ -520,34 +578,6 @@ fn page_cache_budget(cache_bytes: usize) -> usize {
     cache_bytes / 5 * 4
 }
 
-/// Commits `writes` to redb in one transaction; whether there were any.
-fn write_to<'a>(
-    db: &Database,
-    writes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
-    durability: Durability,
-) -> Result<bool> {
-    let mut txn = db.begin_write().map_err(|e| internal("begin write", e))?;
-    txn.set_durability(durability).map_err(|e| internal("set durability", e))?;
-    let mut wrote = false;
-    {
-        let mut table = txn.open_table(TABLE).map_err(|e| internal("open table", e))?;
-        for (k, v) in writes {
-            wrote = true;
-            write_op(&mut table, k, v)?;
-        }
-    }
-    txn.commit().map_err(|e| internal("commit", e))?;
-    Ok(wrote)
-}
-
-/// Puts `key` (a value) or deletes it (`None`) in an open table.
-fn write_op(table: &mut redb::Table<&[u8], &[u8]>, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-    match value {
-        Some(v) => table.insert(key, v).map(drop).map_err(|e| internal("put", e)),
-        None => table.remove(key).map(drop).map_err(|e| internal("delete", e)),
-    }
-}
-
 impl Engine for RedbEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(value) = self.pending.read().get(key) {
@@ -555,7 +585,8 @@ impl Engine for RedbEngine {
         }
         // Not pending now: redb holds the key's latest value, and a flush since then would only
         // have moved a newer write there, with a newer view, before emptying the pending writes.
-        let table = self.read_table()?;
+        let prefix = redb_tables::prefix(&self.layout, key);
+        let Some(table) = self.snapshot()?.table(prefix)? else { return Ok(None) };
         let value = table.get(key).map_err(|e| internal("get", e))?;
         Ok(value.map(|v| v.value().to_vec()))
     }
@@ -564,19 +595,30 @@ impl Engine for RedbEngine {
         if start > end {
             return Ok(None);
         }
+        // One table holds the range (the versions of one key): its last entry is found without
+        // building a scan. Otherwise the scan merges the tables.
+        let Route::One(n) = self.route(Bound::Included(start), Bound::Included(end)) else {
+            return self
+                .scan(Bound::Included(start), Bound::Included(end), true)?
+                .next()
+                .transpose();
+        };
         // Under the pending writes' lock, as `scan` (see there): the pending writes and the
         // redb view then show one state.
         let pending = self.pending.read();
-        let table = self.read_table()?;
+        let table = self.snapshot()?.table(&start[..n])?;
         let mut upper: Bound<&[u8]> = Bound::Included(end);
         loop {
             let staged = pending.last_in(start, upper);
-            let stored = table
-                .range::<&[u8]>((Bound::Included(start), upper))
-                .map_err(|e| internal("scan", e))?
-                .next_back()
-                .transpose()
-                .map_err(|e| internal("scan", e))?;
+            let stored = match &table {
+                Some(table) => table
+                    .range::<&[u8]>((Bound::Included(start), upper))
+                    .map_err(|e| internal("scan", e))?
+                    .next_back()
+                    .transpose()
+                    .map_err(|e| internal("scan", e))?,
+                None => None,
+            };
             let stored_key = stored.as_ref().map(|(k, _)| k.value());
             match staged {
                 Some((key, value)) if stored_key.is_none_or(|s| key >= s) => match value {
@@ -600,30 +642,21 @@ impl Engine for RedbEngine {
         // commits them now (they are still readable as flushing, and redb has them or not, the
         // same state either way), or has finished (redb's view, opened after its generation
         // moved, has them).
-        let (mut pending, table) = {
+        // The set of tables is read under the same lock: a flush that creates a table commits
+        // it before it empties the flushing writes.
+        let (mut pending, snapshot, route) = {
             let pending = self.pending.read();
-            (pending.range(start, end), self.read_table()?)
+            (pending.range(start, end), self.snapshot()?, self.route(start, end))
         };
-        // The range keeps its read transaction alive on its own; it borrows nothing.
-        let range = table.range::<&[u8]>((start, end)).map_err(|e| internal("scan", e))?;
-        let map = |item: std::result::Result<_, redb::StorageError>| {
-            let (k, v): (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>) =
-                item.map_err(|e| internal("scan", e))?;
-            Ok((k.value().to_vec(), v.value().to_vec()))
-        };
+        // The ranges keep their read transaction alive on their own; they borrow nothing.
+        let stored = self.stored_range(snapshot, route, start, end, reverse)?;
         if pending.is_empty() {
-            return if reverse {
-                Ok(Box::new(range.rev().map(map)))
-            } else {
-                Ok(Box::new(range.map(map)))
-            };
+            return Ok(stored);
         }
         if reverse {
             pending.reverse();
-            Ok(Box::new(Merge::new(pending, range.rev().map(map), true)))
-        } else {
-            Ok(Box::new(Merge::new(pending, range.map(map), false)))
         }
+        Ok(Box::new(Merge::new(pending, stored, reverse)))
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
@@ -655,11 +688,10 @@ impl Engine for RedbEngine {
             self.flush_pending()?;
             wal.len()
         };
-        let table = self.read_table()?;
-        let keys = table.len().map_err(|e| internal("len", e))?;
-        let stats = table.stats().map_err(|e| internal("stats", e))?;
+        let tables = self.tables.read().clone();
+        let (keys, size) = self.snapshot()?.totals(&tables)?;
         let disk_size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) + log_len;
-        Ok(Status { name: "redb".into(), keys, size: stats.stored_bytes(), disk_size })
+        Ok(Status { name: "redb".into(), keys, size, disk_size })
     }
 }
 

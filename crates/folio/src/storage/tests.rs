@@ -2,10 +2,32 @@
 
 use std::ops::Bound;
 
-use super::{Engine, MemoryEngine, RedbEngine, WriteBatch};
+use super::{DEFAULT_CACHE_BYTES, Engine, Layout, MemoryEngine, RedbEngine, WriteBatch};
 
-/// Runs `check` against a fresh engine of each kind, and against redb flushing its pending
-/// writes every three keys (so that every check also meets pending writes over redb's).
+/// A layout for the tests, spreading their keys over tables and the shared table: keys
+/// starting `k` and an odd byte ("k1", "k3": the model's keys) by those two bytes; other keys
+/// starting with an odd byte by that byte (`a`, `c`); keys starting with an even byte whose
+/// third byte is odd (big-endian numbers from 256 to 511, 768 to 1023...) by three bytes; the
+/// rest in the shared table.
+const TEST_LAYOUT: Layout = Layout {
+    name: "test",
+    table_prefix: |k| match k {
+        [b'k', d, ..] if d % 2 == 1 => 2,
+        [b'k', ..] => 0,
+        [b, ..] if b % 2 == 1 => 1,
+        [_, _, z, ..] if z % 2 == 1 => 3,
+        _ => 0,
+    },
+};
+
+/// Opens a redb engine under [`TEST_LAYOUT`].
+fn open_spread(dir: &std::path::Path) -> RedbEngine {
+    RedbEngine::open_with(dir, DEFAULT_CACHE_BYTES, TEST_LAYOUT).expect("open redb")
+}
+
+/// Runs `check` against a fresh engine of each kind, against redb flushing its pending writes
+/// every three keys (so that every check also meets pending writes over redb's), and against
+/// redb spreading keys over tables, flushing at once and every three keys.
 fn each_engine(check: impl Fn(&dyn Engine)) {
     check(&MemoryEngine::new());
     let dir = tempfile::tempdir().expect("tempdir");
@@ -14,6 +36,10 @@ fn each_engine(check: impl Fn(&dyn Engine)) {
     let dir = tempfile::tempdir().expect("tempdir");
     let redb = RedbEngine::open(dir.path()).expect("open redb").with_flush_ops(3);
     check(&redb);
+    let dir = tempfile::tempdir().expect("tempdir");
+    check(&open_spread(dir.path()).with_flush_ops(1));
+    let dir = tempfile::tempdir().expect("tempdir");
+    check(&open_spread(dir.path()).with_flush_ops(3));
 }
 
 /// The redb engine's pending writes over its stored ones, against a model: random batches of
@@ -34,14 +60,16 @@ fn redb_pending_writes_match_a_model() {
     let key = |i: u64| format!("k{i:02}").into_bytes();
     let dir = tempfile::tempdir().expect("tempdir");
     // Checkpoints come every few flushes, so that they run among the writes (in the
-    // background, see the redb engine's "Checkpoints").
-    let open = |ops: usize| {
-        RedbEngine::open(dir.path())
+    // background, see the redb engine's "Checkpoints"). Restarts switch between one table and
+    // several at random, so that the file's keys move between tables while the log replays.
+    let open = |ops: usize, spread: bool| {
+        let layout = if spread { TEST_LAYOUT } else { Layout::SINGLE };
+        RedbEngine::open_with(dir.path(), DEFAULT_CACHE_BYTES, layout)
             .expect("open")
             .with_flush_ops(ops)
             .with_checkpoint_flushes(1 + ops as u64 % 5)
     };
-    let mut engine = open(4);
+    let mut engine = open(4, true);
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     // The model as the log and redb's durable state would bring it back after a restart.
     let mut durable = model.clone();
@@ -121,7 +149,7 @@ fn redb_pending_writes_match_a_model() {
             _ => {
                 // A restart without a checkpoint, as after a crash: what the log holds returns.
                 drop(engine);
-                engine = open(1 + rand(6) as usize);
+                engine = open(1 + rand(6) as usize, rand(2) == 0);
                 if unlogged_since_checkpoint {
                     // Unlogged writes may or may not have reached redb: resynchronise the model
                     // with what came back, which must hold every logged write.
@@ -519,4 +547,66 @@ fn redb_concurrent_writers_flush_without_losing_or_reordering() {
     for t in 0..WRITERS {
         assert_eq!(count(&engine, t), BATCHES + 1, "w{t} after reopening");
     }
+}
+
+/// Every pair of an engine, in key order.
+fn everything(e: &dyn Engine) -> Vec<(Vec<u8>, Vec<u8>)> {
+    e.scan(Bound::Unbounded, Bound::Unbounded, false).unwrap().map(|r| r.unwrap()).collect()
+}
+
+#[test]
+fn redb_moves_keys_between_tables_when_the_layout_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = WriteBatch::new();
+    for k in ["a1", "a2", "b1", "c1", "k10", "k20", "k31"] {
+        b.put(k.as_bytes(), k.as_bytes());
+    }
+    for i in 0..1024u32 {
+        b.put(i.to_be_bytes().to_vec(), vec![1]);
+    }
+    let want = {
+        // Written under one table, flushed to redb and checkpointed, plus a logged write left
+        // for the replay.
+        let e = RedbEngine::open(dir.path()).unwrap();
+        e.write(b, true).unwrap();
+        e.flush().unwrap();
+        e.write(batch(&[("c2", "x")], &[]), true).unwrap();
+        everything(&e)
+    };
+    let e = open_spread(dir.path());
+    assert_eq!(everything(&e), want);
+    let tables: Vec<&[u8]> = vec![&[0, 0, 1], &[0, 0, 3], b"a", b"c", b"k1", b"k3"];
+    assert_eq!(e.table_prefixes(), tables);
+    assert_eq!(e.get(b"c2").unwrap(), Some(b"x".to_vec()));
+    assert_eq!(e.status().unwrap().keys, want.len() as u64);
+    drop(e);
+    // The same layout again moves nothing; another one brings every key back to one table.
+    let e = open_spread(dir.path());
+    assert_eq!(e.table_prefixes(), tables);
+    drop(e);
+    let e = RedbEngine::open(dir.path()).unwrap();
+    assert!(e.table_prefixes().is_empty());
+    assert_eq!(everything(&e), want);
+}
+
+#[test]
+fn redb_deletes_the_tables_it_empties() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open_spread(dir.path()).with_flush_ops(1);
+    e.write(batch(&[("a1", "1"), ("a2", "2"), ("c1", "3"), ("b", "4")], &[]), true).unwrap();
+    assert_eq!(e.table_prefixes(), [b"a".to_vec(), b"c".to_vec()]);
+    // A scan open before the tables go keeps seeing them.
+    let before = e.scan(Bound::Unbounded, Bound::Unbounded, false).unwrap();
+    e.write(batch(&[], &["a1", "a2"]), true).unwrap();
+    assert_eq!(e.table_prefixes(), [b"c".to_vec()]);
+    e.write(batch(&[], &["c1", "a9"]), true).unwrap();
+    assert!(e.table_prefixes().is_empty());
+    assert_eq!(before.count(), 4);
+    assert_eq!(keys(&e, Bound::Unbounded, Bound::Unbounded, true), ["b=4"]);
+    e.write(batch(&[("a3", "5")], &[]), true).unwrap();
+    assert_eq!(keys(&e, Bound::Unbounded, Bound::Unbounded, false), ["a3=5", "b=4"]);
+    drop(e);
+    let e = open_spread(dir.path());
+    assert_eq!(e.table_prefixes(), [b"a".to_vec()]);
+    assert_eq!(keys(&e, Bound::Included(b"a"), Bound::Excluded(b"b"), false), ["a3=5"]);
 }
