@@ -12,8 +12,9 @@
 //! same suite against both:
 //!
 //! - [`MemoryEngine`]: a `BTreeMap` behind a read-write lock, for tests and `--in-memory`.
-//! - [`RedbEngine`]: one redb file in a data directory holding one table, with a write-ahead
-//!   log (`wal.rs`) that makes synced batches durable with one sequential append.
+//! - [`RedbEngine`]: one redb file in a data directory, its keys spread over tables by a
+//!   [`Layout`] (`redb_tables.rs`), with a write-ahead log (`wal.rs`) that makes synced
+//!   batches durable with one sequential append.
 //!
 //! # Scans see one state and hold no locks
 //!

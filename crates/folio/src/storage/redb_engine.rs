@@ -595,18 +595,20 @@ impl Engine for RedbEngine {
         if start > end {
             return Ok(None);
         }
+        // Under the pending writes' lock, as `scan` (see there): the pending writes, the redb
+        // snapshot and the set of tables then show one state.
+        let pending = self.pending.read();
+        let snapshot = self.snapshot()?;
         // One table holds the range (the versions of one key): its last entry is found without
         // building a scan. Otherwise the scan merges the tables.
         let Route::One(n) = self.route(Bound::Included(start), Bound::Included(end)) else {
+            drop(pending);
             return self
                 .scan(Bound::Included(start), Bound::Included(end), true)?
                 .next()
                 .transpose();
         };
-        // Under the pending writes' lock, as `scan` (see there): the pending writes and the
-        // redb view then show one state.
-        let pending = self.pending.read();
-        let table = self.snapshot()?.table(&start[..n])?;
+        let table = snapshot.table(&start[..n])?;
         let mut upper: Bound<&[u8]> = Bound::Included(end);
         loop {
             let staged = pending.last_in(start, upper);
