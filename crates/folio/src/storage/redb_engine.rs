@@ -544,7 +544,7 @@ impl RedbEngine {
                     Bound::Unbounded => &[],
                 };
                 match snapshot.table(prefix)? {
-                    Some(table) => redb_tables::table_range(&table, start, end, reverse),
+                    Some(table) => redb_tables::table_range(&table.table, start, end, reverse),
                     None => Ok(Box::new(std::iter::empty())),
                 }
             }
@@ -587,7 +587,10 @@ impl Engine for RedbEngine {
         // have moved a newer write there, with a newer view, before emptying the pending writes.
         let prefix = redb_tables::prefix(&self.layout, key);
         let Some(table) = self.snapshot()?.table(prefix)? else { return Ok(None) };
-        let value = table.get(key).map_err(|e| internal("get", e))?;
+        if !table.reaches(key) {
+            return Ok(None);
+        }
+        let value = table.table.get(key).map_err(|e| internal("get", e))?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
@@ -613,13 +616,15 @@ impl Engine for RedbEngine {
         loop {
             let staged = pending.last_in(start, upper);
             let stored = match &table {
-                Some(table) => table
+                // Past the table's last key (a new key, most often) there is nothing to find.
+                Some(table) if table.reaches(start) => table
+                    .table
                     .range::<&[u8]>((Bound::Included(start), upper))
                     .map_err(|e| internal("scan", e))?
                     .next_back()
                     .transpose()
                     .map_err(|e| internal("scan", e))?,
-                None => None,
+                _ => None,
             };
             let stored_key = stored.as_ref().map(|(k, _)| k.value());
             match staged {

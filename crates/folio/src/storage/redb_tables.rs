@@ -55,6 +55,27 @@ const TABLE_NAME_PREFIX: &str = "t:";
 /// A read view of one table.
 pub(super) type ReadView = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
+/// A table as a snapshot holds it.
+pub(super) struct TableView {
+    /// The table.
+    pub table: ReadView,
+    /// Its greatest key (`None` when it is empty): a lookup past it needs no descent, and a
+    /// table's new keys are most often past it (an insert's check that its `_id` is new).
+    pub last: Option<Vec<u8>>,
+}
+
+impl TableView {
+    fn new(table: ReadView) -> Result<TableView> {
+        let last = table.last().map_err(|e| internal("last", e))?.map(|(k, _)| k.value().to_vec());
+        Ok(TableView { table, last })
+    }
+
+    /// Whether the table may hold keys at or after `key`.
+    pub fn reaches(&self, key: &[u8]) -> bool {
+        self.last.as_deref().is_some_and(|last| key <= last)
+    }
+}
+
 /// An owned iterator over stored pairs.
 pub(super) type StoredIter = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + Send>;
 
@@ -265,8 +286,8 @@ fn remove_from(txn: &WriteTransaction, source: &[u8], pairs: &[(Vec<u8>, Vec<u8>
 /// shares it (opening a table costs more than a lookup in it).
 pub(super) struct Snapshot {
     txn: redb::ReadTransaction,
-    shared: Arc<ReadView>,
-    tables: Mutex<HashMap<Vec<u8>, Option<Arc<ReadView>>>>,
+    shared: Arc<TableView>,
+    tables: Mutex<HashMap<Vec<u8>, Option<Arc<TableView>>>>,
 }
 
 impl Snapshot {
@@ -274,12 +295,13 @@ impl Snapshot {
     pub fn open(db: &redb::Database) -> Result<Snapshot> {
         use redb::ReadableDatabase;
         let txn = db.begin_read().map_err(|e| internal("begin read", e))?;
-        let shared = Arc::new(txn.open_table(SHARED).map_err(|e| internal("open table", e))?);
+        let shared = txn.open_table(SHARED).map_err(|e| internal("open table", e))?;
+        let shared = Arc::new(TableView::new(shared)?);
         Ok(Snapshot { txn, shared, tables: Mutex::new(HashMap::new()) })
     }
 
     /// The table of `prefix`, `None` if it does not exist in this snapshot.
-    pub fn table(&self, prefix: &[u8]) -> Result<Option<Arc<ReadView>>> {
+    pub fn table(&self, prefix: &[u8]) -> Result<Option<Arc<TableView>>> {
         if prefix.is_empty() {
             return Ok(Some(Arc::clone(&self.shared)));
         }
@@ -287,7 +309,7 @@ impl Snapshot {
             return Ok(table.clone());
         }
         let table = match self.txn.open_table(TableDefinition::new(&table_name(prefix))) {
-            Ok(t) => Some(Arc::new(t)),
+            Ok(t) => Some(Arc::new(TableView::new(t)?)),
             Err(TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(internal("open table", e)),
         };
@@ -300,8 +322,8 @@ impl Snapshot {
         let (mut keys, mut bytes) = (0, 0);
         for p in std::iter::once(&Vec::new()).chain(prefixes) {
             if let Some(t) = self.table(p)? {
-                keys += t.len().map_err(|e| internal("len", e))?;
-                bytes += t.stats().map_err(|e| internal("stats", e))?.stored_bytes();
+                keys += t.table.len().map_err(|e| internal("len", e))?;
+                bytes += t.table.stats().map_err(|e| internal("stats", e))?.stored_bytes();
             }
         }
         Ok((keys, bytes))
@@ -392,7 +414,7 @@ pub(super) fn merged_range(
     end: Bound<&[u8]>,
     reverse: bool,
 ) -> Result<StoredIter> {
-    let shared = table_range(&snapshot.shared, start, end, reverse)?;
+    let shared = table_range(&snapshot.shared.table, start, end, reverse)?;
     if reverse {
         tables.reverse();
     }
@@ -428,7 +450,7 @@ impl Iterator for Chain {
             let prefix = self.tables.next()?;
             let opened = self.snapshot.table(&prefix).and_then(|table| match table {
                 Some(t) => table_range(
-                    &t,
+                    &t.table,
                     self.start.as_ref().map(Vec::as_slice),
                     self.end.as_ref().map(Vec::as_slice),
                     self.reverse,
