@@ -109,11 +109,11 @@ fn list_prefixes(txn: &WriteTransaction) -> Result<BTreeSet<Vec<u8>>> {
         .collect())
 }
 
+/// A table open for writing.
+type WriteView<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
 /// Opens the table of `prefix` (creating it) in a write transaction.
-fn open_mut<'t>(
-    txn: &'t WriteTransaction,
-    prefix: &[u8],
-) -> Result<redb::Table<'t, &'static [u8], &'static [u8]>> {
+fn open_mut<'t>(txn: &'t WriteTransaction, prefix: &[u8]) -> Result<WriteView<'t>> {
     let opened = if prefix.is_empty() {
         txn.open_table(SHARED)
     } else {
@@ -161,8 +161,7 @@ pub(super) fn write_all<'a>(
 ) -> Result<TableChanges> {
     let mut changes = TableChanges::default();
     // Each table opened once, with whether anything was deleted from it.
-    let mut open: HashMap<&'a [u8], (redb::Table<'_, &'static [u8], &'static [u8]>, bool)> =
-        HashMap::new();
+    let mut open: HashMap<&'a [u8], (WriteView<'_>, bool)> = HashMap::new();
     for (key, value) in writes {
         changes.wrote = true;
         let prefix = prefix(layout, key);
