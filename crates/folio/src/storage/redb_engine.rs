@@ -209,7 +209,7 @@ impl RedbEngine {
     /// Opens (creating if needed) the database in directory `dir`, with a page cache of
     /// `cache_bytes`: the memory the engine keeps for file pages, read or written. Keys go to
     /// the tables `layout` names; files written under another layout are brought to this one
-    /// first (see [`super::redb_tables`]).
+    /// first (see [`Layout`]).
     pub fn open_with(
         dir: impl AsRef<Path>,
         cache_bytes: usize,
