@@ -30,7 +30,7 @@
 //! new layout names, in the same transaction that replays the write-ahead log, before anything
 //! reads it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -161,7 +161,7 @@ pub(super) fn write_all<'a>(
 ) -> Result<TableChanges> {
     let mut changes = TableChanges::default();
     // Each table opened once, with whether anything was deleted from it.
-    let mut open: HashMap<&'a [u8], (WriteView<'_>, bool)> = HashMap::new();
+    let mut open: foldhash::HashMap<&'a [u8], (WriteView<'_>, bool)> = Default::default();
     for (key, value) in writes {
         changes.wrote = true;
         let prefix = prefix(layout, key);
@@ -286,7 +286,7 @@ fn remove_from(txn: &WriteTransaction, source: &[u8], pairs: &[(Vec<u8>, Vec<u8>
 pub(super) struct Snapshot {
     txn: redb::ReadTransaction,
     shared: Arc<TableView>,
-    tables: Mutex<HashMap<Vec<u8>, Option<Arc<TableView>>>>,
+    tables: Mutex<foldhash::HashMap<Vec<u8>, Option<Arc<TableView>>>>,
 }
 
 impl Snapshot {
@@ -296,7 +296,7 @@ impl Snapshot {
         let txn = db.begin_read().map_err(|e| internal("begin read", e))?;
         let shared = txn.open_table(SHARED).map_err(|e| internal("open table", e))?;
         let shared = Arc::new(TableView::new(shared)?);
-        Ok(Snapshot { txn, shared, tables: Mutex::new(HashMap::new()) })
+        Ok(Snapshot { txn, shared, tables: Mutex::new(foldhash::HashMap::default()) })
     }
 
     /// The table of `prefix`, `None` if it does not exist in this snapshot.
