@@ -193,6 +193,8 @@ pub fn collection_prefix(db: Option<&str>) -> Vec<u8> {
 /// metadata) in the shared table. A collection's newest document, and each index's
 /// greatest entry, are then their table's last key, which an ascending insert (ObjectId
 /// `_id`s, a bulk load) appends without splitting pages in two (see `storage::redb_tables`).
+/// Data files record the layout's name and are brought to the layout at open when it differs:
+/// the name must change whenever the tables it names do.
 pub const STORAGE_LAYOUT: Layout =
     Layout { name: "collections-and-indexes", table_prefix: storage_table_prefix };
 
@@ -248,6 +250,32 @@ pub fn decode_collection_key(key: &[u8]) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_storage_layout_gives_each_collection_and_index_a_table() {
+        use crate::mvcc::{Ts, keys::version_key};
+        let table = |user: &[u8]| {
+            let raw = version_key(user, Ts(7));
+            raw[..(STORAGE_LAYOUT.table_prefix)(&raw)].to_vec()
+        };
+        // Collection ids are big-endian, so their zero bytes are escaped in engine keys.
+        let doc = |coll, id: &[u8]| table(&Key::Document { coll, id }.encode());
+        let entry = |coll, index, key: &[u8]| table(&Key::IndexEntry { coll, index, key }.encode());
+        assert!(!doc(256, b"a").is_empty());
+        assert_eq!(doc(256, b"a"), doc(256, b"\x00zz"));
+        assert_ne!(doc(256, b"a"), doc(257, b"a"));
+        assert_eq!(entry(256, 1, b"k"), entry(256, 1, b"other\x00"));
+        assert_ne!(entry(256, 1, b"k"), entry(256, 2, b"k"));
+        assert_ne!(entry(256, 1, b"k"), doc(256, b"k"));
+        // A bound at the start of a collection's documents names the same table.
+        let bound = crate::mvcc::keys::key_prefix(&document_prefix(256));
+        assert_eq!(bound[..(STORAGE_LAYOUT.table_prefix)(&bound)], doc(256, b"a"));
+        // Every other key is in the shared table.
+        assert!(table(&Key::Collection { db: "app", coll: "orders" }.encode()).is_empty());
+        assert!(table(&Key::SessionRecord { session: b"s" }.encode()).is_empty());
+        assert!(table(&capped_order_key(256, 1)).is_empty());
+        assert_eq!((STORAGE_LAYOUT.table_prefix)(&crate::mvcc::keys::log_key(Ts(7))), 0);
+    }
 
     #[test]
     fn collection_keys_round_trip_and_group_by_db() {
