@@ -28,7 +28,8 @@
 //! The file records the name of the layout it was written under (files from before layouts
 //! have one table and none). Opening it under another layout moves every key to the table the
 //! new layout names, in the same transaction that replays the write-ahead log, before anything
-//! reads it.
+//! reads it. (A build from before layouts reads only the shared table: it must not open a file
+//! written under a layout that spreads keys.)
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -219,14 +220,15 @@ pub(super) fn relayout(txn: &WriteTransaction, layout: &Layout) -> Result<BTreeS
     Ok(known)
 }
 
-/// Moves the keys of `source`'s table that `layout` places elsewhere, a batch at a time.
+/// Moves the keys of `source`'s table that `layout` places elsewhere, a batch at a time (at
+/// most [`MOVE_BATCH`] keys or [`MOVE_BATCH_BYTES`], so that a large file's move does not hold
+/// it all in memory).
 fn move_misplaced(
     txn: &WriteTransaction,
     layout: &Layout,
     known: &mut BTreeSet<Vec<u8>>,
     source: &[u8],
 ) -> Result<()> {
-    const BATCH: usize = 4096;
     let mut after: Option<Vec<u8>> = None;
     loop {
         let (moving, done) = {
@@ -236,16 +238,20 @@ fn move_misplaced(
                 None => Bound::Unbounded,
             };
             let mut moving: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let mut bytes = 0;
             let mut done = true;
             for item in
                 table.range::<&[u8]>((lower, Bound::Unbounded)).map_err(|e| internal("scan", e))?
             {
                 let (k, v) = item.map_err(|e| internal("scan", e))?;
                 let key = k.value();
-                after = Some(key.to_vec());
                 if prefix(layout, key) != source {
+                    bytes += key.len() + v.value().len();
                     moving.push((key.to_vec(), v.value().to_vec()));
-                    if moving.len() >= BATCH {
+                    if moving.len() >= MOVE_BATCH || bytes >= MOVE_BATCH_BYTES {
+                        // The next batch starts after this key, which is moved now; the keys
+                        // before it that stay are not read again.
+                        after = Some(key.to_vec());
                         done = false;
                         break;
                     }
@@ -271,6 +277,11 @@ fn move_misplaced(
     }
     Ok(())
 }
+
+/// The most keys one batch of a layout change moves (few in tests, so that they meet several).
+const MOVE_BATCH: usize = if cfg!(test) { 100 } else { 4096 };
+/// The most bytes of keys and values one batch of a layout change moves.
+const MOVE_BATCH_BYTES: usize = 16 << 20;
 
 /// Removes `pairs`' keys from `source`'s table.
 fn remove_from(txn: &WriteTransaction, source: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
