@@ -111,9 +111,7 @@ impl Shard {
             self.young_bytes = self.young_bytes.saturating_sub(old_cost);
         }
     }
-}
 
-impl Shard {
     /// Drops `key`'s entry from both maps and refuses the fills under way (a commit is
     /// publishing a version of a key of this shard); returns the entry's key, if it had one.
     fn forget(&mut self, key: &[u8]) -> Option<Vec<u8>> {

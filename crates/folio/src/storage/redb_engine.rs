@@ -528,30 +528,6 @@ impl RedbEngine {
         Ok(view)
     }
 
-    /// The stored pairs of a range (redb's, without the pending writes), from one snapshot.
-    fn stored_range(
-        &self,
-        snapshot: Arc<Snapshot>,
-        route: Route,
-        start: Bound<&[u8]>,
-        end: Bound<&[u8]>,
-        reverse: bool,
-    ) -> Result<redb_tables::StoredIter> {
-        match route {
-            Route::One(n) => {
-                let prefix = match start {
-                    Bound::Included(k) | Bound::Excluded(k) => &k[..n],
-                    Bound::Unbounded => &[],
-                };
-                match snapshot.table(prefix)? {
-                    Some(table) => redb_tables::table_range(&table.table, start, end, reverse),
-                    None => Ok(Box::new(std::iter::empty())),
-                }
-            }
-            Route::Many(tables) => redb_tables::merged_range(snapshot, tables, start, end, reverse),
-        }
-    }
-
     /// Which tables a range reads.
     fn route(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Route {
         redb_tables::route(&self.layout, &self.tables.read(), start, end)
@@ -656,7 +632,7 @@ impl Engine for RedbEngine {
             (pending.range(start, end), self.snapshot()?, self.route(start, end))
         };
         // The ranges keep their read transaction alive on their own; they borrow nothing.
-        let stored = self.stored_range(snapshot, route, start, end, reverse)?;
+        let stored = redb_tables::stored_range(snapshot, route, start, end, reverse)?;
         if pending.is_empty() {
             return Ok(stored);
         }

@@ -390,6 +390,27 @@ pub(super) fn route(
     if tables.is_empty() { Route::One(0) } else { Route::Many(tables) }
 }
 
+/// The stored pairs of a range (redb's, without the pending writes) from one snapshot, read
+/// from the tables `route` names.
+pub(super) fn stored_range(
+    snapshot: Arc<Snapshot>,
+    route: Route,
+    start: Bound<&[u8]>,
+    end: Bound<&[u8]>,
+    reverse: bool,
+) -> Result<StoredIter> {
+    match route {
+        Route::One(n) => {
+            let prefix = bound_key(start).map_or(&[][..], |k| &k[..n]);
+            match snapshot.table(prefix)? {
+                Some(table) => table_range(&table.table, start, end, reverse),
+                None => Ok(Box::new(std::iter::empty())),
+            }
+        }
+        Route::Many(tables) => merged_range(snapshot, tables, start, end, reverse),
+    }
+}
+
 /// The key of a bound, if it has one.
 fn bound_key(b: Bound<&[u8]>) -> Option<&[u8]> {
     match b {
@@ -399,7 +420,7 @@ fn bound_key(b: Bound<&[u8]>) -> Option<&[u8]> {
 }
 
 /// A table's range as owned pairs.
-pub(super) fn table_range(
+fn table_range(
     table: &ReadView,
     start: Bound<&[u8]>,
     end: Bound<&[u8]>,
@@ -417,7 +438,7 @@ pub(super) fn table_range(
 
 /// A range over the shared table and `tables` (in key order), merged in scan order. The
 /// tables are opened one after the other as the scan reaches them.
-pub(super) fn merged_range(
+fn merged_range(
     snapshot: Arc<Snapshot>,
     mut tables: Vec<Vec<u8>>,
     start: Bound<&[u8]>,
