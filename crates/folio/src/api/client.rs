@@ -11,7 +11,7 @@ use super::collection::Collection;
 use super::error::{Error, Result};
 use super::options::SessionOptions;
 use super::session::ClientSession;
-use crate::command::{Connection, Service, ServiceOptions};
+use crate::command::{Connection, Incoming, Service, ServiceOptions};
 use crate::mvcc::{Mvcc, MvccOptions, TxnStore};
 use crate::storage::{Engine, MemoryEngine, RedbEngine};
 
@@ -138,29 +138,33 @@ impl Client {
     pub(crate) fn execute(
         &self,
         db: &str,
-        mut cmd: Document,
+        cmd: impl Into<Incoming>,
         session: Option<&mut ClientSession>,
     ) -> Result<Document> {
+        let mut incoming = cmd.into();
         if let Some(session) = session {
             if !Arc::ptr_eq(&session.client().inner, &self.inner) {
                 return Err(Error::invalid_argument(
                     "the session provided to an operation must be created from the same client",
                 ));
             }
-            session.prepare_command(&mut cmd);
+            session.prepare_command(&mut incoming.cmd);
         }
-        self.send(db, cmd)
+        self.send(db, incoming)
     }
 
-    /// Sends a command as it is (the session fields, if any, already added).
-    pub(crate) fn send(&self, db: &str, mut cmd: Document) -> Result<Document> {
-        cmd.insert("$db", db);
+    /// Sends a command as it is (the session fields, if any, already added). An `insert`'s
+    /// documents may come apart from the command, already encoded, as a driver sends them in
+    /// an OP_MSG document sequence: the service then stores them as they are.
+    pub(crate) fn send(&self, db: &str, cmd: impl Into<Incoming>) -> Result<Document> {
+        let mut incoming = cmd.into();
+        incoming.cmd.insert("$db", db);
         #[cfg(test)]
         if let Some(log) = self.inner.recorded.lock().as_mut() {
-            log.push(cmd.clone());
+            log.push(incoming.whole().into_owned());
         }
         let mut conn = self.inner.conn.clone();
-        let reply = self.inner.service.dispatch(&mut conn, cmd);
+        let reply = self.inner.service.dispatch(&mut conn, incoming);
         let body = reply.body;
         if is_ok(&body) { Ok(body) } else { Err(Error::from_reply(&body)) }
     }

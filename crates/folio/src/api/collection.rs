@@ -12,7 +12,8 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use bson::oid::ObjectId;
-use bson::{Bson, Document, doc};
+use bson::{Bson, Document, RawDocumentBuf, doc, rawdoc};
+use folio_wire::SequenceDocument;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -28,6 +29,7 @@ use super::results::{
     UpdateResult,
 };
 use super::session::ClientSession;
+use crate::command::Incoming;
 
 /// The most documents one `insert` command carries (MongoDB's `maxWriteBatchSize`).
 const MAX_WRITE_BATCH: usize = 100_000;
@@ -118,6 +120,31 @@ pub(crate) fn ensure_id(d: Document) -> (Document, Bson) {
     (out, id)
 }
 
+/// [`ensure_id`] for a document already encoded, made ready to be sent apart from its
+/// `insert` command (as a driver sends it, in an OP_MSG document sequence), so that the service
+/// stores its bytes as they are rather than decoding and encoding it again.
+fn ensure_raw_id(raw: RawDocumentBuf) -> Result<(SequenceDocument, Bson)> {
+    let given = raw.get("_id").map_err(Error::serialization)?;
+    let (raw, id) = match given {
+        Some(id) => {
+            let id = folio_wire::to_bson(id).map_err(Error::serialization)?;
+            (raw, id)
+        }
+        None => {
+            // The new `_id` element, then the given document's elements and terminator.
+            let oid = ObjectId::new();
+            let mut bytes = rawdoc! { "_id": oid }.into_bytes();
+            bytes.pop();
+            bytes.extend_from_slice(raw.as_bytes().get(4..).unwrap_or_default());
+            let len = i32::try_from(bytes.len()).map_err(Error::serialization)?;
+            bytes[..4].copy_from_slice(&len.to_le_bytes());
+            let raw = RawDocumentBuf::from_bytes(bytes).map_err(Error::serialization)?;
+            (raw, Bson::ObjectId(oid))
+        }
+    };
+    Ok((SequenceDocument::from_raw(raw).map_err(Error::serialization)?, id))
+}
+
 /// A handle to a collection whose documents are (de)serialized as `T`.
 pub struct Collection<T: Send + Sync> {
     client: Client,
@@ -166,7 +193,11 @@ impl<T: Send + Sync> Collection<T> {
         Collection { client: self.client.clone(), ns: self.ns.clone(), _type: PhantomData }
     }
 
-    fn run(&self, cmd: Document, session: Option<&mut ClientSession>) -> Result<Document> {
+    fn run(
+        &self,
+        cmd: impl Into<Incoming>,
+        session: Option<&mut ClientSession>,
+    ) -> Result<Document> {
         self.client.execute(&self.ns.db, cmd, session)
     }
 
@@ -303,7 +334,7 @@ impl<T: Send + Sync> Collection<T> {
 impl<T: Serialize + Send + Sync> Collection<T> {
     /// Inserts one document; it gets an ObjectId `_id` if it has none.
     pub fn insert_one(&self, doc: impl Borrow<T>) -> InsertOne<'_, T> {
-        let doc = bson::serialize_to_document(doc.borrow()).map_err(Error::serialization);
+        let doc = bson::serialize_to_raw_document_buf(doc.borrow()).map_err(Error::serialization);
         InsertOne { coll: self, doc, session: None, write_concern: None }
     }
 
@@ -311,7 +342,7 @@ impl<T: Serialize + Send + Sync> Collection<T> {
     pub fn insert_many(&self, docs: impl IntoIterator<Item = impl Borrow<T>>) -> InsertMany<'_, T> {
         let docs = docs
             .into_iter()
-            .map(|d| bson::serialize_to_document(d.borrow()).map_err(Error::serialization))
+            .map(|d| bson::serialize_to_raw_document_buf(d.borrow()).map_err(Error::serialization))
             .collect();
         InsertMany { coll: self, docs, ordered: true, session: None, write_concern: None }
     }
@@ -524,7 +555,7 @@ impl<'a, T: Send + Sync + DeserializeOwned> FindOne<'a, T> {
 #[must_use = "actions do nothing until run"]
 pub struct InsertOne<'a, T: Send + Sync> {
     coll: &'a Collection<T>,
-    doc: Result<Document>,
+    doc: Result<RawDocumentBuf>,
     session: Option<&'a mut ClientSession>,
     write_concern: Option<WriteConcern>,
 }
@@ -544,11 +575,10 @@ impl<'a, T: Send + Sync> InsertOne<'a, T> {
 
     /// Inserts the document.
     pub fn run(self) -> Result<InsertOneResult> {
-        let (doc, inserted_id) = ensure_id(self.doc?);
-        let mut cmd =
-            doc! { "insert": self.coll.ns.coll.clone(), "documents": [doc], "ordered": true };
+        let (doc, inserted_id) = ensure_raw_id(self.doc?)?;
+        let mut cmd = doc! { "insert": self.coll.ns.coll.clone(), "ordered": true };
         add_write_concern(&mut cmd, self.write_concern.as_ref());
-        let reply = self.coll.run(cmd, self.session)?;
+        let reply = self.coll.run(Incoming { cmd, documents: Some(vec![doc]) }, self.session)?;
         check_single_write(&reply)?;
         Ok(InsertOneResult { inserted_id })
     }
@@ -558,7 +588,7 @@ impl<'a, T: Send + Sync> InsertOne<'a, T> {
 #[must_use = "actions do nothing until run"]
 pub struct InsertMany<'a, T: Send + Sync> {
     coll: &'a Collection<T>,
-    docs: Result<Vec<Document>>,
+    docs: Result<Vec<RawDocumentBuf>>,
     ordered: bool,
     session: Option<&'a mut ClientSession>,
     write_concern: Option<WriteConcern>,
@@ -598,14 +628,15 @@ impl<'a, T: Send + Sync> InsertMany<'a, T> {
         };
         let mut labels = Vec::new();
         // The documents move into the commands; their ids stay for the result.
-        let (docs, ids): (Vec<Document>, Vec<Bson>) = docs.into_iter().map(ensure_id).unzip();
+        let (docs, ids): (Vec<SequenceDocument>, Vec<Bson>) =
+            docs.into_iter().map(ensure_raw_id).collect::<Result<Vec<_>>>()?.into_iter().unzip();
         let mut docs = docs.into_iter();
         for (chunk_no, chunk) in ids.chunks(MAX_WRITE_BATCH).enumerate() {
             let offset = chunk_no * MAX_WRITE_BATCH;
-            let docs: Vec<Bson> = docs.by_ref().take(chunk.len()).map(Bson::Document).collect();
-            let mut cmd = doc! { "insert": self.coll.ns.coll.clone(), "documents": docs, "ordered": self.ordered };
+            let documents = Some(docs.by_ref().take(chunk.len()).collect());
+            let mut cmd = doc! { "insert": self.coll.ns.coll.clone(), "ordered": self.ordered };
             add_write_concern(&mut cmd, self.write_concern.as_ref());
-            let reply = self.coll.run(cmd, session.as_deref_mut())?;
+            let reply = self.coll.run(Incoming { cmd, documents }, session.as_deref_mut())?;
             let mut errors = write_errors(&reply);
             let failed: Vec<usize> = errors.iter().map(|e| e.index).collect();
             for (i, id) in chunk.iter().enumerate() {
@@ -1178,6 +1209,20 @@ mod tests {
         let (d, id) = ensure_id(doc! { "a": 1, "_id": 7 });
         assert_eq!(id, Bson::Int32(7));
         assert_eq!(d, doc! { "a": 1, "_id": 7 });
+    }
+
+    #[test]
+    fn ensure_raw_id_puts_a_new_id_first_and_keeps_a_given_one() {
+        let (d, id) = ensure_raw_id(rawdoc! { "a": 1, "b": { "c": "x" } }).unwrap();
+        let decoded = d.to_document().unwrap();
+        assert!(matches!(id, Bson::ObjectId(_)));
+        assert_eq!(decoded, doc! { "_id": id, "a": 1, "b": { "c": "x" } });
+        assert!(d.shape.canonical);
+        let (d, id) = ensure_raw_id(rawdoc! { "a": 1, "_id": 7 }).unwrap();
+        assert_eq!(id, Bson::Int32(7));
+        assert_eq!(d.to_document().unwrap(), doc! { "a": 1, "_id": 7 });
+        let (d, id) = ensure_raw_id(rawdoc! {}).unwrap();
+        assert_eq!(d.to_document().unwrap(), doc! { "_id": id });
     }
 
     #[test]

@@ -205,6 +205,14 @@ impl From<Document> for Incoming {
     }
 }
 
+impl Incoming {
+    /// The command as one document, with documents kept apart put back in.
+    #[cfg(test)]
+    pub(crate) fn whole(&self) -> std::borrow::Cow<'_, Document> {
+        Received { cmd: &self.cmd, documents: self.documents.as_deref() }.whole()
+    }
+}
+
 /// An [`Incoming`] command as the metrics and the profiler read it.
 #[derive(Clone, Copy)]
 pub(crate) struct Received<'a> {
@@ -214,10 +222,10 @@ pub(crate) struct Received<'a> {
     pub documents: Option<&'a [folio_wire::SequenceDocument]>,
 }
 
-impl Received<'_> {
+impl<'a> Received<'a> {
     /// The command as one document, with documents kept apart put back in: the profiler and
     /// the slow-operation log show a command whole (cut to their size limit).
-    pub(crate) fn whole(&self) -> std::borrow::Cow<'_, Document> {
+    pub(crate) fn whole(self) -> std::borrow::Cow<'a, Document> {
         let Some(docs) = self.documents else { return std::borrow::Cow::Borrowed(self.cmd) };
         let mut whole = self.cmd.clone();
         let docs: Vec<Bson> =
