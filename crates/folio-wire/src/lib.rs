@@ -38,6 +38,7 @@
 mod compress;
 mod error;
 mod owned;
+mod times;
 
 use bson::raw::{RawDocument, RawDocumentBuf};
 use bson::{Bson, Document};
@@ -45,6 +46,7 @@ use bson::{Bson, Document};
 pub use compress::Compressor;
 pub use error::{EncodeError, Malformed, MalformedKind, WireError};
 pub use owned::{Shape, inspect, to_bson, to_document};
+pub use times::{append_times, is_own_cluster_time};
 
 /// The size of a message header.
 pub const HEADER_LEN: usize = 16;

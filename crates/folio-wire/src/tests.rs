@@ -520,3 +520,32 @@ fn a_pre_encoded_body_encodes_as_the_same_message() {
         }
     }
 }
+
+#[test]
+fn a_request_s_cluster_time_is_checked_and_left_out() {
+    // A body as a driver sends it: the `$clusterTime` of a reply, gossiped back.
+    let mut times = bson::rawdoc! {}.into_bytes();
+    append_times(&mut times, bson::Timestamp { time: 9, increment: 2 }).unwrap();
+    let times = bson::RawDocumentBuf::from_bytes(times).unwrap();
+    let mut body = bson::rawdoc! { "ping": 1, "$db": "admin" };
+    body.append(bson::raw::cstr!("$clusterTime"), times.get_document("$clusterTime").unwrap());
+    let op = |doc: &[u8]| {
+        let mut op = 0_u32.to_le_bytes().to_vec();
+        op.push(0);
+        op.extend_from_slice(doc);
+        frame(5, op_code::MSG, &op)
+    };
+    let (msg, _) = decode_request(&op(body.as_bytes())).unwrap().unwrap();
+    let Op::Msg(m) = msg.op else { panic!("an OP_MSG") };
+    assert_eq!(m.body, doc! { "ping": 1, "$db": "admin" });
+    // Not this server's encoding any more: the key id's type byte says string, whose length
+    // then runs past the document. It is walked, and refused.
+    let mut bad = body.as_bytes().to_vec();
+    let key_id = bad.windows(6).position(|w| w == b"keyId\0").unwrap() - 1;
+    assert_eq!(bad[key_id], 0x12);
+    bad[key_id] = 0x02;
+    match decode_request(&op(&bad)) {
+        Err(WireError::Malformed(m)) => assert_eq!(m.kind, MalformedKind::InvalidBson),
+        other => panic!("expected invalid BSON, got {other:?}"),
+    }
+}

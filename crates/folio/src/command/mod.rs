@@ -288,9 +288,11 @@ impl Reply {
     pub fn merge_times(&mut self) {
         if let Some(ts) = self.operation_time.take() {
             // Built as the encoder writes them, then decoded: one definition of the fields.
-            let mut times = bson::RawDocumentBuf::new();
-            append_times(&mut times, ts);
-            if let Ok(times) = folio_wire::to_document(&times) {
+            let mut times = bson::RawDocumentBuf::new().into_bytes();
+            if folio_wire::append_times(&mut times, ts).is_ok()
+                && let Ok(times) = bson::RawDocumentBuf::from_bytes(times)
+                && let Ok(times) = folio_wire::to_document(&times)
+            {
                 self.body.extend(times);
             }
         }
@@ -316,11 +318,11 @@ impl Reply {
     /// document three times, grew the buffers as it went and formatted each array index into
     /// its own string.
     pub fn encode_body(&self) -> std::result::Result<Vec<u8>, String> {
-        let mut raw = bson::RawDocumentBuf::try_from(&self.body).map_err(|e| e.to_string())?;
+        let raw = bson::RawDocumentBuf::try_from(&self.body).map_err(|e| e.to_string())?;
+        let mut encoded = raw.into_bytes();
         if let Some(ts) = self.operation_time {
-            append_times(&mut raw, ts);
+            folio_wire::append_times(&mut encoded, ts)?;
         }
-        let encoded = raw.into_bytes();
         let Some(batch) = &self.raw_batch else { return Ok(encoded) };
         let raw = bson::RawDocument::from_bytes(&encoded).map_err(|e| e.to_string())?;
         let cursor = raw.get_document("cursor").map_err(|e| e.to_string())?;
@@ -366,26 +368,6 @@ impl Reply {
         grown(0, &mut out)?;
         Ok(out)
     }
-}
-
-/// Appends a reply's `operationTime` and `$clusterTime` for `ts` to its encoded body (or, for
-/// [`Reply::merge_times`], to an empty document), with the signature encoded once per process.
-/// A single node signs nothing: the signature's hash is zeros (as a MongoDB server's without
-/// keys) and its key id 0.
-fn append_times(raw: &mut bson::RawDocumentBuf, ts: bson::Timestamp) {
-    use bson::raw::cstr;
-    static SIGNATURE: std::sync::LazyLock<bson::RawDocumentBuf> = std::sync::LazyLock::new(|| {
-        let mut signature = bson::RawDocumentBuf::new();
-        let hash = bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0; 20] };
-        signature.append(cstr!("hash"), hash);
-        signature.append(cstr!("keyId"), 0_i64);
-        signature
-    });
-    let mut cluster = bson::RawDocumentBuf::new();
-    cluster.append(cstr!("clusterTime"), ts);
-    cluster.append(cstr!("signature"), &*SIGNATURE);
-    raw.append(cstr!("operationTime"), ts);
-    raw.append(cstr!("$clusterTime"), cluster);
 }
 
 /// The command service: everything a command needs, shared by all connections.
