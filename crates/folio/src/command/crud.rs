@@ -606,7 +606,8 @@ pub fn find(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
         true => exec::find_rows(txn, &db, &coll, &spec),
         false => exec::find(txn, &db, &coll, &spec).map(Rows::Docs),
     })?;
-    cursor_reply(req.svc, run, format!("{db}.{coll}"), rows, batch, single_batch, no_timeout)
+    let ns = crate::catalog::join_namespace(&db, &coll);
+    cursor_reply(req.svc, run, ns, rows, batch, single_batch, no_timeout)
 }
 
 /// `find` with `tailable` on a capped collection: a cursor that stays open at the end of the
@@ -666,7 +667,7 @@ pub fn get_more(req: &mut Request<'_>, run: &mut Runner) -> Result<Document> {
         ),
     };
     let batch = batch_size(req.cmd, "batchSize", "getMore")?.unwrap_or(0);
-    let ns = format!("{}.{}", run.op.db, coll);
+    let ns = crate::catalog::join_namespace(&run.op.db, &coll);
     let caller = run.owner();
     let authorization = run.op.authorization;
     if let Some(stream) = req.svc.streams.get(id) {

@@ -4,7 +4,6 @@
 //! `killOp` sets the flag; a command checks it wherever it may wait (between statements, and while
 //! an autocommit write waits for a conflicting transaction), and stops with Interrupted (11601).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
@@ -34,7 +33,7 @@ pub(crate) struct OpEntry {
 #[derive(Default)]
 pub(crate) struct OpRegistry {
     next: AtomicU32,
-    ops: Mutex<HashMap<u32, Arc<OpEntry>>>,
+    ops: Mutex<foldhash::HashMap<u32, Arc<OpEntry>>>,
 }
 
 /// Removes its operation from the registry when dropped.

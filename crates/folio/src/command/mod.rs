@@ -1535,7 +1535,7 @@ pub(crate) mod table {
     /// A command's position in [`COMMANDS`] (through a map built once: every command looks
     /// itself up several times).
     pub fn index(name: &str) -> Option<usize> {
-        static BY_NAME: std::sync::OnceLock<std::collections::HashMap<&'static str, usize>> =
+        static BY_NAME: std::sync::OnceLock<foldhash::HashMap<&'static str, usize>> =
             std::sync::OnceLock::new();
         BY_NAME
             .get_or_init(|| COMMANDS.iter().enumerate().map(|(i, c)| (c.name, i)).collect())

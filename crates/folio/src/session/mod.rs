@@ -43,7 +43,6 @@
 
 pub mod durable;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -532,7 +531,8 @@ pub static NO_USER_DIGEST: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::
 
 /// All sessions of this node.
 pub struct SessionRegistry {
-    sessions: Mutex<HashMap<Vec<u8>, Arc<Mutex<Session>>>>,
+    /// By [`lsid_key`], hashed with foldhash: every command of a session looks it up.
+    sessions: Mutex<foldhash::HashMap<Vec<u8>, Arc<Mutex<Session>>>>,
 }
 
 impl Default for SessionRegistry {
@@ -544,17 +544,19 @@ impl Default for SessionRegistry {
 impl SessionRegistry {
     /// An empty registry.
     pub fn new() -> Self {
-        SessionRegistry { sessions: Mutex::new(HashMap::new()) }
+        SessionRegistry { sessions: Mutex::new(foldhash::HashMap::default()) }
     }
 
     /// The session for an lsid, created on first use.
     pub fn get_or_create(&self, lsid: &Document) -> Result<Arc<Mutex<Session>>> {
         let key = lsid_key(lsid)?;
         let mut sessions = self.sessions.lock();
-        let s = sessions
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(Session::new(lsid.clone(), key))));
-        Ok(s.clone())
+        if let Some(s) = sessions.get(&key) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(Mutex::new(Session::new(lsid.clone(), key.clone())));
+        sessions.insert(key, s.clone());
+        Ok(s)
     }
 
     /// Ends the session with this key ([`lsid_key`]), if it exists (`endSessions`,
