@@ -50,10 +50,11 @@ static TEMPLATE: LazyLock<Template> = LazyLock::new(|| {
         .filter(|(_, w)| *w == marker)
         .map(|(i, _)| i)
         .collect();
-    let start = elements
-        .windows(cluster.as_bytes().len())
-        .position(|w| w == cluster.as_bytes())
-        .unwrap_or_default();
+    let start = elements.windows(cluster.as_bytes().len()).position(|w| w == cluster.as_bytes());
+    // Both follow from how BSON is written; the tests check the output they give.
+    debug_assert_eq!(found.len(), 2, "the marker is written once per field");
+    debug_assert!(start.is_some(), "the cluster time is written as it was encoded alone");
+    let start = start.unwrap_or_default();
     Template {
         at: [found.first().copied().unwrap_or_default(), found.get(1).copied().unwrap_or_default()],
         cluster: start..start + cluster.as_bytes().len(),
