@@ -107,6 +107,16 @@ pub fn truthy(v: &Bson) -> bool {
     }
 }
 
+/// An empty raw document whose buffer has room for `room` more bytes: a document appended
+/// field by field on a hot path (a change-log entry, a session record) is allocated once
+/// rather than grown by each field.
+pub fn raw_with_room(room: usize) -> bson::RawDocumentBuf {
+    let mut bytes = Vec::with_capacity(5 + room);
+    // `{}`: its length (five bytes) and the terminating nul.
+    bytes.extend_from_slice(&[5, 0, 0, 0, 0]);
+    bson::RawDocumentBuf::from_bytes(bytes).unwrap_or_default()
+}
+
 /// MongoDB's name for a value's BSON type (`typeName`), as used in error messages and `$type`.
 pub fn type_name(v: &Bson) -> &'static str {
     match v {
@@ -131,5 +141,18 @@ pub fn type_name(v: &Bson) -> &'static str {
         Bson::Decimal128(_) => "decimal",
         Bson::MinKey => "minKey",
         Bson::MaxKey => "maxKey",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn raw_with_room_is_an_empty_document_with_its_room_allocated() {
+        assert!(super::raw_with_room(64).into_bytes().capacity() >= 5 + 64);
+        let mut d = super::raw_with_room(64);
+        assert_eq!(d.as_bytes(), bson::rawdoc! {}.as_bytes());
+        d.append(bson::raw::cstr!("a"), 1_i32);
+        d.append(bson::raw::cstr!("b"), "text");
+        assert_eq!(d, bson::rawdoc! { "a": 1_i32, "b": "text" });
     }
 }

@@ -118,10 +118,7 @@ const ENTRY_ROOM: usize = 128;
 /// with `room` bytes for what follows, rather than grown by each field.
 fn raw_base(op: &str, meta: &CollectionMeta, room: usize) -> RawDocumentBuf {
     // The fixed fields take the namespace and under 64 bytes besides (`op`, the headers, a UUID).
-    let mut bytes = Vec::with_capacity(64 + meta.db.len() + meta.name.len() + room);
-    // `{}`: its length (five bytes) and the terminating nul.
-    bytes.extend_from_slice(&[5, 0, 0, 0, 0]);
-    let Ok(mut e) = RawDocumentBuf::from_bytes(bytes) else { return RawDocumentBuf::new() };
+    let mut e = crate::doc::raw_with_room(64 + meta.db.len() + meta.name.len() + room);
     e.append(cstr!("op"), op);
     e.append(cstr!("ns"), meta.namespace().as_str());
     // The UUID's bytes in place, without the owned binary value's own allocation.

@@ -240,7 +240,7 @@ struct Pending {
 /// A map by engine key, for the maps every write looks up under the state's lock (`locks`,
 /// `recent`): foldhash rather than SipHash, a third of the cost for keys of a few dozen bytes,
 /// seeded at random per process as the version cache's maps are.
-type KeyMap<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
+type KeyMap<V> = foldhash::HashMap<Vec<u8>, V>;
 
 /// Everything guarded by the one state mutex.
 #[derive(Default)]

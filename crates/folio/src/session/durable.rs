@@ -90,14 +90,9 @@ impl SessionRecord {
             RecordKind::Retryable => "retryableWrite",
         };
         // Built as raw BSON: written by every retryable statement, never as a `Document`. The
-        // buffer is sized once for the fixed fields (about 60 bytes) and a small outcome,
-        // rather than grown by each field.
+        // buffer has room for the fixed fields (about 60 bytes) and the outcome, if any.
         let room = 96 + self.stmt.as_ref().map_or(0, |(_, outcome)| outcome.as_bytes().len());
-        let mut bytes = Vec::with_capacity(room);
-        // `{}`: its length (five bytes) and the terminating nul.
-        bytes.extend_from_slice(&[5, 0, 0, 0, 0]);
-        let mut d =
-            RawDocumentBuf::from_bytes(bytes).map_err(|e| crate::err!(InternalError, "{}", e))?;
+        let mut d = crate::doc::raw_with_room(room);
         d.append(cstr!("txnNum"), self.txn_number);
         d.append(cstr!("state"), state);
         d.append(cstr!("lastWriteDate"), bson::DateTime::from_millis(self.last_write_ms));
