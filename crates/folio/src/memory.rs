@@ -393,7 +393,8 @@ pub fn value_bson_size(v: &Bson) -> usize {
     }
 }
 
-fn decimal_digits(mut i: usize) -> usize {
+/// How many decimal digits `i` has (an array index as a BSON key).
+pub(crate) fn decimal_digits(mut i: usize) -> usize {
     let mut n = 1;
     while i >= 10 {
         i /= 10;

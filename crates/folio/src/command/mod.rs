@@ -234,6 +234,34 @@ impl<'a> Received<'a> {
         std::borrow::Cow::Owned(whole)
     }
 
+    /// [`Received::whole`] for a reader that keeps at most `budget` bytes of it (the slow-operation
+    /// log): of the documents kept apart, only the first ones up to just past `budget` bytes of
+    /// them are decoded (a cut at `budget` falls among them), so a slow insert of many
+    /// documents is not decoded whole to log a few. Also returns the BSON size of the whole
+    /// command, measured from the documents' bytes.
+    pub(crate) fn whole_within(self, budget: usize) -> (std::borrow::Cow<'a, Document>, usize) {
+        let Some(docs) = self.documents else {
+            return (std::borrow::Cow::Borrowed(self.cmd), crate::memory::bson_size(self.cmd));
+        };
+        // `whole` appends the array last: its element header, then the array itself.
+        let mut size = crate::memory::bson_size(self.cmd) + 2 + "documents".len() + 5;
+        let mut decoded = Vec::new();
+        let mut taken = 0usize;
+        for (i, d) in docs.iter().enumerate() {
+            let bytes = d.raw.as_bytes().len();
+            size += 2 + crate::memory::decimal_digits(i) + bytes;
+            if taken <= budget {
+                taken += bytes;
+                if let Ok(doc) = d.to_document() {
+                    decoded.push(Bson::Document(doc));
+                }
+            }
+        }
+        let mut whole = self.cmd.clone();
+        whole.insert("documents", decoded);
+        (std::borrow::Cow::Owned(whole), size)
+    }
+
     /// How many statements a write command's array holds (`documents`, `updates`, ...).
     pub(crate) fn statements(&self, field: &str) -> u64 {
         match (field, self.documents) {

@@ -211,9 +211,6 @@ impl super::Service {
         if !slow && settings.level < 2 && settings.filter.is_none() {
             return;
         }
-        // The command as the client sent it, documents kept apart included.
-        let sent = received.whole();
-        let cmd = sent.as_ref();
         // The entry counts and measures the batch as returned.
         let whole;
         let reply = match outcome.raw_batch {
@@ -234,16 +231,20 @@ impl super::Service {
             // insert of many documents is never copied whole).
             if sampled() {
                 self.metrics.slow_operations.fetch_add(1, Ordering::Relaxed);
-                let (command, cut) = match truncate_for_log(cmd, MAX_LOG_ATTR_BYTES) {
+                // Of documents sent apart, only those the cut can keep are decoded.
+                let (sent, size) = received.whole_within(MAX_LOG_ATTR_BYTES);
+                let (command, cut) = match truncate_for_log(&sent, size, MAX_LOG_ATTR_BYTES) {
                     Some((kept, truncated, size)) => (kept, Some((truncated, size))),
-                    None => (cmd.clone(), None),
+                    None => (sent.into_owned(), None),
                 };
                 let entry = self.profile_entry(conn, &command, reply, &ns, elapsed, stats);
                 log_slow(conn, &entry, cut);
             }
             return;
         }
-        let entry = self.profile_entry(conn, cmd, reply, &ns, elapsed, stats);
+        // The command as the client sent it, documents kept apart included.
+        let sent = received.whole();
+        let entry = self.profile_entry(conn, &sent, reply, &ns, elapsed, stats);
         let chosen = match &settings.filter {
             Some((_, f)) => f.matches(&entry),
             None => slow && sampled(),
@@ -402,11 +403,15 @@ const MAX_LOG_ATTR_BYTES: usize = 10 * 1024;
 
 /// Cuts `doc` to about `budget` bytes of BSON when it is larger: fields (and the elements of
 /// array fields) are kept in order while they fit; the first one that does not is named in the
-/// returned `truncated` document with its type and size, as MongoDB's log does. Returns `None`
-/// when the document fits; else the kept part, `truncated` and the full size.
-fn truncate_for_log(doc: &Document, budget: usize) -> Option<(Document, Document, i64)> {
-    // Measured without encoding the command (an insert of many documents is large).
-    let size = bson_size(doc);
+/// returned `truncated` document with its type and size, as MongoDB's log does. `size` is the
+/// full command's BSON size: `doc` may hold only a head of its last array
+/// ([`super::Received::whole_within`]), long enough for the cut to fall inside it. Returns `None`
+/// when the command fits; else the kept part, `truncated` and `size`.
+fn truncate_for_log(
+    doc: &Document,
+    size: usize,
+    budget: usize,
+) -> Option<(Document, Document, i64)> {
     if size <= budget {
         return None;
     }
@@ -487,7 +492,8 @@ fn log_slow(conn: &Connection, entry: &Document, cut: Option<(Document, i64)>) {
     // cuts a log attribute, with what was cut and the full size beside it.
     let cut = cut.or_else(|| {
         let command = attr.get_document("command").ok()?;
-        let (kept, truncated, size) = truncate_for_log(command, MAX_LOG_ATTR_BYTES)?;
+        let (kept, truncated, size) =
+            truncate_for_log(command, bson_size(command), MAX_LOG_ATTR_BYTES)?;
         attr.insert("command", kept);
         Some((truncated, size))
     });
@@ -509,18 +515,19 @@ fn log_slow(conn: &Connection, entry: &Document, cut: Option<(Document, i64)>) {
 mod tests {
     use bson::{Document, doc};
 
-    use super::{MAX_LOG_ATTR_BYTES, truncate_for_log};
+    use super::{MAX_LOG_ATTR_BYTES, bson_size, truncate_for_log};
 
     #[test]
     fn a_large_command_is_cut_for_the_log_and_the_cut_is_named() {
         let small = doc! { "insert": "c", "documents": [{ "_id": 1 }] };
-        assert!(truncate_for_log(&small, MAX_LOG_ATTR_BYTES).is_none());
+        assert!(truncate_for_log(&small, bson_size(&small), MAX_LOG_ATTR_BYTES).is_none());
 
         let docs: Vec<Document> =
             (0..1000).map(|i| doc! { "_id": i, "pad": "x".repeat(100) }).collect();
         let big = doc! { "insert": "c", "documents": docs.clone(), "ordered": true };
         let full = big.to_vec().unwrap().len() as i64;
-        let (kept, truncated, size) = truncate_for_log(&big, MAX_LOG_ATTR_BYTES).expect("cut");
+        let (kept, truncated, size) =
+            truncate_for_log(&big, bson_size(&big), MAX_LOG_ATTR_BYTES).expect("cut");
         assert_eq!(size, full);
         assert!(kept.to_vec().unwrap().len() <= MAX_LOG_ATTR_BYTES, "{}", kept.len());
         assert_eq!(kept.get_str("insert").ok(), Some("c"));
@@ -537,5 +544,42 @@ mod tests {
         let one = docs[head.len()].to_vec().unwrap().len() as i64;
         assert_eq!(what.get_i64("size").ok(), Some(one));
         assert!(!kept.contains_key("ordered"));
+    }
+
+    /// An insert whose documents came apart from the command is cut for the log exactly as
+    /// the whole command would be, decoding only the documents the cut can reach.
+    #[test]
+    fn documents_sent_apart_are_cut_like_the_whole_command_without_decoding_them_all() {
+        use crate::command::Received;
+        use folio_wire::SequenceDocument;
+
+        let cmd = doc! { "insert": "c", "ordered": true, "$db": "d" };
+        let docs: Vec<SequenceDocument> = (0..1000)
+            .map(|i| {
+                SequenceDocument::from_document(
+                    &doc! { "_id": i as i64, "pad": "x".repeat(i % 300) },
+                )
+            })
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for n in [0, 1, 3, 40, 1000] {
+            let received = Received { cmd: &cmd, documents: Some(&docs[..n]) };
+            let whole = received.whole();
+            let (head, size) = received.whole_within(MAX_LOG_ATTR_BYTES);
+            assert_eq!(size, whole.to_vec().unwrap().len(), "{n} documents");
+            assert_eq!(
+                truncate_for_log(&head, size, MAX_LOG_ATTR_BYTES),
+                truncate_for_log(&whole, bson_size(&whole), MAX_LOG_ATTR_BYTES),
+                "{n} documents"
+            );
+            let decoded = head.get_array("documents").unwrap().len();
+            if n == 1000 {
+                // The first documents (growing by a byte each) fill 10 KB after about 120.
+                assert!(decoded < 150, "{decoded} decoded");
+                assert!(truncate_for_log(&head, size, MAX_LOG_ATTR_BYTES).is_some());
+            } else {
+                assert_eq!(decoded, n);
+            }
+        }
     }
 }
