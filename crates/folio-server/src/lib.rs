@@ -565,23 +565,19 @@ impl ConnectionTask {
             }
             return reply;
         }
-        let name = cmd.cmd.keys().next().cloned().unwrap_or_default();
-        let mut moved = conn.clone();
         if service.may_try_on_event_loop(&cmd) {
             // A single write usually waits only for its sync: it runs here, and the task awaits
             // the sync without holding a thread. If it would wait for another transaction, it
-            // stops before committing anything and goes to the blocking pool below.
-            match service.dispatch_on_event_loop(&mut moved, cmd) {
-                Ok(reply) => {
-                    *conn = moved;
-                    return await_durable(&service, reply).await;
-                }
-                Err(back) => {
-                    cmd = back;
-                    moved = conn.clone();
-                }
+            // stops before committing anything and goes to the blocking pool below. These
+            // commands (writes, a transaction's end) change nothing of the connection's that
+            // running them again would not set alike, so the attempt works on it directly.
+            match service.dispatch_on_event_loop(conn, cmd) {
+                Ok(reply) => return await_durable(&service, reply).await,
+                Err(back) => cmd = back,
             }
         }
+        let name = cmd.cmd.keys().next().cloned().unwrap_or_default();
+        let mut moved = conn.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let reply = service.dispatch(&mut moved, cmd);
             (moved, reply)

@@ -29,12 +29,17 @@ const DEFAULT_FIRST_BATCH: usize = 101;
 
 /// The statement id of the `i`th statement of a write command.
 pub(crate) fn stmt_id(cmd: &Document, i: usize) -> i32 {
-    if let Ok(ids) = cmd.get_array("stmtIds")
+    // `get`, not `get_array`/`get_i32`: an absent field is the usual case, and those build an
+    // error (with an allocated key) to say so.
+    if let Some(Bson::Array(ids)) = cmd.get("stmtIds")
         && let Some(Bson::Int32(n)) = ids.get(i)
     {
         return *n;
     }
-    let base = cmd.get_i32("stmtId").unwrap_or(0);
+    let base = match cmd.get("stmtId") {
+        Some(Bson::Int32(n)) => *n,
+        _ => 0,
+    };
     base.saturating_add(i as i32)
 }
 

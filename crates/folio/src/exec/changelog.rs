@@ -34,11 +34,12 @@ use crate::mvcc::Txn;
 
 /// Whether the collection records pre- and post-images (`changeStreamPreAndPostImages`).
 pub fn images_enabled(meta: &CollectionMeta) -> bool {
-    meta.options
-        .get_document("changeStreamPreAndPostImages")
-        .ok()
-        .and_then(|d| d.get_bool("enabled").ok())
-        .unwrap_or(false)
+    // `get`, not `get_document`: the option is usually absent, and `get_document` builds an
+    // error to say so, on every write.
+    match meta.options.get("changeStreamPreAndPostImages") {
+        Some(Bson::Document(d)) => matches!(d.get("enabled"), Some(Bson::Boolean(true))),
+        _ => false,
+    }
 }
 
 /// Appends `k`, the `{_id}` of `doc`, built as raw BSON (no `Document` to build and encode).
