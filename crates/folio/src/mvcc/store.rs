@@ -47,6 +47,9 @@
 //! of every queued transaction plus the last-commit metadata as one engine batch *without* sync
 //! ([`Engine::write_deferred`]), then publishes: advances `last_visible`, releases the keys, and
 //! wakes the others. Transactions that queued meanwhile are written together by the next leader.
+//! The engine's upkeep that a batch makes due (redb's: moving the staged writes into its tree,
+//! a checkpoint; [`Engine::upkeep`]) runs after the leader has handed on its lead, in its own
+//! thread, so that the next round is not held up behind it.
 //! A transaction without writes commits without touching storage.
 //!
 //! Durability comes after publication, as in WiredTiger (a commit is visible once it has its
@@ -846,6 +849,10 @@ impl Shared {
                 self.commit_round(&mut st);
                 st.leader = false;
                 self.changed.notify_all();
+                // The engine's upkeep (moving staged writes into its tree, a checkpoint) runs
+                // once the lead is handed on: the next round's commits do not wait behind it.
+                // This round's committers, this one included, have their results already.
+                MutexGuard::unlocked(&mut st, || self.engine.upkeep());
             }
         }
     }

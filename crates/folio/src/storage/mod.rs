@@ -132,6 +132,15 @@ pub trait Engine: Send + Sync {
         self.write(batch, true)
     }
 
+    /// The work a write made due that need not hold up the next one: for an engine that stages
+    /// writes before moving them into its tree, that move, and a checkpoint. [`Engine::write`]
+    /// does it itself; [`Engine::write_deferred`] leaves it to its caller, to run once the next
+    /// writers may go on (the MVCC layer runs it after a commit round has handed on its lead,
+    /// so that the next round's commits do not wait behind it). Failures are the engine's to
+    /// report and retry: the writes are logged and readable whatever happens here. A no-op for
+    /// an engine that has none.
+    fn upkeep(&self) {}
+
     /// Makes every deferred write so far durable (a no-op for an engine that has none).
     fn sync(&self) -> Result<()> {
         Ok(())

@@ -379,7 +379,7 @@ impl RedbEngine {
 
     /// A whole checkpoint, waiting for it: commits the pending writes, makes redb durable, then
     /// empties the log and retires any old segment. For the replay at open and
-    /// [`Engine::flush`]; writes checkpoint in the background ([`RedbEngine::log_and_stage`]).
+    /// [`Engine::flush`]; writes checkpoint in the background ([`RedbEngine::flush_and_checkpoint`]).
     fn checkpoint(&self) -> Result<()> {
         let _one = self.checkpoint.lock();
         let mut wal = self.wal.lock();
@@ -436,12 +436,13 @@ impl RedbEngine {
 
     /// Logs a batch in the write-ahead log (synced, unsynced, or not at all for a write that
     /// asked for no durability) and makes it pending; flushes the pending writes first when
-    /// they are many, and checkpoints after many flushes or when the log is long.
+    /// they are far too many. Flushing them when they are many, and checkpointing after many
+    /// flushes or when the log is long, is [`Engine::upkeep`]'s.
     fn log_and_stage(&self, batch: WriteBatch, log: Option<bool>) -> Result<()> {
         let mut wal = self.wal.lock();
-        // Normally flushed after the previous batch, without this lock; this catches a flush
-        // that failed then, or writes that outgrew a long one: they are flushed (waiting for
-        // the running flush) before more are logged, so memory stays bounded.
+        // Normally flushed by the upkeep after the previous batch, without this lock; this
+        // catches a flush that failed then, or writes that outgrew a long one: they are flushed
+        // (waiting for the running flush) before more are logged, so memory stays bounded.
         if self.pending_overfull() {
             self.flush_pending()?;
         }
@@ -451,9 +452,16 @@ impl RedbEngine {
             None => {}
         }
         self.pending.write().stage(batch);
+        Ok(())
+    }
+
+    /// [`Engine::upkeep`]: flushes the pending writes when they are many, and starts (and
+    /// finishes) a checkpoint when enough flushes have run or the log is long.
+    fn flush_and_checkpoint(&self) {
         let due = |wal: &Wal| {
             self.pending.read().flushes >= self.checkpoint_flushes || wal.len() >= CHECKPOINT_BYTES
         };
+        let mut wal = self.wal.lock();
         if !due(&wal) {
             // Flushed now rather than before the next batch: pending writes are copied by
             // every scan of their range, so a large batch left pending (the last one of a bulk
@@ -466,16 +474,16 @@ impl RedbEngine {
                 tracing::warn!("flushing pending writes failed, the next write retries: {e}");
             }
             if self.pending.read().flushes < self.checkpoint_flushes {
-                return Ok(());
+                return;
             }
             // That flush made a checkpoint due, unless another writer has taken it meanwhile.
             wal = self.wal.lock();
             if !due(&wal) {
-                return Ok(());
+                return;
             }
         }
-        // The batch is durable and applied whatever happens here: a failed checkpoint must not
-        // report it as failed. The log keeps everything, and the next write retries.
+        // The batches are durable and applied whatever happens here: a failed checkpoint must
+        // not report them as failed. The log keeps everything, and the next upkeep retries.
         match self.start_checkpoint(&mut wal) {
             Ok(true) => {
                 let old_segment = wal.old_path().to_path_buf();
@@ -487,7 +495,6 @@ impl RedbEngine {
                 tracing::warn!("checkpoint failed, the write-ahead log keeps growing: {e}");
             }
         }
-        Ok(())
     }
 
     /// Commits `writes` to redb in one transaction; whether there were any. The set of tables
@@ -643,11 +650,17 @@ impl Engine for RedbEngine {
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
-        self.log_and_stage(batch, sync.then_some(true))
+        self.log_and_stage(batch, sync.then_some(true))?;
+        self.flush_and_checkpoint();
+        Ok(())
     }
 
     fn write_deferred(&self, batch: WriteBatch) -> Result<()> {
         self.log_and_stage(batch, Some(false))
+    }
+
+    fn upkeep(&self) {
+        self.flush_and_checkpoint();
     }
 
     fn sync(&self) -> Result<()> {

@@ -92,7 +92,10 @@ fn redb_pending_writes_match_a_model() {
                 }
                 match rand(3) {
                     0 => engine.write(batch, true).unwrap(),
-                    1 => engine.write_deferred(batch).unwrap(),
+                    1 => {
+                        engine.write_deferred(batch).unwrap();
+                        engine.upkeep();
+                    }
                     _ => {
                         engine.write(batch, false).unwrap();
                         unlogged_since_checkpoint = true;
@@ -341,6 +344,7 @@ fn background_checkpoints_retire_their_segments() {
             e.write(batch(&[(&k, "v")], &[]), true).unwrap();
         } else {
             e.write_deferred(batch(&[(&k, "v")], &[])).unwrap();
+            e.upkeep();
         }
         want.push(format!("{k}=v"));
     }
