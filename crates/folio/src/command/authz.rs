@@ -530,14 +530,14 @@ pub(crate) fn owned_lsid(
 /// owner of the cursors it opens), and gives its session to the caller ([`owned_lsid`]). A
 /// command whose session is ignored also loses its transaction fields, as in MongoDB, which
 /// then runs it without session information.
-pub(crate) fn bind_session(svc: &Service, conn: &Connection, op: &mut OpContext) -> Result<()> {
+pub(crate) fn bind_session(svc: &Service, conn: &Connection, op: &mut OpContext<'_>) -> Result<()> {
     if !enforced(svc, conn) {
         return Ok(());
     }
     op.authorization = true;
     op.user = conn.auth.users.first().map(|u| u.name.to_string());
     if let Some(lsid) = op.lsid.take() {
-        op.lsid = owned_lsid(svc, conn, lsid, None)?;
+        op.lsid = owned_lsid(svc, conn, lsid.into_owned(), None)?.map(std::borrow::Cow::Owned);
         if op.lsid.is_none() {
             op.txn_number = None;
             op.autocommit = None;

@@ -421,7 +421,6 @@ pub(crate) fn refuse_unacknowledged_collation(run: &Runner, has_collation: bool)
     let unacknowledged = run
         .op
         .write_concern
-        .as_ref()
         .is_some_and(|wc| matches!(wc.get("w"), Some(Bson::Int32(0)) | Some(Bson::Int64(0))));
     if has_collation && unacknowledged {
         bail!(InvalidOptions, "Collation is unsupported for unacknowledged writes.");

@@ -947,7 +947,7 @@ impl Service {
                         || spec.name == "abortTransaction"
                         || (spec.name == "aggregate" && pipeline_writes(cmd)) =>
                     {
-                        labels::check_write_concern(op.write_concern.as_ref())
+                        labels::check_write_concern(op.write_concern)
                     }
                     None => None,
                 };

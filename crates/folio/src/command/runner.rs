@@ -37,6 +37,7 @@
 //! after a commit the write waits in place (the server sends only single-statement writes this
 //! way, so that does not happen in practice).
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use bson::{Bson, Document};
@@ -66,15 +67,17 @@ pub enum Mode {
     Transaction(i64),
 }
 
-/// The generic arguments of a command.
+/// The generic arguments of a command, borrowing what it can from the command document (`'c`):
+/// a command's `lsid`, `readConcern` and `writeConcern` are read where they are, not copied.
 #[derive(Clone, Debug)]
-pub struct OpContext {
+pub struct OpContext<'c> {
     /// The command name (first key).
     pub name: String,
     /// `$db`.
     pub db: String,
-    /// `lsid`.
-    pub lsid: Option<Document>,
+    /// `lsid`: the command's own, or an owned one with the user's digest added
+    /// (`authz::bind_session`).
+    pub lsid: Option<Cow<'c, Document>>,
     /// `txnNumber`.
     pub txn_number: Option<i64>,
     /// `autocommit` (only ever `false` when present and valid).
@@ -82,9 +85,9 @@ pub struct OpContext {
     /// `startTransaction`.
     pub start_transaction: bool,
     /// `readConcern`.
-    pub read_concern: Option<Document>,
+    pub read_concern: Option<&'c Document>,
     /// `writeConcern`.
-    pub write_concern: Option<Document>,
+    pub write_concern: Option<&'c Document>,
     /// When `maxTimeMS` runs out.
     pub deadline: Option<Instant>,
     /// Set by `killOp` while the command runs.
@@ -247,9 +250,9 @@ impl<'a> Generic<'a> {
     }
 }
 
-impl OpContext {
+impl<'c> OpContext<'c> {
     /// Parses the generic arguments of a command.
-    pub fn parse(cmd: &Document) -> Result<OpContext> {
+    pub fn parse(cmd: &'c Document) -> Result<OpContext<'c>> {
         let name = cmd.keys().next().cloned().unwrap_or_default();
         let generic = Generic::of(cmd);
         let db = match generic.db {
@@ -269,7 +272,7 @@ impl OpContext {
         let lsid = match generic.lsid {
             Some(Bson::Document(d)) => {
                 validate_lsid(d)?;
-                Some(d.clone())
+                Some(Cow::Borrowed(d))
             }
             Some(_) => {
                 bail!(TypeMismatch, "BSON field 'lsid' is the wrong type, expected type 'object'")
@@ -454,9 +457,9 @@ fn bin_data_type_name(t: bson::spec::BinarySubtype) -> &'static str {
     }
 }
 
-fn doc_arg(value: Option<&Bson>, key: &str) -> Result<Option<Document>> {
+fn doc_arg<'c>(value: Option<&'c Bson>, key: &str) -> Result<Option<&'c Document>> {
     match value {
-        Some(Bson::Document(d)) => Ok(Some(d.clone())),
+        Some(Bson::Document(d)) => Ok(Some(d)),
         Some(Bson::Null) | None => Ok(None),
         Some(_) => {
             bail!(TypeMismatch, "BSON field '{}' is the wrong type, expected type 'object'", key)
@@ -468,7 +471,7 @@ fn doc_arg(value: Option<&Bson>, key: &str) -> Result<Option<Document>> {
 pub struct Runner<'a> {
     svc: &'a Service,
     /// The command's generic arguments.
-    pub op: &'a OpContext,
+    pub op: &'a OpContext<'a>,
     session: Option<ArcMutexGuard<RawMutex, Session>>,
     /// Set when a fail point asks to close the connection after the write.
     pub close_connection: bool,
@@ -537,7 +540,7 @@ impl<'a> Runner<'a> {
     /// error returned, where it would.
     pub fn new(
         svc: &'a Service,
-        op: &'a OpContext,
+        op: &'a OpContext<'a>,
         would_block: Option<&'a std::cell::Cell<bool>>,
     ) -> Result<Self> {
         let session = match &op.lsid {
@@ -719,8 +722,8 @@ impl<'a> Runner<'a> {
                     if !allowed_in_txn {
                         return Err(not_in_transaction(&self.op.name, &self.op.db));
                     }
-                    validate_txn_read_concern(self.op.read_concern.as_ref())?;
-                    s.start_transaction(svc.store.as_ref(), n, self.op.read_concern.clone())?;
+                    validate_txn_read_concern(self.op.read_concern)?;
+                    s.start_transaction(svc.store.as_ref(), n, self.op.read_concern.cloned())?;
                     s.txn_api = Some(self.op.api.describe());
                     Ok(())
                 } else if is_end {
