@@ -226,12 +226,7 @@ impl<'a> Received<'a> {
     /// The command as one document, with documents kept apart put back in: the profiler and
     /// the slow-operation log show a command whole (cut to their size limit).
     pub(crate) fn whole(self) -> std::borrow::Cow<'a, Document> {
-        let Some(docs) = self.documents else { return std::borrow::Cow::Borrowed(self.cmd) };
-        let mut whole = self.cmd.clone();
-        let docs: Vec<Bson> =
-            docs.iter().filter_map(|d| d.to_document().ok().map(Bson::Document)).collect();
-        whole.insert("documents", docs);
-        std::borrow::Cow::Owned(whole)
+        self.whole_within(usize::MAX).0
     }
 
     /// [`Received::whole`] for a reader that keeps at most `budget` bytes of it (the slow-operation
